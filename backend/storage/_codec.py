@@ -1,0 +1,85 @@
+"""Conversions between :class:`MemoryRecord` and chroma rows, and result assembly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from backend.storage._lexical import USER_PREFIX, rrf_fuse
+from backend.storage.models import MemoryRecord, Provenance, SearchHit, SearchMethod
+
+__all__ = ["assemble_hits", "meta_ts", "record_from_chroma", "record_to_meta"]
+
+
+def meta_ts(meta: Mapping[str, Any]) -> float:
+    """``created_at`` of a chroma row as epoch seconds (UTC)."""
+    return float(meta["created_at_ts"])
+
+
+def record_to_meta(record: MemoryRecord) -> dict[str, Any]:
+    meta: dict[str, Any] = {USER_PREFIX + k: v for k, v in record.metadata.items()}
+    meta.update(
+        trader_id=record.trader_id,
+        kind=record.kind,
+        importance=float(record.importance),
+        created_at_ts=record.created_at.timestamp(),
+        created_at=record.created_at.isoformat(),
+    )
+    return meta
+
+
+def record_from_chroma(rid: str, text: str, meta: dict[str, Any], emb: Any = None) -> MemoryRecord:
+    return MemoryRecord(
+        id=rid,
+        trader_id=meta["trader_id"],
+        text=text,
+        created_at=datetime.fromisoformat(meta["created_at"]),
+        kind=meta["kind"],
+        importance=meta["importance"],
+        metadata={k[len(USER_PREFIX) :]: v for k, v in meta.items() if k.startswith(USER_PREFIX)},
+        embedding=[float(x) for x in emb] if emb is not None else None,
+    )
+
+
+def assemble_hits(
+    collection: str,
+    method: SearchMethod,
+    dense: list[tuple[MemoryRecord, float]],
+    lexical: list[tuple[MemoryRecord, float]],
+    top_k: int,
+    rrf_k: int,
+) -> list[SearchHit]:
+    """Rank, normalise similarity to [0, 1] and attach provenance (see :class:`SearchHit`)."""
+    records = {r.id: r for r, _ in lexical} | {r.id: r for r, _ in dense}
+    dense_rank = {r.id: (i + 1, sim) for i, (r, sim) in enumerate(dense)}
+    lex_rank = {r.id: (i + 1, score) for i, (r, score) in enumerate(lexical)}
+    ranked: list[tuple[str, float]]
+    if method == "dense":
+        ranked = [(r.id, sim) for r, sim in dense[:top_k]]
+    elif method == "bm25":
+        best = lexical[0][1] if lexical else 1.0
+        ranked = [(r.id, score / best) for r, score in lexical[:top_k]]
+    else:
+        fused = rrf_fuse([[r.id for r, _ in dense], [r.id for r, _ in lexical]], k=rrf_k)
+        ceiling = 2.0 / (rrf_k + 1)
+        ranked = [(rid, min(1.0, s / ceiling)) for rid, s in fused[:top_k]]
+    hits = []
+    for rank, (rid, sim) in enumerate(ranked, start=1):
+        d, lx = dense_rank.get(rid), lex_rank.get(rid)
+        hits.append(
+            SearchHit(
+                record=records[rid],
+                similarity=sim,
+                rank=rank,
+                provenance=Provenance(
+                    collection=collection,
+                    method=method,
+                    dense_rank=d[0] if d else None,
+                    dense_similarity=d[1] if d else None,
+                    bm25_rank=lx[0] if lx else None,
+                    bm25_score=lx[1] if lx else None,
+                ),
+            )
+        )
+    return hits

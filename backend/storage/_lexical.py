@@ -1,0 +1,166 @@
+"""Search-side helpers of the Khala layer: metadata filters, BM25 index, reciprocal-rank fusion."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import bm25s
+import numpy as np
+
+from backend.errors import TenantScopeError
+from backend.storage.models import MetadataValue
+
+__all__ = ["Filter", "LexicalIndex", "rrf_fuse"]
+
+log = logging.getLogger("backend.storage")
+
+USER_PREFIX = "u."
+"""Free metadata lives under ``u.<key>`` in chroma so it can never shadow the reserved keys."""
+RESERVED = frozenset({"trader_id", "created_at", "created_at_ts", "id"})
+
+FilterSpec = Mapping[str, MetadataValue | Sequence[MetadataValue]]
+"""``{"kind": "news"}`` (equality) or ``{"kind": ["news", "episodic"]}`` (any of)."""
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A validated conjunction of equality / membership conditions plus an importance floor.
+
+    It can only *narrow* a trader's scope: ``trader_id`` and time keys are rejected
+    (scope is the trader's collection; time is ``as_of``).
+    """
+
+    clauses: tuple[tuple[str, frozenset[MetadataValue]], ...] = ()
+    min_importance: float | None = None
+
+    @classmethod
+    def build(cls, spec: FilterSpec | None, *, min_importance: float | None = None) -> Filter:
+        """Validate ``spec``; raises :class:`TenantScopeError` for reserved keys."""
+        clauses: list[tuple[str, frozenset[MetadataValue]]] = []
+        for key, value in (spec or {}).items():
+            if key in RESERVED:
+                raise TenantScopeError(
+                    f"filter key {key!r} is reserved: scope comes from trader_id, time from as_of"
+                )
+            values = [value] if isinstance(value, str | int | float | bool) else list(value)
+            if not values or not all(isinstance(v, str | int | float | bool) for v in values):
+                raise TenantScopeError(f"filter key {key!r}: needs scalar values")
+            ckey = key if key in ("kind", "importance") else USER_PREFIX + key
+            clauses.append((ckey, frozenset(values)))
+        return cls(tuple(clauses), min_importance)
+
+    def to_chroma(self, *, as_of_ts: float) -> dict[str, Any]:
+        """The chroma ``where`` clause, always including the ``as_of`` fence."""
+        conds: list[dict[str, Any]] = [{"created_at_ts": {"$lte": as_of_ts}}]
+        for key, values in self.clauses:
+            if len(values) == 1:
+                conds.append({key: {"$eq": next(iter(values))}})
+            else:
+                conds.append({key: {"$in": sorted(values, key=repr)}})
+        if self.min_importance is not None:
+            conds.append({"importance": {"$gte": self.min_importance}})
+        return conds[0] if len(conds) == 1 else {"$and": conds}
+
+    def matches(self, meta: Mapping[str, Any]) -> bool:
+        """Evaluate the same conditions in memory (for the BM25 side)."""
+        if self.min_importance is not None and float(meta["importance"]) < self.min_importance:
+            return False
+        return all(meta.get(key) in values for key, values in self.clauses)
+
+
+def _tokenize(texts: list[str]) -> list[list[str]]:
+    tokens: list[list[str]] = bm25s.tokenize(
+        texts, lower=True, stopwords="en", return_ids=False, show_progress=False
+    )
+    return tokens
+
+
+class LexicalIndex:
+    """A per-trader in-memory mirror (text, time, metadata) with a lazily rebuilt bm25s index.
+
+    Writes update the mirror in O(batch); the bm25s index is rebuilt on the next search
+    after a write (bm25s indexes are static). Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._docs: dict[str, tuple[str, float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._built: _Built | None = None
+
+    def put(self, items: Iterable[tuple[str, str, float, dict[str, Any]]]) -> None:
+        """Insert or replace ``(id, text, created_at_ts, chroma metadata)`` items."""
+        with self._lock:
+            for rid, text, ts, meta in items:
+                self._docs[rid] = (text, ts, meta)
+            self._built = None
+
+    def remove(self, ids: Iterable[str]) -> None:
+        with self._lock:
+            for rid in ids:
+                self._docs.pop(rid, None)
+            self._built = None
+
+    def _index(self) -> _Built:
+        if self._built is None:
+            ids = list(self._docs)
+            texts = [self._docs[i][0] for i in ids]
+            ts = np.array([self._docs[i][1] for i in ids], dtype=np.float64)
+            metas = [self._docs[i][2] for i in ids]
+            retriever = None
+            if ids:
+                retriever = bm25s.BM25()
+                retriever.index(_tokenize(texts), show_progress=False)
+            self._built = _Built(ids, texts, ts, metas, retriever)
+            log.debug("bm25 index rebuilt over %d records", len(ids))
+        return self._built
+
+    def search(
+        self, query: str, *, top_k: int, as_of_ts: float, where: Filter
+    ) -> list[tuple[str, float, str, dict[str, Any]]]:
+        """Top ``top_k`` ``(id, bm25 score, text, chroma metadata)`` with score > 0,
+        created <= ``as_of_ts`` and matching ``where``, best first (ties by id)."""
+        with self._lock:
+            built = self._index()
+        if built.retriever is None:
+            return []
+        q = [t for t in _tokenize([query])[0] if t in built.retriever.vocab_dict]
+        if not q:
+            return []
+        scores = np.asarray(built.retriever.get_scores(q), dtype=np.float64)
+        scores[built.ts > as_of_ts] = 0.0
+        if where.clauses or where.min_importance is not None:
+            for i in np.flatnonzero(scores > 0):
+                if not where.matches(built.metas[i]):
+                    scores[i] = 0.0
+        candidates = np.flatnonzero(scores > 0)
+        if candidates.size > top_k:
+            part = np.argpartition(-scores[candidates], top_k - 1)[:top_k]
+            candidates = candidates[part]
+        order = sorted(candidates.tolist(), key=lambda i: (-scores[i], built.ids[i]))
+        return [(built.ids[i], float(scores[i]), built.texts[i], built.metas[i]) for i in order]
+
+
+@dataclass(frozen=True)
+class _Built:
+    ids: list[str]
+    texts: list[str]
+    ts: np.ndarray
+    metas: list[dict[str, Any]]
+    retriever: bm25s.BM25 | None
+
+
+def rrf_fuse(rankings: Sequence[Sequence[str]], *, k: int) -> list[tuple[str, float]]:
+    """Reciprocal-rank fusion: ``score(d) = sum over lists of 1 / (k + rank_d)`` (1-based).
+
+    Cormack, Clarke & Buettcher, "Reciprocal Rank Fusion outperforms Condorcet and
+    individual Rank Learning Methods", SIGIR 2009. Ties break by id for determinism.
+    """
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, rid in enumerate(ranking, start=1):
+            scores[rid] = scores.get(rid, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))

@@ -1,0 +1,490 @@
+"""The Khala vector layer: trader-scoped memory records on chromadb, with an audit trail.
+
+Design:
+- **Tenant scoping by construction.** Each trader has its own chroma collection
+  (``<prefix>-<sha256(trader_id)[:32]>``, cosine space, created with get-or-create),
+  so no query, id or filter can reach another trader's vectors. Every record also
+  carries ``trader_id`` in its metadata and results are checked against it.
+- **Time is an argument.** Writes and reads carry a UTC ``as_of``; a write may not
+  contain records created after it (:class:`LookAheadError`) and a read never returns
+  records created after it (chroma ``where created_at_ts <= as_of``).
+- **Dense, BM25 and hybrid search.** Dense is chroma's HNSW top-k; BM25 (bm25s) runs on an
+  in-process mirror of the trader's texts; hybrid is reciprocal-rank fusion of both.
+- **Nothing half-written.** A batch is validated and embedded first, then written to chroma
+  inside the audit trail's SQLite transaction (:mod:`backend.storage._audit`).
+
+Embeddings are always computed by the given :class:`~backend.embeddings.Embedder` and
+passed to chroma explicitly; chroma's own default embedding function is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
+from chromadb.errors import ChromaError, NotFoundError
+from pydantic import ValidationError
+
+from backend.embeddings import Embedder, Vectors
+from backend.errors import EmbeddingMismatchError, LookAheadError, StoreError, TenantScopeError
+from backend.storage._audit import AuditLog, AuditRow
+from backend.storage._codec import assemble_hits, meta_ts, record_from_chroma, record_to_meta
+from backend.storage._lexical import Filter, FilterSpec, LexicalIndex
+from backend.storage.models import (
+    TRADER_ID_PATTERN,
+    AuditEvent,
+    MemoryRecord,
+    SearchHit,
+    SearchMethod,
+    UpsertResult,
+    to_utc,
+)
+
+__all__ = ["KhalaStore"]
+
+_TRADER_RE = __import__("re").compile(TRADER_ID_PATTERN)
+
+
+def _check_trader(trader_id: str) -> str:
+    if not isinstance(trader_id, str) or not _TRADER_RE.match(trader_id):
+        raise TenantScopeError(f"invalid trader_id {str(trader_id)[:40]!r}")
+    return trader_id
+
+
+def _ts(as_of: datetime) -> float:
+    try:
+        return to_utc(as_of).timestamp()
+    except (ValueError, AttributeError):
+        raise LookAheadError("as_of must be a timezone-aware UTC datetime") from None
+
+
+class KhalaStore:
+    """Trader-scoped memory store over a chromadb client (embedded or server).
+
+    Build the client, embedder and audit log at the composition root and pass them in
+    (see :func:`backend.storage.open_store`). All methods are thread-safe.
+    """
+
+    def __init__(
+        self,
+        client: ClientAPI,
+        embedder: Embedder,
+        audit: AuditLog,
+        *,
+        collection_prefix: str = "khala",
+        rrf_k: int = 60,
+        hybrid_fanout: int = 4,
+    ) -> None:
+        self._client = client
+        self._embedder = embedder
+        self._audit = audit
+        self._prefix = collection_prefix
+        self._rrf_k = rrf_k
+        self._fanout = hybrid_fanout
+        self._collections: dict[str, Collection] = {}
+        self._lexical: dict[str, LexicalIndex] = {}
+        self._lock = threading.RLock()
+        self._max_batch = int(client.get_max_batch_size())
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
+    def collection_name(self, trader_id: str) -> str:
+        """The chroma collection of ``trader_id`` (a hash: any trader id is a valid name)."""
+        digest = hashlib.sha256(_check_trader(trader_id).encode()).hexdigest()[:32]
+        return f"{self._prefix}-{digest}"
+
+    def collection(self, trader_id: str) -> Collection:
+        """The trader's chroma collection, created on first use (get-or-create, cosine).
+
+        Raises :class:`EmbeddingMismatchError` if it was built with another embedding model.
+        """
+        col = self._open(trader_id, create=True)
+        assert col is not None
+        return col
+
+    def _open(self, trader_id: str, *, create: bool) -> Collection | None:
+        """The trader's collection; ``None`` if it does not exist and ``create`` is false
+        (reads never create collections)."""
+        with self._lock:
+            col = self._collections.get(trader_id)
+            if col is not None:
+                return col
+            name = self.collection_name(trader_id)
+            wanted = {
+                "trader_id": trader_id,
+                "embedding_model": self._embedder.model_id,
+                "embedding_dim": self._embedder.dim,
+            }
+            try:
+                try:
+                    col = self._client.get_collection(name, embedding_function=None)
+                except NotFoundError:
+                    if not create:
+                        return None
+                    col = self._client.get_or_create_collection(
+                        name,
+                        embedding_function=None,
+                        configuration={"hnsw": {"space": "cosine"}},
+                        metadata=wanted,
+                    )
+            except ChromaError as exc:
+                raise StoreError(f"chroma collection {name}: {exc}") from None
+            meta = dict(col.metadata or {})
+            if meta.get("trader_id") != trader_id:
+                raise TenantScopeError(f"collection {name} belongs to another trader")
+            if (meta.get("embedding_model"), meta.get("embedding_dim")) != (
+                self._embedder.model_id,
+                self._embedder.dim,
+            ):
+                raise EmbeddingMismatchError(
+                    f"trader {trader_id}: memories were embedded with "
+                    f"{meta.get('embedding_model')} ({meta.get('embedding_dim')}-d), "
+                    f"not {self._embedder.model_id} ({self._embedder.dim}-d)"
+                )
+            self._collections[trader_id] = col
+            return col
+
+    def _lex(self, trader_id: str) -> LexicalIndex:
+        with self._lock:
+            index = self._lexical.get(trader_id)
+            if index is None:
+                index = LexicalIndex()
+                col = self._open(trader_id, create=False)
+                total = col.count() if col is not None else 0
+                for offset in range(0, total, self._max_batch):
+                    page = col.get(  # type: ignore[union-attr]
+                        include=["documents", "metadatas"], limit=self._max_batch, offset=offset
+                    )
+                    index.put(
+                        (rid, doc, meta_ts(meta), dict(meta))
+                        for rid, doc, meta in zip(
+                            page["ids"],
+                            page["documents"] or [],
+                            page["metadatas"] or [],
+                            strict=True,
+                        )
+                    )
+                self._lexical[trader_id] = index
+            return index
+
+    # ------------------------------------------------------------------ writes
+
+    def upsert(
+        self,
+        trader_id: str,
+        records: Sequence[MemoryRecord],
+        *,
+        as_of: datetime,
+    ) -> UpsertResult:
+        """Add or replace ``records`` of ``trader_id`` (batched, idempotent by id).
+
+        Records identical to what is stored are left alone; a record whose text did not
+        change keeps its stored embedding. Records may bring their own ``embedding``
+        (``dim`` floats, unit length); the rest are embedded in one batch.
+
+        Raises :class:`TenantScopeError` (a record of another trader, duplicate ids),
+        :class:`LookAheadError` (``created_at`` after ``as_of``), :class:`StoreError`.
+        Either the whole batch is written and audited, or nothing is.
+        """
+        col = self.collection(trader_id)
+        as_of_ts = _ts(as_of)
+        seen: set[str] = set()
+        for r in records:
+            if r.trader_id != trader_id:
+                raise TenantScopeError(
+                    f"record {r.id!r} belongs to {r.trader_id!r}, not {trader_id!r}"
+                )
+            if r.id in seen:
+                raise TenantScopeError(f"record id {r.id!r} appears twice in one batch")
+            if r.created_at.timestamp() > as_of_ts:
+                raise LookAheadError(
+                    f"record {r.id!r} created_at {r.created_at.isoformat()} is after as_of "
+                    f"{to_utc(as_of).isoformat()}"
+                )
+            seen.add(r.id)
+        if not records:
+            return UpsertResult()
+        existing = self._fetch(col, [r.id for r in records], embeddings=True)
+        changed: list[MemoryRecord] = []
+        rows: list[AuditRow] = []
+        unchanged = 0
+        for r in records:
+            old = existing.get(r.id)
+            if old is not None and old[0].content() == r.content():
+                unchanged += 1
+                continue
+            changed.append(r)
+            rows.append(
+                (
+                    trader_id,
+                    r.id,
+                    "UPDATE" if old else "ADD",
+                    old[0].content() if old else None,
+                    r.content(),
+                )
+            )
+        if not changed:
+            return UpsertResult(unchanged=unchanged)
+        vectors = self._vectors_for(changed, existing)
+        metas = [record_to_meta(r) for r in changed]
+        with self._audit.transaction(as_of=as_of) as audit:
+            audit.record(rows)
+            try:
+                for start in range(0, len(changed), self._max_batch):
+                    end = start + self._max_batch
+                    col.upsert(
+                        ids=[r.id for r in changed[start:end]],
+                        embeddings=vectors[start:end],
+                        documents=[r.text for r in changed[start:end]],
+                        metadatas=metas[start:end],  # type: ignore[arg-type]
+                    )
+            except (ChromaError, ValueError, TypeError) as exc:
+                raise StoreError(f"trader {trader_id}: chroma upsert failed: {exc}") from None
+        self._lex(trader_id).put(
+            (r.id, r.text, m["created_at_ts"], m) for r, m in zip(changed, metas, strict=True)
+        )
+        added = sum(1 for row in rows if row[2] == "ADD")
+        return UpsertResult(added=added, updated=len(rows) - added, unchanged=unchanged)
+
+    def _fetch(
+        self, col: Collection, ids: list[str], *, embeddings: bool
+    ) -> dict[str, tuple[MemoryRecord, Any]]:
+        """Rows by id as ``{id: (record, stored embedding or None)}``, paged by chroma's
+        max batch size; chroma failures become :class:`StoreError`."""
+        out: dict[str, tuple[MemoryRecord, Any]] = {}
+        include = ["documents", "metadatas"] + (["embeddings"] if embeddings else [])
+        for start in range(0, len(ids), self._max_batch):
+            try:
+                page = col.get(ids=ids[start : start + self._max_batch], include=include)  # type: ignore[arg-type]
+            except ChromaError as exc:
+                raise StoreError(f"chroma get from {col.name} failed: {exc}") from None
+            embs = page["embeddings"] if embeddings and page["embeddings"] is not None else None
+            for i, (rid, doc, meta) in enumerate(
+                zip(page["ids"], page["documents"] or [], page["metadatas"] or [], strict=True)
+            ):
+                out[rid] = (
+                    record_from_chroma(rid, doc, dict(meta)),
+                    None if embs is None else embs[i],
+                )
+        return out
+
+    def _vectors_for(
+        self, records: list[MemoryRecord], existing: dict[str, tuple[MemoryRecord, Any]]
+    ) -> Vectors:
+        out = np.empty((len(records), self._embedder.dim), dtype=np.float32)
+        todo: list[int] = []
+        for i, r in enumerate(records):
+            old = existing.get(r.id)
+            if r.embedding is not None:
+                vec = np.asarray(r.embedding, dtype=np.float32)
+                if vec.shape != (self._embedder.dim,) or not np.all(np.isfinite(vec)):
+                    raise StoreError(
+                        f"record {r.id!r}: embedding must be {self._embedder.dim} finite floats"
+                    )
+                out[i] = vec / max(float(np.linalg.norm(vec)), 1e-12)
+            elif old is not None and old[0].text == r.text and old[1] is not None:
+                out[i] = np.asarray(old[1], dtype=np.float32)
+            else:
+                todo.append(i)
+        if todo:
+            out[todo] = self._embedder.embed([records[i].text for i in todo])
+        return out
+
+    def update(
+        self,
+        trader_id: str,
+        record_id: str,
+        *,
+        as_of: datetime,
+        text: str | None = None,
+        importance: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> MemoryRecord:
+        """Change one record's text, importance (0..1) or metadata (merged into the old).
+
+        Raises :class:`StoreError` if the record does not exist (or is after ``as_of``),
+        ``pydantic.ValidationError``-derived :class:`StoreError` for invalid values.
+        """
+        found = self.get(trader_id, [record_id], as_of=as_of)
+        if not found:
+            raise StoreError(
+                f"trader {trader_id}: no record {record_id!r} as of {as_of.isoformat()}"
+            )
+        old = found[0]
+        changes: dict[str, Any] = {}
+        if text is not None:
+            changes["text"] = text
+        if importance is not None:
+            changes["importance"] = importance
+        if metadata is not None:
+            changes["metadata"] = {**old.metadata, **metadata}
+        try:
+            new = MemoryRecord.model_validate({**old.content(), **changes})
+        except ValidationError as exc:
+            first = exc.errors(include_input=False)[0]
+            raise StoreError(
+                f"record {record_id!r}: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            ) from None
+        self.upsert(trader_id, [new], as_of=as_of)
+        return new
+
+    def delete(self, trader_id: str, ids: Sequence[str], *, as_of: datetime) -> int:
+        """Delete records by id (those visible at ``as_of``); returns how many were deleted."""
+        visible = self.get(trader_id, ids, as_of=as_of)
+        if not visible:
+            return 0
+        col = self.collection(trader_id)
+        with self._audit.transaction(as_of=as_of) as audit:
+            audit.record([(trader_id, r.id, "DELETE", r.content(), None) for r in visible])
+            try:
+                col.delete(ids=[r.id for r in visible])
+            except ChromaError as exc:
+                raise StoreError(f"trader {trader_id}: chroma delete failed: {exc}") from None
+        self._lex(trader_id).remove(r.id for r in visible)
+        return len(visible)
+
+    # ------------------------------------------------------------------- reads
+
+    def get(
+        self,
+        trader_id: str,
+        ids: Sequence[str],
+        *,
+        as_of: datetime,
+        include_embeddings: bool = False,
+    ) -> list[MemoryRecord]:
+        """Records of ``trader_id`` with these ids created at or before ``as_of``, in id order
+        given; unknown ids are skipped."""
+        as_of_ts = _ts(as_of)
+        col = self._open(trader_id, create=False)
+        if col is None:
+            return []
+        unique = list(dict.fromkeys(ids))
+        found = {
+            rid: rec.model_copy(update={"embedding": [float(x) for x in emb]})
+            if emb is not None
+            else rec
+            for rid, (rec, emb) in self._fetch(col, unique, embeddings=include_embeddings).items()
+            if rec.trader_id == trader_id and rec.created_at.timestamp() <= as_of_ts
+        }
+        return [found[i] for i in unique if i in found]
+
+    def count(self, trader_id: str, *, as_of: datetime | None = None) -> int:
+        """Number of records of ``trader_id`` (created at or before ``as_of`` if given)."""
+        col = self._open(trader_id, create=False)
+        if col is None:
+            return 0
+        if as_of is None:
+            return int(col.count())
+        page = col.get(where={"created_at_ts": {"$lte": _ts(as_of)}}, include=[])  # type: ignore[dict-item]
+        return len(page["ids"])
+
+    def traders(self) -> list[str]:
+        """Trader ids that have a collection in this store's prefix."""
+        out = []
+        for col in self._client.list_collections():
+            if col.name.startswith(self._prefix + "-") and col.metadata:
+                out.append(str(col.metadata.get("trader_id")))
+        return sorted(out)
+
+    def history(self, trader_id: str, record_id: str | None = None) -> list[AuditEvent]:
+        """Audit events of the trader (or one record), oldest first."""
+        return self._audit.history(_check_trader(trader_id), record_id)
+
+    def search(
+        self,
+        trader_id: str,
+        query: str | Sequence[float] | np.ndarray,
+        *,
+        as_of: datetime,
+        top_k: int = 10,
+        method: SearchMethod = "hybrid",
+        filters: FilterSpec | None = None,
+        min_importance: float | None = None,
+    ) -> list[SearchHit]:
+        """Top ``top_k`` memories of ``trader_id`` for ``query``, created at or before ``as_of``.
+
+        ``query`` is text, or a vector for ``dense`` only. ``filters`` narrow by ``kind``
+        and free metadata keys (equality, or any-of for a list); ``min_importance`` keeps
+        records with importance >= it. Results are ordered best first; see
+        :class:`SearchHit` for the meaning of ``similarity``.
+
+        Raises :class:`TenantScopeError` (reserved filter keys), :class:`LookAheadError`
+        (naive ``as_of``), :class:`StoreError` (bad arguments, chroma failure).
+        """
+        if not 1 <= top_k <= 1000:
+            raise StoreError(f"top_k must be in 1..1000, got {top_k}")
+        if method not in ("dense", "bm25", "hybrid"):
+            raise StoreError(f"unknown search method {method!r}")
+        where = Filter.build(filters, min_importance=min_importance)
+        as_of_ts = _ts(as_of)
+        if not isinstance(query, str) and method != "dense":
+            raise StoreError(f"{method} search needs a text query")
+        col = self._open(trader_id, create=False)
+        if col is None:
+            return []
+        fetch = top_k if method != "hybrid" else top_k * self._fanout
+        dense: list[tuple[MemoryRecord, float]] = []
+        lexical: list[tuple[MemoryRecord, float]] = []
+        if method in ("dense", "hybrid"):
+            vec = (
+                self._embedder.embed_one(query)
+                if isinstance(query, str)
+                else np.asarray(query, dtype=np.float32)
+            )
+            dense = self._dense(col, trader_id, vec, fetch, where, as_of_ts)
+        if method in ("bm25", "hybrid"):
+            found = self._lex(trader_id).search(
+                str(query), top_k=fetch, as_of_ts=as_of_ts, where=where
+            )
+            lexical = [
+                (record_from_chroma(rid, text, meta), score)
+                for rid, score, text, meta in found
+                if meta.get("trader_id") == trader_id
+            ]
+        return assemble_hits(col.name, method, dense, lexical, top_k, self._rrf_k)
+
+    def _dense(
+        self,
+        col: Collection,
+        trader_id: str,
+        vec: np.ndarray,
+        n: int,
+        where: Filter,
+        as_of_ts: float,
+    ) -> list[tuple[MemoryRecord, float]]:
+        if vec.shape != (self._embedder.dim,) or not np.all(np.isfinite(vec)):
+            raise StoreError(f"query vector must be {self._embedder.dim} finite floats")
+        try:
+            res = col.query(
+                query_embeddings=vec[None, :],
+                n_results=n,
+                where=where.to_chroma(as_of_ts=as_of_ts),
+                include=["distances", "metadatas", "documents"],
+            )
+        except ChromaError as exc:
+            raise StoreError(f"trader {trader_id}: chroma query failed: {exc}") from None
+        out = []
+        for rid, dist, meta, doc in zip(
+            res["ids"][0],
+            (res["distances"] or [[]])[0],
+            (res["metadatas"] or [[]])[0],
+            (res["documents"] or [[]])[0],
+            strict=True,
+        ):
+            if meta.get("trader_id") == trader_id and meta_ts(meta) <= as_of_ts:
+                record = record_from_chroma(rid, doc, dict(meta))
+                out.append((record, min(1.0, max(0.0, 1.0 - float(dist) / 2.0))))
+        return out
+
+    def close(self) -> None:
+        """Close the audit trail (chroma clients need no closing)."""
+        self._audit.close()

@@ -1,0 +1,148 @@
+"""The typed models of the Khala vector layer (one per concept, defined only here)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "AuditEvent",
+    "MemoryRecord",
+    "MetadataValue",
+    "Provenance",
+    "SearchHit",
+    "SearchMethod",
+    "UpsertResult",
+    "stable_id",
+    "to_utc",
+]
+
+MetadataValue = str | int | float | bool
+"""What chromadb can store and filter on: a scalar."""
+SearchMethod = Literal["dense", "bm25", "hybrid"]
+TRADER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$"
+
+
+def to_utc(value: datetime) -> datetime:
+    """Return ``value`` in UTC. Raises ``ValueError`` for a naive datetime (ambiguous)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("datetime must be timezone-aware (UTC)")
+    return value.astimezone(UTC)
+
+
+def stable_id(*parts: object) -> str:
+    """A deterministic 32-hex-char id from ``parts`` (sha256), for idempotent upserts."""
+    joined = "\x1f".join(str(p) for p in parts)
+    return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:32]
+
+
+class MemoryRecord(BaseModel):
+    """One memory in the Khala layer, owned by exactly one trader.
+
+    - ``id``: caller-chosen and stable (upserting the same id again updates, never duplicates);
+      unique within a trader, not globally.
+    - ``created_at``: when the memory became known (UTC); searches with ``as_of`` earlier
+      than this never see it.
+    - ``kind``: the tier or type (``persona``, ``working``, ``episodic``, ``news``, ...).
+    - ``importance``: 0..1, used by retrieval scoring in the hierarchical memory.
+    - ``metadata``: free scalar fields; keys 1-64 chars, floats finite.
+    - ``embedding``: the unit vector, present when given on write or asked for on read.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256)
+    trader_id: str = Field(pattern=TRADER_ID_PATTERN)
+    text: str = Field(min_length=1, max_length=200_000)
+    created_at: AwareDatetime
+    kind: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    importance: float = Field(default=0.5, ge=0.0, le=1.0)
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    embedding: list[float] | None = Field(default=None, repr=False)
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return to_utc(value)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text must not be blank")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _scalars(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+        for key, item in value.items():
+            if not 1 <= len(key) <= 64:
+                raise ValueError(f"metadata key {key[:70]!r}: 1-64 characters")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"metadata key {key!r}: float must be finite")
+        return value
+
+    def content(self) -> dict[str, Any]:
+        """Everything but the embedding, JSON-ready (what the audit trail stores)."""
+        return self.model_dump(mode="json", exclude={"embedding"})
+
+
+class UpsertResult(BaseModel):
+    """Counts of one batched upsert: new ids, changed ids, ids already identical."""
+
+    model_config = ConfigDict(frozen=True)
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+class Provenance(BaseModel):
+    """Where a hit came from: which store, collection and retrievers, with their ranks."""
+
+    model_config = ConfigDict(frozen=True)
+
+    store: Literal["khala"] = "khala"
+    collection: str
+    method: SearchMethod
+    dense_rank: int | None = None
+    """1-based rank in the dense retriever's list, if it was retrieved there."""
+    dense_similarity: float | None = None
+    bm25_rank: int | None = None
+    bm25_score: float | None = None
+    """Raw BM25 score (Robertson & Zaragoza 2009, bm25s "lucene" variant), unbounded >= 0."""
+
+
+class SearchHit(BaseModel):
+    """One search result.
+
+    ``similarity`` is in [0, 1], higher is closer:
+    - dense: ``(1 + cos) / 2`` from chromadb's cosine distance ``d = 1 - cos``, i.e. ``1 - d/2``;
+    - bm25: the BM25 score divided by the best score of this query;
+    - hybrid: the reciprocal-rank-fusion score divided by its maximum ``2 / (k + 1)``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    record: MemoryRecord
+    similarity: float = Field(ge=0.0, le=1.0)
+    rank: int = Field(ge=1)
+    provenance: Provenance
+
+
+class AuditEvent(BaseModel):
+    """One mutation in the SQLite audit trail (mem0's history table, adapted)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    trader_id: str
+    record_id: str
+    event: Literal["ADD", "UPDATE", "DELETE"]
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+    as_of: datetime

@@ -1,0 +1,112 @@
+"""Shared fixtures: the real shared data, the real embedding model, a real chroma server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import chromadb
+import pytest
+from chromadb.config import Settings as ChromaSettings
+
+from backend.config import StoreSettings
+from backend.embeddings import Embedder, HashingEmbedder, MiniLMEmbedder
+from backend.storage import KhalaStore, open_store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """``../shared/data`` (or ``$SENTINEL_DATA_DIR``). Missing data fails, never skips."""
+    path = Path(os.environ.get("SENTINEL_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+    assert (path / "README.md").is_file(), f"shared data not found at {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm() -> MiniLMEmbedder:
+    """The real default embedder (loaded once per test session)."""
+    return MiniLMEmbedder()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A real ``chroma run`` server on a free loopback port, for the whole session."""
+    exe = Path(sys.executable).parent / "chroma"
+    assert exe.exists(), "the chroma CLI ships with chromadb"
+    data = tmp_path_factory.mktemp("chroma-server")
+    port = _free_port()
+    log = (data / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(exe), "run", "--path", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            chromadb.HttpClient(
+                host="127.0.0.1", port=port, settings=ChromaSettings(anonymized_telemetry=False)
+            ).heartbeat()
+            break
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError((data / "server.log").read_text()) from None
+            time.sleep(0.2)
+    yield "127.0.0.1", port
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+StoreFactory = Callable[..., KhalaStore]
+
+
+@pytest.fixture(params=["embedded", "server"])
+def make_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[StoreFactory]:
+    """Build Khala stores on a temporary persistent path or on the real chroma server.
+
+    Each test gets its own collection prefix on the server, so tests never share data.
+    """
+    mode = request.param
+    prefix = "t" + os.urandom(4).hex()
+    opened: list[KhalaStore] = []
+
+    def factory(embedder: Embedder | None = None, **overrides: object) -> KhalaStore:
+        kwargs: dict[str, object] = {
+            "mode": mode,
+            "path": tmp_path / "khala",
+            "audit_path": tmp_path / "audit.sqlite3",
+            "collection_prefix": prefix,
+        }
+        if mode == "server":
+            host, port = request.getfixturevalue("chroma_server")
+            kwargs.update(host=host, port=port)
+        kwargs.update(overrides)
+        store = open_store(StoreSettings(**kwargs), embedder or HashingEmbedder())  # type: ignore[arg-type]
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()

@@ -1,0 +1,223 @@
+"""The Khala vector layer on real chromadb: embedded (temporary persistent) and a real server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from backend.embeddings import HashingEmbedder
+from backend.errors import EmbeddingMismatchError, LookAheadError, StoreError, TenantScopeError
+from backend.storage import MemoryRecord
+from backend.storage._lexical import rrf_fuse
+from tests.conftest import StoreFactory
+
+T0 = datetime(2022, 5, 1, tzinfo=UTC)
+LATER = T0 + timedelta(days=365)
+
+TEXTS = [
+    "Terra LUNA depegs and crashes 90% as UST loses its dollar peg",
+    "Bitcoin falls below 30,000 as liquidations cascade",
+    "Celsius pauses withdrawals citing extreme market conditions",
+    "Ether rallies ahead of the merge upgrade",
+    "Solana network outage halts block production",
+    "Three Arrows Capital faces liquidation on its loans",
+    "Bitcoin funding rates flip negative on Binance",
+    "Fed raises rates by 75 basis points, crypto slides",
+]
+
+
+def rec(i: int, trader: str = "alice", **kw: object) -> MemoryRecord:
+    fields: dict[str, object] = {
+        "id": f"r{i}",
+        "trader_id": trader,
+        "text": TEXTS[i % len(TEXTS)],
+        "created_at": T0 + timedelta(days=i),
+        "kind": "news" if i % 2 == 0 else "episodic",
+        "importance": (i % 5) / 4,
+        "metadata": {"symbol": "BTC/USDT" if i % 3 == 0 else "ETH/USDT", "i": i},
+    }
+    fields.update(kw)
+    return MemoryRecord(**fields)  # type: ignore[arg-type]
+
+
+def test_upsert_get_roundtrip_and_idempotent(make_store: StoreFactory) -> None:
+    store = make_store()
+    records = [rec(i) for i in range(8)]
+    assert store.upsert("alice", records, as_of=LATER).added == 8
+    again = store.upsert("alice", records, as_of=LATER)
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 8)
+    assert store.count("alice") == 8
+    got = store.get("alice", ["r3", "r0", "missing"], as_of=LATER, include_embeddings=True)
+    assert [r.id for r in got] == ["r3", "r0"]
+    assert got[0].content() == records[3].content()
+    assert got[0].embedding is not None and len(got[0].embedding) == 384
+    assert got[0].created_at.tzinfo is not None and got[0].created_at.utcoffset() == timedelta(0)
+
+
+def test_second_run_reopens_the_same_collections(make_store: StoreFactory) -> None:
+    first = make_store()
+    first.upsert("alice", [rec(i) for i in range(4)], as_of=LATER)
+    second = make_store()  # same path / server and prefix: a second process run
+    assert second.count("alice") == 4
+    assert second.upsert("alice", [rec(i) for i in range(4)], as_of=LATER).unchanged == 4
+    assert [h.record.id for h in second.search("alice", "celsius withdrawals", as_of=LATER,
+                                                method="bm25", top_k=1)] == ["r2"]
+
+
+def test_update_delete_and_audit_trail(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert("alice", [rec(0), rec(1)], as_of=T0 + timedelta(days=2))
+    t_upd = T0 + timedelta(days=3)
+    updated = store.update("alice", "r1", as_of=t_upd, importance=0.95, metadata={"outcome": -0.1})
+    assert updated.importance == 0.95 and updated.metadata["outcome"] == -0.1
+    assert updated.metadata["symbol"] == "ETH/USDT"  # merged, not replaced
+    assert store.get("alice", ["r1"], as_of=LATER)[0].importance == 0.95
+    assert store.delete("alice", ["r0", "nope"], as_of=T0 + timedelta(days=4)) == 1
+    assert store.get("alice", ["r0"], as_of=LATER) == []
+    events = store.history("alice")
+    assert [(e.record_id, e.event) for e in events] == [
+        ("r0", "ADD"), ("r1", "ADD"), ("r1", "UPDATE"), ("r0", "DELETE")
+    ]
+    upd = events[2]
+    assert upd.old is not None and upd.new is not None
+    assert (upd.old["importance"], upd.new["importance"]) == (0.25, 0.95)
+    assert upd.as_of == t_upd
+    assert events[3].new is None and events[3].old is not None
+    assert store.history("alice", "r0")[-1].event == "DELETE"
+
+
+def test_changed_text_is_re_embedded_unchanged_text_is_not(make_store: StoreFactory) -> None:
+    calls: list[int] = []
+
+    class Counting(HashingEmbedder):
+        def _embed(self, texts: list[str]):  # type: ignore[no-untyped-def]
+            calls.append(len(texts))
+            return super()._embed(texts)
+
+    store = make_store(Counting())
+    store.upsert("alice", [rec(0), rec(1)], as_of=LATER)
+    store.upsert("alice", [rec(0, importance=1.0), rec(1, text="rewritten text")], as_of=LATER)
+    assert calls == [2, 1]
+
+
+def test_as_of_fences_reads_and_writes(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert("alice", [rec(i) for i in range(8)], as_of=LATER)
+    cutoff = T0 + timedelta(days=3)
+    assert store.count("alice", as_of=cutoff) == 4
+    assert [r.id for r in store.get("alice", ["r2", "r5"], as_of=cutoff)] == ["r2"]
+    for method in ("dense", "bm25", "hybrid"):
+        hits = store.search("alice", "liquidations cascade funding", as_of=cutoff,
+                            method=method, top_k=10)  # type: ignore[arg-type]
+        assert hits and all(h.record.created_at <= cutoff for h in hits), method
+    with pytest.raises(LookAheadError, match="after as_of"):
+        store.upsert("alice", [rec(20), rec(30)], as_of=T0 + timedelta(days=25))
+    assert store.get("alice", ["r20"], as_of=LATER) == []  # nothing half-written
+    with pytest.raises(LookAheadError):
+        store.search("alice", "x", as_of=datetime(2022, 1, 1))  # naive datetime
+
+
+def test_tenant_isolation(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert("alice", [rec(i) for i in range(8)], as_of=LATER)
+    store.upsert("bob", [rec(i, trader="bob", text=f"bob secret {i} " + TEXTS[i])
+                         for i in range(8)], as_of=LATER)
+    for method in ("dense", "bm25", "hybrid"):
+        for filters in (None, {"kind": ["news", "episodic"]}, {"symbol": "BTC/USDT"}):
+            hits = store.search("alice", "bob secret bitcoin liquidation", as_of=LATER, top_k=50,
+                                method=method, filters=filters)  # type: ignore[arg-type]
+            assert hits and all(h.record.trader_id == "alice" for h in hits)
+            assert not any("bob" in h.record.text for h in hits)
+    assert all(r.trader_id == "bob" for r in store.get("bob", ["r1"], as_of=LATER))
+    with pytest.raises(TenantScopeError, match="reserved"):
+        store.search("alice", "x", as_of=LATER, filters={"trader_id": "bob"})
+    with pytest.raises(TenantScopeError, match="belongs to"):
+        store.upsert("alice", [rec(9, trader="bob")], as_of=LATER)
+    with pytest.raises(TenantScopeError):
+        store.search("../bob", "x", as_of=LATER)
+    # reads of an unknown trader see nothing and create nothing
+    assert store.search("carol", "bitcoin", as_of=LATER) == []
+    assert store.count("carol") == 0
+    assert "carol" not in store.traders()
+    assert {"alice", "bob"} <= set(store.traders())
+
+
+def test_search_methods_similarity_and_provenance(make_store: StoreFactory) -> None:
+    store = make_store(rrf_k=60, hybrid_fanout=4)
+    store.upsert("alice", [rec(i) for i in range(8)], as_of=LATER)
+    query = "bitcoin liquidations"
+    dense = store.search("alice", query, as_of=LATER, method="dense", top_k=8)
+    bm25 = store.search("alice", query, as_of=LATER, method="bm25", top_k=8)
+    hybrid = store.search("alice", query, as_of=LATER, method="hybrid", top_k=3)
+    for hits in (dense, bm25, hybrid):
+        assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+        assert all(0.0 <= h.similarity <= 1.0 for h in hits)
+        sims = [h.similarity for h in hits]
+        assert sims == sorted(sims, reverse=True)
+    assert bm25[0].similarity == 1.0 and bm25[0].provenance.bm25_score is not None
+    assert {h.record.id for h in bm25} <= {"r1", "r5", "r6"}  # only texts sharing a term
+    expected = rrf_fuse([[h.record.id for h in dense], [h.record.id for h in bm25]], k=60)[:3]
+    assert [h.record.id for h in hybrid] == [rid for rid, _ in expected]
+    top = hybrid[0]
+    assert top.provenance.method == "hybrid"
+    assert top.provenance.dense_rank is not None and top.provenance.bm25_rank is not None
+    assert top.provenance.collection == store.collection_name("alice")
+    # a vector query is dense-only and equals the text query's dense results
+    vec = store.embedder.embed_one(query)
+    assert [h.record.id for h in store.search("alice", vec, as_of=LATER, method="dense",
+                                              top_k=8)] == [h.record.id for h in dense]
+    with pytest.raises(StoreError, match="needs a text query"):
+        store.search("alice", vec, as_of=LATER, method="hybrid")
+
+
+def test_filters_narrow_identically_for_dense_and_bm25(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert("alice", [rec(i) for i in range(16)], as_of=LATER)
+    query = "bitcoin crash liquidation withdrawals rates"
+    for filters, floor in (({"kind": "news"}, None), ({"symbol": "BTC/USDT"}, 0.5),
+                           ({"i": [1, 2, 3]}, None)):
+        dense = store.search("alice", query, as_of=LATER, method="dense", top_k=16,
+                             filters=filters, min_importance=floor)
+        assert dense
+        for h in dense:
+            for key, value in filters.items():
+                field = h.record.kind if key == "kind" else h.record.metadata[key]
+                assert field in (value if isinstance(value, list) else [value])
+            assert floor is None or h.record.importance >= floor
+        bm25 = store.search("alice", query, as_of=LATER, method="bm25", top_k=16,
+                            filters=filters, min_importance=floor)
+        assert {h.record.id for h in bm25} <= {h.record.id for h in dense}
+
+
+def test_failed_batch_writes_nothing(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert("alice", [rec(0)], as_of=LATER)
+    bad = rec(1).model_copy(update={"embedding": [0.1] * 5})
+    with pytest.raises(StoreError, match="384 finite floats"):
+        store.upsert("alice", [rec(2), bad], as_of=LATER)
+    assert store.count("alice") == 1
+    assert len(store.history("alice")) == 1
+    # chroma itself fails inside the audit transaction: the audit rows roll back
+    store._client.delete_collection(store.collection_name("alice"))
+    with pytest.raises(StoreError, match="chroma"):
+        store.upsert("alice", [rec(3)], as_of=LATER)
+    assert [e.record_id for e in store.history("alice")] == ["r0"]
+
+
+def test_embedding_model_mismatch_is_refused(make_store: StoreFactory) -> None:
+    make_store(HashingEmbedder(dim=384)).upsert("alice", [rec(0)], as_of=LATER)
+    other = make_store(HashingEmbedder(dim=64))
+    with pytest.raises(EmbeddingMismatchError, match="hashing-384"):
+        other.search("alice", "luna", as_of=LATER)
+
+
+def test_invalid_records_are_rejected_before_any_write() -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        rec(0, created_at=datetime(2022, 1, 1))
+    with pytest.raises(ValueError):
+        rec(0, importance=1.5)
+    with pytest.raises(ValueError):
+        rec(0, text="   ")
+    with pytest.raises(ValueError):
+        rec(0, metadata={"x": float("nan")})
