@@ -18,16 +18,31 @@ from chromadb.config import Settings as ChromaSettings
 from backend.config import StoreSettings
 from backend.embeddings import Embedder, HashingEmbedder, MiniLMEmbedder
 from backend.storage import KhalaStore, open_store
+from tests.data.binance_server import start_binance_server
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def shared_data_dir() -> Path:
-    """``../shared/data`` (or ``$SENTINEL_DATA_DIR``). Missing data fails, never skips."""
+def shared_data() -> Path:
+    """``<repo>/../shared/data`` (or ``$SENTINEL_DATA_DIR``); missing data FAILS, never skips."""
     path = Path(os.environ.get("SENTINEL_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
-    assert (path / "README.md").is_file(), f"shared data not found at {path}"
+    if not (path / "README.md").is_file():
+        pytest.fail(f"shared data not found at {path} (set SENTINEL_DATA_DIR)", pytrace=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def binance_loopback(shared_data: Path) -> Iterator[str]:
+    """Base URL of a loopback Binance REST API serving the real BTC/USDT 1h candles."""
+    server, base_url = start_binance_server(
+        shared_data / "market" / "binance" / "BTC_USDT-1h.csv.gz"
+    )
+    try:
+        yield base_url
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="session")
@@ -81,9 +96,7 @@ StoreFactory = Callable[..., KhalaStore]
 
 
 @pytest.fixture(params=["embedded", "server"])
-def make_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[StoreFactory]:
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """Build Khala stores on a temporary persistent path or on the real chroma server.
 
     Each test gets its own collection prefix on the server, so tests never share data.

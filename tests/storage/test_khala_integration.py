@@ -61,8 +61,10 @@ def test_second_run_reopens_the_same_collections(make_store: StoreFactory) -> No
     second = make_store()  # same path / server and prefix: a second process run
     assert second.count("alice") == 4
     assert second.upsert("alice", [rec(i) for i in range(4)], as_of=LATER).unchanged == 4
-    assert [h.record.id for h in second.search("alice", "celsius withdrawals", as_of=LATER,
-                                                method="bm25", top_k=1)] == ["r2"]
+    assert [
+        h.record.id
+        for h in second.search("alice", "celsius withdrawals", as_of=LATER, method="bm25", top_k=1)
+    ] == ["r2"]
 
 
 def test_update_delete_and_audit_trail(make_store: StoreFactory) -> None:
@@ -77,7 +79,10 @@ def test_update_delete_and_audit_trail(make_store: StoreFactory) -> None:
     assert store.get("alice", ["r0"], as_of=LATER) == []
     events = store.history("alice")
     assert [(e.record_id, e.event) for e in events] == [
-        ("r0", "ADD"), ("r1", "ADD"), ("r1", "UPDATE"), ("r0", "DELETE")
+        ("r0", "ADD"),
+        ("r1", "ADD"),
+        ("r1", "UPDATE"),
+        ("r0", "DELETE"),
     ]
     upd = events[2]
     assert upd.old is not None and upd.new is not None
@@ -108,8 +113,9 @@ def test_as_of_fences_reads_and_writes(make_store: StoreFactory) -> None:
     assert store.count("alice", as_of=cutoff) == 4
     assert [r.id for r in store.get("alice", ["r2", "r5"], as_of=cutoff)] == ["r2"]
     for method in ("dense", "bm25", "hybrid"):
-        hits = store.search("alice", "liquidations cascade funding", as_of=cutoff,
-                            method=method, top_k=10)  # type: ignore[arg-type]
+        hits = store.search(
+            "alice", "liquidations cascade funding", as_of=cutoff, method=method, top_k=10
+        )  # type: ignore[arg-type]
         assert hits and all(h.record.created_at <= cutoff for h in hits), method
     with pytest.raises(LookAheadError, match="after as_of"):
         store.upsert("alice", [rec(20), rec(30)], as_of=T0 + timedelta(days=25))
@@ -121,12 +127,21 @@ def test_as_of_fences_reads_and_writes(make_store: StoreFactory) -> None:
 def test_tenant_isolation(make_store: StoreFactory) -> None:
     store = make_store()
     store.upsert("alice", [rec(i) for i in range(8)], as_of=LATER)
-    store.upsert("bob", [rec(i, trader="bob", text=f"bob secret {i} " + TEXTS[i])
-                         for i in range(8)], as_of=LATER)
+    store.upsert(
+        "bob",
+        [rec(i, trader="bob", text=f"bob secret {i} " + TEXTS[i]) for i in range(8)],
+        as_of=LATER,
+    )
     for method in ("dense", "bm25", "hybrid"):
         for filters in (None, {"kind": ["news", "episodic"]}, {"symbol": "BTC/USDT"}):
-            hits = store.search("alice", "bob secret bitcoin liquidation", as_of=LATER, top_k=50,
-                                method=method, filters=filters)  # type: ignore[arg-type]
+            hits = store.search(
+                "alice",
+                "bob secret bitcoin liquidation",
+                as_of=LATER,
+                top_k=50,
+                method=method,
+                filters=filters,
+            )  # type: ignore[arg-type]
             assert hits and all(h.record.trader_id == "alice" for h in hits)
             assert not any("bob" in h.record.text for h in hits)
     assert all(r.trader_id == "bob" for r in store.get("bob", ["r1"], as_of=LATER))
@@ -165,8 +180,9 @@ def test_search_methods_similarity_and_provenance(make_store: StoreFactory) -> N
     assert top.provenance.collection == store.collection_name("alice")
     # a vector query is dense-only and equals the text query's dense results
     vec = store.embedder.embed_one(query)
-    assert [h.record.id for h in store.search("alice", vec, as_of=LATER, method="dense",
-                                              top_k=8)] == [h.record.id for h in dense]
+    assert [
+        h.record.id for h in store.search("alice", vec, as_of=LATER, method="dense", top_k=8)
+    ] == [h.record.id for h in dense]
     with pytest.raises(StoreError, match="needs a text query"):
         store.search("alice", vec, as_of=LATER, method="hybrid")
 
@@ -175,18 +191,35 @@ def test_filters_narrow_identically_for_dense_and_bm25(make_store: StoreFactory)
     store = make_store()
     store.upsert("alice", [rec(i) for i in range(16)], as_of=LATER)
     query = "bitcoin crash liquidation withdrawals rates"
-    for filters, floor in (({"kind": "news"}, None), ({"symbol": "BTC/USDT"}, 0.5),
-                           ({"i": [1, 2, 3]}, None)):
-        dense = store.search("alice", query, as_of=LATER, method="dense", top_k=16,
-                             filters=filters, min_importance=floor)
+    for filters, floor in (
+        ({"kind": "news"}, None),
+        ({"symbol": "BTC/USDT"}, 0.5),
+        ({"i": [1, 2, 3]}, None),
+    ):
+        dense = store.search(
+            "alice",
+            query,
+            as_of=LATER,
+            method="dense",
+            top_k=16,
+            filters=filters,
+            min_importance=floor,
+        )
         assert dense
         for h in dense:
             for key, value in filters.items():
                 field = h.record.kind if key == "kind" else h.record.metadata[key]
                 assert field in (value if isinstance(value, list) else [value])
             assert floor is None or h.record.importance >= floor
-        bm25 = store.search("alice", query, as_of=LATER, method="bm25", top_k=16,
-                            filters=filters, min_importance=floor)
+        bm25 = store.search(
+            "alice",
+            query,
+            as_of=LATER,
+            method="bm25",
+            top_k=16,
+            filters=filters,
+            min_importance=floor,
+        )
         assert {h.record.id for h in bm25} <= {h.record.id for h in dense}
 
 

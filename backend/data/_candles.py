@@ -1,0 +1,296 @@
+"""Candle validation shared by the file loaders and the exchange downloader.
+
+Input: raw dates (ISO-8601 strings, epoch numbers or datetimes) and raw numbers, with the
+row each came from. Output: the canonical frame (UTC ``DatetimeIndex`` ``date`` of candle
+open times, strictly increasing; float64 ``open, high, low, close, volume``), the gaps, and
+notes of the safe repairs applied (stable sort; exact duplicate rows dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import ccxt
+import numpy as np
+import pandas as pd
+
+from backend.data.models import Gap
+from backend.errors import DataError
+
+logger = logging.getLogger("backend.data")
+
+OHLCV_COLUMNS = ("date", "open", "high", "low", "close", "volume")
+VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+
+_NS_PER_S = 1_000_000_000
+_MS_THRESHOLD = 1e11  # epoch numbers >= this are milliseconds (1973-03-03 on), else seconds
+_MAX_EPOCH_MS = 9.2e12  # datetime64[ns] ends in 2262
+_MONDAY_OFFSET_S = 4 * 86_400  # 1970-01-01 was a Thursday; weekly candles open on Mondays
+
+
+def timeframe_seconds(timeframe: str) -> int:
+    """Length of a ccxt/freqtrade timeframe (``1m``, ``5m``, ``1h``, ``4h``, ``1d``, ``1w``,
+    ``1M``...) in SECONDS, via ``ccxt.Exchange.parse_timeframe`` (so ``1M`` = 30 days, ccxt's
+    convention; alignment and gaps of ``M``/``y`` candles use calendar months/years).
+
+    Raises DataError (field ``timeframe``) for an unparseable or non-positive timeframe.
+    """
+    try:
+        seconds = int(ccxt.Exchange.parse_timeframe(timeframe))
+    except (ValueError, IndexError, TypeError, ccxt.BaseError):
+        seconds = 0
+    if seconds <= 0:
+        raise DataError(
+            f"invalid timeframe {timeframe!r} (expected e.g. 1m, 15m, 1h, 4h, 1d, 1w)",
+            field="timeframe",
+        )
+    return seconds
+
+
+def empty_ohlcv() -> pd.DataFrame:
+    """An empty frame of the canonical shape."""
+    index = pd.DatetimeIndex([], dtype="datetime64[ns, UTC]", name="date")
+    return pd.DataFrame({c: pd.Series([], dtype="float64") for c in VALUE_COLUMNS}, index=index)
+
+
+def period_steps(dates: pd.DatetimeIndex, timeframe: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, aligned)``: candle ordinal of each open time and whether it is on the grid.
+
+    Fixed-length timeframes count from the epoch (weeks from Monday 1970-01-05); ``M``/``y``
+    count calendar months/years. Consecutive candles differ by exactly one step.
+    """
+    seconds = timeframe_seconds(timeframe)
+    unit, amount = timeframe[-1], int(timeframe[:-1])
+    if unit in ("M", "y"):
+        midnight = np.asarray(dates == dates.normalize())
+        if unit == "M":
+            ordinal = np.asarray(dates.year * 12 + dates.month - 1, dtype=np.int64)
+            on_start = midnight & np.asarray(dates.day == 1)
+        else:
+            ordinal = np.asarray(dates.year, dtype=np.int64)
+            on_start = midnight & np.asarray((dates.month == 1) & (dates.day == 1))
+        return ordinal // amount, on_start & (ordinal % amount == 0)
+    ns = dates.as_unit("ns").asi8 - (_MONDAY_OFFSET_S * _NS_PER_S if unit == "w" else 0)
+    period = seconds * _NS_PER_S
+    return ns // period, ns % period == 0
+
+
+def close_times(dates: pd.DatetimeIndex, timeframe: str) -> pd.DatetimeIndex:
+    """Close time (= next open time) of candles opening at ``dates`` (calendar-aware)."""
+    seconds = timeframe_seconds(timeframe)
+    unit, amount = timeframe[-1], int(timeframe[:-1])
+    if unit == "M":
+        return dates + pd.DateOffset(months=amount)
+    if unit == "y":
+        return dates + pd.DateOffset(years=amount)
+    return dates + pd.Timedelta(seconds=seconds)
+
+
+def find_gaps(frame: pd.DataFrame, timeframe: str) -> list[Gap]:
+    """Holes in a candle frame indexed by UTC open time (the canonical shape).
+
+    Returns one :class:`Gap` per run of missing candles (start/end = open times of the
+    candles around the hole, ``missing`` = candles absent). Never fills anything. Raises
+    DataError if the index is not a ``DatetimeIndex``.
+    """
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise DataError("frame index must be a DatetimeIndex of candle open times", field="date")
+    index = frame.index
+    if index.tz is None:
+        index = index.tz_localize("UTC")
+    index = index.tz_convert("UTC").unique().sort_values()
+    steps, _ = period_steps(index, timeframe)
+    jumps = np.diff(steps)
+    gaps = []
+    for pos in np.flatnonzero(jumps > 1):
+        gaps.append(
+            Gap(
+                start=index[int(pos)].to_pydatetime(),
+                end=index[int(pos) + 1].to_pydatetime(),
+                missing=int(jumps[pos] - 1),
+            )
+        )
+    return gaps
+
+
+def coerce_dates(raw: pd.Series, *, rows: np.ndarray, source: str | Path) -> pd.Series:
+    """Parse candle open times to ``datetime64[ns, UTC]``.
+
+    Accepts datetimes (naive = UTC), ISO-8601 strings (``2020-09-20T00:00:00Z``; no offset =
+    UTC; offsets converted) or epoch numbers: values >= 1e11 are milliseconds, smaller ones
+    seconds (decided per value by magnitude). Raises DataError at the first bad row.
+    """
+    if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw):
+        dates = pd.Series(pd.DatetimeIndex(raw))
+        dates = dates.dt.tz_localize("UTC") if dates.dt.tz is None else dates.dt.tz_convert("UTC")
+        return _no_missing(dates.dt.as_unit("ns"), rows=rows, source=source)
+    text = None if pd.api.types.is_numeric_dtype(raw) else raw.astype(str).str.strip()
+    if text is not None and bool((text == "").any()):
+        pos = int(np.argmax((text == "").to_numpy()))
+        raise DataError("missing value", path=source, row=int(rows[pos]), field="date")
+    numbers = pd.Series(pd.to_numeric(raw if text is None else text, errors="coerce"))
+    if bool(numbers.notna().all()):
+        values = numbers.to_numpy(dtype="float64")
+        bad = ~np.isfinite(values) | (values < 0) | (values >= _MAX_EPOCH_MS)
+        if bad.any():
+            pos = int(np.argmax(bad))
+            raise DataError(
+                f"epoch date out of range: {values[pos]!r}",
+                path=source,
+                row=int(rows[pos]),
+                field="date",
+            )
+        ns = np.where(values >= _MS_THRESHOLD, values * 1e6, values * 1e9).round()
+        return pd.Series(pd.to_datetime(ns.astype(np.int64), unit="ns", utc=True))
+    if text is None:  # a numeric column with NaN holes
+        pos = int(np.argmax(numbers.isna().to_numpy()))
+        raise DataError("missing value", path=source, row=int(rows[pos]), field="date")
+    dates = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    bad = dates.isna().to_numpy()
+    if bad.any():
+        pos = int(np.argmax(bad))
+        shown = text.iloc[pos]
+        reason = "missing value" if shown in ("", "nan", "None") else f"unparseable date {shown!r}"
+        raise DataError(reason, path=source, row=int(rows[pos]), field="date")
+    return dates.dt.as_unit("ns").reset_index(drop=True)
+
+
+def _no_missing(dates: pd.Series, *, rows: np.ndarray, source: str | Path) -> pd.Series:
+    bad = dates.isna().to_numpy()
+    if bad.any():
+        pos = int(np.argmax(bad))
+        raise DataError("missing value", path=source, row=int(rows[pos]), field="date")
+    return dates.reset_index(drop=True)
+
+
+def coerce_numbers(raw: pd.DataFrame, *, rows: np.ndarray, source: str | Path) -> pd.DataFrame:
+    """The five value columns as finite float64; DataError at the first bad cell."""
+    out = {}
+    for column in VALUE_COLUMNS:
+        col = raw[column]
+        text = None if pd.api.types.is_numeric_dtype(col) else col.astype(str).str.strip()
+        values = pd.to_numeric(text if text is not None else col, errors="coerce")
+        values = pd.Series(values, dtype="float64").reset_index(drop=True)
+        bad = ~np.isfinite(values.to_numpy())
+        if bad.any():
+            pos = int(np.argmax(bad))
+            shown = text.iloc[pos] if text is not None else str(col.iloc[pos])
+            if shown in ("", "None"):
+                reason = "missing value"
+            elif shown.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+                reason = f"NaN/infinite value {shown!r}"
+            else:
+                reason = f"not a number: {shown[:40]!r}"
+            raise DataError(reason, path=source, row=int(rows[pos]), field=column)
+        out[column] = values
+    return pd.DataFrame(out)
+
+
+@dataclass(frozen=True)
+class Candles:
+    """Validated candles: canonical frame, gaps found, repair notes."""
+
+    frame: pd.DataFrame
+    gaps: tuple[Gap, ...]
+    repairs: tuple[str, ...]
+
+
+def validate_candles(
+    dates: pd.Series,
+    values: pd.DataFrame,
+    *,
+    rows: np.ndarray,
+    timeframe: str,
+    source: str | Path,
+) -> Candles:
+    """Check candle invariants, apply safe repairs, detect gaps.
+
+    ``dates``: ``datetime64[ns, UTC]``; ``values``: finite float64 ``VALUE_COLUMNS``;
+    ``rows``: the row (file line) of each entry, for messages. Raises DataError (path, row,
+    field) for non-positive prices, negative volume, ``high < low``, ``high < max(open,
+    close)``, ``low > min(open, close)``, a time off the timeframe grid, or two candles with
+    the same time and different values. Logs repairs at WARNING and gaps at INFO.
+    """
+    for column in PRICE_COLUMNS:
+        _fail_first(values[column] <= 0, "price must be > 0", column, rows, source, values)
+    _fail_first(values["volume"] < 0, "volume must be >= 0", "volume", rows, source, values)
+    high, low = values["high"], values["low"]
+    _fail_first(high < low, "high < low", "high", rows, source, values)
+    body_top = values[["open", "close"]].max(axis=1)
+    body_bottom = values[["open", "close"]].min(axis=1)
+    _fail_first(high < body_top, "high < max(open, close)", "high", rows, source, values)
+    _fail_first(low > body_bottom, "low > min(open, close)", "low", rows, source, values)
+    index = pd.DatetimeIndex(dates)
+    _, aligned = period_steps(index, timeframe)
+    if not aligned.all():
+        pos = int(np.argmax(~aligned))
+        raise DataError(
+            f"candle time {index[pos].isoformat()} is not aligned to the {timeframe} timeframe",
+            path=source,
+            row=int(rows[pos]),
+            field="date",
+        )
+
+    repairs: list[str] = []
+    table = values.assign(date=index, _row=rows).reset_index(drop=True)
+    if not table["date"].is_monotonic_increasing:
+        moved = int((table["date"].diff() < pd.Timedelta(0)).sum())
+        table = table.sort_values("date", kind="stable").reset_index(drop=True)
+        repairs.append(f"sorted rows into time order ({moved} were out of order)")
+    exact = table.duplicated(subset=list(OHLCV_COLUMNS), keep="first")
+    if exact.any():
+        table = table.loc[~exact].reset_index(drop=True)
+        repairs.append(f"dropped {int(exact.sum())} exact duplicate row(s)")
+    clash = table.duplicated(subset="date", keep=False)
+    if clash.any():
+        _fail_conflict(table.loc[clash], source)
+    for note in repairs:
+        logger.warning("%s: %s", source, note)
+
+    frame = table.set_index("date")[list(VALUE_COLUMNS)]
+    frame.index = pd.DatetimeIndex(frame.index, name="date").as_unit("ns")
+    gaps = find_gaps(frame, timeframe)
+    if gaps:
+        logger.info(
+            "%s: %d gap(s), %d missing %s candle(s); first %s -> %s (not filled)",
+            source,
+            len(gaps),
+            sum(g.missing for g in gaps),
+            timeframe,
+            gaps[0].start.isoformat(),
+            gaps[0].end.isoformat(),
+        )
+    return Candles(frame=frame, gaps=tuple(gaps), repairs=tuple(repairs))
+
+
+def _fail_first(
+    mask: pd.Series,
+    reason: str,
+    field: str,
+    rows: np.ndarray,
+    source: str | Path,
+    values: pd.DataFrame,
+) -> None:
+    bad = mask.to_numpy(dtype=bool)
+    if bad.any():
+        pos = int(np.argmax(bad))
+        shown = ", ".join(f"{c}={values[c].iloc[pos]!r}" for c in VALUE_COLUMNS)
+        raise DataError(f"{reason} ({shown})", path=source, row=int(rows[pos]), field=field)
+
+
+def _fail_conflict(clashing: pd.DataFrame, source: str | Path) -> None:
+    """Raise for the first candle time that occurs with different values."""
+    first_time = clashing["date"].iloc[0]
+    group = clashing.loc[clashing["date"] == first_time]
+    first, second = group.iloc[0], group.iloc[1]
+    field = next((c for c in VALUE_COLUMNS if first[c] != second[c]), "date")
+    raise DataError(
+        f"duplicate candle time {first_time.isoformat()} with different values "
+        f"({field} {first[field]!r} at row {int(first['_row'])} vs {second[field]!r})",
+        path=source,
+        row=int(second["_row"]),
+        field=field,
+    )

@@ -1,0 +1,165 @@
+"""Shared CSV plumbing: bytes -> text -> an all-string pandas table with file line numbers.
+
+Every loader goes through :func:`read_csv_table`, so a missing file, a truncated gzip, an
+undecodable byte or a malformed line becomes a :class:`~backend.errors.DataError` naming
+the file and the 1-based line (header = line 1), never a raw gzip/pandas/Unicode error.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from backend.errors import DataError
+
+_PARSER_LINE = re.compile(r"line (\d+)")
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    """Cells of a CSV file as strings (``""`` for empty), with the line each row starts on."""
+
+    path: Path
+    frame: pd.DataFrame
+    lines: np.ndarray  # int64, same length as frame: 1-based line number of each row
+
+    def line(self, position: int) -> int:
+        """Line number of the row at ``position`` (0-based position in ``frame``)."""
+        return int(self.lines[position])
+
+
+def read_text(path: Path) -> str:
+    """Read ``path`` as UTF-8 text (optional BOM), gunzipping ``*.gz`` files in memory.
+
+    Raises DataError for a missing/unreadable file, a truncated or corrupt gzip stream, or
+    a byte sequence that is not UTF-8 (with the line it is on).
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found", path=path) from None
+    except OSError as err:
+        raise DataError(f"cannot read file: {err.strerror or err}", path=path) from None
+    if path.name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as err:
+            raise DataError(f"truncated or corrupt gzip file ({err})", path=path) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})",
+            path=path,
+            row=line,
+        ) from None
+
+
+def read_csv_table(path: Path, *, required: Sequence[str], exact: bool = False) -> CsvTable:
+    """Parse a CSV file into strings, checking the header.
+
+    ``required`` columns must all be present (``exact``: and no others). Blank lines are
+    skipped. Raises DataError for an empty file, a header without rows, missing or
+    unexpected columns (named) or a line with too many fields (with its line number).
+    """
+    text = read_text(path)
+    if not text.strip():
+        raise DataError("file is empty", path=path, row=1)
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text),
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=False,
+        )
+    except pd.errors.ParserError as err:
+        match = _PARSER_LINE.search(str(err))
+        row = int(match.group(1)) if match else None
+        raise DataError(f"malformed CSV line: {err}".strip(), path=path, row=row) from None
+    except (ValueError, pd.errors.EmptyDataError) as err:  # pragma: no cover - defensive
+        raise DataError(f"cannot parse CSV: {err}", path=path) from None
+    frame.columns = pd.Index([str(c).strip() for c in frame.columns])
+    columns = list(frame.columns)
+    missing = [c for c in required if c not in columns]
+    unexpected = [c for c in columns if c not in required] if exact else []
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {', '.join(missing)}")
+        if unexpected:
+            parts.append(f"unexpected column(s) {', '.join(unexpected)}")
+        raise DataError(
+            f"{'; '.join(parts)} (expected {', '.join(required)}; found {', '.join(columns)})",
+            path=path,
+            row=1,
+            field=(missing or unexpected)[0],
+        )
+    # A quoted field may span lines: each row starts after the newlines of the rows before.
+    newlines = np.zeros(len(frame), dtype=np.int64)
+    if '"' in text:
+        for column in frame.columns:
+            newlines += frame[column].str.count("\n").to_numpy(dtype=np.int64)
+    lines = (
+        2 + np.arange(len(frame), dtype=np.int64) + np.concatenate(([0], np.cumsum(newlines)))[:-1]
+    )
+    blank = (frame == "").all(axis=1).to_numpy()
+    if blank.any():
+        frame = frame.loc[~blank].reset_index(drop=True)
+        lines = lines[~blank]
+    if frame.empty:
+        raise DataError("header but no data rows", path=path, row=2)
+    return CsvTable(path=path, frame=frame, lines=lines)
+
+
+def first_bad(mask: pd.Series | np.ndarray) -> int | None:
+    """Position of the first ``True`` in a boolean mask, or None."""
+    values = np.asarray(mask, dtype=bool)
+    if not values.any():
+        return None
+    return int(np.argmax(values))
+
+
+def require_non_empty(table: CsvTable, columns: Iterable[str]) -> None:
+    """Raise DataError at the first empty cell of ``columns``."""
+    for column in columns:
+        pos = first_bad(table.frame[column].str.strip() == "")
+        if pos is not None:
+            raise DataError("missing value", path=table.path, row=table.line(pos), field=column)
+
+
+def parse_numbers(table: CsvTable, column: str) -> pd.Series:
+    """Column as finite float64; DataError at the first empty, non-numeric or NaN/inf cell."""
+    text = table.frame[column].str.strip()
+    values = pd.to_numeric(text, errors="coerce").astype("float64")
+    bad = ~np.isfinite(values.to_numpy())
+    pos = first_bad(bad)
+    if pos is not None:
+        raw = text.iloc[pos]
+        reason = "missing value" if raw == "" else f"not a finite number: {raw[:40]!r}"
+        raise DataError(reason, path=table.path, row=table.line(pos), field=column)
+    return values
+
+
+def stable_ids(keys: pd.DataFrame, *, prefix: str = "") -> list[str]:
+    """Stable ids: sha256 of each row's key cells plus an occurrence counter.
+
+    The counter (0 for the first occurrence of a key in file order, 1 for the next exact
+    duplicate, ...) keeps ids unique while re-importing the same or an extended export
+    yields the same ids. Returns 32 hex characters (128 bits) per row.
+    """
+    occurrence = keys.groupby(list(keys.columns), sort=False, dropna=False).cumcount()
+    ids = []
+    for row, count in zip(keys.itertuples(index=False, name=None), occurrence, strict=True):
+        payload = "\x1f".join([*map(str, row), str(count)])
+        ids.append(prefix + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32])
+    return ids

@@ -1,0 +1,246 @@
+"""Trade fills: the Hyperliquid fills export, and a flat frame of any fills.
+
+Hyperliquid export quirks handled here (see ``shared/data/README.md``):
+
+* time comes from ``Timestamp IST`` (``day-month-year hour:minute``, UTC+05:30), converted
+  to UTC; the ``Timestamp`` and ``Trade ID`` columns were damaged by a spreadsheet
+  (``1.73E+12``) and are ignored;
+* ``Coin`` values starting with ``@`` are spot-pair ids (kept as the symbol, e.g. ``@107``,
+  market type ``spot``); other coins are USDC-settled perps, ccxt symbol ``BTC/USDC:USDC``;
+* several fills share one ``Transaction Hash`` and ``Order ID``, so the fill id is a stable
+  hash of (account, tx hash, order id, price, size, start position, occurrence counter).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from backend.data._csvio import (
+    CsvTable,
+    first_bad,
+    parse_numbers,
+    read_csv_table,
+    require_non_empty,
+    stable_ids,
+)
+from backend.data.models import Direction, Fill
+from backend.errors import DataError
+
+__all__ = ["FILL_COLUMNS", "direction_from_text", "fills_to_frame", "load_hyperliquid_fills"]
+
+HYPERLIQUID_COLUMNS = (
+    "Account",
+    "Coin",
+    "Execution Price",
+    "Size Tokens",
+    "Size USD",
+    "Side",
+    "Timestamp IST",
+    "Start Position",
+    "Direction",
+    "Closed PnL",
+    "Transaction Hash",
+    "Order ID",
+    "Crossed",
+    "Fee",
+)
+_DIRECTIONS: dict[str, Direction] = {
+    "open long": "open_long",
+    "close long": "close_long",
+    "open short": "open_short",
+    "close short": "close_short",
+    "buy": "buy",
+    "sell": "sell",
+    "long > short": "flip_long_to_short",
+    "short > long": "flip_short_to_long",
+}
+_IST_OFFSET = pd.Timedelta(hours=5, minutes=30)
+_ZERO_HASH = "0x" + "0" * 64
+
+FILL_COLUMNS: tuple[str, ...] = tuple(Fill.model_fields)
+"""Columns of :func:`fills_to_frame`, in order (the :class:`Fill` field names)."""
+
+
+def load_hyperliquid_fills(path: str | Path, *, source: str = "hyperliquid") -> list[Fill]:
+    """Import a Hyperliquid fills CSV export, one :class:`Fill` per row, sorted by time
+    (stable: fills of the same minute keep their file order).
+
+    Mapping: ``Account`` -> ``trader_id`` (full address), ``Side`` BUY/SELL -> buy/sell,
+    ``Execution Price`` -> ``price`` (USDC), ``Size Tokens`` -> ``amount`` (base units),
+    ``Size USD`` -> ``cost`` (USDC), ``Fee`` -> ``fee_cost`` (``fee_currency`` ``USDC``),
+    ``Closed PnL`` -> ``realized_pnl`` (USDC), ``Start Position`` -> ``start_position``
+    (signed base units), ``Crossed`` TRUE/FALSE -> taker/maker, ``Order ID`` -> ``order``,
+    ``Transaction Hash`` -> ``tx_hash`` (``None`` for the all-zero hash of internal
+    transfers), ``Direction`` -> ``direction`` (``Long > Short`` -> ``flip_long_to_short``,
+    anything unknown such as ``Spot Dust Conversion`` -> ``other``; the raw text is kept in
+    ``raw_direction``). Timestamps have minute precision.
+
+    Raises DataError (file, row = 1-based line with header = 1, field) for an unreadable or
+    empty file, missing columns, an empty required cell, an unparseable ``Timestamp IST``,
+    a non-numeric or non-finite number, price or size <= 0, an unknown ``Side`` or
+    ``Crossed`` value, or an ``Order ID`` mangled into scientific notation.
+    """
+    file = Path(path)
+    table = read_csv_table(file, required=HYPERLIQUID_COLUMNS)
+    cells = table.frame
+    require_non_empty(table, ["Account", "Coin", "Side", "Timestamp IST", "Direction"])
+
+    utc = _parse_ist(table)
+    numbers = {
+        column: parse_numbers(table, column)
+        for column in ("Execution Price", "Size Tokens", "Size USD", "Fee")
+    }
+    for column in ("Execution Price", "Size Tokens"):
+        _fail_at(table, numbers[column] <= 0, "must be > 0", column)
+    optional = {
+        column: _optional_numbers(table, column) for column in ("Start Position", "Closed PnL")
+    }
+    side = cells["Side"].str.strip().str.lower()
+    _fail_at(table, ~side.isin(["buy", "sell"]), "Side must be BUY or SELL", "Side")
+    crossed = cells["Crossed"].str.strip().str.upper()
+    _fail_at(
+        table, ~crossed.isin(["TRUE", "FALSE", ""]), "Crossed must be TRUE or FALSE", "Crossed"
+    )
+    order = cells["Order ID"].str.strip()
+    _fail_at(
+        table,
+        order.str.contains(r"[eE][+-]?\d", regex=True),
+        "Order ID in scientific notation (damaged by a spreadsheet)",
+        "Order ID",
+    )
+
+    account = cells["Account"].str.strip()
+    tx_hash = cells["Transaction Hash"].str.strip()
+    start = optional["Start Position"]
+    ids = stable_ids(
+        pd.DataFrame(
+            {
+                "account": account,
+                "tx": tx_hash,
+                "order": order,
+                "price": numbers["Execution Price"].map(repr),
+                "size": numbers["Size Tokens"].map(repr),
+                "start": start.map(repr),
+            }
+        ),
+        prefix="hl-",
+    )
+    symbols = [_symbol(c) for c in cells["Coin"].str.strip().tolist()]
+    raw_direction = cells["Direction"].str.strip().tolist()
+    millis = utc.dt.as_unit("ms").astype("int64").to_numpy()
+    columns = zip(
+        ids,
+        order.tolist(),
+        millis.tolist(),
+        [ts.to_pydatetime() for ts in utc],
+        symbols,
+        side.tolist(),
+        numbers["Execution Price"].tolist(),
+        numbers["Size Tokens"].tolist(),
+        numbers["Size USD"].tolist(),
+        numbers["Fee"].tolist(),
+        crossed.tolist(),
+        account.tolist(),
+        optional["Closed PnL"].tolist(),
+        raw_direction,
+        start.tolist(),
+        tx_hash.tolist(),
+        strict=True,
+    )
+    fills = []
+    for fid, oid, ms, moment, (
+        symbol,
+        kind,
+    ), sd, price, size, cost, fee, cross, acct, pnl, raw, sp, tx in columns:
+        record: dict[str, Any] = {
+            "id": fid,
+            "order": oid or None,
+            "timestamp": ms,
+            "datetime": moment,
+            "symbol": symbol,
+            "side": sd,
+            "price": price,
+            "amount": size,
+            "cost": cost,
+            "fee_cost": fee,
+            "fee_currency": "USDC",
+            "taker_or_maker": {"TRUE": "taker", "FALSE": "maker"}.get(cross),
+            "trader_id": acct,
+            "realized_pnl": None if math.isnan(pnl) else pnl,
+            "direction": direction_from_text(raw),
+            "raw_direction": raw,
+            "start_position": None if math.isnan(sp) else sp,
+            "market_type": kind,
+            "source": source,
+            "tx_hash": None if tx in ("", _ZERO_HASH) else tx,
+        }
+        fills.append(Fill.model_validate(record))
+    order_by_time = np.argsort(millis, kind="stable")
+    return [fills[int(i)] for i in order_by_time]
+
+
+def direction_from_text(text: str) -> Direction:
+    """Map a Hyperliquid/ccxt direction text (``Open Long``, ``Long > Short``, ``buy``...)
+    to a :data:`~backend.data.models.Direction`; unknown texts -> ``other``."""
+    return _DIRECTIONS.get(" ".join(text.split()).lower(), "other")
+
+
+def fills_to_frame(fills: list[Fill]) -> pd.DataFrame:
+    """One row per fill, columns :data:`FILL_COLUMNS` (``datetime`` as
+    ``datetime64[ns, UTC]``), sorted by time then by the order of ``fills`` (stable),
+    with a fresh ``RangeIndex``. Units as in :class:`Fill`. Empty input -> empty frame with
+    the same columns.
+    """
+    frame = pd.DataFrame([fill.model_dump() for fill in fills], columns=list(FILL_COLUMNS))
+    frame["datetime"] = pd.to_datetime(frame["datetime"], utc=True).dt.as_unit("ns")
+    frame["timestamp"] = frame["timestamp"].astype("int64")
+    for column in ("price", "amount", "cost", "fee_cost", "realized_pnl", "start_position"):
+        frame[column] = frame[column].astype("float64")
+    return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def _symbol(coin: str) -> tuple[str, str]:
+    """ccxt-style symbol and market type of a Hyperliquid ``Coin`` value."""
+    if coin.startswith("@") or "/" in coin:
+        return coin, "spot"
+    return f"{coin}/USDC:USDC", "perp"
+
+
+def _parse_ist(table: CsvTable) -> pd.Series:
+    """``Timestamp IST`` (``02-12-2024 22:50``, day first, UTC+05:30) as UTC datetimes."""
+    text = table.frame["Timestamp IST"].str.strip()
+    local = pd.to_datetime(text, format="%d-%m-%Y %H:%M", errors="coerce")
+    pos = first_bad(local.isna())
+    if pos is not None:
+        raise DataError(
+            f"unparseable date {text.iloc[pos]!r} (expected day-month-year hour:minute)",
+            path=table.path,
+            row=table.line(pos),
+            field="Timestamp IST",
+        )
+    return (local - _IST_OFFSET).dt.tz_localize("UTC").dt.as_unit("ns")
+
+
+def _optional_numbers(table: CsvTable, column: str) -> pd.Series:
+    """Numbers where an empty cell means unknown (NaN); anything else must be finite."""
+    empty = table.frame[column].str.strip() == ""
+    if not empty.any():
+        return parse_numbers(table, column)
+    filled = CsvTable(table.path, table.frame.loc[~empty], table.lines[~empty.to_numpy()])
+    values = pd.Series(np.nan, index=table.frame.index, dtype="float64")
+    values.loc[~empty] = parse_numbers(filled, column).to_numpy()
+    return values
+
+
+def _fail_at(table: CsvTable, mask: pd.Series, reason: str, field: str) -> None:
+    pos = first_bad(mask)
+    if pos is not None:
+        shown = table.frame[field].iloc[pos]
+        raise DataError(
+            f"{reason} (got {shown!r})", path=table.path, row=table.line(pos), field=field
+        )

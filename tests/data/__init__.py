@@ -1,0 +1,1 @@
+"""Tests of backend.data (a package, so helper modules import relatively)."""

@@ -1,0 +1,119 @@
+"""The OpenAI-compatible provider against a loopback server speaking /v1/embeddings."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pytest
+
+from backend.config import EmbeddingSettings
+from backend.embeddings import OpenAIEmbedder, build_embedder
+from backend.errors import ConfigError, EmbeddingError
+
+KEY = "sk-test-DO-NOT-LEAK-1234567890"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append({"auth": self.headers.get("Authorization"), **body})
+        if self.server.fail_status:
+            payload = json.dumps({"error": {"message": "boom", "type": "server_error"}}).encode()
+            self.send_response(self.server.fail_status)
+        else:
+            dim = self.server.dim
+            data = []
+            for i, text in enumerate(body["input"]):
+                rng = np.random.default_rng(abs(hash(text)) % 2**32)
+                data.append(
+                    {
+                        "object": "embedding",
+                        "index": i,
+                        "embedding": (rng.normal(size=dim) * 3).tolist(),
+                    }
+                )
+            data.reverse()  # the API does not promise order: the client must sort by index
+            payload = json.dumps(
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": body["model"],
+                    "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                }
+            ).encode()
+            self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class _Server(ThreadingHTTPServer):
+    requests: list[dict[str, Any]]
+    fail_status = 0
+    dim = 16
+
+
+@pytest.fixture()
+def server() -> Iterator[_Server]:
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.requests = []
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _settings(srv: _Server, **kw: Any) -> EmbeddingSettings:
+    host, port = srv.server_address[:2]
+    return EmbeddingSettings(
+        provider="openai",
+        openai_base_url=f"http://{host!s}:{port}/v1",
+        openai_model="emb-x",
+        openai_dimensions=16,
+        batch_size=3,
+        api_key=KEY,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_batches_orders_and_normalises(server: _Server) -> None:
+    emb = build_embedder(_settings(server))
+    assert isinstance(emb, OpenAIEmbedder) and emb.model_id == "openai:emb-x"
+    texts = [f"text {i}" for i in range(7)] + [""]
+    vectors = emb.embed(texts)
+    assert vectors.shape == (8, 16)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert [len(r["input"]) for r in server.requests] == [3, 3, 2]
+    assert server.requests[-1]["input"][-1] == " "  # empty text sent as a space
+    assert all(r["auth"] == f"Bearer {KEY}" and r["model"] == "emb-x" for r in server.requests)
+    np.testing.assert_allclose(vectors[4], emb.embed_one("text 4"), atol=1e-6)  # order kept
+
+
+def test_errors_are_clear_and_never_contain_the_key(server: _Server) -> None:
+    server.fail_status = 500
+    emb = build_embedder(_settings(server))
+    emb._client = emb._client.with_options(max_retries=0)  # type: ignore[attr-defined]
+    with pytest.raises(EmbeddingError, match="HTTP 500") as err:
+        emb.embed(["x"])
+    assert KEY not in str(err.value)
+    server.fail_status = 0
+    server.dim = 8
+    with pytest.raises(EmbeddingError, match="dimension 8"):
+        build_embedder(_settings(server)).embed(["x"])
+
+
+def test_openai_needs_a_key() -> None:
+    with pytest.raises(ConfigError, match="SENTINEL_EMBEDDING__API_KEY"):
+        build_embedder(EmbeddingSettings(provider="openai"))

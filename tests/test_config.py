@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backend.config import DEFAULT_CONFIG_PATH, load_settings
+from backend.errors import ConfigError
+
+
+def test_default_yaml_loads_with_the_embedded_defaults() -> None:
+    settings = load_settings()
+    assert settings.store.mode == "embedded"
+    assert settings.embedding.provider == "minilm"
+    assert settings.store.resolved_audit_path == settings.store.path / "khala_audit.sqlite3"
+    assert DEFAULT_CONFIG_PATH.name == "default.yaml"
+
+
+def test_environment_overrides_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTINEL_STORE__MODE", "server")
+    monkeypatch.setenv("SENTINEL_STORE__PORT", "9123")
+    settings = load_settings()
+    assert (settings.store.mode, settings.store.port) == ("server", 9123)
+    assert settings.store.host == "127.0.0.1"  # the rest still from YAML
+
+
+def test_bad_values_name_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SENTINEL_STORE__PORT", "not-a-port")
+    with pytest.raises(ConfigError, match=r"store\.port"):
+        load_settings()
+    monkeypatch.delenv("SENTINEL_STORE__PORT")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("store:\n  mode: cloud\n")
+    with pytest.raises(ConfigError, match=r"store\.mode"):
+        load_settings(cfg)
+    cfg.write_text("store:\n  colour: blue\n")
+    with pytest.raises(ConfigError, match=r"store\.colour: Extra inputs are not permitted"):
+        load_settings(cfg)
+    cfg.write_text("store: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_settings(cfg)
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "missing.yaml")
+
+
+def test_secrets_only_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secret = "sk-live-SECRET-value-42"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"llm:\n  api_key: {secret}\n")
+    with pytest.raises(ConfigError, match="SENTINEL_LLM__API_KEY") as err:
+        load_settings(cfg)
+    assert secret not in str(err.value)
+    monkeypatch.setenv("SENTINEL_LLM__API_KEY", secret)
+    monkeypatch.setenv("SENTINEL_LLM__TIMEOUT_S", "-1")
+    with pytest.raises(ConfigError, match=r"llm\.timeout_s") as err:
+        load_settings()
+    assert secret not in str(err.value)
+    monkeypatch.delenv("SENTINEL_LLM__TIMEOUT_S")
+    settings = load_settings()
+    assert settings.llm.api_key is not None
+    assert settings.llm.api_key.get_secret_value() == secret
+    assert secret not in repr(settings) and secret not in str(settings.model_dump())
