@@ -77,6 +77,8 @@ def _root(
         format="%(levelname)s %(name)s: %(message)s",
     )
     if not debug:
+        import bm25s  # noqa: F401  (it sets its own logger to DEBUG on import)
+
         for noisy in ("bm25s", "chromadb", "httpx", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 

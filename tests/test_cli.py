@@ -1,0 +1,178 @@
+"""The ``sentinel`` command, run as a real subprocess (the installed console script)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from backend.data import load_ohlcv
+
+SENTINEL = Path(sys.executable).parent / "sentinel"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SENTINEL), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("demo", "data", "memory"):
+        assert command in result.stdout
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = run(
+        "data", "check", "--pair", "XRP/USDT", "--timeframe", "1h", "--data-dir", str(tmp_path)
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sentinel: error:")
+    assert "XRP_USDT-1h" in lines[0] and "Traceback" not in result.stderr
+    debug = run(
+        "--debug",
+        "data",
+        "check",
+        "--pair",
+        "XRP/USDT",
+        "--timeframe",
+        "1h",
+        "--data-dir",
+        str(tmp_path),
+    )
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_bad_config_value_fails_at_start_naming_the_key(tmp_path: Path) -> None:
+    result = run(
+        "memory", "search", "--trader", "t", "--query", "q", env={"SENTINEL_STORE__MODE": "cloud"}
+    )
+    assert result.returncode == 2
+    assert "store.mode" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_damaged_file_names_file_and_row(tmp_path: Path) -> None:
+    (tmp_path / "BTC_USDT-1h.csv").write_text(
+        "date,open,high,low,close,volume\n"
+        "2024-01-01T00:00:00Z,1,2,0.5,1.5,10\n"
+        "2024-01-01T01:00:00Z,1,abc,0.5,1.5,10\n"
+    )
+    result = run(
+        "data", "check", "--pair", "BTC/USDT", "--timeframe", "1h", "--data-dir", str(tmp_path)
+    )
+    assert result.returncode == 2
+    assert "BTC_USDT-1h.csv" in result.stderr and "row 3" in result.stderr
+    assert "high" in result.stderr
+
+
+def test_data_download_through_loopback_binance(
+    tmp_path: Path, binance_loopback: str, shared_data: Path
+) -> None:
+    result = run(
+        "data",
+        "download",
+        "--exchange",
+        "binance",
+        "--pair",
+        "BTC/USDT",
+        "--timeframe",
+        "1h",
+        "--since",
+        "2024-01-01",
+        "--until",
+        "2024-01-15",
+        "--data-dir",
+        str(tmp_path),
+        "--api-url",
+        binance_loopback,
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["rows"] == 14 * 24
+    written = load_ohlcv(tmp_path, "BTC/USDT", "1h").frame
+    real = load_ohlcv(shared_data / "market" / "binance", "BTC/USDT", "1h").frame
+    expected = real.loc["2024-01-01":"2024-01-14"]
+    pd.testing.assert_frame_equal(written, expected, check_freq=False)
+    check = run(
+        "data",
+        "check",
+        "--pair",
+        "BTC/USDT",
+        "--timeframe",
+        "1h",
+        "--data-dir",
+        str(tmp_path),
+        "--json",
+    )
+    assert json.loads(check.stdout)["rows"] == 336
+
+
+def test_memory_search_reads_a_store(tmp_path: Path) -> None:
+    env = {
+        "SENTINEL_STORE__PATH": str(tmp_path / "khala"),
+        "SENTINEL_EMBEDDING__PROVIDER": "hashing",
+    }
+    from datetime import UTC, datetime
+
+    from backend.config import StoreSettings
+    from backend.embeddings import HashingEmbedder
+    from backend.storage import MemoryRecord, open_store
+
+    store = open_store(StoreSettings(path=tmp_path / "khala"), HashingEmbedder())
+    at = datetime(2022, 6, 13, tzinfo=UTC)
+    store.upsert(
+        "alice",
+        [
+            MemoryRecord(
+                id="n1",
+                trader_id="alice",
+                created_at=at,
+                kind="news",
+                text="Celsius pauses withdrawals",
+            )
+        ],
+        as_of=at,
+    )
+    store.close()
+    result = run(
+        "memory",
+        "search",
+        "--trader",
+        "alice",
+        "--query",
+        "celsius withdrawals",
+        "--as-of",
+        "2022-06-14",
+        "--json",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    hit = json.loads(result.stdout.strip().splitlines()[0])
+    assert hit["record"]["id"] == "n1" and hit["rank"] == 1
+    before = run(
+        "memory",
+        "search",
+        "--trader",
+        "alice",
+        "--query",
+        "celsius",
+        "--as-of",
+        "2022-06-12",
+        "--json",
+        env=env,
+    )
+    assert before.returncode == 0 and before.stdout.strip() == ""
+    other = run("memory", "search", "--trader", "bob", "--query", "celsius", "--json", env=env)
+    assert other.returncode == 0 and other.stdout.strip() == ""
