@@ -74,7 +74,7 @@ def daily_fill_notes(fills: pd.DataFrame) -> list[MemoryRecord]:
         notional = float(g["cost"].sum())
         pnl = float(g["realized_pnl"].fillna(0.0).sum())
         dirs = ", ".join(
-            f"{n} {d.replace('_', ' ')}" for d, n in g["direction"].value_counts().items()
+            f"{n} {str(d).replace('_', ' ')}" for d, n in g["direction"].value_counts().items()
         )
         text = (
             f"{day:%Y-%m-%d} {symbol}: {len(g)} fills ({dirs}), notional {notional:,.0f} USDC, "
@@ -82,7 +82,7 @@ def daily_fill_notes(fills: pd.DataFrame) -> list[MemoryRecord]:
         )
         out.append(
             MemoryRecord(
-                id=stable_id("fills", trader, day.isoformat(), symbol),
+                id=stable_id("fills", trader, str(day), symbol),
                 trader_id=str(trader),
                 text=text,
                 created_at=g["datetime"].max().to_pydatetime(),

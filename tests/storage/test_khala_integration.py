@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from backend.embeddings import HashingEmbedder
@@ -254,3 +255,36 @@ def test_invalid_records_are_rejected_before_any_write() -> None:
         rec(0, text="   ")
     with pytest.raises(ValueError):
         rec(0, metadata={"x": float("nan")})
+
+
+@pytest.mark.parametrize("visible_days", [5, 150, 299])
+def test_dense_top_k_is_exact_under_fences_and_filters(
+    make_store: StoreFactory, visible_days: int
+) -> None:
+    """Fast path (probe then filter) and slow path (chroma where) give the brute-force top-k."""
+    store = make_store()
+    records = [
+        rec(
+            i,
+            text=f"{TEXTS[i % 8]} note {i} {TEXTS[(i * 3) % 8]}",
+            created_at=T0 + timedelta(days=i),
+        )
+        for i in range(300)
+    ]
+    store.upsert("alice", records, as_of=LATER)
+    as_of = T0 + timedelta(days=visible_days)
+    query = "bitcoin liquidation withdrawals"
+    qvec = store.embedder.embed_one(query)
+    vectors = store.embedder.embed([r.text for r in records])
+    for filters in (None, {"kind": "episodic"}):
+        allowed = [
+            i
+            for i, r in enumerate(records)
+            if r.created_at <= as_of and (filters is None or r.kind == filters["kind"])
+        ]
+        scores = np.sort(vectors[allowed] @ qvec)[::-1][:10]
+        got = store.search("alice", query, as_of=as_of, method="dense", top_k=10, filters=filters)
+        # the k best allowed similarities, whatever the order of exact ties
+        np.testing.assert_allclose([h.similarity for h in got], (1 + scores) / 2, atol=1e-5)
+        assert all(h.record.created_at <= as_of for h in got)
+        assert len(got) == min(10, len(allowed))
