@@ -30,11 +30,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from backend.config import StoreSettings, load_settings
 from backend.data import load_headlines, load_ohlcv
 from backend.embeddings import Embedder, build_embedder
-from backend.storage import KhalaStore, MemoryRecord, open_store, stable_id
+from backend.storage import KhalaStore, MemoryRecord, SearchMethod, open_store, stable_id
 
 TRADER = "bench-trader"
 
@@ -47,9 +48,10 @@ def candle_notes(market_dir: Path, n: int) -> list[tuple[str, datetime]]:
         ret = frame["close"].pct_change()
         rng = (frame["high"] - frame["low"]) / frame["open"]
         vol = frame["volume"] / frame["volume"].rolling(24, min_periods=1).mean()
+        closes = frame["close"]
         for ts in frame.index[1 : n + 1]:
             text = (
-                f"{pair} 1h candle {ts:%Y-%m-%d %H:%M}: close {frame.at[ts, 'close']:,.2f}, "
+                f"{pair} 1h candle {pd.Timestamp(ts):%Y-%m-%d %H:%M}: close {closes[ts]:,.2f}, "
                 f"return {ret[ts]:+.2%}, range {rng[ts]:.2%}, volume {vol[ts]:.1f}x its 24h mean"
             )
             out.append((text, (ts + np.timedelta64(1, "h")).to_pydatetime()))
@@ -131,10 +133,13 @@ def run(n: int, data_dir: Path, store_settings: StoreSettings, n_queries: int) -
     store.search(TRADER, queries[0], as_of=as_of, method="bm25")  # builds the BM25 index
     bm25_build_ms = (time.perf_counter() - start) * 1000.0
     result: dict[str, object] = {"n": store.count(TRADER), "embedder": embedder.model_id}
-    for method in ("dense", "bm25", "hybrid"):
-        lat = latencies(
-            lambda q, m=method: store.search(TRADER, q, as_of=as_of, top_k=10, method=m), queries
-        )  # type: ignore[misc]
+    methods: tuple[SearchMethod, ...] = ("dense", "bm25", "hybrid")
+    for method in methods:
+
+        def one(q: str, m: SearchMethod = method) -> object:
+            return store.search(TRADER, q, as_of=as_of, top_k=10, method=m)
+
+        lat = latencies(one, queries)
         result[f"{method}_search_p50_ms"] = round(percentile(lat, 50), 2)
         result[f"{method}_search_p95_ms"] = round(percentile(lat, 95), 2)
     vec_iter = iter(query_vecs)

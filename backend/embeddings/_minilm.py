@@ -131,7 +131,9 @@ class MiniLMEmbedder(Embedder):
         self.max_length = max_length
         self._tokenizer = Tokenizer.from_file(str(files.tokenizer))
         self._tokenizer.enable_truncation(max_length=max_length)
-        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self._tokenizer.no_padding()
+        if self._tokenizer.token_to_id("[PAD]") != 0:
+            raise EmbeddingModelError(f"{files.tokenizer}: expected [PAD] to be token id 0")
         self._tok_lock = threading.Lock()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
@@ -146,21 +148,28 @@ class MiniLMEmbedder(Embedder):
         self._input_names = {i.name for i in self._session.get_inputs()}
 
     def _embed(self, texts: list[str]) -> Vectors:
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        # Tokenise everything once (no padding), sort by token count, and pad each batch
+        # only to its own longest sequence: padding work is close to zero.
+        with self._tok_lock:
+            encodings = self._tokenizer.encode_batch(texts)
+        token_ids = [e.ids for e in encodings]
+        order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            out[idx] = self._embed_batch([texts[i] for i in idx])
+            out[idx] = self._embed_batch([token_ids[i] for i in idx])
         return out
 
-    def _embed_batch(self, texts: list[str]) -> Vectors:
-        with self._tok_lock:
-            encodings = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask}
+    def _embed_batch(self, batch: list[list[int]]) -> Vectors:
+        width = max(len(ids) for ids in batch)
+        input_ids = np.zeros((len(batch), width), dtype=np.int64)  # [PAD] is id 0
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = ids
+            mask[row, : len(ids)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
-            feeds["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+            feeds["token_type_ids"] = np.zeros_like(input_ids)  # single segment
         (hidden,) = self._session.run(["last_hidden_state"], feeds)
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
