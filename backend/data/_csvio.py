@@ -150,6 +150,19 @@ def parse_numbers(table: CsvTable, column: str) -> pd.Series:
     return values
 
 
+def parse_dates(table: CsvTable, column: str, *, fmt: str, expected: str) -> pd.Series:
+    """Column parsed with ``strftime`` format ``fmt`` as naive datetimes (the caller sets
+    the zone); DataError at the first empty or unparseable cell, saying ``expected``."""
+    text = table.frame[column].str.strip()
+    parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+    pos = first_bad(parsed.isna())
+    if pos is not None:
+        raw = text.iloc[pos]
+        reason = "missing value" if raw == "" else f"unparseable date {raw!r} (expected {expected})"
+        raise DataError(reason, path=table.path, row=table.line(pos), field=column)
+    return parsed
+
+
 def stable_ids(keys: pd.DataFrame, *, prefix: str = "") -> list[str]:
     """Stable ids: sha256 of each row's key cells plus an occurrence counter.
 

@@ -23,6 +23,7 @@ import pandas as pd
 from backend.data._csvio import (
     CsvTable,
     first_bad,
+    parse_dates,
     parse_numbers,
     read_csv_table,
     require_non_empty,
@@ -213,16 +214,9 @@ def _symbol(coin: str) -> tuple[str, str]:
 
 def _parse_ist(table: CsvTable) -> pd.Series:
     """``Timestamp IST`` (``02-12-2024 22:50``, day first, UTC+05:30) as UTC datetimes."""
-    text = table.frame["Timestamp IST"].str.strip()
-    local = pd.to_datetime(text, format="%d-%m-%Y %H:%M", errors="coerce")
-    pos = first_bad(local.isna())
-    if pos is not None:
-        raise DataError(
-            f"unparseable date {text.iloc[pos]!r} (expected day-month-year hour:minute)",
-            path=table.path,
-            row=table.line(pos),
-            field="Timestamp IST",
-        )
+    local = parse_dates(
+        table, "Timestamp IST", fmt="%d-%m-%Y %H:%M", expected="day-month-year hour:minute"
+    )
     return (local - _IST_OFFSET).dt.tz_localize("UTC").dt.as_unit("ns")
 
 

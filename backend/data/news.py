@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from backend.data._csvio import first_bad, parse_numbers, read_csv_table, stable_ids
+from backend.data._csvio import first_bad, parse_dates, parse_numbers, read_csv_table, stable_ids
 from backend.data.models import Headline
 from backend.errors import DataError
 
@@ -38,16 +38,7 @@ def load_headlines(path: str | Path, *, dedupe: bool = True) -> list[Headline]:
     file = Path(path)
     table = read_csv_table(file, required=HEADLINE_COLUMNS)
     cells = table.frame[list(HEADLINE_COLUMNS)].apply(lambda col: col.str.strip())
-    published = pd.to_datetime(cells["date"], format="%d-%m-%Y %H:%M", errors="coerce")
-    pos = first_bad(published.isna())
-    if pos is not None:
-        shown = cells["date"].iloc[pos]
-        raise DataError(
-            "missing value" if shown == "" else f"unparseable date {shown!r} (expected d-m-Y H:M)",
-            path=file,
-            row=table.line(pos),
-            field="date",
-        )
+    published = parse_dates(table, "date", fmt="%d-%m-%Y %H:%M", expected="d-m-Y H:M")
     cells["published_at"] = published.dt.tz_localize("UTC").dt.as_unit("ns")
     cells["id"] = stable_ids(cells[list(HEADLINE_COLUMNS)], prefix="news-")
     cells = cells.sort_values("published_at", kind="stable")
@@ -102,16 +93,7 @@ def load_fear_greed(path: str | Path) -> pd.Series:
     """
     file = Path(path)
     table = read_csv_table(file, required=FEAR_GREED_COLUMNS)
-    text = table.frame["date"].str.strip()
-    days = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
-    pos = first_bad(days.isna())
-    if pos is not None:
-        raise DataError(
-            f"unparseable date {text.iloc[pos]!r} (expected YYYY-MM-DD)",
-            path=file,
-            row=table.line(pos),
-            field="date",
-        )
+    days = parse_dates(table, "date", fmt="%Y-%m-%d", expected="YYYY-MM-DD")
     values = parse_numbers(table, "value")
     bad = (values != values.round()) | (values < 0) | (values > 100)
     pos = first_bad(bad)
