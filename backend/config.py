@@ -25,9 +25,11 @@ from backend.errors import ConfigError
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "DataSettings",
+    "DetectorSettings",
     "EmbeddingSettings",
     "ExchangeSettings",
     "LLMSettings",
+    "MemorySettings",
     "Settings",
     "StoreSettings",
     "load_settings",
@@ -105,6 +107,43 @@ class ExchangeSettings(_Section):
     timeout_ms: int = Field(default=10_000, ge=100, le=600_000)
 
 
+class DetectorSettings(_Section):
+    """Thresholds of the episodic event detectors (fractions, not percent)."""
+
+    flash_crash_return: float = Field(default=-0.05, lt=0, gt=-1)
+    """A bar whose return is at or below this is a flash crash (-0.05 = -5% in one bar)."""
+    volatility_spike_ratio: float = Field(default=2.5, gt=1)
+    """Short-window realised vol over long-window vol at or above this is a spike."""
+    large_drawdown: float = Field(default=-0.20, lt=0, gt=-1)
+    """Close at or below this fraction under the rolling high (first crossing only)."""
+    breakout_lookback_bars: int = Field(default=72, ge=5, le=10_000)
+    news_shock_headlines: int = Field(default=3, ge=1)
+    """This many headlines on one topic within ``news_window_bars`` is a news shock."""
+    news_window_bars: int = Field(default=6, ge=1)
+    big_trade_quantile: float = Field(default=0.95, gt=0.5, lt=1)
+    """A closing fill whose |realised PnL| is at or above this quantile of the trader's
+    closing fills (known up to that time) is a big win / loss."""
+
+
+class MemorySettings(_Section):
+    """Hierarchical memory: window sizes, retrieval weights, the prompt token budget."""
+
+    working_window: int = Field(default=48, ge=2, le=10_000)
+    """Market snapshots kept per (trader, symbol) before overflow is consolidated."""
+    consolidate_batch: int = Field(default=24, ge=1, le=10_000)
+    """On overflow, the oldest this-many snapshots become one ``context`` episode."""
+    episodic_top_k: int = Field(default=5, ge=1, le=100)
+    weight_similarity: float = Field(default=0.6, ge=0, le=1)
+    weight_recency: float = Field(default=0.2, ge=0, le=1)
+    weight_importance: float = Field(default=0.2, ge=0, le=1)
+    """score = ws * similarity + wr * 0.5 ** (age / half_life) + wi * importance (FinMem)."""
+    recency_half_life_days: float = Field(default=30.0, gt=0)
+    outcome_horizon_bars: int = Field(default=24, ge=1)
+    token_budget: int = Field(default=1500, ge=100, le=100_000)
+    """Tokens of the rendered memory section of a prompt (tiktoken cl100k_base)."""
+    detectors: DetectorSettings = DetectorSettings()
+
+
 class DataSettings(_Section):
     """Where the real data lives; files are read in place, never copied."""
 
@@ -155,6 +194,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     exchange: ExchangeSettings = ExchangeSettings()
     data: DataSettings = DataSettings()
+    memory: MemorySettings = MemorySettings()
 
     @classmethod
     def settings_customise_sources(

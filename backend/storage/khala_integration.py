@@ -377,6 +377,41 @@ class KhalaStore:
         }
         return [found[i] for i in unique if i in found]
 
+    def scan(
+        self,
+        trader_id: str,
+        *,
+        as_of: datetime,
+        filters: FilterSpec | None = None,
+        limit: int | None = None,
+    ) -> list[MemoryRecord]:
+        """All records of ``trader_id`` created at or before ``as_of`` that match ``filters``
+        (same keys as :meth:`search`), oldest first (ties by id); at most ``limit``, the
+        newest ones if limited. For listing a tier (e.g. every persona version); use
+        :meth:`search` for relevance."""
+        where = Filter.build(filters)
+        col = self._open(trader_id, create=False)
+        if col is None:
+            return []
+        try:
+            page = col.get(
+                where=where.to_chroma(as_of_ts=_ts(as_of)),
+                include=["documents", "metadatas"],
+            )
+        except ChromaError as exc:
+            raise StoreError(f"trader {trader_id}: chroma get failed: {exc}") from None
+        records = sorted(
+            (
+                record_from_chroma(rid, doc, dict(meta))
+                for rid, doc, meta in zip(
+                    page["ids"], page["documents"] or [], page["metadatas"] or [], strict=True
+                )
+                if meta.get("trader_id") == trader_id
+            ),
+            key=lambda r: (r.created_at, r.id),
+        )
+        return records[-limit:] if limit is not None and limit > 0 else records
+
     def count(self, trader_id: str, *, as_of: datetime | None = None) -> int:
         """Number of records of ``trader_id`` (created at or before ``as_of`` if given)."""
         col = self._open(trader_id, create=False)

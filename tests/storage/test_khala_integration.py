@@ -288,3 +288,14 @@ def test_dense_top_k_is_exact_under_fences_and_filters(
         np.testing.assert_allclose([h.similarity for h in got], (1 + scores) / 2, atol=1e-5)
         assert all(h.record.created_at <= as_of for h in got)
         assert len(got) == min(10, len(allowed))
+
+
+def test_scan_lists_a_kind_oldest_first_fenced(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert("alice", [rec(i) for i in range(10)], as_of=LATER)
+    cutoff = T0 + timedelta(days=6)
+    scanned = store.scan("alice", as_of=cutoff, filters={"kind": "news"})
+    assert [r.id for r in scanned] == ["r0", "r2", "r4", "r6"]
+    assert [r.id for r in store.scan("alice", as_of=cutoff, filters={"kind": "news"},
+                                     limit=2)] == ["r4", "r6"]
+    assert store.scan("nobody", as_of=LATER) == []

@@ -1,0 +1,244 @@
+"""The typed models of the hierarchical memory (persona, working, episodic), defined only here.
+
+The design follows O-Mem (arXiv 2511.13593): a persona memory of who the user is, a
+working memory of the current context, and an episodic memory of salient past events,
+retrieved together before each response (here: each trading decision). Units: prices and
+PnL in quote currency; returns, volatility, drawdown and shares as fractions (0.05 = 5%);
+times are aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from backend.storage.models import to_utc
+
+__all__ = [
+    "ActionLink",
+    "ChangeAction",
+    "Episode",
+    "EpisodeType",
+    "HardConstraint",
+    "MarketSnapshot",
+    "Outcome",
+    "PersonaAttribute",
+    "PersonaChange",
+    "PersonaProfile",
+    "Regime",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _utc(value: datetime) -> datetime:
+    return to_utc(value)
+
+
+# ------------------------------------------------------------------------ persona
+
+ChangeAction = Literal["ADD", "UPDATE", "IGNORE"]
+"""O-Mem's persona router decision for one candidate attribute change."""
+
+
+class HardConstraint(_Model):
+    """A rule the trader stated and the agent must obey in code (not only in the prompt).
+
+    ``kind`` values and the meaning of ``value``:
+    - ``max_risk_per_trade``: fraction of equity at risk per trade (``0.02`` = 2%);
+    - ``max_position_fraction``: position notional as a fraction of equity;
+    - ``max_position_notional``: position notional in quote currency;
+    - ``max_leverage``: gross leverage multiple (``3.0`` = 3x);
+    - ``max_daily_loss``: fraction of equity;
+    - ``forbidden_assets`` / ``allowed_assets``: list of base-asset tickers (upper case);
+    - ``no_memecoins``: ``True``; ``long_only``: ``True``; ``no_leverage``: ``True``.
+    ``quote`` is the trader's own words it came from.
+    """
+
+    kind: Literal[
+        "max_risk_per_trade",
+        "max_position_fraction",
+        "max_position_notional",
+        "max_leverage",
+        "max_daily_loss",
+        "forbidden_assets",
+        "allowed_assets",
+        "no_memecoins",
+        "long_only",
+        "no_leverage",
+    ]
+    value: float | bool | list[str]
+    quote: str = Field(max_length=1000)
+
+
+class PersonaAttribute(_Model):
+    """One attribute of a trader profile with its provenance.
+
+    ``value`` is JSON-serialisable (number, string, list or mapping); ``confidence`` 0..1;
+    ``evidence`` holds up to 50 ids of the fills or notes it came from (the newest last)
+    and ``evidence_count`` how many there were in all; ``source`` tells whether it was
+    computed from fills, read by rules from the trader's words, or by an LLM.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    value: Any
+    confidence: float = Field(ge=0.0, le=1.0)
+    evidence: list[str] = Field(default_factory=list, max_length=50)
+    evidence_count: int = Field(default=0, ge=0)
+    source: Literal["fills", "rules", "llm"]
+    first_seen: AwareDatetime
+    last_updated: AwareDatetime
+    detail: dict[str, Any] = Field(default_factory=dict)
+    """The numbers behind the value (e.g. for ``risk_tolerance``)."""
+
+    _tz = field_validator("first_seen", "last_updated")(_utc)
+
+
+class PersonaProfile(_Model):
+    """A trader's profile as known at ``as_of``; ``version`` increases with every change."""
+
+    trader_id: str
+    version: int = Field(ge=0)
+    as_of: AwareDatetime
+    attributes: dict[str, PersonaAttribute] = Field(default_factory=dict)
+
+    _tz = field_validator("as_of")(_utc)
+
+    def constraints(self) -> list[HardConstraint]:
+        """The trader's hard constraints (attribute ``constraints``), validated."""
+        attr = self.attributes.get("constraints")
+        if attr is None or not isinstance(attr.value, list):
+            return []
+        return [HardConstraint.model_validate(c) for c in attr.value]
+
+
+class PersonaChange(_Model):
+    """One routed change of a profile (kept as history for the persona timeline)."""
+
+    trader_id: str
+    attribute: str
+    action: ChangeAction
+    old_value: Any = None
+    new_value: Any = None
+    reason: str = ""
+    source: Literal["fills", "rules", "llm"]
+    as_of: AwareDatetime
+    version: int = Field(ge=0)
+    """Profile version after the change (unchanged for IGNORE)."""
+
+    _tz = field_validator("as_of")(_utc)
+
+
+# ------------------------------------------------------------------------ working
+
+Regime = Literal["trend_up", "trend_down", "range"]
+
+
+class MarketSnapshot(_Model):
+    """Market context of one symbol at one bar close (working memory's unit).
+
+    ``returns`` maps horizon labels (``"1h"``, ``"24h"``, ``"7d"``) to fractional returns;
+    ``realized_vol`` is annualised (fraction) from log returns over the window;
+    ``drawdown`` is ``close / max(high over the window) - 1`` (<= 0); ``volume_shock`` is
+    bar volume over its trailing mean; ``fear_greed`` is the last published daily index
+    (0..100) at or before ``as_of``; ``headlines`` are titles published in the last bars;
+    ``topics`` are lower-case topic tags used to index the context.
+    """
+
+    trader_id: str
+    symbol: str
+    timeframe: str
+    as_of: AwareDatetime
+    close: float = Field(gt=0)
+    returns: dict[str, float] = Field(default_factory=dict)
+    realized_vol: float = Field(ge=0)
+    regime: Regime
+    drawdown: float = Field(le=0)
+    volume_shock: float = Field(ge=0)
+    fear_greed: int | None = Field(default=None, ge=0, le=100)
+    headlines: list[str] = Field(default_factory=list)
+    topics: list[str] = Field(default_factory=list)
+
+    _tz = field_validator("as_of")(_utc)
+
+    def describe(self) -> str:
+        """One line of text for prompts and embeddings."""
+        rets = ", ".join(f"{k} {v:+.1%}" for k, v in self.returns.items())
+        fg = f", Fear & Greed {self.fear_greed}" if self.fear_greed is not None else ""
+        news = f"; news: {' | '.join(self.headlines[:3])}" if self.headlines else ""
+        regime = self.regime.replace("_", " ")
+        return (
+            f"{self.symbol} {self.timeframe} at {self.as_of:%Y-%m-%d %H:%M}Z: "
+            f"close {self.close:,.2f}, {regime}, returns {rets}, "
+            f"realised vol {self.realized_vol:.0%}, drawdown {self.drawdown:.1%}, "
+            f"volume {self.volume_shock:.1f}x{fg}{news}"
+        )
+
+
+# ------------------------------------------------------------------------ episodic
+
+EpisodeType = Literal[
+    "flash_crash",
+    "volatility_spike",
+    "large_drawdown",
+    "breakout_up",
+    "breakout_down",
+    "news_shock",
+    "big_win",
+    "big_loss",
+    "decision",
+    "context",
+]
+"""``context`` episodes are consolidated working-memory overflow."""
+
+
+class ActionLink(_Model):
+    """An agent action linked to an episode (the decision that was taken in it)."""
+
+    decision_id: str
+    action: Literal["buy", "sell", "hold", "close"]
+    size: float = Field(ge=0, le=10)
+    """Fraction of equity (notional / equity)."""
+    at: AwareDatetime
+
+    _tz = field_validator("at")(_utc)
+
+
+class Outcome(_Model):
+    """What happened after an episode: return over a horizon and the agent's PnL."""
+
+    horizon: str
+    """e.g. ``"24h"``."""
+    market_return: float
+    """Fractional close-to-close return of the symbol over the horizon."""
+    pnl: float | None = None
+    """The linked action's PnL in quote currency, if there was a position."""
+    resolved_at: AwareDatetime
+
+    _tz = field_validator("resolved_at")(_utc)
+
+
+class Episode(_Model):
+    """A salient event with its market-state description, actions and outcome.
+
+    ``importance`` 0..1 starts from the detector's severity and is updated by outcomes
+    (reflection); ``sources`` are ids of the candles/headlines/fills it came from.
+    """
+
+    id: str
+    trader_id: str
+    symbol: str
+    event_type: EpisodeType
+    occurred_at: AwareDatetime
+    description: str = Field(min_length=1)
+    state: dict[str, float] = Field(default_factory=dict)
+    importance: float = Field(ge=0.0, le=1.0)
+    actions: list[ActionLink] = Field(default_factory=list)
+    outcome: Outcome | None = None
+    sources: list[str] = Field(default_factory=list)
+
+    _tz = field_validator("occurred_at")(_utc)
