@@ -1,0 +1,92 @@
+"""A loopback HTTP server speaking OpenAI chat completions, with scripted faults.
+
+Each request to ``POST /v1/chat/completions`` takes the next scripted reply (the last one
+repeats): a good structured answer, malformed JSON, an HTTP status (e.g. 429 with
+``Retry-After``, 500), or a slow answer. Requests are recorded for assertions. This is the
+network edge: the openai client under test is real.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """One scripted reply: ``content`` (assistant message text) or ``status`` (an error)."""
+
+    content: str | None = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    finish_reason: str = "stop"
+
+    @classmethod
+    def json(cls, obj: Any, **kw: Any) -> Reply:
+        return cls(content=json.dumps(obj), **kw)
+
+
+class ChatServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.script: list[Reply] = [Reply(content="{}")]
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def next_reply(self) -> Reply:
+        with self.lock:
+            return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ChatServer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        with self.server.lock:
+            self.server.requests.append(
+                {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+            )
+        reply = self.server.next_reply()
+        if reply.delay_s:
+            time.sleep(reply.delay_s)
+        if reply.status != 200:
+            payload = json.dumps({"error": {"message": "scripted failure", "type": "x"}}).encode()
+        else:
+            payload = json.dumps({
+                "id": "chatcmpl-test", "object": "chat.completion", "created": 0,
+                "model": body.get("model", "m"),
+                "choices": [{"index": 0, "finish_reason": reply.finish_reason,
+                             "message": {"role": "assistant", "content": reply.content}}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+            }).encode()
+        try:
+            self.send_response(reply.status)
+            for key, value in reply.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client timed out and went away
+
+
+def start_chat_server() -> ChatServer:
+    server = ChatServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
