@@ -23,11 +23,15 @@ __all__ = [
     "EpisodeType",
     "HardConstraint",
     "MarketSnapshot",
+    "MemoryContext",
     "Outcome",
     "PersonaAttribute",
     "PersonaChange",
     "PersonaProfile",
     "Regime",
+    "RenderedContext",
+    "ScoredEpisode",
+    "Tier",
 ]
 
 
@@ -242,3 +246,57 @@ class Episode(_Model):
     sources: list[str] = Field(default_factory=list)
 
     _tz = field_validator("occurred_at")(_utc)
+
+
+class ScoredEpisode(_Model):
+    """An episode recalled for a query with its retrieval score and parts.
+
+    ``score = w_sim * similarity + w_rec * recency + w_imp * importance`` where
+    ``recency = 0.5 ** (age_days / half_life_days)`` (FinMem's layered memory, Yu et al. 2023).
+    """
+
+    episode: Episode
+    score: float
+    similarity: float = Field(ge=0.0, le=1.0)
+    recency: float = Field(ge=0.0, le=1.0)
+    importance: float = Field(ge=0.0, le=1.0)
+
+
+# ------------------------------------------------------------------------ context
+
+Tier = Literal["persona", "working", "episodic"]
+
+
+class MemoryContext(_Model):
+    """Everything retrieved for one decision of one trader on one symbol at ``as_of``.
+
+    ``timings_ms`` has the wall time of each tier's retrieval and of the whole call;
+    ``errors`` a tier's failure (the other tiers are still returned).
+    """
+
+    trader_id: str
+    symbol: str
+    as_of: AwareDatetime
+    query: str
+    persona: PersonaProfile | None = None
+    working: list[MarketSnapshot] = Field(default_factory=list)
+    episodes: list[ScoredEpisode] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    errors: dict[str, str] = Field(default_factory=dict)
+
+    _tz = field_validator("as_of")(_utc)
+
+
+class RenderedContext(_Model):
+    """A memory context rendered as a prompt section within a token budget.
+
+    ``memory_ids`` are the ids of what made it into ``text`` (``persona:v<version>``,
+    ``working:<symbol>@<iso time>``, episode ids), in order; ``dropped_ids`` what did not
+    fit. ``tokens`` is counted with tiktoken cl100k_base.
+    """
+
+    text: str
+    tokens: int = Field(ge=0)
+    budget: int = Field(ge=0)
+    memory_ids: list[str] = Field(default_factory=list)
+    dropped_ids: list[str] = Field(default_factory=list)

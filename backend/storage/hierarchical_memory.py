@@ -1,0 +1,221 @@
+"""Hierarchical memory: persona, working and episodic tiers retrieved together per decision.
+
+O-Mem (arXiv 2511.13593) retrieves persona memory, working memory and episodic memory in
+parallel before each response and concatenates them; MemoryOS layers short-, mid- and
+long-term stores the same way. Here, before each trading decision of a trader on a symbol
+at ``as_of``:
+
+1. the episodic query is the caller's, or the description of the latest market snapshot
+   in working memory ("what happened the last time things looked like this");
+2. the three tiers are fetched concurrently on a thread pool (persona: the profile as known
+   at ``as_of``; working: the recent market window; episodic: scored recall);
+3. the results are merged into one typed :class:`MemoryContext` with per-tier timings,
+   and rendered within the token budget by :func:`backend.memory.context.render_context`.
+
+Every tier is read with the same ``as_of``: nothing after it can be returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from backend.config import MemorySettings
+from backend.errors import SentinelError
+from backend.memory.context import render_context
+from backend.memory.models import (
+    EpisodeType,
+    MarketSnapshot,
+    MemoryContext,
+    PersonaProfile,
+    RenderedContext,
+    ScoredEpisode,
+    Tier,
+)
+
+__all__ = [
+    "ALL_TIERS",
+    "EpisodicSource",
+    "HierarchicalMemory",
+    "PersonaSource",
+    "WorkingSource",
+]
+
+log = logging.getLogger("backend.memory")
+ALL_TIERS: tuple[Tier, ...] = ("persona", "working", "episodic")
+T = TypeVar("T")
+
+
+class PersonaSource(Protocol):
+    """What the persona tier must answer (``PersonaManager``)."""
+
+    def get_profile(self, trader_id: str, as_of: datetime) -> PersonaProfile | None: ...
+
+    def render_profile(self, profile: PersonaProfile) -> str: ...
+
+
+class WorkingSource(Protocol):
+    """What the working tier must answer (``WorkingMemory``)."""
+
+    def current(
+        self, trader_id: str, symbol: str, *, as_of: datetime, topic: str | None = None
+    ) -> list[MarketSnapshot]: ...
+
+
+class EpisodicSource(Protocol):
+    """What the episodic tier must answer (``EpisodicMemory``)."""
+
+    def recall(
+        self,
+        trader_id: str,
+        query_text: str,
+        *,
+        as_of: datetime,
+        top_k: int,
+        symbol: str | None = None,
+        event_types: Sequence[EpisodeType] | None = None,
+    ) -> list[ScoredEpisode]: ...
+
+
+class HierarchicalMemory:
+    """The three tiers behind one retrieval call. Build the tiers at the composition root.
+
+    ``max_workers`` threads serve the tiers (chromadb queries and ONNX inference release
+    the GIL, so they overlap). Call :meth:`close` (or use as a context manager) to stop them.
+    """
+
+    def __init__(
+        self,
+        *,
+        persona: PersonaSource,
+        working: WorkingSource,
+        episodic: EpisodicSource,
+        settings: MemorySettings,
+        max_workers: int = 3,
+    ) -> None:
+        self.persona = persona
+        self.working = working
+        self.episodic = episodic
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="memory")
+
+    def __enter__(self) -> HierarchicalMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def retrieve(
+        self,
+        trader_id: str,
+        symbol: str,
+        *,
+        as_of: datetime,
+        query: str | None = None,
+        top_k: int | None = None,
+        tiers: Sequence[Tier] = ALL_TIERS,
+        parallel: bool = True,
+    ) -> MemoryContext:
+        """Fetch the requested tiers for one decision; see the module doc for the steps.
+
+        ``top_k`` episodes (default ``memory.episodic_top_k``). With ``parallel=False``
+        the tiers run one after another (for the speed-up benchmark). A tier that fails
+        with a :class:`SentinelError` is reported in ``MemoryContext.errors`` and the
+        others are still returned; any other exception propagates.
+        """
+        started = time.perf_counter()
+        k = top_k or self.settings.episodic_top_k
+        timings: dict[str, float] = {}
+        errors: dict[str, str] = {}
+        results: dict[Tier, Any] = {}
+        if query is None:  # the latest market state is the query: fetch working memory first
+            results["working"] = self._timed(
+                "working",
+                timings,
+                errors,
+                list,
+                lambda: self.working.current(trader_id, symbol, as_of=as_of),
+            )
+            latest = results["working"][-1:] if results["working"] else []
+            query = latest[0].describe() if latest else f"{symbol} market"
+        episodic_query = query
+        calls: dict[Tier, Callable[[], Any]] = {
+            "persona": lambda: self.persona.get_profile(trader_id, as_of),
+            "working": lambda: self.working.current(trader_id, symbol, as_of=as_of),
+            "episodic": lambda: self.episodic.recall(
+                trader_id, episodic_query, as_of=as_of, top_k=k, symbol=symbol
+            ),
+        }
+        defaults: dict[Tier, Callable[[], Any]] = {
+            "persona": lambda: None,
+            "working": list,
+            "episodic": list,
+        }
+        pending = [tier for tier in tiers if tier not in results]
+        if parallel:
+            futures: dict[Tier, Future[Any]] = {
+                tier: self._pool.submit(
+                    self._timed, tier, timings, errors, defaults[tier], calls[tier]
+                )
+                for tier in pending
+            }
+            results.update({tier: fut.result() for tier, fut in futures.items()})
+        else:
+            for tier in pending:
+                results[tier] = self._timed(tier, timings, errors, defaults[tier], calls[tier])
+        timings["total"] = (time.perf_counter() - started) * 1000
+        return MemoryContext(
+            trader_id=trader_id,
+            symbol=symbol,
+            as_of=as_of,
+            query=query,
+            persona=results.get("persona"),
+            working=results.get("working", []) if "working" in tiers else [],
+            episodes=results.get("episodic", []),
+            timings_ms={key: round(value, 3) for key, value in timings.items()},
+            errors=errors,
+        )
+
+    def build_context(
+        self,
+        trader_id: str,
+        symbol: str,
+        *,
+        as_of: datetime,
+        query: str | None = None,
+        budget: int | None = None,
+        top_k: int | None = None,
+    ) -> tuple[MemoryContext, RenderedContext]:
+        """Retrieve (in parallel) and render within ``budget`` tokens (default
+        ``memory.token_budget``)."""
+        ctx = self.retrieve(trader_id, symbol, as_of=as_of, query=query, top_k=top_k)
+        summary = self.persona.render_profile(ctx.persona) if ctx.persona is not None else None
+        rendered = render_context(
+            ctx, budget=budget or self.settings.token_budget, persona_summary=summary
+        )
+        return ctx, rendered
+
+    @staticmethod
+    def _timed(
+        tier: str,
+        timings: dict[str, float],
+        errors: dict[str, str],
+        default: Callable[[], T],
+        call: Callable[[], T],
+    ) -> T:
+        started = time.perf_counter()
+        try:
+            return call()
+        except SentinelError as exc:
+            log.warning("memory tier %s failed: %s", tier, exc)
+            errors[tier] = f"{type(exc).__name__}: {exc}"
+            return default()
+        finally:
+            timings[tier] = (time.perf_counter() - started) * 1000
