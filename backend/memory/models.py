@@ -244,6 +244,8 @@ class Episode(_Model):
     actions: list[ActionLink] = Field(default_factory=list)
     outcome: Outcome | None = None
     sources: list[str] = Field(default_factory=list)
+    memory_ids: list[str] = Field(default_factory=list)
+    """For ``decision`` episodes: the memories the decision was made with (provenance)."""
 
     _tz = field_validator("occurred_at")(_utc)
 

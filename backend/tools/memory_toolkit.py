@@ -1,0 +1,370 @@
+"""MemoryToolkit: the high-level memory interface agents use, and its function-calling tools.
+
+Python callers use the methods; an LLM agent uses the same operations through OpenAI
+function-calling tools whose JSON schemas are generated from the pydantic argument models
+below (``openai.pydantic_function_tool``), executed by :meth:`MemoryToolkit.dispatch`.
+
+Scope and time are never tool arguments: the trader id and ``as_of`` come from the caller
+(the decision loop) when it dispatches, so a tool call cannot read another trader's memory
+or the future. Argument models forbid extra keys.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import openai
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backend.errors import SentinelError
+from backend.memory.context import episode_line, snapshot_id
+from backend.memory.models import (
+    ActionLink,
+    Episode,
+    EpisodeType,
+    MarketSnapshot,
+    Outcome,
+    PersonaChange,
+    PersonaProfile,
+    RenderedContext,
+    Tier,
+)
+from backend.storage.hierarchical_memory import ALL_TIERS, HierarchicalMemory
+from backend.storage.models import stable_id
+
+__all__ = [
+    "BuildContextArgs",
+    "EpisodicWriter",
+    "MemoryToolkit",
+    "RecallArgs",
+    "RecordDecisionArgs",
+    "RecordEventArgs",
+    "RecordOutcomeArgs",
+    "WorkingWriter",
+]
+
+
+class WorkingWriter(Protocol):
+    def observe(self, snapshot: MarketSnapshot) -> Any: ...
+
+
+class EpisodicWriter(Protocol):
+    def add(self, episodes: Sequence[Episode], *, as_of: datetime) -> Any: ...
+
+    def record_outcome(
+        self, trader_id: str, episode_id: str, outcome: Outcome, *, as_of: datetime
+    ) -> Any: ...
+
+
+class PersonaWriter(Protocol):
+    def update_from_text(
+        self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
+    ) -> list[PersonaChange]: ...
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecallArgs(_Args):
+    """Recall memories relevant to a query (persona, current market, similar episodes)."""
+
+    query: str = Field(min_length=1, max_length=2000)
+    symbol: str = Field(min_length=1, max_length=40)
+    tiers: list[Tier] = Field(default_factory=lambda: list(ALL_TIERS))
+    top_k: int = Field(default=5, ge=1, le=50)
+
+
+class ProfileArgs(_Args):
+    """Get the trader's profile (risk tolerance, preferred assets, hard constraints, ...)."""
+
+
+class RecordEventArgs(_Args):
+    """Remember a salient market event as an episode."""
+
+    symbol: str = Field(min_length=1, max_length=40)
+    event_type: EpisodeType
+    description: str = Field(min_length=1, max_length=2000)
+    importance: float = Field(ge=0.0, le=1.0)
+
+
+class RecordDecisionArgs(_Args):
+    """Record a trading decision with the ids of the memories it was based on."""
+
+    symbol: str = Field(min_length=1, max_length=40)
+    action: Literal["buy", "sell", "hold", "close"]
+    size: float = Field(ge=0.0, le=10.0, description="fraction of equity")
+    rationale: str = Field(min_length=1, max_length=2000)
+    memory_ids: list[str] = Field(default_factory=list, max_length=50)
+
+
+class RecordOutcomeArgs(_Args):
+    """Record what happened after a decision or event; updates its importance."""
+
+    episode_id: str = Field(min_length=1, max_length=256)
+    horizon: str = Field(min_length=1, max_length=16)
+    market_return: float = Field(ge=-1.0, le=100.0, description="fraction, 0.05 = +5%")
+    pnl: float | None = Field(default=None, description="quote currency")
+
+
+class BuildContextArgs(_Args):
+    """Build the memory section of the decision prompt within a token budget."""
+
+    symbol: str = Field(min_length=1, max_length=40)
+    query: str | None = Field(default=None, max_length=2000)
+    budget: int | None = Field(default=None, ge=100, le=100_000)
+
+
+class MemoryToolkit:
+    """Memory operations for one process; every call names the trader and ``as_of``."""
+
+    def __init__(
+        self,
+        memory: HierarchicalMemory,
+        *,
+        working: WorkingWriter,
+        episodic: EpisodicWriter,
+        persona: PersonaWriter,
+    ) -> None:
+        self.memory = memory
+        self._working = working
+        self._episodic = episodic
+        self._persona = persona
+        self._tools: dict[str, tuple[type[_Args], Callable[[str, datetime, Any], Any]]] = {
+            "recall_memory": (
+                RecallArgs,
+                lambda t, at, a: self.recall(
+                    t, a.query, symbol=a.symbol, as_of=at, tiers=a.tiers, top_k=a.top_k
+                ),
+            ),
+            "get_trader_profile": (
+                ProfileArgs,
+                lambda t, at, a: self._profile_json(self.get_trader_profile(t, as_of=at)),
+            ),
+            "record_event": (
+                RecordEventArgs,
+                lambda t, at, a: {
+                    "episode_id": self.record_event(
+                        t,
+                        symbol=a.symbol,
+                        event_type=a.event_type,
+                        description=a.description,
+                        importance=a.importance,
+                        as_of=at,
+                    )
+                },
+            ),
+            "record_decision": (
+                RecordDecisionArgs,
+                lambda t, at, a: {
+                    "episode_id": self.record_decision(
+                        t,
+                        symbol=a.symbol,
+                        action=a.action,
+                        size=a.size,
+                        rationale=a.rationale,
+                        memory_ids=a.memory_ids,
+                        as_of=at,
+                    )
+                },
+            ),
+            "record_outcome": (
+                RecordOutcomeArgs,
+                lambda t, at, a: self.record_outcome(
+                    t,
+                    a.episode_id,
+                    horizon=a.horizon,
+                    market_return=a.market_return,
+                    pnl=a.pnl,
+                    as_of=at,
+                ).model_dump(mode="json"),
+            ),
+            "build_decision_context": (
+                BuildContextArgs,
+                lambda t, at, a: self.build_decision_context(
+                    t, a.symbol, as_of=at, query=a.query, budget=a.budget
+                ).model_dump(mode="json"),
+            ),
+        }
+
+    # ----------------------------------------------------------------- python API
+
+    def record_market_context(self, snapshot: MarketSnapshot) -> None:
+        """Refresh working memory with the snapshot of a closed bar (its ``as_of``)."""
+        self._working.observe(snapshot)
+
+    def record_event(
+        self,
+        trader_id: str,
+        *,
+        symbol: str,
+        event_type: EpisodeType,
+        description: str,
+        importance: float,
+        as_of: datetime,
+        state: dict[str, float] | None = None,
+    ) -> str:
+        """Store an episode that happened at ``as_of``; returns its id."""
+        episode = Episode(
+            id=stable_id("event", trader_id, symbol, event_type, as_of.isoformat(), description),
+            trader_id=trader_id,
+            symbol=symbol,
+            event_type=event_type,
+            occurred_at=as_of,
+            description=description,
+            importance=importance,
+            state=state or {},
+        )
+        self._episodic.add([episode], as_of=as_of)
+        return episode.id
+
+    def record_decision(
+        self,
+        trader_id: str,
+        *,
+        symbol: str,
+        action: Literal["buy", "sell", "hold", "close"],
+        size: float,
+        rationale: str,
+        memory_ids: Sequence[str],
+        as_of: datetime,
+        market_state: str = "",
+        importance: float = 0.3,
+    ) -> str:
+        """Store a decision as a ``decision`` episode linked to the memories it used."""
+        decision_id = stable_id("decision", trader_id, symbol, as_of.isoformat())
+        description = f"Decision {action} {size:.0%} of equity on {symbol}: {rationale}"
+        if market_state:
+            description = f"{market_state} | {description}"
+        episode = Episode(
+            id=decision_id,
+            trader_id=trader_id,
+            symbol=symbol,
+            event_type="decision",
+            occurred_at=as_of,
+            description=description,
+            importance=importance,
+            actions=[ActionLink(decision_id=decision_id, action=action, size=size, at=as_of)],
+            memory_ids=list(memory_ids),
+        )
+        self._episodic.add([episode], as_of=as_of)
+        return decision_id
+
+    def record_outcome(
+        self,
+        trader_id: str,
+        episode_id: str,
+        *,
+        horizon: str,
+        market_return: float,
+        pnl: float | None,
+        as_of: datetime,
+    ) -> Outcome:
+        """Attach an outcome (resolved at ``as_of``) to an episode; importance follows."""
+        outcome = Outcome(horizon=horizon, market_return=market_return, pnl=pnl, resolved_at=as_of)
+        self._episodic.record_outcome(trader_id, episode_id, outcome, as_of=as_of)
+        return outcome
+
+    def record_note(
+        self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
+    ) -> list[PersonaChange]:
+        """The trader's own words: routed into the persona (ADD / UPDATE / IGNORE)."""
+        return self._persona.update_from_text(trader_id, text, as_of=as_of, note_id=note_id)
+
+    def get_trader_profile(self, trader_id: str, *, as_of: datetime) -> PersonaProfile | None:
+        return self.memory.persona.get_profile(trader_id, as_of)
+
+    def recall(
+        self,
+        trader_id: str,
+        query: str,
+        *,
+        symbol: str,
+        as_of: datetime,
+        tiers: Sequence[Tier] = ALL_TIERS,
+        top_k: int = 5,
+    ) -> dict[str, Any]:
+        """Memories of the requested tiers as JSON-ready data with their ids."""
+        ctx = self.memory.retrieve(
+            trader_id, symbol, as_of=as_of, query=query, top_k=top_k, tiers=tiers
+        )
+        return {
+            "as_of": ctx.as_of.isoformat(),
+            "persona": self._profile_json(ctx.persona) if "persona" in tiers else None,
+            "working": [{"id": snapshot_id(s), "text": s.describe()} for s in ctx.working],
+            "episodic": [
+                {"id": s.episode.id, "score": round(s.score, 4), "text": episode_line(s)}
+                for s in ctx.episodes
+            ],
+            "errors": ctx.errors,
+        }
+
+    def build_decision_context(
+        self,
+        trader_id: str,
+        symbol: str,
+        *,
+        as_of: datetime,
+        query: str | None = None,
+        budget: int | None = None,
+    ) -> RenderedContext:
+        """The memory section of the decision prompt (parallel retrieval, token budget)."""
+        return self.memory.build_context(
+            trader_id, symbol, as_of=as_of, query=query, budget=budget
+        )[1]
+
+    # ----------------------------------------------------------------- tools
+
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        """OpenAI function-calling tool definitions, generated from the argument models."""
+        return [
+            dict(
+                openai.pydantic_function_tool(
+                    model, name=name, description=(model.__doc__ or "").strip()
+                )
+            )
+            for name, (model, _) in self._tools.items()
+        ]
+
+    def dispatch(
+        self, name: str, arguments: str | dict[str, Any], *, trader_id: str, as_of: datetime
+    ) -> str:
+        """Execute one tool call for ``trader_id`` at ``as_of``; returns JSON.
+
+        Unknown tools, invalid arguments and memory errors come back as
+        ``{"error": "..."}`` (the agent can read and correct them); nothing is written
+        when the arguments are invalid.
+        """
+        if name not in self._tools:
+            return json.dumps({"error": f"unknown tool {name!r}"})
+        model, run = self._tools[name]
+        try:
+            args = (
+                model.model_validate_json(arguments)
+                if isinstance(arguments, str)
+                else model.model_validate(arguments)
+            )
+        except ValidationError as exc:
+            first = exc.errors(include_input=False, include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "arguments"
+            return json.dumps({"error": f"invalid arguments for {name}: {where}: {first['msg']}"})
+        try:
+            return json.dumps(run(trader_id, as_of, args), default=str)
+        except SentinelError as exc:
+            return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+
+    @staticmethod
+    def _profile_json(profile: PersonaProfile | None) -> dict[str, Any] | None:
+        if profile is None:
+            return None
+        return {
+            "version": profile.version,
+            "as_of": profile.as_of.isoformat(),
+            "attributes": {
+                name: {"value": a.value, "confidence": round(a.confidence, 3)}
+                for name, a in profile.attributes.items()
+            },
+        }
