@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from backend.cli_persona import persona_app
 from backend.config import Settings, load_settings
 from backend.errors import ConfigError, SentinelError
 
@@ -35,6 +36,7 @@ data_app = typer.Typer(help="Market data: download and check OHLCV files.", no_a
 memory_app = typer.Typer(help="Inspect the Khala memory store.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(memory_app, name="memory")
+app.add_typer(persona_app, name="persona")
 
 console = Console()
 

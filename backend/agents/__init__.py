@@ -1,0 +1,1 @@
+"""The trading agent's parts; :mod:`backend.agents.memory` is its hierarchical memory."""

@@ -1,0 +1,90 @@
+"""Position reconstruction from fills: opening notional and FIFO holding times.
+
+Fills as normalised by :func:`backend.agents.memory._persona_features.normalize_fills_frame`
+(one trader, time order). Quantities in base units, notional in quote currency (USDC),
+times in ms since the epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import pandas as pd
+
+__all__ = ["LONG_OPENING", "SHORT_OPENING", "holding_samples", "opening_notional"]
+
+LONG_OPENING = ("open_long", "buy")
+SHORT_OPENING = ("open_short",)
+
+
+def opening_notional(fills: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(long, short) opening notional per fill: ``open_long``/spot ``buy`` -> long,
+    ``open_short`` -> short; a flip opens only the part beyond its start position."""
+    cost = fills["cost"].abs()
+    direction = fills["direction"]
+    long_ = cost.where(direction.isin(LONG_OPENING), 0.0)
+    short = cost.where(direction.isin(SHORT_OPENING), 0.0)
+    start = fills["start_position"].abs().fillna(0.0)
+    beyond = ((fills["amount"] - start).clip(lower=0.0) / fills["amount"]).fillna(0.0)
+    long_ = long_ + (cost * beyond).where(direction == "flip_short_to_long", 0.0)
+    short = short + (cost * beyond).where(direction == "flip_long_to_short", 0.0)
+    return long_, short
+
+
+def holding_samples(fills: pd.DataFrame) -> tuple[list[float], list[str], int]:
+    """FIFO holding times: ``(hours per timed closing fill, their ids, untimed closes)``.
+
+    Per symbol, in order, opening quantity becomes lots stamped with the fill time; a fill
+    against the position consumes the oldest lots first and its sample is the quantity-
+    weighted mean age (hours) of what it closed. When a fill's ``start_position``
+    disagrees with the reconstructed position (the export is a subset; spot balances move
+    by transfers), the inventory is reset to one lot of unknown age; a close that consumes
+    any unknown-age quantity is counted as untimed, never guessed.
+    """
+    hours: list[float] = []
+    ids: list[str] = []
+    untimed = 0
+    for _, group in fills.groupby("symbol", sort=False):
+        lots: deque[list[float]] = deque()  # [signed qty, open ms or NaN]
+        pos = 0.0
+        for fid, ts, side, amount, start in zip(
+            group["id"], group["timestamp"], group["side"], group["amount"],
+            group["start_position"], strict=True,
+        ):  # fmt: skip
+            signed = float(amount) if side == "buy" else -float(amount)
+            tol = 1e-6 * max(abs(pos), abs(float(amount)), 1e-6)
+            if not math.isnan(start) and abs(pos - float(start)) > tol:
+                pos = float(start)
+                lots = deque([[pos, math.nan]]) if abs(pos) > tol else deque()
+            if abs(pos) > tol and (pos > 0) != (signed > 0):
+                closing = min(abs(signed), abs(pos))
+                left, age_qty, timed_qty, unknown = closing, 0.0, 0.0, False
+                while left > tol and lots:
+                    lot = lots[0]
+                    take = min(abs(lot[0]), left)
+                    if math.isnan(lot[1]):
+                        unknown = True
+                    else:
+                        age_qty += take * (float(ts) - lot[1])
+                        timed_qty += take
+                    lot[0] -= math.copysign(take, lot[0])
+                    left -= take
+                    if abs(lot[0]) <= tol:
+                        lots.popleft()
+                if unknown or timed_qty <= 0:
+                    untimed += 1
+                else:
+                    hours.append(age_qty / timed_qty / 3_600_000.0)
+                    ids.append(str(fid))
+                pos += math.copysign(closing, signed)
+                rest = abs(signed) - closing
+                if abs(pos) <= tol:
+                    pos, lots = 0.0, deque()
+                if rest > tol:
+                    lots.append([math.copysign(rest, signed), float(ts)])
+                    pos += math.copysign(rest, signed)
+            else:
+                lots.append([signed, float(ts)])
+                pos += signed
+    return hours, ids, untimed

@@ -1,0 +1,299 @@
+"""Deterministic rules that read a trader's own words into persona decisions (offline default).
+
+:func:`text_decisions` returns the same :class:`~backend.llm.prompts.PersonaDecision`
+objects the LLM path returns, so both go through one router. The rules are regular
+expressions over sentences (split at ``. ! ? ; newline``, never inside a decimal number)
+and, for the numeric limits, over comma-separated clauses:
+
+- percentages (``2%``, ``2 percent``) become fractions (``0.02``); a clause with a
+  percentage is classified by its words: ``day``/``daily`` with a loss word ->
+  ``max_daily_loss``; ``risk``/``lose``/``loss``/``stop`` -> ``max_risk_per_trade``;
+  ``position``/``size``/``allocate``/``exposure``/``of my account`` with a limit word
+  (never, max, at most, up to, above, ...) -> ``max_position_fraction``; ``per trade``
+  with a limit word -> ``max_risk_per_trade``;
+- ``3x`` in a clause with ``leverage`` or a limit word -> ``max_leverage`` ``3.0``;
+  ``no leverage`` / ``never use leverage`` / ``without leverage`` -> ``no_leverage``;
+- ``$5,000``/``5k USDC`` with a position word and a limit word -> ``max_position_notional``;
+- a meme-coin word with a negation -> ``no_memecoins``; ``long only``, ``I never short``,
+  ``no shorting`` -> ``long_only``;
+- ``only trade BTC and ETH`` -> ``allowed_assets``; ``never touch SOL``, ``no DOGE``,
+  ``avoid XRP`` -> ``forbidden_assets``. Tickers are upper case as written (``DOGE``) or
+  known coin names in any case (``bitcoin``, ``eth``, ``solana``; see :data:`COIN_NAMES`);
+- goals: ``my goal is ...``, ``I want to ...``, ``I'd like to ...``, ``aiming for ...``,
+  ``target ...`` (the rest of the sentence; not when it states a limit);
+- stated risk tolerance (``I'm a conservative trader``), style (``I'm a swing trader``,
+  ``I scalp``), holding period (``I usually hold for a few days``) and preferred assets
+  (``I mostly trade SOL``) -> the ``risk_tolerance``/``style``/``holding_period``/
+  ``preferred_assets`` decisions (the router stores them as ``stated_*``, next to what the
+  fills show).
+
+Actions are ``ADD`` when the profile has no such constraint/attribute yet, else ``UPDATE``;
+the router decides the final action (an unchanged value becomes ``IGNORE``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from backend.llm.prompts import PersonaDecision
+from backend.memory.models import HardConstraint, PersonaProfile
+
+__all__ = ["COIN_NAMES", "normalize_stated", "parse_tickers", "split_sentences", "text_decisions"]
+
+COIN_NAMES: dict[str, str] = {
+    "bitcoin": "BTC", "btc": "BTC", "ethereum": "ETH", "ether": "ETH", "eth": "ETH",
+    "solana": "SOL", "sol": "SOL", "dogecoin": "DOGE", "doge": "DOGE", "ripple": "XRP",
+    "xrp": "XRP", "cardano": "ADA", "ada": "ADA", "avalanche": "AVAX", "avax": "AVAX",
+    "chainlink": "LINK", "polkadot": "DOT", "litecoin": "LTC", "ltc": "LTC", "bnb": "BNB",
+    "shiba": "SHIB", "shib": "SHIB", "pepe": "PEPE", "hyperliquid": "HYPE", "hype": "HYPE",
+}  # fmt: skip
+"""Coin names (matched in any case) -> ticker; other tickers must be written in upper case."""
+
+_NOT_TICKERS = frozenset({"AND", "OR", "NOR", "THE", "ALL", "NO", "NOT", "PERPS", "SPOT", "MY"})
+_NAMES = "|".join(sorted(COIN_NAMES, key=len, reverse=True))
+_TICKER = rf"(?:[A-Z][A-Z0-9]{{1,9}}|(?i:{_NAMES}))\b"
+_SEP = r"\s*(?:,(?:\s*(?i:and|or)\b)?|/|&|(?i:\band\b|\bor\b|\bnor\b))\s*"
+_LIST = rf"({_TICKER}(?:{_SEP}{_TICKER})*)"
+_PCT = r"(\d+(?:\.\d+)?)\s*(?:%|percent\b|pct\b)"
+_LIMIT = re.compile(
+    r"(?i)\b(?:never|no more than|not more than|max(?:imum)?|at most|up to|limit(?:ed)?|"
+    r"cap(?:ped)?|above|over|exceed(?:ing)?|larger than|bigger than|below|under|only|"
+    r"no|don'?t|do not|keep)\b"
+)
+
+_ALLOWED = re.compile(
+    rf"(?i:\b(?:only\s+(?:ever\s+)?(?:trade|trading|buy|hold|touch|invest\s+in)|"
+    rf"trade\s+only|nothing\s+but))\s+{_LIST}"
+)
+_FORBIDDEN = re.compile(
+    rf"(?i:\b(?:(?:never|don'?t|do\s+not|won'?t|will\s+not)\s+(?:ever\s+)?"
+    rf"(?:touch|trade|buy|hold|invest\s+in)|no|avoid|stay\s+away\s+from|ban))\s+{_LIST}"
+)
+_PREFERRED = re.compile(
+    rf"(?i:\bi\s+(?:mostly|mainly|usually|primarily|prefer\s+to)\s+trade|\bi\s+prefer|"
+    rf"\bmy\s+favou?rite\s+(?:coins?|assets?)\s+(?:is|are))\s+{_LIST}"
+)
+_LEVERAGE_X = re.compile(r"(?i)\b(\d+(?:\.\d+)?)\s*[x×](?![a-z])")
+_NO_LEVERAGE = re.compile(
+    r"(?i)\b(?:no|never(?:\s+use|\s+trade\s+with)?|without|zero|don'?t\s+use|do\s+not\s+use|"
+    r"not\s+using)\s+(?:any\s+)?leverage\b"
+)
+_MEME = re.compile(r"(?i)\bmeme[\s-]?(?:coins?|tokens?|stocks?)?\b|\bmemecoins?\b|\bshitcoins?\b")
+_NEGATION = re.compile(r"(?i)\b(?:no|never|avoid|stay\s+away|don'?t|do\s+not|not|zero|without)\b")
+_LONG_ONLY = re.compile(
+    r"(?i)\blong[\s-]only\b|\bonly\s+(?:go\s+)?long\b|\bnever\s+(?:go\s+|open\s+a\s+)?short"
+    r"(?:ing)?\b|\bno\s+short(?:s|ing)?\b|\b(?:don'?t|do\s+not)\s+short\b"
+)
+_USD = re.compile(
+    r"(?i)(?:\$\s?(\d[\d,]*(?:\.\d+)?)\s*([km])?\b|\b(\d[\d,]*(?:\.\d+)?)\s*([km])?\s*"
+    r"(?:usd[ct]?|dollars|bucks)\b)"
+)
+_GOAL = re.compile(
+    r"(?i)\b(?:my\s+(?:main\s+|primary\s+|only\s+)?goal\s+is(?:\s+to)?|i\s+want\s+to|"
+    r"i'?d\s+like\s+to|i\s+would\s+like\s+to|i\s+aim\s+to|i'?m\s+aiming\s+(?:for|to)|"
+    r"aiming\s+for|my\s+target\s+is|target(?:ing)?)\s+([^.;!?\n]{3,250})"
+)
+_GOAL_IS_LIMIT = re.compile(r"(?i)^(?:never|not|avoid|stay|only|keep|limit|cap|stop)\b")
+_RISK_WORDS: dict[str, str] = {
+    "conservative": "conservative", "cautious": "conservative", "careful": "conservative",
+    "risk averse": "conservative", "risk-averse": "conservative", "low risk": "conservative",
+    "low-risk": "conservative", "moderate": "moderate", "balanced": "moderate",
+    "aggressive": "aggressive", "degen": "aggressive", "risk seeking": "aggressive",
+    "risk-seeking": "aggressive", "risk taker": "aggressive", "risk-taker": "aggressive",
+    "high risk": "aggressive", "high-risk": "aggressive",
+}  # fmt: skip
+_RISK = re.compile(
+    r"(?i)\b(?:i\s+am|i'?m|im|i\s+consider\s+myself|my\s+risk\s+(?:tolerance|appetite|profile)"
+    r"\s+is)\s+(?:(?:a|an|very|pretty|quite|fairly|rather|more|of)\s+)*("
+    + "|".join(re.escape(w).replace(r"\ ", r"\s") for w in _RISK_WORDS)
+    + r")\b"
+)
+_STYLE_WORDS: dict[str, str] = {
+    "scalper": "scalper", "scalp": "scalper", "day trader": "day", "day trade": "day",
+    "daytrade": "day", "swing trader": "swing", "swing trade": "swing", "swing": "swing",
+    "position trader": "position", "long-term investor": "position",
+    "long term investor": "position", "hodler": "position",
+}  # fmt: skip
+_STYLE = re.compile(
+    r"(?i)\b(?:i\s+am|i'?m|im)\s+(?:(?:a|an|mostly|mainly|basically)\s+)*("
+    r"scalper|day\s+trader|swing\s+trader|position\s+trader|long[\s-]term\s+investor|hodler)\b"
+    r"|\bi\s+(?:mostly\s+|mainly\s+|usually\s+)?(scalp|day\s?trade|swing(?:\s+trade)?)\b"
+)
+_HOLD = re.compile(
+    r"(?i)\bi\s+(?:usually\s+|typically\s+|normally\s+|mostly\s+)?hold(?:\s+my)?"
+    r"(?:\s+(?:positions?|trades?))?(?:\s+for)?\s+((?:a\s+few\s+|several\s+|\d+(?:\s*-\s*\d+)?\s+"
+    r"|one\s+|two\s+|a\s+|an\s+)?(?:minutes?|hours?|days?|weeks?|months?|years?))\b"
+)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of ``text``: split at ``.!?;`` and newlines, never inside ``0.5``."""
+    parts = re.split(r"(?<!\d)[.!?](?!\d)|[.!?](?=\s|$)|[;\n]", text)
+    return [p.strip() for p in parts if p and p.strip()]
+
+
+def _clauses(sentence: str) -> list[str]:
+    return [c.strip() for c in re.split(r",(?!\d{3})|\bbut\b", sentence) if c.strip()]
+
+
+def parse_tickers(raw: str) -> list[str]:
+    """Upper-case tickers in a list like ``"BTC, eth and Solana"`` (known names mapped,
+    unknown lower-case words dropped), in order, without repeats."""
+    out: list[str] = []
+    for token in re.split(_SEP, raw):
+        token = token.strip()
+        ticker = COIN_NAMES.get(token.lower(), token if token.isupper() else "")
+        valid = re.fullmatch(r"[A-Z0-9@]{2,10}", ticker) is not None
+        if valid and ticker not in _NOT_TICKERS and ticker not in out:
+            out.append(ticker)
+    return out
+
+
+def normalize_stated(attribute: str, value: str) -> str | list[str]:
+    """A stated value in canonical form: ``preferred_assets`` -> ticker list,
+    ``risk_tolerance`` -> conservative/moderate/aggressive, ``style`` -> scalper/day/swing/
+    position when recognised; otherwise the lower-cased words."""
+    words = " ".join(value.lower().replace("_", " ").split())
+    if attribute == "preferred_assets":
+        return parse_tickers(value) or parse_tickers(value.upper())
+    if attribute == "risk_tolerance":
+        return _RISK_WORDS.get(words, words)
+    if attribute == "style":
+        for word, style in _STYLE_WORDS.items():
+            if word in words or style == words:
+                return style
+    return words
+
+
+def _number(raw: str, suffix: str | None = None) -> float:
+    value = float(raw.replace(",", ""))
+    return value * {"k": 1e3, "m": 1e6}.get((suffix or "").lower(), 1.0)
+
+
+def _fraction_kind(clause: str) -> str | None:
+    low = clause.lower()
+    limited = _LIMIT.search(clause) is not None
+    if re.search(r"\b(?:daily|a day|per day|each day|in one day|in a day)\b", low) and re.search(
+        r"\b(?:loss|losses|lose|losing|down|drawdown)\b", low
+    ):
+        return "max_daily_loss"
+    if re.search(r"\b(?:risk|risking|lose|loss|losing|stop)\b", low):
+        return "max_risk_per_trade"
+    if limited and re.search(
+        r"\b(?:position|positions|size|allocat\w*|put|invest|exposure|of my (?:account|"
+        r"portfolio|equity|capital|balance|bankroll))\b",
+        low,
+    ):
+        return "max_position_fraction"
+    if limited and re.search(r"\b(?:per|each|a|any|one|single) trade\b", low):
+        return "max_risk_per_trade"
+    return None
+
+
+def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
+    """``(constraint, rule name)`` found in one sentence."""
+    for clause in _clauses(sentence):
+        pct = re.search(_PCT, clause)
+        kind = _fraction_kind(clause) if pct else None
+        if pct and kind:
+            value = round(float(pct.group(1)) / 100.0, 10)
+            yield HardConstraint(kind=kind, value=value, quote=clause[:1000]), kind
+        lev = _LEVERAGE_X.search(clause)
+        if lev and (re.search(r"(?i)leverage|levered", clause) or _LIMIT.search(clause)):
+            q = clause[:1000]
+            yield HardConstraint(kind="max_leverage", value=float(lev.group(1)), quote=q), "lev"
+        elif _NO_LEVERAGE.search(clause):
+            yield HardConstraint(kind="no_leverage", value=True, quote=clause[:1000]), "no_lev"
+        usd = _USD.search(clause)
+        if (
+            usd
+            and not pct
+            and _LIMIT.search(clause)
+            and re.search(r"(?i)\b(?:position|size|trade|per)\b", clause)
+        ):
+            raw, suffix = (
+                (usd.group(1), usd.group(2)) if usd.group(1) else (usd.group(3), usd.group(4))
+            )
+            value = _number(raw, suffix)
+            if value > 0:
+                yield (
+                    HardConstraint(kind="max_position_notional", value=value, quote=clause[:1000]),
+                    "usd",
+                )
+    if _MEME.search(sentence) and _NEGATION.search(sentence):
+        yield HardConstraint(kind="no_memecoins", value=True, quote=sentence[:1000]), "meme"
+    if _LONG_ONLY.search(sentence):
+        yield HardConstraint(kind="long_only", value=True, quote=sentence[:1000]), "long_only"
+    for pattern, kind in ((_ALLOWED, "allowed_assets"), (_FORBIDDEN, "forbidden_assets")):
+        for match in pattern.finditer(sentence):
+            tickers = parse_tickers(match.group(1))
+            if tickers:
+                constraint = HardConstraint(kind=kind, value=tickers, quote=sentence[:1000])
+                yield constraint, kind
+                break
+
+
+def _merge_constraints(found: list[tuple[HardConstraint, str]]) -> list[HardConstraint]:
+    """One constraint per kind: asset lists are united, other kinds keep the last mention."""
+    merged: dict[str, HardConstraint] = {}
+    for constraint, _ in found:
+        old = merged.get(constraint.kind)
+        if old is not None and isinstance(old.value, list) and isinstance(constraint.value, list):
+            union = list(dict.fromkeys([*old.value, *constraint.value]))
+            quote = f"{old.quote} / {constraint.quote}"[:1000]
+            constraint = HardConstraint(kind=constraint.kind, value=union, quote=quote)
+        merged[constraint.kind] = constraint
+    return list(merged.values())
+
+
+def text_decisions(text: str, *, profile: PersonaProfile | None = None) -> list[PersonaDecision]:
+    """Persona decisions found in the trader's ``text`` by the rules of the module doc.
+
+    ``profile`` (optional) only chooses ``ADD`` vs ``UPDATE``. Returns ``[]`` when nothing
+    about the trader was found. Never raises for any text.
+    """
+    sentences = split_sentences(text)
+    attrs = profile.attributes if profile is not None else {}
+    known_kinds = {c.kind for c in profile.constraints()} if profile is not None else set()
+    found = [pair for s in sentences for pair in _constraints(s)]
+    decisions: list[PersonaDecision] = []
+    for constraint in _merge_constraints(found):
+        decisions.append(
+            PersonaDecision(
+                attribute="constraints",
+                action="UPDATE" if constraint.kind in known_kinds else "ADD",
+                constraint=constraint,
+                reason=f"rule {constraint.kind}: {constraint.quote}"[:300],
+            )
+        )
+    for sentence in sentences:
+        for match in _GOAL.finditer(sentence):
+            goal = " ".join(match.group(0).split())
+            if not _GOAL_IS_LIMIT.match(match.group(1).strip()):
+                decisions.append(
+                    PersonaDecision(
+                        attribute="goals", action="ADD", goal=goal[:300], reason="rule goal"
+                    )
+                )
+        stated: list[tuple[str, str]] = []
+        if m := _RISK.search(sentence):
+            word = " ".join(m.group(1).lower().split())
+            stated.append(("risk_tolerance", _RISK_WORDS.get(word, word)))
+        if m := _STYLE.search(sentence):
+            word = " ".join((m.group(1) or m.group(2)).lower().split())
+            stated.append(("style", _STYLE_WORDS.get(word, word)))
+        if m := _HOLD.search(sentence):
+            stated.append(("holding_period", " ".join(m.group(1).lower().split())))
+        if (m := _PREFERRED.search(sentence)) and (tickers := parse_tickers(m.group(1))):
+            stated.append(("preferred_assets", ", ".join(tickers)))
+        for attribute, value in stated:
+            decisions.append(
+                PersonaDecision(
+                    attribute=attribute,
+                    action="UPDATE" if f"stated_{attribute}" in attrs else "ADD",
+                    value=value[:300],
+                    reason=f"rule stated {attribute}: {sentence}"[:300],
+                )
+            )
+    return decisions

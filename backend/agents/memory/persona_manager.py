@@ -1,0 +1,302 @@
+"""Persona memory of a trader: built from fills and the trader's words, versioned in Khala.
+
+O-Mem (arXiv 2511.13593) keeps a persona memory of who the user is and routes each new
+piece of evidence through ADD / UPDATE / IGNORE; here the evidence is the trader's fills
+(habits, results, risk) and notes (hard constraints, goals, stated preferences).
+
+- :meth:`PersonaManager.build_from_fills` recomputes every fill attribute from exactly
+  the given fills (a new ledger generation) and routes them in ``replace`` mode;
+- :meth:`PersonaManager.update_from_fills` adds fills to the stored ledger (duplicate ids
+  ignored) and recomputes from the whole ledger, so an update gives the same attribute
+  values as a rebuild on the same fills, also from a new manager instance;
+- :meth:`PersonaManager.update_from_text` reads a note with the LLM (when configured) or
+  with the deterministic rules; a failed LLM answer changes nothing (no fallback to rules)
+  and is recorded as an ``IGNORE`` change.
+
+Version semantics: version 0 is "nothing known" (never stored); each call with at least
+one ADD/UPDATE stores version ``n + 1`` as of the call's ``as_of``. Fills after ``as_of``
+and fills of other traders are not used (nor stored): give them again later. Writes are
+one atomic upsert per call, and must move forward in time: a write whose ``as_of`` is
+before a stored persona version or ledger chunk raises :class:`LookAheadError`. One writer
+per trader (calls of one manager are serialised by a lock).
+
+The store is the source of truth; decoded versions and ledger chunks (immutable once
+written) are cached in process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from backend.agents.memory._persona_features import (
+    compute_persona_attributes,
+    normalize_fills_frame,
+)
+from backend.agents.memory._persona_render import render_profile
+from backend.agents.memory._persona_router import (
+    RouteResult,
+    empty_profile,
+    route_decisions,
+    route_failure,
+    route_fill_attributes,
+)
+from backend.agents.memory._persona_store import (
+    CHANGE_KIND,
+    LEDGER_KIND,
+    PERSONA_KIND,
+    change_from_record,
+    change_records,
+    empty_ledger,
+    ledger_from_record,
+    ledger_records,
+    profile_from_record,
+    profile_record,
+)
+from backend.agents.memory._persona_text import text_decisions
+from backend.data.fills import fills_to_frame
+from backend.data.models import Fill
+from backend.errors import LookAheadError
+from backend.llm.client import LLMClient
+from backend.llm.prompts import PersonaDecisions, persona_update_prompt
+from backend.memory.models import PersonaChange, PersonaProfile
+from backend.storage import KhalaStore, MemoryRecord, stable_id
+from backend.storage.models import to_utc
+
+__all__ = ["PersonaManager", "render_profile", "timeline_to_frame"]
+
+_END = datetime(9999, 12, 31, tzinfo=UTC)
+TIMELINE_COLUMNS = (
+    "as_of", "version", "attribute", "action", "source", "old_value", "new_value", "reason",
+)  # fmt: skip
+
+
+@dataclass
+class _State:
+    """What a write starts from: the newest profile and ledger at ``as_of``."""
+
+    profile: PersonaProfile
+    ledger: pd.DataFrame
+    generation: int
+    next_seq: int
+
+
+def timeline_to_frame(changes: Sequence[PersonaChange]) -> pd.DataFrame:
+    """One row per change, columns :data:`TIMELINE_COLUMNS` (``as_of`` as UTC datetimes),
+    in the given order."""
+    rows = [{c: getattr(ch, c) for c in TIMELINE_COLUMNS} for ch in changes]
+    frame = pd.DataFrame(rows, columns=list(TIMELINE_COLUMNS))
+    frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True).dt.as_unit("ns")
+    return frame
+
+
+class PersonaManager:
+    """Builds, updates and reads trader personas in a :class:`KhalaStore`.
+
+    ``llm``: when given, :meth:`update_from_text` asks it (structured
+    :class:`~backend.llm.prompts.PersonaDecisions`); otherwise the offline rules are used.
+    """
+
+    def __init__(self, store: KhalaStore, *, llm: LLMClient | None = None) -> None:
+        self._store = store
+        self._llm = llm
+        self._lock = threading.RLock()
+        self._profiles: dict[tuple[str, str, int], PersonaProfile] = {}
+        self._chunks: dict[tuple[str, str, int], pd.DataFrame] = {}
+
+    # ------------------------------------------------------------------ reads
+
+    def get_profile(self, trader_id: str, as_of: datetime) -> PersonaProfile | None:
+        """The profile as known at ``as_of``: the highest version created at or before it;
+        ``None`` before the first. Raises :class:`StoreError` for a damaged record."""
+        records = self._store.scan(trader_id, as_of=_fence(as_of), filters={"kind": PERSONA_KIND})
+        if not records:
+            return None
+        return self._decode_profile(max(records, key=_version))
+
+    def timeline(self, trader_id: str, *, as_of: datetime) -> list[PersonaChange]:
+        """Every routed change (ADD, UPDATE, recorded IGNORE) known at ``as_of``, oldest
+        first (by ``as_of``, then version, then order within the call)."""
+        records = self._store.scan(trader_id, as_of=_fence(as_of), filters={"kind": CHANGE_KIND})
+        ordered = sorted(records, key=lambda r: (r.created_at, _version(r), r.id))
+        return [change_from_record(r) for r in ordered]
+
+    def timeline_frame(self, trader_id: str, *, as_of: datetime) -> pd.DataFrame:
+        """:meth:`timeline` as a DataFrame (:func:`timeline_to_frame`)."""
+        return timeline_to_frame(self.timeline(trader_id, as_of=as_of))
+
+    def render_profile(self, profile: PersonaProfile) -> str:
+        """Compact text of ``profile`` for prompts (:func:`render_profile`)."""
+        return render_profile(profile)
+
+    # ------------------------------------------------------------------ fills
+
+    def build_from_fills(
+        self, trader_id: str, fills: Sequence[Fill], *, as_of: datetime
+    ) -> PersonaProfile:
+        """Full rebuild of the fill attributes from exactly ``fills`` (this trader's, at or
+        before ``as_of``); text-derived attributes (constraints, goals, stated_*) are kept.
+        Returns the profile after the call."""
+        return self._apply_fills(trader_id, fills, as_of=as_of, replace=True)
+
+    def update_from_fills(
+        self, trader_id: str, new_fills: Sequence[Fill], *, as_of: datetime
+    ) -> PersonaProfile:
+        """Add ``new_fills`` (fills already in the ledger are ignored) and route the
+        attributes recomputed from the whole ledger. Returns the profile after the call."""
+        return self._apply_fills(trader_id, new_fills, as_of=as_of, replace=False)
+
+    def _apply_fills(
+        self, trader_id: str, fills: Sequence[Fill], *, as_of: datetime, replace: bool
+    ) -> PersonaProfile:
+        fence = _fence(as_of)
+        given = [f for f in fills if f.trader_id == trader_id and f.datetime <= fence]
+        incoming = (
+            normalize_fills_frame(fills_to_frame(given)) if given else empty_ledger()
+        ).drop_duplicates("id", keep="first")
+        with self._lock:
+            state = self._state(trader_id, fence)
+            if replace:
+                generation, ledger, added = state.generation + 1, incoming, incoming
+            else:
+                added = incoming.loc[~incoming["id"].isin(set(state.ledger["id"]))]
+                if added.empty:
+                    return state.profile
+                generation = max(state.generation, 1)
+                ledger = pd.concat([state.ledger, added], ignore_index=True)
+            ledger = normalize_fills_frame(ledger)
+            attrs = compute_persona_attributes(ledger, as_of=fence)
+            result = route_fill_attributes(state.profile, attrs, as_of=fence, replace=replace)
+            seq = state.next_seq
+            records = ledger_records(trader_id, added, seq=seq, generation=generation, as_of=fence)
+            self._write(trader_id, result, records, fence, f"f{seq}", generation, len(ledger))
+            return result.profile
+
+    # ------------------------------------------------------------------ text
+
+    def update_from_text(
+        self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
+    ) -> list[PersonaChange]:
+        """Route what the trader says in ``text`` (``note_id``: its id, the evidence kept on
+        the attributes; default a hash of trader, time and text). Returns the changes
+        (ADD/UPDATE/IGNORE), ``[]`` when the rules found nothing. With an LLM, a failed or
+        empty answer returns (and stores) one ``IGNORE`` change and leaves the profile as
+        it was."""
+        fence = _fence(as_of)
+        note = note_id or "note-" + stable_id(trader_id, fence.isoformat(), text)[:16]
+        with self._lock:
+            state = self._state(trader_id, fence)
+            profile = state.profile
+            if self._llm is not None:
+                summary = render_profile(profile) if profile.version else ""
+                system, user = persona_update_prompt(summary, text)
+                answer = self._llm.parse(system=system, user=user, schema=PersonaDecisions)
+                if answer.value is None:
+                    error = answer.error or "no answer"
+                    result = route_failure(profile, as_of=fence, source="llm", error=error)
+                elif not answer.value.decisions:
+                    result = route_failure(
+                        profile, as_of=fence, source="llm", error="empty answer (no decisions)"
+                    )
+                else:
+                    result = route_decisions(
+                        profile, answer.value.decisions, as_of=fence, source="llm",
+                        evidence_id=note,
+                    )  # fmt: skip
+            else:
+                decisions = text_decisions(text, profile=profile)
+                if not decisions:
+                    return []
+                result = route_decisions(
+                    profile, decisions, as_of=fence, source="rules", evidence_id=note
+                )
+            call = "t" + stable_id(note, fence.isoformat(), len(result.changes))[:10]
+            self._write(trader_id, result, [], fence, call, state.generation, len(state.ledger))
+            return result.changes
+
+    # ------------------------------------------------------------------ internals
+
+    def _state(self, trader_id: str, fence: datetime) -> _State:
+        records = self._store.scan(
+            trader_id, as_of=_END, filters={"kind": [PERSONA_KIND, LEDGER_KIND]}
+        )
+        later = [r for r in records if r.created_at > fence]
+        if later:
+            raise LookAheadError(
+                f"trader {trader_id}: persona memory already has {later[-1].kind} records "
+                f"as of {later[-1].created_at.isoformat()}, after {fence.isoformat()}: "
+                "persona writes must move forward in time"
+            )
+        versions = [r for r in records if r.kind == PERSONA_KIND]
+        chunks = [r for r in records if r.kind == LEDGER_KIND]
+        profile = (
+            self._decode_profile(max(versions, key=_version))
+            if versions
+            else empty_profile(trader_id, fence)
+        )
+        generation = max((_meta_int(r, "generation") for r in chunks), default=0)
+        current = sorted(
+            (r for r in chunks if _meta_int(r, "generation") == generation),
+            key=lambda r: (_meta_int(r, "seq"), _meta_int(r, "part")),
+        )
+        frames = [self._decode_chunk(r) for r in current]
+        ledger = pd.concat(frames, ignore_index=True) if frames else empty_ledger()
+        next_seq = max((_meta_int(r, "seq") for r in chunks), default=0) + 1
+        return _State(profile, ledger, generation, next_seq)
+
+    def _write(
+        self,
+        trader_id: str,
+        result: RouteResult,
+        records: list[MemoryRecord],
+        fence: datetime,
+        call: str,
+        generation: int,
+        fills: int,
+    ) -> None:
+        """One atomic upsert: ledger chunks, the new version (if any), the changes."""
+        batch = list(records)
+        if result.changed:
+            summary = " ".join(render_profile(result.profile).splitlines())
+            batch.append(
+                profile_record(result.profile, summary=summary, generation=generation, fills=fills)
+            )
+        batch.extend(change_records(result.changes, call=call))
+        if batch:
+            self._store.upsert(trader_id, batch, as_of=fence)
+
+    def _decode_profile(self, record: MemoryRecord) -> PersonaProfile:
+        key = (record.trader_id, record.id, len(str(record.metadata.get("payload", ""))))
+        cached = self._profiles.get(key)
+        if cached is None:
+            cached = self._profiles[key] = profile_from_record(record)
+        return cached
+
+    def _decode_chunk(self, record: MemoryRecord) -> pd.DataFrame:
+        key = (record.trader_id, record.id, len(str(record.metadata.get("payload", ""))))
+        cached = self._chunks.get(key)
+        if cached is None:
+            cached = self._chunks[key] = ledger_from_record(record)
+        return cached
+
+
+def _fence(as_of: datetime) -> datetime:
+    """``as_of`` in UTC; a naive or non-datetime value raises :class:`LookAheadError` (as the
+    store does), so callers can catch it as a :class:`~backend.errors.SentinelError`."""
+    try:
+        return to_utc(as_of)
+    except (ValueError, AttributeError, TypeError):
+        raise LookAheadError("as_of must be a timezone-aware UTC datetime") from None
+
+
+def _meta_int(record: MemoryRecord, key: str) -> int:
+    value = record.metadata.get(key, 0)
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def _version(record: MemoryRecord) -> int:
+    return _meta_int(record, "version")

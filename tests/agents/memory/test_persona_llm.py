@@ -1,0 +1,134 @@
+"""update_from_text with an LLM: a real openai client against a loopback chat-completions
+server. A good answer is routed; a malformed answer or an HTTP error changes nothing (no
+fallback to the rules) and is recorded as an IGNORE change."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import openai
+import pytest
+
+from backend.agents.memory import PersonaManager
+from backend.data import Fill
+from backend.llm import LLMClient
+from backend.memory.models import PersonaProfile
+from tests.agents.conftest import ALTS_SPOT
+from tests.agents.memory.helpers import ChatServer, chat_server
+from tests.conftest import StoreFactory
+
+NOTE = "Never more than 2% per trade, and no memecoins."
+GOOD = {
+    "decisions": [
+        {
+            "attribute": "constraints",
+            "action": "ADD",
+            "goal": None,
+            "constraint": {
+                "kind": "max_risk_per_trade",
+                "value": 0.02,
+                "quote": "Never more than 2% per trade",
+            },
+            "value": None,
+            "reason": "explicit risk limit",
+        },
+        {
+            "attribute": "goals",
+            "action": "ADD",
+            "goal": "double the account",
+            "constraint": None,
+            "value": None,
+            "reason": "stated goal",
+        },
+    ]
+}
+
+
+@pytest.fixture()
+def server() -> Iterator[ChatServer]:
+    with chat_server() as srv:
+        yield srv
+
+
+@pytest.fixture()
+def setup(
+    make_store: StoreFactory, server: ChatServer, by_trader: dict[str, list[Fill]]
+) -> tuple[PersonaManager, PersonaProfile]:
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{server.port}/v1", api_key="test", max_retries=0, timeout=10
+    )
+    manager = PersonaManager(make_store(), llm=LLMClient(client, model="m"))
+    fills = by_trader[ALTS_SPOT][:120]
+    return manager, manager.build_from_fills(ALTS_SPOT, fills, as_of=fills[-1].datetime)
+
+
+def later(profile: PersonaProfile) -> Any:
+    return profile.as_of + timedelta(hours=1)
+
+
+def test_good_answer_adds_the_constraint(
+    setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
+) -> None:
+    manager, before = setup
+    server.reply = (200, json.dumps(GOOD))
+    changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before), note_id="n-1")
+    assert [(c.attribute, c.action, c.source, c.version) for c in changes] == [
+        ("constraints", "ADD", "llm", 2),
+        ("goals", "ADD", "llm", 2),
+    ]
+    after = manager.get_profile(ALTS_SPOT, later(before))
+    assert after is not None and after.version == 2
+    assert [(c.kind, c.value) for c in after.constraints()] == [("max_risk_per_trade", 0.02)]
+    assert after.attributes["constraints"].source == "llm"
+    assert after.attributes["preferred_assets"] == before.attributes["preferred_assets"]
+    # the prompt carried the current profile and the note as quoted data
+    (request,) = server.requests
+    assert request["path"] == "/v1/chat/completions"
+    user = request["body"]["messages"][1]["content"]
+    assert "profile v1" in user and f"<data>\n{NOTE}\n</data>" in user
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ((200, '{"decisions": [{"attribute": "constraints", "act'), "answer rejected"),
+        ((200, '{"decisions": [{"attribute": "mood", "action": "ADD"}]}'), "does not fit"),
+        ((500, ""), "HTTP 500"),
+        ((200, '{"decisions": []}'), "empty answer"),
+    ],
+)
+def test_bad_answer_changes_nothing_and_is_recorded(
+    setup: tuple[PersonaManager, PersonaProfile],
+    server: ChatServer,
+    reply: tuple[int, str],
+    reason: str,
+) -> None:
+    manager, before = setup
+    server.reply = reply
+    changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before))
+    assert [(c.attribute, c.action, c.source, c.version) for c in changes] == [
+        ("profile", "IGNORE", "llm", 1)
+    ]
+    assert reason in changes[0].reason
+    # no fallback to the rules, the good profile stays as it was
+    assert manager.get_profile(ALTS_SPOT, later(before)) == before
+    assert before.constraints() == []
+    timeline = manager.timeline(ALTS_SPOT, as_of=later(before))
+    assert timeline[-1] == changes[0]
+
+
+def test_invalid_decision_is_ignored_not_applied(
+    setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
+) -> None:
+    manager, before = setup
+    bad = json.loads(json.dumps(GOOD))
+    bad["decisions"] = bad["decisions"][:1]
+    bad["decisions"][0]["constraint"]["value"] = 2.0  # 200% per trade: not a fraction
+    server.reply = (200, json.dumps(bad))
+    changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before))
+    assert [(c.action, c.version) for c in changes] == [("IGNORE", 1)]
+    assert changes[0].reason.startswith("invalid: max_risk_per_trade")
+    assert manager.get_profile(ALTS_SPOT, later(before)) == before

@@ -1,0 +1,144 @@
+"""The offline rules that read a trader's own words into persona decisions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from backend.agents.memory._persona_router import empty_profile, route_decisions
+from backend.agents.memory._persona_text import (
+    normalize_stated,
+    parse_tickers,
+    split_sentences,
+    text_decisions,
+)
+from backend.llm.prompts import PersonaDecision
+
+NOW = datetime(2025, 3, 1, tzinfo=UTC)
+
+CONSTRAINTS: list[tuple[str, dict[str, Any]]] = [
+    ("Never more than 2% per trade.", {"max_risk_per_trade": 0.02}),
+    ("I never risk more than 0.5% of my account on a single trade", {"max_risk_per_trade": 0.005}),
+    ("risk per trade: max 1 percent", {"max_risk_per_trade": 0.01}),
+    ("No memecoins, ever!", {"no_memecoins": True}),
+    ("I stay away from meme coins", {"no_memecoins": True}),
+    ("max 3x leverage", {"max_leverage": 3.0}),
+    ("I never use more than 3x", {"max_leverage": 3.0}),
+    ("leverage capped at 2.5x", {"max_leverage": 2.5}),
+    ("No leverage for me.", {"no_leverage": True}),
+    ("I never use leverage", {"no_leverage": True}),
+    ("I only trade BTC and ETH.", {"allowed_assets": ["BTC", "ETH"]}),
+    ("only trade btc, eth, and solana perps", {"allowed_assets": ["BTC", "ETH", "SOL"]}),
+    ("Never touch SOL. No DOGE", {"forbidden_assets": ["SOL", "DOGE"]}),
+    ("avoid XRP", {"forbidden_assets": ["XRP"]}),
+    ("long only", {"long_only": True}),
+    ("I never short.", {"long_only": True}),
+    ("no shorting", {"long_only": True}),
+    ("My position is never above 10% of my account", {"max_position_fraction": 0.1}),
+    ("never put more than 25% of my portfolio in one coin", {"max_position_fraction": 0.25}),
+    ("max daily loss 5%", {"max_daily_loss": 0.05}),
+    ("I stop trading after losing 3% in a day", {"max_daily_loss": 0.03}),
+    ("never more than $5,000 per position", {"max_position_notional": 5000.0}),
+    ("max position size 20k USDC", {"max_position_notional": 20000.0}),
+    (
+        "no more than 3x leverage, never more than 1% risk per trade; no memecoins",
+        {"max_leverage": 3.0, "max_risk_per_trade": 0.01, "no_memecoins": True},
+    ),
+    ("I made 5% today, nice.", {}),
+    ("The weather is nice and BTC pumped 3%.", {}),
+    ("No more than that.", {}),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CONSTRAINTS)
+def test_constraint_phrasings(text: str, expected: dict[str, Any]) -> None:
+    decisions = text_decisions(text)
+    found = {d.constraint.kind: d.constraint.value for d in decisions if d.constraint}
+    assert found == expected
+    for d in decisions:
+        assert isinstance(d, PersonaDecision) and d.action == "ADD"
+        if d.constraint is not None:
+            assert d.attribute == "constraints" and d.constraint.quote
+
+
+GOALS = [
+    (
+        "My goal is to grow the account 20% this year.",
+        "My goal is to grow the account 20% this year",
+    ),
+    ("I want to retire early", "I want to retire early"),
+    ("target 50% annual return", "target 50% annual return"),
+    ("I'd like to trade less often", "I'd like to trade less often"),
+]
+
+
+@pytest.mark.parametrize(("text", "goal"), GOALS)
+def test_goal_phrasings(text: str, goal: str) -> None:
+    goals = [d.goal for d in text_decisions(text) if d.attribute == "goals"]
+    assert goals == [goal]
+
+
+def test_a_limit_is_not_a_goal() -> None:
+    decisions = text_decisions("I want to never use more than 2x leverage")
+    assert [d.attribute for d in decisions] == ["constraints"]
+
+
+STATED = [
+    ("I'm a conservative trader", "risk_tolerance", "conservative"),
+    ("I am pretty risk-averse", "risk_tolerance", "conservative"),
+    ("I'm a degen", "risk_tolerance", "aggressive"),
+    ("I'm a swing trader.", "style", "swing"),
+    ("I scalp mostly", "style", "scalper"),
+    ("I usually hold for a few days", "holding_period", "a few days"),
+    ("I mostly trade SOL and AVAX", "preferred_assets", "SOL, AVAX"),
+]
+
+
+@pytest.mark.parametrize(("text", "attribute", "value"), STATED)
+def test_stated_preferences(text: str, attribute: str, value: str) -> None:
+    decisions = [d for d in text_decisions(text) if d.attribute == attribute]
+    assert len(decisions) == 1 and decisions[0].value == value
+
+
+def test_stated_values_are_normalised_by_the_router() -> None:
+    assert normalize_stated("risk_tolerance", "risk averse") == "conservative"
+    assert normalize_stated("risk_tolerance", "Degen") == "aggressive"
+    assert normalize_stated("style", "scalp") == "scalper"
+    assert normalize_stated("style", "Swing trader") == "swing"
+    assert normalize_stated("preferred_assets", "bitcoin, Ethereum & sol") == ["BTC", "ETH", "SOL"]
+    text = "I'm a degen swing trader. I mostly trade SOL"
+    result = route_decisions(
+        empty_profile("t", NOW), text_decisions(text), as_of=NOW, source="rules", evidence_id="n1"
+    )
+    attrs = result.profile.attributes
+    assert attrs["stated_risk_tolerance"].value == "aggressive"
+    assert attrs["stated_preferred_assets"].value == ["SOL"]
+
+
+def test_actions_follow_the_profile() -> None:
+    first = route_decisions(
+        empty_profile("t", NOW),
+        text_decisions("max 3x leverage"),
+        as_of=NOW,
+        source="rules",
+        evidence_id="n1",
+    )
+    again = text_decisions("max 5x leverage", profile=first.profile)
+    assert [(d.attribute, d.action) for d in again] == [("constraints", "UPDATE")]
+
+
+def test_helpers() -> None:
+    assert split_sentences("Risk 0.5% per trade. No DOGE!\nlong only; ok?") == [
+        "Risk 0.5% per trade",
+        "No DOGE",
+        "long only",
+        "ok",
+    ]
+    assert parse_tickers("BTC, eth and Solana / PEPE / the") == ["BTC", "ETH", "SOL", "PEPE"]
+
+
+@pytest.mark.parametrize("text", ["", "   ", "%%%", "x" * 5000, "3x" * 100, "$$$ k%"])
+def test_any_text_is_safe(text: str) -> None:
+    assert isinstance(text_decisions(text), list)
