@@ -27,6 +27,7 @@ written) are cached in process.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,16 +108,27 @@ class PersonaManager:
         self._lock = threading.RLock()
         self._profiles: dict[tuple[str, str, int], PersonaProfile] = {}
         self._chunks: dict[tuple[str, str, int], pd.DataFrame] = {}
+        self._versions: dict[str, list[tuple[datetime, int, PersonaProfile]]] = {}
+        """Per trader: (created_at, version, profile) of every stored version, sorted."""
 
     # ------------------------------------------------------------------ reads
 
     def get_profile(self, trader_id: str, as_of: datetime) -> PersonaProfile | None:
         """The profile as known at ``as_of``: the highest version created at or before it;
         ``None`` before the first. Raises :class:`StoreError` for a damaged record."""
-        records = self._store.scan(trader_id, as_of=_fence(as_of), filters={"kind": PERSONA_KIND})
-        if not records:
-            return None
-        return self._decode_profile(max(records, key=_version))
+        fence = _fence(as_of)
+        with self._lock:
+            versions = self._versions.get(trader_id)
+            if versions is None:  # one scan per trader, then served from memory
+                records = self._store.scan(trader_id, as_of=_END, filters={"kind": PERSONA_KIND})
+                versions = sorted(
+                    ((r.created_at, _version(r), self._decode_profile(r)) for r in records),
+                    key=lambda v: (v[0], v[1]),
+                )
+                self._versions[trader_id] = versions
+        # versions only move forward in time, so the newest at or before the fence is last
+        position = bisect_right([v[0] for v in versions], fence)
+        return versions[position - 1][2] if position else None
 
     def timeline(self, trader_id: str, *, as_of: datetime) -> list[PersonaChange]:
         """Every routed change (ADD, UPDATE, recorded IGNORE) known at ``as_of``, oldest
@@ -268,6 +280,7 @@ class PersonaManager:
         batch.extend(change_records(result.changes, call=call))
         if batch:
             self._store.upsert(trader_id, batch, as_of=fence)
+            self._versions.pop(trader_id, None)
 
     def _decode_profile(self, record: MemoryRecord) -> PersonaProfile:
         key = (record.trader_id, record.id, len(str(record.metadata.get("payload", ""))))
