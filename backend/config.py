@@ -60,6 +60,10 @@ class StoreSettings(_Section):
     """Reciprocal-rank-fusion constant k (Cormack et al., SIGIR 2009: k = 60)."""
     hybrid_fanout: int = Field(default=4, ge=1, le=50)
     """Hybrid search fuses the top ``top_k * hybrid_fanout`` of each retriever."""
+    hnsw_ef_search: int = Field(default=100, ge=10, le=10_000)
+    """HNSW search breadth of new collections (chroma's default 100); higher = better
+    recall, slower queries. Dense search is approximate nearest-neighbour search."""
+    hnsw_ef_construction: int = Field(default=100, ge=10, le=10_000)
 
     @property
     def resolved_audit_path(self) -> Path:
@@ -117,7 +121,7 @@ class DetectorSettings(_Section):
     large_drawdown: float = Field(default=-0.20, lt=0, gt=-1)
     """Close at or below this fraction under the rolling high (first crossing only)."""
     breakout_lookback_bars: int = Field(default=72, ge=5, le=10_000)
-    news_shock_headlines: int = Field(default=3, ge=1)
+    news_shock_headlines: int = Field(default=4, ge=1)
     """This many headlines on one topic within ``news_window_bars`` is a news shock."""
     news_window_bars: int = Field(default=6, ge=1)
     big_trade_quantile: float = Field(default=0.95, gt=0.5, lt=1)
@@ -139,6 +143,9 @@ class MemorySettings(_Section):
     """score = ws * similarity + wr * 0.5 ** (age / half_life) + wi * importance (FinMem)."""
     recency_half_life_days: float = Field(default=30.0, gt=0)
     outcome_horizon_bars: int = Field(default=24, ge=1)
+    working_state_path: Path | None = None
+    """SQLite file of the working-memory windows (so a restart resumes them); default
+    ``<store.path>/working.sqlite3``; see :meth:`Settings.working_state_file`."""
     token_budget: int = Field(default=1500, ge=100, le=100_000)
     """Tokens of the rendered memory section of a prompt (tiktoken cl100k_base)."""
     detectors: DetectorSettings = DetectorSettings()
@@ -195,6 +202,13 @@ class Settings(BaseSettings):
     exchange: ExchangeSettings = ExchangeSettings()
     data: DataSettings = DataSettings()
     memory: MemorySettings = MemorySettings()
+
+    @property
+    def working_state_file(self) -> Path:
+        """Where working memory persists its windows."""
+        if self.memory.working_state_path is not None:
+            return self.memory.working_state_path
+        return self.store.path / "working.sqlite3"
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,43 @@
+"""The three memory tiers of a trading agent (O-Mem, arXiv 2511.13593, adapted).
+
+- working memory: :class:`WorkingMemory` (market context per trader and symbol, bounded,
+  overflow consolidated into episodes), fed by :func:`compute_features` / :func:`snapshot_at`;
+- episodic memory: :class:`EpisodicMemory` (salient events, actions, outcomes, FinMem-style
+  scored recall), fed by the ``detect_*`` detectors;
+- persona memory lives in :mod:`backend.agents.memory` (:class:`PersonaManager`);
+- the three are retrieved together by
+  :class:`backend.storage.hierarchical_memory.HierarchicalMemory`.
+
+Models are in :mod:`backend.memory.models`.
+"""
+
+from backend.memory._features import FeatureFrame, FeatureRow, compute_features
+from backend.memory._news import FearGreedIndex, HeadlineIndex, headline_topics
+from backend.memory.context import render_context
+from backend.memory.detectors import (
+    DetectedEvent,
+    detect_market_events,
+    detect_news_shocks,
+    detect_trade_events,
+    events_to_episodes,
+)
+from backend.memory.episodic import EpisodicMemory
+from backend.memory.working import WorkingMemory, snapshot_at
+
+__all__ = [
+    "DetectedEvent",
+    "EpisodicMemory",
+    "FearGreedIndex",
+    "FeatureFrame",
+    "FeatureRow",
+    "HeadlineIndex",
+    "WorkingMemory",
+    "compute_features",
+    "detect_market_events",
+    "detect_news_shocks",
+    "detect_trade_events",
+    "events_to_episodes",
+    "headline_topics",
+    "render_context",
+    "snapshot_at",
+]

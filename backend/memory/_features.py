@@ -110,6 +110,9 @@ class FeatureFrame:
     _arrays: dict[str, np.ndarray] = field(repr=False)
     _regime: np.ndarray = field(repr=False)
     _warm: np.ndarray = field(repr=False)
+    _matrix: np.ndarray = field(repr=False)
+    _close_dt: list[datetime] = field(repr=False)
+    _open_dt: list[datetime] = field(repr=False)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -133,7 +136,7 @@ class FeatureFrame:
         if not -n <= index < n:
             raise IndexError(f"feature row {index} out of range 0..{n - 1}")
         i = index % n
-        values = {name: float(arr[i]) for name, arr in self._arrays.items()}
+        values = dict(zip(_FLOAT_COLUMNS, self._matrix[i].tolist(), strict=True))
         returns = {
             label: values[col]
             for col, label in self.return_labels.items()
@@ -141,8 +144,8 @@ class FeatureFrame:
         }
         return FeatureRow(
             index=i,
-            as_of=pd.Timestamp(int(self._close_ns[i]), tz="UTC").to_pydatetime(),
-            open_time=pd.Timestamp(int(self._open_ns[i]), tz="UTC").to_pydatetime(),
+            as_of=self._close_dt[i],
+            open_time=self._open_dt[i],
             values=values,
             returns=returns,
             regime=REGIMES[int(self._regime[i])],
@@ -176,7 +179,7 @@ def compute_features(
     trend_fast_days: float = 1.0,
     trend_slow_days: float = 7.0,
     trend_band: float = 0.01,
-    drawdown_days: float = 30.0,
+    drawdown_days: float = 14.0,
     volume_days: float = 7.0,
     breakout_lookback_bars: int = 72,
 ) -> FeatureFrame:
@@ -188,7 +191,7 @@ def compute_features(
     ``breakout_lookback_bars``; ``trend_band`` is a fraction (0.01 = 1%).
 
     Raises :class:`DataError` for an empty frame, a missing column, an unsorted index or a
-    bad timeframe. Cost: ~30 ms for 44k hourly candles.
+    bad timeframe. Cost: ~60-80 ms for 44k hourly candles (2 cores).
     """
     if isinstance(ohlcv, OHLCVFrame):
         frame, symbol, timeframe = ohlcv.frame, symbol or ohlcv.pair, timeframe or ohlcv.timeframe
@@ -233,7 +236,7 @@ def compute_features(
     ret_bar = horizon_return(1)
     ret_1d = horizon_return(h_day)
     ret_7d = horizon_return(h_week)
-    logret = np.log(close / known.shift(1))
+    logret = pd.Series(np.log((close / known.shift(1)).to_numpy()))
     annual = math.sqrt(_YEAR_DAYS * per_day)
     w_short, w_long = bars(vol_short_days), bars(vol_long_days)
     rv_short = _rolling(logret, w_short, "std", min_periods=w_short // 2) * annual
@@ -308,4 +311,7 @@ def compute_features(
         _arrays=arrays,
         _regime=out["regime_code"].to_numpy(),
         _warm=out["warm"].to_numpy(),
+        _matrix=np.column_stack([arrays[c] for c in _FLOAT_COLUMNS]),
+        _close_dt=list(out.index.to_pydatetime()),
+        _open_dt=list(dates.to_pydatetime()),
     )

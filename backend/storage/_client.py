@@ -51,4 +51,8 @@ def open_store(settings: StoreSettings, embedder: Embedder) -> KhalaStore:
         collection_prefix=settings.collection_prefix,
         rrf_k=settings.rrf_k,
         hybrid_fanout=settings.hybrid_fanout,
+        hnsw={
+            "ef_search": settings.hnsw_ef_search,
+            "ef_construction": settings.hnsw_ef_construction,
+        },
     )

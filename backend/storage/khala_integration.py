@@ -80,6 +80,7 @@ class KhalaStore:
         collection_prefix: str = "khala",
         rrf_k: int = 60,
         hybrid_fanout: int = 4,
+        hnsw: dict[str, int] | None = None,
     ) -> None:
         self._client = client
         self._embedder = embedder
@@ -87,6 +88,7 @@ class KhalaStore:
         self._prefix = collection_prefix
         self._rrf_k = rrf_k
         self._fanout = hybrid_fanout
+        self._hnsw = {"space": "cosine", **(hnsw or {})}
         self._collections: dict[str, Collection] = {}
         self._lexical: dict[str, LexicalIndex] = {}
         self._lock = threading.RLock()
@@ -132,7 +134,7 @@ class KhalaStore:
                     col = self._client.get_or_create_collection(
                         name,
                         embedding_function=None,
-                        configuration={"hnsw": {"space": "cosine"}},
+                        configuration={"hnsw": self._hnsw},  # type: ignore[arg-type]
                         metadata=wanted,
                     )
             except ChromaError as exc:

@@ -67,13 +67,22 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.status != 200:
             payload = json.dumps({"error": {"message": "scripted failure", "type": "x"}}).encode()
         else:
-            payload = json.dumps({
-                "id": "chatcmpl-test", "object": "chat.completion", "created": 0,
-                "model": body.get("model", "m"),
-                "choices": [{"index": 0, "finish_reason": reply.finish_reason,
-                             "message": {"role": "assistant", "content": reply.content}}],
-                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
-            }).encode()
+            payload = json.dumps(
+                {
+                    "id": "chatcmpl-test",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body.get("model", "m"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": reply.finish_reason,
+                            "message": {"role": "assistant", "content": reply.content},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+                }
+            ).encode()
         try:
             self.send_response(reply.status)
             for key, value in reply.headers.items():

@@ -22,10 +22,22 @@ from backend.llm.prompts import (
 from tests.llm.chat_server import ChatServer, Reply, start_chat_server
 
 KEY = "sk-test-never-print-me-0123456789"
-GOOD = {"decisions": [{"attribute": "constraints", "action": "ADD", "goal": None,
-                       "constraint": {"kind": "max_risk_per_trade", "value": 0.02,
-                                      "quote": "never more than 2% per trade"},
-                       "value": None, "reason": "explicit risk limit"}]}
+GOOD = {
+    "decisions": [
+        {
+            "attribute": "constraints",
+            "action": "ADD",
+            "goal": None,
+            "constraint": {
+                "kind": "max_risk_per_trade",
+                "value": 0.02,
+                "quote": "never more than 2% per trade",
+            },
+            "value": None,
+            "reason": "explicit risk limit",
+        }
+    ]
+}
 
 
 @pytest.fixture()
@@ -37,8 +49,15 @@ def server() -> Iterator[ChatServer]:
 
 
 def client(srv: ChatServer, *, retries: int = 0, timeout: float = 5.0) -> LLMClient:
-    llm = build_llm(LLMSettings(base_url=srv.base_url, model="test-model", max_retries=retries,
-                                timeout_s=timeout, api_key=KEY))  # type: ignore[arg-type]
+    llm = build_llm(
+        LLMSettings(
+            base_url=srv.base_url,
+            model="test-model",
+            max_retries=retries,
+            timeout_s=timeout,
+            api_key=KEY,
+        )
+    )  # type: ignore[arg-type]
     assert llm is not None
     return llm
 
@@ -66,8 +85,10 @@ def test_good_structured_answer(server: ChatServer) -> None:
     [
         (Reply(content='{"decisions": [{"attribute": "goals", '), "does not fit"),  # truncated
         (Reply(content="not json at all"), "does not fit"),
-        (Reply.json({"decisions": [{"attribute": "mood", "action": "ADD", "reason": "x"}]}),
-         "does not fit"),  # valid JSON, breaks the schema
+        (
+            Reply.json({"decisions": [{"attribute": "mood", "action": "ADD", "reason": "x"}]}),
+            "does not fit",
+        ),  # valid JSON, breaks the schema
         (Reply(content=None), "empty answer"),
         (Reply.json(GOOD, finish_reason="length"), "truncated"),
         (Reply(status=500), "HTTP 500"),
@@ -105,8 +126,9 @@ def test_slow_answer_times_out(server: ChatServer) -> None:
 
 
 def test_refused_connection() -> None:
-    llm = LLMClient(openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key=KEY, max_retries=0),
-                    model="m")
+    llm = LLMClient(
+        openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key=KEY, max_retries=0), model="m"
+    )
     result = ask(llm)
     assert result.value is None and "cannot connect" in (result.error or "")
 
@@ -121,8 +143,16 @@ def test_other_prompts_parse(server: ChatServer) -> None:
     system, user = topic_prompt("BTC/USDT 1h ...", ["UST depegs"])
     topics = llm.parse(system=system, user=user, schema=TopicExtraction)
     assert topics.value is not None and topics.value.topics == ["stablecoin depeg"]
-    server.script = [Reply.json({"is_key_event": True, "event_type": "news_shock",
-                                 "importance": 0.9, "summary": "LUNA collapse"})]
+    server.script = [
+        Reply.json(
+            {
+                "is_key_event": True,
+                "event_type": "news_shock",
+                "importance": 0.9,
+                "summary": "LUNA collapse",
+            }
+        )
+    ]
     system, user = key_event_prompt("BTC/USDT ...", ["LUNA crashes"])
     judged = llm.parse(system=system, user=user, schema=KeyEventJudgement)
     assert judged.value is not None and judged.value.event_type == "news_shock"

@@ -1,0 +1,111 @@
+"""Big wins and losses of a trader's own closing trades (causal quantile of earlier trades)."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from backend.config import DetectorSettings
+from backend.data.models import Fill
+from backend.memory._events import DetectedEvent, severity
+
+__all__ = ["detect_trade_events"]
+
+
+@dataclass
+class _Trade:
+    fills: list[Fill]
+    pnl: float = 0.0
+    amount: float = 0.0
+    notional: float = 0.0
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of a sorted, non-empty list."""
+    pos = q * (len(ordered) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def detect_trade_events(
+    fills: Sequence[Fill],
+    *,
+    settings: DetectorSettings,
+    trader_id: str | None = None,
+    min_history: int = 20,
+) -> list[DetectedEvent]:
+    """The trader's big wins and losses among closing fills, oldest first.
+
+    Fills of one (trader, symbol, minute, side) with non-zero realised PnL are one closing
+    trade (one order is often several fills); sums use ``math.fsum``, so results never
+    depend on other traders' fills. A trade is big when ``|PnL|`` is at or above the
+    ``settings.big_trade_quantile`` quantile (linear interpolation) of the same trader's
+    strictly earlier closing trades, once there are at least ``min_history`` of them
+    (trades of the same minute only see earlier minutes). ``trader_id`` keeps only that
+    trader's fills (else every trader, each with its own quantile). Severity
+    ``s(|pnl| / quantile)``, +0.1 for a loss, at most 1. PnL in the fill's quote currency.
+    """
+    trades: dict[tuple[str, str, int, str], _Trade] = {}
+    for f in fills:
+        if f.realized_pnl in (None, 0.0) or (trader_id is not None and f.trader_id != trader_id):
+            continue
+        key = (f.trader_id, f.symbol, f.timestamp, f.side)
+        trades.setdefault(key, _Trade([])).fills.append(f)
+    per_trader: dict[str, list[_Trade]] = {}
+    for (trader, _, _, _), trade in trades.items():
+        trade.pnl = math.fsum(f.realized_pnl or 0.0 for f in trade.fills)
+        trade.amount = math.fsum(f.amount for f in trade.fills)
+        trade.notional = math.fsum(f.price * f.amount for f in trade.fills)
+        if trade.pnl != 0.0:
+            per_trader.setdefault(trader, []).append(trade)
+    out: list[DetectedEvent] = []
+    for items in per_trader.values():
+        items.sort(key=lambda t: t.fills[0].timestamp)  # stable: file order within a minute
+        seen: list[float] = []
+        i = 0
+        while i < len(items):
+            ts = items[i].fills[0].timestamp
+            j = i
+            while j < len(items) and items[j].fills[0].timestamp == ts:
+                j += 1
+            block = items[i:j]
+            if len(seen) >= min_history:
+                q = _quantile(seen, settings.big_trade_quantile)
+                out.extend(
+                    _trade_event(t, q, len(seen), settings) for t in block if abs(t.pnl) >= q
+                )
+            for t in block:
+                bisect.insort(seen, abs(t.pnl))
+            i = j
+    out.sort(key=lambda e: e.at)
+    return out
+
+
+def _trade_event(trade: _Trade, q: float, n_prev: int, settings: DetectorSettings) -> DetectedEvent:
+    first = trade.fills[0]
+    pnl, symbol = trade.pnl, first.symbol
+    quote = symbol.split("/")[-1].split(":")[0] if "/" in symbol else "quote"
+    sev = severity(abs(pnl) / q) + (0.1 if pnl < 0 else 0.0) if q > 0 else 1.0
+    word = "Big win" if pnl > 0 else "Big loss"
+    return DetectedEvent(
+        event_type="big_win" if pnl > 0 else "big_loss",
+        symbol=symbol,
+        at=first.datetime,
+        severity=min(1.0, sev),
+        reason=f"{word}: {first.direction.replace('_', ' ')} {trade.amount:g} {symbol} "
+        f"(notional {trade.notional:,.2f} {quote}), realised PnL {pnl:+,.2f} {quote}, "
+        f"|PnL| >= the {settings.big_trade_quantile:.0%} quantile {q:,.2f} of {n_prev} "
+        "earlier closing trades",
+        state={
+            "pnl": pnl,
+            "quantile_pnl": q,
+            "notional": trade.notional,
+            "amount": trade.amount,
+            "earlier_trades": float(n_prev),
+        },
+        sources=tuple(f.id for f in trade.fills),
+        key=first.side,
+    )

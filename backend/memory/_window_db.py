@@ -1,0 +1,121 @@
+"""SQLite persistence of working-memory windows (so a restart resumes the same window).
+
+One row per snapshot still in a window (``snapshot``: trader, symbol, as_of in
+microseconds, the snapshot JSON) and one cursor per (trader, symbol) (``cursor``: the
+``as_of`` up to which snapshots were consolidated into episodic memory). WAL journal with
+``synchronous=NORMAL``: a commit costs no fsync (durable up to the last checkpoint on
+power loss, never corrupt). ``path=None`` keeps everything in memory (no resume).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from backend.errors import StoreError
+from backend.memory.models import MarketSnapshot
+
+__all__ = ["WindowDB"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS snapshot (
+    trader_id TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    as_of_us INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (trader_id, symbol, as_of_us)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cursor (
+    trader_id TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    consolidated_us INTEGER NOT NULL,
+    PRIMARY KEY (trader_id, symbol)
+) WITHOUT ROWID;
+"""
+
+
+def as_of_us(snapshot: MarketSnapshot) -> int:
+    """``snapshot.as_of`` in integer microseconds since the epoch (UTC)."""
+    moment = snapshot.as_of
+    return (moment.toordinal() - 719_163) * 86_400_000_000 + (
+        (moment.hour * 3600 + moment.minute * 60 + moment.second) * 1_000_000 + moment.microsecond
+    )
+
+
+class WindowDB:
+    """The persisted windows; every method commits (one transaction per call)."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        try:
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(self.path) if self.path is not None else ":memory:",
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"working-memory state {path}: {exc}") from None
+
+    def load(self) -> Iterator[tuple[str, str, MarketSnapshot]]:
+        """Every stored snapshot as ``(trader_id, symbol, snapshot)``, oldest first per key."""
+        rows = self._db.execute(
+            "SELECT trader_id, symbol, body FROM snapshot ORDER BY trader_id, symbol, as_of_us"
+        )
+        for trader_id, symbol, body in rows:
+            yield trader_id, symbol, MarketSnapshot.model_validate_json(body)
+
+    def cursors(self) -> dict[tuple[str, str], int]:
+        rows = self._db.execute("SELECT trader_id, symbol, consolidated_us FROM cursor")
+        return {(t, s): int(us) for t, s, us in rows}
+
+    def put(self, snapshot: MarketSnapshot) -> None:
+        """Insert (or replace, same ``as_of``) one snapshot."""
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO snapshot VALUES (?, ?, ?, ?)",
+                (
+                    snapshot.trader_id,
+                    snapshot.symbol,
+                    as_of_us(snapshot),
+                    snapshot.model_dump_json(),
+                ),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"working-memory state: write failed: {exc}") from None
+
+    def consolidated(self, trader_id: str, symbol: str, until_us: int) -> None:
+        """Drop the key's snapshots up to ``until_us`` and move its cursor there (atomic)."""
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "DELETE FROM snapshot WHERE trader_id = ? AND symbol = ? AND as_of_us <= ?",
+                    (trader_id, symbol, until_us),
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO cursor VALUES (?, ?, ?)", (trader_id, symbol, until_us)
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"working-memory state: consolidation failed: {exc}") from None
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")

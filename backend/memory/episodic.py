@@ -1,0 +1,335 @@
+"""Episodic memory: salient events of a trader, stored on the Khala layer, recalled by
+similarity, recency and importance (FinMem, Yu et al. 2023, arXiv 2311.13743; O-Mem's
+episodic tier, arXiv 2511.13593).
+
+Storage: one :class:`MemoryRecord` per episode (``kind="episodic"``, ``id`` = episode id,
+``text`` = description, ``created_at`` = ``occurred_at`` = when it became known). Metadata:
+``event_type``, ``symbol``, ``occurred_at_ts`` (epoch s), ``episode`` (the Episode as first
+added, JSON, without actions or outcome) and ``log`` (JSON list of what happened to it
+later: linked actions, outcomes with their importance change, decays, each with the
+``as_of`` it was recorded at). The episode *as of* ``T`` is the base replayed with the log
+entries recorded at or before ``T``, so a later outcome never leaks into an earlier read
+(the record's top-level importance is the latest value, for store-side filters only).
+
+Reflection rule of :meth:`EpisodicMemory.record_outcome` (importance in [0, 1]):
+``move = min(1, |market_return| / 0.10)``; ``delta = 0.2 * move``; if an action other
+than ``hold`` is linked and ``pnl`` is known: ``+0.25`` for a loss (so mistakes are
+remembered), ``+0.10`` for a win; if nothing was done and the move was small
+(``move < 0.2``): ``-0.05`` (an event that led nowhere fades). ``importance' =
+clip(importance + delta, 0, 1)``. :meth:`EpisodicMemory.decay` multiplies by a factor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from backend.config import MemorySettings
+from backend.errors import LookAheadError, StoreError, TenantScopeError
+from backend.memory.models import ActionLink, Episode, EpisodeType, Outcome, ScoredEpisode
+from backend.storage import KhalaStore, MemoryRecord, SearchMethod, UpsertResult
+from backend.storage.models import to_utc
+
+__all__ = ["EPISODIC_KIND", "EpisodicMemory", "outcome_delta"]
+
+EPISODIC_KIND = "episodic"
+MOVE_SCALE = 0.10
+"""A 10% market move over the outcome horizon counts as a full-size move."""
+_DAY_S = 86_400.0
+
+
+def outcome_delta(episode: Episode, outcome: Outcome) -> float:
+    """The importance change of one outcome (see the module docstring for the rule)."""
+    move = min(1.0, abs(outcome.market_return) / MOVE_SCALE)
+    delta = 0.2 * move
+    acted = any(a.action != "hold" for a in episode.actions)
+    if acted and outcome.pnl is not None:
+        if outcome.pnl < 0:
+            delta += 0.25
+        elif outcome.pnl > 0:
+            delta += 0.10
+    elif not acted and move < 0.2:
+        delta -= 0.05
+    return delta
+
+
+def _clip(value: float) -> float:
+    return min(1.0, max(0.0, value))
+
+
+def _replay(base: Episode, log: list[dict[str, Any]], as_of_ts: float | None) -> Episode:
+    """``base`` with the log entries recorded at or before ``as_of_ts`` (all if None)."""
+    importance = base.importance
+    actions = list(base.actions)
+    outcome = base.outcome
+    for entry in log:
+        if as_of_ts is not None and float(entry["ts"]) > as_of_ts:
+            break
+        op = entry["op"]
+        if op == "action":
+            actions.append(ActionLink.model_validate(entry["action"]))
+        elif op == "outcome":
+            outcome = Outcome.model_validate(entry["outcome"])
+            importance = _clip(importance + float(entry["delta"]))
+        elif op == "decay":
+            importance = _clip(importance * float(entry["factor"]))
+    return base.model_copy(
+        update={"importance": round(importance, 9), "actions": actions, "outcome": outcome}
+    )
+
+
+class EpisodicMemory:
+    """Trader-scoped episodes on a :class:`KhalaStore` (see the module docstring)."""
+
+    def __init__(self, store: KhalaStore, *, settings: MemorySettings) -> None:
+        self._store = store
+        self._settings = settings
+
+    @property
+    def store(self) -> KhalaStore:
+        return self._store
+
+    # ------------------------------------------------------------------ codec
+
+    @staticmethod
+    def _decode(record: MemoryRecord) -> tuple[Episode, list[dict[str, Any]]]:
+        try:
+            base = Episode.model_validate_json(str(record.metadata["episode"]))
+            log: list[dict[str, Any]] = json.loads(str(record.metadata.get("log", "[]")))
+        except (KeyError, ValueError) as exc:
+            raise StoreError(f"record {record.id!r}: not a valid episodic record ({exc})") from None
+        if base.trader_id != record.trader_id:
+            raise TenantScopeError(f"episode {record.id!r} belongs to {base.trader_id!r}")
+        return base, log
+
+    @staticmethod
+    def _encode(base: Episode, log: list[dict[str, Any]]) -> MemoryRecord:
+        latest = _replay(base, log, None)
+        return MemoryRecord(
+            id=base.id,
+            trader_id=base.trader_id,
+            text=base.description,
+            created_at=base.occurred_at,
+            kind=EPISODIC_KIND,
+            importance=latest.importance,
+            metadata={
+                "event_type": base.event_type,
+                "symbol": base.symbol,
+                "occurred_at_ts": base.occurred_at.timestamp(),
+                "episode": base.model_dump_json(),
+                "log": json.dumps(log, separators=(",", ":")),
+            },
+        )
+
+    # ----------------------------------------------------------------- writes
+
+    def add(self, episodes: Sequence[Episode], *, as_of: datetime) -> UpsertResult:
+        """Store ``episodes`` (batched per trader, idempotent by id).
+
+        An episode already stored keeps its later history (linked actions, outcomes,
+        decays); its description, state and base importance are replaced. Actions or an
+        outcome carried by the given episode are logged as recorded at ``as_of`` (once:
+        ones already logged are not logged again), without an importance change.
+        Raises :class:`LookAheadError` if an episode occurred after ``as_of``.
+        """
+        by_trader: dict[str, list[Episode]] = defaultdict(list)
+        for ep in episodes:
+            by_trader[ep.trader_id].append(ep)
+        total = UpsertResult()
+        for trader_id, items in by_trader.items():
+            existing = {
+                r.id: r for r in self._store.get(trader_id, [e.id for e in items], as_of=as_of)
+            }
+            records = []
+            for ep in items:
+                log = self._decode(existing[ep.id])[1] if ep.id in existing else []
+                base = ep.model_copy(update={"actions": [], "outcome": None})
+                stamp = {"at": to_utc(as_of).isoformat(), "ts": to_utc(as_of).timestamp()}
+                logged = [e.get("action", e.get("outcome")) for e in log]
+                for action in ep.actions:
+                    dumped = action.model_dump(mode="json")
+                    if dumped not in logged:
+                        log.append({**stamp, "op": "action", "action": dumped})
+                if ep.outcome is not None:
+                    dumped = ep.outcome.model_dump(mode="json")
+                    if dumped not in logged:
+                        log.append({**stamp, "op": "outcome", "outcome": dumped, "delta": 0.0})
+                records.append(self._encode(base, log))
+            res = self._store.upsert(trader_id, records, as_of=as_of)
+            total = UpsertResult(
+                added=total.added + res.added,
+                updated=total.updated + res.updated,
+                unchanged=total.unchanged + res.unchanged,
+            )
+        return total
+
+    def _append(self, record: MemoryRecord, entry: dict[str, Any], *, as_of: datetime) -> Episode:
+        base, log = self._decode(record)
+        moment = to_utc(as_of)
+        log.append({"at": moment.isoformat(), "ts": moment.timestamp(), **entry})
+        self._store.upsert(record.trader_id, [self._encode(base, log)], as_of=moment)
+        return _replay(base, log, moment.timestamp())
+
+    def _one(self, trader_id: str, episode_id: str, *, as_of: datetime) -> MemoryRecord:
+        found = self._store.get(trader_id, [episode_id], as_of=as_of)
+        if not found or found[0].kind != EPISODIC_KIND:
+            raise StoreError(
+                f"trader {trader_id}: no episode {episode_id!r} as of {to_utc(as_of).isoformat()}"
+            )
+        return found[0]
+
+    def link_action(
+        self, trader_id: str, episode_id: str, action: ActionLink, *, as_of: datetime
+    ) -> Episode:
+        """Link the agent's ``action`` to an episode; returns the episode as of ``as_of``.
+
+        Raises :class:`LookAheadError` if the action is after ``as_of``,
+        :class:`StoreError` if the episode does not exist as of ``as_of``.
+        """
+        if action.at > to_utc(as_of):
+            raise LookAheadError(f"action at {action.at.isoformat()} is after as_of {as_of}")
+        record = self._one(trader_id, episode_id, as_of=as_of)
+        entry = {"op": "action", "action": action.model_dump(mode="json")}
+        return self._append(record, entry, as_of=as_of)
+
+    def record_outcome(
+        self, trader_id: str, episode_id: str, outcome: Outcome, *, as_of: datetime
+    ) -> Episode:
+        """Attach what happened after the episode and update its importance (reflection
+        rule in the module docstring); returns the episode as of ``as_of``.
+
+        Raises :class:`LookAheadError` if the outcome resolves after ``as_of``,
+        :class:`StoreError` if it resolves before the episode or the episode is unknown.
+        """
+        moment = to_utc(as_of)
+        if outcome.resolved_at > moment:
+            raise LookAheadError(f"outcome resolved {outcome.resolved_at} is after {moment}")
+        record = self._one(trader_id, episode_id, as_of=moment)
+        base, log = self._decode(record)
+        if outcome.resolved_at < base.occurred_at:
+            raise StoreError(f"episode {episode_id!r}: outcome resolves before the episode")
+        current = _replay(base, log, moment.timestamp())
+        entry = {
+            "op": "outcome",
+            "outcome": outcome.model_dump(mode="json"),
+            "delta": outcome_delta(current, outcome),
+        }
+        return self._append(record, entry, as_of=moment)
+
+    def decay(self, trader_id: str, *, as_of: datetime, factor: float) -> int:
+        """Multiply the importance of every episode known at ``as_of`` by ``factor``
+        (0 < factor <= 1); one batched write. Returns how many episodes were decayed."""
+        if not 0.0 < factor <= 1.0:
+            raise StoreError(f"decay factor must be in (0, 1], got {factor}")
+        moment = to_utc(as_of)
+        records = self._store.scan(trader_id, as_of=moment, filters={"kind": EPISODIC_KIND})
+        entry = {"at": moment.isoformat(), "ts": moment.timestamp(), "op": "decay"}
+        updated = []
+        for record in records:
+            base, log = self._decode(record)
+            updated.append(self._encode(base, [*log, {**entry, "factor": factor}]))
+        self._store.upsert(trader_id, updated, as_of=moment)
+        return len(updated)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, trader_id: str, ids: Sequence[str], *, as_of: datetime) -> list[Episode]:
+        """Episodes by id as of ``as_of`` (unknown or later ids skipped), in the given order."""
+        ts = to_utc(as_of).timestamp()
+        out = []
+        for record in self._store.get(trader_id, ids, as_of=as_of):
+            if record.kind == EPISODIC_KIND:
+                base, log = self._decode(record)
+                out.append(_replay(base, log, ts))
+        return out
+
+    def scan(
+        self,
+        trader_id: str,
+        *,
+        as_of: datetime,
+        symbol: str | None = None,
+        event_types: Sequence[EpisodeType] | None = None,
+    ) -> list[Episode]:
+        """Every episode known at ``as_of`` (optionally one symbol / some types), oldest first."""
+        ts = to_utc(as_of).timestamp()
+        records = self._store.scan(
+            trader_id, as_of=as_of, filters=self._filters(symbol, event_types)
+        )
+        return [_replay(*self._decode(r), ts) for r in records]
+
+    @staticmethod
+    def _filters(
+        symbol: str | None, event_types: Sequence[EpisodeType] | None
+    ) -> dict[str, str | list[str]]:
+        filters: dict[str, str | list[str]] = {"kind": EPISODIC_KIND}
+        if symbol is not None:
+            filters["symbol"] = symbol
+        if event_types is not None:
+            filters["event_type"] = list(event_types)
+        return filters
+
+    def recall(
+        self,
+        trader_id: str,
+        query_text: str,
+        *,
+        as_of: datetime,
+        top_k: int | None = None,
+        symbol: str | None = None,
+        event_types: Sequence[EpisodeType] | None = None,
+        method: SearchMethod = "dense",
+        pool: int | None = None,
+    ) -> list[ScoredEpisode]:
+        """The ``top_k`` (default ``settings.episodic_top_k``) best episodes for
+        ``query_text`` known at ``as_of``, best first.
+
+        A candidate pool (default ``max(50, 10 * top_k)``, at most 1000) is fetched by
+        ``store.search`` (``method``: ``dense`` cosine or ``hybrid`` RRF similarity, both in
+        [0, 1]) and re-ranked by ``score = ws * similarity + wr * 0.5 ** (age_days /
+        half_life_days) + wi * importance`` (weights from :class:`MemorySettings`; age from
+        ``occurred_at`` to ``as_of``, in days). Ties: newer first, then by id.
+        """
+        if event_types is not None and not event_types:
+            return []
+        s = self._settings
+        k = s.episodic_top_k if top_k is None else top_k
+        if k < 1:
+            raise StoreError(f"top_k must be >= 1, got {k}")
+        size = min(1000, max(k, pool if pool is not None else max(50, 10 * k)))
+        moment = to_utc(as_of)
+        ts = moment.timestamp()
+        hits = self._store.search(
+            trader_id,
+            query_text,
+            as_of=moment,
+            top_k=size,
+            method=method,
+            filters=self._filters(symbol, event_types),
+        )
+        scored = []
+        for hit in hits:
+            if hit.record.created_at > moment:  # the store fences too; never trust one layer
+                continue
+            episode = _replay(*self._decode(hit.record), ts)
+            age_days = max(0.0, (ts - episode.occurred_at.timestamp()) / _DAY_S)
+            recency = 0.5 ** (age_days / s.recency_half_life_days)
+            score = (
+                s.weight_similarity * hit.similarity
+                + s.weight_recency * recency
+                + s.weight_importance * episode.importance
+            )
+            scored.append(
+                ScoredEpisode(
+                    episode=episode,
+                    score=score,
+                    similarity=hit.similarity,
+                    recency=recency,
+                    importance=episode.importance,
+                )
+            )
+        scored.sort(key=lambda x: (-x.score, -x.episode.occurred_at.timestamp(), x.episode.id))
+        return scored[:k]

@@ -1,0 +1,149 @@
+"""Working memory: bounded window, consolidation into a context episode, restart resume."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from backend.config import MemorySettings
+from backend.errors import DataError
+from backend.memory._features import FeatureFrame
+from backend.memory._news import FearGreedIndex, HeadlineIndex
+from backend.memory.episodic import EpisodicMemory
+from backend.memory.models import MarketSnapshot
+from backend.memory.working import WorkingMemory, snapshot_at
+from tests.conftest import StoreFactory
+
+START = datetime(2022, 6, 12, 20, tzinfo=UTC)  # the Celsius withdrawal halt follows
+SMALL = MemorySettings(working_window=6, consolidate_batch=3)
+
+
+@pytest.fixture(scope="module")
+def snapshots(
+    btc_features: FeatureFrame, headline_index: HeadlineIndex, fear_greed_index: FearGreedIndex
+) -> list[MarketSnapshot]:
+    first = btc_features.locate(START)
+    return [
+        snapshot_at(
+            "alice",
+            "BTC/USDT",
+            "1h",
+            btc_features.row(first + i),
+            headlines=headline_index,
+            fear_greed=fear_greed_index,
+        )
+        for i in range(20)
+    ]
+
+
+def test_window_is_bounded_and_overflow_becomes_one_context_episode(
+    make_store: StoreFactory, snapshots: list[MarketSnapshot]
+) -> None:
+    store = make_store()
+    wm = WorkingMemory(store, settings=SMALL)
+    episodes = []
+    for i, snap in enumerate(snapshots[:12]):
+        ep = wm.observe(snap)
+        if ep is not None:
+            episodes.append(ep)
+        window = wm.current("alice", "BTC/USDT", as_of=snap.as_of)
+        assert len(window) <= SMALL.working_window
+        assert window[-1] == snap
+        if i < SMALL.working_window:
+            assert store.count("alice") == 0  # no chroma write per bar
+    # 12 observed: consolidated at the 7th and the 10th bar, 3 snapshots each
+    assert len(episodes) == 2
+    first = episodes[0]
+    assert first.event_type == "context" and first.occurred_at == snapshots[2].as_of
+    assert first.sources == [
+        f"snapshot:BTC/USDT:1h:{s.as_of:%Y-%m-%dT%H:%M}Z" for s in snapshots[:3]
+    ]
+    assert "2022-06-12 20:00Z to 2022-06-12 22:00Z (3 bars)" in first.description
+    assert first.state["period_return"] == pytest.approx(
+        snapshots[2].close / snapshots[0].close - 1
+    )
+    assert 0.0 <= first.importance <= 1.0
+    window = wm.current("alice", "BTC/USDT", as_of=snapshots[11].as_of)
+    assert window == snapshots[6:12]  # nothing dropped: 6 consolidated + 6 in the window
+    stored = EpisodicMemory(store, settings=SMALL).scan("alice", as_of=snapshots[11].as_of)
+    assert [e.id for e in stored] == [e.id for e in episodes]
+    assert stored[1].occurred_at == snapshots[5].as_of
+
+
+def test_current_filters_by_time_and_topic(
+    make_store: StoreFactory, snapshots: list[MarketSnapshot]
+) -> None:
+    wm = WorkingMemory(make_store(), settings=MemorySettings())
+    for snap in snapshots[:12]:
+        wm.observe(snap)
+    assert wm.current("alice", "BTC/USDT", as_of=snapshots[3].as_of) == snapshots[:4]
+    assert wm.current("alice", "BTC/USDT", as_of=START - timedelta(days=1)) == []
+    halted = wm.current("alice", "BTC/USDT", as_of=snapshots[11].as_of, topic="insolvency")
+    assert halted and all("insolvency" in s.topics for s in halted)
+    assert halted[0].as_of == datetime(2022, 6, 13, 5, tzinfo=UTC)  # 04:01 headline
+    assert wm.current("alice", "BTC/USDT", as_of=snapshots[11].as_of, topic="extreme_greed") == []
+    assert wm.current("bob", "BTC/USDT", as_of=snapshots[11].as_of) == []
+    topics = dict(wm.topics("alice", "BTC/USDT", as_of=snapshots[11].as_of))
+    assert topics["trend_down"] == 12 and topics["insolvency"] >= 1
+    assert wm.keys() == [("alice", "BTC/USDT")]
+
+
+def test_out_of_order_and_replay(make_store: StoreFactory, snapshots: list[MarketSnapshot]) -> None:
+    wm = WorkingMemory(make_store(), settings=SMALL)
+    for snap in snapshots[:8]:
+        wm.observe(snap)
+    before = wm.current("alice", "BTC/USDT", as_of=snapshots[7].as_of)
+    for snap in snapshots[:8]:  # replay: consolidated or still in the window -> no-op
+        assert wm.observe(snap) is None
+    assert wm.current("alice", "BTC/USDT", as_of=snapshots[7].as_of) == before
+    changed = snapshots[7].model_copy(update={"headlines": ["corrected"]})
+    wm.observe(changed)  # the newest bar may be refreshed
+    assert wm.current("alice", "BTC/USDT", as_of=snapshots[7].as_of)[-1] == changed
+    hole = snapshots[6].model_copy(update={"as_of": snapshots[6].as_of + timedelta(minutes=30)})
+    with pytest.raises(DataError):
+        wm.observe(hole)
+
+
+def test_restart_resumes_the_same_window(
+    make_store: StoreFactory, snapshots: list[MarketSnapshot], tmp_path: Path
+) -> None:
+    store = make_store()
+    path = tmp_path / "working.sqlite3"
+    wm = WorkingMemory(store, settings=SMALL, state_path=path)
+    for snap in snapshots[:8]:
+        wm.observe(snap)
+    window = wm.current("alice", "BTC/USDT", as_of=snapshots[7].as_of)
+    wm.close()
+    resumed = WorkingMemory(store, settings=SMALL, state_path=path)
+    assert resumed.current("alice", "BTC/USDT", as_of=snapshots[7].as_of) == window
+    assert resumed.topics("alice", "BTC/USDT", as_of=snapshots[7].as_of)
+    for snap in snapshots[:8]:  # a restarted backtest replays from the start: no-op
+        assert resumed.observe(snap) is None
+    produced = [resumed.observe(s) for s in snapshots[8:20]]
+    resumed.close()
+    # the same run without a restart gives the same windows and episodes
+    other = WorkingMemory(make_store(), settings=SMALL)
+    straight = [other.observe(s) for s in snapshots[:20]][8:]
+    assert [e.id if e else None for e in produced] == [e.id if e else None for e in straight]
+    final = WorkingMemory(store, settings=SMALL, state_path=path)
+    assert final.current("alice", "BTC/USDT", as_of=snapshots[19].as_of) == other.current(
+        "alice", "BTC/USDT", as_of=snapshots[19].as_of
+    )
+    final.close()
+
+
+def test_observe_bar(
+    make_store: StoreFactory, btc_features: FeatureFrame, headline_index: HeadlineIndex
+) -> None:
+    wm = WorkingMemory(make_store(), settings=MemorySettings())
+    i = btc_features.locate(START)
+    snap = wm.observe_bar("alice", btc_features, i, headlines=headline_index)
+    assert snap.as_of == START and snap.timeframe == "1h"
+    later = START + timedelta(hours=1, minutes=20)
+    snap2 = wm.observe_bar("alice", btc_features, later, headlines=headline_index)
+    assert snap2.as_of == later and snap2.close == btc_features.row(i + 1)["close"]
+    assert wm.current("alice", "BTC/USDT", as_of=later) == [snap, snap2]
+    with pytest.raises(DataError):
+        WorkingMemory(make_store(), settings=MemorySettings(working_window=4, consolidate_batch=5))
