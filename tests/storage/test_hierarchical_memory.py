@@ -1,0 +1,179 @@
+"""The three tiers together on real data: parallel retrieval, as_of fences, token budget,
+and the MemoryToolkit's function-calling tools."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from backend.compose import MemorySystem, build_memory_system
+from backend.config import MemorySettings, load_settings
+from backend.data import load_hyperliquid_fills, load_ohlcv
+from backend.llm.tokens import count_tokens
+from backend.memory import compute_features, detect_market_events, events_to_episodes
+from tests.conftest import StoreFactory
+
+TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+SYMBOL = "BTC/USDT"
+NOTE_AT = datetime(2025, 2, 10, tzinfo=UTC)
+AS_OF = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture()
+def system(make_store: StoreFactory, shared_data: Path, tmp_path: Path) -> Iterator[MemorySystem]:
+    settings = load_settings(memory=MemorySettings(working_state_path=tmp_path / "w.sqlite3"))
+    built = build_memory_system(settings, store=make_store())
+    fills = [
+        f
+        for f in load_hyperliquid_fills(shared_data / "trades" / "hyperliquid_fills.csv")
+        if f.trader_id == TRADER
+    ]
+    first = datetime(2025, 2, 1, tzinfo=UTC)
+    built.persona.build_from_fills(TRADER, [f for f in fills if f.datetime <= first], as_of=first)
+    built.toolkit.record_note(
+        TRADER, "I never risk more than 2% per trade. No memecoins.", as_of=NOTE_AT
+    )
+    frame = load_ohlcv(shared_data / "market" / "binance", SYMBOL, "1h").frame
+    features = compute_features(frame.loc["2024-11-01":"2025-03-15"], symbol=SYMBOL, timeframe="1h")
+    detected = detect_market_events(features, settings=settings.memory.detectors)
+    episodes = events_to_episodes(detected, trader_id=TRADER, features=features)
+    past = [e for e in episodes if e.occurred_at <= AS_OF]
+    future = [e for e in episodes if e.occurred_at > AS_OF]
+    assert past and future, "the window must hold events before and after AS_OF"
+    built.episodic.add(past, as_of=AS_OF)
+    built.episodic.add(future, as_of=max(e.occurred_at for e in future))
+    for at in features.frame.index:
+        if AS_OF - timedelta(days=5) < at <= AS_OF:
+            built.working.observe_bar(TRADER, features, at.to_pydatetime())
+    yield built
+    built.close()
+
+
+def test_retrieval_merges_three_tiers_fenced_by_as_of(system: MemorySystem) -> None:
+    ctx = system.memory.retrieve(TRADER, SYMBOL, as_of=AS_OF)
+    assert not ctx.errors
+    assert set(ctx.timings_ms) >= {"persona", "working", "episodic", "total"}
+    assert ctx.persona is not None and ctx.persona.as_of <= AS_OF
+    assert {c.kind for c in ctx.persona.constraints()} == {"max_risk_per_trade", "no_memecoins"}
+    assert ctx.working and ctx.working[-1].as_of == AS_OF
+    assert len(ctx.working) <= system.memory.settings.working_window
+    assert ctx.query == ctx.working[-1].describe()  # "the last time things looked like this"
+    assert ctx.episodes and all(s.episode.occurred_at <= AS_OF for s in ctx.episodes)
+    scores = [s.score for s in ctx.episodes]
+    assert scores == sorted(scores, reverse=True)
+    # the same call earlier in time sees an older world
+    before = system.memory.retrieve(TRADER, SYMBOL, as_of=NOTE_AT - timedelta(days=1))
+    assert before.persona is not None and before.persona.constraints() == []
+    assert all(s.as_of <= NOTE_AT for s in before.working)
+    assert all(s.episode.occurred_at <= NOTE_AT for s in before.episodes)
+
+
+def test_parallel_equals_sequential(system: MemorySystem) -> None:
+    para = system.memory.retrieve(TRADER, SYMBOL, as_of=AS_OF, parallel=True)
+    seq = system.memory.retrieve(TRADER, SYMBOL, as_of=AS_OF, parallel=False)
+    assert para.model_dump(exclude={"timings_ms"}) == seq.model_dump(exclude={"timings_ms"})
+
+
+def test_decision_context_fits_the_budget(system: MemorySystem) -> None:
+    for budget in (300, 1500):
+        ctx, rendered = system.memory.build_context(TRADER, SYMBOL, as_of=AS_OF, budget=budget)
+        assert rendered.tokens == count_tokens(rendered.text) <= budget
+        assert rendered.memory_ids[0].startswith("persona:v")
+        assert "max_risk_per_trade" in rendered.text
+    assert any(m.startswith("working:") for m in rendered.memory_ids)
+    assert any(m == s.episode.id for s in ctx.episodes for m in rendered.memory_ids)
+
+
+def test_toolkit_tools_are_scoped_and_validated(system: MemorySystem) -> None:
+    kit = system.toolkit
+    names = {tool["function"]["name"] for tool in kit.tool_schemas()}
+    assert names == {
+        "recall_memory",
+        "get_trader_profile",
+        "record_event",
+        "record_decision",
+        "record_outcome",
+        "build_decision_context",
+    }
+    recall_tool = next(t for t in kit.tool_schemas() if t["function"]["name"] == "recall_memory")
+    assert "trader_id" not in recall_tool["function"]["parameters"]["properties"]
+
+    out = json.loads(
+        kit.dispatch(
+            "recall_memory",
+            {"query": "sharp selloff", "symbol": SYMBOL},
+            trader_id=TRADER,
+            as_of=AS_OF,
+        )
+    )
+    assert out["persona"]["version"] >= 2 and out["episodic"] and out["working"]
+    # scope and time cannot come from the tool call
+    widened = json.loads(
+        kit.dispatch(
+            "recall_memory",
+            json.dumps(
+                {
+                    "query": "x",
+                    "symbol": SYMBOL,
+                    "trader_id": "0x083384f897ee0f19899168e3b1bec365f52a9012",
+                }
+            ),
+            trader_id=TRADER,
+            as_of=AS_OF,
+        )
+    )
+    assert "error" in widened and "trader_id" in widened["error"]
+    assert "error" in json.loads(kit.dispatch("nope", {}, trader_id=TRADER, as_of=AS_OF))
+    bad = json.loads(
+        kit.dispatch(
+            "record_decision",
+            {"symbol": SYMBOL, "action": "yolo", "size": 0.1, "rationale": "x"},
+            trader_id=TRADER,
+            as_of=AS_OF,
+        )
+    )
+    assert "error" in bad and "action" in bad["error"]
+
+    decided = json.loads(
+        kit.dispatch(
+            "record_decision",
+            {
+                "symbol": SYMBOL,
+                "action": "buy",
+                "size": 0.1,
+                "rationale": "breakout with volume",
+                "memory_ids": [out["episodic"][0]["id"]],
+            },
+            trader_id=TRADER,
+            as_of=AS_OF,
+        )
+    )
+    episode_id = decided["episode_id"]
+    stored = system.episodic.get(TRADER, [episode_id], as_of=AS_OF)[0]
+    assert stored.event_type == "decision" and stored.memory_ids == [out["episodic"][0]["id"]]
+    later = AS_OF + timedelta(days=1)
+    json.loads(
+        kit.dispatch(
+            "record_outcome",
+            {"episode_id": episode_id, "horizon": "24h", "market_return": -0.06, "pnl": -500.0},
+            trader_id=TRADER,
+            as_of=later,
+        )
+    )
+    after = system.episodic.get(TRADER, [episode_id], as_of=later)[0]
+    assert after.outcome is not None and after.importance > stored.importance
+    # the outcome is not visible before it happened
+    assert system.episodic.get(TRADER, [episode_id], as_of=AS_OF)[0].outcome is None
+    ctx = json.loads(
+        kit.dispatch(
+            "build_decision_context",
+            {"symbol": SYMBOL, "budget": 800},
+            trader_id=TRADER,
+            as_of=later,
+        )
+    )
+    assert ctx["tokens"] <= 800
