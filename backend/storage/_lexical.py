@@ -82,6 +82,9 @@ def _tokenize(texts: list[str]) -> list[list[str]]:
 class LexicalIndex:
     """A per-trader in-memory mirror (text, time, metadata) with a lazily rebuilt bm25s index.
 
+    The mirror also serves dense search: chroma returns ids and distances only, and the
+    rows come from here (fetching metadata from chroma costs ~70 us per row, measured).
+
     Writes update the mirror in O(batch); the bm25s index is rebuilt on the next search
     after a write (bm25s indexes are static). Thread-safe.
     """
@@ -97,6 +100,11 @@ class LexicalIndex:
             for rid, text, ts, meta in items:
                 self._docs[rid] = (text, ts, meta)
             self._built = None
+
+    def lookup(self, ids: Iterable[str]) -> dict[str, tuple[str, float, dict[str, Any]]]:
+        """``{id: (text, created_at_ts, chroma metadata)}`` for the ids in the mirror."""
+        with self._lock:
+            return {rid: self._docs[rid] for rid in ids if rid in self._docs}
 
     def remove(self, ids: Iterable[str]) -> None:
         with self._lock:

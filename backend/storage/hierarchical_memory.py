@@ -5,8 +5,8 @@ parallel before each response and concatenates them; MemoryOS layers short-, mid
 long-term stores the same way. Here, before each trading decision of a trader on a symbol
 at ``as_of``:
 
-1. the episodic query is the caller's, or the description of the latest market snapshot
-   in working memory ("what happened the last time things looked like this");
+1. the episodic query is the caller's, or :meth:`MarketSnapshot.situation` of the latest
+   snapshot in working memory ("what happened the last time things looked like this");
 2. the three tiers are fetched concurrently on a thread pool (persona: the profile as known
    at ``as_of``; working: the recent market window; episodic: scored recall);
 3. the results are merged into one typed :class:`MemoryContext` with per-tier timings,
@@ -144,7 +144,7 @@ class HierarchicalMemory:
                 lambda: self.working.current(trader_id, symbol, as_of=as_of),
             )
             latest = results["working"][-1:] if results["working"] else []
-            query = latest[0].describe() if latest else f"{symbol} market"
+            query = latest[0].situation() if latest else f"{symbol} market"
         episodic_query = query
         calls: dict[Tier, Callable[[], Any]] = {
             "persona": lambda: self.persona.get_profile(trader_id, as_of),

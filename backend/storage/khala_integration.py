@@ -501,21 +501,45 @@ class KhalaStore:
         """Exact top-``n`` allowed records, cheaply in the common case.
 
         chromadb's ``where`` pre-filter costs ~10-30 ms at 10k records (measured, it
-        materialises the allowed set), so first ask for the unfiltered top ``probe`` and
-        filter here: if at least ``n`` survive they are exactly the top ``n`` allowed
-        records (every record outside the probe is farther than every one inside), and
-        if the collection has fewer than ``probe`` records, all were seen. Only otherwise
-        is the filtered chroma query run.
+        materialises the allowed set), and fetching metadata ~70 us per row. So first ask
+        chroma for the unfiltered top ``probe`` ids and distances only, take the rows from
+        the in-process mirror and filter here: if at least ``n`` survive they are exactly
+        the top ``n`` allowed records (every record outside the probe is farther than
+        every one inside), and if the collection has fewer than ``probe`` records, all
+        were seen. Only otherwise is chroma's filtered query run.
         """
         if vec.shape != (self._embedder.dim,) or not np.all(np.isfinite(vec)):
             raise StoreError(f"query vector must be {self._embedder.dim} finite floats")
         probe = min(max(3 * n, 50), 1000)
-        rows = self._query(col, trader_id, vec, probe, None)
+        found = self._query(col, trader_id, vec, probe, None, include_rows=False)
+        rows = self._with_rows(col, trader_id, found)
         hits = [row for row in rows if meta_ts(row[2]) <= as_of_ts and where.matches(row[2])]
-        if len(hits) < n and len(rows) == probe:
-            rows = self._query(col, trader_id, vec, n, where.to_chroma(as_of_ts=as_of_ts))
+        if len(hits) < n and len(found) == probe:
+            chroma_where = where.to_chroma(as_of_ts=as_of_ts)
+            rows = self._query(col, trader_id, vec, n, chroma_where, include_rows=True)
             hits = [row for row in rows if meta_ts(row[2]) <= as_of_ts]
         return [(record_from_chroma(rid, doc, meta), sim) for rid, doc, meta, sim in hits[:n]]
+
+    def _with_rows(
+        self, col: Collection, trader_id: str, found: list[tuple[str, str, dict[str, Any], float]]
+    ) -> list[tuple[str, str, dict[str, Any], float]]:
+        """Fill text and metadata of ``(id, _, _, similarity)`` rows from the mirror (rows a
+        other process wrote are fetched from chroma and mirrored); other traders' dropped."""
+        mirror = self._lex(trader_id)
+        known = mirror.lookup(rid for rid, *_ in found)
+        missing = [rid for rid, *_ in found if rid not in known]
+        if missing:
+            fetched = self._fetch(col, missing, embeddings=False)
+            mirror.put(
+                (rid, rec.text, rec.created_at.timestamp(), record_to_meta(rec))
+                for rid, (rec, _) in fetched.items()
+            )
+            known.update(mirror.lookup(missing))
+        return [
+            (rid, known[rid][0], known[rid][2], sim)
+            for rid, _, _, sim in found
+            if rid in known and known[rid][2].get("trader_id") == trader_id
+        ]
 
     def _query(
         self,
@@ -524,29 +548,32 @@ class KhalaStore:
         vec: np.ndarray,
         n: int,
         where: dict[str, Any] | None,
+        *,
+        include_rows: bool,
     ) -> list[tuple[str, str, dict[str, Any], float]]:
-        """One chroma top-``n`` query: ``(id, text, chroma metadata, similarity in [0, 1])``
-        of this trader's rows, nearest first."""
+        """One chroma top-``n`` query: ``(id, text, chroma metadata, similarity in [0, 1])``,
+        nearest first; without ``include_rows`` text and metadata are left empty (and the
+        trader check is the caller's)."""
+        include = ["distances", "metadatas", "documents"] if include_rows else ["distances"]
         try:
             res = col.query(
                 query_embeddings=vec[None, :],
                 n_results=n,
                 where=where,
-                include=["distances", "metadatas", "documents"],
+                include=include,  # type: ignore[arg-type]
             )
         except ChromaError as exc:
             raise StoreError(f"trader {trader_id}: chroma query failed: {exc}") from None
+        ids = res["ids"][0]
+        dists = (res["distances"] or [[]])[0]
+        metas = (res["metadatas"] or [[{}] * len(ids)])[0] if include_rows else [{}] * len(ids)
+        docs = (res["documents"] or [[""] * len(ids)])[0] if include_rows else [""] * len(ids)
         out = []
-        for rid, dist, meta, doc in zip(
-            res["ids"][0],
-            (res["distances"] or [[]])[0],
-            (res["metadatas"] or [[]])[0],
-            (res["documents"] or [[]])[0],
-            strict=True,
-        ):
-            if meta.get("trader_id") == trader_id:
-                sim = min(1.0, max(0.0, 1.0 - float(dist) / 2.0))
-                out.append((rid, doc, dict(meta), sim))
+        for rid, dist, meta, doc in zip(ids, dists, metas, docs, strict=True):
+            if include_rows and meta.get("trader_id") != trader_id:
+                continue
+            sim = min(1.0, max(0.0, 1.0 - float(dist) / 2.0))
+            out.append((rid, doc, dict(meta), sim))
         return out
 
     def close(self) -> None:

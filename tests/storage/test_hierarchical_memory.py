@@ -61,7 +61,7 @@ def test_retrieval_merges_three_tiers_fenced_by_as_of(system: MemorySystem) -> N
     assert {c.kind for c in ctx.persona.constraints()} == {"max_risk_per_trade", "no_memecoins"}
     assert ctx.working and ctx.working[-1].as_of == AS_OF
     assert len(ctx.working) <= system.memory.settings.working_window
-    assert ctx.query == ctx.working[-1].describe()  # "the last time things looked like this"
+    assert ctx.query == ctx.working[-1].situation()  # "the last time things looked like this"
     assert ctx.episodes and all(s.episode.occurred_at <= AS_OF for s in ctx.episodes)
     scores = [s.score for s in ctx.episodes]
     assert scores == sorted(scores, reverse=True)

@@ -305,3 +305,13 @@ def test_scan_lists_a_kind_oldest_first_fenced(make_store: StoreFactory) -> None
         "r6",
     ]
     assert store.scan("nobody", as_of=LATER) == []
+
+
+def test_dense_sees_records_written_by_another_process(make_store: StoreFactory) -> None:
+    reader = make_store()
+    reader.upsert("alice", [rec(0)], as_of=LATER)
+    assert [h.record.id for h in reader.search("alice", "luna", as_of=LATER, method="dense")]
+    writer = make_store()  # another process on the same data (same path / server)
+    writer.upsert("alice", [rec(3, text="a brand new memory about the merge")], as_of=LATER)
+    hits = reader.search("alice", "brand new memory merge", as_of=LATER, method="dense", top_k=2)
+    assert hits[0].record.id == "r3" and hits[0].record.text.startswith("a brand new")

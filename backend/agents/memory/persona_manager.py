@@ -130,6 +130,15 @@ class PersonaManager:
         position = bisect_right([v[0] for v in versions], fence)
         return versions[position - 1][2] if position else None
 
+    def invalidate(self, trader_id: str | None = None) -> None:
+        """Forget the in-process version index (of one trader, or all), so the next
+        :meth:`get_profile` re-reads the store: call it after another process wrote."""
+        with self._lock:
+            if trader_id is None:
+                self._versions.clear()
+            else:
+                self._versions.pop(trader_id, None)
+
     def timeline(self, trader_id: str, *, as_of: datetime) -> list[PersonaChange]:
         """Every routed change (ADD, UPDATE, recorded IGNORE) known at ``as_of``, oldest
         first (by ``as_of``, then version, then order within the call)."""
