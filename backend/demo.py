@@ -11,21 +11,39 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from backend.compose import build_memory_system
 from backend.config import Settings
-from backend.data import fills_to_frame, load_headlines, load_hyperliquid_fills, load_ohlcv
+from backend.data import (
+    Headline,
+    fills_to_frame,
+    load_fear_greed,
+    load_headlines,
+    load_hyperliquid_fills,
+    load_ohlcv,
+)
 from backend.embeddings import build_embedder
+from backend.memory import (
+    FearGreedIndex,
+    HeadlineIndex,
+    compute_features,
+    detect_market_events,
+    detect_news_shocks,
+    events_to_episodes,
+)
 from backend.storage import KhalaStore, MemoryRecord, SearchHit, open_store, stable_id
 
 __all__ = ["daily_fill_notes", "market_notes", "run_demo"]
 
 MARKET_SCOPE = "market-btc"
+DEMO_TRADER = "demo-trader"
+DEMO_AS_OF = datetime(2022, 5, 12, 12, tzinfo=UTC)
 QUERIES: tuple[tuple[str, datetime], ...] = (
     ("stablecoin loses its dollar peg, crash", datetime(2022, 5, 13, tzinfo=UTC)),
     ("lending platform halts customer withdrawals", datetime(2022, 6, 14, tzinfo=UTC)),
@@ -180,5 +198,64 @@ def run_demo(settings: Settings, *, data_dir: Path, console: Console) -> None:
             filters={"kind": "trade"},
         )
         _show(console, f"{str(trader)[:10]}… | 'biggest realised loss' (hybrid)", hits)
+    _hierarchical(settings, store, data_dir=data_dir, headlines=headlines, console=console)
     console.print(f"store: {settings.store.path} (audit: {settings.store.resolved_audit_path})")
     store.close()
+
+
+def _hierarchical(
+    settings: Settings,
+    store: KhalaStore,
+    *,
+    data_dir: Path,
+    headlines: Sequence[Headline],
+    console: Console,
+) -> None:
+    """The three tiers at the LUNA crash: persona from the trader's words, working memory
+    replayed over the last 3 days of BTC/USDT 1h bars with headlines and Fear & Greed,
+    episodes detected on candles and headlines since 2021-09; then the decision context."""
+    with build_memory_system(settings, store=store) as system:
+        system.toolkit.record_note(
+            DEMO_TRADER,
+            "I never risk more than 2% per trade and never use more than 3x "
+            "leverage. No memecoins. My goal is to protect capital in crashes.",
+            as_of=datetime(2022, 4, 1, tzinfo=UTC),
+        )
+        frame = load_ohlcv(data_dir / "market" / "binance", "BTC/USDT", "1h").frame
+        features = compute_features(
+            frame.loc["2021-09-01":"2022-07-05"], symbol="BTC/USDT", timeframe="1h"
+        )
+        news = HeadlineIndex.build(headlines)
+        fear_greed = FearGreedIndex.build(
+            load_fear_greed(data_dir / "trades" / "fear_greed_index.csv")
+        )
+        detectors = settings.memory.detectors
+        events = detect_market_events(features, settings=detectors) + detect_news_shocks(
+            features, news, settings=detectors
+        )
+        episodes = [
+            e
+            for e in events_to_episodes(
+                events,
+                trader_id=DEMO_TRADER,
+                features=features,
+                headlines=news,
+                fear_greed=fear_greed,
+            )
+            if e.occurred_at <= DEMO_AS_OF
+        ]
+        system.episodic.add(episodes, as_of=DEMO_AS_OF)
+        for at in features.frame.index:
+            if DEMO_AS_OF - timedelta(days=3) < at <= DEMO_AS_OF:
+                system.working.observe_bar(
+                    DEMO_TRADER, features, at.to_pydatetime(), headlines=news, fear_greed=fear_greed
+                )
+        ctx, rendered = system.memory.build_context(DEMO_TRADER, "BTC/USDT", as_of=DEMO_AS_OF)
+    console.print(
+        f"[bold]hierarchical memory[/] {DEMO_TRADER} BTC/USDT as of {DEMO_AS_OF:%Y-%m-%d %H:%M}Z: "
+        f"{len(episodes)} episodes known, persona v{ctx.persona.version if ctx.persona else 0}, "
+        f"{len(ctx.working)} snapshots in working memory; retrieval "
+        f"{ctx.timings_ms['total']:.0f} ms; prompt section {rendered.tokens} tokens "
+        f"(budget {rendered.budget}), {len(rendered.memory_ids)} memories used"
+    )
+    console.print(rendered.text, markup=False, highlight=False)

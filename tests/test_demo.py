@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 from pathlib import Path
 
@@ -45,3 +46,8 @@ def test_run_demo_twice_is_idempotent(shared_data: Path, tmp_path: Path) -> None
     assert ", 0 new," not in outputs[0].split("\n")[1]
     assert all(", 0 new," in line for line in outputs[1].splitlines() if "ingest" in line)
     assert "Celsius" in outputs[0]  # the June 2022 withdrawal halt is found as of 2022-06-14
+    for out in outputs:  # the three tiers at the LUNA crash, within the token budget
+        assert "HARD CONSTRAINTS (enforced in code): max_risk_per_trade=0.02" in out
+        assert "### Market now" in out and "### Similar past episodes" in out
+        found = re.search(r"prompt section (\d+) tokens \(budget 1500\)", out)
+        assert found is not None and int(found.group(1)) <= 1500

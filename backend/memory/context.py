@@ -52,8 +52,8 @@ def episode_line(scored: ScoredEpisode) -> str:
     ep = scored.episode
     text = (
         f"[{ep.id}] {ep.occurred_at:%Y-%m-%d %H:%M}Z {ep.event_type.replace('_', ' ')} "
-        f"{ep.symbol} (score {scored.score:.2f}, importance {ep.importance:.2f}): "
-        f"{ep.description}"
+        f"{ep.symbol} (score {scored.score:.2f}, importance {ep.importance:.2f}):\n"
+        f"{quote_data(ep.description)}"  # descriptions quote headlines: untrusted
     )
     if ep.actions:
         acts = "; ".join(f"{a.action} {a.size:.0%} of equity" for a in ep.actions[-3:])
