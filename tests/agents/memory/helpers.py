@@ -1,14 +1,9 @@
-"""Small builders for synthetic fills and a loopback OpenAI chat-completions server."""
+"""Small builders for synthetic fills."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Literal
 
 from backend.data import Fill
 from backend.data.models import Direction
@@ -54,69 +49,3 @@ def fill(
         source="test",
         tx_hash=None,
     )
-
-
-class _ChatHandler(BaseHTTPRequestHandler):
-    server: ChatServer
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", 0))
-        body = json.loads(self.rfile.read(length) or b"{}")
-        self.server.requests.append({"path": self.path, "body": body})
-        status, content = self.server.reply
-        if status != 200:
-            payload = json.dumps({"error": {"message": "scripted failure", "type": "x"}})
-        else:
-            payload = json.dumps(
-                {
-                    "id": "chatcmpl-1",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": body.get("model", "m"),
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": content},
-                        }
-                    ],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                }
-            )
-        data = payload.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
-class ChatServer(ThreadingHTTPServer):
-    """``POST /v1/chat/completions`` answers ``reply`` = ``(status, message content)``."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _ChatHandler)
-        self.reply: tuple[int, str] = (200, "{}")
-        self.requests: list[dict[str, Any]] = []
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-
-@contextmanager
-def chat_server() -> Iterator[ChatServer]:
-    server = ChatServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -17,8 +17,8 @@ from backend.data import Fill
 from backend.llm import LLMClient
 from backend.memory.models import PersonaProfile
 from tests.agents.conftest import ALTS_SPOT
-from tests.agents.memory.helpers import ChatServer, chat_server
 from tests.conftest import StoreFactory
+from tests.llm.chat_server import ChatServer, Reply, start_chat_server
 
 NOTE = "Never more than 2% per trade, and no memecoins."
 GOOD = {
@@ -49,17 +49,17 @@ GOOD = {
 
 @pytest.fixture()
 def server() -> Iterator[ChatServer]:
-    with chat_server() as srv:
-        yield srv
+    srv = start_chat_server()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
 
 
 @pytest.fixture()
 def setup(
     make_store: StoreFactory, server: ChatServer, by_trader: dict[str, list[Fill]]
 ) -> tuple[PersonaManager, PersonaProfile]:
-    client = openai.OpenAI(
-        base_url=f"http://127.0.0.1:{server.port}/v1", api_key="test", max_retries=0, timeout=10
-    )
+    client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0, timeout=10)
     manager = PersonaManager(make_store(), llm=LLMClient(client, model="m"))
     fills = by_trader[ALTS_SPOT][:120]
     return manager, manager.build_from_fills(ALTS_SPOT, fills, as_of=fills[-1].datetime)
@@ -73,7 +73,7 @@ def test_good_answer_adds_the_constraint(
     setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
 ) -> None:
     manager, before = setup
-    server.reply = (200, json.dumps(GOOD))
+    server.script = [Reply.json(GOOD)]
     changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before), note_id="n-1")
     assert [(c.attribute, c.action, c.source, c.version) for c in changes] == [
         ("constraints", "ADD", "llm", 2),
@@ -94,20 +94,20 @@ def test_good_answer_adds_the_constraint(
 @pytest.mark.parametrize(
     ("reply", "reason"),
     [
-        ((200, '{"decisions": [{"attribute": "constraints", "act'), "answer rejected"),
-        ((200, '{"decisions": [{"attribute": "mood", "action": "ADD"}]}'), "does not fit"),
-        ((500, ""), "HTTP 500"),
-        ((200, '{"decisions": []}'), "empty answer"),
+        (Reply(content='{"decisions": [{"attribute": "constraints", "act'), "answer rejected"),
+        (Reply(content='{"decisions": [{"attribute": "mood", "action": "ADD"}]}'), "does not fit"),
+        (Reply(status=500), "HTTP 500"),
+        (Reply(content='{"decisions": []}'), "empty answer"),
     ],
 )
 def test_bad_answer_changes_nothing_and_is_recorded(
     setup: tuple[PersonaManager, PersonaProfile],
     server: ChatServer,
-    reply: tuple[int, str],
+    reply: Reply,
     reason: str,
 ) -> None:
     manager, before = setup
-    server.reply = reply
+    server.script = [reply]
     changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before))
     assert [(c.attribute, c.action, c.source, c.version) for c in changes] == [
         ("profile", "IGNORE", "llm", 1)
@@ -127,7 +127,7 @@ def test_invalid_decision_is_ignored_not_applied(
     bad = json.loads(json.dumps(GOOD))
     bad["decisions"] = bad["decisions"][:1]
     bad["decisions"][0]["constraint"]["value"] = 2.0  # 200% per trade: not a fraction
-    server.reply = (200, json.dumps(bad))
+    server.script = [Reply.json(bad)]
     changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before))
     assert [(c.action, c.version) for c in changes] == [("IGNORE", 1)]
     assert changes[0].reason.startswith("invalid: max_risk_per_trade")
