@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -47,6 +48,8 @@ from backend.storage.models import (
 )
 
 __all__ = ["KhalaStore"]
+
+_QUERY_CACHE_SIZE = 4096
 
 _TRADER_RE = __import__("re").compile(TRADER_ID_PATTERN)
 
@@ -92,6 +95,7 @@ class KhalaStore:
         self._collections: dict[str, Collection] = {}
         self._lexical: dict[str, LexicalIndex] = {}
         self._lock = threading.RLock()
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._max_batch = int(client.get_max_batch_size())
 
     @property
@@ -473,7 +477,7 @@ class KhalaStore:
         lexical: list[tuple[MemoryRecord, float]] = []
         if method in ("dense", "hybrid"):
             vec = (
-                self._embedder.embed_one(query)
+                self._query_vector(query)
                 if isinstance(query, str)
                 else np.asarray(query, dtype=np.float32)
             )
@@ -488,6 +492,22 @@ class KhalaStore:
                 if meta.get("trader_id") == trader_id
             ]
         return assemble_hits(col.name, method, dense, lexical, top_k, self._rrf_k)
+
+    def _query_vector(self, text: str) -> np.ndarray:
+        """The query's embedding, from a small LRU cache: decision loops ask the same
+        bucketed situation texts again and again (``MarketSnapshot.situation``)."""
+        with self._lock:
+            vec = self._query_cache.get(text)
+            if vec is not None:
+                self._query_cache.move_to_end(text)
+                return vec
+        vec = self._embedder.embed_one(text)
+        vec.setflags(write=False)
+        with self._lock:
+            self._query_cache[text] = vec
+            if len(self._query_cache) > _QUERY_CACHE_SIZE:
+                self._query_cache.popitem(last=False)
+        return vec
 
     def _dense(
         self,
