@@ -1,0 +1,162 @@
+"""Typed models shared by the decision loop and the backtest engine (defined only here).
+
+Units: prices in quote currency; ``size`` and ``exposure`` are fractions of equity
+(notional / equity, 0.5 = half the equity); returns and drawdowns are fractions; times
+are aware UTC datetimes. A decision taken at the close of bar t is filled at the open of
+bar t+1 (no look-ahead).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from backend.storage.models import to_utc
+
+__all__ = [
+    "Action",
+    "BacktestMetrics",
+    "BarContext",
+    "Decision",
+    "DecisionMaker",
+    "DecisionRecord",
+    "PositionState",
+    "TradeRecord",
+]
+
+Action = Literal["buy", "sell", "hold", "close"]
+"""``buy``: target a long position of ``size``; ``sell``: a short of ``size``; ``close``:
+flat; ``hold``: keep the current position."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _utc(value: datetime) -> datetime:
+    return to_utc(value)
+
+
+class Decision(_Model):
+    """What a policy decided at a bar close. ``error`` is set when a fault forced HOLD."""
+
+    action: Action
+    size: float = Field(default=0.0, ge=0.0, le=10.0)
+    """Target exposure as a fraction of equity (ignored for hold/close)."""
+    confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    rationale: str = Field(default="", max_length=4000)
+    memory_ids: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+    @classmethod
+    def hold(cls, reason: str, *, error: str | None = None) -> Decision:
+        return cls(action="hold", rationale=reason, error=error)
+
+
+class PositionState(_Model):
+    """The account at a bar close, marked to that close."""
+
+    quantity: float
+    """Signed base units (negative = short)."""
+    entry_price: float | None
+    equity: float = Field(gt=0)
+    """Quote currency: cash + quantity * close."""
+    exposure: float
+    """Signed notional / equity."""
+
+
+class BarContext(_Model):
+    """What the decision maker may see at the close of bar ``index`` (nothing later)."""
+
+    trader_id: str
+    symbol: str
+    timeframe: str
+    index: int = Field(ge=0)
+    as_of: AwareDatetime
+    """The bar's close time."""
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    position: PositionState
+
+    _tz = field_validator("as_of")(_utc)
+
+
+class DecisionMaker(Protocol):
+    """What the engine drives once per closed bar (the DeepTraderManager)."""
+
+    def on_bar(self, bar: BarContext) -> DecisionRecord: ...
+
+    def on_trade_closed(self, trade: TradeRecord) -> None: ...
+
+
+class DecisionRecord(_Model):
+    """One decision as written to ``decisions.jsonl``: the policy's answer, what the
+    constraint check made of it, and the memories it used with the prompt token count."""
+
+    as_of: AwareDatetime
+    symbol: str
+    decision: Decision
+    """After the hard-constraint check (what is executed)."""
+    proposed: Decision
+    """The policy's answer before the check."""
+    violations: list[str] = Field(default_factory=list)
+    """Hard constraints the proposal broke (and that the check enforced)."""
+    memory_ids: list[str] = Field(default_factory=list)
+    prompt_tokens: int = Field(default=0, ge=0)
+    episode_id: str | None = None
+    """The ``decision`` episode recorded for it (None with memory off)."""
+    retrieval_ms: float = 0.0
+
+    _tz = field_validator("as_of")(_utc)
+
+
+class TradeRecord(_Model):
+    """A round trip (or a partial close) as written to ``trades.csv``."""
+
+    symbol: str
+    side: Literal["long", "short"]
+    entry_time: AwareDatetime
+    exit_time: AwareDatetime
+    entry_price: float
+    exit_price: float
+    quantity: float = Field(gt=0)
+    """Base units closed."""
+    pnl: float
+    """Quote currency, after fees and slippage."""
+    return_pct: float
+    """PnL / entry notional (a fraction, despite the name kept for freqtrade familiarity)."""
+    fees: float
+    entry_decision: str | None = None
+    """Episode id of the decision that opened it."""
+
+    _tz = field_validator("entry_time", "exit_time")(_utc)
+
+
+class BacktestMetrics(_Model):
+    """Headline metrics (fractions, not percent). Sharpe/Sortino are annualised from bar
+    returns with sqrt(bars per year), risk-free 0."""
+
+    start: AwareDatetime
+    end: AwareDatetime
+    total_return: float
+    cagr: float
+    sharpe: float
+    sortino: float
+    max_drawdown: float
+    """<= 0."""
+    win_rate: float
+    exposure: float
+    """Share of bars with a position."""
+    n_trades: int
+    n_decisions: int
+    buy_and_hold_return: float
+    buy_and_hold_max_drawdown: float
+    fees_paid: float
+    final_equity: float
+    constraint_violations: int = 0
+    """Proposals the hard-constraint check had to change."""
