@@ -24,6 +24,8 @@ from backend.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "AgentSettings",
+    "BacktestSettings",
     "DataSettings",
     "DetectorSettings",
     "EmbeddingSettings",
@@ -151,6 +153,39 @@ class MemorySettings(_Section):
     detectors: DetectorSettings = DetectorSettings()
 
 
+class BacktestSettings(_Section):
+    """Costs and capital of backtests and paper trading."""
+
+    initial_equity: float = Field(default=10_000.0, gt=0)
+    """Quote currency."""
+    fee_rate: float = Field(default=0.001, ge=0, lt=0.1)
+    """Fraction of traded notional per fill (0.001 = 0.1%, Binance spot taker)."""
+    slippage: float = Field(default=0.0005, ge=0, lt=0.1)
+    """Fraction of price moved against each fill (0.0005 = 5 bps)."""
+    min_trade_fraction: float = Field(default=0.02, ge=0, le=1)
+    """Exposure changes smaller than this fraction of equity are not traded."""
+
+
+class AgentSettings(_Section):
+    """The DeepTraderManager and its offline RulePolicy."""
+
+    policy: Literal["rule", "llm"] = "rule"
+    memory: bool = True
+    """``False`` = ablation: no retrieval, no memory writes."""
+    trader_id: str = "agent"
+    """Whose memory the agent uses (persona, episodes)."""
+    target_vol: float = Field(default=0.5, gt=0, le=5)
+    """Annualised volatility the RulePolicy sizes for (vol targeting, Moreira & Muir 2017)."""
+    max_exposure: float = Field(default=1.0, gt=0, le=10)
+    """Cap on |exposure| (fraction of equity) before persona constraints."""
+    allow_short: bool = True
+    episode_veto_threshold: float = Field(default=-0.02, le=0)
+    """Cut exposure when similar past episodes' mean outcome return is below this."""
+    outcome_horizon_bars: int = Field(default=24, ge=1)
+    context_every_bars: int = Field(default=1, ge=1)
+    """Retrieve memory and build the prompt context every N bars (1 = every bar)."""
+
+
 class DataSettings(_Section):
     """Where the real data lives; files are read in place, never copied."""
 
@@ -202,6 +237,8 @@ class Settings(BaseSettings):
     exchange: ExchangeSettings = ExchangeSettings()
     data: DataSettings = DataSettings()
     memory: MemorySettings = MemorySettings()
+    backtest: BacktestSettings = BacktestSettings()
+    agent: AgentSettings = AgentSettings()
 
     @property
     def working_state_file(self) -> Path:
