@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backend.cli_persona import persona_app
+from backend.cli_replay import replay_trades_cli
 from backend.config import Settings, load_settings
 from backend.errors import ConfigError, SentinelError
 
@@ -37,6 +38,7 @@ memory_app = typer.Typer(help="Inspect the Khala memory store.", no_args_is_help
 app.add_typer(data_app, name="data")
 app.add_typer(memory_app, name="memory")
 app.add_typer(persona_app, name="persona")
+app.command("replay-trades")(replay_trades_cli)
 
 console = Console()
 

@@ -1,0 +1,114 @@
+"""Trade-history replay: a real trader's fills in time order, the persona evolving with them.
+
+The clock steps one UTC day at a time through the trader's fills. At the end of each day
+with fills, the day's fills go into :meth:`PersonaManager.update_from_fills` (as of the
+day's last fill), and the trader's big wins and losses detected so far
+(:func:`backend.memory.detect_trade_events`, causal quantiles) become episodic memories
+as the clock passes them. The output is the persona timeline: every routed change, the
+numeric attributes of each profile version, and the episodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+
+from backend.compose import MemorySystem
+from backend.config import DetectorSettings
+from backend.data.models import Fill
+from backend.errors import DataError
+from backend.memory import detect_trade_events, events_to_episodes
+from backend.memory.models import Episode, PersonaProfile
+
+__all__ = ["ReplayResult", "persona_series", "replay_trades"]
+
+SERIES = ("long_share", "win_rate", "trade_frequency", "holding_period")
+"""Numeric persona attributes tracked per version (see backend.agents.memory)."""
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """``changes``: PersonaManager.timeline_frame rows; ``versions``: one row per profile
+    version (``as_of``, ``version``, :data:`SERIES`, ``risk_tolerance``, ``top_asset``);
+    ``episodes``: big wins/losses stored; ``profile``: the final profile."""
+
+    trader_id: str
+    days: int
+    fills: int
+    changes: pd.DataFrame
+    versions: pd.DataFrame
+    episodes: list[Episode]
+    profile: PersonaProfile | None
+
+
+def persona_series(profile: PersonaProfile) -> dict[str, object]:
+    """The tracked numbers of one profile version (``None`` where not known)."""
+    row: dict[str, object] = {"as_of": profile.as_of, "version": profile.version}
+    for name in SERIES:
+        attr = profile.attributes.get(name)
+        row[name] = float(attr.value) if attr and isinstance(attr.value, int | float) else None
+    risk = profile.attributes.get("risk_tolerance")
+    row["risk_tolerance"] = risk.value if risk else None
+    assets = profile.attributes.get("preferred_assets")
+    row["top_asset"] = assets.value[0] if assets and assets.value else None
+    return row
+
+
+def replay_trades(
+    system: MemorySystem,
+    fills: Sequence[Fill],
+    *,
+    trader_id: str,
+    detectors: DetectorSettings,
+    until: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
+    """Replay ``trader_id``'s fills (up to ``until``) day by day into ``system``.
+
+    Raises :class:`DataError` if the trader has no fills (the message lists who has).
+    """
+    own = sorted(
+        (f for f in fills if f.trader_id == trader_id and (until is None or f.datetime <= until)),
+        key=lambda f: f.timestamp,  # stable sort: keeps file order within a minute
+    )
+    if not own:
+        known = sorted({f.trader_id for f in fills})
+        raise DataError(
+            f"no fills for trader {trader_id!r} (traders: {', '.join(known)})", field="trader"
+        )
+    pending = sorted(
+        events_to_episodes(
+            detect_trade_events(own, settings=detectors, trader_id=trader_id), trader_id=trader_id
+        ),
+        key=lambda e: e.occurred_at,
+    )
+    days: dict[pd.Timestamp, list[Fill]] = {}
+    for fill in own:
+        days.setdefault(pd.Timestamp(fill.datetime).floor("D"), []).append(fill)
+    versions: list[dict[str, object]] = []
+    stored: list[Episode] = []
+    for n, (_, day_fills) in enumerate(sorted(days.items())):
+        as_of = day_fills[-1].datetime
+        profile = system.persona.update_from_fills(trader_id, day_fills, as_of=as_of)
+        if not versions or versions[-1]["version"] != profile.version:
+            versions.append(persona_series(profile))
+        due = [e for e in pending if e.occurred_at <= as_of]
+        if due:
+            system.episodic.add(due, as_of=as_of)
+            stored.extend(due)
+            pending = pending[len(due) :]
+        if progress is not None:
+            progress(n + 1, len(days))
+    end = own[-1].datetime
+    return ReplayResult(
+        trader_id=trader_id,
+        days=len(days),
+        fills=len(own),
+        changes=system.persona.timeline_frame(trader_id, as_of=end),
+        versions=pd.DataFrame(versions),
+        episodes=stored,
+        profile=system.persona.get_profile(trader_id, end),
+    )

@@ -1,0 +1,94 @@
+"""Trade-history replay: the persona evolves day by day; the final profile equals a full
+build on the same fills; big wins/losses become episodes as the clock passes them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from backend.compose import build_memory_system
+from backend.config import load_settings
+from backend.data import load_hyperliquid_fills
+from backend.replay import replay_trades
+from tests.conftest import StoreFactory
+
+TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+
+
+def test_replay_evolves_persona_and_matches_full_build(
+    make_store: StoreFactory, shared_data: Path
+) -> None:
+    fills = load_hyperliquid_fills(shared_data / "trades" / "hyperliquid_fills.csv")
+    settings = load_settings()
+    until = pd.Timestamp("2025-01-15", tz="UTC").to_pydatetime()
+    with build_memory_system(settings, store=make_store()) as system:
+        result = replay_trades(
+            system, fills, trader_id=TRADER, detectors=settings.memory.detectors, until=until
+        )
+        versions = result.versions["version"].tolist()
+        assert versions == sorted(versions) and len(versions) == result.versions.shape[0] > 3
+        assert (pd.to_datetime(result.versions["as_of"], utc=True) <= until).all()
+        assert set(result.changes["action"]) <= {"ADD", "UPDATE", "IGNORE"}
+        assert all(e.occurred_at <= until for e in result.episodes)
+        own = [f for f in fills if f.trader_id == TRADER and f.datetime <= until]
+    with build_memory_system(settings, store=make_store()) as other:
+        rebuilt = other.persona.build_from_fills(TRADER, own, as_of=until)
+    assert result.profile is not None
+    assert {k: a.value for k, a in result.profile.attributes.items()} == {
+        k: a.value for k, a in rebuilt.attributes.items()
+    }
+
+
+def test_replay_trades_cli_writes_the_timeline(tmp_path: Path, shared_data: Path) -> None:
+    env = {**os.environ, "SENTINEL_EMBEDDING__PROVIDER": "hashing"}
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "sentinel"),
+            "replay-trades",
+            "--trader",
+            "0x083384f897ee0f19899168e3b1bec365f52a9012",
+            "--fills",
+            str(shared_data / "trades" / "hyperliquid_fills.csv"),
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["fills"] == 1400 and summary["versions"] >= 2
+    for name in (
+        "persona_timeline.csv",
+        "persona_versions.csv",
+        "persona_timeline.png",
+        "episodes.jsonl",
+    ):
+        assert (out / name).stat().st_size > 0 or name == "episodes.jsonl"
+    assert (out / "persona_timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "sentinel"),
+            "replay-trades",
+            "--trader",
+            "nobody",
+            "--fills",
+            str(shared_data / "trades" / "hyperliquid_fills.csv"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert bad.returncode == 2 and "no fills for trader 'nobody'" in bad.stderr
