@@ -28,7 +28,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_help_lists_the_commands() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in ("demo", "data", "memory"):
+    for command in ("demo", "data", "memory", "persona", "backtest", "replay-trades"):
         assert command in result.stdout
 
 

@@ -1,0 +1,249 @@
+"""The backtest engine: it owns the clock and drives a :class:`DecisionMaker` bar by bar.
+
+For every bar ``t`` whose OPEN time is in ``[start, end)`` (consecutive rows of the
+OHLCV frame), in this order:
+
+1. the order decided at the close of the previous bar (if any) is filled at the OPEN of
+   bar ``t`` by :class:`~backend.backtest._broker.SimBroker` (slippage and fee), and
+   ``maker.on_trade_closed`` is called for every trade that fill closed;
+2. the account is marked at the CLOSE of bar ``t`` (equity curve point);
+3. ``maker.on_bar`` receives a :class:`BarContext` with ``as_of`` = the bar's close time
+   (open time + timeframe), the bar's OHLCV and the marked position; nothing after bar
+   ``t`` is ever passed to it (no look-ahead). ``BarContext.index`` is the bar's row
+   position in ``ohlcv.frame`` (so ``frame.iloc[: index + 1]`` is exactly the history a
+   maker may use, warm-up before ``start`` included);
+4. the returned decision becomes a target exposure: ``buy`` -> ``+size``, ``sell`` ->
+   ``-size``, ``close`` -> 0, ``hold`` -> no order. Changes smaller than
+   ``settings.min_trade_fraction`` of equity are skipped (going flat never is).
+
+The last bar's decision is recorded but not filled (there is no next open). Missing
+candles (exchange outages) are not filled in: bars are consecutive rows, so a decision
+taken before a gap is filled at the open of the next existing candle. Positions still
+open at the end are marked to the last close (equity, total return) but are not trades.
+If marked equity reaches <= 0 (a leveraged position wiped out), the maker is no longer
+called, the position is closed at the next open and the curve stays at what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from backend.backtest._broker import SimBroker
+from backend.backtest.metrics import compute_metrics
+from backend.backtest.models import (
+    BacktestMetrics,
+    BarContext,
+    DecisionMaker,
+    DecisionRecord,
+    TradeRecord,
+)
+from backend.config import BacktestSettings
+from backend.data import OHLCVFrame, timeframe_seconds
+from backend.errors import DataError
+
+__all__ = [
+    "BacktestResult",
+    "ProgressCallback",
+    "bar_close_times",
+    "run_backtest",
+    "select_window",
+    "utc_timestamp",
+]
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(done_bars, total_bars)`` after every bar."""
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Everything one run produced. Series are indexed by bar CLOSE time (UTC)."""
+
+    symbol: str
+    timeframe: str
+    trader_id: str
+    settings: BacktestSettings
+    metrics: BacktestMetrics
+    equity: pd.Series
+    """Account equity (quote currency) marked at each bar close."""
+    buy_and_hold: pd.Series
+    """``initial_equity * close / first close``: buy at the first decision's close, no costs."""
+    exposure: pd.Series
+    """Signed position notional / equity at each bar close."""
+    trades: tuple[TradeRecord, ...]
+    decisions: tuple[DecisionRecord, ...]
+
+    @property
+    def drawdown(self) -> pd.Series:
+        """``equity / running max - 1`` (fractions <= 0)."""
+        return self.equity / self.equity.cummax() - 1.0
+
+
+def bar_close_times(open_times: pd.DatetimeIndex, timeframe: str) -> pd.DatetimeIndex:
+    """Close time of each candle = open time + timeframe (calendar months/years for
+    ``M``/``y`` candles, else ``timeframe_seconds``)."""
+    unit = timeframe[-1:]
+    if unit in ("M", "y") and timeframe[:-1].isdigit():
+        n = int(timeframe[:-1])
+        offset = pd.DateOffset(months=n) if unit == "M" else pd.DateOffset(years=n)
+        return pd.DatetimeIndex(open_times + offset)
+    return open_times + pd.Timedelta(seconds=timeframe_seconds(timeframe))
+
+
+def select_window(
+    ohlcv: OHLCVFrame, *, start: datetime | None, end: datetime | None
+) -> tuple[int, int]:
+    """Row positions ``[first, stop)`` of the bars whose open time is in ``[start, end)``.
+
+    Raises DataError (naming the source file) when the window holds no candle."""
+    index = ohlcv.frame.index
+    first = 0 if start is None else int(index.searchsorted(utc_timestamp(start), side="left"))
+    stop = len(index) if end is None else int(index.searchsorted(utc_timestamp(end), side="left"))
+    if stop <= first:
+        when = f" in [{_iso(start)}, {_iso(end)})"
+        raise DataError(f"no {ohlcv.pair} {ohlcv.timeframe} candles{when}", path=ohlcv.source)
+    return first, stop
+
+
+def utc_timestamp(value: datetime) -> pd.Timestamp:
+    """``value`` as a UTC timestamp (a naive value is taken as UTC, like the CLI does)."""
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _iso(value: datetime | None) -> str:
+    return "..." if value is None else value.isoformat()
+
+
+def _target(record: DecisionRecord) -> float | None:
+    decision = record.decision
+    if decision.action == "buy":
+        return decision.size
+    if decision.action == "sell":
+        return -decision.size
+    if decision.action == "close":
+        return 0.0
+    return None
+
+
+def run_backtest(
+    ohlcv: OHLCVFrame,
+    maker: DecisionMaker,
+    *,
+    settings: BacktestSettings,
+    trader_id: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    progress: ProgressCallback | None = None,
+) -> BacktestResult:
+    """Replay the bars of ``ohlcv`` with open time in ``[start, end)`` through ``maker``
+    (protocol in the module doc) on a :class:`SimBroker` with ``settings``' capital and
+    costs; metrics from :func:`~backend.backtest.metrics.compute_metrics`.
+
+    Raises DataError when the window holds no candle."""
+    first, stop = select_window(ohlcv, start=start, end=end)
+    frame = ohlcv.frame
+    opens_idx = frame.index[first:stop]
+    closes_idx = bar_close_times(pd.DatetimeIndex(opens_idx), ohlcv.timeframe)
+    open_times: list[datetime] = [t.to_pydatetime() for t in opens_idx]
+    close_times: list[datetime] = [t.to_pydatetime() for t in closes_idx]
+    values = frame[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
+    rows = values[first:stop].tolist()
+    total = stop - first
+
+    broker = SimBroker(
+        symbol=ohlcv.pair,
+        initial_cash=settings.initial_equity,
+        fee_rate=settings.fee_rate,
+        slippage=settings.slippage,
+    )
+    equity = np.empty(total, dtype=np.float64)
+    exposure = np.zeros(total, dtype=np.float64)
+    decisions: list[DecisionRecord] = []
+    pending: tuple[float, str | None] | None = None
+    ruined = False
+
+    for i in range(total):
+        bar_open, high, low, close, volume = rows[i]
+        if pending is not None:
+            target, decision_id = pending
+            pending = None
+            fill = broker.set_target(
+                target,
+                reference_price=bar_open,
+                time=open_times[i],
+                min_change=settings.min_trade_fraction,
+                decision_id=decision_id,
+            )
+            if fill is not None:
+                for trade in fill.trades:
+                    maker.on_trade_closed(trade)
+        marked = broker.equity(close)
+        equity[i] = marked
+        exposure[i] = broker.exposure(close) if marked > 0 else 0.0
+        if not ruined and marked <= 0:
+            log.warning("equity %.6g <= 0 at %s: position closed, run stopped", marked, close)
+            ruined = True
+            pending = (0.0, None)
+        elif not ruined:
+            record = maker.on_bar(
+                BarContext(
+                    trader_id=trader_id,
+                    symbol=ohlcv.pair,
+                    timeframe=ohlcv.timeframe,
+                    index=first + i,
+                    as_of=close_times[i],
+                    open=bar_open,
+                    high=high,
+                    low=low,
+                    close=close,
+                    volume=volume,
+                    position=broker.position_state(close),
+                )
+            )
+            decisions.append(record)
+            wanted = _target(record)
+            if wanted is not None and i + 1 < total:
+                pending = (wanted, record.episode_id)
+        if progress is not None:
+            progress(i + 1, total)
+
+    close_prices = np.asarray([row[3] for row in rows], dtype=np.float64)
+    index = pd.DatetimeIndex(closes_idx, name="time")
+    equity_s = pd.Series(equity, index=index, name="equity")
+    bh_s = pd.Series(
+        settings.initial_equity * close_prices / close_prices[0], index=index, name="buy_and_hold"
+    )
+    exposure_s = pd.Series(exposure, index=index, name="exposure")
+    trades = tuple(broker.trades)
+    metrics = compute_metrics(
+        equity_s,
+        buy_and_hold=bh_s,
+        exposure=exposure_s,
+        trades=trades,
+        decisions=decisions,
+        timeframe=ohlcv.timeframe,
+        initial_equity=settings.initial_equity,
+        fees_paid=broker.fees_paid,
+        start=open_times[0].astimezone(UTC),
+        end=close_times[-1].astimezone(UTC),
+    )
+    return BacktestResult(
+        symbol=ohlcv.pair,
+        timeframe=ohlcv.timeframe,
+        trader_id=trader_id,
+        settings=settings,
+        metrics=metrics,
+        equity=equity_s,
+        buy_and_hold=bh_s,
+        exposure=exposure_s,
+        trades=trades,
+        decisions=tuple(decisions),
+    )

@@ -1,0 +1,153 @@
+"""Backtest metrics (fractions, not percent), from the equity curve marked at bar closes.
+
+Definitions (``E_0 .. E_{n-1}`` = equity at the n bar closes, ``E_0`` = the initial
+equity since nothing is filled before the second bar's open):
+
+* bar returns ``r_i = E_i / E_{i-1} - 1`` for ``i = 1 .. n-1``;
+* ``total_return = E_{n-1} / initial_equity - 1``;
+* ``cagr = (1 + total_return) ** (1 / years) - 1`` with ``years`` = calendar time from the
+  first bar's open to the last bar's close / 365.25 days (-1 if equity is gone; it
+  saturates at the largest float when a window is too short to annualise);
+* ``bars_per_year = 365.25 * 86400 / timeframe_seconds`` (crypto trades 24/7);
+* ``sharpe = mean(r) / std(r, ddof=1) * sqrt(bars_per_year)``, risk-free rate 0
+  (Sharpe 1994, "The Sharpe Ratio"; annualised by the square-root-of-time rule, Lo 2002);
+* ``sortino = mean(r) / DD * sqrt(bars_per_year)`` with the target downside deviation
+  ``DD = sqrt(mean(min(r_i, 0) ** 2))`` over ALL n-1 returns, target 0 (Sortino & Price
+  1994; the mean is over every period, not only losing ones);
+  both ratios are 0.0 when undefined (fewer than 2 returns, zero deviation);
+* ``max_drawdown = min_i(E_i / max_{j<=i} E_j - 1)`` (<= 0; the running max includes
+  ``initial_equity``), the same for buy-and-hold;
+* ``win_rate`` = trades with ``pnl > 0`` / trades (0 without trades);
+* ``exposure`` = share of bar closes with a non-zero position;
+* ``constraint_violations`` = decision records with a non-empty ``violations`` list.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from backend.backtest.models import BacktestMetrics, DecisionRecord, TradeRecord
+from backend.data import timeframe_seconds
+
+__all__ = [
+    "SECONDS_PER_YEAR",
+    "bar_returns",
+    "bars_per_year",
+    "cagr",
+    "compute_metrics",
+    "max_drawdown",
+    "sharpe_ratio",
+    "sortino_ratio",
+]
+
+SECONDS_PER_YEAR = 365.25 * 86_400
+_MAX_LOG = math.log(sys.float_info.max)
+
+
+def bars_per_year(timeframe: str) -> float:
+    """Bars in a 365.25-day year of continuous trading (8766 for ``1h``)."""
+    return SECONDS_PER_YEAR / timeframe_seconds(timeframe)
+
+
+def bar_returns(equity: pd.Series | np.ndarray) -> np.ndarray:
+    """Simple returns between consecutive points of ``equity`` (length n-1)."""
+    values = np.asarray(equity, dtype=np.float64)
+    if values.size < 2:
+        return np.zeros(0, dtype=np.float64)
+    return values[1:] / values[:-1] - 1.0
+
+
+def sharpe_ratio(returns: np.ndarray, *, periods_per_year: float) -> float:
+    """``mean / sample std (ddof=1) * sqrt(periods_per_year)``, rf = 0; 0.0 if undefined."""
+    if returns.size < 2:
+        return 0.0
+    std = float(np.std(returns, ddof=1))
+    if not math.isfinite(std) or std <= 0:
+        return 0.0
+    return float(np.mean(returns)) / std * math.sqrt(periods_per_year)
+
+
+def sortino_ratio(returns: np.ndarray, *, periods_per_year: float) -> float:
+    """``mean / sqrt(mean(min(r, 0)^2)) * sqrt(periods_per_year)``, target 0; 0.0 if
+    undefined (fewer than 2 returns or no losing period)."""
+    if returns.size < 2:
+        return 0.0
+    downside = math.sqrt(float(np.mean(np.minimum(returns, 0.0) ** 2)))
+    if downside <= 0:
+        return 0.0
+    return float(np.mean(returns)) / downside * math.sqrt(periods_per_year)
+
+
+def max_drawdown(equity: pd.Series | np.ndarray, *, initial: float | None = None) -> float:
+    """Deepest ``equity / running max - 1`` (a fraction <= 0); ``initial`` seeds the max."""
+    values = np.asarray(equity, dtype=np.float64)
+    if values.size == 0:
+        return 0.0
+    peaks = np.maximum.accumulate(values)
+    if initial is not None:
+        peaks = np.maximum(peaks, initial)
+    return float(min(0.0, float(np.min(values / peaks - 1.0))))
+
+
+def cagr(total_return: float, *, start: datetime, end: datetime) -> float:
+    """Compound annual growth over calendar time ``end - start`` (365.25-day years)."""
+    years = (end - start).total_seconds() / SECONDS_PER_YEAR
+    if years <= 0:
+        return 0.0
+    if total_return <= -1.0:
+        return -1.0
+    exponent = math.log1p(total_return) / years
+    if exponent >= _MAX_LOG:  # too short a window to annualise: saturate, stay finite
+        return sys.float_info.max
+    return math.expm1(exponent)
+
+
+def compute_metrics(
+    equity: pd.Series,
+    *,
+    buy_and_hold: pd.Series,
+    exposure: pd.Series,
+    trades: Sequence[TradeRecord],
+    decisions: Sequence[DecisionRecord],
+    timeframe: str,
+    initial_equity: float,
+    fees_paid: float,
+    start: datetime,
+    end: datetime,
+) -> BacktestMetrics:
+    """All :class:`BacktestMetrics` of one run (definitions in the module doc).
+
+    ``equity``/``buy_and_hold``: quote currency at each bar close; ``exposure``: signed
+    notional / equity at each bar close; ``start``/``end``: first bar open, last bar close.
+    """
+    per_year = bars_per_year(timeframe)
+    returns = bar_returns(equity)
+    final = float(equity.iloc[-1]) if len(equity) else initial_equity
+    total = final / initial_equity - 1.0
+    bh = np.asarray(buy_and_hold, dtype=np.float64)
+    wins = sum(1 for trade in trades if trade.pnl > 0)
+    held = np.asarray(exposure, dtype=np.float64) != 0
+    return BacktestMetrics(
+        start=start,
+        end=end,
+        total_return=total,
+        cagr=cagr(total, start=start, end=end),
+        sharpe=sharpe_ratio(returns, periods_per_year=per_year),
+        sortino=sortino_ratio(returns, periods_per_year=per_year),
+        max_drawdown=max_drawdown(equity, initial=initial_equity),
+        win_rate=wins / len(trades) if trades else 0.0,
+        exposure=float(held.mean()) if held.size else 0.0,
+        n_trades=len(trades),
+        n_decisions=len(decisions),
+        buy_and_hold_return=float(bh[-1] / bh[0] - 1.0) if bh.size else 0.0,
+        buy_and_hold_max_drawdown=max_drawdown(bh),
+        fees_paid=fees_paid,
+        final_equity=final,
+        constraint_violations=sum(1 for record in decisions if record.violations),
+    )

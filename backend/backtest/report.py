@@ -1,0 +1,306 @@
+"""Write one backtest run to a directory: machine-readable files and a self-contained report.
+
+``write_run`` writes into ``out_dir`` (created if needed):
+
+* ``metrics.json`` — :class:`BacktestMetrics` as JSON (its field names; fractions, not
+  percent; times ISO-8601 UTC);
+* ``trades.csv`` — one row per :class:`TradeRecord` (its field names as the header, which
+  is written even without trades);
+* ``decisions.jsonl`` — one :class:`DecisionRecord` JSON object per line (with
+  ``memory_ids``, ``prompt_tokens``, ``retrieval_ms``);
+* ``equity.csv`` — ``time`` (bar close), ``equity``, ``buy_and_hold``, ``exposure``;
+* ``report.html`` — one offline file: matplotlib figures (Agg) embedded as base64 PNG,
+  inline CSS, no script, font, stylesheet or link to anything outside the file: equity vs
+  buy-and-hold with the salient ``events`` marked, drawdown and exposure, the persona
+  timeline (if given), the metrics table and the first ``max_trades`` trades.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import pandas as pd
+from matplotlib import dates as mdates
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from backend.backtest.engine import BacktestResult, utc_timestamp
+from backend.backtest.models import BacktestMetrics, TradeRecord
+
+__all__ = ["write_run"]
+
+_date2num = cast("Callable[[object], float]", mdates.date2num)
+_MAX_EVENT_MARKERS = 40
+_MAX_TIMELINE_ROWS = 200
+_TIME_COLUMNS = ("as_of", "time", "date", "timestamp", "valid_from")
+_PERCENT_FIELDS = frozenset(
+    {
+        "total_return",
+        "cagr",
+        "max_drawdown",
+        "win_rate",
+        "exposure",
+        "buy_and_hold_return",
+        "buy_and_hold_max_drawdown",
+    }
+)
+_CSS = """
+body{font-family:sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f0f0f0}td.l,th.l{text-align:left}
+img{max-width:100%}.muted{color:#777;font-size:12px}
+"""
+
+
+def write_run(
+    result: BacktestResult,
+    out_dir: Path,
+    *,
+    title: str,
+    events: list[tuple[datetime, str]] | None = None,
+    persona_timeline: pd.DataFrame | None = None,
+    max_trades: int = 50,
+) -> None:
+    """Write the run's files into ``out_dir`` (see the module doc)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(result.metrics.model_dump_json(indent=2) + "\n", "utf-8")
+    trades_frame(result.trades).to_csv(out / "trades.csv", index=False)
+    with (out / "decisions.jsonl").open("w", encoding="utf-8") as fh:
+        for record in result.decisions:
+            fh.write(record.model_dump_json() + "\n")
+    curve = pd.DataFrame(
+        {"equity": result.equity, "buy_and_hold": result.buy_and_hold, "exposure": result.exposure}
+    )
+    curve.index = pd.Index([t.isoformat() for t in result.equity.index], name="time")
+    curve.to_csv(out / "equity.csv")
+    page = _render_html(
+        result,
+        title=title,
+        events=sorted(events or [], key=lambda e: utc_timestamp(e[0])),
+        persona_timeline=persona_timeline,
+        max_trades=max_trades,
+    )
+    (out / "report.html").write_text(page, encoding="utf-8")
+
+
+def trades_frame(trades: Sequence[TradeRecord]) -> pd.DataFrame:
+    """Trades as a frame with :class:`TradeRecord`'s fields as columns (times ISO-8601)."""
+    rows = [trade.model_dump(mode="json") for trade in trades]
+    return pd.DataFrame(rows, columns=list(TradeRecord.model_fields))
+
+
+# ------------------------------------------------------------------ figures
+def _png(fig: Figure) -> str:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="figure" src="data:image/png;base64,{data}">'
+
+
+def _naive(index: pd.Index) -> np.ndarray:
+    times = pd.DatetimeIndex(index)
+    if times.tz is not None:
+        times = times.tz_convert("UTC").tz_localize(None)
+    return times.to_numpy()
+
+
+def _equity_figure(result: BacktestResult, events: list[tuple[datetime, str]]) -> str:
+    fig = Figure(figsize=(11, 4.5))
+    ax = fig.add_subplot()
+    x = _naive(result.equity.index)
+    ax.plot(x, result.equity.to_numpy(), label="strategy", color="#1f77b4", lw=1.2)
+    ax.plot(x, result.buy_and_hold.to_numpy(), label="buy and hold", color="#999999", lw=1.0)
+    for number, (when, _label) in enumerate(events[:_MAX_EVENT_MARKERS], start=1):
+        stamp = utc_timestamp(when).tz_localize(None).to_datetime64()
+        pos = int(np.searchsorted(x, stamp, side="right")) - 1
+        at = float(_date2num(stamp))
+        y = float(result.equity.iloc[max(pos, 0)])
+        ax.axvline(at, color="#d62728", lw=0.6, alpha=0.5, ls="--")
+        ax.plot([at], [y], marker="v", color="#d62728", ms=5)
+        ax.annotate(
+            str(number), (at, y), xytext=(0, 8), textcoords="offset points",
+            ha="center", fontsize=8, color="#d62728",
+        )  # fmt: skip
+    ax.set_ylabel("equity (quote currency)")
+    ax.set_title("Equity vs buy-and-hold (numbers: salient events, UTC)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+def _risk_figure(result: BacktestResult) -> str:
+    fig = Figure(figsize=(11, 4.5))
+    ax_dd, ax_exp = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    x = _naive(result.equity.index)
+    bh_dd = result.buy_and_hold / result.buy_and_hold.cummax() - 1.0
+    ax_dd.fill_between(x, result.drawdown.to_numpy(), 0.0, color="#1f77b4", alpha=0.4)
+    ax_dd.plot(x, bh_dd.to_numpy(), color="#999999", lw=0.8, label="buy and hold")
+    ax_dd.set_ylabel("drawdown (fraction)")
+    ax_dd.set_title("Drawdown from the running high, and position exposure")
+    ax_dd.legend(loc="lower left")
+    ax_dd.grid(alpha=0.3)
+    ax_exp.step(x, result.exposure.to_numpy(), where="post", color="#2ca02c", lw=0.8)
+    ax_exp.axhline(0.0, color="#555555", lw=0.5)
+    ax_exp.set_ylabel("exposure")
+    ax_exp.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+def _timeline_times(frame: pd.DataFrame) -> pd.DatetimeIndex | None:
+    if isinstance(frame.index, pd.DatetimeIndex):
+        return frame.index
+    for column in _TIME_COLUMNS:
+        if column in frame.columns:
+            try:
+                return pd.DatetimeIndex(pd.to_datetime(frame[column], utc=True))
+            except (ValueError, TypeError):
+                return None
+    return None
+
+
+def _timeline_figure(frame: pd.DataFrame, *, window: tuple[np.datetime64, np.datetime64]) -> str:
+    """Persona changes on the run's time axis: one row of markers per ``attribute`` (an
+    event-log timeline), else step lines of up to 6 numeric columns (a value timeline)."""
+    times = _timeline_times(frame)
+    if times is None or len(frame) == 0:
+        return ""
+    x = _naive(times)
+    if "attribute" in frame.columns:
+        names = [str(v) for v in frame["attribute"]]
+        rows = sorted(set(names))
+        fig = Figure(figsize=(11, 0.35 * len(rows) + 1.4))
+        ax = fig.add_subplot()
+        ax.scatter(x, [rows.index(n) for n in names], marker="D", s=22, color="#9467bd")
+        ax.set_yticks(range(len(rows)), rows, fontsize=8)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        axes = [ax]
+    else:
+        numeric = [
+            c
+            for c in frame.columns
+            if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+        ][:6]
+        if not numeric:
+            return ""
+        fig = Figure(figsize=(11, 1.6 * len(numeric) + 0.6))
+        axes = list(fig.subplots(len(numeric), 1, sharex=True, squeeze=False)[:, 0])
+        for ax, column in zip(axes, numeric, strict=True):
+            ax.step(x, frame[column].to_numpy(dtype=np.float64), where="post", lw=1.0)
+            ax.set_ylabel(str(column), fontsize=8)
+    left, right = float(_date2num(window[0])), float(_date2num(window[1]))
+    margin = 0.02 * max(right - left, 1e-3)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.set_xlim(left - margin, right + margin)
+    axes[0].set_title("Persona timeline (changes within the run window)")
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+# --------------------------------------------------------------------- html
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 1e6 else f"{value:,.0f}"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _metrics_table(metrics: BacktestMetrics) -> str:
+    rows = []
+    for name, value in metrics.model_dump().items():
+        shown = f"{value * 100:,.2f}%" if name in _PERCENT_FIELDS else _fmt(value)
+        rows.append(f'<tr><th class="l">{html.escape(name)}</th><td>{html.escape(shown)}</td></tr>')
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _table(frame: pd.DataFrame) -> str:
+    head = "".join(f'<th class="l">{html.escape(str(c))}</th>' for c in frame.columns)
+    body = []
+    for row in frame.itertuples(index=False):
+        cells = "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row)
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _events_table(events: list[tuple[datetime, str]]) -> str:
+    if not events:
+        return '<p class="muted">No salient events were given.</p>'
+    rows = [(n, when.isoformat(), label) for n, (when, label) in enumerate(events, start=1)]
+    frame = pd.DataFrame(rows[:_MAX_TIMELINE_ROWS], columns=["#", "time (UTC)", "event"])
+    more = len(rows) - len(frame)
+    note = f'<p class="muted">{more} more events not listed.</p>' if more > 0 else ""
+    return _table(frame) + note
+
+
+def _timeline_section(
+    frame: pd.DataFrame | None, *, window: tuple[np.datetime64, np.datetime64]
+) -> str:
+    if frame is None:
+        return ""
+    shown = frame.reset_index() if isinstance(frame.index, pd.DatetimeIndex) else frame
+    note = (
+        f'<p class="muted">First {_MAX_TIMELINE_ROWS} of {len(frame)} rows.</p>'
+        if len(frame) > _MAX_TIMELINE_ROWS
+        else ""
+    )
+    return (
+        "<h2>Persona timeline</h2>"
+        + _timeline_figure(frame, window=window)
+        + _table(shown.head(_MAX_TIMELINE_ROWS))
+        + note
+    )
+
+
+def _render_html(
+    result: BacktestResult,
+    *,
+    title: str,
+    events: list[tuple[datetime, str]],
+    persona_timeline: pd.DataFrame | None,
+    max_trades: int,
+) -> str:
+    start, end = result.equity.index[0], result.equity.index[-1]
+    x = _naive(result.equity.index)
+    inside = [(t, label) for t, label in events if start <= utc_timestamp(t) <= end]
+    trades = trades_frame(result.trades)
+    costs = result.settings
+    summary = (
+        f"{html.escape(result.symbol)} {html.escape(result.timeframe)}, trader "
+        f"{html.escape(result.trader_id)}; {len(result.equity)} bars with close times "
+        f"{html.escape(start.isoformat())} .. {html.escape(end.isoformat())}; initial equity "
+        f"{costs.initial_equity:,.2f}, fee rate {costs.fee_rate:g}, slippage "
+        f"{costs.slippage:g}, min trade fraction {costs.min_trade_fraction:g}. Decisions at "
+        "bar closes are filled at the next bar's open."
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><p>{summary}</p>",
+        "<h2>Metrics</h2>",
+        _metrics_table(result.metrics),
+        "<h2>Equity</h2>",
+        _equity_figure(result, inside),
+        _events_table(inside),
+        "<h2>Drawdown and exposure</h2>",
+        _risk_figure(result),
+        _timeline_section(persona_timeline, window=(x[0], x[-1])),
+        f"<h2>Trades (first {min(max_trades, len(trades))} of {len(trades)})</h2>",
+        _table(trades.head(max_trades)) if len(trades) else '<p class="muted">No trades.</p>',
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,263 @@
+"""``sentinel backtest``: replay one pair's candles through the DeepTraderManager.
+
+``backend.cli`` registers the command with ``app.command("backtest")(backtest)``; its
+``main()`` turns a :class:`~backend.errors.SentinelError` (a damaged data file is a
+:class:`~backend.errors.DataError` naming the file) into one line on stderr, exit 2::
+
+    sentinel backtest --pair BTC/USDT --timeframe 1h --start 2022-01-01 --end 2022-03-01 \\
+        --data-dir ../shared/data/market/binance --out runs/btc-2022q1 [--memory on|off] \\
+        [--policy rule|llm] [--json]
+
+It reads ``DATA_DIR/BTC_USDT-1h.*`` (any supported format), runs
+:func:`~backend.backtest.engine.run_backtest` over the bars with open time in
+``[start, end)`` and writes ``metrics.json``, ``trades.csv``, ``decisions.jsonl``,
+``equity.csv`` and ``report.html`` into ``OUT``. A rich progress bar goes to stderr (not
+with ``--json``); stdout gets the headline metrics and the report's path, or with
+``--json`` the metrics JSON as its last line.
+
+The maker is given the data ROOT (``news/``, ``trades/``), not the candle directory:
+``--data-root``, else :func:`data_root_for` (``DATA_DIR/../..`` for the
+``ROOT/market/binance`` layout). The composition is :func:`run_backtest_command`; the
+decision maker comes from ``backend.agents.deep_trader_manager.build_trader_manager``
+(imported lazily) unless a ``maker_factory`` with the same signature is passed (tests).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Protocol, cast
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from backend.backtest.engine import BacktestResult, ProgressCallback, run_backtest, select_window
+from backend.backtest.models import DecisionMaker
+from backend.backtest.report import write_run
+from backend.config import Settings
+from backend.data import OHLCVFrame, find_ohlcv_file, read_ohlcv_file
+from backend.errors import ConfigError, SentinelError
+
+__all__ = [
+    "MakerFactory",
+    "backtest",
+    "data_root_for",
+    "default_maker_factory",
+    "run_backtest_command",
+]
+
+BUILDER_MODULE = "backend.agents.deep_trader_manager"
+
+
+class MakerFactory(Protocol):
+    """``build_trader_manager``'s signature: the maker and a function that closes it."""
+
+    def __call__(
+        self,
+        settings: Settings,
+        *,
+        ohlcv: OHLCVFrame,
+        data_dir: Path,
+        memory: bool,
+        policy: str,
+        store_path: Path | None,
+    ) -> tuple[DecisionMaker, Callable[[], None]]: ...
+
+
+def default_maker_factory() -> MakerFactory:
+    """``build_trader_manager`` of :data:`BUILDER_MODULE`, imported now (lazily).
+
+    Raises SentinelError when that module is not installed."""
+    try:
+        module = importlib.import_module(BUILDER_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and BUILDER_MODULE.startswith(exc.name):
+            raise SentinelError(
+                f"the DeepTraderManager ({BUILDER_MODULE}) is not available in this install"
+            ) from None
+        raise
+    return cast(MakerFactory, module.build_trader_manager)
+
+
+def data_root_for(data_dir: Path, settings: Settings) -> Path:
+    """The shared data root the maker reads news and Fear & Greed from (``news/``,
+    ``trades/``): ``data_dir`` itself if it has one of those, its grandparent for the
+    ``ROOT/market/EXCHANGE`` candle layout, else ``settings.data.data_dir``."""
+    for candidate in (data_dir, data_dir.parent.parent):
+        if (candidate / "news").is_dir() or (candidate / "trades").is_dir():
+            return candidate
+    return settings.data.data_dir
+
+
+def _optional_call(maker: object, name: str) -> Any:
+    method = getattr(maker, name, None)
+    return method() if callable(method) else None
+
+
+def run_backtest_command(
+    settings: Settings,
+    *,
+    pair: str,
+    timeframe: str,
+    start: datetime | None,
+    end: datetime | None,
+    data_dir: Path,
+    out: Path,
+    memory: bool,
+    policy: str,
+    maker_factory: MakerFactory | None = None,
+    store_path: Path | None = None,
+    data_root: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> BacktestResult:
+    """Load the candles, build the maker, run the backtest, write the run into ``out``.
+
+    ``data_dir`` holds the candle file; the maker factory gets ``data_root`` (default
+    :func:`data_root_for`) as its ``data_dir``. ``settings.agent`` is overridden with
+    ``memory``/``policy`` before the maker is built.
+    The maker's optional ``salient_events()`` and ``persona_timeline()`` feed the report;
+    its close function always runs. Raises DataError (naming the file) for a missing or
+    damaged candle file or an empty window, ConfigError for bad options.
+    """
+    if policy not in ("rule", "llm"):
+        raise ConfigError(f"--policy: expected rule or llm, got {policy!r}")
+    if start is not None and end is not None and start >= end:
+        raise ConfigError(f"--start {start.isoformat()} must be before --end {end.isoformat()}")
+    path = find_ohlcv_file(data_dir, pair, timeframe)
+    ohlcv = read_ohlcv_file(path, pair=pair, timeframe=timeframe)
+    select_window(ohlcv, start=start, end=end)
+    agent = settings.agent.model_copy(update={"memory": memory, "policy": policy})
+    settings = settings.model_copy(update={"agent": agent})
+    factory = maker_factory if maker_factory is not None else default_maker_factory()
+    maker, close = factory(
+        settings,
+        ohlcv=ohlcv,
+        data_dir=data_root if data_root is not None else data_root_for(data_dir, settings),
+        memory=memory,
+        policy=policy,
+        store_path=store_path,
+    )
+    try:
+        result = run_backtest(
+            ohlcv,
+            maker,
+            settings=settings.backtest,
+            trader_id=settings.agent.trader_id,
+            start=start,
+            end=end,
+            progress=progress,
+        )
+        events = _optional_call(maker, "salient_events")
+        timeline = _optional_call(maker, "persona_timeline")
+    finally:
+        close()
+    write_run(
+        result,
+        out,
+        title=f"Backtest {pair} {timeframe}: policy {policy}, memory {'on' if memory else 'off'}",
+        events=list(events) if events else None,
+        persona_timeline=timeline if isinstance(timeline, pd.DataFrame) else None,
+    )
+    return result
+
+
+def _on_off(value: str | None, *, default: bool) -> bool:
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered not in ("on", "off"):
+        raise ConfigError(f"--memory: expected on or off, got {value!r}")
+    return lowered == "on"
+
+
+def _headline(result: BacktestResult, out: Path) -> Table:
+    m = result.metrics
+    table = Table("metric", "strategy", "buy and hold", title=f"{result.symbol} {result.timeframe}")
+    table.add_row("total return", f"{m.total_return:+.2%}", f"{m.buy_and_hold_return:+.2%}")
+    table.add_row("max drawdown", f"{m.max_drawdown:.2%}", f"{m.buy_and_hold_max_drawdown:.2%}")
+    table.add_row("CAGR", f"{m.cagr:+.2%}", "")
+    table.add_row("Sharpe / Sortino", f"{m.sharpe:.2f} / {m.sortino:.2f}", "")
+    table.add_row("trades / win rate", f"{m.n_trades} / {m.win_rate:.1%}", "")
+    table.add_row("decisions / violations", f"{m.n_decisions} / {m.constraint_violations}", "")
+    table.add_row("exposure", f"{m.exposure:.1%}", "")
+    table.add_row("fees / final equity", f"{m.fees_paid:,.2f} / {m.final_equity:,.2f}", "")
+    table.caption = f"report: {out / 'report.html'}"
+    return table
+
+
+def backtest(
+    pair: Annotated[str, typer.Option(help="ccxt symbol, e.g. BTC/USDT.")],
+    timeframe: Annotated[str, typer.Option(help="Candle timeframe, e.g. 1h.")],
+    out: Annotated[Path, typer.Option(help="Output directory of the run (created).")],
+    start: Annotated[
+        str | None, typer.Option(help="First bar open time (UTC), e.g. 2022-01-01; default: all.")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Bars opening before this (UTC); default: all.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Directory of BASE_QUOTE-TIMEFRAME files (default: data.market_dir)."),
+    ] = None,
+    memory: Annotated[str | None, typer.Option(help="on or off (default: agent.memory).")] = None,
+    policy: Annotated[str | None, typer.Option(help="rule or llm (default: agent.policy).")] = None,
+    data_root: Annotated[
+        Path | None,
+        typer.Option(help="Data root with news/ and trades/ (default: derived, see docs)."),
+    ] = None,
+    store_path: Annotated[
+        Path | None, typer.Option(help="Memory store directory (default: the manager's).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics JSON.")] = False,
+) -> None:
+    """Backtest the DeepTraderManager on one pair: fills at the next open, fees, slippage."""
+    from backend.cli import parse_utc, settings
+
+    cfg = settings()
+    first = parse_utc(start, name="start") if start else None
+    last = parse_utc(end, name="end") if end else None
+    use_memory = _on_off(memory, default=cfg.agent.memory)
+    chosen_policy = policy if policy is not None else cfg.agent.policy
+    bar = Progress(
+        TextColumn("backtest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=as_json,
+    )
+    task = bar.add_task("bars", total=None)
+
+    def progress(done: int, total: int) -> None:
+        if not bar.live.is_started:  # started by the first bar: errors before stay one line
+            bar.start()
+        if done == total or done % 200 == 0:
+            bar.update(task, completed=done, total=total)
+
+    try:
+        result = run_backtest_command(
+            cfg,
+            pair=pair,
+            timeframe=timeframe,
+            start=first,
+            end=last,
+            data_dir=data_dir if data_dir is not None else cfg.data.market_dir,
+            out=out,
+            memory=use_memory,
+            policy=chosen_policy,
+            store_path=store_path,
+            data_root=data_root,
+            progress=progress,
+        )
+    finally:
+        bar.stop()
+    if as_json:
+        print(json.dumps(result.metrics.model_dump(mode="json")))
+        return
+    Console().print(_headline(result, out))

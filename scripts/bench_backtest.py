@@ -1,0 +1,173 @@
+"""Benchmark the DeepTraderManager in the backtest engine, memory on vs off.
+
+Runs :func:`backend.backtest.engine.run_backtest` over real candles twice (``memory=True``
+then ``memory=False``), each with a fresh temporary store, the maker built by
+``backend.agents.deep_trader_manager.build_trader_manager`` (imported lazily; the script
+exits with a clear message if it is missing). Last line: one JSON object::
+
+    .venv/bin/python scripts/bench_backtest.py --start 2022-05-01 --end 2022-05-15 --json
+
+Keys, per mode ``on``/``off``: ``build_s`` (building the manager), ``run_s``, ``bars``,
+``decisions_per_s``, ``retrieval_p50_ms``/``p95`` (``DecisionRecord.retrieval_ms`` of every
+step), ``prompt_tokens_mean``/``max`` (``DecisionRecord.prompt_tokens``), ``total_return``.
+Baseline: ``full_history_tokens`` = cl100k_base tokens of a one-line-per-bar history of
+every bar of the window (what a memory-less prompt would need at the last bar to see the
+same history) and ``full_history_over_memory_prompt`` = that / ``on.prompt_tokens_mean``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from backend.backtest.engine import BacktestResult, bar_close_times, run_backtest, select_window
+from backend.cli_backtest import BUILDER_MODULE, MakerFactory, data_root_for
+from backend.config import Settings, load_settings
+from backend.data import OHLCVFrame, load_ohlcv
+from backend.llm.tokens import count_tokens
+
+
+def load_builder() -> MakerFactory:
+    """``build_trader_manager``, or exit 2 with a clear message if it does not exist yet."""
+    try:
+        module = importlib.import_module(BUILDER_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not BUILDER_MODULE.startswith(exc.name):
+            raise
+        sys.exit(f"bench_backtest: {BUILDER_MODULE} is not available (build_trader_manager)")
+    return cast(MakerFactory, module.build_trader_manager)
+
+
+def _utc(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(values, dtype=np.float64), q)), 3)
+
+
+def history_text(ohlcv: OHLCVFrame, *, start: datetime, end: datetime) -> str:
+    """One line per bar of the window: close time and OHLCV (a naive full-history prompt)."""
+    first, stop = select_window(ohlcv, start=start, end=end)
+    frame = ohlcv.frame.iloc[first:stop]
+    closes = bar_close_times(pd.DatetimeIndex(frame.index), ohlcv.timeframe)
+    return "\n".join(
+        f"{t:%Y-%m-%d %H:%M} O {o:.2f} H {h:.2f} L {lo:.2f} C {c:.2f} V {v:.1f}"
+        for t, o, h, lo, c, v in zip(
+            closes,
+            frame["open"],
+            frame["high"],
+            frame["low"],
+            frame["close"],
+            frame["volume"],
+            strict=True,
+        )
+    )
+
+
+def bench_mode(
+    builder: MakerFactory,
+    settings: Settings,
+    ohlcv: OHLCVFrame,
+    *,
+    data_dir: Path,
+    memory: bool,
+    policy: str,
+    start: datetime,
+    end: datetime,
+    store_path: Path,
+) -> dict[str, Any]:
+    """Build one manager, run the window, summarise timings and prompt sizes."""
+    agent = settings.agent.model_copy(update={"memory": memory, "policy": policy})
+    store = settings.store.model_copy(update={"path": store_path})
+    cfg = settings.model_copy(update={"agent": agent, "store": store})
+    began = time.perf_counter()
+    maker, close = builder(
+        cfg, ohlcv=ohlcv, data_dir=data_dir, memory=memory, policy=policy, store_path=store_path
+    )
+    built = time.perf_counter()
+    try:
+        result: BacktestResult = run_backtest(
+            ohlcv, maker, settings=cfg.backtest, trader_id=cfg.agent.trader_id, start=start, end=end
+        )
+    finally:
+        close()
+    ran = time.perf_counter()
+    retrieval = [r.retrieval_ms for r in result.decisions] or [0.0]
+    tokens = [r.prompt_tokens for r in result.decisions] or [0]
+    return {
+        "build_s": round(built - began, 3),
+        "run_s": round(ran - built, 3),
+        "bars": len(result.equity),
+        "decisions_per_s": round(len(result.decisions) / max(ran - built, 1e-9), 2),
+        "retrieval_p50_ms": _pct(retrieval, 50),
+        "retrieval_p95_ms": _pct(retrieval, 95),
+        "prompt_tokens_mean": round(float(np.mean(tokens)), 1),
+        "prompt_tokens_max": int(max(tokens)),
+        "total_return": round(result.metrics.total_return, 6),
+    }
+
+
+def main(
+    argv: Sequence[str] | None = None, *, builder: MakerFactory | None = None
+) -> dict[str, Any]:
+    """Parse ``argv``, run both modes, print the summary (JSON last line) and return it."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: data.market_dir")
+    parser.add_argument("--pair", default="BTC/USDT")
+    parser.add_argument("--timeframe", default="1h")
+    parser.add_argument("--start", default="2022-05-01")
+    parser.add_argument("--end", default="2022-05-15")
+    parser.add_argument("--policy", default="rule", choices=("rule", "llm"))
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = parser.parse_args(argv)
+    build = builder if builder is not None else load_builder()
+    settings = load_settings()
+    data_dir: Path = args.data_dir if args.data_dir is not None else settings.data.market_dir
+    start, end = _utc(args.start), _utc(args.end)
+    ohlcv = load_ohlcv(data_dir, args.pair, args.timeframe)
+    history = history_text(ohlcv, start=start, end=end)
+    summary: dict[str, Any] = {
+        "pair": args.pair,
+        "timeframe": args.timeframe,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "policy": args.policy,
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-backtest-") as tmp:
+        for name, memory in (("on", True), ("off", False)):
+            summary[name] = bench_mode(
+                build,
+                settings,
+                ohlcv,
+                data_dir=data_root_for(data_dir, settings),
+                memory=memory,
+                policy=args.policy,
+                start=start,
+                end=end,
+                store_path=Path(tmp) / f"khala-{name}",
+            )
+            if not args.json:
+                print(f"memory {name}: {summary[name]}")
+    full = count_tokens(history)
+    summary["full_history_tokens"] = full
+    mean_on = float(summary["on"]["prompt_tokens_mean"])
+    summary["full_history_over_memory_prompt"] = round(full / mean_on, 2) if mean_on else None
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

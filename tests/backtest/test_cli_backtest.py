@@ -1,0 +1,197 @@
+"""The backtest command contract, with a test maker factory (the real manager is elsewhere)."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import backend.cli
+import backend.cli_backtest as cli_backtest
+from backend.backtest.models import DecisionMaker
+from backend.cli_backtest import BUILDER_MODULE, backtest, run_backtest_command
+from backend.config import Settings, load_settings
+from backend.data import OHLCVFrame
+from backend.errors import ConfigError, DataError, SentinelError
+from tests.backtest._makers import SmaCrossMaker
+
+CONTRACT_KEYS = {"total_return", "sharpe", "max_drawdown", "n_trades", "n_decisions"}
+RUN_FILES = ("metrics.json", "trades.csv", "decisions.jsonl", "report.html")
+ARGS = ["--pair", "BTC/USDT", "--timeframe", "1h", "--start", "2022-01-01", "--end", "2022-03-01"]
+
+
+class Factory:
+    """Records how it was called; builds an SmaCrossMaker."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.closed = 0
+
+    def __call__(
+        self,
+        settings: Settings,
+        *,
+        ohlcv: OHLCVFrame,
+        data_dir: Path,
+        memory: bool,
+        policy: str,
+        store_path: Path | None,
+    ) -> tuple[DecisionMaker, Callable[[], None]]:
+        self.calls.append(
+            {"settings": settings, "rows": len(ohlcv.frame), "data_dir": data_dir,
+             "memory": memory, "policy": policy, "store_path": store_path}
+        )  # fmt: skip
+
+        def close() -> None:
+            self.closed += 1
+
+        return SmaCrossMaker(), close
+
+
+@pytest.fixture
+def market(shared_data: Path) -> Path:
+    return shared_data / "market" / "binance"
+
+
+def test_run_backtest_command_writes_the_run(tmp_path: Path, market: Path) -> None:
+    factory = Factory()
+    result = run_backtest_command(
+        load_settings(),
+        pair="BTC/USDT",
+        timeframe="1h",
+        start=datetime(2022, 1, 1, tzinfo=UTC),
+        end=datetime(2022, 3, 1, tzinfo=UTC),
+        data_dir=market,
+        out=tmp_path / "run",
+        memory=False,
+        policy="rule",
+        maker_factory=factory,
+    )
+    for name in RUN_FILES:
+        assert (tmp_path / "run" / name).is_file()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics) >= CONTRACT_KEYS
+    assert metrics["n_decisions"] == 59 * 24 == len(result.equity)
+    assert result.equity.index[0] == datetime(2022, 1, 1, 1, tzinfo=UTC)
+    assert result.equity.index[-1] == datetime(2022, 3, 1, tzinfo=UTC)
+    (call,) = factory.calls
+    assert call["memory"] is False and call["policy"] == "rule"
+    assert call["data_dir"] == market.parent.parent  # the data root (news/, trades/)
+    assert call["settings"].agent.memory is False and factory.closed == 1
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "big move" in page and "risk_appetite" in page  # events and persona from the maker
+
+
+def test_bad_options_are_config_errors(tmp_path: Path, market: Path) -> None:
+    common: dict[str, Any] = {
+        "pair": "BTC/USDT", "timeframe": "1h", "data_dir": market, "out": tmp_path,
+        "memory": True, "maker_factory": Factory(),
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="--policy"):
+        run_backtest_command(load_settings(), start=None, end=None, policy="magic", **common)
+    with pytest.raises(ConfigError, match="--start"):
+        run_backtest_command(
+            load_settings(),
+            start=datetime(2022, 3, 1, tzinfo=UTC),
+            end=datetime(2022, 1, 1, tzinfo=UTC),
+            policy="rule",
+            **common,
+        )
+    with pytest.raises(DataError, match=r"BTC_USDT-1h\.csv\.gz.*no BTC/USDT 1h candles"):
+        run_backtest_command(
+            load_settings(),
+            start=datetime(2030, 1, 1, tzinfo=UTC),
+            end=None,
+            policy="rule",
+            **common,
+        )
+
+
+def damaged_dir(tmp_path: Path) -> Path:
+    rows = "date,open,high,low,close,volume\n2022-01-01T00:00:00Z,1,2,0.5,1.5,10\n"
+    rows += "2022-01-01T01:00:00Z,1,2,0.5,oops,10\n"
+    path = tmp_path / "data" / "BTC_USDT-1h.csv.gz"
+    path.parent.mkdir()
+    path.write_bytes(gzip.compress(rows.encode())[:-12])  # truncated gzip
+    return path.parent
+
+
+def test_damaged_data_file_is_a_data_error_naming_it(tmp_path: Path) -> None:
+    factory = Factory()
+    with pytest.raises(DataError) as info:
+        run_backtest_command(
+            load_settings(), pair="BTC/USDT", timeframe="1h", start=None, end=None,
+            data_dir=damaged_dir(tmp_path), out=tmp_path / "out", memory=True, policy="rule",
+            maker_factory=factory,
+        )  # fmt: skip
+    assert "BTC_USDT-1h.csv.gz" in str(info.value) and "\n" not in str(info.value)
+    assert factory.calls == [] and not (tmp_path / "out").exists()
+
+
+def scratch_app() -> typer.Typer:
+    app = typer.Typer(pretty_exceptions_enable=False)
+
+    @app.callback()
+    def _root() -> None:
+        backend.cli._state.settings = None
+
+    app.command("backtest")(backtest)
+    return app
+
+
+def test_typer_command_json_and_text(
+    tmp_path: Path, market: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    factory = Factory()
+    monkeypatch.setattr(cli_backtest, "default_maker_factory", lambda: factory)
+    app = scratch_app()
+    args = ["backtest", *ARGS, "--data-dir", str(market), "--out", str(tmp_path / "j")]
+    result = CliRunner().invoke(app, [*args, "--json", "--memory", "off", "--policy", "rule"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(metrics) >= CONTRACT_KEYS and metrics["n_decisions"] == 1416
+    assert factory.calls[-1]["memory"] is False and result.stderr == ""
+
+    out = tmp_path / "t"
+    args = ["backtest", *ARGS, "--data-dir", str(market), "--out", str(out), "--memory", "on"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "report.html" in result.stdout and "total return" in result.stdout
+    assert factory.calls[-1]["memory"] is True
+    assert all((out / name).is_file() for name in RUN_FILES)
+
+    bad = CliRunner().invoke(app, ["backtest", *args[1:], "--memory", "maybe"])
+    assert isinstance(bad.exception, ConfigError) and "--memory" in str(bad.exception)
+
+
+def test_main_prints_one_line_and_exits_2_for_a_damaged_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli_backtest, "default_maker_factory", lambda: Factory())
+    monkeypatch.setattr(backend.cli, "app", scratch_app())
+    data = damaged_dir(tmp_path)
+    argv = ["sentinel", "backtest", *ARGS, "--data-dir", str(data), "--out", str(tmp_path / "o")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        backend.cli.main()
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sentinel: error:")
+    assert str(data / "BTC_USDT-1h.csv.gz") in lines[0]
+
+
+def test_the_real_builder_is_imported_lazily() -> None:
+    if importlib.util.find_spec(BUILDER_MODULE) is None:
+        with pytest.raises(SentinelError, match="deep_trader_manager"):
+            cli_backtest.default_maker_factory()
+    else:
+        assert callable(cli_backtest.default_maker_factory())

@@ -1,0 +1,110 @@
+"""Metrics against values computed by hand (formulas in backend/backtest/metrics.py)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backend.backtest.metrics import (
+    bar_returns,
+    bars_per_year,
+    cagr,
+    compute_metrics,
+    max_drawdown,
+    sharpe_ratio,
+    sortino_ratio,
+)
+from backend.backtest.models import Decision, DecisionRecord, TradeRecord
+
+D0 = datetime(2024, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+# returns +10%, -10%, +10%: mean 1/30, sample variance 1/75, downside mean square 0.01/3
+EQUITY = [100.0, 110.0, 99.0, 108.9]
+
+
+def trade(pnl: float) -> TradeRecord:
+    return TradeRecord(
+        symbol="BTC/USDT",
+        side="long",
+        entry_time=D0,
+        exit_time=D0 + DAY,
+        entry_price=1.0,
+        exit_price=1.0,
+        quantity=1.0,
+        pnl=pnl,
+        return_pct=pnl,
+        fees=0.5,
+    )
+
+
+def decision(violations: list[str]) -> DecisionRecord:
+    d = Decision.hold("x")
+    return DecisionRecord(
+        as_of=D0, symbol="BTC/USDT", decision=d, proposed=d, violations=violations
+    )
+
+
+def test_ratios_by_hand() -> None:
+    r = bar_returns(np.array(EQUITY))
+    assert r.tolist() == pytest.approx([0.1, -0.1, 0.1])
+    per_year = bars_per_year("1d")
+    assert per_year == 365.25 and bars_per_year("1h") == 8766
+    # Sharpe = (1/30) / sqrt(1/75) = sqrt(3)/6 per bar
+    assert sharpe_ratio(r, periods_per_year=per_year) == pytest.approx(
+        math.sqrt(3) / 6 * math.sqrt(365.25)
+    )
+    # Sortino = (1/30) / sqrt(0.01/3) = sqrt(3)/3 per bar
+    assert sortino_ratio(r, periods_per_year=per_year) == pytest.approx(
+        math.sqrt(3) / 3 * math.sqrt(365.25)
+    )
+    assert max_drawdown(np.array(EQUITY)) == pytest.approx(99 / 110 - 1)
+    assert max_drawdown(np.array([100.0, 120.0]), initial=150.0) == pytest.approx(100 / 150 - 1)
+    assert max_drawdown(np.array([1.0, 2.0, 3.0])) == 0.0
+
+
+def test_degenerate_ratios_are_zero() -> None:
+    assert sharpe_ratio(np.array([0.01]), periods_per_year=1) == 0.0
+    assert sharpe_ratio(np.array([0.01, 0.01]), periods_per_year=1) == 0.0
+    assert sortino_ratio(np.array([0.01, 0.02]), periods_per_year=1) == 0.0
+
+
+def test_cagr_by_calendar_time() -> None:
+    year = timedelta(days=365.25)
+    assert cagr(0.21, start=D0, end=D0 + 2 * year) == pytest.approx(0.1)
+    assert cagr(-1.0, start=D0, end=D0 + year) == -1.0
+    assert cagr(0.5, start=D0, end=D0) == 0.0
+    assert math.isfinite(cagr(1.0, start=D0, end=D0 + timedelta(seconds=1)))
+
+
+def test_compute_metrics_by_hand() -> None:
+    index = pd.DatetimeIndex([D0 + (i + 1) * DAY for i in range(4)])
+    m = compute_metrics(
+        pd.Series(EQUITY, index=index),
+        buy_and_hold=pd.Series([100.0, 80.0, 120.0, 90.0], index=index),
+        exposure=pd.Series([0.0, 1.0, -0.5, 0.0], index=index),
+        trades=[trade(5.0), trade(-3.0), trade(0.0)],
+        decisions=[decision([]), decision(["max_exposure"]), decision(["a", "b"])],
+        timeframe="1d",
+        initial_equity=100.0,
+        fees_paid=1.25,
+        start=D0,
+        end=D0 + 4 * DAY,
+    )
+    assert m.total_return == pytest.approx(0.089)
+    assert m.cagr == pytest.approx(1.089 ** (365.25 / 4) - 1)
+    assert m.sharpe == pytest.approx(math.sqrt(3) / 6 * math.sqrt(365.25))
+    assert m.sortino == pytest.approx(math.sqrt(3) / 3 * math.sqrt(365.25))
+    assert m.max_drawdown == pytest.approx(-0.1)
+    assert m.win_rate == pytest.approx(1 / 3)
+    assert m.exposure == 0.5
+    assert (m.n_trades, m.n_decisions, m.constraint_violations) == (3, 3, 2)
+    assert m.buy_and_hold_return == pytest.approx(-0.1)
+    assert m.buy_and_hold_max_drawdown == pytest.approx(
+        90 / 120 - 1
+    )  # 120 -> 90 is deeper than 100 -> 80
+    assert (m.fees_paid, m.final_equity) == (1.25, 108.9)
+    assert (m.start, m.end) == (D0, D0 + 4 * DAY)
