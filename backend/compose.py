@@ -60,7 +60,9 @@ def build_memory_system(
     (:class:`~backend.errors.EmbeddingModelError`, :class:`~backend.errors.StoreError`, ...).
     """
     if store is None:
-        store = open_store(settings.store, embedder or build_embedder(settings.embedding))
+        store = open_store(
+            settings.store, embedder if embedder is not None else build_embedder(settings.embedding)
+        )
     llm = llm if llm is not None else build_llm(settings.llm)
     persona = PersonaManager(store, llm=llm)
     episodic = EpisodicMemory(store, settings=settings.memory)

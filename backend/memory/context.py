@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backend.llm.prompts import quote_data
+from backend.llm.quoting import quote_data
 from backend.llm.tokens import count_tokens, truncate_to_tokens
 from backend.memory.models import (
     MarketSnapshot,

@@ -1,0 +1,306 @@
+"""The decision loop's memory writes, batched and clocked (used by the DeepTraderManager).
+
+Everything here is written with ``as_of`` = the close time of the bar being processed,
+and only things known by then:
+
+- **detected episodes** (market events, news shocks) precomputed from the whole feature
+  frame wait in a queue sorted by ``occurred_at``; at each bar, all whose time has come
+  are added in ONE ``episodic.add`` call (:meth:`MemoryWriter.add_due`); with a
+  :class:`~backend.agents._embed_cache.PrimedEmbedder`, the descriptions of the next
+  :data:`PRIME_EPISODES` are embedded in one batch beforehand (not written);
+- **decision episodes** are buffered and written in one batch (one embedding call) at
+  most every ``flush_every`` bars, and always before anything needs them (an outcome, a
+  closed trade, the end of the run). A decision therefore appears in recall up to
+  ``flush_every`` bars after it was taken (its outcome is not known before
+  ``outcome_horizon_bars`` anyway). The episode is the one
+  :meth:`MemoryToolkit.record_decision` writes (same id, text and importance 0.3), built
+  here so that many can be written in one call;
+- **outcomes** (reflection, :meth:`EpisodicMemory.record_outcome`) are scheduled at
+  ``horizon`` bars of wall-clock time after a recorded decision or a detected event and
+  written at the first bar closing at or after that time: ``market_return`` = close at
+  the horizon / close at the episode - 1 (features); for a buy/sell decision ``pnl`` is
+  the realised PnL of the trades it opened that closed within the horizon (summed), else
+  an estimated mark-to-market PnL = signed exposure x equity at the decision x market
+  return (quote currency, before fees); ``close`` decisions and events get no PnL;
+- **closed trades** (:meth:`MemoryWriter.trade_closed`, from the engine's
+  ``on_trade_closed``): a trade that closes within its opening decision's horizon is
+  folded into that horizon outcome (one write, no double reflection); one that closes
+  later adds an outcome of its own, horizon ``"trade"`` (market return = exit / entry
+  price - 1, its realised PnL), at the next bar. At the end of a run
+  (:meth:`MemoryWriter.resolve`) trades whose decision's horizon has not passed are
+  written as ``"trade"`` outcomes too.
+
+Write failures (:class:`~backend.errors.SentinelError`) are logged and counted in
+:attr:`MemoryWriter.stats`, never raised: the agent keeps trading.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from backend.agents._embed_cache import PrimedEmbedder
+from backend.backtest.models import Decision, TradeRecord
+from backend.compose import MemorySystem
+from backend.errors import SentinelError
+from backend.memory import FeatureFrame
+from backend.memory.models import ActionLink, Episode
+from backend.storage.models import stable_id
+
+__all__ = ["DECISION_IMPORTANCE", "MemoryWriter", "decision_episode", "horizon_label"]
+
+log = logging.getLogger("backend.agents")
+DECISION_IMPORTANCE = 0.3
+"""Initial importance of a decision episode (MemoryToolkit.record_decision's default)."""
+_RATIONALE_CHARS = 160
+PRIME_EPISODES = 32
+"""Detected episodes whose descriptions are embedded in one batch when the next is due."""
+
+
+def horizon_label(seconds: float) -> str:
+    """``86400`` -> ``"1d"``, ``86400 + 3600`` -> ``"25h"``, ``900`` -> ``"15m"``."""
+    s = round(seconds)
+    if s % 86_400 == 0:
+        return f"{s // 86_400}d"
+    if s % 3_600 == 0:
+        return f"{s // 3_600}h"
+    return f"{max(1, s // 60)}m"
+
+
+def decision_episode(
+    trader_id: str,
+    symbol: str,
+    decision: Decision,
+    *,
+    as_of: datetime,
+    market_state: str,
+) -> Episode:
+    """The ``decision`` episode of ``decision`` taken at ``as_of`` (the same id, text and
+    importance as :meth:`MemoryToolkit.record_decision`; the rationale cut to 160 chars:
+    a shorter text embeds faster)."""
+    decision_id = stable_id("decision", trader_id, symbol, as_of.isoformat())
+    size = decision.size if decision.action in ("buy", "sell") else 0.0
+    rationale = decision.rationale[:_RATIONALE_CHARS] or "no rationale"
+    description = f"Decision {decision.action} {size:.0%} of equity on {symbol}: {rationale}"
+    if market_state:
+        description = f"{market_state} | {description}"
+    return Episode(
+        id=decision_id,
+        trader_id=trader_id,
+        symbol=symbol,
+        event_type="decision",
+        occurred_at=as_of,
+        description=description,
+        importance=DECISION_IMPORTANCE,
+        actions=[ActionLink(decision_id=decision_id, action=decision.action, size=size, at=as_of)],
+        memory_ids=list(decision.memory_ids),
+    )
+
+
+@dataclass(frozen=True)
+class _Due:
+    due: datetime
+    episode_id: str
+    start_close: float
+    exposure: float | None
+    """Signed exposure the decision targeted (None for events and closes: no pnl)."""
+    equity: float
+
+
+class MemoryWriter:
+    """Clocked, batched writes of one trader on one symbol (module doc)."""
+
+    def __init__(
+        self,
+        system: MemorySystem,
+        *,
+        trader_id: str,
+        features: FeatureFrame,
+        episodes: Sequence[Episode] = (),
+        horizon_bars: int = 24,
+        flush_every: int = 24,
+        primer: PrimedEmbedder | None = None,
+    ) -> None:
+        self.system = system
+        self.trader_id = trader_id
+        self.features = features
+        self._pending = sorted(episodes, key=lambda e: (e.occurred_at, e.id))
+        self._next = 0
+        self._primer = primer
+        self._primed = 0
+        self._horizon = timedelta(seconds=horizon_bars * 86_400 / features.bars_per_day)
+        self.horizon = horizon_label(self._horizon.total_seconds())
+        self.flush_every = max(1, flush_every)
+        self._buffer: list[Episode] = []
+        self._bars_since_flush = 0
+        self._due: list[_Due] = []
+        self._trades: list[TradeRecord] = []
+        self._absorbed: dict[str, list[TradeRecord]] = {}
+        self._close = features.column("close")
+        self.stats: Counter[str] = Counter()
+
+    # ----------------------------------------------------------------- helpers
+
+    def _close_at(self, moment: datetime) -> float | None:
+        i = self.features.locate(moment)
+        return float(self._close[i]) if i >= 0 else None
+
+    def _guard(self, what: str, err: SentinelError) -> None:
+        log.warning("memory write failed (%s): %s", what, err)
+        self.stats["write_errors"] += 1
+
+    def _schedule(self, episode: Episode, exposure: float | None, equity: float) -> None:
+        start = self._close_at(episode.occurred_at)
+        if start is None or start <= 0:
+            return
+        item = _Due(episode.occurred_at + self._horizon, episode.id, start, exposure, equity)
+        bisect.insort(self._due, item, key=lambda d: (d.due, d.episode_id))
+
+    # ----------------------------------------------------------------- per bar
+
+    def add_due(self, as_of: datetime) -> list[Episode]:
+        """Add every detected episode with ``occurred_at <= as_of`` not yet added (one
+        batched write) and schedule their outcomes; returns them."""
+        end = self._next
+        while end < len(self._pending) and self._pending[end].occurred_at <= as_of:
+            end += 1
+        due = self._pending[self._next : end]
+        if not due:
+            return []
+        if self._primer is not None and end > self._primed:  # embed the next ones in a batch
+            self._primed = max(end, self._next + PRIME_EPISODES)
+            self._primer.prime(e.description for e in self._pending[self._next : self._primed])
+        self._next = end
+        try:
+            self.system.episodic.add(due, as_of=as_of)
+        except SentinelError as err:
+            self._guard("detected episodes", err)
+            return []
+        self.stats["episodes_added"] += len(due)
+        for episode in due:
+            self._schedule(episode, None, 0.0)
+        return due
+
+    def record_decision(
+        self,
+        decision: Decision,
+        *,
+        symbol: str,
+        as_of: datetime,
+        market_state: str,
+        equity: float,
+    ) -> str:
+        """Buffer the decision's episode (written at the next flush); returns its id."""
+        episode = decision_episode(
+            self.trader_id, symbol, decision, as_of=as_of, market_state=market_state
+        )
+        self._buffer.append(episode)
+        exposure = {"buy": decision.size, "sell": -decision.size}.get(decision.action)
+        self._schedule(episode, exposure, equity)
+        self.stats["decisions_recorded"] += 1
+        return episode.id
+
+    def flush(self, as_of: datetime) -> int:
+        """Write the buffered decision episodes in one batch; returns how many."""
+        self._bars_since_flush = 0
+        if not self._buffer:
+            return 0
+        batch, self._buffer = self._buffer, []
+        try:
+            self.system.episodic.add(batch, as_of=as_of)
+        except SentinelError as err:
+            self._guard("decision episodes", err)
+            return 0
+        self.stats["flushes"] += 1
+        return len(batch)
+
+    def trade_closed(self, trade: TradeRecord) -> None:
+        """Queue the realised PnL of a closed trade for the decision that opened it."""
+        if trade.entry_decision is None:
+            self.stats["trades_without_decision"] += 1
+            return
+        self._trades.append(trade)
+
+    def _absorb(self, as_of: datetime) -> list[TradeRecord]:
+        """Move trades closed by ``as_of`` whose opening decision still waits for its
+        horizon outcome into that outcome (their PnL replaces the estimate); returns the
+        others, to be written as ``"trade"`` outcomes of their own."""
+        waiting = {d.episode_id for d in self._due if d.exposure is not None}
+        ready = [t for t in self._trades if t.exit_time <= as_of]
+        self._trades = [t for t in self._trades if t.exit_time > as_of]
+        own = []
+        for trade in ready:
+            if trade.entry_decision in waiting:
+                self._absorbed.setdefault(trade.entry_decision, []).append(trade)
+            else:
+                own.append(trade)
+        return own
+
+    def tick(self, as_of: datetime) -> None:
+        """Per bar, after the decision: write the outcomes whose horizon has passed and the
+        PnL of trades closed after their decision's horizon, and flush the decision buffer
+        when it is ``flush_every`` bars old or holds an episode one of those writes needs."""
+        self._bars_since_flush += 1
+        own = self._absorb(as_of)
+        due = [d.episode_id for d in self._due if d.due <= as_of]
+        needed = {*due, *(t.entry_decision for t in own)}
+        if self._buffer and (
+            self._bars_since_flush >= self.flush_every or any(e.id in needed for e in self._buffer)
+        ):
+            self.flush(as_of)
+        self._write_outcomes(as_of, own)
+
+    def resolve(self, as_of: datetime) -> None:
+        """The end of a run: flush the buffer, write every outcome due at ``as_of``, and the
+        realised PnL of every queued trade (as of its exit if that is later)."""
+        self.flush(as_of)
+        own = self._absorb(as_of)
+        self._write_outcomes(as_of, own)
+        for decision_id, trades in sorted(self._absorbed.items()):  # horizon not reached
+            moment = max(as_of, trades[-1].exit_time)
+            ret = trades[-1].exit_price / trades[0].entry_price - 1.0
+            self._outcome(decision_id, "trade", ret, sum(t.pnl for t in trades), moment)
+        self._absorbed.clear()
+        for trade in self._trades:  # exits after the last bar
+            if trade.entry_decision is not None:
+                ret = trade.exit_price / trade.entry_price - 1.0
+                self._outcome(trade.entry_decision, "trade", ret, trade.pnl, trade.exit_time)
+        self._trades = []
+
+    def _write_outcomes(self, as_of: datetime, own: list[TradeRecord]) -> None:
+        while self._due and self._due[0].due <= as_of:
+            item = self._due.pop(0)
+            end = self._close_at(item.due)
+            if end is None:
+                continue
+            ret = end / item.start_close - 1.0
+            pnl = None
+            if item.exposure is not None:
+                closed = self._absorbed.pop(item.episode_id, None)
+                pnl = sum(t.pnl for t in closed) if closed else item.exposure * item.equity * ret
+            self._outcome(item.episode_id, self.horizon, ret, pnl, as_of)
+        for trade in own:
+            if trade.entry_decision is not None:
+                ret = trade.exit_price / trade.entry_price - 1.0
+                self._outcome(trade.entry_decision, "trade", ret, trade.pnl, as_of)
+
+    def _outcome(
+        self, episode_id: str, horizon: str, ret: float, pnl: float | None, as_of: datetime
+    ) -> None:
+        try:
+            self.system.toolkit.record_outcome(
+                self.trader_id,
+                episode_id,
+                horizon=horizon,
+                market_return=ret,
+                pnl=None if pnl is None else round(pnl, 6),
+                as_of=as_of,
+            )
+        except SentinelError as err:
+            self._guard(f"outcome of {episode_id}", err)
+            return
+        self.stats["outcomes_recorded"] += 1
