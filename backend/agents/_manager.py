@@ -352,16 +352,19 @@ class DeepTraderManager:
 
     # ----------------------------------------------------------------- reports
 
-    def salient_events(self) -> list[tuple[datetime, str]]:
+    def salient_events(self, *, limit: int | None = 40) -> list[tuple[datetime, str]]:
         """Detected episodes that occurred between the first and the last bar processed,
-        oldest first, as ``(time, "type: reason")`` (for the report; also with memory off)."""
+        as ``(time, "type: reason")``, oldest first (for the report; also with memory
+        off); with ``limit``, only the ``limit`` most important (ties: earliest)."""
         if self._first is None or self._last is None:
             return []
         first, last = self._first, self._last
+        seen = [e for e in self.episodes if first <= e.occurred_at <= last]
+        if limit is not None and len(seen) > limit:
+            seen = sorted(seen, key=lambda e: (-e.importance, e.occurred_at))[:limit]
         return [
             (e.occurred_at, f"{e.event_type}: {e.description.split('. Market: ')[0]}"[:200])
-            for e in self.episodes
-            if first <= e.occurred_at <= last
+            for e in sorted(seen, key=lambda e: e.occurred_at)
         ]
 
     def persona_timeline(self) -> pd.DataFrame | None:
