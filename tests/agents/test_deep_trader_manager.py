@@ -458,3 +458,54 @@ def test_runs_in_the_backtest_engine(
     finally:
         close()
     assert events and result.metrics.n_decisions == 4 * 24
+
+
+def test_changing_future_candles_cannot_change_earlier_decisions(
+    btc: OHLCVFrame, settings: Settings, shared_data: Path
+) -> None:
+    """The whole stack (features, detectors, working and episodic memory, retrieval,
+    policy, constraints) with memory on: candles after the cut are rewritten, and every
+    decision up to the cut stays identical, memories used included."""
+    from backend.backtest.engine import run_backtest
+
+    cut = START + timedelta(days=3)
+    mutated = btc.frame.copy()
+    later = mutated.index >= cut
+    mutated.loc[later, ["open", "high", "low", "close"]] *= 1.5
+    mutated.loc[later, "volume"] *= 3.0
+    runs = []
+    for ohlcv in (btc, dataclasses.replace(btc, frame=mutated)):
+        manager, close = build_trader_manager(
+            settings,
+            ohlcv=ohlcv,
+            data_dir=shared_data,
+            memory=True,
+            policy="rule",
+            store_path=None,
+            embedder=HashingEmbedder(),
+        )
+        try:
+            runs.append(
+                run_backtest(
+                    ohlcv,
+                    manager,
+                    settings=settings.backtest,
+                    trader_id=TRADER,
+                    start=START,
+                    end=cut + timedelta(days=2),
+                )
+            )
+        finally:
+            close()
+
+    def seen(result: object) -> list[tuple[object, ...]]:
+        return [
+            (r.as_of, r.decision, r.proposed, r.memory_ids, r.episode_id)
+            for r in result.decisions  # type: ignore[attr-defined]
+            if r.as_of < cut
+        ]
+
+    before = seen(runs[0])
+    assert len(before) == 3 * 24 - 1 and before == seen(runs[1])
+    after = [r.decision for r in runs[0].decisions if r.as_of > cut]
+    assert after != [r.decision for r in runs[1].decisions if r.as_of > cut]  # not vacuous
