@@ -24,7 +24,6 @@ from backend.memory import (
     FearGreedIndex,
     FeatureFrame,
     HeadlineIndex,
-    render_context,
     snapshot_at,
 )
 from backend.memory.detectors import SHOCK_TOPICS
@@ -36,12 +35,10 @@ from backend.memory.models import (
     RenderedContext,
 )
 
-__all__ = ["RENDER_SNAPSHOTS", "DeepTraderManager", "situation_query"]
+__all__ = ["DeepTraderManager", "situation_query"]
 
 log = logging.getLogger("backend.agents")
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
-RENDER_SNAPSHOTS = 12
-"""Working snapshots rendered on the fast path of :meth:`DeepTraderManager._build_context`."""
 _EPS = 1e-9
 
 
@@ -116,7 +113,6 @@ class DeepTraderManager:
         self._primed_until = -1
         self._static_profile: PersonaProfile | None = None
         self._ctx: tuple[MemoryContext, RenderedContext] | None = None
-        self._summary: tuple[tuple[int, datetime], str] | None = None
         self._bars = 0
         self._first: datetime | None = None
         self._last: datetime | None = None
@@ -308,25 +304,8 @@ class DeepTraderManager:
     def _build_context(
         self, system: MemorySystem, symbol: str, as_of: datetime, query: str
     ) -> tuple[MemoryContext, RenderedContext]:
-        """``HierarchicalMemory.build_context``, rendering fewer snapshots when that gives
-        the same text: older snapshots come last in the prompt and few fit the budget, so
-        the newest :data:`RENDER_SNAPSHOTS` are rendered first (saves ~1.5 ms of token
-        counting per bar) and all of them only if every one of those fitted."""
-        memory = system.memory
-        ctx = memory.retrieve(self.trader_id, symbol, as_of=as_of, query=query)
-        summary = None
-        if ctx.persona is not None:
-            key = (ctx.persona.version, ctx.persona.as_of)
-            if self._summary is None or self._summary[0] != key:
-                self._summary = (key, memory.persona.render_profile(ctx.persona))
-            summary = self._summary[1]
-        budget = memory.settings.token_budget
-        if len(ctx.working) > RENDER_SNAPSHOTS:
-            shown = ctx.model_copy(update={"working": ctx.working[-RENDER_SNAPSHOTS:]})
-            rendered = render_context(shown, budget=budget, persona_summary=summary)
-            if any(i.startswith("working:") for i in rendered.dropped_ids):
-                return ctx, rendered
-        return ctx, render_context(ctx, budget=budget, persona_summary=summary)
+        """:meth:`HierarchicalMemory.build_context` with the manager's recall query."""
+        return system.memory.build_context(self.trader_id, symbol, as_of=as_of, query=query)
 
     def _trades(self, decision: Decision, current: float) -> bool:
         """Whether executing ``decision`` trades: its target exposure differs from the

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backend.agents._embed_cache import PrimedEmbedder
-from backend.agents._manager import RENDER_SNAPSHOTS, DeepTraderManager, situation_query
+from backend.agents._manager import DeepTraderManager, situation_query
 from backend.agents.policies import LLMPolicy, Policy, RulePolicy
 from backend.compose import MemorySystem, build_memory_system
 from backend.config import LLMSettings, Settings
@@ -59,7 +59,6 @@ from backend.memory.models import Episode
 
 __all__ = [
     "DEFAULT_CONSTRAINTS_NOTE",
-    "RENDER_SNAPSHOTS",
     "DeepTraderManager",
     "build_trader_manager",
     "situation_query",

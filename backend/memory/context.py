@@ -110,39 +110,42 @@ def render_context(
         sections.append(
             ("### Similar past episodes", [_Block(s.episode.id, episode_line(s)) for s in ranked])
         )
-    if len(newest_first) > 1:
-        sections.append(
-            (
-                "### Earlier market context",
-                [
-                    _Block(snapshot_id(s), s.model_copy(update={"headlines": []}).describe())
-                    for s in newest_first[1:]
-                ],
-            )
-        )
-
     parts: list[tuple[str | None, str]] = [(None, header)]
     dropped: list[str] = []
+    opened: set[str] = set()
+
+    def add(title: str, block: _Block) -> bool:
+        """Append ``block`` under ``title`` if it fits; hard constraints are shortened."""
+        nonlocal used
+        extra = 0 if title in opened else count_tokens(title) + 1
+        text = block.text
+        cost = count_tokens(text) + 1 + extra
+        if used + cost > budget:
+            room = budget - used - extra - 1
+            if not block.memory_id.endswith(":constraints") or room <= 8:
+                dropped.append(block.memory_id)
+                return False
+            # hard constraints are never silently lost: shortened to what fits
+            text = truncate_to_tokens(block.text, room)
+            cost = count_tokens(text) + 1 + extra
+        if title not in opened:
+            parts.append((None, title))
+            opened.add(title)
+        parts.append((block.memory_id, text))
+        used += cost
+        return True
+
     for title, blocks in sections:
-        title_cost = count_tokens(title) + 1
-        opened = False
         for block in blocks:
-            extra = 0 if opened else title_cost
-            cost = count_tokens(block.text) + 1 + extra
-            text = block.text
-            if used + cost > budget:
-                room = budget - used - extra - 1
-                if not block.memory_id.endswith(":constraints") or room <= 8:
-                    dropped.append(block.memory_id)
-                    continue
-                # hard constraints are never silently lost: shortened to what fits
-                text = truncate_to_tokens(block.text, room)
-                cost = count_tokens(text) + 1 + extra
-            if not opened:
-                parts.append((None, title))
-                opened = True
-            parts.append((block.memory_id, text))
-            used += cost
+            add(title, block)
+    # Older snapshots are alike and lowest in priority: added newest first until one does
+    # not fit; the rest are dropped without being rendered or counted (a hot-path saving).
+    older = newest_first[1:]
+    for position, snap in enumerate(older):
+        text = snap.model_copy(update={"headlines": []}).describe()
+        if not add("### Earlier market context", _Block(snapshot_id(snap), text)):
+            dropped.extend(snapshot_id(s) for s in older[position + 1 :])
+            break
     rendered = "\n".join(t for _, t in parts)
     tokens = count_tokens(rendered)
     while tokens > budget and len(parts) > 1:  # merges at the joins: re-check, drop the tail

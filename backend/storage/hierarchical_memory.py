@@ -102,6 +102,7 @@ class HierarchicalMemory:
         self.episodic = episodic
         self.settings = settings
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="memory")
+        self._summaries: dict[tuple[str, int, datetime], str] = {}
 
     def __enter__(self) -> HierarchicalMemory:
         return self
@@ -196,11 +197,22 @@ class HierarchicalMemory:
         """Retrieve (in parallel) and render within ``budget`` tokens (default
         ``memory.token_budget``)."""
         ctx = self.retrieve(trader_id, symbol, as_of=as_of, query=query, top_k=top_k)
-        summary = self.persona.render_profile(ctx.persona) if ctx.persona is not None else None
+        summary = self._persona_summary(ctx.persona) if ctx.persona is not None else None
         rendered = render_context(
             ctx, budget=budget or self.settings.token_budget, persona_summary=summary
         )
         return ctx, rendered
+
+    def _persona_summary(self, profile: PersonaProfile) -> str:
+        """The profile's rendered summary, cached per (trader, version, as_of): a decision
+        loop renders the same version bar after bar."""
+        key = (profile.trader_id, profile.version, profile.as_of)
+        summary = self._summaries.get(key)
+        if summary is None:
+            if len(self._summaries) > 256:
+                self._summaries.clear()
+            summary = self._summaries[key] = self.persona.render_profile(profile)
+        return summary
 
     @staticmethod
     def _timed(
