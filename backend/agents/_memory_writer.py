@@ -48,8 +48,8 @@ from backend.backtest.models import Decision, TradeRecord
 from backend.compose import MemorySystem
 from backend.errors import SentinelError
 from backend.memory import FeatureFrame
-from backend.memory.models import ActionLink, Episode
-from backend.storage.models import stable_id
+from backend.memory.models import Episode
+from backend.tools.memory_toolkit import decision_episode as toolkit_decision_episode
 
 __all__ = ["DECISION_IMPORTANCE", "MemoryWriter", "decision_episode", "horizon_label"]
 
@@ -79,25 +79,19 @@ def decision_episode(
     as_of: datetime,
     market_state: str,
 ) -> Episode:
-    """The ``decision`` episode of ``decision`` taken at ``as_of`` (the same id, text and
-    importance as :meth:`MemoryToolkit.record_decision`; the rationale cut to 160 chars:
-    a shorter text embeds faster)."""
-    decision_id = stable_id("decision", trader_id, symbol, as_of.isoformat())
-    size = decision.size if decision.action in ("buy", "sell") else 0.0
-    rationale = decision.rationale[:_RATIONALE_CHARS] or "no rationale"
-    description = f"Decision {decision.action} {size:.0%} of equity on {symbol}: {rationale}"
-    if market_state:
-        description = f"{market_state} | {description}"
-    return Episode(
-        id=decision_id,
-        trader_id=trader_id,
+    """The ``decision`` episode of ``decision`` taken at ``as_of``
+    (:func:`backend.tools.memory_toolkit.decision_episode`, the rationale cut to 160
+    chars: a shorter text embeds faster)."""
+    return toolkit_decision_episode(
+        trader_id,
         symbol=symbol,
-        event_type="decision",
-        occurred_at=as_of,
-        description=description,
+        action=decision.action,
+        size=decision.size if decision.action in ("buy", "sell") else 0.0,
+        rationale=decision.rationale[:_RATIONALE_CHARS] or "no rationale",
+        memory_ids=decision.memory_ids,
+        as_of=as_of,
+        market_state=market_state,
         importance=DECISION_IMPORTANCE,
-        actions=[ActionLink(decision_id=decision_id, action=decision.action, size=size, at=as_of)],
-        memory_ids=list(decision.memory_ids),
     )
 
 

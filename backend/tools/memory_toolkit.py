@@ -44,6 +44,7 @@ __all__ = [
     "RecordEventArgs",
     "RecordOutcomeArgs",
     "WorkingWriter",
+    "decision_episode",
 ]
 
 
@@ -116,6 +117,37 @@ class BuildContextArgs(_Args):
     symbol: str = Field(min_length=1, max_length=40)
     query: str | None = Field(default=None, max_length=2000)
     budget: int | None = Field(default=None, ge=100, le=100_000)
+
+
+def decision_episode(
+    trader_id: str,
+    *,
+    symbol: str,
+    action: Literal["buy", "sell", "hold", "close"],
+    size: float,
+    rationale: str,
+    memory_ids: Sequence[str],
+    as_of: datetime,
+    market_state: str = "",
+    importance: float = 0.3,
+) -> Episode:
+    """The ``decision`` episode of a decision taken at ``as_of`` (its id is stable per
+    trader, symbol and time; ``size`` is a fraction of equity)."""
+    decision_id = stable_id("decision", trader_id, symbol, as_of.isoformat())
+    description = f"Decision {action} {size:.0%} of equity on {symbol}: {rationale}"
+    if market_state:
+        description = f"{market_state} | {description}"
+    return Episode(
+        id=decision_id,
+        trader_id=trader_id,
+        symbol=symbol,
+        event_type="decision",
+        occurred_at=as_of,
+        description=description,
+        importance=importance,
+        actions=[ActionLink(decision_id=decision_id, action=action, size=size, at=as_of)],
+        memory_ids=list(memory_ids),
+    )
 
 
 class MemoryToolkit:
@@ -235,23 +267,19 @@ class MemoryToolkit:
         importance: float = 0.3,
     ) -> str:
         """Store a decision as a ``decision`` episode linked to the memories it used."""
-        decision_id = stable_id("decision", trader_id, symbol, as_of.isoformat())
-        description = f"Decision {action} {size:.0%} of equity on {symbol}: {rationale}"
-        if market_state:
-            description = f"{market_state} | {description}"
-        episode = Episode(
-            id=decision_id,
-            trader_id=trader_id,
+        episode = decision_episode(
+            trader_id,
             symbol=symbol,
-            event_type="decision",
-            occurred_at=as_of,
-            description=description,
+            action=action,
+            size=size,
+            rationale=rationale,
+            memory_ids=memory_ids,
+            as_of=as_of,
+            market_state=market_state,
             importance=importance,
-            actions=[ActionLink(decision_id=decision_id, action=action, size=size, at=as_of)],
-            memory_ids=list(memory_ids),
         )
         self._episodic.add([episode], as_of=as_of)
-        return decision_id
+        return episode.id
 
     def record_outcome(
         self,

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import backend.memory  # noqa: F401  (import order: memory before backend.llm.prompts)
-from backend.agents._loop import LoopResult, drive
 from backend.agents.constraints import stop_distance
 from backend.agents.deep_trader_manager import (
     DEFAULT_CONSTRAINTS_NOTE,
@@ -36,6 +35,7 @@ from backend.memory import (
     events_to_episodes,
 )
 from backend.memory.models import Episode
+from tests.agents.loop import LoopResult, drive
 from tests.conftest import StoreFactory
 from tests.llm.chat_server import Reply, start_chat_server
 

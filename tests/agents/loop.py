@@ -1,6 +1,6 @@
 """A minimal bar loop that drives a :class:`~backend.backtest.models.DecisionMaker`.
 
-For tests and throughput benchmarks of the decision loop only; the backtest engine
+For the decision-loop tests only; the backtest engine
 (``backend.backtest.engine``) is the real one (costs, metrics, reports). Rules: the
 decision taken at the close of bar ``t`` is filled at the open of bar ``t + 1`` at that
 price, with ``fee_rate`` of the traded notional; exposure changes smaller than
