@@ -48,7 +48,7 @@ from backend.backtest.models import Decision, TradeRecord
 from backend.compose import MemorySystem
 from backend.errors import SentinelError
 from backend.memory import FeatureFrame
-from backend.memory.models import Episode
+from backend.memory.models import Episode, Outcome
 from backend.tools.memory_toolkit import decision_episode as toolkit_decision_episode
 
 __all__ = ["DECISION_IMPORTANCE", "MemoryWriter", "decision_episode", "horizon_label"]
@@ -134,6 +134,7 @@ class MemoryWriter:
         self._due: list[_Due] = []
         self._trades: list[TradeRecord] = []
         self._absorbed: dict[str, list[TradeRecord]] = {}
+        self._queued: list[tuple[str, Outcome]] = []
         self._close = features.column("close")
         self.stats: Counter[str] = Counter()
 
@@ -264,8 +265,10 @@ class MemoryWriter:
                 ret = trade.exit_price / trade.entry_price - 1.0
                 self._outcome(trade.entry_decision, "trade", ret, trade.pnl, trade.exit_time)
         self._trades = []
+        self._write_queued()
 
     def _write_outcomes(self, as_of: datetime, own: list[TradeRecord]) -> None:
+        """The outcomes due at ``as_of`` and of ``own`` trades, in one batched write."""
         while self._due and self._due[0].due <= as_of:
             item = self._due.pop(0)
             end = self._close_at(item.due)
@@ -281,20 +284,38 @@ class MemoryWriter:
             if trade.entry_decision is not None:
                 ret = trade.exit_price / trade.entry_price - 1.0
                 self._outcome(trade.entry_decision, "trade", ret, trade.pnl, as_of)
+        self._write_queued()
 
     def _outcome(
         self, episode_id: str, horizon: str, ret: float, pnl: float | None, as_of: datetime
     ) -> None:
-        try:
-            self.system.toolkit.record_outcome(
-                self.trader_id,
-                episode_id,
-                horizon=horizon,
-                market_return=ret,
-                pnl=None if pnl is None else round(pnl, 6),
-                as_of=as_of,
-            )
-        except SentinelError as err:
-            self._guard(f"outcome of {episode_id}", err)
-            return
-        self.stats["outcomes_recorded"] += 1
+        """Queue one outcome resolved at ``as_of`` (written by :meth:`_write_queued`)."""
+        outcome = Outcome(
+            horizon=horizon,
+            market_return=ret,
+            pnl=None if pnl is None else round(pnl, 6),
+            resolved_at=as_of,
+        )
+        self._queued.append((episode_id, outcome))
+
+    def _write_queued(self) -> None:
+        """Write the queued outcomes: one batched write per resolution time (a failed
+        batch is retried one outcome at a time, so one bad outcome loses only itself)."""
+        queued, self._queued = self._queued, []
+        by_time: dict[datetime, list[tuple[str, Outcome]]] = {}
+        for item in queued:
+            by_time.setdefault(item[1].resolved_at, []).append(item)
+        episodic = self.system.episodic
+        for moment, batch in sorted(by_time.items()):
+            try:
+                episodic.record_outcomes(self.trader_id, batch, as_of=moment)
+            except SentinelError:
+                for item in batch:
+                    try:
+                        episodic.record_outcomes(self.trader_id, [item], as_of=moment)
+                    except SentinelError as err:
+                        self._guard(f"outcome of {item[0]}", err)
+                        continue
+                    self.stats["outcomes_recorded"] += 1
+                continue
+            self.stats["outcomes_recorded"] += len(batch)

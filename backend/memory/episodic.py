@@ -204,20 +204,61 @@ class EpisodicMemory:
         Raises :class:`LookAheadError` if the outcome resolves after ``as_of``,
         :class:`StoreError` if it resolves before the episode or the episode is unknown.
         """
+        return self.record_outcomes(trader_id, [(episode_id, outcome)], as_of=as_of)[0]
+
+    def record_outcomes(
+        self,
+        trader_id: str,
+        outcomes: Sequence[tuple[str, Outcome]],
+        *,
+        as_of: datetime,
+    ) -> list[Episode]:
+        """:meth:`record_outcome` for many ``(episode_id, outcome)`` pairs in ONE read and
+        ONE write (a decision loop resolves several per bar); pairs are applied in order,
+        so two outcomes of one episode both count. Returns the episodes as of ``as_of``,
+        one per pair. Validates everything first: on any error (same ones as
+        :meth:`record_outcome`, naming the episode) nothing is written.
+        """
         moment = to_utc(as_of)
-        if outcome.resolved_at > moment:
-            raise LookAheadError(f"outcome resolved {outcome.resolved_at} is after {moment}")
-        record = self._one(trader_id, episode_id, as_of=moment)
-        base, log = self._decode(record)
-        if outcome.resolved_at < base.occurred_at:
-            raise StoreError(f"episode {episode_id!r}: outcome resolves before the episode")
-        current = _replay(base, log, moment.timestamp())
-        entry = {
-            "op": "outcome",
-            "outcome": outcome.model_dump(mode="json"),
-            "delta": outcome_delta(current, outcome),
+        ts = moment.timestamp()
+        for episode_id, outcome in outcomes:
+            if outcome.resolved_at > moment:
+                raise LookAheadError(
+                    f"outcome of {episode_id!r} resolved {outcome.resolved_at} is after {moment}"
+                )
+        ids = list(dict.fromkeys(episode_id for episode_id, _ in outcomes))
+        found = {
+            r.id: r
+            for r in self._store.get(trader_id, ids, as_of=moment)
+            if r.kind == EPISODIC_KIND
         }
-        return self._append(record, entry, as_of=moment)
+        decoded: dict[str, tuple[Episode, list[dict[str, Any]]]] = {}
+        out = []
+        stamp = {"at": moment.isoformat(), "ts": ts}
+        for episode_id, outcome in outcomes:
+            if episode_id not in found:
+                raise StoreError(
+                    f"trader {trader_id}: no episode {episode_id!r} as of {moment.isoformat()}"
+                )
+            if episode_id not in decoded:
+                decoded[episode_id] = self._decode(found[episode_id])
+            base, log = decoded[episode_id]
+            if outcome.resolved_at < base.occurred_at:
+                raise StoreError(f"episode {episode_id!r}: outcome resolves before the episode")
+            current = _replay(base, log, ts)
+            log.append(
+                {
+                    **stamp,
+                    "op": "outcome",
+                    "outcome": outcome.model_dump(mode="json"),
+                    "delta": outcome_delta(current, outcome),
+                }
+            )
+            out.append(_replay(base, log, ts))
+        if decoded:
+            records = [self._encode(base, log) for base, log in decoded.values()]
+            self._store.upsert(trader_id, records, as_of=moment)
+        return out
 
     def decay(self, trader_id: str, *, as_of: datetime, factor: float) -> int:
         """Multiply the importance of every episode known at ``as_of`` by ``factor``

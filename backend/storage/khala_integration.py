@@ -67,6 +67,12 @@ def _ts(as_of: datetime) -> float:
         raise LookAheadError("as_of must be a timezone-aware UTC datetime") from None
 
 
+def _replacing(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """Metadata for chroma's merging ``update``: ``new`` plus ``None`` (= delete) for
+    every key of ``old`` that ``new`` no longer has."""
+    return {**{key: None for key in old if key not in new}, **new}
+
+
 class KhalaStore:
     """Trader-scoped memory store over a chromadb client (embedded or server).
 
@@ -193,8 +199,10 @@ class KhalaStore:
         """Add or replace ``records`` of ``trader_id`` (batched, idempotent by id).
 
         Records identical to what is stored are left alone; a record whose text did not
-        change keeps its stored embedding. Records may bring their own ``embedding``
-        (``dim`` floats, unit length); the rest are embedded in one batch.
+        change keeps its stored embedding and is written with chroma's metadata-only
+        ``update`` (measured ~0.5 ms per record, vs ~6-10 ms for an ``upsert`` of an
+        existing id, which re-links the HNSW graph). Records may bring their own
+        ``embedding`` (``dim`` floats, unit length); the rest are embedded in one batch.
 
         Raises :class:`TenantScopeError` (a record of another trader, duplicate ids),
         :class:`LookAheadError` (``created_at`` after ``as_of``), :class:`StoreError`.
@@ -218,8 +226,9 @@ class KhalaStore:
             seen.add(r.id)
         if not records:
             return UpsertResult()
-        existing = self._fetch(col, [r.id for r in records], embeddings=True)
+        existing = self._fetch(col, [r.id for r in records], embeddings=False)
         changed: list[MemoryRecord] = []
+        relabelled: list[tuple[MemoryRecord, dict[str, Any]]] = []
         rows: list[AuditRow] = []
         unchanged = 0
         for r in records:
@@ -227,7 +236,10 @@ class KhalaStore:
             if old is not None and old[0].content() == r.content():
                 unchanged += 1
                 continue
-            changed.append(r)
+            if old is not None and old[0].text == r.text and r.embedding is None:
+                relabelled.append((r, record_to_meta(old[0])))
+            else:
+                changed.append(r)
             rows.append(
                 (
                     trader_id,
@@ -237,10 +249,11 @@ class KhalaStore:
                     r.content(),
                 )
             )
-        if not changed:
+        if not rows:
             return UpsertResult(unchanged=unchanged)
-        vectors = self._vectors_for(changed, existing)
+        vectors = self._vectors_for(changed)
         metas = [record_to_meta(r) for r in changed]
+        relabel_metas = [_replacing(record_to_meta(r), old) for r, old in relabelled]
         with self._audit.transaction(as_of=as_of) as audit:
             audit.record(rows)
             try:
@@ -252,10 +265,19 @@ class KhalaStore:
                         documents=[r.text for r in changed[start:end]],
                         metadatas=metas[start:end],  # type: ignore[arg-type]
                     )
+                for start in range(0, len(relabelled), self._max_batch):
+                    end = start + self._max_batch
+                    col.update(
+                        ids=[r.id for r, _ in relabelled[start:end]],
+                        metadatas=relabel_metas[start:end],  # type: ignore[arg-type]
+                    )
             except (ChromaError, ValueError, TypeError) as exc:
                 raise StoreError(f"trader {trader_id}: chroma upsert failed: {exc}") from None
+        written = [*changed, *(r for r, _ in relabelled)]
+        written_metas = [*metas, *(record_to_meta(r) for r, _ in relabelled)]
         self._lex(trader_id).put(
-            (r.id, r.text, m["created_at_ts"], m) for r, m in zip(changed, metas, strict=True)
+            (r.id, r.text, m["created_at_ts"], m)
+            for r, m in zip(written, written_metas, strict=True)
         )
         added = sum(1 for row in rows if row[2] == "ADD")
         return UpsertResult(added=added, updated=len(rows) - added, unchanged=unchanged)
@@ -282,13 +304,11 @@ class KhalaStore:
                 )
         return out
 
-    def _vectors_for(
-        self, records: list[MemoryRecord], existing: dict[str, tuple[MemoryRecord, Any]]
-    ) -> Vectors:
+    def _vectors_for(self, records: list[MemoryRecord]) -> Vectors:
+        """Given embeddings (normalised) or one batched embedding call for the rest."""
         out = np.empty((len(records), self._embedder.dim), dtype=np.float32)
         todo: list[int] = []
         for i, r in enumerate(records):
-            old = existing.get(r.id)
             if r.embedding is not None:
                 vec = np.asarray(r.embedding, dtype=np.float32)
                 if vec.shape != (self._embedder.dim,) or not np.all(np.isfinite(vec)):
@@ -296,8 +316,6 @@ class KhalaStore:
                         f"record {r.id!r}: embedding must be {self._embedder.dim} finite floats"
                     )
                 out[i] = vec / max(float(np.linalg.norm(vec)), 1e-12)
-            elif old is not None and old[0].text == r.text and old[1] is not None:
-                out[i] = np.asarray(old[1], dtype=np.float32)
             else:
                 todo.append(i)
         if todo:

@@ -105,6 +105,33 @@ def test_outcome_updates_importance_and_later_reads_only(make_store: StoreFactor
         mem.record_outcome("alice", "ep-alice-loss", early, as_of=t2)
 
 
+def test_batched_outcomes_apply_in_order_and_write_all_or_nothing(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    mem = EpisodicMemory(store, settings=SETTINGS)
+    t1 = T0 + timedelta(hours=24)
+    mem.add([ep("x", "Flash crash on LUNA news"), ep("y", "Breakout, nothing")], as_of=T0)
+    first = Outcome(horizon="24h", market_return=-0.10, pnl=None, resolved_at=t1)
+    second = Outcome(horizon="trade", market_return=0.05, pnl=None, resolved_at=t1)
+    quiet = Outcome(horizon="24h", market_return=0.001, pnl=None, resolved_at=t1)
+    events_before = len(store.history("alice"))
+    bad = [("ep-alice-x", first), ("ep-unknown", quiet)]
+    with pytest.raises(StoreError, match="ep-unknown"):
+        mem.record_outcomes("alice", bad, as_of=t1)
+    assert len(store.history("alice")) == events_before  # nothing half-written
+    got = mem.record_outcomes(
+        "alice", [("ep-alice-x", first), ("ep-alice-y", quiet), ("ep-alice-x", second)], as_of=t1
+    )
+    assert [g.id for g in got] == ["ep-alice-x", "ep-alice-y", "ep-alice-x"]
+    assert got[0].importance == pytest.approx(0.5 + 0.2)
+    assert got[2].importance == pytest.approx(0.5 + 0.2 + 0.2 * 0.5)  # both outcomes count
+    assert got[2].outcome == second
+    assert mem.get("alice", ["ep-alice-x", "ep-alice-y"], as_of=t1) == [got[2], got[1]]
+    # one write per episode: x is updated once although it got two outcomes
+    assert [e.event for e in store.history("alice", "ep-alice-x")] == ["ADD", "UPDATE"]
+
+
 def test_reflection_rule() -> None:
     base = ep("x", "anything")
     acted = base.model_copy(

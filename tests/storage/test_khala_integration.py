@@ -107,6 +107,29 @@ def test_changed_text_is_re_embedded_unchanged_text_is_not(make_store: StoreFact
     assert calls == [2, 1]
 
 
+def test_metadata_only_change_keeps_the_vector_and_drops_removed_keys(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    store.upsert("alice", [rec(0), rec(1)], as_of=LATER)
+    before = store.get("alice", ["r0"], as_of=LATER, include_embeddings=True)[0]
+    changed = rec(0, importance=0.9, metadata={"symbol": "SOL/USDT"})  # key "i" removed
+    result = store.upsert("alice", [changed], as_of=LATER)
+    assert (result.added, result.updated, result.unchanged) == (0, 1, 0)
+    after = store.get("alice", ["r0"], as_of=LATER, include_embeddings=True)[0]
+    assert after.content() == changed.content()
+    assert after.metadata == {"symbol": "SOL/USDT"}
+    assert before.embedding is not None and after.embedding is not None
+    assert np.allclose(before.embedding, after.embedding)
+    for method in ("dense", "bm25", "hybrid"):
+        hits = store.search(
+            "alice", TEXTS[0], as_of=LATER, method=method, filters={"symbol": "SOL/USDT"}
+        )
+        assert [h.record.id for h in hits] == ["r0"], method
+        assert hits[0].record.importance == 0.9
+    assert [e.event for e in store.history("alice", "r0")] == ["ADD", "UPDATE"]
+
+
 def test_as_of_fences_reads_and_writes(make_store: StoreFactory) -> None:
     store = make_store()
     store.upsert("alice", [rec(i) for i in range(8)], as_of=LATER)
