@@ -91,6 +91,11 @@ class EmbeddingSettings(_Section):
     timeout_s: float = Field(default=30.0, gt=0, le=600)
     api_key: SecretStr | None = None
     """Environment only: ``SENTINEL_EMBEDDING__API_KEY``."""
+    cache_dir: Path | None = Path(".sentinel/embedding-cache")
+    """On-disk cache of computed vectors keyed by (model id, text) (diskcache); re-runs of
+    a backtest or an evaluation embed nothing twice. ``None`` disables it."""
+    cache_size_mb: int = Field(default=1024, ge=1, le=1_000_000)
+    """Cache size limit (least recently stored vectors are culled beyond it)."""
 
 
 class LLMSettings(_Section):

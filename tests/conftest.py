@@ -22,6 +22,14 @@ from tests.data.binance_server import start_binance_server
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The persistent embedding cache of the default config (embedding.cache_dir) lives in the
+# working directory; tests (and the CLI subprocesses they start) share one throw-away
+# cache instead, so they never read vectors left by a developer's runs.
+os.environ.setdefault(
+    "SENTINEL_EMBEDDING__CACHE_DIR",
+    str(Path(__import__("tempfile").mkdtemp(prefix="sentinel-test-embcache-"))),
+)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

@@ -3,6 +3,7 @@
 - :class:`MiniLMEmbedder` — the default: all-MiniLM-L6-v2 on onnxruntime, offline, no torch.
 - :class:`OpenAIEmbedder` — any OpenAI-compatible embeddings endpoint.
 - :class:`HashingEmbedder` — deterministic and fast, for unit tests only.
+- :class:`CachedEmbedder` — any of them behind a persistent vector cache (diskcache).
 
 :func:`build_embedder` is the factory used at the composition root; optional providers
 are imported lazily so the default path never imports ``openai``.
@@ -17,10 +18,12 @@ from backend.embeddings._hashing import HashingEmbedder
 
 if TYPE_CHECKING:
     from backend.config import EmbeddingSettings
+    from backend.embeddings._cache import CachedEmbedder
     from backend.embeddings._minilm import MiniLMEmbedder, ModelFiles
     from backend.embeddings._openai import OpenAIEmbedder
 
 __all__ = [
+    "CachedEmbedder",
     "Embedder",
     "HashingEmbedder",
     "MiniLMEmbedder",
@@ -37,6 +40,10 @@ def __getattr__(name: str) -> object:
         from backend.embeddings import _minilm
 
         return getattr(_minilm, name)
+    if name == "CachedEmbedder":
+        from backend.embeddings import _cache
+
+        return _cache.CachedEmbedder
     if name == "OpenAIEmbedder":
         from backend.embeddings import _openai
 
@@ -45,13 +52,23 @@ def __getattr__(name: str) -> object:
 
 
 def build_embedder(settings: EmbeddingSettings) -> Embedder:
-    """Build the configured embedder.
+    """Build the configured embedder, behind the persistent vector cache when
+    ``settings.cache_dir`` is set (not for ``hashing``, which is cheaper than a lookup).
 
     Raises :class:`backend.errors.EmbeddingModelError` (minilm: a model file missing or
     failing its checksum) or :class:`backend.errors.ConfigError` (openai: no API key).
     """
     if settings.provider == "hashing":
         return HashingEmbedder()
+    inner = _build_model(settings)
+    if settings.cache_dir is None:
+        return inner
+    from backend.embeddings._cache import CachedEmbedder
+
+    return CachedEmbedder(inner, settings.cache_dir, size_limit_mb=settings.cache_size_mb)
+
+
+def _build_model(settings: EmbeddingSettings) -> Embedder:
     if settings.provider == "openai":
         import openai
 

@@ -22,7 +22,17 @@ def _encoding() -> tiktoken.Encoding:
 
 
 def count_tokens(text: str) -> int:
-    """Number of cl100k_base tokens in ``text`` (special tokens counted as text)."""
+    """Number of cl100k_base tokens in ``text`` (special tokens counted as text).
+
+    Texts up to 4,000 characters are memoised (LRU, 32k entries): context rendering
+    counts the same memory lines bar after bar."""
+    if len(text) <= 4000:
+        return _count_cached(text)
+    return len(_encoding().encode(text, disallowed_special=()))
+
+
+@lru_cache(maxsize=32_768)
+def _count_cached(text: str) -> int:
     return len(_encoding().encode(text, disallowed_special=()))
 
 

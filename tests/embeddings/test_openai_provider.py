@@ -84,6 +84,7 @@ def _settings(srv: _Server, **kw: Any) -> EmbeddingSettings:
         openai_dimensions=16,
         batch_size=3,
         api_key=KEY,
+        cache_dir=None,  # the provider itself (the cache is tested in test_cache.py)
         **kw,  # type: ignore[arg-type]
     )
 
