@@ -48,8 +48,12 @@ class _Section(BaseModel):
 class StoreSettings(_Section):
     """Where the Khala vector layer keeps its data (see ``backend.storage``)."""
 
-    mode: Literal["embedded", "server"] = "embedded"
-    """``embedded``: chromadb ``PersistentClient`` at ``path``; ``server``: ``HttpClient``."""
+    mode: Literal["embedded", "server", "ephemeral"] = "embedded"
+    """``embedded``: chromadb ``PersistentClient`` at ``path``; ``server``: ``HttpClient``;
+    ``ephemeral``: ``EphemeralClient`` in process memory, for throwaway stores (a backtest
+    without ``--store-path``): nothing survives the process, and the audit trail skips
+    fsync. Ephemeral clients of one process share collections: give each throwaway store
+    its own ``collection_prefix``."""
     path: Path = Path(".sentinel/khala")
     """Directory of the embedded chroma data (and of the audit trail by default)."""
     host: str = "127.0.0.1"
@@ -66,6 +70,10 @@ class StoreSettings(_Section):
     """HNSW search breadth of new collections (chroma's default 100); higher = better
     recall, slower queries. Dense search is approximate nearest-neighbour search."""
     hnsw_ef_construction: int = Field(default=100, ge=10, le=10_000)
+    exact_search_max: int = Field(default=0, ge=0, le=1_000_000)
+    """Exact in-process dense search for traders with at most this many records, for a
+    store that is the only writer of its collections (throwaway backtest stores set it);
+    0 = always chroma's HNSW (shared stores: the scheduler, the CLI and a server)."""
 
     @property
     def resolved_audit_path(self) -> Path:

@@ -1,7 +1,9 @@
 """Benchmark the DeepTraderManager in the backtest engine, memory on vs off.
 
 Runs :func:`backend.backtest.engine.run_backtest` over real candles twice (``memory=True``
-then ``memory=False``), each with a fresh temporary store, the maker built by
+then ``memory=False``), each with a fresh memory — the throwaway in-process store that
+``sentinel backtest`` uses by default, or with ``--persistent`` an embedded persistent
+store in a temporary directory — and the maker built by
 ``backend.agents.deep_trader_manager.build_trader_manager`` (imported lazily; the script
 exits with a clear message if it is missing). Last line: one JSON object::
 
@@ -13,6 +15,9 @@ step), ``prompt_tokens_mean``/``max`` (``DecisionRecord.prompt_tokens``), ``tota
 Baseline: ``full_history_tokens`` = cl100k_base tokens of a one-line-per-bar history of
 every bar of the window (what a memory-less prompt would need at the last bar to see the
 same history) and ``full_history_over_memory_prompt`` = that / ``on.prompt_tokens_mean``.
+Vectors come through the configured persistent embedding cache (``embedding.cache_dir``):
+the first run over a window embeds (cold), later runs read them back (warm); set
+``SENTINEL_EMBEDDING__CACHE_DIR`` to an empty directory to measure a cold run.
 """
 
 from __future__ import annotations
@@ -87,12 +92,11 @@ def bench_mode(
     policy: str,
     start: datetime,
     end: datetime,
-    store_path: Path,
+    store_path: Path | None,
 ) -> dict[str, Any]:
     """Build one manager, run the window, summarise timings and prompt sizes."""
     agent = settings.agent.model_copy(update={"memory": memory, "policy": policy})
-    store = settings.store.model_copy(update={"path": store_path})
-    cfg = settings.model_copy(update={"agent": agent, "store": store})
+    cfg = settings.model_copy(update={"agent": agent})
     began = time.perf_counter()
     maker, close = builder(
         cfg, ohlcv=ohlcv, data_dir=data_dir, memory=memory, policy=policy, store_path=store_path
@@ -131,6 +135,12 @@ def main(
     parser.add_argument("--start", default="2022-05-01")
     parser.add_argument("--end", default="2022-05-15")
     parser.add_argument("--policy", default="rule", choices=("rule", "llm"))
+    parser.add_argument(
+        "--persistent",
+        action="store_true",
+        help="memory on a persistent embedded store in a temporary directory (fsync per "
+        "write) instead of the throwaway in-process store `sentinel backtest` uses by default",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
     build = builder if builder is not None else load_builder()
@@ -145,6 +155,8 @@ def main(
         "start": start.isoformat(),
         "end": end.isoformat(),
         "policy": args.policy,
+        "store": "persistent" if args.persistent else "throwaway (in-process)",
+        "embedding_cache": str(settings.embedding.cache_dir),
     }
     with tempfile.TemporaryDirectory(prefix="bench-backtest-") as tmp:
         for name, memory in (("on", True), ("off", False)):
@@ -157,7 +169,7 @@ def main(
                 policy=args.policy,
                 start=start,
                 end=end,
-                store_path=Path(tmp) / f"khala-{name}",
+                store_path=Path(tmp) / f"khala-{name}" if args.persistent else None,
             )
             if not args.json:
                 print(f"memory {name}: {summary[name]}")

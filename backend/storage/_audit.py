@@ -43,13 +43,15 @@ class AuditLog:
     rolls the audit rows back and nothing is half-recorded. Thread-safe.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
+        """``durable=False`` (throwaway stores) commits without fsync (``synchronous=OFF``):
+        a process kill still keeps committed rows, a power cut may not."""
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             self._conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the audit trail ({exc})") from None

@@ -16,7 +16,8 @@ __all__ = ["make_chroma_client", "open_store"]
 
 
 def make_chroma_client(settings: StoreSettings) -> ClientAPI:
-    """``PersistentClient(settings.path)`` (embedded) or ``HttpClient(host, port)`` (server).
+    """``PersistentClient(settings.path)`` (embedded), ``HttpClient(host, port)`` (server)
+    or ``EphemeralClient()`` (ephemeral, in process memory).
 
     Telemetry is off. Raises :class:`StoreError` if the path is unusable or the server
     does not answer its heartbeat.
@@ -29,6 +30,8 @@ def make_chroma_client(settings: StoreSettings) -> ClientAPI:
             )
             client.heartbeat()
             return client
+        if settings.mode == "ephemeral":
+            return chromadb.EphemeralClient(settings=chroma_settings)
         settings.path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(settings.path), settings=chroma_settings)
     except StoreError:
@@ -47,7 +50,7 @@ def open_store(settings: StoreSettings, embedder: Embedder) -> KhalaStore:
     return KhalaStore(
         make_chroma_client(settings),
         embedder,
-        AuditLog(settings.resolved_audit_path),
+        AuditLog(settings.resolved_audit_path, durable=settings.mode != "ephemeral"),
         collection_prefix=settings.collection_prefix,
         rrf_k=settings.rrf_k,
         hybrid_fanout=settings.hybrid_fanout,
@@ -55,4 +58,5 @@ def open_store(settings: StoreSettings, embedder: Embedder) -> KhalaStore:
             "ef_search": settings.hnsw_ef_search,
             "ef_construction": settings.hnsw_ef_construction,
         },
+        exact_search_max=settings.exact_search_max,
     )

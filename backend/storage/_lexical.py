@@ -80,26 +80,81 @@ def _tokenize(texts: list[str]) -> list[list[str]]:
 
 
 class LexicalIndex:
-    """A per-trader in-memory mirror (text, time, metadata) with a lazily rebuilt bm25s index.
+    """A per-trader in-memory mirror (text, time, metadata, and optionally the unit
+    vector) with a lazily rebuilt bm25s index.
 
     The mirror also serves dense search: chroma returns ids and distances only, and the
     rows come from here (fetching metadata from chroma costs ~70 us per row, measured).
+    When it holds every row's vector, :meth:`dense` answers exact cosine top-k in
+    process (a store that is its data's only writer, see ``KhalaStore``).
 
-    Writes update the mirror in O(batch); the bm25s index is rebuilt on the next search
-    after a write (bm25s indexes are static). Thread-safe.
+    Writes update the mirror in O(batch); the bm25s index and the vector matrix are
+    rebuilt on the next search after a write (bm25s indexes are static). Thread-safe.
     """
 
     def __init__(self) -> None:
         self._docs: dict[str, tuple[str, float, dict[str, Any]]] = {}
+        self._vecs: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self._built: _Built | None = None
+        self._matrix: tuple[list[str], np.ndarray, np.ndarray] | None = None
 
-    def put(self, items: Iterable[tuple[str, str, float, dict[str, Any]]]) -> None:
-        """Insert or replace ``(id, text, created_at_ts, chroma metadata)`` items."""
+    @property
+    def size(self) -> int:
+        return len(self._docs)
+
+    def put(
+        self,
+        items: Iterable[tuple[str, str, float, dict[str, Any]]],
+        vectors: Iterable[np.ndarray] | None = None,
+    ) -> None:
+        """Insert or replace ``(id, text, created_at_ts, chroma metadata)`` items, with
+        their unit vectors if given (else a row keeps the vector it had, if any)."""
         with self._lock:
-            for rid, text, ts, meta in items:
+            rows = list(items)
+            for rid, text, ts, meta in rows:
                 self._docs[rid] = (text, ts, meta)
+            if vectors is not None:
+                for (rid, *_), vec in zip(rows, vectors, strict=True):
+                    self._vecs[rid] = np.asarray(vec, dtype=np.float32)
             self._built = None
+            self._matrix = None
+
+    def dense(
+        self, vec: np.ndarray, *, top_k: int, as_of_ts: float, where: Filter
+    ) -> list[tuple[str, str, dict[str, Any], float]] | None:
+        """Exact top ``top_k`` ``(id, text, chroma metadata, similarity)`` by cosine,
+        created <= ``as_of_ts`` and matching ``where``, nearest first (ties in
+        insertion order); similarity ``1 - (1 - cos) / 2`` in [0, 1], as for chroma's
+        cosine distance. ``None`` when some row has no vector here (the caller asks chroma)."""
+        with self._lock:
+            if len(self._vecs) < len(self._docs):
+                return None
+            if self._matrix is None:
+                ids = list(self._docs)
+                matrix = (
+                    np.stack([self._vecs[i] for i in ids])
+                    if ids
+                    else np.zeros((0, vec.shape[0]), np.float32)
+                )
+                ts = np.array([self._docs[i][1] for i in ids], dtype=np.float64)
+                self._matrix = (ids, matrix, ts)
+            ids, matrix, ts = self._matrix
+            docs = self._docs
+        if not ids:
+            return []
+        cos = matrix @ vec.astype(np.float32)
+        cos[ts > as_of_ts] = -np.inf
+        order = np.argsort(-cos, kind="stable")
+        out: list[tuple[str, str, dict[str, Any], float]] = []
+        for i in order.tolist():
+            if not np.isfinite(cos[i]) or len(out) >= top_k:
+                break
+            text, _, meta = docs[ids[i]]
+            if where.matches(meta):
+                sim = min(1.0, max(0.0, 1.0 - (1.0 - float(cos[i])) / 2.0))
+                out.append((ids[i], text, meta, sim))
+        return out
 
     def lookup(self, ids: Iterable[str]) -> dict[str, tuple[str, float, dict[str, Any]]]:
         """``{id: (text, created_at_ts, chroma metadata)}`` for the ids in the mirror."""
@@ -110,7 +165,9 @@ class LexicalIndex:
         with self._lock:
             for rid in ids:
                 self._docs.pop(rid, None)
+                self._vecs.pop(rid, None)
             self._built = None
+            self._matrix = None
 
     def _index(self) -> _Built:
         if self._built is None:

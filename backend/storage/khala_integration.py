@@ -90,8 +90,14 @@ class KhalaStore:
         rrf_k: int = 60,
         hybrid_fanout: int = 4,
         hnsw: dict[str, int] | None = None,
+        exact_search_max: int = 0,
     ) -> None:
+        """``exact_search_max``: dense search runs exact cosine in process (no chroma
+        query) for traders with at most this many records — only for a store that is the
+        only writer of its collections (a throwaway backtest store): records another
+        process writes are not seen. 0 (default) = always chroma's HNSW."""
         self._client = client
+        self._exact_max = exact_search_max
         self._embedder = embedder
         self._audit = audit
         self._prefix = collection_prefix
@@ -171,18 +177,26 @@ class KhalaStore:
                 index = LexicalIndex()
                 col = self._open(trader_id, create=False)
                 total = col.count() if col is not None else 0
+                exact = 0 < total <= self._exact_max
+                include = ["documents", "metadatas"] + (["embeddings"] if exact else [])
                 for offset in range(0, total, self._max_batch):
                     page = col.get(  # type: ignore[union-attr]
-                        include=["documents", "metadatas"], limit=self._max_batch, offset=offset
+                        include=include,  # type: ignore[arg-type]
+                        limit=self._max_batch,
+                        offset=offset,
                     )
+                    embs = page["embeddings"] if exact else None
                     index.put(
-                        (rid, doc, meta_ts(meta), dict(meta))
-                        for rid, doc, meta in zip(
-                            page["ids"],
-                            page["documents"] or [],
-                            page["metadatas"] or [],
-                            strict=True,
-                        )
+                        [
+                            (rid, doc, meta_ts(meta), dict(meta))
+                            for rid, doc, meta in zip(
+                                page["ids"],
+                                page["documents"] or [],
+                                page["metadatas"] or [],
+                                strict=True,
+                            )
+                        ],
+                        None if embs is None else [np.asarray(e, dtype=np.float32) for e in embs],
                     )
                 self._lexical[trader_id] = index
             return index
@@ -273,11 +287,13 @@ class KhalaStore:
                     )
             except (ChromaError, ValueError, TypeError) as exc:
                 raise StoreError(f"trader {trader_id}: chroma upsert failed: {exc}") from None
-        written = [*changed, *(r for r, _ in relabelled)]
-        written_metas = [*metas, *(record_to_meta(r) for r, _ in relabelled)]
-        self._lex(trader_id).put(
-            (r.id, r.text, m["created_at_ts"], m)
-            for r, m in zip(written, written_metas, strict=True)
+        mirror = self._lex(trader_id)
+        mirror.put(  # new vectors; relabelled rows keep theirs
+            [(r.id, r.text, m["created_at_ts"], m) for r, m in zip(changed, metas, strict=True)],
+            list(vectors),
+        )
+        mirror.put(
+            (r.id, r.text, r.created_at.timestamp(), record_to_meta(r)) for r, _ in relabelled
         )
         added = sum(1 for row in rows if row[2] == "ADD")
         return UpsertResult(added=added, updated=len(rows) - added, unchanged=unchanged)
@@ -454,6 +470,24 @@ class KhalaStore:
                 out.append(str(col.metadata.get("trader_id")))
         return sorted(out)
 
+    def drop_all(self) -> int:
+        """Delete every collection of this store's prefix (a throwaway store at its end);
+        returns how many. The audit trail is kept. Raises :class:`StoreError`."""
+        with self._lock:
+            try:
+                names = [
+                    col.name
+                    for col in self._client.list_collections()
+                    if col.name.startswith(self._prefix + "-")
+                ]
+                for name in names:
+                    self._client.delete_collection(name)
+            except ChromaError as exc:
+                raise StoreError(f"dropping the {self._prefix} collections: {exc}") from None
+            self._collections.clear()
+            self._lexical.clear()
+            return len(names)
+
     def history(self, trader_id: str, record_id: str | None = None) -> list[AuditEvent]:
         """Audit events of the trader (or one record), oldest first."""
         return self._audit.history(_check_trader(trader_id), record_id)
@@ -548,6 +582,15 @@ class KhalaStore:
         """
         if vec.shape != (self._embedder.dim,) or not np.all(np.isfinite(vec)):
             raise StoreError(f"query vector must be {self._embedder.dim} finite floats")
+        mirror = self._lex(trader_id)
+        if 0 < mirror.size <= self._exact_max:
+            exact = mirror.dense(vec, top_k=n, as_of_ts=as_of_ts, where=where)
+            if exact is not None:
+                return [
+                    (record_from_chroma(rid, doc, meta), sim)
+                    for rid, doc, meta, sim in exact
+                    if meta.get("trader_id") == trader_id
+                ]
         probe = min(max(3 * n, 50), 1000)
         found = self._query(col, trader_id, vec, probe, None, include_rows=False)
         rows = self._with_rows(col, trader_id, found)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from backend.embeddings import HashingEmbedder
 from backend.errors import EmbeddingMismatchError, LookAheadError, StoreError, TenantScopeError
-from backend.storage import MemoryRecord
+from backend.storage import KhalaStore, MemoryRecord
 from backend.storage._lexical import rrf_fuse
 from tests.conftest import StoreFactory
 
@@ -281,15 +282,17 @@ def test_invalid_records_are_rejected_before_any_write() -> None:
 
 
 @pytest.mark.parametrize("visible_days", [5, 150, 299])
+@pytest.mark.parametrize("exact_max", [0, 1000])
 def test_dense_top_k_is_exact_under_fences_and_filters(
-    make_store: StoreFactory, visible_days: int
+    make_store: StoreFactory, visible_days: int, exact_max: int
 ) -> None:
-    """Fast path (probe then filter) and slow path (chroma where) give the brute-force top-k.
+    """Fast path (probe then filter), slow path (chroma where) and the in-process exact
+    path (``exact_search_max``) give the brute-force top-k.
 
     HNSW is approximate; with ef_search above the collection size its search is exhaustive,
     so any difference from brute force is the store's own filtering logic.
     """
-    store = make_store(hnsw_ef_search=400)
+    store = make_store(hnsw_ef_search=400, exact_search_max=exact_max)
     records = [
         rec(
             i,
@@ -338,3 +341,48 @@ def test_dense_sees_records_written_by_another_process(make_store: StoreFactory)
     writer.upsert("alice", [rec(3, text="a brand new memory about the merge")], as_of=LATER)
     hits = reader.search("alice", "brand new memory merge", as_of=LATER, method="dense", top_k=2)
     assert hits[0].record.id == "r3" and hits[0].record.text.startswith("a brand new")
+
+
+def test_ephemeral_stores_are_isolated_by_prefix_and_dropped(tmp_path: Path) -> None:
+    from backend.config import StoreSettings
+    from backend.storage import open_store
+
+    def ephemeral(prefix: str) -> KhalaStore:
+        settings = StoreSettings(mode="ephemeral", path=tmp_path / prefix, collection_prefix=prefix)
+        return open_store(settings, HashingEmbedder())
+
+    one, two = ephemeral("runone"), ephemeral("runtwo")
+    one.upsert("alice", [rec(0), rec(1)], as_of=LATER)
+    two.upsert("alice", [rec(2)], as_of=LATER)
+    assert [r.id for r in one.scan("alice", as_of=LATER)] == ["r0", "r1"]
+    assert [h.record.id for h in two.search("alice", TEXTS[2], as_of=LATER)] == ["r2"]
+    assert one.history("alice")[0].event == "ADD"  # the audit trail still records
+    assert one.drop_all() == 1
+    assert one.count("alice") == 0 and one.search("alice", TEXTS[0], as_of=LATER) == []
+    assert two.count("alice") == 1  # another run's collections are untouched
+    two.drop_all()
+    one.close()
+    two.close()
+
+
+def test_exact_in_process_search_follows_writes_and_reopens(make_store: StoreFactory) -> None:
+    store = make_store(exact_search_max=100)
+    store.upsert("alice", [rec(i) for i in range(8)], as_of=LATER)
+    hits = store.search("alice", TEXTS[2], as_of=LATER, method="dense", top_k=3)
+    assert hits[0].record.id == "r2" and hits[0].similarity == pytest.approx(1.0, abs=1e-5)
+    store.upsert("alice", [rec(2, metadata={"symbol": "SOL/USDT"})], as_of=LATER)  # relabel
+    store.upsert("alice", [rec(8, text="Solana validators restart the chain")], as_of=LATER)
+    store.delete("alice", ["r0"], as_of=LATER)
+    sol = store.search(
+        "alice", TEXTS[2], as_of=LATER, method="dense", filters={"symbol": "SOL/USDT"}
+    )
+    assert [h.record.id for h in sol] == ["r2"]
+    fresh = store.search("alice", "Solana validators restart", as_of=LATER, method="dense")
+    assert fresh[0].record.id == "r8"
+    assert "r0" not in {h.record.id for h in fresh}
+    reopened = make_store(exact_search_max=100)  # vectors come back from chroma
+    again = reopened.search("alice", "Solana validators restart", as_of=LATER, method="dense")
+    assert [h.record.id for h in again] == [h.record.id for h in fresh]
+    np.testing.assert_allclose(
+        [h.similarity for h in again], [h.similarity for h in fresh], atol=1e-5
+    )
