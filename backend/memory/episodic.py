@@ -22,7 +22,8 @@ clip(importance + delta, 0, 1)``. :meth:`EpisodicMemory.decay` multiplies by a f
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,8 @@ EPISODIC_KIND = "episodic"
 MOVE_SCALE = 0.10
 """A 10% market move over the outcome horizon counts as a full-size move."""
 _DAY_S = 86_400.0
+_DECODED_MAX = 8192
+"""Decoded episodes kept by :meth:`EpisodicMemory._as_of`."""
 
 
 def outcome_delta(episode: Episode, outcome: Outcome) -> float:
@@ -87,6 +90,10 @@ class EpisodicMemory:
     def __init__(self, store: KhalaStore, *, settings: MemorySettings) -> None:
         self._store = store
         self._settings = settings
+        self._decoded: OrderedDict[tuple[str, str, str], tuple[Episode, list[dict[str, Any]]]]
+        self._decoded = OrderedDict()
+        self._replayed: dict[tuple[str, str, str, int], Episode] = {}
+        self._cache_lock = threading.Lock()
 
     @property
     def store(self) -> KhalaStore:
@@ -351,26 +358,59 @@ class EpisodicMemory:
             method=method,
             filters=self._filters(symbol, event_types),
         )
-        scored = []
+        ranked: list[tuple[float, float, str, Episode, float, float]] = []
         for hit in hits:
             if hit.record.created_at > moment:  # the store fences too; never trust one layer
                 continue
-            episode = _replay(*self._decode(hit.record), ts)
-            age_days = max(0.0, (ts - episode.occurred_at.timestamp()) / _DAY_S)
+            episode = self._as_of(hit.record, ts)
+            occurred = episode.occurred_at.timestamp()
+            age_days = max(0.0, (ts - occurred) / _DAY_S)
             recency = 0.5 ** (age_days / s.recency_half_life_days)
             score = (
                 s.weight_similarity * hit.similarity
                 + s.weight_recency * recency
                 + s.weight_importance * episode.importance
             )
-            scored.append(
-                ScoredEpisode(
-                    episode=episode,
-                    score=score,
-                    similarity=hit.similarity,
-                    recency=recency,
-                    importance=episode.importance,
-                )
+            ranked.append((-score, -occurred, episode.id, episode, hit.similarity, recency))
+        ranked.sort(key=lambda x: x[:3])
+        return [
+            ScoredEpisode(
+                episode=episode,
+                score=-neg_score,
+                similarity=similarity,
+                recency=recency,
+                importance=episode.importance,
             )
-        scored.sort(key=lambda x: (-x.score, -x.episode.occurred_at.timestamp(), x.episode.id))
-        return scored[:k]
+            for neg_score, _, _, episode, similarity, recency in ranked[:k]
+        ]
+
+    def _as_of(self, record: MemoryRecord, ts: float) -> Episode:
+        """The episode of ``record`` as of ``ts``, memoised: a decision loop recalls the
+        same candidates bar after bar, and parsing them was most of a recall's time
+        (measured). Keys hold the record's stored JSON, so any write is a new key."""
+        key = (
+            record.id,
+            str(record.metadata.get("episode", "")),
+            str(record.metadata.get("log", "[]")),
+        )
+        with self._cache_lock:
+            decoded = self._decoded.get(key)
+        if decoded is None:
+            decoded = self._decode(record)
+            with self._cache_lock:
+                self._decoded[key] = decoded
+                if len(self._decoded) > _DECODED_MAX:
+                    self._decoded.popitem(last=False)
+                    self._replayed.clear()
+        base, log = decoded
+        applied = next((i for i, e in enumerate(log) if float(e["ts"]) > ts), len(log))
+        replay_key = (*key, applied)
+        with self._cache_lock:
+            episode = self._replayed.get(replay_key)
+        if episode is None:
+            episode = _replay(base, log[:applied], None)
+            with self._cache_lock:
+                if len(self._replayed) > 4 * _DECODED_MAX:
+                    self._replayed.clear()
+                self._replayed[replay_key] = episode
+        return episode

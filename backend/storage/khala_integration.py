@@ -35,7 +35,13 @@ from pydantic import ValidationError
 from backend.embeddings import Embedder, Vectors
 from backend.errors import EmbeddingMismatchError, LookAheadError, StoreError, TenantScopeError
 from backend.storage._audit import AuditLog, AuditRow
-from backend.storage._codec import assemble_hits, meta_ts, record_from_chroma, record_to_meta
+from backend.storage._codec import (
+    assemble_hits,
+    meta_ts,
+    record_from_chroma,
+    record_to_meta,
+    trusted_record,
+)
 from backend.storage._lexical import Filter, FilterSpec, LexicalIndex
 from backend.storage.models import (
     TRADER_ID_PATTERN,
@@ -539,7 +545,7 @@ class KhalaStore:
                 str(query), top_k=fetch, as_of_ts=as_of_ts, where=where
             )
             lexical = [
-                (record_from_chroma(rid, text, meta), score)
+                (trusted_record(rid, text, meta), score)
                 for rid, score, text, meta in found
                 if meta.get("trader_id") == trader_id
             ]
@@ -587,7 +593,7 @@ class KhalaStore:
             exact = mirror.dense(vec, top_k=n, as_of_ts=as_of_ts, where=where)
             if exact is not None:
                 return [
-                    (record_from_chroma(rid, doc, meta), sim)
+                    (trusted_record(rid, doc, meta), sim)
                     for rid, doc, meta, sim in exact
                     if meta.get("trader_id") == trader_id
                 ]
@@ -599,7 +605,7 @@ class KhalaStore:
             chroma_where = where.to_chroma(as_of_ts=as_of_ts)
             rows = self._query(col, trader_id, vec, n, chroma_where, include_rows=True)
             hits = [row for row in rows if meta_ts(row[2]) <= as_of_ts]
-        return [(record_from_chroma(rid, doc, meta), sim) for rid, doc, meta, sim in hits[:n]]
+        return [(trusted_record(rid, doc, meta), sim) for rid, doc, meta, sim in hits[:n]]
 
     def _with_rows(
         self, col: Collection, trader_id: str, found: list[tuple[str, str, dict[str, Any], float]]
