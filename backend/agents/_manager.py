@@ -64,7 +64,8 @@ class DeepTraderManager:
     working-memory snapshots; ``seed_note``: the trader's words recorded as of the first
     bar when the persona is empty (module doc); ``min_trade_fraction``: the engine's
     no-trade threshold (decides which decisions are recorded); ``flush_every``: bars
-    between batched decision writes (default ``min(24, outcome_horizon_bars)``).
+    between batched memory writes (default ``min(24, outcome_horizon_bars)``; see
+    :mod:`backend.agents._memory_writer`).
     Implements :class:`~backend.backtest.models.DecisionMaker`. Not thread-safe.
     """
 
