@@ -245,3 +245,26 @@ def test_real_detector_episodes_round_trip_and_recall(
         "alice", "bitcoin flash crash", as_of=june, top_k=3, event_types=["flash_crash"]
     )
     assert [h.episode.occurred_at for h in crash] == [datetime(2022, 5, 11, 13, tzinfo=UTC)]
+
+
+def test_decay_by_age_counts_whole_days_without_drift(make_store: StoreFactory) -> None:
+    mem = EpisodicMemory(make_store(), settings=SETTINGS)
+    mem.add([ep("a", "one", importance=0.8)], as_of=T0)
+    mem.add(
+        [ep("b", "two", at=T0 + timedelta(days=1), importance=0.4)], as_of=T0 + timedelta(days=1)
+    )
+    t1 = T0 + timedelta(days=2, hours=12)  # a: 2 whole days, b: 1 whole day
+    assert mem.decay_by_age("alice", as_of=t1, half_life_days=2.0) == 2
+    a, b = mem.scan("alice", as_of=t1)
+    assert a.importance == pytest.approx(0.8 * 0.5)
+    assert b.importance == pytest.approx(0.4 * 0.5**0.5)
+    assert mem.decay_by_age("alice", as_of=t1 + timedelta(hours=11), half_life_days=2.0) == 0
+    # a decayed through day 2, b through day 2: at day 4 both get 2 more whole days
+    t2 = T0 + timedelta(days=4, hours=1)
+    assert mem.decay_by_age("alice", as_of=t2, half_life_days=2.0) == 2
+    a2, b2 = mem.scan("alice", as_of=t2)
+    assert a2.importance == pytest.approx(0.8 * 0.25)  # 4 days in all: no drift
+    assert b2.importance == pytest.approx(0.4 * 0.5**1.5)  # 3 days in all
+    assert [e.importance for e in mem.scan("alice", as_of=t1)] == [a.importance, b.importance]
+    with pytest.raises(StoreError):
+        mem.decay_by_age("alice", as_of=t2, half_life_days=0.0)
