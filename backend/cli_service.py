@@ -20,6 +20,7 @@ command resumes the run.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
 from datetime import UTC, datetime
@@ -45,6 +46,13 @@ def _config() -> tuple[Any, str]:
     from backend.service.runtime import config_key
 
     return settings(), config_key(_state.config_path)
+
+
+def _quiet_scheduler() -> None:
+    """apscheduler logs every skipped overlapping run as a warning; the scheduler's
+    listener reports them on ``backend.service`` instead (errors still show)."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 def _wait_for_stop(stop: threading.Event) -> None:
@@ -88,6 +96,7 @@ def run() -> None:
     from backend.service.scheduler import start_service
 
     cfg, config = _config()
+    _quiet_scheduler()
     scheduler = start_service(cfg, config)
     console.print(f"scheduler running {len(scheduler.get_jobs())} jobs; Ctrl-C stops it")
     try:
@@ -152,6 +161,7 @@ def paper(
     from backend.service.scheduler import build_scheduler, paper_trigger
 
     cfg, config = _config()
+    _quiet_scheduler()
     ex = exchange or cfg.exchange.id
     stop_at = parse_utc(until, name="until") if until else None
     start = parse_utc(replay_from, name="replay-from").isoformat() if replay_from else None
