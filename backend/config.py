@@ -250,10 +250,10 @@ class SchedulerSettings(_Section):
     consolidation: JobTrigger = JobTrigger(interval_s=3600)
     outcomes: JobTrigger = JobTrigger(interval_s=3600)
     paper: list[PaperJob] = Field(default_factory=list)
-    decay_half_life_days: float = Field(default=90.0, gt=0)
+    decay_half_life_days: float = Field(default=180.0, gt=0)
     """Consolidation multiplies each episode's importance by ``0.5 ** (days since its
     last decay / half_life)``."""
-    prune_below: float = Field(default=0.05, ge=0, le=1)
+    prune_below: float = Field(default=0.02, ge=0, le=1)
     """Consolidation deletes episodes whose importance is below this ..."""
     prune_after_days: float = Field(default=180.0, gt=0)
     """... and that occurred more than this many days ago (never one linked to an open

@@ -239,7 +239,7 @@ class EpisodicMemory:
         multiplied by ``0.5 ** (d / half_life_days)`` where ``d`` is the number of WHOLE
         days since the episode's last age decay (or since it occurred). The entry keeps
         the time it decayed through, so calls at any cadence add up to the same decay
-        (no drift) and a second call within the same day changes nothing. One batched
+        (no drift) and a second call at the same ``as_of`` changes nothing. One batched
         write; returns how many episodes were decayed. Entries are read as of their
         ``as_of`` like every other (:func:`_replay`)."""
         if half_life_days <= 0:

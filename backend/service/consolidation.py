@@ -6,7 +6,8 @@
    failed consolidation) becomes ``context`` episodes
    (:meth:`WorkingMemory.consolidate_overflow`, done once for every trader);
 2. importance decays with age (:meth:`EpisodicMemory.decay_by_age`, half-life
-   ``scheduler.decay_half_life_days``, whole days only: idempotent within a day);
+   ``scheduler.decay_half_life_days``, in whole days since the last decay, so repeated
+   runs add up to the same decay and a repeated run at the same time does nothing);
 3. episodes whose importance is below ``scheduler.prune_below`` and that occurred more
    than ``scheduler.prune_after_days`` before ``as_of`` are deleted, EXCEPT the ones a
    paper run still needs (:func:`protected_ids`: the decision that opened an open

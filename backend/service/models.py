@@ -39,9 +39,9 @@ class JobInfo(_Model):
 
 
 class PersonaRefreshResult(_Model):
-    """What one persona refresh did: the trader's fills passed on (at or after the
-    cursor), those newer than the cursor, the profile version before and after (equal
-    when nothing changed)."""
+    """What one persona refresh did: the trader's fills read from the source, those
+    newer than the cursor (the newest fill ingested before), the profile version before
+    and after (equal when nothing changed)."""
 
     trader_id: str
     as_of: AwareDatetime

@@ -8,11 +8,13 @@ Sources (``scheduler.persona_refresh[].source``):
   ``__SECRET``), paged from the cursor, converted by
   :func:`backend.data.fills_from_ccxt_trades`.
 
-Only fills at or before ``as_of`` and at or after the cursor (the newest fill time
-already ingested, kept in the service state) are passed on; the persona ledger ignores
-fill ids it already has, so a run repeated after a crash or a restart adds nothing and
-stores no new version (idempotent), and an incremental update equals a rebuild on the
-same fills (PersonaManager's contract).
+The trader's fills at or before ``as_of`` are passed on (from a file: all of them, so a
+fill that shows up late in a refreshed export, older than fills already ingested, is
+still ingested; from ccxt: those since the cursor, the newest fill time ingested, kept in
+the service state). The persona ledger ignores fill ids it already has, so a run
+repeated after a crash or a restart adds nothing and stores no new version
+(idempotent), and an incremental update equals a rebuild on the same fills
+(PersonaManager's contract).
 """
 
 from __future__ import annotations
@@ -83,16 +85,11 @@ def refresh_persona(
     source: str,
     cursor_ms: int | None,
 ) -> PersonaRefreshResult:
-    """Pass the trader's ``fills`` at or before ``as_of`` (and not older than
-    ``cursor_ms``) to ``persona.update_from_fills``; returns what changed."""
+    """Pass the trader's ``fills`` at or before ``as_of`` to
+    ``persona.update_from_fills`` (fills it already has are ignored there); returns what
+    changed, counting as new the fills newer than ``cursor_ms``."""
     fence = to_utc(as_of)
-    mine = [
-        f
-        for f in fills
-        if f.trader_id == trader_id
-        and f.datetime <= fence
-        and (cursor_ms is None or f.timestamp >= cursor_ms)
-    ]
+    mine = [f for f in fills if f.trader_id == trader_id and f.datetime <= fence]
     before = persona.get_profile(trader_id, fence)
     after = persona.update_from_fills(trader_id, mine, as_of=fence) if mine else before
     stamps = [f.timestamp for f in mine]
