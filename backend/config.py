@@ -236,6 +236,10 @@ class PaperJob(_Section):
     """ccxt id; default ``exchange.id``."""
 
 
+DEMO_TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+"""The trader of the default persona refresh job (and of the README's examples)."""
+
+
 class SchedulerSettings(_Section):
     """apscheduler 3 jobs of the service (``sentinel scheduler run``) and their store."""
 
@@ -246,7 +250,10 @@ class SchedulerSettings(_Section):
     """SQLite file of the jobs' own state: fill cursors, paper-trading runs."""
     misfire_grace_s: int = Field(default=3600, ge=1)
     """A run missed by at most this many seconds still runs (once: runs coalesce)."""
-    persona_refresh: list[PersonaRefreshJob] = Field(default_factory=list)
+    persona_refresh: list[PersonaRefreshJob] = Field(
+        default_factory=lambda: [PersonaRefreshJob(trader_id=DEMO_TRADER)]
+    )
+    """Default: the demo trader (the BTC long trader of the shared Hyperliquid export)."""
     consolidation: JobTrigger = JobTrigger(interval_s=3600)
     outcomes: JobTrigger = JobTrigger(interval_s=3600)
     paper: list[PaperJob] = Field(default_factory=list)
