@@ -41,6 +41,14 @@ def _cursor_key(trader_id: str) -> str:
     return f"persona-fills:{trader_id}"
 
 
+def _trade_key(trade: dict[str, Any]) -> object:
+    """A trade's identity across pages: its id, else its unified fields."""
+    if trade.get("id"):
+        return ("id", trade.get("symbol"), str(trade["id"]))
+    fields = ("symbol", "order", "timestamp", "side", "price", "amount")
+    return tuple(str(trade.get(k)) for k in fields)
+
+
 def fetch_ccxt_fills(
     exchange: ccxt.Exchange,
     *,
@@ -51,25 +59,31 @@ def fetch_ccxt_fills(
     limit: int = 1000,
 ) -> list[Fill]:
     """Page ``exchange.fetch_my_trades(symbol, since, limit)`` per symbol (one call with
-    ``symbol=None`` when ``symbols`` is empty) from ``since_ms`` until a page is empty or
-    passes ``until``; returns the fills at or before ``until``, time-sorted. Raises
-    :class:`ExchangeError` for any ccxt error."""
+    ``symbol=None`` when ``symbols`` is empty) from ``since_ms`` (epoch ms; None = from
+    the epoch) until a page is short, empty, brings no new trade or passes ``until``. Each
+    page starts AT the previous page's newest trade time (trades often share a
+    millisecond; repeated ones are dropped by trade id), so nothing at a page boundary is
+    skipped unless more than ``limit`` trades share one millisecond. Returns the fills at
+    or before ``until``, time-sorted. Raises :class:`ExchangeError` for any ccxt error."""
     end_ms = int(to_utc(until).timestamp() * 1000)
     trades: list[dict[str, Any]] = []
+    seen: set[object] = set()
     where = getattr(exchange, "id", "exchange")
     try:
         wanted: list[str | None] = list(symbols) or [None]
         for symbol in wanted:
-            cursor = since_ms
+            cursor = since_ms if since_ms is not None else 0
             for _ in range(_MAX_PAGES):
                 page = exchange.fetch_my_trades(symbol, since=cursor, limit=limit)
-                if not page:
+                new = [t for t in page if _trade_key(t) not in seen]
+                seen.update(_trade_key(t) for t in new)
+                trades.extend(new)
+                if not new or len(page) < limit:
                     break
-                trades.extend(page)
                 last = max(int(t["timestamp"]) for t in page)
-                if last >= end_ms or len(page) < limit or (cursor is not None and last < cursor):
+                if last > end_ms or last < cursor:
                     break
-                cursor = last + 1
+                cursor = last
     except ccxt.BaseError as err:
         raise ExchangeError(f"{where} fetch_my_trades: {type(err).__name__}: {err}") from err
     fills = fills_from_ccxt_trades(trades, trader_id=trader_id, source=str(where))
