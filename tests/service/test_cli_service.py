@@ -190,3 +190,42 @@ def test_paper_bad_options_exit_2_with_one_line(make_config: ConfigFactory) -> N
     assert result.stderr.strip().splitlines() == [
         "sentinel: error: --until: not an ISO-8601 date/time: 'tomorrow'"
     ]
+
+
+def test_scheduler_run_in_the_foreground_until_sigterm(make_config: ConfigFactory) -> None:
+    config = make_config(
+        "service",
+        scheduler={"persona_refresh": [], "consolidation": {"interval_s": 0.3}},
+    )
+    state_path = config.parent / "service.sqlite3"
+    proc = subprocess.Popen(
+        [str(SENTINEL), "--config", str(config), "scheduler", "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def runs() -> int:
+        if not state_path.is_file():
+            return 0
+        with sqlite3.connect(state_path) as db:
+            try:
+                (n,) = db.execute(
+                    "SELECT COUNT(*) FROM job_run WHERE job_id = 'consolidation' AND ok = 1"
+                ).fetchone()
+            except sqlite3.OperationalError:
+                return 0
+        return int(n)
+
+    deadline = time.monotonic() + 120
+    while runs() < 2 and proc.poll() is None:
+        assert time.monotonic() < deadline, "the scheduler ran no job"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "scheduler running 2 jobs" in out
+    listed = sentinel("--config", str(config), "scheduler", "jobs", "--json")
+    jobs = {j["id"]: j for j in json.loads(listed.stdout)}
+    assert sorted(jobs) == ["consolidation", "outcomes"]
+    assert jobs["consolidation"]["trigger"] == "interval[0:00:00.300000]"
