@@ -14,7 +14,9 @@ never does):
    :class:`~backend.backtest.engine.BarStepper` on a
    :class:`~backend.backtest._broker.SimBroker` with ``settings.backtest``'s capital, fee
    and slippage: the order decided at the close of bar t fills at the open of bar t+1,
-   exactly as in a backtest (the first step decides on the newest closed bar only);
+   exactly as in a backtest (the first step decides on the newest closed bar only; after
+   a downtime, the bars missed are decided in order, their orders filled at their
+   historical next opens, so the run stays the one an uninterrupted loop would have made);
 4. writes the new state, the decisions, fills, trades and equity marks in ONE SQLite
    transaction (:class:`~backend.service._db.ServiceDB`).
 
