@@ -11,7 +11,8 @@
 3. episodes whose importance is below ``scheduler.prune_below`` and that occurred more
    than ``scheduler.prune_after_days`` before ``as_of`` are deleted, EXCEPT the ones a
    paper run still needs (:func:`protected_ids`: the decision that opened an open
-   position, the pending order's decision, episodes waiting for their outcome).
+   position, the pending order's decision, episodes waiting for their outcome) and the
+   memories those decisions were taken with (their ``memory_ids``).
 
 :func:`resolve_outcomes` (job ``outcomes``): every ``decision`` episode of the trader
 without an outcome as of ``as_of`` whose horizon (``agent.outcome_horizon_bars`` bars of
@@ -89,10 +90,10 @@ def consolidate_trader(
         trader_id, as_of=moment, half_life_days=settings.decay_half_life_days
     )
     old = moment - timedelta(days=settings.prune_after_days)
+    episodes = system.episodic.scan(trader_id, as_of=moment)
+    protect = protect | {m for e in episodes if e.id in protect for m in e.memory_ids}
     candidates = [
-        e
-        for e in system.episodic.scan(trader_id, as_of=moment)
-        if e.importance < settings.prune_below and e.occurred_at < old
+        e for e in episodes if e.importance < settings.prune_below and e.occurred_at < old
     ]
     prune = sorted(e.id for e in candidates if e.id not in protect)
     if prune:

@@ -101,7 +101,11 @@ def test_consolidation_decays_and_prunes_but_spares_an_open_position(
     faded = [e.model_copy(update={"importance": 0.01}) for e in episodes[:3]]
     kept = episodes[3:]
     system.episodic.add([*faded, *kept], as_of=datetime(2022, 7, 1, tzinfo=UTC))
-    open_position = faded[0].id
+    open_position = faded[0].id  # a memory the open position's decision was taken with
+    decision = system.toolkit.record_decision(
+        "agent", symbol="BTC/USDT", action="buy", size=0.3, rationale="trend up",
+        memory_ids=[open_position, "persona:v1"], as_of=datetime(2022, 7, 1, tzinfo=UTC),
+    )  # fmt: skip
     state = PaperState(
         run_id="binance:BTC/USDT:1h:agent",
         exchange="binance",
@@ -109,26 +113,27 @@ def test_consolidation_decays_and_prunes_but_spares_an_open_position(
         timeframe="1h",
         trader_id="agent",
         clock="live",
-        broker=PaperBrokerState(cash=0.0, quantity=0.3, entry_decision=open_position),
+        broker=PaperBrokerState(cash=0.0, quantity=0.3, entry_decision=decision),
     )
     rt.db().save_step(state, records=[], fills=[], trades=[], marks=[])
 
     as_of = "2022-09-01T00:00:00Z"
     (result,) = consolidation(config, as_of)["result"]
     assert result["trader_id"] == "agent" and result["consolidated"] == 0
-    assert result["decayed"] == 6
+    assert result["decayed"] == 7
     assert result["pruned"] == sorted(e.id for e in faded[1:])
     assert result["protected"] == 1
     moment = parse_as_of(as_of)
     left = {e.id: e for e in system.episodic.scan("agent", as_of=moment)}
-    assert set(left) == {open_position, *(e.id for e in kept)}
+    assert set(left) == {open_position, decision, *(e.id for e in kept)}
     for episode in kept:  # 0.5 ** (whole days since it occurred / 180)
         days = (moment - episode.occurred_at) // timedelta(days=1)
         expected = episode.importance * 0.5 ** (days / 180)
         assert left[episode.id].importance == pytest.approx(expected, abs=1e-9)
     earlier = system.episodic.scan("agent", as_of=datetime(2022, 8, 31, tzinfo=UTC))
     assert {e.id: e.importance for e in earlier} == {
-        e.id: e.importance for e in [faded[0], *kept]
+        decision: 0.3,
+        **{e.id: e.importance for e in [faded[0], *kept]},
     }  # reads before the decay see the importance of then
 
     close_runtimes()  # the same run again after a restart: nothing more to do
