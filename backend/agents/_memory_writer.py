@@ -46,6 +46,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
 from backend.agents._embed_cache import PrimedEmbedder
 from backend.backtest.models import Decision, TradeRecord
 from backend.compose import MemorySystem
@@ -54,7 +56,14 @@ from backend.memory import FeatureFrame
 from backend.memory.models import Episode, Outcome
 from backend.tools.memory_toolkit import decision_episode as toolkit_decision_episode
 
-__all__ = ["DECISION_IMPORTANCE", "MemoryWriter", "decision_episode", "horizon_label"]
+__all__ = [
+    "DECISION_IMPORTANCE",
+    "DueOutcome",
+    "MemoryWriter",
+    "WriterState",
+    "decision_episode",
+    "horizon_label",
+]
 
 log = logging.getLogger("backend.agents")
 DECISION_IMPORTANCE = 0.3
@@ -108,6 +117,41 @@ class _Due:
     equity: float
 
 
+class DueOutcome(BaseModel):
+    """A scheduled outcome, as persisted (:class:`WriterState`): the episode, when its
+    horizon ends, the close at the episode (quote currency), the signed exposure its
+    decision targeted (None: no PnL) and the equity then (quote currency)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    due: AwareDatetime
+    episode_id: str
+    start_close: float
+    exposure: float | None
+    equity: float
+
+
+class WriterState(BaseModel):
+    """What a :class:`MemoryWriter` holds between bars that is not in the store yet:
+    buffered episodes (detected and decisions), scheduled and queued outcomes, queued and
+    absorbed closed trades,
+    the flush counter and the stats (:meth:`MemoryWriter.export_state`). Detected
+    episodes already added are not listed: they are every episode that occurred at or
+    before the last bar processed (the manager passes that time to
+    :meth:`MemoryWriter.restore_state`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    buffer: list[Episode] = []
+    bars_since_flush: int = 0
+    due: list[DueOutcome] = []
+    queued: list[tuple[str, Outcome]] = []
+    """Outcomes resolved but not written yet: ``(episode id, outcome)``."""
+    trades: list[TradeRecord] = []
+    absorbed: dict[str, list[TradeRecord]] = {}
+    stats: dict[str, int] = {}
+
+
 class MemoryWriter:
     """Clocked, batched writes of one trader on one symbol (module doc)."""
 
@@ -157,6 +201,47 @@ class MemoryWriter:
             return
         item = _Due(episode.occurred_at + self._horizon, episode.id, start, exposure, equity)
         bisect.insort(self._due, item, key=lambda d: (d.due, d.episode_id))
+
+    # ----------------------------------------------------------------- state
+
+    def export_state(self) -> WriterState:
+        """The in-process state between two bars (for a loop that restarts: paper trading)."""
+        return WriterState(
+            buffer=list(self._buffer),
+            bars_since_flush=self._bars_since_flush,
+            due=[
+                DueOutcome(
+                    due=d.due,
+                    episode_id=d.episode_id,
+                    start_close=d.start_close,
+                    exposure=d.exposure,
+                    equity=d.equity,
+                )
+                for d in self._due
+            ],
+            queued=list(self._queued),
+            trades=list(self._trades),
+            absorbed={k: list(v) for k, v in self._absorbed.items()},
+            stats=dict(self.stats),
+        )
+
+    def restore_state(self, state: WriterState, *, added_until: datetime | None) -> None:
+        """Continue from ``state`` (:meth:`export_state` of a writer of the same trader and
+        symbol, possibly on a shorter feature frame); detected episodes that occurred at or
+        before ``added_until`` (the last bar processed) count as already added."""
+        self._next = 0
+        if added_until is not None:
+            self._next = bisect.bisect_right([e.occurred_at for e in self._pending], added_until)
+        self._primed = self._next
+        self._buffer = list(state.buffer)
+        self._bars_since_flush = state.bars_since_flush
+        self._due = [
+            _Due(d.due, d.episode_id, d.start_close, d.exposure, d.equity) for d in state.due
+        ]
+        self._queued = list(state.queued)
+        self._trades = list(state.trades)
+        self._absorbed = {k: list(v) for k, v in state.absorbed.items()}
+        self.stats = Counter(state.stats)
 
     # ----------------------------------------------------------------- per bar
 

@@ -288,6 +288,43 @@ class EpisodicMemory:
         self._store.upsert(trader_id, updated, as_of=moment)
         return len(updated)
 
+    def decay_by_age(self, trader_id: str, *, as_of: datetime, half_life_days: float) -> int:
+        """Age-based importance decay of every episode known at ``as_of``: importance is
+        multiplied by ``0.5 ** (d / half_life_days)`` where ``d`` is the number of WHOLE
+        days since the episode's last age decay (or since it occurred). The entry keeps
+        the time it decayed through, so calls at any cadence add up to the same decay
+        (no drift) and a second call at the same ``as_of`` changes nothing. One batched
+        write; returns how many episodes were decayed. Entries are read as of their
+        ``as_of`` like every other (:func:`_replay`)."""
+        if half_life_days <= 0:
+            raise StoreError(f"half_life_days must be > 0, got {half_life_days}")
+        moment = to_utc(as_of)
+        now_ts = moment.timestamp()
+        records = self._store.scan(trader_id, as_of=moment, filters={"kind": EPISODIC_KIND})
+        updated = []
+        for record in records:
+            base, log = self._decode(record)
+            through = max(
+                [base.occurred_at.timestamp()]
+                + [float(e["through"]) for e in log if e.get("op") == "decay" and "through" in e]
+            )
+            if any(float(e["ts"]) > now_ts for e in log):
+                continue  # written later than as_of: decaying now would reorder its log
+            days = int((now_ts - through) // _DAY_S)
+            if days < 1:
+                continue
+            entry = {
+                "at": moment.isoformat(),
+                "ts": now_ts,
+                "op": "decay",
+                "factor": 0.5 ** (days / half_life_days),
+                "through": through + days * _DAY_S,
+            }
+            updated.append(self._encode(base, [*log, entry]))
+        if updated:
+            self._store.upsert(trader_id, updated, as_of=moment)
+        return len(updated)
+
     # ------------------------------------------------------------------ reads
 
     def get(self, trader_id: str, ids: Sequence[str], *, as_of: datetime) -> list[Episode]:

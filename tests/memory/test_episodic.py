@@ -291,3 +291,26 @@ def test_a_batch_written_later_logs_each_outcome_at_its_resolution(
     assert before.outcome is None and before.importance == 0.5
     assert at_t1.outcome == early and at_t1.importance == pytest.approx(0.7)
     assert at_t2.outcome == late and at_t2.importance == pytest.approx(0.8)
+
+
+def test_decay_by_age_counts_whole_days_without_drift(make_store: StoreFactory) -> None:
+    mem = EpisodicMemory(make_store(), settings=SETTINGS)
+    mem.add([ep("a", "one", importance=0.8)], as_of=T0)
+    mem.add(
+        [ep("b", "two", at=T0 + timedelta(days=1), importance=0.4)], as_of=T0 + timedelta(days=1)
+    )
+    t1 = T0 + timedelta(days=2, hours=12)  # a: 2 whole days, b: 1 whole day
+    assert mem.decay_by_age("alice", as_of=t1, half_life_days=2.0) == 2
+    a, b = mem.scan("alice", as_of=t1)
+    assert a.importance == pytest.approx(0.8 * 0.5)
+    assert b.importance == pytest.approx(0.4 * 0.5**0.5)
+    assert mem.decay_by_age("alice", as_of=t1 + timedelta(hours=11), half_life_days=2.0) == 0
+    # a decayed through day 2, b through day 2: at day 4 both get 2 more whole days
+    t2 = T0 + timedelta(days=4, hours=1)
+    assert mem.decay_by_age("alice", as_of=t2, half_life_days=2.0) == 2
+    a2, b2 = mem.scan("alice", as_of=t2)
+    assert a2.importance == pytest.approx(0.8 * 0.25)  # 4 days in all: no drift
+    assert b2.importance == pytest.approx(0.4 * 0.5**1.5)  # 3 days in all
+    assert [e.importance for e in mem.scan("alice", as_of=t1)] == [a.importance, b.importance]
+    with pytest.raises(StoreError):
+        mem.decay_by_age("alice", as_of=t2, half_life_days=0.0)
