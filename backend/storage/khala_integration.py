@@ -20,6 +20,7 @@ passed to chroma explicitly; chroma's own default embedding function is never us
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ from pydantic import ValidationError
 
 from backend.embeddings import Embedder, Vectors
 from backend.errors import EmbeddingMismatchError, LookAheadError, StoreError, TenantScopeError
-from backend.storage._audit import AuditLog, AuditRow
+from backend.storage._audit import AuditLog, AuditRow, PendingRow
 from backend.storage._codec import assemble_hits, meta_ts, record_from_chroma, record_to_meta
 from backend.storage._lexical import Filter, FilterSpec, LexicalIndex
 from backend.storage.models import (
@@ -58,6 +59,17 @@ def _check_trader(trader_id: str) -> str:
     if not isinstance(trader_id, str) or not _TRADER_RE.match(trader_id):
         raise TenantScopeError(f"invalid trader_id {str(trader_id)[:40]!r}")
     return trader_id
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Content equality with floats equal to 1e-12 relative: chromadb returns about one
+    metadata float in nine one ulp off what was written (its float parsing is not
+    correctly rounded), which must not turn an identical re-upsert into an UPDATE."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
 
 
 def _ts(as_of: datetime) -> float:
@@ -97,6 +109,8 @@ class KhalaStore:
         self._lock = threading.RLock()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._max_batch = int(client.get_max_batch_size())
+        self.recovered = audit.recover(self._landed)
+        """``(confirmed, dropped)`` audit rows a crashed writer had left pending."""
 
     @property
     def embedder(self) -> Embedder:
@@ -224,7 +238,7 @@ class KhalaStore:
         unchanged = 0
         for r in records:
             old = existing.get(r.id)
-            if old is not None and old[0].content() == r.content():
+            if old is not None and _same(old[0].content(), r.content()):
                 unchanged += 1
                 continue
             changed.append(r)
@@ -241,7 +255,7 @@ class KhalaStore:
             return UpsertResult(unchanged=unchanged)
         vectors = self._vectors_for(changed, existing)
         metas = [record_to_meta(r) for r in changed]
-        with self._audit.transaction(as_of=as_of) as audit:
+        with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
             audit.record(rows)
             try:
                 for start in range(0, len(changed), self._max_batch):
@@ -253,10 +267,11 @@ class KhalaStore:
                         metadatas=metas[start:end],  # type: ignore[arg-type]
                     )
             except (ChromaError, ValueError, TypeError) as exc:
+                self._forget_mirror(trader_id)
                 raise StoreError(f"trader {trader_id}: chroma upsert failed: {exc}") from None
-        self._lex(trader_id).put(
-            (r.id, r.text, m["created_at_ts"], m) for r, m in zip(changed, metas, strict=True)
-        )
+            self._lex(trader_id).put(  # inside the write: the mirror follows chroma's order
+                (r.id, r.text, m["created_at_ts"], m) for r, m in zip(changed, metas, strict=True)
+            )
         added = sum(1 for row in rows if row[2] == "ADD")
         return UpsertResult(added=added, updated=len(rows) - added, unchanged=unchanged)
 
@@ -348,14 +363,41 @@ class KhalaStore:
         if not visible:
             return 0
         col = self.collection(trader_id)
-        with self._audit.transaction(as_of=as_of) as audit:
+        with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
             audit.record([(trader_id, r.id, "DELETE", r.content(), None) for r in visible])
             try:
                 col.delete(ids=[r.id for r in visible])
             except ChromaError as exc:
+                self._forget_mirror(trader_id)
                 raise StoreError(f"trader {trader_id}: chroma delete failed: {exc}") from None
-        self._lex(trader_id).remove(r.id for r in visible)
+            self._lex(trader_id).remove(r.id for r in visible)
         return len(visible)
+
+    def _forget_mirror(self, trader_id: str) -> None:
+        """Drop the trader's in-process mirror after a failed write (rebuilt from chroma)."""
+        with self._lock:
+            self._lexical.pop(trader_id, None)
+
+    def _landed(self, rows: Sequence[PendingRow]) -> list[bool]:
+        """For audit rows written ahead of a chroma write that failed or was cut by a
+        crash: whether chroma holds each mutation (a delete: the id is gone; an add or
+        update: the record has exactly the new content)."""
+        found: dict[tuple[str, str], MemoryRecord] = {}
+        for trader_id in {r.trader_id for r in rows}:
+            col = self._open(trader_id, create=False)
+            if col is None:
+                continue
+            ids = list(dict.fromkeys(r.record_id for r in rows if r.trader_id == trader_id))
+            for rid, (record, _) in self._fetch(col, ids, embeddings=False).items():
+                found[(trader_id, rid)] = record
+        verdict = []
+        for row in rows:
+            record = found.get((row.trader_id, row.record_id))
+            if row.event == "DELETE" or row.new is None:
+                verdict.append(record is None)
+            else:
+                verdict.append(record is not None and _same(record.content(), row.new))
+        return verdict
 
     # ------------------------------------------------------------------- reads
 
