@@ -22,6 +22,7 @@ clip(importance + delta, 0, 1)``. :meth:`EpisodicMemory.decay` multiplies by a f
 from __future__ import annotations
 
 import json
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -61,13 +62,16 @@ def _clip(value: float) -> float:
 
 
 def _replay(base: Episode, log: list[dict[str, Any]], as_of_ts: float | None) -> Episode:
-    """``base`` with the log entries recorded at or before ``as_of_ts`` (all if None)."""
+    """``base`` with the log entries recorded at or before ``as_of_ts`` (all if None), in
+    log order. Entries are skipped, not a stop: concurrent writers with their own clocks
+    (the decision loop, the scheduler's decay) may append a slightly older entry after a
+    newer one."""
     importance = base.importance
     actions = list(base.actions)
     outcome = base.outcome
     for entry in log:
         if as_of_ts is not None and float(entry["ts"]) > as_of_ts:
-            break
+            continue
         op = entry["op"]
         if op == "action":
             actions.append(ActionLink.model_validate(entry["action"]))
@@ -82,11 +86,17 @@ def _replay(base: Episode, log: list[dict[str, Any]], as_of_ts: float | None) ->
 
 
 class EpisodicMemory:
-    """Trader-scoped episodes on a :class:`KhalaStore` (see the module docstring)."""
+    """Trader-scoped episodes on a :class:`KhalaStore` (see the module docstring).
+
+    Writes are read-modify-write of an episode's log (add, link_action, record_outcome,
+    decay): they are serialised by one lock, so concurrent writers (the decision loop,
+    the scheduler's consolidation) never lose each other's entries. Reads take no lock.
+    """
 
     def __init__(self, store: KhalaStore, *, settings: MemorySettings) -> None:
         self._store = store
         self._settings = settings
+        self._lock = threading.RLock()
 
     @property
     def store(self) -> KhalaStore:
@@ -135,6 +145,10 @@ class EpisodicMemory:
         ones already logged are not logged again), without an importance change.
         Raises :class:`LookAheadError` if an episode occurred after ``as_of``.
         """
+        with self._lock:
+            return self._add(episodes, as_of=as_of)
+
+    def _add(self, episodes: Sequence[Episode], *, as_of: datetime) -> UpsertResult:
         by_trader: dict[str, list[Episode]] = defaultdict(list)
         for ep in episodes:
             by_trader[ep.trader_id].append(ep)
@@ -191,9 +205,10 @@ class EpisodicMemory:
         """
         if action.at > to_utc(as_of):
             raise LookAheadError(f"action at {action.at.isoformat()} is after as_of {as_of}")
-        record = self._one(trader_id, episode_id, as_of=as_of)
-        entry = {"op": "action", "action": action.model_dump(mode="json")}
-        return self._append(record, entry, as_of=as_of)
+        with self._lock:
+            record = self._one(trader_id, episode_id, as_of=as_of)
+            entry = {"op": "action", "action": action.model_dump(mode="json")}
+            return self._append(record, entry, as_of=as_of)
 
     def record_outcome(
         self, trader_id: str, episode_id: str, outcome: Outcome, *, as_of: datetime
@@ -207,17 +222,18 @@ class EpisodicMemory:
         moment = to_utc(as_of)
         if outcome.resolved_at > moment:
             raise LookAheadError(f"outcome resolved {outcome.resolved_at} is after {moment}")
-        record = self._one(trader_id, episode_id, as_of=moment)
-        base, log = self._decode(record)
-        if outcome.resolved_at < base.occurred_at:
-            raise StoreError(f"episode {episode_id!r}: outcome resolves before the episode")
-        current = _replay(base, log, moment.timestamp())
-        entry = {
-            "op": "outcome",
-            "outcome": outcome.model_dump(mode="json"),
-            "delta": outcome_delta(current, outcome),
-        }
-        return self._append(record, entry, as_of=moment)
+        with self._lock:
+            record = self._one(trader_id, episode_id, as_of=moment)
+            base, log = self._decode(record)
+            if outcome.resolved_at < base.occurred_at:
+                raise StoreError(f"episode {episode_id!r}: outcome resolves before the episode")
+            current = _replay(base, log, moment.timestamp())
+            entry = {
+                "op": "outcome",
+                "outcome": outcome.model_dump(mode="json"),
+                "delta": outcome_delta(current, outcome),
+            }
+            return self._append(record, entry, as_of=moment)
 
     def decay(self, trader_id: str, *, as_of: datetime, factor: float) -> int:
         """Multiply the importance of every episode known at ``as_of`` by ``factor``
@@ -225,13 +241,14 @@ class EpisodicMemory:
         if not 0.0 < factor <= 1.0:
             raise StoreError(f"decay factor must be in (0, 1], got {factor}")
         moment = to_utc(as_of)
-        records = self._store.scan(trader_id, as_of=moment, filters={"kind": EPISODIC_KIND})
         entry = {"at": moment.isoformat(), "ts": moment.timestamp(), "op": "decay"}
-        updated = []
-        for record in records:
-            base, log = self._decode(record)
-            updated.append(self._encode(base, [*log, {**entry, "factor": factor}]))
-        self._store.upsert(trader_id, updated, as_of=moment)
+        with self._lock:
+            records = self._store.scan(trader_id, as_of=moment, filters={"kind": EPISODIC_KIND})
+            updated = []
+            for record in records:
+                base, log = self._decode(record)
+                updated.append(self._encode(base, [*log, {**entry, "factor": factor}]))
+            self._store.upsert(trader_id, updated, as_of=moment)
         return len(updated)
 
     # ------------------------------------------------------------------ reads
