@@ -388,8 +388,8 @@ class KhalaStore:
             if col is None:
                 continue
             ids = list(dict.fromkeys(r.record_id for r in rows if r.trader_id == trader_id))
-            for rid, (record, _) in self._fetch(col, ids, embeddings=False).items():
-                found[(trader_id, rid)] = record
+            for rid, (stored, _) in self._fetch(col, ids, embeddings=False).items():
+                found[(trader_id, rid)] = stored
         verdict = []
         for row in rows:
             record = found.get((row.trader_id, row.record_id))

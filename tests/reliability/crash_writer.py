@@ -32,10 +32,29 @@ from backend.storage import KhalaStore, MemoryRecord, open_store
 
 TRADERS = ("alice", "bob", "carol")
 FAR = datetime(9999, 1, 1, tzinfo=UTC)
-WORDS = (
-    "bitcoin ether solana funding liquidation rally crash halving etf outflow inflow whale "
-    "stablecoin depeg leverage short squeeze breakout support resistance volume"
-).split()
+WORDS = [
+    "bitcoin",
+    "ether",
+    "solana",
+    "funding",
+    "liquidation",
+    "rally",
+    "crash",
+    "halving",
+    "etf",
+    "outflow",
+    "inflow",
+    "whale",
+    "stablecoin",
+    "depeg",
+    "leverage",
+    "short",
+    "squeeze",
+    "breakout",
+    "support",
+    "resistance",
+    "volume",
+]
 
 
 def _canonical(value: Any) -> Any:
@@ -124,8 +143,15 @@ def run(root: Path, round_no: int, seed: int, max_ops: int | None) -> None:
                 )
                 for i in range(rng.randint(1, 12))
             ]
-            emit("INTENT", {"seq": seq, "trader": trader, "op": "upsert",
-                            "records": {r.id: content_hash(r.content()) for r in batch}})  # fmt: skip
+            emit(
+                "INTENT",
+                {
+                    "seq": seq,
+                    "trader": trader,
+                    "op": "upsert",
+                    "records": {r.id: content_hash(r.content()) for r in batch},
+                },
+            )
             store.upsert(trader, batch, as_of=as_of)
             live[trader].update(r.id for r in batch)
         elif roll < 0.85:
@@ -134,13 +160,22 @@ def run(root: Path, round_no: int, seed: int, max_ops: int | None) -> None:
             new = old.model_copy(
                 update={"text": text(rng, rng.randint(3, 30)), "importance": rng.random()}
             )
-            emit("INTENT", {"seq": seq, "trader": trader, "op": "update",
-                            "records": {rid: content_hash(new.content())}})  # fmt: skip
+            emit(
+                "INTENT",
+                {
+                    "seq": seq,
+                    "trader": trader,
+                    "op": "update",
+                    "records": {rid: content_hash(new.content())},
+                },
+            )
             store.update(trader, rid, as_of=as_of, text=new.text, importance=new.importance)
         else:
             gone = rng.sample(mine, k=min(len(mine), rng.randint(1, 3)))
-            emit("INTENT", {"seq": seq, "trader": trader, "op": "delete",
-                            "records": dict.fromkeys(gone)})  # fmt: skip
+            emit(
+                "INTENT",
+                {"seq": seq, "trader": trader, "op": "delete", "records": dict.fromkeys(gone)},
+            )
             store.delete(trader, gone, as_of=as_of)
             live[trader].difference_update(gone)
         emit("ACK", seq)

@@ -24,6 +24,7 @@ and tests/agents/memory/test_persona_llm.py.)
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import socket
 from collections.abc import Iterator
@@ -176,7 +177,7 @@ def test_fault_ends_in_hold_and_no_persona_change(
             assert len(server.requests) == 2 * attempts  # bounded: then the safe default
             if fault.retried:
                 times = [r["t"] for r in server.requests[:attempts]]
-                gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+                gaps = [b - a for a, b in itertools.pairwise(times)]
                 if "429" in name:
                     assert min(gaps) >= 0.9  # Retry-After: 1 honoured
                 else:

@@ -52,11 +52,27 @@ def sentinel(*args: str, base_url: str) -> subprocess.CompletedProcess[str]:
 
 def backtest_args(shared_data: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "backtest", "--pair", "BTC/USDT", "--timeframe", "1h", "--start", "2022-05-09",
-        "--end", "2022-05-10", "--data-dir", str(shared_data / "market" / "binance"),
-        "--data-root", str(shared_data), "--out", str(out), "--memory", "on",
-        "--policy", "llm", *extra,
-    ]  # fmt: skip
+        "backtest",
+        "--pair",
+        "BTC/USDT",
+        "--timeframe",
+        "1h",
+        "--start",
+        "2022-05-09",
+        "--end",
+        "2022-05-10",
+        "--data-dir",
+        str(shared_data / "market" / "binance"),
+        "--data-root",
+        str(shared_data),
+        "--out",
+        str(out),
+        "--memory",
+        "on",
+        "--policy",
+        "llm",
+        *extra,
+    ]
 
 
 def assert_no_key(*texts: str, where: str) -> None:
@@ -77,7 +93,9 @@ def test_backtest_on_the_llm_path_writes_the_key_nowhere(
         Reply.json({**GOOD, "action": "close", "size": 0.0}),
     ] * 6
     out = tmp_path / "run"
-    result = sentinel("--debug", *backtest_args(shared_data, out, "--json"), base_url=server.base_url)
+    result = sentinel(
+        "--debug", *backtest_args(shared_data, out, "--json"), base_url=server.base_url
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert server.requests and all(r["auth"] == f"Bearer {KEY}" for r in server.requests)
     assert len(result.stderr.splitlines()) > 50  # --debug: the loggers did write
@@ -106,9 +124,16 @@ def test_error_lines_never_carry_the_key(shared_data: Path, tmp_path: Path) -> N
     bad_config = tmp_path / "bad.yaml"
     bad_config.write_text(f"llm:\n  api_key: {KEY}\n")
     in_yaml = sentinel(
-        "--config", str(bad_config), "memory", "search", "--trader", "t", "--query", "q",
+        "--config",
+        str(bad_config),
+        "memory",
+        "search",
+        "--trader",
+        "t",
+        "--query",
+        "q",
         base_url="http://127.0.0.1:9/v1",
-    )  # fmt: skip
+    )
     assert in_yaml.returncode == 2 and "llm.api_key" in in_yaml.stderr
     for result in (bad_option, unreachable, in_yaml):
         assert_no_key(result.stdout, result.stderr, where="an error message")

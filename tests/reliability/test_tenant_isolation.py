@@ -38,7 +38,20 @@ from backend.tools.memory_toolkit import MemoryToolkit
 from tests.conftest import StoreFactory
 
 TRADERS = ("alice", "Alice", "alice.1", "alice_1", "bob", "0x513b8629fe877bb581bf244e326a047b")
-WORDS = "luna depeg crash rally halving etf whale liquidation funding bitcoin ether solana".split()
+WORDS = [
+    "luna",
+    "depeg",
+    "crash",
+    "rally",
+    "halving",
+    "etf",
+    "whale",
+    "liquidation",
+    "funding",
+    "bitcoin",
+    "ether",
+    "solana",
+]
 KINDS = ("news", "note", "episodic")
 T0 = datetime(2022, 5, 1, tzinfo=UTC)
 FAR = datetime(9999, 1, 1, tzinfo=UTC)
@@ -57,9 +70,11 @@ class World:
         episodic = EpisodicMemory(store, settings=MemorySettings())
         self.toolkit = MemoryToolkit(
             HierarchicalMemory(
-                persona=_NoPersona(), working=_NoWorking(), episodic=episodic,
+                persona=_NoPersona(),
+                working=_NoWorking(),
+                episodic=episodic,
                 settings=MemorySettings(),
-            ),  # fmt: skip
+            ),
             working=_NoWorking(),
             episodic=episodic,
             persona=_NoPersona(),
@@ -155,9 +170,14 @@ def run_op(world: World, step: tuple[Any, ...], draw: st.DrawFn) -> None:
         )
         try:
             hits = store.search(
-                trader, query, as_of=as_of, method=method, filters=spec, min_importance=floor,
+                trader,
+                query,
+                as_of=as_of,
+                method=method,
+                filters=spec,
+                min_importance=floor,
                 top_k=draw(st.integers(1, 20)),
-            )  # fmt: skip
+            )
         except TenantScopeError:
             assert spec is not None and set(spec) & set(HOSTILE_KEYS)
             world.refused += 1
