@@ -11,7 +11,7 @@ the scheduler's jobs will do, as of the loop's clock (the close of the last bar 
   changes the leverage cap;
 - **consolidation** (every 3 bars): working memory of a second symbol (ETH/USDT)
   observed bar by bar, whose overflow is consolidated into episodic ``context``
-  episodes; every 40th run, importance decay of every episode; reads of the loop's own
+  episodes; every 150th run, importance decay of every episode; reads of the loop's own
   working window (every run) and episodes (every third run).
 
 Afterwards: no thread raised and no write failed; no update was lost (every outcome the
@@ -158,7 +158,7 @@ class Consolidation:
             s.working.observe_bar(TRADER, self.eth, self.next)
             self.next += 1
             self.observed += 1
-        if self.calls % 40 == 0:
+        if self.calls % 150 == 0:
             self.decayed += s.episodic.decay(TRADER, as_of=now, factor=0.999)
         window = s.working.current(TRADER, "BTC/USDT", as_of=now)
         assert all(snap.as_of <= now for snap in window)
