@@ -10,8 +10,10 @@ Design:
   records created after it (chroma ``where created_at_ts <= as_of``).
 - **Dense, BM25 and hybrid search.** Dense is chroma's HNSW top-k; BM25 (bm25s) runs on an
   in-process mirror of the trader's texts; hybrid is reciprocal-rank fusion of both.
-- **Nothing half-written.** A batch is validated and embedded first, then written to chroma
-  inside the audit trail's SQLite transaction (:mod:`backend.storage._audit`).
+- **Nothing half-written, nothing unaudited.** A batch is validated and embedded first;
+  its audit rows are committed ahead of the chroma write and confirmed after it (a write
+  cut by a crash is settled when the store is next opened, :mod:`backend.storage._audit`;
+  ``tests/reliability/test_crash_safety.py``). Writes of one process are serialised.
 
 Embeddings are always computed by the given :class:`~backend.embeddings.Embedder` and
 passed to chroma explicitly; chroma's own default embedding function is never used.
