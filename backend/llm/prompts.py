@@ -6,8 +6,9 @@ Three tasks (O-Mem's memory construction, adapted to trading):
 - **topic extraction** from a market snapshot and its headlines (working-memory index);
 - **key event identification**: is this market state a salient episode worth keeping?
 
-Untrusted text (notes, headlines) is passed as quoted data between ``<data>`` tags, with
-the instruction to treat it as data only; decisions that matter (hard constraints) are
+Untrusted text (notes, headlines, and the profile summary, which repeats the trader's
+words) is passed as quoted data between ``<data>`` tags (:func:`quote_data`), with the
+instruction to treat it as data only; decisions that matter (hard constraints) are
 enforced in code downstream, never by the prompt alone.
 """
 
@@ -78,9 +79,8 @@ def persona_update_prompt(profile_summary: str, text: str) -> tuple[str, str]:
         "Fractions are decimals (2% = 0.02); leverage is a multiple (3x = 3.0); asset "
         "tickers are upper case. " + _DATA_RULE
     )
-    user = (
-        f"Current profile:\n{profile_summary or '(empty)'}\n\nTrader's message:\n{quote_data(text)}"
-    )
+    profile = quote_data(profile_summary) if profile_summary else "(empty)"
+    user = f"Current profile:\n{profile}\n\nTrader's message:\n{quote_data(text)}"
     return system, user
 
 

@@ -94,8 +94,8 @@ def render_context(
             if ctx.persona.constraints()
             else []
         )
-        if persona_summary:
-            blocks.append(_Block(pid, persona_summary))
+        if persona_summary:  # carries the trader's own words (goals, stated preferences)
+            blocks.append(_Block(pid, quote_data(persona_summary)))
         sections.append(("### Who the trader is", blocks))
     newest_first = sorted(ctx.working, key=lambda s: s.as_of, reverse=True)
     if newest_first:

@@ -65,13 +65,16 @@ def _clip(value: float) -> float:
 
 
 def _replay(base: Episode, log: list[dict[str, Any]], as_of_ts: float | None) -> Episode:
-    """``base`` with the log entries recorded at or before ``as_of_ts`` (all if None)."""
+    """``base`` with the log entries recorded at or before ``as_of_ts`` (all if None), in
+    log order. Entries are skipped, not a stop: concurrent writers with their own clocks
+    (the decision loop, the scheduler's decay) may append a slightly older entry after a
+    newer one."""
     importance = base.importance
     actions = list(base.actions)
     outcome = base.outcome
     for entry in log:
         if as_of_ts is not None and float(entry["ts"]) > as_of_ts:
-            break
+            continue
         op = entry["op"]
         if op == "action":
             actions.append(ActionLink.model_validate(entry["action"]))
@@ -86,7 +89,12 @@ def _replay(base: Episode, log: list[dict[str, Any]], as_of_ts: float | None) ->
 
 
 class EpisodicMemory:
-    """Trader-scoped episodes on a :class:`KhalaStore` (see the module docstring)."""
+    """Trader-scoped episodes on a :class:`KhalaStore` (see the module docstring).
+
+    Writes are read-modify-write of an episode's log (add, link_action, record_outcome,
+    decay): they are serialised by one lock, so concurrent writers (the decision loop,
+    the scheduler's consolidation) never lose each other's entries. Reads take no lock.
+    """
 
     def __init__(self, store: KhalaStore, *, settings: MemorySettings) -> None:
         self._store = store
@@ -95,6 +103,7 @@ class EpisodicMemory:
         self._decoded = OrderedDict()
         self._replayed: dict[tuple[str, str, str, int], Episode] = {}
         self._cache_lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @property
     def store(self) -> KhalaStore:
@@ -143,6 +152,10 @@ class EpisodicMemory:
         ones already logged are not logged again), without an importance change.
         Raises :class:`LookAheadError` if an episode occurred after ``as_of``.
         """
+        with self._lock:
+            return self._add(episodes, as_of=as_of)
+
+    def _add(self, episodes: Sequence[Episode], *, as_of: datetime) -> UpsertResult:
         by_trader: dict[str, list[Episode]] = defaultdict(list)
         for ep in episodes:
             by_trader[ep.trader_id].append(ep)
@@ -199,9 +212,10 @@ class EpisodicMemory:
         """
         if action.at > to_utc(as_of):
             raise LookAheadError(f"action at {action.at.isoformat()} is after as_of {as_of}")
-        record = self._one(trader_id, episode_id, as_of=as_of)
-        entry = {"op": "action", "action": action.model_dump(mode="json")}
-        return self._append(record, entry, as_of=as_of)
+        with self._lock:
+            record = self._one(trader_id, episode_id, as_of=as_of)
+            entry = {"op": "action", "action": action.model_dump(mode="json")}
+            return self._append(record, entry, as_of=as_of)
 
     def record_outcome(
         self, trader_id: str, episode_id: str, outcome: Outcome, *, as_of: datetime
@@ -232,12 +246,18 @@ class EpisodicMemory:
         written.
         """
         moment = to_utc(as_of)
-        ts = moment.timestamp()
         for episode_id, outcome in outcomes:
             if outcome.resolved_at > moment:
                 raise LookAheadError(
                     f"outcome of {episode_id!r} resolved {outcome.resolved_at} is after {moment}"
                 )
+        with self._lock:  # a read-modify-write of the episodes' logs (class doc)
+            return self._record_outcomes(trader_id, outcomes, moment)
+
+    def _record_outcomes(
+        self, trader_id: str, outcomes: Sequence[tuple[str, Outcome]], moment: datetime
+    ) -> list[Episode]:
+        ts = moment.timestamp()
         ids = list(dict.fromkeys(episode_id for episode_id, _ in outcomes))
         found = {
             r.id: r
@@ -279,13 +299,14 @@ class EpisodicMemory:
         if not 0.0 < factor <= 1.0:
             raise StoreError(f"decay factor must be in (0, 1], got {factor}")
         moment = to_utc(as_of)
-        records = self._store.scan(trader_id, as_of=moment, filters={"kind": EPISODIC_KIND})
         entry = {"at": moment.isoformat(), "ts": moment.timestamp(), "op": "decay"}
-        updated = []
-        for record in records:
-            base, log = self._decode(record)
-            updated.append(self._encode(base, [*log, {**entry, "factor": factor}]))
-        self._store.upsert(trader_id, updated, as_of=moment)
+        with self._lock:
+            records = self._store.scan(trader_id, as_of=moment, filters={"kind": EPISODIC_KIND})
+            updated = []
+            for record in records:
+                base, log = self._decode(record)
+                updated.append(self._encode(base, [*log, {**entry, "factor": factor}]))
+            self._store.upsert(trader_id, updated, as_of=moment)
         return len(updated)
 
     def decay_by_age(self, trader_id: str, *, as_of: datetime, half_life_days: float) -> int:
@@ -446,12 +467,13 @@ class EpisodicMemory:
                     self._decoded.popitem(last=False)
                     self._replayed.clear()
         base, log = decoded
-        applied = next((i for i, e in enumerate(log) if float(e["ts"]) > ts), len(log))
+        # the entries at or before ts are the `applied` earliest ones: the count is a key
+        applied = sum(1 for e in log if float(e["ts"]) <= ts)
         replay_key = (*key, applied)
         with self._cache_lock:
             episode = self._replayed.get(replay_key)
         if episode is None:
-            episode = _replay(base, log[:applied], None)
+            episode = _replay(base, log, ts)
             with self._cache_lock:
                 if len(self._replayed) > 4 * _DECODED_MAX:
                     self._replayed.clear()

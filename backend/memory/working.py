@@ -256,14 +256,17 @@ class WorkingMemory:
     ) -> list[MarketSnapshot]:
         """Snapshots in the window with ``as_of`` at or before ``as_of`` (newest last),
         only those tagged ``topic`` if given (topics are lower case)."""
-        window = self._windows.get((trader_id, symbol))
-        if not window:
-            return []
         moment = to_utc(as_of)
         wanted = topic.lower() if topic is not None else None
-        if wanted is not None and not self._topics[(trader_id, symbol)].get(wanted):
-            return []
-        return [s for s in window if s.as_of <= moment and (wanted is None or wanted in s.topics)]
+        with self._lock:  # another thread may be observing (appending / consolidating)
+            window = self._windows.get((trader_id, symbol))
+            if not window:
+                return []
+            if wanted is not None and not self._topics[(trader_id, symbol)].get(wanted):
+                return []
+            return [
+                s for s in window if s.as_of <= moment and (wanted is None or wanted in s.topics)
+            ]
 
     def topics(self, trader_id: str, symbol: str, *, as_of: datetime) -> list[tuple[str, int]]:
         """Topic tags of the window's snapshots known at ``as_of``, most frequent first."""

@@ -1,12 +1,31 @@
-"""SQLite audit trail of every memory mutation (event, old, new, as_of), beside the chroma data."""
+"""SQLite audit trail of every memory mutation (event, old, new, as_of), beside the chroma data.
+
+The trail is a **write-ahead log** of the store's writes, so that it stays consistent with
+chroma across a crash (issue 7.1, ``tests/reliability/test_crash_safety.py``):
+
+1. the rows of a write are committed first, marked ``pending`` and owned by this process;
+2. the store writes to chroma;
+3. the rows are marked ``done``. If the chroma write raised, the store's ``landed``
+   check decides, row by row, whether the mutation reached chroma anyway (a batch split
+   in pages may fail half-way): those become ``done``, the others are deleted.
+
+A process killed between 1 and 3 leaves ``pending`` rows; the next store opened on the
+trail settles them with the same check (:meth:`AuditLog.recover`), so every mutation
+chroma holds is in the trail and the trail holds nothing that never landed. Only
+``done`` rows are history. Rows of a process that is still running (another store on the
+same files) are left alone.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +33,7 @@ from typing import Any, Literal
 from backend.errors import StoreError
 from backend.storage.models import AuditEvent
 
-__all__ = ["AuditLog", "AuditRow"]
+__all__ = ["AuditLog", "AuditRow", "LandedCheck", "PendingRow"]
 
 AuditRow = tuple[
     str, str, Literal["ADD", "UPDATE", "DELETE"], dict[str, Any] | None, dict[str, Any] | None
@@ -29,58 +48,121 @@ CREATE TABLE IF NOT EXISTS memory_audit (
     event     TEXT NOT NULL CHECK (event IN ('ADD', 'UPDATE', 'DELETE')),
     old       TEXT,
     new       TEXT,
-    as_of     TEXT NOT NULL
+    as_of     TEXT NOT NULL,
+    state     TEXT NOT NULL DEFAULT 'done' CHECK (state IN ('pending', 'done')),
+    owner     TEXT
 );
 CREATE INDEX IF NOT EXISTS memory_audit_trader ON memory_audit (trader_id, record_id, seq);
 """
+_MIGRATIONS = {
+    "state": "ALTER TABLE memory_audit ADD COLUMN state TEXT NOT NULL DEFAULT 'done'",
+    "owner": "ALTER TABLE memory_audit ADD COLUMN owner TEXT",
+}
+
+
+@dataclass(frozen=True)
+class PendingRow:
+    """A mutation written ahead of its chroma write and not yet confirmed."""
+
+    seq: int
+    trader_id: str
+    record_id: str
+    event: Literal["ADD", "UPDATE", "DELETE"]
+    new: dict[str, Any] | None
+
+
+LandedCheck = Callable[[Sequence[PendingRow]], Sequence[bool]]
+"""Tells, for each pending row, whether its mutation is in chroma (the store's check)."""
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dead(owner: str | None) -> bool:
+    """Whether the process that owns pending rows is gone (same host only)."""
+    if owner is None:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class AuditLog:
-    """Append-only audit trail in SQLite (WAL mode, ``synchronous=FULL``).
-
-    :meth:`transaction` yields a writer whose rows are committed only if the block exits
-    cleanly, so the store can write its chroma batch *inside* the block: a chroma failure
-    rolls the audit rows back and nothing is half-recorded. Thread-safe.
-    """
+    """Append-only audit trail in SQLite (WAL mode, ``synchronous=FULL``), written ahead
+    of the chroma writes (module doc). Thread-safe."""
 
     def __init__(self, path: Path, *, durable: bool = True) -> None:
         """``durable=False`` (throwaway stores) commits without fsync (``synchronous=OFF``):
         a process kill still keeps committed rows, a power cut may not."""
         self.path = path
+        self._owner = _owner()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+            self._conn.execute("PRAGMA busy_timeout=10000")
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(memory_audit)")}
+            for column, sql in _MIGRATIONS.items():
+                if column not in columns:
+                    self._conn.execute(sql)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the audit trail ({exc})") from None
         self._lock = threading.RLock()
 
     @contextmanager
-    def transaction(self, *, as_of: datetime) -> Iterator[_Writer]:
-        """Open a write transaction; rows are stamped with ``as_of`` (ISO-8601 UTC)."""
+    def transaction(
+        self, *, as_of: datetime, landed: LandedCheck | None = None
+    ) -> Iterator[_Writer]:
+        """A write: rows given to ``writer.record`` are committed at once as ``pending``
+        (stamped with ``as_of``, ISO-8601 UTC), then marked ``done`` when the block exits
+        cleanly. If the block raises, ``landed`` (default: nothing landed) settles them:
+        landed rows become ``done``, the others are deleted. Holds the log's lock for the
+        whole block, so writes of one process are serialised in trail order."""
         with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: audit trail is not writable ({exc})") from None
-            writer = _Writer(self._conn, as_of.isoformat())
+            writer = _Writer(self, as_of.isoformat())
             try:
                 yield writer
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if writer.seqs:
+                    self._settle(self._rows(writer.seqs), landed)
                 raise
-            try:
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._conn.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: audit commit failed ({exc})") from None
+            if writer.seqs:
+                self._set_done(writer.seqs)
+
+    def recover(self, landed: LandedCheck) -> tuple[int, int]:
+        """Settle the pending rows of dead processes (a crash between the two commits of a
+        write) with ``landed``; returns ``(confirmed, dropped)``."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, owner FROM memory_audit WHERE state = 'pending' ORDER BY seq"
+            ).fetchall()
+            orphans = [seq for seq, owner in rows if _dead(owner)]
+            if not orphans:
+                return 0, 0
+            return self._settle(self._rows(orphans), landed)
+
+    def pending(self) -> int:
+        """How many rows are pending (in flight here or in another process, or orphaned)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM memory_audit WHERE state = 'pending'"
+            ).fetchone()
+        return int(row[0])
 
     def history(self, trader_id: str, record_id: str | None = None) -> list[AuditEvent]:
-        """Events of one trader (optionally one record), oldest first."""
+        """Confirmed events of one trader (optionally one record), oldest first."""
         sql = "SELECT seq, trader_id, record_id, event, old, new, as_of FROM memory_audit "
-        sql += "WHERE trader_id = ?"
+        sql += "WHERE state = 'done' AND trader_id = ?"
         params: list[str] = [trader_id]
         if record_id is not None:
             sql += " AND record_id = ?"
@@ -104,25 +186,78 @@ class AuditLog:
         with self._lock:
             self._conn.close()
 
+    # ------------------------------------------------------------------ internals
+
+    def _insert(self, rows: Sequence[AuditRow], as_of: str) -> list[int]:
+        """Commit ``rows`` as pending; returns their sequence numbers."""
+        seqs = []
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for trader_id, record_id, event, old, new in rows:
+                    cursor = self._conn.execute(
+                        "INSERT INTO memory_audit "
+                        "(trader_id, record_id, event, old, new, as_of, state, owner) "
+                        "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                        (
+                            trader_id,
+                            record_id,
+                            event,
+                            json.dumps(old, sort_keys=True) if old is not None else None,
+                            json.dumps(new, sort_keys=True) if new is not None else None,
+                            as_of,
+                            self._owner,
+                        ),
+                    )
+                    seqs.append(int(cursor.lastrowid or 0))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: audit trail is not writable ({exc})") from None
+        return seqs
+
+    def _rows(self, seqs: Sequence[int]) -> list[PendingRow]:
+        marks = ",".join("?" * len(seqs))
+        found = self._conn.execute(
+            f"SELECT seq, trader_id, record_id, event, new FROM memory_audit "
+            f"WHERE seq IN ({marks}) ORDER BY seq",
+            list(seqs),
+        ).fetchall()
+        return [
+            PendingRow(seq, tid, rid, event, json.loads(new) if new is not None else None)
+            for seq, tid, rid, event, new in found
+        ]
+
+    def _settle(self, rows: Sequence[PendingRow], landed: LandedCheck | None) -> tuple[int, int]:
+        verdict = list(landed(rows)) if landed is not None else [False] * len(rows)
+        done = [r.seq for r, ok in zip(rows, verdict, strict=True) if ok]
+        dropped = [r.seq for r, ok in zip(rows, verdict, strict=True) if not ok]
+        self._set_done(done)
+        if dropped:
+            marks = ",".join("?" * len(dropped))
+            self._execute(f"DELETE FROM memory_audit WHERE seq IN ({marks})", dropped)
+        return len(done), len(dropped)
+
+    def _set_done(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            marks = ",".join("?" * len(seqs))
+            self._execute(f"UPDATE memory_audit SET state = 'done' WHERE seq IN ({marks})", seqs)
+
+    def _execute(self, sql: str, params: Sequence[int]) -> None:
+        try:
+            self._conn.execute(sql, list(params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: audit commit failed ({exc})") from None
+
 
 class _Writer:
-    def __init__(self, conn: sqlite3.Connection, as_of: str) -> None:
-        self._conn = conn
+    def __init__(self, log: AuditLog, as_of: str) -> None:
+        self._log = log
         self._as_of = as_of
+        self.seqs: list[int] = []
 
     def record(self, rows: Sequence[AuditRow]) -> None:
-        self._conn.executemany(
-            "INSERT INTO memory_audit (trader_id, record_id, event, old, new, as_of) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    trader_id,
-                    record_id,
-                    event,
-                    json.dumps(old, sort_keys=True) if old is not None else None,
-                    json.dumps(new, sort_keys=True) if new is not None else None,
-                    self._as_of,
-                )
-                for trader_id, record_id, event, old, new in rows
-            ],
-        )
+        """Commit ``rows`` as pending (before the chroma write they describe)."""
+        self.seqs.extend(self._log._insert(rows, self._as_of))

@@ -10,8 +10,10 @@ Design:
   records created after it (chroma ``where created_at_ts <= as_of``).
 - **Dense, BM25 and hybrid search.** Dense is chroma's HNSW top-k; BM25 (bm25s) runs on an
   in-process mirror of the trader's texts; hybrid is reciprocal-rank fusion of both.
-- **Nothing half-written.** A batch is validated and embedded first, then written to chroma
-  inside the audit trail's SQLite transaction (:mod:`backend.storage._audit`).
+- **Nothing half-written, nothing unaudited.** A batch is validated and embedded first;
+  its audit rows are committed ahead of the chroma write and confirmed after it (a write
+  cut by a crash is settled when the store is next opened, :mod:`backend.storage._audit`;
+  ``tests/reliability/test_crash_safety.py``). Writes of one process are serialised.
 
 Embeddings are always computed by the given :class:`~backend.embeddings.Embedder` and
 passed to chroma explicitly; chroma's own default embedding function is never used.
@@ -20,6 +22,7 @@ passed to chroma explicitly; chroma's own default embedding function is never us
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -34,7 +37,7 @@ from pydantic import ValidationError
 
 from backend.embeddings import Embedder, Vectors
 from backend.errors import EmbeddingMismatchError, LookAheadError, StoreError, TenantScopeError
-from backend.storage._audit import AuditLog, AuditRow
+from backend.storage._audit import AuditLog, AuditRow, PendingRow
 from backend.storage._codec import (
     assemble_hits,
     meta_ts,
@@ -65,6 +68,17 @@ def _check_trader(trader_id: str) -> str:
     if not isinstance(trader_id, str) or not _TRADER_RE.match(trader_id):
         raise TenantScopeError(f"invalid trader_id {str(trader_id)[:40]!r}")
     return trader_id
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Content equality with floats equal to 1e-12 relative: chromadb returns about one
+    metadata float in nine one ulp off what was written (its float parsing is not
+    correctly rounded), which must not turn an identical re-upsert into an UPDATE."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
 
 
 def _ts(as_of: datetime) -> float:
@@ -117,6 +131,8 @@ class KhalaStore:
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._records: dict[str, tuple[dict[str, Any], str, MemoryRecord]] = {}
         self._max_batch = int(client.get_max_batch_size())
+        self.recovered = audit.recover(self._landed)
+        """``(confirmed, dropped)`` audit rows a crashed writer had left pending."""
 
     @property
     def embedder(self) -> Embedder:
@@ -255,7 +271,7 @@ class KhalaStore:
         unchanged = 0
         for r in records:
             old = existing.get(r.id)
-            if old is not None and old[0].content() == r.content():
+            if old is not None and _same(old[0].content(), r.content()):
                 unchanged += 1
                 continue
             if old is not None and old[0].text == r.text and r.embedding is None:
@@ -276,7 +292,7 @@ class KhalaStore:
         vectors = self._vectors_for(changed)
         metas = [record_to_meta(r) for r in changed]
         relabel_metas = [_replacing(record_to_meta(r), old) for r, old in relabelled]
-        with self._audit.transaction(as_of=as_of) as audit:
+        with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
             audit.record(rows)
             try:
                 for start in range(0, len(changed), self._max_batch):
@@ -294,15 +310,19 @@ class KhalaStore:
                         metadatas=relabel_metas[start:end],  # type: ignore[arg-type]
                     )
             except (ChromaError, ValueError, TypeError) as exc:
+                self._forget_mirror(trader_id)
                 raise StoreError(f"trader {trader_id}: chroma upsert failed: {exc}") from None
-        mirror = self._lex(trader_id)
-        mirror.put(  # new vectors; relabelled rows keep theirs
-            [(r.id, r.text, m["created_at_ts"], m) for r, m in zip(changed, metas, strict=True)],
-            list(vectors),
-        )
-        mirror.put(
-            (r.id, r.text, r.created_at.timestamp(), record_to_meta(r)) for r, _ in relabelled
-        )
+            mirror = self._lex(trader_id)  # inside the write: the mirror follows chroma's order
+            mirror.put(  # new vectors; relabelled rows keep theirs
+                [
+                    (r.id, r.text, m["created_at_ts"], m)
+                    for r, m in zip(changed, metas, strict=True)
+                ],
+                list(vectors),
+            )
+            mirror.put(
+                (r.id, r.text, r.created_at.timestamp(), record_to_meta(r)) for r, _ in relabelled
+            )
         added = sum(1 for row in rows if row[2] == "ADD")
         return UpsertResult(added=added, updated=len(rows) - added, unchanged=unchanged)
 
@@ -390,14 +410,41 @@ class KhalaStore:
         if not visible:
             return 0
         col = self.collection(trader_id)
-        with self._audit.transaction(as_of=as_of) as audit:
+        with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
             audit.record([(trader_id, r.id, "DELETE", r.content(), None) for r in visible])
             try:
                 col.delete(ids=[r.id for r in visible])
             except ChromaError as exc:
+                self._forget_mirror(trader_id)
                 raise StoreError(f"trader {trader_id}: chroma delete failed: {exc}") from None
-        self._lex(trader_id).remove(r.id for r in visible)
+            self._lex(trader_id).remove(r.id for r in visible)
         return len(visible)
+
+    def _forget_mirror(self, trader_id: str) -> None:
+        """Drop the trader's in-process mirror after a failed write (rebuilt from chroma)."""
+        with self._lock:
+            self._lexical.pop(trader_id, None)
+
+    def _landed(self, rows: Sequence[PendingRow]) -> list[bool]:
+        """For audit rows written ahead of a chroma write that failed or was cut by a
+        crash: whether chroma holds each mutation (a delete: the id is gone; an add or
+        update: the record has exactly the new content)."""
+        found: dict[tuple[str, str], MemoryRecord] = {}
+        for trader_id in {r.trader_id for r in rows}:
+            col = self._open(trader_id, create=False)
+            if col is None:
+                continue
+            ids = list(dict.fromkeys(r.record_id for r in rows if r.trader_id == trader_id))
+            for rid, (stored, _) in self._fetch(col, ids, embeddings=False).items():
+                found[(trader_id, rid)] = stored
+        verdict = []
+        for row in rows:
+            record = found.get((row.trader_id, row.record_id))
+            if row.event == "DELETE" or row.new is None:
+                verdict.append(record is None)
+            else:
+                verdict.append(record is not None and _same(record.content(), row.new))
+        return verdict
 
     # ------------------------------------------------------------------- reads
 

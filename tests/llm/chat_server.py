@@ -2,8 +2,9 @@
 
 Each request to ``POST /v1/chat/completions`` takes the next scripted reply (the last one
 repeats): a good structured answer, malformed JSON, an HTTP status (e.g. 429 with
-``Retry-After``, 500), or a slow answer. Requests are recorded for assertions. This is the
-network edge: the openai client under test is real.
+``Retry-After``, 500), a slow answer, or raw bytes (e.g. a response cut off mid-body).
+Requests are recorded (with their arrival time, ``time.monotonic()``) for assertions.
+This is the network edge: the openai client under test is real.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     finish_reason: str = "stop"
+    error_message: str = "scripted failure"
+    """The ``error.message`` of a non-200 reply (a real API may echo request details)."""
+    raw: bytes | None = None
+    """Sent as is instead of an HTTP response, then the connection is closed."""
 
     @classmethod
     def json(cls, obj: Any, **kw: Any) -> Reply:
@@ -59,13 +64,23 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         with self.server.lock:
             self.server.requests.append(
-                {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+                {
+                    "path": self.path,
+                    "auth": self.headers.get("Authorization"),
+                    "body": body,
+                    "t": time.monotonic(),
+                }
             )
         reply = self.server.next_reply()
         if reply.delay_s:
             time.sleep(reply.delay_s)
+        if reply.raw is not None:
+            self.wfile.write(reply.raw)
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if reply.status != 200:
-            payload = json.dumps({"error": {"message": "scripted failure", "type": "x"}}).encode()
+            payload = json.dumps({"error": {"message": reply.error_message, "type": "x"}}).encode()
         else:
             payload = json.dumps(
                 {

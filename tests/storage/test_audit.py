@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import socket
+import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from backend.storage import AuditLog
+from backend.storage._audit import PendingRow
 
 AS_OF = datetime(2022, 6, 13, 4, 0, tzinfo=UTC)
 
@@ -23,3 +27,59 @@ def test_rows_commit_only_when_the_block_succeeds(tmp_path: Path) -> None:
     log.close()
     reopened = AuditLog(tmp_path / "a.sqlite3")
     assert len(reopened.history("alice")) == 1 and reopened.history("bob") == []
+
+
+def test_a_failed_write_keeps_the_rows_that_landed_anyway(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.sqlite3")
+
+    def landed(rows: object) -> list[bool]:
+        return [True, False]  # e.g. the first page of a batch reached chroma, not the second
+
+    with pytest.raises(RuntimeError), log.transaction(as_of=AS_OF, landed=landed) as tx:
+        tx.record(
+            [
+                ("alice", "r1", "ADD", None, {"text": "a"}),
+                ("alice", "r2", "ADD", None, {"text": "b"}),
+            ]
+        )
+        assert log.pending() == 2 and log.history("alice") == []  # written ahead, not history
+        raise RuntimeError("chroma failed on the second page")
+    assert [e.record_id for e in log.history("alice")] == ["r1"] and log.pending() == 0
+
+
+def test_rows_of_a_dead_writer_are_settled_at_recovery(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite3"
+    log = AuditLog(path)
+    log._insert(  # what a writer killed between its two commits leaves behind
+        [
+            ("alice", "r1", "ADD", None, {"text": "a"}),
+            ("alice", "r2", "DELETE", {"text": "b"}, None),
+            ("bob", "r3", "ADD", None, {"text": "c"}),
+        ],
+        AS_OF.isoformat(),
+    )
+    log.close()
+    with sqlite3.connect(path) as conn:  # owned by a process that no longer exists
+        conn.execute("UPDATE memory_audit SET owner = ?", (f"{socket.gethostname()}:{2**22 + 7}",))
+    reopened = AuditLog(path)
+    seen: list[str] = []
+
+    def landed(rows: Sequence[PendingRow]) -> list[bool]:
+        seen.extend(r.record_id for r in rows)
+        return [r.record_id != "r3" for r in rows]
+
+    assert reopened.recover(landed) == (2, 1)
+    assert seen == ["r1", "r2", "r3"]
+    assert [(e.record_id, e.event) for e in reopened.history("alice")] == [
+        ("r1", "ADD"),
+        ("r2", "DELETE"),
+    ]
+    assert reopened.history("bob") == [] and reopened.pending() == 0
+    assert reopened.recover(landed) == (0, 0)
+
+
+def test_rows_of_a_live_writer_are_left_alone(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.sqlite3")
+    log._insert([("alice", "r1", "ADD", None, {"text": "a"})], AS_OF.isoformat())
+    other = AuditLog(tmp_path / "a.sqlite3")  # same process: its write may be in flight
+    assert other.recover(lambda rows: [True] * len(rows)) == (0, 0) and other.pending() == 1

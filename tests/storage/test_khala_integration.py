@@ -57,6 +57,21 @@ def test_upsert_get_roundtrip_and_idempotent(make_store: StoreFactory) -> None:
     assert got[0].created_at.tzinfo is not None and got[0].created_at.utcoffset() == timedelta(0)
 
 
+def test_full_precision_floats_stay_idempotent(make_store: StoreFactory) -> None:
+    """chromadb gives back about one metadata float in nine one ulp off (0.9097462559682401
+    -> 0.90974625596824): an identical re-upsert must still be a no-op, not an UPDATE."""
+    store = make_store()
+    rng = np.random.default_rng(3)
+    records = [
+        rec(i, importance=float(rng.random()), metadata={"x": float(rng.random()) * 1e-9})
+        for i in range(40)
+    ]
+    store.upsert("alice", records, as_of=LATER)
+    again = store.upsert("alice", records, as_of=LATER)
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 40)
+    assert {e.event for e in store.history("alice")} == {"ADD"}
+
+
 def test_second_run_reopens_the_same_collections(make_store: StoreFactory) -> None:
     first = make_store()
     first.upsert("alice", [rec(i) for i in range(4)], as_of=LATER)

@@ -31,6 +31,7 @@ profile version in effect after the call. A failed or empty answer
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -176,10 +177,15 @@ def _why(attr: PersonaAttribute) -> str:
     return f"{attr.evidence_count} fills, confidence {attr.confidence}"
 
 
+_TICKER = re.compile(r"[A-Z0-9@][A-Z0-9@._\-]{0,19}")
+"""An upper-cased ticker (``BTC``, ``1000PEPE``, ``KPEPE``, Hyperliquid spot ids ``@107``):
+no brackets or other markup can reach the prompt's hard-constraints line."""
+
+
 def check_constraint(constraint: HardConstraint) -> HardConstraint | str:
     """The constraint in canonical form, or why it is invalid: fractions in (0, 1];
     ``max_leverage`` in (0, 200]; ``max_position_notional`` > 0; asset kinds a non-empty
-    list of tickers (upper-cased, 1-20 chars); flag kinds ``True``."""
+    list of tickers (upper-cased, 1-20 chars of A-Z 0-9 @ . _ -); flag kinds ``True``."""
     kind, value = constraint.kind, constraint.value
     if kind in _FLAG_KINDS:
         return constraint if value is True else f"{kind} must be true, got {value!r}"
@@ -187,7 +193,7 @@ def check_constraint(constraint: HardConstraint) -> HardConstraint | str:
         if not isinstance(value, list) or not value:
             return f"{kind} needs a non-empty list of tickers, got {value!r}"
         tickers = list(dict.fromkeys(str(v).strip().upper() for v in value))
-        if not all(0 < len(t) <= 20 and " " not in t for t in tickers):
+        if not all(_TICKER.fullmatch(t) for t in tickers):
             return f"{kind}: invalid ticker in {value!r}"
         return constraint.model_copy(update={"value": tickers})
     if isinstance(value, bool) or not isinstance(value, int | float):
