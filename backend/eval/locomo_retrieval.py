@@ -4,8 +4,9 @@ Flat methods (``dense``, ``bm25``, ``hybrid``) are one :meth:`KhalaStore.search`
 conversation's turn records. ``hierarchical`` reads every tier of the memory
 (:mod:`backend.eval.locomo_memory`) concurrently and fuses them onto the turns:
 
-1. signals per turn, each z-normalised over the conversation's turns (``(x - mean) /
-   std``; scores fuse better than ranks here: measured 0.64 vs 0.57 recall@10 for
+1. signals per turn, each read for the top :attr:`FusionWeights.candidates` hits (the
+   other turns get the last hit's score) and z-normalised over the conversation's turns
+   (``(x - mean) / std``; scores fuse better than ranks here: measured 0.64 vs 0.57 recall@10 for
    BM25 + dense): turn BM25, turn dense, turn dense with the speakers' names removed from
    the query (names dominate MiniLM's vector of a short question), episode (dialog
    window) BM25 and episode dense, each episode scoring the turn at its centre;
@@ -58,8 +59,7 @@ __all__ = [
 ]
 
 MAX_CANDIDATES = 1000
-"""The store's largest ``top_k``; LoCoMo conversations have at most ~700 turns, so every
-signal is computed over all of them."""
+"""The store's largest ``top_k``: sessions (at most ~35 per conversation) are all read."""
 _MONTHS = [
     "january", "february", "march", "april", "may", "june",
     "july", "august", "september", "october", "november", "december",
@@ -124,12 +124,17 @@ def question_period(question: str) -> tuple[datetime, datetime] | None:
 @dataclass(frozen=True)
 class FusionWeights:
     """Weights of the hierarchical fusion (module docstring): ``neighbour`` = g,
-    ``session`` = w_session, ``time`` = w_time (z-score units), ``time_tail_days``."""
+    ``session`` = w_session, ``time`` = w_time (z-score units), ``time_tail_days``,
+    ``candidates`` (1..1000)."""
 
     neighbour: float = 0.15
     session: float = 0.8
     time: float = 2.0
     time_tail_days: float = 14.0
+    candidates: int = 100
+    """Hits read per turn/episode signal; the rest of the turns get the last hit's score
+    (measured on the dev set: recall@10 0.795 with all turns, 0.800 with 100, 0.804 with
+    200, 0.797 with 50 — the floor clips the long tail — at a fifth of the latency)."""
 
 
 @dataclass(frozen=True)
@@ -184,29 +189,33 @@ class HierarchicalRetriever:
         stripped = strip_names(question, names)
         store, episodic = self.memory.store, self.memory.episodic
 
+        n = self.weights.candidates
+
+        def spread(found: list[tuple[str, float]]) -> np.ndarray:
+            """Scores of the ``n`` best on the turns; the rest get the n-th score (they
+            were cut off below it), or 0 when fewer than ``n`` matched."""
+            floor = min((v for _, v in found), default=0.0) if len(found) >= n else 0.0
+            out = np.full(len(ids), floor)
+            for dia_id, value in found:
+                out[position[dia_id]] = value
+            return out
+
         def turns(query: str, method: SearchMethod) -> Callable[[], np.ndarray]:
             def run() -> np.ndarray:
                 hits = store.search(
-                    cid, query, as_of=as_of, top_k=MAX_CANDIDATES, method=method,
-                    filters={"kind": TURN_KIND},
-                )  # fmt: skip
-                out = np.zeros(len(ids))
-                for h in hits:
-                    out[position[str(h.record.metadata["dia_id"])]] = h.similarity
-                return out
+                    cid, query, as_of=as_of, top_k=n, method=method, filters={"kind": TURN_KIND}
+                )
+                return spread([(str(h.record.metadata["dia_id"]), h.similarity) for h in hits])
 
             return run
 
         def episodes(method: SearchMethod) -> Callable[[], np.ndarray]:
             def run() -> np.ndarray:
                 found = episodic.recall(
-                    cid, question, as_of=as_of, top_k=MAX_CANDIDATES, pool=MAX_CANDIDATES,
-                    symbol=DIALOGUE_SYMBOL, method=method,
+                    cid, question, as_of=as_of, top_k=n, pool=n, symbol=DIALOGUE_SYMBOL,
+                    method=method,
                 )  # fmt: skip
-                out = np.zeros(len(ids))
-                for scored in found:
-                    out[position[scored.episode.sources[0]]] = scored.similarity
-                return out
+                return spread([(e.episode.sources[0], e.similarity) for e in found])
 
             return run
 
@@ -219,9 +228,9 @@ class HierarchicalRetriever:
                 )  # fmt: skip
                 raw = {int(h.record.metadata["session"]): h.similarity for h in hits}
                 numbers = sorted(set(sessions.tolist()))
-                z = zscore(np.array([raw.get(n, 0.0) for n in numbers]))
-                for n, value in zip(numbers, z, strict=True):
-                    per[n] = per.get(n, 0.0) + float(value)
+                z = zscore(np.array([raw.get(num, 0.0) for num in numbers]))
+                for num, value in zip(numbers, z, strict=True):
+                    per[num] = per.get(num, 0.0) + float(value)
             return np.array([per.get(int(s), 0.0) for s in sessions])
 
         def personas() -> dict[str, PersonaProfile]:

@@ -11,6 +11,7 @@ from backend.eval.locomo_data import load_locomo
 from backend.eval.locomo_memory import LocomoMemory, ingest_conversation
 from backend.eval.locomo_models import LocomoConversation
 from backend.eval.locomo_retrieval import (
+    FusionWeights,
     HierarchicalRetriever,
     flat_ranking,
     question_period,
@@ -110,3 +111,16 @@ def test_time_boost_prefers_sessions_in_the_named_month(
     as_of = ingested.last_time + timedelta(days=1)
     ranked = retriever.retrieve(ingested, "What did Ben do in July 2023?", as_of=as_of).dia_ids
     assert {d.split(":")[0] for d in ranked[:3]} == {"D2"}
+
+
+def test_few_candidates_still_rank_every_turn(
+    ingested: LocomoConversation, locomo_memory: LocomoMemory
+) -> None:
+    retriever = HierarchicalRetriever(locomo_memory, weights=FusionWeights(candidates=2))
+    try:
+        as_of = ingested.last_time + timedelta(days=1)
+        result = retriever.retrieve(ingested, "Where is the bakery on Main Street?", as_of=as_of)
+        assert sorted(result.dia_ids) == sorted(t.dia_id for t in ingested.turns)
+        assert result.dia_ids[0] == "D3:1"
+    finally:
+        retriever.close()
