@@ -1,8 +1,8 @@
 """The ``sentinel`` command line (typer): the composition root.
 
-Only this module (and, later, the scheduler) reads the clock; everything below it takes
-``as_of`` as an argument. Errors of the package (:class:`SentinelError`) print one line on
-stderr and exit with status 2; ``--debug`` shows the traceback instead.
+Only this module (with its sub-apps) and the scheduler's jobs read the clock; everything
+below it takes ``as_of`` as an argument. Errors of the package (:class:`SentinelError`)
+print one line on stderr and exit with status 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from backend import cli_eval
 from backend.cli_backtest import backtest
 from backend.cli_persona import persona_app
 from backend.cli_replay import replay_trades_cli
+from backend.cli_service import paper, scheduler_app
 from backend.config import Settings, load_settings
 from backend.errors import ConfigError, SentinelError
 
@@ -43,6 +44,8 @@ app.add_typer(persona_app, name="persona")
 app.add_typer(cli_eval.app, name="eval")
 app.command("replay-trades")(replay_trades_cli)
 app.command("backtest")(backtest)
+app.add_typer(scheduler_app, name="scheduler")
+app.command("paper")(paper)
 
 console = Console()
 

@@ -5,7 +5,8 @@ Precedence (highest first): keyword arguments, environment (``SENTINEL_STORE__PO
 nested keys joined with ``__``), the YAML file, the defaults below.
 
 Secrets (API keys) come only from the environment (``SENTINEL_LLM__API_KEY``,
-``SENTINEL_EMBEDDING__API_KEY``); a YAML file that contains one is rejected. They are
+``SENTINEL_EMBEDDING__API_KEY``, ``SENTINEL_EXCHANGE__API_KEY`` / ``__SECRET``); a YAML
+file that contains one is rejected. They are
 :class:`pydantic.SecretStr`, so they never appear in reprs, logs or error messages.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -30,8 +31,13 @@ __all__ = [
     "DetectorSettings",
     "EmbeddingSettings",
     "ExchangeSettings",
+    "JobTrigger",
     "LLMSettings",
     "MemorySettings",
+    "PaperJob",
+    "PaperSettings",
+    "PersonaRefreshJob",
+    "SchedulerSettings",
     "Settings",
     "StoreSettings",
     "load_settings",
@@ -127,6 +133,10 @@ class ExchangeSettings(_Section):
     api_base_url: str | None = None
     """Rewrite every API URL's scheme and host (testnets, proxies, loopback tests)."""
     timeout_ms: int = Field(default=10_000, ge=100, le=600_000)
+    api_key: SecretStr | None = None
+    """Environment only: ``SENTINEL_EXCHANGE__API_KEY`` (``fetch_my_trades`` needs it)."""
+    secret: SecretStr | None = None
+    """Environment only: ``SENTINEL_EXCHANGE__SECRET``."""
 
 
 class DetectorSettings(_Section):
@@ -202,6 +212,86 @@ class AgentSettings(_Section):
     """Retrieve memory and build the prompt context every N bars (1 = every bar)."""
 
 
+class JobTrigger(_Section):
+    """When a scheduled job runs: every ``interval_s`` seconds, or on a ``cron`` line
+    (five crontab fields, ``minute hour day month day_of_week``, UTC). Exactly one."""
+
+    interval_s: float | None = Field(default=None, gt=0, le=366 * 86_400)
+    cron: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> JobTrigger:
+        if (self.interval_s is None) == (self.cron is None):
+            raise ValueError("give exactly one of interval_s and cron")
+        if self.cron is not None and len(self.cron.split()) != 5:
+            raise ValueError("cron needs 5 fields: minute hour day month day_of_week")
+        return self
+
+
+class PersonaRefreshJob(_Section):
+    """One trader whose persona is refreshed from new fills on a schedule."""
+
+    trader_id: str = Field(min_length=1)
+    source: Literal["file", "ccxt"] = "file"
+    """``file``: a Hyperliquid fills export (``fills_path``); ``ccxt``: the exchange's
+    ``fetch_my_trades`` with the ``exchange`` settings and credentials."""
+    fills_path: Path | None = None
+    """File source; default ``data.fills_path``."""
+    symbols: list[str] = Field(default_factory=list)
+    """ccxt source: the symbols to fetch (``[]``: one call without a symbol, where the
+    exchange allows it)."""
+    trigger: JobTrigger = JobTrigger(interval_s=3600)
+
+
+class PaperJob(_Section):
+    """A paper-trading loop run by the service scheduler (as ``sentinel paper`` does)."""
+
+    pair: str = Field(min_length=3)
+    timeframe: str = "1h"
+    exchange: str | None = None
+    """ccxt id; default ``exchange.id``."""
+
+
+DEMO_TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+"""The trader of the default persona refresh job (and of the README's examples)."""
+
+
+class SchedulerSettings(_Section):
+    """apscheduler 3 jobs of the service (``sentinel scheduler run``) and their store."""
+
+    jobstore_url: str = "sqlite:///.sentinel/scheduler.sqlite3"
+    """SQLAlchemy URL of the persistent job store (a relative SQLite path is relative to
+    the working directory, like ``store.path``)."""
+    state_path: Path = Path(".sentinel/service.sqlite3")
+    """SQLite file of the jobs' own state: fill cursors, paper-trading runs."""
+    misfire_grace_s: int = Field(default=3600, ge=1)
+    """A run missed by at most this many seconds still runs (once: runs coalesce)."""
+    persona_refresh: list[PersonaRefreshJob] = Field(
+        default_factory=lambda: [PersonaRefreshJob(trader_id=DEMO_TRADER)]
+    )
+    """Default: the demo trader (the BTC long trader of the shared Hyperliquid export)."""
+    consolidation: JobTrigger = JobTrigger(interval_s=3600)
+    outcomes: JobTrigger = JobTrigger(interval_s=3600)
+    paper: list[PaperJob] = Field(default_factory=list)
+    decay_half_life_days: float = Field(default=180.0, gt=0)
+    """Consolidation multiplies each episode's importance by ``0.5 ** (days since its
+    last decay / half_life)``."""
+    prune_below: float = Field(default=0.02, ge=0, le=1)
+    """Consolidation deletes episodes whose importance is below this ..."""
+    prune_after_days: float = Field(default=180.0, gt=0)
+    """... and that occurred more than this many days ago (never one linked to an open
+    paper position or still waiting for its outcome)."""
+
+
+class PaperSettings(_Section):
+    """The paper-trading loop (``sentinel paper``)."""
+
+    warmup_bars: int = Field(default=800, ge=10, le=100_000)
+    """Closed candles fetched before the first decision (features need 30 days)."""
+    delay_s: float = Field(default=5.0, ge=0, le=3600)
+    """Seconds after a bar's close before the loop fetches it (the exchange closes it)."""
+
+
 class DataSettings(_Section):
     """Where the real data lives; files are read in place, never copied."""
 
@@ -255,6 +345,8 @@ class Settings(BaseSettings):
     memory: MemorySettings = MemorySettings()
     backtest: BacktestSettings = BacktestSettings()
     agent: AgentSettings = AgentSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    paper: PaperSettings = PaperSettings()
 
     @property
     def working_state_file(self) -> Path:

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 import pandas as pd
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from backend.agents._embed_cache import PrimedEmbedder
-from backend.agents._memory_writer import MemoryWriter
+from backend.agents._memory_writer import MemoryWriter, WriterState
 from backend.agents.constraints import check_decision
 from backend.agents.memory import empty_profile, route_decisions, text_decisions
 from backend.agents.policies import DecisionView, Policy, daily_vol
@@ -35,7 +36,7 @@ from backend.memory.models import (
     RenderedContext,
 )
 
-__all__ = ["DeepTraderManager", "situation_query"]
+__all__ = ["DeepTraderManager", "ManagerState", "situation_query"]
 
 log = logging.getLogger("backend.agents")
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -56,6 +57,26 @@ def situation_query(snapshot: MarketSnapshot) -> str:
     return snapshot.model_copy(update={"topics": news}).situation()
 
 
+class ManagerState(BaseModel):
+    """What a :class:`DeepTraderManager` carries from one bar to the next besides the
+    memory store (:meth:`DeepTraderManager.export_state`): the bar counter (for
+    ``context_every_bars``), the first/last bar processed, the day and its start equity
+    (quote currency, for the daily-loss constraint), the cached context, the in-process
+    profile of the memory-off ablation, the violation count and the writer's state."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bars: int = 0
+    first: AwareDatetime | None = None
+    last: AwareDatetime | None = None
+    day: date | None = None
+    day_equity: float | None = None
+    context: tuple[MemoryContext, RenderedContext] | None = None
+    static_profile: PersonaProfile | None = None
+    violations: int = 0
+    writer: WriterState | None = None
+
+
 class DeepTraderManager:
     """One agent (``agent.trader_id``) trading one symbol on precomputed ``features``.
 
@@ -64,7 +85,8 @@ class DeepTraderManager:
     working-memory snapshots; ``seed_note``: the trader's words recorded as of the first
     bar when the persona is empty (module doc); ``min_trade_fraction``: the engine's
     no-trade threshold (decides which decisions are recorded); ``flush_every``: bars
-    between batched decision writes (default ``min(24, outcome_horizon_bars)``).
+    between batched memory writes (default ``min(24, outcome_horizon_bars)``; see
+    :mod:`backend.agents._memory_writer`).
     Implements :class:`~backend.backtest.models.DecisionMaker`. Not thread-safe.
     """
 
@@ -328,6 +350,36 @@ class DeepTraderManager:
         last bar processed. Call once the run is over (the builder's close does)."""
         if self.writer is not None and self._last is not None:
             self.writer.resolve(self._last)
+
+    # ----------------------------------------------------------------- state
+
+    def export_state(self) -> ManagerState:
+        """The state :meth:`restore_state` needs to continue after the last bar processed,
+        in a new process and on a longer feature frame (paper trading restarts)."""
+        return ManagerState(
+            bars=self._bars,
+            first=self._first,
+            last=self._last,
+            day=self._day,
+            day_equity=self._day_equity,
+            context=self._ctx,
+            static_profile=self._static_profile,
+            violations=self.violations,
+            writer=self.writer.export_state() if self.writer is not None else None,
+        )
+
+    def restore_state(self, state: ManagerState) -> None:
+        """Continue from ``state`` (of a manager of the same trader and symbol whose feature
+        frame is a prefix of this one's): the next bar must close after ``state.last``."""
+        self._bars = state.bars
+        self._first, self._last = state.first, state.last
+        self._day, self._day_equity = state.day, state.day_equity
+        self._ctx = state.context
+        self._static_profile = state.static_profile
+        self.violations = state.violations
+        self._primed_until = -1
+        if self.writer is not None and state.writer is not None:
+            self.writer.restore_state(state.writer, added_until=state.last)
 
     # ----------------------------------------------------------------- reports
 

@@ -1,30 +1,33 @@
 """The decision loop's memory writes, batched and clocked (used by the DeepTraderManager).
 
-Everything here is written with ``as_of`` = the close time of the bar being processed,
-and only things known by then:
+Every write happens at a **flush**: every ``flush_every`` bars and at the end of the run
+(:meth:`MemoryWriter.resolve`), as of the close of the bar being processed, in at most
+two store calls — one ``episodic.add`` of every episode buffered since the last flush,
+then one ``episodic.record_outcomes`` of every outcome queued since. A chroma write call
+costs ~10-50 ms whatever its size (measured on this machine, persistent or in process),
+and writing at every bar was most of a backtest's time; the price is visibility: a
+memory becomes recallable up to ``flush_every`` bars after the bar that produced it
+(outcomes are logged as known from their own resolution time, so reads as of a later
+time replay them correctly). Only things known by the flush are written:
 
 - **detected episodes** (market events, news shocks) precomputed from the whole feature
   frame wait in a queue sorted by ``occurred_at``; at each bar, all whose time has come
-  are added in ONE ``episodic.add`` call (:meth:`MemoryWriter.add_due`); with a
+  are buffered (:meth:`MemoryWriter.add_due`); with a
   :class:`~backend.agents._embed_cache.PrimedEmbedder`, the descriptions of the next
   :data:`PRIME_EPISODES` are embedded in one batch beforehand (not written);
-- **decision episodes** are buffered and written in one batch (one embedding call) at
-  most every ``flush_every`` bars, and always before anything needs them (an outcome, a
-  closed trade, the end of the run). A decision therefore appears in recall up to
-  ``flush_every`` bars after it was taken (its outcome is not known before
-  ``outcome_horizon_bars`` anyway). The episode is the one
+- **decision episodes** are buffered the same way. The episode is the one
   :meth:`MemoryToolkit.record_decision` writes (same id, text and importance 0.3), built
   here so that many can be written in one call;
-- **outcomes** (reflection, :meth:`EpisodicMemory.record_outcome`) are scheduled at
+- **outcomes** (reflection, :meth:`EpisodicMemory.record_outcomes`) are scheduled at
   ``horizon`` bars of wall-clock time after a recorded decision or a detected event and
-  written at the first bar closing at or after that time: ``market_return`` = close at
+  queued at the first bar closing at or after that time: ``market_return`` = close at
   the horizon / close at the episode - 1 (features); for a buy/sell decision ``pnl`` is
   the realised PnL of the trades it opened that closed within the horizon (summed), else
   an estimated mark-to-market PnL = signed exposure x equity at the decision x market
   return (quote currency, before fees); ``close`` decisions and events get no PnL;
 - **closed trades** (:meth:`MemoryWriter.trade_closed`, from the engine's
   ``on_trade_closed``): a trade that closes within its opening decision's horizon is
-  folded into that horizon outcome (one write, no double reflection); one that closes
+  folded into that horizon outcome (one outcome, no double reflection); one that closes
   later adds an outcome of its own, horizon ``"trade"`` (market return = exit / entry
   price - 1, its realised PnL), at the next bar. At the end of a run
   (:meth:`MemoryWriter.resolve`) trades whose decision's horizon has not passed are
@@ -43,6 +46,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
 from backend.agents._embed_cache import PrimedEmbedder
 from backend.backtest.models import Decision, TradeRecord
 from backend.compose import MemorySystem
@@ -51,7 +56,14 @@ from backend.memory import FeatureFrame
 from backend.memory.models import Episode, Outcome
 from backend.tools.memory_toolkit import decision_episode as toolkit_decision_episode
 
-__all__ = ["DECISION_IMPORTANCE", "MemoryWriter", "decision_episode", "horizon_label"]
+__all__ = [
+    "DECISION_IMPORTANCE",
+    "DueOutcome",
+    "MemoryWriter",
+    "WriterState",
+    "decision_episode",
+    "horizon_label",
+]
 
 log = logging.getLogger("backend.agents")
 DECISION_IMPORTANCE = 0.3
@@ -105,6 +117,41 @@ class _Due:
     equity: float
 
 
+class DueOutcome(BaseModel):
+    """A scheduled outcome, as persisted (:class:`WriterState`): the episode, when its
+    horizon ends, the close at the episode (quote currency), the signed exposure its
+    decision targeted (None: no PnL) and the equity then (quote currency)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    due: AwareDatetime
+    episode_id: str
+    start_close: float
+    exposure: float | None
+    equity: float
+
+
+class WriterState(BaseModel):
+    """What a :class:`MemoryWriter` holds between bars that is not in the store yet:
+    buffered episodes (detected and decisions), scheduled and queued outcomes, queued and
+    absorbed closed trades,
+    the flush counter and the stats (:meth:`MemoryWriter.export_state`). Detected
+    episodes already added are not listed: they are every episode that occurred at or
+    before the last bar processed (the manager passes that time to
+    :meth:`MemoryWriter.restore_state`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    buffer: list[Episode] = []
+    bars_since_flush: int = 0
+    due: list[DueOutcome] = []
+    queued: list[tuple[str, Outcome]] = []
+    """Outcomes resolved but not written yet: ``(episode id, outcome)``."""
+    trades: list[TradeRecord] = []
+    absorbed: dict[str, list[TradeRecord]] = {}
+    stats: dict[str, int] = {}
+
+
 class MemoryWriter:
     """Clocked, batched writes of one trader on one symbol (module doc)."""
 
@@ -155,11 +202,52 @@ class MemoryWriter:
         item = _Due(episode.occurred_at + self._horizon, episode.id, start, exposure, equity)
         bisect.insort(self._due, item, key=lambda d: (d.due, d.episode_id))
 
+    # ----------------------------------------------------------------- state
+
+    def export_state(self) -> WriterState:
+        """The in-process state between two bars (for a loop that restarts: paper trading)."""
+        return WriterState(
+            buffer=list(self._buffer),
+            bars_since_flush=self._bars_since_flush,
+            due=[
+                DueOutcome(
+                    due=d.due,
+                    episode_id=d.episode_id,
+                    start_close=d.start_close,
+                    exposure=d.exposure,
+                    equity=d.equity,
+                )
+                for d in self._due
+            ],
+            queued=list(self._queued),
+            trades=list(self._trades),
+            absorbed={k: list(v) for k, v in self._absorbed.items()},
+            stats=dict(self.stats),
+        )
+
+    def restore_state(self, state: WriterState, *, added_until: datetime | None) -> None:
+        """Continue from ``state`` (:meth:`export_state` of a writer of the same trader and
+        symbol, possibly on a shorter feature frame); detected episodes that occurred at or
+        before ``added_until`` (the last bar processed) count as already added."""
+        self._next = 0
+        if added_until is not None:
+            self._next = bisect.bisect_right([e.occurred_at for e in self._pending], added_until)
+        self._primed = self._next
+        self._buffer = list(state.buffer)
+        self._bars_since_flush = state.bars_since_flush
+        self._due = [
+            _Due(d.due, d.episode_id, d.start_close, d.exposure, d.equity) for d in state.due
+        ]
+        self._queued = list(state.queued)
+        self._trades = list(state.trades)
+        self._absorbed = {k: list(v) for k, v in state.absorbed.items()}
+        self.stats = Counter(state.stats)
+
     # ----------------------------------------------------------------- per bar
 
     def add_due(self, as_of: datetime) -> list[Episode]:
-        """Add every detected episode with ``occurred_at <= as_of`` not yet added (one
-        batched write) and schedule their outcomes; returns them."""
+        """Buffer every detected episode with ``occurred_at <= as_of`` not yet buffered
+        (written at the next flush) and schedule their outcomes; returns them."""
         end = self._next
         while end < len(self._pending) and self._pending[end].occurred_at <= as_of:
             end += 1
@@ -170,11 +258,7 @@ class MemoryWriter:
             self._primed = max(end, self._next + PRIME_EPISODES)
             self._primer.prime(e.description for e in self._pending[self._next : self._primed])
         self._next = end
-        try:
-            self.system.episodic.add(due, as_of=as_of)
-        except SentinelError as err:
-            self._guard("detected episodes", err)
-            return []
+        self._buffer.extend(due)
         self.stats["episodes_added"] += len(due)
         for episode in due:
             self._schedule(episode, None, 0.0)
@@ -200,18 +284,20 @@ class MemoryWriter:
         return episode.id
 
     def flush(self, as_of: datetime) -> int:
-        """Write the buffered decision episodes in one batch; returns how many."""
+        """Write the buffered episodes (one batch), then the queued outcomes (one batch);
+        returns how many episodes were written."""
         self._bars_since_flush = 0
-        if not self._buffer:
-            return 0
-        batch, self._buffer = self._buffer, []
-        try:
-            self.system.episodic.add(batch, as_of=as_of)
-        except SentinelError as err:
-            self._guard("decision episodes", err)
-            return 0
-        self.stats["flushes"] += 1
-        return len(batch)
+        written = 0
+        if self._buffer:
+            batch, self._buffer = self._buffer, []
+            try:
+                self.system.episodic.add(batch, as_of=as_of)
+                written = len(batch)
+                self.stats["flushes"] += 1
+            except SentinelError as err:
+                self._guard("episodes", err)
+        self._write_queued(as_of)
+        return written
 
     def trade_closed(self, trade: TradeRecord) -> None:
         """Queue the realised PnL of a closed trade for the decision that opened it."""
@@ -236,25 +322,18 @@ class MemoryWriter:
         return own
 
     def tick(self, as_of: datetime) -> None:
-        """Per bar, after the decision: write the outcomes whose horizon has passed and the
-        PnL of trades closed after their decision's horizon, and flush the decision buffer
-        when it is ``flush_every`` bars old or holds an episode one of those writes needs."""
+        """Per bar, after the decision: queue the outcomes whose horizon has passed and
+        the PnL of trades closed after their decision's horizon; flush every
+        ``flush_every`` bars."""
         self._bars_since_flush += 1
-        own = self._absorb(as_of)
-        due = [d.episode_id for d in self._due if d.due <= as_of]
-        needed = {*due, *(t.entry_decision for t in own)}
-        if self._buffer and (
-            self._bars_since_flush >= self.flush_every or any(e.id in needed for e in self._buffer)
-        ):
+        self._queue_outcomes(as_of, self._absorb(as_of))
+        if self._bars_since_flush >= self.flush_every:
             self.flush(as_of)
-        self._write_outcomes(as_of, own)
 
     def resolve(self, as_of: datetime) -> None:
-        """The end of a run: flush the buffer, write every outcome due at ``as_of``, and the
-        realised PnL of every queued trade (as of its exit if that is later)."""
-        self.flush(as_of)
-        own = self._absorb(as_of)
-        self._write_outcomes(as_of, own)
+        """The end of a run: queue every outcome due at ``as_of`` and the realised PnL of
+        every queued trade (as of its exit if that is later), and flush."""
+        self._queue_outcomes(as_of, self._absorb(as_of))
         for decision_id, trades in sorted(self._absorbed.items()):  # horizon not reached
             moment = max(as_of, trades[-1].exit_time)
             ret = trades[-1].exit_price / trades[0].entry_price - 1.0
@@ -265,10 +344,11 @@ class MemoryWriter:
                 ret = trade.exit_price / trade.entry_price - 1.0
                 self._outcome(trade.entry_decision, "trade", ret, trade.pnl, trade.exit_time)
         self._trades = []
-        self._write_queued()
+        latest = max([as_of, *(o.resolved_at for _, o in self._queued)])
+        self.flush(latest)
 
-    def _write_outcomes(self, as_of: datetime, own: list[TradeRecord]) -> None:
-        """The outcomes due at ``as_of`` and of ``own`` trades, in one batched write."""
+    def _queue_outcomes(self, as_of: datetime, own: list[TradeRecord]) -> None:
+        """Queue the outcomes due at ``as_of`` and those of ``own`` trades."""
         while self._due and self._due[0].due <= as_of:
             item = self._due.pop(0)
             end = self._close_at(item.due)
@@ -284,12 +364,11 @@ class MemoryWriter:
             if trade.entry_decision is not None:
                 ret = trade.exit_price / trade.entry_price - 1.0
                 self._outcome(trade.entry_decision, "trade", ret, trade.pnl, as_of)
-        self._write_queued()
 
     def _outcome(
         self, episode_id: str, horizon: str, ret: float, pnl: float | None, as_of: datetime
     ) -> None:
-        """Queue one outcome resolved at ``as_of`` (written by :meth:`_write_queued`)."""
+        """Queue one outcome resolved at ``as_of`` (written at the next flush)."""
         outcome = Outcome(
             horizon=horizon,
             market_return=ret,
@@ -298,24 +377,22 @@ class MemoryWriter:
         )
         self._queued.append((episode_id, outcome))
 
-    def _write_queued(self) -> None:
-        """Write the queued outcomes: one batched write per resolution time (a failed
-        batch is retried one outcome at a time, so one bad outcome loses only itself)."""
-        queued, self._queued = self._queued, []
-        by_time: dict[datetime, list[tuple[str, Outcome]]] = {}
-        for item in queued:
-            by_time.setdefault(item[1].resolved_at, []).append(item)
+    def _write_queued(self, as_of: datetime) -> None:
+        """Write the queued outcomes in one batch (a failed batch is retried one outcome
+        at a time, so one bad outcome loses only itself)."""
+        batch, self._queued = self._queued, []
+        if not batch:
+            return
         episodic = self.system.episodic
-        for moment, batch in sorted(by_time.items()):
-            try:
-                episodic.record_outcomes(self.trader_id, batch, as_of=moment)
-            except SentinelError:
-                for item in batch:
-                    try:
-                        episodic.record_outcomes(self.trader_id, [item], as_of=moment)
-                    except SentinelError as err:
-                        self._guard(f"outcome of {item[0]}", err)
-                        continue
-                    self.stats["outcomes_recorded"] += 1
-                continue
-            self.stats["outcomes_recorded"] += len(batch)
+        try:
+            episodic.record_outcomes(self.trader_id, batch, as_of=as_of)
+        except SentinelError:
+            for item in batch:
+                try:
+                    episodic.record_outcomes(self.trader_id, [item], as_of=as_of)
+                except SentinelError as err:
+                    self._guard(f"outcome of {item[0]}", err)
+                    continue
+                self.stats["outcomes_recorded"] += 1
+            return
+        self.stats["outcomes_recorded"] += len(batch)

@@ -62,6 +62,8 @@ __all__ = [
     "DEFAULT_CONSTRAINTS_NOTE",
     "DeepTraderManager",
     "build_trader_manager",
+    "detect_episodes",
+    "make_policy",
     "situation_query",
 ]
 
@@ -212,3 +214,13 @@ def build_trader_manager(
                 shutil.rmtree(temp, ignore_errors=True)
 
     return manager, close
+
+
+detect_episodes = _detected
+"""``detect_episodes(settings, features, headlines, fear_greed)``: the market events and
+news shocks of ``features`` as episodes of ``settings.agent.trader_id`` (what
+:func:`build_trader_manager` gives the manager; the paper loop reuses it)."""
+
+make_policy = _policy
+"""``make_policy(settings, "rule" | "llm")``: the policy :func:`build_trader_manager`
+uses. Raises :class:`ConfigError` for an unknown policy or ``llm`` without an endpoint."""

@@ -30,6 +30,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,9 @@ from backend.errors import DataError
 
 __all__ = [
     "BacktestResult",
+    "BarStepper",
     "ProgressCallback",
+    "StepOutcome",
     "bar_close_times",
     "run_backtest",
     "select_window",
@@ -133,6 +136,91 @@ def _target(record: DecisionRecord) -> float | None:
     return None
 
 
+class StepOutcome(NamedTuple):
+    """What one bar produced: equity and signed exposure marked at its close, and the
+    maker's decision (None once the account is ruined)."""
+
+    equity: float
+    exposure: float
+    record: DecisionRecord | None
+
+
+@dataclass
+class BarStepper:
+    """Steps 1-4 of the module doc for one bar, on ``broker``: the engine's accounting,
+    shared by :func:`run_backtest` and the paper-trading loop (``backend.service.paper``),
+    which differ only in their clock and data feed.
+
+    ``pending`` is the ``(target exposure, decision episode id)`` decided at the previous
+    close and filled at this bar's open; ``ruined`` is set once marked equity reached
+    <= 0. Both are plain data, so a paper loop can persist and restore them."""
+
+    maker: DecisionMaker
+    broker: SimBroker
+    trader_id: str
+    symbol: str
+    timeframe: str
+    min_trade_fraction: float
+    pending: tuple[float, str | None] | None = None
+    ruined: bool = False
+
+    def step(
+        self,
+        *,
+        index: int,
+        open_time: datetime,
+        close_time: datetime,
+        bar: tuple[float, float, float, float, float],
+        has_next: bool,
+    ) -> StepOutcome:
+        """Fill the pending order at ``bar``'s open (prices in quote currency: ``(open,
+        high, low, close, volume)``), mark at its close, ask the maker at ``close_time``
+        (``index``: the bar's row in the caller's frame). The decision becomes the next
+        pending order only if ``has_next`` (the engine's last bar is not filled)."""
+        bar_open, high, low, close, volume = bar
+        broker, maker = self.broker, self.maker
+        if self.pending is not None:
+            target, decision_id = self.pending
+            self.pending = None
+            fill = broker.set_target(
+                target,
+                reference_price=bar_open,
+                time=open_time,
+                min_change=self.min_trade_fraction,
+                decision_id=decision_id,
+            )
+            if fill is not None:
+                for trade in fill.trades:
+                    maker.on_trade_closed(trade)
+        marked = broker.equity(close)
+        exposure = broker.exposure(close) if marked > 0 else 0.0
+        record = None
+        if not self.ruined and marked <= 0:
+            log.warning("equity %.6g <= 0 at %s: position closed, run stopped", marked, close)
+            self.ruined = True
+            self.pending = (0.0, None)
+        elif not self.ruined:
+            record = maker.on_bar(
+                BarContext(
+                    trader_id=self.trader_id,
+                    symbol=self.symbol,
+                    timeframe=self.timeframe,
+                    index=index,
+                    as_of=close_time,
+                    open=bar_open,
+                    high=high,
+                    low=low,
+                    close=close,
+                    volume=volume,
+                    position=broker.position_state(close),
+                )
+            )
+            wanted = _target(record)
+            if wanted is not None and has_next:
+                self.pending = (wanted, record.episode_id)
+        return StepOutcome(marked, exposure, record)
+
+
 def run_backtest(
     ohlcv: OHLCVFrame,
     maker: DecisionMaker,
@@ -164,54 +252,29 @@ def run_backtest(
         fee_rate=settings.fee_rate,
         slippage=settings.slippage,
     )
+    stepper = BarStepper(
+        maker=maker,
+        broker=broker,
+        trader_id=trader_id,
+        symbol=ohlcv.pair,
+        timeframe=ohlcv.timeframe,
+        min_trade_fraction=settings.min_trade_fraction,
+    )
     equity = np.empty(total, dtype=np.float64)
     exposure = np.zeros(total, dtype=np.float64)
     decisions: list[DecisionRecord] = []
-    pending: tuple[float, str | None] | None = None
-    ruined = False
 
     for i in range(total):
         bar_open, high, low, close, volume = rows[i]
-        if pending is not None:
-            target, decision_id = pending
-            pending = None
-            fill = broker.set_target(
-                target,
-                reference_price=bar_open,
-                time=open_times[i],
-                min_change=settings.min_trade_fraction,
-                decision_id=decision_id,
-            )
-            if fill is not None:
-                for trade in fill.trades:
-                    maker.on_trade_closed(trade)
-        marked = broker.equity(close)
-        equity[i] = marked
-        exposure[i] = broker.exposure(close) if marked > 0 else 0.0
-        if not ruined and marked <= 0:
-            log.warning("equity %.6g <= 0 at %s: position closed, run stopped", marked, close)
-            ruined = True
-            pending = (0.0, None)
-        elif not ruined:
-            record = maker.on_bar(
-                BarContext(
-                    trader_id=trader_id,
-                    symbol=ohlcv.pair,
-                    timeframe=ohlcv.timeframe,
-                    index=first + i,
-                    as_of=close_times[i],
-                    open=bar_open,
-                    high=high,
-                    low=low,
-                    close=close,
-                    volume=volume,
-                    position=broker.position_state(close),
-                )
-            )
+        equity[i], exposure[i], record = stepper.step(
+            index=first + i,
+            open_time=open_times[i],
+            close_time=close_times[i],
+            bar=(bar_open, high, low, close, volume),
+            has_next=i + 1 < total,
+        )
+        if record is not None:
             decisions.append(record)
-            wanted = _target(record)
-            if wanted is not None and i + 1 < total:
-                pending = (wanted, record.episode_id)
         if progress is not None:
             progress(i + 1, total)
 

@@ -21,6 +21,7 @@ clip(importance + delta, 0, 1)``. :meth:`EpisodicMemory.decay` multiplies by a f
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 from collections import OrderedDict, defaultdict
@@ -221,10 +222,14 @@ class EpisodicMemory:
         as_of: datetime,
     ) -> list[Episode]:
         """:meth:`record_outcome` for many ``(episode_id, outcome)`` pairs in ONE read and
-        ONE write (a decision loop resolves several per bar); pairs are applied in order,
-        so two outcomes of one episode both count. Returns the episodes as of ``as_of``,
-        one per pair. Validates everything first: on any error (same ones as
-        :meth:`record_outcome`, naming the episode) nothing is written.
+        ONE write (a decision loop writes its outcomes in batches).
+
+        Each outcome is logged as known from its own ``resolved_at`` (<= ``as_of``; a batch
+        written at ``as_of`` may hold outcomes resolved earlier), in time order (ties: in
+        the given order), so two outcomes of one episode both count. Returns the episodes
+        as of ``as_of``, one per pair, in the given order. Validates everything first: on
+        any error (same ones as :meth:`record_outcome`, naming the episode) nothing is
+        written.
         """
         moment = to_utc(as_of)
         ts = moment.timestamp()
@@ -240,9 +245,9 @@ class EpisodicMemory:
             if r.kind == EPISODIC_KIND
         }
         decoded: dict[str, tuple[Episode, list[dict[str, Any]]]] = {}
-        out = []
-        stamp = {"at": moment.isoformat(), "ts": ts}
-        for episode_id, outcome in outcomes:
+        order = sorted(range(len(outcomes)), key=lambda i: outcomes[i][1].resolved_at)
+        for i in order:
+            episode_id, outcome = outcomes[i]
             if episode_id not in found:
                 raise StoreError(
                     f"trader {trader_id}: no episode {episode_id!r} as of {moment.isoformat()}"
@@ -252,16 +257,17 @@ class EpisodicMemory:
             base, log = decoded[episode_id]
             if outcome.resolved_at < base.occurred_at:
                 raise StoreError(f"episode {episode_id!r}: outcome resolves before the episode")
-            current = _replay(base, log, ts)
-            log.append(
-                {
-                    **stamp,
-                    "op": "outcome",
-                    "outcome": outcome.model_dump(mode="json"),
-                    "delta": outcome_delta(current, outcome),
-                }
-            )
-            out.append(_replay(base, log, ts))
+            known = to_utc(outcome.resolved_at)
+            current = _replay(base, log, known.timestamp())
+            entry = {
+                "at": known.isoformat(),
+                "ts": known.timestamp(),
+                "op": "outcome",
+                "outcome": outcome.model_dump(mode="json"),
+                "delta": outcome_delta(current, outcome),
+            }
+            bisect.insort_right(log, entry, key=lambda e: float(e["ts"]))
+        out = [_replay(*decoded[episode_id], ts) for episode_id, _ in outcomes]
         if decoded:
             records = [self._encode(base, log) for base, log in decoded.values()]
             self._store.upsert(trader_id, records, as_of=moment)
@@ -280,6 +286,43 @@ class EpisodicMemory:
             base, log = self._decode(record)
             updated.append(self._encode(base, [*log, {**entry, "factor": factor}]))
         self._store.upsert(trader_id, updated, as_of=moment)
+        return len(updated)
+
+    def decay_by_age(self, trader_id: str, *, as_of: datetime, half_life_days: float) -> int:
+        """Age-based importance decay of every episode known at ``as_of``: importance is
+        multiplied by ``0.5 ** (d / half_life_days)`` where ``d`` is the number of WHOLE
+        days since the episode's last age decay (or since it occurred). The entry keeps
+        the time it decayed through, so calls at any cadence add up to the same decay
+        (no drift) and a second call at the same ``as_of`` changes nothing. One batched
+        write; returns how many episodes were decayed. Entries are read as of their
+        ``as_of`` like every other (:func:`_replay`)."""
+        if half_life_days <= 0:
+            raise StoreError(f"half_life_days must be > 0, got {half_life_days}")
+        moment = to_utc(as_of)
+        now_ts = moment.timestamp()
+        records = self._store.scan(trader_id, as_of=moment, filters={"kind": EPISODIC_KIND})
+        updated = []
+        for record in records:
+            base, log = self._decode(record)
+            through = max(
+                [base.occurred_at.timestamp()]
+                + [float(e["through"]) for e in log if e.get("op") == "decay" and "through" in e]
+            )
+            if any(float(e["ts"]) > now_ts for e in log):
+                continue  # written later than as_of: decaying now would reorder its log
+            days = int((now_ts - through) // _DAY_S)
+            if days < 1:
+                continue
+            entry = {
+                "at": moment.isoformat(),
+                "ts": now_ts,
+                "op": "decay",
+                "factor": 0.5 ** (days / half_life_days),
+                "through": through + days * _DAY_S,
+            }
+            updated.append(self._encode(base, [*log, entry]))
+        if updated:
+            self._store.upsert(trader_id, updated, as_of=moment)
         return len(updated)
 
     # ------------------------------------------------------------------ reads

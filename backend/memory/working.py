@@ -207,6 +207,24 @@ class WorkingMemory:
             self._pop(key)
         return episode
 
+    def consolidate_overflow(self, *, as_of: datetime) -> list[Episode]:
+        """Consolidate every window still longer than ``working_window`` (an overflow left
+        by a failed consolidation, where :meth:`observe` raised after keeping the
+        snapshot, or by a restart with a smaller ``working_window``) into
+        ``context`` episodes, ``consolidate_batch`` snapshots at a time, written as of
+        ``as_of`` (batches ending after ``as_of`` wait); returns them (``[]`` when no window
+        overflows, so it is idempotent)."""
+        out: list[Episode] = []
+        with self._lock:
+            for key in sorted(self._windows):
+                window = self._windows[key]
+                batch = self._settings.consolidate_batch
+                while len(window) > self._settings.working_window and window[
+                    batch - 1
+                ].as_of <= to_utc(as_of):
+                    out.append(self._consolidate(key, as_of=as_of))
+        return out
+
     def observe_bar(
         self,
         trader_id: str,

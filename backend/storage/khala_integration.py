@@ -56,6 +56,7 @@ from backend.storage.models import (
 __all__ = ["KhalaStore"]
 
 _QUERY_CACHE_SIZE = 4096
+_RECORD_CACHE_SIZE = 100_000
 
 _TRADER_RE = __import__("re").compile(TRADER_ID_PATTERN)
 
@@ -117,6 +118,7 @@ class KhalaStore:
         self._lexical: dict[str, LexicalIndex] = {}
         self._lock = threading.RLock()
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._records: dict[str, tuple[dict[str, Any], str, MemoryRecord]] = {}
         self._max_batch = int(client.get_max_batch_size())
 
     @property
@@ -548,7 +550,7 @@ class KhalaStore:
                 str(query), top_k=fetch, as_of_ts=as_of_ts, where=where
             )
             lexical = [
-                (trusted_record(rid, text, meta), score)
+                (self._row_record(rid, text, meta), score)
                 for rid, score, text, meta in found
                 if meta.get("trader_id") == trader_id
             ]
@@ -596,7 +598,7 @@ class KhalaStore:
             exact = mirror.dense(vec, top_k=n, as_of_ts=as_of_ts, where=where)
             if exact is not None:
                 return [
-                    (trusted_record(rid, doc, meta), sim)
+                    (self._row_record(rid, doc, meta), sim)
                     for rid, doc, meta, sim in exact
                     if meta.get("trader_id") == trader_id
                 ]
@@ -608,7 +610,20 @@ class KhalaStore:
             chroma_where = where.to_chroma(as_of_ts=as_of_ts)
             rows = self._query(col, trader_id, vec, n, chroma_where, include_rows=True)
             hits = [row for row in rows if meta_ts(row[2]) <= as_of_ts]
-        return [(trusted_record(rid, doc, meta), sim) for rid, doc, meta, sim in hits[:n]]
+        return [(self._row_record(rid, doc, meta), sim) for rid, doc, meta, sim in hits[:n]]
+
+    def _row_record(self, rid: str, text: str, meta: dict[str, Any]) -> MemoryRecord:
+        """The hit record of a mirror row, built once per version of the row: the mirror
+        keeps one metadata dict per write, so identity tells a row unchanged (a decision
+        loop meets the same candidates bar after bar)."""
+        cached = self._records.get(rid)
+        if cached is not None and cached[0] is meta and cached[1] is text:
+            return cached[2]
+        record = trusted_record(rid, text, meta)
+        if len(self._records) >= _RECORD_CACHE_SIZE:
+            self._records.clear()
+        self._records[rid] = (meta, text, record)
+        return record
 
     def _with_rows(
         self, col: Collection, trader_id: str, found: list[tuple[str, str, dict[str, Any], float]]

@@ -9,7 +9,13 @@ Serves, for the one pair of a freqtrade-style ``BASE_QUOTE-TIMEFRAME.csv.gz`` fi
   Binance's wire format ``[openTime, "open", "high", "low", "close", "volume", closeTime,
   "quoteVolume", trades, "takerBase", "takerQuote", "0"]`` (Binance semantics: candles with
   ``startTime <= openTime <= endTime``, default limit 500, max 1000, without ``startTime``
-  the latest ones).
+  the latest ones);
+* ``GET /api/v3/myTrades?symbol=&startTime=&endTime=&limit=`` - the account trades put in
+  ``server.my_trades`` (Binance's wire format: ``symbol, id, orderId, price, qty,
+  quoteQty, commission, commissionAsset, time, isBuyer, isMaker, isBestMatch``; same
+  window semantics on ``time``, oldest first), and empty lists for the account endpoints
+  ccxt's ``load_markets`` asks once credentials are set (currencies, margin pairs).
+  Signatures are not checked.
 
 The file is parsed with the standard library (not with ``backend.data``), so tests compare
 the package's loaders against an independent reading. Set ``server.fault_status`` (e.g. 500
@@ -41,6 +47,13 @@ from urllib.parse import parse_qs, urlsplit
 __all__ = ["BinanceLoopbackServer", "start_binance_server"]
 
 _NAME = re.compile(r"^(?P<base>[A-Z0-9]+)_(?P<quote>[A-Z0-9]+)-(?P<tf>\d+[mhdwM])\.csv\.gz$")
+_EMPTY_ACCOUNT_LISTS = frozenset(
+    {
+        "/sapi/v1/capital/config/getall",
+        "/sapi/v1/margin/allPairs",
+        "/sapi/v1/margin/isolated/allPairs",
+    }
+)
 _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -87,6 +100,7 @@ class BinanceLoopbackServer(ThreadingHTTPServer):
             )
         self.fault_status: int | None = None
         self.requests: list[str] = []
+        self.my_trades: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _BinanceHandler)
 
@@ -163,6 +177,20 @@ class BinanceLoopbackServer(ThreadingHTTPServer):
             lo = max(lo, hi - limit)
         return self.klines[lo : min(hi, lo + limit)]
 
+    def trades_between(
+        self, symbol: str, start: int | None, end: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        mine = sorted(
+            (t for t in self.my_trades if t["symbol"] == symbol),
+            key=lambda t: (int(t["time"]), int(t["id"])),
+        )
+        picked = [
+            t
+            for t in mine
+            if (start is None or int(t["time"]) >= start) and (end is None or int(t["time"]) <= end)
+        ]
+        return picked[:limit] if start is not None else picked[-limit:]
+
 
 class _BinanceHandler(BaseHTTPRequestHandler):
     server: BinanceLoopbackServer
@@ -183,6 +211,10 @@ class _BinanceHandler(BaseHTTPRequestHandler):
             self._send(200, self.server.exchange_info(spot=url.path == "/api/v3/exchangeInfo"))
         elif url.path == "/api/v3/klines":
             self._klines(query)
+        elif url.path == "/api/v3/myTrades":
+            self._my_trades(query)
+        elif url.path in _EMPTY_ACCOUNT_LISTS:
+            self._send(200, [])
         elif url.path == "/api/v3/ping":
             self._send(200, {})
         else:
@@ -203,6 +235,17 @@ class _BinanceHandler(BaseHTTPRequestHandler):
             self._send(400, {"code": -1100, "msg": "Illegal characters found in a parameter."})
             return
         self._send(200, self.server.klines_between(start, end, limit))
+
+    def _my_trades(self, query: dict[str, str]) -> None:
+        try:
+            limit = min(int(query.get("limit", "500")), 1000)
+            start = int(query["startTime"]) if "startTime" in query else None
+            end = int(query["endTime"]) if "endTime" in query else None
+        except ValueError:
+            self._send(400, {"code": -1100, "msg": "Illegal characters found in a parameter."})
+            return
+        symbol = query.get("symbol", "")
+        self._send(200, self.server.trades_between(symbol, start, end, limit))
 
     def _send(self, status: int, payload: Any) -> None:
         if isinstance(payload, str):

@@ -124,7 +124,7 @@ def test_batched_outcomes_apply_in_order_and_write_all_or_nothing(
         "alice", [("ep-alice-x", first), ("ep-alice-y", quiet), ("ep-alice-x", second)], as_of=t1
     )
     assert [g.id for g in got] == ["ep-alice-x", "ep-alice-y", "ep-alice-x"]
-    assert got[0].importance == pytest.approx(0.5 + 0.2)
+    assert got[0] == got[2]  # each episode as of the batch's as_of
     assert got[2].importance == pytest.approx(0.5 + 0.2 + 0.2 * 0.5)  # both outcomes count
     assert got[2].outcome == second
     assert mem.get("alice", ["ep-alice-x", "ep-alice-y"], as_of=t1) == [got[2], got[1]]
@@ -272,3 +272,45 @@ def test_real_detector_episodes_round_trip_and_recall(
         "alice", "bitcoin flash crash", as_of=june, top_k=3, event_types=["flash_crash"]
     )
     assert [h.episode.occurred_at for h in crash] == [datetime(2022, 5, 11, 13, tzinfo=UTC)]
+
+
+def test_a_batch_written_later_logs_each_outcome_at_its_resolution(
+    make_store: StoreFactory,
+) -> None:
+    mem = EpisodicMemory(make_store(), settings=SETTINGS)
+    mem.add([ep("x", "Flash crash on LUNA news")], as_of=T0)
+    t1, t2, written = (T0 + timedelta(hours=h) for h in (24, 30, 40))
+    late = Outcome(horizon="trade", market_return=0.05, pnl=None, resolved_at=t2)
+    early = Outcome(horizon="24h", market_return=-0.10, pnl=None, resolved_at=t1)
+    with pytest.raises(LookAheadError):
+        mem.record_outcomes("alice", [("ep-alice-x", late)], as_of=t1)
+    mem.record_outcomes("alice", [("ep-alice-x", late), ("ep-alice-x", early)], as_of=written)
+    (before,) = mem.get("alice", ["ep-alice-x"], as_of=t1 - timedelta(seconds=1))
+    (at_t1,) = mem.get("alice", ["ep-alice-x"], as_of=t1)
+    (at_t2,) = mem.get("alice", ["ep-alice-x"], as_of=t2)
+    assert before.outcome is None and before.importance == 0.5
+    assert at_t1.outcome == early and at_t1.importance == pytest.approx(0.7)
+    assert at_t2.outcome == late and at_t2.importance == pytest.approx(0.8)
+
+
+def test_decay_by_age_counts_whole_days_without_drift(make_store: StoreFactory) -> None:
+    mem = EpisodicMemory(make_store(), settings=SETTINGS)
+    mem.add([ep("a", "one", importance=0.8)], as_of=T0)
+    mem.add(
+        [ep("b", "two", at=T0 + timedelta(days=1), importance=0.4)], as_of=T0 + timedelta(days=1)
+    )
+    t1 = T0 + timedelta(days=2, hours=12)  # a: 2 whole days, b: 1 whole day
+    assert mem.decay_by_age("alice", as_of=t1, half_life_days=2.0) == 2
+    a, b = mem.scan("alice", as_of=t1)
+    assert a.importance == pytest.approx(0.8 * 0.5)
+    assert b.importance == pytest.approx(0.4 * 0.5**0.5)
+    assert mem.decay_by_age("alice", as_of=t1 + timedelta(hours=11), half_life_days=2.0) == 0
+    # a decayed through day 2, b through day 2: at day 4 both get 2 more whole days
+    t2 = T0 + timedelta(days=4, hours=1)
+    assert mem.decay_by_age("alice", as_of=t2, half_life_days=2.0) == 2
+    a2, b2 = mem.scan("alice", as_of=t2)
+    assert a2.importance == pytest.approx(0.8 * 0.25)  # 4 days in all: no drift
+    assert b2.importance == pytest.approx(0.4 * 0.5**1.5)  # 3 days in all
+    assert [e.importance for e in mem.scan("alice", as_of=t1)] == [a.importance, b.importance]
+    with pytest.raises(StoreError):
+        mem.decay_by_age("alice", as_of=t2, half_life_days=0.0)

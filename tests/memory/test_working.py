@@ -147,3 +147,30 @@ def test_observe_bar(
     assert wm.current("alice", "BTC/USDT", as_of=later) == [snap, snap2]
     with pytest.raises(DataError):
         WorkingMemory(make_store(), settings=MemorySettings(working_window=4, consolidate_batch=5))
+
+
+def test_consolidate_overflow_after_a_restart_with_a_smaller_window(
+    make_store: StoreFactory, snapshots: list[MarketSnapshot], tmp_path: Path
+) -> None:
+    store = make_store()
+    state = tmp_path / "working.sqlite3"
+    wm = WorkingMemory(store, settings=SMALL, state_path=state)
+    for snap in snapshots[:6]:
+        assert wm.observe(snap) is None
+    wm.close()
+    smaller = MemorySettings(working_window=3, consolidate_batch=2)
+    wm = WorkingMemory(store, settings=smaller, state_path=state)
+    last = snapshots[5].as_of
+    assert len(wm.current("alice", "BTC/USDT", as_of=last)) == 6  # reloaded: overflowing
+    # batches ending after as_of wait
+    assert wm.consolidate_overflow(as_of=snapshots[0].as_of) == []
+    made = wm.consolidate_overflow(as_of=last)
+    assert [e.occurred_at for e in made] == [snapshots[1].as_of, snapshots[3].as_of]
+    assert wm.current("alice", "BTC/USDT", as_of=last) == snapshots[4:6]
+    assert wm.consolidate_overflow(as_of=last) == []  # idempotent
+    stored = EpisodicMemory(store, settings=smaller).scan("alice", as_of=last)
+    assert [e.id for e in stored] == [e.id for e in made]
+    wm.close()
+    reopened = WorkingMemory(store, settings=smaller, state_path=state)
+    assert reopened.current("alice", "BTC/USDT", as_of=last) == snapshots[4:6]
+    reopened.close()

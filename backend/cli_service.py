@@ -1,0 +1,213 @@
+"""``sentinel scheduler ...`` and ``sentinel paper``: the service's jobs from the command line.
+
+``backend.cli`` registers ``scheduler_app`` (``app.add_typer``) and :func:`paper`::
+
+    sentinel scheduler jobs [--json]       # id, name, trigger, next_run_time of every job
+    sentinel scheduler run                 # the scheduler in the foreground (Ctrl-C stops)
+    sentinel scheduler run-once JOB_ID [--as-of T]
+    sentinel paper --pair BTC/USDT --timeframe 1h --exchange binance \\
+        [--api-url URL] [--replay-from T --step-s 0.5] [--until T] [--json]
+
+Like the rest of the CLI, these commands (and the scheduler's jobs) are the only code
+that reads the clock. ``paper`` runs its step as an apscheduler job in the foreground:
+at every bar close + ``paper.delay_s`` (live), or with ``--replay-from`` on a replay
+clock that starts there and moves one bar every ``--step-s`` seconds (an accelerated
+clock over past candles). It stops at ``--until`` (clock time) or on SIGINT/SIGTERM,
+after the step under way; its state persists in ``scheduler.state_path``, so the same
+command resumes the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.triggers.interval import IntervalTrigger
+
+from backend.errors import ConfigError
+
+__all__ = ["paper", "scheduler_app"]
+
+scheduler_app = typer.Typer(
+    help="The service scheduler: persona refresh, memory consolidation, outcomes.",
+    no_args_is_help=True,
+)
+
+
+def _config() -> tuple[Any, str]:
+    from backend.cli import _state, settings
+    from backend.service.runtime import config_key
+
+    return settings(), config_key(_state.config_path)
+
+
+def _quiet_scheduler() -> None:
+    """apscheduler logs every skipped overlapping run as a warning; the scheduler's
+    listener reports them on ``backend.service`` instead (errors still show)."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+
+
+def _wait_for_stop(stop: threading.Event) -> None:
+    """Block until ``stop`` is set or SIGINT/SIGTERM arrives."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.2):
+            pass
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@scheduler_app.command("jobs")
+def jobs(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List the configured jobs: id, name, trigger, next run time (UTC)."""
+    from backend.cli import console
+    from backend.service.scheduler import list_jobs
+
+    cfg, config = _config()
+    found = list_jobs(cfg, config, now=datetime.now(UTC))
+    if as_json:
+        print(json.dumps([j.model_dump(mode="json") for j in found]))
+        return
+    for job in found:
+        when = job.next_run_time.isoformat() if job.next_run_time else "paused"
+        console.print(f"{job.id}  {job.trigger}  next {when}  ({job.name})")
+
+
+@scheduler_app.command("run")
+def run() -> None:
+    """Run the scheduler in the foreground until SIGINT/SIGTERM (finishing running jobs)."""
+    from backend.cli import console
+    from backend.service.runtime import close_runtimes
+    from backend.service.scheduler import start_service
+
+    cfg, config = _config()
+    _quiet_scheduler()
+    scheduler = start_service(cfg, config)
+    console.print(f"scheduler running {len(scheduler.get_jobs())} jobs; Ctrl-C stops it")
+    try:
+        _wait_for_stop(threading.Event())
+    finally:
+        scheduler.shutdown(wait=True)
+        close_runtimes()
+
+
+@scheduler_app.command("run-once")
+def run_once(
+    job_id: Annotated[str, typer.Argument(help="A job id from `sentinel scheduler jobs`.")],
+    as_of: Annotated[
+        str | None, typer.Option(help="Clock time of the run (UTC); default: now.")
+    ] = None,
+) -> None:
+    """Run one configured job now, in the foreground; prints its result as JSON."""
+    from backend.service.jobs import JOB_FUNCTIONS
+    from backend.service.runtime import close_runtimes
+    from backend.service.scheduler import job_specs
+
+    cfg, config = _config()
+    specs = {s.id: s for s in job_specs(cfg, config)}
+    spec = specs.get(job_id)
+    if spec is None:
+        raise ConfigError(f"no job {job_id!r} (known: {', '.join(sorted(specs))})")
+    func = JOB_FUNCTIONS[spec.func.rsplit(":", 1)[1]]
+    args: list[str | None] = list(spec.args)
+    try:
+        if spec.func.endswith(":paper_step"):
+            if as_of is not None:
+                raise ConfigError("--as-of: a paper step uses the live clock")
+            result = func(*args)
+        else:
+            result = func(*args, as_of)
+    finally:
+        close_runtimes()
+    print(json.dumps(result))
+
+
+def paper(
+    pair: Annotated[str, typer.Option(help="ccxt symbol, e.g. BTC/USDT.")],
+    timeframe: Annotated[str, typer.Option(help="Candle timeframe, e.g. 1h.")] = "1h",
+    exchange: Annotated[str | None, typer.Option(help="ccxt exchange id.")] = None,
+    api_url: Annotated[
+        str | None, typer.Option(help="Point the exchange API at this base URL.")
+    ] = None,
+    replay_from: Annotated[
+        str | None,
+        typer.Option(help="Replay clock start (UTC): one bar per --step-s over past candles."),
+    ] = None,
+    step_s: Annotated[float, typer.Option(min=0.001, help="Seconds between replay steps.")] = 1.0,
+    until: Annotated[str | None, typer.Option(help="Stop once the clock reaches this.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
+) -> None:
+    """Paper-trade PAIR with the DeepTraderManager on closed candles from ccxt: the
+    backtest's decisions and fills (next open, fees, slippage) on a schedule."""
+    from backend.cli import console, parse_utc
+    from backend.service.jobs import paper_step
+    from backend.service.paper import paper_run_id
+    from backend.service.runtime import close_runtimes, runtime_for
+    from backend.service.scheduler import build_scheduler, paper_trigger
+
+    cfg, config = _config()
+    _quiet_scheduler()
+    ex = exchange or cfg.exchange.id
+    stop_at = parse_utc(until, name="until") if until else None
+    start = parse_utc(replay_from, name="replay-from").isoformat() if replay_from else None
+    trigger = (
+        IntervalTrigger(seconds=step_s, timezone=UTC)
+        if start is not None
+        else paper_trigger(timeframe, cfg.paper.delay_s)
+    )
+    scheduler = build_scheduler(cfg, threads=1, persistent=False)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def on_event(event: JobExecutionEvent) -> None:
+        if event.exception is not None:
+            failure.append(event.exception)
+            stop.set()
+        elif (
+            stop_at is not None
+            and event.retval is not None
+            and datetime.fromisoformat(event.retval["as_of"]) >= stop_at
+        ):
+            stop.set()
+
+    scheduler.add_listener(on_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+    scheduler.add_job(
+        paper_step,
+        trigger=trigger,
+        args=[config, ex, pair, timeframe, start, api_url],
+        id=f"paper:{ex}:{pair}:{timeframe}",
+        next_run_time=datetime.now(UTC),
+    )
+    scheduler.start()
+    try:
+        _wait_for_stop(stop)
+    finally:
+        scheduler.shutdown(wait=True)
+        run_id = paper_run_id(ex, pair, timeframe, cfg.agent.trader_id)
+        state = runtime_for(config).db().paper_state(run_id)
+        close_runtimes()
+    if failure:
+        raise failure[0]
+    if as_json:
+        print(state.model_dump_json() if state is not None else "null")
+    elif state is not None:
+        console.print(
+            f"paper {state.run_id}: {state.bars} bars decided, last close "
+            f"{state.last_close.isoformat() if state.last_close else '-'}, cash "
+            f"{state.broker.cash:,.2f}, position {state.broker.quantity:.6f}"
+        )

@@ -1,0 +1,133 @@
+"""Typed models of the scheduler service and the paper-trading loop (defined only here).
+
+Units: prices, cash, equity, fees in quote currency; quantities in base units (signed,
+short < 0); exposure as a fraction of equity; times are aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from backend.agents._manager import ManagerState
+
+__all__ = [
+    "ConsolidationResult",
+    "JobInfo",
+    "OutcomeResolution",
+    "PaperBrokerState",
+    "PaperState",
+    "PaperStepResult",
+    "PersonaRefreshResult",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class JobInfo(_Model):
+    """One scheduled job as ``sentinel scheduler jobs --json`` prints it."""
+
+    id: str
+    name: str
+    trigger: str
+    """apscheduler's text of the trigger, e.g. ``interval[1:00:00]``, ``cron[minute='5']``."""
+    next_run_time: AwareDatetime | None
+    """``None`` for a paused job."""
+
+
+class PersonaRefreshResult(_Model):
+    """What one persona refresh did: the trader's fills read from the source, those
+    newer than the cursor (the newest fill ingested before), the profile version before
+    and after (equal when nothing changed)."""
+
+    trader_id: str
+    as_of: AwareDatetime
+    source: str
+    fills_read: int = Field(ge=0)
+    fills_new: int = Field(ge=0)
+    version_before: int = Field(ge=0)
+    version_after: int = Field(ge=0)
+    cursor_ms: int | None = None
+    """Timestamp (ms) of the newest fill ingested so far."""
+
+
+class ConsolidationResult(_Model):
+    """What one consolidation did for one trader: ``context`` episodes made from
+    working-memory overflow, episodes decayed, episodes pruned (and protected ones kept)."""
+
+    trader_id: str
+    as_of: AwareDatetime
+    consolidated: int = Field(ge=0)
+    decayed: int = Field(ge=0)
+    pruned: list[str] = Field(default_factory=list)
+    protected: int = Field(ge=0, default=0)
+    """Prune candidates kept because an open position or a pending outcome needs them."""
+
+
+class OutcomeResolution(_Model):
+    """Outcomes of past decisions written by the resolution job for one trader."""
+
+    trader_id: str
+    as_of: AwareDatetime
+    resolved: list[str] = Field(default_factory=list)
+    already: int = Field(ge=0, default=0)
+    """Decisions that already had an outcome (skipped: the job is idempotent)."""
+    pending: int = Field(ge=0, default=0)
+    """Decisions whose horizon has not passed, whose paper loop will resolve them, or
+    without prices for the horizon."""
+
+
+class PaperBrokerState(_Model):
+    """The scalar state of the paper :class:`~backend.backtest._broker.SimBroker` (its
+    fills and trades are rows of their own)."""
+
+    cash: float
+    quantity: float = 0.0
+    entry_price: float | None = None
+    entry_time: AwareDatetime | None = None
+    entry_decision: str | None = None
+    entry_fees: float = 0.0
+    fees_paid: float = 0.0
+
+
+class PaperState(_Model):
+    """Everything a paper run needs to continue after a restart (besides its candles,
+    decisions, fills and trades, stored as rows, and the memory store)."""
+
+    run_id: str
+    exchange: str
+    pair: str
+    timeframe: str
+    trader_id: str
+    clock: Literal["live", "replay"]
+    broker: PaperBrokerState
+    pending: tuple[float, str | None] | None = None
+    """Target exposure (and decision episode id) decided at the last close, filled at the
+    next bar's open."""
+    ruined: bool = False
+    manager: ManagerState | None = None
+    last_close: AwareDatetime | None = None
+    """Close time of the last bar decided on."""
+    last_now: AwareDatetime | None = None
+    """The clock time of the last step."""
+    steps: int = Field(default=0, ge=0)
+    bars: int = Field(default=0, ge=0)
+    """Bars decided on so far."""
+
+
+class PaperStepResult(_Model):
+    """One step of the paper loop: the clock time, the candles fetched, the bars decided
+    on (their close times and actions), the account marked at the last close."""
+
+    run_id: str
+    now: AwareDatetime
+    fetched: int = Field(ge=0)
+    decided: list[tuple[AwareDatetime, str, float]] = Field(default_factory=list)
+    """``(bar close, action, size)`` per bar decided in this step."""
+    equity: float | None = None
+    exposure: float | None = None
+    fills: int = Field(ge=0, default=0)
+    trades: int = Field(ge=0, default=0)

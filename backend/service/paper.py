@@ -1,0 +1,292 @@
+"""Paper trading: the backtest's DeepTraderManager on live closed candles from ccxt.
+
+One run is one (exchange, pair, timeframe, trader). Each :meth:`PaperTrader.step` at
+clock time ``now`` (given by the caller: the scheduler reads the clock, this module
+never does):
+
+1. fetches the candles CLOSED by ``now`` that are not stored yet
+   (:func:`backend.data.exchange.download_ohlcv` pages ``fetch_ohlcv``; the first step
+   fetches ``paper.warmup_bars`` of history) and stores them;
+2. recomputes the causal features (:func:`backend.memory.compute_features`) and detected
+   episodes over every stored candle, builds a :class:`DeepTraderManager` on them and
+   restores its state, the broker's and the pending order from the last step;
+3. hands every new closed bar, oldest first, to the engine's
+   :class:`~backend.backtest.engine.BarStepper` on a
+   :class:`~backend.backtest._broker.SimBroker` with ``settings.backtest``'s capital, fee
+   and slippage: the order decided at the close of bar t fills at the open of bar t+1,
+   exactly as in a backtest (the first step decides on the newest closed bar only; after
+   a downtime, the bars missed are decided in order, their orders filled at their
+   historical next opens, so the run stays the one an uninterrupted loop would have made);
+4. writes the new state, the decisions, fills, trades and equity marks in ONE SQLite
+   transaction (:class:`~backend.service._db.ServiceDB`).
+
+The manager's buffered memory writes (decision episodes, scheduled outcomes, queued
+trades) are part of the saved state, so a process stopped between two steps and
+restarted resumes exactly where it was: the decisions equal an uninterrupted run's.
+Because features are causal and detected events only depend on candles up to their bar,
+the decisions also equal a backtest's over the same candles (same manager code; only the
+clock, the data feed and the broker's owner differ). A crash INSIDE a step redoes that
+step: working memory and episode adds are idempotent, an outcome written by the crashed
+step may be written again.
+
+Clocks: ``live`` (the scheduler's wall clock) or ``replay`` (a simulated clock that
+starts at ``replay_from`` and moves one bar per step: :func:`replay_now`); a run keeps
+the clock it was started with.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import ccxt
+import pandas as pd
+
+from backend.agents.deep_trader_manager import (
+    DEFAULT_CONSTRAINTS_NOTE,
+    DeepTraderManager,
+    detect_episodes,
+    make_policy,
+)
+from backend.agents.policies import Policy
+from backend.backtest._broker import SimBroker
+from backend.backtest.engine import BarStepper, bar_close_times
+from backend.compose import MemorySystem
+from backend.config import Settings
+from backend.data import download_ohlcv, load_fear_greed, load_headlines, timeframe_seconds
+from backend.errors import ConfigError
+from backend.memory import FearGreedIndex, HeadlineIndex, compute_features
+from backend.service._db import ServiceDB
+from backend.service.models import PaperBrokerState, PaperState, PaperStepResult
+from backend.storage.models import to_utc
+
+__all__ = ["PaperTrader", "paper_run_id", "replay_now"]
+
+log = logging.getLogger("backend.service")
+Clock = Literal["live", "replay"]
+
+
+def paper_run_id(exchange_id: str, pair: str, timeframe: str, trader_id: str) -> str:
+    """``binance:BTC/USDT:1h:agent``."""
+    return f"{exchange_id}:{pair}:{timeframe}:{trader_id}"
+
+
+def replay_now(state: PaperState | None, *, start: datetime, timeframe: str) -> datetime:
+    """The simulated clock of a replay run: ``start`` at the first step, then one
+    timeframe after the previous step's time (so every step sees exactly one new bar,
+    and a restarted run continues from its saved clock)."""
+    if state is None or state.last_now is None:
+        return to_utc(start)
+    return state.last_now + timedelta(seconds=timeframe_seconds(timeframe))
+
+
+@dataclass(frozen=True)
+class _News:
+    headlines: HeadlineIndex | None
+    fear_greed: FearGreedIndex | None
+
+
+def _load_news(data_root: Path | None) -> _News:
+    if data_root is None:
+        return _News(None, None)
+    news = data_root / "news" / "crypto_headlines.csv"
+    fg = data_root / "trades" / "fear_greed_index.csv"
+    return _News(
+        HeadlineIndex.build(load_headlines(news)) if news.is_file() else None,
+        FearGreedIndex.build(load_fear_greed(fg)) if fg.is_file() else None,
+    )
+
+
+class PaperTrader:
+    """One paper run (module doc). ``system``: the memory (None = memory off, as
+    ``agent.memory: false``); ``data_root``: where headlines and Fear & Greed are read
+    (``news/``, ``trades/``; None = none); ``policy``: default ``agent.policy``.
+    Not thread-safe: the scheduler runs it with ``max_instances=1``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        exchange: ccxt.Exchange,
+        exchange_id: str,
+        pair: str,
+        timeframe: str,
+        db: ServiceDB,
+        system: MemorySystem | None,
+        clock: Clock,
+        data_root: Path | None = None,
+        policy: Policy | None = None,
+    ) -> None:
+        unit = timeframe[-1:]
+        if unit in ("M", "y"):
+            raise ConfigError(f"paper trading needs a fixed-length timeframe, got {timeframe!r}")
+        self.step_s = timeframe_seconds(timeframe)
+        self.settings = settings
+        self.exchange = exchange
+        self.pair = pair
+        self.timeframe = timeframe
+        self.db = db
+        self.agent = settings.agent
+        self.system = system if settings.agent.memory else None
+        self.clock = clock
+        self.policy = policy or make_policy(settings, settings.agent.policy)
+        self.news = _load_news(data_root)
+        self.run_id = paper_run_id(exchange_id, pair, timeframe, self.agent.trader_id)
+        self.exchange_id = exchange_id
+
+    def state(self) -> PaperState | None:
+        """The saved state (None before the first step)."""
+        return self.db.paper_state(self.run_id)
+
+    def _initial(self) -> PaperState:
+        return PaperState(
+            run_id=self.run_id,
+            exchange=self.exchange_id,
+            pair=self.pair,
+            timeframe=self.timeframe,
+            trader_id=self.agent.trader_id,
+            clock=self.clock,
+            broker=PaperBrokerState(cash=self.settings.backtest.initial_equity),
+        )
+
+    def _fetch(self, now: datetime) -> int:
+        stored = self.db.candles(self.run_id)
+        step = timedelta(seconds=self.step_s)
+        if len(stored):
+            since = stored.index[-1].to_pydatetime() + step
+        else:
+            since = now - step * self.settings.paper.warmup_bars
+        candles = download_ohlcv(self.exchange, self.pair, self.timeframe, since=since, until=now)
+        return self.db.add_candles(self.run_id, candles)
+
+    def _broker(self, state: PaperBrokerState) -> SimBroker:
+        cost = self.settings.backtest
+        broker = SimBroker(
+            symbol=self.pair,
+            initial_cash=cost.initial_equity,
+            fee_rate=cost.fee_rate,
+            slippage=cost.slippage,
+        )
+        broker.cash = state.cash
+        broker.quantity = state.quantity
+        broker.entry_price = state.entry_price
+        broker.entry_time = state.entry_time
+        broker.entry_decision = state.entry_decision
+        broker.entry_fees = state.entry_fees
+        broker.fees_paid = state.fees_paid
+        return broker
+
+    @staticmethod
+    def _broker_state(broker: SimBroker) -> PaperBrokerState:
+        return PaperBrokerState(
+            cash=broker.cash,
+            quantity=broker.quantity,
+            entry_price=broker.entry_price,
+            entry_time=broker.entry_time,
+            entry_decision=broker.entry_decision,
+            entry_fees=broker.entry_fees,
+            fees_paid=broker.fees_paid,
+        )
+
+    def step(self, now: datetime) -> PaperStepResult:
+        """Run one step at clock time ``now`` (module doc). Raises
+        :class:`~backend.errors.ExchangeError` when the exchange fails (nothing is
+        written then but the candles already fetched), :class:`ConfigError` when the
+        saved run used another clock."""
+        now = to_utc(now)
+        state = self.state() or self._initial()
+        if state.clock != self.clock:
+            raise ConfigError(
+                f"paper run {self.run_id} was started with the {state.clock} clock, "
+                f"not {self.clock}: use another store, or the same clock"
+            )
+        fetched = self._fetch(now)
+        frame = self.db.candles(self.run_id)
+        closes = list(bar_close_times(pd.DatetimeIndex(frame.index), self.timeframe))
+        if state.last_close is None:
+            todo = [len(frame) - 1] if len(frame) else []
+        else:
+            todo = [i for i, c in enumerate(closes) if c > state.last_close]
+        state = state.model_copy(update={"last_now": now, "steps": state.steps + 1})
+        if not todo:
+            self.db.save_step(state, records=[], fills=[], trades=[], marks=[])
+            return PaperStepResult(run_id=self.run_id, now=now, fetched=fetched)
+        features = compute_features(
+            frame,
+            symbol=self.pair,
+            timeframe=self.timeframe,
+            breakout_lookback_bars=self.settings.memory.detectors.breakout_lookback_bars,
+        )
+        episodes = detect_episodes(
+            self.settings, features, self.news.headlines, self.news.fear_greed
+        )
+        manager = DeepTraderManager(
+            features=features,
+            policy=self.policy,
+            agent=self.agent,
+            system=self.system,
+            episodes=episodes,
+            headlines=self.news.headlines,
+            fear_greed=self.news.fear_greed,
+            seed_note=DEFAULT_CONSTRAINTS_NOTE,
+            min_trade_fraction=self.settings.backtest.min_trade_fraction,
+        )
+        if state.manager is not None:
+            manager.restore_state(state.manager)
+        stepper = BarStepper(
+            maker=manager,
+            broker=self._broker(state.broker),
+            trader_id=self.agent.trader_id,
+            symbol=self.pair,
+            timeframe=self.timeframe,
+            min_trade_fraction=self.settings.backtest.min_trade_fraction,
+            pending=state.pending,
+            ruined=state.ruined,
+        )
+        values = frame[["open", "high", "low", "close", "volume"]].to_numpy(dtype=float)
+        records, marks, decided = [], [], []
+        for i in todo:
+            o, h, lo, c, v = (float(x) for x in values[i])
+            close_time = closes[i].to_pydatetime()
+            out = stepper.step(
+                index=i,
+                open_time=frame.index[i].to_pydatetime(),
+                close_time=close_time,
+                bar=(o, h, lo, c, v),
+                has_next=True,
+            )
+            marks.append((close_time, out.equity, out.exposure))
+            if out.record is not None:
+                records.append(out.record)
+                decided.append((close_time, out.record.decision.action, out.record.decision.size))
+        broker = stepper.broker
+        state = state.model_copy(
+            update={
+                "broker": self._broker_state(broker),
+                "pending": stepper.pending,
+                "ruined": stepper.ruined,
+                "manager": manager.export_state(),
+                "last_close": closes[todo[-1]].to_pydatetime(),
+                "bars": state.bars + len(records),
+            }
+        )
+        self.db.save_step(
+            state, records=records, fills=broker.fills, trades=broker.trades, marks=marks
+        )
+        last = marks[-1]
+        log.info(
+            "paper %s at %s: %d bars decided, equity %.2f", self.run_id, now, len(todo), last[1]
+        )
+        return PaperStepResult(
+            run_id=self.run_id,
+            now=now,
+            fetched=fetched,
+            decided=decided,
+            equity=last[1],
+            exposure=last[2],
+            fills=len(broker.fills),
+            trades=len(broker.trades),
+        )

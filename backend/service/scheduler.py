@@ -1,0 +1,285 @@
+"""The service scheduler: apscheduler 3 with a persistent SQLAlchemy job store.
+
+Jobs (:func:`job_specs`, from ``scheduler`` in the config; stable ids):
+
+- ``persona-refresh:<trader_id>``: one per ``scheduler.persona_refresh`` entry;
+- ``consolidation``: working-memory overflow, importance decay, pruning;
+- ``outcomes``: outcomes of past decisions whose horizon has passed;
+- ``paper:<exchange>:<pair>:<timeframe>``: one per ``scheduler.paper`` entry, at every
+  bar close + ``paper.delay_s``.
+
+Every job is ``backend.service.jobs:<function>`` with plain string arguments, runs with
+``coalesce=True`` (runs missed while the service was down, or while a run was still
+going, collapse into ONE run), ``max_instances=1`` and ``misfire_grace_time =
+scheduler.misfire_grace_s``. The job store is ``scheduler.jobstore_url`` (SQLite under
+``.sentinel/`` by default). At start, :func:`sync_jobs` keeps a stored job whose
+definition is unchanged (so its stored next run time survives a restart: a run missed
+while down happens once, at start), replaces a changed one (same id: never a duplicate)
+and removes stored jobs that are no longer configured. The jobs themselves are
+idempotent (``backend.service.jobs``), so a run repeated after a crash adds nothing.
+
+:func:`start_service` returns a running ``BackgroundScheduler`` (embed it in a service;
+``sentinel scheduler run`` runs one in the foreground until SIGINT/SIGTERM);
+:func:`list_jobs` reads the jobs without starting anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobEvent,
+)
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from backend.config import JobTrigger, Settings
+from backend.data import timeframe_seconds
+from backend.errors import ConfigError
+from backend.service.models import JobInfo
+
+__all__ = [
+    "JOBS_MODULE",
+    "JobSpec",
+    "build_scheduler",
+    "job_specs",
+    "list_jobs",
+    "make_trigger",
+    "paper_trigger",
+    "start_service",
+    "sync_jobs",
+]
+
+log = logging.getLogger("backend.service")
+JOBS_MODULE = "backend.service.jobs"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One configured job: stable ``id``, readable ``name``, ``func`` as
+    ``module:function``, plain ``args``, and its trigger."""
+
+    id: str
+    name: str
+    func: str
+    args: tuple[str | None, ...]
+    trigger: BaseTrigger
+
+
+def make_trigger(spec: JobTrigger) -> BaseTrigger:
+    """An ``IntervalTrigger`` (``interval_s``) or a ``CronTrigger`` (crontab line), UTC.
+    Raises :class:`ConfigError` for a cron line apscheduler rejects."""
+    if spec.cron is not None:
+        try:
+            return CronTrigger.from_crontab(spec.cron, timezone=UTC)
+        except ValueError as err:
+            raise ConfigError(f"cron {spec.cron!r}: {err}") from None
+    assert spec.interval_s is not None
+    return IntervalTrigger(seconds=spec.interval_s, timezone=UTC)
+
+
+def paper_trigger(timeframe: str, delay_s: float) -> IntervalTrigger:
+    """Every bar close of ``timeframe`` (aligned on the epoch, UTC) + ``delay_s``."""
+    return IntervalTrigger(
+        seconds=timeframe_seconds(timeframe),
+        start_date=_EPOCH + timedelta(seconds=delay_s),
+        timezone=UTC,
+    )
+
+
+def job_specs(settings: Settings, config: str) -> list[JobSpec]:
+    """The jobs of ``settings`` (module doc); ``config`` is the config file the jobs will
+    load (:func:`backend.service.runtime.config_key`)."""
+    sched = settings.scheduler
+    specs = [
+        JobSpec(
+            id=f"persona-refresh:{job.trader_id}",
+            name=f"persona refresh of {job.trader_id} ({job.source})",
+            func=f"{JOBS_MODULE}:persona_refresh",
+            args=(config, job.trader_id),
+            trigger=make_trigger(job.trigger),
+        )
+        for job in sched.persona_refresh
+    ]
+    specs.append(
+        JobSpec(
+            id="consolidation",
+            name="memory consolidation (overflow, decay, pruning)",
+            func=f"{JOBS_MODULE}:consolidation",
+            args=(config,),
+            trigger=make_trigger(sched.consolidation),
+        )
+    )
+    specs.append(
+        JobSpec(
+            id="outcomes",
+            name="outcome resolution of past decisions",
+            func=f"{JOBS_MODULE}:outcomes",
+            args=(config,),
+            trigger=make_trigger(sched.outcomes),
+        )
+    )
+    for paper in sched.paper:
+        ex = paper.exchange or settings.exchange.id
+        specs.append(
+            JobSpec(
+                id=f"paper:{ex}:{paper.pair}:{paper.timeframe}",
+                name=f"paper trading {paper.pair} {paper.timeframe} on {ex}",
+                func=f"{JOBS_MODULE}:paper_step",
+                args=(config, ex, paper.pair, paper.timeframe),
+                trigger=paper_trigger(paper.timeframe, settings.paper.delay_s),
+            )
+        )
+    ids = [s.id for s in specs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"scheduler: duplicate job ids in {ids}")
+    return specs
+
+
+def _jobstore(url: str) -> SQLAlchemyJobStore:
+    """The SQLAlchemy job store; a SQLite file's directory is created."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"scheduler.jobstore_url: not a SQLAlchemy URL: {url!r}") from None
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
+    return SQLAlchemyJobStore(url=url)
+
+
+def _on_event(event: JobEvent) -> None:
+    if event.code == EVENT_JOB_ERROR:
+        log.error("job %s failed: %r", event.job_id, getattr(event, "exception", None))
+    elif event.code == EVENT_JOB_MISSED:
+        log.warning("job %s missed its run at %s", event.job_id, event.scheduled_run_time)
+    elif event.code == EVENT_JOB_MAX_INSTANCES:
+        log.info("job %s still running: this run is skipped", event.job_id)
+
+
+def build_scheduler(
+    settings: Settings, *, threads: int = 4, persistent: bool = True
+) -> BackgroundScheduler:
+    """A ``BackgroundScheduler`` (not started) on the persistent job store (an in-memory
+    one with ``persistent=False``: ``sentinel paper``), with the job defaults of the
+    module doc; job errors, missed runs and skipped overlapping runs are logged on
+    ``backend.service``."""
+    store = _jobstore(settings.scheduler.jobstore_url) if persistent else MemoryJobStore()
+    scheduler = BackgroundScheduler(
+        jobstores={"default": store},
+        executors={"default": ThreadPoolExecutor(max_workers=threads)},
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": settings.scheduler.misfire_grace_s,
+        },
+        timezone=UTC,
+    )
+    scheduler.add_listener(_on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+    return scheduler
+
+
+def _same(job: Job, spec: JobSpec) -> bool:
+    return bool(
+        job.func_ref == spec.func
+        and tuple(job.args) == spec.args
+        and not job.kwargs
+        and job.name == spec.name
+        and str(job.trigger) == str(spec.trigger)
+    )
+
+
+def sync_jobs(scheduler: BackgroundScheduler, specs: Sequence[JobSpec]) -> dict[str, str]:
+    """Make the started (possibly paused) ``scheduler``'s store hold exactly ``specs``
+    (module doc). Returns ``{job id: "kept" | "added" | "replaced" | "removed"}``."""
+    done: dict[str, str] = {}
+    wanted = {s.id for s in specs}
+    for job in scheduler.get_jobs():
+        if job.id not in wanted:
+            scheduler.remove_job(job.id)
+            done[job.id] = "removed"
+    for spec in specs:
+        existing = scheduler.get_job(spec.id)
+        if existing is not None and _same(existing, spec):
+            done[spec.id] = "kept"
+            continue
+        scheduler.add_job(
+            spec.func,
+            trigger=spec.trigger,
+            args=list(spec.args),
+            id=spec.id,
+            name=spec.name,
+            replace_existing=True,
+        )
+        done[spec.id] = "replaced" if existing is not None else "added"
+    log.info("scheduler jobs: %s", done)
+    return done
+
+
+def start_service(
+    settings: Settings, config: str, *, extra: Sequence[JobSpec] = (), paused: bool = False
+) -> BackgroundScheduler:
+    """Build the scheduler, start it paused, sync the configured jobs (+ ``extra``) and
+    resume it (unless ``paused``). Stop it with ``scheduler.shutdown(wait=True)`` and
+    then :func:`backend.service.runtime.close_runtimes`."""
+    scheduler = build_scheduler(settings)
+    scheduler.start(paused=True)
+    try:
+        sync_jobs(scheduler, [*job_specs(settings, config), *extra])
+    except BaseException:
+        scheduler.shutdown(wait=False)
+        raise
+    if not paused:
+        scheduler.resume()
+    return scheduler
+
+
+def _stored_jobs(url: str) -> dict[str, Job]:
+    """The jobs in the store (read without a running scheduler); ``{}`` when the store is
+    a SQLite file that does not exist yet (nothing is created then)."""
+    parsed = make_url(url)
+    database = parsed.database
+    is_file_db = parsed.drivername.startswith("sqlite") and database not in (None, "", ":memory:")
+    if is_file_db and not Path(str(database)).is_file():
+        return {}
+    store = _jobstore(url)
+    store.start(BackgroundScheduler(timezone=UTC), "default")
+    try:
+        return {job.id: job for job in store.get_all_jobs()}
+    finally:
+        store.shutdown()
+
+
+def list_jobs(settings: Settings, config: str, *, now: datetime) -> list[JobInfo]:
+    """The configured jobs with their trigger and next run time: the stored one when the
+    store holds the same job (what a running scheduler will use), else the trigger's
+    first fire time after ``now`` (what a scheduler started now would use)."""
+    specs = job_specs(settings, config)
+    stored = _stored_jobs(settings.scheduler.jobstore_url)
+    out = []
+    for spec in specs:
+        job = stored.get(spec.id)
+        if job is not None and _same(job, spec):
+            next_run: Any = job.next_run_time
+        else:
+            next_run = spec.trigger.get_next_fire_time(None, now)
+        out.append(
+            JobInfo(id=spec.id, name=spec.name, trigger=str(spec.trigger), next_run_time=next_run)
+        )
+    return out

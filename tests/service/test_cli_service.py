@@ -1,0 +1,231 @@
+"""``sentinel scheduler ...`` and ``sentinel paper``: the JSON contract of ``scheduler jobs``
+(typer's CliRunner and a real subprocess), ``run-once``, and the end-to-end paper loop on
+an accelerated scheduler clock against the loopback Binance, killed midway (SIGTERM) and
+restarted as a new process, ending with the decisions of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from backend.cli import app
+from backend.service._db import ServiceDB
+from backend.service.paper import paper_run_id
+from tests.service.conftest import ConfigFactory
+
+SENTINEL = Path(sys.executable).parent / "sentinel"
+CONTRACT_KEYS = {"id", "name", "trigger", "next_run_time"}
+
+
+def sentinel(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SENTINEL), *args], capture_output=True, text=True, timeout=600, cwd=cwd
+    )
+
+
+def check_contract(jobs: list[dict[str, object]]) -> None:
+    assert isinstance(jobs, list) and jobs
+    for job in jobs:
+        assert set(job) == CONTRACT_KEYS
+        assert isinstance(job["next_run_time"], str)
+        moment = datetime.fromisoformat(str(job["next_run_time"]).replace("Z", "+00:00"))
+        assert moment.tzinfo is not None
+    ids = [str(j["id"]) for j in jobs]
+    assert any(i.startswith("persona-refresh:") for i in ids)
+    assert "consolidation" in ids
+    assert "outcomes" in ids
+
+
+def test_jobs_json_with_the_default_config_via_cli_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a fresh checkout: no .sentinel/ state yet
+    result = CliRunner().invoke(app, ["scheduler", "jobs", "--json"])
+    assert result.exit_code == 0, result.output
+    jobs = json.loads(result.stdout)
+    check_contract(jobs)
+    refresh = next(j for j in jobs if j["id"].startswith("persona-refresh:"))
+    assert refresh["trigger"] == "interval[1:00:00]"
+    assert not (tmp_path / ".sentinel").exists()  # listing creates nothing
+
+
+def test_jobs_json_with_the_default_config_as_a_subprocess(tmp_path: Path) -> None:
+    result = sentinel("scheduler", "jobs", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    check_contract(json.loads(result.stdout))
+    text = sentinel("scheduler", "jobs", cwd=tmp_path)
+    assert text.returncode == 0 and "consolidation" in text.stdout
+
+
+def test_run_once_prints_the_result_and_unknown_jobs_exit_2(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    config = make_config("once", scheduler={"persona_refresh": []})
+    result = CliRunner().invoke(
+        app,
+        [
+            "--config",
+            str(config),
+            "scheduler",
+            "run-once",
+            "consolidation",
+            "--as-of",
+            "2024-01-01",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["job_id"] == "consolidation" and out["as_of"] == "2024-01-01T00:00:00+00:00"
+    assert out["result"] == []  # an empty store: no trader to consolidate
+    bad = sentinel("--config", str(config), "scheduler", "run-once", "nope")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "sentinel: error: no job 'nope' (known: consolidation, outcomes)"
+    ]
+    cron = make_config("cron", scheduler={"consolidation": {"cron": "61 * * * *"}})
+    broken = sentinel("--config", str(cron), "scheduler", "jobs", "--json")
+    assert broken.returncode == 2 and "cron '61 * * * *'" in broken.stderr
+    assert len(broken.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ end to end
+
+REPLAY_FROM = "2022-05-10T00:00:00Z"
+UNTIL = "2022-05-12T11:00:00Z"  # 60 hourly steps: decisions at 2022-05-10 00:00 .. 05-12 11:00
+BARS = 60
+RUN_ID = paper_run_id("binance", "BTC/USDT", "1h", "agent")
+
+
+def paper_args(config: Path, url: str) -> list[str]:
+    return [
+        "--config", str(config), "paper", "--pair", "BTC/USDT", "--timeframe", "1h",
+        "--exchange", "binance", "--api-url", url, "--replay-from", REPLAY_FROM,
+        "--until", UNTIL, "--step-s", "0.05", "--json",
+    ]  # fmt: skip
+
+
+def decided(state_path: Path) -> int:
+    if not state_path.is_file():
+        return 0
+    with sqlite3.connect(state_path) as db:
+        try:
+            (count,) = db.execute("SELECT COUNT(*) FROM paper_decision").fetchone()
+        except sqlite3.OperationalError:
+            return 0
+    return int(count)
+
+
+def outcome(state_path: Path) -> tuple[list[object], ...]:
+    db = ServiceDB(state_path)
+    try:
+        records = [
+            r.model_dump(mode="json", exclude={"retrieval_ms"}) for r in db.decisions(RUN_ID)
+        ]
+        state = db.paper_state(RUN_ID)
+        assert state is not None
+        return (
+            records,
+            list(db.fills(RUN_ID)),
+            list(db.trades(RUN_ID)),
+            db.equity(RUN_ID).reset_index().values.tolist(),
+            [state.model_dump(mode="json", exclude={"manager": {"context"}})],
+        )
+    finally:
+        db.close()
+
+
+def test_paper_loop_killed_midway_and_restarted_ends_like_an_uninterrupted_run(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    """Real MiniLM embeddings and a persistent chroma store per run."""
+    extra = {"embedding": {"provider": "minilm"}}
+    straight_cfg = make_config("straight", **extra)
+    straight = sentinel(*paper_args(straight_cfg, binance_loopback))
+    assert straight.returncode == 0, straight.stderr
+    final = json.loads(straight.stdout)
+    assert final["bars"] == BARS and final["last_close"] == "2022-05-12T11:00:00Z"
+
+    restart_cfg = make_config("restarted", **extra)
+    state_path = restart_cfg.parent / "service.sqlite3"
+    first = subprocess.Popen(
+        [str(SENTINEL), *paper_args(restart_cfg, binance_loopback)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while decided(state_path) < BARS // 3 and first.poll() is None:
+        assert time.monotonic() < deadline, "the first process made no progress"
+        time.sleep(0.1)
+    first.send_signal(signal.SIGTERM)  # stops after the step under way
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    stopped_at = json.loads(out)["bars"]
+    assert BARS // 3 <= stopped_at < BARS, "SIGTERM came after the end: make the run longer"
+
+    resumed = sentinel(*paper_args(restart_cfg, binance_loopback))
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["bars"] == BARS
+
+    expected = outcome(straight_cfg.parent / "service.sqlite3")
+    got = outcome(state_path)
+    assert got[0] == expected[0]  # decisions: action, size, as_of, memories used, ...
+    assert got[1:] == expected[1:]  # fills, trades, equity marks, broker and manager state
+    assert {r["decision"]["action"] for r in got[0]} > {"hold"}  # type: ignore[index]
+
+
+def test_paper_bad_options_exit_2_with_one_line(make_config: ConfigFactory) -> None:
+    config = make_config("bad")
+    result = sentinel("--config", str(config), "paper", "--pair", "BTC/USDT", "--until", "tomorrow")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "sentinel: error: --until: not an ISO-8601 date/time: 'tomorrow'"
+    ]
+
+
+def test_scheduler_run_in_the_foreground_until_sigterm(make_config: ConfigFactory) -> None:
+    config = make_config(
+        "service",
+        scheduler={"persona_refresh": [], "consolidation": {"interval_s": 0.3}},
+    )
+    state_path = config.parent / "service.sqlite3"
+    proc = subprocess.Popen(
+        [str(SENTINEL), "--config", str(config), "scheduler", "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def runs() -> int:
+        if not state_path.is_file():
+            return 0
+        with sqlite3.connect(state_path) as db:
+            try:
+                (n,) = db.execute(
+                    "SELECT COUNT(*) FROM job_run WHERE job_id = 'consolidation' AND ok = 1"
+                ).fetchone()
+            except sqlite3.OperationalError:
+                return 0
+        return int(n)
+
+    deadline = time.monotonic() + 120
+    while runs() < 2 and proc.poll() is None:
+        assert time.monotonic() < deadline, "the scheduler ran no job"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "scheduler running 2 jobs" in out
+    listed = sentinel("--config", str(config), "scheduler", "jobs", "--json")
+    jobs = {j["id"]: j for j in json.loads(listed.stdout)}
+    assert sorted(jobs) == ["consolidation", "outcomes"]
+    assert jobs["consolidation"]["trigger"] == "interval[0:00:00.300000]"

@@ -1,0 +1,197 @@
+"""The scheduled jobs on real data and a real chromadb store: persona refresh from a growing
+fills export (incremental, idempotent, across a restart), consolidation (decay, pruning
+that spares an open position's episode), outcome resolution (once)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from backend.agents.memory import PersonaManager
+from backend.data import load_hyperliquid_fills, load_ohlcv
+from backend.errors import ConfigError
+from backend.memory import compute_features, detect_market_events, events_to_episodes
+from backend.service.jobs import consolidation, outcomes, parse_as_of, persona_refresh
+from backend.service.models import PaperBrokerState, PaperState
+from backend.service.runtime import close_runtimes, runtime_for
+from tests.service.conftest import ConfigFactory
+
+TRADER = "0x083384f897ee0f19899168e3b1bec365f52a9012"  # 1,400 fills, ETH/SOL shorts
+NOW = "2026-01-01T00:00:00Z"
+
+
+def write_fills(source: Path, target: Path, *, trader: str, rows: slice) -> int:
+    """The export's header and a slice of ``trader``'s rows (file order), like a
+    periodically refreshed export; returns how many rows were written."""
+    lines = source.read_text(encoding="utf-8").splitlines()
+    mine = [line for line in lines[1:] if line.startswith(trader + ",")][rows]
+    target.write_text("\n".join([lines[0], *mine]) + "\n", encoding="utf-8")
+    return len(mine)
+
+
+def test_persona_refresh_is_incremental_and_idempotent_across_a_restart(
+    make_config: ConfigFactory, shared_data: Path, tmp_path: Path
+) -> None:
+    export = shared_data / "trades" / "hyperliquid_fills.csv"
+    fills_file = tmp_path / "export.csv"
+    half = write_fills(export, fills_file, trader=TRADER, rows=slice(0, 700))
+    job = {"trader_id": TRADER, "fills_path": str(fills_file), "trigger": {"interval_s": 60}}
+    config = str(make_config("persona", scheduler={"persona_refresh": [job]}))
+
+    first = persona_refresh(config, TRADER, NOW)["result"]
+    assert first["fills_new"] == half and first["version_before"] == 0
+    assert first["version_after"] >= 1
+    again = persona_refresh(config, TRADER, NOW)["result"]
+    assert again["version_after"] == again["version_before"] == first["version_after"]
+    assert again["fills_new"] == 0
+
+    cursor = max(f.timestamp for f in load_hyperliquid_fills(fills_file))
+    assert first["cursor_ms"] == cursor
+    total = write_fills(export, fills_file, trader=TRADER, rows=slice(None))
+    newer = sum(f.timestamp > cursor for f in load_hyperliquid_fills(fills_file))
+    assert 0 < newer < total - half  # the export's rows are not in time order
+    close_runtimes()  # a restarted service: cursor and ledger come from disk
+    later = persona_refresh(config, TRADER, "2026-01-02T00:00:00Z")["result"]
+    assert later["fills_read"] == total and later["fills_new"] == newer
+    assert later["version_after"] > later["version_before"] == first["version_after"]
+    close_runtimes()
+    repeat = persona_refresh(config, TRADER, "2026-01-03T00:00:00Z")["result"]
+    assert repeat["version_after"] == later["version_after"] and repeat["fills_new"] == 0
+
+    # late rows (older than the cursor) were ingested too: the profile equals a rebuild
+    rt = runtime_for(config)
+    built = PersonaManager(rt.system().store)
+    other = "rebuild-" + TRADER[-6:]
+    everything = [
+        f.model_copy(update={"trader_id": other})
+        for f in load_hyperliquid_fills(fills_file)
+        if f.trader_id == TRADER
+    ]
+    at = parse_as_of("2026-01-03T00:00:00Z")
+    rebuilt = built.build_from_fills(other, everything, as_of=at)
+    stored = rt.system().persona.get_profile(TRADER, at)
+    assert stored is not None
+    for name, attr in rebuilt.attributes.items():
+        assert stored.attributes[name].value == attr.value, name
+    runs = rt.db().runs(f"persona-refresh:{TRADER}")
+    assert [ok for _, _, ok, _ in runs] == [True] * 4
+    assert json.loads(runs[-1][3])["result"]["fills_new"] == 0
+    with pytest.raises(ConfigError, match="no trader"):
+        persona_refresh(config, "someone-else", NOW)
+
+
+def test_consolidation_decays_and_prunes_but_spares_an_open_position(
+    make_config: ConfigFactory, shared_data: Path
+) -> None:
+    rules = {"decay_half_life_days": 180, "prune_below": 0.05, "prune_after_days": 30}
+    config = str(make_config("consolidate", scheduler={"persona_refresh": [], **rules}))
+    rt = runtime_for(config)
+    system = rt.system()
+    ohlcv = load_ohlcv(shared_data / "market" / "binance", "BTC/USDT", "1h")
+    features = compute_features(ohlcv)
+    events = [
+        e
+        for e in detect_market_events(features, settings=rt.settings.memory.detectors)
+        if datetime(2022, 1, 1, tzinfo=UTC) <= e.at < datetime(2022, 7, 1, tzinfo=UTC)
+    ][:6]
+    episodes = events_to_episodes(events, trader_id="agent", features=features)
+    faded = [e.model_copy(update={"importance": 0.01}) for e in episodes[:3]]
+    kept = episodes[3:]
+    system.episodic.add([*faded, *kept], as_of=datetime(2022, 7, 1, tzinfo=UTC))
+    open_position = faded[0].id  # a memory the open position's decision was taken with
+    decision = system.toolkit.record_decision(
+        "agent", symbol="BTC/USDT", action="buy", size=0.3, rationale="trend up",
+        memory_ids=[open_position, "persona:v1"], as_of=datetime(2022, 7, 1, tzinfo=UTC),
+    )  # fmt: skip
+    state = PaperState(
+        run_id="binance:BTC/USDT:1h:agent",
+        exchange="binance",
+        pair="BTC/USDT",
+        timeframe="1h",
+        trader_id="agent",
+        clock="live",
+        broker=PaperBrokerState(cash=0.0, quantity=0.3, entry_decision=decision),
+    )
+    rt.db().save_step(state, records=[], fills=[], trades=[], marks=[])
+
+    as_of = "2022-09-01T00:00:00Z"
+    (result,) = consolidation(config, as_of)["result"]
+    assert result["trader_id"] == "agent" and result["consolidated"] == 0
+    assert result["decayed"] == 7
+    assert result["pruned"] == sorted(e.id for e in faded[1:])
+    assert result["protected"] == 1
+    moment = parse_as_of(as_of)
+    left = {e.id: e for e in system.episodic.scan("agent", as_of=moment)}
+    assert set(left) == {open_position, decision, *(e.id for e in kept)}
+    for episode in kept:  # 0.5 ** (whole days since it occurred / 180)
+        days = (moment - episode.occurred_at) // timedelta(days=1)
+        expected = episode.importance * 0.5 ** (days / 180)
+        assert left[episode.id].importance == pytest.approx(expected, abs=1e-9)
+    earlier = system.episodic.scan("agent", as_of=datetime(2022, 8, 31, tzinfo=UTC))
+    assert {e.id: e.importance for e in earlier} == {
+        decision: 0.3,
+        **{e.id: e.importance for e in [faded[0], *kept]},
+    }  # reads before the decay see the importance of then
+
+    close_runtimes()  # the same run again after a restart: nothing more to do
+    (repeat,) = consolidation(config, as_of)["result"]
+    assert repeat["decayed"] == 0 and repeat["pruned"] == [] and repeat["protected"] == 1
+    later = parse_as_of("2022-09-01T20:00:00Z")  # runs at any cadence: no drift
+    consolidation(config, later.isoformat())
+    now = {e.id: e for e in runtime_for(config).system().episodic.scan("agent", as_of=later)}
+    for episode in kept:
+        days = (later - episode.occurred_at) // timedelta(days=1)
+        expected = episode.importance * 0.5 ** (days / 180)
+        assert now[episode.id].importance == pytest.approx(expected, abs=1e-9)
+
+
+def test_outcomes_of_past_decisions_are_resolved_once(make_config: ConfigFactory) -> None:
+    config = str(make_config("outcomes", scheduler={"persona_refresh": []}))
+    rt = runtime_for(config)
+    toolkit = rt.system().toolkit
+    decided = datetime(2022, 5, 10, 10, tzinfo=UTC)
+    done = toolkit.record_decision(
+        "agent", symbol="BTC/USDT", action="sell", size=0.3, rationale="trend down",
+        memory_ids=[], as_of=decided,
+    )  # fmt: skip
+    owned = toolkit.record_decision(
+        "agent", symbol="BTC/USDT", action="buy", size=0.2, rationale="bounce",
+        memory_ids=[], as_of=decided + timedelta(hours=1),
+    )  # fmt: skip
+    recent = toolkit.record_decision(
+        "agent", symbol="BTC/USDT", action="buy", size=0.1, rationale="breakout",
+        memory_ids=[], as_of=datetime(2022, 5, 11, 20, tzinfo=UTC),
+    )  # fmt: skip
+    state = PaperState(
+        run_id="binance:ETH/USDT:1h:agent",
+        exchange="binance",
+        pair="ETH/USDT",
+        timeframe="1h",
+        trader_id="agent",
+        clock="live",
+        broker=PaperBrokerState(cash=10_000.0),
+        pending=(0.2, owned),  # a paper run's pending order: that run resolves it
+    )
+    rt.db().save_step(state, records=[], fills=[], trades=[], marks=[])
+
+    as_of = "2022-05-12T00:00:00Z"
+    (result,) = outcomes(config, as_of)["result"]
+    assert result["resolved"] == [done]
+    assert result["pending"] == 2 and result["already"] == 0
+    (episode,) = rt.system().episodic.get("agent", [done], as_of=parse_as_of(as_of))
+    assert episode.outcome is not None and episode.outcome.horizon == "1d"
+    closes = load_ohlcv(rt.settings.data.market_dir, "BTC/USDT", "1h").frame["close"]
+    start = closes[decided - timedelta(hours=1)]  # the bar closing at the decision
+    end = closes[decided + timedelta(hours=23)]  # the bar closing 24 bars later
+    assert episode.outcome.market_return == pytest.approx(end / start - 1)
+    assert episode.importance > 0.3  # reflection raised it
+    assert episode.outcome.resolved_at == parse_as_of(as_of)
+
+    close_runtimes()
+    (repeat,) = outcomes(config, as_of)["result"]
+    assert repeat["resolved"] == [] and repeat["already"] == 1 and repeat["pending"] == 2
+    later = outcomes(config, "2022-05-13T00:00:00Z")["result"][0]
+    assert later["resolved"] == [recent]  # its horizon has passed now

@@ -1,0 +1,192 @@
+"""The paper-trading loop against a loopback Binance (real BTC/USDT 1h candles of May 2022,
+the LUNA crash): same decisions as the backtest engine over the same candles, the
+backtest's fill rules, a restart from disk that changes nothing, failures that write
+nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from backend.agents.deep_trader_manager import (
+    DEFAULT_CONSTRAINTS_NOTE,
+    DeepTraderManager,
+    detect_episodes,
+)
+from backend.backtest.engine import run_backtest
+from backend.compose import build_memory_system
+from backend.config import load_settings
+from backend.data import OHLCVFrame
+from backend.errors import ConfigError, ExchangeError
+from backend.memory import compute_features
+from backend.service.models import PaperState
+from backend.service.paper import PaperTrader, replay_now
+from backend.service.runtime import Runtime, close_runtimes, runtime_for
+from tests.data.binance_server import start_binance_server
+from tests.service.conftest import ConfigFactory
+
+PAIR = "BTC/USDT"
+START = datetime(2022, 5, 10, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def replay(trader: PaperTrader, steps: int) -> None:
+    for _ in range(steps):
+        trader.step(replay_now(trader.state(), start=START, timeframe="1h"))
+
+
+def paper(rt: Runtime, url: str) -> PaperTrader:
+    return rt.paper("binance", PAIR, "1h", clock="replay", api_url=url)
+
+
+def comparable(state: PaperState | None) -> dict[str, object]:
+    """The state without the cached context's timings (wall-clock measurements)."""
+    assert state is not None
+    return state.model_dump(mode="json", exclude={"manager": {"context"}})
+
+
+def decisions(rt: Runtime, run_id: str) -> list[dict[str, object]]:
+    return [r.model_dump(mode="json", exclude={"retrieval_ms"}) for r in rt.db().decisions(run_id)]
+
+
+def test_paper_decides_like_the_backtest_over_the_same_candles(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    steps = 48
+    rt = runtime_for(str(make_config("paper")))
+    trader = paper(rt, binance_loopback)
+    replay(trader, steps)
+    run = trader.run_id
+    db = rt.db()
+    records = db.decisions(run)
+    candles = db.candles(run)
+    assert len(records) == steps
+    assert len(candles) == rt.settings.paper.warmup_bars + steps - 1
+    assert records[0].as_of == START and records[-1].as_of == START + (steps - 1) * HOUR
+    assert {r.decision.action for r in records} > {"hold"}  # it traded through the crash
+
+    # the backtest engine over exactly the stored candles, its own memory store
+    settings = load_settings(make_config("backtest"))  # same settings, its own store
+    ohlcv = OHLCVFrame(PAIR, "1h", candles, gaps=(), repairs=(), source=Path("paper-candles"))
+    features = compute_features(
+        ohlcv, breakout_lookback_bars=settings.memory.detectors.breakout_lookback_bars
+    )
+    news = trader.news
+    with build_memory_system(settings) as system:
+        manager = DeepTraderManager(
+            features=features,
+            policy=trader.policy,
+            agent=settings.agent,
+            system=system,
+            episodes=detect_episodes(settings, features, news.headlines, news.fear_greed),
+            headlines=news.headlines,
+            fear_greed=news.fear_greed,
+            seed_note=DEFAULT_CONSTRAINTS_NOTE,
+            min_trade_fraction=settings.backtest.min_trade_fraction,
+        )
+        result = run_backtest(
+            ohlcv, manager, settings=settings.backtest, trader_id="agent", start=START - HOUR
+        )
+    expected = [r.model_dump(mode="json", exclude={"retrieval_ms"}) for r in result.decisions]
+    assert decisions(rt, run) == expected
+    assert db.trades(run) == list(result.trades)
+    marked = db.equity(run)
+    assert marked["equity"].tolist() == result.equity.tolist()
+    assert marked["exposure"].tolist() == result.exposure.tolist()
+    assert list(marked.index) == list(result.equity.index)
+
+
+def test_fills_follow_the_backtest_rules(make_config: ConfigFactory, binance_loopback: str) -> None:
+    rt = runtime_for(str(make_config("fills")))
+    trader = paper(rt, binance_loopback)
+    replay(trader, 30)
+    db = rt.db()
+    cost = rt.settings.backtest
+    candles = db.candles(trader.run_id)
+    by_close = {r.as_of: r for r in db.decisions(trader.run_id)}
+    fills = db.fills(trader.run_id)
+    assert fills, "the rule policy trades in the first 30 bars of May 10th"
+    for fill in fills:
+        # decided at the close of bar t (= the open of t+1), filled at the open of t+1
+        assert by_close[fill.time].decision.action in ("buy", "sell", "close")
+        assert fill.reference_price == candles.loc[pd.Timestamp(fill.time), "open"]
+        side = 1.0 if fill.quantity > 0 else -1.0
+        assert fill.price == pytest.approx(fill.reference_price * (1 + side * cost.slippage))
+        assert fill.fee == pytest.approx(cost.fee_rate * abs(fill.quantity) * fill.price)
+    state = trader.state()
+    assert state is not None
+    assert state.broker.fees_paid == pytest.approx(sum(f.fee for f in fills))
+    cash = cost.initial_equity - sum(f.quantity * f.price + f.fee for f in fills)
+    assert state.broker.cash == pytest.approx(cash)
+    assert state.broker.quantity == pytest.approx(sum(f.quantity for f in fills))
+
+
+def test_a_restart_from_disk_changes_nothing(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    steps = 36
+    once = runtime_for(str(make_config("once")))
+    straight = paper(once, binance_loopback)
+    replay(straight, steps)
+    run = straight.run_id
+    db = once.db()
+    expected = (
+        decisions(once, run),
+        db.fills(run),
+        db.trades(run),
+        db.equity(run),
+        comparable(straight.state()),
+    )
+
+    config = str(make_config("twice"))
+    first = paper(runtime_for(config), binance_loopback)
+    replay(first, 17)
+    close_runtimes()  # everything rebuilt from disk: store, working memory, state
+    rt = runtime_for(config)
+    second = paper(rt, binance_loopback)
+    state = second.state()
+    assert state is not None and state.bars == 17 and state.manager is not None
+    assert state.manager.writer is not None
+    replay(second, steps - 17)
+
+    db = rt.db()
+    got = (decisions(rt, run), db.fills(run), db.trades(run), db.equity(run))
+    assert got[:3] == expected[:3]
+    assert got[3].equals(expected[3])
+    assert comparable(second.state()) == expected[4]
+
+
+def test_a_run_keeps_its_clock_and_rejects_calendar_timeframes(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    rt = runtime_for(str(make_config("clock")))
+    replay(paper(rt, binance_loopback), 1)
+    live = rt.paper("binance", PAIR, "1h", clock="live", api_url=binance_loopback)
+    with pytest.raises(ConfigError, match="replay clock"):
+        live.step(START + HOUR)
+    with pytest.raises(ConfigError, match="fixed-length"):
+        rt.paper("binance", PAIR, "1M", clock="live", api_url=binance_loopback)
+
+
+def test_an_exchange_failure_writes_no_step(make_config: ConfigFactory, shared_data: Path) -> None:
+    server, url = start_binance_server(shared_data / "market" / "binance" / "BTC_USDT-1h.csv.gz")
+    try:
+        rt = runtime_for(str(make_config("fault")))
+        trader = paper(rt, url)
+        replay(trader, 2)
+        before = trader.state()
+        server.fault_status = 500  # type: ignore[attr-defined]
+        with pytest.raises(ExchangeError, match="binance BTC/USDT 1h"):
+            trader.step(replay_now(before, start=START, timeframe="1h"))
+        assert trader.state() == before
+        assert len(rt.db().decisions(trader.run_id)) == 2
+        server.fault_status = None  # type: ignore[attr-defined]
+        replay(trader, 1)
+        after = trader.state()
+        assert after is not None and after.bars == 3
+    finally:
+        server.shutdown()
+        server.server_close()

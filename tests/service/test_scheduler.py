@@ -1,0 +1,174 @@
+"""The apscheduler service on its persistent SQLAlchemy job store: importable jobs with
+plain arguments, restarts that neither duplicate nor forget jobs, missed runs that
+coalesce into one, overlapping runs skipped (max_instances=1) on an accelerated clock."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import pickle
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.util import ref_to_obj
+
+from backend.config import JobTrigger, load_settings
+from backend.errors import ConfigError
+from backend.service.runtime import config_key
+from backend.service.scheduler import (
+    JobSpec,
+    build_scheduler,
+    job_specs,
+    list_jobs,
+    make_trigger,
+    start_service,
+    sync_jobs,
+)
+from tests.service.conftest import ConfigFactory
+
+DEFAULT_TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+
+
+def clock_job(path: Path, *, every_s: float, work_s: float) -> JobSpec:
+    return JobSpec(
+        id="sim-clock",
+        name="simulated clock",
+        func="tests.service._jobs:advance_clock",
+        args=(str(path), str(work_s)),
+        trigger=IntervalTrigger(seconds=every_s, timezone=UTC),
+    )
+
+
+def clock_state(path: Path) -> dict[str, object]:
+    return json.loads(path.read_text()) if path.is_file() else {"bar": 0, "steps": []}
+
+
+def wait_for(predicate: object, *, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out waiting for the scheduler"
+        time.sleep(0.05)
+
+
+def test_default_jobs_are_importable_functions_with_plain_arguments() -> None:
+    config = config_key(None)
+    specs = job_specs(load_settings(), config)
+    assert [s.id for s in specs] == [
+        f"persona-refresh:{DEFAULT_TRADER}",
+        "consolidation",
+        "outcomes",
+    ]
+    for spec in specs:
+        assert callable(ref_to_obj(spec.func))
+        assert spec.func.startswith("backend.service.jobs:")
+        assert pickle.loads(pickle.dumps(spec.args)) == spec.args
+        assert spec.args[0] == config
+    assert str(make_trigger(JobTrigger(cron="5 * * * *"))).startswith("cron[")
+    with pytest.raises(ValueError, match="exactly one"):
+        JobTrigger(interval_s=60, cron="5 * * * *")
+    with pytest.raises(ConfigError, match="cron"):
+        make_trigger(JobTrigger(cron="5 * * * 9"))
+
+
+def test_a_restart_keeps_the_stored_jobs_and_syncs_config_changes(
+    make_config: ConfigFactory,
+) -> None:
+    path = make_config("sync")
+    settings, config = load_settings(path), str(path)
+    first = start_service(settings, config, paused=True)
+    stored = {j.id: j.next_run_time for j in first.get_jobs()}
+    first.shutdown()
+    assert len(stored) == 3
+
+    again = build_scheduler(settings)
+    again.start(paused=True)
+    try:
+        assert sync_jobs(again, job_specs(settings, config)) == dict.fromkeys(stored, "kept")
+        assert {j.id: j.next_run_time for j in again.get_jobs()} == stored  # nothing reset
+        listed = list_jobs(settings, config, now=datetime.now(UTC))
+        assert {j.id: j.next_run_time for j in listed} == stored
+        changed = settings.model_copy(
+            update={
+                "scheduler": settings.scheduler.model_copy(
+                    update={"persona_refresh": [], "consolidation": JobTrigger(cron="0 3 * * *")}
+                )
+            }
+        )
+        done = sync_jobs(again, job_specs(changed, config))
+        assert done == {
+            f"persona-refresh:{DEFAULT_TRADER}": "removed",
+            "consolidation": "replaced",
+            "outcomes": "kept",
+        }
+        jobs = {j.id: j for j in again.get_jobs()}
+        assert sorted(jobs) == ["consolidation", "outcomes"]  # one job per id, always
+        assert str(jobs["consolidation"].trigger).startswith("cron[")
+        assert jobs["consolidation"].coalesce and jobs["consolidation"].max_instances == 1
+    finally:
+        again.shutdown()
+
+
+def test_runs_missed_while_down_coalesce_into_one_run_at_restart(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    path = make_config("missed")
+    settings, config = load_settings(path), str(path)
+    clock = tmp_path / "clock.json"
+    job = clock_job(clock, every_s=60, work_s=0)
+    down = build_scheduler(settings)
+    down.start(paused=True)
+    sync_jobs(down, [*job_specs(settings, config), job])
+    down.shutdown()
+    # the service was down for ten minutes: ten runs of the one-minute job were missed
+    store = SQLAlchemyJobStore(url=settings.scheduler.jobstore_url)
+    store.start(BackgroundScheduler(timezone=UTC), "default")
+    stored = store.lookup_job(job.id)
+    assert stored is not None
+    state = stored.__getstate__()
+    state["next_run_time"] = datetime.now(UTC) - timedelta(minutes=10)
+    stored.__setstate__(state)
+    store.update_job(stored)
+    store.shutdown()
+
+    service = start_service(settings, config, extra=[job])
+    try:
+        wait_for(lambda: clock_state(clock)["bar"] == 1, timeout=20)
+        wait_for(lambda: service.get_job(job.id).next_run_time > datetime.now(UTC))
+    finally:
+        service.shutdown(wait=True)
+    assert clock_state(clock)["bar"] == 1  # one run for the ten missed ones
+
+
+def test_overlapping_runs_are_skipped_on_an_accelerated_clock(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    path = make_config("overlap")
+    settings, config = load_settings(path), str(path)
+    clock = tmp_path / "clock.json"
+    skipped: list[str] = []
+
+    def on_skip(event: JobEvent) -> None:
+        skipped.append(event.job_id)
+
+    # a run every 50 ms that takes 200 ms: three of every four runs find one still going
+    service = start_service(
+        settings, config, extra=[clock_job(clock, every_s=0.05, work_s=0.2)], paused=True
+    )
+    service.add_listener(on_skip, EVENT_JOB_MAX_INSTANCES)
+    service.resume()
+    try:
+        wait_for(lambda: int(clock_state(clock)["bar"]) >= 6)  # type: ignore[call-overload]
+    finally:
+        service.shutdown(wait=True)
+    steps = clock_state(clock)["steps"]
+    assert isinstance(steps, list)
+    assert [s["bar"] for s in steps] == list(range(len(steps)))  # no lost update
+    for before, after in itertools.pairwise(steps):
+        assert after["start"] >= before["end"]  # never two at once
+    assert skipped and set(skipped) == {"sim-clock"}
