@@ -80,6 +80,9 @@ class StoreSettings(_Section):
     """Exact in-process dense search for traders with at most this many records, for a
     store that is the only writer of its collections (throwaway backtest stores set it);
     0 = always chroma's HNSW (shared stores: the scheduler, the CLI and a server)."""
+    bm25_stemmer: str | None = Field(default=None, pattern=r"^[a-z]{2,20}$")
+    """Snowball stemming of BM25 tokens (PyStemmer language, e.g. ``english`` = Porter2),
+    or ``None`` (plain lower-cased words). ``sentinel eval locomo`` uses ``english``."""
 
     @property
     def resolved_audit_path(self) -> Path:

@@ -59,4 +59,5 @@ def open_store(settings: StoreSettings, embedder: Embedder) -> KhalaStore:
             "ef_construction": settings.hnsw_ef_construction,
         },
         exact_search_max=settings.exact_search_max,
+        bm25_stemmer=settings.bm25_stemmer,
     )

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import bm25s
 import numpy as np
 
-from backend.errors import TenantScopeError
+from backend.errors import StoreError, TenantScopeError
 from backend.storage.models import MetadataValue
 
-__all__ = ["Filter", "LexicalIndex", "rrf_fuse"]
+__all__ = ["Filter", "LexicalIndex", "make_stemmer", "rrf_fuse"]
 
 log = logging.getLogger("backend.storage")
 
@@ -72,9 +72,37 @@ class Filter:
         return all(meta.get(key) in values for key, values in self.clauses)
 
 
-def _tokenize(texts: list[str]) -> list[list[str]]:
+Stemmer = Callable[[list[str]], list[str]]
+
+
+def make_stemmer(language: str | None) -> Stemmer | None:
+    """A thread-safe Snowball stemmer of ``language`` (PyStemmer, e.g. ``"english"`` =
+    Porter2), the stemmer bm25s recommends; ``None`` for no stemming. Raises
+    :class:`StoreError` for a language PyStemmer does not know."""
+    if language is None:
+        return None
+    import Stemmer as pystemmer  # PyStemmer; imported only when stemming is configured
+
+    if language not in pystemmer.algorithms():
+        raise StoreError(f"bm25 stemmer: unknown language {language!r}")
+    stemmer = pystemmer.Stemmer(language)
+    lock = threading.Lock()  # PyStemmer objects are not thread-safe
+
+    def stem(words: list[str]) -> list[str]:
+        with lock:
+            return list(stemmer.stemWords(words))
+
+    return stem
+
+
+def _tokenize(texts: list[str], stemmer: Stemmer | None = None) -> list[list[str]]:
     tokens: list[list[str]] = bm25s.tokenize(
-        texts, lower=True, stopwords="en", return_ids=False, show_progress=False
+        texts,
+        lower=True,
+        stopwords="en",
+        return_ids=False,
+        show_progress=False,
+        stemmer=stemmer,
     )
     return tokens
 
@@ -92,7 +120,9 @@ class LexicalIndex:
     rebuilt on the next search after a write (bm25s indexes are static). Thread-safe.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, stemmer: Stemmer | None = None) -> None:
+        """``stemmer``: applied to documents and queries (:func:`make_stemmer`)."""
+        self._stemmer = stemmer
         self._docs: dict[str, tuple[str, float, dict[str, Any]]] = {}
         self._vecs: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -178,7 +208,7 @@ class LexicalIndex:
             retriever = None
             if ids:
                 retriever = bm25s.BM25()
-                retriever.index(_tokenize(texts), show_progress=False)
+                retriever.index(_tokenize(texts, self._stemmer), show_progress=False)
             self._built = _Built(ids, texts, ts, metas, retriever)
             log.debug("bm25 index rebuilt over %d records", len(ids))
         return self._built
@@ -192,7 +222,7 @@ class LexicalIndex:
             built = self._index()
         if built.retriever is None:
             return []
-        q = [t for t in _tokenize([query])[0] if t in built.retriever.vocab_dict]
+        q = [t for t in _tokenize([query], self._stemmer)[0] if t in built.retriever.vocab_dict]
         if not q:
             return []
         scores = np.asarray(built.retriever.get_scores(q), dtype=np.float64)

@@ -45,7 +45,7 @@ from backend.storage._codec import (
     record_to_meta,
     trusted_record,
 )
-from backend.storage._lexical import Filter, FilterSpec, LexicalIndex
+from backend.storage._lexical import Filter, FilterSpec, LexicalIndex, make_stemmer
 from backend.storage.models import (
     TRADER_ID_PATTERN,
     AuditEvent,
@@ -112,11 +112,14 @@ class KhalaStore:
         hybrid_fanout: int = 4,
         hnsw: dict[str, int] | None = None,
         exact_search_max: int = 0,
+        bm25_stemmer: str | None = None,
     ) -> None:
         """``exact_search_max``: dense search runs exact cosine in process (no chroma
         query) for traders with at most this many records — only for a store that is the
         only writer of its collections (a throwaway backtest store): records another
-        process writes are not seen. 0 (default) = always chroma's HNSW."""
+        process writes are not seen. 0 (default) = always chroma's HNSW.
+        ``bm25_stemmer``: Snowball language of BM25 stemming (``"english"``), or ``None``."""
+        self._stemmer = make_stemmer(bm25_stemmer)
         self._client = client
         self._exact_max = exact_search_max
         self._embedder = embedder
@@ -198,7 +201,7 @@ class KhalaStore:
         with self._lock:
             index = self._lexical.get(trader_id)
             if index is None:
-                index = LexicalIndex()
+                index = LexicalIndex(stemmer=self._stemmer)
                 col = self._open(trader_id, create=False)
                 total = col.count() if col is not None else 0
                 exact = 0 < total <= self._exact_max

@@ -1,0 +1,1 @@
+"""Benchmarks of the memory module on public data (``sentinel eval ...``)."""

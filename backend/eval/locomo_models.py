@@ -1,0 +1,169 @@
+"""The typed models of the LoCoMo evaluation (one per concept, defined only here).
+
+LoCoMo (Maharana et al., "Evaluating Very Long-Term Conversational Memory of LLM Agents",
+ACL 2024; github.com/snap-research/LoCoMo): long two-person conversations in dated
+sessions, with questions whose ``evidence`` names the dialog turns (``D3:7`` = session 3,
+turn 7) that answer them. Categories: 1 multi-hop, 2 temporal, 3 open-domain,
+4 single-hop, 5 adversarial.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from backend.storage.models import to_utc
+
+__all__ = [
+    "CATEGORY_NAMES",
+    "AnswerScore",
+    "EvidenceRepair",
+    "LocomoConversation",
+    "LocomoDataset",
+    "LocomoQuestion",
+    "LocomoReport",
+    "LocomoTurn",
+    "MethodName",
+    "MethodReport",
+    "RecallAtK",
+]
+
+MethodName = Literal["dense", "bm25", "hybrid", "hierarchical"]
+CATEGORY_NAMES: dict[int, str] = {
+    1: "multi-hop",
+    2: "temporal",
+    3: "open-domain",
+    4: "single-hop",
+    5: "adversarial",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _utc(value: datetime) -> datetime:
+    return to_utc(value)
+
+
+class LocomoTurn(_Model):
+    """One dialog turn. ``at`` is its session's date-time (LoCoMo gives no time zone:
+    read as UTC); ``position`` is 0-based within the session; ``image_caption`` is the
+    BLIP caption of a shared photo (``blip_caption``), if any."""
+
+    dia_id: str = Field(pattern=r"^D\d+:\d+$")
+    session: int = Field(ge=1)
+    position: int = Field(ge=0)
+    speaker: str = Field(min_length=1)
+    text: str
+    image_caption: str | None = None
+    at: AwareDatetime
+
+    _tz = field_validator("at")(_utc)
+
+    def render(self) -> str:
+        """``Speaker: text [shares <caption>]``: the text stored and searched."""
+        shared = f" [shares {self.image_caption}]" if self.image_caption else ""
+        return f"{self.speaker}: {self.text}{shared}"
+
+
+class LocomoQuestion(_Model):
+    """One question. ``evidence`` are the valid dialog ids after repair (see
+    :mod:`backend.eval.locomo_data`), ``evidence_raw`` the strings as given; ``answer`` is
+    the gold answer as text (``adversarial_answer`` for category 5 when no ``answer``)."""
+
+    conversation_id: str
+    index: int = Field(ge=0)
+    question: str = Field(min_length=1)
+    category: int = Field(ge=1, le=5)
+    answer: str | None = None
+    evidence: list[str] = Field(default_factory=list)
+    evidence_raw: list[str] = Field(default_factory=list)
+
+
+class LocomoConversation(_Model):
+    """One conversation: two speakers, sessions (number -> date-time), turns in order."""
+
+    sample_id: str
+    speaker_a: str
+    speaker_b: str
+    sessions: dict[int, AwareDatetime]
+    turns: list[LocomoTurn]
+    questions: list[LocomoQuestion]
+
+    @property
+    def last_time(self) -> datetime:
+        """Date-time of the last session: questions are asked after it."""
+        return max(self.sessions.values())
+
+
+class EvidenceRepair(_Model):
+    """What the loader did with one evidence string that was not a plain known dialog id:
+    ``split`` (``D8:6; D9:17``), ``fixed`` (``D:11:26`` -> ``D11:26``), ``dropped``
+    (no id in it, or an id absent from the conversation)."""
+
+    conversation_id: str
+    question_index: int
+    raw: str
+    result: list[str]
+    action: Literal["split", "fixed", "dropped"]
+    reason: str
+
+
+class LocomoDataset(_Model):
+    """A loaded LoCoMo file: conversations plus every evidence repair made."""
+
+    path: str
+    conversations: list[LocomoConversation]
+    repairs: list[EvidenceRepair] = Field(default_factory=list)
+
+
+class RecallAtK(_Model):
+    """Mean recall at k (fractions in [0, 1]) over ``n`` questions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    n: int = Field(ge=0)
+    recall_1: float = Field(ge=0, le=1, alias="recall@1")
+    recall_5: float = Field(ge=0, le=1, alias="recall@5")
+    recall_10: float = Field(ge=0, le=1, alias="recall@10")
+    recall_25: float = Field(ge=0, le=1, alias="recall@25")
+
+
+class AnswerScore(_Model):
+    """LLM answers scored by token F1 (fraction) over ``n`` questions; ``failed`` counts
+    answers the endpoint did not give (scored 0)."""
+
+    n: int = Field(ge=0)
+    f1: float = Field(ge=0, le=1)
+    failed: int = Field(ge=0)
+
+
+class MethodReport(RecallAtK):
+    """One retrieval method over all questions with evidence: recall@k, retrieval latency
+    (ms, wall clock per question), context tokens per question (tiktoken cl100k_base),
+    per-category recall (keys ``"1"``..``"5"``) and, with an LLM, answer F1 (overall and
+    per category 1-4)."""
+
+    latency_ms_p50: float = Field(ge=0)
+    latency_ms_p95: float = Field(ge=0)
+    tokens_per_query: float = Field(ge=0)
+    per_category: dict[str, RecallAtK]
+    answer_f1: AnswerScore | None = None
+    answer_f1_per_category: dict[str, AnswerScore] | None = None
+
+
+class LocomoReport(_Model):
+    """The JSON ``sentinel eval locomo`` writes (``model_dump(by_alias=True)``)."""
+
+    data: str
+    n_conversations: int = Field(ge=0)
+    n_questions: int = Field(ge=0)
+    """Questions with at least one valid evidence id (the ones scored)."""
+    n_questions_without_evidence: int = Field(ge=0)
+    evidence_repairs: list[EvidenceRepair]
+    context_turns: int = Field(ge=1)
+    token_budget: int = Field(ge=1)
+    methods: dict[str, MethodReport]

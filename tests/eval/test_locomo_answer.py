@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from backend.config import LLMSettings
+from backend.eval.locomo_answer import answer_question, locomo_f1, normalize_answer, token_f1
+from backend.eval.locomo_data import load_locomo
+from backend.eval.locomo_memory import LocomoMemory
+from backend.eval.locomo_run import run_locomo
+from backend.llm import LLMClient, build_llm
+from tests.llm.chat_server import ChatServer, Reply, start_chat_server
+
+
+def test_normalize_and_token_f1_by_hand() -> None:
+    assert normalize_answer("The Pottery, and a Class!") == "pottery class"
+    assert token_f1("pottery", "pottery") == 1.0
+    # pred {went, to, pottery, class}, gold {pottery}: P = 1/4, R = 1 -> F1 = 0.4
+    assert token_f1("went to pottery class", "Pottery") == pytest.approx(0.4)
+    assert token_f1("paintings", "painting") == 1.0  # stemmed
+    assert token_f1("violin", "guitar") == 0.0
+    assert token_f1("", "guitar") == 0.0
+
+
+def test_category_rules() -> None:
+    # multi-hop: mean over gold parts of the best predicted part
+    assert locomo_f1("Biscuit, fetch", "Biscuit, fetch", 1) == 1.0
+    assert locomo_f1("Biscuit", "Biscuit, fetch", 1) == pytest.approx(0.5)
+    # open-domain: the gold answer up to the first ';'
+    assert locomo_f1("likely yes", "Likely yes; she collects books", 3) == 1.0
+    assert locomo_f1("7 May 2023", "7 May 2023", 2) == 1.0
+    with pytest.raises(ValueError, match="category 5"):
+        locomo_f1("x", "y", 5)
+
+
+@pytest.fixture
+def server() -> Iterator[ChatServer]:
+    srv = start_chat_server()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _llm(srv: ChatServer) -> LLMClient:
+    llm = build_llm(
+        LLMSettings(
+            base_url=srv.base_url,
+            model="test-model",
+            max_retries=0,
+            timeout_s=5,
+            api_key=SecretStr("sk-test"),
+        )
+    )
+    assert llm is not None
+    return llm
+
+
+def test_answer_question_on_a_loopback_endpoint(server: ChatServer) -> None:
+    server.script = [Reply.json({"answer": "pottery"}), Reply(status=500)]
+    llm = _llm(server)
+    assert answer_question(llm, "## Memory ...", "What class did Ana take?") == ("pottery", None)
+    body = server.requests[0]["body"]
+    assert "What class did Ana take?" in body["messages"][1]["content"]
+    answer, error = answer_question(llm, "## Memory ...", "What class did Ana take?")
+    assert answer is None and error is not None and "500" in error
+
+
+def test_run_scores_answers_of_categories_1_to_4(
+    server: ChatServer, locomo_file: Path, locomo_memory: LocomoMemory
+) -> None:
+    dataset = load_locomo(locomo_file)
+    # questions with evidence, in order: cat 4, 1, 2, 4, (5 is not answered), 2
+    server.script = [
+        Reply.json({"answer": "pottery"}),  # F1 1
+        Reply.json({"answer": "Biscuit"}),  # multi-hop: 0.5
+        Reply(status=500),  # failed: 0
+        Reply.json({"answer": "on Main Street"}),  # P 2/3, R 1: 0.8
+        Reply.json({"answer": "2023"}),  # 1
+    ]
+    report = run_locomo(dataset, locomo_memory, methods=["bm25"], llm=_llm(server))
+    assert len(server.requests) == 5  # category 5 is not asked
+    bm25 = report.methods["bm25"]
+    assert bm25.answer_f1 is not None and bm25.answer_f1_per_category is not None
+    assert bm25.answer_f1.n == 5 and bm25.answer_f1.failed == 1
+    assert bm25.answer_f1.f1 == pytest.approx((1 + 0.5 + 0 + 0.8 + 1) / 5)
+    cats = bm25.answer_f1_per_category
+    assert cats["4"].f1 == pytest.approx(0.9) and cats["2"].f1 == pytest.approx(0.5)
+    assert cats["1"].f1 == pytest.approx(0.5) and "5" not in cats
+    # the context the model got is the rendered memory
+    assert "[D1:1 | 8 May 2023] Ana:" in server.requests[0]["body"]["messages"][1]["content"]
