@@ -29,7 +29,7 @@ import backend.cli
 import backend.service.jobs
 import backend.service.paper
 import backend.service.runtime
-import backend.service.scheduler  # noqa: F401  (warm imports for the children)
+import backend.service.scheduler
 
 
 def _child(log: str, args: list[str], target: str | None = None) -> None:
@@ -50,7 +50,7 @@ def _child(log: str, args: list[str], target: str | None = None) -> None:
             getattr(importlib.import_module(module), name)(*args)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001  (reported in the log, status 1)
+    except BaseException:
         import traceback
 
         traceback.print_exc()

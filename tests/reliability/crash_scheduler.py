@@ -21,8 +21,8 @@ import logging
 import random
 import threading
 import time
-from pathlib import Path
 from datetime import UTC
+from pathlib import Path
 
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.triggers.interval import IntervalTrigger

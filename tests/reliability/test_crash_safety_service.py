@@ -172,11 +172,15 @@ def test_scheduler_job_store_survives_sigkill(make_config: ConfigFactory, forker
         ids = _stored_ids(url)
         assert len(ids) == len(set(ids)), f"round {round_no}: a job twice: {ids}"
         if synced:  # once the configured jobs were synced, they never go away
-            assert {"consolidation", "outcomes"} <= set(ids) <= {
-                "consolidation",
-                "outcomes",
-                EXTRA_ID,
-            }, f"round {round_no}: {ids}"
+            assert (
+                {"consolidation", "outcomes"}
+                <= set(ids)
+                <= {
+                    "consolidation",
+                    "outcomes",
+                    EXTRA_ID,
+                }
+            ), f"round {round_no}: {ids}"
             listed = list_jobs(settings, config_key(config), now=datetime.now(UTC))
             assert [j.id for j in listed] == ["consolidation", "outcomes"]
             assert all(j.next_run_time is not None for j in listed)
@@ -194,7 +198,8 @@ def test_scheduler_job_store_survives_sigkill(make_config: ConfigFactory, forker
         f"\nscheduler: {kills} SIGKILLs ({early} before the first sync), "
         f"{acked_total} acknowledged job runs, variants synced {sorted(seen_variants)}"
     )
-    assert kills >= KILLS and acked_total > 0 and seen_variants == {"added", "configured", "replaced"}
+    assert kills >= KILLS and acked_total > 0
+    assert seen_variants == {"added", "configured", "replaced"}
 
 
 # ------------------------------------------------------------------ paper-trading state
@@ -267,7 +272,7 @@ def test_paper_state_survives_sigkill(
     straight_cfg = make_config("straight")
     straight_log = straight_cfg.parent / "run.log"
     pid = forker.run(straight_log, _paper_args(straight_cfg, binance_loopback))
-    assert forker.wait(pid) == 0, straight__err(log)
+    assert forker.wait(pid) == 0, _err(straight_log)
     full = outcome(straight_cfg.parent / "service.sqlite3")
     assert len(full[0]) == BARS
     initial_cash = load_settings(straight_cfg).backtest.initial_equity
@@ -302,7 +307,7 @@ def test_paper_state_survives_sigkill(
     assert progress[-1] < BARS
     last_log = config.parent / "final.log"
     pid = forker.run(last_log, _paper_args(config, binance_loopback))
-    assert forker.wait(pid) == 0, last__err(log)
+    assert forker.wait(pid) == 0, _err(last_log)
     assert _check_prefix(state_path, full, initial_cash) == BARS
     got = outcome(state_path)
     assert got[0] == full[0]  # decisions: action, size, as_of, memories used, ...
