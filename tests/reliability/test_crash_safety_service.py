@@ -31,6 +31,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -96,7 +97,7 @@ class Forker:
 
 
 @pytest.fixture
-def forker() -> object:
+def forker() -> Iterator[Forker]:
     launcher = Forker()
     yield launcher
     launcher.close()
@@ -250,7 +251,7 @@ def _check_prefix(state_path: Path, full: tuple[list[object], ...], initial_cash
     assert n == state.bars == len(marks)  # one decision and one mark per bar
     start = datetime.fromisoformat(REPLAY_FROM.replace("Z", "+00:00"))
     times = [start + timedelta(hours=i) for i in range(n)]
-    assert [datetime.fromisoformat(str(r["as_of"])) for r in records] == times  # type: ignore[index]
+    assert [datetime.fromisoformat(str(r["as_of"])) for r in records] == times
     assert state.last_close == (times[-1] if n else None)
     assert records == full[0][:n]
     assert marks == full[3][:n]
