@@ -16,8 +16,8 @@ next child on the same directory, which reports what it finds. After every kill:
   chroma and a killed write is settled when the store is next opened
   (``backend/storage/_audit.py``); the counts of settled rows are reported.
 
-The scheduler job store and the paper-trading state get the same test once they exist
-(docs/reliability.md, pending).
+The scheduler job store and the paper-trading state get the same treatment in
+:mod:`tests.reliability.test_crash_safety_service`.
 """
 
 from __future__ import annotations
