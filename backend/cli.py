@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from backend import cli_eval
 from backend.cli_backtest import backtest
 from backend.cli_persona import persona_app
 from backend.cli_replay import replay_trades_cli
@@ -39,6 +40,7 @@ memory_app = typer.Typer(help="Inspect the Khala memory store.", no_args_is_help
 app.add_typer(data_app, name="data")
 app.add_typer(memory_app, name="memory")
 app.add_typer(persona_app, name="persona")
+app.add_typer(cli_eval.app, name="eval")
 app.command("replay-trades")(replay_trades_cli)
 app.command("backtest")(backtest)
 
