@@ -198,6 +198,11 @@ class AgentSettings(_Section):
     policy: Literal["rule", "llm"] = "rule"
     memory: bool = True
     """``False`` = ablation: no retrieval, no memory writes."""
+    memory_tiers: tuple[Literal["persona", "working", "episodic"], ...] = Field(
+        default=("persona", "working", "episodic"), min_length=1
+    )
+    """Tiers retrieved into the decision context when ``memory`` is on (ablation: e.g.
+    ``[persona]``); memory writes are the same whatever the tiers."""
     trader_id: str = "agent"
     """Whose memory the agent uses (persona, episodes)."""
     target_vol: float = Field(default=0.5, gt=0, le=5)

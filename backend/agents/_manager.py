@@ -326,8 +326,11 @@ class DeepTraderManager:
     def _build_context(
         self, system: MemorySystem, symbol: str, as_of: datetime, query: str
     ) -> tuple[MemoryContext, RenderedContext]:
-        """:meth:`HierarchicalMemory.build_context` with the manager's recall query."""
-        return system.memory.build_context(self.trader_id, symbol, as_of=as_of, query=query)
+        """:meth:`HierarchicalMemory.build_context` with the manager's recall query and
+        the tiers of ``agent.memory_tiers``."""
+        return system.memory.build_context(
+            self.trader_id, symbol, as_of=as_of, query=query, tiers=self.agent.memory_tiers
+        )
 
     def _trades(self, decision: Decision, current: float) -> bool:
         """Whether executing ``decision`` trades: its target exposure differs from the

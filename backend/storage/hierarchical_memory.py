@@ -193,10 +193,11 @@ class HierarchicalMemory:
         query: str | None = None,
         budget: int | None = None,
         top_k: int | None = None,
+        tiers: Sequence[Tier] = ALL_TIERS,
     ) -> tuple[MemoryContext, RenderedContext]:
-        """Retrieve (in parallel) and render within ``budget`` tokens (default
+        """Retrieve ``tiers`` (in parallel) and render within ``budget`` tokens (default
         ``memory.token_budget``)."""
-        ctx = self.retrieve(trader_id, symbol, as_of=as_of, query=query, top_k=top_k)
+        ctx = self.retrieve(trader_id, symbol, as_of=as_of, query=query, top_k=top_k, tiers=tiers)
         summary = self._persona_summary(ctx.persona) if ctx.persona is not None else None
         rendered = render_context(
             ctx, budget=budget or self.settings.token_budget, persona_summary=summary

@@ -1,0 +1,42 @@
+"""scripts/bench_tokens.py: the memory context against the full history at one time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from backend.config import load_settings
+from backend.data import load_fear_greed, load_headlines, load_ohlcv
+from backend.embeddings import MiniLMEmbedder
+from backend.llm.tokens import count_tokens
+from backend.memory import FearGreedIndex, HeadlineIndex, compute_features
+from tests.test_bench_retrieval import load_script
+
+
+def test_one_week_of_history(shared_data: Path, minilm: MiniLMEmbedder) -> None:
+    bench = load_script("bench_tokens")
+    settings = load_settings()
+    ohlcv = load_ohlcv(shared_data / "market" / "binance", "BTC/USDT", "1h")
+    features = compute_features(ohlcv.frame, symbol="BTC/USDT", timeframe="1h")
+    heads = HeadlineIndex.build(load_headlines(shared_data / "news" / "crypto_headlines.csv"))
+    fg = FearGreedIndex.build(load_fear_greed(shared_data / "trades" / "fear_greed_index.csv"))
+    t = datetime(2022, 5, 10, tzinfo=UTC)
+    week = timedelta(days=7)
+    history_text = bench.load_history_text()
+    row = bench.one(
+        settings, minilm, ohlcv=ohlcv, features=features, heads=heads, fg=fg, t=t,
+        length=week, history_text=history_text,
+    )  # fmt: skip
+    opens = ohlcv.frame.index
+    in_week = (opens >= pd.Timestamp(t - week)) & (opens < pd.Timestamp(t))
+    assert row["bars"] == int(in_week.sum())
+    # 168 bars through a 48-bar window consolidated 24 at a time: 5 context episodes, plus
+    # the events detected in the week (the LUNA crash)
+    assert row["memories"] > 5
+    assert 0 < row["memory_context_tokens"] <= settings.memory.token_budget
+    assert row["full_history_tokens"] == count_tokens(history_text(ohlcv, start=t - week, end=t))
+    assert row["full_history_tokens"] > row["memory_context_tokens"]
+    assert row["memory_prompt_tokens"] > row["memory_context_tokens"]
+    assert row["full_history_prompt_tokens"] > row["full_history_tokens"]
