@@ -66,8 +66,13 @@ def build_memory_system(
     llm = llm if llm is not None else build_llm(settings.llm)
     persona = PersonaManager(store, llm=llm)
     episodic = EpisodicMemory(store, settings=settings.memory)
+    # a throwaway (ephemeral) store cannot be resumed: its working windows stay in memory
+    ephemeral = settings.store.mode == "ephemeral"
     working = WorkingMemory(
-        store, settings=settings.memory, episodic=episodic, state_path=settings.working_state_file
+        store,
+        settings=settings.memory,
+        episodic=episodic,
+        state_path=None if ephemeral else settings.working_state_file,
     )
     memory = HierarchicalMemory(
         persona=persona, working=working, episodic=episodic, settings=settings.memory

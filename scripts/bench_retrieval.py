@@ -11,11 +11,13 @@ of one trader, made from the real shared data:
   window ending at every bar (stride 1 bar: windows overlap);
 
 ``n`` of them evenly spaced over the time-sorted pool. Ingest is ``EpisodicMemory.add``
-in batches of 1,000 with the default MiniLM embedder (embedding, upsert and audit
+in batches of 1,000 with the default MiniLM embedder, its cache off (embedding, upsert and audit
 included). The store also holds the persona of the real trader ``0x513b8629…`` (fills to
 2025-01-01 plus a note with hard constraints). Stores live under ``--store-root``
 (default ``.bench/retrieval/n<N>``); with ``--reuse`` a complete one (``manifest.json``)
-is reused and its ingest numbers are those recorded when it was built.
+is reused and its ingest numbers are those recorded when it was built, and an
+interrupted build (no manifest) is resumed: its ingest numbers then cover the episodes
+added by the resuming run (``resumed_from`` says how many were already stored).
 
 Then at ``--queries`` BTC/USDT 1h bar closes of 2025: working memory observes the 48 bars
 up to the decision (its overflow is consolidated into a scratch store, so the measured
@@ -173,12 +175,30 @@ def disk_bytes(path: Path) -> int:
 
 
 def build_store(
-    root: Path, n: int, settings: Settings, embedder: Embedder, data_dir: Path, market_data: Any
+    root: Path,
+    n: int,
+    settings: Settings,
+    embedder: Embedder,
+    data_dir: Path,
+    market_data: Any,
+    *,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Create the store of ``n`` episodes plus the persona under ``root``; returns the
-    manifest (ingest numbers)."""
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+    manifest (ingest numbers). With ``resume``, an interrupted build (a store without
+    ``manifest.json``) is continued: episodes already stored are left alone (the upsert
+    sees them unchanged and embeds nothing) and the ingest numbers cover the episodes
+    added by this run only (``resumed_from`` = how many were already there)."""
+    already = 0
+    if resume and (root / "khala").is_dir():
+        probe = open_store(_store_settings(root), embedder)
+        try:
+            already = probe.count(TRADER)
+        finally:
+            probe.close()
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
     episodes = build_episodes(n, settings, *market_data)
     store = open_store(_store_settings(root), embedder)
     try:
@@ -202,7 +222,8 @@ def build_store(
         "n": n,
         "records": count,
         "ingest_s": round(ingest_s, 2),
-        "ingest_memories_per_s": round(n / ingest_s, 1),
+        "ingest_memories_per_s": round((n - already) / ingest_s, 1),
+        "resumed_from": already,
         "ingest_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "ingest_load_avg_1m": [round(load_before, 2), round(load_after, 2)],
         "embedder": embedder.model_id,
@@ -226,15 +247,18 @@ def timed(fn: Callable[..., object], *args: Any, **kwargs: Any) -> float:
 def measure(root: Path, n: int, *, data_dir: Path, n_queries: int, reuse: bool) -> dict[str, Any]:
     """Open (or build) the store of size ``n`` under ``root`` and time retrieval (module doc)."""
     settings = load_settings()
-    embedder = build_embedder(settings.embedding)
+    # no embedding cache: ingest numbers include computing every vector
+    embedder = build_embedder(settings.embedding.model_copy(update={"cache_dir": None}))
     manifest_path = root / "manifest.json"
     reused = reuse and manifest_path.is_file()
     if reused:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("n") != n or manifest.get("embedder") != embedder.model_id:
             raise SystemExit(f"bench_retrieval: {root} holds another store, drop --reuse")
-    else:
-        manifest = build_store(root, n, settings, embedder, data_dir, market(data_dir))
+    else:  # with --reuse, an interrupted build is resumed
+        manifest = build_store(
+            root, n, settings, embedder, data_dir, market(data_dir), resume=reuse
+        )
     feats, heads, fg = market(data_dir, (QUERY_PAIR,))
     store = open_store(_store_settings(root), embedder)
     scratch_dir = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
@@ -328,6 +352,7 @@ def measure(root: Path, n: int, *, data_dir: Path, n_queries: int, reuse: bool) 
         "ingest_memories_per_s": manifest["ingest_memories_per_s"],
         "ingest_s": manifest["ingest_s"],
         "ingest_reused": reused,
+        "ingest_resumed_from": manifest.get("resumed_from", 0),
         "ingest_peak_rss_mb": manifest["ingest_peak_rss_mb"],
         "ingest_load_avg_1m": manifest["ingest_load_avg_1m"],
         "query_load_avg_1m": round(os.getloadavg()[0], 2),

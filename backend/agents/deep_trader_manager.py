@@ -47,6 +47,7 @@ from backend.data import OHLCVFrame, load_fear_greed, load_headlines
 from backend.embeddings import Embedder, build_embedder
 from backend.errors import ConfigError
 from backend.llm import build_llm
+from backend.llm.tokens import load_encoding
 from backend.memory import (
     FearGreedIndex,
     FeatureFrame,
@@ -166,6 +167,12 @@ def build_trader_manager(
                 "audit_path": root / "audit.db",
                 # the run owns a throwaway store: exact dense search in process
                 "exact_search_max": 0 if store_path is not None else 50_000,
+                # small chroma write buffers: each small write is ~2.6x cheaper here
+                **(
+                    {"hnsw_batch_size": 10, "hnsw_sync_threshold": 100}
+                    if store_path is None
+                    else {}
+                ),
                 "collection_prefix": (
                     settings.store.collection_prefix
                     if store_path is not None
@@ -178,6 +185,7 @@ def build_trader_manager(
             update={"store": store, "memory": mem, "llm": LLMSettings()}
         )
         try:
+            load_encoding()  # prompt token counts: the tokenizer loads here, not at bar 1
             primer = PrimedEmbedder(embedder or build_embedder(settings.embedding))
             system = build_memory_system(system_settings, embedder=primer)
         except BaseException:

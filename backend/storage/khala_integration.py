@@ -267,7 +267,7 @@ class KhalaStore:
             seen.add(r.id)
         if not records:
             return UpsertResult()
-        existing = self._fetch(col, [r.id for r in records], embeddings=False)
+        existing = self._stored(trader_id, col, [r.id for r in records])
         changed: list[MemoryRecord] = []
         relabelled: list[tuple[MemoryRecord, dict[str, Any]]] = []
         rows: list[AuditRow] = []
@@ -350,6 +350,19 @@ class KhalaStore:
                     None if embs is None else embs[i],
                 )
         return out
+
+    def _stored(
+        self, trader_id: str, col: Collection, ids: list[str]
+    ) -> dict[str, tuple[MemoryRecord, None]]:
+        """:meth:`_fetch` without embeddings; a store that is its data's only writer
+        (``exact_search_max > 0``) reads the rows from its mirror, which holds every row
+        (~2 ms per chroma ``get`` call saved, 175 calls in a month of 1h bars)."""
+        if self._exact_max <= 0:
+            return self._fetch(col, ids, embeddings=False)
+        return {
+            rid: (record_from_chroma(rid, text, dict(meta)), None)
+            for rid, (text, _, meta) in self._lex(trader_id).lookup(ids).items()
+        }
 
     def _vectors_for(self, records: list[MemoryRecord]) -> Vectors:
         """Given embeddings (normalised) or one batched embedding call for the rest."""
@@ -466,11 +479,16 @@ class KhalaStore:
         if col is None:
             return []
         unique = list(dict.fromkeys(ids))
+        stored: dict[str, tuple[MemoryRecord, Any]] = (
+            self._fetch(col, unique, embeddings=True)
+            if include_embeddings
+            else self._stored(trader_id, col, unique)
+        )
         found = {
             rid: rec.model_copy(update={"embedding": [float(x) for x in emb]})
             if emb is not None
             else rec
-            for rid, (rec, emb) in self._fetch(col, unique, embeddings=include_embeddings).items()
+            for rid, (rec, emb) in stored.items()
             if rec.trader_id == trader_id and rec.created_at.timestamp() <= as_of_ts
         }
         return [found[i] for i in unique if i in found]
