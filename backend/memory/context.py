@@ -29,6 +29,8 @@ __all__ = ["episode_line", "persona_id", "render_context", "snapshot_id"]
 class _Block:
     memory_id: str
     text: str
+    joined: str | None = None
+    """``text`` + newline, when the caller keeps that string (its hash is then cached)."""
 
 
 def persona_id(profile: PersonaProfile) -> str:
@@ -37,6 +39,25 @@ def persona_id(profile: PersonaProfile) -> str:
 
 def snapshot_id(snapshot: MarketSnapshot) -> str:
     return f"working:{snapshot.symbol}@{snapshot.as_of.isoformat()}"
+
+
+_OLDER: dict[int, tuple[MarketSnapshot, str, str]] = {}
+"""``id(snapshot) -> (snapshot, memory id, line + newline)`` of older market snapshots:
+working memory hands the same snapshot objects to every render of its window, so each is
+described and counted once (the entry holds the object: its id cannot be reused)."""
+_OLDER_MAX = 16_384
+
+
+def _older_line(snapshot: MarketSnapshot) -> tuple[str, str]:
+    """``(memory id, line + newline)`` of an older snapshot (memoised per object)."""
+    found = _OLDER.get(id(snapshot))
+    if found is not None and found[0] is snapshot:
+        return found[1], found[2]
+    if len(_OLDER) >= _OLDER_MAX:
+        _OLDER.clear()
+    line = snapshot.model_copy(update={"headlines": []}).describe() + "\n"
+    _OLDER[id(snapshot)] = (snapshot, snapshot_id(snapshot), line)
+    return _OLDER[id(snapshot)][1], line
 
 
 def _snapshot_text(snapshot: MarketSnapshot) -> str:
@@ -123,7 +144,7 @@ def render_context(
         nonlocal used
         extra = 0 if title in opened else count_tokens(title + "\n")
         text = block.text
-        cost = count_tokens(text + "\n") + extra
+        cost = count_tokens(block.joined or text + "\n") + extra
         if used + cost > budget:
             room = budget - used - extra - 1
             if not block.memory_id.endswith(":constraints") or room <= 8:
@@ -146,18 +167,21 @@ def render_context(
     # not fit; the rest are dropped without being rendered or counted (a hot-path saving).
     older = newest_first[1:]
     for position, snap in enumerate(older):
-        text = snap.model_copy(update={"headlines": []}).describe()
-        if not add("### Earlier market context", _Block(snapshot_id(snap), text)):
-            dropped.extend(snapshot_id(s) for s in older[position + 1 :])
+        memory_id, joined = _older_line(snap)
+        block = _Block(memory_id, joined[:-1], joined)
+        if not add("### Earlier market context", block):
+            dropped.extend(_older_line(s)[0] for s in older[position + 1 :])
             break
-    # every line ends with a newline, so the count is the sum of the costs above (exact,
-    # see count_tokens); the recount only reads memoised lines
     rendered = "".join(t + "\n" for _, t in parts)
-    tokens = count_tokens(rendered)
+    # Every part ends with a newline; when every part after the first starts with a
+    # non-space, the text's count is exactly the sum of the parts' costs (count_tokens
+    # cuts the text at those newlines), so nothing is re-encoded.
+    joins_clean = all(t[:1] and not t[:1].isspace() for _, t in parts[1:])
+    tokens = used if joins_clean else count_tokens(rendered)
     while tokens > budget and len(parts) > 1:  # a join changed the count: drop the tail
-        memory_id, _ = parts.pop()
-        if memory_id is not None:
-            dropped.append(memory_id)
+        popped, _ = parts.pop()
+        if popped is not None:
+            dropped.append(popped)
         rendered = "".join(t + "\n" for _, t in parts)
         tokens = count_tokens(rendered)
     return RenderedContext(

@@ -402,7 +402,7 @@ class EpisodicMemory:
         ``query_text`` known at ``as_of``, best first.
 
         A candidate pool (default ``max(50, 10 * top_k)``, at most 1000) is fetched by
-        ``store.search`` (``method``: ``dense`` cosine or ``hybrid`` RRF similarity, both in
+        ``store.search_scored`` (``method``: ``dense`` cosine or ``hybrid`` RRF similarity, both in
         [0, 1]) and re-ranked by ``score = ws * similarity + wr * 0.5 ** (age_days /
         half_life_days) + wi * importance`` (weights from :class:`MemorySettings`; age from
         ``occurred_at`` to ``as_of``, in days). Ties: newer first, then by id.
@@ -416,7 +416,7 @@ class EpisodicMemory:
         size = min(1000, max(k, pool if pool is not None else max(50, 10 * k)))
         moment = to_utc(as_of)
         ts = moment.timestamp()
-        hits = self._store.search(
+        hits = self._store.search_scored(
             trader_id,
             query_text,
             as_of=moment,
@@ -425,19 +425,19 @@ class EpisodicMemory:
             filters=self._filters(symbol, event_types),
         )
         ranked: list[tuple[float, float, str, Episode, float, float]] = []
-        for hit in hits:
-            if hit.record.created_at > moment:  # the store fences too; never trust one layer
+        for record, similarity in hits:
+            if record.created_at > moment:  # the store fences too; never trust one layer
                 continue
-            episode = self._as_of(hit.record, ts)
+            episode = self._as_of(record, ts)
             occurred = episode.occurred_at.timestamp()
             age_days = max(0.0, (ts - occurred) / _DAY_S)
             recency = 0.5 ** (age_days / s.recency_half_life_days)
             score = (
-                s.weight_similarity * hit.similarity
+                s.weight_similarity * similarity
                 + s.weight_recency * recency
                 + s.weight_importance * episode.importance
             )
-            ranked.append((-score, -occurred, episode.id, episode, hit.similarity, recency))
+            ranked.append((-score, -occurred, episode.id, episode, similarity, recency))
         ranked.sort(key=lambda x: x[:3])
         return [
             ScoredEpisode(

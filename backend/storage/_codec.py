@@ -12,6 +12,7 @@ from backend.storage.models import MemoryRecord, Provenance, SearchHit, SearchMe
 __all__ = [
     "assemble_hits",
     "meta_ts",
+    "rank_records",
     "record_from_chroma",
     "record_to_meta",
     "trusted_record",
@@ -64,6 +65,27 @@ def trusted_record(rid: str, text: str, meta: Mapping[str, Any]) -> MemoryRecord
     )
 
 
+def rank_records(
+    method: SearchMethod,
+    dense: list[tuple[MemoryRecord, float]],
+    lexical: list[tuple[MemoryRecord, float]],
+    top_k: int,
+    rrf_k: int,
+) -> list[tuple[MemoryRecord, float]]:
+    """The top ``top_k`` ``(record, similarity in [0, 1])`` of a search, best first:
+    dense similarity, BM25 score / the best score, or the RRF score / its maximum
+    ``2 / (k + 1)`` (see :class:`SearchHit`)."""
+    if method == "dense":
+        return dense[:top_k]
+    if method == "bm25":
+        best = lexical[0][1] if lexical else 1.0
+        return [(r, score / best) for r, score in lexical[:top_k]]
+    records = {r.id: r for r, _ in lexical} | {r.id: r for r, _ in dense}
+    fused = rrf_fuse([[r.id for r, _ in dense], [r.id for r, _ in lexical]], k=rrf_k)
+    ceiling = 2.0 / (rrf_k + 1)
+    return [(records[rid], min(1.0, s / ceiling)) for rid, s in fused[:top_k]]
+
+
 def assemble_hits(
     collection: str,
     method: SearchMethod,
@@ -73,25 +95,17 @@ def assemble_hits(
     rrf_k: int,
 ) -> list[SearchHit]:
     """Rank, normalise similarity to [0, 1] and attach provenance (see :class:`SearchHit`)."""
-    records = {r.id: r for r, _ in lexical} | {r.id: r for r, _ in dense}
     dense_rank = {r.id: (i + 1, sim) for i, (r, sim) in enumerate(dense)}
     lex_rank = {r.id: (i + 1, score) for i, (r, score) in enumerate(lexical)}
-    ranked: list[tuple[str, float]]
-    if method == "dense":
-        ranked = [(r.id, sim) for r, sim in dense[:top_k]]
-    elif method == "bm25":
-        best = lexical[0][1] if lexical else 1.0
-        ranked = [(r.id, score / best) for r, score in lexical[:top_k]]
-    else:
-        fused = rrf_fuse([[r.id for r, _ in dense], [r.id for r, _ in lexical]], k=rrf_k)
-        ceiling = 2.0 / (rrf_k + 1)
-        ranked = [(rid, min(1.0, s / ceiling)) for rid, s in fused[:top_k]]
     hits = []
-    for rank, (rid, sim) in enumerate(ranked, start=1):
+    for rank, (record, sim) in enumerate(
+        rank_records(method, dense, lexical, top_k, rrf_k), start=1
+    ):
+        rid = record.id
         d, lx = dense_rank.get(rid), lex_rank.get(rid)
         hits.append(
             SearchHit(
-                record=records[rid],
+                record=record,
                 similarity=sim,
                 rank=rank,
                 provenance=Provenance(

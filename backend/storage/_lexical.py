@@ -128,6 +128,8 @@ class LexicalIndex:
         self._lock = threading.Lock()
         self._built: _Built | None = None
         self._matrix: tuple[list[str], np.ndarray, np.ndarray] | None = None
+        self._masks: dict[Filter, np.ndarray] = {}
+        """Rows each filter allows, for the current matrix (dropped with it)."""
 
     @property
     def size(self) -> int:
@@ -169,21 +171,32 @@ class LexicalIndex:
                 )
                 ts = np.array([self._docs[i][1] for i in ids], dtype=np.float64)
                 self._matrix = (ids, matrix, ts)
+                self._masks = {}
             ids, matrix, ts = self._matrix
             docs = self._docs
+            allowed = self._masks.get(where)
+            if allowed is None:  # once per filter and write: a loop asks the same filter
+                allowed = np.fromiter(
+                    (where.matches(docs[i][2]) for i in ids), dtype=bool, count=len(ids)
+                )
+                self._masks[where] = allowed
         if not ids:
             return []
-        cos = matrix @ vec.astype(np.float32)
-        cos[ts > as_of_ts] = -np.inf
-        order = np.argsort(-cos, kind="stable")
+        rows = np.flatnonzero(allowed & (ts <= as_of_ts))
+        if rows.size == 0:
+            return []
+        cos = (matrix @ vec.astype(np.float32))[rows]
+        if rows.size > top_k:  # keep every row tied with the k-th: ties go by insertion
+            kth = -np.partition(-cos, top_k - 1)[top_k - 1]
+            keep = cos >= kth
+            rows, cos = rows[keep], cos[keep]
+        order = np.lexsort((rows, -cos))[:top_k]  # nearest first, ties in insertion order
         out: list[tuple[str, str, dict[str, Any], float]] = []
-        for i in order.tolist():
-            if not np.isfinite(cos[i]) or len(out) >= top_k:
-                break
-            text, _, meta = docs[ids[i]]
-            if where.matches(meta):
-                sim = min(1.0, max(0.0, 1.0 - (1.0 - float(cos[i])) / 2.0))
-                out.append((ids[i], text, meta, sim))
+        for j in order.tolist():
+            rid = ids[int(rows[j])]
+            text, _, meta = docs[rid]
+            sim = min(1.0, max(0.0, 1.0 - (1.0 - float(cos[j])) / 2.0))
+            out.append((rid, text, meta, sim))
         return out
 
     def lookup(self, ids: Iterable[str]) -> dict[str, tuple[str, float, dict[str, Any]]]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import tiktoken
 
-from backend.llm.tokens import count_tokens, truncate_to_tokens
+from backend.llm.tokens import ENCODING, count_tokens, truncate_to_tokens
 from backend.memory.context import render_context
 from backend.memory.models import (
     ActionLink,
@@ -101,7 +102,9 @@ def context(n_episodes: int = 30, n_working: int = 24) -> MemoryContext:
 def test_always_within_budget_with_priorities(budget: int) -> None:
     ctx = context()
     rendered = render_context(ctx, budget=budget, persona_summary="Moderate BTC swing trader.")
-    assert rendered.tokens == count_tokens(rendered.text) <= budget
+    whole = len(tiktoken.get_encoding(ENCODING).encode(rendered.text, disallowed_special=()))
+    assert rendered.tokens == whole <= budget  # the sum of memoised costs is exact
+    assert rendered.text.endswith("\n")
     assert "persona:v3:constraints" in rendered.memory_ids  # never silently lost
     assert "HARD CONSTRAINTS" in rendered.text
     if budget >= 150:
