@@ -76,14 +76,11 @@ class StoreSettings(_Section):
     """HNSW search breadth of new collections (chroma's default 100); higher = better
     recall, slower queries. Dense search is approximate nearest-neighbour search."""
     hnsw_ef_construction: int = Field(default=100, ge=10, le=10_000)
-    hnsw_batch_size: int | None = Field(default=None, ge=2, le=100_000)
-    """chroma's HNSW ``batch_size`` of new collections (records kept in a brute-force
-    buffer before they enter the graph); ``None`` = chroma's default (100)."""
     hnsw_sync_threshold: int | None = Field(default=None, ge=2, le=1_000_000)
     """chroma's HNSW ``sync_threshold`` of new collections (records written before the
     index is synced); ``None`` = chroma's default (1000). Measured here (chromadb 1.5,
-    a month of a 1h backtest, 87 write calls): 1000 -> 3.4 s of chroma writes, 100 ->
-    1.3 s; a small value makes every small write cheaper, but a persistent store then
+    a month of a 1h backtest, 87 write calls replayed): 1000 -> 3.4 s of chroma writes,
+    100 -> 1.3 s; a small value makes every small write cheaper, but a persistent store then
     saves its whole index every ``sync_threshold`` records, so it suits small stores
     (throwaway backtest stores use 100)."""
     exact_search_max: int = Field(default=0, ge=0, le=1_000_000)

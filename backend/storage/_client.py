@@ -57,7 +57,6 @@ def open_store(settings: StoreSettings, embedder: Embedder) -> KhalaStore:
         hnsw={
             "ef_search": settings.hnsw_ef_search,
             "ef_construction": settings.hnsw_ef_construction,
-            **({"batch_size": settings.hnsw_batch_size} if settings.hnsw_batch_size else {}),
             **(
                 {"sync_threshold": settings.hnsw_sync_threshold}
                 if settings.hnsw_sync_threshold

@@ -401,3 +401,43 @@ def test_exact_in_process_search_follows_writes_and_reopens(make_store: StoreFac
     np.testing.assert_allclose(
         [h.similarity for h in again], [h.similarity for h in fresh], atol=1e-5
     )
+
+
+def test_hnsw_sync_threshold_reaches_new_collections(tmp_path: Path) -> None:
+    """``store.hnsw_sync_threshold`` is chroma's collection configuration (None: its default)."""
+    from backend.config import StoreSettings
+    from backend.storage import open_store
+
+    def threshold(prefix: str, value: int | None) -> int:
+        settings = StoreSettings(
+            mode="ephemeral",
+            path=tmp_path / prefix,
+            collection_prefix=prefix,
+            hnsw_sync_threshold=value,
+        )
+        store = open_store(settings, HashingEmbedder())
+        try:
+            store.upsert("alice", [rec(0)], as_of=LATER)
+            config = store.collection("alice").configuration
+            return int(config["hnsw"]["sync_threshold"])  # type: ignore[index]
+        finally:
+            store.drop_all()
+            store.close()
+
+    assert threshold("small", 100) == 100
+    assert threshold("chromadefault", None) == 1000
+
+
+def test_only_writer_store_reads_rows_by_id_from_its_mirror(make_store: StoreFactory) -> None:
+    """With ``exact_search_max`` (the store is its data's only writer) get() and upsert()'s
+    unchanged check read the mirror: the same records as chroma's, and re-upserting an
+    identical record is still recognised as unchanged."""
+    exact, plain = make_store(exact_search_max=100), make_store()
+    exact.upsert("alice", [rec(i) for i in range(4)], as_of=LATER)
+    ids = ["r3", "r0", "missing", "r0"]
+    assert [r.content() for r in exact.get("alice", ids, as_of=LATER)] == [
+        r.content() for r in plain.get("alice", ids, as_of=LATER)
+    ]
+    again = exact.upsert("alice", [rec(1)], as_of=LATER)
+    assert again.unchanged == 1 and again.added == 0
+    assert exact.get("alice", ["r2"], as_of=LATER - timedelta(days=3650)) == []  # as_of fence
