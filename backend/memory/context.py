@@ -2,10 +2,12 @@
 
 Order of priority (what survives a small budget): the trader's hard constraints, the
 persona summary, the market now (latest snapshot), similar past episodes by score, then
-older market snapshots. Blocks are added greedily in that order while they fit; the
-result is re-counted with tiktoken, so ``tokens <= budget`` always holds. Every line of
-the result ends with a newline. Headlines and
-the trader's words are untrusted: they are rendered as quoted data (``<data>`` blocks).
+older market snapshots. Blocks are added greedily in that order while they fit, each
+costed with tiktoken (cl100k_base) including the newline that ends it; every line of the
+result ends with a newline, so its exact count is the sum of the costs
+(:func:`backend.llm.tokens.count_tokens`) and ``tokens <= budget`` always holds.
+Headlines and the trader's words are untrusted: they are rendered as quoted data
+(``<data>`` blocks).
 """
 
 from __future__ import annotations
@@ -138,9 +140,8 @@ def render_context(
 
     def add(title: str, block: _Block) -> bool:
         """Append ``block`` under ``title`` if it fits; hard constraints are shortened.
-        Costs are counted with the newline that joins the block to the next one: the
-        count of the joined text is the sum of these (``count_tokens``), so the final
-        count only encodes the last line again."""
+        Costs are counted with the newline that ends the block: the count of the
+        rendered text is the sum of these (``count_tokens``)."""
         nonlocal used
         extra = 0 if title in opened else count_tokens(title + "\n")
         text = block.text

@@ -12,6 +12,7 @@ from backend.embeddings import HashingEmbedder
 from backend.errors import EmbeddingMismatchError, LookAheadError, StoreError, TenantScopeError
 from backend.storage import KhalaStore, MemoryRecord
 from backend.storage._lexical import rrf_fuse
+from backend.storage.models import SearchMethod
 from tests.conftest import StoreFactory
 
 T0 = datetime(2022, 5, 1, tzinfo=UTC)
@@ -441,3 +442,16 @@ def test_only_writer_store_reads_rows_by_id_from_its_mirror(make_store: StoreFac
     again = exact.upsert("alice", [rec(1)], as_of=LATER)
     assert again.unchanged == 1 and again.added == 0
     assert exact.get("alice", ["r2"], as_of=LATER - timedelta(days=3650)) == []  # as_of fence
+
+
+@pytest.mark.parametrize("method", ["dense", "bm25", "hybrid"])
+def test_search_scored_is_search_without_provenance(
+    make_store: StoreFactory, method: SearchMethod
+) -> None:
+    store = make_store(exact_search_max=100)
+    store.upsert("alice", [rec(i) for i in range(8)], as_of=LATER)
+    query = TEXTS[3]
+    hits = store.search("alice", query, as_of=LATER, top_k=5, method=method)
+    pairs = store.search_scored("alice", query, as_of=LATER, top_k=5, method=method)
+    assert hits and [(h.record.id, h.similarity) for h in hits] == [(r.id, s) for r, s in pairs]
+    assert store.search_scored("nobody", query, as_of=LATER, method=method) == []
