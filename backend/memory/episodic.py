@@ -42,9 +42,9 @@ MOVE_SCALE = 0.10
 """A 10% market move over the outcome horizon counts as a full-size move."""
 _DAY_S = 86_400.0
 _DECODED_MAX = 8192
+"""Decoded episodes kept by :meth:`EpisodicMemory._as_of`."""
 _Decoded = tuple[Episode, list[dict[str, Any]], list[float]]
 """A decoded record: base episode, its log, and the log's times sorted."""
-"""Decoded episodes kept by :meth:`EpisodicMemory._as_of`."""
 
 
 def outcome_delta(episode: Episode, outcome: Outcome) -> float:
@@ -402,8 +402,8 @@ class EpisodicMemory:
         ``query_text`` known at ``as_of``, best first.
 
         A candidate pool (default ``max(50, 10 * top_k)``, at most 1000) is fetched by
-        ``store.search_scored`` (``method``: ``dense`` cosine or ``hybrid`` RRF similarity, both in
-        [0, 1]) and re-ranked by ``score = ws * similarity + wr * 0.5 ** (age_days /
+        ``store.search_scored`` (``method``: ``dense`` cosine or ``hybrid`` RRF similarity,
+        both in [0, 1]) and re-ranked by ``score = ws * similarity + wr * 0.5 ** (age_days /
         half_life_days) + wi * importance`` (weights from :class:`MemorySettings`; age from
         ``occurred_at`` to ``as_of``, in days). Ties: newer first, then by id.
         """
