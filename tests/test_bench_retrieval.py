@@ -47,3 +47,28 @@ def test_episodes_are_real_evenly_spaced_and_unique(shared_data: Path) -> None:
     times = [e.occurred_at for e in episodes]
     assert times == sorted(times) and times[0].year == 2020 and times[-1].year == 2025
     assert {e.event_type for e in episodes} - {"context"}  # detected events are in the pool
+
+
+def test_an_interrupted_build_is_resumed(shared_data: Path, tmp_path: Path) -> None:
+    """A store without manifest (a build cut short) is continued with --reuse: what is
+    stored stays, the rest is added, and the ingest numbers cover the added part only."""
+    bench = load_script("bench_retrieval")
+    from backend.config import load_settings
+    from backend.embeddings import build_embedder
+    from backend.memory import EpisodicMemory
+    from backend.storage import open_store
+
+    settings = load_settings()
+    root = tmp_path / "n40"
+    root.mkdir()
+    episodes = bench.build_episodes(40, settings, *bench.market(shared_data))
+    embedder = build_embedder(settings.embedding.model_copy(update={"cache_dir": None}))
+    store = open_store(bench._store_settings(root), embedder)
+    EpisodicMemory(store, settings=settings.memory).add(
+        episodes[:15], as_of=max(e.occurred_at for e in episodes)
+    )
+    store.close()
+    out = bench.measure(root, 40, data_dir=shared_data, n_queries=2, reuse=True)
+    assert out["ingest_resumed_from"] == 15 and not out["ingest_reused"]
+    assert out["store_records"] > 40  # all 40 episodes plus the persona's records
+    assert json.loads((root / "manifest.json").read_text())["resumed_from"] == 15
