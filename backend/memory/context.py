@@ -57,9 +57,13 @@ def _older_line(snapshot: MarketSnapshot) -> tuple[str, str]:
         return found[1], found[2]
     if len(_OLDER) >= _OLDER_MAX:
         _OLDER.clear()
-    line = snapshot.model_copy(update={"headlines": []}).describe() + "\n"
-    _OLDER[id(snapshot)] = (snapshot, snapshot_id(snapshot), line)
-    return _OLDER[id(snapshot)][1], line
+    entry = (
+        snapshot,
+        snapshot_id(snapshot),
+        snapshot.model_copy(update={"headlines": []}).describe() + "\n",
+    )
+    _OLDER[id(snapshot)] = entry  # renders on other threads may clear the table meanwhile
+    return entry[1], entry[2]
 
 
 def _snapshot_text(snapshot: MarketSnapshot) -> str:
