@@ -229,6 +229,7 @@ class DeepTraderManager:
                 self._prime_queries(self.system, i)
                 t["prime"] += (now := time.perf_counter()) - started
                 started = now
+            self.writer.flush_if_due(as_of)  # before any read of this bar
             snapshot = self.system.working.observe_bar(
                 self.trader_id,
                 self.features,

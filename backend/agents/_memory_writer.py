@@ -1,8 +1,9 @@
 """The decision loop's memory writes, batched and clocked (used by the DeepTraderManager).
 
-Every write happens at a **flush**: every ``flush_every`` bars and at the end of the run
-(:meth:`MemoryWriter.resolve`), as of the close of the bar being processed, in at most
-two store calls — one ``episodic.add`` of every episode buffered since the last flush,
+Every write happens at a **flush**: at the start of the bar after every ``flush_every``
+bars, before that bar reads anything (:meth:`MemoryWriter.flush_if_due`), and at the end
+of the run (:meth:`MemoryWriter.resolve`), as of the close of the bar being processed, in
+at most two store calls — one ``episodic.add`` of every episode buffered since the last flush,
 then one ``episodic.record_outcomes`` of every outcome queued since. A chroma write call
 costs ~10-50 ms whatever its size (measured on this machine, persistent or in process),
 and writing at every bar was most of a backtest's time; the price is visibility: a
@@ -323,10 +324,19 @@ class MemoryWriter:
 
     def tick(self, as_of: datetime) -> None:
         """Per bar, after the decision: queue the outcomes whose horizon has passed and
-        the PnL of trades closed after their decision's horizon; flush every
-        ``flush_every`` bars."""
+        the PnL of trades closed after their decision's horizon (written by the next
+        :meth:`flush_if_due`)."""
         self._bars_since_flush += 1
         self._queue_outcomes(as_of, self._absorb(as_of))
+
+    def flush_if_due(self, as_of: datetime) -> None:
+        """Per bar, before anything is read: flush when ``flush_every`` bars have passed
+        since the last flush. Flushing at the start of the next bar rather than at the end
+        of this one makes no difference to what any read sees, but a step that is re-run
+        after a crash (paper trading: the store write landed, the step's state save did
+        not) then reads the same memory as the first time: the flush comes before the
+        read both times, and writing it again changes nothing (episodes are upserted
+        unchanged, outcomes already logged are skipped)."""
         if self._bars_since_flush >= self.flush_every:
             self.flush(as_of)
 

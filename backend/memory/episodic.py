@@ -280,12 +280,18 @@ class EpisodicMemory:
             if outcome.resolved_at < base.occurred_at:
                 raise StoreError(f"episode {episode_id!r}: outcome resolves before the episode")
             known = to_utc(outcome.resolved_at)
+            recorded = outcome.model_dump(mode="json")
+            if any(  # the same outcome written again (a re-run step): already logged
+                e["op"] == "outcome" and e["ts"] == known.timestamp() and e["outcome"] == recorded
+                for e in log
+            ):
+                continue
             current = _replay(base, log, known.timestamp())
             entry = {
                 "at": known.isoformat(),
                 "ts": known.timestamp(),
                 "op": "outcome",
-                "outcome": outcome.model_dump(mode="json"),
+                "outcome": recorded,
                 "delta": outcome_delta(current, outcome),
             }
             bisect.insort_right(log, entry, key=lambda e: float(e["ts"]))
