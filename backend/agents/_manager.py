@@ -25,7 +25,6 @@ from backend.memory import (
     FearGreedIndex,
     FeatureFrame,
     HeadlineIndex,
-    snapshot_at,
 )
 from backend.memory.detectors import SHOCK_TOPICS
 from backend.memory.models import (
@@ -133,6 +132,8 @@ class DeepTraderManager:
         self.primer = primer if self.system is not None else None
         self.prime_ahead = max(1, prime_ahead)
         self._primed_until = -1
+        self._ahead: dict[int, tuple[MarketSnapshot, str]] = {}
+        """Row -> (snapshot, recall query) built ahead by :meth:`_prime_queries`."""
         self._static_profile: PersonaProfile | None = None
         self._ctx: tuple[MemoryContext, RenderedContext] | None = None
         self._bars = 0
@@ -230,14 +231,19 @@ class DeepTraderManager:
                 t["prime"] += (now := time.perf_counter()) - started
                 started = now
             self.writer.flush_if_due(as_of)  # before any read of this bar
-            snapshot = self.system.working.observe_bar(
-                self.trader_id,
-                self.features,
-                i,
-                headlines=self.headlines,
-                fear_greed=self.fear_greed,
-            )
-            situation = situation_query(snapshot)
+            ahead = self._ahead.pop(i, None)
+            if ahead is not None:  # built by _prime_queries: the same pure function of row i
+                snapshot, situation = ahead
+                self.system.working.observe(snapshot)
+            else:
+                snapshot = self.system.working.observe_bar(
+                    self.trader_id,
+                    self.features,
+                    i,
+                    headlines=self.headlines,
+                    fear_greed=self.fear_greed,
+                )
+                situation = situation_query(snapshot)
             t["observe"] += (now := time.perf_counter()) - started
             self.writer.add_due(as_of)
             t["episodes"] += (mark := time.perf_counter()) - now
@@ -304,23 +310,22 @@ class DeepTraderManager:
         :mod:`backend.agents._embed_cache`)."""
         assert self.primer is not None
         end = min(len(self.features), i + self.prime_ahead)
-        window = system.memory.settings.detectors.news_window_bars
-        f = self.features
         every = self.agent.context_every_bars
         texts = []
+        self._ahead.clear()
         for j in range(i, end):
             if (self._bars + j - i) % every:
                 continue  # no retrieval at that bar: its query is never asked
-            snap = snapshot_at(
+            snap = system.working.snapshot_of(
                 self.trader_id,
-                f.symbol,
-                f.timeframe,
-                f.row(j),
+                self.features,
+                j,
                 headlines=self.headlines,
                 fear_greed=self.fear_greed,
-                news_window_bars=window,
             )
-            texts.append(situation_query(snap))
+            query = situation_query(snap)
+            self._ahead[j] = (snap, query)  # observed at its own bar, not before
+            texts.append(query)
         self.primer.prime(texts)
         self._primed_until = end
 
@@ -382,6 +387,7 @@ class DeepTraderManager:
         self._static_profile = state.static_profile
         self.violations = state.violations
         self._primed_until = -1
+        self._ahead.clear()
         if self.writer is not None and state.writer is not None:
             self.writer.restore_state(state.writer, added_until=state.last)
 

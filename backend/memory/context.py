@@ -67,9 +67,12 @@ def _older_line(snapshot: MarketSnapshot) -> tuple[str, str]:
 
 
 def _snapshot_text(snapshot: MarketSnapshot) -> str:
-    line = snapshot.model_copy(update={"headlines": []}).describe()
+    """The latest snapshot: its older-snapshot line, then its news topics and headlines
+    on lines of their own. Sharing the line means it is described and counted once: the
+    next bar renders this snapshot as an older one (a saving per bar, measured)."""
+    line = _older_line(snapshot)[1][:-1]
     if snapshot.topics:
-        line += f"; topics: {', '.join(snapshot.topics[:6])}"
+        line += f"\nNews topics: {', '.join(snapshot.topics[:6])}"
     if snapshot.headlines:
         line += "\nRecent headlines:\n" + quote_data("\n".join(snapshot.headlines[:5]))
     return line

@@ -236,9 +236,28 @@ class WorkingMemory:
     ) -> MarketSnapshot:
         """Build the snapshot of bar ``at`` (a row number, or a time: the last bar closed by
         then) of ``features`` and :meth:`observe` it; returns the snapshot."""
+        snapshot = self.snapshot_of(
+            trader_id, features, at, headlines=headlines, fear_greed=fear_greed
+        )
+        self.observe(snapshot)
+        return snapshot
+
+    def snapshot_of(
+        self,
+        trader_id: str,
+        features: FeatureFrame,
+        at: int | datetime,
+        *,
+        headlines: HeadlineIndex | None = None,
+        fear_greed: FearGreedIndex | None = None,
+    ) -> MarketSnapshot:
+        """The snapshot :meth:`observe_bar` would observe for bar ``at``, without observing
+        it (a pure function of the bar's features and the news known at its close: the
+        decision loop builds the next bars' snapshots ahead, to batch their embeddings).
+        Raises :class:`~backend.errors.LookAheadError` for a time before the row's close."""
         row = features.row(at) if isinstance(at, int) else features.at(at)
         seconds = 86_400.0 / features.bars_per_day
-        snapshot = build_snapshot(
+        return build_snapshot(
             trader_id=trader_id,
             symbol=features.symbol,
             timeframe=features.timeframe,
@@ -248,8 +267,6 @@ class WorkingMemory:
             fear_greed=fear_greed,
             news_window=timedelta(seconds=self._settings.detectors.news_window_bars * seconds),
         )
-        self.observe(snapshot)
-        return snapshot
 
     def current(
         self, trader_id: str, symbol: str, *, as_of: datetime, topic: str | None = None

@@ -145,6 +145,11 @@ def test_observe_bar(
     snap2 = wm.observe_bar("alice", btc_features, later, headlines=headline_index)
     assert snap2.as_of == later and snap2.close == btc_features.row(i + 1)["close"]
     assert wm.current("alice", "BTC/USDT", as_of=later) == [snap, snap2]
+    # snapshot_of builds the same snapshot without observing it (built ahead by the loop)
+    ahead = wm.snapshot_of("alice", btc_features, i + 2, headlines=headline_index)
+    assert wm.current("alice", "BTC/USDT", as_of=ahead.as_of) == [snap, snap2]
+    assert wm.observe_bar("alice", btc_features, i + 2, headlines=headline_index) == ahead
+    assert wm.snapshot_of("alice", btc_features, later, headlines=headline_index) == snap2
     with pytest.raises(DataError):
         WorkingMemory(make_store(), settings=MemorySettings(working_window=4, consolidate_batch=5))
 
