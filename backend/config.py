@@ -90,6 +90,21 @@ class StoreSettings(_Section):
     bm25_stemmer: str | None = Field(default=None, pattern=r"^[a-z]{2,20}$")
     """Snowball stemming of BM25 tokens (PyStemmer language, e.g. ``english`` = Porter2),
     or ``None`` (plain lower-cased words). ``sentinel eval locomo`` uses ``english``."""
+    write_coalesce: int = Field(default=0, ge=0, le=100_000)
+    """Hold writes in process and send them to chroma this many records at a time (one
+    call instead of one per write: chroma's per-call cost dominates small writes; see
+    ``backend.storage._pending``); 0 = write through. Only for an ``ephemeral`` store
+    with ``exact_search_max`` (its reads are served in process; held writes die with the
+    process, as the whole store does). Throwaway backtest stores use 64."""
+
+    @model_validator(mode="after")
+    def _coalesce_only_when_throwaway(self) -> StoreSettings:
+        if self.write_coalesce and (self.mode != "ephemeral" or not self.exact_search_max):
+            raise ValueError(
+                "write_coalesce needs mode 'ephemeral' and exact_search_max > 0: a durable or "
+                "shared store must send every write at once"
+            )
+        return self
 
     @property
     def resolved_audit_path(self) -> Path:

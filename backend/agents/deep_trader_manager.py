@@ -167,8 +167,11 @@ def build_trader_manager(
                 "audit_path": root / "audit.db",
                 # the run owns a throwaway store: exact dense search in process
                 "exact_search_max": 0 if store_path is not None else 50_000,
-                # chroma syncs its index every 100 records: small writes ~2.6x cheaper
-                **({"hnsw_sync_threshold": 100} if store_path is None else {}),
+                # chroma syncs its index every 100 records: small writes ~2.6x cheaper;
+                # writes reach chroma 64 records at a time (backend.storage._pending)
+                **(
+                    {"hnsw_sync_threshold": 100, "write_coalesce": 64} if store_path is None else {}
+                ),
                 "collection_prefix": (
                     settings.store.collection_prefix
                     if store_path is not None

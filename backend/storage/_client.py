@@ -65,4 +65,5 @@ def open_store(settings: StoreSettings, embedder: Embedder) -> KhalaStore:
         },
         exact_search_max=settings.exact_search_max,
         bm25_stemmer=settings.bm25_stemmer,
+        write_coalesce=settings.write_coalesce,
     )

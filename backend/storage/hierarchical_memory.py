@@ -177,7 +177,15 @@ class HierarchicalMemory:
                 if tier != inline
             }
             results[inline] = self._timed(inline, timings, errors, defaults[inline], calls[inline])
-            results.update({tier: fut.result() for tier, fut in futures.items()})
+            for tier, fut in futures.items():
+                # a tier no worker has started yet is run here (work stealing): the caller
+                # never waits for a thread to wake up only to do microseconds of work
+                stolen = fut.cancel()
+                results[tier] = (
+                    self._timed(tier, timings, errors, defaults[tier], calls[tier])
+                    if stolen
+                    else fut.result()
+                )
         else:
             for tier in pending:
                 results[tier] = self._timed(tier, timings, errors, defaults[tier], calls[tier])

@@ -47,6 +47,7 @@ from backend.storage._codec import (
     trusted_record,
 )
 from backend.storage._lexical import Filter, FilterSpec, LexicalIndex, make_stemmer
+from backend.storage._pending import PendingWrites
 from backend.storage.models import (
     TRADER_ID_PATTERN,
     AuditEvent,
@@ -114,12 +115,25 @@ class KhalaStore:
         hnsw: dict[str, int] | None = None,
         exact_search_max: int = 0,
         bm25_stemmer: str | None = None,
+        write_coalesce: int = 0,
     ) -> None:
         """``exact_search_max``: dense search runs exact cosine in process (no chroma
         query) for traders with at most this many records — only for a store that is the
         only writer of its collections (a throwaway backtest store): records another
         process writes are not seen. 0 (default) = always chroma's HNSW.
-        ``bm25_stemmer``: Snowball language of BM25 stemming (``"english"``), or ``None``."""
+        ``bm25_stemmer``: Snowball language of BM25 stemming (``"english"``), or ``None``.
+        ``write_coalesce``: hold writes and send them to chroma ``write_coalesce`` records
+        at a time (:mod:`backend.storage._pending`); needs ``exact_search_max > 0`` (reads
+        served in process) and suits only an ephemeral store: held writes die with the
+        process. 0 (default) = every write goes to chroma at once.
+
+        Raises :class:`StoreError` for ``write_coalesce > 0`` without ``exact_search_max``.
+        """
+        if write_coalesce > 0 and exact_search_max <= 0:
+            raise StoreError("write_coalesce needs exact_search_max > 0 (reads in process)")
+        self._coalesce = write_coalesce
+        self._pending: dict[str, PendingWrites] = {}
+        """Collection name -> writes held for it (``write_coalesce``)."""
         self._stemmer = make_stemmer(bm25_stemmer)
         self._client = client
         self._exact_max = exact_search_max
@@ -204,6 +218,8 @@ class KhalaStore:
             if index is None:
                 index = LexicalIndex(stemmer=self._stemmer)
                 col = self._open(trader_id, create=False)
+                if col is not None:
+                    self._drain(col)
                 total = col.count() if col is not None else 0
                 exact = 0 < total <= self._exact_max
                 include = ["documents", "metadatas"] + (["embeddings"] if exact else [])
@@ -299,20 +315,7 @@ class KhalaStore:
         with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
             audit.record(rows)
             try:
-                for start in range(0, len(changed), self._max_batch):
-                    end = start + self._max_batch
-                    col.upsert(
-                        ids=[r.id for r in changed[start:end]],
-                        embeddings=vectors[start:end],
-                        documents=[r.text for r in changed[start:end]],
-                        metadatas=metas[start:end],  # type: ignore[arg-type]
-                    )
-                for start in range(0, len(relabelled), self._max_batch):
-                    end = start + self._max_batch
-                    col.update(
-                        ids=[r.id for r, _ in relabelled[start:end]],
-                        metadatas=relabel_metas[start:end],  # type: ignore[arg-type]
-                    )
+                self._send(col, changed, vectors, metas, relabelled, relabel_metas)
             except (ChromaError, ValueError, TypeError) as exc:
                 self._forget_mirror(trader_id)
                 raise StoreError(f"trader {trader_id}: chroma upsert failed: {exc}") from None
@@ -330,11 +333,64 @@ class KhalaStore:
         added = sum(1 for row in rows if row[2] == "ADD")
         return UpsertResult(added=added, updated=len(rows) - added, unchanged=unchanged)
 
+    def _send(
+        self,
+        col: Collection,
+        changed: list[MemoryRecord],
+        vectors: Vectors,
+        metas: list[dict[str, Any]],
+        relabelled: list[tuple[MemoryRecord, dict[str, Any]]],
+        relabel_metas: list[dict[str, Any]],
+    ) -> None:
+        """Write an upsert's rows to chroma (pages of its max batch size), or hold them
+        (``write_coalesce``) and send what is held once it reaches ``write_coalesce``."""
+        if self._coalesce > 0:
+            with self._lock:
+                pending = self._pending.setdefault(col.name, PendingWrites())
+                pending.upsert([r.id for r in changed], vectors, [r.text for r in changed], metas)
+                pending.update([r.id for r, _ in relabelled], relabel_metas)
+                if len(pending) >= self._coalesce:
+                    pending.drain(col, max_batch=self._max_batch)
+            return
+        for start in range(0, len(changed), self._max_batch):
+            end = start + self._max_batch
+            col.upsert(
+                ids=[r.id for r in changed[start:end]],
+                embeddings=vectors[start:end],
+                documents=[r.text for r in changed[start:end]],
+                metadatas=metas[start:end],  # type: ignore[arg-type]
+            )
+        for start in range(0, len(relabelled), self._max_batch):
+            end = start + self._max_batch
+            col.update(
+                ids=[r.id for r, _ in relabelled[start:end]],
+                metadatas=relabel_metas[start:end],  # type: ignore[arg-type]
+            )
+
+    def _drain(self, col: Collection) -> None:
+        """Send the writes held for ``col`` (``write_coalesce``) before chroma itself is
+        read or changed otherwise. Raises :class:`StoreError` if chroma refuses them: the
+        held writes are then lost and the trader's mirror is rebuilt from chroma."""
+        with self._lock:
+            pending = self._pending.get(col.name)
+            if not pending:
+                return
+            lost = len(pending)
+            try:
+                pending.drain(col, max_batch=self._max_batch)
+            except (ChromaError, ValueError, TypeError) as exc:
+                trader_id = str((col.metadata or {}).get("trader_id", ""))
+                self._forget_mirror(trader_id)
+                raise StoreError(
+                    f"trader {trader_id}: chroma refused {lost} coalesced writes: {exc}"
+                ) from None
+
     def _fetch(
         self, col: Collection, ids: list[str], *, embeddings: bool
     ) -> dict[str, tuple[MemoryRecord, Any]]:
         """Rows by id as ``{id: (record, stored embedding or None)}``, paged by chroma's
         max batch size; chroma failures become :class:`StoreError`."""
+        self._drain(col)
         out: dict[str, tuple[MemoryRecord, Any]] = {}
         include = ["documents", "metadatas"] + (["embeddings"] if embeddings else [])
         for start in range(0, len(ids), self._max_batch):
@@ -427,6 +483,7 @@ class KhalaStore:
         if not visible:
             return 0
         col = self.collection(trader_id)
+        self._drain(col)
         with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
             audit.record([(trader_id, r.id, "DELETE", r.content(), None) for r in visible])
             try:
@@ -438,9 +495,11 @@ class KhalaStore:
         return len(visible)
 
     def _forget_mirror(self, trader_id: str) -> None:
-        """Drop the trader's in-process mirror after a failed write (rebuilt from chroma)."""
+        """Drop the trader's in-process mirror after a failed write (rebuilt from chroma),
+        and any writes held for it (they failed with it)."""
         with self._lock:
             self._lexical.pop(trader_id, None)
+            self._pending.pop(self.collection_name(trader_id), None)
 
     def _landed(self, rows: Sequence[PendingRow]) -> list[bool]:
         """For audit rows written ahead of a chroma write that failed or was cut by a
@@ -510,6 +569,7 @@ class KhalaStore:
         col = self._open(trader_id, create=False)
         if col is None:
             return []
+        self._drain(col)
         try:
             page = col.get(
                 where=where.to_chroma(as_of_ts=_ts(as_of)),
@@ -534,6 +594,7 @@ class KhalaStore:
         col = self._open(trader_id, create=False)
         if col is None:
             return 0
+        self._drain(col)
         if as_of is None:
             return int(col.count())
         page = col.get(where={"created_at_ts": {"$lte": _ts(as_of)}}, include=[])  # type: ignore[dict-item]
@@ -563,6 +624,7 @@ class KhalaStore:
                 raise StoreError(f"dropping the {self._prefix} collections: {exc}") from None
             self._collections.clear()
             self._lexical.clear()
+            self._pending.clear()  # held writes of dropped collections: nothing to send
             return len(names)
 
     def history(self, trader_id: str, record_id: str | None = None) -> list[AuditEvent]:
@@ -764,6 +826,7 @@ class KhalaStore:
         """One chroma top-``n`` query: ``(id, text, chroma metadata, similarity in [0, 1])``,
         nearest first; without ``include_rows`` text and metadata are left empty (and the
         trader check is the caller's)."""
+        self._drain(col)
         include = ["distances", "metadatas", "documents"] if include_rows else ["distances"]
         try:
             res = col.query(
@@ -787,5 +850,12 @@ class KhalaStore:
         return out
 
     def close(self) -> None:
-        """Close the audit trail (chroma clients need no closing)."""
-        self._audit.close()
+        """Send any writes still held (``write_coalesce``), then close the audit trail
+        (chroma clients need no closing)."""
+        with self._lock:
+            held = [col for col in self._collections.values() if self._pending.get(col.name)]
+        try:
+            for col in held:
+                self._drain(col)
+        finally:
+            self._audit.close()
