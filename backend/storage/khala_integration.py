@@ -125,7 +125,8 @@ class KhalaStore:
         ``write_coalesce``: hold writes and send them to chroma ``write_coalesce`` records
         at a time (:mod:`backend.storage._pending`); needs ``exact_search_max > 0`` (reads
         served in process) and suits only an ephemeral store: held writes die with the
-        process. 0 (default) = every write goes to chroma at once.
+        process (the audit trail records a write when the store accepts it, held or
+        not). 0 (default) = every write goes to chroma at once.
 
         Raises :class:`StoreError` for ``write_coalesce > 0`` without ``exact_search_max``.
         """
@@ -380,7 +381,7 @@ class KhalaStore:
                 pending.drain(col, max_batch=self._max_batch)
             except (ChromaError, ValueError, TypeError) as exc:
                 trader_id = str((col.metadata or {}).get("trader_id", ""))
-                self._forget_mirror(trader_id)
+                self._lexical.pop(trader_id, None)  # rebuilt from what chroma holds
                 raise StoreError(
                     f"trader {trader_id}: chroma refused {lost} coalesced writes: {exc}"
                 ) from None
