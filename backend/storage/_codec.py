@@ -6,17 +6,28 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from backend.errors import LookAheadError
 from backend.storage._lexical import USER_PREFIX, rrf_fuse
-from backend.storage.models import MemoryRecord, Provenance, SearchHit, SearchMethod
+from backend.storage.models import MemoryRecord, Provenance, SearchHit, SearchMethod, to_utc
 
 __all__ = [
     "assemble_hits",
+    "checked_ts",
     "meta_ts",
     "rank_records",
     "record_from_chroma",
     "record_to_meta",
     "trusted_record",
 ]
+
+
+def checked_ts(as_of: datetime) -> float:
+    """``as_of`` as epoch seconds (UTC). Raises :class:`LookAheadError` for a naive or
+    non-datetime value: every read and write of the store is fenced by an aware time."""
+    try:
+        return to_utc(as_of).timestamp()
+    except (ValueError, AttributeError):
+        raise LookAheadError("as_of must be a timezone-aware UTC datetime") from None
 
 
 def meta_ts(meta: Mapping[str, Any]) -> float:

@@ -38,30 +38,20 @@ from pydantic import ValidationError
 from backend.embeddings import Embedder, Vectors
 from backend.errors import EmbeddingMismatchError, LookAheadError, StoreError, TenantScopeError
 from backend.storage._audit import AuditLog, AuditRow, PendingRow
-from backend.storage._codec import (
-    assemble_hits,
-    meta_ts,
-    rank_records,
-    record_from_chroma,
-    record_to_meta,
-    trusted_record,
-)
+from backend.storage._chroma_io import ChromaIO
+from backend.storage._codec import checked_ts, meta_ts, record_from_chroma, record_to_meta
 from backend.storage._lexical import Filter, FilterSpec, LexicalIndex, make_stemmer
-from backend.storage._pending import PendingWrites
+from backend.storage._search import SearchMixin
 from backend.storage.models import (
     TRADER_ID_PATTERN,
     AuditEvent,
     MemoryRecord,
-    SearchHit,
-    SearchMethod,
     UpsertResult,
     to_utc,
 )
 
 __all__ = ["KhalaStore"]
 
-_QUERY_CACHE_SIZE = 4096
-_RECORD_CACHE_SIZE = 100_000
 
 _TRADER_RE = __import__("re").compile(TRADER_ID_PATTERN)
 
@@ -83,20 +73,13 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _ts(as_of: datetime) -> float:
-    try:
-        return to_utc(as_of).timestamp()
-    except (ValueError, AttributeError):
-        raise LookAheadError("as_of must be a timezone-aware UTC datetime") from None
-
-
 def _replacing(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     """Metadata for chroma's merging ``update``: ``new`` plus ``None`` (= delete) for
     every key of ``old`` that ``new`` no longer has."""
     return {**{key: None for key in old if key not in new}, **new}
 
 
-class KhalaStore:
+class KhalaStore(SearchMixin):
     """Trader-scoped memory store over a chromadb client (embedded or server).
 
     Build the client, embedder and audit log at the composition root and pass them in
@@ -132,9 +115,6 @@ class KhalaStore:
         """
         if write_coalesce > 0 and exact_search_max <= 0:
             raise StoreError("write_coalesce needs exact_search_max > 0 (reads in process)")
-        self._coalesce = write_coalesce
-        self._pending: dict[str, PendingWrites] = {}
-        """Collection name -> writes held for it (``write_coalesce``)."""
         self._stemmer = make_stemmer(bm25_stemmer)
         self._client = client
         self._exact_max = exact_search_max
@@ -150,6 +130,12 @@ class KhalaStore:
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._records: dict[str, tuple[dict[str, Any], str, MemoryRecord]] = {}
         self._max_batch = int(client.get_max_batch_size())
+        self._io = ChromaIO(
+            max_batch=self._max_batch,
+            coalesce=write_coalesce,
+            lock=self._lock,
+            on_lost=self._drop_mirror,
+        )
         self.recovered = audit.recover(self._landed)
         """``(confirmed, dropped)`` audit rows a crashed writer had left pending."""
 
@@ -220,7 +206,7 @@ class KhalaStore:
                 index = LexicalIndex(stemmer=self._stemmer)
                 col = self._open(trader_id, create=False)
                 if col is not None:
-                    self._drain(col)
+                    self._io.drain(col)
                 total = col.count() if col is not None else 0
                 exact = 0 < total <= self._exact_max
                 include = ["documents", "metadatas"] + (["embeddings"] if exact else [])
@@ -268,7 +254,7 @@ class KhalaStore:
         Either the whole batch is written and audited, or nothing is.
         """
         col = self.collection(trader_id)
-        as_of_ts = _ts(as_of)
+        as_of_ts = checked_ts(as_of)
         seen: set[str] = set()
         for r in records:
             if r.trader_id != trader_id:
@@ -316,7 +302,9 @@ class KhalaStore:
         with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
             audit.record(rows)
             try:
-                self._send(col, changed, vectors, metas, relabelled, relabel_metas)
+                self._io.send(
+                    col, changed, vectors, metas, [r for r, _ in relabelled], relabel_metas
+                )
             except (ChromaError, ValueError, TypeError) as exc:
                 self._forget_mirror(trader_id)
                 raise StoreError(f"trader {trader_id}: chroma upsert failed: {exc}") from None
@@ -334,81 +322,6 @@ class KhalaStore:
         added = sum(1 for row in rows if row[2] == "ADD")
         return UpsertResult(added=added, updated=len(rows) - added, unchanged=unchanged)
 
-    def _send(
-        self,
-        col: Collection,
-        changed: list[MemoryRecord],
-        vectors: Vectors,
-        metas: list[dict[str, Any]],
-        relabelled: list[tuple[MemoryRecord, dict[str, Any]]],
-        relabel_metas: list[dict[str, Any]],
-    ) -> None:
-        """Write an upsert's rows to chroma (pages of its max batch size), or hold them
-        (``write_coalesce``) and send what is held once it reaches ``write_coalesce``."""
-        if self._coalesce > 0:
-            with self._lock:
-                pending = self._pending.setdefault(col.name, PendingWrites())
-                pending.upsert([r.id for r in changed], vectors, [r.text for r in changed], metas)
-                pending.update([r.id for r, _ in relabelled], relabel_metas)
-                if len(pending) >= self._coalesce:
-                    pending.drain(col, max_batch=self._max_batch)
-            return
-        for start in range(0, len(changed), self._max_batch):
-            end = start + self._max_batch
-            col.upsert(
-                ids=[r.id for r in changed[start:end]],
-                embeddings=vectors[start:end],
-                documents=[r.text for r in changed[start:end]],
-                metadatas=metas[start:end],  # type: ignore[arg-type]
-            )
-        for start in range(0, len(relabelled), self._max_batch):
-            end = start + self._max_batch
-            col.update(
-                ids=[r.id for r, _ in relabelled[start:end]],
-                metadatas=relabel_metas[start:end],  # type: ignore[arg-type]
-            )
-
-    def _drain(self, col: Collection) -> None:
-        """Send the writes held for ``col`` (``write_coalesce``) before chroma itself is
-        read or changed otherwise. Raises :class:`StoreError` if chroma refuses them: the
-        held writes are then lost and the trader's mirror is rebuilt from chroma."""
-        with self._lock:
-            pending = self._pending.get(col.name)
-            if not pending:
-                return
-            lost = len(pending)
-            try:
-                pending.drain(col, max_batch=self._max_batch)
-            except (ChromaError, ValueError, TypeError) as exc:
-                trader_id = str((col.metadata or {}).get("trader_id", ""))
-                self._lexical.pop(trader_id, None)  # rebuilt from what chroma holds
-                raise StoreError(
-                    f"trader {trader_id}: chroma refused {lost} coalesced writes: {exc}"
-                ) from None
-
-    def _fetch(
-        self, col: Collection, ids: list[str], *, embeddings: bool
-    ) -> dict[str, tuple[MemoryRecord, Any]]:
-        """Rows by id as ``{id: (record, stored embedding or None)}``, paged by chroma's
-        max batch size; chroma failures become :class:`StoreError`."""
-        self._drain(col)
-        out: dict[str, tuple[MemoryRecord, Any]] = {}
-        include = ["documents", "metadatas"] + (["embeddings"] if embeddings else [])
-        for start in range(0, len(ids), self._max_batch):
-            try:
-                page = col.get(ids=ids[start : start + self._max_batch], include=include)  # type: ignore[arg-type]
-            except ChromaError as exc:
-                raise StoreError(f"chroma get from {col.name} failed: {exc}") from None
-            embs = page["embeddings"] if embeddings and page["embeddings"] is not None else None
-            for i, (rid, doc, meta) in enumerate(
-                zip(page["ids"], page["documents"] or [], page["metadatas"] or [], strict=True)
-            ):
-                out[rid] = (
-                    record_from_chroma(rid, doc, dict(meta)),
-                    None if embs is None else embs[i],
-                )
-        return out
-
     def _stored(
         self, trader_id: str, col: Collection, ids: list[str]
     ) -> dict[str, tuple[MemoryRecord, None]]:
@@ -416,7 +329,7 @@ class KhalaStore:
         (``exact_search_max > 0``) reads the rows from its mirror, which holds every row
         (~2 ms per chroma ``get`` call saved, 175 calls in a month of 1h bars)."""
         if self._exact_max <= 0:
-            return self._fetch(col, ids, embeddings=False)
+            return self._io.fetch(col, ids, embeddings=False)
         return {
             rid: (record_from_chroma(rid, text, dict(meta)), None)
             for rid, (text, _, meta) in self._lex(trader_id).lookup(ids).items()
@@ -484,7 +397,7 @@ class KhalaStore:
         if not visible:
             return 0
         col = self.collection(trader_id)
-        self._drain(col)
+        self._io.drain(col)
         with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
             audit.record([(trader_id, r.id, "DELETE", r.content(), None) for r in visible])
             try:
@@ -495,12 +408,17 @@ class KhalaStore:
             self._lex(trader_id).remove(r.id for r in visible)
         return len(visible)
 
+    def _drop_mirror(self, trader_id: str) -> None:
+        """Drop the trader's in-process mirror (rebuilt from chroma on next use)."""
+        with self._lock:
+            self._lexical.pop(trader_id, None)
+
     def _forget_mirror(self, trader_id: str) -> None:
         """Drop the trader's in-process mirror after a failed write (rebuilt from chroma),
         and any writes held for it (they failed with it)."""
         with self._lock:
             self._lexical.pop(trader_id, None)
-            self._pending.pop(self.collection_name(trader_id), None)
+            self._io.discard(self.collection_name(trader_id))
 
     def _landed(self, rows: Sequence[PendingRow]) -> list[bool]:
         """For audit rows written ahead of a chroma write that failed or was cut by a
@@ -512,7 +430,7 @@ class KhalaStore:
             if col is None:
                 continue
             ids = list(dict.fromkeys(r.record_id for r in rows if r.trader_id == trader_id))
-            for rid, (stored, _) in self._fetch(col, ids, embeddings=False).items():
+            for rid, (stored, _) in self._io.fetch(col, ids, embeddings=False).items():
                 found[(trader_id, rid)] = stored
         verdict = []
         for row in rows:
@@ -535,13 +453,13 @@ class KhalaStore:
     ) -> list[MemoryRecord]:
         """Records of ``trader_id`` with these ids created at or before ``as_of``, in id order
         given; unknown ids are skipped."""
-        as_of_ts = _ts(as_of)
+        as_of_ts = checked_ts(as_of)
         col = self._open(trader_id, create=False)
         if col is None:
             return []
         unique = list(dict.fromkeys(ids))
         stored: dict[str, tuple[MemoryRecord, Any]] = (
-            self._fetch(col, unique, embeddings=True)
+            self._io.fetch(col, unique, embeddings=True)
             if include_embeddings
             else self._stored(trader_id, col, unique)
         )
@@ -570,10 +488,10 @@ class KhalaStore:
         col = self._open(trader_id, create=False)
         if col is None:
             return []
-        self._drain(col)
+        self._io.drain(col)
         try:
             page = col.get(
-                where=where.to_chroma(as_of_ts=_ts(as_of)),
+                where=where.to_chroma(as_of_ts=checked_ts(as_of)),
                 include=["documents", "metadatas"],
             )
         except ChromaError as exc:
@@ -595,10 +513,10 @@ class KhalaStore:
         col = self._open(trader_id, create=False)
         if col is None:
             return 0
-        self._drain(col)
+        self._io.drain(col)
         if as_of is None:
             return int(col.count())
-        page = col.get(where={"created_at_ts": {"$lte": _ts(as_of)}}, include=[])  # type: ignore[dict-item]
+        page = col.get(where={"created_at_ts": {"$lte": checked_ts(as_of)}}, include=[])  # type: ignore[dict-item]
         return len(page["ids"])
 
     def traders(self) -> list[str]:
@@ -625,238 +543,20 @@ class KhalaStore:
                 raise StoreError(f"dropping the {self._prefix} collections: {exc}") from None
             self._collections.clear()
             self._lexical.clear()
-            self._pending.clear()  # held writes of dropped collections: nothing to send
+            self._io.discard()  # held writes of dropped collections: nothing to send
             return len(names)
 
     def history(self, trader_id: str, record_id: str | None = None) -> list[AuditEvent]:
         """Audit events of the trader (or one record), oldest first."""
         return self._audit.history(_check_trader(trader_id), record_id)
 
-    def search(
-        self,
-        trader_id: str,
-        query: str | Sequence[float] | np.ndarray,
-        *,
-        as_of: datetime,
-        top_k: int = 10,
-        method: SearchMethod = "hybrid",
-        filters: FilterSpec | None = None,
-        min_importance: float | None = None,
-    ) -> list[SearchHit]:
-        """Top ``top_k`` memories of ``trader_id`` for ``query``, created at or before ``as_of``.
-
-        ``query`` is text, or a vector for ``dense`` only. ``filters`` narrow by ``kind``
-        and free metadata keys (equality, or any-of for a list); ``min_importance`` keeps
-        records with importance >= it. Results are ordered best first; see
-        :class:`SearchHit` for the meaning of ``similarity``.
-
-        Raises :class:`TenantScopeError` (reserved filter keys), :class:`LookAheadError`
-        (naive ``as_of``), :class:`StoreError` (bad arguments, chroma failure).
-        """
-        found = self._candidates(trader_id, query, as_of, top_k, method, filters, min_importance)
-        if found is None:
-            return []
-        name, dense, lexical = found
-        return assemble_hits(name, method, dense, lexical, top_k, self._rrf_k)
-
-    def search_scored(
-        self,
-        trader_id: str,
-        query: str | Sequence[float] | np.ndarray,
-        *,
-        as_of: datetime,
-        top_k: int = 10,
-        method: SearchMethod = "hybrid",
-        filters: FilterSpec | None = None,
-        min_importance: float | None = None,
-    ) -> list[tuple[MemoryRecord, float]]:
-        """:meth:`search` as ``(record, similarity)`` pairs, without the provenance: the
-        same records, order and similarities, for callers that re-rank a candidate pool
-        every bar (building ~50 validated :class:`SearchHit` per recall was ~15% of it,
-        measured). Same arguments and errors as :meth:`search`."""
-        found = self._candidates(trader_id, query, as_of, top_k, method, filters, min_importance)
-        if found is None:
-            return []
-        _, dense, lexical = found
-        return rank_records(method, dense, lexical, top_k, self._rrf_k)
-
-    def _candidates(
-        self,
-        trader_id: str,
-        query: str | Sequence[float] | np.ndarray,
-        as_of: datetime,
-        top_k: int,
-        method: SearchMethod,
-        filters: FilterSpec | None,
-        min_importance: float | None,
-    ) -> tuple[str, list[tuple[MemoryRecord, float]], list[tuple[MemoryRecord, float]]] | None:
-        """``(collection name, dense list, bm25 list)`` of a search; ``None`` when the
-        trader has no collection (see :meth:`search`)."""
-        if not 1 <= top_k <= 1000:
-            raise StoreError(f"top_k must be in 1..1000, got {top_k}")
-        if method not in ("dense", "bm25", "hybrid"):
-            raise StoreError(f"unknown search method {method!r}")
-        where = Filter.build(filters, min_importance=min_importance)
-        as_of_ts = _ts(as_of)
-        if not isinstance(query, str) and method != "dense":
-            raise StoreError(f"{method} search needs a text query")
-        col = self._open(trader_id, create=False)
-        if col is None:
-            return None
-        fetch = top_k if method != "hybrid" else top_k * self._fanout
-        dense: list[tuple[MemoryRecord, float]] = []
-        lexical: list[tuple[MemoryRecord, float]] = []
-        if method in ("dense", "hybrid"):
-            vec = (
-                self._query_vector(query)
-                if isinstance(query, str)
-                else np.asarray(query, dtype=np.float32)
-            )
-            dense = self._dense(col, trader_id, vec, fetch, where, as_of_ts)
-        if method in ("bm25", "hybrid"):
-            found = self._lex(trader_id).search(
-                str(query), top_k=fetch, as_of_ts=as_of_ts, where=where
-            )
-            lexical = [
-                (self._row_record(rid, text, meta), score)
-                for rid, score, text, meta in found
-                if meta.get("trader_id") == trader_id
-            ]
-        return col.name, dense, lexical
-
-    def _query_vector(self, text: str) -> np.ndarray:
-        """The query's embedding, from a small LRU cache: decision loops ask the same
-        bucketed situation texts again and again (``MarketSnapshot.situation``)."""
-        with self._lock:
-            vec = self._query_cache.get(text)
-            if vec is not None:
-                self._query_cache.move_to_end(text)
-                return vec
-        vec = self._embedder.embed_one(text)
-        vec.setflags(write=False)
-        with self._lock:
-            self._query_cache[text] = vec
-            if len(self._query_cache) > _QUERY_CACHE_SIZE:
-                self._query_cache.popitem(last=False)
-        return vec
-
-    def _dense(
-        self,
-        col: Collection,
-        trader_id: str,
-        vec: np.ndarray,
-        n: int,
-        where: Filter,
-        as_of_ts: float,
-    ) -> list[tuple[MemoryRecord, float]]:
-        """Exact top-``n`` allowed records, cheaply in the common case.
-
-        chromadb's ``where`` pre-filter costs ~10-30 ms at 10k records (measured, it
-        materialises the allowed set), and fetching metadata ~70 us per row. So first ask
-        chroma for the unfiltered top ``probe`` ids and distances only, take the rows from
-        the in-process mirror and filter here: if at least ``n`` survive they are exactly
-        the top ``n`` allowed records (every record outside the probe is farther than
-        every one inside), and if the collection has fewer than ``probe`` records, all
-        were seen. Only otherwise is chroma's filtered query run.
-        """
-        if vec.shape != (self._embedder.dim,) or not np.all(np.isfinite(vec)):
-            raise StoreError(f"query vector must be {self._embedder.dim} finite floats")
-        mirror = self._lex(trader_id)
-        if 0 < mirror.size <= self._exact_max:
-            exact = mirror.dense(vec, top_k=n, as_of_ts=as_of_ts, where=where)
-            if exact is not None:
-                return [
-                    (self._row_record(rid, doc, meta), sim)
-                    for rid, doc, meta, sim in exact
-                    if meta.get("trader_id") == trader_id
-                ]
-        probe = min(max(3 * n, 50), 1000)
-        found = self._query(col, trader_id, vec, probe, None, include_rows=False)
-        rows = self._with_rows(col, trader_id, found)
-        hits = [row for row in rows if meta_ts(row[2]) <= as_of_ts and where.matches(row[2])]
-        if len(hits) < n and len(found) == probe:
-            chroma_where = where.to_chroma(as_of_ts=as_of_ts)
-            rows = self._query(col, trader_id, vec, n, chroma_where, include_rows=True)
-            hits = [row for row in rows if meta_ts(row[2]) <= as_of_ts]
-        return [(self._row_record(rid, doc, meta), sim) for rid, doc, meta, sim in hits[:n]]
-
-    def _row_record(self, rid: str, text: str, meta: dict[str, Any]) -> MemoryRecord:
-        """The hit record of a mirror row, built once per version of the row: the mirror
-        keeps one metadata dict per write, so identity tells a row unchanged (a decision
-        loop meets the same candidates bar after bar)."""
-        cached = self._records.get(rid)
-        if cached is not None and cached[0] is meta and cached[1] is text:
-            return cached[2]
-        record = trusted_record(rid, text, meta)
-        if len(self._records) >= _RECORD_CACHE_SIZE:
-            self._records.clear()
-        self._records[rid] = (meta, text, record)
-        return record
-
-    def _with_rows(
-        self, col: Collection, trader_id: str, found: list[tuple[str, str, dict[str, Any], float]]
-    ) -> list[tuple[str, str, dict[str, Any], float]]:
-        """Fill text and metadata of ``(id, _, _, similarity)`` rows from the mirror (rows a
-        other process wrote are fetched from chroma and mirrored); other traders' dropped."""
-        mirror = self._lex(trader_id)
-        known = mirror.lookup(rid for rid, *_ in found)
-        missing = [rid for rid, *_ in found if rid not in known]
-        if missing:
-            fetched = self._fetch(col, missing, embeddings=False)
-            mirror.put(
-                (rid, rec.text, rec.created_at.timestamp(), record_to_meta(rec))
-                for rid, (rec, _) in fetched.items()
-            )
-            known.update(mirror.lookup(missing))
-        return [
-            (rid, known[rid][0], known[rid][2], sim)
-            for rid, _, _, sim in found
-            if rid in known and known[rid][2].get("trader_id") == trader_id
-        ]
-
-    def _query(
-        self,
-        col: Collection,
-        trader_id: str,
-        vec: np.ndarray,
-        n: int,
-        where: dict[str, Any] | None,
-        *,
-        include_rows: bool,
-    ) -> list[tuple[str, str, dict[str, Any], float]]:
-        """One chroma top-``n`` query: ``(id, text, chroma metadata, similarity in [0, 1])``,
-        nearest first; without ``include_rows`` text and metadata are left empty (and the
-        trader check is the caller's)."""
-        self._drain(col)
-        include = ["distances", "metadatas", "documents"] if include_rows else ["distances"]
-        try:
-            res = col.query(
-                query_embeddings=vec[None, :],
-                n_results=n,
-                where=where,
-                include=include,  # type: ignore[arg-type]
-            )
-        except ChromaError as exc:
-            raise StoreError(f"trader {trader_id}: chroma query failed: {exc}") from None
-        ids = res["ids"][0]
-        dists = (res["distances"] or [[]])[0]
-        metas = (res["metadatas"] or [[{}] * len(ids)])[0] if include_rows else [{}] * len(ids)
-        docs = (res["documents"] or [[""] * len(ids)])[0] if include_rows else [""] * len(ids)
-        out = []
-        for rid, dist, meta, doc in zip(ids, dists, metas, docs, strict=True):
-            if include_rows and meta.get("trader_id") != trader_id:
-                continue
-            sim = min(1.0, max(0.0, 1.0 - float(dist) / 2.0))
-            out.append((rid, doc, dict(meta), sim))
-        return out
-
     def close(self) -> None:
         """Send any writes still held (``write_coalesce``), then close the audit trail
         (chroma clients need no closing)."""
         with self._lock:
-            held = [col for col in self._collections.values() if self._pending.get(col.name)]
+            held = [col for col in self._collections.values() if self._io.holds(col)]
         try:
             for col in held:
-                self._drain(col)
+                self._io.drain(col)
         finally:
             self._audit.close()
