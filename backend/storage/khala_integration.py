@@ -17,6 +17,11 @@ Design:
 
 Embeddings are always computed by the given :class:`~backend.embeddings.Embedder` and
 passed to chroma explicitly; chroma's own default embedding function is never used.
+
+The store is split in private modules: the search side (:mod:`backend.storage._search`,
+inherited), the calls to chroma and the writes a throwaway store holds
+(:mod:`backend.storage._chroma_io`, :mod:`backend.storage._pending`), the BM25 mirror
+(:mod:`backend.storage._lexical`) and the row codec (:mod:`backend.storage._codec`).
 """
 
 from __future__ import annotations
