@@ -168,9 +168,8 @@ class HierarchicalMemory:
         }
         pending = [tier for tier in tiers if tier not in results]
         if parallel and len(pending) > 1:
-            # the calling thread fetches the last tier itself (the episodic recall, the
-            # slowest) while the pool fetches the others: one handoff fewer per decision,
-            # and the caller rarely waits (module doc, "Parallel retrieval")
+            # the calling thread fetches the episodic tier itself (the slowest) while
+            # the pool fetches the others (module doc, step 2)
             inline: Tier = "episodic" if "episodic" in pending else pending[-1]
             futures: dict[Tier, Future[Any]] = {
                 tier: self._pool.submit(
