@@ -4,9 +4,11 @@ and the MemoryToolkit's function-calling tools."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,8 @@ from backend.config import MemorySettings, load_settings
 from backend.data import load_hyperliquid_fills, load_ohlcv
 from backend.llm.tokens import count_tokens
 from backend.memory import compute_features, detect_market_events, events_to_episodes
+from backend.memory.models import PersonaProfile, ScoredEpisode
+from backend.storage.hierarchical_memory import HierarchicalMemory
 from tests.conftest import StoreFactory
 
 TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
@@ -76,6 +80,42 @@ def test_parallel_equals_sequential(system: MemorySystem) -> None:
     para = system.memory.retrieve(TRADER, SYMBOL, as_of=AS_OF, parallel=True)
     seq = system.memory.retrieve(TRADER, SYMBOL, as_of=AS_OF, parallel=False)
     assert para.model_dump(exclude={"timings_ms"}) == seq.model_dump(exclude={"timings_ms"})
+
+
+def test_tiers_are_fetched_at_the_same_time(system: MemorySystem) -> None:
+    """The persona and the episodic tier each wait for the other at a barrier before
+    answering: fetched one after the other, the first would time out (BrokenBarrierError).
+    The calling thread runs the recall while a pool thread runs the persona."""
+    barrier = threading.Barrier(2, timeout=10)
+    threads: dict[str, str] = {}
+
+    class Persona:
+        def get_profile(self, trader_id: str, as_of: datetime) -> PersonaProfile | None:
+            threads["persona"] = threading.current_thread().name
+            barrier.wait()
+            return system.persona.get_profile(trader_id, as_of)
+
+        def render_profile(self, profile: PersonaProfile) -> str:
+            return system.persona.render_profile(profile)
+
+    class Episodic:
+        def recall(self, trader_id: str, query_text: str, **kw: Any) -> list[ScoredEpisode]:
+            threads["episodic"] = threading.current_thread().name
+            barrier.wait()
+            return system.episodic.recall(trader_id, query_text, **kw)
+
+    with HierarchicalMemory(
+        persona=Persona(),
+        working=system.working,
+        episodic=Episodic(),
+        settings=system.memory.settings,
+    ) as memory:
+        ctx = memory.retrieve(TRADER, SYMBOL, as_of=AS_OF)
+    assert not ctx.errors and ctx.persona is not None and ctx.episodes
+    assert threads["episodic"] == threading.current_thread().name
+    assert threads["persona"].startswith("memory")
+    seq = system.memory.retrieve(TRADER, SYMBOL, as_of=AS_OF, parallel=False)
+    assert ctx.model_dump(exclude={"timings_ms"}) == seq.model_dump(exclude={"timings_ms"})
 
 
 def test_decision_context_fits_the_budget(system: MemorySystem) -> None:
