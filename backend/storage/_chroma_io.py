@@ -55,15 +55,18 @@ class ChromaIO:
     ) -> None:
         """Write an upsert's rows: ``changed`` with their vectors (chroma ``upsert``) and
         ``relabelled`` (same text: metadata-only ``update``, ``None`` removes a key); or
-        hold them and send what is held once it reaches ``coalesce`` records. Chroma's
-        exceptions propagate (the store turns them into :class:`StoreError`)."""
+        hold them, first sending what earlier writes left held if that reached
+        ``coalesce`` records — unless this write only relabels held upserts (it is then
+        folded into them: the outcomes of just-written episodes cost no chroma call).
+        Chroma's exceptions propagate (the store turns them into :class:`StoreError`)."""
         if self.coalesce > 0:
             with self._lock:
                 pending = self._pending.setdefault(col.name, PendingWrites())
+                folds = not changed and pending.holds_upserts(r.id for r in relabelled)
+                if len(pending) >= self.coalesce and not folds:
+                    pending.drain(col, max_batch=self.max_batch)
                 pending.upsert([r.id for r in changed], vectors, [r.text for r in changed], metas)
                 pending.update([r.id for r in relabelled], relabel_metas)
-                if len(pending) >= self.coalesce:
-                    pending.drain(col, max_batch=self.max_batch)
             return
         for start in range(0, len(changed), self.max_batch):
             end = start + self.max_batch

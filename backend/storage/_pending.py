@@ -18,7 +18,7 @@ the key).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,10 @@ class PendingWrites:
                 self._upserts[rid] = (pending[0], pending[1], merged)
             else:
                 self._updates[rid] = {**self._updates.get(rid, {}), **meta}
+
+    def holds_upserts(self, ids: Iterable[str]) -> bool:
+        """Whether an upsert of every one of ``ids`` is held."""
+        return all(rid in self._upserts for rid in ids)
 
     def drain(self, col: Collection, *, max_batch: int) -> int:
         """Send everything held to ``col`` (upserts, then updates, in pages of

@@ -63,10 +63,22 @@ def test_writes_are_held_until_the_threshold_and_served_meanwhile(store: KhalaSt
     assert [r.id for r in store.get("alice", ["r1", "r0"], as_of=LATER)] == ["r1", "r0"]
     hits = store.search("alice", rec(1).text, as_of=LATER, method="dense", top_k=1)
     assert hits[0].record.id == "r1"  # the in-process mirror already has them
-    store.upsert("alice", [rec(i) for i in range(2, 5)], as_of=LATER)  # 5 held: sent
+    store.upsert("alice", [rec(i) for i in range(2, 5)], as_of=LATER)  # 5 held
+    assert in_chroma(store) == {}  # held until the next write
+    store.upsert("alice", [rec(5)], as_of=LATER)  # sends the 5 held first, holds r5
     assert sorted(in_chroma(store)) == [f"r{i}" for i in range(5)]
-    store.upsert("alice", [rec(5)], as_of=LATER)
-    assert "r5" not in in_chroma(store)
+
+
+def test_relabels_of_held_records_fold_in_past_the_threshold(store: KhalaStore) -> None:
+    """The outcomes of just-written episodes (a metadata-only write of held records)
+    cost no chroma call: they fold into the held upserts even past ``write_coalesce``."""
+    store.upsert("alice", [rec(i) for i in range(6)], as_of=LATER)  # 6 held (>= 5)
+    store.upsert("alice", [rec(i, importance=0.9) for i in range(6)], as_of=LATER)
+    assert in_chroma(store) == {}  # folded, nothing sent
+    store.upsert("alice", [rec(6)], as_of=LATER)  # a new record: the 6 are sent first
+    held = in_chroma(store)
+    assert sorted(held) == [f"r{i}" for i in range(6)]
+    assert {meta["importance"] for meta in held.values()} == {0.9}
 
 
 def test_reads_of_chroma_itself_send_what_is_held_first(store: KhalaStore) -> None:
