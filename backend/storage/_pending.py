@@ -5,9 +5,10 @@ record (chromadb 1.5, in process, measured), and a decision loop writes a few re
 at a time: 85 calls for 191 records in a month of BTC/USDT 1h bars, over a second of a
 four-second backtest. A store that is the only reader and writer of its data (an
 ephemeral run store, which serves every read from its in-process mirror) can hold its
-writes here and send them in one ``upsert`` and one ``update`` call per
-``write_coalesce`` records: replayed, the month's writes took 0.54-0.87 s instead of
-1.31-1.77 s. Any read that goes to chroma itself sends the pending writes first
+writes here and send them in one ``upsert`` and one ``update`` call once
+``write_coalesce`` records are held (at the next write: ``ChromaIO.send``): replayed, the
+month's writes took 0.54-0.87 s instead of 1.31-1.77 s; in the loop, 4 calls instead
+of 87. Any read that goes to chroma itself sends the pending writes first
 (``KhalaStore._drain``), so chroma never answers from stale data.
 
 Coalescing keeps the last write of each id: an ``update`` (metadata only) of an id whose
