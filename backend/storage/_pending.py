@@ -9,7 +9,7 @@ writes here and send them in one ``upsert`` and one ``update`` call once
 ``write_coalesce`` records are held (at the next write: ``ChromaIO.send``): replayed, the
 month's writes took 0.54-0.87 s instead of 1.31-1.77 s; in the loop, 4 calls instead
 of 87. Any read that goes to chroma itself sends the pending writes first
-(``KhalaStore._drain``), so chroma never answers from stale data.
+(``ChromaIO.drain``), so chroma never answers from stale data.
 
 Coalescing keeps the last write of each id: an ``update`` (metadata only) of an id whose
 ``upsert`` is pending is folded into that upsert; a new ``upsert`` replaces a pending
