@@ -421,9 +421,8 @@ class KhalaStore(SearchMixin):
     def _forget_mirror(self, trader_id: str) -> None:
         """Drop the trader's in-process mirror after a failed write (rebuilt from chroma),
         and any writes held for it (they failed with it)."""
-        with self._lock:
-            self._lexical.pop(trader_id, None)
-            self._io.discard(self.collection_name(trader_id))
+        self._drop_mirror(trader_id)
+        self._io.discard(self.collection_name(trader_id))
 
     def _landed(self, rows: Sequence[PendingRow]) -> list[bool]:
         """For audit rows written ahead of a chroma write that failed or was cut by a
