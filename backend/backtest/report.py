@@ -12,7 +12,9 @@
 * ``report.html`` — one offline file: matplotlib figures (Agg) embedded as base64 PNG,
   inline CSS, no script, font, stylesheet or link to anything outside the file: equity vs
   buy-and-hold with the salient ``events`` marked, drawdown and exposure, the persona
-  timeline (if given), the metrics table and the first ``max_trades`` trades.
+  timeline (if given), the metrics table and the first ``max_trades`` trades; when a chat
+  model answered less than ``min_llm_share`` of the decisions it was asked for, a warning
+  at the top says how many it answered and the first error (the same line the CLI prints).
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from backend.backtest.engine import BacktestResult, utc_timestamp
+from backend.backtest.metrics import LLMUsage
 from backend.backtest.models import BacktestMetrics, TradeRecord
 
-__all__ = ["write_run"]
+__all__ = ["llm_warning", "write_run"]
 
 _date2num = cast("Callable[[object], float]", mdates.date2num)
 _MAX_EVENT_MARKERS = 40
@@ -48,6 +51,7 @@ _PERCENT_FIELDS = frozenset(
         "win_rate",
         "exposure",
         "buy_and_hold_return",
+        "llm_answered_share",
         "buy_and_hold_max_drawdown",
     }
 )
@@ -58,6 +62,7 @@ table{border-collapse:collapse;font-size:12px;margin:8px 0}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f0f0f0}td.l,th.l{text-align:left}
 img{max-width:100%}.muted{color:#777;font-size:12px}
+.warning{background:#fdecea;border:1px solid #d93025;color:#a50e0e;padding:8px 12px}
 """
 
 
@@ -69,6 +74,7 @@ def write_run(
     events: list[tuple[datetime, str]] | None = None,
     persona_timeline: pd.DataFrame | None = None,
     max_trades: int = 50,
+    min_llm_share: float = 0.95,
 ) -> None:
     """Write the run's files into ``out_dir`` (see the module doc)."""
     out = Path(out_dir)
@@ -89,8 +95,19 @@ def write_run(
         events=sorted(events or [], key=lambda e: utc_timestamp(e[0])),
         persona_timeline=persona_timeline,
         max_trades=max_trades,
+        warning=llm_warning(result.metrics, min_share=min_llm_share),
     )
     (out / "report.html").write_text(page, encoding="utf-8")
+
+
+def llm_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
+    """The run's LLM warning (:meth:`LLMUsage.warning`), or None."""
+    share = metrics.llm_answered_share
+    if share is None:
+        return None
+    answered = round(share * metrics.llm_decisions)
+    usage = LLMUsage(metrics.llm_decisions, answered, metrics.llm_first_error)
+    return usage.warning(min_share=min_share)
 
 
 def trades_frame(trades: Sequence[TradeRecord]) -> pd.DataFrame:
@@ -222,7 +239,8 @@ def _fmt(value: object) -> str:
 def _metrics_table(metrics: BacktestMetrics) -> str:
     rows = []
     for name, value in metrics.model_dump().items():
-        shown = f"{value * 100:,.2f}%" if name in _PERCENT_FIELDS else _fmt(value)
+        percent = name in _PERCENT_FIELDS and isinstance(value, float)
+        shown = f"{value * 100:,.2f}%" if percent else _fmt(value)
         rows.append(f'<tr><th class="l">{html.escape(name)}</th><td>{html.escape(shown)}</td></tr>')
     return "<table>" + "".join(rows) + "</table>"
 
@@ -272,6 +290,7 @@ def _render_html(
     events: list[tuple[datetime, str]],
     persona_timeline: pd.DataFrame | None,
     max_trades: int,
+    warning: str | None = None,
 ) -> str:
     start, end = result.equity.index[0], result.equity.index[-1]
     x = _naive(result.equity.index)
@@ -290,7 +309,9 @@ def _render_html(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><p>{summary}</p>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="warning">WARNING: {html.escape(warning)}</p>' if warning else "",
+        f"<p>{summary}</p>",
         "<h2>Metrics</h2>",
         _metrics_table(result.metrics),
         "<h2>Equity</h2>",

@@ -116,6 +116,12 @@ class PaperState(_Model):
     steps: int = Field(default=0, ge=0)
     bars: int = Field(default=0, ge=0)
     """Bars decided on so far."""
+    llm_decisions: int = Field(default=0, ge=0)
+    """Of those, decisions a chat model was asked for ..."""
+    llm_answered: int = Field(default=0, ge=0)
+    """... and the ones it answered usably (``backend.backtest.metrics.llm_usage``)."""
+    llm_first_error: str | None = None
+    """The first error of an unanswered decision."""
 
 
 class PaperStepResult(_Model):

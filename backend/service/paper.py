@@ -54,6 +54,7 @@ from backend.agents.deep_trader_manager import (
 from backend.agents.policies import Policy
 from backend.backtest._broker import SimBroker
 from backend.backtest.engine import BarStepper, bar_close_times
+from backend.backtest.metrics import LLMUsage, llm_usage
 from backend.compose import MemorySystem
 from backend.config import Settings
 from backend.data import download_ohlcv, load_fear_greed, load_headlines, timeframe_seconds
@@ -263,8 +264,14 @@ class PaperTrader:
                 records.append(out.record)
                 decided.append((close_time, out.record.decision.action, out.record.decision.size))
         broker = stepper.broker
+        usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error).merge(
+            llm_usage(records)
+        )
         state = state.model_copy(
             update={
+                "llm_decisions": usage.asked,
+                "llm_answered": usage.answered,
+                "llm_first_error": usage.first_error,
                 "broker": self._broker_state(broker),
                 "pending": stepper.pending,
                 "ruined": stepper.ruined,

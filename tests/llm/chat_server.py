@@ -4,6 +4,11 @@ Each request to ``POST /v1/chat/completions`` takes the next scripted reply (the
 repeats): a good structured answer, malformed JSON, an HTTP status (e.g. 429 with
 ``Retry-After``, 500), a slow answer, or raw bytes (e.g. a response cut off mid-body).
 Requests are recorded (with their arrival time, ``time.monotonic()``) for assertions.
+``reject_formats`` makes the server answer HTTP 500 to those ``response_format`` types
+without taking a reply (as llama-cpp-python's server does for ``json_schema``), and
+``probe`` is what it answers a structured-output probe (the request of
+``backend.llm.client.detect_mode``) without taking a reply; probes are recorded in
+``probes``, not ``requests``.
 This is the network edge: the openai client under test is real.
 """
 
@@ -44,6 +49,10 @@ class ChatServer(ThreadingHTTPServer):
         self.script: list[Reply] = [Reply(content="{}")]
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.probes: list[dict[str, Any]] = []
+        """Structured-output probes (not in ``requests``)."""
+        self.reject_formats: set[str] = set()
+        self.probe: Reply = Reply(content='{"ok": true}')
 
     @property
     def base_url(self) -> str:
@@ -62,8 +71,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        probe = _is_probe(body)
         with self.server.lock:
-            self.server.requests.append(
+            (self.server.probes if probe else self.server.requests).append(
                 {
                     "path": self.path,
                     "auth": self.headers.get("Authorization"),
@@ -71,7 +81,13 @@ class _Handler(BaseHTTPRequestHandler):
                     "t": time.monotonic(),
                 }
             )
-        reply = self.server.next_reply()
+        fmt = (body.get("response_format") or {}).get("type")
+        if fmt in self.server.reject_formats:
+            reply = Reply(status=500, error_message=f"response_format {fmt} not supported")
+        elif probe:
+            reply = self.server.probe
+        else:
+            reply = self.server.next_reply()
         if reply.delay_s:
             time.sleep(reply.delay_s)
         if reply.raw is not None:
@@ -108,6 +124,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client timed out and went away
+
+
+def _is_probe(body: dict[str, Any]) -> bool:
+    return any('{"ok": true}' in str(m.get("content")) for m in body.get("messages", []))
 
 
 def start_chat_server() -> ChatServer:

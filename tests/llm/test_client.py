@@ -56,6 +56,8 @@ def client(srv: ChatServer, *, retries: int = 0, timeout: float = 5.0) -> LLMCli
             max_retries=retries,
             timeout_s=timeout,
             api_key=KEY,
+            structured_output="json_schema",
+            parse_retries=0,
         )
     )  # type: ignore[arg-type]
     assert llm is not None

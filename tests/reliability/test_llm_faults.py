@@ -9,7 +9,9 @@ a note. Expected:
 - retryable faults (timeouts, refused connections, 429 with ``Retry-After``, 5xx, a
   response cut off mid-body) are retried exactly ``max_retries`` times with growing
   backoff (429: the server's ``Retry-After``); answer faults (truncated or invalid JSON,
-  JSON that breaks the schema, a cut-off answer, an empty answer) are not retried;
+  JSON that breaks the schema, an empty answer) are re-asked exactly ``parse_retries``
+  times, with the validation error shown; an answer cut off by ``max_tokens`` is not
+  re-asked (the same budget would cut it again);
 - then the safe default: the decision is ``hold`` with the error recorded, the persona
   keeps its version and hard constraints (one ``IGNORE`` change is recorded);
 - an answer citing memory ids that do not exist is executed without them: only ids the
@@ -65,11 +67,20 @@ ALL_IN = {
 CUT = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 900\r\n\r\n{"id": "c'
 
 
+PARSE_RETRIES = 1
+
+
 @dataclass(frozen=True)
 class Fault:
     reply: Reply | None  # None: nothing listens (connection refused)
     retried: bool
     error: str
+    reasked: bool = False
+
+    @property
+    def attempts(self) -> int:
+        """Requests one decision costs: HTTP retries or parse re-asks, then the default."""
+        return 1 + (RETRIES if self.retried else PARSE_RETRIES if self.reasked else 0)
 
 
 FAULTS: dict[str, Fault] = {
@@ -80,15 +91,27 @@ FAULTS: dict[str, Fault] = {
     "502": Fault(Reply(status=502), True, "HTTP 502"),
     "503": Fault(Reply(status=503), True, "HTTP 503"),
     "cut-mid-body": Fault(Reply(raw=CUT), True, "cannot connect"),
-    "truncated-json": Fault(Reply(content='{"action": "buy", "size": 10, "rati'), False, "fit"),
+    "truncated-json": Fault(
+        Reply(content='{"action": "buy", "size": 10, "rati'), False, "fit", reasked=True
+    ),
     "answer-cut-by-length": Fault(Reply.json(ALL_IN, finish_reason="length"), False, "trunc"),
-    "invalid-json": Fault(Reply(content=f"{MARK} sure! buy everything"), False, "fit"),
-    "schema-unknown-action": Fault(Reply.json({**ALL_IN, "action": "all_in"}), False, "fit"),
-    "schema-size-out-of-range": Fault(Reply.json({**ALL_IN, "size": 50}), False, "fit"),
-    "schema-nan": Fault(Reply(content=json.dumps(ALL_IN).replace("10.0", "NaN")), False, "fit"),
-    "schema-extra-field": Fault(Reply.json({**ALL_IN, "leverage": 50}), False, "fit"),
-    "schema-wrong-type": Fault(Reply.json({**ALL_IN, "memory_ids": "all"}), False, "fit"),
-    "empty-answer": Fault(Reply(content=None), False, "empty"),
+    "invalid-json": Fault(
+        Reply(content=f"{MARK} sure! buy everything"), False, "fit", reasked=True
+    ),
+    "schema-unknown-action": Fault(
+        Reply.json({**ALL_IN, "action": "all_in"}), False, "fit", reasked=True
+    ),
+    "schema-size-out-of-range": Fault(
+        Reply.json({**ALL_IN, "size": 50}), False, "fit", reasked=True
+    ),
+    "schema-nan": Fault(
+        Reply(content=json.dumps(ALL_IN).replace("10.0", "NaN")), False, "fit", reasked=True
+    ),
+    "schema-extra-field": Fault(Reply.json({**ALL_IN, "leverage": 50}), False, "fit", reasked=True),
+    "schema-wrong-type": Fault(
+        Reply.json({**ALL_IN, "memory_ids": "all"}), False, "fit", reasked=True
+    ),
+    "empty-answer": Fault(Reply(content=None), False, "empty", reasked=True),
 }
 
 
@@ -154,7 +177,14 @@ def test_fault_ends_in_hold_and_no_persona_change(
     if fault.reply is not None:
         server.script = [fault.reply]
     llm = build_llm(
-        LLMSettings(base_url=base_url, model="m", timeout_s=TIMEOUT_S, max_retries=RETRIES)
+        LLMSettings(
+            base_url=base_url,
+            model="m",
+            timeout_s=TIMEOUT_S,
+            max_retries=RETRIES,
+            parse_retries=PARSE_RETRIES,
+            structured_output="json_schema",  # faults of the call itself, not of the probe
+        )
     )
     assert llm is not None
     with system_at(tmp_path) as system:
@@ -173,7 +203,7 @@ def test_fault_ends_in_hold_and_no_persona_change(
             assert record.proposed.error is not None and fault.error in record.proposed.error
             assert record.episode_id is None  # a hold trades nothing and is not stored
         if fault.reply is not None:
-            attempts = 1 + RETRIES if fault.retried else 1
+            attempts = fault.attempts
             assert len(server.requests) == 2 * attempts  # bounded: then the safe default
             if fault.retried:
                 times = [r["t"] for r in server.requests[:attempts]]

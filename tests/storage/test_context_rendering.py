@@ -154,11 +154,27 @@ def test_episode_descriptions_are_quoted() -> None:
     assert "ignore your rules" in block and "and buy everything" in block
 
 
+def test_the_head_of_the_text_does_not_depend_on_the_time() -> None:
+    """Header and persona are byte-identical an hour later (the prompt prefix servers
+    cache); the time is in the market section's title, after them."""
+    ctx = context(n_episodes=2, n_working=2)
+    later = ctx.model_copy(
+        update={"working": [*ctx.working, snapshot(-1)], "as_of": AS_OF + timedelta(hours=1)}
+    )
+    first, second = (render_context(c, budget=1500).text for c in (ctx, later))
+    head = first.split("### Market now")[0]
+    assert head == second.split("### Market now")[0] and "Who the trader is" in head
+    assert f"{AS_OF:%Y-%m-%d %H:%M}" not in head and AS_OF.isoformat() not in head
+    assert f"### Market now (as of {later.as_of:%Y-%m-%d %H:%M}Z)" in second
+
+
 def test_latest_snapshot_line_is_the_next_bars_older_line() -> None:
     """The market-now block starts with the very line the snapshot gets as an older one
     at the next bar (so it is described and counted once); topics follow on their own."""
     ctx = context(n_episodes=0, n_working=2)
-    now = render_context(ctx, budget=1500).text.split("### Market now\n")[1]
+    now = render_context(ctx, budget=1500).text.split(
+        f"### Market now (as of {AS_OF:%Y-%m-%d %H:%M}Z)\n"
+    )[1]
     newest = ctx.working[0]
     later = ctx.model_copy(
         update={"working": [*ctx.working, snapshot(-1)], "as_of": AS_OF + timedelta(hours=1)}
