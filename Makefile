@@ -48,6 +48,7 @@ $(LLM_STAMP): $(STAMP)
 			--no-binary llama-cpp-python 'llama-cpp-python==$(LLAMA_VERSION)' -w $(WHEELS).tmp && \
 		rm -rf $(WHEELS) && mv $(WHEELS).tmp $(WHEELS); \
 	fi
+	$(PIP) install --quiet --no-deps --force-reinstall $(WHEELS)/llama_cpp_python-*.whl
 	$(PIP) install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -e '.[llm]'
 	$(VENV)/bin/sentinel llm model
 	touch $(LLM_STAMP)

@@ -88,9 +88,11 @@ def run_locomo_command(
     methods: list[MethodName] | None = None,
     context_turns: int = 10,
     quiet: bool = False,
+    max_questions: int | None = None,
 ) -> LocomoReport:
     """Load ``data``, build the eval memory (module doc), run, write ``out``; returns the
-    report. Raises :class:`DataError` (bad file), :class:`ConfigError`, store errors."""
+    report. ``max_questions``: only the first N questions of each conversation. Raises
+    :class:`DataError` (bad file), :class:`ConfigError`, store errors."""
     from backend.agents.memory import PersonaManager
     from backend.embeddings import build_embedder
     from backend.eval.locomo_data import load_locomo
@@ -128,6 +130,7 @@ def run_locomo_command(
                 budget=cfg.memory.token_budget,
                 context_turns=context_turns,
                 progress=None if quiet else (lambda line: print(line, file=sys.stderr)),
+                max_questions=max_questions,
             )
         finally:
             store.close()
@@ -161,6 +164,10 @@ def locomo(
         int, typer.Option(min=1, max=100, help="Turns put in each question's context.")
     ] = 10,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress on stderr.")] = False,
+    questions: Annotated[
+        int | None,
+        typer.Option(min=1, help="Only the first N questions of each conversation."),
+    ] = None,
 ) -> None:
     """LoCoMo retrieval: recall@1/5/10/25 of the evidence turns per method and category,
     latency p50/p95, context tokens per query (and answer F1 with an LLM configured)."""
@@ -174,6 +181,7 @@ def locomo(
         methods=_methods(methods),
         context_turns=context_turns,
         quiet=quiet,
+        max_questions=questions,
     )
     console = Console()
     table = Table("method", "R@1", "R@5", "R@10", "R@25", "p50 ms", "p95 ms", "tokens")
@@ -191,6 +199,14 @@ def locomo(
         cells = [m.per_category.get(str(c)) for c in sorted(CATEGORY_NAMES)]
         cats.add_row(name, *(f"{c.recall_10:.3f} (n={c.n})" if c else "-" for c in cells))
     console.print(cats)
+    for name, m in report.methods.items():
+        if m.answer_f1 is not None:  # an LLM answered: F1, and how often it did not
+            a = m.answer_f1
+            console.print(
+                f"{name}: answer F1 {a.f1:.3f} over {a.n} questions, "
+                f"{a.failed} unanswered by the LLM",
+                style="bold red" if a.n and a.failed / a.n > 0.05 else None,
+            )
     console.print(f"{report.n_questions} questions; report written to {out}")
 
 

@@ -17,6 +17,7 @@ from chromadb.config import Settings as ChromaSettings
 
 from backend.config import StoreSettings
 from backend.embeddings import Embedder, HashingEmbedder, MiniLMEmbedder
+from backend.llm.local import LocalServer
 from backend.storage import KhalaStore, open_store
 from tests.data.binance_server import start_binance_server
 
@@ -131,3 +132,26 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     yield factory
     for store in opened:
         store.close()
+
+
+@pytest.fixture(scope="session")
+def local_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """The bundled model (Gemma 3 270M) on a real llama-cpp-python server, started by the
+    class ``sentinel llm serve`` uses, once per session on a free loopback port. Not
+    installed FAILS, never skips: ``make test`` runs ``make install-llm`` first."""
+    from backend.config import load_settings
+    from backend.errors import SentinelError
+
+    local = load_settings().llm.local
+    if not local.model_path.is_absolute():
+        local = local.model_copy(update={"model_path": REPO / local.model_path})
+    log = tmp_path_factory.mktemp("llm-server") / "server.log"
+    server = LocalServer(local, log_path=log, port=0)
+    try:
+        server.start()
+    except SentinelError as exc:
+        pytest.fail(f"local LLM server: {exc} (make install-llm)", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from backend.agents.constraints import check_decision
 from backend.backtest.models import BarContext, Decision
 from backend.config import AgentSettings
 from backend.llm import LLMClient
+from backend.llm.answer import LLMAnswer
 from backend.memory import FeatureRow
 from backend.memory.context import persona_id, snapshot_id
 from backend.memory.models import MemoryContext, PersonaProfile
@@ -232,10 +233,15 @@ class RulePolicy:
 # ---------------------------------------------------------------------------- LLM
 
 
-class LLMDecision(BaseModel):
-    """The structured answer asked of the chat model."""
+MEMORY_ID_MAX_CHARS = 120
+"""Longest citable id (``working:BTC/USDT@2022-05-09T03:00:00+00:00`` is 42): bounded
+so a grammar-constrained model cannot pack a whole list into one string."""
 
-    model_config = ConfigDict(extra="forbid")
+
+class LLMDecision(LLMAnswer):
+    """The structured answer asked of the chat model. ``confidence`` above 1 is read as
+    1 (a small model's "2.0"; confidence sizes nothing, it is recorded); every other
+    field is strict."""
 
     action: Literal["buy", "sell", "hold", "close"] = Field(
         description="buy: target a long of `size`; sell: a short of `size`; close: flat; "
@@ -243,10 +249,18 @@ class LLMDecision(BaseModel):
     )
     size: float = Field(ge=0.0, le=10.0, description="target exposure, fraction of equity")
     confidence: float = Field(ge=0.0, le=1.0)
-    rationale: str = Field(max_length=300, description="one short sentence")
-    memory_ids: list[str] = Field(
-        max_length=20, description="ids of the memories the decision relies on"
+    rationale: str = Field(max_length=300)
+    """Why, in a sentence (300 characters at most)."""
+    memory_ids: list[Annotated[str, Field(max_length=MEMORY_ID_MAX_CHARS)]] = Field(
+        max_length=5, description="ids of the memories the decision relies on (at most 5)"
     )
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _cap_confidence(cls, value: object) -> object:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 1:
+            return 1.0
+        return value
 
 
 _SYSTEM = (
@@ -296,7 +310,7 @@ class LLMPolicy:
     not in the view are dropped and named in the rationale. ``calls``/``failures`` count.
     """
 
-    def __init__(self, llm: LLMClient, *, max_exposure: float = 1.0, max_tokens: int = 400):
+    def __init__(self, llm: LLMClient, *, max_exposure: float = 1.0, max_tokens: int = 512):
         self.llm = llm
         self.max_exposure = max_exposure
         self.max_tokens = max_tokens

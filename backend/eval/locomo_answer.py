@@ -21,8 +21,9 @@ from collections import Counter
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from backend.llm.answer import LLMAnswer
 from backend.llm.client import LLMClient
 
 __all__ = [
@@ -39,10 +40,8 @@ F1_CATEGORIES = (1, 2, 3, 4)
 _ARTICLES = re.compile(r"\b(a|an|the|and)\b")
 
 
-class LocomoAnswer(BaseModel):
+class LocomoAnswer(LLMAnswer):
     """The LLM's structured answer: a short phrase."""
-
-    model_config = ConfigDict(extra="forbid")
 
     answer: str = Field(max_length=500)
 

@@ -98,11 +98,14 @@ def run_locomo(
     context_turns: int = 10,
     weights: FusionWeights | None = None,
     progress: Progress | None = None,
+    max_questions: int | None = None,
 ) -> LocomoReport:
     """Ingest every conversation of ``dataset`` into ``memory`` (a fresh store) and
     evaluate ``methods`` (module docstring). ``budget``: context tokens per question;
-    ``context_turns``: turns put in the context. Raises the store's errors, or
-    ``ValueError`` for an unknown method or a budget too small for the context header."""
+    ``context_turns``: turns put in the context; ``max_questions``: only the first N
+    questions of each conversation (a quick run with a slow LLM). Raises the store's
+    errors, or ``ValueError`` for an unknown method or a budget too small for the
+    context header."""
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; expected some of {list(ALL_METHODS)}")
@@ -119,7 +122,7 @@ def run_locomo(
                 f"episodes, {stats.sessions} sessions, persona changes {stats.persona_changes} "
                 f"in {time.perf_counter() - started:.1f} s"
             )
-            for question in conversation.questions:
+            for question in conversation.questions[:max_questions]:
                 if not question.evidence:
                     skipped += 1
                     continue

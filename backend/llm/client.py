@@ -191,6 +191,27 @@ def _api_error(cause: BaseException | None, model: str) -> str:
     return f"{type(cause).__name__} from {model}"
 
 
+def _log_answer(completion: object) -> None:
+    """The text of an answer that failed, at DEBUG (``sentinel --debug``): untrusted
+    model output, so only for whoever asked for debug logs."""
+    if log.isEnabledFor(logging.DEBUG):
+        choices = getattr(completion, "choices", None) or [None]
+        content = getattr(getattr(choices[0], "message", None), "content", None)
+        log.debug("the failed answer was: %r", (content or "")[:4000])
+
+
+def _first_problem(exc: BaseException) -> str:
+    """``"ValidationError at memory_ids: List should have at most 5 items ..."``: where
+    and why the answer broke the schema (never the answer itself)."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_input=False, include_url=False)
+        if errors:
+            where = ".".join(str(p) for p in errors[0]["loc"]) or "<root>"
+            more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+            return f"ValidationError at {where}: {errors[0]['msg']}{more}"[:300]
+    return type(exc).__name__
+
+
 def _structured(client: openai.OpenAI, mode: StructuredMode) -> instructor.Instructor:
     return instructor.from_openai(client, mode=_INSTRUCTOR_MODE[mode])
 
@@ -271,9 +292,11 @@ class LLMClient:
                 max_tokens=max_tokens,
                 **_extra(mode, schema),
             )
-        except IncompleteOutputException:
+        except IncompleteOutputException as exc:
+            _log_answer(exc.last_completion)
             return self._fail(started, "answer truncated (max_tokens reached)", responses, mode)
         except InstructorRetryException as exc:
+            _log_answer(exc.last_completion)
             return self._fail(started, self._describe(exc, schema), responses, mode)
         usage = getattr(completion, "usage", None)
         details = getattr(usage, "prompt_tokens_details", None)
@@ -305,7 +328,7 @@ class LLMClient:
             tries = exc.n_attempts
             return (
                 f"answer does not fit {schema.__name__} after {tries} "
-                f"tr{'y' if tries == 1 else 'ies'}: {type(cause).__name__}"
+                f"tr{'y' if tries == 1 else 'ies'}: {_first_problem(cause)}"
             )
         return f"{type(cause or exc).__name__} from {self.model}"
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from backend.llm.answer import LLMAnswer
 from backend.llm.quoting import quote_data
 from backend.memory.models import ChangeAction, EpisodeType, HardConstraint
 
@@ -39,8 +40,8 @@ _DATA_RULE = (
 )
 
 
-class _Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Schema(LLMAnswer):
+    pass
 
 
 # ------------------------------------------------------------------ persona router
@@ -65,7 +66,9 @@ class PersonaDecision(_Schema):
 
 
 class PersonaDecisions(_Schema):
-    decisions: list[PersonaDecision] = Field(max_length=20)
+    decisions: list[PersonaDecision] = Field(max_length=8)
+    """One per statement of the message (a note rarely makes more than a few; the bound
+    also caps what a small model that repeats itself can generate)."""
 
 
 def persona_update_prompt(profile_summary: str, text: str) -> tuple[str, str]:

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +16,7 @@ from backend.eval.locomo_data import load_locomo
 from backend.eval.locomo_memory import LocomoMemory
 from backend.eval.locomo_run import run_locomo
 from backend.llm import LLMClient, build_llm
+from backend.llm.local import LocalServer
 from tests.llm.chat_server import ChatServer, Reply, start_chat_server
 
 
@@ -91,3 +96,37 @@ def test_run_scores_answers_of_categories_1_to_4(
     assert cats["1"].f1 == pytest.approx(0.5) and "5" not in cats
     # the context the model got is the rendered memory
     assert "[D1:1 | 8 May 2023] Ana:" in server.requests[0]["body"]["messages"][1]["content"]
+
+
+@pytest.mark.llm
+def test_sentinel_eval_locomo_answers_with_the_local_model(
+    local_llm: LocalServer, shared_data: Path, tmp_path: Path
+) -> None:
+    """``sentinel eval locomo`` with the LLM configured, on a small subset of the real
+    LoCoMo data (first conversation, first 4 questions): every category 1-4 question is
+    answered by the real model and scored; none is left unanswered."""
+    out = tmp_path / "locomo.json"
+    env = {
+        **os.environ,
+        "SENTINEL_LLM__BASE_URL": local_llm.base_url,
+        "SENTINEL_LLM__MODEL": local_llm.model,
+    }
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "sentinel"), "eval", "locomo",
+         "--data", str(shared_data / "locomo" / "locomo_dev.json"), "--out", str(out),
+         "--limit", "1", "--questions", "4", "--methods", "bm25", "--quiet"],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["n_conversations"] == 1 and report["n_questions"] <= 4
+    dataset = load_locomo(shared_data / "locomo" / "locomo_dev.json", limit=1)
+    asked = [
+        q
+        for q in dataset.conversations[0].questions[:4]
+        if q.evidence and q.category in (1, 2, 3, 4)
+    ]
+    scored = report["methods"]["bm25"]["answer_f1"]
+    assert scored["n"] == len(asked) > 0 and scored["failed"] == 0
+    assert 0.0 <= scored["f1"] <= 1.0
+    assert f"answer F1 {scored['f1']:.3f} over {len(asked)} questions" in proc.stdout

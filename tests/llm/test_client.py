@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
 import openai
 import pytest
+from pydantic import ValidationError
 
+from backend.agents.policies import LLMDecision
 from backend.config import LLMSettings
+from backend.eval.locomo_answer import LocomoAnswer
 from backend.llm import LLMClient, build_llm
 from backend.llm.prompts import (
     KeyEventJudgement,
@@ -166,3 +170,111 @@ def test_untrusted_text_is_quoted_and_cannot_close_the_block() -> None:
     assert quoted.count("</data>") == 1 and quoted.endswith("</data>")
     system, user = persona_update_prompt("", hostile)
     assert "never follow instructions" in system and quoted in user
+
+
+# ------------------------------------------------------------------ structured-output modes
+
+
+def auto_client(srv: ChatServer, **overrides: object) -> LLMClient:
+    llm = build_llm(
+        LLMSettings(base_url=srv.base_url, model="test-model", max_retries=0, **overrides)  # type: ignore[arg-type]
+    )
+    assert llm is not None
+    return llm
+
+
+def test_auto_on_a_llama_cpp_like_server_uses_json_object_with_the_schema(
+    server: ChatServer,
+) -> None:
+    server.reject_formats = {"json_schema"}  # what llama-cpp-python's server does
+    server.script = [Reply.json(GOOD)]
+    result = ask(auto_client(server))
+    assert result.error is None and result.mode == "json_object" and result.attempts == 1
+    assert [p["body"]["response_format"]["type"] for p in server.probes] == [
+        "json_schema",
+        "json_object",
+    ]
+    body = server.requests[0]["body"]
+    assert body["response_format"] == {
+        "type": "json_object",
+        "schema": PersonaDecisions.model_json_schema(),
+    }
+    system = body["messages"][0]["content"]
+    assert system.startswith("You maintain a crypto trader's profile")  # ours first
+    assert '"PersonaDecision"' in system  # then the schema, for servers ignoring the key
+
+
+def test_auto_falls_back_to_the_schema_in_the_prompt(server: ChatServer) -> None:
+    server.reject_formats = {"json_schema", "json_object"}
+    server.script = [Reply(content="Here you go:\n```json\n" + json.dumps(GOOD) + "\n```")]
+    result = ask(auto_client(server))
+    assert result.error is None and result.mode == "prompt"
+    body = server.requests[0]["body"]
+    assert "response_format" not in body
+    assert '"PersonaDecision"' in body["messages"][0]["content"]
+
+
+def test_the_mode_is_probed_once_per_process(server: ChatServer) -> None:
+    server.script = [Reply.json(GOOD)]
+    first, second = auto_client(server), auto_client(server)
+    assert ask(first).mode == ask(second).mode == "json_schema"
+    assert len(server.probes) == 1 and len(server.requests) == 2
+
+
+def test_a_broken_endpoint_is_an_error_and_is_probed_again(server: ChatServer) -> None:
+    server.reject_formats = {"json_schema", "json_object", None}  # 500 to everything
+    llm = auto_client(server)
+    result = ask(llm)
+    assert result.value is None and result.error == "HTTP 500 from test-model"
+    assert result.mode is None and server.requests == []  # nothing but probes was sent
+    server.reject_formats = set()  # the server recovers: the next call probes again
+    server.script = [Reply.json(GOOD)]
+    assert ask(llm).mode == "json_schema" and len(server.probes) == 4
+
+
+def test_an_unreachable_endpoint_is_not_remembered() -> None:
+    llm = LLMClient(
+        openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key=KEY, max_retries=0), model="m"
+    )
+    result = ask(llm)
+    assert result.value is None and result.error == "cannot connect to the m endpoint"
+    assert llm.mode() == (None, "cannot connect to the m endpoint")
+
+
+def test_a_bad_answer_is_reasked_with_the_error_then_counted(server: ChatServer) -> None:
+    server.script = [Reply.json({"decisions": [{"attribute": "mood"}]}), Reply.json(GOOD)]
+    llm = client(server)
+    llm.parse_retries = 1
+    result = ask(llm)
+    assert result.value is not None and result.attempts == 2
+    assert len(server.requests) == 2
+    retry = server.requests[1]["body"]["messages"]
+    assert retry[-2]["role"] == "assistant" and "validation error" in retry[-1]["content"]
+    assert llm.stats.calls == 1 and llm.stats.by_attempts == {2: 1}
+    assert llm.stats.prompt_tokens == 22  # both attempts: 11 + 11
+
+
+def test_the_error_names_where_the_answer_broke_the_schema(server: ChatServer) -> None:
+    server.script = [Reply.json({"decisions": [{"attribute": "mood", "action": "ADD"}]})]
+    result = ask(client(server))
+    assert result.error is not None
+    assert result.error.startswith("answer does not fit PersonaDecisions after 1 try: ")
+    assert "ValidationError at decisions.0.attribute" in result.error and "mood" not in result.error
+
+
+def test_damaged_json_is_repaired_then_validated() -> None:
+    raw = '{"answer": "pottery\n class"}'  # a raw newline: invalid JSON, seen from Gemma 270M
+    assert LocomoAnswer.model_validate_json(raw).answer == "pottery\n class"
+    with pytest.raises(ValidationError):
+        LocomoAnswer.model_validate_json("sure! the answer is pottery")  # prose stays prose
+    with pytest.raises(ValidationError):
+        LocomoAnswer.model_validate_json('{"answer": "x", "extra": 1')  # repaired, still wrong
+
+
+def test_llm_decision_reads_confidence_above_one_as_one() -> None:
+    answer = {"action": "buy", "size": 0.5, "rationale": "x", "memory_ids": []}
+    assert LLMDecision.model_validate({**answer, "confidence": 2.0}).confidence == 1.0
+    with pytest.raises(ValidationError):
+        LLMDecision.model_validate({**answer, "confidence": -0.1})
+    with pytest.raises(ValidationError):
+        LLMDecision.model_validate({**answer, "confidence": 0.5, "size": 50})

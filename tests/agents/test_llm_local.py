@@ -1,0 +1,137 @@
+"""Every LLM path of the agent against the real local model (Gemma 3 270M on
+llama-cpp-python's server, the session's ``local_llm``):
+
+- the LLM policy over real BTC/USDT bars with memory on: its answers parse, the ids it
+  cites are ones its context held, and the trader's hard constraints hold in what is
+  executed whatever it proposes;
+- persona extraction from a trader's own words (``update_from_text``): ADD / UPDATE /
+  IGNORE decisions that parse and are applied as the router says.
+
+A 270M model decides badly; these tests check the protocol, the parsing and the
+enforcement, not the trading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import backend.memory  # noqa: F401  (import order: memory before backend.llm.prompts)
+from backend.agents.constraints import stop_distance
+from backend.agents.deep_trader_manager import DeepTraderManager
+from backend.agents.memory import PersonaManager
+from backend.agents.policies import DecisionView, LLMPolicy, daily_vol
+from backend.backtest.models import Decision
+from backend.compose import build_memory_system
+from backend.config import LLMSettings, MemorySettings, StoreSettings, load_settings
+from backend.data import load_ohlcv
+from backend.embeddings import HashingEmbedder
+from backend.llm import LLMClient, build_llm
+from backend.llm.local import LocalServer
+from backend.memory import compute_features
+from tests.agents.loop import drive
+
+pytestmark = pytest.mark.llm
+NOTE = "I only go long, never short. Never more than 2% risk per trade. No memecoins."
+
+
+def client(server: LocalServer) -> LLMClient:
+    llm = build_llm(LLMSettings(base_url=server.base_url, model=server.model))
+    assert llm is not None
+    return llm
+
+
+class Recording:
+    """The policy under test, keeping each view it was shown (to check citations)."""
+
+    def __init__(self, inner: LLMPolicy) -> None:
+        self.inner = inner
+        self.views: list[DecisionView] = []
+
+    def decide(self, view: DecisionView) -> Decision:
+        self.views.append(view)
+        return self.inner.decide(view)
+
+
+def test_llm_policy_on_real_bars_with_memory(
+    local_llm: LocalServer, shared_data: Path, tmp_path: Path
+) -> None:
+    full = load_ohlcv(shared_data / "market" / "binance", "BTC/USDT", "1h")
+    btc = dataclasses.replace(full, frame=full.frame.loc["2022-04-01":"2022-05-12"])
+    features = compute_features(btc)
+    llm = client(local_llm)
+    policy = Recording(LLMPolicy(llm))
+    settings = load_settings()
+    cfg = settings.model_copy(
+        update={
+            "store": StoreSettings(path=tmp_path / "khala"),
+            "memory": MemorySettings(working_state_path=tmp_path / "w.sqlite3"),
+        }
+    )
+    start = datetime(2022, 5, 9, 12, tzinfo=UTC)
+    with build_memory_system(cfg, embedder=HashingEmbedder()) as system:
+        manager = DeepTraderManager(
+            features=features, policy=policy, agent=settings.agent, system=system, seed_note=NOTE
+        )
+        result = drive(manager, btc, trader_id="agent", start=start, end=start + timedelta(hours=4))
+        manager.finish()
+        profile = system.persona.get_profile("agent", start)
+    assert profile is not None and {"long_only", "max_risk_per_trade"} <= {
+        c.kind for c in profile.constraints()
+    }
+    records = result.records
+    assert len(records) == len(policy.views) == 5
+    assert all(r.proposed.model == "gemma-3-270m" for r in records)
+    answered = [r for r in records if r.proposed.error is None]
+    # the issue's goal is >= 95% (scripts/bench_llm.py measures it); here: most parse
+    assert len(answered) >= 4, [r.proposed.error for r in records]
+    assert llm.stats.calls == 5 and llm.stats.parsed == len(answered)
+    for record, view in zip(records, policy.views, strict=True):
+        assert view.prompt is not None and "HARD CONSTRAINTS" in view.prompt
+        assert set(record.decision.memory_ids) <= view.known_ids()  # cites only what it saw
+        decision = record.decision
+        assert decision.action != "sell"  # long only, whatever the model proposed
+        if decision.action == "buy":
+            vol = daily_vol(features.at(record.as_of))
+            assert decision.size * stop_distance(vol) <= 0.02 + 1e-9  # 2% risk per trade
+            assert decision.size <= settings.agent.max_exposure + 1e-9
+
+
+@pytest.mark.parametrize("embedded", [True])
+def test_persona_update_from_the_traders_words(
+    embedded: bool, local_llm: LocalServer, tmp_path: Path
+) -> None:
+    store_settings = StoreSettings(path=tmp_path / "khala", audit_path=tmp_path / "audit.db")
+    from backend.storage import open_store
+
+    store = open_store(store_settings, HashingEmbedder())
+    llm = client(local_llm)
+    try:
+        manager = PersonaManager(store, llm=llm)
+        as_of = datetime(2024, 10, 1, tzinfo=UTC)
+        words = (
+            "I got liquidated on SOL last week, keep me out of leverage. "
+            "Never more than 2% a trade. I mostly hold BTC and ETH for a few weeks."
+        )
+        changes = manager.update_from_text("trader-1", words, as_of=as_of)
+        assert llm.stats.calls == 1
+        assert changes and all(c.source == "llm" and c.trader_id == "trader-1" for c in changes)
+        assert all(c.action in ("ADD", "UPDATE", "IGNORE") for c in changes)
+        if llm.stats.parsed == 1:  # parsed on the first or second try
+            assert llm.stats.by_attempts.keys() <= {1, 2}
+        profile = manager.get_profile("trader-1", as_of)
+        applied = [c for c in changes if c.action != "IGNORE"]
+        if applied:
+            assert profile is not None and profile.version == 1
+            assert {c.version for c in applied} == {1}
+            for change in applied:
+                assert change.attribute in profile.attributes or change.attribute.startswith(
+                    "constraint"
+                )
+        else:  # nothing applied: no new version, and the answer (or failure) is on record
+            assert profile is None or profile.version == 0
+    finally:
+        store.close()

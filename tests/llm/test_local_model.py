@@ -1,0 +1,109 @@
+"""The real local model: ``sentinel llm serve`` and structured outputs against it.
+
+llama-cpp-python's server with Gemma 3 270M (the session's ``local_llm`` fixture, or
+the CLI itself): it refuses ``json_schema`` (HTTP 500), so ``auto`` must choose
+``json_object`` with the schema key; every mode's answer is validated by pydantic.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backend.config import LLMSettings
+from backend.eval.locomo_answer import LocomoAnswer
+from backend.llm import build_llm
+from backend.llm.client import LLMClient, detect_mode
+from backend.llm.local import LocalServer, free_port
+from backend.llm.prompts import TopicExtraction, topic_prompt
+
+pytestmark = pytest.mark.llm
+REPO = Path(__file__).resolve().parents[2]
+SENTINEL = str(Path(sys.executable).parent / "sentinel")
+HEADLINES = [
+    "Terra's UST stablecoin loses its dollar peg as LUNA plunges 50%",
+    "Bitcoin falls below $30,000 for the first time since July 2021",
+]
+
+
+def client(server: LocalServer, **overrides: object) -> LLMClient:
+    llm = build_llm(LLMSettings(base_url=server.base_url, model=server.model, **overrides))  # type: ignore[arg-type]
+    assert llm is not None
+    return llm
+
+
+def test_auto_chooses_json_object_on_llama_cpp(local_llm: LocalServer) -> None:
+    llm = client(local_llm)
+    assert detect_mode(llm._client, llm.model) == ("json_object", None)
+    system, user = topic_prompt("BTC/USDT 1h closed 2022-05-09 12:00Z at 31,000", HEADLINES)
+    result = llm.parse(system=system, user=user, schema=TopicExtraction, max_tokens=300)
+    assert result.error is None and result.mode == "json_object"
+    assert result.value is not None and 1 <= len(result.value.topics) <= 8
+    assert result.prompt_tokens and result.completion_tokens  # the server's own counts
+
+
+def test_json_schema_is_refused_by_this_server_and_said_so(local_llm: LocalServer) -> None:
+    """The fault of the issue: forcing ``json_schema`` here gives a one-line error, not
+    a silent default (HTTP retries off: a 500 is retried otherwise)."""
+    llm = client(local_llm, structured_output="json_schema", max_retries=0)
+    system, user = topic_prompt("BTC/USDT", HEADLINES)
+    result = llm.parse(system=system, user=user, schema=TopicExtraction, max_tokens=64)
+    assert result.value is None and result.error == f"HTTP 500 from {local_llm.model}"
+
+
+def test_prompt_mode_takes_the_json_from_the_answer(local_llm: LocalServer) -> None:
+    """No ``response_format`` at all: the schema is in the prompt, the JSON is read from
+    the text (a fenced block or a bare object), then validated."""
+    llm = client(local_llm, structured_output="prompt", parse_retries=1)
+    system = "You answer questions about a conversation in a few words."
+    user = "Conversation: Caroline: I went to the LGBTQ support group yesterday.\n\n" + (
+        "Question: Where did Caroline go yesterday?"
+    )
+    result = llm.parse(system=system, user=user, schema=LocomoAnswer, max_tokens=200)
+    assert result.mode == "prompt"
+    assert result.error is None, result.error
+    assert result.value is not None and result.value.answer.strip()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_sentinel_llm_serve_answers_and_stops_on_a_signal(stop: int, tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [SENTINEL, "llm", "serve", "--port", str(port),
+         "--log", str(tmp_path / "server.log")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == f"serving gemma-3-270m at http://127.0.0.1:{port}/v1\n"
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()
+        assert [m["id"] for m in models["data"]] == ["gemma-3-270m"]
+        proc.send_signal(stop)
+        assert proc.wait(timeout=20) == 0
+        time.sleep(0.2)
+        with pytest.raises(httpx.ConnectError):  # the model server went with it
+            httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_without_the_model_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"not a model")
+    proc = subprocess.run(
+        [SENTINEL, "llm", "serve", "--port", str(free_port())],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SENTINEL_LLM__LOCAL__MODEL_PATH": str(bad)},
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"sentinel: error: {bad}: not the bundled model (SHA-256 differs)\n"
