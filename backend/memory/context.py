@@ -2,13 +2,13 @@
 
 Order of priority (what survives a small budget): the trader's hard constraints, the
 persona summary, the market now (latest snapshot), similar past episodes by score, then
-older market snapshots. That is also the order of the text, and nothing before the
-market section depends on the time (the ``as_of`` is in the market section's title): the
-header and persona stay byte-identical from bar to bar while the persona version does,
-so servers that cache prompt prefixes (llama.cpp, vLLM, OpenAI) reuse them. Blocks are
-added greedily in that order while they fit, each costed with tiktoken (cl100k_base)
-including the newline that ends it; every line of the result ends with a newline, so its
-exact count is the sum of the costs
+older market snapshots. The text is written in another order, slowest-changing first
+(:data:`_DISPLAY`): the trader, the earlier market context oldest first, the episodes,
+the market now (whose title carries the ``as_of``), so from one bar to the next the text
+keeps its head and servers that cache prompt prefixes (llama.cpp, vLLM, OpenAI) reuse
+it. Blocks are added greedily in priority order while they fit, each costed with
+tiktoken (cl100k_base) including the newline that ends it; every line of the result ends
+with a newline, so its exact count is the sum of the costs
 (:func:`backend.llm.tokens.count_tokens`) and ``tokens <= budget`` always holds.
 Headlines and the trader's words are untrusted: they are rendered as quoted data
 (``<data>`` blocks).
@@ -16,6 +16,7 @@ Headlines and the trader's words are untrusted: they are rendered as quoted data
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from backend.llm.quoting import quote_data
@@ -99,6 +100,31 @@ def episode_line(scored: ScoredEpisode) -> str:
     return text
 
 
+def _is_page_start(snapshot: MarketSnapshot, spacing_s: float) -> bool:
+    """Whether ``snapshot`` opens a page of :data:`PAGE_SNAPSHOTS` snapshots (its time,
+    in units of the snapshot spacing, is a multiple of the page size)."""
+    steps = round(snapshot.as_of.timestamp() / spacing_s)
+    return steps % PAGE_SNAPSHOTS == 0
+
+
+PAGE_SNAPSHOTS = 8
+"""When the budget cuts the earlier market context, it starts at a page boundary (a
+snapshot time that is a multiple of 8 snapshot spacings, e.g. 00:00, 08:00, 16:00 UTC for
+1h bars) rather than at the oldest line that fits: the block then keeps its first line,
+and the prompt its prefix, for up to 8 bars instead of changing at every bar, for up
+to 7 lines of context less (measured in ``docs/benchmarks.md``, ``bench_llm.py``)."""
+
+_PERSONA, _NOW, _EPISODES, _EARLIER = (
+    "### Who the trader is",
+    "### Market now",
+    "### Similar past episodes",
+    "### Earlier market context",
+)
+_DISPLAY = (_PERSONA, _EARLIER, _EPISODES, _NOW)
+"""Text order (not priority order): slowest-changing first. The earlier context is
+chronological and grows at its end, the episodes come next, the market now last."""
+
+
 def render_context(
     ctx: MemoryContext, *, budget: int, persona_summary: str | None = None
 ) -> RenderedContext:
@@ -107,6 +133,13 @@ def render_context(
     ``persona_summary`` is the profile's readable summary (from the persona manager); the
     hard constraints are rendered from the profile itself. Raises ``ValueError`` if the
     budget cannot hold even the header.
+
+    Blocks are chosen in priority order (module doc) and written in :data:`_DISPLAY`
+    order: header, the trader, the earlier market context oldest first, similar past
+    episodes, then the market now (with the ``as_of``). From one bar to the next, the
+    text up to the end of the earlier context changes only by the line the previous
+    bar's snapshot adds (until the budget cuts it, then once a page,
+    :data:`PAGE_SNAPSHOTS`), so a server's prefix cache reuses almost all of it.
     """
     header = (
         f"## Memory: trader {ctx.trader_id}, {ctx.symbol} "
@@ -131,30 +164,29 @@ def render_context(
         )
         if persona_summary:  # carries the trader's own words (goals, stated preferences)
             blocks.append(_Block(pid, quote_data(persona_summary)))
-        sections.append(("### Who the trader is", blocks))
+        sections.append((_PERSONA, blocks))
     newest_first = sorted(ctx.working, key=lambda s: s.as_of, reverse=True)
     if newest_first:
         sections.append(
-            (
-                f"### Market now (as of {ctx.as_of:%Y-%m-%d %H:%M}Z)",
-                [_Block(snapshot_id(newest_first[0]), _snapshot_text(newest_first[0]))],
-            )
+            (_NOW, [_Block(snapshot_id(newest_first[0]), _snapshot_text(newest_first[0]))])
         )
     if ctx.episodes:
         ranked = sorted(ctx.episodes, key=lambda s: s.score, reverse=True)
-        sections.append(
-            ("### Similar past episodes", [_Block(s.episode.id, episode_line(s)) for s in ranked])
-        )
-    parts: list[tuple[str | None, str]] = [(None, header)]
+        sections.append((_EPISODES, [_Block(s.episode.id, episode_line(s)) for s in ranked]))
+    titles = {_NOW: f"{_NOW} (as of {ctx.as_of:%Y-%m-%d %H:%M}Z)"}
+    chosen: dict[str, list[tuple[str, str, int]]] = {}
+    """section -> its blocks ``(memory id, text, cost)`` in the order they were added."""
+    added: list[str] = []
+    """Sections in the order their blocks were added (priority), one entry per block."""
     dropped: list[str] = []
-    opened: set[str] = set()
 
-    def add(title: str, block: _Block) -> bool:
-        """Append ``block`` under ``title`` if it fits; hard constraints are shortened.
-        Costs are counted with the newline that ends the block: the count of the
-        rendered text is the sum of these (``count_tokens``)."""
+    def add(section: str, block: _Block) -> bool:
+        """Add ``block`` to ``section`` if it fits; hard constraints are shortened.
+        Costs are counted with the newline that ends the block (and the section's title
+        with its own, once): the count of the rendered text is the sum of these."""
         nonlocal used
-        extra = 0 if title in opened else count_tokens(title + "\n")
+        title = titles.get(section, section)
+        extra = 0 if section in chosen else count_tokens(title + "\n")
         text = block.text
         cost = count_tokens(block.joined or text + "\n") + extra
         if used + cost > budget:
@@ -165,41 +197,84 @@ def render_context(
             # hard constraints are never silently lost: shortened to what fits
             text = truncate_to_tokens(block.text, room)
             cost = count_tokens(text + "\n") + extra
-        if title not in opened:
-            parts.append((None, title))
-            opened.add(title)
-        parts.append((block.memory_id, text))
+        chosen.setdefault(section, []).append((block.memory_id, text, cost))
+        added.append(section)
         used += cost
         return True
 
-    for title, blocks in sections:
+    for section, blocks in sections:
         for block in blocks:
-            add(title, block)
+            add(section, block)
     # Older snapshots are alike and lowest in priority: added newest first until one does
     # not fit; the rest are dropped without being rendered or counted (a hot-path saving).
     older = newest_first[1:]
     for position, snap in enumerate(older):
         memory_id, joined = _older_line(snap)
-        block = _Block(memory_id, joined[:-1], joined)
-        if not add("### Earlier market context", block):
+        if not add(_EARLIER, _Block(memory_id, joined[:-1], joined)):
             dropped.extend(_older_line(s)[0] for s in older[position + 1 :])
+            used -= _page_align(chosen, older, spacing_s=_spacing(older), dropped=dropped)
             break
-    rendered = "".join(t + "\n" for _, t in parts)
-    # Every part ends with a newline; when every part after the first starts with a
-    # non-space, the text's count is exactly the sum of the parts' costs (count_tokens
+
+    def render() -> str:
+        lines = [header]
+        for section in _DISPLAY:
+            blocks = chosen.get(section)
+            if blocks:
+                lines.append(titles.get(section, section))
+                ordered = reversed(blocks) if section == _EARLIER else blocks
+                lines.extend(text for _, text, _ in ordered)
+        return "".join(line + "\n" for line in lines)
+
+    rendered = render()
+    # Every line ends with a newline; when every one after the first starts with a
+    # non-space, the text's count is exactly the sum of the blocks' costs (count_tokens
     # cuts the text at those newlines), so nothing is re-encoded.
-    joins_clean = all(t[:1] and not t[:1].isspace() for _, t in parts[1:])
+    parts = [text for blocks in chosen.values() for _, text, _ in blocks]
+    joins_clean = all(t[:1] and not t[:1].isspace() for t in parts)
     tokens = used if joins_clean else count_tokens(rendered)
-    while tokens > budget and len(parts) > 1:  # a join changed the count: drop the tail
-        popped, _ = parts.pop()
-        if popped is not None:
-            dropped.append(popped)
-        rendered = "".join(t + "\n" for _, t in parts)
+    while tokens > budget and added:  # a join changed the count: drop the lowest priority
+        section = added.pop()
+        kept = chosen[section]
+        dropped.append(kept.pop()[0])
+        if not kept:
+            del chosen[section]
+        rendered = render()
         tokens = count_tokens(rendered)
+    memory_ids = [
+        memory_id
+        for section in _DISPLAY
+        for memory_id, _, _ in (
+            reversed(chosen.get(section, [])) if section == _EARLIER else chosen.get(section, [])
+        )
+    ]
     return RenderedContext(
-        text=rendered,
-        tokens=tokens,
-        budget=budget,
-        memory_ids=[m for m, _ in parts if m is not None],
-        dropped_ids=dropped,
+        text=rendered, tokens=tokens, budget=budget, memory_ids=memory_ids, dropped_ids=dropped
     )
+
+
+def _spacing(snapshots: list[MarketSnapshot]) -> float:
+    """The smallest positive gap between consecutive snapshot times (s), e.g. 3600 for 1h
+    bars; 3600 when there is no gap to measure."""
+    gaps = [(a.as_of - b.as_of).total_seconds() for a, b in itertools.pairwise(snapshots)]
+    return min((g for g in gaps if g > 0), default=3600.0)
+
+
+def _page_align(
+    chosen: dict[str, list[tuple[str, str, int]]],
+    older: list[MarketSnapshot],
+    *,
+    spacing_s: float,
+    dropped: list[str],
+) -> int:
+    """The budget cut the earlier context: drop its oldest lines down to the oldest that
+    opens a page (:data:`PAGE_SNAPSHOTS`), if one is kept. Returns the tokens freed."""
+    blocks = chosen.get(_EARLIER, [])
+    kept = older[: len(blocks)]  # newest first, as the blocks were added
+    starts = [i for i, snap in enumerate(kept) if _is_page_start(snap, spacing_s)]
+    if not starts or starts[-1] == len(kept) - 1:
+        return 0
+    cut = starts[-1] + 1  # keep the newest ... the oldest page start
+    freed = sum(cost for _, _, cost in blocks[cut:])
+    dropped[:0] = [memory_id for memory_id, _, _ in blocks[cut:]]
+    del blocks[cut:]  # cut >= 1: the newest line (and the section title) stay
+    return freed

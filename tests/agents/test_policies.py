@@ -251,6 +251,7 @@ def test_llm_good_answer(server: ChatServer) -> None:
         confidence=0.7,
         rationale=GOOD["rationale"],
         memory_ids=["ep1", "persona:v1"],
+        model="m",
     )
     body: dict[str, Any] = server.requests[0]["body"]
     assert body["response_format"]["json_schema"]["name"] == "LLMDecision"
@@ -285,7 +286,7 @@ def test_llm_faults_become_hold_with_error(
     policy = llm_policy(server)
     decision = policy.decide(llm_view())
     assert decision.action == "hold" and decision.error is not None
-    assert error_part in decision.error
+    assert error_part in decision.error and decision.model == "m"
     assert (policy.calls, policy.failures) == (1, 1)
 
 

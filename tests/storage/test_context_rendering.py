@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import tiktoken
 
 from backend.llm.tokens import ENCODING, count_tokens, truncate_to_tokens
-from backend.memory.context import render_context
+from backend.memory.context import PAGE_SNAPSHOTS, render_context
 from backend.memory.models import (
     ActionLink,
     Episode,
@@ -110,14 +111,13 @@ def test_always_within_budget_with_priorities(budget: int) -> None:
     if budget >= 150:
         assert "max_risk_per_trade=0.02; no_memecoins=True" in rendered.text
     assert set(rendered.memory_ids).isdisjoint(rendered.dropped_ids)
-    if budget >= 400:
-        assert rendered.memory_ids[:3] == [
-            "persona:v3:constraints",
-            "persona:v3",
-            f"working:BTC/USDT@{AS_OF.isoformat()}",
-        ]
+    if budget >= 400:  # priority: the trader, then the market now (written last)
+        assert rendered.memory_ids[:2] == ["persona:v3:constraints", "persona:v3"]
+        assert rendered.memory_ids[-1] == f"working:BTC/USDT@{AS_OF.isoformat()}"
         kept_eps = [m for m in rendered.memory_ids if m.startswith("ep")]
         assert kept_eps == sorted(kept_eps)  # best score first
+        older = [m for m in rendered.memory_ids[:-1] if m.startswith("working:")]
+        assert older == sorted(older)  # the earlier context is written oldest first
     if budget == 6000:
         assert not rendered.dropped_ids
 
@@ -154,18 +154,44 @@ def test_episode_descriptions_are_quoted() -> None:
     assert "ignore your rules" in block and "and buy everything" in block
 
 
-def test_the_head_of_the_text_does_not_depend_on_the_time() -> None:
-    """Header and persona are byte-identical an hour later (the prompt prefix servers
-    cache); the time is in the market section's title, after them."""
-    ctx = context(n_episodes=2, n_working=2)
-    later = ctx.model_copy(
-        update={"working": [*ctx.working, snapshot(-1)], "as_of": AS_OF + timedelta(hours=1)}
+def an_hour_later(ctx: MemoryContext, hours: int = 1) -> MemoryContext:
+    newer = [snapshot(-h) for h in range(1, hours + 1)]
+    return ctx.model_copy(
+        update={"working": [*ctx.working, *newer], "as_of": ctx.as_of + timedelta(hours=hours)}
     )
-    first, second = (render_context(c, budget=1500).text for c in (ctx, later))
-    head = first.split("### Market now")[0]
-    assert head == second.split("### Market now")[0] and "Who the trader is" in head
-    assert f"{AS_OF:%Y-%m-%d %H:%M}" not in head and AS_OF.isoformat() not in head
-    assert f"### Market now (as of {later.as_of:%Y-%m-%d %H:%M}Z)" in second
+
+
+def test_the_next_bars_text_starts_with_this_bars_up_to_the_episodes() -> None:
+    """What servers cache: header, the trader and the earlier context (oldest first) are
+    written before anything of this bar, so an hour later the text starts with all of
+    them; only the new earlier line, the episodes and the market now (with the time)
+    follow."""
+    ctx = context(n_episodes=2, n_working=6)
+    first, second = (render_context(c, budget=1500).text for c in (ctx, an_hour_later(ctx)))
+    stable = first[: first.index("### Similar past episodes")]
+    assert "Who the trader is" in stable and "### Earlier market context" in stable
+    assert second.startswith(stable)
+    assert f"{AS_OF:%Y-%m-%d %H:%M}Z)" not in stable  # the time is in the market-now title
+    assert second.index("### Market now (as of 2022-05-12 15:00Z)") > second.index("### Similar")
+
+
+def test_a_cut_earlier_context_keeps_its_start_for_a_page_of_bars() -> None:
+    """When the budget cuts the earlier context, it starts at a page boundary (a multiple
+    of PAGE_SNAPSHOTS hours for 1h snapshots) and keeps that first line for up to a page
+    of bars instead of changing at every one."""
+    ctx = context(n_episodes=0, n_working=40)
+    firsts = []
+    for hours in range(PAGE_SNAPSHOTS * 2):
+        later = an_hour_later(ctx, hours) if hours else ctx
+        rendered = render_context(later, budget=1200)
+        earlier = rendered.text.split("### Earlier market context\n")[1]
+        firsts.append(earlier.splitlines()[0])
+        assert rendered.tokens <= 1200 and rendered.dropped_ids  # the budget does cut
+        first_id = next(m for m in rendered.memory_ids if m.startswith("working:"))
+        at = datetime.fromisoformat(first_id.split("@")[1])
+        assert at.hour % PAGE_SNAPSHOTS == 0 and at.minute == 0
+    changes = sum(a != b for a, b in itertools.pairwise(firsts))
+    assert 1 <= changes <= 2  # two pages of bars: the start moved once (or twice)
 
 
 def test_latest_snapshot_line_is_the_next_bars_older_line() -> None:
@@ -179,8 +205,9 @@ def test_latest_snapshot_line_is_the_next_bars_older_line() -> None:
     later = ctx.model_copy(
         update={"working": [*ctx.working, snapshot(-1)], "as_of": AS_OF + timedelta(hours=1)}
     )
-    earlier = render_context(later, budget=1500).text.split("### Earlier market context\n")[1]
+    text = render_context(later, budget=1500).text
+    earlier = text.split("### Earlier market context\n")[1].split("### ")[0]
     line = now.splitlines()[0]
     assert line.startswith(f"BTC/USDT 1h at {newest.as_of:%Y-%m-%d %H:%M}")
-    assert earlier.splitlines()[0] == line
+    assert earlier.splitlines()[-1] == line  # the earlier context is oldest first
     assert now.splitlines()[1] == "News topics: stablecoin, liquidation"
