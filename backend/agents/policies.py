@@ -281,9 +281,10 @@ def decision_prompt(view: DecisionView, *, max_exposure: float) -> tuple[str, st
 
     Stable first, per bar last, for servers that cache prompt prefixes: the system
     message (and the schema the client adds to it) never changes; the memory section
-    starts with its header and the trader's persona and constraints, which change only
-    with the persona version (:mod:`backend.memory.context`); then the market now,
-    episodes, the citable ids and the bar. Measured by ``scripts/bench_llm.py``."""
+    starts with its header, the trader's persona and constraints (they change with the
+    persona version) and the earlier market context oldest first (it grows at its end),
+    then the episodes and the market now (:mod:`backend.memory.context`); the citable
+    ids and the bar come last. Measured by ``scripts/bench_llm.py``."""
     bar, row = view.bar, view.features
     pos = bar.position
     rets = ", ".join(f"{k} {v:+.2%}" for k, v in row.returns.items())
