@@ -17,6 +17,7 @@ from backend.agents.deep_trader_manager import (
     detect_episodes,
 )
 from backend.backtest.engine import run_backtest
+from backend.backtest.metrics import LLMUsage
 from backend.compose import build_memory_system
 from backend.config import load_settings
 from backend.data import OHLCVFrame
@@ -26,6 +27,7 @@ from backend.service.models import PaperState
 from backend.service.paper import PaperTrader, replay_now
 from backend.service.runtime import Runtime, close_runtimes, runtime_for
 from tests.data.binance_server import start_binance_server
+from tests.llm.chat_server import start_chat_server
 from tests.service.conftest import ConfigFactory
 
 PAIR = "BTC/USDT"
@@ -190,3 +192,26 @@ def test_an_exchange_failure_writes_no_step(make_config: ConfigFactory, shared_d
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_llm_that_never_answers_is_counted_in_the_paper_state(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    """The paper state keeps how many decisions the LLM was asked for and answered, and
+    the first error (what ``sentinel paper`` warns with), across steps."""
+    dead = start_chat_server()
+    dead.reject_formats = {"json_schema", "json_object", None}  # HTTP 500 to everything
+    try:
+        llm = {"base_url": dead.base_url, "model": "m", "max_retries": 0}
+        rt = runtime_for(str(make_config("llm", agent={"policy": "llm"}, llm=llm)))
+        trader = paper(rt, binance_loopback)
+        replay(trader, 3)
+        state = trader.state()
+        assert state is not None and state.bars == 3
+        assert (state.llm_decisions, state.llm_answered) == (3, 0)
+        assert state.llm_first_error == "HTTP 500 from m"
+        usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
+        assert usage.warning(min_share=rt.settings.llm.min_answered_share) is not None
+    finally:
+        dead.shutdown()
+        dead.server_close()
