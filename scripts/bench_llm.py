@@ -13,7 +13,8 @@ Per mode (JSON, last line of stdout)::
 
     .venv/bin/python scripts/bench_llm.py --json
 
-``decisions``, ``decisions_per_min`` (wall clock of the backtest), ``prompt_tokens`` /
+``decisions``, ``decisions_per_min`` (wall clock of the backtest, building the memory
+included), ``llm_s_per_decision`` (the LLM calls alone), ``prompt_tokens`` /
 ``completion_tokens`` per decision (the server's counts, re-asks included),
 ``cached_prompt_share`` (prompt tokens the server reused from its prefix cache: the N
 of its log's ``Llama.generate: N prefix-match hit`` lines, summed, over the prompt
@@ -133,6 +134,7 @@ def run_decisions(
         "decisions": n,
         "wall_s": round(wall, 1),
         "decisions_per_min": round(n / wall * 60, 2),
+        "llm_s_per_decision": round(llm.stats.latency_ms / max(llm.stats.calls, 1) / 1000, 2),
         "prompt_tokens": round(llm.stats.prompt_tokens / max(n, 1), 1),
         "completion_tokens": round(llm.stats.completion_tokens / max(n, 1), 1),
         "cached_prompt_share": _round(cache_share(text, llm.stats.prompt_tokens)),

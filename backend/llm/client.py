@@ -200,6 +200,24 @@ def _log_answer(completion: object) -> None:
         log.debug("the failed answer was: %r", (content or "")[:4000])
 
 
+def _usage(completions: list[object]) -> tuple[int | None, int | None, int | None]:
+    """``(prompt, completion, cached)`` tokens summed over ``completions`` (the answers
+    of a failed call: a truncated answer cost its tokens too); None where none says."""
+    sums: list[int | None] = [None, None, None]
+    for completion in completions:
+        usage = getattr(completion, "usage", None)
+        details = getattr(usage, "prompt_tokens_details", None)
+        values = (
+            getattr(usage, "prompt_tokens", None),
+            getattr(usage, "completion_tokens", None),
+            getattr(details, "cached_tokens", None),
+        )
+        for i, value in enumerate(values):
+            if isinstance(value, int):
+                sums[i] = (sums[i] or 0) + value
+    return sums[0], sums[1], sums[2]
+
+
 def _first_problem(exc: BaseException) -> str:
     """``"ValidationError at memory_ids: List should have at most 5 items ..."``: where
     and why the answer broke the schema (never the answer itself)."""
@@ -298,17 +316,17 @@ class LLMClient:
         except InstructorRetryException as exc:
             _log_answer(exc.last_completion)
             return self._fail(started, self._describe(exc, schema), responses, mode)
-        usage = getattr(completion, "usage", None)
-        details = getattr(usage, "prompt_tokens_details", None)
+        # instructor sets the final answer's usage to the total over the attempts
+        prompt, generated, cached = _usage([completion])
         return LLMResult(
             value=value,
             error=None,
             latency_ms=(time.perf_counter() - started) * 1000,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
+            prompt_tokens=prompt,
+            completion_tokens=generated,
             attempts=max(1, len(responses)),
             mode=mode,
-            cached_tokens=getattr(details, "cached_tokens", None),
+            cached_tokens=cached,
         )
 
     def _describe(self, exc: InstructorRetryException, schema: type[BaseModel]) -> str:
@@ -340,13 +358,18 @@ class LLMClient:
         mode: StructuredMode | None,
     ) -> LLMResult[T]:
         log.warning("LLM call failed: %s", error)
+        answers = [] if isinstance(responses, int) else responses
         attempts = responses if isinstance(responses, int) else max(1, len(responses))
+        prompt, generated, cached = _usage(answers)
         return LLMResult(
             value=None,
             error=error,
             latency_ms=(time.perf_counter() - started) * 1000,
+            prompt_tokens=prompt,
+            completion_tokens=generated,
             attempts=attempts,
             mode=mode,
+            cached_tokens=cached,
         )
 
 

@@ -278,3 +278,12 @@ def test_llm_decision_reads_confidence_above_one_as_one() -> None:
         LLMDecision.model_validate({**answer, "confidence": -0.1})
     with pytest.raises(ValidationError):
         LLMDecision.model_validate({**answer, "confidence": 0.5, "size": 50})
+
+
+def test_a_failed_call_still_counts_the_tokens_it_cost(server: ChatServer) -> None:
+    server.script = [Reply.json(GOOD, finish_reason="length")]
+    llm = client(server)
+    result = ask(llm)
+    assert result.error == "answer truncated (max_tokens reached)"
+    assert (result.prompt_tokens, result.completion_tokens) == (11, 7)
+    assert llm.stats.calls == 1 and llm.stats.parsed == 0 and llm.stats.prompt_tokens == 11
