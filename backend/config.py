@@ -151,8 +151,8 @@ class LocalLLMSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65_535)
     """0 = any free port (the printed base URL names it)."""
     n_ctx: int = Field(default=8192, ge=512, le=131_072)
-    """Context window in model tokens: a 1,500-token (cl100k) memory section plus the
-    instructions and the schema is ~2,500 Gemma tokens."""
+    """Context window in model tokens: decision prompts (a 1,500-token cl100k memory
+    section, the instructions and the schema) measured 2,000-3,100 Gemma tokens."""
     n_threads: int = Field(default=2, ge=1, le=256)
     startup_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     """How long ``serve`` waits for ``/v1/models`` to answer before giving up."""
@@ -164,8 +164,9 @@ class LLMSettings(_Section):
     base_url: str | None = None
     model: str | None = None
     timeout_s: float = Field(default=120.0, gt=0, le=600)
-    """Per request. A local 270M model on 2 cores prefills ~90 tokens/s: a cold decision
-    prompt takes ~25 s."""
+    """Per request. The bundled 270M model on 2 cores prefills ~150 tokens/s and
+    generates ~30 tokens/s (its server log, ``scripts/bench_llm.py``): a cold decision
+    prompt of ~3,000 tokens and its answer take ~25 s."""
     max_retries: int = Field(default=2, ge=0, le=10)
     """HTTP retries of one request (429, 408/409, 5xx, connection errors: the openai
     client's own, with backoff and ``Retry-After``)."""

@@ -9,8 +9,8 @@ interrupted assembly never leaves a damaged model); :class:`LocalServer` runs
 with the Gemma 3 chat format) on loopback and waits until ``GET /v1/models`` answers.
 ``sentinel llm serve`` and the test suite's server fixture both use it.
 
-Measured here (2 cores): ~3 s from start to ready; prompt ~90 tokens/s, generation
-20-33 tokens/s (``scripts/bench_llm.py``).
+Measured here (2 cores, the server's own log during ``scripts/bench_llm.py``): prompt
+134-170 tokens/s, generation 27-35 tokens/s.
 """
 
 from __future__ import annotations
