@@ -206,8 +206,8 @@ def test_scheduler_job_store_survives_sigkill(make_config: ConfigFactory, forker
 # ------------------------------------------------------------------ paper-trading state
 
 REPLAY_FROM = "2022-05-10T00:00:00Z"
-UNTIL = "2022-05-16T23:00:00Z"  # 168 hourly steps: 20 kills at ~7 bars a round need >140
-BARS = 168
+UNTIL = "2022-05-23T23:00:00Z"  # 336 hourly steps: 20 kills at 7-9 bars a round used 168
+BARS = 336
 
 
 def _paper_args(config: Path, url: str) -> list[str]:
