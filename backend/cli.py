@@ -22,6 +22,7 @@ from rich.table import Table
 from backend import cli_eval
 from backend.cli_backtest import backtest
 from backend.cli_llm import llm_app
+from backend.cli_mcp import mcp_command
 from backend.cli_persona import persona_app
 from backend.cli_replay import replay_trades_cli
 from backend.cli_service import paper, scheduler_app
@@ -48,6 +49,7 @@ app.command("replay-trades")(replay_trades_cli)
 app.command("backtest")(backtest)
 app.add_typer(scheduler_app, name="scheduler")
 app.command("paper")(paper)
+app.command("mcp")(mcp_command)
 
 console = Console()
 

@@ -17,7 +17,8 @@ contain secrets.
     │   ├── TenantScopeError
     │   ├── LookAheadError
     │   └── EmbeddingMismatchError
-    └── ExchangeError
+    ├── ExchangeError
+    └── ToolError
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "SentinelError",
     "StoreError",
     "TenantScopeError",
+    "ToolError",
 ]
 
 
@@ -108,3 +110,9 @@ class EmbeddingMismatchError(StoreError):
 
 class ExchangeError(SentinelError):
     """An exchange call through ccxt failed (network, bad symbol, rate limit exhausted)."""
+
+
+class ToolError(SentinelError):
+    """A memory tool call (OpenAI function call or MCP ``tools/call``) named an unknown
+    tool or gave arguments its schema rejects; the message names the tool and the field
+    and never echoes the argument values."""

@@ -334,7 +334,8 @@ class MemoryContext(_Model):
     """
 
     trader_id: str
-    symbol: str
+    symbol: str | None
+    """``None``: a recall over every symbol (no working tier)."""
     as_of: AwareDatetime
     query: str
     persona: PersonaProfile | None = None

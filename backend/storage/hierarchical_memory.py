@@ -123,7 +123,7 @@ class HierarchicalMemory:
     def retrieve(
         self,
         trader_id: str,
-        symbol: str,
+        symbol: str | None,
         *,
         as_of: datetime,
         query: str | None = None,
@@ -134,7 +134,9 @@ class HierarchicalMemory:
         """Fetch the requested tiers for one decision; see the module doc for the steps.
 
         ``top_k`` episodes (default ``memory.episodic_top_k``). With ``parallel=False``
-        the tiers run one after another (for the speed-up benchmark). A tier that fails
+        the tiers run one after another (for the speed-up benchmark). ``symbol=None``
+        (an agent's recall not tied to one market): episodes of every symbol, and no
+        working tier (working memory is kept per symbol). A tier that fails
         with a :class:`SentinelError` is reported in ``MemoryContext.errors`` and the
         others are still returned; any other exception propagates.
         """
@@ -143,20 +145,24 @@ class HierarchicalMemory:
         timings: dict[str, float] = {}
         errors: dict[str, str] = {}
         results: dict[Tier, Any] = {}
+        if symbol is None:
+            tiers = [tier for tier in tiers if tier != "working"]
+            query = query or "market"
+        market = symbol or ""
         if query is None:  # the latest market state is the query: fetch working memory first
             results["working"] = self._timed(
                 "working",
                 timings,
                 errors,
                 list,
-                lambda: self.working.current(trader_id, symbol, as_of=as_of),
+                lambda: self.working.current(trader_id, market, as_of=as_of),
             )
             latest = results["working"][-1:] if results["working"] else []
             query = latest[0].situation() if latest else f"{symbol} market"
         episodic_query = query
         calls: dict[Tier, Callable[[], Any]] = {
             "persona": lambda: self.persona.get_profile(trader_id, as_of),
-            "working": lambda: self.working.current(trader_id, symbol, as_of=as_of),
+            "working": lambda: self.working.current(trader_id, market, as_of=as_of),
             "episodic": lambda: self.episodic.recall(
                 trader_id, episodic_query, as_of=as_of, top_k=k, symbol=symbol
             ),

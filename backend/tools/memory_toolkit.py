@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from backend.errors import SentinelError
-from backend.memory.context import episode_line, snapshot_id
+from backend.errors import SentinelError, ToolError
+from backend.memory.context import episode_line, persona_id, snapshot_id
 from backend.memory.models import (
     ActionLink,
     Episode,
@@ -34,6 +35,16 @@ from backend.memory.models import (
 )
 from backend.storage.hierarchical_memory import ALL_TIERS, HierarchicalMemory
 from backend.storage.models import stable_id
+from backend.tools.schemas import (
+    BuildContextArgs,
+    ProfileArgs,
+    RecallArgs,
+    RecordDecisionArgs,
+    RecordEventArgs,
+    RecordNoteArgs,
+    RecordOutcomeArgs,
+    ToolArgs,
+)
 
 __all__ = [
     "BuildContextArgs",
@@ -42,7 +53,9 @@ __all__ = [
     "RecallArgs",
     "RecordDecisionArgs",
     "RecordEventArgs",
+    "RecordNoteArgs",
     "RecordOutcomeArgs",
+    "ToolSpec",
     "WorkingWriter",
     "decision_episode",
 ]
@@ -64,59 +77,6 @@ class PersonaWriter(Protocol):
     def update_from_text(
         self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
     ) -> list[PersonaChange]: ...
-
-
-class _Args(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RecallArgs(_Args):
-    """Recall memories relevant to a query (persona, current market, similar episodes)."""
-
-    query: str = Field(min_length=1, max_length=2000)
-    symbol: str = Field(min_length=1, max_length=40)
-    tiers: list[Tier] = Field(default_factory=lambda: list(ALL_TIERS))
-    top_k: int = Field(default=5, ge=1, le=50)
-
-
-class ProfileArgs(_Args):
-    """Get the trader's profile (risk tolerance, preferred assets, hard constraints, ...)."""
-
-
-class RecordEventArgs(_Args):
-    """Remember a salient market event as an episode."""
-
-    symbol: str = Field(min_length=1, max_length=40)
-    event_type: EpisodeType
-    description: str = Field(min_length=1, max_length=2000)
-    importance: float = Field(ge=0.0, le=1.0)
-
-
-class RecordDecisionArgs(_Args):
-    """Record a trading decision with the ids of the memories it was based on."""
-
-    symbol: str = Field(min_length=1, max_length=40)
-    action: Literal["buy", "sell", "hold", "close"]
-    size: float = Field(ge=0.0, le=10.0, description="fraction of equity")
-    rationale: str = Field(min_length=1, max_length=2000)
-    memory_ids: list[str] = Field(default_factory=list, max_length=50)
-
-
-class RecordOutcomeArgs(_Args):
-    """Record what happened after a decision or event; updates its importance."""
-
-    episode_id: str = Field(min_length=1, max_length=256)
-    horizon: str = Field(min_length=1, max_length=16)
-    market_return: float = Field(ge=-1.0, le=100.0, description="fraction, 0.05 = +5%")
-    pnl: float | None = Field(default=None, description="quote currency")
-
-
-class BuildContextArgs(_Args):
-    """Build the memory section of the decision prompt within a token budget."""
-
-    symbol: str = Field(min_length=1, max_length=40)
-    query: str | None = Field(default=None, max_length=2000)
-    budget: int | None = Field(default=None, ge=100, le=100_000)
 
 
 def decision_episode(
@@ -150,6 +110,16 @@ def decision_episode(
     )
 
 
+@dataclass(frozen=True)
+class ToolSpec:
+    """One tool: its name, its description (the argument model's docstring) and the
+    pydantic model its arguments are validated with and its JSON schema comes from."""
+
+    name: str
+    description: str
+    args: type[ToolArgs]
+
+
 class MemoryToolkit:
     """Memory operations for one process; every call names the trader and ``as_of``."""
 
@@ -165,8 +135,8 @@ class MemoryToolkit:
         self._working = working
         self._episodic = episodic
         self._persona = persona
-        self._tools: dict[str, tuple[type[_Args], Callable[[str, datetime, Any], Any]]] = {
-            "recall_memory": (
+        self._tools: dict[str, tuple[type[ToolArgs], Callable[[str, datetime, Any], Any]]] = {
+            "recall": (
                 RecallArgs,
                 lambda t, at, a: self.recall(
                     t, a.query, symbol=a.symbol, as_of=at, tiers=a.tiers, top_k=a.top_k
@@ -175,6 +145,15 @@ class MemoryToolkit:
             "get_trader_profile": (
                 ProfileArgs,
                 lambda t, at, a: self._profile_json(self.get_trader_profile(t, as_of=at)),
+            ),
+            "record_note": (
+                RecordNoteArgs,
+                lambda t, at, a: {
+                    "changes": [
+                        c.model_dump(mode="json")
+                        for c in self.record_note(t, a.text, as_of=at, note_id=a.note_id)
+                    ]
+                },
             ),
             "record_event": (
                 RecordEventArgs,
@@ -310,23 +289,43 @@ class MemoryToolkit:
         trader_id: str,
         query: str,
         *,
-        symbol: str,
+        symbol: str | None,
         as_of: datetime,
         tiers: Sequence[Tier] = ALL_TIERS,
         top_k: int = 5,
     ) -> dict[str, Any]:
-        """Memories of the requested tiers as JSON-ready data with their ids."""
+        """Memories of the requested tiers known at ``as_of``, as JSON-ready data.
+
+        Returns ``{"as_of", "hits", "persona", "working", "episodic", "errors"}``.
+        ``hits`` is every tier in one list, each ``{"id", "tier", "text", "score"}``
+        (``score``: the episodic score in [0, 1], ``None`` for the persona and working
+        tiers): the profile first (``persona:v<version>``), then the current market of
+        ``symbol`` newest first (none when ``symbol`` is ``None``), then at most ``top_k``
+        episodes best first (of every symbol when ``symbol`` is ``None``). The other keys
+        keep each tier apart; ``errors`` names a tier that failed (the others are still
+        returned).
+        """
         ctx = self.memory.retrieve(
             trader_id, symbol, as_of=as_of, query=query, top_k=top_k, tiers=tiers
         )
+        persona = ctx.persona if "persona" in tiers else None
+        hits: list[dict[str, Any]] = []
+        if persona is not None:
+            text = self.memory.persona.render_profile(persona)
+            hits.append({"id": persona_id(persona), "tier": "persona", "text": text, "score": None})
+        working = [{"id": snapshot_id(s), "text": s.describe()} for s in ctx.working]
+        hits += [{**w, "tier": "working", "score": None} for w in reversed(working)]
+        episodic = [
+            {"id": s.episode.id, "score": round(s.score, 4), "text": episode_line(s)}
+            for s in ctx.episodes
+        ]
+        hits += [{**e, "tier": "episodic"} for e in episodic]
         return {
             "as_of": ctx.as_of.isoformat(),
-            "persona": self._profile_json(ctx.persona) if "persona" in tiers else None,
-            "working": [{"id": snapshot_id(s), "text": s.describe()} for s in ctx.working],
-            "episodic": [
-                {"id": s.episode.id, "score": round(s.score, 4), "text": episode_line(s)}
-                for s in ctx.episodes
-            ],
+            "hits": hits,
+            "persona": self._profile_json(persona),
+            "working": working,
+            "episodic": episodic,
             "errors": ctx.errors,
         }
 
@@ -346,41 +345,57 @@ class MemoryToolkit:
 
     # ----------------------------------------------------------------- tools
 
-    def tool_schemas(self) -> list[dict[str, Any]]:
-        """OpenAI function-calling tool definitions, generated from the argument models."""
+    def tools(self) -> list[ToolSpec]:
+        """Every tool, in a fixed order (the source of both the OpenAI and MCP schemas)."""
         return [
-            dict(
-                openai.pydantic_function_tool(
-                    model, name=name, description=(model.__doc__ or "").strip()
-                )
-            )
+            ToolSpec(name, " ".join((model.__doc__ or "").split()), model)
             for name, (model, _) in self._tools.items()
         ]
 
-    def dispatch(
-        self, name: str, arguments: str | dict[str, Any], *, trader_id: str, as_of: datetime
-    ) -> str:
-        """Execute one tool call for ``trader_id`` at ``as_of``; returns JSON.
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        """OpenAI function-calling tool definitions, generated from the argument models."""
+        return [
+            dict(openai.pydantic_function_tool(t.args, name=t.name, description=t.description))
+            for t in self.tools()
+        ]
 
-        Unknown tools, invalid arguments and memory errors come back as
-        ``{"error": "..."}`` (the agent can read and correct them); nothing is written
-        when the arguments are invalid.
+    def call(
+        self, name: str, arguments: str | dict[str, Any], *, trader_id: str, as_of: datetime
+    ) -> Any:
+        """Execute one tool call for ``trader_id`` at ``as_of``; returns JSON-ready data.
+
+        ``arguments`` is the call's JSON text or its parsed object. Raises
+        :class:`~backend.errors.ToolError` for an unknown tool or arguments the tool's
+        model rejects (nothing is written then; the message names the first bad field,
+        never its value) and the memory's own :class:`~backend.errors.SentinelError`
+        subclasses (e.g. an unknown episode id).
         """
         if name not in self._tools:
-            return json.dumps({"error": f"unknown tool {name!r}"})
+            raise ToolError(f"unknown tool {name!r}")
         model, run = self._tools[name]
         try:
             args = (
-                model.model_validate_json(arguments)
+                model.model_validate_json(arguments or "{}")
                 if isinstance(arguments, str)
                 else model.model_validate(arguments)
             )
         except ValidationError as exc:
             first = exc.errors(include_input=False, include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "arguments"
-            return json.dumps({"error": f"invalid arguments for {name}: {where}: {first['msg']}"})
+            raise ToolError(f"invalid arguments for {name}: {where}: {first['msg']}") from None
+        return run(trader_id, as_of, args)
+
+    def dispatch(
+        self, name: str, arguments: str | dict[str, Any], *, trader_id: str, as_of: datetime
+    ) -> str:
+        """:meth:`call` for an OpenAI tool call: returns JSON, and an error as
+        ``{"error": "..."}`` (the agent can read and correct it)."""
         try:
-            return json.dumps(run(trader_id, as_of, args), default=str)
+            return json.dumps(
+                self.call(name, arguments, trader_id=trader_id, as_of=as_of), default=str
+            )
+        except ToolError as exc:
+            return json.dumps({"error": str(exc)})
         except SentinelError as exc:
             return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
 

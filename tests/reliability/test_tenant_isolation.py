@@ -230,7 +230,7 @@ def run_op(world: World, step: tuple[Any, ...], draw: st.DrawFn) -> None:
             )
             assert "error" in answer
         scoped = world.toolkit.dispatch(
-            "recall_memory",
+            "recall",
             {"query": "luna crash", "symbol": "BTC/USDT", "trader_id": other},
             trader_id=trader,
             as_of=FAR,

@@ -132,29 +132,41 @@ def test_toolkit_tools_are_scoped_and_validated(system: MemorySystem) -> None:
     kit = system.toolkit
     names = {tool["function"]["name"] for tool in kit.tool_schemas()}
     assert names == {
-        "recall_memory",
+        "recall",
         "get_trader_profile",
+        "record_note",
         "record_event",
         "record_decision",
         "record_outcome",
         "build_decision_context",
     }
-    recall_tool = next(t for t in kit.tool_schemas() if t["function"]["name"] == "recall_memory")
+    recall_tool = next(t for t in kit.tool_schemas() if t["function"]["name"] == "recall")
     assert "trader_id" not in recall_tool["function"]["parameters"]["properties"]
 
     out = json.loads(
         kit.dispatch(
-            "recall_memory",
+            "recall",
             {"query": "sharp selloff", "symbol": SYMBOL},
             trader_id=TRADER,
             as_of=AS_OF,
         )
     )
     assert out["persona"]["version"] >= 2 and out["episodic"] and out["working"]
+    tiers = [hit["tier"] for hit in out["hits"]]
+    assert tiers[0] == "persona" and "working" in tiers and "episodic" in tiers
+    assert [h["id"] for h in out["hits"] if h["tier"] == "episodic"] == [
+        e["id"] for e in out["episodic"]
+    ]
+    # without a symbol: episodes of every symbol, no current-market snapshot
+    anywhere = json.loads(
+        kit.dispatch("recall", {"query": "sharp selloff"}, trader_id=TRADER, as_of=AS_OF)
+    )
+    assert anywhere["episodic"] and not anywhere["working"]
+    assert {h["tier"] for h in anywhere["hits"]} == {"persona", "episodic"}
     # scope and time cannot come from the tool call
     widened = json.loads(
         kit.dispatch(
-            "recall_memory",
+            "recall",
             json.dumps(
                 {
                     "query": "x",

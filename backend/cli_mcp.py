@@ -1,0 +1,128 @@
+"""``sentinel mcp``: one trader's memory as an MCP server (:mod:`backend.tools.mcp_server`).
+
+``sentinel mcp --trader ID [--store-path DIR] [--transport stdio|http] [--host H]
+[--port N] [--as-of T]``
+
+- ``stdio`` (default): the client starts this command and speaks MCP over its stdin and
+  stdout (Claude Desktop, Cursor); logs go to stderr.
+- ``http``: streamable HTTP at ``http://HOST:PORT/mcp``, on loopback by default (with the
+  SDK's DNS-rebinding protection). Bound to any other address it needs a bearer token in
+  the environment variable ``SENTINEL_MCP_TOKEN`` (refused otherwise); when the variable
+  is set, every request must carry ``Authorization: Bearer <token>``, loopback included.
+
+Every call's ``as_of`` is this process's UTC clock, or the fixed ``--as-of`` to replay the
+past; the trader is fixed here, never by the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import os
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from backend.errors import ConfigError
+
+__all__ = ["TOKEN_ENV", "mcp_command"]
+
+TOKEN_ENV = "SENTINEL_MCP_TOKEN"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _StaticToken:
+    """The SDK's ``TokenVerifier`` for one shared secret (constant-time comparison)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def verify_token(self, token: str) -> Any:
+        from mcp.server.auth.provider import AccessToken
+
+        if hmac.compare_digest(token.encode(), self._token.encode()):
+            return AccessToken(token=token, client_id="sentinel-mcp", scopes=[])
+        return None
+
+
+def mcp_command(
+    trader: Annotated[str, typer.Option(help="The only trader this server reads and writes.")],
+    store_path: Annotated[
+        Path | None, typer.Option(help="Embedded store directory (default: store.path).")
+    ] = None,
+    transport: Annotated[
+        str, typer.Option(help="stdio (the client starts this command) or http.")
+    ] = "stdio",
+    host: Annotated[str, typer.Option(help="http: bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="http: port.")] = 8765,
+    as_of: Annotated[
+        str | None, typer.Option(help="Fixed UTC time of every call (replay); default: now.")
+    ] = None,
+) -> None:
+    """Serve one trader's memory over the Model Context Protocol until stopped."""
+    from backend.cli import parse_utc, settings
+    from backend.compose import build_memory_system
+    from backend.storage.models import TRADER_ID_PATTERN
+    from backend.tools.mcp_server import build_mcp_server
+
+    if transport not in ("stdio", "http"):
+        raise ConfigError(f"--transport: expected stdio or http, got {transport!r}")
+    if not re.match(TRADER_ID_PATTERN, trader):
+        raise ConfigError(f"--trader: not a valid trader id: {trader[:40]!r}")
+    token = os.environ.get(TOKEN_ENV) or None
+    if transport == "http" and not _loopback(host) and token is None:
+        raise ConfigError(f"--host {host} is not loopback: set {TOKEN_ENV} to a bearer token")
+    fixed = parse_utc(as_of, name="as-of") if as_of else None
+    clock: Callable[[], datetime] = (lambda: fixed) if fixed else (lambda: datetime.now(UTC))
+
+    cfg = settings()
+    if store_path is not None:
+        cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"path": store_path})})
+    from backend import __version__
+
+    with build_memory_system(cfg) as system:
+        server = build_mcp_server(
+            system.toolkit,
+            trader_id=trader,
+            clock=clock,
+            episodes=lambda t, at: system.episodic.scan(t, as_of=at),
+            version=__version__,
+        )
+        kind: Literal["stdio", "http"] = "stdio" if transport == "stdio" else "http"
+        if kind == "stdio":
+            asyncio.run(_serve_stdio(server))
+        else:
+            _serve_http(server, host=host, port=port, token=token)
+
+
+async def _serve_stdio(server: Any) -> None:
+    from mcp.server.stdio import stdio_server
+
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+
+def _serve_http(server: Any, *, host: str, port: int, token: str | None) -> None:
+    import uvicorn
+    from mcp.server.auth.settings import AuthSettings
+
+    url = f"http://{host}:{port}"
+    auth = AuthSettings(issuer_url=url, resource_server_url=f"{url}/mcp") if token else None
+    app = server.streamable_http_app(
+        host=host, auth=auth, token_verifier=_StaticToken(token) if token else None
+    )
+    print(f"serving MCP at {url}/mcp", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

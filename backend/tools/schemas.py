@@ -1,0 +1,103 @@
+"""Argument models of the memory tools: one definition for every protocol.
+
+Each model is the input of one :class:`~backend.tools.memory_toolkit.MemoryToolkit` tool.
+The OpenAI function-calling schemas (``openai.pydantic_function_tool``) and the MCP tool
+input schemas (``model_json_schema()``, :mod:`backend.tools.mcp_server`) are both
+generated from these classes, and both protocols validate a call against them.
+
+Scope and time are never arguments: the trader id and ``as_of`` come from the caller
+(the decision loop, or the MCP server's fixed trader and clock). Every model forbids
+extra keys, so a call that names ``trader_id`` or ``as_of`` is refused, not ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.memory.models import EpisodeType, Tier
+from backend.storage.hierarchical_memory import ALL_TIERS
+
+__all__ = [
+    "BuildContextArgs",
+    "ProfileArgs",
+    "RecallArgs",
+    "RecordDecisionArgs",
+    "RecordEventArgs",
+    "RecordNoteArgs",
+    "RecordOutcomeArgs",
+    "ToolArgs",
+]
+
+
+class ToolArgs(BaseModel):
+    """Base of every tool's arguments: unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecallArgs(ToolArgs):
+    """Recall memories relevant to a query: the trader's profile, the current market of
+    a symbol and similar past episodes, as a list of hits with their ids."""
+
+    query: str = Field(min_length=1, max_length=2000)
+    symbol: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=40,
+        description="ccxt symbol, e.g. BTC/USDT; omitted: episodes of every symbol and no "
+        "current-market snapshot",
+    )
+    tiers: list[Tier] = Field(default_factory=lambda: list(ALL_TIERS))
+    top_k: int = Field(default=5, ge=1, le=50, description="episodes returned at most")
+
+
+class ProfileArgs(ToolArgs):
+    """Get the trader's profile (risk tolerance, preferred assets, hard constraints, ...)."""
+
+
+class RecordNoteArgs(ToolArgs):
+    """Record something the trader said about themselves (risk, assets, limits, plans);
+    it updates the trader's profile where it states a preference or a constraint."""
+
+    text: str = Field(min_length=1, max_length=4000)
+    note_id: str | None = Field(
+        default=None, min_length=1, max_length=120, description="the message's own id"
+    )
+
+
+class RecordEventArgs(ToolArgs):
+    """Remember a salient market event as an episode."""
+
+    symbol: str = Field(min_length=1, max_length=40)
+    event_type: EpisodeType
+    description: str = Field(min_length=1, max_length=2000)
+    importance: float = Field(ge=0.0, le=1.0)
+
+
+class RecordDecisionArgs(ToolArgs):
+    """Record a trading decision with the ids of the memories it was based on."""
+
+    symbol: str = Field(min_length=1, max_length=40)
+    action: Literal["buy", "sell", "hold", "close"]
+    size: float = Field(ge=0.0, le=10.0, description="fraction of equity")
+    rationale: str = Field(min_length=1, max_length=2000)
+    memory_ids: list[str] = Field(default_factory=list, max_length=50)
+
+
+class RecordOutcomeArgs(ToolArgs):
+    """Record what happened after a decision or event; updates its importance."""
+
+    episode_id: str = Field(min_length=1, max_length=256)
+    horizon: str = Field(min_length=1, max_length=16)
+    market_return: float = Field(ge=-1.0, le=100.0, description="fraction, 0.05 = +5%")
+    pnl: float | None = Field(default=None, description="quote currency")
+
+
+class BuildContextArgs(ToolArgs):
+    """Build the memory section of the decision prompt within a token budget."""
+
+    symbol: str = Field(min_length=1, max_length=40)
+    query: str | None = Field(default=None, max_length=2000)
+    budget: int | None = Field(default=None, ge=100, le=100_000)
