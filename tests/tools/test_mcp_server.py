@@ -1,0 +1,237 @@
+"""``sentinel mcp`` with the official SDK's own client: over stdio (the server a
+subprocess) and over streamable HTTP on loopback, on a real embedded chroma store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from backend.llm.local import free_port
+from backend.tools.schemas import RecallArgs
+
+SENTINEL = str(Path(sys.executable).parent / "sentinel")
+TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+OTHER = "0x083384f897ee0f19899168e3b1bec365f52a9012"
+HTTP = ("--transport", "http", "--port")
+
+
+def _stdio(store: Path, *extra: str, trader: str = TRADER) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=SENTINEL,
+        args=["mcp", "--trader", trader, "--store-path", str(store), *extra],
+        cwd=os.getcwd(),
+    )
+
+
+def _json(result: Any) -> Any:
+    assert len(result.content) == 1
+    return json.loads(result.content[0].text)
+
+
+async def _session_over_stdio(store: Path) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    async with Client(_stdio(store)) as client:
+        listed = await client.list_tools()
+        seen["tools"] = {tool.name: tool for tool in listed.tools}
+        note = await client.call_tool("record_note", {"text": "never more than 2% per trade"})
+        seen["note"] = (note.is_error, _json(note))
+        event = await client.call_tool(
+            "record_event",
+            {
+                "symbol": "SOL/USDT",
+                "event_type": "flash_crash",
+                "description": "SOL fell 14% in an hour after a large liquidation",
+                "importance": 0.9,
+            },
+        )
+        seen["event"] = _json(event)
+        recall = await client.call_tool("recall", {"query": "liquidation crash", "top_k": 5})
+        seen["recall"] = (recall.is_error, _json(recall))
+        profile = await client.call_tool("get_trader_profile", {})
+        seen["profile"] = _json(profile)
+        for name, args in {
+            "widen": {"query": "x", "trader_id": OTHER},
+            "future": {"query": "x", "as_of": "2099-01-01T00:00:00Z"},
+            "bad": {"query": "x", "top_k": 10_000},
+        }.items():
+            refused = await client.call_tool("recall", args)
+            seen[name] = (refused.is_error, _json(refused))
+        unknown_id = await client.call_tool(
+            "record_outcome",
+            {"episode_id": "nope", "horizon": "1d", "market_return": 0.1},
+        )
+        seen["unknown_id"] = (unknown_id.is_error, _json(unknown_id))
+        with pytest.raises(MCPError, match="unknown tool"):
+            await client.call_tool("drop_everything", {})
+        resources = await client.list_resources()
+        seen["resources"] = {str(r.uri) for r in resources.resources}
+        recent = await client.read_resource("sentinel://trader/episodes/recent")
+        seen["recent"] = json.loads(recent.contents[0].text)  # type: ignore[union-attr]
+    return seen
+
+
+def test_stdio_client_lists_records_recalls_and_is_refused_wider_scope(tmp_path: Path) -> None:
+    seen = asyncio.run(_session_over_stdio(tmp_path / "store"))
+
+    tools = seen["tools"]
+    assert {"recall", "get_trader_profile", "record_note", "record_event"} <= set(tools)
+    assert {"record_decision", "record_outcome", "build_decision_context"} <= set(tools)
+    # one definition: the MCP input schema is the pydantic model's JSON schema
+    assert tools["recall"].input_schema == RecallArgs.model_json_schema()
+    assert "trader_id" not in tools["recall"].input_schema["properties"]
+
+    assert seen["note"][0] is False and seen["note"][1]["changes"]
+    is_error, recall = seen["recall"]
+    assert is_error is False
+    episodic = [hit for hit in recall["hits"] if hit["tier"] == "episodic"]
+    assert episodic and episodic[0]["id"] == seen["event"]["episode_id"]
+    assert "liquidation" in episodic[0]["text"]
+    assert recall["hits"][0]["tier"] == "persona"  # the profile the note created
+    assert "max_risk_per_trade" in json.dumps(seen["profile"])
+
+    for name in ("widen", "future", "bad"):
+        is_error, answer = seen[name]
+        assert is_error is True and "invalid arguments for recall" in answer["error"]
+        assert "Traceback" not in answer["error"]
+    assert "trader_id" in seen["widen"][1]["error"] and "as_of" in seen["future"][1]["error"]
+    assert seen["unknown_id"][0] is True and "nope" in seen["unknown_id"][1]["error"]
+
+    assert seen["resources"] == {
+        "sentinel://trader/profile",
+        "sentinel://trader/episodes/recent",
+    }
+    assert [e["id"] for e in seen["recent"]] == [seen["event"]["episode_id"]]
+
+
+async def _recall_ids(store: Path, *extra: str, trader: str = TRADER) -> list[str]:
+    async with Client(_stdio(store, *extra, trader=trader)) as client:
+        answer = _json(await client.call_tool("recall", {"query": "crash", "top_k": 5}))
+        return [hit["id"] for hit in answer["hits"] if hit["tier"] == "episodic"]
+
+
+async def _record_at(store: Path, as_of: str) -> str:
+    async with Client(_stdio(store, "--as-of", as_of)) as client:
+        event = {
+            "symbol": "BTC/USDT",
+            "event_type": "flash_crash",
+            "description": "BTC crash of 9% in an hour",
+            "importance": 0.8,
+        }
+        return str(_json(await client.call_tool("record_event", event))["episode_id"])
+
+
+def test_time_and_trader_are_fixed_by_the_server(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    episode = asyncio.run(_record_at(store, "2024-03-01T00:00:00Z"))
+    assert asyncio.run(_recall_ids(store, "--as-of", "2024-03-02T00:00:00Z")) == [episode]
+    # a replay of the day before cannot see it, nor can another trader's server
+    assert asyncio.run(_recall_ids(store, "--as-of", "2024-02-29T00:00:00Z")) == []
+    assert asyncio.run(_recall_ids(store, trader=OTHER)) == []
+
+
+@contextmanager
+def _http_server(store: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [SENTINEL, "mcp", "--trader", TRADER, "--store-path", str(store), *HTTP, str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("serving MCP at"), (line, proc.stderr.read() if proc.stderr else "")
+        url = f"http://127.0.0.1:{port}/mcp"
+        deadline = time.monotonic() + 30
+        while True:  # uvicorn binds just after the line is printed
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def _http_session(url: str, token: str | None = None) -> list[str]:
+    import httpx2
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=60) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        await client.call_tool(
+            "record_event",
+            {
+                "symbol": "ETH/USDT",
+                "event_type": "volatility_spike",
+                "description": "ETH volatility tripled around the merge",
+                "importance": 0.6,
+            },
+        )
+        answer = _json(await client.call_tool("recall", {"query": "volatility", "top_k": 3}))
+        return [hit["text"] for hit in answer["hits"]]
+
+
+def test_streamable_http_on_loopback(tmp_path: Path) -> None:
+    with _http_server(tmp_path / "store") as url:
+        texts = asyncio.run(_http_session(url))
+    assert any("merge" in text for text in texts)
+
+
+def test_http_bearer_token_is_required_when_set(tmp_path: Path) -> None:
+    with _http_server(tmp_path / "store", env={"SENTINEL_MCP_TOKEN": "s3cret"}) as url:
+        refused = httpx.post(
+            url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"Accept": "application/json, text/event-stream"},
+        )
+        assert refused.status_code == 401
+        texts = asyncio.run(_http_session(url, token="s3cret"))
+    assert any("merge" in text for text in texts)
+
+
+def test_http_off_loopback_needs_a_token(tmp_path: Path) -> None:
+    off_loopback = ("--host", "0.0.0.0")
+    result = subprocess.run(
+        [
+            SENTINEL,
+            "mcp",
+            "--trader",
+            TRADER,
+            "--store-path",
+            str(tmp_path),
+            *HTTP,
+            "1",
+            *off_loopback,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "SENTINEL_MCP_TOKEN"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "sentinel: error: --host 0.0.0.0 is not loopback: set SENTINEL_MCP_TOKEN to a bearer token"
+    ]
