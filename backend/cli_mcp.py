@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 
@@ -101,8 +101,7 @@ def mcp_command(
             episodes=lambda t, at: system.episodic.scan(t, as_of=at),
             version=__version__,
         )
-        kind: Literal["stdio", "http"] = "stdio" if transport == "stdio" else "http"
-        if kind == "stdio":
+        if transport == "stdio":
             asyncio.run(_serve_stdio(server))
         else:
             _serve_http(server, host=host, port=port, token=token)

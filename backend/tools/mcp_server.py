@@ -134,9 +134,7 @@ def build_mcp_server(
 
     def read(uri: str, as_of: datetime) -> Any:
         if uri == PROFILE_URI:
-            return json.loads(
-                toolkit.dispatch("get_trader_profile", {}, trader_id=trader_id, as_of=as_of)
-            )
+            return toolkit.call("get_trader_profile", {}, trader_id=trader_id, as_of=as_of)
         recent = episodes(trader_id, as_of)[-RECENT_EPISODES:]
         return [episode.model_dump(mode="json") for episode in reversed(recent)]
 

@@ -1,12 +1,14 @@
-"""MemoryToolkit: the high-level memory interface agents use, and its function-calling tools.
+"""MemoryToolkit: the high-level memory interface agents use, and its tools.
 
-Python callers use the methods; an LLM agent uses the same operations through OpenAI
-function-calling tools whose JSON schemas are generated from the pydantic argument models
-below (``openai.pydantic_function_tool``), executed by :meth:`MemoryToolkit.dispatch`.
+Python callers use the methods; an agent uses the same operations as tools whose JSON
+schemas are generated from the pydantic argument models of :mod:`backend.tools.schemas`:
+OpenAI function calling through :meth:`MemoryToolkit.tool_schemas` and
+:meth:`MemoryToolkit.dispatch`, MCP through :mod:`backend.tools.mcp_server`; both run
+:meth:`MemoryToolkit.call`.
 
 Scope and time are never tool arguments: the trader id and ``as_of`` come from the caller
-(the decision loop) when it dispatches, so a tool call cannot read another trader's memory
-or the future. Argument models forbid extra keys.
+(the decision loop, or the MCP server's fixed trader and clock), so a tool call cannot
+read another trader's memory or the future. Argument models forbid extra keys.
 """
 
 from __future__ import annotations
