@@ -159,6 +159,20 @@ class AuditLog:
             ).fetchone()
         return int(row[0])
 
+    def last_change(self, trader_id: str, id_prefix: str) -> int:
+        """The ``seq`` of the newest confirmed event of ``trader_id``'s records whose id
+        starts with ``id_prefix`` (0 if none), whichever process wrote it. A range scan of
+        the ``(trader_id, record_id, seq)`` index: it grows with that prefix's records
+        only, not with the trader's other memories."""
+        upper = id_prefix[:-1] + chr(ord(id_prefix[-1]) + 1) if id_prefix else "\U0010ffff"
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT MAX(seq) FROM memory_audit WHERE trader_id = ? AND record_id >= ? "
+                "AND record_id < ? AND state = 'done'",
+                (trader_id, id_prefix, upper),
+            ).fetchone()
+        return int(row[0] or 0)
+
     def history(self, trader_id: str, record_id: str | None = None) -> list[AuditEvent]:
         """Confirmed events of one trader (optionally one record), oldest first."""
         sql = "SELECT seq, trader_id, record_id, event, old, new, as_of FROM memory_audit "

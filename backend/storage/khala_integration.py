@@ -550,6 +550,14 @@ class KhalaStore(SearchMixin):
             self._io.discard()  # held writes of dropped collections: nothing to send
             return len(names)
 
+    def change_seq(self, trader_id: str, *, id_prefix: str) -> int:
+        """A counter of confirmed writes of ``trader_id``'s records whose id starts with
+        ``id_prefix`` (the newest audit ``seq``; 0 before the first), by any process sharing
+        this store's audit trail (the same ``store.path``/``audit_path``). It changes
+        whenever such a record is added, updated or deleted: an in-process cache of them
+        is valid while it is unchanged."""
+        return self._audit.last_change(_check_trader(trader_id), id_prefix)
+
     def history(self, trader_id: str, record_id: str | None = None) -> list[AuditEvent]:
         """Audit events of the trader (or one record), oldest first."""
         return self._audit.history(_check_trader(trader_id), record_id)

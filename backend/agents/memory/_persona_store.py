@@ -39,6 +39,7 @@ __all__ = [
     "LEDGER_CHUNK",
     "LEDGER_KIND",
     "PERSONA_KIND",
+    "VERSION_PREFIX",
     "change_from_record",
     "change_records",
     "empty_ledger",
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 PERSONA_KIND = "persona"
+VERSION_PREFIX = "persona-v"
+"""Id prefix of the persona version records (``persona-v000001``, ...)."""
 CHANGE_KIND = "persona_change"
 LEDGER_KIND = "persona_fills"
 LEDGER_CHUNK = 2000
@@ -65,7 +68,7 @@ def profile_record(
         "ledger": {"generation": generation, "fills": fills},
     }
     return MemoryRecord(
-        id=f"persona-v{profile.version:06d}",
+        id=f"{VERSION_PREFIX}{profile.version:06d}",
         trader_id=profile.trader_id,
         text=summary,
         created_at=profile.as_of,

@@ -21,7 +21,11 @@ before a stored persona version or ledger chunk raises :class:`LookAheadError`. 
 per trader (calls of one manager are serialised by a lock).
 
 The store is the source of truth; decoded versions and ledger chunks (immutable once
-written) are cached in process.
+written) are cached in process. The version index of a trader is validated against the
+store at every read (:meth:`KhalaStore.change_seq` of the persona version records, one
+indexed SQLite query): a version or hard constraint that another process wrote (``sentinel
+scheduler run`` refreshing personas while ``sentinel paper`` decides) is used at the next
+read (``tests/agents/memory/test_persona_cross_process.py``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from backend.agents.memory._persona_store import (
     CHANGE_KIND,
     LEDGER_KIND,
     PERSONA_KIND,
+    VERSION_PREFIX,
     change_from_record,
     change_records,
     empty_ledger,
@@ -108,8 +113,9 @@ class PersonaManager:
         self._lock = threading.RLock()
         self._profiles: dict[tuple[str, str, int], PersonaProfile] = {}
         self._chunks: dict[tuple[str, str, int], pd.DataFrame] = {}
-        self._versions: dict[str, list[tuple[datetime, int, PersonaProfile]]] = {}
-        """Per trader: (created_at, version, profile) of every stored version, sorted."""
+        self._versions: dict[str, tuple[int, list[tuple[datetime, int, PersonaProfile]]]] = {}
+        """Per trader: the store's :data:`VERSION_PREFIX` change counter when read, and
+        (created_at, version, profile) of every stored version, sorted."""
 
     # ------------------------------------------------------------------ reads
 
@@ -118,21 +124,25 @@ class PersonaManager:
         ``None`` before the first. Raises :class:`StoreError` for a damaged record."""
         fence = _fence(as_of)
         with self._lock:
-            versions = self._versions.get(trader_id)
-            if versions is None:  # one scan per trader, then served from memory
+            seq = self._store.change_seq(trader_id, id_prefix=VERSION_PREFIX)
+            cached = self._versions.get(trader_id)
+            if cached is not None and cached[0] == seq:
+                versions = cached[1]
+            else:  # first read, or a version was written since (here or elsewhere)
                 records = self._store.scan(trader_id, as_of=_END, filters={"kind": PERSONA_KIND})
                 versions = sorted(
                     ((r.created_at, _version(r), self._decode_profile(r)) for r in records),
                     key=lambda v: (v[0], v[1]),
                 )
-                self._versions[trader_id] = versions
+                self._versions[trader_id] = (seq, versions)
         # versions only move forward in time, so the newest at or before the fence is last
         position = bisect_right([v[0] for v in versions], fence)
         return versions[position - 1][2] if position else None
 
     def invalidate(self, trader_id: str | None = None) -> None:
         """Forget the in-process version index (of one trader, or all), so the next
-        :meth:`get_profile` re-reads the store: call it after another process wrote."""
+        :meth:`get_profile` re-reads the store (it also does so by itself whenever the
+        store's change counter moved)."""
         with self._lock:
             if trader_id is None:
                 self._versions.clear()

@@ -1,0 +1,87 @@
+"""A persona version written by another process is used at the next decision.
+
+``sentinel paper`` (the decision loop) and ``sentinel scheduler run`` (the persona
+refresh) are two processes on one store: the loop's cached version index must follow the
+refresh's writes (validated against the store's change counter), on an embedded store and
+on a real chroma server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from backend.compose import MemorySystem, build_memory_system
+from backend.config import EmbeddingSettings, StoreSettings, load_settings
+
+TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+START = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.server)])
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSettings:
+    kwargs: dict[str, object] = {
+        "mode": request.param,
+        "path": tmp_path / "khala",
+        "collection_prefix": "t" + os.urandom(4).hex(),
+    }
+    if request.param == "server":
+        host, port = request.getfixturevalue("chroma_server")
+        kwargs.update(host=host, port=port)
+    return StoreSettings(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def loop(store_settings: StoreSettings) -> Iterator[MemorySystem]:
+    settings = load_settings(
+        store=store_settings, embedding=EmbeddingSettings(provider="hashing", cache_dir=None)
+    )
+    with build_memory_system(settings) as system:
+        yield system
+
+
+def _refresh_elsewhere(settings: StoreSettings, text: str, as_of: datetime) -> int:
+    writer = (sys.executable, "-m", "tests.agents.memory.persona_writer")
+    done = subprocess.run(
+        [*writer, settings.model_dump_json(), TRADER, text, as_of.isoformat()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.strip())
+
+
+def test_each_new_version_and_constraint_is_used_at_the_next_bar(
+    loop: MemorySystem, store_settings: StoreSettings
+) -> None:
+    bars = [START + timedelta(hours=h) for h in range(6)]
+
+    def context(bar: datetime) -> str:
+        return loop.memory.build_context(TRADER, "BTC/USDT", as_of=bar)[1].text
+
+    assert loop.persona.get_profile(TRADER, bars[0]) is None  # read (and cached): none yet
+    assert "max_risk_per_trade" not in context(bars[0])
+
+    version = _refresh_elsewhere(store_settings, "Never more than 2% per trade.", bars[1])
+    profile = loop.persona.get_profile(TRADER, bars[1])
+    assert version == 1 and profile is not None and profile.version == 1
+    assert {c.kind for c in profile.constraints()} == {"max_risk_per_trade"}
+    assert "max_risk_per_trade" in context(bars[1])
+
+    assert loop.persona.get_profile(TRADER, bars[2]) == profile  # nothing new: same version
+    version = _refresh_elsewhere(store_settings, "No memecoins.", bars[3])
+    profile = loop.persona.get_profile(TRADER, bars[3])
+    assert version == 2 and profile is not None and profile.version == 2
+    assert {c.kind for c in profile.constraints()} == {"max_risk_per_trade", "no_memecoins"}
+    assert "no_memecoins" in context(bars[3])
+    # the past stays the past: the bar before the second refresh still has version 1
+    earlier = loop.persona.get_profile(TRADER, bars[2])
+    assert earlier is not None and earlier.version == 1
