@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -238,12 +237,16 @@ def main() -> None:
             raise
         print(f"sentinel: error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("sentinel: aborted", file=sys.stderr)
         sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # typer's own click: a mistyped command or option
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()  # the usage line and the problem, as click prints them
+        else:
+            print(f"sentinel: error: {exc}", file=sys.stderr)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
     except Exception as exc:  # a bug: still one line unless --debug
         if debug:
             raise

@@ -54,6 +54,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
+def test_mistyped_command_or_option_gets_the_usage_and_exit_2() -> None:
+    for args, problem in (
+        (("memory", "import-chaat"), "No such command 'import-chaat'"),
+        (("backtest", "--nope"), "No such option: --nope"),
+    ):
+        result = run(*args)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"Usage: sentinel {args[0]} ")
+        assert problem in result.stderr and "internal error" not in result.stderr
+
+
 def test_bad_config_value_fails_at_start_naming_the_key(tmp_path: Path) -> None:
     result = run(
         "memory", "search", "--trader", "t", "--query", "q", env={"SENTINEL_STORE__MODE": "cloud"}
