@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from backend.backtest.engine import BacktestResult, bar_close_times, run_backtest, select_window
-from backend.cli_backtest import BUILDER_MODULE, MakerFactory, data_root_for
+from backend.cli.backtest import BUILDER_MODULE, MakerFactory, data_root_for
 from backend.config import Settings, load_settings
 from backend.data import OHLCVFrame, load_ohlcv
 from backend.llm.tokens import count_tokens

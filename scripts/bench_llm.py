@@ -4,7 +4,7 @@ Starts the bundled model (Gemma 3 270M) with :class:`backend.llm.local.LocalServ
 what ``sentinel llm serve`` runs — then, for each mode of ``--modes``:
 
 - **decisions**: ``sentinel backtest --policy llm``'s own path
-  (:func:`backend.cli_backtest.run_backtest_command`, memory on, the default config but
+  (:func:`backend.cli.backtest.run_backtest_command`, memory on, the default config but
   ``llm.structured_output``) over ``--start``..``--end`` of BTC/USDT 1h;
 - **persona updates**: :meth:`PersonaManager.update_from_text` on each of
   :data:`NOTES` (a trader's words) into a fresh store.
@@ -44,7 +44,7 @@ from backend.agents.deep_trader_manager import build_trader_manager
 from backend.agents.memory import PersonaManager
 from backend.agents.policies import LLMPolicy, daily_vol
 from backend.backtest.models import DecisionMaker
-from backend.cli_backtest import run_backtest_command
+from backend.cli.backtest import run_backtest_command
 from backend.config import LLMSettings, Settings, StoreSettings, load_settings
 from backend.data import OHLCVFrame
 from backend.embeddings import HashingEmbedder

@@ -67,7 +67,7 @@ def build_mcp_server(
     name: str = "cryptosentinel-memory",
     version: str = "",
 ) -> Server[Any]:
-    """An MCP server of ``trader_id``'s memory; transports run it (:mod:`backend.cli_mcp`).
+    """An MCP server of ``trader_id``'s memory; transports run it (:mod:`backend.cli.mcp`).
 
     ``clock`` returns the UTC ``as_of`` of each request; ``episodes`` lists the trader's
     episodes for the recent-episodes resource. Tools: every :meth:`MemoryToolkit.tools`

@@ -15,13 +15,13 @@ import typer
 from typer.testing import CliRunner
 
 import backend.cli
-from backend.cli_persona import persona_app
+from backend.cli.persona import persona_app
 from tests.agents.conftest import ALTS_SPOT, BTC_LONG_HF, ETH_SOL_SHORT
 
 SENTINEL = Path(sys.executable).parent / "sentinel"
 REGISTERED = any(group.typer_instance is persona_app for group in backend.cli.app.registered_groups)
 _WRAPPER = (
-    "import sys, backend.cli as c; from backend.cli_persona import persona_app as p; "
+    "import sys, backend.cli as c; from backend.cli.persona import persona_app as p; "
     "c.app.add_typer(p, name='persona'); sys.argv[0] = 'sentinel'; c.main()"
 )
 

@@ -16,9 +16,9 @@ import typer
 from typer.testing import CliRunner
 
 import backend.cli
-import backend.cli_backtest as cli_backtest
+import backend.cli.backtest as cli_backtest
 from backend.backtest.models import DecisionMaker
-from backend.cli_backtest import BUILDER_MODULE, backtest, run_backtest_command
+from backend.cli.backtest import BUILDER_MODULE, backtest, run_backtest_command
 from backend.config import Settings, load_settings
 from backend.data import OHLCVFrame
 from backend.errors import ConfigError, DataError, SentinelError
@@ -142,7 +142,7 @@ def scratch_app() -> typer.Typer:
 
     @app.callback()
     def _root() -> None:
-        backend.cli._state.settings = None
+        backend.cli._common.state.settings = None
 
     app.command("backtest")(backtest)
     return app

@@ -33,6 +33,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecution
 from apscheduler.triggers.interval import IntervalTrigger
 
 from backend.backtest.metrics import LLMUsage
+from backend.cli._common import console, parse_utc, settings, state
 from backend.errors import ConfigError
 
 __all__ = ["paper", "scheduler_app"]
@@ -44,10 +45,9 @@ scheduler_app = typer.Typer(
 
 
 def _config() -> tuple[Any, str]:
-    from backend.cli import _state, settings
     from backend.service.runtime import config_key
 
-    return settings(), config_key(_state.config_path)
+    return settings(), config_key(state.config_path)
 
 
 def _quiet_scheduler() -> None:
@@ -77,7 +77,6 @@ def jobs(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
     """List the configured jobs: id, name, trigger, next run time (UTC)."""
-    from backend.cli import console
     from backend.service.scheduler import list_jobs
 
     cfg, config = _config()
@@ -93,7 +92,6 @@ def jobs(
 @scheduler_app.command("run")
 def run() -> None:
     """Run the scheduler in the foreground until SIGINT/SIGTERM (finishing running jobs)."""
-    from backend.cli import console
     from backend.service.runtime import close_runtimes
     from backend.service.scheduler import start_service
 
@@ -156,7 +154,6 @@ def paper(
 ) -> None:
     """Paper-trade PAIR with the DeepTraderManager on closed candles from ccxt: the
     backtest's decisions and fills (next open, fees, slippage) on a schedule."""
-    from backend.cli import console, parse_utc
     from backend.service.jobs import paper_step
     from backend.service.paper import paper_run_id
     from backend.service.runtime import close_runtimes, runtime_for

@@ -41,6 +41,7 @@ from rich.table import Table
 from backend.backtest.engine import BacktestResult, ProgressCallback, run_backtest, select_window
 from backend.backtest.models import DecisionMaker
 from backend.backtest.report import llm_warning, write_run
+from backend.cli._common import parse_utc, settings
 from backend.config import Settings
 from backend.data import OHLCVFrame, find_ohlcv_file, read_ohlcv_file
 from backend.errors import ConfigError, SentinelError
@@ -221,7 +222,6 @@ def backtest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics JSON.")] = False,
 ) -> None:
     """Backtest the DeepTraderManager on one pair: fills at the next open, fees, slippage."""
-    from backend.cli import parse_utc, settings
 
     cfg = settings()
     first = parse_utc(start, name="start") if start else None

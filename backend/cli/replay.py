@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from backend.cli._common import console, parse_utc, settings
 from backend.config import Settings, StoreSettings
 from backend.replay import SERIES, ReplayResult, replay_trades
 
@@ -121,7 +122,6 @@ def replay_trades_cli(
 ) -> None:
     """Replay a trader's fills day by day: the persona evolves, big wins/losses become
     episodes; writes the persona timeline (table and plot)."""
-    from backend.cli import console, parse_utc, settings
 
     summary = replay_trades_command(
         settings(),

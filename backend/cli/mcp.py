@@ -28,6 +28,7 @@ from typing import Annotated, Any
 
 import typer
 
+from backend.cli._common import parse_utc, settings
 from backend.errors import ConfigError
 
 __all__ = ["TOKEN_ENV", "mcp_command"]
@@ -73,7 +74,6 @@ def mcp_command(
     ] = None,
 ) -> None:
     """Serve one trader's memory over the Model Context Protocol until stopped."""
-    from backend.cli import parse_utc, settings
     from backend.compose import build_memory_system
     from backend.storage.models import TRADER_ID_PATTERN
     from backend.tools.mcp_server import build_mcp_server

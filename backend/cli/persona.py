@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from backend.cli._common import parse_utc
 from backend.errors import DataError
 from backend.memory.models import PersonaProfile
 
@@ -92,7 +93,6 @@ def persona_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show a trader's persona computed from the fills known at --as-of (no store used)."""
-    from backend.cli import parse_utc
 
     fence = parse_utc(as_of, name="as-of") if as_of else None
     profile = build_show_profile(trader, fills, fence)

@@ -1,7 +1,7 @@
 """``sentinel eval ...``: evaluations of the memory module on public data, each writing
 one JSON file.
 
-A typer sub-app; ``backend.cli`` registers it with ``app.add_typer(cli_eval.app,
+A typer sub-app; ``backend.cli`` registers it with ``app.add_typer(eval_cli.app,
 name="eval")``, and its ``main()`` turns a :class:`~backend.errors.SentinelError` (a
 damaged input file is a :class:`~backend.errors.DataError` naming the file) into one line
 on stderr, exit 2::
@@ -43,6 +43,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from backend.cli._common import parse_utc, settings
 from backend.config import Settings, StoreSettings
 from backend.errors import ConfigError, DataError
 from backend.eval.locomo_models import CATEGORY_NAMES, LocomoReport, MethodName
@@ -171,7 +172,6 @@ def locomo(
 ) -> None:
     """LoCoMo retrieval: recall@1/5/10/25 of the evidence turns per method and category,
     latency p50/p95, context tokens per query (and answer F1 with an LLM configured)."""
-    from backend.cli import settings
 
     report = run_locomo_command(
         settings(),
@@ -255,8 +255,7 @@ def ablation(
 ) -> None:
     """Backtest the same walk-forward windows with memory off, persona only, persona +
     working, and all three tiers; side by side with buy-and-hold."""
-    from backend.cli import parse_utc, settings
-    from backend.cli_backtest import data_root_for
+    from backend.cli.backtest import data_root_for
     from backend.data import find_ohlcv_file, read_ohlcv_file
     from backend.embeddings import build_embedder
     from backend.eval._memo import MemoEmbedder

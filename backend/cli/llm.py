@@ -20,6 +20,7 @@ from typing import Annotated
 
 import typer
 
+from backend.cli._common import settings
 from backend.errors import SentinelError
 
 __all__ = ["llm_app"]
@@ -41,7 +42,6 @@ def serve(
     ] = Path(".sentinel/llm-server.log"),
 ) -> None:
     """Serve the bundled model as an OpenAI-compatible endpoint until SIGINT/SIGTERM."""
-    from backend.cli import settings
     from backend.llm.local import LocalServer
 
     server = LocalServer(settings().llm.local, log_path=log, host=host, port=port)
@@ -70,7 +70,6 @@ class _Stopped(Exception):
 @llm_app.command("model")
 def model() -> None:
     """Print the path of the bundled GGUF (assembled from its packages on first use)."""
-    from backend.cli import settings
     from backend.llm.local import ensure_model
 
     sys.stdout.write(f"{ensure_model(settings().llm.local.model_path)}\n")

@@ -1,0 +1,116 @@
+"""The ``sentinel`` command line (typer): the composition root.
+
+Only this module (with its sub-apps) and the scheduler's jobs read the clock; everything
+below it takes ``as_of`` as an argument. Errors of the package (:class:`SentinelError`)
+print one line on stderr and exit with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from backend.cli import eval as eval_cli
+from backend.cli._common import console, settings, state
+from backend.cli.backtest import backtest
+from backend.cli.data import data_app
+from backend.cli.llm import llm_app
+from backend.cli.mcp import mcp_command
+from backend.cli.memory import memory_app
+from backend.cli.persona import persona_app
+from backend.cli.replay import replay_trades_cli
+from backend.cli.service import paper, scheduler_app
+from backend.errors import SentinelError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="sentinel",
+    help="CryptoSentinel memory: hierarchical memory for an LLM crypto-trading agent.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data_app, name="data")
+app.add_typer(memory_app, name="memory")
+app.add_typer(persona_app, name="persona")
+app.add_typer(eval_cli.app, name="eval")
+app.add_typer(llm_app, name="llm")
+app.command("replay-trades")(replay_trades_cli)
+app.command("backtest")(backtest)
+app.add_typer(scheduler_app, name="scheduler")
+app.command("paper")(paper)
+app.command("mcp")(mcp_command)
+
+
+@app.callback()
+def _root(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML config (default config/default.yaml).")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    state.config_path = config
+    state.settings = None
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not debug:
+        import bm25s  # noqa: F401  (it sets its own logger to DEBUG on import)
+
+        for noisy in ("bm25s", "chromadb", "httpx", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Shared data directory (default: data.data_dir).")
+    ] = None,
+    store_path: Annotated[
+        Path | None, typer.Option(help="Embedded store directory (default: store.path).")
+    ] = None,
+) -> None:
+    """Smoke job of the memory layer on the real data: ingest, search, print what it found."""
+    from backend.demo import run_demo
+
+    cfg = settings()
+    if store_path is not None:
+        cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"path": store_path})})
+    run_demo(cfg, data_dir=data_dir or cfg.data.data_dir, console=console)
+
+
+def main() -> None:
+    """Console entry point: runs :data:`app`, turning errors into one line and exit 2."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app(standalone_mode=False)
+    except SentinelError as exc:
+        if debug:
+            raise
+        print(f"sentinel: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("sentinel: aborted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as exc:  # typer's own click: a mistyped command or option
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()  # the usage line and the problem, as click prints them
+        else:
+            print(f"sentinel: error: {exc}", file=sys.stderr)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    except Exception as exc:  # a bug: still one line unless --debug
+        if debug:
+            raise
+        message = " ".join(str(exc).split())
+        print(
+            f"sentinel: internal error: {type(exc).__name__}: {message} (rerun with --debug)",
+            file=sys.stderr,
+        )
+        sys.exit(1)

@@ -1,0 +1,84 @@
+"""``sentinel data``: download and check OHLCV files."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from backend.cli._common import console, parse_utc, settings
+
+__all__ = ["data_app"]
+
+data_app = typer.Typer(help="Market data: download and check OHLCV files.", no_args_is_help=True)
+
+
+@data_app.command("download")
+def data_download(
+    pair: Annotated[str, typer.Option(help="ccxt symbol, e.g. BTC/USDT.")],
+    timeframe: Annotated[str, typer.Option(help="Candle timeframe, e.g. 1h.")],
+    since: Annotated[str, typer.Option(help="First candle open time (UTC), e.g. 2024-01-01.")],
+    data_dir: Annotated[Path, typer.Option(help="Directory of BASE_QUOTE-TIMEFRAME files.")],
+    exchange: Annotated[str | None, typer.Option(help="ccxt exchange id.")] = None,
+    until: Annotated[str | None, typer.Option(help="End (UTC); default: now.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv, csv.gz, feather, parquet.")] = "csv.gz",
+    api_url: Annotated[
+        str | None, typer.Option(help="Point the exchange API at this base URL.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Download closed candles through ccxt ``fetch_ohlcv`` (paged) into a data file."""
+    from backend.data import download_ohlcv, make_exchange, write_ohlcv
+
+    cfg = settings().exchange
+    start = parse_utc(since, name="since")
+    end = parse_utc(until, name="until") if until else datetime.now(UTC)
+    ex = make_exchange(
+        exchange or cfg.id, api_base_url=api_url or cfg.api_base_url, timeout_ms=cfg.timeout_ms
+    )
+    frame = download_ohlcv(ex, pair, timeframe, since=start, until=end)
+    path = write_ohlcv(frame, data_dir, pair, timeframe, fmt=fmt)
+    summary = {
+        "path": str(path),
+        "rows": len(frame),
+        "first": frame.index[0].isoformat() if len(frame) else None,
+        "last": frame.index[-1].isoformat() if len(frame) else None,
+    }
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        console.print(f"wrote {summary['rows']} candles to {path}")
+
+
+@data_app.command("check")
+def data_check(
+    pair: Annotated[str, typer.Option(help="e.g. BTC/USDT")],
+    timeframe: Annotated[str, typer.Option(help="e.g. 1h")],
+    data_dir: Annotated[Path, typer.Option(help="Directory of BASE_QUOTE-TIMEFRAME files.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Validate an OHLCV file and report its gaps and repairs (never fills gaps)."""
+    from backend.data import load_ohlcv
+
+    loaded = load_ohlcv(data_dir, pair, timeframe)
+    report = {
+        "path": str(loaded.source),
+        "rows": len(loaded.frame),
+        "first": loaded.frame.index[0].isoformat() if len(loaded.frame) else None,
+        "last": loaded.frame.index[-1].isoformat() if len(loaded.frame) else None,
+        "gaps": [g.model_dump(mode="json") for g in loaded.gaps],
+        "missing_candles": sum(g.missing for g in loaded.gaps),
+        "repairs": list(loaded.repairs),
+    }
+    if as_json:
+        print(json.dumps(report))
+        return
+    console.print(
+        f"{report['path']}: {report['rows']} candles {report['first']} .. {report['last']}, "
+        f"{len(loaded.gaps)} gaps ({report['missing_candles']} missing candles)"
+    )
+    for gap in loaded.gaps[:20]:
+        console.print(f"  gap after {gap.start.isoformat()}: {gap.missing} missing")
