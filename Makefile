@@ -70,6 +70,7 @@ lint: install
 	$(VENV)/bin/ruff check backend tests scripts
 	$(VENV)/bin/ruff format --check backend tests scripts
 	$(VENV)/bin/mypy backend scripts
+	$(VENV)/bin/lint-imports  # the layers: no cycles, no foreign _private imports (pyproject)
 
 bench: install
 	$(PY) scripts/bench_store.py --n 10000 --json

@@ -1,48 +1,52 @@
-"""Composition root helpers: build the whole memory system from :class:`Settings`.
+"""The composition root: everything built from :class:`Settings`.
 
-Only entry points (the CLI, scripts, the scheduler) call this; library code receives the
-built parts. Nothing here reads the clock.
+Only entry points (the CLI, scripts, the scheduler, the service) call this; library code
+receives the built parts. Nothing here reads the clock. :func:`build_memory_system` builds
+the store, the tiers, the orchestrator and the toolkit; :func:`build_trader_manager` builds
+a :class:`DeepTraderManager` over them for one OHLCV frame (features, detected events,
+news from ``data.headlines_path``/``data.fear_greed_path``, the policy).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
 
+from backend.agents import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager, MemorySystem, PrimedEmbedder
 from backend.agents.memory import PersonaManager
-from backend.config import Settings
+from backend.agents.policies import LLMPolicy, Policy, RulePolicy
+from backend.config import LLMSettings, Settings
+from backend.data import OHLCVFrame, load_fear_greed, load_headlines
 from backend.embeddings import Embedder, build_embedder
+from backend.errors import ConfigError
 from backend.llm import LLMClient, build_llm
-from backend.memory import EpisodicMemory, WorkingMemory
+from backend.memory import (
+    EpisodicMemory,
+    FearGreedIndex,
+    FeatureFrame,
+    HeadlineIndex,
+    WorkingMemory,
+    compute_features,
+    detect_market_events,
+    detect_news_shocks,
+    events_to_episodes,
+)
+from backend.memory.hierarchical import HierarchicalMemory
+from backend.memory.models import Episode
 from backend.storage import KhalaStore, open_store
-from backend.storage.hierarchical_memory import HierarchicalMemory
+from backend.text.tokens import load_encoding
 from backend.tools.memory_toolkit import MemoryToolkit
 
-__all__ = ["MemorySystem", "build_memory_system"]
-
-
-@dataclass(frozen=True)
-class MemorySystem:
-    """Every part of the hierarchical memory, wired together."""
-
-    store: KhalaStore
-    persona: PersonaManager
-    working: WorkingMemory
-    episodic: EpisodicMemory
-    memory: HierarchicalMemory
-    toolkit: MemoryToolkit
-    llm: LLMClient | None
-
-    def close(self) -> None:
-        """Stop the retrieval threads and close the working-memory state and audit trail."""
-        self.memory.close()
-        self.working.close()
-        self.store.close()
-
-    def __enter__(self) -> MemorySystem:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+__all__ = [
+    "MemorySystem",
+    "build_memory_system",
+    "build_trader_manager",
+    "detect_episodes",
+    "make_policy",
+]
 
 
 def build_memory_system(
@@ -79,3 +83,158 @@ def build_memory_system(
     )
     toolkit = MemoryToolkit(memory, working=working, episodic=episodic, persona=persona)
     return MemorySystem(store, persona, working, episodic, memory, toolkit, llm)
+
+
+def _detected(
+    settings: Settings,
+    features: FeatureFrame,
+    headlines: HeadlineIndex | None,
+    fear_greed: FearGreedIndex | None,
+) -> list[Episode]:
+    det = settings.memory.detectors
+    events = detect_market_events(features, settings=det)
+    if headlines is not None and len(headlines):
+        events += detect_news_shocks(features, headlines, settings=det)
+    return events_to_episodes(
+        events,
+        trader_id=settings.agent.trader_id,
+        features=features,
+        headlines=headlines,
+        fear_greed=fear_greed,
+        news_window_bars=det.news_window_bars,
+    )
+
+
+def _policy(settings: Settings, name: str) -> Policy:
+    if name == "rule":
+        return RulePolicy(settings.agent)
+    if name == "llm":
+        llm = build_llm(settings.llm)
+        if llm is None:
+            raise ConfigError(
+                "agent.policy llm needs llm.base_url and llm.model "
+                "(SENTINEL_LLM__BASE_URL, SENTINEL_LLM__MODEL)"
+            )
+        return LLMPolicy(llm, max_exposure=settings.agent.max_exposure)
+    raise ConfigError(f"agent.policy: unknown policy {name!r} (expected rule or llm)")
+
+
+def build_trader_manager(
+    settings: Settings,
+    *,
+    ohlcv: OHLCVFrame,
+    data_dir: Path,
+    memory: bool,
+    policy: str,
+    store_path: Path | None,
+    embedder: Embedder | None = None,
+    seed_note: str | None = DEFAULT_CONSTRAINTS_NOTE,
+) -> tuple[DeepTraderManager, Callable[[], None]]:
+    """Compose a :class:`DeepTraderManager` for ``ohlcv``; returns it and a close function.
+
+    Features are computed once for the whole frame; headlines and Fear & Greed (the
+    ``data.headlines_path``/``data.fear_greed_path`` of ``data_dir``) are loaded when
+    present; market events and news shocks are detected. With ``memory``, the memory
+    system is built on an embedded
+    store at ``store_path``; when None, each run starts from an empty, throwaway memory:
+    an in-process chroma (``store.mode="ephemeral"``, its own collection prefix, dropped
+    by the close function; no fsync per write: ~55 ms per chroma write call on this disk,
+    measured) with its working-memory and audit files in a temporary directory removed by
+    the close function. ``embedder`` overrides the
+    configured one. Persona notes are read by the offline rules (deterministic), the
+    policy uses the configured LLM. ``seed_note`` (default
+    :data:`DEFAULT_CONSTRAINTS_NOTE`) is recorded as of the first bar when the persona is
+    empty. The close function writes what is buffered and closes the memory (idempotent).
+
+    Raises :class:`ConfigError` for ``policy="llm"`` without ``llm.base_url``/``llm.model``
+    or an unknown policy, :class:`DataError` for unreadable data files, and the memory
+    system's errors.
+    """
+    chosen = _policy(settings, policy)
+    features = compute_features(
+        ohlcv, breakout_lookback_bars=settings.memory.detectors.breakout_lookback_bars
+    )
+    paths = settings.data.model_copy(update={"data_dir": data_dir})
+    news_path, fg_path = paths.headlines_path, paths.fear_greed_path
+    headlines = HeadlineIndex.build(load_headlines(news_path)) if news_path.is_file() else None
+    fear_greed = FearGreedIndex.build(load_fear_greed(fg_path)) if fg_path.is_file() else None
+    episodes = _detected(settings, features, headlines, fear_greed)
+    agent = settings.agent.model_copy(update={"memory": memory, "policy": policy})
+    system: MemorySystem | None = None
+    primer: PrimedEmbedder | None = None
+    temp: Path | None = None
+    if memory:
+        temp = None if store_path is not None else Path(tempfile.mkdtemp(prefix="sentinel-run-"))
+        root = store_path if store_path is not None else temp
+        assert root is not None
+        store = settings.store.model_copy(
+            update={
+                "mode": "embedded" if store_path is not None else "ephemeral",
+                "path": root / "khala",
+                "audit_path": root / "audit.db",
+                # the run owns a throwaway store: exact dense search in process
+                "exact_search_max": 0 if store_path is not None else 50_000,
+                # chroma syncs its index every 100 records: small writes ~2.6x cheaper;
+                # writes reach chroma 64 records at a time (backend.storage._pending)
+                **(
+                    {"hnsw_sync_threshold": 100, "write_coalesce": 64} if store_path is None else {}
+                ),
+                "collection_prefix": (
+                    settings.store.collection_prefix
+                    if store_path is not None
+                    else f"run{uuid.uuid4().hex[:12]}"
+                ),
+            }
+        )
+        mem = settings.memory.model_copy(update={"working_state_path": root / "working.sqlite3"})
+        system_settings = settings.model_copy(
+            update={"store": store, "memory": mem, "llm": LLMSettings()}
+        )
+        try:
+            load_encoding()  # prompt token counts: the tokenizer loads here, not at bar 1
+            primer = PrimedEmbedder(embedder or build_embedder(settings.embedding))
+            system = build_memory_system(system_settings, embedder=primer)
+        except BaseException:
+            if temp is not None:
+                shutil.rmtree(temp, ignore_errors=True)
+            raise
+    manager = DeepTraderManager(
+        features=features,
+        policy=chosen,
+        agent=agent,
+        system=system,
+        episodes=episodes,
+        headlines=headlines,
+        fear_greed=fear_greed,
+        seed_note=seed_note,
+        min_trade_fraction=settings.backtest.min_trade_fraction,
+        primer=primer,
+    )
+    closed = False
+
+    def close() -> None:
+        nonlocal closed
+        if closed:
+            return
+        closed = True
+        try:
+            manager.finish()
+        finally:
+            if system is not None:
+                if temp is not None:  # a throwaway in-memory store: free its collections
+                    system.store.drop_all()
+                system.close()
+            if temp is not None:
+                shutil.rmtree(temp, ignore_errors=True)
+
+    return manager, close
+
+
+detect_episodes = _detected
+"""``detect_episodes(settings, features, headlines, fear_greed)``: the market events and
+news shocks of ``features`` as episodes of ``settings.agent.trader_id`` (what
+:func:`build_trader_manager` gives the manager; the paper loop reuses it)."""
+
+make_policy = _policy
+"""``make_policy(settings, "rule" | "llm")``: the policy :func:`build_trader_manager`
+uses. Raises :class:`ConfigError` for an unknown policy or ``llm`` without an endpoint."""

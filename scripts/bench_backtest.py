@@ -4,7 +4,7 @@ Runs :func:`backend.backtest.engine.run_backtest` over real candles twice (``mem
 then ``memory=False``), each with a fresh memory — the throwaway in-process store that
 ``sentinel backtest`` uses by default, or with ``--persistent`` an embedded persistent
 store in a temporary directory — and the maker built by
-``backend.agents.deep_trader_manager.build_trader_manager`` (imported lazily; the script
+``backend.compose.build_trader_manager`` (imported lazily; the script
 exits with a clear message if it is missing). Last line: one JSON object::
 
     .venv/bin/python scripts/bench_backtest.py --start 2022-05-01 --end 2022-05-15 --json
@@ -40,7 +40,7 @@ from backend.backtest.engine import BacktestResult, bar_close_times, run_backtes
 from backend.cli.backtest import BUILDER_MODULE, MakerFactory, data_root_for
 from backend.config import Settings, load_settings
 from backend.data import OHLCVFrame, load_ohlcv
-from backend.llm.tokens import count_tokens
+from backend.text.tokens import count_tokens
 
 
 def load_builder() -> MakerFactory:

@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any, cast
 
 from backend.agents.constraints import stop_distance
-from backend.agents.deep_trader_manager import build_trader_manager
 from backend.agents.memory import PersonaManager
 from backend.agents.policies import LLMPolicy, daily_vol
 from backend.backtest.models import DecisionMaker
 from backend.cli.backtest import run_backtest_command
+from backend.compose import build_trader_manager
 from backend.config import LLMSettings, Settings, StoreSettings, load_settings
 from backend.data import OHLCVFrame
 from backend.embeddings import HashingEmbedder

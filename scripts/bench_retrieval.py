@@ -82,9 +82,9 @@ from backend.memory import (
     snapshot_at,
 )
 from backend.memory._consolidate import consolidate
+from backend.memory.hierarchical import HierarchicalMemory
 from backend.memory.models import Episode
 from backend.storage import open_store
-from backend.storage.hierarchical_memory import HierarchicalMemory
 
 TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
 PAIRS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")

@@ -54,7 +54,6 @@ from backend.compose import build_memory_system
 from backend.config import Settings, StoreSettings, load_settings
 from backend.data import OHLCVFrame, load_fear_greed, load_headlines, load_ohlcv
 from backend.embeddings import Embedder, build_embedder
-from backend.llm.tokens import count_tokens
 from backend.memory import (
     FearGreedIndex,
     FeatureFrame,
@@ -64,6 +63,7 @@ from backend.memory import (
     detect_news_shocks,
     events_to_episodes,
 )
+from backend.text.tokens import count_tokens
 
 HISTORIES: dict[str, timedelta] = {
     "1w": timedelta(days=7),

@@ -10,8 +10,8 @@ import pandas as pd
 from backend.config import load_settings
 from backend.data import load_fear_greed, load_headlines, load_ohlcv
 from backend.embeddings import MiniLMEmbedder
-from backend.llm.tokens import count_tokens
 from backend.memory import FearGreedIndex, HeadlineIndex, compute_features
+from backend.text.tokens import count_tokens
 from tests.test_bench_retrieval import load_script
 
 

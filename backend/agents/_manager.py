@@ -17,8 +17,8 @@ from backend.agents._memory_writer import MemoryWriter, WriterState
 from backend.agents.constraints import check_decision
 from backend.agents.memory import empty_profile, route_decisions, text_decisions
 from backend.agents.policies import DecisionView, Policy, daily_vol
+from backend.agents.system import MemorySystem
 from backend.backtest.models import BarContext, Decision, DecisionRecord, TradeRecord
-from backend.compose import MemorySystem
 from backend.config import AgentSettings
 from backend.errors import DataError, SentinelError
 from backend.memory import (

@@ -50,8 +50,8 @@ from datetime import datetime, timedelta
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from backend.agents._embed_cache import PrimedEmbedder
+from backend.agents.system import MemorySystem
 from backend.backtest.models import Decision, TradeRecord
-from backend.compose import MemorySystem
 from backend.errors import SentinelError
 from backend.memory import FeatureFrame
 from backend.memory.models import Episode, Outcome

@@ -18,7 +18,7 @@ with ``--json``); stdout gets the headline metrics and the report's path, or wit
 The maker is given the data ROOT (``news/``, ``trades/``), not the candle directory:
 ``--data-root``, else :func:`data_root_for` (``DATA_DIR/../..`` for the
 ``ROOT/market/binance`` layout). The composition is :func:`run_backtest_command`; the
-decision maker comes from ``backend.agents.deep_trader_manager.build_trader_manager``
+decision maker comes from ``backend.compose.build_trader_manager``
 (imported lazily) unless a ``maker_factory`` with the same signature is passed (tests).
 """
 
@@ -54,7 +54,7 @@ __all__ = [
     "run_backtest_command",
 ]
 
-BUILDER_MODULE = "backend.agents.deep_trader_manager"
+BUILDER_MODULE = "backend.compose"
 
 
 class MakerFactory(Protocol):

@@ -258,7 +258,7 @@ def ablation(
     from backend.cli.backtest import data_root_for
     from backend.data import find_ohlcv_file, read_ohlcv_file
     from backend.embeddings import build_embedder
-    from backend.eval._memo import MemoEmbedder
+    from backend.eval import MemoEmbedder
     from backend.eval.ablation import MODES, run_ablation, walk_forward_windows
     from backend.eval.models import AblationMode, WindowRun
 

@@ -56,8 +56,11 @@ def build_show_profile(trader_id: str, fills_path: Path, as_of: datetime | None)
     """The profile ``persona show`` prints (see the module doc). Raises :class:`DataError`
     naming the file when it is unreadable or damaged, or has no fill of the trader at or
     before ``as_of`` (default: the trader's last fill)."""
-    from backend.agents.memory._persona_features import compute_persona_attributes
-    from backend.agents.memory._persona_router import empty_profile, route_fill_attributes
+    from backend.agents.memory import (
+        compute_persona_attributes,
+        empty_profile,
+        route_fill_attributes,
+    )
     from backend.data.fills import fills_to_frame, load_hyperliquid_fills
 
     mine = [f for f in load_hyperliquid_fills(fills_path) if f.trader_id == trader_id]

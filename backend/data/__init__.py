@@ -13,6 +13,7 @@ Loaders raise :class:`~backend.errors.DataError` (file, row, field) for bad inpu
 
 from __future__ import annotations
 
+from backend.data._candles import close_times, period_steps
 from backend.data.exchange import (
     download_ohlcv,
     fills_from_ccxt_trades,
@@ -42,6 +43,7 @@ __all__ = [
     "Headline",
     "MarketType",
     "OHLCVFrame",
+    "close_times",
     "download_ohlcv",
     "fills_from_ccxt_trades",
     "fills_to_frame",
@@ -53,6 +55,7 @@ __all__ = [
     "load_ohlcv",
     "make_exchange",
     "ohlcv_filename",
+    "period_steps",
     "point_exchange_at",
     "read_ohlcv_file",
     "timeframe_seconds",

@@ -42,11 +42,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backend.agents.deep_trader_manager import DEFAULT_CONSTRAINTS_NOTE, build_trader_manager
+from backend.agents.deep_trader_manager import DEFAULT_CONSTRAINTS_NOTE
 from backend.agents.policies import DecisionView, Policy
 from backend.backtest.engine import run_backtest, utc_timestamp
 from backend.backtest.metrics import bar_returns, bars_per_year, max_drawdown, sharpe_ratio
 from backend.backtest.models import Decision
+from backend.compose import build_trader_manager
 from backend.config import Settings
 from backend.data import OHLCVFrame
 from backend.embeddings import Embedder

@@ -10,8 +10,8 @@ Layout (every method renders the same way, so tokens per query compare)::
 
 Turns are added in rank order while they fit, up to ``max_turns``; the persona block
 (at most :data:`PERSONA_TOKENS` tokens) comes first. The dialog is quoted data
-(:func:`backend.llm.quoting.quote_data`). Tokens are tiktoken cl100k_base
-(:func:`backend.llm.tokens.count_tokens`), and ``tokens <= budget`` always holds.
+(:func:`backend.text.quoting.quote_data`). Tokens are tiktoken cl100k_base
+(:func:`backend.text.tokens.count_tokens`), and ``tokens <= budget`` always holds.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from backend.eval.locomo_models import LocomoConversation, LocomoTurn
-from backend.llm.quoting import quote_data
-from backend.llm.tokens import count_tokens, truncate_to_tokens
 from backend.memory.models import PersonaProfile, RenderedContext
+from backend.text.quoting import quote_data
+from backend.text.tokens import count_tokens, truncate_to_tokens
 
 __all__ = ["PERSONA_TOKENS", "persona_line", "render_locomo_context", "turn_line"]
 

@@ -150,7 +150,7 @@ class HierarchicalRetriever:
     """The ``hierarchical`` method over one :class:`LocomoMemory` (module docstring).
 
     ``max_workers`` threads read the tiers concurrently (as
-    :class:`~backend.storage.hierarchical_memory.HierarchicalMemory` does). Call
+    :class:`~backend.memory.hierarchical.HierarchicalMemory` does). Call
     :meth:`close` when done.
     """
 

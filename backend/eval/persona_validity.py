@@ -54,14 +54,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backend.agents.memory._persona_features import (
+from backend.agents.memory import (
     STYLE_THRESHOLDS_H,
     base_asset,
     compute_persona_attributes,
     holding_samples,
     normalize_fills_frame,
+    opening_notional,
 )
-from backend.agents.memory._persona_positions import opening_notional
 from backend.data.fills import fills_to_frame
 from backend.data.models import Fill
 from backend.eval.models import MethodScore, PersonaMethod

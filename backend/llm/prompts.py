@@ -20,8 +20,8 @@ from typing import Literal
 from pydantic import Field
 
 from backend.llm.answer import LLMAnswer
-from backend.llm.quoting import quote_data
 from backend.memory.models import ChangeAction, EpisodeType, HardConstraint
+from backend.text.quoting import quote_data
 
 __all__ = [
     "KeyEventJudgement",

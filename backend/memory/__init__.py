@@ -6,7 +6,7 @@
   scored recall), fed by the ``detect_*`` detectors;
 - persona memory lives in :mod:`backend.agents.memory` (:class:`PersonaManager`);
 - the three are retrieved together by
-  :class:`backend.storage.hierarchical_memory.HierarchicalMemory`.
+  :class:`backend.memory.hierarchical.HierarchicalMemory`.
 
 Models are in :mod:`backend.memory.models`.
 """

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backend.data._candles import close_times, period_steps
+from backend.data import close_times, period_steps
 from backend.data.models import OHLCVFrame
 from backend.data.ohlcv import timeframe_seconds
 from backend.errors import DataError, LookAheadError

@@ -9,7 +9,7 @@ keeps its head and servers that cache prompt prefixes (llama.cpp, vLLM, OpenAI) 
 it. Blocks are added greedily in priority order while they fit, each costed with
 tiktoken (cl100k_base) including the newline that ends it; every line of the result ends
 with a newline, so its exact count is the sum of the costs
-(:func:`backend.llm.tokens.count_tokens`) and ``tokens <= budget`` always holds.
+(:func:`backend.text.tokens.count_tokens`) and ``tokens <= budget`` always holds.
 Headlines and the trader's words are untrusted: they are rendered as quoted data
 (``<data>`` blocks).
 """
@@ -19,8 +19,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from backend.llm.quoting import quote_data
-from backend.llm.tokens import count_tokens, truncate_to_tokens
 from backend.memory.models import (
     MarketSnapshot,
     MemoryContext,
@@ -28,6 +26,8 @@ from backend.memory.models import (
     RenderedContext,
     ScoredEpisode,
 )
+from backend.text.quoting import quote_data
+from backend.text.tokens import count_tokens, truncate_to_tokens
 
 __all__ = ["episode_line", "persona_id", "render_context", "snapshot_id"]
 

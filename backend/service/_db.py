@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import TypeAdapter
 
-from backend.backtest._broker import BrokerFill
+from backend.backtest import BrokerFill
 from backend.backtest.models import DecisionRecord, TradeRecord
 from backend.errors import StoreError
 from backend.service.models import PaperState

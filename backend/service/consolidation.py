@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from backend.agents._memory_writer import horizon_label
+from backend.agents import horizon_label
 from backend.backtest.engine import bar_close_times
 from backend.compose import MemorySystem
 from backend.config import SchedulerSettings

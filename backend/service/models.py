@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from backend.agents._manager import ManagerState
+from backend.agents import ManagerState
 
 __all__ = [
     "ConsolidationResult",

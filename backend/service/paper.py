@@ -45,17 +45,12 @@ from typing import Literal
 import ccxt
 import pandas as pd
 
-from backend.agents.deep_trader_manager import (
-    DEFAULT_CONSTRAINTS_NOTE,
-    DeepTraderManager,
-    detect_episodes,
-    make_policy,
-)
+from backend.agents import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager
 from backend.agents.policies import Policy
-from backend.backtest._broker import SimBroker
+from backend.backtest import SimBroker
 from backend.backtest.engine import BarStepper, bar_close_times
 from backend.backtest.metrics import LLMUsage, llm_usage
-from backend.compose import MemorySystem
+from backend.compose import MemorySystem, detect_episodes, make_policy
 from backend.config import Settings
 from backend.data import download_ohlcv, load_fear_greed, load_headlines, timeframe_seconds
 from backend.errors import ConfigError

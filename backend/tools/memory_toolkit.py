@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from backend.errors import SentinelError, ToolError
 from backend.memory.context import episode_line, persona_id, snapshot_id
+from backend.memory.hierarchical import ALL_TIERS, HierarchicalMemory
 from backend.memory.models import (
     ActionLink,
     Episode,
@@ -35,7 +36,6 @@ from backend.memory.models import (
     RenderedContext,
     Tier,
 )
-from backend.storage.hierarchical_memory import ALL_TIERS, HierarchicalMemory
 from backend.storage.models import stable_id
 from backend.tools.schemas import (
     BuildContextArgs,

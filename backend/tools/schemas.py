@@ -16,8 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend.memory.hierarchical import ALL_TIERS
 from backend.memory.models import EpisodeType, Tier
-from backend.storage.hierarchical_memory import ALL_TIERS
 
 __all__ = [
     "BuildContextArgs",

@@ -12,16 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import backend.memory  # noqa: F401  (import order: memory before backend.llm.prompts)
 from backend.agents.constraints import stop_distance
-from backend.agents.deep_trader_manager import (
-    DEFAULT_CONSTRAINTS_NOTE,
-    DeepTraderManager,
-    build_trader_manager,
-)
+from backend.agents.deep_trader_manager import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager
 from backend.agents.policies import DecisionView, LLMPolicy, Policy, RulePolicy, daily_vol
 from backend.backtest.models import BarContext, Decision, DecisionRecord, PositionState
-from backend.compose import MemorySystem, build_memory_system
+from backend.compose import MemorySystem, build_memory_system, build_trader_manager
 from backend.config import LLMSettings, MemorySettings, Settings, StoreSettings, load_settings
 from backend.data import Headline, OHLCVFrame, load_headlines, load_ohlcv
 from backend.embeddings import HashingEmbedder

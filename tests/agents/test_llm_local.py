@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-import backend.memory  # noqa: F401  (import order: memory before backend.llm.prompts)
 from backend.agents.constraints import stop_distance
 from backend.agents.deep_trader_manager import DeepTraderManager
 from backend.agents.memory import PersonaManager

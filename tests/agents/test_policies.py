@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-import backend.memory  # noqa: F401  (import order: memory before backend.llm.prompts)
 from backend.agents.constraints import check_decision
 from backend.agents.memory import empty_profile, route_decisions, text_decisions
 from backend.agents.policies import DecisionView, LLMPolicy, RulePolicy, daily_vol

@@ -191,7 +191,7 @@ def test_main_prints_one_line_and_exits_2_for_a_damaged_file(
 
 def test_the_real_builder_is_imported_lazily() -> None:
     if importlib.util.find_spec(BUILDER_MODULE) is None:
-        with pytest.raises(SentinelError, match="deep_trader_manager"):
+        with pytest.raises(SentinelError, match=r"backend\.compose"):
             cli_backtest.default_maker_factory()
     else:
         assert callable(cli_backtest.default_maker_factory())

@@ -7,8 +7,8 @@ import pytest
 
 from backend.eval.locomo_context import render_locomo_context, turn_line
 from backend.eval.locomo_data import load_locomo
-from backend.llm.tokens import count_tokens
 from backend.memory.models import PersonaAttribute, PersonaProfile
+from backend.text.tokens import count_tokens
 
 T = datetime(2023, 9, 2, tzinfo=UTC)
 

@@ -27,7 +27,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import backend.memory  # noqa: F401  (import order: memory before backend.llm.prompts)
 from backend.data import load_headlines, load_hyperliquid_fills, read_ohlcv_file
 from backend.errors import DataError
 

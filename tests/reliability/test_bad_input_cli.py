@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import backend.memory  # noqa: F401  (import order: memory before backend.llm.prompts)
 from backend.cli import main
 from tests.reliability.test_bad_input import (
     FILL_ROWS,

@@ -21,7 +21,6 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-import backend.memory  # noqa: F401  (import order: memory before backend.llm.prompts)
 from backend.agents.memory import PersonaManager
 from backend.agents.memory._persona_store import change_from_record, profile_from_record
 from backend.agents.policies import LLMDecision

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import pytest
 
-import backend.memory  # noqa: F401  (import order: memory before backend.llm.prompts)
 from backend.agents.deep_trader_manager import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager
 from backend.agents.memory import PersonaManager
 from backend.agents.memory._persona_store import change_from_record, profile_from_record

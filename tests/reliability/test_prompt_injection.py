@@ -28,7 +28,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import backend.memory  # noqa: F401  (import order: memory before backend.llm.prompts)
 from backend.agents.constraints import stop_distance
 from backend.agents.deep_trader_manager import DeepTraderManager
 from backend.agents.memory import empty_profile, route_decisions, text_decisions
@@ -45,10 +44,10 @@ from backend.llm.prompts import (
     persona_update_prompt,
     topic_prompt,
 )
-from backend.llm.quoting import DELIMITER, quote_data
 from backend.memory import HeadlineIndex, compute_features
 from backend.memory.context import render_context
 from backend.memory.models import Episode, MemoryContext, ScoredEpisode
+from backend.text.quoting import DELIMITER, quote_data
 from tests.agents.loop import drive
 from tests.agents.test_policies import bar, row
 from tests.llm.chat_server import ChatServer, Reply, start_chat_server

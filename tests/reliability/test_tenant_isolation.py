@@ -34,8 +34,8 @@ from hypothesis import strategies as st
 from backend.config import MemorySettings
 from backend.errors import SentinelError, StoreError, TenantScopeError
 from backend.memory.episodic import EpisodicMemory
+from backend.memory.hierarchical import HierarchicalMemory
 from backend.storage import KhalaStore, MemoryRecord
-from backend.storage.hierarchical_memory import HierarchicalMemory
 from backend.tools.memory_toolkit import MemoryToolkit
 from tests.conftest import StoreFactory
 

@@ -11,14 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from backend.agents.deep_trader_manager import (
-    DEFAULT_CONSTRAINTS_NOTE,
-    DeepTraderManager,
-    detect_episodes,
-)
+from backend.agents.deep_trader_manager import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager
 from backend.backtest.engine import run_backtest
 from backend.backtest.metrics import LLMUsage
-from backend.compose import build_memory_system
+from backend.compose import build_memory_system, detect_episodes
 from backend.config import load_settings
 from backend.data import OHLCVFrame
 from backend.errors import ConfigError, ExchangeError

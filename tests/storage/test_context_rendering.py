@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import tiktoken
 
-from backend.llm.tokens import ENCODING, count_tokens, truncate_to_tokens
 from backend.memory.context import PAGE_SNAPSHOTS, render_context
 from backend.memory.models import (
     ActionLink,
@@ -21,6 +20,7 @@ from backend.memory.models import (
     PersonaProfile,
     ScoredEpisode,
 )
+from backend.text.tokens import ENCODING, count_tokens, truncate_to_tokens
 
 AS_OF = datetime(2022, 5, 12, 14, tzinfo=UTC)
 

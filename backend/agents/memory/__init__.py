@@ -19,7 +19,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from backend.agents.memory._persona_features import base_asset, compute_persona_attributes
+    from backend.agents.memory._persona_features import (
+        STYLE_THRESHOLDS_H,
+        base_asset,
+        compute_persona_attributes,
+        holding_samples,
+        normalize_fills_frame,
+    )
+    from backend.agents.memory._persona_positions import opening_notional
     from backend.agents.memory._persona_render import render_profile
     from backend.agents.memory._persona_router import (
         RouteResult,
@@ -32,11 +39,15 @@ if TYPE_CHECKING:
     from backend.agents.memory.persona_manager import PersonaManager, timeline_to_frame
 
 __all__ = [
+    "STYLE_THRESHOLDS_H",
     "PersonaManager",
     "RouteResult",
     "base_asset",
     "compute_persona_attributes",
     "empty_profile",
+    "holding_samples",
+    "normalize_fills_frame",
+    "opening_notional",
     "render_profile",
     "route_decisions",
     "route_failure",
@@ -46,6 +57,10 @@ __all__ = [
 ]
 
 _WHERE = {
+    "STYLE_THRESHOLDS_H": "_persona_features",
+    "holding_samples": "_persona_features",
+    "normalize_fills_frame": "_persona_features",
+    "opening_notional": "_persona_positions",
     "base_asset": "_persona_features",
     "compute_persona_attributes": "_persona_features",
     "render_profile": "_persona_render",

@@ -15,10 +15,10 @@ import pytest
 from backend.compose import MemorySystem, build_memory_system
 from backend.config import MemorySettings, load_settings
 from backend.data import load_hyperliquid_fills, load_ohlcv
-from backend.llm.tokens import count_tokens
 from backend.memory import compute_features, detect_market_events, events_to_episodes
+from backend.memory.hierarchical import HierarchicalMemory
 from backend.memory.models import PersonaProfile, ScoredEpisode
-from backend.storage.hierarchical_memory import HierarchicalMemory
+from backend.text.tokens import count_tokens
 from tests.conftest import StoreFactory
 
 TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"

@@ -1,5 +1,5 @@
 """count_tokens is exact: its line-by-line memoised count equals tiktoken's count of the
-whole text (the additivity argument in ``backend.llm.tokens._LINE_BREAK``)."""
+whole text (the additivity argument in ``backend.text.tokens._LINE_BREAK``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.llm.tokens import ENCODING, count_tokens, truncate_to_tokens
+from backend.text.tokens import ENCODING, count_tokens, truncate_to_tokens
 
 _ENC = tiktoken.get_encoding(ENCODING)
 _PIECES = st.sampled_from(
