@@ -135,8 +135,8 @@ def build_trader_manager(
     Features are computed once for the whole frame; headlines and Fear & Greed (the
     ``data.headlines_path``/``data.fear_greed_path`` of ``data_dir``) are loaded when
     present; market events and news shocks are detected. With ``memory``, the memory
-    system is built on an embedded
-    store at ``store_path``; when None, each run starts from an empty, throwaway memory:
+    system is built on an embedded store at ``store_path``; when None, each run starts
+    from an empty, throwaway memory:
     an in-process chroma (``store.mode="ephemeral"``, its own collection prefix, dropped
     by the close function; no fsync per write: ~55 ms per chroma write call on this disk,
     measured) with its working-memory and audit files in a temporary directory removed by
