@@ -28,7 +28,7 @@ def _text(content: Any) -> str:
     return ""
 
 
-@register_chat_format(CHAT_FORMAT)  # type: ignore[untyped-decorator]
+@register_chat_format(CHAT_FORMAT)  # type: ignore[untyped-decorator,unused-ignore]
 def format_gemma3(messages: list[dict[str, Any]], **_: Any) -> ChatFormatterResponse:
     """The Gemma 3 prompt of ``messages`` (OpenAI chat roles)."""
     system = "\n\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
@@ -51,4 +51,4 @@ def format_gemma3(messages: list[dict[str, Any]], **_: Any) -> ChatFormatterResp
 if __name__ == "__main__":
     from llama_cpp.server.__main__ import main
 
-    main()  # type: ignore[no-untyped-call]
+    main()  # type: ignore[no-untyped-call,unused-ignore]
