@@ -9,13 +9,10 @@ news from ``data.headlines_path``/``data.fear_greed_path``, the policy).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from backend.agents import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager, MemorySystem, PrimedEmbedder
+from backend.agents import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager, MemorySystem
 from backend.agents.memory import PersonaManager
 from backend.agents.policies import LLMPolicy, Policy, RulePolicy
 from backend.config import LLMSettings, Settings
@@ -70,13 +67,13 @@ def build_memory_system(
     llm = llm if llm is not None else build_llm(settings.llm)
     persona = PersonaManager(store, llm=llm)
     episodic = EpisodicMemory(store, settings=settings.memory)
-    # a throwaway (ephemeral) store cannot be resumed: its working windows stay in memory
-    ephemeral = settings.store.mode == "ephemeral"
+    # a throwaway (memory backend) store cannot be resumed: its working windows stay in memory
+    throwaway = store.backend == "memory"
     working = WorkingMemory(
         store,
         settings=settings.memory,
         episodic=episodic,
-        state_path=None if ephemeral else settings.working_state_file,
+        state_path=None if throwaway else settings.working_state_file,
     )
     memory = HierarchicalMemory(
         persona=persona, working=working, episodic=episodic, settings=settings.memory
@@ -135,14 +132,11 @@ def build_trader_manager(
     Features are computed once for the whole frame; headlines and Fear & Greed (the
     ``data.headlines_path``/``data.fear_greed_path`` of ``data_dir``) are loaded when
     present; market events and news shocks are detected. With ``memory``, the memory
-    system is built on an embedded store at ``store_path``; when None, each run starts
-    from an empty, throwaway memory:
-    an in-process chroma (``store.mode="ephemeral"``, its own collection prefix, dropped
-    by the close function; no fsync per write: ~55 ms per chroma write call on this disk,
-    measured) with its working-memory and audit files in a temporary directory removed by
-    the close function. ``embedder`` overrides the
-    configured one. Persona notes are read by the offline rules (deterministic), the
-    policy uses the configured LLM. ``seed_note`` (default
+    system is built on a durable store at ``store_path`` (``store.backend=chroma``,
+    embedded, its working windows in ``store_path``), or when it is None on a throwaway
+    one (``store.backend=memory``: everything in process memory, nothing on disk).
+    ``embedder`` overrides the configured one. Persona notes are read by the offline
+    rules (deterministic), the policy uses the configured LLM. ``seed_note`` (default
     :data:`DEFAULT_CONSTRAINTS_NOTE`) is recorded as of the first bar when the persona is
     empty. The close function writes what is buffered and closes the memory (idempotent).
 
@@ -161,43 +155,29 @@ def build_trader_manager(
     episodes = _detected(settings, features, headlines, fear_greed)
     agent = settings.agent.model_copy(update={"memory": memory, "policy": policy})
     system: MemorySystem | None = None
-    primer: PrimedEmbedder | None = None
-    temp: Path | None = None
     if memory:
-        temp = None if store_path is not None else Path(tempfile.mkdtemp(prefix="sentinel-run-"))
-        root = store_path if store_path is not None else temp
-        assert root is not None
-        store = settings.store.model_copy(
-            update={
-                "mode": "embedded" if store_path is not None else "ephemeral",
-                "path": root / "khala",
-                "audit_path": root / "audit.db",
-                # the run owns a throwaway store: exact dense search in process
-                "exact_search_max": 0 if store_path is not None else 50_000,
-                # chroma syncs its index every 100 records: small writes ~2.6x cheaper;
-                # writes reach chroma 64 records at a time (backend.storage._pending)
-                **(
-                    {"hnsw_sync_threshold": 100, "write_coalesce": 64} if store_path is None else {}
-                ),
-                "collection_prefix": (
-                    settings.store.collection_prefix
-                    if store_path is not None
-                    else f"run{uuid.uuid4().hex[:12]}"
-                ),
-            }
-        )
-        mem = settings.memory.model_copy(update={"working_state_path": root / "working.sqlite3"})
+        if store_path is not None:
+            store = settings.store.model_copy(
+                update={
+                    "backend": "chroma",
+                    "mode": "embedded",
+                    "path": store_path / "khala",
+                    "audit_path": store_path / "audit.db",
+                }
+            )
+            mem = settings.memory.model_copy(
+                update={"working_state_path": store_path / "working.sqlite3"}
+            )
+        else:
+            store = settings.store.model_copy(update={"backend": "memory"})
+            mem = settings.memory
         system_settings = settings.model_copy(
             update={"store": store, "memory": mem, "llm": LLMSettings()}
         )
-        try:
-            load_encoding()  # prompt token counts: the tokenizer loads here, not at bar 1
-            primer = PrimedEmbedder(embedder or build_embedder(settings.embedding))
-            system = build_memory_system(system_settings, embedder=primer)
-        except BaseException:
-            if temp is not None:
-                shutil.rmtree(temp, ignore_errors=True)
-            raise
+        load_encoding()  # prompt token counts: the tokenizer loads here, not at bar 1
+        system = build_memory_system(
+            system_settings, embedder=embedder or build_embedder(settings.embedding)
+        )
     manager = DeepTraderManager(
         features=features,
         policy=chosen,
@@ -208,7 +188,6 @@ def build_trader_manager(
         fear_greed=fear_greed,
         seed_note=seed_note,
         min_trade_fraction=settings.backtest.min_trade_fraction,
-        primer=primer,
     )
     closed = False
 
@@ -221,11 +200,7 @@ def build_trader_manager(
             manager.finish()
         finally:
             if system is not None:
-                if temp is not None:  # a throwaway in-memory store: free its collections
-                    system.store.drop_all()
                 system.close()
-            if temp is not None:
-                shutil.rmtree(temp, ignore_errors=True)
 
     return manager, close
 

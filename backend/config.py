@@ -55,12 +55,16 @@ class _Section(BaseModel):
 class StoreSettings(_Section):
     """Where the Khala vector layer keeps its data (see ``backend.storage``)."""
 
-    mode: Literal["embedded", "server", "ephemeral"] = "embedded"
-    """``embedded``: chromadb ``PersistentClient`` at ``path``; ``server``: ``HttpClient``;
-    ``ephemeral``: ``EphemeralClient`` in process memory, for throwaway stores (a backtest
-    without ``--store-path``): nothing survives the process, working-memory windows are
-    kept in memory, and the audit trail skips fsync. Ephemeral clients of one process
-    share collections: give each throwaway store its own ``collection_prefix``."""
+    backend: Literal["chroma", "memory"] = "chroma"
+    """``chroma``: durable chromadb collections (``mode``); every write the store
+    acknowledges is in chroma, and other processes sharing ``path`` (or the server and
+    ``audit_path``) see it. ``memory``: a throwaway store in process memory (backtests
+    without ``--store-path``, evaluations, benchmarks): exact dense search, BM25, nothing
+    on disk, gone with the process. See ``backend.storage._backend``."""
+    mode: Literal["embedded", "server"] = "embedded"
+    """Of the ``chroma`` backend: ``embedded`` = chromadb ``PersistentClient`` at
+    ``path``; ``server`` = ``HttpClient`` to ``host:port`` (processes sharing a server
+    share its audit trail too: ``audit_path``)."""
     path: Path = Path(".sentinel/khala")
     """Directory of the embedded chroma data (and of the audit trail by default)."""
     host: str = "127.0.0.1"
@@ -77,35 +81,9 @@ class StoreSettings(_Section):
     """HNSW search breadth of new collections (chroma's default 100); higher = better
     recall, slower queries. Dense search is approximate nearest-neighbour search."""
     hnsw_ef_construction: int = Field(default=100, ge=10, le=10_000)
-    hnsw_sync_threshold: int | None = Field(default=None, ge=2, le=1_000_000)
-    """chroma's HNSW ``sync_threshold`` of new collections (records written before the
-    index is synced); ``None`` = chroma's default (1000). Measured here (chromadb 1.5,
-    a month of a 1h backtest, 87 write calls replayed): 1000 -> 3.4 s of chroma writes,
-    100 -> 1.3 s; a small value makes every small write cheaper, but a persistent store then
-    saves its whole index every ``sync_threshold`` records, so it suits small stores
-    (throwaway backtest stores use 100)."""
-    exact_search_max: int = Field(default=0, ge=0, le=1_000_000)
-    """Exact in-process dense search for traders with at most this many records, for a
-    store that is the only writer of its collections (throwaway backtest stores set it);
-    0 = always chroma's HNSW (shared stores: the scheduler, the CLI and a server)."""
     bm25_stemmer: str | None = Field(default=None, pattern=r"^[a-z]{2,20}$")
     """Snowball stemming of BM25 tokens (PyStemmer language, e.g. ``english`` = Porter2),
     or ``None`` (plain lower-cased words). ``sentinel eval locomo`` uses ``english``."""
-    write_coalesce: int = Field(default=0, ge=0, le=100_000)
-    """Hold writes in process and send them to chroma this many records at a time (one
-    call instead of one per write: chroma's per-call cost dominates small writes; see
-    ``backend.storage._pending``); 0 = write through. Only for an ``ephemeral`` store
-    with ``exact_search_max`` (its reads are served in process; held writes die with the
-    process, as the whole store does). Throwaway backtest stores use 64."""
-
-    @model_validator(mode="after")
-    def _coalesce_only_when_throwaway(self) -> StoreSettings:
-        if self.write_coalesce and (self.mode != "ephemeral" or not self.exact_search_max):
-            raise ValueError(
-                "write_coalesce needs mode 'ephemeral' and exact_search_max > 0: a durable or "
-                "shared store must send every write at once"
-            )
-        return self
 
     @property
     def resolved_audit_path(self) -> Path:

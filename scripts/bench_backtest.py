@@ -1,13 +1,16 @@
 """Benchmark the DeepTraderManager in the backtest engine, memory on vs off.
 
 Runs :func:`backend.backtest.engine.run_backtest` over real candles twice (``memory=True``
-then ``memory=False``), each with a fresh memory — the throwaway in-process store that
-``sentinel backtest`` uses by default, or with ``--persistent`` an embedded persistent
-store in a temporary directory — and the maker built by
+then ``memory=False``), each with a fresh memory on the backend ``--backend`` names —
+``memory`` (default: the throwaway store ``sentinel backtest`` uses without
+``--store-path``) or ``chroma`` (a durable embedded chroma store in a temporary
+directory, what ``--store-path``, paper trading and the service use; ``--persistent`` is
+an alias) — and the maker built by
 ``backend.compose.build_trader_manager`` (imported lazily; the script
 exits with a clear message if it is missing). Last line: one JSON object::
 
-    .venv/bin/python scripts/bench_backtest.py --start 2022-05-01 --end 2022-05-15 --json
+    .venv/bin/python scripts/bench_backtest.py --backend memory --start 2022-05-01 \
+        --end 2022-06-01 --json
 
 Keys, per mode ``on``/``off``: ``build_s`` (building the manager), ``run_s``, ``bars``,
 ``decisions_per_s``, ``retrieval_p50_ms``/``p95`` (``DecisionRecord.retrieval_ms`` of every
@@ -136,13 +139,16 @@ def main(
     parser.add_argument("--end", default="2022-05-15")
     parser.add_argument("--policy", default="rule", choices=("rule", "llm"))
     parser.add_argument(
-        "--persistent",
-        action="store_true",
-        help="memory on a persistent embedded store in a temporary directory (fsync per "
-        "write) instead of the throwaway in-process store `sentinel backtest` uses by default",
+        "--backend",
+        choices=("memory", "chroma"),
+        default="memory",
+        help="memory: the throwaway store `sentinel backtest` uses by default; chroma: a "
+        "durable embedded chroma store in a temporary directory (as with --store-path)",
     )
+    parser.add_argument("--persistent", action="store_true", help="alias of --backend chroma")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
+    durable = args.persistent or args.backend == "chroma"
     build = builder if builder is not None else load_builder()
     settings = load_settings()
     data_dir: Path = args.data_dir if args.data_dir is not None else settings.data.market_dir
@@ -155,7 +161,7 @@ def main(
         "start": start.isoformat(),
         "end": end.isoformat(),
         "policy": args.policy,
-        "store": "persistent" if args.persistent else "throwaway (in-process)",
+        "backend": "chroma" if durable else "memory",
         "embedding_cache": str(settings.embedding.cache_dir),
     }
     with tempfile.TemporaryDirectory(prefix="bench-backtest-") as tmp:
@@ -169,7 +175,7 @@ def main(
                 policy=args.policy,
                 start=start,
                 end=end,
-                store_path=Path(tmp) / f"khala-{name}" if args.persistent else None,
+                store_path=Path(tmp) / f"khala-{name}" if durable else None,
             )
             if not args.json:
                 print(f"memory {name}: {summary[name]}")

@@ -104,24 +104,21 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
 StoreFactory = Callable[..., KhalaStore]
 
 
-@pytest.fixture(params=["embedded", "server"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """Build Khala stores on a temporary persistent path or on the real chroma server.
-
-    Each test gets its own collection prefix on the server, so tests never share data.
-    """
-    mode = request.param
+def _store_factory(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[StoreFactory]:
     prefix = "t" + os.urandom(4).hex()
     opened: list[KhalaStore] = []
 
     def factory(embedder: Embedder | None = None, **overrides: object) -> KhalaStore:
         kwargs: dict[str, object] = {
-            "mode": mode,
+            "backend": "memory" if kind == "memory" else "chroma",
+            "mode": "server" if kind == "server" else "embedded",
             "path": tmp_path / "khala",
             "audit_path": tmp_path / "audit.sqlite3",
             "collection_prefix": prefix,
         }
-        if mode == "server":
+        if kind == "server":
             host, port = request.getfixturevalue("chroma_server")
             kwargs.update(host=host, port=port)
         kwargs.update(overrides)
@@ -132,6 +129,25 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     yield factory
     for store in opened:
         store.close()
+
+
+_SERVER = pytest.param("server", marks=pytest.mark.server)
+
+
+@pytest.fixture(params=["memory", "embedded", _SERVER])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Build Khala stores on each backend: ``memory`` (in process), ``embedded`` (chroma
+    on a temporary persistent path) and ``server`` (the real chroma server, marker
+    ``server``). Each test gets its own collection prefix, so tests never share data;
+    two stores a test builds on the ``memory`` backend share nothing."""
+    yield from _store_factory(str(request.param), request, tmp_path)
+
+
+@pytest.fixture(params=["embedded", _SERVER])
+def make_durable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """:func:`make_store` on the durable (``chroma``) backend only: stores built by one
+    test share their data, like two processes on one ``store.path`` or server."""
+    yield from _store_factory(str(request.param), request, tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ memory system it runs on; :mod:`backend.agents.memory` is its persona memory.
 Built by :mod:`backend.compose` (the composition root), which this package never imports.
 """
 
-from backend.agents._embed_cache import PrimedEmbedder
 from backend.agents._manager import ManagerState
 from backend.agents._memory_writer import horizon_label
 from backend.agents.deep_trader_manager import (
@@ -19,7 +18,6 @@ __all__ = [
     "DeepTraderManager",
     "ManagerState",
     "MemorySystem",
-    "PrimedEmbedder",
     "horizon_label",
     "situation_query",
 ]

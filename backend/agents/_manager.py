@@ -12,7 +12,6 @@ from datetime import UTC, date, datetime
 import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from backend.agents._embed_cache import PrimedEmbedder
 from backend.agents._memory_writer import MemoryWriter, WriterState
 from backend.agents.constraints import check_decision
 from backend.agents.memory import empty_profile, route_decisions, text_decisions
@@ -102,7 +101,6 @@ class DeepTraderManager:
         seed_note: str | None = None,
         min_trade_fraction: float = 0.02,
         flush_every: int | None = None,
-        primer: PrimedEmbedder | None = None,
         prime_ahead: int = 256,
     ) -> None:
         self.features = features
@@ -124,12 +122,10 @@ class DeepTraderManager:
                 episodes=self.episodes,
                 horizon_bars=agent.outcome_horizon_bars,
                 flush_every=every,
-                primer=primer,
             )
             if self.system is not None
             else None
         )
-        self.primer = primer if self.system is not None else None
         self.prime_ahead = max(1, prime_ahead)
         self._primed_until = -1
         self._ahead: dict[int, tuple[MarketSnapshot, str]] = {}
@@ -226,7 +222,7 @@ class DeepTraderManager:
         ctx: MemoryContext | None = None
         rendered: RenderedContext | None = None
         if self.system is not None and self.writer is not None:
-            if self.primer is not None and i >= self._primed_until:
+            if self.system is not None and i >= self._primed_until:
                 self._prime_queries(self.system, i)
                 t["prime"] += (now := time.perf_counter()) - started
                 started = now
@@ -307,8 +303,7 @@ class DeepTraderManager:
     def _prime_queries(self, system: MemorySystem, i: int) -> None:
         """Embed, in one batch, the recall queries of the retrieval bars among rows
         ``i .. i + prime_ahead - 1`` (each from its own bar's snapshot; see
-        :mod:`backend.agents._embed_cache`)."""
-        assert self.primer is not None
+        :meth:`backend.embeddings.Embedder.prime`)."""
         end = min(len(self.features), i + self.prime_ahead)
         every = self.agent.context_every_bars
         texts = []
@@ -326,7 +321,7 @@ class DeepTraderManager:
             query = situation_query(snap)
             self._ahead[j] = (snap, query)  # observed at its own bar, not before
             texts.append(query)
-        self.primer.prime(texts)
+        system.store.embedder.prime(texts)
         self._primed_until = end
 
     def _build_context(

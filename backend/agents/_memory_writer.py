@@ -13,9 +13,9 @@ time replay them correctly). Only things known by the flush are written:
 
 - **detected episodes** (market events, news shocks) precomputed from the whole feature
   frame wait in a queue sorted by ``occurred_at``; at each bar, all whose time has come
-  are buffered (:meth:`MemoryWriter.add_due`); with a
-  :class:`~backend.agents._embed_cache.PrimedEmbedder`, the descriptions of the next
-  :data:`PRIME_EPISODES` are embedded in one batch beforehand (not written);
+  are buffered (:meth:`MemoryWriter.add_due`); the descriptions of the next
+  :data:`PRIME_EPISODES` are embedded in one batch beforehand (not written) when the
+  embedder keeps vectors (:meth:`backend.embeddings.Embedder.prime`);
 - **decision episodes** are buffered the same way. The episode is the one
   :meth:`MemoryToolkit.record_decision` writes (same id, text and importance 0.3), built
   here so that many can be written in one call;
@@ -49,7 +49,6 @@ from datetime import datetime, timedelta
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from backend.agents._embed_cache import PrimedEmbedder
 from backend.agents.system import MemorySystem
 from backend.backtest.models import Decision, TradeRecord
 from backend.errors import SentinelError
@@ -165,14 +164,12 @@ class MemoryWriter:
         episodes: Sequence[Episode] = (),
         horizon_bars: int = 24,
         flush_every: int = 24,
-        primer: PrimedEmbedder | None = None,
     ) -> None:
         self.system = system
         self.trader_id = trader_id
         self.features = features
         self._pending = sorted(episodes, key=lambda e: (e.occurred_at, e.id))
         self._next = 0
-        self._primer = primer
         self._primed = 0
         self._horizon = timedelta(seconds=horizon_bars * 86_400 / features.bars_per_day)
         self.horizon = horizon_label(self._horizon.total_seconds())
@@ -255,9 +252,11 @@ class MemoryWriter:
         due = self._pending[self._next : end]
         if not due:
             return []
-        if self._primer is not None and end > self._primed:  # embed the next ones in a batch
+        if end > self._primed:  # embed the next ones in a batch
             self._primed = max(end, self._next + PRIME_EPISODES)
-            self._primer.prime(e.description for e in self._pending[self._next : self._primed])
+            self.system.store.embedder.prime(
+                e.description for e in self._pending[self._next : self._primed]
+            )
         self._next = end
         self._buffer.extend(due)
         self.stats["episodes_added"] += len(due)

@@ -13,9 +13,9 @@ on stderr, exit 2::
     sentinel eval persona --fills ../shared/data/trades/hyperliquid_fills.csv \\
         --out runs/persona_validity.json [--horizon-days 30 --recent-days 7 --every-days N]
 
-``locomo`` ingests every conversation into a throw-away in-process Khala store
-(``store.mode=ephemeral``, its own collection prefix, exact dense search, BM25 with
-Snowball English stemming unless ``store.bm25_stemmer`` names another language) and
+``locomo`` ingests every conversation into a throw-away Khala store
+(``store.backend=memory``: exact dense search, BM25 with Snowball English stemming unless
+``store.bm25_stemmer`` names another language, nothing on disk) and
 writes the :class:`~backend.eval.locomo_models.LocomoReport` JSON to ``--out``
 (``{"n_questions", "methods": {"dense"|"bm25"|"hybrid"|"hierarchical": {"recall@1",
 "recall@5", "recall@10", "recall@25", "latency_ms_p50", "latency_ms_p95",
@@ -63,9 +63,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-EXACT_SEARCH_MAX = 100_000
-"""The eval store is its collections' only writer: dense search is exact, in process."""
-
 
 def write_report(report: LocomoReport, out: Path) -> None:
     """Write ``report`` as JSON (aliases: ``recall@10``) to ``out`` atomically (a temp
@@ -104,37 +101,33 @@ def run_locomo_command(
     from backend.storage import open_store
 
     dataset = load_locomo(data, limit=limit)
-    with tempfile.TemporaryDirectory(prefix="sentinel-locomo-") as tmp:
-        store_cfg = StoreSettings.model_validate(
-            {
-                **cfg.store.model_dump(),
-                "mode": "ephemeral",
-                "path": Path(tmp),
-                "audit_path": None,
-                "collection_prefix": "locomo" + os.urandom(4).hex(),
-                "exact_search_max": EXACT_SEARCH_MAX,
-                "bm25_stemmer": cfg.store.bm25_stemmer or "english",
-            }
+    store_cfg = StoreSettings.model_validate(
+        {
+            **cfg.store.model_dump(),
+            "backend": "memory",
+            "collection_prefix": "locomo",
+            "bm25_stemmer": cfg.store.bm25_stemmer or "english",
+        }
+    )
+    store = open_store(store_cfg, build_embedder(cfg.embedding))
+    try:
+        memory = LocomoMemory(
+            store=store,
+            episodic=EpisodicMemory(store, settings=cfg.memory),
+            persona=PersonaManager(store),
         )
-        store = open_store(store_cfg, build_embedder(cfg.embedding))
-        try:
-            memory = LocomoMemory(
-                store=store,
-                episodic=EpisodicMemory(store, settings=cfg.memory),
-                persona=PersonaManager(store),
-            )
-            report = run_locomo(
-                dataset,
-                memory,
-                methods=methods or ALL_METHODS,
-                llm=build_llm(cfg.llm),
-                budget=cfg.memory.token_budget,
-                context_turns=context_turns,
-                progress=None if quiet else (lambda line: print(line, file=sys.stderr)),
-                max_questions=max_questions,
-            )
-        finally:
-            store.close()
+        report = run_locomo(
+            dataset,
+            memory,
+            methods=methods or ALL_METHODS,
+            llm=build_llm(cfg.llm),
+            budget=cfg.memory.token_budget,
+            context_turns=context_turns,
+            progress=None if quiet else (lambda line: print(line, file=sys.stderr)),
+            max_questions=max_questions,
+        )
+    finally:
+        store.close()
     write_report(report, out)
     return report
 
@@ -258,7 +251,6 @@ def ablation(
     from backend.cli.backtest import data_root_for
     from backend.data import find_ohlcv_file, read_ohlcv_file
     from backend.embeddings import build_embedder
-    from backend.eval import MemoEmbedder
     from backend.eval.ablation import MODES, run_ablation, walk_forward_windows
     from backend.eval.models import AblationMode, WindowRun
 
@@ -278,7 +270,7 @@ def ablation(
         for tf in _split(timeframes, name="timeframes")
     }
     root = data_root if data_root is not None else data_root_for(candles, cfg)
-    embedder = MemoEmbedder(build_embedder(cfg.embedding))
+    embedder = build_embedder(cfg.embedding)  # its disk cache serves the repeated texts
     err = Console(stderr=True)
     header = {"command": " ".join(["sentinel", *sys.argv[1:]]), "complete": False}
 

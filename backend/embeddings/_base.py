@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +59,13 @@ class Embedder(ABC):
         """Embed one text; returns a ``(dim,)`` float32 unit vector."""
         vector: Vectors = self.embed([text])[0]
         return vector
+
+    def prime(self, texts: Iterable[str]) -> int:
+        """Embed ahead, in batches, texts that will be asked for one at a time (a decision
+        loop's next queries and episodes): an embedder that keeps vectors (the disk cache,
+        :class:`~backend.embeddings.CachedEmbedder`) stores them and returns how many it
+        embedded; one that keeps nothing does nothing and returns 0."""
+        return 0
 
     @abstractmethod
     def _embed(self, texts: list[str]) -> Vectors:

@@ -8,11 +8,19 @@ on 2 cores. The pattern is LangChain's ``CacheBackedEmbeddings``; the store is
 
 Keys are ``sha256(model_id \\x1f text)``; values the float32 bytes of the unit vector.
 A value of the wrong size (another model with a colliding id) is ignored and recomputed.
+
+:meth:`CachedEmbedder.prime` fills the cache in batches ahead of use: a decision loop asks
+for its texts one at a time (each bar's recall query, each detected episode), and MiniLM
+is several times faster per text in a batch (one padded matrix product: ~2-5 ms per text
+vs ~10-25 ms alone on 2 cores, measured), so the loop primes the next few hundred bars'
+texts in one call. No look-ahead: a vector is a pure function of its text, and a primed
+text is only used when asked for at its own bar. This is the embedding layer's one cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import diskcache
@@ -74,6 +82,19 @@ class CachedEmbedder(Embedder):
             for i in missing:
                 out[i] = by_text[texts[i]]
         return out
+
+    def prime(self, texts: Iterable[str], *, batch: int = 256) -> int:
+        """Embed the texts not in the cache yet, ``batch`` at a time, and store them;
+        returns how many were embedded (module doc)."""
+        unique = list(dict.fromkeys(texts))
+        new = [t for t in unique if self._key(t) not in self._cache]
+        for start in range(0, len(new), batch):
+            chunk = new[start : start + batch]
+            vectors = self.inner.embed(chunk)
+            with self._cache.transact():
+                for text, vector in zip(chunk, vectors, strict=True):
+                    self._cache.set(self._key(text), np.ascontiguousarray(vector).tobytes())
+        return len(new)
 
     def close(self) -> None:
         """Close the cache's SQLite connection (reopened on next use)."""

@@ -1,7 +1,3 @@
 """Evaluations of the memory module on public data (the ``sentinel eval`` commands in
 :mod:`backend.cli.eval`): LoCoMo retrieval recall (``locomo*`` modules), backtest
 ablation (:mod:`.ablation`) and persona predictive validity (:mod:`.persona_validity`)."""
-
-from backend.eval._memo import MemoEmbedder
-
-__all__ = ["MemoEmbedder"]

@@ -102,7 +102,6 @@ class EpisodicMemory:
         self._store = store
         self._settings = settings
         self._decoded: OrderedDict[tuple[str, str, str], _Decoded] = OrderedDict()
-        self._last: dict[str, tuple[MemoryRecord, tuple[str, str, str], _Decoded]] = {}
         self._replayed: dict[tuple[str, str, str, int], Episode] = {}
         self._cache_lock = threading.Lock()
         self._lock = threading.RLock()
@@ -460,28 +459,21 @@ class EpisodicMemory:
         """The episode of ``record`` as of ``ts``, memoised: a decision loop recalls the
         same candidates bar after bar, and parsing them was most of a recall's time
         (measured). Keys hold the record's stored JSON, so any write is a new key."""
-        last = self._last.get(record.id)
-        if last is not None and last[0] is record:  # the store hands out one object per row
-            _, key, decoded = last  # version (KhalaStore._row_record): same row, same key
-        else:
-            key = (
-                record.id,
-                str(record.metadata.get("episode", "")),
-                str(record.metadata.get("log", "[]")),
-            )
+        key = (
+            record.id,
+            str(record.metadata.get("episode", "")),
+            str(record.metadata.get("log", "[]")),
+        )
+        with self._cache_lock:
+            decoded = self._decoded.get(key)
+        if decoded is None:
+            base, log = self._decode(record)
+            decoded = (base, log, sorted(float(e["ts"]) for e in log))
             with self._cache_lock:
-                found = self._decoded.get(key)
-            if found is None:
-                base, log = self._decode(record)
-                found = (base, log, sorted(float(e["ts"]) for e in log))
-                with self._cache_lock:
-                    self._decoded[key] = found
-                    if len(self._decoded) > _DECODED_MAX:
-                        self._decoded.popitem(last=False)
-                        self._replayed.clear()
-                        self._last.clear()
-            decoded = found
-            self._last[record.id] = (record, key, decoded)
+                self._decoded[key] = decoded
+                if len(self._decoded) > _DECODED_MAX:
+                    self._decoded.popitem(last=False)
+                    self._replayed.clear()
         base, log, times = decoded
         # the entries at or before ts are the `applied` earliest ones: the count is a key
         applied = bisect.bisect_right(times, ts)

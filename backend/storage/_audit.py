@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS memory_audit (
     owner     TEXT
 );
 CREATE INDEX IF NOT EXISTS memory_audit_trader ON memory_audit (trader_id, record_id, seq);
+CREATE TABLE IF NOT EXISTS memory_changes (
+    trader_id TEXT PRIMARY KEY,
+    n         INTEGER NOT NULL
+);
 """
 _MIGRATIONS = {
     "state": "ALTER TABLE memory_audit ADD COLUMN state TEXT NOT NULL DEFAULT 'done'",
@@ -99,16 +103,19 @@ class AuditLog:
     """Append-only audit trail in SQLite (WAL mode, ``synchronous=FULL``), written ahead
     of the chroma writes (module doc). Thread-safe."""
 
-    def __init__(self, path: Path, *, durable: bool = True) -> None:
-        """``durable=False`` (throwaway stores) commits without fsync (``synchronous=OFF``):
-        a process kill still keeps committed rows, a power cut may not."""
-        self.path = path
+    def __init__(self, path: Path | None) -> None:
+        """``path``: the SQLite file; ``None`` keeps the trail in process memory (the
+        ``memory`` backend's throwaway stores: nothing on disk)."""
+        self.path = path if path is not None else Path(":memory:")
         self._owner = _owner()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None
+            )
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+            self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=10000")
             self._conn.executescript(_SCHEMA)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(memory_audit)")}
@@ -127,7 +134,9 @@ class AuditLog:
         (stamped with ``as_of``, ISO-8601 UTC), then marked ``done`` when the block exits
         cleanly. If the block raises, ``landed`` (default: nothing landed) settles them:
         landed rows become ``done``, the others are deleted. Holds the log's lock for the
-        whole block, so writes of one process are serialised in trail order."""
+        whole block, so writes of one process are serialised in trail order. After a clean
+        exit ``writer.changes`` holds each written trader's new change count
+        (:meth:`changes`)."""
         with self._lock:
             writer = _Writer(self, as_of.isoformat())
             try:
@@ -137,7 +146,7 @@ class AuditLog:
                     self._settle(self._rows(writer.seqs), landed)
                 raise
             if writer.seqs:
-                self._set_done(writer.seqs)
+                writer.changes = self._set_done(writer.seqs)
 
     def recover(self, landed: LandedCheck) -> tuple[int, int]:
         """Settle the pending rows of dead processes (a crash between the two commits of a
@@ -172,6 +181,17 @@ class AuditLog:
                 (trader_id, id_prefix, upper),
             ).fetchone()
         return int(row[0] or 0)
+
+    def changes(self, trader_id: str) -> int:
+        """How many writes of ``trader_id``'s records were confirmed so far, by any process
+        sharing this trail: it grows by one with each confirmed write (however many rows)
+        and never otherwise, so an in-process copy of the trader's rows stamped with it is
+        current while it is unchanged. One primary-key read (~15 us)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT n FROM memory_changes WHERE trader_id = ?", (trader_id,)
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def history(self, trader_id: str, record_id: str | None = None) -> list[AuditEvent]:
         """Confirmed events of one trader (optionally one record), oldest first."""
@@ -254,10 +274,37 @@ class AuditLog:
             self._execute(f"DELETE FROM memory_audit WHERE seq IN ({marks})", dropped)
         return len(done), len(dropped)
 
-    def _set_done(self, seqs: Sequence[int]) -> None:
-        if seqs:
-            marks = ",".join("?" * len(seqs))
-            self._execute(f"UPDATE memory_audit SET state = 'done' WHERE seq IN ({marks})", seqs)
+    def _set_done(self, seqs: Sequence[int]) -> dict[str, int]:
+        """Confirm rows and bump their traders' change counts, in one transaction;
+        returns ``{trader_id: new count}``."""
+        if not seqs:
+            return {}
+        marks = ",".join("?" * len(seqs))
+        counts: dict[str, int] = {}
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    f"UPDATE memory_audit SET state = 'done' WHERE seq IN ({marks})", list(seqs)
+                )
+                traders = self._conn.execute(
+                    f"SELECT DISTINCT trader_id FROM memory_audit WHERE seq IN ({marks})",
+                    list(seqs),
+                ).fetchall()
+                for (trader_id,) in traders:
+                    row = self._conn.execute(
+                        "INSERT INTO memory_changes (trader_id, n) VALUES (?, 1) "
+                        "ON CONFLICT (trader_id) DO UPDATE SET n = n + 1 RETURNING n",
+                        (trader_id,),
+                    ).fetchone()
+                    counts[str(trader_id)] = int(row[0])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: audit commit failed ({exc})") from None
+        return counts
 
     def _execute(self, sql: str, params: Sequence[int]) -> None:
         try:
@@ -271,6 +318,7 @@ class _Writer:
         self._log = log
         self._as_of = as_of
         self.seqs: list[int] = []
+        self.changes: dict[str, int] = {}
 
     def record(self, rows: Sequence[AuditRow]) -> None:
         """Commit ``rows`` as pending (before the chroma write they describe)."""

@@ -29,13 +29,14 @@ def test_bench_prints_the_json_summary(
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == summary
     assert [c["memory"] for c in factory.calls] == [True, False] and factory.closed == 2
-    # the default is the throwaway in-process store of `sentinel backtest` (no store path)
+    # the default is the throwaway memory backend of `sentinel backtest` (no store path)
     assert [c["store_path"] for c in factory.calls] == [None, None]
-    assert last["store"].startswith("throwaway")
-    persistent = Factory()
-    bench.main([*argv, "--persistent"], builder=persistent)
-    paths = [c["store_path"] for c in persistent.calls]
+    assert last["backend"] == "memory"
+    durable = Factory()
+    chroma = bench.main([*argv, "--backend", "chroma"], builder=durable)
+    paths = [c["store_path"] for c in durable.calls]
     assert None not in paths and paths[0] != paths[1]
+    assert chroma["backend"] == "chroma"
     for mode in ("on", "off"):
         # the test maker holds without a prompt for its first 48 bars, then 100..106 tokens
         assert last[mode]["bars"] == 96 and last[mode]["decisions_per_s"] > 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,15 +82,10 @@ def locomo_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def locomo_memory(tmp_path: Path, minilm: MiniLMEmbedder) -> Iterator[LocomoMemory]:
-    """A fresh in-process store (real chromadb), with the real MiniLM and stemmed BM25."""
+    """A fresh throwaway store (the memory backend, as ``sentinel eval locomo`` uses), with
+    the real MiniLM and stemmed BM25."""
     store = open_store(
-        StoreSettings(
-            mode="ephemeral",
-            path=tmp_path / "khala",
-            collection_prefix="t" + os.urandom(4).hex(),
-            exact_search_max=10_000,
-            bm25_stemmer="english",
-        ),
+        StoreSettings(backend="memory", bm25_stemmer="english"),
         minilm,
     )
     memory = LocomoMemory(

@@ -21,9 +21,8 @@ from backend.backtest.metrics import bars_per_year
 from backend.cli import app
 from backend.config import load_settings
 from backend.data import OHLCVFrame, load_ohlcv
-from backend.embeddings import MiniLMEmbedder
+from backend.embeddings import CachedEmbedder, MiniLMEmbedder
 from backend.errors import ConfigError
-from backend.eval._memo import MemoEmbedder
 from backend.eval.ablation import MODES, RunOutput, chain, run_window, walk_forward_windows
 
 SENTINEL = Path(sys.executable).parent / "sentinel"
@@ -71,8 +70,13 @@ def btc_4h(shared_data: Path) -> OHLCVFrame:
 
 
 @pytest.fixture(scope="module")
-def runs(btc_4h: OHLCVFrame, shared_data: Path, minilm: MiniLMEmbedder) -> dict[str, RunOutput]:
-    embedder = MemoEmbedder(minilm)
+def runs(
+    btc_4h: OHLCVFrame,
+    shared_data: Path,
+    minilm: MiniLMEmbedder,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, RunOutput]:
+    embedder = CachedEmbedder(minilm, tmp_path_factory.mktemp("ablation-embeddings"))
     return {
         mode: run_window(
             load_settings(),

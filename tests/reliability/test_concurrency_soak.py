@@ -288,9 +288,10 @@ def check_store_consistency(system: MemorySystem) -> None:
     for record in records:
         event = last[record.id]
         assert event.event != "DELETE" and close_enough(event.new, record.content())
-    mirror = store._lex(TRADER).lookup(r.id for r in records)
-    assert len(mirror) == len(records)
+    # get() reads the chroma backend's in-process row mirror; scan() reads chroma itself
+    mirrored = {r.id: r for r in store.get(TRADER, [r.id for r in records], as_of=FAR)}
+    assert len(mirrored) == len(records)
     for record in records:
-        text, ts, meta = mirror[record.id]
-        assert text == record.text and ts == record.created_at.timestamp()
-        assert math.isclose(float(meta["importance"]), record.importance, rel_tol=1e-12)
+        held = mirrored[record.id]
+        assert held.text == record.text and held.created_at == record.created_at
+        assert math.isclose(held.importance, record.importance, rel_tol=1e-12)

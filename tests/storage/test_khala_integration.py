@@ -73,10 +73,10 @@ def test_full_precision_floats_stay_idempotent(make_store: StoreFactory) -> None
     assert {e.event for e in store.history("alice")} == {"ADD"}
 
 
-def test_second_run_reopens_the_same_collections(make_store: StoreFactory) -> None:
-    first = make_store()
+def test_second_run_reopens_the_same_collections(make_durable_store: StoreFactory) -> None:
+    first = make_durable_store()
     first.upsert("alice", [rec(i) for i in range(4)], as_of=LATER)
-    second = make_store()  # same path / server and prefix: a second process run
+    second = make_durable_store()  # same path / server and prefix: a second process run
     assert second.count("alice") == 4
     assert second.upsert("alice", [rec(i) for i in range(4)], as_of=LATER).unchanged == 4
     assert [
@@ -272,16 +272,22 @@ def test_failed_batch_writes_nothing(make_store: StoreFactory) -> None:
         store.upsert("alice", [rec(2), bad], as_of=LATER)
     assert store.count("alice") == 1
     assert len(store.history("alice")) == 1
+
+
+def test_failed_chroma_write_rolls_the_audit_back(make_durable_store: StoreFactory) -> None:
+    store = make_durable_store()
+    store.upsert("alice", [rec(0)], as_of=LATER)
     # chroma itself fails inside the audit transaction: the audit rows roll back
-    store._client.delete_collection(store.collection_name("alice"))
+    store.collection("alice")  # open
+    store._backend.client.delete_collection(store.collection_name("alice"))  # type: ignore[attr-defined]
     with pytest.raises(StoreError, match="chroma"):
         store.upsert("alice", [rec(3)], as_of=LATER)
     assert [e.record_id for e in store.history("alice")] == ["r0"]
 
 
-def test_embedding_model_mismatch_is_refused(make_store: StoreFactory) -> None:
-    make_store(HashingEmbedder(dim=384)).upsert("alice", [rec(0)], as_of=LATER)
-    other = make_store(HashingEmbedder(dim=64))
+def test_embedding_model_mismatch_is_refused(make_durable_store: StoreFactory) -> None:
+    make_durable_store(HashingEmbedder(dim=384)).upsert("alice", [rec(0)], as_of=LATER)
+    other = make_durable_store(HashingEmbedder(dim=64))
     with pytest.raises(EmbeddingMismatchError, match="hashing-384"):
         other.search("alice", "luna", as_of=LATER)
 
@@ -298,12 +304,11 @@ def test_invalid_records_are_rejected_before_any_write() -> None:
 
 
 @pytest.mark.parametrize("visible_days", [5, 150, 299])
-@pytest.mark.parametrize("exact_max", [0, 1000])
 def test_dense_top_k_is_exact_under_fences_and_filters(
-    make_store: StoreFactory, visible_days: int, exact_max: int
+    make_store: StoreFactory, visible_days: int
 ) -> None:
-    """Fast path (probe then filter), slow path (chroma where) and the in-process exact
-    path (``exact_search_max``) give the brute-force top-k.
+    """chroma's fast path (probe then filter) and slow path (chroma where), and the memory
+    backend's exact search, give the brute-force top-k.
 
     HNSW is approximate; with ef_search above the collection size its search visits every
     node it can reach, so any difference from brute force is the store's own filtering
@@ -312,7 +317,7 @@ def test_dense_top_k_is_exact_under_fences_and_filters(
     many: one tied record missing from the top 10); building with ef_construction 400
     keeps the graph connected.
     """
-    store = make_store(hnsw_ef_search=400, hnsw_ef_construction=400, exact_search_max=exact_max)
+    store = make_store(hnsw_ef_search=400, hnsw_ef_construction=400)
     records = [
         rec(
             i,
@@ -341,9 +346,9 @@ def test_dense_top_k_is_exact_under_fences_and_filters(
 
 
 def test_repeated_exact_queries_follow_as_of_and_writes(make_store: StoreFactory) -> None:
-    """The in-process exact path keeps answers per (query, k, filter, visible rows): asked
-    again with another ``as_of`` or after a write, it must still give brute force."""
-    store = make_store(exact_search_max=1000)
+    """Asked again with another ``as_of`` or after a write, dense search still gives brute
+    force (whatever a backend keeps between queries)."""
+    store = make_store()
     records = [rec(i, created_at=T0 + timedelta(days=i)) for i in range(40)]
     store.upsert("alice", records[:30], as_of=LATER)
     query = "bitcoin liquidation withdrawals"
@@ -363,7 +368,7 @@ def test_repeated_exact_queries_follow_as_of_and_writes(make_store: StoreFactory
     for as_of in (late, early, late, early):  # answers kept per visible set, not mixed up
         assert ids(as_of) == brute(records[:30], as_of)
     closer = rec(35, text=query, created_at=T0 + timedelta(days=20))
-    store.upsert("alice", [closer], as_of=LATER)  # a write: kept answers are dropped
+    store.upsert("alice", [closer], as_of=LATER)  # a write
     assert ids(late)[0] == "r35"
     assert ids(early) == brute(records[:30], early)
 
@@ -381,25 +386,47 @@ def test_scan_lists_a_kind_oldest_first_fenced(make_store: StoreFactory) -> None
     assert store.scan("nobody", as_of=LATER) == []
 
 
-def test_dense_sees_records_written_by_another_process(make_store: StoreFactory) -> None:
-    reader = make_store()
-    reader.upsert("alice", [rec(0)], as_of=LATER)
-    assert [h.record.id for h in reader.search("alice", "luna", as_of=LATER, method="dense")]
-    writer = make_store()  # another process on the same data (same path / server)
+def test_reads_see_what_another_process_wrote(make_durable_store: StoreFactory) -> None:
+    """The chroma backend keeps a row mirror in process (BM25, rows of dense answers, the
+    old rows a write compares with): it is validated against the audit trail's change
+    count, so writes, relabels and deletes by another store on the same data are seen at
+    the next read, by every method."""
+    reader = make_durable_store()
+    reader.upsert("alice", [rec(0), rec(1)], as_of=LATER)
+    for method in ("dense", "bm25", "hybrid"):
+        assert reader.search("alice", "luna", as_of=LATER, method=method)  # mirror built
+    writer = make_durable_store()  # another process on the same data (same path / server)
     writer.upsert("alice", [rec(3, text="a brand new memory about the merge")], as_of=LATER)
     hits = reader.search("alice", "brand new memory merge", as_of=LATER, method="dense", top_k=2)
     assert hits[0].record.id == "r3" and hits[0].record.text.startswith("a brand new")
+    bm25 = reader.search("alice", "brand new merge", as_of=LATER, method="bm25", top_k=2)
+    assert [h.record.id for h in bm25] == ["r3"]
+    writer.update("alice", "r3", as_of=LATER, metadata={"symbol": "ETH/USDT"})
+    eth = reader.search(
+        "alice", "brand new merge", as_of=LATER, method="bm25", filters={"symbol": "ETH/USDT"}
+    )
+    assert [h.record.id for h in eth] == ["r3"]
+    assert reader.get("alice", ["r3"], as_of=LATER)[0].metadata["symbol"] == "ETH/USDT"
+    writer.delete("alice", ["r3"], as_of=LATER)
+    assert reader.search("alice", "brand new merge", as_of=LATER, method="bm25") == []
+    assert reader.get("alice", ["r3"], as_of=LATER) == []
+    # the reader's own write after the other's: still sees both (no lost update)
+    writer.upsert("alice", [rec(4, text="solana validators restart")], as_of=LATER)
+    reader.upsert("alice", [rec(5, text="solana outage postmortem")], as_of=LATER)
+    sol = reader.search("alice", "solana", as_of=LATER, method="bm25", top_k=5)
+    assert {h.record.id for h in sol} == {"r4", "r5"}
 
 
-def test_ephemeral_stores_are_isolated_by_prefix_and_dropped(tmp_path: Path) -> None:
+def test_memory_stores_are_separate_and_leave_nothing_on_disk(tmp_path: Path) -> None:
     from backend.config import StoreSettings
     from backend.storage import open_store
 
-    def ephemeral(prefix: str) -> KhalaStore:
-        settings = StoreSettings(mode="ephemeral", path=tmp_path / prefix, collection_prefix=prefix)
+    def throwaway() -> KhalaStore:
+        settings = StoreSettings(backend="memory", path=tmp_path / "khala")
         return open_store(settings, HashingEmbedder())
 
-    one, two = ephemeral("runone"), ephemeral("runtwo")
+    one, two = throwaway(), throwaway()
+    assert one.backend == "memory"
     one.upsert("alice", [rec(0), rec(1)], as_of=LATER)
     two.upsert("alice", [rec(2)], as_of=LATER)
     assert [r.id for r in one.scan("alice", as_of=LATER)] == ["r0", "r1"]
@@ -407,80 +434,63 @@ def test_ephemeral_stores_are_isolated_by_prefix_and_dropped(tmp_path: Path) -> 
     assert one.history("alice")[0].event == "ADD"  # the audit trail still records
     assert one.drop_all() == 1
     assert one.count("alice") == 0 and one.search("alice", TEXTS[0], as_of=LATER) == []
-    assert two.count("alice") == 1  # another run's collections are untouched
-    two.drop_all()
+    assert two.count("alice") == 1  # another store's collections are untouched
     one.close()
     two.close()
+    assert list(tmp_path.iterdir()) == []  # no chroma files, no audit file
 
 
-def test_exact_in_process_search_follows_writes_and_reopens(make_store: StoreFactory) -> None:
-    store = make_store(exact_search_max=100)
+def test_search_follows_writes(make_store: StoreFactory) -> None:
+    store = make_store()
     store.upsert("alice", [rec(i) for i in range(8)], as_of=LATER)
     hits = store.search("alice", TEXTS[2], as_of=LATER, method="dense", top_k=3)
     assert hits[0].record.id == "r2" and hits[0].similarity == pytest.approx(1.0, abs=1e-5)
     store.upsert("alice", [rec(2, metadata={"symbol": "SOL/USDT"})], as_of=LATER)  # relabel
     store.upsert("alice", [rec(8, text="Solana validators restart the chain")], as_of=LATER)
     store.delete("alice", ["r0"], as_of=LATER)
-    sol = store.search(
-        "alice", TEXTS[2], as_of=LATER, method="dense", filters={"symbol": "SOL/USDT"}
-    )
-    assert [h.record.id for h in sol] == ["r2"]
+    for method in ("dense", "bm25"):
+        sol = store.search(
+            "alice", TEXTS[2], as_of=LATER, method=method, filters={"symbol": "SOL/USDT"}
+        )
+        assert [h.record.id for h in sol] == ["r2"]
     fresh = store.search("alice", "Solana validators restart", as_of=LATER, method="dense")
     assert fresh[0].record.id == "r8"
     assert "r0" not in {h.record.id for h in fresh}
-    reopened = make_store(exact_search_max=100)  # vectors come back from chroma
-    again = reopened.search("alice", "Solana validators restart", as_of=LATER, method="dense")
+    again = store.upsert("alice", [rec(1)], as_of=LATER)  # unchanged: recognised
+    assert again.unchanged == 1 and again.added == 0
+    assert store.get("alice", ["r2"], as_of=LATER - timedelta(days=3650)) == []  # as_of fence
+
+
+def test_reopened_store_gives_the_same_rows_and_answers(make_durable_store: StoreFactory) -> None:
+    store = make_durable_store()
+    store.upsert("alice", [rec(i) for i in range(8)], as_of=LATER)
+    store.delete("alice", ["r0"], as_of=LATER)
+    fresh = store.search("alice", "Solana validators restart", as_of=LATER, method="hybrid")
+    reopened = make_durable_store()  # rows and vectors come back from chroma
+    again = reopened.search("alice", "Solana validators restart", as_of=LATER, method="hybrid")
     assert [h.record.id for h in again] == [h.record.id for h in fresh]
     np.testing.assert_allclose(
         [h.similarity for h in again], [h.similarity for h in fresh], atol=1e-5
     )
-
-
-def test_hnsw_sync_threshold_reaches_new_collections(tmp_path: Path) -> None:
-    """``store.hnsw_sync_threshold`` is chroma's collection configuration (None: its default)."""
-    from backend.config import StoreSettings
-    from backend.storage import open_store
-
-    def threshold(prefix: str, value: int | None) -> int:
-        settings = StoreSettings(
-            mode="ephemeral",
-            path=tmp_path / prefix,
-            collection_prefix=prefix,
-            hnsw_sync_threshold=value,
-        )
-        store = open_store(settings, HashingEmbedder())
-        try:
-            store.upsert("alice", [rec(0)], as_of=LATER)
-            config = store.collection("alice").configuration
-            return int(config["hnsw"]["sync_threshold"])  # type: ignore[index]
-        finally:
-            store.drop_all()
-            store.close()
-
-    assert threshold("small", 100) == 100
-    assert threshold("chromadefault", None) == 1000
-
-
-def test_only_writer_store_reads_rows_by_id_from_its_mirror(make_store: StoreFactory) -> None:
-    """With ``exact_search_max`` (the store is its data's only writer) get() and upsert()'s
-    unchanged check read the mirror: the same records as chroma's, and re-upserting an
-    identical record is still recognised as unchanged."""
-    exact, plain = make_store(exact_search_max=100), make_store()
-    exact.upsert("alice", [rec(i) for i in range(4)], as_of=LATER)
-    ids = ["r3", "r0", "missing", "r0"]
-    assert [r.content() for r in exact.get("alice", ids, as_of=LATER)] == [
-        r.content() for r in plain.get("alice", ids, as_of=LATER)
+    ids = ["r3", "r0", "missing", "r3"]
+    assert [r.content() for r in reopened.get("alice", ids, as_of=LATER)] == [
+        r.content() for r in store.get("alice", ids, as_of=LATER)
     ]
-    again = exact.upsert("alice", [rec(1)], as_of=LATER)
-    assert again.unchanged == 1 and again.added == 0
-    assert exact.get("alice", ["r2"], as_of=LATER - timedelta(days=3650)) == []  # as_of fence
+
+
+def test_hnsw_settings_reach_new_chroma_collections(make_durable_store: StoreFactory) -> None:
+    store = make_durable_store(hnsw_ef_search=123, hnsw_ef_construction=77)
+    store.upsert("alice", [rec(0)], as_of=LATER)
+    config = store.collection("alice").configuration
+    assert config["hnsw"]["ef_search"] == 123  # type: ignore[index]
+    assert config["hnsw"]["ef_construction"] == 77  # type: ignore[index]
 
 
 @pytest.mark.parametrize("method", ["dense", "bm25", "hybrid"])
 def test_search_scored_is_search_without_provenance(
     make_store: StoreFactory, method: SearchMethod
 ) -> None:
-    store = make_store(exact_search_max=100)
+    store = make_store()
     store.upsert("alice", [rec(i) for i in range(8)], as_of=LATER)
     query = TEXTS[3]
     hits = store.search("alice", query, as_of=LATER, top_k=5, method=method)

@@ -20,7 +20,7 @@ T = datetime(2024, 1, 1, tzinfo=UTC)
 def _store(tmp_path: Path, stemmer: str | None):  # type: ignore[no-untyped-def]
     return open_store(
         StoreSettings(
-            mode="ephemeral",
+            backend="memory",
             path=tmp_path,
             collection_prefix="s" + os.urandom(4).hex(),
             bm25_stemmer=stemmer,

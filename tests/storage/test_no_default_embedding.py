@@ -15,7 +15,7 @@ AS_OF = datetime(2022, 6, 13, tzinfo=UTC)
 
 
 def test_store_never_invokes_chroma_default_embedding(
-    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+    make_durable_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     used: list[str] = []
 
@@ -30,7 +30,7 @@ def test_store_never_invokes_chroma_default_embedding(
     monkeypatch.setattr(DefaultEmbeddingFunction, "__call__", spy("DefaultEmbeddingFunction"))
     monkeypatch.setattr(ONNXMiniLM_L6_V2, "__call__", spy("ONNXMiniLM_L6_V2.__call__"))
 
-    store = make_store()
+    store = make_durable_store()
     records = [
         MemoryRecord(
             id=f"n{i}",
@@ -51,7 +51,7 @@ def test_store_never_invokes_chroma_default_embedding(
     assert used == []
 
     # Control: the spy does catch chroma's default when a caller forgets to pass vectors.
-    control = store._client.get_or_create_collection(
+    control = store._backend.client.get_or_create_collection(  # type: ignore[attr-defined]
         "spy-control-" + store.collection_name("t1")[-8:]
     )
     with pytest.raises(Exception, match="was invoked"):
