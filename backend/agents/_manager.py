@@ -338,9 +338,7 @@ class DeepTraderManager:
         current one by ``min_trade_fraction`` or more (any close of an open position)."""
         if decision.action == "close":
             return abs(current) > _EPS
-        target = {"buy": decision.size, "sell": -decision.size, "close": 0.0}.get(
-            decision.action, current
-        )
+        target = decision.target_exposure(current)
         return abs(target - current) >= max(self.min_trade_fraction, _EPS)
 
     def on_trade_closed(self, trade: TradeRecord) -> None:

@@ -278,7 +278,8 @@ class MemoryWriter:
             self.trader_id, symbol, decision, as_of=as_of, market_state=market_state
         )
         self._buffer.append(episode)
-        exposure = {"buy": decision.size, "sell": -decision.size}.get(decision.action)
+        entering = decision.action in ("buy", "sell")
+        exposure = decision.target_exposure(0.0) if entering else None
         self._schedule(episode, exposure, equity)
         self.stats["decisions_recorded"] += 1
         return episode.id

@@ -40,13 +40,13 @@ from collections.abc import Sequence
 
 from backend.backtest.models import Decision, PositionState
 from backend.memory.models import HardConstraint, PersonaProfile
+from backend.types import base_asset
 
 __all__ = [
     "FALLBACK_STOP",
     "MEMECOINS",
     "MIN_STOP",
     "STOP_VOL_MULTIPLE",
-    "base_asset",
     "check_decision",
     "is_memecoin",
     "stop_distance",
@@ -106,12 +106,6 @@ FALLBACK_STOP = 0.05
 _EPS = 1e-9
 
 
-def base_asset(symbol: str) -> str:
-    """Upper-case base asset of a ccxt symbol: ``BTC/USDT`` -> ``BTC``, ``ETH/USDC:USDC``
-    -> ``ETH``; a bare coin stays as it is."""
-    return symbol.split("/", 1)[0].split(":", 1)[0].strip().upper()
-
-
 def is_memecoin(asset: str) -> bool:
     """Whether a base asset is in :data:`MEMECOINS`, also with a ``1000``/``k`` size prefix."""
     name = asset.upper()
@@ -139,16 +133,6 @@ def _fmt(x: float) -> str:
     """``3.0`` -> ``"3.0"``, ``0.333333`` -> ``"0.3333"``."""
     text = f"{x:.4g}"
     return text if any(c in text for c in ".en") else text + ".0"
-
-
-def _target(decision: Decision, current: float) -> float:
-    if decision.action == "buy":
-        return decision.size
-    if decision.action == "sell":
-        return -decision.size
-    if decision.action == "close":
-        return 0.0
-    return current
 
 
 def _flat(decision: Decision, current: float) -> Decision:
@@ -244,8 +228,8 @@ def check_decision(
     violations: list[str] = []
     if decision.action == "close":
         return decision, violations
-    asset = base_asset(symbol)
-    target = _target(decision, current)
+    asset = base_asset(symbol).upper()  # constraints name assets in upper case
+    target = decision.target_exposure(current)
 
     blocked = _blocked(constraints, asset)
     if blocked is not None and (abs(target) > _EPS or abs(current) > _EPS):

@@ -125,17 +125,6 @@ def _iso(value: datetime | None) -> str:
     return "..." if value is None else value.isoformat()
 
 
-def _target(record: DecisionRecord) -> float | None:
-    decision = record.decision
-    if decision.action == "buy":
-        return decision.size
-    if decision.action == "sell":
-        return -decision.size
-    if decision.action == "close":
-        return 0.0
-    return None
-
-
 class StepOutcome(NamedTuple):
     """What one bar produced: equity and signed exposure marked at its close, and the
     maker's decision (None once the account is ruined)."""
@@ -215,8 +204,8 @@ class BarStepper:
                     position=broker.position_state(close),
                 )
             )
-            wanted = _target(record)
-            if wanted is not None and has_next:
+            if record.decision.action != "hold" and has_next:
+                wanted = record.decision.target_exposure(exposure)
                 self.pending = (wanted, record.episode_id)
         return StepOutcome(marked, exposure, record)
 

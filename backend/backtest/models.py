@@ -8,12 +8,11 @@ bar t+1 (no look-ahead).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal, Protocol
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator
 
-from backend.storage.models import to_utc
+from backend.types import FrozenModel, to_utc
 
 __all__ = [
     "Action",
@@ -31,15 +30,7 @@ Action = Literal["buy", "sell", "hold", "close"]
 flat; ``hold``: keep the current position."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _utc(value: datetime) -> datetime:
-    return to_utc(value)
-
-
-class Decision(_Model):
+class Decision(FrozenModel):
     """What a policy decided at a bar close. ``error`` is set when a fault forced HOLD."""
 
     action: Action
@@ -53,12 +44,25 @@ class Decision(_Model):
     """The chat model asked for this decision (None: the rules decided). With ``error``
     set, the model gave no usable answer and the decision is the safe default."""
 
+    def target_exposure(self, current: float) -> float:
+        """The signed exposure (fraction of equity, + long, - short) this decision asks for
+        when the position's exposure is ``current``: buy -> ``+size``, sell -> ``-size``,
+        close -> 0, hold -> ``current`` (unchanged). The one definition every part uses
+        (the engine's orders, the constraints, the manager's trade test, the outcomes)."""
+        if self.action == "buy":
+            return self.size
+        if self.action == "sell":
+            return -self.size
+        if self.action == "close":
+            return 0.0
+        return current
+
     @classmethod
     def hold(cls, reason: str, *, error: str | None = None, model: str | None = None) -> Decision:
         return cls(action="hold", rationale=reason, error=error, model=model)
 
 
-class PositionState(_Model):
+class PositionState(FrozenModel):
     """The account at a bar close, marked to that close."""
 
     quantity: float
@@ -70,7 +74,7 @@ class PositionState(_Model):
     """Signed notional / equity."""
 
 
-class BarContext(_Model):
+class BarContext(FrozenModel):
     """What the decision maker may see at the close of bar ``index`` (nothing later)."""
 
     trader_id: str
@@ -86,7 +90,7 @@ class BarContext(_Model):
     volume: float
     position: PositionState
 
-    _tz = field_validator("as_of")(_utc)
+    _tz = field_validator("as_of")(to_utc)
 
 
 class DecisionMaker(Protocol):
@@ -97,7 +101,7 @@ class DecisionMaker(Protocol):
     def on_trade_closed(self, trade: TradeRecord) -> None: ...
 
 
-class DecisionRecord(_Model):
+class DecisionRecord(FrozenModel):
     """One decision as written to ``decisions.jsonl``: the policy's answer, what the
     constraint check made of it, and the memories it used with the prompt token count."""
 
@@ -115,10 +119,10 @@ class DecisionRecord(_Model):
     """The ``decision`` episode recorded for it (None with memory off)."""
     retrieval_ms: float = 0.0
 
-    _tz = field_validator("as_of")(_utc)
+    _tz = field_validator("as_of")(to_utc)
 
 
-class TradeRecord(_Model):
+class TradeRecord(FrozenModel):
     """A round trip (or a partial close) as written to ``trades.csv``."""
 
     symbol: str
@@ -137,10 +141,10 @@ class TradeRecord(_Model):
     entry_decision: str | None = None
     """Episode id of the decision that opened it."""
 
-    _tz = field_validator("entry_time", "exit_time")(_utc)
+    _tz = field_validator("entry_time", "exit_time")(to_utc)
 
 
-class BacktestMetrics(_Model):
+class BacktestMetrics(FrozenModel):
     """Headline metrics (fractions, not percent). Sharpe/Sortino are annualised from bar
     returns with sqrt(bars per year), risk-free 0."""
 

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, Field, field_validator, model_validator
+
+from backend.types import FrozenModel
 
 __all__ = [
     "Direction",
@@ -52,11 +54,7 @@ def _require_utc(value: datetime) -> datetime:
     return value
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Gap(_Frozen):
+class Gap(FrozenModel):
     """Candles missing from an OHLCV series; detected and reported, never filled.
 
     ``start`` is the open time of the last candle before the hole, ``end`` the open time of
@@ -77,7 +75,7 @@ class Gap(_Frozen):
         return self
 
 
-class Fill(_Frozen):
+class Fill(FrozenModel):
     """One execution (a partial or complete fill of an order).
 
     Field names follow ccxt's unified trade structure (``id``, ``order``, ``timestamp``,
@@ -121,7 +119,7 @@ class Fill(_Frozen):
         return self
 
 
-class Headline(_Frozen):
+class Headline(FrozenModel):
     """A news headline.
 
     ``id`` is a stable hash of the row's content (same file -> same ids), ``published_at``

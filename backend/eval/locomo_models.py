@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, ConfigDict, Field, field_validator
 
-from backend.storage.models import to_utc
+from backend.types import FrozenModel, to_utc
 
 __all__ = [
     "CATEGORY_NAMES",
@@ -40,15 +40,7 @@ CATEGORY_NAMES: dict[int, str] = {
 }
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _utc(value: datetime) -> datetime:
-    return to_utc(value)
-
-
-class LocomoTurn(_Model):
+class LocomoTurn(FrozenModel):
     """One dialog turn. ``at`` is its session's date-time (LoCoMo gives no time zone:
     read as UTC); ``position`` is 0-based within the session; ``image_caption`` is the
     BLIP caption of a shared photo (``blip_caption``), if any."""
@@ -61,7 +53,7 @@ class LocomoTurn(_Model):
     image_caption: str | None = None
     at: AwareDatetime
 
-    _tz = field_validator("at")(_utc)
+    _tz = field_validator("at")(to_utc)
 
     def render(self) -> str:
         """``Speaker: text [shares <caption>]``: the text stored and searched."""
@@ -69,7 +61,7 @@ class LocomoTurn(_Model):
         return f"{self.speaker}: {self.text}{shared}"
 
 
-class LocomoQuestion(_Model):
+class LocomoQuestion(FrozenModel):
     """One question. ``evidence`` are the valid dialog ids after repair (see
     :mod:`backend.eval.locomo_data`), ``evidence_raw`` the strings as given; ``answer`` is
     the gold answer as text (``adversarial_answer`` for category 5 when no ``answer``)."""
@@ -83,7 +75,7 @@ class LocomoQuestion(_Model):
     evidence_raw: list[str] = Field(default_factory=list)
 
 
-class LocomoConversation(_Model):
+class LocomoConversation(FrozenModel):
     """One conversation: two speakers, sessions (number -> date-time), turns in order."""
 
     sample_id: str
@@ -99,7 +91,7 @@ class LocomoConversation(_Model):
         return max(self.sessions.values())
 
 
-class EvidenceRepair(_Model):
+class EvidenceRepair(FrozenModel):
     """What the loader did with one evidence string that was not a plain known dialog id:
     ``split`` (``D8:6; D9:17``), ``fixed`` (``D:11:26`` -> ``D11:26``), ``dropped``
     (no id in it, or an id absent from the conversation)."""
@@ -112,7 +104,7 @@ class EvidenceRepair(_Model):
     reason: str
 
 
-class LocomoDataset(_Model):
+class LocomoDataset(FrozenModel):
     """A loaded LoCoMo file: conversations plus every evidence repair made."""
 
     path: str
@@ -120,7 +112,7 @@ class LocomoDataset(_Model):
     repairs: list[EvidenceRepair] = Field(default_factory=list)
 
 
-class RecallAtK(_Model):
+class RecallAtK(FrozenModel):
     """Mean recall at k (fractions in [0, 1]) over ``n`` questions."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -132,7 +124,7 @@ class RecallAtK(_Model):
     recall_25: float = Field(ge=0, le=1, alias="recall@25")
 
 
-class AnswerScore(_Model):
+class AnswerScore(FrozenModel):
     """LLM answers scored by token F1 (fraction) over ``n`` questions; ``failed`` counts
     answers the endpoint did not give (scored 0)."""
 
@@ -155,7 +147,7 @@ class MethodReport(RecallAtK):
     answer_f1_per_category: dict[str, AnswerScore] | None = None
 
 
-class LocomoReport(_Model):
+class LocomoReport(FrozenModel):
     """The JSON ``sentinel eval locomo`` writes (``model_dump(by_alias=True)``)."""
 
     data: str

@@ -4,13 +4,12 @@ are aware UTC datetimes."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator
 
 from backend.backtest.models import BacktestMetrics
-from backend.storage.models import to_utc
+from backend.types import FrozenModel, to_utc
 
 __all__ = [
     "AblationMode",
@@ -26,15 +25,7 @@ AblationMode = Literal["off", "persona", "persona_working", "all"]
 """Memory modes of the ablation (see :mod:`backend.eval.ablation`)."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _utc(value: datetime) -> datetime:
-    return to_utc(value)
-
-
-class MethodScore(_Model):
+class MethodScore(FrozenModel):
     """One predictor's mean scores over evaluation points (metrics defined in
     :mod:`backend.eval.persona_validity`); a metric is None when no point defines it."""
 
@@ -56,7 +47,7 @@ class MethodScore(_Model):
     n_per_metric: dict[str, int] = Field(default_factory=dict)
 
 
-class WindowRun(_Model):
+class WindowRun(FrozenModel):
     """One backtest of the ablation: a pair, timeframe, walk-forward window and mode."""
 
     pair: str
@@ -77,10 +68,10 @@ class WindowRun(_Model):
     """Share of decisions whose context held a persona profile."""
     run_s: float = Field(ge=0)
 
-    _tz = field_validator("window_start", "window_end")(_utc)
+    _tz = field_validator("window_start", "window_end")(to_utc)
 
 
-class ChainedMetrics(_Model):
+class ChainedMetrics(FrozenModel):
     """A mode's windows chained end to end (each window restarts from the capital the
     previous one ended with): compounded return, Sharpe of the concatenated bar returns,
     max drawdown of the chained curve, sums of trades and violations."""

@@ -56,7 +56,6 @@ import pandas as pd
 
 from backend.agents.memory import (
     STYLE_THRESHOLDS_H,
-    base_asset,
     compute_persona_attributes,
     holding_samples,
     normalize_fills_frame,
@@ -65,7 +64,7 @@ from backend.agents.memory import (
 from backend.data.fills import fills_to_frame
 from backend.data.models import Fill
 from backend.eval.models import MethodScore, PersonaMethod
-from backend.storage.models import to_utc
+from backend.types import base_asset, to_utc
 
 __all__ = [
     "METHODS",

@@ -9,12 +9,11 @@ times are aware UTC datetimes.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator
 
-from backend.storage.models import to_utc
+from backend.types import FrozenModel, to_utc
 
 __all__ = [
     "ActionLink",
@@ -35,21 +34,13 @@ __all__ = [
 ]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _utc(value: datetime) -> datetime:
-    return to_utc(value)
-
-
 # ------------------------------------------------------------------------ persona
 
 ChangeAction = Literal["ADD", "UPDATE", "IGNORE"]
 """O-Mem's persona router decision for one candidate attribute change."""
 
 
-class HardConstraint(_Model):
+class HardConstraint(FrozenModel):
     """A rule the trader stated and the agent must obey in code (not only in the prompt).
 
     ``kind`` values and the meaning of ``value``:
@@ -79,7 +70,7 @@ class HardConstraint(_Model):
     quote: str = Field(max_length=1000)
 
 
-class PersonaAttribute(_Model):
+class PersonaAttribute(FrozenModel):
     """One attribute of a trader profile with its provenance.
 
     ``value`` is JSON-serialisable (number, string, list or mapping); ``confidence`` 0..1;
@@ -99,10 +90,10 @@ class PersonaAttribute(_Model):
     detail: dict[str, Any] = Field(default_factory=dict)
     """The numbers behind the value (e.g. for ``risk_tolerance``)."""
 
-    _tz = field_validator("first_seen", "last_updated")(_utc)
+    _tz = field_validator("first_seen", "last_updated")(to_utc)
 
 
-class PersonaProfile(_Model):
+class PersonaProfile(FrozenModel):
     """A trader's profile as known at ``as_of``; ``version`` increases with every change."""
 
     trader_id: str
@@ -110,7 +101,7 @@ class PersonaProfile(_Model):
     as_of: AwareDatetime
     attributes: dict[str, PersonaAttribute] = Field(default_factory=dict)
 
-    _tz = field_validator("as_of")(_utc)
+    _tz = field_validator("as_of")(to_utc)
 
     def constraints(self) -> list[HardConstraint]:
         """The trader's hard constraints (attribute ``constraints``), validated."""
@@ -120,7 +111,7 @@ class PersonaProfile(_Model):
         return [HardConstraint.model_validate(c) for c in attr.value]
 
 
-class PersonaChange(_Model):
+class PersonaChange(FrozenModel):
     """One routed change of a profile (kept as history for the persona timeline)."""
 
     trader_id: str
@@ -134,7 +125,7 @@ class PersonaChange(_Model):
     version: int = Field(ge=0)
     """Profile version after the change (unchanged for IGNORE)."""
 
-    _tz = field_validator("as_of")(_utc)
+    _tz = field_validator("as_of")(to_utc)
 
 
 # ------------------------------------------------------------------------ working
@@ -142,7 +133,7 @@ class PersonaChange(_Model):
 Regime = Literal["trend_up", "trend_down", "range"]
 
 
-class MarketSnapshot(_Model):
+class MarketSnapshot(FrozenModel):
     """Market context of one symbol at one bar close (working memory's unit).
 
     ``returns`` maps horizon labels (``"1h"``, ``"24h"``, ``"7d"``) to fractional returns;
@@ -167,7 +158,7 @@ class MarketSnapshot(_Model):
     headlines: list[str] = Field(default_factory=list)
     topics: list[str] = Field(default_factory=list)
 
-    _tz = field_validator("as_of")(_utc)
+    _tz = field_validator("as_of")(to_utc)
 
     def situation(self) -> str:
         """A short, time-free, qualitative description of the market state: the episodic
@@ -257,7 +248,7 @@ EpisodeType = Literal[
 """``context`` episodes are consolidated working-memory overflow."""
 
 
-class ActionLink(_Model):
+class ActionLink(FrozenModel):
     """An agent action linked to an episode (the decision that was taken in it)."""
 
     decision_id: str
@@ -266,10 +257,10 @@ class ActionLink(_Model):
     """Fraction of equity (notional / equity)."""
     at: AwareDatetime
 
-    _tz = field_validator("at")(_utc)
+    _tz = field_validator("at")(to_utc)
 
 
-class Outcome(_Model):
+class Outcome(FrozenModel):
     """What happened after an episode: return over a horizon and the agent's PnL."""
 
     horizon: str
@@ -280,10 +271,10 @@ class Outcome(_Model):
     """The linked action's PnL in quote currency, if there was a position."""
     resolved_at: AwareDatetime
 
-    _tz = field_validator("resolved_at")(_utc)
+    _tz = field_validator("resolved_at")(to_utc)
 
 
-class Episode(_Model):
+class Episode(FrozenModel):
     """A salient event with its market-state description, actions and outcome.
 
     ``importance`` 0..1 starts from the detector's severity and is updated by outcomes
@@ -304,10 +295,10 @@ class Episode(_Model):
     memory_ids: list[str] = Field(default_factory=list)
     """For ``decision`` episodes: the memories the decision was made with (provenance)."""
 
-    _tz = field_validator("occurred_at")(_utc)
+    _tz = field_validator("occurred_at")(to_utc)
 
 
-class ScoredEpisode(_Model):
+class ScoredEpisode(FrozenModel):
     """An episode recalled for a query with its retrieval score and parts.
 
     ``score = w_sim * similarity + w_rec * recency + w_imp * importance`` where
@@ -326,7 +317,7 @@ class ScoredEpisode(_Model):
 Tier = Literal["persona", "working", "episodic"]
 
 
-class MemoryContext(_Model):
+class MemoryContext(FrozenModel):
     """Everything retrieved for one decision of one trader on one symbol at ``as_of``.
 
     ``timings_ms`` has the wall time of each tier's retrieval and of the whole call;
@@ -344,10 +335,10 @@ class MemoryContext(_Model):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     errors: dict[str, str] = Field(default_factory=dict)
 
-    _tz = field_validator("as_of")(_utc)
+    _tz = field_validator("as_of")(to_utc)
 
 
-class RenderedContext(_Model):
+class RenderedContext(FrozenModel):
     """A memory context rendered as a prompt section within a token budget.
 
     ``memory_ids`` are the ids of what made it into ``text`` (``persona:v<version>``,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
 
 from backend.agents import ManagerState
+from backend.types import FrozenModel
 
 __all__ = [
     "ConsolidationResult",
@@ -23,11 +24,7 @@ __all__ = [
 ]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class JobInfo(_Model):
+class JobInfo(FrozenModel):
     """One scheduled job as ``sentinel scheduler jobs --json`` prints it."""
 
     id: str
@@ -38,7 +35,7 @@ class JobInfo(_Model):
     """``None`` for a paused job."""
 
 
-class PersonaRefreshResult(_Model):
+class PersonaRefreshResult(FrozenModel):
     """What one persona refresh did: the trader's fills read from the source, those
     newer than the cursor (the newest fill ingested before), the profile version before
     and after (equal when nothing changed)."""
@@ -54,7 +51,7 @@ class PersonaRefreshResult(_Model):
     """Timestamp (ms) of the newest fill ingested so far."""
 
 
-class ConsolidationResult(_Model):
+class ConsolidationResult(FrozenModel):
     """What one consolidation did for one trader: ``context`` episodes made from
     working-memory overflow, episodes decayed, episodes pruned (and protected ones kept)."""
 
@@ -67,7 +64,7 @@ class ConsolidationResult(_Model):
     """Prune candidates kept because an open position or a pending outcome needs them."""
 
 
-class OutcomeResolution(_Model):
+class OutcomeResolution(FrozenModel):
     """Outcomes of past decisions written by the resolution job for one trader."""
 
     trader_id: str
@@ -80,7 +77,7 @@ class OutcomeResolution(_Model):
     without prices for the horizon."""
 
 
-class PaperBrokerState(_Model):
+class PaperBrokerState(FrozenModel):
     """The scalar state of the paper :class:`~backend.backtest._broker.SimBroker` (its
     fills and trades are rows of their own)."""
 
@@ -93,7 +90,7 @@ class PaperBrokerState(_Model):
     fees_paid: float = 0.0
 
 
-class PaperState(_Model):
+class PaperState(FrozenModel):
     """Everything a paper run needs to continue after a restart (besides its candles,
     decisions, fills and trades, stored as rows, and the memory store)."""
 
@@ -124,7 +121,7 @@ class PaperState(_Model):
     """The first error of an unanswered decision."""
 
 
-class PaperStepResult(_Model):
+class PaperStepResult(FrozenModel):
     """One step of the paper loop: the clock time, the candles fetched, the bars decided
     on (their close times and actions), the account marked at the last close."""
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from backend.errors import LookAheadError
 from backend.storage._lexical import USER_PREFIX, rrf_fuse
-from backend.storage.models import MemoryRecord, Provenance, SearchHit, SearchMethod, to_utc
+from backend.storage.models import MemoryRecord, Provenance, SearchHit, SearchMethod
+from backend.types import to_utc
 
 __all__ = [
     "assemble_hits",

@@ -58,8 +58,8 @@ from backend.storage.models import (
     SearchHit,
     SearchMethod,
     UpsertResult,
-    to_utc,
 )
+from backend.types import to_utc
 
 __all__ = ["KhalaStore"]
 

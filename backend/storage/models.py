@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator
+
+from backend.types import FrozenModel, to_utc
 
 __all__ = [
     "AuditEvent",
@@ -18,7 +20,6 @@ __all__ = [
     "SearchMethod",
     "UpsertResult",
     "stable_id",
-    "to_utc",
 ]
 
 MetadataValue = str | int | float | bool
@@ -27,20 +28,13 @@ SearchMethod = Literal["dense", "bm25", "hybrid"]
 TRADER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$"
 
 
-def to_utc(value: datetime) -> datetime:
-    """Return ``value`` in UTC. Raises ``ValueError`` for a naive datetime (ambiguous)."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("datetime must be timezone-aware (UTC)")
-    return value.astimezone(UTC)
-
-
 def stable_id(*parts: object) -> str:
     """A deterministic 32-hex-char id from ``parts`` (sha256), for idempotent upserts."""
     joined = "\x1f".join(str(p) for p in parts)
     return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:32]
 
 
-class MemoryRecord(BaseModel):
+class MemoryRecord(FrozenModel):
     """One memory in the Khala layer, owned by exactly one trader.
 
     - ``id``: caller-chosen and stable (upserting the same id again updates, never duplicates);
@@ -52,8 +46,6 @@ class MemoryRecord(BaseModel):
     - ``metadata``: free scalar fields; keys 1-64 chars, floats finite.
     - ``embedding``: the unit vector, present when given on write or asked for on read.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(min_length=1, max_length=256)
     trader_id: str = Field(pattern=TRADER_ID_PATTERN)
@@ -91,20 +83,16 @@ class MemoryRecord(BaseModel):
         return self.model_dump(mode="json", exclude={"embedding"})
 
 
-class UpsertResult(BaseModel):
+class UpsertResult(FrozenModel):
     """Counts of one batched upsert: new ids, changed ids, ids already identical."""
-
-    model_config = ConfigDict(frozen=True)
 
     added: int = 0
     updated: int = 0
     unchanged: int = 0
 
 
-class Provenance(BaseModel):
+class Provenance(FrozenModel):
     """Where a hit came from: which store, collection and retrievers, with their ranks."""
-
-    model_config = ConfigDict(frozen=True)
 
     store: Literal["khala"] = "khala"
     collection: str
@@ -117,7 +105,7 @@ class Provenance(BaseModel):
     """Raw BM25 score (Robertson & Zaragoza 2009, bm25s "lucene" variant), unbounded >= 0."""
 
 
-class SearchHit(BaseModel):
+class SearchHit(FrozenModel):
     """One search result.
 
     ``similarity`` is in [0, 1], higher is closer:
@@ -126,18 +114,14 @@ class SearchHit(BaseModel):
     - hybrid: the reciprocal-rank-fusion score divided by its maximum ``2 / (k + 1)``.
     """
 
-    model_config = ConfigDict(frozen=True)
-
     record: MemoryRecord
     similarity: float = Field(ge=0.0, le=1.0)
     rank: int = Field(ge=1)
     provenance: Provenance
 
 
-class AuditEvent(BaseModel):
+class AuditEvent(FrozenModel):
     """One mutation in the SQLite audit trail (mem0's history table, adapted)."""
-
-    model_config = ConfigDict(frozen=True)
 
     seq: int
     trader_id: str

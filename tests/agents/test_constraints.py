@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from backend.agents.constraints import (
     FALLBACK_STOP,
-    base_asset,
     check_decision,
     is_memecoin,
     stop_distance,
@@ -22,6 +21,7 @@ from backend.agents.deep_trader_manager import DEFAULT_CONSTRAINTS_NOTE
 from backend.agents.memory import empty_profile, route_decisions, text_decisions
 from backend.backtest.models import Decision, PositionState
 from backend.memory.models import HardConstraint, PersonaProfile
+from backend.types import base_asset
 
 AT = datetime(2022, 5, 1, tzinfo=UTC)
 
@@ -156,7 +156,7 @@ def test_asset_rules(constraint: HardConstraint, symbol: str, blocked: bool) -> 
 
 
 def test_helpers() -> None:
-    assert base_asset("eth/usdc:USDC") == "ETH" and base_asset("BTC") == "BTC"
+    assert base_asset("eth/usdc:USDC") == "eth" and base_asset("BTC") == "BTC"  # case kept
     assert is_memecoin("DOGE") and is_memecoin("kPEPE") and not is_memecoin("KAVA")
 
 

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from backend.agents.memory._persona_features import (
         STYLE_THRESHOLDS_H,
-        base_asset,
         compute_persona_attributes,
         holding_samples,
         normalize_fills_frame,
@@ -42,7 +41,6 @@ __all__ = [
     "STYLE_THRESHOLDS_H",
     "PersonaManager",
     "RouteResult",
-    "base_asset",
     "compute_persona_attributes",
     "empty_profile",
     "holding_samples",
@@ -61,7 +59,6 @@ _WHERE = {
     "holding_samples": "_persona_features",
     "normalize_fills_frame": "_persona_features",
     "opening_notional": "_persona_positions",
-    "base_asset": "_persona_features",
     "compute_persona_attributes": "_persona_features",
     "render_profile": "_persona_render",
     "RouteResult": "_persona_router",

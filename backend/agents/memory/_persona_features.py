@@ -34,7 +34,7 @@ from backend.agents.memory._persona_positions import (
 from backend.agents.memory._persona_risk import RISK_THRESHOLDS, risk_tolerance
 from backend.errors import DataError
 from backend.memory.models import PersonaAttribute
-from backend.storage.models import to_utc
+from backend.types import base_asset, to_utc
 
 __all__ = [
     "ATTRIBUTE_NAMES",
@@ -43,7 +43,6 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "RISK_THRESHOLDS",
     "STYLE_THRESHOLDS_H",
-    "base_asset",
     "compute_persona_attributes",
     "holding_samples",
     "normalize_fills_frame",
@@ -112,14 +111,6 @@ STYLE_THRESHOLDS_H: tuple[tuple[float, str], ...] = (
 
 _EVIDENCE_MAX = 50
 _TOP_HOURS = 3
-
-
-def base_asset(symbol: str) -> str:
-    """Base asset of a ccxt symbol: ``BTC/USDC:USDC`` -> ``BTC``; spot pair ids (``@107``)
-    and bare coins stay as they are."""
-    if symbol.startswith("@"):
-        return symbol
-    return symbol.split("/", 1)[0].split(":", 1)[0]
 
 
 def normalize_fills_frame(frame: pd.DataFrame, *, source: str = "fills frame") -> pd.DataFrame:

@@ -46,7 +46,7 @@ from backend.memory.models import (
     PersonaChange,
     PersonaProfile,
 )
-from backend.storage.models import to_utc
+from backend.types import to_utc
 
 __all__ = [
     "MAX_GOALS",

@@ -71,7 +71,7 @@ from backend.llm.client import LLMClient
 from backend.llm.prompts import PersonaDecisions, persona_update_prompt
 from backend.memory.models import PersonaChange, PersonaProfile
 from backend.storage import KhalaStore, MemoryRecord, stable_id
-from backend.storage.models import to_utc
+from backend.types import to_utc
 
 __all__ = ["PersonaManager", "render_profile", "timeline_to_frame"]
 

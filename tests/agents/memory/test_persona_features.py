@@ -9,12 +9,12 @@ import pytest
 
 from backend.agents.memory._persona_features import (
     CONFIDENCE_K,
-    base_asset,
     compute_persona_attributes,
 )
 from backend.data import Fill, fills_to_frame
 from backend.errors import DataError
 from backend.memory.models import PersonaAttribute
+from backend.types import base_asset
 from tests.agents.conftest import ALTS_SPOT, BTC_LONG_HF, ETH_SOL_SHORT, TRADERS
 from tests.agents.memory.helpers import T0, fill
 

@@ -1,0 +1,35 @@
+"""The types every package shares, defined once: the frozen base model, UTC time, assets.
+
+Nothing here imports another ``backend`` module, so every layer may import it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["FrozenModel", "base_asset", "to_utc"]
+
+
+class FrozenModel(BaseModel):
+    """The base of the project's value models: immutable, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def to_utc(value: datetime) -> datetime:
+    """Return ``value`` in UTC. Raises ``ValueError`` for a naive datetime (ambiguous).
+    Use as a pydantic validator (``field_validator("as_of")(to_utc)``) or directly."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("datetime must be timezone-aware (UTC)")
+    return value.astimezone(UTC)
+
+
+def base_asset(symbol: str) -> str:
+    """Base asset of a ccxt symbol, case kept: ``BTC/USDT`` -> ``BTC``, ``ETH/USDC:USDC``
+    -> ``ETH``, ``kPEPE/USDC:USDC`` -> ``kPEPE``; a bare coin and a Hyperliquid spot pair
+    id (``@107``) stay as they are. Compare assets case-insensitively (``.upper()``)."""
+    if symbol.startswith("@"):
+        return symbol
+    return symbol.split("/", 1)[0].split(":", 1)[0].strip()
