@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from backend.memory.models import EpisodeType
-from backend.storage.models import stable_id, to_utc
+from backend.storage.models import stable_id
+from backend.types import to_utc
 
 __all__ = ["DetectedEvent", "severity"]
 

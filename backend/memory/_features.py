@@ -49,7 +49,7 @@ from backend.data.models import OHLCVFrame
 from backend.data.ohlcv import timeframe_seconds
 from backend.errors import DataError, LookAheadError
 from backend.memory.models import Regime
-from backend.storage.models import to_utc
+from backend.types import to_utc
 
 __all__ = ["REGIMES", "FeatureFrame", "FeatureRow", "compute_features"]
 

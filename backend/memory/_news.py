@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from backend.data.models import Headline
-from backend.storage.models import to_utc
+from backend.types import to_utc
 
 __all__ = [
     "NEWS_TOPICS",

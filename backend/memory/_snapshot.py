@@ -10,7 +10,7 @@ from backend.errors import LookAheadError
 from backend.memory._features import FeatureRow
 from backend.memory._news import FearGreedIndex, HeadlineIndex, state_topics
 from backend.memory.models import MarketSnapshot
-from backend.storage.models import to_utc
+from backend.types import to_utc
 
 __all__ = ["build_snapshot", "candle_source"]
 

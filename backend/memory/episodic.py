@@ -33,7 +33,7 @@ from backend.config import MemorySettings
 from backend.errors import LookAheadError, StoreError, TenantScopeError
 from backend.memory.models import ActionLink, Episode, EpisodeType, Outcome, ScoredEpisode
 from backend.storage import KhalaStore, MemoryRecord, SearchMethod, UpsertResult
-from backend.storage.models import to_utc
+from backend.types import to_utc
 
 __all__ = ["EPISODIC_KIND", "EpisodicMemory", "outcome_delta"]
 

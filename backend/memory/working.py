@@ -46,7 +46,7 @@ from backend.memory._window_db import WindowDB, as_of_us
 from backend.memory.episodic import EpisodicMemory
 from backend.memory.models import Episode, MarketSnapshot
 from backend.storage import KhalaStore
-from backend.storage.models import to_utc
+from backend.types import to_utc
 
 __all__ = ["WorkingMemory", "snapshot_at"]
 

@@ -39,7 +39,7 @@ from backend.data import find_ohlcv_file, read_ohlcv_file, timeframe_seconds
 from backend.errors import DataError
 from backend.service._db import ServiceDB
 from backend.service.models import ConsolidationResult, OutcomeResolution, PaperState
-from backend.storage.models import to_utc
+from backend.types import to_utc
 
 __all__ = [
     "PriceSeries",

@@ -57,7 +57,7 @@ from backend.errors import ConfigError
 from backend.memory import FearGreedIndex, HeadlineIndex, compute_features
 from backend.service._db import ServiceDB
 from backend.service.models import PaperBrokerState, PaperState, PaperStepResult
-from backend.storage.models import to_utc
+from backend.types import to_utc
 
 __all__ = ["PaperTrader", "paper_run_id", "replay_now"]
 

@@ -30,7 +30,7 @@ from backend.data import Fill, fills_from_ccxt_trades, load_hyperliquid_fills
 from backend.errors import ExchangeError
 from backend.service._db import ServiceDB
 from backend.service.models import PersonaRefreshResult
-from backend.storage.models import to_utc
+from backend.types import to_utc
 
 __all__ = ["fetch_ccxt_fills", "refresh_persona", "refresh_persona_job"]
 
