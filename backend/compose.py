@@ -31,6 +31,7 @@ from backend.memory import (
     detect_news_shocks,
     events_to_episodes,
 )
+from backend.memory.conversation import ConversationMemory
 from backend.memory.hierarchical import HierarchicalMemory
 from backend.memory.models import Episode
 from backend.storage import KhalaStore, open_store
@@ -75,10 +76,19 @@ def build_memory_system(
         episodic=episodic,
         state_path=None if throwaway else settings.working_state_file,
     )
-    memory = HierarchicalMemory(
-        persona=persona, working=working, episodic=episodic, settings=settings.memory
+    conversation = ConversationMemory(
+        store, settings=settings.memory.conversation, persona=persona, episodic=episodic
     )
-    toolkit = MemoryToolkit(memory, working=working, episodic=episodic, persona=persona)
+    memory = HierarchicalMemory(
+        persona=persona,
+        working=working,
+        episodic=episodic,
+        settings=settings.memory,
+        conversation=conversation,
+    )
+    toolkit = MemoryToolkit(
+        memory, working=working, episodic=episodic, persona=persona, conversation=conversation
+    )
     return MemorySystem(store, persona, working, episodic, memory, toolkit, llm)
 
 

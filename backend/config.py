@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "AgentSettings",
     "BacktestSettings",
+    "ConversationSettings",
     "DataSettings",
     "DetectorSettings",
     "EmbeddingSettings",
@@ -196,6 +197,32 @@ class DetectorSettings(_Section):
     closing fills (known up to that time) is a big win / loss."""
 
 
+class ConversationSettings(_Section):
+    """Conversation memory: how messages are recalled (``backend.memory.conversation``).
+
+    Recall fuses z-scored signals over a trader's messages: message BM25, message dense,
+    message dense with the speakers' names removed from the query, and BM25 and dense of
+    each message's window (it and ``window_radius`` messages either side), each read for
+    its top ``candidates``; the sum is smoothed along the session (``neighbour``), a
+    session-level match lifts its messages (``session``), and a period the query names
+    (a month, a year, or a relative date such as "last week", resolved against
+    ``as_of``) lifts the messages said in it (``time``, half for ``time_tail_days``
+    after it). The weights were tuned on LoCoMo conversations conv-26, 30 and 41 only
+    (docs/benchmarks.md)."""
+
+    window_radius: int = Field(default=2, ge=0, le=20)
+    candidates: int = Field(default=100, ge=5, le=1000)
+    neighbour: float = Field(default=0.15, ge=0, le=5)
+    session: float = Field(default=0.8, ge=0, le=10)
+    time: float = Field(default=2.0, ge=0, le=20)
+    time_tail_days: float = Field(default=14.0, ge=0, le=365)
+    context_messages: int = Field(default=10, ge=1, le=200)
+    """Messages put in a context (best first, within the token budget)."""
+    agent_speakers: list[str] = Field(default_factory=lambda: ["assistant", "agent"])
+    """Speakers whose words are the agent's, not the trader's (case-insensitive): they are
+    recalled but never read into the persona or conversation events."""
+
+
 class MemorySettings(_Section):
     """Hierarchical memory: window sizes, retrieval weights, the prompt token budget."""
 
@@ -216,6 +243,7 @@ class MemorySettings(_Section):
     token_budget: int = Field(default=1500, ge=100, le=100_000)
     """Tokens of the rendered memory section of a prompt (tiktoken cl100k_base)."""
     detectors: DetectorSettings = DetectorSettings()
+    conversation: ConversationSettings = ConversationSettings()
 
 
 class BacktestSettings(_Section):

@@ -12,7 +12,7 @@ from rich.console import Console
 from backend.config import Settings, load_settings
 from backend.errors import ConfigError
 
-__all__ = ["console", "parse_utc", "settings", "state"]
+__all__ = ["console", "parse_utc", "settings", "settings_for_store", "state"]
 
 console = Console()
 
@@ -39,3 +39,28 @@ def parse_utc(value: str, *, name: str) -> datetime:
     except ValueError:
         raise ConfigError(f"--{name}: not an ISO-8601 date/time: {value!r}") from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def settings_for_store(store_path: Path | None) -> Settings:
+    """The invocation's settings on the durable store at ``store_path`` (None: as
+    configured). Two layouts are recognised: a directory a run wrote with ``--store-path``
+    (``sentinel backtest``, ``sentinel paper``: chroma in ``DIR/khala``, the audit trail
+    in ``DIR/audit.db``, working memory in ``DIR/working.sqlite3``), else ``DIR`` itself as
+    ``store.path`` (the default layout of ``.sentinel/khala``)."""
+    cfg = settings()
+    if store_path is None:
+        return cfg
+    if (store_path / "khala").is_dir() and (store_path / "audit.db").is_file():
+        store = cfg.store.model_copy(
+            update={
+                "backend": "chroma",
+                "path": store_path / "khala",
+                "audit_path": store_path / "audit.db",
+            }
+        )
+        memory = cfg.memory.model_copy(
+            update={"working_state_path": store_path / "working.sqlite3"}
+        )
+        return cfg.model_copy(update={"store": store, "memory": memory})
+    store = cfg.store.model_copy(update={"backend": "chroma", "path": store_path})
+    return cfg.model_copy(update={"store": store})

@@ -13,9 +13,10 @@ on stderr, exit 2::
     sentinel eval persona --fills ../shared/data/trades/hyperliquid_fills.csv \\
         --out runs/persona_validity.json [--horizon-days 30 --recent-days 7 --every-days N]
 
-``locomo`` ingests every conversation into a throw-away Khala store
-(``store.backend=memory``: exact dense search, BM25 with Snowball English stemming unless
-``store.bm25_stemmer`` names another language, nothing on disk) and
+``locomo`` ingests every conversation through the product (``MemoryToolkit
+.record_messages``, default configuration, ``store.backend=memory``: nothing on disk),
+ranks ``hierarchical`` through ``MemoryToolkit.recall`` and the flat baselines through
+``KhalaStore.search`` over the same messages (``--conversations`` picks sample ids), and
 writes the :class:`~backend.eval.locomo_models.LocomoReport` JSON to ``--out``
 (``{"n_questions", "methods": {"dense"|"bm25"|"hybrid"|"hierarchical": {"recall@1",
 "recall@5", "recall@10", "recall@25", "latency_ms_p50", "latency_ms_p95",
@@ -44,7 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backend.cli._common import parse_utc, settings
-from backend.config import Settings, StoreSettings
+from backend.config import LLMSettings, Settings
 from backend.errors import ConfigError, DataError
 from backend.eval.locomo_models import CATEGORY_NAMES, LocomoReport, MethodName
 
@@ -87,38 +88,38 @@ def run_locomo_command(
     context_turns: int = 10,
     quiet: bool = False,
     max_questions: int | None = None,
+    conversations: list[str] | None = None,
 ) -> LocomoReport:
     """Load ``data``, build the eval memory (module doc), run, write ``out``; returns the
-    report. ``max_questions``: only the first N questions of each conversation. Raises
-    :class:`DataError` (bad file), :class:`ConfigError`, store errors."""
-    from backend.agents.memory import PersonaManager
-    from backend.embeddings import build_embedder
+    report. ``max_questions``: only the first N questions of each conversation;
+    ``conversations``: only these sample ids. Raises :class:`DataError` (bad file),
+    :class:`ConfigError` (an unknown sample id), store errors."""
+    from backend.compose import build_memory_system
     from backend.eval.locomo_data import load_locomo
-    from backend.eval.locomo_memory import LocomoMemory
     from backend.eval.locomo_run import ALL_METHODS, run_locomo
     from backend.llm import build_llm
-    from backend.memory import EpisodicMemory
-    from backend.storage import open_store
 
     dataset = load_locomo(data, limit=limit)
-    store_cfg = StoreSettings.model_validate(
-        {
-            **cfg.store.model_dump(),
-            "backend": "memory",
-            "collection_prefix": "locomo",
-            "bm25_stemmer": cfg.store.bm25_stemmer or "english",
-        }
-    )
-    store = open_store(store_cfg, build_embedder(cfg.embedding))
-    try:
-        memory = LocomoMemory(
-            store=store,
-            episodic=EpisodicMemory(store, settings=cfg.memory),
-            persona=PersonaManager(store),
+    if conversations is not None:
+        known = {c.sample_id for c in dataset.conversations}
+        unknown = [c for c in conversations if c not in known]
+        if unknown:
+            raise ConfigError(f"--conversations: not in {data}: {', '.join(unknown)}")
+        dataset = dataset.model_copy(
+            update={
+                "conversations": [c for c in dataset.conversations if c.sample_id in conversations]
+            }
         )
+    # the product with its default configuration, on a throwaway store; persona facts
+    # by the offline rules (an LLM call per turn would cost more than the benchmark)
+    memory_cfg = cfg.model_copy(
+        update={"store": cfg.store.model_copy(update={"backend": "memory"}), "llm": LLMSettings()}
+    )
+    with build_memory_system(memory_cfg) as system:
         report = run_locomo(
             dataset,
-            memory,
+            system.toolkit,
+            system.store,
             methods=methods or ALL_METHODS,
             llm=build_llm(cfg.llm),
             budget=cfg.memory.token_budget,
@@ -126,8 +127,6 @@ def run_locomo_command(
             progress=None if quiet else (lambda line: print(line, file=sys.stderr)),
             max_questions=max_questions,
         )
-    finally:
-        store.close()
     write_report(report, out)
     return report
 
@@ -162,6 +161,10 @@ def locomo(
         int | None,
         typer.Option(min=1, help="Only the first N questions of each conversation."),
     ] = None,
+    conversations: Annotated[
+        str | None,
+        typer.Option(help="Only these sample ids, comma-separated (e.g. conv-42,conv-43)."),
+    ] = None,
 ) -> None:
     """LoCoMo retrieval: recall@1/5/10/25 of the evidence turns per method and category,
     latency p50/p95, context tokens per query (and answer F1 with an LLM configured)."""
@@ -175,6 +178,7 @@ def locomo(
         context_turns=context_turns,
         quiet=quiet,
         max_questions=questions,
+        conversations=_split(conversations, name="conversations") if conversations else None,
     )
     console = Console()
     table = Table("method", "R@1", "R@5", "R@10", "R@25", "p50 ms", "p95 ms", "tokens")

@@ -1,15 +1,24 @@
-"""``sentinel memory``: inspect one trader's Khala memory store."""
+"""``sentinel memory``: inspect one trader's Khala memory store, import a conversation,
+recall from it."""
 
 from __future__ import annotations
 
+import itertools
+import json
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
 
 import typer
+from pydantic import AwareDatetime, Field, ValidationError
 from rich.table import Table
 
-from backend.cli._common import console, parse_utc, settings
-from backend.errors import ConfigError
+from backend.cli._common import console, parse_utc, settings, settings_for_store
+from backend.errors import ConfigError, DataError
+from backend.memory.models import ChatMessage
+from backend.types import FrozenModel
+
+_Line = TypeVar("_Line", bound=FrozenModel)
 
 __all__ = ["memory_app"]
 
@@ -58,3 +67,110 @@ def memory_search(
             hit.record.text[:100],
         )
     console.print(table)
+
+
+class _Query(FrozenModel):
+    """One line of a ``sentinel memory recall --queries`` file."""
+
+    id: str = Field(min_length=1, max_length=200)
+    query: str = Field(min_length=1, max_length=2000)
+    as_of: AwareDatetime
+
+
+def _read_jsonl(path: Path, model: type[_Line]) -> list[_Line]:
+    """Every line of ``path`` (blank lines skipped) as ``model``. Raises
+    :class:`DataError` naming the file, line and field of the first bad line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    out: list[_Line] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(model.model_validate_json(line))
+        except ValidationError as exc:
+            first = exc.errors(include_input=False, include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "line"
+            raise DataError(f"{path}: line {number}: {where}: {first['msg']}") from None
+    return out
+
+
+@memory_app.command("import-chat")
+def memory_import_chat(
+    trader: Annotated[str, typer.Option(help="Trader id whose conversation this is.")],
+    file: Annotated[
+        Path,
+        typer.Option(
+            help='JSON lines in time order: {"id", "speaker", "text", "time" (ISO-8601 UTC), '
+            '"session"} and optionally "image_caption".'
+        ),
+    ],
+    store_path: Annotated[
+        Path | None, typer.Option(help="Durable store directory (default: store.path).")
+    ] = None,
+) -> None:
+    """Record a conversation as the trader's messages (each as of its own time).
+
+    The whole file is checked first (fields, time order, unique ids): a bad line ends in
+    one error naming the file and line, and nothing of the file is written.
+    """
+    from backend.compose import build_memory_system
+
+    messages = _read_jsonl(file, ChatMessage)
+    seen: set[str] = set()
+    for number, (before, m) in enumerate(itertools.pairwise([None, *messages]), start=1):
+        if m is None:
+            continue
+        if m.id in seen:
+            raise DataError(f"{file}: message {number}: id: {m.id!r} appears twice")
+        if before is not None and m.time < before.time:
+            raise DataError(f"{file}: message {number}: time: before the previous message")
+        seen.add(m.id)
+    cfg = settings_for_store(store_path)
+    with build_memory_system(cfg) as system:
+        by_session: list[list[ChatMessage]] = []
+        for m in messages:  # a run of one session is written as of its last message
+            if by_session and by_session[-1][-1].session == m.session:
+                by_session[-1].append(m)
+            else:
+                by_session.append([m])
+        written = events = 0
+        for run in by_session:
+            done = system.toolkit.record_messages(trader, run, as_of=run[-1].time)
+            written += done.messages
+            events += len(done.events)
+    console.print(f"recorded {written} messages of {trader} ({events} conversation events)")
+
+
+@memory_app.command("recall")
+def memory_recall(
+    trader: Annotated[str, typer.Option(help="Trader id whose memory to ask.")],
+    queries: Annotated[
+        Path, typer.Option(help='JSON lines: {"id", "query", "as_of" (ISO-8601 UTC)}.')
+    ],
+    top_k: Annotated[int, typer.Option(min=1, max=50, help="Messages per query.")] = 10,
+    store_path: Annotated[
+        Path | None, typer.Option(help="Durable store directory (default: store.path).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Ask the trader's memory (``MemoryToolkit.recall``) each query as of its time: one
+    line per query, ``{"id", "message_ids" (best first, at most --top-k), "tokens"}``,
+    ``tokens`` being the tiktoken count of the context an answering model is given."""
+    from backend.compose import build_memory_system
+
+    asked = _read_jsonl(queries, _Query)
+    cfg = settings_for_store(store_path)
+    with build_memory_system(cfg) as system:
+        for q in asked:
+            found = system.toolkit.recall(
+                trader, q.query, symbol=None, as_of=q.as_of, tiers=("working",), top_k=top_k
+            )
+            ids = list(dict.fromkeys(m["message_id"] for m in found["conversation"]))[:top_k]
+            row = {"id": q.id, "message_ids": ids, "tokens": found["context"]["tokens"]}
+            if as_json:
+                print(json.dumps(row))
+            else:
+                console.print(f"{q.id}: {', '.join(ids) or '-'} ({row['tokens']} tokens)")

@@ -1,15 +1,23 @@
 """Run the LoCoMo retrieval benchmark: ingest, retrieve per method, score, report.
 
-For each conversation: :func:`~backend.eval.locomo_memory.ingest_conversation`, then
-every question with at least one valid evidence id is asked once per method, with
-``as_of`` one day after the conversation's last session (LoCoMo asks its questions after
-the whole conversation). Per method and question it records the ranked dialog ids
-(recall@1/5/10/25 against the evidence), the retrieval wall time (ms; the query's
-embedding is cached by the store per text, so it is paid by the first method that embeds
-it, ``dense``), and the tokens of the context rendered from the top ``context_turns``
-turns (:func:`~backend.eval.locomo_context.render_locomo_context`; ``hierarchical`` adds
-the speakers' persona facts). With an LLM, categories 1-4 are answered from that context
-and scored by token F1 (:mod:`backend.eval.locomo_answer`).
+The evaluation only loads, asks and scores; the ranking is the product's. For each
+conversation: :func:`~backend.eval.locomo_memory.ingest_conversation` (the product's
+``MemoryToolkit.record_messages``), then every question with at least one valid evidence
+id is asked once per method, with ``as_of`` one day after the conversation's last session
+(LoCoMo asks its questions after the whole conversation):
+
+- ``hierarchical`` is the product path: ``MemoryToolkit.recall`` (the conversation read
+  with the working tier, :mod:`backend.memory.conversation`), its message ids as the
+  ranking and its ``context`` as what an answering model gets;
+- ``dense``, ``bm25`` and ``hybrid`` are flat baselines: one :meth:`KhalaStore.search`
+  over the same message records, the context rendered from their top ``context_turns``
+  turns (:func:`~backend.eval.locomo_context.render_locomo_context`).
+
+Per method and question it records the ranked dialog ids (recall@1/5/10/25 against the
+evidence), the retrieval wall time (ms, the query's embedding included unless the
+configured embedding cache already holds it) and the context's tokens. With an LLM,
+categories 1-4 are answered from that context and scored by token F1
+(:mod:`backend.eval.locomo_answer`).
 """
 
 from __future__ import annotations
@@ -18,13 +26,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 
 from backend.eval.locomo_answer import F1_CATEGORIES, answer_question, locomo_f1
 from backend.eval.locomo_context import render_locomo_context
-from backend.eval.locomo_memory import LocomoMemory, ingest_conversation
+from backend.eval.locomo_memory import ingest_conversation
 from backend.eval.locomo_metrics import KS, percentile, recall_summary
 from backend.eval.locomo_models import (
     AnswerScore,
@@ -35,9 +43,10 @@ from backend.eval.locomo_models import (
     MethodName,
     MethodReport,
 )
-from backend.eval.locomo_retrieval import FusionWeights, HierarchicalRetriever, flat_ranking
 from backend.llm.client import LLMClient
-from backend.memory.models import PersonaProfile
+from backend.memory.conversation import MESSAGE_KIND
+from backend.storage import KhalaStore, SearchMethod
+from backend.tools.memory_toolkit import MemoryToolkit
 
 __all__ = ["ALL_METHODS", "run_locomo"]
 
@@ -90,17 +99,18 @@ def _report(rows: _Rows) -> MethodReport:
 
 def run_locomo(
     dataset: LocomoDataset,
-    memory: LocomoMemory,
+    toolkit: MemoryToolkit,
+    store: KhalaStore,
     *,
     methods: Sequence[MethodName] = ALL_METHODS,
     llm: LLMClient | None = None,
     budget: int = 1500,
     context_turns: int = 10,
-    weights: FusionWeights | None = None,
     progress: Progress | None = None,
     max_questions: int | None = None,
 ) -> LocomoReport:
-    """Ingest every conversation of ``dataset`` into ``memory`` (a fresh store) and
+    """Ingest every conversation of ``dataset`` through ``toolkit`` (a fresh memory on
+    ``store``, which the flat baselines search) and
     evaluate ``methods`` (module docstring). ``budget``: context tokens per question;
     ``context_turns``: turns put in the context; ``max_questions``: only the first N
     questions of each conversation (a quick run with a slow LLM). Raises the store's
@@ -111,28 +121,24 @@ def run_locomo(
         raise ValueError(f"unknown methods {unknown}; expected some of {list(ALL_METHODS)}")
     say = progress or (lambda _: None)
     rows: dict[MethodName, _Rows] = {m: _Rows() for m in methods}
-    retriever = HierarchicalRetriever(memory, weights=weights)
     scored = skipped = 0
-    try:
-        for conversation in dataset.conversations:
-            started = time.perf_counter()
-            stats = ingest_conversation(memory, conversation)
-            say(
-                f"{conversation.sample_id}: ingested {stats.turns} turns, {stats.episodes} "
-                f"episodes, {stats.sessions} sessions, persona changes {stats.persona_changes} "
-                f"in {time.perf_counter() - started:.1f} s"
-            )
-            for question in conversation.questions[:max_questions]:
-                if not question.evidence:
-                    skipped += 1
-                    continue
-                scored += 1
-                for method in methods:
-                    _ask(method, conversation, question, memory, retriever, rows[method],
-                         llm=llm, budget=budget, context_turns=context_turns)  # fmt: skip
-            say(f"{conversation.sample_id}: {len(conversation.questions)} questions done")
-    finally:
-        retriever.close()
+    for conversation in dataset.conversations:
+        started = time.perf_counter()
+        stats = ingest_conversation(toolkit, conversation)
+        say(
+            f"{conversation.sample_id}: ingested {stats.turns} turns, {stats.sessions} "
+            f"sessions, {stats.events} events, persona changes {stats.persona_changes} "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+        for question in conversation.questions[:max_questions]:
+            if not question.evidence:
+                skipped += 1
+                continue
+            scored += 1
+            for method in methods:
+                _ask(method, conversation, question, toolkit, store, rows[method],
+                     llm=llm, budget=budget, context_turns=context_turns)  # fmt: skip
+        say(f"{conversation.sample_id}: {len(conversation.questions)} questions done")
     return LocomoReport(
         data=dataset.path,
         n_conversations=len(dataset.conversations),
@@ -149,8 +155,8 @@ def _ask(
     method: MethodName,
     conversation: LocomoConversation,
     question: LocomoQuestion,
-    memory: LocomoMemory,
-    retriever: HierarchicalRetriever,
+    toolkit: MemoryToolkit,
+    store: KhalaStore,
     rows: _Rows,
     *,
     llm: LLMClient | None,
@@ -158,23 +164,39 @@ def _ask(
     context_turns: int,
 ) -> None:
     as_of = conversation.last_time + timedelta(days=1)
-    personas: dict[str, PersonaProfile] = {}
+    cid = conversation.sample_id
     started = time.perf_counter()
     if method == "hierarchical":
-        result = retriever.retrieve(conversation, question.question, as_of=as_of)
-        ranked, personas = result.dia_ids[: max(KS)], result.personas
-    else:
-        ranked = flat_ranking(
-            memory, conversation.sample_id, question.question,
-            as_of=as_of, method=method, top_k=max(KS),
+        found = toolkit.recall(
+            cid, question.question, symbol=None, as_of=as_of, tiers=("working",),
+            top_k=max(KS),
         )  # fmt: skip
+        ranked = [str(m["message_id"]) for m in found["conversation"]]
+        context_text, tokens = str(found["context"]["text"]), int(found["context"]["tokens"])
+    else:
+        ranked = flat_ranking(store, cid, question.question, as_of=as_of, method=method)
     rows.latency_ms.append((time.perf_counter() - started) * 1000)
     rows.ranked.append((question.category, ranked, question.evidence))
-    context = render_locomo_context(
-        conversation, ranked, budget=budget, max_turns=context_turns, personas=personas
-    )
-    rows.tokens.append(context.tokens)
+    if method != "hierarchical":
+        context = render_locomo_context(
+            conversation, ranked, budget=budget, max_turns=context_turns
+        )
+        context_text, tokens = context.text, context.tokens
+    rows.tokens.append(tokens)
     if llm is not None and question.category in F1_CATEGORIES and question.answer is not None:
-        answer, error = answer_question(llm, context.text, question.question)
+        answer, error = answer_question(llm, context_text, question.question)
         f1 = locomo_f1(answer, question.answer, question.category) if answer is not None else 0.0
         rows.f1.append((question.category, f1, error is not None))
+
+
+def flat_ranking(
+    store: KhalaStore, conversation_id: str, query: str, *, as_of: datetime,
+    method: SearchMethod, top_k: int = max(KS),
+) -> list[str]:  # fmt: skip
+    """Dialog ids of the ``top_k`` message records for ``query`` by one flat ``method``
+    of the store (a baseline), best first."""
+    hits = store.search(
+        conversation_id, query, as_of=as_of, top_k=top_k, method=method,
+        filters={"kind": MESSAGE_KIND},
+    )  # fmt: skip
+    return [str(h.record.metadata["message_id"]) for h in hits]

@@ -114,13 +114,14 @@ snapshot time that is a multiple of 8 snapshot spacings, e.g. 00:00, 08:00, 16:0
 and the prompt its prefix, for up to 8 bars instead of changing at every bar, for up
 to 7 lines of context less (measured in ``docs/benchmarks.md``, ``bench_llm.py``)."""
 
-_PERSONA, _NOW, _EPISODES, _EARLIER = (
+_PERSONA, _SAID, _NOW, _EPISODES, _EARLIER = (
     "### Who the trader is",
+    "### What the trader said that bears on this",
     "### Market now",
     "### Similar past episodes",
     "### Earlier market context",
 )
-_DISPLAY = (_PERSONA, _EARLIER, _EPISODES, _NOW)
+_DISPLAY = (_PERSONA, _SAID, _EARLIER, _EPISODES, _NOW)
 """Text order (not priority order): slowest-changing first. The earlier context is
 chronological and grows at its end, the episodes come next, the market now last."""
 
@@ -165,6 +166,19 @@ def render_context(
         if persona_summary:  # carries the trader's own words (goals, stated preferences)
             blocks.append(_Block(pid, quote_data(persona_summary)))
         sections.append((_PERSONA, blocks))
+    if ctx.messages:  # the trader's words: quoted data, best first, after the persona
+        sections.append(
+            (
+                _SAID,
+                [
+                    _Block(
+                        f"message:{r.message.id}",
+                        quote_data(f"[{r.message.time:%Y-%m-%d %H:%M}Z] {r.message.render()}"),
+                    )
+                    for r in ctx.messages
+                ],
+            )
+        )
     newest_first = sorted(ctx.working, key=lambda s: s.as_of, reverse=True)
     if newest_first:
         sections.append(

@@ -39,6 +39,7 @@ from backend.memory.models import (
     MarketSnapshot,
     MemoryContext,
     PersonaProfile,
+    RecalledMessage,
     RenderedContext,
     ScoredEpisode,
     Tier,
@@ -46,6 +47,7 @@ from backend.memory.models import (
 
 __all__ = [
     "ALL_TIERS",
+    "ConversationSource",
     "EpisodicSource",
     "HierarchicalMemory",
     "PersonaSource",
@@ -88,6 +90,17 @@ class EpisodicSource(Protocol):
     ) -> list[ScoredEpisode]: ...
 
 
+class ConversationSource(Protocol):
+    """What the conversation (read with the working tier) must answer
+    (:class:`~backend.memory.conversation.ConversationMemory`)."""
+
+    def has_messages(self, trader_id: str, *, as_of: datetime) -> bool: ...
+
+    def recall(
+        self, trader_id: str, query: str, *, as_of: datetime, top_k: int = 10
+    ) -> list[RecalledMessage]: ...
+
+
 class HierarchicalMemory:
     """The three tiers behind one retrieval call. Build the tiers at the composition root.
 
@@ -102,11 +115,13 @@ class HierarchicalMemory:
         working: WorkingSource,
         episodic: EpisodicSource,
         settings: MemorySettings,
+        conversation: ConversationSource | None = None,
         max_workers: int = 3,
     ) -> None:
         self.persona = persona
         self.working = working
         self.episodic = episodic
+        self.conversation = conversation
         self.settings = settings
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="memory")
         self._summaries: dict[tuple[str, int, datetime], str] = {}
@@ -130,6 +145,7 @@ class HierarchicalMemory:
         top_k: int | None = None,
         tiers: Sequence[Tier] = ALL_TIERS,
         parallel: bool = True,
+        message_top_k: int | None = None,
     ) -> MemoryContext:
         """Fetch the requested tiers for one decision; see the module doc for the steps.
 
@@ -138,9 +154,13 @@ class HierarchicalMemory:
         (an agent's recall not tied to one market): episodes of every symbol, and no
         working tier (working memory is kept per symbol). A tier that fails
         with a :class:`SentinelError` is reported in ``MemoryContext.errors`` and the
-        others are still returned; any other exception propagates.
+        others are still returned; any other exception propagates. With ``working``
+        among ``tiers`` (with or without a symbol) and a conversation configured, the
+        ``message_top_k`` (default ``memory.conversation.context_messages``) messages that
+        best answer the query are recalled into ``MemoryContext.messages``.
         """
         started = time.perf_counter()
+        wants_messages = "working" in tiers
         k = top_k or self.settings.episodic_top_k
         timings: dict[str, float] = {}
         errors: dict[str, str] = {}
@@ -197,6 +217,18 @@ class HierarchicalMemory:
         else:
             for tier in pending:
                 results[tier] = self._timed(tier, timings, errors, defaults[tier], calls[tier])
+        messages: list[RecalledMessage] = []
+        source = self.conversation
+        n_messages = message_top_k or self.settings.conversation.context_messages
+        if source is not None and wants_messages and source.has_messages(trader_id, as_of=as_of):
+            # the conversation is working memory (O-Mem); recalled by the decision's query
+            messages = self._timed(
+                "conversation", timings, errors, list,
+                lambda: source.recall(
+                    trader_id, episodic_query, as_of=as_of,
+                    top_k=n_messages,
+                ),
+            )  # fmt: skip
         timings["total"] = (time.perf_counter() - started) * 1000
         return MemoryContext(
             trader_id=trader_id,
@@ -206,6 +238,7 @@ class HierarchicalMemory:
             persona=results.get("persona"),
             working=results.get("working", []) if "working" in tiers else [],
             episodes=results.get("episodic", []),
+            messages=messages,
             timings_ms={key: round(value, 3) for key, value in timings.items()},
             errors=errors,
         )

@@ -244,8 +244,11 @@ EpisodeType = Literal[
     "big_loss",
     "decision",
     "context",
+    "conversation",
 ]
-"""``context`` episodes are consolidated working-memory overflow."""
+"""``context`` episodes are consolidated working-memory overflow; ``conversation``
+episodes are events the trader told the agent about (a liquidation, a life change, a
+plan: :mod:`backend.memory.conversation`), with the messages as ``sources``."""
 
 
 class ActionLink(FrozenModel):
@@ -317,6 +320,38 @@ class ScoredEpisode(FrozenModel):
 Tier = Literal["persona", "working", "episodic"]
 
 
+class ChatMessage(FrozenModel):
+    """One message of a conversation with the agent (the trader's words, the agent's
+    replies). ``id`` is the caller's and unique per trader; ``time`` is when it was said
+    (UTC: it is the message's ``as_of``); ``session`` groups one sitting;
+    ``image_caption`` describes an image shared with it."""
+
+    id: str = Field(min_length=1, max_length=200)
+    speaker: str = Field(min_length=1, max_length=200)
+    text: str = Field(max_length=100_000)
+    time: AwareDatetime
+    session: str = Field(min_length=1, max_length=200)
+    image_caption: str | None = Field(default=None, max_length=10_000)
+
+    _tz = field_validator("time")(to_utc)
+
+    def render(self) -> str:
+        """``Speaker: text [shares <caption>]``: the text stored, searched and shown."""
+        shared = f" [shares {self.image_caption}]" if self.image_caption else ""
+        return f"{self.speaker}: {self.text}{shared}".strip()
+
+
+class RecalledMessage(FrozenModel):
+    """A message recalled for a query: the message, its fused score (z-score units:
+    comparable within one recall only) and the signals that found it."""
+
+    message: ChatMessage
+    score: float
+    signals: list[str] = Field(default_factory=list)
+    """Which retrievers had it in their top candidates (``message_bm25``,
+    ``message_dense``, ``window_bm25``, ``window_dense``, ``session``, ``time``)."""
+
+
 class MemoryContext(FrozenModel):
     """Everything retrieved for one decision of one trader on one symbol at ``as_of``.
 
@@ -332,6 +367,9 @@ class MemoryContext(FrozenModel):
     persona: PersonaProfile | None = None
     working: list[MarketSnapshot] = Field(default_factory=list)
     episodes: list[ScoredEpisode] = Field(default_factory=list)
+    messages: list[RecalledMessage] = Field(default_factory=list)
+    """What the trader said that bears on the query (the conversation, read with the
+    working tier), best first."""
     timings_ms: dict[str, float] = Field(default_factory=dict)
     errors: dict[str, str] = Field(default_factory=dict)
 

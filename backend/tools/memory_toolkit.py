@@ -24,9 +24,11 @@ from pydantic import ValidationError
 
 from backend.errors import SentinelError, ToolError
 from backend.memory.context import episode_line, persona_id, snapshot_id
+from backend.memory.conversation import ConversationMemory, RecordedMessages, render_messages
 from backend.memory.hierarchical import ALL_TIERS, HierarchicalMemory
 from backend.memory.models import (
     ActionLink,
+    ChatMessage,
     Episode,
     EpisodeType,
     MarketSnapshot,
@@ -132,11 +134,13 @@ class MemoryToolkit:
         working: WorkingWriter,
         episodic: EpisodicWriter,
         persona: PersonaWriter,
+        conversation: ConversationMemory | None = None,
     ) -> None:
         self.memory = memory
         self._working = working
         self._episodic = episodic
         self._persona = persona
+        self._conversation = conversation
         self._tools: dict[str, tuple[type[ToolArgs], Callable[[str, datetime, Any], Any]]] = {
             "recall": (
                 RecallArgs,
@@ -283,6 +287,26 @@ class MemoryToolkit:
         """The trader's own words: routed into the persona (ADD / UPDATE / IGNORE)."""
         return self._persona.update_from_text(trader_id, text, as_of=as_of, note_id=note_id)
 
+    def record_messages(
+        self, trader_id: str, messages: Sequence[ChatMessage], *, as_of: datetime
+    ) -> RecordedMessages:
+        """Store a conversation's messages (each with its id, speaker, session, time and
+        optional image caption) as known at ``as_of``: recallable with their ids, the
+        trader's words read into the persona (message ids as evidence), the events they
+        tell of written as episodes (:mod:`backend.memory.conversation`). Raises
+        :class:`~backend.errors.ToolError` when no conversation memory is configured,
+        :class:`~backend.errors.LookAheadError` for a message after ``as_of``, and the
+        store's errors."""
+        if self._conversation is None:
+            raise ToolError("no conversation memory is configured")
+        return self._conversation.record(trader_id, messages, as_of=as_of)
+
+    def record_message(
+        self, trader_id: str, message: ChatMessage, *, as_of: datetime | None = None
+    ) -> RecordedMessages:
+        """:meth:`record_messages` of one message (``as_of`` default: its time)."""
+        return self.record_messages(trader_id, [message], as_of=as_of or message.time)
+
     def get_trader_profile(self, trader_id: str, *, as_of: datetime) -> PersonaProfile | None:
         return self.memory.persona.get_profile(trader_id, as_of)
 
@@ -298,18 +322,26 @@ class MemoryToolkit:
     ) -> dict[str, Any]:
         """Memories of the requested tiers known at ``as_of``, as JSON-ready data.
 
-        Returns ``{"as_of", "hits", "persona", "working", "episodic", "errors"}``.
+        Returns ``{"as_of", "hits", "persona", "working", "episodic", "conversation",
+        "context", "errors"}``.
         ``hits`` is every tier in one list, each ``{"id", "tier", "text", "score"}``
         (``score``: the episodic score in [0, 1], ``None`` for the persona and working
         tiers): the profile first (``persona:v<version>``), then the current market of
         ``symbol`` newest first (none when ``symbol`` is ``None``), then at most ``top_k``
         episodes best first (of every symbol when ``symbol`` is ``None``). The other keys
         keep each tier apart; ``errors`` names a tier that failed (the others are still
-        returned).
+        returned). With ``working`` among ``tiers``, ``conversation`` holds the ``top_k``
+        messages that best answer ``query`` (``{"id": "message:<id>", "message_id",
+        "speaker", "session", "time", "text", "score"}``, best first; also in ``hits``
+        after the working tier), and ``context`` is what an answering model gets:
+        ``{"text", "tokens", "message_ids"}``, the best
+        ``memory.conversation.context_messages`` messages within ``memory.token_budget``
+        tokens (tiktoken cl100k_base; :func:`backend.memory.conversation.render_messages`).
         """
         ctx = self.memory.retrieve(
-            trader_id, symbol, as_of=as_of, query=query, top_k=top_k, tiers=tiers
-        )
+            trader_id, symbol, as_of=as_of, query=query, top_k=top_k, tiers=tiers,
+            message_top_k=top_k,
+        )  # fmt: skip
         persona = ctx.persona if "persona" in tiers else None
         hits: list[dict[str, Any]] = []
         if persona is not None:
@@ -317,6 +349,25 @@ class MemoryToolkit:
             hits.append({"id": persona_id(persona), "tier": "persona", "text": text, "score": None})
         working = [{"id": snapshot_id(s), "text": s.describe()} for s in ctx.working]
         hits += [{**w, "tier": "working", "score": None} for w in reversed(working)]
+        said = [
+            {
+                "id": f"message:{r.message.id}",
+                "message_id": r.message.id,
+                "speaker": r.message.speaker,
+                "session": r.message.session,
+                "time": r.message.time.isoformat(),
+                "text": r.message.render(),
+                "score": round(r.score, 4),
+            }
+            for r in ctx.messages
+        ]
+        hits += [{**m, "tier": "conversation"} for m in said]
+        settings = self.memory.settings
+        text, message_ids, tokens = render_messages(
+            ctx.messages,
+            budget=settings.token_budget,
+            max_messages=settings.conversation.context_messages,
+        )
         episodic = [
             {"id": s.episode.id, "score": round(s.score, 4), "text": episode_line(s)}
             for s in ctx.episodes
@@ -328,6 +379,8 @@ class MemoryToolkit:
             "persona": self._profile_json(persona),
             "working": working,
             "episodic": episodic,
+            "conversation": said,
+            "context": {"text": text, "tokens": tokens, "message_ids": message_ids},
             "errors": ctx.errors,
         }
 

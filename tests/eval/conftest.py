@@ -9,12 +9,9 @@ from typing import Any
 
 import pytest
 
-from backend.agents.memory import PersonaManager
-from backend.config import MemorySettings, StoreSettings
+from backend.compose import MemorySystem, build_memory_system
+from backend.config import LLMSettings, load_settings
 from backend.embeddings import MiniLMEmbedder
-from backend.eval.locomo_memory import LocomoMemory
-from backend.memory import EpisodicMemory
-from backend.storage import open_store
 
 
 def _turn(speaker: str, dia_id: str, text: str, **extra: str) -> dict[str, str]:
@@ -81,17 +78,12 @@ def locomo_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def locomo_memory(tmp_path: Path, minilm: MiniLMEmbedder) -> Iterator[LocomoMemory]:
-    """A fresh throwaway store (the memory backend, as ``sentinel eval locomo`` uses), with
-    the real MiniLM and stemmed BM25."""
-    store = open_store(
-        StoreSettings(backend="memory", bm25_stemmer="english"),
-        minilm,
+def locomo_system(minilm: MiniLMEmbedder) -> Iterator[MemorySystem]:
+    """The product as ``sentinel eval locomo`` builds it: the default configuration on a
+    throwaway store (the memory backend), the real MiniLM, persona by the offline rules."""
+    cfg = load_settings()
+    cfg = cfg.model_copy(
+        update={"store": cfg.store.model_copy(update={"backend": "memory"}), "llm": LLMSettings()}
     )
-    memory = LocomoMemory(
-        store=store,
-        episodic=EpisodicMemory(store, settings=MemorySettings()),
-        persona=PersonaManager(store),
-    )
-    yield memory
-    store.close()
+    with build_memory_system(cfg, embedder=minilm) as system:
+        yield system

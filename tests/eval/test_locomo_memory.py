@@ -1,73 +1,48 @@
+"""LoCoMo conversations go into the memory through the product (``record_messages``)."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
+from backend.compose import MemorySystem
 from backend.eval.locomo_data import load_locomo
-from backend.eval.locomo_memory import (
-    DIALOGUE_SYMBOL,
-    SESSION_KIND,
-    TURN_KIND,
-    LocomoMemory,
-    ingest_conversation,
-    persona_tenant,
-)
+from backend.eval.locomo_memory import ingest_conversation
+from backend.memory.conversation import MESSAGE_KIND, SESSION_KIND, WINDOW_KIND
 
 END = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def test_ingestion_writes_every_tier_with_its_dialog_ids(
-    locomo_file: Path, locomo_memory: LocomoMemory
+def test_ingestion_records_every_turn_as_a_message_with_its_dialog_id(
+    locomo_file: Path, locomo_system: MemorySystem
 ) -> None:
     (conv,) = load_locomo(locomo_file).conversations
-    stats = ingest_conversation(locomo_memory, conv)
-    assert (stats.turns, stats.episodes, stats.sessions) == (9, 9, 3)
-    store = locomo_memory.store
-    turns = store.scan("fx-1", as_of=END, filters={"kind": TURN_KIND})
-    assert sorted(str(r.metadata["dia_id"]) for r in turns) == sorted(t.dia_id for t in conv.turns)
-    photo = next(r for r in turns if r.metadata["dia_id"] == "D1:4")
+    stats = ingest_conversation(locomo_system.toolkit, conv)
+    assert (stats.turns, stats.sessions) == (9, 3)
+    store = locomo_system.store
+    messages = store.scan("fx-1", as_of=END, filters={"kind": MESSAGE_KIND})
+    ids = sorted(str(r.metadata["message_id"]) for r in messages)
+    assert ids == sorted(t.dia_id for t in conv.turns)
+    photo = next(r for r in messages if r.metadata["message_id"] == "D1:4")
     assert photo.text.endswith("[shares a photo of a dog on a beach]")
     assert photo.created_at == conv.sessions[1] and photo.metadata["speaker"] == "Ben"
-    episodes = locomo_memory.episodic.scan("fx-1", as_of=END, symbol=DIALOGUE_SYMBOL)
-    by_centre = {e.sources[0]: e for e in episodes}
-    # a window of up to 2 turns either side, within the session, centre first
-    assert by_centre["D1:1"].sources == ["D1:1", "D1:2", "D1:3"]
-    assert by_centre["D2:2"].sources == ["D2:2", "D2:1", "D2:3"]
-    assert "Lisbon" in by_centre["D2:1"].description and "violin" in by_centre["D2:1"].description
-    (s2,) = [
-        r
-        for r in store.scan("fx-1", as_of=END, filters={"kind": SESSION_KIND})
-        if r.metadata["session"] == 2
-    ]
-    assert s2.metadata["dia_ids"] == "D2:1,D2:2,D2:3"
-    # the session's vector is the normalised mean of its turns' vectors
-    (s2_vec,) = store.get("fx-1", [s2.id], as_of=END, include_embeddings=True)
-    turn_vecs = store.get(
-        "fx-1", ["turn:D2:1", "turn:D2:2", "turn:D2:3"], as_of=END, include_embeddings=True
-    )
-    mean = np.mean([r.embedding for r in turn_vecs], axis=0)
-    assert np.allclose(s2_vec.embedding, mean / np.linalg.norm(mean), atol=1e-5)
+    assert len(store.scan("fx-1", as_of=END, filters={"kind": WINDOW_KIND})) == 9
+    assert len(store.scan("fx-1", as_of=END, filters={"kind": SESSION_KIND})) == 3
 
 
-def test_persona_facts_carry_the_turn_they_came_from(
-    locomo_file: Path, locomo_memory: LocomoMemory
+def test_the_product_recall_returns_dialog_ids_fenced_by_as_of(
+    locomo_file: Path, locomo_system: MemorySystem
 ) -> None:
     (conv,) = load_locomo(locomo_file).conversations
-    ingest_conversation(locomo_memory, conv)
-    ana = locomo_memory.persona.get_profile(persona_tenant("fx-1", "Ana"), END)
-    assert ana is not None
-    goals = ana.attributes["goals"]
-    assert any("bakery" in g for g in goals.value)
-    assert "D1:3" in goals.evidence
-    # nothing is known before the session it was said in
-    before = locomo_memory.persona.get_profile(
-        persona_tenant("fx-1", "Ana"), datetime(2023, 5, 1, tzinfo=UTC)
+    ingest_conversation(locomo_system.toolkit, conv)
+    found = locomo_system.toolkit.recall(
+        "fx-1", "Who plays the violin?", symbol=None, as_of=END, tiers=("working",), top_k=3
     )
-    assert before is None
-
-
-def test_persona_tenant_is_a_valid_trader_id() -> None:
-    assert persona_tenant("conv-26", "Caroline") == "conv-26.caroline"
-    assert persona_tenant("c", "Dr. José  Smith") == "c.dr-jos-smith"
+    assert "D2:3" in [m["message_id"] for m in found["conversation"]]  # "learning the violin"
+    assert 0 < found["context"]["tokens"] <= 1500
+    early = locomo_system.toolkit.recall(
+        "fx-1", "violin", symbol=None, as_of=conv.sessions[1], tiers=("working",), top_k=25
+    )
+    assert {m["message_id"] for m in early["conversation"]} <= {
+        t.dia_id for t in conv.turns if t.session == 1
+    }

@@ -1,0 +1,430 @@
+"""Conversation memory: what the trader says to the agent, stored and recalled.
+
+O-Mem's (arXiv 2511.13593) first input is the user's messages: they are kept as the
+working memory of the current conversation, read into the persona (facts with the
+messages as evidence) and turned into episodic events (O-Mem's event records). Here,
+per trader, on the same Khala store as the other tiers:
+
+- **messages** (``kind="message"``, id ``msg:<message id>``): the text ``Speaker: words
+  [shares <image caption>]``, ``created_at`` = the message's time, metadata ``message_id``,
+  ``speaker``, ``session``, ``seq`` (order within its session), ``text``, ``caption``;
+- **windows** (``kind="message_window"``, ``mwin:<id>``): a message with ``window_radius``
+  messages either side in its session (what was said around it); its vector is the
+  normalised mean of theirs (no extra embedding), its ``created_at`` the newest of them;
+- **sessions** (``kind="message_session"``, ``msess:<session>``): the session's text for
+  BM25 and the normalised mean of its messages' vectors (MiniLM truncates long texts at
+  256 tokens), ``created_at`` its newest message (nothing said later is ever seen);
+- **persona facts**: every message of the trader (not of ``agent_speakers``) goes through
+  the persona's ``update_from_text`` with ``note_id`` = the message id (the evidence);
+- **conversation events**: a message that tells of a liquidation, a life change or a plan
+  (:func:`backend.memory._dialog.message_event`) becomes an episode (``event_type
+  ="conversation"``, ``sources`` = its message id) of the asset it names, if any.
+
+Recall (:meth:`ConversationMemory.recall`) ranks every message known at ``as_of`` by the
+fusion :class:`~backend.config.ConversationSettings` describes (the design of the LoCoMo
+evaluation's former ranker, now the product's only one).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from backend.config import ConversationSettings
+from backend.errors import LookAheadError, StoreError
+from backend.memory._dialog import message_event, query_period, strip_names, zscore
+from backend.memory.models import ChatMessage, Episode, RecalledMessage
+from backend.storage import KhalaStore, MemoryRecord, SearchMethod
+from backend.storage.models import stable_id
+from backend.text.tokens import count_tokens
+from backend.types import to_utc
+
+__all__ = [
+    "MESSAGE_KIND",
+    "SESSION_KIND",
+    "WINDOW_KIND",
+    "ConversationMemory",
+    "RecordedMessages",
+    "render_messages",
+]
+
+MESSAGE_KIND = "message"
+WINDOW_KIND = "message_window"
+SESSION_KIND = "message_session"
+_TICKER_RE = re.compile(r"\b(BTC|ETH|SOL|XRP|DOGE|ADA|AVAX|BNB|LINK|DOT|MATIC|ARB|OP|SUI|PEPE)\b")
+_MAX_TOP_K = 1000
+_MARKER = "conversation"
+"""Id of the record that marks a conversation (created at its earliest message), so a
+decision loop of a trader who never spoke pays one read by id, not a scan."""
+
+
+class PersonaWriter(Protocol):
+    def update_from_text(
+        self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
+    ) -> Sequence[Any]: ...
+
+
+class EpisodeWriter(Protocol):
+    def add(self, episodes: Sequence[Episode], *, as_of: datetime) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RecordedMessages:
+    """What :meth:`ConversationMemory.record` wrote."""
+
+    messages: int
+    windows: int
+    sessions: int
+    events: list[str] = field(default_factory=list)
+    """Ids of the conversation episodes written."""
+    persona_changes: int = 0
+
+
+def _message_record(trader_id: str, m: ChatMessage, seq: int) -> MemoryRecord:
+    return MemoryRecord(
+        id=f"msg:{m.id}",
+        trader_id=trader_id,
+        text=m.render(),
+        created_at=m.time,
+        kind=MESSAGE_KIND,
+        metadata={
+            "message_id": m.id,
+            "speaker": m.speaker,
+            "session": m.session,
+            "seq": seq,
+            "text": m.text,
+            **({"caption": m.image_caption} if m.image_caption else {}),
+        },
+    )
+
+
+def _message(record: MemoryRecord) -> ChatMessage:
+    meta = record.metadata
+    caption = meta.get("caption")
+    return ChatMessage(
+        id=str(meta["message_id"]),
+        speaker=str(meta["speaker"]),
+        text=str(meta["text"]),
+        time=record.created_at,
+        session=str(meta["session"]),
+        image_caption=str(caption) if caption is not None else None,
+    )
+
+
+def _mean(vectors: list[list[float]]) -> list[float]:
+    mean = np.asarray(vectors, dtype=np.float32).mean(axis=0)
+    return [float(x) for x in mean / max(float(np.linalg.norm(mean)), 1e-12)]
+
+
+class ConversationMemory:
+    """A trader's conversation with the agent on a :class:`KhalaStore` (module doc).
+
+    ``persona`` and ``episodic`` receive the trader's words and the events they tell of
+    (either may be ``None``: messages are then only stored and recalled). Thread-safe as
+    far as the store is; writes of one trader should come from one writer, in time order.
+    """
+
+    def __init__(
+        self,
+        store: KhalaStore,
+        *,
+        settings: ConversationSettings,
+        persona: PersonaWriter | None = None,
+        episodic: EpisodeWriter | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.persona = persona
+        self.episodic = episodic
+        self._agents = {s.lower() for s in settings.agent_speakers}
+
+    # ------------------------------------------------------------------ writes
+
+    def record(
+        self, trader_id: str, messages: Sequence[ChatMessage], *, as_of: datetime
+    ) -> RecordedMessages:
+        """Store ``messages`` of ``trader_id`` (module doc), as known at ``as_of``.
+
+        Messages are ordered by time (a stable sort: messages of equal time keep the given
+        order); ids already stored are rewritten in place (idempotent). Raises
+        :class:`LookAheadError` for a message after ``as_of``, :class:`StoreError` for an
+        id given twice, and the store's errors.
+        """
+        fence = to_utc(as_of)
+        seen: set[str] = set()
+        for m in messages:
+            if m.time > fence:
+                raise LookAheadError(
+                    f"message {m.id!r} at {m.time.isoformat()} is after as_of {fence.isoformat()}"
+                )
+            if m.id in seen:
+                raise StoreError(f"message id {m.id!r} appears twice")
+            seen.add(m.id)
+        ordered = sorted(messages, key=lambda m: m.time)
+        by_session: dict[str, list[ChatMessage]] = {}
+        for m in ordered:
+            by_session.setdefault(m.session, []).append(m)
+        windows = 0
+        for session, new in by_session.items():
+            windows += self._record_session(trader_id, session, new, fence)
+        changes = 0
+        if self.persona is not None:
+            for m in ordered:
+                if m.speaker.lower() not in self._agents and m.text.strip():
+                    found = self.persona.update_from_text(
+                        trader_id, m.text, as_of=m.time, note_id=m.id
+                    )
+                    changes += sum(1 for c in found if getattr(c, "action", "") != "IGNORE")
+        if ordered:
+            self._mark(trader_id, ordered[0].time, fence)
+        events = self._events(trader_id, ordered)
+        if events and self.episodic is not None:
+            self.episodic.add(events, as_of=fence)
+        return RecordedMessages(
+            messages=len(ordered),
+            windows=windows,
+            sessions=len(by_session),
+            events=[e.id for e in events] if self.episodic is not None else [],
+            persona_changes=changes,
+        )
+
+    def _record_session(
+        self, trader_id: str, session: str, new: list[ChatMessage], fence: datetime
+    ) -> int:
+        """Messages of one session, then the windows they change and the session record;
+        returns how many windows were written."""
+        stored = self.store.scan(
+            trader_id, as_of=fence, filters={"kind": MESSAGE_KIND, "session": session}
+        )
+        seq_of = {str(r.metadata["message_id"]): int(r.metadata["seq"]) for r in stored}
+        next_seq = max(seq_of.values(), default=-1) + 1
+        records = []
+        for m in new:
+            seq = seq_of.get(m.id)
+            if seq is None:
+                seq, next_seq = next_seq, next_seq + 1
+                seq_of[m.id] = seq
+            records.append(_message_record(trader_id, m, seq))
+        self.store.upsert(trader_id, records, as_of=fence)
+        ids = sorted(seq_of, key=lambda i: seq_of[i])
+        full = self.store.get(
+            trader_id, [f"msg:{i}" for i in ids], as_of=fence, include_embeddings=True
+        )
+        if len(full) != len(ids):
+            raise StoreError(f"trader {trader_id}: session {session!r} lost messages while written")
+        r = self.settings.window_radius
+        changed = {seq_of[m.id] for m in new}
+        touched = sorted(
+            {j for s in changed for j in range(s - r, s + r + 1) if 0 <= j < len(full)}
+        )
+        out = [self._window(trader_id, full, j) for j in touched]
+        out.append(
+            MemoryRecord(
+                id=f"msess:{session}",
+                trader_id=trader_id,
+                text="\n".join(rec.text for rec in full),
+                created_at=max(rec.created_at for rec in full),
+                kind=SESSION_KIND,
+                metadata={"session": session, "messages": len(full)},
+                embedding=_mean([rec.embedding or [] for rec in full]),
+            )
+        )
+        self.store.upsert(trader_id, out, as_of=fence)
+        return len(touched)
+
+    def _mark(self, trader_id: str, first: datetime, fence: datetime) -> None:
+        """Create (or move earlier) the conversation's marker record."""
+        held = self.store.get(trader_id, [_MARKER], as_of=fence)
+        if held and held[0].created_at <= first:
+            return
+        self.store.upsert(
+            trader_id,
+            [
+                MemoryRecord(
+                    id=_MARKER,
+                    trader_id=trader_id,
+                    text=f"conversation of {trader_id} with the agent",
+                    created_at=first,
+                    kind="message_marker",
+                )
+            ],
+            as_of=fence,
+        )
+
+    def _window(self, trader_id: str, full: list[MemoryRecord], j: int) -> MemoryRecord:
+        r = self.settings.window_radius
+        part = full[max(0, j - r) : j + r + 1]
+        centre = full[j]
+        return MemoryRecord(
+            id=f"mwin:{centre.metadata['message_id']}",
+            trader_id=trader_id,
+            text=" ".join(rec.text for rec in part),
+            created_at=max(rec.created_at for rec in part),
+            kind=WINDOW_KIND,
+            metadata={
+                "message_id": centre.metadata["message_id"],
+                "session": centre.metadata["session"],
+            },
+            embedding=_mean([rec.embedding or [] for rec in part]),
+        )
+
+    def _events(self, trader_id: str, messages: list[ChatMessage]) -> list[Episode]:
+        out = []
+        for m in messages:
+            if m.speaker.lower() in self._agents:
+                continue
+            found = message_event(m.text)
+            if found is None:
+                continue
+            kind, importance = found
+            ticker = _TICKER_RE.search(m.text.upper())
+            out.append(
+                Episode(
+                    id="conv-" + stable_id(trader_id, m.id)[:24],
+                    trader_id=trader_id,
+                    symbol=f"{ticker.group(1)}/USDT" if ticker else "conversation",
+                    event_type="conversation",
+                    occurred_at=m.time,
+                    description=f"The trader said ({kind}): {m.render()}",
+                    importance=importance,
+                    sources=[m.id],
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------- reads
+
+    def has_messages(self, trader_id: str, *, as_of: datetime) -> bool:
+        """Whether ``trader_id`` said anything up to ``as_of`` (one read by id: the
+        conversation's marker record, created at its first message)."""
+        return bool(self.store.get(trader_id, [_MARKER], as_of=as_of))
+
+    def recall(
+        self, trader_id: str, query: str, *, as_of: datetime, top_k: int = 10
+    ) -> list[RecalledMessage]:
+        """The ``top_k`` messages of ``trader_id`` known at ``as_of`` that best answer
+        ``query``, best first (module doc; ``top_k`` in 1..1000). Raises the store's
+        errors."""
+        if not 1 <= top_k <= _MAX_TOP_K:
+            raise StoreError(f"top_k must be in 1..{_MAX_TOP_K}, got {top_k}")
+        records = self.store.scan(trader_id, as_of=as_of, filters={"kind": MESSAGE_KIND})
+        if not records:
+            return []
+        first: dict[str, float] = {}
+        for rec in records:
+            key, t = str(rec.metadata["session"]), rec.created_at.timestamp()
+            first[key] = min(first.get(key, t), t)
+        records.sort(
+            key=lambda r: (
+                first[str(r.metadata["session"])],
+                str(r.metadata["session"]),
+                int(r.metadata["seq"]),
+            )
+        )
+        ids = [str(r.metadata["message_id"]) for r in records]
+        position = {m: i for i, m in enumerate(ids)}
+        sessions = np.array([str(r.metadata["session"]) for r in records])
+        stamps = np.array([r.created_at.timestamp() for r in records])
+        speakers = sorted({str(r.metadata["speaker"]) for r in records})
+        s = self.settings
+        n = min(s.candidates, _MAX_TOP_K)
+        vec = self.store.embedder.embed_one(query)
+        stripped = strip_names(query, speakers)
+        svec = vec if stripped == query else self.store.embedder.embed_one(stripped)
+        found: dict[str, set[int]] = {}
+
+        def signal(name: str, q: str | np.ndarray, method: SearchMethod, kind: str) -> np.ndarray:
+            hits = self.store.search_scored(
+                trader_id, q, as_of=as_of, top_k=n, method=method, filters={"kind": kind}
+            )
+            pairs = [
+                (position[str(r.metadata["message_id"])], sim)
+                for r, sim in hits
+                if str(r.metadata["message_id"]) in position
+            ]
+            floor = min((v for _, v in pairs), default=0.0) if len(pairs) >= n else 0.0
+            out = np.full(len(ids), floor)
+            for i, value in pairs:
+                out[i] = value
+            found.setdefault(name, set()).update(i for i, _ in pairs)
+            return zscore(out)
+
+        total = (
+            signal("message_bm25", query, "bm25", MESSAGE_KIND)
+            + signal("message_dense", vec, "dense", MESSAGE_KIND)
+            + signal("message_dense", svec, "dense", MESSAGE_KIND)
+            + signal("window_bm25", query, "bm25", WINDOW_KIND)
+            + signal("window_dense", vec, "dense", WINDOW_KIND)
+        )
+        smoothed = total.copy()
+        same = sessions[1:] == sessions[:-1]
+        smoothed[1:] += s.neighbour * total[:-1] * same
+        smoothed[:-1] += s.neighbour * total[1:] * same
+        smoothed += s.session * self._session_scores(trader_id, query, vec, sessions, as_of)
+        period = query_period(query, as_of=to_utc(as_of))
+        timed = np.zeros(len(ids), dtype=bool)
+        if period is not None:
+            start, end = (p.timestamp() for p in period)
+            tail = end + s.time_tail_days * 86_400
+            inside = (stamps >= start) & (stamps < end)
+            after = (stamps >= end) & (stamps < tail)
+            smoothed += s.time * (inside + 0.5 * after)
+            timed = inside | after
+        order = np.argsort(-smoothed, kind="stable")[:top_k]
+        out = []
+        for i in order.tolist():
+            names = [k for k, v in found.items() if i in v] + (["time"] if timed[i] else [])
+            out.append(
+                RecalledMessage(
+                    message=_message(records[i]), score=float(smoothed[i]), signals=names
+                )
+            )
+        return out
+
+    def _session_scores(
+        self, trader_id: str, query: str, vec: np.ndarray, sessions: np.ndarray, as_of: datetime
+    ) -> np.ndarray:
+        """Per message, its session's z-scored BM25 + dense match of ``query``."""
+        names = sorted(set(sessions.tolist()))
+        per = dict.fromkeys(names, 0.0)
+        searches: list[tuple[str | np.ndarray, SearchMethod]] = [(query, "bm25"), (vec, "dense")]
+        for q, method in searches:
+            hits = self.store.search_scored(
+                trader_id, q, as_of=as_of, top_k=_MAX_TOP_K, method=method,
+                filters={"kind": SESSION_KIND},
+            )  # fmt: skip
+            raw = {str(r.metadata["session"]): sim for r, sim in hits}
+            z = zscore(np.array([raw.get(name, 0.0) for name in names]))
+            for name, value in zip(names, z, strict=True):
+                per[name] += float(value)
+        return np.array([per[str(x)] for x in sessions])
+
+
+def render_messages(
+    recalled: Sequence[RecalledMessage], *, budget: int, max_messages: int
+) -> tuple[str, list[str], int]:
+    """``(text, message ids, tokens)``: the best ``max_messages`` recalled messages as
+    ``- [YYYY-MM-DD HH:MM UTC, session S] Speaker: text`` lines under a heading, as many
+    as fit ``budget`` tokens (tiktoken cl100k_base); empty when none fits."""
+    head = "What the trader and the agent said (most relevant first):"
+    lines = [head]
+    ids: list[str] = []
+    used = count_tokens(head + "\n")
+    for item in recalled[:max_messages]:
+        m = item.message
+        line = f"- [{m.time:%Y-%m-%d %H:%M} UTC, session {m.session}] {m.render()}"
+        cost = count_tokens(line + "\n")
+        if used + cost > budget:
+            break
+        lines.append(line)
+        ids.append(m.id)
+        used += cost
+    if not ids:
+        return "", [], 0
+    text = "\n".join(lines)
+    return text, ids, count_tokens(text)

@@ -1,0 +1,174 @@
+"""Conversation memory: the trader's messages stored, read into persona and episodes, and
+recalled with provenance, fenced by ``as_of`` (on every store backend)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from backend.agents.memory import PersonaManager
+from backend.config import ConversationSettings, MemorySettings
+from backend.embeddings import MiniLMEmbedder
+from backend.errors import LookAheadError, StoreError
+from backend.memory import EpisodicMemory
+from backend.memory._dialog import message_event, query_period
+from backend.memory.conversation import (
+    MESSAGE_KIND,
+    SESSION_KIND,
+    WINDOW_KIND,
+    ConversationMemory,
+    render_messages,
+)
+from backend.memory.models import ChatMessage
+from tests.conftest import StoreFactory
+
+T = datetime(2024, 5, 1, 9, tzinfo=UTC)
+TRADER = "0xabc"
+
+
+def msg(i: int, text: str, *, speaker: str = "trader", days: float = 0, session: str = "s1",
+        caption: str | None = None) -> ChatMessage:  # fmt: skip
+    return ChatMessage(
+        id=f"m{i}", speaker=speaker, text=text, time=T + timedelta(days=days, minutes=i),
+        session=session, image_caption=caption,
+    )  # fmt: skip
+
+
+CHAT = [
+    msg(1, "I got liquidated on SOL last night, keep me out of leverage"),
+    msg(2, "Understood, I will keep you out of leveraged trades.", speaker="assistant"),
+    msg(3, "Never more than 2% a trade please"),
+    msg(4, "I'm moving house this month, less screen time", days=3, session="s2"),
+    msg(5, "ETH looks strong to me", days=3, session="s2", caption="a chart of ETH/BTC"),
+    msg(6, "My favourite pizza place closed down", days=12, session="s3"),
+]
+
+
+@pytest.fixture
+def conversation(make_store: StoreFactory, minilm: MiniLMEmbedder) -> ConversationMemory:
+    store = make_store(minilm)
+    return ConversationMemory(
+        store,
+        settings=ConversationSettings(),
+        persona=PersonaManager(store),
+        episodic=EpisodicMemory(store, settings=MemorySettings()),
+    )
+
+
+def test_messages_windows_sessions_persona_and_events_are_written(
+    conversation: ConversationMemory,
+) -> None:
+    done = conversation.record(TRADER, CHAT, as_of=T + timedelta(days=20))
+    assert (done.messages, done.sessions) == (6, 3) and len(done.events) == 2
+    store = conversation.store
+    end = T + timedelta(days=30)
+    messages = store.scan(TRADER, as_of=end, filters={"kind": MESSAGE_KIND})
+    assert sorted(str(r.metadata["message_id"]) for r in messages) == [f"m{i}" for i in range(1, 7)]
+    m5 = next(r for r in messages if r.metadata["message_id"] == "m5")
+    assert m5.text == "trader: ETH looks strong to me [shares a chart of ETH/BTC]"
+    assert m5.created_at == CHAT[4].time and m5.metadata["seq"] == 1
+    windows = {
+        str(r.metadata["message_id"]): r
+        for r in store.scan(TRADER, as_of=end, filters={"kind": WINDOW_KIND})
+    }
+    assert "m2" in windows and "Never more than 2%" in windows["m1"].text  # radius 2
+    assert "moving house" not in windows["m3"].text  # windows stay in their session
+    # a session's vector is the normalised mean of its messages' vectors
+    (s1,) = store.get(TRADER, ["msess:s1"], as_of=end, include_embeddings=True)
+    parts = store.get(TRADER, ["msg:m1", "msg:m2", "msg:m3"], as_of=end, include_embeddings=True)
+    mean = np.mean([p.embedding for p in parts], axis=0)
+    assert s1.kind == SESSION_KIND
+    assert np.allclose(s1.embedding, mean / np.linalg.norm(mean), atol=1e-5)
+    # persona: the trader's words with the message as evidence (the agent's are not read)
+    profile = conversation.persona.get_profile(TRADER, end)  # type: ignore[union-attr]
+    assert profile is not None
+    (risk,) = [c for c in profile.constraints() if c.kind == "max_risk_per_trade"]
+    assert risk.value == pytest.approx(0.02)
+    # events: the liquidation (of SOL) and the life change, each with its message
+    events = conversation.episodic.scan(TRADER, as_of=end)  # type: ignore[union-attr]
+    told = {e.sources[0]: e for e in events if e.event_type == "conversation"}
+    assert set(told) == {"m1", "m4"}
+    assert told["m1"].symbol == "SOL/USDT" and "liquidation" in told["m1"].description
+
+
+def test_recall_ranks_with_provenance_and_never_sees_the_future(
+    conversation: ConversationMemory,
+) -> None:
+    conversation.record(TRADER, CHAT, as_of=T + timedelta(days=20))
+    end = T + timedelta(days=20)
+    found = conversation.recall(TRADER, "Did the trader get liquidated?", as_of=end, top_k=3)
+    assert found[0].message.id == "m1" and found[0].signals
+    assert found[0].score >= found[1].score >= found[2].score
+    # before session 2 was said, nothing of it (nor of later sessions) can come back
+    early = conversation.recall(TRADER, "moving house", as_of=T + timedelta(days=1), top_k=10)
+    assert {r.message.id for r in early} == {"m1", "m2", "m3"}
+    assert conversation.recall(TRADER, "anything", as_of=T - timedelta(days=1)) == []
+    assert not conversation.has_messages(TRADER, as_of=T - timedelta(seconds=1))
+    assert conversation.has_messages(TRADER, as_of=T + timedelta(minutes=1))
+
+
+def test_recall_resolves_relative_dates_against_as_of(conversation: ConversationMemory) -> None:
+    conversation.record(TRADER, CHAT, as_of=T + timedelta(days=20))
+
+    # "last week" as of day 17: the week of days 10..17 holds only the pizza message;
+    # as of day 60 the same words name another week, and the message loses its boost
+    def rank(days: int) -> tuple[int, list[str]]:
+        asked = conversation.recall(
+            TRADER, "what did I say last week?", as_of=T + timedelta(days=days), top_k=6
+        )
+        ids = [r.message.id for r in asked]
+        return ids.index("m6"), asked[ids.index("m6")].signals
+
+    (near, signals), (far, later) = rank(17), rank(60)
+    assert near <= 1 and "time" in signals
+    assert far > near and "time" not in later
+
+
+def test_bad_writes_are_refused_before_anything_is_written(
+    conversation: ConversationMemory,
+) -> None:
+    with pytest.raises(LookAheadError):
+        conversation.record(TRADER, CHAT, as_of=T)
+    with pytest.raises(StoreError, match="twice"):
+        conversation.record(TRADER, [CHAT[0], CHAT[0]], as_of=T + timedelta(days=30))
+    assert conversation.store.count(TRADER) == 0
+
+
+def test_a_later_call_extends_the_session_in_order(conversation: ConversationMemory) -> None:
+    conversation.record(TRADER, CHAT[:2], as_of=T + timedelta(days=1))
+    conversation.record(TRADER, CHAT[2:3], as_of=T + timedelta(days=1))
+    rows = conversation.store.scan(
+        TRADER, as_of=T + timedelta(days=2), filters={"kind": MESSAGE_KIND}
+    )
+    assert {str(r.metadata["message_id"]): r.metadata["seq"] for r in rows} == {
+        "m1": 0, "m2": 1, "m3": 2,
+    }  # fmt: skip
+    (w1,) = conversation.store.get(TRADER, ["mwin:m1"], as_of=T + timedelta(days=2))
+    assert "Never more than 2%" in w1.text  # the earlier window now includes the new message
+
+
+def test_render_messages_fits_the_budget() -> None:
+    from backend.memory.models import RecalledMessage
+
+    recalled = [RecalledMessage(message=m, score=1.0) for m in CHAT]
+    text, ids, tokens = render_messages(recalled, budget=60, max_messages=10)
+    assert 0 < tokens <= 60 and ids == ["m1"] and "[2024-05-01 09:01 UTC, session s1]" in text
+    assert render_messages(recalled, budget=5, max_messages=10) == ("", [], 0)
+
+
+def test_query_periods_and_events() -> None:
+    as_of = datetime(2024, 5, 20, 15, tzinfo=UTC)
+    assert query_period("What did she do in July 2023?", as_of=as_of) == (
+        datetime(2023, 7, 1, tzinfo=UTC), datetime(2023, 8, 1, tzinfo=UTC),
+    )  # fmt: skip
+    assert query_period("yesterday", as_of=as_of) == (
+        datetime(2024, 5, 19, tzinfo=UTC), datetime(2024, 5, 20, tzinfo=UTC),
+    )  # fmt: skip
+    start, end = query_period("two weeks ago", as_of=as_of)  # type: ignore[misc]
+    assert start == datetime(2024, 5, 6, tzinfo=UTC) and end == datetime(2024, 5, 13, tzinfo=UTC)
+    assert query_period("what is my risk limit?", as_of=as_of) is None
+    assert message_event("got liquidated on ETH") == ("liquidation", 0.9)
+    assert message_event("we're going to buy a house next year") is not None
+    assert message_event("nice weather") is None
