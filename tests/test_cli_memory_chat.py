@@ -1,0 +1,151 @@
+"""``sentinel memory import-chat`` and ``sentinel memory recall``: the contract of issue 14,
+on a durable store that already holds market episodes and the persona of the same trader
+(built from the trader's real fills)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from backend.compose import build_memory_system
+from backend.config import LLMSettings, load_settings
+from backend.data import load_hyperliquid_fills
+from backend.memory.models import Episode
+from backend.text.tokens import count_tokens
+
+TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+T = datetime(2025, 3, 1, 9, tzinfo=UTC)
+
+
+def _chat_line(i: int, text: str, *, hours: float, session: str, **extra: str) -> str:
+    when = (T + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
+    return json.dumps(
+        {"id": f"c{i}", "speaker": extra.pop("speaker", "trader"), "text": text,
+         "time": when, "session": session, **extra}
+    )  # fmt: skip
+
+
+CHAT = [
+    _chat_line(
+        1, "I got liquidated on SOL last week, keep me out of leverage", hours=0, session="a"
+    ),
+    _chat_line(2, "Understood.", hours=0.1, session="a", speaker="assistant"),
+    _chat_line(
+        3,
+        "Never more than 2% a trade",
+        hours=0.2,
+        session="a",
+        image_caption="a screenshot of a liquidation notice",
+    ),
+    _chat_line(4, "Moving house this month, less screen time", hours=72, session="b"),
+]
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path, shared_data: Path) -> Path:
+    """A durable store with a persona from the trader's fills up to 2025-02-01 and a
+    market episode of the same trader."""
+    cfg = load_settings()
+    path = tmp_path / "khala"
+    cfg = cfg.model_copy(
+        update={
+            "store": cfg.store.model_copy(update={"path": path, "backend": "chroma"}),
+            "llm": LLMSettings(),
+        }
+    )
+    fills = [
+        f
+        for f in load_hyperliquid_fills(shared_data / "trades" / "hyperliquid_fills.csv")
+        if f.trader_id == TRADER and f.datetime < datetime(2025, 2, 1, tzinfo=UTC)
+    ]
+    with build_memory_system(cfg) as system:
+        system.persona.build_from_fills(TRADER, fills, as_of=datetime(2025, 2, 1, tzinfo=UTC))
+        system.episodic.add(
+            [
+                Episode(
+                    id="crash-1", trader_id=TRADER, symbol="BTC/USDT", event_type="flash_crash",
+                    occurred_at=datetime(2025, 2, 3, tzinfo=UTC), importance=0.8,
+                    description="BTC/USDT fell 9% in 4 hours after a leverage flush",
+                )
+            ],
+            as_of=datetime(2025, 2, 3, tzinfo=UTC),
+        )  # fmt: skip
+    return path
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    """The installed ``sentinel`` console script (its ``main`` turns errors into one
+    line and exit 2)."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "sentinel"), *args],
+        capture_output=True, text=True, timeout=300, env=os.environ.copy(),
+    )  # fmt: skip
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_import_then_recall_follows_the_contract(store_dir: Path, tmp_path: Path) -> None:
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("\n".join(CHAT) + "\n")
+    code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
+                        "--store-path", str(store_dir))  # fmt: skip
+    assert code == 0, out
+    queries = tmp_path / "q.jsonl"
+    asked = [
+        {"id": "q1", "query": "when was the trader liquidated?", "as_of": "2025-03-05T00:00:00Z"},
+        {"id": "q2", "query": "is the trader moving house?", "as_of": "2025-03-02T00:00:00Z"},
+    ]
+    queries.write_text("\n".join(json.dumps(q) for q in asked) + "\n")
+    code, out = _invoke("memory", "recall", "--trader", TRADER, "--queries", str(queries),
+                        "--top-k", "2", "--store-path", str(store_dir), "--json")  # fmt: skip
+    assert code == 0, out
+    rows = [json.loads(line) for line in out.strip().splitlines()]
+    assert [r["id"] for r in rows] == ["q1", "q2"]
+    for row in rows:
+        assert set(row) == {"id", "message_ids", "tokens"}
+        assert 0 < len(row["message_ids"]) <= 2 == len(set(row["message_ids"]))
+        assert 0 < row["tokens"] <= 1500
+    assert rows[0]["message_ids"][0] == "c1"
+    assert "c4" not in rows[1]["message_ids"]  # said after q2's as_of: never seen
+    # the tokens are those of the context an answering model gets, as the toolkit renders it
+    cfg = load_settings()
+    cfg = cfg.model_copy(
+        update={"store": cfg.store.model_copy(update={"path": store_dir}), "llm": LLMSettings()}
+    )
+    with build_memory_system(cfg) as system:
+        found = system.toolkit.recall(
+            TRADER, asked[0]["query"], symbol=None, tiers=("working",), top_k=2,
+            as_of=datetime(2025, 3, 5, tzinfo=UTC),
+        )  # fmt: skip
+        assert rows[0]["tokens"] == count_tokens(found["context"]["text"])
+        # the market episode and the persona of the trader are still there beside the chat
+        assert system.persona.get_profile(TRADER, datetime(2025, 3, 5, tzinfo=UTC)) is not None
+        assert system.store.get(TRADER, ["crash-1"], as_of=datetime(2025, 3, 5, tzinfo=UTC))
+
+
+def test_a_bad_line_names_file_and_line_and_writes_nothing(store_dir: Path, tmp_path: Path) -> None:
+    chat = tmp_path / "chat.jsonl"
+    bad = json.loads(CHAT[2])
+    bad["time"] = "not a time"
+    chat.write_text("\n".join([CHAT[0], CHAT[1], json.dumps(bad), CHAT[3]]) + "\n")
+    code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
+                        "--store-path", str(store_dir))  # fmt: skip
+    assert code == 2
+    (line,) = out.strip().splitlines()
+    assert str(chat) in line and "line 3" in line and "time" in line
+    cfg = load_settings()
+    cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"path": store_dir})})
+    with build_memory_system(cfg) as system:
+        assert not system.store.scan(
+            TRADER, as_of=T + timedelta(days=9), filters={"kind": "message"}
+        )
+    # out of time order: also refused before anything is written
+    chat.write_text("\n".join([CHAT[3], CHAT[0]]) + "\n")
+    code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
+                        "--store-path", str(store_dir))  # fmt: skip
+    assert code == 2 and "message 2" in out and "time" in out
