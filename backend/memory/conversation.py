@@ -58,6 +58,8 @@ WINDOW_KIND = "message_window"
 SESSION_KIND = "message_session"
 _TICKER_RE = re.compile(r"\b(BTC|ETH|SOL|XRP|DOGE|ADA|AVAX|BNB|LINK|DOT|MATIC|ARB|OP|SUI|PEPE)\b")
 _MAX_TOP_K = 1000
+_PREFIX = {MESSAGE_KIND: "msg:", WINDOW_KIND: "mwin:"}
+"""Record id = prefix + message id (a window is keyed by its centre message)."""
 _MARKER = "conversation"
 """Id of the record that marks a conversation (created at its earliest message), so a
 decision loop of a trader who never spoke pays one read by id, not a scan."""
@@ -87,7 +89,7 @@ class RecordedMessages:
 
 def _message_record(trader_id: str, m: ChatMessage, seq: int) -> MemoryRecord:
     return MemoryRecord(
-        id=f"msg:{m.id}",
+        id=_PREFIX[MESSAGE_KIND] + m.id,
         trader_id=trader_id,
         text=m.render(),
         created_at=m.time,
@@ -213,7 +215,10 @@ class ConversationMemory:
         self.store.upsert(trader_id, records, as_of=fence)
         ids = sorted(seq_of, key=lambda i: seq_of[i])
         full = self.store.get(
-            trader_id, [f"msg:{i}" for i in ids], as_of=fence, include_embeddings=True
+            trader_id,
+            [_PREFIX[MESSAGE_KIND] + i for i in ids],
+            as_of=fence,
+            include_embeddings=True,
         )
         if len(full) != len(ids):
             raise StoreError(f"trader {trader_id}: session {session!r} lost messages while written")
@@ -261,7 +266,7 @@ class ConversationMemory:
         part = full[max(0, j - r) : j + r + 1]
         centre = full[j]
         return MemoryRecord(
-            id=f"mwin:{centre.metadata['message_id']}",
+            id=_PREFIX[WINDOW_KIND] + str(centre.metadata["message_id"]),
             trader_id=trader_id,
             text=" ".join(rec.text for rec in part),
             created_at=max(rec.created_at for rec in part),
@@ -339,14 +344,11 @@ class ConversationMemory:
         found: dict[str, set[int]] = {}
 
         def signal(name: str, q: str | np.ndarray, method: SearchMethod, kind: str) -> np.ndarray:
-            hits = self.store.search_scored(
+            hits = self.store.search_ids(
                 trader_id, q, as_of=as_of, top_k=n, method=method, filters={"kind": kind}
             )
-            pairs = [
-                (position[str(r.metadata["message_id"])], sim)
-                for r, sim in hits
-                if str(r.metadata["message_id"]) in position
-            ]
+            cut = len(_PREFIX[kind])  # record ids are <prefix><message id>
+            pairs = [(position[rid[cut:]], sim) for rid, sim in hits if rid[cut:] in position]
             floor = min((v for _, v in pairs), default=0.0) if len(pairs) >= n else 0.0
             out = np.full(len(ids), floor)
             for i, value in pairs:

@@ -15,6 +15,7 @@ __all__ = [
     "assemble_hits",
     "checked_ts",
     "meta_ts",
+    "rank_ids",
     "rank_records",
     "record_from_chroma",
     "record_to_meta",
@@ -77,6 +78,26 @@ def trusted_record(rid: str, text: str, meta: Mapping[str, Any]) -> MemoryRecord
     )
 
 
+def rank_ids(
+    method: SearchMethod,
+    dense: list[tuple[str, float]],
+    lexical: list[tuple[str, float]],
+    top_k: int,
+    rrf_k: int,
+) -> list[tuple[str, float]]:
+    """The top ``top_k`` ``(id, similarity in [0, 1])`` of a search, best first: dense
+    similarity, BM25 score / the best score, or the RRF score / its maximum
+    ``2 / (k + 1)`` (see :class:`SearchHit`)."""
+    if method == "dense":
+        return dense[:top_k]
+    if method == "bm25":
+        best = lexical[0][1] if lexical else 1.0
+        return [(rid, score / best) for rid, score in lexical[:top_k]]
+    fused = rrf_fuse([[rid for rid, _ in dense], [rid for rid, _ in lexical]], k=rrf_k)
+    ceiling = 2.0 / (rrf_k + 1)
+    return [(rid, min(1.0, s / ceiling)) for rid, s in fused[:top_k]]
+
+
 def rank_records(
     method: SearchMethod,
     dense: list[tuple[MemoryRecord, float]],
@@ -84,18 +105,12 @@ def rank_records(
     top_k: int,
     rrf_k: int,
 ) -> list[tuple[MemoryRecord, float]]:
-    """The top ``top_k`` ``(record, similarity in [0, 1])`` of a search, best first:
-    dense similarity, BM25 score / the best score, or the RRF score / its maximum
-    ``2 / (k + 1)`` (see :class:`SearchHit`)."""
-    if method == "dense":
-        return dense[:top_k]
-    if method == "bm25":
-        best = lexical[0][1] if lexical else 1.0
-        return [(r, score / best) for r, score in lexical[:top_k]]
+    """:func:`rank_ids` of records."""
     records = {r.id: r for r, _ in lexical} | {r.id: r for r, _ in dense}
-    fused = rrf_fuse([[r.id for r, _ in dense], [r.id for r, _ in lexical]], k=rrf_k)
-    ceiling = 2.0 / (rrf_k + 1)
-    return [(records[rid], min(1.0, s / ceiling)) for rid, s in fused[:top_k]]
+    ranked = rank_ids(
+        method, [(r.id, s) for r, s in dense], [(r.id, s) for r, s in lexical], top_k, rrf_k
+    )
+    return [(records[rid], s) for rid, s in ranked]
 
 
 def assemble_hits(

@@ -45,6 +45,7 @@ from backend.storage._chroma_backend import ChromaBackend
 from backend.storage._codec import (
     assemble_hits,
     checked_ts,
+    rank_ids,
     rank_records,
     record_from_chroma,
     record_to_meta,
@@ -65,7 +66,6 @@ __all__ = ["KhalaStore"]
 
 _TRADER_RE = re.compile(TRADER_ID_PATTERN)
 _WRITE_ERRORS = (ChromaError, ValueError, TypeError)
-Candidates = tuple[str, list[tuple[MemoryRecord, float]], list[tuple[MemoryRecord, float]]]
 
 
 def _check_trader(trader_id: str) -> str:
@@ -478,7 +478,7 @@ class KhalaStore:
         if found is None:
             return []
         name, dense, lexical = found
-        return assemble_hits(name, method, dense, lexical, top_k, self._rrf_k)
+        return assemble_hits(name, method, _records(dense), _records(lexical), top_k, self._rrf_k)
 
     def search_scored(
         self,
@@ -499,7 +499,33 @@ class KhalaStore:
         if found is None:
             return []
         _, dense, lexical = found
-        return rank_records(method, dense, lexical, top_k, self._rrf_k)
+        return rank_records(method, _records(dense), _records(lexical), top_k, self._rrf_k)
+
+    def search_ids(
+        self,
+        trader_id: str,
+        query: str | Sequence[float] | np.ndarray,
+        *,
+        as_of: datetime,
+        top_k: int = 10,
+        method: SearchMethod = "hybrid",
+        filters: FilterSpec | None = None,
+        min_importance: float | None = None,
+    ) -> list[tuple[str, float]]:
+        """:meth:`search` as ``(record id, similarity)`` pairs, no record built: for a
+        ranker that only needs ids (building the records of 7 searches of 100 hits was
+        ~30% of a conversation recall, measured). Same arguments and errors."""
+        found = self._candidates(trader_id, query, as_of, top_k, method, filters, min_importance)
+        if found is None:
+            return []
+        _, dense, lexical = found
+        return rank_ids(
+            method,
+            [(row[0], row[3]) for row in dense],
+            [(row[0], row[3]) for row in lexical],
+            top_k,
+            self._rrf_k,
+        )
 
     def _candidates(
         self,
@@ -510,7 +536,7 @@ class KhalaStore:
         method: SearchMethod,
         filters: FilterSpec | None,
         min_importance: float | None,
-    ) -> Candidates | None:
+    ) -> tuple[str, list[Row], list[Row]] | None:
         """``(collection name, dense list, bm25 list)`` of a search; ``None`` when the
         trader has no collection (see :meth:`search`)."""
         if not 1 <= top_k <= 1000:
@@ -538,12 +564,9 @@ class KhalaStore:
             dense = self._backend.dense(name, vec, n=n, where=where, as_of_ts=as_of_ts)
         if method in ("bm25", "hybrid"):
             lexical = self._backend.lexical(name, str(query), n=n, where=where, as_of_ts=as_of_ts)
-        return name, self._records(trader_id, dense), self._records(trader_id, lexical)
+        owned = [r for r in dense if r[2].get("trader_id") == trader_id]
+        return name, owned, [r for r in lexical if r[2].get("trader_id") == trader_id]
 
-    @staticmethod
-    def _records(trader_id: str, rows: list[Row]) -> list[tuple[MemoryRecord, float]]:
-        return [
-            (trusted_record(rid, text, meta), score)
-            for rid, text, meta, score in rows
-            if meta.get("trader_id") == trader_id
-        ]
+
+def _records(rows: list[Row]) -> list[tuple[MemoryRecord, float]]:
+    return [(trusted_record(rid, text, meta), score) for rid, text, meta, score in rows]
