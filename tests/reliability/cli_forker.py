@@ -12,6 +12,12 @@ lines on stdin:
 - ``CALL <log path> <module:function> <json list of arguments>``: the same, but the
   child runs ``function(*arguments)`` of a test helper module instead of the CLI.
 - ``WAIT <pid>``: reap the child; prints ``EXIT <pid> <code>`` (``-9`` when SIGKILLed).
+- ``POLL <pid>``: the same if the child has ended, else prints ``RUNNING <pid>``.
+
+The children of the crash tests (:mod:`tests.reliability.crash_writer`,
+:mod:`tests.reliability.crash_scheduler`) are imported here too, so a child only opens
+its store: exactly what a restarted process does after its imports. The client is
+:class:`tests.reliability.forker.Forker` (one per test session).
 
 The tests kill the printed pid themselves (``os.kill(pid, SIGKILL)``), so the killed
 process is a real ``sentinel`` process in the middle of its work.
@@ -30,6 +36,8 @@ import backend.service.jobs
 import backend.service.paper
 import backend.service.runtime
 import backend.service.scheduler
+import tests.reliability.crash_scheduler
+import tests.reliability.crash_writer  # noqa: F401  (preloaded for the forks)
 
 
 def _child(log: str, args: list[str], target: str | None = None) -> None:
@@ -81,6 +89,13 @@ def serve() -> None:
             pid = int(rest)
             _, status = os.waitpid(pid, 0)
             print(f"EXIT {pid} {os.waitstatus_to_exitcode(status)}", flush=True)
+        elif verb == "POLL":
+            pid = int(rest)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == 0:
+                print(f"RUNNING {pid}", flush=True)
+            else:
+                print(f"EXIT {pid} {os.waitstatus_to_exitcode(status)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A process that writes memories to a persistent Khala store until it is killed.
 
-Run by ``tests/reliability/test_crash_safety.py`` as
-``python -m tests.reliability.crash_writer --root DIR --round N --seed S``. It:
+Run by ``tests/reliability/test_crash_safety.py`` as a fork of the session's warm
+launcher (:mod:`tests.reliability.cli_forker`: ``CALL ... crash_writer:forked``), or by
+hand as ``python -m tests.reliability.crash_writer --root DIR --round N --seed S``. It:
 
 1. opens the embedded store at ``DIR`` (chroma data + SQLite audit trail; opening settles
    the audit rows a killed writer left pending), and prints ``STATE <json>``: every
@@ -183,14 +184,19 @@ def run(root: Path, round_no: int, seed: int, max_ops: int | None) -> None:
     emit("DONE")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--round", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--max-ops", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     run(args.root, args.round, args.seed, args.max_ops)
+
+
+def forked(*argv: str) -> None:
+    """Entry point in a child of :mod:`tests.reliability.cli_forker` (``CALL``)."""
+    main(list(argv))
 
 
 if __name__ == "__main__":

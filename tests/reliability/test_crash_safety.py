@@ -4,7 +4,10 @@ A child process (:mod:`tests.reliability.crash_writer`) writes memories of three
 to an embedded Khala store (chroma + SQLite audit trail) and acknowledges each write on
 stdout once the call has returned. The parent kills it with SIGKILL at a random moment
 (mostly while writing, sometimes while it is still opening the store), then starts the
-next child on the same directory, which reports what it finds. After every kill:
+next child on the same directory, which reports what it finds. The children are forks of
+the session's warm launcher (:mod:`tests.reliability.cli_forker`, imports already paid),
+so each is a new process that opens the store from disk, as a restart does. After every
+kill:
 
 - the store opens cleanly (no exception; count, scan, dense and BM25 search work and
   return only the trader's own records);
@@ -24,22 +27,22 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import random
 import signal
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.reliability.crash_writer import TRADERS
+from tests.reliability.forker import Forker
 
-REPO = Path(__file__).resolve().parents[2]
 KILLS = 24
 SEED = 7_2024
+# An early kill lands this many seconds after the fork at most: a forked writer opens the
+# store (settling what the last kill left) and reports in about 0.1-0.3 s, so about half
+# of the early kills hit the opening and half the first writes.
+EARLY_KILL_S = 0.5
 
 
 @dataclass
@@ -52,77 +55,99 @@ class Round:
     lines: list[str] = field(default_factory=list)
 
 
-def _reader(stream: Any, out: queue.Queue[tuple[float, str | None]]) -> None:
-    for line in iter(stream.readline, ""):
-        out.put((time.monotonic(), line.rstrip("\n")))
-    out.put((time.monotonic(), None))
+class Tail:
+    """The complete lines a child has written to its log file so far."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+
+    def lines(self) -> list[str]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(chunk)
+        *done, self.partial = (self.partial + chunk).split(b"\n")
+        return [line.decode() for line in done]
 
 
 def run_child(
-    root: Path, round_no: int, *, seed: int, kill_after_ready: float | None, kill_at: float | None
-) -> tuple[Round, int, str]:
-    """Start a writer; SIGKILL it ``kill_after_ready`` s after READY (or ``kill_at`` s after
-    start, possibly before READY); with neither, let it report and exit (``--max-ops 0``)."""
-    args = [sys.executable, "-m", "tests.reliability.crash_writer", "--root", str(root)]
-    args += ["--round", str(round_no), "--seed", str(seed)]
-    if kill_after_ready is None and kill_at is None:
-        args += ["--max-ops", "0"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    lines: queue.Queue[tuple[float, str | None]] = queue.Queue()
-    threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
-    try:
-        return _follow(proc, lines, kill_after_ready=kill_after_ready, kill_at=kill_at)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=60)
-
-
-def _follow(
-    proc: subprocess.Popen[str],
-    lines: queue.Queue[tuple[float, str | None]],
+    forker: Forker,
+    root: Path,
+    round_no: int,
     *,
+    seed: int,
     kill_after_ready: float | None,
     kill_at: float | None,
 ) -> tuple[Round, int, str]:
+    """Fork a writer (:mod:`tests.reliability.cli_forker`); SIGKILL it ``kill_after_ready``
+    s after READY (or ``kill_at`` s after the fork, possibly before READY); with neither,
+    let it report and exit (``--max-ops 0``)."""
+    args = ["--root", str(root / "store"), "--round", str(round_no), "--seed", str(seed)]
+    if kill_after_ready is None and kill_at is None:
+        args += ["--max-ops", "0"]
+    log = root / f"writer{round_no}.log"
+    pid = forker.call(log, "tests.reliability.crash_writer:forked", args)
+    try:
+        result, code = _follow(forker, pid, Tail(log), kill_after_ready, kill_at)
+    except BaseException:  # do not leak the child (it is reaped once _follow returns)
+        if forker.poll(pid) is None:
+            os.kill(pid, signal.SIGKILL)
+            forker.wait(pid)
+        raise
+    err = Path(f"{log}.err")
+    return result, code, err.read_text(encoding="utf-8") if err.is_file() else ""
+
+
+def _follow(
+    forker: Forker, pid: int, tail: Tail, kill_after_ready: float | None, kill_at: float | None
+) -> tuple[Round, int]:
+    """Read the child's lines as it writes them (every millisecond) and kill it at its
+    moment; returns what it printed (all of it: read again once it is reaped) and its
+    exit code."""
     started = time.monotonic()
     deadline = started + kill_at if kill_at is not None else None
     result = Round()
-    killed = False
-    ended = False
-    while not ended:
-        timeout = 120.0 if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            _, line = lines.get(timeout=timeout)
-        except queue.Empty:
-            line = ""
-        if deadline is not None and time.monotonic() >= deadline and not killed:
-            proc.send_signal(signal.SIGKILL)
-            killed = True
-        if line is None:
-            ended = True
-            continue
-        if not line:
-            if deadline is None:
-                raise AssertionError("the writer printed nothing for 120 s")
-            continue
-        result.lines.append(line)
-        tag, _, payload = line.partition(" ")
-        if tag == "STATE":
-            result.state = json.loads(payload)
-        elif tag == "READY" and kill_after_ready is not None:
-            deadline = time.monotonic() + kill_after_ready
-        elif tag == "INTENT":
-            intent = json.loads(payload)
-            result.intents[intent["seq"]] = intent
-        elif tag == "ACK":
-            result.acked.append(int(payload))
-    proc.wait(timeout=60)
-    stderr = proc.stderr.read() if proc.stderr is not None else ""
-    return result, proc.returncode, stderr
+    quiet_since = started
+
+    def take(lines: list[str]) -> None:
+        nonlocal deadline
+        for line in lines:
+            result.lines.append(line)
+            tag, _, payload = line.partition(" ")
+            if tag == "STATE":
+                result.state = json.loads(payload)
+            elif tag == "READY" and kill_after_ready is not None:
+                deadline = time.monotonic() + kill_after_ready
+            elif tag == "INTENT":
+                intent = json.loads(payload)
+                result.intents[intent["seq"]] = intent
+            elif tag == "ACK":
+                result.acked.append(int(payload))
+
+    while True:
+        lines = tail.lines()
+        now = time.monotonic()
+        if lines:
+            quiet_since = now
+        take(lines)
+        if deadline is not None and time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            code = forker.wait(pid)
+            break
+        code_or_none = forker.poll(pid)
+        if code_or_none is not None:
+            code = code_or_none
+            break
+        if deadline is None and now - quiet_since > 120:
+            raise AssertionError("the writer printed nothing for 120 s")
+        time.sleep(0.001)
+    take(tail.lines())  # what it wrote between the last read and its end
+    return result, code
 
 
 Expected = dict[str, dict[str, str]]
@@ -162,7 +187,9 @@ def check_state(
     return records
 
 
-def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_loses_no_acknowledged_write(
+    tmp_path: Path, forker: Forker
+) -> None:
     rng = random.Random(SEED)
     expected: Expected = {t: {} for t in TRADERS}
     in_flight: dict[str, Any] | None = None
@@ -172,11 +199,12 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -
         last = round_no == KILLS
         early = not last and rng.random() < 0.15
         child, code, stderr = run_child(
+            forker,
             tmp_path,
             round_no,
             seed=rng.randrange(2**31),
             kill_after_ready=None if last or early else rng.uniform(0.0, 1.2),
-            kill_at=rng.uniform(0.2, 2.5) if early else None,
+            kill_at=rng.uniform(0.0, EARLY_KILL_S) if early else None,
         )
         if child.state is not None:
             before = expected

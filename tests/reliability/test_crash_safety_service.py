@@ -1,9 +1,9 @@
 """Issue 7.1 — crash safety of the service: SIGKILL the scheduler and the paper loop.
 
-Both tests start their processes through :mod:`tests.reliability.cli_forker` (imports
-paid once, then one fork per round), kill them with SIGKILL at random moments (seeded
-RNG; the child's progress at a given moment is not seeded) and reopen the files after
-every kill:
+Both tests start their processes through :mod:`tests.reliability.cli_forker` (the
+session's ``forker``: imports paid once per session, then one fork per round), kill them
+with SIGKILL at random moments (seeded RNG; the child's progress at a given moment is not
+seeded) and reopen the files after every kill:
 
 - **scheduler job store**: :mod:`tests.reliability.crash_scheduler` runs the project's
   scheduler (``start_service``) on a persistent SQLite job store with jobs firing every
@@ -28,12 +28,11 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -44,63 +43,12 @@ from backend.service._db import ServiceDB
 from backend.service.runtime import close_runtimes, config_key
 from backend.service.scheduler import list_jobs
 from tests.reliability.crash_scheduler import EXTRA_ID
+from tests.reliability.forker import Forker
 from tests.service.conftest import ConfigFactory, make_config  # noqa: F401  (fixture)
 from tests.service.test_cli_service import RUN_ID, outcome
 
-REPO = Path(__file__).resolve().parents[2]
 KILLS = 20
 SEED = 7_2025
-
-
-class Forker:
-    """Client of :mod:`tests.reliability.cli_forker` (its doc has the protocol)."""
-
-    def __init__(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.reliability.cli_forker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-            env=env,
-        )
-        assert self._line() == "READY"
-
-    def _line(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, "the forker died"
-        return line.strip()
-
-    def _send(self, line: str) -> str:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        return self._line()
-
-    def run(self, log: Path, args: list[str]) -> int:
-        """Fork ``sentinel <args>``; its pid."""
-        return int(self._send(f"RUN {log} {json.dumps(args)}").split()[1])
-
-    def call(self, log: Path, target: str, args: list[str]) -> int:
-        return int(self._send(f"CALL {log} {target} {json.dumps(args)}").split()[1])
-
-    def wait(self, pid: int) -> int:
-        """Reap ``pid``: its exit code (-9 when SIGKILLed)."""
-        return int(self._send(f"WAIT {pid}").split()[2])
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-
-
-@pytest.fixture
-def forker() -> Iterator[Forker]:
-    launcher = Forker()
-    yield launcher
-    launcher.close()
 
 
 def _integrity(path: Path) -> None:
@@ -229,16 +177,28 @@ def _saved_bars(state_path: Path) -> int:
     return int(json.loads(row[0])["bars"]) if row else 0
 
 
-def _check_prefix(state_path: Path, full: tuple[list[object], ...], initial_cash: float) -> int:
-    """The state opens cleanly and is exactly the first n bars of the uninterrupted run
-    ``full`` (:func:`outcome`); returns n."""
+@dataclass
+class Prefix:
+    """What the state DB held after a kill: its first ``n`` bars."""
+
+    n: int
+    records: list[Any]
+    marks: list[Any]
+    fills: list[Any]
+    trades: list[Any]
+
+
+def _read_prefix(state_path: Path, initial_cash: float) -> Prefix:
+    """The state opens cleanly and is consistent in itself: one decision and one equity
+    mark per bar from the replay's first bar on, no bar missing or twice, cash and
+    position equal to the fills' sum."""
     _integrity(state_path)
     db = ServiceDB(state_path)
     try:
         state = db.paper_state(RUN_ID)
         if state is None:
             assert not db.decisions(RUN_ID) and not db.fills(RUN_ID)
-            return 0
+            return Prefix(0, [], [], [], [])
         records = [
             r.model_dump(mode="json", exclude={"retrieval_ms"}) for r in db.decisions(RUN_ID)
         ]
@@ -253,13 +213,21 @@ def _check_prefix(state_path: Path, full: tuple[list[object], ...], initial_cash
     times = [start + timedelta(hours=i) for i in range(n)]
     assert [datetime.fromisoformat(str(r["as_of"])) for r in records] == times
     assert state.last_close == (times[-1] if n else None)
-    assert records == full[0][:n]
-    assert marks == full[3][:n]
-    assert fills == full[1][: len(fills)] and trades == full[2][: len(trades)]
     quantity = sum(f.quantity for f in fills)
     cash = initial_cash - sum(f.quantity * f.price + f.fee for f in fills)
     assert state.broker.quantity == pytest.approx(quantity, rel=1e-9, abs=1e-12)
     assert state.broker.cash == pytest.approx(cash, rel=1e-9)
+    return Prefix(n, records, marks, list(fills), list(trades))
+
+
+def _check_prefix(prefix: Prefix, full: tuple[list[object], ...]) -> int:
+    """``prefix`` is exactly the first n bars of the uninterrupted run ``full``
+    (:func:`outcome`); returns n."""
+    n = prefix.n
+    assert prefix.records == full[0][:n]
+    assert prefix.marks == full[3][:n]
+    assert prefix.fills == full[1][: len(prefix.fills)]
+    assert prefix.trades == full[2][: len(prefix.trades)]
     return n
 
 
@@ -269,20 +237,20 @@ def test_paper_state_survives_sigkill(
     forker: Forker,
 ) -> None:
     """Hashing embedder (the MiniLM version of the restart test is in
-    tests/service/test_cli_service.py)."""
+    tests/service/test_cli_service.py). The uninterrupted run goes on alongside the killed
+    rounds (the machines have 2 cores); each kill's state is checked in itself at once and
+    against the uninterrupted run once that has finished."""
     straight_cfg = make_config("straight")
     straight_log = straight_cfg.parent / "run.log"
-    pid = forker.run(straight_log, _paper_args(straight_cfg, binance_loopback))
-    assert forker.wait(pid) == 0, _err(straight_log)
-    full = outcome(straight_cfg.parent / "service.sqlite3")
-    assert len(full[0]) == BARS
-    initial_cash = load_settings(straight_cfg).backtest.initial_equity
+    straight = forker.run(straight_log, _paper_args(straight_cfg, binance_loopback))
 
     config = make_config("killed")
+    initial_cash = load_settings(config).backtest.initial_equity
     state_path = config.parent / "service.sqlite3"
     rng = random.Random(SEED)
     kills = early = 0
     progress: list[int] = []
+    prefixes: list[Prefix] = []
     round_no = 0
     while kills < KILLS:
         log = config.parent / f"round{round_no}.log"
@@ -300,16 +268,22 @@ def test_paper_state_survives_sigkill(
         code = forker.wait(pid)
         assert code == -signal.SIGKILL, f"round {round_no} ended by itself: make the run longer"
         kills += 1
-        n = _check_prefix(state_path, full, initial_cash)
-        early += n == before
-        progress.append(n)
-        assert n >= before  # nothing saved is ever lost
+        prefix = _read_prefix(state_path, initial_cash)
+        prefixes.append(prefix)
+        early += prefix.n == before
+        progress.append(prefix.n)
+        assert prefix.n >= before  # nothing saved is ever lost
         round_no += 1
     assert progress[-1] < BARS
     last_log = config.parent / "final.log"
     pid = forker.run(last_log, _paper_args(config, binance_loopback))
+    assert forker.wait(straight) == 0, _err(straight_log)
+    full = outcome(straight_cfg.parent / "service.sqlite3")
+    assert len(full[0]) == BARS
+    for prefix in prefixes:
+        _check_prefix(prefix, full)
     assert forker.wait(pid) == 0, _err(last_log)
-    assert _check_prefix(state_path, full, initial_cash) == BARS
+    assert _check_prefix(_read_prefix(state_path, initial_cash), full) == BARS
     got = outcome(state_path)
     assert got[0] == full[0]  # decisions: action, size, as_of, memories used, ...
     assert got[1:] == full[1:]  # fills, trades, equity marks, broker and manager state
