@@ -1,18 +1,19 @@
-"""The ``sentinel`` command, run as a real subprocess (the installed console script)."""
+"""The ``sentinel`` command, run as a real subprocess: the installed console script, and
+the same entry point forked by the session's warm fork server (:mod:`tests.sentinel_cli`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from backend.data import load_ohlcv
+from tests.sentinel_cli import REAL_SENTINEL, sentinel
 
-SENTINEL = Path(sys.executable).parent / "sentinel"
+SENTINEL = sentinel()
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -26,10 +27,14 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def test_help_lists_the_commands() -> None:
-    result = run("--help")
-    assert result.returncode == 0
+    """The installed console script itself; the warm command the other tests run
+    (:mod:`tests.sentinel_cli`) answers exactly the same."""
+    real = subprocess.run([REAL_SENTINEL, "--help"], capture_output=True, text=True, timeout=300)
+    assert real.returncode == 0
     for command in ("demo", "data", "memory", "persona", "backtest", "replay-trades"):
-        assert command in result.stdout
+        assert command in real.stdout
+    warm = run("--help")
+    assert (warm.returncode, warm.stdout, warm.stderr) == (0, real.stdout, real.stderr)
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from backend.cli import app
 from tests.eval.conftest import fixture_sample
+from tests.sentinel_cli import sentinel
 
-SENTINEL = Path(sys.executable).parent / "sentinel"
+SENTINEL = sentinel()
 METHODS = {"dense", "bm25", "hybrid", "hierarchical"}
 KEYS = {
     "recall@1", "recall@5", "recall@10", "recall@25",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +15,7 @@ from backend.config import load_settings
 from backend.data import load_hyperliquid_fills
 from backend.replay import replay_trades
 from tests.conftest import StoreFactory
+from tests.sentinel_cli import sentinel
 
 TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
 
@@ -49,7 +49,7 @@ def test_replay_trades_cli_writes_the_timeline(tmp_path: Path, shared_data: Path
     out = tmp_path / "out"
     proc = subprocess.run(
         [
-            str(Path(sys.executable).parent / "sentinel"),
+            sentinel(),
             "replay-trades",
             "--trader",
             "0x083384f897ee0f19899168e3b1bec365f52a9012",
@@ -77,7 +77,7 @@ def test_replay_trades_cli_writes_the_timeline(tmp_path: Path, shared_data: Path
     assert (out / "persona_timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run(
         [
-            str(Path(sys.executable).parent / "sentinel"),
+            sentinel(),
             "replay-trades",
             "--trader",
             "nobody",

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 import backend.cli
 from backend.cli.persona import persona_app
 from tests.agents.conftest import ALTS_SPOT, BTC_LONG_HF, ETH_SOL_SHORT
+from tests.sentinel_cli import sentinel as warm_sentinel
 
-SENTINEL = Path(sys.executable).parent / "sentinel"
+SENTINEL = warm_sentinel()
 REGISTERED = any(group.typer_instance is persona_app for group in backend.cli.app.registered_groups)
 _WRAPPER = (
     "import sys, backend.cli as c; from backend.cli.persona import persona_app as p; "

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,8 +21,9 @@ from backend.backtest.metrics import LLMUsage, llm_usage
 from backend.backtest.models import Decision, DecisionRecord
 from backend.llm.local import LocalServer
 from tests.llm.chat_server import ChatServer, start_chat_server
+from tests.sentinel_cli import sentinel
 
-SENTINEL = str(Path(sys.executable).parent / "sentinel")
+SENTINEL = sentinel()
 WINDOW = ["--pair", "BTC/USDT", "--timeframe", "1h", "--start", "2022-05-09"]
 
 

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,8 +23,9 @@ from backend.data import OHLCVFrame, load_ohlcv
 from backend.embeddings import CachedEmbedder, MiniLMEmbedder
 from backend.errors import ConfigError
 from backend.eval.ablation import MODES, RunOutput, chain, run_window, walk_forward_windows
+from tests.sentinel_cli import sentinel
 
-SENTINEL = Path(sys.executable).parent / "sentinel"
+SENTINEL = sentinel()
 
 
 def utc(year: int, month: int, day: int) -> datetime:

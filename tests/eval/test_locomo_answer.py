@@ -3,21 +3,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
+from backend.compose import MemorySystem
 from backend.config import LLMSettings
 from backend.eval.locomo_answer import answer_question, locomo_f1, normalize_answer, token_f1
 from backend.eval.locomo_data import load_locomo
-from backend.eval.locomo_memory import LocomoMemory
 from backend.eval.locomo_run import run_locomo
 from backend.llm import LLMClient, build_llm
 from backend.llm.local import LocalServer
 from tests.llm.chat_server import ChatServer, Reply, start_chat_server
+from tests.sentinel_cli import sentinel
 
 
 def test_normalize_and_token_f1_by_hand() -> None:
@@ -74,7 +74,7 @@ def test_answer_question_on_a_loopback_endpoint(server: ChatServer) -> None:
 
 
 def test_run_scores_answers_of_categories_1_to_4(
-    server: ChatServer, locomo_file: Path, locomo_memory: LocomoMemory
+    server: ChatServer, locomo_file: Path, locomo_system: MemorySystem
 ) -> None:
     dataset = load_locomo(locomo_file)
     # questions with evidence, in order: cat 4, 1, 2, 4, (5 is not answered), 2
@@ -85,7 +85,9 @@ def test_run_scores_answers_of_categories_1_to_4(
         Reply.json({"answer": "on Main Street"}),  # P 2/3, R 1: 0.8
         Reply.json({"answer": "2023"}),  # 1
     ]
-    report = run_locomo(dataset, locomo_memory, methods=["bm25"], llm=_llm(server))
+    report = run_locomo(
+        dataset, locomo_system.toolkit, locomo_system.store, methods=["bm25"], llm=_llm(server)
+    )
     assert len(server.requests) == 5  # category 5 is not asked
     bm25 = report.methods["bm25"]
     assert bm25.answer_f1 is not None and bm25.answer_f1_per_category is not None
@@ -112,7 +114,7 @@ def test_sentinel_eval_locomo_answers_with_the_local_model(
         "SENTINEL_LLM__MODEL": local_llm.model,
     }
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "sentinel"), "eval", "locomo",
+        [sentinel(), "eval", "locomo",
          "--data", str(shared_data / "locomo" / "locomo_dev.json"), "--out", str(out),
          "--limit", "1", "--questions", "4", "--methods", "bm25", "--quiet"],
         capture_output=True, text=True, timeout=900, env=env,

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,10 +31,11 @@ from backend.eval.persona_validity import (
     predict,
     score_point,
 )
+from tests.sentinel_cli import sentinel
 
 A, B = "0xaaaa", "0xbbbb"
 T = datetime(2025, 2, 1, tzinfo=UTC)
-SENTINEL = Path(sys.executable).parent / "sentinel"
+SENTINEL = sentinel()
 
 
 def fill(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,10 +22,11 @@ from backend.llm import build_llm
 from backend.llm.client import LLMClient, detect_mode
 from backend.llm.local import LocalServer, free_port
 from backend.llm.prompts import TopicExtraction, topic_prompt
+from tests.sentinel_cli import sentinel
 
 pytestmark = pytest.mark.llm
 REPO = Path(__file__).resolve().parents[2]
-SENTINEL = str(Path(sys.executable).parent / "sentinel")
+SENTINEL = sentinel()
 HEADLINES = [
     "Terra's UST stablecoin loses its dollar peg as LUNA plunges 50%",
     "Bitcoin falls below $30,000 for the first time since July 2021",

@@ -15,16 +15,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.llm.chat_server import ChatServer, Reply, start_chat_server
+from tests.sentinel_cli import sentinel as warm_sentinel
 
 KEY = "sk-proj-FAKE7kq2ZrV9xW4mN8pL1tY6uH3bC0dE5fG"
-SENTINEL = Path(sys.executable).parent / "sentinel"
+SENTINEL = warm_sentinel()
 GOOD = {"action": "buy", "size": 0.3, "confidence": 0.6, "rationale": "trend", "memory_ids": []}
 
 

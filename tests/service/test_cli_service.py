@@ -9,7 +9,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -20,9 +19,10 @@ from typer.testing import CliRunner
 from backend.cli import app
 from backend.service._db import ServiceDB
 from backend.service.paper import paper_run_id
+from tests.sentinel_cli import sentinel as warm_sentinel
 from tests.service.conftest import ConfigFactory
 
-SENTINEL = Path(sys.executable).parent / "sentinel"
+SENTINEL = warm_sentinel()
 CONTRACT_KEYS = {"id", "name", "trigger", "next_run_time"}
 
 

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,8 +22,9 @@ from mcp.shared.exceptions import MCPError
 
 from backend.llm.local import free_port
 from backend.tools.schemas import RecallArgs
+from tests.sentinel_cli import sentinel
 
-SENTINEL = str(Path(sys.executable).parent / "sentinel")
+SENTINEL = sentinel()
 TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
 OTHER = "0x083384f897ee0f19899168e3b1bec365f52a9012"
 HTTP = ("--transport", "http", "--port")
