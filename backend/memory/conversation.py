@@ -338,9 +338,11 @@ class ConversationMemory:
         speakers = sorted({str(r.metadata["speaker"]) for r in records})
         s = self.settings
         n = min(s.candidates, _MAX_TOP_K)
-        vec = self.store.embedder.embed_one(query)
         stripped = strip_names(query, speakers)
-        svec = vec if stripped == query else self.store.embedder.embed_one(stripped)
+        if stripped == query:
+            vec = svec = self.store.embedder.embed_one(query)
+        else:  # one batch: one padded matrix product, about the cost of one query
+            vec, svec = self.store.embedder.embed([query, stripped])
         found: dict[str, set[int]] = {}
 
         def signal(name: str, q: str | np.ndarray, method: SearchMethod, kind: str) -> np.ndarray:

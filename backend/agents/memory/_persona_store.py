@@ -144,9 +144,13 @@ def change_from_record(record: MemoryRecord) -> PersonaChange:
         ) from None
 
 
+_EMPTY_LEDGER = normalize_fills_frame(pd.DataFrame({c: [] for c in REQUIRED_COLUMNS}))
+
+
 def empty_ledger() -> pd.DataFrame:
-    """A ledger frame without fills (the normalised columns)."""
-    return normalize_fills_frame(pd.DataFrame({c: [] for c in REQUIRED_COLUMNS}))
+    """A ledger frame without fills (the normalised columns): a copy of a constant
+    (normalising an empty frame cost ~6 ms per persona text update, measured)."""
+    return _EMPTY_LEDGER.copy()
 
 
 def ledger_records(
