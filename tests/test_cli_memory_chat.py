@@ -16,8 +16,8 @@ import pytest
 from backend.compose import build_memory_system
 from backend.config import LLMSettings, load_settings
 from backend.data import load_hyperliquid_fills
-from backend.memory.models import Episode
-from backend.text.tokens import count_tokens
+from backend.memory.conversation import message_of, render_messages
+from backend.memory.models import Episode, RecalledMessage
 
 TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
 T = datetime(2025, 3, 1, 9, tzinfo=UTC)
@@ -112,17 +112,18 @@ def test_import_then_recall_follows_the_contract(store_dir: Path, tmp_path: Path
         assert 0 < row["tokens"] <= 1500
     assert rows[0]["message_ids"][0] == "c1"
     assert "c4" not in rows[1]["message_ids"]  # said after q2's as_of: never seen
-    # the tokens are those of the context an answering model gets, as the toolkit renders it
+    # the tokens are those of the context an answering model gets: the recalled messages
+    # rendered by the product (render_messages), in the order the CLI printed them
     cfg = load_settings()
     cfg = cfg.model_copy(
         update={"store": cfg.store.model_copy(update={"path": store_dir}), "llm": LLMSettings()}
     )
     with build_memory_system(cfg) as system:
-        found = system.toolkit.recall(
-            TRADER, asked[0]["query"], symbol=None, tiers=("working",), top_k=2,
-            as_of=datetime(2025, 3, 5, tzinfo=UTC),
-        )  # fmt: skip
-        assert rows[0]["tokens"] == count_tokens(found["context"]["text"])
+        as_of = datetime(2025, 3, 5, tzinfo=UTC)
+        held = system.store.get(TRADER, [f"msg:{i}" for i in rows[0]["message_ids"]], as_of=as_of)
+        recalled = [RecalledMessage(message=message_of(r), score=0.0) for r in held]
+        _, ids, tokens = render_messages(recalled, budget=1500, max_messages=10)
+        assert (ids, tokens) == (rows[0]["message_ids"], rows[0]["tokens"])
         # the market episode and the persona of the trader are still there beside the chat
         assert system.persona.get_profile(TRADER, datetime(2025, 3, 5, tzinfo=UTC)) is not None
         assert system.store.get(TRADER, ["crash-1"], as_of=datetime(2025, 3, 5, tzinfo=UTC))

@@ -49,6 +49,7 @@ __all__ = [
     "SESSION_KIND",
     "WINDOW_KIND",
     "ConversationMemory",
+    "message_of",
     "RecordedMessages",
     "render_messages",
 ]
@@ -105,7 +106,8 @@ def _message_record(trader_id: str, m: ChatMessage, seq: int) -> MemoryRecord:
     )
 
 
-def _message(record: MemoryRecord) -> ChatMessage:
+def message_of(record: MemoryRecord) -> ChatMessage:
+    """The :class:`ChatMessage` a message record holds."""
     meta = record.metadata
     caption = meta.get("caption")
     return ChatMessage(
@@ -385,7 +387,7 @@ class ConversationMemory:
             names = [k for k, v in found.items() if i in v] + (["time"] if timed[i] else [])
             out.append(
                 RecalledMessage(
-                    message=_message(records[i]), score=float(smoothed[i]), signals=names
+                    message=message_of(records[i]), score=float(smoothed[i]), signals=names
                 )
             )
         return out
