@@ -49,8 +49,8 @@ __all__ = [
     "SESSION_KIND",
     "WINDOW_KIND",
     "ConversationMemory",
-    "message_of",
     "RecordedMessages",
+    "message_of",
     "render_messages",
 ]
 
