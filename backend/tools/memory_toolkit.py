@@ -45,6 +45,7 @@ from backend.tools.schemas import (
     RecallArgs,
     RecordDecisionArgs,
     RecordEventArgs,
+    RecordMessageArgs,
     RecordNoteArgs,
     RecordOutcomeArgs,
     ToolArgs,
@@ -160,6 +161,10 @@ class MemoryToolkit:
                         for c in self.record_note(t, a.text, as_of=at, note_id=a.note_id)
                     ]
                 },
+            ),
+            "record_message": (
+                RecordMessageArgs,
+                lambda t, at, a: self._record_message_tool(t, at, a),
             ),
             "record_event": (
                 RecordEventArgs,
@@ -306,6 +311,24 @@ class MemoryToolkit:
     ) -> RecordedMessages:
         """:meth:`record_messages` of one message (``as_of`` default: its time)."""
         return self.record_messages(trader_id, [message], as_of=as_of or message.time)
+
+    def _record_message_tool(
+        self, trader_id: str, as_of: datetime, args: RecordMessageArgs
+    ) -> dict[str, Any]:
+        message = ChatMessage(
+            id=args.message_id or "msg-" + stable_id(trader_id, as_of.isoformat(), args.text)[:16],
+            speaker=args.speaker,
+            text=args.text,
+            time=as_of,
+            session=args.session,
+            image_caption=args.image_caption,
+        )
+        done = self.record_message(trader_id, message, as_of=as_of)
+        return {
+            "message_id": message.id,
+            "events": done.events,
+            "persona_changes": done.persona_changes,
+        }
 
     def get_trader_profile(self, trader_id: str, *, as_of: datetime) -> PersonaProfile | None:
         return self.memory.persona.get_profile(trader_id, as_of)

@@ -25,6 +25,7 @@ __all__ = [
     "RecallArgs",
     "RecordDecisionArgs",
     "RecordEventArgs",
+    "RecordMessageArgs",
     "RecordNoteArgs",
     "RecordOutcomeArgs",
     "ToolArgs",
@@ -65,6 +66,24 @@ class RecordNoteArgs(ToolArgs):
     note_id: str | None = Field(
         default=None, min_length=1, max_length=120, description="the message's own id"
     )
+
+
+class RecordMessageArgs(ToolArgs):
+    """Record one message of the conversation with the trader (theirs or the agent's) at
+    the current time: it becomes recallable with its id, the trader's words update their
+    profile, and a liquidation, life change or plan it tells of becomes an episode."""
+
+    text: str = Field(min_length=1, max_length=20_000)
+    speaker: str = Field(
+        default="trader", min_length=1, max_length=200,
+        description="who said it; 'assistant' or 'agent' for the agent's own words",
+    )  # fmt: skip
+    session: str = Field(default="default", min_length=1, max_length=200)
+    message_id: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="the message's own id (default: derived from time and text)",
+    )  # fmt: skip
+    image_caption: str | None = Field(default=None, max_length=10_000)
 
 
 class RecordEventArgs(ToolArgs):

@@ -172,3 +172,36 @@ def test_query_periods_and_events() -> None:
     assert message_event("got liquidated on ETH") == ("liquidation", 0.9)
     assert message_event("we're going to buy a house next year") is not None
     assert message_event("nice weather") is None
+
+
+def test_the_record_message_tool_then_recall_through_the_toolkit(minilm: MiniLMEmbedder) -> None:
+    """An agent (OpenAI function calling or MCP: both run ``MemoryToolkit.call``) records
+    the trader's words, then recalls them with their ids; scope and time come from the
+    caller, never from the arguments."""
+    from backend.compose import build_memory_system
+    from backend.config import LLMSettings, load_settings
+    from backend.errors import ToolError
+
+    cfg = load_settings()
+    cfg = cfg.model_copy(
+        update={"store": cfg.store.model_copy(update={"backend": "memory"}), "llm": LLMSettings()}
+    )
+    with build_memory_system(cfg, embedder=minilm) as system:
+        toolkit = system.toolkit
+        assert "record_message" in {t.name for t in toolkit.tools()}
+        said = toolkit.call(
+            "record_message",
+            {"text": "I got liquidated on ETH yesterday", "message_id": "x1"},
+            trader_id=TRADER,
+            as_of=T,
+        )
+        assert said["message_id"] == "x1" and len(said["events"]) == 1
+        with pytest.raises(ToolError, match="as_of"):
+            toolkit.call("record_message", {"text": "hi", "as_of": "2030-01-01"},
+                         trader_id=TRADER, as_of=T)  # fmt: skip
+        found = toolkit.recall(
+            TRADER, "liquidation", symbol=None, as_of=T + timedelta(hours=1), top_k=3
+        )
+        assert [m["message_id"] for m in found["conversation"]] == ["x1"]
+        assert found["hits"][-1]["tier"] in ("conversation", "episodic")
+        assert "x1" in found["context"]["message_ids"]
