@@ -135,6 +135,7 @@ def test_toolkit_tools_are_scoped_and_validated(system: MemorySystem) -> None:
         "recall",
         "get_trader_profile",
         "record_note",
+        "record_message",
         "record_event",
         "record_decision",
         "record_outcome",
