@@ -205,3 +205,30 @@ def test_the_record_message_tool_then_recall_through_the_toolkit(minilm: MiniLME
         assert [m["message_id"] for m in found["conversation"]] == ["x1"]
         assert found["hits"][-1]["tier"] in ("conversation", "episodic")
         assert "x1" in found["context"]["message_ids"]
+
+
+def test_the_decision_context_quotes_what_the_trader_said(minilm: MiniLMEmbedder) -> None:
+    """Before a decision the conversation is read with the working tier: the messages that
+    bear on the decision's query are quoted in the prompt's memory section, within the
+    same token budget, with their ids among the memories used."""
+    from backend.compose import build_memory_system
+    from backend.config import LLMSettings, load_settings
+
+    cfg = load_settings()
+    cfg = cfg.model_copy(
+        update={"store": cfg.store.model_copy(update={"backend": "memory"}), "llm": LLMSettings()}
+    )
+    with build_memory_system(cfg, embedder=minilm) as system:
+        system.toolkit.record_messages(TRADER, CHAT, as_of=T + timedelta(days=20))
+        ctx, rendered = system.memory.build_context(
+            TRADER, "SOL/USDT", as_of=T + timedelta(days=20), query="SOL leverage liquidation"
+        )
+        assert ctx.messages and ctx.messages[0].message.id == "m1"
+        assert "### What the trader said that bears on this" in rendered.text
+        assert "message:m1" in rendered.memory_ids
+        assert rendered.tokens <= cfg.memory.token_budget
+        # a trader who never said anything pays one read by id, and gets no section
+        _, silent = system.memory.build_context(
+            "someone-else", "SOL/USDT", as_of=T + timedelta(days=20), query="SOL"
+        )
+        assert "What the trader said" not in silent.text
