@@ -83,3 +83,24 @@ def test_rows_of_a_live_writer_are_left_alone(tmp_path: Path) -> None:
     log._insert([("alice", "r1", "ADD", None, {"text": "a"})], AS_OF.isoformat())
     other = AuditLog(tmp_path / "a.sqlite3")  # same process: its write may be in flight
     assert other.recover(lambda rows: [True] * len(rows)) == (0, 0) and other.pending() == 1
+
+
+def test_change_count_grows_by_one_per_confirmed_write_of_any_process(tmp_path: Path) -> None:
+    """``changes(trader)``: what the chroma backend validates its row mirror against."""
+    one, two = AuditLog(tmp_path / "a.sqlite3"), AuditLog(tmp_path / "a.sqlite3")
+    assert one.changes("alice") == 0
+    with one.transaction(as_of=AS_OF) as tx:  # one write of two rows: one change
+        tx.record([("alice", "r1", "ADD", None, {"t": 1}), ("alice", "r2", "ADD", None, {"t": 2})])
+    assert tx.changes == {"alice": 1} and two.changes("alice") == 1
+    with pytest.raises(RuntimeError), two.transaction(as_of=AS_OF) as failed:
+        failed.record([("alice", "r3", "ADD", None, {"t": 3})])
+        raise RuntimeError("chroma failed")  # nothing landed: no change
+    assert one.changes("alice") == 1 and failed.changes == {}
+    with two.transaction(as_of=AS_OF) as tx:
+        tx.record([("alice", "r1", "DELETE", {"t": 1}, None), ("bob", "r9", "ADD", None, {})])
+    assert tx.changes == {"alice": 2, "bob": 1}
+    assert (one.changes("alice"), one.changes("bob"), one.changes("carol")) == (2, 1, 0)
+    memory = AuditLog(None)  # the memory backend's trail: in process, nothing on disk
+    with memory.transaction(as_of=AS_OF) as tx:
+        tx.record([("alice", "r1", "ADD", None, {})])
+    assert memory.changes("alice") == 1 and memory.path == Path(":memory:")
