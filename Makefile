@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data
 
-.PHONY: install install-llm demo demo-memory test lint bench bench-llm clean
+.PHONY: install install-llm demo demo-memory test test-fast lint bench bench-llm clean
 
 install: $(STAMP)
 
@@ -65,6 +65,11 @@ demo-memory: install
 
 test: install install-llm
 	$(PY) -m pytest -q
+
+# The unit tier (< 2 min): no test marked slow (> ~3 s), server (the real chroma server),
+# data (../shared/data) or llm (the local model); markers in pyproject.toml.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not server and not data and not llm"
 
 lint: install
 	$(VENV)/bin/ruff check backend tests scripts

@@ -32,6 +32,37 @@ os.environ.setdefault(
 )
 
 
+# Markers (pyproject's [tool.pytest.ini_options]): ``make test-fast`` deselects the slow,
+# server, data and llm tests. ``data`` and ``server`` follow from the fixtures a test uses
+# (directly or through other fixtures), so a new test is marked by what it needs; ``slow``
+# (more than ~3 s) is written on the test itself.
+_MARK_BY_FIXTURE = {"shared_data": "data", "chroma_server": "server", "local_llm": "llm"}
+SLOW_S = 3.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in _MARK_BY_FIXTURE.items():
+            if fixture in used and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+
+
+_unmarked_slow: list[tuple[str, float]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.duration > SLOW_S and "slow" not in report.keywords:
+        _unmarked_slow.append((report.nodeid, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _unmarked_slow:
+        terminalreporter.section(f"tests over {SLOW_S:.0f} s without the slow marker")
+        for nodeid, duration in sorted(_unmarked_slow, key=lambda x: -x[1]):
+            terminalreporter.write_line(f"{duration:6.1f}s {nodeid}")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``<repo>/../shared/data`` (or ``$SENTINEL_DATA_DIR``); missing data FAILS, never skips."""

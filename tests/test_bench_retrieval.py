@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -18,6 +20,7 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
+@pytest.mark.slow
 def test_small_store_is_measured_then_reused(shared_data: Path, tmp_path: Path) -> None:
     bench = load_script("bench_retrieval")
     root = tmp_path / "n60"
@@ -49,6 +52,7 @@ def test_episodes_are_real_evenly_spaced_and_unique(shared_data: Path) -> None:
     assert {e.event_type for e in episodes} - {"context"}  # detected events are in the pool
 
 
+@pytest.mark.slow
 def test_an_interrupted_build_is_resumed(shared_data: Path, tmp_path: Path) -> None:
     """A store without manifest (a build cut short) is continued with --reuse: what is
     stored stays, the rest is added, and the ingest numbers cover the added part only."""

@@ -7,6 +7,7 @@ from io import StringIO
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from rich.console import Console
 
 from backend.config import EmbeddingSettings, StoreSettings, load_settings
@@ -32,6 +33,7 @@ def test_fill_notes_are_per_trader_and_sum_pnl(shared_data: Path) -> None:
     assert abs(total - fills["realized_pnl"].fillna(0).sum()) < 1.0
 
 
+@pytest.mark.slow
 def test_run_demo_twice_is_idempotent(shared_data: Path, tmp_path: Path) -> None:
     settings = load_settings(
         store=StoreSettings(path=tmp_path / "khala"),

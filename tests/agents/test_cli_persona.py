@@ -34,6 +34,7 @@ def sentinel(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_json_contract_through_the_command_line(fills_path: Path) -> None:
     result = sentinel("--trader", BTC_LONG_HF, "--fills", str(fills_path), "--json")
     assert result.returncode == 0, result.stderr

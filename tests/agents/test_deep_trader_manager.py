@@ -109,6 +109,7 @@ def decisions_of(run: Run) -> list[Episode]:
     return run.system.episodic.scan(TRADER, as_of=last, event_types=["decision"])
 
 
+@pytest.mark.slow
 def test_decisions_are_made_and_recorded(run: Run) -> None:
     records = run.result.records
     assert len(records) == 19 * 24 + 1  # one per bar closing in [START, END]

@@ -34,7 +34,7 @@ from backend.memory import compute_features
 from backend.storage import open_store
 from tests.agents.loop import drive
 
-pytestmark = pytest.mark.llm
+pytestmark = [pytest.mark.llm, pytest.mark.slow]
 NOTE = "I only go long, never short. Never more than 2% risk per trade. No memecoins."
 
 

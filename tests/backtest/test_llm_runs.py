@@ -57,6 +57,7 @@ def decisions(out: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("json_out", [False, True])
 def test_an_llm_that_never_answers_is_loud(
     json_out: bool, dead_llm: ChatServer, shared_data: Path, tmp_path: Path
@@ -83,6 +84,7 @@ def test_an_llm_that_never_answers_is_loud(
     assert warning.removeprefix("WARNING: ") in (out / "report.html").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.llm
 def test_the_contract_run_with_the_local_model(
     local_llm: LocalServer, shared_data: Path, tmp_path: Path

@@ -91,6 +91,7 @@ def runs(
     }
 
 
+@pytest.mark.slow
 def test_the_modes_retrieve_what_they_say(runs: dict[str, RunOutput]) -> None:
     off, persona, working, full = (runs[m].run for m in MODES)
     bars = off.metrics.n_decisions
@@ -111,6 +112,7 @@ def test_the_modes_retrieve_what_they_say(runs: dict[str, RunOutput]) -> None:
     assert runs["all"].episode_ids
 
 
+@pytest.mark.slow
 def test_violations_are_counted_where_the_policy_does_not_see_the_persona(
     runs: dict[str, RunOutput],
 ) -> None:

@@ -100,6 +100,7 @@ def test_run_scores_answers_of_categories_1_to_4(
     assert "[D1:1 | 8 May 2023] Ana:" in server.requests[0]["body"]["messages"][1]["content"]
 
 
+@pytest.mark.slow
 @pytest.mark.llm
 def test_sentinel_eval_locomo_answers_with_the_local_model(
     local_llm: LocalServer, shared_data: Path, tmp_path: Path

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from backend.cli import app
 
 
+@pytest.mark.slow
 def test_one_real_conversation(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "locomo.json"
     data = shared_data / "locomo" / "locomo_dev.json"

@@ -39,6 +39,7 @@ def client(server: LocalServer, **overrides: object) -> LLMClient:
     return llm
 
 
+@pytest.mark.slow
 def test_auto_chooses_json_object_on_llama_cpp(local_llm: LocalServer) -> None:
     llm = client(local_llm)
     assert detect_mode(llm._client, llm.model) == ("json_object", None)
@@ -58,6 +59,7 @@ def test_json_schema_is_refused_by_this_server_and_said_so(local_llm: LocalServe
     assert result.value is None and result.error == f"HTTP 500 from {local_llm.model}"
 
 
+@pytest.mark.slow
 def test_prompt_mode_is_not_for_this_model_and_fails_cleanly(local_llm: LocalServer) -> None:
     """Forced to the schema-in-the-prompt mode (no ``response_format``), Gemma 3 270M
     echoes the prompt instead of answering (seen here at every max_tokens tried), so

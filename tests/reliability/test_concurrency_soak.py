@@ -39,6 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from backend.agents.deep_trader_manager import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager
 from backend.agents.policies import DecisionView, RulePolicy
 from backend.backtest.models import Decision
@@ -177,6 +179,7 @@ def close_enough(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+@pytest.mark.slow
 def test_decision_loop_with_persona_refresh_and_consolidation(
     shared_data: Path, tmp_path: Path
 ) -> None:

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.reliability.crash_writer import TRADERS
 from tests.reliability.forker import Forker
 
@@ -187,6 +189,7 @@ def check_state(
     return records
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_no_acknowledged_write(
     tmp_path: Path, forker: Forker
 ) -> None:

@@ -80,6 +80,7 @@ def _stored_ids(url: str) -> list[str]:
         store.shutdown()
 
 
+@pytest.mark.slow
 def test_scheduler_job_store_survives_sigkill(make_config: ConfigFactory, forker: Forker) -> None:  # noqa: F811
     config = make_config(
         "sched",
@@ -231,6 +232,7 @@ def _check_prefix(prefix: Prefix, full: tuple[list[object], ...]) -> int:
     return n
 
 
+@pytest.mark.slow
 def test_paper_state_survives_sigkill(
     make_config: ConfigFactory,  # noqa: F811
     binance_loopback: str,

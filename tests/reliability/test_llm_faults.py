@@ -167,7 +167,10 @@ def assert_nothing_malformed(system: MemorySystem) -> None:
     assert system.store._audit.pending() == 0
 
 
-@pytest.mark.parametrize("name", list(FAULTS))
+@pytest.mark.parametrize(
+    "name",  # a retried fault waits for the client's backoff: seconds
+    [pytest.param(n, marks=pytest.mark.slow) if f.retried else n for n, f in FAULTS.items()],
+)
 def test_fault_ends_in_hold_and_no_persona_change(
     name: str, server: ChatServer, btc: OHLCVFrame, features: FeatureFrame, tmp_path: Path
 ) -> None:

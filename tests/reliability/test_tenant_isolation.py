@@ -28,6 +28,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -238,6 +239,7 @@ def run_op(world: World, step: tuple[Any, ...], draw: st.DrawFn) -> None:
         assert "error" in json.loads(scoped)  # a tool cannot name the trader
 
 
+@pytest.mark.slow
 def test_no_record_crosses_traders(make_store: StoreFactory) -> None:
     totals = Counter()
 

@@ -143,6 +143,7 @@ def outcome(state_path: Path) -> tuple[list[object], ...]:
         db.close()
 
 
+@pytest.mark.slow
 def test_paper_loop_killed_midway_and_restarted_ends_like_an_uninterrupted_run(
     make_config: ConfigFactory, binance_loopback: str
 ) -> None:

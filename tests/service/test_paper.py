@@ -122,6 +122,7 @@ def test_fills_follow_the_backtest_rules(make_config: ConfigFactory, binance_loo
     assert state.broker.quantity == pytest.approx(sum(f.quantity for f in fills))
 
 
+@pytest.mark.slow
 def test_a_restart_from_disk_changes_nothing(
     make_config: ConfigFactory, binance_loopback: str
 ) -> None:

@@ -3,6 +3,7 @@ whole text (the additivity argument in ``backend.text.tokens._LINE_BREAK``)."""
 
 from __future__ import annotations
 
+import pytest
 import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -48,6 +49,7 @@ def _whole(text: str) -> int:
 
 @settings(max_examples=3000, deadline=None)
 @given(st.lists(_PIECES, min_size=1, max_size=40).map("".join))
+@pytest.mark.slow
 def test_count_equals_whole_text_count(text: str) -> None:
     assert count_tokens(text) == _whole(text)
 

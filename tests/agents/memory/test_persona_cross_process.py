@@ -59,6 +59,7 @@ def _refresh_elsewhere(settings: StoreSettings, text: str, as_of: datetime) -> i
     return int(done.stdout.strip())
 
 
+@pytest.mark.slow
 def test_each_new_version_and_constraint_is_used_at_the_next_bar(
     loop: MemorySystem, store_settings: StoreSettings
 ) -> None:
