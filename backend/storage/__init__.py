@@ -1,4 +1,6 @@
-"""The Khala vector layer: trader-scoped memories on chromadb (embedded or server).
+"""The Khala vector layer: trader-scoped memories over one vector backend, chosen by
+``store.backend``: ``chroma`` (durable: embedded ``PersistentClient`` or a chroma server)
+or ``memory`` (throwaway runs: in process, nothing on disk).
 
 Public API::
 
