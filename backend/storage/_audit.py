@@ -222,34 +222,41 @@ class AuditLog:
 
     # ------------------------------------------------------------------ internals
 
-    def _insert(self, rows: Sequence[AuditRow], as_of: str) -> list[int]:
-        """Commit ``rows`` as pending; returns their sequence numbers."""
-        seqs = []
+    @contextmanager
+    def _immediate(self, failure: str) -> Iterator[sqlite3.Connection]:
+        """One SQLite write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on
+        any exception); a SQLite error becomes :class:`StoreError` naming ``failure``."""
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                for trader_id, record_id, event, old, new in rows:
-                    cursor = self._conn.execute(
-                        "INSERT INTO memory_audit "
-                        "(trader_id, record_id, event, old, new, as_of, state, owner) "
-                        "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-                        (
-                            trader_id,
-                            record_id,
-                            event,
-                            json.dumps(old, sort_keys=True) if old is not None else None,
-                            json.dumps(new, sort_keys=True) if new is not None else None,
-                            as_of,
-                            self._owner,
-                        ),
-                    )
-                    seqs.append(int(cursor.lastrowid or 0))
+                yield self._conn
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: audit trail is not writable ({exc})") from None
+            raise StoreError(f"{self.path}: {failure} ({exc})") from None
+
+    def _insert(self, rows: Sequence[AuditRow], as_of: str) -> list[int]:
+        """Commit ``rows`` as pending; returns their sequence numbers."""
+        seqs = []
+        with self._immediate("audit trail is not writable") as conn:
+            for trader_id, record_id, event, old, new in rows:
+                cursor = conn.execute(
+                    "INSERT INTO memory_audit "
+                    "(trader_id, record_id, event, old, new, as_of, state, owner) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    (
+                        trader_id,
+                        record_id,
+                        event,
+                        json.dumps(old, sort_keys=True) if old is not None else None,
+                        json.dumps(new, sort_keys=True) if new is not None else None,
+                        as_of,
+                        self._owner,
+                    ),
+                )
+                seqs.append(int(cursor.lastrowid or 0))
         return seqs
 
     def _rows(self, seqs: Sequence[int]) -> list[PendingRow]:
@@ -281,29 +288,20 @@ class AuditLog:
             return {}
         marks = ",".join("?" * len(seqs))
         counts: dict[str, int] = {}
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.execute(
-                    f"UPDATE memory_audit SET state = 'done' WHERE seq IN ({marks})", list(seqs)
-                )
-                traders = self._conn.execute(
-                    f"SELECT DISTINCT trader_id FROM memory_audit WHERE seq IN ({marks})",
-                    list(seqs),
-                ).fetchall()
-                for (trader_id,) in traders:
-                    row = self._conn.execute(
-                        "INSERT INTO memory_changes (trader_id, n) VALUES (?, 1) "
-                        "ON CONFLICT (trader_id) DO UPDATE SET n = n + 1 RETURNING n",
-                        (trader_id,),
-                    ).fetchone()
-                    counts[str(trader_id)] = int(row[0])
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: audit commit failed ({exc})") from None
+        with self._immediate("audit commit failed") as conn:
+            conn.execute(
+                f"UPDATE memory_audit SET state = 'done' WHERE seq IN ({marks})", list(seqs)
+            )
+            traders = conn.execute(
+                f"SELECT DISTINCT trader_id FROM memory_audit WHERE seq IN ({marks})", list(seqs)
+            ).fetchall()
+            for (trader_id,) in traders:
+                row = conn.execute(
+                    "INSERT INTO memory_changes (trader_id, n) VALUES (?, 1) "
+                    "ON CONFLICT (trader_id) DO UPDATE SET n = n + 1 RETURNING n",
+                    (trader_id,),
+                ).fetchone()
+                counts[str(trader_id)] = int(row[0])
         return counts
 
     def _execute(self, sql: str, params: Sequence[int]) -> None:
