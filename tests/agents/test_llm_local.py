@@ -39,7 +39,9 @@ NOTE = "I only go long, never short. Never more than 2% risk per trade. No memec
 
 
 def client(server: LocalServer) -> LLMClient:
-    llm = build_llm(LLMSettings(base_url=server.base_url, model=server.model))
+    # a generous timeout: a first, cold 3,000-token prompt on a busy 2-core machine once
+    # took 153 s, the default 120 s timed out and the client sent it again (34 s more)
+    llm = build_llm(LLMSettings(base_url=server.base_url, model=server.model, timeout_s=600))
     assert llm is not None
     return llm
 
