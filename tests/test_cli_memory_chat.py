@@ -19,6 +19,7 @@ from backend.data import load_hyperliquid_fills
 from backend.memory.conversation import message_of, render_messages
 from backend.memory.models import Episode, RecalledMessage
 
+pytestmark = pytest.mark.slow
 TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
 T = datetime(2025, 3, 1, 9, tzinfo=UTC)
 

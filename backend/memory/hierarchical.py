@@ -220,14 +220,14 @@ class HierarchicalMemory:
         messages: list[RecalledMessage] = []
         source = self.conversation
         n_messages = message_top_k or self.settings.conversation.context_messages
-        if source is not None and wants_messages and source.has_messages(trader_id, as_of=as_of):
-            # the conversation is working memory (O-Mem); recalled by the decision's query
+        if source is not None and wants_messages:
+            # the conversation is working memory (O-Mem), recalled by the decision's query;
+            # a trader who never spoke costs one read by id (has_messages)
             messages = self._timed(
                 "conversation", timings, errors, list,
                 lambda: source.recall(
-                    trader_id, episodic_query, as_of=as_of,
-                    top_k=n_messages,
-                ),
+                    trader_id, episodic_query, as_of=as_of, top_k=n_messages,
+                ) if source.has_messages(trader_id, as_of=as_of) else [],
             )  # fmt: skip
         timings["total"] = (time.perf_counter() - started) * 1000
         return MemoryContext(

@@ -85,6 +85,7 @@ async def _session_over_stdio(store: Path) -> dict[str, Any]:
     return seen
 
 
+@pytest.mark.slow
 def test_stdio_client_lists_records_recalls_and_is_refused_wider_scope(tmp_path: Path) -> None:
     seen = asyncio.run(_session_over_stdio(tmp_path / "store"))
 
@@ -135,6 +136,7 @@ async def _record_at(store: Path, as_of: str) -> str:
         return str(_json(await client.call_tool("record_event", event))["episode_id"])
 
 
+@pytest.mark.slow
 def test_time_and_trader_are_fixed_by_the_server(tmp_path: Path) -> None:
     store = tmp_path / "store"
     episode = asyncio.run(_record_at(store, "2024-03-01T00:00:00Z"))
