@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import bm25s
@@ -249,9 +249,7 @@ class LexicalIndex:
         scores = np.asarray(built.retriever.get_scores(q), dtype=np.float64)
         scores[built.ts > as_of_ts] = 0.0
         if where.clauses or where.min_importance is not None:
-            for i in np.flatnonzero(scores > 0):
-                if not where.matches(built.metas[i]):
-                    scores[i] = 0.0
+            scores[~built.mask(where)] = 0.0
         candidates = np.flatnonzero(scores > 0)
         if candidates.size > top_k:
             part = np.argpartition(-scores[candidates], top_k - 1)[:top_k]
@@ -267,6 +265,16 @@ class _Built:
     ts: np.ndarray
     metas: list[dict[str, Any]]
     retriever: bm25s.BM25 | None
+    masks: dict[Filter, np.ndarray] = field(default_factory=dict)
+    """Rows each filter allows, for this index (the same filter masks as :meth:`dense`:
+    a recall filters every search by kind; evaluated once per index build)."""
+
+    def mask(self, where: Filter) -> np.ndarray:
+        found = self.masks.get(where)
+        if found is None:
+            found = np.fromiter((where.matches(m) for m in self.metas), bool, len(self.metas))
+            self.masks[where] = found
+        return found
 
 
 def rrf_fuse(rankings: Sequence[Sequence[str]], *, k: int) -> list[tuple[str, float]]:
