@@ -208,7 +208,9 @@ class ConversationSettings(_Section):
     session-level match lifts its messages (``session``), and a period the query names
     (a month, a year, or a relative date such as "last week", resolved against
     ``as_of``) lifts the messages said in it (``time``, half for ``time_tail_days``
-    after it). The weights were tuned on LoCoMo conversations conv-26, 30 and 41 only
+    after it). The weights are those of the former LoCoMo evaluation ranker, which were
+    chosen on all six LoCoMo dev conversations; variants checked since on the tuning
+    conversations (conv-26, 30, 41) alone changed recall@10 by at most one question
     (docs/benchmarks.md)."""
 
     window_radius: int = Field(default=2, ge=0, le=20)
