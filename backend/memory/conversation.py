@@ -319,25 +319,21 @@ class ConversationMemory:
         errors."""
         if not 1 <= top_k <= _MAX_TOP_K:
             raise StoreError(f"top_k must be in 1..{_MAX_TOP_K}, got {top_k}")
-        records = self.store.scan(trader_id, as_of=as_of, filters={"kind": MESSAGE_KIND})
-        if not records:
+        rows = self.store.scan_metadata(trader_id, as_of=as_of, filters={"kind": MESSAGE_KIND})
+        if not rows:
             return []
         first: dict[str, float] = {}
-        for rec in records:
-            key, t = str(rec.metadata["session"]), rec.created_at.timestamp()
+        for _, t, meta in rows:
+            key = str(meta["session"])
             first[key] = min(first.get(key, t), t)
-        records.sort(
-            key=lambda r: (
-                first[str(r.metadata["session"])],
-                str(r.metadata["session"]),
-                int(r.metadata["seq"]),
-            )
+        rows.sort(
+            key=lambda r: (first[str(r[2]["session"])], str(r[2]["session"]), int(r[2]["seq"]))
         )
-        ids = [str(r.metadata["message_id"]) for r in records]
+        ids = [str(meta["message_id"]) for _, _, meta in rows]
         position = {m: i for i, m in enumerate(ids)}
-        sessions = np.array([str(r.metadata["session"]) for r in records])
-        stamps = np.array([r.created_at.timestamp() for r in records])
-        speakers = sorted({str(r.metadata["speaker"]) for r in records})
+        sessions = np.array([str(meta["session"]) for _, _, meta in rows])
+        stamps = np.array([t for _, t, _ in rows])
+        speakers = sorted({str(meta["speaker"]) for _, _, meta in rows})
         s = self.settings
         n = min(s.candidates, _MAX_TOP_K)
         stripped = strip_names(query, speakers)
@@ -381,15 +377,17 @@ class ConversationMemory:
             after = (stamps >= end) & (stamps < tail)
             smoothed += s.time * (inside + 0.5 * after)
             timed = inside | after
-        order = np.argsort(-smoothed, kind="stable")[:top_k]
+        order = np.argsort(-smoothed, kind="stable")[:top_k].tolist()
+        held = {
+            r.id: r for r in self.store.get(trader_id, [rows[i][0] for i in order], as_of=as_of)
+        }
         out = []
-        for i in order.tolist():
+        for i in order:
+            if rows[i][0] not in held:  # deleted since the scan
+                continue
             names = [k for k, v in found.items() if i in v] + (["time"] if timed[i] else [])
-            out.append(
-                RecalledMessage(
-                    message=message_of(records[i]), score=float(smoothed[i]), signals=names
-                )
-            )
+            message = message_of(held[rows[i][0]])
+            out.append(RecalledMessage(message=message, score=float(smoothed[i]), signals=names))
         return out
 
     def _session_scores(

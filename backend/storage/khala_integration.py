@@ -51,7 +51,7 @@ from backend.storage._codec import (
     record_to_meta,
     trusted_record,
 )
-from backend.storage._lexical import Filter, FilterSpec, Row
+from backend.storage._lexical import USER_PREFIX, Filter, FilterSpec, Row
 from backend.storage.models import (
     TRADER_ID_PATTERN,
     AuditEvent,
@@ -411,6 +411,33 @@ class KhalaStore:
             key=lambda r: (r.created_at, r.id),
         )
         return records[-limit:] if limit is not None and limit > 0 else records
+
+    def scan_metadata(
+        self,
+        trader_id: str,
+        *,
+        as_of: datetime,
+        filters: FilterSpec | None = None,
+    ) -> list[tuple[str, float, dict[str, Any]]]:
+        """:meth:`scan` as ``(record id, created_at epoch seconds, free metadata)``, in no
+        particular order and without building records: for a caller that orders a tier's
+        rows itself (building 663 records was ~16 ms of a 52 ms conversation recall,
+        measured). Same arguments and errors as :meth:`scan`."""
+        where = Filter.build(filters)
+        as_of_ts = checked_ts(as_of)
+        name = self._reading(trader_id)
+        if name is None:
+            return []
+        cut = len(USER_PREFIX)
+        return [
+            (
+                rid,
+                float(meta["created_at_ts"]),
+                {k[cut:]: v for k, v in meta.items() if k.startswith(USER_PREFIX)},
+            )
+            for rid, _, meta in self._backend.scan(name, where=where, as_of_ts=as_of_ts)
+            if meta.get("trader_id") == trader_id
+        ]
 
     def count(self, trader_id: str, *, as_of: datetime | None = None) -> int:
         """Number of records of ``trader_id`` (created at or before ``as_of`` if given)."""

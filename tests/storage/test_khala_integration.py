@@ -497,3 +497,15 @@ def test_search_scored_is_search_without_provenance(
     pairs = store.search_scored("alice", query, as_of=LATER, top_k=5, method=method)
     assert hits and [(h.record.id, h.similarity) for h in hits] == [(r.id, s) for r, s in pairs]
     assert store.search_scored("nobody", query, as_of=LATER, method=method) == []
+
+
+def test_scan_metadata_is_scan_without_records(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert("alice", [rec(i) for i in range(10)], as_of=LATER)
+    cutoff = T0 + timedelta(days=6)
+    scanned = store.scan("alice", as_of=cutoff, filters={"kind": "news"})
+    light = store.scan_metadata("alice", as_of=cutoff, filters={"kind": "news"})
+    assert sorted(light, key=lambda row: row[0]) == sorted(
+        ((r.id, r.created_at.timestamp(), r.metadata) for r in scanned), key=lambda row: row[0]
+    )
+    assert store.scan_metadata("nobody", as_of=LATER) == []
