@@ -136,12 +136,16 @@ def memory_import_chat(
                 by_session[-1].append(m)
             else:
                 by_session.append([m])
-        written = events = 0
+        written = events = skipped = 0
         for run in by_session:
             done = system.toolkit.record_messages(trader, run, as_of=run[-1].time)
             written += done.messages
             events += len(done.events)
-    console.print(f"recorded {written} messages of {trader} ({events} conversation events)")
+            skipped += done.persona_skipped
+    late = (
+        f"; {skipped} said before the persona's latest version, not read into it" if skipped else ""
+    )
+    console.print(f"recorded {written} messages of {trader} ({events} conversation events{late})")
 
 
 @memory_app.command("recall")

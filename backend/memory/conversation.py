@@ -86,6 +86,9 @@ class RecordedMessages:
     events: list[str] = field(default_factory=list)
     """Ids of the conversation episodes written."""
     persona_changes: int = 0
+    persona_skipped: int = 0
+    """The trader's messages said before the persona's latest version: stored and
+    recallable, but not read into the persona (its versions only move forward in time)."""
 
 
 def _message_record(trader_id: str, m: ChatMessage, seq: int) -> MemoryRecord:
@@ -176,13 +179,17 @@ class ConversationMemory:
         windows = 0
         for session, new in by_session.items():
             windows += self._record_session(trader_id, session, new, fence)
-        changes = 0
+        changes = skipped = 0
         if self.persona is not None:
             for m in ordered:
                 if m.speaker.lower() not in self._agents and m.text.strip():
-                    found = self.persona.update_from_text(
-                        trader_id, m.text, as_of=m.time, note_id=m.id
-                    )
+                    try:
+                        found = self.persona.update_from_text(
+                            trader_id, m.text, as_of=m.time, note_id=m.id
+                        )
+                    except LookAheadError:  # the persona has a later version already
+                        skipped += 1
+                        continue
                     changes += sum(1 for c in found if getattr(c, "action", "") != "IGNORE")
         if ordered:
             self._mark(trader_id, ordered[0].time, fence)
@@ -195,6 +202,7 @@ class ConversationMemory:
             sessions=len(by_session),
             events=[e.id for e in events] if self.episodic is not None else [],
             persona_changes=changes,
+            persona_skipped=skipped,
         )
 
     def _record_session(

@@ -232,3 +232,18 @@ def test_the_decision_context_quotes_what_the_trader_said(minilm: MiniLMEmbedder
             "someone-else", "SOL/USDT", as_of=T + timedelta(days=20), query="SOL"
         )
         assert "What the trader said" not in silent.text
+
+
+def test_messages_older_than_the_persona_are_stored_but_not_read_into_it(
+    conversation: ConversationMemory,
+) -> None:
+    """A chat imported into a store whose persona already has a later version: every
+    message is stored and recallable; the persona, whose versions only move forward,
+    skips the older words instead of failing the import half-way."""
+    persona = conversation.persona
+    assert isinstance(persona, PersonaManager)
+    persona.update_from_text(TRADER, "I only go long", as_of=T + timedelta(days=5))
+    done = conversation.record(TRADER, CHAT, as_of=T + timedelta(days=20))
+    assert done.messages == 6 and done.persona_skipped == 4  # m1, m3, m4, m5: before day 5
+    found = conversation.recall(TRADER, "liquidated", as_of=T + timedelta(days=20), top_k=1)
+    assert found[0].message.id == "m1"
