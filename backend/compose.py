@@ -9,14 +9,14 @@ news from ``data.headlines_path``/``data.fear_greed_path``, the policy).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from backend.agents import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager, MemorySystem
 from backend.agents.memory import PersonaManager
 from backend.agents.policies import LLMPolicy, Policy, RulePolicy
 from backend.config import LLMSettings, Settings
-from backend.data import OHLCVFrame, load_fear_greed, load_headlines
+from backend.data import Fill, OHLCVFrame, load_fear_greed, load_headlines
 from backend.embeddings import Embedder, build_embedder
 from backend.errors import ConfigError
 from backend.llm import LLMClient, build_llm
@@ -136,6 +136,7 @@ def build_trader_manager(
     store_path: Path | None,
     embedder: Embedder | None = None,
     seed_note: str | None = DEFAULT_CONSTRAINTS_NOTE,
+    fills: Sequence[Fill] = (),
 ) -> tuple[DeepTraderManager, Callable[[], None]]:
     """Compose a :class:`DeepTraderManager` for ``ohlcv``; returns it and a close function.
 
@@ -148,7 +149,9 @@ def build_trader_manager(
     ``embedder`` overrides the configured one. Persona notes are read by the offline
     rules (deterministic), the policy uses the configured LLM. ``seed_note`` (default
     :data:`DEFAULT_CONSTRAINTS_NOTE`) is recorded as of the first bar when the persona is
-    empty. The close function writes what is buffered and closes the memory (idempotent).
+    empty. ``fills``: the trader's (``agent.trader_id``) fills; with memory on the persona
+    is refreshed from those known at each bar (:class:`DeepTraderManager`). The close
+    function writes what is buffered and closes the memory (idempotent).
 
     Raises :class:`ConfigError` for ``policy="llm"`` without ``llm.base_url``/``llm.model``
     or an unknown policy, :class:`DataError` for unreadable data files, and the memory
@@ -198,6 +201,7 @@ def build_trader_manager(
         fear_greed=fear_greed,
         seed_note=seed_note,
         min_trade_fraction=settings.backtest.min_trade_fraction,
+        fills=fills,
     )
     closed = False
 

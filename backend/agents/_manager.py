@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections import defaultdict
@@ -19,6 +20,7 @@ from backend.agents.policies import DecisionView, Policy, daily_vol
 from backend.agents.system import MemorySystem
 from backend.backtest.models import BarContext, Decision, DecisionRecord, TradeRecord
 from backend.config import AgentSettings
+from backend.data import Fill
 from backend.errors import DataError, SentinelError
 from backend.memory import (
     FearGreedIndex,
@@ -84,7 +86,11 @@ class DeepTraderManager:
     bar when the persona is empty (module doc); ``min_trade_fraction``: the engine's
     no-trade threshold (decides which decisions are recorded); ``flush_every``: bars
     between batched memory writes (default ``min(24, outcome_horizon_bars)``; see
-    :mod:`backend.agents._memory_writer`).
+    :mod:`backend.agents._memory_writer`); ``fills``: the trader's own fills (any order;
+    other traders' are ignored): with memory on, the persona is refreshed from those at
+    or before the bar at the first bar and then at the first bar of each UTC day (the
+    cadence of the scheduled persona refresh), so every decision reads the persona as
+    the trader's fills known then made it (:meth:`PersonaManager.update_from_fills`).
     Implements :class:`~backend.backtest.models.DecisionMaker`. Not thread-safe.
     """
 
@@ -102,6 +108,7 @@ class DeepTraderManager:
         min_trade_fraction: float = 0.02,
         flush_every: int | None = None,
         prime_ahead: int = 256,
+        fills: Sequence[Fill] = (),
     ) -> None:
         self.features = features
         self.policy = policy
@@ -126,6 +133,12 @@ class DeepTraderManager:
             if self.system is not None
             else None
         )
+        self.fills = sorted(
+            (f for f in fills if f.trader_id == self.trader_id), key=lambda f: f.timestamp
+        )
+        self._fill_ms = [f.timestamp for f in self.fills]
+        self._fills_known = 0
+        """Fills already given to the persona (a prefix of ``self.fills``)."""
         self.prime_ahead = max(1, prime_ahead)
         self._primed_until = -1
         self._ahead: dict[int, tuple[MarketSnapshot, str]] = {}
@@ -203,6 +216,17 @@ class DeepTraderManager:
         self._last = bar.as_of
         if bar.as_of.date() != self._day:
             self._day, self._day_equity = bar.as_of.date(), bar.position.equity
+            self._refresh_persona(bar.as_of)
+
+    def _refresh_persona(self, as_of: datetime) -> None:
+        """Give the persona the trader's fills at or before ``as_of`` not given yet."""
+        if self.system is None or not self.fills:
+            return
+        upto = bisect.bisect_right(self._fill_ms, int(as_of.timestamp() * 1000))
+        if upto > self._fills_known:
+            new = self.fills[self._fills_known : upto]
+            self.system.persona.update_from_fills(self.trader_id, new, as_of=as_of)
+            self._fills_known = upto
 
     def on_bar(self, bar: BarContext) -> DecisionRecord:
         """Process one closed bar (module doc, steps a-g); returns the decision record.
@@ -381,6 +405,9 @@ class DeepTraderManager:
         self.violations = state.violations
         self._primed_until = -1
         self._ahead.clear()
+        if state.last is not None:  # the persona already holds those (update ignores repeats)
+            stamp = int(state.last.timestamp() * 1000)
+            self._fills_known = bisect.bisect_right(self._fill_ms, stamp)
         if self.writer is not None and state.writer is not None:
             self.writer.restore_state(state.writer, added_until=state.last)
 

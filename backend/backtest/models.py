@@ -21,6 +21,7 @@ __all__ = [
     "Decision",
     "DecisionMaker",
     "DecisionRecord",
+    "MemoryEffect",
     "PositionState",
     "TradeRecord",
 ]
@@ -28,6 +29,24 @@ __all__ = [
 Action = Literal["buy", "sell", "hold", "close"]
 """``buy``: target a long position of ``size``; ``sell``: a short of ``size``; ``close``:
 flat; ``hold``: keep the current position."""
+
+
+MemoryEffectKind = Literal["vetoed", "resized", "redirected"]
+"""How memory changed a decision: ``vetoed`` (no trade or flat where the same policy
+without memory traded), ``resized`` (same direction, another size), ``redirected``
+(another direction: long vs short, or a trade where it would have stayed out)."""
+
+
+class MemoryEffect(FrozenModel):
+    """What the same policy would have decided at this bar without reading memory, and
+    why memory changed it (:class:`~backend.agents.policies.RulePolicy` fills it)."""
+
+    kind: MemoryEffectKind
+    without_action: Action
+    without_size: float = Field(ge=0.0, le=10.0)
+    """Target exposure without memory (fraction of equity; 0 for hold/close)."""
+    reasons: list[str] = Field(default_factory=list)
+    """One line per memory rule that applied (e.g. "3 similar states: -2.1% after")."""
 
 
 class Decision(FrozenModel):
@@ -43,6 +62,8 @@ class Decision(FrozenModel):
     model: str | None = None
     """The chat model asked for this decision (None: the rules decided). With ``error``
     set, the model gave no usable answer and the decision is the safe default."""
+    memory_effect: MemoryEffect | None = None
+    """Set when memory changed the decision (None: memory off, or it changed nothing)."""
 
     def target_exposure(self, current: float) -> float:
         """The signed exposure (fraction of equity, + long, - short) this decision asks for
