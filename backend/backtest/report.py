@@ -9,12 +9,19 @@
 * ``decisions.jsonl`` — one :class:`DecisionRecord` JSON object per line (with
   ``memory_ids``, ``prompt_tokens``, ``retrieval_ms``);
 * ``equity.csv`` — ``time`` (bar close), ``equity``, ``buy_and_hold``, ``exposure``;
+* ``memory_changes.csv`` — one row per decision memory changed (its ``MemoryEffect``), in
+  time order, with what happened next over ``outcome_horizon_bars`` bars (columns and
+  units: :data:`backend.backtest._memory_changes.COLUMNS`; the header is written even
+  without rows);
 * ``report.html`` — one offline file: matplotlib figures (Agg) embedded as base64 PNG,
   inline CSS, no script, font, stylesheet or link to anything outside the file: equity vs
   buy-and-hold with the salient ``events`` marked, drawdown and exposure, the persona
   timeline (if given), the metrics table and the first ``max_trades`` trades; when a chat
   model answered less than ``min_llm_share`` of the decisions it was asked for, a warning
-  at the top says how many it answered and the first error (the same line the CLI prints).
+  at the top says how many it answered and the first error (the same line the CLI prints);
+  and "Decisions memory changed": counts per kind, the total PnL difference memory's
+  changes made (fraction of equity, approximate) and the ``max_memory_changes`` most
+  consequential ones — or one line saying memory changed nothing (or was off).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from matplotlib import dates as mdates
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from backend.backtest._memory_changes import memory_changes_frame, memory_changes_section
 from backend.backtest.engine import BacktestResult, utc_timestamp
 from backend.backtest.metrics import LLMUsage
 from backend.backtest.models import BacktestMetrics, TradeRecord
@@ -58,6 +66,7 @@ _PERCENT_FIELDS = frozenset(
 _CSS = """
 body{font-family:sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
+h3{font-size:14px}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f0f0f0}td.l,th.l{text-align:left}
@@ -75,8 +84,15 @@ def write_run(
     persona_timeline: pd.DataFrame | None = None,
     max_trades: int = 50,
     min_llm_share: float = 0.95,
+    memory: bool | None = None,
+    outcome_horizon_bars: int = 24,
+    max_memory_changes: int = 50,
 ) -> None:
-    """Write the run's files into ``out_dir`` (see the module doc)."""
+    """Write the run's files into ``out_dir`` (see the module doc).
+
+    ``memory``: whether the agent used memory (None: unknown; False makes the report say
+    memory was off); ``outcome_horizon_bars``: bars over which "what happened next" after
+    a decision memory changed is measured (``agent.outcome_horizon_bars``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(result.metrics.model_dump_json(indent=2) + "\n", "utf-8")
@@ -89,6 +105,8 @@ def write_run(
     )
     curve.index = pd.Index([t.isoformat() for t in result.equity.index], name="time")
     curve.to_csv(out / "equity.csv")
+    changes = memory_changes_frame(result, horizon_bars=outcome_horizon_bars)
+    changes.to_csv(out / "memory_changes.csv", index=False)
     page = _render_html(
         result,
         title=title,
@@ -96,6 +114,13 @@ def write_run(
         persona_timeline=persona_timeline,
         max_trades=max_trades,
         warning=llm_warning(result.metrics, min_share=min_llm_share),
+        memory_section=memory_changes_section(
+            changes,
+            result,
+            memory=memory,
+            horizon_bars=outcome_horizon_bars,
+            max_rows=max_memory_changes,
+        ),
     )
     (out / "report.html").write_text(page, encoding="utf-8")
 
@@ -291,6 +316,7 @@ def _render_html(
     persona_timeline: pd.DataFrame | None,
     max_trades: int,
     warning: str | None = None,
+    memory_section: str = "",
 ) -> str:
     start, end = result.equity.index[0], result.equity.index[-1]
     x = _naive(result.equity.index)
@@ -320,6 +346,7 @@ def _render_html(
         "<h2>Drawdown and exposure</h2>",
         _risk_figure(result),
         _timeline_section(persona_timeline, window=(x[0], x[-1])),
+        memory_section,
         f"<h2>Trades (first {min(max_trades, len(trades))} of {len(trades)})</h2>",
         _table(trades.head(max_trades)) if len(trades) else '<p class="muted">No trades.</p>',
         "</body></html>",

@@ -166,6 +166,8 @@ def run_backtest_command(
         events=list(events) if events else None,
         persona_timeline=timeline if isinstance(timeline, pd.DataFrame) else None,
         min_llm_share=settings.llm.min_answered_share,
+        memory=memory,
+        outcome_horizon_bars=settings.agent.outcome_horizon_bars,
     )
     return result
 

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from backend.backtest.engine import BacktestResult, run_backtest
-from backend.backtest.models import DecisionRecord
+from backend.backtest.models import (
+    BarContext,
+    Decision,
+    DecisionRecord,
+    MemoryEffect,
+    TradeRecord,
+)
 from backend.backtest.report import write_run
 from backend.config import BacktestSettings
+from backend.data import OHLCVFrame, find_ohlcv_file, read_ohlcv_file
 from tests.backtest._makers import T0, SmaCrossMaker, synthetic_ohlcv
 
 CONTRACT_KEYS = {
@@ -116,3 +124,155 @@ def test_event_log_persona_timeline(tmp_path: Path) -> None:
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3
     assert "risk_appetite" in page and "max_leverage" in page
+
+
+# ------------------------------------------------ decisions memory changed
+HORIZON = 24
+START = datetime(2022, 1, 3, tzinfo=UTC)
+END = datetime(2022, 1, 10, tzinfo=UTC)
+
+
+class EffectMaker:
+    """Answers the scripted decision (with the memory effect its policy reported) at the
+    n-th bar of the run (hold otherwise)."""
+
+    def __init__(self, script: dict[int, tuple[Decision, MemoryEffect | None]]) -> None:
+        self.script = script
+        self.bars: list[BarContext] = []
+
+    def on_bar(self, bar: BarContext) -> DecisionRecord:
+        n = len(self.bars)
+        self.bars.append(bar)
+        decision, effect = self.script.get(n, (Decision.hold("scripted hold"), None))
+        decision = decision.model_copy(update={"memory_effect": effect})
+        ids = [f"ep-{n}-a", f"ep-{n}-b"] if effect is not None else []
+        decision = decision.model_copy(update={"memory_ids": ids})
+        return DecisionRecord(
+            as_of=bar.as_of, symbol=bar.symbol, decision=decision, proposed=decision,
+            memory_ids=ids,
+        )  # fmt: skip
+
+    def on_trade_closed(self, trade: TradeRecord) -> None:
+        pass
+
+
+SCRIPT: dict[int, tuple[Decision, MemoryEffect | None]] = {
+    10: (
+        Decision(action="hold"),
+        MemoryEffect(
+            kind="vetoed", without_action="buy", without_size=0.8,
+            reasons=["3 similar states: -2.1% after", "persona: no FOMO buys"],
+        ),
+    ),
+    20: (
+        Decision(action="buy", size=0.25),
+        MemoryEffect(kind="resized", without_action="buy", without_size=1.0, reasons=["losses"]),
+    ),
+    30: (Decision(action="hold"), None),
+    60: (
+        Decision(action="sell", size=0.5),
+        MemoryEffect(kind="redirected", without_action="buy", without_size=0.5, reasons=["<bad>"]),
+    ),
+    # less than HORIZON bars before the end: no return yet
+    7 * 24 - 5: (
+        Decision(action="close"),
+        MemoryEffect(kind="vetoed", without_action="sell", without_size=0.3),
+    ),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def btc(shared_data: Path) -> OHLCVFrame:
+    market = shared_data / "market" / "binance"
+    return read_ohlcv_file(
+        find_ohlcv_file(market, "BTC/USDT", "1h"), pair="BTC/USDT", timeframe="1h"
+    )
+
+
+def _run(
+    ohlcv: OHLCVFrame, script: dict[int, tuple[Decision, MemoryEffect | None]]
+) -> BacktestResult:
+    return run_backtest(
+        ohlcv, EffectMaker(script), settings=BacktestSettings(), trader_id="t", start=START, end=END
+    )
+
+
+def test_memory_changes_section_and_csv(tmp_path: Path, btc: OHLCVFrame) -> None:
+    result = _run(btc, SCRIPT)
+    assert len(result.equity) == 7 * 24
+    write_run(result, tmp_path, title="mem", memory=True, outcome_horizon_bars=HORIZON)
+    page = (tmp_path / "report.html").read_text()
+    assert "<h2>Decisions memory changed</h2>" in page
+    assert re.search(r'<th class="l">vetoed</th><td>2</td>', page)
+    assert re.search(r'<th class="l">resized</th><td>1</td>', page)
+    assert re.search(r'<th class="l">redirected</th><td>1</td>', page)
+    assert "4 of 168 decisions" in page and "3 similar states: -2.1% after" in page
+    assert "&lt;bad&gt;" in page and "<bad>" not in page
+    assert "ep-20-a, ep-20-b" in page and "n/a (run ended)" in page
+
+    # the resized row by hand: bar 20 of the run, close-to-close over the next 24 bars
+    first = int(btc.frame.index.searchsorted(pd.Timestamp(START)))
+    closes = btc.frame["close"].to_numpy()
+    ret = closes[first + 20 + HORIZON] / closes[first + 20] - 1
+    diff = (0.25 - 1.0) * ret
+    assert f"<td>{ret * 100:+.2f}%</td><td>{diff * 100:+.2f}%</td>" in page
+    # the veto at bar 10: held flat (exposure 0) instead of buying 0.8
+    ret10 = closes[first + 10 + HORIZON] / closes[first + 10] - 1
+    # the redirect at bar 60: -0.5 instead of +0.5
+    ret60 = closes[first + 60 + HORIZON] / closes[first + 60] - 1
+    total = -0.8 * ret10 + diff + (-1.0) * ret60
+    assert f"memory's changes: {total * 100:+.2f}% of equity over the run" in page
+    assert "1 change less than 24 bars before the run's end" in page
+
+    csv = pd.read_csv(tmp_path / "memory_changes.csv")
+    assert list(csv["kind"]) == ["vetoed", "resized", "redirected", "vetoed"]
+    row = csv.iloc[1]
+    assert row["time"] == result.equity.index[20].isoformat()
+    assert (row["action"], row["size"], row["without_action"], row["without_size"]) == (
+        "buy", 0.25, "buy", 1.0,
+    )  # fmt: skip
+    assert row["next_return"] == pytest.approx(ret) and row["difference"] == pytest.approx(diff)
+    assert csv.iloc[0]["target_exposure"] == 0.0 and csv.iloc[0]["without_exposure"] == 0.8
+    assert csv.iloc[0]["reasons"] == "3 similar states: -2.1% after | persona: no FOMO buys"
+    assert csv.iloc[2]["target_exposure"] == -0.5 and csv.iloc[2]["without_exposure"] == 0.5
+    assert (
+        pd.isna(csv.iloc[3]["next_return"])
+        and csv.iloc[3]["memory_ids"] == f"ep-{7 * 24 - 5}-a ep-{7 * 24 - 5}-b"
+    )
+
+
+def test_memory_changes_are_capped_most_consequential_first(
+    tmp_path: Path, btc: OHLCVFrame
+) -> None:
+    script = {
+        n: (
+            Decision(action="hold"),
+            MemoryEffect(kind="vetoed", without_action="buy", without_size=1.0),
+        )
+        for n in range(0, 100, 3)
+    }
+    result = _run(btc, script)
+    write_run(result, tmp_path, title="cap", max_memory_changes=5)
+    page = (tmp_path / "report.html").read_text()
+    assert "Most consequential first (5 of 34)" in page
+    assert "29 more changed decisions not listed" in page
+    assert "their horizons overlap" in page
+    csv = pd.read_csv(tmp_path / "memory_changes.csv")
+    assert len(csv) == 34
+    biggest = csv.loc[csv["difference"].abs().idxmax(), "time"]
+    section = page.split("Most consequential first")[1]
+    assert section.index(biggest) < min(
+        section.index(t) for t in csv["time"] if t != biggest and t in section
+    )
+
+
+def test_memory_off_or_unchanged_is_one_line(tmp_path: Path, btc: OHLCVFrame) -> None:
+    result = _run(btc, {5: (Decision(action="buy", size=0.5), None)})
+    write_run(result, tmp_path / "off", title="off", memory=False)
+    page = (tmp_path / "off" / "report.html").read_text()
+    assert "Memory was off for this run, so memory changed no decision." in page
+    assert "memory's changes" not in page
+    assert pd.read_csv(tmp_path / "off" / "memory_changes.csv").empty
+    write_run(result, tmp_path / "on", title="on", memory=True)
+    page = (tmp_path / "on" / "report.html").read_text()
+    assert "Memory changed none of the run's 168 decisions." in page
