@@ -280,8 +280,29 @@ class AgentSettings(_Section):
     max_exposure: float = Field(default=1.0, gt=0, le=10)
     """Cap on |exposure| (fraction of equity) before persona constraints."""
     allow_short: bool = True
-    episode_veto_threshold: float = Field(default=-0.02, le=0)
-    """Cut exposure when similar past episodes' mean outcome return is below this."""
+    rebalance_band: float = Field(default=0.25, ge=0, le=1)
+    """No trade when the position already points the decided way and its size is within
+    this fraction of the decided size (applied by the manager after the constraint
+    check, whatever the policy and the memory mode)."""
+    episode_neighbours: int = Field(default=12, ge=1, le=100)
+    """Episodes recalled by market state per decision (the episodic tier's ``top_k``)."""
+    episode_min_neighbours: int = Field(default=5, ge=2, le=100)
+    """Recalled episodes with an outcome needed before they may resize or veto a trade."""
+    episode_veto_t: float = Field(default=2.0, gt=0)
+    """t statistic of the neighbours' mean outcome against the trade that vetoes it."""
+    episode_halve_t: float = Field(default=1.0, gt=0)
+    """t statistic against the trade that halves it."""
+    confirm_bars: int = Field(default=3, ge=1, le=1000)
+    """Working memory: bars the regime must have held before a new position (1 = off)."""
+    shock_lookback_bars: int = Field(default=6, ge=1, le=1000)
+    """Working memory: bars a news shock keeps the size cut."""
+    shock_scale: float = Field(default=0.5, ge=0, le=1)
+    """Working memory: size multiplier after a news shock."""
+    offprofile_scale: float = Field(default=0.5, ge=0, le=1)
+    """Persona: size multiplier for an asset or a direction the trader rarely trades."""
+    bias_share: float = Field(default=0.7, gt=0.5, le=1)
+    """Persona: a long share at or above this (or at or below 1 - this) is a direction
+    bias."""
     outcome_horizon_bars: int = Field(default=24, ge=1)
     context_every_bars: int = Field(default=1, ge=1)
     """Retrieve memory and build the prompt context every N bars (1 = every bar)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -25,9 +26,10 @@ from backend.errors import DataError, SentinelError
 from backend.memory import (
     FearGreedIndex,
     FeatureFrame,
+    FeatureRow,
     HeadlineIndex,
 )
-from backend.memory.detectors import SHOCK_TOPICS
+from backend.memory.detectors import SHOCK_TOPICS, STATE_COLUMNS
 from backend.memory.models import (
     Episode,
     MarketSnapshot,
@@ -41,6 +43,12 @@ __all__ = ["DeepTraderManager", "ManagerState", "situation_query"]
 log = logging.getLogger("backend.agents")
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 _EPS = 1e-9
+
+
+def _state(row: FeatureRow) -> dict[str, float]:
+    """The bar's market state: its finite :data:`STATE_COLUMNS` feature values."""
+    values = row.values
+    return {k: float(values[k]) for k in STATE_COLUMNS if k in values and math.isfinite(values[k])}
 
 
 def situation_query(snapshot: MarketSnapshot) -> str:
@@ -268,7 +276,9 @@ class DeepTraderManager:
             self.writer.add_due(as_of)
             t["episodes"] += (mark := time.perf_counter()) - now
             if self._ctx is None or self._bars % self.agent.context_every_bars == 0:
-                self._ctx = self._build_context(self.system, bar.symbol, as_of, situation)
+                self._ctx = self._build_context(
+                    self.system, bar.symbol, as_of, situation, _state(row)
+                )
                 retrieval_ms = (time.perf_counter() - mark) * 1000
                 t["retrieve"] += retrieval_ms / 1000
             ctx, rendered = self._ctx
@@ -298,6 +308,7 @@ class DeepTraderManager:
             hold_tolerance=self.min_trade_fraction,
         )
         self.violations += bool(violations)
+        decision = self._band(decision, bar.position.exposure)
         t["check"] += (mark := time.perf_counter()) - now
         episode_id = None
         if self.writer is not None:
@@ -308,6 +319,7 @@ class DeepTraderManager:
                     as_of=as_of,
                     market_state=situation,
                     equity=bar.position.equity,
+                    state=_state(row),
                 )
             self.writer.tick(as_of)
             t["write"] += time.perf_counter() - mark
@@ -325,9 +337,10 @@ class DeepTraderManager:
         )
 
     def _prime_queries(self, system: MemorySystem, i: int) -> None:
-        """Embed, in one batch, the recall queries of the retrieval bars among rows
-        ``i .. i + prime_ahead - 1`` (each from its own bar's snapshot; see
-        :meth:`backend.embeddings.Embedder.prime`)."""
+        """Build the snapshots and recall queries of the retrieval bars among rows
+        ``i .. i + prime_ahead - 1`` (each from its own bar's data) and, when the trader
+        has messages to recall at row ``i``, embed the queries in one batch
+        (:meth:`backend.embeddings.Embedder.prime`)."""
         end = min(len(self.features), i + self.prime_ahead)
         every = self.agent.context_every_bars
         texts = []
@@ -345,17 +358,58 @@ class DeepTraderManager:
             query = situation_query(snap)
             self._ahead[j] = (snap, query)  # observed at its own bar, not before
             texts.append(query)
-        system.store.embedder.prime(texts)
+        conversation = system.memory.conversation
+        as_of = self.features.row(i).as_of
+        if conversation is not None and conversation.has_messages(self.trader_id, as_of=as_of):
+            # the queries are embedded only to recall the trader's words (episodes are
+            # recalled by market state, not by text)
+            system.store.embedder.prime(texts)
         self._primed_until = end
 
     def _build_context(
-        self, system: MemorySystem, symbol: str, as_of: datetime, query: str
+        self,
+        system: MemorySystem,
+        symbol: str,
+        as_of: datetime,
+        query: str,
+        state: dict[str, float],
     ) -> tuple[MemoryContext, RenderedContext]:
-        """:meth:`HierarchicalMemory.build_context` with the manager's recall query and
-        the tiers of ``agent.memory_tiers``."""
+        """:meth:`HierarchicalMemory.build_context` with the tiers of
+        ``agent.memory_tiers``: episodes by nearest market ``state`` with an outcome over
+        the agent's horizon (``agent.episode_neighbours`` of them), the trader's words by
+        ``query``."""
+        assert self.writer is not None
         return system.memory.build_context(
-            self.trader_id, symbol, as_of=as_of, query=query, tiers=self.agent.memory_tiers
+            self.trader_id,
+            symbol,
+            as_of=as_of,
+            query=query,
+            tiers=self.agent.memory_tiers,
+            top_k=self.agent.episode_neighbours,
+            state=state,
+            horizon=self.writer.horizon,
         )
+
+    def _band(self, decision: Decision, current: float) -> Decision:
+        """``hold`` instead of a buy/sell that keeps the position's direction and whose
+        size is within ``agent.rebalance_band`` of the current exposure (fees are not
+        spent chasing every wiggle of realised vol). After the constraint check, for
+        every policy and memory mode alike."""
+        if decision.action not in ("buy", "sell"):
+            return decision
+        target = decision.target_exposure(current)
+        band = self.agent.rebalance_band * decision.size
+        if current * target > 0 and abs(target - current) <= band:
+            return decision.model_copy(
+                update={
+                    "action": "hold",
+                    "size": 0.0,
+                    "rationale": (decision.rationale + f"; keep {current:+.2f} (within band)")[
+                        :4000
+                    ],
+                }
+            )
+        return decision
 
     def _trades(self, decision: Decision, current: float) -> bool:
         """Whether executing ``decision`` trades: its target exposure differs from the

@@ -90,8 +90,10 @@ def decision_episode(
     *,
     as_of: datetime,
     market_state: str,
+    state: dict[str, float] | None = None,
 ) -> Episode:
-    """The ``decision`` episode of ``decision`` taken at ``as_of``
+    """The ``decision`` episode of ``decision`` taken at ``as_of`` (``state``: the bar's
+    feature values)
     (:func:`backend.tools.memory_toolkit.decision_episode`, the rationale cut to 160
     chars: a shorter text embeds faster)."""
     return toolkit_decision_episode(
@@ -104,6 +106,7 @@ def decision_episode(
         as_of=as_of,
         market_state=market_state,
         importance=DECISION_IMPORTANCE,
+        state=state,
     )
 
 
@@ -272,10 +275,11 @@ class MemoryWriter:
         as_of: datetime,
         market_state: str,
         equity: float,
+        state: dict[str, float] | None = None,
     ) -> str:
         """Buffer the decision's episode (written at the next flush); returns its id."""
         episode = decision_episode(
-            self.trader_id, symbol, decision, as_of=as_of, market_state=market_state
+            self.trader_id, symbol, decision, as_of=as_of, market_state=market_state, state=state
         )
         self._buffer.append(episode)
         entering = decision.action in ("buy", "sell")

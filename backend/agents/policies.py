@@ -17,13 +17,21 @@ Whatever a policy proposes, the manager enforces the hard constraints in code af
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Annotated, Literal, Protocol
 
 from pydantic import Field, ValidationError, field_validator
 
+from backend.agents._rules import (
+    RISK_SCALE,
+    Adjustment,
+    episodic_rules,
+    persona_rules,
+    working_rules,
+)
 from backend.agents.constraints import check_decision
-from backend.backtest.models import BarContext, Decision
+from backend.backtest.models import BarContext, Decision, MemoryEffect, MemoryEffectKind
 from backend.config import AgentSettings
 from backend.llm import LLMClient
 from backend.llm.answer import LLMAnswer
@@ -32,8 +40,6 @@ from backend.memory.context import persona_id, snapshot_id
 from backend.memory.models import MemoryContext, PersonaProfile
 
 __all__ = [
-    "MIN_EVIDENCE",
-    "REBALANCE_BAND",
     "RISK_SCALE",
     "DecisionView",
     "LLMDecision",
@@ -46,14 +52,6 @@ __all__ = [
 
 _YEAR_DAYS = 365.0
 _EPS = 1e-9
-RISK_SCALE: dict[str, float] = {"conservative": 0.5, "moderate": 1.0, "aggressive": 1.0}
-"""Size multiplier per persona risk tolerance (the trader's stated one first, else the
-one computed from fills). Aggressive does not lever up beyond the settings."""
-MIN_EVIDENCE = 2
-"""Recalled episodes with a known outcome needed before they may veto a trade."""
-REBALANCE_BAND = 0.25
-"""No trade when the position already points the right way and its size is within this
-fraction of the target (keeps fees from chasing every wiggle of realised vol)."""
 SPREAD_FULL_CONFIDENCE = 0.05
 """EMA spread (fraction) at which the trend signal has confidence 1."""
 
@@ -99,50 +97,66 @@ class Policy(Protocol):
     def decide(self, view: DecisionView) -> Decision: ...
 
 
-def _risk_tolerance(profile: PersonaProfile) -> str | None:
-    for name in ("stated_risk_tolerance", "risk_tolerance"):
-        attr = profile.attributes.get(name)
-        if attr is not None and isinstance(attr.value, str) and attr.value in RISK_SCALE:
-            return attr.value
-    return None
+@dataclass(frozen=True)
+class _Plan:
+    """A proposal in the making: direction (+1, -1, 0), size (fraction of equity)."""
+
+    direction: int
+    size: float
+    confidence: float
+    notes: tuple[str, ...]
+    ids: tuple[str, ...] = ()
+    changes: tuple[str, ...] = ()
+    """Notes of the memory rules that changed something."""
+
+    def apply(self, adjustments: Sequence[Adjustment]) -> _Plan:
+        plan = self
+        for adj in adjustments:
+            scale = 0.0 if adj.block else adj.scale
+            changed = scale != 1.0 and plan.direction != 0 and plan.size > _EPS
+            plan = replace(
+                plan,
+                size=plan.size * scale,
+                notes=(*plan.notes, adj.note),
+                ids=(*plan.ids, *adj.ids),
+                changes=(*plan.changes, adj.note) if changed else plan.changes,
+            )
+        return plan
 
 
 class RulePolicy:
-    """Trend following with volatility targeting, sized and vetoed by memory.
+    """Trend following with volatility targeting, shaped by every memory tier.
 
     1. **Signal** (time-series momentum; Moskowitz, Ooi & Pedersen 2012): the features'
        regime — ``trend_up`` (fast EMA >= 1% over the slow one, close above it) -> long;
        ``trend_down`` -> short (flat if ``allow_short`` is false); ``range`` -> flat,
        except that an open position is kept while the EMA spread has not crossed zero
-       against it (hysteresis: enter at the 1% band, exit at 0, so the regime flickering
-       at the band edge does not churn fees). Not before the features are warm (30 days).
+       against it (hysteresis: enter at the 1% band, exit at 0). Not before the features
+       are warm (30 days).
     2. **Size** (volatility-managed exposure; Moreira & Muir 2017):
        ``target_vol / sigma`` with ``sigma = max(rv_long, rv_short)`` (annualised, 30-day
-       and 1-day realised vol: the short one cuts exposure at once in a spike), capped at
-       ``max_exposure``.
-    3. **Persona** (memory on): times :data:`RISK_SCALE` of the trader's risk tolerance
-       (conservative 0.5).
-    4. **Episode veto** (memory on): the recalled similar episodes that have an outcome
-       (at least :data:`MIN_EVIDENCE`) give the score-weighted mean market return ``m``
-       over their horizon. Against the trade (``m`` for a long, ``-m`` for a short):
-       below ``episode_veto_threshold`` -> size halved; below twice the threshold -> flat.
-    5. **Hard constraints** (memory on): the persona's constraints are applied here too
-       (:func:`check_decision`), so the policy proposes within them and the manager's
-       check — the safety net — finds nothing to change.
-    6. **No-trade band**: already positioned the same way within :data:`REBALANCE_BAND`
-       of the target size -> ``hold``.
+       and 1-day realised vol), capped at ``max_exposure``.
+    3. **Memory** (each tier only when it is in the context; :mod:`backend.agents._rules`
+       documents every rule and its source): the persona (risk tolerance, the trader's
+       assets and direction bias), working memory (regime confirmation before a new
+       position, news-shock de-risking) and episodic memory (the outcome statistics of
+       the episodes whose market state was nearest veto or halve a trade).
+    4. **The trader's limits** (persona): the proposal is cut to the persona's hard
+       constraints (:func:`check_decision`): an agent that knows its trader proposes
+       within them. With memory off nothing is known here; the manager's check (the same
+       one, in every mode, after the policy) enforces them and counts the violation.
 
-    ``memory_ids`` of the decision: the persona version when its risk tolerance or
-    constraints were applied, and the episodes that formed the veto evidence.
+    The no-trade band is the manager's (``agent.rebalance_band``), after the check.
+    ``memory_ids``: the memories behind every rule that applied. ``memory_effect``: set
+    when memory changed the proposal, against the same policy without memory reads
+    (cut to the same constraints, so the constraints alone never count as memory's).
     """
 
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
 
     def decide(self, view: DecisionView) -> Decision:
-        s = self.settings
-        row, bar = view.features, view.bar
-        current = bar.position.exposure
+        row = view.features
         if not row.warm:
             return Decision.hold("warming up: the features need 30 days of history")
         vols = [row.values[k] for k in ("rv_long", "rv_short") if math.isfinite(row.values[k])]
@@ -150,84 +164,105 @@ class RulePolicy:
         spread = row.values["trend_spread"]
         if sigma <= 0 or not math.isfinite(spread):
             return Decision.hold("no volatility estimate")
+        base = self._signal(view, sigma, spread)
+        ctx = view.context
+        if ctx is None:
+            return self._decision(view, base, None)
+        plan = self._with_memory(view, base)
+        decision = self._decision(view, plan, ctx.persona)
+        if not plan.changes:
+            return decision
+        without = self._decision(view, base, ctx.persona)
+        kind = _effect_kind(without, decision, view.bar.position.exposure)
+        if kind is None:
+            return decision
+        effect = MemoryEffect(
+            kind=kind,
+            without_action=without.action,
+            without_size=without.size,
+            reasons=list(plan.changes),
+        )
+        return decision.model_copy(update={"memory_effect": effect})
+
+    def _signal(self, view: DecisionView, sigma: float, spread: float) -> _Plan:
+        s, row = self.settings, view.features
+        current = view.bar.position.exposure
         direction = {"trend_up": 1, "trend_down": -1}.get(row.regime, 0)
         if direction == 0 and current * spread > 0:
             direction = 1 if current > 0 else -1  # hysteresis: keep until the spread crosses 0
         if direction < 0 and not s.allow_short:
             direction = 0
         confidence = min(1.0, abs(spread) / SPREAD_FULL_CONFIDENCE)
-        notes = [f"{row.regime.replace('_', ' ')} (EMA spread {spread:+.2%})"]
+        note = f"{row.regime.replace('_', ' ')} (EMA spread {spread:+.2%})"
         if direction == 0:
-            why = "; ".join(notes) + ": no trend to follow, flat"
-            if abs(current) > _EPS:
-                return Decision(action="close", confidence=confidence, rationale=why)
-            return Decision.hold(why)
+            return _Plan(0, 0.0, confidence, (note + ": no trend to follow, flat",))
         size = min(s.target_vol / sigma, s.max_exposure)
-        notes.append(f"vol {sigma:.0%}/y -> size {size:.2f}")
-        used: list[str] = []
-        profile = view.context.persona if view.context is not None else None
-        if profile is not None and (tolerance := _risk_tolerance(profile)) is not None:
-            scale = RISK_SCALE[tolerance]
-            if scale != 1.0:
-                size *= scale
-                used.append(persona_id(profile))
-                notes.append(f"{tolerance} trader x{scale:g}")
-        size, veto_ids, veto_note = self._veto(view, direction, size)
-        used.extend(veto_ids)
-        if veto_note:
-            notes.append(veto_note)
-        action: Literal["buy", "sell"] = "buy" if direction > 0 else "sell"
-        proposal = Decision(
-            action=action, size=min(size, 10.0), confidence=confidence, rationale=""
+        return _Plan(direction, size, confidence, (note, f"vol {sigma:.0%}/y -> size {size:.2f}"))
+
+    def _with_memory(self, view: DecisionView, plan: _Plan) -> _Plan:
+        ctx = view.context
+        if ctx is None or plan.direction == 0:
+            return plan
+        s = self.settings
+        current = view.bar.position.exposure
+        entering = current * plan.direction <= _EPS
+        plan = plan.apply(
+            persona_rules(ctx.persona, symbol=view.bar.symbol, direction=plan.direction, settings=s)
         )
+        plan = plan.apply(
+            working_rules(ctx.working, regime=view.features.regime, entering=entering, settings=s)
+        )
+        return plan.apply(episodic_rules(ctx.episodes, direction=plan.direction, settings=s))
+
+    def _decision(
+        self, view: DecisionView, plan: _Plan, profile: PersonaProfile | None
+    ) -> Decision:
+        """The plan as a decision, cut to ``profile``'s hard constraints (step 4)."""
+        s, bar = self.settings, view.bar
+        current = bar.position.exposure
+        ids = list(plan.ids)
+        notes = list(plan.notes)
+        if plan.direction != 0 and plan.size > _EPS:
+            action: Literal["buy", "sell"] = "buy" if plan.direction > 0 else "sell"
+            size = min(plan.size, 10.0)
+            proposal = Decision(action=action, size=size, confidence=plan.confidence)
+        elif abs(current) > _EPS:
+            proposal = Decision(action="close", confidence=plan.confidence)
+        else:
+            proposal = Decision(action="hold", confidence=plan.confidence)
         if profile is not None and profile.constraints():
             proposal, violations = check_decision(
                 proposal,
                 profile=profile,
                 symbol=bar.symbol,
                 position=bar.position,
-                daily_vol=daily_vol(row),
+                daily_vol=daily_vol(view.features),
                 max_exposure=s.max_exposure,
                 allow_short=s.allow_short,
             )
             if violations:
-                used.append(persona_id(profile))
+                ids.append(persona_id(profile))
                 notes.append("within the trader's limits: " + "; ".join(violations))
-        ids = list(dict.fromkeys(used))
-        rationale = "; ".join(notes)
-        if proposal.action in ("hold", "close") or proposal.size <= _EPS:
-            act = "close" if abs(current) > _EPS else "hold"
-            return Decision(action=act, confidence=confidence, rationale=rationale, memory_ids=ids)
-        target = direction * proposal.size
-        if current * direction > 0 and abs(target - current) <= REBALANCE_BAND * proposal.size:
-            return Decision.hold(rationale + f"; keep {current:+.2f} (within band)").model_copy(
-                update={"memory_ids": ids, "confidence": confidence}
-            )
-        return proposal.model_copy(update={"rationale": rationale, "memory_ids": ids})
+        if proposal.action in ("buy", "sell") and proposal.size <= _EPS:
+            proposal = Decision(action="close" if abs(current) > _EPS else "hold")
+        return proposal.model_copy(
+            update={
+                "rationale": "; ".join(notes)[:4000],
+                "memory_ids": list(dict.fromkeys(ids)),
+                "confidence": plan.confidence,
+            }
+        )
 
-    def _veto(
-        self, view: DecisionView, direction: int, size: float
-    ) -> tuple[float, list[str], str]:
-        """``(size, evidence ids, note)`` after the episode veto (class doc, step 4)."""
-        if view.context is None:
-            return size, [], ""
-        evidence = [
-            s for s in view.context.episodes if s.episode.outcome is not None and s.score > 0
-        ]
-        if len(evidence) < MIN_EVIDENCE:
-            return size, [], ""
-        weight = sum(s.score for s in evidence)
-        mean = sum(s.score * s.episode.outcome.market_return for s in evidence if s.episode.outcome)
-        mean /= weight
-        against = direction * mean
-        threshold = self.settings.episode_veto_threshold
-        ids = [s.episode.id for s in evidence]
-        label = f"{len(evidence)} similar episodes returned {mean:+.2%} after"
-        if against < 2 * threshold:
-            return 0.0, ids, f"{label}: veto, flat"
-        if against < threshold:
-            return size / 2, ids, f"{label}: size halved to {size / 2:.2f}"
-        return size, ids, f"{label}: no veto"
+
+def _effect_kind(without: Decision, with_: Decision, current: float) -> MemoryEffectKind | None:
+    """How ``with_`` differs from ``without`` (:data:`MemoryEffectKind`), None if it
+    does not (targets within 1e-6)."""
+    a, b = without.target_exposure(current), with_.target_exposure(current)
+    if abs(a - b) <= 1e-6:
+        return None
+    if a * b > 0:
+        return "resized"
+    return "vetoed" if abs(b) <= 1e-6 else "redirected"
 
 
 # ---------------------------------------------------------------------------- LLM

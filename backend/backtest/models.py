@@ -22,6 +22,7 @@ __all__ = [
     "DecisionMaker",
     "DecisionRecord",
     "MemoryEffect",
+    "MemoryEffectKind",
     "PositionState",
     "TradeRecord",
 ]

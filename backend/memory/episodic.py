@@ -26,11 +26,12 @@ import json
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from backend.config import MemorySettings
 from backend.errors import LookAheadError, StoreError, TenantScopeError
+from backend.memory._states import StateIndex
 from backend.memory.models import ActionLink, Episode, EpisodeType, Outcome, ScoredEpisode
 from backend.storage import KhalaStore, MemoryRecord, SearchMethod, UpsertResult
 from backend.types import to_utc
@@ -41,6 +42,7 @@ EPISODIC_KIND = "episodic"
 MOVE_SCALE = 0.10
 """A 10% market move over the outcome horizon counts as a full-size move."""
 _DAY_S = 86_400.0
+_END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 _DECODED_MAX = 8192
 """Decoded episodes kept by :meth:`EpisodicMemory._as_of`."""
 _Decoded = tuple[Episode, list[dict[str, Any]], list[float]]
@@ -105,6 +107,9 @@ class EpisodicMemory:
         self._replayed: dict[tuple[str, str, str, int], Episode] = {}
         self._cache_lock = threading.Lock()
         self._lock = threading.RLock()
+        self._states: dict[tuple[str, str], tuple[int, StateIndex]] = {}
+        """(trader, symbol) -> (store change counter, state index): see
+        :meth:`recall_by_state`."""
 
     @property
     def store(self) -> KhalaStore:
@@ -454,6 +459,92 @@ class EpisodicMemory:
             )
             for neg_score, _, _, episode, similarity, recency in ranked[:k]
         ]
+
+    def recall_by_state(
+        self,
+        trader_id: str,
+        symbol: str,
+        state: dict[str, float],
+        *,
+        as_of: datetime,
+        top_k: int,
+        horizon: str | None = None,
+    ) -> list[ScoredEpisode]:
+        """The ``top_k`` episodes of ``symbol`` whose market state was most like ``state``
+        and whose outcome was known at ``as_of`` (over ``horizon`` when given), best
+        first, as of ``as_of`` (:mod:`backend.memory._states`: nearest neighbours over the
+        bar's causal features). ``score`` = ``similarity`` (0..1]; ``recency`` as in
+        :meth:`recall`. Episodes without a state or an outcome are not candidates.
+
+        The one cache: the index of a (trader, symbol), rebuilt when the store's change
+        counter of the trader moves (:meth:`KhalaStore.changes`, any process's write).
+        Measured on BTC/USDT 1h, May 2022 (~550 episodes, a write every 24 bars): a
+        rebuild costs ~8 ms, a query on the index ~0.1 ms; rebuilding at every bar would
+        make retrieval ~8 ms of a ~2 ms decision."""
+        if top_k < 1:
+            raise StoreError(f"top_k must be >= 1, got {top_k}")
+        moment = to_utc(as_of)
+        ts = moment.timestamp()
+        index = self._state_index(trader_id, symbol)
+        found = index.nearest(state, as_of_ts=ts, k=top_k, horizon=horizon)
+        if not found:
+            return []
+        by_id = {
+            r.id: r for r in self._store.get(trader_id, [n.episode_id for n in found], as_of=moment)
+        }
+        out = []
+        s = self._settings
+        for n in found:
+            record = by_id.get(n.episode_id)
+            if record is None:
+                continue
+            episode = self._as_of(record, ts)
+            age_days = max(0.0, (ts - episode.occurred_at.timestamp()) / _DAY_S)
+            out.append(
+                ScoredEpisode(
+                    episode=episode,
+                    score=n.similarity,
+                    similarity=n.similarity,
+                    recency=0.5 ** (age_days / s.recency_half_life_days),
+                    importance=episode.importance,
+                )
+            )
+        return out
+
+    def _state_index(self, trader_id: str, symbol: str) -> StateIndex:
+        stamp = self._store.changes(trader_id)
+        key = (trader_id, symbol)
+        with self._cache_lock:
+            cached = self._states.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        records = self._store.scan(
+            trader_id, as_of=_END_OF_TIME, filters=self._filters(symbol, None)
+        )
+        rows = []
+        for record in records:
+            base, log = self._decode(record)
+            outcomes = (
+                [(record.created_at.timestamp(), base.outcome.market_return, base.outcome.horizon)]
+                if base.outcome is not None
+                else []
+            )
+            for entry in log:
+                if entry.get("op") == "outcome":
+                    o = entry["outcome"]
+                    outcomes.append((float(entry["ts"]), float(o["market_return"]), o["horizon"]))
+            rows.extend(
+                StateIndex.row(
+                    record.id,
+                    created_ts=record.created_at.timestamp(),
+                    state=base.state,
+                    outcomes=outcomes,
+                )
+            )
+        index = StateIndex.from_rows(rows)
+        with self._cache_lock:
+            self._states[key] = (stamp, index)
+        return index
 
     def _as_of(self, record: MemoryRecord, ts: float) -> Episode:
         """The episode of ``record`` as of ``ts``, memoised: a decision loop recalls the

@@ -7,6 +7,10 @@ at ``as_of``:
 
 1. the episodic query is the caller's, or :meth:`MarketSnapshot.situation` of the latest
    snapshot in working memory ("what happened the last time things looked like this");
+   a caller that gives the bar's market ``state`` (the decision loop) gets instead the
+   episodes whose state was nearest and whose outcome is known
+   (:meth:`EpisodicMemory.recall_by_state`): what followed depends on the market's
+   state, not on how a description was worded;
 2. the three tiers are fetched concurrently (persona: the profile as known at ``as_of``;
    working: the recent market window; episodic: scored recall): the persona and working
    tiers go to a thread pool while the calling thread runs the episodic recall, the
@@ -89,6 +93,17 @@ class EpisodicSource(Protocol):
         event_types: Sequence[EpisodeType] | None = None,
     ) -> list[ScoredEpisode]: ...
 
+    def recall_by_state(
+        self,
+        trader_id: str,
+        symbol: str,
+        state: dict[str, float],
+        *,
+        as_of: datetime,
+        top_k: int,
+        horizon: str | None = None,
+    ) -> list[ScoredEpisode]: ...
+
 
 class ConversationSource(Protocol):
     """What the conversation (read with the working tier) must answer
@@ -146,6 +161,8 @@ class HierarchicalMemory:
         tiers: Sequence[Tier] = ALL_TIERS,
         parallel: bool = True,
         message_top_k: int | None = None,
+        state: dict[str, float] | None = None,
+        horizon: str | None = None,
     ) -> MemoryContext:
         """Fetch the requested tiers for one decision; see the module doc for the steps.
 
@@ -157,7 +174,10 @@ class HierarchicalMemory:
         others are still returned; any other exception propagates. With ``working``
         among ``tiers`` (with or without a symbol) and a conversation configured, the
         ``message_top_k`` (default ``memory.conversation.context_messages``) messages that
-        best answer the query are recalled into ``MemoryContext.messages``.
+        best answer the query are recalled into ``MemoryContext.messages``. ``state``
+        (the bar's feature values, with a ``symbol``): episodes by nearest market state
+        with an outcome over ``horizon`` (e.g. ``"4d"``; any when None) instead of by
+        the query's text (step 1).
         """
         started = time.perf_counter()
         wants_messages = "working" in tiers
@@ -183,8 +203,14 @@ class HierarchicalMemory:
         calls: dict[Tier, Callable[[], Any]] = {
             "persona": lambda: self.persona.get_profile(trader_id, as_of),
             "working": lambda: self.working.current(trader_id, market, as_of=as_of),
-            "episodic": lambda: self.episodic.recall(
-                trader_id, episodic_query, as_of=as_of, top_k=k, symbol=symbol
+            "episodic": (
+                lambda: self.episodic.recall(
+                    trader_id, episodic_query, as_of=as_of, top_k=k, symbol=symbol
+                )
+            )
+            if state is None or symbol is None
+            else lambda: self.episodic.recall_by_state(
+                trader_id, symbol, state, as_of=as_of, top_k=k, horizon=horizon
             ),
         }
         defaults: dict[Tier, Callable[[], Any]] = {
@@ -253,10 +279,21 @@ class HierarchicalMemory:
         budget: int | None = None,
         top_k: int | None = None,
         tiers: Sequence[Tier] = ALL_TIERS,
+        state: dict[str, float] | None = None,
+        horizon: str | None = None,
     ) -> tuple[MemoryContext, RenderedContext]:
-        """Retrieve ``tiers`` (in parallel) and render within ``budget`` tokens (default
-        ``memory.token_budget``)."""
-        ctx = self.retrieve(trader_id, symbol, as_of=as_of, query=query, top_k=top_k, tiers=tiers)
+        """Retrieve ``tiers`` (in parallel; ``state``/``horizon`` as in :meth:`retrieve`)
+        and render within ``budget`` tokens (default ``memory.token_budget``)."""
+        ctx = self.retrieve(
+            trader_id,
+            symbol,
+            as_of=as_of,
+            query=query,
+            top_k=top_k,
+            tiers=tiers,
+            state=state,
+            horizon=horizon,
+        )
         summary = self._persona_summary(ctx.persona) if ctx.persona is not None else None
         rendered = render_context(
             ctx, budget=budget or self.settings.token_budget, persona_summary=summary

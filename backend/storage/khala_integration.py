@@ -461,6 +461,13 @@ class KhalaStore:
         self._opened.clear()
         return len(names)
 
+    def changes(self, trader_id: str) -> int:
+        """How many writes of ``trader_id``'s records were confirmed so far, by any process
+        sharing this store's audit trail (one SQLite primary-key read, ~3 us): an
+        in-process cache derived from the trader's records is current while it is
+        unchanged."""
+        return self._audit.changes(_check_trader(trader_id))
+
     def change_seq(self, trader_id: str, *, id_prefix: str) -> int:
         """A counter of confirmed writes of ``trader_id``'s records whose id starts with
         ``id_prefix`` (the newest audit ``seq``; 0 before the first), by any process sharing

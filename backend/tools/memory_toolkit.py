@@ -95,9 +95,11 @@ def decision_episode(
     as_of: datetime,
     market_state: str = "",
     importance: float = 0.3,
+    state: dict[str, float] | None = None,
 ) -> Episode:
     """The ``decision`` episode of a decision taken at ``as_of`` (its id is stable per
-    trader, symbol and time; ``size`` is a fraction of equity)."""
+    trader, symbol and time; ``size`` is a fraction of equity; ``state``: the bar's
+    feature values, so the episode can be recalled by market state)."""
     decision_id = stable_id("decision", trader_id, symbol, as_of.isoformat())
     description = f"Decision {action} {size:.0%} of equity on {symbol}: {rationale}"
     if market_state:
@@ -112,6 +114,7 @@ def decision_episode(
         importance=importance,
         actions=[ActionLink(decision_id=decision_id, action=action, size=size, at=as_of)],
         memory_ids=list(memory_ids),
+        state=dict(state or {}),
     )
 
 

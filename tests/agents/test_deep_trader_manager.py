@@ -279,8 +279,12 @@ class AllIn:
 
 
 def assert_within_default_note(records: list[DecisionRecord], features: FeatureFrame) -> None:
+    assert records[0].decision.action == "buy"
     for r in records:
         assert r.violations, "every oversized proposal is reported"
+        if r.decision.action == "hold":  # the manager's no-trade band, after the check
+            assert "within band" in r.decision.rationale
+            continue
         assert r.decision.action == "buy" and r.decision.size <= 1.0 + 1e-9
         vol = daily_vol(features.at(r.as_of))
         assert r.decision.size * stop_distance(vol) <= 0.02 + 1e-9  # 2% risk per trade

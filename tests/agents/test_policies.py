@@ -19,15 +19,24 @@ from backend.llm import build_llm
 from backend.memory import FeatureRow
 from backend.memory.models import (
     Episode,
+    MarketSnapshot,
     MemoryContext,
     Outcome,
+    PersonaAttribute,
     PersonaProfile,
     ScoredEpisode,
 )
 from tests.llm.chat_server import ChatServer, Reply, start_chat_server
 
 AS_OF = datetime(2022, 5, 10, 12, tzinfo=UTC)
-SETTINGS = AgentSettings(target_vol=0.25, max_exposure=1.0, episode_veto_threshold=-0.02)
+SETTINGS = AgentSettings(
+    target_vol=0.25,
+    max_exposure=1.0,
+    episode_min_neighbours=3,
+    episode_veto_t=2.0,
+    episode_halve_t=1.0,
+    confirm_bars=3,
+)
 
 
 def row(
@@ -151,33 +160,130 @@ def test_downtrend_shorts_or_stays_flat_without_shorts() -> None:
     assert RulePolicy(long_only).decide(DecisionView(bar=bar(0.4), features=down)).action == "close"
 
 
-def test_range_hysteresis_band_and_warmup() -> None:
+def test_range_hysteresis_and_warmup() -> None:
     policy = RulePolicy(SETTINGS)
     rng = row("range", spread=0.004)
     kept = policy.decide(DecisionView(bar=bar(0.45), features=rng))
-    assert kept.action == "hold" and "within band" in kept.rationale  # long kept, spread > 0
+    assert kept.action == "buy" and kept.size == pytest.approx(0.5)  # long kept, spread > 0
     assert policy.decide(DecisionView(bar=bar(-0.45), features=rng)).action == "close"
     assert policy.decide(DecisionView(bar=bar(), features=rng)).action == "hold"
-    resize = policy.decide(DecisionView(bar=bar(0.2), features=row()))
-    assert resize.action == "buy" and resize.size == pytest.approx(0.5)  # outside the band
     assert policy.decide(DecisionView(bar=bar(), features=row(warm=False))).action == "hold"
 
 
-def test_losing_similar_episodes_veto_a_long() -> None:
+def test_similar_states_that_fell_veto_a_long_by_their_t_statistic() -> None:
     policy = RulePolicy(SETTINGS)
-    losing = [scored(1, -0.06), scored(2, -0.05, 0.6), scored(3, None)]
+    losing = [scored(i, r) for i, r in enumerate([-0.06, -0.05, -0.04, -0.05])] + [scored(9, None)]
     vetoed = policy.decide(DecisionView(bar=bar(), features=row(), context=context(losing)))
     assert vetoed.action == "hold" and "veto" in vetoed.rationale
-    assert vetoed.memory_ids == ["ep1", "ep2"]  # the evidence, not the outcome-less one
-    mild = [scored(1, -0.03), scored(2, -0.025)]
+    assert vetoed.memory_ids == ["ep0", "ep1", "ep2", "ep3"]  # the evidence, not the outcome-less
+    effect = vetoed.memory_effect
+    assert effect is not None and effect.kind == "vetoed"
+    assert (effect.without_action, effect.without_size) == ("buy", pytest.approx(0.5))
+    # mean -1%, sd ~1.4%, n 4: t ~ -1.4 -> halved, not vetoed
+    mild = [scored(i, r) for i, r in enumerate([-0.03, 0.005, -0.02, 0.005])]
     halved = policy.decide(DecisionView(bar=bar(), features=row(), context=context(mild)))
     assert halved.action == "buy" and halved.size == pytest.approx(0.25)
-    # the same losing history supports a short: no veto
+    assert halved.memory_effect is not None and halved.memory_effect.kind == "resized"
+    # the same history supports a short: no veto, no effect
     down = row("trend_down", spread=-0.03)
     short = policy.decide(DecisionView(bar=bar(), features=down, context=context(losing)))
     assert short.action == "sell" and short.size == pytest.approx(0.5)
-    one = policy.decide(DecisionView(bar=bar(), features=row(), context=context([scored(1, -0.5)])))
-    assert one.size == pytest.approx(0.5)  # a single episode is not enough evidence
+    assert short.memory_effect is None
+    few = context([scored(1, -0.5), scored(2, -0.4)])
+    assert policy.decide(DecisionView(bar=bar(), features=row(), context=few)).size == 0.5
+    # a held long is closed by a veto
+    held = policy.decide(DecisionView(bar=bar(0.5), features=row(), context=context(losing)))
+    assert held.action == "close"
+
+
+def snapshot(hours_ago: int, regime: str, topics: tuple[str, ...] = ()) -> MarketSnapshot:
+    return MarketSnapshot(
+        trader_id="agent",
+        symbol="BTC/USDT",
+        timeframe="1h",
+        as_of=AS_OF - timedelta(hours=hours_ago),
+        close=30_000.0,
+        realized_vol=0.5,
+        regime=regime,  # type: ignore[arg-type]
+        drawdown=-0.02,
+        volume_shock=1.0,
+        topics=list(topics),
+    )
+
+
+def test_working_memory_confirms_a_regime_before_a_new_position() -> None:
+    policy = RulePolicy(SETTINGS)
+    fresh = context()
+    fresh = fresh.model_copy(
+        update={"working": [snapshot(2, "range"), snapshot(1, "range"), snapshot(0, "trend_up")]}
+    )
+    waited = policy.decide(DecisionView(bar=bar(), features=row(), context=fresh))
+    assert waited.action == "hold" and "1 of the 3 bars" in waited.rationale
+    assert waited.memory_ids == [f"working:BTC/USDT@{AS_OF.isoformat()}"]
+    assert waited.memory_effect is not None and waited.memory_effect.kind == "vetoed"
+    # a position already held the same way is not a new one
+    kept = policy.decide(DecisionView(bar=bar(0.5), features=row(), context=fresh))
+    assert kept.action == "buy" and kept.memory_effect is None
+    settled = fresh.model_copy(update={"working": [snapshot(h, "trend_up") for h in (2, 1, 0)]})
+    entered = policy.decide(DecisionView(bar=bar(), features=row(), context=settled))
+    assert entered.action == "buy" and entered.size == pytest.approx(0.5)
+
+
+def test_working_memory_cuts_the_size_after_a_news_shock() -> None:
+    shocked = context().model_copy(
+        update={
+            "working": [
+                snapshot(2, "trend_up", ("hack",)),
+                snapshot(1, "trend_up"),
+                snapshot(0, "trend_up"),
+            ]
+        }
+    )
+    decision = RulePolicy(SETTINGS).decide(DecisionView(bar=bar(), features=row(), context=shocked))
+    assert decision.action == "buy" and decision.size == pytest.approx(0.25)
+    assert "news shock (hack)" in decision.rationale
+
+
+def fills_profile(*, shares: dict[str, float], long_share: float) -> PersonaProfile:
+    at = AS_OF - timedelta(days=3)
+
+    def attr(name: str, value: object, detail: dict[str, object] | None = None) -> PersonaAttribute:
+        return PersonaAttribute(
+            name=name,
+            value=value,
+            confidence=0.9,
+            source="fills",
+            first_seen=at,
+            last_updated=at,
+            detail=detail or {},
+        )
+
+    return PersonaProfile(
+        trader_id="agent",
+        version=4,
+        as_of=at,
+        attributes={
+            "preferred_assets": attr("preferred_assets", list(shares), {"shares": shares}),
+            "long_share": attr("long_share", long_share),
+        },
+    )
+
+
+def test_persona_shapes_assets_and_direction() -> None:
+    policy = RulePolicy(SETTINGS)
+    btc_long = fills_profile(shares={"BTC": 0.9, "SOL": 0.1}, long_share=0.8)
+    view = DecisionView(bar=bar(), features=row(), context=context(profile=btc_long))
+    assert policy.decide(view).size == pytest.approx(0.5)  # in character: unchanged
+    down = row("trend_down", spread=-0.03)
+    short = policy.decide(DecisionView(bar=bar(), features=down, context=context(profile=btc_long)))
+    assert short.action == "sell" and short.size == pytest.approx(0.25)  # against the bias
+    assert "against the trader's 80% long share" in short.rationale
+    eth_only = fills_profile(shares={"ETH": 0.97, "BTC": 0.03}, long_share=0.5)
+    other = policy.decide(
+        DecisionView(bar=bar(), features=row(), context=context(profile=eth_only))
+    )
+    assert other.size == pytest.approx(0.25) and other.memory_ids == ["persona:v4"]
+    assert other.memory_effect is not None and other.memory_effect.kind == "resized"
 
 
 def test_conservative_persona_scales_down_and_is_cited() -> None:

@@ -1,0 +1,183 @@
+"""The memory rules of :class:`~backend.agents.policies.RulePolicy`: what each tier changes
+in a trend/volatility-targeting proposal, and why.
+
+Each rule returns :class:`Adjustment` s (a size multiplier, or a block of new exposure,
+with the memory ids it rests on and a note for the rationale). Memory never levers up:
+every multiplier is at most 1. Units: sizes are fractions of equity; returns fractions.
+
+Persona (the trader's profile as known at the bar; fills and the trader's words):
+
+- **risk tolerance** -> :data:`RISK_SCALE` (the stated one first, else the one computed
+  from fills): a conservative trader's agent takes half the size;
+- **assets**: a symbol whose base asset carries under :data:`ASSET_MIN_SHARE` of the
+  trader's traded notional is outside the trader's universe -> ``offprofile_scale``;
+- **direction**: a trader whose opening notional is at least ``bias_share`` long (or at
+  most ``1 - bias_share``) trades against that bias rarely -> ``offprofile_scale`` for a
+  position against it.
+
+Working memory (the recent window of market snapshots, newest last):
+
+- **confirmation** (time-delay filter; Brock, Lakonishok & LeBaron 1992): a new position
+  (from flat, or a reversal) is taken only when the last ``confirm_bars`` snapshots all
+  show the signal's regime, so a regime that flickers for a bar does not pay two fees;
+- **news shock** (event risk: prices gap after hacks, insolvencies and regulatory news):
+  a shock topic among the last ``shock_lookback_bars`` snapshots -> ``shock_scale``.
+
+Episodic memory (the episodes whose market state was nearest, with their outcome over
+the agent's horizon): ``n`` returns with mean ``m`` and standard deviation ``s`` give
+``t = m / (s / sqrt(n))`` (the t statistic of the mean, the neighbours' count and
+dispersion as confidence). Against the trade (``t`` for a long, ``-t`` for a short) at
+or below ``-episode_veto_t`` -> no exposure; at or below ``-episode_halve_t`` -> half.
+Fewer than ``episode_min_neighbours`` -> no opinion.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from backend.config import AgentSettings
+from backend.memory.context import persona_id, snapshot_id
+from backend.memory.detectors import SHOCK_TOPICS
+from backend.memory.models import MarketSnapshot, PersonaProfile, ScoredEpisode
+from backend.types import base_asset
+
+__all__ = [
+    "ASSET_MIN_SHARE",
+    "RISK_SCALE",
+    "Adjustment",
+    "episodic_rules",
+    "persona_rules",
+    "risk_tolerance",
+    "working_rules",
+]
+
+RISK_SCALE: dict[str, float] = {"conservative": 0.5, "moderate": 1.0, "aggressive": 1.0}
+"""Size multiplier per persona risk tolerance. Aggressive does not lever up beyond the
+settings."""
+ASSET_MIN_SHARE = 0.05
+"""Share of the trader's traded notional below which an asset is not one they trade."""
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """One rule's effect: ``scale`` multiplies the size (0..1); ``block`` refuses new
+    exposure (flat instead); ``ids`` are the memories it rests on."""
+
+    note: str
+    scale: float = 1.0
+    block: bool = False
+    ids: tuple[str, ...] = ()
+
+
+def risk_tolerance(profile: PersonaProfile) -> str | None:
+    """The stated risk tolerance, else the one computed from fills (None if neither)."""
+    for name in ("stated_risk_tolerance", "risk_tolerance"):
+        attr = profile.attributes.get(name)
+        if attr is not None and isinstance(attr.value, str) and attr.value in RISK_SCALE:
+            return attr.value
+    return None
+
+
+def _asset_share(profile: PersonaProfile, asset: str) -> float | None:
+    attr = profile.attributes.get("preferred_assets")
+    if attr is None:
+        return None
+    shares = attr.detail.get("shares")
+    if isinstance(shares, dict) and shares:
+        return float(sum(v for k, v in shares.items() if str(k).upper() == asset))
+    if isinstance(attr.value, list) and attr.value:
+        return 1.0 if asset in {str(a).upper() for a in attr.value} else 0.0
+    return None
+
+
+def persona_rules(
+    profile: PersonaProfile | None, *, symbol: str, direction: int, settings: AgentSettings
+) -> list[Adjustment]:
+    """The persona's adjustments of a ``direction`` (+1 long, -1 short) trade on
+    ``symbol`` (module doc)."""
+    if profile is None:
+        return []
+    pid = persona_id(profile)
+    out: list[Adjustment] = []
+    tolerance = risk_tolerance(profile)
+    if tolerance is not None and RISK_SCALE[tolerance] != 1.0:
+        scale = RISK_SCALE[tolerance]
+        out.append(Adjustment(f"{tolerance} trader x{scale:g}", scale=scale, ids=(pid,)))
+    asset = base_asset(symbol).upper()
+    share = _asset_share(profile, asset)
+    if share is not None and share < ASSET_MIN_SHARE:
+        scale = settings.offprofile_scale
+        note = f"{asset} is {share:.0%} of the trader's notional x{scale:g}"
+        out.append(Adjustment(note, scale=scale, ids=(pid,)))
+    long_share = profile.attributes.get("long_share")
+    if long_share is not None and isinstance(long_share.value, int | float):
+        bias = settings.bias_share
+        value = float(long_share.value)
+        against = (direction < 0 and value >= bias) or (direction > 0 and value <= 1 - bias)
+        if against:
+            scale = settings.offprofile_scale
+            side = "short" if direction < 0 else "long"
+            note = f"a {side} against the trader's {value:.0%} long share x{scale:g}"
+            out.append(Adjustment(note, scale=scale, ids=(pid,)))
+    return out
+
+
+def working_rules(
+    window: Sequence[MarketSnapshot],
+    *,
+    regime: str,
+    entering: bool,
+    settings: AgentSettings,
+) -> list[Adjustment]:
+    """Working memory's adjustments (module doc); ``window`` newest last; ``entering``:
+    the trade opens a position or reverses one."""
+    if not window:
+        return []
+    out: list[Adjustment] = []
+    n = settings.confirm_bars
+    recent = list(window[-n:])
+    if entering and n > 1 and (len(recent) < n or any(s.regime != regime for s in recent)):
+        held = 0
+        for snap in reversed(window):
+            if snap.regime != regime:
+                break
+            held += 1
+        note = f"{regime.replace('_', ' ')} for {held} of the {n} bars a new position needs"
+        out.append(Adjustment(note, block=True, ids=(snapshot_id(recent[-1]),)))
+    lookback = list(window[-settings.shock_lookback_bars :])
+    shocked = [s for s in lookback if any(t in SHOCK_TOPICS for t in s.topics)]
+    if shocked and settings.shock_scale < 1.0:
+        topics = sorted({t for s in shocked for t in s.topics if t in SHOCK_TOPICS})
+        note = f"news shock ({', '.join(topics[:3])}) x{settings.shock_scale:g}"
+        out.append(Adjustment(note, scale=settings.shock_scale, ids=(snapshot_id(shocked[-1]),)))
+    return out
+
+
+def episodic_rules(
+    episodes: Sequence[ScoredEpisode], *, direction: int, settings: AgentSettings
+) -> list[Adjustment]:
+    """Episodic memory's adjustment (module doc): outcome statistics of the recalled
+    episodes (those with an outcome over a bar horizon; whole-trade outcomes excluded)."""
+    known = [
+        s
+        for s in episodes
+        if s.episode.outcome is not None and s.episode.outcome.horizon != "trade"
+    ]
+    n = len(known)
+    if n < settings.episode_min_neighbours or n < 2:
+        return []
+    returns = [s.episode.outcome.market_return for s in known if s.episode.outcome is not None]
+    mean = sum(returns) / n
+    sd = math.sqrt(sum((r - mean) ** 2 for r in returns) / (n - 1))
+    t = mean / (sd / math.sqrt(n)) if sd > 0 else math.copysign(math.inf, mean)
+    against = direction * t
+    ids = tuple(s.episode.id for s in known)
+    horizon = known[0].episode.outcome.horizon if known[0].episode.outcome else "?"
+    label = f"{n} similar states: {mean:+.2%} after {horizon} (sd {sd:.2%}, t {t:+.1f})"
+    if against <= -settings.episode_veto_t:
+        return [Adjustment(f"{label}: veto", block=True, ids=ids)]
+    if against <= -settings.episode_halve_t:
+        return [Adjustment(f"{label}: x0.5", scale=0.5, ids=ids)]
+    return [Adjustment(f"{label}: no veto", ids=())]
