@@ -1,4 +1,5 @@
-"""``sentinel eval locomo``: the JSON contract, and bad input as one line with exit 2."""
+"""``sentinel eval locomo``: the JSON contract, and bad input as one line with exit 2;
+``sentinel eval ablation``: ``--trader``/``--fills`` misuse as one line with exit 2."""
 
 from __future__ import annotations
 
@@ -77,3 +78,31 @@ def test_locomo_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert res.returncode == 2 and "--methods" in res.stderr
+
+
+def _ablation(*extra: str, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SENTINEL), "eval", "ablation", "--pairs", "BTC/USDT", "--timeframes", "4h",
+         "--out", str(out), *extra],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_ablation_trader_without_fills_is_one_line_exit_2(tmp_path: Path) -> None:
+    out = tmp_path / "never.json"
+    for extra in (["--trader", "0xabc"], ["--fills", str(tmp_path / "fills.csv")]):
+        res = _ablation(*extra, out=out)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1, res.stderr
+        assert "--trader and --fills" in lines[0] and not out.exists()
+
+
+def test_ablation_unknown_trader_is_a_data_error_naming_the_file(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    fills = shared_data / "trades" / "hyperliquid_fills.csv"
+    out = tmp_path / "never.json"
+    res = _ablation("--trader", "0xnobody", "--fills", str(fills), out=out)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert str(fills) in lines[0] and "0xnobody" in lines[0] and not out.exists()

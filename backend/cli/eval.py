@@ -9,7 +9,9 @@ on stderr, exit 2::
     sentinel eval locomo --data ../shared/data/locomo/locomo_dev.json --out runs/locomo.json
     sentinel eval ablation --data-dir ../shared/data/market/binance \\
         --pairs BTC/USDT,ETH/USDT,SOL/USDT --timeframes 1h,4h --out runs/ablation.json \\
-        [--start 2021-01-01 --end 2026-01-01 --window-months 6 --modes off,persona,...]
+        [--start 2021-01-01 --end 2026-01-01 --window-months 6 --modes off,persona,...] \\
+        [--trader 0x083384f8 --fills ../shared/data/trades/hyperliquid_fills.csv] \\
+        [--html runs/ablation.html]
     sentinel eval persona --fills ../shared/data/trades/hyperliquid_fills.csv \\
         --out runs/persona_validity.json [--horizon-days 30 --recent-days 7 --every-days N]
 
@@ -28,7 +30,11 @@ whole benchmark).
 
 Ablation and persona output files are written atomically (a temporary file in the same
 directory, then ``os.replace``); the ablation rewrites its file after every run with
-``"complete": false`` until the last one. A table of the headline numbers goes to stdout.
+``"complete": false`` until the last one, then writes its HTML page (``--html``, default
+the ``--out`` path with suffix ``.html``: the modes' chained equity curves and summary
+tables, :mod:`backend.eval.ablation_report`). ``--trader``/``--fills`` (both or neither,
+else a ConfigError) make every run that trader's agent; a trader without fills in the
+file is a DataError naming the file. A table of the headline numbers goes to stdout.
 """
 
 from __future__ import annotations
@@ -249,13 +255,27 @@ def ablation(
     data_root: Annotated[
         Path | None, typer.Option(help="Data root with news/ and trades/ (default: derived).")
     ] = None,
+    trader: Annotated[
+        str | None,
+        typer.Option(help="Trader id (or a unique prefix) in --fills: the agent's persona."),
+    ] = None,
+    fills: Annotated[
+        Path | None, typer.Option(help="Hyperliquid fills CSV of --trader (both or neither).")
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(help="HTML page of the chained equity curves (default: --out as .html)."),
+    ] = None,
 ) -> None:
     """Backtest the same walk-forward windows with memory off, persona only, persona +
-    working, and all three tiers; side by side with buy-and-hold."""
+    working, and all three tiers; side by side with buy-and-hold. With ``--trader`` and
+    ``--fills`` the persona is that trader's as known at each bar; persona alignment is
+    scored against the trader's profile as of each window's end."""
     from backend.cli.backtest import data_root_for
     from backend.data import find_ohlcv_file, read_ohlcv_file
     from backend.embeddings import build_embedder
-    from backend.eval.ablation import MODES, run_ablation, walk_forward_windows
+    from backend.eval.ablation import MODES, load_trader_fills, run_ablation, walk_forward_windows
+    from backend.eval.ablation_report import write_ablation_html
     from backend.eval.models import AblationMode, WindowRun
 
     cfg = settings()
@@ -263,10 +283,15 @@ def ablation(
     unknown = [m for m in chosen if m not in MODES]
     if unknown:
         raise ConfigError(f"--modes: unknown {', '.join(unknown)} (expected {', '.join(MODES)})")
+    if (trader is None) != (fills is None):
+        raise ConfigError("--trader and --fills go together: give both or neither")
     first, last = parse_utc(start, name="start"), parse_utc(end, name="end")
     if first >= last:
         raise ConfigError(f"--start {start} must be before --end {end}")
     windows = walk_forward_windows(first, last, months=window_months)
+    trader_id, trader_fills = (
+        load_trader_fills(fills, trader) if trader is not None and fills is not None else (None, [])
+    )
     candles = data_dir if data_dir is not None else cfg.data.market_dir
     frames = {
         (pair, tf): read_ohlcv_file(find_ohlcv_file(candles, pair, tf), pair=pair, timeframe=tf)
@@ -283,11 +308,12 @@ def ablation(
         err.print(
             f"{run.pair} {run.timeframe} {run.window_start:%Y-%m-%d} {run.mode}: "
             f"{m.total_return:+.2%} (buy and hold {m.buy_and_hold_return:+.2%}), "
-            f"{m.n_trades} trades, {run.violations} violations, {run.run_s:.0f} s"
+            f"{m.n_trades} trades, {run.violations} violations, "
+            f"alignment {run.persona_alignment:.2f}, {run.run_s:.0f} s"
         )
         write_json(out, {**header, "runs": [r.model_dump(mode="json") for r in runs]})
 
-    result = run_ablation(
+    outcome = run_ablation(
         cfg,
         ohlcv=frames,
         data_root=root,
@@ -295,9 +321,19 @@ def ablation(
         modes=cast(list[AblationMode], chosen),
         embedder=embedder,
         on_run=checkpoint,
+        trader_id=trader_id,
+        fills=trader_fills,
     )
+    result = outcome.to_dict()
+    if fills is not None:
+        result["fills_path"] = str(fills)
     write_json(out, {**header, "complete": True, **result})
-    table = Table("pair", "tf", "mode", "return", "Sharpe", "max DD", "trades", "violations")
+    page = html if html is not None else out.with_suffix(".html")
+    write_ablation_html(outcome, page)
+    table = Table(
+        "pair", "tf", "mode", "return", "Sharpe", "Sortino", "max DD", "trades", "violations",
+        "alignment", title=f"written to {out} and {page}",
+    )  # fmt: skip
     for pair, by_tf in result["summary"].items():
         for tf, by_mode in by_tf.items():
             for mode, s in by_mode.items():
@@ -307,9 +343,11 @@ def ablation(
                     mode,
                     f"{s['total_return']:+.2%}",
                     f"{s['sharpe']:.2f}",
+                    f"{s['sortino']:.2f}",
                     f"{s['max_drawdown']:.2%}",
                     str(s["n_trades"]),
                     str(s["violations"]),
+                    f"{s['persona_alignment']:.3f}",
                 )
     Console().print(table)
 

@@ -2,8 +2,9 @@
 switched on one by one.
 
 Modes (:data:`MODES`), all with the same offline :class:`~backend.agents.policies.RulePolicy`
-and the same persona (the manager's seed note: max 2% risk per trade, max 3x leverage,
-no memecoins):
+and the same seed note (:data:`DEFAULT_CONSTRAINTS_NOTE`: max 2% risk per trade, max 3x
+leverage, no memecoins; recorded at the first bar, so the hard constraints are the same
+in every mode):
 
 - ``off``: no memory (no retrieval, no writes); the hard constraints are still enforced
   after the policy, from the seed note held in process;
@@ -13,6 +14,10 @@ no memecoins):
 
 With memory on, the modes differ only in what is retrieved (``agent.memory_tiers``):
 memory writes (decision episodes, outcomes, working-memory consolidation) are the same.
+With a trader (``trader_id`` and that trader's ``fills``, :func:`load_trader_fills`), every
+run is that trader's agent (``agent.trader_id``) and, with memory on, the persona is
+refreshed from the fills known at each day's first bar (:func:`build_trader_manager`); a
+window before the first fill runs on the seed note alone.
 
 Walk-forward windows (:func:`walk_forward_windows`): contiguous, non-overlapping
 ``months``-long windows from ``start`` to ``end`` (the last one cut at the data's end),
@@ -23,18 +28,19 @@ warm start); nothing of later windows is ever visible (the engine's clock).
 
 Per run (:class:`~backend.eval.models.WindowRun`): the engine's metrics (buy-and-hold of
 the same window included), the manager's persona-constraint violations (decisions whose
-proposal broke a hard constraint and was cut by the check), prompt tokens, and what the
-context held (episodes, working snapshots, persona), counted by :class:`ContextProbe`.
-Per mode the windows are chained (:func:`chain`): each starts from the capital the
-previous one ended with (positions are closed at window ends only in the marked sense:
-the next window starts flat).
+proposal broke a hard constraint and was cut by the check), prompt tokens, what the
+context held (episodes, working snapshots, persona), counted by :class:`ContextProbe`,
+the turnover and the persona alignment (:mod:`backend.eval.alignment`) against the
+window's reference profile (:func:`reference_profile`: the same for every mode of the
+window). Per mode the windows are chained (:mod:`backend.eval.ablation_summary`): each
+starts from the capital the previous one ended with (the next window starts flat).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,20 +51,27 @@ import pandas as pd
 from backend.agents.deep_trader_manager import DEFAULT_CONSTRAINTS_NOTE
 from backend.agents.policies import DecisionView, Policy
 from backend.backtest.engine import run_backtest, utc_timestamp
-from backend.backtest.metrics import bar_returns, bars_per_year, max_drawdown, sharpe_ratio
 from backend.backtest.models import Decision
-from backend.compose import build_trader_manager
-from backend.config import Settings
-from backend.data import OHLCVFrame
+from backend.compose import build_memory_system, build_trader_manager
+from backend.config import LLMSettings, Settings
+from backend.data import Fill, OHLCVFrame
+from backend.data.fills import load_hyperliquid_fills
 from backend.embeddings import Embedder
-from backend.eval.models import AblationMode, ChainedMetrics, WindowRun
-from backend.memory.models import Tier
+from backend.errors import DataError
+from backend.eval.ablation_summary import RunOutput, chain, compare_modes, summarize
+from backend.eval.alignment import behaviour_of, buy_and_hold_behaviour, persona_alignment
+from backend.eval.models import AblationMode, WindowRun
+from backend.memory.models import PersonaProfile, Tier
+from backend.types import base_asset
 
 __all__ = [
     "MODES",
+    "AblationOutcome",
     "ContextProbe",
     "RunOutput",
     "chain",
+    "load_trader_fills",
+    "reference_profile",
     "run_ablation",
     "run_window",
     "walk_forward_windows",
@@ -114,15 +127,53 @@ def walk_forward_windows(
     return out
 
 
-@dataclass(frozen=True)
-class RunOutput:
-    """One run: its record and its curves (quote currency at each bar close)."""
+def load_trader_fills(path: Path, trader: str) -> tuple[str, list[Fill]]:
+    """``(trader id, its fills in time order)`` from a Hyperliquid fills export. ``trader``
+    is the account's id, or a prefix of exactly one id (case-insensitive, e.g.
+    ``0x083384f8``). Raises :class:`DataError` naming ``path`` when no (or more than one)
+    trader matches, and the importer's errors for a bad file."""
+    fills = load_hyperliquid_fills(path)
+    ids = sorted({f.trader_id for f in fills})
+    chosen = [t for t in ids if t == trader] or [
+        t for t in ids if t.lower().startswith(trader.lower())
+    ]
+    if len(chosen) != 1:
+        what = "no fills" if not chosen else f"{len(chosen)} traders match"
+        raise DataError(f"{what} for trader {trader!r} (traders: {', '.join(ids)})", path=path)
+    return chosen[0], [f for f in fills if f.trader_id == chosen[0]]
 
-    run: WindowRun
-    equity: pd.Series
-    buy_and_hold: pd.Series
-    initial_equity: float
-    episode_ids: frozenset[str] = field(default_factory=frozenset)
+
+def reference_profile(
+    settings: Settings,
+    *,
+    trader_id: str,
+    fills: Sequence[Fill],
+    start: datetime,
+    end: datetime,
+    embedder: Embedder | None = None,
+    seed_note: str | None = DEFAULT_CONSTRAINTS_NOTE,
+) -> PersonaProfile | None:
+    """The trader's persona as the product builds it as of ``end``: a
+    :class:`~backend.agents.memory.PersonaManager` on a throwaway store
+    (``store.backend=memory``, persona text by the offline rules), ``seed_note`` recorded
+    as of ``start``, then the trader's fills at or before ``end`` (all of them, not only
+    the window's) as of ``end``. None when there is neither a note nor a fill."""
+    cfg = settings.model_copy(
+        update={
+            "store": settings.store.model_copy(update={"backend": "memory"}),
+            "llm": LLMSettings(),
+        }
+    )
+    fence = utc_timestamp(end).to_pydatetime()
+    known = [f for f in fills if f.trader_id == trader_id and f.datetime <= fence]
+    with build_memory_system(cfg, embedder=embedder) as system:
+        if seed_note:
+            system.persona.update_from_text(
+                trader_id, seed_note, as_of=utc_timestamp(start).to_pydatetime()
+            )
+        if known:
+            system.persona.build_from_fills(trader_id, known, as_of=fence)
+        return system.persona.get_profile(trader_id, fence)
 
 
 def run_window(
@@ -135,13 +186,22 @@ def run_window(
     end: datetime,
     embedder: Embedder | None = None,
     seed_note: str | None = DEFAULT_CONSTRAINTS_NOTE,
+    fills: Sequence[Fill] = (),
+    reference: PersonaProfile | None = None,
 ) -> RunOutput:
     """Backtest ``ohlcv`` over ``[start, end)`` in ``mode`` with a fresh manager and store
-    (``settings.agent.policy``). Raises the errors of the builder and the engine
-    (DataError for an empty window, ConfigError for a bad policy)."""
+    (``settings.agent.policy``, trader ``settings.agent.trader_id``, whose ``fills`` refresh
+    the persona with memory on). Persona alignment is scored against ``reference``
+    (default: :func:`reference_profile` of the window). Raises the errors of the builder
+    and the engine (DataError for an empty window, ConfigError for a bad policy)."""
     memory, tiers = MODES[mode]
     agent = settings.agent.model_copy(update={"memory": memory, "memory_tiers": tiers})
     cfg = settings.model_copy(update={"agent": agent})
+    if reference is None:
+        reference = reference_profile(
+            settings, trader_id=agent.trader_id, fills=fills, start=start, end=end,
+            embedder=embedder, seed_note=seed_note,
+        )  # fmt: skip
     began = time.perf_counter()
     manager, close = build_trader_manager(
         cfg,
@@ -152,6 +212,7 @@ def run_window(
         store_path=None,
         embedder=embedder,
         seed_note=seed_note,
+        fills=fills,
     )
     probe = ContextProbe(manager.policy)
     manager.policy = probe
@@ -162,6 +223,19 @@ def run_window(
         violations = int(manager.stats()["violations"])
     finally:
         close()
+    asset = base_asset(ohlcv.pair)
+    behaviour = behaviour_of(
+        result.decisions,
+        result.trades,
+        equity=result.equity,
+        exposure=result.exposure,
+        price=result.buy_and_hold,
+    )
+    alignment, parts = persona_alignment(behaviour, reference, asset=asset)
+    index = result.buy_and_hold.index
+    held_h = (index[-1] - index[0]).total_seconds() / 3600 if len(index) > 1 else None
+    held = buy_and_hold_behaviour(decisions=behaviour.decisions, hours=held_h)
+    bh_alignment, bh_parts = persona_alignment(held, reference, asset=asset)
     n = max(probe.decisions, 1)
     tokens = [r.prompt_tokens for r in result.decisions]
     run = WindowRun(
@@ -177,6 +251,9 @@ def run_window(
         working_in_context_mean=round(probe.working / n, 3),
         persona_in_context_share=round(probe.with_persona / n, 4),
         run_s=round(time.perf_counter() - began, 2),
+        turnover=round(behaviour.turnover, 4),
+        persona_alignment=round(alignment, 4),
+        persona_alignment_parts={k: round(v, 4) for k, v in parts.items()},
     )
     return RunOutput(
         run=run,
@@ -184,67 +261,36 @@ def run_window(
         buy_and_hold=result.buy_and_hold,
         initial_equity=cfg.backtest.initial_equity,
         episode_ids=frozenset(probe.episode_ids),
+        behaviour=behaviour,
+        buy_and_hold_alignment=round(bh_alignment, 4),
+        buy_and_hold_parts={k: round(v, 4) for k, v in bh_parts.items()},
     )
 
 
-def chain(
-    curves: Sequence[pd.Series], *, initial: float, timeframe: str
-) -> tuple[float, float, float]:
-    """``(total return, Sharpe, max drawdown)`` of windows chained end to end: each curve
-    (quote currency, starting from ``initial``) is rescaled to start from the capital the
-    previous one ended with; Sharpe from the concatenated within-window bar returns
-    (annualised, rf 0, :func:`~backend.backtest.metrics.sharpe_ratio`)."""
-    capital = 1.0
-    pieces: list[np.ndarray] = []
-    returns: list[np.ndarray] = []
-    for curve in curves:
-        values = np.asarray(curve, dtype=np.float64) / initial
-        pieces.append(values * capital)
-        returns.append(bar_returns(values))
-        capital *= float(values[-1]) if values.size else 1.0
-    if not pieces:
-        return 0.0, 0.0, 0.0
-    path = np.concatenate(pieces)
-    sharpe = sharpe_ratio(np.concatenate(returns), periods_per_year=bars_per_year(timeframe))
-    return capital - 1.0, sharpe, max_drawdown(path, initial=1.0)
+@dataclass(frozen=True)
+class AblationOutcome:
+    """Every run of an ablation, and what was skipped (windows without candles)."""
 
+    outputs: list[RunOutput]
+    skipped: list[dict[str, str]]
+    modes: list[AblationMode]
+    windows: list[tuple[datetime, datetime]]
+    trader_id: str | None = None
 
-def _summaries(outputs: list[RunOutput]) -> dict[str, Any]:
-    """pair -> timeframe -> mode (and ``buy_and_hold``) -> :class:`ChainedMetrics` dict."""
-    out: dict[str, Any] = {}
-    groups: dict[tuple[str, str, str], list[RunOutput]] = {}
-    for o in outputs:
-        groups.setdefault((o.run.pair, o.run.timeframe, o.run.mode), []).append(o)
-    for (pair, tf, mode), runs in sorted(groups.items()):
-        runs.sort(key=lambda o: o.run.window_start)
-        initial = runs[0].initial_equity
-        total, sharpe, mdd = chain([o.equity for o in runs], initial=initial, timeframe=tf)
-        by_tf = out.setdefault(pair, {}).setdefault(tf, {})
-        by_tf[mode] = ChainedMetrics(
-            total_return=round(total, 6),
-            sharpe=round(sharpe, 4),
-            max_drawdown=round(mdd, 6),
-            n_trades=sum(o.run.metrics.n_trades for o in runs),
-            violations=sum(o.run.violations for o in runs),
-            windows=len(runs),
-            prompt_tokens_mean=round(float(np.mean([o.run.prompt_tokens_mean for o in runs])), 2),
-            run_s=round(sum(o.run.run_s for o in runs), 2),
-        ).model_dump()
-        if "buy_and_hold" not in by_tf:
-            total, sharpe, mdd = chain(
-                [o.buy_and_hold for o in runs], initial=initial, timeframe=tf
-            )
-            by_tf["buy_and_hold"] = ChainedMetrics(
-                total_return=round(total, 6),
-                sharpe=round(sharpe, 4),
-                max_drawdown=round(mdd, 6),
-                n_trades=0,
-                violations=0,
-                windows=len(runs),
-                prompt_tokens_mean=0.0,
-                run_s=0.0,
-            ).model_dump()
-    return out
+    def to_dict(self) -> dict[str, Any]:
+        """``{"runs": [WindowRun dicts], "summary": pair -> timeframe -> mode|buy_and_hold
+        -> ChainedMetrics dict, "comparison": pair -> timeframe -> "<mode>_vs_off" ->
+        ModeComparison dict, "skipped", "modes", "windows", "trader"}``."""
+        summary = summarize(self.outputs)
+        return {
+            "runs": [o.run.model_dump(mode="json") for o in self.outputs],
+            "summary": summary,
+            "comparison": compare_modes(self.outputs, summary),
+            "skipped": self.skipped,
+            "modes": list(self.modes),
+            "windows": [[a.isoformat(), b.isoformat()] for a, b in self.windows],
+            "trader": self.trader_id,
+        }
 
 
 def run_ablation(
@@ -256,12 +302,20 @@ def run_ablation(
     modes: Sequence[AblationMode] = tuple(MODES),
     embedder: Embedder | None = None,
     on_run: Callable[[WindowRun, list[WindowRun]], None] | None = None,
-) -> dict[str, Any]:
+    trader_id: str | None = None,
+    fills: Sequence[Fill] = (),
+) -> AblationOutcome:
     """Run every (pair, timeframe) of ``ohlcv`` x window x mode; windows without candles
     are skipped (listed in ``skipped``). ``on_run(run, runs_so_far)`` after each run.
-
-    Returns ``{"runs": [WindowRun dicts], "summary": pair -> timeframe -> mode|buy_and_hold
-    -> ChainedMetrics dict, "skipped": [...], "modes", "windows"}``."""
+    ``trader_id``: the agent's trader (``agent.trader_id``; default the configured one)
+    whose ``fills`` feed the persona. The reference profile is built once per window
+    (:func:`reference_profile`) and shared by its pairs and modes."""
+    if trader_id is not None:
+        agent = settings.agent.model_copy(update={"trader_id": trader_id})
+        settings = settings.model_copy(update={"agent": agent})
+    trader = settings.agent.trader_id
+    mine = [f for f in fills if f.trader_id == trader]
+    references: dict[tuple[datetime, datetime], PersonaProfile | None] = {}
     outputs: list[RunOutput] = []
     skipped: list[dict[str, str]] = []
     for (pair, tf), frame in sorted(ohlcv.items()):
@@ -270,6 +324,11 @@ def run_ablation(
             if not ((index >= utc_timestamp(start)) & (index < utc_timestamp(end))).any():
                 skipped.append({"pair": pair, "timeframe": tf, "window_start": start.isoformat()})
                 continue
+            if (start, end) not in references:
+                references[(start, end)] = reference_profile(
+                    settings, trader_id=trader, fills=mine, start=start, end=end,
+                    embedder=embedder,
+                )  # fmt: skip
             for mode in modes:
                 out = run_window(
                     settings,
@@ -279,14 +338,10 @@ def run_ablation(
                     start=start,
                     end=end,
                     embedder=embedder,
+                    fills=mine,
+                    reference=references[(start, end)],
                 )
                 outputs.append(out)
                 if on_run is not None:
                     on_run(out.run, [o.run for o in outputs])
-    return {
-        "runs": [o.run.model_dump(mode="json") for o in outputs],
-        "summary": _summaries(outputs),
-        "skipped": skipped,
-        "modes": list(modes),
-        "windows": [[a.isoformat(), b.isoformat()] for a, b in windows],
-    }
+    return AblationOutcome(outputs, skipped, list(modes), list(windows), trader_id)

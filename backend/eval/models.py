@@ -15,7 +15,9 @@ __all__ = [
     "AblationMode",
     "ChainedMetrics",
     "MethodScore",
+    "ModeComparison",
     "PersonaMethod",
+    "RunBehaviour",
     "WindowRun",
 ]
 
@@ -67,14 +69,25 @@ class WindowRun(FrozenModel):
     persona_in_context_share: float = Field(ge=0, le=1)
     """Share of decisions whose context held a persona profile."""
     run_s: float = Field(ge=0)
+    turnover: float = Field(ge=0)
+    """Sum over bars of ``|exposure change made by fills|`` (fraction of equity; price
+    drift excluded): 2.0 = twice the equity traded (see :class:`RunBehaviour`)."""
+    persona_alignment: float = Field(ge=0, le=1)
+    """How close the run's behaviour is to the trader's reference profile, 0..1 (higher
+    is closer; :func:`backend.eval.alignment.persona_alignment`)."""
+    persona_alignment_parts: dict[str, float] = Field(default_factory=dict)
+    """The components defined for this run (``constraints``, ``long_share``,
+    ``holding_period``, ``assets``, ``risk``), each 0..1; the alignment is their mean."""
 
     _tz = field_validator("window_start", "window_end")(to_utc)
 
 
 class ChainedMetrics(FrozenModel):
     """A mode's windows chained end to end (each window restarts from the capital the
-    previous one ended with): compounded return, Sharpe of the concatenated bar returns,
-    max drawdown of the chained curve, sums of trades and violations."""
+    previous one ended with): compounded return, Sharpe and Sortino of the concatenated
+    within-window bar returns (annualised, rf 0), max drawdown of the chained curve, sums
+    of trades, violations, fees and turnover, and the decision-weighted persona alignment
+    (:func:`backend.eval.ablation_summary.summarize`)."""
 
     total_return: float
     sharpe: float
@@ -85,3 +98,49 @@ class ChainedMetrics(FrozenModel):
     windows: int = Field(ge=0)
     prompt_tokens_mean: float = Field(ge=0)
     run_s: float = Field(ge=0)
+    sortino: float
+    fees_paid: float = Field(ge=0)
+    """Quote currency, on the chained capital: each window's fees scaled by the chained
+    capital at its start / the initial capital (0 for buy-and-hold: no costs)."""
+    turnover: float = Field(ge=0)
+    """Sum of the windows' :attr:`WindowRun.turnover` (fraction of equity)."""
+    persona_alignment: float = Field(ge=0, le=1)
+    """Mean of the windows' alignment weighted by their decisions (0..1)."""
+    persona_alignment_parts: dict[str, float] = Field(default_factory=dict)
+    """Each component's decision-weighted mean over the windows that define it."""
+
+
+class ModeComparison(FrozenModel):
+    """A memory mode against ``off`` on the same windows (paired by window)."""
+
+    sharpe_diff: float
+    """Mean over windows of (mode Sharpe - off Sharpe), each the window's annualised Sharpe."""
+    ci95: tuple[float, float]
+    """Percentile bootstrap 95% interval of that mean (windows resampled with replacement,
+    2,000 resamples, fixed seed); weak with few windows (one window: ``[d, d]``)."""
+    windows: int = Field(ge=0)
+    """Windows run in both modes."""
+    max_drawdown_ratio: float | None
+    """Chained max drawdown of the mode / that of ``off`` (both <= 0, so > 1 = deeper);
+    None when ``off`` never drew down."""
+
+
+class RunBehaviour(FrozenModel):
+    """What the agent did in one run, in the terms of the persona attributes (the input
+    of :func:`backend.eval.alignment.persona_alignment`)."""
+
+    decisions: int = Field(ge=0)
+    """Decisions taken (one per bar)."""
+    violating_decisions: int = Field(ge=0)
+    """Decisions whose proposal broke a hard constraint (``DecisionRecord.violations``)."""
+    long_share: float | None = Field(ge=0, le=1)
+    """Long share of the opening notional (0..1; None when nothing was opened)."""
+    holding_hours_median: float | None = Field(ge=0)
+    """Median holding time of the closed trades, hours (None without closed trades)."""
+    positioned_share: float = Field(ge=0, le=1)
+    """Share of bars with a non-zero position."""
+    mean_abs_exposure: float | None = Field(ge=0)
+    """Mean ``|exposure|`` (notional / equity) over the bars with a position (None when
+    never positioned)."""
+    turnover: float = Field(ge=0)
+    """Sum of ``|exposure change made by fills|`` (fraction of equity)."""

@@ -1,5 +1,6 @@
-"""The memory ablation: walk-forward windows, chaining, the four modes on a tiny real
-window (what each retrieves really differs), the ``memory_tiers`` setting and the CLI."""
+"""The memory ablation: walk-forward windows, chaining, the paired bootstrap, the four
+modes on a tiny real window (what each retrieves really differs), the ``memory_tiers``
+setting and the CLI (a real trader's fills, persona alignment, the HTML page)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from backend.data import OHLCVFrame, load_ohlcv
 from backend.embeddings import CachedEmbedder, MiniLMEmbedder
 from backend.errors import ConfigError
 from backend.eval.ablation import MODES, RunOutput, chain, run_window, walk_forward_windows
+from backend.eval.ablation_summary import chain_curves, paired_bootstrap
 from tests.sentinel_cli import sentinel
 
 SENTINEL = sentinel()
@@ -53,6 +55,22 @@ def test_chain_compounds_windows_by_hand() -> None:
     r = np.array([0.1, -0.1, 0.1])
     assert sharpe == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(bars_per_year("1d")))
     assert chain([], initial=100.0, timeframe="1d") == (0.0, 0.0, 0.0)
+    # the chained path the summary and the HTML page use
+    second.index = pd.RangeIndex(2, 5)
+    chained = chain_curves([first, second], initial=100.0)
+    assert chained.path.tolist() == pytest.approx([1.0, 1.1, 1.1, 0.99, 1.089])
+    assert chained.path.index.tolist() == [0, 1, 2, 3, 4]
+    assert chained.window_capital == pytest.approx((1.0, 1.1))
+    assert chained.total_return == pytest.approx(total)
+
+
+def test_paired_bootstrap_is_seeded_and_brackets_the_mean() -> None:
+    diffs = [0.5, -0.2, 1.0, 0.1, 0.3]
+    lo, hi = paired_bootstrap(diffs)
+    assert lo < float(np.mean(diffs)) < hi and min(diffs) <= lo and hi <= max(diffs)
+    assert paired_bootstrap(diffs) == (lo, hi)  # fixed seed
+    assert paired_bootstrap([0.4]) == pytest.approx((0.4, 0.4))  # one window: no spread
+    assert paired_bootstrap([]) == (0.0, 0.0)
 
 
 def test_memory_tiers_setting_is_validated() -> None:
@@ -140,6 +158,15 @@ def test_cli_writes_the_summary_with_buy_and_hold(shared_data: Path, tmp_path: P
     assert summary["off"]["windows"] == 2 and summary["buy_and_hold"]["n_trades"] == 0
     starts = [datetime.fromisoformat(r["window_start"]) for r in data["runs"]]
     assert starts == [utc(2022, 5, 1), utc(2022, 6, 1)] * 2
+    # the default persona (the seed note): only the constraints component is defined
+    for run in data["runs"]:
+        assert set(run["persona_alignment_parts"]) == {"constraints"}
+        assert 0 <= run["persona_alignment"] <= 1 and run["turnover"] >= 0
+    for entry in summary.values():
+        assert {"sortino", "fees_paid", "turnover", "persona_alignment"} <= set(entry)
+    assert summary["buy_and_hold"]["persona_alignment"] == 1.0  # never breaks a constraint
+    assert data["comparison"] == {} and data["trader"] is None  # no memory mode ran
+    assert out.with_suffix(".html").read_text().count("<img") == 2  # one per pair/timeframe
 
 
 def test_cli_bad_mode_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -156,3 +183,45 @@ def test_cli_bad_mode_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and not out.exists()
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "bogus" in lines[0]
+
+
+TRADER_ETH_SOL = "0x083384f897ee0f19899168e3b1bec365f52a9012"
+
+
+@pytest.mark.slow
+def test_cli_with_a_real_trader_scores_persona_alignment(shared_data: Path, tmp_path: Path) -> None:
+    """ETH/USDT 4h, Oct and Nov 2024, off and all, as the ETH/SOL trader (fills from
+    2024-11-11): October runs before the first fill (the persona is the note alone)."""
+    out, page = tmp_path / "ablation.json", tmp_path / "pages" / "curves.html"
+    args = ["eval", "ablation", "--data-dir", str(shared_data / "market" / "binance"),
+            "--pairs", "ETH/USDT", "--timeframes", "4h", "--start", "2024-10-01",
+            "--end", "2024-12-01", "--window-months", "1", "--modes", "off,all",
+            "--trader", "0x083384F8", "--fills", str(shared_data / "trades" /
+            "hyperliquid_fills.csv"), "--out", str(out), "--html", str(page)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["complete"] is True and data["trader"] == TRADER_ETH_SOL
+    assert data["modes"] == ["off", "all"] and len(data["runs"]) == 4
+    assert {r["mode"] for r in data["runs"]} == {"off", "all"}
+    for run in data["runs"]:
+        assert 0 <= run["persona_alignment"] <= 1
+        assert all(0 <= v <= 1 for v in run["persona_alignment_parts"].values())
+        october = run["window_start"].startswith("2024-10")
+        if october:  # no fill known by the window end: the reference is the seed note's
+            assert set(run["persona_alignment_parts"]) == {"constraints"}
+        else:  # ETH is the trader's main asset; an aggressive risk tolerance
+            assert run["persona_alignment_parts"]["assets"] == 1.0
+            assert {"constraints", "assets", "risk"} <= set(run["persona_alignment_parts"])
+    summary = data["summary"]["ETH/USDT"]["4h"]
+    assert set(summary) == {"off", "all", "buy_and_hold"}
+    for entry in summary.values():
+        assert 0 <= entry["persona_alignment"] <= 1 and entry["max_drawdown"] <= 0
+    # the trader is mostly short: buy-and-hold's long share is far from theirs
+    assert summary["buy_and_hold"]["persona_alignment_parts"]["long_share"] < 0.2
+    paired = data["comparison"]["ETH/USDT"]["4h"]["all_vs_off"]
+    lo, hi = paired["ci95"]
+    assert paired["windows"] == 2 and lo <= paired["sharpe_diff"] <= hi
+    html = page.read_text()
+    assert html.count("<img") == 1 and "persona alignment" in html
+    assert "http://" not in html and "https://" not in html and "<script" not in html

@@ -1,0 +1,215 @@
+"""The ablation as one offline HTML page: the modes' chained equity curves side by side.
+
+:func:`write_ablation_html` writes, for each pair and timeframe, one figure with the
+chained equity curve of every mode and of buy-and-hold on the same axes (matplotlib Agg,
+embedded as a base64 PNG ``<img>``), the table of the summary numbers and the paired
+mode-vs-off comparison. Curves and numbers come from :mod:`backend.eval.ablation_summary`
+(the code the JSON summary uses). Inline CSS only: no script, font, stylesheet or link to
+anything outside the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from backend.errors import DataError
+from backend.eval.ablation import AblationOutcome
+from backend.eval.ablation_summary import (
+    RunOutput,
+    chain_curves,
+    compare_modes,
+    group_runs,
+    summarize,
+)
+
+__all__ = ["write_ablation_html"]
+
+_COLORS = {
+    "off": "#7f7f7f",
+    "persona": "#1f77b4",
+    "persona_working": "#2ca02c",
+    "all": "#d62728",
+    "buy_and_hold": "#bbbbbb",
+}
+_CSS = """
+body{font-family:sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f0f0f0}td.l,th.l{text-align:left}
+img{max-width:100%}.muted{color:#777;font-size:12px}
+"""
+_COLUMNS = (
+    ("return", "total_return", "{:+.2%}"),
+    ("Sharpe", "sharpe", "{:.2f}"),
+    ("Sortino", "sortino", "{:.2f}"),
+    ("max DD", "max_drawdown", "{:.2%}"),
+    ("trades", "n_trades", "{:d}"),
+    ("fees", "fees_paid", "{:,.2f}"),
+    ("turnover", "turnover", "{:.2f}"),
+    ("violations", "violations", "{:d}"),
+    ("persona alignment", "persona_alignment", "{:.3f}"),
+)
+
+
+def _order(mode: str) -> tuple[int, str]:
+    """Modes in :data:`_COLORS` order (off first, buy-and-hold last), others after."""
+    names = list(_COLORS)
+    return (names.index(mode) if mode in names else len(names), mode)
+
+
+def _naive(index: pd.Index) -> np.ndarray:
+    times = pd.DatetimeIndex(index)
+    if times.tz is not None:
+        times = times.tz_convert("UTC").tz_localize(None)
+    return times.to_numpy()
+
+
+def _png(fig: Figure) -> str:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="chained equity" src="data:image/png;base64,{data}">'
+
+
+def _figure(
+    title: str, curves: dict[str, pd.Series], seams: Sequence[pd.Timestamp], initial: float
+) -> str:
+    fig = Figure(figsize=(11, 4.5))
+    ax = fig.add_subplot()
+    for name, path in curves.items():
+        if path.empty:
+            continue
+        held = name == "buy_and_hold"
+        ax.plot(
+            _naive(path.index), path.to_numpy() * initial, label=name.replace("_", " "),
+            color=_COLORS.get(name), lw=1.0 if held else 1.3, ls="--" if held else "-",
+        )  # fmt: skip
+    for seam in seams[1:]:
+        ax.axvline(_naive(pd.DatetimeIndex([seam]))[0], color="#cccccc", lw=0.6, ls=":")
+    ax.set_ylabel("chained equity (quote currency)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+def _cell(value: Any, spec: str) -> str:
+    if value is None:
+        return "-"
+    try:
+        return spec.format(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _summary_table(by_mode: dict[str, dict[str, Any]]) -> str:
+    head = '<th class="l">mode</th>' + "".join(f"<th>{html.escape(c)}</th>" for c, _, _ in _COLUMNS)
+    rows = []
+    for mode, entry in by_mode.items():
+        cells = "".join(
+            f"<td>{html.escape(_cell(entry.get(key), spec))}</td>" for _, key, spec in _COLUMNS
+        )
+        named = entry.get("persona_alignment_parts", {})
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in named.items())
+        rows.append(
+            f'<tr><td class="l">{html.escape(mode)}</td>{cells}'
+            f'<td class="l">{html.escape(parts)}</td></tr>'
+        )
+    return f'<table><tr>{head}<th class="l">alignment parts</th></tr>{"".join(rows)}</table>'
+
+
+def _comparison_table(by_name: dict[str, dict[str, Any]]) -> str:
+    if not by_name:
+        return ""
+    rows = "".join(
+        f'<tr><td class="l">{html.escape(name)}</td><td>{c["sharpe_diff"]:+.3f}</td>'
+        f"<td>[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]</td><td>{c['windows']}</td>"
+        f"<td>{_cell(c['max_drawdown_ratio'], '{:.3f}')}</td></tr>"
+        for name, c in by_name.items()
+    )
+    return (
+        '<table><tr><th class="l">paired</th><th>mean Sharpe diff</th><th>95% bootstrap</th>'
+        f"<th>windows</th><th>max DD ratio</th></tr>{rows}</table>"
+        '<p class="muted">Per-window Sharpe differences against off, windows resampled; '
+        "weak with few windows.</p>"
+    )
+
+
+def _render(outputs: Sequence[RunOutput], *, title: str) -> str:
+    summary = summarize(outputs)
+    comparison = compare_modes(outputs, summary)
+    groups = group_runs(outputs)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<p>Each mode's walk-forward windows chained end to end (each window restarts flat "
+        "from the capital the previous one ended with; dotted lines mark window starts), "
+        "buy-and-hold dashed. Returns and drawdowns are fractions shown in percent; fees in "
+        "the quote currency; Sharpe and Sortino annualised, rf 0; persona alignment 0..1 "
+        "(higher is closer to the trader), decision-weighted over windows.</p>",
+    ]
+    for pair, by_tf in summary.items():
+        for tf, by_mode in by_tf.items():
+            runs = {m: g for (p, t, m), g in groups.items() if (p, t) == (pair, tf)}
+            runs = dict(sorted(runs.items(), key=lambda kv: _order(kv[0])))
+            by_mode = dict(sorted(by_mode.items(), key=lambda kv: _order(kv[0])))
+            first = next(iter(runs.values()))
+            initial = first[0].initial_equity
+            curves = {m: chain_curves([o.equity for o in g], initial=initial).path
+                      for m, g in runs.items()}  # fmt: skip
+            curves["buy_and_hold"] = chain_curves(
+                [o.buy_and_hold for o in first], initial=initial
+            ).path
+            seams = [o.equity.index[0] for o in first if len(o.equity)]
+            parts += [
+                f"<h2>{html.escape(pair)} {html.escape(tf)}</h2>",
+                _figure(f"{pair} {tf}: chained equity by mode", curves, seams, initial),
+                _summary_table(by_mode),
+                _comparison_table(comparison.get(pair, {}).get(tf, {})),
+            ]
+    if not summary:
+        parts.append('<p class="muted">No runs.</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_ablation_html(
+    result: AblationOutcome | Sequence[RunOutput],
+    path: Path,
+    *,
+    title: str = "Memory ablation: chained equity by mode",
+) -> None:
+    """Write the page of ``result`` (an ablation's outcome or its runs) to ``path``
+    atomically (a temporary file in the same folder, then renamed; parents created).
+    Raises :class:`DataError` naming the file when it cannot be written."""
+    outputs = result.outputs if isinstance(result, AblationOutcome) else list(result)
+    page = _render(outputs, title=title)
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(page)
+        os.chmod(tmp, 0o644)  # a page to open and share, not a secret (mkstemp makes 0600)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise DataError(f"cannot write the HTML page ({type(exc).__name__})", path=path) from None
