@@ -30,6 +30,7 @@ from backend.memory import (
     events_to_episodes,
 )
 from backend.memory.models import Episode
+from backend.types import base_asset
 from tests.agents.loop import LoopResult, drive
 from tests.conftest import StoreFactory
 from tests.llm.chat_server import Reply, start_chat_server
@@ -509,3 +510,96 @@ def test_changing_future_candles_cannot_change_earlier_decisions(
     assert len(before) == 3 * 24 - 1 and before == seen(runs[1])
     after = [r.decision for r in runs[0].decisions if r.as_of > cut]
     assert after != [r.decision for r in runs[1].decisions if r.as_of > cut]  # not vacuous
+
+
+def backtest_mode(
+    btc: OHLCVFrame,
+    settings: Settings,
+    shared_data: Path,
+    *,
+    memory: bool,
+    tiers: tuple[str, ...] = ("persona",),
+    **kwargs: object,
+) -> tuple[list[DecisionRecord], DeepTraderManager]:
+    from backend.backtest.engine import run_backtest
+
+    agent = settings.agent.model_copy(update={"memory_tiers": tiers})
+    cfg = settings.model_copy(update={"agent": agent})
+    manager, close = build_trader_manager(
+        cfg,
+        ohlcv=btc,
+        data_dir=shared_data,
+        memory=memory,
+        policy="rule",
+        store_path=None,
+        embedder=HashingEmbedder(),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    try:
+        result = run_backtest(
+            btc, manager, settings=cfg.backtest, trader_id=TRADER, start=START, end=END
+        )
+    finally:
+        close()
+    return result.decisions, manager
+
+
+def test_clean_ablation_a_persona_of_constraints_only_changes_no_executed_decision(
+    btc: OHLCVFrame, settings: Settings, shared_data: Path
+) -> None:
+    """The seed note holds hard constraints only: with the constraints enforced by the
+    manager in every mode, in the same place and order, reading the persona changes what
+    the policy proposes (within the limits: no violation) but not one executed decision."""
+    off, _ = backtest_mode(btc, settings, shared_data, memory=False)
+    on, manager = backtest_mode(btc, settings, shared_data, memory=True)
+    assert len(off) == len(on) == (END - START) // timedelta(hours=1)
+    assert [(r.decision.action, round(r.decision.size, 9)) for r in off] == [
+        (r.decision.action, round(r.decision.size, 9)) for r in on
+    ]
+    assert sum(bool(r.violations) for r in off) > 100  # the memory-free policy knows no limits
+    assert manager.violations == 0 and not any(r.violations for r in on)
+    assert not any(r.proposed.memory_effect for r in on)  # constraints are not memory's effect
+
+
+def test_persona_from_the_traders_fills_as_known_at_each_bar(
+    btc: OHLCVFrame, settings: Settings, shared_data: Path
+) -> None:
+    from backend.data.fills import load_hyperliquid_fills
+
+    trader = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+    fills = load_hyperliquid_fills(shared_data / "trades" / "hyperliquid_fills.csv")
+    mine = [f for f in fills if f.trader_id == trader]
+    first = min(f.datetime for f in mine)
+    # shift the trader's fills into the test window: a real trader's real fills, re-timed
+    shift = START + timedelta(days=3) - first
+    moved = [
+        f.model_copy(
+            update={
+                "datetime": f.datetime + shift,
+                "timestamp": f.timestamp + int(shift.total_seconds() * 1000),
+            }
+        )
+        for f in mine
+        if f.datetime + shift < END
+    ]
+    agent = settings.agent.model_copy(update={"trader_id": trader})
+    cfg = settings.model_copy(update={"agent": agent})
+    from backend.backtest.engine import run_backtest
+
+    manager, close = build_trader_manager(
+        cfg, ohlcv=btc, data_dir=shared_data, memory=True, policy="rule", store_path=None,
+        embedder=HashingEmbedder(), fills=moved,
+    )  # fmt: skip
+    try:
+        run_backtest(btc, manager, settings=cfg.backtest, trader_id=trader, start=START, end=END)
+        before = manager.profile_at(START + timedelta(days=2))
+        after = manager.profile_at(END - timedelta(hours=1))
+    finally:
+        close()
+    assert before is not None and "preferred_assets" not in before.attributes  # the note only
+    assert after is not None and after.version > before.version
+    known = [f for f in moved if f.datetime <= after.as_of]
+    assets = {base_asset(f.symbol) for f in known}
+    assert set(after.attributes["preferred_assets"].value) <= assets
+    assert 0 < after.attributes["preferred_assets"].evidence_count <= len(known)
+    assert after.as_of <= END  # nothing after the last bar was given to the persona

@@ -1,0 +1,119 @@
+"""Episodes recalled by nearest market state (EpisodicMemory.recall_by_state) on real
+chromadb and the memory backend: ranking, the as_of fence on episodes and outcomes, the
+horizon filter, and the index following another writer's changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from backend.config import MemorySettings
+from backend.memory._states import STATE_FEATURES, StateIndex
+from backend.memory.episodic import EpisodicMemory
+from backend.memory.models import Episode, Outcome
+from tests.conftest import StoreFactory
+
+T0 = datetime(2022, 5, 1, tzinfo=UTC)
+CALM = {"ret_1d": 0.0, "ret_7d": 0.01, "rv_short": 0.3, "rv_long": 0.35, "vol_ratio": 0.86,
+        "drawdown": -0.02, "trend_spread": 0.01}  # fmt: skip
+PANIC = {"ret_1d": -0.12, "ret_7d": -0.25, "rv_short": 1.4, "rv_long": 0.7, "vol_ratio": 2.0,
+         "drawdown": -0.3, "trend_spread": -0.06}  # fmt: skip
+
+
+def episode(key: str, state: dict[str, float], *, hours: int) -> Episode:
+    return Episode(
+        id=f"ep-{key}",
+        trader_id="alice",
+        symbol="BTC/USDT",
+        event_type="flash_crash",
+        occurred_at=T0 + timedelta(hours=hours),
+        description=f"episode {key}",
+        state=state,
+        importance=0.5,
+    )
+
+
+def nudged(state: dict[str, float], k: float) -> dict[str, float]:
+    return {name: value * (1 + k) for name, value in state.items()}
+
+
+def outcome(ret: float, at: datetime, horizon: str = "24h") -> Outcome:
+    return Outcome(horizon=horizon, market_return=ret, resolved_at=at)
+
+
+def test_nearest_states_with_known_outcomes_are_recalled(make_store: StoreFactory) -> None:
+    mem = EpisodicMemory(make_store(), settings=MemorySettings())
+    eps = [episode(f"calm{i}", nudged(CALM, i / 20), hours=i) for i in range(4)]
+    eps += [episode(f"panic{i}", nudged(PANIC, i / 20), hours=10 + i) for i in range(4)]
+    eps.append(episode("no-outcome", PANIC, hours=20))
+    eps.append(episode("no-state", {"ret_1d": -0.1}, hours=21))
+    mem.add(eps, as_of=T0 + timedelta(hours=22))
+    resolved = T0 + timedelta(days=2)
+    for e in eps:
+        if e.id != "ep-no-outcome":
+            ret = -0.05 if "panic" in e.id else 0.01
+            mem.record_outcome("alice", e.id, outcome(ret, resolved), as_of=resolved)
+    late = resolved + timedelta(hours=1)
+    hits = mem.recall_by_state("alice", "BTC/USDT", PANIC, as_of=late, top_k=3)
+    assert [h.episode.id for h in hits] == ["ep-panic0", "ep-panic1", "ep-panic2"]
+    assert hits[0].similarity == pytest.approx(1.0) and hits[0].score == hits[0].similarity
+    assert all(h.episode.outcome is not None for h in hits)
+    calm = mem.recall_by_state("alice", "BTC/USDT", CALM, as_of=late, top_k=8)
+    assert {h.episode.id for h in calm[:4]} == {f"ep-calm{i}" for i in range(4)}
+    assert "ep-no-outcome" not in {h.episode.id for h in calm}  # no outcome: no answer
+    assert mem.recall_by_state("alice", "ETH/USDT", PANIC, as_of=late, top_k=3) == []
+    assert mem.recall_by_state("alice", "BTC/USDT", {"ret_1d": 0.0}, as_of=late, top_k=3) == []
+
+
+def test_the_fence_hides_later_episodes_and_outcomes(make_store: StoreFactory) -> None:
+    mem = EpisodicMemory(make_store(), settings=MemorySettings())
+    mem.add([episode("a", PANIC, hours=0)], as_of=T0)
+    first = T0 + timedelta(days=1)
+    mem.record_outcome("alice", "ep-a", outcome(-0.05, first), as_of=first)
+    second = T0 + timedelta(days=3)
+    mem.record_outcome("alice", "ep-a", outcome(0.02, second, "3d"), as_of=second)
+    mem.add([episode("b", PANIC, hours=24 * 4)], as_of=T0 + timedelta(days=4))
+    mem.record_outcome("alice", "ep-b", outcome(-0.07, second + timedelta(days=2)),
+                       as_of=second + timedelta(days=2))  # fmt: skip
+    assert (
+        mem.recall_by_state("alice", "BTC/USDT", PANIC, as_of=first - timedelta(1), top_k=5) == []
+    )
+    at_first = mem.recall_by_state("alice", "BTC/USDT", PANIC, as_of=first, top_k=5)
+    assert [
+        (h.episode.id, h.episode.outcome.market_return) for h in at_first if h.episode.outcome
+    ] == [("ep-a", -0.05)]
+    # the later outcome replaces the first from its own time on; b is not known yet
+    at_second = mem.recall_by_state("alice", "BTC/USDT", PANIC, as_of=second, top_k=5)
+    assert [h.episode.outcome.horizon for h in at_second if h.episode.outcome] == ["3d"]
+    only_24h = mem.recall_by_state(
+        "alice", "BTC/USDT", PANIC, as_of=second + timedelta(days=3), top_k=5, horizon="24h"
+    )
+    assert [h.episode.id for h in only_24h] == ["ep-b"]
+
+
+def test_the_index_follows_another_writers_changes(make_durable_store: StoreFactory) -> None:
+    reader = EpisodicMemory(make_durable_store(), settings=MemorySettings())
+    writer = EpisodicMemory(make_durable_store(), settings=MemorySettings())
+    at = T0 + timedelta(days=2)
+    writer.add([episode("a", PANIC, hours=0)], as_of=T0)
+    writer.record_outcome("alice", "ep-a", outcome(-0.05, at), as_of=at)
+    assert [
+        h.episode.id for h in reader.recall_by_state("alice", "BTC/USDT", PANIC, as_of=at, top_k=5)
+    ] == ["ep-a"]
+    writer.add([episode("b", PANIC, hours=1)], as_of=at)
+    writer.record_outcome("alice", "ep-b", outcome(-0.06, at), as_of=at)
+    hits = reader.recall_by_state("alice", "BTC/USDT", PANIC, as_of=at, top_k=5)
+    assert sorted(h.episode.id for h in hits) == ["ep-a", "ep-b"]
+
+
+def test_state_index_scales_each_feature_by_its_spread() -> None:
+    rows = []
+    for i in range(10):
+        state = dict(CALM, rv_short=0.3 + i * 0.1)
+        rows += StateIndex.row(f"e{i}", created_ts=0.0, state=state, outcomes=[(1.0, 0.01, "24h")])
+    index = StateIndex.from_rows(rows)
+    assert len(index) == 10 and len(STATE_FEATURES) == 7
+    near = index.nearest(dict(CALM, rv_short=0.62), as_of_ts=2.0, k=2)
+    assert [n.episode_id for n in near] == ["e3", "e4"]
+    assert index.nearest(CALM, as_of_ts=0.5, k=2) == []  # no outcome known yet
