@@ -298,6 +298,11 @@ class AgentSettings(_Section):
     """Working memory: bars a news shock keeps the size cut."""
     shock_scale: float = Field(default=0.5, ge=0, le=1)
     """Working memory: size multiplier after a news shock."""
+    short_guard_drawdown: float = Field(default=0.05, ge=0, le=1)
+    """Working memory: a short while the close is more than this fraction below the
+    window's highest close is cut to ``short_guard_scale``."""
+    short_guard_scale: float = Field(default=0.0, ge=0, le=1)
+    """Working memory: size multiplier of such a short (0 = no short)."""
     offprofile_scale: float = Field(default=0.5, ge=0, le=1)
     """Persona: size multiplier for an asset or a direction the trader rarely trades."""
     bias_share: float = Field(default=0.7, gt=0.5, le=1)

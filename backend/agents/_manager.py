@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from backend.agents._memory_writer import MemoryWriter, WriterState
-from backend.agents.constraints import check_decision
+from backend.agents.constraints import check_decision, within_band
 from backend.agents.memory import empty_profile, route_decisions, text_decisions
 from backend.agents.policies import DecisionView, Policy, daily_vol
 from backend.agents.system import MemorySystem
@@ -308,7 +308,7 @@ class DeepTraderManager:
             hold_tolerance=self.min_trade_fraction,
         )
         self.violations += bool(violations)
-        decision = self._band(decision, bar.position.exposure)
+        decision = within_band(decision, bar.position.exposure, band=self.agent.rebalance_band)
         t["check"] += (mark := time.perf_counter()) - now
         episode_id = None
         if self.writer is not None:
@@ -389,27 +389,6 @@ class DeepTraderManager:
             state=state,
             horizon=self.writer.horizon,
         )
-
-    def _band(self, decision: Decision, current: float) -> Decision:
-        """``hold`` instead of a buy/sell that keeps the position's direction and whose
-        size is within ``agent.rebalance_band`` of the current exposure (fees are not
-        spent chasing every wiggle of realised vol). After the constraint check, for
-        every policy and memory mode alike."""
-        if decision.action not in ("buy", "sell"):
-            return decision
-        target = decision.target_exposure(current)
-        band = self.agent.rebalance_band * decision.size
-        if current * target > 0 and abs(target - current) <= band:
-            return decision.model_copy(
-                update={
-                    "action": "hold",
-                    "size": 0.0,
-                    "rationale": (decision.rationale + f"; keep {current:+.2f} (within band)")[
-                        :4000
-                    ],
-                }
-            )
-        return decision
 
     def _trades(self, decision: Decision, current: float) -> bool:
         """Whether executing ``decision`` trades: its target exposure differs from the

@@ -20,8 +20,14 @@ Working memory (the recent window of market snapshots, newest last):
 - **confirmation** (time-delay filter; Brock, Lakonishok & LeBaron 1992): a new position
   (from flat, or a reversal) is taken only when the last ``confirm_bars`` snapshots all
   show the signal's regime, so a regime that flickers for a bar does not pay two fees;
-- **news shock** (event risk: prices gap after hacks, insolvencies and regulatory news):
-  a shock topic among the last ``shock_lookback_bars`` snapshots -> ``shock_scale``.
+- **news shock** (event risk: prices gap after hacks and insolvencies): a topic of
+  :data:`ADVERSE_TOPICS` among the last ``shock_lookback_bars`` snapshots ->
+  ``shock_scale`` (the other news topics — rallies, regulation, macro — are in the
+  headlines of almost every bar of 2022: measured, they would cut the size for good);
+- **no short into a sell-off** (momentum crashes; Daniel & Moskowitz 2016: trend
+  strategies lose most in the rebounds that follow market declines, and the loss is the
+  short side's): a short while the close is more than ``short_guard_drawdown`` below the
+  highest close of the window -> ``short_guard_scale`` (0 = no short).
 
 Episodic memory (the episodes whose market state was nearest, with their outcome over
 the agent's horizon): ``n`` returns with mean ``m`` and standard deviation ``s`` give
@@ -39,11 +45,11 @@ from dataclasses import dataclass
 
 from backend.config import AgentSettings
 from backend.memory.context import persona_id, snapshot_id
-from backend.memory.detectors import SHOCK_TOPICS
 from backend.memory.models import MarketSnapshot, PersonaProfile, ScoredEpisode
 from backend.types import base_asset
 
 __all__ = [
+    "ADVERSE_TOPICS",
     "ASSET_MIN_SHARE",
     "RISK_SCALE",
     "Adjustment",
@@ -56,6 +62,8 @@ __all__ = [
 RISK_SCALE: dict[str, float] = {"conservative": 0.5, "moderate": 1.0, "aggressive": 1.0}
 """Size multiplier per persona risk tolerance. Aggressive does not lever up beyond the
 settings."""
+ADVERSE_TOPICS: frozenset[str] = frozenset({"hack", "insolvency"})
+"""News topics (:data:`backend.memory.NEWS_TOPICS`) that de-risk the working-memory rule."""
 ASSET_MIN_SHARE = 0.05
 """Share of the trader's traded notional below which an asset is not one they trade."""
 
@@ -128,11 +136,12 @@ def working_rules(
     window: Sequence[MarketSnapshot],
     *,
     regime: str,
+    direction: int,
     entering: bool,
     settings: AgentSettings,
 ) -> list[Adjustment]:
-    """Working memory's adjustments (module doc); ``window`` newest last; ``entering``:
-    the trade opens a position or reverses one."""
+    """Working memory's adjustments (module doc) of a ``direction`` (+1 long, -1 short)
+    trade; ``window`` newest last; ``entering``: the trade opens or reverses a position."""
     if not window:
         return []
     out: list[Adjustment] = []
@@ -146,10 +155,17 @@ def working_rules(
             held += 1
         note = f"{regime.replace('_', ' ')} for {held} of the {n} bars a new position needs"
         out.append(Adjustment(note, block=True, ids=(snapshot_id(recent[-1]),)))
+    if direction < 0 and settings.short_guard_scale < 1.0:
+        latest = window[-1]
+        fall = latest.close / max(s.close for s in window) - 1.0
+        if fall < -settings.short_guard_drawdown:
+            scale = settings.short_guard_scale
+            note = f"{-fall:.0%} below the window's high: no short into a sell-off x{scale:g}"
+            out.append(Adjustment(note, scale=scale, ids=(snapshot_id(latest),)))
     lookback = list(window[-settings.shock_lookback_bars :])
-    shocked = [s for s in lookback if any(t in SHOCK_TOPICS for t in s.topics)]
+    shocked = [s for s in lookback if ADVERSE_TOPICS.intersection(s.topics)]
     if shocked and settings.shock_scale < 1.0:
-        topics = sorted({t for s in shocked for t in s.topics if t in SHOCK_TOPICS})
+        topics = sorted({t for s in shocked for t in s.topics if t in ADVERSE_TOPICS})
         note = f"news shock ({', '.join(topics[:3])}) x{settings.shock_scale:g}"
         out.append(Adjustment(note, scale=settings.shock_scale, ids=(snapshot_id(shocked[-1]),)))
     return out

@@ -50,6 +50,7 @@ __all__ = [
     "check_decision",
     "is_memecoin",
     "stop_distance",
+    "within_band",
 ]
 
 MEMECOINS: frozenset[str] = frozenset(
@@ -275,3 +276,20 @@ def check_decision(
             return decision.model_copy(update={"action": "close", "size": 0.0}), violations
         return decision.model_copy(update={"action": action, "size": size}), violations
     return decision.model_copy(update={"size": min(size, 10.0)}), violations
+
+
+def within_band(decision: Decision, current: float, *, band: float) -> Decision:
+    """``hold`` instead of a buy/sell that keeps the position's direction and whose size
+    is within ``band`` (a fraction of the decided size, ``agent.rebalance_band``) of the
+    ``current`` exposure: fees are not spent chasing every wiggle of realised vol. The
+    manager applies it after :func:`check_decision`, for every policy and memory mode
+    alike; any other decision is returned unchanged."""
+    if decision.action not in ("buy", "sell"):
+        return decision
+    target = decision.target_exposure(current)
+    if current * target > 0 and abs(target - current) <= band * decision.size:
+        note = f"; keep {current:+.2f} (within band)"
+        return decision.model_copy(
+            update={"action": "hold", "size": 0.0, "rationale": (decision.rationale + note)[:4000]}
+        )
+    return decision

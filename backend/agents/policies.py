@@ -139,8 +139,9 @@ class RulePolicy:
     3. **Memory** (each tier only when it is in the context; :mod:`backend.agents._rules`
        documents every rule and its source): the persona (risk tolerance, the trader's
        assets and direction bias), working memory (regime confirmation before a new
-       position, news-shock de-risking) and episodic memory (the outcome statistics of
-       the episodes whose market state was nearest veto or halve a trade).
+       position, news-shock de-risking, no short into a sell-off) and episodic memory
+       (the outcome statistics of the episodes whose market state was nearest veto or
+       halve a trade).
     4. **The trader's limits** (persona): the proposal is cut to the persona's hard
        constraints (:func:`check_decision`): an agent that knows its trader proposes
        within them. With memory off nothing is known here; the manager's check (the same
@@ -210,7 +211,13 @@ class RulePolicy:
             persona_rules(ctx.persona, symbol=view.bar.symbol, direction=plan.direction, settings=s)
         )
         plan = plan.apply(
-            working_rules(ctx.working, regime=view.features.regime, entering=entering, settings=s)
+            working_rules(
+                ctx.working,
+                regime=view.features.regime,
+                direction=plan.direction,
+                entering=entering,
+                settings=s,
+            )
         )
         return plan.apply(episodic_rules(ctx.episodes, direction=plan.direction, settings=s))
 

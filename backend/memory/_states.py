@@ -19,10 +19,13 @@ consistency factor); ``similarity = exp(-d^2 / (2 * n_features))`` in (0, 1].
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from backend.memory.models import Episode
 
 __all__ = ["STATE_FEATURES", "StateIndex", "StateNeighbour"]
 
@@ -110,6 +113,23 @@ class StateIndex:
             if math.isfinite(ret):
                 out.append(_Row(episode_id, created_ts, ts, until, ret, horizon, values))
         return out
+
+    @staticmethod
+    def episode_rows(
+        base: Episode, log: Sequence[Mapping[str, Any]], *, created_ts: float
+    ) -> list[_Row]:
+        """Rows of a stored episode: ``base`` as first added and its ``log``
+        (:mod:`backend.memory.episodic`: outcome entries carry ``ts`` and ``outcome``)."""
+        outcomes = (
+            [(created_ts, base.outcome.market_return, base.outcome.horizon)]
+            if base.outcome is not None
+            else []
+        )
+        for entry in log:
+            if entry.get("op") == "outcome":
+                o = entry["outcome"]
+                outcomes.append((float(entry["ts"]), float(o["market_return"]), str(o["horizon"])))
+        return StateIndex.row(base.id, created_ts=created_ts, state=base.state, outcomes=outcomes)
 
     @classmethod
     def from_rows(cls, rows: Iterable[_Row]) -> StateIndex:

@@ -524,22 +524,8 @@ class EpisodicMemory:
         rows = []
         for record in records:
             base, log = self._decode(record)
-            outcomes = (
-                [(record.created_at.timestamp(), base.outcome.market_return, base.outcome.horizon)]
-                if base.outcome is not None
-                else []
-            )
-            for entry in log:
-                if entry.get("op") == "outcome":
-                    o = entry["outcome"]
-                    outcomes.append((float(entry["ts"]), float(o["market_return"]), o["horizon"]))
             rows.extend(
-                StateIndex.row(
-                    record.id,
-                    created_ts=record.created_at.timestamp(),
-                    state=base.state,
-                    outcomes=outcomes,
-                )
+                StateIndex.episode_rows(base, log, created_ts=record.created_at.timestamp())
             )
         index = StateIndex.from_rows(rows)
         with self._cache_lock:

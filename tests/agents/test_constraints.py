@@ -16,6 +16,7 @@ from backend.agents.constraints import (
     check_decision,
     is_memecoin,
     stop_distance,
+    within_band,
 )
 from backend.agents.deep_trader_manager import DEFAULT_CONSTRAINTS_NOTE
 from backend.agents.memory import empty_profile, route_decisions, text_decisions
@@ -301,3 +302,17 @@ def test_no_proposal_breaches_the_constraints(
         assert abs(target) <= tol
     if out != proposal:
         assert violations  # every change is explained
+
+
+def test_no_trade_band_keeps_a_position_within_a_quarter_of_the_decided_size() -> None:
+    buy = Decision(action="buy", size=0.5, rationale="up")
+    kept = within_band(buy, 0.4, band=0.25)  # |0.5 - 0.4| <= 0.125
+    assert kept.action == "hold" and kept.rationale == "up; keep +0.40 (within band)"
+    assert within_band(buy, 0.3, band=0.25) == buy  # 0.2 away: trade
+    assert within_band(buy, -0.45, band=0.25) == buy  # the other way: trade
+    assert within_band(buy, 0.0, band=0.25) == buy  # flat: trade
+    sell = Decision(action="sell", size=0.5)
+    assert within_band(sell, -0.55, band=0.25).action == "hold"
+    assert within_band(sell, -0.55, band=0.0) == sell  # band 0: every change trades
+    close = Decision(action="close")
+    assert within_band(close, 0.5, band=0.25) == close
