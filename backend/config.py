@@ -208,10 +208,13 @@ class ConversationSettings(_Section):
     session-level match lifts its messages (``session``), and a period the query names
     (a month, a year, or a relative date such as "last week", resolved against
     ``as_of``) lifts the messages said in it (``time``, half for ``time_tail_days``
-    after it). The weights are those of the former LoCoMo evaluation ranker, which were
-    chosen on all six LoCoMo dev conversations; variants checked since on the tuning
-    conversations (conv-26, 30, 41) alone changed recall@10 by at most one question
-    (docs/benchmarks.md)."""
+    after it); a speaker the query names lifts that speaker's messages (``speaker``), and
+    the top messages are picked greedily, each pick lowering the rest of its session by
+    ``diversity`` (evidence spread over sessions is not crowded out by one session). All
+    weights are in units of one z-scored signal. ``neighbour``, ``session``, ``time`` and
+    ``candidates`` are those of the former LoCoMo evaluation ranker (chosen on all six
+    LoCoMo dev conversations); ``speaker`` and ``diversity`` were chosen on the tuning
+    conversations (conv-26, 30, 41) alone (docs/benchmarks.md)."""
 
     window_radius: int = Field(default=2, ge=0, le=20)
     candidates: int = Field(default=100, ge=5, le=1000)
@@ -219,6 +222,11 @@ class ConversationSettings(_Section):
     session: float = Field(default=0.8, ge=0, le=10)
     time: float = Field(default=2.0, ge=0, le=20)
     time_tail_days: float = Field(default=14.0, ge=0, le=365)
+    speaker: float = Field(default=3.0, ge=0, le=10)
+    """Lift of the messages of a speaker the query names (0 = off)."""
+    diversity: float = Field(default=0.5, ge=0, le=10)
+    """Lowering of a session's remaining messages per message already picked (0 = plain
+    score order)."""
     context_messages: int = Field(default=10, ge=1, le=200)
     """Messages put in a context (best first, within the token budget)."""
     agent_speakers: list[str] = Field(default_factory=lambda: ["assistant", "agent"])

@@ -22,7 +22,9 @@ per trader, on the same Khala store as the other tiers:
 
 Recall (:meth:`ConversationMemory.recall`) ranks every message known at ``as_of`` by the
 fusion :class:`~backend.config.ConversationSettings` describes (the design of the LoCoMo
-evaluation's former ranker, now the product's only one).
+evaluation's former ranker, now the product's only one, plus a lift of the messages of a
+speaker the query names and a session-diverse pick of the top messages,
+:mod:`backend.memory._conversation_rank`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 
 from backend.config import ConversationSettings
 from backend.errors import LookAheadError, StoreError
+from backend.memory._conversation_rank import diverse_order, named_speakers
 from backend.memory._dialog import message_event, query_period, strip_names, zscore
 from backend.memory.models import ChatMessage, Episode, RecalledMessage
 from backend.storage import KhalaStore, MemoryRecord, SearchMethod
@@ -341,6 +344,7 @@ class ConversationMemory:
         position = {m: i for i, m in enumerate(ids)}
         sessions = np.array([str(meta["session"]) for _, _, meta in rows])
         stamps = np.array([t for _, t, _ in rows])
+        said_by = np.array([str(meta["speaker"]) for _, _, meta in rows])
         speakers = sorted({str(meta["speaker"]) for _, _, meta in rows})
         s = self.settings
         n = min(s.candidates, _MAX_TOP_K)
@@ -385,7 +389,9 @@ class ConversationMemory:
             after = (stamps >= end) & (stamps < tail)
             smoothed += s.time * (inside + 0.5 * after)
             timed = inside | after
-        order = np.argsort(-smoothed, kind="stable")[:top_k].tolist()
+        by_named = np.isin(said_by, sorted(named_speakers(query, speakers)))
+        smoothed += s.speaker * by_named
+        order = diverse_order(smoothed, sessions, top_k, s.diversity)
         held = {
             r.id: r for r in self.store.get(trader_id, [rows[i][0] for i in order], as_of=as_of)
         }
@@ -394,6 +400,7 @@ class ConversationMemory:
             if rows[i][0] not in held:  # deleted since the scan
                 continue
             names = [k for k, v in found.items() if i in v] + (["time"] if timed[i] else [])
+            names += ["speaker"] if by_named[i] and s.speaker > 0 else []
             message = message_of(held[rows[i][0]])
             out.append(RecalledMessage(message=message, score=float(smoothed[i]), signals=names))
         return out

@@ -13,6 +13,7 @@ from backend.config import ConversationSettings, MemorySettings
 from backend.embeddings import MiniLMEmbedder
 from backend.errors import LookAheadError, StoreError
 from backend.memory import EpisodicMemory
+from backend.memory._conversation_rank import diverse_order, named_speakers
 from backend.memory._dialog import message_event, query_period
 from backend.memory.conversation import (
     MESSAGE_KIND,
@@ -124,6 +125,45 @@ def test_recall_resolves_relative_dates_against_as_of(conversation: Conversation
     (near, signals), (far, later) = rank(17), rank(60)
     assert near <= 1 and "time" in signals
     assert far > near and "time" not in later
+
+
+def test_diverse_order_spreads_the_picks_over_sessions() -> None:
+    scores = np.array([5.0, 4.9, 4.8, 1.0, 0.5])
+    sessions = np.array(["a", "a", "a", "b", "b"])
+    assert diverse_order(scores, sessions, 3, 0.0) == [0, 1, 2]  # plain score order
+    assert diverse_order(scores, sessions, 3, 0.05) == [0, 1, 2]  # too small to matter
+    # each pick of session a lowers the rest of a by 4.5: b's best comes second
+    assert diverse_order(scores, sessions, 3, 4.5) == [0, 3, 1]
+    assert diverse_order(scores, sessions, 10, 4.5) == [0, 3, 1, 4, 2]  # all, each once
+
+
+def test_named_speakers_are_whole_words_with_possessives() -> None:
+    names = ["Caroline", "Mel", "assistant"]
+    assert named_speakers("What is Caroline's job?", names) == {"Caroline"}
+    assert named_speakers("Did Melanie and the ASSISTANT agree?", names) == {"assistant"}
+    assert named_speakers("What did they say?", names) == set()
+
+
+def test_a_named_speakers_messages_are_lifted(
+    make_store: StoreFactory, minilm: MiniLMEmbedder
+) -> None:
+    store = make_store(minilm)
+
+    def ask(speaker: float) -> dict[str, tuple[float, list[str]]]:
+        memory = ConversationMemory(store, settings=ConversationSettings(speaker=speaker))
+        memory.record(TRADER, CHAT, as_of=T + timedelta(days=20))
+        found = memory.recall(
+            TRADER, "What did the assistant say about getting liquidated?",
+            as_of=T + timedelta(days=20), top_k=6,
+        )  # fmt: skip
+        return {r.message.id: (r.score, r.signals) for r in found}
+
+    plain, lifted = ask(0.0), ask(3.0)
+    assert all("speaker" not in signals for _, signals in plain.values())
+    # only the assistant's message (m2) is lifted, by exactly the weight
+    assert lifted["m2"][0] == pytest.approx(plain["m2"][0] + 3.0) and "speaker" in lifted["m2"][1]
+    for mid in ("m1", "m3", "m4", "m5", "m6"):
+        assert lifted[mid][0] == pytest.approx(plain[mid][0]) and "speaker" not in lifted[mid][1]
 
 
 def test_bad_writes_are_refused_before_anything_is_written(
