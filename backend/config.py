@@ -300,6 +300,9 @@ class AgentSettings(_Section):
     """t statistic of the neighbours' mean outcome against the trade that vetoes it."""
     episode_halve_t: float = Field(default=1.0, gt=0)
     """t statistic against the trade that halves it."""
+    episode_risk_floor: float = Field(default=1.0, gt=0, le=1)
+    """Episodic memory: lowest size multiplier when the neighbours' outcomes are more
+    dispersed than the current volatility implies (1 = the rule is off)."""
     confirm_bars: int = Field(default=3, ge=1, le=1000)
     """Working memory: bars the regime must have held before a new position (1 = off)."""
     shock_lookback_bars: int = Field(default=6, ge=1, le=1000)

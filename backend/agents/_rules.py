@@ -34,12 +34,16 @@ the agent's horizon): ``n`` returns with mean ``m`` and standard deviation ``s``
 ``t = m / (s / sqrt(n))`` (the t statistic of the mean, the neighbours' count and
 dispersion as confidence). Against the trade (``t`` for a long, ``-t`` for a short) at
 or below ``-episode_veto_t`` -> no exposure; at or below ``-episode_halve_t`` -> half.
-Fewer than ``episode_min_neighbours`` -> no opinion.
+Fewer than ``episode_min_neighbours`` -> no opinion. Risk (analogues as a volatility
+forecast): when the neighbours' outcomes are more dispersed than the realised vol the
+size was set for implies over the horizon (``s > sigma * sqrt(days / 365)``), the size
+is cut by their ratio, down to ``episode_risk_floor`` (1 = off).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -171,11 +175,27 @@ def working_rules(
     return out
 
 
+_HORIZON = re.compile(r"^(\d+)([mhd])$")
+_UNIT_DAYS = {"m": 1 / 1440, "h": 1 / 24, "d": 1.0}
+
+
+def horizon_days(label: str) -> float | None:
+    """``"4d"`` -> 4.0, ``"24h"`` -> 1.0, ``"15m"`` -> 0.0104; None for another label."""
+    match = _HORIZON.match(label)
+    return int(match.group(1)) * _UNIT_DAYS[match.group(2)] if match else None
+
+
 def episodic_rules(
-    episodes: Sequence[ScoredEpisode], *, direction: int, settings: AgentSettings
+    episodes: Sequence[ScoredEpisode],
+    *,
+    direction: int,
+    sigma: float,
+    settings: AgentSettings,
 ) -> list[Adjustment]:
-    """Episodic memory's adjustment (module doc): outcome statistics of the recalled
-    episodes (those with an outcome over a bar horizon; whole-trade outcomes excluded)."""
+    """Episodic memory's adjustments (module doc): outcome statistics of the recalled
+    episodes (those with an outcome over a bar horizon; whole-trade outcomes excluded).
+    ``sigma``: the annualised volatility the size was set for (the risk rule compares
+    the neighbours' dispersion with ``sigma * sqrt(horizon_days / 365)``)."""
     known = [
         s
         for s in episodes
@@ -194,6 +214,15 @@ def episodic_rules(
     label = f"{n} similar states: {mean:+.2%} after {horizon} (sd {sd:.2%}, t {t:+.1f})"
     if against <= -settings.episode_veto_t:
         return [Adjustment(f"{label}: veto", block=True, ids=ids)]
+    out: list[Adjustment] = []
     if against <= -settings.episode_halve_t:
-        return [Adjustment(f"{label}: x0.5", scale=0.5, ids=ids)]
-    return [Adjustment(f"{label}: no veto", ids=())]
+        out.append(Adjustment(f"{label}: x0.5", scale=0.5, ids=ids))
+    days = horizon_days(horizon)
+    floor = settings.episode_risk_floor
+    if days is not None and floor < 1.0 and sigma > 0:
+        expected = sigma * math.sqrt(days / 365.0)
+        if sd > expected:
+            scale = max(floor, expected / sd)
+            note = f"{label}: wider than the {expected:.1%} vol implies x{scale:.2f}"
+            out.append(Adjustment(note, scale=scale, ids=ids))
+    return out or [Adjustment(f"{label}: no veto", ids=())]

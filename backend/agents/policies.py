@@ -105,6 +105,8 @@ class _Plan:
     size: float
     confidence: float
     notes: tuple[str, ...]
+    sigma: float = 0.0
+    """Annualised volatility the size was set for."""
     ids: tuple[str, ...] = ()
     changes: tuple[str, ...] = ()
     """Notes of the memory rules that changed something."""
@@ -198,7 +200,8 @@ class RulePolicy:
         if direction == 0:
             return _Plan(0, 0.0, confidence, (note + ": no trend to follow, flat",))
         size = min(s.target_vol / sigma, s.max_exposure)
-        return _Plan(direction, size, confidence, (note, f"vol {sigma:.0%}/y -> size {size:.2f}"))
+        notes = (note, f"vol {sigma:.0%}/y -> size {size:.2f}")
+        return _Plan(direction, size, confidence, notes, sigma=sigma)
 
     def _with_memory(self, view: DecisionView, plan: _Plan) -> _Plan:
         ctx = view.context
@@ -219,7 +222,9 @@ class RulePolicy:
                 settings=s,
             )
         )
-        return plan.apply(episodic_rules(ctx.episodes, direction=plan.direction, settings=s))
+        return plan.apply(
+            episodic_rules(ctx.episodes, direction=plan.direction, sigma=plan.sigma, settings=s)
+        )
 
     def _decision(
         self, view: DecisionView, plan: _Plan, profile: PersonaProfile | None

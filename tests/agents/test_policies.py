@@ -408,3 +408,40 @@ def test_llm_without_memory_cites_nothing(server: ChatServer) -> None:
     assert decision.memory_ids == [] and "dropped 2 unknown" in decision.rationale
     user = server.requests[0]["body"]["messages"][1]["content"]
     assert "(memory is disabled)" in user and "Memory ids you may cite: (none)" in user
+
+
+def test_working_memory_no_short_into_a_sell_off() -> None:
+    guarded = SETTINGS.model_copy(update={"short_guard_drawdown": 0.05, "short_guard_scale": 0.0})
+    falling = [snapshot(2, "trend_down"), snapshot(1, "trend_down"), snapshot(0, "trend_down")]
+    falling[0] = falling[0].model_copy(update={"close": 33_000.0})  # 9% above the close now
+    ctx = context().model_copy(update={"working": falling})
+    down = row("trend_down", spread=-0.03)
+    decision = RulePolicy(guarded).decide(DecisionView(bar=bar(), features=down, context=ctx))
+    assert decision.action == "hold" and "9% below the window's high" in decision.rationale
+    held = RulePolicy(guarded).decide(DecisionView(bar=bar(-0.5), features=down, context=ctx))
+    assert held.action == "close"  # a held short is closed too
+    near = ctx.model_copy(update={"working": [snapshot(h, "trend_down") for h in (2, 1, 0)]})
+    short = RulePolicy(guarded).decide(DecisionView(bar=bar(), features=down, context=near))
+    assert short.action == "sell" and short.size == pytest.approx(0.5)  # at the high: short
+    assert RulePolicy(guarded).decide(  # a long is never guarded
+        DecisionView(bar=bar(), features=row(), context=ctx.model_copy(update={"working": [
+            s.model_copy(update={"regime": "trend_up"}) for s in falling]}))
+    ).size == pytest.approx(0.5)  # fmt: skip
+
+
+def test_episodes_more_dispersed_than_the_vol_implies_cut_the_size() -> None:
+    risky = SETTINGS.model_copy(
+        update={"episode_risk_floor": 0.25, "episode_veto_t": 1000.0, "episode_halve_t": 1000.0}
+    )
+    # sigma 0.5/y over 1 day (24h outcomes): expected sd 0.5 * sqrt(1/365) = 2.62%
+    wide = [scored(i, r) for i, r in enumerate([0.10, -0.10, 0.08, -0.08])]  # sd ~10.4%
+    decision = RulePolicy(risky).decide(
+        DecisionView(bar=bar(), features=row(), context=context(wide))
+    )
+    sd = (2 * 0.10**2 + 2 * 0.08**2) ** 0.5 / 3**0.5
+    expected = 0.5 * (1 / 365) ** 0.5
+    assert decision.size == pytest.approx(0.5 * max(0.25, expected / sd))
+    assert "wider than the 2.6% vol implies" in decision.rationale
+    tight = [scored(i, r) for i, r in enumerate([0.01, -0.01, 0.005, -0.005])]
+    same = RulePolicy(risky).decide(DecisionView(bar=bar(), features=row(), context=context(tight)))
+    assert same.size == pytest.approx(0.5) and same.memory_effect is None
