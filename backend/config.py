@@ -292,19 +292,21 @@ class AgentSettings(_Section):
     """No trade when the position already points the decided way and its size is within
     this fraction of the decided size (applied by the manager after the constraint
     check, whatever the policy and the memory mode)."""
-    episode_neighbours: int = Field(default=12, ge=1, le=100)
+    episode_neighbours: int = Field(default=24, ge=1, le=100)
     """Episodes recalled by market state per decision (the episodic tier's ``top_k``)."""
-    episode_min_neighbours: int = Field(default=5, ge=2, le=100)
+    episode_min_neighbours: int = Field(default=8, ge=2, le=100)
     """Recalled episodes with an outcome needed before they may resize or veto a trade."""
-    episode_veto_t: float = Field(default=2.0, gt=0)
-    """t statistic of the neighbours' mean outcome against the trade that vetoes it."""
-    episode_halve_t: float = Field(default=1.0, gt=0)
-    """t statistic against the trade that halves it."""
-    episode_risk_floor: float = Field(default=1.0, gt=0, le=1)
+    episode_veto_t: float | None = Field(default=None, gt=0)
+    """t statistic of the neighbours' mean outcome against the trade that vetoes it
+    (None = off: on 2021-2023 every threshold tried cost Sharpe, docs/benchmarks.md)."""
+    episode_halve_t: float | None = Field(default=None, gt=0)
+    """t statistic against the trade that halves it (None = off, as above)."""
+    episode_risk_floor: float = Field(default=0.5, gt=0, le=1)
     """Episodic memory: lowest size multiplier when the neighbours' outcomes are more
     dispersed than the current volatility implies (1 = the rule is off)."""
-    confirm_bars: int = Field(default=3, ge=1, le=1000)
-    """Working memory: bars the regime must have held before a new position (1 = off)."""
+    confirm_bars: int = Field(default=1, ge=1, le=1000)
+    """Working memory: bars the regime must have held before a new position (1 = off,
+    the default: 2 and 3 cost Sharpe on 2021-2023)."""
     shock_lookback_bars: int = Field(default=6, ge=1, le=1000)
     """Working memory: bars a news shock keeps the size cut."""
     shock_scale: float = Field(default=0.5, ge=0, le=1)
@@ -312,8 +314,9 @@ class AgentSettings(_Section):
     short_guard_drawdown: float = Field(default=0.05, ge=0, le=1)
     """Working memory: a short while the close is more than this fraction below the
     window's highest close is cut to ``short_guard_scale``."""
-    short_guard_scale: float = Field(default=0.0, ge=0, le=1)
-    """Working memory: size multiplier of such a short (0 = no short)."""
+    short_guard_scale: float = Field(default=1.0, ge=0, le=1)
+    """Working memory: size multiplier of such a short (0 = no short; 1 = the rule is
+    off, the default: it did not raise the mean Sharpe on 2021-2023)."""
     offprofile_scale: float = Field(default=0.5, ge=0, le=1)
     """Persona: size multiplier for an asset or a direction the trader rarely trades."""
     bias_share: float = Field(default=0.7, gt=0.5, le=1)

@@ -33,7 +33,9 @@ Episodic memory (the episodes whose market state was nearest, with their outcome
 the agent's horizon): ``n`` returns with mean ``m`` and standard deviation ``s`` give
 ``t = m / (s / sqrt(n))`` (the t statistic of the mean, the neighbours' count and
 dispersion as confidence). Against the trade (``t`` for a long, ``-t`` for a short) at
-or below ``-episode_veto_t`` -> no exposure; at or below ``-episode_halve_t`` -> half.
+or below ``-episode_veto_t`` -> no exposure; at or below ``-episode_halve_t`` -> half
+(both off by default: the neighbours' mean outcome did not predict the trend trades'
+outcome on 2021-2023).
 Fewer than ``episode_min_neighbours`` -> no opinion. Risk (analogues as a volatility
 forecast): when the neighbours' outcomes are more dispersed than the realised vol the
 size was set for implies over the horizon (``s > sigma * sqrt(days / 365)``), the size
@@ -212,10 +214,11 @@ def episodic_rules(
     ids = tuple(s.episode.id for s in known)
     horizon = known[0].episode.outcome.horizon if known[0].episode.outcome else "?"
     label = f"{n} similar states: {mean:+.2%} after {horizon} (sd {sd:.2%}, t {t:+.1f})"
-    if against <= -settings.episode_veto_t:
+    veto, halve = settings.episode_veto_t, settings.episode_halve_t
+    if veto is not None and against <= -veto:
         return [Adjustment(f"{label}: veto", block=True, ids=ids)]
     out: list[Adjustment] = []
-    if against <= -settings.episode_halve_t:
+    if halve is not None and against <= -halve:
         out.append(Adjustment(f"{label}: x0.5", scale=0.5, ids=ids))
     days = horizon_days(horizon)
     floor = settings.episode_risk_floor

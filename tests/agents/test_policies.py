@@ -431,7 +431,7 @@ def test_working_memory_no_short_into_a_sell_off() -> None:
 
 def test_episodes_more_dispersed_than_the_vol_implies_cut_the_size() -> None:
     risky = SETTINGS.model_copy(
-        update={"episode_risk_floor": 0.25, "episode_veto_t": 1000.0, "episode_halve_t": 1000.0}
+        update={"episode_risk_floor": 0.25, "episode_veto_t": None, "episode_halve_t": None}
     )
     # sigma 0.5/y over 1 day (24h outcomes): expected sd 0.5 * sqrt(1/365) = 2.62%
     wide = [scored(i, r) for i, r in enumerate([0.10, -0.10, 0.08, -0.08])]  # sd ~10.4%
