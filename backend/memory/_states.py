@@ -25,18 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from backend.memory.detectors import STATE_COLUMNS
 from backend.memory.models import Episode
 
 __all__ = ["STATE_FEATURES", "StateIndex", "StateNeighbour"]
 
-STATE_FEATURES: tuple[str, ...] = (
-    "ret_1d",
-    "ret_7d",
-    "rv_short",
-    "rv_long",
-    "vol_ratio",
-    "drawdown",
-    "trend_spread",
+STATE_FEATURES: tuple[str, ...] = tuple(
+    name for name in STATE_COLUMNS if name not in ("close", "ret_bar", "volume_shock")
 )
 """Scale-free features the neighbours are matched on: 1-day and 7-day returns, 1-day and
 30-day realised vol (annualised), their ratio, drawdown from the 30-day high and the EMA
