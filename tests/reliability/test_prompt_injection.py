@@ -245,6 +245,8 @@ def test_obedient_llm_cannot_breach_the_traders_constraints(
         decision = record.decision
         if action == "sell":
             assert decision.action in ("hold", "close")  # long only: never a short
+        elif decision.action == "hold":  # the manager's no-trade band, after the check
+            assert record is not result.records[0] and "within band" in decision.rationale
         else:
             vol = daily_vol(features.at(record.as_of))
             assert decision.action == "buy"
