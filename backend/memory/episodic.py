@@ -478,9 +478,10 @@ class EpisodicMemory:
 
         The one cache: the index of a (trader, symbol), rebuilt when the store's change
         counter of the trader moves (:meth:`KhalaStore.changes`, any process's write).
-        Measured on BTC/USDT 1h, May 2022 (~550 episodes, a write every 24 bars): a
-        rebuild costs ~8 ms, a query on the index ~0.1 ms; rebuilding at every bar would
-        make retrieval ~8 ms of a ~2 ms decision."""
+        Measured on BTC/USDT 1h, May 2022, the default decision loop (291 state rows, a
+        memory write every 24 bars): 31 rebuilds of ~6 ms each (median; max 7), and a
+        recall on the index ~0.8 ms (median; p95 1.1, the 24 records read and replayed
+        included); rebuilding at every bar would add ~6 ms to each of the 744 recalls."""
         if top_k < 1:
             raise StoreError(f"top_k must be >= 1, got {top_k}")
         moment = to_utc(as_of)
