@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from backend.data import load_ohlcv
 from tests.sentinel_cli import REAL_SENTINEL, sentinel
@@ -26,6 +27,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+@pytest.mark.slow  # 3-7 s: it imports every command group
 def test_help_lists_the_commands() -> None:
     """The installed console script itself; the warm command the other tests run
     (:mod:`tests.sentinel_cli`) answers exactly the same."""

@@ -378,7 +378,6 @@ class DeepTraderManager:
         ``agent.memory_tiers``: episodes by nearest market ``state`` with an outcome over
         the agent's horizon (``agent.episode_neighbours`` of them), the trader's words by
         ``query``."""
-        assert self.writer is not None
         return system.memory.build_context(
             self.trader_id,
             symbol,
@@ -387,7 +386,7 @@ class DeepTraderManager:
             tiers=self.agent.memory_tiers,
             top_k=self.agent.episode_neighbours,
             state=state,
-            horizon=self.writer.horizon,
+            horizon=self.writer.horizon if self.writer is not None else None,
         )
 
     def _trades(self, decision: Decision, current: float) -> bool:

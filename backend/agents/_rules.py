@@ -228,4 +228,4 @@ def episodic_rules(
             scale = max(floor, expected / sd)
             note = f"{label}: wider than the {expected:.1%} vol implies x{scale:.2f}"
             out.append(Adjustment(note, scale=scale, ids=ids))
-    return out or [Adjustment(f"{label}: no veto", ids=())]
+    return out or [Adjustment(label)]
