@@ -14,7 +14,12 @@ done at that bar without reading memory. For each such decision, at bar ``i``:
 * ``difference``: ``(target_exposure - without_exposure) * next_return``, the PnL memory's
   change made over the horizon as a fraction of equity (> 0: memory helped). It ignores
   fees, slippage, compounding, the next-open fill and later decisions; horizons of changes
-  fewer than ``horizon_bars`` bars apart overlap, so their sum counts those moves again.
+  fewer than ``horizon_bars`` bars apart overlap, so their sum counts those moves again;
+* ``bar_difference``: the same exposure difference times the next bar's return only
+  (close ``i + 1`` / close ``i`` - 1). A decision is taken at every bar, so these do not
+  overlap: their sum is the report's headline, what memory's changes made at the bars
+  they were made (positions that differ later because of an earlier change, fees and
+  compounding are not counted; memory's whole effect is the ablation's to measure).
 """
 
 from __future__ import annotations
@@ -45,10 +50,12 @@ COLUMNS = [
     "horizon_bars",
     "next_return",
     "difference",
+    "bar_difference",
 ]
 """``memory_changes.csv``'s header: time ISO-8601 UTC (the bar close); sizes and exposures
 fractions of equity; ``reasons`` joined by `` | ``, ``memory_ids`` by spaces;
-``next_return`` a fraction; ``difference`` a fraction of equity (see the module doc)."""
+``next_return`` a fraction; ``difference`` and ``bar_difference`` fractions of equity (see
+the module doc)."""
 _MAX_IDS_SHOWN = 6
 
 
@@ -82,6 +89,11 @@ def memory_changes_frame(result: BacktestResult, *, horizon_bars: int = 24) -> p
         next_return = (
             float(closes[ahead] / closes[pos] - 1.0) if found and ahead < len(closes) else math.nan
         )
+        bar_return = (
+            float(closes[pos + 1] / closes[pos] - 1.0)
+            if found and pos + 1 < len(closes)
+            else math.nan
+        )
         rows.append(
             {
                 "time": stamp.isoformat(),
@@ -97,6 +109,7 @@ def memory_changes_frame(result: BacktestResult, *, horizon_bars: int = 24) -> p
                 "horizon_bars": horizon_bars,
                 "next_return": next_return,
                 "difference": (taken - without_exposure) * next_return,
+                "bar_difference": (taken - without_exposure) * bar_return,
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -194,14 +207,14 @@ def memory_changes_section(
             line = f"Memory changed none of the run's {len(result.decisions)} decisions."
         return head + f'<p class="muted">{line}</p>'
     counts = frame["kind"].value_counts()
-    sums = frame.groupby("kind")["difference"].sum(min_count=1)
+    sums = frame.groupby("kind")["bar_difference"].sum(min_count=1)
     count_rows = "".join(
         f'<tr><th class="l">{kind}</th><td>{int(counts.get(kind, 0))}</td>'
         f"<td>{_pct(float(sums.get(kind, math.nan)))}</td></tr>"
         for kind in KINDS
     )
     counted = frame["difference"].notna()
-    total = float(frame.loc[counted, "difference"].sum())
+    total = float(frame["bar_difference"].sum())
     notes = [
         f"{len(frame)} of {len(result.decisions)} decisions. What happened next: the "
         f"close-to-close return over the next {horizon_bars} bars (the agent's outcome "
@@ -217,7 +230,8 @@ def memory_changes_section(
     if overlapping:
         notes.append(
             f"{_n(overlapping, 'change')} came fewer than {horizon_bars} bars after the "
-            "previous one: their horizons overlap, so the total counts those moves more than once."
+            "previous one: their horizons overlap, so the rows' differences must not be "
+            "added up (the total above uses one bar per change)."
         )
     order = frame.assign(
         _abs=frame["difference"].abs().fillna(-1.0), _pos=np.arange(len(frame))
@@ -246,11 +260,14 @@ def memory_changes_section(
     )
     return (
         head
-        + '<table><tr><th class="l">kind</th><th>decisions</th><th>difference</th></tr>'
+        + '<table><tr><th class="l">kind</th><th>decisions</th><th>difference (next bar)</th></tr>'
         + count_rows
         + "</table>"
-        + f"<p><b>memory's changes: {_pct(total)} of equity over the run</b> (sum of these "
-        "differences; an approximation that ignores fees and compounding)</p>"
+        + f"<p><b>memory's changes: {_pct(total)} of equity over the run</b>, at the bars they "
+        "were made (each change's exposure difference times the next bar's return, summed: "
+        "the bars do not overlap). Positions that still differ at later bars because of an "
+        "earlier change, fees and compounding are not counted: memory's whole effect is what "
+        "the ablation measures (<code>sentinel eval ablation</code>).</p>"
         + "".join(f'<p class="muted">{html.escape(n, quote=False)}</p>' for n in notes)
         + f"<h3>Most consequential first ({len(shown)} of {len(frame)})</h3>"
         + f"<table><tr>{header}</tr>"

@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -220,11 +221,18 @@ def test_memory_changes_section_and_csv(tmp_path: Path, btc: OHLCVFrame) -> None
     ret10 = closes[first + 10 + HORIZON] / closes[first + 10] - 1
     # the redirect at bar 60: -0.5 instead of +0.5
     ret60 = closes[first + 60 + HORIZON] / closes[first + 60] - 1
-    total = -0.8 * ret10 + diff + (-1.0) * ret60
-    assert f"memory's changes: {total * 100:+.2f}% of equity over the run" in page
     assert "1 change less than 24 bars before the run's end" in page
 
     csv = pd.read_csv(tmp_path / "memory_changes.csv")
+    # the headline: each change's exposure difference times the next bar's return only
+    bars = [10, 20, 60, 7 * 24 - 5]
+    one_bar = [closes[first + b + 1] / closes[first + b] - 1 for b in bars]
+    gaps = (csv["target_exposure"] - csv["without_exposure"]).to_numpy()
+    assert gaps[:3] == pytest.approx([-0.8, -0.75, -1.0])
+    assert csv["bar_difference"].to_numpy() == pytest.approx(gaps * np.array(one_bar))
+    total = float(np.dot(gaps, one_bar))
+    assert f"memory's changes: {total * 100:+.2f}% of equity over the run" in page
+    assert -0.8 * ret10 + diff + (-1.0) * ret60 != pytest.approx(total)  # not the horizon sum
     assert list(csv["kind"]) == ["vetoed", "resized", "redirected", "vetoed"]
     row = csv.iloc[1]
     assert row["time"] == result.equity.index[20].isoformat()
