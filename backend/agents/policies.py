@@ -142,8 +142,9 @@ class RulePolicy:
        documents every rule and its source): the persona (risk tolerance, the trader's
        assets and direction bias), working memory (regime confirmation before a new
        position, news-shock de-risking, no short into a sell-off) and episodic memory
-       (the outcome statistics of the episodes whose market state was nearest veto or
-       halve a trade).
+       (the outcomes of the episodes whose market state was nearest: their dispersion
+       cuts the size, their mean may veto or halve the trade). Which rules are on by
+       default was chosen on 2021-2023 only (``config/default.yaml``, agent section).
     4. **The trader's limits** (persona): the proposal is cut to the persona's hard
        constraints (:func:`check_decision`): an agent that knows its trader proposes
        within them. With memory off nothing is known here; the manager's check (the same
