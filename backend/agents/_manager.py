@@ -52,14 +52,16 @@ def _state(row: FeatureRow) -> dict[str, float]:
 
 
 def situation_query(snapshot: MarketSnapshot) -> str:
-    """The episodic recall query of a bar (and the market state of its decision episode):
-    :meth:`MarketSnapshot.situation` with only the bar's dominant news topic.
+    """The text of a bar's market state: the market state written into its decision
+    episode, and the query the trader's messages are recalled by (episodes are recalled
+    by the bar's features, not by this text): :meth:`MarketSnapshot.situation` with only
+    the bar's dominant news topic.
 
     The full situation lists the first three topic tags, which change almost every hour
     with the headlines (3,837 distinct texts over the 7,297 BTC/USDT 1h bars of
-    2021-10..2022-07, so most queries missed the store's query-vector cache and cost one
-    MiniLM embedding, ~15-25 ms); market-state tags repeat what the text already says.
-    Keeping the dominant news topic only gives 2,230 distinct texts.
+    2021-10..2022-07, each one MiniLM embedding of ~15-25 ms when it is embedded);
+    market-state tags repeat what the text already says. Keeping the dominant news topic
+    only gives 2,230 distinct texts.
     """
     news = [t for t in snapshot.topics if t in SHOCK_TOPICS][:1]
     return snapshot.model_copy(update={"topics": news}).situation()
