@@ -247,7 +247,6 @@ class MemorySettings(_Section):
     weight_importance: float = Field(default=0.2, ge=0, le=1)
     """score = ws * similarity + wr * 0.5 ** (age / half_life) + wi * importance (FinMem)."""
     recency_half_life_days: float = Field(default=30.0, gt=0)
-    outcome_horizon_bars: int = Field(default=24, ge=1)
     working_state_path: Path | None = None
     """SQLite file of the working-memory windows (so a restart resumes them); default
     ``<store.path>/working.sqlite3``; see :meth:`Settings.working_state_file`."""
