@@ -45,7 +45,7 @@ from backend.backtest.engine import BacktestResult, utc_timestamp
 from backend.backtest.metrics import LLMUsage
 from backend.backtest.models import BacktestMetrics, TradeRecord
 
-__all__ = ["llm_warning", "write_run"]
+__all__ = ["figure_img", "llm_warning", "naive_utc", "write_run"]
 
 _date2num = cast("Callable[[object], float]", mdates.date2num)
 _MAX_EVENT_MARKERS = 40
@@ -142,15 +142,17 @@ def trades_frame(trades: Sequence[TradeRecord]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------ figures
-def _png(fig: Figure) -> str:
+def figure_img(fig: Figure, *, alt: str = "figure") -> str:
+    """``fig`` as an offline ``<img>`` tag (PNG at 96 dpi, base64 in the page)."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
     data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="figure" src="data:image/png;base64,{data}">'
+    return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
 
 
-def _naive(index: pd.Index) -> np.ndarray:
+def naive_utc(index: pd.Index) -> np.ndarray:
+    """Times of ``index`` as naive UTC ``datetime64`` (what matplotlib plots)."""
     times = pd.DatetimeIndex(index)
     if times.tz is not None:
         times = times.tz_convert("UTC").tz_localize(None)
@@ -160,7 +162,7 @@ def _naive(index: pd.Index) -> np.ndarray:
 def _equity_figure(result: BacktestResult, events: list[tuple[datetime, str]]) -> str:
     fig = Figure(figsize=(11, 4.5))
     ax = fig.add_subplot()
-    x = _naive(result.equity.index)
+    x = naive_utc(result.equity.index)
     ax.plot(x, result.equity.to_numpy(), label="strategy", color="#1f77b4", lw=1.2)
     ax.plot(x, result.buy_and_hold.to_numpy(), label="buy and hold", color="#999999", lw=1.0)
     for number, (when, _label) in enumerate(events[:_MAX_EVENT_MARKERS], start=1):
@@ -179,13 +181,13 @@ def _equity_figure(result: BacktestResult, events: list[tuple[datetime, str]]) -
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     fig.autofmt_xdate()
-    return _png(fig)
+    return figure_img(fig)
 
 
 def _risk_figure(result: BacktestResult) -> str:
     fig = Figure(figsize=(11, 4.5))
     ax_dd, ax_exp = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
-    x = _naive(result.equity.index)
+    x = naive_utc(result.equity.index)
     bh_dd = result.buy_and_hold / result.buy_and_hold.cummax() - 1.0
     ax_dd.fill_between(x, result.drawdown.to_numpy(), 0.0, color="#1f77b4", alpha=0.4)
     ax_dd.plot(x, bh_dd.to_numpy(), color="#999999", lw=0.8, label="buy and hold")
@@ -198,7 +200,7 @@ def _risk_figure(result: BacktestResult) -> str:
     ax_exp.set_ylabel("exposure")
     ax_exp.grid(alpha=0.3)
     fig.autofmt_xdate()
-    return _png(fig)
+    return figure_img(fig)
 
 
 def _timeline_times(frame: pd.DataFrame) -> pd.DatetimeIndex | None:
@@ -219,7 +221,7 @@ def _timeline_figure(frame: pd.DataFrame, *, window: tuple[np.datetime64, np.dat
     times = _timeline_times(frame)
     if times is None or len(frame) == 0:
         return ""
-    x = _naive(times)
+    x = naive_utc(times)
     if "attribute" in frame.columns:
         names = [str(v) for v in frame["attribute"]]
         rows = sorted(set(names))
@@ -249,7 +251,7 @@ def _timeline_figure(frame: pd.DataFrame, *, window: tuple[np.datetime64, np.dat
         ax.set_xlim(left - margin, right + margin)
     axes[0].set_title("Persona timeline (changes within the run window)")
     fig.autofmt_xdate()
-    return _png(fig)
+    return figure_img(fig)
 
 
 # --------------------------------------------------------------------- html
@@ -319,7 +321,7 @@ def _render_html(
     memory_section: str = "",
 ) -> str:
     start, end = result.equity.index[0], result.equity.index[-1]
-    x = _naive(result.equity.index)
+    x = naive_utc(result.equity.index)
     inside = [(t, label) for t, label in events if start <= utc_timestamp(t) <= end]
     trades = trades_frame(result.trades)
     costs = result.settings

@@ -10,20 +10,17 @@ anything outside the file.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from backend.backtest.report import figure_img, naive_utc
 from backend.errors import DataError
 from backend.eval.ablation import AblationOutcome
 from backend.eval.ablation_summary import (
@@ -70,21 +67,6 @@ def _order(mode: str) -> tuple[int, str]:
     return (names.index(mode) if mode in names else len(names), mode)
 
 
-def _naive(index: pd.Index) -> np.ndarray:
-    times = pd.DatetimeIndex(index)
-    if times.tz is not None:
-        times = times.tz_convert("UTC").tz_localize(None)
-    return times.to_numpy()
-
-
-def _png(fig: Figure) -> str:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="chained equity" src="data:image/png;base64,{data}">'
-
-
 def _figure(
     title: str, curves: dict[str, pd.Series], seams: Sequence[pd.Timestamp], initial: float
 ) -> str:
@@ -95,17 +77,17 @@ def _figure(
             continue
         held = name == "buy_and_hold"
         ax.plot(
-            _naive(path.index), path.to_numpy() * initial, label=name.replace("_", " "),
+            naive_utc(path.index), path.to_numpy() * initial, label=name.replace("_", " "),
             color=_COLORS.get(name), lw=1.0 if held else 1.3, ls="--" if held else "-",
         )  # fmt: skip
     for seam in seams[1:]:
-        ax.axvline(_naive(pd.DatetimeIndex([seam]))[0], color="#cccccc", lw=0.6, ls=":")
+        ax.axvline(naive_utc(pd.DatetimeIndex([seam]))[0], color="#cccccc", lw=0.6, ls=":")
     ax.set_ylabel("chained equity (quote currency)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     fig.autofmt_xdate()
-    return _png(fig)
+    return figure_img(fig, alt="chained equity")
 
 
 def _cell(value: Any, spec: str) -> str:
