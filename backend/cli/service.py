@@ -189,6 +189,7 @@ def paper(
         paper_step,
         trigger=trigger,
         args=[config, ex, pair, timeframe, start, api_url],
+        kwargs={"until": stop_at.isoformat() if stop_at is not None else None},
         id=f"paper:{ex}:{pair}:{timeframe}",
         next_run_time=datetime.now(UTC),
     )

@@ -157,10 +157,16 @@ def paper_step(
     timeframe: str,
     replay_from: str | None = None,
     api_url: str | None = None,
+    until: str | None = None,
 ) -> dict[str, Any]:
     """Job ``paper:<exchange>:<pair>:<timeframe>``: one paper-trading step. Its clock is
     the wall clock, or with ``replay_from`` (ISO-8601) the replay clock that starts there
-    and moves one bar per run (:func:`backend.service.paper.replay_now`)."""
+    and moves one bar per run (:func:`backend.service.paper.replay_now`).
+
+    With ``until`` (ISO-8601) a run whose clock is past it steps nothing and returns
+    ``{"job_id", "as_of", "result": None}``: the scheduler may fire once more between
+    the last step and its shutdown (a 0.05 s replay interval on a loaded machine did,
+    and decided a 61st bar of a 60-bar run)."""
     rt = runtime_for(config)
     trader = rt.paper(
         exchange_id or None,
@@ -175,11 +181,14 @@ def paper_step(
             moment = replay_now(trader.state(), start=start, timeframe=timeframe)
     else:
         moment = parse_as_of(None)
+    job_id = f"paper:{trader.exchange_id}:{pair}:{timeframe}"
+    if until is not None and moment > parse_as_of(until):
+        return {"job_id": job_id, "as_of": moment.isoformat(), "result": None}
 
     def work() -> BaseModel:
         return trader.step(moment)
 
-    return _run(f"paper:{trader.exchange_id}:{pair}:{timeframe}", rt, moment, work)
+    return _run(job_id, rt, moment, work)
 
 
 JOB_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {

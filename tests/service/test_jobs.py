@@ -14,7 +14,13 @@ from backend.agents.memory import PersonaManager
 from backend.data import load_hyperliquid_fills, load_ohlcv
 from backend.errors import ConfigError
 from backend.memory import compute_features, detect_market_events, events_to_episodes
-from backend.service.jobs import consolidation, outcomes, parse_as_of, persona_refresh
+from backend.service.jobs import (
+    consolidation,
+    outcomes,
+    paper_step,
+    parse_as_of,
+    persona_refresh,
+)
 from backend.service.models import PaperBrokerState, PaperState
 from backend.service.runtime import close_runtimes, runtime_for
 from tests.service.conftest import ConfigFactory
@@ -195,3 +201,26 @@ def test_outcomes_of_past_decisions_are_resolved_once(make_config: ConfigFactory
     assert repeat["resolved"] == [] and repeat["already"] == 1 and repeat["pending"] == 2
     later = outcomes(config, "2022-05-13T00:00:00Z")["result"][0]
     assert later["resolved"] == [recent]  # its horizon has passed now
+
+
+def test_a_paper_step_past_until_decides_nothing(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    """The scheduler may fire once more after the last step of ``--until`` (seen: a 61st
+    bar of a 60-bar replay on a loaded machine); that run steps nothing."""
+    config = str(make_config("until"))
+    args = (config, "binance", "BTC/USDT", "1h", "2022-05-10T00:00:00Z", binance_loopback)
+    until = "2022-05-10T01:00:00Z"
+    first = paper_step(*args, until=until)
+    second = paper_step(*args, until=until)
+    assert first["as_of"] == "2022-05-10T00:00:00+00:00" and second["result"] is not None
+    state = runtime_for(config).db().paper_state(second["result"]["run_id"])
+    assert state is not None and state.bars == 2
+    third = paper_step(*args, until=until)
+    assert third == {
+        "job_id": "paper:binance:BTC/USDT:1h",
+        "as_of": "2022-05-10T02:00:00+00:00",
+        "result": None,
+    }
+    after = runtime_for(config).db().paper_state(second["result"]["run_id"])
+    assert after == state
