@@ -21,75 +21,33 @@ clip(importance + delta, 0, 1)``. :meth:`EpisodicMemory.decay` multiplies by a f
 
 from __future__ import annotations
 
-import bisect
-import json
 import threading
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from backend.config import MemorySettings
-from backend.errors import LookAheadError, StoreError, TenantScopeError
-from backend.memory._states import StateIndex
+from backend.errors import LookAheadError, StoreError
+from backend.memory._episode_cache import EpisodeCache
+from backend.memory._episode_codec import (
+    DAY_S,
+    EPISODIC_KIND,
+    added_record,
+    age_decay_entry,
+    decode,
+    encode,
+    log_outcome,
+    outcome_delta,
+    record_filters,
+    replay,
+)
+from backend.memory._episode_codec import MOVE_SCALE as MOVE_SCALE  # re-exported
 from backend.memory.models import ActionLink, Episode, EpisodeType, Outcome, ScoredEpisode
 from backend.storage import KhalaStore, MemoryRecord, SearchMethod, UpsertResult
 from backend.types import to_utc
 
 __all__ = ["EPISODIC_KIND", "EpisodicMemory", "outcome_delta"]
-
-EPISODIC_KIND = "episodic"
-MOVE_SCALE = 0.10
-"""A 10% market move over the outcome horizon counts as a full-size move."""
-_DAY_S = 86_400.0
-_END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
-_DECODED_MAX = 8192
-"""Decoded episodes kept by :meth:`EpisodicMemory._as_of`."""
-_Decoded = tuple[Episode, list[dict[str, Any]], list[float]]
-"""A decoded record: base episode, its log, and the log's times sorted."""
-
-
-def outcome_delta(episode: Episode, outcome: Outcome) -> float:
-    """The importance change of one outcome (see the module docstring for the rule)."""
-    move = min(1.0, abs(outcome.market_return) / MOVE_SCALE)
-    delta = 0.2 * move
-    acted = any(a.action != "hold" for a in episode.actions)
-    if acted and outcome.pnl is not None:
-        if outcome.pnl < 0:
-            delta += 0.25
-        elif outcome.pnl > 0:
-            delta += 0.10
-    elif not acted and move < 0.2:
-        delta -= 0.05
-    return delta
-
-
-def _clip(value: float) -> float:
-    return min(1.0, max(0.0, value))
-
-
-def _replay(base: Episode, log: list[dict[str, Any]], as_of_ts: float | None) -> Episode:
-    """``base`` with the log entries recorded at or before ``as_of_ts`` (all if None), in
-    log order. Entries are skipped, not a stop: concurrent writers with their own clocks
-    (the decision loop, the scheduler's decay) may append a slightly older entry after a
-    newer one."""
-    importance = base.importance
-    actions = list(base.actions)
-    outcome = base.outcome
-    for entry in log:
-        if as_of_ts is not None and float(entry["ts"]) > as_of_ts:
-            continue
-        op = entry["op"]
-        if op == "action":
-            actions.append(ActionLink.model_validate(entry["action"]))
-        elif op == "outcome":
-            outcome = Outcome.model_validate(entry["outcome"])
-            importance = _clip(importance + float(entry["delta"]))
-        elif op == "decay":
-            importance = _clip(importance * float(entry["factor"]))
-    return base.model_copy(
-        update={"importance": round(importance, 9), "actions": actions, "outcome": outcome}
-    )
 
 
 class EpisodicMemory:
@@ -103,13 +61,9 @@ class EpisodicMemory:
     def __init__(self, store: KhalaStore, *, settings: MemorySettings) -> None:
         self._store = store
         self._settings = settings
-        self._decoded: OrderedDict[tuple[str, str, str], _Decoded] = OrderedDict()
-        self._replayed: dict[tuple[str, str, str, int], Episode] = {}
-        self._cache_lock = threading.Lock()
+        self._cache = EpisodeCache(store)
+        """Episodes as of a time, memoised, and the state indexes (:meth:`recall_by_state`)."""
         self._lock = threading.RLock()
-        self._states: dict[tuple[str, str], tuple[int, StateIndex]] = {}
-        """(trader, symbol) -> (store change counter, state index): see
-        :meth:`recall_by_state`."""
 
     @property
     def store(self) -> KhalaStore:
@@ -117,35 +71,8 @@ class EpisodicMemory:
 
     # ------------------------------------------------------------------ codec
 
-    @staticmethod
-    def _decode(record: MemoryRecord) -> tuple[Episode, list[dict[str, Any]]]:
-        try:
-            base = Episode.model_validate_json(str(record.metadata["episode"]))
-            log: list[dict[str, Any]] = json.loads(str(record.metadata.get("log", "[]")))
-        except (KeyError, ValueError) as exc:
-            raise StoreError(f"record {record.id!r}: not a valid episodic record ({exc})") from None
-        if base.trader_id != record.trader_id:
-            raise TenantScopeError(f"episode {record.id!r} belongs to {base.trader_id!r}")
-        return base, log
-
-    @staticmethod
-    def _encode(base: Episode, log: list[dict[str, Any]]) -> MemoryRecord:
-        latest = _replay(base, log, None)
-        return MemoryRecord(
-            id=base.id,
-            trader_id=base.trader_id,
-            text=base.description,
-            created_at=base.occurred_at,
-            kind=EPISODIC_KIND,
-            importance=latest.importance,
-            metadata={
-                "event_type": base.event_type,
-                "symbol": base.symbol,
-                "occurred_at_ts": base.occurred_at.timestamp(),
-                "episode": base.model_dump_json(),
-                "log": json.dumps(log, separators=(",", ":")),
-            },
-        )
+    _decode = staticmethod(decode)
+    """:func:`~backend.memory._episode_codec.decode`: a record's base episode and log."""
 
     # ----------------------------------------------------------------- writes
 
@@ -172,19 +99,8 @@ class EpisodicMemory:
             }
             records = []
             for ep in items:
-                log = self._decode(existing[ep.id])[1] if ep.id in existing else []
-                base = ep.model_copy(update={"actions": [], "outcome": None})
-                stamp = {"at": to_utc(as_of).isoformat(), "ts": to_utc(as_of).timestamp()}
-                logged = [e.get("action", e.get("outcome")) for e in log]
-                for action in ep.actions:
-                    dumped = action.model_dump(mode="json")
-                    if dumped not in logged:
-                        log.append({**stamp, "op": "action", "action": dumped})
-                if ep.outcome is not None:
-                    dumped = ep.outcome.model_dump(mode="json")
-                    if dumped not in logged:
-                        log.append({**stamp, "op": "outcome", "outcome": dumped, "delta": 0.0})
-                records.append(self._encode(base, log))
+                log = decode(existing[ep.id])[1] if ep.id in existing else []
+                records.append(added_record(ep, log, as_of))
             res = self._store.upsert(trader_id, records, as_of=as_of)
             total = UpsertResult(
                 added=total.added + res.added,
@@ -194,11 +110,11 @@ class EpisodicMemory:
         return total
 
     def _append(self, record: MemoryRecord, entry: dict[str, Any], *, as_of: datetime) -> Episode:
-        base, log = self._decode(record)
+        base, log = decode(record)
         moment = to_utc(as_of)
         log.append({"at": moment.isoformat(), "ts": moment.timestamp(), **entry})
-        self._store.upsert(record.trader_id, [self._encode(base, log)], as_of=moment)
-        return _replay(base, log, moment.timestamp())
+        self._store.upsert(record.trader_id, [encode(base, log)], as_of=moment)
+        return replay(base, log, moment.timestamp())
 
     def _one(self, trader_id: str, episode_id: str, *, as_of: datetime) -> MemoryRecord:
         found = self._store.get(trader_id, [episode_id], as_of=as_of)
@@ -279,29 +195,11 @@ class EpisodicMemory:
                     f"trader {trader_id}: no episode {episode_id!r} as of {moment.isoformat()}"
                 )
             if episode_id not in decoded:
-                decoded[episode_id] = self._decode(found[episode_id])
-            base, log = decoded[episode_id]
-            if outcome.resolved_at < base.occurred_at:
-                raise StoreError(f"episode {episode_id!r}: outcome resolves before the episode")
-            known = to_utc(outcome.resolved_at)
-            recorded = outcome.model_dump(mode="json")
-            if any(  # the same outcome written again (a re-run step): already logged
-                e["op"] == "outcome" and e["ts"] == known.timestamp() and e["outcome"] == recorded
-                for e in log
-            ):
-                continue
-            current = _replay(base, log, known.timestamp())
-            entry = {
-                "at": known.isoformat(),
-                "ts": known.timestamp(),
-                "op": "outcome",
-                "outcome": recorded,
-                "delta": outcome_delta(current, outcome),
-            }
-            bisect.insort_right(log, entry, key=lambda e: float(e["ts"]))
-        out = [_replay(*decoded[episode_id], ts) for episode_id, _ in outcomes]
+                decoded[episode_id] = decode(found[episode_id])
+            log_outcome(episode_id, *decoded[episode_id], outcome)
+        out = [replay(*decoded[episode_id], ts) for episode_id, _ in outcomes]
         if decoded:
-            records = [self._encode(base, log) for base, log in decoded.values()]
+            records = [encode(base, log) for base, log in decoded.values()]
             self._store.upsert(trader_id, records, as_of=moment)
         return out
 
@@ -316,8 +214,8 @@ class EpisodicMemory:
             records = self._store.scan(trader_id, as_of=moment, filters={"kind": EPISODIC_KIND})
             updated = []
             for record in records:
-                base, log = self._decode(record)
-                updated.append(self._encode(base, [*log, {**entry, "factor": factor}]))
+                base, log = decode(record)
+                updated.append(encode(base, [*log, {**entry, "factor": factor}]))
             self._store.upsert(trader_id, updated, as_of=moment)
         return len(updated)
 
@@ -328,32 +226,17 @@ class EpisodicMemory:
         the time it decayed through, so calls at any cadence add up to the same decay
         (no drift) and a second call at the same ``as_of`` changes nothing. One batched
         write; returns how many episodes were decayed. Entries are read as of their
-        ``as_of`` like every other (:func:`_replay`)."""
+        ``as_of`` like every other (:func:`~backend.memory._episode_codec.replay`)."""
         if half_life_days <= 0:
             raise StoreError(f"half_life_days must be > 0, got {half_life_days}")
         moment = to_utc(as_of)
-        now_ts = moment.timestamp()
         records = self._store.scan(trader_id, as_of=moment, filters={"kind": EPISODIC_KIND})
         updated = []
         for record in records:
-            base, log = self._decode(record)
-            through = max(
-                [base.occurred_at.timestamp()]
-                + [float(e["through"]) for e in log if e.get("op") == "decay" and "through" in e]
-            )
-            if any(float(e["ts"]) > now_ts for e in log):
-                continue  # written later than as_of: decaying now would reorder its log
-            days = int((now_ts - through) // _DAY_S)
-            if days < 1:
-                continue
-            entry = {
-                "at": moment.isoformat(),
-                "ts": now_ts,
-                "op": "decay",
-                "factor": 0.5 ** (days / half_life_days),
-                "through": through + days * _DAY_S,
-            }
-            updated.append(self._encode(base, [*log, entry]))
+            base, log = decode(record)
+            entry = age_decay_entry(base, log, moment, half_life_days)
+            if entry is not None:
+                updated.append(encode(base, [*log, entry]))
         if updated:
             self._store.upsert(trader_id, updated, as_of=moment)
         return len(updated)
@@ -366,8 +249,8 @@ class EpisodicMemory:
         out = []
         for record in self._store.get(trader_id, ids, as_of=as_of):
             if record.kind == EPISODIC_KIND:
-                base, log = self._decode(record)
-                out.append(_replay(base, log, ts))
+                base, log = decode(record)
+                out.append(replay(base, log, ts))
         return out
 
     def scan(
@@ -381,20 +264,9 @@ class EpisodicMemory:
         """Every episode known at ``as_of`` (optionally one symbol / some types), oldest first."""
         ts = to_utc(as_of).timestamp()
         records = self._store.scan(
-            trader_id, as_of=as_of, filters=self._filters(symbol, event_types)
+            trader_id, as_of=as_of, filters=record_filters(symbol, event_types)
         )
-        return [_replay(*self._decode(r), ts) for r in records]
-
-    @staticmethod
-    def _filters(
-        symbol: str | None, event_types: Sequence[EpisodeType] | None
-    ) -> dict[str, str | list[str]]:
-        filters: dict[str, str | list[str]] = {"kind": EPISODIC_KIND}
-        if symbol is not None:
-            filters["symbol"] = symbol
-        if event_types is not None:
-            filters["event_type"] = list(event_types)
-        return filters
+        return [replay(*decode(r), ts) for r in records]
 
     def recall(
         self,
@@ -432,15 +304,15 @@ class EpisodicMemory:
             as_of=moment,
             top_k=size,
             method=method,
-            filters=self._filters(symbol, event_types),
+            filters=record_filters(symbol, event_types),
         )
         ranked: list[tuple[float, float, str, Episode, float, float]] = []
         for record, similarity in hits:
             if record.created_at > moment:  # the store fences too; never trust one layer
                 continue
-            episode = self._as_of(record, ts)
+            episode = self._cache.as_of(record, ts)
             occurred = episode.occurred_at.timestamp()
-            age_days = max(0.0, (ts - occurred) / _DAY_S)
+            age_days = max(0.0, (ts - occurred) / DAY_S)
             recency = 0.5 ** (age_days / s.recency_half_life_days)
             score = (
                 s.weight_similarity * similarity
@@ -486,7 +358,7 @@ class EpisodicMemory:
             raise StoreError(f"top_k must be >= 1, got {top_k}")
         moment = to_utc(as_of)
         ts = moment.timestamp()
-        index = self._state_index(trader_id, symbol)
+        index = self._cache.state_index(trader_id, symbol)
         found = index.nearest(state, as_of_ts=ts, k=top_k, horizon=horizon)
         if not found:
             return []
@@ -499,8 +371,8 @@ class EpisodicMemory:
             record = by_id.get(n.episode_id)
             if record is None:
                 continue
-            episode = self._as_of(record, ts)
-            age_days = max(0.0, (ts - episode.occurred_at.timestamp()) / _DAY_S)
+            episode = self._cache.as_of(record, ts)
+            age_days = max(0.0, (ts - episode.occurred_at.timestamp()) / DAY_S)
             out.append(
                 ScoredEpisode(
                     episode=episode,
@@ -511,57 +383,3 @@ class EpisodicMemory:
                 )
             )
         return out
-
-    def _state_index(self, trader_id: str, symbol: str) -> StateIndex:
-        stamp = self._store.changes(trader_id)
-        key = (trader_id, symbol)
-        with self._cache_lock:
-            cached = self._states.get(key)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        records = self._store.scan(
-            trader_id, as_of=_END_OF_TIME, filters=self._filters(symbol, None)
-        )
-        rows = []
-        for record in records:
-            base, log = self._decode(record)
-            rows.extend(
-                StateIndex.episode_rows(base, log, created_ts=record.created_at.timestamp())
-            )
-        index = StateIndex.from_rows(rows)
-        with self._cache_lock:
-            self._states[key] = (stamp, index)
-        return index
-
-    def _as_of(self, record: MemoryRecord, ts: float) -> Episode:
-        """The episode of ``record`` as of ``ts``, memoised: a decision loop recalls the
-        same candidates bar after bar, and parsing them was most of a recall's time
-        (measured). Keys hold the record's stored JSON, so any write is a new key."""
-        key = (
-            record.id,
-            str(record.metadata.get("episode", "")),
-            str(record.metadata.get("log", "[]")),
-        )
-        with self._cache_lock:
-            decoded = self._decoded.get(key)
-        if decoded is None:
-            base, log = self._decode(record)
-            decoded = (base, log, sorted(float(e["ts"]) for e in log))
-            with self._cache_lock:
-                self._decoded[key] = decoded
-                if len(self._decoded) > _DECODED_MAX:
-                    self._decoded.popitem(last=False)
-                    self._replayed.clear()
-        base, log, times = decoded
-        # the entries at or before ts are the `applied` earliest ones: the count is a key
-        applied = bisect.bisect_right(times, ts)
-        replay_key = (*key, applied)
-        with self._cache_lock:
-            episode = self._replayed.get(replay_key)
-        if episode is None:
-            episode = _replay(base, log, ts)
-            with self._cache_lock:
-                if len(self._replayed) > 4 * _DECODED_MAX:
-                    self._replayed.clear()
-                self._replayed[replay_key] = episode
-        return episode

@@ -1,0 +1,93 @@
+"""The read caches of :class:`~backend.memory.episodic.EpisodicMemory`: the episode of a
+stored record as of a time (memoised per record content) and the state index of a
+(trader, symbol) (rebuilt when the store's change counter of the trader moves)."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+from backend.memory._episode_codec import decode, record_filters, replay
+from backend.memory._states import StateIndex
+from backend.memory.models import Episode
+from backend.storage import KhalaStore, MemoryRecord
+
+__all__ = ["EpisodeCache"]
+
+_END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
+_DECODED_MAX = 8192
+"""Decoded episodes kept by :meth:`EpisodeCache.as_of`."""
+_Decoded = tuple[Episode, list[dict[str, Any]], list[float]]
+"""A decoded record: base episode, its log, and the log's times sorted."""
+
+
+class EpisodeCache:
+    """The read caches of the episodes of one store (module doc); thread-safe (one lock)."""
+
+    def __init__(self, store: KhalaStore) -> None:
+        self._store = store
+        self._decoded: OrderedDict[tuple[str, str, str], _Decoded] = OrderedDict()
+        self._replayed: dict[tuple[str, str, str, int], Episode] = {}
+        self._cache_lock = threading.Lock()
+        self._states: dict[tuple[str, str], tuple[int, StateIndex]] = {}
+        """(trader, symbol) -> (store change counter, state index): see
+        :meth:`EpisodicMemory.recall_by_state`."""
+
+    def state_index(self, trader_id: str, symbol: str) -> StateIndex:
+        """The state index of the episodes of ``trader_id`` on ``symbol`` (every one
+        stored: the index fences by time itself)."""
+        stamp = self._store.changes(trader_id)
+        key = (trader_id, symbol)
+        with self._cache_lock:
+            cached = self._states.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        records = self._store.scan(
+            trader_id, as_of=_END_OF_TIME, filters=record_filters(symbol, None)
+        )
+        rows = []
+        for record in records:
+            base, log = decode(record)
+            rows.extend(
+                StateIndex.episode_rows(base, log, created_ts=record.created_at.timestamp())
+            )
+        index = StateIndex.from_rows(rows)
+        with self._cache_lock:
+            self._states[key] = (stamp, index)
+        return index
+
+    def as_of(self, record: MemoryRecord, ts: float) -> Episode:
+        """The episode of ``record`` as of ``ts``, memoised: a decision loop recalls the
+        same candidates bar after bar, and parsing them was most of a recall's time
+        (measured). Keys hold the record's stored JSON, so any write is a new key."""
+        key = (
+            record.id,
+            str(record.metadata.get("episode", "")),
+            str(record.metadata.get("log", "[]")),
+        )
+        with self._cache_lock:
+            decoded = self._decoded.get(key)
+        if decoded is None:
+            base, log = decode(record)
+            decoded = (base, log, sorted(float(e["ts"]) for e in log))
+            with self._cache_lock:
+                self._decoded[key] = decoded
+                if len(self._decoded) > _DECODED_MAX:
+                    self._decoded.popitem(last=False)
+                    self._replayed.clear()
+        base, log, times = decoded
+        # the entries at or before ts are the `applied` earliest ones: the count is a key
+        applied = bisect.bisect_right(times, ts)
+        replay_key = (*key, applied)
+        with self._cache_lock:
+            episode = self._replayed.get(replay_key)
+        if episode is None:
+            episode = replay(base, log, ts)
+            with self._cache_lock:
+                if len(self._replayed) > 4 * _DECODED_MAX:
+                    self._replayed.clear()
+                self._replayed[replay_key] = episode
+        return episode
