@@ -25,64 +25,42 @@ passed to the backend explicitly; chroma's own default embedding function is nev
 
 from __future__ import annotations
 
-import hashlib
-import math
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 from chromadb.api.models.Collection import Collection
-from chromadb.errors import ChromaError
-from pydantic import ValidationError
 
-from backend.embeddings import Embedder, Vectors
-from backend.errors import EmbeddingMismatchError, LookAheadError, StoreError, TenantScopeError
-from backend.storage._audit import AuditLog, AuditRow, PendingRow
+from backend.embeddings import Embedder
+from backend.errors import StoreError
+from backend.storage._audit import AuditLog, PendingRow
 from backend.storage._backend import VectorBackend
 from backend.storage._chroma_backend import ChromaBackend
-from backend.storage._codec import (
-    assemble_hits,
-    checked_ts,
-    rank_ids,
-    rank_records,
-    record_from_chroma,
-    record_to_meta,
-    trusted_record,
+from backend.storage._codec import assemble_hits, checked_ts, rank_ids, rank_records
+from backend.storage._lexical import Filter, FilterSpec, Row
+from backend.storage._reads import (
+    fetch_candidates,
+    ids_of,
+    records_by_id,
+    records_of,
+    scan_metadata,
+    scan_records,
+    search_filter,
 )
-from backend.storage._lexical import USER_PREFIX, Filter, FilterSpec, Row
-from backend.storage.models import (
-    TRADER_ID_PATTERN,
-    AuditEvent,
-    MemoryRecord,
-    SearchHit,
-    SearchMethod,
-    UpsertResult,
+from backend.storage._tenancy import TraderCollections, check_trader
+from backend.storage._writes import (
+    check_batch,
+    delete_rows,
+    embed_records,
+    landed_rows,
+    merged_record,
+    plan_upsert,
+    write_rows,
 )
-from backend.types import to_utc
+from backend.storage.models import AuditEvent, MemoryRecord, SearchHit, SearchMethod, UpsertResult
 
 __all__ = ["KhalaStore"]
-
-_TRADER_RE = re.compile(TRADER_ID_PATTERN)
-_WRITE_ERRORS = (ChromaError, ValueError, TypeError)
-
-
-def _check_trader(trader_id: str) -> str:
-    if not isinstance(trader_id, str) or not _TRADER_RE.match(trader_id):
-        raise TenantScopeError(f"invalid trader_id {str(trader_id)[:40]!r}")
-    return trader_id
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Content equality with floats equal to 1e-12 relative: chromadb returns about one
-    metadata float in nine one ulp off what was written (its float parsing is not
-    correctly rounded), which must not turn an identical re-upsert into an UPDATE."""
-    if isinstance(a, float) and isinstance(b, float):
-        return a == b or math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    return bool(a == b)
 
 
 class KhalaStore:
@@ -108,7 +86,7 @@ class KhalaStore:
         self._prefix = collection_prefix
         self._rrf_k = rrf_k
         self._fanout = hybrid_fanout
-        self._opened: set[str] = set()
+        self._collections = TraderCollections(backend, embedder, audit, collection_prefix)
         self.recovered = audit.recover(self._landed)
         """``(confirmed, dropped)`` audit rows a crashed writer had left pending."""
 
@@ -123,8 +101,7 @@ class KhalaStore:
 
     def collection_name(self, trader_id: str) -> str:
         """The collection of ``trader_id`` (a hash: any trader id is a valid name)."""
-        digest = hashlib.sha256(_check_trader(trader_id).encode()).hexdigest()[:32]
-        return f"{self._prefix}-{digest}"
+        return self._collections.name(trader_id)
 
     def collection(self, trader_id: str) -> Collection:
         """The trader's chroma collection, created on first use (``chroma`` backend only:
@@ -132,45 +109,9 @@ class KhalaStore:
         the ``memory`` backend."""
         if not isinstance(self._backend, ChromaBackend):
             raise StoreError("the memory backend has no chroma collection")
-        name = self._open(trader_id, create=True)
+        name = self._collections.open(trader_id, create=True)
         assert name is not None
         return self._backend.collection(name)
-
-    def _open(self, trader_id: str, *, create: bool) -> str | None:
-        """The trader's collection name, opened (and created if ``create``; reads never
-        create). Raises :class:`TenantScopeError`, :class:`EmbeddingMismatchError`."""
-        name = self.collection_name(trader_id)
-        if name in self._opened:
-            return name
-        wanted = {
-            "trader_id": trader_id,
-            "embedding_model": self._embedder.model_id,
-            "embedding_dim": self._embedder.dim,
-        }
-        meta = self._backend.open(name, create=wanted if create else None)
-        if meta is None:
-            return None
-        if meta.get("trader_id") != trader_id:
-            raise TenantScopeError(f"collection {name} belongs to another trader")
-        if (meta.get("embedding_model"), meta.get("embedding_dim")) != (
-            self._embedder.model_id,
-            self._embedder.dim,
-        ):
-            raise EmbeddingMismatchError(
-                f"trader {trader_id}: memories were embedded with "
-                f"{meta.get('embedding_model')} ({meta.get('embedding_dim')}-d), "
-                f"not {self._embedder.model_id} ({self._embedder.dim}-d)"
-            )
-        self._opened.add(name)
-        return name
-
-    def _reading(self, trader_id: str, *, create: bool = False) -> str | None:
-        """:meth:`_open`, then (shared backends) the in-process rows validated against the
-        audit trail's change count: another process's writes are seen."""
-        name = self._open(trader_id, create=create)
-        if name is not None and self._backend.shared:
-            self._backend.validate(name, self._audit.changes(trader_id))
-        return name
 
     # ------------------------------------------------------------------ writes
 
@@ -193,90 +134,23 @@ class KhalaStore:
         :class:`LookAheadError` (``created_at`` after ``as_of``), :class:`StoreError`.
         Either the whole batch is written and audited, or nothing is.
         """
-        as_of_ts = checked_ts(as_of)
-        seen: set[str] = set()
-        for r in records:
-            if r.trader_id != trader_id:
-                raise TenantScopeError(
-                    f"record {r.id!r} belongs to {r.trader_id!r}, not {trader_id!r}"
-                )
-            if r.id in seen:
-                raise TenantScopeError(f"record id {r.id!r} appears twice in one batch")
-            if r.created_at.timestamp() > as_of_ts:
-                raise LookAheadError(
-                    f"record {r.id!r} created_at {r.created_at.isoformat()} is after as_of "
-                    f"{to_utc(as_of).isoformat()}"
-                )
-            seen.add(r.id)
-        name = self._reading(trader_id, create=True)
+        check_batch(trader_id, records, as_of)
+        name = self._collections.reading(trader_id, create=True)
         assert name is not None
         if not records:
             return UpsertResult()
         existing = self._backend.lookup(name, [r.id for r in records])
-        changed: list[MemoryRecord] = []
-        relabelled: list[MemoryRecord] = []
-        rows: list[AuditRow] = []
-        for r in records:
-            found = existing.get(r.id)
-            old = trusted_record(r.id, found[0], found[1]) if found is not None else None
-            if old is not None and _same(old.content(), r.content()):
-                continue
-            if old is not None and old.text == r.text and r.embedding is None:
-                relabelled.append(r)
-            else:
-                changed.append(r)
-            if old is None:
-                rows.append((trader_id, r.id, "ADD", None, r.content()))
-            else:
-                rows.append((trader_id, r.id, "UPDATE", old.content(), r.content()))
+        changed, relabelled, rows = plan_upsert(trader_id, records, existing)
         unchanged = len(records) - len(rows)
         if not rows:
             return UpsertResult(unchanged=unchanged)
-        vectors = self._vectors_for(changed)
-        step = self._backend.max_batch
+        vectors = embed_records(self._embedder, changed)
         with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
             audit.record(rows)
-            try:
-                for i in range(0, len(changed), step):
-                    part = changed[i : i + step]
-                    self._backend.upsert(
-                        name,
-                        [r.id for r in part],
-                        vectors[i : i + step],
-                        [r.text for r in part],
-                        [record_to_meta(r) for r in part],
-                    )
-                for i in range(0, len(relabelled), step):
-                    part = relabelled[i : i + step]
-                    self._backend.update(
-                        name, [r.id for r in part], [record_to_meta(r) for r in part]
-                    )
-            except _WRITE_ERRORS as exc:
-                self._backend.forget(name)
-                raise StoreError(
-                    f"trader {trader_id}: {self.backend} write failed: {exc}"
-                ) from None
+            write_rows(self._backend, name, trader_id, changed, relabelled, vectors)
         self._backend.written(name, audit.changes[trader_id])
         added = sum(1 for row in rows if row[2] == "ADD")
         return UpsertResult(added=added, updated=len(rows) - added, unchanged=unchanged)
-
-    def _vectors_for(self, records: list[MemoryRecord]) -> Vectors:
-        """Given embeddings (normalised) or one batched embedding call for the rest."""
-        out = np.empty((len(records), self._embedder.dim), dtype=np.float32)
-        todo: list[int] = []
-        for i, r in enumerate(records):
-            if r.embedding is not None:
-                vec = np.asarray(r.embedding, dtype=np.float32)
-                if vec.shape != (self._embedder.dim,) or not np.all(np.isfinite(vec)):
-                    raise StoreError(
-                        f"record {r.id!r}: embedding must be {self._embedder.dim} finite floats"
-                    )
-                out[i] = vec / max(float(np.linalg.norm(vec)), 1e-12)
-            else:
-                todo.append(i)
-        if todo:
-            out[todo] = self._embedder.embed([records[i].text for i in todo])
-        return out
 
     def update(
         self,
@@ -298,21 +172,7 @@ class KhalaStore:
             raise StoreError(
                 f"trader {trader_id}: no record {record_id!r} as of {as_of.isoformat()}"
             )
-        old = found[0]
-        changes: dict[str, Any] = {}
-        if text is not None:
-            changes["text"] = text
-        if importance is not None:
-            changes["importance"] = importance
-        if metadata is not None:
-            changes["metadata"] = {**old.metadata, **metadata}
-        try:
-            new = MemoryRecord.model_validate({**old.content(), **changes})
-        except ValidationError as exc:
-            first = exc.errors(include_input=False)[0]
-            raise StoreError(
-                f"record {record_id!r}: {'.'.join(map(str, first['loc']))}: {first['msg']}"
-            ) from None
+        new = merged_record(found[0], text=text, importance=importance, metadata=metadata)
         self.upsert(trader_id, [new], as_of=as_of)
         return new
 
@@ -324,13 +184,7 @@ class KhalaStore:
         name = self.collection_name(trader_id)
         with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
             audit.record([(trader_id, r.id, "DELETE", r.content(), None) for r in visible])
-            try:
-                self._backend.delete(name, [r.id for r in visible])
-            except _WRITE_ERRORS as exc:
-                self._backend.forget(name)
-                raise StoreError(
-                    f"trader {trader_id}: {self.backend} delete failed: {exc}"
-                ) from None
+            delete_rows(self._backend, name, trader_id, [r.id for r in visible])
         self._backend.written(name, audit.changes[trader_id])
         return len(visible)
 
@@ -338,22 +192,7 @@ class KhalaStore:
         """For audit rows written ahead of a backend write that failed or was cut by a
         crash: whether the backend holds each mutation (a delete: the id is gone; an add
         or update: the record has exactly the new content). Reads the backend itself."""
-        found: dict[tuple[str, str], MemoryRecord] = {}
-        for trader_id in {r.trader_id for r in rows}:
-            name = self._open(trader_id, create=False)
-            if name is None:
-                continue
-            ids = list(dict.fromkeys(r.record_id for r in rows if r.trader_id == trader_id))
-            for rid, (text, meta, _) in self._backend.rows(name, ids).items():
-                found[(trader_id, rid)] = record_from_chroma(rid, text, meta)
-        verdict = []
-        for row in rows:
-            record = found.get((row.trader_id, row.record_id))
-            if row.event == "DELETE" or row.new is None:
-                verdict.append(record is None)
-            else:
-                verdict.append(record is not None and _same(record.content(), row.new))
-        return verdict
+        return landed_rows(self._backend, self._collections, rows)
 
     # ------------------------------------------------------------------- reads
 
@@ -368,22 +207,12 @@ class KhalaStore:
         """Records of ``trader_id`` with these ids created at or before ``as_of``, in id order
         given; unknown ids are skipped."""
         as_of_ts = checked_ts(as_of)
-        name = self._reading(trader_id)
+        name = self._collections.reading(trader_id)
         if name is None:
             return []
-        unique = list(dict.fromkeys(ids))
-        if include_embeddings:
-            stored = self._backend.rows(name, unique, embeddings=True)
-        else:
-            stored = {
-                rid: (t, m, None) for rid, (t, m) in self._backend.lookup(name, unique).items()
-            }
-        found = {
-            rid: record_from_chroma(rid, text, meta, vec)
-            for rid, (text, meta, vec) in stored.items()
-            if meta.get("trader_id") == trader_id and float(meta["created_at_ts"]) <= as_of_ts
-        }
-        return [found[i] for i in unique if i in found]
+        return records_by_id(
+            self._backend, name, trader_id, ids, as_of_ts, embeddings=include_embeddings
+        )
 
     def scan(
         self,
@@ -399,18 +228,10 @@ class KhalaStore:
         :meth:`search` for relevance."""
         where = Filter.build(filters)
         as_of_ts = checked_ts(as_of)
-        name = self._reading(trader_id)
+        name = self._collections.reading(trader_id)
         if name is None:
             return []
-        records = sorted(
-            (  # rows were validated when written (trusted_record: 10 vs 18 us a row, measured)
-                trusted_record(rid, text, meta)
-                for rid, text, meta in self._backend.scan(name, where=where, as_of_ts=as_of_ts)
-                if meta.get("trader_id") == trader_id
-            ),
-            key=lambda r: (r.created_at, r.id),
-        )
-        return records[-limit:] if limit is not None and limit > 0 else records
+        return scan_records(self._backend, name, trader_id, where, as_of_ts, limit)
 
     def scan_metadata(
         self,
@@ -425,23 +246,14 @@ class KhalaStore:
         measured). Same arguments and errors as :meth:`scan`."""
         where = Filter.build(filters)
         as_of_ts = checked_ts(as_of)
-        name = self._reading(trader_id)
+        name = self._collections.reading(trader_id)
         if name is None:
             return []
-        cut = len(USER_PREFIX)
-        return [
-            (
-                rid,
-                float(meta["created_at_ts"]),
-                {k[cut:]: v for k, v in meta.items() if k.startswith(USER_PREFIX)},
-            )
-            for rid, _, meta in self._backend.scan(name, where=where, as_of_ts=as_of_ts)
-            if meta.get("trader_id") == trader_id
-        ]
+        return scan_metadata(self._backend, name, trader_id, where, as_of_ts)
 
     def count(self, trader_id: str, *, as_of: datetime | None = None) -> int:
         """Number of records of ``trader_id`` (created at or before ``as_of`` if given)."""
-        name = self._open(trader_id, create=False)
+        name = self._collections.open(trader_id, create=False)
         if name is None:
             return 0
         as_of_ts = None if as_of is None else checked_ts(as_of)
@@ -458,7 +270,7 @@ class KhalaStore:
         names = list(self._backend.collections(self._prefix + "-"))
         for name in names:
             self._backend.drop(name)
-        self._opened.clear()
+        self._collections.forget()
         return len(names)
 
     def changes(self, trader_id: str) -> int:
@@ -466,7 +278,7 @@ class KhalaStore:
         sharing this store's audit trail (one SQLite primary-key read, ~3 us): an
         in-process cache derived from the trader's records is current while it is
         unchanged."""
-        return self._audit.changes(_check_trader(trader_id))
+        return self._audit.changes(check_trader(trader_id))
 
     def change_seq(self, trader_id: str, *, id_prefix: str) -> int:
         """A counter of confirmed writes of ``trader_id``'s records whose id starts with
@@ -474,11 +286,11 @@ class KhalaStore:
         this store's audit trail (the same ``store.path``/``audit_path``). It changes
         whenever such a record is added, updated or deleted: an in-process cache of them
         is valid while it is unchanged."""
-        return self._audit.last_change(_check_trader(trader_id), id_prefix)
+        return self._audit.last_change(check_trader(trader_id), id_prefix)
 
     def history(self, trader_id: str, record_id: str | None = None) -> list[AuditEvent]:
         """Audit events of the trader (or one record), oldest first."""
-        return self._audit.history(_check_trader(trader_id), record_id)
+        return self._audit.history(check_trader(trader_id), record_id)
 
     def close(self) -> None:
         """Close the audit trail (the backends need no closing: every acknowledged write
@@ -512,7 +324,9 @@ class KhalaStore:
         if found is None:
             return []
         name, dense, lexical = found
-        return assemble_hits(name, method, _records(dense), _records(lexical), top_k, self._rrf_k)
+        return assemble_hits(
+            name, method, records_of(dense), records_of(lexical), top_k, self._rrf_k
+        )
 
     def search_scored(
         self,
@@ -533,7 +347,7 @@ class KhalaStore:
         if found is None:
             return []
         _, dense, lexical = found
-        return rank_records(method, _records(dense), _records(lexical), top_k, self._rrf_k)
+        return rank_records(method, records_of(dense), records_of(lexical), top_k, self._rrf_k)
 
     def search_ids(
         self,
@@ -553,13 +367,7 @@ class KhalaStore:
         if found is None:
             return []
         _, dense, lexical = found
-        return rank_ids(
-            method,
-            [(row[0], row[3]) for row in dense],
-            [(row[0], row[3]) for row in lexical],
-            top_k,
-            self._rrf_k,
-        )
+        return rank_ids(method, ids_of(dense), ids_of(lexical), top_k, self._rrf_k)
 
     def _candidates(
         self,
@@ -573,34 +381,12 @@ class KhalaStore:
     ) -> tuple[str, list[Row], list[Row]] | None:
         """``(collection name, dense list, bm25 list)`` of a search; ``None`` when the
         trader has no collection (see :meth:`search`)."""
-        if not 1 <= top_k <= 1000:
-            raise StoreError(f"top_k must be in 1..1000, got {top_k}")
-        if method not in ("dense", "bm25", "hybrid"):
-            raise StoreError(f"unknown search method {method!r}")
-        where = Filter.build(filters, min_importance=min_importance)
-        as_of_ts = checked_ts(as_of)
-        if not isinstance(query, str) and method != "dense":
-            raise StoreError(f"{method} search needs a text query")
-        name = self._reading(trader_id)
+        where, as_of_ts = search_filter(query, as_of, top_k, method, filters, min_importance)
+        name = self._collections.reading(trader_id)
         if name is None:
             return None
         n = top_k if method != "hybrid" else top_k * self._fanout
-        dense: list[Row] = []
-        lexical: list[Row] = []
-        if method in ("dense", "hybrid"):
-            vec = (
-                self._embedder.embed_one(query)
-                if isinstance(query, str)
-                else np.asarray(query, dtype=np.float32)
-            )
-            if vec.shape != (self._embedder.dim,) or not np.all(np.isfinite(vec)):
-                raise StoreError(f"query vector must be {self._embedder.dim} finite floats")
-            dense = self._backend.dense(name, vec, n=n, where=where, as_of_ts=as_of_ts)
-        if method in ("bm25", "hybrid"):
-            lexical = self._backend.lexical(name, str(query), n=n, where=where, as_of_ts=as_of_ts)
-        owned = [r for r in dense if r[2].get("trader_id") == trader_id]
-        return name, owned, [r for r in lexical if r[2].get("trader_id") == trader_id]
-
-
-def _records(rows: list[Row]) -> list[tuple[MemoryRecord, float]]:
-    return [(trusted_record(rid, text, meta), score) for rid, text, meta, score in rows]
+        dense, lexical = fetch_candidates(
+            self._backend, self._embedder, name, trader_id, query, method, n, where, as_of_ts
+        )
+        return name, dense, lexical
