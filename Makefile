@@ -63,8 +63,9 @@ demo: install
 demo-memory: install
 	$(VENV)/bin/sentinel demo --data-dir $(DATA)
 
-# Both cores (pytest-xdist), one test file per worker at a time: module fixtures stay
-# per file; measured 9m38s vs 12m18s in one process (docs/benchmarks.md).
+# Both cores (pytest-xdist), one test file per worker at a time (module fixtures stay per
+# file), the files using the local model as one unit on one worker (tests/conftest.py's
+# pytest_xdist_make_scheduler; docs/benchmarks.md has the timings).
 test: install install-llm
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
