@@ -1,5 +1,6 @@
 """Pure ranking steps of conversation recall (:mod:`backend.memory.conversation`):
-the speakers a query names, and the greedy session-diverse selection of the top messages."""
+the speakers a query names, whether a query asks *when* and which messages state a
+time, and the greedy session-diverse selection of the top messages."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 
 import numpy as np
 
-__all__ = ["diverse_order", "named_speakers"]
+__all__ = ["asks_when", "diverse_order", "named_speakers", "states_time"]
 
 
 def named_speakers(query: str, speakers: list[str]) -> set[str]:
@@ -18,6 +19,42 @@ def named_speakers(query: str, speakers: list[str]) -> set[str]:
         for s in speakers
         if s.strip() and re.search(rf"\b{re.escape(s)}(?:'s|’s)?\b", query, flags=re.IGNORECASE)
     }
+
+
+_WHEN_RE = re.compile(
+    r"^\W*(?:when\b|what (?:date|day|time|month|year|week|weekend)\b|"
+    r"how long (?:ago|before|after)\b|in which (?:month|year)\b)",
+    flags=re.IGNORECASE,
+)
+_DAYS = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+# capitalised month names (case-sensitive), May only with a day or a year ("I may buy")
+_MONTHS = (
+    "(?-i:January|February|March|April|June|July|August|September|October|November|December"
+    "|May(?= \\d))"
+)
+_TIME_RE = re.compile(
+    r"\b(?:yesterday|today|tonight|tomorrow|recently|ago|"
+    rf"(?:last|next|this|past|coming) (?:week|weekend|month|year|night|summer|winter|"
+    rf"spring|fall|autumn|{_DAYS})|{_DAYS}|(?:{_MONTHS})(?: \d{{1,2}})?|"
+    r"(?:19|20)\d\d|the other day|the day before|a (?:few|couple of) "
+    r"(?:days|weeks|months|years))\b",
+    flags=re.IGNORECASE,
+)
+
+
+def asks_when(query: str) -> bool:
+    """Whether ``query`` asks for a time: it starts with *when*, *what date/day/month/
+    year ...*, *how long ago/before/after* or *in which month/year*."""
+    return _WHEN_RE.search(query) is not None
+
+
+def states_time(texts: list[str]) -> np.ndarray:
+    """Per text, whether it states a time: a relative day (*yesterday*, *last week*,
+    *next Friday*, *two days ago*, *recently*), a weekday, a capitalised month name
+    (*May* only before a number) or a year. The
+    answer to a *when* question is a message that says when (LoCoMo's temporal
+    evidence: "I went to a support group yesterday")."""
+    return np.array([_TIME_RE.search(t) is not None for t in texts], dtype=bool)
 
 
 def diverse_order(

@@ -23,7 +23,8 @@ per trader, on the same Khala store as the other tiers:
 Recall (:meth:`ConversationMemory.recall`) ranks every message known at ``as_of`` by the
 fusion :class:`~backend.config.ConversationSettings` describes (the design of the LoCoMo
 evaluation's former ranker, now the product's only one, plus a lift of the messages of a
-speaker the query names and a session-diverse pick of the top messages,
+speaker the query names, for a question asking *when* a lift of the messages that state
+a time, and a session-diverse pick of the top messages,
 :mod:`backend.memory._conversation_rank`).
 """
 
@@ -39,7 +40,12 @@ import numpy as np
 
 from backend.config import ConversationSettings
 from backend.errors import LookAheadError, StoreError
-from backend.memory._conversation_rank import diverse_order, named_speakers
+from backend.memory._conversation_rank import (
+    asks_when,
+    diverse_order,
+    named_speakers,
+    states_time,
+)
 from backend.memory._dialog import message_event, query_period, strip_names, zscore
 from backend.memory.models import ChatMessage, Episode, RecalledMessage
 from backend.storage import KhalaStore, MemoryRecord, SearchMethod
@@ -391,6 +397,10 @@ class ConversationMemory:
             timed = inside | after
         by_named = np.isin(said_by, sorted(named_speakers(query, speakers)))
         smoothed += s.speaker * by_named
+        says_when = np.zeros(len(ids), dtype=bool)
+        if s.when > 0 and asks_when(query):
+            says_when = states_time([str(meta.get("text", "")) for _, _, meta in rows])
+            smoothed += s.when * says_when
         order = diverse_order(smoothed, sessions, top_k, s.diversity)
         held = {
             r.id: r for r in self.store.get(trader_id, [rows[i][0] for i in order], as_of=as_of)
@@ -401,6 +411,7 @@ class ConversationMemory:
                 continue
             names = [k for k, v in found.items() if i in v] + (["time"] if timed[i] else [])
             names += ["speaker"] if by_named[i] and s.speaker > 0 else []
+            names += ["when"] if says_when[i] else []
             message = message_of(held[rows[i][0]])
             out.append(RecalledMessage(message=message, score=float(smoothed[i]), signals=names))
         return out

@@ -13,7 +13,12 @@ from backend.config import ConversationSettings, MemorySettings
 from backend.embeddings import MiniLMEmbedder
 from backend.errors import LookAheadError, StoreError
 from backend.memory import EpisodicMemory
-from backend.memory._conversation_rank import diverse_order, named_speakers
+from backend.memory._conversation_rank import (
+    asks_when,
+    diverse_order,
+    named_speakers,
+    states_time,
+)
 from backend.memory._dialog import message_event, query_period
 from backend.memory.conversation import (
     MESSAGE_KIND,
@@ -164,6 +169,40 @@ def test_a_named_speakers_messages_are_lifted(
     assert lifted["m2"][0] == pytest.approx(plain["m2"][0] + 3.0) and "speaker" in lifted["m2"][1]
     for mid in ("m1", "m3", "m4", "m5", "m6"):
         assert lifted[mid][0] == pytest.approx(plain[mid][0]) and "speaker" not in lifted[mid][1]
+
+
+def test_when_questions_and_messages_that_state_a_time() -> None:
+    asked = ["When did you get liquidated?", "what date was the talk?", "How long ago was it?",
+             "In which month did he move?", "  When is the trip?"]  # fmt: skip
+    assert all(asks_when(q) for q in asked)
+    not_asked = ["What did you say when SOL fell?", "Why sell?", "How long do you hold?"]
+    assert not any(asks_when(q) for q in not_asked)
+    texts = ["I went to a support group yesterday", "see you next Friday", "two days ago",
+             "a few weeks back it was different", "in May 2023", "Recently I sold",
+             "ETH looks strong", "the weekday chart", "I may buy"]  # fmt: skip
+    assert states_time(texts).tolist() == [True, True, True, True, True, True, False, False, False]
+
+
+def test_a_when_question_lifts_the_messages_that_state_a_time(
+    make_store: StoreFactory, minilm: MiniLMEmbedder
+) -> None:
+    store = make_store(minilm)
+
+    def ask(question: str, when: float) -> dict[str, tuple[float, list[str]]]:
+        memory = ConversationMemory(store, settings=ConversationSettings(when=when))
+        memory.record(TRADER, CHAT, as_of=T + timedelta(days=20))
+        found = memory.recall(TRADER, question, as_of=T + timedelta(days=20), top_k=6)
+        return {r.message.id: (r.score, r.signals) for r in found}
+
+    question = "When did the trader get liquidated?"
+    plain, lifted = ask(question, 0.0), ask(question, 1.5)
+    # m1 ("last night") and m4 ("this month") state a time; nothing else is lifted
+    for mid in ("m1", "m4"):
+        assert lifted[mid][0] == pytest.approx(plain[mid][0] + 1.5) and "when" in lifted[mid][1]
+    for mid in ("m2", "m3", "m5", "m6"):
+        assert lifted[mid][0] == pytest.approx(plain[mid][0]) and "when" not in lifted[mid][1]
+    other = ask("What did the trader say about leverage?", 1.5)
+    assert all("when" not in signals for _, signals in other.values())
 
 
 def test_bad_writes_are_refused_before_anything_is_written(
