@@ -13,21 +13,14 @@ read another trader's memory or the future. Argument models forbid extra keys.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-import openai
-from pydantic import ValidationError
-
-from backend.errors import SentinelError, ToolError
-from backend.memory.context import episode_line, persona_id, snapshot_id
-from backend.memory.conversation import ConversationMemory, RecordedMessages, render_messages
+from backend.errors import ToolError
+from backend.memory.conversation import ConversationMemory, RecordedMessages
 from backend.memory.hierarchical import ALL_TIERS, HierarchicalMemory
 from backend.memory.models import (
-    ActionLink,
     ChatMessage,
     Episode,
     EpisodeType,
@@ -39,6 +32,17 @@ from backend.memory.models import (
     Tier,
 )
 from backend.storage.models import stable_id
+from backend.tools._tool_io import (
+    ToolSpec,
+    ToolTable,
+    dispatch_json,
+    openai_schemas,
+    parse_args,
+    profile_json,
+    recall_payload,
+    tool_specs,
+)
+from backend.tools._writers import EpisodicWriter, PersonaWriter, WorkingWriter, decision_episode
 from backend.tools.schemas import (
     BuildContextArgs,
     ProfileArgs,
@@ -48,7 +52,6 @@ from backend.tools.schemas import (
     RecordMessageArgs,
     RecordNoteArgs,
     RecordOutcomeArgs,
-    ToolArgs,
 )
 
 __all__ = [
@@ -64,68 +67,6 @@ __all__ = [
     "WorkingWriter",
     "decision_episode",
 ]
-
-
-class WorkingWriter(Protocol):
-    def observe(self, snapshot: MarketSnapshot) -> Any: ...
-
-
-class EpisodicWriter(Protocol):
-    def add(self, episodes: Sequence[Episode], *, as_of: datetime) -> Any: ...
-
-    def record_outcome(
-        self, trader_id: str, episode_id: str, outcome: Outcome, *, as_of: datetime
-    ) -> Any: ...
-
-
-class PersonaWriter(Protocol):
-    def update_from_text(
-        self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
-    ) -> list[PersonaChange]: ...
-
-
-def decision_episode(
-    trader_id: str,
-    *,
-    symbol: str,
-    action: Literal["buy", "sell", "hold", "close"],
-    size: float,
-    rationale: str,
-    memory_ids: Sequence[str],
-    as_of: datetime,
-    market_state: str = "",
-    importance: float = 0.3,
-    state: dict[str, float] | None = None,
-) -> Episode:
-    """The ``decision`` episode of a decision taken at ``as_of`` (its id is stable per
-    trader, symbol and time; ``size`` is a fraction of equity; ``state``: the bar's
-    feature values, so the episode can be recalled by market state)."""
-    decision_id = stable_id("decision", trader_id, symbol, as_of.isoformat())
-    description = f"Decision {action} {size:.0%} of equity on {symbol}: {rationale}"
-    if market_state:
-        description = f"{market_state} | {description}"
-    return Episode(
-        id=decision_id,
-        trader_id=trader_id,
-        symbol=symbol,
-        event_type="decision",
-        occurred_at=as_of,
-        description=description,
-        importance=importance,
-        actions=[ActionLink(decision_id=decision_id, action=action, size=size, at=as_of)],
-        memory_ids=list(memory_ids),
-        state=dict(state or {}),
-    )
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """One tool: its name, its description (the argument model's docstring) and the
-    pydantic model its arguments are validated with and its JSON schema comes from."""
-
-    name: str
-    description: str
-    args: type[ToolArgs]
 
 
 class MemoryToolkit:
@@ -145,7 +86,7 @@ class MemoryToolkit:
         self._episodic = episodic
         self._persona = persona
         self._conversation = conversation
-        self._tools: dict[str, tuple[type[ToolArgs], Callable[[str, datetime, Any], Any]]] = {
+        self._tools: ToolTable = {
             "recall": (
                 RecallArgs,
                 lambda t, at, a: self.recall(
@@ -154,7 +95,7 @@ class MemoryToolkit:
             ),
             "get_trader_profile": (
                 ProfileArgs,
-                lambda t, at, a: self._profile_json(self.get_trader_profile(t, as_of=at)),
+                lambda t, at, a: profile_json(self.get_trader_profile(t, as_of=at)),
             ),
             "record_note": (
                 RecordNoteArgs,
@@ -369,46 +310,8 @@ class MemoryToolkit:
             message_top_k=top_k,
         )  # fmt: skip
         persona = ctx.persona if "persona" in tiers else None
-        hits: list[dict[str, Any]] = []
-        if persona is not None:
-            text = self.memory.persona.render_profile(persona)
-            hits.append({"id": persona_id(persona), "tier": "persona", "text": text, "score": None})
-        working = [{"id": snapshot_id(s), "text": s.describe()} for s in ctx.working]
-        hits += [{**w, "tier": "working", "score": None} for w in reversed(working)]
-        said = [
-            {
-                "id": f"message:{r.message.id}",
-                "message_id": r.message.id,
-                "speaker": r.message.speaker,
-                "session": r.message.session,
-                "time": r.message.time.isoformat(),
-                "text": r.message.render(),
-                "score": round(r.score, 4),
-            }
-            for r in ctx.messages
-        ]
-        hits += [{**m, "tier": "conversation"} for m in said]
-        settings = self.memory.settings
-        text, message_ids, tokens = render_messages(
-            ctx.messages,
-            budget=settings.token_budget,
-            max_messages=settings.conversation.context_messages,
-        )
-        episodic = [
-            {"id": s.episode.id, "score": round(s.score, 4), "text": episode_line(s)}
-            for s in ctx.episodes
-        ]
-        hits += [{**e, "tier": "episodic"} for e in episodic]
-        return {
-            "as_of": ctx.as_of.isoformat(),
-            "hits": hits,
-            "persona": self._profile_json(persona),
-            "working": working,
-            "episodic": episodic,
-            "conversation": said,
-            "context": {"text": text, "tokens": tokens, "message_ids": message_ids},
-            "errors": ctx.errors,
-        }
+        text = self.memory.persona.render_profile(persona) if persona is not None else None
+        return recall_payload(ctx, persona, text, self.memory.settings)
 
     def build_decision_context(
         self,
@@ -428,17 +331,11 @@ class MemoryToolkit:
 
     def tools(self) -> list[ToolSpec]:
         """Every tool, in a fixed order (the source of both the OpenAI and MCP schemas)."""
-        return [
-            ToolSpec(name, " ".join((model.__doc__ or "").split()), model)
-            for name, (model, _) in self._tools.items()
-        ]
+        return tool_specs(self._tools)
 
     def tool_schemas(self) -> list[dict[str, Any]]:
         """OpenAI function-calling tool definitions, generated from the argument models."""
-        return [
-            dict(openai.pydantic_function_tool(t.args, name=t.name, description=t.description))
-            for t in self.tools()
-        ]
+        return openai_schemas(self.tools())
 
     def call(
         self, name: str, arguments: str | dict[str, Any], *, trader_id: str, as_of: datetime
@@ -454,41 +351,11 @@ class MemoryToolkit:
         if name not in self._tools:
             raise ToolError(f"unknown tool {name!r}")
         model, run = self._tools[name]
-        try:
-            args = (
-                model.model_validate_json(arguments or "{}")
-                if isinstance(arguments, str)
-                else model.model_validate(arguments)
-            )
-        except ValidationError as exc:
-            first = exc.errors(include_input=False, include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "arguments"
-            raise ToolError(f"invalid arguments for {name}: {where}: {first['msg']}") from None
-        return run(trader_id, as_of, args)
+        return run(trader_id, as_of, parse_args(name, model, arguments))
 
     def dispatch(
         self, name: str, arguments: str | dict[str, Any], *, trader_id: str, as_of: datetime
     ) -> str:
         """:meth:`call` for an OpenAI tool call: returns JSON, and an error as
         ``{"error": "..."}`` (the agent can read and correct it)."""
-        try:
-            return json.dumps(
-                self.call(name, arguments, trader_id=trader_id, as_of=as_of), default=str
-            )
-        except ToolError as exc:
-            return json.dumps({"error": str(exc)})
-        except SentinelError as exc:
-            return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
-
-    @staticmethod
-    def _profile_json(profile: PersonaProfile | None) -> dict[str, Any] | None:
-        if profile is None:
-            return None
-        return {
-            "version": profile.version,
-            "as_of": profile.as_of.isoformat(),
-            "attributes": {
-                name: {"value": a.value, "confidence": round(a.confidence, 3)}
-                for name, a in profile.attributes.items()
-            },
-        }
+        return dispatch_json(lambda: self.call(name, arguments, trader_id=trader_id, as_of=as_of))

@@ -1,0 +1,151 @@
+"""The memory tools' input and output: :class:`ToolSpec` and the tool table of a
+:class:`~backend.tools.memory_toolkit.MemoryToolkit` (its specs and OpenAI schemas), a
+call's arguments validated against the tool's model, a call's JSON for an OpenAI tool
+call, and the JSON-ready payloads of the profile and of a recall."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import openai
+from pydantic import ValidationError
+
+from backend.config import MemorySettings
+from backend.errors import SentinelError, ToolError
+from backend.memory.context import episode_line, persona_id, snapshot_id
+from backend.memory.conversation import render_messages
+from backend.memory.models import MemoryContext, PersonaProfile
+from backend.tools.schemas import ToolArgs
+
+__all__ = [
+    "ToolSpec",
+    "ToolTable",
+    "dispatch_json",
+    "openai_schemas",
+    "parse_args",
+    "profile_json",
+    "recall_payload",
+    "tool_specs",
+]
+
+ToolTable = dict[str, tuple[type[ToolArgs], Callable[[str, datetime, Any], Any]]]
+"""Tool name -> (argument model, run(trader id, as_of, arguments))."""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One tool: its name, its description (the argument model's docstring) and the
+    pydantic model its arguments are validated with and its JSON schema comes from."""
+
+    name: str
+    description: str
+    args: type[ToolArgs]
+
+
+def tool_specs(table: ToolTable) -> list[ToolSpec]:
+    """The spec of every tool of ``table``, in its order."""
+    return [
+        ToolSpec(name, " ".join((model.__doc__ or "").split()), model)
+        for name, (model, _) in table.items()
+    ]
+
+
+def openai_schemas(specs: list[ToolSpec]) -> list[dict[str, Any]]:
+    """OpenAI function-calling tool definitions of ``specs``."""
+    return [
+        dict(openai.pydantic_function_tool(t.args, name=t.name, description=t.description))
+        for t in specs
+    ]
+
+
+def parse_args(name: str, model: type[ToolArgs], arguments: str | dict[str, Any]) -> ToolArgs:
+    """The arguments of a call of tool ``name`` (JSON text or its parsed object) as its
+    ``model``. Raises :class:`ToolError` naming the first bad field, never its value."""
+    try:
+        return (
+            model.model_validate_json(arguments or "{}")
+            if isinstance(arguments, str)
+            else model.model_validate(arguments)
+        )
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "arguments"
+        raise ToolError(f"invalid arguments for {name}: {where}: {first['msg']}") from None
+
+
+def dispatch_json(call: Callable[[], Any]) -> str:
+    """``call()``'s result as JSON, and an error as ``{"error": "..."}``."""
+    try:
+        return json.dumps(call(), default=str)
+    except ToolError as exc:
+        return json.dumps({"error": str(exc)})
+    except SentinelError as exc:
+        return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def profile_json(profile: PersonaProfile | None) -> dict[str, Any] | None:
+    """The profile's version, ``as_of`` and attributes (value, confidence), or None."""
+    if profile is None:
+        return None
+    return {
+        "version": profile.version,
+        "as_of": profile.as_of.isoformat(),
+        "attributes": {
+            name: {"value": a.value, "confidence": round(a.confidence, 3)}
+            for name, a in profile.attributes.items()
+        },
+    }
+
+
+def recall_payload(
+    ctx: MemoryContext,
+    persona: PersonaProfile | None,
+    persona_text: str | None,
+    settings: MemorySettings,
+) -> dict[str, Any]:
+    """The JSON-ready data of a recall (:meth:`MemoryToolkit.recall`) of ``ctx``, with
+    the ``persona`` returned (None when not asked for) rendered as ``persona_text``."""
+    hits: list[dict[str, Any]] = []
+    if persona is not None:
+        hits.append(
+            {"id": persona_id(persona), "tier": "persona", "text": persona_text, "score": None}
+        )
+    working = [{"id": snapshot_id(s), "text": s.describe()} for s in ctx.working]
+    hits += [{**w, "tier": "working", "score": None} for w in reversed(working)]
+    said = [
+        {
+            "id": f"message:{r.message.id}",
+            "message_id": r.message.id,
+            "speaker": r.message.speaker,
+            "session": r.message.session,
+            "time": r.message.time.isoformat(),
+            "text": r.message.render(),
+            "score": round(r.score, 4),
+        }
+        for r in ctx.messages
+    ]
+    hits += [{**m, "tier": "conversation"} for m in said]
+    text, message_ids, tokens = render_messages(
+        ctx.messages,
+        budget=settings.token_budget,
+        max_messages=settings.conversation.context_messages,
+    )
+    episodic = [
+        {"id": s.episode.id, "score": round(s.score, 4), "text": episode_line(s)}
+        for s in ctx.episodes
+    ]
+    hits += [{**e, "tier": "episodic"} for e in episodic]
+    return {
+        "as_of": ctx.as_of.isoformat(),
+        "hits": hits,
+        "persona": profile_json(persona),
+        "working": working,
+        "episodic": episodic,
+        "conversation": said,
+        "context": {"text": text, "tokens": tokens, "message_ids": message_ids},
+        "errors": ctx.errors,
+    }
