@@ -44,11 +44,9 @@ import bisect
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
-
+from backend.agents._writer_state import Due, DueOutcome, WriterState
 from backend.agents.system import MemorySystem
 from backend.backtest.models import Decision, TradeRecord
 from backend.errors import SentinelError
@@ -110,51 +108,6 @@ def decision_episode(
     )
 
 
-@dataclass(frozen=True)
-class _Due:
-    due: datetime
-    episode_id: str
-    start_close: float
-    exposure: float | None
-    """Signed exposure the decision targeted (None for events and closes: no pnl)."""
-    equity: float
-
-
-class DueOutcome(BaseModel):
-    """A scheduled outcome, as persisted (:class:`WriterState`): the episode, when its
-    horizon ends, the close at the episode (quote currency), the signed exposure its
-    decision targeted (None: no PnL) and the equity then (quote currency)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    due: AwareDatetime
-    episode_id: str
-    start_close: float
-    exposure: float | None
-    equity: float
-
-
-class WriterState(BaseModel):
-    """What a :class:`MemoryWriter` holds between bars that is not in the store yet:
-    buffered episodes (detected and decisions), scheduled and queued outcomes, queued and
-    absorbed closed trades,
-    the flush counter and the stats (:meth:`MemoryWriter.export_state`). Detected
-    episodes already added are not listed: they are every episode that occurred at or
-    before the last bar processed (the manager passes that time to
-    :meth:`MemoryWriter.restore_state`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    buffer: list[Episode] = []
-    bars_since_flush: int = 0
-    due: list[DueOutcome] = []
-    queued: list[tuple[str, Outcome]] = []
-    """Outcomes resolved but not written yet: ``(episode id, outcome)``."""
-    trades: list[TradeRecord] = []
-    absorbed: dict[str, list[TradeRecord]] = {}
-    stats: dict[str, int] = {}
-
-
 class MemoryWriter:
     """Clocked, batched writes of one trader on one symbol (module doc)."""
 
@@ -179,7 +132,7 @@ class MemoryWriter:
         self.flush_every = max(1, flush_every)
         self._buffer: list[Episode] = []
         self._bars_since_flush = 0
-        self._due: list[_Due] = []
+        self._due: list[Due] = []
         self._trades: list[TradeRecord] = []
         self._absorbed: dict[str, list[TradeRecord]] = {}
         self._queued: list[tuple[str, Outcome]] = []
@@ -200,7 +153,7 @@ class MemoryWriter:
         start = self._close_at(episode.occurred_at)
         if start is None or start <= 0:
             return
-        item = _Due(episode.occurred_at + self._horizon, episode.id, start, exposure, equity)
+        item = Due(episode.occurred_at + self._horizon, episode.id, start, exposure, equity)
         bisect.insort(self._due, item, key=lambda d: (d.due, d.episode_id))
 
     # ----------------------------------------------------------------- state
@@ -210,16 +163,7 @@ class MemoryWriter:
         return WriterState(
             buffer=list(self._buffer),
             bars_since_flush=self._bars_since_flush,
-            due=[
-                DueOutcome(
-                    due=d.due,
-                    episode_id=d.episode_id,
-                    start_close=d.start_close,
-                    exposure=d.exposure,
-                    equity=d.equity,
-                )
-                for d in self._due
-            ],
+            due=[d.persisted() for d in self._due],
             queued=list(self._queued),
             trades=list(self._trades),
             absorbed={k: list(v) for k, v in self._absorbed.items()},
@@ -236,9 +180,7 @@ class MemoryWriter:
         self._primed = self._next
         self._buffer = list(state.buffer)
         self._bars_since_flush = state.bars_since_flush
-        self._due = [
-            _Due(d.due, d.episode_id, d.start_close, d.exposure, d.equity) for d in state.due
-        ]
+        self._due = [Due.restored(d) for d in state.due]
         self._queued = list(state.queued)
         self._trades = list(state.trades)
         self._absorbed = {k: list(v) for k, v in state.absorbed.items()}

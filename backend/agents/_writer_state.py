@@ -1,0 +1,78 @@
+"""What a :class:`~backend.agents._memory_writer.MemoryWriter` holds between bars: a
+scheduled outcome in process (:class:`Due`) and as persisted (:class:`DueOutcome`), and
+the writer's whole state as persisted (:class:`WriterState`, for a loop that restarts:
+paper trading)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from backend.backtest.models import TradeRecord
+from backend.memory.models import Episode, Outcome
+
+__all__ = ["Due", "DueOutcome", "WriterState"]
+
+
+@dataclass(frozen=True)
+class Due:
+    """A scheduled outcome, in process (fields: :class:`DueOutcome`)."""
+
+    due: datetime
+    episode_id: str
+    start_close: float
+    exposure: float | None
+    """Signed exposure the decision targeted (None for events and closes: no pnl)."""
+    equity: float
+
+    def persisted(self) -> DueOutcome:
+        """This outcome as persisted."""
+        return DueOutcome(
+            due=self.due,
+            episode_id=self.episode_id,
+            start_close=self.start_close,
+            exposure=self.exposure,
+            equity=self.equity,
+        )
+
+    @classmethod
+    def restored(cls, d: DueOutcome) -> Due:
+        """The outcome persisted as ``d``."""
+        return cls(d.due, d.episode_id, d.start_close, d.exposure, d.equity)
+
+
+class DueOutcome(BaseModel):
+    """A scheduled outcome, as persisted (:class:`WriterState`): the episode, when its
+    horizon ends, the close at the episode (quote currency), the signed exposure its
+    decision targeted (None: no PnL) and the equity then (quote currency)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    due: AwareDatetime
+    episode_id: str
+    start_close: float
+    exposure: float | None
+    equity: float
+
+
+class WriterState(BaseModel):
+    """What a :class:`MemoryWriter` holds between bars that is not in the store yet:
+    buffered episodes (detected and decisions), scheduled and queued outcomes, queued and
+    absorbed closed trades,
+    the flush counter and the stats (:meth:`MemoryWriter.export_state`). Detected
+    episodes already added are not listed: they are every episode that occurred at or
+    before the last bar processed (the manager passes that time to
+    :meth:`MemoryWriter.restore_state`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    buffer: list[Episode] = []
+    bars_since_flush: int = 0
+    due: list[DueOutcome] = []
+    queued: list[tuple[str, Outcome]] = []
+    """Outcomes resolved but not written yet: ``(episode id, outcome)``."""
+    trades: list[TradeRecord] = []
+    absorbed: dict[str, list[TradeRecord]] = {}
+    stats: dict[str, int] = {}
