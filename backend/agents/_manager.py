@@ -5,86 +5,31 @@ from __future__ import annotations
 
 import bisect
 import logging
-import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 import pandas as pd
-from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from backend.agents._memory_writer import MemoryWriter, WriterState
+from backend.agents._manager_state import ManagerState, seed_profile
+from backend.agents._memory_reader import MemoryReader, bar_state, situation_query
+from backend.agents._memory_writer import MemoryWriter
 from backend.agents.constraints import check_decision, within_band
-from backend.agents.memory import empty_profile, route_decisions, text_decisions
 from backend.agents.policies import DecisionView, Policy, daily_vol
 from backend.agents.system import MemorySystem
 from backend.backtest.models import BarContext, Decision, DecisionRecord, TradeRecord
 from backend.config import AgentSettings
 from backend.data import Fill
 from backend.errors import DataError, SentinelError
-from backend.memory import (
-    FearGreedIndex,
-    FeatureFrame,
-    FeatureRow,
-    HeadlineIndex,
-)
-from backend.memory.detectors import SHOCK_TOPICS, STATE_COLUMNS
-from backend.memory.models import (
-    Episode,
-    MarketSnapshot,
-    MemoryContext,
-    PersonaProfile,
-    RenderedContext,
-)
+from backend.memory import FearGreedIndex, FeatureFrame, HeadlineIndex
+from backend.memory.models import Episode, MemoryContext, PersonaProfile, RenderedContext
 
 __all__ = ["DeepTraderManager", "ManagerState", "situation_query"]
 
 log = logging.getLogger("backend.agents")
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 _EPS = 1e-9
-
-
-def _state(row: FeatureRow) -> dict[str, float]:
-    """The bar's market state: its finite :data:`STATE_COLUMNS` feature values."""
-    values = row.values
-    return {k: float(values[k]) for k in STATE_COLUMNS if k in values and math.isfinite(values[k])}
-
-
-def situation_query(snapshot: MarketSnapshot) -> str:
-    """The text of a bar's market state: the market state written into its decision
-    episode, and the query the trader's messages are recalled by (episodes are recalled
-    by the bar's features, not by this text): :meth:`MarketSnapshot.situation` with only
-    the bar's dominant news topic.
-
-    The full situation lists the first three topic tags, which change almost every hour
-    with the headlines (3,837 distinct texts over the 7,297 BTC/USDT 1h bars of
-    2021-10..2022-07, each one MiniLM embedding of ~15-25 ms when it is embedded);
-    market-state tags repeat what the text already says. Keeping the dominant news topic
-    only gives 2,230 distinct texts.
-    """
-    news = [t for t in snapshot.topics if t in SHOCK_TOPICS][:1]
-    return snapshot.model_copy(update={"topics": news}).situation()
-
-
-class ManagerState(BaseModel):
-    """What a :class:`DeepTraderManager` carries from one bar to the next besides the
-    memory store (:meth:`DeepTraderManager.export_state`): the bar counter (for
-    ``context_every_bars``), the first/last bar processed, the day and its start equity
-    (quote currency, for the daily-loss constraint), the cached context, the in-process
-    profile of the memory-off ablation, the violation count and the writer's state."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    bars: int = 0
-    first: AwareDatetime | None = None
-    last: AwareDatetime | None = None
-    day: date | None = None
-    day_equity: float | None = None
-    context: tuple[MemoryContext, RenderedContext] | None = None
-    static_profile: PersonaProfile | None = None
-    violations: int = 0
-    writer: WriterState | None = None
 
 
 class DeepTraderManager:
@@ -150,9 +95,19 @@ class DeepTraderManager:
         self._fills_known = 0
         """Fills already given to the persona (a prefix of ``self.fills``)."""
         self.prime_ahead = max(1, prime_ahead)
-        self._primed_until = -1
-        self._ahead: dict[int, tuple[MarketSnapshot, str]] = {}
-        """Row -> (snapshot, recall query) built ahead by :meth:`_prime_queries`."""
+        self.reader = (
+            MemoryReader(
+                self.system,
+                trader_id=self.trader_id,
+                features=features,
+                agent=agent,
+                headlines=headlines,
+                fear_greed=fear_greed,
+                prime_ahead=self.prime_ahead,
+            )
+            if self.system is not None
+            else None
+        )
         self._static_profile: PersonaProfile | None = None
         self._ctx: tuple[MemoryContext, RenderedContext] | None = None
         self._bars = 0
@@ -176,12 +131,7 @@ class DeepTraderManager:
         if not note:
             return
         if self.system is None:
-            decisions = text_decisions(note)
-            start = empty_profile(self.trader_id, as_of)
-            routed = route_decisions(
-                start, decisions, as_of=as_of, source="rules", evidence_id="seed-note"
-            )
-            self._static_profile = routed.profile if routed.profile.version else None
+            self._static_profile = seed_profile(self.trader_id, note, as_of)
             return
         if self.system.persona.get_profile(self.trader_id, _FAR_FUTURE) is None:
             self.system.toolkit.record_note(self.trader_id, note, as_of=as_of)
@@ -255,31 +205,19 @@ class DeepTraderManager:
         retrieval_ms = 0.0
         ctx: MemoryContext | None = None
         rendered: RenderedContext | None = None
-        if self.system is not None and self.writer is not None:
-            if self.system is not None and i >= self._primed_until:
-                self._prime_queries(self.system, i)
+        if self.reader is not None and self.writer is not None:
+            if not self.reader.primed(i):
+                self.reader.prime(i, self._bars)
                 t["prime"] += (now := time.perf_counter()) - started
                 started = now
             self.writer.flush_if_due(as_of)  # before any read of this bar
-            ahead = self._ahead.pop(i, None)
-            if ahead is not None:  # built by _prime_queries: the same pure function of row i
-                snapshot, situation = ahead
-                self.system.working.observe(snapshot)
-            else:
-                snapshot = self.system.working.observe_bar(
-                    self.trader_id,
-                    self.features,
-                    i,
-                    headlines=self.headlines,
-                    fear_greed=self.fear_greed,
-                )
-                situation = situation_query(snapshot)
+            situation = self.reader.observe(i)
             t["observe"] += (now := time.perf_counter()) - started
             self.writer.add_due(as_of)
             t["episodes"] += (mark := time.perf_counter()) - now
             if self._ctx is None or self._bars % self.agent.context_every_bars == 0:
-                self._ctx = self._build_context(
-                    self.system, bar.symbol, as_of, situation, _state(row)
+                self._ctx = self.reader.build_context(
+                    bar.symbol, as_of, situation, bar_state(row), self.writer.horizon
                 )
                 retrieval_ms = (time.perf_counter() - mark) * 1000
                 t["retrieve"] += retrieval_ms / 1000
@@ -321,7 +259,7 @@ class DeepTraderManager:
                     as_of=as_of,
                     market_state=situation,
                     equity=bar.position.equity,
-                    state=_state(row),
+                    state=bar_state(row),
                 )
             self.writer.tick(as_of)
             t["write"] += time.perf_counter() - mark
@@ -336,59 +274,6 @@ class DeepTraderManager:
             prompt_tokens=rendered.tokens if rendered is not None else 0,
             episode_id=episode_id,
             retrieval_ms=round(retrieval_ms, 3),
-        )
-
-    def _prime_queries(self, system: MemorySystem, i: int) -> None:
-        """Build the snapshots and recall queries of the retrieval bars among rows
-        ``i .. i + prime_ahead - 1`` (each from its own bar's data) and, when the trader
-        has messages to recall at row ``i``, embed the queries in one batch
-        (:meth:`backend.embeddings.Embedder.prime`)."""
-        end = min(len(self.features), i + self.prime_ahead)
-        every = self.agent.context_every_bars
-        texts = []
-        self._ahead.clear()
-        for j in range(i, end):
-            if (self._bars + j - i) % every:
-                continue  # no retrieval at that bar: its query is never asked
-            snap = system.working.snapshot_of(
-                self.trader_id,
-                self.features,
-                j,
-                headlines=self.headlines,
-                fear_greed=self.fear_greed,
-            )
-            query = situation_query(snap)
-            self._ahead[j] = (snap, query)  # observed at its own bar, not before
-            texts.append(query)
-        conversation = system.memory.conversation
-        as_of = self.features.row(i).as_of
-        if conversation is not None and conversation.has_messages(self.trader_id, as_of=as_of):
-            # the queries are embedded only to recall the trader's words (episodes are
-            # recalled by market state, not by text)
-            system.store.embedder.prime(texts)
-        self._primed_until = end
-
-    def _build_context(
-        self,
-        system: MemorySystem,
-        symbol: str,
-        as_of: datetime,
-        query: str,
-        state: dict[str, float],
-    ) -> tuple[MemoryContext, RenderedContext]:
-        """:meth:`HierarchicalMemory.build_context` with the tiers of
-        ``agent.memory_tiers``: episodes by nearest market ``state`` with an outcome over
-        the agent's horizon (``agent.episode_neighbours`` of them), the trader's words by
-        ``query``."""
-        return system.memory.build_context(
-            self.trader_id,
-            symbol,
-            as_of=as_of,
-            query=query,
-            tiers=self.agent.memory_tiers,
-            top_k=self.agent.episode_neighbours,
-            state=state,
-            horizon=self.writer.horizon if self.writer is not None else None,
         )
 
     def _trades(self, decision: Decision, current: float) -> bool:
@@ -437,8 +322,8 @@ class DeepTraderManager:
         self._ctx = state.context
         self._static_profile = state.static_profile
         self.violations = state.violations
-        self._primed_until = -1
-        self._ahead.clear()
+        if self.reader is not None:
+            self.reader.reset()
         if state.last is not None:  # the persona already holds those (update ignores repeats)
             stamp = int(state.last.timestamp() * 1000)
             self._fills_known = bisect.bisect_right(self._fill_ms, stamp)

@@ -1,0 +1,146 @@
+"""The decision loop's memory reads (used by the DeepTraderManager): the bar's market
+state (:func:`bar_state`) and recall query (:func:`situation_query`), the working-memory
+snapshots and queries of the next retrieval bars built ahead (their embeddings primed in
+one batch), and the context of a decision built from the memory tiers."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from backend.agents.system import MemorySystem
+from backend.config import AgentSettings
+from backend.memory import FearGreedIndex, FeatureFrame, FeatureRow, HeadlineIndex
+from backend.memory.detectors import SHOCK_TOPICS, STATE_COLUMNS
+from backend.memory.models import MarketSnapshot, MemoryContext, RenderedContext
+
+__all__ = ["MemoryReader", "bar_state", "situation_query"]
+
+
+def bar_state(row: FeatureRow) -> dict[str, float]:
+    """The bar's market state: its finite :data:`STATE_COLUMNS` feature values."""
+    values = row.values
+    return {k: float(values[k]) for k in STATE_COLUMNS if k in values and math.isfinite(values[k])}
+
+
+def situation_query(snapshot: MarketSnapshot) -> str:
+    """The text of a bar's market state: the market state written into its decision
+    episode, and the query the trader's messages are recalled by (episodes are recalled
+    by the bar's features, not by this text): :meth:`MarketSnapshot.situation` with only
+    the bar's dominant news topic.
+
+    The full situation lists the first three topic tags, which change almost every hour
+    with the headlines (3,837 distinct texts over the 7,297 BTC/USDT 1h bars of
+    2021-10..2022-07, each one MiniLM embedding of ~15-25 ms when it is embedded);
+    market-state tags repeat what the text already says. Keeping the dominant news topic
+    only gives 2,230 distinct texts.
+    """
+    news = [t for t in snapshot.topics if t in SHOCK_TOPICS][:1]
+    return snapshot.model_copy(update={"topics": news}).situation()
+
+
+class MemoryReader:
+    """The reads of one trader's decision loop on one symbol's ``features`` (module doc).
+    Not thread-safe."""
+
+    def __init__(
+        self,
+        system: MemorySystem,
+        *,
+        trader_id: str,
+        features: FeatureFrame,
+        agent: AgentSettings,
+        headlines: HeadlineIndex | None,
+        fear_greed: FearGreedIndex | None,
+        prime_ahead: int,
+    ) -> None:
+        self.system = system
+        self.trader_id = trader_id
+        self.features = features
+        self.agent = agent
+        self.headlines = headlines
+        self.fear_greed = fear_greed
+        self.prime_ahead = prime_ahead
+        self._primed_until = -1
+        self._ahead: dict[int, tuple[MarketSnapshot, str]] = {}
+        """Row -> (snapshot, recall query) built ahead by :meth:`prime`."""
+
+    def primed(self, i: int) -> bool:
+        """Whether the queries of row ``i`` were considered by the last :meth:`prime`."""
+        return i < self._primed_until
+
+    def prime(self, i: int, bars: int) -> None:
+        """Build the snapshots and recall queries of the retrieval bars among rows
+        ``i .. i + prime_ahead - 1`` (each from its own bar's data; row ``i`` is the
+        ``bars``-th bar processed) and, when the trader has messages to recall at row
+        ``i``, embed the queries in one batch (:meth:`backend.embeddings.Embedder.prime`)."""
+        system = self.system
+        end = min(len(self.features), i + self.prime_ahead)
+        every = self.agent.context_every_bars
+        texts = []
+        self._ahead.clear()
+        for j in range(i, end):
+            if (bars + j - i) % every:
+                continue  # no retrieval at that bar: its query is never asked
+            snap = system.working.snapshot_of(
+                self.trader_id,
+                self.features,
+                j,
+                headlines=self.headlines,
+                fear_greed=self.fear_greed,
+            )
+            query = situation_query(snap)
+            self._ahead[j] = (snap, query)  # observed at its own bar, not before
+            texts.append(query)
+        conversation = system.memory.conversation
+        as_of = self.features.row(i).as_of
+        if conversation is not None and conversation.has_messages(self.trader_id, as_of=as_of):
+            # the queries are embedded only to recall the trader's words (episodes are
+            # recalled by market state, not by text)
+            system.store.embedder.prime(texts)
+        self._primed_until = end
+
+    def observe(self, i: int) -> str:
+        """Working memory observes the bar of row ``i`` (its snapshot built ahead by
+        :meth:`prime`, or built now); returns the bar's recall query."""
+        ahead = self._ahead.pop(i, None)
+        if ahead is not None:  # built by prime: the same pure function of row i
+            snapshot, situation = ahead
+            self.system.working.observe(snapshot)
+            return situation
+        snapshot = self.system.working.observe_bar(
+            self.trader_id,
+            self.features,
+            i,
+            headlines=self.headlines,
+            fear_greed=self.fear_greed,
+        )
+        return situation_query(snapshot)
+
+    def build_context(
+        self,
+        symbol: str,
+        as_of: datetime,
+        query: str,
+        state: dict[str, float],
+        horizon: str | None,
+    ) -> tuple[MemoryContext, RenderedContext]:
+        """:meth:`HierarchicalMemory.build_context` with the tiers of
+        ``agent.memory_tiers``: episodes by nearest market ``state`` with an outcome over
+        the agent's ``horizon`` (``agent.episode_neighbours`` of them), the trader's words
+        by ``query``."""
+        return self.system.memory.build_context(
+            self.trader_id,
+            symbol,
+            as_of=as_of,
+            query=query,
+            tiers=self.agent.memory_tiers,
+            top_k=self.agent.episode_neighbours,
+            state=state,
+            horizon=horizon,
+        )
+
+    def reset(self) -> None:
+        """Forget what was built ahead (the loop continues from a restored state)."""
+        self._primed_until = -1
+        self._ahead.clear()
