@@ -78,19 +78,20 @@ def test_llm_policy_on_real_bars_with_memory(
         manager = DeepTraderManager(
             features=features, policy=policy, agent=settings.agent, system=system, seed_note=NOTE
         )
-        result = drive(manager, btc, trader_id="agent", start=start, end=start + timedelta(hours=4))
+        # three decisions (each ~20-40 s here: ~80 ms a generated token under the grammar)
+        result = drive(manager, btc, trader_id="agent", start=start, end=start + timedelta(hours=2))
         manager.finish()
         profile = system.persona.get_profile("agent", start)
     assert profile is not None and {"long_only", "max_risk_per_trade"} <= {
         c.kind for c in profile.constraints()
     }
     records = result.records
-    assert len(records) == len(policy.views) == 5
+    assert len(records) == len(policy.views) == 3
     assert all(r.proposed.model == "gemma-3-270m" for r in records)
     answered = [r for r in records if r.proposed.error is None]
     # the goal is >= 95% (scripts/bench_llm.py measures it); here: most parse
-    assert len(answered) >= 4, [r.proposed.error for r in records]
-    assert llm.stats.calls == 5 and llm.stats.parsed == len(answered)
+    assert len(answered) >= 2, [r.proposed.error for r in records]
+    assert llm.stats.calls == 3 and llm.stats.parsed == len(answered)
     for record, view in zip(records, policy.views, strict=True):
         assert view.prompt is not None and "HARD CONSTRAINTS" in view.prompt
         assert set(record.decision.memory_ids) <= view.known_ids()  # cites only what it saw

@@ -70,7 +70,7 @@ def test_prompt_mode_is_not_for_this_model_and_fails_cleanly(local_llm: LocalSer
     user = "Conversation: Caroline: I went to the LGBTQ support group yesterday.\n\n" + (
         "Question: Where did Caroline go yesterday?"
     )
-    result = llm.parse(system=system, user=user, schema=LocomoAnswer, max_tokens=200)
+    result = llm.parse(system=system, user=user, schema=LocomoAnswer, max_tokens=64)
     assert result.mode == "prompt"
     if result.value is None:  # what this model does
         assert result.error is not None and "\n" not in result.error
