@@ -7,7 +7,9 @@ per trader, on the same Khala store as the other tiers:
 
 - **messages** (``kind="message"``, id ``msg:<message id>``): the text ``Speaker: words
   [shares <image caption>]``, ``created_at`` = the message's time, metadata ``message_id``,
-  ``speaker``, ``session``, ``seq`` (order within its session), ``text``, ``caption``;
+  ``speaker``, ``session``, ``seq`` (order within its session), ``text``, ``says_time``
+  (whether the text states a time, :func:`~backend.memory._conversation_rank.states_time`),
+  ``caption``;
 - **windows** (``kind="message_window"``, ``mwin:<id>``): a message with ``window_radius``
   messages either side in its session (what was said around it); its vector is the
   normalised mean of theirs (no extra embedding), its ``created_at`` the newest of them;
@@ -113,6 +115,7 @@ def _message_record(trader_id: str, m: ChatMessage, seq: int) -> MemoryRecord:
             "session": m.session,
             "seq": seq,
             "text": m.text,
+            "says_time": states_time(m.text),
             **({"caption": m.image_caption} if m.image_caption else {}),
         },
     )
@@ -399,7 +402,15 @@ class ConversationMemory:
         smoothed += s.speaker * by_named
         says_when = np.zeros(len(ids), dtype=bool)
         if s.when > 0 and asks_when(query):
-            says_when = states_time([str(meta.get("text", "")) for _, _, meta in rows])
+            says_when = np.array(
+                [
+                    bool(meta["says_time"])
+                    if "says_time" in meta  # messages stored before the flag: read the text
+                    else states_time(str(meta.get("text", "")))
+                    for _, _, meta in rows
+                ],
+                dtype=bool,
+            )
             smoothed += s.when * says_when
         order = diverse_order(smoothed, sessions, top_k, s.diversity)
         held = {
