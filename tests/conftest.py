@@ -49,34 +49,50 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(marker)
 
 
-_LLM_FILES = frozenset(
-    path.relative_to(REPO).as_posix()
-    for path in (REPO / "tests").rglob("test_*.py")
-    if "local_llm" in path.read_text(encoding="utf-8")
-)
+def _test_files() -> dict[str, str]:
+    return {
+        path.relative_to(REPO).as_posix(): path.read_text(encoding="utf-8")
+        for path in (REPO / "tests").rglob("test_*.py")
+    }
+
+
+_FILES = _test_files()
+_LLM_FILES = frozenset(path for path, text in _FILES.items() if "local_llm" in text)
 """Test files that use the local model's server (the ``local_llm`` fixture)."""
+_SLOW_MARKS = {path: text.count("mark.slow") for path, text in _FILES.items()}
+"""Per test file, how many ``slow`` markers it writes (a proxy of its duration)."""
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``make test``'s scheduling (``-n 2 --dist loadfile``): one test file per worker at
     a time (module fixtures stay per file), except that the files using the local
-    model run as one unit on one worker, handed out first. The model's server spins
-    both cores (``n_threads`` 2); with one on each worker, the two LLM decision tests of
-    a profile took 208 and 203 s for 5 and 3 decisions, against 72 s for the 3 alone on
-    a quiet machine. (xdist's ``loadgroup`` would do this with markers, but xdist 3.8
-    renames node ids through an attribute pytest 9 no longer reads.)"""
+    model run as one unit on one worker. The model's server spins both cores
+    (``n_threads`` 2); with one on each worker, the two LLM decision tests of a profile
+    took 208 and 203 s, against 116 and 120 s one at a time. (xdist's ``loadgroup``
+    would do this with markers, but xdist 3.8 renames node ids through an attribute
+    pytest 9 no longer reads.)
+
+    Order, longest first so that no long file is left for the end: the local-model
+    unit, then files by their number of ``slow`` markers, then by number of tests
+    (xdist's own order). With xdist's order alone (tests per file) the one-test soak
+    came last: ``make test`` took 8 min 17 s with one worker idle at the end."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
     class Scheduling(LoadFileScheduling):  # type: ignore[misc]
+        ordered = False
+
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             return "llm" if path in _LLM_FILES else path
 
         def _assign_work_unit(self, node: Any) -> None:
-            if "llm" in self.workqueue:
-                self.workqueue.move_to_end("llm", last=False)
+            if not self.ordered:  # the queue is complete at the first assignment
+                queue = self.workqueue
+                for scope in sorted(queue, key=lambda s: (s != "llm", -_SLOW_MARKS.get(s, 0))):
+                    queue.move_to_end(scope)
+                self.ordered = True
             super()._assign_work_unit(node)
 
     return Scheduling(config, log)
