@@ -1,0 +1,122 @@
+"""Typed configuration: ``config/default.yaml`` overridden by ``SENTINEL_*`` environment variables.
+
+One pydantic-settings model, :class:`Settings`, with ``extra="forbid"`` at every level.
+Precedence (highest first): keyword arguments, environment (``SENTINEL_STORE__PORT=9000``;
+nested keys joined with ``__``), the YAML file, the defaults of the section models.
+
+The section models live in private modules by the area they configure (``_store``,
+``_llm``, ``_data``, ``_memory``, ``_agent``, ``_service``; the YAML layer in ``_yaml``);
+import them from here, the one public path.
+
+Secrets (API keys) come only from the environment (``SENTINEL_LLM__API_KEY``,
+``SENTINEL_EMBEDDING__API_KEY``, ``SENTINEL_EXCHANGE__API_KEY`` / ``__SECRET``); a YAML
+file that contains one is rejected. They are
+:class:`pydantic.SecretStr`, so they never appear in reprs, logs or error messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from backend.config._agent import AgentSettings, BacktestSettings, PaperSettings
+from backend.config._data import DataSettings, ExchangeSettings
+from backend.config._llm import LLMSettings, LocalLLMSettings
+from backend.config._memory import ConversationSettings, DetectorSettings, MemorySettings
+from backend.config._service import DEMO_TRADER as DEMO_TRADER
+from backend.config._service import JobTrigger, PaperJob, PersonaRefreshJob, SchedulerSettings
+from backend.config._store import EmbeddingSettings, StoreSettings
+from backend.config._yaml import _YAML_DATA, _read_yaml, _YamlSource
+from backend.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "AgentSettings",
+    "BacktestSettings",
+    "ConversationSettings",
+    "DataSettings",
+    "DetectorSettings",
+    "EmbeddingSettings",
+    "ExchangeSettings",
+    "JobTrigger",
+    "LLMSettings",
+    "LocalLLMSettings",
+    "MemorySettings",
+    "PaperJob",
+    "PaperSettings",
+    "PersonaRefreshJob",
+    "SchedulerSettings",
+    "Settings",
+    "StoreSettings",
+    "load_settings",
+]
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "default.yaml"
+"""``config/default.yaml`` of the repository (``backend/config/__init__.py`` is two levels
+below its root)."""
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENTINEL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    store: StoreSettings = StoreSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    llm: LLMSettings = LLMSettings()
+    exchange: ExchangeSettings = ExchangeSettings()
+    data: DataSettings = DataSettings()
+    memory: MemorySettings = MemorySettings()
+    backtest: BacktestSettings = BacktestSettings()
+    agent: AgentSettings = AgentSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    paper: PaperSettings = PaperSettings()
+
+    @property
+    def working_state_file(self) -> Path:
+        """Where working memory persists its windows."""
+        if self.memory.working_state_path is not None:
+            return self.memory.working_state_path
+        return self.store.path / "working.sqlite3"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load :class:`Settings` from ``path`` (default ``config/default.yaml``) and the environment.
+
+    ``overrides`` are top-level sections (e.g. ``store=StoreSettings(...)``) that win over both.
+    Raises :class:`ConfigError` naming the dotted key of the first invalid value (never its
+    value, which could be a secret), or the file and line of invalid YAML.
+    """
+    config_path = path if path is not None else DEFAULT_CONFIG_PATH
+    token = _YAML_DATA.set(_read_yaml(config_path))
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            key = ".".join(str(part) for part in err["loc"]) or "<root>"
+            problems.append(f"{key}: {err['msg']}")
+        raise ConfigError(
+            f"invalid configuration ({config_path} + SENTINEL_* env): " + "; ".join(problems)
+        ) from None
+    finally:
+        _YAML_DATA.reset(token)

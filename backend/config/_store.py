@@ -1,0 +1,75 @@
+"""Sections of the Khala vector layer: the store (``store``) and its embeddings (``embedding``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from backend.config._section import _Section
+
+
+class StoreSettings(_Section):
+    """Where the Khala vector layer keeps its data (see ``backend.storage``)."""
+
+    backend: Literal["chroma", "memory"] = "chroma"
+    """``chroma``: durable chromadb collections (``mode``); every write the store
+    acknowledges is in chroma, and other processes sharing ``path`` (or the server and
+    ``audit_path``) see it. ``memory``: a throwaway store in process memory (backtests
+    without ``--store-path``, evaluations, benchmarks): exact dense search, BM25, nothing
+    on disk, gone with the process. See ``backend.storage._backend``."""
+    mode: Literal["embedded", "server"] = "embedded"
+    """Of the ``chroma`` backend: ``embedded`` = chromadb ``PersistentClient`` at
+    ``path``; ``server`` = ``HttpClient`` to ``host:port`` (processes sharing a server
+    share its audit trail too: ``audit_path``)."""
+    path: Path = Path(".sentinel/khala")
+    """Directory of the embedded chroma data (and of the audit trail by default)."""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    ssl: bool = False
+    audit_path: Path | None = None
+    """SQLite audit trail of every mutation; default ``<path>/khala_audit.sqlite3``."""
+    collection_prefix: str = Field(default="khala", pattern=r"^[a-z][a-z0-9]{1,30}$")
+    rrf_k: int = Field(default=60, ge=1, le=1000)
+    """Reciprocal-rank-fusion constant k (Cormack et al., SIGIR 2009: k = 60)."""
+    hybrid_fanout: int = Field(default=4, ge=1, le=50)
+    """Hybrid search fuses the top ``top_k * hybrid_fanout`` of each retriever."""
+    hnsw_ef_search: int = Field(default=100, ge=10, le=10_000)
+    """HNSW search breadth of new collections (chroma's default 100); higher = better
+    recall, slower queries. Dense search is approximate nearest-neighbour search."""
+    hnsw_ef_construction: int = Field(default=100, ge=10, le=10_000)
+    bm25_stemmer: str | None = Field(default="english", pattern=r"^[a-z]{2,20}$")
+    """Snowball stemming of BM25 tokens (PyStemmer language, ``english`` = Porter2), or
+    ``None`` (plain lower-cased words). Chosen on LoCoMo's tuning conversations (conv-26,
+    30, 41): conversation recall@10 0.810 unstemmed, 0.822 stemmed (docs/benchmarks.md)."""
+
+    @property
+    def resolved_audit_path(self) -> Path:
+        return self.audit_path if self.audit_path is not None else self.path / "khala_audit.sqlite3"
+
+
+class EmbeddingSettings(_Section):
+    """Which embedding function turns memory text into vectors."""
+
+    provider: Literal["minilm", "openai", "hashing"] = "minilm"
+    """``minilm`` (offline ONNX, default), ``openai`` (any compatible endpoint),
+    ``hashing`` (deterministic, for unit tests only)."""
+    model_dir: Path | None = None
+    """Directory holding ``model.onnx`` and ``tokenizer.json``; default: the pinned packages."""
+    batch_size: int = Field(default=64, ge=1, le=2048)
+    max_length: int = Field(default=256, ge=8, le=512)
+    """Tokens per text before truncation (all-MiniLM-L6-v2 was trained with 256)."""
+    threads: int | None = Field(default=None, ge=1, le=256)
+    """onnxruntime intra-op threads; ``None`` lets onnxruntime use every core."""
+    openai_model: str = "text-embedding-3-small"
+    openai_base_url: str | None = None
+    openai_dimensions: int = Field(default=1536, ge=8, le=8192)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    api_key: SecretStr | None = None
+    """Environment only: ``SENTINEL_EMBEDDING__API_KEY``."""
+    cache_dir: Path | None = Path(".sentinel/embedding-cache")
+    """On-disk cache of computed vectors keyed by (model id, text) (diskcache); re-runs of
+    a backtest or an evaluation embed nothing twice. ``None`` disables it."""
+    cache_size_mb: int = Field(default=1024, ge=1, le=1_000_000)
+    """Cache size limit (least recently stored vectors are culled beyond it)."""
