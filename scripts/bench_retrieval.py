@@ -25,10 +25,13 @@ store stays at exactly ``n``), one untimed call embeds the situation query, and 
 timed, in this order, for each decision:
 
 - ``HierarchicalMemory.retrieve`` with the tiers in parallel and one after another
-  (``parallel_*``, ``sequential_*``; the query vector from the store's cache);
+  (``parallel_*``, ``sequential_*``; the episodic tier embeds the query text: the
+  embedding cache is off and the store keeps no query-vector cache since issue 13);
 - the floor: a bare chromadb ``collection.query`` of the same query vector at the same k
   (``memory.episodic_top_k`` = 5) with chroma's default include (documents, metadatas,
-  distances: what a top-k memory read must return), and with distances only;
+  distances: what a top-k memory read must return), and with distances only; and
+  ``floor_embedded_*``: the same query with the text embedded first (what chromadb with
+  an embedding function does for a text query);
 - for the profile: the store's dense search of the recall pool (``store_dense_*``) and
   chroma's unfiltered probe of that search (``chroma_probe_*``).
 
@@ -42,7 +45,8 @@ Per size: ``ingest_memories_per_s``, ``ingest_s``, ``ingest_load_avg_1m`` (the m
 of the child: with ``--reuse`` the query phase only, else build included),
 ``first_query_ms`` (the first retrieval of the process: it loads the store's in-process
 mirror and embeds the query), p50/p95 of every timing above, ``ratio_p95`` = parallel p95
-/ floor p95 (``ratio_p50`` likewise), ``filtered_fallback_share`` (decisions where the
+/ floor p95 (``ratio_p50`` likewise), ``ratio_embedded_p95`` = parallel p95 / embedded
+floor p95 (both embed the query text), ``filtered_fallback_share`` (decisions where the
 unfiltered probe held fewer BTC/USDT episodes than the recall pool, so the store ran
 chroma's filtered query). Times in ms.
 """
@@ -284,7 +288,8 @@ def measure(root: Path, n: int, *, data_dir: Path, n_queries: int, reuse: bool) 
     t: dict[str, list[float]] = {
         k_: []
         for k_ in (
-            "parallel", "sequential", "floor", "floor_distances", "store_dense", "chroma_probe",
+            "parallel", "sequential", "floor", "floor_embedded", "floor_distances",
+            "store_dense", "chroma_probe",
             "persona", "working", "episodic",
         )
     }  # fmt: skip
@@ -311,6 +316,14 @@ def measure(root: Path, n: int, *, data_dir: Path, n_queries: int, reuse: bool) 
                     for tier in ("persona", "working", "episodic"):
                         t[tier].append(ctx.timings_ms[tier])
             t["floor"].append(timed(collection.query, query_embeddings=vec, n_results=k))
+            t["floor_embedded"].append(
+                timed(
+                    lambda text: collection.query(
+                        query_embeddings=embedder.embed_one(text)[None, :], n_results=k
+                    ),
+                    query,
+                )
+            )
             t["floor_distances"].append(
                 timed(collection.query, query_embeddings=vec, n_results=k, include=["distances"])
             )
@@ -366,6 +379,7 @@ def measure(root: Path, n: int, *, data_dir: Path, n_queries: int, reuse: bool) 
         out[f"{name}_p95_ms"] = pct(values, 95)
     out["ratio_p95"] = round(out["parallel_p95_ms"] / out["floor_p95_ms"], 2)
     out["ratio_p50"] = round(out["parallel_p50_ms"] / out["floor_p50_ms"], 2)
+    out["ratio_embedded_p95"] = round(out["parallel_p95_ms"] / out["floor_embedded_p95_ms"], 2)
     out["filtered_fallback_share"] = round(fallbacks / len(picks), 3)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
