@@ -74,8 +74,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     Order, longest first so that no long file is left for the end: the local-model
     unit, then files by their number of ``slow`` markers, then by number of tests
-    (xdist's own order). With xdist's order alone (tests per file) the one-test soak
-    came last: ``make test`` took 8 min 17 s with one worker idle at the end."""
+    (xdist's own order). xdist's order alone (tests per file) hands out the one-test
+    slow files (the 86 s soak among them) last; this order took ``make test`` from
+    8 min 17 s to 7 min 45 s."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
