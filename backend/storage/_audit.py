@@ -182,6 +182,39 @@ class AuditLog:
             ).fetchone()
         return int(row[0] or 0)
 
+    def change_cursor(self, trader_id: str) -> int:
+        """A ``seq`` below which every event of ``trader_id`` is settled (confirmed or
+        dropped): the newest ``seq`` of the trail, or just below ``trader_id``'s oldest
+        pending row. Take it *before* reading the trader's records, then pass it to
+        :meth:`changed_since` to learn what changed after that read."""
+        with self._lock:
+            (newest,) = self._conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM memory_audit"
+            ).fetchone()
+            (pending,) = self._conn.execute(
+                "SELECT MIN(seq) FROM memory_audit WHERE trader_id = ? AND state = 'pending'",
+                (trader_id,),
+            ).fetchone()
+        return int(newest) if pending is None else min(int(newest), int(pending) - 1)
+
+    def changed_since(self, trader_id: str, cursor: int) -> tuple[int, list[str]]:
+        """``(next cursor, record ids)``: the distinct ids of ``trader_id``'s records with
+        a confirmed event after ``cursor`` (oldest first), and a cursor that never passes
+        a row still pending, so a write in flight in another process when this was read
+        is reported by a later call. A range read of the primary key: it costs the events
+        written since ``cursor``, not the size of the trail."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, record_id, state FROM memory_audit WHERE seq > ? AND trader_id = ? "
+                "ORDER BY seq",
+                (cursor, trader_id),
+            ).fetchall()
+        ids = list(dict.fromkeys(rid for _, rid, state in rows if state == "done"))
+        pending = [int(seq) for seq, _, state in rows if state != "done"]
+        if pending:
+            return pending[0] - 1, ids
+        return (int(rows[-1][0]) if rows else cursor), ids
+
     def changes(self, trader_id: str) -> int:
         """How many writes of ``trader_id``'s records were confirmed so far, by any process
         sharing this trail: it grows by one with each confirmed write (however many rows)

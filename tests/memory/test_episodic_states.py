@@ -117,3 +117,42 @@ def test_state_index_scales_each_feature_by_its_spread() -> None:
     near = index.nearest(dict(CALM, rv_short=0.62), as_of_ts=2.0, k=2)
     assert [n.episode_id for n in near] == ["e3", "e4"]
     assert index.nearest(CALM, as_of_ts=0.5, k=2) == []  # no outcome known yet
+
+
+def test_the_index_brought_up_to_date_equals_one_built_afresh(
+    make_durable_store: StoreFactory,
+) -> None:
+    """The reader's index follows another writer's adds, outcome updates, deletes and
+    writes of other symbols incrementally; at every step it answers like a reader that
+    builds its index from a full scan."""
+    reader = EpisodicMemory(make_durable_store(), settings=MemorySettings())
+    writer = EpisodicMemory(make_durable_store(), settings=MemorySettings())
+    at = T0 + timedelta(days=5)
+
+    def answers(mem: EpisodicMemory) -> list[tuple[str, float]]:
+        hits = mem.recall_by_state("alice", "BTC/USDT", PANIC, as_of=at, top_k=20)
+        return [(h.episode.id, h.similarity) for h in hits]
+
+    def fresh() -> list[tuple[str, float]]:
+        return answers(EpisodicMemory(make_durable_store(), settings=MemorySettings()))
+
+    eth = episode("eth", PANIC, hours=2).model_copy(update={"symbol": "ETH/USDT"})
+    steps = [
+        lambda: writer.add(
+            [episode(f"p{i}", nudged(PANIC, i / 10), hours=i) for i in range(4)] + [eth],
+            as_of=T0 + timedelta(hours=4),
+        ),
+        lambda: [
+            writer.record_outcome("alice", f"ep-p{i}", outcome(-0.01 * i, at), as_of=at)
+            for i in range(3)
+        ],
+        lambda: writer.record_outcome("alice", "ep-eth", outcome(-0.2, at), as_of=at),
+        lambda: writer.record_outcome("alice", "ep-p1", outcome(0.03, at, "3d"), as_of=at),
+        lambda: writer.store.delete("alice", ["ep-p0"], as_of=at),
+        lambda: writer.record_outcome("alice", "ep-p3", outcome(0.01, at), as_of=at),
+    ]
+    assert answers(reader) == []  # the index exists before the first write
+    for step in steps:
+        step()
+        assert answers(reader) == fresh()
+    assert [i for i, _ in answers(reader)] == ["ep-p1", "ep-p2", "ep-p3"]

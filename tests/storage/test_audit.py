@@ -104,3 +104,24 @@ def test_change_count_grows_by_one_per_confirmed_write_of_any_process(tmp_path: 
     with memory.transaction(as_of=AS_OF) as tx:
         tx.record([("alice", "r1", "ADD", None, {})])
     assert memory.changes("alice") == 1 and memory.path == Path(":memory:")
+
+
+def test_changed_since_never_passes_a_write_still_in_flight(tmp_path: Path) -> None:
+    """``change_cursor``/``changed_since``: what the state index of episodic memory is
+    brought up to date with. A write another process has begun but not confirmed (a
+    pending row) is reported by a later call, never skipped by the cursor."""
+    one, two = AuditLog(tmp_path / "a.sqlite3"), AuditLog(tmp_path / "a.sqlite3")
+    start = one.change_cursor("alice")
+    with one.transaction(as_of=AS_OF) as tx:
+        tx.record([("alice", "r1", "ADD", None, {}), ("bob", "b1", "ADD", None, {})])
+    in_flight = two._insert([("alice", "r2", "ADD", None, {})], AS_OF.isoformat())
+    with one.transaction(as_of=AS_OF) as tx:
+        tx.record([("alice", "r3", "ADD", None, {}), ("alice", "r1", "UPDATE", {}, {})])
+    assert one.change_cursor("alice") == in_flight[0] - 1  # not past the pending row
+    cursor, ids = one.changed_since("alice", start)
+    assert ids == ["r1", "r3"] and cursor == in_flight[0] - 1
+    two._set_done(in_flight)  # the other process confirms its write
+    cursor, ids = one.changed_since("alice", cursor)
+    assert ids == ["r2", "r3", "r1"] and cursor == one.change_cursor("alice")
+    assert one.changed_since("alice", cursor) == (cursor, [])
+    assert one.changed_since("carol", start) == (start, [])
