@@ -35,13 +35,11 @@ _Decoded = tuple[Episode, list[dict[str, Any]], list[float]]
 
 @dataclass(frozen=True)
 class _StateEntry:
-    """A state index with what keeps it current: the trader's change counter and audit
-    cursor it was read at, and the index rows of each record, by id, with the record's
-    creation time (the index is built in the store's scan order, (created, id))."""
+    """A state index with what keeps it current: the trader's change counter and the
+    audit cursor it was read at."""
 
     stamp: int
     cursor: int
-    rows: dict[str, tuple[float, list[Any]]]
     index: StateIndex
 
 
@@ -72,21 +70,20 @@ class EpisodeCache:
             records = self._store.scan(
                 trader_id, as_of=_END_OF_TIME, filters=record_filters(symbol, None)
             )
-            rows = {r.id: _index_rows(r) for r in records}
+            index = StateIndex.from_rows(row for r in records for row in _index_rows(r))
         else:
             cursor, ids = self._store.changed_since(trader_id, cached.cursor)
-            rows = dict(cached.rows)
             fresh = {r.id: r for r in self._store.get(trader_id, ids, as_of=_END_OF_TIME)}
-            for rid in ids:
-                record = fresh.get(rid)
-                if record is None or not _is_episode_of(record, symbol):
-                    rows.pop(rid, None)
-                else:
-                    rows[rid] = _index_rows(record)
-        order = sorted(rows, key=lambda rid: (rows[rid][0], rid))
-        index = StateIndex.from_rows(row for rid in order for row in rows[rid][1])
+            index = cached.index.with_changes(
+                {
+                    rid: _index_rows(fresh[rid])
+                    if rid in fresh and _is_episode_of(fresh[rid], symbol)
+                    else []
+                    for rid in ids
+                }
+            )
         with self._cache_lock:
-            self._states[key] = _StateEntry(stamp, cursor, rows, index)
+            self._states[key] = _StateEntry(stamp, cursor, index)
         return index
 
     def as_of(self, record: MemoryRecord, ts: float) -> Episode:
@@ -130,8 +127,7 @@ def _is_episode_of(record: MemoryRecord, symbol: str) -> bool:
     return all(meta.get(k) == v for k, v in filters.items())
 
 
-def _index_rows(record: MemoryRecord) -> tuple[float, list[Any]]:
-    """The record's creation time (epoch s) and its :class:`StateIndex` rows."""
-    created = record.created_at.timestamp()
+def _index_rows(record: MemoryRecord) -> list[Any]:
+    """The record's :class:`StateIndex` rows."""
     base, log = decode(record)
-    return created, StateIndex.episode_rows(base, log, created_ts=created)
+    return StateIndex.episode_rows(base, log, created_ts=record.created_at.timestamp())

@@ -4,7 +4,9 @@ horizon filter, and the index following another writer's changes."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -156,3 +158,39 @@ def test_the_index_brought_up_to_date_equals_one_built_afresh(
         step()
         assert answers(reader) == fresh()
     assert [i for i, _ in answers(reader)] == ["ep-p1", "ep-p2", "ep-p3"]
+
+
+def test_an_index_changed_in_place_answers_like_one_built_afresh() -> None:
+    """``StateIndex.with_changes`` (episodes added, given new outcomes, removed; through
+    compactions) answers every query like an index built from the same rows in another
+    order, and leaves the index it came from unchanged."""
+    rng = random.Random(7)
+    pool = [{name: rng.gauss(0, 1) for name in STATE_FEATURES} for _ in range(6)]
+
+    def rows_of(eid: str, created: float) -> list[Any]:
+        state = rng.choice(pool)  # shared states: ties, broken by time then id
+        outcomes = [(created + 1 + h, rng.gauss(0, 0.02), rng.choice(["24h", "4d"]))
+                    for h in range(rng.randint(0, 3))]  # fmt: skip
+        return StateIndex.row(eid, created_ts=created, state=state, outcomes=outcomes)
+
+    current = {f"e{i:03d}": rows_of(f"e{i:03d}", float(i % 40)) for i in range(200)}
+    index = StateIndex.from_rows(r for rows in current.values() for r in rows)
+    for step in range(30):
+        changes: dict[str, list[Any]] = {}
+        for _ in range(rng.randint(1, 40)):
+            eid = f"e{rng.randrange(260):03d}"
+            changes[eid] = [] if rng.random() < 0.3 else rows_of(eid, float(rng.randrange(40)))
+        before = index.nearest(CALM, as_of_ts=50.0, k=10)
+        changed = index.with_changes(changes)
+        assert index.nearest(CALM, as_of_ts=50.0, k=10) == before
+        current.update(changes)
+        index = changed
+        shuffled = [r for rows in current.values() for r in rows]
+        rng.shuffle(shuffled)
+        fresh = StateIndex.from_rows(shuffled)
+        assert len(index) == len(fresh)
+        for as_of in (5.0, 20.0, 50.0):
+            for horizon in (None, "24h", "4d", "1h"):
+                query = dict(PANIC) if step % 2 else dict(CALM)
+                got = index.nearest(query, as_of_ts=as_of, k=7, horizon=horizon)
+                assert got == fresh.nearest(query, as_of_ts=as_of, k=7, horizon=horizon)
