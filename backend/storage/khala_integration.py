@@ -281,14 +281,13 @@ class KhalaStore:
         return self._audit.changes(check_trader(trader_id))
 
     def changed_since(self, trader_id: str, cursor: int | None) -> tuple[int, list[str]]:
-        """``(next cursor, ids)``: the ids of ``trader_id``'s records written (added,
-        updated, deleted) by any process after ``cursor``; ``None``: no ids, the cursor to
-        take *before* reading the records an in-process index is built from. It costs the
-        writes since ``cursor`` (:meth:`AuditLog.changed_since`)."""
-        trader_id = check_trader(trader_id)
+        """``(next cursor, ids)``: ``trader_id``'s records written by any process after
+        ``cursor`` (costs those writes: :meth:`AuditLog.changed_since`); ``None``: no ids,
+        the cursor to take *before* reading what an in-process index is built from."""
+        tid = check_trader(trader_id)
         if cursor is None:
-            return self._audit.change_cursor(trader_id), []
-        return self._audit.changed_since(trader_id, cursor)
+            return self._audit.change_cursor(tid), []
+        return self._audit.changed_since(tid, cursor)
 
     def change_seq(self, trader_id: str, *, id_prefix: str) -> int:
         """A counter of confirmed writes of ``trader_id``'s records whose id starts with
