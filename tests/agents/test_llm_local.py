@@ -70,7 +70,9 @@ def test_llm_policy_on_real_bars_with_memory(
     cfg = settings.model_copy(
         update={
             "store": StoreSettings(path=tmp_path / "khala"),
-            "memory": MemorySettings(working_state_path=tmp_path / "w.sqlite3"),
+            # a smaller context than the 1,500-token default: the prompt is most of a
+            # decision's time here (~90 prompt tokens/s); the path is the same
+            "memory": MemorySettings(working_state_path=tmp_path / "w.sqlite3", token_budget=600),
         }
     )
     start = datetime(2022, 5, 9, 12, tzinfo=UTC)
