@@ -122,6 +122,11 @@ class AuditLog:
             for column, sql in _MIGRATIONS.items():
                 if column not in columns:
                     self._conn.execute(sql)
+            # the rows in flight (few): after the migrations, an old trail has no `state`
+            self._conn.execute(
+                "CREATE INDEX IF NOT EXISTS memory_audit_pending ON memory_audit (seq) "
+                "WHERE state = 'pending'"
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the audit trail ({exc})") from None
         self._lock = threading.RLock()
@@ -192,7 +197,7 @@ class AuditLog:
                 "SELECT COALESCE(MAX(seq), 0) FROM memory_audit"
             ).fetchone()
             (pending,) = self._conn.execute(
-                "SELECT MIN(seq) FROM memory_audit WHERE trader_id = ? AND state = 'pending'",
+                "SELECT MIN(seq) FROM memory_audit WHERE state = 'pending' AND +trader_id = ?",
                 (trader_id,),
             ).fetchone()
         return int(newest) if pending is None else min(int(newest), int(pending) - 1)
@@ -205,8 +210,10 @@ class AuditLog:
         written since ``cursor``, not the size of the trail."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT seq, record_id, state FROM memory_audit WHERE seq > ? AND trader_id = ? "
-                "ORDER BY seq",
+                # `+trader_id`: the primary-key range, not the trader index (measured: 13.7
+                # ms a call with 200k rows of the trader through the index, all of them read)
+                "SELECT seq, record_id, state FROM memory_audit WHERE seq > ? "
+                "AND +trader_id = ? ORDER BY seq",
                 (cursor, trader_id),
             ).fetchall()
         ids = list(dict.fromkeys(rid for _, rid, state in rows if state == "done"))

@@ -125,3 +125,24 @@ def test_changed_since_never_passes_a_write_still_in_flight(tmp_path: Path) -> N
     assert ids == ["r2", "r3", "r1"] and cursor == one.change_cursor("alice")
     assert one.changed_since("alice", cursor) == (cursor, [])
     assert one.changed_since("carol", start) == (start, [])
+
+
+def test_a_trail_written_before_the_state_column_opens_and_reads(tmp_path: Path) -> None:
+    """A trail of the first schema (no ``state``/``owner`` columns, no pending index) is
+    migrated on open: its rows are confirmed history and the change reads work."""
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE memory_audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, trader_id TEXT "
+            "NOT NULL, record_id TEXT NOT NULL, event TEXT NOT NULL, old TEXT, new TEXT, "
+            "as_of TEXT NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO memory_audit (trader_id, record_id, event, new, as_of) "
+            "VALUES ('alice', 'r1', 'ADD', '{}', ?)",
+            (AS_OF.isoformat(),),
+        )
+    log = AuditLog(path)
+    assert [e.record_id for e in log.history("alice")] == ["r1"]
+    assert log.change_cursor("alice") == 1 and log.changed_since("alice", 0) == (1, ["r1"])
+    assert log.pending() == 0
