@@ -19,9 +19,10 @@ the last outcome, k = ``agent.episode_neighbours``, horizon ``"24h"``):
   episode and a new outcome of an earlier one), what keeps the index current;
 - ``build_ms``: the index built from scratch (the first recall of a process).
 
-``sample_top_k_agreement``: above ``_SCALE_SAMPLE`` live rows the feature scales are
-estimated on an even sample; the mean share of the k neighbours that are the same with
-the scales of every row (1.0 = identical).
+``sample_top_k_agreement``: above ``2 * _SCALE_SAMPLE`` live rows the feature scales are
+estimated on a sample (the rows with the smallest hash of id and outcome time); the
+mean share of the k neighbours that are the same with the scales of every row (1.0 =
+identical).
 
 Last line: one JSON object ``{"sizes": {n: {...}}, ...}``; times in ms::
 

@@ -20,8 +20,8 @@ def test_the_state_index_is_measured_on_real_bars(shared_data: Path) -> None:
     spec.loader.exec_module(bench)
     data = bench.pool(shared_data / "market" / "binance")
     assert len(data) > 100_000 and [t for t, _, _ in data] == sorted(t for t, _, _ in data)
-    result = bench.measure(data, 9000, 12, 24)  # above the scale sample: scales from a sample
-    assert result["n"] == 9000 and result["queries"] == 12 and result["k"] == 24
+    result = bench.measure(data, 17000, 12, 24)  # scales from a sample above 16,384 rows
+    assert result["n"] == 17000 and result["queries"] == 12 and result["k"] == 24
     assert 0.9 <= result["sample_top_k_agreement"] <= 1.0
     for key in ("build_ms", "nearest_p50_ms", "nearest_p95_ms", "change_p50_ms"):
         assert result[key] > 0

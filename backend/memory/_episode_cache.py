@@ -27,6 +27,9 @@ from backend.storage import KhalaStore, MemoryRecord
 __all__ = ["EpisodeCache"]
 
 _END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
+_REBUILD_AT = 1000
+"""Written records since the index was read above which (and above a quarter of its
+rows) it is rebuilt from a scan instead of fetched by id."""
 _DECODED_MAX = 8192
 """Decoded episodes kept by :meth:`EpisodeCache.as_of`."""
 _Decoded = tuple[Episode, list[dict[str, Any]], list[float]]
@@ -65,14 +68,18 @@ class EpisodeCache:
             cached = self._states.get(key)
         if cached is not None and cached.stamp == stamp:
             return cached.index
-        if cached is None:
+        ids: list[str] = []
+        if cached is not None:
+            cursor, ids = self._store.changed_since(trader_id, cached.cursor)
+        if cached is None or len(ids) > max(_REBUILD_AT, len(cached.index) // 4):
+            # the first read, or many writes since (or one stuck in flight: the cursor
+            # waits for it): a scan is cheaper than fetching them by id
             cursor, _ = self._store.changed_since(trader_id, None)
             records = self._store.scan(
                 trader_id, as_of=_END_OF_TIME, filters=record_filters(symbol, None)
             )
             index = StateIndex.from_rows(row for r in records for row in _index_rows(r))
         else:
-            cursor, ids = self._store.changed_since(trader_id, cached.cursor)
             fresh = {r.id: r for r in self._store.get(trader_id, ids, as_of=_END_OF_TIME)}
             index = cached.index.with_changes(
                 {
@@ -123,7 +130,7 @@ class EpisodeCache:
 def _is_episode_of(record: MemoryRecord, symbol: str) -> bool:
     """Whether ``record`` is an episode on ``symbol`` (what :func:`record_filters` selects)."""
     filters = record_filters(symbol, None)
-    meta = {"kind": record.kind, **record.metadata}
+    meta = {**record.metadata, "kind": record.kind}
     return all(meta.get(k) == v for k, v in filters.items())
 
 

@@ -19,6 +19,7 @@ consistency factor); ``similarity = exp(-d^2 / (2 * n_features))`` in (0, 1].
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,9 +42,22 @@ not comparable across years, the other two are one-bar noise."""
 _MAD_TO_SD = 1.4826
 _MIN_SCALE = 1e-9
 _SCALE_SAMPLE = 8192
-"""Live rows above which the feature scales are estimated on an even sample of them
-(every ``ceil(n / 8192)``-th): two medians of 100k rows per feature took ~24 of a
-query's ~50 ms; the MAD of 8k draws is within ~2% of the full one."""
+"""Above twice this many live rows the feature scales are estimated on a sample of this
+many: the rows with the smallest hash of (episode id, outcome time), so the same rows
+whatever order the index received them in (two medians of 100k rows per feature took
+~24 of a query's ~40 ms; the MAD of 8k draws is within ~2% of the full one; at 10k rows
+choosing the sample cost more than it saved: 2.6 ms a query, 2.0 with every row)."""
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+"""Fibonacci hashing's multiplier (Knuth, TAOCP 6.4) for the outcome time's bits."""
+
+
+def _sample_keys(rows: Sequence[_Row], valid_from: np.ndarray) -> np.ndarray:
+    """A deterministic pseudo-random key per row (CRC-32 of the episode id, high bits;
+    the outcome time's bits mixed, low bits): it orders the scale sample."""
+    ids = np.array([zlib.crc32(r.episode_id.encode()) for r in rows], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        mixed = (valid_from.view(np.uint64) * _MIX) >> np.uint64(32)
+    return (ids << np.uint64(32)) | mixed
 
 
 @dataclass(frozen=True)
@@ -77,9 +91,9 @@ class StateIndex:
     answer does not depend on the order of the rows (ties: newer, then the smaller id).
 
     Costs on this machine (``scripts/bench_state_index.py``: real 1h bar states, k 24):
-    at 100k rows a recall takes 6.5 / 6.7 ms (p50 / p95; 39.6 / 41.3 ms with full-sample
-    scales and a full sort, the earlier code) and a change 10.9 / 12.3 ms (a rebuild
-    takes 77 ms); at 10k, 1.3 / 1.5 ms and 0.5 ms.
+    at 100k rows a recall takes 7.5 / 7.9 ms (p50 / p95; 39.6 / 41.3 ms with full-sample
+    scales and a full sort, the earlier code) and a change 11.0 / 12.9 ms (a rebuild
+    takes 87 ms); at 10k, 2.0 / 2.2 ms (2.9 / 3.0 before) and 0.5 ms.
     """
 
     def __init__(self, rows: Iterable[_Row]) -> None:
@@ -97,6 +111,7 @@ class StateIndex:
             if kept
             else np.empty((len(STATE_FEATURES), 0))
         )
+        self._keys = _sample_keys(kept, self._from)
         self._rows = kept
         self._alive = np.ones(len(kept), dtype=bool)
         self._where_map: dict[str, list[int]] | None = None
@@ -140,6 +155,7 @@ class StateIndex:
         out._to = np.concatenate([self._to, new._to])
         out._returns = np.concatenate([self._returns, new._returns])
         out._x = np.concatenate([self._x, new._x], axis=1)
+        out._keys = np.concatenate([self._keys, new._keys])
         out._rows = self._rows + added
         out._alive = np.concatenate([self._alive, new._alive])
         out._alive[gone] = False
@@ -204,8 +220,8 @@ class StateIndex:
         """The ``k`` most similar episodes to ``state`` whose outcome was known at
         ``as_of_ts`` (epoch s), best first (ties: newer first); only outcomes over
         ``horizon`` when given. Empty when ``state`` lacks a feature. The scales are
-        those of the rows visible at ``as_of_ts`` (an even sample of at most
-        :data:`_SCALE_SAMPLE` of them)."""
+        those of the rows visible at ``as_of_ts`` (a sample of :data:`_SCALE_SAMPLE` of
+        them when there are more than twice as many)."""
         query = vector(state)
         if query is None or k < 1 or not self._rows:
             return []
@@ -220,8 +236,11 @@ class StateIndex:
         if idx.size == 0:
             return []
         x = self._x[:, idx]
-        # the robust scales of a large index from an even sample of its live rows
-        sample = x if idx.size <= _SCALE_SAMPLE else x[:, :: -(-idx.size // _SCALE_SAMPLE)]
+        sample = x  # the robust scales of a large index: from a sample of its live rows
+        if idx.size > 2 * _SCALE_SAMPLE:
+            keys = self._keys[idx]
+            pick = np.argpartition(keys, _SCALE_SAMPLE)[:_SCALE_SAMPLE]
+            sample = x[:, pick[np.argsort(keys[pick])]]
         median = np.median(sample, axis=1)
         scale = _MAD_TO_SD * np.median(np.abs(sample - median[:, None]), axis=1)
         scale = np.where(scale > _MIN_SCALE, scale, np.maximum(sample.std(axis=1), 1.0))

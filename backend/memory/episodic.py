@@ -348,12 +348,13 @@ class EpisodicMemory:
         bar's causal features). ``score`` = ``similarity`` (0..1]; ``recency`` as in
         :meth:`recall`. Episodes without a state or an outcome are not candidates.
 
-        The one cache: the index of a (trader, symbol), rebuilt when the store's change
-        counter of the trader moves (:meth:`KhalaStore.changes`, any process's write).
-        Measured on BTC/USDT 1h, May 2022, the default decision loop (291 state rows, a
-        memory write every 24 bars): 31 rebuilds of ~6 ms each (median; max 7), and a
-        recall on the index ~0.8 ms (median; p95 1.1, the 24 records read and replayed
-        included); rebuilding at every bar would add ~6 ms to each of the 744 recalls."""
+        The one cache: the index of a (trader, symbol), validated against the store's
+        change counter of the trader (:meth:`KhalaStore.changes`, any process's write)
+        and, when it moved, brought up to date with the records written since
+        (:mod:`backend.memory._episode_cache`; costs in
+        :class:`~backend.memory._states.StateIndex`). Measured on BTC/USDT 1h, May 2022,
+        the default decision loop (291 state rows): a recall on the index ~0.8 ms
+        (median; p95 1.1, the 24 records read and replayed included)."""
         if top_k < 1:
             raise StoreError(f"top_k must be >= 1, got {top_k}")
         moment = to_utc(as_of)

@@ -194,3 +194,28 @@ def test_an_index_changed_in_place_answers_like_one_built_afresh() -> None:
                 query = dict(PANIC) if step % 2 else dict(CALM)
                 got = index.nearest(query, as_of_ts=as_of, k=7, horizon=horizon)
                 assert got == fresh.nearest(query, as_of_ts=as_of, k=7, horizon=horizon)
+
+
+def test_above_the_scale_sample_the_answer_still_ignores_row_order() -> None:
+    """Over 16,384 live rows the scales come from a sample: the same rows (by a hash of
+    id and outcome time) for an index changed in place and one built afresh."""
+    rng = random.Random(11)
+
+    def rows_of(eid: str, created: float, ret: float) -> list[Any]:
+        state = {name: rng.gauss(0, 1) for name in STATE_FEATURES}
+        return StateIndex.row(
+            eid, created_ts=created, state=state, outcomes=[(created + 1, ret, "24h")]
+        )
+
+    current = {f"e{i:05d}": rows_of(f"e{i:05d}", float(i), 0.01) for i in range(17000)}
+    index = StateIndex.from_rows(r for rows in current.values() for r in rows)
+    changes = {eid: rows_of(eid, float(n), -0.02) for n, eid in enumerate(list(current)[::7])}
+    changes.update({f"e{i:05d}": rows_of(f"e{i:05d}", float(i), 0.0) for i in range(17000, 17400)})
+    index = index.with_changes(changes)
+    current.update(changes)
+    shuffled = [r for rows in current.values() for r in rows]
+    rng.shuffle(shuffled)
+    fresh = StateIndex.from_rows(shuffled)
+    for query in (CALM, PANIC, {name: 0.0 for name in STATE_FEATURES}):
+        got = index.nearest(query, as_of_ts=1e6, k=24)
+        assert got == fresh.nearest(query, as_of_ts=1e6, k=24) and len(got) == 24
