@@ -1,10 +1,10 @@
-"""Benchmark the state index of episodic memory (``backend.memory._states.StateIndex``):
+"""Benchmark the state index of episodic memory (``backend.memory.StateIndex``):
 the nearest-market-state recall the decision loop makes at every bar, at 1k, 10k and
 100k episodes with an outcome.
 
 The rows are real: every 1h bar of BTC/USDT, ETH/USDT and SOL/USDT (2020-2025, the
 shared Binance candles) whose features are warm is one episode, its state the bar's
-:data:`~backend.memory._states.STATE_FEATURES` (``compute_features``) and its outcome
+:data:`~backend.memory.STATE_FEATURES` (``compute_features``) and its outcome
 the market's 24h forward return, known 24h after the bar. The three pairs are pooled
 in time order to reach 100k (one symbol has ~50k 1h bars in these years); for each size
 ``n`` (``--sizes``) the first ``n`` rows are the index. A component benchmark: it times
@@ -19,7 +19,7 @@ the last outcome, k = ``agent.episode_neighbours``, horizon ``"24h"``):
   episode and a new outcome of an earlier one), what keeps the index current;
 - ``build_ms``: the index built from scratch (the first recall of a process).
 
-``sample_top_k_agreement``: above ``2 * _SCALE_SAMPLE`` live rows the feature scales are
+``sample_top_k_agreement``: above ``2 * SCALE_SAMPLE`` live rows the feature scales are
 estimated on a sample (the rows with the smallest hash of id and outcome time); the
 mean share of the k neighbours that are the same with the scales of every row (1.0 =
 identical).
@@ -42,9 +42,7 @@ import numpy as np
 
 from backend.config import load_settings
 from backend.data import load_ohlcv
-from backend.memory import _states as states
-from backend.memory import compute_features
-from backend.memory._states import STATE_FEATURES, StateIndex
+from backend.memory import SCALE_SAMPLE, STATE_FEATURES, StateIndex, compute_features
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
@@ -97,11 +95,10 @@ def measure(data: list[Any], n: int, queries: int, k: int) -> dict[str, Any]:
         t = time.perf_counter()
         answers.append(index.nearest(data[i][1], as_of_ts=as_of, k=k, horizon="24h"))
         near.append(time.perf_counter() - t)
-    saved, states._SCALE_SAMPLE = states._SCALE_SAMPLE, 10**9
-    try:  # the same queries with the scales of every live row
-        exact = [index.nearest(data[i][1], as_of_ts=as_of, k=k, horizon="24h") for i in picks]
-    finally:
-        states._SCALE_SAMPLE = saved
+    exact = [  # the same queries with the scales of every live row
+        index.nearest(data[i][1], as_of_ts=as_of, k=k, horizon="24h", scale_sample=10**9)
+        for i in picks
+    ]
     agree = [
         len({a.episode_id for a in got} & {b.episode_id for b in full}) / max(1, len(full))
         for got, full in zip(answers, exact, strict=True)
@@ -145,7 +142,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     if max(sizes) > len(data):
         parser.error(f"--sizes: the pool has {len(data)} bars")
-    out: dict[str, Any] = {"pool_rows": len(data), "scale_sample": states._SCALE_SAMPLE}
+    out: dict[str, Any] = {"pool_rows": len(data), "scale_sample": SCALE_SAMPLE}
     out["sizes"] = {str(n): measure(data, n, args.queries, k) for n in sizes}
     if not args.json:
         for n, result in out["sizes"].items():

@@ -13,6 +13,7 @@ Models are in :mod:`backend.memory.models`.
 
 from backend.memory._features import FeatureFrame, FeatureRow, compute_features
 from backend.memory._news import FearGreedIndex, HeadlineIndex, headline_topics
+from backend.memory._states import SCALE_SAMPLE, STATE_FEATURES, StateIndex, StateNeighbour
 from backend.memory.context import render_context
 from backend.memory.detectors import (
     DetectedEvent,
@@ -25,12 +26,16 @@ from backend.memory.episodic import EpisodicMemory
 from backend.memory.working import WorkingMemory, snapshot_at
 
 __all__ = [
+    "SCALE_SAMPLE",
+    "STATE_FEATURES",
     "DetectedEvent",
     "EpisodicMemory",
     "FearGreedIndex",
     "FeatureFrame",
     "FeatureRow",
     "HeadlineIndex",
+    "StateIndex",
+    "StateNeighbour",
     "WorkingMemory",
     "compute_features",
     "detect_market_events",

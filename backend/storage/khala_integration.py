@@ -113,8 +113,6 @@ class KhalaStore:
         assert name is not None
         return self._backend.collection(name)
 
-    # ------------------------------------------------------------------ writes
-
     def upsert(
         self,
         trader_id: str,
@@ -193,8 +191,6 @@ class KhalaStore:
         crash: whether the backend holds each mutation (a delete: the id is gone; an add
         or update: the record has exactly the new content). Reads the backend itself."""
         return landed_rows(self._backend, self._collections, rows)
-
-    # ------------------------------------------------------------------- reads
 
     def get(
         self,
@@ -283,8 +279,13 @@ class KhalaStore:
     def changed_since(self, trader_id: str, cursor: int | None) -> tuple[int, list[str]]:
         """``(next cursor, ids)``: ``trader_id``'s records written by any process after
         ``cursor`` (costs those writes: :meth:`AuditLog.changed_since`); ``None``: no ids,
-        the cursor to take *before* reading what an in-process index is built from."""
+        the cursor to take *before* reading what an in-process index is built from. Rows a
+        crashed process left pending are settled first (as when a store opens), so a
+        long-running reader's cursor is not held by them until it restarts."""
         tid = check_trader(trader_id)
+        if self._audit.orphaned(tid):  # it would hold the cursor until a store opens
+            confirmed, dropped = self._audit.recover(self._landed)
+            self.recovered = (self.recovered[0] + confirmed, self.recovered[1] + dropped)
         if cursor is None:
             return self._audit.change_cursor(tid), []
         return self._audit.changed_since(tid, cursor)
@@ -305,8 +306,6 @@ class KhalaStore:
         """Close the audit trail (the backends need no closing: every acknowledged write
         is already in the backend)."""
         self._audit.close()
-
-    # ------------------------------------------------------------------ search
 
     def search(
         self,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from backend.config import MemorySettings
-from backend.memory._states import STATE_FEATURES, StateIndex
+from backend.memory import STATE_FEATURES, StateIndex
 from backend.memory.episodic import EpisodicMemory
 from backend.memory.models import Episode, Outcome
 from tests.conftest import StoreFactory

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -509,3 +511,30 @@ def test_scan_metadata_is_scan_without_records(make_store: StoreFactory) -> None
         ((r.id, r.created_at.timestamp(), r.metadata) for r in scanned), key=lambda row: row[0]
     )
     assert store.scan_metadata("nobody", as_of=LATER) == []
+
+
+def test_a_crashed_writers_pending_row_does_not_hold_the_change_cursor(
+    make_store: StoreFactory,
+) -> None:
+    """A write cut by a crash after the store opened (its audit row left ``pending``, its
+    process gone) is settled by the next change read, as at open: a long-running reader's
+    cursor moves on instead of waiting for a restart, and the write's fate is counted."""
+    store = make_store()
+    store.upsert("alice", [rec(0)], as_of=LATER)
+    start = store.changed_since("alice", None)[0]
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs: the crashed writer
+    audit = store._audit
+    (seq,) = audit._insert([("alice", "r9", "ADD", None, rec(9).content())], LATER.isoformat())
+    with audit._lock, audit._conn:
+        audit._conn.execute(
+            "UPDATE memory_audit SET owner = ? WHERE seq = ?",
+            (f"{socket.gethostname()}:{gone.pid}", seq),
+        )
+    assert audit.change_cursor("alice") == seq - 1  # held by the orphan
+    store.upsert("alice", [rec(1)], as_of=LATER)
+    before = store.recovered
+    cursor, ids = store.changed_since("alice", start)
+    assert ids == ["r1"] and cursor > seq  # past the orphan: r9 never reached the backend
+    assert store.recovered == (before[0], before[1] + 1) and audit.pending() == 0
+    assert store.get("alice", ["r9"], as_of=LATER) == []
