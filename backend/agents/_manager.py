@@ -211,7 +211,7 @@ class DeepTraderManager:
                 t["prime"] += (now := time.perf_counter()) - started
                 started = now
             self.writer.flush_if_due(as_of)  # before any read of this bar
-            situation = self.reader.observe(i)
+            situation = self.reader.observe(i, equity=bar.position.equity)
             t["observe"] += (now := time.perf_counter()) - started
             self.writer.add_due(as_of)
             t["episodes"] += (mark := time.perf_counter()) - now

@@ -62,6 +62,8 @@ class MemoryReader:
         self.fear_greed = fear_greed
         self.prime_ahead = prime_ahead
         self._primed_until = -1
+        self._observed = False
+        """Whether a bar was observed (the first one begins the account's history)."""
         self._ahead: dict[int, tuple[MarketSnapshot, str]] = {}
         """Row -> (snapshot, recall query) built ahead by :meth:`prime`."""
 
@@ -100,22 +102,30 @@ class MemoryReader:
             system.store.embedder.prime(texts)
         self._primed_until = end
 
-    def observe(self, i: int) -> str:
+    def observe(self, i: int, *, equity: float) -> str:
         """Working memory observes the bar of row ``i`` (its snapshot built ahead by
-        :meth:`prime`, or built now); returns the bar's recall query."""
+        :meth:`prime`, or built now) and the account's ``equity`` at its close (quote
+        currency); returns the bar's recall query."""
+        working = self.system.working
         ahead = self._ahead.pop(i, None)
         if ahead is not None:  # built by prime: the same pure function of row i
             snapshot, situation = ahead
-            self.system.working.observe(snapshot)
-            return situation
-        snapshot = self.system.working.observe_bar(
-            self.trader_id,
-            self.features,
-            i,
-            headlines=self.headlines,
-            fear_greed=self.fear_greed,
-        )
-        return situation_query(snapshot)
+            working.observe(snapshot)
+        else:
+            snapshot = working.observe_bar(
+                self.trader_id,
+                self.features,
+                i,
+                headlines=self.headlines,
+                fear_greed=self.fear_greed,
+            )
+            situation = situation_query(snapshot)
+        working.observe_equity(
+            self.trader_id, snapshot.symbol, as_of=snapshot.as_of, equity=equity,
+            first=not self._observed,
+        )  # fmt: skip
+        self._observed = True
+        return situation
 
     def build_context(
         self,

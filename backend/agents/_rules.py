@@ -27,7 +27,14 @@ Working memory (the recent window of market snapshots, newest last):
 - **no short into a sell-off** (momentum crashes; Daniel & Moskowitz 2016: trend
   strategies lose most in the rebounds that follow market declines, and the loss is the
   short side's): a short while the close is more than ``short_guard_drawdown`` below the
-  highest close of the window -> ``short_guard_scale`` (0 = no short).
+  highest close of the window -> ``short_guard_scale`` (0 = no short);
+- **drawdown control** (the agent's account as working memory holds it: equity and its
+  high-water mark ``M`` over ``memory.equity_lookback_days``; Grossman & Zhou 1993,
+  "Optimal investment strategies for controlling drawdowns": with the floor
+  ``(1 - D) x M``, risk in proportion to the cushion above it): with ``D`` =
+  ``drawdown_limit`` and the drawdown ``d = 1 - equity / M``, the size is multiplied by
+  ``(D - d) / ((1 - d) x D)`` (1 at the high-water mark, 0 at the floor), at least
+  ``drawdown_floor``.
 
 Episodic memory (the episodes whose market state was nearest, with their outcome over
 the agent's horizon): ``n`` returns with mean ``m`` and standard deviation ``s`` give
@@ -47,11 +54,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from backend.backtest.models import Decision, MemoryEffectKind
 from backend.config import AgentSettings
-from backend.memory.context import persona_id, snapshot_id
-from backend.memory.models import MarketSnapshot, PersonaProfile, ScoredEpisode
+from backend.memory.context import account_id, persona_id, snapshot_id
+from backend.memory.models import AccountState, MarketSnapshot, PersonaProfile, ScoredEpisode
 from backend.types import base_asset
 
 __all__ = [
@@ -59,6 +67,9 @@ __all__ = [
     "ASSET_MIN_SHARE",
     "RISK_SCALE",
     "Adjustment",
+    "Plan",
+    "drawdown_rule",
+    "effect_kind",
     "episodic_rules",
     "persona_rules",
     "risk_tolerance",
@@ -83,6 +94,47 @@ class Adjustment:
     scale: float = 1.0
     block: bool = False
     ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A proposal of the RulePolicy in the making: direction (+1, -1, 0), size (fraction
+    of equity)."""
+
+    direction: int
+    size: float
+    confidence: float
+    notes: tuple[str, ...]
+    sigma: float = 0.0
+    """Annualised volatility the size was set for."""
+    ids: tuple[str, ...] = ()
+    changes: tuple[str, ...] = ()
+    """Notes of the memory rules that changed something."""
+
+    def apply(self, adjustments: Sequence[Adjustment]) -> Plan:
+        plan = self
+        for adj in adjustments:
+            scale = 0.0 if adj.block else adj.scale
+            changed = scale != 1.0 and plan.direction != 0 and plan.size > 1e-9
+            plan = replace(
+                plan,
+                size=plan.size * scale,
+                notes=(*plan.notes, adj.note),
+                ids=(*plan.ids, *adj.ids),
+                changes=(*plan.changes, adj.note) if changed else plan.changes,
+            )
+        return plan
+
+
+def effect_kind(without: Decision, with_: Decision, current: float) -> MemoryEffectKind | None:
+    """How ``with_`` differs from ``without`` (:data:`MemoryEffectKind`), None if it
+    does not (targets within 1e-6)."""
+    a, b = without.target_exposure(current), with_.target_exposure(current)
+    if abs(a - b) <= 1e-6:
+        return None
+    if a * b > 0:
+        return "resized"
+    return "vetoed" if abs(b) <= 1e-6 else "redirected"
 
 
 def risk_tolerance(profile: PersonaProfile) -> str | None:
@@ -141,16 +193,18 @@ def persona_rules(
 def working_rules(
     window: Sequence[MarketSnapshot],
     *,
+    account: AccountState | None = None,
     regime: str,
     direction: int,
     entering: bool,
     settings: AgentSettings,
 ) -> list[Adjustment]:
     """Working memory's adjustments (module doc) of a ``direction`` (+1 long, -1 short)
-    trade; ``window`` newest last; ``entering``: the trade opens or reverses a position."""
+    trade; ``window`` newest last; ``account``: the agent's (drawdown control);
+    ``entering``: the trade opens or reverses a position."""
+    out = drawdown_rule(account, settings) if account is not None else []
     if not window:
-        return []
-    out: list[Adjustment] = []
+        return out
     n = settings.confirm_bars
     recent = list(window[-n:])
     if entering and n > 1 and (len(recent) < n or any(s.regime != regime for s in recent)):
@@ -175,6 +229,18 @@ def working_rules(
         note = f"news shock ({', '.join(topics[:3])}) x{settings.shock_scale:g}"
         out.append(Adjustment(note, scale=settings.shock_scale, ids=(snapshot_id(shocked[-1]),)))
     return out
+
+
+def drawdown_rule(account: AccountState, settings: AgentSettings) -> list[Adjustment]:
+    """The drawdown control of the module doc (no adjustment at the high-water mark or
+    with ``drawdown_limit`` None)."""
+    limit, drawdown = settings.drawdown_limit, -account.drawdown
+    if limit is None or drawdown <= 0:
+        return []
+    scale = (limit - drawdown) / ((1.0 - drawdown) * limit)
+    scale = min(1.0, max(settings.drawdown_floor, scale))
+    note = f"account {drawdown:.1%} below its high-water mark (limit {limit:.0%}) x{scale:.2f}"
+    return [Adjustment(note, scale=scale, ids=(account_id(account),))]
 
 
 _HORIZON = re.compile(r"^(\d+)([mhd])$")

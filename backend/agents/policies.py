@@ -17,26 +17,26 @@ Whatever a policy proposes, the manager enforces the hard constraints in code af
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Annotated, Literal, Protocol
 
 from pydantic import Field, ValidationError, field_validator
 
 from backend.agents._rules import (
     RISK_SCALE,
-    Adjustment,
+    Plan,
+    effect_kind,
     episodic_rules,
     persona_rules,
     working_rules,
 )
 from backend.agents.constraints import check_decision
-from backend.backtest.models import BarContext, Decision, MemoryEffect, MemoryEffectKind
+from backend.backtest.models import BarContext, Decision, MemoryEffect
 from backend.config import AgentSettings
 from backend.llm import LLMClient
 from backend.llm.answer import LLMAnswer
 from backend.memory import FeatureRow
-from backend.memory.context import persona_id, snapshot_id
+from backend.memory.context import account_id, persona_id, snapshot_id
 from backend.memory.models import MemoryContext, PersonaProfile
 
 __all__ = [
@@ -87,6 +87,7 @@ class DecisionView:
             if ctx.persona is not None:
                 ids.update({persona_id(ctx.persona), persona_id(ctx.persona) + ":constraints"})
             ids.update(snapshot_id(s) for s in ctx.working)
+            ids.update(account_id(a) for a in (ctx.account,) if a is not None)
             ids.update(s.episode.id for s in ctx.episodes)
         return ids
 
@@ -95,35 +96,6 @@ class Policy(Protocol):
     """Decides at one bar close. Must not raise for market or memory content."""
 
     def decide(self, view: DecisionView) -> Decision: ...
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """A proposal in the making: direction (+1, -1, 0), size (fraction of equity)."""
-
-    direction: int
-    size: float
-    confidence: float
-    notes: tuple[str, ...]
-    sigma: float = 0.0
-    """Annualised volatility the size was set for."""
-    ids: tuple[str, ...] = ()
-    changes: tuple[str, ...] = ()
-    """Notes of the memory rules that changed something."""
-
-    def apply(self, adjustments: Sequence[Adjustment]) -> _Plan:
-        plan = self
-        for adj in adjustments:
-            scale = 0.0 if adj.block else adj.scale
-            changed = scale != 1.0 and plan.direction != 0 and plan.size > _EPS
-            plan = replace(
-                plan,
-                size=plan.size * scale,
-                notes=(*plan.notes, adj.note),
-                ids=(*plan.ids, *adj.ids),
-                changes=(*plan.changes, adj.note) if changed else plan.changes,
-            )
-        return plan
 
 
 class RulePolicy:
@@ -177,7 +149,7 @@ class RulePolicy:
         if not plan.changes:
             return decision
         without = self._decision(view, base, ctx.persona)
-        kind = _effect_kind(without, decision, view.bar.position.exposure)
+        kind = effect_kind(without, decision, view.bar.position.exposure)
         if kind is None:
             return decision
         effect = MemoryEffect(
@@ -188,7 +160,7 @@ class RulePolicy:
         )
         return decision.model_copy(update={"memory_effect": effect})
 
-    def _signal(self, view: DecisionView, sigma: float, spread: float) -> _Plan:
+    def _signal(self, view: DecisionView, sigma: float, spread: float) -> Plan:
         s, row = self.settings, view.features
         current = view.bar.position.exposure
         direction = {"trend_up": 1, "trend_down": -1}.get(row.regime, 0)
@@ -199,12 +171,12 @@ class RulePolicy:
         confidence = min(1.0, abs(spread) / SPREAD_FULL_CONFIDENCE)
         note = f"{row.regime.replace('_', ' ')} (EMA spread {spread:+.2%})"
         if direction == 0:
-            return _Plan(0, 0.0, confidence, (note + ": no trend to follow, flat",))
+            return Plan(0, 0.0, confidence, (note + ": no trend to follow, flat",))
         size = min(s.target_vol / sigma, s.max_exposure)
         notes = (note, f"vol {sigma:.0%}/y -> size {size:.2f}")
-        return _Plan(direction, size, confidence, notes, sigma=sigma)
+        return Plan(direction, size, confidence, notes, sigma=sigma)
 
-    def _with_memory(self, view: DecisionView, plan: _Plan) -> _Plan:
+    def _with_memory(self, view: DecisionView, plan: Plan) -> Plan:
         ctx = view.context
         if ctx is None or plan.direction == 0:
             return plan
@@ -217,6 +189,7 @@ class RulePolicy:
         plan = plan.apply(
             working_rules(
                 ctx.working,
+                account=ctx.account,
                 regime=view.features.regime,
                 direction=plan.direction,
                 entering=entering,
@@ -227,9 +200,7 @@ class RulePolicy:
             episodic_rules(ctx.episodes, direction=plan.direction, sigma=plan.sigma, settings=s)
         )
 
-    def _decision(
-        self, view: DecisionView, plan: _Plan, profile: PersonaProfile | None
-    ) -> Decision:
+    def _decision(self, view: DecisionView, plan: Plan, profile: PersonaProfile | None) -> Decision:
         """The plan as a decision, cut to ``profile``'s hard constraints (step 4)."""
         s, bar = self.settings, view.bar
         current = bar.position.exposure
@@ -265,17 +236,6 @@ class RulePolicy:
                 "confidence": plan.confidence,
             }
         )
-
-
-def _effect_kind(without: Decision, with_: Decision, current: float) -> MemoryEffectKind | None:
-    """How ``with_`` differs from ``without`` (:data:`MemoryEffectKind`), None if it
-    does not (targets within 1e-6)."""
-    a, b = without.target_exposure(current), with_.target_exposure(current)
-    if abs(a - b) <= 1e-6:
-        return None
-    if a * b > 0:
-        return "resized"
-    return "vetoed" if abs(b) <= 1e-6 else "redirected"
 
 
 # ---------------------------------------------------------------------------- LLM

@@ -20,6 +20,7 @@ import itertools
 from dataclasses import dataclass
 
 from backend.memory.models import (
+    AccountState,
     MarketSnapshot,
     MemoryContext,
     PersonaProfile,
@@ -29,7 +30,14 @@ from backend.memory.models import (
 from backend.text.quoting import quote_data
 from backend.text.tokens import count_tokens, truncate_to_tokens
 
-__all__ = ["episode_line", "persona_id", "render_context", "snapshot_id"]
+__all__ = [
+    "account_id",
+    "account_line",
+    "episode_line",
+    "persona_id",
+    "render_context",
+    "snapshot_id",
+]
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,20 @@ def persona_id(profile: PersonaProfile) -> str:
 
 def snapshot_id(snapshot: MarketSnapshot) -> str:
     return f"working:{snapshot.symbol}@{snapshot.as_of.isoformat()}"
+
+
+def account_id(account: AccountState) -> str:
+    return f"working:account:{account.symbol}@{account.as_of.isoformat()}"
+
+
+def account_line(account: AccountState) -> str:
+    """``Account: equity 9,512.30 (quote), 4.9% below its high of 10,002.10 on 2022-05-03``."""
+    if account.drawdown >= 0:
+        return f"Account: equity {account.equity:,.2f} (quote), at its high-water mark"
+    return (
+        f"Account: equity {account.equity:,.2f} (quote), {-account.drawdown:.1%} below its "
+        f"high of {account.peak:,.2f} on {account.peak_at:%Y-%m-%d}"
+    )
 
 
 _OLDER: dict[int, tuple[MarketSnapshot, str, str]] = {}
@@ -180,10 +202,11 @@ def render_context(
             )
         )
     newest_first = sorted(ctx.working, key=lambda s: s.as_of, reverse=True)
-    if newest_first:
-        sections.append(
-            (_NOW, [_Block(snapshot_id(newest_first[0]), _snapshot_text(newest_first[0]))])
-        )
+    now = [_Block(snapshot_id(s), _snapshot_text(s)) for s in newest_first[:1]]
+    if ctx.account is not None:
+        now.append(_Block(account_id(ctx.account), account_line(ctx.account)))
+    if now:
+        sections.append((_NOW, now))
     if ctx.episodes:
         ranked = sorted(ctx.episodes, key=lambda s: s.score, reverse=True)
         sections.append((_EPISODES, [_Block(s.episode.id, episode_line(s)) for s in ranked]))

@@ -12,7 +12,8 @@ at ``as_of``:
    (:meth:`EpisodicMemory.recall_by_state`): what followed depends on the market's
    state, not on how a description was worded;
 2. the three tiers are fetched concurrently (persona: the profile as known at ``as_of``;
-   working: the recent market window; episodic: scored recall): the persona and working
+   working: the recent market window and the agent's account, its drawdown from the
+   high-water mark; episodic: scored recall): the persona and working
    tiers go to a thread pool while the calling thread runs the episodic recall, the
    slowest; a tier no worker has started by then is run by the caller (work stealing).
    In process, the tiers are GIL-bound Python and persona and working take ~15 us, so
@@ -39,6 +40,7 @@ from backend.config import MemorySettings
 from backend.errors import SentinelError
 from backend.memory.context import render_context
 from backend.memory.models import (
+    AccountState,
     EpisodeType,
     MarketSnapshot,
     MemoryContext,
@@ -77,6 +79,8 @@ class WorkingSource(Protocol):
     def current(
         self, trader_id: str, symbol: str, *, as_of: datetime, topic: str | None = None
     ) -> list[MarketSnapshot]: ...
+
+    def account(self, trader_id: str, symbol: str, *, as_of: datetime) -> AccountState | None: ...
 
 
 class EpisodicSource(Protocol):
@@ -255,6 +259,9 @@ class HierarchicalMemory:
                     trader_id, episodic_query, as_of=as_of, top_k=n_messages,
                 ) if source.has_messages(trader_id, as_of=as_of) else [],
             )  # fmt: skip
+        account = None
+        if "working" in tiers and symbol is not None:  # the agent's account, per symbol
+            account = self.working.account(trader_id, symbol, as_of=as_of)
         timings["total"] = (time.perf_counter() - started) * 1000
         return MemoryContext(
             trader_id=trader_id,
@@ -263,6 +270,7 @@ class HierarchicalMemory:
             query=query,
             persona=results.get("persona"),
             working=results.get("working", []) if "working" in tiers else [],
+            account=account,
             episodes=results.get("episodic", []),
             messages=messages,
             timings_ms={key: round(value, 3) for key, value in timings.items()},

@@ -16,6 +16,7 @@ from pydantic import AwareDatetime, Field, field_validator
 from backend.types import FrozenModel, to_utc
 
 __all__ = [
+    "AccountState",
     "ActionLink",
     "ChangeAction",
     "Episode",
@@ -251,6 +252,26 @@ episodes are events the trader told the agent about (a liquidation, a life chang
 plan: :mod:`backend.memory.conversation`), with the messages as ``sources``."""
 
 
+class AccountState(FrozenModel):
+    """The agent's account on one symbol as working memory holds it at ``as_of``.
+
+    ``equity``: quote currency, marked to the close of the bar at ``as_of``; ``peak``: the
+    highest equity working memory observed over its lookback
+    (``memory.equity_lookback_days``) up to ``as_of``, at ``peak_at`` (the high-water
+    mark); ``drawdown``: ``equity / peak - 1`` (fraction, <= 0).
+    """
+
+    trader_id: str
+    symbol: str
+    as_of: AwareDatetime
+    equity: float = Field(gt=0)
+    peak: float = Field(gt=0)
+    peak_at: AwareDatetime
+    drawdown: float = Field(le=0)
+
+    _tz = field_validator("as_of", "peak_at")(to_utc)
+
+
 class ActionLink(FrozenModel):
     """An agent action linked to an episode (the decision that was taken in it)."""
 
@@ -366,6 +387,8 @@ class MemoryContext(FrozenModel):
     query: str
     persona: PersonaProfile | None = None
     working: list[MarketSnapshot] = Field(default_factory=list)
+    account: AccountState | None = None
+    """The agent's account (working tier): its drawdown from the high-water mark."""
     episodes: list[ScoredEpisode] = Field(default_factory=list)
     messages: list[RecalledMessage] = Field(default_factory=list)
     """What the trader said that bears on the query (the conversation, read with the

@@ -34,6 +34,7 @@ from backend.data.models import Headline
 from backend.data.ohlcv import timeframe_seconds
 from backend.errors import DataError
 from backend.memory._consolidate import consolidate
+from backend.memory._equity import EquityMarks
 from backend.memory._features import FeatureFrame, FeatureRow
 from backend.memory._news import (
     FearGreedIndex,
@@ -44,7 +45,7 @@ from backend.memory._news import (
 from backend.memory._snapshot import build_snapshot
 from backend.memory._window_db import WindowDB, as_of_us
 from backend.memory.episodic import EpisodicMemory
-from backend.memory.models import Episode, MarketSnapshot
+from backend.memory.models import AccountState, Episode, MarketSnapshot
 from backend.storage import KhalaStore
 from backend.types import to_utc
 
@@ -122,6 +123,7 @@ class WorkingMemory:
         self._consolidated_us: dict[Key, int] = self._db.cursors()
         for trader_id, symbol, snap in self._db.load():
             self._push((trader_id, symbol), snap)
+        self._equity = EquityMarks(lookback_days=settings.equity_lookback_days)
 
     @property
     def episodic(self) -> EpisodicMemory:
@@ -284,6 +286,22 @@ class WorkingMemory:
             return [
                 s for s in window if s.as_of <= moment and (wanted is None or wanted in s.topics)
             ]
+
+    def observe_equity(
+        self, trader_id: str, symbol: str, *, as_of: datetime, equity: float, first: bool = False
+    ) -> None:
+        """The agent's account equity (quote currency, > 0) at the bar close ``as_of``;
+        ``first``: the first bar of a decision loop, a new account (its history restarts;
+        :mod:`backend.memory._equity`: in process only; a mark at or before the newest
+        rewrites the history from then on). Raises ValueError for equity <= 0."""
+        if first:
+            self._equity.reset(trader_id, symbol)
+        self._equity.observe(trader_id, symbol, as_of=as_of, equity=equity)
+
+    def account(self, trader_id: str, symbol: str, *, as_of: datetime) -> AccountState | None:
+        """The agent's account at ``as_of``: equity, the high-water mark of the last
+        ``memory.equity_lookback_days`` and the drawdown from it; None before a mark."""
+        return self._equity.account(trader_id, symbol, as_of=as_of)
 
     def topics(self, trader_id: str, symbol: str, *, as_of: datetime) -> list[tuple[str, int]]:
         """Topic tags of the window's snapshots known at ``as_of``, most frequent first."""

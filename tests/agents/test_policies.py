@@ -18,6 +18,7 @@ from backend.config import AgentSettings, LLMSettings
 from backend.llm import build_llm
 from backend.memory import FeatureRow
 from backend.memory.models import (
+    AccountState,
     Episode,
     MarketSnapshot,
     MemoryContext,
@@ -445,3 +446,41 @@ def test_episodes_more_dispersed_than_the_vol_implies_cut_the_size() -> None:
     tight = [scored(i, r) for i, r in enumerate([0.01, -0.01, 0.005, -0.005])]
     same = RulePolicy(risky).decide(DecisionView(bar=bar(), features=row(), context=context(tight)))
     assert same.size == pytest.approx(0.5) and same.memory_effect is None
+
+
+def account(drawdown: float) -> AccountState:
+    peak = 10_000.0
+    return AccountState(
+        trader_id="agent",
+        symbol="BTC/USDT",
+        as_of=AS_OF,
+        equity=peak * (1 + drawdown),
+        peak=peak,
+        peak_at=AS_OF - timedelta(days=3),
+        drawdown=drawdown,
+    )
+
+
+def test_working_memory_drawdown_control_sizes_by_the_cushion() -> None:
+    """Grossman & Zhou: the size is in proportion to the cushion above (1 - D) x peak,
+    1 at the high-water mark, at least the floor; cited and reported as memory's."""
+    limited = SETTINGS.model_copy(update={"drawdown_limit": 0.10, "drawdown_floor": 0.25})
+    policy = RulePolicy(limited)
+
+    def decide(drawdown: float) -> Decision:
+        ctx = context().model_copy(update={"account": account(drawdown)})
+        return policy.decide(DecisionView(bar=bar(), features=row(), context=ctx))
+
+    at_high = decide(0.0)
+    assert at_high.size == pytest.approx(0.5) and at_high.memory_effect is None
+    cut = decide(-0.05)
+    assert cut.size == pytest.approx(0.5 * 0.05 / (0.95 * 0.10))
+    assert "5.0% below its high-water mark" in cut.rationale
+    assert cut.memory_effect is not None and cut.memory_effect.kind == "resized"
+    assert f"working:account:BTC/USDT@{AS_OF.isoformat()}" in cut.memory_ids
+    assert decide(-0.09).size == pytest.approx(0.5 * 0.25)  # the floor
+    off = RulePolicy(SETTINGS.model_copy(update={"drawdown_limit": None}))
+    ctx = context().model_copy(update={"account": account(-0.09)})
+    assert off.decide(DecisionView(bar=bar(), features=row(), context=ctx)).size == pytest.approx(
+        0.5
+    )

@@ -179,3 +179,35 @@ def test_consolidate_overflow_after_a_restart_with_a_smaller_window(
     reopened = WorkingMemory(store, settings=smaller, state_path=state)
     assert reopened.current("alice", "BTC/USDT", as_of=last) == snapshots[4:6]
     reopened.close()
+
+
+def test_the_account_high_water_mark_is_fenced_by_time_replayed_and_reset(
+    make_store: StoreFactory,
+) -> None:
+    """Equity marks: the high-water mark of the lookback, a read of the past sees only the
+    marks known then, a replayed mark rewrites the history after it, a new decision
+    loop's first bar begins a new account."""
+    store = make_store()
+    wm = WorkingMemory(store, settings=SMALL.model_copy(update={"equity_lookback_days": 2}))
+    hours = [START + timedelta(hours=12 * i) for i in range(8)]
+    equities = [100.0, 110.0, 99.0, 104.5, 90.0, 95.0, 106.0, 97.0]
+    assert wm.account("alice", "BTC/USDT", as_of=hours[0]) is None
+    for at, equity in zip(hours, equities, strict=True):
+        wm.observe_equity("alice", "BTC/USDT", as_of=at, equity=equity)
+    now = wm.account("alice", "BTC/USDT", as_of=hours[-1])
+    assert now is not None and now.equity == 97.0
+    assert (now.peak, now.peak_at) == (106.0, hours[6])  # 110 is older than 2 days
+    assert now.drawdown == pytest.approx(97.0 / 106.0 - 1)
+    past = wm.account("alice", "BTC/USDT", as_of=hours[5] + timedelta(hours=1))
+    assert past is not None and (past.equity, past.peak, past.peak_at) == (95.0, 104.5, hours[3])
+    assert wm.account("alice", "BTC/USDT", as_of=hours[1]) is None  # beyond the lookback kept
+    assert wm.account("bob", "BTC/USDT", as_of=hours[-1]) is None
+    wm.observe_equity("alice", "BTC/USDT", as_of=hours[4], equity=120.0)  # a replay
+    replayed = wm.account("alice", "BTC/USDT", as_of=hours[-1])
+    assert replayed is not None and (replayed.equity, replayed.drawdown) == (120.0, 0.0)
+    wm.observe_equity("alice", "BTC/USDT", as_of=hours[-1], equity=50.0, first=True)
+    fresh = wm.account("alice", "BTC/USDT", as_of=hours[-1])
+    assert fresh is not None and (fresh.peak, fresh.drawdown) == (50.0, 0.0)
+    with pytest.raises(ValueError, match="equity must be positive"):
+        wm.observe_equity("alice", "BTC/USDT", as_of=hours[-1], equity=0.0)
+    wm.close()

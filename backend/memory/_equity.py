@@ -1,0 +1,122 @@
+"""The agent's account in working memory: equity marks and their high-water mark.
+
+Per (trader, symbol), the agent's equity at each bar close it observed (quote currency),
+kept for ``lookback_days`` back from the newest mark, in process: an account's history
+begins with the decision loop that trades it (:meth:`EquityMarks.reset`), so two
+backtests on one store are two accounts, and a restarted paper trader starts a new
+high-water mark. What the RulePolicy's drawdown rule reads (:mod:`backend.agents._rules`).
+
+Time: a mark at or before the newest one rewrites the account's history from that time
+on (a replayed bar), and a read at ``as_of`` sees only marks at or before it.
+
+Cost: the peak at the newest mark is the head of a monotonic deque (O(1) amortised per
+mark); a read at an earlier ``as_of`` scans the marks (at most lookback / bar: 540 at 4h
+and 90 days).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from datetime import UTC, datetime
+
+from backend.memory.models import AccountState
+from backend.types import to_utc
+
+__all__ = ["EquityMarks"]
+
+_Mark = tuple[int, float]
+"""``(as_of in epoch microseconds, equity)``."""
+
+
+def _us(moment: datetime) -> int:
+    """A UTC datetime in integer microseconds since the epoch (exact, no float)."""
+    moment = to_utc(moment)
+    seconds = moment.hour * 3600 + moment.minute * 60 + moment.second
+    return (
+        (moment.toordinal() - 719_163) * 86_400_000_000 + seconds * 1_000_000 + (moment.microsecond)
+    )
+
+
+def _time(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+class _Account:
+    """The marks of one (trader, symbol), oldest first, with a decreasing deque of the
+    candidates for the maximum (Lemire's streaming maximum)."""
+
+    def __init__(self) -> None:
+        self.marks: deque[_Mark] = deque()
+        self.top: deque[_Mark] = deque()
+
+    def append(self, mark: _Mark) -> None:
+        self.marks.append(mark)
+        while self.top and self.top[-1][1] <= mark[1]:
+            self.top.pop()
+        self.top.append(mark)
+
+    def drop_before(self, us: int) -> None:
+        while self.marks and self.marks[0][0] < us:
+            self.marks.popleft()
+        while self.top and self.top[0][0] < us:
+            self.top.popleft()
+
+    def drop_from(self, us: int) -> None:
+        """Forget the marks at or after ``us`` (rare: a replay); rebuilds the deque."""
+        kept = [m for m in self.marks if m[0] < us]
+        self.marks.clear()
+        self.top.clear()
+        for mark in kept:
+            self.append(mark)
+
+
+class EquityMarks:
+    """Equity marks of every (trader, symbol); thread-safe."""
+
+    def __init__(self, *, lookback_days: float) -> None:
+        self._lookback_us = int(lookback_days * 86_400 * 1_000_000)
+        self._lock = threading.Lock()
+        self._accounts: dict[tuple[str, str], _Account] = {}
+
+    def reset(self, trader_id: str, symbol: str) -> None:
+        """Forget the account's marks: a new account begins (a new decision loop)."""
+        with self._lock:
+            self._accounts.pop((trader_id, symbol), None)
+
+    def observe(self, trader_id: str, symbol: str, *, as_of: datetime, equity: float) -> None:
+        """Record the account's ``equity`` (quote currency, > 0) at the close ``as_of``."""
+        if not equity > 0:
+            raise ValueError(f"equity must be positive, got {equity}")
+        us = _us(as_of)
+        with self._lock:
+            account = self._accounts.setdefault((trader_id, symbol), _Account())
+            if account.marks and account.marks[-1][0] >= us:
+                account.drop_from(us)
+            account.append((us, float(equity)))
+            account.drop_before(us - self._lookback_us)
+
+    def account(self, trader_id: str, symbol: str, *, as_of: datetime) -> AccountState | None:
+        """The account at ``as_of`` (its newest mark at or before it, and the high-water
+        mark of the lookback before that); None before the first mark."""
+        us = _us(as_of)
+        with self._lock:
+            account = self._accounts.get((trader_id, symbol))
+            if account is None or not account.marks or account.marks[0][0] > us:
+                return None
+            if account.marks[-1][0] <= us:
+                (at, equity), (peak_us, peak) = account.marks[-1], account.top[0]
+            else:  # a read of the past: only the marks known then
+                known = [m for m in account.marks if m[0] <= us]
+                at, equity = known[-1]
+                window = [m for m in known if m[0] >= at - self._lookback_us]
+                peak_us, peak = max(window, key=lambda m: (m[1], m[0]))  # newest of ties
+        return AccountState(
+            trader_id=trader_id,
+            symbol=symbol,
+            as_of=_time(at),
+            equity=equity,
+            peak=peak,
+            peak_at=_time(peak_us),
+            drawdown=min(0.0, equity / peak - 1.0),
+        )
