@@ -10,6 +10,7 @@ import tiktoken
 
 from backend.memory.context import PAGE_SNAPSHOTS, render_context
 from backend.memory.models import (
+    AccountState,
     ActionLink,
     Episode,
     HardConstraint,
@@ -211,3 +212,24 @@ def test_latest_snapshot_line_is_the_next_bars_older_line() -> None:
     assert line.startswith(f"BTC/USDT 1h at {newest.as_of:%Y-%m-%d %H:%M}")
     assert earlier.splitlines()[-1] == line  # the earlier context is oldest first
     assert now.splitlines()[1] == "News topics: stablecoin, liquidation"
+
+
+def test_the_account_is_rendered_with_the_market_now_and_cited() -> None:
+    """Working memory's account (what the drawdown rule reads) is in the prompt too: the
+    LLM policy reads the same memory as the RulePolicy."""
+    peak_at = AS_OF - timedelta(days=4)
+    account = AccountState(
+        trader_id="alice", symbol="BTC/USDT", as_of=AS_OF, equity=9_512.3, peak=10_002.1,
+        peak_at=peak_at, drawdown=9_512.3 / 10_002.1 - 1,
+    )  # fmt: skip
+    ctx = context(n_episodes=2, n_working=3).model_copy(update={"account": account})
+    rendered = render_context(ctx, budget=1500)
+    line = "Account: equity 9,512.30 (quote), 4.9% below its high of 10,002.10 on 2022-05-08"
+    assert line in rendered.text
+    now = rendered.text.index("(as of 2022-05-12 14:00Z)")
+    assert rendered.text.index(line) > now  # in the market-now section
+    assert f"working:account:BTC/USDT@{AS_OF.isoformat()}" in rendered.memory_ids
+    assert rendered.tokens == count_tokens(rendered.text) <= 1500
+    at_high = account.model_copy(update={"equity": 10_002.1, "drawdown": 0.0})
+    text = render_context(ctx.model_copy(update={"account": at_high}), budget=1500).text
+    assert "Account: equity 10,002.10 (quote), at its high-water mark" in text
