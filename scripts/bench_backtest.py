@@ -118,6 +118,7 @@ def bench_mode(
         "build_s": round(built - began, 3),
         "run_s": round(ran - built, 3),
         "bars": len(result.equity),
+        "trades": len(result.trades),
         "decisions_per_s": round(len(result.decisions) / max(ran - built, 1e-9), 2),
         "retrieval_p50_ms": _pct(retrieval, 50),
         "retrieval_p95_ms": _pct(retrieval, 95),
