@@ -196,6 +196,7 @@ class DeepTraderManager:
         raise: they become ``hold`` with ``error`` / are logged and counted.
         """
         i = self._row_index(bar)
+        first = self._first is None  # a new loop (not one restored from a saved state)
         self._clock(bar)
         row = self.features.row(i)
         as_of = bar.as_of
@@ -211,7 +212,7 @@ class DeepTraderManager:
                 t["prime"] += (now := time.perf_counter()) - started
                 started = now
             self.writer.flush_if_due(as_of)  # before any read of this bar
-            situation = self.reader.observe(i, equity=bar.position.equity)
+            situation = self.reader.observe(i, equity=bar.position.equity, first=first)
             t["observe"] += (now := time.perf_counter()) - started
             self.writer.add_due(as_of)
             t["episodes"] += (mark := time.perf_counter()) - now

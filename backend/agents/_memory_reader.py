@@ -62,8 +62,6 @@ class MemoryReader:
         self.fear_greed = fear_greed
         self.prime_ahead = prime_ahead
         self._primed_until = -1
-        self._observed = False
-        """Whether a bar was observed (the first one begins the account's history)."""
         self._ahead: dict[int, tuple[MarketSnapshot, str]] = {}
         """Row -> (snapshot, recall query) built ahead by :meth:`prime`."""
 
@@ -102,10 +100,11 @@ class MemoryReader:
             system.store.embedder.prime(texts)
         self._primed_until = end
 
-    def observe(self, i: int, *, equity: float) -> str:
+    def observe(self, i: int, *, equity: float, first: bool) -> str:
         """Working memory observes the bar of row ``i`` (its snapshot built ahead by
         :meth:`prime`, or built now) and the account's ``equity`` at its close (quote
-        currency); returns the bar's recall query."""
+        currency; ``first``: the loop's first bar, a new account); returns the bar's
+        recall query."""
         working = self.system.working
         ahead = self._ahead.pop(i, None)
         if ahead is not None:  # built by prime: the same pure function of row i
@@ -122,9 +121,8 @@ class MemoryReader:
             situation = situation_query(snapshot)
         working.observe_equity(
             self.trader_id, snapshot.symbol, as_of=snapshot.as_of, equity=equity,
-            first=not self._observed,
+            first=first,
         )  # fmt: skip
-        self._observed = True
         return situation
 
     def build_context(

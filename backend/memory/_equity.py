@@ -1,17 +1,20 @@
 """The agent's account in working memory: equity marks and their high-water mark.
 
 Per (trader, symbol), the agent's equity at each bar close it observed (quote currency),
-kept for ``lookback_days`` back from the newest mark, in process: an account's history
-begins with the decision loop that trades it (:meth:`EquityMarks.reset`), so two
-backtests on one store are two accounts, and a restarted paper trader starts a new
-high-water mark. What the RulePolicy's drawdown rule reads (:mod:`backend.agents._rules`).
+kept for ``lookback_days`` back from the newest mark and persisted beside the
+working-memory windows (:class:`~backend.memory._window_db.WindowDB`, table ``equity``),
+so a paper trader restarted from its saved state keeps its high-water mark. An account's
+history begins at the first bar of a new decision loop (:meth:`EquityMarks.reset`; a loop
+restored from its saved state continues it), so two backtests on one store are two
+accounts. What the RulePolicy's drawdown rule reads (:mod:`backend.agents._rules`).
 
 Time: a mark at or before the newest one rewrites the account's history from that time
 on (a replayed bar), and a read at ``as_of`` sees only marks at or before it.
 
-Cost: the peak at the newest mark is the head of a monotonic deque (O(1) amortised per
-mark); a read at an earlier ``as_of`` scans the marks (at most lookback / bar: 540 at 4h
-and 90 days).
+Cost: one SQLite upsert per bar (WAL, no fsync; a range delete when marks leave the
+lookback); the peak at the newest mark is the head of a monotonic deque (O(1) amortised
+per mark); a read at an earlier ``as_of`` scans the marks (at most lookback / bar: 2,190
+at 4h and 365 days).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import threading
 from collections import deque
 from datetime import UTC, datetime
 
+from backend.memory._window_db import WindowDB, datetime_us
 from backend.memory.models import AccountState
 from backend.types import to_utc
 
@@ -27,15 +31,6 @@ __all__ = ["EquityMarks"]
 
 _Mark = tuple[int, float]
 """``(as_of in epoch microseconds, equity)``."""
-
-
-def _us(moment: datetime) -> int:
-    """A UTC datetime in integer microseconds since the epoch (exact, no float)."""
-    moment = to_utc(moment)
-    seconds = moment.hour * 3600 + moment.minute * 60 + moment.second
-    return (
-        (moment.toordinal() - 719_163) * 86_400_000_000 + seconds * 1_000_000 + (moment.microsecond)
-    )
 
 
 def _time(us: int) -> datetime:
@@ -74,32 +69,43 @@ class _Account:
 class EquityMarks:
     """Equity marks of every (trader, symbol); thread-safe."""
 
-    def __init__(self, *, lookback_days: float) -> None:
+    def __init__(self, db: WindowDB, *, lookback_days: float) -> None:
+        self._db = db
         self._lookback_us = int(lookback_days * 86_400 * 1_000_000)
         self._lock = threading.Lock()
         self._accounts: dict[tuple[str, str], _Account] = {}
+        for trader_id, symbol, us, equity in db.load_equity():
+            self._accounts.setdefault((trader_id, symbol), _Account()).append((us, equity))
 
     def reset(self, trader_id: str, symbol: str) -> None:
         """Forget the account's marks: a new account begins (a new decision loop)."""
         with self._lock:
             self._accounts.pop((trader_id, symbol), None)
+            self._db.clear_equity(trader_id, symbol)
 
     def observe(self, trader_id: str, symbol: str, *, as_of: datetime, equity: float) -> None:
         """Record the account's ``equity`` (quote currency, > 0) at the close ``as_of``."""
         if not equity > 0:
             raise ValueError(f"equity must be positive, got {equity}")
-        us = _us(as_of)
+        us = datetime_us(to_utc(as_of))
         with self._lock:
             account = self._accounts.setdefault((trader_id, symbol), _Account())
+            cutoff = us - self._lookback_us
+            stale = bool(account.marks) and (
+                account.marks[-1][0] >= us or account.marks[0][0] < cutoff
+            )
             if account.marks and account.marks[-1][0] >= us:
-                account.drop_from(us)
+                account.drop_from(us)  # a replayed bar rewrites the history from it on
             account.append((us, float(equity)))
-            account.drop_before(us - self._lookback_us)
+            account.drop_before(cutoff)
+            if stale:
+                self._db.drop_equity(trader_id, symbol, before_us=cutoff, from_us=us)
+            self._db.put_equity(trader_id, symbol, us, float(equity))
 
     def account(self, trader_id: str, symbol: str, *, as_of: datetime) -> AccountState | None:
         """The account at ``as_of`` (its newest mark at or before it, and the high-water
         mark of the lookback before that); None before the first mark."""
-        us = _us(as_of)
+        us = datetime_us(to_utc(as_of))
         with self._lock:
             account = self._accounts.get((trader_id, symbol))
             if account is None or not account.marks or account.marks[0][0] > us:

@@ -2,7 +2,9 @@
 
 One row per snapshot still in a window (``snapshot``: trader, symbol, as_of in
 microseconds, the snapshot JSON) and one cursor per (trader, symbol) (``cursor``: the
-``as_of`` up to which snapshots were consolidated into episodic memory). WAL journal with
+``as_of`` up to which snapshots were consolidated into episodic memory), and the agent's
+equity marks (``equity``: trader, symbol, as_of in microseconds, equity in quote
+currency; :mod:`backend.memory._equity`). WAL journal with
 ``synchronous=NORMAL``: a commit costs no fsync (durable up to the last checkpoint on
 power loss, never corrupt). ``path=None`` keeps everything in memory (no resume).
 """
@@ -11,12 +13,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from backend.errors import StoreError
 from backend.memory.models import MarketSnapshot
 
-__all__ = ["WindowDB"]
+__all__ = ["WindowDB", "as_of_us", "datetime_us"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshot (
@@ -32,12 +35,24 @@ CREATE TABLE IF NOT EXISTS cursor (
     consolidated_us INTEGER NOT NULL,
     PRIMARY KEY (trader_id, symbol)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS equity (
+    trader_id TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    as_of_us INTEGER NOT NULL,
+    equity REAL NOT NULL,
+    PRIMARY KEY (trader_id, symbol, as_of_us)
+) WITHOUT ROWID;
 """
 
 
 def as_of_us(snapshot: MarketSnapshot) -> int:
     """``snapshot.as_of`` in integer microseconds since the epoch (UTC)."""
-    moment = snapshot.as_of
+    return datetime_us(snapshot.as_of)
+
+
+def datetime_us(moment: datetime) -> int:
+    """An aware datetime in integer microseconds since the epoch (UTC; exact, no float)."""
+    moment = moment.astimezone(UTC)
     return (moment.toordinal() - 719_163) * 86_400_000_000 + (
         (moment.hour * 3600 + moment.minute * 60 + moment.second) * 1_000_000 + moment.microsecond
     )
@@ -102,6 +117,40 @@ class WindowDB:
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"working-memory state: consolidation failed: {exc}") from None
+
+    def load_equity(self) -> Iterator[tuple[str, str, int, float]]:
+        """Every equity mark as ``(trader_id, symbol, as_of_us, equity)``, oldest first per
+        key."""
+        rows = self._db.execute(
+            "SELECT trader_id, symbol, as_of_us, equity FROM equity "
+            "ORDER BY trader_id, symbol, as_of_us"
+        )
+        for trader_id, symbol, us, equity in rows:
+            yield str(trader_id), str(symbol), int(us), float(equity)
+
+    def put_equity(self, trader_id: str, symbol: str, us: int, equity: float) -> None:
+        """Insert (or replace, same time) one equity mark."""
+        self._write(
+            "INSERT OR REPLACE INTO equity VALUES (?, ?, ?, ?)", (trader_id, symbol, us, equity)
+        )
+
+    def drop_equity(self, trader_id: str, symbol: str, *, before_us: int, from_us: int) -> None:
+        """Delete the key's equity marks before ``before_us`` and at or after ``from_us``."""
+        self._write(
+            "DELETE FROM equity WHERE trader_id = ? AND symbol = ? "
+            "AND (as_of_us < ? OR as_of_us >= ?)",
+            (trader_id, symbol, before_us, from_us),
+        )
+
+    def clear_equity(self, trader_id: str, symbol: str) -> None:
+        """Delete every equity mark of the key (a new account)."""
+        self._write("DELETE FROM equity WHERE trader_id = ? AND symbol = ?", (trader_id, symbol))
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> None:
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"working-memory state: write failed: {exc}") from None
 
     def _transaction(self) -> _Tx:
         return _Tx(self._db)

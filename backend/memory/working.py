@@ -123,7 +123,7 @@ class WorkingMemory:
         self._consolidated_us: dict[Key, int] = self._db.cursors()
         for trader_id, symbol, snap in self._db.load():
             self._push((trader_id, symbol), snap)
-        self._equity = EquityMarks(lookback_days=settings.equity_lookback_days)
+        self._equity = EquityMarks(self._db, lookback_days=settings.equity_lookback_days)
 
     @property
     def episodic(self) -> EpisodicMemory:
@@ -291,9 +291,10 @@ class WorkingMemory:
         self, trader_id: str, symbol: str, *, as_of: datetime, equity: float, first: bool = False
     ) -> None:
         """The agent's account equity (quote currency, > 0) at the bar close ``as_of``;
-        ``first``: the first bar of a decision loop, a new account (its history restarts;
-        :mod:`backend.memory._equity`: in process only; a mark at or before the newest
-        rewrites the history from then on). Raises ValueError for equity <= 0."""
+        ``first``: the first bar of a new decision loop, a new account (its history
+        restarts; :mod:`backend.memory._equity`: persisted with the windows; a mark at or
+        before the newest rewrites the history from then on). Raises ValueError for
+        equity <= 0."""
         if first:
             self._equity.reset(trader_id, symbol)
         self._equity.observe(trader_id, symbol, as_of=as_of, equity=equity)

@@ -181,14 +181,16 @@ def test_consolidate_overflow_after_a_restart_with_a_smaller_window(
     reopened.close()
 
 
-def test_the_account_high_water_mark_is_fenced_by_time_replayed_and_reset(
-    make_store: StoreFactory,
+def test_the_account_high_water_mark_is_fenced_by_time_kept_replayed_and_reset(
+    make_store: StoreFactory, tmp_path: Path
 ) -> None:
     """Equity marks: the high-water mark of the lookback, a read of the past sees only the
-    marks known then, a replayed mark rewrites the history after it, a new decision
-    loop's first bar begins a new account."""
+    marks known then, a restart keeps them, a replayed mark rewrites the history after
+    it, a new decision loop's first bar begins a new account."""
     store = make_store()
-    wm = WorkingMemory(store, settings=SMALL.model_copy(update={"equity_lookback_days": 2}))
+    settings = SMALL.model_copy(update={"equity_lookback_days": 2})
+    path = tmp_path / "working.sqlite3"
+    wm = WorkingMemory(store, settings=settings, state_path=path)
     hours = [START + timedelta(hours=12 * i) for i in range(8)]
     equities = [100.0, 110.0, 99.0, 104.5, 90.0, 95.0, 106.0, 97.0]
     assert wm.account("alice", "BTC/USDT", as_of=hours[0]) is None
@@ -202,6 +204,9 @@ def test_the_account_high_water_mark_is_fenced_by_time_replayed_and_reset(
     assert past is not None and (past.equity, past.peak, past.peak_at) == (95.0, 104.5, hours[3])
     assert wm.account("alice", "BTC/USDT", as_of=hours[1]) is None  # beyond the lookback kept
     assert wm.account("bob", "BTC/USDT", as_of=hours[-1]) is None
+    wm.close()
+    wm = WorkingMemory(store, settings=settings, state_path=path)  # a restart
+    assert wm.account("alice", "BTC/USDT", as_of=hours[-1]) == now
     wm.observe_equity("alice", "BTC/USDT", as_of=hours[4], equity=120.0)  # a replay
     replayed = wm.account("alice", "BTC/USDT", as_of=hours[-1])
     assert replayed is not None and (replayed.equity, replayed.drawdown) == (120.0, 0.0)
@@ -211,3 +216,6 @@ def test_the_account_high_water_mark_is_fenced_by_time_replayed_and_reset(
     with pytest.raises(ValueError, match="equity must be positive"):
         wm.observe_equity("alice", "BTC/USDT", as_of=hours[-1], equity=0.0)
     wm.close()
+    again = WorkingMemory(store, settings=settings, state_path=path)
+    assert again.account("alice", "BTC/USDT", as_of=hours[-1]) == fresh  # reset persisted
+    again.close()
