@@ -206,7 +206,8 @@ class AuditLog:
         """Whether ``trader_id``'s oldest pending row belongs to a process that is gone (a
         crash between the two commits of a write): it holds every change cursor of the
         trader until :meth:`recover` settles it. A read of the partial index of pending
-        rows (~5 us with 200k rows, measured) and, if there is one, a ``kill(pid, 0)``."""
+        rows and, if there is one, a ``kill(pid, 0)``: measured with 200,000 rows on a
+        busy machine, 8.9 us with no pending row, 16 us with one."""
         with self._lock:
             row = self._conn.execute(
                 "SELECT owner FROM memory_audit WHERE state = 'pending' AND +trader_id = ? "
