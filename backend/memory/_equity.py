@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from backend.errors import DataError
 from backend.memory._window_db import WindowDB, datetime_us
 from backend.memory.models import AccountState
 from backend.types import to_utc
@@ -33,8 +34,11 @@ _Mark = tuple[int, float]
 """``(as_of in epoch microseconds, equity)``."""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _time(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+    return _EPOCH + timedelta(microseconds=us)  # exact (no float seconds)
 
 
 class _Account:
@@ -67,7 +71,9 @@ class _Account:
 
 
 class EquityMarks:
-    """Equity marks of every (trader, symbol); thread-safe."""
+    """Equity marks of every (trader, symbol). Thread-safe; it shares the windows'
+    SQLite connection, so :class:`~backend.memory.working.WorkingMemory` calls it under
+    its own lock (an equity write never lands inside a consolidation's transaction)."""
 
     def __init__(self, db: WindowDB, *, lookback_days: float) -> None:
         self._db = db
@@ -84,9 +90,10 @@ class EquityMarks:
             self._db.clear_equity(trader_id, symbol)
 
     def observe(self, trader_id: str, symbol: str, *, as_of: datetime, equity: float) -> None:
-        """Record the account's ``equity`` (quote currency, > 0) at the close ``as_of``."""
+        """Record the account's ``equity`` (quote currency, > 0) at the close ``as_of``.
+        Raises :class:`DataError` (field ``equity``) for a non-positive or NaN equity."""
         if not equity > 0:
-            raise ValueError(f"equity must be positive, got {equity}")
+            raise DataError(f"equity must be positive, got {equity}", field="equity")
         us = datetime_us(to_utc(as_of))
         with self._lock:
             account = self._accounts.setdefault((trader_id, symbol), _Account())

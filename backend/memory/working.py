@@ -293,11 +293,12 @@ class WorkingMemory:
         """The agent's account equity (quote currency, > 0) at the bar close ``as_of``;
         ``first``: the first bar of a new decision loop, a new account (its history
         restarts; :mod:`backend.memory._equity`: persisted with the windows; a mark at or
-        before the newest rewrites the history from then on). Raises ValueError for
-        equity <= 0."""
-        if first:
-            self._equity.reset(trader_id, symbol)
-        self._equity.observe(trader_id, symbol, as_of=as_of, equity=equity)
+        before the newest rewrites the history from then on). Raises
+        :class:`~backend.errors.DataError` (field ``equity``) for equity <= 0."""
+        with self._lock:  # the windows' SQLite connection (see EquityMarks)
+            if first:
+                self._equity.reset(trader_id, symbol)
+            self._equity.observe(trader_id, symbol, as_of=as_of, equity=equity)
 
     def account(self, trader_id: str, symbol: str, *, as_of: datetime) -> AccountState | None:
         """The agent's account at ``as_of``: equity, the high-water mark of the last

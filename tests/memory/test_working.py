@@ -213,7 +213,7 @@ def test_the_account_high_water_mark_is_fenced_by_time_kept_replayed_and_reset(
     wm.observe_equity("alice", "BTC/USDT", as_of=hours[-1], equity=50.0, first=True)
     fresh = wm.account("alice", "BTC/USDT", as_of=hours[-1])
     assert fresh is not None and (fresh.peak, fresh.drawdown) == (50.0, 0.0)
-    with pytest.raises(ValueError, match="equity must be positive"):
+    with pytest.raises(DataError, match="equity must be positive"):
         wm.observe_equity("alice", "BTC/USDT", as_of=hours[-1], equity=0.0)
     wm.close()
     again = WorkingMemory(store, settings=settings, state_path=path)
