@@ -239,7 +239,7 @@ def drawdown_rule(account: AccountState, settings: AgentSettings) -> list[Adjust
         return []
     scale = (limit - drawdown) / ((1.0 - drawdown) * limit)
     scale = min(1.0, max(settings.drawdown_floor, scale))
-    note = f"account {drawdown:.1%} below its high-water mark (limit {limit:.0%}) x{scale:.2f}"
+    note = f"account {drawdown:.1%} below its high-water mark (limit {limit:.1%}) x{scale:.2f}"
     return [Adjustment(note, scale=scale, ids=(account_id(account),))]
 
 
