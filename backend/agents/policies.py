@@ -5,8 +5,9 @@ retrieved memory and its rendered prompt section) into a
 :class:`~backend.backtest.models.Decision`. Two are provided:
 
 - :class:`RulePolicy` (offline default): trend following with volatility targeting whose
-  sizing and vetoes read the memory (persona risk tolerance, hard constraints, outcomes of
-  similar past episodes). With memory off it is the plain trend/vol strategy.
+  sizing and vetoes read the memory (persona risk tolerance, hard constraints, the
+  account's drawdown, outcomes of similar past episodes). With memory off it is the
+  plain trend/vol strategy.
 - :class:`LLMPolicy`: an OpenAI-compatible chat model answering a structured
   :class:`LLMDecision`; every fault becomes ``hold`` with the error recorded.
 
@@ -87,7 +88,8 @@ class DecisionView:
             if ctx.persona is not None:
                 ids.update({persona_id(ctx.persona), persona_id(ctx.persona) + ":constraints"})
             ids.update(snapshot_id(s) for s in ctx.working)
-            ids.update(account_id(a) for a in (ctx.account,) if a is not None)
+            if ctx.account is not None:
+                ids.add(account_id(ctx.account))
             ids.update(s.episode.id for s in ctx.episodes)
         return ids
 
@@ -112,8 +114,9 @@ class RulePolicy:
        and 1-day realised vol), capped at ``max_exposure``.
     3. **Memory** (each tier only when it is in the context; :mod:`backend.agents._rules`
        documents every rule and its source): the persona (risk tolerance, the trader's
-       assets and direction bias), working memory (regime confirmation before a new
-       position, news-shock de-risking, no short into a sell-off) and episodic memory
+       assets and direction bias), working memory (drawdown control on the agent's
+       account, regime confirmation before a new position, news-shock de-risking, no
+       short into a sell-off) and episodic memory
        (the outcomes of the episodes whose market state was nearest: their dispersion
        cuts the size, their mean may veto or halve the trade). Which rules are on by
        default was chosen on 2021-2023 only (``config/default.yaml``, agent section).
