@@ -97,6 +97,7 @@ def _build_model(settings: EmbeddingSettings) -> Embedder:
     return MiniLMEmbedder(
         files,
         batch_size=settings.batch_size,
+        batch_tokens=settings.batch_tokens,
         max_length=settings.max_length,
         threads=settings.threads,
     )

