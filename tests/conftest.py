@@ -33,6 +33,17 @@ os.environ.setdefault(
 )
 
 
+# Under xdist (``make test``: two workers on two cores) the local model's server gets its
+# share of the cores, not all of them: llama.cpp's threads wait for each other at every
+# layer, so two threads on a machine whose other core runs the other worker stall. The
+# LLM policy test with the other core busy: 310 s with 2 threads, 127 s with 1
+# (docs/benchmarks.md, "The test suite"). Run alone, the default (2) is kept.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault(
+        "SENTINEL_LLM__LOCAL__N_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    )
+
 # Markers (pyproject's [tool.pytest.ini_options]): ``make test-fast`` deselects the slow,
 # server, data and llm tests. ``data`` and ``server`` follow from the fixtures a test uses
 # (directly or through other fixtures), so a new test is marked by what it needs; ``slow``
@@ -66,8 +77,8 @@ _SLOW_MARKS = {path: text.count("mark.slow") for path, text in _FILES.items()}
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``make test``'s scheduling (``-n 2 --dist loadfile``): one test file per worker at
     a time (module fixtures stay per file), except that the files using the local
-    model run as one unit on one worker. The model's server spins both cores
-    (``n_threads`` 2); with one on each worker, the two LLM decision tests of a profile
+    model run as one unit on one worker. Each server spins the cores it is given
+    (``n_threads``); with one on each worker, the two LLM decision tests of a profile
     took 208 and 203 s, against 116 and 120 s one at a time. (xdist's ``loadgroup``
     would do this with markers, but xdist 3.8 renames node ids through an attribute
     pytest 9 no longer reads.)
