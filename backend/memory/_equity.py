@@ -1,7 +1,9 @@
 """The agent's account in working memory: equity marks and their high-water mark.
 
 Per (trader, symbol), the agent's equity at each bar close it observed (quote currency),
-kept for ``lookback_days`` back from the newest mark and persisted beside the
+kept for twice ``lookback_days`` back from the newest mark (so a read of the past or a
+replayed bar within one lookback of the newest mark sees every mark its own lookback
+needs) and persisted beside the
 working-memory windows (:class:`~backend.memory._window_db.WindowDB`, table ``equity``),
 so a paper trader restarted from its saved state keeps its high-water mark. An account's
 history begins at the first bar of a new decision loop (:meth:`EquityMarks.reset`; a loop
@@ -12,9 +14,9 @@ Time: a mark at or before the newest one rewrites the account's history from tha
 on (a replayed bar), and a read at ``as_of`` sees only marks at or before it.
 
 Cost: one SQLite upsert per bar (WAL, no fsync; a range delete when marks leave the
-lookback); the peak at the newest mark is the head of a monotonic deque (O(1) amortised
-per mark); a read at an earlier ``as_of`` scans the marks (at most lookback / bar: 2,190
-at 4h and 365 days).
+kept span); the peak at the newest mark is the head of a monotonic deque (O(1) amortised
+per mark); a read at an earlier ``as_of`` scans the marks (at most 2 x lookback / bar:
+4,380 at 4h and 365 days).
 """
 
 from __future__ import annotations
@@ -55,10 +57,11 @@ class _Account:
             self.top.pop()
         self.top.append(mark)
 
-    def drop_before(self, us: int) -> None:
+    def drop_before(self, us: int, *, peak_from: int) -> None:
+        """Forget the marks before ``us``; the maximum's candidates before ``peak_from``."""
         while self.marks and self.marks[0][0] < us:
             self.marks.popleft()
-        while self.top and self.top[0][0] < us:
+        while self.top and self.top[0][0] < peak_from:
             self.top.popleft()
 
     def drop_from(self, us: int) -> None:
@@ -82,6 +85,11 @@ class EquityMarks:
         self._accounts: dict[tuple[str, str], _Account] = {}
         for trader_id, symbol, us, equity in db.load_equity():
             self._accounts.setdefault((trader_id, symbol), _Account()).append((us, equity))
+        for account in self._accounts.values():  # the lookback may have changed
+            newest = account.marks[-1][0]
+            account.drop_before(
+                newest - 2 * self._lookback_us, peak_from=newest - self._lookback_us
+            )
 
     def reset(self, trader_id: str, symbol: str) -> None:
         """Forget the account's marks: a new account begins (a new decision loop)."""
@@ -97,14 +105,14 @@ class EquityMarks:
         us = datetime_us(to_utc(as_of))
         with self._lock:
             account = self._accounts.setdefault((trader_id, symbol), _Account())
-            cutoff = us - self._lookback_us
+            cutoff = us - 2 * self._lookback_us  # the marks kept (module doc)
             stale = bool(account.marks) and (
                 account.marks[-1][0] >= us or account.marks[0][0] < cutoff
             )
             if account.marks and account.marks[-1][0] >= us:
                 account.drop_from(us)  # a replayed bar rewrites the history from it on
             account.append((us, float(equity)))
-            account.drop_before(cutoff)
+            account.drop_before(cutoff, peak_from=us - self._lookback_us)
             if stale:
                 self._db.drop_equity(trader_id, symbol, before_us=cutoff, from_us=us)
             self._db.put_equity(trader_id, symbol, us, float(equity))

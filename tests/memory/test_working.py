@@ -201,9 +201,22 @@ def test_the_account_high_water_mark_is_fenced_by_time_kept_replayed_and_reset(
     assert (now.peak, now.peak_at) == (106.0, hours[6])  # 110 is older than 2 days
     assert now.drawdown == pytest.approx(97.0 / 106.0 - 1)
     past = wm.account("alice", "BTC/USDT", as_of=hours[5] + timedelta(hours=1))
-    assert past is not None and (past.equity, past.peak, past.peak_at) == (95.0, 104.5, hours[3])
-    assert wm.account("alice", "BTC/USDT", as_of=hours[1]) is None  # beyond the lookback kept
+    assert past is not None and (past.equity, past.peak, past.peak_at) == (95.0, 110.0, hours[1])
+    early = wm.account("alice", "BTC/USDT", as_of=hours[1])
+    assert early is not None and (early.equity, early.drawdown) == (110.0, 0.0)
     assert wm.account("bob", "BTC/USDT", as_of=hours[-1]) is None
+    # Kept: two lookbacks back from the newest mark, so every read within one lookback
+    # of it sees the whole lookback it needs (here: 20 marks 6 h apart, lookback 2 days).
+    steps = [START + timedelta(hours=6 * i) for i in range(20)]
+    two_days = timedelta(days=2)
+    walk = [100.0 + 7.0 * ((i * 5) % 11) - i for i in range(20)]
+    for at, equity in zip(steps, walk, strict=True):
+        wm.observe_equity("carol", "ETH/USDT", as_of=at, equity=equity)
+    for i in range(11, 20):  # steps[11] is 2 days before the newest
+        back = [e for t, e in zip(steps, walk, strict=True) if t <= steps[i] <= t + two_days]
+        state = wm.account("carol", "ETH/USDT", as_of=steps[i])
+        assert state is not None and (state.equity, state.peak) == (walk[i], max(back)), i
+    assert wm.account("carol", "ETH/USDT", as_of=steps[2]) is None  # older than two lookbacks
     wm.close()
     wm = WorkingMemory(store, settings=settings, state_path=path)  # a restart
     assert wm.account("alice", "BTC/USDT", as_of=hours[-1]) == now
