@@ -120,8 +120,8 @@ class MemoryReader:
             )
             situation = situation_query(snapshot)
         working.observe_equity(
-            self.trader_id, snapshot.symbol, as_of=snapshot.as_of, equity=equity,
-            first=first,
+            self.trader_id, snapshot.symbol, timeframe=snapshot.timeframe,
+            as_of=snapshot.as_of, equity=equity, first=first,
         )  # fmt: skip
         return situation
 
@@ -146,6 +146,7 @@ class MemoryReader:
             top_k=self.agent.episode_neighbours,
             state=state,
             horizon=horizon,
+            timeframe=self.features.timeframe,
         )
 
     def reset(self) -> None:

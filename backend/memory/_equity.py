@@ -1,6 +1,8 @@
 """The agent's account in working memory: equity marks and their high-water mark.
 
-Per (trader, symbol), the agent's equity at each bar close it observed (quote currency),
+Per account — (trader, symbol, timeframe): one decision loop, so two paper runs of one
+pair at 1h and 4h keep two accounts — the agent's equity at each bar close it observed
+(quote currency),
 kept for twice ``lookback_days`` back from the newest mark (so a read of the past or a
 replayed bar within one lookback of the newest mark sees every mark its own lookback
 needs) and persisted beside the
@@ -26,7 +28,7 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 
 from backend.errors import DataError
-from backend.memory._window_db import WindowDB, datetime_us
+from backend.memory._window_db import AccountKey, WindowDB, datetime_us
 from backend.memory.models import AccountState
 from backend.types import to_utc
 
@@ -44,7 +46,7 @@ def _time(us: int) -> datetime:
 
 
 class _Account:
-    """The marks of one (trader, symbol), oldest first, with a decreasing deque of the
+    """The marks of one account, oldest first, with a decreasing deque of the
     candidates for the maximum (Lemire's streaming maximum)."""
 
     def __init__(self) -> None:
@@ -74,7 +76,7 @@ class _Account:
 
 
 class EquityMarks:
-    """Equity marks of every (trader, symbol). Thread-safe; it shares the windows'
+    """Equity marks of every account (:data:`AccountKey`). Thread-safe; it shares the windows'
     SQLite connection, so :class:`~backend.memory.working.WorkingMemory` calls it under
     its own lock (an equity write never lands inside a consolidation's transaction)."""
 
@@ -82,29 +84,29 @@ class EquityMarks:
         self._db = db
         self._lookback_us = int(lookback_days * 86_400 * 1_000_000)
         self._lock = threading.Lock()
-        self._accounts: dict[tuple[str, str], _Account] = {}
-        for trader_id, symbol, us, equity in db.load_equity():
-            self._accounts.setdefault((trader_id, symbol), _Account()).append((us, equity))
+        self._accounts: dict[AccountKey, _Account] = {}
+        for key, us, equity in db.load_equity():
+            self._accounts.setdefault(key, _Account()).append((us, equity))
         for account in self._accounts.values():  # the lookback may have changed
             newest = account.marks[-1][0]
             account.drop_before(
                 newest - 2 * self._lookback_us, peak_from=newest - self._lookback_us
             )
 
-    def reset(self, trader_id: str, symbol: str) -> None:
+    def reset(self, key: AccountKey) -> None:
         """Forget the account's marks: a new account begins (a new decision loop)."""
         with self._lock:
-            self._accounts.pop((trader_id, symbol), None)
-            self._db.clear_equity(trader_id, symbol)
+            self._accounts.pop(key, None)
+            self._db.clear_equity(key)
 
-    def observe(self, trader_id: str, symbol: str, *, as_of: datetime, equity: float) -> None:
+    def observe(self, key: AccountKey, *, as_of: datetime, equity: float) -> None:
         """Record the account's ``equity`` (quote currency, > 0) at the close ``as_of``.
         Raises :class:`DataError` (field ``equity``) for a non-positive or NaN equity."""
         if not equity > 0:
             raise DataError(f"equity must be positive, got {equity}", field="equity")
         us = datetime_us(to_utc(as_of))
         with self._lock:
-            account = self._accounts.setdefault((trader_id, symbol), _Account())
+            account = self._accounts.setdefault(key, _Account())
             cutoff = us - 2 * self._lookback_us  # the marks kept (module doc)
             stale = bool(account.marks) and (
                 account.marks[-1][0] >= us or account.marks[0][0] < cutoff
@@ -114,15 +116,15 @@ class EquityMarks:
             account.append((us, float(equity)))
             account.drop_before(cutoff, peak_from=us - self._lookback_us)
             if stale:
-                self._db.drop_equity(trader_id, symbol, before_us=cutoff, from_us=us)
-            self._db.put_equity(trader_id, symbol, us, float(equity))
+                self._db.drop_equity(key, before_us=cutoff, from_us=us)
+            self._db.put_equity(key, us, float(equity))
 
-    def account(self, trader_id: str, symbol: str, *, as_of: datetime) -> AccountState | None:
+    def account(self, key: AccountKey, *, as_of: datetime) -> AccountState | None:
         """The account at ``as_of`` (its newest mark at or before it, and the high-water
         mark of the lookback before that); None before the first mark."""
         us = datetime_us(to_utc(as_of))
         with self._lock:
-            account = self._accounts.get((trader_id, symbol))
+            account = self._accounts.get(key)
             if account is None or not account.marks or account.marks[0][0] > us:
                 return None
             if account.marks[-1][0] <= us:
@@ -132,9 +134,11 @@ class EquityMarks:
                 at, equity = known[-1]
                 window = [m for m in known if m[0] >= at - self._lookback_us]
                 peak_us, peak = max(window, key=lambda m: (m[1], m[0]))  # newest of ties
+        trader_id, symbol, timeframe = key
         return AccountState(
             trader_id=trader_id,
             symbol=symbol,
+            timeframe=timeframe,
             as_of=_time(at),
             equity=equity,
             peak=peak,

@@ -3,8 +3,10 @@
 One row per snapshot still in a window (``snapshot``: trader, symbol, as_of in
 microseconds, the snapshot JSON) and one cursor per (trader, symbol) (``cursor``: the
 ``as_of`` up to which snapshots were consolidated into episodic memory), and the agent's
-equity marks (``equity``: trader, symbol, as_of in microseconds, equity in quote
-currency; :mod:`backend.memory._equity`). WAL journal with
+equity marks (``account_equity``: trader, symbol, timeframe, as_of in microseconds,
+equity in quote currency; :mod:`backend.memory._equity`; the ``equity`` table of the
+first version, keyed without the timeframe, is dropped at open: its marks are derived
+state, and a loop that finds none begins a new high-water mark). WAL journal with
 ``synchronous=NORMAL``: a commit costs no fsync (durable up to the last checkpoint on
 power loss, never corrupt). ``path=None`` keeps everything in memory (no resume).
 """
@@ -19,7 +21,10 @@ from pathlib import Path
 from backend.errors import StoreError
 from backend.memory.models import MarketSnapshot
 
-__all__ = ["WindowDB", "as_of_us", "datetime_us"]
+__all__ = ["AccountKey", "WindowDB", "as_of_us", "datetime_us"]
+
+AccountKey = tuple[str, str, str]
+"""``(trader_id, symbol, timeframe)``: one decision loop's account."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshot (
@@ -35,12 +40,14 @@ CREATE TABLE IF NOT EXISTS cursor (
     consolidated_us INTEGER NOT NULL,
     PRIMARY KEY (trader_id, symbol)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS equity (
+DROP TABLE IF EXISTS equity;
+CREATE TABLE IF NOT EXISTS account_equity (
     trader_id TEXT NOT NULL,
     symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL,
     as_of_us INTEGER NOT NULL,
     equity REAL NOT NULL,
-    PRIMARY KEY (trader_id, symbol, as_of_us)
+    PRIMARY KEY (trader_id, symbol, timeframe, as_of_us)
 ) WITHOUT ROWID;
 """
 
@@ -118,33 +125,35 @@ class WindowDB:
         except sqlite3.Error as exc:
             raise StoreError(f"working-memory state: consolidation failed: {exc}") from None
 
-    def load_equity(self) -> Iterator[tuple[str, str, int, float]]:
-        """Every equity mark as ``(trader_id, symbol, as_of_us, equity)``, oldest first per
-        key."""
+    def load_equity(self) -> Iterator[tuple[AccountKey, int, float]]:
+        """Every equity mark as ``((trader_id, symbol, timeframe), as_of_us, equity)``,
+        oldest first per account."""
         rows = self._db.execute(
-            "SELECT trader_id, symbol, as_of_us, equity FROM equity "
-            "ORDER BY trader_id, symbol, as_of_us"
+            "SELECT trader_id, symbol, timeframe, as_of_us, equity FROM account_equity "
+            "ORDER BY trader_id, symbol, timeframe, as_of_us"
         )
-        for trader_id, symbol, us, equity in rows:
-            yield str(trader_id), str(symbol), int(us), float(equity)
+        for trader_id, symbol, timeframe, us, equity in rows:
+            yield (str(trader_id), str(symbol), str(timeframe)), int(us), float(equity)
 
-    def put_equity(self, trader_id: str, symbol: str, us: int, equity: float) -> None:
-        """Insert (or replace, same time) one equity mark."""
+    def put_equity(self, key: AccountKey, us: int, equity: float) -> None:
+        """Insert (or replace, same time) one equity mark of the account ``key``."""
         self._write(
-            "INSERT OR REPLACE INTO equity VALUES (?, ?, ?, ?)", (trader_id, symbol, us, equity)
+            "INSERT OR REPLACE INTO account_equity VALUES (?, ?, ?, ?, ?)", (*key, us, equity)
         )
 
-    def drop_equity(self, trader_id: str, symbol: str, *, before_us: int, from_us: int) -> None:
-        """Delete the key's equity marks before ``before_us`` and at or after ``from_us``."""
+    def drop_equity(self, key: AccountKey, *, before_us: int, from_us: int) -> None:
+        """Delete the account's equity marks before ``before_us`` and at or after ``from_us``."""
         self._write(
-            "DELETE FROM equity WHERE trader_id = ? AND symbol = ? "
+            "DELETE FROM account_equity WHERE trader_id = ? AND symbol = ? AND timeframe = ? "
             "AND (as_of_us < ? OR as_of_us >= ?)",
-            (trader_id, symbol, before_us, from_us),
+            (*key, before_us, from_us),
         )
 
-    def clear_equity(self, trader_id: str, symbol: str) -> None:
-        """Delete every equity mark of the key (a new account)."""
-        self._write("DELETE FROM equity WHERE trader_id = ? AND symbol = ?", (trader_id, symbol))
+    def clear_equity(self, key: AccountKey) -> None:
+        """Delete every equity mark of the account ``key`` (a new account)."""
+        self._write(
+            "DELETE FROM account_equity WHERE trader_id = ? AND symbol = ? AND timeframe = ?", key
+        )
 
     def _write(self, sql: str, args: tuple[object, ...]) -> None:
         try:

@@ -57,7 +57,7 @@ def snapshot_id(snapshot: MarketSnapshot) -> str:
 
 
 def account_id(account: AccountState) -> str:
-    return f"working:account:{account.symbol}@{account.as_of.isoformat()}"
+    return f"working:account:{account.symbol}:{account.timeframe}@{account.as_of.isoformat()}"
 
 
 def account_line(account: AccountState) -> str:

@@ -80,7 +80,9 @@ class WorkingSource(Protocol):
         self, trader_id: str, symbol: str, *, as_of: datetime, topic: str | None = None
     ) -> list[MarketSnapshot]: ...
 
-    def account(self, trader_id: str, symbol: str, *, as_of: datetime) -> AccountState | None: ...
+    def account(
+        self, trader_id: str, symbol: str, *, timeframe: str, as_of: datetime
+    ) -> AccountState | None: ...
 
 
 class EpisodicSource(Protocol):
@@ -167,6 +169,7 @@ class HierarchicalMemory:
         message_top_k: int | None = None,
         state: dict[str, float] | None = None,
         horizon: str | None = None,
+        timeframe: str | None = None,
     ) -> MemoryContext:
         """Fetch the requested tiers for one decision; see the module doc for the steps.
 
@@ -181,7 +184,9 @@ class HierarchicalMemory:
         best answer the query are recalled into ``MemoryContext.messages``. ``state``
         (the bar's feature values, with a ``symbol``): episodes by nearest market state
         with an outcome over ``horizon`` (e.g. ``"4d"``; any when None) instead of by
-        the query's text (step 1).
+        the query's text (step 1). ``timeframe`` (with a ``symbol`` and the working tier):
+        the account of the agent's loop on that symbol and timeframe
+        (``MemoryContext.account``).
         """
         started = time.perf_counter()
         wants_messages = "working" in tiers
@@ -260,8 +265,8 @@ class HierarchicalMemory:
                 ) if source.has_messages(trader_id, as_of=as_of) else [],
             )  # fmt: skip
         account = None
-        if "working" in tiers and symbol is not None:  # the agent's account, per symbol
-            account = self.working.account(trader_id, symbol, as_of=as_of)
+        if "working" in tiers and symbol is not None and timeframe is not None:
+            account = self.working.account(trader_id, symbol, timeframe=timeframe, as_of=as_of)
         timings["total"] = (time.perf_counter() - started) * 1000
         return MemoryContext(
             trader_id=trader_id,
@@ -289,9 +294,11 @@ class HierarchicalMemory:
         tiers: Sequence[Tier] = ALL_TIERS,
         state: dict[str, float] | None = None,
         horizon: str | None = None,
+        timeframe: str | None = None,
     ) -> tuple[MemoryContext, RenderedContext]:
-        """Retrieve ``tiers`` (in parallel; ``state``/``horizon`` as in :meth:`retrieve`)
-        and render within ``budget`` tokens (default ``memory.token_budget``)."""
+        """Retrieve ``tiers`` (in parallel; ``state``, ``horizon`` and ``timeframe`` as in
+        :meth:`retrieve`) and render within ``budget`` tokens (default
+        ``memory.token_budget``)."""
         ctx = self.retrieve(
             trader_id,
             symbol,
@@ -301,6 +308,7 @@ class HierarchicalMemory:
             tiers=tiers,
             state=state,
             horizon=horizon,
+            timeframe=timeframe,
         )
         summary = self._persona_summary(ctx.persona) if ctx.persona is not None else None
         rendered = render_context(

@@ -253,7 +253,8 @@ plan: :mod:`backend.memory.conversation`), with the messages as ``sources``."""
 
 
 class AccountState(FrozenModel):
-    """The agent's account on one symbol as working memory holds it at ``as_of``.
+    """The agent's account of one decision loop (``symbol`` at ``timeframe``) as working
+    memory holds it at ``as_of``.
 
     ``equity``: quote currency, marked to the close of the bar at ``as_of``; ``peak``: the
     highest equity working memory observed over its lookback
@@ -263,6 +264,7 @@ class AccountState(FrozenModel):
 
     trader_id: str
     symbol: str
+    timeframe: str
     as_of: AwareDatetime
     equity: float = Field(gt=0)
     peak: float = Field(gt=0)

@@ -288,22 +288,34 @@ class WorkingMemory:
             ]
 
     def observe_equity(
-        self, trader_id: str, symbol: str, *, as_of: datetime, equity: float, first: bool = False
+        self,
+        trader_id: str,
+        symbol: str,
+        *,
+        timeframe: str,
+        as_of: datetime,
+        equity: float,
+        first: bool = False,
     ) -> None:
-        """The agent's account equity (quote currency, > 0) at the bar close ``as_of``;
-        ``first``: the first bar of a new decision loop, a new account (its history
+        """The account equity (quote currency, > 0) of the agent's loop on ``symbol`` at
+        ``timeframe``, at the bar close ``as_of``; ``first``: the first bar of a new
+        decision loop, a new account (its history
         restarts; :mod:`backend.memory._equity`: persisted with the windows; a mark at or
         before the newest rewrites the history from then on). Raises
         :class:`~backend.errors.DataError` (field ``equity``) for equity <= 0."""
         with self._lock:  # the windows' SQLite connection (see EquityMarks)
+            key = (trader_id, symbol, timeframe)
             if first:
-                self._equity.reset(trader_id, symbol)
-            self._equity.observe(trader_id, symbol, as_of=as_of, equity=equity)
+                self._equity.reset(key)
+            self._equity.observe(key, as_of=as_of, equity=equity)
 
-    def account(self, trader_id: str, symbol: str, *, as_of: datetime) -> AccountState | None:
-        """The agent's account at ``as_of``: equity, the high-water mark of the last
-        ``memory.equity_lookback_days`` and the drawdown from it; None before a mark."""
-        return self._equity.account(trader_id, symbol, as_of=as_of)
+    def account(
+        self, trader_id: str, symbol: str, *, timeframe: str, as_of: datetime
+    ) -> AccountState | None:
+        """The account of the agent's loop on ``symbol`` at ``timeframe`` at ``as_of``:
+        equity, the high-water mark of the last ``memory.equity_lookback_days`` and the
+        drawdown from it; None before a mark."""
+        return self._equity.account((trader_id, symbol, timeframe), as_of=as_of)
 
     def topics(self, trader_id: str, symbol: str, *, as_of: datetime) -> list[tuple[str, int]]:
         """Topic tags of the window's snapshots known at ``as_of``, most frequent first."""

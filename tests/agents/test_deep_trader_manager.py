@@ -144,8 +144,10 @@ def test_memory_ids_exist_and_nothing_after_as_of_is_seen(run: Run) -> None:
         assert [e.id for e in found] == cited
         assert all(e.occurred_at <= r.as_of for e in found)
         for aid in (i for i in r.memory_ids if i.startswith("working:account:")):
-            account = run.system.working.account(TRADER, SYMBOL, as_of=r.as_of)
-            assert account is not None and aid.endswith("@" + r.as_of.isoformat())
+            account = run.system.working.account(TRADER, SYMBOL, timeframe="1h", as_of=r.as_of)
+            assert (
+                account is not None and aid == f"working:account:{SYMBOL}:1h@{r.as_of.isoformat()}"
+            )
         for pid in (i for i in r.memory_ids if i.startswith("persona:")):
             profile = run.system.persona.get_profile(TRADER, r.as_of)
             assert profile is not None and pid == f"persona:v{profile.version}"

@@ -453,6 +453,7 @@ def account(drawdown: float) -> AccountState:
     return AccountState(
         trader_id="agent",
         symbol="BTC/USDT",
+        timeframe="1h",
         as_of=AS_OF,
         equity=peak * (1 + drawdown),
         peak=peak,
@@ -477,7 +478,7 @@ def test_working_memory_drawdown_control_sizes_by_the_cushion() -> None:
     assert cut.size == pytest.approx(0.5 * 0.05 / (0.95 * 0.10))
     assert "5.0% below its high-water mark" in cut.rationale
     assert cut.memory_effect is not None and cut.memory_effect.kind == "resized"
-    assert f"working:account:BTC/USDT@{AS_OF.isoformat()}" in cut.memory_ids
+    assert f"working:account:BTC/USDT:1h@{AS_OF.isoformat()}" in cut.memory_ids
     assert decide(-0.09).size == pytest.approx(0.5 * 0.25)  # the floor
     off = RulePolicy(SETTINGS.model_copy(update={"drawdown_limit": None}))
     ctx = context().model_copy(update={"account": account(-0.09)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -181,54 +182,95 @@ def test_consolidate_overflow_after_a_restart_with_a_smaller_window(
     reopened.close()
 
 
+def test_equity_marks_of_the_first_schema_are_dropped_at_open(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    """The first version kept marks per (trader, symbol) in table ``equity``; they are
+    derived state, so a state file that has them opens, drops them, and a loop found
+    without marks begins a new high-water mark."""
+    path = tmp_path / "working.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE equity (trader_id TEXT NOT NULL, symbol TEXT NOT NULL, "
+            "as_of_us INTEGER NOT NULL, equity REAL NOT NULL, "
+            "PRIMARY KEY (trader_id, symbol, as_of_us)) WITHOUT ROWID"
+        )
+        db.execute("INSERT INTO equity VALUES ('alice', 'BTC/USDT', 1, 100.0)")
+    db.close()
+    wm = WorkingMemory(make_store(), settings=SMALL, state_path=path)
+    assert wm.account("alice", "BTC/USDT", timeframe="1h", as_of=START) is None
+    wm.observe_equity("alice", "BTC/USDT", timeframe="1h", as_of=START, equity=90.0)
+    state = wm.account("alice", "BTC/USDT", timeframe="1h", as_of=START)
+    assert state is not None and (state.peak, state.drawdown) == (90.0, 0.0)
+    wm.close()
+    with sqlite3.connect(path) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+    assert "equity" not in tables and "account_equity" in tables
+
+
 def test_the_account_high_water_mark_is_fenced_by_time_kept_replayed_and_reset(
     make_store: StoreFactory, tmp_path: Path
 ) -> None:
     """Equity marks: the high-water mark of the lookback, a read of the past sees only the
     marks known then, a restart keeps them, a replayed mark rewrites the history after
-    it, a new decision loop's first bar begins a new account."""
+    it, a new decision loop's first bar begins a new account, one per symbol and
+    timeframe."""
     store = make_store()
     settings = SMALL.model_copy(update={"equity_lookback_days": 2})
     path = tmp_path / "working.sqlite3"
     wm = WorkingMemory(store, settings=settings, state_path=path)
     hours = [START + timedelta(hours=12 * i) for i in range(8)]
     equities = [100.0, 110.0, 99.0, 104.5, 90.0, 95.0, 106.0, 97.0]
-    assert wm.account("alice", "BTC/USDT", as_of=hours[0]) is None
+    assert wm.account("alice", "BTC/USDT", timeframe="12h", as_of=hours[0]) is None
     for at, equity in zip(hours, equities, strict=True):
-        wm.observe_equity("alice", "BTC/USDT", as_of=at, equity=equity)
-    now = wm.account("alice", "BTC/USDT", as_of=hours[-1])
+        wm.observe_equity("alice", "BTC/USDT", timeframe="12h", as_of=at, equity=equity)
+    now = wm.account("alice", "BTC/USDT", timeframe="12h", as_of=hours[-1])
     assert now is not None and now.equity == 97.0
     assert (now.peak, now.peak_at) == (106.0, hours[6])  # 110 is older than 2 days
     assert now.drawdown == pytest.approx(97.0 / 106.0 - 1)
-    past = wm.account("alice", "BTC/USDT", as_of=hours[5] + timedelta(hours=1))
+    past = wm.account("alice", "BTC/USDT", timeframe="12h", as_of=hours[5] + timedelta(hours=1))
     assert past is not None and (past.equity, past.peak, past.peak_at) == (95.0, 110.0, hours[1])
-    early = wm.account("alice", "BTC/USDT", as_of=hours[1])
+    early = wm.account("alice", "BTC/USDT", timeframe="12h", as_of=hours[1])
     assert early is not None and (early.equity, early.drawdown) == (110.0, 0.0)
-    assert wm.account("bob", "BTC/USDT", as_of=hours[-1]) is None
+    assert wm.account("bob", "BTC/USDT", timeframe="12h", as_of=hours[-1]) is None
     # Kept: two lookbacks back from the newest mark, so every read within one lookback
     # of it sees the whole lookback it needs (here: 20 marks 6 h apart, lookback 2 days).
     steps = [START + timedelta(hours=6 * i) for i in range(20)]
     two_days = timedelta(days=2)
     walk = [100.0 + 7.0 * ((i * 5) % 11) - i for i in range(20)]
     for at, equity in zip(steps, walk, strict=True):
-        wm.observe_equity("carol", "ETH/USDT", as_of=at, equity=equity)
+        wm.observe_equity("carol", "ETH/USDT", timeframe="12h", as_of=at, equity=equity)
     for i in range(11, 20):  # steps[11] is 2 days before the newest
         back = [e for t, e in zip(steps, walk, strict=True) if t <= steps[i] <= t + two_days]
-        state = wm.account("carol", "ETH/USDT", as_of=steps[i])
+        state = wm.account("carol", "ETH/USDT", timeframe="12h", as_of=steps[i])
         assert state is not None and (state.equity, state.peak) == (walk[i], max(back)), i
-    assert wm.account("carol", "ETH/USDT", as_of=steps[2]) is None  # older than two lookbacks
+    assert (
+        wm.account("carol", "ETH/USDT", timeframe="12h", as_of=steps[2]) is None
+    )  # older than two lookbacks
     wm.close()
     wm = WorkingMemory(store, settings=settings, state_path=path)  # a restart
-    assert wm.account("alice", "BTC/USDT", as_of=hours[-1]) == now
-    wm.observe_equity("alice", "BTC/USDT", as_of=hours[4], equity=120.0)  # a replay
-    replayed = wm.account("alice", "BTC/USDT", as_of=hours[-1])
+    assert wm.account("alice", "BTC/USDT", timeframe="12h", as_of=hours[-1]) == now
+    wm.observe_equity(
+        "alice", "BTC/USDT", timeframe="12h", as_of=hours[4], equity=120.0
+    )  # a replay
+    replayed = wm.account("alice", "BTC/USDT", timeframe="12h", as_of=hours[-1])
     assert replayed is not None and (replayed.equity, replayed.drawdown) == (120.0, 0.0)
-    wm.observe_equity("alice", "BTC/USDT", as_of=hours[-1], equity=50.0, first=True)
-    fresh = wm.account("alice", "BTC/USDT", as_of=hours[-1])
+    wm.observe_equity(
+        "alice", "BTC/USDT", timeframe="12h", as_of=hours[-1], equity=50.0, first=True
+    )
+    fresh = wm.account("alice", "BTC/USDT", timeframe="12h", as_of=hours[-1])
     assert fresh is not None and (fresh.peak, fresh.drawdown) == (50.0, 0.0)
+    # another loop on the same pair (4h) is another account: its first bar resets only it
+    wm.observe_equity("alice", "BTC/USDT", timeframe="4h", as_of=hours[-1], equity=7.0, first=True)
+    other = wm.account("alice", "BTC/USDT", timeframe="4h", as_of=hours[-1])
+    assert other is not None and other.equity == 7.0 and other.timeframe == "4h"
+    assert wm.account("alice", "BTC/USDT", timeframe="12h", as_of=hours[-1]) == fresh
     with pytest.raises(DataError, match="equity must be positive"):
-        wm.observe_equity("alice", "BTC/USDT", as_of=hours[-1], equity=0.0)
+        wm.observe_equity("alice", "BTC/USDT", timeframe="12h", as_of=hours[-1], equity=0.0)
     wm.close()
     again = WorkingMemory(store, settings=settings, state_path=path)
-    assert again.account("alice", "BTC/USDT", as_of=hours[-1]) == fresh  # reset persisted
+    assert (
+        again.account("alice", "BTC/USDT", timeframe="12h", as_of=hours[-1]) == fresh
+    )  # reset persisted
     again.close()

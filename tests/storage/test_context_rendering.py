@@ -219,7 +219,8 @@ def test_the_account_is_rendered_with_the_market_now_and_cited() -> None:
     LLM policy reads the same memory as the RulePolicy."""
     peak_at = AS_OF - timedelta(days=4)
     account = AccountState(
-        trader_id="alice", symbol="BTC/USDT", as_of=AS_OF, equity=9_512.3, peak=10_002.1,
+        trader_id="alice", symbol="BTC/USDT", timeframe="1h", as_of=AS_OF, equity=9_512.3,
+        peak=10_002.1,
         peak_at=peak_at, drawdown=9_512.3 / 10_002.1 - 1,
     )  # fmt: skip
     ctx = context(n_episodes=2, n_working=3).model_copy(update={"account": account})
@@ -228,7 +229,7 @@ def test_the_account_is_rendered_with_the_market_now_and_cited() -> None:
     assert line in rendered.text
     now = rendered.text.index("(as of 2022-05-12 14:00Z)")
     assert rendered.text.index(line) > now  # in the market-now section
-    assert f"working:account:BTC/USDT@{AS_OF.isoformat()}" in rendered.memory_ids
+    assert f"working:account:BTC/USDT:1h@{AS_OF.isoformat()}" in rendered.memory_ids
     assert rendered.tokens == count_tokens(rendered.text) <= 1500
     at_high = account.model_copy(update={"equity": 10_002.1, "drawdown": 0.0})
     text = render_context(ctx.model_copy(update={"account": at_high}), budget=1500).text
