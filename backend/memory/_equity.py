@@ -1,14 +1,13 @@
 """The agent's account in working memory: equity marks and their high-water mark.
 
-Per account — (trader, symbol, timeframe): one decision loop, so two paper runs of one
-pair at 1h and 4h keep two accounts — the agent's equity at each bar close it observed
-(quote currency),
-kept for twice ``lookback_days`` back from the newest mark (so a read of the past or a
-replayed bar within one lookback of the newest mark sees every mark its own lookback
-needs) and persisted beside the
-working-memory windows (:class:`~backend.memory._window_db.WindowDB`, table ``equity``),
-so a paper trader restarted from its saved state keeps its high-water mark. An account's
-history begins at the first bar of a new decision loop (:meth:`EquityMarks.reset`; a loop
+Per account, i.e. per decision loop (trader, symbol, timeframe: two paper runs of one
+pair at 1h and 4h keep two accounts), the agent's equity at each bar close it observed
+(quote currency). Marks are kept for twice ``lookback_days`` back from the newest one, so
+a read of the past or a replayed bar within one lookback of the newest mark sees every
+mark its own lookback needs. They are persisted beside the working-memory windows
+(:class:`~backend.memory._window_db.WindowDB`, table ``account_equity``), so a paper
+trader restarted from its saved state keeps its high-water mark. An account's history
+begins at the first bar of a new decision loop (:meth:`EquityMarks.reset`; a loop
 restored from its saved state continues it), so two backtests on one store are two
 accounts. What the RulePolicy's drawdown rule reads (:mod:`backend.agents._rules`).
 
