@@ -169,24 +169,14 @@ def build_trader_manager(
     agent = settings.agent.model_copy(update={"memory": memory, "policy": policy})
     system: MemorySystem | None = None
     if memory:
-        if store_path is not None:
-            store = settings.store.model_copy(
-                update={
-                    "backend": "chroma",
-                    "mode": "embedded",
-                    "path": store_path / "khala",
-                    "audit_path": store_path / "audit.db",
-                }
+        durable = (
+            settings.with_store_dir(store_path)
+            if store_path is not None
+            else settings.model_copy(
+                update={"store": settings.store.model_copy(update={"backend": "memory"})}
             )
-            mem = settings.memory.model_copy(
-                update={"working_state_path": store_path / "working.sqlite3"}
-            )
-        else:
-            store = settings.store.model_copy(update={"backend": "memory"})
-            mem = settings.memory
-        system_settings = settings.model_copy(
-            update={"store": store, "memory": mem, "llm": LLMSettings()}
         )
+        system_settings = durable.model_copy(update={"llm": LLMSettings()})
         load_encoding()  # prompt token counts: the tokenizer loads here, not at bar 1
         system = build_memory_system(
             system_settings, embedder=embedder or build_embedder(settings.embedding)

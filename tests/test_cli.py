@@ -194,3 +194,29 @@ def test_memory_search_reads_a_store(tmp_path: Path) -> None:
     assert before.returncode == 0 and before.stdout.strip() == ""
     other = run("memory", "search", "--trader", "bob", "--query", "celsius", "--json", env=env)
     assert other.returncode == 0 and other.stdout.strip() == ""
+
+
+def test_store_path_layouts_are_recognised(tmp_path: Path) -> None:
+    from backend.cli._common import settings_for_store
+    from backend.errors import ConfigError
+
+    new = settings_for_store(tmp_path / "new")  # a writer's new directory: the run layout
+    assert (new.store.path, new.store.audit_path, new.working_state_file) == (
+        tmp_path / "new" / "khala", tmp_path / "new" / "audit.db",
+        tmp_path / "new" / "working.sqlite3",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="no memory store there"):
+        settings_for_store(tmp_path / "new", create=False)  # a reader never makes one
+    bare = tmp_path / "bare"  # the default layout: chroma's own files in the directory
+    bare.mkdir()
+    (bare / "chroma.sqlite3").touch()
+    got = settings_for_store(bare, create=False)
+    assert (got.store.path, got.store.resolved_audit_path) == (bare, bare / "khala_audit.sqlite3")
+    old = tmp_path / "old-replay"  # `replay-trades --store-path` of an older release
+    (old / "khala").mkdir(parents=True)
+    (old / "khala" / "khala_audit.sqlite3").touch()
+    (old / "w.db").touch()
+    got = settings_for_store(old, create=False)
+    assert (got.store.resolved_audit_path, got.working_state_file) == (
+        old / "khala" / "khala_audit.sqlite3", old / "w.db",
+    )  # fmt: skip

@@ -150,4 +150,59 @@ def test_a_bad_line_names_file_and_line_and_writes_nothing(store_dir: Path, tmp_
     chat.write_text("\n".join([CHAT[3], CHAT[0]]) + "\n")
     code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
                         "--store-path", str(store_dir))  # fmt: skip
-    assert code == 2 and "message 2" in out and "time" in out
+    assert code == 2 and "line 2: time" in out
+
+
+def test_reader_skips_a_bom_blank_lines_and_unknown_keys(tmp_path: Path) -> None:
+    from backend.cli.memory import _read_jsonl
+    from backend.errors import DataError
+    from backend.memory.models import ChatMessage
+
+    chat = tmp_path / "chat.jsonl"
+    extra = json.loads(CHAT[1]) | {"dia_id": "D1:2", "blip_caption": None}
+    chat.write_text("\ufeff" + CHAT[0] + "\n\n" + json.dumps(extra) + "\r\n", encoding="utf-8")
+    lines = _read_jsonl(chat, ChatMessage, times=("time",))
+    assert [(n, m.id) for n, m in lines] == [(1, "c1"), (3, "c2")]
+    bad = {
+        "epoch": json.dumps(json.loads(CHAT[0]) | {"time": 1740819600}),
+        "twice": CHAT[0][:-1] + ', "id": "c9"}',
+        "broken": CHAT[0][:-1],
+    }
+    for name, line in bad.items():
+        chat.write_text(CHAT[1] + "\n" + line + "\n")
+        with pytest.raises(DataError, match=r"chat.jsonl: line 2: ") as err:
+            _read_jsonl(chat, ChatMessage, times=("time",))
+        assert {"epoch": "time: expected an ISO-8601", "twice": "'id' appears twice",
+                "broken": "not a JSON object"}[name] in str(err.value)  # fmt: skip
+
+
+def test_a_file_at_odds_with_the_store_is_refused_and_a_recall_that_fails_is_loud(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"  # a new --store-path directory: the run layout
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("\n".join(CHAT[:3]) + "\n")
+    code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
+                        "--store-path", str(run_dir))  # fmt: skip
+    assert code == 0 and (run_dir / "khala").is_dir() and (run_dir / "audit.db").is_file(), out
+    moved = json.loads(CHAT[3]) | {"id": "c2"}  # an id already stored, in another session
+    chat.write_text("\n\n" + json.dumps(moved) + "\n")
+    code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
+                        "--store-path", str(run_dir))  # fmt: skip
+    assert code == 2 and "chat.jsonl: line 3: id 'c2' is already stored in session 'a'" in out
+    cfg = load_settings().with_store_dir(run_dir)
+    with build_memory_system(cfg.model_copy(update={"llm": LLMSettings()})) as system:
+        stored = system.store.scan(TRADER, as_of=T + timedelta(days=9), filters={"kind": "message"})
+        assert sorted(r.metadata["session"] for r in stored) == ["a", "a", "a"]
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(
+        json.dumps({"id": "q", "query": "leverage?", "as_of": "2025-03-05T00:00:00Z"})
+    )
+    for trader, store, expected in [
+        ("Bob Smith", run_dir, "--trader: not a valid trader id"),
+        (TRADER, tmp_path / "nowhere", "no memory store there"),
+    ]:
+        code, out = _invoke("memory", "recall", "--trader", trader, "--queries", str(queries),
+                            "--store-path", str(store), "--json")  # fmt: skip
+        assert code == 2 and expected in out and len(out.strip().splitlines()) == 1, out
+    assert not (tmp_path / "nowhere").exists()

@@ -41,26 +41,31 @@ def parse_utc(value: str, *, name: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def settings_for_store(store_path: Path | None) -> Settings:
+def settings_for_store(store_path: Path | None, *, create: bool = True) -> Settings:
     """The invocation's settings on the durable store at ``store_path`` (None: as
-    configured). Two layouts are recognised: a directory a run wrote with ``--store-path``
-    (``sentinel backtest``, ``sentinel paper``: chroma in ``DIR/khala``, the audit trail
-    in ``DIR/audit.db``, working memory in ``DIR/working.sqlite3``), else ``DIR`` itself as
-    ``store.path`` (the default layout of ``.sentinel/khala``)."""
+    configured). Two layouts are recognised: a run directory (``DIR/khala``, what every
+    command's ``--store-path`` writes: :meth:`~backend.config.Settings.with_store_dir`;
+    a directory of an older release's ``replay-trades`` keeps its audit trail and working
+    memory where they are), and a bare chroma directory (``DIR/chroma.sqlite3``, the
+    default layout of ``.sentinel/khala``) used as ``store.path``. A directory with
+    neither is a new run directory when ``create``, else a :class:`ConfigError` (a reader
+    never makes an empty store it would then answer from)."""
     cfg = settings()
     if store_path is None:
         return cfg
-    if (store_path / "khala").is_dir() and (store_path / "audit.db").is_file():
-        store = cfg.store.model_copy(
-            update={
-                "backend": "chroma",
-                "path": store_path / "khala",
-                "audit_path": store_path / "audit.db",
-            }
-        )
-        memory = cfg.memory.model_copy(
-            update={"working_state_path": store_path / "working.sqlite3"}
-        )
-        return cfg.model_copy(update={"store": store, "memory": memory})
+    khala = store_path / "khala"
+    if khala.is_dir() or (create and not (store_path / "chroma.sqlite3").is_file()):
+        run = cfg.with_store_dir(store_path)
+        legacy_audit, legacy_working = khala / "khala_audit.sqlite3", store_path / "w.db"
+        if legacy_audit.is_file() and not (store_path / "audit.db").is_file():
+            run = run.model_copy(
+                update={"store": run.store.model_copy(update={"audit_path": legacy_audit})}
+            )
+        if legacy_working.is_file() and not (store_path / "working.sqlite3").is_file():
+            memory = run.memory.model_copy(update={"working_state_path": legacy_working})
+            run = run.model_copy(update={"memory": memory})
+        return run
+    if not (store_path / "chroma.sqlite3").is_file():
+        raise ConfigError(f"--store-path {store_path}: no memory store there")
     store = cfg.store.model_copy(update={"backend": "chroma", "path": store_path})
     return cfg.model_copy(update={"store": store})

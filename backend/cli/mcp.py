@@ -28,7 +28,7 @@ from typing import Annotated, Any
 
 import typer
 
-from backend.cli._common import parse_utc, settings
+from backend.cli._common import parse_utc, settings_for_store
 from backend.errors import ConfigError
 
 __all__ = ["TOKEN_ENV", "mcp_command"]
@@ -88,9 +88,7 @@ def mcp_command(
     fixed = parse_utc(as_of, name="as-of") if as_of else None
     clock: Callable[[], datetime] = (lambda: fixed) if fixed else (lambda: datetime.now(UTC))
 
-    cfg = settings()
-    if store_path is not None:
-        cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"path": store_path})})
+    cfg = settings_for_store(store_path)
     from backend import __version__
 
     with build_memory_system(cfg) as system:

@@ -3,8 +3,8 @@ recall from it."""
 
 from __future__ import annotations
 
-import itertools
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -14,8 +14,9 @@ from pydantic import AwareDatetime, Field, ValidationError
 from rich.table import Table
 
 from backend.cli._common import console, parse_utc, settings, settings_for_store
-from backend.errors import ConfigError, DataError
+from backend.errors import ConfigError, DataError, StoreError
 from backend.memory.models import ChatMessage
+from backend.storage.models import TRADER_ID_PATTERN
 from backend.types import FrozenModel
 
 _Line = TypeVar("_Line", bound=FrozenModel)
@@ -77,24 +78,55 @@ class _Query(FrozenModel):
     as_of: AwareDatetime
 
 
-def _read_jsonl(path: Path, model: type[_Line]) -> list[_Line]:
-    """Every line of ``path`` (blank lines skipped) as ``model``. Raises
-    :class:`DataError` naming the file, line and field of the first bad line."""
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice")
+        out[key] = value
+    return out
+
+
+def _read_jsonl(
+    path: Path, model: type[_Line], *, times: tuple[str, ...]
+) -> list[tuple[int, _Line]]:
+    """Every non-blank line of ``path`` as ``(line number, model)``, line 1 first.
+
+    A UTF-8 byte-order mark is skipped; keys ``model`` does not know are ignored (e.g. the
+    other fields of a LoCoMo export); the ``times`` fields must be ISO-8601 strings (a
+    number is not taken as epoch seconds). Raises :class:`DataError` naming the file,
+    line and field of the first bad line."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
-    out: list[_Line] = []
+    known = set(model.model_fields)
+    out: list[tuple[int, _Line]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            out.append(model.model_validate_json(line))
+            obj = json.loads(line, object_pairs_hook=_unique_keys)
+        except ValueError as exc:  # JSONDecodeError is a ValueError
+            raise DataError(f"{path}: line {number}: not a JSON object ({exc})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: line {number}: not a JSON object")
+        for name in times:
+            if name in obj and not isinstance(obj[name], str):
+                raise DataError(f"{path}: line {number}: {name}: expected an ISO-8601 string")
+        try:
+            out.append((number, model.model_validate({k: obj[k] for k in obj if k in known})))
         except ValidationError as exc:
             first = exc.errors(include_input=False, include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "line"
+            where = ".".join(str(p) for p in first["loc"]) or "value"
             raise DataError(f"{path}: line {number}: {where}: {first['msg']}") from None
     return out
+
+
+def _trader(trader: str) -> str:
+    if not re.match(TRADER_ID_PATTERN, trader):
+        raise ConfigError(f"--trader: not a valid trader id: {trader[:40]!r}")
+    return trader
 
 
 @memory_app.command("import-chat")
@@ -108,28 +140,37 @@ def memory_import_chat(
         ),
     ],
     store_path: Annotated[
-        Path | None, typer.Option(help="Durable store directory (default: store.path).")
+        Path | None,
+        typer.Option(help="Store directory: a run's --store-path or a chroma directory."),
     ] = None,
 ) -> None:
     """Record a conversation as the trader's messages (each as of its own time).
 
-    The whole file is checked first (fields, time order, unique ids): a bad line ends in
-    one error naming the file and line, and nothing of the file is written.
+    The whole file is checked first (fields, time order, unique ids, then against the
+    store: an id stored in another session, a message earlier than the newest stored
+    one of its session): a bad line ends in one error naming the file and line, and
+    nothing of the file is written. Keys other than the message's are ignored.
     """
     from backend.compose import build_memory_system
 
-    messages = _read_jsonl(file, ChatMessage)
+    _trader(trader)
+    lines = _read_jsonl(file, ChatMessage, times=("time",))
     seen: set[str] = set()
-    for number, (before, m) in enumerate(itertools.pairwise([None, *messages]), start=1):
-        if m is None:
-            continue
+    before: ChatMessage | None = None
+    for number, m in lines:
         if m.id in seen:
-            raise DataError(f"{file}: message {number}: id: {m.id!r} appears twice")
+            raise DataError(f"{file}: line {number}: id: {m.id!r} appears twice")
         if before is not None and m.time < before.time:
-            raise DataError(f"{file}: message {number}: time: before the previous message")
+            raise DataError(f"{file}: line {number}: time: before the previous message")
         seen.add(m.id)
+        before = m
+    messages = [m for _, m in lines]
     cfg = settings_for_store(store_path)
     with build_memory_system(cfg) as system:
+        # against what the store already holds (the CLI owns the clock)
+        now = max([datetime.now(UTC), *(m.time for m in messages[-1:])])
+        for i, reason in system.toolkit.message_conflicts(trader, messages, as_of=now):
+            raise DataError(f"{file}: line {lines[i][0]}: {reason}")
         by_session: list[list[ChatMessage]] = []
         for m in messages:  # a run of one session is written as of its last message
             if by_session and by_session[-1][-1].session == m.session:
@@ -145,7 +186,7 @@ def memory_import_chat(
     late = (
         f"; {skipped} said before the persona's latest version, not read into it" if skipped else ""
     )
-    console.print(f"recorded {written} messages of {trader} ({events} conversation events{late})")
+    print(f"recorded {written} messages of {trader} ({events} conversation events{late})")
 
 
 @memory_app.command("recall")
@@ -154,9 +195,10 @@ def memory_recall(
     queries: Annotated[
         Path, typer.Option(help='JSON lines: {"id", "query", "as_of" (ISO-8601 UTC)}.')
     ],
-    top_k: Annotated[int, typer.Option(min=1, max=50, help="Messages per query.")] = 10,
+    top_k: Annotated[int, typer.Option(min=1, max=1000, help="Messages per query.")] = 10,
     store_path: Annotated[
-        Path | None, typer.Option(help="Durable store directory (default: store.path).")
+        Path | None,
+        typer.Option(help="Store directory: a run's --store-path or a chroma directory."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
@@ -165,13 +207,17 @@ def memory_recall(
     ``tokens`` being the tiktoken count of the context an answering model is given."""
     from backend.compose import build_memory_system
 
-    asked = _read_jsonl(queries, _Query)
-    cfg = settings_for_store(store_path)
+    _trader(trader)
+    asked = _read_jsonl(queries, _Query, times=("as_of",))
+    cfg = settings_for_store(store_path, create=False)
     with build_memory_system(cfg) as system:
-        for q in asked:
+        for number, q in asked:
             found = system.toolkit.recall(
                 trader, q.query, symbol=None, as_of=q.as_of, tiers=("working",), top_k=top_k
             )
+            if found["errors"]:
+                tier, error = next(iter(found["errors"].items()))
+                raise StoreError(f"{queries}: line {number}: the {tier} tier failed: {error}")
             ids = list(dict.fromkeys(m["message_id"] for m in found["conversation"]))[:top_k]
             row = {"id": q.id, "message_ids": ids, "tokens": found["context"]["tokens"]}
             if as_json:

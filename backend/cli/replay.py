@@ -19,7 +19,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from backend.cli._common import console, parse_utc, settings
-from backend.config import Settings, StoreSettings
+from backend.config import Settings
 from backend.replay import SERIES, ReplayResult, replay_trades
 
 __all__ = ["plot_timeline", "replay_trades_cli", "replay_trades_command", "write_replay"]
@@ -90,12 +90,7 @@ def replay_trades_command(
     fills = load_hyperliquid_fills(fills_path)
     with tempfile.TemporaryDirectory(prefix="sentinel-replay-") as tmp:
         root = store_path or Path(tmp)
-        run_settings = settings.model_copy(
-            update={
-                "store": StoreSettings(path=root / "khala"),
-                "memory": settings.memory.model_copy(update={"working_state_path": root / "w.db"}),
-            }
-        )
+        run_settings = settings.with_store_dir(root)
         with (
             build_memory_system(run_settings) as system,
             Progress(console=Console(stderr=True), disable=quiet, transient=True) as bar,

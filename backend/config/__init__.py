@@ -87,6 +87,22 @@ class Settings(BaseSettings):
             return self.memory.working_state_path
         return self.store.path / "working.sqlite3"
 
+    def with_store_dir(self, root: Path) -> Settings:
+        """These settings on the durable store of a run directory ``root`` (what every
+        command's ``--store-path DIR`` writes: ``sentinel backtest``, ``paper``,
+        ``replay-trades``, ``memory import-chat``): embedded chroma in ``root/khala``, the
+        audit trail in ``root/audit.db``, working memory in ``root/working.sqlite3``."""
+        store = self.store.model_copy(
+            update={
+                "backend": "chroma",
+                "mode": "embedded",
+                "path": root / "khala",
+                "audit_path": root / "audit.db",
+            }
+        )
+        memory = self.memory.model_copy(update={"working_state_path": root / "working.sqlite3"})
+        return self.model_copy(update={"store": store, "memory": memory})
+
     @classmethod
     def settings_customise_sources(
         cls,

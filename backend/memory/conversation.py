@@ -15,7 +15,9 @@ per trader, on the same Khala store as the other tiers:
   normalised mean of theirs (no extra embedding), its ``created_at`` the newest of them;
 - **sessions** (``kind="message_session"``, ``msess:<session>``): the session's text for
   BM25 and the normalised mean of its messages' vectors (MiniLM truncates long texts at
-  256 tokens), ``created_at`` its newest message (nothing said later is ever seen);
+  256 tokens), ``created_at`` its newest message (nothing said later is ever seen); a
+  window or session longer than one record's text keeps its beginning
+  (:mod:`backend.memory._conversation_records` builds the three records);
 - **persona facts**: every message of the trader (not of ``agent_speakers``) goes through
   the persona's ``update_from_text`` with ``note_id`` = the message id (the evidence);
 - **conversation events**: a message that tells of a liquidation, a life change or a plan
@@ -32,27 +34,34 @@ a time, and a session-diverse pick of the top messages,
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
 
 from backend.config import ConversationSettings
 from backend.errors import LookAheadError, StoreError
-from backend.memory._conversation_rank import (
-    asks_when,
-    diverse_order,
-    named_speakers,
-    states_time,
+from backend.memory._conversation_rank import asks_when, diverse_order, named_speakers, states_time
+from backend.memory._conversation_records import (
+    MARKER_ID,
+    MESSAGE_KIND,
+    PREFIX,
+    SESSION_KIND,
+    WINDOW_KIND,
+    message_of,
+    message_record,
+    render_messages,
+    session_record,
+    window_record,
 )
 from backend.memory._dialog import message_event, query_period, strip_names, zscore
 from backend.memory.models import ChatMessage, Episode, RecalledMessage
 from backend.storage import KhalaStore, MemoryRecord, SearchMethod
 from backend.storage.models import stable_id
-from backend.text.tokens import count_tokens
 from backend.types import to_utc
 
 __all__ = [
@@ -65,16 +74,8 @@ __all__ = [
     "render_messages",
 ]
 
-MESSAGE_KIND = "message"
-WINDOW_KIND = "message_window"
-SESSION_KIND = "message_session"
 _TICKER_RE = re.compile(r"\b(BTC|ETH|SOL|XRP|DOGE|ADA|AVAX|BNB|LINK|DOT|MATIC|ARB|OP|SUI|PEPE)\b")
 _MAX_TOP_K = 1000
-_PREFIX = {MESSAGE_KIND: "msg:", WINDOW_KIND: "mwin:"}
-"""Record id = prefix + message id (a window is keyed by its centre message)."""
-_MARKER = "conversation"
-"""Id of the record that marks a conversation (created at its earliest message), so a
-decision loop of a trader who never spoke pays one read by id, not a scan."""
 
 
 class PersonaWriter(Protocol):
@@ -100,44 +101,6 @@ class RecordedMessages:
     persona_skipped: int = 0
     """The trader's messages said before the persona's latest version: stored and
     recallable, but not read into the persona (its versions only move forward in time)."""
-
-
-def _message_record(trader_id: str, m: ChatMessage, seq: int) -> MemoryRecord:
-    return MemoryRecord(
-        id=_PREFIX[MESSAGE_KIND] + m.id,
-        trader_id=trader_id,
-        text=m.render(),
-        created_at=m.time,
-        kind=MESSAGE_KIND,
-        metadata={
-            "message_id": m.id,
-            "speaker": m.speaker,
-            "session": m.session,
-            "seq": seq,
-            "text": m.text,
-            "says_time": states_time(m.text),
-            **({"caption": m.image_caption} if m.image_caption else {}),
-        },
-    )
-
-
-def message_of(record: MemoryRecord) -> ChatMessage:
-    """The :class:`ChatMessage` a message record holds."""
-    meta = record.metadata
-    caption = meta.get("caption")
-    return ChatMessage(
-        id=str(meta["message_id"]),
-        speaker=str(meta["speaker"]),
-        text=str(meta["text"]),
-        time=record.created_at,
-        session=str(meta["session"]),
-        image_caption=str(caption) if caption is not None else None,
-    )
-
-
-def _mean(vectors: list[list[float]]) -> list[float]:
-    mean = np.asarray(vectors, dtype=np.float32).mean(axis=0)
-    return [float(x) for x in mean / max(float(np.linalg.norm(mean)), 1e-12)]
 
 
 class ConversationMemory:
@@ -217,6 +180,33 @@ class ConversationMemory:
             persona_skipped=skipped,
         )
 
+    def conflicts(
+        self, trader_id: str, messages: Sequence[ChatMessage], *, as_of: datetime
+    ) -> list[tuple[int, str]]:
+        """What in ``messages`` would not record cleanly on top of the messages of
+        ``trader_id`` stored at ``as_of`` (a check before an import; ``as_of`` is the
+        caller's clock, so it sees what is already stored): ``(index in messages,
+        reason)`` for an id stored in another session (ids are unique per trader), and
+        for a new message earlier than the newest stored message of its session (a
+        session is built forward in time: its order, windows and session record). A
+        stored id recorded again in its session is not a conflict (idempotent). Empty
+        when all is well; reads only. Raises the store's errors."""
+        rows = self.store.scan_metadata(trader_id, as_of=as_of, filters={"kind": MESSAGE_KIND})
+        session_of = {str(meta["message_id"]): str(meta["session"]) for _, _, meta in rows}
+        newest: dict[str, float] = {}
+        for _, t, meta in rows:
+            key = str(meta["session"])
+            newest[key] = max(newest.get(key, t), t)
+        out: list[tuple[int, str]] = []
+        for i, m in enumerate(messages):
+            held = session_of.get(m.id)
+            if held is not None and held != m.session:
+                out.append((i, f"id {m.id!r} is already stored in session {held!r}"))
+            elif held is None and m.time.timestamp() < newest.get(m.session, -math.inf):
+                last = datetime.fromtimestamp(newest[m.session], UTC).isoformat()
+                out.append((i, f"session {m.session!r} already has a message at {last}, later"))
+        return out
+
     def _record_session(
         self, trader_id: str, session: str, new: list[ChatMessage], fence: datetime
     ) -> int:
@@ -233,12 +223,12 @@ class ConversationMemory:
             if seq is None:
                 seq, next_seq = next_seq, next_seq + 1
                 seq_of[m.id] = seq
-            records.append(_message_record(trader_id, m, seq))
+            records.append(message_record(trader_id, m, seq))
         self.store.upsert(trader_id, records, as_of=fence)
         ids = sorted(seq_of, key=lambda i: seq_of[i])
         full = self.store.get(
             trader_id,
-            [_PREFIX[MESSAGE_KIND] + i for i in ids],
+            [PREFIX[MESSAGE_KIND] + i for i in ids],
             as_of=fence,
             include_embeddings=True,
         )
@@ -249,31 +239,21 @@ class ConversationMemory:
         touched = sorted(
             {j for s in changed for j in range(s - r, s + r + 1) if 0 <= j < len(full)}
         )
-        out = [self._window(trader_id, full, j) for j in touched]
-        out.append(
-            MemoryRecord(
-                id=f"msess:{session}",
-                trader_id=trader_id,
-                text="\n".join(rec.text for rec in full),
-                created_at=max(rec.created_at for rec in full),
-                kind=SESSION_KIND,
-                metadata={"session": session, "messages": len(full)},
-                embedding=_mean([rec.embedding or [] for rec in full]),
-            )
-        )
+        out = [window_record(trader_id, full, j, r) for j in touched]
+        out.append(session_record(trader_id, session, full))
         self.store.upsert(trader_id, out, as_of=fence)
         return len(touched)
 
     def _mark(self, trader_id: str, first: datetime, fence: datetime) -> None:
         """Create (or move earlier) the conversation's marker record."""
-        held = self.store.get(trader_id, [_MARKER], as_of=fence)
+        held = self.store.get(trader_id, [MARKER_ID], as_of=fence)
         if held and held[0].created_at <= first:
             return
         self.store.upsert(
             trader_id,
             [
                 MemoryRecord(
-                    id=_MARKER,
+                    id=MARKER_ID,
                     trader_id=trader_id,
                     text=f"conversation of {trader_id} with the agent",
                     created_at=first,
@@ -281,23 +261,6 @@ class ConversationMemory:
                 )
             ],
             as_of=fence,
-        )
-
-    def _window(self, trader_id: str, full: list[MemoryRecord], j: int) -> MemoryRecord:
-        r = self.settings.window_radius
-        part = full[max(0, j - r) : j + r + 1]
-        centre = full[j]
-        return MemoryRecord(
-            id=_PREFIX[WINDOW_KIND] + str(centre.metadata["message_id"]),
-            trader_id=trader_id,
-            text=" ".join(rec.text for rec in part),
-            created_at=max(rec.created_at for rec in part),
-            kind=WINDOW_KIND,
-            metadata={
-                "message_id": centre.metadata["message_id"],
-                "session": centre.metadata["session"],
-            },
-            embedding=_mean([rec.embedding or [] for rec in part]),
         )
 
     def _events(self, trader_id: str, messages: list[ChatMessage]) -> list[Episode]:
@@ -329,7 +292,7 @@ class ConversationMemory:
     def has_messages(self, trader_id: str, *, as_of: datetime) -> bool:
         """Whether ``trader_id`` said anything up to ``as_of`` (one read by id: the
         conversation's marker record, created at its first message)."""
-        return bool(self.store.get(trader_id, [_MARKER], as_of=as_of))
+        return bool(self.store.get(trader_id, [MARKER_ID], as_of=as_of))
 
     def recall(
         self, trader_id: str, query: str, *, as_of: datetime, top_k: int = 10
@@ -368,7 +331,7 @@ class ConversationMemory:
             hits = self.store.search_ids(
                 trader_id, q, as_of=as_of, top_k=n, method=method, filters={"kind": kind}
             )
-            cut = len(_PREFIX[kind])  # record ids are <prefix><message id>
+            cut = len(PREFIX[kind])  # record ids are <prefix><message id>
             pairs = [(position[rid[cut:]], sim) for rid, sim in hits if rid[cut:] in position]
             floor = min((v for _, v in pairs), default=0.0) if len(pairs) >= n else 0.0
             out = np.full(len(ids), floor)
@@ -444,28 +407,3 @@ class ConversationMemory:
             for name, value in zip(names, z, strict=True):
                 per[name] += float(value)
         return np.array([per[str(x)] for x in sessions])
-
-
-def render_messages(
-    recalled: Sequence[RecalledMessage], *, budget: int, max_messages: int
-) -> tuple[str, list[str], int]:
-    """``(text, message ids, tokens)``: the best ``max_messages`` recalled messages as
-    ``- [YYYY-MM-DD HH:MM UTC, session S] Speaker: text`` lines under a heading, as many
-    as fit ``budget`` tokens (tiktoken cl100k_base); empty when none fits."""
-    head = "What the trader and the agent said (most relevant first):"
-    lines = [head]
-    ids: list[str] = []
-    used = count_tokens(head + "\n")
-    for item in recalled[:max_messages]:
-        m = item.message
-        line = f"- [{m.time:%Y-%m-%d %H:%M} UTC, session {m.session}] {m.render()}"
-        cost = count_tokens(line + "\n")
-        if used + cost > budget:
-            break
-        lines.append(line)
-        ids.append(m.id)
-        used += cost
-    if not ids:
-        return "", [], 0
-    text = "\n".join(lines)
-    return text, ids, count_tokens(text)

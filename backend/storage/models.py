@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, Field, field_validator
 from backend.types import FrozenModel, to_utc
 
 __all__ = [
+    "TEXT_MAX_CHARS",
     "AuditEvent",
     "MemoryRecord",
     "MetadataValue",
@@ -26,6 +27,8 @@ MetadataValue = str | int | float | bool
 """What chromadb can store and filter on: a scalar."""
 SearchMethod = Literal["dense", "bm25", "hybrid"]
 TRADER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$"
+TEXT_MAX_CHARS = 200_000
+"""The longest text of one record (:class:`MemoryRecord`)."""
 
 
 def stable_id(*parts: object) -> str:
@@ -49,7 +52,7 @@ class MemoryRecord(FrozenModel):
 
     id: str = Field(min_length=1, max_length=256)
     trader_id: str = Field(pattern=TRADER_ID_PATTERN)
-    text: str = Field(min_length=1, max_length=200_000)
+    text: str = Field(min_length=1, max_length=TEXT_MAX_CHARS)
     created_at: AwareDatetime
     kind: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
     importance: float = Field(default=0.5, ge=0.0, le=1.0)

@@ -250,6 +250,18 @@ class MemoryToolkit:
             raise ToolError("no conversation memory is configured")
         return self._conversation.record(trader_id, messages, as_of=as_of)
 
+    def message_conflicts(
+        self, trader_id: str, messages: Sequence[ChatMessage], *, as_of: datetime
+    ) -> list[tuple[int, str]]:
+        """Before :meth:`record_messages`: ``(index, reason)`` of each message that would
+        not record cleanly on what the store holds at ``as_of`` (an id stored in another
+        session, a new message earlier than its session's newest;
+        :meth:`~backend.memory.conversation.ConversationMemory.conflicts`). Raises
+        :class:`~backend.errors.ToolError` when no conversation memory is configured."""
+        if self._conversation is None:
+            raise ToolError("no conversation memory is configured")
+        return self._conversation.conflicts(trader_id, messages, as_of=as_of)
+
     def record_message(
         self, trader_id: str, message: ChatMessage, *, as_of: datetime | None = None
     ) -> RecordedMessages:

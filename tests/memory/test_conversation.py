@@ -228,6 +228,36 @@ def test_a_later_call_extends_the_session_in_order(conversation: ConversationMem
     assert "Never more than 2%" in w1.text  # the earlier window now includes the new message
 
 
+def test_conflicts_with_the_store_are_named_before_anything_is_written(
+    conversation: ConversationMemory,
+) -> None:
+    conversation.record(TRADER, CHAT[:3], as_of=T + timedelta(days=1))
+    later = T + timedelta(days=30)
+    moved = msg(1, "the same id in another session", days=5, session="s9")
+    backfill = msg(0, "said before the stored messages of s1", session="s1")
+    new = msg(7, "a new session", days=5, session="s4")
+    found = conversation.conflicts(TRADER, [CHAT[1], moved, backfill, new], as_of=later)
+    assert [i for i, _ in found] == [1, 2]
+    assert "already stored in session 's1'" in found[0][1]
+    assert "session 's1' already has a message at" in found[1][1]
+    assert conversation.conflicts(TRADER, CHAT[:3], as_of=later) == []  # a re-import
+    assert conversation.conflicts("0xother", [moved, backfill], as_of=later) == []
+
+
+def test_a_session_longer_than_one_record_keeps_its_beginning(
+    conversation: ConversationMemory,
+) -> None:
+    from backend.storage.models import TEXT_MAX_CHARS
+
+    # four messages of ~84,000 characters: their session and windows exceed a record
+    long = [msg(i, f"word{i} " * 12_000) for i in range(1, 5)]
+    done = conversation.record(TRADER, long, as_of=T + timedelta(days=1))
+    assert (done.messages, done.windows, done.sessions) == (4, 4, 1)
+    (session,) = conversation.store.get(TRADER, ["msess:s1"], as_of=T + timedelta(days=1))
+    assert len(session.text) == TEXT_MAX_CHARS and session.text.startswith("trader: word1 ")
+    assert session.metadata["messages"] == 4
+
+
 def test_render_messages_fits_the_budget() -> None:
     from backend.memory.models import RecalledMessage
 
