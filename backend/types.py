@@ -26,10 +26,22 @@ def to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+_STABLE_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD")
+"""Quote currencies recognised at the end of an exchange's pair id without a separator
+(Binance's ``BTCUSDT``); the longest is tried first."""
+
+
 def base_asset(symbol: str) -> str:
     """Base asset of a ccxt symbol, case kept: ``BTC/USDT`` -> ``BTC``, ``ETH/USDC:USDC``
-    -> ``ETH``, ``kPEPE/USDC:USDC`` -> ``kPEPE``; a bare coin and a Hyperliquid spot pair
-    id (``@107``) stay as they are. Compare assets case-insensitively (``.upper()``)."""
+    -> ``ETH``, ``kPEPE/USDC:USDC`` -> ``kPEPE``; an exchange pair id without a separator
+    that ends in a stablecoin quote (:data:`_STABLE_QUOTES`) loses it (``DOGEUSDT`` ->
+    ``DOGE``); a bare coin and a Hyperliquid spot pair id (``@107``) stay as they are.
+    Compare assets case-insensitively (``.upper()``)."""
     if symbol.startswith("@"):
         return symbol
-    return symbol.split("/", 1)[0].split(":", 1)[0].strip()
+    base = symbol.split("/", 1)[0].split(":", 1)[0].strip()
+    if "/" not in symbol:
+        for quote in _STABLE_QUOTES:
+            if base.upper().endswith(quote) and len(base) > len(quote):
+                return base[: -len(quote)]
+    return base

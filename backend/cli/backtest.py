@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -45,6 +46,8 @@ from backend.cli._common import parse_utc, settings
 from backend.config import Settings
 from backend.data import OHLCVFrame, find_ohlcv_file, read_ohlcv_file
 from backend.errors import ConfigError, SentinelError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MakerFactory",
@@ -97,6 +100,21 @@ def data_root_for(data_dir: Path, settings: Settings) -> Path:
     return settings.data.data_dir
 
 
+def news_inputs(data_root: Path, settings: Settings) -> dict[str, str | None]:
+    """The headline and Fear & Greed files a run reads from ``data_root``
+    (``data.headlines_path``/``data.fear_greed_path`` under it): ``{"headlines",
+    "fear_greed"}``, each the path or None when the file is missing. A missing one is
+    said on stderr (a warning): the run goes on without news shocks or sentiment, which
+    changes its decisions, so it must not pass unnoticed."""
+    paths = settings.data.model_copy(update={"data_dir": data_root})
+    found: dict[str, str | None] = {}
+    for name, path in (("headlines", paths.headlines_path), ("fear_greed", paths.fear_greed_path)):
+        found[name] = str(path) if path.is_file() else None
+        if found[name] is None:
+            log.warning("no %s file at %s: the run goes on without it", name, path)
+    return found
+
+
 def _optional_call(maker: object, name: str) -> Any:
     method = getattr(maker, name, None)
     return method() if callable(method) else None
@@ -137,10 +155,12 @@ def run_backtest_command(
     agent = settings.agent.model_copy(update={"memory": memory, "policy": policy})
     settings = settings.model_copy(update={"agent": agent})
     factory = maker_factory if maker_factory is not None else default_maker_factory()
+    root = data_root if data_root is not None else data_root_for(data_dir, settings)
+    news_inputs(root, settings)
     maker, close = factory(
         settings,
         ohlcv=ohlcv,
-        data_dir=data_root if data_root is not None else data_root_for(data_dir, settings),
+        data_dir=root,
         memory=memory,
         policy=policy,
         store_path=store_path,

@@ -34,7 +34,10 @@ directory, then ``os.replace``); the ablation rewrites its file after every run 
 the ``--out`` path with suffix ``.html``: the modes' chained equity curves and summary
 tables, :mod:`backend.eval.ablation_report`). ``--trader``/``--fills`` (both or neither,
 else a ConfigError) make every run that trader's agent; a trader without fills in the
-file is a DataError naming the file. A table of the headline numbers goes to stdout.
+file is a DataError naming the file; so is a pair without candles in any window
+(before anything runs). ``--modes`` repeated count once. The JSON's ``news`` names the
+headline and Fear & Greed files the runs read (None, and a warning on stderr, for a
+missing one). A table of the headline numbers goes to stdout.
 """
 
 from __future__ import annotations
@@ -271,7 +274,7 @@ def ablation(
     working, and all three tiers; side by side with buy-and-hold. With ``--trader`` and
     ``--fills`` the persona is that trader's as known at each bar; persona alignment is
     scored against the trader's profile as of each window's end."""
-    from backend.cli.backtest import data_root_for
+    from backend.cli.backtest import data_root_for, news_inputs
     from backend.data import find_ohlcv_file, read_ohlcv_file
     from backend.embeddings import build_embedder
     from backend.eval.ablation import MODES, load_trader_fills, run_ablation, walk_forward_windows
@@ -279,7 +282,7 @@ def ablation(
     from backend.eval.models import AblationMode, WindowRun
 
     cfg = settings()
-    chosen = _split(modes, name="modes")
+    chosen = list(dict.fromkeys(_split(modes, name="modes")))  # each mode once
     unknown = [m for m in chosen if m not in MODES]
     if unknown:
         raise ConfigError(f"--modes: unknown {', '.join(unknown)} (expected {', '.join(MODES)})")
@@ -301,7 +304,11 @@ def ablation(
     root = data_root if data_root is not None else data_root_for(candles, cfg)
     embedder = build_embedder(cfg.embedding)  # its disk cache serves the repeated texts
     err = Console(stderr=True)
-    header = {"command": " ".join(["sentinel", *sys.argv[1:]]), "complete": False}
+    header = {
+        "command": " ".join(["sentinel", *sys.argv[1:]]),
+        "complete": False,
+        "news": news_inputs(root, cfg),
+    }
 
     def checkpoint(run: WindowRun, runs: list[WindowRun]) -> None:
         m = run.metrics

@@ -48,13 +48,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from backend.agents.constraints import check_decision
 from backend.agents.deep_trader_manager import DEFAULT_CONSTRAINTS_NOTE
 from backend.agents.policies import DecisionView, Policy
 from backend.backtest.engine import run_backtest, utc_timestamp
-from backend.backtest.models import Decision
+from backend.backtest.models import Decision, PositionState
 from backend.compose import build_memory_system, build_trader_manager
 from backend.config import LLMSettings, Settings
-from backend.data import Fill, OHLCVFrame
+from backend.data import Fill, OHLCVFrame, timeframe_seconds
 from backend.data.fills import load_hyperliquid_fills
 from backend.embeddings import Embedder
 from backend.errors import DataError
@@ -234,7 +235,15 @@ def run_window(
     alignment, parts = persona_alignment(behaviour, reference, asset=asset)
     index = result.buy_and_hold.index
     held_h = (index[-1] - index[0]).total_seconds() / 3600 if len(index) > 1 else None
-    held = buy_and_hold_behaviour(decisions=behaviour.decisions, hours=held_h)
+    flat = PositionState(
+        quantity=0.0, entry_price=None, equity=cfg.backtest.initial_equity, exposure=0.0
+    )
+    _, broken = check_decision(
+        Decision(action="buy", size=1.0), profile=reference, symbol=ohlcv.pair, position=flat
+    )
+    held = buy_and_hold_behaviour(
+        decisions=behaviour.decisions, hours=held_h, violating=bool(broken)
+    )
     bh_alignment, bh_parts = persona_alignment(held, reference, asset=asset)
     n = max(probe.decisions, 1)
     tokens = [r.prompt_tokens for r in result.decisions]
@@ -306,7 +315,9 @@ def run_ablation(
     fills: Sequence[Fill] = (),
 ) -> AblationOutcome:
     """Run every (pair, timeframe) of ``ohlcv`` x window x mode; windows without candles
-    are skipped (listed in ``skipped``). ``on_run(run, runs_so_far)`` after each run.
+    are skipped (listed in ``skipped``), a window past the data's end is cut there.
+    ``on_run(run, runs_so_far)`` after each run. Raises :class:`DataError`, before any
+    run, for a (pair, timeframe) without candles in any window.
     ``trader_id``: the agent's trader (``agent.trader_id``; default the configured one)
     whose ``fills`` feed the persona. The reference profile is built once per window
     (:func:`reference_profile`) and shared by its pairs and modes."""
@@ -318,12 +329,25 @@ def run_ablation(
     references: dict[tuple[datetime, datetime], PersonaProfile | None] = {}
     outputs: list[RunOutput] = []
     skipped: list[dict[str, str]] = []
+    plans: list[tuple[OHLCVFrame, list[tuple[datetime, datetime]]]] = []
     for (pair, tf), frame in sorted(ohlcv.items()):
         index = frame.frame.index
+        data_end = (index[-1] + pd.Timedelta(seconds=timeframe_seconds(tf))).to_pydatetime()
+        runnable = []
         for start, end in windows:
             if not ((index >= utc_timestamp(start)) & (index < utc_timestamp(end))).any():
                 skipped.append({"pair": pair, "timeframe": tf, "window_start": start.isoformat()})
-                continue
+            else:  # the last window is cut at the data's end (the close of its last bar)
+                runnable.append((start, min(end, data_end)))
+        if not runnable:
+            first, last = windows[0][0], windows[-1][1]
+            raise DataError(
+                f"no candles of {pair} {tf} in {first:%Y-%m-%d}..{last:%Y-%m-%d} (the file "
+                f"has {index[0]:%Y-%m-%d}..{index[-1]:%Y-%m-%d})"
+            )
+        plans.append((frame, runnable))
+    for frame, runnable in plans:
+        for start, end in runnable:
             if (start, end) not in references:
                 references[(start, end)] = reference_profile(
                     settings, trader_id=trader, fills=mine, start=start, end=end,

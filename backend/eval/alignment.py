@@ -102,13 +102,19 @@ def behaviour_of(
     )
 
 
-def buy_and_hold_behaviour(*, decisions: int, hours: float | None) -> RunBehaviour:
+def buy_and_hold_behaviour(
+    *, decisions: int, hours: float | None, violating: bool = False
+) -> RunBehaviour:
     """Buy-and-hold as a behaviour: always long, exposure 1 at every bar, one position
     held for ``hours`` (the window's first to last bar close; None or <= 0: undefined),
-    no violations, turnover 1 (the one buy)."""
+    turnover 1 (the one buy). ``violating``: whether its buy (exposure 1 from flat)
+    breaks one of the trader's hard constraints (an asset the trader excludes, a size
+    above the risk cap, :func:`~backend.agents.constraints.check_decision` without a
+    volatility estimate); the position is then held against the constraint at every
+    bar, so every decision counts as violating."""
     return RunBehaviour(
         decisions=decisions,
-        violating_decisions=0,
+        violating_decisions=decisions if violating else 0,
         long_share=1.0,
         holding_hours_median=hours if hours is not None and hours > 0 else None,
         positioned_share=1.0,

@@ -158,6 +158,10 @@ def test_asset_rules(constraint: HardConstraint, symbol: str, blocked: bool) -> 
 
 def test_helpers() -> None:
     assert base_asset("eth/usdc:USDC") == "eth" and base_asset("BTC") == "BTC"  # case kept
+    # an exchange pair id without a separator (a candle file named DOGEUSDT-4h.csv)
+    assert [base_asset(s) for s in ("DOGEUSDT", "ethfdusd", "USDT", "USDC/USDT")] == [
+        "DOGE", "eth", "USDT", "USDC",
+    ]  # fmt: skip
     assert is_memecoin("DOGE") and is_memecoin("kPEPE") and not is_memecoin("KAVA")
 
 

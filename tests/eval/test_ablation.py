@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 from backend.backtest.metrics import bars_per_year
 from backend.cli import app
 from backend.config import load_settings
-from backend.data import OHLCVFrame, load_ohlcv
+from backend.data import OHLCVFrame, find_ohlcv_file, load_ohlcv, read_ohlcv_file
 from backend.embeddings import CachedEmbedder, MiniLMEmbedder
-from backend.errors import ConfigError
+from backend.errors import ConfigError, DataError
 from backend.eval.ablation import MODES, RunOutput, chain, run_window, walk_forward_windows
 from backend.eval.ablation_summary import chain_curves, paired_bootstrap
 from tests.sentinel_cli import sentinel
@@ -146,12 +146,16 @@ def test_cli_writes_the_summary_with_buy_and_hold(shared_data: Path, tmp_path: P
     out = tmp_path / "ablation.json"
     args = ["eval", "ablation", "--data-dir", str(shared_data / "market" / "binance"),
             "--pairs", "BTC/USDT,ETH/USDT", "--timeframes", "4h", "--start", "2022-05-01",
-            "--end", "2022-06-15", "--window-months", "1", "--modes", "off",
+            "--end", "2022-06-15", "--window-months", "1", "--modes", "off,off",
             "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert data["complete"] is True and data["modes"] == ["off"]
+    assert data["complete"] is True and data["modes"] == ["off"]  # a repeated mode runs once
+    assert data["news"] == {
+        "headlines": str(shared_data / "news" / "crypto_headlines.csv"),
+        "fear_greed": str(shared_data / "trades" / "fear_greed_index.csv"),
+    }
     assert len(data["windows"]) == 2 and len(data["runs"]) == 4
     summary = data["summary"]["BTC/USDT"]["4h"]
     assert set(summary) == {"off", "buy_and_hold"}
@@ -164,9 +168,36 @@ def test_cli_writes_the_summary_with_buy_and_hold(shared_data: Path, tmp_path: P
         assert 0 <= run["persona_alignment"] <= 1 and run["turnover"] >= 0
     for entry in summary.values():
         assert {"sortino", "fees_paid", "turnover", "persona_alignment"} <= set(entry)
-    assert summary["buy_and_hold"]["persona_alignment"] == 1.0  # never breaks a constraint
+    # buy-and-hold's exposure 1 is above the seed note's 2%-risk cap at every bar
+    assert summary["buy_and_hold"]["persona_alignment"] == 0.0
     assert data["comparison"] == {} and data["trader"] is None  # no memory mode ran
     assert out.with_suffix(".html").read_text().count("<img") == 2  # one per pair/timeframe
+
+
+def test_cli_cuts_the_last_window_at_the_data_and_refuses_a_pair_without_candles(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    market = shared_data / "market" / "binance"
+    last = read_ohlcv_file(find_ohlcv_file(market, "BTC/USDT", "4h"), pair="BTC/USDT",
+                           timeframe="4h").frame.index[-1]  # fmt: skip
+    start = (last - pd.Timedelta(days=10)).normalize()
+    out = tmp_path / "ablation.json"
+    args = ["eval", "ablation", "--data-dir", str(market), "--pairs", "BTC/USDT",
+            "--timeframes", "4h", "--start", f"{start:%Y-%m-%d}",
+            "--end", f"{start + pd.DateOffset(months=2):%Y-%m-%d}", "--window-months", "1",
+            "--modes", "off", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    (run,) = data["runs"]  # the second window has no candles: skipped
+    assert datetime.fromisoformat(run["window_end"]) == last + pd.Timedelta(hours=4)
+    assert [s["window_start"][:10] for s in data["skipped"]] == [
+        f"{start + pd.DateOffset(months=1):%Y-%m-%d}"
+    ]
+    args[args.index("--start") + 1], args[args.index("--end") + 1] = "2030-01-01", "2030-03-01"
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and isinstance(result.exception, DataError)
+    assert "no candles of BTC/USDT 4h in 2030-01-01..2030-03-01" in str(result.exception)
 
 
 def test_cli_bad_mode_is_one_line_and_exit_2(tmp_path: Path) -> None:
