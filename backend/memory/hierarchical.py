@@ -266,7 +266,10 @@ class HierarchicalMemory:
             )  # fmt: skip
         account = None
         if "working" in tiers and symbol is not None and timeframe is not None:
-            account = self.working.account(trader_id, symbol, timeframe=timeframe, as_of=as_of)
+            account = self._timed(
+                "account", timings, errors, lambda: None,
+                lambda: self.working.account(trader_id, symbol, timeframe=timeframe, as_of=as_of),
+            )  # fmt: skip
         timings["total"] = (time.perf_counter() - started) * 1000
         return MemoryContext(
             trader_id=trader_id,
