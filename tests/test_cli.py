@@ -220,3 +220,12 @@ def test_store_path_layouts_are_recognised(tmp_path: Path) -> None:
     assert (got.store.resolved_audit_path, got.working_state_file) == (
         old / "khala" / "khala_audit.sqlite3", old / "w.db",
     )  # fmt: skip
+    # store.path itself (the default .sentinel/khala) is a bare chroma directory, new or not
+    from backend.cli._common import store_settings
+    from backend.config import load_settings
+
+    cfg = load_settings()
+    cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"path": tmp_path / "d"})})
+    assert store_settings(cfg, tmp_path / "d").store.path == tmp_path / "d"
+    with pytest.raises(ConfigError, match="no memory store there"):
+        store_settings(cfg, tmp_path / "d", create=False)

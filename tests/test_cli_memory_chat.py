@@ -159,12 +159,15 @@ def test_reader_skips_a_bom_blank_lines_and_unknown_keys(tmp_path: Path) -> None
     from backend.memory.models import ChatMessage
 
     chat = tmp_path / "chat.jsonl"
-    extra = json.loads(CHAT[1]) | {"dia_id": "D1:2", "blip_caption": None}
-    chat.write_text("\ufeff" + CHAT[0] + "\n\n" + json.dumps(extra) + "\r\n", encoding="utf-8")
+    extra = json.loads(CHAT[1]) | {"dia_id": "D1:2", "blip_caption": None, "text": "a\u2028b"}
+    line = json.dumps(extra, ensure_ascii=False)  # a raw U+2028 inside a JSON string
+    chat.write_text("\ufeff" + CHAT[0] + "\n\n" + line + "\r\n", encoding="utf-8", newline="")
     lines = _read_jsonl(chat, ChatMessage, times=("time",))
     assert [(n, m.id) for n, m in lines] == [(1, "c1"), (3, "c2")]
+    assert lines[1][1].text == "a\u2028b"
     bad = {
         "epoch": json.dumps(json.loads(CHAT[0]) | {"time": 1740819600}),
+        "epoch text": json.dumps(json.loads(CHAT[0]) | {"time": "1740819600"}),
         "twice": CHAT[0][:-1] + ', "id": "c9"}',
         "broken": CHAT[0][:-1],
     }
@@ -172,11 +175,13 @@ def test_reader_skips_a_bom_blank_lines_and_unknown_keys(tmp_path: Path) -> None
         chat.write_text(CHAT[1] + "\n" + line + "\n")
         with pytest.raises(DataError, match=r"chat.jsonl: line 2: ") as err:
             _read_jsonl(chat, ChatMessage, times=("time",))
-        assert {"epoch": "time: expected an ISO-8601", "twice": "'id' appears twice",
-                "broken": "not a JSON object"}[name] in str(err.value)  # fmt: skip
+        assert {"epoch": "time: expected an ISO-8601", "epoch text": "time: expected an ISO",
+                "twice": "'id' appears twice", "broken": "not a JSON object"}[name] in str(
+            err.value
+        )  # fmt: skip
 
 
-def test_a_file_at_odds_with_the_store_is_refused_and_a_recall_that_fails_is_loud(
+def test_a_file_at_odds_with_the_store_is_refused_and_a_bad_recall_is_one_line(
     tmp_path: Path,
 ) -> None:
     run_dir = tmp_path / "run"  # a new --store-path directory: the run layout

@@ -12,7 +12,7 @@ from rich.console import Console
 from backend.config import Settings, load_settings
 from backend.errors import ConfigError
 
-__all__ = ["console", "parse_utc", "settings", "settings_for_store", "state"]
+__all__ = ["console", "parse_utc", "settings", "settings_for_store", "state", "store_settings"]
 
 console = Console()
 
@@ -43,18 +43,25 @@ def parse_utc(value: str, *, name: str) -> datetime:
 
 def settings_for_store(store_path: Path | None, *, create: bool = True) -> Settings:
     """The invocation's settings on the durable store at ``store_path`` (None: as
-    configured). Two layouts are recognised: a run directory (``DIR/khala``, what every
-    command's ``--store-path`` writes: :meth:`~backend.config.Settings.with_store_dir`;
-    a directory of an older release's ``replay-trades`` keeps its audit trail and working
-    memory where they are), and a bare chroma directory (``DIR/chroma.sqlite3``, the
-    default layout of ``.sentinel/khala``) used as ``store.path``. A directory with
-    neither is a new run directory when ``create``, else a :class:`ConfigError` (a reader
-    never makes an empty store it would then answer from)."""
+    configured); :func:`store_settings` of the invocation's settings."""
     cfg = settings()
-    if store_path is None:
-        return cfg
+    return cfg if store_path is None else store_settings(cfg, store_path, create=create)
+
+
+def store_settings(cfg: Settings, store_path: Path, *, create: bool = True) -> Settings:
+    """``cfg`` on the durable store at ``store_path``. Two layouts are recognised: a run
+    directory (``DIR/khala``, what every command's ``--store-path`` writes:
+    :meth:`~backend.config.Settings.with_store_dir`; a directory of an older release's
+    ``replay-trades`` keeps its audit trail and working memory where they are), and a bare
+    chroma directory (``DIR/chroma.sqlite3``, or ``store.path`` itself: the default
+    ``.sentinel/khala``) used as ``store.path``. A directory with neither is a new run
+    directory when ``create``, else a :class:`ConfigError` (a reader never makes an empty
+    store it would then answer from)."""
     khala = store_path / "khala"
-    if khala.is_dir() or (create and not (store_path / "chroma.sqlite3").is_file()):
+    bare = (store_path / "chroma.sqlite3").is_file() or (
+        store_path.resolve() == cfg.store.path.resolve() and not khala.is_dir()
+    )
+    if khala.is_dir() or (create and not bare):
         run = cfg.with_store_dir(store_path)
         legacy_audit, legacy_working = khala / "khala_audit.sqlite3", store_path / "w.db"
         if legacy_audit.is_file() and not (store_path / "audit.db").is_file():
@@ -65,7 +72,7 @@ def settings_for_store(store_path: Path | None, *, create: bool = True) -> Setti
             memory = run.memory.model_copy(update={"working_state_path": legacy_working})
             run = run.model_copy(update={"memory": memory})
         return run
-    if not (store_path / "chroma.sqlite3").is_file():
+    if not bare or not (create or (store_path / "chroma.sqlite3").is_file()):
         raise ConfigError(f"--store-path {store_path}: no memory store there")
     store = cfg.store.model_copy(update={"backend": "chroma", "path": store_path})
     return cfg.model_copy(update={"store": store})

@@ -62,7 +62,8 @@ class _StaticToken:
 def mcp_command(
     trader: Annotated[str, typer.Option(help="The only trader this server reads and writes.")],
     store_path: Annotated[
-        Path | None, typer.Option(help="Embedded store directory (default: store.path).")
+        Path | None,
+        typer.Option(help="Store directory: a run's --store-path or a chroma directory."),
     ] = None,
     transport: Annotated[
         str, typer.Option(help="stdio (the client starts this command) or http.")
@@ -80,7 +81,7 @@ def mcp_command(
 
     if transport not in ("stdio", "http"):
         raise ConfigError(f"--transport: expected stdio or http, got {transport!r}")
-    if not re.match(TRADER_ID_PATTERN, trader):
+    if not re.fullmatch(TRADER_ID_PATTERN, trader):
         raise ConfigError(f"--trader: not a valid trader id: {trader[:40]!r}")
     token = os.environ.get(TOKEN_ENV) or None
     if transport == "http" and not _loopback(host) and token is None:

@@ -78,6 +78,11 @@ class _Query(FrozenModel):
     as_of: AwareDatetime
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+"""The date an ISO-8601 time begins with (pydantic would read ``"1740819600"`` as epoch
+seconds)."""
+
+
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in pairs:
@@ -94,10 +99,14 @@ def _read_jsonl(
 
     A UTF-8 byte-order mark is skipped; keys ``model`` does not know are ignored (e.g. the
     other fields of a LoCoMo export); the ``times`` fields must be ISO-8601 strings (a
-    number is not taken as epoch seconds). Raises :class:`DataError` naming the file,
+    number, or a string of digits, is not taken as epoch seconds); lines end at ``\n``
+    (a ``\r`` before it is dropped). Raises :class:`DataError` naming the file,
     line and field of the first bad line."""
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        # JSON lines end at "\n" only: a text may hold U+2028 and other line separators
+        lines = [
+            line.removesuffix("\r") for line in path.read_text(encoding="utf-8-sig").split("\n")
+        ]
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
     known = set(model.model_fields)
@@ -112,7 +121,8 @@ def _read_jsonl(
         if not isinstance(obj, dict):
             raise DataError(f"{path}: line {number}: not a JSON object")
         for name in times:
-            if name in obj and not isinstance(obj[name], str):
+            value = obj.get(name)
+            if value is not None and not (isinstance(value, str) and _ISO_DATE.match(value)):
                 raise DataError(f"{path}: line {number}: {name}: expected an ISO-8601 string")
         try:
             out.append((number, model.model_validate({k: obj[k] for k in obj if k in known})))
@@ -124,7 +134,7 @@ def _read_jsonl(
 
 
 def _trader(trader: str) -> str:
-    if not re.match(TRADER_ID_PATTERN, trader):
+    if not re.fullmatch(TRADER_ID_PATTERN, trader):
         raise ConfigError(f"--trader: not a valid trader id: {trader[:40]!r}")
     return trader
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from backend.cli._common import console, parse_utc, settings
+from backend.cli._common import console, parse_utc, settings, store_settings
 from backend.config import Settings
 from backend.replay import SERIES, ReplayResult, replay_trades
 
@@ -90,7 +90,7 @@ def replay_trades_command(
     fills = load_hyperliquid_fills(fills_path)
     with tempfile.TemporaryDirectory(prefix="sentinel-replay-") as tmp:
         root = store_path or Path(tmp)
-        run_settings = settings.with_store_dir(root)
+        run_settings = store_settings(settings, root)
         with (
             build_memory_system(run_settings) as system,
             Progress(console=Console(stderr=True), disable=quiet, transient=True) as bar,

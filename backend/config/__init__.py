@@ -89,9 +89,9 @@ class Settings(BaseSettings):
 
     def with_store_dir(self, root: Path) -> Settings:
         """These settings on the durable store of a run directory ``root`` (what every
-        command's ``--store-path DIR`` writes: ``sentinel backtest``, ``paper``,
-        ``replay-trades``, ``memory import-chat``): embedded chroma in ``root/khala``, the
-        audit trail in ``root/audit.db``, working memory in ``root/working.sqlite3``."""
+        command's ``--store-path DIR`` writes: ``sentinel backtest``, ``replay-trades``,
+        ``memory import-chat``, ``mcp``): embedded chroma in ``root/khala``, the audit
+        trail in ``root/audit.db``, working memory in ``root/working.sqlite3``."""
         store = self.store.model_copy(
             update={
                 "backend": "chroma",

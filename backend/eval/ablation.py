@@ -235,14 +235,20 @@ def run_window(
     alignment, parts = persona_alignment(behaviour, reference, asset=asset)
     index = result.buy_and_hold.index
     held_h = (index[-1] - index[0]).total_seconds() / 3600 if len(index) > 1 else None
-    flat = PositionState(
-        quantity=0.0, entry_price=None, equity=cfg.backtest.initial_equity, exposure=0.0
-    )
-    _, broken = check_decision(
+    equity = cfg.backtest.initial_equity
+    flat = PositionState(quantity=0.0, entry_price=None, equity=equity, exposure=0.0)
+    full = PositionState(quantity=1.0, entry_price=equity, equity=equity, exposure=1.0)
+    _, entry = check_decision(
         Decision(action="buy", size=1.0), profile=reference, symbol=ohlcv.pair, position=flat
     )
+    _, holding = check_decision(
+        Decision.hold("buy and hold"), profile=reference, symbol=ohlcv.pair, position=full
+    )
     held = buy_and_hold_behaviour(
-        decisions=behaviour.decisions, hours=held_h, violating=bool(broken)
+        decisions=behaviour.decisions,
+        hours=held_h,
+        violating_entry=bool(entry),
+        violating_hold=bool(holding),
     )
     bh_alignment, bh_parts = persona_alignment(held, reference, asset=asset)
     n = max(probe.decisions, 1)

@@ -103,18 +103,24 @@ def behaviour_of(
 
 
 def buy_and_hold_behaviour(
-    *, decisions: int, hours: float | None, violating: bool = False
+    *,
+    decisions: int,
+    hours: float | None,
+    violating_entry: bool = False,
+    violating_hold: bool = False,
 ) -> RunBehaviour:
     """Buy-and-hold as a behaviour: always long, exposure 1 at every bar, one position
     held for ``hours`` (the window's first to last bar close; None or <= 0: undefined),
-    turnover 1 (the one buy). ``violating``: whether its buy (exposure 1 from flat)
-    breaks one of the trader's hard constraints (an asset the trader excludes, a size
-    above the risk cap, :func:`~backend.agents.constraints.check_decision` without a
-    volatility estimate); the position is then held against the constraint at every
-    bar, so every decision counts as violating."""
+    turnover 1 (the one buy). Its violating decisions are counted as the agent's are
+    (:func:`~backend.agents.constraints.check_decision` of each proposal, here without a
+    volatility estimate): ``violating_entry``, its buy (exposure 1 from flat) breaks a hard
+    constraint, counts the first decision; ``violating_hold``, holding exposure 1 does
+    (an asset the trader excludes, a position or leverage cap; the risk cap applies to
+    entries only), counts every later one."""
+    broken = (1 if violating_entry else 0) + (max(decisions - 1, 0) if violating_hold else 0)
     return RunBehaviour(
         decisions=decisions,
-        violating_decisions=decisions if violating else 0,
+        violating_decisions=min(broken, decisions),
         long_share=1.0,
         holding_hours_median=hours if hours is not None and hours > 0 else None,
         positioned_share=1.0,

@@ -188,11 +188,13 @@ class ConversationMemory:
         caller's clock, so it sees what is already stored): ``(index in messages,
         reason)`` for an id stored in another session (ids are unique per trader), and
         for a new message earlier than the newest stored message of its session (a
-        session is built forward in time: its order, windows and session record). A
-        stored id recorded again in its session is not a conflict (idempotent). Empty
+        session is built forward in time: its order, windows and session record), and
+        for a stored id given another time or text (that would rewrite what was said).
+        A stored message recorded again as it is is not a conflict (idempotent). Empty
         when all is well; reads only. Raises the store's errors."""
         rows = self.store.scan_metadata(trader_id, as_of=as_of, filters={"kind": MESSAGE_KIND})
         session_of = {str(meta["message_id"]): str(meta["session"]) for _, _, meta in rows}
+        said = {str(meta["message_id"]): (t, str(meta["text"])) for _, t, meta in rows}
         newest: dict[str, float] = {}
         for _, t, meta in rows:
             key = str(meta["session"])
@@ -202,6 +204,10 @@ class ConversationMemory:
             held = session_of.get(m.id)
             if held is not None and held != m.session:
                 out.append((i, f"id {m.id!r} is already stored in session {held!r}"))
+            elif held is not None and (
+                abs(said[m.id][0] - m.time.timestamp()) > 1e-6 or said[m.id][1] != m.text
+            ):
+                out.append((i, f"id {m.id!r} is already stored with another time or text"))
             elif held is None and m.time.timestamp() < newest.get(m.session, -math.inf):
                 last = datetime.fromtimestamp(newest[m.session], UTC).isoformat()
                 out.append((i, f"session {m.session!r} already has a message at {last}, later"))

@@ -21,7 +21,7 @@ _TRADER_RE = re.compile(TRADER_ID_PATTERN)
 
 def check_trader(trader_id: str) -> str:
     """``trader_id`` itself if it is a valid trader id; raises :class:`TenantScopeError`."""
-    if not isinstance(trader_id, str) or not _TRADER_RE.match(trader_id):
+    if not isinstance(trader_id, str) or not _TRADER_RE.fullmatch(trader_id):
         raise TenantScopeError(f"invalid trader_id {str(trader_id)[:40]!r}")
     return trader_id
 

@@ -195,3 +195,19 @@ def test_the_real_builder_is_imported_lazily() -> None:
             cli_backtest.default_maker_factory()
     else:
         assert callable(cli_backtest.default_maker_factory())
+
+
+def test_missing_news_files_are_said_and_recorded(
+    tmp_path: Path, shared_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from backend.cli.backtest import news_inputs
+    from backend.config import load_settings
+
+    cfg = load_settings()
+    with caplog.at_level("WARNING", logger="backend.cli.backtest"):
+        assert news_inputs(tmp_path, cfg) == {"headlines": None, "fear_greed": None}
+    assert [r.getMessage().split(" at ")[0] for r in caplog.records] == [
+        "no headlines file", "no fear_greed file",
+    ]  # fmt: skip
+    found = news_inputs(shared_data, cfg)
+    assert all(found.values()) and Path(str(found["headlines"])).is_file()

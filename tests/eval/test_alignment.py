@@ -144,6 +144,26 @@ def test_buy_and_hold_against_the_same_reference(profile: PersonaProfile) -> Non
     )
     assert 0.0 <= score <= 1.0
     assert persona_alignment(held, profile, asset="SOL")[1]["assets"] == 0.0
+    # its violations are counted as the agent's: the entry once, a held breach every bar
+    entry = buy_and_hold_behaviour(decisions=100, hours=1.0, violating_entry=True)
+    assert persona_alignment(entry, profile, asset="BTC")[1]["constraints"] == 0.99
+    both = buy_and_hold_behaviour(
+        decisions=100, hours=1.0, violating_entry=True, violating_hold=True
+    )
+    assert persona_alignment(both, profile, asset="DOGE")[1]["constraints"] == 0.0
+
+
+def test_buy_and_hold_is_checked_like_the_agent(profile: PersonaProfile) -> None:
+    from backend.agents.constraints import check_decision
+    from backend.backtest.models import Decision, PositionState
+
+    flat = PositionState(quantity=0.0, entry_price=None, equity=1e4, exposure=0.0)
+    full = PositionState(quantity=1.0, entry_price=1e4, equity=1e4, exposure=1.0)
+    buy, hold = Decision(action="buy", size=1.0), Decision.hold("held")
+    # the seed note: 2% risk per trade caps an entry (not a held position), no memecoins
+    assert check_decision(buy, profile=profile, symbol="BTC/USDT", position=flat)[1]
+    assert not check_decision(hold, profile=profile, symbol="BTC/USDT", position=full)[1]
+    assert check_decision(hold, profile=profile, symbol="DOGE/USDT", position=full)[1]
 
 
 def _decision(at: datetime, *, broke: bool) -> DecisionRecord:

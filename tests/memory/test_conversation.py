@@ -236,10 +236,12 @@ def test_conflicts_with_the_store_are_named_before_anything_is_written(
     moved = msg(1, "the same id in another session", days=5, session="s9")
     backfill = msg(0, "said before the stored messages of s1", session="s1")
     new = msg(7, "a new session", days=5, session="s4")
-    found = conversation.conflicts(TRADER, [CHAT[1], moved, backfill, new], as_of=later)
-    assert [i for i, _ in found] == [1, 2]
+    edited = CHAT[2].model_copy(update={"text": "Never more than 3% a trade"})
+    found = conversation.conflicts(TRADER, [CHAT[1], moved, backfill, new, edited], as_of=later)
+    assert [i for i, _ in found] == [1, 2, 4]
     assert "already stored in session 's1'" in found[0][1]
     assert "session 's1' already has a message at" in found[1][1]
+    assert "already stored with another time or text" in found[2][1]
     assert conversation.conflicts(TRADER, CHAT[:3], as_of=later) == []  # a re-import
     assert conversation.conflicts("0xother", [moved, backfill], as_of=later) == []
 
