@@ -47,6 +47,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sentinel: error:")
     assert "XRP_USDT-1h" in lines[0] and "Traceback" not in result.stderr
+    future = run("mcp", "--trader", "alice", "--store-path", str(tmp_path), "--as-of", "2099-01-01")
+    assert future.returncode == 2 and "--as-of 2099-01-01 is in the future" in future.stderr
     debug = run(
         "--debug",
         "data",

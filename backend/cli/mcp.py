@@ -87,6 +87,8 @@ def mcp_command(
     if transport == "http" and not _loopback(host) and token is None:
         raise ConfigError(f"--host {host} is not loopback: set {TOKEN_ENV} to a bearer token")
     fixed = parse_utc(as_of, name="as-of") if as_of else None
+    if fixed is not None and fixed > datetime.now(UTC):  # its writes would block every later one
+        raise ConfigError(f"--as-of {as_of} is in the future: a replay serves a past time")
     clock: Callable[[], datetime] = (lambda: fixed) if fixed else (lambda: datetime.now(UTC))
 
     cfg = settings_for_store(store_path)

@@ -147,7 +147,8 @@ def build_mcp_server(
         try:
             data = await anyio.to_thread.run_sync(read, uri, clock())
         except SentinelError as exc:
-            raise MCPError(types.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}") from None
+            one_line = " ".join(str(exc).split())
+            raise MCPError(types.INTERNAL_ERROR, f"{type(exc).__name__}: {one_line}") from None
         return types.ReadResourceResult(
             contents=[
                 types.TextResourceContents(

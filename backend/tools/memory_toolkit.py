@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from backend.errors import ToolError
 from backend.memory.conversation import ConversationMemory, RecordedMessages
 from backend.memory.hierarchical import ALL_TIERS, HierarchicalMemory
@@ -279,6 +281,8 @@ class MemoryToolkit:
             session=args.session,
             image_caption=args.image_caption,
         )
+        for _, reason in self.message_conflicts(trader_id, [message], as_of=as_of):
+            raise ToolError(f"record_message: {reason}")  # never rewrite what was said
         done = self.record_message(trader_id, message, as_of=as_of)
         return {
             "message_id": message.id,
@@ -363,7 +367,13 @@ class MemoryToolkit:
         if name not in self._tools:
             raise ToolError(f"unknown tool {name!r}")
         model, run = self._tools[name]
-        return run(trader_id, as_of, parse_args(name, model, arguments))
+        args = parse_args(name, model, arguments)
+        try:
+            return run(trader_id, as_of, args)
+        except ValidationError as exc:  # a value the memory's own models refuse
+            first = exc.errors(include_input=False, include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "value"
+            raise ToolError(f"{name}: {where}: {first['msg']}") from None
 
     def dispatch(
         self, name: str, arguments: str | dict[str, Any], *, trader_id: str, as_of: datetime

@@ -33,9 +33,10 @@ __all__ = [
 
 
 class ToolArgs(BaseModel):
-    """Base of every tool's arguments: unknown keys are an error."""
+    """Base of every tool's arguments: unknown keys are an error, strings are stripped
+    (a blank text is as missing), numbers are finite (no NaN or infinity)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
 
 class RecallArgs(ToolArgs):

@@ -310,6 +310,16 @@ def test_the_record_message_tool_then_recall_through_the_toolkit(minilm: MiniLME
         with pytest.raises(ToolError, match="as_of"):
             toolkit.call("record_message", {"text": "hi", "as_of": "2030-01-01"},
                          trader_id=TRADER, as_of=T)  # fmt: skip
+        # an id said before is never rewritten (another session, time or text)
+        with pytest.raises(ToolError, match="'x1' is already stored in session 'default'"):
+            toolkit.call("record_message", {"text": "again", "message_id": "x1", "session": "s2"},
+                         trader_id=TRADER, as_of=T + timedelta(minutes=5))  # fmt: skip
+        # arguments: a blank text is missing, a number must be finite; one-line errors
+        with pytest.raises(ToolError, match="text"):
+            toolkit.call("record_message", {"text": "   "}, trader_id=TRADER, as_of=T)
+        with pytest.raises(ToolError, match="pnl"):
+            toolkit.call("record_outcome", '{"episode_id": "e", "horizon": "1d", '
+                         '"market_return": 0.1, "pnl": NaN}', trader_id=TRADER, as_of=T)  # fmt: skip
         found = toolkit.recall(
             TRADER, "liquidation", symbol=None, as_of=T + timedelta(hours=1), top_k=3
         )
