@@ -318,8 +318,8 @@ def test_the_record_message_tool_then_recall_through_the_toolkit(minilm: MiniLME
         with pytest.raises(ToolError, match="text"):
             toolkit.call("record_message", {"text": "   "}, trader_id=TRADER, as_of=T)
         with pytest.raises(ToolError, match="pnl"):
-            toolkit.call("record_outcome", '{"episode_id": "e", "horizon": "1d", '
-                         '"market_return": 0.1, "pnl": NaN}', trader_id=TRADER, as_of=T)  # fmt: skip
+            nan = '{"episode_id": "e", "horizon": "1d", "market_return": 0.1, "pnl": NaN}'
+            toolkit.call("record_outcome", nan, trader_id=TRADER, as_of=T)
         found = toolkit.recall(
             TRADER, "liquidation", symbol=None, as_of=T + timedelta(hours=1), top_k=3
         )
