@@ -30,6 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import filelock
+
 from backend.errors import StoreError
 from backend.storage.models import AuditEvent
 
@@ -99,6 +101,11 @@ def _dead(owner: str | None) -> bool:
     return False
 
 
+WRITER_LOCK_TIMEOUT_S = 600.0
+"""Longest wait for :meth:`AuditLog.writer_lock` (a persona update may hold it across an
+LLM call: ~25 s on the bundled model, up to ``llm.timeout_s`` x retries)."""
+
+
 class AuditLog:
     """Append-only audit trail in SQLite (WAL mode, ``synchronous=FULL``), written ahead
     of the chroma writes (module doc). Thread-safe."""
@@ -130,6 +137,36 @@ class AuditLog:
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the audit trail ({exc})") from None
         self._lock = threading.RLock()
+        self._writer = (
+            filelock.FileLock(f"{path}.writer.lock", timeout=WRITER_LOCK_TIMEOUT_S)
+            if path is not None
+            else None
+        )
+        self._local_writer = threading.RLock()
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Held across processes sharing this trail (``filelock`` on a file beside it;
+        in process memory, a lock of this process): a writer that reads what is stored,
+        decides and writes what follows from it (a trader's next persona version) holds
+        it, so two processes never both write "version n + 1" from the same read.
+        Re-entrant in one thread. Raises :class:`StoreError` after
+        :data:`WRITER_LOCK_TIMEOUT_S` seconds of waiting."""
+        with self._local_writer:
+            if self._writer is None:
+                yield
+                return
+            try:
+                self._writer.acquire()
+            except filelock.Timeout:
+                raise StoreError(
+                    f"{self._writer.lock_file}: another process has held the writer lock "
+                    f"for {WRITER_LOCK_TIMEOUT_S:.0f} s"
+                ) from None
+            try:
+                yield
+            finally:
+                self._writer.release()
 
     @contextmanager
     def transaction(

@@ -26,6 +26,7 @@ passed to the backend explicitly; chroma's own default embedding function is nev
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -268,6 +269,11 @@ class KhalaStore:
             self._backend.drop(name)
         self._collections.forget()
         return len(names)
+
+    def writer_lock(self) -> AbstractContextManager[None]:
+        """The store's writer lock, across processes (:meth:`AuditLog.writer_lock`): for
+        a read-decide-write that must not interleave with another process's."""
+        return self._audit.writer_lock()
 
     def changes(self, trader_id: str) -> int:
         """How many writes of ``trader_id``'s records were confirmed so far, by any process

@@ -17,8 +17,11 @@ Version semantics: version 0 is "nothing known" (never stored); each call with a
 one ADD/UPDATE stores version ``n + 1`` as of the call's ``as_of``. Fills after ``as_of``
 and fills of other traders are not used (nor stored): give them again later. Writes are
 one atomic upsert per call, and must move forward in time: a write whose ``as_of`` is
-before a stored persona version or ledger chunk raises :class:`LookAheadError`. One writer
-per trader (calls of one manager are serialised by a lock).
+before a stored persona version or ledger chunk raises :class:`LookAheadError`. A write
+reads the stored state, routes, and writes the next version under the store's writer lock
+(:meth:`KhalaStore.writer_lock`, held across processes), so two processes (``sentinel
+scheduler run`` refreshing, ``sentinel paper`` recording its seed note, an MCP server
+recording what the trader said) never both write version ``n + 1``.
 
 The store is the source of truth; decoded versions and ledger chunks (immutable once
 written) are cached in process. The version index of a trader is validated against the
@@ -189,7 +192,7 @@ class PersonaManager:
         incoming = (
             normalize_fills_frame(fills_to_frame(given)) if given else empty_ledger()
         ).drop_duplicates("id", keep="first")
-        with self._lock:
+        with self._lock, self._store.writer_lock():  # read-decide-write: no other writer
             state = self._state(trader_id, fence)
             if replace:
                 generation, ledger, added = state.generation + 1, incoming, incoming
@@ -219,7 +222,7 @@ class PersonaManager:
         it was."""
         fence = _fence(as_of)
         note = note_id or "note-" + stable_id(trader_id, fence.isoformat(), text)[:16]
-        with self._lock:
+        with self._lock, self._store.writer_lock():  # read-decide-write: no other writer
             state = self._state(trader_id, fence)
             profile = state.profile
             if self._llm is not None:
@@ -302,14 +305,14 @@ class PersonaManager:
             self._versions.pop(trader_id, None)
 
     def _decode_profile(self, record: MemoryRecord) -> PersonaProfile:
-        key = (record.trader_id, record.id, len(str(record.metadata.get("payload", ""))))
+        key = (record.trader_id, record.id, hash(str(record.metadata.get("payload", ""))))
         cached = self._profiles.get(key)
         if cached is None:
             cached = self._profiles[key] = profile_from_record(record)
         return cached
 
     def _decode_chunk(self, record: MemoryRecord) -> pd.DataFrame:
-        key = (record.trader_id, record.id, len(str(record.metadata.get("payload", ""))))
+        key = (record.trader_id, record.id, hash(str(record.metadata.get("payload", ""))))
         cached = self._chunks.get(key)
         if cached is None:
             cached = self._chunks[key] = ledger_from_record(record)

@@ -15,6 +15,8 @@ from backend.storage import open_store
 def main() -> None:
     settings, trader, text, as_of = sys.argv[1:5]
     store = open_store(StoreSettings.model_validate_json(settings), HashingEmbedder())
+    if "--announce" in sys.argv[5:]:  # the store is open: the write comes next
+        print("ready", flush=True)
     try:
         changes = PersonaManager(store).update_from_text(
             trader, text, as_of=datetime.fromisoformat(as_of)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,3 +87,32 @@ def test_each_new_version_and_constraint_is_used_at_the_next_bar(
     # the past stays the past: the bar before the second refresh still has version 1
     earlier = loop.persona.get_profile(TRADER, bars[2])
     assert earlier is not None and earlier.version == 1
+
+
+@pytest.mark.slow
+def test_a_writer_waits_while_another_process_holds_the_writer_lock(
+    loop: MemorySystem, store_settings: StoreSettings
+) -> None:
+    """Two processes never both write version n + 1 from the same read: while this one
+    holds the store's writer lock (as a persona update does from its read of the stored
+    version to its write of the next), another process's update waits, then builds on
+    what this one wrote."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.agents.memory.persona_writer", store_settings.model_dump_json(),
+         TRADER, "No memecoins.", (START + timedelta(hours=1)).isoformat(), "--announce"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with loop.store.writer_lock():
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+            time.sleep(1.5)  # an unlocked write takes milliseconds once the store is open
+            assert child.poll() is None, "the other process wrote while the lock was held"
+            loop.persona.update_from_text(TRADER, "Never more than 2% per trade.", as_of=START)
+        out, err = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert child.returncode == 0, err
+    assert out.strip() == "2"  # the next version after this process's version 1
+    profile = loop.persona.get_profile(TRADER, START + timedelta(hours=1))
+    assert profile is not None and profile.version == 2
+    assert {c.kind for c in profile.constraints()} == {"max_risk_per_trade", "no_memecoins"}
