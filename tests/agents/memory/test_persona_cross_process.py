@@ -98,8 +98,9 @@ def test_a_writer_waits_while_another_process_holds_the_writer_lock(
     version to its write of the next), another process's update waits, then builds on
     what this one wrote."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.agents.memory.persona_writer", store_settings.model_dump_json(),
-         TRADER, "No memecoins.", (START + timedelta(hours=1)).isoformat(), "--announce"],
+        [sys.executable, "-m", "tests.agents.memory.persona_writer",
+         store_settings.model_dump_json(), TRADER, "No memecoins.",
+         (START + timedelta(hours=1)).isoformat(), "--announce"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
