@@ -8,7 +8,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 import pandas as pd
 
@@ -28,7 +28,6 @@ from backend.memory.models import Episode, MemoryContext, PersonaProfile, Render
 __all__ = ["DeepTraderManager", "ManagerState", "situation_query"]
 
 log = logging.getLogger("backend.agents")
-_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 _EPS = 1e-9
 
 
@@ -133,7 +132,9 @@ class DeepTraderManager:
         if self.system is None:
             self._static_profile = seed_profile(self.trader_id, note, as_of)
             return
-        if self.system.persona.get_profile(self.trader_id, _FAR_FUTURE) is None:
+        if self.system.persona.get_profile(self.trader_id, as_of) is None:
+            # a persona written later (a store reused for an earlier window) makes this a
+            # LookAheadError: persona versions only move forward in time
             self.system.toolkit.record_note(self.trader_id, note, as_of=as_of)
 
     def profile_at(self, as_of: datetime) -> PersonaProfile | None:

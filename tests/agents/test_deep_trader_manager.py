@@ -20,7 +20,7 @@ from backend.compose import MemorySystem, build_memory_system, build_trader_mana
 from backend.config import LLMSettings, MemorySettings, Settings, StoreSettings, load_settings
 from backend.data import Headline, OHLCVFrame, load_headlines, load_ohlcv
 from backend.embeddings import HashingEmbedder
-from backend.errors import ConfigError, DataError
+from backend.errors import ConfigError, DataError, LookAheadError
 from backend.llm import build_llm
 from backend.memory import (
     FeatureFrame,
@@ -324,6 +324,19 @@ def test_oversized_proposals_are_cut_and_recorded(
     finally:
         close()
     assert (tmp_path / "khala").is_dir()  # a given store path is kept
+    # the store now holds the seed note as of START: a run of an earlier window on it
+    # cannot record its own seed before that (persona versions only move forward), and
+    # does not skip it on the strength of a version it could not yet have known
+    manager, close = build_trader_manager(
+        settings, ohlcv=btc, data_dir=shared_data, memory=True, policy="rule",
+        store_path=tmp_path, embedder=HashingEmbedder(),
+    )  # fmt: skip
+    try:
+        with pytest.raises(LookAheadError, match="persona memory already has"):
+            drive(manager, btc, trader_id=TRADER, start=START - timedelta(days=2),
+                  end=START - timedelta(days=1))  # fmt: skip
+    finally:
+        close()
 
 
 def test_prompt_injection_headline_cannot_breach_constraints(
