@@ -207,6 +207,7 @@ class DeepTraderManager:
         retrieval_ms = 0.0
         ctx: MemoryContext | None = None
         rendered: RenderedContext | None = None
+        memory_errors: list[str] = []
         if self.reader is not None and self.writer is not None:
             if not self.reader.primed(i):
                 self.reader.prime(i, self._bars)
@@ -223,6 +224,7 @@ class DeepTraderManager:
                 )
                 retrieval_ms = (time.perf_counter() - mark) * 1000
                 t["retrieve"] += retrieval_ms / 1000
+                memory_errors = [f"{tier}: {error}" for tier, error in self._ctx[0].errors.items()]
             ctx, rendered = self._ctx
         mark = time.perf_counter()
         view = DecisionView(
@@ -264,6 +266,7 @@ class DeepTraderManager:
                     state=bar_state(row),
                 )
             self.writer.tick(as_of)
+            memory_errors += self.writer.take_errors()
             t["write"] += time.perf_counter() - mark
         self._bars += 1
         return DecisionRecord(
@@ -276,6 +279,7 @@ class DeepTraderManager:
             prompt_tokens=rendered.tokens if rendered is not None else 0,
             episode_id=episode_id,
             retrieval_ms=round(retrieval_ms, 3),
+            memory_errors=memory_errors,
         )
 
     def _trades(self, decision: Decision, current: float) -> bool:

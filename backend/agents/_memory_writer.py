@@ -138,6 +138,7 @@ class MemoryWriter:
         self._queued: list[tuple[str, Outcome]] = []
         self._close = features.column("close")
         self.stats: Counter[str] = Counter()
+        self._errors: list[str] = []
 
     # ----------------------------------------------------------------- helpers
 
@@ -148,6 +149,13 @@ class MemoryWriter:
     def _guard(self, what: str, err: SentinelError) -> None:
         log.warning("memory write failed (%s): %s", what, err)
         self.stats["write_errors"] += 1
+        self._errors.append(f"write {what}: {type(err).__name__}: {err}")
+
+    def take_errors(self) -> list[str]:
+        """The write failures since the last call (each ``"write <what>: <error>"``),
+        then none: the manager puts them on the decision of the bar they happened at."""
+        errors, self._errors = self._errors, []
+        return errors
 
     def _schedule(self, episode: Episode, exposure: float | None, equity: float) -> None:
         start = self._close_at(episode.occurred_at)

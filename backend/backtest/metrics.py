@@ -208,4 +208,6 @@ def compute_metrics(
         llm_decisions=usage.asked,
         llm_answered_share=usage.share,
         llm_first_error=usage.first_error,
+        memory_error_decisions=sum(1 for record in decisions if record.memory_errors),
+        memory_first_error=next((r.memory_errors[0] for r in decisions if r.memory_errors), None),
     )

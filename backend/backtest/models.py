@@ -140,6 +140,10 @@ class DecisionRecord(FrozenModel):
     episode_id: str | None = None
     """The ``decision`` episode recorded for it (None with memory off)."""
     retrieval_ms: float = 0.0
+    memory_errors: list[str] = Field(default_factory=list)
+    """The memory's failures at this bar: a tier that could not be read (``"episodic:
+    StoreError: ..."``) or a write that failed (``"write: ..."``); the decision was made
+    without what failed. Counted by ``BacktestMetrics.memory_error_decisions``."""
 
     _tz = field_validator("as_of")(to_utc)
 
@@ -196,3 +200,8 @@ class BacktestMetrics(FrozenModel):
     Below ``llm.min_answered_share`` the run's summary line and report say so."""
     llm_first_error: str | None = None
     """The first error of an unanswered decision (None when every one was answered)."""
+    memory_error_decisions: int = 0
+    """Decisions at which the memory failed to read or write (``DecisionRecord
+    .memory_errors``); any is said in the run's summary line and report."""
+    memory_first_error: str | None = None
+    """The first of those failures (None without any)."""

@@ -17,8 +17,9 @@
   inline CSS, no script, font, stylesheet or link to anything outside the file: equity vs
   buy-and-hold with the salient ``events`` marked, drawdown and exposure, the persona
   timeline (if given), the metrics table and the first ``max_trades`` trades; when a chat
-  model answered less than ``min_llm_share`` of the decisions it was asked for, a warning
-  at the top says how many it answered and the first error (the same line the CLI prints);
+  model answered less than ``min_llm_share`` of the decisions it was asked for, or the
+  memory failed to read or write at any decision, a warning at the top says how many and
+  the first error (:func:`run_warning`, the same line the CLI prints);
   and "Decisions memory changed": counts per kind, the total PnL difference memory's
   changes made (fraction of equity, approximate) and the ``max_memory_changes`` most
   consequential ones — or one line saying memory changed nothing (or was off).
@@ -45,7 +46,7 @@ from backend.backtest.engine import BacktestResult, utc_timestamp
 from backend.backtest.metrics import LLMUsage
 from backend.backtest.models import BacktestMetrics, TradeRecord
 
-__all__ = ["figure_img", "llm_warning", "naive_utc", "write_run"]
+__all__ = ["figure_img", "memory_warning", "naive_utc", "run_warning", "write_run"]
 
 _date2num = cast("Callable[[object], float]", mdates.date2num)
 _MAX_EVENT_MARKERS = 40
@@ -113,7 +114,7 @@ def write_run(
         events=sorted(events or [], key=lambda e: utc_timestamp(e[0])),
         persona_timeline=persona_timeline,
         max_trades=max_trades,
-        warning=llm_warning(result.metrics, min_share=min_llm_share),
+        warning=run_warning(result.metrics, min_share=min_llm_share),
         memory_section=memory_changes_section(
             changes,
             result,
@@ -125,14 +126,29 @@ def write_run(
     (out / "report.html").write_text(page, encoding="utf-8")
 
 
-def llm_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
-    """The run's LLM warning (:meth:`LLMUsage.warning`), or None."""
+def run_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
+    """The run's warnings on one line, or None: the LLM's (:meth:`LLMUsage.warning`) and
+    the memory's (failed reads or writes at any decision: :func:`memory_warning`)."""
+    found = []
     share = metrics.llm_answered_share
-    if share is None:
+    if share is not None:
+        answered = round(share * metrics.llm_decisions)
+        usage = LLMUsage(metrics.llm_decisions, answered, metrics.llm_first_error)
+        found.append(usage.warning(min_share=min_share))
+    found.append(memory_warning(metrics))
+    said = [w for w in found if w]
+    return "; ".join(said) if said else None
+
+
+def memory_warning(metrics: BacktestMetrics) -> str | None:
+    """``"the memory failed at 12 of 24 decisions; first error: ..."``, or None when it
+    never failed: a store that fails on every call must not pass as a quiet run."""
+    if not metrics.memory_error_decisions:
         return None
-    answered = round(share * metrics.llm_decisions)
-    usage = LLMUsage(metrics.llm_decisions, answered, metrics.llm_first_error)
-    return usage.warning(min_share=min_share)
+    return (
+        f"the memory failed at {metrics.memory_error_decisions} of {metrics.n_decisions} "
+        f"decisions; first error: {metrics.memory_first_error}"
+    )
 
 
 def trades_frame(trades: Sequence[TradeRecord]) -> pd.DataFrame:

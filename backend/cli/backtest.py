@@ -41,7 +41,7 @@ from rich.table import Table
 
 from backend.backtest.engine import BacktestResult, ProgressCallback, run_backtest, select_window
 from backend.backtest.models import DecisionMaker
-from backend.backtest.report import llm_warning, write_run
+from backend.backtest.report import run_warning, write_run
 from backend.cli._common import parse_utc, settings
 from backend.config import Settings
 from backend.data import OHLCVFrame, find_ohlcv_file, read_ohlcv_file
@@ -214,6 +214,8 @@ def _headline(result: BacktestResult, out: Path) -> Table:
     table.add_row("fees / final equity", f"{m.fees_paid:,.2f} / {m.final_equity:,.2f}", "")
     if m.llm_answered_share is not None:
         table.add_row("LLM answered", f"{m.llm_answered_share:.1%} of {m.llm_decisions}", "")
+    if m.memory_error_decisions:
+        table.add_row("memory failed at", f"{m.memory_error_decisions} decisions", "")
     table.caption = f"report: {out / 'report.html'}"
     return table
 
@@ -283,7 +285,7 @@ def backtest(
         )
     finally:
         bar.stop()
-    warning = llm_warning(result.metrics, min_share=cfg.llm.min_answered_share)
+    warning = run_warning(result.metrics, min_share=cfg.llm.min_answered_share)
     if as_json:
         if warning is not None:  # stdout's last line stays the JSON
             print(f"WARNING: {warning}", file=sys.stderr)

@@ -37,7 +37,9 @@ else a ConfigError) make every run that trader's agent; a trader without fills i
 file is a DataError naming the file; so is a pair without candles in any window
 (before anything runs). ``--modes`` repeated count once. The JSON's ``news`` names the
 headline and Fear & Greed files the runs read (None, and a warning on stderr, for a
-missing one). A table of the headline numbers goes to stdout.
+missing one), ``policy`` the agent's policy, and ``warnings`` one line per run whose
+chat model answered too few decisions or whose memory failed (``run_warning``, also
+printed after the table). A table of the headline numbers goes to stdout.
 """
 
 from __future__ import annotations
@@ -274,6 +276,7 @@ def ablation(
     working, and all three tiers; side by side with buy-and-hold. With ``--trader`` and
     ``--fills`` the persona is that trader's as known at each bar; persona alignment is
     scored against the trader's profile as of each window's end."""
+    from backend.backtest.report import run_warning
     from backend.cli.backtest import data_root_for, news_inputs
     from backend.data import find_ohlcv_file, read_ohlcv_file
     from backend.embeddings import build_embedder
@@ -334,6 +337,12 @@ def ablation(
     result = outcome.to_dict()
     if fills is not None:
         result["fills_path"] = str(fills)
+    result["policy"] = cfg.agent.policy
+    result["warnings"] = warnings = [
+        f"{r.pair} {r.timeframe} {r.window_start:%Y-%m-%d} {r.mode}: {said}"
+        for r in (o.run for o in outcome.outputs)
+        if (said := run_warning(r.metrics, min_share=cfg.llm.min_answered_share))
+    ]
     write_json(out, {**header, "complete": True, **result})
     page = html if html is not None else out.with_suffix(".html")
     write_ablation_html(outcome, page)
@@ -357,6 +366,10 @@ def ablation(
                     f"{s['persona_alignment']:.3f}",
                 )
     Console().print(table)
+    for said in warnings[:5]:  # a dead LLM or store must not pass as a quiet "+0.00%"
+        print(f"WARNING: {said}")
+    if len(warnings) > 5:
+        print(f"WARNING: and {len(warnings) - 5} more runs (the JSON's warnings)")
 
 
 @app.command("persona")

@@ -627,3 +627,50 @@ def test_persona_from_the_traders_fills_as_known_at_each_bar(
     assert set(after.attributes["preferred_assets"].value) <= assets
     assert 0 < after.attributes["preferred_assets"].evidence_count <= len(known)
     assert after.as_of <= END  # nothing after the last bar was given to the persona
+
+
+def test_a_memory_that_fails_is_on_the_decisions_metrics_and_warning(
+    btc: OHLCVFrame, settings: Settings, shared_data: Path
+) -> None:
+    """Failure is loud: the decision episodes are deleted behind the loop's back (as
+    another process's clean-up would), so their outcomes cannot be written when due; each
+    failure lands on the decision of its bar, in the metrics and in the run's warning."""
+    import pandas as pd
+
+    from backend.backtest.metrics import compute_metrics
+    from backend.backtest.report import run_warning
+
+    manager, close = build_trader_manager(
+        settings, ohlcv=btc, data_dir=shared_data, memory=True, policy="rule",
+        store_path=None, embedder=HashingEmbedder(),
+    )  # fmt: skip
+    try:
+        first = drive(manager, btc, trader_id=TRADER, start=START, end=START + timedelta(days=2))
+        assert manager.system is not None and not any(r.memory_errors for r in first.records)
+        recorded = [r.episode_id for r in first.records if r.episode_id]
+        assert recorded  # the loop traded, and wrote (flushes) its decision episodes
+        at = START + timedelta(days=2)
+        assert manager.writer is not None
+        manager.writer.flush(at)
+        assert manager.system.store.delete(TRADER, recorded, as_of=at) == len(recorded)
+        later = drive(manager, btc, trader_id=TRADER, start=at + timedelta(hours=1),
+                      end=at + timedelta(days=2))  # fmt: skip
+    finally:
+        close()
+    failed = [r for r in later.records if r.memory_errors]
+    assert failed and all(
+        e.startswith("write outcome of ") and "StoreError" in e
+        for r in failed
+        for e in r.memory_errors
+    )
+    index = pd.DatetimeIndex([r.as_of for r in later.records])
+    flat = pd.Series(1.0, index=index)
+    metrics = compute_metrics(
+        flat * 10_000, buy_and_hold=flat, exposure=flat * 0, trades=[],
+        decisions=later.records, timeframe="1h", initial_equity=10_000, fees_paid=0.0,
+        start=later.records[0].as_of, end=later.records[-1].as_of,
+    )  # fmt: skip
+    assert metrics.memory_error_decisions == len(failed)
+    assert metrics.memory_first_error == failed[0].memory_errors[0]
+    warning = run_warning(metrics, min_share=0.5)
+    assert warning is not None and warning.startswith(f"the memory failed at {len(failed)} of ")

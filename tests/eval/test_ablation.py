@@ -152,6 +152,7 @@ def test_cli_writes_the_summary_with_buy_and_hold(shared_data: Path, tmp_path: P
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["complete"] is True and data["modes"] == ["off"]  # a repeated mode runs once
+    assert data["policy"] == "rule" and data["warnings"] == []  # nothing failed
     assert data["news"] == {
         "headlines": str(shared_data / "news" / "crypto_headlines.csv"),
         "fear_greed": str(shared_data / "trades" / "fear_greed_index.csv"),
