@@ -49,6 +49,8 @@ __all__ = [
     "compute_metrics",
     "llm_usage",
     "max_drawdown",
+    "memory_warning",
+    "run_warning",
     "sharpe_ratio",
     "sortino_ratio",
 ]
@@ -210,4 +212,29 @@ def compute_metrics(
         llm_first_error=usage.first_error,
         memory_error_decisions=sum(1 for record in decisions if record.memory_errors),
         memory_first_error=next((r.memory_errors[0] for r in decisions if r.memory_errors), None),
+    )
+
+
+def run_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
+    """The run's warnings on one line, or None: the LLM's (:meth:`LLMUsage.warning`) and
+    the memory's (failed reads or writes at any decision: :func:`memory_warning`)."""
+    found = []
+    share = metrics.llm_answered_share
+    if share is not None:
+        answered = round(share * metrics.llm_decisions)
+        usage = LLMUsage(metrics.llm_decisions, answered, metrics.llm_first_error)
+        found.append(usage.warning(min_share=min_share))
+    found.append(memory_warning(metrics))
+    said = [w for w in found if w]
+    return "; ".join(said) if said else None
+
+
+def memory_warning(metrics: BacktestMetrics) -> str | None:
+    """``"the memory failed at 12 of 24 decisions; first error: ..."``, or None when it
+    never failed: a store that fails on every call must not pass as a quiet run."""
+    if not metrics.memory_error_decisions:
+        return None
+    return (
+        f"the memory failed at {metrics.memory_error_decisions} of {metrics.n_decisions} "
+        f"decisions; first error: {metrics.memory_first_error}"
     )

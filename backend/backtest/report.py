@@ -19,7 +19,7 @@
   timeline (if given), the metrics table and the first ``max_trades`` trades; when a chat
   model answered less than ``min_llm_share`` of the decisions it was asked for, or the
   memory failed to read or write at any decision, a warning at the top says how many and
-  the first error (:func:`run_warning`, the same line the CLI prints);
+  the first error (:func:`~backend.backtest.metrics.run_warning`, the same line the CLI prints);
   and "Decisions memory changed": counts per kind, the total PnL difference memory's
   changes made (fraction of equity, approximate) and the ``max_memory_changes`` most
   consequential ones — or one line saying memory changed nothing (or was off).
@@ -30,6 +30,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -43,10 +46,17 @@ from matplotlib.figure import Figure
 
 from backend.backtest._memory_changes import memory_changes_frame, memory_changes_section
 from backend.backtest.engine import BacktestResult, utc_timestamp
-from backend.backtest.metrics import LLMUsage
+from backend.backtest.metrics import run_warning
 from backend.backtest.models import BacktestMetrics, TradeRecord
+from backend.errors import ConfigError
 
-__all__ = ["figure_img", "memory_warning", "naive_utc", "run_warning", "write_run"]
+__all__ = [
+    "RUN_FILES",
+    "check_run_dir",
+    "figure_img",
+    "naive_utc",
+    "write_run",
+]
 
 _date2num = cast("Callable[[object], float]", mdates.date2num)
 _MAX_EVENT_MARKERS = 40
@@ -89,13 +99,61 @@ def write_run(
     outcome_horizon_bars: int = 24,
     max_memory_changes: int = 50,
 ) -> None:
-    """Write the run's files into ``out_dir`` (see the module doc).
+    """Write the run's files into ``out_dir`` (see the module doc): first into a
+    temporary sibling directory, then each moved in (``os.replace``), so a failure while
+    writing leaves ``out_dir`` as it was; :func:`check_run_dir` first.
 
     ``memory``: whether the agent used memory (None: unknown; False makes the report say
     memory was off); ``outcome_horizon_bars``: bars over which "what happened next" after
     a decision memory changed is measured (``agent.outcome_horizon_bars``)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    target = Path(out_dir)
+    check_run_dir(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        _write_files(
+            result, out, title=title, events=events, persona_timeline=persona_timeline,
+            max_trades=max_trades, min_llm_share=min_llm_share, memory=memory,
+            outcome_horizon_bars=outcome_horizon_bars, max_memory_changes=max_memory_changes,
+        )  # fmt: skip
+        target.mkdir(exist_ok=True)
+        for name in RUN_FILES:  # every file is complete before any is moved in
+            os.replace(out / name, target / name)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+RUN_FILES = (
+    "metrics.json", "trades.csv", "decisions.jsonl", "equity.csv", "memory_changes.csv",
+    "report.html",
+)  # fmt: skip
+"""The files :func:`write_run` writes into a run's directory."""
+
+
+def check_run_dir(out: Path) -> None:
+    """Raise :class:`ConfigError` unless ``out`` can take a run's files: not an existing
+    file, none of :data:`RUN_FILES` an existing directory in it. Call it before a run,
+    so a long run does not end in an error at the write."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: a file is there, not a directory")
+    for name in RUN_FILES:
+        if (out / name).is_dir():
+            raise ConfigError(f"--out {out}: {name} is a directory")
+
+
+def _write_files(
+    result: BacktestResult,
+    out: Path,
+    *,
+    title: str,
+    events: Sequence[tuple[datetime, str]] | None,
+    persona_timeline: pd.DataFrame | None,
+    max_trades: int,
+    min_llm_share: float,
+    memory: bool | None,
+    outcome_horizon_bars: int,
+    max_memory_changes: int,
+) -> None:
     (out / "metrics.json").write_text(result.metrics.model_dump_json(indent=2) + "\n", "utf-8")
     trades_frame(result.trades).to_csv(out / "trades.csv", index=False)
     with (out / "decisions.jsonl").open("w", encoding="utf-8") as fh:
@@ -124,31 +182,6 @@ def write_run(
         ),
     )
     (out / "report.html").write_text(page, encoding="utf-8")
-
-
-def run_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
-    """The run's warnings on one line, or None: the LLM's (:meth:`LLMUsage.warning`) and
-    the memory's (failed reads or writes at any decision: :func:`memory_warning`)."""
-    found = []
-    share = metrics.llm_answered_share
-    if share is not None:
-        answered = round(share * metrics.llm_decisions)
-        usage = LLMUsage(metrics.llm_decisions, answered, metrics.llm_first_error)
-        found.append(usage.warning(min_share=min_share))
-    found.append(memory_warning(metrics))
-    said = [w for w in found if w]
-    return "; ".join(said) if said else None
-
-
-def memory_warning(metrics: BacktestMetrics) -> str | None:
-    """``"the memory failed at 12 of 24 decisions; first error: ..."``, or None when it
-    never failed: a store that fails on every call must not pass as a quiet run."""
-    if not metrics.memory_error_decisions:
-        return None
-    return (
-        f"the memory failed at {metrics.memory_error_decisions} of {metrics.n_decisions} "
-        f"decisions; first error: {metrics.memory_first_error}"
-    )
 
 
 def trades_frame(trades: Sequence[TradeRecord]) -> pd.DataFrame:

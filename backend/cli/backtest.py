@@ -40,8 +40,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from backend.backtest.engine import BacktestResult, ProgressCallback, run_backtest, select_window
+from backend.backtest.metrics import run_warning
 from backend.backtest.models import DecisionMaker
-from backend.backtest.report import run_warning, write_run
+from backend.backtest.report import check_run_dir, write_run
 from backend.cli._common import parse_utc, settings
 from backend.config import Settings
 from backend.data import OHLCVFrame, find_ohlcv_file, read_ohlcv_file
@@ -149,6 +150,7 @@ def run_backtest_command(
         raise ConfigError(f"--policy: expected rule or llm, got {policy!r}")
     if start is not None and end is not None and start >= end:
         raise ConfigError(f"--start {start.isoformat()} must be before --end {end.isoformat()}")
+    check_run_dir(out)  # before the run, not after it
     path = find_ohlcv_file(data_dir, pair, timeframe)
     ohlcv = read_ohlcv_file(path, pair=pair, timeframe=timeframe)
     select_window(ohlcv, start=start, end=end)

@@ -276,7 +276,7 @@ def ablation(
     working, and all three tiers; side by side with buy-and-hold. With ``--trader`` and
     ``--fills`` the persona is that trader's as known at each bar; persona alignment is
     scored against the trader's profile as of each window's end."""
-    from backend.backtest.report import run_warning
+    from backend.backtest.metrics import run_warning
     from backend.cli.backtest import data_root_for, news_inputs
     from backend.data import find_ohlcv_file, read_ohlcv_file
     from backend.embeddings import build_embedder

@@ -637,8 +637,7 @@ def test_a_memory_that_fails_is_on_the_decisions_metrics_and_warning(
     failure lands on the decision of its bar, in the metrics and in the run's warning."""
     import pandas as pd
 
-    from backend.backtest.metrics import compute_metrics
-    from backend.backtest.report import run_warning
+    from backend.backtest.metrics import compute_metrics, run_warning
 
     manager, close = build_trader_manager(
         settings, ohlcv=btc, data_dir=shared_data, memory=True, policy="rule",

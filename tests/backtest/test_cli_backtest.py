@@ -106,6 +106,20 @@ def test_bad_options_are_config_errors(tmp_path: Path, market: Path) -> None:
             policy="rule",
             **common,
         )
+    # an --out that cannot take the run's files is refused before the run, not after it
+    (tmp_path / "file").write_text("x")
+    blocked = tmp_path / "blocked"
+    (blocked / "report.html").mkdir(parents=True)
+    for out, problem in ((tmp_path / "file", "a file is there"),
+                         (blocked, "report.html is a directory")):  # fmt: skip
+        factory = Factory()
+        with pytest.raises(ConfigError, match=problem):
+            run_backtest_command(
+                load_settings(), start=None, end=None, policy="rule",
+                **{**common, "out": out, "maker_factory": factory},
+            )  # fmt: skip
+        assert factory.calls == []
+    assert sorted(p.name for p in blocked.iterdir()) == ["report.html"]  # nothing half-written
     with pytest.raises(DataError, match=r"BTC_USDT-1h\.csv\.gz.*no BTC/USDT 1h candles"):
         run_backtest_command(
             load_settings(),
