@@ -84,13 +84,20 @@ class EquityMarks:
         self._lookback_us = int(lookback_days * 86_400 * 1_000_000)
         self._lock = threading.Lock()
         self._accounts: dict[AccountKey, _Account] = {}
-        for key, us, equity in db.load_equity():
-            self._accounts.setdefault(key, _Account()).append((us, equity))
-        for account in self._accounts.values():  # the lookback may have changed
+        self.reload()
+
+    def reload(self) -> None:
+        """Read every account's marks from the file again (another process wrote it)."""
+        accounts: dict[AccountKey, _Account] = {}
+        for key, us, equity in self._db.load_equity():
+            accounts.setdefault(key, _Account()).append((us, equity))
+        for account in accounts.values():  # the lookback may have changed
             newest = account.marks[-1][0]
             account.drop_before(
                 newest - 2 * self._lookback_us, peak_from=newest - self._lookback_us
             )
+        with self._lock:
+            self._accounts = accounts
 
     def reset(self, key: AccountKey) -> None:
         """Forget the account's marks: a new account begins (a new decision loop)."""

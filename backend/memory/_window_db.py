@@ -92,6 +92,12 @@ class WindowDB:
         for trader_id, symbol, body in rows:
             yield trader_id, symbol, MarketSnapshot.model_validate_json(body)
 
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version`` on this connection: it changes when another
+        connection (another process) commits to the file, never for this connection's own
+        writes; a reader compares it to know whether what it loaded is still current."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
     def cursors(self) -> dict[tuple[str, str], int]:
         rows = self._db.execute("SELECT trader_id, symbol, consolidated_us FROM cursor")
         return {(t, s): int(us) for t, s, us in rows}
@@ -119,8 +125,10 @@ class WindowDB:
                     "DELETE FROM snapshot WHERE trader_id = ? AND symbol = ? AND as_of_us <= ?",
                     (trader_id, symbol, until_us),
                 )
-                self._db.execute(
-                    "INSERT OR REPLACE INTO cursor VALUES (?, ?, ?)", (trader_id, symbol, until_us)
+                self._db.execute(  # a cursor only moves forward (two writers: the later wins)
+                    "INSERT INTO cursor VALUES (?, ?, ?) ON CONFLICT (trader_id, symbol) DO "
+                    "UPDATE SET consolidated_us = MAX(consolidated_us, excluded.consolidated_us)",
+                    (trader_id, symbol, until_us),
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"working-memory state: consolidation failed: {exc}") from None

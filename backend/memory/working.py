@@ -97,7 +97,8 @@ class WorkingMemory:
     ``episodic`` defaults to an :class:`EpisodicMemory` on the same store; ``state_path``
     is the SQLite file of the windows (suggested: ``<store path>/working.sqlite3``).
     Thread-safe (one lock; reads may run in a retrieval thread pool); one instance per
-    ``state_path`` and process.
+    ``state_path`` and process, one writing process per (trader, symbol); what another
+    process commits to ``state_path`` is read again at the next call (:meth:`_sync`).
     """
 
     def __init__(
@@ -120,10 +121,27 @@ class WorkingMemory:
         self._lock = threading.RLock()
         self._windows: dict[Key, deque[MarketSnapshot]] = {}
         self._topics: dict[Key, Counter[str]] = {}
+        self._version = self._db.data_version()
         self._consolidated_us: dict[Key, int] = self._db.cursors()
         for trader_id, symbol, snap in self._db.load():
             self._push((trader_id, symbol), snap)
         self._equity = EquityMarks(self._db, lookback_days=settings.equity_lookback_days)
+
+    def _sync(self) -> None:
+        """Under the lock, before every read and write: reload the windows, cursors and
+        equity marks when another process committed to the state file since they were
+        loaded (``sentinel mcp`` or the scheduler beside ``sentinel paper``). One
+        ``PRAGMA data_version`` query when nothing changed (~2 us)."""
+        version = self._db.data_version()
+        if version == self._version:
+            return
+        self._version = version  # read before the load: a commit during it shows next time
+        self._windows.clear()
+        self._topics.clear()
+        self._consolidated_us = self._db.cursors()
+        for trader_id, symbol, snap in self._db.load():
+            self._push((trader_id, symbol), snap)
+        self._equity.reload()
 
     @property
     def episodic(self) -> EpisodicMemory:
@@ -132,6 +150,7 @@ class WorkingMemory:
     def keys(self) -> list[Key]:
         """The (trader_id, symbol) pairs with a non-empty window."""
         with self._lock:
+            self._sync()
             return sorted(k for k, w in self._windows.items() if w)
 
     def _push(self, key: Key, snap: MarketSnapshot) -> None:
@@ -157,6 +176,7 @@ class WorkingMemory:
         ``as_of``) for any other snapshot older than the newest (a hole in the past).
         """
         with self._lock:
+            self._sync()
             return self._observe(snapshot)
 
     def _observe(self, snapshot: MarketSnapshot) -> Episode | None:
@@ -218,6 +238,7 @@ class WorkingMemory:
         overflows, so it is idempotent)."""
         out: list[Episode] = []
         with self._lock:
+            self._sync()
             for key in sorted(self._windows):
                 window = self._windows[key]
                 batch = self._settings.consolidate_batch
@@ -278,6 +299,7 @@ class WorkingMemory:
         moment = to_utc(as_of)
         wanted = topic.lower() if topic is not None else None
         with self._lock:  # another thread may be observing (appending / consolidating)
+            self._sync()
             window = self._windows.get((trader_id, symbol))
             if not window:
                 return []
@@ -304,6 +326,7 @@ class WorkingMemory:
         before the newest rewrites the history from then on). Raises
         :class:`~backend.errors.DataError` (field ``equity``) for equity <= 0."""
         with self._lock:  # the windows' SQLite connection (see EquityMarks)
+            self._sync()
             key = (trader_id, symbol, timeframe)
             if first:
                 self._equity.reset(key)
@@ -315,7 +338,9 @@ class WorkingMemory:
         """The account of the agent's loop on ``symbol`` at ``timeframe`` at ``as_of``:
         equity, the high-water mark of the last ``memory.equity_lookback_days`` and the
         drawdown from it; None before a mark."""
-        return self._equity.account((trader_id, symbol, timeframe), as_of=as_of)
+        with self._lock:
+            self._sync()
+            return self._equity.account((trader_id, symbol, timeframe), as_of=as_of)
 
     def topics(self, trader_id: str, symbol: str, *, as_of: datetime) -> list[tuple[str, int]]:
         """Topic tags of the window's snapshots known at ``as_of``, most frequent first."""

@@ -135,6 +135,35 @@ def test_restart_resumes_the_same_window(
     final.close()
 
 
+def test_a_reader_follows_what_another_process_writes_to_the_state_file(
+    make_store: StoreFactory, snapshots: list[MarketSnapshot], tmp_path: Path
+) -> None:
+    """``sentinel mcp`` beside ``sentinel paper``: two connections to one state file (as
+    two processes have); the reader's windows, consolidation cursor and account follow
+    the writer's commits at its next call."""
+    store = make_store()
+    path = tmp_path / "working.sqlite3"
+    writer = WorkingMemory(store, settings=SMALL, state_path=path)
+    reader = WorkingMemory(store, settings=SMALL, state_path=path)
+    key = ("alice", "BTC/USDT", "1h")
+    for snap in snapshots[:3]:
+        writer.observe(snap)
+    writer.observe_equity(*key[:2], timeframe=key[2], as_of=snapshots[2].as_of, equity=100.0)
+    late = snapshots[19].as_of
+    assert len(reader.current("alice", "BTC/USDT", as_of=late)) == 3
+    for i, snap in enumerate(snapshots[3:8], start=3):  # overflows and consolidates once
+        writer.observe(snap)
+        writer.observe_equity(*key[:2], timeframe=key[2], as_of=snap.as_of, equity=100.0 - i)
+    assert reader.current("alice", "BTC/USDT", as_of=late) == writer.current(
+        "alice", "BTC/USDT", as_of=late
+    )
+    account = reader.account(*key[:2], timeframe=key[2], as_of=late)
+    assert account is not None and account.equity == 93.0 and account.peak == 100.0
+    assert reader.consolidate_overflow(as_of=late) == []  # nothing left for it to redo
+    writer.close()
+    reader.close()
+
+
 def test_observe_bar(
     make_store: StoreFactory, btc_features: FeatureFrame, headline_index: HeadlineIndex
 ) -> None:
