@@ -13,6 +13,7 @@ Hyperliquid export quirks handled here (see ``shared/data/README.md``):
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from backend.data._csvio import (
 )
 from backend.data.models import Direction, Fill
 from backend.errors import DataError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FILL_COLUMNS", "direction_from_text", "fills_to_frame", "load_hyperliquid_fills"]
 
@@ -79,7 +82,9 @@ def load_hyperliquid_fills(path: str | Path, *, source: str = "hyperliquid") -> 
     ``Transaction Hash`` -> ``tx_hash`` (``None`` for the all-zero hash of internal
     transfers), ``Direction`` -> ``direction`` (``Long > Short`` -> ``flip_long_to_short``,
     anything unknown such as ``Spot Dust Conversion`` -> ``other``; the raw text is kept in
-    ``raw_direction``). Timestamps have minute precision.
+    ``raw_direction``). Timestamps have minute precision. A row that repeats an earlier
+    row exactly (every cell) is dropped with a warning naming its line, as the candle
+    reader does with exact duplicate rows.
 
     Raises DataError (file, row = 1-based line with header = 1, field) for an unreadable or
     empty file, missing columns, an empty required cell, an unparseable ``Timestamp IST``,
@@ -181,8 +186,15 @@ def load_hyperliquid_fills(path: str | Path, *, source: str = "hyperliquid") -> 
             "tx_hash": None if tx in ("", _ZERO_HASH) else tx,
         }
         fills.append(Fill.model_validate(record))
+    repeated = cells.duplicated(keep="first").to_numpy()
+    if repeated.any():  # an export written twice, or a copy-paste: not two trades
+        lines = [table.line(int(i)) for i in np.flatnonzero(repeated)]
+        log.warning(
+            "%s: dropped %d row(s) repeating an earlier row exactly (lines %s)",
+            file, len(lines), ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else ""),
+        )  # fmt: skip
     order_by_time = np.argsort(millis, kind="stable")
-    return [fills[int(i)] for i in order_by_time]
+    return [fills[int(i)] for i in order_by_time if not repeated[int(i)]]
 
 
 def direction_from_text(text: str) -> Direction:

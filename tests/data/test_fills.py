@@ -123,14 +123,18 @@ def write(tmp_path: Path, lines: list[str], name: str = "fills.csv") -> Path:
     return path
 
 
-def test_ids_are_stable_across_reimports_and_extended_exports(tmp_path: Path) -> None:
+def test_ids_are_stable_across_reimports_and_extended_exports(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     base = load_hyperliquid_fills(write(tmp_path, [HEADER, *ROWS]))
     again = load_hyperliquid_fills(write(tmp_path, [HEADER, *ROWS], "again.csv"))
     assert [f.id for f in base] == [f.id for f in again]
     newer = ROWS[0].replace("95000", "95100").replace("10:00", "09:00")
     extended = load_hyperliquid_fills(write(tmp_path, [HEADER, newer, *ROWS, ROWS[2]], "ext.csv"))
     assert {f.id for f in base} < {f.id for f in extended}
-    assert len({f.id for f in extended}) == 5  # the exact duplicate row gets its own id
+    # a row repeating an earlier one exactly (line 6 repeats line 5) is one fill, said
+    assert len(extended) == len({f.id for f in extended}) == 4
+    assert "dropped 1 row(s) repeating an earlier row exactly (lines 6)" in caplog.text
     assert extended[0].price == 95100.0  # sorted by time
     maker = next(f for f in base if f.side == "sell")
     assert (maker.taker_or_maker, maker.fee_cost, maker.realized_pnl) == ("maker", -0.1, 30.0)
