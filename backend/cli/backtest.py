@@ -212,7 +212,7 @@ def _headline(result: BacktestResult, out: Path) -> Table:
     table.add_row("Sharpe / Sortino", f"{m.sharpe:.2f} / {m.sortino:.2f}", "")
     table.add_row("trades / win rate", f"{m.n_trades} / {m.win_rate:.1%}", "")
     table.add_row("decisions / violations", f"{m.n_decisions} / {m.constraint_violations}", "")
-    table.add_row("exposure", f"{m.exposure:.1%}", "")
+    table.add_row("time in market", f"{m.exposure:.1%}", "")
     table.add_row("fees / final equity", f"{m.fees_paid:,.2f} / {m.final_equity:,.2f}", "")
     if m.llm_answered_share is not None:
         table.add_row("LLM answered", f"{m.llm_answered_share:.1%} of {m.llm_decisions}", "")
@@ -261,6 +261,7 @@ def backtest(
         TimeRemainingColumn(),
         console=Console(stderr=True),
         disable=as_json,
+        transient=True,  # gone when stopped: an error mid-run stays the one line on stderr
     )
     task = bar.add_task("bars", total=None)
 

@@ -277,7 +277,7 @@ def _fail_first(
     bad = mask.to_numpy(dtype=bool)
     if bad.any():
         pos = int(np.argmax(bad))
-        shown = ", ".join(f"{c}={values[c].iloc[pos]!r}" for c in VALUE_COLUMNS)
+        shown = ", ".join(f"{c}={float(values[c].iloc[pos])!r}" for c in VALUE_COLUMNS)
         raise DataError(f"{reason} ({shown})", path=source, row=int(rows[pos]), field=field)
 
 
@@ -289,8 +289,14 @@ def _fail_conflict(clashing: pd.DataFrame, source: str | Path) -> None:
     field = next((c for c in VALUE_COLUMNS if first[c] != second[c]), "date")
     raise DataError(
         f"duplicate candle time {first_time.isoformat()} with different values "
-        f"({field} {first[field]!r} at row {int(first['_row'])} vs {second[field]!r})",
+        f"({field} {_plain(first[field])!r} at row {int(first['_row'])} "
+        f"vs {_plain(second[field])!r})",
         path=source,
         row=int(second["_row"]),
         field=field,
     )
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python value it holds (``95.0``, not ``np.float64(95.0)``)."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -187,7 +187,9 @@ def _api_error(cause: BaseException | None, model: str) -> str:
     if isinstance(cause, openai.APITimeoutError):
         return f"timeout waiting for {model}"
     if isinstance(cause, openai.APIConnectionError):
-        return f"cannot connect to the {model} endpoint"
+        url = cause.request.url  # the endpoint's address, never its path, query or a key
+        where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+        return f"cannot connect to the {model} endpoint at {where}"
     return f"{type(cause).__name__} from {model}"
 
 

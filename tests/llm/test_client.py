@@ -237,8 +237,9 @@ def test_an_unreachable_endpoint_is_not_remembered() -> None:
         openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key=KEY, max_retries=0), model="m"
     )
     result = ask(llm)
-    assert result.value is None and result.error == "cannot connect to the m endpoint"
-    assert llm.mode() == (None, "cannot connect to the m endpoint")
+    said = "cannot connect to the m endpoint at http://127.0.0.1:9"
+    assert result.value is None and result.error == said
+    assert llm.mode() == (None, said)
 
 
 def test_a_bad_answer_is_reasked_with_the_error_then_counted(server: ChatServer) -> None:
