@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+import filelock
 import pandas as pd
 from pydantic import TypeAdapter
 
@@ -52,6 +53,9 @@ CREATE TABLE IF NOT EXISTS paper_equity (
     run_id TEXT NOT NULL, as_of_ms INTEGER NOT NULL, equity REAL NOT NULL,
     exposure REAL NOT NULL, PRIMARY KEY (run_id, as_of_ms)) WITHOUT ROWID;
 """
+JOB_LOCK_TIMEOUT_S = 900.0
+"""Longest wait for :meth:`ServiceDB.job_lock` (a paper step with the LLM policy may
+take minutes when it catches up many bars)."""
 _FILL = TypeAdapter(BrokerFill)
 _COLUMNS = ["open", "high", "low", "close", "volume"]
 
@@ -76,6 +80,26 @@ class ServiceDB:
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"service state {self.path}: {exc}") from None
+        self._jobs = filelock.FileLock(f"{self.path}.jobs.lock", timeout=JOB_LOCK_TIMEOUT_S)
+
+    @contextmanager
+    def job_lock(self) -> Iterator[None]:
+        """Held by a job's work across processes sharing this file (``filelock`` beside
+        it; re-entrant in one thread): two processes never step one paper run at once
+        (the second then reads the first's saved state and has nothing left to decide),
+        nor refresh one persona at once. Raises :class:`StoreError` after
+        :data:`JOB_LOCK_TIMEOUT_S` seconds of waiting."""
+        try:
+            self._jobs.acquire()
+        except filelock.Timeout:
+            raise StoreError(
+                f"{self._jobs.lock_file}: another process has run a job for "
+                f"{JOB_LOCK_TIMEOUT_S:.0f} s"
+            ) from None
+        try:
+            yield
+        finally:
+            self._jobs.release()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -8,9 +8,11 @@ default: now). These wrappers are the scheduler's side, the only place besides t
 that reads the clock; the work itself takes ``as_of`` as an argument
 (:mod:`backend.service.persona_refresh`, :mod:`backend.service.consolidation`,
 :mod:`backend.service.paper`). Each run takes its runtime's lock (one memory writer at
-a time), logs its result as one JSON line on the ``backend.service`` logger and appends
-it to the ``job_run`` table of the service state; an error is logged, recorded and
-raised (apscheduler logs it too and the next run happens as scheduled).
+a time) and the service state's job lock (:meth:`ServiceDB.job_lock`: one job's work at a
+time across processes, so a ``sentinel paper`` and a scheduler stepping one run never
+write its fills twice), logs its result as one JSON line on the ``backend.service``
+logger and appends it to the ``job_run`` table of the service state; an error is logged,
+recorded and raised (apscheduler logs it too and the next run happens as scheduled).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def parse_as_of(value: str | None) -> datetime:
 
 def _run(job_id: str, rt: Runtime, as_of: datetime, work: Callable[[], Any]) -> dict[str, Any]:
     try:
-        with rt.lock:
+        with rt.lock, rt.db().job_lock():  # one job's work at a time, across processes
             result = work()
     except SentinelError as err:
         summary = json.dumps({"error": f"{type(err).__name__}: {err}"})
@@ -175,20 +177,20 @@ def paper_step(
         clock="replay" if replay_from is not None else "live",
         api_url=api_url,
     )
-    if replay_from is not None:
-        start = parse_as_of(replay_from)
-        with rt.lock:
-            moment = replay_now(trader.state(), start=start, timeframe=timeframe)
-    else:
-        moment = parse_as_of(None)
     job_id = f"paper:{trader.exchange_id}:{pair}:{timeframe}"
-    if until is not None and moment > parse_as_of(until):
-        return {"job_id": job_id, "as_of": moment.isoformat(), "result": None}
+    with rt.lock, rt.db().job_lock():  # the replay clock is read from the state it steps
+        if replay_from is not None:
+            start = parse_as_of(replay_from)
+            moment = replay_now(trader.state(), start=start, timeframe=timeframe)
+        else:
+            moment = parse_as_of(None)
+        if until is not None and moment > parse_as_of(until):
+            return {"job_id": job_id, "as_of": moment.isoformat(), "result": None}
 
-    def work() -> BaseModel:
-        return trader.step(moment)
+        def work() -> BaseModel:
+            return trader.step(moment)
 
-    return _run(job_id, rt, moment, work)
+        return _run(job_id, rt, moment, work)
 
 
 JOB_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {

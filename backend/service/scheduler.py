@@ -26,12 +26,14 @@ idempotent (``backend.service.jobs``), so a run repeated after a crash adds noth
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import filelock
 from apscheduler.events import (
     EVENT_JOB_ERROR,
     EVENT_JOB_MAX_INSTANCES,
@@ -230,6 +232,25 @@ def sync_jobs(scheduler: BackgroundScheduler, specs: Sequence[JobSpec]) -> dict[
         done[spec.id] = "replaced" if existing is not None else "added"
     log.info("scheduler jobs: %s", done)
     return done
+
+
+@contextmanager
+def only_scheduler(settings: Settings) -> Iterator[None]:
+    """Held for the life of a ``sentinel scheduler run``: a second one on the same service
+    state (``scheduler.state_path``) refuses to start, since each would run every job.
+    Raises :class:`ConfigError` at once when another process holds it."""
+    lock = filelock.FileLock(f"{settings.scheduler.state_path}.scheduler.lock", timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise ConfigError(
+            f"another scheduler runs on {settings.scheduler.state_path} "
+            f"({lock.lock_file} is held): one scheduler per service state"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def start_service(

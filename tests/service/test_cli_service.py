@@ -184,6 +184,39 @@ def test_paper_loop_killed_midway_and_restarted_ends_like_an_uninterrupted_run(
     assert {r["decision"]["action"] for r in got[0]} > {"hold"}  # type: ignore[index]
 
 
+@pytest.mark.slow
+def test_two_processes_stepping_one_paper_run_write_each_bar_once(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    """Two ``sentinel paper`` processes on one run at once (as a paper process beside a
+    scheduler's paper job): the service state's job lock serialises their steps, so every
+    bar is decided, filled and marked once, as one process alone does."""
+    until = "2022-05-10T11:00:00Z"  # 12 bars
+    args = [*paper_args(make_config("pair"), binance_loopback)]
+    args[args.index("--until") + 1] = until
+    both = [
+        subprocess.Popen([str(SENTINEL), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    for proc in both:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    alone_args = [*paper_args(make_config("alone"), binance_loopback)]
+    alone_args[alone_args.index("--until") + 1] = until
+    alone = sentinel(*alone_args)
+    assert alone.returncode == 0, alone.stderr
+    got = outcome(args_state(args))
+    expected = outcome(args_state(alone_args))
+    assert len(got[0]) == len(expected[0]) == 12
+    assert got[1] == expected[1] and got[2] == expected[2]  # fills and trades: each once
+    assert got[3] == expected[3]  # equity marks
+
+
+def args_state(args: list[str]) -> Path:
+    return Path(args[args.index("--config") + 1]).parent / "service.sqlite3"
+
+
 def test_paper_bad_options_exit_2_with_one_line(make_config: ConfigFactory) -> None:
     config = make_config("bad")
     result = sentinel("--config", str(config), "paper", "--pair", "BTC/USDT", "--until", "tomorrow")
@@ -222,6 +255,9 @@ def test_scheduler_run_in_the_foreground_until_sigterm(make_config: ConfigFactor
     while runs() < 2 and proc.poll() is None:
         assert time.monotonic() < deadline, "the scheduler ran no job"
         time.sleep(0.1)
+    second = sentinel("--config", str(config), "scheduler", "run")  # would run every job twice
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+    assert "another scheduler runs on" in second.stderr
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
