@@ -200,7 +200,7 @@ def test_two_processes_stepping_one_paper_run_write_each_bar_once(
         for _ in range(2)
     ]  # fmt: skip
     for proc in both:
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     alone_args = [*paper_args(make_config("alone"), binance_loopback)]
     alone_args[alone_args.index("--until") + 1] = until
