@@ -115,7 +115,8 @@ def run_locomo_command(
         known = {c.sample_id for c in dataset.conversations}
         unknown = [c for c in conversations if c not in known]
         if unknown:
-            raise ConfigError(f"--conversations: not in {data}: {', '.join(unknown)}")
+            among = f"the first {limit} of {data} (--limit)" if limit is not None else str(data)
+            raise ConfigError(f"--conversations: not in {among}: {', '.join(unknown)}")
         dataset = dataset.model_copy(
             update={
                 "conversations": [c for c in dataset.conversations if c.sample_id in conversations]

@@ -29,7 +29,9 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from backend.errors import DataError
 from backend.eval.locomo_models import (
@@ -123,6 +125,20 @@ def repair_evidence(
     return list(dict.fromkeys(ids)), repairs
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _model(cls: type[_M], *, path: Path | str, where: str, **fields: Any) -> _M:
+    """``cls(**fields)``; a value the model refuses is a :class:`DataError` naming the
+    field's JSON path (an empty question, a blank speaker), not an internal error."""
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise DataError(first["msg"], path=path, field=f"{where}.{key}") from None
+
+
 def _req(obj: Any, key: str, kind: type | tuple[type, ...], *, path: Path | str, where: str) -> Any:
     if not isinstance(obj, dict) or key not in obj:
         raise DataError("missing", path=path, field=f"{where}.{key}")
@@ -168,7 +184,10 @@ def parse_conversation(
                 )
             caption = turn.get("blip_caption")
             turns.append(
-                LocomoTurn(
+                _model(
+                    LocomoTurn,
+                    path=path,
+                    where=tw,
                     dia_id=dia_id,
                     session=number,
                     position=position,
@@ -189,13 +208,16 @@ def parse_conversation(
         if not all(isinstance(e, str) for e in raw):
             raise DataError("evidence must be a list of strings", path=path, field=f"{qw}.evidence")
         category = _req(qa, "category", int, path=path, where=qw)
-        if not 1 <= category <= 5:
+        if isinstance(category, bool) or not 1 <= category <= 5:
             raise DataError(f"category {category} is not 1-5", path=path, field=f"{qw}.category")
         evidence, fixed = repair_evidence(raw, known, conversation_id=sample_id, question_index=qi)
         repairs.extend(fixed)
         answer = qa.get("answer", qa.get("adversarial_answer"))
         questions.append(
-            LocomoQuestion(
+            _model(
+                LocomoQuestion,
+                path=path,
+                where=qw,
                 conversation_id=sample_id,
                 index=qi,
                 question=_req(qa, "question", str, path=path, where=qw),
@@ -205,7 +227,10 @@ def parse_conversation(
                 evidence_raw=list(raw),
             )
         )
-    conversation = LocomoConversation(
+    conversation = _model(
+        LocomoConversation,
+        path=path,
+        where=where,
         sample_id=sample_id,
         speaker_a=speakers[0],
         speaker_b=speakers[1],
@@ -250,4 +275,6 @@ def load_locomo(path: Path | str, *, limit: int | None = None) -> LocomoDataset:
             )
         conversations.append(conversation)
         repairs.extend(fixed)
+    if not any(c.questions for c in conversations):
+        raise DataError("no questions to score in the conversations read", path=source)
     return LocomoDataset(path=str(source), conversations=conversations, repairs=repairs)

@@ -94,3 +94,16 @@ def test_bad_files_name_the_file_and_field(tmp_path: Path) -> None:
         load_locomo(_write(tmp_path, [sample]))
     with pytest.raises(DataError, match="duplicate sample_id"):
         load_locomo(_write(tmp_path, [fixture_sample(), fixture_sample()]))
+    # values the models refuse are data errors naming the field, not internal errors
+    sample = fixture_sample()
+    sample["qa"][0]["question"] = ""
+    with pytest.raises(DataError, match=r"field '\[0\]\.qa\[0\]\.question'"):
+        load_locomo(_write(tmp_path, [sample]))
+    sample = fixture_sample()
+    sample["qa"][0]["category"] = True  # JSON true is not category 1
+    with pytest.raises(DataError, match=r"qa\[0\]\.category"):
+        load_locomo(_write(tmp_path, [sample]))
+    sample = fixture_sample()
+    sample["qa"] = []
+    with pytest.raises(DataError, match="no questions to score"):
+        load_locomo(_write(tmp_path, [sample]))
