@@ -57,8 +57,14 @@ def _quiet_scheduler() -> None:
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
-def _wait_for_stop(stop: threading.Event) -> None:
-    """Block until ``stop`` is set or SIGINT/SIGTERM arrives."""
+IDLE_STEPS_WARNING = 2
+"""Consecutive steps without a new closed candle after which ``sentinel paper`` warns
+(one can happen when the exchange publishes a bar after ``paper.delay_s``)."""
+
+
+def _wait_for_stop(stop: threading.Event, *, deadline: datetime | None = None) -> None:
+    """Block until ``stop`` is set, SIGINT/SIGTERM arrives or the wall clock reaches
+    ``deadline``."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -66,7 +72,8 @@ def _wait_for_stop(stop: threading.Event) -> None:
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not stop.wait(0.2):
-            pass
+            if deadline is not None and datetime.now(UTC) >= deadline:
+                break
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -165,6 +172,11 @@ def paper(
     ex = exchange or cfg.exchange.id
     stop_at = parse_utc(until, name="until") if until else None
     start = parse_utc(replay_from, name="replay-from").isoformat() if replay_from else None
+    if stop_at is not None and start is not None and stop_at < datetime.fromisoformat(start):
+        raise ConfigError(f"--until {until} is before --replay-from {replay_from}")
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # a failed step is raised below
+        logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
+        logging.getLogger("backend.service").setLevel(logging.CRITICAL)
     trigger = (
         IntervalTrigger(seconds=step_s, timezone=UTC)
         if start is not None
@@ -195,8 +207,8 @@ def paper(
         next_run_time=datetime.now(UTC),
     )
     scheduler.start()
-    try:
-        _wait_for_stop(stop)
+    try:  # live: the wall clock reaching --until stops it between two bar closes too
+        _wait_for_stop(stop, deadline=stop_at if start is None else None)
     finally:
         scheduler.shutdown(wait=True)
         run_id = paper_run_id(ex, pair, timeframe, cfg.agent.trader_id)
@@ -214,6 +226,12 @@ def paper(
         )
     if state is not None:
         usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
-        warning = usage.warning(min_share=cfg.llm.min_answered_share)
-        if warning is not None:
+        warnings = [usage.warning(min_share=cfg.llm.min_answered_share)]
+        if state.idle_steps >= IDLE_STEPS_WARNING:  # a feed that answers with nothing
+            newest = state.last_close.isoformat() if state.last_close else "none yet"
+            warnings.append(
+                f"the last {state.idle_steps} steps got no new closed candle of {pair} "
+                f"{timeframe} from {ex} (last bar decided: {newest})"
+            )
+        for warning in filter(None, warnings):
             print(f"WARNING: {warning}", file=sys.stderr if as_json else sys.stdout)

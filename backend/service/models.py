@@ -111,6 +111,9 @@ class PaperState(FrozenModel):
     last_now: AwareDatetime | None = None
     """The clock time of the last step."""
     steps: int = Field(default=0, ge=0)
+    idle_steps: int = Field(default=0, ge=0)
+    """Consecutive steps, up to the last, that found no new closed candle (a feed that
+    returns nothing, or went stale); 0 after a step that decided a bar."""
     bars: int = Field(default=0, ge=0)
     """Bars decided on so far."""
     llm_decisions: int = Field(default=0, ge=0)

@@ -208,6 +208,7 @@ class PaperTrader:
             todo = [i for i, c in enumerate(closes) if c > state.last_close]
         state = state.model_copy(update={"last_now": now, "steps": state.steps + 1})
         if not todo:
+            state = state.model_copy(update={"idle_steps": state.idle_steps + 1})
             self.db.save_step(state, records=[], fills=[], trades=[], marks=[])
             return PaperStepResult(run_id=self.run_id, now=now, fetched=fetched)
         features = compute_features(
@@ -273,6 +274,7 @@ class PaperTrader:
                 "manager": manager.export_state(),
                 "last_close": closes[todo[-1]].to_pydatetime(),
                 "bars": state.bars + len(records),
+                "idle_steps": 0,
             }
         )
         self.db.save_step(

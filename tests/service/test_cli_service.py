@@ -224,6 +224,27 @@ def test_paper_bad_options_exit_2_with_one_line(make_config: ConfigFactory) -> N
     assert result.stderr.strip().splitlines() == [
         "sentinel: error: --until: not an ISO-8601 date/time: 'tomorrow'"
     ]
+    result = sentinel("--config", str(config), "paper", "--pair", "BTC/USDT",
+                      "--replay-from", "2022-05-10", "--until", "2022-05-09")  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "sentinel: error: --until 2022-05-09 is before --replay-from 2022-05-10"
+    ]
+
+
+def test_a_feed_without_candles_is_said(make_config: ConfigFactory, binance_loopback: str) -> None:
+    """An exchange that answers but has no candle for the clock (past the data's end)
+    must not pass as a quiet run of 0 bars."""
+    args = paper_args(make_config("empty"), binance_loopback)
+    args[args.index("--replay-from") + 1] = "2030-01-01T00:00:00Z"
+    args[args.index("--until") + 1] = "2030-01-01T02:00:00Z"
+    args.remove("--json")
+    result = sentinel(*args)
+    assert result.returncode == 0, result.stderr
+    assert "0 bars decided" in result.stdout
+    assert "WARNING: the last 3 steps got no new closed candle of BTC/USDT 1h from binance" in (
+        result.stdout
+    )
 
 
 def test_scheduler_run_in_the_foreground_until_sigterm(make_config: ConfigFactory) -> None:
