@@ -197,19 +197,36 @@ def build_scheduler(
     return scheduler
 
 
-def _same(job: Job, spec: JobSpec) -> bool:
+def _same(job: Job, spec: JobSpec, misfire_grace_s: float | None) -> bool:
+    """Whether the stored ``job`` runs as ``spec`` says: function, arguments, name, the
+    trigger (its text; and an epoch-anchored interval's start, which carries
+    ``paper.delay_s`` and does not show in the text) and the misfire grace time."""
+    anchored = getattr(spec.trigger, "start_date", None)
     return bool(
         job.func_ref == spec.func
         and tuple(job.args) == spec.args
         and not job.kwargs
         and job.name == spec.name
         and str(job.trigger) == str(spec.trigger)
+        and (
+            anchored is None
+            or anchored > _EPOCH + timedelta(days=1)  # not anchored: "from now"
+            or getattr(job.trigger, "start_date", None) == anchored
+        )
+        and (misfire_grace_s is None or job.misfire_grace_time == misfire_grace_s)
     )
 
 
-def sync_jobs(scheduler: BackgroundScheduler, specs: Sequence[JobSpec]) -> dict[str, str]:
+def sync_jobs(
+    scheduler: BackgroundScheduler,
+    specs: Sequence[JobSpec],
+    *,
+    misfire_grace_s: float | None = None,
+) -> dict[str, str]:
     """Make the started (possibly paused) ``scheduler``'s store hold exactly ``specs``
-    (module doc). Returns ``{job id: "kept" | "added" | "replaced" | "removed"}``."""
+    (module doc), a stored job whose misfire grace time is not ``misfire_grace_s`` (when
+    given: ``scheduler.misfire_grace_s``) being replaced too. Returns ``{job id: "kept" |
+    "added" | "replaced" | "removed"}``."""
     done: dict[str, str] = {}
     wanted = {s.id for s in specs}
     for job in scheduler.get_jobs():
@@ -218,7 +235,7 @@ def sync_jobs(scheduler: BackgroundScheduler, specs: Sequence[JobSpec]) -> dict[
             done[job.id] = "removed"
     for spec in specs:
         existing = scheduler.get_job(spec.id)
-        if existing is not None and _same(existing, spec):
+        if existing is not None and _same(existing, spec, misfire_grace_s):
             done[spec.id] = "kept"
             continue
         scheduler.add_job(
@@ -228,6 +245,7 @@ def sync_jobs(scheduler: BackgroundScheduler, specs: Sequence[JobSpec]) -> dict[
             id=spec.id,
             name=spec.name,
             replace_existing=True,
+            **({} if misfire_grace_s is None else {"misfire_grace_time": misfire_grace_s}),
         )
         done[spec.id] = "replaced" if existing is not None else "added"
     log.info("scheduler jobs: %s", done)
@@ -262,7 +280,11 @@ def start_service(
     scheduler = build_scheduler(settings)
     scheduler.start(paused=True)
     try:
-        sync_jobs(scheduler, [*job_specs(settings, config), *extra])
+        sync_jobs(
+            scheduler,
+            [*job_specs(settings, config), *extra],
+            misfire_grace_s=settings.scheduler.misfire_grace_s,
+        )
     except BaseException:
         scheduler.shutdown(wait=False)
         raise
@@ -296,7 +318,7 @@ def list_jobs(settings: Settings, config: str, *, now: datetime) -> list[JobInfo
     out = []
     for spec in specs:
         job = stored.get(spec.id)
-        if job is not None and _same(job, spec):
+        if job is not None and _same(job, spec, settings.scheduler.misfire_grace_s):
             next_run: Any = job.next_run_time
         else:
             next_run = spec.trigger.get_next_fire_time(None, now)

@@ -110,8 +110,33 @@ def test_a_restart_keeps_the_stored_jobs_and_syncs_config_changes(
         assert sorted(jobs) == ["consolidation", "outcomes"]  # one job per id, always
         assert str(jobs["consolidation"].trigger).startswith("cron[")
         assert jobs["consolidation"].coalesce and jobs["consolidation"].max_instances == 1
+        # a new misfire grace time replaces the stored jobs (their own copy of it)
+        grace = changed.scheduler.misfire_grace_s + 60
+        done = sync_jobs(again, job_specs(changed, config), misfire_grace_s=grace)
+        assert done == {"consolidation": "replaced", "outcomes": "replaced"}
+        assert {j.misfire_grace_time for j in again.get_jobs()} == {grace}
     finally:
         again.shutdown()
+
+
+def test_a_new_paper_delay_replaces_the_stored_paper_job() -> None:
+    """``paper.delay_s`` is the start of an epoch-anchored interval, which its text
+    (``interval[1:00:00]``) does not show: a changed delay still replaces the job."""
+    from backend.service.scheduler import JobSpec, _same, paper_trigger
+
+    scheduler = build_scheduler(load_settings(), persistent=False)
+    scheduler.start(paused=True)
+    try:
+        spec = JobSpec(id="paper:x", name="paper", func="backend.service.jobs:paper_step",
+                       args=("c", "binance", "BTC/USDT", "1h"),
+                       trigger=paper_trigger("1h", 5.0))  # fmt: skip
+        assert sync_jobs(scheduler, [spec]) == {"paper:x": "added"}
+        assert sync_jobs(scheduler, [spec]) == {"paper:x": "kept"}
+        later = JobSpec(**{**spec.__dict__, "trigger": paper_trigger("1h", 600.0)})
+        assert not _same(scheduler.get_job("paper:x"), later, None)
+        assert sync_jobs(scheduler, [later]) == {"paper:x": "replaced"}
+    finally:
+        scheduler.shutdown()
 
 
 def test_runs_missed_while_down_coalesce_into_one_run_at_restart(
