@@ -166,7 +166,13 @@ def locomo(
         str | None, typer.Option(help="Comma-separated subset of dense,bm25,hybrid,hierarchical.")
     ] = None,
     context_turns: Annotated[
-        int, typer.Option(min=1, max=100, help="Turns put in each question's context.")
+        int,
+        typer.Option(
+            min=1,
+            max=100,
+            help="Turns in each question's context, for the flat baselines (hierarchical: "
+            "the product's memory.conversation.context_messages).",
+        ),
     ] = 10,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress on stderr.")] = False,
     questions: Annotated[

@@ -112,7 +112,9 @@ def run_locomo(
     """Ingest every conversation of ``dataset`` through ``toolkit`` (a fresh memory on
     ``store``, which the flat baselines search) and
     evaluate ``methods`` (module docstring). ``budget``: context tokens per question;
-    ``context_turns``: turns put in the context; ``max_questions``: only the first N
+    ``context_turns``: turns put in the flat baselines' context (``hierarchical`` hands
+    over the product's context: ``memory.conversation.context_messages`` messages within
+    the budget); ``max_questions``: only the first N
     questions of each conversation (a quick run with a slow LLM). Raises the store's
     errors, or ``ValueError`` for an unknown method or a budget too small for the
     context header."""
