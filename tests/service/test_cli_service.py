@@ -217,6 +217,7 @@ def args_state(args: list[str]) -> Path:
     return Path(args[args.index("--config") + 1]).parent / "service.sqlite3"
 
 
+@pytest.mark.slow
 def test_paper_bad_options_exit_2_with_one_line(make_config: ConfigFactory) -> None:
     config = make_config("bad")
     result = sentinel("--config", str(config), "paper", "--pair", "BTC/USDT", "--until", "tomorrow")
@@ -232,6 +233,7 @@ def test_paper_bad_options_exit_2_with_one_line(make_config: ConfigFactory) -> N
     ]
 
 
+@pytest.mark.slow
 def test_a_feed_without_candles_is_said(make_config: ConfigFactory, binance_loopback: str) -> None:
     """An exchange that answers but has no candle for the clock (past the data's end)
     must not pass as a quiet run of 0 bars."""
