@@ -139,6 +139,7 @@ def test_data_download_through_loopback_binance(
     assert json.loads(check.stdout)["rows"] == 336
 
 
+@pytest.mark.slow
 def test_memory_search_reads_a_store(tmp_path: Path) -> None:
     env = {
         "SENTINEL_STORE__PATH": str(tmp_path / "khala"),
@@ -196,6 +197,14 @@ def test_memory_search_reads_a_store(tmp_path: Path) -> None:
     assert before.returncode == 0 and before.stdout.strip() == ""
     other = run("memory", "search", "--trader", "bob", "--query", "celsius", "--json", env=env)
     assert other.returncode == 0 and other.stdout.strip() == ""
+    # --store-path: the same store named on the command line; a directory without one fails
+    hashing = {"SENTINEL_EMBEDDING__PROVIDER": "hashing"}
+    named = run("memory", "search", "--trader", "alice", "--query", "celsius", "--as-of",
+                "2022-06-14", "--json", "--store-path", str(tmp_path / "khala"), env=hashing)  # fmt: skip
+    assert named.returncode == 0 and json.loads(named.stdout.splitlines()[0])["rank"] == 1
+    empty = run("memory", "search", "--trader", "alice", "--query", "celsius",
+                "--store-path", str(tmp_path / "nothing"), env=hashing)  # fmt: skip
+    assert empty.returncode == 2 and "no memory store there" in empty.stderr
 
 
 def test_store_path_layouts_are_recognised(tmp_path: Path) -> None:

@@ -35,6 +35,10 @@ def memory_search(
     top_k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
     kind: Annotated[str | None, typer.Option(help="Only this kind (e.g. news).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    store_path: Annotated[
+        Path | None,
+        typer.Option(help="Store directory: a run's --store-path or a chroma directory."),
+    ] = None,
 ) -> None:
     """Search one trader's memories (never another trader's) as of a time."""
     from backend.embeddings import build_embedder
@@ -42,7 +46,7 @@ def memory_search(
 
     if method not in ("dense", "bm25", "hybrid"):
         raise ConfigError(f"--method: expected dense, bm25 or hybrid, got {method!r}")
-    cfg = settings()
+    cfg = settings_for_store(store_path, create=False) if store_path else settings()
     fence = parse_utc(as_of, name="as-of") if as_of else datetime.now(UTC)
     store = open_store(cfg.store, build_embedder(cfg.embedding))
     searched: Literal["dense", "bm25", "hybrid"] = method  # type: ignore[assignment]

@@ -239,6 +239,8 @@ def test_cli_with_a_real_trader_scores_persona_alignment(shared_data: Path, tmp_
     assert data["complete"] is True and data["trader"] == TRADER_ETH_SOL
     assert data["modes"] == ["off", "all"] and len(data["runs"]) == 4
     assert {r["mode"] for r in data["runs"]} == {"off", "all"}
+    (said,) = data["warnings"]  # October ends before the first fill: said, and printed
+    assert said.startswith("window 2024-10-01: no fill of 0x083384") and said in result.output
     for run in data["runs"]:
         assert 0 <= run["persona_alignment"] <= 1
         assert all(0 <= v <= 1 for v in run["persona_alignment_parts"].values())
