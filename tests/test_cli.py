@@ -200,7 +200,8 @@ def test_memory_search_reads_a_store(tmp_path: Path) -> None:
     # --store-path: the same store named on the command line; a directory without one fails
     hashing = {"SENTINEL_EMBEDDING__PROVIDER": "hashing"}
     named = run("memory", "search", "--trader", "alice", "--query", "celsius", "--as-of",
-                "2022-06-14", "--json", "--store-path", str(tmp_path / "khala"), env=hashing)  # fmt: skip
+                "2022-06-14", "--json", "--store-path", str(tmp_path / "khala"),
+                env=hashing)  # fmt: skip
     assert named.returncode == 0 and json.loads(named.stdout.splitlines()[0])["rank"] == 1
     empty = run("memory", "search", "--trader", "alice", "--query", "celsius",
                 "--store-path", str(tmp_path / "nothing"), env=hashing)  # fmt: skip
