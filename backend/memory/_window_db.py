@@ -78,6 +78,7 @@ class WindowDB:
                 isolation_level=None,
                 check_same_thread=False,
             )
+            self._db.execute("PRAGMA busy_timeout=10000")  # another process may hold it
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)

@@ -75,8 +75,8 @@ class ServiceDB:
             self._db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False
             )
+            self._db.execute("PRAGMA busy_timeout=10000")  # first: another process may hold it
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=10000")
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"service state {self.path}: {exc}") from None

@@ -121,9 +121,9 @@ class AuditLog:
             self._conn = sqlite3.connect(
                 str(self.path), check_same_thread=False, isolation_level=None
             )
+            self._conn.execute("PRAGMA busy_timeout=10000")  # first: another process may hold it
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA busy_timeout=10000")
             self._conn.executescript(_SCHEMA)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(memory_audit)")}
             for column, sql in _MIGRATIONS.items():

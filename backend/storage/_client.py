@@ -3,6 +3,7 @@ picks the vector backend by ``store.backend`` (mem0's ``VectorStoreFactory`` sha
 
 from __future__ import annotations
 
+import filelock
 from chromadb.api import ClientAPI
 
 from backend.config import StoreSettings
@@ -32,7 +33,10 @@ def make_chroma_client(settings: StoreSettings) -> ClientAPI:
             client.heartbeat()
             return client
         settings.path.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(settings.path), settings=chroma_settings)
+        # two processes opening a new store at once race in chroma's schema migration
+        # ("table collections already exists"): one opens it at a time
+        with filelock.FileLock(settings.path / ".open.lock", timeout=120):
+            return chromadb.PersistentClient(path=str(settings.path), settings=chroma_settings)
     except Exception as exc:  # chromadb raises many unrelated types (httpx, OSError, Rust)
         where = (
             f"chroma server {settings.host}:{settings.port}"
