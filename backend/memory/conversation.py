@@ -191,12 +191,23 @@ class ConversationMemory:
         session is built forward in time: its order, windows and session record), and
         for a stored id given another time or text (that would rewrite what was said).
         A stored message recorded again as it is is not a conflict (idempotent). Empty
-        when all is well; reads only. Raises the store's errors."""
-        rows = self.store.scan_metadata(trader_id, as_of=as_of, filters={"kind": MESSAGE_KIND})
-        session_of = {str(meta["message_id"]): str(meta["session"]) for _, _, meta in rows}
-        said = {str(meta["message_id"]): (t, str(meta["text"])) for _, t, meta in rows}
+        when all is well. Reads the named ids and the messages of the named sessions
+        only (a message recorded by the MCP tool costs its session, not the history).
+        Raises the store's errors."""
+        stored = self.store.get(
+            trader_id, [PREFIX[MESSAGE_KIND] + m.id for m in messages], as_of=as_of
+        )  # by id: the stored messages these ids name, in any session
+        session_of = {str(r.metadata["message_id"]): str(r.metadata["session"]) for r in stored}
+        said = {
+            str(r.metadata["message_id"]): (r.created_at.timestamp(), str(r.metadata["text"]))
+            for r in stored
+        }
+        sessions = sorted({m.session for m in messages})
+        rows = self.store.scan_metadata(
+            trader_id, as_of=as_of, filters={"kind": MESSAGE_KIND, "session": sessions}
+        ) if sessions else []  # fmt: skip
         newest: dict[str, float] = {}
-        for _, t, meta in rows:
+        for _, t, meta in rows:  # the messages of these sessions only
             key = str(meta["session"])
             newest[key] = max(newest.get(key, t), t)
         out: list[tuple[int, str]] = []

@@ -12,6 +12,7 @@ the connection is shared by the jobs of one process (serialised by a lock).
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -80,26 +81,33 @@ class ServiceDB:
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"service state {self.path}: {exc}") from None
-        self._jobs = filelock.FileLock(f"{self.path}.jobs.lock", timeout=JOB_LOCK_TIMEOUT_S)
+        self._job_locks: dict[str, filelock.FileLock] = {}
 
     @contextmanager
-    def job_lock(self) -> Iterator[None]:
-        """Held by a job's work across processes sharing this file (``filelock`` beside
-        it; re-entrant in one thread): two processes never step one paper run at once
-        (the second then reads the first's saved state and has nothing left to decide),
-        nor refresh one persona at once. Raises :class:`StoreError` after
-        :data:`JOB_LOCK_TIMEOUT_S` seconds of waiting."""
+    def job_lock(self, job_id: str) -> Iterator[None]:
+        """Held by job ``job_id``'s work across processes sharing this file (``filelock``,
+        one file per job beside it; re-entrant in one thread): two processes never step
+        one paper run at once (the second then reads the first's saved state and has
+        nothing left to decide), nor run one refresh at once; other jobs do not wait.
+        Raises :class:`StoreError` after :data:`JOB_LOCK_TIMEOUT_S` seconds of waiting."""
+        with self._lock:
+            lock = self._job_locks.get(job_id)
+            if lock is None:
+                name = hashlib.sha256(job_id.encode()).hexdigest()[:16]
+                lock = self._job_locks[job_id] = filelock.FileLock(
+                    f"{self.path}.job-{name}.lock", timeout=JOB_LOCK_TIMEOUT_S
+                )
         try:
-            self._jobs.acquire()
+            lock.acquire()
         except filelock.Timeout:
             raise StoreError(
-                f"{self._jobs.lock_file}: another process has run a job for "
+                f"{lock.lock_file}: another process has run job {job_id} for "
                 f"{JOB_LOCK_TIMEOUT_S:.0f} s"
             ) from None
         try:
             yield
         finally:
-            self._jobs.release()
+            lock.release()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

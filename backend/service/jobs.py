@@ -8,9 +8,9 @@ default: now). These wrappers are the scheduler's side, the only place besides t
 that reads the clock; the work itself takes ``as_of`` as an argument
 (:mod:`backend.service.persona_refresh`, :mod:`backend.service.consolidation`,
 :mod:`backend.service.paper`). Each run takes its runtime's lock (one memory writer at
-a time) and the service state's job lock (:meth:`ServiceDB.job_lock`: one job's work at a
-time across processes, so a ``sentinel paper`` and a scheduler stepping one run never
-write its fills twice), logs its result as one JSON line on the ``backend.service``
+a time) inside the service state's lock of that job (:meth:`ServiceDB.job_lock`: one run
+of a job at a time across processes, so a ``sentinel paper`` and a scheduler stepping one
+run never write its fills twice), logs its result as one JSON line on the ``backend.service``
 logger and appends it to the ``job_run`` table of the service state; an error is logged,
 recorded and raised (apscheduler logs it too and the next run happens as scheduled).
 """
@@ -61,7 +61,9 @@ def parse_as_of(value: str | None) -> datetime:
 
 def _run(job_id: str, rt: Runtime, as_of: datetime, work: Callable[[], Any]) -> dict[str, Any]:
     try:
-        with rt.lock, rt.db().job_lock():  # one job's work at a time, across processes
+        # one run of a job at a time across processes; the process lock after, so this
+        # process's other jobs never wait while it waits for another process
+        with rt.db().job_lock(job_id), rt.lock:
             result = work()
     except SentinelError as err:
         summary = json.dumps({"error": f"{type(err).__name__}: {err}"})
@@ -178,7 +180,7 @@ def paper_step(
         api_url=api_url,
     )
     job_id = f"paper:{trader.exchange_id}:{pair}:{timeframe}"
-    with rt.lock, rt.db().job_lock():  # the replay clock is read from the state it steps
+    with rt.db().job_lock(job_id), rt.lock:  # the replay clock: read from the state it steps
         if replay_from is not None:
             start = parse_as_of(replay_from)
             moment = replay_now(trader.state(), start=start, timeframe=timeframe)

@@ -192,7 +192,9 @@ class PersonaManager:
         incoming = (
             normalize_fills_frame(fills_to_frame(given)) if given else empty_ledger()
         ).drop_duplicates("id", keep="first")
-        with self._lock, self._store.writer_lock():  # read-decide-write: no other writer
+        # read-decide-write: no other writer; the process lock inside, so reads of this
+        # process never wait for another process
+        with self._store.writer_lock(), self._lock:
             state = self._state(trader_id, fence)
             if replace:
                 generation, ledger, added = state.generation + 1, incoming, incoming
@@ -222,7 +224,9 @@ class PersonaManager:
         it was."""
         fence = _fence(as_of)
         note = note_id or "note-" + stable_id(trader_id, fence.isoformat(), text)[:16]
-        with self._lock, self._store.writer_lock():  # read-decide-write: no other writer
+        # read-decide-write: no other writer; the process lock inside, so reads of this
+        # process never wait for another process
+        with self._store.writer_lock(), self._lock:
             state = self._state(trader_id, fence)
             profile = state.profile
             if self._llm is not None:
