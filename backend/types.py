@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["FrozenModel", "base_asset", "to_utc"]
+__all__ = ["FrozenModel", "base_asset", "first_problem", "to_utc"]
 
 
 class FrozenModel(BaseModel):
@@ -45,3 +45,11 @@ def base_asset(symbol: str) -> str:
             if base.upper().endswith(quote) and len(base) > len(quote):
                 return base[: -len(quote)]
     return base
+
+
+def first_problem(exc: ValidationError, *, whole: str = "value") -> tuple[str, str]:
+    """``(where, message)`` of ``exc``'s first error, never its input (a value may be a
+    secret): ``where`` is the dotted field path (``whole`` when the error is the whole
+    value's), for the one-line errors that name a file, line or tool and the field."""
+    first = exc.errors(include_input=False, include_url=False)[0]
+    return ".".join(str(p) for p in first["loc"]) or whole, first["msg"]

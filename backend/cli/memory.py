@@ -17,7 +17,7 @@ from backend.cli._common import console, parse_utc, settings, settings_for_store
 from backend.errors import ConfigError, DataError, StoreError
 from backend.memory.models import ChatMessage
 from backend.storage.models import TRADER_ID_PATTERN
-from backend.types import FrozenModel
+from backend.types import FrozenModel, first_problem
 
 _Line = TypeVar("_Line", bound=FrozenModel)
 
@@ -131,9 +131,8 @@ def _read_jsonl(
         try:
             out.append((number, model.model_validate({k: obj[k] for k in obj if k in known})))
         except ValidationError as exc:
-            first = exc.errors(include_input=False, include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "value"
-            raise DataError(f"{path}: line {number}: {where}: {first['msg']}") from None
+            where, problem = first_problem(exc)
+            raise DataError(f"{path}: line {number}: {where}: {problem}") from None
     return out
 
 

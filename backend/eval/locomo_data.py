@@ -41,6 +41,7 @@ from backend.eval.locomo_models import (
     LocomoQuestion,
     LocomoTurn,
 )
+from backend.types import first_problem
 
 __all__ = [
     "DATE_FORMAT",
@@ -134,9 +135,8 @@ def _model(cls: type[_M], *, path: Path | str, where: str, **fields: Any) -> _M:
     try:
         return cls(**fields)
     except ValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise DataError(first["msg"], path=path, field=f"{where}.{key}") from None
+        key, problem = first_problem(exc)
+        raise DataError(problem, path=path, field=f"{where}.{key}") from None
 
 
 def _req(obj: Any, key: str, kind: type | tuple[type, ...], *, path: Path | str, where: str) -> Any:

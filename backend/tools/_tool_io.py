@@ -20,6 +20,7 @@ from backend.memory.context import episode_line, persona_id, snapshot_id
 from backend.memory.conversation import render_messages
 from backend.memory.models import MemoryContext, PersonaProfile
 from backend.tools.schemas import ToolArgs
+from backend.types import first_problem
 
 __all__ = [
     "ToolSpec",
@@ -72,9 +73,8 @@ def parse_args(name: str, model: type[ToolArgs], arguments: str | dict[str, Any]
             else model.model_validate(arguments)
         )
     except ValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "arguments"
-        raise ToolError(f"invalid arguments for {name}: {where}: {first['msg']}") from None
+        where, problem = first_problem(exc, whole="arguments")
+        raise ToolError(f"invalid arguments for {name}: {where}: {problem}") from None
 
 
 def dispatch_json(call: Callable[[], Any]) -> str:

@@ -55,6 +55,7 @@ from backend.tools.schemas import (
     RecordNoteArgs,
     RecordOutcomeArgs,
 )
+from backend.types import first_problem
 
 __all__ = [
     "BuildContextArgs",
@@ -371,9 +372,8 @@ class MemoryToolkit:
         try:
             return run(trader_id, as_of, args)
         except ValidationError as exc:  # a value the memory's own models refuse
-            first = exc.errors(include_input=False, include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "value"
-            raise ToolError(f"{name}: {where}: {first['msg']}") from None
+            where, problem = first_problem(exc)
+            raise ToolError(f"{name}: {where}: {problem}") from None
 
     def dispatch(
         self, name: str, arguments: str | dict[str, Any], *, trader_id: str, as_of: datetime
