@@ -311,6 +311,14 @@ class ConversationMemory:
         conversation's marker record, created at its first message)."""
         return bool(self.store.get(trader_id, [MARKER_ID], as_of=as_of))
 
+    def messages(
+        self, trader_id: str, ids: Sequence[str], *, as_of: datetime
+    ) -> dict[str, ChatMessage]:
+        """The stored messages of ``trader_id`` with these ids known at ``as_of``, by id
+        (absent ids are left out). Raises the store's errors."""
+        held = self.store.get(trader_id, [PREFIX[MESSAGE_KIND] + i for i in ids], as_of=as_of)
+        return {m.id: m for m in map(message_of, held)}
+
     def recall(
         self, trader_id: str, query: str, *, as_of: datetime, top_k: int = 10
     ) -> list[RecalledMessage]:

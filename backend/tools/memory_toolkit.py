@@ -274,6 +274,22 @@ class MemoryToolkit:
     def _record_message_tool(
         self, trader_id: str, as_of: datetime, args: RecordMessageArgs
     ) -> dict[str, Any]:
+        """The ``record_message`` tool. The message's time is the caller's clock, so a
+        retry with the same ``message_id`` (a client that timed out) comes with a later
+        time: a stored message with that id, speaker, session, text and caption is
+        answered as recorded (``already_recorded``), never rewritten or refused."""
+        if args.message_id is not None and self._conversation is not None:
+            held = self._conversation.messages(trader_id, [args.message_id], as_of=as_of)
+            same = held.get(args.message_id)
+            if same is not None and (same.speaker, same.session, same.text, same.image_caption) == (
+                args.speaker, args.session, args.text, args.image_caption
+            ):  # fmt: skip
+                return {
+                    "message_id": same.id,
+                    "events": [],
+                    "persona_changes": [],
+                    "already_recorded": True,
+                }
         message = ChatMessage(
             id=args.message_id or "msg-" + stable_id(trader_id, as_of.isoformat(), args.text)[:16],
             speaker=args.speaker,
@@ -289,6 +305,7 @@ class MemoryToolkit:
             "message_id": message.id,
             "events": done.events,
             "persona_changes": done.persona_changes,
+            "already_recorded": False,
         }
 
     def get_trader_profile(self, trader_id: str, *, as_of: datetime) -> PersonaProfile | None:

@@ -82,7 +82,11 @@ class RecordMessageArgs(ToolArgs):
     session: str = Field(default="default", min_length=1, max_length=200)
     message_id: str | None = Field(
         default=None, min_length=1, max_length=200,
-        description="the message's own id (default: derived from time and text)",
+        description=(
+            "the message's own id (default: derived from time and text); give it to make"
+            " a retry safe: the same id, speaker, session and text again is answered as"
+            " already recorded"
+        ),
     )  # fmt: skip
     image_caption: str | None = Field(default=None, max_length=10_000)
 

@@ -310,7 +310,20 @@ def test_the_record_message_tool_then_recall_through_the_toolkit(minilm: MiniLME
         with pytest.raises(ToolError, match="as_of"):
             toolkit.call("record_message", {"text": "hi", "as_of": "2030-01-01"},
                          trader_id=TRADER, as_of=T)  # fmt: skip
+        # a retry (the same id and words, the caller's clock later) is answered as recorded
+        again = toolkit.call(
+            "record_message",
+            {"text": "I got liquidated on ETH yesterday", "message_id": "x1"},
+            trader_id=TRADER,
+            as_of=T + timedelta(minutes=2),
+        )
+        assert again == {"message_id": "x1", "events": [], "persona_changes": [],
+                         "already_recorded": True}  # fmt: skip
+        assert said["already_recorded"] is False
         # an id said before is never rewritten (another session, time or text)
+        with pytest.raises(ToolError, match="'x1' is already stored with another time or text"):
+            toolkit.call("record_message", {"text": "I got liquidated on SOL", "message_id": "x1"},
+                         trader_id=TRADER, as_of=T + timedelta(minutes=3))  # fmt: skip
         with pytest.raises(ToolError, match="'x1' is already stored in session 'default'"):
             toolkit.call("record_message", {"text": "again", "message_id": "x1", "session": "s2"},
                          trader_id=TRADER, as_of=T + timedelta(minutes=5))  # fmt: skip
@@ -324,6 +337,7 @@ def test_the_record_message_tool_then_recall_through_the_toolkit(minilm: MiniLME
             TRADER, "liquidation", symbol=None, as_of=T + timedelta(hours=1), top_k=3
         )
         assert [m["message_id"] for m in found["conversation"]] == ["x1"]
+        assert found["conversation"][0]["time"] == T.isoformat()  # the first time, kept
         assert found["hits"][-1]["tier"] in ("conversation", "episodic")
         assert "x1" in found["context"]["message_ids"]
 
