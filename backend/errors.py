@@ -18,7 +18,8 @@ contain secrets.
     │   ├── LookAheadError
     │   └── EmbeddingMismatchError
     ├── ExchangeError
-    └── ToolError
+    ├── ToolError
+    └── BudgetError (also a ValueError)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "BudgetError",
     "ConfigError",
     "DataError",
     "DataGapError",
@@ -116,3 +118,8 @@ class ToolError(SentinelError):
     """A memory tool call (OpenAI function call or MCP ``tools/call``) named an unknown
     tool or gave arguments its schema rejects; the message names the tool and the field
     and never echoes the argument values."""
+
+
+class BudgetError(SentinelError, ValueError):
+    """A token budget cannot hold what a context must carry in full: its header and the
+    trader's hard constraints (raise ``memory.token_budget``)."""

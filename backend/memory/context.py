@@ -1,14 +1,16 @@
 """Render a :class:`MemoryContext` as a prompt section that fits a token budget.
 
-Order of priority (what survives a small budget): the trader's hard constraints, the
-persona summary, the market now (latest snapshot), similar past episodes by score, then
-older market snapshots. The text is written in another order, slowest-changing first
-(:data:`_DISPLAY`): the trader, the earlier market context oldest first, the episodes,
-the market now (whose title carries the ``as_of``), so from one bar to the next the text
-keeps its head and servers that cache prompt prefixes (llama.cpp, vLLM, OpenAI) reuse
-it. Blocks are added greedily in priority order while they fit, each costed with
-tiktoken (cl100k_base) including the newline that ends it; every line of the result ends
-with a newline, so its exact count is the sum of the costs
+Order of priority (what survives a small budget): the trader's hard constraints (always
+in full, or :class:`~backend.errors.BudgetError`), the market now (latest snapshot and the
+account), the persona summary, similar past episodes by score, what the trader said
+that bears on the decision, then older market snapshots. The text is written in another
+order, slowest-changing first (:data:`_DISPLAY`): the trader and what they said, the
+earlier market context oldest first, the episodes, the market now (whose title carries
+the ``as_of``), so from one bar to the next the text keeps its head and servers that
+cache prompt prefixes (llama.cpp, vLLM, OpenAI) reuse it. Blocks are added greedily in
+priority order while they fit, each costed with tiktoken (cl100k_base) including the
+newline that ends it; every line of the result ends with a newline, so its exact count
+is the sum of the costs
 (:func:`backend.text.tokens.count_tokens`) and ``tokens <= budget`` always holds.
 Headlines and the trader's words are untrusted: they are rendered as quoted data
 (``<data>`` blocks).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from backend.errors import BudgetError
 from backend.memory.models import (
     AccountState,
     MarketSnapshot,
@@ -28,7 +31,7 @@ from backend.memory.models import (
     ScoredEpisode,
 )
 from backend.text.quoting import quote_data
-from backend.text.tokens import count_tokens, truncate_to_tokens
+from backend.text.tokens import count_tokens
 
 __all__ = [
     "account_id",
@@ -101,8 +104,19 @@ def _snapshot_text(snapshot: MarketSnapshot) -> str:
     if snapshot.topics:
         line += f"\nNews topics: {', '.join(snapshot.topics[:6])}"
     if snapshot.headlines:
-        line += "\nRecent headlines:\n" + quote_data("\n".join(snapshot.headlines[:5]))
+        heads = [_clip(h, HEADLINE_MAX_CHARS) for h in snapshot.headlines[:5]]
+        line += "\nRecent headlines:\n" + quote_data("\n".join(heads))
     return line
+
+
+HEADLINE_MAX_CHARS = 300
+"""A headline longer than this is cut (with an ellipsis) in the market-now block, so one
+runaway headline cannot push the latest close out of a context (real headlines in
+``crypto_headlines.csv`` are under 200 characters)."""
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def episode_line(scored: ScoredEpisode) -> str:
@@ -154,8 +168,9 @@ def render_context(
     """Render ``ctx`` within ``budget`` tokens (tiktoken cl100k_base).
 
     ``persona_summary`` is the profile's readable summary (from the persona manager); the
-    hard constraints are rendered from the profile itself. Raises ``ValueError`` if the
-    budget cannot hold even the header.
+    hard constraints are rendered from the profile itself. Raises
+    :class:`~backend.errors.BudgetError` (a ``ValueError``) if the budget cannot hold the
+    header and the hard constraints in full.
 
     Blocks are chosen in priority order (module doc) and written in :data:`_DISPLAY`
     order: header, the trader, the earlier market context oldest first, similar past
@@ -170,25 +185,31 @@ def render_context(
     )
     used = count_tokens(header + "\n")
     if used > budget:
-        raise ValueError(f"token budget {budget} is smaller than the header ({used} tokens)")
+        raise BudgetError(f"token budget {budget} is smaller than the header ({used} tokens)")
     sections: list[tuple[str, list[_Block]]] = []
-    if ctx.persona is not None:
-        pid = persona_id(ctx.persona)
-        blocks = (
-            [
-                _Block(
-                    pid + ":constraints",
-                    "HARD CONSTRAINTS (enforced in code): "
-                    + "; ".join(f"{c.kind}={c.value}" for c in ctx.persona.constraints()),
-                )
-            ]
-            if ctx.persona.constraints()
-            else []
+    trader: list[_Block] = []
+    if ctx.persona is not None and ctx.persona.constraints():
+        trader.append(
+            _Block(
+                persona_id(ctx.persona) + ":constraints",
+                "HARD CONSTRAINTS (enforced in code): "
+                + "; ".join(f"{c.kind}={c.value}" for c in ctx.persona.constraints()),
+            )
         )
-        if persona_summary:  # carries the trader's own words (goals, stated preferences)
-            blocks.append(_Block(pid, quote_data(persona_summary)))
-        sections.append((_PERSONA, blocks))
-    if ctx.messages:  # the trader's words: quoted data, best first, after the persona
+    if trader:
+        sections.append((_PERSONA, trader))
+    newest_first = sorted(ctx.working, key=lambda s: s.as_of, reverse=True)
+    now = [_Block(snapshot_id(s), _snapshot_text(s)) for s in newest_first[:1]]
+    if ctx.account is not None:
+        now.append(_Block(account_id(ctx.account), account_line(ctx.account)))
+    if now:
+        sections.append((_NOW, now))
+    if ctx.persona is not None and persona_summary:  # the trader's goals and preferences
+        sections.append((_PERSONA, [_Block(persona_id(ctx.persona), quote_data(persona_summary))]))
+    if ctx.episodes:
+        ranked = sorted(ctx.episodes, key=lambda s: s.score, reverse=True)
+        sections.append((_EPISODES, [_Block(s.episode.id, episode_line(s)) for s in ranked]))
+    if ctx.messages:  # the trader's words: quoted data, best first
         sections.append(
             (
                 _SAID,
@@ -201,15 +222,6 @@ def render_context(
                 ],
             )
         )
-    newest_first = sorted(ctx.working, key=lambda s: s.as_of, reverse=True)
-    now = [_Block(snapshot_id(s), _snapshot_text(s)) for s in newest_first[:1]]
-    if ctx.account is not None:
-        now.append(_Block(account_id(ctx.account), account_line(ctx.account)))
-    if now:
-        sections.append((_NOW, now))
-    if ctx.episodes:
-        ranked = sorted(ctx.episodes, key=lambda s: s.score, reverse=True)
-        sections.append((_EPISODES, [_Block(s.episode.id, episode_line(s)) for s in ranked]))
     titles = {_NOW: f"{_NOW} (as of {ctx.as_of:%Y-%m-%d %H:%M}Z)"}
     chosen: dict[str, list[tuple[str, str, int]]] = {}
     """section -> its blocks ``(memory id, text, cost)`` in the order they were added."""
@@ -218,7 +230,7 @@ def render_context(
     dropped: list[str] = []
 
     def add(section: str, block: _Block) -> bool:
-        """Add ``block`` to ``section`` if it fits; hard constraints are shortened.
+        """Add ``block`` to ``section`` if it fits; hard constraints must fit.
         Costs are counted with the newline that ends the block (and the section's title
         with its own, once): the count of the rendered text is the sum of these."""
         nonlocal used
@@ -227,13 +239,13 @@ def render_context(
         text = block.text
         cost = count_tokens(block.joined or text + "\n") + extra
         if used + cost > budget:
-            room = budget - used - extra - 1
-            if not block.memory_id.endswith(":constraints") or room <= 8:
-                dropped.append(block.memory_id)
-                return False
-            # hard constraints are never silently lost: shortened to what fits
-            text = truncate_to_tokens(block.text, room)
-            cost = count_tokens(text + "\n") + extra
+            if block.memory_id.endswith(":constraints"):  # never cut, never dropped
+                raise BudgetError(
+                    f"token budget {budget} cannot hold the trader's hard constraints "
+                    f"({used + cost} tokens with the header)"
+                )
+            dropped.append(block.memory_id)
+            return False
         chosen.setdefault(section, []).append((block.memory_id, text, cost))
         added.append(section)
         used += cost
@@ -272,6 +284,8 @@ def render_context(
     while tokens > budget and added:  # a join changed the count: drop the lowest priority
         section = added.pop()
         kept = chosen[section]
+        if kept[-1][0].endswith(":constraints"):
+            raise BudgetError(f"token budget {budget} cannot hold the trader's hard constraints")
         dropped.append(kept.pop()[0])
         if not kept:
             del chosen[section]

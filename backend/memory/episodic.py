@@ -83,8 +83,20 @@ class EpisodicMemory:
         decays); its description, state and base importance are replaced. Actions or an
         outcome carried by the given episode are logged as recorded at ``as_of`` (once:
         ones already logged are not logged again), without an importance change.
-        Raises :class:`LookAheadError` if an episode occurred after ``as_of``.
+        Raises :class:`LookAheadError` if an episode occurred after ``as_of``, or carries
+        an action taken or an outcome resolved after it (as :meth:`link_action` and
+        :meth:`record_outcomes` do): nothing is written then.
         """
+        moment = to_utc(as_of)
+        for ep in episodes:
+            late = [a.at for a in ep.actions if a.at > moment]
+            if ep.outcome is not None and ep.outcome.resolved_at > moment:
+                late.append(ep.outcome.resolved_at)
+            if late:
+                raise LookAheadError(
+                    f"episode {ep.id!r} carries an action or outcome at {max(late).isoformat()}"
+                    f", after as_of {moment.isoformat()}"
+                )
         with self._lock:
             return self._add(episodes, as_of=as_of)
 

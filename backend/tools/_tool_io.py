@@ -106,15 +106,20 @@ def recall_payload(
     persona: PersonaProfile | None,
     persona_text: str | None,
     settings: MemorySettings,
+    *,
+    top_k: int,
 ) -> dict[str, Any]:
     """The JSON-ready data of a recall (:meth:`MemoryToolkit.recall`) of ``ctx``, with
-    the ``persona`` returned (None when not asked for) rendered as ``persona_text``."""
+    the ``persona`` returned (None when not asked for) rendered as ``persona_text``; of
+    the market snapshots only the ``top_k`` newest (a window holds 48 with their
+    headlines: ~19,000 tokens of JSON)."""
     hits: list[dict[str, Any]] = []
     if persona is not None:
         hits.append(
             {"id": persona_id(persona), "tier": "persona", "text": persona_text, "score": None}
         )
-    working = [{"id": snapshot_id(s), "text": s.describe()} for s in ctx.working]
+    kept = sorted(ctx.working, key=lambda s: s.as_of)[-top_k:]  # oldest first, as given
+    working = [{"id": snapshot_id(s), "text": s.describe()} for s in kept]
     hits += [{**w, "tier": "working", "score": None} for w in reversed(working)]
     said = [
         {

@@ -327,8 +327,9 @@ class MemoryToolkit:
         "context", "errors"}``.
         ``hits`` is every tier in one list, each ``{"id", "tier", "text", "score"}``
         (``score``: the episodic score in [0, 1], ``None`` for the persona and working
-        tiers): the profile first (``persona:v<version>``), then the current market of
-        ``symbol`` newest first (none when ``symbol`` is ``None``), then at most ``top_k``
+        tiers): the profile first (``persona:v<version>``), then the ``top_k`` newest
+        snapshots of the market of ``symbol``, newest first (none when ``symbol`` is
+        ``None``; the ``working`` key holds them oldest first), then at most ``top_k``
         episodes best first (of every symbol when ``symbol`` is ``None``). The other keys
         keep each tier apart; ``errors`` names a tier that failed (the others are still
         returned). With ``working`` among ``tiers``, ``conversation`` holds the ``top_k``
@@ -345,7 +346,7 @@ class MemoryToolkit:
         )  # fmt: skip
         persona = ctx.persona if "persona" in tiers else None
         text = self.memory.persona.render_profile(persona) if persona is not None else None
-        return recall_payload(ctx, persona, text, self.memory.settings)
+        return recall_payload(ctx, persona, text, self.memory.settings, top_k=top_k)
 
     def build_decision_context(
         self,

@@ -202,6 +202,28 @@ def test_recall_never_returns_the_future(make_store: StoreFactory) -> None:
     assert mem.get("alice", ["ep-alice-late"], as_of=t1) == []
 
 
+def test_an_episode_carrying_a_later_action_or_outcome_is_refused(
+    make_store: StoreFactory,
+) -> None:
+    """An outcome known only later must not be readable as of the add time (a backtest
+    look-ahead): ``add`` refuses it, as ``link_action`` and ``record_outcomes`` do."""
+    mem = EpisodicMemory(make_store(), settings=SETTINGS)
+    later = T0 + timedelta(days=1)
+    outcome = Outcome(horizon="1d", market_return=-0.42, resolved_at=later)
+    with pytest.raises(LookAheadError, match="after as_of"):
+        mem.add([ep("crash", "LUNA collapse", at=T0).model_copy(update={"outcome": outcome})],
+                as_of=T0 + timedelta(hours=1))  # fmt: skip
+    act = ActionLink(decision_id="d1", action="sell", size=0.5, at=later)
+    with pytest.raises(LookAheadError, match="after as_of"):
+        mem.add([ep("crash", "LUNA collapse", at=T0).model_copy(update={"actions": [act]})],
+                as_of=T0)  # fmt: skip
+    assert mem.get("alice", ["ep-alice-crash"], as_of=later) == []  # nothing written
+    mem.add([ep("crash", "LUNA collapse", at=T0).model_copy(update={"outcome": outcome})],
+            as_of=later)  # fmt: skip
+    (got,) = mem.get("alice", ["ep-alice-crash"], as_of=later)
+    assert got.outcome is not None and got.outcome.market_return == -0.42
+
+
 def test_tenant_isolation(make_store: StoreFactory) -> None:
     mem = EpisodicMemory(make_store(), settings=SETTINGS)
     text = "Large drawdown: -31% under the rolling high"

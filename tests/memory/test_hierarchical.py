@@ -153,6 +153,9 @@ def test_toolkit_tools_are_scoped_and_validated(system: MemorySystem) -> None:
         )
     )
     assert out["persona"]["version"] >= 2 and out["episodic"] and out["working"]
+    # the market: the top_k (5) newest snapshots, not the whole 48-bar window
+    times = [w["id"].split("@")[1] for w in out["working"]]
+    assert len(times) == 5 and times == sorted(times) and times[-1] == AS_OF.isoformat()
     tiers = [hit["tier"] for hit in out["hits"]]
     assert tiers[0] == "persona" and "working" in tiers and "episodic" in tiers
     assert [h["id"] for h in out["hits"] if h["tier"] == "episodic"] == [

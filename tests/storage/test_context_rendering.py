@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import tiktoken
 
+from backend.errors import BudgetError
 from backend.memory.context import PAGE_SNAPSHOTS, render_context
 from backend.memory.models import (
     AccountState,
     ActionLink,
+    ChatMessage,
     Episode,
     HardConstraint,
     MarketSnapshot,
@@ -19,6 +21,7 @@ from backend.memory.models import (
     Outcome,
     PersonaAttribute,
     PersonaProfile,
+    RecalledMessage,
     ScoredEpisode,
 )
 from backend.text.tokens import ENCODING, count_tokens, truncate_to_tokens
@@ -108,9 +111,7 @@ def test_always_within_budget_with_priorities(budget: int) -> None:
     assert rendered.tokens == whole <= budget  # the sum of memoised costs is exact
     assert rendered.text.endswith("\n")
     assert "persona:v3:constraints" in rendered.memory_ids  # never silently lost
-    assert "HARD CONSTRAINTS" in rendered.text
-    if budget >= 150:
-        assert "max_risk_per_trade=0.02; no_memecoins=True" in rendered.text
+    assert "max_risk_per_trade=0.02; no_memecoins=True" in rendered.text  # whole, always
     assert set(rendered.memory_ids).isdisjoint(rendered.dropped_ids)
     if budget >= 400:  # priority: the trader, then the market now (written last)
         assert rendered.memory_ids[:2] == ["persona:v3:constraints", "persona:v3"]
@@ -131,8 +132,49 @@ def test_untrusted_headlines_are_quoted() -> None:
 
 
 def test_budget_smaller_than_header_is_an_error() -> None:
-    with pytest.raises(ValueError, match="smaller than the header"):
+    with pytest.raises(BudgetError, match="smaller than the header"):
         render_context(context(), budget=5)
+
+
+def test_hard_constraints_are_never_cut_a_budget_too_small_for_them_is_an_error() -> None:
+    ctx = context()
+    assert ctx.persona is not None
+    forbidden = [f"COIN{i}" for i in range(60)]
+    extra = HardConstraint(kind="forbidden_assets", value=forbidden, quote="none of these")
+    many = [*ctx.persona.constraints(), extra]
+    attr = ctx.persona.attributes["constraints"].model_copy(
+        update={"value": [c.model_dump() for c in many]}
+    )
+    ctx = ctx.model_copy(
+        update={"persona": ctx.persona.model_copy(update={"attributes": {"constraints": attr}})}
+    )
+    rendered = render_context(ctx, budget=1500)
+    assert all(name in rendered.text for name in forbidden)  # whole, the rest made room
+    with pytest.raises(BudgetError, match="hard constraints"):
+        render_context(ctx, budget=150)  # it used to be cut to what fitted, silently
+
+
+def test_the_market_now_outranks_the_traders_words_and_a_runaway_headline() -> None:
+    ctx = context(n_episodes=5)
+    said = [
+        RecalledMessage(
+            message=ChatMessage(
+                id=f"m{i}", speaker="trader", text="I keep thinking about my plans " * 40,
+                time=AS_OF - timedelta(days=1), session="s1",
+            ),
+            score=1.0,
+            signals=[],
+        )
+        for i in range(10)
+    ]  # fmt: skip
+    latest = snapshot(0, headlines=["BTC " * 3000])
+    working = [*ctx.working[1:], latest]
+    rendered = render_context(ctx.model_copy(update={"messages": said, "working": working}),
+                              budget=1500)  # fmt: skip
+    assert f"working:BTC/USDT@{AS_OF.isoformat()}" in rendered.memory_ids  # the price is in
+    assert sum(m.startswith("ep") for m in rendered.memory_ids) == 5  # the episodes too
+    assert any(m.startswith("message:") for m in rendered.dropped_ids)  # words gave way
+    assert rendered.text.count("BTC ") < 100 and rendered.tokens <= 1500  # headline cut
 
 
 def test_truncate_to_tokens() -> None:
