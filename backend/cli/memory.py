@@ -190,14 +190,19 @@ def memory_import_chat(
                 by_session[-1].append(m)
             else:
                 by_session.append([m])
-        written = events = skipped = 0
+        written = events = behind = 0
+        version_at: datetime | None = None
         for run in by_session:
             done = system.toolkit.record_messages(trader, run, as_of=run[-1].time)
             written += done.messages
             events += len(done.events)
-            skipped += done.persona_skipped
+            behind += done.persona_late
+            version_at = done.persona_late_as_of or version_at
     late = (
-        f"; {skipped} said before the persona's latest version, not read into it" if skipped else ""
+        f"; {behind} said before the persona's latest version, read into it as of "
+        f"{version_at.isoformat()}"
+        if behind and version_at is not None
+        else ""
     )
     print(f"recorded {written} messages of {trader} ({events} conversation events{late})")
 
