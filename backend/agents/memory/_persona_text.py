@@ -11,14 +11,20 @@ and, for the numeric limits, over comma-separated clauses:
   ``position``/``size``/``allocate``/``exposure``/``of my account`` with a limit word
   (never, max, at most, up to, above, ...) -> ``max_position_fraction``; ``per trade``
   with a limit word -> ``max_risk_per_trade``;
-- ``3x`` in a clause with ``leverage`` or a limit word -> ``max_leverage`` ``3.0``;
-  ``no leverage`` / ``never use leverage`` / ``without leverage`` -> ``no_leverage``;
-- ``$5,000``/``5k USDC`` with a position word and a limit word -> ``max_position_notional``;
-- a meme-coin word with a negation -> ``no_memecoins``; ``long only``, ``I never short``,
-  ``no shorting`` -> ``long_only``;
+- ``3x`` in a clause with a limit word -> ``max_leverage`` ``3.0`` (not "I use 20x
+  sometimes"); ``no leverage`` / ``never use leverage`` / ``without leverage`` / ``keep me
+  out of leverage`` -> ``no_leverage``;
+- ``$5,000``/``5k USDC``/``10k`` with a position word and a limit word ->
+  ``max_position_notional``;
+- a meme-coin word right after a negation -> ``no_memecoins``; ``long only``, ``I never
+  short``, ``no shorting`` -> ``long_only`` (not "I don't short BTC", nor with words that
+  put it in the past: "until", "anymore", "no longer");
 - ``only trade BTC and ETH`` -> ``allowed_assets``; ``never touch SOL``, ``no DOGE``,
-  ``avoid XRP`` -> ``forbidden_assets``. Tickers are upper case as written (``DOGE``) or
-  known coin names in any case (``bitcoin``, ``eth``, ``solana``; see :data:`COIN_NAMES`);
+  ``avoid XRP``, ``keep me out of SOL``, ``SOL is off limits`` -> ``forbidden_assets``
+  (not "no BTC shorts"). Tickers are upper case as written (``DOGE``) or known coin
+  names in any case (``bitcoin``, ``eth``, ``solana``; see :data:`COIN_NAMES`);
+- a negation just before a rule's words in the same clause undoes it ("I don't avoid
+  SOL", "I no longer only trade BTC", "I can't trade without leverage"; :data:`_UNDONE`);
 - goals: ``my goal is ...``, ``I want to ...``, ``I'd like to ...``, ``aiming for ...``,
   ``target ...`` (the rest of the sentence; not when it states a limit);
 - stated risk tolerance (``I'm a conservative trader``), style (``I'm a swing trader``,
@@ -50,7 +56,11 @@ COIN_NAMES: dict[str, str] = {
 }  # fmt: skip
 """Coin names (matched in any case) -> ticker; other tickers must be written in upper case."""
 
-_NOT_TICKERS = frozenset({"AND", "OR", "NOR", "THE", "ALL", "NO", "NOT", "PERPS", "SPOT", "MY"})
+_NOT_TICKERS = frozenset({
+    "AND", "OR", "NOR", "THE", "ALL", "NO", "NOT", "PERPS", "SPOT", "MY", "FOMO", "FUD", "ATH",
+    "DCA", "PNL", "ROI", "YOLO", "HODL", "IMO", "LOL", "TP", "SL", "ETF", "OTC", "KYC", "AI",
+})  # fmt: skip
+"""Upper-case words of traders' talk that are not tickers ("no FOMO")."""
 _NAMES = "|".join(sorted(COIN_NAMES, key=len, reverse=True))
 _TICKER = rf"(?:[A-Z][A-Z0-9]{{1,9}}|(?i:{_NAMES}))\b"
 _SEP = r"\s*(?:,(?:\s*(?i:and|or)\b)?|/|&|(?i:\band\b|\bor\b|\bnor\b))\s*"
@@ -68,8 +78,11 @@ _ALLOWED = re.compile(
 )
 _FORBIDDEN = re.compile(
     rf"(?i:\b(?:(?:never|don'?t|do\s+not|won'?t|will\s+not)\s+(?:ever\s+)?"
-    rf"(?:touch|trade|buy|hold|invest\s+in)|no|avoid|stay\s+away\s+from|ban))\s+{_LIST}"
+    rf"(?:touch|trade|buy|hold|invest\s+in)|no(?:\s+more)?|avoid|stay\s+away\s+from|ban|"
+    rf"keep\s+me\s+(?:out\s+of|away\s+from)))\s+{_LIST}"
+    rf"(?!\s+(?i:shorts?|shorting|longs?|perps?|leverage|futures|options)\b)"
 )
+_OFF_LIMITS = re.compile(rf"{_LIST}\s+(?i:is|are)\s+(?i:off[\s-]limits?|banned|forbidden)\b")
 _PREFERRED = re.compile(
     rf"(?i:\bi\s+(?:mostly|mainly|usually|primarily|prefer\s+to)\s+trade|\bi\s+prefer|"
     rf"\bmy\s+favou?rite\s+(?:coins?|assets?)\s+(?:is|are))\s+{_LIST}"
@@ -77,18 +90,43 @@ _PREFERRED = re.compile(
 _LEVERAGE_X = re.compile(r"(?i)\b(\d+(?:\.\d+)?)\s*[x×](?![a-z])")
 _NO_LEVERAGE = re.compile(
     r"(?i)\b(?:no|never(?:\s+use|\s+trade\s+with)?|without|zero|don'?t\s+use|do\s+not\s+use|"
-    r"not\s+using)\s+(?:any\s+)?leverage\b"
+    r"not\s+using|avoid|keep\s+me\s+(?:out\s+of|away\s+from)|stay\s+(?:out\s+of|away\s+from))"
+    r"\s+(?:any\s+)?leverage(?:d)?\b"
 )
-_MEME = re.compile(r"(?i)\bmeme[\s-]?(?:coins?|tokens?|stocks?)?\b|\bmemecoins?\b|\bshitcoins?\b")
-_NEGATION = re.compile(r"(?i)\b(?:no|never|avoid|stay\s+away|don'?t|do\s+not|not|zero|without)\b")
+_MEME_WORD = r"(?:meme[\s-]?(?:coins?|tokens?|stocks?)?|memecoins?|shitcoins?)\b"
+_NO_MEME = re.compile(
+    r"(?i)\b(?:no(?:\s+more)?|never(?:\s+\w+)?|avoid|stay\s+away\s+from|don'?t(?:\s+\w+)?|"
+    r"do\s+not(?:\s+\w+)?|zero|without|ban|keep\s+me\s+(?:out\s+of|away\s+from))\s+"
+    rf"(?:any\s+)?{_MEME_WORD}"
+)
+"""A negation right before the meme-coin word ("no memecoins", "I never buy shitcoins"),
+not anywhere in the sentence ("I love memecoins, not afraid of them")."""
 _LONG_ONLY = re.compile(
     r"(?i)\blong[\s-]only\b|\bonly\s+(?:go\s+)?long\b|\bnever\s+(?:go\s+|open\s+a\s+)?short"
     r"(?:ing)?\b|\bno\s+short(?:s|ing)?\b|\b(?:don'?t|do\s+not)\s+short\b"
 )
+_NOT_NOW = re.compile(r"(?i)\b(?:any\s?more|until|used\s+to|no\s+longer|these\s+days)\b")
+"""Words that put a rule in the past ("I was long only until 2023", "not anymore")."""
+_UNDONE = re.compile(
+    r"(?i)\b(?:don'?t|do\s+not|doesn'?t|does\s+not|no\s+longer|not|never|can'?t|cannot|"
+    r"couldn'?t|won'?t|wouldn'?t|isn'?t|aren'?t|wasn'?t|weren'?t|was|were|used\s+to)\s+"
+    r"(?:\w+\s+)?$"
+)
+"""A negation (or a past tense) just before a rule's words, in the same clause: "I don't
+avoid SOL", "I no longer only trade BTC", "not long only": the rule is not stated."""
+
+
+def _undone(sentence: str, start: int) -> bool:
+    """Whether the words before ``start`` in its clause undo the rule matched there."""
+    clause_head = re.split(r",|\bbut\b", sentence[:start])[-1]
+    return _UNDONE.search(clause_head) is not None
+
+
 _USD = re.compile(
     r"(?i)(?:\$\s?(\d[\d,]*(?:\.\d+)?)\s*([km])?\b|\b(\d[\d,]*(?:\.\d+)?)\s*([km])?\s*"
-    r"(?:usd[ct]?|dollars|bucks)\b)"
+    r"(?:usd[ct]?|dollars|bucks)\b|\b(\d[\d,]*(?:\.\d+)?)\s*([km])\b)"
 )
+"""``$5,000``, ``5k USDC``, ``10 dollars``, or a bare ``10k`` (the suffix required)."""
 _GOAL = re.compile(
     r"(?i)\b(?:my\s+(?:main\s+|primary\s+|only\s+)?goal\s+is(?:\s+to)?|i\s+want\s+to|"
     r"i'?d\s+like\s+to|i\s+would\s+like\s+to|i\s+aim\s+to|i'?m\s+aiming\s+(?:for|to)|"
@@ -200,10 +238,11 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
             value = round(float(pct.group(1)) / 100.0, 10)
             yield HardConstraint(kind=kind, value=value, quote=clause[:1000]), kind
         lev = _LEVERAGE_X.search(clause)
-        if lev and (re.search(r"(?i)leverage|levered", clause) or _LIMIT.search(clause)):
+        no_lev = _NO_LEVERAGE.search(clause)
+        if lev and _LIMIT.search(clause):  # "max 3x", not "I use 20x leverage sometimes"
             q = clause[:1000]
             yield HardConstraint(kind="max_leverage", value=float(lev.group(1)), quote=q), "lev"
-        elif _NO_LEVERAGE.search(clause):
+        elif no_lev and not lev and not _undone(clause, no_lev.start()):
             yield HardConstraint(kind="no_leverage", value=True, quote=clause[:1000]), "no_lev"
         usd = _USD.search(clause)
         if (
@@ -212,21 +251,33 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
             and _LIMIT.search(clause)
             and re.search(r"(?i)\b(?:position|size|trade|per)\b", clause)
         ):
-            raw, suffix = (
-                (usd.group(1), usd.group(2)) if usd.group(1) else (usd.group(3), usd.group(4))
-            )
+            first = next(i for i in (1, 3, 5) if usd.group(i))
+            raw, suffix = usd.group(first), usd.group(first + 1)
             value = _number(raw, suffix)
             if value > 0:
                 yield (
                     HardConstraint(kind="max_position_notional", value=value, quote=clause[:1000]),
                     "usd",
                 )
-    if _MEME.search(sentence) and _NEGATION.search(sentence):
+    meme = _NO_MEME.search(sentence)
+    if meme and not _undone(sentence, meme.start()):
         yield HardConstraint(kind="no_memecoins", value=True, quote=sentence[:1000]), "meme"
-    if _LONG_ONLY.search(sentence):
+    long_only = _LONG_ONLY.search(sentence)
+    if (
+        long_only
+        and not _undone(sentence, long_only.start())
+        and not _NOT_NOW.search(sentence)
+        and not re.match(rf"\s+{_TICKER}", sentence[long_only.end() :])  # "don't short BTC"
+    ):
         yield HardConstraint(kind="long_only", value=True, quote=sentence[:1000]), "long_only"
-    for pattern, kind in ((_ALLOWED, "allowed_assets"), (_FORBIDDEN, "forbidden_assets")):
+    for pattern, kind in (
+        (_ALLOWED, "allowed_assets"),
+        (_FORBIDDEN, "forbidden_assets"),
+        (_OFF_LIMITS, "forbidden_assets"),
+    ):
         for match in pattern.finditer(sentence):
+            if _undone(sentence, match.start()):
+                continue
             tickers = parse_tickers(match.group(1))
             if tickers:
                 constraint = HardConstraint(kind=kind, value=tickers, quote=sentence[:1000])

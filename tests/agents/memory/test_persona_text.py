@@ -142,3 +142,42 @@ def test_helpers() -> None:
 @pytest.mark.parametrize("text", ["", "   ", "%%%", "x" * 5000, "3x" * 100, "$$$ k%"])
 def test_any_text_is_safe(text: str) -> None:
     assert isinstance(text_decisions(text), list)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I can't trade without leverage",
+        "I don't avoid SOL",
+        "I no longer avoid SOL",
+        "I love memecoins, not afraid of them",
+        "no problem with memecoins",
+        "I was long only until 2023, now I short too",
+        "not long only anymore",
+        "I use 20x leverage sometimes",
+        "I no longer only trade BTC",
+        "no FOMO, no revenge trades",
+    ],
+)
+def test_words_that_undo_or_merely_mention_a_rule_state_no_constraint(text: str) -> None:
+    """A second reader's list of misreadings: each used to become an enforced limit."""
+    assert [d.constraint for d in text_decisions(text) if d.constraint is not None] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("keep me out of SOL", "forbidden_assets", ["SOL"]),
+        ("SOL is off limits", "forbidden_assets", ["SOL"]),
+        ("no more SOL for me", "forbidden_assets", ["SOL"]),
+        ("keep me out of leverage", "no_leverage", True),
+        ("never more than 10k per trade", "max_position_notional", 10_000.0),
+        ("I don't short BTC but I short ETH", None, None),
+        ("no BTC shorts", None, None),
+        ("max 3x leverage", "max_leverage", 3.0),
+        ("I never buy shitcoins", "no_memecoins", True),
+    ],
+)
+def test_more_ways_to_state_a_limit(text: str, kind: str | None, value: object) -> None:
+    found = [d.constraint for d in text_decisions(text) if d.constraint is not None]
+    assert [(c.kind, c.value) for c in found] == ([(kind, value)] if kind else [])
