@@ -211,3 +211,24 @@ def test_a_file_at_odds_with_the_store_is_refused_and_a_bad_recall_is_one_line(
                             "--store-path", str(store), "--json")  # fmt: skip
         assert code == 2 and expected in out and len(out.strip().splitlines()) == 1, out
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_only_the_named_speaker_is_read_as_the_trader(tmp_path: Path) -> None:
+    """A chat with someone else in it (a coach): without --speaker every non-agent speaker
+    is read as the trader, with a warning; with it, only the named one."""
+    chat = tmp_path / "chat.jsonl"
+    coach = _chat_line(9, "I never short and I avoid SOL", hours=0, session="a", speaker="coach")
+    chat.write_text("\n".join([coach, CHAT[2]]) + "\n")  # the coach, then the trader's 2%
+    for run, extra, warned, kinds in [
+        ("all", [], True, {"long_only", "forbidden_assets", "max_risk_per_trade"}),
+        ("named", ["--speaker", "trader"], False, {"max_risk_per_trade"}),
+    ]:
+        code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
+                            "--store-path", str(tmp_path / run), *extra)  # fmt: skip
+        assert code == 0, out
+        assert ("2 speakers besides the agent (coach, trader)" in out) is warned, out
+        cfg = load_settings().with_store_dir(tmp_path / run)
+        with build_memory_system(cfg.model_copy(update={"llm": LLMSettings()})) as system:
+            profile = system.persona.get_profile(TRADER, T + timedelta(days=1))
+            assert profile is not None
+            assert {c.kind for c in profile.constraints()} == kinds

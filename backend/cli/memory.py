@@ -156,6 +156,14 @@ def memory_import_chat(
         Path | None,
         typer.Option(help="Store directory: a run's --store-path or a chroma directory."),
     ] = None,
+    speaker: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="The trader's speaker name (repeatable): only their words are read into "
+            "the persona and events (default: memory.conversation.trader_speakers, else "
+            "every speaker but the agent's)."
+        ),
+    ] = None,
 ) -> None:
     """Record a conversation as the trader's messages (each as of its own time).
 
@@ -179,6 +187,21 @@ def memory_import_chat(
         before = m
     messages = [m for _, m in lines]
     cfg = settings_for_store(store_path)
+    if speaker:
+        talk = cfg.memory.conversation.model_copy(update={"trader_speakers": list(speaker)})
+        cfg = cfg.model_copy(
+            update={"memory": cfg.memory.model_copy(update={"conversation": talk})}
+        )
+    talk = cfg.memory.conversation
+    if not talk.trader_speakers:
+        agents = {s.lower() for s in talk.agent_speakers}
+        people = sorted({m.speaker for m in messages if m.speaker.lower() not in agents})
+        if len(people) > 1:
+            typer.echo(
+                f"warning: {len(people)} speakers besides the agent ({', '.join(people[:5])})"
+                " are all read as the trader; name the trader's with --speaker",
+                err=True,
+            )
     with build_memory_system(cfg) as system:
         # against what the store already holds (the CLI owns the clock)
         now = max([datetime.now(UTC), *(m.time for m in messages[-1:])])

@@ -67,6 +67,10 @@ class ConversationSettings(_Section):
     agent_speakers: list[str] = Field(default_factory=lambda: ["assistant", "agent"])
     """Speakers whose words are the agent's, not the trader's (case-insensitive): they are
     recalled but never read into the persona or conversation events."""
+    trader_speakers: list[str] = Field(default_factory=list)
+    """When not empty, the only speakers (case-insensitive) whose words are the trader's:
+    anyone else in a chat (a coach, a friend) is recalled but never read into the persona
+    or conversation events. Empty: every speaker not in ``agent_speakers``."""
 
 
 class MemorySettings(_Section):

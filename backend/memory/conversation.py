@@ -128,7 +128,15 @@ class ConversationMemory:
         self.settings = settings
         self.persona = persona
         self.episodic = episodic
-        self._agents = {s.lower() for s in settings.agent_speakers}
+
+    def is_trader(self, speaker: str) -> bool:
+        """Whether ``speaker``'s words are the trader's (``trader_speakers`` when set, else
+        anyone not in ``agent_speakers``; case-insensitive): only theirs are read into
+        the persona and conversation events."""
+        said_by = speaker.lower()
+        if self.settings.trader_speakers:
+            return said_by in {s.lower() for s in self.settings.trader_speakers}
+        return said_by not in {s.lower() for s in self.settings.agent_speakers}
 
     # ------------------------------------------------------------------ writes
 
@@ -163,7 +171,7 @@ class ConversationMemory:
         newest: datetime | None = None
         if self.persona is not None:
             for m in ordered:
-                if m.speaker.lower() not in self._agents and m.text.strip():
+                if self.is_trader(m.speaker) and m.text.strip():
                     at = m.time if newest is None or m.time > newest else newest
                     try:
                         found = self.persona.update_from_text(
@@ -297,7 +305,7 @@ class ConversationMemory:
     def _events(self, trader_id: str, messages: list[ChatMessage]) -> list[Episode]:
         out = []
         for m in messages:
-            if m.speaker.lower() in self._agents:
+            if not self.is_trader(m.speaker):
                 continue
             found = message_event(m.text)
             if found is None:
