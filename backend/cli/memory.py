@@ -213,21 +213,20 @@ def memory_import_chat(
                 by_session[-1].append(m)
             else:
                 by_session.append([m])
-        written = events = behind = 0
-        version_at: datetime | None = None
+        written = events = skipped = 0
         for run in by_session:
             done = system.toolkit.record_messages(trader, run, as_of=run[-1].time)
             written += done.messages
             events += len(done.events)
-            behind += done.persona_late
-            version_at = done.persona_late_as_of or version_at
-    late = (
-        f"; {behind} said before the persona's latest version, read into it as of "
-        f"{version_at.isoformat()}"
-        if behind and version_at is not None
-        else ""
-    )
-    print(f"recorded {written} messages of {trader} ({events} conversation events{late})")
+            skipped += done.persona_skipped
+    print(f"recorded {written} messages of {trader} ({events} conversation events)")
+    if skipped:  # stored and recallable, but what they state is not in the persona
+        typer.echo(
+            f"warning: {skipped} of the trader's messages were said before the persona's "
+            "latest version and were not read into it (its versions only move forward): "
+            "limits they state are not enforced; import chats before refreshing the persona",
+            err=True,
+        )
 
 
 @memory_app.command("recall")

@@ -83,8 +83,6 @@ class PersonaWriter(Protocol):
         self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
     ) -> Sequence[Any]: ...
 
-    def written_until(self, trader_id: str) -> datetime | None: ...
-
 
 class EpisodeWriter(Protocol):
     def add(self, episodes: Sequence[Episode], *, as_of: datetime) -> Any: ...
@@ -100,12 +98,9 @@ class RecordedMessages:
     events: list[str] = field(default_factory=list)
     """Ids of the conversation episodes written."""
     persona_changes: int = 0
-    persona_late: int = 0
-    """The trader's messages said before the persona's latest version (written by a
-    fills refresh, say): read into the persona as of that version, not at their own time
-    (its versions only move forward in time), so what they say still holds from then on."""
-    persona_late_as_of: datetime | None = None
-    """The time of that latest version (``None`` when no message was late)."""
+    persona_skipped: int = 0
+    """The trader's messages said before the persona's latest version: stored and
+    recallable, but not read into the persona (its versions only move forward in time)."""
 
 
 class ConversationMemory:
@@ -167,25 +162,17 @@ class ConversationMemory:
         windows = 0
         for session, new in by_session.items():
             windows += self._record_session(trader_id, session, new, fence)
-        changes = late = 0
-        newest: datetime | None = None
+        changes = skipped = 0
         if self.persona is not None:
             for m in ordered:
                 if self.is_trader(m.speaker) and m.text.strip():
-                    at = m.time if newest is None or m.time > newest else newest
                     try:
                         found = self.persona.update_from_text(
-                            trader_id, m.text, as_of=at, note_id=m.id
+                            trader_id, m.text, as_of=m.time, note_id=m.id
                         )
                     except LookAheadError:  # the persona has a later version already
-                        newest = self.persona.written_until(trader_id)
-                        if newest is None or newest <= at:
-                            raise
-                        at = newest
-                        found = self.persona.update_from_text(
-                            trader_id, m.text, as_of=at, note_id=m.id
-                        )
-                    late += at > m.time
+                        skipped += 1
+                        continue
                     changes += sum(1 for c in found if getattr(c, "action", "") != "IGNORE")
         if ordered:
             self._mark(trader_id, ordered[0].time, fence)
@@ -198,8 +185,7 @@ class ConversationMemory:
             sessions=len(by_session),
             events=[e.id for e in events] if self.episodic is not None else [],
             persona_changes=changes,
-            persona_late=late,
-            persona_late_as_of=newest if late else None,
+            persona_skipped=skipped,
         )
 
     def conflicts(

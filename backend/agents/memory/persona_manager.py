@@ -142,17 +142,6 @@ class PersonaManager:
         position = bisect_right([v[0] for v in versions], fence)
         return versions[position - 1][2] if position else None
 
-    def written_until(self, trader_id: str) -> datetime | None:
-        """The time of the newest persona record of ``trader_id`` (a version or a chunk
-        of its fills ledger), whatever its time; ``None`` before any. A writer's
-        question: persona writes must not go back before it (:meth:`update_from_text`
-        raises :class:`LookAheadError` then)."""
-        rows = self._store.scan_metadata(
-            trader_id, as_of=_END, filters={"kind": [PERSONA_KIND, LEDGER_KIND]}
-        )
-        newest = max((t for _, t, _ in rows), default=None)
-        return datetime.fromtimestamp(newest, UTC) if newest is not None else None
-
     def invalidate(self, trader_id: str | None = None) -> None:
         """Forget the in-process version index (of one trader, or all), so the next
         :meth:`get_profile` re-reads the store (it also does so by itself whenever the
