@@ -9,7 +9,11 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["FrozenModel", "base_asset", "first_problem", "to_utc"]
+__all__ = ["END_OF_TIME", "FrozenModel", "base_asset", "first_problem", "to_utc"]
+
+END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
+"""The fence of a writer's read: every record stored, whatever its time (a write is an
+upsert over all of them)."""
 
 
 class FrozenModel(BaseModel):

@@ -203,9 +203,8 @@ def memory_import_chat(
                 err=True,
             )
     with build_memory_system(cfg) as system:
-        # against what the store already holds (the CLI owns the clock)
-        now = max([datetime.now(UTC), *(m.time for m in messages[-1:])])
-        for i, reason in system.toolkit.message_conflicts(trader, messages, as_of=now):
+        # against everything the store holds, whatever its time
+        for i, reason in system.toolkit.message_conflicts(trader, messages):
             raise DataError(f"{file}: line {lines[i][0]}: {reason}")
         by_session: list[list[ChatMessage]] = []
         for m in messages:  # a run of one session is written as of its last message

@@ -16,17 +16,16 @@ import bisect
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from backend.memory._episode_codec import decode, record_filters, replay
 from backend.memory._states import StateIndex
 from backend.memory.models import Episode
 from backend.storage import KhalaStore, MemoryRecord
+from backend.types import END_OF_TIME
 
 __all__ = ["EpisodeCache"]
 
-_END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 _REBUILD_AT = 1000
 """Written records since the index was read above which (and above a quarter of its
 rows) it is rebuilt from a scan instead of fetched by id."""
@@ -76,11 +75,11 @@ class EpisodeCache:
             # waits for it): a scan is cheaper than fetching them by id
             cursor, _ = self._store.changed_since(trader_id, None)
             records = self._store.scan(
-                trader_id, as_of=_END_OF_TIME, filters=record_filters(symbol, None)
+                trader_id, as_of=END_OF_TIME, filters=record_filters(symbol, None)
             )
             index = StateIndex.from_rows(row for r in records for row in _index_rows(r))
         else:
-            fresh = {r.id: r for r in self._store.get(trader_id, ids, as_of=_END_OF_TIME)}
+            fresh = {r.id: r for r in self._store.get(trader_id, ids, as_of=END_OF_TIME)}
             index = cached.index.with_changes(
                 {
                     rid: _index_rows(fresh[rid])

@@ -62,7 +62,7 @@ from backend.memory._dialog import message_event, query_period, strip_names, zsc
 from backend.memory.models import ChatMessage, Episode, RecalledMessage
 from backend.storage import KhalaStore, MemoryRecord, SearchMethod
 from backend.storage.models import stable_id
-from backend.types import to_utc
+from backend.types import END_OF_TIME, to_utc
 
 __all__ = [
     "MESSAGE_KIND",
@@ -188,12 +188,11 @@ class ConversationMemory:
             persona_skipped=skipped,
         )
 
-    def conflicts(
-        self, trader_id: str, messages: Sequence[ChatMessage], *, as_of: datetime
-    ) -> list[tuple[int, str]]:
-        """What in ``messages`` would not record cleanly on top of the messages of
-        ``trader_id`` stored at ``as_of`` (a check before an import; ``as_of`` is the
-        caller's clock, so it sees what is already stored): ``(index in messages,
+    def conflicts(self, trader_id: str, messages: Sequence[ChatMessage]) -> list[tuple[int, str]]:
+        """What in ``messages`` would not record cleanly on top of every message of
+        ``trader_id`` stored, whatever its time (a check before a write, which is an
+        upsert over all of them: a caller whose clock is earlier, a replay, must not
+        rewrite or back-date what a later one stored): ``(index in messages,
         reason)`` for an id stored in another session (ids are unique per trader), and
         for a new message earlier than the newest stored message of its session (a
         session is built forward in time: its order, windows and session record), and
@@ -203,7 +202,7 @@ class ConversationMemory:
         only (a message recorded by the MCP tool costs its session, not the history).
         Raises the store's errors."""
         stored = self.store.get(
-            trader_id, [PREFIX[MESSAGE_KIND] + m.id for m in messages], as_of=as_of
+            trader_id, [PREFIX[MESSAGE_KIND] + m.id for m in messages], as_of=END_OF_TIME
         )  # by id: the stored messages these ids name, in any session
         session_of = {str(r.metadata["message_id"]): str(r.metadata["session"]) for r in stored}
         said = {
@@ -212,7 +211,7 @@ class ConversationMemory:
         }
         sessions = sorted({m.session for m in messages})
         rows = self.store.scan_metadata(
-            trader_id, as_of=as_of, filters={"kind": MESSAGE_KIND, "session": sessions}
+            trader_id, as_of=END_OF_TIME, filters={"kind": MESSAGE_KIND, "session": sessions}
         ) if sessions else []  # fmt: skip
         newest: dict[str, float] = {}
         for _, t, meta in rows:  # the messages of these sessions only

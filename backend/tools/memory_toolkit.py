@@ -55,7 +55,7 @@ from backend.tools.schemas import (
     RecordNoteArgs,
     RecordOutcomeArgs,
 )
-from backend.types import first_problem
+from backend.types import END_OF_TIME, first_problem
 
 __all__ = [
     "BuildContextArgs",
@@ -254,16 +254,17 @@ class MemoryToolkit:
         return self._conversation.record(trader_id, messages, as_of=as_of)
 
     def message_conflicts(
-        self, trader_id: str, messages: Sequence[ChatMessage], *, as_of: datetime
+        self, trader_id: str, messages: Sequence[ChatMessage]
     ) -> list[tuple[int, str]]:
         """Before :meth:`record_messages`: ``(index, reason)`` of each message that would
-        not record cleanly on what the store holds at ``as_of`` (an id stored in another
-        session, a new message earlier than its session's newest;
+        not record cleanly on what the store holds, whatever its time (an id stored in
+        another session or with another time or text, a new message earlier than its
+        session's newest;
         :meth:`~backend.memory.conversation.ConversationMemory.conflicts`). Raises
         :class:`~backend.errors.ToolError` when no conversation memory is configured."""
         if self._conversation is None:
             raise ToolError("no conversation memory is configured")
-        return self._conversation.conflicts(trader_id, messages, as_of=as_of)
+        return self._conversation.conflicts(trader_id, messages)
 
     def record_message(
         self, trader_id: str, message: ChatMessage, *, as_of: datetime | None = None
@@ -279,7 +280,9 @@ class MemoryToolkit:
         time: a stored message with that id, speaker, session, text and caption is
         answered as recorded (``already_recorded``), never rewritten or refused."""
         if args.message_id is not None and self._conversation is not None:
-            held = self._conversation.messages(trader_id, [args.message_id], as_of=as_of)
+            held = self._conversation.messages(  # whatever its time: a writer's read
+                trader_id, [args.message_id], as_of=END_OF_TIME
+            )
             same = held.get(args.message_id)
             if same is not None and (same.speaker, same.session, same.text, same.image_caption) == (
                 args.speaker, args.session, args.text, args.image_caption
@@ -287,7 +290,8 @@ class MemoryToolkit:
                 return {
                     "message_id": same.id,
                     "events": [],
-                    "persona_changes": [],
+                    "persona_changes": 0,
+                    "persona_skipped": 0,
                     "already_recorded": True,
                 }
         message = ChatMessage(
@@ -298,13 +302,14 @@ class MemoryToolkit:
             session=args.session,
             image_caption=args.image_caption,
         )
-        for _, reason in self.message_conflicts(trader_id, [message], as_of=as_of):
+        for _, reason in self.message_conflicts(trader_id, [message]):
             raise ToolError(f"record_message: {reason}")  # never rewrite what was said
         done = self.record_message(trader_id, message, as_of=as_of)
         return {
             "message_id": message.id,
             "events": done.events,
             "persona_changes": done.persona_changes,
+            "persona_skipped": done.persona_skipped,
             "already_recorded": False,
         }
 

@@ -232,18 +232,17 @@ def test_conflicts_with_the_store_are_named_before_anything_is_written(
     conversation: ConversationMemory,
 ) -> None:
     conversation.record(TRADER, CHAT[:3], as_of=T + timedelta(days=1))
-    later = T + timedelta(days=30)
     moved = msg(1, "the same id in another session", days=5, session="s9")
     backfill = msg(0, "said before the stored messages of s1", session="s1")
     new = msg(7, "a new session", days=5, session="s4")
     edited = CHAT[2].model_copy(update={"text": "Never more than 3% a trade"})
-    found = conversation.conflicts(TRADER, [CHAT[1], moved, backfill, new, edited], as_of=later)
+    found = conversation.conflicts(TRADER, [CHAT[1], moved, backfill, new, edited])
     assert [i for i, _ in found] == [1, 2, 4]
     assert "already stored in session 's1'" in found[0][1]
     assert "session 's1' already has a message at" in found[1][1]
     assert "already stored with another time or text" in found[2][1]
-    assert conversation.conflicts(TRADER, CHAT[:3], as_of=later) == []  # a re-import
-    assert conversation.conflicts("0xother", [moved, backfill], as_of=later) == []
+    assert conversation.conflicts(TRADER, CHAT[:3]) == []  # a re-import
+    assert conversation.conflicts("0xother", [moved, backfill]) == []
 
 
 def test_a_session_longer_than_one_record_keeps_its_beginning(
@@ -317,9 +316,17 @@ def test_the_record_message_tool_then_recall_through_the_toolkit(minilm: MiniLME
             trader_id=TRADER,
             as_of=T + timedelta(minutes=2),
         )
-        assert again == {"message_id": "x1", "events": [], "persona_changes": [],
-                         "already_recorded": True}  # fmt: skip
+        assert again == {"message_id": "x1", "events": [], "persona_changes": 0,
+                         "persona_skipped": 0, "already_recorded": True}  # fmt: skip
         assert said["already_recorded"] is False
+        # a replay (a server whose clock is earlier) never back-dates nor backfills it
+        replay = toolkit.call("record_message",
+                              {"text": "I got liquidated on ETH yesterday", "message_id": "x1"},
+                              trader_id=TRADER, as_of=T - timedelta(days=1))  # fmt: skip
+        assert replay["already_recorded"] is True
+        with pytest.raises(ToolError, match="session 'default' already has a message at"):
+            toolkit.call("record_message", {"text": "earlier words", "message_id": "x0"},
+                         trader_id=TRADER, as_of=T - timedelta(days=1))  # fmt: skip
         # an id said before is never rewritten (another session, time or text)
         with pytest.raises(ToolError, match="'x1' is already stored with another time or text"):
             toolkit.call("record_message", {"text": "I got liquidated on SOL", "message_id": "x1"},

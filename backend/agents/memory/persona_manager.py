@@ -37,7 +37,7 @@ import threading
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pandas as pd
 
@@ -74,11 +74,10 @@ from backend.llm.client import LLMClient
 from backend.llm.prompts import PersonaDecisions, persona_update_prompt
 from backend.memory.models import PersonaChange, PersonaProfile
 from backend.storage import KhalaStore, MemoryRecord, stable_id
-from backend.types import to_utc
+from backend.types import END_OF_TIME, to_utc
 
 __all__ = ["PersonaManager", "render_profile", "timeline_to_frame"]
 
-_END = datetime(9999, 12, 31, tzinfo=UTC)
 TIMELINE_COLUMNS = (
     "as_of", "version", "attribute", "action", "source", "old_value", "new_value", "reason",
 )  # fmt: skip
@@ -132,7 +131,9 @@ class PersonaManager:
             if cached is not None and cached[0] == seq:
                 versions = cached[1]
             else:  # first read, or a version was written since (here or elsewhere)
-                records = self._store.scan(trader_id, as_of=_END, filters={"kind": PERSONA_KIND})
+                records = self._store.scan(
+                    trader_id, as_of=END_OF_TIME, filters={"kind": PERSONA_KIND}
+                )
                 versions = sorted(
                     ((r.created_at, _version(r), self._decode_profile(r)) for r in records),
                     key=lambda v: (v[0], v[1]),
@@ -260,7 +261,7 @@ class PersonaManager:
 
     def _state(self, trader_id: str, fence: datetime) -> _State:
         records = self._store.scan(
-            trader_id, as_of=_END, filters={"kind": [PERSONA_KIND, LEDGER_KIND]}
+            trader_id, as_of=END_OF_TIME, filters={"kind": [PERSONA_KIND, LEDGER_KIND]}
         )
         later = [r for r in records if r.created_at > fence]
         if later:
