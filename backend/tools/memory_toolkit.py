@@ -203,7 +203,10 @@ class MemoryToolkit:
         market_state: str = "",
         importance: float = 0.3,
     ) -> str:
-        """Store a decision as a ``decision`` episode linked to the memories it used."""
+        """Store a decision as a ``decision`` episode linked to the memories it used.
+        One decision per trader, symbol and time (the episode id): the same decision
+        again (a retry) is a no-op, another one at that time is a :class:`ToolError`
+        (a client with a fixed clock would otherwise overwrite the first)."""
         episode = decision_episode(
             trader_id,
             symbol=symbol,
@@ -215,6 +218,13 @@ class MemoryToolkit:
             market_state=market_state,
             importance=importance,
         )
+        for held in self._episodic.get(trader_id, [episode.id], as_of=END_OF_TIME):
+            said = (held.description, [(a.action, a.size) for a in held.actions])
+            if said != (episode.description, [(action, size)]):
+                raise ToolError(
+                    f"record_decision: a decision on {symbol} at {as_of.isoformat()} is "
+                    f"already recorded ({episode.id}): one decision per symbol and time"
+                )
         self._episodic.add([episode], as_of=as_of)
         return episode.id
 
@@ -278,22 +288,8 @@ class MemoryToolkit:
         """The ``record_message`` tool. The message's time is the caller's clock, so a
         retry with the same ``message_id`` (a client that timed out) comes with a later
         time: a stored message with that id, speaker, session, text and caption is
-        answered as recorded (``already_recorded``), never rewritten or refused."""
-        if args.message_id is not None and self._conversation is not None:
-            held = self._conversation.messages(  # whatever its time: a writer's read
-                trader_id, [args.message_id], as_of=END_OF_TIME
-            )
-            same = held.get(args.message_id)
-            if same is not None and (same.speaker, same.session, same.text, same.image_caption) == (
-                args.speaker, args.session, args.text, args.image_caption
-            ):  # fmt: skip
-                return {
-                    "message_id": same.id,
-                    "events": [],
-                    "persona_changes": 0,
-                    "persona_skipped": 0,
-                    "already_recorded": True,
-                }
+        answered as recorded (``already_recorded``), never rewritten or refused; so is
+        the same text sent again at the same clock time without an id (its derived id)."""
         message = ChatMessage(
             id=args.message_id or "msg-" + stable_id(trader_id, as_of.isoformat(), args.text)[:16],
             speaker=args.speaker,
@@ -302,6 +298,18 @@ class MemoryToolkit:
             session=args.session,
             image_caption=args.image_caption,
         )
+        if self._conversation is not None:
+            held = self._conversation.messages(  # whatever its time: a writer's read
+                trader_id, [message.id], as_of=END_OF_TIME
+            ).get(message.id)
+            if held is not None and held.model_copy(update={"time": as_of}) == message:
+                return {
+                    "message_id": held.id,
+                    "events": [],
+                    "persona_changes": 0,
+                    "persona_skipped": 0,
+                    "already_recorded": True,
+                }
         for _, reason in self.message_conflicts(trader_id, [message]):
             raise ToolError(f"record_message: {reason}")  # never rewrite what was said
         done = self.record_message(trader_id, message, as_of=as_of)

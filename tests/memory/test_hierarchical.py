@@ -210,6 +210,16 @@ def test_toolkit_tools_are_scoped_and_validated(system: MemorySystem) -> None:
     )
     episode_id = decided["episode_id"]
     stored = system.episodic.get(TRADER, [episode_id], as_of=AS_OF)[0]
+    # one decision per symbol and time: the same one again is a no-op, another is refused
+    again = {"symbol": SYMBOL, "action": "buy", "size": 0.1, "rationale": "breakout with volume",
+             "memory_ids": [out["episodic"][0]["id"]]}  # fmt: skip
+    assert json.loads(kit.dispatch("record_decision", again, trader_id=TRADER, as_of=AS_OF)) == {
+        "episode_id": episode_id
+    }
+    other = json.loads(kit.dispatch("record_decision", again | {"action": "sell", "size": 0.5},
+                                    trader_id=TRADER, as_of=AS_OF))  # fmt: skip
+    assert "already recorded" in other["error"]
+    assert system.episodic.get(TRADER, [episode_id], as_of=AS_OF)[0] == stored
     assert stored.event_type == "decision" and stored.memory_ids == [out["episodic"][0]["id"]]
     later = AS_OF + timedelta(days=1)
     json.loads(
