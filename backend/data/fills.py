@@ -3,8 +3,11 @@
 Hyperliquid export quirks handled here (see ``shared/data/README.md``):
 
 * time comes from ``Timestamp IST`` (``day-month-year hour:minute``, UTC+05:30), converted
-  to UTC; the ``Timestamp`` and ``Trade ID`` columns were damaged by a spreadsheet
-  (``1.73E+12``) and are ignored;
+  to UTC and put at the end of its minute (``22:50`` IST -> ``17:21:00`` UTC): with minute
+  precision a fill is surely known only once its minute is over, so an as-of cut at
+  ``17:20`` must not read a fill that may have happened at ``17:20:59`` (194 of the real
+  fills sit on a whole hour, a 1h bar's close); the ``Timestamp`` and ``Trade ID`` columns
+  were damaged by a spreadsheet (``1.73E+12``) and are ignored;
 * ``Coin`` values starting with ``@`` are spot-pair ids (kept as the symbol, e.g. ``@107``,
   market type ``spot``); other coins are USDC-settled perps, ccxt symbol ``BTC/USDC:USDC``;
 * several fills share one ``Transaction Hash`` and ``Order ID``, so the fill id is a stable
@@ -64,6 +67,7 @@ _DIRECTIONS: dict[str, Direction] = {
     "short > long": "flip_short_to_long",
 }
 _IST_OFFSET = pd.Timedelta(hours=5, minutes=30)
+_MINUTE = pd.Timedelta(minutes=1)
 _ZERO_HASH = "0x" + "0" * 64
 
 FILL_COLUMNS: tuple[str, ...] = tuple(Fill.model_fields)
@@ -82,7 +86,8 @@ def load_hyperliquid_fills(path: str | Path, *, source: str = "hyperliquid") -> 
     ``Transaction Hash`` -> ``tx_hash`` (``None`` for the all-zero hash of internal
     transfers), ``Direction`` -> ``direction`` (``Long > Short`` -> ``flip_long_to_short``,
     anything unknown such as ``Spot Dust Conversion`` -> ``other``; the raw text is kept in
-    ``raw_direction``). Timestamps have minute precision. A row that repeats an earlier
+    ``raw_direction``). Timestamps have minute precision: ``datetime`` is the end of the
+    fill's minute (module doc). A row that repeats an earlier
     row exactly (every cell) is dropped with a warning naming its line, as the candle
     reader does with exact duplicate rows.
 
@@ -225,11 +230,13 @@ def _symbol(coin: str) -> tuple[str, str]:
 
 
 def _parse_ist(table: CsvTable) -> pd.Series:
-    """``Timestamp IST`` (``02-12-2024 22:50``, day first, UTC+05:30) as UTC datetimes."""
+    """``Timestamp IST`` (``02-12-2024 22:50``, day first, UTC+05:30) as UTC datetimes at
+    the end of the minute (``2024-12-02 17:21:00``; module doc: no as-of cut reads a fill
+    before it surely happened)."""
     local = parse_dates(
         table, "Timestamp IST", fmt="%d-%m-%Y %H:%M", expected="day-month-year hour:minute"
     )
-    return (local - _IST_OFFSET).dt.tz_localize("UTC").dt.as_unit("ns")
+    return (local - _IST_OFFSET + _MINUTE).dt.tz_localize("UTC").dt.as_unit("ns")
 
 
 def _optional_numbers(table: CsvTable, column: str) -> pd.Series:

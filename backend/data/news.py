@@ -24,8 +24,12 @@ def load_headlines(path: str | Path, *, dedupe: bool = True) -> list[Headline]:
     """Headlines of a ``date,source,subject,title,url`` CSV, sorted by time (stable).
 
     ``date`` is day-first ``5-7-2022 04:24`` (= 2022-07-05 04:24); the file gives no zone,
-    so it is taken as UTC. ``id`` is a stable hash of (date, source, subject, title, url,
-    occurrence counter): the same file always yields the same ids. Empty ``url`` -> None.
+    so it is taken as UTC. ``published_at`` is the end of that minute (04:25:00): with
+    minute precision a headline is surely out only then, so a bar closing at 04:24 never
+    reads one that may have come out at 04:24:30 (the file has headlines stamped on
+    whole hours, i.e. on 1h bar closes). ``id`` is a stable hash of (date, source,
+    subject, title, url, occurrence counter): the same file always yields the same ids.
+    Empty ``url`` -> None.
 
     ``dedupe=True`` drops rows whose title, case-folded with whitespace collapsed, repeats
     an earlier headline's (keeping the earliest published; ties keep file order) and rows
@@ -39,7 +43,8 @@ def load_headlines(path: str | Path, *, dedupe: bool = True) -> list[Headline]:
     table = read_csv_table(file, required=HEADLINE_COLUMNS)
     cells = table.frame[list(HEADLINE_COLUMNS)].apply(lambda col: col.str.strip())
     published = parse_dates(table, "date", fmt="%d-%m-%Y %H:%M", expected="d-m-Y H:M")
-    cells["published_at"] = published.dt.tz_localize("UTC").dt.as_unit("ns")
+    minute = pd.Timedelta(minutes=1)  # the end of the stamped minute (docstring)
+    cells["published_at"] = (published + minute).dt.tz_localize("UTC").dt.as_unit("ns")
     cells["id"] = stable_ids(cells[list(HEADLINE_COLUMNS)], prefix="news-")
     cells = cells.sort_values("published_at", kind="stable")
     if dedupe:

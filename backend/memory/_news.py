@@ -6,8 +6,9 @@ LLM is needed. Market-state tags come from the bar features (:func:`state_topics
 
 Time rules (no look-ahead):
 
-- a headline is known from its ``published_at`` (minute precision, taken as UTC by the
-  loader); a bar that closes at ``T`` sees headlines published at or before ``T``;
+- a headline is known from its ``published_at`` (the end of the file's minute-precision
+  stamp, taken as UTC by the loader); a bar that closes at ``T`` sees headlines published
+  at or before ``T``;
 - the Fear & Greed value dated ``D`` (alternative.me, one value per UTC day) is treated
   as known only from ``D + 1 day 00:00 UTC`` (the conservative rule: the day's value is
   published during day ``D`` at a time the file does not give, so it is used from the end

@@ -42,7 +42,7 @@ def test_json_contract_through_the_command_line(fills_path: Path) -> None:
     assert len(lines) == 1
     data = json.loads(lines[0])
     assert data["trader_id"] == BTC_LONG_HF and data["version"] == 1
-    assert data["as_of"] == "2025-05-01T01:36:00+00:00"  # the trader's last fill
+    assert data["as_of"] == "2025-05-01T01:37:00+00:00"  # the end of the last fill's minute
     attrs = data["attributes"]
     for name in ("preferred_assets", "long_share", "risk_tolerance"):
         assert set(attrs[name]) == {"value", "confidence", "evidence_count"}

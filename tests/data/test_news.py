@@ -29,10 +29,11 @@ def test_raw_headlines(raw: list[Headline], headlines_csv: Path) -> None:
     assert len({h.id for h in raw}) == 7_524
     times = [h.published_at for h in raw]
     assert times == sorted(times)
-    assert times[0] == datetime(2021, 10, 12, 20, 0, tzinfo=UTC)
-    assert times[-1] == datetime(2022, 7, 5, 4, 24, tzinfo=UTC)  # "5-7-2022 04:24", day first
+    # the end of each stamped minute: a headline is surely out only then (no look-ahead)
+    assert times[0] == datetime(2021, 10, 12, 20, 1, tzinfo=UTC)
+    assert times[-1] == datetime(2022, 7, 5, 4, 25, tzinfo=UTC)  # "5-7-2022 04:24", day first
     first_in_file = next(h for h in raw if h.title.startswith("Bitcoin Returns Above USD 20K"))
-    assert first_in_file.published_at == datetime(2022, 7, 5, 4, 24, tzinfo=UTC)
+    assert first_in_file.published_at == datetime(2022, 7, 5, 4, 25, tzinfo=UTC)
     assert first_in_file.source == "CryptoNews" and first_in_file.subject == "bitcoin"
     assert first_in_file.url is not None and first_in_file.url.startswith("https://cryptonews.com/")
     assert [h.id for h in load_headlines(headlines_csv, dedupe=False)] == [h.id for h in raw]
