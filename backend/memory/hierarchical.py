@@ -37,7 +37,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from backend.config import MemorySettings
-from backend.errors import SentinelError
+from backend.errors import BudgetError, SentinelError
 from backend.memory.context import render_context
 from backend.memory.models import (
     AccountState,
@@ -301,7 +301,10 @@ class HierarchicalMemory:
     ) -> tuple[MemoryContext, RenderedContext]:
         """Retrieve ``tiers`` (in parallel; ``state``, ``horizon`` and ``timeframe`` as in
         :meth:`retrieve`) and render within ``budget`` tokens (default
-        ``memory.token_budget``)."""
+        ``memory.token_budget``). When the trader's hard constraints alone do not fit
+        the budget (:class:`~backend.errors.BudgetError`), the context is rendered
+        without the persona and ``errors["context"]`` says why: a decision loop goes on
+        (the constraints are still enforced in code) and reports it as a memory error."""
         ctx = self.retrieve(
             trader_id,
             symbol,
@@ -314,9 +317,12 @@ class HierarchicalMemory:
             timeframe=timeframe,
         )
         summary = self._persona_summary(ctx.persona) if ctx.persona is not None else None
-        rendered = render_context(
-            ctx, budget=budget or self.settings.token_budget, persona_summary=summary
-        )
+        limit = budget or self.settings.token_budget
+        try:
+            rendered = render_context(ctx, budget=limit, persona_summary=summary)
+        except BudgetError as err:  # the constraints alone overflow: loud, not fatal
+            ctx = ctx.model_copy(update={"errors": {**ctx.errors, "context": str(err)}})
+            rendered = render_context(ctx.model_copy(update={"persona": None}), budget=limit)
         return ctx, rendered
 
     def _persona_summary(self, profile: PersonaProfile) -> str:

@@ -243,3 +243,19 @@ def test_toolkit_tools_are_scoped_and_validated(system: MemorySystem) -> None:
         )
     )
     assert ctx["tokens"] <= 800
+
+
+def test_constraints_too_long_for_the_budget_are_a_memory_error_not_a_crash(
+    system: MemorySystem,
+) -> None:
+    """A trader whose notes forbid hundreds of tickers: the hard-constraint line alone
+    overflows the budget. The decision loop must go on (the constraints are enforced in
+    code) with the failure reported, never a cut list nor an exception on every bar."""
+    later = AS_OF + timedelta(hours=1)
+    for i in range(6):
+        tickers = ", ".join(f"Q{i}{j:02d}X" for j in range(80))
+        system.toolkit.record_note(TRADER, f"Never touch {tickers}.", as_of=later)
+    ctx, rendered = system.memory.build_context(TRADER, SYMBOL, as_of=later, query="selloff")
+    assert "context" in ctx.errors and "hard constraints" in ctx.errors["context"]
+    assert "HARD CONSTRAINTS" not in rendered.text and rendered.tokens <= 1500
+    assert f"### Market now (as of {later:%Y-%m-%d %H:%M}Z)" in rendered.text

@@ -79,10 +79,16 @@ _ALLOWED = re.compile(
 _FORBIDDEN = re.compile(
     rf"(?i:\b(?:(?:never|don'?t|do\s+not|won'?t|will\s+not)\s+(?:ever\s+)?"
     rf"(?:touch|trade|buy|hold|invest\s+in)|no(?:\s+more)?|avoid|stay\s+away\s+from|ban|"
-    rf"keep\s+me\s+(?:out\s+of|away\s+from)))\s+{_LIST}"
+    rf"keep\s+me\s+(?:out\s+of|away\s+from)))\s+(?>{_LIST})"
     rf"(?!\s+(?i:shorts?|shorting|longs?|perps?|leverage|futures|options)\b)"
 )
 _OFF_LIMITS = re.compile(rf"{_LIST}\s+(?i:is|are)\s+(?i:off[\s-]limits?|banned|forbidden)\b")
+_REPORTED = re.compile(
+    r"(?i)\b(?:who|whether|if|nobody|no\s+one|think|thinks|thought|say|says|said|believe|"
+    r"believes|claims?|heard)\b"
+)
+"""Words that make a statement a question or someone else's view ("Who says SOL is off
+limits", "my coach thinks DOGE is banned"): no rule is stated."""
 _PREFERRED = re.compile(
     rf"(?i:\bi\s+(?:mostly|mainly|usually|primarily|prefer\s+to)\s+trade|\bi\s+prefer|"
     rf"\bmy\s+favou?rite\s+(?:coins?|assets?)\s+(?:is|are))\s+{_LIST}"
@@ -94,39 +100,59 @@ _NO_LEVERAGE = re.compile(
     r"\s+(?:any\s+)?leverage(?:d)?\b"
 )
 _MEME_WORD = r"(?:meme[\s-]?(?:coins?|tokens?|stocks?)?|memecoins?|shitcoins?)\b"
-_NO_MEME = re.compile(
-    r"(?i)\b(?:no(?:\s+more)?|never(?:\s+\w+)?|avoid|stay\s+away\s+from|don'?t(?:\s+\w+)?|"
-    r"do\s+not(?:\s+\w+)?|zero|without|ban|keep\s+me\s+(?:out\s+of|away\s+from))\s+"
-    rf"(?:any\s+)?{_MEME_WORD}"
+_MEME_VERBS = (
+    r"(?:ever|let\s+me|want\s+to|like|into|buy(?:ing)?|trad(?:e|ing)|touch(?:ing)?|"
+    r"hold(?:ing)?|invest(?:ing)?\s+in|go\s+near|any|more|in|with)"
 )
-"""A negation right before the meme-coin word ("no memecoins", "I never buy shitcoins"),
-not anywhere in the sentence ("I love memecoins, not afraid of them")."""
+_NO_MEME = re.compile(
+    r"(?i)\b(?:no|never|avoid|stay\s+away\s+from|don'?t|do\s+not|(?:i'?m|am)\s+not|zero|"
+    r"without|ban|hate|keep\s+me\s+(?:out\s+of|away\s+from))"
+    rf"(?:\s+{_MEME_VERBS})*\s+{_MEME_WORD}"
+    rf"|{_MEME_WORD}\W+(?i:never|no|banned|off[\s-]limits?)\b"
+)
+"""A negation before the meme-coin word with only trading words between ("no memecoins",
+"I never ever buy shitcoins", "don't let me buy memecoins") or right after it ("meme
+coins: never"); not anywhere in the sentence ("I love memecoins, not afraid of them"),
+nor with another verb ("I don't mind memecoins", "I never sell memecoins")."""
 _LONG_ONLY = re.compile(
     r"(?i)\blong[\s-]only\b|\bonly\s+(?:go\s+)?long\b|\bnever\s+(?:go\s+|open\s+a\s+)?short"
-    r"(?:ing)?\b|\bno\s+short(?:s|ing)?\b|\b(?:don'?t|do\s+not)\s+short\b"
+    rf"(?:ing)?\b|\bno\s+(?:{_LIST}\s+)?short(?:s|ing)?\b|\b(?:don'?t|do\s+not)\s+short\b"
 )
-_NOT_NOW = re.compile(r"(?i)\b(?:any\s?more|until|used\s+to|no\s+longer|these\s+days)\b")
-"""Words that put a rule in the past ("I was long only until 2023", "not anymore")."""
+"""Shorting refused, also of one coin ("never short SOL", "no BTC shorts"): there is no
+per-asset short limit, so the conservative reading is no shorts at all."""
+_NOT_NOW = re.compile(r"(?i)\b(?:until|till|used\s+to|no\s+longer)\b")
+"""Words that put a rule in the past, in the rule's own clause ("I was long only until
+2023"; but "I used to short, now I'm long only" states it)."""
 _UNDONE = re.compile(
     r"(?i)\b(?:don'?t|do\s+not|doesn'?t|does\s+not|no\s+longer|not|never|can'?t|cannot|"
-    r"couldn'?t|won'?t|wouldn'?t|isn'?t|aren'?t|wasn'?t|weren'?t|was|were|used\s+to)\s+"
+    r"couldn'?t|won'?t|wouldn'?t|isn'?t|aren'?t|wasn'?t|weren'?t|used\s+to)\s+"
     r"(?:\w+\s+)?$"
 )
-"""A negation (or a past tense) just before a rule's words, in the same clause: "I don't
-avoid SOL", "I no longer only trade BTC", "not long only": the rule is not stated."""
+"""A negation just before a rule's words, in the same clause: "I don't avoid SOL", "I no
+longer only trade BTC", "not long only": the rule is not stated."""
+
+
+def _clause_at(sentence: str, start: int, end: int) -> tuple[str, str]:
+    """The text of the clause (``,``/``but``/``now`` bounded) before ``start`` and after
+    ``end``."""
+    head = re.split(r",|\bbut\b|\bnow\b", sentence[:start])[-1]
+    tail = re.split(r",|\bbut\b|\bnow\b", sentence[end:])[0]
+    return head, tail
 
 
 def _undone(sentence: str, start: int) -> bool:
     """Whether the words before ``start`` in its clause undo the rule matched there."""
-    clause_head = re.split(r",|\bbut\b", sentence[:start])[-1]
-    return _UNDONE.search(clause_head) is not None
+    return _UNDONE.search(_clause_at(sentence, start, start)[0]) is not None
 
 
 _USD = re.compile(
     r"(?i)(?:\$\s?(\d[\d,]*(?:\.\d+)?)\s*([km])?\b|\b(\d[\d,]*(?:\.\d+)?)\s*([km])?\s*"
-    r"(?:usd[ct]?|dollars|bucks)\b|\b(\d[\d,]*(?:\.\d+)?)\s*([km])\b)"
+    r"(?:usd[ct]?|dollars|bucks)\b|\b(\d[\d,]*(?:\.\d+)?)\s*(k)\b)"
 )
-"""``$5,000``, ``5k USDC``, ``10 dollars``, or a bare ``10k`` (the suffix required)."""
+"""``$5,000``, ``5k USDC``, ``10 dollars``, or a bare ``10k`` (``k`` required; a bare ``m``
+is a timeframe: "the 15m chart")."""
+_NOT_SIZE = re.compile(r"(?i)\b(?:profit|gain|volume|chart|candles?|followers|cap|mcap)\b")
+"""A bare amount next to these is not a position size ("1k profit per trade")."""
 _GOAL = re.compile(
     r"(?i)\b(?:my\s+(?:main\s+|primary\s+|only\s+)?goal\s+is(?:\s+to)?|i\s+want\s+to|"
     r"i'?d\s+like\s+to|i\s+would\s+like\s+to|i\s+aim\s+to|i'?m\s+aiming\s+(?:for|to)|"
@@ -250,6 +276,7 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
             and not pct
             and _LIMIT.search(clause)
             and re.search(r"(?i)\b(?:position|size|trade|per)\b", clause)
+            and not (usd.group(5) and _NOT_SIZE.search(clause))
         ):
             first = next(i for i in (1, 3, 5) if usd.group(i))
             raw, suffix = usd.group(first), usd.group(first + 1)
@@ -262,21 +289,21 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
     meme = _NO_MEME.search(sentence)
     if meme and not _undone(sentence, meme.start()):
         yield HardConstraint(kind="no_memecoins", value=True, quote=sentence[:1000]), "meme"
-    long_only = _LONG_ONLY.search(sentence)
-    if (
-        long_only
-        and not _undone(sentence, long_only.start())
-        and not _NOT_NOW.search(sentence)
-        and not re.match(rf"\s+{_TICKER}", sentence[long_only.end() :])  # "don't short BTC"
-    ):
-        yield HardConstraint(kind="long_only", value=True, quote=sentence[:1000]), "long_only"
+    shorts = re.search(r"(?i)\bi\s+(?:also\s+|do\s+)?short\b", sentence)  # "... I short ETH"
+    for long_only in _LONG_ONLY.finditer(sentence if shorts is None else ""):
+        head, tail = _clause_at(sentence, long_only.start(), long_only.end())
+        if not _UNDONE.search(head) and not _NOT_NOW.search(head + " " + tail):
+            constraint = HardConstraint(kind="long_only", value=True, quote=sentence[:1000])
+            yield constraint, "long_only"
+            break
     for pattern, kind in (
         (_ALLOWED, "allowed_assets"),
         (_FORBIDDEN, "forbidden_assets"),
         (_OFF_LIMITS, "forbidden_assets"),
     ):
         for match in pattern.finditer(sentence):
-            if _undone(sentence, match.start()):
+            head = _clause_at(sentence, match.start(), match.start())[0]
+            if _UNDONE.search(head) or (pattern is _OFF_LIMITS and _REPORTED.search(head)):
                 continue
             tickers = parse_tickers(match.group(1))
             if tickers:

@@ -173,7 +173,7 @@ def test_words_that_undo_or_merely_mention_a_rule_state_no_constraint(text: str)
         ("keep me out of leverage", "no_leverage", True),
         ("never more than 10k per trade", "max_position_notional", 10_000.0),
         ("I don't short BTC but I short ETH", None, None),
-        ("no BTC shorts", None, None),
+        ("no BTC shorts", "long_only", True),  # no per-coin short limit: the safe reading
         ("max 3x leverage", "max_leverage", 3.0),
         ("I never buy shitcoins", "no_memecoins", True),
     ],
@@ -181,3 +181,36 @@ def test_words_that_undo_or_merely_mention_a_rule_state_no_constraint(text: str)
 def test_more_ways_to_state_a_limit(text: str, kind: str | None, value: object) -> None:
     found = [d.constraint for d in text_decisions(text) if d.constraint is not None]
     assert [(c.kind, c.value) for c in found] == ([(kind, value)] if kind else [])
+
+
+@pytest.mark.parametrize(
+    ("text", "kinds"),
+    [
+        ("I don't short anymore", {"long_only"}),
+        ("I'm long only these days", {"long_only"}),
+        ("I used to short but now I'm long only", {"long_only"}),
+        ("I used to short a lot, now I never short", {"long_only"}),
+        ("never short SOL", {"long_only"}),
+        ("no BTC or ETH shorts", {"long_only"}),
+        ("never trade SOL or DOGE perps", set()),
+        ("I never ever buy memecoins", {"no_memecoins"}),
+        ("Don't let me buy memecoins", {"no_memecoins"}),
+        ("I'm not into memecoins", {"no_memecoins"}),
+        ("Meme coins: never", {"no_memecoins"}),
+        ("I don't mind memecoins", set()),
+        ("I never sell memecoins", set()),
+        ("I don't avoid memecoins", set()),
+        ("Who says SOL is off limits", set()),
+        ("My coach thinks DOGE is banned, I disagree", set()),
+        ("I take 1k profit per trade max", set()),
+        ("I only trade the 1m and 5m charts", set()),
+        ("Max 1 position on the 15m chart", set()),
+        ("The rule was never touch SOL", {"forbidden_assets"}),
+        ("What I meant was no leverage", {"no_leverage"}),
+    ],
+)
+def test_a_second_readers_sentences(text: str, kinds: set[str]) -> None:
+    """Sentences a second reader tried on the rules (they must neither lose a stated
+    limit nor invent one)."""
+    found = {d.constraint.kind for d in text_decisions(text) if d.constraint is not None}
+    assert found == kinds
