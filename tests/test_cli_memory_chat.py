@@ -232,3 +232,10 @@ def test_only_the_named_speaker_is_read_as_the_trader(tmp_path: Path) -> None:
             profile = system.persona.get_profile(TRADER, T + timedelta(days=1))
             assert profile is not None
             assert {c.kind for c in profile.constraints()} == kinds
+    # the same file again: nothing new, no warning about the persona
+    code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
+                        "--store-path", str(tmp_path / "named"), "--speaker", "trader")  # fmt: skip
+    assert code == 0 and "warning" not in out, out
+    code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
+                        "--store-path", str(tmp_path / "alice"), "--speaker", "alice")  # fmt: skip
+    assert code == 0 and "warning: no message of alice" in out, out

@@ -193,9 +193,18 @@ def memory_import_chat(
             update={"memory": cfg.memory.model_copy(update={"conversation": talk})}
         )
     talk = cfg.memory.conversation
-    if not talk.trader_speakers:
+    said_by = {m.speaker.lower() for m in messages}
+    if talk.trader_speakers:
+        absent = sorted({s for s in talk.trader_speakers if s.lower() not in said_by})
+        if absent:
+            typer.echo(
+                f"warning: no message of {', '.join(absent)} in {file}: nothing of theirs "
+                "is read into the persona",
+                err=True,
+            )
+    else:
         agents = {s.lower() for s in talk.agent_speakers}
-        people = sorted({m.speaker for m in messages if m.speaker.lower() not in agents})
+        people = sorted(said_by - agents)
         if len(people) > 1:
             typer.echo(
                 f"warning: {len(people)} speakers besides the agent ({', '.join(people[:5])})"

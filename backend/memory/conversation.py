@@ -38,7 +38,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -141,7 +141,8 @@ class ConversationMemory:
         """Store ``messages`` of ``trader_id`` (module doc), as known at ``as_of``.
 
         Messages are ordered by time (a stable sort: messages of equal time keep the given
-        order); ids already stored are rewritten in place (idempotent). Raises
+        order); ids already stored are rewritten in place (idempotent) and not read into
+        the persona again. Raises
         :class:`LookAheadError` for a message after ``as_of``, :class:`StoreError` for an
         id given twice, and the store's errors.
         """
@@ -156,6 +157,8 @@ class ConversationMemory:
                 raise StoreError(f"message id {m.id!r} appears twice")
             seen.add(m.id)
         ordered = sorted(messages, key=lambda m: m.time)
+        # messages stored before (a re-import) were read into the persona then
+        known = self.messages(trader_id, [m.id for m in ordered], as_of=END_OF_TIME)
         by_session: dict[str, list[ChatMessage]] = {}
         for m in ordered:
             by_session.setdefault(m.session, []).append(m)
@@ -165,7 +168,7 @@ class ConversationMemory:
         changes = skipped = 0
         if self.persona is not None:
             for m in ordered:
-                if self.is_trader(m.speaker) and m.text.strip():
+                if self.is_trader(m.speaker) and m.text.strip() and m.id not in known:
                     try:
                         found = self.persona.update_from_text(
                             trader_id, m.text, as_of=m.time, note_id=m.id
@@ -196,7 +199,8 @@ class ConversationMemory:
         reason)`` for an id stored in another session (ids are unique per trader), and
         for a new message earlier than the newest stored message of its session (a
         session is built forward in time: its order, windows and session record), and
-        for a stored id given another time or text (that would rewrite what was said).
+        for a stored id given another time, speaker, text or caption (that would rewrite
+        what was said, or who said it).
         A stored message recorded again as it is is not a conflict (idempotent). Empty
         when all is well. Reads the named ids and the messages of the named sessions
         only (a message recorded by the MCP tool costs its session, not the history).
@@ -205,10 +209,7 @@ class ConversationMemory:
             trader_id, [PREFIX[MESSAGE_KIND] + m.id for m in messages], as_of=END_OF_TIME
         )  # by id: the stored messages these ids name, in any session
         session_of = {str(r.metadata["message_id"]): str(r.metadata["session"]) for r in stored}
-        said = {
-            str(r.metadata["message_id"]): (r.created_at.timestamp(), str(r.metadata["text"]))
-            for r in stored
-        }
+        said = {(m := message_of(r)).id: m for r in stored}
         sessions = sorted({m.session for m in messages})
         rows = self.store.scan_metadata(
             trader_id, as_of=END_OF_TIME, filters={"kind": MESSAGE_KIND, "session": sessions}
@@ -222,13 +223,11 @@ class ConversationMemory:
             held = session_of.get(m.id)
             if held is not None and held != m.session:
                 out.append((i, f"id {m.id!r} is already stored in session {held!r}"))
-            elif held is not None and (
-                abs(said[m.id][0] - m.time.timestamp()) > 1e-6 or said[m.id][1] != m.text
-            ):
-                out.append((i, f"id {m.id!r} is already stored with another time or text"))
+            elif held is not None and said[m.id] != m:
+                why = f"id {m.id!r} is already stored with another time, speaker or text"
+                out.append((i, why))
             elif held is None and m.time.timestamp() < newest.get(m.session, -math.inf):
-                last = datetime.fromtimestamp(newest[m.session], UTC).isoformat()
-                out.append((i, f"session {m.session!r} already has a message at {last}, later"))
+                out.append((i, f"session {m.session!r} already has a later message"))
         return out
 
     def _record_session(

@@ -118,7 +118,7 @@ def recall_payload(
         hits.append(
             {"id": persona_id(persona), "tier": "persona", "text": persona_text, "score": None}
         )
-    kept = sorted(ctx.working, key=lambda s: s.as_of)[-top_k:]  # oldest first, as given
+    kept = sorted(ctx.working, key=lambda s: s.as_of)[-top_k:] if top_k > 0 else []
     working = [{"id": snapshot_id(s), "text": s.describe()} for s in kept]
     hits += [{**w, "tier": "working", "score": None} for w in reversed(working)]
     said = [

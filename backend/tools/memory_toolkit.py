@@ -219,8 +219,8 @@ class MemoryToolkit:
             importance=importance,
         )
         for held in self._episodic.get(trader_id, [episode.id], as_of=END_OF_TIME):
-            said = (held.description, [(a.action, a.size) for a in held.actions])
-            if said != (episode.description, [(action, size)]):
+            said = (held.description, [(a.action, a.size) for a in held.actions], held.memory_ids)
+            if said != (episode.description, [(action, size)], list(memory_ids)):
                 raise ToolError(
                     f"record_decision: a decision on {symbol} at {as_of.isoformat()} is "
                     f"already recorded ({episode.id}): one decision per symbol and time"
@@ -268,8 +268,8 @@ class MemoryToolkit:
     ) -> list[tuple[int, str]]:
         """Before :meth:`record_messages`: ``(index, reason)`` of each message that would
         not record cleanly on what the store holds, whatever its time (an id stored in
-        another session or with another time or text, a new message earlier than its
-        session's newest;
+        another session or with another time, speaker or text, a new message earlier than
+        its session's newest;
         :meth:`~backend.memory.conversation.ConversationMemory.conflicts`). Raises
         :class:`~backend.errors.ToolError` when no conversation memory is configured."""
         if self._conversation is None:
@@ -291,7 +291,9 @@ class MemoryToolkit:
         answered as recorded (``already_recorded``), never rewritten or refused; so is
         the same text sent again at the same clock time without an id (its derived id)."""
         message = ChatMessage(
-            id=args.message_id or "msg-" + stable_id(trader_id, as_of.isoformat(), args.text)[:16],
+            id=args.message_id
+            or "msg-"
+            + stable_id(trader_id, as_of.isoformat(), args.session, args.speaker, args.text)[:16],
             speaker=args.speaker,
             text=args.text,
             time=as_of,

@@ -52,7 +52,10 @@ class RecallArgs(ToolArgs):
         "current-market snapshot",
     )
     tiers: list[Tier] = Field(default_factory=lambda: list(ALL_TIERS))
-    top_k: int = Field(default=5, ge=1, le=50, description="episodes returned at most")
+    top_k: int = Field(
+        default=5, ge=1, le=50,
+        description="at most this many episodes, messages and (newest) market snapshots",
+    )  # fmt: skip
 
 
 class ProfileArgs(ToolArgs):

@@ -239,8 +239,8 @@ def test_conflicts_with_the_store_are_named_before_anything_is_written(
     found = conversation.conflicts(TRADER, [CHAT[1], moved, backfill, new, edited])
     assert [i for i, _ in found] == [1, 2, 4]
     assert "already stored in session 's1'" in found[0][1]
-    assert "session 's1' already has a message at" in found[1][1]
-    assert "already stored with another time or text" in found[2][1]
+    assert "session 's1' already has a later message" in found[1][1]
+    assert "already stored with another time, speaker or text" in found[2][1]
     assert conversation.conflicts(TRADER, CHAT[:3]) == []  # a re-import
     assert conversation.conflicts("0xother", [moved, backfill]) == []
 
@@ -319,16 +319,21 @@ def test_the_record_message_tool_then_recall_through_the_toolkit(minilm: MiniLME
         assert again == {"message_id": "x1", "events": [], "persona_changes": 0,
                          "persona_skipped": 0, "already_recorded": True}  # fmt: skip
         assert said["already_recorded"] is False
+        # who said it is never rewritten either (nor the caption)
+        with pytest.raises(ToolError, match="'x1' is already stored with another time, speaker"):
+            toolkit.call("record_message", {"text": "I got liquidated on ETH yesterday",
+                                            "message_id": "x1", "speaker": "assistant"},
+                         trader_id=TRADER, as_of=T)  # fmt: skip
         # a replay (a server whose clock is earlier) never back-dates nor backfills it
         replay = toolkit.call("record_message",
                               {"text": "I got liquidated on ETH yesterday", "message_id": "x1"},
                               trader_id=TRADER, as_of=T - timedelta(days=1))  # fmt: skip
         assert replay["already_recorded"] is True
-        with pytest.raises(ToolError, match="session 'default' already has a message at"):
+        with pytest.raises(ToolError, match="session 'default' already has a later message"):
             toolkit.call("record_message", {"text": "earlier words", "message_id": "x0"},
                          trader_id=TRADER, as_of=T - timedelta(days=1))  # fmt: skip
         # an id said before is never rewritten (another session, time or text)
-        with pytest.raises(ToolError, match="'x1' is already stored with another time or text"):
+        with pytest.raises(ToolError, match="'x1' is already stored with another time, speaker"):
             toolkit.call("record_message", {"text": "I got liquidated on SOL", "message_id": "x1"},
                          trader_id=TRADER, as_of=T + timedelta(minutes=3))  # fmt: skip
         with pytest.raises(ToolError, match="'x1' is already stored in session 'default'"):

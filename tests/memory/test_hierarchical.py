@@ -219,6 +219,9 @@ def test_toolkit_tools_are_scoped_and_validated(system: MemorySystem) -> None:
     other = json.loads(kit.dispatch("record_decision", again | {"action": "sell", "size": 0.5},
                                     trader_id=TRADER, as_of=AS_OF))  # fmt: skip
     assert "already recorded" in other["error"]
+    cited = json.loads(kit.dispatch("record_decision", again | {"memory_ids": []},
+                                    trader_id=TRADER, as_of=AS_OF))  # fmt: skip
+    assert "already recorded" in cited["error"]  # the memories it cited are not rewritten
     assert system.episodic.get(TRADER, [episode_id], as_of=AS_OF)[0] == stored
     assert stored.event_type == "decision" and stored.memory_ids == [out["episodic"][0]["id"]]
     later = AS_OF + timedelta(days=1)
