@@ -80,7 +80,9 @@ class EpisodicMemory:
         """Store ``episodes`` (batched per trader, idempotent by id).
 
         An episode already stored keeps its later history (linked actions, outcomes,
-        decays); its description, state and base importance are replaced. Actions or an
+        decays); given again, it must be the same episode (description, state, base
+        importance): replacing them would change what reads as of earlier times return,
+        so that is a :class:`StoreError` (nothing of the batch is written). Actions or an
         outcome carried by the given episode are logged as recorded at ``as_of`` (once:
         ones already logged are not logged again), without an importance change.
         Raises :class:`LookAheadError` if an episode occurred after ``as_of``, or carries
@@ -104,15 +106,26 @@ class EpisodicMemory:
         by_trader: dict[str, list[Episode]] = defaultdict(list)
         for ep in episodes:
             by_trader[ep.trader_id].append(ep)
-        total = UpsertResult()
+        batches: list[tuple[str, list[MemoryRecord]]] = []  # all checked before any write
         for trader_id, items in by_trader.items():
             existing = {
                 r.id: r for r in self._store.get(trader_id, [e.id for e in items], as_of=as_of)
             }
-            records = []
+            records: list[MemoryRecord] = []
+            batches.append((trader_id, records))
             for ep in items:
-                log = decode(existing[ep.id])[1] if ep.id in existing else []
+                log: list[dict[str, Any]] = []
+                if ep.id in existing:
+                    held, log = decode(existing[ep.id])
+                    fresh = ep.model_copy(update={"actions": [], "outcome": None})
+                    if held != fresh:  # reads as of earlier times would see the new text
+                        raise StoreError(
+                            f"episode {ep.id!r} is already stored with another description, "
+                            "state or importance: an episode is written once"
+                        )
                 records.append(added_record(ep, log, as_of))
+        total = UpsertResult()
+        for trader_id, records in batches:
             res = self._store.upsert(trader_id, records, as_of=as_of)
             total = UpsertResult(
                 added=total.added + res.added,

@@ -224,6 +224,21 @@ def test_an_episode_carrying_a_later_action_or_outcome_is_refused(
     assert got.outcome is not None and got.outcome.market_return == -0.42
 
 
+def test_an_episode_is_written_once_a_changed_one_is_refused(make_store: StoreFactory) -> None:
+    """Replacing a stored episode's description would change what reads as of earlier
+    times return (the record keeps its time): refused; the same episode again is fine."""
+    mem = EpisodicMemory(make_store(), settings=SETTINGS)
+    first = ep("crash", "LUNA collapse", at=T0)
+    mem.add([first], as_of=T0)
+    mem.add([first], as_of=T0 + timedelta(days=7))  # idempotent
+    changed = first.model_copy(update={"description": "LUNA collapse: insolvent, -30% next"})
+    with pytest.raises(StoreError, match="written once"):
+        mem.add([ep("other", "a new one", at=T0), changed], as_of=T0 + timedelta(days=7))
+    (got,) = mem.get("alice", ["ep-alice-crash"], as_of=T0)
+    assert got.description == "LUNA collapse"
+    assert mem.get("alice", ["ep-alice-other"], as_of=T0 + timedelta(days=7)) == []
+
+
 def test_tenant_isolation(make_store: StoreFactory) -> None:
     mem = EpisodicMemory(make_store(), settings=SETTINGS)
     text = "Large drawdown: -31% under the rolling high"
