@@ -71,7 +71,7 @@ from backend.data.fills import fills_to_frame
 from backend.data.models import Fill
 from backend.errors import LookAheadError
 from backend.llm.client import LLMClient
-from backend.llm.prompts import PersonaDecisions, persona_update_prompt
+from backend.llm.prompts import PersonaDecision, PersonaDecisions, persona_update_prompt
 from backend.memory.models import PersonaChange, PersonaProfile
 from backend.storage import KhalaStore, MemoryRecord, stable_id
 from backend.types import END_OF_TIME, to_utc
@@ -220,39 +220,61 @@ class PersonaManager:
     ) -> list[PersonaChange]:
         """Route what the trader says in ``text`` (``note_id``: its id, the evidence kept on
         the attributes; default a hash of trader, time and text). Returns the changes
-        (ADD/UPDATE/IGNORE), ``[]`` when the rules found nothing. With an LLM, a failed or
-        empty answer returns (and stores) one ``IGNORE`` change and leaves the profile as
-        it was."""
+        (ADD/UPDATE/IGNORE), ``[]`` when nothing about the trader was found.
+
+        With an LLM, the model is asked first, outside the locks (a slow model must not
+        stall the readers of this process nor other writers), against the profile as of
+        ``as_of``; its decisions are then routed against the profile as stored at that
+        moment. When the model fails, answers nothing or only invalid decisions, the
+        offline rules read the text instead (a stated limit is never lost to a dead
+        endpoint or a weak model) and the model's failure is kept as ``IGNORE`` changes
+        (source ``llm``) before the rules' changes."""
         fence = _fence(as_of)
         note = note_id or "note-" + stable_id(trader_id, fence.isoformat(), text)[:16]
+        failure: str | None = None
+        asked: list[PersonaDecision] = []
+        if self._llm is not None:
+            seen = self.get_profile(trader_id, fence)
+            summary = render_profile(seen) if seen is not None and seen.version else ""
+            system, user = persona_update_prompt(summary, text)
+            answer = self._llm.parse(system=system, user=user, schema=PersonaDecisions)
+            if answer.value is None:
+                failure = answer.error or "no answer"
+            elif not answer.value.decisions:
+                failure = "empty answer (no decisions)"
+            else:
+                asked = list(answer.value.decisions)
         # read-decide-write: no other writer; the process lock inside, so reads of this
         # process never wait for another process
         with self._store.writer_lock(), self._lock:
             state = self._state(trader_id, fence)
             profile = state.profile
-            if self._llm is not None:
-                summary = render_profile(profile) if profile.version else ""
-                system, user = persona_update_prompt(summary, text)
-                answer = self._llm.parse(system=system, user=user, schema=PersonaDecisions)
-                if answer.value is None:
-                    error = answer.error or "no answer"
-                    result = route_failure(profile, as_of=fence, source="llm", error=error)
-                elif not answer.value.decisions:
-                    result = route_failure(
-                        profile, as_of=fence, source="llm", error="empty answer (no decisions)"
+            if asked:
+                result = route_decisions(
+                    profile, asked, as_of=fence, source="llm", evidence_id=note
+                )
+                rules = text_decisions(text, profile=profile) if not result.changed else []
+                if rules:  # every decision of the model was invalid: the rules read it
+                    read = route_decisions(
+                        profile, rules, as_of=fence, source="rules", evidence_id=note
                     )
-                else:
-                    result = route_decisions(
-                        profile, answer.value.decisions, as_of=fence, source="llm",
-                        evidence_id=note,
-                    )  # fmt: skip
+                    both = result.changes + read.changes
+                    result = RouteResult(profile=read.profile, changes=both)
             else:
                 decisions = text_decisions(text, profile=profile)
-                if not decisions:
+                if decisions:
+                    result = route_decisions(
+                        profile, decisions, as_of=fence, source="rules", evidence_id=note
+                    )
+                elif failure is None:
                     return []
-                result = route_decisions(
-                    profile, decisions, as_of=fence, source="rules", evidence_id=note
-                )
+                else:
+                    result = RouteResult(profile=profile)
+                if failure is not None:
+                    failed = route_failure(profile, as_of=fence, source="llm", error=failure)
+                    result = RouteResult(
+                        profile=result.profile, changes=failed.changes + result.changes
+                    )
             call = "t" + stable_id(note, fence.isoformat(), len(result.changes))[:10]
             self._write(trader_id, result, [], fence, call, state.generation, len(state.ledger))
             return result.changes

@@ -1,6 +1,6 @@
 """update_from_text with an LLM: a real openai client against a loopback chat-completions
-server. A good answer is routed; a malformed answer or an HTTP error changes nothing (no
-fallback to the rules) and is recorded as an IGNORE change."""
+server. A good answer is routed; a malformed, empty or invalid answer or an HTTP error is
+recorded as an IGNORE change and the offline rules read the note instead."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_good_answer_adds_the_constraint(
         (Reply(content='{"decisions": []}'), "empty answer"),
     ],
 )
-def test_bad_answer_changes_nothing_and_is_recorded(
+def test_bad_answer_is_recorded_and_the_rules_read_the_note(
     setup: tuple[PersonaManager, PersonaProfile],
     server: ChatServer,
     reply: Reply,
@@ -109,15 +109,17 @@ def test_bad_answer_changes_nothing_and_is_recorded(
     manager, before = setup
     server.script = [reply]
     changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before))
-    assert [(c.attribute, c.action, c.source, c.version) for c in changes] == [
-        ("profile", "IGNORE", "llm", 1)
+    assert [(c.attribute, c.action, c.source) for c in changes[:1]] == [
+        ("profile", "IGNORE", "llm")
     ]
     assert reason in changes[0].reason
-    # no fallback to the rules, the good profile stays as it was
-    assert manager.get_profile(ALTS_SPOT, later(before)) == before
-    assert before.constraints() == []
+    # the stated limits are not lost to the failed model: the offline rules read them
+    assert {(c.action, c.source) for c in changes[1:]} == {("ADD", "rules")}
+    after = manager.get_profile(ALTS_SPOT, later(before))
+    assert after is not None and after.version == before.version + 1
+    assert {c.kind for c in after.constraints()} == {"max_risk_per_trade", "no_memecoins"}
     timeline = manager.timeline(ALTS_SPOT, as_of=later(before))
-    assert timeline[-1] == changes[0]
+    assert timeline[-len(changes) :] == changes
 
 
 def test_invalid_decision_is_ignored_not_applied(
@@ -129,6 +131,10 @@ def test_invalid_decision_is_ignored_not_applied(
     bad["decisions"][0]["constraint"]["value"] = 2.0  # 200% per trade: not a fraction
     server.script = [Reply.json(bad)]
     changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before))
-    assert [(c.action, c.version) for c in changes] == [("IGNORE", 1)]
+    assert changes[0].action == "IGNORE" and changes[0].source == "llm"
     assert changes[0].reason.startswith("invalid: max_risk_per_trade")
-    assert manager.get_profile(ALTS_SPOT, later(before)) == before
+    after = manager.get_profile(ALTS_SPOT, later(before))  # the rules read it instead
+    assert after is not None and {c.kind for c in after.constraints()} == {
+        "max_risk_per_trade", "no_memecoins"
+    }  # fmt: skip
+    assert dict((c.kind, c.value) for c in after.constraints())["max_risk_per_trade"] == 0.02
