@@ -9,9 +9,9 @@ piece of evidence through ADD / UPDATE / IGNORE; here the evidence is the trader
 - :meth:`PersonaManager.update_from_fills` adds fills to the stored ledger (duplicate ids
   ignored) and recomputes from the whole ledger, so an update gives the same attribute
   values as a rebuild on the same fills, also from a new manager instance;
-- :meth:`PersonaManager.update_from_text` reads a note with the LLM (when configured) or
-  with the deterministic rules; a failed LLM answer changes nothing (no fallback to rules)
-  and is recorded as an ``IGNORE`` change.
+- :meth:`PersonaManager.update_from_text` reads a note with the LLM (when configured,
+  asked outside the locks) or with the deterministic rules; a failed, empty or wholly
+  invalid LLM answer is recorded as an ``IGNORE`` change and the rules read the note.
 
 Version semantics: version 0 is "nothing known" (never stored); each call with at least
 one ADD/UPDATE stores version ``n + 1`` as of the call's ``as_of``. Fills after ``as_of``
