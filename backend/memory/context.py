@@ -187,17 +187,11 @@ def render_context(
     if used > budget:
         raise BudgetError(f"token budget {budget} is smaller than the header ({used} tokens)")
     sections: list[tuple[str, list[_Block]]] = []
-    trader: list[_Block] = []
-    if ctx.persona is not None and ctx.persona.constraints():
-        trader.append(
-            _Block(
-                persona_id(ctx.persona) + ":constraints",
-                "HARD CONSTRAINTS (enforced in code): "
-                + "; ".join(f"{c.kind}={c.value}" for c in ctx.persona.constraints()),
-            )
+    if ctx.persona is not None and (rules := ctx.persona.constraints()):
+        listed = "HARD CONSTRAINTS (enforced in code): " + "; ".join(
+            f"{c.kind}={c.value}" for c in rules
         )
-    if trader:
-        sections.append((_PERSONA, trader))
+        sections.append((_PERSONA, [_Block(persona_id(ctx.persona) + ":constraints", listed)]))
     newest_first = sorted(ctx.working, key=lambda s: s.as_of, reverse=True)
     now = [_Block(snapshot_id(s), _snapshot_text(s)) for s in newest_first[:1]]
     if ctx.account is not None:

@@ -208,7 +208,6 @@ class ConversationMemory:
         stored = self.store.get(
             trader_id, [PREFIX[MESSAGE_KIND] + m.id for m in messages], as_of=END_OF_TIME
         )  # by id: the stored messages these ids name, in any session
-        session_of = {str(r.metadata["message_id"]): str(r.metadata["session"]) for r in stored}
         said = {(m := message_of(r)).id: m for r in stored}
         sessions = sorted({m.session for m in messages})
         rows = self.store.scan_metadata(
@@ -220,10 +219,10 @@ class ConversationMemory:
             newest[key] = max(newest.get(key, t), t)
         out: list[tuple[int, str]] = []
         for i, m in enumerate(messages):
-            held = session_of.get(m.id)
-            if held is not None and held != m.session:
-                out.append((i, f"id {m.id!r} is already stored in session {held!r}"))
-            elif held is not None and said[m.id] != m:
+            held = said.get(m.id)
+            if held is not None and held.session != m.session:
+                out.append((i, f"id {m.id!r} is already stored in session {held.session!r}"))
+            elif held is not None and held != m:
                 why = f"id {m.id!r} is already stored with another time, speaker or text"
                 out.append((i, why))
             elif held is None and m.time.timestamp() < newest.get(m.session, -math.inf):
