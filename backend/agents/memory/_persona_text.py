@@ -16,12 +16,15 @@ and, for the numeric limits, over comma-separated clauses:
   out of leverage`` -> ``no_leverage``;
 - ``$5,000``/``5k USDC``/``10k`` with a position word and a limit word ->
   ``max_position_notional``;
-- a meme-coin word right after a negation -> ``no_memecoins``; ``long only``, ``I never
-  short``, ``no shorting`` -> ``long_only`` (not "I don't short BTC", nor with words that
-  put it in the past: "until", "anymore", "no longer");
+- a meme-coin word after a negation with only trading words between, or followed by
+  never/no/banned -> ``no_memecoins``; ``long only``, ``I never short``, ``no shorting``,
+  ``never short SOL``, ``no BTC shorts`` -> ``long_only`` (there is no per-coin short
+  limit: the safe reading), not when the sentence also says "I short ..." nor with
+  words that put it in the past in its clause ("until", "used to", "no longer");
 - ``only trade BTC and ETH`` -> ``allowed_assets``; ``never touch SOL``, ``no DOGE``,
   ``avoid XRP``, ``keep me out of SOL``, ``SOL is off limits`` -> ``forbidden_assets``
-  (not "no BTC shorts"). Tickers are upper case as written (``DOGE``) or known coin
+  (not "no BTC shorts": see ``long_only``; not in a question or someone else's view:
+  "who says SOL is off limits"). Tickers are upper case as written (``DOGE``) or known coin
   names in any case (``bitcoin``, ``eth``, ``solana``; see :data:`COIN_NAMES`);
 - a negation just before a rule's words in the same clause undoes it ("I don't avoid
   SOL", "I no longer only trade BTC", "I can't trade without leverage"; :data:`_UNDONE`);
