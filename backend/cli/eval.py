@@ -218,9 +218,10 @@ def locomo(
     for name, m in report.methods.items():
         if m.answer_f1 is not None:  # an LLM answered: F1, and how often it did not
             a = m.answer_f1
+            why = f" (first: {a.first_error})" if a.first_error else ""
             console.print(
                 f"{name}: answer F1 {a.f1:.3f} over {a.n} questions, "
-                f"{a.failed} unanswered by the LLM",
+                f"{a.failed} unanswered by the LLM{why}",
                 style="bold red" if a.n and a.failed / a.n > 0.05 else None,
             )
     console.print(f"{report.n_questions} questions; report written to {out}")

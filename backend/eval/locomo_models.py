@@ -126,11 +126,13 @@ class RecallAtK(FrozenModel):
 
 class AnswerScore(FrozenModel):
     """LLM answers scored by token F1 (fraction) over ``n`` questions; ``failed`` counts
-    answers the endpoint did not give (scored 0)."""
+    answers the endpoint did not give (scored 0), ``first_error`` names why the first of
+    them failed (``None`` when none did)."""
 
     n: int = Field(ge=0)
     f1: float = Field(ge=0, le=1)
     failed: int = Field(ge=0)
+    first_error: str | None = None
 
 
 class MethodReport(RecallAtK):

@@ -61,7 +61,8 @@ class _Rows:
     ranked: list[tuple[int, list[str], list[str]]] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
-    f1: list[tuple[int, float, bool]] = field(default_factory=list)
+    f1: list[tuple[int, float, str | None]] = field(default_factory=list)
+    """``(category, F1, error of a failed answer)`` per answered question."""
 
 
 def _report(rows: _Rows) -> MethodReport:
@@ -71,15 +72,17 @@ def _report(rows: _Rows) -> MethodReport:
     overall = recall_summary([(r, e) for _, r, e in rows.ranked])
     answer, answer_cat = None, None
     if rows.f1:
-        by_cat: dict[int, list[tuple[float, bool]]] = defaultdict(list)
+        by_cat: dict[int, list[tuple[float, str | None]]] = defaultdict(list)
         for cat, score, failed in rows.f1:
             by_cat[cat].append((score, failed))
 
-        def summarise(items: Sequence[tuple[float, bool]]) -> AnswerScore:
+        def summarise(items: Sequence[tuple[float, str | None]]) -> AnswerScore:
+            errors = [e for _, e in items if e is not None]
             return AnswerScore(
                 n=len(items),
                 f1=float(np.mean([s for s, _ in items])),
-                failed=sum(1 for _, f in items if f),
+                failed=len(errors),
+                first_error=errors[0] if errors else None,
             )
 
         answer = summarise([(s, f) for _, s, f in rows.f1])
@@ -140,7 +143,8 @@ def run_locomo(
             for method in methods:
                 _ask(method, conversation, question, toolkit, store, rows[method],
                      llm=llm, budget=budget, context_turns=context_turns)  # fmt: skip
-        say(f"{conversation.sample_id}: {len(conversation.questions)} questions done")
+        asked = len(conversation.questions[:max_questions])
+        say(f"{conversation.sample_id}: {asked} questions done")
     return LocomoReport(
         data=dataset.path,
         n_conversations=len(dataset.conversations),
@@ -188,7 +192,7 @@ def _ask(
     if llm is not None and question.category in F1_CATEGORIES and question.answer is not None:
         answer, error = answer_question(llm, context_text, question.question)
         f1 = locomo_f1(answer, question.answer, question.category) if answer is not None else 0.0
-        rows.f1.append((question.category, f1, error is not None))
+        rows.f1.append((question.category, f1, error))
 
 
 def flat_ranking(

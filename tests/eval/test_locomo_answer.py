@@ -92,6 +92,7 @@ def test_run_scores_answers_of_categories_1_to_4(
     bm25 = report.methods["bm25"]
     assert bm25.answer_f1 is not None and bm25.answer_f1_per_category is not None
     assert bm25.answer_f1.n == 5 and bm25.answer_f1.failed == 1
+    assert bm25.answer_f1.first_error is not None and "500" in bm25.answer_f1.first_error
     assert bm25.answer_f1.f1 == pytest.approx((1 + 0.5 + 0 + 0.8 + 1) / 5)
     cats = bm25.answer_f1_per_category
     assert cats["4"].f1 == pytest.approx(0.9) and cats["2"].f1 == pytest.approx(0.5)
