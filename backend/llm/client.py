@@ -176,8 +176,26 @@ def detect_mode(client: openai.OpenAI, model: str) -> tuple[StructuredMode | Non
                     continue
             _detected[key] = mode
             log.info("structured output: %s chosen for %s (%s)", mode, model, key[0])
+            _check_model(probe_client, model)
             return mode, None
         raise AssertionError("unreachable: the prompt mode always ends the loop")
+
+
+def _check_model(client: openai.OpenAI, model: str) -> None:
+    """Warn when ``model`` is not among the endpoint's models (``GET /models``): a
+    single-model server (llama.cpp) answers any name, so a mistyped model would run, and
+    be recorded as the author of every answer, without a word. Silent when the endpoint
+    does not list its models."""
+    try:
+        served = [m.id for m in client.models.list()]
+    except (openai.APIError, ValueError, TypeError):
+        return
+    if served and model not in served:
+        log.warning(
+            "llm.model %r is not among the endpoint's models (%s): it answers anyway, and "
+            "its answers are recorded under %r",
+            model, ", ".join(served[:5]), model,
+        )  # fmt: skip
 
 
 def _api_error(cause: BaseException | None, model: str) -> str:

@@ -50,6 +50,25 @@ def test_auto_chooses_json_object_on_llama_cpp(local_llm: LocalServer) -> None:
     assert result.prompt_tokens and result.completion_tokens  # the server's own counts
 
 
+def test_a_model_the_server_does_not_serve_is_warned_about(
+    local_llm: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """llama.cpp answers under any model name and echoes it back: a mistyped
+    ``llm.model`` would author every decision without a word. The probe says so."""
+    wrong = build_llm(LLMSettings(base_url=local_llm.base_url, model="gpt-4o-typo"))
+    assert wrong is not None
+    with caplog.at_level("WARNING", logger="backend.llm"):
+        assert detect_mode(wrong._client, wrong.model)[0] == "json_object"
+    said = [r.getMessage() for r in caplog.records]
+    assert any("'gpt-4o-typo' is not among the endpoint's models" in m for m in said), said
+    assert local_llm.model in " ".join(said)
+    caplog.clear()
+    right = client(local_llm)
+    with caplog.at_level("WARNING", logger="backend.llm"):
+        detect_mode(right._client, right.model)
+    assert not [r for r in caplog.records if "not among" in r.getMessage()]
+
+
 def test_json_schema_is_refused_by_this_server_and_said_so(local_llm: LocalServer) -> None:
     """The fault of the issue: forcing ``json_schema`` here gives a one-line error, not
     a silent default (HTTP retries off: a 500 is retried otherwise)."""
