@@ -197,7 +197,10 @@ class PersonaManager:
         # process never wait for another process
         with self._store.writer_lock(), self._lock:
             state = self._state(trader_id, fence)
-            if replace:
+            if replace and state.generation and set(incoming["id"]) == set(state.ledger["id"]):
+                # a rebuild from the very fills stored: no new ledger generation (a copy)
+                generation, ledger, added = state.generation, state.ledger, None
+            elif replace:
                 generation, ledger, added = state.generation + 1, incoming, incoming
             else:
                 added = incoming.loc[~incoming["id"].isin(set(state.ledger["id"]))]
@@ -209,7 +212,11 @@ class PersonaManager:
             attrs = compute_persona_attributes(ledger, as_of=fence)
             result = route_fill_attributes(state.profile, attrs, as_of=fence, replace=replace)
             seq = state.next_seq
-            records = ledger_records(trader_id, added, seq=seq, generation=generation, as_of=fence)
+            records = (
+                ledger_records(trader_id, added, seq=seq, generation=generation, as_of=fence)
+                if added is not None
+                else []
+            )
             self._write(trader_id, result, records, fence, f"f{seq}", generation, len(ledger))
             return result.profile
 

@@ -10,6 +10,7 @@ import pytest
 from backend.agents.memory import PersonaManager, render_profile, timeline_to_frame
 from backend.agents.memory._persona_features import compute_persona_attributes
 from backend.agents.memory._persona_router import empty_profile, route_fill_attributes
+from backend.agents.memory._persona_store import LEDGER_KIND
 from backend.data import Fill, fills_to_frame
 from backend.errors import LookAheadError
 from backend.memory.models import PersonaProfile
@@ -53,10 +54,14 @@ def test_incremental_update_equals_full_rebuild_across_instances(
     assert updated.version == 2
     full = pure_build(trader, fills)
     same_attributes(updated, full)
-    # a rebuild on all the fills finds nothing to change: same version
+    # a rebuild on all the fills finds nothing to change: same version, no ledger copy
+    chunks = len(store.scan(trader, as_of=fills[-1].datetime, filters={"kind": LEDGER_KIND}))
     again = PersonaManager(store).build_from_fills(trader, fills, as_of=fills[-1].datetime)
     assert again.version == 2
     same_attributes(again, full)
+    assert len(store.scan(trader, as_of=fills[-1].datetime, filters={"kind": LEDGER_KIND})) == (
+        chunks
+    )
     # overlapping and duplicate fills are ignored
     overlap = fills[cut - 50 :] + fills[-3:]
     dup = PersonaManager(store).update_from_fills(trader, overlap, as_of=fills[-1].datetime)
