@@ -126,6 +126,20 @@ _detected: dict[tuple[str, str], StructuredMode] = {}
 """``(base_url, model) -> mode`` found by :func:`detect_mode`: the issue's "once per
 process" (each probe is a chat completion, ~1 s on the local model)."""
 _detect_lock = threading.Lock()
+_warned: set[str] = set()
+"""Warnings already logged at WARNING in this process (:func:`_warn_once`)."""
+_warned_lock = threading.Lock()  # not _detect_lock: the probe warns while holding it
+
+
+def _warn_once(text: str) -> None:
+    """Log ``text`` at WARNING the first time in this process, at DEBUG after: a dead
+    endpoint fails at every bar (two lines a bar flooded stderr), and the run's summary,
+    metrics and report count every failure anyway."""
+    with _warned_lock:
+        first = text not in _warned
+        if first and len(_warned) < 1024:
+            _warned.add(text)
+    log.log(logging.WARNING if first else logging.DEBUG, "%s", text)
 
 
 def detect_mode(client: openai.OpenAI, model: str) -> tuple[StructuredMode | None, str | None]:
@@ -164,7 +178,7 @@ def detect_mode(client: openai.OpenAI, model: str) -> tuple[StructuredMode | Non
                 refused = isinstance(cause, openai.APIStatusError)
                 if transient or (refused and mode == "prompt"):
                     error = _api_error(cause, model)
-                    log.warning("cannot probe %s for structured outputs: %s", key[0], error)
+                    _warn_once(f"cannot probe {key[0]} for structured outputs: {error}")
                     return None, error
                 why = _api_error(cause, model) if refused else "wrong answer"
                 log.info("structured output %s: not taken by %s (%s)", mode, key[0], why)
@@ -377,7 +391,7 @@ class LLMClient:
         responses: list[object] | int,
         mode: StructuredMode | None,
     ) -> LLMResult[T]:
-        log.warning("LLM call failed: %s", error)
+        _warn_once(f"LLM call failed: {error}")
         answers = [] if isinstance(responses, int) else responses
         attempts = responses if isinstance(responses, int) else max(1, len(responses))
         prompt, generated, cached = _usage(answers)

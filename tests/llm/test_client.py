@@ -288,3 +288,18 @@ def test_a_failed_call_still_counts_the_tokens_it_cost(server: ChatServer) -> No
     assert result.error == "answer truncated (max_tokens reached)"
     assert (result.prompt_tokens, result.completion_tokens) == (11, 7)
     assert llm.stats.calls == 1 and llm.stats.parsed == 0 and llm.stats.prompt_tokens == 11
+
+
+def test_a_failure_repeated_at_every_call_is_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A dead endpoint fails at every bar: the first failure is a WARNING, the same one
+    again is DEBUG (the run's summary counts them all), so stderr is not flooded."""
+    settings = LLMSettings(base_url="http://127.0.0.1:9/v1", model="once-m", max_retries=0)
+    llm = build_llm(settings)  # a model name of its own: the warned set is per process
+    assert llm is not None
+    with caplog.at_level("DEBUG", logger="backend.llm"):
+        for _ in range(3):
+            assert llm.parse(system="s", user="u", schema=LLMDecision).value is None
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "once-m" in r.getMessage()]
+    assert [level for level, _ in said].count("WARNING") == 2, said  # the probe, the call
+    assert len(said) == 6 and {level for level, _ in said} == {"WARNING", "DEBUG"}
+    assert llm.stats.calls == 3 and llm.stats.parsed == 0
