@@ -150,6 +150,13 @@ def parse_numbers(table: CsvTable, column: str) -> pd.Series:
     return values
 
 
+def end_of_minute(stamps: pd.Series) -> pd.Series:
+    """Minute-precision ``stamps`` moved to the end of their minute: an event stamped
+    ``04:00`` may have happened at ``04:00:59``, so it is surely known only at ``04:01``,
+    and no as-of cut (a bar closing at ``04:00``) may read it before (headlines, fills)."""
+    return stamps + pd.Timedelta(minutes=1)
+
+
 def parse_dates(table: CsvTable, column: str, *, fmt: str, expected: str) -> pd.Series:
     """Column parsed with ``strftime`` format ``fmt`` as naive datetimes (the caller sets
     the zone); DataError at the first empty or unparseable cell, saying ``expected``."""

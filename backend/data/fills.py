@@ -26,6 +26,7 @@ import pandas as pd
 
 from backend.data._csvio import (
     CsvTable,
+    end_of_minute,
     first_bad,
     parse_dates,
     parse_numbers,
@@ -67,7 +68,6 @@ _DIRECTIONS: dict[str, Direction] = {
     "short > long": "flip_short_to_long",
 }
 _IST_OFFSET = pd.Timedelta(hours=5, minutes=30)
-_MINUTE = pd.Timedelta(minutes=1)
 _ZERO_HASH = "0x" + "0" * 64
 
 FILL_COLUMNS: tuple[str, ...] = tuple(Fill.model_fields)
@@ -236,7 +236,8 @@ def _parse_ist(table: CsvTable) -> pd.Series:
     local = parse_dates(
         table, "Timestamp IST", fmt="%d-%m-%Y %H:%M", expected="day-month-year hour:minute"
     )
-    return (local - _IST_OFFSET + _MINUTE).dt.tz_localize("UTC").dt.as_unit("ns")
+    utc: pd.Series = end_of_minute(local - _IST_OFFSET).dt.tz_localize("UTC").dt.as_unit("ns")
+    return utc
 
 
 def _optional_numbers(table: CsvTable, column: str) -> pd.Series:

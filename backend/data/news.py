@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from backend.data._csvio import first_bad, parse_dates, parse_numbers, read_csv_table, stable_ids
+from backend.data._csvio import (
+    end_of_minute,
+    first_bad,
+    parse_dates,
+    parse_numbers,
+    read_csv_table,
+    stable_ids,
+)
 from backend.data.models import Headline
 from backend.errors import DataError
 
@@ -43,8 +50,7 @@ def load_headlines(path: str | Path, *, dedupe: bool = True) -> list[Headline]:
     table = read_csv_table(file, required=HEADLINE_COLUMNS)
     cells = table.frame[list(HEADLINE_COLUMNS)].apply(lambda col: col.str.strip())
     published = parse_dates(table, "date", fmt="%d-%m-%Y %H:%M", expected="d-m-Y H:M")
-    minute = pd.Timedelta(minutes=1)  # the end of the stamped minute (docstring)
-    cells["published_at"] = (published + minute).dt.tz_localize("UTC").dt.as_unit("ns")
+    cells["published_at"] = end_of_minute(published).dt.tz_localize("UTC").dt.as_unit("ns")
     cells["id"] = stable_ids(cells[list(HEADLINE_COLUMNS)], prefix="news-")
     cells = cells.sort_values("published_at", kind="stable")
     if dedupe:
