@@ -21,7 +21,6 @@ clip(importance + delta, 0, 1)``. :meth:`EpisodicMemory.decay` multiplies by a f
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -54,8 +53,11 @@ class EpisodicMemory:
     """Trader-scoped episodes on a :class:`KhalaStore` (see the module docstring).
 
     Writes are read-modify-write of an episode's log (add, link_action, record_outcome,
-    decay): they are serialised by one lock, so concurrent writers (the decision loop,
-    the scheduler's consolidation) never lose each other's entries. Reads take no lock.
+    decay, decay_by_age): each holds the store's writer lock
+    (:meth:`KhalaStore.writer_lock`, across processes sharing the store, re-entrant in a
+    thread), so concurrent writers (the decision loop of ``sentinel paper``, the
+    scheduler's consolidation in another process, the MCP server's ``record_outcome``)
+    never lose each other's entries. Reads take no lock.
     """
 
     def __init__(self, store: KhalaStore, *, settings: MemorySettings) -> None:
@@ -63,7 +65,6 @@ class EpisodicMemory:
         self._settings = settings
         self._cache = EpisodeCache(store)
         """Episodes as of a time, memoised, and the state indexes (:meth:`recall_by_state`)."""
-        self._lock = threading.RLock()
 
     @property
     def store(self) -> KhalaStore:
@@ -99,7 +100,7 @@ class EpisodicMemory:
                     f"episode {ep.id!r} carries an action or outcome at {max(late).isoformat()}"
                     f", after as_of {moment.isoformat()}"
                 )
-        with self._lock:
+        with self._store.writer_lock():
             return self._add(episodes, as_of=as_of)
 
     def _add(self, episodes: Sequence[Episode], *, as_of: datetime) -> UpsertResult:
@@ -159,7 +160,7 @@ class EpisodicMemory:
         """
         if action.at > to_utc(as_of):
             raise LookAheadError(f"action at {action.at.isoformat()} is after as_of {as_of}")
-        with self._lock:
+        with self._store.writer_lock():
             record = self._one(trader_id, episode_id, as_of=as_of)
             entry = {"op": "action", "action": action.model_dump(mode="json")}
             return self._append(record, entry, as_of=as_of)
@@ -198,7 +199,7 @@ class EpisodicMemory:
                 raise LookAheadError(
                     f"outcome of {episode_id!r} resolved {outcome.resolved_at} is after {moment}"
                 )
-        with self._lock:  # a read-modify-write of the episodes' logs (class doc)
+        with self._store.writer_lock():  # a read-modify-write of the logs (class doc)
             return self._record_outcomes(trader_id, outcomes, moment)
 
     def _record_outcomes(
@@ -235,7 +236,7 @@ class EpisodicMemory:
             raise StoreError(f"decay factor must be in (0, 1], got {factor}")
         moment = to_utc(as_of)
         entry = {"at": moment.isoformat(), "ts": moment.timestamp(), "op": "decay"}
-        with self._lock:
+        with self._store.writer_lock():
             records = self._store.scan(trader_id, as_of=moment, filters={"kind": EPISODIC_KIND})
             updated = []
             for record in records:
@@ -255,15 +256,16 @@ class EpisodicMemory:
         if half_life_days <= 0:
             raise StoreError(f"half_life_days must be > 0, got {half_life_days}")
         moment = to_utc(as_of)
-        records = self._store.scan(trader_id, as_of=moment, filters={"kind": EPISODIC_KIND})
-        updated = []
-        for record in records:
-            base, log = decode(record)
-            entry = age_decay_entry(base, log, moment, half_life_days)
-            if entry is not None:
-                updated.append(encode(base, [*log, entry]))
-        if updated:
-            self._store.upsert(trader_id, updated, as_of=moment)
+        with self._store.writer_lock():
+            records = self._store.scan(trader_id, as_of=moment, filters={"kind": EPISODIC_KIND})
+            updated = []
+            for record in records:
+                base, log = decode(record)
+                entry = age_decay_entry(base, log, moment, half_life_days)
+                if entry is not None:
+                    updated.append(encode(base, [*log, entry]))
+            if updated:
+                self._store.upsert(trader_id, updated, as_of=moment)
         return len(updated)
 
     # ------------------------------------------------------------------ reads
