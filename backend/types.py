@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["END_OF_TIME", "FrozenModel", "base_asset", "first_problem", "to_utc"]
+__all__ = [
+    "END_OF_TIME",
+    "FrozenModel",
+    "base_asset",
+    "first_problem",
+    "normalize_pair",
+    "to_utc",
+]
 
 END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 """The fence of a writer's read: every record stored, whatever its time (a write is an
@@ -33,22 +40,56 @@ def to_utc(value: datetime) -> datetime:
 _STABLE_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD")
 """Quote currencies recognised at the end of an exchange's pair id without a separator
 (Binance's ``BTCUSDT``); the longest is tried first."""
+_OTHER_QUOTES = ("USD", "EUR", "BTC", "ETH", "BNB")
+"""Further quotes of a pair given without a separator (``ETHBTC``), tried after the
+stablecoins: they apply when normalising a pair a user typed, not to a bare coin."""
+_SEPARATORS = ("/", "_", "-")
+
+
+def _split_pair(symbol: str, quotes: tuple[str, ...]) -> tuple[str, str, str] | None:
+    """``(base, quote, settle)`` of a pair (settle ``""`` for spot), case kept, or None
+    for a bare coin or an id it cannot split."""
+    text = "".join(symbol.split())
+    text, _, settle = text.partition(":")
+    for sep in _SEPARATORS:
+        if sep in text:
+            base, _, quote = text.partition(sep)
+            return (base, quote, settle) if base and quote and sep not in quote else None
+    for quote in quotes:
+        if text.upper().endswith(quote) and len(text) > len(quote):
+            return text[: -len(quote)], text[-len(quote) :], settle
+    return None
 
 
 def base_asset(symbol: str) -> str:
     """Base asset of a ccxt symbol, case kept: ``BTC/USDT`` -> ``BTC``, ``ETH/USDC:USDC``
-    -> ``ETH``, ``kPEPE/USDC:USDC`` -> ``kPEPE``; an exchange pair id without a separator
-    that ends in a stablecoin quote (:data:`_STABLE_QUOTES`) loses it (``DOGEUSDT`` ->
-    ``DOGE``); a bare coin and a Hyperliquid spot pair id (``@107``) stay as they are.
-    Compare assets case-insensitively (``.upper()``)."""
+    -> ``ETH``, ``kPEPE/USDC:USDC`` -> ``kPEPE``; freqtrade's and exchanges' spellings
+    too (``DOGE_USDT``, ``BTC-USDT``); an exchange pair id without a separator that ends
+    in a stablecoin quote (:data:`_STABLE_QUOTES`) loses it (``DOGEUSDT`` -> ``DOGE``); a
+    bare coin and a Hyperliquid spot pair id (``@107``) stay as they are. Compare assets
+    case-insensitively (``.upper()``)."""
     if symbol.startswith("@"):
         return symbol
-    base = symbol.split("/", 1)[0].split(":", 1)[0].strip()
-    if "/" not in symbol:
-        for quote in _STABLE_QUOTES:
-            if base.upper().endswith(quote) and len(base) > len(quote):
-                return base[: -len(quote)]
-    return base
+    parts = _split_pair(symbol, _STABLE_QUOTES)
+    return parts[0] if parts is not None else "".join(symbol.split()).partition(":")[0]
+
+
+def normalize_pair(symbol: str) -> str:
+    """The ccxt unified symbol of a pair as a user may type it: ``btc/usdt``, ``BTC_USDT``
+    (freqtrade's file stem), ``BTC-USDT``, ``BTCUSDT``, ``BTC / USDT`` -> ``BTC/USDT``;
+    ``ETHBTC`` -> ``ETH/BTC``; a settle currency is kept (``eth/usdc:usdc`` ->
+    ``ETH/USDC:USDC``). Text with no upper-case letter is upper-cased, else its case is
+    kept (``kPEPE/USDC:USDC``). Quotes recognised without a separator: the stablecoins of
+    :data:`_STABLE_QUOTES`, then :data:`_OTHER_QUOTES`.
+
+    Raises ``ValueError`` naming the text when it is not a pair (a bare coin, an empty
+    side, two separators)."""
+    text = symbol if any(c.isupper() for c in symbol) else symbol.upper()
+    parts = _split_pair(text, _STABLE_QUOTES + _OTHER_QUOTES)
+    if parts is None:
+        raise ValueError(f"{symbol!r} is not a pair (expected BASE/QUOTE, e.g. BTC/USDT)")
+    base, quote, settle = parts
+    return f"{base}/{quote}" + (f":{settle}" if settle else "")
 
 
 def first_problem(exc: ValidationError, *, whole: str = "value") -> tuple[str, str]:

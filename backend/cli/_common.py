@@ -11,8 +11,17 @@ from rich.console import Console
 
 from backend.config import Settings, load_settings
 from backend.errors import ConfigError
+from backend.types import normalize_pair
 
-__all__ = ["console", "parse_utc", "settings", "settings_for_store", "state", "store_settings"]
+__all__ = [
+    "console",
+    "parse_pair",
+    "parse_utc",
+    "settings",
+    "settings_for_store",
+    "state",
+    "store_settings",
+]
 
 console = Console()
 
@@ -39,6 +48,17 @@ def parse_utc(value: str, *, name: str) -> datetime:
     except ValueError:
         raise ConfigError(f"--{name}: not an ISO-8601 date/time: {value!r}") from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def parse_pair(value: str, *, name: str = "pair") -> str:
+    """The ccxt symbol of a pair as typed (``btc/usdt``, ``BTC_USDT``, ``BTC-USDT``,
+    ``BTCUSDT`` -> ``BTC/USDT``: :func:`backend.types.normalize_pair`), so files, ids,
+    constraints and reports all see one spelling. Raises :class:`ConfigError` naming
+    ``--name`` for text that is not a pair."""
+    try:
+        return normalize_pair(value)
+    except ValueError as exc:
+        raise ConfigError(f"--{name}: {exc}") from None
 
 
 def settings_for_store(store_path: Path | None, *, create: bool = True) -> Settings:

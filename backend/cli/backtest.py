@@ -43,7 +43,7 @@ from backend.backtest.engine import BacktestResult, ProgressCallback, run_backte
 from backend.backtest.metrics import run_warning
 from backend.backtest.models import DecisionMaker
 from backend.backtest.report import check_run_dir, write_run
-from backend.cli._common import parse_utc, settings
+from backend.cli._common import parse_pair, parse_utc, settings
 from backend.config import Settings
 from backend.data import OHLCVFrame, find_ohlcv_file, read_ohlcv_file
 from backend.errors import ConfigError, SentinelError
@@ -274,7 +274,7 @@ def backtest(
     try:
         result = run_backtest_command(
             cfg,
-            pair=pair,
+            pair=parse_pair(pair),
             timeframe=timeframe,
             start=first,
             end=last,
@@ -287,7 +287,8 @@ def backtest(
             progress=progress,
         )
     finally:
-        bar.stop()
+        if bar.live.is_started:  # stopping one never started prints an empty line
+            bar.stop()
     warning = run_warning(result.metrics, min_share=cfg.llm.min_answered_share)
     if as_json:
         if warning is not None:  # stdout's last line stays the JSON

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from backend.cli._common import console, parse_utc, settings
+from backend.cli._common import console, parse_pair, parse_utc, settings
 
 __all__ = ["data_app"]
 
@@ -31,9 +31,11 @@ def data_download(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Download closed candles through ccxt ``fetch_ohlcv`` (paged) into a data file."""
-    from backend.data import download_ohlcv, make_exchange, write_ohlcv
+    from backend.data import download_ohlcv, make_exchange, ohlcv_filename, write_ohlcv
 
     cfg = settings().exchange
+    pair = parse_pair(pair)
+    ohlcv_filename(pair, timeframe, fmt)  # a bad --format or --timeframe before any request
     start = parse_utc(since, name="since")
     end = parse_utc(until, name="until") if until else datetime.now(UTC)
     ex = make_exchange(
@@ -63,7 +65,8 @@ def data_check(
     """Validate an OHLCV file and report its gaps and repairs (never fills gaps)."""
     from backend.data import load_ohlcv
 
-    loaded = load_ohlcv(data_dir, pair, timeframe)
+    settings()  # a bad --config is an error here too, although no setting is read
+    loaded = load_ohlcv(data_dir, parse_pair(pair), timeframe)
     report = {
         "path": str(loaded.source),
         "rows": len(loaded.frame),

@@ -46,9 +46,7 @@ the table. A table of the headline numbers goes to stdout.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -56,10 +54,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from backend.cli._common import parse_utc, settings
+from backend.cli._common import parse_pair, parse_utc, settings
 from backend.config import LLMSettings, Settings
-from backend.errors import ConfigError, DataError
+from backend.errors import ConfigError
 from backend.eval.locomo_models import CATEGORY_NAMES, LocomoReport, MethodName
+from backend.files import check_writable, write_text_atomic
 
 __all__ = [
     "ablation",
@@ -78,16 +77,10 @@ app = typer.Typer(
 
 
 def write_report(report: LocomoReport, out: Path) -> None:
-    """Write ``report`` as JSON (aliases: ``recall@10``) to ``out`` atomically (a temp
-    file in the same folder, then renamed). Raises :class:`DataError` naming the file."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=out.name, suffix=".tmp", dir=out.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(report.model_dump(mode="json", by_alias=True), fh, indent=2)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise DataError(f"cannot write the report ({type(exc).__name__})", path=out) from None
+    """Write ``report`` as JSON (aliases: ``recall@10``) to ``out`` atomically
+    (:func:`backend.files.write_atomic`). Raises :class:`DataError` naming the file."""
+    payload = json.dumps(report.model_dump(mode="json", by_alias=True), indent=2)
+    write_text_atomic(out, payload, what="report")
 
 
 def run_locomo_command(
@@ -228,16 +221,9 @@ def locomo(
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as indented JSON to ``path`` atomically (parents created)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``payload`` as indented JSON to ``path`` atomically (parents created;
+    :func:`backend.files.write_atomic`). Raises :class:`DataError` naming the file."""
+    write_text_atomic(path, json.dumps(payload, indent=1), what="JSON file")
 
 
 def _split(text: str, *, name: str) -> list[str]:
@@ -307,10 +293,16 @@ def ablation(
     trader_id, trader_fills = (
         load_trader_fills(fills, trader) if trader is not None and fills is not None else (None, [])
     )
+    page = html if html is not None else out.with_suffix(".html")
+    if page.resolve() == out.resolve():
+        raise ConfigError(f"--out {out}: the HTML page would overwrite it; give --html elsewhere")
+    check_writable(out, what="JSON file")  # before the first run, not after it
+    check_writable(page, what="HTML page")
     candles = data_dir if data_dir is not None else cfg.data.market_dir
+    symbols = dict.fromkeys(parse_pair(p, name="pairs") for p in _split(pairs, name="pairs"))
     frames = {
         (pair, tf): read_ohlcv_file(find_ohlcv_file(candles, pair, tf), pair=pair, timeframe=tf)
-        for pair in _split(pairs, name="pairs")
+        for pair in symbols
         for tf in _split(timeframes, name="timeframes")
     }
     root = data_root if data_root is not None else data_root_for(candles, cfg)
@@ -359,7 +351,6 @@ def ablation(
         if (said := run_warning(r.metrics, min_share=cfg.llm.min_answered_share))
     ]
     write_json(out, {**header, "complete": True, **result})
-    page = html if html is not None else out.with_suffix(".html")
     write_ablation_html(outcome, page)
     table = Table(
         "pair", "tf", "mode", "return", "Sharpe", "Sortino", "max DD", "trades", "violations",

@@ -33,7 +33,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecution
 from apscheduler.triggers.interval import IntervalTrigger
 
 from backend.backtest.metrics import LLMUsage
-from backend.cli._common import console, parse_utc, settings, state
+from backend.cli._common import console, parse_pair, parse_utc, settings, state
 from backend.errors import ConfigError
 
 __all__ = ["paper", "scheduler_app"]
@@ -169,6 +169,7 @@ def paper(
 
     cfg, config = _config()
     _quiet_scheduler()
+    pair = parse_pair(pair)
     ex = exchange or cfg.exchange.id
     stop_at = parse_utc(until, name="until") if until else None
     start = parse_utc(replay_from, name="replay-from").isoformat() if replay_from else None

@@ -6,10 +6,7 @@ turn bytes into raw columns and a canonical frame into bytes.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +26,7 @@ from backend.data._candles import (
 from backend.data._csvio import read_csv_table
 from backend.data.models import OHLCVFrame
 from backend.errors import DataError
+from backend.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -62,21 +60,9 @@ class OHLCVHandler(ABC):
         )
 
     def write(self, frame: pd.DataFrame, path: Path) -> None:
-        """Write a canonical frame atomically (temp file in the same dir + ``os.replace``)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            self._write_raw(frame, tmp)
-            with tmp.open("rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except OSError as err:
-            raise DataError(f"cannot write file: {err.strerror or err}", path=path) from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        """Write a canonical frame atomically (:func:`backend.files.write_atomic`).
+        Raises :class:`DataError` naming the file when it cannot be written."""
+        write_atomic(path, lambda tmp: self._write_raw(frame, tmp), what="OHLCV file")
 
     @abstractmethod
     def _read_raw(self, path: Path) -> RawCandles:

@@ -11,8 +11,6 @@ anything outside the file.
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from backend.backtest.report import figure_img, naive_utc
-from backend.errors import DataError
 from backend.eval.ablation import AblationOutcome
 from backend.eval.ablation_summary import (
     RunOutput,
@@ -30,6 +27,7 @@ from backend.eval.ablation_summary import (
     group_runs,
     summarize,
 )
+from backend.files import write_text_atomic
 
 __all__ = ["write_ablation_html"]
 
@@ -179,19 +177,7 @@ def write_ablation_html(
     title: str = "Memory ablation: chained equity by mode",
 ) -> None:
     """Write the page of ``result`` (an ablation's outcome or its runs) to ``path``
-    atomically (a temporary file in the same folder, then renamed; parents created).
-    Raises :class:`DataError` naming the file when it cannot be written."""
+    atomically (:func:`backend.files.write_atomic`; parents created). Raises
+    :class:`DataError` naming the file when it cannot be written."""
     outputs = result.outputs if isinstance(result, AblationOutcome) else list(result)
-    page = _render(outputs, title=title)
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(page)
-        os.chmod(tmp, 0o644)  # a page to open and share, not a secret (mkstemp makes 0600)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise DataError(f"cannot write the HTML page ({type(exc).__name__})", path=path) from None
+    write_text_atomic(path, _render(outputs, title=title), what="HTML page")

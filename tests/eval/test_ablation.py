@@ -220,6 +220,33 @@ def test_cli_bad_mode_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert len(lines) == 1 and "bogus" in lines[0]
 
 
+def test_cli_reads_any_spelling_of_a_pair_and_checks_its_outputs_first(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    market = str(shared_data / "market" / "binance")
+    out = tmp_path / "ablation.json"
+    args = ["eval", "ablation", "--data-dir", market, "--pairs", "btc_usdt,BTC/USDT",
+            "--timeframes", "1d", "--start", "2022-05-01", "--end", "2022-06-01",
+            "--window-months", "1", "--modes", "off", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert list(data["summary"]) == ["BTC/USDT"] and len(data["runs"]) == 1  # one pair, once
+    (tmp_path / "a_file").write_text("x")
+    for where, problem in [
+        (["--out", str(tmp_path / "a_file" / "x.json")], "a_file is not a directory"),
+        (["--out", str(tmp_path)], "would replace a directory"),
+        (["--html", str(tmp_path / "a_file" / "x.html")], "a_file is not a directory"),
+        (["--out", str(tmp_path / "page.html")], "the HTML page would overwrite it"),
+        (["--pairs", "BTC"], "--pairs: 'BTC' is not a pair"),
+    ]:
+        bad = [*args, *where]  # the later of a repeated option wins
+        result = CliRunner().invoke(app, bad)
+        assert isinstance(result.exception, (ConfigError, DataError)), result.output
+        assert problem in str(result.exception)
+        assert not (tmp_path / "page.html").exists()
+
+
 TRADER_ETH_SOL = "0x083384f897ee0f19899168e3b1bec365f52a9012"
 
 
