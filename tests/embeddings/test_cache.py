@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from backend.config import EmbeddingSettings
-from backend.embeddings import CachedEmbedder, Embedder, HashingEmbedder, build_embedder
+from backend.embeddings import (
+    CachedEmbedder,
+    Embedder,
+    HashingEmbedder,
+    MiniLMEmbedder,
+    build_embedder,
+)
 
 
 class Counting(HashingEmbedder):
@@ -49,6 +55,18 @@ def test_models_never_share_vectors(tmp_path: Path) -> None:
     CachedEmbedder(one, tmp_path / "c").embed(["same text"])
     CachedEmbedder(other, tmp_path / "c").embed(["same text"])
     assert other.calls == [["same text"]]
+
+
+def test_a_minilm_cut_shorter_is_another_model(tmp_path: Path, minilm: Embedder) -> None:
+    """Vectors made at another ``max_length`` differ: they never come from the cache."""
+    text = "BTC/USDT fell 8% in an hour after a large holder moved coins to an exchange " * 3
+    short = MiniLMEmbedder(max_length=16)
+    assert short.model_id == "all-MiniLM-L6-v2@max_length=16" != minilm.model_id
+    CachedEmbedder(minilm, tmp_path / "c").embed([text])
+    cached = CachedEmbedder(short, tmp_path / "c")
+    np.testing.assert_allclose(cached.embed([text]), short.embed([text]), atol=1e-6)
+    assert cached.hits == 0
+    assert float(short.embed([text])[0] @ minilm.embed([text])[0]) < 0.95
 
 
 def test_cached_minilm_vectors_are_the_model_s_own(tmp_path: Path, minilm: Embedder) -> None:
