@@ -206,6 +206,13 @@ def test_memory_search_reads_a_store(tmp_path: Path) -> None:
     empty = run("memory", "search", "--trader", "alice", "--query", "celsius",
                 "--store-path", str(tmp_path / "nothing"), env=hashing)  # fmt: skip
     assert empty.returncode == 2 and "no memory store there" in empty.stderr
+    # without --store-path, a configured store that does not exist is not made and searched
+    unmade = {**hashing, "SENTINEL_STORE__PATH": str(tmp_path / "unmade")}
+    missing = run("memory", "search", "--trader", "alice", "--query", "celsius", env=unmade)
+    assert missing.returncode == 2 and not (tmp_path / "unmade").exists()
+    assert missing.stderr.strip() == (
+        f"sentinel: error: no memory store at {tmp_path / 'unmade'} (store.path); give --store-path"
+    )
 
 
 def test_store_path_layouts_are_recognised(tmp_path: Path) -> None:

@@ -63,9 +63,18 @@ def parse_pair(value: str, *, name: str = "pair") -> str:
 
 def settings_for_store(store_path: Path | None, *, create: bool = True) -> Settings:
     """The invocation's settings on the durable store at ``store_path`` (None: as
-    configured); :func:`store_settings` of the invocation's settings."""
+    configured); :func:`store_settings` of the invocation's settings. A reader
+    (``create=False``) of the configured embedded store gets a :class:`ConfigError` when
+    there is none (no ``chroma.sqlite3`` under ``store.path``) instead of an empty store
+    made in the working directory and searched."""
     cfg = settings()
-    return cfg if store_path is None else store_settings(cfg, store_path, create=create)
+    if store_path is not None:
+        return store_settings(cfg, store_path, create=create)
+    store = cfg.store
+    embedded = store.backend == "chroma" and store.mode == "embedded"
+    if not create and embedded and not (store.path / "chroma.sqlite3").is_file():
+        raise ConfigError(f"no memory store at {store.path} (store.path); give --store-path")
+    return cfg
 
 
 def store_settings(cfg: Settings, store_path: Path, *, create: bool = True) -> Settings:

@@ -13,7 +13,7 @@ import typer
 from pydantic import AwareDatetime, Field, ValidationError
 from rich.table import Table
 
-from backend.cli._common import console, parse_utc, settings, settings_for_store
+from backend.cli._common import console, parse_utc, settings_for_store
 from backend.errors import ConfigError, DataError, StoreError
 from backend.memory.models import ChatMessage
 from backend.storage.models import TRADER_ID_PATTERN
@@ -46,7 +46,7 @@ def memory_search(
 
     if method not in ("dense", "bm25", "hybrid"):
         raise ConfigError(f"--method: expected dense, bm25 or hybrid, got {method!r}")
-    cfg = settings_for_store(store_path, create=False) if store_path else settings()
+    cfg = settings_for_store(store_path, create=False)
     fence = parse_utc(as_of, name="as-of") if as_of else datetime.now(UTC)
     store = open_store(cfg.store, build_embedder(cfg.embedding))
     searched: Literal["dense", "bm25", "hybrid"] = method  # type: ignore[assignment]
