@@ -252,7 +252,12 @@ class DeepTraderManager:
             hold_tolerance=self.min_trade_fraction,
         )
         self.violations += bool(violations)
-        decision = within_band(decision, bar.position.exposure, band=self.agent.rebalance_band)
+        decision = within_band(
+            decision,
+            bar.position.exposure,
+            band=self.agent.rebalance_band,
+            enforced=bool(violations),
+        )
         t["check"] += (mark := time.perf_counter()) - now
         episode_id = None
         if self.writer is not None:

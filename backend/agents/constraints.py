@@ -278,15 +278,22 @@ def check_decision(
     return decision.model_copy(update={"size": min(size, 10.0)}), violations
 
 
-def within_band(decision: Decision, current: float, *, band: float) -> Decision:
+def within_band(
+    decision: Decision, current: float, *, band: float, enforced: bool = False
+) -> Decision:
     """``hold`` instead of a buy/sell that keeps the position's direction and whose size
     is within ``band`` (a fraction of the decided size, ``agent.rebalance_band``) of the
     ``current`` exposure: fees are not spent chasing every wiggle of realised vol. The
     manager applies it after :func:`check_decision`, for every policy and memory mode
-    alike; any other decision is returned unchanged."""
+    alike; any other decision is returned unchanged. ``enforced``: the check changed the
+    proposal (it broke a hard constraint); a decision that then makes the position
+    smaller (a trim of a position above a cap) is kept whatever its size, so the band
+    never leaves a position above a trader's limit."""
     if decision.action not in ("buy", "sell"):
         return decision
     target = decision.target_exposure(current)
+    if enforced and abs(target) < abs(current):
+        return decision  # a trim to a hard cap is not a wiggle: the band never undoes it
     if current * target > 0 and abs(target - current) <= band * decision.size:
         note = f"; keep {current:+.2f} (within band)"
         return decision.model_copy(

@@ -320,3 +320,18 @@ def test_no_trade_band_keeps_a_position_within_a_quarter_of_the_decided_size() -
     assert within_band(sell, -0.55, band=0.0) == sell  # band 0: every change trades
     close = Decision(action="close")
     assert within_band(close, 0.5, band=0.25) == close
+
+
+def test_the_band_never_undoes_a_trim_to_a_hard_cap() -> None:
+    """A position drifted to 0.56 above a 0.5 position cap: the check trims it to 0.5, a
+    change (0.06) within the band (0.125), which must still be traded."""
+    capped = profile_of(hc("max_position_fraction", 0.5))
+    held = PositionState(quantity=1.0, entry_price=100.0, equity=1000.0, exposure=0.56)
+    trimmed, broken = check_decision(
+        Decision.hold("keep"), profile=capped, symbol="BTC/USDT", position=held
+    )
+    assert broken and trimmed.action == "buy" and trimmed.size == pytest.approx(0.5)
+    assert within_band(trimmed, 0.56, band=0.25, enforced=True) == trimmed
+    assert within_band(trimmed, 0.56, band=0.25).action == "hold"  # without: held above the cap
+    cut = Decision(action="buy", size=0.5)  # an entry cut to the cap from 0.45: still banded
+    assert within_band(cut, 0.45, band=0.25, enforced=True).action == "hold"
