@@ -351,7 +351,7 @@ def ablation(
         if (said := run_warning(r.metrics, min_share=cfg.llm.min_answered_share))
     ]
     write_json(out, {**header, "complete": True, **result})
-    write_ablation_html(outcome, page)
+    write_ablation_html(outcome, page, warnings=warnings)
     table = Table(
         "pair", "tf", "mode", "return", "Sharpe", "Sortino", "max DD", "trades", "violations",
         "alignment", title=f"written to {out} and {page}",

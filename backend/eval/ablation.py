@@ -231,6 +231,9 @@ def run_window(
         equity=result.equity,
         exposure=result.exposure,
         price=result.buy_and_hold,
+        profile=reference,
+        symbol=ohlcv.pair,
+        hold_tolerance=cfg.backtest.min_trade_fraction,
     )
     alignment, parts = persona_alignment(behaviour, reference, asset=asset)
     index = result.buy_and_hold.index
@@ -269,6 +272,8 @@ def run_window(
         turnover=round(behaviour.turnover, 4),
         persona_alignment=round(alignment, 4),
         persona_alignment_parts={k: round(v, 4) for k, v in parts.items()},
+        buy_and_hold_persona_alignment=round(bh_alignment, 4),
+        buy_and_hold_violations=held.violating_decisions,
     )
     return RunOutput(
         run=run,
@@ -279,6 +284,7 @@ def run_window(
         behaviour=behaviour,
         buy_and_hold_alignment=round(bh_alignment, 4),
         buy_and_hold_parts={k: round(v, 4) for k, v in bh_parts.items()},
+        buy_and_hold_violations=held.violating_decisions,
     )
 
 

@@ -45,6 +45,7 @@ table{border-collapse:collapse;font-size:12px;margin:8px 0}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f0f0f0}td.l,th.l{text-align:left}
 img{max-width:100%}.muted{color:#777;font-size:12px}
+.warn{background:#fdecea;border:1px solid #c0392b;color:#922;padding:6px 10px;margin:6px 0}
 """
 _COLUMNS = (
     ("return", "total_return", "{:+.2%}"),
@@ -56,6 +57,8 @@ _COLUMNS = (
     ("turnover", "turnover", "{:.2f}"),
     ("violations", "violations", "{:d}"),
     ("persona alignment", "persona_alignment", "{:.3f}"),
+    ("LLM answered", "llm_answered_share", "{:.0%}"),
+    ("memory errors", "memory_error_decisions", "{:d}"),
 )
 
 
@@ -130,7 +133,7 @@ def _comparison_table(by_name: dict[str, dict[str, Any]]) -> str:
     )
 
 
-def _render(outputs: Sequence[RunOutput], *, title: str) -> str:
+def _render(outputs: Sequence[RunOutput], *, title: str, warnings: Sequence[str] = ()) -> str:
     summary = summarize(outputs)
     comparison = compare_modes(outputs, summary)
     groups = group_runs(outputs)
@@ -144,6 +147,7 @@ def _render(outputs: Sequence[RunOutput], *, title: str) -> str:
         "buy-and-hold dashed. Returns and drawdowns are fractions shown in percent; fees in "
         "the quote currency; Sharpe and Sortino annualised, rf 0; persona alignment 0..1 "
         "(higher is closer to the trader), decision-weighted over windows.</p>",
+        *(f'<p class="warn">WARNING: {html.escape(w)}</p>' for w in warnings),
     ]
     for pair, by_tf in summary.items():
         for tf, by_mode in by_tf.items():
@@ -175,9 +179,12 @@ def write_ablation_html(
     path: Path,
     *,
     title: str = "Memory ablation: chained equity by mode",
+    warnings: Sequence[str] = (),
 ) -> None:
-    """Write the page of ``result`` (an ablation's outcome or its runs) to ``path``
-    atomically (:func:`backend.files.write_atomic`; parents created). Raises
+    """Write the page of ``result`` (an ablation's outcome or its runs) to ``path``, with
+    ``warnings`` (what failed: a chat model that did not answer, a memory that failed; the
+    run's ``warnings``) at the top and each mode's LLM answered share and memory errors in
+    its table, atomically (:func:`backend.files.write_atomic`; parents created). Raises
     :class:`DataError` naming the file when it cannot be written."""
     outputs = result.outputs if isinstance(result, AblationOutcome) else list(result)
-    write_text_atomic(path, _render(outputs, title=title), what="HTML page")
+    write_text_atomic(path, _render(outputs, title=title, warnings=warnings), what="HTML page")

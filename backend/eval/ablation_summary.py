@@ -54,6 +54,7 @@ class RunOutput:
     behaviour: RunBehaviour | None = None
     buy_and_hold_alignment: float = 1.0
     buy_and_hold_parts: dict[str, float] = field(default_factory=dict)
+    buy_and_hold_violations: int = 0
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,19 @@ def _alignment(
     return round(min(1.0, max(0.0, total)), 4), parts
 
 
+def _failures(runs: Sequence[RunOutput]) -> dict[str, Any]:
+    """The windows' LLM and memory failures summed (:class:`ChainedMetrics` fields)."""
+    asked = sum(o.run.metrics.llm_decisions for o in runs)
+    answered = sum(
+        round((o.run.metrics.llm_answered_share or 0.0) * o.run.metrics.llm_decisions) for o in runs
+    )
+    return {
+        "llm_decisions": asked,
+        "llm_answered_share": round(answered / asked, 4) if asked else None,
+        "memory_error_decisions": sum(o.run.metrics.memory_error_decisions for o in runs),
+    }
+
+
 def _entry(
     chained: ChainedCurve,
     timeframe: str,
@@ -183,6 +197,7 @@ def summarize(outputs: Sequence[RunOutput]) -> dict[str, Any]:
             run_s=round(sum(o.run.run_s for o in runs), 2),
             fees_paid=round(fees, 2),
             turnover=round(sum(o.run.turnover for o in runs), 4),
+            **_failures(runs),
         )
         if "buy_and_hold" not in by_tf:
             held = chain_curves([o.buy_and_hold for o in runs], initial=initial)
@@ -196,7 +211,7 @@ def summarize(outputs: Sequence[RunOutput]) -> dict[str, Any]:
                     ]
                 ),
                 n_trades=0,
-                violations=0,
+                violations=sum(o.buy_and_hold_violations for o in runs),
                 windows=len(runs),
                 prompt_tokens_mean=0.0,
                 run_s=0.0,

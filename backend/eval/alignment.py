@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from backend.backtest.models import DecisionRecord, TradeRecord
+from backend.agents.constraints import check_decision
+from backend.backtest.models import Decision, DecisionRecord, PositionState, TradeRecord
 from backend.eval.models import RunBehaviour
 from backend.memory.models import PersonaProfile
 
@@ -29,6 +30,7 @@ __all__ = [
     "RISK_EXPOSURE_CAP",
     "behaviour_of",
     "buy_and_hold_behaviour",
+    "held_violations",
     "persona_alignment",
 ]
 
@@ -44,6 +46,7 @@ MIN_ASSET_SHARE = 0.05
 """An asset counts as the trader's when it carries at least this share of the notional."""
 _EPS = 1e-12
 _REL_TOL = 1e-9
+_HELD = Decision.hold("held")
 
 
 def behaviour_of(
@@ -53,8 +56,11 @@ def behaviour_of(
     equity: pd.Series,
     exposure: pd.Series,
     price: pd.Series,
+    profile: PersonaProfile | None = None,
+    symbol: str = "",
+    hold_tolerance: float = 0.0,
 ) -> RunBehaviour:
-    """The behaviour of one backtest run.
+    """The behaviour of one backtest run: what was executed, never what a policy proposed.
 
     ``equity`` (quote currency, > 0), ``exposure`` (signed notional / equity) and
     ``price`` (any positive series proportional to the bar close, e.g. the buy-and-hold
@@ -69,6 +75,10 @@ def behaviour_of(
     ``holding_hours_median``: median of ``exit_time - entry_time`` over ``trades`` (each
     closing record one sample, like the persona's one sample per closing fill); a
     position still open at the end is not a trade and is not counted.
+    ``violating_decisions``: bar closes whose held position breaks a hard constraint of
+    ``profile`` on ``symbol`` (:func:`held_violations`; 0 without a profile). Two runs
+    that executed the same positions score the same, whatever their policies proposed
+    (the proposals the manager's check cut are the run's ``violations``, counted apart).
     """
     e = np.asarray(exposure, dtype=np.float64)
     eq = np.asarray(equity, dtype=np.float64)
@@ -93,13 +103,45 @@ def behaviour_of(
     hours = [(t.exit_time - t.entry_time).total_seconds() / 3600.0 for t in trades]
     return RunBehaviour(
         decisions=len(decisions),
-        violating_decisions=sum(1 for d in decisions if d.violations),
+        violating_decisions=held_violations(
+            e, eq, profile=profile, symbol=symbol, hold_tolerance=hold_tolerance
+        ),
         long_share=min(1.0, long_open / total_open) if total_open > 0 else None,
         holding_hours_median=float(np.median(hours)) if hours else None,
         positioned_share=float(positioned.mean()) if e.size else 0.0,
         mean_abs_exposure=float(np.abs(e[positioned]).mean()) if positioned.any() else None,
         turnover=float(np.nansum(turned)),
     )
+
+
+def held_violations(
+    exposure: Sequence[float] | np.ndarray,
+    equity: Sequence[float] | np.ndarray,
+    *,
+    profile: PersonaProfile | None,
+    symbol: str,
+    hold_tolerance: float = 0.0,
+) -> int:
+    """How many bar closes hold a position that breaks a hard constraint of ``profile``:
+    :func:`~backend.agents.constraints.check_decision` of holding that exposure (signed
+    notional / equity; ``equity`` in quote currency, same length) on ``symbol`` — an
+    asset the trader excludes, a short when long only, a position, notional or leverage
+    cap exceeded by more than ``hold_tolerance`` (a fraction of equity: the manager's
+    ``min_trade_fraction``, below which it would not trade). Flat bars never break one;
+    the risk-per-trade cap applies to entries and is the check's business at the bar a
+    position is opened, not here."""
+    if profile is None or not profile.constraints():
+        return 0
+    broken = 0
+    for held, eq in zip(np.asarray(exposure, dtype=np.float64), np.asarray(equity), strict=True):
+        if abs(held) <= _REL_TOL or not (math.isfinite(eq) and eq > 0):
+            continue
+        position = PositionState(quantity=0.0, entry_price=None, equity=float(eq), exposure=held)
+        _, violations = check_decision(
+            _HELD, profile=profile, symbol=symbol, position=position, hold_tolerance=hold_tolerance
+        )
+        broken += bool(violations)
+    return broken
 
 
 def buy_and_hold_behaviour(
@@ -169,10 +211,12 @@ def persona_alignment(
 
     Components:
 
-    - ``constraints``: ``1 - violating_decisions / decisions`` (1 without decisions). The
-      trader's hard constraints (the seed note's and the words in the profile) are
-      limits a trader would not break; a proposal that broke one, even if the check cut
-      it afterwards, is out of character. Always defined.
+    - ``constraints``: ``1 - violating_decisions / decisions`` (1 without decisions):
+      the share of bar closes whose executed position kept the trader's hard constraints
+      (the seed note's and the words in the profile; :func:`held_violations`; for
+      buy-and-hold also its one buy). What a policy proposed and the manager's check
+      cut is not scored here (it is the run's ``violations``): equal executed behaviour
+      scores equally. Always defined.
     - ``long_share``: ``1 - |agent long share - profile long_share|``, shares of opening
       notional (0..1; the profile's from the trader's fills, opening perp longs and spot
       buys vs opening shorts). Defined when the profile has it and the agent opened a

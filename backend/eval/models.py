@@ -78,6 +78,11 @@ class WindowRun(FrozenModel):
     persona_alignment_parts: dict[str, float] = Field(default_factory=dict)
     """The components defined for this run (``constraints``, ``long_share``,
     ``holding_period``, ``assets``, ``risk``), each 0..1; the alignment is their mean."""
+    buy_and_hold_persona_alignment: float = Field(default=1.0, ge=0, le=1)
+    """Buy-and-hold's alignment on the same window against the same reference."""
+    buy_and_hold_violations: int = Field(default=0, ge=0)
+    """Buy-and-hold's decisions that broke a hard constraint of the reference (its buy,
+    then every bar it held a position the trader's limits exclude)."""
 
     _tz = field_validator("window_start", "window_end")(to_utc)
 
@@ -108,6 +113,13 @@ class ChainedMetrics(FrozenModel):
     """Mean of the windows' alignment weighted by their decisions (0..1)."""
     persona_alignment_parts: dict[str, float] = Field(default_factory=dict)
     """Each component's decision-weighted mean over the windows that define it."""
+    llm_decisions: int = Field(default=0, ge=0)
+    """Decisions a chat model was asked for (0 with the RulePolicy)."""
+    llm_answered_share: float | None = Field(default=None, ge=0, le=1)
+    """Share of those the model answered (None when none was asked): a dead endpoint
+    reads 0.0 here, never as a quiet flat curve."""
+    memory_error_decisions: int = Field(default=0, ge=0)
+    """Decisions at which a memory read or write failed (the decision went on)."""
 
 
 class ModeComparison(FrozenModel):
@@ -132,7 +144,8 @@ class RunBehaviour(FrozenModel):
     decisions: int = Field(ge=0)
     """Decisions taken (one per bar)."""
     violating_decisions: int = Field(ge=0)
-    """Decisions whose proposal broke a hard constraint (``DecisionRecord.violations``)."""
+    """Bar closes whose executed position broke a hard constraint of the reference
+    profile (:func:`backend.eval.alignment.held_violations`; buy-and-hold: also its buy)."""
     long_share: float | None = Field(ge=0, le=1)
     """Long share of the opening notional (0..1; None when nothing was opened)."""
     holding_hours_median: float | None = Field(ge=0)

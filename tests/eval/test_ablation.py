@@ -25,6 +25,7 @@ from backend.embeddings import CachedEmbedder, MiniLMEmbedder
 from backend.errors import ConfigError, DataError
 from backend.eval.ablation import MODES, RunOutput, chain, run_window, walk_forward_windows
 from backend.eval.ablation_summary import chain_curves, paired_bootstrap
+from tests.llm.chat_server import start_chat_server
 from tests.sentinel_cli import sentinel
 
 SENTINEL = sentinel()
@@ -174,6 +175,10 @@ def test_cli_writes_the_summary_with_buy_and_hold(shared_data: Path, tmp_path: P
     assert summary["buy_and_hold"]["persona_alignment"] == pytest.approx(
         1 - 2 / decisions, abs=1e-3
     )
+    assert summary["buy_and_hold"]["violations"] == 2  # counted, as the agent's are
+    for run in data["runs"]:  # and per window, beside each run
+        assert run["buy_and_hold_violations"] == 1
+        assert 0 < run["buy_and_hold_persona_alignment"] < 1
     assert data["comparison"] == {} and data["trader"] is None  # no memory mode ran
     assert out.with_suffix(".html").read_text().count("<img") == 2  # one per pair/timeframe
 
@@ -245,6 +250,38 @@ def test_cli_reads_any_spelling_of_a_pair_and_checks_its_outputs_first(
         assert isinstance(result.exception, (ConfigError, DataError)), result.output
         assert problem in str(result.exception)
         assert not (tmp_path / "page.html").exists()
+
+
+def test_a_chat_model_that_never_answers_is_loud_in_the_summary_and_the_page(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    dead = start_chat_server()
+    dead.reject_formats = {"json_schema", "json_object", None}  # HTTP 500 to everything
+    out = tmp_path / "ablation.json"
+    args = ["eval", "ablation", "--data-dir", str(shared_data / "market" / "binance"),
+            "--pairs", "BTC/USDT", "--timeframes", "4h", "--start", "2022-05-01",
+            "--end", "2022-05-03", "--modes", "off", "--out", str(out)]  # fmt: skip
+    env = {
+        "SENTINEL_AGENT__POLICY": "llm",
+        "SENTINEL_LLM__BASE_URL": dead.base_url,
+        "SENTINEL_LLM__MODEL": "m",
+        "SENTINEL_LLM__MAX_RETRIES": "0",
+    }
+    try:
+        result = CliRunner().invoke(app, args, env=env)
+    finally:
+        dead.shutdown()
+        dead.server_close()
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    off = data["summary"]["BTC/USDT"]["4h"]["off"]
+    assert off["llm_decisions"] == 12 and off["llm_answered_share"] == 0.0
+    assert off["total_return"] == 0.0  # flat, and the summary says why
+    (said,) = data["warnings"]
+    assert "the LLM answered 0 of 12 decisions" in said
+    page = out.with_suffix(".html").read_text()
+    assert page.count('class="warn"') == 1 and "the LLM answered 0 of 12" in page
+    assert data["summary"]["BTC/USDT"]["4h"]["buy_and_hold"]["llm_answered_share"] is None
 
 
 TRADER_ETH_SOL = "0x083384f897ee0f19899168e3b1bec365f52a9012"

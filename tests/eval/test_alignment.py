@@ -89,7 +89,7 @@ def test_each_component_by_hand(profile: PersonaProfile) -> None:
     long_share = profile.attributes["long_share"].value
     assert parts == pytest.approx(
         {
-            "constraints": 0.8,  # 2 of 10 proposals broke a hard constraint
+            "constraints": 0.8,  # 2 of 10 held positions broke a hard constraint
             "long_share": 1 - abs(0.5 - long_share),
             "holding_period": 1 - math.log(24 / 6) / math.log(24),  # 6 h vs 24 h
             "assets": 1.0,  # BTC is the trader's
@@ -172,7 +172,7 @@ def _decision(at: datetime, *, broke: bool) -> DecisionRecord:
                           violations=["max_leverage"] if broke else [])  # fmt: skip
 
 
-def test_behaviour_from_curves_trades_and_decisions() -> None:
+def test_behaviour_from_curves_trades_and_decisions(profile: PersonaProfile) -> None:
     """Positions 0, +5, +5, -5, 0 units at closes 100, 100, 110, 110, 100: a long opened at
     bar 1, flipped short at bar 3, closed at bar 4; bar 2 is price drift only."""
     times = pd.date_range("2024-01-01 04:00", periods=5, freq="4h", tz="UTC")
@@ -193,8 +193,19 @@ def test_behaviour_from_curves_trades_and_decisions() -> None:
         equity=pd.Series(equity, index=times),
         exposure=pd.Series(exposure, index=times),
         price=pd.Series(price, index=times) * 7.0,  # any scale of the close
+        profile=profile,
+        symbol="BTC/USDT",
     )
-    assert got.decisions == 5 and got.violating_decisions == 1
+    # executed behaviour only: bar 2's proposal broke a constraint (the check cut it), but
+    # no held position broke the reference's (3x leverage, 2% a trade, no memecoins)
+    assert got.decisions == 5 and got.violating_decisions == 0
+    on_doge = behaviour_of(
+        decisions, trades, equity=pd.Series(equity, index=times),
+        exposure=pd.Series(exposure, index=times), price=pd.Series(price, index=times),
+        profile=profile, symbol="DOGE/USDT",
+    )  # fmt: skip
+    assert on_doge.violating_decisions == 3  # every bar holding the memecoin
+    assert on_doge.model_copy(update={"violating_decisions": 0}) == got
     assert got.long_share == pytest.approx(500 / (500 + 550))  # 5 x 100 long, 5 x 110 short
     assert got.holding_hours_median == pytest.approx(6.0)  # 8 h and 4 h
     assert got.positioned_share == pytest.approx(0.6)
