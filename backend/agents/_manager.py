@@ -240,9 +240,10 @@ class DeepTraderManager:
             log.warning("policy failed at %s: %s", as_of.isoformat(), err)
             proposed = Decision.hold("policy failed", error=f"{type(err).__name__}: {err}")
         t["decide"] += (now := time.perf_counter()) - mark
+        profile = self.profile_at(as_of)
         decision, violations = check_decision(
             proposed,
-            profile=self.profile_at(as_of),
+            profile=profile,
             symbol=bar.symbol,
             position=bar.position,
             daily_vol=daily_vol(row),
@@ -252,11 +253,21 @@ class DeepTraderManager:
             hold_tolerance=self.min_trade_fraction,
         )
         self.violations += bool(violations)
+        # the held position itself over a cap (whatever was proposed: the same in every
+        # memory mode) is trimmed even within the no-trade band
+        over_cap = decision.action in ("buy", "sell") and bool(
+            check_decision(
+                Decision.hold("held"),
+                profile=profile,
+                symbol=bar.symbol,
+                position=bar.position,
+                max_exposure=self.agent.max_exposure,
+                allow_short=self.agent.allow_short,
+                hold_tolerance=self.min_trade_fraction,
+            )[1]
+        )
         decision = within_band(
-            decision,
-            bar.position.exposure,
-            band=self.agent.rebalance_band,
-            enforced=bool(violations),
+            decision, bar.position.exposure, band=self.agent.rebalance_band, over_cap=over_cap
         )
         t["check"] += (mark := time.perf_counter()) - now
         episode_id = None

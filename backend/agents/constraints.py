@@ -279,20 +279,22 @@ def check_decision(
 
 
 def within_band(
-    decision: Decision, current: float, *, band: float, enforced: bool = False
+    decision: Decision, current: float, *, band: float, over_cap: bool = False
 ) -> Decision:
     """``hold`` instead of a buy/sell that keeps the position's direction and whose size
     is within ``band`` (a fraction of the decided size, ``agent.rebalance_band``) of the
     ``current`` exposure: fees are not spent chasing every wiggle of realised vol. The
     manager applies it after :func:`check_decision`, for every policy and memory mode
-    alike; any other decision is returned unchanged. ``enforced``: the check changed the
-    proposal (it broke a hard constraint); a decision that then makes the position
-    smaller (a trim of a position above a cap) is kept whatever its size, so the band
-    never leaves a position above a trader's limit."""
+    alike; any other decision is returned unchanged. ``over_cap``: the position as held
+    breaks a hard constraint (:func:`check_decision` of a ``hold`` reports one: a cap
+    exceeded by price drift, an asset the trader has since excluded); a decision that
+    makes it smaller is then kept whatever its size, so the band never leaves a position
+    above a trader's limit. It depends on the position, not on what was proposed, so
+    every memory mode is banded alike."""
     if decision.action not in ("buy", "sell"):
         return decision
     target = decision.target_exposure(current)
-    if enforced and abs(target) < abs(current):
+    if over_cap and abs(target) < abs(current):
         return decision  # a trim to a hard cap is not a wiggle: the band never undoes it
     if current * target > 0 and abs(target - current) <= band * decision.size:
         note = f"; keep {current:+.2f} (within band)"

@@ -73,27 +73,10 @@ def account_line(account: AccountState) -> str:
     )
 
 
-_OLDER: dict[int, tuple[MarketSnapshot, str, str]] = {}
-"""``id(snapshot) -> (snapshot, memory id, line + newline)`` of older market snapshots:
-working memory hands the same snapshot objects to every render of its window, so each is
-described and counted once (the entry holds the object: its id cannot be reused)."""
-_OLDER_MAX = 16_384
-
-
 def _older_line(snapshot: MarketSnapshot) -> tuple[str, str]:
-    """``(memory id, line + newline)`` of an older snapshot (memoised per object)."""
-    found = _OLDER.get(id(snapshot))
-    if found is not None and found[0] is snapshot:
-        return found[1], found[2]
-    if len(_OLDER) >= _OLDER_MAX:
-        _OLDER.clear()
-    entry = (
-        snapshot,
-        snapshot_id(snapshot),
-        snapshot.model_copy(update={"headlines": []}).describe() + "\n",
-    )
-    _OLDER[id(snapshot)] = entry  # renders on other threads may clear the table meanwhile
-    return entry[1], entry[2]
+    """``(memory id, line + newline)`` of an older snapshot (its cached
+    :attr:`~backend.memory.models.MarketSnapshot.brief`)."""
+    return snapshot_id(snapshot), snapshot.brief
 
 
 def _snapshot_text(snapshot: MarketSnapshot) -> str:

@@ -9,7 +9,9 @@ times are aware UTC datetimes.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, Field, field_validator
 
@@ -203,6 +205,23 @@ class MarketSnapshot(FrozenModel):
             f"{self.symbol} {self.regime.replace('_', ' ')}, {level} volatility, "
             f"{', '.join(moves)}, {depth}, {volume}{topics}"
         )
+
+    @cached_property
+    def brief(self) -> str:
+        """:meth:`describe` without the headlines, newline included: how a decision
+        context shows an older bar (``backend.memory.context``). The one cache of this
+        text, on the object: working memory hands the same snapshot objects to every
+        render of its window, and describing one costs ~9.5 us, i.e. ~0.46 ms of a
+        decision's ~3.6 ms for its 48 older bars (measured 2026-12-06); the same string
+        also keeps its hash for the token-count cache. :meth:`model_copy` drops it."""
+        return self.model_copy(update={"headlines": []}).describe() + "\n"
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """pydantic's copy, without the cached :attr:`brief` of the original (a copy with
+        other fields must describe itself)."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("brief", None)
+        return copy
 
     def describe(self) -> str:
         """One line of text for prompts and embeddings."""

@@ -331,7 +331,7 @@ def test_the_band_never_undoes_a_trim_to_a_hard_cap() -> None:
         Decision.hold("keep"), profile=capped, symbol="BTC/USDT", position=held
     )
     assert broken and trimmed.action == "buy" and trimmed.size == pytest.approx(0.5)
-    assert within_band(trimmed, 0.56, band=0.25, enforced=True) == trimmed
+    assert within_band(trimmed, 0.56, band=0.25, over_cap=True) == trimmed
     assert within_band(trimmed, 0.56, band=0.25).action == "hold"  # without: held above the cap
-    cut = Decision(action="buy", size=0.5)  # an entry cut to the cap from 0.45: still banded
-    assert within_band(cut, 0.45, band=0.25, enforced=True).action == "hold"
+    up = Decision(action="buy", size=0.6)  # over the cap, only a smaller position is kept
+    assert within_band(up, 0.56, band=0.25, over_cap=True).action == "hold"

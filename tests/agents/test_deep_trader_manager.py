@@ -452,6 +452,39 @@ def test_bars_must_match_the_manager(btc: OHLCVFrame, settings: Settings, tmp_pa
         close()
 
 
+class Keep:
+    def decide(self, view: DecisionView) -> Decision:
+        return Decision.hold("keep")
+
+
+def test_a_position_drifted_over_a_cap_is_trimmed_even_within_the_band(
+    btc: OHLCVFrame, settings: Settings, tmp_path: Path
+) -> None:
+    """Held at 0.56 of equity with the agent's cap at 0.5: the trim (0.06) is within the
+    no-trade band (a quarter of 0.5), and is still made, whatever the policy proposed."""
+    agent = settings.agent.model_copy(update={"max_exposure": 0.5})
+    manager, close = build_trader_manager(
+        settings.model_copy(update={"agent": agent}), ohlcv=btc, data_dir=tmp_path,
+        memory=False, policy="rule", store_path=None,
+    )  # fmt: skip
+    manager.policy = Keep()
+    close_price = float(btc.frame.loc[START, "close"])
+    position = PositionState(
+        quantity=0.56 * 1e4 / close_price, entry_price=close_price, equity=1e4, exposure=0.56
+    )
+    bar = BarContext(
+        trader_id=TRADER, symbol=SYMBOL, timeframe="1h", index=0, as_of=START,
+        open=close_price, high=close_price, low=close_price, close=close_price, volume=1.0,
+        position=position,
+    )  # fmt: skip
+    try:
+        record = manager.on_bar(bar)
+    finally:
+        close()
+    assert record.violations == ["agent.max_exposure 0.5: size 0.56 -> 0.5"]
+    assert (record.decision.action, record.decision.size) == ("buy", pytest.approx(0.5))
+
+
 def test_runs_in_the_backtest_engine(
     btc: OHLCVFrame, settings: Settings, shared_data: Path
 ) -> None:
