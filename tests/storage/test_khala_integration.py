@@ -167,6 +167,30 @@ def test_as_of_fences_reads_and_writes(make_store: StoreFactory) -> None:
         store.search("alice", "x", as_of=datetime(2022, 1, 1))  # naive datetime
 
 
+def test_bm25_as_of_a_time_ranks_as_if_nothing_later_were_stored(
+    make_store: StoreFactory,
+) -> None:
+    """BM25's corpus statistics (IDF, mean length) are those of the rows known at
+    ``as_of``: rows written later, although never returned, must not move a score (a
+    replay must rank as the live agent did)."""
+    store = make_store()
+    cutoff = T0 + timedelta(days=3)
+    later = [rec(i, text="bitcoin liquidations bitcoin funding " * (i - 2)) for i in range(4, 12)]
+    store.upsert("alice", [rec(i) for i in range(4)] + later, as_of=LATER)
+    store.upsert("bob", [rec(i, trader="bob") for i in range(4)], as_of=LATER)  # only the early
+    for query in ("bitcoin liquidations cascade", "celsius withdrawals", "terra luna peg"):
+        full, early = (
+            [(h.record.id, h.provenance.bm25_score) for h in
+             store.search(trader, query, as_of=cutoff, method="bm25", top_k=10)]
+            for trader in ("alice", "bob")
+        )  # fmt: skip
+        assert full and [i for i, _ in full] == [i for i, _ in early], query
+        assert [b for _, b in full] == pytest.approx([b for _, b in early]), query
+    # a later fence sees the later rows, and the early ones score by the larger corpus
+    late = store.search("alice", "bitcoin liquidations cascade", as_of=LATER, method="bm25")
+    assert {h.record.id for h in late} > {"r1"}
+
+
 def test_tenant_isolation(make_store: StoreFactory) -> None:
     store = make_store()
     store.upsert("alice", [rec(i) for i in range(8)], as_of=LATER)
