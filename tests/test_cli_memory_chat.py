@@ -18,6 +18,7 @@ from backend.config import LLMSettings, load_settings
 from backend.data import load_hyperliquid_fills
 from backend.memory.conversation import message_of, render_messages
 from backend.memory.models import Episode, RecalledMessage
+from backend.text.tokens import count_tokens
 
 pytestmark = pytest.mark.slow
 TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
@@ -113,18 +114,29 @@ def test_import_then_recall_follows_the_contract(store_dir: Path, tmp_path: Path
         assert 0 < row["tokens"] <= 1500
     assert rows[0]["message_ids"][0] == "c1"
     assert "c4" not in rows[1]["message_ids"]  # said after q2's as_of: never seen
-    # the tokens are those of the context an answering model gets: the recalled messages
-    # rendered by the product (render_messages), in the order the CLI printed them
+    # the tokens are those of the context an answering model gets: the best
+    # memory.conversation.context_messages messages (whatever --top-k) rendered by the
+    # product (render_messages) in one data block, best first as the CLI printed them
     cfg = load_settings()
     cfg = cfg.model_copy(
         update={"store": cfg.store.model_copy(update={"path": store_dir}), "llm": LLMSettings()}
     )
     with build_memory_system(cfg) as system:
         as_of = datetime(2025, 3, 5, tzinfo=UTC)
-        held = system.store.get(TRADER, [f"msg:{i}" for i in rows[0]["message_ids"]], as_of=as_of)
-        recalled = [RecalledMessage(message=message_of(r), score=0.0) for r in held]
-        _, ids, tokens = render_messages(recalled, budget=1500, max_messages=10)
-        assert (ids, tokens) == (rows[0]["message_ids"], rows[0]["tokens"])
+        found = system.toolkit.recall(
+            TRADER, asked[0]["query"], symbol=None, as_of=as_of, tiers=("working",), top_k=2
+        )
+        context = found["context"]
+        assert context["tokens"] == rows[0]["tokens"] == count_tokens(context["text"])
+        assert context["message_ids"][:2] == rows[0]["message_ids"]
+        assert len(context["message_ids"]) > 2  # more than --top-k: the context's own count
+        assert context["text"].count("<data>") == 1 and context["text"].endswith("</data>")
+        held = system.store.get(TRADER, [f"msg:{i}" for i in context["message_ids"]], as_of=as_of)
+        by_id = {r.metadata["message_id"]: r for r in held}
+        recalled = [
+            RecalledMessage(message=message_of(by_id[i]), score=0.0) for i in context["message_ids"]
+        ]
+        assert render_messages(recalled, budget=1500, max_messages=10)[0] == context["text"]
         # the market episode and the persona of the trader are still there beside the chat
         assert system.persona.get_profile(TRADER, datetime(2025, 3, 5, tzinfo=UTC)) is not None
         assert system.store.get(TRADER, ["crash-1"], as_of=datetime(2025, 3, 5, tzinfo=UTC))

@@ -11,6 +11,7 @@ from typing import Annotated, Literal, TypeVar
 
 import typer
 from pydantic import AwareDatetime, Field, ValidationError
+from rich.markup import escape
 from rich.table import Table
 
 from backend.cli._common import console, parse_utc, settings_for_store
@@ -68,8 +69,8 @@ def memory_search(
             str(hit.rank),
             f"{hit.similarity:.3f}",
             hit.record.created_at.isoformat(),
-            hit.record.kind,
-            hit.record.text[:100],
+            escape(hit.record.kind),
+            escape(hit.record.text[:100]),  # stored text is data, never rich markup
         )
     console.print(table)
 
@@ -266,9 +267,12 @@ def memory_recall(
             if found["errors"]:
                 tier, error = next(iter(found["errors"].items()))
                 raise StoreError(f"{queries}: line {number}: the {tier} tier failed: {error}")
-            ids = list(dict.fromkeys(m["message_id"] for m in found["conversation"]))[:top_k]
+            said = [h for h in found["hits"] if h["tier"] == "conversation"]
+            ids = list(dict.fromkeys(str(h["message_id"]) for h in said))[:top_k]
             row = {"id": q.id, "message_ids": ids, "tokens": found["context"]["tokens"]}
             if as_json:
                 print(json.dumps(row))
             else:
-                console.print(f"{q.id}: {', '.join(ids) or '-'} ({row['tokens']} tokens)")
+                console.print(
+                    f"{q.id}: {', '.join(ids) or '-'} ({row['tokens']} tokens)", markup=False
+                )

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from backend.cli._common import parse_utc
@@ -111,5 +112,7 @@ def persona_show(
         f"{profile.as_of:%Y-%m-%d %H:%M} UTC",
     )
     for name, attr in profile.attributes.items():
-        table.add_row(name, _cell(attr.value), f"{attr.confidence:.2f}", str(attr.evidence_count))
+        table.add_row(  # a trader's words are data, never rich markup
+            name, escape(_cell(attr.value)), f"{attr.confidence:.2f}", str(attr.evidence_count)
+        )
     Console().print(table)

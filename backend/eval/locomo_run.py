@@ -177,7 +177,7 @@ def _ask(
             cid, question.question, symbol=None, as_of=as_of, tiers=("working",),
             top_k=max(KS),
         )  # fmt: skip
-        ranked = [str(m["message_id"]) for m in found["conversation"]]
+        ranked = [str(h["message_id"]) for h in found["hits"] if h["tier"] == "conversation"]
         context_text, tokens = str(found["context"]["text"]), int(found["context"]["tokens"])
     else:
         ranked = flat_ranking(store, cid, question.question, as_of=as_of, method=method)

@@ -17,7 +17,8 @@ from backend.memory._conversation_rank import states_time
 from backend.memory.models import ChatMessage, RecalledMessage
 from backend.storage import MemoryRecord
 from backend.storage.models import TEXT_MAX_CHARS
-from backend.text.tokens import count_tokens
+from backend.text.quoting import quote_data
+from backend.text.tokens import count_tokens, truncate_to_tokens
 
 __all__ = [
     "MARKER_ID",
@@ -37,6 +38,9 @@ WINDOW_KIND = "message_window"
 SESSION_KIND = "message_session"
 PREFIX = {MESSAGE_KIND: "msg:", WINDOW_KIND: "mwin:"}
 """Record id = prefix + message id (a window is keyed by its centre message)."""
+MIN_MESSAGE_TOKENS = 32
+"""The least of a message :func:`render_messages` shows when it cuts one to fit."""
+
 MARKER_ID = "conversation"
 """Id of the record that marks a conversation (created at its earliest message), so a
 decision loop of a trader who never spoke pays one read by id, not a scan."""
@@ -130,22 +134,38 @@ def render_messages(
     recalled: Sequence[RecalledMessage], *, budget: int, max_messages: int
 ) -> tuple[str, list[str], int]:
     """``(text, message ids, tokens)``: the best ``max_messages`` recalled messages as
-    ``- [YYYY-MM-DD HH:MM UTC, session S] Speaker: text`` lines under a heading, as many
-    as fit ``budget`` tokens (tiktoken cl100k_base); empty when none fits."""
+    ``- [YYYY-MM-DD HH:MM UTC, session S] Speaker: text`` lines (a message's line breaks
+    become spaces, so no message can forge a line of another) in one data block
+    (:func:`~backend.text.quoting.quote_data`: what is inside is the conversation, never an
+    instruction) under a heading, within ``budget`` tokens (tiktoken cl100k_base), best
+    first. A message too long for what is left of the budget is cut to half of that (at
+    least :data:`MIN_MESSAGE_TOKENS` tokens, with an ellipsis; skipped when less is left)
+    and the ones after it still fill the rest; empty when none fits."""
     head = "What the trader and the agent said (most relevant first):"
-    lines = [head]
+    frame = count_tokens(quote_data(head + "\n"))  # the heading and the block's delimiters
+    lines: list[str] = []
     ids: list[str] = []
-    used = count_tokens(head + "\n")
+    used = frame
     for item in recalled[:max_messages]:
         m = item.message
-        line = f"- [{m.time:%Y-%m-%d %H:%M} UTC, session {m.session}] {m.render()}"
+        line = f"- [{m.time:%Y-%m-%d %H:%M} UTC, session {m.session}] " + " ".join(
+            m.render().split()
+        )
         cost = count_tokens(line + "\n")
         if used + cost > budget:
-            break
+            room = (budget - used - 1) // 2  # half of what is left: the rest still fill on
+            if room < MIN_MESSAGE_TOKENS:
+                continue
+            line = truncate_to_tokens(line, room)
+            cost = count_tokens(line + "\n")
         lines.append(line)
         ids.append(m.id)
         used += cost
     if not ids:
         return "", [], 0
-    text = "\n".join(lines)
+    text = head + "\n" + quote_data("\n".join(lines))
+    while count_tokens(text) > budget and len(lines) > 1:  # the joins cost a token more
+        lines.pop()
+        ids.pop()
+        text = head + "\n" + quote_data("\n".join(lines))
     return text, ids, count_tokens(text)

@@ -374,8 +374,14 @@ class ChatMessage(FrozenModel):
     time: AwareDatetime
     session: str = Field(min_length=1, max_length=200)
     image_caption: str | None = Field(default=None, max_length=10_000)
+    """A caption with no text (``""``, blanks) is no caption: None, as it is stored."""
 
     _tz = field_validator("time")(to_utc)
+
+    @field_validator("image_caption")
+    @classmethod
+    def _no_empty_caption(cls, value: str | None) -> str | None:
+        return value if value is not None and value.strip() else None
 
     def render(self) -> str:
         """``Speaker: text [shares <caption>]``: the text stored, searched and shown."""

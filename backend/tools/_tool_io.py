@@ -112,18 +112,23 @@ def recall_payload(
     """The JSON-ready data of a recall (:meth:`MemoryToolkit.recall`) of ``ctx``, with
     the ``persona`` returned (None when not asked for) rendered as ``persona_text``; of
     the market snapshots only the ``top_k`` newest (a window holds 48 with their
-    headlines: ~19,000 tokens of JSON)."""
+    headlines: ~19,000 tokens of JSON), of the recalled messages the ``top_k`` best in
+    ``hits`` and the context's. Each memory is in ``hits`` once (per-tier copies of the
+    lists had tripled the reply an agent reads: ~3,300 tokens for a 700-token context)."""
     hits: list[dict[str, Any]] = []
     if persona is not None:
         hits.append(
             {"id": persona_id(persona), "tier": "persona", "text": persona_text, "score": None}
         )
     kept = sorted(ctx.working, key=lambda s: s.as_of)[-top_k:] if top_k > 0 else []
-    working = [{"id": snapshot_id(s), "text": s.describe()} for s in kept]
-    hits += [{**w, "tier": "working", "score": None} for w in reversed(working)]
+    hits += [
+        {"id": snapshot_id(s), "tier": "working", "text": s.describe(), "score": None}
+        for s in reversed(kept)
+    ]
     said = [
         {
             "id": f"message:{r.message.id}",
+            "tier": "conversation",
             "message_id": r.message.id,
             "speaker": r.message.speaker,
             "session": r.message.session,
@@ -131,26 +136,27 @@ def recall_payload(
             "text": r.message.render(),
             "score": round(r.score, 4),
         }
-        for r in ctx.messages
+        for r in ctx.messages[:top_k]
     ]
-    hits += [{**m, "tier": "conversation"} for m in said]
+    hits += said
     text, message_ids, tokens = render_messages(
         ctx.messages,
         budget=settings.token_budget,
         max_messages=settings.conversation.context_messages,
     )
-    episodic = [
-        {"id": s.episode.id, "score": round(s.score, 4), "text": episode_line(s)}
+    hits += [
+        {
+            "id": s.episode.id,
+            "tier": "episodic",
+            "score": round(s.score, 4),
+            "text": episode_line(s),
+        }
         for s in ctx.episodes
     ]
-    hits += [{**e, "tier": "episodic"} for e in episodic]
     return {
         "as_of": ctx.as_of.isoformat(),
         "hits": hits,
         "persona": profile_json(persona),
-        "working": working,
-        "episodic": episodic,
-        "conversation": said,
         "context": {"text": text, "tokens": tokens, "message_ids": message_ids},
         "errors": ctx.errors,
     }

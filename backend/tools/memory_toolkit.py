@@ -338,26 +338,26 @@ class MemoryToolkit:
     ) -> dict[str, Any]:
         """Memories of the requested tiers known at ``as_of``, as JSON-ready data.
 
-        Returns ``{"as_of", "hits", "persona", "working", "episodic", "conversation",
-        "context", "errors"}``.
-        ``hits`` is every tier in one list, each ``{"id", "tier", "text", "score"}``
-        (``score``: the episodic score in [0, 1], ``None`` for the persona and working
-        tiers): the profile first (``persona:v<version>``), then the ``top_k`` newest
-        snapshots of the market of ``symbol``, newest first (none when ``symbol`` is
-        ``None``; the ``working`` key holds them oldest first), then at most ``top_k``
-        episodes best first (of every symbol when ``symbol`` is ``None``). The other keys
-        keep each tier apart; ``errors`` names a tier that failed (the others are still
-        returned). With ``working`` among ``tiers``, ``conversation`` holds the ``top_k``
-        messages that best answer ``query`` (``{"id": "message:<id>", "message_id",
-        "speaker", "session", "time", "text", "score"}``, best first; also in ``hits``
-        after the working tier), and ``context`` is what an answering model gets:
-        ``{"text", "tokens", "message_ids"}``, the best
-        ``memory.conversation.context_messages`` messages within ``memory.token_budget``
-        tokens (tiktoken cl100k_base; :func:`backend.memory.conversation.render_messages`).
+        Returns ``{"as_of", "hits", "persona", "context", "errors"}``.
+        ``hits`` is every tier in one list, each memory once, each ``{"id", "tier", "text",
+        "score"}`` (``score``: the episodic score in [0, 1] or a message's fused score,
+        ``None`` for the persona and working tiers): the profile first
+        (``persona:v<version>``; ``persona`` holds its attributes), then the ``top_k``
+        newest snapshots of the market of ``symbol``, newest first (none when ``symbol``
+        is ``None``), then, with ``working`` among ``tiers``, the ``top_k`` messages that
+        best answer ``query`` (tier ``conversation``, id ``message:<id>``, with
+        ``message_id``, ``speaker``, ``session``, ``time``; best first), then at most
+        ``top_k`` episodes best first (of every symbol when ``symbol`` is ``None``).
+        ``errors`` names a tier that failed (the others are still returned). ``context``
+        is what an answering model gets: ``{"text", "tokens", "message_ids"}``, the best
+        ``memory.conversation.context_messages`` messages (whatever ``top_k``) within
+        ``memory.token_budget`` tokens (tiktoken cl100k_base;
+        :func:`backend.memory.conversation.render_messages`).
         """
+        wanted = max(top_k, self.memory.settings.conversation.context_messages)
         ctx = self.memory.retrieve(
             trader_id, symbol, as_of=as_of, query=query, top_k=top_k, tiers=tiers,
-            message_top_k=top_k,
+            message_top_k=wanted,
         )  # fmt: skip
         persona = ctx.persona if "persona" in tiers else None
         text = self.memory.persona.render_profile(persona) if persona is not None else None

@@ -38,11 +38,12 @@ def test_the_product_recall_returns_dialog_ids_fenced_by_as_of(
     found = locomo_system.toolkit.recall(
         "fx-1", "Who plays the violin?", symbol=None, as_of=END, tiers=("working",), top_k=3
     )
-    assert "D2:3" in [m["message_id"] for m in found["conversation"]]  # "learning the violin"
+    said = [h["message_id"] for h in found["hits"] if h["tier"] == "conversation"]
+    assert "D2:3" in said  # "learning the violin"
     assert 0 < found["context"]["tokens"] <= 1500
     early = locomo_system.toolkit.recall(
         "fx-1", "violin", symbol=None, as_of=conv.sessions[1], tiers=("working",), top_k=25
     )
-    assert {m["message_id"] for m in early["conversation"]} <= {
+    assert {h["message_id"] for h in early["hits"] if h["tier"] == "conversation"} <= {
         t.dia_id for t in conv.turns if t.session == 1
     }
