@@ -15,7 +15,7 @@ from pathlib import Path
 from backend.agents import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager, MemorySystem
 from backend.agents.memory import PersonaManager
 from backend.agents.policies import LLMPolicy, Policy, RulePolicy
-from backend.config import LLMSettings, Settings
+from backend.config import Settings
 from backend.data import Fill, OHLCVFrame, load_fear_greed, load_headlines
 from backend.embeddings import Embedder, build_embedder
 from backend.errors import ConfigError
@@ -169,14 +169,7 @@ def build_trader_manager(
     agent = settings.agent.model_copy(update={"memory": memory, "policy": policy})
     system: MemorySystem | None = None
     if memory:
-        durable = (
-            settings.with_store_dir(store_path)
-            if store_path is not None
-            else settings.model_copy(
-                update={"store": settings.store.model_copy(update={"backend": "memory"})}
-            )
-        )
-        system_settings = durable.model_copy(update={"llm": LLMSettings()})
+        system_settings = settings.offline(store_dir=store_path)
         load_encoding()  # prompt token counts: the tokenizer loads here, not at bar 1
         system = build_memory_system(
             system_settings, embedder=embedder or build_embedder(settings.embedding)

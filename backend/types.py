@@ -6,17 +6,24 @@ Nothing here imports another ``backend`` module, so every layer may import it.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "END_OF_TIME",
+    "Action",
     "FrozenModel",
     "base_asset",
     "first_problem",
     "normalize_pair",
+    "parse_utc",
     "to_utc",
 ]
+
+Action = Literal["buy", "sell", "hold", "close"]
+"""What a decision does: ``buy`` targets a long position of its size, ``sell`` a short of
+its size, ``close`` goes flat, ``hold`` keeps the current position."""
 
 END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 """The fence of a writer's read: every record stored, whatever its time (a write is an
@@ -27,6 +34,17 @@ class FrozenModel(BaseModel):
     """The base of the project's value models: immutable, unknown fields rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def parse_utc(text: str) -> datetime:
+    """A time as a user types it: ISO-8601 (``2024-01-01``, ``2024-01-01T09:30``,
+    ``...Z``, ``...+02:00``), naive read as UTC, returned in UTC. Raises ``ValueError``
+    naming the text for anything else."""
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 date/time: {text!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def to_utc(value: datetime) -> datetime:

@@ -26,40 +26,32 @@ the first run over a window embeds (cold), later runs read them back (warm); set
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from backend.backtest.engine import BacktestResult, bar_close_times, run_backtest, select_window
-from backend.cli.backtest import BUILDER_MODULE, MakerFactory, data_root_for
+from backend.cli.backtest import MakerFactory, data_root_for, default_maker_factory
 from backend.config import Settings, load_settings
 from backend.data import OHLCVFrame, load_ohlcv
 from backend.text.tokens import count_tokens
+from backend.types import parse_utc
 
 
 def load_builder() -> MakerFactory:
-    """``build_trader_manager``, or exit 2 with a clear message if it does not exist yet."""
-    try:
-        module = importlib.import_module(BUILDER_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not BUILDER_MODULE.startswith(exc.name):
-            raise
-        sys.exit(f"bench_backtest: {BUILDER_MODULE} is not available (build_trader_manager)")
-    return cast(MakerFactory, module.build_trader_manager)
+    """``build_trader_manager`` of the composition root (what ``sentinel backtest`` runs)."""
+    return default_maker_factory()
 
 
 def _utc(text: str) -> datetime:
-    parsed = datetime.fromisoformat(text)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return parse_utc(text)
 
 
 def _pct(values: Sequence[float], q: float) -> float:

@@ -81,11 +81,11 @@ from backend.memory import (
     HeadlineIndex,
     WorkingMemory,
     compute_features,
+    consolidate,
     detect_market_events,
     events_to_episodes,
     snapshot_at,
 )
-from backend.memory._consolidate import consolidate
 from backend.memory.hierarchical import HierarchicalMemory
 from backend.memory.models import Episode
 from backend.storage import open_store

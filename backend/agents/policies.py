@@ -39,6 +39,7 @@ from backend.llm.answer import LLMAnswer
 from backend.memory import FeatureRow
 from backend.memory.context import account_id, persona_id, snapshot_id
 from backend.memory.models import MemoryContext, PersonaProfile
+from backend.types import Action
 
 __all__ = [
     "RISK_SCALE",
@@ -254,7 +255,7 @@ class LLMDecision(LLMAnswer):
     1 (a small model's "2.0"; confidence sizes nothing, it is recorded); every other
     field is strict."""
 
-    action: Literal["buy", "sell", "hold", "close"] = Field(
+    action: Action = Field(
         description="buy: target a long of `size`; sell: a short of `size`; close: flat; "
         "hold: keep the current position"
     )

@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 
 from pydantic import AwareDatetime, Field, field_validator
 
-from backend.types import FrozenModel, to_utc
+from backend.types import Action, FrozenModel, to_utc
 
 __all__ = [
     "Action",
@@ -26,10 +26,6 @@ __all__ = [
     "PositionState",
     "TradeRecord",
 ]
-
-Action = Literal["buy", "sell", "hold", "close"]
-"""``buy``: target a long position of ``size``; ``sell``: a short of ``size``; ``close``:
-flat; ``hold``: keep the current position."""
 
 
 MemoryEffectKind = Literal["vetoed", "resized", "redirected"]

@@ -1,20 +1,26 @@
 """What every command of the ``sentinel`` CLI shares: the settings of this invocation,
-the UTC parser of ``--as-of``-style options and the console.
+the parsers of ``--as-of``-style and ``--pair`` options, the store and data-root
+layouts (``--store-path``, the news and Fear & Greed files beside the candles) and the
+console.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import logging
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 
+from backend import types
 from backend.config import Settings, load_settings
 from backend.errors import ConfigError
 from backend.types import normalize_pair
 
 __all__ = [
     "console",
+    "data_root_for",
+    "news_inputs",
     "parse_pair",
     "parse_utc",
     "settings",
@@ -24,6 +30,7 @@ __all__ = [
 ]
 
 console = Console()
+_log = logging.getLogger("backend.cli")
 
 
 class _State:
@@ -42,12 +49,12 @@ def settings() -> Settings:
 
 
 def parse_utc(value: str, *, name: str) -> datetime:
-    """Parse ``2024-01-01`` or ISO-8601; naive values are taken as UTC."""
+    """Parse ``2024-01-01`` or ISO-8601, naive taken as UTC (:func:`backend.types.parse_utc`);
+    raises :class:`ConfigError` naming ``--name``."""
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"--{name}: not an ISO-8601 date/time: {value!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return types.parse_utc(value)
+    except ValueError as exc:
+        raise ConfigError(f"--{name}: {exc}") from None
 
 
 def parse_pair(value: str, *, name: str = "pair") -> str:
@@ -59,6 +66,31 @@ def parse_pair(value: str, *, name: str = "pair") -> str:
         return normalize_pair(value)
     except ValueError as exc:
         raise ConfigError(f"--{name}: {exc}") from None
+
+
+def data_root_for(data_dir: Path, settings: Settings) -> Path:
+    """The shared data root the maker reads news and Fear & Greed from (``news/``,
+    ``trades/``): ``data_dir`` itself if it has one of those, its grandparent for the
+    ``ROOT/market/EXCHANGE`` candle layout, else ``settings.data.data_dir``."""
+    for candidate in (data_dir, data_dir.parent.parent):
+        if (candidate / "news").is_dir() or (candidate / "trades").is_dir():
+            return candidate
+    return settings.data.data_dir
+
+
+def news_inputs(data_root: Path, settings: Settings) -> dict[str, str | None]:
+    """The headline and Fear & Greed files a run reads from ``data_root``
+    (``data.headlines_path``/``data.fear_greed_path`` under it): ``{"headlines",
+    "fear_greed"}``, each the path or None when the file is missing. A missing one is
+    said on stderr (a warning): the run goes on without news shocks or sentiment, which
+    changes its decisions, so it must not pass unnoticed."""
+    paths = settings.data.model_copy(update={"data_dir": data_root})
+    found: dict[str, str | None] = {}
+    for name, path in (("headlines", paths.headlines_path), ("fear_greed", paths.fear_greed_path)):
+        found[name] = str(path) if path.is_file() else None
+        if found[name] is None:
+            _log.warning("no %s file at %s: the run goes on without it", name, path)
+    return found
 
 
 def settings_for_store(store_path: Path | None, *, create: bool = True) -> Settings:

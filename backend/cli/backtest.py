@@ -24,14 +24,13 @@ decision maker comes from ``backend.compose.build_trader_manager``
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Protocol, cast
+from typing import Annotated, Any, Protocol
 
 import pandas as pd
 import typer
@@ -43,10 +42,10 @@ from backend.backtest.engine import BacktestResult, ProgressCallback, run_backte
 from backend.backtest.metrics import run_warning
 from backend.backtest.models import DecisionMaker
 from backend.backtest.report import check_run_dir, write_run
-from backend.cli._common import parse_pair, parse_utc, settings
+from backend.cli._common import data_root_for, news_inputs, parse_pair, parse_utc, settings
 from backend.config import Settings
 from backend.data import OHLCVFrame, find_ohlcv_file, read_ohlcv_file
-from backend.errors import ConfigError, SentinelError
+from backend.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +56,6 @@ __all__ = [
     "default_maker_factory",
     "run_backtest_command",
 ]
-
-BUILDER_MODULE = "backend.compose"
 
 
 class MakerFactory(Protocol):
@@ -77,43 +74,11 @@ class MakerFactory(Protocol):
 
 
 def default_maker_factory() -> MakerFactory:
-    """``build_trader_manager`` of :data:`BUILDER_MODULE`, imported now (lazily).
+    """``backend.compose.build_trader_manager``, the composition root's builder (imported
+    when a backtest runs, not when the CLI starts: ``sentinel --help`` stays quick)."""
+    from backend.compose import build_trader_manager
 
-    Raises SentinelError when that module is not installed."""
-    try:
-        module = importlib.import_module(BUILDER_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and BUILDER_MODULE.startswith(exc.name):
-            raise SentinelError(
-                f"the DeepTraderManager ({BUILDER_MODULE}) is not available in this install"
-            ) from None
-        raise
-    return cast(MakerFactory, module.build_trader_manager)
-
-
-def data_root_for(data_dir: Path, settings: Settings) -> Path:
-    """The shared data root the maker reads news and Fear & Greed from (``news/``,
-    ``trades/``): ``data_dir`` itself if it has one of those, its grandparent for the
-    ``ROOT/market/EXCHANGE`` candle layout, else ``settings.data.data_dir``."""
-    for candidate in (data_dir, data_dir.parent.parent):
-        if (candidate / "news").is_dir() or (candidate / "trades").is_dir():
-            return candidate
-    return settings.data.data_dir
-
-
-def news_inputs(data_root: Path, settings: Settings) -> dict[str, str | None]:
-    """The headline and Fear & Greed files a run reads from ``data_root``
-    (``data.headlines_path``/``data.fear_greed_path`` under it): ``{"headlines",
-    "fear_greed"}``, each the path or None when the file is missing. A missing one is
-    said on stderr (a warning): the run goes on without news shocks or sentiment, which
-    changes its decisions, so it must not pass unnoticed."""
-    paths = settings.data.model_copy(update={"data_dir": data_root})
-    found: dict[str, str | None] = {}
-    for name, path in (("headlines", paths.headlines_path), ("fear_greed", paths.fear_greed_path)):
-        found[name] = str(path) if path.is_file() else None
-        if found[name] is None:
-            log.warning("no %s file at %s: the run goes on without it", name, path)
-    return found
+    return build_trader_manager
 
 
 def _optional_call(maker: object, name: str) -> Any:

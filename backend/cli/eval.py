@@ -54,8 +54,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from backend.cli._common import parse_pair, parse_utc, settings
-from backend.config import LLMSettings, Settings
+from backend.cli._common import data_root_for, news_inputs, parse_pair, parse_utc, settings
+from backend.config import Settings
 from backend.errors import ConfigError
 from backend.eval.locomo_models import CATEGORY_NAMES, LocomoReport, MethodName
 from backend.files import check_writable, write_text_atomic
@@ -118,10 +118,7 @@ def run_locomo_command(
         )
     # the product with its default configuration, on a throwaway store; persona facts
     # by the offline rules (an LLM call per turn would cost more than the benchmark)
-    memory_cfg = cfg.model_copy(
-        update={"store": cfg.store.model_copy(update={"backend": "memory"}), "llm": LLMSettings()}
-    )
-    with build_memory_system(memory_cfg) as system:
+    with build_memory_system(cfg.offline()) as system:
         report = run_locomo(
             dataset,
             system.toolkit,
@@ -272,7 +269,6 @@ def ablation(
     ``--fills`` the persona is that trader's as known at each bar; persona alignment is
     scored against the trader's profile as of each window's end."""
     from backend.backtest.metrics import run_warning
-    from backend.cli.backtest import data_root_for, news_inputs
     from backend.data import find_ohlcv_file, read_ohlcv_file
     from backend.embeddings import build_embedder
     from backend.eval.ablation import MODES, load_trader_fills, run_ablation, walk_forward_windows

@@ -87,6 +87,21 @@ class Settings(BaseSettings):
             return self.memory.working_state_path
         return self.store.path / "working.sqlite3"
 
+    def offline(self, *, store_dir: Path | None = None) -> Settings:
+        """These settings with no chat model (``llm`` unset: persona text by the offline
+        rules) on the durable store of the run directory ``store_dir``
+        (:meth:`with_store_dir`), or without one on a throwaway store
+        (``store.backend=memory``: in process, nothing on disk): what backtests, the
+        ablation's reference personas and the LoCoMo evaluation run on."""
+        placed = (
+            self.with_store_dir(store_dir)
+            if store_dir is not None
+            else self.model_copy(
+                update={"store": self.store.model_copy(update={"backend": "memory"})}
+            )
+        )
+        return placed.model_copy(update={"llm": LLMSettings()})
+
     def with_store_dir(self, root: Path) -> Settings:
         """These settings on the durable store of a run directory ``root`` (what every
         command's ``--store-path DIR`` writes: ``sentinel backtest``, ``replay-trades``,

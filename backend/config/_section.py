@@ -1,9 +1,10 @@
-"""The base of every configuration section: frozen, and unknown keys are errors."""
+"""The base of every configuration section: the project's one frozen base model (frozen,
+unknown keys are errors: a mistyped YAML key fails loudly)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from backend.types import FrozenModel
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Section(FrozenModel):
+    """A configuration section (:class:`backend.types.FrozenModel`)."""

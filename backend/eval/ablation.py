@@ -54,7 +54,7 @@ from backend.agents.policies import DecisionView, Policy
 from backend.backtest.engine import run_backtest, utc_timestamp
 from backend.backtest.models import Decision, PositionState
 from backend.compose import build_memory_system, build_trader_manager
-from backend.config import LLMSettings, Settings
+from backend.config import Settings
 from backend.data import Fill, OHLCVFrame, timeframe_seconds
 from backend.data.fills import load_hyperliquid_fills
 from backend.embeddings import Embedder
@@ -159,12 +159,7 @@ def reference_profile(
     (``store.backend=memory``, persona text by the offline rules), ``seed_note`` recorded
     as of ``start``, then the trader's fills at or before ``end`` (all of them, not only
     the window's) as of ``end``. None when there is neither a note nor a fill."""
-    cfg = settings.model_copy(
-        update={
-            "store": settings.store.model_copy(update={"backend": "memory"}),
-            "llm": LLMSettings(),
-        }
-    )
+    cfg = settings.offline()
     fence = utc_timestamp(end).to_pydatetime()
     known = [f for f in fills if f.trader_id == trader_id and f.datetime <= fence]
     with build_memory_system(cfg, embedder=embedder) as system:

@@ -11,6 +11,7 @@
 Models are in :mod:`backend.memory.models`.
 """
 
+from backend.memory._consolidate import consolidate
 from backend.memory._features import FeatureFrame, FeatureRow, compute_features
 from backend.memory._news import FearGreedIndex, HeadlineIndex, headline_topics
 from backend.memory._states import SCALE_SAMPLE, STATE_FEATURES, StateIndex, StateNeighbour
@@ -38,6 +39,7 @@ __all__ = [
     "StateNeighbour",
     "WorkingMemory",
     "compute_features",
+    "consolidate",
     "detect_market_events",
     "detect_news_shocks",
     "detect_trade_events",

@@ -59,7 +59,7 @@ from backend.memory._conversation_records import (
     window_record,
 )
 from backend.memory._dialog import message_event, query_period, strip_names, zscore
-from backend.memory.models import ChatMessage, Episode, RecalledMessage
+from backend.memory.models import ChatMessage, Episode, PersonaChange, RecalledMessage
 from backend.storage import KhalaStore, MemoryRecord, SearchMethod
 from backend.storage.models import stable_id
 from backend.types import END_OF_TIME, to_utc
@@ -79,9 +79,12 @@ _MAX_TOP_K = 1000
 
 
 class PersonaWriter(Protocol):
+    """What reads a trader's words into the persona (``PersonaManager``): the changes
+    made, each with the version it made (one protocol: the MCP toolkit uses it too)."""
+
     def update_from_text(
         self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
-    ) -> Sequence[Any]: ...
+    ) -> Sequence[PersonaChange]: ...
 
 
 class EpisodeWriter(Protocol):

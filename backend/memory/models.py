@@ -15,7 +15,7 @@ from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, Field, field_validator
 
-from backend.types import FrozenModel, to_utc
+from backend.types import Action, FrozenModel, to_utc
 
 __all__ = [
     "AccountState",
@@ -297,7 +297,7 @@ class ActionLink(FrozenModel):
     """An agent action linked to an episode (the decision that was taken in it)."""
 
     decision_id: str
-    action: Literal["buy", "sell", "hold", "close"]
+    action: Action
     size: float = Field(ge=0, le=10)
     """Fraction of equity (notional / equity)."""
     at: AwareDatetime

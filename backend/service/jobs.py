@@ -35,6 +35,7 @@ from backend.service.consolidation import (
 from backend.service.paper import replay_now
 from backend.service.persona_refresh import refresh_persona_job
 from backend.service.runtime import Runtime, runtime_for
+from backend.types import parse_utc
 
 __all__ = [
     "JOB_FUNCTIONS",
@@ -53,10 +54,9 @@ def parse_as_of(value: str | None) -> datetime:
     if value is None:
         return datetime.now(UTC)
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"as_of: not an ISO-8601 time: {value!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return parse_utc(value)
+    except ValueError as exc:
+        raise ConfigError(f"as_of: {exc}") from None
 
 
 def _run(job_id: str, rt: Runtime, as_of: datetime, work: Callable[[], Any]) -> dict[str, Any]:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from backend.memory.models import ActionLink, Episode, MarketSnapshot, Outcome, PersonaChange
+from backend.memory.conversation import PersonaWriter
+from backend.memory.models import ActionLink, Episode, MarketSnapshot, Outcome
 from backend.storage.models import stable_id
+from backend.types import Action
 
 __all__ = ["EpisodicWriter", "PersonaWriter", "WorkingWriter", "decision_episode"]
 
@@ -29,17 +31,11 @@ class EpisodicWriter(Protocol):
     ) -> Any: ...
 
 
-class PersonaWriter(Protocol):
-    def update_from_text(
-        self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
-    ) -> list[PersonaChange]: ...
-
-
 def decision_episode(
     trader_id: str,
     *,
     symbol: str,
-    action: Literal["buy", "sell", "hold", "close"],
+    action: Action,
     size: float,
     rationale: str,
     memory_ids: Sequence[str],

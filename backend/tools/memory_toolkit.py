@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -55,7 +55,7 @@ from backend.tools.schemas import (
     RecordNoteArgs,
     RecordOutcomeArgs,
 )
-from backend.types import END_OF_TIME, first_problem
+from backend.types import END_OF_TIME, Action, first_problem
 
 __all__ = [
     "BuildContextArgs",
@@ -195,7 +195,7 @@ class MemoryToolkit:
         trader_id: str,
         *,
         symbol: str,
-        action: Literal["buy", "sell", "hold", "close"],
+        action: Action,
         size: float,
         rationale: str,
         memory_ids: Sequence[str],
@@ -247,7 +247,7 @@ class MemoryToolkit:
         self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
     ) -> list[PersonaChange]:
         """The trader's own words: routed into the persona (ADD / UPDATE / IGNORE)."""
-        return self._persona.update_from_text(trader_id, text, as_of=as_of, note_id=note_id)
+        return list(self._persona.update_from_text(trader_id, text, as_of=as_of, note_id=note_id))
 
     def record_messages(
         self, trader_id: str, messages: Sequence[ChatMessage], *, as_of: datetime

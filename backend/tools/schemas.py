@@ -12,12 +12,11 @@ extra keys, so a call that names ``trader_id`` or ``as_of`` is refused, not igno
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.memory.hierarchical import ALL_TIERS
 from backend.memory.models import EpisodeType, Tier
+from backend.types import Action
 
 __all__ = [
     "BuildContextArgs",
@@ -107,7 +106,7 @@ class RecordDecisionArgs(ToolArgs):
     """Record a trading decision with the ids of the memories it was based on."""
 
     symbol: str = Field(min_length=1, max_length=40)
-    action: Literal["buy", "sell", "hold", "close"]
+    action: Action
     size: float = Field(ge=0.0, le=10.0, description="fraction of equity")
     rationale: str = Field(min_length=1, max_length=2000)
     memory_ids: list[str] = Field(default_factory=list, max_length=50)

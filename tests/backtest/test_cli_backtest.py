@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import sys
 from collections.abc import Callable
@@ -18,10 +17,10 @@ from typer.testing import CliRunner
 import backend.cli
 import backend.cli.backtest as cli_backtest
 from backend.backtest.models import DecisionMaker
-from backend.cli.backtest import BUILDER_MODULE, backtest, run_backtest_command
+from backend.cli.backtest import backtest, run_backtest_command
 from backend.config import Settings, load_settings
 from backend.data import OHLCVFrame
-from backend.errors import ConfigError, DataError, SentinelError
+from backend.errors import ConfigError, DataError
 from tests.backtest._makers import SmaCrossMaker
 
 CONTRACT_KEYS = {"total_return", "sharpe", "max_drawdown", "n_trades", "n_decisions"}
@@ -203,22 +202,20 @@ def test_main_prints_one_line_and_exits_2_for_a_damaged_file(
     assert str(data / "BTC_USDT-1h.csv.gz") in lines[0]
 
 
-def test_the_real_builder_is_imported_lazily() -> None:
-    if importlib.util.find_spec(BUILDER_MODULE) is None:
-        with pytest.raises(SentinelError, match=r"backend\.compose"):
-            cli_backtest.default_maker_factory()
-    else:
-        assert callable(cli_backtest.default_maker_factory())
+def test_the_real_builder_is_the_composition_root_s() -> None:
+    from backend.compose import build_trader_manager
+
+    assert cli_backtest.default_maker_factory() is build_trader_manager
 
 
 def test_missing_news_files_are_said_and_recorded(
     tmp_path: Path, shared_data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from backend.cli.backtest import news_inputs
+    from backend.cli._common import news_inputs
     from backend.config import load_settings
 
     cfg = load_settings()
-    with caplog.at_level("WARNING", logger="backend.cli.backtest"):
+    with caplog.at_level("WARNING", logger="backend.cli"):
         assert news_inputs(tmp_path, cfg) == {"headlines": None, "fear_greed": None}
     assert [r.getMessage().split(" at ")[0] for r in caplog.records] == [
         "no headlines file", "no fear_greed file",
