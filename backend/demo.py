@@ -142,11 +142,11 @@ def run_demo(settings: Settings, *, data_dir: Path, console: Console) -> None:
     Raises :class:`backend.errors.DataError` for unreadable data files and
     :class:`backend.errors.StoreError` / ``EmbeddingModelError`` for store or model faults.
     """
-    market = data_dir / "market" / "binance"
-    hourly = load_ohlcv(market, "BTC/USDT", "1h")
-    daily = load_ohlcv(market, "BTC/USDT", "1d").frame.loc["2021-09-01":"2022-07-31"]
-    headlines = load_headlines(data_dir / "news" / "crypto_headlines.csv")
-    fills = fills_to_frame(load_hyperliquid_fills(data_dir / "trades" / "hyperliquid_fills.csv"))
+    paths = settings.data.model_copy(update={"data_dir": data_dir})  # file names from config
+    hourly = load_ohlcv(paths.market_dir, "BTC/USDT", "1h")
+    daily = load_ohlcv(paths.market_dir, "BTC/USDT", "1d").frame.loc["2021-09-01":"2022-07-31"]
+    headlines = load_headlines(paths.headlines_path)
+    fills = fills_to_frame(load_hyperliquid_fills(paths.fills_path))
     console.print(
         f"[bold]data[/]: BTC/USDT 1h {len(hourly.frame):,} candles "
         f"({hourly.frame.index[0]:%Y-%m-%d} .. {hourly.frame.index[-1]:%Y-%m-%d}), "
@@ -221,14 +221,13 @@ def _hierarchical(
             "leverage. No memecoins. My goal is to protect capital in crashes.",
             as_of=datetime(2022, 4, 1, tzinfo=UTC),
         )
-        frame = load_ohlcv(data_dir / "market" / "binance", "BTC/USDT", "1h").frame
+        paths = settings.data.model_copy(update={"data_dir": data_dir})
+        frame = load_ohlcv(paths.market_dir, "BTC/USDT", "1h").frame
         features = compute_features(
             frame.loc["2021-09-01":"2022-07-05"], symbol="BTC/USDT", timeframe="1h"
         )
         news = HeadlineIndex.build(headlines)
-        fear_greed = FearGreedIndex.build(
-            load_fear_greed(data_dir / "trades" / "fear_greed_index.csv")
-        )
+        fear_greed = FearGreedIndex.build(load_fear_greed(paths.fear_greed_path))
         detectors = settings.memory.detectors
         events = detect_market_events(features, settings=detectors) + detect_news_shocks(
             features, news, settings=detectors

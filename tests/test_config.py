@@ -60,3 +60,18 @@ def test_secrets_only_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert settings.llm.api_key is not None
     assert settings.llm.api_key.get_secret_value() == secret
     assert secret not in repr(settings) and secret not in str(settings.model_dump())
+
+
+def test_data_files_come_from_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every data file is named by ``data`` (relative to ``data.data_dir`` or absolute)."""
+    default = load_settings().data
+    assert default.market_dir == Path("../shared/data/market/binance")
+    assert default.fills_path == Path("../shared/data/trades/hyperliquid_fills.csv")
+    monkeypatch.setenv("SENTINEL_DATA__MARKET", "market/kraken")
+    monkeypatch.setenv("SENTINEL_DATA__HEADLINES", str(tmp_path / "news.csv"))
+    data = load_settings().data
+    assert data.market_dir == Path("../shared/data/market/kraken")
+    assert data.headlines_path == tmp_path / "news.csv"  # absolute: as given
+    assert data.model_copy(update={"data_dir": tmp_path}).fear_greed_path == (
+        tmp_path / "trades" / "fear_greed_index.csv"
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -88,23 +87,23 @@ def replay_trades_command(
     from backend.data import load_hyperliquid_fills
 
     fills = load_hyperliquid_fills(fills_path)
-    with tempfile.TemporaryDirectory(prefix="sentinel-replay-") as tmp:
-        root = store_path or Path(tmp)
-        run_settings = store_settings(settings, root)
-        with (
-            build_memory_system(run_settings) as system,
-            Progress(console=Console(stderr=True), disable=quiet, transient=True) as bar,
-        ):
-            task = bar.add_task(f"replaying {trader[:12]}…", total=None)
-            result = replay_trades(
-                system,
-                fills,
-                trader_id=trader,
-                detectors=settings.memory.detectors,
-                until=until,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-        return write_replay(result, out)
+    run_settings = (
+        store_settings(settings, store_path) if store_path is not None else settings.throwaway()
+    )
+    with (
+        build_memory_system(run_settings) as system,
+        Progress(console=Console(stderr=True), disable=quiet, transient=True) as bar,
+    ):
+        task = bar.add_task(f"replaying {trader[:12]}…", total=None)
+        result = replay_trades(
+            system,
+            fills,
+            trader_id=trader,
+            detectors=settings.memory.detectors,
+            until=until,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    return write_replay(result, out)
 
 
 def replay_trades_cli(

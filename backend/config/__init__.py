@@ -93,14 +93,15 @@ class Settings(BaseSettings):
         (:meth:`with_store_dir`), or without one on a throwaway store
         (``store.backend=memory``: in process, nothing on disk): what backtests, the
         ablation's reference personas and the LoCoMo evaluation run on."""
-        placed = (
-            self.with_store_dir(store_dir)
-            if store_dir is not None
-            else self.model_copy(
-                update={"store": self.store.model_copy(update={"backend": "memory"})}
-            )
-        )
+        placed = self.with_store_dir(store_dir) if store_dir is not None else self.throwaway()
         return placed.model_copy(update={"llm": LLMSettings()})
+
+    def throwaway(self) -> Settings:
+        """These settings on a throwaway store (``store.backend=memory``: in process, no
+        file written, working memory included; gone with the process)."""
+        return self.model_copy(
+            update={"store": self.store.model_copy(update={"backend": "memory"})}
+        )
 
     def with_store_dir(self, root: Path) -> Settings:
         """These settings on the durable store of a run directory ``root`` (what every

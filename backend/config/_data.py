@@ -26,19 +26,28 @@ class DataSettings(_Section):
     """Where the real data lives; files are read in place, never copied."""
 
     data_dir: Path = Path("../shared/data")
+    """The data root; the paths below are under it unless absolute."""
+    market: Path = Path("market/binance")
+    """Directory of OHLCV files named ``BASE_QUOTE-TIMEFRAME.<format>`` (freqtrade's)."""
+    fills: Path = Path("trades/hyperliquid_fills.csv")
+    """Hyperliquid fills export of the traders (``replay-trades``, persona refresh)."""
+    headlines: Path = Path("news/crypto_headlines.csv")
+    """Crypto headlines (``date``, ``title``, ...): news shocks and topics."""
+    fear_greed: Path = Path("trades/fear_greed_index.csv")
+    """Daily Fear & Greed index."""
 
     @property
     def market_dir(self) -> Path:
-        return self.data_dir / "market" / "binance"
+        return self.data_dir / self.market
 
     @property
     def fills_path(self) -> Path:
-        return self.data_dir / "trades" / "hyperliquid_fills.csv"
+        return self.data_dir / self.fills
 
     @property
     def headlines_path(self) -> Path:
-        return self.data_dir / "news" / "crypto_headlines.csv"
+        return self.data_dir / self.headlines
 
     @property
     def fear_greed_path(self) -> Path:
-        return self.data_dir / "trades" / "fear_greed_index.csv"
+        return self.data_dir / self.fear_greed

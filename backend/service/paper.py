@@ -85,11 +85,11 @@ class _News:
     fear_greed: FearGreedIndex | None
 
 
-def _load_news(data_root: Path | None) -> _News:
+def _load_news(data_root: Path | None, settings: Settings) -> _News:
     if data_root is None:
         return _News(None, None)
-    news = data_root / "news" / "crypto_headlines.csv"
-    fg = data_root / "trades" / "fear_greed_index.csv"
+    paths = settings.data.model_copy(update={"data_dir": data_root})  # file names from config
+    news, fg = paths.headlines_path, paths.fear_greed_path
     return _News(
         HeadlineIndex.build(load_headlines(news)) if news.is_file() else None,
         FearGreedIndex.build(load_fear_greed(fg)) if fg.is_file() else None,
@@ -129,7 +129,7 @@ class PaperTrader:
         self.system = system if settings.agent.memory else None
         self.clock = clock
         self.policy = policy or make_policy(settings, settings.agent.policy)
-        self.news = _load_news(data_root)
+        self.news = _load_news(data_root, settings)
         self.run_id = paper_run_id(exchange_id, pair, timeframe, self.agent.trader_id)
         self.exchange_id = exchange_id
 
