@@ -3,7 +3,9 @@
 Definitions (``E_0 .. E_{n-1}`` = equity at the n bar closes, ``E_0`` = the initial
 equity since nothing is filled before the second bar's open):
 
-* bar returns ``r_i = E_i / E_{i-1} - 1`` for ``i = 1 .. n-1``;
+* bar returns ``r_i = E_i / E_{i-1} - 1`` for ``i = 1 .. n-1`` while ``E_{i-1} > 0`` (the
+  engine closes the position and stops the run once marked equity is <= 0: the account
+  is ruined, a loud warning, and earns no further return);
 * ``total_return = E_{n-1} / initial_equity - 1``;
 * ``cagr = (1 + total_return) ** (1 / years) - 1`` with ``years`` = calendar time from the
   first bar's open to the last bar's close / 365.25 days (-1 if equity is gone; it
@@ -65,11 +67,15 @@ def bars_per_year(timeframe: str) -> float:
 
 
 def bar_returns(equity: pd.Series | np.ndarray) -> np.ndarray:
-    """Simple returns between consecutive points of ``equity`` (length n-1)."""
+    """Simple returns between consecutive points of ``equity`` (length n-1), up to the
+    first point at or below 0: a ruined account earns no further return (a ratio of two
+    negative equities, e.g. -990 -> -2,976 when the position is closed, is no +200%)."""
     values = np.asarray(equity, dtype=np.float64)
     if values.size < 2:
         return np.zeros(0, dtype=np.float64)
-    return values[1:] / values[:-1] - 1.0
+    gone = np.flatnonzero(values[:-1] <= 0)
+    stop = int(gone[0]) if gone.size else values.size - 1
+    return values[1 : stop + 1] / values[:stop] - 1.0
 
 
 def sharpe_ratio(returns: np.ndarray, *, periods_per_year: float) -> float:
@@ -216,8 +222,9 @@ def compute_metrics(
 
 
 def run_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
-    """The run's warnings on one line, or None: the LLM's (:meth:`LLMUsage.warning`) and
-    the memory's (failed reads or writes at any decision: :func:`memory_warning`)."""
+    """The run's warnings on one line, or None: the LLM's (:meth:`LLMUsage.warning`), the
+    memory's (failed reads or writes at any decision: :func:`memory_warning`) and a
+    ruined account (final equity <= 0)."""
     found = []
     share = metrics.llm_answered_share
     if share is not None:
@@ -225,6 +232,11 @@ def run_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
         usage = LLMUsage(metrics.llm_decisions, answered, metrics.llm_first_error)
         found.append(usage.warning(min_share=min_share))
     found.append(memory_warning(metrics))
+    if metrics.final_equity <= 0:
+        found.append(
+            f"the account was ruined: equity {metrics.final_equity:,.2f} (quote) <= 0, the "
+            "position was closed and the run stopped"
+        )
     said = [w for w in found if w]
     return "; ".join(said) if said else None
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 
 from backend.backtest.engine import run_backtest
+from backend.backtest.metrics import bar_returns, run_warning
 from backend.backtest.models import Decision
 from backend.config import BacktestSettings
 from tests.backtest._makers import T0, ScriptedMaker, synthetic_ohlcv
@@ -230,6 +231,12 @@ def test_ruin_stops_the_maker_and_closes_the_position() -> None:
     assert result.equity.tolist() == pytest.approx([10_000, 10_000, -5000, -5000, -5000])
     assert result.metrics.total_return == pytest.approx(-1.5)
     assert result.metrics.cagr == -1.0
+    # returns end with the ruin: -5000 / -5000 (and any later ratio of debts) is no return
+    assert bar_returns(result.equity).tolist() == pytest.approx([0.0, -1.5])
+    assert "the account was ruined: equity -5,000.00" in str(
+        run_warning(result.metrics, min_share=1)
+    )
+    assert bar_returns([100.0, -50.0, -150.0]).tolist() == [-1.5]
     assert len(result.trades) == 1 and result.trades[0].pnl == pytest.approx(-15_000)
 
 
