@@ -223,6 +223,11 @@ def test_a_file_at_odds_with_the_store_is_refused_and_a_bad_recall_is_one_line(
                             "--store-path", str(store), "--json")  # fmt: skip
         assert code == 2 and expected in out and len(out.strip().splitlines()) == 1, out
     assert not (tmp_path / "nowhere").exists()
+    # a trader the store holds no message of (a mistyped id): empty rows, and a warning
+    code, out = _invoke("memory", "recall", "--trader", TRADER.upper().replace("0X", "0x"),
+                        "--queries", str(queries), "--store-path", str(run_dir), "--json")  # fmt: skip
+    assert code == 0 and '{"id": "q", "message_ids": [], "tokens": 0}' in out, out
+    assert "sentinel: warning: no message of trader" in out
 
 
 def test_only_the_named_speaker_is_read_as_the_trader(tmp_path: Path) -> None:

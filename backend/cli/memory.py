@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -18,7 +19,7 @@ from backend.cli._common import console, parse_utc, settings_for_store
 from backend.errors import ConfigError, DataError, StoreError
 from backend.memory.models import ChatMessage
 from backend.storage.models import TRADER_ID_PATTERN
-from backend.types import FrozenModel, first_problem
+from backend.types import END_OF_TIME, FrozenModel, first_problem
 
 _Line = TypeVar("_Line", bound=FrozenModel)
 
@@ -260,6 +261,11 @@ def memory_recall(
     asked = _read_jsonl(queries, _Query, times=("as_of",))
     cfg = settings_for_store(store_path, create=False)
     with build_memory_system(cfg) as system:
+        talk = system.memory.conversation
+        if talk is not None and not talk.has_messages(trader, as_of=END_OF_TIME):
+            # still one (empty) line per query; said, so a mistyped id is not a quiet miss
+            print(f"sentinel: warning: no message of trader {trader} in {cfg.store.path}",
+                  file=sys.stderr)  # fmt: skip
         for number, q in asked:
             found = system.toolkit.recall(
                 trader, q.query, symbol=None, as_of=q.as_of, tiers=("working",), top_k=top_k
