@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from backend.config._section import _Section
+from backend.types import normalize_pair
 
 
 class JobTrigger(_Section):
@@ -45,9 +46,14 @@ class PaperJob(_Section):
     """A paper-trading loop run by the service scheduler (as ``sentinel paper`` does)."""
 
     pair: str = Field(min_length=3)
+    """Any spelling of a pair (``BTCUSDT``, ``btc_usdt``), read as its ccxt symbol
+    (``BTC/USDT``: :func:`backend.types.normalize_pair`), as ``sentinel paper --pair``
+    does: both name the same run and its lock."""
     timeframe: str = "1h"
     exchange: str | None = None
     """ccxt id; default ``exchange.id``."""
+
+    _pair = field_validator("pair")(normalize_pair)
 
 
 DEMO_TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"

@@ -153,12 +153,13 @@ def buy_and_hold_behaviour(
 ) -> RunBehaviour:
     """Buy-and-hold as a behaviour: always long, exposure 1 at every bar, one position
     held for ``hours`` (the window's first to last bar close; None or <= 0: undefined),
-    turnover 1 (the one buy). Its violating decisions are counted as the agent's are
-    (:func:`~backend.agents.constraints.check_decision` of each proposal, here without a
-    volatility estimate): ``violating_entry``, its buy (exposure 1 from flat) breaks a hard
-    constraint, counts the first decision; ``violating_hold``, holding exposure 1 does
-    (an asset the trader excludes, a position or leverage cap; the risk cap applies to
-    entries only), counts every later one."""
+    turnover 1 (the one buy). Its violating decisions are what it executed against the
+    hard constraints (:func:`~backend.agents.constraints.check_decision`, here without a
+    volatility estimate), as the agent's held positions are (:func:`held_violations`):
+    ``violating_entry``, its buy (exposure 1 from flat) breaks one, counts the first
+    decision; ``violating_hold``, holding exposure 1 does (an asset the trader excludes,
+    a position or leverage cap; the risk cap applies to entries only), counts every later
+    one."""
     broken = (1 if violating_entry else 0) + (max(decisions - 1, 0) if violating_hold else 0)
     return RunBehaviour(
         decisions=decisions,

@@ -17,7 +17,7 @@ from backend.memory._conversation_rank import states_time
 from backend.memory.models import ChatMessage, RecalledMessage
 from backend.storage import MemoryRecord
 from backend.storage.models import TEXT_MAX_CHARS
-from backend.text.quoting import quote_data
+from backend.text.quoting import quote_data, safe_data
 from backend.text.tokens import count_tokens, truncate_to_tokens
 
 __all__ = [
@@ -148,15 +148,15 @@ def render_messages(
     used = frame
     for item in recalled[:max_messages]:
         m = item.message
-        line = f"- [{m.time:%Y-%m-%d %H:%M} UTC, session {m.session}] " + " ".join(
-            m.render().split()
+        line = safe_data(  # counted as it will read inside the block
+            f"- [{m.time:%Y-%m-%d %H:%M} UTC, session {m.session}] " + " ".join(m.render().split())
         )
         cost = count_tokens(line + "\n")
         if used + cost > budget:
             room = (budget - used - 1) // 2  # half of what is left: the rest still fill on
             if room < MIN_MESSAGE_TOKENS:
                 continue
-            line = truncate_to_tokens(line, room)
+            line = safe_data(truncate_to_tokens(line, room))
             cost = count_tokens(line + "\n")
         lines.append(line)
         ids.append(m.id)
@@ -164,8 +164,8 @@ def render_messages(
     if not ids:
         return "", [], 0
     text = head + "\n" + quote_data("\n".join(lines))
-    while count_tokens(text) > budget and len(lines) > 1:  # the joins cost a token more
+    while count_tokens(text) > budget and lines:  # a join may cost a token more
         lines.pop()
         ids.pop()
-        text = head + "\n" + quote_data("\n".join(lines))
-    return text, ids, count_tokens(text)
+        text = head + "\n" + quote_data("\n".join(lines)) if lines else ""
+    return (text, ids, count_tokens(text)) if lines else ("", [], 0)

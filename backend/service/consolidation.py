@@ -90,14 +90,18 @@ def consolidate_trader(
         trader_id, as_of=moment, half_life_days=settings.decay_half_life_days
     )
     old = moment - timedelta(days=settings.prune_after_days)
-    episodes = system.episodic.scan(trader_id, as_of=moment)
-    protect = protect | {m for e in episodes if e.id in protect for m in e.memory_ids}
-    candidates = [
-        e for e in episodes if e.importance < settings.prune_below and e.occurred_at < old
-    ]
-    prune = sorted(e.id for e in candidates if e.id not in protect)
-    if prune:
-        system.store.delete(trader_id, prune, as_of=moment)
+    # read, decide and delete under the store's writer lock: an outcome another process
+    # records meanwhile (raising an episode's importance) is seen before the delete, and
+    # its write cannot land between them and bring a pruned episode back
+    with system.store.writer_lock():
+        episodes = system.episodic.scan(trader_id, as_of=moment)
+        protect = protect | {m for e in episodes if e.id in protect for m in e.memory_ids}
+        candidates = [
+            e for e in episodes if e.importance < settings.prune_below and e.occurred_at < old
+        ]
+        prune = sorted(e.id for e in candidates if e.id not in protect)
+        if prune:
+            system.store.delete(trader_id, prune, as_of=moment)
     return ConsolidationResult(
         trader_id=trader_id,
         as_of=moment,

@@ -102,8 +102,9 @@ def _dead(owner: str | None) -> bool:
 
 
 WRITER_LOCK_TIMEOUT_S = 600.0
-"""Longest wait for :meth:`AuditLog.writer_lock` (a persona update may hold it across an
-LLM call: ~25 s on the bundled model, up to ``llm.timeout_s`` x retries)."""
+"""Longest wait for :meth:`AuditLog.writer_lock`. Its holders read, decide and write
+(persona versions, episode logs, pruning): milliseconds to a few seconds for a refresh
+from a large fills file; a chat model is asked outside it."""
 
 
 class AuditLog:

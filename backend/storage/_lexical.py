@@ -256,6 +256,7 @@ class LexicalIndex:
             scores[:] = retriever.get_scores(q)
         else:
             scores[rows] = retriever.get_scores(q)
+        scores[built.ts > as_of_ts] = 0.0  # the fence itself, whatever index scored them
         if where.clauses or where.min_importance is not None:
             scores[~built.mask(where)] = 0.0
         candidates = np.flatnonzero(scores > 0)
@@ -290,8 +291,9 @@ class _Built:
         writes); building one costs ~80 ms at 3,400 LoCoMo messages (tokenising and
         indexing; measured 2026-12-06). None when no row is that old."""
         rows = np.flatnonzero(self.ts <= as_of_ts)
-        if self.fence and self.fence[0][0] == rows.size:
-            return self.fence[0][1], self.fence[0][2]
+        last = self.fence[0] if self.fence else None  # one read: another search may replace it
+        if last is not None and last[0] == rows.size:
+            return last[1], last[2]
         retriever = None
         if rows.size:
             retriever = bm25s.BM25()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["DELIMITER", "quote_data"]
+__all__ = ["DELIMITER", "quote_data", "safe_data"]
 
 DELIMITER = re.compile(r"<\s*/?\s*data\b[^<>]*>", re.IGNORECASE)
 """What a reader could take for a ``<data>`` or ``</data>`` delimiter (after NFKC)."""
@@ -25,9 +25,14 @@ def _escape(match: re.Match[str]) -> str:
     return match.group(0).replace("<", "&lt;").replace(">", "&gt;")
 
 
+def safe_data(text: str) -> str:
+    """``text`` as it reads inside a data block: NFKC-normalised, every delimiter-like tag
+    escaped (``&lt;``, ``&gt;``). Idempotent: ``safe_data(safe_data(t)) == safe_data(t)``,
+    so a caller may count the tokens of the safe text and then quote it."""
+    return DELIMITER.sub(_escape, unicodedata.normalize("NFKC", text))
+
+
 def quote_data(text: str) -> str:
-    """``text`` as a data block: ``"<data>\\n" + safe text + "\\n</data>"``, where the safe
-    text is ``text`` NFKC-normalised with every delimiter-like tag escapes (``&lt;``,
-    ``&gt;``); the result holds exactly one opening and one closing delimiter."""
-    safe = DELIMITER.sub(_escape, unicodedata.normalize("NFKC", text))
-    return f"<data>\n{safe}\n</data>"
+    """``text`` as a data block: ``"<data>\\n" + safe_data(text) + "\\n</data>"``; the result
+    holds exactly one opening and one closing delimiter."""
+    return f"<data>\n{safe_data(text)}\n</data>"

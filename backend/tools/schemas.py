@@ -12,11 +12,26 @@ extra keys, so a call that names ``trader_id`` or ``as_of`` is refused, not igno
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from backend.memory.hierarchical import ALL_TIERS
 from backend.memory.models import EpisodeType, Tier
-from backend.types import Action
+from backend.types import Action, normalize_pair
+
+
+def _symbol(value: str) -> str:
+    """A pair in any spelling as its ccxt symbol (``BTCUSDT`` -> ``BTC/USDT``, as the
+    decision loop stores it); anything else (a bare coin) as given, stripped."""
+    try:
+        return normalize_pair(value)
+    except ValueError:
+        return value.strip()
+
+
+Symbol = Annotated[str, Field(min_length=1, max_length=40), AfterValidator(_symbol)]
+"""A symbol argument: a ccxt symbol (or any spelling of a pair, normalised)."""
 
 __all__ = [
     "BuildContextArgs",
@@ -43,10 +58,8 @@ class RecallArgs(ToolArgs):
     a symbol and similar past episodes, as a list of hits with their ids."""
 
     query: str = Field(min_length=1, max_length=2000)
-    symbol: str | None = Field(
+    symbol: Symbol | None = Field(
         default=None,
-        min_length=1,
-        max_length=40,
         description="ccxt symbol, e.g. BTC/USDT; omitted: episodes of every symbol and no "
         "current-market snapshot",
     )
@@ -96,7 +109,7 @@ class RecordMessageArgs(ToolArgs):
 class RecordEventArgs(ToolArgs):
     """Remember a salient market event as an episode."""
 
-    symbol: str = Field(min_length=1, max_length=40)
+    symbol: Symbol
     event_type: EpisodeType
     description: str = Field(min_length=1, max_length=2000)
     importance: float = Field(ge=0.0, le=1.0)
@@ -105,7 +118,7 @@ class RecordEventArgs(ToolArgs):
 class RecordDecisionArgs(ToolArgs):
     """Record a trading decision with the ids of the memories it was based on."""
 
-    symbol: str = Field(min_length=1, max_length=40)
+    symbol: Symbol
     action: Action
     size: float = Field(ge=0.0, le=10.0, description="fraction of equity")
     rationale: str = Field(min_length=1, max_length=2000)
@@ -124,6 +137,6 @@ class RecordOutcomeArgs(ToolArgs):
 class BuildContextArgs(ToolArgs):
     """Build the memory section of the decision prompt within a token budget."""
 
-    symbol: str = Field(min_length=1, max_length=40)
+    symbol: Symbol
     query: str | None = Field(default=None, max_length=2000)
     budget: int | None = Field(default=None, ge=100, le=100_000)

@@ -4,7 +4,8 @@ another process writes too (``sentinel paper``'s outcomes, the scheduler's decay
 ``python -m tests.memory.episode_writer STORE_SETTINGS_JSON outcome|decay [HOLD_DIR]``:
 ``outcome`` records an outcome of episode ``ep-1`` of trader ``t1``; with ``HOLD_DIR`` it
 stops between its read of the episode's log and its write (it touches ``HOLD_DIR/read``
-and waits for ``HOLD_DIR/go``); ``decay`` ages every episode by 150 days.
+and waits for ``HOLD_DIR/go``); ``decay`` ages every episode by 150 days (with
+``HOLD_DIR`` it touches ``HOLD_DIR/decaying`` just before).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def main() -> None:
             episodes.record_outcome(TRADER, EPISODE, outcome, as_of=at)
         else:
             at = datetime(2022, 6, 1, tzinfo=UTC)
+            if hold is not None:  # the store is open: the decay's read comes next
+                (hold / "decaying").touch()
             print(episodes.decay_by_age(TRADER, as_of=at, half_life_days=30))
     finally:
         store.close()

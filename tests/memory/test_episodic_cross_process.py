@@ -79,9 +79,11 @@ def test_an_outcome_and_a_decay_from_two_processes_both_land(
     )  # fmt: skip
     _wait_for(hold / "read", outcome)  # it holds the episode's log, read, not yet written
     decay = subprocess.Popen(
-        [*CHILD, config, "decay"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    time.sleep(1.5)  # long enough for the decay to read and write, were it not kept waiting
+        [*CHILD, config, "decay", str(hold)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for(hold / "decaying", decay)  # its store is open; its read and write come next
+    time.sleep(1.0)  # ~20x what they take, were the decay not kept waiting
     still_waiting = decay.poll() is None
     (hold / "go").touch()
     for proc in (outcome, decay):

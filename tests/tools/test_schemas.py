@@ -1,0 +1,29 @@
+"""``backend.tools.schemas``: what a tool call may carry, validated once for both protocols."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from backend.config._service import PaperJob
+from backend.tools.schemas import RecallArgs, RecordDecisionArgs, RecordEventArgs
+
+
+def test_a_symbol_in_any_spelling_of_a_pair_is_the_ccxt_symbol() -> None:
+    """What the decision loop stored under ``BTC/USDT`` is found whatever an agent types."""
+    assert RecallArgs(query="q", symbol="btcusdt").symbol == "BTC/USDT"
+    assert RecordEventArgs(
+        symbol="ETH_USDT", event_type="news_shock", description="d", importance=0.5
+    ).symbol == "ETH/USDT"
+    decided = RecordDecisionArgs(symbol=" BTC-USDT ", action="hold", size=0, rationale="r")
+    assert decided.symbol == "BTC/USDT"
+    assert RecallArgs(query="q", symbol="BTC").symbol == "BTC"  # a coin stays a coin
+    assert RecallArgs(query="q").symbol is None
+    with pytest.raises(ValidationError):
+        RecallArgs(query="q", symbol="")
+
+
+def test_a_scheduled_paper_job_names_the_run_sentinel_paper_names() -> None:
+    assert PaperJob(pair="BTCUSDT").pair == PaperJob(pair="btc/usdt").pair == "BTC/USDT"
+    with pytest.raises(ValidationError, match="is not a pair"):
+        PaperJob(pair="BTC")
