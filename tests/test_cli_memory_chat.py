@@ -224,8 +224,9 @@ def test_a_file_at_odds_with_the_store_is_refused_and_a_bad_recall_is_one_line(
         assert code == 2 and expected in out and len(out.strip().splitlines()) == 1, out
     assert not (tmp_path / "nowhere").exists()
     # a trader the store holds no message of (a mistyped id): empty rows, and a warning
-    code, out = _invoke("memory", "recall", "--trader", TRADER.upper().replace("0X", "0x"),
-                        "--queries", str(queries), "--store-path", str(run_dir), "--json")  # fmt: skip
+    mistyped = TRADER.upper().replace("0X", "0x")
+    code, out = _invoke("memory", "recall", "--trader", mistyped, "--queries", str(queries),
+                        "--store-path", str(run_dir), "--json")  # fmt: skip
     assert code == 0 and '{"id": "q", "message_ids": [], "tokens": 0}' in out, out
     assert "sentinel: warning: no message of trader" in out
 

@@ -12,9 +12,12 @@ from backend.tools.schemas import RecallArgs, RecordDecisionArgs, RecordEventArg
 def test_a_symbol_in_any_spelling_of_a_pair_is_the_ccxt_symbol() -> None:
     """What the decision loop stored under ``BTC/USDT`` is found whatever an agent types."""
     assert RecallArgs(query="q", symbol="btcusdt").symbol == "BTC/USDT"
-    assert RecordEventArgs(
-        symbol="ETH_USDT", event_type="news_shock", description="d", importance=0.5
-    ).symbol == "ETH/USDT"
+    assert (
+        RecordEventArgs(
+            symbol="ETH_USDT", event_type="news_shock", description="d", importance=0.5
+        ).symbol
+        == "ETH/USDT"
+    )
     decided = RecordDecisionArgs(symbol=" BTC-USDT ", action="hold", size=0, rationale="r")
     assert decided.symbol == "BTC/USDT"
     assert RecallArgs(query="q", symbol="BTC").symbol == "BTC"  # a coin stays a coin
