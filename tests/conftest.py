@@ -243,6 +243,22 @@ def make_durable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     yield from _store_factory(str(request.param), request, tmp_path)
 
 
+@pytest.fixture(params=["embedded", _SERVER])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSettings:
+    """The settings of one durable store that several processes of a test open (an
+    embedded chroma path, or the real chroma server, marker ``server``), with a fresh
+    collection prefix: the cross-process tests' common ground."""
+    kwargs: dict[str, object] = {
+        "mode": request.param,
+        "path": tmp_path / "khala",
+        "collection_prefix": "t" + os.urandom(4).hex(),
+    }
+    if request.param == "server":
+        host, port = request.getfixturevalue("chroma_server")
+        kwargs.update(host=host, port=port)
+    return StoreSettings(**kwargs)  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="session")
 def local_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     """The bundled model (Gemma 3 270M) on a real llama-cpp-python server, started by the

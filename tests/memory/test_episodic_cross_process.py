@@ -11,7 +11,6 @@ store and on a real chroma server.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -30,19 +29,6 @@ from tests.memory.episode_writer import EPISODE, TRADER
 CHILD = (sys.executable, "-m", "tests.memory.episode_writer")
 
 
-@pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.server)])
-def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSettings:
-    kwargs: dict[str, object] = {
-        "mode": request.param,
-        "path": tmp_path / "khala",
-        "collection_prefix": "t" + os.urandom(4).hex(),
-    }
-    if request.param == "server":
-        host, port = request.getfixturevalue("chroma_server")
-        kwargs.update(host=host, port=port)
-    return StoreSettings(**kwargs)  # type: ignore[arg-type]
-
-
 def _wait_for(path: Path, proc: subprocess.Popen[str], timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not path.exists():
@@ -54,10 +40,10 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], timeout_s: float = 120.0)
 
 
 def test_an_outcome_and_a_decay_from_two_processes_both_land(
-    store_settings: StoreSettings, tmp_path: Path
+    shared_store: StoreSettings, tmp_path: Path
 ) -> None:
     day = datetime(2022, 1, 1, tzinfo=UTC)
-    store = open_store(store_settings, HashingEmbedder())
+    store = open_store(shared_store, HashingEmbedder())
     try:
         EpisodicMemory(store, settings=MemorySettings()).add(
             [
@@ -70,7 +56,7 @@ def test_an_outcome_and_a_decay_from_two_processes_both_land(
         )  # fmt: skip
     finally:
         store.close()
-    config = store_settings.model_dump_json()
+    config = shared_store.model_dump_json()
     hold = tmp_path / "hold"
     hold.mkdir()
     outcome = subprocess.Popen(
@@ -89,7 +75,7 @@ def test_an_outcome_and_a_decay_from_two_processes_both_land(
     for proc in (outcome, decay):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
-    store = open_store(store_settings, HashingEmbedder())
+    store = open_store(shared_store, HashingEmbedder())
     try:
         (record,) = store.get(TRADER, [EPISODE], as_of=datetime(2030, 1, 1, tzinfo=UTC))
         ops = [entry["op"] for entry in json.loads(record.metadata["log"])]

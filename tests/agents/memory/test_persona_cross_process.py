@@ -8,13 +8,11 @@ on a real chroma server.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -25,23 +23,10 @@ TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
 START = datetime(2024, 3, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.server)])
-def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSettings:
-    kwargs: dict[str, object] = {
-        "mode": request.param,
-        "path": tmp_path / "khala",
-        "collection_prefix": "t" + os.urandom(4).hex(),
-    }
-    if request.param == "server":
-        host, port = request.getfixturevalue("chroma_server")
-        kwargs.update(host=host, port=port)
-    return StoreSettings(**kwargs)  # type: ignore[arg-type]
-
-
 @pytest.fixture
-def loop(store_settings: StoreSettings) -> Iterator[MemorySystem]:
+def loop(shared_store: StoreSettings) -> Iterator[MemorySystem]:
     settings = load_settings(
-        store=store_settings, embedding=EmbeddingSettings(provider="hashing", cache_dir=None)
+        store=shared_store, embedding=EmbeddingSettings(provider="hashing", cache_dir=None)
     )
     with build_memory_system(settings) as system:
         yield system
@@ -62,7 +47,7 @@ def _refresh_elsewhere(settings: StoreSettings, text: str, as_of: datetime) -> i
 
 @pytest.mark.slow
 def test_each_new_version_and_constraint_is_used_at_the_next_bar(
-    loop: MemorySystem, store_settings: StoreSettings
+    loop: MemorySystem, shared_store: StoreSettings
 ) -> None:
     bars = [START + timedelta(hours=h) for h in range(6)]
 
@@ -72,14 +57,14 @@ def test_each_new_version_and_constraint_is_used_at_the_next_bar(
     assert loop.persona.get_profile(TRADER, bars[0]) is None  # read (and cached): none yet
     assert "max_risk_per_trade" not in context(bars[0])
 
-    version = _refresh_elsewhere(store_settings, "Never more than 2% per trade.", bars[1])
+    version = _refresh_elsewhere(shared_store, "Never more than 2% per trade.", bars[1])
     profile = loop.persona.get_profile(TRADER, bars[1])
     assert version == 1 and profile is not None and profile.version == 1
     assert {c.kind for c in profile.constraints()} == {"max_risk_per_trade"}
     assert "max_risk_per_trade" in context(bars[1])
 
     assert loop.persona.get_profile(TRADER, bars[2]) == profile  # nothing new: same version
-    version = _refresh_elsewhere(store_settings, "No memecoins.", bars[3])
+    version = _refresh_elsewhere(shared_store, "No memecoins.", bars[3])
     profile = loop.persona.get_profile(TRADER, bars[3])
     assert version == 2 and profile is not None and profile.version == 2
     assert {c.kind for c in profile.constraints()} == {"max_risk_per_trade", "no_memecoins"}
@@ -91,7 +76,7 @@ def test_each_new_version_and_constraint_is_used_at_the_next_bar(
 
 @pytest.mark.slow
 def test_a_writer_waits_while_another_process_holds_the_writer_lock(
-    loop: MemorySystem, store_settings: StoreSettings
+    loop: MemorySystem, shared_store: StoreSettings
 ) -> None:
     """Two processes never both write version n + 1 from the same read: while this one
     holds the store's writer lock (as a persona update does from its read of the stored
@@ -99,7 +84,7 @@ def test_a_writer_waits_while_another_process_holds_the_writer_lock(
     what this one wrote."""
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.agents.memory.persona_writer",
-         store_settings.model_dump_json(), TRADER, "No memecoins.",
+         shared_store.model_dump_json(), TRADER, "No memecoins.",
          (START + timedelta(hours=1)).isoformat(), "--announce"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
