@@ -312,11 +312,16 @@ class DeepTraderManager:
         if self.writer is not None:
             self.writer.trade_closed(trade)
 
-    def finish(self) -> None:
+    def finish(self) -> list[str]:
         """Write what is still buffered (decisions, due outcomes, closed trades) as of the
-        last bar processed. Call once the run is over (the builder's close does)."""
-        if self.writer is not None and self._last is not None:
-            self.writer.resolve(self._last)
+        last bar processed; returns the writes that failed (``"write <what>: <error>"``,
+        none when all landed). The backtest engine calls it after the last bar and puts
+        them on the last decision; the builder's close calls it too (then nothing is left
+        to write: a second call writes nothing and returns [])."""
+        if self.writer is None or self._last is None:
+            return []
+        self.writer.resolve(self._last)
+        return self.writer.take_errors()
 
     # ----------------------------------------------------------------- state
 

@@ -22,6 +22,12 @@ taken before a gap is filled at the open of the next existing candle. Positions 
 open at the end are marked to the last close (equity, total return) but are not trades.
 If marked equity reaches <= 0 (a leveraged position wiped out), the maker is no longer
 called, the position is closed at the next open and the curve stays at what is left.
+
+After the last bar, a maker with a ``finish()`` method (the DeepTraderManager: it writes
+what its memory still buffers) has it called once, before the metrics: the failures it
+returns (``"write <what>: <error>"``) are put on the last decision's ``memory_errors``,
+like every other write failure on the decision of its bar, so a store that fails only at
+the end is counted and said too.
 """
 
 from __future__ import annotations
@@ -267,6 +273,11 @@ def run_backtest(
         if progress is not None:
             progress(i + 1, total)
 
+    finish = getattr(maker, "finish", None)
+    late = list(finish() or []) if callable(finish) else []
+    if late and decisions:
+        last = decisions[-1]
+        decisions[-1] = last.model_copy(update={"memory_errors": [*last.memory_errors, *late]})
     close_prices = np.asarray([row[3] for row in rows], dtype=np.float64)
     index = pd.DatetimeIndex(closes_idx, name="time")
     equity_s = pd.Series(equity, index=index, name="equity")

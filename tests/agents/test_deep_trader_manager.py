@@ -687,6 +687,14 @@ def test_a_memory_that_fails_is_on_the_decisions_metrics_and_warning(
         assert manager.system.store.delete(TRADER, recorded, as_of=at) == len(recorded)
         later = drive(manager, btc, trader_id=TRADER, start=at + timedelta(hours=1),
                       end=at + timedelta(days=2))  # fmt: skip
+        # the run's end: the store is gone before the last writes (the buffered decision
+        # episodes); finish() returns the failure (the engine puts it on the last
+        # decision), then nothing is left to write
+        assert manager.writer._buffer, "nothing buffered at the end: the check is void"
+        manager.system.store.close()
+        late = manager.finish()
+        assert late and late[0].startswith("write episodes: "), late
+        assert manager.finish() == []
     finally:
         close()
     failed = [r for r in later.records if r.memory_errors]

@@ -240,6 +240,28 @@ def test_ruin_stops_the_maker_and_closes_the_position() -> None:
     assert len(result.trades) == 1 and result.trades[0].pnl == pytest.approx(-15_000)
 
 
+def test_a_failure_of_the_makers_last_writes_is_on_the_last_decision() -> None:
+    """A maker's ``finish()`` runs once after the last bar, before the metrics: what it
+    could not write lands on the last decision, so the run's summary says it."""
+
+    class Finishing(ScriptedMaker):
+        finished = 0
+
+        def finish(self) -> list[str]:
+            self.finished += 1
+            return ["write outcomes: StoreError: the store is gone"]
+
+    maker = Finishing({})
+    ohlcv = synthetic_ohlcv([(100, 100)] * 4)
+    result = run_backtest(ohlcv, maker, settings=FREE, trader_id="t", start=None, end=None)
+    assert maker.finished == 1
+    assert [r.memory_errors for r in result.decisions] == [[], [], [], [
+        "write outcomes: StoreError: the store is gone"
+    ]]  # fmt: skip
+    assert result.metrics.memory_error_decisions == 1
+    assert "the memory failed at 1 of 4 decisions" in str(run_warning(result.metrics, min_share=1))
+
+
 def test_progress_is_reported_for_every_bar() -> None:
     ohlcv = synthetic_ohlcv([(100, 100)] * 4)
     seen: list[tuple[int, int]] = []
