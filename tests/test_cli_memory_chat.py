@@ -191,6 +191,14 @@ def test_reader_skips_a_bom_blank_lines_and_unknown_keys(tmp_path: Path) -> None
                 "twice": "'id' appears twice", "broken": "not a JSON object"}[name] in str(
             err.value
         )  # fmt: skip
+    # ISO-8601's basic format is a time too; a line that is not UTF-8 is named by number
+    basic = json.dumps(json.loads(CHAT[1]) | {"time": "20250301T090000Z"})
+    chat.write_text(CHAT[0] + "\n" + basic + "\n")
+    second = _read_jsonl(chat, ChatMessage, times=("time",))[1][1]
+    assert second.time == datetime(2025, 3, 1, 9, tzinfo=UTC)
+    chat.write_bytes(CHAT[0].encode() + b"\n" + CHAT[1].encode() + b"\n\xff\xfe{}\n")
+    with pytest.raises(DataError, match=r"chat.jsonl: line 3: not UTF-8 \(byte 1 of the line\)"):
+        _read_jsonl(chat, ChatMessage, times=("time",))
 
 
 def test_a_file_at_odds_with_the_store_is_refused_and_a_bad_recall_is_one_line(

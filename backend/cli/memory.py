@@ -3,6 +3,8 @@ recall from it."""
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import json
 import re
 import sys
@@ -87,6 +89,8 @@ class _Query(FrozenModel):
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 """The date an ISO-8601 time begins with (pydantic would read ``"1740819600"`` as epoch
 seconds)."""
+_ISO_BASIC = re.compile(r"\d{8}T\d{4}")
+"""ISO-8601's basic format (``20250301T090000Z``), read by ``datetime.fromisoformat``."""
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -109,12 +113,18 @@ def _read_jsonl(
     (a ``\r`` before it is dropped). Raises :class:`DataError` naming the file,
     line and field of the first bad line."""
     try:
-        # JSON lines end at "\n" only: a text may hold U+2028 and other line separators
-        lines = [
-            line.removesuffix("\r") for line in path.read_text(encoding="utf-8-sig").split("\n")
-        ]
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
+    lines: list[str] = []
+    # JSON lines end at "\n" only: a text may hold U+2028 and other line separators
+    for number, chunk in enumerate(raw.split(b"\n"), start=1):
+        try:
+            lines.append(chunk.decode("utf-8").removesuffix("\r"))
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path}: line {number}: not UTF-8 (byte {exc.start + 1} of the line)"
+            ) from None
     known = set(model.model_fields)
     out: list[tuple[int, _Line]] = []
     for number, line in enumerate(lines, start=1):
@@ -128,6 +138,11 @@ def _read_jsonl(
             raise DataError(f"{path}: line {number}: not a JSON object")
         for name in times:
             value = obj.get(name)
+            if isinstance(value, str) and _ISO_BASIC.match(value):
+                # the basic format as its extended form (pydantic reads that); a bad one
+                # is refused below
+                with contextlib.suppress(ValueError):
+                    obj[name] = value = datetime.fromisoformat(value).isoformat()
             if value is not None and not (isinstance(value, str) and _ISO_DATE.match(value)):
                 raise DataError(f"{path}: line {number}: {name}: expected an ISO-8601 string")
         try:
