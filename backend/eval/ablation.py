@@ -296,7 +296,9 @@ class AblationOutcome:
     def to_dict(self) -> dict[str, Any]:
         """``{"runs": [WindowRun dicts], "summary": pair -> timeframe -> mode|buy_and_hold
         -> ChainedMetrics dict, "comparison": pair -> timeframe -> "<mode>_vs_off" ->
-        ModeComparison dict, "skipped", "modes", "windows", "trader"}``."""
+        ModeComparison dict, "skipped", "modes", "windows", "trader"}``. ``windows`` are
+        the walk-forward windows as requested; a run's ``window_end`` is its window cut at
+        the end of its pair's data (pairs may end at different times)."""
         summary = summarize(self.outputs)
         return {
             "runs": [o.run.model_dump(mode="json") for o in self.outputs],
