@@ -56,7 +56,8 @@ PriceSeries = tuple[pd.Series, int]
 def protected_ids(states: Iterable[PaperState], trader_id: str) -> set[str]:
     """Episode ids the paper runs of ``trader_id`` still need: the decision that opened
     the open position, the pending order's decision, and every episode whose outcome
-    (or closed trade) the run's memory writer has not written yet."""
+    (or closed trade) the run's memory writer has not written yet: due, worked out but
+    queued for its next write, or waiting in its buffer."""
     out: set[str] = set()
     for state in states:
         if state.trader_id != trader_id:
@@ -68,6 +69,7 @@ def protected_ids(states: Iterable[PaperState], trader_id: str) -> set[str]:
         writer = state.manager.writer if state.manager is not None else None
         if writer is not None:
             out.update(d.episode_id for d in writer.due)
+            out.update(episode_id for episode_id, _ in writer.queued)  # worked out, unsaved
             out.update(e.id for e in writer.buffer)
             out.update(writer.absorbed)
             out.update(t.entry_decision for t in writer.trades if t.entry_decision)

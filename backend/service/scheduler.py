@@ -296,7 +296,10 @@ def start_service(
 def _stored_jobs(url: str) -> dict[str, Job]:
     """The jobs in the store (read without a running scheduler); ``{}`` when the store is
     a SQLite file that does not exist yet (nothing is created then)."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"scheduler.jobstore_url: not a SQLAlchemy URL: {url!r}") from None
     database = parsed.database
     is_file_db = parsed.drivername.startswith("sqlite") and database not in (None, "", ":memory:")
     if is_file_db and not Path(str(database)).is_file():

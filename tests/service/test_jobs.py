@@ -224,3 +224,24 @@ def test_a_paper_step_past_until_decides_nothing(
     }
     after = runtime_for(config).db().paper_state(second["result"]["run_id"])
     assert after == state
+
+
+def test_an_outcome_a_paper_run_has_worked_out_but_not_written_is_protected() -> None:
+    """Pruning and the outcomes job leave alone every episode a paper run still needs,
+    including one whose outcome it queued for its next write (it had been pruned, and the
+    paper run's outcome then failed; or resolved twice, once by each)."""
+    from backend.agents._manager_state import ManagerState
+    from backend.agents._writer_state import WriterState
+    from backend.memory.models import Outcome
+    from backend.service.consolidation import protected_ids
+
+    at = datetime(2022, 5, 2, tzinfo=UTC)
+    outcome = Outcome(horizon="24h", market_return=-0.01, resolved_at=at)
+    writer = WriterState(queued=[("ep-queued", outcome)])
+    state = PaperState(
+        run_id="r", exchange="binance", pair="BTC/USDT", timeframe="1h", trader_id=TRADER,
+        clock="replay", broker=PaperBrokerState(cash=10_000.0),
+        manager=ManagerState(writer=writer),
+    )  # fmt: skip
+    assert protected_ids([state], TRADER) == {"ep-queued"}
+    assert protected_ids([state], "someone else") == set()

@@ -197,3 +197,12 @@ def test_overlapping_runs_are_skipped_on_an_accelerated_clock(
     for before, after in itertools.pairwise(steps):
         assert after["start"] >= before["end"]  # never two at once
     assert skipped and set(skipped) == {"sim-clock"}
+
+
+def test_a_jobstore_url_that_is_not_one_is_a_config_error() -> None:
+    """``sentinel scheduler jobs`` reads the stored jobs without a scheduler: a bad URL
+    is the usual one-line error (exit 2), not an internal one."""
+    from backend.service.scheduler import _stored_jobs
+
+    with pytest.raises(ConfigError, match=r"scheduler\.jobstore_url: not a SQLAlchemy URL"):
+        _stored_jobs("not a url")
