@@ -65,11 +65,14 @@ def read_text(path: Path) -> str:
         ) from None
 
 
-def read_csv_table(path: Path, *, required: Sequence[str], exact: bool = False) -> CsvTable:
+def read_csv_table(
+    path: Path, *, required: Sequence[str], exact: bool = False, allow_empty: bool = False
+) -> CsvTable:
     """Parse a CSV file into strings, checking the header.
 
     ``required`` columns must all be present (``exact``: and no others). Blank lines are
-    skipped. Raises DataError for an empty file, a header without rows, missing or
+    skipped. Raises DataError for an empty file, a header without rows (unless
+    ``allow_empty``: an export with no rows yet is then an empty table), missing or
     unexpected columns (named) or a line with too many fields (with its line number).
     """
     text = read_text(path)
@@ -116,7 +119,7 @@ def read_csv_table(path: Path, *, required: Sequence[str], exact: bool = False) 
     if blank.any():
         frame = frame.loc[~blank].reset_index(drop=True)
         lines = lines[~blank]
-    if frame.empty:
+    if frame.empty and not allow_empty:
         raise DataError("header but no data rows", path=path, row=2)
     return CsvTable(path=path, frame=frame, lines=lines)
 

@@ -74,7 +74,9 @@ FILL_COLUMNS: tuple[str, ...] = tuple(Fill.model_fields)
 """Columns of :func:`fills_to_frame`, in order (the :class:`Fill` field names)."""
 
 
-def load_hyperliquid_fills(path: str | Path, *, source: str = "hyperliquid") -> list[Fill]:
+def load_hyperliquid_fills(
+    path: str | Path, *, source: str = "hyperliquid", allow_empty: bool = False
+) -> list[Fill]:
     """Import a Hyperliquid fills CSV export, one :class:`Fill` per row, sorted by time
     (stable: fills of the same minute keep their file order).
 
@@ -92,12 +94,15 @@ def load_hyperliquid_fills(path: str | Path, *, source: str = "hyperliquid") -> 
     reader does with exact duplicate rows.
 
     Raises DataError (file, row = 1-based line with header = 1, field) for an unreadable or
-    empty file, missing columns, an empty required cell, an unparseable ``Timestamp IST``,
+    empty file, a header without rows (unless ``allow_empty``: ``[]``, an export with no
+    fills yet), missing columns, an empty required cell, an unparseable ``Timestamp IST``,
     a non-numeric or non-finite number, price or size <= 0, an unknown ``Side`` or
     ``Crossed`` value, or an ``Order ID`` mangled into scientific notation.
     """
     file = Path(path)
-    table = read_csv_table(file, required=HYPERLIQUID_COLUMNS)
+    table = read_csv_table(file, required=HYPERLIQUID_COLUMNS, allow_empty=allow_empty)
+    if table.frame.empty:
+        return []
     cells = table.frame
     require_non_empty(table, ["Account", "Coin", "Side", "Timestamp IST", "Direction"])
 

@@ -136,7 +136,7 @@ def refresh_persona_job(
     cursor_ms = int(stored) if stored is not None else None
     if job.source == "file":
         path = job.fills_path or settings.data.fills_path
-        fills = load_hyperliquid_fills(path)
+        fills = load_hyperliquid_fills(path, allow_empty=True)  # an export with no fills yet
         source = f"file:{path}"
     else:
         if exchange is None:

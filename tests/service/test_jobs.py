@@ -245,3 +245,21 @@ def test_an_outcome_a_paper_run_has_worked_out_but_not_written_is_protected() ->
     )  # fmt: skip
     assert protected_ids([state], TRADER) == {"ep-queued"}
     assert protected_ids([state], "someone else") == set()
+
+
+def test_an_export_with_no_fills_yet_is_a_refresh_with_nothing_new(
+    make_config: ConfigFactory, shared_data: Path, tmp_path: Path
+) -> None:
+    """A header-only export (the trader has not traded yet) is not an error of every
+    run; the data loader itself still refuses one by default."""
+    from backend.errors import DataError
+
+    fills_file = tmp_path / "export.csv"
+    export = shared_data / "trades" / "hyperliquid_fills.csv"
+    assert write_fills(export, fills_file, trader=TRADER, rows=slice(0, 0)) == 0
+    job = {"trader_id": TRADER, "fills_path": str(fills_file), "trigger": {"interval_s": 60}}
+    config = str(make_config("persona", scheduler={"persona_refresh": [job]}))
+    result = persona_refresh(config, TRADER, NOW)["result"]
+    assert result["fills_new"] == 0 and result["version_after"] == result["version_before"] == 0
+    with pytest.raises(DataError, match="header but no data rows"):
+        load_hyperliquid_fills(fills_file)
