@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +55,17 @@ class PaperJob(_Section):
     """ccxt id; default ``exchange.id``."""
 
     _pair = field_validator("pair")(normalize_pair)
+
+    @field_validator("timeframe")
+    @classmethod
+    def _fixed_length(cls, value: str) -> str:
+        """A candle length paper trading can step (``1s`` .. ``1w``), refused when the
+        config loads, not when the job first runs."""
+        if not re.fullmatch(r"[1-9]\d*[smhdw]", value):
+            raise ValueError(
+                f"paper trading needs a fixed-length timeframe (e.g. 1h), got {value!r}"
+            )
+        return value
 
 
 DEMO_TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"

@@ -30,3 +30,6 @@ def test_a_scheduled_paper_job_names_the_run_sentinel_paper_names() -> None:
     assert PaperJob(pair="BTCUSDT").pair == PaperJob(pair="btc/usdt").pair == "BTC/USDT"
     with pytest.raises(ValidationError, match="is not a pair"):
         PaperJob(pair="BTC")
+    with pytest.raises(ValidationError, match="fixed-length timeframe"):
+        PaperJob(pair="BTC/USDT", timeframe="1M")  # a month has no fixed length
+    assert PaperJob(pair="BTC/USDT", timeframe="15m").timeframe == "15m"
