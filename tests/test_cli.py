@@ -137,6 +137,17 @@ def test_data_download_through_loopback_binance(
         "--json",
     )
     assert json.loads(check.stdout)["rows"] == 336
+    # a pair in another spelling is the same file; a bad --format is refused before any
+    # request (the loopback exchange would have answered)
+    other = run("data", "check", "--pair", "btcusdt", "--timeframe", "1h",
+                "--data-dir", str(tmp_path), "--json")  # fmt: skip
+    assert json.loads(other.stdout)["rows"] == 336
+    bad = run("data", "download", "--exchange", "binance", "--pair", "BTC/USDT",
+              "--timeframe", "1h", "--since", "2024-01-01", "--until", "2024-01-02",
+              "--data-dir", str(tmp_path / "never"), "--api-url", binance_loopback,
+              "--format", "xls")  # fmt: skip
+    assert bad.returncode == 2 and "unknown OHLCV format 'xls'" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
 
 
 @pytest.mark.slow

@@ -113,6 +113,12 @@ def test_import_then_recall_follows_the_contract(store_dir: Path, tmp_path: Path
         assert 0 < len(row["message_ids"]) <= 2 == len(set(row["message_ids"]))
         assert 0 < row["tokens"] <= 1500
     assert rows[0]["message_ids"][0] == "c1"
+    # without --json, ids are printed as they are, never read as rich markup
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text(json.dumps(asked[0] | {"id": "q2 [/oops] [red]x"}) + "\n")
+    code, out = _invoke("memory", "recall", "--trader", TRADER, "--queries", str(odd),
+                        "--top-k", "2", "--store-path", str(store_dir))  # fmt: skip
+    assert code == 0 and out.startswith("q2 [/oops] [red]x: c1"), out
     assert "c4" not in rows[1]["message_ids"]  # said after q2's as_of: never seen
     # the tokens are those of the context an answering model gets: the best
     # memory.conversation.context_messages messages (whatever --top-k) rendered by the
