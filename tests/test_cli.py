@@ -82,6 +82,29 @@ def test_bad_config_value_fails_at_start_naming_the_key(tmp_path: Path) -> None:
     assert "store.mode" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_data_check_reads_its_config(tmp_path: Path) -> None:
+    """``data check`` reads no setting, yet a bad ``--config`` is refused (one line, exit
+    2) as by every other command, instead of being ignored; a good one checks the file."""
+    (tmp_path / "BTC_USDT-1h.csv").write_text(
+        "date,open,high,low,close,volume\n"
+        "2024-01-01T00:00:00Z,1,2,0.5,1.5,10\n"
+        "2024-01-01T01:00:00Z,1.5,2,1,1.8,12\n"
+    )
+    check = ("data", "check", "--pair", "BTC/USDT", "--timeframe", "1h",
+             "--data-dir", str(tmp_path), "--json")  # fmt: skip
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("store:\n  mode: cloud\n", encoding="utf-8")
+    refused = run("--config", str(bad), *check)
+    assert (refused.returncode, refused.stdout) == (2, ""), refused.stdout
+    lines = refused.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sentinel: error:") and "store.mode" in lines[0]
+    good = tmp_path / "good.yaml"
+    good.write_text("store:\n  mode: embedded\n", encoding="utf-8")
+    checked = run("--config", str(good), *check)
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["rows"] == 2
+
+
 def test_damaged_file_names_file_and_row(tmp_path: Path) -> None:
     (tmp_path / "BTC_USDT-1h.csv").write_text(
         "date,open,high,low,close,volume\n"
@@ -224,6 +247,28 @@ def test_memory_search_reads_a_store(tmp_path: Path) -> None:
     assert missing.stderr.strip() == (
         f"sentinel: error: no memory store at {tmp_path / 'unmade'} (store.path); give --store-path"
     )
+
+
+def test_memory_search_prints_stored_markup_as_it_is(tmp_path: Path) -> None:
+    """Without --json, a stored text is printed as it is, never read as rich markup (a
+    stray closing tag had ended the command with an internal error)."""
+    from datetime import UTC, datetime
+
+    from backend.config import StoreSettings
+    from backend.embeddings import HashingEmbedder
+    from backend.storage import MemoryRecord, open_store
+
+    text = "Celsius [/oops] [red]halts"
+    store = open_store(StoreSettings(path=tmp_path / "khala"), HashingEmbedder())
+    at = datetime(2022, 6, 13, tzinfo=UTC)
+    record = MemoryRecord(id="n1", trader_id="alice", created_at=at, kind="news", text=text)
+    store.upsert("alice", [record], as_of=at)
+    store.close()
+    result = run("memory", "search", "--trader", "alice", "--query", "celsius", "--method",
+                 "bm25", "--as-of", "2022-06-14", "--store-path", str(tmp_path / "khala"),
+                 env={"SENTINEL_EMBEDDING__PROVIDER": "hashing", "COLUMNS": "200"})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert text in result.stdout, result.stdout
 
 
 def test_store_path_layouts_are_recognised(tmp_path: Path) -> None:

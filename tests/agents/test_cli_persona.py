@@ -104,3 +104,25 @@ def test_table_output(app: typer.Typer, fills_path: Path) -> None:
     assert result.exit_code == 0, result.output
     for needle in ("preferred_assets", "ETH, SOL", "long_share", "risk_tolerance", "v1"):
         assert needle in result.stdout
+
+
+def test_table_prints_markup_in_the_fills_as_it_is(
+    app: typer.Typer, fills_path: Path, tmp_path: Path
+) -> None:
+    """Coins are the export's text, never rich markup: ``[bold]X`` is printed as it is
+    (a closing tag cannot be one: ``/`` ends a coin's base asset)."""
+    rows = fills_path.read_text(encoding="utf-8").splitlines()
+    mine = [row for row in rows[1:] if row.startswith(ALTS_SPOT + ",")][:40]
+    odd = []
+    for i, row in enumerate(mine):
+        cells = row.split(",")
+        cells[1] = ("[bold]X", "[i]Y")[i % 2]  # Coin
+        odd.append(",".join(cells))
+    export = tmp_path / "odd_fills.csv"
+    export.write_text("\n".join([rows[0], *odd]) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["persona", "show", "--trader", ALTS_SPOT, "--fills", str(export)]
+    )
+    assert result.exit_code == 0, result.output
+    for coin in ("[bold]X", "[i]Y"):
+        assert coin in result.stdout, result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from backend.config import Settings, load_settings
 from backend.data import OHLCVFrame
 from backend.errors import ConfigError, DataError
 from tests.backtest._makers import SmaCrossMaker
+from tests.sentinel_cli import sentinel
 
 CONTRACT_KEYS = {"total_return", "sharpe", "max_drawdown", "n_trades", "n_decisions"}
 RUN_FILES = ("metrics.json", "trades.csv", "decisions.jsonl", "report.html")
@@ -222,3 +224,15 @@ def test_missing_news_files_are_said_and_recorded(
     ]  # fmt: skip
     found = news_inputs(shared_data, cfg)
     assert all(found.values()) and Path(str(found["headlines"])).is_file()
+
+
+def test_an_unknown_policy_is_one_line_on_stderr_and_exit_2(tmp_path: Path) -> None:
+    """The real command: its error is the only output, one line (the progress bar, never
+    started, had printed an empty line before it)."""
+    done = subprocess.run(
+        [sentinel(), "backtest", *ARGS, "--policy", "foo", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "sentinel: error: --policy: expected rule or llm, got 'foo'\n"
+    assert not (tmp_path / "run").exists()

@@ -14,6 +14,7 @@ from backend.agents.memory._persona_store import LEDGER_KIND
 from backend.data import Fill, fills_to_frame
 from backend.errors import LookAheadError
 from backend.memory.models import PersonaProfile
+from backend.types import END_OF_TIME
 from tests.agents.conftest import ALTS_SPOT, BTC_LONG_HF, ETH_SOL_SHORT, TRADERS
 from tests.conftest import StoreFactory
 
@@ -178,3 +179,39 @@ def test_persona_is_recallable_and_rendered(
         filters={"kind": "persona"},
     )
     assert hits and hits[0].record.metadata["version"] in (1, 2)
+
+
+def test_only_the_current_ledger_generation_stays_decoded(
+    make_store: StoreFactory, by_trader: dict[str, list[Fill]]
+) -> None:
+    """A daily refresh that rebuilds from the whole export writes a new ledger generation
+    each time; the manager's decoded ledger chunks are those of the current generation
+    only (a long-running scheduler had kept every day's ledger), and dropping a trader's
+    old generations leaves another trader's chunks alone."""
+    store = make_store()
+    manager = PersonaManager(store)
+
+    def ledger_ids(trader: str) -> dict[int, set[str]]:
+        chunks = store.scan(trader, as_of=END_OF_TIME, filters={"kind": LEDGER_KIND})
+        out: dict[int, set[str]] = {}
+        for record in chunks:
+            out.setdefault(int(record.metadata["generation"]), set()).add(record.id)
+        return out
+
+    def decoded(trader: str) -> set[str]:
+        return {key[1] for key in manager._chunks if key[0] == trader}
+
+    other = by_trader[BTC_LONG_HF][:200]
+    manager.build_from_fills(BTC_LONG_HF, other, as_of=other[-1].datetime)
+    manager.update_from_fills(BTC_LONG_HF, other[-1:], as_of=other[-1].datetime)  # a read
+    assert decoded(BTC_LONG_HF) == ledger_ids(BTC_LONG_HF)[1]
+
+    fills = by_trader[ALTS_SPOT]
+    for cut in (len(fills) // 4, len(fills) // 2, len(fills) * 3 // 4, len(fills)):
+        manager.build_from_fills(ALTS_SPOT, fills[:cut], as_of=fills[cut - 1].datetime)
+    # the next refresh reads the ledger (nothing new: it writes nothing)
+    manager.update_from_fills(ALTS_SPOT, fills[-1:], as_of=fills[-1].datetime)
+    generations = ledger_ids(ALTS_SPOT)
+    assert sorted(generations) == [1, 2, 3, 4]
+    assert decoded(ALTS_SPOT) == generations[4], "older ledger generations are still cached"
+    assert decoded(BTC_LONG_HF) == ledger_ids(BTC_LONG_HF)[1]
