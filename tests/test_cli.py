@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -60,7 +61,28 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         "--data-dir",
         str(tmp_path),
     )
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert debug.returncode == 2 and "Traceback" in debug.stderr  # still a user error
+    assert debug.stderr.splitlines()[-1] == lines[0]
+
+
+@pytest.mark.data
+def test_ctrl_c_is_said_and_exits_130(tmp_path: Path, shared_data: Path) -> None:
+    """An interrupted command must not read as a success to the script that ran it:
+    typer (not standalone) returns Ctrl-C as the code 130 instead of raising, and that
+    code had been dropped (exit 0, nothing said). The demo is interrupted once it has
+    printed its first line: inside the command, not while Python starts."""
+    proc = subprocess.Popen(
+        [str(SENTINEL), "demo", "--data-dir", str(shared_data), "--store-path", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline(), "the demo printed nothing"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.splitlines()[-1] == "sentinel: aborted" and "Traceback" not in err
 
 
 def test_mistyped_command_or_option_gets_the_usage_and_exit_2() -> None:

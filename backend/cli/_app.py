@@ -2,15 +2,17 @@
 
 Only this module (with its sub-apps) and the scheduler's jobs read the clock; everything
 below it takes ``as_of`` as an argument. Errors of the package (:class:`SentinelError`)
-print one line on stderr and exit with status 2; ``--debug`` shows the traceback instead.
+print one line on stderr and exit with status 2 (``--debug``: the traceback first); Ctrl-C
+prints ``sentinel: aborted`` and exits with status 130.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -86,18 +88,21 @@ def demo(
 
 
 def main() -> None:
-    """Console entry point: runs :data:`app`, turning errors into one line and exit 2."""
+    """Console entry point: runs :data:`app`, turning errors into one line and exit 2
+    (``--debug``: the traceback, then exit 2), an interrupt (Ctrl-C) into ``sentinel:
+    aborted`` and exit 130, and a bug into one line and exit 1 (``--debug``: the
+    traceback)."""
     debug = "--debug" in sys.argv[1:]
     try:
-        app(standalone_mode=False)
+        # not standalone: typer *returns* the code of an exit (Ctrl-C is Exit(130))
+        code = app(standalone_mode=False)
     except SentinelError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         print(f"sentinel: error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(2)
-    except typer.Abort:
-        print("sentinel: aborted", file=sys.stderr)
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):  # Abort: end of input at a prompt
+        _aborted()
     except typer.TyperException as exc:  # typer's own click: a mistyped command or option
         show = getattr(exc, "show", None)
         if callable(show):
@@ -114,3 +119,16 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+    if code == _INTERRUPTED:
+        _aborted()
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        sys.exit(code)
+
+
+_INTERRUPTED = 130
+"""The exit status of a command interrupted by Ctrl-C (128 + SIGINT), as a shell's."""
+
+
+def _aborted() -> NoReturn:
+    print("sentinel: aborted", file=sys.stderr)
+    sys.exit(_INTERRUPTED)
