@@ -37,10 +37,10 @@ else a ConfigError) make every run that trader's agent; a trader without fills i
 file is a DataError naming the file; so is a pair without candles in any window
 (before anything runs). ``--modes`` repeated count once. The JSON's ``news`` names the
 headline and Fear & Greed files the runs read (None, and a warning on stderr, for a
-missing one), ``policy`` the agent's policy, and ``warnings`` one line per window before the
-trader's first fill (its persona is the seed note alone) and per run whose chat model
-answered too few decisions or whose memory failed (``run_warning``), also printed after
-the table. A table of the headline numbers goes to stdout.
+missing one), ``policy`` the agent's policy, and ``warnings`` one line per window the
+trader's fills do not cover (:func:`backend.eval.ablation.fills_span_warnings`) and per
+run whose chat model answered too few decisions or whose memory failed
+(``run_warning``), also printed after the table. A table of the headline numbers goes to stdout.
 """
 
 from __future__ import annotations
@@ -271,7 +271,13 @@ def ablation(
     from backend.backtest.metrics import run_warning
     from backend.data import find_ohlcv_file, read_ohlcv_file
     from backend.embeddings import build_embedder
-    from backend.eval.ablation import MODES, load_trader_fills, run_ablation, walk_forward_windows
+    from backend.eval.ablation import (
+        MODES,
+        fills_span_warnings,
+        load_trader_fills,
+        run_ablation,
+        walk_forward_windows,
+    )
     from backend.eval.ablation_report import write_ablation_html
     from backend.eval.models import AblationMode, WindowRun
 
@@ -335,13 +341,9 @@ def ablation(
     if fills is not None:
         result["fills_path"] = str(fills)
     result["policy"] = cfg.agent.policy
-    first_fill = min((f.datetime for f in trader_fills), default=None)
-    result["warnings"] = warnings = [
-        f"window {a:%Y-%m-%d}: no fill of {trader_id} before its end {b:%Y-%m-%d}, so its "
-        "persona is the seed note alone (use windows inside the fills' span)"
-        for a, b in windows
-        if trader_id is not None and (first_fill is None or first_fill >= b)
-    ] + [
+    result["warnings"] = warnings = (
+        fills_span_warnings(trader_id, trader_fills, windows) if trader_id is not None else []
+    ) + [
         f"{r.pair} {r.timeframe} {r.window_start:%Y-%m-%d} {r.mode}: {said}"
         for r in (o.run for o in outcome.outputs)
         if (said := run_warning(r.metrics, min_share=cfg.llm.min_answered_share))

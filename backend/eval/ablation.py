@@ -71,6 +71,7 @@ __all__ = [
     "ContextProbe",
     "RunOutput",
     "chain",
+    "fills_span_warnings",
     "load_trader_fills",
     "reference_profile",
     "run_ablation",
@@ -142,6 +143,39 @@ def load_trader_fills(path: Path, trader: str) -> tuple[str, list[Fill]]:
         what = "no fills" if not chosen else f"{len(chosen)} traders match"
         raise DataError(f"{what} for trader {trader!r} (traders: {', '.join(ids)})", path=path)
     return chosen[0], [f for f in fills if f.trader_id == chosen[0]]
+
+
+def fills_span_warnings(
+    trader_id: str, fills: Sequence[Fill], windows: Sequence[tuple[datetime, datetime]]
+) -> list[str]:
+    """One line per walk-forward window that the trader's fills do not cover: a window
+    that ends before the first fill (its persona is the seed note alone), one the first
+    fill falls inside (the seed note alone until then), and one that starts after the
+    last fill (the persona stays as of the last fill). ``fills``: that trader's, any
+    order; ``windows``: ``(start, end)`` UTC. Pure: the CLI prints and records them."""
+    if not fills:
+        return [f"no fill of {trader_id}: every window's persona is the seed note alone"]
+    first = min(f.datetime for f in fills)
+    last = max(f.datetime for f in fills)
+    out = []
+    for a, b in windows:
+        if first >= b:
+            out.append(
+                f"window {a:%Y-%m-%d}: no fill of {trader_id} before its end {b:%Y-%m-%d}, "
+                "so its persona is the seed note alone (use windows inside the fills' span, "
+                f"{first:%Y-%m-%d}..{last:%Y-%m-%d})"
+            )
+        elif first > a:
+            out.append(
+                f"window {a:%Y-%m-%d}: the first fill of {trader_id} is on {first:%Y-%m-%d}, "
+                f"{(first - a).days} days into it; until then its persona is the seed note alone"
+            )
+        elif last < a:
+            out.append(
+                f"window {a:%Y-%m-%d}: starts after the last fill of {trader_id} "
+                f"({last:%Y-%m-%d}); its persona is the one known then"
+            )
+    return out
 
 
 def reference_profile(

@@ -23,7 +23,15 @@ from backend.config import load_settings
 from backend.data import OHLCVFrame, find_ohlcv_file, load_ohlcv, read_ohlcv_file
 from backend.embeddings import CachedEmbedder, MiniLMEmbedder
 from backend.errors import ConfigError, DataError
-from backend.eval.ablation import MODES, RunOutput, chain, run_window, walk_forward_windows
+from backend.eval.ablation import (
+    MODES,
+    RunOutput,
+    chain,
+    fills_span_warnings,
+    load_trader_fills,
+    run_window,
+    walk_forward_windows,
+)
 from backend.eval.ablation_summary import chain_curves, paired_bootstrap
 from tests.llm.chat_server import start_chat_server
 from tests.sentinel_cli import sentinel
@@ -287,6 +295,28 @@ def test_a_chat_model_that_never_answers_is_loud_in_the_summary_and_the_page(
 TRADER_ETH_SOL = "0x083384f897ee0f19899168e3b1bec365f52a9012"
 
 
+@pytest.mark.data
+def test_windows_the_fills_do_not_cover_are_said(shared_data: Path) -> None:
+    """The ETH/SOL trader's fills run 2024-11-11 .. 2025-02-03: monthly windows from
+    October 2024 to April 2025 are said where the persona is the seed note alone (all of
+    October, the start of November) or stays as of the last fill (March); the months
+    the fills cover, and February (the last fill inside it), are not."""
+    trader, fills = load_trader_fills(shared_data / "trades" / "hyperliquid_fills.csv", "0x083384")
+    windows = walk_forward_windows(
+        datetime(2024, 10, 1, tzinfo=UTC), datetime(2025, 4, 1, tzinfo=UTC), months=1
+    )
+    said = fills_span_warnings(trader, fills, windows)
+    assert [line.split(":")[0] for line in said] == [
+        "window 2024-10-01", "window 2024-11-01", "window 2025-03-01",
+    ]  # fmt: skip
+    assert "seed note alone" in said[0] and "2024-11-11..2025-02-03" in said[0]
+    assert "10 days into it" in said[1]
+    assert "after the last fill" in said[2] and "(2025-02-03)" in said[2]
+    assert fills_span_warnings(trader, [], windows) == [
+        f"no fill of {trader}: every window's persona is the seed note alone"
+    ]
+
+
 @pytest.mark.slow
 def test_cli_with_a_real_trader_scores_persona_alignment(shared_data: Path, tmp_path: Path) -> None:
     """ETH/USDT 4h, Oct and Nov 2024, off and all, as the ETH/SOL trader (fills from
@@ -303,8 +333,11 @@ def test_cli_with_a_real_trader_scores_persona_alignment(shared_data: Path, tmp_
     assert data["complete"] is True and data["trader"] == TRADER_ETH_SOL
     assert data["modes"] == ["off", "all"] and len(data["runs"]) == 4
     assert {r["mode"] for r in data["runs"]} == {"off", "all"}
-    (said,) = data["warnings"]  # October ends before the first fill: said, and printed
-    assert said.startswith("window 2024-10-01: no fill of 0x083384") and said in result.output
+    # October ends before the first fill, November holds it: both said, and printed
+    before, inside = data["warnings"]
+    assert before.startswith("window 2024-10-01: no fill of 0x083384") and before in result.output
+    assert inside.startswith("window 2024-11-01: the first fill of 0x083384")
+    assert "on 2024-11-11, 10 days into it" in inside and inside in result.output
     for run in data["runs"]:
         assert 0 <= run["persona_alignment"] <= 1
         assert all(0 <= v <= 1 for v in run["persona_alignment_parts"].values())
