@@ -257,17 +257,18 @@ def test_only_the_named_speaker_is_read_as_the_trader(tmp_path: Path) -> None:
     ]:
         code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
                             "--store-path", str(tmp_path / run), *extra)  # fmt: skip
-        assert code == 0, out
+        assert code == 0 and f"recorded 2 messages of {TRADER} (" in out, out
         assert ("2 speakers besides the agent (coach, trader)" in out) is warned, out
         cfg = load_settings().with_store_dir(tmp_path / run)
         with build_memory_system(cfg.model_copy(update={"llm": LLMSettings()})) as system:
             profile = system.persona.get_profile(TRADER, T + timedelta(days=1))
             assert profile is not None
             assert {c.kind for c in profile.constraints()} == kinds
-    # the same file again: nothing new, no warning about the persona
+    # the same file again: nothing new, said so, no warning about the persona
     code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
                         "--store-path", str(tmp_path / "named"), "--speaker", "trader")  # fmt: skip
     assert code == 0 and "warning" not in out, out
+    assert f"nothing new: the 2 messages of {TRADER} were already stored" in out
     code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
                         "--store-path", str(tmp_path / "alice"), "--speaker", "alice")  # fmt: skip
     assert code == 0 and "warning: no message of alice" in out, out

@@ -238,13 +238,18 @@ def memory_import_chat(
                 by_session[-1].append(m)
             else:
                 by_session.append([m])
-        written = events = skipped = 0
+        written = events = skipped = already = 0
         for run in by_session:
             done = system.toolkit.record_messages(trader, run, as_of=run[-1].time)
             written += done.messages
             events += len(done.events)
             skipped += done.persona_skipped
-    print(f"recorded {written} messages of {trader} ({events} conversation events)")
+            already += done.already
+    if already == written:
+        print(f"nothing new: the {written} messages of {trader} were already stored")
+    else:
+        stored = f", {already} of them already stored" if already else ""
+        print(f"recorded {written} messages of {trader}{stored} ({events} conversation events)")
     if skipped:  # stored and recallable, but what they state is not in the persona
         typer.echo(
             f"warning: {skipped} of the trader's messages were said before the persona's "

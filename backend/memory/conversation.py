@@ -104,6 +104,8 @@ class RecordedMessages:
     persona_skipped: int = 0
     """The trader's messages said before the persona's latest version: stored and
     recallable, but not read into the persona (its versions only move forward in time)."""
+    already: int = 0
+    """Of ``messages``, those stored before (a re-import): rewritten in place as they were."""
 
 
 class ConversationMemory:
@@ -192,6 +194,7 @@ class ConversationMemory:
             events=[e.id for e in events] if self.episodic is not None else [],
             persona_changes=changes,
             persona_skipped=skipped,
+            already=sum(1 for m in ordered if m.id in known),
         )
 
     def conflicts(self, trader_id: str, messages: Sequence[ChatMessage]) -> list[tuple[int, str]]:
