@@ -85,7 +85,8 @@ def market_notes(daily: pd.DataFrame, *, pair: str) -> list[MemoryRecord]:
 
 def daily_fill_notes(fills: pd.DataFrame) -> list[MemoryRecord]:
     """One ``trade`` memory per trader, day and symbol: fills, notional (USDC), direction
-    mix and realised PnL, created at the day's last fill."""
+    mix and realised PnL (in words: "realised loss of 1,234 USDC"), created at the day's
+    last fill."""
     out = []
     frame = fills.assign(day=fills["datetime"].dt.floor("D"))
     for (trader, day, symbol), g in frame.groupby(["trader_id", "day", "symbol"], sort=True):
@@ -94,9 +95,13 @@ def daily_fill_notes(fills: pd.DataFrame) -> list[MemoryRecord]:
         dirs = ", ".join(
             f"{n} {str(d).replace('_', ' ')}" for d, n in g["direction"].value_counts().items()
         )
+        if round(pnl) == 0:
+            outcome = "no realised PnL"
+        else:  # in words: a text search finds "loss", not the sign of a number
+            outcome = f"realised {'loss' if pnl < 0 else 'gain'} of {abs(pnl):,.0f} USDC"
         text = (
             f"{day:%Y-%m-%d} {symbol}: {len(g)} fills ({dirs}), notional {notional:,.0f} USDC, "
-            f"realised PnL {pnl:+,.0f} USDC"
+            f"{outcome}"
         )
         out.append(
             MemoryRecord(
@@ -191,13 +196,13 @@ def run_demo(settings: Settings, *, data_dir: Path, console: Console) -> None:
     for trader in sorted(fills["trader_id"].unique()):
         hits = store.search(
             str(trader),
-            "biggest realised loss",
+            "a day with a realised loss",
             as_of=trader_as_of,
             top_k=3,
             method="hybrid",
             filters={"kind": "trade"},
         )
-        _show(console, f"{str(trader)[:10]}… | 'biggest realised loss' (hybrid)", hits)
+        _show(console, f"{str(trader)[:10]}… | 'a day with a realised loss' (hybrid)", hits)
     _hierarchical(settings, store, data_dir=data_dir, headlines=headlines, console=console)
     console.print(f"store: {settings.store.path} (audit: {settings.store.resolved_audit_path})")
     store.close()

@@ -31,6 +31,12 @@ def test_fill_notes_are_per_trader_and_sum_pnl(shared_data: Path) -> None:
     assert {n.trader_id for n in notes} == set(fills["trader_id"].unique())
     total = sum(float(n.metadata["realized_pnl"]) for n in notes)
     assert abs(total - fills["realized_pnl"].fillna(0).sum()) < 1.0
+    # the outcome in words, so that a text search for a loss finds the losing days
+    for n in notes:
+        pnl = float(n.metadata["realized_pnl"])
+        word = "no realised PnL" if round(pnl) == 0 else "loss" if pnl < 0 else "gain"
+        assert word in n.text and ("realised loss" in n.text) is (round(pnl) < 0)
+    assert any("realised loss of" in n.text for n in notes)
 
 
 @pytest.mark.slow
