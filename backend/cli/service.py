@@ -126,6 +126,8 @@ def run_once(
     from backend.service.runtime import close_runtimes
     from backend.service.scheduler import job_specs
 
+    if as_of is not None:
+        as_of = parse_utc(as_of, name="as-of").isoformat()  # a bad one names --as-of
     cfg, config = _config()
     specs = {s.id: s for s in job_specs(cfg, config)}
     spec = specs.get(job_id)

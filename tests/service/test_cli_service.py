@@ -91,6 +91,12 @@ def test_run_once_prints_the_result_and_unknown_jobs_exit_2(
     assert bad.stderr.strip().splitlines() == [
         "sentinel: error: no job 'nope' (known: consolidation, outcomes)"
     ]
+    bad_date = sentinel(
+        "--config", str(config), "scheduler", "run-once", "consolidation", "--as-of", "2024-13-01"
+    )
+    assert bad_date.returncode == 2
+    (said,) = bad_date.stderr.strip().splitlines()  # named as every command names it
+    assert said.startswith("sentinel: error: --as-of: not an ISO-8601 date/time"), said
     cron = make_config("cron", scheduler={"consolidation": {"cron": "61 * * * *"}})
     broken = sentinel("--config", str(cron), "scheduler", "jobs", "--json")
     assert broken.returncode == 2 and "cron '61 * * * *'" in broken.stderr
