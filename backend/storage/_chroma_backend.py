@@ -10,12 +10,26 @@ a CLI beside a server), so the mirror is **validated against the store**: it car
 audit trail's per-trader change count it reflects (``AuditLog.changes``), every read
 compares it with the trail's current count (one primary-key SQLite read, ~3 us
 measured) and rebuilds the mirror from chroma when another process wrote since.
+
+An embedded chroma (``PersistentClient``) has a second in-process copy, its own: each
+process loads a collection's HNSW index once and adds to it only its own writes, so a
+dense search never finds what another process wrote after that (measured with chromadb
+1.5.9: the other process's row is in ``get`` at once, in ``query`` never, whatever the
+wait). The same change count tells: when a read finds the trader's count moved by a
+write that was not this process's, the client is reopened (``reopen``: close, then a new
+``PersistentClient``, which loads the index from disk and the log; 16 ms at 3,000 rows,
+44 ms at 20,000, measured), so the next dense search sees it. Chroma shares one client
+state per path within a process: a reopen refreshes nothing while another client of the
+same path is open in this process (two stores on one path in one process see each
+other's writes anyway). Every chroma call holds the backend's lock, so no thread uses
+a client being closed. A chroma server needs none of this: it holds the one index.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,11 +52,21 @@ class ChromaBackend(VectorBackend):
     shared = True
 
     def __init__(
-        self, client: ClientAPI, *, hnsw: Mapping[str, int], stemmer: Stemmer | None
+        self,
+        client: ClientAPI,
+        *,
+        hnsw: Mapping[str, int],
+        stemmer: Stemmer | None,
+        reopen: Callable[[], ClientAPI] | None = None,
     ) -> None:
         """``hnsw``: chroma's HNSW configuration of new collections (``ef_search``,
-        ``ef_construction``); ``stemmer``: of the BM25 mirror."""
+        ``ef_construction``); ``stemmer``: of the BM25 mirror; ``reopen``: a new client
+        on the same data, for an embedded chroma (module doc; None: a server)."""
         self.client = client
+        self._reopen = reopen
+        self._indexed: dict[str, int] = {}
+        """Collection name -> the change count chroma's in-process index reflects
+        (embedded chroma only: what :meth:`validate` compares to reopen the client)."""
         self._hnsw = {"space": "cosine", **hnsw}
         self._stemmer = stemmer
         self._cols: dict[str, Collection] = {}
@@ -59,12 +83,32 @@ class ChromaBackend(VectorBackend):
     # ----------------------------------------------------------------- collections
 
     def collection(self, name: str) -> Collection:
-        """The chroma collection ``name`` (must exist: :meth:`open` it first)."""
+        """The chroma collection ``name`` (must exist: :meth:`open` it first). Call
+        chroma with it under the backend's lock (module doc)."""
         with self._lock:
             col = self._cols.get(name)
         if col is None:
             raise StoreError(f"chroma collection {name} is not open")
         return col
+
+    def _reopened(self) -> None:
+        """A new client on the same data (module doc), its collections fetched again (one
+        another process dropped is forgotten). Called under the lock."""
+        assert self._reopen is not None
+        close = getattr(self.client, "close", None)  # not in ClientAPI; Client has it
+        if callable(close):
+            with contextlib.suppress(Exception):  # chromadb raises Rust and Python errors
+                close()
+        self.client = self._reopen()
+        names, self._cols = list(self._cols), {}
+        for name in names:
+            try:
+                self._cols[name] = self.client.get_collection(name, embedding_function=None)
+            except NotFoundError:
+                self._mirrors.pop(name, None)
+            except ChromaError as exc:
+                raise StoreError(f"chroma collection {name}: {exc}") from None
+        self._indexed.clear()
 
     def open(self, name: str, *, create: Mapping[str, Any] | None) -> dict[str, Any] | None:
         with self._lock:
@@ -89,7 +133,8 @@ class ChromaBackend(VectorBackend):
 
     def collections(self, prefix: str) -> dict[str, dict[str, Any]]:
         try:
-            found = self.client.list_collections()
+            with self._lock:
+                found = self.client.list_collections()
         except ChromaError as exc:
             raise StoreError(f"chroma: listing collections: {exc}") from None
         return {c.name: dict(c.metadata or {}) for c in found if c.name.startswith(prefix)}
@@ -115,13 +160,13 @@ class ChromaBackend(VectorBackend):
         texts: Sequence[str],
         metas: Sequence[dict[str, Any]],
     ) -> None:
-        col = self.collection(name)
-        col.upsert(
-            ids=list(ids),
-            embeddings=vectors,
-            documents=list(texts),
-            metadatas=list(metas),
-        )
+        with self._lock:
+            self.collection(name).upsert(
+                ids=list(ids),
+                embeddings=vectors,
+                documents=list(texts),
+                metadatas=list(metas),
+            )
         mirror = self._mirror_if_built(name)
         if mirror is not None:
             mirror.put(
@@ -130,14 +175,14 @@ class ChromaBackend(VectorBackend):
             )
 
     def update(self, name: str, ids: Sequence[str], metas: Sequence[dict[str, Any]]) -> None:
-        col = self.collection(name)
         old = self.lookup(name, ids)
         # chroma's update merges metadata: None deletes the keys the new one lacks
         merged = [
             {**{key: None for key in old.get(rid, ("", {}))[1] if key not in meta}, **meta}
             for rid, meta in zip(ids, metas, strict=True)
         ]
-        col.update(ids=list(ids), metadatas=merged)  # type: ignore[arg-type]
+        with self._lock:
+            self.collection(name).update(ids=list(ids), metadatas=merged)  # type: ignore[arg-type]
         mirror = self._mirror_if_built(name)
         if mirror is not None:
             mirror.put(
@@ -147,7 +192,8 @@ class ChromaBackend(VectorBackend):
             )
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
-        self.collection(name).delete(ids=list(ids))
+        with self._lock:
+            self.collection(name).delete(ids=list(ids))
         mirror = self._mirror_if_built(name)
         if mirror is not None:
             mirror.remove(ids)
@@ -158,9 +204,16 @@ class ChromaBackend(VectorBackend):
             held = self._mirrors.get(name)
             if held is not None and held[0] != stamp:
                 del self._mirrors[name]
+            if self._reopen is not None:
+                indexed = self._indexed.get(name)
+                if indexed is not None and indexed != stamp:  # another process wrote
+                    self._reopened()
+                self._indexed[name] = stamp
 
     def written(self, name: str, stamp: int) -> None:
         with self._lock:
+            if self._indexed.get(name) == stamp - 1:  # only this write since: in the index
+                self._indexed[name] = stamp
             held = self._mirrors.get(name)
             if held is None:
                 return
@@ -216,13 +269,16 @@ class ChromaBackend(VectorBackend):
     def rows(
         self, name: str, ids: Sequence[str], *, embeddings: bool = False
     ) -> dict[str, StoredRow]:
-        col = self.collection(name)
         out: dict[str, StoredRow] = {}
         include = ["documents", "metadatas"] + (["embeddings"] if embeddings else [])
         ids = list(ids)
         for start in range(0, len(ids), self.max_batch):
             try:
-                page = col.get(ids=ids[start : start + self.max_batch], include=include)  # type: ignore[arg-type]
+                with self._lock:
+                    page = self.collection(name).get(
+                        ids=ids[start : start + self.max_batch],
+                        include=include,  # type: ignore[arg-type]
+                    )
             except ChromaError as exc:
                 raise StoreError(f"chroma get from {name} failed: {exc}") from None
             embs = page["embeddings"] if embeddings else None
@@ -242,10 +298,11 @@ class ChromaBackend(VectorBackend):
         self, name: str, *, where: Filter, as_of_ts: float
     ) -> list[tuple[str, str, dict[str, Any]]]:
         try:
-            page = self.collection(name).get(
-                where=where.to_chroma(as_of_ts=as_of_ts),
-                include=["documents", "metadatas"],
-            )
+            with self._lock:
+                page = self.collection(name).get(
+                    where=where.to_chroma(as_of_ts=as_of_ts),
+                    include=["documents", "metadatas"],
+                )
         except ChromaError as exc:
             raise StoreError(f"chroma get from {name} failed: {exc}") from None
         return [
@@ -256,11 +313,12 @@ class ChromaBackend(VectorBackend):
         ]
 
     def count(self, name: str, *, as_of_ts: float | None) -> int:
-        col = self.collection(name)
         try:
-            if as_of_ts is None:
-                return int(col.count())
-            page = col.get(where={"created_at_ts": {"$lte": as_of_ts}}, include=[])  # type: ignore[dict-item]
+            with self._lock:
+                col = self.collection(name)
+                if as_of_ts is None:
+                    return int(col.count())
+                page = col.get(where={"created_at_ts": {"$lte": as_of_ts}}, include=[])  # type: ignore[dict-item]
         except ChromaError as exc:
             raise StoreError(f"chroma count of {name} failed: {exc}") from None
         return len(page["ids"])
@@ -269,12 +327,13 @@ class ChromaBackend(VectorBackend):
         self, name: str, vec: np.ndarray, n: int, where: dict[str, Any] | None
     ) -> list[tuple[str, float]]:
         try:
-            res = self.collection(name).query(
-                query_embeddings=vec[None, :],
-                n_results=n,
-                where=where,
-                include=["distances"],
-            )
+            with self._lock:
+                res = self.collection(name).query(
+                    query_embeddings=vec[None, :],
+                    n_results=n,
+                    where=where,
+                    include=["distances"],
+                )
         except ChromaError as exc:
             raise StoreError(f"chroma query of {name} failed: {exc}") from None
         dists = (res["distances"] or [[]])[0]

@@ -63,6 +63,8 @@ def make_backend(settings: StoreSettings) -> VectorBackend:
             "ef_construction": settings.hnsw_ef_construction,
         },
         stemmer=stemmer,
+        # an embedded chroma's index misses other processes' writes until reopened
+        reopen=(lambda: make_chroma_client(settings)) if settings.mode == "embedded" else None,
     )
 
 

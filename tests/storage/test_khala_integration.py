@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from backend.config import StoreSettings
 from backend.embeddings import HashingEmbedder
 from backend.errors import EmbeddingMismatchError, LookAheadError, StoreError, TenantScopeError
 from backend.storage import KhalaStore, MemoryRecord
@@ -441,6 +443,53 @@ def test_reads_see_what_another_process_wrote(make_durable_store: StoreFactory) 
     reader.upsert("alice", [rec(5, text="solana outage postmortem")], as_of=LATER)
     sol = reader.search("alice", "solana", as_of=LATER, method="bm25", top_k=5)
     assert {h.record.id for h in sol} == {"r4", "r5"}
+
+
+_WRITER = """
+import sys
+from datetime import datetime
+from backend.config import StoreSettings
+from backend.config import StoreSettings
+from backend.embeddings import HashingEmbedder
+from backend.storage import MemoryRecord, open_store
+store = open_store(StoreSettings.model_validate_json(sys.argv[1]), HashingEmbedder())
+at = datetime.fromisoformat(sys.argv[3])
+store.upsert("alice", [MemoryRecord(id=sys.argv[2], trader_id="alice", text=sys.argv[4],
+             created_at=at, kind="news")], as_of=at)
+store.close()
+"""
+
+
+def test_dense_search_finds_what_another_process_wrote(shared_store: StoreSettings) -> None:
+    """A real second process (``test_reads_see_what_another_process_wrote`` runs both
+    stores in one process, where they share chroma's client state). An embedded chroma
+    loads a collection's HNSW index once per process and adds only that process's
+    writes: without a reopen, a long-running reader (``sentinel mcp`` beside ``sentinel
+    paper``) never found the other's new rows by dense search, read-only or not."""
+    from backend.storage import open_store
+
+    reader = open_store(shared_store, HashingEmbedder())
+    try:
+        reader.upsert("alice", [rec(0), rec(1)], as_of=LATER)
+        assert reader.search("alice", "luna", as_of=LATER, method="dense")  # index loaded
+
+        def write(rid: str, text: str) -> None:
+            subprocess.run(
+                [sys.executable, "-c", _WRITER, shared_store.model_dump_json(), rid,
+                 (T0 + timedelta(days=30)).isoformat(), text],
+                check=True, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+
+        write("r3", "a brand new memory about the merge")
+        hits = reader.search("alice", "brand new memory merge", as_of=LATER, method="dense")
+        assert hits[0].record.id == "r3", [h.record.id for h in hits]
+        reader.upsert("alice", [rec(5, text="solana outage postmortem")], as_of=LATER)  # own
+        write("r4", "solana validators restart")  # and another's after it
+        top = reader.search("alice", "solana validators restart", as_of=LATER, method="dense")
+        assert top[0].record.id == "r4"
+        assert {h.record.id for h in top[:2]} == {"r4", "r5"}
+    finally:
+        reader.close()
 
 
 def test_memory_stores_are_separate_and_leave_nothing_on_disk(tmp_path: Path) -> None:
