@@ -23,6 +23,7 @@ __all__ = [
     "ChangeAction",
     "Episode",
     "EpisodeType",
+    "EventType",
     "HardConstraint",
     "MarketSnapshot",
     "MemoryContext",
@@ -253,7 +254,7 @@ def _move(ret: float) -> str:
 
 # ------------------------------------------------------------------------ episodic
 
-EpisodeType = Literal[
+EventType = Literal[
     "flash_crash",
     "volatility_spike",
     "large_drawdown",
@@ -262,13 +263,14 @@ EpisodeType = Literal[
     "news_shock",
     "big_win",
     "big_loss",
-    "decision",
-    "context",
-    "conversation",
 ]
-"""``context`` episodes are consolidated working-memory overflow; ``conversation``
-episodes are events the trader told the agent about (a liquidation, a life change, a
-plan: :mod:`backend.memory.conversation`), with the messages as ``sources``."""
+"""The episodes of market and trade events: what a caller records as an event (the
+``record_event`` tool); the other episode types are written by the memory itself."""
+EpisodeType = Literal[EventType, "decision", "context", "conversation"]
+"""``decision`` episodes are the agent's decisions (``record_decision``); ``context``
+episodes are consolidated working-memory overflow; ``conversation`` episodes are events
+the trader told the agent about (a liquidation, a life change, a plan:
+:mod:`backend.memory.conversation`), with the messages as ``sources``."""
 
 
 class AccountState(FrozenModel):

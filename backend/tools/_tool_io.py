@@ -23,6 +23,7 @@ from backend.tools.schemas import ToolArgs
 from backend.types import first_problem
 
 __all__ = [
+    "HIT_TEXT_CHARS",
     "ToolSpec",
     "ToolTable",
     "dispatch_json",
@@ -101,6 +102,20 @@ def profile_json(profile: PersonaProfile | None) -> dict[str, Any] | None:
     }
 
 
+HIT_TEXT_CHARS = 2_000
+"""A message hit's text in a recall reply is cut to this many characters (a message may
+hold 20,000 and its caption 10,000: 50 of them made a 1.5 MB reply). The whole message
+stays in the store; the ``context`` is bounded by the token budget."""
+
+
+def _bounded(text: str) -> dict[str, Any]:
+    """``{"text": text}``, or its first :data:`HIT_TEXT_CHARS` characters with
+    ``"text_truncated": True`` and ``"text_chars"`` (the whole length)."""
+    if len(text) <= HIT_TEXT_CHARS:
+        return {"text": text}
+    return {"text": text[:HIT_TEXT_CHARS], "text_truncated": True, "text_chars": len(text)}
+
+
 def recall_payload(
     ctx: MemoryContext,
     persona: PersonaProfile | None,
@@ -133,7 +148,7 @@ def recall_payload(
             "speaker": r.message.speaker,
             "session": r.message.session,
             "time": r.message.time.isoformat(),
-            "text": r.message.render(),
+            **_bounded(r.message.render()),
             "score": round(r.score, 4),
         }
         for r in ctx.messages[:top_k]

@@ -12,22 +12,31 @@ extra keys, so a call that names ``trader_id`` or ``as_of`` is refused, not igno
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from backend.memory.hierarchical import ALL_TIERS
-from backend.memory.models import EpisodeType, Tier
+from backend.memory.models import EventType, Tier
 from backend.types import Action, normalize_pair
+
+_COIN = re.compile(r"[A-Za-z0-9@._-]+")
+"""A bare coin or an exchange's market id (Hyperliquid's spot ``@107``)."""
 
 
 def _symbol(value: str) -> str:
     """A pair in any spelling as its ccxt symbol (``BTCUSDT`` -> ``BTC/USDT``, as the
-    decision loop stores it); anything else (a bare coin) as given, stripped."""
+    decision loop stores it); a bare coin or market id (letters, digits, ``@._-``) as
+    given, stripped. Anything else (``a/b/c``, spaces, control characters) raises
+    ``ValueError``: a filter no memory can match would answer nothing, quietly."""
     try:
         return normalize_pair(value)
-    except ValueError:
-        return value.strip()
+    except ValueError as exc:
+        coin = value.strip()
+        if _COIN.fullmatch(coin) is None:
+            raise ValueError(f"{exc}; nor a coin (letters, digits and @._- only)") from None
+        return coin
 
 
 Symbol = Annotated[str, Field(min_length=1, max_length=40), AfterValidator(_symbol)]
@@ -110,7 +119,7 @@ class RecordEventArgs(ToolArgs):
     """Remember a salient market event as an episode."""
 
     symbol: Symbol
-    event_type: EpisodeType
+    event_type: EventType
     description: str = Field(min_length=1, max_length=2000)
     importance: float = Field(ge=0.0, le=1.0)
 

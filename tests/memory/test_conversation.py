@@ -28,6 +28,7 @@ from backend.memory.conversation import (
     render_messages,
 )
 from backend.memory.models import ChatMessage
+from backend.tools._tool_io import HIT_TEXT_CHARS
 from tests.conftest import StoreFactory
 
 T = datetime(2024, 5, 1, 9, tzinfo=UTC)
@@ -401,6 +402,17 @@ def test_the_record_message_tool_then_recall_through_the_toolkit(minilm: MiniLME
         assert said[0]["time"] == T.isoformat()  # the first time, kept
         assert found["hits"][-1]["tier"] in ("conversation", "episodic")
         assert "x1" in found["context"]["message_ids"]
+        assert "text_truncated" not in said[0]
+        # a long message's hit is cut (the reply had no bound: 50 of them, 1.5 MB)
+        log = "liquidated on a 50x long, the whole trade log: " + "fill 1.0 @ 100; " * 1_000
+        toolkit.call("record_message", {"text": log, "message_id": "x9"},
+                     trader_id=TRADER, as_of=T + timedelta(hours=2))  # fmt: skip
+        found = toolkit.recall(
+            TRADER, "liquidated trade log", symbol=None, as_of=T + timedelta(hours=3), top_k=3
+        )
+        (long,) = [h for h in found["hits"] if h.get("message_id") == "x9"]
+        assert long["text_truncated"] is True and len(long["text"]) == HIT_TEXT_CHARS
+        assert long["text_chars"] == len("trader: " + log.strip()) > HIT_TEXT_CHARS
 
 
 def test_the_decision_context_quotes_what_the_trader_said(minilm: MiniLMEmbedder) -> None:

@@ -22,8 +22,24 @@ def test_a_symbol_in_any_spelling_of_a_pair_is_the_ccxt_symbol() -> None:
     assert decided.symbol == "BTC/USDT"
     assert RecallArgs(query="q", symbol="BTC").symbol == "BTC"  # a coin stays a coin
     assert RecallArgs(query="q").symbol is None
+    assert RecallArgs(query="q", symbol="@107").symbol == "@107"  # a Hyperliquid spot id
     with pytest.raises(ValidationError):
         RecallArgs(query="q", symbol="")
+    # a filter no memory can match was taken and answered nothing, quietly
+    for bad in ("/", "a/b/c", "NOT A PAIR !!", "btc\nusdt x"):
+        with pytest.raises(ValidationError, match="nor a coin"):
+            RecallArgs(query="q", symbol=bad)
+
+
+def test_an_event_is_a_market_or_trade_event_never_a_type_the_memory_writes() -> None:
+    """``decision`` episodes come from ``record_decision`` (one per symbol and time),
+    ``context`` from working memory, ``conversation`` from the trader's messages: an
+    event recorded as one of them bypassed those rules."""
+    ok = RecordEventArgs(symbol="BTC/USDT", event_type="big_loss", description="d", importance=1)
+    assert ok.event_type == "big_loss"
+    for kind in ("decision", "context", "conversation"):
+        with pytest.raises(ValidationError, match="event_type"):
+            RecordEventArgs(symbol="BTC/USDT", event_type=kind, description="d", importance=1)
 
 
 def test_a_scheduled_paper_job_names_the_run_sentinel_paper_names() -> None:
