@@ -54,6 +54,13 @@ class LLMSettings(_Section):
     parse_retries: int = Field(default=1, ge=0, le=5)
     """Re-asks after an answer that does not parse or fit the schema (the validation
     error is shown to the model); 1 = at most two tries."""
+    breaker_failures: int = Field(default=3, ge=0, le=100)
+    """After this many calls in a row failed at the endpoint (unreachable, timed out,
+    HTTP 408/429/5xx), calls fail at once, without a request, for ``breaker_cooldown_s``;
+    then one call tries again (a circuit breaker: pybreaker). 0 = never. A hung endpoint
+    had cost ``timeout_s`` per call for the whole run (a 24-bar day, ~48 min)."""
+    breaker_cooldown_s: float = Field(default=300.0, gt=0, le=86_400)
+    """How long the breaker stays open before one call tries the endpoint again."""
     min_answered_share: float = Field(default=0.95, ge=0, le=1)
     """A backtest or paper run whose LLM answered fewer than this share of its decisions
     says so in its summary line, ``metrics.json`` and the report."""

@@ -24,6 +24,13 @@ honouring ``Retry-After`` on 429 and retrying 408/409/5xx and connection errors
 HTTP error, truncated or invalid JSON, JSON that breaks the schema, a refusal — ends as
 :class:`LLMResult` with ``value=None`` and a one-line ``error`` (never the API key), so
 callers take their safe default.
+
+A **circuit breaker** (pybreaker) guards the endpoint: after ``llm.breaker_failures``
+calls in a row failed *at the endpoint* (unreachable, timed out, HTTP 408/429/5xx, or a
+structured-output probe that could not reach it), calls fail at once with ``skipped: ...``
+for ``llm.breaker_cooldown_s``, then one call tries the endpoint again. An answer that
+does not fit the schema is the model's fault, not the endpoint's: it does not count.
+The breaker runs one call at a time per client (pybreaker holds its lock during a call).
 """
 
 from __future__ import annotations
@@ -33,15 +40,29 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import instructor
 import openai
+import pybreaker
 from instructor.core.exceptions import IncompleteOutputException, InstructorRetryException
 from instructor.core.hooks import Hooks
 from pydantic import BaseModel, ValidationError
 
 from backend.config import LLMSettings
+from backend.llm._wire import (
+    STRUCTURED_MODES,
+    StructuredMode,
+    api_error,
+    detect_mode,
+    endpoint_fault,
+    first_problem,
+    log_answer,
+    request_extra,
+    structured,
+    usage,
+    warn_once,
+)
 
 __all__ = [
     "STRUCTURED_MODES",
@@ -53,19 +74,9 @@ __all__ = [
     "detect_mode",
 ]
 
-log = logging.getLogger("backend.llm")
 # instructor logs every failed attempt at ERROR; this client reports each failure once.
 logging.getLogger("instructor").setLevel(logging.CRITICAL)
 T = TypeVar("T", bound=BaseModel)
-
-StructuredMode = Literal["json_schema", "json_object", "prompt"]
-STRUCTURED_MODES: tuple[StructuredMode, ...] = ("json_schema", "json_object", "prompt")
-"""The modes, in the order :func:`detect_mode` tries them (most to least enforced)."""
-_INSTRUCTOR_MODE: dict[StructuredMode, instructor.Mode] = {
-    "json_schema": instructor.Mode.JSON_SCHEMA,
-    "json_object": instructor.Mode.JSON,
-    "prompt": instructor.Mode.MD_JSON,
-}
 
 
 @dataclass(frozen=True)
@@ -114,172 +125,6 @@ class LLMStats:
             self.by_attempts[result.attempts] = self.by_attempts.get(result.attempts, 0) + 1
 
 
-class _Probe(BaseModel):
-    ok: bool
-
-
-_PROBE_MESSAGES = [
-    {"role": "system", "content": "You answer with JSON only."},
-    {"role": "user", "content": 'Reply with the JSON object {"ok": true}.'},
-]
-_detected: dict[tuple[str, str], StructuredMode] = {}
-"""``(base_url, model) -> mode`` found by :func:`detect_mode`: the issue's "once per
-process" (each probe is a chat completion, ~1 s on the local model)."""
-_detect_lock = threading.Lock()
-_warned: set[str] = set()
-"""Warnings already logged at WARNING in this process (:func:`_warn_once`)."""
-_warned_lock = threading.Lock()  # not _detect_lock: the probe warns while holding it
-
-
-def _warn_once(text: str) -> None:
-    """Log ``text`` at WARNING the first time in this process, at DEBUG after: a dead
-    endpoint fails at every bar (two lines a bar flooded stderr), and the run's summary,
-    metrics and report count every failure anyway."""
-    with _warned_lock:
-        first = text not in _warned
-        if first and len(_warned) < 1024:
-            _warned.add(text)
-    log.log(logging.WARNING if first else logging.DEBUG, "%s", text)
-
-
-def detect_mode(client: openai.OpenAI, model: str) -> tuple[StructuredMode | None, str | None]:
-    """``(mode, None)``: the first of :data:`STRUCTURED_MODES` this endpoint answers
-    correctly, probed with a one-field schema (``{"ok": bool}``; no re-asks, no HTTP
-    retries), remembered per ``(base_url, model)`` for the life of the process. A mode is
-    passed over when the server refuses it (an HTTP error) or answers it wrongly; an
-    endpoint that answers even ``prompt``, but wrongly, gets ``prompt``.
-
-    ``(None, error)`` when nothing can be learnt now — unreachable, timed out, rate
-    limited, or failing even without a ``response_format`` — and nothing is remembered:
-    the next call probes again."""
-    key = (str(client.base_url), model)
-    with _detect_lock:
-        if key in _detected:
-            return _detected[key], None
-        probe_client = client.with_options(max_retries=0)
-        for mode in STRUCTURED_MODES:
-            try:
-                _structured(probe_client, mode).chat.completions.create(
-                    model=model,
-                    messages=_PROBE_MESSAGES,  # type: ignore[arg-type]
-                    response_model=_Probe,
-                    max_retries=0,
-                    strict=False,
-                    temperature=0,
-                    max_tokens=32,
-                    **_extra(mode, _Probe),
-                )
-            except InstructorRetryException as exc:
-                cause = exc.__cause__
-                transient = isinstance(cause, openai.APIConnectionError) or (
-                    isinstance(cause, openai.APIStatusError)
-                    and cause.status_code in (408, 409, 429)
-                )
-                refused = isinstance(cause, openai.APIStatusError)
-                if transient or (refused and mode == "prompt"):
-                    error = _api_error(cause, model)
-                    _warn_once(f"cannot probe {key[0]} for structured outputs: {error}")
-                    return None, error
-                why = _api_error(cause, model) if refused else "wrong answer"
-                log.info("structured output %s: not taken by %s (%s)", mode, key[0], why)
-                if mode != "prompt":
-                    continue
-            except IncompleteOutputException:
-                log.info("structured output %s: truncated answer from %s", mode, key[0])
-                if mode != "prompt":
-                    continue
-            _detected[key] = mode
-            log.info("structured output: %s chosen for %s (%s)", mode, model, key[0])
-            _check_model(probe_client, model)
-            return mode, None
-        raise AssertionError("unreachable: the prompt mode always ends the loop")
-
-
-def _check_model(client: openai.OpenAI, model: str) -> None:
-    """Warn when ``model`` is not among the endpoint's models (``GET /models``): a
-    single-model server (llama.cpp) answers any name, so a mistyped model would run, and
-    be recorded as the author of every answer, without a word. Silent when the endpoint
-    does not list its models."""
-    try:
-        served = [m.id for m in client.models.list()]
-    except (openai.APIError, ValueError, TypeError):
-        return
-    if served and model not in served:
-        log.warning(
-            "llm.model %r is not among the endpoint's models (%s): it answers anyway, and "
-            "its answers are recorded under %r",
-            model, ", ".join(served[:5]), model,
-        )  # fmt: skip
-
-
-def _api_error(cause: BaseException | None, model: str) -> str:
-    """One line for an endpoint fault (never the request, never the key)."""
-    if isinstance(cause, openai.APIStatusError):
-        return f"HTTP {cause.status_code} from {model}"
-    if isinstance(cause, openai.APITimeoutError):
-        return f"timeout waiting for {model}"
-    if isinstance(cause, openai.APIConnectionError):
-        url = cause.request.url  # the endpoint's address, never its path, query or a key
-        where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
-        return f"cannot connect to the {model} endpoint at {where}"
-    return f"{type(cause).__name__} from {model}"
-
-
-def _log_answer(completion: object) -> None:
-    """The text of an answer that failed, at DEBUG (``sentinel --debug``): untrusted
-    model output, so only for whoever asked for debug logs."""
-    if log.isEnabledFor(logging.DEBUG):
-        choices = getattr(completion, "choices", None) or [None]
-        content = getattr(getattr(choices[0], "message", None), "content", None)
-        log.debug("the failed answer was: %r", (content or "")[:4000])
-
-
-def _usage(completions: list[object]) -> tuple[int | None, int | None, int | None]:
-    """``(prompt, completion, cached)`` tokens summed over ``completions`` (the answers
-    of a failed call: a truncated answer cost its tokens too); None where none says."""
-    sums: list[int | None] = [None, None, None]
-    for completion in completions:
-        usage = getattr(completion, "usage", None)
-        details = getattr(usage, "prompt_tokens_details", None)
-        values = (
-            getattr(usage, "prompt_tokens", None),
-            getattr(usage, "completion_tokens", None),
-            getattr(details, "cached_tokens", None),
-        )
-        for i, value in enumerate(values):
-            if isinstance(value, int):
-                sums[i] = (sums[i] or 0) + value
-    return sums[0], sums[1], sums[2]
-
-
-def _first_problem(exc: BaseException) -> str:
-    """``"ValidationError at memory_ids: List should have at most 5 items ..."``: where
-    and why the answer broke the schema (never the answer itself)."""
-    if isinstance(exc, ValidationError):
-        errors = exc.errors(include_input=False, include_url=False)
-        if errors:
-            where = ".".join(str(p) for p in errors[0]["loc"]) or "<root>"
-            more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-            return f"ValidationError at {where}: {errors[0]['msg']}{more}"[:300]
-    return type(exc).__name__
-
-
-def _structured(client: openai.OpenAI, mode: StructuredMode) -> instructor.Instructor:
-    return instructor.from_openai(client, mode=_INSTRUCTOR_MODE[mode])
-
-
-def _extra(mode: StructuredMode, schema: type[BaseModel]) -> dict[str, Any]:
-    """``json_object``: llama.cpp's ``schema`` key (it overrides the bare
-    ``{"type": "json_object"}`` instructor sends; openai merges ``extra_body`` last)."""
-    if mode != "json_object":
-        return {}
-    return {
-        "extra_body": {
-            "response_format": {"type": "json_object", "schema": schema.model_json_schema()}
-        }
-    }
-
-
 class LLMClient:
     """A model name plus a configured ``openai.OpenAI`` client (built at the composition
     root), asking in ``structured_output`` mode (``auto``: :func:`detect_mode`)."""
@@ -291,7 +136,11 @@ class LLMClient:
         model: str,
         structured_output: StructuredMode | Literal["auto"] = "auto",
         parse_retries: int = 1,
+        breaker_failures: int = 3,
+        breaker_cooldown_s: float = 300.0,
     ) -> None:
+        """``breaker_failures`` (0 = no breaker) and ``breaker_cooldown_s``: the module
+        doc's circuit breaker."""
         self._client = client
         self.model = model
         self.structured_output = structured_output
@@ -299,6 +148,17 @@ class LLMClient:
         self._instructors: dict[StructuredMode, instructor.Instructor] = {}
         self.stats = LLMStats()
         self._stats_lock = threading.Lock()
+        self._breaker = (
+            pybreaker.CircuitBreaker(
+                fail_max=breaker_failures,
+                reset_timeout=breaker_cooldown_s,
+                throw_new_error_on_trip=False,  # the tripping call keeps its own error
+                name=model,
+            )
+            if breaker_failures > 0
+            else None
+        )
+        self._last_fault = ""
 
     def mode(self) -> tuple[StructuredMode | None, str | None]:
         """``(mode, None)``: the mode calls use now (probing the endpoint first under
@@ -321,11 +181,36 @@ class LLMClient:
 
     def _parse(self, *, system: str, user: str, schema: type[T], max_tokens: int) -> LLMResult[T]:
         started = time.perf_counter()
+        if self._breaker is None:
+            try:
+                return self._attempt(started, system, user, schema, max_tokens)
+            except _EndpointFault as fault:
+                return cast(LLMResult[T], fault.result)
+        try:
+            return self._breaker.call(self._attempt, started, system, user, schema, max_tokens)
+        except _EndpointFault as fault:
+            self._last_fault = fault.result.error or ""
+            return cast(LLMResult[T], fault.result)
+        except pybreaker.CircuitBreakerError:
+            return self._fail(
+                started,
+                f"skipped: {self._breaker.fail_max} calls in a row failed at {self.model}'s "
+                f"endpoint (last: {self._last_fault}); it is tried again "
+                f"{self._breaker.reset_timeout:g} s after the last (llm.breaker_cooldown_s)",
+                0,
+                None,
+            )
+
+    def _attempt(
+        self, started: float, system: str, user: str, schema: type[T], max_tokens: int
+    ) -> LLMResult[T]:
+        """One call; raises :class:`_EndpointFault` (carrying its result) when it failed
+        at the endpoint, so the breaker counts it."""
         mode, error = self.mode()
         if mode is None:
-            return self._fail(started, error or "no structured-output mode", 1, None)
+            raise _EndpointFault(self._fail(started, error or "no structured-output mode", 1, None))
         if mode not in self._instructors:
-            self._instructors[mode] = _structured(self._client, mode)
+            self._instructors[mode] = structured(self._client, mode)
         responses: list[object] = []
         hooks = Hooks()
         hooks.on("completion:response", responses.append)
@@ -342,16 +227,19 @@ class LLMClient:
                 hooks=hooks,
                 temperature=0,
                 max_tokens=max_tokens,
-                **_extra(mode, schema),
+                **request_extra(mode, schema),
             )
         except IncompleteOutputException as exc:
-            _log_answer(exc.last_completion)
+            log_answer(exc.last_completion)
             return self._fail(started, "answer truncated (max_tokens reached)", responses, mode)
         except InstructorRetryException as exc:
-            _log_answer(exc.last_completion)
-            return self._fail(started, self._describe(exc, schema), responses, mode)
+            log_answer(exc.last_completion)
+            failed: LLMResult[T] = self._fail(started, self._describe(exc, schema), responses, mode)
+            if endpoint_fault(exc.__cause__):
+                raise _EndpointFault(failed) from None
+            return failed
         # instructor sets the final answer's usage to the total over the attempts
-        prompt, generated, cached = _usage([completion])
+        prompt, generated, cached = usage([completion])
         return LLMResult(
             value=value,
             error=None,
@@ -367,7 +255,7 @@ class LLMClient:
         """One line for a failed call, from the last attempt's exception and answer."""
         cause = exc.__cause__
         if isinstance(cause, openai.OpenAIError):
-            return _api_error(cause, self.model)
+            return api_error(cause, self.model)
         if isinstance(cause, ValidationError | json.JSONDecodeError | ValueError):
             choices = getattr(exc.last_completion, "choices", None) or [None]
             message = getattr(choices[0], "message", None)
@@ -380,7 +268,7 @@ class LLMClient:
             tries = exc.n_attempts
             return (
                 f"answer does not fit {schema.__name__} after {tries} "
-                f"tr{'y' if tries == 1 else 'ies'}: {_first_problem(cause)}"
+                f"tr{'y' if tries == 1 else 'ies'}: {first_problem(cause)}"
             )
         return f"{type(cause or exc).__name__} from {self.model}"
 
@@ -391,10 +279,10 @@ class LLMClient:
         responses: list[object] | int,
         mode: StructuredMode | None,
     ) -> LLMResult[T]:
-        _warn_once(f"LLM call failed: {error}")
+        warn_once(f"LLM call failed: {error}")
         answers = [] if isinstance(responses, int) else responses
         attempts = responses if isinstance(responses, int) else max(1, len(responses))
-        prompt, generated, cached = _usage(answers)
+        prompt, generated, cached = usage(answers)
         return LLMResult(
             value=None,
             error=error,
@@ -405,6 +293,14 @@ class LLMClient:
             mode=mode,
             cached_tokens=cached,
         )
+
+
+class _EndpointFault(Exception):
+    """A call that failed at the endpoint (counted by the breaker), with its result."""
+
+    def __init__(self, result: LLMResult[Any]) -> None:
+        super().__init__(result.error)
+        self.result = result
 
 
 def build_llm(settings: LLMSettings) -> LLMClient | None:
@@ -424,4 +320,6 @@ def build_llm(settings: LLMSettings) -> LLMClient | None:
         model=settings.model,
         structured_output=settings.structured_output,
         parse_retries=settings.parse_retries,
+        breaker_failures=settings.breaker_failures,
+        breaker_cooldown_s=settings.breaker_cooldown_s,
     )

@@ -303,3 +303,40 @@ def test_a_failure_repeated_at_every_call_is_one_warning(caplog: pytest.LogCaptu
     assert [level for level, _ in said].count("WARNING") == 2, said  # the probe, the call
     assert len(said) == 6 and {level for level, _ in said} == {"WARNING", "DEBUG"}
     assert llm.stats.calls == 3 and llm.stats.parsed == 0
+
+
+def test_an_endpoint_that_keeps_failing_is_not_called_until_the_cooldown(
+    server: ChatServer,
+) -> None:
+    """The breaker (``llm.breaker_*``): after 3 calls in a row failed at the endpoint,
+    calls fail at once without a request, then after the cooldown one call tries again,
+    and an answer closes the breaker. A hung endpoint had cost ``timeout_s`` a call for
+    the whole run. An answer that does not fit the schema is the model's fault: it never
+    opens the breaker."""
+    llm = build_llm(
+        LLMSettings(
+            base_url=server.base_url, model="test-model", max_retries=0, timeout_s=5.0,
+            structured_output="json_schema", parse_retries=0, breaker_failures=3,
+            breaker_cooldown_s=0.5,
+        )
+    )  # fmt: skip
+    assert llm is not None
+    server.script = [Reply(status=503)] * 3 + [Reply.json(GOOD)]
+    failed = [ask(llm) for _ in range(3)]
+    assert [r.error for r in failed] == ["HTTP 503 from test-model"] * 3
+    assert len(server.requests) == 3
+    started = time.monotonic()
+    skipped = ask(llm)  # open: no request
+    assert len(server.requests) == 3 and time.monotonic() - started < 0.5
+    assert skipped.value is None and skipped.attempts == 0
+    assert skipped.error is not None and skipped.error.startswith(
+        "skipped: 3 calls in a row failed at test-model's endpoint (last: HTTP 503"
+    )
+    time.sleep(0.6)
+    assert ask(llm).value is not None and len(server.requests) == 4  # tried again: closed
+    assert ask(llm).value is not None and len(server.requests) == 5
+    assert llm.stats.calls == 6 and llm.stats.parsed == 2  # the skipped call is counted
+    server.script = [Reply(content='{"decisions": "not a list"}')]
+    wrong = [ask(llm) for _ in range(5)]
+    assert all(r.error and "does not fit" in r.error for r in wrong)
+    assert len(server.requests) == 10  # every one was asked: the model, not the endpoint

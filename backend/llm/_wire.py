@@ -1,0 +1,215 @@
+"""The wire side of :mod:`backend.llm.client`: the structured-output modes and their
+probe (:func:`detect_mode`), the request extras per mode, and one-line descriptions of
+endpoint faults and answers (never the request, the answer text or the key)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Literal
+
+import instructor
+import openai
+from instructor.core.exceptions import IncompleteOutputException, InstructorRetryException
+from pydantic import BaseModel, ValidationError
+
+__all__ = [
+    "STRUCTURED_MODES",
+    "StructuredMode",
+    "api_error",
+    "detect_mode",
+    "endpoint_fault",
+    "first_problem",
+    "log_answer",
+    "request_extra",
+    "structured",
+    "usage",
+    "warn_once",
+]
+
+log = logging.getLogger("backend.llm")
+
+StructuredMode = Literal["json_schema", "json_object", "prompt"]
+STRUCTURED_MODES: tuple[StructuredMode, ...] = ("json_schema", "json_object", "prompt")
+"""The modes, in the order :func:`detect_mode` tries them (most to least enforced)."""
+_INSTRUCTOR_MODE: dict[StructuredMode, instructor.Mode] = {
+    "json_schema": instructor.Mode.JSON_SCHEMA,
+    "json_object": instructor.Mode.JSON,
+    "prompt": instructor.Mode.MD_JSON,
+}
+
+
+class _Probe(BaseModel):
+    ok: bool
+
+
+_PROBE_MESSAGES = [
+    {"role": "system", "content": "You answer with JSON only."},
+    {"role": "user", "content": 'Reply with the JSON object {"ok": true}.'},
+]
+_detected: dict[tuple[str, str], StructuredMode] = {}
+"""``(base_url, model) -> mode`` found by :func:`detect_mode`: the issue's "once per
+process" (each probe is a chat completion, ~1 s on the local model)."""
+_detect_lock = threading.Lock()
+_warned: set[str] = set()
+"""Warnings already logged at WARNING in this process (:func:`_warn_once`)."""
+_warned_lock = threading.Lock()  # not _detect_lock: the probe warns while holding it
+
+
+def warn_once(text: str) -> None:
+    """Log ``text`` at WARNING the first time in this process, at DEBUG after: a dead
+    endpoint fails at every bar (two lines a bar flooded stderr), and the run's summary,
+    metrics and report count every failure anyway."""
+    with _warned_lock:
+        first = text not in _warned
+        if first and len(_warned) < 1024:
+            _warned.add(text)
+    log.log(logging.WARNING if first else logging.DEBUG, "%s", text)
+
+
+def detect_mode(client: openai.OpenAI, model: str) -> tuple[StructuredMode | None, str | None]:
+    """``(mode, None)``: the first of :data:`STRUCTURED_MODES` this endpoint answers
+    correctly, probed with a one-field schema (``{"ok": bool}``; no re-asks, no HTTP
+    retries), remembered per ``(base_url, model)`` for the life of the process. A mode is
+    passed over when the server refuses it (an HTTP error) or answers it wrongly; an
+    endpoint that answers even ``prompt``, but wrongly, gets ``prompt``.
+
+    ``(None, error)`` when nothing can be learnt now — unreachable, timed out, rate
+    limited, or failing even without a ``response_format`` — and nothing is remembered:
+    the next call probes again."""
+    key = (str(client.base_url), model)
+    with _detect_lock:
+        if key in _detected:
+            return _detected[key], None
+        probe_client = client.with_options(max_retries=0)
+        for mode in STRUCTURED_MODES:
+            try:
+                structured(probe_client, mode).chat.completions.create(
+                    model=model,
+                    messages=_PROBE_MESSAGES,  # type: ignore[arg-type]
+                    response_model=_Probe,
+                    max_retries=0,
+                    strict=False,
+                    temperature=0,
+                    max_tokens=32,
+                    **request_extra(mode, _Probe),
+                )
+            except InstructorRetryException as exc:
+                cause = exc.__cause__
+                transient = isinstance(cause, openai.APIConnectionError) or (
+                    isinstance(cause, openai.APIStatusError)
+                    and cause.status_code in (408, 409, 429)
+                )
+                refused = isinstance(cause, openai.APIStatusError)
+                if transient or (refused and mode == "prompt"):
+                    error = api_error(cause, model)
+                    warn_once(f"cannot probe {key[0]} for structured outputs: {error}")
+                    return None, error
+                why = api_error(cause, model) if refused else "wrong answer"
+                log.info("structured output %s: not taken by %s (%s)", mode, key[0], why)
+                if mode != "prompt":
+                    continue
+            except IncompleteOutputException:
+                log.info("structured output %s: truncated answer from %s", mode, key[0])
+                if mode != "prompt":
+                    continue
+            _detected[key] = mode
+            log.info("structured output: %s chosen for %s (%s)", mode, model, key[0])
+            _check_model(probe_client, model)
+            return mode, None
+        raise AssertionError("unreachable: the prompt mode always ends the loop")
+
+
+def _check_model(client: openai.OpenAI, model: str) -> None:
+    """Warn when ``model`` is not among the endpoint's models (``GET /models``): a
+    single-model server (llama.cpp) answers any name, so a mistyped model would run, and
+    be recorded as the author of every answer, without a word. Silent when the endpoint
+    does not list its models."""
+    try:
+        served = [m.id for m in client.models.list()]
+    except (openai.APIError, ValueError, TypeError):
+        return
+    if served and model not in served:
+        log.warning(
+            "llm.model %r is not among the endpoint's models (%s): it answers anyway, and "
+            "its answers are recorded under %r",
+            model, ", ".join(served[:5]), model,
+        )  # fmt: skip
+
+
+def api_error(cause: BaseException | None, model: str) -> str:
+    """One line for an endpoint fault (never the request, never the key)."""
+    if isinstance(cause, openai.APIStatusError):
+        return f"HTTP {cause.status_code} from {model}"
+    if isinstance(cause, openai.APITimeoutError):
+        return f"timeout waiting for {model}"
+    if isinstance(cause, openai.APIConnectionError):
+        url = cause.request.url  # the endpoint's address, never its path, query or a key
+        where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+        return f"cannot connect to the {model} endpoint at {where}"
+    return f"{type(cause).__name__} from {model}"
+
+
+def log_answer(completion: object) -> None:
+    """The text of an answer that failed, at DEBUG (``sentinel --debug``): untrusted
+    model output, so only for whoever asked for debug logs."""
+    if log.isEnabledFor(logging.DEBUG):
+        choices = getattr(completion, "choices", None) or [None]
+        content = getattr(getattr(choices[0], "message", None), "content", None)
+        log.debug("the failed answer was: %r", (content or "")[:4000])
+
+
+def usage(completions: list[object]) -> tuple[int | None, int | None, int | None]:
+    """``(prompt, completion, cached)`` tokens summed over ``completions`` (the answers
+    of a failed call: a truncated answer cost its tokens too); None where none says."""
+    sums: list[int | None] = [None, None, None]
+    for completion in completions:
+        usage = getattr(completion, "usage", None)
+        details = getattr(usage, "prompt_tokens_details", None)
+        values = (
+            getattr(usage, "prompt_tokens", None),
+            getattr(usage, "completion_tokens", None),
+            getattr(details, "cached_tokens", None),
+        )
+        for i, value in enumerate(values):
+            if isinstance(value, int):
+                sums[i] = (sums[i] or 0) + value
+    return sums[0], sums[1], sums[2]
+
+
+def first_problem(exc: BaseException) -> str:
+    """``"ValidationError at memory_ids: List should have at most 5 items ..."``: where
+    and why the answer broke the schema (never the answer itself)."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_input=False, include_url=False)
+        if errors:
+            where = ".".join(str(p) for p in errors[0]["loc"]) or "<root>"
+            more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+            return f"ValidationError at {where}: {errors[0]['msg']}{more}"[:300]
+    return type(exc).__name__
+
+
+def structured(client: openai.OpenAI, mode: StructuredMode) -> instructor.Instructor:
+    return instructor.from_openai(client, mode=_INSTRUCTOR_MODE[mode])
+
+
+def request_extra(mode: StructuredMode, schema: type[BaseModel]) -> dict[str, Any]:
+    """``json_object``: llama.cpp's ``schema`` key (it overrides the bare
+    ``{"type": "json_object"}`` instructor sends; openai merges ``extra_body`` last)."""
+    if mode != "json_object":
+        return {}
+    return {
+        "extra_body": {
+            "response_format": {"type": "json_object", "schema": schema.model_json_schema()}
+        }
+    }
+
+
+def endpoint_fault(cause: BaseException | None) -> bool:
+    """Whether ``cause`` is the endpoint's fault: unreachable or timed out (connection
+    errors), or HTTP 408, 429 or 5xx."""
+    if isinstance(cause, openai.APIConnectionError):  # timeouts included
+        return True
+    return isinstance(cause, openai.APIStatusError) and (
+        cause.status_code in (408, 429) or cause.status_code >= 500
+    )
