@@ -10,11 +10,12 @@ an answering model's context.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from backend.memory._conversation_rank import states_time
-from backend.memory.models import ChatMessage, RecalledMessage
+from backend.memory.models import ChatMessage, PersonaChange, RecalledMessage
 from backend.storage import MemoryRecord
 from backend.storage.models import TEXT_MAX_CHARS
 from backend.text.quoting import quote_data, safe_data
@@ -26,6 +27,8 @@ __all__ = [
     "PREFIX",
     "SESSION_KIND",
     "WINDOW_KIND",
+    "RecordedMessages",
+    "llm_failures",
     "message_of",
     "message_record",
     "render_messages",
@@ -169,3 +172,34 @@ def render_messages(
         ids.pop()
         text = head + "\n" + quote_data("\n".join(lines)) if lines else ""
     return (text, ids, count_tokens(text)) if lines else ("", [], 0)
+
+
+@dataclass(frozen=True)
+class RecordedMessages:
+    """What :meth:`ConversationMemory.record` wrote."""
+
+    messages: int
+    windows: int
+    sessions: int
+    events: list[str] = field(default_factory=list)
+    """Ids of the conversation episodes written."""
+    persona_changes: int = 0
+    persona_skipped: int = 0
+    """The trader's messages said before the persona's latest version: stored and
+    recallable, but not read into the persona (its versions only move forward in time)."""
+    already: int = 0
+    """Of ``messages``, those stored before (a re-import): rewritten in place as they were."""
+    persona_errors: list[str] = field(default_factory=list)
+    """Why the LLM's reading of the trader's words failed, once per distinct reason (the
+    persona's ``IGNORE`` of the whole ``profile``, source ``llm``: a dead or wrong model);
+    the offline rules still read them."""
+
+
+def llm_failures(changes: Sequence[PersonaChange]) -> list[str]:
+    """The reasons of a persona update's failed LLM answers: its ``IGNORE`` of the whole
+    ``profile`` from source ``llm`` (the persona router's ``route_failure``)."""
+    return [
+        c.reason
+        for c in changes
+        if c.attribute == "profile" and c.action == "IGNORE" and c.source == "llm"
+    ]

@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -52,6 +51,8 @@ from backend.memory._conversation_records import (
     PREFIX,
     SESSION_KIND,
     WINDOW_KIND,
+    RecordedMessages,
+    llm_failures,
     message_of,
     message_record,
     render_messages,
@@ -89,23 +90,6 @@ class PersonaWriter(Protocol):
 
 class EpisodeWriter(Protocol):
     def add(self, episodes: Sequence[Episode], *, as_of: datetime) -> Any: ...
-
-
-@dataclass(frozen=True)
-class RecordedMessages:
-    """What :meth:`ConversationMemory.record` wrote."""
-
-    messages: int
-    windows: int
-    sessions: int
-    events: list[str] = field(default_factory=list)
-    """Ids of the conversation episodes written."""
-    persona_changes: int = 0
-    persona_skipped: int = 0
-    """The trader's messages said before the persona's latest version: stored and
-    recallable, but not read into the persona (its versions only move forward in time)."""
-    already: int = 0
-    """Of ``messages``, those stored before (a re-import): rewritten in place as they were."""
 
 
 class ConversationMemory:
@@ -171,6 +155,7 @@ class ConversationMemory:
         for session, new in by_session.items():
             windows += self._record_session(trader_id, session, new, fence)
         changes = skipped = 0
+        errors: dict[str, None] = {}
         if self.persona is not None:
             for m in ordered:
                 if self.is_trader(m.speaker) and m.text.strip() and m.id not in known:
@@ -182,6 +167,7 @@ class ConversationMemory:
                         skipped += 1
                         continue
                     changes += sum(1 for c in found if getattr(c, "action", "") != "IGNORE")
+                    errors.update(dict.fromkeys(llm_failures(found)))
         if ordered:
             self._mark(trader_id, ordered[0].time, fence)
         events = self._events(trader_id, ordered)
@@ -195,6 +181,7 @@ class ConversationMemory:
             persona_changes=changes,
             persona_skipped=skipped,
             already=sum(1 for m in ordered if m.id in known),
+            persona_errors=list(errors),
         )
 
     def conflicts(self, trader_id: str, messages: Sequence[ChatMessage]) -> list[tuple[int, str]]:

@@ -310,6 +310,7 @@ class MemoryToolkit:
                     "events": [],
                     "persona_changes": 0,
                     "persona_skipped": 0,
+                    "persona_errors": [],
                     "already_recorded": True,
                 }
         for _, reason in self.message_conflicts(trader_id, [message]):
@@ -320,6 +321,7 @@ class MemoryToolkit:
             "events": done.events,
             "persona_changes": done.persona_changes,
             "persona_skipped": done.persona_skipped,
+            "persona_errors": done.persona_errors,
             "already_recorded": False,
         }
 

@@ -366,7 +366,8 @@ def test_the_record_message_tool_then_recall_through_the_toolkit(minilm: MiniLME
             as_of=T + timedelta(minutes=2),
         )
         assert again == {"message_id": "x1", "events": [], "persona_changes": 0,
-                         "persona_skipped": 0, "already_recorded": True}  # fmt: skip
+                         "persona_skipped": 0, "persona_errors": [],
+                         "already_recorded": True}  # fmt: skip
         assert said["already_recorded"] is False
         # who said it is never rewritten either (nor the caption)
         with pytest.raises(ToolError, match="'x1' is already stored with another time, speaker"):
@@ -413,6 +414,42 @@ def test_the_record_message_tool_then_recall_through_the_toolkit(minilm: MiniLME
         (long,) = [h for h in found["hits"] if h.get("message_id") == "x9"]
         assert long["text_truncated"] is True and len(long["text"]) == HIT_TEXT_CHARS
         assert long["text_chars"] == len("trader: " + log.strip()) > HIT_TEXT_CHARS
+
+
+def test_a_dead_model_reading_the_traders_words_is_said_in_the_reply(
+    minilm: MiniLMEmbedder,
+) -> None:
+    """``record_message`` with an LLM configured whose endpoint fails: the message is
+    stored and the offline rules still read it, and the reply says the model failed (it
+    had said only ``persona_changes``, as if all went well)."""
+    from backend.compose import build_memory_system
+    from backend.config import LLMSettings, load_settings
+    from tests.llm.chat_server import Reply, start_chat_server
+
+    server = start_chat_server()
+    server.script = [Reply(status=500)]
+    try:
+        llm = LLMSettings(base_url=server.base_url, model="m", max_retries=0,
+                          structured_output="json_object", breaker_failures=0)  # fmt: skip
+        cfg = load_settings()
+        cfg = cfg.model_copy(
+            update={"store": cfg.store.model_copy(update={"backend": "memory"}), "llm": llm}
+        )
+        with build_memory_system(cfg, embedder=minilm) as system:
+            said = system.toolkit.call(
+                "record_message", {"text": "never more than 2% a trade", "message_id": "d1"},
+                trader_id=TRADER, as_of=T,
+            )  # fmt: skip
+            assert said["persona_errors"] == ["llm answer rejected: HTTP 500 from m"]
+            assert said["persona_changes"] >= 1  # the rules read the limit all the same
+            fine = system.toolkit.call(
+                "record_message", {"text": "hello", "message_id": "d2", "speaker": "agent"},
+                trader_id=TRADER, as_of=T + timedelta(minutes=1),
+            )  # fmt: skip
+            assert fine["persona_errors"] == []  # the agent's words: no model asked
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_the_decision_context_quotes_what_the_trader_said(minilm: MiniLMEmbedder) -> None:
