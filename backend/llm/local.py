@@ -127,6 +127,7 @@ class LocalServer:
             raise ConfigError(
                 "llama-cpp-python[server] is not installed: run make install-llm"
             ) from None
+        self._check_port()
         model_path = ensure_model(self.settings.model_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
@@ -142,6 +143,18 @@ class LocalServer:
             self.stop()
             raise
         return self
+
+    def _check_port(self) -> None:
+        """Refuse a port something listens on: the readiness check would take another
+        server's answer for this one's (it printed "serving", then the exit status 3)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                raise ConfigError(
+                    f"port {self.port} on {self.host} is in use ({exc.strerror}): give "
+                    "another --port (or llm.local.port; 0 picks a free one)"
+                ) from None
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s

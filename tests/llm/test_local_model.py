@@ -132,3 +132,22 @@ def test_serve_without_the_model_is_one_line_and_exit_2(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == f"sentinel: error: {bad}: not the bundled model (SHA-256 differs)\n"
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_exit_2() -> None:
+    """Something (here a bare socket; another OpenAI-compatible server alike) listens on
+    the port: refused before the server starts. The readiness check had taken the other
+    server's answer for this one's: "serving ...", then "exited with status 3"."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [SENTINEL, "llm", "serve", "--port", str(port)],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"sentinel: error: port {port} on 127.0.0.1 is in use")
+    assert len(proc.stderr.splitlines()) == 1
