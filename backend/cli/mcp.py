@@ -120,7 +120,14 @@ def _serve_http(server: Any, *, host: str, port: int, token: str | None) -> None
     from mcp.server.auth.settings import AuthSettings
 
     url = f"http://{host}:{port}"
-    auth = AuthSettings(issuer_url=url, resource_server_url=f"{url}/mcp") if token else None
+    # the one shared secret is this server's alone (no audience to check: the SDK warned)
+    auth = (
+        AuthSettings(
+            issuer_url=url, resource_server_url=f"{url}/mcp", validate_token_resource=False
+        )
+        if token
+        else None
+    )
     app = server.streamable_http_app(
         host=host, auth=auth, token_verifier=_StaticToken(token) if token else None
     )

@@ -71,8 +71,9 @@ def build_mcp_server(
 
     ``clock`` returns the UTC ``as_of`` of each request; ``episodes`` lists the trader's
     episodes for the recent-episodes resource. Tools: every :meth:`MemoryToolkit.tools`
-    entry (``recall``, ``get_trader_profile``, ``record_note``, ``record_event``,
-    ``record_decision``, ``record_outcome``, ``build_decision_context``); each result is
+    entry (``recall``, ``get_trader_profile``, ``record_note``, ``record_message``,
+    ``record_event``, ``record_decision``, ``record_outcome``, ``build_decision_context``);
+    each result is
     one text content holding the tool's JSON (and the same object as structured content).
     Resources: :data:`PROFILE_URI` (the profile's JSON, ``null`` before the first
     version) and :data:`RECENT_URI` (the :data:`RECENT_EPISODES` newest episodes' JSON).
@@ -120,7 +121,8 @@ def build_mcp_server(
                 types.Resource(
                     uri=PROFILE_URI,
                     name="trader-profile",
-                    description=f"The profile of trader {trader_id} as of now.",
+                    description=f"The profile of trader {trader_id} as of the server's "
+                    "clock (now, or the fixed time it replays).",
                     mime_type="application/json",
                 ),
                 types.Resource(

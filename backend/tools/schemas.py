@@ -64,7 +64,8 @@ class ToolArgs(BaseModel):
 
 class RecallArgs(ToolArgs):
     """Recall memories relevant to a query: the trader's profile, the current market of
-    a symbol and similar past episodes, as a list of hits with their ids."""
+    a symbol, what the trader said that answers it (with the working tier) and similar
+    past episodes, as a list of hits with their ids."""
 
     query: str = Field(min_length=1, max_length=2000)
     symbol: Symbol | None = Field(
@@ -72,7 +73,10 @@ class RecallArgs(ToolArgs):
         description="ccxt symbol, e.g. BTC/USDT; omitted: episodes of every symbol and no "
         "current-market snapshot",
     )
-    tiers: list[Tier] = Field(default_factory=lambda: list(ALL_TIERS))
+    tiers: list[Tier] = Field(
+        default_factory=lambda: list(ALL_TIERS),
+        description="persona, working (the market now and the conversation), episodic",
+    )
     top_k: int = Field(
         default=5, ge=1, le=50,
         description="at most this many episodes, messages and (newest) market snapshots",
