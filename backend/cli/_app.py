@@ -111,6 +111,8 @@ def main() -> None:
             print(f"sentinel: error: {exc}", file=sys.stderr)
         sys.exit(int(getattr(exc, "exit_code", 2)))
     except Exception as exc:  # a bug: still one line unless --debug
+        if _caused_by_interrupt(exc):  # Ctrl-C inside a native import: its ImportError
+            _aborted()
         if debug:
             raise
         message = " ".join(str(exc).split())
@@ -127,6 +129,18 @@ def main() -> None:
 
 _INTERRUPTED = 130
 """The exit status of a command interrupted by Ctrl-C (128 + SIGINT), as a shell's."""
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether a ``KeyboardInterrupt`` is in ``exc``'s chain of causes and contexts."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _aborted() -> NoReturn:

@@ -78,8 +78,14 @@ def test_an_llm_that_never_answers_is_loud(
         assert warning in proc.stderr
     else:
         assert warning in proc.stdout.splitlines()
+    errors = [r["proposed"]["error"] for r in decisions(out)]
+    # three failures at the endpoint open the breaker (llm.breaker_failures): the rest
+    # are not asked, and say so
+    assert errors[:3] == ["HTTP 500 from m"] * 3
+    skipped = "skipped: 3 calls in a row failed at m's endpoint (last: HTTP 500 from m)"
+    assert all(e.startswith(skipped) for e in errors[3:]) and len(errors) == 6
     for record in decisions(out):
-        assert record["decision"]["error"] == record["proposed"]["error"] == "HTTP 500 from m"
+        assert record["decision"]["error"] == record["proposed"]["error"]
         assert record["decision"]["model"] == "m" and record["decision"]["action"] == "hold"
     assert warning.removeprefix("WARNING: ") in (out / "report.html").read_text()
 
