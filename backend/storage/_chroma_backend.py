@@ -67,6 +67,9 @@ class ChromaBackend(VectorBackend):
         self._indexed: dict[str, int] = {}
         """Collection name -> the change count chroma's in-process index reflects
         (embedded chroma only: what :meth:`validate` compares to reopen the client)."""
+        self._closed = False
+        """A reopen closed the client and failed to open a new one: the next read tries
+        again (instead of calling a closed client)."""
         self._hnsw = {"space": "cosine", **hnsw}
         self._stemmer = stemmer
         self._cols: dict[str, Collection] = {}
@@ -86,6 +89,8 @@ class ChromaBackend(VectorBackend):
         """The chroma collection ``name`` (must exist: :meth:`open` it first). Call
         chroma with it under the backend's lock (module doc)."""
         with self._lock:
+            if self._closed:
+                raise StoreError("chroma: the client could not be reopened (see the last error)")
             col = self._cols.get(name)
         if col is None:
             raise StoreError(f"chroma collection {name} is not open")
@@ -96,10 +101,12 @@ class ChromaBackend(VectorBackend):
         another process dropped is forgotten). Called under the lock."""
         assert self._reopen is not None
         close = getattr(self.client, "close", None)  # not in ClientAPI; Client has it
-        if callable(close):
+        if callable(close) and not self._closed:
             with contextlib.suppress(Exception):  # chromadb raises Rust and Python errors
                 close()
-        self.client = self._reopen()
+        self._closed = True
+        self.client = self._reopen()  # raises StoreError (the path is gone, ...)
+        self._closed = False
         names, self._cols = list(self._cols), {}
         for name in names:
             try:
@@ -206,8 +213,8 @@ class ChromaBackend(VectorBackend):
                 del self._mirrors[name]
             if self._reopen is not None:
                 indexed = self._indexed.get(name)
-                if indexed is not None and indexed != stamp:  # another process wrote
-                    self._reopened()
+                if self._closed or (indexed is not None and indexed != stamp):
+                    self._reopened()  # another process wrote (or a reopen failed)
                 self._indexed[name] = stamp
 
     def written(self, name: str, stamp: int) -> None:
