@@ -19,8 +19,9 @@ at ``as_of``:
    In process, the tiers are GIL-bound Python and persona and working take ~15 us, so
    waiting for a woken thread was pure cost: over a month of 1h decisions (744, best of
    5 runs) handing all three to the pool ran 0.21 s slower than fetching them one after
-   another, this scheme 0.10 s. Against a chroma server, tiers that wait on the network
-   overlap;
+   another, this scheme 0.10 s. Tiers that wait on the network (a chroma server, an
+   LLM) overlap; chroma calls on one store do not (its backend's lock:
+   :mod:`backend.storage._chroma_backend`);
 3. the results are merged into one typed :class:`MemoryContext` with per-tier timings,
    and rendered within the token budget by :func:`backend.memory.context.render_context`.
 

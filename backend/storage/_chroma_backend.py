@@ -21,8 +21,13 @@ write that was not this process's, the client is reopened (``reopen``: close, th
 44 ms at 20,000, measured), so the next dense search sees it. Chroma shares one client
 state per path within a process: a reopen refreshes nothing while another client of the
 same path is open in this process (two stores on one path in one process see each
-other's writes anyway). Every chroma call holds the backend's lock, so no thread uses
-a client being closed. A chroma server needs none of this: it holds the one index.
+other's writes anyway). This process's own writes move the count too: they are folded
+in (:meth:`written`, in any order), and a reader's count read before another thread's
+write (lower than the index's) changes nothing. Every chroma call holds the backend's
+lock, so no thread uses a client being closed; two threads' queries on one store then
+run one after the other (a reader measured 2 threads x 200 unfiltered queries at 10k
+rows: 0.33 s with the lock, 0.25 s without). A chroma server needs none of this: it
+holds the one index.
 """
 
 from __future__ import annotations
@@ -68,8 +73,13 @@ class ChromaBackend(VectorBackend):
         """Collection name -> the change count chroma's in-process index reflects
         (embedded chroma only: what :meth:`validate` compares to reopen the client)."""
         self._closed = False
-        """A reopen closed the client and failed to open a new one: the next read tries
+        """A reopen closed the client and failed to open a new one: the next call tries
         again (instead of calling a closed client)."""
+        self._own: dict[str, set[int]] = {}
+        """Collection name -> change counts of this process's writes not yet folded into
+        :attr:`_indexed` (two writer threads may report theirs in either order)."""
+        self._known: set[str] = set()
+        """Every collection opened (fetched again from a reopened client as used)."""
         self._hnsw = {"space": "cosine", **hnsw}
         self._stemmer = stemmer
         self._cols: dict[str, Collection] = {}
@@ -86,48 +96,62 @@ class ChromaBackend(VectorBackend):
     # ----------------------------------------------------------------- collections
 
     def collection(self, name: str) -> Collection:
-        """The chroma collection ``name`` (must exist: :meth:`open` it first). Call
-        chroma with it under the backend's lock (module doc)."""
+        """The chroma collection ``name`` (must exist: :meth:`open` it first), fetched
+        again from the client after a reopen. Call chroma with it under the backend's
+        lock (module doc). Raises :class:`StoreError` (not open, dropped by another
+        process, the client could not be reopened)."""
         with self._lock:
-            if self._closed:
-                raise StoreError("chroma: the client could not be reopened (see the last error)")
             col = self._cols.get(name)
-        if col is None:
-            raise StoreError(f"chroma collection {name} is not open")
-        return col
+            if col is not None and not self._closed:
+                return col
+            if name not in self._known:
+                raise StoreError(f"chroma collection {name} is not open")
+            client = self._live()
+            try:
+                col = client.get_collection(name, embedding_function=None)
+            except NotFoundError:
+                self._known.discard(name)
+                self._mirrors.pop(name, None)
+                raise StoreError(f"chroma collection {name} was dropped") from None
+            except ChromaError as exc:
+                raise StoreError(f"chroma collection {name}: {exc}") from None
+            self._cols[name] = col
+            return col
+
+    def _live(self) -> ClientAPI:
+        """The client, reopened first if a reopen failed (under the lock)."""
+        if self._closed:
+            self._reopened()
+        return self.client
 
     def _reopened(self) -> None:
-        """A new client on the same data (module doc), its collections fetched again (one
-        another process dropped is forgotten). Called under the lock."""
+        """A new client on the same data (module doc); the collections are fetched again
+        as they are used (:meth:`collection`). Under the lock. Raises the
+        :class:`StoreError` of a client that cannot be opened: the next call tries
+        again."""
         assert self._reopen is not None
         close = getattr(self.client, "close", None)  # not in ClientAPI; Client has it
         if callable(close) and not self._closed:
             with contextlib.suppress(Exception):  # chromadb raises Rust and Python errors
                 close()
         self._closed = True
+        self._cols.clear()
+        self._indexed.clear()
         self.client = self._reopen()  # raises StoreError (the path is gone, ...)
         self._closed = False
-        names, self._cols = list(self._cols), {}
-        for name in names:
-            try:
-                self._cols[name] = self.client.get_collection(name, embedding_function=None)
-            except NotFoundError:
-                self._mirrors.pop(name, None)
-            except ChromaError as exc:
-                raise StoreError(f"chroma collection {name}: {exc}") from None
-        self._indexed.clear()
 
     def open(self, name: str, *, create: Mapping[str, Any] | None) -> dict[str, Any] | None:
         with self._lock:
-            col = self._cols.get(name)
+            col = self._cols.get(name) if not self._closed else None
             if col is None:
+                client = self._live()
                 try:
                     try:
-                        col = self.client.get_collection(name, embedding_function=None)
+                        col = client.get_collection(name, embedding_function=None)
                     except NotFoundError:
                         if create is None:
                             return None
-                        col = self.client.get_or_create_collection(
+                        col = client.get_or_create_collection(
                             name,
                             embedding_function=None,
                             configuration={"hnsw": self._hnsw},  # type: ignore[arg-type]
@@ -136,12 +160,13 @@ class ChromaBackend(VectorBackend):
                 except ChromaError as exc:
                     raise StoreError(f"chroma collection {name}: {exc}") from None
                 self._cols[name] = col
+                self._known.add(name)
             return dict(col.metadata or {})
 
     def collections(self, prefix: str) -> dict[str, dict[str, Any]]:
         try:
             with self._lock:
-                found = self.client.list_collections()
+                found = self._live().list_collections()
         except ChromaError as exc:
             raise StoreError(f"chroma: listing collections: {exc}") from None
         return {c.name: dict(c.metadata or {}) for c in found if c.name.startswith(prefix)}
@@ -149,9 +174,10 @@ class ChromaBackend(VectorBackend):
     def drop(self, name: str) -> None:
         with self._lock:
             self._cols.pop(name, None)
+            self._known.discard(name)
             self._mirrors.pop(name, None)
             try:
-                self.client.delete_collection(name)
+                self._live().delete_collection(name)
             except NotFoundError:
                 pass
             except ChromaError as exc:
@@ -206,21 +232,33 @@ class ChromaBackend(VectorBackend):
             mirror.remove(ids)
 
     def validate(self, name: str, stamp: int) -> None:
+        """(Module doc.) A ``stamp`` below what is held comes from a reader of this
+        process that read the count before another thread's write: it changes nothing."""
         with self._lock:
-            self._stamps[name] = stamp
+            self._stamps[name] = max(stamp, self._stamps.get(name, stamp))
             held = self._mirrors.get(name)
-            if held is not None and held[0] != stamp:
+            if held is not None and (held[0] is None or held[0] < stamp):
                 del self._mirrors[name]
             if self._reopen is not None:
                 indexed = self._indexed.get(name)
-                if self._closed or (indexed is not None and indexed != stamp):
+                if self._closed or (indexed is not None and indexed < stamp):
                     self._reopened()  # another process wrote (or a reopen failed)
-                self._indexed[name] = stamp
+                    indexed = None
+                self._indexed[name] = max(stamp, indexed if indexed is not None else stamp)
 
     def written(self, name: str, stamp: int) -> None:
         with self._lock:
-            if self._indexed.get(name) == stamp - 1:  # only this write since: in the index
-                self._indexed[name] = stamp
+            indexed = self._indexed.get(name)
+            if indexed is not None and stamp > indexed:
+                # this process's writes are in its index: fold in every own count that
+                # follows the indexed one (a gap is another process's write)
+                own = self._own.setdefault(name, set())
+                own.add(stamp)
+                while indexed + 1 in own:
+                    indexed += 1
+                    own.discard(indexed)
+                self._indexed[name] = indexed
+                self._own[name] = {c for c in own if c > indexed}
             held = self._mirrors.get(name)
             if held is None:
                 return

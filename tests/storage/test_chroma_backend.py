@@ -1,5 +1,6 @@
-"""The chroma backend's reopen (an embedded chroma's index after another process's
-write), when opening the new client fails."""
+"""The chroma backend's reopen of an embedded chroma (its in-process index misses other
+processes' writes): when the count of changes says so, never for this process's own
+writes, and a reopen that fails."""
 
 from __future__ import annotations
 
@@ -15,31 +16,58 @@ from backend.storage._chroma_backend import ChromaBackend
 from backend.storage._client import make_chroma_client
 from backend.storage._lexical import Filter
 
+VEC = np.array([[1.0, 0.0, 0.0]], dtype=np.float32)
 
-def test_a_failed_reopen_is_an_error_and_the_next_read_tries_again(tmp_path: Path) -> None:
-    """The path went away for a moment (say): the read that reopens gets a StoreError,
-    calls meanwhile get one too (not a closed client's AttributeError), and the next
-    read reopens and finds the rows."""
+
+def _backend(tmp_path: Path, opens: list[int], *, fail_first: bool = False) -> ChromaBackend:
     settings = StoreSettings(path=tmp_path / "khala")
-    tries: list[bool] = []
 
-    def flaky() -> ClientAPI:
-        tries.append(True)
-        if len(tries) == 1:
+    def reopen() -> ClientAPI:
+        opens.append(1)
+        if fail_first and len(opens) == 1:
             raise StoreError("chroma path gone")
         return make_chroma_client(settings)
 
-    backend = ChromaBackend(make_chroma_client(settings), hnsw={}, stemmer=None, reopen=flaky)
+    backend = ChromaBackend(make_chroma_client(settings), hnsw={}, stemmer=None, reopen=reopen)
     backend.open("ttt", create={"dim": 3})
-    vec = np.array([[1.0, 0.0, 0.0]], dtype=np.float32)
-    backend.upsert("ttt", ["a"], vec, ["alpha"], [{"created_at_ts": 1.0}])
+    backend.upsert("ttt", ["a"], VEC, ["alpha"], [{"created_at_ts": 1.0}])
+    return backend
+
+
+def _ids(backend: ChromaBackend, name: str) -> list[str]:
+    return [row[0] for row in backend.dense(name, VEC[0], n=1, where=Filter(), as_of_ts=9.0)]
+
+
+def test_only_another_process_write_reopens(tmp_path: Path) -> None:
+    """Counts this process wrote, reported in either order (two writer threads), and a
+    reader's count read before a write (lower than the index's) reopen nothing; a count
+    past them (another process's write) reopens once."""
+    opens: list[int] = []
+    backend = _backend(tmp_path, opens)
+    backend.validate("ttt", 1)
+    backend.written("ttt", 3)  # a second writer thread reports first
+    backend.written("ttt", 2)
+    backend.validate("ttt", 2)  # a reader's count from before the last write
+    backend.validate("ttt", 3)
+    assert opens == []
+    backend.validate("ttt", 4)  # another process
+    backend.validate("ttt", 4)
+    assert opens == [1] and _ids(backend, "ttt") == ["a"]
+    backend.written("ttt", 6)  # a gap: change 5 is another process's
+    backend.validate("ttt", 6)
+    assert opens == [1, 1]
+
+
+def test_a_failed_reopen_is_an_error_and_the_next_call_tries_again(tmp_path: Path) -> None:
+    """The path went away for a moment (say): the read that reopens gets a StoreError;
+    the next call, whatever it is (here a trader not opened before), reopens again, and
+    every collection opened before is fetched again as it is used."""
+    opens: list[int] = []
+    backend = _backend(tmp_path, opens, fail_first=True)
     backend.validate("ttt", 1)  # the index reflects change 1
     with pytest.raises(StoreError, match="chroma path gone"):
         backend.validate("ttt", 2)  # another process wrote change 2
-    with pytest.raises(StoreError, match="could not be reopened"):
-        backend.dense("ttt", vec[0], n=1, where=Filter(), as_of_ts=9.0)
-    backend.validate("ttt", 2)  # tries again, and opens
-    assert [row[0] for row in backend.dense("ttt", vec[0], n=1, where=Filter(), as_of_ts=9.0)] == [
-        "a"
-    ]
-    assert len(tries) == 2
+    assert backend.open("uuu", create={"dim": 3}) == {"dim": 3}  # a new trader: reopens
+    assert len(opens) == 2
+    assert _ids(backend, "ttt") == ["a"]
+    assert set(backend.collections("")) >= {"ttt", "uuu"}
