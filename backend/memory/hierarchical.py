@@ -126,8 +126,9 @@ class ConversationSource(Protocol):
 class HierarchicalMemory:
     """The three tiers behind one retrieval call. Build the tiers at the composition root.
 
-    ``max_workers`` threads serve the tiers (chromadb queries and ONNX inference release
-    the GIL, so they overlap). Call :meth:`close` (or use as a context manager) to stop them.
+    ``max_workers`` threads serve the tiers (ONNX inference and network waits release the
+    GIL and overlap; chroma calls on one store take turns: module doc, step 2). Call
+    :meth:`close` (or use as a context manager) to stop them.
     """
 
     def __init__(
