@@ -272,3 +272,11 @@ def test_only_the_named_speaker_is_read_as_the_trader(tmp_path: Path) -> None:
     code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
                         "--store-path", str(tmp_path / "alice"), "--speaker", "alice")  # fmt: skip
     assert code == 0 and "warning: no message of alice" in out, out
+
+
+def test_an_empty_chat_file_says_there_was_nothing_to_record(tmp_path: Path) -> None:
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("\n")
+    code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
+                        "--store-path", str(tmp_path / "run"))  # fmt: skip
+    assert code == 0 and f"nothing to record: {chat} holds no message" in out, out

@@ -245,7 +245,9 @@ def memory_import_chat(
             events += len(done.events)
             skipped += done.persona_skipped
             already += done.already
-    if already == written:
+    if not written:
+        print(f"nothing to record: {file} holds no message")
+    elif already == written:
         print(f"nothing new: the {written} messages of {trader} were already stored")
     else:
         stored = f", {already} of them already stored" if already else ""

@@ -41,7 +41,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +168,7 @@ def fills_span_warnings(
         elif first > a:
             out.append(
                 f"window {a:%Y-%m-%d}: the first fill of {trader_id} is on {first:%Y-%m-%d}, "
-                f"{(first - a).days} days into it; until then its persona is the seed note alone"
+                f"{_into(first - a)}; until then its persona is the seed note alone"
             )
         elif last < a:
             out.append(
@@ -176,6 +176,11 @@ def fills_span_warnings(
                 f"({last:%Y-%m-%d}); its persona is the one known then"
             )
     return out
+
+
+def _into(delta: timedelta) -> str:
+    days = delta.days
+    return f"{days} day{'s' if days != 1 else ''} into it" if days else "on its first day"
 
 
 def reference_profile(

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 __all__ = [
     "STRUCTURED_MODES",
+    "ProbeFailure",
     "StructuredMode",
     "api_error",
     "detect_mode",
@@ -67,6 +68,18 @@ def warn_once(text: str) -> None:
     log.log(logging.WARNING if first else logging.DEBUG, "%s", text)
 
 
+class ProbeFailure(str):
+    """Why a probe chose no mode (one line); ``endpoint``: the endpoint's fault
+    (unreachable, timed out, HTTP 408/429/5xx: :func:`endpoint_fault`), not a refusal."""
+
+    endpoint: bool
+
+    def __new__(cls, text: str, *, endpoint: bool) -> ProbeFailure:
+        failure = super().__new__(cls, text)
+        failure.endpoint = endpoint
+        return failure
+
+
 def detect_mode(client: openai.OpenAI, model: str) -> tuple[StructuredMode | None, str | None]:
     """``(mode, None)``: the first of :data:`STRUCTURED_MODES` this endpoint answers
     correctly, probed with a one-field schema (``{"ok": bool}``; no re-asks, no HTTP
@@ -76,7 +89,9 @@ def detect_mode(client: openai.OpenAI, model: str) -> tuple[StructuredMode | Non
 
     ``(None, error)`` when nothing can be learnt now — unreachable, timed out, rate
     limited, or failing even without a ``response_format`` — and nothing is remembered:
-    the next call probes again."""
+    the next call probes again. ``error`` is a :class:`ProbeFailure` (a ``str``) that
+    says whether the endpoint was at fault or refused the request (a 4xx: a wrong key or
+    URL)."""
     key = (str(client.base_url), model)
     with _detect_lock:
         if key in _detected:
@@ -104,7 +119,7 @@ def detect_mode(client: openai.OpenAI, model: str) -> tuple[StructuredMode | Non
                 if transient or (refused and mode == "prompt"):
                     error = api_error(cause, model)
                     warn_once(f"cannot probe {key[0]} for structured outputs: {error}")
-                    return None, error
+                    return None, ProbeFailure(error, endpoint=endpoint_fault(cause))
                 why = api_error(cause, model) if refused else "wrong answer"
                 log.info("structured output %s: not taken by %s (%s)", mode, key[0], why)
                 if mode != "prompt":

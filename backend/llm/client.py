@@ -40,7 +40,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, NoReturn, TypeVar, cast
 
 import instructor
 import openai
@@ -189,12 +189,12 @@ class LLMClient:
         try:
             return self._breaker.call(self._attempt, started, system, user, schema, max_tokens)
         except _EndpointFault as fault:
-            self._last_fault = fault.result.error or ""
             return cast(LLMResult[T], fault.result)
         except pybreaker.CircuitBreakerError:
+            n = self._breaker.fail_max
             return self._fail(
                 started,
-                f"skipped: {self._breaker.fail_max} calls in a row failed at {self.model}'s "
+                f"skipped: {n} call{'s' if n != 1 else ''} in a row failed at {self.model}'s "
                 f"endpoint (last: {self._last_fault}); it is tried again "
                 f"{self._breaker.reset_timeout:g} s after the last (llm.breaker_cooldown_s)",
                 0,
@@ -208,7 +208,12 @@ class LLMClient:
         at the endpoint, so the breaker counts it."""
         mode, error = self.mode()
         if mode is None:
-            raise _EndpointFault(self._fail(started, error or "no structured-output mode", 1, None))
+            failed: LLMResult[T] = self._fail(
+                started, error or "no structured-output mode", 1, None
+            )
+            if getattr(error, "endpoint", True):  # not a refusal (a wrong key or URL)
+                self._fault(failed)
+            return failed
         if mode not in self._instructors:
             self._instructors[mode] = structured(self._client, mode)
         responses: list[object] = []
@@ -234,9 +239,9 @@ class LLMClient:
             return self._fail(started, "answer truncated (max_tokens reached)", responses, mode)
         except InstructorRetryException as exc:
             log_answer(exc.last_completion)
-            failed: LLMResult[T] = self._fail(started, self._describe(exc, schema), responses, mode)
+            failed = self._fail(started, self._describe(exc, schema), responses, mode)
             if endpoint_fault(exc.__cause__):
-                raise _EndpointFault(failed) from None
+                self._fault(failed)
             return failed
         # instructor sets the final answer's usage to the total over the attempts
         prompt, generated, cached = usage([completion])
@@ -250,6 +255,12 @@ class LLMClient:
             mode=mode,
             cached_tokens=cached,
         )
+
+    def _fault(self, failed: LLMResult[Any]) -> NoReturn:
+        """Raise ``failed`` as the endpoint's fault (the breaker counts it), noting it for
+        the message of the calls the breaker then skips (inside the breaker's lock)."""
+        self._last_fault = failed.error or ""
+        raise _EndpointFault(failed)
 
     def _describe(self, exc: InstructorRetryException, schema: type[BaseModel]) -> str:
         """One line for a failed call, from the last attempt's exception and answer."""

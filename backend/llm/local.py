@@ -147,7 +147,13 @@ class LocalServer:
     def _check_port(self) -> None:
         """Refuse a port something listens on: the readiness check would take another
         server's answer for this one's (it printed "serving", then the exit status 3)."""
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0][0]
+        except OSError as exc:
+            raise ConfigError(f"host {self.host!r}: {exc}") from None
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # as uvicorn binds: a port left in TIME_WAIT by a server just stopped is free
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((self.host, self.port))
             except OSError as exc:

@@ -340,3 +340,34 @@ def test_an_endpoint_that_keeps_failing_is_not_called_until_the_cooldown(
     wrong = [ask(llm) for _ in range(5)]
     assert all(r.error and "does not fit" in r.error for r in wrong)
     assert len(server.requests) == 10  # every one was asked: the model, not the endpoint
+
+
+def test_a_refusing_endpoint_never_opens_the_breaker_and_one_failure_reads_right(
+    server: ChatServer,
+) -> None:
+    """A wrong key (HTTP 401) is a refusal, not an outage: under ``auto`` the probe's
+    failure had counted as the endpoint's fault, so the fourth call was skipped. With
+    ``breaker_failures: 1`` the skip says "1 call"."""
+
+    def llm(mode: str, failures: int) -> LLMClient:
+        made = build_llm(
+            LLMSettings(
+                base_url=server.base_url, model="m", max_retries=0, timeout_s=5.0,
+                structured_output=mode, parse_retries=0, breaker_failures=failures,
+            )
+        )  # type: ignore[arg-type]  # fmt: skip
+        assert made is not None
+        return made
+
+    server.script = [Reply(status=401)]
+    server.probe = Reply(status=401)
+    refused = llm("auto", 3)
+    errors = [ask(refused).error for _ in range(5)]
+    assert errors == ["HTTP 401 from m"] * 5
+    server.script = [Reply(status=503)]
+    one = llm("json_schema", 1)
+    assert ask(one).error == "HTTP 503 from m"
+    skipped = ask(one).error
+    assert skipped is not None and skipped.startswith(
+        "skipped: 1 call in a row failed at m's endpoint (last: HTTP 503 from m)"
+    )
