@@ -74,10 +74,13 @@ class ProbeFailure(str):
 
     endpoint: bool
 
-    def __new__(cls, text: str, *, endpoint: bool) -> ProbeFailure:
+    def __new__(cls, text: str, endpoint: bool = True) -> ProbeFailure:
         failure = super().__new__(cls, text)
         failure.endpoint = endpoint
         return failure
+
+    def __getnewargs__(self) -> tuple[str, bool]:  # type: ignore[override]  # copy, pickle
+        return (str(self), self.endpoint)
 
 
 def detect_mode(client: openai.OpenAI, model: str) -> tuple[StructuredMode | None, str | None]:

@@ -15,6 +15,7 @@ Measured here (2 cores, the server's own log during ``scripts/bench_llm.py``): p
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -146,21 +147,30 @@ class LocalServer:
 
     def _check_port(self) -> None:
         """Refuse a port something listens on: the readiness check would take another
-        server's answer for this one's (it printed "serving", then the exit status 3)."""
+        server's answer for this one's (it printed "serving", then the exit status 3).
+        Every address the host names is tried, as the server binds them all (``localhost``:
+        ``::1`` and ``127.0.0.1``); as it binds them, a port a stopped server left in
+        TIME_WAIT is free (``SO_REUSEADDR``)."""
         try:
-            family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0][0]
+            found = socket.getaddrinfo(
+                self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
         except OSError as exc:
             raise ConfigError(f"host {self.host!r}: {exc}") from None
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            # as uvicorn binds: a port left in TIME_WAIT by a server just stopped is free
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((self.host, self.port))
-            except OSError as exc:
-                raise ConfigError(
-                    f"port {self.port} on {self.host} is in use ({exc.strerror}): give "
-                    "another --port (or llm.local.port; 0 picks a free one)"
-                ) from None
+        for family, kind, proto, _, address in found:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    probe.bind(address)
+                except OSError as exc:
+                    if exc.errno != errno.EADDRINUSE:
+                        continue  # an address this machine lacks: the server's to report
+                    raise ConfigError(
+                        f"port {self.port} on {self.host} is in use ({exc.strerror}): give "
+                        "another --port (or llm.local.port; 0 picks a free one)"
+                    ) from None
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s

@@ -12,13 +12,15 @@ compares it with the trail's current count (one primary-key SQLite read, ~3 us
 measured) and rebuilds the mirror from chroma when another process wrote since.
 
 An embedded chroma (``PersistentClient``) has a second in-process copy, its own: each
-process loads a collection's HNSW index once and adds to it only its own writes, so a
-dense search never finds what another process wrote after that (measured with chromadb
-1.5.9: the other process's row is in ``get`` at once, in ``query`` never, whatever the
-wait). The same change count tells: when a read finds the trader's count moved by a
-write that was not this process's, the client is reopened (``reopen``: close, then a new
-``PersistentClient``, which loads the index from disk and the log; 16 ms at 3,000 rows,
-44 ms at 20,000, measured), so the next dense search sees it. Chroma shares one client
+process loads a collection's HNSW index at its first query, and a dense search then does
+not find what another process wrote after that (measured with chromadb 1.5.9: the other
+process's row is in ``get`` at once, in ``query`` not, whatever the wait, until this
+process writes to that collection itself). The same change count tells: when a read
+finds the trader's count moved by a write that was not this process's, the client is
+reopened (``reopen``: close, then a new ``PersistentClient``, which loads the index from
+disk and the log; 16 ms at 3,000 rows, 44 ms at 20,000, measured), so the next dense
+search sees it. After a reopen every collection's index is known only to be at least as
+new as the last count read for it (it loads at its first query). Chroma shares one client
 state per path within a process: a reopen refreshes nothing while another client of the
 same path is open in this process (two stores on one path in one process see each
 other's writes anyway). This process's own writes move the count too: they are folded
@@ -136,7 +138,11 @@ class ChromaBackend(VectorBackend):
                 close()
         self._closed = True
         self._cols.clear()
-        self._indexed.clear()
+        # a new client loads a collection's index at its first query, at least as new as
+        # every count read before now: those counts are a safe floor (clearing them let a
+        # write in between pass as already indexed)
+        self._indexed = dict(self._stamps)
+        self._own.clear()
         self.client = self._reopen()  # raises StoreError (the path is gone, ...)
         self._closed = False
 
@@ -174,7 +180,6 @@ class ChromaBackend(VectorBackend):
     def drop(self, name: str) -> None:
         with self._lock:
             self._cols.pop(name, None)
-            self._known.discard(name)
             self._mirrors.pop(name, None)
             try:
                 self._live().delete_collection(name)
@@ -182,6 +187,7 @@ class ChromaBackend(VectorBackend):
                 pass
             except ChromaError as exc:
                 raise StoreError(f"chroma: dropping {name}: {exc}") from None
+            self._known.discard(name)
 
     # ----------------------------------------------------------------------- writes
 

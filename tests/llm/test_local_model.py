@@ -151,3 +151,22 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2() -> None:
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith(f"sentinel: error: port {port} on 127.0.0.1 is in use")
     assert len(proc.stderr.splitlines()) == 1
+
+
+def test_the_port_check_tries_every_address_of_the_host(tmp_path: Path) -> None:
+    """``localhost`` may name ``::1`` first: a listener on 127.0.0.1 alone must still be
+    found (the server binds every address the name resolves to)."""
+    import socket
+
+    from backend.config import LocalLLMSettings
+    from backend.errors import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = LocalServer(
+            LocalLLMSettings(host="localhost"), log_path=tmp_path / "log", port=port
+        )
+        with pytest.raises(ConfigError, match=f"port {port} on localhost is in use"):
+            server._check_port()

@@ -71,3 +71,19 @@ def test_a_failed_reopen_is_an_error_and_the_next_call_tries_again(tmp_path: Pat
     assert len(opens) == 2
     assert _ids(backend, "ttt") == ["a"]
     assert set(backend.collections("")) >= {"ttt", "uuu"}
+
+
+def test_a_reopen_for_one_trader_keeps_the_count_of_the_others(tmp_path: Path) -> None:
+    """Another process writes alice, then bob. The reopen for alice's write must not
+    forget where bob's index stood: had it, bob's next count would pass as already
+    indexed (the new client loads bob's index at its first query, which may come before
+    bob's write), and dense search would miss bob's new row for good."""
+    opens: list[int] = []
+    backend = _backend(tmp_path, opens)
+    backend.open("bob", create={"dim": 3})
+    backend.validate("ttt", 1)
+    backend.validate("bob", 1)
+    backend.validate("ttt", 2)  # another process wrote alice's ("ttt") collection
+    assert opens == [1]
+    backend.validate("bob", 2)  # ... and then bob's
+    assert opens == [1, 1]
