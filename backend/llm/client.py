@@ -181,22 +181,21 @@ class LLMClient:
 
     def _parse(self, *, system: str, user: str, schema: type[T], max_tokens: int) -> LLMResult[T]:
         started = time.perf_counter()
-        if self._breaker is None:
-            try:
-                return self._attempt(started, system, user, schema, max_tokens)
-            except _EndpointFault as fault:
-                return cast(LLMResult[T], fault.result)
+        breaker = self._breaker
         try:
-            return self._breaker.call(self._attempt, started, system, user, schema, max_tokens)
+            if breaker is None:
+                return self._attempt(started, system, user, schema, max_tokens)
+            return breaker.call(self._attempt, started, system, user, schema, max_tokens)
         except _EndpointFault as fault:
             return cast(LLMResult[T], fault.result)
         except pybreaker.CircuitBreakerError:
-            n = self._breaker.fail_max
+            assert breaker is not None
+            n = breaker.fail_max
             return self._fail(
                 started,
                 f"skipped: {n} call{'s' if n != 1 else ''} in a row failed at {self.model}'s "
                 f"endpoint (last: {self._last_fault}); it is tried again "
-                f"{self._breaker.reset_timeout:g} s after the last (llm.breaker_cooldown_s)",
+                f"{breaker.reset_timeout:g} s after the last (llm.breaker_cooldown_s)",
                 0,
                 None,
             )
