@@ -15,6 +15,7 @@ from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, Field, field_validator
 
+from backend.memory._market_words import depth_words, move_word, volatility_level, volume_words
 from backend.types import Action, FrozenModel, to_utc
 
 __all__ = [
@@ -171,36 +172,9 @@ class MarketSnapshot(FrozenModel):
         Buckets instead of numbers (numbers cost many tokens and embed poorly): ~25
         tokens, ~5 ms to embed with MiniLM on 2 cores vs ~15 ms for :meth:`describe`.
         """
-        vol = self.realized_vol
-        level = (
-            "extreme"
-            if vol >= 1.2
-            else "very high"
-            if vol >= 0.8
-            else "high"
-            if vol >= 0.5
-            else "normal"
-            if vol >= 0.25
-            else "low"
-        )
-        moves = [f"{_move(v)} over {k}" for k, v in self.returns.items() if k != "1h"]
-        dd = self.drawdown
-        depth = (
-            "near its high"
-            if dd > -0.05
-            else "moderate drawdown"
-            if dd > -0.15
-            else "deep drawdown"
-            if dd > -0.3
-            else "crash-level drawdown"
-        )
-        volume = (
-            "heavy volume"
-            if self.volume_shock >= 2
-            else "thin volume"
-            if self.volume_shock < 0.5
-            else "normal volume"
-        )
+        moves = [f"{move_word(v)} over {k}" for k, v in self.returns.items() if k != "1h"]
+        level = volatility_level(self.realized_vol)
+        depth, volume = depth_words(self.drawdown), volume_words(self.volume_shock)
         topics = f", news: {', '.join(self.topics[:3])}" if self.topics else ""
         return (
             f"{self.symbol} {self.regime.replace('_', ' ')}, {level} volatility, "
@@ -236,20 +210,6 @@ class MarketSnapshot(FrozenModel):
             f"realised vol {self.realized_vol:.0%}, drawdown {self.drawdown:.1%}, "
             f"volume {self.volume_shock:.1f}x{fg}{news}"
         )
-
-
-def _move(ret: float) -> str:
-    if ret <= -0.10:
-        return "crash"
-    if ret <= -0.03:
-        return "sharp drop"
-    if ret < -0.01:
-        return "drop"
-    if ret <= 0.01:
-        return "flat"
-    if ret < 0.03:
-        return "rise"
-    return "sharp rally" if ret < 0.10 else "surge"
 
 
 # ------------------------------------------------------------------------ episodic
