@@ -44,7 +44,15 @@ from backend.tools._tool_io import (
     recall_payload,
     tool_specs,
 )
-from backend.tools._writers import EpisodicWriter, PersonaWriter, WorkingWriter, decision_episode
+from backend.tools._writers import (
+    MESSAGE_ID,
+    PERSONA_ID,
+    EpisodicWriter,
+    PersonaWriter,
+    WorkingWriter,
+    decision_episode,
+    unknown_memory_ids,
+)
 from backend.tools.schemas import (
     BuildContextArgs,
     ProfileArgs,
@@ -206,7 +214,10 @@ class MemoryToolkit:
         """Store a decision as a ``decision`` episode linked to the memories it used.
         One decision per trader, symbol and time (the episode id): the same decision
         again (a retry) is a no-op, another one at that time is a :class:`ToolError`
-        (a client with a fixed clock would otherwise overwrite the first)."""
+        (a client with a fixed clock would otherwise overwrite the first). Every one of
+        ``memory_ids`` must be a memory known at ``as_of`` (an id ``recall`` returned):
+        else a :class:`ToolError` names those that are not, and nothing is written."""
+        self._check_memory_ids(trader_id, memory_ids, as_of=as_of)
         episode = decision_episode(
             trader_id,
             symbol=symbol,
@@ -227,6 +238,25 @@ class MemoryToolkit:
                 )
         self._episodic.add([episode], as_of=as_of)
         return episode.id
+
+    def _check_memory_ids(self, trader_id: str, ids: Sequence[str], *, as_of: datetime) -> None:
+        messages = [i.removeprefix(MESSAGE_ID) for i in ids if i.startswith(MESSAGE_ID)]
+        said = self._conversation.messages(trader_id, messages, as_of=as_of) if (
+            messages and self._conversation is not None
+        ) else {}  # fmt: skip
+        profile = self.memory.persona.get_profile(trader_id, as_of) if any(
+            i.startswith(PERSONA_ID) for i in ids
+        ) else None  # fmt: skip
+        held = {e.id for e in self._episodic.get(trader_id, ids, as_of=as_of)}
+        unknown = unknown_memory_ids(
+            ids, as_of=as_of, persona_version=profile.version if profile else None,
+            episodes=held, messages=set(said),
+        )  # fmt: skip
+        if unknown:
+            raise ToolError(
+                f"record_decision: memory_ids: {len(unknown)} not known at "
+                f"{as_of.isoformat()} (ids come from recall's hits): {', '.join(unknown[:5])}"
+            )
 
     def record_outcome(
         self,

@@ -135,7 +135,11 @@ class RecordDecisionArgs(ToolArgs):
     action: Action
     size: float = Field(ge=0.0, le=10.0, description="fraction of equity")
     rationale: str = Field(min_length=1, max_length=2000)
-    memory_ids: list[str] = Field(default_factory=list, max_length=50)
+    memory_ids: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="ids of the memories it used, as recall returned them (hits[].id)",
+    )
 
 
 class RecordOutcomeArgs(ToolArgs):

@@ -15,9 +15,10 @@ import pytest
 from backend.compose import MemorySystem, build_memory_system
 from backend.config import MemorySettings, load_settings
 from backend.data import load_hyperliquid_fills, load_ohlcv
+from backend.errors import ToolError
 from backend.memory import compute_features, detect_market_events, events_to_episodes
 from backend.memory.hierarchical import HierarchicalMemory
-from backend.memory.models import PersonaProfile, ScoredEpisode
+from backend.memory.models import ChatMessage, PersonaProfile, ScoredEpisode
 from backend.text.tokens import count_tokens
 from tests.conftest import StoreFactory
 
@@ -247,6 +248,48 @@ def test_toolkit_tools_are_scoped_and_validated(system: MemorySystem) -> None:
         )
     )
     assert ctx["tokens"] <= 800
+
+
+def test_a_decision_cites_only_memories_known_at_its_time(system: MemorySystem) -> None:
+    kit = system.toolkit
+    said = ChatMessage(id="m1", speaker="trader", text="Keep me out of SOL leverage this month.",
+                       time=AS_OF - timedelta(hours=2), session="s1")  # fmt: skip
+    kit.record_message(TRADER, said)
+    out = kit.recall(TRADER, "SOL leverage selloff", symbol=SYMBOL, as_of=AS_OF)
+    ids = [h["id"] for h in out["hits"]]
+    tiers = {h["tier"] for h in out["hits"]}
+    assert {"persona", "working", "episodic", "conversation"} <= tiers and "message:m1" in ids
+    decided = kit.record_decision(TRADER, symbol=SYMBOL, action="hold", size=0.0,
+                                  rationale="cited", memory_ids=ids, as_of=AS_OF)  # fmt: skip
+    assert system.episodic.get(TRADER, [decided], as_of=AS_OF)[0].memory_ids == ids
+
+    later = AS_OF + timedelta(days=7)
+    future = [e.id for e in system.episodic.scan(TRADER, as_of=later) if e.occurred_at > AS_OF]
+    version = out["persona"]["version"]
+    bad = [
+        future[0],  # an episode written after the decision
+        "persona:v" + str(version + 1),  # a persona version not yet written
+        f"working:{SYMBOL}@{(AS_OF + timedelta(hours=1)).isoformat()}",  # a later bar
+        "working:BTC/USDT@not-a-time",
+        "message:nobody-said-this",
+        "ep-made-up",
+    ]
+    at = AS_OF - timedelta(hours=1)
+    for wrong in bad:
+        with pytest.raises(ToolError, match="not known at") as caught:
+            kit.record_decision(TRADER, symbol=SYMBOL, action="buy", size=0.1, rationale="x",
+                                memory_ids=[ids[0], wrong], as_of=at)  # fmt: skip
+        assert wrong in str(caught.value) and ids[0] not in str(caught.value).split(": ")[-1]
+    answer = json.loads(kit.dispatch("record_decision", {"symbol": SYMBOL, "action": "buy",
+                        "size": 0.1, "rationale": "x", "memory_ids": bad},
+                        trader_id=TRADER, as_of=at))  # fmt: skip
+    assert "6 not known" in answer["error"]
+    assert not [e for e in system.episodic.scan(TRADER, as_of=at) if e.event_type == "decision"]
+    # a message said after the decision's time is not known then either
+    before = AS_OF - timedelta(hours=3)
+    with pytest.raises(ToolError, match="message:m1"):
+        kit.record_decision(TRADER, symbol=SYMBOL, action="buy", size=0.1, rationale="x",
+                            memory_ids=["message:m1"], as_of=before)  # fmt: skip
 
 
 def test_constraints_too_long_for_the_budget_are_a_memory_error_not_a_crash(

@@ -110,7 +110,7 @@ def test_consolidation_decays_and_prunes_but_spares_an_open_position(
     open_position = faded[0].id  # a memory the open position's decision was taken with
     decision = system.toolkit.record_decision(
         "agent", symbol="BTC/USDT", action="buy", size=0.3, rationale="trend up",
-        memory_ids=[open_position, "persona:v1"], as_of=datetime(2022, 7, 1, tzinfo=UTC),
+        memory_ids=[open_position], as_of=datetime(2022, 7, 1, tzinfo=UTC),
     )  # fmt: skip
     state = PaperState(
         run_id="binance:BTC/USDT:1h:agent",
