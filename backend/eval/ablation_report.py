@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from backend.backtest.report import figure_img, naive_utc
 from backend.eval.ablation import AblationOutcome
 from backend.eval.ablation_summary import (
+    MIN_BOOTSTRAP_WINDOWS,
     RunOutput,
     chain_curves,
     compare_modes,
@@ -119,17 +120,25 @@ def _summary_table(by_mode: dict[str, dict[str, Any]]) -> str:
 def _comparison_table(by_name: dict[str, dict[str, Any]]) -> str:
     if not by_name:
         return ""
+
+    def interval(c: dict[str, Any]) -> str:
+        ci = c["ci95"]
+        return "too few windows" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
     rows = "".join(
-        f'<tr><td class="l">{html.escape(name)}</td><td>{c["sharpe_diff"]:+.3f}</td>'
-        f"<td>[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]</td><td>{c['windows']}</td>"
-        f"<td>{_cell(c['max_drawdown_ratio'], '{:.3f}')}</td></tr>"
+        f'<tr><td class="l">{html.escape(name)}</td><td>{c["sharpe_diff_chained"]:+.3f}</td>'
+        f"<td>{c['sharpe_diff']:+.3f}</td><td>{html.escape(interval(c))}</td>"
+        f"<td>{c['windows']}</td><td>{_cell(c['max_drawdown_ratio'], '{:.3f}')}</td></tr>"
         for name, c in by_name.items()
     )
     return (
-        '<table><tr><th class="l">paired</th><th>mean Sharpe diff</th><th>95% bootstrap</th>'
+        '<table><tr><th class="l">paired</th><th>chained Sharpe diff</th>'
+        "<th>mean per-window Sharpe diff</th><th>its 95% bootstrap</th>"
         f"<th>windows</th><th>max DD ratio</th></tr>{rows}</table>"
-        '<p class="muted">Per-window Sharpe differences against off, windows resampled; '
-        "weak with few windows.</p>"
+        '<p class="muted">Chained: the Sharpe of the windows\' bar returns put together, as in '
+        "the table above. Per window: the mean of each window's Sharpe difference against "
+        f"off, windows resampled for the interval (none below {MIN_BOOTSTRAP_WINDOWS} "
+        "windows); the two can differ in sign.</p>"
     )
 
 
@@ -143,8 +152,10 @@ def _render(outputs: Sequence[RunOutput], *, title: str, warnings: Sequence[str]
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         "<p>Each mode's walk-forward windows chained end to end (each window restarts flat "
-        "from the capital the previous one ended with; dotted lines mark window starts), "
-        "buy-and-hold dashed. Returns and drawdowns are fractions shown in percent; fees in "
+        "from the capital the previous one ended with; dotted lines mark window starts; a "
+        "position open at a window's end is marked at its close, not sold, so its exit's fee "
+        "and slippage are left out), buy-and-hold dashed (bought at each window's first "
+        "close, no fee or slippage). Returns and drawdowns are fractions shown in percent; fees in "
         "the quote currency; Sharpe and Sortino annualised, rf 0; persona alignment 0..1 "
         "(higher is closer to the trader), decision-weighted over windows.</p>",
         *(f'<p class="warn">WARNING: {html.escape(w)}</p>' for w in warnings),

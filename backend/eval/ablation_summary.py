@@ -27,6 +27,7 @@ from backend.eval.models import ChainedMetrics, ModeComparison, RunBehaviour, Wi
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
     "BOOTSTRAP_SEED",
+    "MIN_BOOTSTRAP_WINDOWS",
     "ChainedCurve",
     "RunOutput",
     "chain",
@@ -39,6 +40,10 @@ __all__ = [
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20240901
+MIN_BOOTSTRAP_WINDOWS = 4
+"""Fewest paired windows :func:`compare_modes` gives an interval for: with n windows, the
+chance that all n draws of a resample are the smallest difference is (1/n)^n, above the
+2.5% tail for n <= 3, so the percentile interval is then the differences' range."""
 
 
 @dataclass(frozen=True)
@@ -240,7 +245,8 @@ def paired_bootstrap(
 def compare_modes(outputs: Sequence[RunOutput], summary: dict[str, Any]) -> dict[str, Any]:
     """pair -> timeframe -> ``"<mode>_vs_off"`` -> :class:`ModeComparison` dict, for each
     memory mode run together with ``off`` (paired by window start; the per-window Sharpe
-    is the engine's of that window; the drawdown ratio uses ``summary``'s chained values)."""
+    is the engine's of that window; the chained Sharpe difference and the drawdown ratio
+    use ``summary``'s chained values; no interval below :data:`MIN_BOOTSTRAP_WINDOWS`)."""
     groups = group_runs(outputs)
     out: dict[str, Any] = {}
     for (pair, tf, mode), runs in groups.items():
@@ -251,10 +257,12 @@ def compare_modes(outputs: Sequence[RunOutput], summary: dict[str, Any]) -> dict
         diffs = [o.run.metrics.sharpe - base[o.run.window_start] for o in runs
                  if o.run.window_start in base]  # fmt: skip
         lo, hi = paired_bootstrap(diffs)
-        mdd, off_mdd = (summary[pair][tf][m]["max_drawdown"] for m in (mode, "off"))
+        entries = summary[pair][tf]
+        mdd, off_mdd = (entries[m]["max_drawdown"] for m in (mode, "off"))
         out.setdefault(pair, {}).setdefault(tf, {})[f"{mode}_vs_off"] = ModeComparison(
+            sharpe_diff_chained=round(entries[mode]["sharpe"] - entries["off"]["sharpe"], 4),
             sharpe_diff=round(float(np.mean(diffs)) if diffs else 0.0, 4),
-            ci95=(round(lo, 4), round(hi, 4)),
+            ci95=(round(lo, 4), round(hi, 4)) if len(diffs) >= MIN_BOOTSTRAP_WINDOWS else None,
             windows=len(diffs),
             max_drawdown_ratio=round(mdd / off_mdd, 4) if off_mdd < 0 else None,
         ).model_dump(mode="json")

@@ -125,11 +125,20 @@ class ChainedMetrics(FrozenModel):
 class ModeComparison(FrozenModel):
     """A memory mode against ``off`` on the same windows (paired by window)."""
 
+    sharpe_diff_chained: float
+    """Chained Sharpe of the mode - that of ``off`` (the ``summary`` entries' ``sharpe``:
+    each from the windows' bar returns put together)."""
     sharpe_diff: float
-    """Mean over windows of (mode Sharpe - off Sharpe), each the window's annualised Sharpe."""
-    ci95: tuple[float, float]
-    """Percentile bootstrap 95% interval of that mean (windows resampled with replacement,
-    2,000 resamples, fixed seed); weak with few windows (one window: ``[d, d]``)."""
+    """Mean over windows of (mode Sharpe - off Sharpe), each the window's annualised
+    Sharpe: what :attr:`ci95` is an interval of. It can differ from
+    :attr:`sharpe_diff_chained` in size and even sign (windows count equally here, bars
+    there)."""
+    ci95: tuple[float, float] | None
+    """Percentile bootstrap 95% interval of :attr:`sharpe_diff` (windows resampled with
+    replacement, 2,000 resamples, fixed seed). None below
+    :data:`~backend.eval.ablation_summary.MIN_BOOTSTRAP_WINDOWS` windows: with 3 the
+    percentile interval is the range of the differences whatever they are (each extreme
+    is drawn three times in a row with probability 1/27 > 2.5%)."""
     windows: int = Field(ge=0)
     """Windows run in both modes."""
     max_drawdown_ratio: float | None

@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from backend.backtest.metrics import bars_per_year
+from backend.backtest.models import BacktestMetrics
 from backend.cli import app
 from backend.config import load_settings
 from backend.data import OHLCVFrame, find_ohlcv_file, load_ohlcv, read_ohlcv_file
@@ -32,7 +33,8 @@ from backend.eval.ablation import (
     run_window,
     walk_forward_windows,
 )
-from backend.eval.ablation_summary import chain_curves, paired_bootstrap
+from backend.eval.ablation_summary import chain_curves, compare_modes, paired_bootstrap
+from backend.eval.models import WindowRun
 from tests.llm.chat_server import start_chat_server
 from tests.sentinel_cli import sentinel
 
@@ -80,6 +82,38 @@ def test_paired_bootstrap_is_seeded_and_brackets_the_mean() -> None:
     assert paired_bootstrap(diffs) == (lo, hi)  # fixed seed
     assert paired_bootstrap([0.4]) == pytest.approx((0.4, 0.4))  # one window: no spread
     assert paired_bootstrap([]) == (0.0, 0.0)
+
+
+def test_the_comparison_gives_an_interval_only_over_enough_windows() -> None:
+    def outputs(mode: str, sharpes: list[float]) -> list[RunOutput]:
+        return [
+            RunOutput(
+                run=WindowRun.model_construct(
+                    pair="BTC/USDT",
+                    timeframe="4h",
+                    mode=mode,
+                    window_start=utc(2022, 1 + i, 1),
+                    metrics=BacktestMetrics.model_construct(sharpe=value),
+                ),
+                equity=pd.Series(dtype=float),
+                buy_and_hold=pd.Series(dtype=float),
+                initial_equity=1.0,
+            )
+            for i, value in enumerate(sharpes)
+        ]
+
+    summary = {"BTC/USDT": {"4h": {"off": {"sharpe": 0.5, "max_drawdown": -0.2},
+                                   "all": {"sharpe": 0.3, "max_drawdown": -0.1}}}}  # fmt: skip
+    four = outputs("off", [0.1, 0.2, 0.3, 0.4]) + outputs("all", [1.0, -0.5, 0.9, 0.2])
+    paired = compare_modes(four, summary)["BTC/USDT"]["4h"]["all_vs_off"]
+    assert paired["windows"] == 4 and paired["sharpe_diff"] == pytest.approx(0.15)
+    lo, hi = paired["ci95"]
+    assert -0.7 < lo < paired["sharpe_diff"] < hi < 0.9  # inside the differences' range
+    # the chained difference is the summary's, here of the other sign
+    assert paired["sharpe_diff_chained"] == pytest.approx(-0.2)
+    assert paired["max_drawdown_ratio"] == pytest.approx(0.5)
+    three = outputs("off", [0.1, 0.2, 0.3]) + outputs("all", [1.0, -0.5, 0.9])
+    assert compare_modes(three, summary)["BTC/USDT"]["4h"]["all_vs_off"]["ci95"] is None
 
 
 def test_memory_tiers_setting_is_validated() -> None:
@@ -354,8 +388,9 @@ def test_cli_with_a_real_trader_scores_persona_alignment(shared_data: Path, tmp_
     # the trader is mostly short: buy-and-hold's long share is far from theirs
     assert summary["buy_and_hold"]["persona_alignment_parts"]["long_share"] < 0.2
     paired = data["comparison"]["ETH/USDT"]["4h"]["all_vs_off"]
-    lo, hi = paired["ci95"]
-    assert paired["windows"] == 2 and lo <= paired["sharpe_diff"] <= hi
+    assert paired["windows"] == 2 and paired["ci95"] is None  # too few windows for one
+    chained = summary["all"]["sharpe"] - summary["off"]["sharpe"]
+    assert paired["sharpe_diff_chained"] == pytest.approx(chained, abs=1e-4)
     html = page.read_text()
     assert html.count("<img") == 1 and "persona alignment" in html
     assert "http://" not in html and "https://" not in html and "<script" not in html
