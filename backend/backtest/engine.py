@@ -53,6 +53,7 @@ from backend.backtest.models import (
 from backend.config import BacktestSettings
 from backend.data import OHLCVFrame, timeframe_seconds
 from backend.errors import DataError
+from backend.types import to_utc
 
 __all__ = [
     "BacktestResult",
@@ -122,9 +123,10 @@ def select_window(
 
 
 def utc_timestamp(value: datetime) -> pd.Timestamp:
-    """``value`` as a UTC timestamp (a naive value is taken as UTC, like the CLI does)."""
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    """``value`` as a UTC timestamp. Raises ``ValueError`` for a naive value (ambiguous,
+    as :func:`~backend.types.to_utc`): only the CLI reads a naive time, as UTC, when it
+    parses one."""
+    return pd.Timestamp(to_utc(value))
 
 
 def _iso(value: datetime | None) -> str:

@@ -114,7 +114,7 @@ def walk_forward_windows(
     start: datetime, end: datetime, *, months: int
 ) -> list[tuple[datetime, datetime]]:
     """Contiguous ``[a, b)`` windows of ``months`` calendar months from ``start``; the last
-    one ends at ``end``. Raises ValueError for ``months < 1`` or ``start >= end``."""
+    one ends at ``end``. Raises ValueError for ``months < 1``, ``start >= end`` or a naive time."""
     if months < 1:
         raise ValueError(f"window months must be >= 1, got {months}")
     lo, hi = utc_timestamp(start), utc_timestamp(end)

@@ -201,15 +201,6 @@ def test_window_and_gaps() -> None:
     assert maker.contexts[2].position.entry_price == 150  # filled at the post-gap open
     assert result.metrics.start == T0 + H and result.metrics.end == T0 + 6 * H
     assert result.buy_and_hold.tolist() == pytest.approx([10_000, 10_000, 15_000, 15_000])
-    naive = run_backtest(
-        ohlcv,
-        ScriptedMaker({2: buy(1.0)}),
-        settings=FREE,
-        trader_id="t",
-        start=start.replace(tzinfo=None),  # naive = UTC
-        end=None,
-    )
-    assert naive.equity.equals(result.equity)
 
 
 def test_empty_window_is_a_data_error() -> None:
@@ -275,3 +266,13 @@ def test_progress_is_reported_for_every_bar() -> None:
         progress=lambda done, total: seen.append((done, total)),
     )
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_a_naive_start_or_end_is_refused_not_read_as_utc() -> None:
+    ohlcv = synthetic_ohlcv([(100, 100), (100, 110), (110, 120)])
+    naive = T0.replace(tzinfo=None)
+    for window in ({"start": naive, "end": None}, {"start": None, "end": naive + 2 * H}):
+        with pytest.raises(ValueError, match="timezone-aware"):
+            run_backtest(ohlcv, ScriptedMaker({}), settings=FREE, trader_id="t", **window)
+    # the same instant with its zone runs
+    run_backtest(ohlcv, ScriptedMaker({}), settings=FREE, trader_id="t", start=T0, end=None)
