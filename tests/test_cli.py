@@ -323,6 +323,43 @@ def test_memory_search_prints_stored_markup_as_it_is(tmp_path: Path) -> None:
     assert text in result.stdout, result.stdout
 
 
+def test_memory_search_shows_an_episode_as_it_stood_at_as_of(tmp_path: Path) -> None:
+    """An outcome recorded after ``--as-of`` is not shown with the episode (the store keeps
+    the episode's record as last written; the search replays it as of)."""
+    import json
+    from datetime import UTC, datetime
+    from typing import Any
+
+    from backend.config import MemorySettings, StoreSettings
+    from backend.embeddings import HashingEmbedder
+    from backend.memory.episodic import EpisodicMemory
+    from backend.memory.models import Episode, Outcome
+    from backend.storage import open_store
+
+    store = open_store(StoreSettings(path=tmp_path / "khala"), HashingEmbedder())
+    episodic = EpisodicMemory(store, settings=MemorySettings())
+    at, later = datetime(2022, 5, 10, tzinfo=UTC), datetime(2022, 5, 13, tzinfo=UTC)
+    episode = Episode(id="e1", trader_id="alice", symbol="BTC/USDT", event_type="flash_crash",
+                      occurred_at=at, description="LUNA crash", importance=0.3)  # fmt: skip
+    episodic.add([episode], as_of=at)
+    outcome = Outcome(horizon="24h", market_return=-0.25, pnl=None, resolved_at=later)
+    episodic.record_outcome("alice", "e1", outcome, as_of=later)
+    store.close()
+
+    def search(as_of: str) -> Any:
+        result = run("memory", "search", "--trader", "alice", "--query", "luna crash",
+                     "--method", "bm25", "--as-of", as_of, "--json",
+                     "--store-path", str(tmp_path / "khala"),
+                     env={"SENTINEL_EMBEDDING__PROVIDER": "hashing"})  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        (line,) = result.stdout.splitlines()
+        return json.loads(line)["record"]
+
+    then, now = search("2022-05-11"), search("2022-05-14")
+    assert then["importance"] == 0.3 and json.loads(then["metadata"]["log"]) == []
+    assert now["importance"] > 0.3 and "-0.25" in now["metadata"]["log"]
+
+
 def test_store_path_layouts_are_recognised(tmp_path: Path) -> None:
     from backend.cli._common import settings_for_store
     from backend.errors import ConfigError

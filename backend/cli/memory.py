@@ -46,6 +46,7 @@ def memory_search(
 ) -> None:
     """Search one trader's memories (never another trader's) as of a time."""
     from backend.embeddings import build_embedder
+    from backend.memory.episodic import EPISODIC_KIND, record_as_of
     from backend.storage import open_store
 
     if method not in ("dense", "bm25", "hybrid"):
@@ -62,6 +63,13 @@ def memory_search(
         method=searched,
         filters={"kind": kind} if kind else None,
     )
+    ts = fence.timestamp()  # an episode as it stood then, not with its later outcomes
+    hits = [
+        h.model_copy(update={"record": record_as_of(h.record, ts)})
+        if h.record.kind == EPISODIC_KIND
+        else h
+        for h in hits
+    ]
     if as_json:
         for hit in hits:
             print(hit.model_dump_json())

@@ -26,6 +26,7 @@ __all__ = [
     "encode",
     "log_outcome",
     "outcome_delta",
+    "record_as_of",
     "record_filters",
     "replay",
 ]
@@ -110,6 +111,22 @@ def encode(base: Episode, log: list[dict[str, Any]]) -> MemoryRecord:
             "episode": base.model_dump_json(),
             "log": json.dumps(log, separators=(",", ":")),
         },
+    )
+
+
+def record_as_of(record: MemoryRecord, as_of_ts: float) -> MemoryRecord:
+    """An episodic ``record`` as it stood at ``as_of_ts`` (UNIX seconds): its log cut to
+    the entries recorded by then and its importance of then. The store fences a record by
+    its creation time only, and keeps an episode's record as last written: a raw read
+    (:meth:`KhalaStore.search`, ``sentinel memory search``) would show outcomes and
+    importance changes recorded later. Raises what :func:`decode` raises."""
+    base, log = decode(record)
+    kept = [e for e in log if float(e["ts"]) <= as_of_ts]
+    return record.model_copy(
+        update={
+            "importance": replay(base, kept, None).importance,
+            "metadata": {**record.metadata, "log": json.dumps(kept, separators=(",", ":"))},
+        }
     )
 
 

@@ -38,6 +38,7 @@ from backend.memory._episode_codec import (
     encode,
     log_outcome,
     outcome_delta,
+    record_as_of,
     record_filters,
     replay,
 )
@@ -46,7 +47,7 @@ from backend.memory.models import ActionLink, Episode, EpisodeType, Outcome, Sco
 from backend.storage import KhalaStore, MemoryRecord, SearchMethod, UpsertResult
 from backend.types import to_utc
 
-__all__ = ["EPISODIC_KIND", "EpisodicMemory", "outcome_delta"]
+__all__ = ["EPISODIC_KIND", "EpisodicMemory", "outcome_delta", "record_as_of"]
 
 
 class EpisodicMemory:

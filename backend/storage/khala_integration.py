@@ -329,7 +329,10 @@ class KhalaStore:
         ``query`` is text, or a vector for ``dense`` only. ``filters`` narrow by ``kind``
         and free metadata keys (equality, or any-of for a list); ``min_importance`` keeps
         records with importance >= it. Results are ordered best first; see
-        :class:`SearchHit` for the meaning of ``similarity``.
+        :class:`SearchHit` for the meaning of ``similarity``. ``as_of`` fences a record by
+        its creation time: a record updated since is returned, and filtered on its
+        importance, as last written (an episode's later outcomes; read episodes through
+        :class:`~backend.memory.episodic.EpisodicMemory`, which replays them as of).
 
         Raises :class:`TenantScopeError` (reserved filter keys), :class:`LookAheadError`
         (naive ``as_of``), :class:`StoreError` (bad arguments, backend failure).
