@@ -41,7 +41,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from backend.backtest._broker import SimBroker
+from backend.backtest._broker import BrokerFill, SimBroker
 from backend.backtest.metrics import compute_metrics
 from backend.backtest.models import (
     BacktestMetrics,
@@ -89,6 +89,8 @@ class BacktestResult:
     """Signed position notional / equity at each bar close."""
     trades: tuple[TradeRecord, ...]
     decisions: tuple[DecisionRecord, ...]
+    fills: tuple[BrokerFill, ...] = ()
+    """Every executed order, in time order (a resize, a close, a flip: one fill each)."""
 
     @property
     def drawdown(self) -> pd.Series:
@@ -311,4 +313,5 @@ def run_backtest(
         exposure=exposure_s,
         trades=trades,
         decisions=tuple(decisions),
+        fills=tuple(broker.fills),
     )

@@ -6,6 +6,11 @@
   percent; times ISO-8601 UTC);
 * ``trades.csv`` — one row per :class:`TradeRecord` (its field names as the header, which
   is written even without trades);
+* ``fills.csv`` — one row per executed order (:data:`FILL_COLUMNS`: ``time`` of the fill,
+  the open of the bar after the decision; ``side``; ``amount`` in base units, > 0;
+  ``reference_price`` the bar's open and ``price`` after slippage, quote per base;
+  ``cost`` = amount x price and ``fee``, quote currency), ccxt's words for a trade: with
+  ``trades.csv`` (round trips only) a position still open at the end is accounted for;
 * ``decisions.jsonl`` — one :class:`DecisionRecord` JSON object per line (with
   ``memory_ids``, ``prompt_tokens``, ``retrieval_ms``);
 * ``equity.csv`` — ``time`` (bar close), ``equity``, ``buy_and_hold``, ``exposure``;
@@ -44,6 +49,7 @@ from matplotlib import dates as mdates
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from backend.backtest._broker import BrokerFill
 from backend.backtest._memory_changes import memory_changes_frame, memory_changes_section
 from backend.backtest.engine import BacktestResult, utc_timestamp
 from backend.backtest.metrics import run_warning
@@ -51,6 +57,7 @@ from backend.backtest.models import BacktestMetrics, TradeRecord
 from backend.errors import ConfigError
 
 __all__ = [
+    "FILL_COLUMNS",
     "RUN_FILES",
     "check_run_dir",
     "figure_img",
@@ -124,8 +131,8 @@ def write_run(
 
 
 RUN_FILES = (
-    "metrics.json", "trades.csv", "decisions.jsonl", "equity.csv", "memory_changes.csv",
-    "report.html",
+    "metrics.json", "trades.csv", "fills.csv", "decisions.jsonl", "equity.csv",
+    "memory_changes.csv", "report.html",
 )  # fmt: skip
 """The files :func:`write_run` writes into a run's directory."""
 
@@ -156,6 +163,7 @@ def _write_files(
 ) -> None:
     (out / "metrics.json").write_text(result.metrics.model_dump_json(indent=2) + "\n", "utf-8")
     trades_frame(result.trades).to_csv(out / "trades.csv", index=False)
+    fills_frame(result.fills).to_csv(out / "fills.csv", index=False)
     with (out / "decisions.jsonl").open("w", encoding="utf-8") as fh:
         for record in result.decisions:
             fh.write(record.model_dump_json() + "\n")
@@ -188,6 +196,21 @@ def trades_frame(trades: Sequence[TradeRecord]) -> pd.DataFrame:
     """Trades as a frame with :class:`TradeRecord`'s fields as columns (times ISO-8601)."""
     rows = [trade.model_dump(mode="json") for trade in trades]
     return pd.DataFrame(rows, columns=list(TradeRecord.model_fields))
+
+
+FILL_COLUMNS = ("time", "side", "amount", "reference_price", "price", "cost", "fee")
+"""The columns of ``fills.csv`` (module doc)."""
+
+
+def fills_frame(fills: Sequence[BrokerFill]) -> pd.DataFrame:
+    """Fills as a frame of :data:`FILL_COLUMNS` (times ISO-8601 UTC; the header is written
+    even without fills)."""
+    rows = [
+        (f.time.isoformat(), "buy" if f.quantity > 0 else "sell", abs(f.quantity),
+         f.reference_price, f.price, abs(f.quantity) * f.price, f.fee)
+        for f in fills
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=list(FILL_COLUMNS))
 
 
 # ------------------------------------------------------------------ figures

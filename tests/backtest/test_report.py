@@ -182,6 +182,37 @@ SCRIPT: dict[int, tuple[Decision, MemoryEffect | None]] = {
 }  # fmt: skip
 
 
+def test_fills_csv_accounts_for_every_quote_of_the_run(
+    tmp_path: Path, run: tuple[BacktestResult, SmaCrossMaker]
+) -> None:
+    """From fills.csv alone: the fees are the run's, and cash after every fill plus the
+    position marked at the last close is the final equity (an open position included)."""
+    result, _ = run
+    write_run(result, tmp_path / "out", title="fills")
+    fills = pd.read_csv(tmp_path / "out" / "fills.csv")
+    assert list(fills.columns) == ["time", "side", "amount", "reference_price", "price",
+                                   "cost", "fee"]  # fmt: skip
+    assert len(fills) >= 2 * result.metrics.n_trades - 1 and (fills["amount"] > 0).all()
+    signed = np.where(fills["side"] == "buy", 1.0, -1.0) * fills["amount"]
+    assert fills["fee"].sum() == pytest.approx(result.metrics.fees_paid, rel=1e-12)
+    assert fills["cost"].to_numpy() == pytest.approx(fills["amount"] * fills["price"])
+    slip = BacktestSettings().slippage  # always against the trader
+    assert fills["price"].to_numpy() == pytest.approx(
+        fills["reference_price"] * (1 + slip * np.sign(signed))
+    )
+    cash = BacktestSettings().initial_equity - (signed * fills["price"]).sum() - fills["fee"].sum()
+    last_close = 100 + 10 * ((299 // 20) % 2) + (299 % 20) * (1 if (299 // 20) % 2 else -1) + 0.5
+    held = float(signed.sum())  # the fixture's last candle, (open, open + 0.5)
+    assert cash + held * last_close == pytest.approx(float(result.equity.iloc[-1]), rel=1e-9)
+    flat = synthetic_ohlcv([(100, 100)] * 3)
+    empty = run_backtest(flat, SmaCrossMaker(fast=3, slow=8), settings=BacktestSettings(),
+                         trader_id="t", start=None, end=None)  # fmt: skip
+    write_run(empty, tmp_path / "none", title="no fills")
+    assert (tmp_path / "none" / "fills.csv").read_text().strip() == ",".join(
+        ["time", "side", "amount", "reference_price", "price", "cost", "fee"]
+    )
+
+
 @pytest.fixture(scope="module")
 def btc(shared_data: Path) -> OHLCVFrame:
     market = shared_data / "market" / "binance"
