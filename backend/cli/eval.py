@@ -32,7 +32,9 @@ Ablation and persona output files are written atomically (a temporary file in th
 directory, then ``os.replace``); the ablation rewrites its file after every run with
 ``"complete": false`` until the last one, then writes its HTML page (``--html``, default
 the ``--out`` path with suffix ``.html``: the modes' chained equity curves and summary
-tables, :mod:`backend.eval.ablation_report`). ``--trader``/``--fills`` (both or neither,
+tables, :mod:`backend.eval.ablation_report`) and the curves themselves as CSV (the
+``--out`` path with suffix ``.curves.csv``), from which the summary's chained numbers can
+be computed again. ``--trader``/``--fills`` (both or neither,
 else a ConfigError) make every run that trader's agent; a trader without fills in the
 file is a DataError naming the file; so is a pair without candles in any window
 (before anything runs). ``--modes`` repeated count once. The JSON's ``news`` names the
@@ -278,7 +280,7 @@ def ablation(
         run_ablation,
         walk_forward_windows,
     )
-    from backend.eval.ablation_report import write_ablation_html
+    from backend.eval.ablation_report import write_ablation_curves, write_ablation_html
     from backend.eval.models import AblationMode, WindowRun
 
     cfg = settings()
@@ -300,6 +302,10 @@ def ablation(
         raise ConfigError(f"--out {out}: the HTML page would overwrite it; give --html elsewhere")
     check_writable(out, what="JSON file")  # before the first run, not after it
     check_writable(page, what="HTML page")
+    curves = out.with_suffix(".curves.csv")
+    if curves.resolve() in (out.resolve(), page.resolve()):
+        raise ConfigError(f"--out {out}: its curves CSV {curves} would overwrite an output")
+    check_writable(curves, what="curves CSV")
     candles = data_dir if data_dir is not None else cfg.data.market_dir
     symbols = dict.fromkeys(parse_pair(p, name="pairs") for p in _split(pairs, name="pairs"))
     frames = {
@@ -350,9 +356,10 @@ def ablation(
     ]
     write_json(out, {**header, "complete": True, **result})
     write_ablation_html(outcome, page, warnings=warnings)
+    write_ablation_curves(outcome, curves)
     table = Table(
         "pair", "tf", "mode", "return", "Sharpe", "Sortino", "max DD", "trades", "violations",
-        "alignment", title=f"written to {out} and {page}",
+        "alignment", title=f"written to {out}, {page} and {curves.name}",
     )  # fmt: skip
     for pair, by_tf in result["summary"].items():
         for tf, by_mode in by_tf.items():

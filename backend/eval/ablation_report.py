@@ -30,7 +30,7 @@ from backend.eval.ablation_summary import (
 )
 from backend.files import write_text_atomic
 
-__all__ = ["write_ablation_html"]
+__all__ = ["CURVE_COLUMNS", "write_ablation_curves", "write_ablation_html"]
 
 _COLORS = {
     "off": "#7f7f7f",
@@ -183,6 +183,45 @@ def _render(outputs: Sequence[RunOutput], *, title: str, warnings: Sequence[str]
         parts.append('<p class="muted">No runs.</p>')
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+CURVE_COLUMNS = ("time", "pair", "timeframe", "mode", "window_start", "equity")
+"""The columns of :func:`write_ablation_curves`'s CSV."""
+
+
+def write_ablation_curves(result: AblationOutcome | Sequence[RunOutput], path: Path) -> None:
+    """Write every mode's chained equity curve, the ones the summary's chained
+    ``total_return``, ``sharpe`` and ``max_drawdown`` and the page's figures are computed
+    from, to the CSV ``path`` (:data:`CURVE_COLUMNS`; ``time`` the bar close, ISO-8601 UTC;
+    ``equity`` in the quote currency, chained from the initial equity; buy-and-hold as mode
+    ``buy_and_hold``), atomically. Raises :class:`DataError` naming the file when it
+    cannot be written."""
+    outputs = result.outputs if isinstance(result, AblationOutcome) else list(result)
+    frames = []
+    held: set[tuple[str, str]] = set()  # buy-and-hold once per pair and timeframe
+    for (pair, tf, mode), runs in group_runs(outputs).items():
+        initial = runs[0].initial_equity
+        curves = {mode: [o.equity for o in runs]}
+        if (pair, tf) not in held:
+            held.add((pair, tf))
+            curves["buy_and_hold"] = [o.buy_and_hold for o in runs]
+        starts = [o.run.window_start.isoformat() for o in runs for _ in range(len(o.equity))]
+        for name, pieces in curves.items():
+            chained = chain_curves(pieces, initial=initial).path
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "time": [t.isoformat() for t in chained.index],
+                        "pair": pair,
+                        "timeframe": tf,
+                        "mode": name,
+                        "window_start": starts,
+                        "equity": chained.to_numpy() * initial,
+                    }
+                )
+            )
+    table = pd.concat(frames) if frames else pd.DataFrame(columns=list(CURVE_COLUMNS))
+    write_text_atomic(path, table[list(CURVE_COLUMNS)].to_csv(index=False), what="curves CSV")
 
 
 def write_ablation_html(

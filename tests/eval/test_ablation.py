@@ -223,6 +223,22 @@ def test_cli_writes_the_summary_with_buy_and_hold(shared_data: Path, tmp_path: P
         assert 0 < run["buy_and_hold_persona_alignment"] < 1
     assert data["comparison"] == {} and data["trader"] is None  # no memory mode ran
     assert out.with_suffix(".html").read_text().count("<img") == 2  # one per pair/timeframe
+    # the chained numbers again, from the curves CSV alone
+    curves = pd.read_csv(out.with_suffix(".curves.csv"))
+    assert set(curves["mode"]) == {"off", "buy_and_hold"} and set(curves["timeframe"]) == {"4h"}
+    for (pair, mode), curve in curves.groupby(["pair", "mode"]):
+        entry = data["summary"][pair]["4h"][mode]
+        equity = curve["equity"].to_numpy()
+        initial = load_settings().backtest.initial_equity
+        assert equity[-1] / initial - 1 == pytest.approx(entry["total_return"], abs=1e-6)
+        peak = np.maximum.accumulate(np.concatenate([[initial], equity]))[1:]
+        assert (equity / peak - 1).min() == pytest.approx(entry["max_drawdown"], abs=1e-6)
+        seam = curve["window_start"].ne(curve["window_start"].shift()).to_numpy()
+        rets = (equity[1:] / equity[:-1] - 1)[~seam[1:]]  # no return across a window seam
+        sharpe = rets.mean() / rets.std(ddof=1) * math.sqrt(bars_per_year("4h"))
+        assert sharpe == pytest.approx(entry["sharpe"], abs=1e-3)
+        assert len(curve) == sum(r["metrics"]["n_decisions"] for r in data["runs"]
+                                 if r["pair"] == pair)  # fmt: skip
 
 
 def test_cli_cuts_the_last_window_at_the_data_and_refuses_a_pair_without_candles(
