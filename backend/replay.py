@@ -23,7 +23,7 @@ from backend.errors import DataError
 from backend.memory import detect_trade_events, events_to_episodes
 from backend.memory.models import Episode, PersonaProfile
 
-__all__ = ["ReplayResult", "persona_series", "replay_trades"]
+__all__ = ["ReplayResult", "persona_series", "replay_trades", "trader_fills"]
 
 SERIES = ("long_share", "win_rate", "trade_frequency", "holding_period")
 """Numeric persona attributes tracked per version (see backend.agents.memory)."""
@@ -57,6 +57,32 @@ def persona_series(profile: PersonaProfile) -> dict[str, object]:
     return row
 
 
+def trader_fills(
+    fills: Sequence[Fill], *, trader_id: str, until: datetime | None = None
+) -> list[Fill]:
+    """``trader_id``'s fills up to ``until`` (inclusive; None: all) in time order (a stable
+    sort: file order within a minute). Raises :class:`DataError` when there are none: the
+    message lists the traders of ``fills``, or names ``until`` when the trader's fills all
+    come after it."""
+    mine = [f for f in fills if f.trader_id == trader_id]
+    if not mine:
+        known = sorted({f.trader_id for f in fills})
+        raise DataError(
+            f"no fills for trader {trader_id!r} (traders: {', '.join(known)})", field="trader"
+        )
+    own = sorted(
+        (f for f in mine if until is None or f.datetime <= until), key=lambda f: f.timestamp
+    )
+    if not own:
+        first = min(f.datetime for f in mine)
+        raise DataError(
+            f"no fill of trader {trader_id!r} up to {until:%Y-%m-%d %H:%M} UTC: the first is "
+            f"on {first:%Y-%m-%d %H:%M} UTC",
+            field="until",
+        )
+    return own
+
+
 def replay_trades(
     system: MemorySystem,
     fills: Sequence[Fill],
@@ -68,17 +94,10 @@ def replay_trades(
 ) -> ReplayResult:
     """Replay ``trader_id``'s fills (up to ``until``) day by day into ``system``.
 
-    Raises :class:`DataError` if the trader has no fills (the message lists who has).
+    Raises :class:`DataError` if the trader has no fills (up to ``until``):
+    :func:`trader_fills`.
     """
-    own = sorted(
-        (f for f in fills if f.trader_id == trader_id and (until is None or f.datetime <= until)),
-        key=lambda f: f.timestamp,  # stable sort: keeps file order within a minute
-    )
-    if not own:
-        known = sorted({f.trader_id for f in fills})
-        raise DataError(
-            f"no fills for trader {trader_id!r} (traders: {', '.join(known)})", field="trader"
-        )
+    own = trader_fills(fills, trader_id=trader_id, until=until)
     pending = sorted(
         events_to_episodes(
             detect_trade_events(own, settings=detectors, trader_id=trader_id), trader_id=trader_id

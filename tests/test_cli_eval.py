@@ -80,6 +80,21 @@ def test_locomo_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
     assert res.returncode == 2 and "--methods" in res.stderr
 
 
+def test_an_eval_out_is_checked_before_the_evaluation(tmp_path: Path, shared_data: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([fixture_sample()]), encoding="utf-8")
+    for command in (
+        ["locomo", "--data", str(good), "--methods", "bm25"],
+        ["persona", "--fills", str(shared_data / "trades" / "hyperliquid_fills.csv")],
+    ):
+        res = subprocess.run(
+            [str(SENTINEL), "eval", *command, "--out", str(tmp_path)],  # a directory
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert res.returncode == 2 and "would replace a directory" in res.stderr, res.stderr
+        assert "questions done" not in res.stderr  # refused before the evaluation ran
+
+
 def _ablation(*extra: str, out: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(SENTINEL), "eval", "ablation", "--pairs", "BTC/USDT", "--timeframes", "4h",

@@ -243,6 +243,12 @@ def test_a_file_at_odds_with_the_store_is_refused_and_a_bad_recall_is_one_line(
                         "--store-path", str(run_dir), "--json")  # fmt: skip
     assert code == 0 and '{"id": "q", "message_ids": [], "tokens": 0}' in out, out
     assert "sentinel: warning: no message of trader" in out
+    # two queries with one id: their answers could not be told apart
+    twice = json.dumps({"id": "q", "query": "moving house?", "as_of": "2025-03-05T00:00:00Z"})
+    queries.write_text(queries.read_text() + "\n" + twice + "\n")
+    code, out = _invoke("memory", "recall", "--trader", TRADER, "--queries", str(queries),
+                        "--store-path", str(run_dir), "--json")  # fmt: skip
+    assert code == 2 and out.strip() == f"sentinel: error: {queries}: line 2: id: 'q' appears twice"
 
 
 def test_only_the_named_speaker_is_read_as_the_trader(tmp_path: Path) -> None:

@@ -92,3 +92,28 @@ def test_replay_trades_cli_writes_the_timeline(tmp_path: Path, shared_data: Path
         env=env,
     )
     assert bad.returncode == 2 and "no fills for trader 'nobody'" in bad.stderr
+
+
+def test_bad_input_is_refused_before_a_store_is_written(shared_data: Path, tmp_path: Path) -> None:
+    """A trader without fills up to --until, or an --out that is a file, ends in one line
+    (exit 2) before the store at --store-path is created, let alone written."""
+    fills = str(shared_data / "trades" / "hyperliquid_fills.csv")
+    trader = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+    store = tmp_path / "store"
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    env = {**os.environ, "SENTINEL_EMBEDDING__PROVIDER": "hashing"}
+    cases = [
+        (["--until", "2020-01-01", "--out", str(tmp_path / "out")], "'until': no fill of trader"),
+        (["--out", str(taken)], "a file is there, not a directory"),
+    ]
+    for extra, said in cases:
+        proc = subprocess.run(
+            [sentinel(), "replay-trades", "--trader", trader, "--fills", fills,
+             "--store-path", str(store), *extra],
+            capture_output=True, text=True, timeout=300, env=env,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        (line,) = proc.stderr.splitlines()
+        assert said in line and "Traceback" not in proc.stderr
+        assert not store.exists()

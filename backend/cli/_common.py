@@ -18,6 +18,7 @@ from backend.errors import ConfigError
 from backend.types import normalize_pair
 
 __all__ = [
+    "check_data_root",
     "console",
     "data_root_for",
     "news_inputs",
@@ -76,6 +77,13 @@ def data_root_for(data_dir: Path, settings: Settings) -> Path:
         if (candidate / "news").is_dir() or (candidate / "trades").is_dir():
             return candidate
     return settings.data.data_dir
+
+
+def check_data_root(data_root: Path | None) -> None:
+    """Refuse a ``--data-root`` given that is not a directory (ConfigError): a run would
+    otherwise go on without news or sentiment on the strength of a typo."""
+    if data_root is not None and not data_root.is_dir():
+        raise ConfigError(f"--data-root {data_root}: not a directory")
 
 
 def news_inputs(data_root: Path, settings: Settings) -> dict[str, str | None]:

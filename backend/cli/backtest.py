@@ -42,7 +42,14 @@ from backend.backtest.engine import BacktestResult, ProgressCallback, run_backte
 from backend.backtest.metrics import run_warning
 from backend.backtest.models import DecisionMaker
 from backend.backtest.report import check_run_dir, write_run
-from backend.cli._common import data_root_for, news_inputs, parse_pair, parse_utc, settings
+from backend.cli._common import (
+    check_data_root,
+    data_root_for,
+    news_inputs,
+    parse_pair,
+    parse_utc,
+    settings,
+)
 from backend.config import Settings
 from backend.data import OHLCVFrame, find_ohlcv_file, read_ohlcv_file
 from backend.errors import ConfigError
@@ -116,6 +123,7 @@ def run_backtest_command(
     if start is not None and end is not None and start >= end:
         raise ConfigError(f"--start {start.isoformat()} must be before --end {end.isoformat()}")
     check_run_dir(out)  # before the run, not after it
+    check_data_root(data_root)
     path = find_ohlcv_file(data_dir, pair, timeframe)
     ohlcv = read_ohlcv_file(path, pair=pair, timeframe=timeframe)
     select_window(ohlcv, start=start, end=end)

@@ -56,7 +56,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from backend.cli._common import data_root_for, news_inputs, parse_pair, parse_utc, settings
+from backend.cli._common import (
+    check_data_root,
+    data_root_for,
+    news_inputs,
+    parse_pair,
+    parse_utc,
+    settings,
+)
 from backend.config import Settings
 from backend.errors import ConfigError
 from backend.eval.locomo_models import CATEGORY_NAMES, LocomoReport, MethodName
@@ -106,6 +113,7 @@ def run_locomo_command(
     from backend.eval.locomo_run import ALL_METHODS, run_locomo
     from backend.llm import build_llm
 
+    check_writable(out, what="report JSON")  # before the evaluation, not after it
     dataset = load_locomo(data, limit=limit)
     if conversations is not None:
         known = {c.sample_id for c in dataset.conversations}
@@ -300,6 +308,7 @@ def ablation(
     page = html if html is not None else out.with_suffix(".html")
     if page.resolve() == out.resolve():
         raise ConfigError(f"--out {out}: the HTML page would overwrite it; give --html elsewhere")
+    check_data_root(data_root)
     check_writable(out, what="JSON file")  # before the first run, not after it
     check_writable(page, what="HTML page")
     curves = out.with_suffix(".curves.csv")
@@ -399,6 +408,7 @@ def persona(
     from backend.data.fills import load_hyperliquid_fills
     from backend.eval.persona_validity import METHODS, evaluate_persona_validity
 
+    check_writable(out, what="report JSON")  # before the evaluation, not after it
     result = evaluate_persona_validity(
         load_hyperliquid_fills(fills),
         horizon_days=horizon_days,

@@ -289,6 +289,10 @@ def memory_recall(
 
     _trader(trader)
     asked = _read_jsonl(queries, _Query, times=("as_of",))
+    first_line: dict[str, int] = {}
+    for number, q in asked:  # an answer is told from another only by its id
+        if first_line.setdefault(q.id, number) != number:
+            raise DataError(f"{queries}: line {number}: id: {q.id!r} appears twice")
     cfg = settings_for_store(store_path, create=False)
     with build_memory_system(cfg) as system:
         talk = system.memory.conversation

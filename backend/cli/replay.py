@@ -19,7 +19,9 @@ from rich.table import Table
 
 from backend.cli._common import console, parse_utc, settings, store_settings
 from backend.config import Settings
-from backend.replay import SERIES, ReplayResult, replay_trades
+from backend.errors import ConfigError
+from backend.files import check_writable
+from backend.replay import SERIES, ReplayResult, replay_trades, trader_fills
 
 __all__ = ["plot_timeline", "replay_trades_cli", "replay_trades_command", "write_replay"]
 
@@ -45,6 +47,12 @@ def plot_timeline(result: ReplayResult, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+REPLAY_FILES = (
+    "persona_timeline.csv", "persona_versions.csv", "persona_timeline.png", "episodes.jsonl",
+)  # fmt: skip
+"""The files :func:`write_replay` writes into its directory."""
 
 
 def write_replay(result: ReplayResult, out: Path) -> dict[str, object]:
@@ -87,6 +95,11 @@ def replay_trades_command(
     from backend.data import load_hyperliquid_fills
 
     fills = load_hyperliquid_fills(fills_path)
+    trader_fills(fills, trader_id=trader, until=until)  # before a store is opened
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: a file is there, not a directory")
+    for name in REPLAY_FILES:
+        check_writable(out / name, what="replay output")
     run_settings = (
         store_settings(settings, store_path) if store_path is not None else settings.throwaway()
     )

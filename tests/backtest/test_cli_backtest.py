@@ -121,6 +121,14 @@ def test_bad_options_are_config_errors(tmp_path: Path, market: Path) -> None:
             )  # fmt: skip
         assert factory.calls == []
     assert sorted(p.name for p in blocked.iterdir()) == ["report.html"]  # nothing half-written
+    factory = Factory()  # a --data-root given that is not there: no run without its news
+    with pytest.raises(ConfigError, match=r"--data-root .*nowhere: not a directory"):
+        run_backtest_command(
+            load_settings(), start=None, end=None, policy="rule",
+            **{**common, "out": tmp_path / "run", "maker_factory": factory},
+            data_root=tmp_path / "nowhere",
+        )  # fmt: skip
+    assert factory.calls == [] and not (tmp_path / "run").exists()
     with pytest.raises(DataError, match=r"BTC_USDT-1h\.csv\.gz.*no BTC/USDT 1h candles"):
         run_backtest_command(
             load_settings(),
