@@ -32,12 +32,12 @@ from backend.agents._rules import (
     working_rules,
 )
 from backend.agents.constraints import check_decision
-from backend.backtest.models import BarContext, Decision, MemoryEffect
+from backend.backtest.models import WARMING_UP, BarContext, Decision, MemoryEffect
 from backend.config import AgentSettings
 from backend.llm import LLMClient
 from backend.llm.answer import LLMAnswer
 from backend.memory import FeatureRow
-from backend.memory.context import account_id, persona_id, snapshot_id
+from backend.memory.context import account_id, constraints_id, persona_id, snapshot_id
 from backend.memory.models import MemoryContext, PersonaProfile
 from backend.types import Action
 
@@ -87,7 +87,7 @@ class DecisionView:
         ctx = self.context
         if ctx is not None:
             if ctx.persona is not None:
-                ids.update({persona_id(ctx.persona), persona_id(ctx.persona) + ":constraints"})
+                ids.update({persona_id(ctx.persona), constraints_id(ctx.persona)})
             ids.update(snapshot_id(s) for s in ctx.working)
             if ctx.account is not None:
                 ids.add(account_id(ctx.account))
@@ -138,7 +138,7 @@ class RulePolicy:
     def decide(self, view: DecisionView) -> Decision:
         row = view.features
         if not row.warm:
-            return Decision.hold("warming up: the features need 30 days of history")
+            return Decision.hold(f"{WARMING_UP}: the features need 30 days of history")
         vols = [row.values[k] for k in ("rv_long", "rv_short") if math.isfinite(row.values[k])]
         sigma = max(vols, default=0.0)
         spread = row.values["trend_spread"]

@@ -301,6 +301,9 @@ def run_backtest(
         fees_paid=broker.fees_paid,
         start=open_times[0].astimezone(UTC),
         end=close_times[-1].astimezone(UTC),
+        missing_candles=sum(
+            g.missing for g in ohlcv.gaps if open_times[0] <= g.start and g.end <= open_times[-1]
+        ),
     )
     return BacktestResult(
         symbol=ohlcv.pair,

@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from backend.backtest.models import BacktestMetrics, DecisionRecord, TradeRecord
+from backend.backtest.models import WARMING_UP, BacktestMetrics, DecisionRecord, TradeRecord
 from backend.data import timeframe_seconds
 
 __all__ = [
@@ -182,11 +182,13 @@ def compute_metrics(
     fees_paid: float,
     start: datetime,
     end: datetime,
+    missing_candles: int = 0,
 ) -> BacktestMetrics:
     """All :class:`BacktestMetrics` of one run (definitions in the module doc).
 
     ``equity``/``buy_and_hold``: quote currency at each bar close; ``exposure``: signed
-    notional / equity at each bar close; ``start``/``end``: first bar open, last bar close.
+    notional / equity at each bar close; ``start``/``end``: first bar open, last bar close;
+    ``missing_candles``: candles absent inside the window.
     """
     per_year = bars_per_year(timeframe)
     returns = bar_returns(equity)
@@ -218,6 +220,12 @@ def compute_metrics(
         llm_first_error=usage.first_error,
         memory_error_decisions=sum(1 for record in decisions if record.memory_errors),
         memory_first_error=next((r.memory_errors[0] for r in decisions if r.memory_errors), None),
+        missing_candles=missing_candles,
+        warmup_decisions=sum(
+            1
+            for r in decisions
+            if r.decision.action == "hold" and r.decision.rationale.startswith(WARMING_UP)
+        ),
     )
 
 
@@ -232,12 +240,33 @@ def run_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
         usage = LLMUsage(metrics.llm_decisions, answered, metrics.llm_first_error)
         found.append(usage.warning(min_share=min_share))
     found.append(memory_warning(metrics))
+    found.append(data_warning(metrics))
     if metrics.final_equity <= 0:
         found.append(
             f"the account was ruined: equity {metrics.final_equity:,.2f} (quote) <= 0, the "
             "position was closed and the run stopped"
         )
     said = [w for w in found if w]
+    return "; ".join(said) if said else None
+
+
+def data_warning(metrics: BacktestMetrics) -> str | None:
+    """What the data kept the agent from doing, or None: ``"3 candles are missing inside
+    the window ...; 720 of 744 decisions were holds while the features warmed up ..."``
+    (a run that could not trade must not pass as a quiet +0.00%)."""
+    said = []
+    if metrics.missing_candles:
+        said.append(
+            f"{metrics.missing_candles} candles are missing inside the window (gaps in the "
+            "data; `sentinel data check` lists them): the agent decided only at the "
+            f"{metrics.n_decisions} there are"
+        )
+    if metrics.warmup_decisions:
+        said.append(
+            f"{metrics.warmup_decisions} of {metrics.n_decisions} decisions were holds while "
+            "the features warmed up (they need a history of candles before the first "
+            "decision): start the window later or give the data earlier candles"
+        )
     return "; ".join(said) if said else None
 
 

@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, Field, field_validator
 from backend.types import Action, FrozenModel, to_utc
 
 __all__ = [
+    "WARMING_UP",
     "Action",
     "BacktestMetrics",
     "BarContext",
@@ -44,6 +45,11 @@ class MemoryEffect(FrozenModel):
     """Target exposure without memory (fraction of equity; 0 for hold/close)."""
     reasons: list[str] = Field(default_factory=list)
     """One line per memory rule that applied (e.g. "3 similar states: -2.1% after")."""
+
+
+WARMING_UP = "warming up"
+"""How the rationale of a decision held while the features are not warm begins (the
+rule policy's; counted in :attr:`BacktestMetrics.warmup_decisions`)."""
 
 
 class Decision(FrozenModel):
@@ -201,3 +207,11 @@ class BacktestMetrics(FrozenModel):
     .memory_errors``); any is said in the run's summary line and report."""
     memory_first_error: str | None = None
     """The first of those failures (None without any)."""
+    missing_candles: int = Field(default=0, ge=0)
+    """Candles absent from the data between the window's first and last candle (gaps in
+    the file, ``sentinel data check`` lists them): the agent decided only at the candles
+    there are. Any is said in the run's summary line and report."""
+    warmup_decisions: int = Field(default=0, ge=0)
+    """Decisions held because the features were not warm yet (their rationale begins
+    with :data:`WARMING_UP`): the window began without enough history before it. Any is
+    said in the run's summary line and report."""

@@ -19,7 +19,10 @@ Headlines and the trader's words are untrusted: they are rendered as quoted data
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
 from backend.errors import BudgetError
 from backend.memory.models import (
@@ -34,9 +37,13 @@ from backend.text.quoting import quote_data
 from backend.text.tokens import count_tokens
 
 __all__ = [
+    "MemoryRef",
     "account_id",
     "account_line",
+    "constraints_id",
     "episode_line",
+    "message_memory_id",
+    "parse_memory_id",
     "persona_id",
     "render_context",
     "snapshot_id",
@@ -51,8 +58,17 @@ class _Block:
     """``text`` + newline, when the caller keeps that string (its hash is then cached)."""
 
 
+# ------------------------------------------------------------------ memory ids
+# How a context (and ``recall``) names what it holds; :func:`parse_memory_id` reads them.
+
+
 def persona_id(profile: PersonaProfile) -> str:
     return f"persona:v{profile.version}"
+
+
+def constraints_id(profile: PersonaProfile) -> str:
+    """The id of the block of the profile's hard constraints."""
+    return persona_id(profile) + _CONSTRAINTS
 
 
 def snapshot_id(snapshot: MarketSnapshot) -> str:
@@ -61,6 +77,48 @@ def snapshot_id(snapshot: MarketSnapshot) -> str:
 
 def account_id(account: AccountState) -> str:
     return f"working:account:{account.symbol}:{account.timeframe}@{account.as_of.isoformat()}"
+
+
+def message_memory_id(message_key: str) -> str:
+    """The memory id of the stored message whose own id is ``message_key``."""
+    return _MESSAGE + message_key
+
+
+_CONSTRAINTS, _WORKING, _MESSAGE = ":constraints", "working:", "message:"
+_PERSONA_RE = re.compile(r"persona:v([1-9][0-9]*)(?::constraints)?")
+"""ASCII digits only (``str.isdigit`` also takes "²", which ``int`` refuses)."""
+
+
+@dataclass(frozen=True)
+class MemoryRef:
+    """What a memory id names: a persona ``version``, a working snapshot or account
+    stamped ``at`` (aware UTC), a message (``key``: its own id) or an episode (``key``:
+    the episode id)."""
+
+    tier: Literal["persona", "working", "conversation", "episodic"]
+    key: str = ""
+    version: int = 0
+    at: datetime | None = None
+
+
+def parse_memory_id(memory_id: str) -> MemoryRef | None:
+    """The :class:`MemoryRef` of an id made by the builders above (``persona:v3``,
+    ``persona:v3:constraints``, ``working:BTC/USDT@<ISO>``, ``working:account:...@<ISO>``,
+    ``message:<id>``); any other id is an episode's. None for a malformed persona or
+    working id (a version not a positive integer, a time that is not ISO-8601 with a
+    zone)."""
+    if memory_id.startswith("persona:"):
+        found = _PERSONA_RE.fullmatch(memory_id)
+        return MemoryRef("persona", version=int(found.group(1))) if found else None
+    if memory_id.startswith(_WORKING):
+        try:
+            at = datetime.fromisoformat(memory_id.rpartition("@")[2])
+        except ValueError:
+            return None
+        return MemoryRef("working", at=at) if at.utcoffset() is not None else None
+    if memory_id.startswith(_MESSAGE):
+        return MemoryRef("conversation", key=memory_id.removeprefix(_MESSAGE))
+    return MemoryRef("episodic", key=memory_id)
 
 
 def account_line(account: AccountState) -> str:
@@ -174,7 +232,7 @@ def render_context(
         listed = "HARD CONSTRAINTS (enforced in code): " + "; ".join(
             f"{c.kind}={c.value}" for c in rules
         )
-        sections.append((_PERSONA, [_Block(persona_id(ctx.persona) + ":constraints", listed)]))
+        sections.append((_PERSONA, [_Block(constraints_id(ctx.persona), listed)]))
     newest_first = sorted(ctx.working, key=lambda s: s.as_of, reverse=True)
     now = [_Block(snapshot_id(s), _snapshot_text(s)) for s in newest_first[:1]]
     if ctx.account is not None:
@@ -192,7 +250,7 @@ def render_context(
                 _SAID,
                 [
                     _Block(
-                        f"message:{r.message.id}",
+                        message_memory_id(r.message.id),
                         quote_data(f"[{r.message.time:%Y-%m-%d %H:%M}Z] {r.message.render()}"),
                     )
                     for r in ctx.messages
@@ -216,7 +274,7 @@ def render_context(
         text = block.text
         cost = count_tokens(block.joined or text + "\n") + extra
         if used + cost > budget:
-            if block.memory_id.endswith(":constraints"):  # never cut, never dropped
+            if block.memory_id.endswith(_CONSTRAINTS):  # never cut, never dropped
                 raise BudgetError(
                     f"token budget {budget} cannot hold the trader's hard constraints "
                     f"({used + cost} tokens with the header)"

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from backend.config import MemorySettings
 from backend.errors import SentinelError, ToolError
-from backend.memory.context import episode_line, persona_id, snapshot_id
+from backend.memory.context import episode_line, message_memory_id, persona_id, snapshot_id
 from backend.memory.conversation import render_messages
 from backend.memory.models import MemoryContext, PersonaProfile
 from backend.tools.schemas import ToolArgs
@@ -142,7 +142,7 @@ def recall_payload(
     ]
     said = [
         {
-            "id": f"message:{r.message.id}",
+            "id": message_memory_id(r.message.id),
             "tier": "conversation",
             "message_id": r.message.id,
             "speaker": r.message.speaker,

@@ -10,6 +10,7 @@ from datetime import datetime
 from itertools import compress
 from typing import Any, Protocol
 
+from backend.memory.context import parse_memory_id
 from backend.memory.conversation import PersonaWriter
 from backend.memory.models import ActionLink, Episode, MarketSnapshot, Outcome
 from backend.storage.models import stable_id
@@ -72,12 +73,6 @@ def decision_episode(
     )
 
 
-PERSONA_ID, WORKING_ID, MESSAGE_ID = "persona:v", "working:", "message:"
-"""How :mod:`backend.memory.context` and ``recall`` name the persona version, a working
-snapshot (``working:<symbol>@<ISO time>``, ``working:account:...@<ISO time>``) and a
-message (``message:<id>``); any other id is an episode's."""
-
-
 def unknown_memory_ids(
     ids: Sequence[str],
     *,
@@ -86,29 +81,22 @@ def unknown_memory_ids(
     episodes: set[str],
     messages: set[str],
 ) -> list[str]:
-    """The ``ids`` a decision at ``as_of`` cannot have been made with, in order: a persona
-    version after ``persona_version`` (the trader's version at ``as_of``; None: none
-    yet), a working snapshot stamped after ``as_of`` or with no ISO time after its ``@``,
-    a message (``message:<id>``) not in ``messages`` and any other id not in ``episodes``
-    (the ids of each kind known at ``as_of``). A working snapshot is checked by its time
-    only: working memory keeps a window, not every snapshot it ever held."""
+    """The ``ids`` a decision at ``as_of`` cannot have been made with, in order (ids as
+    :func:`backend.memory.context.parse_memory_id` reads them): a persona version (or its
+    constraints) after ``persona_version`` (the trader's version at ``as_of``; None: none
+    yet), a working snapshot stamped after ``as_of``, a message not in ``messages``, an
+    episode not in ``episodes`` (the ids of each kind known at ``as_of``) and a malformed
+    persona or working id. A working snapshot is checked by its time only: working
+    memory keeps a window, not every snapshot it ever held."""
 
     def known(memory_id: str) -> bool:
-        if memory_id.startswith(PERSONA_ID):
-            version = memory_id.removeprefix(PERSONA_ID)
-            return (
-                version.isdigit()
-                and persona_version is not None
-                and (0 < int(version) <= persona_version)
-            )
-        if memory_id.startswith(WORKING_ID):
-            try:
-                stamp = datetime.fromisoformat(memory_id.rpartition("@")[2])
-            except ValueError:
-                return False
-            return stamp.tzinfo is not None and stamp <= as_of
-        if memory_id.startswith(MESSAGE_ID):
-            return memory_id.removeprefix(MESSAGE_ID) in messages
-        return memory_id in episodes
+        ref = parse_memory_id(memory_id)
+        if ref is None:
+            return False
+        if ref.tier == "persona":
+            return persona_version is not None and ref.version <= persona_version
+        if ref.tier == "working":
+            return ref.at is not None and ref.at <= as_of
+        return ref.key in (messages if ref.tier == "conversation" else episodes)
 
     return list(compress(ids, (not known(i) for i in ids)))

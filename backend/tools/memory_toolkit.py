@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from backend.errors import ToolError
+from backend.memory.context import parse_memory_id
 from backend.memory.conversation import ConversationMemory, RecordedMessages
 from backend.memory.hierarchical import ALL_TIERS, HierarchicalMemory
 from backend.memory.models import (
@@ -45,8 +46,6 @@ from backend.tools._tool_io import (
     tool_specs,
 )
 from backend.tools._writers import (
-    MESSAGE_ID,
-    PERSONA_ID,
     EpisodicWriter,
     PersonaWriter,
     WorkingWriter,
@@ -240,22 +239,25 @@ class MemoryToolkit:
         return episode.id
 
     def _check_memory_ids(self, trader_id: str, ids: Sequence[str], *, as_of: datetime) -> None:
-        messages = [i.removeprefix(MESSAGE_ID) for i in ids if i.startswith(MESSAGE_ID)]
-        said = self._conversation.messages(trader_id, messages, as_of=as_of) if (
-            messages and self._conversation is not None
+        refs = [ref for ref in map(parse_memory_id, ids) if ref is not None]
+        said = [ref.key for ref in refs if ref.tier == "conversation"]
+        heard = self._conversation.messages(trader_id, said, as_of=as_of) if (
+            said and self._conversation is not None
         ) else {}  # fmt: skip
         profile = self.memory.persona.get_profile(trader_id, as_of) if any(
-            i.startswith(PERSONA_ID) for i in ids
+            ref.tier == "persona" for ref in refs
         ) else None  # fmt: skip
-        held = {e.id for e in self._episodic.get(trader_id, ids, as_of=as_of)}
+        episodes = [ref.key for ref in refs if ref.tier == "episodic"]
+        held = {e.id for e in self._episodic.get(trader_id, episodes, as_of=as_of)}
         unknown = unknown_memory_ids(
             ids, as_of=as_of, persona_version=profile.version if profile else None,
-            episodes=held, messages=set(said),
+            episodes=held, messages=set(heard),
         )  # fmt: skip
         if unknown:
             raise ToolError(
-                f"record_decision: memory_ids: {len(unknown)} not known at "
-                f"{as_of.isoformat()} (ids come from recall's hits): {', '.join(unknown[:5])}"
+                f"record_decision: memory_ids: {len(unknown)} not known at {as_of.isoformat()} "
+                f"(ids come from recall or build_decision_context): "
+                f"{', '.join(map(repr, unknown[:5]))}"
             )
 
     def record_outcome(

@@ -262,6 +262,11 @@ def test_a_decision_cites_only_memories_known_at_its_time(system: MemorySystem) 
     decided = kit.record_decision(TRADER, symbol=SYMBOL, action="hold", size=0.0,
                                   rationale="cited", memory_ids=ids, as_of=AS_OF)  # fmt: skip
     assert system.episodic.get(TRADER, [decided], as_of=AS_OF)[0].memory_ids == ids
+    # what build_decision_context rendered is citable too (its hard constraints' block)
+    rendered = kit.build_decision_context(TRADER, SYMBOL, as_of=AS_OF).memory_ids
+    assert any(i.endswith(":constraints") for i in rendered)
+    kit.record_decision(TRADER, symbol="ETH/USDT", action="hold", size=0.0, rationale="ctx",
+                        memory_ids=rendered, as_of=AS_OF)  # fmt: skip
 
     later = AS_OF + timedelta(days=7)
     future = [e.id for e in system.episodic.scan(TRADER, as_of=later) if e.occurred_at > AS_OF]
@@ -273,17 +278,20 @@ def test_a_decision_cites_only_memories_known_at_its_time(system: MemorySystem) 
         "working:BTC/USDT@not-a-time",
         "message:nobody-said-this",
         "ep-made-up",
+        "persona:v\u00b2",  # a digit to str.isdigit, not to int
+        "persona:v1:other",
+        "",
     ]
     at = AS_OF - timedelta(hours=1)
     for wrong in bad:
         with pytest.raises(ToolError, match="not known at") as caught:
             kit.record_decision(TRADER, symbol=SYMBOL, action="buy", size=0.1, rationale="x",
                                 memory_ids=[ids[0], wrong], as_of=at)  # fmt: skip
-        assert wrong in str(caught.value) and ids[0] not in str(caught.value).split(": ")[-1]
+        assert repr(wrong) in str(caught.value) and ids[0] not in str(caught.value).split(": ")[-1]
     answer = json.loads(kit.dispatch("record_decision", {"symbol": SYMBOL, "action": "buy",
                         "size": 0.1, "rationale": "x", "memory_ids": bad},
                         trader_id=TRADER, as_of=at))  # fmt: skip
-    assert "6 not known" in answer["error"]
+    assert "9 not known" in answer["error"] and "''" not in answer["error"]  # only 5 named
     assert not [e for e in system.episodic.scan(TRADER, as_of=at) if e.event_type == "decision"]
     # a message said after the decision's time is not known then either
     before = AS_OF - timedelta(hours=3)
