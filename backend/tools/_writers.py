@@ -1,17 +1,19 @@
 """What the toolkit writes through, and the decision episode it writes: the writer
 Protocols of the memory tiers (working, episodic, persona) a
-:class:`~backend.tools.memory_toolkit.MemoryToolkit` is built with, and
-:func:`decision_episode` (also the decision loop's, :mod:`backend.agents`)."""
+:class:`~backend.tools.memory_toolkit.MemoryToolkit` is built with,
+:func:`decision_episode` (also the decision loop's, :mod:`backend.agents`) and the check
+that a decision cites only memories known at its time (:func:`check_memory_ids`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from itertools import compress
 from typing import Any, Protocol
 
+from backend.errors import ToolError
 from backend.memory.context import parse_memory_id
-from backend.memory.conversation import PersonaWriter
+from backend.memory.conversation import ConversationMemory, PersonaWriter
 from backend.memory.models import ActionLink, Episode, MarketSnapshot, Outcome
 from backend.storage.models import stable_id
 from backend.types import Action
@@ -20,6 +22,7 @@ __all__ = [
     "EpisodicWriter",
     "PersonaWriter",
     "WorkingWriter",
+    "check_memory_ids",
     "decision_episode",
     "unknown_memory_ids",
 ]
@@ -100,3 +103,35 @@ def unknown_memory_ids(
         return ref.key in (messages if ref.tier == "conversation" else episodes)
 
     return list(compress(ids, (not known(i) for i in ids)))
+
+
+def check_memory_ids(
+    trader_id: str,
+    ids: Sequence[str],
+    *,
+    as_of: datetime,
+    episodic: EpisodicWriter,
+    conversation: ConversationMemory | None,
+    persona_version: Callable[[], int | None],
+) -> None:
+    """Raise :class:`ToolError` naming (up to five of) the :func:`unknown_memory_ids` of
+    a decision of ``trader_id`` at ``as_of``; reads only the kinds ``ids`` hold
+    (``persona_version``: the trader's persona version at ``as_of``, called only for a
+    persona id). Raises the store's errors."""
+    refs = [ref for ref in map(parse_memory_id, ids) if ref is not None]
+    said = [ref.key for ref in refs if ref.tier == "conversation"]
+    heard = conversation.messages(trader_id, said, as_of=as_of) if (
+        said and conversation is not None
+    ) else {}  # fmt: skip
+    version = persona_version() if any(ref.tier == "persona" for ref in refs) else None
+    episodes = [ref.key for ref in refs if ref.tier == "episodic"]
+    held = {e.id for e in episodic.get(trader_id, episodes, as_of=as_of)} if episodes else set()
+    unknown = unknown_memory_ids(
+        ids, as_of=as_of, persona_version=version, episodes=held, messages=set(heard)
+    )
+    if unknown:
+        raise ToolError(
+            f"record_decision: memory_ids: {len(unknown)} not known at {as_of.isoformat()} "
+            f"(ids come from recall or build_decision_context): "
+            f"{', '.join(map(repr, unknown[:5]))}"
+        )

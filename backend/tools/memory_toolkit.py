@@ -20,7 +20,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from backend.errors import ToolError
-from backend.memory.context import parse_memory_id
 from backend.memory.conversation import ConversationMemory, RecordedMessages
 from backend.memory.hierarchical import ALL_TIERS, HierarchicalMemory
 from backend.memory.models import (
@@ -49,8 +48,8 @@ from backend.tools._writers import (
     EpisodicWriter,
     PersonaWriter,
     WorkingWriter,
+    check_memory_ids,
     decision_episode,
-    unknown_memory_ids,
 )
 from backend.tools.schemas import (
     BuildContextArgs,
@@ -216,7 +215,13 @@ class MemoryToolkit:
         (a client with a fixed clock would otherwise overwrite the first). Every one of
         ``memory_ids`` must be a memory known at ``as_of`` (an id ``recall`` returned):
         else a :class:`ToolError` names those that are not, and nothing is written."""
-        self._check_memory_ids(trader_id, memory_ids, as_of=as_of)
+        check_memory_ids(
+            trader_id, memory_ids, as_of=as_of, episodic=self._episodic,
+            conversation=self._conversation,
+            persona_version=lambda: getattr(
+                self.memory.persona.get_profile(trader_id, as_of), "version", None
+            ),
+        )  # fmt: skip
         episode = decision_episode(
             trader_id,
             symbol=symbol,
@@ -237,28 +242,6 @@ class MemoryToolkit:
                 )
         self._episodic.add([episode], as_of=as_of)
         return episode.id
-
-    def _check_memory_ids(self, trader_id: str, ids: Sequence[str], *, as_of: datetime) -> None:
-        refs = [ref for ref in map(parse_memory_id, ids) if ref is not None]
-        said = [ref.key for ref in refs if ref.tier == "conversation"]
-        heard = self._conversation.messages(trader_id, said, as_of=as_of) if (
-            said and self._conversation is not None
-        ) else {}  # fmt: skip
-        profile = self.memory.persona.get_profile(trader_id, as_of) if any(
-            ref.tier == "persona" for ref in refs
-        ) else None  # fmt: skip
-        episodes = [ref.key for ref in refs if ref.tier == "episodic"]
-        held = {e.id for e in self._episodic.get(trader_id, episodes, as_of=as_of)}
-        unknown = unknown_memory_ids(
-            ids, as_of=as_of, persona_version=profile.version if profile else None,
-            episodes=held, messages=set(heard),
-        )  # fmt: skip
-        if unknown:
-            raise ToolError(
-                f"record_decision: memory_ids: {len(unknown)} not known at {as_of.isoformat()} "
-                f"(ids come from recall or build_decision_context): "
-                f"{', '.join(map(repr, unknown[:5]))}"
-            )
 
     def record_outcome(
         self,
