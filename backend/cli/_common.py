@@ -6,15 +6,18 @@ console.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from backend import types
 from backend.config import Settings, load_settings
 from backend.errors import ConfigError
+from backend.files import write_text_atomic
 from backend.types import normalize_pair
 
 __all__ = [
@@ -26,8 +29,10 @@ __all__ = [
     "parse_utc",
     "settings",
     "settings_for_store",
+    "split_values",
     "state",
     "store_settings",
+    "write_json",
 ]
 
 console = Console()
@@ -145,3 +150,18 @@ def store_settings(cfg: Settings, store_path: Path, *, create: bool = True) -> S
         raise ConfigError(f"--store-path {store_path}: no memory store there")
     store = cfg.store.model_copy(update={"backend": "chroma", "path": store_path})
     return cfg.model_copy(update={"store": store})
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as indented JSON to ``path`` atomically (parents created;
+    :func:`backend.files.write_atomic`). Raises :class:`DataError` naming the file."""
+    write_text_atomic(path, json.dumps(payload, indent=1), what="JSON file")
+
+
+def split_values(text: str, *, name: str) -> list[str]:
+    """The comma-separated values of option ``--name`` (blanks dropped); ConfigError
+    naming the option when there is none."""
+    items = [part.strip() for part in text.split(",") if part.strip()]
+    if not items:
+        raise ConfigError(f"--{name}: give at least one value (comma-separated)")
+    return items

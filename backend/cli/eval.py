@@ -50,20 +50,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from backend.cli._common import (
-    check_data_root,
-    data_root_for,
-    news_inputs,
-    parse_pair,
-    parse_utc,
-    settings,
-)
+from backend.cli._common import settings, split_values, write_json
+from backend.cli._eval_ablation import ablation
 from backend.config import Settings
 from backend.errors import ConfigError
 from backend.eval.locomo_models import CATEGORY_NAMES, LocomoReport, MethodName
@@ -75,7 +69,6 @@ __all__ = [
     "locomo",
     "persona",
     "run_locomo_command",
-    "write_json",
     "write_report",
 ]
 
@@ -197,7 +190,7 @@ def locomo(
         context_turns=context_turns,
         quiet=quiet,
         max_questions=questions,
-        conversations=_split(conversations, name="conversations") if conversations else None,
+        conversations=split_values(conversations, name="conversations") if conversations else None,
     )
     console = Console()
     table = Table("method", "R@1", "R@5", "R@10", "R@25", "p50 ms", "p95 ms", "tokens")
@@ -227,169 +220,11 @@ def locomo(
     console.print(f"{report.n_questions} questions; report written to {out}")
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as indented JSON to ``path`` atomically (parents created;
-    :func:`backend.files.write_atomic`). Raises :class:`DataError` naming the file."""
-    write_text_atomic(path, json.dumps(payload, indent=1), what="JSON file")
-
-
-def _split(text: str, *, name: str) -> list[str]:
-    items = [part.strip() for part in text.split(",") if part.strip()]
-    if not items:
-        raise ConfigError(f"--{name}: give at least one value (comma-separated)")
-    return items
-
-
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-@app.command("ablation")
-def ablation(
-    pairs: Annotated[str, typer.Option(help="Comma-separated ccxt symbols.")],
-    timeframes: Annotated[str, typer.Option(help="Comma-separated timeframes, e.g. 1h,4h.")],
-    out: Annotated[Path, typer.Option(help="JSON file to write.")],
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(help="Directory of BASE_QUOTE-TIMEFRAME files (default: data.market_dir)."),
-    ] = None,
-    start: Annotated[str, typer.Option(help="First window start (UTC).")] = "2021-01-01",
-    end: Annotated[str, typer.Option(help="Last window end (UTC, exclusive).")] = "2026-01-01",
-    window_months: Annotated[int, typer.Option(min=1, max=120, help="Window length.")] = 6,
-    modes: Annotated[
-        str, typer.Option(help="Comma-separated: off, persona, persona_working, all.")
-    ] = "off,persona,persona_working,all",
-    data_root: Annotated[
-        Path | None, typer.Option(help="Data root with news/ and trades/ (default: derived).")
-    ] = None,
-    trader: Annotated[
-        str | None,
-        typer.Option(help="Trader id (or a unique prefix) in --fills: the agent's persona."),
-    ] = None,
-    fills: Annotated[
-        Path | None, typer.Option(help="Hyperliquid fills CSV of --trader (both or neither).")
-    ] = None,
-    html: Annotated[
-        Path | None,
-        typer.Option(help="HTML page of the chained equity curves (default: --out as .html)."),
-    ] = None,
-) -> None:
-    """Backtest the same walk-forward windows with memory off, persona only, persona +
-    working, and all three tiers; side by side with buy-and-hold. With ``--trader`` and
-    ``--fills`` the persona is that trader's as known at each bar; persona alignment is
-    scored against the trader's profile as of each window's end."""
-    from backend.backtest.metrics import run_warning
-    from backend.data import find_ohlcv_file, read_ohlcv_file
-    from backend.embeddings import build_embedder
-    from backend.eval.ablation import (
-        MODES,
-        fills_span_warnings,
-        load_trader_fills,
-        run_ablation,
-        walk_forward_windows,
-    )
-    from backend.eval.ablation_report import write_ablation_curves, write_ablation_html
-    from backend.eval.models import AblationMode, WindowRun
-
-    cfg = settings()
-    chosen = list(dict.fromkeys(_split(modes, name="modes")))  # each mode once
-    unknown = [m for m in chosen if m not in MODES]
-    if unknown:
-        raise ConfigError(f"--modes: unknown {', '.join(unknown)} (expected {', '.join(MODES)})")
-    if (trader is None) != (fills is None):
-        raise ConfigError("--trader and --fills go together: give both or neither")
-    first, last = parse_utc(start, name="start"), parse_utc(end, name="end")
-    if first >= last:
-        raise ConfigError(f"--start {start} must be before --end {end}")
-    windows = walk_forward_windows(first, last, months=window_months)
-    trader_id, trader_fills = (
-        load_trader_fills(fills, trader) if trader is not None and fills is not None else (None, [])
-    )
-    page = html if html is not None else out.with_suffix(".html")
-    if page.resolve() == out.resolve():
-        raise ConfigError(f"--out {out}: the HTML page would overwrite it; give --html elsewhere")
-    check_data_root(data_root)
-    check_writable(out, what="JSON file")  # before the first run, not after it
-    check_writable(page, what="HTML page")
-    curves = out.with_suffix(".curves.csv")
-    if curves.resolve() in (out.resolve(), page.resolve()):
-        raise ConfigError(f"--out {out}: its curves CSV {curves} would overwrite an output")
-    check_writable(curves, what="curves CSV")
-    candles = data_dir if data_dir is not None else cfg.data.market_dir
-    symbols = dict.fromkeys(parse_pair(p, name="pairs") for p in _split(pairs, name="pairs"))
-    frames = {
-        (pair, tf): read_ohlcv_file(find_ohlcv_file(candles, pair, tf), pair=pair, timeframe=tf)
-        for pair in symbols
-        for tf in _split(timeframes, name="timeframes")
-    }
-    root = data_root if data_root is not None else data_root_for(candles, cfg)
-    embedder = build_embedder(cfg.embedding)  # its disk cache serves the repeated texts
-    err = Console(stderr=True)
-    header = {
-        "command": " ".join(["sentinel", *sys.argv[1:]]),
-        "complete": False,
-        "news": news_inputs(root, cfg),
-    }
-
-    def checkpoint(run: WindowRun, runs: list[WindowRun]) -> None:
-        m = run.metrics
-        err.print(
-            f"{run.pair} {run.timeframe} {run.window_start:%Y-%m-%d} {run.mode}: "
-            f"{m.total_return:+.2%} (buy and hold {m.buy_and_hold_return:+.2%}), "
-            f"{m.n_trades} trades, {run.violations} violations, "
-            f"alignment {run.persona_alignment:.2f}, {run.run_s:.0f} s"
-        )
-        write_json(out, {**header, "runs": [r.model_dump(mode="json") for r in runs]})
-
-    outcome = run_ablation(
-        cfg,
-        ohlcv=frames,
-        data_root=root,
-        windows=windows,
-        modes=cast(list[AblationMode], chosen),
-        embedder=embedder,
-        on_run=checkpoint,
-        trader_id=trader_id,
-        fills=trader_fills,
-    )
-    result = outcome.to_dict()
-    if fills is not None:
-        result["fills_path"] = str(fills)
-    result["policy"] = cfg.agent.policy
-    result["warnings"] = warnings = (
-        fills_span_warnings(trader_id, trader_fills, windows) if trader_id is not None else []
-    ) + [
-        f"{r.pair} {r.timeframe} {r.window_start:%Y-%m-%d} {r.mode}: {said}"
-        for r in (o.run for o in outcome.outputs)
-        if (said := run_warning(r.metrics, min_share=cfg.llm.min_answered_share))
-    ]
-    write_json(out, {**header, "complete": True, **result})
-    write_ablation_html(outcome, page, warnings=warnings)
-    write_ablation_curves(outcome, curves)
-    table = Table(
-        "pair", "tf", "mode", "return", "Sharpe", "Sortino", "max DD", "trades", "violations",
-        "alignment", title=f"written to {out}, {page} and {curves.name}",
-    )  # fmt: skip
-    for pair, by_tf in result["summary"].items():
-        for tf, by_mode in by_tf.items():
-            for mode, s in by_mode.items():
-                table.add_row(
-                    pair,
-                    tf,
-                    mode,
-                    f"{s['total_return']:+.2%}",
-                    f"{s['sharpe']:.2f}",
-                    f"{s['sortino']:.2f}",
-                    f"{s['max_drawdown']:.2%}",
-                    str(s["n_trades"]),
-                    str(s["violations"]),
-                    f"{s['persona_alignment']:.3f}",
-                )
-    Console(width=max(Console().width, 132)).print(table)  # not cut to 80 columns in a pipe
-    for said in warnings[:5]:  # a dead LLM or store must not pass as a quiet "+0.00%"
-        print(f"WARNING: {said}")
-    if len(warnings) > 5:
-        print(f"WARNING: and {len(warnings) - 5} more runs (the JSON's warnings)")
+app.command("ablation")(ablation)
 
 
 @app.command("persona")
