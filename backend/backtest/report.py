@@ -32,24 +32,25 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import pandas as pd
-from matplotlib import dates as mdates
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from backend.backtest._broker import BrokerFill
+from backend.backtest._figures import (
+    equity_figure,
+    figure_img,
+    naive_utc,
+    risk_figure,
+    timeline_figure,
+)
 from backend.backtest._memory_changes import memory_changes_frame, memory_changes_section
 from backend.backtest.engine import BacktestResult, utc_timestamp
 from backend.backtest.metrics import run_warning
@@ -65,10 +66,7 @@ __all__ = [
     "write_run",
 ]
 
-_date2num = cast("Callable[[object], float]", mdates.date2num)
-_MAX_EVENT_MARKERS = 40
 _MAX_TIMELINE_ROWS = 200
-_TIME_COLUMNS = ("as_of", "time", "date", "timestamp", "valid_from")
 _PERCENT_FIELDS = frozenset(
     {
         "total_return",
@@ -213,119 +211,6 @@ def fills_frame(fills: Sequence[BrokerFill]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(FILL_COLUMNS))
 
 
-# ------------------------------------------------------------------ figures
-def figure_img(fig: Figure, *, alt: str = "figure") -> str:
-    """``fig`` as an offline ``<img>`` tag (PNG at 96 dpi, base64 in the page)."""
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
-
-
-def naive_utc(index: pd.Index) -> np.ndarray:
-    """Times of ``index`` as naive UTC ``datetime64`` (what matplotlib plots)."""
-    times = pd.DatetimeIndex(index)
-    if times.tz is not None:
-        times = times.tz_convert("UTC").tz_localize(None)
-    return times.to_numpy()
-
-
-def _equity_figure(result: BacktestResult, events: list[tuple[datetime, str]]) -> str:
-    fig = Figure(figsize=(11, 4.5))
-    ax = fig.add_subplot()
-    x = naive_utc(result.equity.index)
-    ax.plot(x, result.equity.to_numpy(), label="strategy", color="#1f77b4", lw=1.2)
-    ax.plot(x, result.buy_and_hold.to_numpy(), label="buy and hold", color="#999999", lw=1.0)
-    for number, (when, _label) in enumerate(events[:_MAX_EVENT_MARKERS], start=1):
-        stamp = utc_timestamp(when).tz_localize(None).to_datetime64()
-        pos = int(np.searchsorted(x, stamp, side="right")) - 1
-        at = float(_date2num(stamp))
-        y = float(result.equity.iloc[max(pos, 0)])
-        ax.axvline(at, color="#d62728", lw=0.6, alpha=0.5, ls="--")
-        ax.plot([at], [y], marker="v", color="#d62728", ms=5)
-        ax.annotate(
-            str(number), (at, y), xytext=(0, 8), textcoords="offset points",
-            ha="center", fontsize=8, color="#d62728",
-        )  # fmt: skip
-    ax.set_ylabel("equity (quote currency)")
-    ax.set_title("Equity vs buy-and-hold (numbers: salient events, UTC)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
-    fig.autofmt_xdate()
-    return figure_img(fig)
-
-
-def _risk_figure(result: BacktestResult) -> str:
-    fig = Figure(figsize=(11, 4.5))
-    ax_dd, ax_exp = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
-    x = naive_utc(result.equity.index)
-    bh_dd = result.buy_and_hold / result.buy_and_hold.cummax() - 1.0
-    ax_dd.fill_between(x, result.drawdown.to_numpy(), 0.0, color="#1f77b4", alpha=0.4)
-    ax_dd.plot(x, bh_dd.to_numpy(), color="#999999", lw=0.8, label="buy and hold")
-    ax_dd.set_ylabel("drawdown (fraction)")
-    ax_dd.set_title("Drawdown from the running high, and position exposure")
-    ax_dd.legend(loc="lower left")
-    ax_dd.grid(alpha=0.3)
-    ax_exp.step(x, result.exposure.to_numpy(), where="post", color="#2ca02c", lw=0.8)
-    ax_exp.axhline(0.0, color="#555555", lw=0.5)
-    ax_exp.set_ylabel("exposure")
-    ax_exp.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    return figure_img(fig)
-
-
-def _timeline_times(frame: pd.DataFrame) -> pd.DatetimeIndex | None:
-    if isinstance(frame.index, pd.DatetimeIndex):
-        return frame.index
-    for column in _TIME_COLUMNS:
-        if column in frame.columns:
-            try:
-                return pd.DatetimeIndex(pd.to_datetime(frame[column], utc=True))
-            except (ValueError, TypeError):
-                return None
-    return None
-
-
-def _timeline_figure(frame: pd.DataFrame, *, window: tuple[np.datetime64, np.datetime64]) -> str:
-    """Persona changes on the run's time axis: one row of markers per ``attribute`` (an
-    event-log timeline), else step lines of up to 6 numeric columns (a value timeline)."""
-    times = _timeline_times(frame)
-    if times is None or len(frame) == 0:
-        return ""
-    x = naive_utc(times)
-    if "attribute" in frame.columns:
-        names = [str(v) for v in frame["attribute"]]
-        rows = sorted(set(names))
-        fig = Figure(figsize=(11, 0.35 * len(rows) + 1.4))
-        ax = fig.add_subplot()
-        ax.scatter(x, [rows.index(n) for n in names], marker="D", s=22, color="#9467bd")
-        ax.set_yticks(range(len(rows)), rows, fontsize=8)
-        ax.set_ylim(-0.7, len(rows) - 0.3)
-        axes = [ax]
-    else:
-        numeric = [
-            c
-            for c in frame.columns
-            if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
-        ][:6]
-        if not numeric:
-            return ""
-        fig = Figure(figsize=(11, 1.6 * len(numeric) + 0.6))
-        axes = list(fig.subplots(len(numeric), 1, sharex=True, squeeze=False)[:, 0])
-        for ax, column in zip(axes, numeric, strict=True):
-            ax.step(x, frame[column].to_numpy(dtype=np.float64), where="post", lw=1.0)
-            ax.set_ylabel(str(column), fontsize=8)
-    left, right = float(_date2num(window[0])), float(_date2num(window[1]))
-    margin = 0.02 * max(right - left, 1e-3)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.set_xlim(left - margin, right + margin)
-    axes[0].set_title("Persona timeline (changes within the run window)")
-    fig.autofmt_xdate()
-    return figure_img(fig)
-
-
 # --------------------------------------------------------------------- html
 def _fmt(value: object) -> str:
     if isinstance(value, float):
@@ -376,7 +261,7 @@ def _timeline_section(
     )
     return (
         "<h2>Persona timeline</h2>"
-        + _timeline_figure(frame, window=window)
+        + timeline_figure(frame, window=window)
         + _table(shown.head(_MAX_TIMELINE_ROWS))
         + note
     )
@@ -415,10 +300,10 @@ def _render_html(
         "<h2>Metrics</h2>",
         _metrics_table(result.metrics),
         "<h2>Equity</h2>",
-        _equity_figure(result, inside),
+        equity_figure(result, inside),
         _events_table(inside),
         "<h2>Drawdown and exposure</h2>",
-        _risk_figure(result),
+        risk_figure(result),
         _timeline_section(persona_timeline, window=(x[0], x[-1])),
         memory_section,
         f"<h2>Trades (first {min(max_trades, len(trades))} of {len(trades)})</h2>",
