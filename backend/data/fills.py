@@ -36,6 +36,7 @@ from backend.data._csvio import (
 )
 from backend.data.models import Direction, Fill
 from backend.errors import DataError
+from backend.types import base_asset
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ def load_hyperliquid_fills(
 
     Mapping: ``Account`` -> ``trader_id`` (full address), ``Side`` BUY/SELL -> buy/sell,
     ``Execution Price`` -> ``price`` (USDC), ``Size Tokens`` -> ``amount`` (base units),
-    ``Size USD`` -> ``cost`` (USDC), ``Fee`` -> ``fee_cost`` (``fee_currency`` ``USDC``),
+    ``Size USD`` -> ``cost`` (USDC), ``Fee`` -> ``fee_cost`` (``fee_currency`` ``USDC``; a
+    spot buy's fee is in the coin bought: ``fee_currency`` its base, e.g. ``@107``),
     ``Closed PnL`` -> ``realized_pnl`` (USDC), ``Start Position`` -> ``start_position``
     (signed base units), ``Crossed`` TRUE/FALSE -> taker/maker, ``Order ID`` -> ``order``,
     ``Transaction Hash`` -> ``tx_hash`` (``None`` for the all-zero hash of internal
@@ -184,7 +186,9 @@ def load_hyperliquid_fills(
             "amount": size,
             "cost": cost,
             "fee_cost": fee,
-            "fee_currency": "USDC",
+            # a spot buy pays its fee in the coin received: the next fill's start
+            # position is start + size - fee (all 558 such pairs of the shared export)
+            "fee_currency": base_asset(symbol) if kind == "spot" and sd == "buy" else "USDC",
             "taker_or_maker": {"TRUE": "taker", "FALSE": "maker"}.get(cross),
             "trader_id": acct,
             "realized_pnl": None if math.isnan(pnl) else pnl,

@@ -82,8 +82,10 @@ class Fill(FrozenModel):
     ``datetime``, ``symbol``, ``side``, ``price``, ``amount``, ``cost``, ``takerOrMaker``;
     ccxt's ``fee`` dict is flattened into ``fee_cost``/``fee_currency``). Units: ``price`` in
     quote currency per base unit, ``amount`` in base units (> 0, unsigned), ``cost`` and
-    ``fee_cost`` and ``realized_pnl`` in quote currency (``cost`` as reported by the source,
-    ~ ``price * amount``), ``timestamp`` in ms UTC. ``start_position`` is the signed position
+    ``realized_pnl`` in quote currency (``cost`` as reported by the source, ~ ``price *
+    amount``), ``fee_cost`` in ``fee_currency`` (as ccxt: the quote, or the base when the
+    fee is taken from the coin bought, as on a Hyperliquid spot buy), ``timestamp`` in ms
+    UTC. ``start_position`` is the signed position
     in base units before the fill (negative = short). ``trader_id`` is the account (for
     Hyperliquid the full ``0x`` address). Symbols are ccxt-style: ``BTC/USDC:USDC`` for a
     USDC-settled perp, ``BTC/USDT`` for spot; Hyperliquid spot pair ids stay ``@107``.

@@ -59,7 +59,11 @@ def test_field_mapping_of_the_first_row(fills: list[Fill], raw_rows: list[dict[s
     assert (fill.symbol, fill.market_type, fill.side) == ("@107", "spot", "buy")
     assert (fill.direction, fill.raw_direction) == ("buy", "Buy")
     assert (fill.amount, fill.cost, fill.fee_cost) == (986.87, 7872.16, 0.34540448)
-    assert (fill.fee_currency, fill.taker_or_maker, fill.order) == ("USDC", "taker", "52017706630")
+    # a spot buy's fee is taken from the coin bought: @107 units, not USDC
+    assert (fill.fee_currency, fill.taker_or_maker, fill.order) == ("@107", "taker", "52017706630")
+    sells = [f for f in fills if f.market_type == "spot" and f.side == "sell"]
+    perps = [f for f in fills if f.market_type == "perp"]
+    assert {f.fee_currency for f in sells} == {f.fee_currency for f in perps} == {"USDC"}
     assert (fill.realized_pnl, fill.start_position) == (0.0, 0.0)
     assert fill.trader_id == "0xae5eacaf9c6b9111fd53034a602c192a04e082ed"
     assert fill.source == "hyperliquid"

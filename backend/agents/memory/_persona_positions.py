@@ -48,11 +48,12 @@ def holding_samples(fills: pd.DataFrame) -> tuple[list[float], list[str], int]:
     for _, group in fills.groupby("symbol", sort=False):
         lots: deque[list[float]] = deque()  # [signed qty, open ms or NaN]
         pos = 0.0
-        for fid, ts, side, amount, start in zip(
+        for fid, ts, side, amount, start, base_fee in zip(
             group["id"], group["timestamp"], group["side"], group["amount"],
-            group["start_position"], strict=True,
+            group["start_position"], group["base_fee"], strict=True,
         ):  # fmt: skip
-            signed = float(amount) if side == "buy" else -float(amount)
+            # a buy whose fee is taken from the coin bought adds amount - fee
+            signed = float(amount) - float(base_fee) if side == "buy" else -float(amount)
             tol = 1e-6 * max(abs(pos), abs(float(amount)), 1e-6)
             if not math.isnan(start) and abs(pos - float(start)) > tol:
                 pos = float(start)

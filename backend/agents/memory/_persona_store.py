@@ -169,7 +169,7 @@ def ledger_records(
         chunk = frame.iloc[start : start + LEDGER_CHUNK]
         columns = {
             c: [None if isinstance(v, float) and math.isnan(v) else v for v in chunk[c].tolist()]
-            for c in REQUIRED_COLUMNS
+            for c in (*REQUIRED_COLUMNS, "base_fee")  # a ledger of before it: 0
         }
         span = (
             f"{len(chunk)} fills {chunk['datetime'].iloc[0]:%Y-%m-%d %H:%M} .. "

@@ -154,6 +154,28 @@ def test_flip_counts_only_its_opening_part_and_gaps_are_untimed() -> None:
     assert attrs["long_share"].value == pytest.approx(1 / 3, abs=1e-4)
 
 
+def test_a_spot_buy_pays_its_fee_in_the_coin_bought() -> None:
+    """Hyperliquid takes a spot buy's fee from the coin received: the next start position
+    is start + amount - fee. Read as a USDC fee, that gap reset the inventory to a lot
+    of unknown age and no spot close was ever timed."""
+    spot = {"symbol": "@107", "price": 10.0}
+    fills = [
+        fill(1, hours=0, side="buy", amount=100, direction="buy", start=0, **spot),
+        fill(2, hours=5, side="sell", amount=99.9, direction="sell", start=99.9, **spot),
+    ]
+    fills[0] = fills[0].model_copy(update={"fee_cost": 0.1, "fee_currency": "@107"})
+    attrs = compute_persona_attributes(fills_to_frame(fills), as_of=END)
+    detail = attrs["holding_period"].detail
+    assert (detail["timed_closes"], detail["untimed_closes"]) == (1, 0)
+    assert attrs["holding_period"].value == pytest.approx(5.0)
+    # fees in USDC: 0.1 coin at 10 plus the sell's 0.01 USDC
+    assert attrs["pnl_profile"].detail["fees"] == pytest.approx(1.01)
+    # the same buy with its fee read as USDC leaves the 0.1 gap: the close is untimed
+    as_quote = [fills[0].model_copy(update={"fee_currency": "USDC"}), fills[1]]
+    attrs = compute_persona_attributes(fills_to_frame(as_quote), as_of=END)
+    assert attrs["holding_period"].detail["untimed_closes"] == 1
+
+
 def test_style_thresholds() -> None:
     def style_for(hours: float) -> str:
         fills = [
