@@ -126,6 +126,13 @@ def _num(value: float | bool | list[str]) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
+def _strictest(constraints: Sequence[HardConstraint], kind: str) -> float | None:
+    """The smallest numeric value of the constraints of ``kind`` (a profile's and the
+    extra ones may both cap the same thing: the stricter holds), None without one."""
+    values = [v for c in constraints if c.kind == kind and (v := _num(c.value)) is not None]
+    return min(values, default=None)
+
+
 def _assets(value: float | bool | list[str]) -> set[str]:
     return {str(v).upper() for v in value} if isinstance(value, list) else set()
 
@@ -165,21 +172,20 @@ def _caps(
     caps: list[tuple[str, float]] = []
     if max_exposure is not None and math.isfinite(max_exposure) and max_exposure >= 0:
         caps.append((f"agent.max_exposure {_fmt(max_exposure)}", max_exposure))
-    by_kind = {c.kind: c for c in constraints}
-    lev = by_kind.get("max_leverage")
-    if lev is not None and (v := _num(lev.value)) is not None:
-        caps.append((f"max_leverage {_fmt(v)}", v))
-    if "no_leverage" in by_kind and by_kind["no_leverage"].value is True:
+    lev = _strictest(constraints, "max_leverage")
+    if lev is not None:
+        caps.append((f"max_leverage {_fmt(lev)}", lev))
+    if any(c.kind == "no_leverage" and c.value is True for c in constraints):
         caps.append(("no_leverage", 1.0))
-    frac = by_kind.get("max_position_fraction")
-    if frac is not None and (v := _num(frac.value)) is not None:
-        caps.append((f"max_position_fraction {_fmt(v)}", v))
-    notional = by_kind.get("max_position_notional")
-    if notional is not None and (v := _num(notional.value)) is not None:
-        caps.append((f"max_position_notional {_fmt(v)}", v / equity))
-    risk = by_kind.get("max_risk_per_trade")
-    if risk is not None and risk_stop is not None and (v := _num(risk.value)) is not None:
-        caps.append((f"max_risk_per_trade {_fmt(v)} (stop {risk_stop:.2%})", v / risk_stop))
+    frac = _strictest(constraints, "max_position_fraction")
+    if frac is not None:
+        caps.append((f"max_position_fraction {_fmt(frac)}", frac))
+    notional = _strictest(constraints, "max_position_notional")
+    if notional is not None:
+        caps.append((f"max_position_notional {_fmt(notional)}", notional / equity))
+    risk = _strictest(constraints, "max_risk_per_trade")
+    if risk is not None and risk_stop is not None:
+        caps.append((f"max_risk_per_trade {_fmt(risk)} (stop {risk_stop:.2%})", risk / risk_stop))
     return caps
 
 
@@ -243,10 +249,9 @@ def check_decision(
         out = _flat(decision, current)
         violations.append(f"{label}: {decision.action} {_fmt(abs(target))} -> {out.action}")
         return out, violations
-    daily = next((c for c in constraints if c.kind == "max_daily_loss"), None)
+    limit = _strictest(constraints, "max_daily_loss")
     if (
-        daily is not None
-        and (limit := _num(daily.value)) is not None
+        limit is not None
         and day_start_equity is not None
         and day_start_equity > 0
         and decision.action in ("buy", "sell")

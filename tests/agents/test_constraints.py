@@ -80,6 +80,21 @@ def test_max_leverage_caps_size_with_a_readable_violation() -> None:
     assert out.memory_ids == ["m1"] and out.rationale == "r"  # provenance kept
 
 
+def test_the_stricter_of_two_limits_of_one_kind_holds() -> None:
+    """A profile's limit and an extra one of the same kind: whichever order they come in,
+    the stricter caps (the later one had replaced the earlier, a looser extra included)."""
+    profile = profile_of(hc("max_leverage", 3.0), hc("max_risk_per_trade", 0.01))
+    for extra in ([hc("max_leverage", 10.0)], [hc("max_leverage", 10.0), hc("max_leverage", 2.0)]):
+        out, violations = check_decision(
+            buy(8.0), profile=profile, extra=extra, symbol="BTC/USDT", position=pos()
+        )
+        cap = min(c.value for c in [*profile.constraints(), *extra] if c.kind == "max_leverage")
+        assert violations[0] == f"max_leverage {cap}: size 8.0 -> {cap}"
+    out, _ = check_decision(buy(1.0), profile=profile, extra=[hc("max_risk_per_trade", 0.05)],
+                            symbol="BTC/USDT", position=pos(), daily_vol=0.015)  # fmt: skip
+    assert out.size == pytest.approx(0.01 / 0.03)  # 1% at a 2-sigma (3%) stop, not 5%
+
+
 def test_no_leverage_caps_shorts_at_one() -> None:
     profile = profile_of(hc("no_leverage", True))
     out, violations = check_decision(sell(2.5), profile=profile, symbol="ETH/USDT", position=pos())
