@@ -3,8 +3,10 @@
 Input: a fills frame as made by :func:`backend.data.fills_to_frame` (at least the columns
 of :data:`REQUIRED_COLUMNS`). Only fills with ``datetime <= as_of`` are used; rows of the
 same minute keep their frame order (the export's order, which is chronological: each
-perp fill's ``start_position`` continues the previous one). Units: notional, PnL and fees
-in the quote currency (USDC for Hyperliquid), times UTC, shares as fractions 0..1.
+perp fill's ``start_position`` continues the previous one). Fills of an unknown kind
+(``direction`` ``other``: Hyperliquid's automatic "Spot Dust Conversion") move positions
+but are not counted as trading (assets, frequency, sizes, hours). Units: notional, PnL
+and fees in the quote currency (USDC for Hyperliquid), times UTC, shares as fractions 0..1.
 
 Every attribute is a :class:`~backend.memory.models.PersonaAttribute` with ``source="fills"``,
 ``evidence`` = the ids of the fills it was computed from (the newest 50, newest last),
@@ -204,13 +206,16 @@ def compute_persona_attributes(
     fills = normalize_fills_frame(frame)
     fills = fills.loc[fills["datetime"] <= pd.Timestamp(fence)].reset_index(drop=True)
     closing = fills.loc[fills["direction"].isin(CLOSING_DIRECTIONS)]
+    # what the trader did: not a fill of an unknown kind (Hyperliquid's "Spot Dust
+    # Conversion", an automatic sweep of a balance's dust), which still moves positions
+    traded = fills.loc[fills["direction"] != "other"].reset_index(drop=True)
     hold_hours, hold_ids, untimed = holding_samples(fills)
     out: dict[str, PersonaAttribute] = {}
-    out["preferred_assets"] = _preferred_assets(fills, fence)
+    out["preferred_assets"] = _preferred_assets(traded, fence)
     out["long_share"] = _long_share(fills, fence)
     out["holding_period"] = _holding_period(fills, hold_hours, hold_ids, untimed, fence)
-    out["trade_frequency"] = _trade_frequency(fills, fence)
-    out["position_notional"] = _position_notional(fills, fence)
+    out["trade_frequency"] = _trade_frequency(traded, fence)
+    out["position_notional"] = _position_notional(traded, fence)
     out["leverage"] = _attr(
         "leverage",
         None,
@@ -221,7 +226,7 @@ def compute_persona_attributes(
     out["win_rate"] = _win_rate(closing, fence)
     out["pnl_profile"] = _pnl_profile(fills, closing, fence)
     out["max_drawdown"] = _max_drawdown(fills, closing, fence)
-    out["active_hours"] = _active_hours(fills, fence)
+    out["active_hours"] = _active_hours(traded, fence)
     out["style"] = _style(out["holding_period"], fills, hold_ids, fence)
     risk, risk_detail = risk_tolerance(fills, closing, out)
     rows = closing if risk is not None else closing.iloc[:0]
@@ -243,7 +248,7 @@ def _preferred_assets(fills: pd.DataFrame, as_of: datetime) -> PersonaAttribute:
         "shares": shares,
         "notional_usdc": {str(a): round(float(v), 2) for a, v in ranked},
         "total_notional_usdc": round(total, 2),
-        "rule": "assets by share of traded notional |cost|, all fills, largest first",
+        "rule": "assets by share of traded notional |cost|, all trading fills, largest first",
     }
     return _attr("preferred_assets", [str(a) for a, _ in ranked], fills, as_of=as_of, detail=detail)
 

@@ -77,7 +77,8 @@ def test_every_attribute_has_provenance(personas: dict[str, dict[str, PersonaAtt
 def test_evidence_is_newest_last_and_confidence_follows_the_formula(
     by_trader: dict[str, list[Fill]], personas: dict[str, dict[str, PersonaAttribute]]
 ) -> None:
-    fills = by_trader[ALTS_SPOT]
+    fills = [f for f in by_trader[ALTS_SPOT] if f.direction != "other"]  # a dust sweep is no trade
+    assert len(fills) == len(by_trader[ALTS_SPOT]) - 1
     attr = personas[ALTS_SPOT]["preferred_assets"]
     assert attr.evidence == [f.id for f in fills[-50:]]
     assert attr.evidence_count == len(fills)
@@ -174,6 +175,18 @@ def test_a_spot_buy_pays_its_fee_in_the_coin_bought() -> None:
     as_quote = [fills[0].model_copy(update={"fee_currency": "USDC"}), fills[1]]
     attrs = compute_persona_attributes(fills_to_frame(as_quote), as_of=END)
     assert attrs["holding_period"].detail["untimed_closes"] == 1
+
+
+def test_a_dust_conversion_moves_the_position_but_is_no_trading() -> None:
+    fills = [
+        fill(1, hours=0, side="buy", amount=1, direction="open_long", start=0),
+        fill(2, hours=30, side="sell", amount=1, direction="close_long", start=1, pnl=5),
+        fill(3, hours=60, side="sell", amount=0.001, direction="other", start=0.001, price=100),
+    ]
+    attrs = compute_persona_attributes(fills_to_frame(fills), as_of=END)
+    assert attrs["trade_frequency"].detail["fills"] == 2  # the conversion's day not counted
+    assert attrs["trade_frequency"].value == 1.0  # 2 fills on 2 UTC days
+    assert "f0003" not in attrs["active_hours"].evidence
 
 
 def test_style_thresholds() -> None:
