@@ -15,6 +15,10 @@ Two kinds of candidates reach it:
   accumulate in the ``constraints`` attribute, one per kind: a new kind is ``ADD``, a new
   value of a known kind replaces it (``UPDATE``; ``forbidden_assets`` lists are united,
   so a forbidden asset is never silently allowed again), the same value is ``IGNORE``.
+  A *looser* value (a larger cap, an allowed-asset list with a new asset) replaces the
+  stored one only when its quote says the limit changes (``raise``, ``increase``,
+  ``now``, ``from now on``, ``new``, ...: :data:`_RELAX`); otherwise it is ``IGNORE``,
+  so a misread or offhand sentence never loosens a hard constraint.
   ``goals`` is a list (newest last, at most :data:`MAX_GOALS`): a new goal is ``ADD``.
   Stated ``preferred_assets``/``risk_tolerance``/``holding_period``/``style`` are kept as
   ``stated_<name>`` beside the fill-derived attribute of that name (what the trader says
@@ -307,6 +311,14 @@ def _route_constraint(
     if old is not None and same_value(old["value"], new["value"]):
         pending.append(_Pending("constraints", "IGNORE", old, new, f"unchanged: {checked.kind}"))
         return
+    looser = old is not None and _looser(checked.kind, old["value"], new["value"])
+    if looser and old is not None and not _RELAX.search(checked.quote):
+        reason = (
+            f"looser than the stored {checked.kind} {old['value']}: a hard constraint is "
+            "relaxed only when the trader says it changes (e.g. 'raise my max leverage to 10x')"
+        )
+        pending.append(_Pending("constraints", "IGNORE", old, new, reason))
+        return
     if index is None:
         current.append(new)
     else:
@@ -314,6 +326,27 @@ def _route_constraint(
     put("constraints", current)
     action: ChangeAction = "ADD" if old is None else "UPDATE"
     pending.append(_Pending("constraints", action, old, new, d.reason))
+
+
+_RELAX = re.compile(
+    r"(?i)\b(?:raise[sd]?|raising|increase[sd]?|increasing|loosen\w*|relax\w*|lift\w*|"
+    r"bump\w*|now|from\s+now\s+on|changed?|new|instead|anymore|any\s+more|no\s+longer|"
+    r"updated?)\b"
+)
+"""Words by which a trader says a limit changes: only then may a looser value replace a
+stored one (a misread or offhand sentence must not loosen a hard constraint)."""
+
+
+def _looser(kind: str, old: Any, new: Any) -> bool:
+    """Whether ``new`` allows more than ``old``: a larger cap, or an allowed-asset list
+    with an asset the old one did not allow (booleans and forbidden lists never loosen:
+    those are only ever set or united)."""
+    if kind == "allowed_assets" and isinstance(old, list) and isinstance(new, list):
+        return not {str(a).upper() for a in new} <= {str(a).upper() for a in old}
+    numbers = (int, float)
+    if isinstance(old, bool | list) or isinstance(new, bool | list):
+        return False
+    return isinstance(old, numbers) and isinstance(new, numbers) and new > old
 
 
 def route_failure(

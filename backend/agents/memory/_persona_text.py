@@ -5,15 +5,22 @@ objects the LLM path returns, so both go through one router. The rules are regul
 expressions over sentences (split at ``. ! ? ; newline``, never inside a decimal number)
 and, for the numeric limits, over comma-separated clauses:
 
-- percentages (``2%``, ``2 percent``) become fractions (``0.02``); a clause with a
-  percentage is classified by its words: ``day``/``daily`` with a loss word ->
-  ``max_daily_loss``; ``risk``/``lose``/``loss``/``stop`` -> ``max_risk_per_trade``;
-  ``position``/``size``/``allocate``/``exposure``/``of my account`` with a limit word
-  (never, max, at most, up to, above, ...) -> ``max_position_fraction``; ``per trade``
-  with a limit word -> ``max_risk_per_trade``;
-- ``3x`` in a clause with a limit word -> ``max_leverage`` ``3.0`` (not "I use 20x
-  sometimes"); ``no leverage`` / ``never use leverage`` / ``without leverage`` / ``keep me
-  out of leverage`` -> ``no_leverage``;
+- percentages (``2%``, ``2 percent``, ``two percent``) become fractions (``0.02``); a
+  clause with a percentage is classified by its words: ``day``/``daily``/``for the day``
+  with a loss word -> ``max_daily_loss``; a loss over another period (week, month,
+  overall, drawdown) -> nothing (no kind holds it); a stop-loss distance -> nothing;
+  ``risk`` -> ``max_risk_per_trade``; ``lose``/``loss``/``stop`` with a limit word
+  (never, max, at most, up to, above, ...) -> ``max_risk_per_trade``;
+  ``position``/``size``/``allocate``/``exposure``/``of my account`` with a limit word ->
+  ``max_position_fraction``; ``per trade``/``a trade``/``/trade`` with a limit word ->
+  ``max_risk_per_trade``;
+- ``3x`` (``three times`` in a clause that says leverage) with a limit word ->
+  ``max_leverage`` ``3.0`` (not "I use 20x sometimes"); ``no leverage`` / ``never use
+  leverage`` / ``without leverage`` / ``keep me out of leverage`` -> ``no_leverage``;
+- the number of a limit is the first one after the clause's first limit word ("usually 5x
+  and never above 10x" -> 10x), never a floor ("never go below 2x", "at least 1%"); a
+  clause that gives a permission ("I don't mind 10x", "no problem going above 3x", "I can
+  lose 50% on a trade") states no limit; two mentions of one limit keep the stricter;
 - ``$5,000``/``5k USDC``/``10k`` with a position word and a limit word ->
   ``max_position_notional``;
 - a meme-coin word after a negation with only trading words between, or followed by
@@ -21,7 +28,8 @@ and, for the numeric limits, over comma-separated clauses:
   ``never short SOL``, ``no BTC shorts`` -> ``long_only`` (there is no per-coin short
   limit: the safe reading), not when the sentence also says "I short ..." nor with
   words that put it in the past in its clause ("until", "used to", "no longer");
-- ``only trade BTC and ETH`` -> ``allowed_assets``; ``never touch SOL``, ``no DOGE``,
+- ``only trade BTC and ETH``, a sentence "Only BTC and ETH (for me)" or "BTC and ETH
+  only" -> ``allowed_assets``; ``never touch SOL``, ``no DOGE``,
   ``avoid XRP``, ``keep me out of SOL``, ``SOL is off limits`` -> ``forbidden_assets``
   (not "no BTC shorts": see ``long_only``; not in a question or someone else's view:
   "who says SOL is off limits"). Tickers are upper case as written (``DOGE``) or known coin
@@ -69,6 +77,7 @@ _TICKER = rf"(?:[A-Z][A-Z0-9]{{1,9}}|(?i:{_NAMES}))\b"
 _SEP = r"\s*(?:,(?:\s*(?i:and|or)\b)?|/|&|(?i:\band\b|\bor\b|\bnor\b))\s*"
 _LIST = rf"({_TICKER}(?:{_SEP}{_TICKER})*)"
 _PCT = r"(\d+(?:\.\d+)?)\s*(?:%|percent\b|pct\b)"
+_PCT_RE = re.compile(_PCT, flags=re.IGNORECASE)
 _LIMIT = re.compile(
     r"(?i)\b(?:never|no more than|not more than|max(?:imum)?|at most|up to|limit(?:ed)?|"
     r"cap(?:ped)?|above|over|exceed(?:ing)?|larger than|bigger than|below|under|only|"
@@ -79,6 +88,11 @@ _ALLOWED = re.compile(
     rf"(?i:\b(?:only\s+(?:ever\s+)?(?:trade|trading|buy|hold|touch|invest\s+in)|"
     rf"trade\s+only|nothing\s+but))\s+{_LIST}"
 )
+_ONLY_LIST = re.compile(
+    rf"^\s*(?i:only)\s+{_LIST}(?:\s+(?i:for\s+me|please))?\s*$|^\s*{_LIST}\s+(?i:only)\s*$"
+)
+"""A whole sentence naming the only assets: "Only BTC and ETH for me", "BTC and ETH only"
+(not "ETH only goes up")."""
 _FORBIDDEN = re.compile(
     rf"(?i:\b(?:(?:never|don'?t|do\s+not|won'?t|will\s+not)\s+(?:ever\s+)?"
     rf"(?:touch|trade|buy|hold|invest\s+in)|no(?:\s+more)?|avoid|stay\s+away\s+from|ban|"
@@ -97,6 +111,8 @@ _PREFERRED = re.compile(
     rf"\bmy\s+favou?rite\s+(?:coins?|assets?)\s+(?:is|are))\s+{_LIST}"
 )
 _LEVERAGE_X = re.compile(r"(?i)\b(\d+(?:\.\d+)?)\s*[x×](?![a-z])")
+_LEVERAGE_TIMES = re.compile(r"(?i)\b(\d+(?:\.\d+)?)\s*(?:[x×](?![a-z])|times\b)")
+"""``3 times`` is leverage only in a clause that says leverage."""
 _NO_LEVERAGE = re.compile(
     r"(?i)\b(?:no|never(?:\s+use|\s+trade\s+with)?|without|zero|don'?t\s+use|do\s+not\s+use|"
     r"not\s+using|avoid|keep\s+me\s+(?:out\s+of|away\s+from)|stay\s+(?:out\s+of|away\s+from))"
@@ -133,6 +149,54 @@ _UNDONE = re.compile(
 )
 """A negation just before a rule's words, in the same clause: "I don't avoid SOL", "I no
 longer only trade BTC", "not long only": the rule is not stated."""
+
+
+_PERMISSION = re.compile(
+    r"(?i)\b(?:don'?t|do\s+not)\s+mind\b|\b(?:fine|ok|okay|happy|comfortable|cool)\s+"
+    r"(?:with|to|using|going)\b|\bno\s+problem\b|\bi\s+can\s+(?:use|go|lose|take|risk)\b"
+)
+"""A permission, not a limit: "I don't mind 10x leverage", "no problem going above 3x",
+"I can lose 50% on a trade and hold"."""
+_FLOOR = re.compile(
+    r"(?i)\b(?:at\s+least|minimum(?:\s+of)?|min\.?|(?:never|not)\s+(?:go\s+|drop\s+|fall\s+)?"
+    r"(?:below|under|less\s+than))\s*$"
+)
+"""Right before a number, a floor, not a cap: "never go below 2x leverage", "at least 1%"."""
+_DAILY = re.compile(
+    r"(?i)\b(?:daily|a\s+day|per\s+day|each\s+day|in\s+one\s+day|in\s+a\s+day|"
+    r"for\s+the\s+day|today|intraday)\b"
+)
+_PERIOD = re.compile(
+    r"(?i)\b(?:week|weekly|month|monthly|quarter|quarterly|year|yearly|annual(?:ly)?|overall|"
+    r"total|all[\s-]time|drawdown)\b"
+)
+"""A loss over a period other than a day (or in all): no per-trade limit, and no kind of
+hard constraint holds it ("stop trading if I'm down 10% this month")."""
+_STOP_LOSS = re.compile(r"(?i)\bstop[\s-]?loss(?:es)?\b|\bstops?\s+(?:at|is|are)\b")
+"""A stop-loss distance ("my stop loss is 5% below entry"): not a risk per trade."""
+_NUMBER_WORDS = {
+    "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "twenty": "20",
+}  # fmt: skip
+_WORD_NUMBER = re.compile(
+    rf"(?i)\b({'|'.join(_NUMBER_WORDS)})(?=\s*(?:%|percent\b|pct\b|[x×](?![a-z])|times\b))"
+)
+
+
+def _with_digits(clause: str) -> str:
+    """``two percent`` -> ``2 percent``, ``three times`` -> ``3 times``."""
+    return _WORD_NUMBER.sub(lambda m: _NUMBER_WORDS[m.group(1).lower()], clause)
+
+
+def _limited_number(pattern: re.Pattern[str], clause: str) -> re.Match[str] | None:
+    """The number ``pattern`` finds first after the clause's first limit word ("usually
+    5x and never above 10x" -> 10x), else its first one; None when that number is a floor
+    ("never go below 2x")."""
+    limit = _LIMIT.search(clause)
+    found = (pattern.search(clause, limit.end()) if limit else None) or pattern.search(clause)
+    if found is None or _FLOOR.search(clause[: found.start()]):
+        return None
+    return found
 
 
 def _clause_at(sentence: str, start: int, end: int) -> tuple[str, str]:
@@ -241,11 +305,18 @@ def _number(raw: str, suffix: str | None = None) -> float:
 def _fraction_kind(clause: str) -> str | None:
     low = clause.lower()
     limited = _LIMIT.search(clause) is not None
-    if re.search(r"\b(?:daily|a day|per day|each day|in one day|in a day)\b", low) and re.search(
-        r"\b(?:loss|losses|lose|losing|down|drawdown)\b", low
-    ):
+    losing = re.search(r"\b(?:loss|losses|lose|losing|down|drawdown)\b", low) is not None
+    if _PERMISSION.search(clause):
+        return None
+    if _DAILY.search(clause) and losing:
         return "max_daily_loss"
-    if re.search(r"\b(?:risk|risking|lose|loss|losing|stop)\b", low):
+    if (losing or re.search(r"\bstop\b", low)) and _PERIOD.search(clause):
+        return None
+    if _STOP_LOSS.search(clause) and not re.search(r"\brisk", low):
+        return None
+    if re.search(r"\b(?:risk|risking)\b", low):
+        return "max_risk_per_trade"
+    if limited and re.search(r"\b(?:lose|loss|losing|stop)\b", low):
         return "max_risk_per_trade"
     if limited and re.search(
         r"\b(?:position|positions|size|allocat\w*|put|invest|exposure|of my (?:account|"
@@ -253,25 +324,27 @@ def _fraction_kind(clause: str) -> str | None:
         low,
     ):
         return "max_position_fraction"
-    if limited and re.search(r"\b(?:per|each|a|any|one|single) trade\b", low):
+    if limited and re.search(r"(?:\b(?:per|each|a|any|one|single)\s+|/\s*)trade\b", low):
         return "max_risk_per_trade"
     return None
 
 
 def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
     """``(constraint, rule name)`` found in one sentence."""
-    for clause in _clauses(sentence):
+    for clause in map(_with_digits, _clauses(sentence)):
         pct = re.search(_PCT, clause)
         kind = _fraction_kind(clause) if pct else None
-        if pct and kind:
-            value = round(float(pct.group(1)) / 100.0, 10)
+        if kind and (capped := _limited_number(_PCT_RE, clause)):
+            value = round(float(capped.group(1)) / 100.0, 10)
             yield HardConstraint(kind=kind, value=value, quote=clause[:1000]), kind
-        lev = _LEVERAGE_X.search(clause)
+        times = _LEVERAGE_X if not re.search(r"(?i)\bleverage", clause) else _LEVERAGE_TIMES
+        lev = _limited_number(times, clause) if not _PERMISSION.search(clause) else None
+        any_lev = times.search(clause)
         no_lev = _NO_LEVERAGE.search(clause)
         if lev and _LIMIT.search(clause):  # "max 3x", not "I use 20x leverage sometimes"
             q = clause[:1000]
             yield HardConstraint(kind="max_leverage", value=float(lev.group(1)), quote=q), "lev"
-        elif no_lev and not lev and not _undone(clause, no_lev.start()):
+        elif no_lev and not any_lev and not _undone(clause, no_lev.start()):
             yield HardConstraint(kind="no_leverage", value=True, quote=clause[:1000]), "no_lev"
         usd = _USD.search(clause)
         if (
@@ -301,6 +374,7 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
             break
     for pattern, kind in (
         (_ALLOWED, "allowed_assets"),
+        (_ONLY_LIST, "allowed_assets"),
         (_FORBIDDEN, "forbidden_assets"),
         (_OFF_LIMITS, "forbidden_assets"),
     ):
@@ -308,7 +382,7 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
             head = _clause_at(sentence, match.start(), match.start())[0]
             if _UNDONE.search(head) or (pattern is _OFF_LIMITS and _REPORTED.search(head)):
                 continue
-            tickers = parse_tickers(match.group(1))
+            tickers = parse_tickers(next((g for g in match.groups() if g), ""))
             if tickers:
                 constraint = HardConstraint(kind=kind, value=tickers, quote=sentence[:1000])
                 yield constraint, kind
@@ -316,7 +390,8 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
 
 
 def _merge_constraints(found: list[tuple[HardConstraint, str]]) -> list[HardConstraint]:
-    """One constraint per kind: asset lists are united, other kinds keep the last mention."""
+    """One constraint per kind: asset lists are united, a number keeps the strictest
+    (smallest) mention, other kinds the last."""
     merged: dict[str, HardConstraint] = {}
     for constraint, _ in found:
         old = merged.get(constraint.kind)
@@ -324,6 +399,14 @@ def _merge_constraints(found: list[tuple[HardConstraint, str]]) -> list[HardCons
             union = list(dict.fromkeys([*old.value, *constraint.value]))
             quote = f"{old.quote} / {constraint.quote}"[:1000]
             constraint = HardConstraint(kind=constraint.kind, value=union, quote=quote)
+        elif (
+            old is not None
+            and isinstance(old.value, int | float)
+            and not isinstance(old.value, bool)
+            and isinstance(constraint.value, int | float)
+            and old.value <= constraint.value
+        ):
+            continue
         merged[constraint.kind] = constraint
     return list(merged.values())
 

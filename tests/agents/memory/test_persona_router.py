@@ -32,11 +32,11 @@ def attr(name: str, value: Any, *, conf: float = 0.5, at: datetime = T1) -> Pers
     )
 
 
-def constraint(kind: str, value: Any, action: str = "ADD") -> PersonaDecision:
+def constraint(kind: str, value: Any, action: str = "ADD", quote: str = "q") -> PersonaDecision:
     return PersonaDecision(
         attribute="constraints",
         action=action,
-        constraint=HardConstraint(kind=kind, value=value, quote="q"),
+        constraint=HardConstraint(kind=kind, value=value, quote=quote),
         reason="r",
     )
 
@@ -115,9 +115,23 @@ def test_constraints_accumulate_and_same_kind_replaces() -> None:
         ("IGNORE", "unchanged: max_leverage"),
     ]
     assert r2.profile.version == 2
-    r3 = route_decisions(
-        r2.profile, [constraint("max_leverage", 5.0)], as_of=T2, source="llm", evidence_id="n3"
+    # a looser limit said in passing is not taken: a hard constraint only relaxes when
+    # the trader says it changes; a stricter one always is
+    offhand = route_decisions(
+        r2.profile, [constraint("max_leverage", 5.0, quote="I don't mind 5x")], as_of=T2,
+        source="llm", evidence_id="n3",
+    )  # fmt: skip
+    (ignored,) = offhand.changes
+    assert ignored.action == "IGNORE" and "looser than the stored max_leverage" in ignored.reason
+    assert offhand.profile == r2.profile
+    stricter = route_decisions(
+        r2.profile, [constraint("max_leverage", 2.0)], as_of=T2, source="rules", evidence_id="n3"
     )
+    assert stricter.changes[0].action == "UPDATE"
+    r3 = route_decisions(
+        r2.profile, [constraint("max_leverage", 5.0, quote="raise my max leverage to 5x")],
+        as_of=T2, source="llm", evidence_id="n3",
+    )  # fmt: skip
     change = r3.changes[0]
     assert (change.action, change.old_value["value"], change.new_value["value"]) == (
         "UPDATE",
