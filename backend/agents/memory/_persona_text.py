@@ -53,29 +53,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from backend.agents.memory._persona_stated import normalize_stated, stated_decisions
+from backend.agents.memory._persona_tickers import COIN_NAMES, LIST, parse_tickers
 from backend.llm.prompts import PersonaDecision
 from backend.memory.models import HardConstraint, PersonaProfile
 
-__all__ = ["COIN_NAMES", "normalize_stated", "parse_tickers", "split_sentences", "text_decisions"]
+__all__ = [
+    "COIN_NAMES",
+    "normalize_stated",
+    "parse_tickers",
+    "split_sentences",
+    "text_decisions",
+]
 
-COIN_NAMES: dict[str, str] = {
-    "bitcoin": "BTC", "btc": "BTC", "ethereum": "ETH", "ether": "ETH", "eth": "ETH",
-    "solana": "SOL", "sol": "SOL", "dogecoin": "DOGE", "doge": "DOGE", "ripple": "XRP",
-    "xrp": "XRP", "cardano": "ADA", "ada": "ADA", "avalanche": "AVAX", "avax": "AVAX",
-    "chainlink": "LINK", "polkadot": "DOT", "litecoin": "LTC", "ltc": "LTC", "bnb": "BNB",
-    "shiba": "SHIB", "shib": "SHIB", "pepe": "PEPE", "hyperliquid": "HYPE", "hype": "HYPE",
-}  # fmt: skip
-"""Coin names (matched in any case) -> ticker; other tickers must be written in upper case."""
-
-_NOT_TICKERS = frozenset({
-    "AND", "OR", "NOR", "THE", "ALL", "NO", "NOT", "PERPS", "SPOT", "MY", "FOMO", "FUD", "ATH",
-    "DCA", "PNL", "ROI", "YOLO", "HODL", "IMO", "LOL", "TP", "SL", "ETF", "OTC", "KYC", "AI",
-})  # fmt: skip
-"""Upper-case words of traders' talk that are not tickers ("no FOMO")."""
-_NAMES = "|".join(sorted(COIN_NAMES, key=len, reverse=True))
-_TICKER = rf"(?:[A-Z][A-Z0-9]{{1,9}}|(?i:{_NAMES}))\b"
-_SEP = r"\s*(?:,(?:\s*(?i:and|or)\b)?|/|&|(?i:\band\b|\bor\b|\bnor\b))\s*"
-_LIST = rf"({_TICKER}(?:{_SEP}{_TICKER})*)"
 _PCT = r"(\d+(?:\.\d+)?)\s*(?:%|percent\b|pct\b)"
 _PCT_RE = re.compile(_PCT, flags=re.IGNORECASE)
 _LIMIT = re.compile(
@@ -86,30 +76,26 @@ _LIMIT = re.compile(
 
 _ALLOWED = re.compile(
     rf"(?i:\b(?:only\s+(?:ever\s+)?(?:trade|trading|buy|hold|touch|invest\s+in)|"
-    rf"trade\s+only|nothing\s+but))\s+{_LIST}"
+    rf"trade\s+only|nothing\s+but))\s+{LIST}"
 )
-_ONLY_LIST = re.compile(
-    rf"^\s*(?i:only)\s+{_LIST}(?:\s+(?i:for\s+me|please))?\s*$|^\s*{_LIST}\s+(?i:only)\s*$"
+_ONLYLIST = re.compile(
+    rf"^\s*(?i:only)\s+{LIST}(?:\s+(?i:for\s+me|please))?\s*$|^\s*{LIST}\s+(?i:only)\s*$"
 )
 """A whole sentence naming the only assets: "Only BTC and ETH for me", "BTC and ETH only"
 (not "ETH only goes up")."""
 _FORBIDDEN = re.compile(
     rf"(?i:\b(?:(?:never|don'?t|do\s+not|won'?t|will\s+not)\s+(?:ever\s+)?"
     rf"(?:touch|trade|buy|hold|invest\s+in)|no(?:\s+more)?|avoid|stay\s+away\s+from|ban|"
-    rf"keep\s+me\s+(?:out\s+of|away\s+from)))\s+(?>{_LIST})"
+    rf"keep\s+me\s+(?:out\s+of|away\s+from)))\s+(?>{LIST})"
     rf"(?!\s+(?i:shorts?|shorting|longs?|perps?|leverage|futures|options)\b)"
 )
-_OFF_LIMITS = re.compile(rf"{_LIST}\s+(?i:is|are)\s+(?i:off[\s-]limits?|banned|forbidden)\b")
+_OFF_LIMITS = re.compile(rf"{LIST}\s+(?i:is|are)\s+(?i:off[\s-]limits?|banned|forbidden)\b")
 _REPORTED = re.compile(
     r"(?i)\b(?:who|whether|if|nobody|no\s+one|think|thinks|thought|say|says|said|believe|"
     r"believes|claims?|heard)\b"
 )
 """Words that make a statement a question or someone else's view ("Who says SOL is off
 limits", "my coach thinks DOGE is banned"): no rule is stated."""
-_PREFERRED = re.compile(
-    rf"(?i:\bi\s+(?:mostly|mainly|usually|primarily|prefer\s+to)\s+trade|\bi\s+prefer|"
-    rf"\bmy\s+favou?rite\s+(?:coins?|assets?)\s+(?:is|are))\s+{_LIST}"
-)
 _LEVERAGE_X = re.compile(r"(?i)\b(\d+(?:\.\d+)?)\s*[x×](?![a-z])")
 _LEVERAGE_TIMES = re.compile(r"(?i)\b(\d+(?:\.\d+)?)\s*(?:[x×](?![a-z])|times\b)")
 """``3 times`` is leverage only in a clause that says leverage."""
@@ -135,7 +121,7 @@ coins: never"); not anywhere in the sentence ("I love memecoins, not afraid of t
 nor with another verb ("I don't mind memecoins", "I never sell memecoins")."""
 _LONG_ONLY = re.compile(
     r"(?i)\blong[\s-]only\b|\bonly\s+(?:go\s+)?long\b|\bnever\s+(?:go\s+|open\s+a\s+)?short"
-    rf"(?:ing)?\b|\bno\s+(?:{_LIST}\s+)?short(?:s|ing)?\b|\b(?:don'?t|do\s+not)\s+short\b"
+    rf"(?:ing)?\b|\bno\s+(?:{LIST}\s+)?short(?:s|ing)?\b|\b(?:don'?t|do\s+not)\s+short\b"
 )
 """Shorting refused, also of one coin ("never short SOL", "no BTC shorts"): there is no
 per-asset short limit, so the conservative reading is no shorts at all."""
@@ -220,42 +206,6 @@ _USD = re.compile(
 is a timeframe: "the 15m chart")."""
 _NOT_SIZE = re.compile(r"(?i)\b(?:profit|gain|volume|chart|candles?|followers|cap|mcap)\b")
 """A bare amount next to these is not a position size ("1k profit per trade")."""
-_GOAL = re.compile(
-    r"(?i)\b(?:my\s+(?:main\s+|primary\s+|only\s+)?goal\s+is(?:\s+to)?|i\s+want\s+to|"
-    r"i'?d\s+like\s+to|i\s+would\s+like\s+to|i\s+aim\s+to|i'?m\s+aiming\s+(?:for|to)|"
-    r"aiming\s+for|my\s+target\s+is|target(?:ing)?)\s+([^.;!?\n]{3,250})"
-)
-_GOAL_IS_LIMIT = re.compile(r"(?i)^(?:never|not|avoid|stay|only|keep|limit|cap|stop)\b")
-_RISK_WORDS: dict[str, str] = {
-    "conservative": "conservative", "cautious": "conservative", "careful": "conservative",
-    "risk averse": "conservative", "risk-averse": "conservative", "low risk": "conservative",
-    "low-risk": "conservative", "moderate": "moderate", "balanced": "moderate",
-    "aggressive": "aggressive", "degen": "aggressive", "risk seeking": "aggressive",
-    "risk-seeking": "aggressive", "risk taker": "aggressive", "risk-taker": "aggressive",
-    "high risk": "aggressive", "high-risk": "aggressive",
-}  # fmt: skip
-_RISK = re.compile(
-    r"(?i)\b(?:i\s+am|i'?m|im|i\s+consider\s+myself|my\s+risk\s+(?:tolerance|appetite|profile)"
-    r"\s+is)\s+(?:(?:a|an|very|pretty|quite|fairly|rather|more|of)\s+)*("
-    + "|".join(re.escape(w).replace(r"\ ", r"\s") for w in _RISK_WORDS)
-    + r")\b"
-)
-_STYLE_WORDS: dict[str, str] = {
-    "scalper": "scalper", "scalp": "scalper", "day trader": "day", "day trade": "day",
-    "daytrade": "day", "swing trader": "swing", "swing trade": "swing", "swing": "swing",
-    "position trader": "position", "long-term investor": "position",
-    "long term investor": "position", "hodler": "position",
-}  # fmt: skip
-_STYLE = re.compile(
-    r"(?i)\b(?:i\s+am|i'?m|im)\s+(?:(?:a|an|mostly|mainly|basically)\s+)*("
-    r"scalper|day\s+trader|swing\s+trader|position\s+trader|long[\s-]term\s+investor|hodler)\b"
-    r"|\bi\s+(?:mostly\s+|mainly\s+|usually\s+)?(scalp|day\s?trade|swing(?:\s+trade)?)\b"
-)
-_HOLD = re.compile(
-    r"(?i)\bi\s+(?:usually\s+|typically\s+|normally\s+|mostly\s+)?hold(?:\s+my)?"
-    r"(?:\s+(?:positions?|trades?))?(?:\s+for)?\s+((?:a\s+few\s+|several\s+|\d+(?:\s*-\s*\d+)?\s+"
-    r"|one\s+|two\s+|a\s+|an\s+)?(?:minutes?|hours?|days?|weeks?|months?|years?))\b"
-)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -266,35 +216,6 @@ def split_sentences(text: str) -> list[str]:
 
 def _clauses(sentence: str) -> list[str]:
     return [c.strip() for c in re.split(r",(?!\d{3})|\bbut\b", sentence) if c.strip()]
-
-
-def parse_tickers(raw: str) -> list[str]:
-    """Upper-case tickers in a list like ``"BTC, eth and Solana"`` (known names mapped,
-    unknown lower-case words dropped), in order, without repeats."""
-    out: list[str] = []
-    for token in re.split(_SEP, raw):
-        token = token.strip()
-        ticker = COIN_NAMES.get(token.lower(), token if token.isupper() else "")
-        valid = re.fullmatch(r"[A-Z0-9@]{2,10}", ticker) is not None
-        if valid and ticker not in _NOT_TICKERS and ticker not in out:
-            out.append(ticker)
-    return out
-
-
-def normalize_stated(attribute: str, value: str) -> str | list[str]:
-    """A stated value in canonical form: ``preferred_assets`` -> ticker list,
-    ``risk_tolerance`` -> conservative/moderate/aggressive, ``style`` -> scalper/day/swing/
-    position when recognised; otherwise the lower-cased words."""
-    words = " ".join(value.lower().replace("_", " ").split())
-    if attribute == "preferred_assets":
-        return parse_tickers(value) or parse_tickers(value.upper())
-    if attribute == "risk_tolerance":
-        return _RISK_WORDS.get(words, words)
-    if attribute == "style":
-        for word, style in _STYLE_WORDS.items():
-            if word in words or style == words:
-                return style
-    return words
 
 
 def _number(raw: str, suffix: str | None = None) -> float:
@@ -374,7 +295,7 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
             break
     for pattern, kind in (
         (_ALLOWED, "allowed_assets"),
-        (_ONLY_LIST, "allowed_assets"),
+        (_ONLYLIST, "allowed_assets"),
         (_FORBIDDEN, "forbidden_assets"),
         (_OFF_LIMITS, "forbidden_assets"),
     ):
@@ -432,32 +353,5 @@ def text_decisions(text: str, *, profile: PersonaProfile | None = None) -> list[
             )
         )
     for sentence in sentences:
-        for match in _GOAL.finditer(sentence):
-            goal = " ".join(match.group(0).split())
-            if not _GOAL_IS_LIMIT.match(match.group(1).strip()):
-                decisions.append(
-                    PersonaDecision(
-                        attribute="goals", action="ADD", goal=goal[:300], reason="rule goal"
-                    )
-                )
-        stated: list[tuple[str, str]] = []
-        if m := _RISK.search(sentence):
-            word = " ".join(m.group(1).lower().split())
-            stated.append(("risk_tolerance", _RISK_WORDS.get(word, word)))
-        if m := _STYLE.search(sentence):
-            word = " ".join((m.group(1) or m.group(2)).lower().split())
-            stated.append(("style", _STYLE_WORDS.get(word, word)))
-        if m := _HOLD.search(sentence):
-            stated.append(("holding_period", " ".join(m.group(1).lower().split())))
-        if (m := _PREFERRED.search(sentence)) and (tickers := parse_tickers(m.group(1))):
-            stated.append(("preferred_assets", ", ".join(tickers)))
-        for attribute, value in stated:
-            decisions.append(
-                PersonaDecision(
-                    attribute=attribute,
-                    action="UPDATE" if f"stated_{attribute}" in attrs else "ADD",
-                    value=value[:300],
-                    reason=f"rule stated {attribute}: {sentence}"[:300],
-                )
-            )
+        decisions.extend(stated_decisions(sentence, attrs))
     return decisions

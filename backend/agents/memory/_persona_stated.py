@@ -1,0 +1,106 @@
+"""The trader's stated goals and preferences read from their words (offline rules):
+``my goal is ...``, ``I'm a conservative trader``, ``I'm a swing trader``, ``I usually
+hold for a few days``, ``I mostly trade SOL`` (:mod:`backend.agents.memory._persona_text`
+has the rules' overview); the router keeps them as ``goals`` and ``stated_<name>``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from backend.agents.memory._persona_tickers import LIST, parse_tickers
+from backend.llm.prompts import PersonaDecision
+
+__all__ = ["normalize_stated", "stated_decisions"]
+
+_PREFERRED = re.compile(
+    rf"(?i:\bi\s+(?:mostly|mainly|usually|primarily|prefer\s+to)\s+trade|\bi\s+prefer|"
+    rf"\bmy\s+favou?rite\s+(?:coins?|assets?)\s+(?:is|are))\s+{LIST}"
+)
+_GOAL = re.compile(
+    r"(?i)\b(?:my\s+(?:main\s+|primary\s+|only\s+)?goal\s+is(?:\s+to)?|i\s+want\s+to|"
+    r"i'?d\s+like\s+to|i\s+would\s+like\s+to|i\s+aim\s+to|i'?m\s+aiming\s+(?:for|to)|"
+    r"aiming\s+for|my\s+target\s+is|target(?:ing)?)\s+([^.;!?\n]{3,250})"
+)
+_GOAL_IS_LIMIT = re.compile(r"(?i)^(?:never|not|avoid|stay|only|keep|limit|cap|stop)\b")
+_RISK_WORDS: dict[str, str] = {
+    "conservative": "conservative", "cautious": "conservative", "careful": "conservative",
+    "risk averse": "conservative", "risk-averse": "conservative", "low risk": "conservative",
+    "low-risk": "conservative", "moderate": "moderate", "balanced": "moderate",
+    "aggressive": "aggressive", "degen": "aggressive", "risk seeking": "aggressive",
+    "risk-seeking": "aggressive", "risk taker": "aggressive", "risk-taker": "aggressive",
+    "high risk": "aggressive", "high-risk": "aggressive",
+}  # fmt: skip
+_RISK = re.compile(
+    r"(?i)\b(?:i\s+am|i'?m|im|i\s+consider\s+myself|my\s+risk\s+(?:tolerance|appetite|profile)"
+    r"\s+is)\s+(?:(?:a|an|very|pretty|quite|fairly|rather|more|of)\s+)*("
+    + "|".join(re.escape(w).replace(r"\ ", r"\s") for w in _RISK_WORDS)
+    + r")\b"
+)
+_STYLE_WORDS: dict[str, str] = {
+    "scalper": "scalper", "scalp": "scalper", "day trader": "day", "day trade": "day",
+    "daytrade": "day", "swing trader": "swing", "swing trade": "swing", "swing": "swing",
+    "position trader": "position", "long-term investor": "position",
+    "long term investor": "position", "hodler": "position",
+}  # fmt: skip
+_STYLE = re.compile(
+    r"(?i)\b(?:i\s+am|i'?m|im)\s+(?:(?:a|an|mostly|mainly|basically)\s+)*("
+    r"scalper|day\s+trader|swing\s+trader|position\s+trader|long[\s-]term\s+investor|hodler)\b"
+    r"|\bi\s+(?:mostly\s+|mainly\s+|usually\s+)?(scalp|day\s?trade|swing(?:\s+trade)?)\b"
+)
+_HOLD = re.compile(
+    r"(?i)\bi\s+(?:usually\s+|typically\s+|normally\s+|mostly\s+)?hold(?:\s+my)?"
+    r"(?:\s+(?:positions?|trades?))?(?:\s+for)?\s+((?:a\s+few\s+|several\s+|\d+(?:\s*-\s*\d+)?\s+"
+    r"|one\s+|two\s+|a\s+|an\s+)?(?:minutes?|hours?|days?|weeks?|months?|years?))\b"
+)
+
+
+def normalize_stated(attribute: str, value: str) -> str | list[str]:
+    """A stated value in canonical form: ``preferred_assets`` -> ticker list,
+    ``risk_tolerance`` -> conservative/moderate/aggressive, ``style`` -> scalper/day/swing/
+    position when recognised; otherwise the lower-cased words."""
+    words = " ".join(value.lower().replace("_", " ").split())
+    if attribute == "preferred_assets":
+        return parse_tickers(value) or parse_tickers(value.upper())
+    if attribute == "risk_tolerance":
+        return _RISK_WORDS.get(words, words)
+    if attribute == "style":
+        for word, style in _STYLE_WORDS.items():
+            if word in words or style == words:
+                return style
+    return words
+
+
+def stated_decisions(sentence: str, attrs: dict[str, Any]) -> list[PersonaDecision]:
+    """The goal and stated-preference decisions of one ``sentence`` (``attrs``: the
+    profile's attributes, which choose ``ADD`` vs ``UPDATE``)."""
+    decisions: list[PersonaDecision] = []
+    for match in _GOAL.finditer(sentence):
+        goal = " ".join(match.group(0).split())
+        if not _GOAL_IS_LIMIT.match(match.group(1).strip()):
+            decisions.append(
+                PersonaDecision(
+                    attribute="goals", action="ADD", goal=goal[:300], reason="rule goal"
+                )
+            )
+    stated: list[tuple[str, str]] = []
+    if m := _RISK.search(sentence):
+        word = " ".join(m.group(1).lower().split())
+        stated.append(("risk_tolerance", _RISK_WORDS.get(word, word)))
+    if m := _STYLE.search(sentence):
+        word = " ".join((m.group(1) or m.group(2)).lower().split())
+        stated.append(("style", _STYLE_WORDS.get(word, word)))
+    if m := _HOLD.search(sentence):
+        stated.append(("holding_period", " ".join(m.group(1).lower().split())))
+    if (m := _PREFERRED.search(sentence)) and (tickers := parse_tickers(m.group(1))):
+        stated.append(("preferred_assets", ", ".join(tickers)))
+    for attribute, value in stated:
+        decisions.append(
+            PersonaDecision(
+                attribute=attribute,
+                action="UPDATE" if f"stated_{attribute}" in attrs else "ADD",
+                value=value[:300],
+                reason=f"rule stated {attribute}: {sentence}"[:300],
+            )
+        )
+    return decisions

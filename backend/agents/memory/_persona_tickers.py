@@ -1,0 +1,41 @@
+"""The ticker vocabulary of the persona's text rules: coin names, the words that are not
+tickers, the pattern of a list of tickers and :func:`parse_tickers`."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["COIN_NAMES", "LIST", "SEP", "parse_tickers"]
+
+COIN_NAMES: dict[str, str] = {
+    "bitcoin": "BTC", "btc": "BTC", "ethereum": "ETH", "ether": "ETH", "eth": "ETH",
+    "solana": "SOL", "sol": "SOL", "dogecoin": "DOGE", "doge": "DOGE", "ripple": "XRP",
+    "xrp": "XRP", "cardano": "ADA", "ada": "ADA", "avalanche": "AVAX", "avax": "AVAX",
+    "chainlink": "LINK", "polkadot": "DOT", "litecoin": "LTC", "ltc": "LTC", "bnb": "BNB",
+    "shiba": "SHIB", "shib": "SHIB", "pepe": "PEPE", "hyperliquid": "HYPE", "hype": "HYPE",
+}  # fmt: skip
+"""Coin names (matched in any case) -> ticker; other tickers must be written in upper case."""
+
+_NOT_TICKERS = frozenset({
+    "AND", "OR", "NOR", "THE", "ALL", "NO", "NOT", "PERPS", "SPOT", "MY", "FOMO", "FUD", "ATH",
+    "DCA", "PNL", "ROI", "YOLO", "HODL", "IMO", "LOL", "TP", "SL", "ETF", "OTC", "KYC", "AI",
+})  # fmt: skip
+"""Upper-case words of traders' talk that are not tickers ("no FOMO")."""
+_NAMES = "|".join(sorted(COIN_NAMES, key=len, reverse=True))
+_TICKER = rf"(?:[A-Z][A-Z0-9]{{1,9}}|(?i:{_NAMES}))\b"
+SEP = r"\s*(?:,(?:\s*(?i:and|or)\b)?|/|&|(?i:\band\b|\bor\b|\bnor\b))\s*"
+LIST = rf"({_TICKER}(?:{SEP}{_TICKER})*)"
+"""A list of tickers (one group): ``BTC, eth and Solana``."""
+
+
+def parse_tickers(raw: str) -> list[str]:
+    """Upper-case tickers in a list like ``"BTC, eth and Solana"`` (known names mapped,
+    unknown lower-case words dropped), in order, without repeats."""
+    out: list[str] = []
+    for token in re.split(SEP, raw):
+        token = token.strip()
+        ticker = COIN_NAMES.get(token.lower(), token if token.isupper() else "")
+        valid = re.fullmatch(r"[A-Z0-9@]{2,10}", ticker) is not None
+        if valid and ticker not in _NOT_TICKERS and ticker not in out:
+            out.append(ticker)
+    return out
