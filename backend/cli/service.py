@@ -164,10 +164,9 @@ def paper(
 ) -> None:
     """Paper-trade PAIR with the DeepTraderManager on closed candles from ccxt: the
     backtest's decisions and fills (next open, fees, slippage) on a schedule."""
-    from backend.service.jobs import paper_step
     from backend.service.paper import paper_run_id
     from backend.service.runtime import close_runtimes, runtime_for
-    from backend.service.scheduler import build_scheduler, paper_trigger
+    from backend.service.scheduler import add_paper_jobs, build_scheduler, paper_trigger
 
     cfg, config = _config()
     _quiet_scheduler()
@@ -201,14 +200,12 @@ def paper(
             stop.set()
 
     scheduler.add_listener(on_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
-    scheduler.add_job(
-        paper_step,
-        trigger=trigger,
+    add_paper_jobs(
+        scheduler, trigger, job_id=f"paper:{ex}:{pair}:{timeframe}",
         args=[config, ex, pair, timeframe, start, api_url],
         kwargs={"until": stop_at.isoformat() if stop_at is not None else None},
-        id=f"paper:{ex}:{pair}:{timeframe}",
-        next_run_time=datetime.now(UTC),
-    )
+        now=datetime.now(UTC), live=start is None,
+    )  # fmt: skip
     scheduler.start()
     try:  # live: the wall clock reaching --until stops it between two bar closes too
         _wait_for_stop(stop, deadline=stop_at if start is None else None)

@@ -45,6 +45,7 @@ from apscheduler.job import Job
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -54,11 +55,13 @@ from sqlalchemy.exc import ArgumentError
 from backend.config import JobTrigger, Settings
 from backend.data import timeframe_seconds
 from backend.errors import ConfigError
+from backend.service.jobs import paper_step
 from backend.service.models import JobInfo
 
 __all__ = [
     "JOBS_MODULE",
     "JobSpec",
+    "add_paper_jobs",
     "build_scheduler",
     "job_specs",
     "list_jobs",
@@ -104,6 +107,32 @@ def paper_trigger(timeframe: str, delay_s: float) -> IntervalTrigger:
         start_date=_EPOCH + timedelta(seconds=delay_s),
         timezone=UTC,
     )
+
+
+def add_paper_jobs(
+    scheduler: BaseScheduler,
+    trigger: BaseTrigger,
+    *,
+    job_id: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    now: datetime,
+    live: bool,
+) -> None:
+    """Add ``sentinel paper``'s steps (:func:`backend.service.jobs.paper_step` with
+    ``args``/``kwargs``) to ``scheduler``: a first step at ``now``, then one per fire of
+    ``trigger``. Live, the periodic job keeps the trigger's own times (every bar close +
+    ``paper.delay_s``) and the first step is a job of its own (``<job_id>:first``): an
+    interval trigger counts from its last fire, so a first fire at ``now`` would move every
+    later step to ``now + k x timeframe``, up to a bar late. A replay steps every
+    ``--step-s`` from ``now``."""
+    if live:
+        scheduler.add_job(paper_step, trigger=trigger, args=args, kwargs=kwargs, id=job_id)
+        scheduler.add_job(paper_step, trigger="date", run_date=now, args=args, kwargs=kwargs,
+                          id=f"{job_id}:first")  # fmt: skip
+    else:
+        scheduler.add_job(paper_step, trigger=trigger, args=args, kwargs=kwargs, id=job_id,
+                          next_run_time=now)  # fmt: skip
 
 
 def job_specs(settings: Settings, config: str) -> list[JobSpec]:

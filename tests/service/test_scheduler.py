@@ -206,3 +206,33 @@ def test_a_jobstore_url_that_is_not_one_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match=r"scheduler\.jobstore_url: not a SQLAlchemy URL"):
         _stored_jobs("not a url")
+
+
+def test_a_live_paper_run_steps_now_and_then_at_every_bar_close() -> None:
+    """``sentinel paper`` live: a first step now, then bar close + delay, whatever the
+    start time (an interval trigger fired first at now had moved every later step to
+    now + k hours, up to a bar late); a replay steps every --step-s from now."""
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from backend.service.scheduler import add_paper_jobs, paper_trigger
+
+    now = datetime.now(UTC)
+    step = ["c", "binance", "BTC/USDT", "1h", None, None]
+    for live in (True, False):
+        scheduler = build_scheduler(load_settings(), persistent=False)
+        scheduler.start(paused=True)
+        try:
+            trigger = paper_trigger("1h", 5.0) if live else IntervalTrigger(seconds=2, timezone=UTC)
+            add_paper_jobs(scheduler, trigger, job_id="paper:x", args=step, kwargs={},
+                           now=now, live=live)  # fmt: skip
+            times = {j.id: j.next_run_time for j in scheduler.get_jobs()}
+        finally:
+            scheduler.shutdown()
+        if live:
+            close = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+            expected = close + timedelta(seconds=5)
+            if now < close - timedelta(hours=1) + timedelta(seconds=5):  # before this hour's
+                expected -= timedelta(hours=1)
+            assert times == {"paper:x": expected, "paper:x:first": now}
+        else:
+            assert times == {"paper:x": now}
