@@ -104,6 +104,10 @@ class ServiceDB:
                 f"{lock.lock_file}: another process has run job {job_id} for "
                 f"{JOB_LOCK_TIMEOUT_S:.0f} s"
             ) from None
+        except OSError as exc:  # a state directory that became read-only
+            raise StoreError(
+                f"{lock.lock_file}: cannot take the lock of job {job_id}: {exc.strerror or exc}"
+            ) from None
         try:
             yield
         finally:

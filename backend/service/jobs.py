@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from backend.errors import ConfigError, SentinelError
+from backend.errors import ConfigError
 from backend.service.consolidation import (
     consolidate_trader,
     price_source,
@@ -65,10 +65,13 @@ def _run(job_id: str, rt: Runtime, as_of: datetime, work: Callable[[], Any]) -> 
         # process's other jobs never wait while it waits for another process
         with rt.db().job_lock(job_id), rt.lock:
             result = work()
-    except SentinelError as err:
+    except Exception as err:  # any failure is a failed run in the log, not only ours
         summary = json.dumps({"error": f"{type(err).__name__}: {err}"})
         log.error("job %s as of %s failed: %s", job_id, as_of.isoformat(), err)
-        rt.db().log_run(job_id, as_of, ok=False, summary=summary)
+        try:
+            rt.db().log_run(job_id, as_of, ok=False, summary=summary)
+        except Exception:  # a state file that cannot be written either: said, not masked
+            log.exception("job %s: the failure could not be logged", job_id)
         raise
     if isinstance(result, BaseModel):
         payload: Any = result.model_dump(mode="json")

@@ -152,7 +152,8 @@ class AuditLog:
         decides and writes what follows from it (a trader's next persona version) holds
         it, so two processes never both write "version n + 1" from the same read.
         Re-entrant in one thread. Raises :class:`StoreError` after
-        :data:`WRITER_LOCK_TIMEOUT_S` seconds of waiting."""
+        :data:`WRITER_LOCK_TIMEOUT_S` seconds of waiting, or when the lock file cannot be
+        opened (a read-only store)."""
         with self._local_writer:
             if self._writer is None:
                 yield
@@ -163,6 +164,10 @@ class AuditLog:
                 raise StoreError(
                     f"{self._writer.lock_file}: another process has held the writer lock "
                     f"for {WRITER_LOCK_TIMEOUT_S:.0f} s"
+                ) from None
+            except OSError as exc:  # a store that became read-only, a full disk
+                raise StoreError(
+                    f"{self._writer.lock_file}: cannot take the writer lock: {exc.strerror or exc}"
                 ) from None
             try:
                 yield

@@ -146,3 +146,19 @@ def test_a_trail_written_before_the_state_column_opens_and_reads(tmp_path: Path)
     assert [e.record_id for e in log.history("alice")] == ["r1"]
     assert log.change_cursor("alice") == 1 and log.changed_since("alice", 0) == (1, ["r1"])
     assert log.pending() == 0
+
+
+def test_a_writer_lock_that_cannot_be_opened_is_a_store_error(tmp_path: Path) -> None:
+    """A store that turned read-only (here: a directory where the lock file goes, which
+    fails as a read-only file system does, with an OSError, even as root) is the store's
+    one-line error, never an internal error."""
+    from backend.errors import StoreError
+
+    log = AuditLog(tmp_path / "audit.db")
+    try:
+        (tmp_path / "audit.db.writer.lock").mkdir()
+        with pytest.raises(StoreError, match=r"writer\.lock: cannot take the writer lock"):
+            with log.writer_lock():
+                pass
+    finally:
+        log.close()
