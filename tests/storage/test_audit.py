@@ -157,8 +157,10 @@ def test_a_writer_lock_that_cannot_be_opened_is_a_store_error(tmp_path: Path) ->
     log = AuditLog(tmp_path / "audit.db")
     try:
         (tmp_path / "audit.db.writer.lock").mkdir()
-        with pytest.raises(StoreError, match=r"writer\.lock: cannot take the writer lock"):
-            with log.writer_lock():
-                pass
+        with (
+            pytest.raises(StoreError, match=r"writer\.lock: cannot take the writer lock"),
+            log.writer_lock(),
+        ):
+            pass
     finally:
         log.close()
