@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
@@ -88,6 +89,9 @@ def build_mcp_server(
         for spec in specs.values()
     ]
 
+    writers = {name for name in specs if name.startswith("record_")}
+    write_lock = threading.Lock()
+
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -98,10 +102,18 @@ def build_mcp_server(
     ) -> types.CallToolResult:
         if params.name not in specs:
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {params.name!r}")
-        as_of = clock()
-        run = partial(
-            toolkit.call, params.name, params.arguments or {}, trader_id=trader_id, as_of=as_of
-        )
+
+        def run() -> Any:
+            """In a worker thread; a write takes its time and lands under one lock, so
+            writes land in the order of their times: a message stamped at arrival but
+            written after a later one was refused as out of order, and a retry racing its
+            first call was refused as another message with that id."""
+            call = partial(toolkit.call, params.name, params.arguments or {}, trader_id=trader_id)
+            if params.name not in writers:
+                return call(as_of=clock())
+            with write_lock:
+                return call(as_of=clock())
+
         try:
             data = await anyio.to_thread.run_sync(run)
         except ToolError as exc:

@@ -237,3 +237,28 @@ def test_http_off_loopback_needs_a_token(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "sentinel: error: --host 0.0.0.0 is not loopback: set SENTINEL_MCP_TOKEN to a bearer token"
     ]
+
+
+async def _concurrent_messages(store: Path) -> tuple[list[Any], list[Any]]:
+    """Eight retries of one message at once, then eight messages of one session at once,
+    from one client over stdio (the server's live clock)."""
+    said = {"speaker": "trader", "text": "keep me out of leverage", "session": "s1"}
+    async with Client(_stdio(store)) as client:
+        retries = await asyncio.gather(*(
+            client.call_tool("record_message", {**said, "message_id": "m1"}) for _ in range(8)
+        ))  # fmt: skip
+        many = await asyncio.gather(*(
+            client.call_tool("record_message", {**said, "text": f"note {i}", "message_id": f"n{i}"})
+            for i in range(8)
+        ))  # fmt: skip
+    return [(r.is_error, _json(r)) for r in retries], [(r.is_error, _json(r)) for r in many]
+
+
+def test_concurrent_writes_land_in_time_order(tmp_path: Path) -> None:
+    """A write takes its time when it runs, under one lock: a retry racing its first call
+    is answered as recorded, and messages sent together are never refused as out of
+    order (both were refused before, their times taken on arrival)."""
+    retries, many = asyncio.run(_concurrent_messages(tmp_path / "khala"))
+    assert not any(error for error, _ in retries + many), retries + many
+    assert sorted(answer["already_recorded"] for _, answer in retries) == [False] + [True] * 7
+    assert {answer["message_id"] for _, answer in many} == {f"n{i}" for i in range(8)}
