@@ -12,7 +12,10 @@
    than ``scheduler.prune_after_days`` before ``as_of`` are deleted, EXCEPT the ones a
    paper run still needs (:func:`protected_ids`: the decision that opened an open
    position, the pending order's decision, episodes waiting for their outcome) and the
-   memories those decisions were taken with (their ``memory_ids``).
+   memories those decisions were taken with (their ``memory_ids``); nothing is pruned
+   for a trader with a replay paper run whose clock is behind ``as_of`` (a delete hides
+   an episode at every time: the replay's decisions would depend on when the job ran;
+   :func:`replay_clock`).
 
 :func:`resolve_outcomes` (job ``outcomes``): every ``decision`` episode of the trader
 without an outcome as of ``as_of`` whose horizon (``agent.outcome_horizon_bars`` bars of
@@ -46,6 +49,7 @@ __all__ = [
     "consolidate_trader",
     "price_source",
     "protected_ids",
+    "replay_clock",
     "resolve_outcomes",
 ]
 
@@ -76,6 +80,17 @@ def protected_ids(states: Iterable[PaperState], trader_id: str) -> set[str]:
     return out
 
 
+def replay_clock(states: Iterable[PaperState], trader_id: str) -> datetime | None:
+    """The earliest clock (last step's time) of the replay paper runs of ``trader_id``,
+    None without one."""
+    clocks = [
+        s.last_now
+        for s in states
+        if s.trader_id == trader_id and s.clock == "replay" and s.last_now is not None
+    ]
+    return min(clocks, default=None)
+
+
 def consolidate_trader(
     system: MemorySystem,
     trader_id: str,
@@ -84,10 +99,13 @@ def consolidate_trader(
     settings: SchedulerSettings,
     protect: set[str],
     consolidated: int = 0,
+    replay_clock: datetime | None = None,
 ) -> ConsolidationResult:
     """Steps 2-3 of the module doc for one trader (``consolidated``: the step-1 count to
-    report). Returns what was decayed and pruned."""
+    report; ``replay_clock``: the earliest clock of a replay run of the trader, which
+    pauses pruning when it is behind ``as_of``). Returns what was decayed and pruned."""
     moment = to_utc(as_of)
+    behind = replay_clock if replay_clock is not None and replay_clock < moment else None
     decayed = system.episodic.decay_by_age(
         trader_id, as_of=moment, half_life_days=settings.decay_half_life_days
     )
@@ -101,7 +119,7 @@ def consolidate_trader(
         candidates = [
             e for e in episodes if e.importance < settings.prune_below and e.occurred_at < old
         ]
-        prune = sorted(e.id for e in candidates if e.id not in protect)
+        prune = sorted(e.id for e in candidates if e.id not in protect) if behind is None else []
         if prune:
             system.store.delete(trader_id, prune, as_of=moment)
     return ConsolidationResult(
@@ -111,6 +129,7 @@ def consolidate_trader(
         decayed=decayed,
         pruned=prune,
         protected=len(candidates) - len(prune),
+        replay_clock=behind,
     )
 
 

@@ -30,6 +30,7 @@ from backend.service.consolidation import (
     consolidate_trader,
     price_source,
     protected_ids,
+    replay_clock,
     resolve_outcomes,
 )
 from backend.service.paper import replay_now
@@ -125,6 +126,7 @@ def consolidation(config: str, as_of: str | None = None) -> dict[str, Any]:
                 settings=rt.settings.scheduler,
                 protect=protected_ids(states, trader),
                 consolidated=sum(1 for e in made if e.trader_id == trader),
+                replay_clock=replay_clock(states, trader),
             )
             for trader in system.store.traders()
         ]

@@ -154,6 +154,40 @@ def test_consolidation_decays_and_prunes_but_spares_an_open_position(
         assert now[episode.id].importance == pytest.approx(expected, abs=1e-9)
 
 
+def test_a_replay_run_behind_the_job_pauses_pruning(
+    make_config: ConfigFactory, shared_data: Path
+) -> None:
+    """A replay paper run at an earlier clock reads the store as of then: a delete at the
+    job's later time would hide its episodes at every time (its decisions then depend on
+    when the job ran), so nothing is pruned until its clock has passed the job's."""
+    rules = {"decay_half_life_days": 180, "prune_below": 0.05, "prune_after_days": 30}
+    config = str(make_config("replay-prune", scheduler={"persona_refresh": [], **rules}))
+    rt = runtime_for(config)
+    features = compute_features(load_ohlcv(shared_data / "market" / "binance", "BTC/USDT", "1h"))
+    events = [
+        e
+        for e in detect_market_events(features, settings=rt.settings.memory.detectors)
+        if datetime(2022, 1, 1, tzinfo=UTC) <= e.at < datetime(2022, 7, 1, tzinfo=UTC)
+    ][:4]
+    faded = [e.model_copy(update={"importance": 0.01})
+             for e in events_to_episodes(events, trader_id="agent", features=features)]  # fmt: skip
+    rt.system().episodic.add(faded, as_of=datetime(2022, 7, 1, tzinfo=UTC))
+    behind = datetime(2022, 7, 2, tzinfo=UTC)
+    state = PaperState(run_id="binance:BTC/USDT:1h:agent", exchange="binance", pair="BTC/USDT",
+                       timeframe="1h", trader_id="agent", clock="replay",
+                       broker=PaperBrokerState(cash=10_000.0), last_now=behind)  # fmt: skip
+    rt.db().save_step(state, records=[], fills=[], trades=[], marks=[])
+    (paused,) = consolidation(config, "2022-09-01T00:00:00Z")["result"]
+    assert paused["pruned"] == [] and paused["protected"] == len(faded)
+    assert paused["replay_clock"] == "2022-07-02T00:00:00Z" and paused["decayed"] == len(faded)
+    left = rt.system().episodic.scan("agent", as_of=behind)
+    assert {e.id for e in left} == {e.id for e in faded}  # what the replay reads is there
+    ahead = state.model_copy(update={"last_now": datetime(2022, 9, 2, tzinfo=UTC)})
+    rt.db().save_step(ahead, records=[], fills=[], trades=[], marks=[])
+    (done,) = consolidation(config, "2022-09-01T00:00:00Z")["result"]
+    assert done["pruned"] == sorted(e.id for e in faded) and done["replay_clock"] is None
+
+
 def test_outcomes_of_past_decisions_are_resolved_once(make_config: ConfigFactory) -> None:
     config = str(make_config("outcomes", scheduler={"persona_refresh": []}))
     rt = runtime_for(config)
