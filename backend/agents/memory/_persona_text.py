@@ -78,7 +78,7 @@ _ALLOWED = re.compile(
     rf"(?i:\b(?:only\s+(?:ever\s+)?(?:trade|trading|buy|hold|touch|invest\s+in)|"
     rf"trade\s+only|nothing\s+but))\s+{LIST}"
 )
-_ONLYLIST = re.compile(
+_ONLY_LIST = re.compile(
     rf"^\s*(?i:only)\s+{LIST}(?:\s+(?i:for\s+me|please))?\s*$|^\s*{LIST}\s+(?i:only)\s*$"
 )
 """A whole sentence naming the only assets: "Only BTC and ETH for me", "BTC and ETH only"
@@ -142,7 +142,19 @@ _PERMISSION = re.compile(
     r"(?:with|to|using|going)\b|\bno\s+problem\b|\bi\s+can\s+(?:use|go|lose|take|risk)\b"
 )
 """A permission, not a limit: "I don't mind 10x leverage", "no problem going above 3x",
-"I can lose 50% on a trade and hold"."""
+"I can lose 50% on a trade and hold"; unless the clause caps it too ("I can risk up to 2%
+a trade": :data:`_CAP`)."""
+_CAP = re.compile(
+    r"(?i)\b(?:never|no\s+more\s+than|not\s+more\s+than|max(?:imum)?|at\s+most|up\s+to|"
+    r"limit(?:ed)?|cap(?:ped)?|exceed(?:ing)?)\b"
+)
+
+
+def _permits(clause: str) -> bool:
+    """Whether ``clause`` gives a permission and no cap (:data:`_PERMISSION`)."""
+    return _PERMISSION.search(clause) is not None and _CAP.search(clause) is None
+
+
 _FLOOR = re.compile(
     r"(?i)\b(?:at\s+least|minimum(?:\s+of)?|min\.?|(?:never|not)\s+(?:go\s+|drop\s+|fall\s+)?"
     r"(?:below|under|less\s+than))\s*$"
@@ -227,7 +239,7 @@ def _fraction_kind(clause: str) -> str | None:
     low = clause.lower()
     limited = _LIMIT.search(clause) is not None
     losing = re.search(r"\b(?:loss|losses|lose|losing|down|drawdown)\b", low) is not None
-    if _PERMISSION.search(clause):
+    if _permits(clause):
         return None
     if _DAILY.search(clause) and losing:
         return "max_daily_loss"
@@ -259,7 +271,7 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
             value = round(float(capped.group(1)) / 100.0, 10)
             yield HardConstraint(kind=kind, value=value, quote=clause[:1000]), kind
         times = _LEVERAGE_X if not re.search(r"(?i)\bleverage", clause) else _LEVERAGE_TIMES
-        lev = _limited_number(times, clause) if not _PERMISSION.search(clause) else None
+        lev = _limited_number(times, clause) if not _permits(clause) else None
         any_lev = times.search(clause)
         no_lev = _NO_LEVERAGE.search(clause)
         if lev and _LIMIT.search(clause):  # "max 3x", not "I use 20x leverage sometimes"
@@ -295,7 +307,7 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
             break
     for pattern, kind in (
         (_ALLOWED, "allowed_assets"),
-        (_ONLYLIST, "allowed_assets"),
+        (_ONLY_LIST, "allowed_assets"),
         (_FORBIDDEN, "forbidden_assets"),
         (_OFF_LIMITS, "forbidden_assets"),
     ):

@@ -54,6 +54,8 @@ CONSTRAINTS: list[tuple[str, dict[str, Any]]] = [
     ("don't want to lose more than 10% overall", {}),
     ("My stop loss is 5% below entry.", {}),
     ("I can lose 50% on a trade and hold", {}),
+    ("I can risk up to 2% a trade", {"max_risk_per_trade": 0.02}),
+    ("I'm fine with max 3x leverage", {"max_leverage": 3.0}),
     ("I don't mind 10x leverage.", {}),
     ("never go below 2x leverage", {}),
     ("no problem going above 3x leverage", {}),
