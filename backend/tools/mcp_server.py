@@ -11,8 +11,10 @@ Design:
   :meth:`MemoryToolkit.call`, which validates it against the same model.
 - **Scope and time never come from the client.** The server is built for one trader;
   every call's ``as_of`` is ``clock()`` (the server's UTC clock, or a fixed time to replay
-  the past) read when the call arrives. The argument models forbid extra keys, so a call
-  naming ``trader_id`` or ``as_of`` is refused before anything runs.
+  the past) read when the call starts; ``record_message`` calls take turns, each read
+  when its turn comes, so a conversation's messages land in the order of their times.
+  The argument models forbid extra keys, so a call naming ``trader_id`` or ``as_of`` is
+  refused before anything runs.
 - **Errors are MCP errors.** An unknown tool or resource is a JSON-RPC error
   (``INVALID_PARAMS``); bad arguments and memory errors (an unknown episode id, ...) are a
   tool result with ``isError`` and the one-line domain message, never a traceback. A call
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
@@ -89,8 +90,7 @@ def build_mcp_server(
         for spec in specs.values()
     ]
 
-    writers = {name for name in specs if name.startswith("record_")}
-    write_lock = threading.Lock()
+    message_turn = anyio.Lock()
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -103,19 +103,17 @@ def build_mcp_server(
         if params.name not in specs:
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {params.name!r}")
 
-        def run() -> Any:
-            """In a worker thread; a write takes its time and lands under one lock, so
-            writes land in the order of their times: a message stamped at arrival but
-            written after a later one was refused as out of order, and a retry racing its
-            first call was refused as another message with that id."""
-            call = partial(toolkit.call, params.name, params.arguments or {}, trader_id=trader_id)
-            if params.name not in writers:
-                return call(as_of=clock())
-            with write_lock:
-                return call(as_of=clock())
-
+        call = partial(toolkit.call, params.name, params.arguments or {}, trader_id=trader_id)
         try:
-            data = await anyio.to_thread.run_sync(run)
+            if params.name == "record_message":
+                # messages are taken in turn, each stamped when its turn comes: stamped on
+                # arrival, a message written after a later one was refused as out of
+                # order, and a retry racing its first call as another message with that
+                # id. Waiting holds no worker thread; other tools never wait for it.
+                async with message_turn:
+                    data = await anyio.to_thread.run_sync(partial(call, as_of=clock()))
+            else:
+                data = await anyio.to_thread.run_sync(partial(call, as_of=clock()))
         except ToolError as exc:
             return types.CallToolResult(content=_text({"error": str(exc)}), is_error=True)
         except SentinelError as exc:
