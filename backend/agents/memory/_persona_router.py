@@ -17,7 +17,7 @@ Two kinds of candidates reach it:
   so a forbidden asset is never silently allowed again), the same value is ``IGNORE``.
   A *looser* value (a larger cap, an allowed-asset list with a new asset) replaces the
   stored one only when its quote says the limit changes (``raise``, ``increase``,
-  ``now``, ``from now on``, ``new``, ...: :data:`_RELAX`); otherwise it is ``IGNORE``,
+  ``allow``, ``from now on``, ...: :data:`_RELAX`); otherwise it is ``IGNORE``,
   so a misread or offhand sentence never loosens a hard constraint.
   ``goals`` is a list (newest last, at most :data:`MAX_GOALS`): a new goal is ``ADD``.
   Stated ``preferred_assets``/``risk_tolerance``/``holding_period``/``style`` are kept as
@@ -203,7 +203,7 @@ def check_constraint(constraint: HardConstraint) -> HardConstraint | str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"{kind} needs a number, got {value!r}"
     number = float(value)
-    limits = {"max_leverage": (0.0, 200.0), "max_position_notional": (0.0, float("inf"))}
+    limits = {"max_leverage": (0.0, 200.0), "max_position_notional": (0.0, 1e15)}
     low, high = limits.get(kind, (0.0, 1.0))
     if not low < number <= high:
         return f"{kind} = {number} is outside ({low}, {high}]"
@@ -329,12 +329,13 @@ def _route_constraint(
 
 
 _RELAX = re.compile(
-    r"(?i)\b(?:raise[sd]?|raising|increase[sd]?|increasing|loosen\w*|relax\w*|lift\w*|"
-    r"bump\w*|now|from\s+now\s+on|changed?|new|instead|anymore|any\s+more|no\s+longer|"
-    r"updated?)\b"
+    r"(?i)\b(?:rais(?:e|es|ed|ing)|increas(?:e|es|ed|ing)|bump(?:s|ed|ing)?|loosen\w*|"
+    r"relax\w*|allow(?:s|ed|ing)?|from\s+now\s+on|going\s+forward)\b"
 )
-"""Words by which a trader says a limit changes: only then may a looser value replace a
-stored one (a misread or offhand sentence must not loosen a hard constraint)."""
+"""Change verbs by which a trader says a limit goes up, read over the whole sentence:
+only then may a looser value replace a stored one (a misread or offhand sentence —
+"I don't use 20x anymore", "no new position above $50k" — must not loosen a hard
+constraint)."""
 
 
 def _looser(kind: str, old: Any, new: Any) -> bool:

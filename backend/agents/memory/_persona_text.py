@@ -186,12 +186,24 @@ def _with_digits(clause: str) -> str:
     return _WORD_NUMBER.sub(lambda m: _NUMBER_WORDS[m.group(1).lower()], clause)
 
 
+_SET_TO = re.compile(
+    r"(?i)\b(?:raise|increase|bump|lift|lower|reduce|cut|set|change|move)\w*\b.*?\bto\b"
+)
+"""A limit set to a number: "reduce my leverage to 2x", "increase my max leverage from 5x
+to 10x" (the number after ``to``)."""
+
+
 def _limited_number(pattern: re.Pattern[str], clause: str) -> re.Match[str] | None:
-    """The number ``pattern`` finds first after the clause's first limit word ("usually
-    5x and never above 10x" -> 10x), else its first one; None when that number is a floor
-    ("never go below 2x")."""
+    """The number ``pattern`` finds after ``<change verb> ... to`` (:data:`_SET_TO`), else
+    the first one after the clause's first limit word ("usually 5x and never above 10x" ->
+    10x), else its first one; None when that number is a floor ("never go below 2x")."""
+    set_to = _SET_TO.search(clause)
     limit = _LIMIT.search(clause)
-    found = (pattern.search(clause, limit.end()) if limit else None) or pattern.search(clause)
+    found = (
+        (pattern.search(clause, set_to.end()) if set_to else None)
+        or (pattern.search(clause, limit.end()) if limit else None)
+        or pattern.search(clause)
+    )
     if found is None or _FLOOR.search(clause[: found.start()]):
         return None
     return found
@@ -237,12 +249,13 @@ def _number(raw: str, suffix: str | None = None) -> float:
 
 def _fraction_kind(clause: str) -> str | None:
     low = clause.lower()
-    limited = _LIMIT.search(clause) is not None
+    limited = _LIMIT.search(clause) is not None or _SET_TO.search(clause) is not None
     losing = re.search(r"\b(?:loss|losses|lose|losing|down|drawdown)\b", low) is not None
     if _permits(clause):
         return None
-    if _DAILY.search(clause) and losing:
-        return "max_daily_loss"
+    if _DAILY.search(clause) and losing:  # a limit, not a report ("I'm down 1% today")
+        capped = _CAP.search(clause) or re.search(r"\bstop", low) or _SET_TO.search(clause)
+        return "max_daily_loss" if capped else None
     if (losing or re.search(r"\bstop\b", low)) and _PERIOD.search(clause):
         return None
     if _STOP_LOSS.search(clause) and not re.search(r"\brisk", low):
@@ -269,13 +282,13 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
         kind = _fraction_kind(clause) if pct else None
         if kind and (capped := _limited_number(_PCT_RE, clause)):
             value = round(float(capped.group(1)) / 100.0, 10)
-            yield HardConstraint(kind=kind, value=value, quote=clause[:1000]), kind
+            yield HardConstraint(kind=kind, value=value, quote=sentence[:1000]), kind
         times = _LEVERAGE_X if not re.search(r"(?i)\bleverage", clause) else _LEVERAGE_TIMES
         lev = _limited_number(times, clause) if not _permits(clause) else None
         any_lev = times.search(clause)
         no_lev = _NO_LEVERAGE.search(clause)
-        if lev and _LIMIT.search(clause):  # "max 3x", not "I use 20x leverage sometimes"
-            q = clause[:1000]
+        if lev and (_LIMIT.search(clause) or _SET_TO.search(clause)):  # not "I use 20x"
+            q = sentence[:1000]  # the whole sentence: the router reads it for a change
             yield HardConstraint(kind="max_leverage", value=float(lev.group(1)), quote=q), "lev"
         elif no_lev and not any_lev and not _undone(clause, no_lev.start()):
             yield HardConstraint(kind="no_leverage", value=True, quote=clause[:1000]), "no_lev"
@@ -292,7 +305,9 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
             value = _number(raw, suffix)
             if value > 0:
                 yield (
-                    HardConstraint(kind="max_position_notional", value=value, quote=clause[:1000]),
+                    HardConstraint(
+                        kind="max_position_notional", value=value, quote=sentence[:1000]
+                    ),
                     "usd",
                 )
     meme = _NO_MEME.search(sentence)

@@ -54,6 +54,9 @@ CONSTRAINTS: list[tuple[str, dict[str, Any]]] = [
     ("don't want to lose more than 10% overall", {}),
     ("My stop loss is 5% below entry.", {}),
     ("I can lose 50% on a trade and hold", {}),
+    ("Rough morning, I'm down 1% today.", {}),  # a report, not a daily limit
+    ("Intraday I was down 0.5%, no big deal.", {}),
+    ("Reduce my leverage to 2x", {"max_leverage": 2.0}),
     ("I can risk up to 2% a trade", {"max_risk_per_trade": 0.02}),
     ("I'm fine with max 3x leverage", {"max_leverage": 3.0}),
     ("I don't mind 10x leverage.", {}),
@@ -239,3 +242,43 @@ def test_a_second_readers_sentences(text: str, kinds: set[str]) -> None:
     limit nor invent one)."""
     found = {d.constraint.kind for d in text_decisions(text) if d.constraint is not None}
     assert found == kinds
+
+
+LOOSER_WITHOUT_A_CHANGE = [
+    "I don't use 20x anymore.",
+    "I'd never use the new 100x leverage.",
+    "I no longer risk 10% per trade.",
+    "No new position above $50k.",
+    "No more 20x trades for me now.",
+]
+RELAXED = [
+    ("From now on, max 10x.", "max_leverage", 10.0),
+    ("Raise my max leverage to 10x.", "max_leverage", 10.0),
+    ("Increase my max leverage from 5x to 10x.", "max_leverage", 10.0),
+    ("raise my risk to 3%", "max_risk_per_trade", 0.03),
+]
+
+
+def _stored_limits() -> Any:
+    limits = "Max 5x leverage. Never more than 1% a trade. Never more than $5,000 per position."
+    return route_decisions(
+        empty_profile("t", NOW), text_decisions(limits), as_of=NOW, source="rules",
+        evidence_id="n0",
+    ).profile  # fmt: skip
+
+
+@pytest.mark.parametrize("text", LOOSER_WITHOUT_A_CHANGE)
+def test_a_sentence_that_does_not_say_a_limit_changes_never_loosens_it(text: str) -> None:
+    profile = _stored_limits()
+    before = {c.kind: c.value for c in profile.constraints()}
+    after = route_decisions(profile, text_decisions(text, profile=profile), as_of=NOW,
+                            source="rules", evidence_id="n1").profile  # fmt: skip
+    assert {c.kind: c.value for c in after.constraints()} == before
+
+
+@pytest.mark.parametrize(("text", "kind", "value"), RELAXED)
+def test_a_limit_the_trader_says_changes_is_relaxed(text: str, kind: str, value: float) -> None:
+    profile = _stored_limits()
+    after = route_decisions(profile, text_decisions(text, profile=profile), as_of=NOW,
+                            source="rules", evidence_id="n1").profile  # fmt: skip
+    assert {c.kind: c.value for c in after.constraints()}[kind] == value
