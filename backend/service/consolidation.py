@@ -12,10 +12,12 @@
    than ``scheduler.prune_after_days`` before ``as_of`` are deleted, EXCEPT the ones a
    paper run still needs (:func:`protected_ids`: the decision that opened an open
    position, the pending order's decision, episodes waiting for their outcome) and the
-   memories those decisions were taken with (their ``memory_ids``); nothing is pruned
-   for a trader with a replay paper run whose clock is behind ``as_of`` (a delete hides
-   an episode at every time: the replay's decisions would depend on when the job ran;
-   :func:`replay_clock`).
+   memories those decisions were taken with (their ``memory_ids``), and, for a trader
+   with a replay paper run whose clock is behind ``as_of``, the episodes that occurred
+   by that clock (the replay reads them; a delete hides an episode at every time, so
+   its decisions would depend on when the job ran: :func:`replay_clock`). A replay run's
+   state is kept after it stops: remove its run (or give replays their own store) to
+   prune those again.
 
 :func:`resolve_outcomes` (job ``outcomes``): every ``decision`` episode of the trader
 without an outcome as of ``as_of`` whose horizon (``agent.outcome_horizon_bars`` bars of
@@ -102,8 +104,9 @@ def consolidate_trader(
     replay_clock: datetime | None = None,
 ) -> ConsolidationResult:
     """Steps 2-3 of the module doc for one trader (``consolidated``: the step-1 count to
-    report; ``replay_clock``: the earliest clock of a replay run of the trader, which
-    pauses pruning when it is behind ``as_of``). Returns what was decayed and pruned."""
+    report; ``replay_clock``: the earliest clock of a replay run of the trader; when it is
+    behind ``as_of`` the episodes that occurred by then are kept). Returns what was
+    decayed and pruned."""
     moment = to_utc(as_of)
     behind = replay_clock if replay_clock is not None and replay_clock < moment else None
     decayed = system.episodic.decay_by_age(
@@ -119,7 +122,13 @@ def consolidate_trader(
         candidates = [
             e for e in episodes if e.importance < settings.prune_below and e.occurred_at < old
         ]
-        prune = sorted(e.id for e in candidates if e.id not in protect) if behind is None else []
+        # a replay run behind reads the episodes of its past (stored as of when they
+        # occurred): those stay; a delete would hide them from it at every time
+        prune = sorted(
+            e.id
+            for e in candidates
+            if e.id not in protect and (behind is None or e.occurred_at > behind)
+        )
         if prune:
             system.store.delete(trader_id, prune, as_of=moment)
     return ConsolidationResult(

@@ -63,9 +63,9 @@ class ConsolidationResult(FrozenModel):
     protected: int = Field(ge=0, default=0)
     """Prune candidates kept because an open position or a pending outcome needs them."""
     replay_clock: AwareDatetime | None = None
-    """The earliest clock of a replay paper run of this trader behind ``as_of``: while one
-    exists nothing is pruned (a delete hides an episode at every time, so the replay's
-    decisions would depend on when the job ran); decay still applies, fenced by time."""
+    """The earliest clock of a replay paper run of this trader behind ``as_of``: episodes
+    that occurred by then are not pruned (the replay reads them, and a delete hides an
+    episode at every time); decay still applies, fenced by time."""
 
 
 class OutcomeResolution(FrozenModel):
