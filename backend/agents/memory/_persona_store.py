@@ -44,6 +44,7 @@ __all__ = [
     "change_records",
     "empty_ledger",
     "ledger_from_record",
+    "ledger_is_current",
     "ledger_records",
     "profile_from_record",
     "profile_record",
@@ -194,6 +195,13 @@ def ledger_records(
             )
         )
     return out
+
+
+def ledger_is_current(record: MemoryRecord) -> bool:
+    """Whether a ledger chunk holds ``base_fee`` (written since fees taken from the coin
+    bought are kept): an older one reads them as 0, so a rebuild from the same fills
+    must write a new generation instead of keeping it."""
+    return '"base_fee"' in str(record.metadata.get("payload", ""))
 
 
 def ledger_from_record(record: MemoryRecord) -> pd.DataFrame:

@@ -66,6 +66,7 @@ from backend.agents.memory._persona_store import (
     change_records,
     empty_ledger,
     ledger_from_record,
+    ledger_is_current,
     ledger_records,
     profile_from_record,
     profile_record,
@@ -95,6 +96,8 @@ class _State:
     ledger: pd.DataFrame
     generation: int
     next_seq: int
+    current: bool = True
+    """False when a chunk of the ledger predates ``base_fee`` (:func:`ledger_is_current`)."""
 
 
 def timeline_to_frame(changes: Sequence[PersonaChange]) -> pd.DataFrame:
@@ -201,7 +204,8 @@ class PersonaManager:
         # process never wait for another process
         with self._store.writer_lock(), self._lock:
             state = self._state(trader_id, fence)
-            if replace and state.generation and set(incoming["id"]) == set(state.ledger["id"]):
+            same = set(incoming["id"]) == set(state.ledger["id"])
+            if replace and state.generation and state.current and same:
                 # a rebuild from the very fills stored: no new ledger generation (a copy)
                 generation, ledger, added = state.generation, state.ledger, None
             elif replace:
@@ -321,7 +325,8 @@ class PersonaManager:
             del self._chunks[key]
         ledger = pd.concat(frames, ignore_index=True) if frames else empty_ledger()
         next_seq = max((_meta_int(r, "seq") for r in chunks), default=0) + 1
-        return _State(profile, ledger, generation, next_seq)
+        fresh = all(ledger_is_current(r) for r in current)
+        return _State(profile, ledger, generation, next_seq, fresh)
 
     def _write(
         self,

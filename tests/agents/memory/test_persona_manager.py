@@ -215,3 +215,35 @@ def test_only_the_current_ledger_generation_stays_decoded(
     assert sorted(generations) == [1, 2, 3, 4]
     assert decoded(ALTS_SPOT) == generations[4], "older ledger generations are still cached"
     assert decoded(BTC_LONG_HF) == ledger_ids(BTC_LONG_HF)[1]
+
+
+def test_a_ledger_written_before_base_fee_is_rebuilt_from_the_same_fills(
+    make_store: StoreFactory, by_trader: dict[str, list[Fill]]
+) -> None:
+    """A ledger stored before fees taken from the coin bought were kept reads them as 0
+    (spot closes untimed). A rebuild from the very same fills must then write a new
+    generation, not keep the old one as "nothing new"."""
+    import json
+
+    fills = [f for f in by_trader[ALTS_SPOT] if f.symbol.startswith("@")][:300]
+    at = fills[-1].datetime
+    store = make_store()
+    PersonaManager(store).build_from_fills(ALTS_SPOT, fills, as_of=at)
+    old = []
+    for record in store.scan(ALTS_SPOT, as_of=END_OF_TIME, filters={"kind": LEDGER_KIND}):
+        payload = json.loads(str(record.metadata["payload"]))
+        del payload["columns"]["base_fee"]  # as an earlier version wrote it
+        meta = {**record.metadata, "payload": json.dumps(payload)}
+        old.append(record.model_copy(update={"metadata": meta}))
+    store.upsert(ALTS_SPOT, old, as_of=at)
+    stale = PersonaManager(store).get_profile(ALTS_SPOT, at)
+    fresh = PersonaManager(make_store()).build_from_fills(ALTS_SPOT, fills, as_of=at)
+    rebuilt = PersonaManager(store).build_from_fills(ALTS_SPOT, fills, as_of=at)
+    assert stale is not None and fresh.attributes["holding_period"].value is not None
+    generations = {
+        int(r.metadata["generation"])
+        for r in store.scan(ALTS_SPOT, as_of=END_OF_TIME, filters={"kind": LEDGER_KIND})
+    }
+    assert generations == {1, 2}
+    for name in ("holding_period", "pnl_profile"):
+        assert rebuilt.attributes[name].value == fresh.attributes[name].value, name
