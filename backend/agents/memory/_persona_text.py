@@ -187,7 +187,8 @@ def _with_digits(clause: str) -> str:
 
 
 _SET_TO = re.compile(
-    r"(?i)\b(?:raise|increase|bump|lift|lower|reduce|cut|set|change|move)\w*\b.*?\bto\b"
+    r"(?i)\b(?:rais(?:e|es|ed|ing)|increas(?:e|es|ed|ing)|bump(?:s|ed)?|lift(?:s|ed)?|"
+    r"lower(?:s|ed)?|reduc(?:e|es|ed|ing)|cut(?:s|ting)?|set(?:s|ting)?)\b.*?\bto\b"
 )
 """A limit set to a number: "reduce my leverage to 2x", "increase my max leverage from 5x
 to 10x" (the number after ``to``)."""

@@ -57,6 +57,8 @@ CONSTRAINTS: list[tuple[str, dict[str, Any]]] = [
     ("Rough morning, I'm down 1% today.", {}),  # a report, not a daily limit
     ("Intraday I was down 0.5%, no big deal.", {}),
     ("Reduce my leverage to 2x", {"max_leverage": 2.0}),
+    ("I moved to 3x leverage", {}),  # what was done, not a limit
+    ("my settings go to 5x", {}),
     ("I can risk up to 2% a trade", {"max_risk_per_trade": 0.02}),
     ("I'm fine with max 3x leverage", {"max_leverage": 3.0}),
     ("I don't mind 10x leverage.", {}),
