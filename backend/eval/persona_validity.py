@@ -56,15 +56,17 @@ import pandas as pd
 
 from backend.agents.memory import (
     STYLE_THRESHOLDS_H,
+    asset_shares,
     compute_persona_attributes,
     holding_samples,
     normalize_fills_frame,
     opening_notional,
+    traded_fills,
 )
 from backend.data.fills import fills_to_frame
 from backend.data.models import Fill
 from backend.eval.models import MethodScore, PersonaMethod
-from backend.types import base_asset, to_utc
+from backend.types import to_utc
 
 __all__ = [
     "METHODS",
@@ -123,29 +125,13 @@ class ProfileView:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What the trader actually did in ``(t, t + horizon]`` (same fields and units as
-    :class:`ProfileView`; ``holding_hours`` = median over the closes in the horizon)."""
+class Outcome(ProfileView):
+    """What the trader actually did in ``(t, t + horizon]``: the fields and units of
+    :class:`ProfileView` over the fills they made (not dust conversions, as the profile
+    reads them; ``holding_hours`` = median over the closes in the horizon), and
+    ``fills``, how many."""
 
-    asset_shares: dict[str, float]
-    long_share: float | None
-    median_notional: float | None
-    holding_hours: float | None
     fills: int
-
-    @property
-    def top3(self) -> list[str]:
-        return _top3(self.asset_shares)
-
-    @property
-    def bucket(self) -> str | None:
-        return holding_bucket(self.holding_hours)
-
-
-def _shares(frame: pd.DataFrame) -> dict[str, float]:
-    notional = frame["cost"].abs().groupby(frame["symbol"].map(base_asset)).sum()
-    total = float(notional.sum())
-    return {str(a): float(v) / total for a, v in notional.items()} if total > 0 else {}
 
 
 def profile_view(frame: pd.DataFrame, *, as_of: datetime) -> ProfileView | None:
@@ -192,7 +178,8 @@ def outcome_after(frame: pd.DataFrame, *, t: datetime, horizon: timedelta) -> Ou
     """The trader's real behaviour in ``(t, t + horizon]`` (``frame``: one trader's
     normalised fills); None when there is no fill in it."""
     start, stop = pd.Timestamp(to_utc(t)), pd.Timestamp(to_utc(t + horizon))
-    future = frame.loc[(frame["datetime"] > start) & (frame["datetime"] <= stop)]
+    # the fills the trader made, as compute_persona_attributes reads them for the profile
+    future = traded_fills(frame.loc[(frame["datetime"] > start) & (frame["datetime"] <= stop)])
     if future.empty:
         return None
     long_, short = opening_notional(future)
@@ -202,7 +189,7 @@ def outcome_after(frame: pd.DataFrame, *, t: datetime, horizon: timedelta) -> Ou
     in_horizon = set(future["id"])
     closes = [h for h, i in zip(hours, ids, strict=True) if i in in_horizon]
     return Outcome(
-        asset_shares=_shares(future),
+        asset_shares=asset_shares(future),
         long_share=float(long_.sum()) / opened if opened > 0 else None,
         median_notional=float(future["cost"].abs().median()),
         holding_hours=float(np.median(closes)) if closes else None,

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from backend.agents.memory._persona_features import normalize_fills_frame
+from backend.agents.memory import compute_persona_attributes, normalize_fills_frame
 from backend.cli import app
 from backend.data import Fill, fills_to_frame, load_hyperliquid_fills
 from backend.data.models import Direction
@@ -142,6 +142,25 @@ def test_predictions_and_outcome_by_hand() -> None:
     scored = score_point(prior, actual)
     assert scored["top3_asset_hit_rate"] == pytest.approx(200 / 300)
     assert scored["holding_bucket_accuracy"] == 1.0
+
+
+def test_outcome_reads_the_fills_the_profile_reads() -> None:
+    """A dust conversion (direction ``other``) is no trade of the trader's: the profile
+    leaves it out of its shares and notional, and so must the outcome it is scored on."""
+    dust = fill(A, at(4, month=2), "PURR", "other", 1_000, 0.2, 1_000)
+    f = frames([*A_FILLS, dust])
+    assert (
+        "PURR"
+        not in compute_persona_attributes(f[A], as_of=datetime(2025, 3, 1, tzinfo=UTC))[
+            "preferred_assets"
+        ].detail["shares"]
+    )
+    actual = outcome_after(f[A], t=T, horizon=timedelta(days=30))
+    assert actual is not None and actual.fills == 3
+    assert actual.asset_shares == pytest.approx({"SOL": 40 / 300, "BTC": 200 / 300, "DOGE": 0.2})
+    assert actual.median_notional == pytest.approx(60.0)
+    only_dust = frames([*A_FILLS[:4], dust])
+    assert outcome_after(only_dust[A], t=T, horizon=timedelta(days=30)) is None
 
 
 def test_whole_evaluation_by_hand() -> None:

@@ -25,7 +25,11 @@ if TYPE_CHECKING:
         holding_samples,
         normalize_fills_frame,
     )
-    from backend.agents.memory._persona_positions import opening_notional
+    from backend.agents.memory._persona_positions import (
+        asset_shares,
+        opening_notional,
+        traded_fills,
+    )
     from backend.agents.memory._persona_render import render_profile
     from backend.agents.memory._persona_router import (
         RouteResult,
@@ -41,6 +45,7 @@ __all__ = [
     "STYLE_THRESHOLDS_H",
     "PersonaManager",
     "RouteResult",
+    "asset_shares",
     "compute_persona_attributes",
     "empty_profile",
     "holding_samples",
@@ -52,13 +57,16 @@ __all__ = [
     "route_fill_attributes",
     "text_decisions",
     "timeline_to_frame",
+    "traded_fills",
 ]
 
 _WHERE = {
     "STYLE_THRESHOLDS_H": "_persona_features",
     "holding_samples": "_persona_features",
     "normalize_fills_frame": "_persona_features",
+    "asset_shares": "_persona_positions",
     "opening_notional": "_persona_positions",
+    "traded_fills": "_persona_positions",
     "compute_persona_attributes": "_persona_features",
     "render_profile": "_persona_render",
     "RouteResult": "_persona_router",

@@ -30,8 +30,10 @@ import numpy as np
 import pandas as pd
 
 from backend.agents.memory._persona_positions import (
+    asset_shares,
     holding_samples,
     opening_notional,
+    traded_fills,
 )
 from backend.agents.memory._persona_risk import RISK_THRESHOLDS, risk_tolerance
 from backend.errors import DataError
@@ -206,9 +208,7 @@ def compute_persona_attributes(
     fills = normalize_fills_frame(frame)
     fills = fills.loc[fills["datetime"] <= pd.Timestamp(fence)].reset_index(drop=True)
     closing = fills.loc[fills["direction"].isin(CLOSING_DIRECTIONS)]
-    # what the trader did: not a fill of an unknown kind (Hyperliquid's "Spot Dust
-    # Conversion", an automatic sweep of a balance's dust), which still moves positions
-    traded = fills.loc[fills["direction"] != "other"].reset_index(drop=True)
+    traded = traded_fills(fills)  # what the trader did (not a dust conversion)
     hold_hours, hold_ids, untimed = holding_samples(fills)
     out: dict[str, PersonaAttribute] = {}
     out["preferred_assets"] = _preferred_assets(traded, fence)
@@ -238,16 +238,15 @@ def compute_persona_attributes(
 
 
 def _preferred_assets(fills: pd.DataFrame, as_of: datetime) -> PersonaAttribute:
-    notional = fills["cost"].abs().groupby(fills["symbol"].map(base_asset)).sum()
-    total = float(notional.sum())
-    if total <= 0:
+    shares = asset_shares(fills)
+    if not shares:
         return _attr("preferred_assets", None, fills.iloc[:0], as_of=as_of, detail={})
-    ranked = sorted(notional.items(), key=lambda kv: (-float(kv[1]), str(kv[0])))
-    shares = {str(asset): round(float(v) / total, 6) for asset, v in ranked}
+    notional = fills["cost"].abs().groupby(fills["symbol"].map(base_asset)).sum()
+    ranked = [(asset, float(notional[asset])) for asset in shares]
     detail = {
-        "shares": shares,
-        "notional_usdc": {str(a): round(float(v), 2) for a, v in ranked},
-        "total_notional_usdc": round(total, 2),
+        "shares": {asset: round(share, 6) for asset, share in shares.items()},
+        "notional_usdc": {a: round(v, 2) for a, v in ranked},
+        "total_notional_usdc": round(float(notional.sum()), 2),
         "rule": "assets by share of traded notional |cost|, all trading fills, largest first",
     }
     return _attr("preferred_assets", [str(a) for a, _ in ranked], fills, as_of=as_of, detail=detail)

@@ -12,10 +12,37 @@ from collections import deque
 
 import pandas as pd
 
-__all__ = ["LONG_OPENING", "SHORT_OPENING", "holding_samples", "opening_notional"]
+from backend.types import base_asset
+
+__all__ = [
+    "LONG_OPENING",
+    "SHORT_OPENING",
+    "asset_shares",
+    "holding_samples",
+    "opening_notional",
+    "traded_fills",
+]
 
 LONG_OPENING = ("open_long", "buy")
 SHORT_OPENING = ("open_short",)
+
+
+def traded_fills(fills: pd.DataFrame) -> pd.DataFrame:
+    """The fills the trader made: every row but those of direction ``other`` (Hyperliquid's
+    "Spot Dust Conversion", an automatic sweep of a balance's dust, which still moves
+    positions and so still counts for :func:`holding_samples`). Index reset."""
+    return fills.loc[fills["direction"] != "other"].reset_index(drop=True)
+
+
+def asset_shares(fills: pd.DataFrame) -> dict[str, float]:
+    """Each base asset's share (0..1, summing to 1) of the absolute notional (quote
+    currency) of ``fills``, largest first (ties by name); empty when the notional is 0."""
+    notional = fills["cost"].abs().groupby(fills["symbol"].map(base_asset)).sum()
+    total = float(notional.sum())
+    if total <= 0:
+        return {}
+    ranked = sorted(notional.items(), key=lambda kv: (-float(kv[1]), str(kv[0])))
+    return {str(asset): float(v) / total for asset, v in ranked}
 
 
 def opening_notional(fills: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
