@@ -35,7 +35,6 @@ a time, and a session-diverse pick of the top messages,
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -63,6 +62,7 @@ from backend.memory._dialog import message_event, query_period, strip_names, zsc
 from backend.memory.models import ChatMessage, Episode, PersonaChange, RecalledMessage
 from backend.storage import KhalaStore, MemoryRecord, SearchMethod
 from backend.storage.models import stable_id
+from backend.text.tickers import mentioned_tickers
 from backend.types import END_OF_TIME, to_utc
 
 __all__ = [
@@ -75,7 +75,6 @@ __all__ = [
     "render_messages",
 ]
 
-_TICKER_RE = re.compile(r"\b(BTC|ETH|SOL|XRP|DOGE|ADA|AVAX|BNB|LINK|DOT|MATIC|ARB|OP|SUI|PEPE)\b")
 _MAX_TOP_K = 1000
 
 
@@ -287,12 +286,12 @@ class ConversationMemory:
             if found is None:
                 continue
             kind, importance = found
-            ticker = _TICKER_RE.search(m.text.upper())
+            tickers = mentioned_tickers(m.text)
             out.append(
                 Episode(
                     id="conv-" + stable_id(trader_id, m.id)[:24],
                     trader_id=trader_id,
-                    symbol=f"{ticker.group(1)}/USDT" if ticker else "conversation",
+                    symbol=f"{tickers[0]}/USDT" if tickers else "conversation",
                     event_type="conversation",
                     occurred_at=m.time,
                     description=f"The trader said ({kind}): {m.render()}",

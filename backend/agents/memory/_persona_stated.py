@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from backend.agents.memory._persona_tickers import LIST, parse_tickers
 from backend.llm.prompts import PersonaDecision
+from backend.text.tickers import LIST, parse_tickers
 
 __all__ = ["normalize_stated", "stated_decisions"]
 

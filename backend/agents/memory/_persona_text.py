@@ -54,9 +54,9 @@ import re
 from collections.abc import Iterator
 
 from backend.agents.memory._persona_stated import normalize_stated, stated_decisions
-from backend.agents.memory._persona_tickers import COIN_NAMES, LIST, parse_tickers
 from backend.llm.prompts import PersonaDecision
 from backend.memory.models import HardConstraint, PersonaProfile
+from backend.text.tickers import COIN_NAMES, LIST, parse_tickers
 
 __all__ = [
     "COIN_NAMES",

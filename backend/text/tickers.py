@@ -1,11 +1,13 @@
-"""The ticker vocabulary of the persona's text rules: coin names, the words that are not
-tickers, the pattern of a list of tickers and :func:`parse_tickers`."""
+"""The ticker vocabulary of what traders write: coin names, the words that are not
+tickers, the pattern of a list of tickers and :func:`parse_tickers` (the persona's text
+rules), and :func:`mentioned_tickers` (the assets a chat message names: conversation
+events). One vocabulary, so a message and a note read the same coins."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["COIN_NAMES", "LIST", "SEP", "parse_tickers"]
+__all__ = ["COIN_NAMES", "KNOWN_TICKERS", "LIST", "SEP", "mentioned_tickers", "parse_tickers"]
 
 COIN_NAMES: dict[str, str] = {
     "bitcoin": "BTC", "btc": "BTC", "ethereum": "ETH", "ether": "ETH", "eth": "ETH",
@@ -15,6 +17,10 @@ COIN_NAMES: dict[str, str] = {
     "shiba": "SHIB", "shib": "SHIB", "pepe": "PEPE", "hyperliquid": "HYPE", "hype": "HYPE",
 }  # fmt: skip
 """Coin names (matched in any case) -> ticker; other tickers must be written in upper case."""
+
+KNOWN_TICKERS = frozenset(COIN_NAMES.values()) | {"ARB", "MATIC", "OP", "SUI"}
+"""Tickers :func:`mentioned_tickers` finds in free text, where any upper-case word could
+be one ("OK", "USA"): the coin names' tickers and a few more."""
 
 _NOT_TICKERS = frozenset({
     "AND", "OR", "NOR", "THE", "ALL", "NO", "NOT", "PERPS", "SPOT", "MY", "FOMO", "FUD", "ATH",
@@ -39,5 +45,18 @@ def parse_tickers(raw: str) -> list[str]:
         ticker = COIN_NAMES.get(token.lower(), token if token.isupper() else "")
         valid = re.fullmatch(r"[A-Z0-9@]{2,10}", ticker) is not None
         if valid and ticker not in _NOT_TICKERS and ticker not in out:
+            out.append(ticker)
+    return out
+
+
+def mentioned_tickers(text: str) -> list[str]:
+    """The :data:`KNOWN_TICKERS` ``text`` names, in order, without repeats: a coin name in
+    any case ("solana", "Bitcoin") or a ticker as written in upper case ("SOL", not "sol"
+    inside a sentence, nor "op" in "op-ed")."""
+    out: list[str] = []
+    for match in re.finditer(rf"\b{_TICKER}", text):
+        word = match.group(0)
+        ticker = COIN_NAMES.get(word.lower(), word if word.isupper() else "")
+        if ticker in KNOWN_TICKERS and ticker not in out:
             out.append(ticker)
     return out

@@ -1,0 +1,28 @@
+"""The one ticker vocabulary of what traders write (:mod:`backend.text.tickers`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.text.tickers import mentioned_tickers, parse_tickers
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I got liquidated on Solana last week", ["SOL"]),  # a coin name, any case
+        ("keep me out of leverage on btc", ["BTC"]),
+        ("Bitcoin and ETH, then SOL, then bitcoin again", ["BTC", "ETH", "SOL"]),
+        ("ARB pumped", ["ARB"]),  # a known ticker as written
+        ("OK, the USA is closed, I read an op-ed", []),  # upper-case words, "op" in "op-ed"
+        ("a solid parasol", []),  # coin names only as whole words
+        ("no FOMO on PEPE", ["PEPE"]),
+    ],
+)
+def test_mentioned_tickers(text: str, expected: list[str]) -> None:
+    assert mentioned_tickers(text) == expected
+
+
+def test_a_list_and_a_message_read_the_same_coin_names() -> None:
+    assert parse_tickers("Solana and bitcoin") == ["SOL", "BTC"]
+    assert mentioned_tickers("Solana and bitcoin") == ["SOL", "BTC"]
