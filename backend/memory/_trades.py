@@ -13,6 +13,10 @@ from backend.memory._events import DetectedEvent, severity
 
 __all__ = ["detect_trade_events"]
 
+_MINUTE_MS = 60_000
+"""Fills of one order share a minute: the Hyperliquid export stamps fills to the minute,
+an exchange's API to the millisecond."""
+
 
 @dataclass
 class _Trade:
@@ -52,7 +56,7 @@ def detect_trade_events(
     for f in fills:
         if f.realized_pnl in (None, 0.0) or (trader_id is not None and f.trader_id != trader_id):
             continue
-        key = (f.trader_id, f.symbol, f.timestamp, f.side)
+        key = (f.trader_id, f.symbol, f.timestamp // _MINUTE_MS, f.side)
         trades.setdefault(key, _Trade([])).fills.append(f)
     per_trader: dict[str, list[_Trade]] = {}
     for (trader, _, _, _), trade in trades.items():
@@ -63,13 +67,13 @@ def detect_trade_events(
             per_trader.setdefault(trader, []).append(trade)
     out: list[DetectedEvent] = []
     for items in per_trader.values():
-        items.sort(key=lambda t: t.fills[0].timestamp)  # stable: file order within a minute
+        items.sort(key=_minute)  # stable: file order within a minute
         seen: list[float] = []
         i = 0
         while i < len(items):
-            ts = items[i].fills[0].timestamp
+            minute = _minute(items[i])
             j = i
-            while j < len(items) and items[j].fills[0].timestamp == ts:
+            while j < len(items) and _minute(items[j]) == minute:
                 j += 1
             block = items[i:j]
             if len(seen) >= min_history:
@@ -84,8 +88,13 @@ def detect_trade_events(
     return out
 
 
+def _minute(trade: _Trade) -> int:
+    return trade.fills[0].timestamp // _MINUTE_MS
+
+
 def _trade_event(trade: _Trade, q: float, n_prev: int, settings: DetectorSettings) -> DetectedEvent:
     first = trade.fills[0]
+    last = max(trade.fills, key=lambda f: f.timestamp)  # the trade is known at its last fill
     pnl, symbol = trade.pnl, first.symbol
     quote = symbol.split("/")[-1].split(":")[0] if "/" in symbol else "quote"
     sev = severity(abs(pnl) / q) + (0.1 if pnl < 0 else 0.0) if q > 0 else 1.0
@@ -93,7 +102,7 @@ def _trade_event(trade: _Trade, q: float, n_prev: int, settings: DetectorSetting
     return DetectedEvent(
         event_type="big_win" if pnl > 0 else "big_loss",
         symbol=symbol,
-        at=first.datetime,
+        at=last.datetime,
         severity=min(1.0, sev),
         reason=f"{word}: {first.direction.replace('_', ' ')} {trade.amount:g} {symbol} "
         f"(notional {trade.notional:,.2f} {quote}), realised PnL {pnl:+,.2f} {quote}, "

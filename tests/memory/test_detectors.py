@@ -147,6 +147,29 @@ def test_big_trades_use_only_earlier_fills(real_fills: list[Fill]) -> None:
     ]
 
 
+def test_fills_of_one_minute_are_one_trade_known_at_its_last_fill(real_fills: list[Fill]) -> None:
+    """An exchange's API stamps fills to the millisecond: an order's fills a few seconds
+    apart are one closing trade (as the export's minute stamps make them), and its event
+    is not known before its last fill."""
+    last = max(real_fills, key=lambda f: f.timestamp)
+    base = last.timestamp + 3_600_000 - last.timestamp % 60_000  # a later minute's start
+    parts = [
+        last.model_copy(
+            update={
+                "id": f"ms-{i}",
+                "timestamp": base + 7_000 * i,
+                "datetime": datetime.fromtimestamp((base + 7_000 * i) / 1000, tz=UTC),
+                "realized_pnl": -4e8,
+            }
+        )
+        for i in range(3)
+    ]
+    events = detect_trade_events([*real_fills, *parts], settings=SETTINGS)
+    assert events[-1].sources == ("ms-0", "ms-1", "ms-2")
+    assert events[-1].state["pnl"] == pytest.approx(-1.2e9)
+    assert events[-1].at == parts[-1].datetime
+
+
 def test_events_become_episodes(
     market_events: list[DetectedEvent],
     btc_features: FeatureFrame,
