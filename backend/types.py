@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "END_OF_TIME",
+    "MAX_SIZE",
     "Action",
     "FrozenModel",
     "base_asset",
@@ -24,6 +25,10 @@ __all__ = [
 Action = Literal["buy", "sell", "hold", "close"]
 """What a decision does: ``buy`` targets a long position of its size, ``sell`` a short of
 its size, ``close`` goes flat, ``hold`` keeps the current position."""
+
+MAX_SIZE = 10.0
+"""The largest size (target |exposure|, fraction of equity: 10 = 10x leverage) a decision,
+a decision episode's action or ``agent.max_exposure`` may carry: one bound for all."""
 
 END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 """The fence of a writer's read: every record stored, whatever its time (a write is an

@@ -52,10 +52,10 @@ from backend.backtest.models import Decision, TradeRecord
 from backend.errors import SentinelError
 from backend.memory import FeatureFrame
 from backend.memory.models import Episode, Outcome
+from backend.tools.memory_toolkit import DECISION_IMPORTANCE
 from backend.tools.memory_toolkit import decision_episode as toolkit_decision_episode
 
 __all__ = [
-    "DECISION_IMPORTANCE",
     "DueOutcome",
     "MemoryWriter",
     "WriterState",
@@ -64,8 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("backend.agents")
-DECISION_IMPORTANCE = 0.3
-"""Initial importance of a decision episode (MemoryToolkit.record_decision's default)."""
 _RATIONALE_CHARS = 160
 PRIME_EPISODES = 32
 """Detected episodes whose descriptions are embedded in one batch when the next is due."""

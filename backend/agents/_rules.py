@@ -52,12 +52,13 @@ is cut by their ratio, down to ``episode_risk_floor`` (1 = off).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from backend.backtest.models import Decision, MemoryEffectKind
 from backend.config import AgentSettings
+from backend.data import timeframe_seconds
+from backend.errors import DataError
 from backend.memory.context import account_id, persona_id, snapshot_id
 from backend.memory.models import AccountState, MarketSnapshot, PersonaProfile, ScoredEpisode
 from backend.types import base_asset
@@ -243,14 +244,14 @@ def drawdown_rule(account: AccountState, settings: AgentSettings) -> list[Adjust
     return [Adjustment(note, scale=scale, ids=(account_id(account),))]
 
 
-_HORIZON = re.compile(r"^(\d+)([mhd])$")
-_UNIT_DAYS = {"m": 1 / 1440, "h": 1 / 24, "d": 1.0}
-
-
 def horizon_days(label: str) -> float | None:
-    """``"4d"`` -> 4.0, ``"24h"`` -> 1.0, ``"15m"`` -> 0.0104; None for another label."""
-    match = _HORIZON.match(label)
-    return int(match.group(1)) * _UNIT_DAYS[match.group(2)] if match else None
+    """An outcome horizon's label in days, read as a timeframe
+    (:func:`~backend.data.timeframe_seconds`): ``"4d"`` -> 4.0, ``"24h"`` -> 1.0,
+    ``"15m"`` -> 0.0104, ``"1w"`` -> 7.0; None for a label that is no timeframe."""
+    try:
+        return timeframe_seconds(label) / 86_400
+    except DataError:
+        return None
 
 
 def episodic_rules(

@@ -39,7 +39,7 @@ from backend.llm.answer import LLMAnswer
 from backend.memory import FeatureRow
 from backend.memory.context import account_id, constraints_id, persona_id, snapshot_id
 from backend.memory.models import MemoryContext, PersonaProfile
-from backend.types import Action
+from backend.types import MAX_SIZE, Action
 
 __all__ = [
     "RISK_SCALE",
@@ -259,7 +259,7 @@ class LLMDecision(LLMAnswer):
         description="buy: target a long of `size`; sell: a short of `size`; close: flat; "
         "hold: keep the current position"
     )
-    size: float = Field(ge=0.0, le=10.0, description="target exposure, fraction of equity")
+    size: float = Field(ge=0.0, le=MAX_SIZE, description="target exposure, fraction of equity")
     confidence: float = Field(ge=0.0, le=1.0)
     rationale: str = Field(max_length=300)
     """Why, in a sentence (300 characters at most)."""

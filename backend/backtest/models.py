@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 
 from pydantic import AwareDatetime, Field, field_validator
 
-from backend.types import Action, FrozenModel, to_utc
+from backend.types import MAX_SIZE, Action, FrozenModel, to_utc
 
 __all__ = [
     "WARMING_UP",
@@ -41,7 +41,7 @@ class MemoryEffect(FrozenModel):
 
     kind: MemoryEffectKind
     without_action: Action
-    without_size: float = Field(ge=0.0, le=10.0)
+    without_size: float = Field(ge=0.0, le=MAX_SIZE)
     """Target exposure without memory (fraction of equity; 0 for hold/close)."""
     reasons: list[str] = Field(default_factory=list)
     """One line per memory rule that applied (e.g. "3 similar states: -2.1% after")."""
@@ -56,7 +56,7 @@ class Decision(FrozenModel):
     """What a policy decided at a bar close. ``error`` is set when a fault forced HOLD."""
 
     action: Action
-    size: float = Field(default=0.0, ge=0.0, le=10.0)
+    size: float = Field(default=0.0, ge=0.0, le=MAX_SIZE)
     """Target exposure as a fraction of equity (ignored for hold/close)."""
     confidence: float = Field(default=0.5, ge=0.0, le=1.0)
     rationale: str = Field(default="", max_length=4000)

@@ -55,14 +55,17 @@ def memory_search(
     fence = parse_utc(as_of, name="as-of") if as_of else datetime.now(UTC)
     store = open_store(cfg.store, build_embedder(cfg.embedding))
     searched: Literal["dense", "bm25", "hybrid"] = method  # type: ignore[assignment]
-    hits = store.search(
-        trader,
-        query,
-        as_of=fence,
-        top_k=top_k,
-        method=searched,
-        filters={"kind": kind} if kind else None,
-    )
+    try:
+        hits = store.search(
+            trader,
+            query,
+            as_of=fence,
+            top_k=top_k,
+            method=searched,
+            filters={"kind": kind} if kind else None,
+        )
+    finally:
+        store.close()  # the store's client and its files, released as other commands do
     ts = fence.timestamp()  # an episode as it stood then, not with its later outcomes
     hits = [
         h.model_copy(update={"record": record_as_of(h.record, ts)})

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from backend.config._section import _Section
+from backend.types import MAX_SIZE
 
 
 class BacktestSettings(_Section):
@@ -38,7 +39,7 @@ class AgentSettings(_Section):
     """Whose memory the agent uses (persona, episodes)."""
     target_vol: float = Field(default=0.5, gt=0, le=5)
     """Annualised volatility the RulePolicy sizes for (vol targeting, Moreira & Muir 2017)."""
-    max_exposure: float = Field(default=1.0, gt=0, le=10)
+    max_exposure: float = Field(default=1.0, gt=0, le=MAX_SIZE)
     """Cap on |exposure| (fraction of equity) before persona constraints."""
     allow_short: bool = True
     rebalance_band: float = Field(default=0.25, ge=0, le=1)

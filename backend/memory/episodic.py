@@ -340,8 +340,7 @@ class EpisodicMemory:
                 continue
             episode = self._cache.as_of(record, ts)
             occurred = episode.occurred_at.timestamp()
-            age_days = max(0.0, (ts - occurred) / DAY_S)
-            recency = 0.5 ** (age_days / s.recency_half_life_days)
+            recency = _recency(episode, ts, s.recency_half_life_days)
             score = (
                 s.weight_similarity * similarity
                 + s.weight_recency * recency
@@ -401,14 +400,20 @@ class EpisodicMemory:
             if record is None:
                 continue
             episode = self._cache.as_of(record, ts)
-            age_days = max(0.0, (ts - episode.occurred_at.timestamp()) / DAY_S)
             out.append(
                 ScoredEpisode(
                     episode=episode,
                     score=n.similarity,
                     similarity=n.similarity,
-                    recency=0.5 ** (age_days / s.recency_half_life_days),
+                    recency=_recency(episode, ts, s.recency_half_life_days),
                     importance=episode.importance,
                 )
             )
         return out
+
+
+def _recency(episode: Episode, ts: float, half_life_days: float) -> float:
+    """``0.5 ** (age_days / half_life_days)`` (0..1], the age from the episode's
+    ``occurred_at`` to ``ts`` (UTC seconds), never negative (FinMem's recency)."""
+    age_days = max(0.0, (ts - episode.occurred_at.timestamp()) / DAY_S)
+    return float(0.5 ** (age_days / half_life_days))

@@ -16,7 +16,7 @@ from typing import Any, Literal, Self
 from pydantic import AwareDatetime, Field, field_validator
 
 from backend.memory._market_words import depth_words, move_word, volatility_level, volume_words
-from backend.types import Action, FrozenModel, to_utc
+from backend.types import MAX_SIZE, Action, FrozenModel, to_utc
 
 __all__ = [
     "AccountState",
@@ -260,7 +260,7 @@ class ActionLink(FrozenModel):
 
     decision_id: str
     action: Action
-    size: float = Field(ge=0, le=10)
+    size: float = Field(ge=0, le=MAX_SIZE)
     """Fraction of equity (notional / equity)."""
     at: AwareDatetime
 

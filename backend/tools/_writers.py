@@ -19,6 +19,7 @@ from backend.storage.models import stable_id
 from backend.types import Action
 
 __all__ = [
+    "DECISION_IMPORTANCE",
     "EpisodicWriter",
     "PersonaWriter",
     "WorkingWriter",
@@ -42,6 +43,11 @@ class EpisodicWriter(Protocol):
     ) -> Any: ...
 
 
+DECISION_IMPORTANCE = 0.3
+"""The importance (0..1) of a decision episode: one value, so the decision loop and a
+tool client's ``record_decision`` write the same episode for the same decision."""
+
+
 def decision_episode(
     trader_id: str,
     *,
@@ -52,7 +58,7 @@ def decision_episode(
     memory_ids: Sequence[str],
     as_of: datetime,
     market_state: str = "",
-    importance: float = 0.3,
+    importance: float = DECISION_IMPORTANCE,
     state: dict[str, float] | None = None,
 ) -> Episode:
     """The ``decision`` episode of a decision taken at ``as_of`` (its id is stable per

@@ -45,6 +45,7 @@ from backend.tools._tool_io import (
     tool_specs,
 )
 from backend.tools._writers import (
+    DECISION_IMPORTANCE,
     EpisodicWriter,
     PersonaWriter,
     WorkingWriter,
@@ -64,6 +65,7 @@ from backend.tools.schemas import (
 from backend.types import END_OF_TIME, Action, first_problem
 
 __all__ = [
+    "DECISION_IMPORTANCE",
     "BuildContextArgs",
     "EpisodicWriter",
     "MemoryToolkit",
@@ -207,7 +209,7 @@ class MemoryToolkit:
         memory_ids: Sequence[str],
         as_of: datetime,
         market_state: str = "",
-        importance: float = 0.3,
+        importance: float = DECISION_IMPORTANCE,
     ) -> str:
         """Store a decision as a ``decision`` episode linked to the memories it used.
         One decision per trader, symbol and time (the episode id): the same decision

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from backend.memory.hierarchical import ALL_TIERS
 from backend.memory.models import EventType, Tier
-from backend.types import Action, normalize_pair
+from backend.types import MAX_SIZE, Action, normalize_pair
 
 _COIN = re.compile(r"[A-Za-z0-9@._-]+")
 """A bare coin or an exchange's market id (Hyperliquid's spot ``@107``)."""
@@ -133,7 +133,7 @@ class RecordDecisionArgs(ToolArgs):
 
     symbol: Symbol
     action: Action
-    size: float = Field(ge=0.0, le=10.0, description="fraction of equity")
+    size: float = Field(ge=0.0, le=MAX_SIZE, description="fraction of equity")
     rationale: str = Field(min_length=1, max_length=2000)
     memory_ids: list[str] = Field(
         default_factory=list,
