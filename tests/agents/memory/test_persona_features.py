@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from backend.agents.memory._persona_features import (
+    ATTRIBUTE_NAMES,
     CONFIDENCE_K,
     compute_persona_attributes,
 )
@@ -109,6 +110,7 @@ def test_missing_columns_raise_data_error() -> None:
 
 def test_no_fills_means_no_values() -> None:
     attrs = compute_persona_attributes(fills_to_frame([]), as_of=END)
+    assert list(attrs) == list(ATTRIBUTE_NAMES)  # every attribute, each said to be unknown
     assert all(a.value is None and a.confidence == 0 for a in attrs.values())
 
 
