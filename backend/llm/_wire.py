@@ -21,6 +21,7 @@ __all__ = [
     "detect_mode",
     "endpoint_fault",
     "first_problem",
+    "forget_mode",
     "log_answer",
     "request_extra",
     "structured",
@@ -50,7 +51,10 @@ _PROBE_MESSAGES = [
 ]
 _detected: dict[tuple[str, str], StructuredMode] = {}
 """``(base_url, model) -> mode`` found by :func:`detect_mode`: the issue's "once per
-process" (each probe is a chat completion, ~1 s on the local model)."""
+process" (each probe is a chat completion, ~1 s on the local model). Another process
+can change what the endpoint takes (a server restarted with another build or model), so
+a call in the remembered mode that the endpoint refuses or fails forgets it
+(:func:`forget_mode`) and the next call probes again."""
 _detect_lock = threading.Lock()
 _warned: set[str] = set()
 """Warnings already logged at WARNING in this process (:func:`_warn_once`)."""
@@ -221,6 +225,20 @@ def request_extra(mode: StructuredMode, schema: type[BaseModel]) -> dict[str, An
             "response_format": {"type": "json_object", "schema": schema.model_json_schema()}
         }
     }
+
+
+def forget_mode(client: openai.OpenAI, model: str, cause: BaseException | None) -> bool:
+    """Forget the mode :func:`detect_mode` remembered for ``(client.base_url, model)``
+    when ``cause`` is an HTTP error answer to the request as formed (any status but 408
+    and 429: a busy endpoint still takes the mode). True if a mode was forgotten."""
+    if not isinstance(cause, openai.APIStatusError) or cause.status_code in (408, 429):
+        return False
+    with _detect_lock:
+        forgotten = _detected.pop((str(client.base_url), model), None)
+    if forgotten is not None:
+        log.info("structured output %s: forgotten for %s after HTTP %d", forgotten, model,
+                 cause.status_code)  # fmt: skip
+    return forgotten is not None
 
 
 def endpoint_fault(cause: BaseException | None) -> bool:

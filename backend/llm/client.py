@@ -57,6 +57,7 @@ from backend.llm._wire import (
     detect_mode,
     endpoint_fault,
     first_problem,
+    forget_mode,
     log_answer,
     request_extra,
     structured,
@@ -239,6 +240,8 @@ class LLMClient:
         except InstructorRetryException as exc:
             log_answer(exc.last_completion)
             failed = self._fail(started, self._describe(exc, schema), responses, mode)
+            if self.structured_output == "auto":  # the server may have changed: probe again
+                forget_mode(self._client, self.model, exc.__cause__)
             if endpoint_fault(exc.__cause__):
                 self._fault(failed)
             return failed

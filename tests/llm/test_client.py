@@ -232,6 +232,24 @@ def test_a_broken_endpoint_is_an_error_and_is_probed_again(server: ChatServer) -
     assert ask(llm).mode == "json_schema" and len(server.probes) == 4
 
 
+def test_a_server_that_stops_taking_the_mode_is_probed_again(server: ChatServer) -> None:
+    """The remembered mode is the endpoint's, which another process can change: a server
+    restarted as llama-cpp-python's (HTTP 500 to ``json_schema``) fails one call, and the
+    next probes again and asks in ``json_object``."""
+    server.script = [Reply.json(GOOD)]
+    llm = auto_client(server)
+    assert ask(llm).mode == "json_schema" and len(server.probes) == 1
+    server.reject_formats = {"json_schema"}
+    failed = ask(llm)
+    assert failed.value is None and failed.error is not None and "HTTP 500" in failed.error
+    again = ask(llm)
+    assert again.error is None and again.mode == "json_object"
+    assert [p["body"]["response_format"]["type"] for p in server.probes[1:]] == [
+        "json_schema",
+        "json_object",
+    ]
+
+
 def test_an_unreachable_endpoint_is_not_remembered() -> None:
     llm = LLMClient(
         openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key=KEY, max_retries=0), model="m"
