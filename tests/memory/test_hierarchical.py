@@ -77,6 +77,23 @@ def test_retrieval_merges_three_tiers_fenced_by_as_of(system: MemorySystem) -> N
     assert all(s.episode.occurred_at <= NOTE_AT for s in before.episodes)
 
 
+def test_the_toolkit_records_market_context_into_working_memory(
+    system: MemorySystem, shared_data: Path
+) -> None:
+    """``MemoryToolkit.record_market_context``: an agent's way to feed working memory a
+    closed bar; the next retrieval at that time has it as the market now, not before."""
+    frame = load_ohlcv(shared_data / "market" / "binance", SYMBOL, "1h").frame
+    features = compute_features(frame.loc["2024-11-01":"2025-03-15"], symbol=SYMBOL, timeframe="1h")
+    later = AS_OF + timedelta(hours=3)
+    snapshot = system.working.snapshot_of(TRADER, features, later)
+    assert snapshot.as_of == later
+    system.toolkit.record_market_context(snapshot)
+    now = system.memory.retrieve(TRADER, SYMBOL, as_of=later)
+    assert now.working[-1] == snapshot
+    before = system.memory.retrieve(TRADER, SYMBOL, as_of=AS_OF)
+    assert before.working[-1].as_of == AS_OF
+
+
 def test_parallel_equals_sequential(system: MemorySystem) -> None:
     para = system.memory.retrieve(TRADER, SYMBOL, as_of=AS_OF, parallel=True)
     seq = system.memory.retrieve(TRADER, SYMBOL, as_of=AS_OF, parallel=False)
