@@ -87,10 +87,10 @@ def replay_trades_command(
     out: Path,
     until: datetime | None,
     store_path: Path | None,
-    console: Console,
     quiet: bool,
 ) -> dict[str, object]:
-    """Composition for the command: load fills, build the memory system, replay, write."""
+    """Composition for the command: load fills, build the memory system, replay, write.
+    The progress bar (off when ``quiet``) goes to stderr, so stdout stays the summary."""
     from backend.compose import build_memory_system
     from backend.data import load_hyperliquid_fills
 
@@ -137,7 +137,6 @@ def replay_trades_cli(
         out=out,
         until=parse_utc(until, name="until") if until else None,
         store_path=store_path,
-        console=console,
         quiet=as_json,
     )
     if as_json:
