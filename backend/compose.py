@@ -16,7 +16,7 @@ from backend.agents import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager, MemorySy
 from backend.agents.memory import PersonaManager
 from backend.agents.policies import LLMPolicy, Policy, RulePolicy
 from backend.config import Settings
-from backend.data import Fill, OHLCVFrame, load_fear_greed, load_headlines
+from backend.data import Fill, OHLCVFrame
 from backend.embeddings import Embedder, build_embedder
 from backend.errors import ConfigError
 from backend.llm import LLMClient, build_llm
@@ -30,6 +30,7 @@ from backend.memory import (
     detect_market_events,
     detect_news_shocks,
     events_to_episodes,
+    load_news,
 )
 from backend.memory.conversation import ConversationMemory
 from backend.memory.hierarchical import HierarchicalMemory
@@ -161,10 +162,8 @@ def build_trader_manager(
     features = compute_features(
         ohlcv, breakout_lookback_bars=settings.memory.detectors.breakout_lookback_bars
     )
-    paths = settings.data.model_copy(update={"data_dir": data_dir})
-    news_path, fg_path = paths.headlines_path, paths.fear_greed_path
-    headlines = HeadlineIndex.build(load_headlines(news_path)) if news_path.is_file() else None
-    fear_greed = FearGreedIndex.build(load_fear_greed(fg_path)) if fg_path.is_file() else None
+    news = load_news(settings.data, data_dir)
+    headlines, fear_greed = news.headlines, news.fear_greed
     episodes = _detected(settings, features, headlines, fear_greed)
     agent = settings.agent.model_copy(update={"memory": memory, "policy": policy})
     system: MemorySystem | None = None

@@ -13,7 +13,7 @@ Models are in :mod:`backend.memory.models`.
 
 from backend.memory._consolidate import consolidate
 from backend.memory._features import FeatureFrame, FeatureRow, compute_features
-from backend.memory._news import FearGreedIndex, HeadlineIndex, headline_topics
+from backend.memory._news import FearGreedIndex, HeadlineIndex, News, headline_topics, load_news
 from backend.memory._states import SCALE_SAMPLE, STATE_FEATURES, StateIndex, StateNeighbour
 from backend.memory.context import render_context
 from backend.memory.detectors import (
@@ -35,6 +35,7 @@ __all__ = [
     "FeatureFrame",
     "FeatureRow",
     "HeadlineIndex",
+    "News",
     "StateIndex",
     "StateNeighbour",
     "WorkingMemory",
@@ -45,6 +46,7 @@ __all__ = [
     "detect_trade_events",
     "events_to_episodes",
     "headline_topics",
+    "load_news",
     "render_context",
     "snapshot_at",
 ]

@@ -21,10 +21,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from backend.config import DataSettings
+from backend.data import load_fear_greed, load_headlines
 from backend.data.models import Headline
 from backend.types import to_utc
 
@@ -32,7 +35,9 @@ __all__ = [
     "NEWS_TOPICS",
     "FearGreedIndex",
     "HeadlineIndex",
+    "News",
     "headline_topics",
+    "load_news",
     "state_topics",
 ]
 
@@ -199,3 +204,26 @@ def as_fear_greed_index(fear_greed: FearGreedIndex | pd.Series | None) -> FearGr
     if fear_greed is None or isinstance(fear_greed, FearGreedIndex):
         return fear_greed
     return FearGreedIndex.build(fear_greed)
+
+
+@dataclass(frozen=True)
+class News:
+    """The optional news inputs of a run: headlines and the Fear & Greed index, each None
+    when its file is missing (the run goes on without news shocks or sentiment)."""
+
+    headlines: HeadlineIndex | None
+    fear_greed: FearGreedIndex | None
+
+
+def load_news(data: DataSettings, data_dir: Path | None) -> News:
+    """The :class:`News` under ``data_dir`` (file names ``data.headlines`` and
+    ``data.fear_greed`` from config), none for ``data_dir`` None. Raises
+    :class:`~backend.errors.DataError` for a file that is there but unreadable."""
+    if data_dir is None:
+        return News(None, None)
+    paths = data.model_copy(update={"data_dir": data_dir})
+    news, fg = paths.headlines_path, paths.fear_greed_path
+    return News(
+        HeadlineIndex.build(load_headlines(news)) if news.is_file() else None,
+        FearGreedIndex.build(load_fear_greed(fg)) if fg.is_file() else None,
+    )

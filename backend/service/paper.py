@@ -37,7 +37,6 @@ the clock it was started with.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -52,9 +51,9 @@ from backend.backtest.engine import BarStepper, bar_close_times
 from backend.backtest.metrics import LLMUsage, llm_usage
 from backend.compose import MemorySystem, detect_episodes, make_policy
 from backend.config import Settings
-from backend.data import download_ohlcv, load_fear_greed, load_headlines, timeframe_seconds
+from backend.data import download_ohlcv, timeframe_seconds
 from backend.errors import ConfigError
-from backend.memory import FearGreedIndex, HeadlineIndex, compute_features
+from backend.memory import compute_features, load_news
 from backend.service._db import ServiceDB
 from backend.service.models import PaperBrokerState, PaperState, PaperStepResult
 from backend.types import to_utc
@@ -77,23 +76,6 @@ def replay_now(state: PaperState | None, *, start: datetime, timeframe: str) -> 
     if state is None or state.last_now is None:
         return to_utc(start)
     return state.last_now + timedelta(seconds=timeframe_seconds(timeframe))
-
-
-@dataclass(frozen=True)
-class _News:
-    headlines: HeadlineIndex | None
-    fear_greed: FearGreedIndex | None
-
-
-def _load_news(data_root: Path | None, settings: Settings) -> _News:
-    if data_root is None:
-        return _News(None, None)
-    paths = settings.data.model_copy(update={"data_dir": data_root})  # file names from config
-    news, fg = paths.headlines_path, paths.fear_greed_path
-    return _News(
-        HeadlineIndex.build(load_headlines(news)) if news.is_file() else None,
-        FearGreedIndex.build(load_fear_greed(fg)) if fg.is_file() else None,
-    )
 
 
 class PaperTrader:
@@ -129,7 +111,7 @@ class PaperTrader:
         self.system = system if settings.agent.memory else None
         self.clock = clock
         self.policy = policy or make_policy(settings, settings.agent.policy)
-        self.news = _load_news(data_root, settings)
+        self.news = load_news(settings.data, data_root)
         self.run_id = paper_run_id(exchange_id, pair, timeframe, self.agent.trader_id)
         self.exchange_id = exchange_id
 
