@@ -43,6 +43,19 @@ def test_bad_values_name_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
         load_settings(tmp_path / "missing.yaml")
 
 
+def test_a_list_from_the_environment_that_is_not_json_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pydantic-settings decodes a list or nested env value as JSON and raises its own
+    error otherwise: a ConfigError naming the variable (not its value), no crash."""
+    monkeypatch.setenv("SENTINEL_AGENT__MEMORY_TIERS", "persona")
+    with pytest.raises(ConfigError, match="SENTINEL_AGENT__MEMORY_TIERS could not be read") as e:
+        load_settings()
+    assert "as JSON" in str(e.value)
+    monkeypatch.setenv("SENTINEL_AGENT__MEMORY_TIERS", '["persona"]')
+    assert list(load_settings().agent.memory_tiers) == ["persona"]
+
+
 def test_secrets_only_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     secret = "sk-live-SECRET-value-42"
     cfg = tmp_path / "c.yaml"

@@ -16,11 +16,18 @@ file that contains one is rejected. They are
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from backend.config._agent import AgentSettings, BacktestSettings, PaperSettings
 from backend.config._data import DataSettings, ExchangeSettings
@@ -150,5 +157,22 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(
             f"invalid configuration ({config_path} + SENTINEL_* env): " + "; ".join(problems)
         ) from None
+    except SettingsError as exc:  # an env value pydantic-settings could not decode
+        raise ConfigError(_env_problem(str(exc))) from None
     finally:
         _YAML_DATA.reset(token)
+
+
+def _env_problem(message: str) -> str:
+    """The one-line error for an environment value that does not decode: which
+    ``SENTINEL_*`` variables of the section it was (never their values, which could be
+    secrets), and how lists and nested values are written."""
+    found = re.search(r'field "([^"]+)"', message)
+    section = found.group(1) if found else ""
+    prefix = f"SENTINEL_{section.upper()}__" if section else "SENTINEL_"
+    names = sorted(k for k in os.environ if k.upper().startswith(prefix))
+    return (
+        f"invalid configuration: {', '.join(names) or prefix + '*'} could not be read as "
+        f"setting {section or '?'}: write a list or a nested value as JSON, e.g. "
+        """SENTINEL_AGENT__MEMORY_TIERS='["persona","working"]'"""
+    )
