@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-DATA   ?= ../shared/data
+DATA   ?= $(or $(SENTINEL_DATA__DATA_DIR),../shared/data)
 
 .PHONY: install install-llm demo demo-memory test test-fast lint bench bench-llm clean
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -111,6 +112,29 @@ def test_an_interrupt_inside_an_import_is_still_aborted(
     monkeypatch.setattr("sys.argv", ["sentinel", "demo"])
     with pytest.raises(SystemExit) as ended:
         _app.main()
+    assert ended.value.code == 130
+    assert capsys.readouterr().err == "sentinel: aborted\n"
+
+
+def test_an_interrupt_while_the_cli_imports_is_aborted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The console script (``backend.entry:main``) imports the CLI itself: Ctrl-C during
+    those seconds of imports is ``sentinel: aborted`` and 130, not a traceback."""
+    import builtins
+
+    from backend import entry
+
+    real_import = builtins.__import__
+
+    def importing(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "backend.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", importing)
+    with pytest.raises(SystemExit) as ended:
+        entry.main()
     assert ended.value.code == 130
     assert capsys.readouterr().err == "sentinel: aborted\n"
 
@@ -328,7 +352,6 @@ def test_memory_search_shows_an_episode_as_it_stood_at_as_of(tmp_path: Path) -> 
     the episode's record as last written; the search replays it as of)."""
     import json
     from datetime import UTC, datetime
-    from typing import Any
 
     from backend.config import MemorySettings, StoreSettings
     from backend.embeddings import HashingEmbedder

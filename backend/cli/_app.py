@@ -12,7 +12,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
@@ -26,6 +26,7 @@ from backend.cli.memory import memory_app
 from backend.cli.persona import persona_app
 from backend.cli.replay import replay_trades_cli
 from backend.cli.service import paper, scheduler_app
+from backend.entry import INTERRUPTED, aborted, caused_by_interrupt
 from backend.errors import SentinelError
 
 __all__ = ["app", "main"]
@@ -102,7 +103,7 @@ def main() -> None:
         print(f"sentinel: error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):  # Abort: end of input at a prompt
-        _aborted()
+        aborted()
     except typer.TyperException as exc:  # typer's own click: a mistyped command or option
         show = getattr(exc, "show", None)
         if callable(show):
@@ -111,8 +112,8 @@ def main() -> None:
             print(f"sentinel: error: {exc}", file=sys.stderr)
         sys.exit(int(getattr(exc, "exit_code", 2)))
     except Exception as exc:  # a bug: still one line unless --debug
-        if _caused_by_interrupt(exc):  # Ctrl-C inside a native import: its ImportError
-            _aborted()
+        if caused_by_interrupt(exc):  # Ctrl-C inside a native import: its ImportError
+            aborted()
         if debug:
             raise
         message = " ".join(str(exc).split())
@@ -121,28 +122,7 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(1)
-    if code == _INTERRUPTED:
-        _aborted()
+    if code == INTERRUPTED:
+        aborted()
     if isinstance(code, int) and not isinstance(code, bool) and code != 0:
         sys.exit(code)
-
-
-_INTERRUPTED = 130
-"""The exit status of a command interrupted by Ctrl-C (128 + SIGINT), as a shell's."""
-
-
-def _caused_by_interrupt(exc: BaseException) -> bool:
-    """Whether a ``KeyboardInterrupt`` is in ``exc``'s chain of causes and contexts."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, KeyboardInterrupt):
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
-def _aborted() -> NoReturn:
-    print("sentinel: aborted", file=sys.stderr)
-    sys.exit(_INTERRUPTED)
