@@ -151,7 +151,7 @@ def ablation(
     write_ablation_curves(outcome, curves)
     table = Table(
         "pair", "tf", "mode", "return", "Sharpe", "Sortino", "max DD", "trades", "violations",
-        "alignment", title=f"written to {out}, {page} and {curves.name}",
+        "alignment", title=f"written to {out}, {page} and {curves}",
     )  # fmt: skip
     for pair, by_tf in result["summary"].items():
         for tf, by_mode in by_tf.items():

@@ -10,8 +10,9 @@
 
 It reads ``DATA_DIR/BTC_USDT-1h.*`` (any supported format), runs
 :func:`~backend.backtest.engine.run_backtest` over the bars with open time in
-``[start, end)`` and writes ``metrics.json``, ``trades.csv``, ``decisions.jsonl``,
-``equity.csv`` and ``report.html`` into ``OUT``. A rich progress bar goes to stderr (not
+``[start, end)`` and writes ``metrics.json``, ``trades.csv``, ``fills.csv``,
+``decisions.jsonl``, ``equity.csv``, ``memory_changes.csv`` and ``report.html`` into
+``OUT``. A rich progress bar goes to stderr (not
 with ``--json``); stdout gets the headline metrics and the report's path, or with
 ``--json`` the metrics JSON as its last line.
 
