@@ -243,19 +243,14 @@ def memory_import_chat(
         # against everything the store holds, whatever its time
         for i, reason in system.toolkit.message_conflicts(trader, messages):
             raise DataError(f"{file}: line {lines[i][0]}: {reason}")
-        by_session: list[list[ChatMessage]] = []
-        for m in messages:  # a run of one session is written as of its last message
-            if by_session and by_session[-1][-1].session == m.session:
-                by_session[-1].append(m)
-            else:
-                by_session.append([m])
+        # one write as of the last message (each message keeps its own time): per run of
+        # one session, sessions that alternate rebuilt their session record at every
+        # message (600 messages of two alternating sessions: 60 s; 1,200: 264 s)
         written = events = skipped = already = 0
-        for run in by_session:
-            done = system.toolkit.record_messages(trader, run, as_of=run[-1].time)
-            written += done.messages
-            events += len(done.events)
-            skipped += done.persona_skipped
-            already += done.already
+        if messages:
+            done = system.toolkit.record_messages(trader, messages, as_of=messages[-1].time)
+            written, events = done.messages, len(done.events)
+            skipped, already = done.persona_skipped, done.already
     if not written:
         print(f"nothing to record: {file} holds no message")
     elif already == written:
