@@ -7,6 +7,7 @@ turn bytes into raw columns and a canonical frame into bytes.
 from __future__ import annotations
 
 import gzip
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,8 @@ class _ArrowHandler(OHLCVHandler):
             raise DataError("file is empty", path=path, row=1)
         try:
             table = self._load(path)
+        except DataError:
+            raise
         except Exception as err:  # pyarrow raises many unrelated types for corrupt files
             raise DataError(f"cannot read {self.fmt} file: {err}", path=path) from None
         if "date" not in table.columns and table.index.name == "date":
@@ -180,9 +183,63 @@ class ParquetHandler(_ArrowHandler):
         self._columns(frame).to_parquet(path, index=False)
 
 
+class JsonHandler(_ArrowHandler):
+    """freqtrade's ``json`` data format: one JSON array of ``[date, open, high, low, close,
+    volume]`` rows, ``date`` in ms since the epoch (UTC). Errors name ``row`` = the row's
+    position + 2, as for the columnar formats."""
+
+    fmt = "json"
+
+    def _load(self, path: Path) -> pd.DataFrame:
+        rows = json.loads(self._bytes(path))
+        if not isinstance(rows, list):
+            raise DataError("expected a JSON array of [date, o, h, l, c, v] rows", path=path)
+        for i, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) != len(OHLCV_COLUMNS):
+                raise DataError(
+                    f"expected [date, open, high, low, close, volume], got {str(row)[:80]}",
+                    path=path,
+                    row=i + 2,
+                )
+        return pd.DataFrame(rows, columns=list(OHLCV_COLUMNS))
+
+    def _bytes(self, path: Path) -> bytes:
+        return path.read_bytes()
+
+    def _write_raw(self, frame: pd.DataFrame, path: Path) -> None:
+        path.write_bytes(self._encode(frame))
+
+    @staticmethod
+    def _encode(frame: pd.DataFrame) -> bytes:
+        out = _ArrowHandler._columns(frame)
+        ms = pd.DatetimeIndex(out["date"]).as_unit("ms").asi8.tolist()
+        values = out[list(VALUE_COLUMNS)].to_numpy(dtype="float64").tolist()
+        rows = [[t, *v] for t, v in zip(ms, values, strict=True)]
+        return json.dumps(rows, separators=(",", ":")).encode("utf-8")
+
+
+class JsonGzHandler(JsonHandler):
+    """Gzip-compressed :class:`JsonHandler` (freqtrade's ``jsongz``: ``.json.gz`` files)."""
+
+    fmt = "json.gz"
+
+    def _bytes(self, path: Path) -> bytes:
+        return gzip.decompress(path.read_bytes())
+
+    def _write_raw(self, frame: pd.DataFrame, path: Path) -> None:
+        path.write_bytes(gzip.compress(self._encode(frame), mtime=0))
+
+
 HANDLERS: dict[str, OHLCVHandler] = {
     handler.fmt: handler
-    for handler in (CsvGzHandler(), CsvHandler(), FeatherHandler(), ParquetHandler())
+    for handler in (
+        CsvGzHandler(),
+        CsvHandler(),
+        FeatherHandler(),
+        ParquetHandler(),
+        JsonGzHandler(),
+        JsonHandler(),
+    )
 }
 """Handlers by file-name suffix, in the order :func:`find_ohlcv_file` looks for them."""
 

@@ -1,6 +1,6 @@
 """OHLCV candle files in a freqtrade-style data directory.
 
-Files are named ``BASE_QUOTE-TIMEFRAME.{csv,csv.gz,feather,parquet}`` (freqtrade's
+Files are named ``BASE_QUOTE-TIMEFRAME.{csv,csv.gz,feather,parquet,json,json.gz}`` (freqtrade's
 ``pair_to_filename``: ``BTC/USDT`` 1h -> ``BTC_USDT-1h.csv.gz``). Every load validates and
 returns an :class:`~backend.data.models.OHLCVFrame` whose ``frame`` has a UTC
 ``DatetimeIndex`` named ``date`` of candle OPEN times (strictly increasing) and float64

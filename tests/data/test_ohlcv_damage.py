@@ -133,10 +133,33 @@ def test_undecodable_byte_gives_its_line(tmp_path: Path) -> None:
 def test_missing_file_and_unknown_suffix(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         load(tmp_path / "BTC_USDT-1h.csv")
-    other = tmp_path / "BTC_USDT-1h.json"
+    other = tmp_path / "BTC_USDT-1h.h5"
     other.write_text("[]")
     with pytest.raises(DataError, match="unsupported"):
         load(other)
+
+
+def test_freqtrade_json_rows_and_their_errors(tmp_path: Path) -> None:
+    """freqtrade's json format: [[ms, open, high, low, close, volume], ...]."""
+    path = tmp_path / "BTC_USDT-1h.json"
+    path.write_text("[[1600560000000,11000,11100,10900,11050,12.5],"
+                    "[1600563600000,11050,11200,11000,11150,3]]")  # fmt: skip
+    frame = load(path)
+    assert list(frame.index.strftime("%Y-%m-%dT%H:%MZ")) == [
+        "2020-09-20T00:00Z",
+        "2020-09-20T01:00Z",
+    ]
+    assert frame["close"].tolist() == [11050.0, 11150.0]
+    path.write_text("[[1600560000000,11000,11100,10900,11050,12.5],[1600563600000,11050]]")
+    with pytest.raises(DataError, match=r"expected \[date, open") as caught:
+        load(path)
+    assert caught.value.row == 3
+    path.write_text('{"date": 1}')
+    with pytest.raises(DataError, match="JSON array"):
+        load(path)
+    path.write_text("[[1600560000000,11000,")
+    with pytest.raises(DataError, match="cannot read json file"):
+        load(path)
 
 
 def test_invalid_timeframe(tmp_path: Path) -> None:

@@ -29,9 +29,9 @@ def test_filenames() -> None:
     assert ohlcv_filename("BTC/USDT", "1h") == "BTC_USDT-1h.csv.gz"
     assert ohlcv_filename("ETH/USDT", "4h", "feather") == "ETH_USDT-4h.feather"
     assert ohlcv_filename("BTC/USDT:USDT", "1d", "parquet") == "BTC_USDT_USDT-1d.parquet"
-    assert OHLCV_FORMATS == ("csv.gz", "csv", "feather", "parquet")
+    assert OHLCV_FORMATS == ("csv.gz", "csv", "feather", "parquet", "json.gz", "json")
     with pytest.raises(DataError, match="format"):
-        ohlcv_filename("BTC/USDT", "1h", "json")
+        ohlcv_filename("BTC/USDT", "1h", "hdf5")
     with pytest.raises(DataError, match="timeframe"):
         ohlcv_filename("BTC/USDT", "1hour")
     with pytest.raises(DataError, match="pair"):
