@@ -56,6 +56,15 @@ def test_a_list_from_the_environment_that_is_not_json_names_the_variable(
     assert list(load_settings().agent.memory_tiers) == ["persona"]
 
 
+def test_null_in_the_environment_is_none_as_in_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SENTINEL_EMBEDDING__CACHE_DIR=null`` turns the cache off, as ``null`` in YAML
+    does; it had been read as a directory named ``null`` (a cache written there)."""
+    monkeypatch.setenv("SENTINEL_EMBEDDING__CACHE_DIR", "null")
+    monkeypatch.setenv("SENTINEL_LLM__BASE_URL", "null")
+    settings = load_settings()
+    assert settings.embedding.cache_dir is None and settings.llm.base_url is None
+
+
 def test_secrets_only_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     secret = "sk-live-SECRET-value-42"
     cfg = tmp_path / "c.yaml"

@@ -24,7 +24,9 @@ def data_download(
     data_dir: Annotated[Path, typer.Option(help="Directory of BASE_QUOTE-TIMEFRAME files.")],
     exchange: Annotated[str | None, typer.Option(help="ccxt exchange id.")] = None,
     until: Annotated[str | None, typer.Option(help="End (UTC); default: now.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="csv, csv.gz, feather, parquet.")] = "csv.gz",
+    fmt: Annotated[
+        str, typer.Option("--format", help="csv.gz, csv, feather, parquet, json.gz or json.")
+    ] = "csv.gz",
     api_url: Annotated[
         str | None, typer.Option(help="Point the exchange API at this base URL.")
     ] = None,

@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SENTINEL_",
         env_nested_delimiter="__",
+        env_parse_none_str="null",  # SENTINEL_EMBEDDING__CACHE_DIR=null is off, as in YAML
         extra="forbid",
         frozen=True,
     )
