@@ -26,8 +26,8 @@ from backend.cli.memory import memory_app
 from backend.cli.persona import persona_app
 from backend.cli.replay import replay_trades_cli
 from backend.cli.service import paper, scheduler_app
-from backend.entry import INTERRUPTED, aborted, caused_by_interrupt
 from backend.errors import SentinelError
+from backend.interrupts import INTERRUPTED, aborted, caused_by_interrupt
 
 __all__ = ["app", "main"]
 

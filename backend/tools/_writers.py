@@ -2,7 +2,8 @@
 Protocols of the memory tiers (working, episodic, persona) a
 :class:`~backend.tools.memory_toolkit.MemoryToolkit` is built with,
 :func:`decision_episode` (also the decision loop's, :mod:`backend.agents`) and the check
-that a decision cites only memories known at its time (:func:`check_memory_ids`)."""
+that a decision cites only memories known at its time (:func:`check_memory_ids`), and the
+``record_message`` tool's retry rule (:func:`record_message_once`)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import Any, Protocol
 
 from backend.errors import ToolError
 from backend.memory.context import parse_memory_id
-from backend.memory.conversation import ConversationMemory, PersonaWriter
-from backend.memory.models import ActionLink, Episode, MarketSnapshot, Outcome
+from backend.memory.conversation import ConversationMemory, PersonaWriter, RecordedMessages
+from backend.memory.models import ActionLink, ChatMessage, Episode, MarketSnapshot, Outcome
 from backend.storage.models import stable_id
+from backend.tools.schemas import RecordMessageArgs
 from backend.types import Action
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "WorkingWriter",
     "check_memory_ids",
     "decision_episode",
+    "record_message_once",
     "unknown_memory_ids",
 ]
 
@@ -141,3 +144,53 @@ def check_memory_ids(
             f"(ids come from recall or build_decision_context): "
             f"{', '.join(map(repr, unknown[:5]))}"
         )
+
+
+def record_message_once(
+    trader_id: str,
+    args: RecordMessageArgs,
+    *,
+    as_of: datetime,
+    stored: Callable[[str, list[str]], dict[str, ChatMessage]],
+    conflicts: Callable[[str, Sequence[ChatMessage]], list[tuple[int, str]]],
+    record: Callable[..., RecordedMessages],
+) -> dict[str, Any]:
+    """The ``record_message`` tool. The message's time is the caller's clock (``as_of``),
+    so a retry with the same ``message_id`` (a client that timed out) comes with a later
+    time: a stored message (``stored``: id -> message, whatever its time) with that id,
+    speaker, session, text and caption is answered as recorded (``already_recorded``),
+    never rewritten or refused; so is the same text sent again at the same clock time
+    without an id (its derived id). Else a :class:`ToolError` names the first of
+    ``conflicts`` (nothing said is rewritten), or ``record(trader_id, message,
+    as_of=as_of)`` writes it. Returns the tool's JSON answer."""
+    message = ChatMessage(
+        id=args.message_id
+        or "msg-"
+        + stable_id(trader_id, as_of.isoformat(), args.session, args.speaker, args.text)[:16],
+        speaker=args.speaker,
+        text=args.text,
+        time=as_of,
+        session=args.session,
+        image_caption=args.image_caption,
+    )
+    held = stored(trader_id, [message.id]).get(message.id)
+    if held is not None and held.model_copy(update={"time": as_of}) == message:
+        return {
+            "message_id": held.id,
+            "events": [],
+            "persona_changes": 0,
+            "persona_skipped": 0,
+            "persona_errors": [],
+            "already_recorded": True,
+        }
+    for _, reason in conflicts(trader_id, [message]):
+        raise ToolError(f"record_message: {reason}")  # never rewrite what was said
+    done = record(trader_id, message, as_of=as_of)
+    return {
+        "message_id": message.id,
+        "events": done.events,
+        "persona_changes": done.persona_changes,
+        "persona_skipped": done.persona_skipped,
+        "persona_errors": done.persona_errors,
+        "already_recorded": False,
+    }

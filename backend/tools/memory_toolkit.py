@@ -51,6 +51,7 @@ from backend.tools._writers import (
     WorkingWriter,
     check_memory_ids,
     decision_episode,
+    record_message_once,
 )
 from backend.tools.schemas import (
     BuildContextArgs,
@@ -302,45 +303,17 @@ class MemoryToolkit:
     def _record_message_tool(
         self, trader_id: str, as_of: datetime, args: RecordMessageArgs
     ) -> dict[str, Any]:
-        """The ``record_message`` tool. The message's time is the caller's clock, so a
-        retry with the same ``message_id`` (a client that timed out) comes with a later
-        time: a stored message with that id, speaker, session, text and caption is
-        answered as recorded (``already_recorded``), never rewritten or refused; so is
-        the same text sent again at the same clock time without an id (its derived id)."""
-        message = ChatMessage(
-            id=args.message_id
-            or "msg-"
-            + stable_id(trader_id, as_of.isoformat(), args.session, args.speaker, args.text)[:16],
-            speaker=args.speaker,
-            text=args.text,
-            time=as_of,
-            session=args.session,
-            image_caption=args.image_caption,
-        )
-        if self._conversation is not None:
-            held = self._conversation.messages(  # whatever its time: a writer's read
-                trader_id, [message.id], as_of=END_OF_TIME
-            ).get(message.id)
-            if held is not None and held.model_copy(update={"time": as_of}) == message:
-                return {
-                    "message_id": held.id,
-                    "events": [],
-                    "persona_changes": 0,
-                    "persona_skipped": 0,
-                    "persona_errors": [],
-                    "already_recorded": True,
-                }
-        for _, reason in self.message_conflicts(trader_id, [message]):
-            raise ToolError(f"record_message: {reason}")  # never rewrite what was said
-        done = self.record_message(trader_id, message, as_of=as_of)
-        return {
-            "message_id": message.id,
-            "events": done.events,
-            "persona_changes": done.persona_changes,
-            "persona_skipped": done.persona_skipped,
-            "persona_errors": done.persona_errors,
-            "already_recorded": False,
-        }
+        """The ``record_message`` tool (:func:`~backend.tools._writers.record_message_once`)."""
+        return record_message_once(
+            trader_id, args, as_of=as_of, stored=self._stored_messages,
+            conflicts=self.message_conflicts, record=self.record_message,
+        )  # fmt: skip
+
+    def _stored_messages(self, trader_id: str, ids: list[str]) -> dict[str, ChatMessage]:
+        """Stored messages among ``ids``, whatever their time (a writer's read)."""
+        if self._conversation is None:
+            return {}
+        return self._conversation.messages(trader_id, ids, as_of=END_OF_TIME)
 
     def get_trader_profile(self, trader_id: str, *, as_of: datetime) -> PersonaProfile | None:
         return self.memory.persona.get_profile(trader_id, as_of)
