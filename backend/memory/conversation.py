@@ -39,11 +39,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-import numpy as np
-
 from backend.config import ConversationSettings
 from backend.errors import LookAheadError, StoreError
-from backend.memory._conversation_rank import asks_when, diverse_order, named_speakers, states_time
+from backend.memory._conversation_recall import rank_messages
 from backend.memory._conversation_records import (
     MARKER_ID,
     MESSAGE_KIND,
@@ -58,9 +56,9 @@ from backend.memory._conversation_records import (
     session_record,
     window_record,
 )
-from backend.memory._dialog import message_event, query_period, strip_names, zscore
+from backend.memory._dialog import message_event
 from backend.memory.models import ChatMessage, Episode, PersonaChange, RecalledMessage
-from backend.storage import KhalaStore, MemoryRecord, SearchMethod
+from backend.storage import KhalaStore, MemoryRecord
 from backend.storage.models import stable_id
 from backend.text.tickers import mentioned_tickers
 from backend.types import END_OF_TIME, to_utc
@@ -74,8 +72,6 @@ __all__ = [
     "message_of",
     "render_messages",
 ]
-
-_MAX_TOP_K = 1000
 
 
 class PersonaWriter(Protocol):
@@ -320,112 +316,6 @@ class ConversationMemory:
         self, trader_id: str, query: str, *, as_of: datetime, top_k: int = 10
     ) -> list[RecalledMessage]:
         """The ``top_k`` messages of ``trader_id`` known at ``as_of`` that best answer
-        ``query``, best first (module doc; ``top_k`` in 1..1000). Raises the store's
-        errors."""
-        if not 1 <= top_k <= _MAX_TOP_K:
-            raise StoreError(f"top_k must be in 1..{_MAX_TOP_K}, got {top_k}")
-        rows = self.store.scan_metadata(trader_id, as_of=as_of, filters={"kind": MESSAGE_KIND})
-        if not rows:
-            return []
-        first: dict[str, float] = {}
-        for _, t, meta in rows:
-            key = str(meta["session"])
-            first[key] = min(first.get(key, t), t)
-        rows.sort(
-            key=lambda r: (first[str(r[2]["session"])], str(r[2]["session"]), int(r[2]["seq"]))
-        )
-        ids = [str(meta["message_id"]) for _, _, meta in rows]
-        position = {m: i for i, m in enumerate(ids)}
-        sessions = np.array([str(meta["session"]) for _, _, meta in rows])
-        stamps = np.array([t for _, t, _ in rows])
-        said_by = np.array([str(meta["speaker"]) for _, _, meta in rows])
-        speakers = sorted({str(meta["speaker"]) for _, _, meta in rows})
-        s = self.settings
-        n = min(s.candidates, _MAX_TOP_K)
-        stripped = strip_names(query, speakers)
-        if stripped == query:
-            vec = svec = self.store.embedder.embed_one(query)
-        else:  # one batch: one padded matrix product, about the cost of one query
-            vec, svec = self.store.embedder.embed([query, stripped])
-        found: dict[str, set[int]] = {}
-
-        def signal(name: str, q: str | np.ndarray, method: SearchMethod, kind: str) -> np.ndarray:
-            hits = self.store.search_ids(
-                trader_id, q, as_of=as_of, top_k=n, method=method, filters={"kind": kind}
-            )
-            cut = len(PREFIX[kind])  # record ids are <prefix><message id>
-            pairs = [(position[rid[cut:]], sim) for rid, sim in hits if rid[cut:] in position]
-            floor = min((v for _, v in pairs), default=0.0) if len(pairs) >= n else 0.0
-            out = np.full(len(ids), floor)
-            for i, value in pairs:
-                out[i] = value
-            found.setdefault(name, set()).update(i for i, _ in pairs)
-            return zscore(out)
-
-        total = (
-            signal("message_bm25", query, "bm25", MESSAGE_KIND)
-            + signal("message_dense", vec, "dense", MESSAGE_KIND)
-            + signal("message_dense", svec, "dense", MESSAGE_KIND)
-            + signal("window_bm25", query, "bm25", WINDOW_KIND)
-            + signal("window_dense", vec, "dense", WINDOW_KIND)
-        )
-        smoothed = total.copy()
-        same = sessions[1:] == sessions[:-1]
-        smoothed[1:] += s.neighbour * total[:-1] * same
-        smoothed[:-1] += s.neighbour * total[1:] * same
-        smoothed += s.session * self._session_scores(trader_id, query, vec, sessions, as_of)
-        period = query_period(query, as_of=to_utc(as_of))
-        timed = np.zeros(len(ids), dtype=bool)
-        if period is not None:
-            start, end = (p.timestamp() for p in period)
-            tail = end + s.time_tail_days * 86_400
-            inside = (stamps >= start) & (stamps < end)
-            after = (stamps >= end) & (stamps < tail)
-            smoothed += s.time * (inside + 0.5 * after)
-            timed = inside | after
-        by_named = np.isin(said_by, sorted(named_speakers(query, speakers)))
-        smoothed += s.speaker * by_named
-        says_when = np.zeros(len(ids), dtype=bool)
-        if s.when > 0 and asks_when(query):
-            says_when = np.array(
-                [
-                    bool(meta["says_time"])
-                    if "says_time" in meta  # messages stored before the flag: read the text
-                    else states_time(str(meta.get("text", "")))
-                    for _, _, meta in rows
-                ],
-                dtype=bool,
-            )
-            smoothed += s.when * says_when
-        order = diverse_order(smoothed, sessions, top_k, s.diversity)
-        held = {
-            r.id: r for r in self.store.get(trader_id, [rows[i][0] for i in order], as_of=as_of)
-        }
-        out = []
-        for i in order:
-            if rows[i][0] not in held:  # deleted since the scan
-                continue
-            names = [k for k, v in found.items() if i in v] + (["time"] if timed[i] else [])
-            names += ["speaker"] if by_named[i] and s.speaker > 0 else []
-            names += ["when"] if says_when[i] else []
-            message = message_of(held[rows[i][0]])
-            out.append(RecalledMessage(message=message, score=float(smoothed[i]), signals=names))
-        return out
-
-    def _session_scores(
-        self, trader_id: str, query: str, vec: np.ndarray, sessions: np.ndarray, as_of: datetime
-    ) -> np.ndarray:
-        """Per message, its session's z-scored BM25 + dense match of ``query``."""
-        names = sorted(set(sessions.tolist()))
-        per = dict.fromkeys(names, 0.0)
-        searches: list[tuple[str | np.ndarray, SearchMethod]] = [(query, "bm25"), (vec, "dense")]
-        for q, method in searches:
-            hits = self.store.search_scored(
-                trader_id, q, as_of=as_of, top_k=_MAX_TOP_K, method=method,
-                filters={"kind": SESSION_KIND},
-            )  # fmt: skip
-            raw = {str(r.metadata["session"]): sim for r, sim in hits}
-            z = zscore(np.array([raw.get(name, 0.0) for name in names]))
-            for name, value in zip(names, z, strict=True):
-                per[name] += float(value)
-        return np.array([per[str(x)] for x in sessions])
+        ``query``, best first (:func:`~backend.memory._conversation_recall.rank_messages`;
+        ``top_k`` in 1..1000). Raises the store's errors."""
+        return rank_messages(self.store, self.settings, trader_id, query, as_of=as_of, top_k=top_k)
