@@ -41,7 +41,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +53,17 @@ from backend.agents.deep_trader_manager import DEFAULT_CONSTRAINTS_NOTE
 from backend.agents.policies import DecisionView, Policy
 from backend.backtest.engine import run_backtest, utc_timestamp
 from backend.backtest.models import Decision, PositionState
-from backend.compose import build_memory_system, build_trader_manager
+from backend.compose import build_trader_manager
 from backend.config import Settings
 from backend.data import Fill, OHLCVFrame, timeframe_seconds
-from backend.data.fills import load_hyperliquid_fills
 from backend.embeddings import Embedder
 from backend.errors import DataError
+from backend.eval.ablation_inputs import (
+    fills_span_warnings,
+    load_trader_fills,
+    reference_profile,
+    walk_forward_windows,
+)
 from backend.eval.ablation_summary import RunOutput, chain, compare_modes, summarize
 from backend.eval.alignment import behaviour_of, buy_and_hold_behaviour, persona_alignment
 from backend.eval.models import AblationMode, WindowRun
@@ -108,107 +113,6 @@ class ContextProbe:
             self.with_persona += ctx.persona is not None
             self.episode_ids.update(s.episode.id for s in ctx.episodes)
         return self.inner.decide(view)
-
-
-def walk_forward_windows(
-    start: datetime, end: datetime, *, months: int
-) -> list[tuple[datetime, datetime]]:
-    """Contiguous ``[a, b)`` windows of ``months`` calendar months from ``start``; the last
-    one ends at ``end``. Raises ValueError for ``months < 1``, ``start >= end`` or a naive time."""
-    if months < 1:
-        raise ValueError(f"window months must be >= 1, got {months}")
-    lo, hi = utc_timestamp(start), utc_timestamp(end)
-    if lo >= hi:
-        raise ValueError(f"start {lo.isoformat()} must be before end {hi.isoformat()}")
-    out: list[tuple[datetime, datetime]] = []
-    a = lo
-    while a < hi:
-        b = min(a + pd.DateOffset(months=months), hi)
-        out.append((a.to_pydatetime(), b.to_pydatetime()))
-        a = b
-    return out
-
-
-def load_trader_fills(path: Path, trader: str) -> tuple[str, list[Fill]]:
-    """``(trader id, its fills in time order)`` from a Hyperliquid fills export. ``trader``
-    is the account's id, or a prefix of exactly one id (case-insensitive, e.g.
-    ``0x083384f8``). Raises :class:`DataError` naming ``path`` when no (or more than one)
-    trader matches, and the importer's errors for a bad file."""
-    fills = load_hyperliquid_fills(path)
-    ids = sorted({f.trader_id for f in fills})
-    chosen = [t for t in ids if t == trader] or [
-        t for t in ids if t.lower().startswith(trader.lower())
-    ]
-    if len(chosen) != 1:
-        what = "no fills" if not chosen else f"{len(chosen)} traders match"
-        raise DataError(f"{what} for trader {trader!r} (traders: {', '.join(ids)})", path=path)
-    return chosen[0], [f for f in fills if f.trader_id == chosen[0]]
-
-
-def fills_span_warnings(
-    trader_id: str, fills: Sequence[Fill], windows: Sequence[tuple[datetime, datetime]]
-) -> list[str]:
-    """One line per walk-forward window that the trader's fills do not cover: a window
-    that ends before the first fill (its persona is the seed note alone), one the first
-    fill falls inside (the seed note alone until then), and one that starts after the
-    last fill (the persona stays as of the last fill). ``fills``: that trader's, any
-    order; ``windows``: ``(start, end)`` UTC. Pure: the CLI prints and records them."""
-    if not fills:
-        return [f"no fill of {trader_id}: every window's persona is the seed note alone"]
-    first = min(f.datetime for f in fills)
-    last = max(f.datetime for f in fills)
-    out = []
-    for a, b in windows:
-        if first >= b:
-            out.append(
-                f"window {a:%Y-%m-%d}: no fill of {trader_id} before its end {b:%Y-%m-%d}, "
-                "so its persona is the seed note alone (use windows inside the fills' span, "
-                f"{first:%Y-%m-%d}..{last:%Y-%m-%d})"
-            )
-        elif first > a:
-            out.append(
-                f"window {a:%Y-%m-%d}: the first fill of {trader_id} is on {first:%Y-%m-%d}, "
-                f"{_into(first - a)}; until then its persona is the seed note alone"
-            )
-        elif last < a:
-            out.append(
-                f"window {a:%Y-%m-%d}: starts after the last fill of {trader_id} "
-                f"({last:%Y-%m-%d}); its persona is the one known then"
-            )
-    return out
-
-
-def _into(delta: timedelta) -> str:
-    days = delta.days
-    return f"{days} day{'s' if days != 1 else ''} into it" if days else "on its first day"
-
-
-def reference_profile(
-    settings: Settings,
-    *,
-    trader_id: str,
-    fills: Sequence[Fill],
-    start: datetime,
-    end: datetime,
-    embedder: Embedder | None = None,
-    seed_note: str | None = DEFAULT_CONSTRAINTS_NOTE,
-) -> PersonaProfile | None:
-    """The trader's persona as the product builds it as of ``end``: a
-    :class:`~backend.agents.memory.PersonaManager` on a throwaway store
-    (``store.backend=memory``, persona text by the offline rules), ``seed_note`` recorded
-    as of ``start``, then the trader's fills at or before ``end`` (all of them, not only
-    the window's) as of ``end``. None when there is neither a note nor a fill."""
-    cfg = settings.offline()
-    fence = utc_timestamp(end).to_pydatetime()
-    known = [f for f in fills if f.trader_id == trader_id and f.datetime <= fence]
-    with build_memory_system(cfg, embedder=embedder) as system:
-        if seed_note:
-            system.persona.update_from_text(
-                trader_id, seed_note, as_of=utc_timestamp(start).to_pydatetime()
-            )
-        if known:
-            system.persona.build_from_fills(trader_id, known, as_of=fence)
-        return system.persona.get_profile(trader_id, fence)
 
 
 def run_window(
