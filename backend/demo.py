@@ -228,12 +228,13 @@ def _hierarchical(
         )
         paths = settings.data.model_copy(update={"data_dir": data_dir})
         frame = load_ohlcv(paths.market_dir, "BTC/USDT", "1h").frame
+        detectors = settings.memory.detectors
         features = compute_features(
-            frame.loc["2021-09-01":"2022-07-05"], symbol="BTC/USDT", timeframe="1h"
-        )
+            frame.loc["2021-09-01":"2022-07-05"], symbol="BTC/USDT", timeframe="1h",
+            breakout_lookback_bars=detectors.breakout_lookback_bars,
+        )  # fmt: skip
         news = HeadlineIndex.build(headlines)
         fear_greed = FearGreedIndex.build(load_fear_greed(paths.fear_greed_path))
-        detectors = settings.memory.detectors
         events = detect_market_events(features, settings=detectors) + detect_news_shocks(
             features, news, settings=detectors
         )
@@ -245,6 +246,7 @@ def _hierarchical(
                 features=features,
                 headlines=news,
                 fear_greed=fear_greed,
+                news_window_bars=detectors.news_window_bars,
             )
             if e.occurred_at <= DEMO_AS_OF
         ]
