@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backend.agents import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager, MemorySystem
 from backend.agents.memory import PersonaManager
 from backend.agents.policies import LLMPolicy, Policy, RulePolicy
 from backend.config import Settings
-from backend.data import Fill, OHLCVFrame
+from backend.data import Fill, OHLCVFrame, make_exchange
 from backend.embeddings import Embedder, build_embedder
 from backend.errors import ConfigError
 from backend.llm import LLMClient, build_llm
@@ -41,11 +42,35 @@ from backend.tools.memory_toolkit import MemoryToolkit
 
 __all__ = [
     "MemorySystem",
+    "build_exchange",
     "build_memory_system",
     "build_trader_manager",
     "detect_episodes",
     "make_policy",
 ]
+
+
+if TYPE_CHECKING:
+    import ccxt
+
+
+def build_exchange(
+    settings: Settings, exchange_id: str | None = None, *, api_url: str | None = None
+) -> ccxt.Exchange:
+    """The ccxt exchange of ``settings.exchange`` (or ``exchange_id``), its API at
+    ``api_url`` or ``exchange.api_base_url`` when set, its timeout ``exchange.timeout_ms``,
+    with the credentials of the environment (``SENTINEL_EXCHANGE__API_KEY`` /
+    ``__SECRET``) when set. Raises :class:`~backend.errors.ExchangeError` for an unknown
+    exchange id or a bad URL."""
+    cfg = settings.exchange
+    ex = make_exchange(
+        exchange_id or cfg.id, api_base_url=api_url or cfg.api_base_url, timeout_ms=cfg.timeout_ms
+    )
+    if cfg.api_key is not None:
+        ex.apiKey = cfg.api_key.get_secret_value()
+    if cfg.secret is not None:
+        ex.secret = cfg.secret.get_secret_value()
+    return ex
 
 
 def build_memory_system(

@@ -33,16 +33,15 @@ def data_download(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Download closed candles through ccxt ``fetch_ohlcv`` (paged) into a data file."""
-    from backend.data import download_ohlcv, make_exchange, ohlcv_filename, write_ohlcv
+    from backend.compose import build_exchange
+    from backend.data import download_ohlcv, ohlcv_filename, write_ohlcv
 
-    cfg = settings().exchange
+    cfg = settings()
     pair = parse_pair(pair)
     ohlcv_filename(pair, timeframe, fmt)  # a bad --format or --timeframe before any request
     start = parse_utc(since, name="since")
     end = parse_utc(until, name="until") if until else datetime.now(UTC)
-    ex = make_exchange(
-        exchange or cfg.id, api_base_url=api_url or cfg.api_base_url, timeout_ms=cfg.timeout_ms
-    )
+    ex = build_exchange(cfg, exchange, api_url=api_url)
     frame = download_ohlcv(ex, pair, timeframe, since=start, until=end)
     path = write_ohlcv(frame, data_dir, pair, timeframe, fmt=fmt)
     summary = {

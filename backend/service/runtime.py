@@ -16,9 +16,8 @@ from typing import Literal
 
 import ccxt
 
-from backend.compose import MemorySystem, build_memory_system
+from backend.compose import MemorySystem, build_exchange, build_memory_system
 from backend.config import DEFAULT_CONFIG_PATH, Settings, load_settings
-from backend.data import make_exchange
 from backend.service._db import ServiceDB
 from backend.service.paper import PaperTrader
 
@@ -65,12 +64,7 @@ class Runtime:
         key = (exchange_id or cfg.id, api_url or cfg.api_base_url)
         with self.lock:
             if key not in self._exchanges:
-                ex = make_exchange(key[0], api_base_url=key[1], timeout_ms=cfg.timeout_ms)
-                if cfg.api_key is not None:
-                    ex.apiKey = cfg.api_key.get_secret_value()
-                if cfg.secret is not None:
-                    ex.secret = cfg.secret.get_secret_value()
-                self._exchanges[key] = ex
+                self._exchanges[key] = build_exchange(self.settings, key[0], api_url=key[1])
             return self._exchanges[key]
 
     def paper(
