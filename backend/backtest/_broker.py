@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from backend.backtest.models import PositionState, TradeRecord
+from backend.backtest.models import BrokerState, PositionState, TradeRecord
 
 __all__ = ["BrokerFill", "SimBroker"]
 
@@ -82,6 +82,22 @@ class SimBroker:
         if not 0 <= self.fee_rate < 0.1 or not 0 <= self.slippage < 0.1:
             raise ValueError("fee_rate and slippage must be in [0, 0.1)")
         self.cash = float(self.initial_cash)
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> BrokerState:
+        """The scalar state (a paper run saves it between steps)."""
+        return BrokerState(
+            cash=self.cash, quantity=self.quantity, entry_price=self.entry_price,
+            entry_time=self.entry_time, entry_decision=self.entry_decision,
+            entry_fees=self.entry_fees, fees_paid=self.fees_paid,
+        )  # fmt: skip
+
+    def restore(self, state: BrokerState) -> None:
+        """Continue from ``state`` (what :meth:`state` returned, maybe in another process)."""
+        self.cash, self.quantity = state.cash, state.quantity
+        self.entry_price, self.entry_time = state.entry_price, state.entry_time
+        self.entry_decision, self.entry_fees = state.entry_decision, state.entry_fees
+        self.fees_paid = state.fees_paid
 
     # ------------------------------------------------------------------ marks
     def equity(self, mark: float) -> float:

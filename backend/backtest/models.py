@@ -19,6 +19,7 @@ __all__ = [
     "Action",
     "BacktestMetrics",
     "BarContext",
+    "BrokerState",
     "Decision",
     "DecisionMaker",
     "DecisionRecord",
@@ -96,6 +97,21 @@ class PositionState(FrozenModel):
     """Quote currency: cash + quantity * close."""
     exposure: float
     """Signed notional / equity."""
+
+
+class BrokerState(FrozenModel):
+    """The scalar state of a :class:`~backend.backtest.SimBroker` (what a paper run saves
+    between steps; its fills and trades are rows of their own): cash and fees in quote
+    currency, quantity in base units (negative: short), the open position's average
+    entry price, time, decision id and the fees paid to build it."""
+
+    cash: float
+    quantity: float = 0.0
+    entry_price: float | None = None
+    entry_time: AwareDatetime | None = None
+    entry_decision: str | None = None
+    entry_fees: float = 0.0
+    fees_paid: float = 0.0
 
 
 class BarContext(FrozenModel):

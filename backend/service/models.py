@@ -11,13 +11,13 @@ from typing import Literal
 from pydantic import AwareDatetime, Field
 
 from backend.agents import ManagerState
+from backend.backtest.models import BrokerState
 from backend.types import FrozenModel
 
 __all__ = [
     "ConsolidationResult",
     "JobInfo",
     "OutcomeResolution",
-    "PaperBrokerState",
     "PaperState",
     "PaperStepResult",
     "PersonaRefreshResult",
@@ -81,19 +81,6 @@ class OutcomeResolution(FrozenModel):
     without prices for the horizon."""
 
 
-class PaperBrokerState(FrozenModel):
-    """The scalar state of the paper :class:`~backend.backtest._broker.SimBroker` (its
-    fills and trades are rows of their own)."""
-
-    cash: float
-    quantity: float = 0.0
-    entry_price: float | None = None
-    entry_time: AwareDatetime | None = None
-    entry_decision: str | None = None
-    entry_fees: float = 0.0
-    fees_paid: float = 0.0
-
-
 class PaperState(FrozenModel):
     """Everything a paper run needs to continue after a restart (besides its candles,
     decisions, fills and trades, stored as rows, and the memory store)."""
@@ -104,7 +91,7 @@ class PaperState(FrozenModel):
     timeframe: str
     trader_id: str
     clock: Literal["live", "replay"]
-    broker: PaperBrokerState
+    broker: BrokerState
     pending: tuple[float, str | None] | None = None
     """Target exposure (and decision episode id) decided at the last close, filled at the
     next bar's open."""

@@ -49,13 +49,14 @@ from backend.agents.policies import Policy
 from backend.backtest import SimBroker
 from backend.backtest.engine import BarStepper, bar_close_times
 from backend.backtest.metrics import LLMUsage, llm_usage
+from backend.backtest.models import BrokerState
 from backend.compose import MemorySystem, detect_episodes, make_policy
 from backend.config import Settings
 from backend.data import download_ohlcv, timeframe_seconds
 from backend.errors import ConfigError
 from backend.memory import compute_features, load_news
 from backend.service._db import ServiceDB
-from backend.service.models import PaperBrokerState, PaperState, PaperStepResult
+from backend.service.models import PaperState, PaperStepResult
 from backend.types import to_utc
 
 __all__ = ["PaperTrader", "paper_run_id", "replay_now"]
@@ -127,7 +128,7 @@ class PaperTrader:
             timeframe=self.timeframe,
             trader_id=self.agent.trader_id,
             clock=self.clock,
-            broker=PaperBrokerState(cash=self.settings.backtest.initial_equity),
+            broker=BrokerState(cash=self.settings.backtest.initial_equity),
         )
 
     def _fetch(self, now: datetime) -> int:
@@ -140,7 +141,7 @@ class PaperTrader:
         candles = download_ohlcv(self.exchange, self.pair, self.timeframe, since=since, until=now)
         return self.db.add_candles(self.run_id, candles)
 
-    def _broker(self, state: PaperBrokerState) -> SimBroker:
+    def _broker(self, state: BrokerState) -> SimBroker:
         cost = self.settings.backtest
         broker = SimBroker(
             symbol=self.pair,
@@ -148,26 +149,8 @@ class PaperTrader:
             fee_rate=cost.fee_rate,
             slippage=cost.slippage,
         )
-        broker.cash = state.cash
-        broker.quantity = state.quantity
-        broker.entry_price = state.entry_price
-        broker.entry_time = state.entry_time
-        broker.entry_decision = state.entry_decision
-        broker.entry_fees = state.entry_fees
-        broker.fees_paid = state.fees_paid
+        broker.restore(state)
         return broker
-
-    @staticmethod
-    def _broker_state(broker: SimBroker) -> PaperBrokerState:
-        return PaperBrokerState(
-            cash=broker.cash,
-            quantity=broker.quantity,
-            entry_price=broker.entry_price,
-            entry_time=broker.entry_time,
-            entry_decision=broker.entry_decision,
-            entry_fees=broker.entry_fees,
-            fees_paid=broker.fees_paid,
-        )
 
     def step(self, now: datetime) -> PaperStepResult:
         """Run one step at clock time ``now`` (module doc). Raises
@@ -250,7 +233,7 @@ class PaperTrader:
                 "llm_decisions": usage.asked,
                 "llm_answered": usage.answered,
                 "llm_first_error": usage.first_error,
-                "broker": self._broker_state(broker),
+                "broker": broker.state(),
                 "pending": stepper.pending,
                 "ruined": stepper.ruined,
                 "manager": manager.export_state(),

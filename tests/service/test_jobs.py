@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from backend.agents.memory import PersonaManager
+from backend.backtest.models import BrokerState
 from backend.data import load_hyperliquid_fills, load_ohlcv
 from backend.errors import ConfigError
 from backend.memory import compute_features, detect_market_events, events_to_episodes
@@ -21,7 +22,7 @@ from backend.service.jobs import (
     parse_as_of,
     persona_refresh,
 )
-from backend.service.models import PaperBrokerState, PaperState
+from backend.service.models import PaperState
 from backend.service.runtime import close_runtimes, runtime_for
 from tests.service.conftest import ConfigFactory
 
@@ -119,7 +120,7 @@ def test_consolidation_decays_and_prunes_but_spares_an_open_position(
         timeframe="1h",
         trader_id="agent",
         clock="live",
-        broker=PaperBrokerState(cash=0.0, quantity=0.3, entry_decision=decision),
+        broker=BrokerState(cash=0.0, quantity=0.3, entry_decision=decision),
     )
     rt.db().save_step(state, records=[], fills=[], trades=[], marks=[])
 
@@ -176,7 +177,7 @@ def test_a_replay_run_behind_the_job_pauses_pruning(
     behind = max(e.occurred_at for e in faded[:2]) + timedelta(minutes=1)  # reads 2 of 4
     state = PaperState(run_id="binance:BTC/USDT:1h:agent", exchange="binance", pair="BTC/USDT",
                        timeframe="1h", trader_id="agent", clock="replay",
-                       broker=PaperBrokerState(cash=10_000.0), last_now=behind)  # fmt: skip
+                       broker=BrokerState(cash=10_000.0), last_now=behind)  # fmt: skip
     rt.db().save_step(state, records=[], fills=[], trades=[], marks=[])
     seen = sorted(e.id for e in faded if e.occurred_at <= behind)
     assert len(seen) == 2
@@ -216,7 +217,7 @@ def test_outcomes_of_past_decisions_are_resolved_once(make_config: ConfigFactory
         timeframe="1h",
         trader_id="agent",
         clock="live",
-        broker=PaperBrokerState(cash=10_000.0),
+        broker=BrokerState(cash=10_000.0),
         pending=(0.2, owned),  # a paper run's pending order: that run resolves it
     )
     rt.db().save_step(state, records=[], fills=[], trades=[], marks=[])
@@ -278,7 +279,7 @@ def test_an_outcome_a_paper_run_has_worked_out_but_not_written_is_protected() ->
     writer = WriterState(queued=[("ep-queued", outcome)])
     state = PaperState(
         run_id="r", exchange="binance", pair="BTC/USDT", timeframe="1h", trader_id=TRADER,
-        clock="replay", broker=PaperBrokerState(cash=10_000.0),
+        clock="replay", broker=BrokerState(cash=10_000.0),
         manager=ManagerState(writer=writer),
     )  # fmt: skip
     assert protected_ids([state], TRADER) == {"ep-queued"}
