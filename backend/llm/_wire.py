@@ -23,6 +23,7 @@ __all__ = [
     "first_problem",
     "forget_mode",
     "log_answer",
+    "mode_worked",
     "request_extra",
     "structured",
     "usage",
@@ -227,18 +228,42 @@ def request_extra(mode: StructuredMode, schema: type[BaseModel]) -> dict[str, An
     }
 
 
+SERVER_FAULTS_TO_FORGET = 3
+"""HTTP 5xx answers in a row, in the remembered mode, after which it is forgotten: one is
+an outage's blip (forgetting then could settle on a weaker mode for good), three in a
+row are a server that no longer takes the mode (llama-cpp-python's answers ``json_schema``
+with HTTP 500)."""
+_server_faults: dict[tuple[str, str], int] = {}
+
+
 def forget_mode(client: openai.OpenAI, model: str, cause: BaseException | None) -> bool:
     """Forget the mode :func:`detect_mode` remembered for ``(client.base_url, model)``
-    when ``cause`` is an HTTP error answer to the request as formed (any status but 408
-    and 429: a busy endpoint still takes the mode). True if a mode was forgotten."""
-    if not isinstance(cause, openai.APIStatusError) or cause.status_code in (408, 429):
+    when the endpoint refused a call in it: at once for an HTTP 4xx answer to the request
+    as formed (not 408, 409 or 429: a busy endpoint still takes the mode), after
+    :data:`SERVER_FAULTS_TO_FORGET` HTTP 5xx in a row (:func:`mode_worked` resets the
+    count). True if a mode was forgotten."""
+    if not isinstance(cause, openai.APIStatusError) or cause.status_code in (408, 409, 429):
         return False
+    key = (str(client.base_url), model)
     with _detect_lock:
-        forgotten = _detected.pop((str(client.base_url), model), None)
+        if cause.status_code >= 500:
+            _server_faults[key] = _server_faults.get(key, 0) + 1
+            if _server_faults[key] < SERVER_FAULTS_TO_FORGET:
+                return False
+        _server_faults.pop(key, None)
+        forgotten = _detected.pop(key, None)
     if forgotten is not None:
         log.info("structured output %s: forgotten for %s after HTTP %d", forgotten, model,
                  cause.status_code)  # fmt: skip
     return forgotten is not None
+
+
+def mode_worked(client: openai.OpenAI, model: str) -> None:
+    """A call in the remembered mode was answered: its count of 5xx in a row starts over."""
+    key = (str(client.base_url), model)
+    if key in _server_faults:
+        with _detect_lock:
+            _server_faults.pop(key, None)
 
 
 def endpoint_fault(cause: BaseException | None) -> bool:

@@ -59,6 +59,7 @@ from backend.llm._wire import (
     first_problem,
     forget_mode,
     log_answer,
+    mode_worked,
     request_extra,
     structured,
     usage,
@@ -245,6 +246,8 @@ class LLMClient:
             if endpoint_fault(exc.__cause__):
                 self._fault(failed)
             return failed
+        if self.structured_output == "auto":
+            mode_worked(self._client, self.model)
         # instructor sets the final answer's usage to the total over the attempts
         prompt, generated, cached = usage([completion])
         return LLMResult(

@@ -14,6 +14,7 @@ from backend.agents.policies import LLMDecision
 from backend.config import LLMSettings
 from backend.eval.locomo_answer import LocomoAnswer
 from backend.llm import LLMClient, build_llm
+from backend.llm._wire import SERVER_FAULTS_TO_FORGET
 from backend.llm.prompts import (
     KeyEventJudgement,
     PersonaDecisions,
@@ -234,20 +235,45 @@ def test_a_broken_endpoint_is_an_error_and_is_probed_again(server: ChatServer) -
 
 def test_a_server_that_stops_taking_the_mode_is_probed_again(server: ChatServer) -> None:
     """The remembered mode is the endpoint's, which another process can change: a server
-    restarted as llama-cpp-python's (HTTP 500 to ``json_schema``) fails one call, and the
-    next probes again and asks in ``json_object``."""
+    restarted as llama-cpp-python's (HTTP 500 to ``json_schema``) fails three calls in a
+    row, and the next probes again and asks in ``json_object`` (with the default breaker
+    that next call is the one after its cooldown; here the breaker is off)."""
     server.script = [Reply.json(GOOD)]
-    llm = auto_client(server)
+    llm = auto_client(server, breaker_failures=0)
     assert ask(llm).mode == "json_schema" and len(server.probes) == 1
     server.reject_formats = {"json_schema"}
-    failed = ask(llm)
-    assert failed.value is None and failed.error is not None and "HTTP 500" in failed.error
+    for _ in range(SERVER_FAULTS_TO_FORGET):
+        failed = ask(llm)
+        assert failed.value is None and failed.error is not None and "HTTP 500" in failed.error
+    assert len(server.probes) == 1  # not yet probed again
     again = ask(llm)
     assert again.error is None and again.mode == "json_object"
     assert [p["body"]["response_format"]["type"] for p in server.probes[1:]] == [
         "json_schema",
         "json_object",
     ]
+
+
+def test_one_server_error_does_not_change_the_mode(server: ChatServer) -> None:
+    """An outage's blip (one HTTP 500, then answers) keeps the mode: forgetting it could
+    settle on a weaker one for good."""
+    server.script = [Reply.json(GOOD), Reply(status=500), Reply.json(GOOD)]
+    llm = auto_client(server, breaker_failures=0)
+    assert ask(llm).mode == "json_schema"
+    assert ask(llm).error is not None
+    assert ask(llm).mode == "json_schema" and len(server.probes) == 1
+    server.script = [Reply(status=500), Reply(status=500), Reply.json(GOOD)]
+    server.requests.clear()
+    for _ in range(2):
+        assert ask(llm).error is not None
+    assert ask(llm).mode == "json_schema" and len(server.probes) == 1  # count started over
+
+
+def test_a_refused_request_forgets_the_mode_at_once(server: ChatServer) -> None:
+    server.script = [Reply.json(GOOD), Reply(status=400), Reply.json(GOOD)]
+    llm = auto_client(server)
+    assert ask(llm).mode == "json_schema" and ask(llm).error is not None
+    assert ask(llm).mode == "json_schema" and len(server.probes) == 2  # probed again
 
 
 def test_an_unreachable_endpoint_is_not_remembered() -> None:
