@@ -55,17 +55,24 @@ if TYPE_CHECKING:
 
 
 def build_exchange(
-    settings: Settings, exchange_id: str | None = None, *, api_url: str | None = None
+    settings: Settings,
+    exchange_id: str | None = None,
+    *,
+    api_url: str | None = None,
+    credentials: bool = True,
 ) -> ccxt.Exchange:
     """The ccxt exchange of ``settings.exchange`` (or ``exchange_id``), its API at
-    ``api_url`` or ``exchange.api_base_url`` when set, its timeout ``exchange.timeout_ms``,
-    with the credentials of the environment (``SENTINEL_EXCHANGE__API_KEY`` /
-    ``__SECRET``) when set. Raises :class:`~backend.errors.ExchangeError` for an unknown
-    exchange id or a bad URL."""
+    ``api_url`` or ``exchange.api_base_url`` when set, its timeout ``exchange.timeout_ms``.
+    With ``credentials``, the environment's ``SENTINEL_EXCHANGE__API_KEY`` / ``__SECRET``
+    are set when given, and only on the configured exchange (``exchange.id``): a key is
+    never sent to another one. Public data needs none (``credentials=False``: ccxt then
+    makes no signed request). Raises :class:`~backend.errors.ExchangeError` for an
+    unknown exchange id or a bad URL."""
     cfg = settings.exchange
-    ex = make_exchange(
-        exchange_id or cfg.id, api_base_url=api_url or cfg.api_base_url, timeout_ms=cfg.timeout_ms
-    )
+    chosen = exchange_id or cfg.id
+    ex = make_exchange(chosen, api_base_url=api_url or cfg.api_base_url, timeout_ms=cfg.timeout_ms)
+    if not credentials or chosen != cfg.id:
+        return ex
     if cfg.api_key is not None:
         ex.apiKey = cfg.api_key.get_secret_value()
     if cfg.secret is not None:

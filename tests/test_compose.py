@@ -36,3 +36,21 @@ def test_working_windows_persist_only_for_a_store_that_survives(
         assert len(system.working.current("alice", "BTC/USDT", as_of=features.row(109).as_of)) <= 4
     assert state.exists() is (backend == "chroma")
     assert (tmp_path / "khala").exists() is (backend == "chroma")
+
+
+def test_an_exchange_gets_the_key_only_where_it_belongs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``compose.build_exchange``: the environment's key and secret go to the configured
+    exchange only (a binance key never to kucoin), and not at all for public data."""
+    from backend.compose import build_exchange
+    from backend.config import load_settings
+
+    monkeypatch.setenv("SENTINEL_EXCHANGE__API_KEY", "k")
+    monkeypatch.setenv("SENTINEL_EXCHANGE__SECRET", "s")
+    settings = load_settings()
+    own = build_exchange(settings, api_url="http://127.0.0.1:9")
+    assert (own.id, own.apiKey, own.secret) == (settings.exchange.id, "k", "s")
+    assert "127.0.0.1:9" in str(own.urls["api"])
+    other = build_exchange(settings, "kucoin")
+    assert not other.apiKey and not other.secret
+    public = build_exchange(settings, credentials=False)
+    assert not public.apiKey and not public.secret

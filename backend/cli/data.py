@@ -41,7 +41,7 @@ def data_download(
     ohlcv_filename(pair, timeframe, fmt)  # a bad --format or --timeframe before any request
     start = parse_utc(since, name="since")
     end = parse_utc(until, name="until") if until else datetime.now(UTC)
-    ex = build_exchange(cfg, exchange, api_url=api_url)
+    ex = build_exchange(cfg, exchange, api_url=api_url, credentials=False)  # public candles
     frame = download_ohlcv(ex, pair, timeframe, since=start, until=end)
     path = write_ohlcv(frame, data_dir, pair, timeframe, fmt=fmt)
     summary = {
