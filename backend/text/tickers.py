@@ -15,12 +15,17 @@ COIN_NAMES: dict[str, str] = {
     "xrp": "XRP", "cardano": "ADA", "ada": "ADA", "avalanche": "AVAX", "avax": "AVAX",
     "chainlink": "LINK", "polkadot": "DOT", "litecoin": "LTC", "ltc": "LTC", "bnb": "BNB",
     "shiba": "SHIB", "shib": "SHIB", "pepe": "PEPE", "hyperliquid": "HYPE", "hype": "HYPE",
+    "sui": "SUI", "matic": "MATIC", "polygon": "MATIC", "arbitrum": "ARB",
 }  # fmt: skip
 """Coin names (matched in any case) -> ticker; other tickers must be written in upper case."""
 
-KNOWN_TICKERS = frozenset(COIN_NAMES.values()) | {"ARB", "MATIC", "OP", "SUI"}
+KNOWN_TICKERS = frozenset(COIN_NAMES.values()) | {"OP"}
 """Tickers :func:`mentioned_tickers` finds in free text, where any upper-case word could
 be one ("OK", "USA"): the coin names' tickers and a few more."""
+
+_WORDS = frozenset({"hype", "avalanche", "ripple", "ada", "ether", "polygon"})
+"""Coin names that are also English words or names ("chasing the hype", "an avalanche of
+sells", "Ada said"): in free text they count only as written in upper case."""
 
 _NOT_TICKERS = frozenset({
     "AND", "OR", "NOR", "THE", "ALL", "NO", "NOT", "PERPS", "SPOT", "MY", "FOMO", "FUD", "ATH",
@@ -50,13 +55,19 @@ def parse_tickers(raw: str) -> list[str]:
 
 
 def mentioned_tickers(text: str) -> list[str]:
-    """The :data:`KNOWN_TICKERS` ``text`` names, in order, without repeats: a coin name in
-    any case ("solana", "Bitcoin") or a ticker as written in upper case ("SOL", not "sol"
-    inside a sentence, nor "op" in "op-ed")."""
+    """The :data:`KNOWN_TICKERS` ``text`` names, in order, without repeats: a ticker as
+    written in upper case ("SOL"; not "op" in "op-ed") or a coin name in any case
+    ("solana", "Bitcoin"), but the word-like names of ``_WORDS`` only in upper case
+    ("chasing the hype on BTC" names BTC only)."""
     out: list[str] = []
     for match in re.finditer(rf"\b{_TICKER}", text):
         word = match.group(0)
-        ticker = COIN_NAMES.get(word.lower(), word if word.isupper() else "")
+        if word.isupper() and word in KNOWN_TICKERS:
+            ticker = word
+        elif word.lower() not in _WORDS or word.isupper():
+            ticker = COIN_NAMES.get(word.lower(), "")
+        else:
+            continue
         if ticker in KNOWN_TICKERS and ticker not in out:
             out.append(ticker)
     return out

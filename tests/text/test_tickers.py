@@ -17,6 +17,11 @@ from backend.text.tickers import mentioned_tickers, parse_tickers
         ("OK, the USA is closed, I read an op-ed", []),  # upper-case words, "op" in "op-ed"
         ("a solid parasol", []),  # coin names only as whole words
         ("no FOMO on PEPE", ["PEPE"]),
+        ("chasing the hype on BTC", ["BTC"]),  # word-like coin names only in upper case
+        ("an avalanche of sells hit ETH", ["ETH"]),
+        ("Ada got liquidated on BTC", ["BTC"]),
+        ("HYPE pumped, then ADA", ["HYPE", "ADA"]),
+        ("my Sui long, then Matic", ["SUI", "MATIC"]),
     ],
 )
 def test_mentioned_tickers(text: str, expected: list[str]) -> None:
