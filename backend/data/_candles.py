@@ -152,7 +152,7 @@ def coerce_dates(raw: pd.Series, *, rows: np.ndarray, source: str | Path) -> pd.
     bad = dates.isna().to_numpy()
     if bad.any():
         pos = int(np.argmax(bad))
-        shown = text.iloc[pos]
+        shown = "" if pd.isna(text.iloc[pos]) else str(text.iloc[pos])
         reason = "missing value" if shown in ("", "nan", "None") else f"unparseable date {shown!r}"
         raise DataError(reason, path=source, row=int(rows[pos]), field="date")
     return dates.dt.as_unit("ns").reset_index(drop=True)
@@ -177,7 +177,8 @@ def coerce_numbers(raw: pd.DataFrame, *, rows: np.ndarray, source: str | Path) -
         bad = ~np.isfinite(values.to_numpy())
         if bad.any():
             pos = int(np.argmax(bad))
-            shown = text.iloc[pos] if text is not None else str(col.iloc[pos])
+            cell = text.iloc[pos] if text is not None else str(col.iloc[pos])
+            shown = "" if pd.isna(cell) else str(cell)  # a JSON null: NaN even as text
             if shown in ("", "None"):
                 reason = "missing value"
             elif shown.lower().lstrip("+-") in ("nan", "inf", "infinity"):

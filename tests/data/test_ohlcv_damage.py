@@ -154,6 +154,14 @@ def test_freqtrade_json_rows_and_their_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"expected \[date, open") as caught:
         load(path)
     assert caught.value.row == 3
+    path.write_text("[[1600560000000,null,11,9,10,1]]")  # a column of nulls only
+    with pytest.raises(DataError, match="missing value") as caught:
+        load(path)
+    assert (caught.value.row, caught.value.field) == (2, "open")
+    path.write_text("[[null,11,12,9,10,1]]")
+    with pytest.raises(DataError, match="missing value") as caught:
+        load(path)
+    assert caught.value.field == "date"
     path.write_text('{"date": 1}')
     with pytest.raises(DataError, match="JSON array"):
         load(path)
