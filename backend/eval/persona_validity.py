@@ -178,15 +178,18 @@ def outcome_after(frame: pd.DataFrame, *, t: datetime, horizon: timedelta) -> Ou
     """The trader's real behaviour in ``(t, t + horizon]`` (``frame``: one trader's
     normalised fills); None when there is no fill in it."""
     start, stop = pd.Timestamp(to_utc(t)), pd.Timestamp(to_utc(t + horizon))
-    # the fills the trader made, as compute_persona_attributes reads them for the profile
-    future = traded_fills(frame.loc[(frame["datetime"] > start) & (frame["datetime"] <= stop)])
+    window = frame.loc[(frame["datetime"] > start) & (frame["datetime"] <= stop)]
+    # read as compute_persona_attributes reads them for the profile: shares, size and
+    # direction of the fills the trader made, holding times of every close (a dust
+    # conversion's included, as the positions move with it)
+    future = traded_fills(window)
     if future.empty:
         return None
     long_, short = opening_notional(future)
     opened = float(long_.sum() + short.sum())
     upto = frame.loc[frame["datetime"] <= stop].reset_index(drop=True)
     hours, ids, _ = holding_samples(upto)
-    in_horizon = set(future["id"])
+    in_horizon = set(window["id"])
     closes = [h for h, i in zip(hours, ids, strict=True) if i in in_horizon]
     return Outcome(
         asset_shares=asset_shares(future),
