@@ -57,13 +57,7 @@ from backend.memory._conversation_records import (
     window_record,
 )
 from backend.memory._dialog import message_event
-from backend.memory.models import (
-    ChatMessage,
-    Episode,
-    PersonaChange,
-    PersonaProfile,
-    RecalledMessage,
-)
+from backend.memory.models import ChatMessage, Episode, PersonaChange, RecalledMessage
 from backend.storage import KhalaStore, MemoryRecord
 from backend.storage.models import stable_id
 from backend.text.tickers import mentioned_tickers
@@ -87,8 +81,6 @@ class PersonaWriter(Protocol):
     def update_from_text(
         self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
     ) -> Sequence[PersonaChange]: ...
-
-    def get_profile(self, trader_id: str, as_of: datetime) -> PersonaProfile | None: ...
 
 
 class EpisodeWriter(Protocol):
@@ -160,14 +152,8 @@ class ConversationMemory:
         changes = skipped = 0
         errors: dict[str, None] = {}
         if self.persona is not None:
-            # a message stored before was read into the persona then, unless that write
-            # stopped before its persona reads (an interrupted import): one said after the
-            # persona's last version is read again (the rules find what they found)
-            latest = self.persona.get_profile(trader_id, END_OF_TIME)
-            read_through = latest.as_of if latest is not None else None
             for m in ordered:
-                unread = m.id not in known or (read_through is None or m.time > read_through)
-                if self.is_trader(m.speaker) and m.text.strip() and unread:
+                if self.is_trader(m.speaker) and m.text.strip() and m.id not in known:
                     try:
                         found = self.persona.update_from_text(
                             trader_id, m.text, as_of=m.time, note_id=m.id

@@ -4,7 +4,6 @@ recalled with provenance, fenced by ``as_of`` (on every store backend)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
 import pytest
@@ -63,48 +62,6 @@ def conversation(make_store: StoreFactory, minilm: MiniLMEmbedder) -> Conversati
         persona=PersonaManager(store),
         episodic=EpisodicMemory(store, settings=MemorySettings()),
     )
-
-
-class _Interrupted(PersonaManager):
-    """The real persona, interrupted (Ctrl-C) before its ``allowed + 1``-th read."""
-
-    def __init__(self, *args: Any, allowed: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.allowed = allowed
-        self.read: list[str | None] = []
-
-    def update_from_text(self, trader_id: str, text: str, **kwargs: Any) -> Any:
-        if len(self.read) == self.allowed:
-            raise KeyboardInterrupt
-        self.read.append(kwargs.get("note_id"))
-        return super().update_from_text(trader_id, text, **kwargs)
-
-
-def test_messages_stored_but_not_read_into_the_persona_are_read_again(
-    make_store: StoreFactory, minilm: MiniLMEmbedder
-) -> None:
-    """An import interrupted between storing the messages and reading them into the
-    persona must not leave them unread for good: recording them again reads the ones said
-    after the persona's last version (messages stored before were skipped, read or not)."""
-    store = make_store(minilm)
-    persona = _Interrupted(store, allowed=1)
-    conversation = ConversationMemory(store, settings=ConversationSettings(), persona=persona)
-    chat = [
-        msg(1, "Hello there", days=0),
-        msg(2, "Never more than 2% a trade", days=1),
-        msg(3, "Max 3x leverage", days=2),
-    ]
-    with pytest.raises(KeyboardInterrupt):
-        conversation.record(TRADER, chat, as_of=T + timedelta(days=3))
-    assert persona.read == ["m1"]
-    persona.allowed = 99
-    again = conversation.record(TRADER, chat, as_of=T + timedelta(days=3))
-    assert again.already == 3 and persona.read == ["m1", "m1", "m2", "m3"]
-    profile = persona.get_profile(TRADER, T + timedelta(days=3))
-    assert profile is not None
-    assert {c.kind for c in profile.constraints()} == {"max_risk_per_trade", "max_leverage"}
-    third = conversation.record(TRADER, chat, as_of=T + timedelta(days=3))
-    assert third.persona_changes == 0  # read again after the last version: nothing new
 
 
 def test_messages_windows_sessions_persona_and_events_are_written(
