@@ -170,6 +170,10 @@ def _trader(trader: str) -> str:
     return trader
 
 
+_IMPORT_CHUNK = 200
+"""Messages of a chat file written (then read into the persona) at a time."""
+
+
 @memory_app.command("import-chat")
 def memory_import_chat(
     trader: Annotated[str, typer.Option(help="Trader id whose conversation this is.")],
@@ -243,14 +247,20 @@ def memory_import_chat(
         # against everything the store holds, whatever its time
         for i, reason in system.toolkit.message_conflicts(trader, messages):
             raise DataError(f"{file}: line {lines[i][0]}: {reason}")
-        # one write as of the last message (each message keeps its own time): per run of
-        # one session, sessions that alternate rebuilt their session record at every
-        # message (600 messages of two alternating sessions: 60 s; 1,200: 264 s)
+        # writes of _IMPORT_CHUNK messages, each as of its last one (every message keeps
+        # its own time). Not one per run of a session: sessions that alternate rebuilt a
+        # session record per message (600 messages of two alternating sessions: 42.6 s;
+        # now 5.2 s). Not one for the file: a write stores its messages, then reads them
+        # into the persona, and an interrupt between the two leaves them unread for good
+        # (a re-import finds them stored); a chunk bounds what that can cost.
         written = events = skipped = already = 0
-        if messages:
-            done = system.toolkit.record_messages(trader, messages, as_of=messages[-1].time)
-            written, events = done.messages, len(done.events)
-            skipped, already = done.persona_skipped, done.already
+        for i in range(0, len(messages), _IMPORT_CHUNK):
+            chunk = messages[i : i + _IMPORT_CHUNK]
+            done = system.toolkit.record_messages(trader, chunk, as_of=chunk[-1].time)
+            written += done.messages
+            events += len(done.events)
+            skipped += done.persona_skipped
+            already += done.already
     if not written:
         print(f"nothing to record: {file} holds no message")
     elif already == written:
