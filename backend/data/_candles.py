@@ -177,8 +177,8 @@ def coerce_numbers(raw: pd.DataFrame, *, rows: np.ndarray, source: str | Path) -
         bad = ~np.isfinite(values.to_numpy())
         if bad.any():
             pos = int(np.argmax(bad))
-            cell = text.iloc[pos] if text is not None else str(col.iloc[pos])
-            shown = "" if pd.isna(cell) else str(cell)  # a JSON null: NaN even as text
+            cell = text.iloc[pos] if text is not None else col.iloc[pos]
+            shown = "" if pd.isna(cell) else str(cell)  # a null of a JSON/columnar file
             if shown in ("", "None"):
                 reason = "missing value"
             elif shown.lower().lstrip("+-") in ("nan", "inf", "infinity"):

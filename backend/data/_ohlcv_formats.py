@@ -201,6 +201,9 @@ class JsonHandler(_ArrowHandler):
                     path=path,
                     row=i + 2,
                 )
+            for name, value in zip(OHLCV_COLUMNS, row, strict=True):
+                if isinstance(value, bool):  # JSON true/false would read as 1.0/0.0
+                    raise DataError(f"not a number: {value!r}", path=path, row=i + 2, field=name)
         return pd.DataFrame(rows, columns=list(OHLCV_COLUMNS))
 
     def _bytes(self, path: Path) -> bytes:

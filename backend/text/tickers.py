@@ -23,7 +23,7 @@ KNOWN_TICKERS = frozenset(COIN_NAMES.values()) | {"OP"}
 """Tickers :func:`mentioned_tickers` finds in free text, where any upper-case word could
 be one ("OK", "USA"): the coin names' tickers and a few more."""
 
-_WORDS = frozenset({"hype", "avalanche", "ripple", "ada", "ether", "polygon"})
+_WORDS = frozenset({"hype", "avalanche", "ripple", "ada"})
 """Coin names that are also English words or names ("chasing the hype", "an avalanche of
 sells", "Ada said"): in free text they count only as written in upper case."""
 

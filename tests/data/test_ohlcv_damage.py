@@ -158,6 +158,16 @@ def test_freqtrade_json_rows_and_their_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="missing value") as caught:
         load(path)
     assert (caught.value.row, caught.value.field) == (2, "open")
+    path.write_text(
+        "[[1600560000000,11000,11100,10900,11050,1],[1600563600000,11050,11200,11000,null,3]]"
+    )  # a null among numbers
+    with pytest.raises(DataError, match="missing value") as caught:
+        load(path)
+    assert (caught.value.row, caught.value.field) == (3, "close")
+    path.write_text("[[1600560000000,11000,11100,10900,11050,true]]")
+    with pytest.raises(DataError, match="not a number: True") as caught:
+        load(path)
+    assert caught.value.field == "volume"
     path.write_text("[[null,11,12,9,10,1]]")
     with pytest.raises(DataError, match="missing value") as caught:
         load(path)

@@ -163,6 +163,19 @@ def test_outcome_reads_the_fills_the_profile_reads() -> None:
     assert outcome_after(only_dust[A], t=T, horizon=timedelta(days=30)) is None
 
 
+def test_a_close_by_dust_conversion_counts_in_the_outcomes_holding_time() -> None:
+    """The profile times every close, a dust conversion's too (it moves the position):
+    the outcome's holding time does the same, while its shares and size leave it out."""
+    fills = [
+        fill(A, at(10), "BTC", "open_long", 1, 100, 0),
+        fill(A, at(2, month=2), "BTC", "other", 1, 100, 1),  # swept: closes the lot
+        fill(A, at(3, month=2), "ETH", "open_long", 2, 50, 0),
+    ]
+    actual = outcome_after(frames(fills)[A], t=T, horizon=timedelta(days=30))
+    assert actual is not None and actual.fills == 1 and actual.asset_shares == {"ETH": 1.0}
+    assert actual.holding_hours == pytest.approx(23 * 24)  # Jan 10 -> Feb 2
+
+
 def test_whole_evaluation_by_hand() -> None:
     result = evaluate_persona_validity(A_FILLS + B_FILLS)
     assert result["evaluation_points"] == 1 and result["prior_pooled_points"] == 0
