@@ -108,7 +108,11 @@ def main():
         except OSError:
             fd = os.open(os.devnull, os.O_RDWR)
         fds.append(fd)
-    request = {{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}}
+    # the command ignores Ctrl-C as this process would have (a job put in the background
+    # by a non-interactive shell starts with SIGINT ignored), whatever the server started with
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    request = {{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ),
+                "sigint_ignored": ignored}}
     socket.send_fds(sock, [json.dumps(request).encode()], fds)
     pid = int(sock.recv(64).split()[1])
 
@@ -242,6 +246,8 @@ def _wait_for_command(
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        ignored = request.get("sigint_ignored", False)
+        signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else signal.default_int_handler)
         return request
     for fd in fds:
         os.close(fd)
