@@ -286,3 +286,55 @@ def test_an_empty_chat_file_says_there_was_nothing_to_record(tmp_path: Path) -> 
     code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
                         "--store-path", str(tmp_path / "run"))  # fmt: skip
     assert code == 0 and f"nothing to record: {chat} holds no message" in out, out
+
+
+def test_an_import_in_several_writes_stores_what_one_write_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """import-chat writes a file a few messages at a time (each write as of its last
+    message): two sessions that alternate, split across writes, end with the same
+    messages, windows and session records, times included, as one write of them all."""
+    from typer.testing import CliRunner
+
+    import backend.cli.memory as memory_cli
+    from backend.cli import app
+    from backend.cli._common import settings_for_store
+    from backend.memory.conversation import MESSAGE_KIND, SESSION_KIND, WINDOW_KIND
+    from backend.memory.models import ChatMessage
+    from backend.types import END_OF_TIME
+
+    lines = [
+        _chat_line(
+            i,
+            f"note {i}: thinking about {'ETH' if i % 2 else 'BTC'} at level {i}",
+            hours=i,
+            session="ab"[i % 2],
+        )
+        for i in range(10)
+    ]
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(memory_cli, "_IMPORT_CHUNK", 3)
+    chunked = tmp_path / "chunked"
+    done = CliRunner().invoke(
+        app, ["memory", "import-chat", "--trader", TRADER, "--file", str(chat),
+              "--store-path", str(chunked)],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    messages = [ChatMessage.model_validate_json(line) for line in lines]
+    whole = tmp_path / "whole"
+    with build_memory_system(settings_for_store(whole)) as system:
+        system.toolkit.record_messages(TRADER, messages, as_of=messages[-1].time)
+
+    def records(path: Path) -> list[tuple[str, str, datetime, str]]:
+        with build_memory_system(settings_for_store(path, create=False)) as system:
+            held = system.store.scan(
+                TRADER, as_of=END_OF_TIME,
+                filters={"kind": [MESSAGE_KIND, WINDOW_KIND, SESSION_KIND]},
+            )  # fmt: skip
+            return sorted(
+                (r.id, r.text, r.created_at, json.dumps(r.metadata, sort_keys=True)) for r in held
+            )
+
+    got, want = records(chunked), records(whole)
+    assert len(want) == 10 + 10 + 2 and got == want
