@@ -39,8 +39,9 @@ class StoreSettings(_Section):
     """HNSW search breadth of new collections; higher = better recall, slower queries
     (dense search is approximate nearest-neighbour search). 500, not chroma's 100, so
     that a recall of a trader's conversation on a durable store gives the same top 10 in
-    every process: with 100, 6 of the 105 LoCoMo conv-30 questions (a collection of
-    ~1,500 records) differed between two processes; with 500, none under three seeds.
+    (almost) every process: of the 105 LoCoMo conv-30 questions (a collection of ~1,500
+    records), 6 differed between two processes with 100; with 500, 0 and 1 in two stores
+    (three seeds each).
     It costs ~0.5 ms per dense query at 10,000 episodes (``bench_retrieval.py``: store
     dense p95 3.4 vs 2.9 ms), measured 2026-12-06. Existing collections keep the value
     they were created with."""
