@@ -57,10 +57,11 @@ def ablation(
         typer.Option(help="HTML page of the chained equity curves (default: --out as .html)."),
     ] = None,
 ) -> None:
-    """Backtest the same walk-forward windows with memory off, persona only, persona +
-    working, and all three tiers; side by side with buy-and-hold. With ``--trader`` and
-    ``--fills`` the persona is that trader's as known at each bar; persona alignment is
-    scored against the trader's profile as of each window's end."""
+    """Backtest walk-forward windows with each memory mode, beside buy-and-hold.
+
+    The modes are memory off, persona only, persona + working, and all three tiers.
+    With --trader and --fills the persona is that trader's as known at each bar, and
+    persona alignment is scored against the trader's profile as of each window's end."""
     from backend.backtest.metrics import run_warning
     from backend.data import find_ohlcv_file, read_ohlcv_file
     from backend.embeddings import build_embedder

@@ -178,8 +178,10 @@ def locomo(
         typer.Option(help="Only these sample ids, comma-separated (e.g. conv-42,conv-43)."),
     ] = None,
 ) -> None:
-    """LoCoMo retrieval: recall@1/5/10/25 of the evidence turns per method and category,
-    latency p50/p95, context tokens per query (and answer F1 with an LLM configured)."""
+    """LoCoMo retrieval: recall@k of the evidence turns per method and category.
+
+    Recall@1/5/10/25, latency p50/p95 and context tokens per query, and answer F1
+    when an LLM is configured."""
 
     report = run_locomo_command(
         settings(),
@@ -238,8 +240,10 @@ def persona(
         typer.Option(min=1, max=3650, help="Evaluate every N days (default: month starts)."),
     ] = None,
 ) -> None:
-    """Persona predictive validity: predict each trader's next 30 days from the profile
-    at t (persona), the other traders' average (prior) and the last 7 days (recent7d)."""
+    """Persona predictive validity: predict each trader's next days from the profile.
+
+    Each trader's next --horizon-days are predicted from the profile at t (persona), the
+    other traders' average (prior) and the last --recent-days (recent7d)."""
     from backend.data.fills import load_hyperliquid_fills
     from backend.eval.persona_validity import METHODS, evaluate_persona_validity
 

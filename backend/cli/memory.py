@@ -290,9 +290,11 @@ def memory_recall(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
-    """Ask the trader's memory (``MemoryToolkit.recall``) each query as of its time: one
-    line per query, ``{"id", "message_ids" (best first, at most --top-k), "tokens"}``,
-    ``tokens`` being the tiktoken count of the context an answering model is given."""
+    """Ask the trader's memory each query as of its time; one JSON line per query.
+
+    Each line is {"id", "message_ids" (best first, at most --top-k), "tokens"}, tokens
+    being the tiktoken (cl100k_base) count of the context an answering model is given.
+    The ranking is MemoryToolkit.recall's."""
     from backend.compose import build_memory_system
 
     _trader(trader)

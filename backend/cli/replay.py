@@ -127,8 +127,10 @@ def replay_trades_cli(
     store_path: Annotated[Path | None, typer.Option(help="Keep the memory store here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Replay a trader's fills day by day: the persona evolves, big wins/losses become
-    episodes; writes the persona timeline (table and plot)."""
+    """Replay a trader's fills day by day and write the persona timeline.
+
+    The persona evolves with the fills, big wins and losses become episodes, and the
+    timeline is written as a table and a plot."""
 
     summary = replay_trades_command(
         settings(),

@@ -162,8 +162,9 @@ def paper(
     until: Annotated[str | None, typer.Option(help="Stop once the clock reaches this.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
 ) -> None:
-    """Paper-trade PAIR with the DeepTraderManager on closed candles from ccxt: the
-    backtest's decisions and fills (next open, fees, slippage) on a schedule."""
+    """Paper-trade PAIR with the DeepTraderManager on closed candles from ccxt.
+
+    The backtest's decisions and fills (next open, fees, slippage), on a schedule."""
     from backend.service.paper import paper_run_id
     from backend.service.runtime import close_runtimes, runtime_for
     from backend.service.scheduler import add_paper_jobs, build_scheduler, paper_trigger
