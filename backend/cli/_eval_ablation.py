@@ -59,9 +59,10 @@ def ablation(
 ) -> None:
     """Backtest walk-forward windows with each memory mode, beside buy-and-hold.
 
-    The modes are memory off, persona only, persona + working, and all three tiers.
-    With --trader and --fills the persona is that trader's as known at each bar, and
-    persona alignment is scored against the trader's profile as of each window's end."""
+    The modes are memory off, persona only, persona + working, and all three
+    tiers. With --trader and --fills the persona is that trader's as known at
+    each bar, and persona alignment is scored against the trader's profile as
+    of each window's end."""
     from backend.backtest.metrics import run_warning
     from backend.data import find_ohlcv_file, read_ohlcv_file
     from backend.embeddings import build_embedder

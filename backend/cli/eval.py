@@ -180,8 +180,8 @@ def locomo(
 ) -> None:
     """LoCoMo retrieval: recall@k of the evidence turns per method and category.
 
-    Recall@1/5/10/25, latency p50/p95 and context tokens per query, and answer F1
-    when an LLM is configured."""
+    Recall@1/5/10/25, latency p50/p95 and context tokens per query, and answer
+    F1 when an LLM is configured."""
 
     report = run_locomo_command(
         settings(),
@@ -242,8 +242,9 @@ def persona(
 ) -> None:
     """Persona predictive validity: predict each trader's next days from the profile.
 
-    Each trader's next --horizon-days are predicted from the profile at t (persona), the
-    other traders' average (prior) and the last --recent-days (recent7d)."""
+    Each trader's next --horizon-days are predicted from the profile at t
+    (persona), the other traders' average (prior) and the last --recent-days
+    (recent7d)."""
     from backend.data.fills import load_hyperliquid_fills
     from backend.eval.persona_validity import METHODS, evaluate_persona_validity
 

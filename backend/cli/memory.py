@@ -199,11 +199,11 @@ def memory_import_chat(
 ) -> None:
     """Record a conversation as the trader's messages (each as of its own time).
 
-    The whole file is checked first (fields, time order, unique ids, then against the
-    store: an id stored in another session, a message earlier than the newest stored
-    one of its session): a bad line ends in one error naming the file and line, and
-    nothing of the file is written. Keys other than the message's are ignored.
-    """
+    The whole file is checked first (fields, time order, unique ids, then
+    against the store: an id stored in another session, a message earlier than
+    the newest stored one of its session): a bad line ends in one error naming
+    the file and line, and nothing of the file is written. Keys other than the
+    message's are ignored."""
     from backend.compose import build_memory_system
 
     _trader(trader)
@@ -292,9 +292,9 @@ def memory_recall(
 ) -> None:
     """Ask the trader's memory each query as of its time; one JSON line per query.
 
-    Each line is {"id", "message_ids" (best first, at most --top-k), "tokens"}, tokens
-    being the tiktoken (cl100k_base) count of the context an answering model is given.
-    The ranking is MemoryToolkit.recall's."""
+    Each line is {"id", "message_ids" (best first, at most --top-k), "tokens"},
+    tokens being the tiktoken (cl100k_base) count of the context an answering
+    model is given. The ranking is MemoryToolkit.recall's."""
     from backend.compose import build_memory_system
 
     _trader(trader)

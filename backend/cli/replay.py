@@ -129,8 +129,8 @@ def replay_trades_cli(
 ) -> None:
     """Replay a trader's fills day by day and write the persona timeline.
 
-    The persona evolves with the fills, big wins and losses become episodes, and the
-    timeline is written as a table and a plot."""
+    The persona evolves with the fills, big wins and losses become episodes,
+    and the timeline is written as a table and a plot."""
 
     summary = replay_trades_command(
         settings(),
