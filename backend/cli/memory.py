@@ -250,9 +250,9 @@ def memory_import_chat(
         # writes of _IMPORT_CHUNK messages, each as of its last one (every message keeps
         # its own time). Not one per run of a session: sessions that alternate rebuilt a
         # session record per message (600 messages of two alternating sessions: 42.6 s;
-        # now 5.0 s). Not one for the file: a write stores its messages, then reads them
-        # into the persona, and an interrupt between the two leaves them unread for good
-        # (a re-import finds them stored); a chunk bounds what that can cost.
+        # now 5.0 s). Not one for the file: a write reads its messages into the persona
+        # before it stores them, and a re-import after an interrupt reads the unstored
+        # ones again (with an LLM, seconds each); a chunk bounds what that can cost.
         written = events = skipped = already = 0
         for i in range(0, len(messages), _IMPORT_CHUNK):
             chunk = messages[i : i + _IMPORT_CHUNK]

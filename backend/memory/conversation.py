@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from backend.config import ConversationSettings
@@ -57,7 +57,13 @@ from backend.memory._conversation_records import (
     window_record,
 )
 from backend.memory._dialog import message_event
-from backend.memory.models import ChatMessage, Episode, PersonaChange, RecalledMessage
+from backend.memory.models import (
+    ChatMessage,
+    Episode,
+    PersonaChange,
+    PersonaProfile,
+    RecalledMessage,
+)
 from backend.storage import KhalaStore, MemoryRecord
 from backend.storage.models import stable_id
 from backend.text.tickers import mentioned_tickers
@@ -81,6 +87,8 @@ class PersonaWriter(Protocol):
     def update_from_text(
         self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
     ) -> Sequence[PersonaChange]: ...
+
+    def get_profile(self, trader_id: str, as_of: datetime) -> PersonaProfile | None: ...
 
 
 class EpisodeWriter(Protocol):
@@ -126,7 +134,12 @@ class ConversationMemory:
 
         Messages are ordered by time (a stable sort: messages of equal time keep the given
         order); ids already stored are rewritten in place (idempotent) and not read into
-        the persona again. Raises
+        the persona again. The persona reads the new messages before they are stored: a
+        call interrupted in between stored none of them, and the next one reads them
+        again (a repeated read adds nothing), so no message is stored unread. A message
+        the persona cannot read because it has a later version is counted in
+        ``persona_skipped``, unless that version came from this very call's messages
+        (the next call after an interrupt). Raises
         :class:`LookAheadError` for a message after ``as_of``, :class:`StoreError` for an
         id given twice, and the store's errors.
         """
@@ -141,15 +154,13 @@ class ConversationMemory:
                 raise StoreError(f"message id {m.id!r} appears twice")
             seen.add(m.id)
         ordered = sorted(messages, key=lambda m: m.time)
-        # messages stored before (a re-import) were read into the persona then
+        # messages stored before (a re-import) were read into the persona then: the
+        # persona reads a message before it is stored, so an interrupt between the two
+        # leaves it unstored, and the next import reads it again (a repeated read changes
+        # nothing the first did not) instead of never
         known = self.messages(trader_id, [m.id for m in ordered], as_of=END_OF_TIME)
-        by_session: dict[str, list[ChatMessage]] = {}
-        for m in ordered:
-            by_session.setdefault(m.session, []).append(m)
-        windows = 0
-        for session, new in by_session.items():
-            windows += self._record_session(trader_id, session, new, fence)
         changes = skipped = 0
+        read_through: datetime | None = None
         errors: dict[str, None] = {}
         if self.persona is not None:
             for m in ordered:
@@ -159,10 +170,18 @@ class ConversationMemory:
                             trader_id, m.text, as_of=m.time, note_id=m.id
                         )
                     except LookAheadError:  # the persona has a later version already
-                        skipped += 1
+                        if read_through is None:
+                            read_through = self._read_through(trader_id, ordered)
+                        skipped += m.time > read_through  # else read before an interrupt
                         continue
                     changes += sum(1 for c in found if getattr(c, "action", "") != "IGNORE")
                     errors.update(dict.fromkeys(llm_failures(found)))
+        by_session: dict[str, list[ChatMessage]] = {}
+        for m in ordered:
+            by_session.setdefault(m.session, []).append(m)
+        windows = 0
+        for session, new in by_session.items():
+            windows += self._record_session(trader_id, session, new, fence)
         if ordered:
             self._mark(trader_id, ordered[0].time, fence)
         events = self._events(trader_id, ordered)
@@ -178,6 +197,16 @@ class ConversationMemory:
             already=sum(1 for m in ordered if m.id in known),
             persona_errors=list(errors),
         )
+
+    def _read_through(self, trader_id: str, ordered: Sequence[ChatMessage]) -> datetime:
+        """The time of the newest of ``ordered`` that the persona's newest version names as
+        evidence (the oldest time there is when none does). A call interrupted while its
+        messages were read, in time order, read every one up to it."""
+        assert self.persona is not None
+        profile = self.persona.get_profile(trader_id, END_OF_TIME)
+        named = {i for a in profile.attributes.values() for i in a.evidence} if profile else set()
+        oldest = datetime.min.replace(tzinfo=UTC)
+        return max((m.time for m in ordered if m.id in named), default=oldest)
 
     def conflicts(self, trader_id: str, messages: Sequence[ChatMessage]) -> list[tuple[int, str]]:
         """What in ``messages`` would not record cleanly on top of every message of

@@ -4,6 +4,7 @@ recalled with provenance, fenced by ``as_of`` (on every store backend)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -492,3 +493,51 @@ def test_messages_older_than_the_persona_are_stored_but_not_read_into_it(
     assert done.messages == 6 and done.persona_skipped == 4  # m1, m3, m4, m5: before day 5
     found = conversation.recall(TRADER, "liquidated", as_of=T + timedelta(days=20), top_k=1)
     assert found[0].message.id == "m1"
+
+
+def test_an_interrupted_record_leaves_no_message_stored_unread_by_the_persona(
+    conversation: ConversationMemory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the persona reads a chat: the persona reads before anything is
+    stored, so the next import finds the messages new and reads them all. Before, the
+    messages were stored first, and the ones the interrupt left unread were never read
+    (a re-import found them stored). The words read before the interrupt are not
+    reported as skipped."""
+    persona = conversation.persona
+    assert isinstance(persona, PersonaManager)
+    read = persona.update_from_text
+    calls: list[str] = []
+
+    def interrupted(trader_id: str, text: str, **kw: Any) -> Any:
+        calls.append(text)
+        if len(calls) == 3:  # m1 and m3 read (m2 is the assistant's), then m4: Ctrl-C
+            raise KeyboardInterrupt
+        return read(trader_id, text, **kw)
+
+    monkeypatch.setattr(persona, "update_from_text", interrupted)
+    end = T + timedelta(days=20)
+    with pytest.raises(KeyboardInterrupt):
+        conversation.record(TRADER, CHAT, as_of=end)
+    assert conversation.messages(TRADER, [m.id for m in CHAT], as_of=end) == {}
+    monkeypatch.setattr(persona, "update_from_text", read)
+    again = conversation.record(TRADER, CHAT, as_of=end)
+    assert again.messages == 6 and again.already == 0
+    assert again.persona_skipped == 0  # m1 and m3 were read before the interrupt
+    assert len(conversation.messages(TRADER, [m.id for m in CHAT], as_of=end)) == 6
+    profile = persona.get_profile(TRADER, end)
+    assert profile is not None
+    (risk,) = [c for c in profile.constraints() if c.kind == "max_risk_per_trade"]
+    assert risk.value == pytest.approx(0.02)  # m3: read before the interrupt, and again
+    assert {"m1", "m3"} <= {i for a in profile.attributes.values() for i in a.evidence}
+
+
+def test_a_message_said_before_a_version_of_another_source_is_still_skipped(
+    conversation: ConversationMemory,
+) -> None:
+    """The interrupt rule above does not hide a real skip: a later version whose evidence
+    is none of the recorded messages leaves them counted as skipped."""
+    persona = conversation.persona
+    assert isinstance(persona, PersonaManager)
+    persona.update_from_text(TRADER, "I never short", as_of=T + timedelta(days=1), note_id="x")
+    done = conversation.record(TRADER, CHAT[:3], as_of=T + timedelta(days=2))
+    assert done.persona_skipped == 2  # m1 and m3
