@@ -280,6 +280,35 @@ def test_only_the_named_speaker_is_read_as_the_trader(tmp_path: Path) -> None:
     assert code == 0 and "warning: no message of alice" in out, out
 
 
+def test_an_llm_that_fails_every_reading_is_said_in_the_imports_output(tmp_path: Path) -> None:
+    """An LLM configured to read the trader's words that answers HTTP 500 every time: the
+    messages are stored and the offline rules read them, and the output says the model
+    failed, how often and why (it had said only "recorded ..." and logged one line)."""
+    from tests.llm.chat_server import Reply, start_chat_server
+
+    server = start_chat_server()
+    server.script = [Reply(status=500)]
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("\n".join(CHAT) + "\n")
+    env = {**os.environ, "SENTINEL_LLM__BASE_URL": server.base_url, "SENTINEL_LLM__MODEL": "m",
+           "SENTINEL_LLM__MAX_RETRIES": "0", "SENTINEL_LLM__STRUCTURED_OUTPUT": "json_object"}
+    try:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "sentinel"), "memory", "import-chat", "--trader",
+             TRADER, "--file", str(chat), "--store-path", str(tmp_path / "run")],
+            capture_output=True, text=True, timeout=300, env=env,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    assert f"recorded 4 messages of {TRADER}" in done.stdout
+    assert (
+        "warning: the LLM failed to read 3 of the 3 trader messages read into the persona "
+        "(first: llm answer rejected: HTTP 500 from m)" in done.stderr
+    ), done.stderr
+
+
 def test_an_empty_chat_file_says_there_was_nothing_to_record(tmp_path: Path) -> None:
     chat = tmp_path / "chat.jsonl"
     chat.write_text("\n")

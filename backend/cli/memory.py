@@ -253,7 +253,8 @@ def memory_import_chat(
         # now 5.0 s). Not one for the file: a write reads its messages into the persona
         # before it stores them, and a re-import after an interrupt reads the unstored
         # ones again (with an LLM, seconds each); a chunk bounds what that can cost.
-        written = events = skipped = already = 0
+        written = events = skipped = already = read = failed = 0
+        errors: dict[str, None] = {}
         for i in range(0, len(messages), _IMPORT_CHUNK):
             chunk = messages[i : i + _IMPORT_CHUNK]
             done = system.toolkit.record_messages(trader, chunk, as_of=chunk[-1].time)
@@ -261,6 +262,9 @@ def memory_import_chat(
             events += len(done.events)
             skipped += done.persona_skipped
             already += done.already
+            read += done.persona_read
+            failed += done.persona_llm_failed
+            errors.update(dict.fromkeys(done.persona_errors))
     if not written:
         print(f"nothing to record: {file} holds no message")
     elif already == written:
@@ -268,6 +272,13 @@ def memory_import_chat(
     else:
         stored = f", {already} of them already stored" if already else ""
         print(f"recorded {written} messages of {trader}{stored} ({events} conversation events)")
+    if failed:  # a dead or wrong model: said in the run's output, not only in a log line
+        typer.echo(
+            f"warning: the LLM failed to read {failed} of the {read} trader messages read "
+            f"into the persona (first: {next(iter(errors), 'no reason given')}); the offline "
+            "rules read them instead",
+            err=True,
+        )
     if skipped:  # stored and recallable, but what they state is not in the persona
         typer.echo(
             f"warning: {skipped} of the trader's messages were said before the persona's "

@@ -193,6 +193,10 @@ class RecordedMessages:
     """Why the LLM's reading of the trader's words failed, once per distinct reason (the
     persona's ``IGNORE`` of the whole ``profile``, source ``llm``: a dead or wrong model);
     the offline rules still read them."""
+    persona_read: int = 0
+    """The trader's messages read into the persona by this call."""
+    persona_llm_failed: int = 0
+    """Of ``persona_read``, those the LLM failed to read (``persona_errors`` says why)."""
 
 
 def llm_failures(changes: Sequence[PersonaChange]) -> list[str]:

@@ -159,7 +159,7 @@ class ConversationMemory:
         # leaves it unstored, and the next import reads it again (a repeated read changes
         # nothing the first did not) instead of never
         known = self.messages(trader_id, [m.id for m in ordered], as_of=END_OF_TIME)
-        changes = skipped = 0
+        changes = skipped = read = failed = 0
         read_through: datetime | None = None
         errors: dict[str, None] = {}
         if self.persona is not None:
@@ -175,7 +175,10 @@ class ConversationMemory:
                         skipped += m.time > read_through  # else read before an interrupt
                         continue
                     changes += sum(1 for c in found if getattr(c, "action", "") != "IGNORE")
-                    errors.update(dict.fromkeys(llm_failures(found)))
+                    failures = llm_failures(found)
+                    errors.update(dict.fromkeys(failures))
+                    read += 1
+                    failed += bool(failures)
         by_session: dict[str, list[ChatMessage]] = {}
         for m in ordered:
             by_session.setdefault(m.session, []).append(m)
@@ -196,6 +199,8 @@ class ConversationMemory:
             persona_skipped=skipped,
             already=sum(1 for m in ordered if m.id in known),
             persona_errors=list(errors),
+            persona_read=read,
+            persona_llm_failed=failed,
         )
 
     def _read_through(self, trader_id: str, ordered: Sequence[ChatMessage]) -> datetime:
