@@ -290,8 +290,13 @@ def test_an_llm_that_fails_every_reading_is_said_in_the_imports_output(tmp_path:
     server.script = [Reply(status=500)]
     chat = tmp_path / "chat.jsonl"
     chat.write_text("\n".join(CHAT) + "\n")
-    env = {**os.environ, "SENTINEL_LLM__BASE_URL": server.base_url, "SENTINEL_LLM__MODEL": "m",
-           "SENTINEL_LLM__MAX_RETRIES": "0", "SENTINEL_LLM__STRUCTURED_OUTPUT": "json_object"}
+    env = {
+        **os.environ,
+        "SENTINEL_LLM__BASE_URL": server.base_url,
+        "SENTINEL_LLM__MODEL": "m",
+        "SENTINEL_LLM__MAX_RETRIES": "0",
+        "SENTINEL_LLM__STRUCTURED_OUTPUT": "json_object",
+    }
     try:
         done = subprocess.run(
             [str(Path(sys.executable).parent / "sentinel"), "memory", "import-chat", "--trader",
