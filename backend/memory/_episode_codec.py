@@ -8,10 +8,11 @@ from __future__ import annotations
 import bisect
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from backend.errors import StoreError, TenantScopeError
+from backend.data import timeframe_seconds
+from backend.errors import DataError, StoreError, TenantScopeError
 from backend.memory.models import ActionLink, Episode, EpisodeType, Outcome
 from backend.storage import MemoryRecord
 from backend.types import to_utc
@@ -163,15 +164,39 @@ def added_record(episode: Episode, log: list[dict[str, Any]], as_of: datetime) -
     return encode(base, log)
 
 
+def horizon_end(occurred_at: datetime, horizon: str) -> datetime | None:
+    """When an outcome over ``horizon`` of an episode at ``occurred_at`` is known: the
+    episode's time plus the horizon, a ccxt timeframe (``1h``, ``24h``, ``1d``...; what
+    the decision loop and the scheduler label theirs with). ``None`` for a label that is
+    not one (``trade``: a trade's whole life; free text of an MCP caller): nothing to
+    check. A decision loop filters outcomes by label, so a ``1d`` outcome recorded an hour
+    after its episode would pass an hour's return off as a day's."""
+    if horizon == "trade":
+        return None
+    try:
+        seconds = timeframe_seconds(horizon)
+    except DataError:
+        return None
+    return occurred_at + timedelta(seconds=seconds)
+
+
 def log_outcome(
     episode_id: str, base: Episode, log: list[dict[str, Any]], outcome: Outcome
 ) -> None:
     """Insert ``outcome`` into ``log`` as known from its ``resolved_at`` (in time order,
     after entries of the same time), with its importance change as of then; nothing if
     the same outcome is logged at that time already (a re-run step). Raises
-    :class:`StoreError` if it resolves before the episode."""
+    :class:`StoreError` if it resolves before the episode, or before its horizon has
+    passed (:func:`horizon_end`)."""
     if outcome.resolved_at < base.occurred_at:
         raise StoreError(f"episode {episode_id!r}: outcome resolves before the episode")
+    end = horizon_end(base.occurred_at, outcome.horizon)
+    if end is not None and outcome.resolved_at < end:
+        raise StoreError(
+            f"episode {episode_id!r}: a {outcome.horizon} outcome resolved at "
+            f"{outcome.resolved_at.isoformat()} is known only from {end.isoformat()} (the "
+            "episode's time plus the horizon)"
+        )
     known = to_utc(outcome.resolved_at)
     recorded = outcome.model_dump(mode="json")
     if any(  # the same outcome written again (a re-run step): already logged

@@ -105,6 +105,29 @@ def test_outcome_updates_importance_and_later_reads_only(make_store: StoreFactor
         mem.record_outcome("alice", "ep-alice-loss", early, as_of=t2)
 
 
+def test_an_outcome_is_known_only_once_its_horizon_has_passed(make_store: StoreFactory) -> None:
+    """A ``1d`` outcome recorded an hour after its episode (an MCP caller's) would pass an
+    hour's return off as a day's to a decision loop that filters outcomes by label: it is
+    refused, naming when it can be known. ``trade`` and labels that are no timeframe have
+    no horizon to check."""
+    mem = EpisodicMemory(make_store(), settings=SETTINGS)
+    mem.add([ep("loss", "Flash crash on LUNA news")], as_of=T0)
+    hour, day = T0 + timedelta(hours=1), T0 + timedelta(days=1)
+    early = Outcome(horizon="1d", market_return=-0.12, pnl=None, resolved_at=hour)
+    with pytest.raises(StoreError, match="known only from 2022-05-02T00:00:00"):
+        mem.record_outcome("alice", "ep-alice-loss", early, as_of=hour)
+    with pytest.raises(StoreError, match="a 24h outcome"):
+        mem.record_outcome("alice", "ep-alice-loss", early.model_copy(update={"horizon": "24h"}),
+                           as_of=hour)  # fmt: skip
+    (held,) = mem.get("alice", ["ep-alice-loss"], as_of=day)
+    assert held.outcome is None  # nothing was written
+    for label in ("1h", "trade", "until the close"):
+        fine = Outcome(horizon=label, market_return=-0.01, pnl=None, resolved_at=hour)
+        assert mem.record_outcome("alice", "ep-alice-loss", fine, as_of=hour).outcome == fine
+    on_time = early.model_copy(update={"resolved_at": day})
+    assert mem.record_outcome("alice", "ep-alice-loss", on_time, as_of=day).outcome == on_time
+
+
 def test_batched_outcomes_apply_in_order_and_write_all_or_nothing(
     make_store: StoreFactory,
 ) -> None:
