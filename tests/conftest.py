@@ -159,38 +159,52 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    """A real ``chroma run`` server on a free loopback port, for the whole session."""
+def start_chroma_server(data: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A real ``chroma run`` server on a free loopback port over ``data/db``, once it
+    answers a heartbeat (its log in ``data/server.log``). The caller stops it."""
     exe = Path(sys.executable).parent / "chroma"
     assert exe.exists(), "the chroma CLI ships with chromadb"
-    data = tmp_path_factory.mktemp("chroma-server")
     port = _free_port()
-    log = (data / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(exe), "run", "--path", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (data / "server.log").open("w") as log:
+        proc = subprocess.Popen(
+            [
+                str(exe),
+                "run",
+                "--path",
+                str(data / "db"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 30
     while True:
         try:
             chromadb.HttpClient(
                 host="127.0.0.1", port=port, settings=ChromaSettings(anonymized_telemetry=False)
             ).heartbeat()
-            break
+            return proc, port
         except Exception:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 raise RuntimeError((data / "server.log").read_text()) from None
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A real ``chroma run`` server on a free loopback port, for the whole session."""
+    data = tmp_path_factory.mktemp("chroma-server")
+    proc, port = start_chroma_server(data)
     yield "127.0.0.1", port
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
-    log.close()
     shutil.rmtree(data, ignore_errors=True)
 
 

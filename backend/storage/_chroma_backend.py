@@ -39,6 +39,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import httpx
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
@@ -48,6 +49,19 @@ from backend.errors import StoreError
 from backend.storage._backend import StoredRow, VectorBackend
 from backend.storage._codec import meta_ts
 from backend.storage._lexical import Filter, LexicalIndex, Row, Stemmer
+
+_FAULTS: tuple[type[Exception], ...] = (ChromaError, httpx.HTTPError, OSError)
+"""What a chroma call raises when chroma fails rather than our code: its own errors, and
+an ``HttpClient``'s httpx errors when its server is gone (``ConnectError``,
+``ReadTimeout``: a raw ``httpx.ConnectError`` had ended a paper run as an internal
+error) or the OS's. Each becomes a :class:`StoreError` naming the call."""
+
+
+def _fault(what: str, exc: Exception) -> StoreError:
+    """The :class:`StoreError` of a failed chroma call ``what``."""
+    said = str(exc) if isinstance(exc, ChromaError) else f"{type(exc).__name__}: {exc}"
+    return StoreError(f"chroma {what} failed: {said}")
+
 
 __all__ = ["ChromaBackend"]
 
@@ -115,8 +129,8 @@ class ChromaBackend(VectorBackend):
                 self._known.discard(name)
                 self._mirrors.pop(name, None)
                 raise StoreError(f"chroma collection {name} was dropped") from None
-            except ChromaError as exc:
-                raise StoreError(f"chroma collection {name}: {exc}") from None
+            except _FAULTS as exc:
+                raise _fault(f"opening collection {name}", exc) from None
             self._cols[name] = col
             return col
 
@@ -163,8 +177,8 @@ class ChromaBackend(VectorBackend):
                             configuration={"hnsw": self._hnsw},  # type: ignore[arg-type]
                             metadata=dict(create),
                         )
-                except ChromaError as exc:
-                    raise StoreError(f"chroma collection {name}: {exc}") from None
+                except _FAULTS as exc:
+                    raise _fault(f"opening collection {name}", exc) from None
                 self._cols[name] = col
                 self._known.add(name)
             return dict(col.metadata or {})
@@ -173,8 +187,8 @@ class ChromaBackend(VectorBackend):
         try:
             with self._lock:
                 found = self._live().list_collections()
-        except ChromaError as exc:
-            raise StoreError(f"chroma: listing collections: {exc}") from None
+        except _FAULTS as exc:
+            raise _fault("listing collections", exc) from None
         return {c.name: dict(c.metadata or {}) for c in found if c.name.startswith(prefix)}
 
     def drop(self, name: str) -> None:
@@ -185,8 +199,8 @@ class ChromaBackend(VectorBackend):
                 self._live().delete_collection(name)
             except NotFoundError:
                 pass
-            except ChromaError as exc:
-                raise StoreError(f"chroma: dropping {name}: {exc}") from None
+            except _FAULTS as exc:
+                raise _fault(f"dropping {name}", exc) from None
             self._known.discard(name)
 
     # ----------------------------------------------------------------------- writes
@@ -199,13 +213,16 @@ class ChromaBackend(VectorBackend):
         texts: Sequence[str],
         metas: Sequence[dict[str, Any]],
     ) -> None:
-        with self._lock:
-            self.collection(name).upsert(
-                ids=list(ids),
-                embeddings=vectors,
-                documents=list(texts),
-                metadatas=list(metas),
-            )
+        try:
+            with self._lock:
+                self.collection(name).upsert(
+                    ids=list(ids),
+                    embeddings=vectors,
+                    documents=list(texts),
+                    metadatas=list(metas),
+                )
+        except _FAULTS as exc:
+            raise _fault(f"upsert into {name}", exc) from None
         mirror = self._mirror_if_built(name)
         if mirror is not None:
             mirror.put(
@@ -220,8 +237,11 @@ class ChromaBackend(VectorBackend):
             {**{key: None for key in old.get(rid, ("", {}))[1] if key not in meta}, **meta}
             for rid, meta in zip(ids, metas, strict=True)
         ]
-        with self._lock:
-            self.collection(name).update(ids=list(ids), metadatas=merged)  # type: ignore[arg-type]
+        try:
+            with self._lock:
+                self.collection(name).update(ids=list(ids), metadatas=merged)  # type: ignore[arg-type]
+        except _FAULTS as exc:
+            raise _fault(f"update of {name}", exc) from None
         mirror = self._mirror_if_built(name)
         if mirror is not None:
             mirror.put(
@@ -231,8 +251,11 @@ class ChromaBackend(VectorBackend):
             )
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
-        with self._lock:
-            self.collection(name).delete(ids=list(ids))
+        try:
+            with self._lock:
+                self.collection(name).delete(ids=list(ids))
+        except _FAULTS as exc:
+            raise _fault(f"delete from {name}", exc) from None
         mirror = self._mirror_if_built(name)
         if mirror is not None:
             mirror.remove(ids)
@@ -312,8 +335,8 @@ class ChromaBackend(VectorBackend):
                             strict=True,
                         )
                     )
-            except ChromaError as exc:
-                raise StoreError(f"chroma get from {name} failed: {exc}") from None
+            except _FAULTS as exc:
+                raise _fault(f"get from {name}", exc) from None
             self._mirrors[name] = (stamp, mirror)
             return mirror
 
@@ -330,8 +353,8 @@ class ChromaBackend(VectorBackend):
                         ids=ids[start : start + self.max_batch],
                         include=include,  # type: ignore[arg-type]
                     )
-            except ChromaError as exc:
-                raise StoreError(f"chroma get from {name} failed: {exc}") from None
+            except _FAULTS as exc:
+                raise _fault(f"get from {name}", exc) from None
             embs = page["embeddings"] if embeddings else None
             for i, (rid, doc, meta) in enumerate(
                 zip(page["ids"], page["documents"] or [], page["metadatas"] or [], strict=True)
@@ -354,8 +377,8 @@ class ChromaBackend(VectorBackend):
                     where=where.to_chroma(as_of_ts=as_of_ts),
                     include=["documents", "metadatas"],
                 )
-        except ChromaError as exc:
-            raise StoreError(f"chroma get from {name} failed: {exc}") from None
+        except _FAULTS as exc:
+            raise _fault(f"get from {name}", exc) from None
         return [
             (rid, doc, dict(meta))
             for rid, doc, meta in zip(
@@ -370,8 +393,8 @@ class ChromaBackend(VectorBackend):
                 if as_of_ts is None:
                     return int(col.count())
                 page = col.get(where={"created_at_ts": {"$lte": as_of_ts}}, include=[])  # type: ignore[dict-item]
-        except ChromaError as exc:
-            raise StoreError(f"chroma count of {name} failed: {exc}") from None
+        except _FAULTS as exc:
+            raise _fault(f"count of {name}", exc) from None
         return len(page["ids"])
 
     def _query(
@@ -385,8 +408,8 @@ class ChromaBackend(VectorBackend):
                     where=where,
                     include=["distances"],
                 )
-        except ChromaError as exc:
-            raise StoreError(f"chroma query of {name} failed: {exc}") from None
+        except _FAULTS as exc:
+            raise _fault(f"query of {name}", exc) from None
         dists = (res["distances"] or [[]])[0]
         return [
             (rid, min(1.0, max(0.0, 1.0 - float(d) / 2.0)))

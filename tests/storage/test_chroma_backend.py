@@ -87,3 +87,35 @@ def test_a_reopen_for_one_trader_keeps_the_count_of_the_others(tmp_path: Path) -
     assert opens == [1]
     backend.validate("bob", 2)  # ... and then bob's
     assert opens == [1, 1]
+
+
+@pytest.mark.server
+def test_a_chroma_server_that_dies_is_a_store_error_naming_the_call(tmp_path: Path) -> None:
+    """A chroma server killed under a running store: every read and write after it is a
+    :class:`StoreError` naming chroma and the call (one error tree: the CLI prints one
+    line and exits 2, the decision loop counts a failed tier). It was a raw
+    ``httpx.ConnectError``, which ended a paper run as an internal error."""
+    from datetime import UTC, datetime
+
+    from backend.embeddings import HashingEmbedder
+    from backend.storage import MemoryRecord, open_store
+    from tests.conftest import start_chroma_server
+
+    proc, port = start_chroma_server(tmp_path)
+    settings = StoreSettings(mode="server", host="127.0.0.1", port=port, path=tmp_path / "local",
+                             collection_prefix="dies")  # fmt: skip
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    store = open_store(settings, HashingEmbedder())
+    try:
+        note = MemoryRecord(id="n1", trader_id="t", kind="note", text="hello", created_at=now)
+        store.upsert("t", [note], as_of=now)
+        assert store.search("t", "hello", as_of=now, top_k=1)
+        proc.kill()
+        proc.wait(timeout=10)
+        with pytest.raises(StoreError, match=r"^chroma .* failed: ConnectError"):
+            store.upsert("t", [note.model_copy(update={"id": "n2"})], as_of=now)
+        with pytest.raises(StoreError, match=r"^chroma .* failed: ConnectError"):
+            store.search("u", "hello", as_of=now, top_k=1, method="dense")
+    finally:
+        proc.kill()
+        store.close()
