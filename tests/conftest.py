@@ -269,7 +269,7 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSetting
     }
     if request.param == "server":
         host, port = request.getfixturevalue("chroma_server")
-        kwargs.update(host=host, port=port)
+        kwargs.update(host=host, port=port, audit_path=tmp_path / "audit.sqlite3")
     return StoreSettings(**kwargs)  # type: ignore[arg-type]
 
 

@@ -417,6 +417,16 @@ def test_store_path_layouts_are_recognised(tmp_path: Path) -> None:
     assert (got.store.resolved_audit_path, got.working_state_file) == (
         old / "khala" / "khala_audit.sqlite3", old / "w.db",
     )  # fmt: skip
+    # a run directory's chroma directory given instead of the run directory is the run
+    # directory: one audit trail (a second one hid each side's writes from the other's caches)
+    run = tmp_path / "run"
+    (run / "khala").mkdir(parents=True)
+    (run / "khala" / "chroma.sqlite3").touch()
+    (run / "audit.db").touch()
+    got = settings_for_store(run / "khala", create=False)
+    assert (got.store.path, got.store.audit_path, got.working_state_file) == (
+        run / "khala", run / "audit.db", run / "working.sqlite3",
+    )  # fmt: skip
     # store.path itself (the default .sentinel/khala) is a bare chroma directory, new or not
     from backend.cli._common import store_settings
     from backend.config import load_settings

@@ -97,3 +97,27 @@ def test_data_files_come_from_config(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert data.model_copy(update={"data_dir": tmp_path}).fear_greed_path == (
         tmp_path / "trades" / "fear_greed_index.csv"
     )
+
+
+def test_a_chroma_servers_audit_trail_is_one_per_machine_whatever_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under ``store.path`` (relative by default) two processes of one chroma server
+    started in two directories kept two trails, and neither's caches saw the other's
+    writes. A server's default trail is one file per machine, server and prefix."""
+    from backend.config import StoreSettings
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    seen = []
+    for where in ("a", "b"):
+        monkeypatch.chdir(tmp_path / where)
+        seen.append(StoreSettings(mode="server", port=9123).resolved_audit_path.resolve())
+    assert (
+        seen[0] == seen[1] == Path.home() / ".sentinel" / "audit" / "127.0.0.1-9123-khala.sqlite3"
+    )
+    embedded = StoreSettings(path=Path("x"))
+    assert embedded.resolved_audit_path == Path("x") / "khala_audit.sqlite3"
+    assert StoreSettings(mode="server", audit_path=tmp_path / "t.db").resolved_audit_path == (
+        tmp_path / "t.db"
+    )

@@ -126,12 +126,18 @@ def store_settings(cfg: Settings, store_path: Path, *, create: bool = True) -> S
     """``cfg`` on the durable store at ``store_path``. Two layouts are recognised: a run
     directory (``DIR/khala``, what every command's ``--store-path`` writes:
     :meth:`~backend.config.Settings.with_store_dir`; a directory of an older release's
-    ``replay-trades`` keeps its audit trail and working memory where they are), and a bare
-    chroma directory (``DIR/chroma.sqlite3``, or ``store.path`` itself: the default
-    ``.sentinel/khala``) used as ``store.path``. A directory with neither is a new run
+    ``replay-trades`` keeps its audit trail and working memory where they are; its
+    ``DIR/khala`` given instead of ``DIR`` is ``DIR``), and a bare chroma directory
+    (``DIR/chroma.sqlite3``, or ``store.path`` itself: the default ``.sentinel/khala``)
+    used as ``store.path``. A directory with neither is a new run
     directory when ``create``, else a :class:`ConfigError` (a reader never makes an empty
     store it would then answer from)."""
     khala = store_path / "khala"
+    if store_path.name == "khala" and (store_path.parent / "audit.db").is_file():
+        # the chroma directory of a run directory is that run directory: its audit trail
+        # and working memory are beside it (taken as a bare chroma directory, it got a
+        # second trail, and a process on the run directory never saw its writes)
+        return store_settings(cfg, store_path.parent, create=create)
     bare = (store_path / "chroma.sqlite3").is_file() or (
         store_path.resolve() == cfg.store.path.resolve() and not khala.is_dir()
     )

@@ -21,15 +21,21 @@ class StoreSettings(_Section):
     on disk, gone with the process. See ``backend.storage._backend``."""
     mode: Literal["embedded", "server"] = "embedded"
     """Of the ``chroma`` backend: ``embedded`` = chromadb ``PersistentClient`` at
-    ``path``; ``server`` = ``HttpClient`` to ``host:port`` (processes sharing a server
-    share its audit trail too: ``audit_path``)."""
+    ``path``; ``server`` = ``HttpClient`` to ``host:port`` (the processes of a machine
+    sharing a server share its audit trail too: ``audit_path``)."""
     path: Path = Path(".sentinel/khala")
     """Directory of the embedded chroma data (and of the audit trail by default)."""
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     ssl: bool = False
     audit_path: Path | None = None
-    """SQLite audit trail of every mutation; default ``<path>/khala_audit.sqlite3``."""
+    """SQLite audit trail of every mutation: its per-trader change counts validate each
+    process's caches, and its lock file orders the writers. Default: embedded,
+    ``<path>/khala_audit.sqlite3``; server, ``~/.sentinel/audit/<host>-<port>-<prefix>.sqlite3``
+    (one file for every process of this machine on that server, whatever its working
+    directory: under ``path``, a relative path, two processes started in two directories
+    kept two trails, and neither saw the other's writes). Processes on other machines keep
+    their own trail and do not see each other's writes in their caches."""
     collection_prefix: str = Field(default="khala", pattern=r"^[a-z][a-z0-9]{1,30}$")
     rrf_k: int = Field(default=60, ge=1, le=1000)
     """Reciprocal-rank-fusion constant k (Cormack et al., SIGIR 2009: k = 60)."""
@@ -53,7 +59,12 @@ class StoreSettings(_Section):
 
     @property
     def resolved_audit_path(self) -> Path:
-        return self.audit_path if self.audit_path is not None else self.path / "khala_audit.sqlite3"
+        if self.audit_path is not None:
+            return self.audit_path
+        if self.backend == "chroma" and self.mode == "server":
+            name = f"{self.host}-{self.port}-{self.collection_prefix}.sqlite3"
+            return Path.home() / ".sentinel" / "audit" / name
+        return self.path / "khala_audit.sqlite3"
 
 
 class EmbeddingSettings(_Section):

@@ -103,6 +103,7 @@ def test_a_chroma_server_that_dies_is_a_store_error_naming_the_call(tmp_path: Pa
 
     proc, port = start_chroma_server(tmp_path)
     settings = StoreSettings(mode="server", host="127.0.0.1", port=port, path=tmp_path / "local",
+                             audit_path=tmp_path / "audit.db",
                              collection_prefix="dies")  # fmt: skip
     now = datetime(2024, 1, 1, tzinfo=UTC)
     store = open_store(settings, HashingEmbedder())
