@@ -128,3 +128,12 @@ class PaperStepResult(FrozenModel):
     exposure: float | None = None
     fills: int = Field(ge=0, default=0)
     trades: int = Field(ge=0, default=0)
+    llm_asked: int = Field(ge=0, default=0)
+    """Decisions of this step asked of the chat model (0 with the rule policy)."""
+    llm_answered: int = Field(ge=0, default=0)
+    """Of ``llm_asked``, those it answered usably."""
+    warning: str | None = None
+    """Said at every step while the run's model has answered less than
+    ``llm.min_answered_share`` of the decisions asked of it so far (``LLMUsage.warning``):
+    a dead endpoint shows in every job run's summary and a WARNING log line, not only in
+    the saved state."""

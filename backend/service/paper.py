@@ -225,9 +225,13 @@ class PaperTrader:
                 records.append(out.record)
                 decided.append((close_time, out.record.decision.action, out.record.decision.size))
         broker = stepper.broker
+        asked = llm_usage(records)
         usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error).merge(
-            llm_usage(records)
+            asked
         )
+        warning = usage.warning(min_share=self.settings.llm.min_answered_share)
+        if warning is not None:  # at every step: a scheduler left running logs it each time
+            log.warning("paper %s: %s", self.run_id, warning)
         state = state.model_copy(
             update={
                 "llm_decisions": usage.asked,
@@ -258,4 +262,7 @@ class PaperTrader:
             exposure=last[2],
             fills=len(broker.fills),
             trades=len(broker.trades),
+            llm_asked=asked.asked,
+            llm_answered=asked.answered,
+            warning=warning,
         )

@@ -195,14 +195,23 @@ def test_an_llm_that_never_answers_is_counted_in_the_paper_state(
     make_config: ConfigFactory, binance_loopback: str
 ) -> None:
     """The paper state keeps how many decisions the LLM was asked for and answered, and
-    the first error (what ``sentinel paper`` warns with), across steps."""
+    the first error (what ``sentinel paper`` warns with), across steps; each step's
+    result says it too."""
     dead = start_chat_server()
     dead.reject_formats = {"json_schema", "json_object", None}  # HTTP 500 to everything
     try:
         llm = {"base_url": dead.base_url, "model": "m", "max_retries": 0}
         rt = runtime_for(str(make_config("llm", agent={"policy": "llm"}, llm=llm)))
         trader = paper(rt, binance_loopback)
-        replay(trader, 3)
+        steps = [trader.step(replay_now(trader.state(), start=START, timeframe="1h"))
+                 for _ in range(3)]  # fmt: skip
+        # every step says it (the scheduler's job runs keep each step's result), not only
+        # the saved state and one log line per process
+        assert [(s.llm_asked, s.llm_answered) for s in steps] == [(1, 0)] * 3
+        assert [s.warning for s in steps] == [
+            f"the LLM answered 0 of {n} decisions (0%, below 95%); first error: HTTP 500 from m"
+            for n in (1, 2, 3)
+        ]
         state = trader.state()
         assert state is not None and state.bars == 3
         assert (state.llm_decisions, state.llm_answered) == (3, 0)
