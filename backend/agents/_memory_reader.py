@@ -10,7 +10,14 @@ from datetime import datetime
 
 from backend.agents.system import MemorySystem
 from backend.config import AgentSettings
-from backend.memory import FearGreedIndex, FeatureFrame, FeatureRow, HeadlineIndex
+from backend.errors import ConfigError
+from backend.memory import (
+    FearGreedIndex,
+    FeatureFrame,
+    FeatureRow,
+    HeadlineIndex,
+    WorkingMemory,
+)
 from backend.memory.detectors import SHOCK_TOPICS, STATE_COLUMNS
 from backend.memory.models import MarketSnapshot, MemoryContext, RenderedContext
 
@@ -106,6 +113,9 @@ class MemoryReader:
         currency; ``first``: the loop's first bar, a new account); returns the bar's
         recall query."""
         working = self.system.working
+        if first:
+            _check_not_into_the_past(working, self.trader_id, self.features.symbol,
+                                     self.features.row(i).as_of)  # fmt: skip
         ahead = self._ahead.pop(i, None)
         if ahead is not None:  # built by prime: the same pure function of row i
             snapshot, situation = ahead
@@ -153,3 +163,21 @@ class MemoryReader:
         """Forget what was built ahead (the loop continues from a restored state)."""
         self._primed_until = -1
         self._ahead.clear()
+
+
+def _check_not_into_the_past(
+    working: WorkingMemory, trader_id: str, symbol: str, as_of: datetime
+) -> None:
+    """A new loop's first bar must come after what the store's working memory of
+    ``(trader_id, symbol)`` consolidated: its snapshots would be ignored (a replay after a
+    restart), and the store would hold episodes and outcomes learned after the bar, so
+    the run would neither see the market it replays nor be what the agent knew then (a
+    backtest of May 1-10 on the store of a May 1-21 run differed from a fresh one in 51
+    of its 240 decisions). Raises :class:`ConfigError`."""
+    until = working.consolidated_until(trader_id, symbol)
+    if until is not None and as_of <= until:
+        raise ConfigError(
+            f"the memory store already holds {symbol} working memory of {trader_id} up to "
+            f"{until.isoformat()}: a run from {as_of.isoformat()} would replay into its "
+            "past; use a new --store-path (or start after that time)"
+        )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, deque
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -290,6 +290,19 @@ class WorkingMemory:
             headlines=headlines,
             fear_greed=fear_greed,
             news_window=timedelta(seconds=self._settings.detectors.news_window_bars * seconds),
+        )
+
+    def consolidated_until(self, trader_id: str, symbol: str) -> datetime | None:
+        """The time of the newest snapshot of ``(trader_id, symbol)`` consolidated out of
+        the window (``None``: none was): :meth:`observe` ignores every snapshot at or
+        before it (a replay after a restart)."""
+        with self._lock:
+            self._sync()
+            until = self._consolidated_us.get((trader_id, symbol))
+        return (
+            None
+            if until is None
+            else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=until)
         )
 
     def current(

@@ -339,6 +339,37 @@ def test_oversized_proposals_are_cut_and_recorded(
         close()
 
 
+def test_a_new_run_into_the_past_of_a_stores_working_memory_is_refused(
+    btc: OHLCVFrame, settings: Settings, shared_data: Path, tmp_path: Path
+) -> None:
+    """A run of May 1-3 on a store, then a run from May 1 again on the same store: its
+    bars are at or before what the first run's working memory consolidated, so working
+    memory ignored them (a replay after a restart), and the store held what was learned
+    after them: the reviewer's May 1-10 run on the store of a May 1-21 run differed from
+    a fresh one in 51 of 240 decisions. Now it is a ConfigError naming the time; a run
+    that starts after it goes on."""
+    build = dict(settings=settings, ohlcv=btc, data_dir=shared_data, memory=True,
+                 policy="rule", store_path=tmp_path, embedder=HashingEmbedder())  # fmt: skip
+    manager, close = build_trader_manager(**build)  # type: ignore[arg-type]
+    try:
+        drive(manager, btc, trader_id=TRADER, start=START, end=START + timedelta(days=3))
+    finally:
+        close()
+    manager, close = build_trader_manager(**build)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(ConfigError, match="already holds BTC/USDT working memory of"):
+            drive(manager, btc, trader_id=TRADER, start=START, end=START + timedelta(days=1))
+    finally:
+        close()
+    manager, close = build_trader_manager(**build)  # type: ignore[arg-type]
+    try:
+        later = drive(manager, btc, trader_id=TRADER, start=START + timedelta(days=4),
+                      end=START + timedelta(days=5))  # fmt: skip
+        assert len(later.records) == 25  # both ends included
+    finally:
+        close()
+
+
 def test_prompt_injection_headline_cannot_breach_constraints(
     btc: OHLCVFrame, settings: Settings, shared_data: Path, tmp_path: Path
 ) -> None:
