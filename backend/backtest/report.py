@@ -290,6 +290,12 @@ def _render_html(
         f"{costs.slippage:g}, min trade fraction {costs.min_trade_fraction:g}. Decisions at "
         "bar closes are filled at the next bar's open."
     )
+    if result.metrics.llm_decisions:  # said where the run's numbers are read
+        summary += (
+            " A chat model proposed the decisions: what it learned in training may include"
+            " this window's events, a look-ahead that no fence of the memory prevents (a"
+            " rule-policy run of the same window has none)."
+        )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

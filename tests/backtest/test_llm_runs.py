@@ -87,7 +87,9 @@ def test_an_llm_that_never_answers_is_loud(
     for record in decisions(out):
         assert record["decision"]["error"] == record["proposed"]["error"]
         assert record["decision"]["model"] == "m" and record["decision"]["action"] == "hold"
-    assert warning.removeprefix("WARNING: ") in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert warning.removeprefix("WARNING: ") in page
+    assert "what it learned in training may include this window's events" in page
 
 
 @pytest.mark.slow

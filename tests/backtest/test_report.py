@@ -89,6 +89,7 @@ def test_files_are_written_and_parse(
     assert "Test &lt;run&gt; &amp; co" in page
     assert "big move" in page and "before the window" not in page
     assert "risk_appetite" in page and "Persona timeline" in page
+    assert "learned in training" not in page  # said of chat-model runs only
 
 
 def test_without_trades_events_or_persona(tmp_path: Path) -> None:
