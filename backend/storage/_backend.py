@@ -41,9 +41,10 @@ class VectorBackend(ABC):
     """Collections of rows with unit vectors, keyed by collection name (module doc).
 
     Implementations are thread-safe. Errors of the underlying store are raised as
-    :class:`~backend.errors.StoreError`, except in :meth:`upsert`, :meth:`update` and
-    :meth:`delete`, whose caller settles the audit trail first: those let the store's own
-    exception types through (``ValueError``, ``TypeError``, chromadb's ``ChromaError``).
+    :class:`~backend.errors.StoreError` (of :meth:`upsert`, :meth:`update` and
+    :meth:`delete` too, whose caller settles the audit trail first and then drops what
+    the backend keeps in process: :meth:`forget`); a backend without one may let
+    ``ValueError`` or ``TypeError`` through from a write.
     """
 
     kind: ClassVar[str]

@@ -39,7 +39,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import httpx
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
@@ -50,15 +49,21 @@ from backend.storage._backend import StoredRow, VectorBackend
 from backend.storage._codec import meta_ts
 from backend.storage._lexical import Filter, LexicalIndex, Row, Stemmer
 
-_FAULTS: tuple[type[Exception], ...] = (ChromaError, httpx.HTTPError, OSError)
-"""What a chroma call raises when chroma fails rather than our code: its own errors, and
-an ``HttpClient``'s httpx errors when its server is gone (``ConnectError``,
-``ReadTimeout``: a raw ``httpx.ConnectError`` had ended a paper run as an internal
-error) or the OS's. Each becomes a :class:`StoreError` naming the call."""
+_FAULTS: tuple[type[Exception], ...] = (Exception,)
+"""What a chroma call raises when chroma fails: its own errors, an ``HttpClient``'s httpx
+errors when its server is gone (``ConnectError``, ``ReadTimeout``: a raw
+``httpx.ConnectError`` had ended a paper run as an internal error), the bare
+``Exception`` chromadb raises for an HTTP error whose body names no chroma error (a
+proxy's 503 while the server restarts), the OS's. Anything raised inside a chromadb
+call is chroma's failure; each becomes a :class:`StoreError` naming the call
+(:func:`_fault`)."""
 
 
 def _fault(what: str, exc: Exception) -> StoreError:
-    """The :class:`StoreError` of a failed chroma call ``what``."""
+    """The :class:`StoreError` of a failed chroma call ``what`` (a :class:`StoreError`
+    raised inside it, e.g. by :meth:`ChromaBackend.collection`, is kept as it is)."""
+    if isinstance(exc, StoreError):
+        return exc
     said = str(exc) if isinstance(exc, ChromaError) else f"{type(exc).__name__}: {exc}"
     return StoreError(f"chroma {what} failed: {said}")
 

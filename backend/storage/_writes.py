@@ -35,7 +35,10 @@ __all__ = [
     "write_rows",
 ]
 
-_WRITE_ERRORS = (ChromaError, ValueError, TypeError)
+_WRITE_ERRORS = (ChromaError, ValueError, TypeError, StoreError)
+"""A backend write's failures (the chroma backend raises :class:`StoreError` for chroma's):
+each drops what the backend keeps in process for the collection, and is said with the
+trader."""
 
 
 def same(a: Any, b: Any) -> bool:

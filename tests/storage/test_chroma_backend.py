@@ -120,3 +120,69 @@ def test_a_chroma_server_that_dies_is_a_store_error_naming_the_call(tmp_path: Pa
     finally:
         proc.kill()
         store.close()
+
+
+@pytest.mark.server
+def test_a_proxys_503_in_front_of_chroma_is_a_store_error(tmp_path: Path) -> None:
+    """chromadb raises a bare ``Exception`` for an HTTP error whose body names no chroma
+    error (a reverse proxy's 503 while chroma restarts): a real chroma server behind a
+    loopback proxy that starts answering 503 gives a :class:`StoreError` on reads and
+    writes, not an internal error."""
+    import threading
+    from datetime import UTC, datetime
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+
+    from backend.embeddings import HashingEmbedder
+    from backend.storage import MemoryRecord, open_store
+    from tests.conftest import start_chroma_server
+
+    proc, port = start_chroma_server(tmp_path)
+    failing = threading.Event()
+
+    class Proxy(BaseHTTPRequestHandler):
+        def relay(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            if failing.is_set():
+                status, content, kind = 503, b"<html>503 Service Unavailable</html>", "text/html"
+            else:
+                answer = httpx.request(
+                    self.command,
+                    f"http://127.0.0.1:{port}{self.path}",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                )
+                status, content = answer.status_code, answer.content
+                kind = answer.headers.get("content-type", "application/json")
+            self.send_response(status)
+            self.send_header("content-type", kind)
+            self.send_header("content-length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = relay
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    settings = StoreSettings(mode="server", host="127.0.0.1", port=proxy.server_address[1],
+                             path=tmp_path / "local", audit_path=tmp_path / "audit.db",
+                             collection_prefix="proxied")  # fmt: skip
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    store = open_store(settings, HashingEmbedder())
+    try:
+        note = MemoryRecord(id="n1", trader_id="t", kind="note", text="hello", created_at=now)
+        store.upsert("t", [note], as_of=now)
+        assert store.search("t", "hello", as_of=now, top_k=1, method="dense")
+        failing.set()
+        with pytest.raises(StoreError, match=r"^chroma .* failed: Exception: <html>503"):
+            store.search("t", "hello", as_of=now, top_k=1, method="dense")
+        with pytest.raises(StoreError, match="503 Service Unavailable"):
+            store.upsert("t", [note.model_copy(update={"id": "n2"})], as_of=now)
+    finally:
+        store.close()
+        proxy.shutdown()
+        proc.kill()
