@@ -427,6 +427,8 @@ def test_store_path_layouts_are_recognised(tmp_path: Path) -> None:
     assert (got.store.path, got.store.audit_path, got.working_state_file) == (
         run / "khala", run / "audit.db", run / "working.sqlite3",
     )  # fmt: skip
+    placed = got.offline(store_dir=run / "khala").store  # `backtest --store-path RUN/khala`
+    assert (placed.path, placed.audit_path) == (run / "khala", run / "audit.db")
     # store.path itself (the default .sentinel/khala) is a bare chroma directory, new or not
     from backend.cli._common import store_settings
     from backend.config import load_settings

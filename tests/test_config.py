@@ -116,6 +116,11 @@ def test_a_chroma_servers_audit_trail_is_one_per_machine_whatever_the_directory(
     assert (
         seen[0] == seen[1] == Path.home() / ".sentinel" / "audit" / "127.0.0.1-9123-khala.sqlite3"
     )
+    # working memory too: paper in one directory and the MCP server in another
+    served = load_settings().model_copy(update={"store": StoreSettings(mode="server", port=9123)})
+    assert served.working_state_file == (
+        Path.home() / ".sentinel" / "working" / "127.0.0.1-9123-khala.sqlite3"
+    )
     embedded = StoreSettings(path=Path("x"))
     assert embedded.resolved_audit_path == Path("x") / "khala_audit.sqlite3"
     assert StoreSettings(mode="server", audit_path=tmp_path / "t.db").resolved_audit_path == (

@@ -168,16 +168,20 @@ class MemoryReader:
 def _check_not_into_the_past(
     working: WorkingMemory, trader_id: str, symbol: str, as_of: datetime
 ) -> None:
-    """A new loop's first bar must come after what the store's working memory of
-    ``(trader_id, symbol)`` consolidated: its snapshots would be ignored (a replay after a
-    restart), and the store would hold episodes and outcomes learned after the bar, so
-    the run would neither see the market it replays nor be what the agent knew then (a
-    backtest of May 1-10 on the store of a May 1-21 run differed from a fresh one in 51
-    of its 240 decisions). Raises :class:`ConfigError`."""
-    until = working.consolidated_until(trader_id, symbol)
-    if until is not None and as_of <= until:
+    """A new loop's first bar must not come before what the store's working memory of
+    ``(trader_id, symbol)`` holds: a bar at or before its consolidated point is ignored
+    (a replay after a restart), and a bar before its newest snapshot meets the decision
+    episodes and outcomes of another run; the run would neither see the market it
+    replays nor be what the agent knew then (a backtest of May 1-10 on the store of a May
+    1-21 run differed from a fresh one in 51 of its 240 decisions). The newest bar again
+    passes: a paper run's first step re-run after a crash. Raises :class:`ConfigError`."""
+    held = working.observed_until(trader_id, symbol)
+    if held is None:
+        return
+    consolidated, newest = held
+    if as_of <= consolidated or as_of < newest:
         raise ConfigError(
             f"the memory store already holds {symbol} working memory of {trader_id} up to "
-            f"{until.isoformat()}: a run from {as_of.isoformat()} would replay into its "
-            "past; use a new --store-path (or start after that time)"
+            f"{newest.isoformat()}: a new run from {as_of.isoformat()} would replay into its "
+            "past; use another store (--store-path, or store.path) or start after that time"
         )

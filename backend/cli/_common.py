@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from backend import types
-from backend.config import Settings, load_settings
+from backend.config import Settings, load_settings, run_directory
 from backend.errors import ConfigError
 from backend.files import write_text_atomic
 from backend.types import normalize_pair
@@ -133,11 +133,8 @@ def store_settings(cfg: Settings, store_path: Path, *, create: bool = True) -> S
     directory when ``create``, else a :class:`ConfigError` (a reader never makes an empty
     store it would then answer from)."""
     khala = store_path / "khala"
-    if store_path.name == "khala" and (store_path.parent / "audit.db").is_file():
-        # the chroma directory of a run directory is that run directory: its audit trail
-        # and working memory are beside it (taken as a bare chroma directory, it got a
-        # second trail, and a process on the run directory never saw its writes)
-        return store_settings(cfg, store_path.parent, create=create)
+    if run_directory(store_path) != store_path:
+        return store_settings(cfg, run_directory(store_path), create=create)
     bare = (store_path / "chroma.sqlite3").is_file() or (
         store_path.resolve() == cfg.store.path.resolve() and not khala.is_dir()
     )

@@ -59,11 +59,21 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "load_settings",
+    "run_directory",
 ]
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "default.yaml"
 """``config/default.yaml`` of the repository (``backend/config/__init__.py`` is two levels
 below its root)."""
+
+
+def run_directory(path: Path) -> Path:
+    """``path``, or the run directory whose chroma directory it is (``DIR/khala`` beside
+    ``DIR/audit.db``): taken as a store of its own, it got a second audit trail and
+    working memory, and a process on ``DIR`` never saw its writes."""
+    if path.name == "khala" and (path.parent / "audit.db").is_file():
+        return path.parent
+    return path
 
 
 class Settings(BaseSettings):
@@ -90,10 +100,12 @@ class Settings(BaseSettings):
 
     @property
     def working_state_file(self) -> Path:
-        """Where working memory persists its windows."""
+        """Where working memory persists its windows: ``memory.working_state_path``, else
+        beside the store (:meth:`StoreSettings.local_file`: for a chroma server, one file
+        per machine and server, as its audit trail)."""
         if self.memory.working_state_path is not None:
             return self.memory.working_state_path
-        return self.store.path / "working.sqlite3"
+        return self.store.local_file("working", "working.sqlite3")
 
     def offline(self, *, store_dir: Path | None = None) -> Settings:
         """These settings with no chat model (``llm`` unset: persona text by the offline
@@ -115,7 +127,10 @@ class Settings(BaseSettings):
         """These settings on the durable store of a run directory ``root`` (what every
         command's ``--store-path DIR`` writes: ``sentinel backtest``, ``replay-trades``,
         ``memory import-chat``, ``mcp``): embedded chroma in ``root/khala``, the audit
-        trail in ``root/audit.db``, working memory in ``root/working.sqlite3``."""
+        trail in ``root/audit.db``, working memory in ``root/working.sqlite3``. A run
+        directory's ``khala`` given as ``root`` is that run directory
+        (:func:`run_directory`)."""
+        root = run_directory(root)
         store = self.store.model_copy(
             update={
                 "backend": "chroma",

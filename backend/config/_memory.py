@@ -92,7 +92,8 @@ class MemorySettings(_Section):
     recency_half_life_days: float = Field(default=30.0, gt=0)
     working_state_path: Path | None = None
     """SQLite file of the working-memory windows (so a restart resumes them); default
-    ``<store.path>/working.sqlite3``; see :meth:`Settings.working_state_file`."""
+    ``<store.path>/working.sqlite3``, or for a chroma server one file per machine and
+    server; see :meth:`Settings.working_state_file`."""
     token_budget: int = Field(default=1500, ge=100, le=100_000)
     """Tokens of the rendered memory section of a prompt (tiktoken cl100k_base)."""
     detectors: DetectorSettings = DetectorSettings()

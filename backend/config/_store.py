@@ -61,10 +61,18 @@ class StoreSettings(_Section):
     def resolved_audit_path(self) -> Path:
         if self.audit_path is not None:
             return self.audit_path
+        return self.local_file("audit", "khala_audit.sqlite3")
+
+    def local_file(self, folder: str, name: str) -> Path:
+        """Where a file this machine keeps beside the store goes by default: ``path /
+        name`` for an embedded store; for a chroma server
+        ``~/.sentinel/<folder>/<host>-<port>-<prefix>.sqlite3``, one file per machine,
+        server and prefix, whatever the working directory (``path`` is relative by
+        default). ``host`` is taken as written: ``localhost`` and ``127.0.0.1`` are two."""
         if self.backend == "chroma" and self.mode == "server":
-            name = f"{self.host}-{self.port}-{self.collection_prefix}.sqlite3"
-            return Path.home() / ".sentinel" / "audit" / name
-        return self.path / "khala_audit.sqlite3"
+            served = f"{self.host}-{self.port}-{self.collection_prefix}.sqlite3"
+            return Path.home() / ".sentinel" / folder / served
+        return self.path / name
 
 
 class EmbeddingSettings(_Section):

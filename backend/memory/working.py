@@ -16,7 +16,9 @@ SQLite write), one consolidation ~20 ms (hashing embedder) / ~65 ms (MiniLM) eve
 Resume and replay: a new :class:`WorkingMemory` on the same ``state_path`` reloads every
 window and the time up to which each was consolidated; re-observing the newest bar
 replaces it, re-observing an older bar of the window or a bar already consolidated is a
-no-op, so a restarted backtest can replay from any earlier bar.
+no-op, so a restarted paper run can replay the bars since its last saved step. A *new*
+decision loop that starts before what a store holds is refused by the decision loop
+(:func:`backend.agents._memory_reader` ``_check_not_into_the_past``).
 """
 
 from __future__ import annotations
@@ -292,18 +294,23 @@ class WorkingMemory:
             news_window=timedelta(seconds=self._settings.detectors.news_window_bars * seconds),
         )
 
-    def consolidated_until(self, trader_id: str, symbol: str) -> datetime | None:
-        """The time of the newest snapshot of ``(trader_id, symbol)`` consolidated out of
-        the window (``None``: none was): :meth:`observe` ignores every snapshot at or
-        before it (a replay after a restart)."""
+    def observed_until(self, trader_id: str, symbol: str) -> tuple[datetime, datetime] | None:
+        """``(consolidated, newest)`` of ``(trader_id, symbol)``: the time of the newest
+        snapshot consolidated out of the window (:meth:`observe` ignores every snapshot at
+        or before it) and of the newest snapshot observed; ``None`` when nothing was
+        observed (the oldest time there is stands for "none consolidated")."""
+        key = (trader_id, symbol)
         with self._lock:
             self._sync()
-            until = self._consolidated_us.get((trader_id, symbol))
-        return (
-            None
-            if until is None
-            else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=until)
-        )
+            cut = self._consolidated_us.get(key)
+            window = self._windows.get(key)
+            newest = as_of_us(window[-1]) if window else cut
+        if newest is None:
+            return None
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        low = datetime.min.replace(tzinfo=UTC)
+        cut_at = low if cut is None else epoch + timedelta(microseconds=cut)
+        return cut_at, epoch + timedelta(microseconds=newest)
 
     def current(
         self, trader_id: str, symbol: str, *, as_of: datetime, topic: str | None = None

@@ -175,7 +175,9 @@ class PaperTrader:
         if not todo:
             state = state.model_copy(update={"idle_steps": state.idle_steps + 1})
             self.db.save_step(state, records=[], fills=[], trades=[], marks=[])
-            return PaperStepResult(run_id=self.run_id, now=now, fetched=fetched)
+            usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
+            warning = usage.warning(min_share=self.settings.llm.min_answered_share)
+            return PaperStepResult(run_id=self.run_id, now=now, fetched=fetched, warning=warning)
         features = compute_features(
             frame,
             symbol=self.pair,

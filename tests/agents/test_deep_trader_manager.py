@@ -362,6 +362,13 @@ def test_a_new_run_into_the_past_of_a_stores_working_memory_is_refused(
     finally:
         close()
     manager, close = build_trader_manager(**build)  # type: ignore[arg-type]
+    try:  # inside the window the first run left (not consolidated yet): refused too
+        with pytest.raises(ConfigError, match="use another store"):
+            drive(manager, btc, trader_id=TRADER, start=START + timedelta(days=2),
+                  end=START + timedelta(days=4))  # fmt: skip
+    finally:
+        close()
+    manager, close = build_trader_manager(**build)  # type: ignore[arg-type]
     try:
         later = drive(manager, btc, trader_id=TRADER, start=START + timedelta(days=4),
                       end=START + timedelta(days=5))  # fmt: skip

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -24,10 +25,12 @@ START = datetime(2024, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def loop(shared_store: StoreSettings) -> Iterator[MemorySystem]:
+def loop(shared_store: StoreSettings, tmp_path: Path) -> Iterator[MemorySystem]:
     settings = load_settings(
         store=shared_store, embedding=EmbeddingSettings(provider="hashing", cache_dir=None)
     )
+    memory = settings.memory.model_copy(update={"working_state_path": tmp_path / "w.sqlite3"})
+    settings = settings.model_copy(update={"memory": memory})
     with build_memory_system(settings) as system:
         yield system
 
