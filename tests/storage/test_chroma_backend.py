@@ -4,6 +4,7 @@ writes, and a reopen that fails."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ import pytest
 from chromadb.api import ClientAPI
 
 from backend.config import StoreSettings
+from backend.embeddings import HashingEmbedder
 from backend.errors import StoreError
+from backend.storage import KhalaStore, MemoryRecord, open_store
 from backend.storage._chroma_backend import ChromaBackend
 from backend.storage._client import make_chroma_client
 from backend.storage._lexical import Filter
@@ -89,28 +92,33 @@ def test_a_reopen_for_one_trader_keeps_the_count_of_the_others(tmp_path: Path) -
     assert opens == [1, 1]
 
 
+def _server_store_with_a_note(
+    tmp_path: Path, port: int, prefix: str
+) -> tuple[KhalaStore, MemoryRecord]:
+    """A store on the chroma server at ``port`` holding one note, found by a search."""
+    settings = StoreSettings(mode="server", host="127.0.0.1", port=port, path=tmp_path / "local",
+                             audit_path=tmp_path / "audit.db", collection_prefix=prefix)  # fmt: skip
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    store = open_store(settings, HashingEmbedder())
+    note = MemoryRecord(id="n1", trader_id="t", kind="note", text="hello", created_at=now)
+    store.upsert("t", [note], as_of=now)
+    assert store.search("t", "hello", as_of=now, top_k=1, method="dense")
+    return store, note
+
+
 @pytest.mark.server
 def test_a_chroma_server_that_dies_is_a_store_error_naming_the_call(tmp_path: Path) -> None:
     """A chroma server killed under a running store: every read and write after it is a
     :class:`StoreError` naming chroma and the call (one error tree: the CLI prints one
     line and exits 2, the decision loop counts a failed tier). It was a raw
     ``httpx.ConnectError``, which ended a paper run as an internal error."""
-    from datetime import UTC, datetime
 
-    from backend.embeddings import HashingEmbedder
-    from backend.storage import MemoryRecord, open_store
     from tests.conftest import start_chroma_server
 
     proc, port = start_chroma_server(tmp_path)
-    settings = StoreSettings(mode="server", host="127.0.0.1", port=port, path=tmp_path / "local",
-                             audit_path=tmp_path / "audit.db",
-                             collection_prefix="dies")  # fmt: skip
-    now = datetime(2024, 1, 1, tzinfo=UTC)
-    store = open_store(settings, HashingEmbedder())
+    store, note = _server_store_with_a_note(tmp_path, port, "dies")
+    now = note.created_at
     try:
-        note = MemoryRecord(id="n1", trader_id="t", kind="note", text="hello", created_at=now)
-        store.upsert("t", [note], as_of=now)
-        assert store.search("t", "hello", as_of=now, top_k=1)
         proc.kill()
         proc.wait(timeout=10)
         with pytest.raises(StoreError, match=r"^chroma .* failed: ConnectError"):
@@ -129,13 +137,10 @@ def test_a_proxys_503_in_front_of_chroma_is_a_store_error(tmp_path: Path) -> Non
     loopback proxy that starts answering 503 gives a :class:`StoreError` on reads and
     writes, not an internal error."""
     import threading
-    from datetime import UTC, datetime
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     import httpx
 
-    from backend.embeddings import HashingEmbedder
-    from backend.storage import MemoryRecord, open_store
     from tests.conftest import start_chroma_server
 
     proc, port = start_chroma_server(tmp_path)
@@ -168,15 +173,9 @@ def test_a_proxys_503_in_front_of_chroma_is_a_store_error(tmp_path: Path) -> Non
 
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    settings = StoreSettings(mode="server", host="127.0.0.1", port=proxy.server_address[1],
-                             path=tmp_path / "local", audit_path=tmp_path / "audit.db",
-                             collection_prefix="proxied")  # fmt: skip
-    now = datetime(2024, 1, 1, tzinfo=UTC)
-    store = open_store(settings, HashingEmbedder())
+    store, note = _server_store_with_a_note(tmp_path, proxy.server_address[1], "proxied")
+    now = note.created_at
     try:
-        note = MemoryRecord(id="n1", trader_id="t", kind="note", text="hello", created_at=now)
-        store.upsert("t", [note], as_of=now)
-        assert store.search("t", "hello", as_of=now, top_k=1, method="dense")
         failing.set()
         with pytest.raises(StoreError, match=r"^chroma .* failed: Exception: <html>503"):
             store.search("t", "hello", as_of=now, top_k=1, method="dense")
