@@ -96,8 +96,14 @@ def _server_store_with_a_note(
     tmp_path: Path, port: int, prefix: str
 ) -> tuple[KhalaStore, MemoryRecord]:
     """A store on the chroma server at ``port`` holding one note, found by a search."""
-    settings = StoreSettings(mode="server", host="127.0.0.1", port=port, path=tmp_path / "local",
-                             audit_path=tmp_path / "audit.db", collection_prefix=prefix)  # fmt: skip
+    settings = StoreSettings(
+        mode="server",
+        host="127.0.0.1",
+        port=port,
+        path=tmp_path / "local",
+        audit_path=tmp_path / "audit.db",
+        collection_prefix=prefix,
+    )
     now = datetime(2024, 1, 1, tzinfo=UTC)
     store = open_store(settings, HashingEmbedder())
     note = MemoryRecord(id="n1", trader_id="t", kind="note", text="hello", created_at=now)
