@@ -114,8 +114,10 @@ class MemoryReader:
         recall query."""
         working = self.system.working
         if first:
-            _check_not_into_the_past(working, self.trader_id, self.features.symbol,
-                                     self.features.row(i).as_of)  # fmt: skip
+            features = self.features
+            _check_not_into_the_past(
+                working, self.trader_id, features.symbol, features.timeframe, features.row(i).as_of
+            )
         ahead = self._ahead.pop(i, None)
         if ahead is not None:  # built by prime: the same pure function of row i
             snapshot, situation = ahead
@@ -166,7 +168,7 @@ class MemoryReader:
 
 
 def _check_not_into_the_past(
-    working: WorkingMemory, trader_id: str, symbol: str, as_of: datetime
+    working: WorkingMemory, trader_id: str, symbol: str, timeframe: str, as_of: datetime
 ) -> None:
     """A new loop's first bar must not come before what the store's working memory of
     ``(trader_id, symbol)`` holds: a bar at or before its consolidated point is ignored
@@ -174,14 +176,24 @@ def _check_not_into_the_past(
     episodes and outcomes of another run; the run would neither see the market it
     replays nor be what the agent knew then (a backtest of May 1-10 on the store of a May
     1-21 run differed from a fresh one in 51 of its 240 decisions). The newest bar again
-    passes: a paper run's first step re-run after a crash. Raises :class:`ConfigError`."""
+    passes: a paper run's first step re-run after a crash (a new backtest from exactly
+    that bar is let through with it). Nor may it be of another timeframe than the window
+    holds: one window per (trader, symbol), and detected events of one symbol keep one
+    id whatever the timeframe (a 4h run after a 1h run lost every episode it wrote, and
+    the 1h paper run behind it died). Raises :class:`ConfigError`."""
     held = working.observed_until(trader_id, symbol)
     if held is None:
         return
-    consolidated, newest = held
-    if as_of <= consolidated or as_of < newest:
+    if held.timeframe is not None and held.timeframe != timeframe:
+        raise ConfigError(
+            f"the memory store holds {held.timeframe} working memory of {symbol} for "
+            f"{trader_id}: a {timeframe} run would mix two timeframes in one window; use "
+            "another store (--store-path, or store.path)"
+        )
+    if as_of <= held.consolidated or as_of < held.newest:
         raise ConfigError(
             f"the memory store already holds {symbol} working memory of {trader_id} up to "
-            f"{newest.isoformat()}: a new run from {as_of.isoformat()} would replay into its "
-            "past; use another store (--store-path, or store.path) or start after that time"
+            f"{held.newest.isoformat()}: a new run from {as_of.isoformat()} would replay "
+            "into its past; use another store (--store-path, or store.path) or start after "
+            "that time"
         )

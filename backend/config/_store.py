@@ -68,10 +68,15 @@ class StoreSettings(_Section):
         name`` for an embedded store; for a chroma server
         ``~/.sentinel/<folder>/<host>-<port>-<prefix>.sqlite3``, one file per machine,
         server and prefix, whatever the working directory (``path`` is relative by
-        default). ``host`` is taken as written: ``localhost`` and ``127.0.0.1`` are two."""
+        default); an older release's ``path / name``, when it exists and the machine's
+        file does not, is kept. ``host`` is taken as written: ``localhost`` and
+        ``127.0.0.1`` are two."""
         if self.backend == "chroma" and self.mode == "server":
             served = f"{self.host}-{self.port}-{self.collection_prefix}.sqlite3"
-            return Path.home() / ".sentinel" / folder / served
+            machine, legacy = Path.home() / ".sentinel" / folder / served, self.path / name
+            if not machine.exists() and legacy.is_file():
+                return legacy  # a deployment of an older release keeps its file
+            return machine
         return self.path / name
 
 

@@ -28,6 +28,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -91,6 +92,19 @@ def snapshot_at(
         news_window=timedelta(seconds=news_window_bars * seconds),
         max_headlines=max_headlines,
     )
+
+
+class Observed(NamedTuple):
+    """What working memory holds of one (trader, symbol): ``consolidated``, the time of
+    the newest snapshot consolidated out of the window (:meth:`WorkingMemory.observe`
+    ignores every snapshot at or before it; the oldest time there is when none was),
+    ``newest``, of the newest snapshot observed, and the window's ``timeframe`` (``None``
+    when the window is empty). One window per (trader, symbol): two timeframes of a
+    symbol do not share a store."""
+
+    consolidated: datetime
+    newest: datetime
+    timeframe: str | None
 
 
 class WorkingMemory:
@@ -294,23 +308,22 @@ class WorkingMemory:
             news_window=timedelta(seconds=self._settings.detectors.news_window_bars * seconds),
         )
 
-    def observed_until(self, trader_id: str, symbol: str) -> tuple[datetime, datetime] | None:
-        """``(consolidated, newest)`` of ``(trader_id, symbol)``: the time of the newest
-        snapshot consolidated out of the window (:meth:`observe` ignores every snapshot at
-        or before it) and of the newest snapshot observed; ``None`` when nothing was
-        observed (the oldest time there is stands for "none consolidated")."""
+    def observed_until(self, trader_id: str, symbol: str) -> Observed | None:
+        """What working memory holds of ``(trader_id, symbol)`` (:class:`Observed`);
+        ``None`` when nothing was observed."""
         key = (trader_id, symbol)
         with self._lock:
             self._sync()
             cut = self._consolidated_us.get(key)
             window = self._windows.get(key)
             newest = as_of_us(window[-1]) if window else cut
+            timeframe = window[-1].timeframe if window else None
         if newest is None:
             return None
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
         low = datetime.min.replace(tzinfo=UTC)
         cut_at = low if cut is None else epoch + timedelta(microseconds=cut)
-        return cut_at, epoch + timedelta(microseconds=newest)
+        return Observed(cut_at, epoch + timedelta(microseconds=newest), timeframe)
 
     def current(
         self, trader_id: str, symbol: str, *, as_of: datetime, topic: str | None = None

@@ -177,6 +177,8 @@ class PaperTrader:
             self.db.save_step(state, records=[], fills=[], trades=[], marks=[])
             usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
             warning = usage.warning(min_share=self.settings.llm.min_answered_share)
+            if warning is not None:
+                log.warning("paper %s: %s", self.run_id, warning)
             return PaperStepResult(run_id=self.run_id, now=now, fetched=fetched, warning=warning)
         features = compute_features(
             frame,

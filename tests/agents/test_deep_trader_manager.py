@@ -368,6 +368,15 @@ def test_a_new_run_into_the_past_of_a_stores_working_memory_is_refused(
                   end=START + timedelta(days=4))  # fmt: skip
     finally:
         close()
+    four = window(load_ohlcv(shared_data / "market" / "binance", SYMBOL, "4h"), "2022-03-15",
+                  "2022-05-21")  # fmt: skip
+    manager, close = build_trader_manager(**{**build, "ohlcv": four})  # type: ignore[arg-type]
+    try:  # another timeframe of the pair: one window per (trader, symbol), refused
+        with pytest.raises(ConfigError, match="a 4h run would mix two timeframes"):
+            drive(manager, four, trader_id=TRADER, start=START + timedelta(days=4),
+                  end=START + timedelta(days=5))  # fmt: skip
+    finally:
+        close()
     manager, close = build_trader_manager(**build)  # type: ignore[arg-type]
     try:
         later = drive(manager, btc, trader_id=TRADER, start=START + timedelta(days=4),
