@@ -121,11 +121,12 @@ def test_a_chroma_servers_audit_trail_is_one_per_machine_whatever_the_directory(
     assert served.working_state_file == (
         Path.home() / ".sentinel" / "working" / "127.0.0.1-9123-khala.sqlite3"
     )
-    # a deployment of an older release keeps its trail where it was
+    # an older release's trail under one process's store.path is not taken: that would
+    # split the processes again, by working directory
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "khala_audit.sqlite3").touch()
     old = StoreSettings(mode="server", port=9123, path=tmp_path / "old")
-    assert old.resolved_audit_path == tmp_path / "old" / "khala_audit.sqlite3"
+    assert old.resolved_audit_path == seen[0]
     embedded = StoreSettings(path=Path("x"))
     assert embedded.resolved_audit_path == Path("x") / "khala_audit.sqlite3"
     assert StoreSettings(mode="server", audit_path=tmp_path / "t.db").resolved_audit_path == (

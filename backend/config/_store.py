@@ -68,15 +68,14 @@ class StoreSettings(_Section):
         name`` for an embedded store; for a chroma server
         ``~/.sentinel/<folder>/<host>-<port>-<prefix>.sqlite3``, one file per machine,
         server and prefix, whatever the working directory (``path`` is relative by
-        default); an older release's ``path / name``, when it exists and the machine's
-        file does not, is kept. ``host`` is taken as written: ``localhost`` and
-        ``127.0.0.1`` are two."""
+        default). An older release's file under ``path`` is not read (falling back to
+        it where it exists would split the processes of one machine again, by working
+        directory); its history stays there, and a working window lost this way refills
+        from the next bars. ``host`` is taken as written: ``localhost`` and ``127.0.0.1``
+        are two."""
         if self.backend == "chroma" and self.mode == "server":
             served = f"{self.host}-{self.port}-{self.collection_prefix}.sqlite3"
-            machine, legacy = Path.home() / ".sentinel" / folder / served, self.path / name
-            if not machine.exists() and legacy.is_file():
-                return legacy  # a deployment of an older release keeps its file
-            return machine
+            return Path.home() / ".sentinel" / folder / served
         return self.path / name
 
 
