@@ -138,6 +138,8 @@ class AuditLog:
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the audit trail ({exc})") from None
         self._lock = threading.RLock()
+        self._unsettled: list[int] = []
+        """Seqs of this process's rows left pending by a failed write (:meth:`transaction`)."""
         self._writer = (
             filelock.FileLock(f"{path}.writer.lock", timeout=WRITER_LOCK_TIMEOUT_S)
             if path is not None
@@ -186,15 +188,32 @@ class AuditLog:
         exit ``writer.changes`` holds each written trader's new change count
         (:meth:`changes`)."""
         with self._lock:
+            if self._unsettled and landed is not None:
+                self._settle_unsettled(landed)
             writer = _Writer(self, as_of.isoformat())
             try:
                 yield writer
             except BaseException:
                 if writer.seqs:
-                    self._settle(self._rows(writer.seqs), landed)
+                    try:
+                        self._settle(self._rows(writer.seqs), landed)
+                    except Exception:  # the check read the store, and it failed too
+                        self._unsettled.extend(writer.seqs)
                 raise
             if writer.seqs:
                 writer.changes = self._set_done(writer.seqs)
+
+    def _settle_unsettled(self, landed: LandedCheck) -> None:
+        """Settle this process's rows that a failed write left pending because its
+        ``landed`` check failed as well (a chroma outage: the write and the read after it
+        both fail). Left pending, a row held its trader's change cursor below it for the
+        life of the process, and a retried write logged its event twice. Tried before
+        each write; still pending while the store is down (the write fails then too)."""
+        try:
+            self._settle(self._rows(self._unsettled), landed)
+        except Exception:  # still down: the write that follows says so
+            return
+        self._unsettled.clear()
 
     def recover(self, landed: LandedCheck) -> tuple[int, int]:
         """Settle the pending rows of dead processes (a crash between the two commits of a
