@@ -376,10 +376,11 @@ class AuditLog:
         return seqs
 
     def _rows(self, seqs: Sequence[int]) -> list[PendingRow]:
+        """The rows of ``seqs`` still pending (a retried settle never settles one twice)."""
         marks = ",".join("?" * len(seqs))
         found = self._conn.execute(
             f"SELECT seq, trader_id, record_id, event, new FROM memory_audit "
-            f"WHERE seq IN ({marks}) ORDER BY seq",
+            f"WHERE seq IN ({marks}) AND state = 'pending' ORDER BY seq",
             list(seqs),
         ).fetchall()
         return [
