@@ -133,15 +133,20 @@ class ConversationMemory:
         """Store ``messages`` of ``trader_id`` (module doc), as known at ``as_of``.
 
         Messages are ordered by time (a stable sort: messages of equal time keep the given
-        order); ids already stored are rewritten in place (idempotent) and not read into
-        the persona again. The persona reads the new messages before they are stored: a
+        order); a message stored as it is given is left alone (idempotent) and not read
+        into the persona again. Nothing is written when one of them would rewrite or
+        back-date what is stored (:meth:`conflicts`): checked before the persona reads
+        them, and again under the store's writer lock right before they are written, so
+        two processes recording one session (or one id) at once cannot both succeed on
+        the same read (positions in the session given twice, one writer's text under the
+        other's "recorded" id). The persona reads the new messages before they are stored: a
         call interrupted in between stored none of them, and the next one reads them
         again (a repeated read adds nothing), so no message is stored unread. A message
         the persona cannot read because it has a later version is counted in
         ``persona_skipped``, unless that version came from this very call's messages
         (the next call after an interrupt). Raises
         :class:`LookAheadError` for a message after ``as_of``, :class:`StoreError` for an
-        id given twice, and the store's errors.
+        id given twice or a conflict (naming the first), and the store's errors.
         """
         fence = to_utc(as_of)
         seen: set[str] = set()
@@ -154,6 +159,7 @@ class ConversationMemory:
                 raise StoreError(f"message id {m.id!r} appears twice")
             seen.add(m.id)
         ordered = sorted(messages, key=lambda m: m.time)
+        self._refuse_conflicts(trader_id, ordered)  # before the persona reads a word
         # messages stored before (a re-import) were read into the persona then: the
         # persona reads a message before it is stored, so an interrupt between the two
         # leaves it unstored, and the next import reads it again (a repeated read changes
@@ -183,13 +189,17 @@ class ConversationMemory:
         for m in ordered:
             by_session.setdefault(m.session, []).append(m)
         windows = 0
-        for session, new in by_session.items():
-            windows += self._record_session(trader_id, session, new, fence)
-        if ordered:
-            self._mark(trader_id, ordered[0].time, fence)
-        events = self._events(trader_id, ordered)
-        if events and self.episodic is not None:
-            self.episodic.add(events, as_of=fence)
+        # check and write as one step across processes: two writers of one session read
+        # the same next position, or of one id each wrote its own text, both "recorded"
+        with self.store.writer_lock():
+            self._refuse_conflicts(trader_id, ordered)
+            for session, new in by_session.items():
+                windows += self._record_session(trader_id, session, new, fence)
+            if ordered:
+                self._mark(trader_id, ordered[0].time, fence)
+            events = self._events(trader_id, ordered)
+            if events and self.episodic is not None:
+                self.episodic.add(events, as_of=fence)
         return RecordedMessages(
             messages=len(ordered),
             windows=windows,
@@ -202,6 +212,16 @@ class ConversationMemory:
             persona_read=read,
             persona_llm_failed=failed,
         )
+
+    def _refuse_conflicts(self, trader_id: str, ordered: Sequence[ChatMessage]) -> None:
+        """Raise :class:`StoreError` naming the first of :meth:`conflicts` (nothing is
+        written then)."""
+        for i, reason in self.conflicts(trader_id, ordered)[:1]:
+            n = len(ordered) - 1
+            others = f" (nor the {n} others of this call)" if n else ""
+            raise StoreError(
+                f"trader {trader_id}: message {ordered[i].id!r} not recorded{others}: {reason}"
+            )
 
     def _read_through(self, trader_id: str, ordered: Sequence[ChatMessage]) -> datetime:
         """The time of the newest of ``ordered`` that the persona's newest version names as

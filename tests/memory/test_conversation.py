@@ -541,3 +541,33 @@ def test_a_message_said_before_a_version_of_another_source_is_still_skipped(
     persona.update_from_text(TRADER, "I never short", as_of=T + timedelta(days=1), note_id="x")
     done = conversation.record(TRADER, CHAT[:3], as_of=T + timedelta(days=2))
     assert done.persona_skipped == 2  # m1 and m3
+
+
+def test_a_racing_writer_of_the_same_id_leaves_the_second_call_refused_and_unwritten(
+    conversation: ConversationMemory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers of one message id at once (two MCP servers on one store): both checked
+    the id free, and both were told "recorded" while the store kept the second one's text
+    under the id. The check is made again under the writer lock right before the write,
+    so the call that comes second is refused and writes nothing. Here the other writer
+    records while this call's persona reads (between the two checks)."""
+    persona = conversation.persona
+    assert isinstance(persona, PersonaManager)
+    other = ConversationMemory(conversation.store, settings=ConversationSettings())
+    theirs = CHAT[0].model_copy(update={"text": "their words, under the same id"})
+    read = persona.update_from_text
+    end = T + timedelta(days=20)
+
+    def meanwhile(trader_id: str, text: str, **kw: Any) -> Any:
+        if not conversation.messages(TRADER, [theirs.id], as_of=end):
+            other.record(TRADER, [theirs], as_of=end)
+        return read(trader_id, text, **kw)
+
+    monkeypatch.setattr(persona, "update_from_text", meanwhile)
+    with pytest.raises(StoreError, match=r"'m1' not recorded .*another time, speaker or text"):
+        conversation.record(TRADER, CHAT[:3], as_of=end)
+    stored = conversation.messages(TRADER, [m.id for m in CHAT[:3]], as_of=end)
+    assert list(stored) == ["m1"] and stored["m1"].text == theirs.text  # theirs, and only it
+    monkeypatch.setattr(persona, "update_from_text", read)
+    with pytest.raises(StoreError, match="not recorded"):  # the stored text is theirs
+        conversation.record(TRADER, CHAT[:1], as_of=end)
