@@ -100,6 +100,7 @@ def mcp_command(
             trader_id=trader,
             clock=clock,
             episodes=lambda t, at: system.episodic.scan(t, as_of=at),
+            replay=fixed is not None,
             version=__version__,
         )
         if transport == "stdio":

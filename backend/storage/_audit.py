@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -190,7 +190,7 @@ class AuditLog:
         with self._lock:
             if self._unsettled and landed is not None:
                 self._settle_unsettled(landed)
-            writer = _Writer(self, as_of.isoformat())
+            writer = _Writer(self, as_of.astimezone(UTC).isoformat())  # ordered as text
             try:
                 yield writer
             except BaseException:
@@ -308,6 +308,17 @@ class AuditLog:
                 "SELECT n FROM memory_changes WHERE trader_id = ?", (trader_id,)
             ).fetchone()
         return int(row[0]) if row else 0
+
+    def last_written(self, trader_id: str) -> datetime | None:
+        """The latest ``as_of`` of ``trader_id``'s confirmed writes, by any process sharing
+        this trail (None: never written). Reads the trader's events through the trader
+        index: it grows with them (only a replay's writes ask)."""
+        with self._lock:
+            (newest,) = self._conn.execute(
+                "SELECT MAX(as_of) FROM memory_audit WHERE trader_id = ? AND state = 'done'",
+                (trader_id,),
+            ).fetchone()
+        return None if newest is None else datetime.fromisoformat(newest).astimezone(UTC)
 
     def history(self, trader_id: str, record_id: str | None = None) -> list[AuditEvent]:
         """Confirmed events of one trader (optionally one record), oldest first."""

@@ -304,6 +304,11 @@ class KhalaStore:
         is valid while it is unchanged."""
         return self._audit.last_change(check_trader(trader_id), id_prefix)
 
+    def last_written(self, trader_id: str) -> datetime | None:
+        """The latest ``as_of`` of any write of ``trader_id``'s records, by any process
+        sharing the audit trail (None: never written)."""
+        return self._audit.last_written(check_trader(trader_id))
+
     def history(self, trader_id: str, record_id: str | None = None) -> list[AuditEvent]:
         """Audit events of the trader (or one record), oldest first."""
         return self._audit.history(check_trader(trader_id), record_id)

@@ -16,6 +16,7 @@ from backend.errors import ToolError
 from backend.memory.context import parse_memory_id
 from backend.memory.conversation import ConversationMemory, PersonaWriter, RecordedMessages
 from backend.memory.models import ActionLink, ChatMessage, Episode, MarketSnapshot, Outcome
+from backend.storage import KhalaStore
 from backend.storage.models import stable_id
 from backend.tools.schemas import RecordMessageArgs
 from backend.types import Action
@@ -37,6 +38,9 @@ class WorkingWriter(Protocol):
 
 
 class EpisodicWriter(Protocol):
+    @property
+    def store(self) -> KhalaStore: ...
+
     def add(self, episodes: Sequence[Episode], *, as_of: datetime) -> Any: ...
 
     def get(self, trader_id: str, ids: Sequence[str], *, as_of: datetime) -> list[Episode]: ...

@@ -66,13 +66,16 @@ def build_mcp_server(
     trader_id: str,
     clock: Callable[[], datetime],
     episodes: Scanner,
+    replay: bool = False,
     name: str = "cryptosentinel-memory",
     version: str = "",
 ) -> Server[Any]:
     """An MCP server of ``trader_id``'s memory; transports run it (:mod:`backend.cli.mcp`).
 
-    ``clock`` returns the UTC ``as_of`` of each request; ``episodes`` lists the trader's
-    episodes for the recent-episodes resource. Tools: every :meth:`MemoryToolkit.tools`
+    ``clock`` returns the UTC ``as_of`` of each request; ``replay``: it is a fixed past
+    time (writes into a past the store has moved beyond are refused:
+    :meth:`MemoryToolkit.call`); ``episodes`` lists the trader's episodes for the
+    recent-episodes resource. Tools: every :meth:`MemoryToolkit.tools`
     entry (``recall``, ``get_trader_profile``, ``record_note``, ``record_message``,
     ``record_event``, ``record_decision``, ``record_outcome``, ``build_decision_context``);
     each result is
@@ -103,7 +106,9 @@ def build_mcp_server(
         if params.name not in specs:
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {params.name!r}")
 
-        call = partial(toolkit.call, params.name, params.arguments or {}, trader_id=trader_id)
+        call = partial(
+            toolkit.call, params.name, params.arguments or {}, trader_id=trader_id, replay=replay
+        )
         try:
             if params.name == "record_message":
                 # messages are taken in turn, each stamped when its turn comes: stamped on

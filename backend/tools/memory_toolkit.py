@@ -67,6 +67,7 @@ from backend.types import END_OF_TIME, Action, first_problem
 
 __all__ = [
     "DECISION_IMPORTANCE",
+    "WRITE_TOOLS",
     "BuildContextArgs",
     "EpisodicWriter",
     "MemoryToolkit",
@@ -79,6 +80,13 @@ __all__ = [
     "WorkingWriter",
     "decision_episode",
 ]
+
+
+WRITE_TOOLS = frozenset(
+    {"record_note", "record_message", "record_event", "record_decision", "record_outcome"}
+)
+"""The tools that write memory (a replay's are refused into a past the store has moved
+beyond: :meth:`MemoryToolkit.call`)."""
 
 
 class MemoryToolkit:
@@ -381,20 +389,39 @@ class MemoryToolkit:
         return openai_schemas(self.tools())
 
     def call(
-        self, name: str, arguments: str | dict[str, Any], *, trader_id: str, as_of: datetime
+        self,
+        name: str,
+        arguments: str | dict[str, Any],
+        *,
+        trader_id: str,
+        as_of: datetime,
+        replay: bool = False,
     ) -> Any:
         """Execute one tool call for ``trader_id`` at ``as_of``; returns JSON-ready data.
 
-        ``arguments`` is the call's JSON text or its parsed object. Raises
-        :class:`~backend.errors.ToolError` for an unknown tool or arguments the tool's
-        model rejects (nothing is written then; the message names the first bad field,
-        never its value) and the memory's own :class:`~backend.errors.SentinelError`
-        subclasses (e.g. an unknown episode id).
+        ``arguments`` is the call's JSON text or its parsed object. ``replay``: the
+        caller serves a fixed past time (``sentinel mcp --as-of``); a write tool
+        (:data:`WRITE_TOOLS`) is then refused if the trader's memory was written as of a
+        later time (:meth:`KhalaStore.last_written`), saying no more than that: a replay
+        must not write into a past the store has moved beyond, nor learn from a conflict
+        error what came later (the id, session, time or text of a later message, a later
+        persona version). Raises :class:`~backend.errors.ToolError` for an unknown tool,
+        arguments the tool's model rejects (nothing is written then; the message names
+        the first bad field, never its value) or that refusal, and the memory's own
+        :class:`~backend.errors.SentinelError` subclasses (e.g. an unknown episode id).
         """
         if name not in self._tools:
             raise ToolError(f"unknown tool {name!r}")
         model, run = self._tools[name]
         args = parse_args(name, model, arguments)
+        if replay and name in WRITE_TOOLS:
+            newest = self._episodic.store.last_written(trader_id)
+            if newest is not None and newest > as_of:
+                raise ToolError(
+                    f"{name}: this server replays {as_of.isoformat()} and the trader's "
+                    "memory was written as of a later time: a replay does not write into "
+                    "a past the store has moved beyond (serve a store of its own)"
+                )
         try:
             return run(trader_id, as_of, args)
         except ValidationError as exc:  # a value the memory's own models refuse

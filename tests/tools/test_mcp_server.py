@@ -144,6 +144,32 @@ def test_time_and_trader_are_fixed_by_the_server(tmp_path: Path) -> None:
     # a replay of the day before cannot see it, nor can another trader's server
     assert asyncio.run(_recall_ids(store, "--as-of", "2024-02-29T00:00:00Z")) == []
     assert asyncio.run(_recall_ids(store, trader=OTHER)) == []
+    # nor write into that past: refused, saying no more than that later writes exist
+    refused = asyncio.run(_writes_at(store, "2024-02-29T00:00:00Z"))
+    for name, (is_error, answer) in refused.items():
+        assert is_error is True, name
+        assert "written as of a later time" in answer["error"], name
+        assert "2024-03-01" not in answer["error"] and "crash" not in answer["error"], name
+    assert asyncio.run(_recall_ids(store, "--as-of", "2024-03-02T00:00:00Z")) == [episode]
+    later = asyncio.run(_record_at(store, "2024-03-02T00:00:00Z"))  # a replay after them may
+    assert later != episode
+
+
+async def _writes_at(store: Path, as_of: str) -> dict[str, tuple[bool, Any]]:
+    calls = {
+        "record_note": {"text": "never more than 2% per trade"},
+        "record_message": {"text": "BTC crash of 9% in an hour", "session": "s1"},
+        "record_event": {
+            "symbol": "BTC/USDT", "event_type": "flash_crash",
+            "description": "BTC crash of 9% in an hour", "importance": 0.8,
+        },
+    }  # fmt: skip
+    async with Client(_stdio(store, "--as-of", as_of)) as client:
+        out = {}
+        for name, args in calls.items():
+            result = await client.call_tool(name, args)
+            out[name] = (bool(result.is_error), _json(result))
+        return out
 
 
 @contextmanager
