@@ -66,6 +66,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert debug.stderr.splitlines()[-1] == lines[0]
 
 
+def test_mcp_on_a_directory_with_no_store_is_refused_unless_created(tmp_path: Path) -> None:
+    """A mistyped --store-path served an empty memory (every recall answered nothing)."""
+    typo = run("mcp", "--trader", "alice", "--store-path", str(tmp_path / "stroe"))
+    assert typo.returncode == 2 and len(typo.stderr.strip().splitlines()) == 1
+    assert "no memory store there (--create starts an empty one)" in typo.stderr
+    assert not (tmp_path / "stroe").exists()
+
+
 @pytest.mark.data
 @pytest.mark.slow  # ~5 s: the first conversation of the LoCoMo eval
 def test_ctrl_c_is_said_and_exits_130(tmp_path: Path, shared_data: Path) -> None:

@@ -1,7 +1,7 @@
 """``sentinel mcp``: one trader's memory as an MCP server (:mod:`backend.tools.mcp_server`).
 
 ``sentinel mcp --trader ID [--store-path DIR] [--transport stdio|http] [--host H]
-[--port N] [--as-of T]``
+[--port N] [--as-of T] [--create]``
 
 - ``stdio`` (default): the client starts this command and speaks MCP over its stdin and
   stdout (Claude Desktop, Cursor); logs go to stderr.
@@ -11,7 +11,10 @@
   is set, every request must carry ``Authorization: Bearer <token>``, loopback included.
 
 Every call's ``as_of`` is this process's UTC clock, or the fixed ``--as-of`` to replay the
-past; the trader is fixed here, never by the client.
+past (a replay writes nothing into a past the store has moved beyond); the trader is
+fixed here, never by the client. A directory that holds no store is an error unless
+``--create`` is given: a mistyped path served an empty memory, answering every recall
+with nothing.
 """
 
 from __future__ import annotations
@@ -73,6 +76,13 @@ def mcp_command(
     as_of: Annotated[
         str | None, typer.Option(help="Fixed UTC time of every call (replay); default: now.")
     ] = None,
+    create: Annotated[
+        bool,
+        typer.Option(
+            help="Start an empty store where there is none (else an error: a mistyped "
+            "path would serve an empty memory)."
+        ),
+    ] = False,
 ) -> None:
     """Serve one trader's memory over the Model Context Protocol until stopped."""
     from backend.compose import build_memory_system
@@ -91,7 +101,10 @@ def mcp_command(
         raise ConfigError(f"--as-of {as_of} is in the future: a replay serves a past time")
     clock: Callable[[], datetime] = (lambda: fixed) if fixed else (lambda: datetime.now(UTC))
 
-    cfg = settings_for_store(store_path)
+    try:
+        cfg = settings_for_store(store_path, create=create)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (--create starts an empty one)") from None
     from backend import __version__
 
     with build_memory_system(cfg) as system:

@@ -33,7 +33,7 @@ HTTP = ("--transport", "http", "--port")
 def _stdio(store: Path, *extra: str, trader: str = TRADER) -> StdioServerParameters:
     return StdioServerParameters(
         command=SENTINEL,
-        args=["mcp", "--trader", trader, "--store-path", str(store), *extra],
+        args=["mcp", "--trader", trader, "--store-path", str(store), "--create", *extra],
         cwd=os.getcwd(),
     )
 
@@ -176,7 +176,17 @@ async def _writes_at(store: Path, as_of: str) -> dict[str, tuple[bool, Any]]:
 def _http_server(store: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
-        [SENTINEL, "mcp", "--trader", TRADER, "--store-path", str(store), *HTTP, str(port)],
+        [
+            SENTINEL,
+            "mcp",
+            "--trader",
+            TRADER,
+            "--store-path",
+            str(store),
+            "--create",
+            *HTTP,
+            str(port),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
