@@ -14,7 +14,7 @@ import pytest
 from backend.config import StoreSettings
 from backend.embeddings import HashingEmbedder
 from backend.errors import EmbeddingMismatchError, LookAheadError, StoreError, TenantScopeError
-from backend.storage import KhalaStore, MemoryRecord
+from backend.storage import KhalaStore, MemoryRecord, open_store
 from backend.storage._lexical import rrf_fuse
 from backend.storage.models import SearchMethod
 from tests.conftest import StoreFactory
@@ -621,3 +621,29 @@ def test_a_crashed_writers_pending_row_does_not_hold_the_change_cursor(
     assert ids == ["r1"] and cursor > seq  # past the orphan: r9 never reached the backend
     assert store.recovered == (before[0], before[1] + 1) and audit.pending() == 0
     assert store.get("alice", ["r9"], as_of=LATER) == []
+
+
+def test_a_store_deleted_while_open_is_a_store_error_not_a_stale_answer(tmp_path: Path) -> None:
+    """The store's folder removed while a process (``sentinel mcp``) runs: its reads kept
+    answering from the in-process mirror (the trail's SQLite connection still read the
+    deleted file, so every change count matched), writes failed as "a readonly
+    database", and taking the writer lock made the deleted folder again."""
+    import shutil
+
+    run = tmp_path / "run"
+    settings = StoreSettings(path=run / "khala", audit_path=run / "audit.db")
+    store = open_store(settings, HashingEmbedder())
+    try:
+        store.upsert("alice", [rec(i) for i in range(3)], as_of=LATER)
+        assert len(store.scan("alice", as_of=LATER)) == 3
+        shutil.rmtree(run)
+        with pytest.raises(StoreError, match="audit trail is gone or was replaced"):
+            store.scan("alice", as_of=LATER)
+        with pytest.raises(StoreError, match="audit trail is gone or was replaced"):
+            store.upsert("alice", [rec(9)], as_of=LATER)
+        lock = store.writer_lock()
+        with pytest.raises(StoreError, match="audit trail is gone or was replaced"):
+            lock.__enter__()
+        assert not run.exists()
+    finally:
+        store.close()
