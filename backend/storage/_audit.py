@@ -256,6 +256,7 @@ class AuditLog:
         the ``(trader_id, record_id, seq)`` index: it grows with that prefix's records
         only, not with the trader's other memories."""
         upper = id_prefix[:-1] + chr(ord(id_prefix[-1]) + 1) if id_prefix else "\U0010ffff"
+        self.check_present()
         with self._lock:
             row = self._conn.execute(
                 "SELECT MAX(seq) FROM memory_audit WHERE trader_id = ? AND record_id >= ? "
@@ -269,6 +270,7 @@ class AuditLog:
         dropped): the newest ``seq`` of the trail, or just below ``trader_id``'s oldest
         pending row. Take it *before* reading the trader's records, then pass it to
         :meth:`changed_since` to learn what changed after that read."""
+        self.check_present()
         with self._lock:
             (newest,) = self._conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM memory_audit"
@@ -299,6 +301,7 @@ class AuditLog:
         a row still pending, so a write in flight in another process when this was read
         is reported by a later call. A range read of the primary key: it costs the events
         written since ``cursor``, not the size of the trail."""
+        self.check_present()
         with self._lock:
             rows = self._conn.execute(
                 # `+trader_id`: the primary-key range, not the trader index (measured: 13.7
