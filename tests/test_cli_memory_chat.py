@@ -169,6 +169,12 @@ def test_a_bad_line_names_file_and_line_and_writes_nothing(store_dir: Path, tmp_
     code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
                         "--store-path", str(store_dir))  # fmt: skip
     assert code == 2 and "line 2: time" in out
+    # a message dated after now: it would have refused every later message of its session
+    future = json.loads(CHAT[1]) | {"time": "2999-01-01T00:00:00Z"}
+    chat.write_text("\n".join([CHAT[0], json.dumps(future)]) + "\n")
+    code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
+                        "--store-path", str(store_dir))  # fmt: skip
+    assert code == 2 and "line 2: time: 2999-01-01T00:00:00+00:00 is in the future" in out
 
 
 def test_reader_skips_a_bom_blank_lines_and_unknown_keys(tmp_path: Path) -> None:

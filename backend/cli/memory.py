@@ -199,22 +199,25 @@ def memory_import_chat(
 ) -> None:
     """Record a conversation as the trader's messages (each as of its own time).
 
-    The whole file is checked first (fields, time order, unique ids, then
-    against the store: an id stored in another session, a message earlier than
-    the newest stored one of its session): a bad line ends in one error naming
-    the file and line, and nothing of the file is written. Keys other than the
-    message's are ignored."""
+    The whole file is checked first (fields, time order, no time after now,
+    unique ids, then against the store: an id stored in another session, a
+    message earlier than the newest stored one of its session): a bad line ends
+    in one error naming the file and line, and nothing of the file is written.
+    Keys other than the message's are ignored."""
     from backend.compose import build_memory_system
 
     _trader(trader)
     lines = _read_jsonl(file, ChatMessage, times=("time",))
     seen: set[str] = set()
     before: ChatMessage | None = None
+    now = datetime.now(UTC)  # the CLI reads the clock; the memory is given times
     for number, m in lines:
         if m.id in seen:
             raise DataError(f"{file}: line {number}: id: {m.id!r} appears twice")
         if before is not None and m.time < before.time:
             raise DataError(f"{file}: line {number}: time: before the previous message")
+        if m.time > now:  # it would refuse every message of its session said until then
+            raise DataError(f"{file}: line {number}: time: {m.time.isoformat()} is in the future")
         seen.add(m.id)
         before = m
     messages = [m for _, m in lines]
