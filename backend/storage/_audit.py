@@ -19,20 +19,17 @@ same files) are left alone.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import filelock
-
 from backend.errors import StoreError
+from backend.storage._process import WriterLock, file_identity, owner_gone, owner_stamp
 from backend.storage.models import AuditEvent
 
 __all__ = ["AuditLog", "AuditRow", "LandedCheck", "PendingRow"]
@@ -81,43 +78,6 @@ LandedCheck = Callable[[Sequence[PendingRow]], Sequence[bool]]
 """Tells, for each pending row, whether its mutation is in chroma (the store's check)."""
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _dead(owner: str | None) -> bool:
-    """Whether the process that owns pending rows is gone (same host only)."""
-    if owner is None:
-        return True
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def _identity(path: Path | None) -> tuple[int, int] | None:
-    """``(device, inode)`` of the trail's file (None: in memory, or gone)."""
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-WRITER_LOCK_TIMEOUT_S = 600.0
-"""Longest wait for :meth:`AuditLog.writer_lock`. Its holders read, decide and write
-(persona versions, episode logs, pruning): milliseconds to a few seconds for a refresh
-from a large fills file; a chat model is asked outside it."""
-
-
 class AuditLog:
     """Append-only audit trail in SQLite (WAL mode, ``synchronous=FULL``), written ahead
     of the chroma writes (module doc). Thread-safe."""
@@ -126,7 +86,7 @@ class AuditLog:
         """``path``: the SQLite file; ``None`` keeps the trail in process memory (the
         ``memory`` backend's throwaway stores: nothing on disk)."""
         self.path = path if path is not None else Path(":memory:")
-        self._owner = _owner()
+        self._owner = owner_stamp()
         try:
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,46 +109,15 @@ class AuditLog:
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the audit trail ({exc})") from None
         self._file = path.absolute() if path is not None else None  # the cwd may change
-        self._identity = _identity(self._file)
+        self._identity = file_identity(self._file)
         self._lock = threading.RLock()
         self._unsettled: list[int] = []
         """Seqs of this process's rows left pending by a failed write (:meth:`transaction`)."""
-        self._writer = (
-            filelock.FileLock(f"{path}.writer.lock", timeout=WRITER_LOCK_TIMEOUT_S)
-            if path is not None
-            else None
-        )
-        self._local_writer = threading.RLock()
+        self._writer = WriterLock(path, check=self.check_present)
 
-    @contextmanager
-    def writer_lock(self) -> Iterator[None]:
-        """Held across processes sharing this trail (``filelock`` on a file beside it;
-        in process memory, a lock of this process): a writer that reads what is stored,
-        decides and writes what follows from it (a trader's next persona version) holds
-        it, so two processes never both write "version n + 1" from the same read.
-        Re-entrant in one thread. Raises :class:`StoreError` after
-        :data:`WRITER_LOCK_TIMEOUT_S` seconds of waiting, or when the lock file cannot be
-        opened (a read-only store)."""
-        with self._local_writer:
-            if self._writer is None:
-                yield
-                return
-            self.check_present()  # else the lock file made the deleted folder again
-            try:
-                self._writer.acquire()
-            except filelock.Timeout:
-                raise StoreError(
-                    f"{self._writer.lock_file}: another process has held the writer lock "
-                    f"for {WRITER_LOCK_TIMEOUT_S:.0f} s"
-                ) from None
-            except OSError as exc:  # a store that became read-only, a full disk
-                raise StoreError(
-                    f"{self._writer.lock_file}: cannot take the writer lock: {exc.strerror or exc}"
-                ) from None
-            try:
-                yield
-            finally:
-                self._writer.release()
+    def writer_lock(self) -> AbstractContextManager[None]:
+        """The store's writer lock across processes (:class:`WriterLock`)."""
+        return self._writer.held()
 
     @contextmanager
     def transaction(
@@ -237,7 +166,7 @@ class AuditLog:
             rows = self._conn.execute(
                 "SELECT seq, owner FROM memory_audit WHERE state = 'pending' ORDER BY seq"
             ).fetchall()
-            orphans = [seq for seq, owner in rows if _dead(owner)]
+            orphans = [seq for seq, owner in rows if owner_gone(owner)]
             if not orphans:
                 return 0, 0
             return self._settle(self._rows(orphans), landed)
@@ -293,7 +222,7 @@ class AuditLog:
                 "ORDER BY seq LIMIT 1",
                 (trader_id,),
             ).fetchone()
-        return row is not None and _dead(row[0])
+        return row is not None and owner_gone(row[0])
 
     def changed_since(self, trader_id: str, cursor: int) -> tuple[int, list[str]]:
         """``(next cursor, record ids)``: the distinct ids of ``trader_id``'s records with
@@ -346,7 +275,7 @@ class AuditLog:
         SQLite connection still read the deleted file, so every cache it validates (the
         row mirror, the persona versions) kept answering from a store that was gone, and
         a write failed as "a readonly database". One ``stat`` (~1 us)."""
-        if self._identity is not None and _identity(self._file) != self._identity:
+        if self._identity is not None and file_identity(self._file) != self._identity:
             raise StoreError(
                 f"{self.path}: the store's audit trail is gone or was replaced while this "
                 "process ran (the store was deleted or moved): restart on the store"
