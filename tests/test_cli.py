@@ -157,15 +157,18 @@ def test_an_interrupt_while_the_cli_imports_is_aborted(
     assert capsys.readouterr().err == "sentinel: aborted\n"
 
 
-def test_mistyped_command_or_option_gets_the_usage_and_exit_2() -> None:
+def test_mistyped_command_or_option_is_one_line_and_exit_2() -> None:
     for args, problem in (
         (("memory", "import-chaat"), "No such command 'import-chaat'"),
         (("backtest", "--nope"), "No such option: --nope"),
+        (("memory", "recall", "--trader", "t", "--queries", "q", "--top-k", "0"), "--top-k"),
+        (("memory", "recall", "--trader", "t", "--queries", "q", "--top-k", "x"), "--top-k"),
     ):
         result = run(*args)
         assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith(f"Usage: sentinel {args[0]} ")
-        assert problem in result.stderr and "internal error" not in result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("sentinel: error: ") and problem in line
+        assert f"(see: sentinel {args[0]}" in line and "internal error" not in line
 
 
 def test_bad_config_value_fails_at_start_naming_the_key(tmp_path: Path) -> None:

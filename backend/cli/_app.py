@@ -89,8 +89,9 @@ def demo(
 
 
 def main() -> None:
-    """Console entry point: runs :data:`app`, turning errors into one line and exit 2
-    (``--debug``: the traceback, then exit 2), an interrupt (Ctrl-C) into ``sentinel:
+    """Console entry point: runs :data:`app`, turning errors (a mistyped command or
+    option, a bad option value included) into one line and exit 2 (``--debug``: the
+    traceback, then exit 2), an interrupt (Ctrl-C) into ``sentinel:
     aborted`` and exit 130, and a bug into one line and exit 1 (``--debug``: the
     traceback)."""
     debug = "--debug" in sys.argv[1:]
@@ -105,11 +106,12 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):  # Abort: end of input at a prompt
         aborted()
     except typer.TyperException as exc:  # typer's own click: a mistyped command or option
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show()  # the usage line and the problem, as click prints them
-        else:
-            print(f"sentinel: error: {exc}", file=sys.stderr)
+        # one line too (click's own print is four: usage, a hint, a blank, the problem)
+        described = getattr(exc, "format_message", None)
+        message = described() if callable(described) else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        print(f"sentinel: error: {' '.join(message.split())}{hint}", file=sys.stderr)
         sys.exit(int(getattr(exc, "exit_code", 2)))
     except Exception as exc:  # a bug: still one line unless --debug
         if caused_by_interrupt(exc):  # Ctrl-C inside a native import: its ImportError
