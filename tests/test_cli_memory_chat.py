@@ -120,6 +120,11 @@ def test_import_then_recall_follows_the_contract(store_dir: Path, tmp_path: Path
                         "--top-k", "2", "--store-path", str(store_dir))  # fmt: skip
     assert code == 0 and out.startswith("q2 [/oops] [red]x: c1"), out
     assert "c4" not in rows[1]["message_ids"]  # said after q2's as_of: never seen
+    # any K: "up to K" ids (a recall returns at most 1,000)
+    code, out = _invoke("memory", "recall", "--trader", TRADER, "--queries", str(queries),
+                        "--top-k", "5000", "--store-path", str(store_dir), "--json")  # fmt: skip
+    assert code == 0, out
+    assert [json.loads(line)["message_ids"][0] for line in out.splitlines()] == ["c1", "c1"]
     # the tokens are those of the context an answering model gets: the best
     # memory.conversation.context_messages messages (whatever --top-k) rendered by the
     # product (render_messages) in one data block, best first as the CLI printed them

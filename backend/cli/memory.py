@@ -297,7 +297,9 @@ def memory_recall(
     queries: Annotated[
         Path, typer.Option(help='JSON lines: {"id", "query", "as_of" (ISO-8601 UTC)}.')
     ],
-    top_k: Annotated[int, typer.Option(min=1, max=1000, help="Messages per query.")] = 10,
+    top_k: Annotated[
+        int, typer.Option(min=1, help="Messages per query (a recall returns up to 1,000).")
+    ] = 10,
     store_path: Annotated[
         Path | None,
         typer.Option(help="Store directory: a run's --store-path or a chroma directory."),
@@ -306,10 +308,12 @@ def memory_recall(
 ) -> None:
     """Ask the trader's memory each query as of its time; one JSON line per query.
 
-    Each line is {"id", "message_ids" (best first, at most --top-k), "tokens"},
-    tokens being the tiktoken (cl100k_base) count of the context an answering
-    model is given. The ranking is MemoryToolkit.recall's."""
+    Each line is {"id", "message_ids" (best first, at most --top-k, and at
+    most 1,000), "tokens"}, tokens being the tiktoken (cl100k_base) count of
+    the context an answering model is given. The ranking is
+    MemoryToolkit.recall's."""
     from backend.compose import build_memory_system
+    from backend.memory.conversation import MAX_TOP_K
 
     _trader(trader)
     asked = _read_jsonl(queries, _Query, times=("as_of",))
@@ -326,8 +330,9 @@ def memory_recall(
                   file=sys.stderr)  # fmt: skip
         for number, q in asked:
             found = system.toolkit.recall(
-                trader, q.query, symbol=None, as_of=q.as_of, tiers=("working",), top_k=top_k
-            )
+                trader, q.query, symbol=None, as_of=q.as_of, tiers=("working",),
+                top_k=min(top_k, MAX_TOP_K),
+            )  # fmt: skip
             if found["errors"]:
                 tier, error = next(iter(found["errors"].items()))
                 raise StoreError(f"{queries}: line {number}: the {tier} tier failed: {error}")

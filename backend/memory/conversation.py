@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from backend.config import ConversationSettings
 from backend.errors import LookAheadError, StoreError
-from backend.memory._conversation_recall import rank_messages
+from backend.memory._conversation_recall import MAX_TOP_K, rank_messages
 from backend.memory._conversation_records import (
     MARKER_ID,
     MESSAGE_KIND,
@@ -70,6 +70,7 @@ from backend.text.tickers import mentioned_tickers
 from backend.types import END_OF_TIME, to_utc
 
 __all__ = [
+    "MAX_TOP_K",
     "MESSAGE_KIND",
     "SESSION_KIND",
     "WINDOW_KIND",
