@@ -199,13 +199,17 @@ def test_reader_skips_a_bom_blank_lines_and_unknown_keys(tmp_path: Path) -> None
         "epoch text": json.dumps(json.loads(CHAT[0]) | {"time": "1740819600"}),
         "twice": CHAT[0][:-1] + ', "id": "c9"}',
         "broken": CHAT[0][:-1],
+        "blank id": json.dumps(json.loads(CHAT[0]) | {"id": "  "}),
+        "nothing said": json.dumps(json.loads(CHAT[0]) | {"id": "c9", "text": " "}),
     }
     for name, line in bad.items():
         chat.write_text(CHAT[1] + "\n" + line + "\n")
         with pytest.raises(DataError, match=r"chat.jsonl: line 2: ") as err:
             _read_jsonl(chat, ChatMessage, times=("time",))
         assert {"epoch": "time: expected an ISO-8601", "epoch text": "time: expected an ISO",
-                "twice": "'id' appears twice", "broken": "not a JSON object"}[name] in str(
+                "twice": "'id' appears twice", "broken": "not a JSON object",
+                "blank id": "id: must not be blank",
+                "nothing said": "text: empty, and no image_caption"}[name] in str(
             err.value
         )  # fmt: skip
     # ISO-8601's basic format is a time too; a line that is not UTF-8 is named by number

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Literal, Self
 
-from pydantic import AwareDatetime, Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from backend.memory._market_words import depth_words, move_word, volatility_level, volume_words
 from backend.types import MAX_SIZE, Action, FrozenModel, to_utc
@@ -340,10 +341,23 @@ class ChatMessage(FrozenModel):
 
     _tz = field_validator("time")(to_utc)
 
+    @field_validator("id", "speaker", "session")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError("blank", "must not be blank")
+        return value
+
     @field_validator("image_caption")
     @classmethod
     def _no_empty_caption(cls, value: str | None) -> str | None:
         return value if value is not None and value.strip() else None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> ChatMessage:
+        if not self.text.strip() and self.image_caption is None:
+            raise PydanticCustomError("empty", "text: empty, and no image_caption")
+        return self
 
     def render(self) -> str:
         """``Speaker: text [shares <caption>]``: the text stored, searched and shown."""
