@@ -198,6 +198,7 @@ def compute_metrics(
     wins = sum(1 for trade in trades if trade.pnl > 0)
     held = np.asarray(exposure, dtype=np.float64) != 0
     usage = llm_usage(decisions)
+    refused = [(r, why) for r in decisions if (why := _refusal(r)) is not None]
     return BacktestMetrics(
         start=start,
         end=end,
@@ -215,6 +216,8 @@ def compute_metrics(
         fees_paid=fees_paid,
         final_equity=final,
         constraint_violations=sum(1 for record in decisions if record.violations),
+        refused_proposals=len(refused),
+        first_refusal=refused[0][1] if refused else None,
         llm_decisions=usage.asked,
         llm_answered_share=usage.share,
         llm_first_error=usage.first_error,
@@ -241,6 +244,7 @@ def run_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
         found.append(usage.warning(min_share=min_share))
     found.append(memory_warning(metrics))
     found.append(data_warning(metrics))
+    found.append(constraint_warning(metrics))
     if metrics.final_equity <= 0:
         found.append(
             f"the account was ruined: equity {metrics.final_equity:,.2f} (quote) <= 0, the "
@@ -268,6 +272,33 @@ def data_warning(metrics: BacktestMetrics) -> str | None:
             "decision): start the window later or give the data earlier candles"
         )
     return "; ".join(said) if said else None
+
+
+def _refusal(record: DecisionRecord) -> str | None:
+    """Why a position the policy wanted became none, or None: the hard-constraint check
+    (its first violation) or memory (the first reason of its veto)."""
+    if record.decision.target_exposure(0.0) != 0.0:
+        return None
+    wanted = record.proposed
+    if record.violations and wanted.action in ("buy", "sell") and wanted.size > 0:
+        return record.violations[0]
+    effect = record.decision.memory_effect
+    if effect is not None and effect.without_action in ("buy", "sell") and effect.without_size:
+        return "memory: " + (effect.reasons[0] if effect.reasons else effect.kind)
+    return None
+
+
+def constraint_warning(metrics: BacktestMetrics) -> str | None:
+    """``"no trade: 406 of 540 proposals of a position were cut to none (first: ...)"``,
+    or None: a run that made no trade because the hard constraints (or memory, reading
+    the persona) refused its proposals (a pair the persona forbids, e.g. a meme coin
+    under the demo note's ``no_memecoins``) must not pass as a quiet +0.00%."""
+    if metrics.n_trades or not metrics.refused_proposals:
+        return None
+    return (
+        f"no trade: {metrics.refused_proposals} of {metrics.n_decisions} proposals of a "
+        f"position were cut to none (first: {metrics.first_refusal})"
+    )
 
 
 def memory_warning(metrics: BacktestMetrics) -> str | None:

@@ -211,6 +211,12 @@ class BacktestMetrics(FrozenModel):
     final_equity: float
     constraint_violations: int = 0
     """Proposals the hard-constraint check had to change."""
+    refused_proposals: int = Field(default=0, ge=0)
+    """Decisions whose policy wanted a position (buy or sell, size > 0) that the check,
+    or memory, cut to none (a pair the persona forbids): with no trade at all, the run's
+    summary line says so."""
+    first_refusal: str | None = None
+    """Why the first of those was cut (None without any)."""
     llm_decisions: int = 0
     """Decisions a chat model was asked for (0 with the rule policy)."""
     llm_answered_share: float | None = Field(default=None, ge=0, le=1)

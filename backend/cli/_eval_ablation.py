@@ -142,12 +142,14 @@ def ablation(
         result["fills_path"] = str(fills)
     result["policy"] = cfg.agent.policy
     result["warnings"] = warnings = (
-        fills_span_warnings(trader_id, trader_fills, windows) if trader_id is not None else []
-    ) + [
-        f"{r.pair} {r.timeframe} {r.window_start:%Y-%m-%d} {r.mode}: {said}"
-        for r in (o.run for o in outcome.outputs)
-        if (said := run_warning(r.metrics, min_share=cfg.llm.min_answered_share))
-    ]
+        (fills_span_warnings(trader_id, trader_fills, windows) if trader_id is not None else [])
+        + outcome.window_warnings()
+        + [
+            f"{r.pair} {r.timeframe} {r.window_start:%Y-%m-%d} {r.mode}: {said}"
+            for r in (o.run for o in outcome.outputs)
+            if (said := run_warning(r.metrics, min_share=cfg.llm.min_answered_share))
+        ]
+    )
     write_json(out, {**header, "complete": True, **result})
     write_ablation_html(outcome, page, warnings=warnings)
     write_ablation_curves(outcome, curves)
@@ -174,4 +176,4 @@ def ablation(
     for said in warnings[:5]:  # a dead LLM or store must not pass as a quiet "+0.00%"
         print(f"WARNING: {said}")
     if len(warnings) > 5:
-        print(f"WARNING: and {len(warnings) - 5} more runs (the JSON's warnings)")
+        print(f"WARNING: and {len(warnings) - 5} more (the JSON's warnings)")

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -228,18 +228,37 @@ def run_window(
 
 @dataclass(frozen=True)
 class AblationOutcome:
-    """Every run of an ablation, and what was skipped (windows without candles)."""
+    """Every run of an ablation, and what was skipped (windows without candles) or cut
+    (at the end of a pair's data): ``{"pair", "timeframe", "window_start",
+    "window_end", "data_start", "data_end"}`` each, ISO-8601 UTC times (``data_start``:
+    the file's first candle, ``data_end``: the close of its last)."""
 
     outputs: list[RunOutput]
     skipped: list[dict[str, str]]
     modes: list[AblationMode]
     windows: list[tuple[datetime, datetime]]
     trader_id: str | None = None
+    cut: list[dict[str, str]] = field(default_factory=list)
+
+    def window_warnings(self) -> list[str]:
+        """One line per window skipped or cut: the chained numbers then cover less time
+        than was asked for, which must not pass unsaid."""
+        said = [
+            f"{w['pair']} {w['timeframe']} {w['window_start'][:10]}..{w['window_end'][:10]}: "
+            f"not run, no candles in the window (the data covers {w['data_start'][:10]}.."
+            f"{w['data_end'][:10]})"
+            for w in self.skipped
+        ]
+        return said + [
+            f"{w['pair']} {w['timeframe']} {w['window_start'][:10]}..{w['window_end'][:10]}: "
+            f"cut at the end of the data, {w['data_end'][:16]}"
+            for w in self.cut
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """``{"runs": [WindowRun dicts], "summary": pair -> timeframe -> mode|buy_and_hold
         -> ChainedMetrics dict, "comparison": pair -> timeframe -> "<mode>_vs_off" ->
-        ModeComparison dict, "skipped", "modes", "windows", "trader"}``. ``windows`` are
+        ModeComparison dict, "skipped", "cut", "modes", "windows", "trader"}``. ``windows`` are
         the walk-forward windows as requested; a run's ``window_end`` is its window cut at
         the end of its pair's data (pairs may end at different times)."""
         summary = summarize(self.outputs)
@@ -248,6 +267,7 @@ class AblationOutcome:
             "summary": summary,
             "comparison": compare_modes(self.outputs, summary),
             "skipped": self.skipped,
+            "cut": self.cut,
             "modes": list(self.modes),
             "windows": [[a.isoformat(), b.isoformat()] for a, b in self.windows],
             "trader": self.trader_id,
@@ -281,16 +301,22 @@ def run_ablation(
     references: dict[tuple[datetime, datetime], PersonaProfile | None] = {}
     outputs: list[RunOutput] = []
     skipped: list[dict[str, str]] = []
+    cut: list[dict[str, str]] = []
     plans: list[tuple[OHLCVFrame, list[tuple[datetime, datetime]]]] = []
     for (pair, tf), frame in sorted(ohlcv.items()):
         index = frame.frame.index
         data_end = (index[-1] + pd.Timedelta(seconds=timeframe_seconds(tf))).to_pydatetime()
         runnable = []
         for start, end in windows:
+            where = {"pair": pair, "timeframe": tf, "window_start": start.isoformat(),
+                     "window_end": end.isoformat(), "data_start": index[0].isoformat(),
+                     "data_end": data_end.isoformat()}  # fmt: skip
             if not ((index >= utc_timestamp(start)) & (index < utc_timestamp(end))).any():
-                skipped.append({"pair": pair, "timeframe": tf, "window_start": start.isoformat()})
+                skipped.append(where)
             else:  # the last window is cut at the data's end (the close of its last bar)
                 runnable.append((start, min(end, data_end)))
+                if data_end < end:
+                    cut.append(where)
         if not runnable:
             first, last = windows[0][0], windows[-1][1]
             raise DataError(
@@ -320,4 +346,4 @@ def run_ablation(
                 outputs.append(out)
                 if on_run is not None:
                     on_run(out.run, [o.run for o in outputs])
-    return AblationOutcome(outputs, skipped, list(modes), list(windows), trader_id)
+    return AblationOutcome(outputs, skipped, list(modes), list(windows), trader_id, cut)

@@ -15,10 +15,11 @@ from backend.backtest.metrics import (
     cagr,
     compute_metrics,
     max_drawdown,
+    run_warning,
     sharpe_ratio,
     sortino_ratio,
 )
-from backend.backtest.models import Decision, DecisionRecord, TradeRecord
+from backend.backtest.models import Decision, DecisionRecord, MemoryEffect, TradeRecord
 
 D0 = datetime(2024, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -108,3 +109,35 @@ def test_compute_metrics_by_hand() -> None:
     )  # 120 -> 90 is deeper than 100 -> 80
     assert (m.fees_paid, m.final_equity) == (1.25, 108.9)
     assert (m.start, m.end) == (D0, D0 + 4 * DAY)
+    assert (m.refused_proposals, m.first_refusal) == (0, None)  # holds: nothing refused
+    assert run_warning(m, min_share=1) is None
+
+
+def test_a_run_whose_every_trade_the_constraints_refused_is_said() -> None:
+    """A pair the persona forbids (a meme coin under the demo note's no_memecoins) gave a
+    quiet +0.00% in every mode of an ablation."""
+    index = pd.DatetimeIndex([D0 + (i + 1) * DAY for i in range(4)])
+    flat = pd.Series(100.0, index=index)
+    refused = "no_memecoins: PEPE is a meme coin"
+    buy, close = Decision(action="buy", size=0.5), Decision(action="close")
+    trimmed = Decision(action="buy", size=0.2)  # a cap that trims is no refusal
+    records = [
+        DecisionRecord(as_of=D0, symbol="PEPE/USDT", decision=close, proposed=buy,
+                       violations=[refused]),
+        DecisionRecord(as_of=D0, symbol="PEPE/USDT", decision=trimmed, proposed=buy,
+                       violations=["max_risk_per_trade"]),
+        decision([]),
+        DecisionRecord(as_of=D0, symbol="PEPE/USDT", proposed=buy, decision=Decision(
+            action="hold", memory_effect=MemoryEffect(kind="vetoed", without_action="buy",
+            without_size=0.5, reasons=["persona: no_memecoins"]))),
+    ]  # fmt: skip
+    m = compute_metrics(
+        flat, buy_and_hold=flat, exposure=flat * 0, trades=[], decisions=records,
+        timeframe="1d", initial_equity=100.0, fees_paid=0.0, start=D0, end=D0 + 4 * DAY,
+    )  # fmt: skip
+    assert m.first_refusal == refused and m.refused_proposals == 2
+    assert run_warning(m, min_share=1) == (
+        f"no trade: 2 of 4 proposals of a position were cut to none (first: {refused})"
+    )
+    traded = m.model_copy(update={"n_trades": 1})
+    assert run_warning(traded, min_share=1) is None
