@@ -231,6 +231,8 @@ class RulePolicy:
             if violations:
                 ids.append(persona_id(profile))
                 notes.append("within the trader's limits: " + "; ".join(violations))
+        else:
+            violations = []
         if proposal.action in ("buy", "sell") and proposal.size <= _EPS:
             proposal = Decision(action="close" if abs(current) > _EPS else "hold")
         return proposal.model_copy(
@@ -238,6 +240,7 @@ class RulePolicy:
                 "rationale": "; ".join(notes)[:4000],
                 "memory_ids": list(dict.fromkeys(ids)),
                 "confidence": plan.confidence,
+                "limits": violations,
             }
         )
 

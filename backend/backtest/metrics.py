@@ -276,12 +276,15 @@ def data_warning(metrics: BacktestMetrics) -> str | None:
 
 def _refusal(record: DecisionRecord) -> str | None:
     """Why a position the policy wanted became none, or None: the hard-constraint check
-    (its first violation) or memory (the first reason of its veto)."""
+    (its first violation), the policy's own cut to the same constraints (memory on), or
+    memory (the first reason of its veto)."""
     if record.decision.target_exposure(0.0) != 0.0:
         return None
     wanted = record.proposed
     if record.violations and wanted.action in ("buy", "sell") and wanted.size > 0:
         return record.violations[0]
+    if wanted.limits:  # the policy cut its own plan (memory on: it knows the persona)
+        return "within the trader's limits: " + wanted.limits[0]
     effect = record.decision.memory_effect
     if effect is not None and effect.without_action in ("buy", "sell") and effect.without_size:
         return "memory: " + (effect.reasons[0] if effect.reasons else effect.kind)

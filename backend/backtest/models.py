@@ -68,6 +68,11 @@ class Decision(FrozenModel):
     set, the model gave no usable answer and the decision is the safe default."""
     memory_effect: MemoryEffect | None = None
     """Set when memory changed the decision (None: memory off, or it changed nothing)."""
+    limits: list[str] = Field(default_factory=list)
+    """The limits the policy cut its own plan to (memory on: it knows the persona's hard
+    constraints; the agent's ``max_exposure`` too), as the check words them
+    (``"no_memecoins True: sell PEPE -> hold"``). Not violations: nothing beyond them
+    was proposed."""
 
     def target_exposure(self, current: float) -> float:
         """The signed exposure (fraction of equity, + long, - short) this decision asks for

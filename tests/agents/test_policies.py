@@ -304,6 +304,7 @@ def test_policy_proposes_within_the_persona_constraints() -> None:
     vol = daily_vol(features)
     assert vol is not None and decision.size == pytest.approx(0.02 / (2 * vol))
     assert "within the trader's limits" in decision.rationale
+    assert [c.split(" ")[0] for c in decision.limits] == ["max_risk_per_trade"]
     _, violations = check_decision(
         decision, profile=profile, symbol="BTC/USDT", position=bar().position, daily_vol=vol
     )

@@ -115,8 +115,9 @@ def test_compute_metrics_by_hand() -> None:
 
 def test_a_run_whose_every_trade_the_constraints_refused_is_said() -> None:
     """A pair the persona forbids (a meme coin under the demo note's no_memecoins) gave a
-    quiet +0.00% in every mode of an ablation."""
-    index = pd.DatetimeIndex([D0 + (i + 1) * DAY for i in range(4)])
+    quiet +0.00% in every mode of an ablation: refused by the manager's check (memory
+    off), by memory's veto, or by the policy's own cut to the persona's limits."""
+    index = pd.DatetimeIndex([D0 + (i + 1) * DAY for i in range(5)])
     flat = pd.Series(100.0, index=index)
     refused = "no_memecoins: PEPE is a meme coin"
     buy, close = Decision(action="buy", size=0.5), Decision(action="close")
@@ -130,14 +131,16 @@ def test_a_run_whose_every_trade_the_constraints_refused_is_said() -> None:
         DecisionRecord(as_of=D0, symbol="PEPE/USDT", proposed=buy, decision=Decision(
             action="hold", memory_effect=MemoryEffect(kind="vetoed", without_action="buy",
             without_size=0.5, reasons=["persona: no_memecoins"]))),
+        DecisionRecord(as_of=D0, symbol="PEPE/USDT", proposed=(cut := Decision(
+            action="hold", limits=["no_memecoins True: buy PEPE -> hold"])), decision=cut),
     ]  # fmt: skip
     m = compute_metrics(
         flat, buy_and_hold=flat, exposure=flat * 0, trades=[], decisions=records,
-        timeframe="1d", initial_equity=100.0, fees_paid=0.0, start=D0, end=D0 + 4 * DAY,
+        timeframe="1d", initial_equity=100.0, fees_paid=0.0, start=D0, end=D0 + 5 * DAY,
     )  # fmt: skip
-    assert m.first_refusal == refused and m.refused_proposals == 2
+    assert m.first_refusal == refused and m.refused_proposals == 3
     assert run_warning(m, min_share=1) == (
-        f"no trade: 2 of 4 proposals of a position were cut to none (first: {refused})"
+        f"no trade: 3 of 5 proposals of a position were cut to none (first: {refused})"
     )
     traded = m.model_copy(update={"n_trades": 1})
     assert run_warning(traded, min_share=1) is None
