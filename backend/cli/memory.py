@@ -203,7 +203,8 @@ def memory_import_chat(
     unique ids, then against the store: an id stored in another session, a
     message earlier than the newest stored one of its session): a bad line ends
     in one error naming the file and line, and nothing of the file is written.
-    Keys other than the message's are ignored."""
+    Keys other than the message's are ignored. Limits: text up to 100,000
+    characters, a caption up to 10,000, ids, speakers and sessions up to 200."""
     from backend.compose import build_memory_system
 
     _trader(trader)
