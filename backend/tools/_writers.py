@@ -23,18 +23,43 @@ from backend.types import Action
 
 __all__ = [
     "DECISION_IMPORTANCE",
+    "WRITE_TOOLS",
     "EpisodicWriter",
     "PersonaWriter",
     "WorkingWriter",
     "check_memory_ids",
     "decision_episode",
     "record_message_once",
+    "refuse_replay_write",
     "unknown_memory_ids",
 ]
 
 
 class WorkingWriter(Protocol):
     def observe(self, snapshot: MarketSnapshot) -> Any: ...
+
+
+WRITE_TOOLS = frozenset(
+    {"record_note", "record_message", "record_event", "record_decision", "record_outcome"}
+)
+"""The tools that write memory (a replay's are refused into a past the store has moved
+beyond: :func:`refuse_replay_write`)."""
+
+
+def refuse_replay_write(name: str, store: KhalaStore, trader_id: str, *, as_of: datetime) -> None:
+    """Raise :class:`ToolError` if tool ``name`` writes (:data:`WRITE_TOOLS`) and
+    ``trader_id``'s memory was written as of a time after the replayed ``as_of``
+    (:meth:`KhalaStore.last_written`), saying no more than that (the module doc of
+    :mod:`backend.tools.memory_toolkit`, ``call``)."""
+    if name not in WRITE_TOOLS:
+        return
+    newest = store.last_written(trader_id)
+    if newest is not None and newest > as_of:
+        raise ToolError(
+            f"{name}: this server replays {as_of.isoformat()} and the trader's memory was "
+            "written as of a later time: a replay does not write into a past the store "
+            "has moved beyond (serve a store of its own)"
+        )
 
 
 class EpisodicWriter(Protocol):

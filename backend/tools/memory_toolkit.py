@@ -46,12 +46,14 @@ from backend.tools._tool_io import (
 )
 from backend.tools._writers import (
     DECISION_IMPORTANCE,
+    WRITE_TOOLS,
     EpisodicWriter,
     PersonaWriter,
     WorkingWriter,
     check_memory_ids,
     decision_episode,
     record_message_once,
+    refuse_replay_write,
 )
 from backend.tools.schemas import (
     BuildContextArgs,
@@ -80,13 +82,6 @@ __all__ = [
     "WorkingWriter",
     "decision_episode",
 ]
-
-
-WRITE_TOOLS = frozenset(
-    {"record_note", "record_message", "record_event", "record_decision", "record_outcome"}
-)
-"""The tools that write memory (a replay's are refused into a past the store has moved
-beyond: :meth:`MemoryToolkit.call`)."""
 
 
 class MemoryToolkit:
@@ -402,7 +397,7 @@ class MemoryToolkit:
         ``arguments`` is the call's JSON text or its parsed object. ``replay``: the
         caller serves a fixed past time (``sentinel mcp --as-of``); a write tool
         (:data:`WRITE_TOOLS`) is then refused if the trader's memory was written as of a
-        later time (:meth:`KhalaStore.last_written`), saying no more than that: a replay
+        later time (:func:`refuse_replay_write`), saying no more than that: a replay
         must not write into a past the store has moved beyond, nor learn from a conflict
         error what came later (the id, session, time or text of a later message, a later
         persona version). Raises :class:`~backend.errors.ToolError` for an unknown tool,
@@ -414,14 +409,8 @@ class MemoryToolkit:
             raise ToolError(f"unknown tool {name!r}")
         model, run = self._tools[name]
         args = parse_args(name, model, arguments)
-        if replay and name in WRITE_TOOLS:
-            newest = self._episodic.store.last_written(trader_id)
-            if newest is not None and newest > as_of:
-                raise ToolError(
-                    f"{name}: this server replays {as_of.isoformat()} and the trader's "
-                    "memory was written as of a later time: a replay does not write into "
-                    "a past the store has moved beyond (serve a store of its own)"
-                )
+        if replay:
+            refuse_replay_write(name, self._episodic.store, trader_id, as_of=as_of)
         try:
             return run(trader_id, as_of, args)
         except ValidationError as exc:  # a value the memory's own models refuse
