@@ -241,9 +241,13 @@ class PersonaManager:
         stall the readers of this process nor other writers), against the profile as of
         ``as_of``; its decisions are then routed against the profile as stored at that
         moment. When the model fails, answers nothing or only invalid decisions, the
-        offline rules read the text instead (a stated limit is never lost to a dead
-        endpoint or a weak model) and the model's failure is kept as ``IGNORE`` changes
-        (source ``llm``) before the rules' changes."""
+        offline rules read the text instead, and the model's failure is kept as an
+        ``IGNORE`` change (source ``llm``, attribute ``profile``) before the rules'
+        changes. When the model's decisions did change the profile, the rules still read
+        the hard constraints the text states, after them: a stated limit is never lost to
+        a dead endpoint or to a weak model that read something else (a model answering
+        only a goal had dropped "never more than 2x leverage"); a stricter limit of the
+        rules replaces the model's, a looser one does not (the router's rule)."""
         fence = _fence(as_of)
         note = note_id or "note-" + stable_id(trader_id, fence.isoformat(), text)[:16]
         failure: str | None = None
@@ -264,32 +268,30 @@ class PersonaManager:
         with self._store.writer_lock(), self._lock:
             state = self._state(trader_id, fence)
             profile = state.profile
+            result = RouteResult(profile=profile)
             if asked:
                 result = route_decisions(
                     profile, asked, as_of=fence, source="llm", evidence_id=note
                 )
-                rules = text_decisions(text, profile=profile) if not result.changed else []
-                if rules:  # every decision of the model was invalid: the rules read it
-                    read = route_decisions(
-                        profile, rules, as_of=fence, source="rules", evidence_id=note
-                    )
-                    both = result.changes + read.changes
-                    result = RouteResult(profile=read.profile, changes=both)
-            else:
-                decisions = text_decisions(text, profile=profile)
-                if decisions:
-                    result = route_decisions(
-                        profile, decisions, as_of=fence, source="rules", evidence_id=note
-                    )
-                elif failure is None:
-                    return []
-                else:
-                    result = RouteResult(profile=profile)
-                if failure is not None:
-                    failed = route_failure(profile, as_of=fence, source="llm", error=failure)
-                    result = RouteResult(
-                        profile=result.profile, changes=failed.changes + result.changes
-                    )
+                invalid = [c.reason for c in result.changes if c.reason.startswith("invalid")]
+                if invalid and not result.changed and len(invalid) == len(result.changes):
+                    failure = f"no usable decision ({invalid[0]})"
+            rules = text_decisions(text, profile=result.profile)
+            if result.changed:  # the rules still read the stated limits (module doc)
+                rules = [d for d in rules if d.attribute == "constraints"]
+            if not rules and not asked and failure is None:
+                return []
+            if rules:  # on the model's attributes, as the same new version
+                base = result.profile.model_copy(update={"version": profile.version})
+                read = route_decisions(base, rules, as_of=fence, source="rules", evidence_id=note)
+                final = read.profile if read.changed else result.profile
+                late = [c.model_copy(update={"version": final.version}) for c in read.changes]
+                result = RouteResult(profile=final, changes=result.changes + late)
+            if failure is not None:
+                failed = route_failure(profile, as_of=fence, source="llm", error=failure)
+                result = RouteResult(
+                    profile=result.profile, changes=failed.changes + result.changes
+                )
             call = "t" + stable_id(note, fence.isoformat(), len(result.changes))[:10]
             self._write(trader_id, result, [], fence, call, state.generation, len(state.ledger))
             return result.changes

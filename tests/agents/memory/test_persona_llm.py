@@ -78,11 +78,16 @@ def test_good_answer_adds_the_constraint(
     assert [(c.attribute, c.action, c.source, c.version) for c in changes] == [
         ("constraints", "ADD", "llm", 2),
         ("goals", "ADD", "llm", 2),
+        # the rules still read the stated limits: the one the model read is unchanged,
+        # the one it missed ("no memecoins") is not lost; one new version in all
+        ("constraints", "IGNORE", "rules", 2),
+        ("constraints", "ADD", "rules", 2),
     ]
     after = manager.get_profile(ALTS_SPOT, later(before))
     assert after is not None and after.version == 2
-    assert [(c.kind, c.value) for c in after.constraints()] == [("max_risk_per_trade", 0.02)]
-    assert after.attributes["constraints"].source == "llm"
+    assert [(c.kind, c.value) for c in after.constraints()] == [
+        ("max_risk_per_trade", 0.02), ("no_memecoins", True)
+    ]  # fmt: skip
     assert after.attributes["preferred_assets"] == before.attributes["preferred_assets"]
     # the prompt carried the current profile and the note as quoted data
     (request,) = server.requests
@@ -122,6 +127,23 @@ def test_bad_answer_is_recorded_and_the_rules_read_the_note(
     assert timeline[-len(changes) :] == changes
 
 
+def test_a_model_that_reads_something_else_loses_no_stated_limit(
+    setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
+) -> None:
+    """A valid answer about something else (a goal only) kept the rules from reading the
+    note: "never more than 2%" and "no memecoins" were lost, with no warning."""
+    manager, before = setup
+    server.script = [Reply.json({"decisions": GOOD["decisions"][1:]})]  # the goal only
+    changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before))
+    assert [(c.attribute, c.source) for c in changes if c.action != "IGNORE"] == [
+        ("goals", "llm"), ("constraints", "rules"), ("constraints", "rules")
+    ]  # fmt: skip
+    after = manager.get_profile(ALTS_SPOT, later(before))
+    assert after is not None and after.version == before.version + 1
+    assert {c.kind for c in after.constraints()} == {"max_risk_per_trade", "no_memecoins"}
+    assert after.attributes["goals"].value == ["double the account"]
+
+
 def test_invalid_decision_is_ignored_not_applied(
     setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
 ) -> None:
@@ -131,8 +153,12 @@ def test_invalid_decision_is_ignored_not_applied(
     bad["decisions"][0]["constraint"]["value"] = 2.0  # 200% per trade: not a fraction
     server.script = [Reply.json(bad)]
     changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before))
-    assert changes[0].action == "IGNORE" and changes[0].source == "llm"
-    assert changes[0].reason.startswith("invalid: max_risk_per_trade")
+    # no usable decision: a failure of the model (import-chat counts it), then its decision
+    assert [(c.attribute, c.action, c.source) for c in changes[:2]] == [
+        ("profile", "IGNORE", "llm"), ("constraints", "IGNORE", "llm")
+    ]  # fmt: skip
+    assert changes[0].reason.startswith("llm answer rejected: no usable decision (invalid:")
+    assert changes[1].reason.startswith("invalid: max_risk_per_trade")
     after = manager.get_profile(ALTS_SPOT, later(before))  # the rules read it instead
     assert after is not None and {c.kind for c in after.constraints()} == {
         "max_risk_per_trade", "no_memecoins"
