@@ -275,9 +275,10 @@ def data_warning(metrics: BacktestMetrics) -> str | None:
 
 
 def _refusal(record: DecisionRecord) -> str | None:
-    """Why a position the policy wanted became none, or None: the hard-constraint check
-    (its first violation), the policy's own cut to the same constraints (memory on), or
-    memory (the first reason of its veto)."""
+    """Why a position the policy wanted became none (from flat: with a position held, a
+    hold keeps it, so this is read only of a run that never held one), or None: the
+    hard-constraint check (its first violation), the policy's own cut to the same
+    constraints (memory on), or memory (the first reason of its veto)."""
     if record.decision.target_exposure(0.0) != 0.0:
         return None
     wanted = record.proposed
@@ -293,11 +294,12 @@ def _refusal(record: DecisionRecord) -> str | None:
 
 def constraint_warning(metrics: BacktestMetrics) -> str | None:
     """``"no trade: 406 of 540 proposals of a position were cut to none (first: ...)"``,
-    or None: a run that made no trade because the hard constraints (or memory, reading
-    the persona) refused its proposals (a pair the persona forbids, e.g. a meme coin
-    under the demo note's ``no_memecoins``) must not pass as a quiet +0.00%."""
-    if metrics.n_trades or not metrics.refused_proposals:
-        return None
+    or None: a run that made no trade and never held a position because the hard
+    constraints (or memory, reading the persona) refused its proposals (a pair the
+    persona forbids, e.g. a meme coin under the demo note's ``no_memecoins``) must not
+    pass as a quiet +0.00%."""
+    if metrics.n_trades or metrics.exposure or not metrics.refused_proposals:
+        return None  # it traded, or held a position (a hold of one is no refusal)
     return (
         f"no trade: {metrics.refused_proposals} of {metrics.n_decisions} proposals of a "
         f"position were cut to none (first: {metrics.first_refusal})"

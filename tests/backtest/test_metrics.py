@@ -144,3 +144,5 @@ def test_a_run_whose_every_trade_the_constraints_refused_is_said() -> None:
     )
     traded = m.model_copy(update={"n_trades": 1})
     assert run_warning(traded, min_share=1) is None
+    held = m.model_copy(update={"exposure": 1.0})  # a position held all along: its holds
+    assert run_warning(held, min_share=1) is None  # look cut to none, and are not
