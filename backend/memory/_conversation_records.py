@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backend.memory._conversation_rank import states_time
-from backend.memory.models import ChatMessage, PersonaChange, RecalledMessage
+from backend.memory.models import STORED, ChatMessage, PersonaChange, RecalledMessage
 from backend.storage import MemoryRecord
 from backend.storage.models import TEXT_MAX_CHARS
 from backend.text.quoting import quote_data, safe_data
@@ -74,13 +74,16 @@ def message_of(record: MemoryRecord) -> ChatMessage:
     """The :class:`ChatMessage` a message record holds."""
     meta = record.metadata
     caption = meta.get("caption")
-    return ChatMessage(
-        id=str(meta["message_id"]),
-        speaker=str(meta["speaker"]),
-        text=str(meta["text"]),
-        time=record.created_at,
-        session=str(meta["session"]),
-        image_caption=str(caption) if caption is not None else None,
+    return ChatMessage.model_validate(
+        {
+            "id": str(meta["message_id"]),
+            "speaker": str(meta["speaker"]),
+            "text": str(meta["text"]),
+            "time": record.created_at,
+            "session": str(meta["session"]),
+            "image_caption": str(caption) if caption is not None else None,
+        },
+        context=STORED,  # stored by an older release, perhaps with blank text
     )
 
 

@@ -13,13 +13,14 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Literal, Self
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import AwareDatetime, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from backend.memory._market_words import depth_words, move_word, volatility_level, volume_words
 from backend.types import MAX_SIZE, Action, FrozenModel, to_utc
 
 __all__ = [
+    "STORED",
     "AccountState",
     "ActionLink",
     "ChangeAction",
@@ -325,6 +326,15 @@ class ScoredEpisode(FrozenModel):
 Tier = Literal["persona", "working", "episodic"]
 
 
+STORED = {"stored": True}
+"""Validation context of a model read back from the store: the checks of new input that
+an older release did not make are not applied (what it stored stays readable)."""
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
+
+
 class ChatMessage(FrozenModel):
     """One message of a conversation with the agent (the trader's words, the agent's
     replies). ``id`` is the caller's and unique per trader; ``time`` is when it was said
@@ -336,28 +346,26 @@ class ChatMessage(FrozenModel):
     text: str = Field(max_length=100_000)
     time: AwareDatetime
     session: str = Field(min_length=1, max_length=200)
-    image_caption: str | None = Field(default=None, max_length=10_000)
+    image_caption: str | None = Field(default=None, max_length=10_000, validate_default=True)
     """A caption with no text (``""``, blanks) is no caption: None, as it is stored."""
 
     _tz = field_validator("time")(to_utc)
 
     @field_validator("id", "speaker", "session")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip() and not _stored(info):
             raise PydanticCustomError("blank", "must not be blank")
         return value
 
     @field_validator("image_caption")
     @classmethod
-    def _no_empty_caption(cls, value: str | None) -> str | None:
-        return value if value is not None and value.strip() else None
-
-    @model_validator(mode="after")
-    def _says_something(self) -> ChatMessage:
-        if not self.text.strip() and self.image_caption is None:
-            raise PydanticCustomError("empty", "text: empty, and no image_caption")
-        return self
+    def _no_empty_caption(cls, value: str | None, info: ValidationInfo) -> str | None:
+        value = value if value is not None and value.strip() else None
+        said = str(info.data.get("text", "")).strip()  # validated before it
+        if value is None and not said and "text" in info.data and not _stored(info):
+            raise PydanticCustomError("empty", "none, and the text is empty: nothing is said")
+        return value
 
     def render(self) -> str:
         """``Speaker: text [shares <caption>]``: the text stored, searched and shown."""

@@ -571,3 +571,19 @@ def test_a_racing_writer_of_the_same_id_leaves_the_second_call_refused_and_unwri
     monkeypatch.setattr(persona, "update_from_text", read)
     with pytest.raises(StoreError, match="not recorded"):  # the stored text is theirs
         conversation.record(TRADER, CHAT[:1], as_of=end)
+
+
+def test_a_blank_message_an_older_release_stored_is_still_read(
+    conversation: ConversationMemory,
+) -> None:
+    """A message with no text and no caption is refused now; one an older release
+    stored must still be read back (every recall and conflict check reads it)."""
+    from backend.memory._conversation_records import message_record
+
+    old = ChatMessage.model_construct(
+        id="m0", speaker="trader", text="", time=T, session="s0", image_caption=None
+    )  # as an older release accepted it
+    conversation.store.upsert(TRADER, [message_record(TRADER, old, 0)], as_of=T)
+    end = T + timedelta(days=1)
+    assert conversation.messages(TRADER, ["m0"], as_of=end)["m0"].text == ""
+    assert conversation.recall(TRADER, "anything", as_of=end, top_k=3)[0].message.id == "m0"
