@@ -261,13 +261,14 @@ class AuditLog:
     def last_written(self, trader_id: str) -> datetime | None:
         """The latest ``as_of`` of ``trader_id``'s confirmed writes, by any process sharing
         this trail (None: never written). Reads the trader's events through the trader
-        index: it grows with them (only a replay's writes ask)."""
+        index: it grows with them (only a replay's writes ask). Compared as times, not
+        as text: a trail of an older release stamped the caller's UTC offset."""
         with self._lock:
-            (newest,) = self._conn.execute(
-                "SELECT MAX(as_of) FROM memory_audit WHERE trader_id = ? AND state = 'done'",
+            stamps = self._conn.execute(
+                "SELECT DISTINCT as_of FROM memory_audit WHERE trader_id = ? AND state = 'done'",
                 (trader_id,),
-            ).fetchone()
-        return None if newest is None else datetime.fromisoformat(newest).astimezone(UTC)
+            ).fetchall()
+        return max((datetime.fromisoformat(t).astimezone(UTC) for (t,) in stamps), default=None)
 
     def check_present(self) -> None:
         """Raise :class:`StoreError` when the trail's file is no longer the one this

@@ -164,3 +164,26 @@ def test_a_writer_lock_that_cannot_be_opened_is_a_store_error(tmp_path: Path) ->
             pass
     finally:
         log.close()
+
+
+def test_the_last_write_is_compared_as_a_time_whatever_offset_a_trail_stamped(
+    tmp_path: Path,
+) -> None:
+    """A trail of an older release stamped the caller's UTC offset: as text,
+    ``10:00+09:00`` (01:00Z) sorted after ``05:00+00:00``, and a replay at 03:00Z was let
+    write into a past written at 05:00Z."""
+    from datetime import timedelta, timezone
+
+    log = AuditLog(tmp_path / "a.sqlite3")
+    assert log.last_written("alice") is None
+    five = datetime(2024, 1, 1, 5, tzinfo=UTC)
+    with log.transaction(as_of=five) as tx:
+        tx.record([("alice", "r1", "ADD", None, {"text": "a"})])
+    tokyo = datetime(2024, 1, 1, 10, tzinfo=timezone(timedelta(hours=9)))
+    with log.transaction(as_of=tokyo) as tx:
+        tx.record([("alice", "r2", "ADD", None, {"text": "b"})])
+    assert log.last_written("alice") == five
+    log._conn.execute(  # as the older release stamped it
+        "UPDATE memory_audit SET as_of = ? WHERE record_id = 'r2'", (tokyo.isoformat(),)
+    )
+    assert log.last_written("alice") == five and log.last_written("bob") is None
