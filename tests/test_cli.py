@@ -169,6 +169,8 @@ def test_mistyped_command_or_option_is_one_line_and_exit_2() -> None:
         (line,) = result.stderr.strip().splitlines()
         assert line.startswith("sentinel: error: ") and problem in line
         assert f"(see: sentinel {args[0]}" in line and "internal error" not in line
+    group = run("memory")  # a group given no command: its help, and no error line
+    assert "Usage: sentinel memory" in group.stdout and group.stderr == ""
 
 
 def test_bad_config_value_fails_at_start_naming_the_key(tmp_path: Path) -> None:

@@ -111,7 +111,8 @@ def main() -> None:
         message = described() if callable(described) else str(exc)
         ctx = getattr(exc, "ctx", None)
         hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
-        print(f"sentinel: error: {' '.join(message.split())}{hint}", file=sys.stderr)
+        if message.strip():  # else a group given no command: its help was the answer
+            print(f"sentinel: error: {' '.join(message.split())}{hint}", file=sys.stderr)
         sys.exit(int(getattr(exc, "exit_code", 2)))
     except Exception as exc:  # a bug: still one line unless --debug
         if caused_by_interrupt(exc):  # Ctrl-C inside a native import: its ImportError
