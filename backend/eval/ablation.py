@@ -229,9 +229,10 @@ def run_window(
 @dataclass(frozen=True)
 class AblationOutcome:
     """Every run of an ablation, and what was skipped (windows without candles) or cut
-    (at the end of a pair's data): ``{"pair", "timeframe", "window_start",
-    "window_end", "data_start", "data_end"}`` each, ISO-8601 UTC times (``data_start``:
-    the file's first candle, ``data_end``: the close of its last)."""
+    (to a pair's data: a window past its end, or before its first candle):
+    ``{"pair", "timeframe", "window_start", "window_end", "data_start", "data_end"}``
+    each, ISO-8601 UTC times (``data_start``: the file's first candle, ``data_end``: the
+    close of its last)."""
 
     outputs: list[RunOutput]
     skipped: list[dict[str, str]]
@@ -251,7 +252,7 @@ class AblationOutcome:
         ]
         return said + [
             f"{w['pair']} {w['timeframe']} {w['window_start'][:10]}..{w['window_end'][:10]}: "
-            f"cut at the end of the data, {w['data_end'][:16]}"
+            f"run only where the data is, {w['data_start'][:16]}..{w['data_end'][:16]}"
             for w in self.cut
         ]
 
@@ -287,7 +288,8 @@ def run_ablation(
     fills: Sequence[Fill] = (),
 ) -> AblationOutcome:
     """Run every (pair, timeframe) of ``ohlcv`` x window x mode; windows without candles
-    are skipped (listed in ``skipped``), a window past the data's end is cut there.
+    are skipped (listed in ``skipped``), a window past the data's end is cut there
+    (listed in ``cut``, as is one that begins before the data).
     ``on_run(run, runs_so_far)`` after each run. Raises :class:`DataError`, before any
     run, for a (pair, timeframe) without candles in any window.
     ``trader_id``: the agent's trader (``agent.trader_id``; default the configured one)
@@ -315,7 +317,7 @@ def run_ablation(
                 skipped.append(where)
             else:  # the last window is cut at the data's end (the close of its last bar)
                 runnable.append((start, min(end, data_end)))
-                if data_end < end:
+                if data_end < end or index[0] > utc_timestamp(start):
                     cut.append(where)
         if not runnable:
             first, last = windows[0][0], windows[-1][1]
