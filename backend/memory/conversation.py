@@ -140,7 +140,9 @@ class ConversationMemory:
         them, and again under the store's writer lock right before they are written, so
         two processes recording one session (or one id) at once cannot both succeed on
         the same read (positions in the session given twice, one writer's text under the
-        other's "recorded" id). The persona reads the new messages before they are stored: a
+        other's "recorded" id); a persona change this call made before a refusal at the
+        second check stays, and the error says so. The persona reads the new messages
+        before they are stored: a
         call interrupted in between stored none of them, and the next one reads them
         again (a repeated read adds nothing), so no message is stored unread. A message
         the persona cannot read because it has a later version is counted in
@@ -193,7 +195,7 @@ class ConversationMemory:
         # check and write as one step across processes: two writers of one session read
         # the same next position, or of one id each wrote its own text, both "recorded"
         with self.store.writer_lock():
-            self._refuse_conflicts(trader_id, ordered)
+            self._refuse_conflicts(trader_id, ordered, read=changes)
             for session, new in by_session.items():
                 windows += self._record_session(trader_id, session, new, fence)
             if ordered:
@@ -214,14 +216,22 @@ class ConversationMemory:
             persona_llm_failed=failed,
         )
 
-    def _refuse_conflicts(self, trader_id: str, ordered: Sequence[ChatMessage]) -> None:
-        """Raise :class:`StoreError` naming the first of :meth:`conflicts` (nothing is
-        written then)."""
+    def _refuse_conflicts(
+        self, trader_id: str, ordered: Sequence[ChatMessage], *, read: int = 0
+    ) -> None:
+        """Raise :class:`StoreError` naming the first of :meth:`conflicts`: no message is
+        written then. ``read``: the persona changes this call made before (another
+        writer recorded in between, after the persona had read these words, outside
+        the lock so that a chat model never holds it): said in the error, as they stay."""
         for i, reason in self.conflicts(trader_id, ordered)[:1]:
             n = len(ordered) - 1
             others = f" (nor the {n} others of this call)" if n else ""
+            kept = (
+                f"; the persona had read its words already ({read} changes, kept)" if read else ""
+            )
             raise StoreError(
-                f"trader {trader_id}: message {ordered[i].id!r} not recorded{others}: {reason}"
+                f"trader {trader_id}: message {ordered[i].id!r} not recorded{others}: "
+                f"{reason}{kept}"
             )
 
     def _read_through(self, trader_id: str, ordered: Sequence[ChatMessage]) -> datetime:

@@ -564,8 +564,11 @@ def test_a_racing_writer_of_the_same_id_leaves_the_second_call_refused_and_unwri
         return read(trader_id, text, **kw)
 
     monkeypatch.setattr(persona, "update_from_text", meanwhile)
-    with pytest.raises(StoreError, match=r"'m1' not recorded .*another time, speaker or text"):
+    with pytest.raises(
+        StoreError, match=r"'m1' not recorded .*another time, speaker or text"
+    ) as err:
         conversation.record(TRADER, CHAT[:3], as_of=end)
+    assert "the persona had read its words already" in str(err.value)  # said, as it stays
     stored = conversation.messages(TRADER, [m.id for m in CHAT[:3]], as_of=end)
     assert list(stored) == ["m1"] and stored["m1"].text == theirs.text  # theirs, and only it
     monkeypatch.setattr(persona, "update_from_text", read)
