@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from backend.config._section import _Section
 
@@ -35,6 +36,8 @@ class LLMSettings(_Section):
     """An OpenAI-compatible chat-completions endpoint (optional; rules are the offline default)."""
 
     base_url: str | None = None
+    """``http(s)://host[:port]/v1`` of the endpoint (a URL without a scheme had run on,
+    every call failing with "cannot connect ... at ://")."""
     model: str | None = None
     timeout_s: float = Field(default=120.0, gt=0, le=600)
     """Per request. The bundled 270M model on 2 cores prefills ~150 tokens/s and
@@ -65,3 +68,10 @@ class LLMSettings(_Section):
     """A backtest or paper run whose LLM answered fewer than this share of its decisions
     says so in its summary line, ``metrics.json`` and the report."""
     local: LocalLLMSettings = LocalLLMSettings()
+
+    @field_validator("base_url")
+    @classmethod
+    def _a_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/\s]+", value):
+            raise ValueError("must start with http:// or https:// (e.g. http://127.0.0.1:8080/v1)")
+        return value

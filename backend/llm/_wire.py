@@ -161,9 +161,20 @@ def _check_model(client: openai.OpenAI, model: str) -> None:
 
 
 def api_error(cause: BaseException | None, model: str) -> str:
-    """One line for an endpoint fault (never the request, never the key)."""
+    """One line for an endpoint fault (never the request, never the key): for an HTTP
+    error, the server's own message too, cut to 200 characters (llama.cpp's "maximum
+    context length is 2048 tokens ... you requested 2515" had been dropped), and for a
+    404 a word on the base URL's path."""
     if isinstance(cause, openai.APIStatusError):
-        return f"HTTP {cause.status_code} from {model}"
+        said = f"HTTP {cause.status_code} from {model}"
+        body = cause.body
+        error = body.get("error", body) if isinstance(body, dict) else None
+        message = error.get("message") if isinstance(error, dict) else error
+        if isinstance(message, str) and message.strip():
+            said += ": " + " ".join(message.split())[:200]
+        if cause.status_code == 404:
+            said += " (is llm.base_url's path right? OpenAI-compatible servers serve /v1)"
+        return said
     if isinstance(cause, openai.APITimeoutError):
         return f"timeout waiting for {model}"
     if isinstance(cause, openai.APIConnectionError):

@@ -237,7 +237,8 @@ class LLMClient:
             )
         except IncompleteOutputException as exc:
             log_answer(exc.last_completion)
-            return self._fail(started, "answer truncated (max_tokens reached)", responses, mode)
+            cut = "answer truncated: the model stopped at a length limit (max_tokens or its window)"
+            return self._fail(started, cut, responses, mode)
         except InstructorRetryException as exc:
             log_answer(exc.last_completion)
             failed = self._fail(started, self._describe(exc, schema), responses, mode)

@@ -69,10 +69,10 @@ def test_an_llm_that_never_answers_is_loud(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     warning = "WARNING: the LLM answered 0 of 6 decisions (0%, below 95%); first error: "
-    warning += "HTTP 500 from m"
+    warning += "HTTP 500 from m: response_format None not supported"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["llm_decisions"] == 6 and metrics["llm_answered_share"] == 0.0
-    assert metrics["llm_first_error"] == "HTTP 500 from m"
+    assert metrics["llm_first_error"] == "HTTP 500 from m: response_format None not supported"
     if json_out:
         assert json.loads(proc.stdout.splitlines()[-1]) == metrics
         assert warning in proc.stderr
@@ -81,8 +81,8 @@ def test_an_llm_that_never_answers_is_loud(
     errors = [r["proposed"]["error"] for r in decisions(out)]
     # three failures at the endpoint open the breaker (llm.breaker_failures): the rest
     # are not asked, and say so
-    assert errors[:3] == ["HTTP 500 from m"] * 3
-    skipped = "skipped: 3 calls in a row failed at m's endpoint (last: HTTP 500 from m)"
+    assert errors[:3] == ["HTTP 500 from m: response_format None not supported"] * 3
+    skipped = "skipped: 3 calls in a row failed at m's endpoint (last: HTTP 500 from m: "
     assert all(e.startswith(skipped) for e in errors[3:]) and len(errors) == 6
     for record in decisions(out):
         assert record["decision"]["error"] == record["proposed"]["error"]

@@ -226,7 +226,9 @@ def test_a_broken_endpoint_is_an_error_and_is_probed_again(server: ChatServer) -
     server.reject_formats = {"json_schema", "json_object", None}  # 500 to everything
     llm = auto_client(server)
     result = ask(llm)
-    assert result.value is None and result.error == "HTTP 500 from test-model"
+    assert result.value is None and result.error == (
+        "HTTP 500 from test-model: response_format None not supported"
+    )  # the last probe's refusal, in the server's words
     assert result.mode is None and server.requests == []  # nothing but probes was sent
     server.reject_formats = set()  # the server recovers: the next call probes again
     server.script = [Reply.json(GOOD)]
@@ -329,7 +331,9 @@ def test_a_failed_call_still_counts_the_tokens_it_cost(server: ChatServer) -> No
     server.script = [Reply.json(GOOD, finish_reason="length")]
     llm = client(server)
     result = ask(llm)
-    assert result.error == "answer truncated (max_tokens reached)"
+    assert result.error == (
+        "answer truncated: the model stopped at a length limit (max_tokens or its window)"
+    )
     assert (result.prompt_tokens, result.completion_tokens) == (11, 7)
     assert llm.stats.calls == 1 and llm.stats.parsed == 0 and llm.stats.prompt_tokens == 11
 
@@ -367,7 +371,7 @@ def test_an_endpoint_that_keeps_failing_is_not_called_until_the_cooldown(
     assert llm is not None
     server.script = [Reply(status=503)] * 3 + [Reply.json(GOOD)]
     failed = [ask(llm) for _ in range(3)]
-    assert [r.error for r in failed] == ["HTTP 503 from test-model"] * 3
+    assert [r.error for r in failed] == ["HTTP 503 from test-model: scripted failure"] * 3
     assert len(server.requests) == 3
     started = time.monotonic()
     skipped = ask(llm)  # open: no request
@@ -407,11 +411,27 @@ def test_a_refusing_endpoint_never_opens_the_breaker_and_one_failure_reads_right
     server.probe = Reply(status=401)
     refused = llm("auto", 3)
     errors = [ask(refused).error for _ in range(5)]
-    assert errors == ["HTTP 401 from m"] * 5
+    assert errors == ["HTTP 401 from m: scripted failure"] * 5
     server.script = [Reply(status=503)]
     one = llm("json_schema", 1)
-    assert ask(one).error == "HTTP 503 from m"
+    assert ask(one).error == "HTTP 503 from m: scripted failure"
     skipped = ask(one).error
     assert skipped is not None and skipped.startswith(
-        "skipped: 1 call in a row failed at m's endpoint (last: HTTP 503 from m)"
+        "skipped: 1 call in a row failed at m's endpoint (last: HTTP 503 from m: scripted"
+    )
+
+
+def test_a_wrong_path_says_where_to_look(server: ChatServer) -> None:
+    """A base URL whose path is wrong (``/v2``) said only "HTTP 404 from m"."""
+    llm = build_llm(
+        LLMSettings(
+            base_url=server.base_url, model="m", max_retries=0, timeout_s=5.0,
+            structured_output="json_schema", parse_retries=0,
+        )
+    )  # fmt: skip
+    assert llm is not None
+    server.script = [Reply(status=404, error_message="Not Found")]
+    assert ask(llm).error == (
+        "HTTP 404 from m: Not Found (is llm.base_url's path right? OpenAI-compatible "
+        "servers serve /v1)"
     )

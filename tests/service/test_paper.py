@@ -209,13 +209,14 @@ def test_an_llm_that_never_answers_is_counted_in_the_paper_state(
         # the saved state and one log line per process
         assert [(s.llm_asked, s.llm_answered) for s in steps] == [(1, 0)] * 3
         assert [s.warning for s in steps] == [
-            f"the LLM answered 0 of {n} decisions (0%, below 95%); first error: HTTP 500 from m"
+            f"the LLM answered 0 of {n} decisions (0%, below 95%); first error: HTTP 500 "
+            "from m: response_format None not supported"
             for n in (1, 2, 3)
         ]
         state = trader.state()
         assert state is not None and state.bars == 3
         assert (state.llm_decisions, state.llm_answered) == (3, 0)
-        assert state.llm_first_error == "HTTP 500 from m"
+        assert state.llm_first_error == "HTTP 500 from m: response_format None not supported"
         usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
         assert usage.warning(min_share=rt.settings.llm.min_answered_share) is not None
     finally:
