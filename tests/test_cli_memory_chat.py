@@ -325,7 +325,7 @@ def test_an_llm_that_fails_every_reading_is_said_in_the_imports_output(tmp_path:
     assert f"recorded 4 messages of {TRADER}" in done.stdout
     assert (
         "warning: the LLM failed to read 3 of the 3 trader messages read into the persona "
-        "(first: llm answer rejected: HTTP 500 from m)" in done.stderr
+        "(first: llm answer rejected: HTTP 500 from m: scripted failure)" in done.stderr
     ), done.stderr
 
 

@@ -5,6 +5,7 @@ endpoint faults and answers (never the request, the answer text or the key)."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Any, Literal
 
@@ -160,20 +161,35 @@ def _check_model(client: openai.OpenAI, model: str) -> None:
         )  # fmt: skip
 
 
+_KEYLIKE = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-]{8,}|\bBearer\s+\S+", re.IGNORECASE)
+"""What looks like an API key in a server's error text (OpenAI's 401 quotes the key it
+was given)."""
+
+
+def _redacted(text: str, cause: openai.APIStatusError) -> str:
+    """``text`` without the request's own key (its ``Authorization`` header) nor anything
+    that looks like a key."""
+    header = cause.request.headers.get("authorization", "") if cause.request else ""
+    key = header.split(" ", 1)[-1].strip()
+    if len(key) >= 4:
+        text = text.replace(key, "[key]")
+    return _KEYLIKE.sub("[key]", text)
+
+
 def api_error(cause: BaseException | None, model: str) -> str:
     """One line for an endpoint fault (never the request, never the key): for an HTTP
-    error, the server's own message too, cut to 200 characters (llama.cpp's "maximum
-    context length is 2048 tokens ... you requested 2515" had been dropped), and for a
-    404 a word on the base URL's path."""
+    error, the server's own message too, keys taken out (:func:`_redacted`) and cut to
+    200 characters (llama.cpp's "maximum context length is 2048 tokens ... you requested
+    2515" had been dropped), and for a 404 a word on the base URL's path and the model."""
     if isinstance(cause, openai.APIStatusError):
         said = f"HTTP {cause.status_code} from {model}"
         body = cause.body
         error = body.get("error", body) if isinstance(body, dict) else None
         message = error.get("message") if isinstance(error, dict) else error
         if isinstance(message, str) and message.strip():
-            said += ": " + " ".join(message.split())[:200]
+            said += ": " + _redacted(" ".join(message.split()), cause)[:200]
         if cause.status_code == 404:
-            said += " (is llm.base_url's path right? OpenAI-compatible servers serve /v1)"
+            said += " (are llm.base_url's path, /v1 for most servers, and llm.model right?)"
         return said
     if isinstance(cause, openai.APITimeoutError):
         return f"timeout waiting for {model}"

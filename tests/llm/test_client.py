@@ -432,6 +432,6 @@ def test_a_wrong_path_says_where_to_look(server: ChatServer) -> None:
     assert llm is not None
     server.script = [Reply(status=404, error_message="Not Found")]
     assert ask(llm).error == (
-        "HTTP 404 from m: Not Found (is llm.base_url's path right? OpenAI-compatible "
-        "servers serve /v1)"
+        "HTTP 404 from m: Not Found (are llm.base_url's path, /v1 for most servers, and "
+        "llm.model right?)"
     )
