@@ -441,7 +441,9 @@ def test_a_dead_model_reading_the_traders_words_is_said_in_the_reply(
                 "record_message", {"text": "never more than 2% a trade", "message_id": "d1"},
                 trader_id=TRADER, as_of=T,
             )  # fmt: skip
-            assert said["persona_errors"] == ["llm answer rejected: HTTP 500 from m: scripted failure"]
+            assert said["persona_errors"] == [
+                "llm answer rejected: HTTP 500 from m: scripted failure"
+            ]
             assert said["persona_changes"] >= 1  # the rules read the limit all the same
             fine = system.toolkit.call(
                 "record_message", {"text": "hello", "message_id": "d2", "speaker": "agent"},

@@ -243,11 +243,13 @@ class PersonaManager:
         moment. When the model fails, answers nothing or only invalid decisions, the
         offline rules read the text instead, and the model's failure is kept as an
         ``IGNORE`` change (source ``llm``, attribute ``profile``) before the rules'
-        changes. When the model's decisions did change the profile, the rules still read
-        the hard constraints the text states, after them: a stated limit is never lost to
-        a dead endpoint or to a weak model that read something else (a model answering
-        only a goal had dropped "never more than 2x leverage"); a stricter limit of the
-        rules replaces the model's, a looser one does not (the router's rule)."""
+        changes. When the model read the note (a decision the router did not refuse as
+        invalid, applied or not), the rules still read the hard constraints the text
+        states of the kinds the model did not read, after its decisions: a stated limit
+        is never lost to a dead endpoint or to a model that read something else (one
+        answering only a goal had dropped "never more than 2x leverage"). A kind the
+        model read is the model's (its "raising my max leverage to 5x" stands against the
+        rules' smallest number of the note), and a second read of a note adds nothing."""
         fence = _fence(as_of)
         note = note_id or "note-" + stable_id(trader_id, fence.isoformat(), text)[:16]
         failure: str | None = None
@@ -269,23 +271,34 @@ class PersonaManager:
             state = self._state(trader_id, fence)
             profile = state.profile
             result = RouteResult(profile=profile)
+            proposed: list[tuple[PersonaDecision, PersonaChange]] = []
             if asked:
                 result = route_decisions(
                     profile, asked, as_of=fence, source="llm", evidence_id=note
                 )
-                invalid = [c.reason for c in result.changes if c.reason.startswith("invalid")]
-                if invalid and not result.changed and len(invalid) == len(result.changes):
+                proposed = [  # the router writes one change per decision, in order
+                    (d, c) for d, c in zip(asked, result.changes, strict=True)
+                    if d.action != "IGNORE"
+                ]  # fmt: skip
+                invalid = [c.reason for _, c in proposed if _invalid(c)]
+                if invalid and len(invalid) == len(proposed):
                     failure = f"no usable decision ({invalid[0]})"
             rules = text_decisions(text, profile=result.profile)
-            if result.changed:  # the rules still read the stated limits (module doc)
-                rules = [d for d in rules if d.attribute == "constraints"]
+            read = [d for d, c in proposed if not _invalid(c)]
+            if read:  # the model read the note: the rules, the limits it did not (docstring)
+                read_kinds = {d.constraint.kind for d in read if d.constraint is not None}
+                rules = [
+                    d
+                    for d in rules
+                    if d.constraint is not None and d.constraint.kind not in read_kinds
+                ]
             if not rules and not asked and failure is None:
                 return []
             if rules:  # on the model's attributes, as the same new version
                 base = result.profile.model_copy(update={"version": profile.version})
-                read = route_decisions(base, rules, as_of=fence, source="rules", evidence_id=note)
-                final = read.profile if read.changed else result.profile
-                late = [c.model_copy(update={"version": final.version}) for c in read.changes]
+                ruled = route_decisions(base, rules, as_of=fence, source="rules", evidence_id=note)
+                final = ruled.profile if ruled.changed else result.profile
+                late = [c.model_copy(update={"version": final.version}) for c in ruled.changes]
                 result = RouteResult(profile=final, changes=result.changes + late)
             if failure is not None:
                 failed = route_failure(profile, as_of=fence, source="llm", error=failure)
@@ -371,6 +384,12 @@ def _content_key(record: MemoryRecord) -> tuple[str, str, int]:
     """``(trader, record id, hash of its payload)``: a decoded record is reused only for
     the same content, whichever process wrote it."""
     return record.trader_id, record.id, hash(str(record.metadata.get("payload", "")))
+
+
+def _invalid(change: PersonaChange) -> bool:
+    """Whether the router refused a decision as invalid (its ``IGNORE`` reasons of that
+    kind start with "invalid"; a decision it applied keeps the model's own reason)."""
+    return change.action == "IGNORE" and change.reason.startswith("invalid")
 
 
 def _fence(as_of: datetime) -> datetime:

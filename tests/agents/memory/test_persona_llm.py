@@ -78,9 +78,8 @@ def test_good_answer_adds_the_constraint(
     assert [(c.attribute, c.action, c.source, c.version) for c in changes] == [
         ("constraints", "ADD", "llm", 2),
         ("goals", "ADD", "llm", 2),
-        # the rules still read the stated limits: the one the model read is unchanged,
-        # the one it missed ("no memecoins") is not lost; one new version in all
-        ("constraints", "IGNORE", "rules", 2),
+        # the rules read the limit the model missed ("no memecoins"): not lost; one new
+        # version in all
         ("constraints", "ADD", "rules", 2),
     ]
     after = manager.get_profile(ALTS_SPOT, later(before))
@@ -142,6 +141,56 @@ def test_a_model_that_reads_something_else_loses_no_stated_limit(
     assert after is not None and after.version == before.version + 1
     assert {c.kind for c in after.constraints()} == {"max_risk_per_trade", "no_memecoins"}
     assert after.attributes["goals"].value == ["double the account"]
+
+
+def _leverage(value: float, quote: str, action: str) -> dict[str, Any]:
+    return {"decisions": [{
+        "attribute": "constraints", "action": action, "goal": None, "value": None,
+        "constraint": {"kind": "max_leverage", "value": value, "quote": quote},
+        "reason": "stated leverage limit",
+    }]}  # fmt: skip
+
+
+def test_a_raise_the_model_read_stands_and_a_second_read_adds_nothing(
+    setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
+) -> None:
+    """The rules read only the kinds the model did not: their smallest number of "I'm
+    raising my max leverage to 5x; previously my cap was 2x" (2x) had undone the
+    model's raise, and every re-read of the note wrote a new version."""
+    manager, before = setup
+    first = later(before)
+    server.script = [Reply.json(_leverage(2.0, "Never more than 2x leverage", "ADD"))]
+    manager.update_from_text(ALTS_SPOT, "Never more than 2x leverage.", as_of=first)
+    note = "I'm raising my max leverage to 5x; previously my cap was 2x."
+    raised = _leverage(5.0, "I'm raising my max leverage to 5x", "UPDATE")
+    at = first + timedelta(hours=1)
+    server.script = [Reply.json(raised)]
+    manager.update_from_text(ALTS_SPOT, note, as_of=at, note_id="raise")
+    after = manager.get_profile(ALTS_SPOT, at)
+    assert after is not None
+    assert dict((c.kind, c.value) for c in after.constraints())["max_leverage"] == 5.0
+    server.script = [Reply.json(raised)]
+    again = manager.update_from_text(ALTS_SPOT, note, as_of=at, note_id="raise")
+    assert [c.action for c in again] == ["IGNORE"]
+    latest = manager.get_profile(ALTS_SPOT, at)
+    assert latest is not None and latest.version == after.version
+
+
+def test_an_answer_of_only_ignores_is_no_failure_of_the_model(
+    setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
+) -> None:
+    """A model saying the note is not about the trader, with a reason that happens to
+    begin with "invalid", answered: it is no failure (the rules read the note)."""
+    manager, before = setup
+    server.script = [Reply.json({"decisions": [{
+        "attribute": "goals", "action": "IGNORE", "goal": None, "constraint": None,
+        "value": None, "reason": "invalid: not about the trader",
+    }]})]  # fmt: skip
+    changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before))
+    assert not any(c.attribute == "profile" for c in changes)
+    assert {c.kind for c in manager.get_profile(ALTS_SPOT, later(before)).constraints()} == {
+        "max_risk_per_trade", "no_memecoins"
+    }  # type: ignore[union-attr]  # fmt: skip
 
 
 def test_invalid_decision_is_ignored_not_applied(
