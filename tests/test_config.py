@@ -45,8 +45,10 @@ def test_bad_values_name_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     monkeypatch.setenv("SENTINEL_LLM__BASE_URL", "127.0.0.1:8080/v1")
     with pytest.raises(ConfigError, match=r"llm\.base_url: .*must start with http://"):
         load_settings()
-    monkeypatch.setenv("SENTINEL_LLM__BASE_URL", "https://api.example.com/v1")
-    assert load_settings().llm.base_url == "https://api.example.com/v1"
+    monkeypatch.setenv("SENTINEL_LLM__BASE_URL", "HTTPS://api.example.com/v1")
+    assert load_settings().llm.base_url == "HTTPS://api.example.com/v1"
+    monkeypatch.setenv("SENTINEL_LLM__BASE_URL", "")  # empty: no LLM, as before
+    assert load_settings().llm.base_url is None
 
 
 def test_a_list_from_the_environment_that_is_not_json_names_the_variable(

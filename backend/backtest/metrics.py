@@ -198,7 +198,11 @@ def compute_metrics(
     wins = sum(1 for trade in trades if trade.pnl > 0)
     held = np.asarray(exposure, dtype=np.float64) != 0
     usage = llm_usage(decisions)
-    refused = [(r, why) for r in decisions if (why := _refusal(r)) is not None]
+    refused = (  # read only of a run that never traded nor held (see _refusal)
+        [(r, why) for r in decisions if (why := _refusal(r)) is not None]
+        if not trades and not held.any()
+        else []
+    )
     return BacktestMetrics(
         start=start,
         end=end,

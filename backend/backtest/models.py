@@ -217,10 +217,9 @@ class BacktestMetrics(FrozenModel):
     constraint_violations: int = 0
     """Proposals the hard-constraint check had to change."""
     refused_proposals: int = Field(default=0, ge=0)
-    """Decisions whose policy wanted a position (buy or sell, size > 0) that the check,
-    or memory, cut to none from flat (a pair the persona forbids; a hold of a position
-    held counts too): with no trade and no position at all, the run's summary line says
-    so."""
+    """In a run that never traded nor held a position (else 0): the decisions whose
+    policy wanted a position (buy or sell, size > 0) that the check, or memory, cut to
+    none (a pair the persona forbids); any is said in the run's summary line."""
     first_refusal: str | None = None
     """Why the first of those was cut (None without any)."""
     llm_decisions: int = 0

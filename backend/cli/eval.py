@@ -218,6 +218,7 @@ def locomo(
                 f"{name}: answer F1 {a.f1:.3f} over {a.n} questions, "
                 f"{a.failed} unanswered by the LLM{why}",
                 style="bold red" if a.n and a.failed / a.n > 0.05 else None,
+                markup=False,  # the error is a server's text: never read as markup
             )
     console.print(f"{report.n_questions} questions; report written to {out}")
 

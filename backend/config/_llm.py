@@ -72,6 +72,8 @@ class LLMSettings(_Section):
     @field_validator("base_url")
     @classmethod
     def _a_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"https?://[^/\s]+", value):
+        if value is not None and not value.strip():
+            return None  # empty: no endpoint (an .env's way to turn the LLM off)
+        if value is not None and not re.match(r"https?://[^/\s]+", value, re.IGNORECASE):
             raise ValueError("must start with http:// or https:// (e.g. http://127.0.0.1:8080/v1)")
         return value

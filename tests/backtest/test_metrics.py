@@ -144,5 +144,9 @@ def test_a_run_whose_every_trade_the_constraints_refused_is_said() -> None:
     )
     traded = m.model_copy(update={"n_trades": 1})
     assert run_warning(traded, min_share=1) is None
-    held = m.model_copy(update={"exposure": 1.0})  # a position held all along: its holds
-    assert run_warning(held, min_share=1) is None  # look cut to none, and are not
+    held = compute_metrics(  # a position held all along: its holds look cut to none
+        flat, buy_and_hold=flat, exposure=flat * 0 + 1.0, trades=[], decisions=records,
+        timeframe="1d", initial_equity=100.0, fees_paid=0.0, start=D0, end=D0 + 5 * DAY,
+    )  # fmt: skip
+    assert (held.refused_proposals, held.first_refusal) == (0, None)
+    assert run_warning(held, min_share=1) is None

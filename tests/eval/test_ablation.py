@@ -273,6 +273,26 @@ def test_cli_cuts_the_last_window_at_the_data_and_refuses_a_pair_without_candles
     assert "no candles of BTC/USDT 4h in 2030-01-01..2030-03-01" in str(result.exception)
 
 
+def test_cli_says_a_window_that_begins_before_the_data(shared_data: Path, tmp_path: Path) -> None:
+    market = shared_data / "market" / "binance"
+    first = read_ohlcv_file(find_ohlcv_file(market, "BTC/USDT", "1d"), pair="BTC/USDT",
+                            timeframe="1d").frame.index[0]  # fmt: skip
+    start = (first - pd.DateOffset(months=2)).normalize()
+    out = tmp_path / "ablation.json"
+    args = ["eval", "ablation", "--data-dir", str(market), "--pairs", "BTC/USDT",
+            "--timeframes", "1d", "--start", f"{start:%Y-%m-%d}",
+            "--end", f"{start + pd.DateOffset(months=6):%Y-%m-%d}", "--window-months", "6",
+            "--modes", "off", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [w["data_start"][:10] for w in data["cut"]] == [f"{first:%Y-%m-%d}"]
+    (said,) = [w for w in data["warnings"] if "run only where the data is" in w]
+    assert (
+        said.startswith(f"BTC/USDT 1d {start:%Y-%m-%d}..") and f"WARNING: {said}" in result.output
+    )
+
+
 def test_cli_bad_mode_is_one_line_and_exit_2(tmp_path: Path) -> None:
     out = tmp_path / "never.json"
     args = ["eval", "ablation", "--pairs", "BTC/USDT", "--timeframes", "4h",
