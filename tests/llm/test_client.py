@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from backend.agents.policies import LLMDecision
 from backend.config import LLMSettings
@@ -435,3 +435,21 @@ def test_a_wrong_path_says_where_to_look(server: ChatServer) -> None:
         "HTTP 404 from m: Not Found (are llm.base_url's path, /v1 for most servers, and "
         "llm.model right?)"
     )
+
+
+def test_a_server_quoting_the_key_in_its_error_is_redacted(server: ChatServer) -> None:
+    """The server's error text is kept (what it says is wrong), never the key it quotes,
+    whole, cut or wrapped, nor anything that looks like one."""
+    key = "0123456789abcdef0123456789abcdefXYZ"
+    llm = build_llm(
+        LLMSettings(
+            base_url=server.base_url, model="m", max_retries=0, timeout_s=5.0,
+            structured_output="json_schema", parse_retries=0, api_key=SecretStr(key),
+        )
+    )  # fmt: skip
+    assert llm is not None
+    for quoted in (key, key[:20] + "...", key[:12] + "\n" + key[12:], "sk-proj-abcdefgh12345678"):
+        server.script = [Reply(status=401, error_message=f"Incorrect API key provided: {quoted}")]
+        error = ask(llm).error
+        assert error is not None and error.startswith("HTTP 401 from m: Incorrect API key")
+        assert "[key]" in error and "0123456789" not in error and "abcdefgh1234" not in error

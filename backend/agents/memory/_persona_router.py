@@ -61,6 +61,7 @@ __all__ = [
     "route_decisions",
     "route_failure",
     "route_fill_attributes",
+    "states_a_change",
 ]
 
 TextSource = Literal["rules", "llm"]
@@ -312,7 +313,7 @@ def _route_constraint(
         pending.append(_Pending("constraints", "IGNORE", old, new, f"unchanged: {checked.kind}"))
         return
     looser = old is not None and _looser(checked.kind, old["value"], new["value"])
-    if looser and old is not None and not _RELAX.search(checked.quote):
+    if looser and old is not None and not states_a_change(checked.quote):
         reason = (
             f"looser than the stored {checked.kind} {old['value']}: a hard constraint is "
             "relaxed only when the trader says it changes (e.g. 'raise my max leverage to 10x')"
@@ -336,6 +337,12 @@ _RELAX = re.compile(
 only then may a looser value replace a stored one (a misread or offhand sentence —
 "I don't use 20x anymore", "no new position above $50k" — must not loosen a hard
 constraint)."""
+
+
+def states_a_change(quote: str) -> bool:
+    """Whether ``quote`` says a limit changes ("raise my max leverage to 10x", "from now
+    on ..."): only then may a looser value replace a stored one."""
+    return _RELAX.search(quote) is not None
 
 
 def _looser(kind: str, old: Any, new: Any) -> bool:

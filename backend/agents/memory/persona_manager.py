@@ -56,6 +56,7 @@ from backend.agents.memory._persona_router import (
     route_decisions,
     route_failure,
     route_fill_attributes,
+    states_a_change,
 )
 from backend.agents.memory._persona_store import (
     CHANGE_KIND,
@@ -245,11 +246,13 @@ class PersonaManager:
         ``IGNORE`` change (source ``llm``, attribute ``profile``) before the rules'
         changes. When the model read the note (a decision the router did not refuse as
         invalid, applied or not), the rules still read the hard constraints the text
-        states of the kinds the model did not read, after its decisions: a stated limit
-        is never lost to a dead endpoint or to a model that read something else (one
-        answering only a goal had dropped "never more than 2x leverage"). A kind the
-        model read is the model's (its "raising my max leverage to 5x" stands against the
-        rules' smallest number of the note), and a second read of a note adds nothing."""
+        states, after its decisions, and the router keeps the stricter (a forbidden list
+        is united): a stated limit is never lost to a dead endpoint, nor to a model that
+        read something else (one answering only a goal had dropped "never more than 2x
+        leverage") or read it looser. A kind whose change the model read ("I'm raising my
+        max leverage to 5x": the router's change verbs) is the model's: the rules' smallest
+        number of the note ("previously 2x") does not undo it, and a second read of the
+        note adds nothing. Every change carries the version written."""
         fence = _fence(as_of)
         note = note_id or "note-" + stable_id(trader_id, fence.isoformat(), text)[:16]
         failure: str | None = None
@@ -284,13 +287,13 @@ class PersonaManager:
                 if invalid and len(invalid) == len(proposed):
                     failure = f"no usable decision ({invalid[0]})"
             rules = text_decisions(text, profile=result.profile)
-            read = [d for d, c in proposed if not _invalid(c)]
-            if read:  # the model read the note: the rules, the limits it did not (docstring)
-                read_kinds = {d.constraint.kind for d in read if d.constraint is not None}
+            read = [d.constraint for d, c in proposed if not _invalid(c)]
+            if read:  # the model read the note: the rules, its limits but a change it read
+                changed = {c.kind for c in read if c is not None and states_a_change(c.quote)}
                 rules = [
                     d
                     for d in rules
-                    if d.constraint is not None and d.constraint.kind not in read_kinds
+                    if d.constraint is not None and d.constraint.kind not in changed
                 ]
             if not rules and not asked and failure is None:
                 return []
@@ -305,6 +308,11 @@ class PersonaManager:
                 result = RouteResult(
                     profile=result.profile, changes=failed.changes + result.changes
                 )
+            version = result.profile.version  # every change: the version after the call
+            result = RouteResult(
+                profile=result.profile,
+                changes=[c.model_copy(update={"version": version}) for c in result.changes],
+            )
             call = "t" + stable_id(note, fence.isoformat(), len(result.changes))[:10]
             self._write(trader_id, result, [], fence, call, state.generation, len(state.ledger))
             return result.changes

@@ -78,8 +78,9 @@ def test_good_answer_adds_the_constraint(
     assert [(c.attribute, c.action, c.source, c.version) for c in changes] == [
         ("constraints", "ADD", "llm", 2),
         ("goals", "ADD", "llm", 2),
-        # the rules read the limit the model missed ("no memecoins"): not lost; one new
-        # version in all
+        # the rules read the stated limits too: the one the model read is unchanged, the
+        # one it missed ("no memecoins") is not lost; one new version in all
+        ("constraints", "IGNORE", "rules", 2),
         ("constraints", "ADD", "rules", 2),
     ]
     after = manager.get_profile(ALTS_SPOT, later(before))
@@ -174,6 +175,29 @@ def test_a_raise_the_model_read_stands_and_a_second_read_adds_nothing(
     assert [c.action for c in again] == ["IGNORE"]
     latest = manager.get_profile(ALTS_SPOT, at)
     assert latest is not None and latest.version == after.version
+
+
+def test_a_stricter_stated_limit_than_the_model_read_is_kept(
+    setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
+) -> None:
+    """The model reading a limit looser than the note states (or one the router refuses
+    as looser than stored) must not keep the rules from the stated one."""
+    manager, before = setup
+    at = later(before)
+    server.script = [Reply.json(_leverage(5.0, "Never more than 3x leverage", "ADD"))]
+    manager.update_from_text(ALTS_SPOT, "Never more than 3x leverage.", as_of=at)
+    profile = manager.get_profile(ALTS_SPOT, at)
+    assert profile is not None
+    assert dict((c.kind, c.value) for c in profile.constraints())["max_leverage"] == 3.0
+    later_at = at + timedelta(hours=1)
+    server.script = [Reply.json(_leverage(10.0, "Never more than 2x leverage", "UPDATE"))]
+    manager.update_from_text(ALTS_SPOT, "Never more than 2x leverage.", as_of=later_at)
+    profile = manager.get_profile(ALTS_SPOT, later_at)
+    assert profile is not None  # the model's 10x refused as looser, the stated 2x kept
+    assert dict((c.kind, c.value) for c in profile.constraints())["max_leverage"] == 2.0
+    assert {c.version for c in manager.timeline(ALTS_SPOT, as_of=later_at)[-2:]} == {
+        profile.version
+    }  # every change of a call carries the version it wrote
 
 
 def test_an_answer_of_only_ignores_is_no_failure_of_the_model(
