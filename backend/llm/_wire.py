@@ -162,23 +162,25 @@ def _check_model(client: openai.OpenAI, model: str) -> None:
 
 
 _KEYLIKE = re.compile(
-    r"\b(?:sk|pk|rk|gsk|hf|key)[-_][A-Za-z0-9_\-]{8,}|\bAIza[A-Za-z0-9_\-]{10,}"
-    r"|\b[0-9a-fA-F]{24,}\b|\bBearer\s+\S+",
+    r"\b(?:sk|pk|rk|gsk|hf)[-_][A-Za-z0-9_\-]{16,}|\bAIza[A-Za-z0-9_\-]{20,}"
+    r"|\bBearer\s+\S+",
     re.IGNORECASE,
 )
 """What looks like an API key in a server's error text (OpenAI's 401 quotes the key it
-was given): prefixed keys, Google's, long hex strings, a bearer token."""
+was given): prefixed keys, Google's, a bearer token."""
 
 
 def _redacted(text: str, cause: openai.APIStatusError) -> str:
-    """``text`` without the request's own key (its ``Authorization`` header; also any
-    piece of it of 6 characters or more: a server may cut or wrap what it quotes) nor
-    anything that looks like a key."""
+    """``text`` without the request's own key (its ``Authorization`` header; of a key of
+    20 characters or more, also any piece of 10 or more: a server may cut or wrap what
+    it quotes) nor anything that looks like a key. A short key (``not-needed``, a local
+    server's) is taken out whole only: its pieces are words."""
     header = cause.request.headers.get("authorization", "")
     key = header.split(" ", 1)[-1].strip()
-    if key:
+    if len(key) >= 4:
         text = text.replace(key, "[key]")
-        for piece in set(re.findall(r"[A-Za-z0-9_\-]{6,}", text)):
+    if len(key) >= 20:
+        for piece in set(re.findall(r"[A-Za-z0-9_\-]{10,}", text)):
             if piece in key:
                 text = text.replace(piece, "[key]")
     return _KEYLIKE.sub("[key]", text)

@@ -78,7 +78,7 @@ from backend.data.models import Fill
 from backend.errors import LookAheadError
 from backend.llm.client import LLMClient
 from backend.llm.prompts import PersonaDecision, PersonaDecisions, persona_update_prompt
-from backend.memory.models import PersonaChange, PersonaProfile
+from backend.memory.models import HardConstraint, PersonaChange, PersonaProfile
 from backend.storage import KhalaStore, MemoryRecord, stable_id
 from backend.types import END_OF_TIME, to_utc
 
@@ -289,7 +289,7 @@ class PersonaManager:
             rules = text_decisions(text, profile=result.profile)
             read = [d.constraint for d, c in proposed if not _invalid(c)]
             if read:  # the model read the note: the rules, its limits but a change it read
-                changed = {c.kind for c in read if c is not None and states_a_change(c.quote)}
+                changed = {c.kind for c in read if c is not None and _reads_a_change(c, text)}
                 rules = [
                     d
                     for d in rules
@@ -392,6 +392,25 @@ def _content_key(record: MemoryRecord) -> tuple[str, str, int]:
     """``(trader, record id, hash of its payload)``: a decoded record is reused only for
     the same content, whichever process wrote it."""
     return record.trader_id, record.id, hash(str(record.metadata.get("payload", "")))
+
+
+def _reads_a_change(constraint: HardConstraint, text: str) -> bool:
+    """Whether the model's ``constraint`` is a numeric limit whose change the note states:
+    its quote is in ``text`` (spacing and case aside), says a change (the router's verbs:
+    ``states_a_change``) and reads, by the offline rules, as the model's very value. Then
+    the rules' reading of the whole note (its smallest number: "raising to 5x; previously
+    2x" reads 2x) does not undo it. A made-up quote, a value the quote does not state, or
+    a list or flag (never loosened: united or set) gives no such exemption."""
+    value = constraint.value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    quote = " ".join(constraint.quote.split()).casefold()
+    if not quote or quote not in " ".join(text.split()).casefold():
+        return False
+    if not states_a_change(constraint.quote):
+        return False
+    own = [d.constraint for d in text_decisions(constraint.quote) if d.constraint is not None]
+    return any(c.kind == constraint.kind and c.value == value for c in own)
 
 
 def _invalid(change: PersonaChange) -> bool:

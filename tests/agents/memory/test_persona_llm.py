@@ -200,6 +200,50 @@ def test_a_stricter_stated_limit_than_the_model_read_is_kept(
     }  # every change of a call carries the version it wrote
 
 
+@pytest.mark.parametrize(
+    ("note", "quote", "value", "kept"),
+    [
+        # a change verb in an unrelated sense, the quote stating another value
+        ("I don't allow myself more than 2x leverage.",
+         "I don't allow myself more than 2x leverage", 3.0, 2.0),
+        # a made-up quote: not in the note
+        ("Never more than 2x leverage.", "raise my max leverage to 20x", 20.0, 2.0),
+    ],
+)  # fmt: skip
+def test_a_change_the_note_does_not_state_leaves_the_rules_their_say(
+    setup: tuple[PersonaManager, PersonaProfile],
+    server: ChatServer,
+    note: str,
+    quote: str,
+    value: float,
+    kept: float,
+) -> None:
+    manager, before = setup
+    server.script = [Reply.json(_leverage(value, quote, "ADD"))]
+    manager.update_from_text(ALTS_SPOT, note, as_of=later(before))
+    profile = manager.get_profile(ALTS_SPOT, later(before))
+    assert profile is not None
+    assert dict((c.kind, c.value) for c in profile.constraints())["max_leverage"] == kept
+
+
+def test_a_forbidden_list_is_united_whatever_verb_the_model_quoted(
+    setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
+) -> None:
+    manager, before = setup
+    note = "From now on never touch DOGE. Never touch SOL either."
+    server.script = [Reply.json({"decisions": [{
+        "attribute": "constraints", "action": "ADD", "goal": None, "value": None,
+        "constraint": {"kind": "forbidden_assets", "value": ["DOGE"],
+                       "quote": "From now on never touch DOGE"},
+        "reason": "forbidden asset",
+    }]})]  # fmt: skip
+    manager.update_from_text(ALTS_SPOT, note, as_of=later(before))
+    profile = manager.get_profile(ALTS_SPOT, later(before))
+    assert profile is not None
+    forbidden = dict((c.kind, c.value) for c in profile.constraints())["forbidden_assets"]
+    assert sorted(forbidden) == ["DOGE", "SOL"]
+
+
 def test_an_answer_of_only_ignores_is_no_failure_of_the_model(
     setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
 ) -> None:
