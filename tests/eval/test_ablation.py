@@ -241,18 +241,30 @@ def test_cli_writes_the_summary_with_buy_and_hold(shared_data: Path, tmp_path: P
                                  if r["pair"] == pair)  # fmt: skip
 
 
+def _btc_index(shared_data: Path, timeframe: str) -> pd.DatetimeIndex:
+    market = shared_data / "market" / "binance"
+    path = find_ohlcv_file(market, "BTC/USDT", timeframe)
+    return read_ohlcv_file(path, pair="BTC/USDT", timeframe=timeframe).frame.index
+
+
+def _btc_args(
+    shared_data: Path, timeframe: str, start: pd.Timestamp, *, months: int, window: int,
+    out: Path,
+) -> list[str]:  # fmt: skip
+    """``eval ablation`` of BTC/USDT, mode off, over ``months`` from ``start``."""
+    return ["eval", "ablation", "--data-dir", str(shared_data / "market" / "binance"),
+            "--pairs", "BTC/USDT", "--timeframes", timeframe, "--start", f"{start:%Y-%m-%d}",
+            "--end", f"{start + pd.DateOffset(months=months):%Y-%m-%d}",
+            "--window-months", str(window), "--modes", "off", "--out", str(out)]  # fmt: skip
+
+
 def test_cli_cuts_the_last_window_at_the_data_and_refuses_a_pair_without_candles(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    market = shared_data / "market" / "binance"
-    last = read_ohlcv_file(find_ohlcv_file(market, "BTC/USDT", "4h"), pair="BTC/USDT",
-                           timeframe="4h").frame.index[-1]  # fmt: skip
+    last = _btc_index(shared_data, "4h")[-1]
     start = (last - pd.Timedelta(days=10)).normalize()
     out = tmp_path / "ablation.json"
-    args = ["eval", "ablation", "--data-dir", str(market), "--pairs", "BTC/USDT",
-            "--timeframes", "4h", "--start", f"{start:%Y-%m-%d}",
-            "--end", f"{start + pd.DateOffset(months=2):%Y-%m-%d}", "--window-months", "1",
-            "--modes", "off", "--out", str(out)]  # fmt: skip
+    args = _btc_args(shared_data, "4h", start, months=2, window=1, out=out)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
@@ -274,16 +286,12 @@ def test_cli_cuts_the_last_window_at_the_data_and_refuses_a_pair_without_candles
 
 
 def test_cli_says_a_window_that_begins_before_the_data(shared_data: Path, tmp_path: Path) -> None:
-    market = shared_data / "market" / "binance"
-    first = read_ohlcv_file(find_ohlcv_file(market, "BTC/USDT", "1d"), pair="BTC/USDT",
-                            timeframe="1d").frame.index[0]  # fmt: skip
+    first = _btc_index(shared_data, "1d")[0]
     start = (first - pd.DateOffset(months=2)).normalize()
     out = tmp_path / "ablation.json"
-    args = ["eval", "ablation", "--data-dir", str(market), "--pairs", "BTC/USDT",
-            "--timeframes", "1d", "--start", f"{start:%Y-%m-%d}",
-            "--end", f"{start + pd.DateOffset(months=6):%Y-%m-%d}", "--window-months", "6",
-            "--modes", "off", "--out", str(out)]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(
+        app, _btc_args(shared_data, "1d", start, months=6, window=6, out=out)
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert [w["data_start"][:10] for w in data["cut"]] == [f"{first:%Y-%m-%d}"]
