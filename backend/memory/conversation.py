@@ -142,9 +142,9 @@ class ConversationMemory:
         the same read (positions in the session given twice, one writer's text under the
         other's "recorded" id); a persona change this call made before a refusal at the
         second check stays, and the error says so. The persona reads the new messages
-        before they are stored: a
-        call interrupted in between stored none of them, and the next one reads them
-        again (a repeated read adds nothing), so no message is stored unread. A message
+        before they are stored: a call interrupted in between stored none of them, and
+        the next one reads them again (a repeated read adds nothing), so no message is
+        stored unread. A message
         the persona cannot read because it has a later version is counted in
         ``persona_skipped``, unless that version came from this very call's messages
         (the next call after an interrupt). Raises
