@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from backend.agents.memory._persona_text import normalize_stated
+from backend.agents.memory._persona_text import normalize_stated, text_decisions
 from backend.llm.prompts import PersonaDecision
 from backend.memory.models import (
     ChangeAction,
@@ -58,6 +58,8 @@ __all__ = [
     "RouteResult",
     "check_constraint",
     "empty_profile",
+    "reads_a_change",
+    "refused_as_invalid",
     "route_decisions",
     "route_failure",
     "route_fill_attributes",
@@ -364,3 +366,28 @@ def route_failure(
     error as reason; the profile is returned unchanged."""
     pending = [_Pending("profile", "IGNORE", None, None, f"{source} answer rejected: {error}")]
     return _finish(profile, dict(profile.attributes), pending, as_of=to_utc(as_of), source=source)
+
+
+def reads_a_change(constraint: HardConstraint, text: str) -> bool:
+    """Whether the model's ``constraint`` is a numeric limit whose change the note states:
+    its quote is in ``text`` (spacing and case aside), says a change (the router's verbs:
+    ``states_a_change``) and reads, by the offline rules, as the model's very value. Then
+    the rules' reading of the whole note (its smallest number: "raising to 5x; previously
+    2x" reads 2x) does not undo it. A made-up quote, a value the quote does not state, or
+    a list or flag (never loosened: united or set) gives no such exemption."""
+    value = constraint.value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    quote = " ".join(constraint.quote.split()).casefold()
+    if not quote or quote not in " ".join(text.split()).casefold():
+        return False
+    if not states_a_change(constraint.quote):
+        return False
+    own = [d.constraint for d in text_decisions(constraint.quote) if d.constraint is not None]
+    return any(c.kind == constraint.kind and c.value == value for c in own)
+
+
+def refused_as_invalid(change: PersonaChange) -> bool:
+    """Whether the router refused a decision as invalid (its ``IGNORE`` reasons of that
+    kind start with "invalid"; a decision it applied keeps the model's own reason)."""
+    return change.action == "IGNORE" and change.reason.startswith("invalid")

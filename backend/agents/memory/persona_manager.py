@@ -49,14 +49,12 @@ from backend.agents.memory._persona_features import (
     compute_persona_attributes,
     normalize_fills_frame,
 )
+from backend.agents.memory._persona_reading import route_text
 from backend.agents.memory._persona_render import render_profile
 from backend.agents.memory._persona_router import (
     RouteResult,
     empty_profile,
-    route_decisions,
-    route_failure,
     route_fill_attributes,
-    states_a_change,
 )
 from backend.agents.memory._persona_store import (
     CHANGE_KIND,
@@ -72,13 +70,12 @@ from backend.agents.memory._persona_store import (
     profile_from_record,
     profile_record,
 )
-from backend.agents.memory._persona_text import text_decisions
 from backend.data.fills import fills_to_frame
 from backend.data.models import Fill
 from backend.errors import LookAheadError
 from backend.llm.client import LLMClient
 from backend.llm.prompts import PersonaDecision, PersonaDecisions, persona_update_prompt
-from backend.memory.models import HardConstraint, PersonaChange, PersonaProfile
+from backend.memory.models import PersonaChange, PersonaProfile
 from backend.storage import KhalaStore, MemoryRecord, stable_id
 from backend.types import END_OF_TIME, to_utc
 
@@ -249,10 +246,11 @@ class PersonaManager:
         states, after its decisions, and the router keeps the stricter (a forbidden list
         is united): a stated limit is never lost to a dead endpoint, nor to a model that
         read something else (one answering only a goal had dropped "never more than 2x
-        leverage") or read it looser. A kind whose change the model read ("I'm raising my
-        max leverage to 5x": the router's change verbs) is the model's: the rules' smallest
-        number of the note ("previously 2x") does not undo it, and a second read of the
-        note adds nothing. Every change carries the version written."""
+        leverage") or read it looser. A numeric limit whose change the note states in the
+        model's quote, at the model's value, is the model's (:func:`reads_a_change`): the
+        rules' smallest number of "I'm raising my max leverage to 5x; previously 2x" does
+        not undo it, and a second read of the note adds nothing. Every change carries the
+        version written."""
         fence = _fence(as_of)
         note = note_id or "note-" + stable_id(trader_id, fence.isoformat(), text)[:16]
         failure: str | None = None
@@ -273,46 +271,11 @@ class PersonaManager:
         with self._store.writer_lock(), self._lock:
             state = self._state(trader_id, fence)
             profile = state.profile
-            result = RouteResult(profile=profile)
-            proposed: list[tuple[PersonaDecision, PersonaChange]] = []
-            if asked:
-                result = route_decisions(
-                    profile, asked, as_of=fence, source="llm", evidence_id=note
-                )
-                proposed = [  # the router writes one change per decision, in order
-                    (d, c) for d, c in zip(asked, result.changes, strict=True)
-                    if d.action != "IGNORE"
-                ]  # fmt: skip
-                invalid = [c.reason for _, c in proposed if _invalid(c)]
-                if invalid and len(invalid) == len(proposed):
-                    failure = f"no usable decision ({invalid[0]})"
-            rules = text_decisions(text, profile=result.profile)
-            read = [d.constraint for d, c in proposed if not _invalid(c)]
-            if read:  # the model read the note: the rules, its limits but a change it read
-                changed = {c.kind for c in read if c is not None and _reads_a_change(c, text)}
-                rules = [
-                    d
-                    for d in rules
-                    if d.constraint is not None and d.constraint.kind not in changed
-                ]
-            if not rules and not asked and failure is None:
-                return []
-            if rules:  # on the model's attributes, as the same new version
-                base = result.profile.model_copy(update={"version": profile.version})
-                ruled = route_decisions(base, rules, as_of=fence, source="rules", evidence_id=note)
-                final = ruled.profile if ruled.changed else result.profile
-                late = [c.model_copy(update={"version": final.version}) for c in ruled.changes]
-                result = RouteResult(profile=final, changes=result.changes + late)
-            if failure is not None:
-                failed = route_failure(profile, as_of=fence, source="llm", error=failure)
-                result = RouteResult(
-                    profile=result.profile, changes=failed.changes + result.changes
-                )
-            version = result.profile.version  # every change: the version after the call
-            result = RouteResult(
-                profile=result.profile,
-                changes=[c.model_copy(update={"version": version}) for c in result.changes],
+            result = route_text(
+                profile, text, asked, failure=failure, as_of=fence, evidence_id=note
             )
+            if result is None:
+                return []
             call = "t" + stable_id(note, fence.isoformat(), len(result.changes))[:10]
             self._write(trader_id, result, [], fence, call, state.generation, len(state.ledger))
             return result.changes
@@ -392,31 +355,6 @@ def _content_key(record: MemoryRecord) -> tuple[str, str, int]:
     """``(trader, record id, hash of its payload)``: a decoded record is reused only for
     the same content, whichever process wrote it."""
     return record.trader_id, record.id, hash(str(record.metadata.get("payload", "")))
-
-
-def _reads_a_change(constraint: HardConstraint, text: str) -> bool:
-    """Whether the model's ``constraint`` is a numeric limit whose change the note states:
-    its quote is in ``text`` (spacing and case aside), says a change (the router's verbs:
-    ``states_a_change``) and reads, by the offline rules, as the model's very value. Then
-    the rules' reading of the whole note (its smallest number: "raising to 5x; previously
-    2x" reads 2x) does not undo it. A made-up quote, a value the quote does not state, or
-    a list or flag (never loosened: united or set) gives no such exemption."""
-    value = constraint.value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    quote = " ".join(constraint.quote.split()).casefold()
-    if not quote or quote not in " ".join(text.split()).casefold():
-        return False
-    if not states_a_change(constraint.quote):
-        return False
-    own = [d.constraint for d in text_decisions(constraint.quote) if d.constraint is not None]
-    return any(c.kind == constraint.kind and c.value == value for c in own)
-
-
-def _invalid(change: PersonaChange) -> bool:
-    """Whether the router refused a decision as invalid (its ``IGNORE`` reasons of that
-    kind start with "invalid"; a decision it applied keeps the model's own reason)."""
-    return change.action == "IGNORE" and change.reason.startswith("invalid")
 
 
 def _fence(as_of: datetime) -> datetime:
