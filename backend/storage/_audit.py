@@ -134,7 +134,7 @@ class AuditLog:
         with self._lock:
             if self._unsettled and landed is not None:
                 self._settle_unsettled(landed)
-            writer = _Writer(self, as_of.astimezone(UTC).isoformat())  # ordered as text
+            writer = _Writer(self, as_of.astimezone(UTC).isoformat())  # one offset: UTC
             try:
                 yield writer
             except BaseException:
@@ -249,8 +249,8 @@ class AuditLog:
         """How many writes of ``trader_id``'s records were confirmed so far, by any process
         sharing this trail: it grows by one with each confirmed write (however many rows)
         and never otherwise, so an in-process copy of the trader's rows stamped with it is
-        current while it is unchanged. One primary-key read (~3 us, measured), after
-        :meth:`check_present`."""
+        current while it is unchanged. One primary-key read after :meth:`check_present`:
+        ~5 us in all (measured, 200,000 calls)."""
         self.check_present()
         with self._lock:
             row = self._conn.execute(
@@ -275,7 +275,7 @@ class AuditLog:
         process opened (deleted, or replaced by a new store, while the process ran). Its
         SQLite connection still read the deleted file, so every cache it validates (the
         row mirror, the persona versions) kept answering from a store that was gone, and
-        a write failed as "a readonly database". One ``stat`` (~1 us)."""
+        a write failed as "a readonly database". One ``stat`` (~2 us, measured)."""
         if self._identity is not None and file_identity(self._file) != self._identity:
             raise StoreError(
                 f"{self.path}: the store's audit trail is gone or was replaced while this "

@@ -8,8 +8,9 @@ the old rows a write compares against. It is this backend's one cache. Other pro
 write the same collections (the scheduler's persona refresh beside a paper-trading loop,
 a CLI beside a server), so the mirror is **validated against the store**: it carries the
 audit trail's per-trader change count it reflects (``AuditLog.changes``), every read
-compares it with the trail's current count (one primary-key SQLite read, ~3 us
-measured) and rebuilds the mirror from chroma when another process wrote since.
+compares it with the trail's current count (one primary-key SQLite read and a stat of
+the trail file, ~5 us measured) and rebuilds the mirror from chroma when another process
+wrote since.
 
 An embedded chroma (``PersistentClient``) has a second in-process copy, its own: each
 process loads a collection's HNSW index at its first query, and a dense search then does
