@@ -330,10 +330,13 @@ def memory_recall(
             print(f"sentinel: warning: no message of trader {trader} in {cfg.store.path}",
                   file=sys.stderr)  # fmt: skip
         for number, q in asked:
-            found = system.toolkit.recall(
-                trader, q.query, symbol=None, as_of=q.as_of, tiers=("working",),
-                top_k=min(top_k, MAX_TOP_K),
-            )  # fmt: skip
+            try:
+                found = system.toolkit.recall(
+                    trader, q.query, symbol=None, as_of=q.as_of, tiers=("working",),
+                    top_k=min(top_k, MAX_TOP_K),
+                )  # fmt: skip
+            except StoreError as exc:
+                raise StoreError(f"{queries}: line {number}: {exc}") from None
             if found["errors"]:
                 tier, error = next(iter(found["errors"].items()))
                 raise StoreError(f"{queries}: line {number}: the {tier} tier failed: {error}")

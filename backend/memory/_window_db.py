@@ -9,6 +9,11 @@ first version, keyed without the timeframe, is dropped at open: its marks are de
 state, and a loop that finds none begins a new high-water mark). WAL journal with
 ``synchronous=NORMAL``: a commit costs no fsync (durable up to the last checkpoint on
 power loss, never corrupt). ``path=None`` keeps everything in memory (no resume).
+
+The file is checked to still be the one opened (:func:`~backend.files.file_identity`,
+one ``stat``) before every read of its version and every write: a state file deleted or
+replaced while a process ran (the run directory removed under ``sentinel mcp``) had
+kept answering from the deleted file, and writes into it were lost without a word.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from backend.errors import StoreError
+from backend.files import file_identity
 from backend.memory.models import MarketSnapshot
 
 __all__ = ["AccountKey", "WindowDB", "as_of_us", "datetime_us"]
@@ -84,6 +90,15 @@ class WindowDB:
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"working-memory state {path}: {exc}") from None
+        self._identity = file_identity(self.path)
+
+    def _check(self) -> None:
+        """Raise :class:`StoreError` when the file is no longer the one opened (module doc)."""
+        if self._identity is not None and file_identity(self.path) != self._identity:
+            raise StoreError(
+                f"working-memory state {self.path}: the file is gone or was replaced while "
+                "this process ran (the store was deleted or moved): restart on the store"
+            )
 
     def load(self) -> Iterator[tuple[str, str, MarketSnapshot]]:
         """Every stored snapshot as ``(trader_id, symbol, snapshot)``, oldest first per key."""
@@ -97,6 +112,7 @@ class WindowDB:
         """SQLite's ``PRAGMA data_version`` on this connection: it changes when another
         connection (another process) commits to the file, never for this connection's own
         writes; a reader compares it to know whether what it loaded is still current."""
+        self._check()
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def cursors(self) -> dict[tuple[str, str], int]:
@@ -105,6 +121,7 @@ class WindowDB:
 
     def put(self, snapshot: MarketSnapshot) -> None:
         """Insert (or replace, same ``as_of``) one snapshot."""
+        self._check()
         try:
             self._db.execute(
                 "INSERT OR REPLACE INTO snapshot VALUES (?, ?, ?, ?)",
@@ -120,6 +137,7 @@ class WindowDB:
 
     def consolidated(self, trader_id: str, symbol: str, until_us: int) -> None:
         """Drop the key's snapshots up to ``until_us`` and move its cursor there (atomic)."""
+        self._check()
         try:
             with self._transaction():
                 self._db.execute(
@@ -165,6 +183,7 @@ class WindowDB:
         )
 
     def _write(self, sql: str, args: tuple[object, ...]) -> None:
+        self._check()
         try:
             self._db.execute(sql, args)
         except sqlite3.Error as exc:

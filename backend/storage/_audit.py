@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from backend.errors import StoreError
-from backend.storage._process import WriterLock, file_identity, owner_gone, owner_stamp
+from backend.files import file_identity
+from backend.storage._process import WriterLock, owner_gone, owner_stamp
 from backend.storage.models import AuditEvent
 
 __all__ = ["AuditLog", "AuditRow", "LandedCheck", "PendingRow"]

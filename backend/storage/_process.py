@@ -15,7 +15,7 @@ import filelock
 
 from backend.errors import StoreError
 
-__all__ = ["WRITER_LOCK_TIMEOUT_S", "WriterLock", "file_identity", "owner_gone", "owner_stamp"]
+__all__ = ["WRITER_LOCK_TIMEOUT_S", "WriterLock", "owner_gone", "owner_stamp"]
 
 WRITER_LOCK_TIMEOUT_S = 600.0
 """Longest wait for :class:`WriterLock`. Its holders read, decide and write (persona
@@ -43,17 +43,6 @@ def owner_gone(owner: str | None) -> bool:
     except PermissionError:
         return False
     return False
-
-
-def file_identity(path: Path | None) -> tuple[int, int] | None:
-    """``(device, inode)`` of the file at ``path`` (None: no path, or no file there)."""
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 class WriterLock:

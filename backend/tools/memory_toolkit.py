@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from backend.errors import ToolError
+from backend.errors import StoreError, ToolError
 from backend.memory.conversation import ConversationMemory, RecordedMessages
 from backend.memory.hierarchical import ALL_TIERS, HierarchicalMemory
 from backend.memory.models import (
@@ -344,7 +344,10 @@ class MemoryToolkit:
         ``message_id``, ``speaker``, ``session``, ``time``; best first; a text over 2,000
         characters is cut there, with ``text_truncated`` and ``text_chars``), then at most
         ``top_k`` episodes best first (of every symbol when ``symbol`` is ``None``).
-        ``errors`` names a tier that failed (the others are still returned). ``context``
+        ``errors`` names a tier that failed (the others are still returned); a recall
+        that failed and found nothing in any tier is a :class:`~backend.errors.StoreError`
+        naming each failure, not an empty answer (an MCP client gets ``isError``: a
+        store gone is not "no memories"). ``context``
         is what an answering model gets: ``{"text", "tokens", "message_ids"}``, the best
         ``memory.conversation.context_messages`` messages (whatever ``top_k``) within
         ``memory.token_budget`` tokens (tiktoken cl100k_base;
@@ -355,6 +358,9 @@ class MemoryToolkit:
             trader_id, symbol, as_of=as_of, query=query, top_k=top_k, tiers=tiers,
             message_top_k=wanted,
         )  # fmt: skip
+        if ctx.errors and not (ctx.persona or ctx.working or ctx.episodes or ctx.messages):
+            failed = "; ".join(f"{source}: {error}" for source, error in ctx.errors.items())
+            raise StoreError(f"recall found nothing and failed ({failed})")
         persona = ctx.persona if "persona" in tiers else None
         text = self.memory.persona.render_profile(persona) if persona is not None else None
         return recall_payload(ctx, persona, text, self.memory.settings, top_k=top_k)

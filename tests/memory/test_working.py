@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backend.config import MemorySettings
-from backend.errors import DataError
+from backend.errors import DataError, StoreError
 from backend.memory._features import FeatureFrame
 from backend.memory._news import FearGreedIndex, HeadlineIndex
 from backend.memory.episodic import EpisodicMemory
@@ -162,6 +162,28 @@ def test_a_reader_follows_what_another_process_writes_to_the_state_file(
     assert reader.consolidate_overflow(as_of=late) == []  # nothing left for it to redo
     writer.close()
     reader.close()
+
+
+def test_a_state_file_deleted_or_replaced_while_open_is_a_store_error(
+    make_store: StoreFactory, snapshots: list[MarketSnapshot], tmp_path: Path
+) -> None:
+    """The run directory removed under a running process: its connection kept reading
+    the deleted file and wrote snapshots and equity marks into it, lost without a word;
+    a new file put in its place was not read either."""
+    path = tmp_path / "working.sqlite3"
+    wm = WorkingMemory(make_store(), settings=SMALL, state_path=path)
+    wm.observe(snapshots[0])
+    path.unlink()
+    with pytest.raises(StoreError, match=r"working\.sqlite3: the file is gone or was replaced"):
+        wm.observe(snapshots[1])
+    with pytest.raises(StoreError, match="the file is gone or was replaced"):
+        wm.current("alice", "BTC/USDT", as_of=snapshots[1].as_of)
+    with pytest.raises(StoreError, match="the file is gone or was replaced"):
+        wm.observe_equity("alice", "BTC/USDT", timeframe="1h", as_of=snapshots[1].as_of, equity=1.0)
+    WorkingMemory(make_store(), settings=SMALL, state_path=path).close()  # another file there
+    with pytest.raises(StoreError, match="the file is gone or was replaced"):
+        wm.current("alice", "BTC/USDT", as_of=snapshots[1].as_of)
+    wm.close()
 
 
 def test_observe_bar(

@@ -1,0 +1,47 @@
+"""``MemoryToolkit.recall`` when its store fails: an error, never an empty answer."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from backend.compose import build_memory_system
+from backend.config import load_settings
+from backend.embeddings import HashingEmbedder
+from backend.errors import StoreError
+from backend.memory.models import ChatMessage
+
+TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+AT = datetime(2025, 3, 1, 12, tzinfo=UTC)
+
+
+def test_a_recall_whose_every_tier_failed_is_an_error_not_no_memories(tmp_path: Path) -> None:
+    """The store's folder removed under a running ``sentinel mcp``: every tier failed
+    with a StoreError, and recall answered ``hits: []`` with the failures in ``errors``,
+    which an MCP client took as a successful call that found nothing."""
+    run = tmp_path / "run"
+    system = build_memory_system(load_settings().with_store_dir(run), embedder=HashingEmbedder())
+    try:
+        kit = system.toolkit
+        kit.record_note(TRADER, "No memecoins, ever.", as_of=AT)
+        kit.record_messages(
+            TRADER,
+            [ChatMessage(id="m1", speaker="trader", session="s1", time=AT, text="SOL is weak")],
+            as_of=AT,
+        )
+        found = kit.recall(TRADER, "SOL", symbol="SOL/USDT", as_of=AT)
+        assert not found["errors"] and found["persona"] is not None
+        assert "message:m1" in {hit["id"] for hit in found["hits"]}
+
+        shutil.rmtree(run)
+        with pytest.raises(StoreError, match="recall found nothing and failed") as failed:
+            kit.recall(TRADER, "SOL", symbol="SOL/USDT", as_of=AT)
+        for source in ("persona", "working", "episodic", "conversation"):
+            assert f"{source}: StoreError" in str(failed.value), source
+        with pytest.raises(StoreError, match=r"recall found nothing and failed \(episodic: "):
+            kit.recall(TRADER, "SOL", symbol=None, as_of=AT, tiers=("episodic",))
+    finally:
+        system.close()
