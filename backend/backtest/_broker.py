@@ -15,7 +15,8 @@ Accounting (all amounts in quote currency, quantities in base units, signed; sho
   re-averages ``entry_price`` (fill prices, slippage included) and pools the entry fees;
   reducing it realises ``closed * (exit - entry)`` (long) or ``closed * (entry - exit)``
   (short) minus the entry fees pro rata to the closed quantity and the exit fee of the
-  closed part. Each reduction yields one :class:`TradeRecord`. An order that crosses zero
+  closed part. Each reduction yields one :class:`TradeRecord` (the one that leaves the
+  position flat has ``closes_position``: the position is one trade). An order that crosses zero
   (long -> short) closes the whole position, then opens the remainder; its fee is split by
   quantity. ``entry_time``/``entry_decision`` are those of the fill that opened the
   position from flat. Summing ``pnl`` over all trades plus the open position's unrealised
@@ -252,7 +253,10 @@ class SimBroker:
         )
         self.entry_fees -= entry_fee
         remaining = self.quantity - closed if long else self.quantity + closed
-        if abs(remaining) <= _EPS * max(1.0, abs(self.quantity)):
+        flat = abs(remaining) <= _EPS * max(1.0, abs(self.quantity))
+        if not flat:
+            trade = trade.model_copy(update={"closes_position": False})
+        if flat:
             self.quantity = 0.0
             self.entry_price = None
             self.entry_time = None

@@ -19,7 +19,10 @@ equity since nothing is filled before the second bar's open):
   both ratios are 0.0 when undefined (fewer than 2 returns, zero deviation);
 * ``max_drawdown = min_i(E_i / max_{j<=i} E_j - 1)`` (<= 0; the running max includes
   ``initial_equity``), the same for buy-and-hold;
-* ``win_rate`` = trades with ``pnl > 0`` / trades (0 without trades);
+* ``n_trades`` = positions closed: rows of ``trades.csv`` with ``closes_position``; a
+  position reduced in steps is one trade (freqtrade's convention), and one still open at
+  the end is not counted; ``win_rate`` = those positions whose PnL (the sum of their
+  rows, grouped by ``side`` and ``entry_time``) is > 0, over ``n_trades`` (0 without);
 * ``exposure`` = share of bar closes with a non-zero position;
 * ``constraint_violations`` = decision records with a non-empty ``violations`` list;
 * ``llm_decisions`` = records whose proposal a chat model was asked for
@@ -48,6 +51,7 @@ __all__ = [
     "bar_returns",
     "bars_per_year",
     "cagr",
+    "closed_positions",
     "compute_metrics",
     "llm_usage",
     "max_drawdown",
@@ -170,6 +174,23 @@ def llm_usage(decisions: Iterable[DecisionRecord]) -> LLMUsage:
     return LLMUsage(asked, answered, first)
 
 
+def closed_positions(trades: Iterable[TradeRecord]) -> list[float]:
+    """The PnL (quote currency) of each position the ``trades`` rows close, in order of
+    closing: the sum of the rows of one position (same ``symbol``, ``side`` and
+    ``entry_time``) up to its row with ``closes_position``. Rows of a position still open
+    at the end are left out (module doc)."""
+    open_pnl: dict[tuple[str, str, datetime], float] = {}
+    closed: list[float] = []
+    for trade in trades:
+        key = (trade.symbol, trade.side, trade.entry_time)
+        pnl = open_pnl.pop(key, 0.0) + trade.pnl
+        if trade.closes_position:
+            closed.append(pnl)
+        else:
+            open_pnl[key] = pnl
+    return closed
+
+
 def compute_metrics(
     equity: pd.Series,
     *,
@@ -195,7 +216,8 @@ def compute_metrics(
     final = float(equity.iloc[-1]) if len(equity) else initial_equity
     total = final / initial_equity - 1.0
     bh = np.asarray(buy_and_hold, dtype=np.float64)
-    wins = sum(1 for trade in trades if trade.pnl > 0)
+    positions = closed_positions(trades)
+    wins = sum(1 for pnl in positions if pnl > 0)
     held = np.asarray(exposure, dtype=np.float64) != 0
     usage = llm_usage(decisions)
     refused = (  # read only of a run that never traded nor held (see _refusal)
@@ -211,9 +233,9 @@ def compute_metrics(
         sharpe=sharpe_ratio(returns, periods_per_year=per_year),
         sortino=sortino_ratio(returns, periods_per_year=per_year),
         max_drawdown=max_drawdown(equity, initial=initial_equity),
-        win_rate=wins / len(trades) if trades else 0.0,
+        win_rate=wins / len(positions) if positions else 0.0,
         exposure=float(held.mean()) if held.size else 0.0,
-        n_trades=len(trades),
+        n_trades=len(positions),
         n_decisions=len(decisions),
         buy_and_hold_return=float(bh[-1] / bh[0] - 1.0) if bh.size else 0.0,
         buy_and_hold_max_drawdown=max_drawdown(bh),

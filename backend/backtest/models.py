@@ -189,6 +189,10 @@ class TradeRecord(FrozenModel):
     fees: float
     entry_decision: str | None = None
     """Episode id of the decision that opened it."""
+    closes_position: bool = True
+    """Whether this reduction left the position flat (or flipped it): the position's last
+    row. A position built and reduced in steps is one trade of ``BacktestMetrics
+    .n_trades`` (freqtrade's convention), its rows share ``side`` and ``entry_time``."""
 
     _tz = field_validator("entry_time", "exit_time")(to_utc)
 
@@ -206,9 +210,12 @@ class BacktestMetrics(FrozenModel):
     max_drawdown: float
     """<= 0."""
     win_rate: float
+    """Of the ``n_trades`` positions, the share whose PnL (their rows' sum) was > 0."""
     exposure: float
     """Share of bars with a position."""
     n_trades: int
+    """Positions closed (flat to flat, or to a flip), each once however many steps
+    reduced it; one still open at the end is not counted (it is marked to market)."""
     n_decisions: int
     buy_and_hold_return: float
     buy_and_hold_max_drawdown: float

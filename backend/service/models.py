@@ -128,6 +128,8 @@ class PaperStepResult(FrozenModel):
     exposure: float | None = None
     fills: int = Field(ge=0, default=0)
     trades: int = Field(ge=0, default=0)
+    """Positions closed in this step (``BacktestMetrics.n_trades``'s count: a position
+    reduced in steps is one trade, at the step that left it flat)."""
     llm_asked: int = Field(ge=0, default=0)
     """Decisions of this step asked of the chat model (0 with the rule policy)."""
     llm_answered: int = Field(ge=0, default=0)

@@ -265,7 +265,7 @@ class PaperTrader:
             equity=last[1],
             exposure=last[2],
             fills=len(broker.fills),
-            trades=len(broker.trades),
+            trades=sum(1 for t in broker.trades if t.closes_position),
             llm_asked=asked.asked,
             llm_answered=asked.answered,
             warning=warning,

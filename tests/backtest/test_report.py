@@ -67,7 +67,7 @@ def test_files_are_written_and_parse(
     assert -1 <= metrics["max_drawdown"] <= 0 and abs(metrics["total_return"]) < 5
 
     trades = pd.read_csv(out / "trades.csv")
-    assert len(trades) == result.metrics.n_trades
+    assert trades["closes_position"].sum() == result.metrics.n_trades  # positions, not rows
     assert list(trades.columns)[:4] == ["symbol", "side", "entry_time", "exit_time"]
     assert trades["pnl"].sum() == pytest.approx(sum(t.pnl for t in result.trades))
 
