@@ -33,9 +33,10 @@ the end is counted and said too.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import numpy as np
@@ -122,6 +123,23 @@ def select_window(
         when = f" in [{_iso(start)}, {_iso(end)})"
         raise DataError(f"no {ohlcv.pair} {ohlcv.timeframe} candles{when}", path=ohlcv.source)
     return first, stop
+
+
+def _missing_in(ohlcv: OHLCVFrame, *, start: datetime, end: datetime) -> int:
+    """Candles of ``ohlcv``'s gaps whose open time is in ``[start, end)``: a hole at
+    either edge of a window counts too (the window then begins late or ends early; only
+    holes between its first and last candle were counted, so a run that began 3 candles
+    late said nothing). Holes before the file's first candle or after its last are not
+    gaps (the ablation says a window cut at the data)."""
+    step = timeframe_seconds(ohlcv.timeframe)
+    lo, hi = to_utc(start).timestamp(), to_utc(end).timestamp()
+    count = 0
+    for gap in ohlcv.gaps:  # the missing opens are gap.start + k * step, k = 1..missing
+        base = gap.start.timestamp()
+        first = max(1, math.ceil((lo - base) / step))
+        last = min(gap.missing, math.ceil((hi - base) / step) - 1)
+        count += max(0, last - first + 1)
+    return count
 
 
 def utc_timestamp(value: datetime) -> pd.Timestamp:
@@ -301,8 +319,10 @@ def run_backtest(
         fees_paid=broker.fees_paid,
         start=open_times[0].astimezone(UTC),
         end=close_times[-1].astimezone(UTC),
-        missing_candles=sum(
-            g.missing for g in ohlcv.gaps if open_times[0] <= g.start and g.end <= open_times[-1]
+        missing_candles=_missing_in(
+            ohlcv,
+            start=start or open_times[0],
+            end=end or open_times[-1] + timedelta(seconds=timeframe_seconds(ohlcv.timeframe)),
         ),
     )
     return BacktestResult(

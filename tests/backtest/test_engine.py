@@ -125,7 +125,9 @@ def test_partial_decrease_and_flip_without_costs() -> None:
     # realised + unrealised = equity change
     unrealised = 100 * (200 - 100)
     assert sum(t.pnl for t in result.trades) + unrealised == pytest.approx(30_000 - 10_000)
-    assert result.metrics.n_trades == 2  # the open short is not a trade
+    # one long position closed in two steps is one trade; the open short is not a trade
+    assert [first.closes_position, second.closes_position] == [False, True]
+    assert result.metrics.n_trades == 1 and result.metrics.win_rate == 1.0
 
 
 def test_flip_splits_the_fee_by_quantity() -> None:
@@ -201,6 +203,29 @@ def test_window_and_gaps() -> None:
     assert maker.contexts[2].position.entry_price == 150  # filled at the post-gap open
     assert result.metrics.start == T0 + H and result.metrics.end == T0 + 6 * H
     assert result.buy_and_hold.tolist() == pytest.approx([10_000, 10_000, 15_000, 15_000])
+
+
+def test_missing_candles_at_either_edge_of_the_window_are_counted() -> None:
+    """A reviewer's finding: only holes between the window's first and last candle were
+    counted, so a window that began or ended inside a hole (it started 3 candles late)
+    reported 0. Slots 3-6 missing (one gap: last candle before it at slot 2)."""
+    import dataclasses
+
+    from backend.data import Gap
+
+    raw = synthetic_ohlcv([(100, 100)] * 8, skip=[3, 4, 5, 6])
+    ohlcv = dataclasses.replace(raw, gaps=(Gap(start=T0 + 2 * H, end=T0 + 7 * H, missing=4),))
+
+    def missing(start: object, end: object) -> int:
+        run = run_backtest(ohlcv, ScriptedMaker({}), settings=FREE, trader_id="t",
+                           start=start, end=end)  # type: ignore[arg-type]  # fmt: skip
+        return run.metrics.missing_candles
+
+    assert missing(T0 + 4 * H, T0 + 12 * H) == 3  # begins inside the hole: slots 4, 5, 6
+    assert missing(T0, T0 + 5 * H) == 2  # ends inside it: slots 3, 4
+    assert missing(T0, T0 + 3 * H) == 0  # ends at the hole
+    assert missing(T0 + H, T0 + 9 * H) == 4  # around it
+    assert missing(None, None) == 4
 
 
 def test_empty_window_is_a_data_error() -> None:
