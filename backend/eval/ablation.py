@@ -165,7 +165,7 @@ def run_window(
     asset = base_asset(ohlcv.pair)
     behaviour = behaviour_of(
         result.decisions,
-        result.trades,
+        result.fills,
         equity=result.equity,
         exposure=result.exposure,
         price=result.buy_and_hold,

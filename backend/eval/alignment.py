@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 
 from backend.agents.constraints import check_decision
-from backend.backtest.models import Decision, DecisionRecord, PositionState, TradeRecord
+from backend.agents.memory import holding_samples
+from backend.backtest import BrokerFill
+from backend.backtest.models import Decision, DecisionRecord, PositionState
 from backend.eval.models import RunBehaviour
 from backend.memory.models import PersonaProfile
 
@@ -28,6 +30,7 @@ __all__ = [
     "HOLDING_ZERO_FACTOR",
     "MIN_ASSET_SHARE",
     "RISK_EXPOSURE_CAP",
+    "agent_holding_hours",
     "behaviour_of",
     "buy_and_hold_behaviour",
     "held_violations",
@@ -51,7 +54,7 @@ _HELD = Decision.hold("held")
 
 def behaviour_of(
     decisions: Sequence[DecisionRecord],
-    trades: Sequence[TradeRecord],
+    fills: Sequence[BrokerFill],
     *,
     equity: pd.Series,
     exposure: pd.Series,
@@ -72,9 +75,10 @@ def behaviour_of(
     (valued at the bar close, price drift excluded): their sum is ``turnover``. The
     opening notional of bar t is ``max(0, |q_t| - |q_{t-1}|) * price_t`` on the side of
     ``q_t`` (all of ``|q_t|`` when the side flipped); ``long_share`` = long / total.
-    ``holding_hours_median``: median of ``exit_time - entry_time`` over ``trades`` (each
-    closing record one sample, like the persona's one sample per closing fill); a
-    position still open at the end is not a trade and is not counted.
+    ``holding_hours_median``: the median of :func:`agent_holding_hours` of ``fills`` (the
+    run's, in time order): the persona's own rule, so the agent and the trader are
+    measured alike (the time from a position's first entry to each reduction, measured
+    before, read 84 h where FIFO reads 48 h on a BTC 4h run).
     ``violating_decisions``: bar closes whose held position breaks a hard constraint of
     ``profile`` on ``symbol`` (:func:`held_violations`; 0 without a profile). Two runs
     that executed the same positions score the same, whatever their policies proposed
@@ -100,7 +104,7 @@ def behaviour_of(
     long_open = float(notional[q > 0].sum())
     total_open = float(notional.sum())
     positioned = np.abs(e) > _REL_TOL
-    hours = [(t.exit_time - t.entry_time).total_seconds() / 3600.0 for t in trades]
+    hours = agent_holding_hours(fills, symbol=symbol)
     return RunBehaviour(
         decisions=len(decisions),
         violating_decisions=held_violations(
@@ -112,6 +116,27 @@ def behaviour_of(
         mean_abs_exposure=float(np.abs(e[positioned]).mean()) if positioned.any() else None,
         turnover=float(np.nansum(turned)),
     )
+
+
+def agent_holding_hours(fills: Sequence[BrokerFill], *, symbol: str = "") -> list[float]:
+    """Hours each closing fill of ``fills`` (a run's, in time order, starting flat) held
+    what it closed: :func:`~backend.agents.memory.holding_samples`, the persona's
+    holding period rule (FIFO lots, the quantity-weighted age of the lots a fill closes;
+    a fill that flips closes the whole position and opens the rest as a new lot)."""
+    if not fills:
+        return []
+    frame = pd.DataFrame(
+        {
+            "symbol": symbol,
+            "id": [str(i) for i in range(len(fills))],
+            "timestamp": [int(f.time.timestamp() * 1000) for f in fills],
+            "side": ["buy" if f.quantity > 0 else "sell" for f in fills],
+            "amount": [abs(f.quantity) for f in fills],
+            "start_position": math.nan,  # the run's own fills: nothing to reconcile
+            "base_fee": 0.0,  # the broker's fees are in the quote currency
+        }
+    )
+    return holding_samples(frame)[0]
 
 
 def held_violations(
@@ -223,8 +248,8 @@ def persona_alignment(
       buys vs opening shorts). Defined when the profile has it and the agent opened a
       position.
     - ``holding_period``: ``max(0, 1 - |ln(a / p)| / ln(24))`` with ``a`` the agent's
-      median holding time of closed trades and ``p`` the profile's ``holding_period``
-      (median hours a trader's closing fill held its lots, FIFO). A log scale because
+      median hours a closing fill held its lots (FIFO, :func:`agent_holding_hours`) and
+      ``p`` the profile's ``holding_period`` (the same, of the trader's fills). A log scale because
       holding times span orders of magnitude; a factor of :data:`HOLDING_ZERO_FACTOR`
       apart scores 0. Defined when both are positive.
     - ``assets``: 1 if ``asset`` carries at least :data:`MIN_ASSET_SHARE` of the trader's

@@ -11,12 +11,18 @@ import pandas as pd
 import pytest
 
 from backend.agents import DEFAULT_CONSTRAINTS_NOTE
-from backend.backtest.models import Decision, DecisionRecord, TradeRecord
+from backend.backtest import BrokerFill
+from backend.backtest.models import Decision, DecisionRecord
 from backend.config import load_settings
 from backend.data import Fill
 from backend.embeddings import HashingEmbedder
 from backend.eval.ablation import reference_profile
-from backend.eval.alignment import behaviour_of, buy_and_hold_behaviour, persona_alignment
+from backend.eval.alignment import (
+    agent_holding_hours,
+    behaviour_of,
+    buy_and_hold_behaviour,
+    persona_alignment,
+)
 from backend.eval.models import RunBehaviour
 from backend.memory.models import PersonaProfile
 
@@ -172,6 +178,27 @@ def _decision(at: datetime, *, broke: bool) -> DecisionRecord:
                           violations=["max_leverage"] if broke else [])  # fmt: skip
 
 
+def test_the_agents_holding_time_is_measured_as_the_personas_fifo() -> None:
+    """A reviewer's finding: the agent's holding time was ``exit_time - entry_time`` of
+    each reduction, from the position's *first* entry, while the trader's is the FIFO age
+    of the lots each closing fill closes (``holding_samples``). Scaled in at 0 h and 10 h,
+    closed half at 12 h and the rest at 20 h: FIFO ages 12 h and 10 h, where the old rule
+    read 12 h and 20 h."""
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    fills = [
+        BrokerFill(time=t0, quantity=2, reference_price=1, price=1, fee=0),
+        BrokerFill(time=t0 + 10 * hour, quantity=2, reference_price=1, price=1, fee=0),
+        BrokerFill(time=t0 + 12 * hour, quantity=-2, reference_price=1, price=1, fee=0),
+        BrokerFill(time=t0 + 20 * hour, quantity=-3, reference_price=1, price=1, fee=0),
+        BrokerFill(time=t0 + 24 * hour, quantity=1, reference_price=1, price=1, fee=0),
+    ]
+    # the last sell flips: it closes 2 units (from 10 h, 10 h old) and opens a 1-unit
+    # short, closed at 24 h (4 h old)
+    assert agent_holding_hours(fills) == pytest.approx([12.0, 10.0, 4.0])
+    assert agent_holding_hours([]) == []
+
+
 def test_behaviour_from_curves_trades_and_decisions(profile: PersonaProfile) -> None:
     """Positions 0, +5, +5, -5, 0 units at closes 100, 100, 110, 110, 100: a long opened at
     bar 1, flipped short at bar 3, closed at bar 4; bar 2 is price drift only."""
@@ -180,12 +207,11 @@ def test_behaviour_from_curves_trades_and_decisions(profile: PersonaProfile) -> 
     price = [100.0, 100.0, 110.0, 110.0, 100.0]
     equity = [1000.0, 1000.0, 1050.0, 1050.0, 1000.0]
     exposure = [qi * p / e for qi, p, e in zip(q, price, equity, strict=True)]
-    trades = [
-        TradeRecord(symbol="BTC/USDT", side="long", entry_time=times[1], exit_time=times[3],
-                    entry_price=100, exit_price=110, quantity=5, pnl=50, return_pct=0.1, fees=0),
-        TradeRecord(symbol="BTC/USDT", side="short", entry_time=times[3], exit_time=times[4],
-                    entry_price=110, exit_price=100, quantity=5, pnl=50, return_pct=0.09, fees=0),
-    ]  # fmt: skip
+    trades = [  # the broker's fills: buy 5, sell 10 (flip), buy 5
+        BrokerFill(time=times[1], quantity=5, reference_price=100, price=100, fee=0),
+        BrokerFill(time=times[3], quantity=-10, reference_price=110, price=110, fee=0),
+        BrokerFill(time=times[4], quantity=5, reference_price=100, price=100, fee=0),
+    ]
     decisions = [_decision(t, broke=i == 2) for i, t in enumerate(times)]
     got = behaviour_of(
         decisions,
