@@ -77,7 +77,10 @@ class ChainedCurve:
 
 def chain_curves(curves: Sequence[pd.Series], *, initial: float) -> ChainedCurve:
     """Chain ``curves`` (quote currency, each starting from ``initial``, in time order):
-    each is rescaled to start from the capital the previous one ended with."""
+    each is rescaled to start from the capital the previous one ended with. A window that
+    ends with the account ruined (equity <= 0) ends the chain's returns: the later windows
+    are that capital, flat, with no bar return (as in one run, :func:`bar_returns`;
+    rescaled by a negative capital, their gains had read as losses)."""
     capital = 1.0
     pieces: list[pd.Series] = []
     returns: list[np.ndarray] = []
@@ -85,6 +88,9 @@ def chain_curves(curves: Sequence[pd.Series], *, initial: float) -> ChainedCurve
     for curve in curves:
         values = np.asarray(curve, dtype=np.float64) / initial
         starts.append(capital)
+        if capital <= 0:  # ruined in an earlier window
+            pieces.append(pd.Series(capital, index=curve.index, dtype=np.float64))
+            continue
         pieces.append(pd.Series(values * capital, index=curve.index))
         returns.append(bar_returns(values))
         capital *= float(values[-1]) if values.size else 1.0

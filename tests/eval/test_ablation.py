@@ -75,6 +75,18 @@ def test_chain_compounds_windows_by_hand() -> None:
     assert chained.total_return == pytest.approx(total)
 
 
+def test_a_window_that_ruins_the_account_ends_the_chain() -> None:
+    """A reviewer's finding: a window ending at equity -50 (a 10x short ruined) made the
+    next window's +10% read as a loss (-0.5 -> -0.525 -> -0.55, total -155%)."""
+    ruined = pd.Series([100.0, 40.0, -50.0], index=pd.RangeIndex(0, 3))
+    later = pd.Series([100.0, 105.0, 110.0], index=pd.RangeIndex(3, 6))
+    chained = chain_curves([ruined, later], initial=100.0)
+    assert chained.path.tolist() == pytest.approx([1.0, 0.4, -0.5, -0.5, -0.5, -0.5])
+    assert chained.total_return == pytest.approx(-1.5)
+    assert chained.returns.tolist() == pytest.approx([-0.6, -2.25])  # the ruin's own bars
+    assert chained.window_capital == pytest.approx((1.0, -0.5))
+
+
 def test_paired_bootstrap_is_seeded_and_brackets_the_mean() -> None:
     diffs = [0.5, -0.2, 1.0, 0.1, 0.3]
     lo, hi = paired_bootstrap(diffs)
