@@ -80,7 +80,9 @@ def risk_figure(result: BacktestResult) -> str:
     ax_dd.set_title("Drawdown from the running high, and position exposure")
     ax_dd.legend(loc="lower left")
     ax_dd.grid(alpha=0.3)
-    ax_exp.step(x, result.exposure.to_numpy(), where="post", color="#2ca02c", lw=0.8)
+    # the exposure marked at close t was set by the fill at bar t's open (close t - 1):
+    # drawn over (x[t-1], x[t]], where it was held ("post" drew it one bar late)
+    ax_exp.step(x, result.exposure.to_numpy(), where="pre", color="#2ca02c", lw=0.8)
     ax_exp.axhline(0.0, color="#555555", lw=0.5)
     ax_exp.set_ylabel("exposure")
     ax_exp.grid(alpha=0.3)
