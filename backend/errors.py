@@ -16,7 +16,8 @@ contain secrets.
     ├── StoreError
     │   ├── TenantScopeError
     │   ├── LookAheadError
-    │   └── EmbeddingMismatchError
+    │   ├── EmbeddingMismatchError
+    │   └── UnknownRecordError
     ├── ExchangeError
     ├── ToolError
     └── BudgetError (also a ValueError)
@@ -40,6 +41,7 @@ __all__ = [
     "StoreError",
     "TenantScopeError",
     "ToolError",
+    "UnknownRecordError",
 ]
 
 
@@ -108,6 +110,11 @@ class LookAheadError(StoreError):
 
 class EmbeddingMismatchError(StoreError):
     """A collection was built with another embedding model or dimension than the one given."""
+
+
+class UnknownRecordError(StoreError):
+    """A record the call names is not in the store as of its time (an unknown episode id):
+    the same call fails the same way again, unlike a store that is down."""
 
 
 class ExchangeError(SentinelError):

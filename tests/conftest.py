@@ -159,13 +159,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_chroma_server(data: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A real ``chroma run`` server on a free loopback port over ``data/db``, once it
-    answers a heartbeat (its log in ``data/server.log``). The caller stops it."""
+def start_chroma_server(
+    data: Path, *, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A real ``chroma run`` server on loopback ``port`` (default: a free one) over
+    ``data/db``, once it answers a heartbeat (its log in ``data/server.log``). The caller
+    stops it."""
     exe = Path(sys.executable).parent / "chroma"
     assert exe.exists(), "the chroma CLI ships with chromadb"
-    port = _free_port()
-    with (data / "server.log").open("w") as log:
+    port = port or _free_port()
+    with (data / "server.log").open("a") as log:
         proc = subprocess.Popen(
             [
                 str(exe),

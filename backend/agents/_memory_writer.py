@@ -35,7 +35,14 @@ time replay them correctly). Only things known by the flush are written:
   written as ``"trade"`` outcomes too.
 
 Write failures (:class:`~backend.errors.SentinelError`) are logged and counted in
-:attr:`MemoryWriter.stats`, never raised: the agent keeps trading.
+:attr:`MemoryWriter.stats`, never raised: the agent keeps trading. What failed is tried
+again, one write at a time, at the next flushes, up to :data:`WRITE_ATTEMPTS` flushes in
+all, then dropped and counted (``episodes_lost``, ``outcomes_lost``): a chroma server
+restarting during a flush had lost that day's episodes for good (and with them the
+outcomes of their decisions), while one bad write still loses only itself. The writes
+are idempotent (episodes upserted unchanged, outcomes already logged skipped), so a
+retry of a write that did land changes nothing. The attempts are counted in process: a
+restarted paper loop gives what its saved buffer holds a fresh set.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from datetime import datetime, timedelta
 from backend.agents._writer_state import Due, DueOutcome, WriterState
 from backend.agents.system import MemorySystem
 from backend.backtest.models import Decision, TradeRecord
-from backend.errors import SentinelError
+from backend.errors import LookAheadError, SentinelError, UnknownRecordError
 from backend.memory import FeatureFrame
 from backend.memory.models import Episode, Outcome
 from backend.tools.memory_toolkit import DECISION_IMPORTANCE
@@ -67,6 +74,10 @@ log = logging.getLogger("backend.agents")
 _RATIONALE_CHARS = 160
 PRIME_EPISODES = 32
 """Detected episodes whose descriptions are embedded in one batch when the next is due."""
+WRITE_ATTEMPTS = 3
+"""Flushes at which a failed episode or outcome write is tried before it is dropped
+(module doc): with the default ``flush_every`` of 24 bars, two days of 1h bars for a
+store to come back."""
 
 
 def horizon_label(seconds: float) -> str:
@@ -137,6 +148,8 @@ class MemoryWriter:
         self._close = features.column("close")
         self.stats: Counter[str] = Counter()
         self._errors: list[str] = []
+        self._attempts: Counter[str] = Counter()
+        """Failed flushes per write still to be retried (episode id, or outcome key)."""
 
     # ----------------------------------------------------------------- helpers
 
@@ -238,7 +251,8 @@ class MemoryWriter:
 
     def flush(self, as_of: datetime) -> int:
         """Write the buffered episodes (one batch), then the queued outcomes (one batch);
-        returns how many episodes were written."""
+        returns how many episodes were written. A failed batch is written one episode (or
+        outcome) at a time; what still fails is kept for the next flush (module doc)."""
         self._bars_since_flush = 0
         written = 0
         if self._buffer:
@@ -247,10 +261,36 @@ class MemoryWriter:
                 self.system.episodic.add(batch, as_of=as_of)
                 written = len(batch)
                 self.stats["flushes"] += 1
+                for episode in batch:
+                    self._attempts.pop(episode.id, None)
             except SentinelError as err:
                 self._guard("episodes", err)
+                for episode in batch:
+                    try:
+                        self.system.episodic.add([episode], as_of=as_of)
+                    except SentinelError as one:
+                        if self._retry(episode.id, "episodes_lost", one):
+                            self._buffer.append(episode)
+                        continue
+                    self._attempts.pop(episode.id, None)
+                    written += 1
         self._write_queued(as_of)
         return written
+
+    def _retry(self, key: str, lost: str, err: SentinelError) -> bool:
+        """Whether the write ``key`` that failed with ``err`` is tried again at the next
+        flush (fewer than :data:`WRITE_ATTEMPTS` failed flushes), else it is dropped and
+        counted in ``stats[lost]``. A write that names an episode the store does not
+        have, or that would write before the store's time, fails the same way again: it
+        is dropped at once."""
+        self._attempts[key] += 1
+        final = isinstance(err, UnknownRecordError | LookAheadError)
+        if self._attempts[key] < WRITE_ATTEMPTS and not final:
+            return True
+        tries = self._attempts.pop(key)
+        self.stats[lost] += 1
+        self._guard(f"{key} (dropped after {tries} flush{'es' if tries > 1 else ''})", err)
+        return False
 
     def trade_closed(self, trade: TradeRecord) -> None:
         """Queue the realised PnL of a closed trade for the decision that opened it."""
@@ -308,6 +348,15 @@ class MemoryWriter:
         self._trades = []
         latest = max([as_of, *(o.resolved_at for _, o in self._queued)])
         self.flush(latest)
+        if self._buffer or self._queued:  # no later flush will retry them: lost, and said
+            self.stats["episodes_lost"] += len(self._buffer)
+            self.stats["outcomes_lost"] += len(self._queued)
+            self._errors.append(
+                f"write at the end of the run: {len(self._buffer)} episodes and "
+                f"{len(self._queued)} outcomes were never written (the store failed)"
+            )
+            self._buffer, self._queued = [], []
+            self._attempts.clear()
 
     def _queue_outcomes(self, as_of: datetime, own: list[TradeRecord]) -> None:
         """Queue the outcomes due at ``as_of`` and those of ``own`` trades."""
@@ -340,21 +389,30 @@ class MemoryWriter:
         self._queued.append((episode_id, outcome))
 
     def _write_queued(self, as_of: datetime) -> None:
-        """Write the queued outcomes in one batch (a failed batch is retried one outcome
-        at a time, so one bad outcome loses only itself)."""
-        batch, self._queued = self._queued, []
+        """Write the queued outcomes in one batch. A failed batch is retried one outcome
+        at a time, so one bad outcome loses only itself, and what still fails is kept for
+        the next flush (module doc). The outcomes of an episode still waiting in the
+        buffer (its write failed) wait with it, without using an attempt."""
+        waiting = {e.id for e in self._buffer}
+        held = [item for item in self._queued if item[0] in waiting]
+        batch = [item for item in self._queued if item[0] not in waiting]
+        self._queued = held
         if not batch:
             return
         episodic = self.system.episodic
         try:
             episodic.record_outcomes(self.trader_id, batch, as_of=as_of)
-        except SentinelError:
+        except SentinelError as err:
+            self._guard("outcomes", err)
             for item in batch:
+                key = f"outcome {item[1].horizon} of {item[0]} at {item[1].resolved_at}"
                 try:
                     episodic.record_outcomes(self.trader_id, [item], as_of=as_of)
-                except SentinelError as err:
-                    self._guard(f"outcome of {item[0]}", err)
+                except SentinelError as one:
+                    if self._retry(key, "outcomes_lost", one):
+                        self._queued.append(item)
                     continue
+                self._attempts.pop(key, None)
                 self.stats["outcomes_recorded"] += 1
             return
         self.stats["outcomes_recorded"] += len(batch)

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from backend.config import MemorySettings
-from backend.errors import LookAheadError, StoreError
+from backend.errors import LookAheadError, StoreError, UnknownRecordError
 from backend.memory._episode_cache import EpisodeCache
 from backend.memory._episode_codec import (
     DAY_S,
@@ -146,7 +146,7 @@ class EpisodicMemory:
     def _one(self, trader_id: str, episode_id: str, *, as_of: datetime) -> MemoryRecord:
         found = self._store.get(trader_id, [episode_id], as_of=as_of)
         if not found or found[0].kind != EPISODIC_KIND:
-            raise StoreError(
+            raise UnknownRecordError(
                 f"trader {trader_id}: no episode {episode_id!r} as of {to_utc(as_of).isoformat()}"
             )
         return found[0]
@@ -218,7 +218,7 @@ class EpisodicMemory:
         for i in order:
             episode_id, outcome = outcomes[i]
             if episode_id not in found:
-                raise StoreError(
+                raise UnknownRecordError(
                     f"trader {trader_id}: no episode {episode_id!r} as of {moment.isoformat()}"
                 )
             if episode_id not in decoded:

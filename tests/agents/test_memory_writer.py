@@ -1,0 +1,92 @@
+"""The decision loop's batched writes when the store fails for a while (a chroma server
+restarting during a flush): kept and written at the next flush, never quietly lost."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from backend.agents._memory_writer import WRITE_ATTEMPTS, MemoryWriter
+from backend.backtest.models import Decision
+from backend.compose import build_memory_system
+from backend.config import MemorySettings, StoreSettings, load_settings
+from backend.data import load_ohlcv
+from backend.embeddings import HashingEmbedder
+from backend.memory import compute_features
+from tests.conftest import start_chroma_server
+
+TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+SYMBOL = "BTC/USDT"
+T0 = datetime(2022, 5, 9, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.mark.server
+def test_a_flush_while_the_server_is_down_is_written_when_it_is_back(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """A reviewer's finding: a paper loop on a chroma server that was down for one flush
+    lost that flush's decision episodes (and so their outcomes) for good, while its run
+    went on and said nothing but a log line."""
+    frame = load_ohlcv(shared_data / "market" / "binance", SYMBOL, "1h").frame
+    features = compute_features(frame.loc["2022-04-01":"2022-05-12"], symbol=SYMBOL, timeframe="1h")
+    proc, port = start_chroma_server(tmp_path)
+    store = StoreSettings(backend="chroma", mode="server", host="127.0.0.1", port=port,
+                          audit_path=tmp_path / "audit.sqlite3")  # fmt: skip
+    settings = load_settings(store=store, memory=MemorySettings(working_state_path=None))
+    system = build_memory_system(settings, embedder=HashingEmbedder())
+    try:
+        writer = MemoryWriter(
+            system, trader_id=TRADER, features=features, horizon_bars=1, flush_every=1
+        )
+        buy = Decision(action="buy", size=0.5, rationale="trend up")
+
+        def decide(at: datetime) -> str:
+            return writer.record_decision(
+                buy, symbol=SYMBOL, as_of=at, market_state="calm", equity=10_000.0
+            )
+
+        first = decide(T0)
+        writer.tick(T0 + H)  # its outcome (1 bar) is due
+        assert writer.flush(T0 + H) == 1 and writer.stats["outcomes_recorded"] == 1
+
+        _stop(proc)  # the server goes away
+        second = decide(T0 + H)
+        writer.tick(T0 + 2 * H)
+        assert writer.flush(T0 + 2 * H) == 0
+        errors = writer.take_errors()
+        assert errors and errors[0].startswith("write episodes: StoreError"), errors
+        assert [e.id for e in writer._buffer] == [second] and len(writer._queued) == 1
+
+        proc, _ = start_chroma_server(tmp_path, port=port)  # back, on the same data
+        third = decide(T0 + 2 * H)
+        writer.tick(T0 + 3 * H)
+        assert writer.flush(T0 + 3 * H) == 2 and not writer._buffer and not writer._queued
+        assert writer.take_errors() == []
+        stored = system.episodic.get(TRADER, [first, second, third], as_of=T0 + 3 * H)
+        assert [e.id for e in stored] == [first, second, third]
+        assert stored[1].outcome is not None and stored[2].outcome is not None
+        assert writer.stats["outcomes_recorded"] == 3
+        assert "episodes_lost" not in writer.stats and "outcomes_lost" not in writer.stats
+
+        # a store that stays down: kept for WRITE_ATTEMPTS flushes, then dropped and said
+        _stop(proc)
+        decide(T0 + 3 * H)
+        for n in range(WRITE_ATTEMPTS):
+            writer.flush(T0 + (4 + n) * H)
+        assert not writer._buffer and writer.stats["episodes_lost"] == 1
+        assert any("dropped after" in e for e in writer.take_errors())
+    finally:
+        system.close()
+        _stop(proc)
