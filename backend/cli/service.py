@@ -32,7 +32,6 @@ import typer
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.triggers.interval import IntervalTrigger
 
-from backend.backtest.metrics import LLMUsage
 from backend.cli._common import console, parse_pair, parse_utc, settings, state
 from backend.errors import ConfigError
 
@@ -55,11 +54,6 @@ def _quiet_scheduler() -> None:
     listener reports them on ``backend.service`` instead (errors still show)."""
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
-
-
-IDLE_STEPS_WARNING = 2
-"""Consecutive steps without a new closed candle after which ``sentinel paper`` warns
-(one can happen when the exchange publishes a bar after ``paper.delay_s``)."""
 
 
 def _wait_for_stop(stop: threading.Event, *, deadline: datetime | None = None) -> None:
@@ -121,13 +115,21 @@ def run_once(
         str | None, typer.Option(help="Clock time of the run (UTC); default: now.")
     ] = None,
 ) -> None:
-    """Run one configured job now, in the foreground; prints its result as JSON."""
+    """Run one configured job now, in the foreground; prints its result as JSON.
+    ``--as-of`` may be any past time, not a future one: the memory's writes move forward
+    in time, so a run as of 2062 had refused every later persona write (a new hard
+    constraint) until then."""
     from backend.service.jobs import JOB_FUNCTIONS
     from backend.service.runtime import close_runtimes
     from backend.service.scheduler import job_specs
 
     if as_of is not None:
-        as_of = parse_utc(as_of, name="as-of").isoformat()  # a bad one names --as-of
+        when = parse_utc(as_of, name="as-of")  # a bad one names --as-of
+        if when > datetime.now(UTC):
+            raise ConfigError(
+                f"--as-of {when.isoformat()} is in the future: a job runs as of now or earlier"
+            )
+        as_of = when.isoformat()
     cfg, config = _config()
     specs = {s.id: s for s in job_specs(cfg, config)}
     spec = specs.get(job_id)
@@ -165,7 +167,7 @@ def paper(
     """Paper-trade PAIR with the DeepTraderManager on closed candles from ccxt.
 
     The backtest's decisions and fills (next open, fees, slippage), on a schedule."""
-    from backend.service.paper import paper_run_id
+    from backend.service.paper import paper_run_id, paper_warning
     from backend.service.runtime import close_runtimes, runtime_for
     from backend.service.scheduler import add_paper_jobs, build_scheduler, paper_trigger
 
@@ -225,14 +227,10 @@ def paper(
             f"{state.last_close.isoformat() if state.last_close else '-'}, cash "
             f"{state.broker.cash:,.2f}, position {state.broker.quantity:.6f}"
         )
-    if state is not None:
-        usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
-        warnings = [usage.warning(min_share=cfg.llm.min_answered_share)]
-        if state.idle_steps >= IDLE_STEPS_WARNING:  # a feed that answers with nothing
-            newest = state.last_close.isoformat() if state.last_close else "none yet"
-            warnings.append(
-                f"the last {state.idle_steps} steps got no new closed candle of {pair} "
-                f"{timeframe} from {ex} (last bar decided: {newest})"
-            )
-        for warning in filter(None, warnings):
-            print(f"WARNING: {warning}", file=sys.stderr if as_json else sys.stdout)
+    warning = (
+        None
+        if state is None
+        else paper_warning(state, min_answered_share=cfg.llm.min_answered_share)
+    )
+    if warning is not None:
+        print(f"WARNING: {warning}", file=sys.stderr if as_json else sys.stdout)

@@ -113,6 +113,11 @@ class PaperState(FrozenModel):
     """... and the ones it answered usably (``backend.backtest.metrics.llm_usage``)."""
     llm_first_error: str | None = None
     """The first error of an unanswered decision."""
+    memory_error_decisions: int = Field(default=0, ge=0)
+    """Decisions so far at which the memory failed to read or write (``DecisionRecord
+    .memory_errors``; a write that failed is tried again at the next flushes)."""
+    memory_first_error: str | None = None
+    """The first of those failures."""
 
 
 class PaperStepResult(FrozenModel):

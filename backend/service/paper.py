@@ -59,10 +59,39 @@ from backend.service._db import ServiceDB
 from backend.service.models import PaperState, PaperStepResult
 from backend.types import to_utc
 
-__all__ = ["PaperTrader", "paper_run_id", "replay_now"]
+__all__ = ["IDLE_STEPS_WARNING", "PaperTrader", "paper_run_id", "paper_warning", "replay_now"]
 
 log = logging.getLogger("backend.service")
 Clock = Literal["live", "replay"]
+
+
+IDLE_STEPS_WARNING = 2
+"""Consecutive steps without a new closed candle from which a run says so (one can
+happen when the exchange publishes a bar after ``paper.delay_s``)."""
+
+
+def paper_warning(state: PaperState, *, min_answered_share: float) -> str | None:
+    """The run's warnings so far on one line, or None: a chat model that answered less
+    than ``min_answered_share`` of the decisions asked of it (:meth:`LLMUsage.warning`),
+    a memory that failed at any decision, and a feed that gave no new closed candle for
+    :data:`IDLE_STEPS_WARNING` steps or more. Said at every step while it holds (in the
+    step's result, so in the scheduler's ``job_run`` log, and a WARNING log line) and in
+    ``sentinel paper``'s summary: a dead dependency is never a quiet run."""
+    usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
+    found = [usage.warning(min_share=min_answered_share)]
+    if state.memory_error_decisions:
+        found.append(
+            f"the memory failed at {state.memory_error_decisions} of {state.bars} "
+            f"decisions; first error: {state.memory_first_error}"
+        )
+    if state.idle_steps >= IDLE_STEPS_WARNING:
+        newest = state.last_close.isoformat() if state.last_close else "none yet"
+        found.append(
+            f"the last {state.idle_steps} steps got no new closed candle of {state.pair} "
+            f"{state.timeframe} from {state.exchange} (last bar decided: {newest})"
+        )
+    said = [w for w in found if w]
+    return "; ".join(said) if said else None
 
 
 def paper_run_id(exchange_id: str, pair: str, timeframe: str, trader_id: str) -> str:
@@ -175,8 +204,7 @@ class PaperTrader:
         if not todo:
             state = state.model_copy(update={"idle_steps": state.idle_steps + 1})
             self.db.save_step(state, records=[], fills=[], trades=[], marks=[])
-            usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
-            warning = usage.warning(min_share=self.settings.llm.min_answered_share)
+            warning = paper_warning(state, min_answered_share=self.settings.llm.min_answered_share)
             if warning is not None:
                 log.warning("paper %s: %s", self.run_id, warning)
             return PaperStepResult(run_id=self.run_id, now=now, fetched=fetched, warning=warning)
@@ -233,14 +261,14 @@ class PaperTrader:
         usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error).merge(
             asked
         )
-        warning = usage.warning(min_share=self.settings.llm.min_answered_share)
-        if warning is not None:  # at every step: a scheduler left running logs it each time
-            log.warning("paper %s: %s", self.run_id, warning)
+        failed = [r.memory_errors[0] for r in records if r.memory_errors]
         state = state.model_copy(
             update={
                 "llm_decisions": usage.asked,
                 "llm_answered": usage.answered,
                 "llm_first_error": usage.first_error,
+                "memory_error_decisions": state.memory_error_decisions + len(failed),
+                "memory_first_error": state.memory_first_error or next(iter(failed), None),
                 "broker": broker.state(),
                 "pending": stepper.pending,
                 "ruined": stepper.ruined,
@@ -253,6 +281,9 @@ class PaperTrader:
         self.db.save_step(
             state, records=records, fills=broker.fills, trades=broker.trades, marks=marks
         )
+        warning = paper_warning(state, min_answered_share=self.settings.llm.min_answered_share)
+        if warning is not None:  # at every step: a scheduler left running logs it each time
+            log.warning("paper %s: %s", self.run_id, warning)
         last = marks[-1]
         log.info(
             "paper %s at %s: %d bars decided, equity %.2f", self.run_id, now, len(todo), last[1]

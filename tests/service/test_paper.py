@@ -222,3 +222,35 @@ def test_an_llm_that_never_answers_is_counted_in_the_paper_state(
     finally:
         dead.shutdown()
         dead.server_close()
+
+
+def test_a_feed_without_new_candles_and_a_failing_memory_are_said_in_every_step(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    """Reviewers' findings: under the scheduler, steps that got no new closed candle
+    (an exchange answering with nothing) logged ``ok`` with no warning (only ``sentinel
+    paper``'s own summary said it), and a memory failing at a decision was said nowhere
+    but in the decision's record and a log line. Outcomes after one bar, written at every
+    bar; the decision episodes deleted behind the loop's back (another process's clean-up)
+    so their outcomes cannot be written."""
+    rt = runtime_for(str(make_config("quiet", agent={"outcome_horizon_bars": 1})))
+    trader = paper(rt, binance_loopback)
+    replay(trader, 1)
+    state = trader.state()
+    assert state is not None and state.last_now is not None
+    first, second = trader.step(state.last_now), trader.step(state.last_now)  # nothing new
+    assert first.warning is None
+    assert second.warning == (
+        "the last 2 steps got no new closed candle of BTC/USDT 1h from binance (last bar "
+        f"decided: {START.isoformat()})"
+    )
+    replay(trader, 1)  # writes the first decision's episode; its outcome is queued
+    recorded = [r.episode_id for r in rt.db().decisions(trader.run_id) if r.episode_id]
+    assert recorded
+    rt.system().store.delete("agent", recorded, as_of=START + HOUR)
+    failing = trader.step(replay_now(trader.state(), start=START, timeframe="1h"))
+    after = trader.state()
+    assert after is not None and after.bars == 3 and after.memory_error_decisions == 1
+    assert after.memory_first_error is not None and "no episode" in after.memory_first_error
+    assert failing.warning is not None
+    assert failing.warning.startswith("the memory failed at 1 of 3 decisions; first error: ")
