@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from backend.cli import app
+from backend.errors import ConfigError
 from backend.service._db import ServiceDB
 from backend.service.paper import paper_run_id
 from tests.sentinel_cli import sentinel as warm_sentinel
@@ -97,6 +98,13 @@ def test_run_once_prints_the_result_and_unknown_jobs_exit_2(
     assert bad_date.returncode == 2
     (said,) = bad_date.stderr.strip().splitlines()  # named as every command names it
     assert said.startswith("sentinel: error: --as-of: not an ISO-8601 date/time"), said
+    # a run as of a future time made every later persona write a look-ahead until then
+    future = CliRunner().invoke(
+        app, ["--config", str(config), "scheduler", "run-once", "consolidation", "--as-of",
+              "2062-01-01"],
+    )  # fmt: skip
+    assert isinstance(future.exception, ConfigError)  # main() makes it one line, exit 2
+    assert "--as-of 2062-01-01T00:00:00+00:00 is in the future" in str(future.exception)
     cron = make_config("cron", scheduler={"consolidation": {"cron": "61 * * * *"}})
     broken = sentinel("--config", str(cron), "scheduler", "jobs", "--json")
     assert broken.returncode == 2 and "cron '61 * * * *'" in broken.stderr
