@@ -11,7 +11,8 @@ Jobs (:func:`job_specs`, from ``scheduler`` in the config; stable ids):
 Every job is ``backend.service.jobs:<function>`` with plain string arguments, runs with
 ``coalesce=True`` (runs missed while the service was down, or while a run was still
 going, collapse into ONE run), ``max_instances=1`` and ``misfire_grace_time =
-scheduler.misfire_grace_s``. The job store is ``scheduler.jobstore_url`` (SQLite under
+scheduler.misfire_grace_s`` (a paper job: at least its timeframe, so the bar close it
+missed runs at start). The job store is ``scheduler.jobstore_url`` (SQLite under
 ``.sentinel/`` by default). At start, :func:`sync_jobs` keeps a stored job whose
 definition is unchanged (so its stored next run time survives a restart: a run missed
 while down happens once, at start), replaces a changed one (same id: never a duplicate)
@@ -86,6 +87,8 @@ class JobSpec:
     func: str
     args: tuple[str | None, ...]
     trigger: BaseTrigger
+    misfire_grace_s: int | None = None
+    """The job's own misfire grace time (None: ``scheduler.misfire_grace_s``)."""
 
 
 def make_trigger(spec: JobTrigger) -> BaseTrigger:
@@ -176,6 +179,10 @@ def job_specs(settings: Settings, config: str) -> list[JobSpec]:
                 func=f"{JOBS_MODULE}:paper_step",
                 args=(config, ex, paper.pair, paper.timeframe),
                 trigger=paper_trigger(paper.timeframe, settings.paper.delay_s),
+                # at least a bar: the coalesced run of a bar close missed while the
+                # service was down is at most one bar old, so it runs at start (a 4h
+                # job missed by 3 h had waited for the next close, a 1d one a day)
+                misfire_grace_s=max(sched.misfire_grace_s, timeframe_seconds(paper.timeframe)),
             )
         )
     ids = [s.id for s in specs]
@@ -246,6 +253,11 @@ def _same(job: Job, spec: JobSpec, misfire_grace_s: float | None) -> bool:
     )
 
 
+def _grace(spec: JobSpec, default: float | None) -> float | None:
+    """The misfire grace time ``spec`` runs with: its own, else ``default``."""
+    return spec.misfire_grace_s if spec.misfire_grace_s is not None else default
+
+
 def sync_jobs(
     scheduler: BackgroundScheduler,
     specs: Sequence[JobSpec],
@@ -253,8 +265,9 @@ def sync_jobs(
     misfire_grace_s: float | None = None,
 ) -> dict[str, str]:
     """Make the started (possibly paused) ``scheduler``'s store hold exactly ``specs``
-    (module doc), a stored job whose misfire grace time is not ``misfire_grace_s`` (when
-    given: ``scheduler.misfire_grace_s``) being replaced too. Returns ``{job id: "kept" |
+    (module doc), a stored job whose misfire grace time is not its spec's own
+    (``JobSpec.misfire_grace_s``), else ``misfire_grace_s`` (when given:
+    ``scheduler.misfire_grace_s``), being replaced too. Returns ``{job id: "kept" |
     "added" | "replaced" | "removed"}``."""
     done: dict[str, str] = {}
     wanted = {s.id for s in specs}
@@ -264,7 +277,8 @@ def sync_jobs(
             done[job.id] = "removed"
     for spec in specs:
         existing = scheduler.get_job(spec.id)
-        if existing is not None and _same(existing, spec, misfire_grace_s):
+        grace = _grace(spec, misfire_grace_s)
+        if existing is not None and _same(existing, spec, grace):
             done[spec.id] = "kept"
             continue
         scheduler.add_job(
@@ -274,7 +288,7 @@ def sync_jobs(
             id=spec.id,
             name=spec.name,
             replace_existing=True,
-            **({} if misfire_grace_s is None else {"misfire_grace_time": misfire_grace_s}),
+            **({} if grace is None else {"misfire_grace_time": grace}),
         )
         done[spec.id] = "replaced" if existing is not None else "added"
     log.info("scheduler jobs: %s", done)

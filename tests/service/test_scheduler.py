@@ -170,6 +170,49 @@ def test_runs_missed_while_down_coalesce_into_one_run_at_restart(
     assert clock_state(clock)["bar"] == 1  # one run for the ten missed ones
 
 
+def test_a_paper_job_runs_the_bar_close_it_missed_at_restart(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    """A reviewer's finding: a 4h (or 1d) paper job whose bar close was missed by more
+    than ``scheduler.misfire_grace_s`` (1 h) while the service was down was skipped to
+    the next close, not run at start as the docs say. A paper job's grace is at least
+    its timeframe, so the coalesced missed run (at most one bar old) always runs."""
+    paper = [{"pair": "BTC/USDT", "timeframe": "4h"}, {"pair": "ETH/USDT", "timeframe": "1d"}]
+    path = make_config("paper-grace", scheduler={"paper": paper})
+    settings = load_settings(path)
+    specs = {s.id: s for s in job_specs(settings, str(path))}
+    assert specs["paper:binance:BTC/USDT:4h"].misfire_grace_s == 4 * 3600
+    assert specs["paper:binance:ETH/USDT:1d"].misfire_grace_s == 86_400
+    assert specs["consolidation"].misfire_grace_s is None  # the configured 3600
+
+    # the same grace on a job of the same shape: a 4h job missed 3 h ago runs at start
+    clock = tmp_path / "clock.json"
+    job = JobSpec(**{**clock_job(clock, every_s=4 * 3600, work_s=0).__dict__,
+                     "misfire_grace_s": 4 * 3600})  # fmt: skip
+    down = build_scheduler(settings)
+    down.start(paused=True)
+    assert sync_jobs(down, [job], misfire_grace_s=3600) == {"sim-clock": "added"}
+    assert down.get_job(job.id).misfire_grace_time == 4 * 3600
+    down.shutdown()
+    store = SQLAlchemyJobStore(url=settings.scheduler.jobstore_url)
+    store.start(BackgroundScheduler(timezone=UTC), "default")
+    stored = store.lookup_job(job.id)
+    assert stored is not None
+    state = stored.__getstate__()
+    state["next_run_time"] = datetime.now(UTC) - timedelta(hours=3)
+    stored.__setstate__(state)
+    store.update_job(stored)
+    store.shutdown()
+    service = build_scheduler(settings)
+    service.start(paused=True)
+    assert sync_jobs(service, [job], misfire_grace_s=3600) == {"sim-clock": "kept"}
+    service.resume()
+    try:
+        wait_for(lambda: clock_state(clock)["bar"] == 1, timeout=20)
+    finally:
+        service.shutdown(wait=True)
+
+
 def test_overlapping_runs_are_skipped_on_an_accelerated_clock(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
