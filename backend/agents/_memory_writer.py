@@ -98,9 +98,10 @@ def decision_episode(
     as_of: datetime,
     market_state: str,
     state: dict[str, float] | None = None,
+    outcome_horizon_s: int | None = None,
 ) -> Episode:
     """The ``decision`` episode of ``decision`` taken at ``as_of`` (``state``: the bar's
-    feature values)
+    feature values; ``outcome_horizon_s``: the loop's outcome horizon)
     (:func:`backend.tools.memory_toolkit.decision_episode`, the rationale cut to 160
     chars: a shorter text embeds faster)."""
     return toolkit_decision_episode(
@@ -114,6 +115,7 @@ def decision_episode(
         market_state=market_state,
         importance=DECISION_IMPORTANCE,
         state=state,
+        outcome_horizon_s=outcome_horizon_s,
     )
 
 
@@ -240,8 +242,9 @@ class MemoryWriter:
     ) -> str:
         """Buffer the decision's episode (written at the next flush); returns its id."""
         episode = decision_episode(
-            self.trader_id, symbol, decision, as_of=as_of, market_state=market_state, state=state
-        )
+            self.trader_id, symbol, decision, as_of=as_of, market_state=market_state,
+            state=state, outcome_horizon_s=round(self._horizon.total_seconds()),
+        )  # fmt: skip
         self._buffer.append(episode)
         entering = decision.action in ("buy", "sell")
         exposure = decision.target_exposure(0.0) if entering else None

@@ -120,6 +120,8 @@ class EpisodicMemory:
                 if ep.id in existing:
                     held, log = decode(existing[ep.id])
                     fresh = ep.model_copy(update={"actions": [], "outcome": None})
+                    if held.outcome_horizon_s is None:  # stored before the field was
+                        fresh = fresh.model_copy(update={"outcome_horizon_s": None})
                     if held != fresh:  # reads as of earlier times would see the new text
                         raise StoreError(
                             f"episode {ep.id!r} is already stored with another description, "

@@ -303,6 +303,11 @@ class Episode(FrozenModel):
     sources: list[str] = Field(default_factory=list)
     memory_ids: list[str] = Field(default_factory=list)
     """For ``decision`` episodes: the memories the decision was made with (provenance)."""
+    outcome_horizon_s: int | None = Field(default=None, gt=0)
+    """For ``decision`` episodes of a decision loop: seconds after the decision its
+    outcome is measured (``agent.outcome_horizon_bars`` bars of the loop's timeframe: 4
+    days for a 4h loop), so the outcomes job resolves it as the loop would; None (a
+    decision an agent recorded with a tool): the job's own horizon."""
 
     _tz = field_validator("occurred_at")(to_utc)
 

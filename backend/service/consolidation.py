@@ -20,9 +20,11 @@
    prune those again.
 
 :func:`resolve_outcomes` (job ``outcomes``): every ``decision`` episode of the trader
-without an outcome as of ``as_of`` whose horizon (``agent.outcome_horizon_bars`` bars of
-its price series) has passed gets its outcome: ``market_return`` = close at the horizon /
-close at the decision - 1 (the last closes at or before those times), ``pnl`` None
+without an outcome as of ``as_of`` whose horizon (the decision loop's own,
+``Episode.outcome_horizon_s``: 4 days for a 4h loop; else ``agent.outcome_horizon_bars``
+bars of its price series) has passed gets its outcome, labelled as the loop labels it:
+``market_return`` = close at the horizon / close at the decision - 1 (the last closes at
+or before those times), ``pnl`` None
 (the equity behind it is not known here). Decisions a paper run will resolve itself
 are left to it; a decision that already has an outcome is skipped, so the job is
 idempotent across restarts. Prices come from the paper runs' stored candles of the
@@ -209,7 +211,7 @@ def resolve_outcomes(
             pending += 1
             continue
         closes, step_s = series
-        horizon = timedelta(seconds=horizon_bars * step_s)
+        horizon = timedelta(seconds=episode.outcome_horizon_s or horizon_bars * step_s)
         due = episode.occurred_at + horizon
         start = _close_at(closes, episode.occurred_at)
         end = _close_at(closes, due)

@@ -92,10 +92,12 @@ def decision_episode(
     market_state: str = "",
     importance: float = DECISION_IMPORTANCE,
     state: dict[str, float] | None = None,
+    outcome_horizon_s: int | None = None,
 ) -> Episode:
     """The ``decision`` episode of a decision taken at ``as_of`` (its id is stable per
     trader, symbol and time; ``size`` is a fraction of equity; ``state``: the bar's
-    feature values, so the episode can be recalled by market state)."""
+    feature values, so the episode can be recalled by market state;
+    ``outcome_horizon_s``: :attr:`Episode.outcome_horizon_s`)."""
     decision_id = stable_id("decision", trader_id, symbol, as_of.isoformat())
     description = f"Decision {action} {size:.0%} of equity on {symbol}: {rationale}"
     if market_state:
@@ -111,6 +113,7 @@ def decision_episode(
         actions=[ActionLink(decision_id=decision_id, action=action, size=size, at=as_of)],
         memory_ids=list(memory_ids),
         state=dict(state or {}),
+        outcome_horizon_s=outcome_horizon_s,
     )
 
 

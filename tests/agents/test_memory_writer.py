@@ -76,6 +76,7 @@ def test_a_flush_while_the_server_is_down_is_written_when_it_is_back(
         assert writer.take_errors() == []
         stored = system.episodic.get(TRADER, [first, second, third], as_of=T0 + 3 * H)
         assert [e.id for e in stored] == [first, second, third]
+        assert {e.outcome_horizon_s for e in stored} == {3600}  # the loop's horizon, 1 bar
         assert stored[1].outcome is not None and stored[2].outcome is not None
         assert writer.stats["outcomes_recorded"] == 3
         assert "episodes_lost" not in writer.stats and "outcomes_lost" not in writer.stats

@@ -242,6 +242,34 @@ def test_outcomes_of_past_decisions_are_resolved_once(make_config: ConfigFactory
     assert later["resolved"] == [recent]  # its horizon has passed now
 
 
+def test_a_decision_loops_outcome_is_resolved_over_its_own_horizon(
+    make_config: ConfigFactory,
+) -> None:
+    """A reviewer's finding: a 4h loop's decision left without an outcome at the end of
+    its run was resolved by the job after 24 1h bars ("1d"), while the loop reads
+    outcomes at its own horizon (24 bars of 4h: "4d"), so it never used them."""
+    from backend.tools.memory_toolkit import decision_episode
+
+    config = str(make_config("horizon", scheduler={"persona_refresh": []}))
+    rt = runtime_for(config)
+    decided = datetime(2022, 5, 10, 12, tzinfo=UTC)
+    four_days = 4 * 86_400
+    episode = decision_episode(
+        "agent", symbol="BTC/USDT", action="buy", size=0.5, rationale="trend up",
+        memory_ids=[], as_of=decided, outcome_horizon_s=four_days,
+    )  # fmt: skip
+    rt.system().episodic.add([episode], as_of=decided)
+    early = outcomes(config, "2022-05-12T00:00:00Z")["result"][0]
+    assert early["resolved"] == [] and early["pending"] == 1  # one day is not its horizon
+    done = outcomes(config, "2022-05-15T00:00:00Z")["result"][0]
+    assert done["resolved"] == [episode.id]
+    (got,) = rt.system().episodic.get("agent", [episode.id], as_of=parse_as_of("2022-05-15"))
+    assert got.outcome is not None and got.outcome.horizon == "4d"
+    closes = load_ohlcv(rt.settings.data.market_dir, "BTC/USDT", "1h").frame["close"]
+    start, end = closes[decided - timedelta(hours=1)], closes[decided + timedelta(hours=95)]
+    assert got.outcome.market_return == pytest.approx(end / start - 1)
+
+
 def test_a_paper_step_past_until_decides_nothing(
     make_config: ConfigFactory, binance_loopback: str
 ) -> None:
