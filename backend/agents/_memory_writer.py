@@ -36,13 +36,11 @@ time replay them correctly). Only things known by the flush are written:
 
 Write failures (:class:`~backend.errors.SentinelError`) are logged and counted in
 :attr:`MemoryWriter.stats`, never raised: the agent keeps trading. What failed is tried
-again, one write at a time, at the next flushes, up to :data:`WRITE_ATTEMPTS` flushes in
-all, then dropped and counted (``episodes_lost``, ``outcomes_lost``): a chroma server
-restarting during a flush had lost that day's episodes for good (and with them the
-outcomes of their decisions), while one bad write still loses only itself. The writes
-are idempotent (episodes upserted unchanged, outcomes already logged skipped), so a
-retry of a write that did land changes nothing. The attempts are counted in process: a
-restarted paper loop gives what its saved buffer holds a fresh set.
+again, one write at a time, at the next flushes, then dropped and counted
+(``episodes_lost``, ``outcomes_lost``; :func:`~backend.agents._writer_state.retry_or_drop`):
+a chroma server restarting during a flush had lost that day's episodes for good, while
+one bad write still loses only itself. The writes are idempotent, so retrying one that
+did land changes nothing.
 """
 
 from __future__ import annotations
@@ -53,20 +51,25 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from backend.agents._writer_state import Due, DueOutcome, WriterState
+from backend.agents._writer_state import (
+    WRITE_ATTEMPTS,
+    Due,
+    DueOutcome,
+    WriterState,
+    retry_or_drop,
+)
 from backend.agents.system import MemorySystem
 from backend.backtest.models import Decision, TradeRecord
-from backend.errors import LookAheadError, SentinelError, UnknownRecordError
+from backend.errors import SentinelError
 from backend.memory import FeatureFrame
 from backend.memory.models import Episode, Outcome
-from backend.tools.memory_toolkit import DECISION_IMPORTANCE
-from backend.tools.memory_toolkit import decision_episode as toolkit_decision_episode
+from backend.tools.memory_toolkit import DECISION_IMPORTANCE, decision_episode
 
 __all__ = [
+    "WRITE_ATTEMPTS",
     "DueOutcome",
     "MemoryWriter",
     "WriterState",
-    "decision_episode",
     "horizon_label",
 ]
 
@@ -74,10 +77,6 @@ log = logging.getLogger("backend.agents")
 _RATIONALE_CHARS = 160
 PRIME_EPISODES = 32
 """Detected episodes whose descriptions are embedded in one batch when the next is due."""
-WRITE_ATTEMPTS = 3
-"""Flushes at which a failed episode or outcome write is tried before it is dropped
-(module doc): with the default ``flush_every`` of 24 bars, two days of 1h bars for a
-store to come back."""
 
 
 def horizon_label(seconds: float) -> str:
@@ -88,35 +87,6 @@ def horizon_label(seconds: float) -> str:
     if s % 3_600 == 0:
         return f"{s // 3_600}h"
     return f"{max(1, s // 60)}m"
-
-
-def decision_episode(
-    trader_id: str,
-    symbol: str,
-    decision: Decision,
-    *,
-    as_of: datetime,
-    market_state: str,
-    state: dict[str, float] | None = None,
-    outcome_horizon_s: int | None = None,
-) -> Episode:
-    """The ``decision`` episode of ``decision`` taken at ``as_of`` (``state``: the bar's
-    feature values; ``outcome_horizon_s``: the loop's outcome horizon)
-    (:func:`backend.tools.memory_toolkit.decision_episode`, the rationale cut to 160
-    chars: a shorter text embeds faster)."""
-    return toolkit_decision_episode(
-        trader_id,
-        symbol=symbol,
-        action=decision.action,
-        size=decision.size if decision.action in ("buy", "sell") else 0.0,
-        rationale=decision.rationale[:_RATIONALE_CHARS] or "no rationale",
-        memory_ids=decision.memory_ids,
-        as_of=as_of,
-        market_state=market_state,
-        importance=DECISION_IMPORTANCE,
-        state=state,
-        outcome_horizon_s=outcome_horizon_s,
-    )
 
 
 class MemoryWriter:
@@ -150,8 +120,8 @@ class MemoryWriter:
         self._close = features.column("close")
         self.stats: Counter[str] = Counter()
         self._errors: list[str] = []
-        self._attempts: Counter[str] = Counter()
-        """Failed flushes per write still to be retried (episode id, or outcome key)."""
+        self._attempts: dict[str, int] = {}
+        """Failed flushes per write still to be retried (``WriterState.attempts``)."""
 
     # ----------------------------------------------------------------- helpers
 
@@ -189,6 +159,7 @@ class MemoryWriter:
             trades=list(self._trades),
             absorbed={k: list(v) for k, v in self._absorbed.items()},
             stats=dict(self.stats),
+            attempts=dict(self._attempts),
         )
 
     def restore_state(self, state: WriterState, *, added_until: datetime | None) -> None:
@@ -206,6 +177,7 @@ class MemoryWriter:
         self._trades = list(state.trades)
         self._absorbed = {k: list(v) for k, v in state.absorbed.items()}
         self.stats = Counter(state.stats)
+        self._attempts = dict(state.attempts)
 
     # ----------------------------------------------------------------- per bar
 
@@ -241,9 +213,13 @@ class MemoryWriter:
         state: dict[str, float] | None = None,
     ) -> str:
         """Buffer the decision's episode (written at the next flush); returns its id."""
-        episode = decision_episode(
-            self.trader_id, symbol, decision, as_of=as_of, market_state=market_state,
-            state=state, outcome_horizon_s=round(self._horizon.total_seconds()),
+        episode = decision_episode(  # the toolkit's, the rationale cut: it embeds faster
+            self.trader_id, symbol=symbol, action=decision.action,
+            size=decision.size if decision.action in ("buy", "sell") else 0.0,
+            rationale=decision.rationale[:_RATIONALE_CHARS] or "no rationale",
+            memory_ids=decision.memory_ids, as_of=as_of, market_state=market_state,
+            importance=DECISION_IMPORTANCE, state=state,
+            outcome_horizon_s=round(self._horizon.total_seconds()),
         )  # fmt: skip
         self._buffer.append(episode)
         entering = decision.action in ("buy", "sell")
@@ -282,15 +258,11 @@ class MemoryWriter:
 
     def _retry(self, key: str, lost: str, err: SentinelError) -> bool:
         """Whether the write ``key`` that failed with ``err`` is tried again at the next
-        flush (fewer than :data:`WRITE_ATTEMPTS` failed flushes), else it is dropped and
-        counted in ``stats[lost]``. A write that names an episode the store does not
-        have, or that would write before the store's time, fails the same way again: it
-        is dropped at once."""
-        self._attempts[key] += 1
-        final = isinstance(err, UnknownRecordError | LookAheadError)
-        if self._attempts[key] < WRITE_ATTEMPTS and not final:
+        flush (:func:`retry_or_drop`), else it is dropped, counted in ``stats[lost]`` and
+        said."""
+        tries = retry_or_drop(self._attempts, key, err)
+        if not tries:
             return True
-        tries = self._attempts.pop(key)
         self.stats[lost] += 1
         self._guard(f"{key} (dropped after {tries} flush{'es' if tries > 1 else ''})", err)
         return False
@@ -408,7 +380,7 @@ class MemoryWriter:
         except SentinelError as err:
             self._guard("outcomes", err)
             for item in batch:
-                key = f"outcome {item[1].horizon} of {item[0]} at {item[1].resolved_at}"
+                key = _outcome_key(item)
                 try:
                     episodic.record_outcomes(self.trader_id, [item], as_of=as_of)
                 except SentinelError as one:
@@ -419,3 +391,10 @@ class MemoryWriter:
                 self.stats["outcomes_recorded"] += 1
             return
         self.stats["outcomes_recorded"] += len(batch)
+        for item in batch:
+            self._attempts.pop(_outcome_key(item), None)
+
+
+def _outcome_key(item: tuple[str, Outcome]) -> str:
+    """The key of a queued outcome among the writer's retried writes."""
+    return f"outcome {item[1].horizon} of {item[0]} at {item[1].resolved_at.isoformat()}"

@@ -1,19 +1,41 @@
 """What a :class:`~backend.agents._memory_writer.MemoryWriter` holds between bars: a
-scheduled outcome in process (:class:`Due`) and as persisted (:class:`DueOutcome`), and
-the writer's whole state as persisted (:class:`WriterState`, for a loop that restarts:
-paper trading)."""
+scheduled outcome in process (:class:`Due`) and as persisted (:class:`DueOutcome`), the
+failed writes it tries again (:func:`retry_or_drop`), and the writer's whole state as
+persisted (:class:`WriterState`, for a loop that restarts: paper trading, whose every
+step restores a new writer)."""
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from backend.backtest.models import TradeRecord
+from backend.errors import SentinelError, UnknownRecordError
 from backend.memory.models import Episode, Outcome
 
-__all__ = ["Due", "DueOutcome", "WriterState"]
+__all__ = ["WRITE_ATTEMPTS", "Due", "DueOutcome", "WriterState", "retry_or_drop"]
+
+WRITE_ATTEMPTS = 3
+"""Flushes at which a failed episode or outcome write is tried before it is dropped
+(:mod:`backend.agents._memory_writer`): with the default ``flush_every`` of 24 bars, two
+days of 1h bars for a store to come back."""
+
+
+def retry_or_drop(attempts: MutableMapping[str, int], key: str, err: SentinelError) -> int:
+    """Count a failed flush of the write ``key`` (``err``) in ``attempts``: 0 when it is
+    to be tried again at the next flush, else the flushes it failed at (it is dropped,
+    and forgotten here). An episode the store does not have (:class:`UnknownRecordError`:
+    the outcome of an episode that was dropped or deleted) fails the same way again: it
+    is dropped at once."""
+    tries = attempts.get(key, 0) + 1
+    if tries < WRITE_ATTEMPTS and not isinstance(err, UnknownRecordError):
+        attempts[key] = tries
+        return 0
+    attempts.pop(key, None)
+    return tries
 
 
 @dataclass(frozen=True)
@@ -76,3 +98,7 @@ class WriterState(BaseModel):
     trades: list[TradeRecord] = []
     absorbed: dict[str, list[TradeRecord]] = {}
     stats: dict[str, int] = {}
+    attempts: dict[str, int] = {}
+    """Failed flushes so far of each write still to be tried again (episode id, or an
+    outcome's key): kept, so a paper loop, which restores a new writer at every step,
+    drops a write that keeps failing after :data:`WRITE_ATTEMPTS` flushes too."""

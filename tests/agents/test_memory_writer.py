@@ -73,7 +73,7 @@ def test_a_flush_while_the_server_is_down_is_written_when_it_is_back(
         third = decide(T0 + 2 * H)
         writer.tick(T0 + 3 * H)
         assert writer.flush(T0 + 3 * H) == 2 and not writer._buffer and not writer._queued
-        assert writer.take_errors() == []
+        assert writer.take_errors() == [] and writer.export_state().attempts == {}
         stored = system.episodic.get(TRADER, [first, second, third], as_of=T0 + 3 * H)
         assert [e.id for e in stored] == [first, second, third]
         assert {e.outcome_horizon_s for e in stored} == {3600}  # the loop's horizon, 1 bar
@@ -81,13 +81,23 @@ def test_a_flush_while_the_server_is_down_is_written_when_it_is_back(
         assert writer.stats["outcomes_recorded"] == 3
         assert "episodes_lost" not in writer.stats and "outcomes_lost" not in writer.stats
 
-        # a store that stays down: kept for WRITE_ATTEMPTS flushes, then dropped and said
+        # a store that stays down: kept for WRITE_ATTEMPTS flushes, then dropped and said;
+        # counted across restarts too (a paper loop restores a new writer at every step)
         _stop(proc)
         decide(T0 + 3 * H)
         for n in range(WRITE_ATTEMPTS):
+            saved = writer.export_state()
+            writer = MemoryWriter(
+                system, trader_id=TRADER, features=features, horizon_bars=1, flush_every=1
+            )
+            writer.restore_state(saved, added_until=T0 + (3 + n) * H)
             writer.flush(T0 + (4 + n) * H)
-        assert not writer._buffer and writer.stats["episodes_lost"] == 1
-        assert any("dropped after" in e for e in writer.take_errors())
+            kept = n + 1 < WRITE_ATTEMPTS
+            assert len(writer._buffer) == int(kept) and len(writer.export_state().attempts) == (
+                int(kept)
+            )
+        assert writer.stats["episodes_lost"] == 1
+        assert any("dropped after 3 flushes" in e for e in writer.take_errors())
     finally:
         system.close()
         _stop(proc)
