@@ -364,7 +364,7 @@ def list_jobs(settings: Settings, config: str, *, now: datetime) -> list[JobInfo
     out = []
     for spec in specs:
         job = stored.get(spec.id)
-        if job is not None and _same(job, spec, settings.scheduler.misfire_grace_s):
+        if job is not None and _same(job, spec, _grace(spec, settings.scheduler.misfire_grace_s)):
             next_run: Any = job.next_run_time
         else:
             next_run = spec.trigger.get_next_fire_time(None, now)

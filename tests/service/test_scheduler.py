@@ -191,21 +191,26 @@ def test_a_paper_job_runs_the_bar_close_it_missed_at_restart(
                      "misfire_grace_s": 4 * 3600})  # fmt: skip
     down = build_scheduler(settings)
     down.start(paused=True)
-    assert sync_jobs(down, [job], misfire_grace_s=3600) == {"sim-clock": "added"}
+    sync_jobs(down, [*specs.values(), job], misfire_grace_s=settings.scheduler.misfire_grace_s)
     assert down.get_job(job.id).misfire_grace_time == 4 * 3600
     down.shutdown()
+    missed = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
     store = SQLAlchemyJobStore(url=settings.scheduler.jobstore_url)
     store.start(BackgroundScheduler(timezone=UTC), "default")
-    stored = store.lookup_job(job.id)
-    assert stored is not None
-    state = stored.__getstate__()
-    state["next_run_time"] = datetime.now(UTC) - timedelta(hours=3)
-    stored.__setstate__(state)
-    store.update_job(stored)
+    for job_id in (job.id, "paper:binance:BTC/USDT:4h"):
+        stored = store.lookup_job(job_id)
+        assert stored is not None
+        state = stored.__getstate__()
+        state["next_run_time"] = missed
+        stored.__setstate__(state)
+        store.update_job(stored)
     store.shutdown()
+    # `scheduler jobs` shows the stored run the scheduler will make at start
+    listed = {j.id: j.next_run_time for j in list_jobs(settings, str(path), now=missed)}
+    assert listed["paper:binance:BTC/USDT:4h"] == missed
     service = build_scheduler(settings)
     service.start(paused=True)
-    assert sync_jobs(service, [job], misfire_grace_s=3600) == {"sim-clock": "kept"}
+    assert sync_jobs(service, [job], misfire_grace_s=3600)["sim-clock"] == "kept"
     service.resume()
     try:
         wait_for(lambda: clock_state(clock)["bar"] == 1, timeout=20)
