@@ -119,9 +119,11 @@ class EpisodicMemory:
                 log: list[dict[str, Any]] = []
                 if ep.id in existing:
                     held, log = decode(existing[ep.id])
+                    # the outcome horizon is not what the episode is: the stored one is
+                    # kept (a decision recorded again by a tool, or by a loop of another
+                    # horizon, or stored before the field was, is the same decision)
+                    ep = ep.model_copy(update={"outcome_horizon_s": held.outcome_horizon_s})
                     fresh = ep.model_copy(update={"actions": [], "outcome": None})
-                    if held.outcome_horizon_s is None:  # stored before the field was
-                        fresh = fresh.model_copy(update={"outcome_horizon_s": None})
                     if held != fresh:  # reads as of earlier times would see the new text
                         raise StoreError(
                             f"episode {ep.id!r} is already stored with another description, "

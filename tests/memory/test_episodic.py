@@ -260,6 +260,15 @@ def test_an_episode_is_written_once_a_changed_one_is_refused(make_store: StoreFa
     (got,) = mem.get("alice", ["ep-alice-crash"], as_of=T0)
     assert got.description == "LUNA collapse"
     assert mem.get("alice", ["ep-alice-other"], as_of=T0 + timedelta(days=7)) == []
+    # the outcome horizon is not what the episode is: the stored one is kept (a reviewer
+    # found a decision recorded again with another horizon refused as "written once")
+    timed = ep("timed", "a decision", at=T0).model_copy(update={"outcome_horizon_s": 86_400})
+    mem.add([timed], as_of=T0)
+    for other in (345_600, None):
+        again = timed.model_copy(update={"outcome_horizon_s": other})
+        assert mem.add([again], as_of=T0 + timedelta(days=1)).unchanged == 1
+    (kept,) = mem.get("alice", ["ep-alice-timed"], as_of=T0 + timedelta(days=1))
+    assert kept.outcome_horizon_s == 86_400
 
 
 def test_tenant_isolation(make_store: StoreFactory) -> None:
