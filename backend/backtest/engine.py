@@ -33,10 +33,9 @@ the end is counted and said too.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 import numpy as np
@@ -130,15 +129,21 @@ def _missing_in(ohlcv: OHLCVFrame, *, start: datetime, end: datetime) -> int:
     either edge of a window counts too (the window then begins late or ends early; only
     holes between its first and last candle were counted, so a run that began 3 candles
     late said nothing). Holes before the file's first candle or after its last are not
-    gaps (the ablation says a window cut at the data)."""
-    step = timeframe_seconds(ohlcv.timeframe)
-    lo, hi = to_utc(start).timestamp(), to_utc(end).timestamp()
+    gaps (the ablation says a window cut at the data). Calendar-aware for ``M``/``y``."""
+    lo, hi = utc_timestamp(start), utc_timestamp(end)
     count = 0
-    for gap in ohlcv.gaps:  # the missing opens are gap.start + k * step, k = 1..missing
-        base = gap.start.timestamp()
-        first = max(1, math.ceil((lo - base) / step))
-        last = min(gap.missing, math.ceil((hi - base) / step) - 1)
-        count += max(0, last - first + 1)
+    for gap in ohlcv.gaps:  # the missing opens: the next ``missing`` steps after gap.start
+        if gap.end <= lo or gap.start >= hi:
+            continue
+        if ohlcv.timeframe[-1:] in ("M", "y"):  # a few calendar steps, one at a time
+            opens = [pd.Timestamp(gap.start)]
+            for _ in range(gap.missing):
+                opens.append(bar_close_times(pd.DatetimeIndex(opens[-1:]), ohlcv.timeframe)[0])
+            count += sum(1 for t in opens[1:] if lo <= t < hi)
+        else:
+            steps = np.arange(1, gap.missing + 1) * timeframe_seconds(ohlcv.timeframe)
+            grid = pd.Timestamp(gap.start) + pd.to_timedelta(steps, unit="s")
+            count += int(((grid >= lo) & (grid < hi)).sum())
     return count
 
 
@@ -320,9 +325,7 @@ def run_backtest(
         start=open_times[0].astimezone(UTC),
         end=close_times[-1].astimezone(UTC),
         missing_candles=_missing_in(
-            ohlcv,
-            start=start or open_times[0],
-            end=end or open_times[-1] + timedelta(seconds=timeframe_seconds(ohlcv.timeframe)),
+            ohlcv, start=start or open_times[0], end=end or close_times[-1]
         ),
     )
     return BacktestResult(

@@ -8,8 +8,9 @@ equity E buys notional E * T / (1 + T * fee_rate) (so the target holds net of th
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pytest
 
 from backend.backtest.engine import run_backtest
@@ -226,6 +227,19 @@ def test_missing_candles_at_either_edge_of_the_window_are_counted() -> None:
     assert missing(T0, T0 + 3 * H) == 0  # ends at the hole
     assert missing(T0 + H, T0 + 9 * H) == 4  # around it
     assert missing(None, None) == 4
+
+    # calendar months: February missing (a step of 29 days, not the 30 of "1M" seconds)
+    months = [datetime(2024, m, 1, tzinfo=UTC) for m in (1, 3, 4, 5)]
+    frame = pd.DataFrame(
+        [(100.0, 101.0, 99.0, 100.0, 1.0)] * 4, columns=["open", "high", "low", "close", "volume"],
+        index=pd.DatetimeIndex(months, name="date"),
+    )  # fmt: skip
+    monthly = dataclasses.replace(
+        raw, timeframe="1M", frame=frame, gaps=(Gap(start=months[0], end=months[1], missing=1),)
+    )
+    ohlcv = monthly
+    assert missing(datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)) == 1
+    assert missing(datetime(2024, 2, 2, tzinfo=UTC), None) == 0
 
 
 def test_empty_window_is_a_data_error() -> None:
