@@ -1,6 +1,6 @@
 """Persona alignment: how close an agent's behaviour in a backtest is to a trader's profile.
 
-:func:`behaviour_of` reduces one run (decisions, trades, the equity / exposure / price
+:func:`behaviour_of` reduces one run (decisions, fills, the equity / exposure / price
 curves) to a :class:`~backend.eval.models.RunBehaviour`; :func:`buy_and_hold_behaviour`
 is the same for buy-and-hold; :func:`persona_alignment` scores a behaviour against a
 :class:`~backend.memory.models.PersonaProfile` (the reference the ablation builds with the

@@ -158,7 +158,8 @@ class RunBehaviour(FrozenModel):
     long_share: float | None = Field(ge=0, le=1)
     """Long share of the opening notional (0..1; None when nothing was opened)."""
     holding_hours_median: float | None = Field(ge=0)
-    """Median holding time of the closed trades, hours (None without closed trades)."""
+    """Median hours a closing fill held the lots it closed (FIFO, the persona's rule:
+    :func:`backend.eval.alignment.agent_holding_hours`; None without a closing fill)."""
     positioned_share: float = Field(ge=0, le=1)
     """Share of bars with a non-zero position."""
     mean_abs_exposure: float | None = Field(ge=0)
