@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from backend.agents.memory._persona_change import reads_a_change
 from backend.agents.memory._persona_router import (
     RouteResult,
-    reads_a_change,
     refused_as_invalid,
     route_decisions,
     route_failure,

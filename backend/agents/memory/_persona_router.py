@@ -17,7 +17,7 @@ Two kinds of candidates reach it:
   so a forbidden asset is never silently allowed again), the same value is ``IGNORE``.
   A *looser* value (a larger cap, an allowed-asset list with a new asset) replaces the
   stored one only when its quote says the limit changes (``raise``, ``increase``,
-  ``allow``, ``from now on``, ...: :data:`_RELAX`); otherwise it is ``IGNORE``,
+  ``allow``, ``from now on``, ...: :func:`states_a_change`); otherwise it is ``IGNORE``,
   so a misread or offhand sentence never loosens a hard constraint.
   ``goals`` is a list (newest last, at most :data:`MAX_GOALS`): a new goal is ``ADD``.
   Stated ``preferred_assets``/``risk_tolerance``/``holding_period``/``style`` are kept as
@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from backend.agents.memory._persona_text import normalize_stated, text_decisions
+from backend.agents.memory._persona_change import states_a_change
+from backend.agents.memory._persona_text import normalize_stated
 from backend.llm.prompts import PersonaDecision
 from backend.memory.models import (
     ChangeAction,
@@ -58,12 +59,10 @@ __all__ = [
     "RouteResult",
     "check_constraint",
     "empty_profile",
-    "reads_a_change",
     "refused_as_invalid",
     "route_decisions",
     "route_failure",
     "route_fill_attributes",
-    "states_a_change",
 ]
 
 TextSource = Literal["rules", "llm"]
@@ -331,22 +330,6 @@ def _route_constraint(
     pending.append(_Pending("constraints", action, old, new, d.reason))
 
 
-_RELAX = re.compile(
-    r"(?i)\b(?:rais(?:e|es|ed|ing)|increas(?:e|es|ed|ing)|bump(?:s|ed|ing)?|loosen\w*|"
-    r"relax\w*|allow(?:s|ed|ing)?|from\s+now\s+on|going\s+forward)\b"
-)
-"""Change verbs by which a trader says a limit goes up, read over the whole sentence:
-only then may a looser value replace a stored one (a misread or offhand sentence —
-"I don't use 20x anymore", "no new position above $50k" — must not loosen a hard
-constraint)."""
-
-
-def states_a_change(quote: str) -> bool:
-    """Whether ``quote`` says a limit changes ("raise my max leverage to 10x", "from now
-    on ..."): only then may a looser value replace a stored one."""
-    return _RELAX.search(quote) is not None
-
-
 def _looser(kind: str, old: Any, new: Any) -> bool:
     """Whether ``new`` allows more than ``old``: a larger cap, or an allowed-asset list
     with an asset the old one did not allow (booleans and forbidden lists never loosen:
@@ -366,25 +349,6 @@ def route_failure(
     error as reason; the profile is returned unchanged."""
     pending = [_Pending("profile", "IGNORE", None, None, f"{source} answer rejected: {error}")]
     return _finish(profile, dict(profile.attributes), pending, as_of=to_utc(as_of), source=source)
-
-
-def reads_a_change(constraint: HardConstraint, text: str) -> bool:
-    """Whether the model's ``constraint`` is a numeric limit whose change the note states:
-    its quote is in ``text`` (spacing and case aside), says a change (the router's verbs:
-    ``states_a_change``) and reads, by the offline rules, as the model's very value. Then
-    the rules' reading of the whole note (its smallest number: "raising to 5x; previously
-    2x" reads 2x) does not undo it. A made-up quote, a value the quote does not state, or
-    a list or flag (never loosened: united or set) gives no such exemption."""
-    value = constraint.value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    quote = " ".join(constraint.quote.split()).casefold()
-    if not quote or quote not in " ".join(text.split()).casefold():
-        return False
-    if not states_a_change(constraint.quote):
-        return False
-    own = [d.constraint for d in text_decisions(constraint.quote) if d.constraint is not None]
-    return any(c.kind == constraint.kind and c.value == value for c in own)
 
 
 def refused_as_invalid(change: PersonaChange) -> bool:

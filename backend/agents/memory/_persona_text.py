@@ -89,6 +89,14 @@ _FORBIDDEN = re.compile(
     rf"keep\s+me\s+(?:out\s+of|away\s+from)))\s+(?>{LIST})"
     rf"(?!\s+(?i:shorts?|shorting|longs?|perps?|leverage|futures|options)\b)"
 )
+_NONE_HELD = re.compile(
+    r"(?i)\b(?:have|has|had|got|hold|holding|own|owning|there'?s|there\s+is)\s*$|^\s*(?:"
+    r"positions?|left|yet|today|tonight|now|right\s+now|at\s+the\s+moment|for\s+now|"
+    r"this\s+(?:week|month)|in\s+(?:my|the)\s+(?:account|portfolio|bags?|wallet))\b"
+)
+"""Around a bare "no <ticker>", words that make it what the trader holds, not a ban: "I
+have no SOL right now", "No ETH position yet", "No BTC today" (each had become a
+forbidden asset, which no later note can lift)."""
 _OFF_LIMITS = re.compile(rf"{LIST}\s+(?i:is|are)\s+(?i:off[\s-]limits?|banned|forbidden)\b")
 _REPORTED = re.compile(
     r"(?i)\b(?:who|whether|if|nobody|no\s+one|think|thinks|thought|say|says|said|believe|"
@@ -330,6 +338,9 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
         for match in pattern.finditer(sentence):
             head = _clause_at(sentence, match.start(), match.start())[0]
             if _UNDONE.search(head) or (pattern is _OFF_LIMITS and _REPORTED.search(head)):
+                continue
+            bare = pattern is _FORBIDDEN and match.group(0)[:3].lower().strip() == "no"
+            if bare and (_NONE_HELD.search(head) or _NONE_HELD.search(sentence[match.end() :])):
                 continue
             tickers = parse_tickers(next((g for g in match.groups() if g), ""))
             if tickers:

@@ -188,6 +188,12 @@ def test_any_text_is_safe(text: str) -> None:
         "I use 20x leverage sometimes",
         "I no longer only trade BTC",
         "no FOMO, no revenge trades",
+        # what the trader holds, not a ban (a reviewer's sentences, 2026-12-06: each had
+        # become a forbidden asset that no later note can lift)
+        "I have no SOL right now.",
+        "No ETH position yet.",
+        "No BTC today, waiting for a dip.",
+        "I sold all my SOL, no SOL left in the account.",
     ],
 )
 def test_words_that_undo_or_merely_mention_a_rule_state_no_constraint(text: str) -> None:
@@ -253,12 +259,22 @@ LOOSER_WITHOUT_A_CHANGE = [
     "I no longer risk 10% per trade.",
     "No new position above $50k.",
     "No more 20x trades for me now.",
+    # a question, a negation, someone else, a verb about something else (a reviewer's
+    # sentences, 2026-12-06: each had loosened the stored cap)
+    "Should I raise my leverage to 10x?",
+    "Do you think I should increase leverage to 10x?",
+    "I'm not raising my leverage to 10x.",
+    "I don't allow myself more than 10x.",
+    "My friend raised his leverage to 20x and got liquidated.",
+    "I'm increasing my position size, still never above 10x leverage.",
 ]
 RELAXED = [
     ("From now on, max 10x.", "max_leverage", 10.0),
     ("Raise my max leverage to 10x.", "max_leverage", 10.0),
     ("Increase my max leverage from 5x to 10x.", "max_leverage", 10.0),
     ("raise my risk to 3%", "max_risk_per_trade", 0.03),
+    ("I'm raising my max leverage to 8x.", "max_leverage", 8.0),
+    ("Going forward, max 8x leverage.", "max_leverage", 8.0),
 ]
 
 
