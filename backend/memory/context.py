@@ -145,7 +145,8 @@ def _snapshot_text(snapshot: MarketSnapshot) -> str:
     if snapshot.topics:
         line += f"\nNews topics: {', '.join(snapshot.topics[:6])}"
     if snapshot.headlines:
-        heads = [_clip(h, HEADLINE_MAX_CHARS) for h in snapshot.headlines[:5]]
+        # one line each: a title's own line breaks could forge a line of the prompt
+        heads = [_clip(" ".join(h.split()), HEADLINE_MAX_CHARS) for h in snapshot.headlines[:5]]
         line += "\nRecent headlines:\n" + quote_data("\n".join(heads))
     return line
 

@@ -3,11 +3,14 @@
 The prompts tell the model that everything between ``<data>`` and ``</data>`` is data,
 never instructions; hard constraints are enforced in code after the model answers
 (:mod:`backend.agents.constraints`), so quoting is a second line of defence. For it to
-hold, the quoted text must not be able to close (or re-open) the block: any tag a reader
-could take for a data delimiter — any case, spaces or attributes inside the brackets
-(``</DATA >``, ``< / data x=1>``), full-width or small-form look-alikes (``＜/data＞``) —
-is neutralised by escaping its brackets. The text is NFKC-normalised first, so
-look-alike letters are caught too.
+hold, the quoted text must not be able to close (or re-open) the block, nor pose as a
+line of the prompt outside it. The text is NFKC-normalised (full-width and small-form
+look-alikes such as ``＜/data＞`` become ASCII), its format characters (Unicode ``Cf``:
+zero-width spaces and joiners, soft hyphens, word joiners) are removed, and then EVERY
+``<`` and ``>`` is escaped (``&lt;``, ``&gt;``): a tag made with letters NFKC does not
+fold (Cyrillic ``а`` or Greek ``α`` in ``</dаta>``) or with an invisible character
+inside (``</d\u200bata>``) had passed the earlier escaping of delimiter-like tags only
+(a reviewer's strings, 2026-12-06). Quoted text has no bracket left to close a block with.
 """
 
 from __future__ import annotations
@@ -21,15 +24,14 @@ DELIMITER = re.compile(r"<\s*/?\s*data\b[^<>]*>", re.IGNORECASE)
 """What a reader could take for a ``<data>`` or ``</data>`` delimiter (after NFKC)."""
 
 
-def _escape(match: re.Match[str]) -> str:
-    return match.group(0).replace("<", "&lt;").replace(">", "&gt;")
-
-
 def safe_data(text: str) -> str:
-    """``text`` as it reads inside a data block: NFKC-normalised, every delimiter-like tag
-    escaped (``&lt;``, ``&gt;``). Idempotent: ``safe_data(safe_data(t)) == safe_data(t)``,
-    so a caller may count the tokens of the safe text and then quote it."""
-    return DELIMITER.sub(_escape, unicodedata.normalize("NFKC", text))
+    """``text`` as it reads inside a data block: NFKC-normalised, format characters
+    removed, every ``<`` and ``>`` escaped (``&lt;``, ``&gt;``; module doc). Idempotent:
+    ``safe_data(safe_data(t)) == safe_data(t)``, so a caller may count the tokens of the
+    safe text and then quote it."""
+    normal = unicodedata.normalize("NFKC", text)
+    visible = "".join(ch for ch in normal if unicodedata.category(ch) != "Cf")
+    return visible.replace("<", "&lt;").replace(">", "&gt;")
 
 
 def quote_data(text: str) -> str:
