@@ -16,6 +16,7 @@ import ccxt
 import numpy as np
 import pandas as pd
 
+from backend.data._csvio import in_ns_range
 from backend.data.models import Gap
 from backend.errors import DataError
 
@@ -126,6 +127,7 @@ def coerce_dates(raw: pd.Series, *, rows: np.ndarray, source: str | Path) -> pd.
     if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw):
         dates = pd.Series(pd.DatetimeIndex(raw))
         dates = dates.dt.tz_localize("UTC") if dates.dt.tz is None else dates.dt.tz_convert("UTC")
+        _in_range(dates, rows=rows, source=source)
         return _no_missing(dates.dt.as_unit("ns"), rows=rows, source=source)
     text = None if pd.api.types.is_numeric_dtype(raw) else raw.astype(str).str.strip()
     if text is not None and bool((text == "").any()):
@@ -134,7 +136,9 @@ def coerce_dates(raw: pd.Series, *, rows: np.ndarray, source: str | Path) -> pd.
     numbers = pd.Series(pd.to_numeric(raw if text is None else text, errors="coerce"))
     if bool(numbers.notna().all()):
         values = numbers.to_numpy(dtype="float64")
+        seconds = values < _MS_THRESHOLD  # * 1e9 must fit int64 (9.2e9 s is 2262)
         bad = ~np.isfinite(values) | (values < 0) | (values >= _MAX_EPOCH_MS)
+        bad |= seconds & (values >= _MAX_EPOCH_MS / 1000)
         if bad.any():
             pos = int(np.argmax(bad))
             raise DataError(
@@ -155,7 +159,19 @@ def coerce_dates(raw: pd.Series, *, rows: np.ndarray, source: str | Path) -> pd.
         shown = "" if pd.isna(text.iloc[pos]) else str(text.iloc[pos])
         reason = "missing value" if shown in ("", "nan", "None") else f"unparseable date {shown!r}"
         raise DataError(reason, path=source, row=int(rows[pos]), field="date")
+    _in_range(dates, rows=rows, source=source)
     return dates.dt.as_unit("ns").reset_index(drop=True)
+
+
+def _in_range(dates: pd.Series, *, rows: np.ndarray, source: str | Path) -> None:
+    """DataError at the first date ``datetime64[ns]`` cannot hold (:func:`in_ns_range`)."""
+    bad = (~in_ns_range(dates) & dates.notna()).to_numpy()
+    if bad.any():
+        pos = int(np.argmax(bad))
+        raise DataError(
+            f"date {dates.iloc[pos]} is out of range (years 1678..2261)",
+            path=source, row=int(rows[pos]), field="date",
+        )  # fmt: skip
 
 
 def _no_missing(dates: pd.Series, *, rows: np.ndarray, source: str | Path) -> pd.Series:

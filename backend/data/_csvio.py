@@ -162,7 +162,9 @@ def end_of_minute(stamps: pd.Series) -> pd.Series:
 
 def parse_dates(table: CsvTable, column: str, *, fmt: str, expected: str) -> pd.Series:
     """Column parsed with ``strftime`` format ``fmt`` as naive datetimes (the caller sets
-    the zone); DataError at the first empty or unparseable cell, saying ``expected``."""
+    the zone); DataError at the first empty or unparseable cell, saying ``expected``, or
+    at the first date outside 1678..2261 (what ``datetime64[ns]`` holds: a year 3024 had
+    ended in an internal ``OutOfBoundsDatetime``)."""
     text = table.frame[column].str.strip()
     parsed = pd.to_datetime(text, format=fmt, errors="coerce")
     pos = first_bad(parsed.isna())
@@ -170,7 +172,21 @@ def parse_dates(table: CsvTable, column: str, *, fmt: str, expected: str) -> pd.
         raw = text.iloc[pos]
         reason = "missing value" if raw == "" else f"unparseable date {raw!r} (expected {expected})"
         raise DataError(reason, path=table.path, row=table.line(pos), field=column)
+    pos = first_bad(~in_ns_range(parsed))
+    if pos is not None:
+        raise DataError(
+            f"date {text.iloc[pos]!r} is out of range (years 1678..2261)",
+            path=table.path, row=table.line(pos), field=column,
+        )  # fmt: skip
     return parsed
+
+
+def in_ns_range(dates: pd.Series) -> pd.Series:
+    """Whether each of ``dates`` (parsed, any unit) lies in the years ``datetime64[ns]``
+    holds (1678..2261: a margin inside its 1677-09-21..2262-04-11)."""
+    years = dates.dt.year
+    inside: pd.Series = (years >= 1678) & (years <= 2261)
+    return inside
 
 
 def stable_ids(keys: pd.DataFrame, *, prefix: str = "") -> list[str]:

@@ -190,6 +190,33 @@ def test_headline_damage_is_a_located_data_error(kind: str, tmp_path: Path) -> N
     assert_located(caught.value, path)
 
 
+def test_a_date_beyond_what_pandas_holds_is_a_located_data_error(tmp_path: Path) -> None:
+    """A reviewer's rows: a year 2300 candle, an epoch of seconds one digit too long, a
+    fill of 3024 and a headline of 3022 had ended in an internal OutOfBoundsDatetime (or
+    a 'NaT is not aligned' message after a RuntimeWarning), with no file, row or field."""
+    ohlcv = tmp_path / "BTC_USDT-1h.csv"
+    epochs = [f"{1704067200 + 3600 * i},100,110,95,105,1" for i in range(6)]
+    for rows in (
+        [*ROWS[:3], "2300-01-01T00:00:00Z,100,110,95,105,1", *ROWS[3:]],
+        [*epochs[:3], "16005744000,100,110,95,105,1", *epochs[3:]],
+    ):
+        ohlcv.write_bytes(text_of(HEADER, rows))
+        with pytest.raises(DataError, match="out of range") as caught:
+            read_ohlcv_file(ohlcv, pair="BTC/USDT", timeframe="1h")
+        assert (caught.value.row, caught.value.field) == (5, "date")
+    fills = tmp_path / "fills.csv"
+    rows = [*FILL_ROWS[:2], FILL_ROWS[2].replace("-12-2024 ", "-12-3024 "), *FILL_ROWS[3:]]
+    fills.write_bytes(text_of(FILLS_HEADER, rows))
+    with pytest.raises(DataError, match="out of range") as caught:
+        load_hyperliquid_fills(fills)
+    assert (caught.value.row, caught.value.field) == (4, "Timestamp IST")
+    news = tmp_path / "news.csv"
+    news.write_bytes(text_of(NEWS_HEADER, [*NEWS_ROWS[:4], NEWS_ROWS[4].replace("-2022", "-3022")]))
+    with pytest.raises(DataError, match="out of range") as caught:
+        load_headlines(news)
+    assert (caught.value.row, caught.value.field) == (6, "date")
+
+
 # ------------------------------------------------------------------ cell-level properties
 
 _moments = st.datetimes(
