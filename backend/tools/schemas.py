@@ -146,7 +146,10 @@ class RecordOutcomeArgs(ToolArgs):
     """Record what happened after a decision or event; updates its importance."""
 
     episode_id: str = Field(min_length=1, max_length=256)
-    horizon: str = Field(min_length=1, max_length=16)
+    horizon: str = Field(
+        pattern=r"^(?:\d{1,6}[mhdwMy]|trade)$",
+        description="the horizon it is measured over: 24h, 4d, 1w, or trade (a closed trade)",
+    )  # a label, never free text: it is rendered in the decision context unquoted
     market_return: float = Field(ge=-1.0, le=100.0, description="fraction, 0.05 = +5%")
     pnl: float | None = Field(default=None, description="quote currency")
 
