@@ -29,9 +29,10 @@ def safe_data(text: str) -> str:
     removed, every ``<`` and ``>`` escaped (``&lt;``, ``&gt;``; module doc). Idempotent:
     ``safe_data(safe_data(t)) == safe_data(t)``, so a caller may count the tokens of the
     safe text and then quote it."""
-    normal = unicodedata.normalize("NFKC", text)
-    visible = "".join(ch for ch in normal if unicodedata.category(ch) != "Cf")
-    return visible.replace("<", "&lt;").replace(">", "&gt;")
+    if not text.isascii():  # ASCII is its own NFKC form and has no format character
+        text = unicodedata.normalize("NFKC", text)
+        text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 def quote_data(text: str) -> str:
