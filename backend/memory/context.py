@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -37,12 +38,14 @@ from backend.text.quoting import quote_data
 from backend.text.tokens import count_tokens
 
 __all__ = [
+    "OMITTED_RESERVE",
     "MemoryRef",
     "account_id",
     "account_line",
     "constraints_id",
     "episode_line",
     "message_memory_id",
+    "omitted_line",
     "parse_memory_id",
     "persona_id",
     "render_context",
@@ -274,8 +277,9 @@ def render_context(
         extra = 0 if section in chosen else count_tokens(title + "\n")
         text = block.text
         cost = count_tokens(block.joined or text + "\n") + extra
-        if used + cost > budget:
-            if block.memory_id.endswith(_CONSTRAINTS):  # never cut, never dropped
+        constraints = block.memory_id.endswith(_CONSTRAINTS)
+        if used + cost > (budget if constraints else budget - OMITTED_RESERVE):
+            if constraints:  # never cut, never dropped
                 raise BudgetError(
                     f"token budget {budget} cannot hold the trader's hard constraints "
                     f"({used + cost} tokens with the header)"
@@ -286,6 +290,19 @@ def render_context(
         added.append(section)
         used += cost
         return True
+
+    def drop_last() -> None:
+        """Drop the block added last (the lowest priority); never the constraints."""
+        nonlocal used
+        section = added.pop()
+        kept = chosen[section]
+        if kept[-1][0].endswith(_CONSTRAINTS):
+            raise BudgetError(f"token budget {budget} cannot hold the trader's hard constraints")
+        memory_id, _, cost = kept.pop()
+        dropped.append(memory_id)
+        used -= cost
+        if not kept:
+            del chosen[section]
 
     for section, blocks in sections:
         for block in blocks:
@@ -308,7 +325,15 @@ def render_context(
                 lines.append(titles.get(section, section))
                 ordered = reversed(blocks) if section == _EARLIER else blocks
                 lines.extend(text for _, text, _ in ordered)
+        if said():  # what was cut, last: the prefix a server caches is untouched
+            lines.append(omitted_line(dropped))
         return "".join(line + "\n" for line in lines)
+
+    def said() -> int:
+        """The cost of the omitted line if it is written (it fits in what the blocks
+        left: every block but the constraints kept OMITTED_RESERVE free), else 0."""
+        cost = count_tokens(omitted_line(dropped) + "\n") if dropped else 0
+        return cost if used + cost <= budget else 0
 
     rendered = render()
     # Every line ends with a newline; when every one after the first starts with a
@@ -316,15 +341,9 @@ def render_context(
     # cuts the text at those newlines), so nothing is re-encoded.
     parts = [text for blocks in chosen.values() for _, text, _ in blocks]
     joins_clean = all(t[:1] and not t[:1].isspace() for t in parts)
-    tokens = used if joins_clean else count_tokens(rendered)
+    tokens = used + said() if joins_clean else count_tokens(rendered)
     while tokens > budget and added:  # a join changed the count: drop the lowest priority
-        section = added.pop()
-        kept = chosen[section]
-        if kept[-1][0].endswith(":constraints"):
-            raise BudgetError(f"token budget {budget} cannot hold the trader's hard constraints")
-        dropped.append(kept.pop()[0])
-        if not kept:
-            del chosen[section]
+        drop_last()
         rendered = render()
         tokens = count_tokens(rendered)
     memory_ids = [
@@ -337,6 +356,33 @@ def render_context(
     return RenderedContext(
         text=rendered, tokens=tokens, budget=budget, memory_ids=memory_ids, dropped_ids=dropped
     )
+
+
+OMITTED_RESERVE = 36
+"""Tokens every block but the hard constraints leaves free for :func:`omitted_line`
+(whose longest form, four-digit counts of every kind, is 33 cl100k tokens)."""
+
+
+def omitted_line(dropped: Sequence[str]) -> str:
+    """The context's last line when blocks were cut to fit its budget: ``"(omitted to fit
+    the token budget: 44 earlier market snapshots, 7 past episodes, 4 trader
+    messages)"``, so a model is not left to take a short context for all there is (a
+    reviewer's finding: only the caller saw ``dropped_ids``)."""
+    kinds = {"earlier market snapshots": 0, "past episodes": 0, "trader messages": 0}
+    other = 0
+    for memory_id in dropped:
+        if memory_id.startswith(_MESSAGE):
+            kinds["trader messages"] += 1
+        elif memory_id.startswith(_WORKING + "account:") or memory_id.startswith("persona:"):
+            other += 1
+        elif memory_id.startswith(_WORKING):
+            kinds["earlier market snapshots"] += 1
+        else:
+            kinds["past episodes"] += 1
+    said = [f"{n} {kind}" for kind, n in kinds.items() if n]
+    if other:
+        said.append(f"{other} other")
+    return f"(omitted to fit the token budget: {', '.join(said)})"
 
 
 def _spacing(snapshots: list[MarketSnapshot]) -> float:

@@ -9,7 +9,7 @@ import pytest
 import tiktoken
 
 from backend.errors import BudgetError
-from backend.memory.context import PAGE_SNAPSHOTS, render_context
+from backend.memory.context import OMITTED_RESERVE, PAGE_SNAPSHOTS, omitted_line, render_context
 from backend.memory.models import (
     AccountState,
     ActionLink,
@@ -122,6 +122,22 @@ def test_always_within_budget_with_priorities(budget: int) -> None:
         assert older == sorted(older)  # the earlier context is written oldest first
     if budget == 6000:
         assert not rendered.dropped_ids
+    # what was cut is said, on the last line (a reviewer's finding: only the caller saw it)
+    last = rendered.text.splitlines()[-1]
+    if rendered.dropped_ids and budget > 60:
+        assert last == omitted_line(rendered.dropped_ids) and "omitted" in last
+    else:
+        assert "omitted" not in rendered.text
+
+
+def test_the_omitted_line_says_what_was_cut_and_fits_its_reserve() -> None:
+    dropped = ["working:BTC/USDT@2022-05-12T10:00:00+00:00", "ep-1", "ep-2", "message:m1"]
+    assert omitted_line(dropped) == (
+        "(omitted to fit the token budget: 1 earlier market snapshots, 2 past episodes, "
+        "1 trader messages)"
+    )
+    longest = ["message:m"] * 9999 + ["working:x@t"] * 9999 + ["ep"] * 9999 + ["persona:v1"] * 9999
+    assert count_tokens(omitted_line(longest) + "\n") <= OMITTED_RESERVE
 
 
 def test_untrusted_headlines_are_quoted() -> None:
