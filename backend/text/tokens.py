@@ -60,9 +60,17 @@ def _count_cached(text: str) -> int:
 
 
 def truncate_to_tokens(text: str, max_tokens: int) -> str:
-    """``text`` cut to at most ``max_tokens`` tokens (on a token boundary), with an ellipsis."""
+    """``text`` cut to at most ``max_tokens`` tokens, with an ellipsis: at the last space
+    before the token boundary when the boundary falls inside a word or a number (a cut
+    at a token had turned "I lost 12345.67" into "I lost 123…", a different number)."""
     enc = _encoding()
     tokens = enc.encode(text, disallowed_special=())
     if len(tokens) <= max_tokens:
         return text
-    return enc.decode(tokens[: max(0, max_tokens - 1)]) + "…"
+    head = enc.decode(tokens[: max(0, max_tokens - 1)])
+    rest = text[len(head) :] if text.startswith(head) else ""
+    last, after = head[-1:], rest[:1]
+    if (last.isalnum() and after.isalnum()) or (last != "" and last in ".,-" and after.isdigit()):
+        space = head.rstrip().rfind(" ")
+        head = head[:space] if space > 0 else head
+    return head.rstrip() + "…"

@@ -73,3 +73,14 @@ def test_truncate_keeps_within_the_limit() -> None:
     cut = truncate_to_tokens(text, 50)
     assert count_tokens(cut) <= 50 + 1  # the ellipsis may take one token
     assert truncate_to_tokens("short", 50) == "short"
+
+
+def test_a_cut_never_ends_inside_a_number_or_a_word() -> None:
+    """A reviewer's finding: "I lost 12345.67" was cut to "I lost 123…" (a different
+    number) and "-4,520" to "-4…"; the cut now backs off to the last space."""
+    for text, n in (("I lost 12345.67 on SOL yesterday", 5), ("realised loss -4,520 today", 5)):
+        cut = truncate_to_tokens(text, n)
+        assert cut.endswith("…") and count_tokens(cut) <= n
+        kept = cut[:-1].split()
+        assert kept == text.split()[: len(kept)], cut  # whole words only
+    assert truncate_to_tokens("x" * 400, 5).endswith("…")  # no space: cut at the token
