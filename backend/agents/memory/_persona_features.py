@@ -31,6 +31,7 @@ import pandas as pd
 
 from backend.agents.memory._persona_positions import (
     asset_shares,
+    chain_ties,
     holding_samples,
     opening_notional,
     traded_fills,
@@ -155,7 +156,7 @@ def normalize_fills_frame(frame: pd.DataFrame, *, source: str = "fills frame") -
     fee = out["fee_cost"].fillna(0.0)
     out["fee_quote"] = fee.where(out["base_fee"] == 0, out["base_fee"] * out["price"])
     out["datetime"] = pd.to_datetime(out["timestamp"], unit="ms", utc=True)
-    return out.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    return chain_ties(out.sort_values("timestamp", kind="stable").reset_index(drop=True))
 
 
 def _confidence(name: str, n: int) -> float:

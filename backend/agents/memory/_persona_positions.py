@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
+import numpy as np
 import pandas as pd
 
 from backend.types import base_asset
@@ -18,6 +19,7 @@ __all__ = [
     "LONG_OPENING",
     "SHORT_OPENING",
     "asset_shares",
+    "chain_ties",
     "holding_samples",
     "opening_notional",
     "traded_fills",
@@ -116,3 +118,65 @@ def holding_samples(fills: pd.DataFrame) -> tuple[list[float], list[str], int]:
                 lots.append([signed, float(ts)])
                 pos += signed
     return hours, ids, untimed
+
+
+def chain_ties(fills: pd.DataFrame) -> pd.DataFrame:
+    """``fills`` (sorted by time) with the fills of one symbol at one millisecond put in
+    the order their ``start_position`` chains (each starts where the one before ended).
+
+    One order filled against several makers is several fills at one millisecond, and a
+    ccxt export orders them by trade id, which Hyperliquid draws at random: read out of
+    order, every start position disagreed with the position rebuilt, each reset the
+    inventory to a lot of unknown age, and the holding period and style of all three
+    traders were lost (a reviewer's shuffle of the real fills within their transaction).
+    A tie group whose chain cannot be followed keeps its given order from there on."""
+    ts = fills["timestamp"].to_numpy()
+    cut = np.flatnonzero(ts[1:] != ts[:-1]) + 1
+    firsts, stops = np.concatenate([[0], cut]), np.concatenate([cut, [len(ts)]])
+    tied = np.flatnonzero(stops - firsts > 1)
+    if tied.size == 0:
+        return fills
+    symbols = fills["symbol"].to_numpy()
+    start = fills["start_position"].to_numpy(dtype=float)
+    amount = fills["amount"].to_numpy(dtype=float)
+    signed = np.where(fills["side"].to_numpy() == "buy", amount - fills["base_fee"], -amount)
+    before = pd.Series(np.arange(len(ts))).groupby(symbols).shift(1).to_numpy()
+    order = np.arange(len(ts))
+    chained: dict[int, float] = {}  # the last slot of a reordered run -> its position after
+    for g in tied:
+        i, j = int(firsts[g]), int(stops[g])
+        for symbol in dict.fromkeys(symbols[i:j]):
+            slots = [k for k in range(i, j) if symbols[k] == symbol]
+            if len(slots) < 2 or np.isnan(start[slots]).any():
+                continue
+            prev = before[slots[0]]
+            at = (
+                None
+                if np.isnan(prev)
+                else chained.get(int(prev), start[int(prev)] + signed[int(prev)])
+            )
+            rows = _chained(slots, start, signed, at)
+            order[slots] = rows
+            chained[slots[-1]] = start[rows[-1]] + signed[rows[-1]]
+    return fills.iloc[order].reset_index(drop=True)
+
+
+def _chained(rows: list[int], start: np.ndarray, signed: np.ndarray, at: float | None) -> list[int]:
+    """``rows`` in chain order from position ``at``, else from the row no other row of
+    the group ends at (the first of a chain)."""
+    left, out = list(rows), list[int]()
+    ends = [start[k] + signed[k] for k in rows]
+
+    def near(a: float, b: float) -> bool:
+        return bool(abs(a - b) <= 1e-6 * max(abs(a), abs(b), 1e-6))
+
+    while left:
+        nxt = None if at is None else next((k for k in left if near(start[k], at)), None)
+        if nxt is None:  # a new chain (a transfer moved the position): where none ends
+            nxt = next((k for k in left if not any(near(start[k], e) for e in ends)), None)
+        if nxt is None:  # no chain to follow: the rest in the given order
+            return out + left
+        out.append(nxt)
+        left.remove(nxt)
+        at = start[nxt] + signed[nxt]
+    return out
