@@ -30,10 +30,16 @@ from backend.data._candles import (
     validate_candles,
 )
 from backend.data.fills import direction_from_text
-from backend.data.models import Fill
+from backend.data.models import Direction, Fill
 from backend.errors import DataError, ExchangeError
 
-__all__ = ["download_ohlcv", "fills_from_ccxt_trades", "make_exchange", "point_exchange_at"]
+__all__ = [
+    "download_ohlcv",
+    "fills_from_ccxt_trades",
+    "make_exchange",
+    "perp_direction",
+    "point_exchange_at",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_PAGES = 100_000
@@ -171,19 +177,35 @@ def fills_from_ccxt_trades(
 
     Uses the unified keys ``id, order, timestamp (ms), symbol, side, price, amount, cost,
     takerOrMaker, fee {cost, currency}`` (or ``fees`` when they share one currency);
-    ``cost`` defaults to ``price * amount``. ``direction`` is the side (``buy``/``sell``)
-    unless the exchange's raw ``info`` carries a position direction (Hyperliquid ``dir``),
-    which also gives ``realized_pnl`` (``closedPnl``; Binance futures ``realizedPnl``),
-    ``start_position`` and ``tx_hash``. Symbols with a settle currency (``BTC/USDT:USDT``)
-    are ``perp``, others ``spot``. A trade without ``id`` gets a stable hash id.
+    ``cost`` defaults to ``price * amount``. ``direction`` is the exchange's position
+    direction when its raw ``info`` carries one (Hyperliquid ``dir``); else, for a spot
+    symbol, the side (``buy``/``sell``), and for a perp (a symbol with a settle currency,
+    ``BTC/USDT:USDT``) what the fill did to the position before it (``info
+    .startPosition``, else the position the trades so far built, from 0): open, close or
+    flip (:func:`perp_direction`; a Binance-futures sell that opened a short had read as
+    a spot sale, a closing fill). ``info`` also gives ``realized_pnl`` (``closedPnl``;
+    Binance futures ``realizedPnl``), ``start_position`` and ``tx_hash``. A trade without
+    ``id`` gets a stable hash id.
 
     Raises ExchangeError naming the trade's position for a trade that cannot be converted.
     """
     fills: list[Fill] = []
     seen: dict[str, int] = {}
-    for position, trade in enumerate(trades):
+    held: dict[str, float] = {}  # a perp symbol's position built so far (base units)
+    ordered = sorted(enumerate(trades), key=lambda item: _time_of(item[1]))
+    for position, trade in ordered:
         try:
-            fills.append(_fill_from_trade(trade, trader_id=trader_id, source=source, seen=seen))
+            fill = _fill_from_trade(trade, trader_id=trader_id, source=source, seen=seen)
+            if fill.market_type == "perp" and not (trade.get("info") or {}).get("dir"):
+                before = held.get(fill.symbol, 0.0)
+                if fill.start_position is not None:
+                    before = fill.start_position
+                fill = fill.model_copy(
+                    update={"direction": perp_direction(before, fill.side, fill.amount)}
+                )
+                signed = fill.amount if fill.side == "buy" else -fill.amount
+                held[fill.symbol] = before + signed
+            fills.append(fill)
         except ValidationError as err:
             first = err.errors()[0]
             field = ".".join(str(part) for part in first["loc"])
@@ -193,6 +215,26 @@ def fills_from_ccxt_trades(
         except (KeyError, TypeError, ValueError) as err:
             raise ExchangeError(f"trade {position} (id {trade.get('id')!r}): {err!r}") from None
     return sorted(fills, key=lambda fill: fill.timestamp)
+
+
+def _time_of(trade: Mapping[str, Any]) -> int:
+    try:
+        return int(trade["timestamp"])
+    except (KeyError, TypeError, ValueError):
+        return 0  # named by the conversion's own error
+
+
+def perp_direction(before: float, side: str, amount: float) -> Direction:
+    """What a perp fill of ``amount`` base units on ``side`` did to a position of
+    ``before`` (signed base units): opened (or added to) a long or short, closed (part
+    of) one, or flipped it."""
+    if abs(before) <= 1e-12 * max(1.0, amount):
+        return "open_long" if side == "buy" else "open_short"
+    if (before > 0) == (side == "buy"):
+        return "open_long" if before > 0 else "open_short"
+    if amount <= abs(before) * (1 + 1e-9):
+        return "close_long" if before > 0 else "close_short"
+    return "flip_long_to_short" if before > 0 else "flip_short_to_long"
 
 
 def _fill_from_trade(

@@ -20,6 +20,7 @@ from backend.data import (
     make_exchange,
     point_exchange_at,
 )
+from backend.data.exchange import perp_direction
 from backend.errors import ExchangeError
 
 from .binance_server import BinanceLoopbackServer, start_binance_server
@@ -256,3 +257,36 @@ def test_bad_trades_raise_exchange_error() -> None:
         fills_from_ccxt_trades([dict(trade, timestamp=None)], trader_id="x", source="hl")
     with pytest.raises(ExchangeError, match="side"):
         fills_from_ccxt_trades([dict(trade, side="long")], trader_id="x", source="hl")
+
+
+def test_perp_trades_without_a_position_direction_are_opens_closes_and_flips() -> None:
+    """A reviewer's finding: a Binance-futures sell that opened a short (ccxt's unified
+    trade has no Hyperliquid ``dir``) read as a spot sale, a closing fill, so the
+    persona's long share was 1.0 for a short seller and its win rate 0. Trades given out
+    of time order are read in time order."""
+
+    def trade(i: int, side: str, amount: float, pnl: float) -> dict[str, Any]:
+        return {
+            "id": str(i), "order": f"o{i}", "timestamp": 1735689600000 + i * 3_600_000,
+            "symbol": "BTC/USDT:USDT", "side": side, "price": 100.0, "amount": amount,
+            "cost": 100.0 * amount, "fee": {"cost": 0.04, "currency": "USDT"},
+            "takerOrMaker": "taker", "info": {"realizedPnl": str(pnl)},
+        }  # fmt: skip
+
+    trades = [
+        trade(2, "buy", 0.4, 4.0),
+        trade(1, "sell", 1.0, 0.0),
+        trade(3, "buy", 1.6, 6.0),
+        trade(4, "sell", 0.2, 1.0),
+        trade(5, "sell", 1.0, -2.0),
+    ]
+    fills = fills_from_ccxt_trades(trades, trader_id="t", source="binanceusdm")
+    assert [f.direction for f in fills] == [
+        "open_short", "close_short", "flip_short_to_long", "close_long", "flip_long_to_short",
+    ]  # fmt: skip
+    assert perp_direction(0.0, "sell", 1.0) == "open_short"
+    assert perp_direction(2.0, "buy", 1.0) == "open_long"
+    spot = fills_from_ccxt_trades(
+        [dict(trades[1], symbol="BTC/USDT")], trader_id="t", source="binance"
+    )
+    assert spot[0].direction == "sell"  # a spot sale stays one
