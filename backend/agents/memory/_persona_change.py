@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 
-from backend.agents.memory._persona_text import text_decisions
+from backend.agents.memory._persona_text import split_sentences, text_decisions
 from backend.memory.models import HardConstraint
 
-__all__ = ["reads_a_change", "states_a_change"]
+__all__ = ["reads_a_change", "sentence_of", "states_a_change"]
 
 _RELAX = re.compile(
     r"(?i)\b(?:rais(?:e|es|ed|ing)|increas(?:e|es|ed|ing)|bump(?:s|ed|ing)?|loosen\w*|"
@@ -30,36 +30,62 @@ _ASKED = re.compile(
     r"(?i)^\W*(?:should|shall|can|could|would|will|do|does|did|is|are|am|may|might|what|"
     r"how|why|when|where|which|who|whether)\b"
 )
-"""A sentence that opens as a question (its ``?`` may be gone: sentences are split there)."""
-_NOT_MINE = re.compile(
-    r"(?i)\b(?:not|never|no|don'?t|do\s+not|doesn'?t|won'?t|wouldn'?t|can'?t|cannot|"
-    r"shouldn'?t|isn'?t|aren'?t|wasn'?t|no\s+longer|if|whether|unless|think|thinks|thought|"
-    r"says?|said|heard|believes?|claims?|he|she|they|his|her|their|him|them|friend|friends|"
-    r"someone|somebody|people|everyone|everybody|others?|guys?|coach|wife|husband|brother|"
-    r"sister|dad|mom|father|mother)\b"
+"""A sentence that opens as a question."""
+_HEDGED = re.compile(
+    r"(?i)\b(?:if|unless|when|whenever|once|maybe|perhaps|might|may|could|would|should|"
+    r"thinking|considering|tempted|wonder|wondering|wish|hope|not|never|no\s+longer|"
+    r"told|tells?|said|says?|suggest\w*|advis\w*|recommend\w*|"
+    r"don'?t|doesn'?t|won'?t|can'?t|isn'?t|aren'?t)\b|'d\b"
 )
-"""Words before the verb, in its clause, that make it not the trader's own statement of
-a change: a negation, a condition, a report, another person."""
-_CLAUSE = re.compile(r",|;|\bbut\b|\band\b|\bstill\b")
+"""Anywhere before the verb: a condition, a maybe, a negation, a report of what someone
+said (not a change the trader states)."""
+_SPEAKER = re.compile(
+    r"(?i)^(?:(?:please|ok(?:ay)?|so|now|then|also|and|just)\s+)*"
+    r"(?:(?:i|we)(?:'m|'re|'ve|'ll|\s+am|\s+are|\s+have|\s+will)?|let'?s|let\s+me)?"
+    r"(?:\s*(?:just|also|now|hereby|want\s+to|wanna|going\s+to|gonna|decided\s+to|"
+    r"need\s+to|plan\s+to))*\s*$"
+)
+"""What may stand before the verb in its clause: nothing (an instruction), or the
+trader (I, I'm, I've, we, let's) and words of intent. Anyone else ("Binance allows up
+to 125x", "my friend raised his") is not the trader changing a limit."""
+_CLAUSE = re.compile(r",|;|:|\bbut\b|\band\b|\bstill\b")
 _NUMBER = re.compile(r"(?i)\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|twenty)\b")
 
 
-def states_a_change(quote: str) -> bool:
+def states_a_change(quote: str, *, numeric: bool = True) -> bool:
     """Whether ``quote`` (a sentence) says a limit changes (module doc): "raise my max
-    leverage to 10x", "from now on, max 10x"."""
+    leverage to 10x", "I'm raising my risk to 3%", "from now on, max 10x". ``numeric``:
+    the limit is a number, which must then be in the verb's clause (an asset list need
+    not be)."""
     text = " ".join(quote.split())
     if text.endswith("?") or _ASKED.match(text):
         return False
     for verb in _RELAX.finditer(text):
+        if _HEDGED.search(text[: verb.start()]):
+            return False
         head = _CLAUSE.split(text[: verb.start()])[-1]
-        if _NOT_MINE.search(head):
+        if not _SPEAKER.match(head):
             continue
-        if _WHOLE_SENTENCE.match(verb.group(0)):
+        said = verb.group(0).lower()
+        if said.endswith("ed") and head.strip().lower() in ("i", "we"):
+            continue  # "I raised my leverage to 20x yesterday": a story, not a rule
+        if _WHOLE_SENTENCE.match(said) or not numeric:
             return True
-        clause = _CLAUSE.split(text[verb.end() :])[0]
-        if _NUMBER.search(clause):
+        if _NUMBER.search(_CLAUSE.split(text[verb.end() :])[0]):
             return True
     return False
+
+
+def sentence_of(quote: str, text: str) -> str | None:
+    """The sentence of ``text`` that holds ``quote`` (spacing and case aside), the quote
+    itself when it spans sentences of the text, None when the text does not hold it."""
+    want = " ".join(quote.split()).casefold().rstrip(".!;")
+    if not want:
+        return None
+    for sentence in split_sentences(text):
+        if want in " ".join(sentence.split()).casefold():
+            return sentence
+    return quote if want in " ".join(text.split()).casefold() else None
 
 
 def reads_a_change(constraint: HardConstraint, text: str) -> bool:
@@ -76,7 +102,7 @@ def reads_a_change(constraint: HardConstraint, text: str) -> bool:
     quote = " ".join(constraint.quote.split()).casefold()
     if not quote or quote not in " ".join(text.split()).casefold():
         return False
-    if not states_a_change(constraint.quote):
+    if not states_a_change(sentence_of(constraint.quote, text) or ""):
         return False
     own = [d.constraint for d in text_decisions(constraint.quote) if d.constraint is not None]
     return any(c.kind == constraint.kind and c.value == value for c in own)

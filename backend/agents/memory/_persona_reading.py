@@ -40,7 +40,9 @@ def route_text(
     result = RouteResult(profile=profile)
     proposed: list[tuple[PersonaDecision, PersonaChange]] = []
     if asked:
-        result = route_decisions(profile, asked, as_of=fence, source="llm", evidence_id=note)
+        result = route_decisions(
+            profile, asked, as_of=fence, source="llm", evidence_id=note, text=text
+        )
         proposed = [  # the router writes one change per decision, in order
             (d, c) for d, c in zip(asked, result.changes, strict=True)
             if d.action != "IGNORE"
@@ -57,7 +59,9 @@ def route_text(
         return None
     if rules:  # on the model's attributes, as the same new version
         base = result.profile.model_copy(update={"version": profile.version})
-        ruled = route_decisions(base, rules, as_of=fence, source="rules", evidence_id=note)
+        ruled = route_decisions(
+            base, rules, as_of=fence, source="rules", evidence_id=note, text=text
+        )
         final = ruled.profile if ruled.changed else result.profile
         late = [c.model_copy(update={"version": final.version}) for c in ruled.changes]
         result = RouteResult(profile=final, changes=result.changes + late)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from backend.agents.memory._persona_change import states_a_change
+from backend.agents.memory._persona_change import sentence_of, states_a_change
 from backend.agents.memory._persona_text import normalize_stated
 from backend.llm.prompts import PersonaDecision
 from backend.memory.models import (
@@ -245,9 +245,13 @@ def route_decisions(
     as_of: datetime,
     source: TextSource,
     evidence_id: str,
+    text: str | None = None,
 ) -> RouteResult:
     """Route decisions about the trader's words (``evidence_id``: the note they came
-    from) against ``profile`` (see the module doc)."""
+    from; ``text``: its words, when known) against ``profile`` (see the module doc). A
+    looser limit is read in the note's whole sentence that holds its quote (a model
+    quotes a fragment: "raise my leverage to 10x" of "Should I raise my leverage to
+    10x?"), and refused when the note does not hold the quote."""
     fence = to_utc(as_of)
     attrs = dict(profile.attributes)
     pending: list[_Pending] = []
@@ -261,7 +265,7 @@ def route_decisions(
         if d.action == "IGNORE":
             pending.append(_Pending(d.attribute, "IGNORE", None, None, d.reason or "ignored"))
         elif d.attribute == "constraints":
-            _route_constraint(d, attrs, pending, put)
+            _route_constraint(d, attrs, pending, put, text)
         elif d.attribute == "goals":
             goal = " ".join((d.goal or d.value or "").split())
             old_goals = list(attrs["goals"].value) if "goals" in attrs else []
@@ -292,6 +296,7 @@ def _route_constraint(
     attrs: dict[str, PersonaAttribute],
     pending: list[_Pending],
     put: Any,
+    text: str | None,
 ) -> None:
     if d.constraint is None:
         pending.append(_Pending("constraints", "IGNORE", None, None, "invalid: no constraint"))
@@ -314,7 +319,9 @@ def _route_constraint(
         pending.append(_Pending("constraints", "IGNORE", old, new, f"unchanged: {checked.kind}"))
         return
     looser = old is not None and _looser(checked.kind, old["value"], new["value"])
-    if looser and old is not None and not states_a_change(checked.quote):
+    said = checked.quote if text is None else sentence_of(checked.quote, text)
+    numeric = not isinstance(new["value"], list)
+    if looser and old is not None and not (said and states_a_change(said, numeric=numeric)):
         reason = (
             f"looser than the stored {checked.kind} {old['value']}: a hard constraint is "
             "relaxed only when the trader says it changes (e.g. 'raise my max leverage to 10x')"

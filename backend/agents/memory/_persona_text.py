@@ -90,9 +90,10 @@ _FORBIDDEN = re.compile(
     rf"(?!\s+(?i:shorts?|shorting|longs?|perps?|leverage|futures|options)\b)"
 )
 _NONE_HELD = re.compile(
-    r"(?i)\b(?:have|has|had|got|hold|holding|own|owning|there'?s|there\s+is)\s*$|^\s*(?:"
-    r"positions?|left|yet|today|tonight|now|right\s+now|at\s+the\s+moment|for\s+now|"
-    r"this\s+(?:week|month)|in\s+(?:my|the)\s+(?:account|portfolio|bags?|wallet))\b"
+    r"(?i)\b(?:have|has|had|got|hold|holding|own|owning|there'?s|there\s+is)\s*$|^\s*"
+    r"(?:(?:positions?|exposure|trades?)\s+)?(?:left|yet|today|tonight|right\s+now|"
+    r"at\s+the\s+moment|for\s+now|this\s+(?:week|month)|"
+    r"in\s+(?:my|the)\s+(?:account|portfolio|bags?|wallet))\b"
 )
 """Around a bare "no <ticker>", words that make it what the trader holds, not a ban: "I
 have no SOL right now", "No ETH position yet", "No BTC today" (each had become a
@@ -242,8 +243,9 @@ _NOT_SIZE = re.compile(r"(?i)\b(?:profit|gain|volume|chart|candles?|followers|ca
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``: split at ``.!?;`` and newlines, never inside ``0.5``."""
-    parts = re.split(r"(?<!\d)[.!?](?!\d)|[.!?](?=\s|$)|[;\n]", text)
+    """Sentences of ``text``: split at ``.!?;`` and newlines, never inside ``0.5``; a
+    question keeps its ``?`` (a question states no change of a limit)."""
+    parts = re.split(r"(?<!\d)[.!](?!\d)|[.!](?=\s|$)|(?<=\?)|[;\n]", text)
     return [p.strip() for p in parts if p and p.strip()]
 
 
@@ -339,8 +341,9 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
             head = _clause_at(sentence, match.start(), match.start())[0]
             if _UNDONE.search(head) or (pattern is _OFF_LIMITS and _REPORTED.search(head)):
                 continue
-            bare = pattern is _FORBIDDEN and match.group(0)[:3].lower().strip() == "no"
-            if bare and (_NONE_HELD.search(head) or _NONE_HELD.search(sentence[match.end() :])):
+            bare = pattern is _FORBIDDEN and re.match(r"(?i)no\s+(?!more\b)", match.group(0))
+            tail = re.split(r",|;|\bbut\b", sentence[match.end() :])[0]
+            if bare and (_NONE_HELD.search(head) or _NONE_HELD.search(tail)):
                 continue
             tickers = parse_tickers(next((g for g in match.groups() if g), ""))
             if tickers:

@@ -15,6 +15,7 @@ from backend.agents.memory._persona_text import (
     text_decisions,
 )
 from backend.llm.prompts import PersonaDecision
+from backend.memory.models import HardConstraint
 
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
 
@@ -164,7 +165,7 @@ def test_helpers() -> None:
         "Risk 0.5% per trade",
         "No DOGE",
         "long only",
-        "ok",
+        "ok?",  # a question keeps its mark: it states no change of a limit
     ]
     assert parse_tickers("BTC, eth and Solana / PEPE / the") == ["BTC", "ETH", "SOL", "PEPE"]
 
@@ -194,6 +195,7 @@ def test_any_text_is_safe(text: str) -> None:
         "No ETH position yet.",
         "No BTC today, waiting for a dip.",
         "I sold all my SOL, no SOL left in the account.",
+        "No SOL exposure right now.",
     ],
 )
 def test_words_that_undo_or_merely_mention_a_rule_state_no_constraint(text: str) -> None:
@@ -267,6 +269,16 @@ LOOSER_WITHOUT_A_CHANGE = [
     "I don't allow myself more than 10x.",
     "My friend raised his leverage to 20x and got liquidated.",
     "I'm increasing my position size, still never above 10x leverage.",
+    # a second reader's: a question whose ? was dropped, a condition, a maybe, the
+    # trader's own past story, the exchange's limit
+    "Raise my max leverage to 10x?",
+    "From now on, would max 10x leverage be ok?",
+    "If I hit my target this month, I'll raise my max leverage to 10x.",
+    "I'm thinking about raising my leverage to 10x.",
+    "I'd raise my leverage to 10x if it calms down.",
+    "I raised my leverage to 20x yesterday and got liquidated.",
+    "Binance allows up to 125x leverage.",
+    "Hyperliquid raised the max leverage on SOL to 20x.",
 ]
 RELAXED = [
     ("From now on, max 10x.", "max_leverage", 10.0),
@@ -275,6 +287,8 @@ RELAXED = [
     ("raise my risk to 3%", "max_risk_per_trade", 0.03),
     ("I'm raising my max leverage to 8x.", "max_leverage", 8.0),
     ("Going forward, max 8x leverage.", "max_leverage", 8.0),
+    ("We're raising the leverage cap to 10x.", "max_leverage", 10.0),
+    ("I've decided to raise my max leverage to 10x.", "max_leverage", 10.0),
 ]
 
 
@@ -301,3 +315,32 @@ def test_a_limit_the_trader_says_changes_is_relaxed(text: str, kind: str, value:
     after = route_decisions(profile, text_decisions(text, profile=profile), as_of=NOW,
                             source="rules", evidence_id="n1").profile  # fmt: skip
     assert {c.kind: c.value for c in after.constraints()}[kind] == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["No SOL positions.", "no more SOL positions", "No SOL now or ever.",
+     "No more SOL now, I'm done with it.", "Rule: no SOL positions.", "No SOL."],
+)  # fmt: skip
+def test_a_ban_stays_a_ban(text: str) -> None:
+    """A second reader's: the first reading of holdings had lost each of these bans."""
+    found = [d.constraint for d in text_decisions(text) if d.constraint is not None]
+    assert [(c.kind, c.value) for c in found] == [("forbidden_assets", ["SOL"])]
+
+
+def test_a_models_fragment_is_read_in_its_sentence_of_the_note() -> None:
+    """A second reader's: a model quoting "raise my leverage to 10x" out of "Should I
+    raise my leverage to 10x?" loosened the cap; the router now reads the note's whole
+    sentence, and a quote the note does not hold never loosens."""
+    profile = _stored_limits()
+    ten = HardConstraint(kind="max_leverage", value=10.0, quote="raise my leverage to 10x")
+    said = [PersonaDecision(attribute="constraints", action="UPDATE", constraint=ten, reason="r")]
+    for note, value in (
+        ("Should I raise my leverage to 10x?", 5.0),
+        ("My friend told me: raise my leverage to 10x.", 5.0),
+        ("Something else entirely.", 5.0),
+        ("OK. Raise my leverage to 10x.", 10.0),
+    ):
+        after = route_decisions(profile, said, as_of=NOW, source="llm", evidence_id="n1",
+                                text=note).profile  # fmt: skip
+        assert {c.kind: c.value for c in after.constraints()}["max_leverage"] == value, note
