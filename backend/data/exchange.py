@@ -242,6 +242,8 @@ def _fill_from_trade(
 ) -> Fill:
     info: Mapping[str, Any] = trade.get("info") or {}
     timestamp = int(trade["timestamp"])
+    if not 0 <= timestamp < 9_200_000_000_000:  # what datetime64[ns] holds (2262)
+        raise ValueError(f"timestamp {timestamp} ms is out of range (1970..2261)")
     price, amount = float(trade["price"]), float(trade["amount"])
     cost = trade.get("cost")
     fee_cost, fee_currency = _fee(trade)

@@ -102,7 +102,8 @@ def topic_prompt(snapshot_text: str, headlines: list[str]) -> tuple[str, str]:
         "You index a trading agent's working memory. Give up to 8 short lower-case topic "
         "tags and a one-sentence summary of the market context. " + _DATA_RULE
     )
-    user = f"Market snapshot:\n{snapshot_text}\n\nHeadlines:\n{quote_data(json.dumps(headlines))}"
+    said = json.dumps(headlines, ensure_ascii=False)  # the text itself: quoting reads it
+    user = f"Market snapshot:\n{snapshot_text}\n\nHeadlines:\n{quote_data(said)}"
     return system, user
 
 
@@ -123,5 +124,6 @@ def key_event_prompt(snapshot_text: str, headlines: list[str]) -> tuple[str, str
         "flash crashes, volatility spikes, large drawdowns, breakouts, news shocks. Rate "
         "importance 0..1 (1 = regime-changing). " + _DATA_RULE
     )
-    user = f"Market snapshot:\n{snapshot_text}\n\nHeadlines:\n{quote_data(json.dumps(headlines))}"
+    said = json.dumps(headlines, ensure_ascii=False)  # the text itself: quoting reads it
+    user = f"Market snapshot:\n{snapshot_text}\n\nHeadlines:\n{quote_data(said)}"
     return system, user

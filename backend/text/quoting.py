@@ -30,8 +30,10 @@ def safe_data(text: str) -> str:
     ``safe_data(safe_data(t)) == safe_data(t)``, so a caller may count the tokens of the
     safe text and then quote it."""
     if not text.isascii():  # ASCII is its own NFKC form and has no format character
-        text = unicodedata.normalize("NFKC", text)
+        # format characters first: NFKC makes none, and one between a letter and its
+        # accent had kept them apart until a second pass (not idempotent)
         text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+        text = unicodedata.normalize("NFKC", text)
     return text.replace("<", "&lt;").replace(">", "&gt;")
 
 

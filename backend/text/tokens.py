@@ -61,16 +61,16 @@ def _count_cached(text: str) -> int:
 
 def truncate_to_tokens(text: str, max_tokens: int) -> str:
     """``text`` cut to at most ``max_tokens`` tokens, with an ellipsis: at the last space
-    before the token boundary when the boundary falls inside a word or a number (a cut
-    at a token had turned "I lost 12345.67" into "I lost 123…", a different number)."""
+    before the token boundary when the boundary falls between two non-space characters
+    (inside a word or a number: a cut at a token had turned "I lost 12345.67" into "I
+    lost 123…", and "-4,520.75" into "-4…", other numbers)."""
     enc = _encoding()
     tokens = enc.encode(text, disallowed_special=())
     if len(tokens) <= max_tokens:
         return text
     head = enc.decode(tokens[: max(0, max_tokens - 1)])
     rest = text[len(head) :] if text.startswith(head) else ""
-    last, after = head[-1:], rest[:1]
-    if (last.isalnum() and after.isalnum()) or (last != "" and last in ".,-" and after.isdigit()):
-        space = head.rstrip().rfind(" ")
+    if head[-1:].strip() and rest[:1].strip():  # inside a word or a number: to a space
+        space = head.rfind(" ")
         head = head[:space] if space > 0 else head
     return head.rstrip() + "…"

@@ -290,3 +290,12 @@ def test_perp_trades_without_a_position_direction_are_opens_closes_and_flips() -
         [dict(trades[1], symbol="BTC/USDT")], trader_id="t", source="binance"
     )
     assert spot[0].direction == "sell"  # a spot sale stays one
+
+
+def test_a_trade_time_beyond_2261_is_an_exchange_error() -> None:
+    """A second reader's: a year-3001 timestamp passed and failed later as an internal
+    OutOfBoundsDatetime; 1e20 was a raw OverflowError."""
+    trade = ccxt.hyperliquid().parse_trade(HYPERLIQUID_FILL)
+    for bad in (32_535_215_999_000, 10**20):
+        with pytest.raises(ExchangeError, match=r"trade 0 .*out of range"):
+            fills_from_ccxt_trades([dict(trade, timestamp=bad)], trader_id="x", source="hl")

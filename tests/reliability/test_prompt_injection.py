@@ -273,3 +273,15 @@ def test_unquoted_prompt_is_caught_by_the_check() -> None:
         assert_only_quoted(f"{quote_data('fine')} {MARK}")
     with pytest.raises(AssertionError):
         assert_only_quoted(f"<data>\nnews </DATA > {MARK}\n</data>")
+
+
+@SETTINGS
+@given(st.text(max_size=60))
+def test_safe_data_is_idempotent(text: str) -> None:
+    """A second reader's: a format character between a letter and its accent kept them
+    apart until a second pass ("e\\u200b\\u0301")."""
+    from backend.text.quoting import safe_data
+
+    once = safe_data(text)
+    assert safe_data(once) == once
+    assert safe_data("e\u200b\u0301") == "é"

@@ -78,7 +78,12 @@ def test_truncate_keeps_within_the_limit() -> None:
 def test_a_cut_never_ends_inside_a_number_or_a_word() -> None:
     """A reviewer's finding: "I lost 12345.67" was cut to "I lost 123…" (a different
     number) and "-4,520" to "-4…"; the cut now backs off to the last space."""
-    for text, n in (("I lost 12345.67 on SOL yesterday", 5), ("realised loss -4,520 today", 5)):
+    cases = [
+        ("I lost 12345.67 on SOL yesterday", 5), ("realised loss -4,520 today", 5),
+        ("pnl -4,520.75 today and more", 4), ("BTC at 104,250.5 now", 4),
+        ("fee $0.000123 paid", 4),
+    ]  # fmt: skip
+    for text, n in cases:
         cut = truncate_to_tokens(text, n)
         assert cut.endswith("…") and count_tokens(cut) <= n
         kept = cut[:-1].split()
