@@ -196,15 +196,9 @@ def fills_from_ccxt_trades(
     for position, trade in ordered:
         try:
             fill = _fill_from_trade(trade, trader_id=trader_id, source=source, seen=seen)
-            if fill.market_type == "perp" and not (trade.get("info") or {}).get("dir"):
-                before = held.get(fill.symbol, 0.0)
-                if fill.start_position is not None:
-                    before = fill.start_position
-                fill = fill.model_copy(
-                    update={"direction": perp_direction(before, fill.side, fill.amount)}
-                )
-                signed = fill.amount if fill.side == "buy" else -fill.amount
-                held[fill.symbol] = before + signed
+            info = trade.get("info") or {}
+            if fill.market_type == "perp" and not info.get("dir"):
+                fill = _perp_fill(fill, held, str(info.get("positionSide") or "").upper())
             fills.append(fill)
         except ValidationError as err:
             first = err.errors()[0]
@@ -215,6 +209,28 @@ def fills_from_ccxt_trades(
         except (KeyError, TypeError, ValueError) as err:
             raise ExchangeError(f"trade {position} (id {trade.get('id')!r}): {err!r}") from None
     return sorted(fills, key=lambda fill: fill.timestamp)
+
+
+def _perp_fill(fill: Fill, held: dict[str, float], hedge_side: str) -> Fill:
+    """``fill`` (a perp trade without a position direction) with its direction: in hedge
+    mode (Binance ``positionSide`` LONG/SHORT) a buy opens a long or closes a short; in
+    one-way mode, :func:`perp_direction` of the position before it (``startPosition``,
+    else ``held``, the trades so far), which is kept as its ``start_position``. A fill
+    from a flat book that realised PnL closed a position held before the trades given."""
+    buy = fill.side == "buy"
+    if hedge_side in ("LONG", "SHORT"):
+        opens = buy == (hedge_side == "LONG")
+        kind = ("open_" if opens else "close_") + hedge_side.lower()
+        return fill.model_copy(update={"direction": kind})
+    before = held.get(fill.symbol, 0.0) if fill.start_position is None else fill.start_position
+    direction = perp_direction(before, fill.side, fill.amount)
+    if before == 0.0 and fill.realized_pnl:  # closed what was held before the window:
+        direction = "close_short" if buy else "close_long"  # at least this much, of an
+        before = -fill.amount if buy else fill.amount  # age nobody knows
+        held[fill.symbol] = 0.0
+    else:
+        held[fill.symbol] = before + (fill.amount if buy else -fill.amount)
+    return fill.model_copy(update={"direction": direction, "start_position": before})
 
 
 def _time_of(trade: Mapping[str, Any]) -> int:

@@ -284,7 +284,15 @@ def test_perp_trades_without_a_position_direction_are_opens_closes_and_flips() -
     assert [f.direction for f in fills] == [
         "open_short", "close_short", "flip_short_to_long", "close_long", "flip_long_to_short",
     ]  # fmt: skip
+    assert [f.start_position for f in fills] == pytest.approx([0.0, -1.0, -0.6, 1.0, 0.8])
     assert perp_direction(0.0, "sell", 1.0) == "open_short"
+    # hedge mode: the position side says it; from a flat book, realised PnL is a close
+    hedge = [dict(trade(1, "sell", 1.0, 0.0), info={"positionSide": "LONG"}),
+             dict(trade(2, "sell", 1.0, 0.0), info={"positionSide": "SHORT"})]  # fmt: skip
+    got = fills_from_ccxt_trades(hedge, trader_id="t", source="binanceusdm")
+    assert [f.direction for f in got] == ["close_long", "open_short"]
+    (held,) = fills_from_ccxt_trades([trade(1, "sell", 0.5, 3.0)], trader_id="t", source="b")
+    assert (held.direction, held.start_position) == ("close_long", 0.5)
     assert perp_direction(2.0, "buy", 1.0) == "open_long"
     spot = fills_from_ccxt_trades(
         [dict(trades[1], symbol="BTC/USDT")], trader_id="t", source="binance"
