@@ -84,8 +84,9 @@ _ONLY_LIST = re.compile(
 """A whole sentence naming the only assets: "Only BTC and ETH for me", "BTC and ETH only"
 (not "ETH only goes up")."""
 _FORBIDDEN = re.compile(
-    rf"(?i:\b(?:(?:never|don'?t|do\s+not|won'?t|will\s+not)\s+(?:ever\s+)?"
-    rf"(?:touch|trade|buy|hold|invest\s+in)|no(?:\s+more)?|avoid|stay\s+away\s+from|ban|"
+    rf"(?i:\b(?:(?:never|don'?t|do\s+not|won'?t|will\s+not|no\s+longer)\s+(?:ever\s+)?"
+    rf"(?:touch|trade|buy|hold|invest\s+in)|(?:stop|quit|done)\s+(?:trading|buying|touching)|"
+    rf"no(?:\s+more)?|avoid|stay\s+away\s+from|ban|"
     rf"keep\s+me\s+(?:out\s+of|away\s+from)))\s+(?>{LIST})"
     rf"(?!\s+(?i:shorts?|shorting|longs?|perps?|leverage|futures|options)\b)"
 )
@@ -120,7 +121,8 @@ _MEME_VERBS = (
 )
 _NO_MEME = re.compile(
     r"(?i)\b(?:no|never|avoid|stay\s+away\s+from|don'?t|do\s+not|(?:i'?m|am)\s+not|zero|"
-    r"without|ban|hate|keep\s+me\s+(?:out\s+of|away\s+from))"
+    r"without|ban|hate|keep\s+me\s+(?:out\s+of|away\s+from)|done\s+with|"
+    r"(?:stop|quit|done)(?=\s+(?:trading|buying|touching)))"
     rf"(?:\s+{_MEME_VERBS})*\s+{_MEME_WORD}"
     rf"|{_MEME_WORD}\W+(?i:never|no|banned|off[\s-]limits?)\b"
 )

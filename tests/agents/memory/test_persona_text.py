@@ -245,6 +245,14 @@ def test_more_ways_to_state_a_limit(text: str, kind: str | None, value: object) 
         ("I only trade the 1m and 5m charts", set()),
         ("Max 1 position on the 15m chart", set()),
         ("The rule was never touch SOL", {"forbidden_assets"}),
+        # a reviewer's: ways to stop trading a coin that read nothing (2026-12-07)
+        ("stop trading SOL", {"forbidden_assets"}),
+        ("I will no longer trade SOL.", {"forbidden_assets"}),
+        ("Quit trading DOGE.", {"forbidden_assets"}),
+        ("I'm done trading memecoins.", {"no_memecoins"}),
+        ("I'll never stop trading SOL", set()),
+        ("I stopped trading SOL for a week", set()),
+        ("I have done memecoin trading", set()),
         ("What I meant was no leverage", {"no_leverage"}),
     ],
 )
