@@ -325,7 +325,10 @@ class HierarchicalMemory:
             rendered = render_context(ctx, budget=limit, persona_summary=summary)
         except BudgetError as err:  # the constraints alone overflow: loud, not fatal
             ctx = ctx.model_copy(update={"errors": {**ctx.errors, "context": str(err)}})
-            rendered = render_context(ctx.model_copy(update={"persona": None}), budget=limit)
+            rules = len(ctx.persona.constraints()) if ctx.persona is not None else 0
+            rendered = render_context(
+                ctx.model_copy(update={"persona": None}), budget=limit, cut_rules=rules
+            )
         return ctx, rendered
 
     @staticmethod
