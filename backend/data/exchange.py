@@ -222,9 +222,10 @@ def _perp_fill(fill: Fill, held: dict[str, float], hedge_side: str) -> Fill:
         opens = buy == (hedge_side == "LONG")
         kind = ("open_" if opens else "close_") + hedge_side.lower()
         return fill.model_copy(update={"direction": kind})
-    before = held.get(fill.symbol, 0.0) if fill.start_position is None else fill.start_position
+    inferred = fill.start_position is None
+    before = held.get(fill.symbol, 0.0) if inferred else float(fill.start_position or 0.0)
     direction = perp_direction(before, fill.side, fill.amount)
-    if before == 0.0 and fill.realized_pnl:  # closed what was held before the window:
+    if inferred and before == 0.0 and fill.realized_pnl:  # closed what was held before:
         direction = "close_short" if buy else "close_long"  # at least this much, of an
         before = -fill.amount if buy else fill.amount  # age nobody knows
         held[fill.symbol] = 0.0

@@ -326,9 +326,11 @@ class HierarchicalMemory:
         except BudgetError as err:  # the constraints alone overflow: loud, not fatal
             ctx = ctx.model_copy(update={"errors": {**ctx.errors, "context": str(err)}})
             rules = len(ctx.persona.constraints()) if ctx.persona is not None else 0
-            rendered = render_context(
-                ctx.model_copy(update={"persona": None}), budget=limit, cut_rules=rules
-            )
+            bare = ctx.model_copy(update={"persona": None})
+            try:
+                rendered = render_context(bare, budget=limit, cut_rules=rules)
+            except BudgetError:  # the note did not fit a tiny budget: the header alone
+                rendered = render_context(bare, budget=limit)
         return ctx, rendered
 
     @staticmethod

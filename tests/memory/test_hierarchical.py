@@ -337,3 +337,13 @@ def test_constraints_too_long_for_the_budget_are_a_memory_error_not_a_crash(
         f"HARD CONSTRAINTS: {rules}, too long for this token budget (not shown; enforced in code)"
     )
     assert f"### Market now (as of {later:%Y-%m-%d %H:%M}Z)" in rendered.text
+
+
+def test_the_constraints_note_gives_way_to_a_tiny_budget(system: MemorySystem) -> None:
+    """A third reader's: with an explicit budget just above the header, its note of the
+    cut constraints made the fallback raise where it had rendered."""
+    later = AS_OF + timedelta(hours=1)
+    system.toolkit.record_note(TRADER, "Never touch " + ", ".join(
+        f"Q{j:03d}X" for j in range(200)) + ".", as_of=later)  # fmt: skip
+    ctx, rendered = system.memory.build_context(TRADER, SYMBOL, as_of=later, budget=60)
+    assert "context" in ctx.errors and rendered.tokens <= 60  # the header: 42 tokens

@@ -61,8 +61,8 @@ def states_a_change(quote: str, *, numeric: bool = True) -> bool:
     if text.endswith("?") or _ASKED.match(text):
         return False
     for verb in _RELAX.finditer(text):
-        if _HEDGED.search(text[: verb.start()]):
-            return False
+        if _HEDGED.search(text[: verb.start()]) or _HEDGED.search(text[verb.end() :]):
+            return False  # "raise my leverage to 10x if BTC breaks 100k"
         head = _CLAUSE.split(text[: verb.start()])[-1]
         if not _SPEAKER.match(head):
             continue
@@ -77,15 +77,16 @@ def states_a_change(quote: str, *, numeric: bool = True) -> bool:
 
 
 def sentence_of(quote: str, text: str) -> str | None:
-    """The sentence of ``text`` that holds ``quote`` (spacing and case aside), the quote
-    itself when it spans sentences of the text, None when the text does not hold it."""
+    """The sentence of ``text`` that holds ``quote`` (spacing and case aside); None when
+    no one sentence holds it ("Raise my max leverage to 10x? No way" spans a question
+    and its answer)."""
     want = " ".join(quote.split()).casefold().rstrip(".!;")
     if not want:
         return None
     for sentence in split_sentences(text):
         if want in " ".join(sentence.split()).casefold():
             return sentence
-    return quote if want in " ".join(text.split()).casefold() else None
+    return None  # a quote across sentences (a question and its answer) states no change
 
 
 def reads_a_change(constraint: HardConstraint, text: str) -> bool:

@@ -99,6 +99,26 @@ _NONE_HELD = re.compile(
 """Around a bare "no <ticker>", words that make it what the trader holds, not a ban: "I
 have no SOL right now", "No ETH position yet", "No BTC today" (each had become a
 forbidden asset, which no later note can lift)."""
+_QUITTING = re.compile(r"(?i)^(?:stop|quit|done|no\s+longer)\b")
+_PASSING = re.compile(
+    r"(?i)\b(?:for\s+(?:the\s+|a\s+)?(?:day|today|now|night|week|month|while|bit)|today|"
+    r"tonight|after|until|till|last\s+(?:year|month|week)|ago|back)\b|\bat\s+\d"
+)
+
+
+def _not_quitting(sentence: str, match: re.Match[str]) -> bool:
+    """Whether a "stop / quit / done / no longer (trading) X" match states no ban: a
+    question, a condition or report before it, or a time that limits it ("done trading
+    ETH for the day", "I quit trading DOGE last year but now I'm back")."""
+    head, tail = sentence[: match.start()], re.split(r",|;|\bbut\b", sentence[match.end() :])
+    return bool(
+        sentence.rstrip().endswith("?")
+        or _REPORTED.search(head)
+        or re.search(r"(?i)\b(?:if|when|unless|once|should|would|why|friend|he|she|they)\b", head)
+        or _PASSING.search(tail[0] if tail else "")
+    )
+
+
 _OFF_LIMITS = re.compile(rf"{LIST}\s+(?i:is|are)\s+(?i:off[\s-]limits?|banned|forbidden)\b")
 _REPORTED = re.compile(
     r"(?i)\b(?:who|whether|if|nobody|no\s+one|think|thinks|thought|say|says|said|believe|"
@@ -324,6 +344,8 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
                     "usd",
                 )
     meme = _NO_MEME.search(sentence)
+    if meme and _QUITTING.match(meme.group(0)) and _not_quitting(sentence, meme):
+        meme = None
     if meme and not _undone(sentence, meme.start()):
         yield HardConstraint(kind="no_memecoins", value=True, quote=sentence[:1000]), "meme"
     shorts = re.search(r"(?i)\bi\s+(?:also\s+|do\s+)?short\b", sentence)  # "... I short ETH"
@@ -342,6 +364,9 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
         for match in pattern.finditer(sentence):
             head = _clause_at(sentence, match.start(), match.start())[0]
             if _UNDONE.search(head) or (pattern is _OFF_LIMITS and _REPORTED.search(head)):
+                continue
+            quits = pattern is _FORBIDDEN and _QUITTING.match(match.group(0))
+            if quits and _not_quitting(sentence, match):
                 continue
             bare = pattern is _FORBIDDEN and re.match(r"(?i)no\s+(?!more\b)", match.group(0))
             tail = re.split(r",|;|\bbut\b", sentence[match.end() :])[0]

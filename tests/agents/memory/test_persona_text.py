@@ -253,6 +253,15 @@ def test_more_ways_to_state_a_limit(text: str, kind: str | None, value: object) 
         ("I'll never stop trading SOL", set()),
         ("I stopped trading SOL for a week", set()),
         ("I have done memecoin trading", set()),
+        # ... and what a third reader found they then banned: a question, a condition, a
+        # time that limits it, a past, someone else
+        ("Should I stop trading SOL", set()),
+        ("Stop trading SOL? Never", set()),
+        ("If SOL dumps again I'll stop trading SOL", set()),
+        ("I'm done trading ETH for the day", set()),
+        ("I stop trading SOL at 5pm", set()),
+        ("I quit trading DOGE last year but now I'm back", set()),
+        ("My friend is done with memecoins", set()),
         ("What I meant was no leverage", {"no_leverage"}),
     ],
 )
@@ -287,6 +296,7 @@ LOOSER_WITHOUT_A_CHANGE = [
     "I raised my leverage to 20x yesterday and got liquidated.",
     "Binance allows up to 125x leverage.",
     "Hyperliquid raised the max leverage on SOL to 20x.",
+    "Raise my leverage to 10x if BTC breaks 100k.",
 ]
 RELAXED = [
     ("From now on, max 10x.", "max_leverage", 10.0),
@@ -347,8 +357,19 @@ def test_a_models_fragment_is_read_in_its_sentence_of_the_note() -> None:
         ("Should I raise my leverage to 10x?", 5.0),
         ("My friend told me: raise my leverage to 10x.", 5.0),
         ("Something else entirely.", 5.0),
+        ("Raise my leverage to 10x? No way, keep it at 3x.", 5.0),
         ("OK. Raise my leverage to 10x.", 10.0),
     ):
         after = route_decisions(profile, said, as_of=NOW, source="llm", evidence_id="n1",
                                 text=note).profile  # fmt: skip
         assert {c.kind: c.value for c in after.constraints()}["max_leverage"] == value, note
+
+
+def test_a_quote_across_sentences_states_no_change() -> None:
+    """A third reader's: a model quoting "Raise my max leverage to 10x? No way" (a
+    question and its answer) had been read as one statement of a change."""
+    from backend.agents.memory._persona_change import sentence_of
+
+    note = "Raise my max leverage to 10x? No way, keep it at 3x."
+    assert sentence_of("Raise my max leverage to 10x? No way", note) is None
+    assert sentence_of("keep it at 3x", note) == "No way, keep it at 3x"
