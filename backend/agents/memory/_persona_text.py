@@ -53,6 +53,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from backend.agents.memory._persona_bans import REPORTED as _REPORTED
+from backend.agents.memory._persona_bans import not_a_ban
 from backend.agents.memory._persona_stated import normalize_stated, stated_decisions
 from backend.llm.prompts import PersonaDecision
 from backend.memory.models import HardConstraint, PersonaProfile
@@ -90,42 +92,7 @@ _FORBIDDEN = re.compile(
     rf"keep\s+me\s+(?:out\s+of|away\s+from)))\s+(?>{LIST})"
     rf"(?!\s+(?i:shorts?|shorting|longs?|perps?|leverage|futures|options)\b)"
 )
-_NONE_HELD = re.compile(
-    r"(?i)\b(?:have|has|had|got|hold|holding|own|owning|there'?s|there\s+is)\s*$|^\s*"
-    r"(?:(?:positions?|exposure|trades?)\s+)?(?:left|yet|today|tonight|right\s+now|"
-    r"at\s+the\s+moment|for\s+now|this\s+(?:week|month)|"
-    r"in\s+(?:my|the)\s+(?:account|portfolio|bags?|wallet))\b"
-)
-"""Around a bare "no <ticker>", words that make it what the trader holds, not a ban: "I
-have no SOL right now", "No ETH position yet", "No BTC today" (each had become a
-forbidden asset, which no later note can lift)."""
-_QUITTING = re.compile(r"(?i)^(?:stop|quit|done|no\s+longer)\b")
-_PASSING = re.compile(
-    r"(?i)\b(?:for\s+(?:the\s+|a\s+)?(?:day|today|now|night|week|month|while|bit)|today|"
-    r"tonight|after|until|till|last\s+(?:year|month|week)|ago|back)\b|\bat\s+\d"
-)
-
-
-def _not_quitting(sentence: str, match: re.Match[str]) -> bool:
-    """Whether a "stop / quit / done / no longer (trading) X" match states no ban: a
-    question, a condition or report before it, or a time that limits it ("done trading
-    ETH for the day", "I quit trading DOGE last year but now I'm back")."""
-    head, tail = sentence[: match.start()], re.split(r",|;|\bbut\b", sentence[match.end() :])
-    return bool(
-        sentence.rstrip().endswith("?")
-        or _REPORTED.search(head)
-        or re.search(r"(?i)\b(?:if|when|unless|once|should|would|why|friend|he|she|they)\b", head)
-        or _PASSING.search(tail[0] if tail else "")
-    )
-
-
 _OFF_LIMITS = re.compile(rf"{LIST}\s+(?i:is|are)\s+(?i:off[\s-]limits?|banned|forbidden)\b")
-_REPORTED = re.compile(
-    r"(?i)\b(?:who|whether|if|nobody|no\s+one|think|thinks|thought|say|says|said|believe|"
-    r"believes|claims?|heard)\b"
-)
-"""Words that make a statement a question or someone else's view ("Who says SOL is off
-limits", "my coach thinks DOGE is banned"): no rule is stated."""
 _LEVERAGE_X = re.compile(r"(?i)\b(\d+(?:\.\d+)?)\s*[x×](?![a-z])")
 _LEVERAGE_TIMES = re.compile(r"(?i)\b(\d+(?:\.\d+)?)\s*(?:[x×](?![a-z])|times\b)")
 """``3 times`` is leverage only in a clause that says leverage."""
@@ -344,7 +311,7 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
                     "usd",
                 )
     meme = _NO_MEME.search(sentence)
-    if meme and _QUITTING.match(meme.group(0)) and _not_quitting(sentence, meme):
+    if meme and not_a_ban(sentence, meme):
         meme = None
     if meme and not _undone(sentence, meme.start()):
         yield HardConstraint(kind="no_memecoins", value=True, quote=sentence[:1000]), "meme"
@@ -365,12 +332,7 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
             head = _clause_at(sentence, match.start(), match.start())[0]
             if _UNDONE.search(head) or (pattern is _OFF_LIMITS and _REPORTED.search(head)):
                 continue
-            quits = pattern is _FORBIDDEN and _QUITTING.match(match.group(0))
-            if quits and _not_quitting(sentence, match):
-                continue
-            bare = pattern is _FORBIDDEN and re.match(r"(?i)no\s+(?!more\b)", match.group(0))
-            tail = re.split(r",|;|\bbut\b", sentence[match.end() :])[0]
-            if bare and (_NONE_HELD.search(head) or _NONE_HELD.search(tail)):
+            if pattern is _FORBIDDEN and not_a_ban(sentence, match):
                 continue
             tickers = parse_tickers(next((g for g in match.groups() if g), ""))
             if tickers:
