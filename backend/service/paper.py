@@ -181,6 +181,22 @@ class PaperTrader:
         broker.restore(state)
         return broker
 
+    def _seed_note(self, state: PaperState, first_close: datetime, now: datetime) -> str | None:
+        """The default constraints note a new run records as of its first bar's close,
+        unless the trader's persona was written after that close and by ``now``: a persona
+        refresh ran in between (at a service's start every job is due at once), and a note
+        as of the earlier close would write into the persona's past (the step failed with
+        a look-ahead error and the run started a bar late). The seed is the default of a
+        trader without a persona, as when a refresh ran before the close; here the first
+        bar decides with the persona known at its close (none), the next ones with the
+        refreshed one. A persona written after ``now`` keeps the seed, and its error."""
+        if state.manager is not None or self.system is None:
+            return DEFAULT_CONSTRAINTS_NOTE
+        written = self.system.persona.written_until(self.agent.trader_id)
+        if written is not None and first_close < written <= now:
+            return None
+        return DEFAULT_CONSTRAINTS_NOTE
+
     def step(self, now: datetime) -> PaperStepResult:
         """Run one step at clock time ``now`` (module doc). Raises
         :class:`~backend.errors.ExchangeError` when the exchange fails (nothing is
@@ -225,7 +241,7 @@ class PaperTrader:
             episodes=episodes,
             headlines=self.news.headlines,
             fear_greed=self.news.fear_greed,
-            seed_note=DEFAULT_CONSTRAINTS_NOTE,
+            seed_note=self._seed_note(state, closes[todo[0]].to_pydatetime(), now),
             min_trade_fraction=self.settings.backtest.min_trade_fraction,
         )
         if state.manager is not None:

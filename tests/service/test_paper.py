@@ -17,7 +17,7 @@ from backend.backtest.metrics import LLMUsage
 from backend.compose import build_memory_system, detect_episodes
 from backend.config import load_settings
 from backend.data import OHLCVFrame
-from backend.errors import ConfigError, ExchangeError
+from backend.errors import ConfigError, ExchangeError, LookAheadError
 from backend.memory import compute_features
 from backend.service.models import PaperState
 from backend.service.paper import PaperTrader, replay_now
@@ -254,3 +254,42 @@ def test_a_feed_without_new_candles_and_a_failing_memory_are_said_in_every_step(
     assert after.memory_first_error is not None and "no episode" in after.memory_first_error
     assert failing.warning is not None
     assert failing.warning.startswith("the memory failed at 1 of 3 decisions; first error: ")
+
+
+def test_a_persona_written_after_the_first_close_and_before_now_is_not_written_over(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    """A reviewer's finding: at a service's start every job is due at once, and a persona
+    refresh that ran between the newest bar's close and the paper step made that step fail
+    (the seed note as of the close was a write into the persona's past); the run started
+    a bar late. Now the step decides, the seed is not written, and the next bar reads the
+    refreshed persona (here the trader's own words through the toolkit)."""
+    rt = runtime_for(str(make_config("refreshed")))
+    trader = paper(rt, binance_loopback)
+    rt.system().toolkit.record_note(
+        "agent", "Long only, I never short.", as_of=START + timedelta(minutes=30)
+    )
+    first = trader.step(START + timedelta(minutes=40))
+    assert [d[0] for d in first.decided] == [START]
+    second = trader.step(START + timedelta(minutes=100))
+    assert [d[0] for d in second.decided] == [START + HOUR]
+    persona = rt.system().persona
+    profile = persona.get_profile("agent", START + HOUR)
+    assert profile is not None and profile.version == 1  # the words only, no seed note
+    records = rt.db().decisions(trader.run_id)
+    limits = [r.decision.limits for r in records]
+    assert limits[0] == [] and limits[1] and limits[1][0].startswith("long_only: sell")
+    assert [r.decision.action for r in records] == ["sell", "close"]
+
+
+def test_a_persona_written_after_now_still_refuses_the_seed(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    """A persona as of a time after the step's clock is a store of a later run: the seed
+    note's write into its past is still a look-ahead error, as in a backtest."""
+    rt = runtime_for(str(make_config("later")))
+    trader = paper(rt, binance_loopback)
+    rt.system().toolkit.record_note("agent", "Never more than 2x leverage.", as_of=START + HOUR)
+    with pytest.raises(LookAheadError, match="persona writes must move forward"):
+        trader.step(START + timedelta(minutes=40))
+    assert trader.state() is None

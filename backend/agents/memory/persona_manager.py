@@ -158,6 +158,15 @@ class PersonaManager:
             else:
                 self._versions.pop(trader_id, None)
 
+    def written_until(self, trader_id: str) -> datetime | None:
+        """UTC time of the trader's newest persona record (a version or a fill-ledger
+        chunk), by any process; ``None`` before the first. A persona write as of an
+        earlier time raises :class:`LookAheadError` (writes only move forward in time)."""
+        records = self._store.scan(
+            trader_id, as_of=END_OF_TIME, filters={"kind": [PERSONA_KIND, LEDGER_KIND]}
+        )
+        return max((r.created_at for r in records), default=None)
+
     def timeline(self, trader_id: str, *, as_of: datetime) -> list[PersonaChange]:
         """Every routed change (ADD, UPDATE, recorded IGNORE) known at ``as_of``, oldest
         first (by ``as_of``, then version, then order within the call)."""
