@@ -59,7 +59,14 @@ from backend.service._db import ServiceDB
 from backend.service.models import PaperState, PaperStepResult
 from backend.types import to_utc
 
-__all__ = ["IDLE_STEPS_WARNING", "PaperTrader", "paper_run_id", "paper_warning", "replay_now"]
+__all__ = [
+    "IDLE_STEPS_WARNING",
+    "PaperTrader",
+    "paper_run_id",
+    "paper_step_seconds",
+    "paper_warning",
+    "replay_now",
+]
 
 log = logging.getLogger("backend.service")
 Clock = Literal["live", "replay"]
@@ -92,6 +99,15 @@ def paper_warning(state: PaperState, *, min_answered_share: float) -> str | None
         )
     said = [w for w in found if w]
     return "; ".join(said) if said else None
+
+
+def paper_step_seconds(timeframe: str) -> int:
+    """The length in seconds of one step of a paper run on ``timeframe``. Raises
+    :class:`ConfigError` for a calendar timeframe (``1M``, ``1y``: no fixed length) and
+    :class:`~backend.errors.DataError` (field ``timeframe``) for one ccxt cannot parse."""
+    if timeframe[-1:] in ("M", "y"):
+        raise ConfigError(f"paper trading needs a fixed-length timeframe, got {timeframe!r}")
+    return timeframe_seconds(timeframe)
 
 
 def paper_run_id(exchange_id: str, pair: str, timeframe: str, trader_id: str) -> str:
@@ -128,10 +144,7 @@ class PaperTrader:
         data_root: Path | None = None,
         policy: Policy | None = None,
     ) -> None:
-        unit = timeframe[-1:]
-        if unit in ("M", "y"):
-            raise ConfigError(f"paper trading needs a fixed-length timeframe, got {timeframe!r}")
-        self.step_s = timeframe_seconds(timeframe)
+        self.step_s = paper_step_seconds(timeframe)
         self.settings = settings
         self.exchange = exchange
         self.pair = pair

@@ -245,6 +245,19 @@ def test_paper_bad_options_exit_2_with_one_line(make_config: ConfigFactory) -> N
     assert result.stderr.strip().splitlines() == [
         "sentinel: error: --until 2022-05-09 is before --replay-from 2022-05-10"
     ]
+    # a reviewer's finding: these wrote an empty store and state file before failing,
+    # and a live run with --until in the past exited 0 printing "null"
+    for options, said in [
+        (["--timeframe", "1M"], "paper trading needs a fixed-length timeframe, got '1M'"),
+        (["--timeframe", "7q"], "field 'timeframe': invalid timeframe '7q'"),
+        (["--exchange", "nope"], "unknown exchange id 'nope'"),
+        (["--until", "2022-05-01"], "--until 2022-05-01 has passed: the live clock would"),
+    ]:
+        result = sentinel("--config", str(config), "paper", "--pair", "BTC/USDT", *options)
+        assert result.returncode == 2, options
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"sentinel: error: {said}"), line
+    assert sorted(p.name for p in config.parent.iterdir()) == ["config.yaml"]
 
 
 @pytest.mark.slow
