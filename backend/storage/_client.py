@@ -3,18 +3,26 @@ picks the vector backend by ``store.backend`` (mem0's ``VectorStoreFactory`` sha
 
 from __future__ import annotations
 
+import os
+
 import filelock
 from chromadb.api import ClientAPI
 
 from backend.config import StoreSettings
 from backend.embeddings import Embedder
-from backend.errors import StoreError
+from backend.errors import ConfigError, StoreError
 from backend.storage._audit import AuditLog
 from backend.storage._backend import VectorBackend
 from backend.storage._lexical import make_stemmer
 from backend.storage.khala_integration import KhalaStore
 
-__all__ = ["make_backend", "make_chroma_client", "open_store"]
+__all__ = [
+    "TRAIL_MARKER",
+    "check_audit_trail",
+    "make_backend",
+    "make_chroma_client",
+    "open_store",
+]
 
 
 def make_chroma_client(settings: StoreSettings) -> ClientAPI:
@@ -68,10 +76,53 @@ def make_backend(settings: StoreSettings) -> VectorBackend:
     )
 
 
+TRAIL_MARKER = ".audit_trail"
+"""File in an embedded chroma directory naming the audit trail its writers keep."""
+
+
+def check_audit_trail(settings: StoreSettings) -> None:
+    """An embedded chroma directory has ONE audit trail: its per-trader change counts are
+    what every process's caches are validated against, so a process keeping a second
+    trail never sees the others' writes (a reviewer's script: a run directory opened
+    with ``--store-path DIR`` and the same ``DIR/khala`` set as ``store.path`` kept
+    ``DIR/audit.db`` and ``DIR/khala/khala_audit.sqlite3``; the second process's BM25,
+    dense search and ``get`` missed the first's record). The first process to open the
+    directory writes the trail's absolute path to ``<path>/.audit_trail``; a process that
+    would keep another gets a :class:`ConfigError` naming both. A chroma server's trail
+    is per machine (``store.audit_path``); it is not checked."""
+    if settings.backend != "chroma" or settings.mode != "embedded":
+        return
+    home = settings.path.resolve()
+    trail = settings.resolved_audit_path.resolve()
+    # beside or under the chroma directory, the trail is named relative to it, so a run
+    # directory copied or moved whole keeps opening
+    named = os.path.relpath(trail, home) if trail.is_relative_to(home.parent) else str(trail)
+    marker = settings.path / TRAIL_MARKER
+    try:
+        with marker.open("x", encoding="utf-8") as fh:  # the first opener, atomically
+            fh.write(named + "\n")
+        return
+    except FileExistsError:
+        written = marker.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise StoreError(f"{marker}: {type(exc).__name__}: {exc}") from None
+    kept = (home / written).resolve() if written else trail
+    if kept != trail:
+        raise ConfigError(
+            f"the memory store at {settings.path} keeps its audit trail at {kept}, and this "
+            f"process would keep another at {trail} (its caches would miss the other "
+            f"writers): open the run directory with --store-path, or set store.audit_path "
+            f"to {kept}"
+        )
+
+
 def open_store(settings: StoreSettings, embedder: Embedder) -> KhalaStore:
     """Composition-root helper: backend + audit trail + store, as configured. The
-    ``memory`` backend keeps its audit trail in process memory too (nothing on disk)."""
+    ``memory`` backend keeps its audit trail in process memory too (nothing on disk).
+    Raises :class:`ConfigError` when an embedded store keeps another audit trail
+    (:func:`check_audit_trail`)."""
     backend = make_backend(settings)
+    check_audit_trail(settings)
     audit_path = settings.resolved_audit_path if backend.kind == "chroma" else None
     return KhalaStore(
         backend,

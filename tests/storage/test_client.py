@@ -1,0 +1,64 @@
+"""The store factory's one audit trail per embedded chroma directory."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from backend.config import StoreSettings
+from backend.embeddings import HashingEmbedder
+from backend.errors import ConfigError
+from backend.storage import MemoryRecord, open_store
+from backend.storage._client import TRAIL_MARKER
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def _note(record_id: str, text: str) -> MemoryRecord:
+    return MemoryRecord(id=record_id, trader_id="t1", text=text, created_at=NOW, kind="note")
+
+
+def test_a_second_audit_trail_for_one_chroma_directory_is_refused(tmp_path: Path) -> None:
+    """A reviewer's finding: ``--store-path DIR`` keeps ``DIR/audit.db`` and ``DIR/khala``
+    set as ``store.path`` kept ``DIR/khala/khala_audit.sqlite3``; each process validated
+    its caches against its own trail and missed the other's writes (BM25, dense search
+    and ``get`` found nothing of a record ``count`` included). A copied run directory
+    still opens: the trail is named relative to the chroma directory."""
+    embedder = HashingEmbedder(dim=16)
+    run = StoreSettings(path=tmp_path / "run" / "khala", audit_path=tmp_path / "run" / "audit.db")
+    first = open_store(run, embedder)
+    first.upsert("t1", [_note("r1", "bananas bread recipe")], as_of=NOW)
+    first.close()
+    assert (run.path / TRAIL_MARKER).read_text(encoding="utf-8") == "../audit.db\n"
+
+    configured = StoreSettings(path=run.path)  # the default trail under store.path
+    with pytest.raises(ConfigError, match="keeps its audit trail at .*run/audit.db, and this "):
+        open_store(configured, embedder)
+    assert not configured.resolved_audit_path.exists()  # nothing written for the refused
+
+    same = open_store(run, embedder)
+    assert [r.id for r in same.get("t1", ["r1"], as_of=NOW)] == ["r1"]
+    same.close()
+
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    copy = StoreSettings(
+        path=tmp_path / "copy" / "khala", audit_path=tmp_path / "copy" / "audit.db"
+    )
+    moved = open_store(copy, embedder)
+    assert [h.record.id for h in moved.search("t1", "bananas", as_of=NOW, method="bm25")] == ["r1"]
+    moved.close()
+
+
+def test_the_first_opener_of_an_old_store_names_its_trail(tmp_path: Path) -> None:
+    """A store of an older release has no marker: the first process to open it names the
+    trail it keeps (under the chroma directory: a bare name)."""
+    settings = StoreSettings(path=tmp_path / "khala")
+    open_store(settings, HashingEmbedder(dim=16)).close()
+    marker = settings.path / TRAIL_MARKER
+    assert marker.read_text(encoding="utf-8") == "khala_audit.sqlite3\n"
+    marker.unlink()
+    open_store(settings, HashingEmbedder(dim=16)).close()
+    assert marker.read_text(encoding="utf-8") == "khala_audit.sqlite3\n"
