@@ -78,7 +78,7 @@ lint: install
 	$(VENV)/bin/ruff check backend tests scripts
 	$(VENV)/bin/ruff format --check backend tests scripts
 	$(VENV)/bin/mypy backend scripts
-	$(VENV)/bin/lint-imports  # the layers: no cycles, no foreign _private imports (pyproject)
+	$(VENV)/bin/lint-imports  # no cycles, no foreign _private imports, the layers (pyproject)
 
 bench: install
 	$(PY) scripts/bench_store.py --n 10000 --json
