@@ -26,6 +26,7 @@ from backend.memory import (
     FearGreedIndex,
     FeatureFrame,
     HeadlineIndex,
+    News,
     WorkingMemory,
     compute_features,
     detect_market_events,
@@ -45,7 +46,7 @@ __all__ = [
     "build_exchange",
     "build_memory_system",
     "build_trader_manager",
-    "detect_episodes",
+    "make_manager",
     "make_policy",
 ]
 
@@ -159,6 +160,35 @@ def _policy(settings: Settings, name: str) -> Policy:
     raise ConfigError(f"agent.policy: unknown policy {name!r} (expected rule or llm)")
 
 
+def make_manager(
+    settings: Settings,
+    *,
+    features: FeatureFrame,
+    news: News,
+    system: MemorySystem | None,
+    policy: Policy,
+    seed_note: str | None = DEFAULT_CONSTRAINTS_NOTE,
+    fills: Sequence[Fill] = (),
+) -> DeepTraderManager:
+    """The :class:`DeepTraderManager` of ``settings.agent`` over ``features`` (the one
+    place it is wired, for a backtest and for each paper step): the market events and
+    news shocks of ``features`` are detected, ``news`` is what the context shows, and
+    ``system`` (None: memory off) is the memory it reads and writes. ``seed_note`` and
+    ``fills`` as in :func:`build_trader_manager`."""
+    return DeepTraderManager(
+        features=features,
+        policy=policy,
+        agent=settings.agent,
+        system=system,
+        episodes=_detected(settings, features, news.headlines, news.fear_greed),
+        headlines=news.headlines,
+        fear_greed=news.fear_greed,
+        seed_note=seed_note,
+        min_trade_fraction=settings.backtest.min_trade_fraction,
+        fills=fills,
+    )
+
+
 def build_trader_manager(
     settings: Settings,
     *,
@@ -195,8 +225,6 @@ def build_trader_manager(
         ohlcv, breakout_lookback_bars=settings.memory.detectors.breakout_lookback_bars
     )
     news = load_news(settings.data, data_dir)
-    headlines, fear_greed = news.headlines, news.fear_greed
-    episodes = _detected(settings, features, headlines, fear_greed)
     agent = settings.agent.model_copy(update={"memory": memory, "policy": policy})
     system: MemorySystem | None = None
     if memory:
@@ -205,16 +233,13 @@ def build_trader_manager(
         system = build_memory_system(
             system_settings, embedder=embedder or build_embedder(settings.embedding)
         )
-    manager = DeepTraderManager(
+    manager = make_manager(
+        settings.model_copy(update={"agent": agent}),
         features=features,
-        policy=chosen,
-        agent=agent,
+        news=news,
         system=system,
-        episodes=episodes,
-        headlines=headlines,
-        fear_greed=fear_greed,
+        policy=chosen,
         seed_note=seed_note,
-        min_trade_fraction=settings.backtest.min_trade_fraction,
         fills=fills,
     )
     closed = False
@@ -232,11 +257,6 @@ def build_trader_manager(
 
     return manager, close
 
-
-detect_episodes = _detected
-"""``detect_episodes(settings, features, headlines, fear_greed)``: the market events and
-news shocks of ``features`` as episodes of ``settings.agent.trader_id`` (what
-:func:`build_trader_manager` gives the manager; the paper loop reuses it)."""
 
 make_policy = _policy
 """``make_policy(settings, "rule" | "llm")``: the policy :func:`build_trader_manager`

@@ -44,13 +44,13 @@ from typing import Literal
 import ccxt
 import pandas as pd
 
-from backend.agents import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager
+from backend.agents import DEFAULT_CONSTRAINTS_NOTE
 from backend.agents.policies import Policy
 from backend.backtest import SimBroker
 from backend.backtest.engine import BarStepper, bar_close_times
 from backend.backtest.metrics import LLMUsage, llm_usage
 from backend.backtest.models import BrokerState
-from backend.compose import MemorySystem, detect_episodes, make_policy
+from backend.compose import MemorySystem, make_manager, make_policy
 from backend.config import Settings
 from backend.data import download_ohlcv, timeframe_seconds
 from backend.errors import ConfigError
@@ -243,19 +243,13 @@ class PaperTrader:
             timeframe=self.timeframe,
             breakout_lookback_bars=self.settings.memory.detectors.breakout_lookback_bars,
         )
-        episodes = detect_episodes(
-            self.settings, features, self.news.headlines, self.news.fear_greed
-        )
-        manager = DeepTraderManager(
+        manager = make_manager(
+            self.settings,
             features=features,
-            policy=self.policy,
-            agent=self.agent,
+            news=self.news,
             system=self.system,
-            episodes=episodes,
-            headlines=self.news.headlines,
-            fear_greed=self.news.fear_greed,
+            policy=self.policy,
             seed_note=self._seed_note(state, closes[todo[0]].to_pydatetime(), now),
-            min_trade_fraction=self.settings.backtest.min_trade_fraction,
         )
         if state.manager is not None:
             manager.restore_state(state.manager)

@@ -11,10 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from backend.agents.deep_trader_manager import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager
 from backend.backtest.engine import run_backtest
 from backend.backtest.metrics import LLMUsage
-from backend.compose import build_memory_system, detect_episodes
+from backend.compose import build_memory_system, make_manager
 from backend.config import load_settings
 from backend.data import OHLCVFrame
 from backend.errors import ConfigError, ExchangeError, LookAheadError
@@ -72,18 +71,9 @@ def test_paper_decides_like_the_backtest_over_the_same_candles(
     features = compute_features(
         ohlcv, breakout_lookback_bars=settings.memory.detectors.breakout_lookback_bars
     )
-    news = trader.news
     with build_memory_system(settings) as system:
-        manager = DeepTraderManager(
-            features=features,
-            policy=trader.policy,
-            agent=settings.agent,
-            system=system,
-            episodes=detect_episodes(settings, features, news.headlines, news.fear_greed),
-            headlines=news.headlines,
-            fear_greed=news.fear_greed,
-            seed_note=DEFAULT_CONSTRAINTS_NOTE,
-            min_trade_fraction=settings.backtest.min_trade_fraction,
+        manager = make_manager(
+            settings, features=features, news=trader.news, system=system, policy=trader.policy
         )
         result = run_backtest(
             ohlcv, manager, settings=settings.backtest, trader_id="agent", start=START - HOUR

@@ -35,7 +35,7 @@ def test_a_second_audit_trail_for_one_chroma_directory_is_refused(tmp_path: Path
     assert (run.path / TRAIL_MARKER).read_text(encoding="utf-8") == "../audit.db\n"
 
     configured = StoreSettings(path=run.path)  # the default trail under store.path
-    with pytest.raises(ConfigError, match="keeps its audit trail at .*run/audit.db, and this "):
+    with pytest.raises(ConfigError, match=r"keeps its audit trail at .*run/audit\.db, and this "):
         open_store(configured, embedder)
     assert not configured.resolved_audit_path.exists()  # nothing written for the refused
 
