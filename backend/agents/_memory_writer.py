@@ -53,7 +53,6 @@ from datetime import datetime, timedelta
 
 from backend.agents._writer_state import (
     WRITE_ATTEMPTS,
-    Due,
     DueOutcome,
     WriterState,
     retry_or_drop,
@@ -113,7 +112,7 @@ class MemoryWriter:
         self.flush_every = max(1, flush_every)
         self._buffer: list[Episode] = []
         self._bars_since_flush = 0
-        self._due: list[Due] = []
+        self._due: list[DueOutcome] = []
         self._trades: list[TradeRecord] = []
         self._absorbed: dict[str, list[TradeRecord]] = {}
         self._queued: list[tuple[str, Outcome]] = []
@@ -144,7 +143,13 @@ class MemoryWriter:
         start = self._close_at(episode.occurred_at)
         if start is None or start <= 0:
             return
-        item = Due(episode.occurred_at + self._horizon, episode.id, start, exposure, equity)
+        item = DueOutcome(
+            due=episode.occurred_at + self._horizon,
+            episode_id=episode.id,
+            start_close=start,
+            exposure=exposure,
+            equity=equity,
+        )
         bisect.insort(self._due, item, key=lambda d: (d.due, d.episode_id))
 
     # ----------------------------------------------------------------- state
@@ -154,7 +159,7 @@ class MemoryWriter:
         return WriterState(
             buffer=list(self._buffer),
             bars_since_flush=self._bars_since_flush,
-            due=[d.persisted() for d in self._due],
+            due=list(self._due),
             queued=list(self._queued),
             trades=list(self._trades),
             absorbed={k: list(v) for k, v in self._absorbed.items()},
@@ -172,7 +177,7 @@ class MemoryWriter:
         self._primed = self._next
         self._buffer = list(state.buffer)
         self._bars_since_flush = state.bars_since_flush
-        self._due = [Due.restored(d) for d in state.due]
+        self._due = list(state.due)
         self._queued = list(state.queued)
         self._trades = list(state.trades)
         self._absorbed = {k: list(v) for k, v in state.absorbed.items()}

@@ -1,5 +1,5 @@
 """What a :class:`~backend.agents._memory_writer.MemoryWriter` holds between bars: a
-scheduled outcome in process (:class:`Due`) and as persisted (:class:`DueOutcome`), the
+scheduled outcome (:class:`DueOutcome`), the
 failed writes it tries again (:func:`retry_or_drop`), and the writer's whole state as
 persisted (:class:`WriterState`, for a loop that restarts: paper trading, whose every
 step restores a new writer)."""
@@ -7,8 +7,6 @@ step restores a new writer)."""
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from dataclasses import dataclass
-from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
@@ -16,7 +14,7 @@ from backend.backtest.models import TradeRecord
 from backend.errors import SentinelError, UnknownRecordError
 from backend.memory.models import Episode, Outcome
 
-__all__ = ["WRITE_ATTEMPTS", "Due", "DueOutcome", "WriterState", "retry_or_drop"]
+__all__ = ["WRITE_ATTEMPTS", "DueOutcome", "WriterState", "retry_or_drop"]
 
 WRITE_ATTEMPTS = 3
 """Flushes at which a failed episode or outcome write is tried before it is dropped
@@ -38,35 +36,9 @@ def retry_or_drop(attempts: MutableMapping[str, int], key: str, err: SentinelErr
     return tries
 
 
-@dataclass(frozen=True)
-class Due:
-    """A scheduled outcome, in process (fields: :class:`DueOutcome`)."""
-
-    due: datetime
-    episode_id: str
-    start_close: float
-    exposure: float | None
-    """Signed exposure the decision targeted (None for events and closes: no pnl)."""
-    equity: float
-
-    def persisted(self) -> DueOutcome:
-        """This outcome as persisted."""
-        return DueOutcome(
-            due=self.due,
-            episode_id=self.episode_id,
-            start_close=self.start_close,
-            exposure=self.exposure,
-            equity=self.equity,
-        )
-
-    @classmethod
-    def restored(cls, d: DueOutcome) -> Due:
-        """The outcome persisted as ``d``."""
-        return cls(d.due, d.episode_id, d.start_close, d.exposure, d.equity)
-
-
 class DueOutcome(BaseModel):
-    """A scheduled outcome, as persisted (:class:`WriterState`): the episode, when its
+    """A scheduled outcome, held by the writer and persisted (:class:`WriterState`): the
+    episode, when its
     horizon ends, the close at the episode (quote currency), the signed exposure its
     decision targeted (None: no PnL) and the equity then (quote currency)."""
 
