@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "END_OF_TIME",
+    "EPOCH",
     "MAX_SIZE",
     "Action",
     "FrozenModel",
@@ -29,6 +30,9 @@ its size, ``close`` goes flat, ``hold`` keeps the current position."""
 MAX_SIZE = 10.0
 """The largest size (target |exposure|, fraction of equity: 10 = 10x leverage) a decision,
 a decision episode's action or ``agent.max_exposure`` may carry: one bound for all."""
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""The Unix epoch, UTC: exchange millisecond and store microsecond stamps count from it."""
 
 END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 """The fence of a writer's read: every record stored, whatever its time (a write is an

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +32,7 @@ from backend.data._candles import (
 from backend.data.fills import direction_from_text
 from backend.data.models import Direction, Fill
 from backend.errors import DataError, ExchangeError
+from backend.types import EPOCH
 
 __all__ = [
     "download_ohlcv",
@@ -41,7 +42,6 @@ __all__ = [
     "point_exchange_at",
 ]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_PAGES = 100_000
 _QUERY = re.compile(r"\?[^\s\"']*")
 
@@ -280,7 +280,7 @@ def _fill_from_trade(
         id=str(trade_id),
         order=None if order is None else str(order),
         timestamp=timestamp,
-        datetime=_EPOCH + timedelta(milliseconds=timestamp),
+        datetime=EPOCH + timedelta(milliseconds=timestamp),
         symbol=symbol,
         side=side,
         price=price,
@@ -316,7 +316,7 @@ def _fee(trade: Mapping[str, Any]) -> tuple[float, str | None]:
 def _epoch_ms(moment: datetime, name: str) -> int:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{name} must be a timezone-aware datetime")
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
 def _next_open_ms(open_ms: int, timeframe: str) -> int:

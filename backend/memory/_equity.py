@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from backend.errors import DataError
 from backend.memory._window_db import AccountKey, WindowDB, datetime_us
 from backend.memory.models import AccountState
-from backend.types import to_utc
+from backend.types import EPOCH, to_utc
 
 __all__ = ["EquityMarks"]
 
@@ -37,11 +37,8 @@ _Mark = tuple[int, float]
 """``(as_of in epoch microseconds, equity)``."""
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _time(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)  # exact (no float seconds)
+    return EPOCH + timedelta(microseconds=us)  # exact (no float seconds)
 
 
 class _Account:

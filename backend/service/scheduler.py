@@ -58,6 +58,7 @@ from backend.data import timeframe_seconds
 from backend.errors import ConfigError
 from backend.service.jobs import paper_step
 from backend.service.models import JobInfo
+from backend.types import EPOCH
 
 __all__ = [
     "JOBS_MODULE",
@@ -74,7 +75,6 @@ __all__ = [
 
 log = logging.getLogger("backend.service")
 JOBS_MODULE = "backend.service.jobs"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def paper_trigger(timeframe: str, delay_s: float) -> IntervalTrigger:
     """Every bar close of ``timeframe`` (aligned on the epoch, UTC) + ``delay_s``."""
     return IntervalTrigger(
         seconds=timeframe_seconds(timeframe),
-        start_date=_EPOCH + timedelta(seconds=delay_s),
+        start_date=EPOCH + timedelta(seconds=delay_s),
         timezone=UTC,
     )
 
@@ -246,7 +246,7 @@ def _same(job: Job, spec: JobSpec, misfire_grace_s: float | None) -> bool:
         and str(job.trigger) == str(spec.trigger)
         and (
             anchored is None
-            or anchored > _EPOCH + timedelta(days=1)  # not anchored: "from now"
+            or anchored > EPOCH + timedelta(days=1)  # not anchored: "from now"
             or getattr(job.trigger, "start_date", None) == anchored
         )
         and (misfire_grace_s is None or job.misfire_grace_time == misfire_grace_s)
