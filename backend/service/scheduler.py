@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import ccxt
 import filelock
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -172,6 +173,11 @@ def job_specs(settings: Settings, config: str) -> list[JobSpec]:
     )
     for paper in sched.paper:
         ex = paper.exchange or settings.exchange.id
+        if ex not in ccxt.exchanges:  # said when the service starts, not at every bar
+            raise ConfigError(
+                f"scheduler.paper: unknown exchange id {ex!r} for {paper.pair} "
+                f"{paper.timeframe} (see ccxt.exchanges)"
+            )
         specs.append(
             JobSpec(
                 id=f"paper:{ex}:{paper.pair}:{paper.timeframe}",

@@ -109,6 +109,14 @@ def test_run_once_prints_the_result_and_unknown_jobs_exit_2(
     broken = sentinel("--config", str(cron), "scheduler", "jobs", "--json")
     assert broken.returncode == 2 and "cron '61 * * * *'" in broken.stderr
     assert len(broken.stderr.strip().splitlines()) == 1
+    # a paper job on an exchange ccxt does not know failed at every bar close, not at start
+    nope = make_config("nope", scheduler={"paper": [{"pair": "BTC/USDT", "exchange": "nope"}]})
+    refused = sentinel("--config", str(nope), "scheduler", "jobs", "--json")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "sentinel: error: scheduler.paper: unknown exchange id 'nope' for BTC/USDT 1h "
+        "(see ccxt.exchanges)"
+    ]
 
 
 # ------------------------------------------------------------------ end to end
