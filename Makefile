@@ -53,8 +53,8 @@ $(LLM_STAMP): $(STAMP)
 	$(VENV)/bin/sentinel llm model
 	touch $(LLM_STAMP)
 
-# The main job: a backtest with memory on (embedded chroma, offline MiniLM, RulePolicy)
-# through the LUNA and Celsius crashes, with the headlines as news events.
+# The main job: a backtest with memory on (the in-process memory backend, offline MiniLM,
+# RulePolicy) through the LUNA and Celsius crashes, with the headlines as news events.
 demo: install
 	$(VENV)/bin/sentinel backtest --pair BTC/USDT --timeframe 1h --start 2021-10-01 \
 		--end 2022-07-01 --data-dir $(DATA)/market/binance --out runs/demo --memory on
