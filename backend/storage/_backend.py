@@ -64,10 +64,6 @@ class VectorBackend(ABC):
         """``{name: metadata}`` of the collections whose name starts with ``prefix``."""
 
     @abstractmethod
-    def drop(self, name: str) -> None:
-        """Delete collection ``name`` and its rows (missing: nothing to do)."""
-
-    @abstractmethod
     def upsert(
         self,
         name: str,

@@ -197,18 +197,6 @@ class ChromaBackend(VectorBackend):
             raise _fault("listing collections", exc) from None
         return {c.name: dict(c.metadata or {}) for c in found if c.name.startswith(prefix)}
 
-    def drop(self, name: str) -> None:
-        with self._lock:
-            self._cols.pop(name, None)
-            self._mirrors.pop(name, None)
-            try:
-                self._live().delete_collection(name)
-            except NotFoundError:
-                pass
-            except _FAULTS as exc:
-                raise _fault(f"dropping {name}", exc) from None
-            self._known.discard(name)
-
     # ----------------------------------------------------------------------- writes
 
     def upsert(

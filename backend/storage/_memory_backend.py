@@ -53,10 +53,6 @@ class MemoryBackend(VectorBackend):
         with self._lock:
             return {n: dict(m) for n, (m, _) in self._cols.items() if n.startswith(prefix)}
 
-    def drop(self, name: str) -> None:
-        with self._lock:
-            self._cols.pop(name, None)
-
     def upsert(
         self,
         name: str,

@@ -97,7 +97,3 @@ class TraderCollections:
         if name is not None and self._backend.shared:
             self._backend.validate(name, self._audit.changes(trader_id))
         return name
-
-    def forget(self) -> None:
-        """Forget which collections were opened (they were dropped)."""
-        self._opened.clear()

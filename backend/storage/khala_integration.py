@@ -261,15 +261,6 @@ class KhalaStore:
         found = self._backend.collections(self._prefix + "-")
         return sorted(str(meta.get("trader_id")) for meta in found.values() if meta)
 
-    def drop_all(self) -> int:
-        """Delete every collection of this store's prefix (a throwaway store at its end);
-        returns how many. The audit trail is kept. Raises :class:`StoreError`."""
-        names = list(self._backend.collections(self._prefix + "-"))
-        for name in names:
-            self._backend.drop(name)
-        self._collections.forget()
-        return len(names)
-
     def writer_lock(self) -> AbstractContextManager[None]:
         """The store's writer lock, across processes (:meth:`AuditLog.writer_lock`): for
         a read-decide-write that must not interleave with another process's."""
