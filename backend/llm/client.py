@@ -42,7 +42,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, NoReturn, TypeVar, cast
 
-import instructor
 import openai
 import pybreaker
 from instructor.core.exceptions import IncompleteOutputException, InstructorRetryException
@@ -147,7 +146,6 @@ class LLMClient:
         self.model = model
         self.structured_output = structured_output
         self.parse_retries = parse_retries
-        self._instructors: dict[StructuredMode, instructor.Instructor] = {}
         self.stats = LLMStats()
         self._stats_lock = threading.Lock()
         self._breaker = (
@@ -215,13 +213,13 @@ class LLMClient:
             if getattr(error, "endpoint", True):  # not a refusal (a wrong key or URL)
                 self._fault(failed)
             return failed
-        if mode not in self._instructors:
-            self._instructors[mode] = structured(self._client, mode)
+        # built per call (~7 ms, measured 2026-12-07) against seconds of generation
+        patched = structured(self._client, mode)
         responses: list[object] = []
         hooks = Hooks()
         hooks.on("completion:response", responses.append)
         try:
-            value, completion = self._instructors[mode].chat.completions.create_with_completion(
+            value, completion = patched.chat.completions.create_with_completion(
                 model=self.model,
                 messages=[
                     {"role": "system", "content": system},

@@ -105,6 +105,9 @@ class ChromaBackend(VectorBackend):
         self._hnsw = {"space": "cosine", **hnsw}
         self._stemmer = stemmer
         self._cols: dict[str, Collection] = {}
+        """Collection name -> its handle (``get_collection`` costs ~0.23 ms embedded, an
+        HTTP round trip on a server, and a decision opens its trader's collection several
+        times; measured 2026-12-07); cleared at a reopen."""
         self._mirrors: dict[str, tuple[int | None, LexicalIndex]] = {}
         """Collection name -> (change count it reflects, None = unknown; the mirror)."""
         self._stamps: dict[str, int] = {}

@@ -73,7 +73,6 @@ class TraderCollections:
         self._embedder = embedder
         self._audit = audit
         self._prefix = prefix
-        self._opened: set[str] = set()
 
     def name(self, trader_id: str) -> str:
         """The collection of ``trader_id`` (:func:`trader_collection`)."""
@@ -83,11 +82,10 @@ class TraderCollections:
         """The trader's collection name, opened (and created if ``create``; reads never
         create). Raises :class:`TenantScopeError`, :class:`EmbeddingMismatchError`."""
         name = self.name(trader_id)
-        if name in self._opened:
-            return name
+        # no set of opened names here: the backend keeps its collection handles (an open
+        # known to it costs ~1 us), so the checks run on every call
         if not open_collection(self._backend, self._embedder, name, trader_id, create=create):
             return None
-        self._opened.add(name)
         return name
 
     def reading(self, trader_id: str, *, create: bool = False) -> str | None:

