@@ -379,10 +379,11 @@ class EpisodicMemory:
         bar's causal features). ``score`` = ``similarity`` (0..1]; ``recency`` as in
         :meth:`recall`. Episodes without a state or an outcome are not candidates.
 
-        The one cache: the index of a (trader, symbol), validated against the store's
-        change counter of the trader (:meth:`KhalaStore.changes`, any process's write)
-        and, when it moved, brought up to date with the records written since
-        (:mod:`backend.memory._episode_cache`; costs in
+        Read through :mod:`backend.memory._episode_cache`, whose two caches each carry
+        their measurement: the decoded episodes, and the index of a (trader, symbol),
+        validated against the store's change counter of the trader
+        (:meth:`KhalaStore.changes`, any process's write) and, when it moved, brought up
+        to date with the records written since (costs in
         :class:`~backend.memory._states.StateIndex`). Measured on BTC/USDT 1h, May 2022,
         the default decision loop (291 state rows): a recall on the index ~0.8 ms
         (median; p95 1.1, the 24 records read and replayed included)."""
