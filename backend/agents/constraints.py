@@ -25,9 +25,11 @@ What each constraint does (the *target* is the signed exposure the decision asks
   ``max_risk_per_trade``: the loss at a stop ``stop_multiple`` (default
   :data:`STOP_VOL_MULTIPLE` = 2) daily standard deviations away must not exceed the
   fraction, i.e. ``|target| <= max_risk / max(stop_multiple * daily_vol, MIN_STOP)``
-  (:data:`FALLBACK_STOP` = 5% when the volatility is unknown). The risk cap applies to
-  buy/sell only (it is a rule about entering a trade); the others also trim a ``hold``
-  whose current exposure is above them (the position itself must obey them).
+  (:data:`FALLBACK_STOP` = 5% when the volatility is unknown); ``max_loss_per_trade``
+  is the same rule for an amount in quote currency (``max_risk = amount / equity``).
+  The risk caps apply to buy/sell only (they are rules about entering a trade); the
+  others also trim a ``hold`` whose current exposure is above them (the position itself
+  must obey them).
 
 ``close`` always passes: it only removes risk. Violations are strings such as
 ``"max_leverage 3.0: size 5.0 -> 3.0"``.
@@ -186,6 +188,10 @@ def _caps(
     risk = _strictest(constraints, "max_risk_per_trade")
     if risk is not None and risk_stop is not None:
         caps.append((f"max_risk_per_trade {_fmt(risk)} (stop {risk_stop:.2%})", risk / risk_stop))
+    loss = _strictest(constraints, "max_loss_per_trade")
+    if loss is not None and risk_stop is not None:
+        label = f"max_loss_per_trade {_fmt(loss)} (stop {risk_stop:.2%})"
+        caps.append((label, loss / equity / risk_stop))
     return caps
 
 

@@ -54,6 +54,8 @@ class HardConstraint(FrozenModel):
     - ``max_risk_per_trade``: fraction of equity at risk per trade (``0.02`` = 2%);
     - ``max_position_fraction``: position notional as a fraction of equity;
     - ``max_position_notional``: position notional in quote currency;
+    - ``max_loss_per_trade``: loss per trade in quote currency (``max_risk_per_trade``
+      as an amount: "never lose more than $200 on a trade");
     - ``max_leverage``: gross leverage multiple (``3.0`` = 3x);
     - ``max_daily_loss``: fraction of equity;
     - ``forbidden_assets`` / ``allowed_assets``: list of base-asset tickers (upper case);
@@ -65,6 +67,7 @@ class HardConstraint(FrozenModel):
         "max_risk_per_trade",
         "max_position_fraction",
         "max_position_notional",
+        "max_loss_per_trade",
         "max_leverage",
         "max_daily_loss",
         "forbidden_assets",

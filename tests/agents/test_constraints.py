@@ -128,6 +128,29 @@ def test_max_risk_per_trade_uses_a_two_sigma_daily_stop() -> None:
     assert stop_distance(0.0001) == pytest.approx(0.005)  # floor: a calm day is not 0 risk
 
 
+def test_max_loss_per_trade_is_the_risk_rule_for_an_amount() -> None:
+    """$200 at a 6% stop on 10,000 of equity: 200 / 10,000 / 0.06 = 0.3333; a hold is
+    not trimmed (a rule about entering a trade), a sell is."""
+    profile = profile_of(hc("max_loss_per_trade", 200.0))
+    out, violations = check_decision(
+        buy(1.0), profile=profile, symbol="BTC/USDT", position=pos(), daily_vol=0.03
+    )
+    assert out.size == pytest.approx(200 / 10_000 / 0.06)
+    assert violations == ["max_loss_per_trade 200.0 (stop 6.00%): size 1.0 -> 0.3333"]
+    held, none = check_decision(
+        Decision(action="hold"),
+        profile=profile,
+        symbol="BTC/USDT",
+        position=pos(0.9),
+        daily_vol=0.03,
+    )
+    assert held.action == "hold" and none == []
+    short, _ = check_decision(
+        sell(0.5), profile=profile, symbol="BTC/USDT", position=pos(), daily_vol=0.03
+    )
+    assert short.size == pytest.approx(200 / 10_000 / 0.06)
+
+
 def test_long_only_turns_sell_into_close_or_hold() -> None:
     profile = profile_of(hc("long_only", True))
     out, violations = check_decision(

@@ -35,6 +35,8 @@ def render_constraint(c: dict[str, Any]) -> str:
             return f"max position {_pct(value, 1)} of equity"
         case "max_position_notional":
             return f"max position {_usd(value)}"
+        case "max_loss_per_trade":
+            return f"max loss {_usd(value)} per trade"
         case "max_leverage":
             return f"max leverage {float(value):g}x" if isinstance(value, int | float) else "?"
         case "max_daily_loss":

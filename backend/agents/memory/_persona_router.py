@@ -190,8 +190,9 @@ no brackets or other markup can reach the prompt's hard-constraints line."""
 
 def check_constraint(constraint: HardConstraint) -> HardConstraint | str:
     """The constraint in canonical form, or why it is invalid: fractions in (0, 1];
-    ``max_leverage`` in (0, 200]; ``max_position_notional`` > 0; asset kinds a non-empty
-    list of tickers (upper-cased, 1-20 chars of A-Z 0-9 @ . _ -); flag kinds ``True``."""
+    ``max_leverage`` in (0, 200]; ``max_position_notional`` and ``max_loss_per_trade`` > 0;
+    asset kinds a non-empty list of tickers (upper-cased, 1-20 chars of A-Z 0-9 @ . _ -);
+    flag kinds ``True``."""
     kind, value = constraint.kind, constraint.value
     if kind in _FLAG_KINDS:
         return constraint if value is True else f"{kind} must be true, got {value!r}"
@@ -205,7 +206,11 @@ def check_constraint(constraint: HardConstraint) -> HardConstraint | str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"{kind} needs a number, got {value!r}"
     number = float(value)
-    limits = {"max_leverage": (0.0, 200.0), "max_position_notional": (0.0, 1e15)}
+    limits = {
+        "max_leverage": (0.0, 200.0),
+        "max_position_notional": (0.0, 1e15),
+        "max_loss_per_trade": (0.0, 1e15),
+    }
     low, high = limits.get(kind, (0.0, 1.0))
     if not low < number <= high:
         return f"{kind} = {number} is outside ({low}, {high}]"

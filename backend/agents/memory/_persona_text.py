@@ -22,7 +22,9 @@ and, for the numeric limits, over comma-separated clauses:
   clause that gives a permission ("I don't mind 10x", "no problem going above 3x", "I can
   lose 50% on a trade") states no limit; two mentions of one limit keep the stricter;
 - ``$5,000``/``5k USDC``/``10k`` with a position word and a limit word ->
-  ``max_position_notional``;
+  ``max_position_notional``; with a loss word (lose, loss, risk) instead ->
+  ``max_loss_per_trade`` ("never lose more than $200 on a trade"), and over a day or
+  another period -> nothing (no kind holds a loss amount per period);
 - a meme-coin word after a negation with only trading words between, or followed by
   never/no/banned -> ``no_memecoins``; ``long only``, ``I never short``, ``no shorting``,
   ``never short SOL``, ``no BTC shorts`` -> ``long_only`` (there is no per-coin short
@@ -227,6 +229,9 @@ _USD = re.compile(
 )
 """``$5,000``, ``5k USDC``, ``10 dollars``, or a bare ``10k`` (``k`` required; a bare ``m``
 is a timeframe: "the 15m chart")."""
+_LOSS_WORD = re.compile(r"(?i)\b(?:lose|loses|losing|loss|losses|risk|risking)\b")
+"""An amount next to these is a loss, not a position size ("never lose more than $200 on
+a trade")."""
 _NOT_SIZE = re.compile(r"(?i)\b(?:profit|gain|volume|chart|candles?|followers|cap|mcap)\b")
 """A bare amount next to these is not a position size ("1k profit per trade")."""
 
@@ -303,13 +308,12 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
             first = next(i for i in (1, 3, 5) if usd.group(i))
             raw, suffix = usd.group(first), usd.group(first + 1)
             value = _number(raw, suffix)
-            if value > 0:
-                yield (
-                    HardConstraint(
-                        kind="max_position_notional", value=value, quote=sentence[:1000]
-                    ),
-                    "usd",
-                )
+            losing = _LOSS_WORD.search(clause) is not None
+            per_period = _DAILY.search(clause) or _PERIOD.search(clause)
+            if value > 0 and not (losing and per_period) and not _permits(clause):
+                kind = "max_loss_per_trade" if losing else "max_position_notional"
+                yield HardConstraint(kind=kind, value=value, quote=sentence[:1000]), "usd"
+
     meme = _NO_MEME.search(sentence)
     if meme and not_a_ban(sentence, meme):
         meme = None

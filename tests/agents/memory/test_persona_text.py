@@ -43,6 +43,14 @@ CONSTRAINTS: list[tuple[str, dict[str, Any]]] = [
     ("I stop trading after losing 3% in a day", {"max_daily_loss": 0.03}),
     ("never more than $5,000 per position", {"max_position_notional": 5000.0}),
     ("max position size 20k USDC", {"max_position_notional": 20000.0}),
+    # an amount next to a loss word is a loss per trade, not a position cap (it was read
+    # as "max position 200": the agent could hardly trade)
+    ("Never lose more than $200 on a trade.", {"max_loss_per_trade": 200.0}),
+    ("Max loss per trade $500", {"max_loss_per_trade": 500.0}),
+    ("I risk at most $100 per trade", {"max_loss_per_trade": 100.0}),
+    ("Never lose more than $1k per day.", {}),  # no kind holds an amount per period
+    ("Stop me if I lose more than $2,000 this week.", {}),
+    ("I don't mind losing $300 on a trade", {}),  # a permission
     (
         "no more than 3x leverage, never more than 1% risk per trade; no memecoins",
         {"max_leverage": 3.0, "max_risk_per_trade": 0.01, "no_memecoins": True},
