@@ -408,6 +408,7 @@ def test_memory_search_shows_an_episode_as_it_stood_at_as_of(tmp_path: Path) -> 
 
 def test_store_path_layouts_are_recognised(tmp_path: Path) -> None:
     from backend.cli._common import settings_for_store
+    from backend.config import load_settings
     from backend.errors import ConfigError
 
     new = settings_for_store(tmp_path / "new")  # a writer's new directory: the run layout
@@ -428,6 +429,12 @@ def test_store_path_layouts_are_recognised(tmp_path: Path) -> None:
     (old / "w.db").touch()
     got = settings_for_store(old, create=False)
     assert (got.store.resolved_audit_path, got.working_state_file) == (
+        old / "khala" / "khala_audit.sqlite3", old / "w.db",
+    )  # fmt: skip
+    # and a backtest on it (Settings.with_store_dir, through the composition root) agrees:
+    # it kept audit.db, and whichever ran first pinned its trail for good (a reviewer's)
+    backtest = load_settings(None).offline(store_dir=old)
+    assert (backtest.store.resolved_audit_path, backtest.working_state_file) == (
         old / "khala" / "khala_audit.sqlite3", old / "w.db",
     )  # fmt: skip
     # a run directory's chroma directory given instead of the run directory is the run

@@ -139,16 +139,7 @@ def store_settings(cfg: Settings, store_path: Path, *, create: bool = True) -> S
         store_path.resolve() == cfg.store.path.resolve() and not khala.is_dir()
     )
     if khala.is_dir() or (create and not bare):
-        run = cfg.with_store_dir(store_path)
-        legacy_audit, legacy_working = khala / "khala_audit.sqlite3", store_path / "w.db"
-        if legacy_audit.is_file() and not (store_path / "audit.db").is_file():
-            run = run.model_copy(
-                update={"store": run.store.model_copy(update={"audit_path": legacy_audit})}
-            )
-        if legacy_working.is_file() and not (store_path / "working.sqlite3").is_file():
-            memory = run.memory.model_copy(update={"working_state_path": legacy_working})
-            run = run.model_copy(update={"memory": memory})
-        return run
+        return cfg.with_store_dir(store_path)  # an older release's files are kept there
     if not bare or not (create or (store_path / "chroma.sqlite3").is_file()):
         raise ConfigError(f"--store-path {store_path}: no memory store there")
     store = cfg.store.model_copy(update={"backend": "chroma", "path": store_path})

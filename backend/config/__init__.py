@@ -129,17 +129,26 @@ class Settings(BaseSettings):
         ``memory import-chat``, ``mcp``): embedded chroma in ``root/khala``, the audit
         trail in ``root/audit.db``, working memory in ``root/working.sqlite3``. A run
         directory's ``khala`` given as ``root`` is that run directory
-        (:func:`run_directory`)."""
+        (:func:`run_directory`). A directory of an older release keeps its files where
+        they are: the trail ``root/khala/khala_audit.sqlite3`` (an older default store's
+        too) and working memory ``root/w.db``, when the new file is not there (every
+        command agrees on them: a store has one audit trail)."""
         root = run_directory(root)
+        audit, working = root / "audit.db", root / "working.sqlite3"
+        legacy_audit, legacy_working = root / "khala" / "khala_audit.sqlite3", root / "w.db"
+        if legacy_audit.is_file() and not audit.is_file():
+            audit = legacy_audit
+        if legacy_working.is_file() and not working.is_file():
+            working = legacy_working
         store = self.store.model_copy(
             update={
                 "backend": "chroma",
                 "mode": "embedded",
                 "path": root / "khala",
-                "audit_path": root / "audit.db",
+                "audit_path": audit,
             }
         )
-        memory = self.memory.model_copy(update={"working_state_path": root / "working.sqlite3"})
+        memory = self.memory.model_copy(update={"working_state_path": working})
         return self.model_copy(update={"store": store, "memory": memory})
 
     @classmethod

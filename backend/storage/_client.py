@@ -10,7 +10,8 @@ from chromadb.api import ClientAPI
 
 from backend.config import StoreSettings
 from backend.embeddings import Embedder
-from backend.errors import ConfigError, StoreError
+from backend.errors import ConfigError, DataError, StoreError
+from backend.files import write_text_atomic
 from backend.storage._audit import AuditLog
 from backend.storage._backend import VectorBackend
 from backend.storage._lexical import make_stemmer
@@ -86,27 +87,27 @@ def check_audit_trail(settings: StoreSettings) -> None:
     trail never sees the others' writes (a reviewer's script: a run directory opened
     with ``--store-path DIR`` and the same ``DIR/khala`` set as ``store.path`` kept
     ``DIR/audit.db`` and ``DIR/khala/khala_audit.sqlite3``; the second process's BM25,
-    dense search and ``get`` missed the first's record). The first process to open the
-    directory writes the trail's absolute path to ``<path>/.audit_trail``; a process that
-    would keep another gets a :class:`ConfigError` naming both. A chroma server's trail
-    is per machine (``store.audit_path``); it is not checked."""
-    if settings.backend != "chroma" or settings.mode != "embedded":
-        return
+    dense search and ``get`` missed the first's record). ``<path>/.audit_trail`` names
+    the trail: relative to the chroma directory when it is beside or under it (a run
+    directory copied or moved whole keeps opening), else absolute. The first process to
+    open the directory writes it, and so does one that finds it empty or naming a trail
+    that is gone (moved or deleted); a process that would keep another trail gets a
+    :class:`ConfigError` naming both. Call it under the directory's open lock, with the
+    trail created before the lock is let go (:func:`open_store`): another process then
+    never reads a marker half-written, nor one naming a trail not made yet. A chroma
+    server's trail is per machine (``store.audit_path``); it is not checked."""
     home = settings.path.resolve()
     trail = settings.resolved_audit_path.resolve()
-    # beside or under the chroma directory, the trail is named relative to it, so a run
-    # directory copied or moved whole keeps opening
     named = os.path.relpath(trail, home) if trail.is_relative_to(home.parent) else str(trail)
     marker = settings.path / TRAIL_MARKER
     try:
-        with marker.open("x", encoding="utf-8") as fh:  # the first opener, atomically
-            fh.write(named + "\n")
-        return
-    except FileExistsError:
-        written = marker.read_text(encoding="utf-8").strip()
-    except OSError as exc:
+        written = marker.read_text(encoding="utf-8").strip() if marker.is_file() else ""
+        kept = (home / written).resolve() if written else None
+        if kept is None or (kept != trail and not kept.exists()):
+            write_text_atomic(marker, named + "\n", what="audit trail marker")
+            return
+    except (OSError, DataError) as exc:
         raise StoreError(f"{marker}: {type(exc).__name__}: {exc}") from None
-    kept = (home / written).resolve() if written else trail
     if kept != trail:
         raise ConfigError(
             f"the memory store at {settings.path} keeps its audit trail at {kept}, and this "
@@ -122,12 +123,16 @@ def open_store(settings: StoreSettings, embedder: Embedder) -> KhalaStore:
     Raises :class:`ConfigError` when an embedded store keeps another audit trail
     (:func:`check_audit_trail`)."""
     backend = make_backend(settings)
-    check_audit_trail(settings)
-    audit_path = settings.resolved_audit_path if backend.kind == "chroma" else None
+    if backend.kind == "chroma" and settings.mode == "embedded":
+        with filelock.FileLock(settings.path / ".open.lock", timeout=120):
+            check_audit_trail(settings)
+            audit = AuditLog(settings.resolved_audit_path)
+    else:
+        audit = AuditLog(settings.resolved_audit_path if backend.kind == "chroma" else None)
     return KhalaStore(
         backend,
         embedder,
-        AuditLog(audit_path),
+        audit,
         collection_prefix=settings.collection_prefix,
         rrf_k=settings.rrf_k,
         hybrid_fanout=settings.hybrid_fanout,

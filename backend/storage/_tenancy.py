@@ -63,8 +63,8 @@ def open_collection(
 
 
 class TraderCollections:
-    """The collections of one store's traders (``<prefix>-<hash>``), each opened and
-    checked once per process (:func:`open_collection`)."""
+    """The collections of one store's traders (``<prefix>-<hash>``), opened and checked
+    at every use (:func:`open_collection`; the backend keeps the handles)."""
 
     def __init__(
         self, backend: VectorBackend, embedder: Embedder, audit: AuditLog, prefix: str

@@ -62,3 +62,35 @@ def test_the_first_opener_of_an_old_store_names_its_trail(tmp_path: Path) -> Non
     marker.unlink()
     open_store(settings, HashingEmbedder(dim=16)).close()
     assert marker.read_text(encoding="utf-8") == "khala_audit.sqlite3\n"
+
+
+def test_an_empty_marker_or_a_trail_that_is_gone_is_pinned_again(tmp_path: Path) -> None:
+    """A reviewer's findings: an empty marker (a crash while writing it) switched the
+    check off for good, and a run directory whose ``khala`` is a symlink (the marker is
+    absolute then) could not be opened once moved, though the trail it named was gone."""
+    embedder = HashingEmbedder(dim=16)
+    settings = StoreSettings(path=tmp_path / "khala")
+    open_store(settings, embedder).close()
+    marker = settings.path / TRAIL_MARKER
+    marker.write_text("", encoding="utf-8")
+    open_store(settings, embedder).close()
+    assert marker.read_text(encoding="utf-8") == "khala_audit.sqlite3\n"
+    other = StoreSettings(path=settings.path, audit_path=tmp_path / "elsewhere.db")
+    with pytest.raises(ConfigError, match="keeps its audit trail"):
+        open_store(other, embedder)  # the trail it names is there: refused
+
+    disk = tmp_path / "disk" / "khala"
+    (tmp_path / "run").mkdir()
+    disk.mkdir(parents=True)
+    (tmp_path / "run" / "khala").symlink_to(disk)
+    linked = StoreSettings(
+        path=tmp_path / "run" / "khala", audit_path=tmp_path / "run" / "audit.db"
+    )
+    open_store(linked, embedder).close()
+    assert (disk / TRAIL_MARKER).read_text(encoding="utf-8").startswith("/")  # absolute
+    (tmp_path / "run").rename(tmp_path / "moved")
+    moved = StoreSettings(
+        path=tmp_path / "moved" / "khala", audit_path=tmp_path / "moved" / "audit.db"
+    )
+    open_store(moved, embedder).close()
+    assert (disk / TRAIL_MARKER).read_text(encoding="utf-8").strip().endswith("moved/audit.db")
