@@ -167,6 +167,7 @@ def paper(
     """Paper-trade PAIR with the DeepTraderManager on closed candles from ccxt.
 
     The backtest's decisions and fills (next open, fees, slippage), on a schedule."""
+    from backend.data import check_market
     from backend.service.paper import paper_run_id, paper_step_seconds, paper_warning
     from backend.service.runtime import close_runtimes, runtime_for
     from backend.service.scheduler import add_paper_jobs, build_scheduler, paper_trigger
@@ -179,12 +180,16 @@ def paper(
     start = parse_utc(replay_from, name="replay-from").isoformat() if replay_from else None
     if stop_at is not None and start is not None and stop_at < datetime.fromisoformat(start):
         raise ConfigError(f"--until {until} is before --replay-from {replay_from}")
-    if stop_at is not None and start is None and stop_at <= datetime.now(UTC):
+    now = datetime.now(UTC)
+    if stop_at is not None and start is None and stop_at <= now:
         raise ConfigError(f"--until {until} has passed: the live clock would step nothing")
+    if start is not None and datetime.fromisoformat(start) > now:
+        raise ConfigError(f"--replay-from {replay_from} is in the future: nothing to replay")
     # every option is checked before the scheduler runs a step: a bad one wrote an empty
-    # store and state file
+    # store and state file (the pair: one request for the exchange's markets, which ccxt
+    # keeps for the run's steps)
     paper_step_seconds(timeframe)
-    runtime_for(config).exchange(ex, api_url=api_url)
+    check_market(runtime_for(config).exchange(ex, api_url=api_url), pair)
     if not logging.getLogger().isEnabledFor(logging.DEBUG):  # a failed step is raised below
         logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
         logging.getLogger("backend.service").setLevel(logging.CRITICAL)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from backend.data._candles import close_times, period_steps
 from backend.data.exchange import (
+    check_market,
     download_ohlcv,
     fills_from_ccxt_trades,
     make_exchange,
@@ -43,6 +44,7 @@ __all__ = [
     "Headline",
     "MarketType",
     "OHLCVFrame",
+    "check_market",
     "close_times",
     "download_ohlcv",
     "fills_from_ccxt_trades",

@@ -35,6 +35,7 @@ from backend.errors import DataError, ExchangeError
 from backend.types import EPOCH
 
 __all__ = [
+    "check_market",
     "download_ohlcv",
     "fills_from_ccxt_trades",
     "make_exchange",
@@ -91,6 +92,20 @@ def point_exchange_at(exchange: ccxt.Exchange, base_url: str) -> None:
         return value
 
     exchange.urls = {**exchange.urls, "api": rewrite(exchange.urls["api"])}
+
+
+def check_market(exchange: ccxt.Exchange, symbol: str) -> None:
+    """Refuse a ``symbol`` the exchange does not list (its markets, loaded once per
+    exchange object by ccxt). Raises :class:`ExchangeError` naming the exchange and the
+    symbol, or the failure of loading its markets."""
+    try:
+        markets = exchange.load_markets()
+    except ccxt.BaseError as err:
+        raise ExchangeError(
+            f"{exchange.id}: loading its markets: {type(err).__name__}: {_short(err)}"
+        ) from err
+    if symbol not in markets:
+        raise ExchangeError(f"{exchange.id} lists no market {symbol!r}")
 
 
 def download_ohlcv(

@@ -260,6 +260,7 @@ def test_paper_bad_options_exit_2_with_one_line(make_config: ConfigFactory) -> N
         (["--timeframe", "7q"], "field 'timeframe': invalid timeframe '7q'"),
         (["--exchange", "nope"], "unknown exchange id 'nope'"),
         (["--until", "2022-05-01"], "--until 2022-05-01 has passed: the live clock would"),
+        (["--replay-from", "2099-01-01"], "--replay-from 2099-01-01 is in the future"),
     ]:
         result = sentinel("--config", str(config), "paper", "--pair", "BTC/USDT", *options)
         assert result.returncode == 2, options
@@ -268,13 +269,29 @@ def test_paper_bad_options_exit_2_with_one_line(make_config: ConfigFactory) -> N
     assert sorted(p.name for p in config.parent.iterdir()) == ["config.yaml"]
 
 
+def test_a_pair_the_exchange_does_not_list_writes_nothing(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    """A reviewer's finding: an unknown --pair failed at the first step, after the store
+    and the state file were made."""
+    config = make_config("pair")
+    result = sentinel("--config", str(config), "paper", "--pair", "FOO/USDT", "--api-url",
+                      binance_loopback, "--replay-from", "2022-05-10", "--until",
+                      "2022-05-10T02:00")  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "sentinel: error: binance lists no market 'FOO/USDT'"
+    ]
+    assert sorted(p.name for p in config.parent.iterdir()) == ["config.yaml"]
+
+
 @pytest.mark.slow
 def test_a_feed_without_candles_is_said(make_config: ConfigFactory, binance_loopback: str) -> None:
-    """An exchange that answers but has no candle for the clock (past the data's end)
+    """An exchange that answers but has no candle for the clock (after the data's end, before now)
     must not pass as a quiet run of 0 bars."""
     args = paper_args(make_config("empty"), binance_loopback)
-    args[args.index("--replay-from") + 1] = "2030-01-01T00:00:00Z"
-    args[args.index("--until") + 1] = "2030-01-01T02:00:00Z"
+    args[args.index("--replay-from") + 1] = "2026-06-01T00:00:00Z"
+    args[args.index("--until") + 1] = "2026-06-01T02:00:00Z"
     args.remove("--json")
     result = sentinel(*args)
     assert result.returncode == 0, result.stderr
