@@ -59,7 +59,7 @@ from backend.backtest.models import Decision, MemoryEffectKind
 from backend.config import AgentSettings
 from backend.data import timeframe_seconds
 from backend.errors import DataError
-from backend.memory.context import account_id, persona_id, snapshot_id
+from backend.memory.memory_ids import account_id, persona_id, snapshot_id
 from backend.memory.models import AccountState, MarketSnapshot, PersonaProfile, ScoredEpisode
 from backend.types import base_asset
 

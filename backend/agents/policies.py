@@ -37,7 +37,7 @@ from backend.config import AgentSettings
 from backend.llm import LLMClient
 from backend.llm.answer import LLMAnswer
 from backend.memory import FeatureRow
-from backend.memory.context import account_id, constraints_id, persona_id, snapshot_id
+from backend.memory.memory_ids import account_id, constraints_id, persona_id, snapshot_id
 from backend.memory.models import MemoryContext, PersonaProfile
 from backend.types import MAX_SIZE, Action
 

@@ -19,18 +19,22 @@ Headlines and the trader's words are untrusted: they are rendered as quoted data
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
 
 from backend.errors import BudgetError
+from backend.memory.memory_ids import (
+    account_id,
+    constraints_id,
+    memory_kind,
+    message_memory_id,
+    persona_id,
+    snapshot_id,
+)
 from backend.memory.models import (
     AccountState,
     MarketSnapshot,
     MemoryContext,
-    PersonaProfile,
     RenderedContext,
     ScoredEpisode,
 )
@@ -39,17 +43,10 @@ from backend.text.tokens import count_tokens
 
 __all__ = [
     "OMITTED_RESERVE",
-    "MemoryRef",
-    "account_id",
     "account_line",
-    "constraints_id",
     "episode_line",
-    "message_memory_id",
     "omitted_line",
-    "parse_memory_id",
-    "persona_id",
     "render_context",
-    "snapshot_id",
 ]
 
 
@@ -59,69 +56,6 @@ class _Block:
     text: str
     joined: str | None = None
     """``text`` + newline, when the caller keeps that string (its hash is then cached)."""
-
-
-# ------------------------------------------------------------------ memory ids
-# How a context (and ``recall``) names what it holds; :func:`parse_memory_id` reads them.
-
-
-def persona_id(profile: PersonaProfile) -> str:
-    return f"persona:v{profile.version}"
-
-
-def constraints_id(profile: PersonaProfile) -> str:
-    """The id of the block of the profile's hard constraints."""
-    return persona_id(profile) + _CONSTRAINTS
-
-
-def snapshot_id(snapshot: MarketSnapshot) -> str:
-    return f"working:{snapshot.symbol}@{snapshot.as_of.isoformat()}"
-
-
-def account_id(account: AccountState) -> str:
-    return f"working:account:{account.symbol}:{account.timeframe}@{account.as_of.isoformat()}"
-
-
-def message_memory_id(message_key: str) -> str:
-    """The memory id of the stored message whose own id is ``message_key``."""
-    return _MESSAGE + message_key
-
-
-_CONSTRAINTS, _WORKING, _MESSAGE = ":constraints", "working:", "message:"
-_PERSONA_RE = re.compile(r"persona:v([1-9][0-9]*)(?::constraints)?")
-"""ASCII digits only (``str.isdigit`` also takes "²", which ``int`` refuses)."""
-
-
-@dataclass(frozen=True)
-class MemoryRef:
-    """What a memory id names: a persona ``version``, a working snapshot or account
-    stamped ``at`` (aware UTC), a message (``key``: its own id) or an episode (``key``:
-    the episode id)."""
-
-    tier: Literal["persona", "working", "conversation", "episodic"]
-    key: str = ""
-    version: int = 0
-    at: datetime | None = None
-
-
-def parse_memory_id(memory_id: str) -> MemoryRef | None:
-    """The :class:`MemoryRef` of an id made by the builders above (``persona:v3``,
-    ``persona:v3:constraints``, ``working:BTC/USDT@<ISO>``, ``working:account:...@<ISO>``,
-    ``message:<id>``); any other id is an episode's. None for a malformed persona or
-    working id (a version not a positive integer, a time that is not ISO-8601 with a
-    zone)."""
-    if memory_id.startswith("persona:"):
-        found = _PERSONA_RE.fullmatch(memory_id)
-        return MemoryRef("persona", version=int(found.group(1))) if found else None
-    if memory_id.startswith(_WORKING):
-        try:
-            at = datetime.fromisoformat(memory_id.rpartition("@")[2])
-        except ValueError:
-            return None
-        return MemoryRef("working", at=at) if at.utcoffset() is not None else None
-    if memory_id.startswith(_MESSAGE):
-        return MemoryRef("conversation", key=memory_id.removeprefix(_MESSAGE))
-    return MemoryRef("episodic", key=memory_id)
 
 
 def account_line(account: AccountState) -> str:
@@ -283,7 +217,7 @@ def render_context(
         extra = 0 if section in chosen else count_tokens(title + "\n")
         text = block.text
         cost = count_tokens(block.joined or text + "\n") + extra
-        constraints = block.memory_id.endswith(_CONSTRAINTS)
+        constraints = memory_kind(block.memory_id) == "constraints"
         if used + cost > (budget if constraints else budget - OMITTED_RESERVE):
             if constraints:  # never cut, never dropped
                 raise BudgetError(
@@ -302,7 +236,7 @@ def render_context(
         nonlocal used
         section = added.pop()
         kept = chosen[section]
-        if kept[-1][0].endswith(_CONSTRAINTS):
+        if memory_kind(kept[-1][0]) == "constraints":
             raise BudgetError(f"token budget {budget} cannot hold the trader's hard constraints")
         memory_id, _, cost = kept.pop()
         dropped.append(memory_id)
@@ -377,14 +311,15 @@ def omitted_line(dropped: Sequence[str]) -> str:
     kinds = {"earlier market snapshots": 0, "past episodes": 0, "trader messages": 0}
     other = 0
     for memory_id in dropped:
-        if memory_id.startswith(_MESSAGE):
-            kinds["trader messages"] += 1
-        elif memory_id.startswith(_WORKING + "account:") or memory_id.startswith("persona:"):
-            other += 1
-        elif memory_id.startswith(_WORKING):
-            kinds["earlier market snapshots"] += 1
-        else:
-            kinds["past episodes"] += 1
+        match memory_kind(memory_id):
+            case "message":
+                kinds["trader messages"] += 1
+            case "snapshot":
+                kinds["earlier market snapshots"] += 1
+            case "episode":
+                kinds["past episodes"] += 1
+            case _:
+                other += 1
     said = [f"{n} {kind}" for kind, n in kinds.items() if n]
     if other:
         said.append(f"{other} other")

@@ -16,8 +16,9 @@ from pydantic import ValidationError
 
 from backend.config import MemorySettings
 from backend.errors import SentinelError, ToolError
-from backend.memory.context import episode_line, message_memory_id, persona_id, snapshot_id
+from backend.memory.context import episode_line
 from backend.memory.conversation import render_messages
+from backend.memory.memory_ids import message_memory_id, persona_id, snapshot_id
 from backend.memory.models import MemoryContext, PersonaProfile
 from backend.tools.schemas import ToolArgs
 from backend.types import first_problem

@@ -13,8 +13,8 @@ from itertools import compress
 from typing import Any, Protocol
 
 from backend.errors import ToolError
-from backend.memory.context import parse_memory_id
 from backend.memory.conversation import ConversationMemory, PersonaWriter, RecordedMessages
+from backend.memory.memory_ids import parse_memory_id
 from backend.memory.models import ActionLink, ChatMessage, Episode, MarketSnapshot, Outcome
 from backend.storage import KhalaStore
 from backend.storage.models import stable_id
@@ -126,7 +126,7 @@ def unknown_memory_ids(
     messages: set[str],
 ) -> list[str]:
     """The ``ids`` a decision at ``as_of`` cannot have been made with, in order (ids as
-    :func:`backend.memory.context.parse_memory_id` reads them): a persona version (or its
+    :func:`backend.memory.memory_ids.parse_memory_id` reads them): a persona version (or its
     constraints) after ``persona_version`` (the trader's version at ``as_of``; None: none
     yet), a working snapshot stamped after ``as_of``, a message not in ``messages``, an
     episode not in ``episodes`` (the ids of each kind known at ``as_of``) and a malformed
