@@ -202,7 +202,9 @@ class PaperTrader:
         a look-ahead error and the run started a bar late). The seed is the default of a
         trader without a persona, as when a refresh ran before the close; here the first
         bar decides with the persona known at its close (none), the next ones with the
-        refreshed one. A persona written after ``now`` keeps the seed, and its error."""
+        refreshed one. A persona written after ``now`` keeps the seed, and its error. A
+        refresh that commits between this check and the seed's write (the first bar's
+        decision, milliseconds later) still fails that step; the next step sees it."""
         if state.manager is not None or self.system is None:
             return DEFAULT_CONSTRAINTS_NOTE
         written = self.system.persona.written_until(self.agent.trader_id)
