@@ -9,7 +9,13 @@ import pytest
 import tiktoken
 
 from backend.errors import BudgetError
-from backend.memory.context import OMITTED_RESERVE, PAGE_SNAPSHOTS, omitted_line, render_context
+from backend.memory.context import (
+    OMITTED_RESERVE,
+    PAGE_SNAPSHOTS,
+    SAID_FIRST,
+    omitted_line,
+    render_context,
+)
 from backend.memory.models import (
     AccountState,
     ActionLink,
@@ -191,6 +197,34 @@ def test_the_market_now_outranks_the_traders_words_and_a_runaway_headline() -> N
     assert sum(m.startswith("ep") for m in rendered.memory_ids) == 5  # the episodes too
     assert any(m.startswith("message:") for m in rendered.dropped_ids)  # words gave way
     assert rendered.text.count("BTC ") < 100 and rendered.tokens <= 1500  # headline cut
+    # the most relevant words come before the episodes, each cut to MESSAGE_MAX_CHARS
+    ids = rendered.memory_ids
+    assert [f"message:m{i}" for i in range(SAID_FIRST)] == [m for m in ids if "message:" in m][
+        :SAID_FIRST
+    ]
+    assert rendered.text.count("...") >= SAID_FIRST
+
+
+def test_the_traders_words_are_not_the_first_thing_cut() -> None:
+    """A reviewer's finding: the 24-32 episodes a decision recalls came first and filled
+    the budget; 72 of 192 prompts of a backtest on a trader's chat held none of the ten
+    messages recalled. Now the SAID_FIRST most relevant come before the episodes."""
+    ctx = context(n_episodes=40)
+    said = [
+        RecalledMessage(
+            message=ChatMessage(
+                id=f"m{i}", speaker="trader", text=f"rule {i}: never trade SOL again",
+                time=AS_OF - timedelta(days=1), session="s1",
+            ),
+            score=1.0 - i / 10,
+            signals=[],
+        )
+        for i in range(10)
+    ]  # fmt: skip
+    rendered = render_context(ctx.model_copy(update={"messages": said}), budget=600)
+    kept = [m for m in rendered.memory_ids if m.startswith("message:")]
+    assert kept[:SAID_FIRST] == [f"message:m{i}" for i in range(SAID_FIRST)]
+    assert any(m.startswith("ep") for m in rendered.dropped_ids)  # episodes gave way first
 
 
 def test_truncate_to_tokens() -> None:
