@@ -210,6 +210,18 @@ def _limited_number(pattern: re.Pattern[str], clause: str) -> re.Match[str] | No
     return found
 
 
+def _governs(clause: str, number: re.Match[str]) -> bool:
+    """Whether a limit word (or "set to") bears on ``number``: before it in the clause,
+    or right after it ("3x max", "5x leverage at most": two words at most between). Not
+    a limit word about something else after it: "I went 10x long SOL and max size" was
+    read as a 10x leverage cap (a reviewer's finding)."""
+    head = clause[: number.start()]
+    if _LIMIT.search(head) or _SET_TO.search(head):
+        return True
+    after = _LIMIT.search(clause, number.end())
+    return after is not None and len(clause[number.end() : after.start()].split()) <= 2
+
+
 def _clause_at(sentence: str, start: int, end: int) -> tuple[str, str]:
     """The text of the clause (``,``/``but``/``now`` bounded) before ``start`` and after
     ``end``."""
@@ -292,7 +304,7 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
         lev = _limited_number(times, clause) if not _permits(clause) else None
         any_lev = times.search(clause)
         no_lev = _NO_LEVERAGE.search(clause)
-        if lev and (_LIMIT.search(clause) or _SET_TO.search(clause)):  # not "I use 20x"
+        if lev and _governs(clause, lev):  # not "I use 20x", "I went 10x long and max size"
             q = sentence[:1000]  # the whole sentence: the router reads it for a change
             yield HardConstraint(kind="max_leverage", value=float(lev.group(1)), quote=q), "lev"
         elif no_lev and not any_lev and not _undone(clause, no_lev.start()):
