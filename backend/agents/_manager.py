@@ -21,7 +21,7 @@ from backend.agents.system import MemorySystem
 from backend.backtest.models import BarContext, Decision, DecisionRecord, TradeRecord
 from backend.config import AgentSettings
 from backend.data import Fill
-from backend.errors import DataError, SentinelError
+from backend.errors import DataError, LookAheadError, SentinelError
 from backend.memory import FearGreedIndex, FeatureFrame, HeadlineIndex
 from backend.memory.models import Episode, MemoryContext, PersonaProfile, RenderedContext
 
@@ -132,10 +132,21 @@ class DeepTraderManager:
         if self.system is None:
             self._static_profile = seed_profile(self.trader_id, note, as_of)
             return
-        if self.system.persona.get_profile(self.trader_id, as_of) is None:
-            # a persona written later (a store reused for an earlier window) makes this a
-            # LookAheadError: persona versions only move forward in time
-            self.system.toolkit.record_note(self.trader_id, note, as_of=as_of)
+        if self.system.persona.get_profile(self.trader_id, as_of) is not None:
+            return
+        written = self.system.persona.written_until(self.trader_id)
+        if written is not None and written > as_of:
+            # persona versions only move forward: the note cannot go before records
+            # written later (a chat imported, a store reused for an earlier window), and
+            # skipping it would make the run's limits depend on what the store learned
+            # after this bar
+            raise LookAheadError(
+                f"trader {self.trader_id} has persona records from {written.isoformat()} "
+                f"on, after this run's first bar {as_of.isoformat()}: the default "
+                "constraints note cannot be recorded before them; start the run at or "
+                "after that time, or use a store without them (--store-path)"
+            )
+        self.system.toolkit.record_note(self.trader_id, note, as_of=as_of)
 
     def profile_at(self, as_of: datetime) -> PersonaProfile | None:
         """The persona the constraints are checked against at ``as_of``."""
