@@ -9,13 +9,14 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, datetime
+from functools import partial
 
 import pandas as pd
 
 from backend.agents._manager_state import ManagerState, seed_profile
 from backend.agents._memory_reader import MemoryReader, bar_state, situation_query
 from backend.agents._memory_writer import MemoryWriter
-from backend.agents.constraints import check_decision, within_band
+from backend.agents.constraints import enforce
 from backend.agents.policies import DecisionView, Policy, daily_vol
 from backend.agents.system import MemorySystem
 from backend.backtest.models import BarContext, Decision, DecisionRecord, TradeRecord
@@ -252,8 +253,8 @@ class DeepTraderManager:
             proposed = Decision.hold("policy failed", error=f"{type(err).__name__}: {err}")
         t["decide"] += (now := time.perf_counter()) - mark
         profile = self.profile_at(as_of)
-        decision, violations = check_decision(
-            proposed,
+        executed = partial(
+            enforce,
             profile=profile,
             symbol=bar.symbol,
             position=bar.position,
@@ -262,24 +263,15 @@ class DeepTraderManager:
             allow_short=self.agent.allow_short,
             day_start_equity=self._day_equity,
             hold_tolerance=self.min_trade_fraction,
+            band=self.agent.rebalance_band,
         )
+        decision, violations = executed(proposed)
         self.violations += bool(violations)
-        # the held position itself over a cap (whatever was proposed: the same in every
-        # memory mode) is trimmed even within the no-trade band
-        over_cap = decision.action in ("buy", "sell") and bool(
-            check_decision(
-                Decision.hold("held"),
-                profile=profile,
-                symbol=bar.symbol,
-                position=bar.position,
-                max_exposure=self.agent.max_exposure,
-                allow_short=self.agent.allow_short,
-                hold_tolerance=self.min_trade_fraction,
-            )[1]
-        )
-        decision = within_band(
-            decision, bar.position.exposure, band=self.agent.rebalance_band, over_cap=over_cap
-        )
+        if (effect := proposed.memory_effect) is not None:  # "without memory", as executed
+            alone = Decision(action=effect.without_action, size=effect.without_size)
+            without = executed(alone)[0].target_exposure(bar.position.exposure)
+            effect = effect.model_copy(update={"without_exposure": without})
+            proposed = proposed.model_copy(update={"memory_effect": effect})
         t["check"] += (mark := time.perf_counter()) - now
         episode_id = None
         if self.writer is not None:

@@ -50,6 +50,7 @@ __all__ = [
     "MIN_STOP",
     "STOP_VOL_MULTIPLE",
     "check_decision",
+    "enforce",
     "is_memecoin",
     "stop_distance",
     "within_band",
@@ -313,3 +314,47 @@ def within_band(
             update={"action": "hold", "size": 0.0, "rationale": (decision.rationale + note)[:4000]}
         )
     return decision
+
+
+def enforce(
+    decision: Decision,
+    *,
+    profile: PersonaProfile | None,
+    symbol: str,
+    position: PositionState,
+    daily_vol: float | None,
+    max_exposure: float | None,
+    allow_short: bool,
+    day_start_equity: float | None,
+    hold_tolerance: float,
+    band: float,
+) -> tuple[Decision, list[str]]:
+    """What the decision loop executes of ``decision``: :func:`check_decision`, then
+    :func:`within_band` (``band``: ``agent.rebalance_band``), whose ``over_cap`` is the
+    check of a ``hold`` of the held position (a cap it breaks by price drift, an asset
+    since excluded: the same in every memory mode). Returns the decision and the
+    violations of the proposal. The manager runs it on the policy's answer, and on the
+    answer the same policy gives without memory (the report's "without memory")."""
+    checked, violations = check_decision(
+        decision,
+        profile=profile,
+        symbol=symbol,
+        position=position,
+        daily_vol=daily_vol,
+        max_exposure=max_exposure,
+        allow_short=allow_short,
+        day_start_equity=day_start_equity,
+        hold_tolerance=hold_tolerance,
+    )
+    over_cap = checked.action in ("buy", "sell") and bool(
+        check_decision(
+            Decision.hold("held"),
+            profile=profile,
+            symbol=symbol,
+            position=position,
+            max_exposure=max_exposure,
+            allow_short=allow_short,
+            hold_tolerance=hold_tolerance,
+        )[1]
+    )
+    return within_band(checked, position.exposure, band=band, over_cap=over_cap), violations

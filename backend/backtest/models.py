@@ -46,6 +46,10 @@ class MemoryEffect(FrozenModel):
     """Target exposure without memory (fraction of equity; 0 for hold/close)."""
     reasons: list[str] = Field(default_factory=list)
     """One line per memory rule that applied (e.g. "3 similar states: -2.1% after")."""
+    without_exposure: float | None = None
+    """The signed exposure (fraction of equity) the answer without memory would have been
+    executed at: after the same constraint check and no-trade band as the decision taken
+    (the manager sets it; None in records of older releases)."""
 
 
 WARMING_UP = "warming up"

@@ -103,6 +103,7 @@ def write_run(
     memory: bool | None = None,
     outcome_horizon_bars: int = 24,
     max_memory_changes: int = 50,
+    notes: Sequence[str] = (),
 ) -> None:
     """Write the run's files into ``out_dir`` (see the module doc): first into a
     temporary sibling directory, then each moved in (``os.replace``), so a failure while
@@ -110,7 +111,8 @@ def write_run(
 
     ``memory``: whether the agent used memory (None: unknown; False makes the report say
     memory was off); ``outcome_horizon_bars``: bars over which "what happened next" after
-    a decision memory changed is measured (``agent.outcome_horizon_bars``)."""
+    a decision memory changed is measured (``agent.outcome_horizon_bars``); ``notes``:
+    what the run went without (a missing news file), shown at the top of the report."""
     target = Path(out_dir)
     check_run_dir(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +122,7 @@ def write_run(
             result, out, title=title, events=events, persona_timeline=persona_timeline,
             max_trades=max_trades, min_llm_share=min_llm_share, memory=memory,
             outcome_horizon_bars=outcome_horizon_bars, max_memory_changes=max_memory_changes,
+            notes=notes,
         )  # fmt: skip
         target.mkdir(exist_ok=True)
         for name in RUN_FILES:  # every file is complete before any is moved in
@@ -158,6 +161,7 @@ def _write_files(
     memory: bool | None,
     outcome_horizon_bars: int,
     max_memory_changes: int,
+    notes: Sequence[str],
 ) -> None:
     (out / "metrics.json").write_text(result.metrics.model_dump_json(indent=2) + "\n", "utf-8")
     trades_frame(result.trades).to_csv(out / "trades.csv", index=False)
@@ -179,6 +183,7 @@ def _write_files(
         persona_timeline=persona_timeline,
         max_trades=max_trades,
         warning=run_warning(result.metrics, min_share=min_llm_share),
+        notes=notes,
         memory_section=memory_changes_section(
             changes,
             result,
@@ -275,6 +280,7 @@ def _render_html(
     persona_timeline: pd.DataFrame | None,
     max_trades: int,
     warning: str | None = None,
+    notes: Sequence[str] = (),
     memory_section: str = "",
 ) -> str:
     start, end = result.equity.index[0], result.equity.index[-1]
@@ -302,6 +308,7 @@ def _render_html(
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="warning">WARNING: {html.escape(warning)}</p>' if warning else "",
+        *(f'<p class="warning">NOTE: {html.escape(note)}</p>' for note in notes),
         f"<p>{summary}</p>",
         "<h2>Metrics</h2>",
         _metrics_table(result.metrics),

@@ -25,6 +25,7 @@ __all__ = [
     "console",
     "data_root_for",
     "news_inputs",
+    "news_warnings",
     "parse_pair",
     "parse_utc",
     "settings",
@@ -104,6 +105,18 @@ def news_inputs(data_root: Path, settings: Settings) -> dict[str, str | None]:
         if found[name] is None:
             _log.warning("no %s file at %s: the run goes on without it", name, path)
     return found
+
+
+def news_warnings(found: dict[str, str | None], data_root: Path) -> list[str]:
+    """One line per input :func:`news_inputs` did not find, for a run's report and JSON
+    (a stderr line alone went unseen: a reviewer's run without them had no news shock
+    among its memory's changes, and its ablation page said nothing)."""
+    what = {"headlines": "headlines (news shocks)", "fear_greed": "Fear & Greed index"}
+    return [
+        f"no {what.get(name, name)} file under {data_root}: the run went without it"
+        for name, path in found.items()
+        if path is None
+    ]
 
 
 def settings_for_store(store_path: Path | None, *, create: bool = True) -> Settings:

@@ -16,6 +16,7 @@ from backend.cli._common import (
     check_data_root,
     data_root_for,
     news_inputs,
+    news_warnings,
     parse_pair,
     parse_utc,
     settings,
@@ -110,11 +111,8 @@ def ablation(
     root = data_root if data_root is not None else data_root_for(candles, cfg)
     embedder = build_embedder(cfg.embedding)  # its disk cache serves the repeated texts
     err = Console(stderr=True)
-    header = {
-        "command": " ".join(["sentinel", *sys.argv[1:]]),
-        "complete": False,
-        "news": news_inputs(root, cfg),
-    }
+    news = news_inputs(root, cfg)
+    header = {"command": " ".join(["sentinel", *sys.argv[1:]]), "complete": False, "news": news}
 
     def checkpoint(run: WindowRun, runs: list[WindowRun]) -> None:
         m = run.metrics
@@ -143,6 +141,7 @@ def ablation(
     result["policy"] = cfg.agent.policy
     result["warnings"] = warnings = (
         (fills_span_warnings(trader_id, trader_fills, windows) if trader_id is not None else [])
+        + news_warnings(news, root)
         + outcome.window_warnings()
         + [
             f"{r.pair} {r.timeframe} {r.window_start:%Y-%m-%d} {r.mode}: {said}"

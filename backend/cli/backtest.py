@@ -47,6 +47,7 @@ from backend.cli._common import (
     check_data_root,
     data_root_for,
     news_inputs,
+    news_warnings,
     parse_pair,
     parse_utc,
     settings,
@@ -132,7 +133,7 @@ def run_backtest_command(
     settings = settings.model_copy(update={"agent": agent})
     factory = maker_factory if maker_factory is not None else default_maker_factory()
     root = data_root if data_root is not None else data_root_for(data_dir, settings)
-    news_inputs(root, settings)
+    missing = news_warnings(news_inputs(root, settings), root)
     maker, close = factory(
         settings,
         ohlcv=ohlcv,
@@ -164,6 +165,7 @@ def run_backtest_command(
         min_llm_share=settings.llm.min_answered_share,
         memory=memory,
         outcome_horizon_bars=settings.agent.outcome_horizon_bars,
+        notes=missing,
     )
     return result
 

@@ -760,3 +760,29 @@ def test_a_memory_that_fails_is_on_the_decisions_metrics_and_warning(
     assert metrics.memory_first_error == failed[0].memory_errors[0]
     warning = run_warning(metrics, min_share=0.5)
     assert warning is not None and warning.startswith(f"the memory failed at {len(failed)} of ")
+
+
+def test_the_answer_without_memory_is_recorded_as_it_would_have_been_executed(
+    btc: OHLCVFrame, settings: Settings, shared_data: Path
+) -> None:
+    """The report's "without memory" side goes through the same constraint check and
+    no-trade band as the decision taken (a reviewer found the raw answer there: changes
+    both sides would have held through were listed)."""
+    manager, close = build_trader_manager(
+        settings, ohlcv=btc, data_dir=shared_data, memory=True, policy="rule",
+        store_path=None, embedder=HashingEmbedder(),
+    )  # fmt: skip
+    try:
+        result = drive(manager, btc, trader_id=TRADER, start=START, end=START + timedelta(days=10))
+    finally:
+        close()
+    effects = [(r, r.proposed.memory_effect) for r in result.records if r.proposed.memory_effect]
+    assert effects
+    banded = 0
+    for record, effect in effects:
+        assert effect is not None and effect.without_exposure is not None
+        raw = Decision(action=effect.without_action, size=effect.without_size)
+        banded += raw.action in ("buy", "sell") and effect.without_exposure != pytest.approx(
+            raw.target_exposure(0.0), abs=1e-9
+        ) and record.decision.action != "close"  # fmt: skip
+    assert banded  # some answers without memory would have been held by the band

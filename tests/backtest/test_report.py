@@ -316,3 +316,40 @@ def test_memory_off_or_unchanged_is_one_line(tmp_path: Path, btc: OHLCVFrame) ->
     write_run(result, tmp_path / "on", title="on", memory=True)
     page = (tmp_path / "on" / "report.html").read_text()
     assert "Memory changed none of the run's 168 decisions." in page
+
+
+def test_a_change_the_band_executed_alike_is_not_listed(tmp_path: Path, btc: OHLCVFrame) -> None:
+    """A reviewer's finding: the "without memory" side was the policy's raw answer, the
+    side taken what the no-trade band executed, so a resize both sides would have held
+    through was listed (67 of 741 rows of a run; its headline +1.22% for +1.45%). The
+    manager now records what the answer without memory would have been executed at."""
+    alike = MemoryEffect(kind="resized", without_action="buy", without_size=0.9,
+                         without_exposure=0.0)  # fmt: skip
+    differs = MemoryEffect(kind="resized", without_action="buy", without_size=0.9,
+                           without_exposure=0.6)  # fmt: skip
+    result = _run(
+        btc, {10: (Decision(action="hold"), alike), 20: (Decision(action="hold"), differs)}
+    )
+    write_run(result, tmp_path, title="band", memory=True, outcome_horizon_bars=HORIZON)
+    csv = pd.read_csv(tmp_path / "memory_changes.csv")
+    assert list(csv["time"]) == [result.equity.index[20].isoformat()]
+    assert csv.iloc[0]["without_exposure"] == 0.6  # as executed, not the 0.9 proposed
+
+
+def test_a_chat_models_run_does_not_claim_memory_changed_nothing(
+    tmp_path: Path, btc: OHLCVFrame
+) -> None:
+    """Only the rule policy says what it would have done without memory; an LLM run's
+    page said "Memory changed none of the run's N decisions" (a reviewer's finding)."""
+    asked = Decision(action="hold", model="gemma-3-270m")
+    result = _run(btc, {n: (asked, None) for n in range(5)})
+    write_run(result, tmp_path, title="llm", memory=True)
+    page = (tmp_path / "report.html").read_text()
+    assert "A chat model decided this run" in page and "changed none" not in page
+
+
+def test_what_the_run_went_without_is_said_at_the_top(tmp_path: Path, btc: OHLCVFrame) -> None:
+    result = _run(btc, {})
+    write_run(result, tmp_path, title="notes", notes=["no headlines file under X: went without"])
+    page = (tmp_path / "report.html").read_text()
+    assert '<p class="warning">NOTE: no headlines file under X: went without</p>' in page
