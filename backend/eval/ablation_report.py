@@ -176,6 +176,7 @@ def _render(outputs: Sequence[RunOutput], *, title: str, warnings: Sequence[str]
             parts += [
                 f"<h2>{html.escape(pair)} {html.escape(tf)}</h2>",
                 _figure(f"{pair} {tf}: chained equity by mode", curves, seams, initial),
+                _hidden_curves(curves),
                 _summary_table(by_mode),
                 _comparison_table(comparison.get(pair, {}).get(tf, {})),
             ]
@@ -183,6 +184,20 @@ def _render(outputs: Sequence[RunOutput], *, title: str, warnings: Sequence[str]
         parts.append('<p class="muted">No runs.</p>')
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _hidden_curves(curves: dict[str, pd.Series]) -> str:
+    """A line naming the modes whose curve equals an earlier one's (drawn under it: a
+    reviewer saw no ``off`` curve where it was ``persona``'s to the cent), else ""."""
+    same = []
+    names = list(curves)
+    for i, name in enumerate(names):
+        twin = next((o for o in names[:i] if curves[o].equals(curves[name])), None)
+        if twin is not None:
+            same.append(f"{name} is identical to {twin}")
+    if not same:
+        return ""
+    return f'<p class="muted">Curves drawn one over the other: {html.escape("; ".join(same))}.</p>'
 
 
 CURVE_COLUMNS = ("time", "pair", "timeframe", "mode", "window_start", "equity")

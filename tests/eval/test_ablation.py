@@ -456,3 +456,14 @@ def test_cli_with_a_real_trader_scores_persona_alignment(shared_data: Path, tmp_
     html = page.read_text()
     assert html.count("<img") == 1 and "persona alignment" in html
     assert "http://" not in html and "https://" not in html and "<script" not in html
+
+
+def test_a_curve_drawn_under_another_is_named() -> None:
+    """A reviewer saw no ``off`` curve on a page where it equalled ``persona``'s."""
+    from backend.eval.ablation_report import _hidden_curves
+
+    index = pd.date_range("2022-01-01", periods=3, freq="4h", tz="UTC")
+    same, other = pd.Series([1.0, 2.0, 3.0], index=index), pd.Series([1.0, 2.5, 3.0], index=index)
+    line = _hidden_curves({"off": same, "persona": same.copy(), "all": other})
+    assert "persona is identical to off" in line and "all" not in line
+    assert _hidden_curves({"off": same, "all": other}) == ""
