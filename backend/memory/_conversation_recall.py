@@ -88,18 +88,32 @@ def rank_messages(
         found.setdefault(name, set()).update(i for i, _ in pairs)
         return zscore(out)
 
+    message_bm25 = signal("message_bm25", query, "bm25", MESSAGE_KIND)
+    message_dense = signal("message_dense", vec, "dense", MESSAGE_KIND)
+    window_bm25 = signal("window_bm25", query, "bm25", WINDOW_KIND)
+    window_dense = signal("window_dense", vec, "dense", WINDOW_KIND)
+    # a window (or session) with a message said after as_of is stored as of that message,
+    # so it is not known at as_of: the window signals of its centre are its own message's
+    # (not the floor of an unseen window), and its session scores neutral (module doc)
+    known_windows, known_sessions = _known(store, trader_id, as_of)
+    unseen = np.array([m not in known_windows for m in ids], dtype=bool)
+    if unseen.any():
+        window_bm25 = np.where(unseen, message_bm25, window_bm25)
+        window_dense = np.where(unseen, message_dense, window_dense)
     total = (
-        signal("message_bm25", query, "bm25", MESSAGE_KIND)
-        + signal("message_dense", vec, "dense", MESSAGE_KIND)
+        message_bm25
+        + message_dense
         + signal("message_dense", svec, "dense", MESSAGE_KIND)
-        + signal("window_bm25", query, "bm25", WINDOW_KIND)
-        + signal("window_dense", vec, "dense", WINDOW_KIND)
+        + window_bm25
+        + window_dense
     )
     smoothed = total.copy()
     same = sessions[1:] == sessions[:-1]
     smoothed[1:] += s.neighbour * total[:-1] * same
     smoothed[:-1] += s.neighbour * total[1:] * same
-    smoothed += s.session * _session_scores(store, trader_id, query, vec, sessions, as_of)
+    smoothed += s.session * _session_scores(
+        store, trader_id, query, vec, sessions, as_of, known=known_sessions
+    )
     period = query_period(query, as_of=to_utc(as_of))
     timed = np.zeros(len(ids), dtype=bool)
     if period is not None:
@@ -137,6 +151,17 @@ def rank_messages(
     return out
 
 
+def _known(store: KhalaStore, trader_id: str, as_of: datetime) -> tuple[set[str], set[str]]:
+    """The message ids whose window record, and the sessions whose record, are known at
+    ``as_of`` (one metadata scan)."""
+    rows = store.scan_metadata(
+        trader_id, as_of=as_of, filters={"kind": [WINDOW_KIND, SESSION_KIND]}
+    )
+    windows = {str(meta["message_id"]) for _, _, meta in rows if "message_id" in meta}
+    sessions = {str(meta["session"]) for _, _, meta in rows if "message_id" not in meta}
+    return windows, sessions
+
+
 def _session_scores(
     store: KhalaStore,
     trader_id: str,
@@ -144,10 +169,15 @@ def _session_scores(
     vec: np.ndarray,
     sessions: np.ndarray,
     as_of: datetime,
+    *,
+    known: set[str],
 ) -> np.ndarray:
-    """Per message, its session's z-scored BM25 + dense match of ``query``."""
-    names = sorted(set(sessions.tolist()))
-    per = dict.fromkeys(names, 0.0)
+    """Per message, its session's z-scored BM25 + dense match of ``query``, over the
+    sessions whose record is ``known`` at ``as_of``; 0 (the mean) for the others."""
+    per = dict.fromkeys(set(sessions.tolist()), 0.0)
+    names = sorted(known & set(per))
+    if not names:
+        return np.zeros(len(sessions))
     searches: list[tuple[str | np.ndarray, SearchMethod]] = [(query, "bm25"), (vec, "dense")]
     for q, method in searches:
         hits = store.search_scored(

@@ -29,7 +29,12 @@ fusion :class:`~backend.config.ConversationSettings` describes (the design of th
 evaluation's former ranker, now the product's only one, plus a lift of the messages of a
 speaker the query names, for a question asking *when* a lift of the messages that state
 a time, and a session-diverse pick of the top messages,
-:mod:`backend.memory._conversation_rank`).
+:mod:`backend.memory._conversation_rank`). A window or session record is stored as of its
+newest message, so as of a time inside a session that went on, the records of its last
+messages are not known yet: those windows' signals are then their message's own and the
+session scores neutral (a reviewer's replay: small talk said later had pushed a rule
+stated earlier out of the top 10; the records as they were then are not kept, so this
+approximates them, never looking ahead).
 """
 
 from __future__ import annotations

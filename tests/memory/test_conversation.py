@@ -117,6 +117,37 @@ def test_recall_ranks_with_provenance_and_never_sees_the_future(
     assert conversation.has_messages(TRADER, as_of=T + timedelta(minutes=1))
 
 
+def test_a_recall_inside_a_session_does_not_depend_on_what_was_said_after(
+    make_store: StoreFactory, minilm: MiniLMEmbedder
+) -> None:
+    """A reviewer's finding: a session's window and session records are stamped at their
+    newest message, so small talk said after ``as_of`` hid them from a recall as of
+    before it, and a rule stated earlier in that session fell to the floor of every
+    window signal ("never more than 1% a trade" left the top 10 of "how much can I risk
+    per trade?"). Unseen windows now take their message's own signals, unseen sessions
+    score neutral (an approximation of the records as they were then: the top two are
+    the same with or without the later message, their order may differ)."""
+    texts = [
+        "Good morning. How are the markets?", "Quiet so far, BTC ranging.",
+        "I had a rough week, lost on SOL.", "Sorry to hear that. Want to adjust your limits?",
+        "Yes, never more than 1% a trade from now on.", "Noted: 1% a trade.",
+        "Anyway, I'm ordering pizza tonight, any topping ideas?",
+    ]  # fmt: skip
+    chat = [
+        msg(i, t, speaker="trader" if i % 2 == 0 else "assistant", days=i / 24)
+        for i, t in enumerate(texts)
+    ]
+    asked_at = T + timedelta(hours=5, minutes=30)
+    rankings = []
+    for said in (chat[:6], chat):
+        store = make_store(minilm)
+        memory = ConversationMemory(store, settings=ConversationSettings())
+        memory.record(TRADER, said, as_of=T + timedelta(days=1))
+        found = memory.recall(TRADER, "how much can I risk per trade?", as_of=asked_at, top_k=6)
+        rankings.append([r.message.id for r in found])
+    assert set(rankings[0][:2]) == set(rankings[1][:2]) == {"m4", "m5"}
+
+
 def test_recall_resolves_relative_dates_against_as_of(conversation: ConversationMemory) -> None:
     conversation.record(TRADER, CHAT, as_of=T + timedelta(days=20))
 
