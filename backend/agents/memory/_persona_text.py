@@ -212,14 +212,58 @@ def _limited_number(pattern: re.Pattern[str], clause: str) -> re.Match[str] | No
 
 def _governs(clause: str, number: re.Match[str]) -> bool:
     """Whether a limit word (or "set to") bears on ``number``: before it in the clause,
-    or right after it ("3x max", "5x leverage at most": two words at most between). Not
-    a limit word about something else after it: "I went 10x long SOL and max size" was
-    read as a 10x leverage cap (a reviewer's finding)."""
+    or after it within four words with no "and"/"or"/"with" between and not naming
+    something else ("3x max", "5x leverage is my max", "3x is my absolute maximum"). Not
+    "I went 10x long SOL and max size", read as a 10x leverage cap (a reviewer's
+    finding)."""
     head = clause[: number.start()]
-    if _LIMIT.search(head) or _SET_TO.search(head):
+    if _SET_TO.search(head):
         return True
+    for limit in _LIMIT.finditer(head):  # not "I want max size and 10x leverage"
+        about_other = _OTHER_LIMIT.match(clause, limit.end()) is not None
+        if not (about_other and _JOINED.search(clause[limit.end() : number.start()])):
+            return True
     after = _LIMIT.search(clause, number.end())
-    return after is not None and len(clause[number.end() : after.start()].split()) <= 2
+    if after is None:
+        return False
+    between = clause[number.end() : after.start()]
+    other = _OTHER_LIMIT.match(clause, after.end())
+    return len(between.split()) <= 4 and not _JOINED.search(between) and other is None
+
+
+_JOINED = re.compile(r"(?i)\b(?:and|or|with|then|but)\b|[,;:<>]")
+_OTHER_LIMIT = re.compile(r"(?i)\s+(?:size|position|risk|loss|exposure|amount|notional)\b")
+"""After a limit word, what makes it about something other than leverage ("max size")."""
+
+
+def _amounts(clause: str, sentence: str) -> Iterator[tuple[HardConstraint, str]]:
+    """The amount limits of one clause: each amount is a loss per trade when a loss word
+    comes before it (since the amount before it), else a position size: "My max position
+    is $10k and I never lose more than $300 on a trade" is both (the first version took
+    any loss word in the clause, so the $10k became a loss cap: no cap at all). A loss
+    amount over a day or another period reads nothing, and a past loss ("I lost $200 on
+    that trade") or a complaint ("I keep losing $100 per trade") is no limit."""
+    limited = _LIMIT.search(_KEEP_DOING.sub(" ", clause))
+    if not limited or _permits(clause):
+        return
+    if not re.search(r"(?i)\b(?:position|size|trade|per)\b", clause):
+        return
+    found = list(_USD.finditer(clause))
+    bounds = [0] + [m.end() for m in found]  # each amount's words start after the last one
+    for n, usd in enumerate(found):
+        if usd.group(5) and _NOT_SIZE.search(clause):
+            continue
+        before = clause[bounds[n] : usd.start()]
+        around = clause[bounds[n] : found[n + 1].start() if n + 1 < len(found) else len(clause)]
+        if _PAST_LOSS.search(before):
+            continue
+        first = next(i for i in (1, 3, 5) if usd.group(i))
+        value = _number(usd.group(first), usd.group(first + 1))
+        losing = _LOSS_WORD.search(before) is not None
+        if value <= 0 or (losing and (_DAILY.search(around) or _PERIOD.search(around))):
+            continue
+        kind = "max_loss_per_trade" if losing else "max_position_notional"
+        yield HardConstraint(kind=kind, value=value, quote=sentence[:1000]), "usd"
 
 
 def _clause_at(sentence: str, start: int, end: int) -> tuple[str, str]:
@@ -241,9 +285,13 @@ _USD = re.compile(
 )
 """``$5,000``, ``5k USDC``, ``10 dollars``, or a bare ``10k`` (``k`` required; a bare ``m``
 is a timeframe: "the 15m chart")."""
-_LOSS_WORD = re.compile(r"(?i)\b(?:lose|loses|losing|loss|losses|risk|risking)\b")
+_LOSS_WORD = re.compile(r"(?i)\b(?:lose|loses|losing|loss|losses|risk|risking|risked)\b")
 """An amount next to these is a loss, not a position size ("never lose more than $200 on
 a trade")."""
+_PAST_LOSS = re.compile(r"(?i)\blost\b")
+"""A loss told as past ("I only lost $200 on that trade"): a report, no limit."""
+_KEEP_DOING = re.compile(r"(?i)\bkeep\s+\w+ing\b")
+""""keep losing": a complaint, not the limit word "keep" ("keep me under $1k")."""
 _NOT_SIZE = re.compile(r"(?i)\b(?:profit|gain|volume|chart|candles?|followers|cap|mcap)\b")
 """A bare amount next to these is not a position size ("1k profit per trade")."""
 
@@ -309,22 +357,8 @@ def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
             yield HardConstraint(kind="max_leverage", value=float(lev.group(1)), quote=q), "lev"
         elif no_lev and not any_lev and not _undone(clause, no_lev.start()):
             yield HardConstraint(kind="no_leverage", value=True, quote=clause[:1000]), "no_lev"
-        usd = _USD.search(clause)
-        if (
-            usd
-            and not pct
-            and _LIMIT.search(clause)
-            and re.search(r"(?i)\b(?:position|size|trade|per)\b", clause)
-            and not (usd.group(5) and _NOT_SIZE.search(clause))
-        ):
-            first = next(i for i in (1, 3, 5) if usd.group(i))
-            raw, suffix = usd.group(first), usd.group(first + 1)
-            value = _number(raw, suffix)
-            losing = _LOSS_WORD.search(clause) is not None
-            per_period = _DAILY.search(clause) or _PERIOD.search(clause)
-            if value > 0 and not (losing and per_period) and not _permits(clause):
-                kind = "max_loss_per_trade" if losing else "max_position_notional"
-                yield HardConstraint(kind=kind, value=value, quote=sentence[:1000]), "usd"
+        if not pct:
+            yield from _amounts(clause, sentence)
 
     meme = _NO_MEME.search(sentence)
     if meme and not_a_ban(sentence, meme):
