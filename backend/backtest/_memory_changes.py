@@ -159,19 +159,25 @@ def _ids(joined: str) -> str:
     return f"{shown} (+{more} more)" if more > 0 else shown
 
 
+def _without(row: pd.Series) -> str:
+    """The answer without memory, with the exposure it would have been executed at when
+    the check or the band changed it ("sell 0.32, executed -0.32": the band kept the
+    position; a reader saw the raw answer beside a difference computed on the executed)."""
+    action, size = str(row["without_action"]), float(row["without_size"])
+    executed = float(row["without_exposure"])
+    said = _what(action, size, executed)
+    asked = {"buy": size, "sell": -size}.get(action)
+    if asked is not None and abs(asked - executed) > _SAME:
+        said += f", executed {executed:+.2f}"
+    return said
+
+
 def _row(row: pd.Series) -> str:
     reasons = "<br>".join(html.escape(r) for r in str(row["reasons"]).split(" | ") if r)
     cells = [
         (str(row["time"]), "l"),
         (_what(str(row["action"]), float(row["size"]), float(row["target_exposure"])), "l"),
-        (
-            _what(
-                str(row["without_action"]),
-                float(row["without_size"]),
-                float(row["without_exposure"]),
-            ),
-            "l",
-        ),
+        (_without(row), "l"),
         (str(row["kind"]), "l"),
         (None, "l"),
         (_ids(str(row["memory_ids"])), "l"),

@@ -334,6 +334,8 @@ def test_a_change_the_band_executed_alike_is_not_listed(tmp_path: Path, btc: OHL
     csv = pd.read_csv(tmp_path / "memory_changes.csv")
     assert list(csv["time"]) == [result.equity.index[20].isoformat()]
     assert csv.iloc[0]["without_exposure"] == 0.6  # as executed, not the 0.9 proposed
+    page = (tmp_path / "report.html").read_text()
+    assert "buy 0.90, executed +0.60" in page  # the answer, and what it would have become
 
 
 def test_a_chat_models_run_does_not_claim_memory_changed_nothing(
