@@ -197,12 +197,16 @@ to 10x" (the number after ``to``)."""
 def _limited_number(pattern: re.Pattern[str], clause: str) -> re.Match[str] | None:
     """The number ``pattern`` finds after ``<change verb> ... to`` (:data:`_SET_TO`), else
     the first one after the clause's first limit word ("usually 5x and never above 10x" ->
-    10x), else its first one; None when that number is a floor ("never go below 2x")."""
+    10x), else the last one before that word ("instead of 20x I'll use 5x max" -> 5x: the
+    first, 20x, was the number left behind), else its first one; None when that number is
+    a floor ("never go below 2x")."""
     set_to = _SET_TO.search(clause)
     limit = _LIMIT.search(clause)
+    before = list(pattern.finditer(clause, 0, limit.start())) if limit else []
     found = (
         (pattern.search(clause, set_to.end()) if set_to else None)
         or (pattern.search(clause, limit.end()) if limit else None)
+        or (before[-1] if before else None)
         or pattern.search(clause)
     )
     if found is None or _FLOOR.search(clause[: found.start()]):
@@ -212,17 +216,14 @@ def _limited_number(pattern: re.Pattern[str], clause: str) -> re.Match[str] | No
 
 def _governs(clause: str, number: re.Match[str]) -> bool:
     """Whether a limit word (or "set to") bears on ``number``: before it in the clause,
-    or after it within four words with no "and"/"or"/"with" between and not naming
-    something else ("3x max", "5x leverage is my max", "3x is my absolute maximum"). Not
-    "I went 10x long SOL and max size", read as a 10x leverage cap (a reviewer's
-    finding)."""
+    or after it within four words with no joining word ("and", "so", "if", ...) between
+    and not naming something else ("max size") or another number ("under $100"): "3x
+    max", "5x leverage is my max", "3x is my absolute maximum". Not "I went 10x long SOL
+    and max size", read as a 10x leverage cap (a reviewer's finding), nor "I use 20x
+    leverage when BTC is below 60k"."""
     head = clause[: number.start()]
-    if _SET_TO.search(head):
+    if _LIMIT.search(head) or _SET_TO.search(head):
         return True
-    for limit in _LIMIT.finditer(head):  # not "I want max size and 10x leverage"
-        about_other = _OTHER_LIMIT.match(clause, limit.end()) is not None
-        if not (about_other and _JOINED.search(clause[limit.end() : number.start()])):
-            return True
     after = _LIMIT.search(clause, number.end())
     if after is None:
         return False
@@ -231,39 +232,59 @@ def _governs(clause: str, number: re.Match[str]) -> bool:
     return len(between.split()) <= 4 and not _JOINED.search(between) and other is None
 
 
-_JOINED = re.compile(r"(?i)\b(?:and|or|with|then|but)\b|[,;:<>]")
-_OTHER_LIMIT = re.compile(r"(?i)\s+(?:size|position|risk|loss|exposure|amount|notional)\b")
-"""After a limit word, what makes it about something other than leverage ("max size")."""
+_JOINED = re.compile(r"(?i)\b(?:and|or|with|then|but|so|if|when|because|since|on|at)\b|[,;:<>]")
+_OTHER_LIMIT = re.compile(
+    r"(?i)\s+(?:(?:size|position|risk|loss|exposure|amount|notional|memecoins?)\b|\$|\d)"
+)
+"""After a limit word, what makes it about something other than leverage ("max size",
+"under $100", "below 60k")."""
 
 
 def _amounts(clause: str, sentence: str) -> Iterator[tuple[HardConstraint, str]]:
-    """The amount limits of one clause: each amount is a loss per trade when a loss word
-    comes before it (since the amount before it), else a position size: "My max position
-    is $10k and I never lose more than $300 on a trade" is both (the first version took
-    any loss word in the clause, so the $10k became a loss cap: no cap at all). A loss
-    amount over a day or another period reads nothing, and a past loss ("I lost $200 on
-    that trade") or a complaint ("I keep losing $100 per trade") is no limit."""
-    limited = _LIMIT.search(_KEEP_DOING.sub(" ", clause))
-    if not limited or _permits(clause):
-        return
-    if not re.search(r"(?i)\b(?:position|size|trade|per)\b", clause):
+    """The amount limits of one clause. The word nearest an amount (within five words
+    before it or four after it, not past another amount) says what it limits: a loss
+    word -> a loss per trade (``max_loss_per_trade``: "never lose more than $200 on a
+    trade", "$300 max loss per trade"), a position word (position, size, trade, per,
+    put, invest, allocate, exposure) -> a position cap; none -> no limit ("with my $10k
+    account", "when BTC is at $60k"). A loss over a day or another period, a past loss
+    ("I lost $200 on that trade") and a complaint ("I keep losing $100 per trade") read
+    nothing. Before, a loss word anywhere in the clause made every amount a loss cap:
+    "I risked too much so max position $1k" allowed a position many times that."""
+    if not _LIMIT.search(_KEEP_DOING.sub(" ", clause)) or _permits(clause):
         return
     found = list(_USD.finditer(clause))
-    bounds = [0] + [m.end() for m in found]  # each amount's words start after the last one
     for n, usd in enumerate(found):
-        if usd.group(5) and _NOT_SIZE.search(clause):
+        start = found[n - 1].end() if n else 0
+        end = found[n + 1].start() if n + 1 < len(found) else len(clause)
+        before = clause[start : usd.start()].split()[-5:]
+        after = clause[usd.end() : end].split()[:4]
+        near = " ".join([*before, *after])
+        if _PAST_LOSS.search(" ".join(before[-3:])) or _KEEP_DOING.search(" ".join(before)):
             continue
-        before = clause[bounds[n] : usd.start()]
-        around = clause[bounds[n] : found[n + 1].start() if n + 1 < len(found) else len(clause)]
-        if _PAST_LOSS.search(before):
+        if (usd.group(5) and _NOT_SIZE.search(near)) or _ASIDE.search(near):
             continue
+        kind = _amount_kind(before, after)
+        if kind is None or _DAILY.search(near) or _PERIOD.search(near):
+            continue  # an amount per day or period: no kind holds it
         first = next(i for i in (1, 3, 5) if usd.group(i))
         value = _number(usd.group(first), usd.group(first + 1))
-        losing = _LOSS_WORD.search(before) is not None
-        if value <= 0 or (losing and (_DAILY.search(around) or _PERIOD.search(around))):
-            continue
-        kind = "max_loss_per_trade" if losing else "max_position_notional"
-        yield HardConstraint(kind=kind, value=value, quote=sentence[:1000]), "usd"
+        if value > 0:
+            yield HardConstraint(kind=kind, value=value, quote=sentence[:1000]), "usd"
+
+
+def _amount_kind(before: list[str], after: list[str]) -> str | None:
+    """``max_loss_per_trade`` or ``max_position_notional`` by the words around an amount
+    (``before``: the words before it, nearest last): the nearest of a loss word and a
+    position word decides; "trade" and "per" ("per trade" goes with both) only make it a
+    position cap when neither is there; None when no such word is."""
+    ranked = [*enumerate(reversed(before)), *enumerate(after)]
+    words = [w.strip(".,!?").lower() for _, w in sorted(ranked, key=lambda dw: dw[0])]
+    for word in words:
+        if _LOSS_WORD.fullmatch(word):
+            return "max_loss_per_trade"
+        if _POSITION_WORD.fullmatch(word):
+            return "max_position_notional"
+    return "max_position_notional" if {"trade", "trades", "per"} & set(words) else None
 
 
 def _clause_at(sentence: str, start: int, end: int) -> tuple[str, str]:
@@ -288,9 +309,16 @@ is a timeframe: "the 15m chart")."""
 _LOSS_WORD = re.compile(r"(?i)\b(?:lose|loses|losing|loss|losses|risk|risking|risked)\b")
 """An amount next to these is a loss, not a position size ("never lose more than $200 on
 a trade")."""
+_ASIDE = re.compile(
+    r"(?i)\b(?:account|balance|portfolio|bankroll|capital|equity|profits?|gains?|make|target|aim)\b"
+)
+"""An amount beside these is the account's size or a target, not a limit."""
+_POSITION_WORD = re.compile(
+    r"(?i)(?:positions?|size|sizes|sizing|put|invest\w*|allocat\w*|exposure|notional)"
+)
 _PAST_LOSS = re.compile(r"(?i)\blost\b")
 """A loss told as past ("I only lost $200 on that trade"): a report, no limit."""
-_KEEP_DOING = re.compile(r"(?i)\bkeep\s+\w+ing\b")
+_KEEP_DOING = re.compile(r"(?i)\bkeep\s+(?:losing|bleeding|blowing)\b")
 """"keep losing": a complaint, not the limit word "keep" ("keep me under $1k")."""
 _NOT_SIZE = re.compile(r"(?i)\b(?:profit|gain|volume|chart|candles?|followers|cap|mcap)\b")
 """A bare amount next to these is not a position size ("1k profit per trade")."""

@@ -60,7 +60,26 @@ CONSTRAINTS: list[tuple[str, dict[str, Any]]] = [
     # words before it (a position cap beside a loss limit stays a position cap)
     ("5x leverage is my max", {"max_leverage": 5.0}),
     ("3x is my absolute maximum", {"max_leverage": 3.0}),
-    ("I want max size and 10x leverage", {}),
+    # a limit word before a number bears on it, whatever it names first: "Max size $1k and
+    # 3x leverage" caps both (the reading that dropped this cap dropped those too)
+    ("I want max size and 10x leverage", {"max_leverage": 10.0}),
+    ("Max size $1k and 3x leverage", {"max_leverage": 3.0, "max_position_notional": 1000.0}),
+    # a third reading: the number a limit word bears on is the nearest one, not the one
+    # left behind; an amount is read by its nearest loss or position word
+    ("Instead of 20x I'll use 5x max", {"max_leverage": 5.0}),
+    ("I used to do 20x now 5x is my max", {"max_leverage": 5.0}),
+    ("I use 20x leverage when BTC is below 60k", {}),
+    ("I opened 20x leverage long on SOL under $100", {}),
+    ("I risked too much so max position $1k", {"max_position_notional": 1000.0}),
+    ("To reduce risk I keep my position under $2k", {"max_position_notional": 2000.0}),
+    ("$300 max loss per trade", {"max_loss_per_trade": 300.0}),
+    (
+        "Max position $10k and $200 max loss per trade",
+        {"max_position_notional": 10_000.0, "max_loss_per_trade": 200.0},
+    ),
+    ("Never risk more than $100 on a trade with my $10k account", {"max_loss_per_trade": 100.0}),
+    ("Never lose more than $200 per trade or $500 a day", {"max_loss_per_trade": 200.0}),
+    ("Keep sizing at $500 per trade", {"max_position_notional": 500.0}),
     (
         "My max position is $10k and I never lose more than $300 on a trade",
         {"max_position_notional": 10_000.0, "max_loss_per_trade": 300.0},
