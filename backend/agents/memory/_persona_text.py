@@ -216,7 +216,7 @@ def _limited_number(pattern: re.Pattern[str], clause: str) -> re.Match[str] | No
 
 def _governs(clause: str, number: re.Match[str]) -> bool:
     """Whether a limit word (or "set to") bears on ``number``: before it in the clause,
-    or after it within four words with no joining word ("and", "so", "if", ...) between
+    or after it within six words with no joining word ("so", "if", "when", ...) between
     and not naming something else ("max size") or another number ("under $100"): "3x
     max", "5x leverage is my max", "3x is my absolute maximum". Not "I went 10x long SOL
     and max size", read as a 10x leverage cap (a reviewer's finding), nor "I use 20x
@@ -229,10 +229,10 @@ def _governs(clause: str, number: re.Match[str]) -> bool:
         return False
     between = clause[number.end() : after.start()]
     other = _OTHER_LIMIT.match(clause, after.end())
-    return len(between.split()) <= 4 and not _JOINED.search(between) and other is None
+    return len(between.split()) <= 6 and not _JOINED.search(between) and other is None
 
 
-_JOINED = re.compile(r"(?i)\b(?:and|or|with|then|but|so|if|when|because|since|on|at)\b|[,;:<>]")
+_JOINED = re.compile(r"(?i)\b(?:then|but|so|if|when|because|since|unless)\b|[,;:<>]")
 _OTHER_LIMIT = re.compile(
     r"(?i)\s+(?:(?:size|position|risk|loss|exposure|amount|notional|memecoins?)\b|\$|\d)"
 )
@@ -250,7 +250,7 @@ def _amounts(clause: str, sentence: str) -> Iterator[tuple[HardConstraint, str]]
     ("I lost $200 on that trade") and a complaint ("I keep losing $100 per trade") read
     nothing. Before, a loss word anywhere in the clause made every amount a loss cap:
     "I risked too much so max position $1k" allowed a position many times that."""
-    if not _LIMIT.search(_KEEP_DOING.sub(" ", clause)) or _permits(clause):
+    if not _LIMIT.search(_PAST_LOSS.sub(" ", clause)) or _permits(clause):
         return
     found = list(_USD.finditer(clause))
     for n, usd in enumerate(found):
@@ -259,12 +259,16 @@ def _amounts(clause: str, sentence: str) -> Iterator[tuple[HardConstraint, str]]
         before = clause[start : usd.start()].split()[-5:]
         after = clause[usd.end() : end].split()[:4]
         near = " ".join([*before, *after])
-        if _PAST_LOSS.search(" ".join(before[-3:])) or _KEEP_DOING.search(" ".join(before)):
+        if _PAST_LOSS.search(" ".join(before[-3:])):
             continue
-        if (usd.group(5) and _NOT_SIZE.search(near)) or _ASIDE.search(near):
+        if (usd.group(5) and _NOT_SIZE.search(near)) or (
+            (after and _ASIDE_AFTER.match(after[0]))
+            or any(_ASIDE_BEFORE.match(w) for w in before[-2:])
+        ):
             continue
         kind = _amount_kind(before, after)
-        if kind is None or _DAILY.search(near) or _PERIOD.search(near):
+        qualified = " ".join([*before[-2:], *after])  # "$500 a day", "per week $1k"
+        if kind is None or _DAILY.search(qualified) or _PERIOD.search(qualified):
             continue  # an amount per day or period: no kind holds it
         first = next(i for i in (1, 3, 5) if usd.group(i))
         value = _number(usd.group(first), usd.group(first + 1))
@@ -274,16 +278,19 @@ def _amounts(clause: str, sentence: str) -> Iterator[tuple[HardConstraint, str]]
 
 def _amount_kind(before: list[str], after: list[str]) -> str | None:
     """``max_loss_per_trade`` or ``max_position_notional`` by the words around an amount
-    (``before``: the words before it, nearest last): the nearest of a loss word and a
-    position word decides; "trade" and "per" ("per trade" goes with both) only make it a
-    position cap when neither is there; None when no such word is."""
-    ranked = [*enumerate(reversed(before)), *enumerate(after)]
-    words = [w.strip(".,!?").lower() for _, w in sorted(ranked, key=lambda dw: dw[0])]
-    for word in words:
-        if _LOSS_WORD.fullmatch(word):
-            return "max_loss_per_trade"
-        if _POSITION_WORD.fullmatch(word):
-            return "max_position_notional"
+    (``before``: the words before it, nearest last). A position word anywhere near makes
+    it a position cap (the stricter reading: "To limit risk max $1k per position" is a
+    position cap); else a loss word within three words before it or anywhere after it a
+    loss per trade ("never lose more than $200", "$300 max loss per trade"; not past a
+    joining word: "to $1k so losses stay small"); else "trade"
+    or "per" a position cap ("never more than $5,000 per trade"); else no limit."""
+    words = [w.strip(".,!?").lower() for w in [*before, *after]]
+    if any(_POSITION_WORD.fullmatch(w) for w in words):
+        return "max_position_notional"
+    joined = next((i for i, w in enumerate(after) if _JOINED.fullmatch(w.strip(".,!?"))), None)
+    close = [w.strip(".,!?").lower() for w in [*before[-3:], *after[:joined]]]
+    if any(_LOSS_WORD.fullmatch(w) for w in close):
+        return "max_loss_per_trade"
     return "max_position_notional" if {"trade", "trades", "per"} & set(words) else None
 
 
@@ -309,17 +316,17 @@ is a timeframe: "the 15m chart")."""
 _LOSS_WORD = re.compile(r"(?i)\b(?:lose|loses|losing|loss|losses|risk|risking|risked)\b")
 """An amount next to these is a loss, not a position size ("never lose more than $200 on
 a trade")."""
-_ASIDE = re.compile(
-    r"(?i)\b(?:account|balance|portfolio|bankroll|capital|equity|profits?|gains?|make|target|aim)\b"
-)
-"""An amount beside these is the account's size or a target, not a limit."""
+_ASIDE_AFTER = re.compile(r"(?i)(?:account|balance|bankroll|stack|profits?|gains?)\b")
+"""The word right after an amount that makes it the account's size or a target ("my $10k
+account", "$300 profit"), not a limit."""
+_ASIDE_BEFORE = re.compile(r"(?i)(?:make|target|aim|aiming|earn|win)\b")
+"""One of the two words right before an amount that makes it a target ("to make $300")."""
 _POSITION_WORD = re.compile(
     r"(?i)(?:positions?|size|sizes|sizing|put|invest\w*|allocat\w*|exposure|notional)"
 )
-_PAST_LOSS = re.compile(r"(?i)\blost\b")
-"""A loss told as past ("I only lost $200 on that trade"): a report, no limit."""
-_KEEP_DOING = re.compile(r"(?i)\bkeep\s+(?:losing|bleeding|blowing)\b")
-""""keep losing": a complaint, not the limit word "keep" ("keep me under $1k")."""
+_PAST_LOSS = re.compile(r"(?i)\blost\b|\b(?:after|since|been|keep|kept)\s+losing\b")
+"""A loss told as past or going on ("I only lost $200 on that trade", "after losing
+$1k", "I keep losing $100 per trade"): a report, no limit."""
 _NOT_SIZE = re.compile(r"(?i)\b(?:profit|gain|volume|chart|candles?|followers|cap|mcap)\b")
 """A bare amount next to these is not a position size ("1k profit per trade")."""
 

@@ -80,6 +80,19 @@ CONSTRAINTS: list[tuple[str, dict[str, Any]]] = [
     ("Never risk more than $100 on a trade with my $10k account", {"max_loss_per_trade": 100.0}),
     ("Never lose more than $200 per trade or $500 a day", {"max_loss_per_trade": 200.0}),
     ("Keep sizing at $500 per trade", {"max_position_notional": 500.0}),
+    # a fourth reading, against the session's start: a position word near an amount
+    # makes it a position cap (the stricter); a loss word, only right before it or after
+    # it; "and" does not cut a leverage number from its limit word, "so"/"when" do
+    ("To limit risk max $1k per position", {"max_position_notional": 1000.0}),
+    ("I limit each trade to $1k so losses stay small", {"max_position_notional": 1000.0}),
+    ("I risk a lot so max $2k per trade", {"max_position_notional": 2000.0}),
+    ("5x and no higher", {"max_leverage": 5.0}),
+    ("My leverage is 3x and I never go higher", {"max_leverage": 3.0}),
+    ("5x on BTC max", {"max_leverage": 5.0}),
+    ("Never put more than $1k of my portfolio in one trade", {"max_position_notional": 1000.0}),
+    ("Never risk more than $200 of my capital per trade", {"max_loss_per_trade": 200.0}),
+    ("I got rekt last week so max $500 per trade", {"max_position_notional": 500.0}),
+    ("After losing $3k I cap positions at $1k", {"max_position_notional": 1000.0}),
     (
         "My max position is $10k and I never lose more than $300 on a trade",
         {"max_position_notional": 10_000.0, "max_loss_per_trade": 300.0},
