@@ -52,9 +52,20 @@ def rank_messages(
     :class:`StoreError`; raises the store's errors."""
     if not 1 <= top_k <= MAX_TOP_K:
         raise StoreError(f"top_k must be in 1..{MAX_TOP_K}, got {top_k}")
-    rows = store.scan_metadata(trader_id, as_of=as_of, filters={"kind": MESSAGE_KIND})
+    # one scan: the messages, and which windows and sessions are known at as_of
+    scanned = store.scan_metadata(
+        trader_id, as_of=as_of, filters={"kind": [MESSAGE_KIND, WINDOW_KIND, SESSION_KIND]}
+    )
+    rows = [r for r in scanned if r[0].startswith(PREFIX[MESSAGE_KIND])]
     if not rows:
         return []
+    cut = len(PREFIX[WINDOW_KIND])
+    known_windows = {r[0][cut:] for r in scanned if r[0].startswith(PREFIX[WINDOW_KIND])}
+    known_sessions = {
+        str(meta["session"])
+        for rid, _, meta in scanned
+        if not rid.startswith((PREFIX[MESSAGE_KIND], PREFIX[WINDOW_KIND]))
+    }
     first: dict[str, float] = {}
     for _, t, meta in rows:
         key = str(meta["session"])
@@ -95,7 +106,6 @@ def rank_messages(
     # a window (or session) with a message said after as_of is stored as of that message,
     # so it is not known at as_of: the window signals of its centre are its own message's
     # (not the floor of an unseen window), and its session scores neutral (module doc)
-    known_windows, known_sessions = _known(store, trader_id, as_of)
     unseen = np.array([m not in known_windows for m in ids], dtype=bool)
     if unseen.any():
         window_bm25 = np.where(unseen, message_bm25, window_bm25)
@@ -149,17 +159,6 @@ def rank_messages(
         message = message_of(held[rows[i][0]])
         out.append(RecalledMessage(message=message, score=float(smoothed[i]), signals=names))
     return out
-
-
-def _known(store: KhalaStore, trader_id: str, as_of: datetime) -> tuple[set[str], set[str]]:
-    """The message ids whose window record, and the sessions whose record, are known at
-    ``as_of`` (one metadata scan)."""
-    rows = store.scan_metadata(
-        trader_id, as_of=as_of, filters={"kind": [WINDOW_KIND, SESSION_KIND]}
-    )
-    windows = {str(meta["message_id"]) for _, _, meta in rows if "message_id" in meta}
-    sessions = {str(meta["session"]) for _, _, meta in rows if "message_id" not in meta}
-    return windows, sessions
 
 
 def _session_scores(
