@@ -225,7 +225,10 @@ class DeepTraderManager:
                 self.reader.prime(i, self._bars)
                 t["prime"] += (now := time.perf_counter()) - started
                 started = now
-            self.writer.flush_if_due(as_of)  # before any read of this bar
+            if first:  # the warm start: what was detected before it, readable now
+                self.writer.start(as_of)
+            else:
+                self.writer.flush_if_due(as_of)  # before any read of this bar
             situation = self.reader.observe(i, equity=bar.position.equity, first=first)
             t["observe"] += (now := time.perf_counter()) - started
             self.writer.add_due(as_of)

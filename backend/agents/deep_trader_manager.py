@@ -6,7 +6,9 @@ live scheduler), with ``as_of`` = the bar's close time for every read and write:
 a. working memory observes the bar (``WorkingMemory.observe_bar``: snapshot, topics,
    consolidation of overflow into ``context`` episodes);
 b. detected episodes (market events, news shocks; precomputed from the whole frame) whose
-   ``occurred_at`` has passed are added, in one batch;
+   ``occurred_at`` has passed are added, in one batch; at a new loop's first bar, those
+   detected before it are written with their outcomes before anything is read (the warm
+   start);
 c. the three tiers are retrieved and rendered within the token budget
    (``HierarchicalMemory.retrieve`` + ``render_context``, as ``build_context`` does; the
    episodic query is :func:`situation_query`), every ``agent.context_every_bars`` bars (in
@@ -22,7 +24,8 @@ f. a decision that trades (its target exposure differs from the current one by a
 g. outcomes: ``outcome_horizon_bars`` after a recorded decision or a detected event its
    outcome (market return, estimated PnL) is recorded, which updates its importance
    (reflection); a closed trade (:meth:`DeepTraderManager.on_trade_closed`) records its
-   realised PnL on the decision that opened it. Writes are batched
+   realised PnL on the decision that opened it (a position reduced in steps: one
+   outcome when it closes). Writes are batched
    (:mod:`backend.agents._memory_writer`).
 
 With memory off (``agent.memory = False`` or no memory system): no retrieval and no

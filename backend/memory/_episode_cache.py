@@ -51,7 +51,7 @@ class EpisodeCache:
     def __init__(self, store: KhalaStore) -> None:
         self._store = store
         self._decoded: OrderedDict[tuple[str, str, str], _Decoded] = OrderedDict()
-        self._replayed: dict[tuple[str, str, str, int], Episode] = {}
+        self._replayed: dict[tuple[str, str, str, int, str | None], Episode] = {}
         self._cache_lock = threading.Lock()
         self._states: dict[tuple[str, str], _StateEntry] = {}
         """(trader, symbol) -> its state index (module doc; used by
@@ -92,13 +92,14 @@ class EpisodeCache:
             self._states[key] = _StateEntry(stamp, cursor, index)
         return index
 
-    def as_of(self, record: MemoryRecord, ts: float) -> Episode:
+    def as_of(self, record: MemoryRecord, ts: float, *, horizon: str | None = None) -> Episode:
         """The episode of ``record`` as of ``ts``, memoised: a decision loop recalls the
         same candidates bar after bar, and parsing them was most of a recall's time:
         decoding and replaying a decision episode with its outcome takes ~15 us, a
         memoised one ~0.7 us (measured 2026-12-06 on 50 such episodes), and a recall reads
         32 (``agent.episode_neighbours``) of a decision that takes ~1.6 ms in all. Keys
-        hold the record's stored JSON, so any write is a new key."""
+        hold the record's stored JSON, so any write is a new key. ``horizon``: the
+        episode's outcome is its latest over that horizon (:func:`replay`)."""
         key = (
             record.id,
             str(record.metadata.get("episode", "")),
@@ -117,11 +118,11 @@ class EpisodeCache:
         base, log, times = decoded
         # the entries at or before ts are the `applied` earliest ones: the count is a key
         applied = bisect.bisect_right(times, ts)
-        replay_key = (*key, applied)
+        replay_key = (*key, applied, horizon)
         with self._cache_lock:
             episode = self._replayed.get(replay_key)
         if episode is None:
-            episode = replay(base, log, ts)
+            episode = replay(base, log, ts, horizon=horizon)
             with self._cache_lock:
                 if len(self._replayed) > 4 * _DECODED_MAX:
                     self._replayed.clear()

@@ -58,14 +58,24 @@ def _clip(value: float) -> float:
     return min(1.0, max(0.0, value))
 
 
-def replay(base: Episode, log: list[dict[str, Any]], as_of_ts: float | None) -> Episode:
+def replay(
+    base: Episode,
+    log: list[dict[str, Any]],
+    as_of_ts: float | None,
+    *,
+    horizon: str | None = None,
+) -> Episode:
     """``base`` with the log entries recorded at or before ``as_of_ts`` (all if None), in
     log order. Entries are skipped, not a stop: concurrent writers with their own clocks
     (the decision loop, the scheduler's decay) may append a slightly older entry after a
-    newer one."""
+    newer one. ``outcome`` is the latest one, or with ``horizon`` the latest over that
+    horizon (None if there is none; the importance still takes every outcome's
+    reflection)."""
     importance = base.importance
     actions = list(base.actions)
     outcome = base.outcome
+    if horizon is not None and outcome is not None and outcome.horizon != horizon:
+        outcome = None
     for entry in log:
         if as_of_ts is not None and float(entry["ts"]) > as_of_ts:
             continue
@@ -73,7 +83,8 @@ def replay(base: Episode, log: list[dict[str, Any]], as_of_ts: float | None) -> 
         if op == "action":
             actions.append(ActionLink.model_validate(entry["action"]))
         elif op == "outcome":
-            outcome = Outcome.model_validate(entry["outcome"])
+            if horizon is None or entry["outcome"].get("horizon") == horizon:
+                outcome = Outcome.model_validate(entry["outcome"])
             importance = _clip(importance + float(entry["delta"]))
         elif op == "decay":
             importance = _clip(importance * float(entry["factor"]))

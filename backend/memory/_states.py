@@ -8,8 +8,12 @@ feature values of its bar (:data:`backend.memory.detectors.STATE_COLUMNS`, all c
 from candles at or before the bar). :class:`StateIndex` holds, for one trader and
 symbol, one row per (episode, outcome) pair: the outcome's market return over its
 horizon and the time it became known, so a query at ``as_of`` only sees outcomes
-recorded at or before ``as_of`` (an outcome later replaced by another is a second row,
-valid from its own time on).
+recorded at or before ``as_of``. An outcome later replaced by another over the same
+horizon is a second row, valid from its own time on; an outcome over another horizon
+does not end it (a decision episode's ``"trade"`` outcome, written when its position
+closes after the horizon, had hidden its horizon outcome from every later query over
+that horizon: the agent's own held trades left the neighbour pool). A query over any
+horizon sees each episode's latest outcome.
 
 Distance: Euclidean over :data:`STATE_FEATURES`, each scaled by its robust spread over
 the candidates visible at the query (median absolute deviation x 1.4826, the normal
@@ -35,9 +39,10 @@ STATE_FEATURES: tuple[str, ...] = tuple(
     name for name in STATE_COLUMNS if name not in ("close", "ret_bar", "volume_shock")
 )
 """Scale-free features the neighbours are matched on: 1-day and 7-day returns, 1-day and
-30-day realised vol (annualised), their ratio, drawdown from the 30-day high and the EMA
-spread (fractions). Price level, bar return and volume shock are left out: the first is
-not comparable across years, the other two are one-bar noise."""
+30-day realised vol (annualised), their ratio, drawdown from the 14-day high and the EMA
+spread (fractions; :mod:`backend.memory._features`). Price level, bar return and volume
+shock are left out: the first is not comparable across years, the other two are one-bar
+noise."""
 
 _MAD_TO_SD = 1.4826
 _MIN_SCALE = 1e-9
@@ -77,6 +82,9 @@ class _Row:
     created_ts: float
     valid_from: float
     valid_to: float
+    """When the next outcome over the same horizon replaced this one (inf: never)."""
+    latest_to: float
+    """When the next outcome over any horizon was recorded (inf: never)."""
     market_return: float
     horizon: str
     values: tuple[float, ...]
@@ -105,6 +113,7 @@ class StateIndex:
         self._created = np.array([r.created_ts for r in kept], dtype=np.float64)
         self._from = np.array([r.valid_from for r in kept], dtype=np.float64)
         self._to = np.array([r.valid_to for r in kept], dtype=np.float64)
+        self._to_any = np.array([r.latest_to for r in kept], dtype=np.float64)
         self._returns = np.array([r.market_return for r in kept], dtype=np.float64)
         self._x = (  # feature-major: one contiguous column per feature
             np.array([r.values for r in kept], dtype=np.float64).T.copy()
@@ -153,6 +162,7 @@ class StateIndex:
         out._created = np.concatenate([self._created, new._created])
         out._from = np.concatenate([self._from, new._from])
         out._to = np.concatenate([self._to, new._to])
+        out._to_any = np.concatenate([self._to_any, new._to_any])
         out._returns = np.concatenate([self._returns, new._returns])
         out._x = np.concatenate([self._x, new._x], axis=1)
         out._keys = np.concatenate([self._keys, new._keys])
@@ -176,16 +186,20 @@ class StateIndex:
         outcomes: list[tuple[float, float, str]],
     ) -> list[_Row]:
         """Rows of one episode: ``outcomes`` are ``(recorded_at epoch s, market_return,
-        horizon)`` in time order; none when a feature is missing or no outcome exists."""
+        horizon)``; none when a feature is missing or no outcome exists. A row is valid
+        until the next outcome over its horizon (``valid_to``) and is the episode's
+        latest until the next outcome over any (``latest_to``; module doc)."""
         values = vector(state)
         if values is None or not outcomes:
             return []
-        ordered = sorted(outcomes, key=lambda o: o[0])
+        ordered = sorted(outcomes, key=lambda o: o[0])  # stable: log order within a time
         out = []
         for n, (ts, ret, horizon) in enumerate(ordered):
-            until = ordered[n + 1][0] if n + 1 < len(ordered) else math.inf
+            later = ordered[n + 1 :]
+            latest_to = later[0][0] if later else math.inf
+            until = next((t for t, _, h in later if h == horizon), math.inf)
             if math.isfinite(ret):
-                out.append(_Row(episode_id, created_ts, ts, until, ret, horizon, values))
+                out.append(_Row(episode_id, created_ts, ts, until, latest_to, ret, horizon, values))
         return out
 
     @staticmethod
@@ -219,20 +233,22 @@ class StateIndex:
         scale_sample: int = SCALE_SAMPLE,
     ) -> list[StateNeighbour]:
         """The ``k`` most similar episodes to ``state`` whose outcome was known at
-        ``as_of_ts`` (epoch s), best first (ties: newer first); only outcomes over
-        ``horizon`` when given. Empty when ``state`` lacks a feature. The scales are
-        those of the rows visible at ``as_of_ts`` (a sample of ``scale_sample`` of them
-        when there are more than twice as many)."""
+        ``as_of_ts`` (epoch s), best first (ties: newer first); with ``horizon`` each
+        episode's latest outcome over it, else its latest outcome. Empty when ``state``
+        lacks a feature. The scales are those of the rows visible at ``as_of_ts`` (a
+        sample of ``scale_sample`` of them when there are more than twice as many)."""
         query = vector(state)
         if query is None or k < 1 or not self._rows:
             return []
         t = as_of_ts
-        live = self._alive & (self._created <= t) & (self._from <= t) & (t < self._to)
-        if horizon is not None:
+        live = self._alive & (self._created <= t) & (self._from <= t)
+        if horizon is None:
+            live &= t < self._to_any
+        else:
             code = self._labels.get(horizon)
             if code is None:
                 return []
-            live &= self._horizons == code
+            live &= (t < self._to) & (self._horizons == code)
         idx = np.flatnonzero(live)
         if idx.size == 0:
             return []

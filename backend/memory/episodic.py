@@ -374,10 +374,12 @@ class EpisodicMemory:
         horizon: str | None = None,
     ) -> list[ScoredEpisode]:
         """The ``top_k`` episodes of ``symbol`` whose market state was most like ``state``
-        and whose outcome was known at ``as_of`` (over ``horizon`` when given), best
-        first, as of ``as_of`` (:mod:`backend.memory._states`: nearest neighbours over the
-        bar's causal features). ``score`` = ``similarity`` (0..1]; ``recency`` as in
-        :meth:`recall`. Episodes without a state or an outcome are not candidates.
+        and whose outcome was known at ``as_of`` (over ``horizon`` when given: each
+        episode then carries its latest outcome over that horizon, whatever came after
+        over another), best first, as of ``as_of`` (:mod:`backend.memory._states`:
+        nearest neighbours over the bar's causal features). ``score`` = ``similarity``
+        (0..1]; ``recency`` as in :meth:`recall`. Episodes without a state or an outcome
+        are not candidates.
 
         Read through :mod:`backend.memory._episode_cache`, whose two caches each carry
         their measurement: the decoded episodes, and the index of a (trader, symbol),
@@ -404,7 +406,7 @@ class EpisodicMemory:
             record = by_id.get(n.episode_id)
             if record is None:
                 continue
-            episode = self._cache.as_of(record, ts)
+            episode = self._cache.as_of(record, ts, horizon=horizon)
             out.append(
                 ScoredEpisode(
                     episode=episode,

@@ -92,6 +92,7 @@ def _fill(
             return_pct=pnl / (abs(closed) * book.entry_price),
             fees=fees,
             entry_decision=book.entry_decision,
+            closes_position=new_qty * book.qty <= 0,  # flat or flipped: the position's last row
         )
     book.cash -= (new_qty - book.qty) * price + abs(new_qty - book.qty) * price * fee_rate
     if new_qty == 0:

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from backend.agents._memory_writer import WRITE_ATTEMPTS, MemoryWriter
-from backend.backtest.models import Decision
+from backend.backtest.models import Decision, TradeRecord
 from backend.compose import build_memory_system
 from backend.config import MemorySettings, StoreSettings, load_settings
 from backend.data import load_ohlcv
 from backend.embeddings import HashingEmbedder
 from backend.memory import compute_features
+from backend.memory.models import Episode
 from tests.conftest import start_chroma_server
 
 TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
@@ -101,3 +102,61 @@ def test_a_flush_while_the_server_is_down_is_written_when_it_is_back(
     finally:
         system.close()
         _stop(proc)
+
+
+def _writer_on_memory(shared_data: Path, **kwargs: object) -> tuple[MemoryWriter, object]:
+    frame = load_ohlcv(shared_data / "market" / "binance", SYMBOL, "1h").frame
+    features = compute_features(frame.loc["2022-04-01":"2022-05-12"], symbol=SYMBOL, timeframe="1h")
+    settings = load_settings(store=StoreSettings(backend="memory"))
+    system = build_memory_system(settings, embedder=HashingEmbedder())
+    return MemoryWriter(system, trader_id=TRADER, features=features, **kwargs), system  # type: ignore[arg-type]
+
+
+def _row(
+    decision: str, *, exit_at: datetime, qty: float, price: float, closes: bool
+) -> TradeRecord:
+    return TradeRecord(
+        symbol=SYMBOL, side="long", entry_time=T0, exit_time=exit_at, entry_price=100.0,
+        exit_price=price, quantity=qty, pnl=qty * (price - 100.0), return_pct=price / 100 - 1,
+        fees=0.0, entry_decision=decision, closes_position=closes,
+    )  # fmt: skip
+
+
+def test_a_position_reduced_in_steps_is_one_trade_outcome(shared_data: Path) -> None:
+    """A reviewer's finding: every reduction of a position was an outcome of its own, each
+    with its own reflection (one decision had 23 on a month of BTC 1h, its importance
+    driven to 1). A position is one outcome, when it closes, with the rows' PnL summed."""
+    writer, system = _writer_on_memory(shared_data, horizon_bars=1, flush_every=1)
+    buy = Decision(action="buy", size=0.5, rationale="trend up")
+    opened = writer.record_decision(
+        buy, symbol=SYMBOL, as_of=T0, market_state="calm", equity=10_000.0
+    )
+    writer.tick(T0 + H)  # the 1-bar horizon outcome, before any reduction
+    writer.flush(T0 + H)
+    for n, price in enumerate((110.0, 120.0, 90.0), start=2):  # two reductions, then the close
+        writer.trade_closed(_row(opened, exit_at=T0 + n * H, qty=1.0, price=price, closes=n == 4))
+        writer.tick(T0 + n * H)
+        writer.flush(T0 + n * H)
+    assert writer.stats["outcomes_recorded"] == 2  # the horizon's, then the position's
+    episode = system.episodic.get(TRADER, [opened], as_of=T0 + 5 * H)[0]  # type: ignore[attr-defined]
+    assert episode.outcome is not None and episode.outcome.horizon == "trade"
+    assert episode.outcome.pnl == pytest.approx(10.0 + 20.0 - 10.0)
+    assert episode.outcome.market_return == pytest.approx(320.0 / 300.0 - 1.0)
+    assert episode.outcome.resolved_at == T0 + 4 * H
+    # before the closing row, the reductions wait: nothing but the horizon's outcome
+    before = system.episodic.get(TRADER, [opened], as_of=T0 + 3 * H)[0]  # type: ignore[attr-defined]
+    assert before.outcome is not None and before.outcome.horizon == "1h"
+
+
+def test_the_first_bar_reads_the_episodes_detected_before_it(shared_data: Path) -> None:
+    """A reviewer's finding: the first flush waited ``flush_every`` bars, so the first day
+    of every run decided without the warm-start episodes of the years before."""
+    old = Episode(
+        id="ep-old", trader_id=TRADER, symbol=SYMBOL, event_type="flash_crash",
+        occurred_at=T0 - 100 * H, description="a sharp drop", importance=0.5,
+    )  # fmt: skip
+    writer, system = _writer_on_memory(shared_data, episodes=[old], horizon_bars=24)
+    writer.start(T0)
+    stored = system.episodic.get(TRADER, ["ep-old"], as_of=T0)  # type: ignore[attr-defined]
+    assert [e.id for e in stored] == ["ep-old"]
+    assert stored[0].outcome is not None and stored[0].outcome.horizon == "1d"

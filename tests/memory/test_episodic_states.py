@@ -88,10 +88,38 @@ def test_the_fence_hides_later_episodes_and_outcomes(make_store: StoreFactory) -
     # the later outcome replaces the first from its own time on; b is not known yet
     at_second = mem.recall_by_state("alice", "BTC/USDT", PANIC, as_of=second, top_k=5)
     assert [h.episode.outcome.horizon for h in at_second if h.episode.outcome] == ["3d"]
+    # over 24h: a's 24h outcome still holds (a 3d outcome does not replace it), b's too
     only_24h = mem.recall_by_state(
         "alice", "BTC/USDT", PANIC, as_of=second + timedelta(days=3), top_k=5, horizon="24h"
     )
-    assert [h.episode.id for h in only_24h] == ["ep-b"]
+    assert [
+        (h.episode.id, h.episode.outcome.horizon, h.episode.outcome.market_return)
+        for h in only_24h
+        if h.episode.outcome
+    ] == [("ep-b", "24h", -0.07), ("ep-a", "24h", -0.05)]
+    assert mem.recall_by_state(
+        "alice", "BTC/USDT", PANIC, as_of=second + timedelta(days=3), top_k=5, horizon="3d"
+    )[0].episode.outcome == outcome(0.02, second, "3d")
+
+
+def test_a_trade_outcome_after_the_horizon_keeps_the_horizon_outcome(
+    make_store: StoreFactory,
+) -> None:
+    """A decision episode's position closing after its horizon logs a ``trade`` outcome;
+    a recall over the horizon still finds the episode, with its horizon outcome."""
+    mem = EpisodicMemory(make_store(), settings=MemorySettings())
+    mem.add([episode("a", PANIC, hours=0)], as_of=T0)
+    known = T0 + timedelta(days=1)
+    mem.record_outcome("alice", "ep-a", outcome(-0.05, known), as_of=known)
+    closed = T0 + timedelta(days=2)
+    trade = Outcome(horizon="trade", market_return=0.03, pnl=12.0, resolved_at=closed)
+    mem.record_outcome("alice", "ep-a", trade, as_of=closed)
+    later = T0 + timedelta(days=5)
+    hits = mem.recall_by_state("alice", "BTC/USDT", PANIC, as_of=later, top_k=5, horizon="24h")
+    assert [(h.episode.id, h.episode.outcome) for h in hits] == [("ep-a", outcome(-0.05, known))]
+    anything = mem.recall_by_state("alice", "BTC/USDT", PANIC, as_of=later, top_k=5)
+    assert [h.episode.outcome for h in anything] == [trade]  # the latest, any horizon
+    assert mem.get("alice", ["ep-a"], as_of=later)[0].outcome == trade
 
 
 def test_the_index_follows_another_writers_changes(make_durable_store: StoreFactory) -> None:
