@@ -39,6 +39,13 @@ def test_help_lists_the_commands() -> None:
         assert command in real.stdout
     warm = run("--help")
     assert (warm.returncode, warm.stdout, warm.stderr) == (0, real.stdout, real.stderr)
+    # python -m backend / backend.entry is the same command (the second one did nothing)
+    python = str(Path(REAL_SENTINEL).with_name("python"))
+    for module in ("backend", "backend.entry"):
+        alias = subprocess.run(
+            [python, "-m", module, "memory", "--help"], capture_output=True, text=True, timeout=300
+        )
+        assert alias.returncode == 0 and "import-chat" in alias.stdout, alias.stderr
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -42,10 +42,11 @@ class DeepTraderManager:
     no-trade threshold (decides which decisions are recorded); ``flush_every``: bars
     between batched memory writes (default ``min(24, outcome_horizon_bars)``; see
     :mod:`backend.agents._memory_writer`); ``fills``: the trader's own fills (any order;
-    other traders' are ignored): with memory on, the persona is refreshed from those at
-    or before the bar at the first bar and then at the first bar of each UTC day (the
-    cadence of the scheduled persona refresh), so every decision reads the persona as
-    the trader's fills known then made it (:meth:`PersonaManager.update_from_fills`).
+    other traders' are ignored): with memory on, the persona is given those at or before
+    each bar before it decides (a bar without new fills costs a bisect), so every decision
+    reads the persona as the trader's fills known then made it
+    (:meth:`PersonaManager.update_from_fills`; it was once a day, and a day's fills were
+    seen only the next day).
     Implements :class:`~backend.backtest.models.DecisionMaker`. Not thread-safe.
     """
 
@@ -189,7 +190,7 @@ class DeepTraderManager:
         self._last = bar.as_of
         if bar.as_of.date() != self._day:
             self._day, self._day_equity = bar.as_of.date(), bar.position.equity
-            self._refresh_persona(bar.as_of)
+        self._refresh_persona(bar.as_of)  # the fills known at this bar (a bisect when none)
 
     def _refresh_persona(self, as_of: datetime) -> None:
         """Give the persona the trader's fills at or before ``as_of`` not given yet."""

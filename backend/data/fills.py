@@ -68,6 +68,19 @@ _DIRECTIONS: dict[str, Direction] = {
     "long > short": "flip_long_to_short",
     "short > long": "flip_short_to_long",
 }
+_SIDE_OF: dict[str, str] = {
+    "open_long": "buy",
+    "close_long": "sell",
+    "open_short": "sell",
+    "close_short": "buy",
+    "buy": "buy",
+    "sell": "sell",
+    "flip_long_to_short": "sell",
+    "flip_short_to_long": "buy",
+}
+"""The ``Side`` each known direction is (a row saying otherwise is refused)."""
+_KNOWN_OTHER = frozenset({"spot dust conversion"})
+"""Directions read as ``other`` without a warning (an automatic sweep of dust)."""
 _IST_OFFSET = pd.Timedelta(hours=5, minutes=30)
 _ZERO_HASH = "0x" + "0" * 64
 
@@ -91,15 +104,19 @@ def load_hyperliquid_fills(
     transfers), ``Direction`` -> ``direction`` (``Long > Short`` -> ``flip_long_to_short``,
     anything unknown such as ``Spot Dust Conversion`` -> ``other``; the raw text is kept in
     ``raw_direction``). Timestamps have minute precision: ``datetime`` is the end of the
-    fill's minute (module doc). A row that repeats an earlier
-    row exactly (every cell) is dropped with a warning naming its line, as the candle
-    reader does with exact duplicate rows.
+    fill's minute (module doc). A row that repeats an earlier fill (the same account,
+    transaction hash, order, price, size and start position, whatever its ignored
+    ``Timestamp`` / ``Trade ID`` cells say; or every cell) is dropped with a warning naming
+    its line, as the candle reader does with duplicate rows.
 
     Raises DataError (file, row = 1-based line with header = 1, field) for an unreadable or
     empty file, a header without rows (unless ``allow_empty``: ``[]``, an export with no
     fills yet), missing columns, an empty required cell, an unparseable ``Timestamp IST``,
     a non-numeric or non-finite number, price or size <= 0, an unknown ``Side`` or
-    ``Crossed`` value, or an ``Order ID`` mangled into scientific notation.
+    ``Crossed`` value, a negative ``Size USD``, a ``Direction`` that is not the row's
+    ``Side`` (``Open Long`` on a SELL), or an ``Order ID`` mangled into scientific notation.
+    An unknown ``Direction`` (other than ``Spot Dust Conversion``) is read as ``other``
+    with a warning naming its lines.
     """
     file = Path(path)
     table = read_csv_table(file, required=HYPERLIQUID_COLUMNS, allow_empty=allow_empty)
@@ -115,11 +132,31 @@ def load_hyperliquid_fills(
     }
     for column in ("Execution Price", "Size Tokens"):
         _fail_at(table, numbers[column] <= 0, "must be > 0", column)
+    _fail_at(table, numbers["Size USD"] < 0, "must be >= 0", "Size USD")
     optional = {
         column: _optional_numbers(table, column) for column in ("Start Position", "Closed PnL")
     }
     side = cells["Side"].str.strip().str.lower()
     _fail_at(table, ~side.isin(["buy", "sell"]), "Side must be BUY or SELL", "Side")
+    raw_direction = cells["Direction"].str.strip()
+    direction = raw_direction.map(direction_from_text)
+    expected = direction.map(_SIDE_OF)
+    _fail_at(
+        table,
+        expected.notna() & (expected != side),
+        "Direction disagrees with Side (Open Long, Close Short, Short > Long and spot Buy "
+        "are BUY; Close Long, Open Short, Long > Short and Sell are SELL)",
+        "Direction",
+    )
+    unknown = (direction == "other") & ~raw_direction.str.lower().isin(_KNOWN_OTHER)
+    if unknown.any():
+        where = [table.line(int(i)) for i in np.flatnonzero(unknown.to_numpy())]
+        log.warning(
+            "%s: %d row(s) of an unknown Direction (%s) read as 'other', not as the trader's "
+            "trades (lines %s)",
+            file, len(where), ", ".join(sorted(set(raw_direction[unknown]))[:5]),
+            ", ".join(map(str, where[:10])) + (" ..." if len(where) > 10 else ""),
+        )  # fmt: skip
     crossed = cells["Crossed"].str.strip().str.upper()
     _fail_at(
         table, ~crossed.isin(["TRUE", "FALSE", ""]), "Crossed must be TRUE or FALSE", "Crossed"
@@ -135,21 +172,18 @@ def load_hyperliquid_fills(
     account = cells["Account"].str.strip()
     tx_hash = cells["Transaction Hash"].str.strip()
     start = optional["Start Position"]
-    ids = stable_ids(
-        pd.DataFrame(
-            {
-                "account": account,
-                "tx": tx_hash,
-                "order": order,
-                "price": numbers["Execution Price"].map(repr),
-                "size": numbers["Size Tokens"].map(repr),
-                "start": start.map(repr),
-            }
-        ),
-        prefix="hl-",
+    keys = pd.DataFrame(
+        {
+            "account": account,
+            "tx": tx_hash,
+            "order": order,
+            "price": numbers["Execution Price"].map(repr),
+            "size": numbers["Size Tokens"].map(repr),
+            "start": start.map(repr),
+        }
     )
+    ids = stable_ids(keys, prefix="hl-")
     symbols = [_symbol(c) for c in cells["Coin"].str.strip().tolist()]
-    raw_direction = cells["Direction"].str.strip().tolist()
     millis = utc.dt.as_unit("ms").astype("int64").to_numpy()
     columns = zip(
         ids,
@@ -165,7 +199,7 @@ def load_hyperliquid_fills(
         crossed.tolist(),
         account.tolist(),
         optional["Closed PnL"].tolist(),
-        raw_direction,
+        raw_direction.tolist(),
         start.tolist(),
         tx_hash.tolist(),
         strict=True,
@@ -200,11 +234,17 @@ def load_hyperliquid_fills(
             "tx_hash": None if tx in ("", _ZERO_HASH) else tx,
         }
         fills.append(Fill.model_validate(record))
-    repeated = cells.duplicated(keep="first").to_numpy()
-    if repeated.any():  # an export written twice, or a copy-paste: not two trades
+    # the same fill twice (an export written twice, a copy-paste, a re-export whose
+    # damaged Timestamp / Trade ID cells differ): one trade, not two. A fill is its
+    # account, transaction, order, price, size and start position (no two fills of the
+    # real export share them); without a hash or a start position, only an exact copy
+    same_fill = keys.duplicated(keep="first") & start.notna() & ~tx_hash.isin(["", _ZERO_HASH])
+    repeated = (cells.duplicated(keep="first") | same_fill).to_numpy()
+    if repeated.any():
         lines = [table.line(int(i)) for i in np.flatnonzero(repeated)]
         log.warning(
-            "%s: dropped %d row(s) repeating an earlier row exactly (lines %s)",
+            "%s: dropped %d row(s) repeating an earlier fill (the same account, transaction, "
+            "order, price, size and start position, or every cell; lines %s)",
             file, len(lines), ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else ""),
         )  # fmt: skip
     order_by_time = np.argsort(millis, kind="stable")

@@ -16,7 +16,7 @@ With memory on, the modes differ only in what is retrieved (``agent.memory_tiers
 memory writes (decision episodes, outcomes, working-memory consolidation) are the same.
 With a trader (``trader_id`` and that trader's ``fills``, :func:`load_trader_fills`), every
 run is that trader's agent (``agent.trader_id``) and, with memory on, the persona is
-refreshed from the fills known at each day's first bar (:func:`build_trader_manager`); a
+refreshed from the fills known at each bar (:func:`build_trader_manager`); a
 window before the first fill runs on the seed note alone.
 
 Walk-forward windows (:func:`walk_forward_windows`): contiguous, non-overlapping

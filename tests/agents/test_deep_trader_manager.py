@@ -698,8 +698,16 @@ def test_persona_from_the_traders_fills_as_known_at_each_bar(
         run_backtest(btc, manager, settings=cfg.backtest, trader_id=trader, start=START, end=END)
         before = manager.profile_at(START + timedelta(days=2))
         after = manager.profile_at(END - timedelta(hours=1))
+        # a fill in the afternoon is known at the next bar, not the next day (a reviewer's
+        # finding: the refresh ran at each day's first bar only)
+        late = [f for f in moved if 3 <= f.datetime.hour <= 22 and f.datetime < END - timedelta(1)]
+        assert late
+        bar = late[-1].datetime.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        day = bar.replace(hour=0)
+        at_bar = manager.profile_at(bar)
     finally:
         close()
+    assert at_bar is not None and at_bar.as_of >= late[-1].datetime > day + timedelta(hours=1)
     assert before is not None and "preferred_assets" not in before.attributes  # the note only
     assert after is not None and after.version > before.version
     known = [f for f in moved if f.datetime <= after.as_of]

@@ -139,10 +139,26 @@ def test_ids_are_stable_across_reimports_and_extended_exports(
     assert {f.id for f in base} < {f.id for f in extended}
     # a row repeating an earlier one exactly (line 6 repeats line 5) is one fill, said
     assert len(extended) == len({f.id for f in extended}) == 4
-    assert "dropped 1 row(s) repeating an earlier row exactly (lines 6)" in caplog.text
+    assert "dropped 1 row(s) repeating an earlier fill" in caplog.text
+    assert "; lines 6)" in caplog.text
     assert extended[0].price == 95100.0  # sorted by time
     maker = next(f for f in base if f.side == "sell")
     assert (maker.taker_or_maker, maker.fee_cost, maker.realized_pnl) == ("maker", -0.1, 30.0)
+
+
+def test_a_fill_exported_again_with_other_damaged_cells_is_one_fill(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reviewer's finding: a re-export whose ignored ``Trade ID`` / ``Timestamp`` cells
+    differ was not an exact duplicate, got an id of its own, and was counted twice (the
+    persona's realised PnL 67,845.62 -> 81,113.95, its holding period 6.2 h -> 15.8 h)."""
+    again = ROWS[1].replace(DAMAGED_COLUMNS, "2.0E+15,1.74E+12")
+    fills = load_hyperliquid_fills(write(tmp_path, [HEADER, *ROWS, again]))
+    assert len(fills) == 3 and "dropped 1 row(s) repeating an earlier fill" in caplog.text
+    assert "; lines 5)" in caplog.text
+    # two fills of one order at one price and size are two fills: their start positions differ
+    twin = ROWS[1].replace(",0.01,Open Long", ",0.03,Open Long")
+    assert len(load_hyperliquid_fills(write(tmp_path, [HEADER, *ROWS[:2], twin], "t.csv"))) == 3
 
 
 def test_extra_columns_and_order_are_irrelevant(tmp_path: Path) -> None:
@@ -176,6 +192,8 @@ DAMAGE = [
     ("damaged order id", "Order ID", "5.20E+10", "scientific notation"),
     ("text pnl", "Closed PnL", "n/a", "not a finite number"),
     ("empty account", "Account", "", "missing value"),
+    ("negative usd", "Size USD", "-1900.2", ">= 0"),
+    ("a long opened by a sell", "Direction", "Close Long", "disagrees with Side"),
 ]
 
 
@@ -211,3 +229,18 @@ def test_damaged_files(tmp_path: Path) -> None:
     optional = _bad(_bad(ROWS[0], "Start Position", ""), "Closed PnL", "")
     (fill,) = load_hyperliquid_fills(write(tmp_path, [HEADER, optional], "o.csv"))
     assert fill.start_position is None and fill.realized_pnl is None
+
+
+def test_an_unknown_direction_is_other_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reviewer's finding: a misspelt Direction silently became ``other`` (the fill left
+    out of the trader's assets, sizing and long share)."""
+    odd = _bad(ROWS[1], "Direction", "Opn Long")
+    fills = load_hyperliquid_fills(write(tmp_path, [HEADER, ROWS[0], odd, ROWS[2]]))
+    assert [f.direction for f in fills] == ["open_long", "other", "close_long"]
+    assert "1 row(s) of an unknown Direction (Opn Long)" in caplog.text and "lines 3" in caplog.text
+    caplog.clear()
+    dust = _bad(_bad(ROWS[2], "Direction", "Spot Dust Conversion"), "Side", "SELL")
+    load_hyperliquid_fills(write(tmp_path, [HEADER, ROWS[0], dust], "d.csv"))
+    assert "unknown Direction" not in caplog.text

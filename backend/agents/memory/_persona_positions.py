@@ -167,8 +167,9 @@ def _chained(rows: list[int], start: np.ndarray, signed: np.ndarray, at: float |
     left, out = list(rows), list[int]()
     ends = [start[k] + signed[k] for k in rows]
 
-    def near(a: float, b: float) -> bool:
-        return bool(abs(a - b) <= 1e-6 * max(abs(a), abs(b), 1e-6))
+    def near(a: float, b: float) -> bool:  # float noise only: 1e-6 of a 20 BTC position
+        # (2e-5) was wider than a 1e-5 BTC fill, and a newest-first export chained wrong
+        return bool(abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1e-6))
 
     while left:
         nxt = None if at is None else next((k for k in left if near(start[k], at)), None)
