@@ -12,15 +12,27 @@ exits with a clear message if it is missing). Last line: one JSON object::
     .venv/bin/python scripts/bench_backtest.py --backend memory --start 2022-05-01 \
         --end 2022-06-01 --json
 
-Keys, per mode ``on``/``off``: ``build_s`` (building the manager), ``run_s``, ``bars``,
-``decisions_per_s``, ``retrieval_p50_ms``/``p95`` (``DecisionRecord.retrieval_ms`` of every
-step), ``prompt_tokens_mean``/``max`` (``DecisionRecord.prompt_tokens``), ``total_return``.
+Keys, per mode ``on``/``off``: ``build_s`` (seconds building the manager: features,
+detectors, memory system, embedding model), ``run_s`` (seconds of ``run_backtest``, the
+close function's final writes included), ``bars``, ``decisions_per_s`` (decisions /
+``run_s``: it EXCLUDES ``build_s``), ``decisions_per_s_with_build`` (decisions /
+(``build_s`` + ``run_s``)), ``retrieval_p50_ms``/``p95`` (``DecisionRecord.retrieval_ms`` of
+every step), ``prompt_tokens_mean``/``max`` (``DecisionRecord.prompt_tokens``),
+``total_return``, and the embedding cache of the mode's run (build and run; ``null`` when
+the maker embeds through no cache: memory off, ``embedding.cache_dir`` unset, or a test
+maker): ``embedding_cache_hits``/``misses`` (texts the product's ``CachedEmbedder``
+served from the cache / had the model embed, its own counters read from the maker's
+``system.store.embedder``) and ``embedding_cache_new`` (entries the run added to the
+on-disk cache: every text the model embedded, those embedded ahead in batches by
+``Embedder.prime`` included, which count neither as hits nor as misses). A cold run has
+``embedding_cache_new`` > 0; a warm one 0 and no misses.
 Baseline: ``full_history_tokens`` = cl100k_base tokens of a one-line-per-bar history of
 every bar of the window (what a memory-less prompt would need at the last bar to see the
 same history) and ``full_history_over_memory_prompt`` = that / ``on.prompt_tokens_mean``.
 Vectors come through the configured persistent embedding cache (``embedding.cache_dir``):
 the first run over a window embeds (cold), later runs read them back (warm); set
-``SENTINEL_EMBEDDING__CACHE_DIR`` to an empty directory to measure a cold run.
+``SENTINEL_EMBEDDING__CACHE_DIR`` to an empty directory to measure a cold run (the
+``embedding_cache_*`` keys say which one a run was).
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import diskcache
 import numpy as np
 import pandas as pd
 
@@ -77,6 +90,26 @@ def history_text(ohlcv: OHLCVFrame, *, start: datetime, end: datetime) -> str:
     )
 
 
+def cache_entries(settings: Settings) -> int | None:
+    """Entries of the configured on-disk embedding cache (None when there is none)."""
+    directory = settings.embedding.cache_dir
+    if directory is None or settings.embedding.provider == "hashing":
+        return None
+    with diskcache.Cache(str(directory)) as cache:  # its stored settings are kept
+        return len(cache)
+
+
+def embedder_counts(maker: object) -> tuple[int, int] | None:
+    """``(hits, misses)`` of the cache of the embedder the maker's memory runs on
+    (``maker.system.store.embedder``, a ``CachedEmbedder``), None when it has none."""
+    system = getattr(maker, "system", None)
+    embedder = getattr(getattr(system, "store", None), "embedder", None)
+    hits, misses = getattr(embedder, "hits", None), getattr(embedder, "misses", None)
+    if isinstance(hits, int) and isinstance(misses, int):
+        return hits, misses
+    return None
+
+
 def bench_mode(
     builder: MakerFactory,
     settings: Settings,
@@ -92,6 +125,7 @@ def bench_mode(
     """Build one manager, run the window, summarise timings and prompt sizes."""
     agent = settings.agent.model_copy(update={"memory": memory, "policy": policy})
     cfg = settings.model_copy(update={"agent": agent})
+    entries_before = cache_entries(cfg)
     began = time.perf_counter()
     maker, close = builder(
         cfg, ohlcv=ohlcv, data_dir=data_dir, memory=memory, policy=policy, store_path=store_path
@@ -104,6 +138,13 @@ def bench_mode(
     finally:
         close()
     ran = time.perf_counter()
+    counts = embedder_counts(maker)
+    entries_after = cache_entries(cfg) if counts is not None else None
+    new = (
+        entries_after - entries_before
+        if entries_after is not None and entries_before is not None
+        else None
+    )
     retrieval = [r.retrieval_ms for r in result.decisions] or [0.0]
     tokens = [r.prompt_tokens for r in result.decisions] or [0]
     return {
@@ -112,11 +153,15 @@ def bench_mode(
         "bars": len(result.equity),
         "trades": len(result.trades),
         "decisions_per_s": round(len(result.decisions) / max(ran - built, 1e-9), 2),
+        "decisions_per_s_with_build": round(len(result.decisions) / max(ran - began, 1e-9), 2),
         "retrieval_p50_ms": _pct(retrieval, 50),
         "retrieval_p95_ms": _pct(retrieval, 95),
         "prompt_tokens_mean": round(float(np.mean(tokens)), 1),
         "prompt_tokens_max": int(max(tokens)),
         "total_return": round(result.metrics.total_return, 6),
+        "embedding_cache_hits": counts[0] if counts is not None else None,
+        "embedding_cache_misses": counts[1] if counts is not None else None,
+        "embedding_cache_new": new,
     }
 
 

@@ -147,12 +147,19 @@ def run_decisions(
     }
 
 
-def run_persona(llm_settings: LLMSettings) -> dict[str, Any]:
+def run_persona(llm_settings: LLMSettings, store_settings: StoreSettings) -> dict[str, Any]:
     llm = build_llm(llm_settings)
     assert llm is not None
     with tempfile.TemporaryDirectory(prefix="bench-llm-persona-") as tmp:
         store = open_store(
-            StoreSettings(path=Path(tmp) / "khala", audit_path=Path(tmp) / "audit.db"),
+            store_settings.model_copy(  # the configured store, in a directory of its own
+                update={
+                    "backend": "chroma",
+                    "mode": "embedded",
+                    "path": Path(tmp) / "khala",
+                    "audit_path": Path(tmp) / "audit.db",
+                }
+            ),
             HashingEmbedder(),
         )
         try:
@@ -206,7 +213,7 @@ def main() -> None:
                 )
                 cfg = settings.model_copy(update={"llm": llm_settings})
                 row = run_decisions(cfg, data_dir=data_dir, start=start, end=end, log=log)
-                row["persona"] = run_persona(llm_settings)
+                row["persona"] = run_persona(llm_settings, settings.store)
                 report["modes"][mode] = row
                 if not args.json:
                     print(mode, json.dumps(row))

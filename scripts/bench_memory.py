@@ -1,22 +1,54 @@
-"""Benchmark hierarchical retrieval before a decision: parallel vs sequential, tokens.
+"""Benchmark the memory retrieval of a decision, as the decision loop makes it.
 
-Builds a memory system on a temporary embedded store with the default MiniLM embedder:
-the persona of a real Hyperliquid trader from its fills, episodes detected on real
-Binance candles (BTC/USDT 1h, 2021-2025), and working memory replayed over the last
-days before each query time. Then, at ``--queries`` bar closes, times
-``HierarchicalMemory.retrieve`` with the tiers in parallel and one after another, and
-renders the decision context within the token budget. Last line: one JSON object::
+Builds, on a temporary embedded chroma store (``Settings.offline(store_dir=...)``, what
+``sentinel backtest --store-path`` runs on; every other setting from
+``config/default.yaml`` and ``SENTINEL_*`` overrides via ``load_settings``), the memory of
+the real Hyperliquid trader ``0x513b8629…`` on BTC/USDT 1h (2020-09..2025-09) with the
+composition root's parts (``backend.compose.make_manager``; the agent's ``trader_id``
+set to that trader):
+
+- the persona from the trader's fills up to 2025-01-01, plus a note of hard constraints;
+- every market event and news shock the manager detects on the candles, written with
+  their outcomes over the agent's horizon by the manager's own writer: the warm start
+  (``manager.writer.start``: the episodes detected before the first bar replayed and
+  their known outcomes, ``episode_ingest_s`` seconds, every description embedded), then
+  the writer's per-bar steps (``flush_if_due``, ``add_due``, ``tick``: batched flushes
+  every 24 bars, each episode and outcome readable from its own time);
+- working memory observed by the manager's reader (``manager.reader.observe``, equity
+  10,000 flat: no drawdown) at every bar from 48 bars before 2025-01-01 to the last
+  decision time: the memory steps of ``DeepTraderManager.on_bar``, its retrieval only
+  at ``--queries`` decision times evenly spaced over 2025-01-01..2025-09-19.
+
+At each decision time these are timed (ms, wall clock, in this order):
+
+- ``context_*``: ``manager.reader.build_context`` -- the very call of the decision loop
+  (``DeepTraderManager.on_bar``, its ``retrieval_ms``): ``HierarchicalMemory.build_context``
+  with the tiers of ``agent.memory_tiers``, episodes recalled by nearest market state
+  (``recall_by_state``: ``agent.episode_neighbours`` = ``top_k`` of them, outcome over
+  ``horizon``), the account of the bar's timeframe, rendered within ``budget`` tokens;
+  as in the loop it is the bar's first read, so it also brings the state index up to
+  date with the writes since the last read; ``first_context_ms`` is the first such call
+  of the process (it builds the state index);
+- ``cold_*``: ``HierarchicalMemory.retrieve`` with the same arguments, persona re-read
+  from the store (``persona.invalidate``: after a restart or an external refresh),
+  tiers one after another then in parallel; then the same with the persona served from
+  the in-process index (``sequential_*``, ``parallel_*``, per-tier p50s of the
+  sequential call, ``speedup_p50`` = sequential / parallel). The recalled episodes are
+  checked to be those of the reader's call (the script exits if not);
+- ``text_recall_*``: the text path, ``MemoryToolkit.recall`` (what an agent's tool call
+  and the MCP ``recall`` tool run: episodes by the situation text, ``top_k`` 5), which
+  embeds its query.
+
+The embedder runs with its on-disk cache off (``embedding.cache_dir=None``; the store
+keeps no query-vector cache): every text recall computes its query embedding, and the
+ingest embeds every episode, however often the script is re-run. The decision-loop
+calls embed nothing (episodes by state; the trader has no messages to recall).
+``episodes``/``outcomes``: detected episodes and outcomes the writer stored by the last
+decision time. ``context_tokens_p50``/``max`` (tiktoken cl100k_base) against ``budget``;
+``episodes_recalled_mean`` per context. Last line: one JSON object::
 
     .venv/bin/python scripts/bench_memory.py --json
-
-Keys: ``episodes`` (stored), ``parallel_p50_ms``/``p95``, ``sequential_p50_ms``/``p95``,
-``speedup_p50`` (sequential / parallel) with the persona served from the manager's
-in-process index (steady state), the same ``cold_*`` with the persona re-read from the
-store each time (after a restart or an external refresh), per-tier p50s,
-``context_tokens_p50``/``max`` (tiktoken cl100k_base) against ``budget``. Query vectors
-are cached by text in the store; every timed call runs after one untimed call with the
-same query, and ``first_episodic_p50_ms`` is the episodic tier of that first call
-(``distinct_queries`` situation texts over all decision times).
+    .venv/bin/python scripts/bench_memory.py --server --json   # a local `chroma run`
 """
 
 from __future__ import annotations
@@ -31,17 +63,24 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from backend.compose import build_memory_system
-from backend.config import MemorySettings, StoreSettings, load_settings
+from backend.agents.deep_trader_manager import bar_state  # the loop's market state of a bar
+from backend.compose import build_memory_system, make_manager, make_policy
+from backend.config import MemorySettings, load_settings
 from backend.data import load_hyperliquid_fills, load_ohlcv
-from backend.memory import compute_features, detect_market_events, events_to_episodes
+from backend.embeddings import build_embedder
+from backend.memory import compute_features, load_news
 
 TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
 SYMBOL = "BTC/USDT"
+EQUITY = 10_000.0
+"""The account's equity at every replayed bar (quote currency; flat: no drawdown)."""
+WINDOW_BARS = 48
+"""Bars replayed before the first decision time (the working window's length)."""
 
 
 def p(values: list[float], q: float) -> float:
@@ -77,18 +116,14 @@ def run(
     data_dir: Path, store_dir: Path, n_queries: int, port: int | None = None
 ) -> dict[str, object]:
     base = load_settings()
-    store = StoreSettings(path=store_dir / "khala", audit_path=store_dir / "audit.sqlite3")
+    cfg = base.offline(store_dir=store_dir)  # embedded chroma in store_dir, no chat model
+    embedding = cfg.embedding.model_copy(update={"cache_dir": None})  # module doc
+    store = cfg.store
     if port is not None:
         store = store.model_copy(update={"mode": "server", "port": port})
-    settings = base.model_copy(
-        update={
-            "store": store,
-            "memory": base.memory.model_copy(
-                update={"working_state_path": store_dir / "w.sqlite3"}
-            ),
-        }
-    )
-    system = build_memory_system(settings)
+    agent = cfg.agent.model_copy(update={"trader_id": TRADER})
+    settings = cfg.model_copy(update={"store": store, "embedding": embedding, "agent": agent})
+    system = build_memory_system(settings, embedder=build_embedder(embedding))
     fills = [
         f
         for f in load_hyperliquid_fills(data_dir / "trades" / "hyperliquid_fills.csv")
@@ -101,69 +136,115 @@ def run(
     system.toolkit.record_note(
         TRADER, "Never more than 2% per trade; max 3x leverage.", as_of=persona_at
     )
-    frame = load_ohlcv(data_dir / "market" / "binance", SYMBOL, "1h").frame
-    features = compute_features(frame, symbol=SYMBOL, timeframe="1h")
+    ohlcv = load_ohlcv(data_dir / "market" / "binance", SYMBOL, "1h")
     mem: MemorySettings = settings.memory
-    episodes = events_to_episodes(
-        detect_market_events(features, settings=mem.detectors), trader_id=TRADER, features=features
+    features = compute_features(ohlcv, breakout_lookback_bars=mem.detectors.breakout_lookback_bars)
+    manager = make_manager(
+        settings,
+        features=features,
+        news=load_news(settings.data, data_dir),
+        system=system,
+        policy=make_policy(settings, "rule"),
+        seed_note=None,
     )
-    end = features.frame.index[-1].to_pydatetime()
-    started = time.perf_counter()
-    system.episodic.add(episodes, as_of=end)
-    ingest_s = time.perf_counter() - started
-
-    closes = features.frame.index[features.frame.index >= persona_at]
-    picks = closes[np.linspace(0, len(closes) - 1, n_queries).astype(int)]
+    reader, writer = manager.reader, manager.writer
+    if reader is None or writer is None:
+        raise SystemExit("bench_memory: the manager was built without memory")
+    lo = features.locate(persona_at) + 1
+    picks = sorted({int(i) for i in np.linspace(lo, len(features) - 1, n_queries).round()})
     timings: dict[str, list[float]] = {
         k: []
         for k in (
+            "context",
             "parallel",
             "sequential",
             "persona",
             "working",
             "episodic",
+            "account",
             "cold_parallel",
             "cold_sequential",
             "cold_persona",
+            "text_recall",
         )
     }
     tokens: list[int] = []
+    recalled: list[int] = []
     situations: set[str] = set()
-    embed_ms: list[float] = []
-    for at in picks:
-        as_of = at.to_pydatetime()
-        position = int(np.searchsorted(closes, at))
-        for back in range(48, -1, -1):  # the working window as the decision loop would have it
-            system.working.observe_bar(
-                TRADER, features, closes[max(0, position - back)].to_pydatetime()
-            )
-        # the query embedding is cached by text: embed it once before timing, so every
-        # timed variant below sees the same (cached) query vector
-        first = system.memory.retrieve(TRADER, SYMBOL, as_of=as_of)
-        situations.add(first.query)
-        embed_ms.append(first.timings_ms["episodic"])
-        # cold: the persona is re-read from the store (first decision after a restart, or
-        # after another process refreshed it); warm: served from the in-process index
+    horizon = writer.horizon
+
+    def measure(position: int, situation: str) -> None:
+        """Time the retrieval variants at row ``position`` (module doc)."""
+        row = features.row(position)
+        as_of = row.as_of
+        state = bar_state(row)
+        situations.add(situation)
+        mark = time.perf_counter()
+        ctx, rendered = reader.build_context(SYMBOL, as_of, situation, state, horizon)
+        timings["context"].append((time.perf_counter() - mark) * 1000)
+        tokens.append(rendered.tokens)
+        recalled.append(len(ctx.episodes))
+        retrieve = partial(  # the arguments MemoryReader.build_context gives (checked below)
+            system.memory.retrieve,
+            TRADER,
+            SYMBOL,
+            as_of=as_of,
+            query=situation,
+            tiers=agent.memory_tiers,
+            top_k=agent.episode_neighbours,
+            state=state,
+            horizon=horizon,
+            timeframe=features.timeframe,
+        )
         system.persona.invalidate(TRADER)
-        cold_seq = system.memory.retrieve(TRADER, SYMBOL, as_of=as_of, parallel=False)
+        cold_seq = retrieve(parallel=False)
         system.persona.invalidate(TRADER)
-        cold_par = system.memory.retrieve(TRADER, SYMBOL, as_of=as_of, parallel=True)
+        cold_par = retrieve(parallel=True)
+        seq = retrieve(parallel=False)
+        par = retrieve(parallel=True)
+        ids = [s.episode.id for s in ctx.episodes]
+        if any([s.episode.id for s in c.episodes] != ids for c in (cold_seq, par)):
+            raise SystemExit("bench_memory: retrieve recalled other episodes than the reader")
         timings["cold_sequential"].append(cold_seq.timings_ms["total"])
         timings["cold_parallel"].append(cold_par.timings_ms["total"])
         timings["cold_persona"].append(cold_seq.timings_ms["persona"])
-        seq = system.memory.retrieve(TRADER, SYMBOL, as_of=as_of, parallel=False)
-        par = system.memory.retrieve(TRADER, SYMBOL, as_of=as_of, parallel=True)
         timings["sequential"].append(seq.timings_ms["total"])
         timings["parallel"].append(par.timings_ms["total"])
-        for tier in ("persona", "working", "episodic"):
+        for tier in ("persona", "working", "episodic", "account"):
             timings[tier].append(seq.timings_ms.get(tier, 0.0))
-        _, rendered = system.memory.build_context(TRADER, SYMBOL, as_of=as_of)
-        tokens.append(rendered.tokens)
+        mark = time.perf_counter()
+        system.toolkit.recall(TRADER, situation, symbol=SYMBOL, as_of=as_of)
+        timings["text_recall"].append((time.perf_counter() - mark) * 1000)
+
+    begin = lo - WINDOW_BARS
+    wanted = set(picks)
+    ingest_s = 0.0
+    for i in range(begin, picks[-1] + 1):
+        # the memory steps of DeepTraderManager.on_bar at every bar (flush, observe,
+        # detected episodes due, outcomes due), its retrieval only at the decision times
+        as_of = features.row(i).as_of
+        if i == begin:  # the warm start: every episode detected before, with its outcomes
+            started = time.perf_counter()
+            writer.start(as_of)
+            ingest_s = time.perf_counter() - started
+        else:
+            writer.flush_if_due(as_of)
+        situation = reader.observe(i, equity=EQUITY, first=i == begin)
+        writer.add_due(as_of)
+        if i in wanted:
+            measure(i, situation)
+        writer.tick(as_of)
     system.close()
     return {
-        "episodes": len(episodes),
+        "episodes": writer.stats["episodes_added"],
+        "outcomes": writer.stats["outcomes_recorded"],
         "episode_ingest_s": round(ingest_s, 2),
         "queries": len(picks),
+        "top_k": agent.episode_neighbours,
+        "horizon": horizon,
+        "context_p50_ms": p(timings["context"], 50),
+        "context_p95_ms": p(timings["context"], 95),
+        "first_context_ms": round(timings["context"][0], 2),
         "parallel_p50_ms": p(timings["parallel"], 50),
         "parallel_p95_ms": p(timings["parallel"], 95),
         "sequential_p50_ms": p(timings["sequential"], 50),
@@ -180,12 +261,16 @@ def run(
         "persona_p50_ms": p(timings["persona"], 50),
         "working_p50_ms": p(timings["working"], 50),
         "episodic_p50_ms": p(timings["episodic"], 50),
+        "account_p50_ms": p(timings["account"], 50),
+        "text_recall_p50_ms": p(timings["text_recall"], 50),
+        "text_recall_p95_ms": p(timings["text_recall"], 95),
         "distinct_queries": len(situations),
-        "first_episodic_p50_ms": p(embed_ms, 50),
+        "episodes_recalled_mean": round(float(np.mean(recalled)), 1),
         "context_tokens_p50": int(np.median(tokens)),
         "context_tokens_max": max(tokens),
         "budget": mem.token_budget,
         "store_mode": settings.store.mode,
+        "embedding_cache": "off",
     }
 
 

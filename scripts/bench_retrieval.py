@@ -195,7 +195,7 @@ def build_store(
     added by this run only (``resumed_from`` = how many were already there)."""
     already = 0
     if resume and (root / "khala").is_dir():
-        probe = open_store(_store_settings(root), embedder)
+        probe = open_store(_store_settings(root, settings.store), embedder)
         try:
             already = probe.count(TRADER)
         finally:
@@ -204,7 +204,7 @@ def build_store(
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
     episodes = build_episodes(n, settings, *market_data)
-    store = open_store(_store_settings(root), embedder)
+    store = open_store(_store_settings(root, settings.store), embedder)
     try:
         episodic = EpisodicMemory(store, settings=settings.memory)
         as_of = max(e.occurred_at for e in episodes)
@@ -237,8 +237,19 @@ def build_store(
     return manifest
 
 
-def _store_settings(root: Path) -> StoreSettings:
-    return StoreSettings(path=root / "khala", audit_path=root / "audit.sqlite3")
+def _store_settings(root: Path, store: StoreSettings | None = None) -> StoreSettings:
+    """The configured store settings (``store``, default ``load_settings().store``: search,
+    HNSW and BM25 settings, env overrides included) on the embedded chroma store of
+    ``root``."""
+    configured = store if store is not None else load_settings().store
+    return configured.model_copy(
+        update={
+            "backend": "chroma",
+            "mode": "embedded",
+            "path": root / "khala",
+            "audit_path": root / "audit.sqlite3",
+        }
+    )
 
 
 def timed(fn: Callable[..., object], *args: Any, **kwargs: Any) -> float:
@@ -264,9 +275,9 @@ def measure(root: Path, n: int, *, data_dir: Path, n_queries: int, reuse: bool) 
             root, n, settings, embedder, data_dir, market(data_dir), resume=reuse
         )
     feats, heads, fg = market(data_dir, (QUERY_PAIR,))
-    store = open_store(_store_settings(root), embedder)
+    store = open_store(_store_settings(root, settings.store), embedder)
     scratch_dir = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
-    scratch = open_store(_store_settings(scratch_dir), embedder)
+    scratch = open_store(_store_settings(scratch_dir, settings.store), embedder)
     mem = settings.memory
     working = WorkingMemory(
         scratch,

@@ -193,7 +193,11 @@ def main() -> None:
     data_dir = args.data_dir or load_settings().data.data_dir
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         path = args.store_path or Path(tmp) / "khala"
-        result = run(args.n, data_dir, StoreSettings(backend=args.backend, path=path), args.queries)
+        # the configured store settings (search, HNSW, BM25...), in a store of its own
+        store = load_settings().store.model_copy(
+            update={"backend": args.backend, "mode": "embedded", "path": path, "audit_path": None}
+        )
+        result = run(args.n, data_dir, store, args.queries)
     if not args.json:
         for key, value in result.items():
             print(f"{key:32s} {value}")

@@ -2,33 +2,44 @@
 
 For each history length (``--histories``, default 1 week, 1 month and 1 year of 1h bars)
 and each of ``--times`` decision times ``T`` (bar closes evenly spaced over
-``--from``..``--to``), a fresh memory system (temporary embedded store, default MiniLM)
-is given exactly the history ``[T - length, T)`` of ``--pair``:
+``--from``..``--to``), a fresh memory system (temporary embedded chroma store,
+``Settings.offline(store_dir=...)`` as ``sentinel backtest --store-path``; every other
+setting from ``config/default.yaml`` and ``SENTINEL_*`` via ``load_settings``; the
+configured embedder, its disk cache as configured: tokens do not depend on it) is given
+exactly the history ``[T - length, T)`` of ``--pair`` by running the agent over it: the
+backtest engine (``run_backtest``) drives a :class:`DeepTraderManager` with the default
+(offline) rule policy over the bars opening in that window, so its own loop
 
-- the persona from the agent's seed note (``DEFAULT_CONSTRAINTS_NOTE``, as the
-  DeepTraderManager records it at its first bar);
-- the market events and news shocks detected in the history (``detect_market_events``,
-  ``detect_news_shocks``), as episodes;
-- working memory replayed over every bar of the history (its overflow consolidated into
-  ``context`` episodes, as in the decision loop).
+- records the agent's seed note (``DEFAULT_CONSTRAINTS_NOTE``) as the persona at its
+  first bar;
+- writes the market events and news shocks detected in the window
+  (``detect_market_events``, ``detect_news_shocks``; none from before it: the history
+  is the window, where a backtest's warm start would add every earlier one) with their
+  outcomes, and its own decision episodes, in its batched flushes;
+- observes every bar in working memory (its overflow consolidated into ``context``
+  episodes) with the account's equity;
 
-At ``T`` the decision context is built as the manager builds it
-(``HierarchicalMemory.build_context`` with :func:`situation_query` of the bar at ``T``,
-budget ``memory.token_budget``). Baseline: the one-line-per-bar history of the same
-window (``history_text`` of ``scripts/bench_backtest.py``, reused). Both are counted
-alone (``memory_context_tokens``, ``full_history_tokens``) and as the whole decision prompt
-of the LLM policy (``backend.agents.policies.decision_prompt``: instructions + memory or
-history section + the current bar; ``*_prompt_tokens``). tiktoken cl100k_base. Decision
-episodes are not in this memory (no agent runs here); the context is budget-bound anyway.
+and builds the decision context at every bar, ``T``'s included, as it does in any run
+(``MemoryReader.build_context``: episodes by nearest market state,
+``agent.episode_neighbours`` of them, the account block, budget ``memory.token_budget``).
+The policy is wrapped only to keep the :class:`DecisionView` it is given at ``T``.
+Baseline: the one-line-per-bar history of the same window (``history_text`` of
+``scripts/bench_backtest.py``, reused). Both are counted alone (``memory_context_tokens``:
+the view's memory section; ``full_history_tokens``) and as the whole decision prompt of
+the LLM policy (``backend.agents.policies.decision_prompt`` of that view, and of the same
+view with the history section instead of the memory one: instructions + section + the
+current bar; ``*_prompt_tokens``). tiktoken cl100k_base.
 
 Last line: one JSON object::
 
     .venv/bin/python scripts/bench_tokens.py --json
 
 Keys per history (``1w``, ``1m``, ``1y``): ``bars``, ``memories`` (episodes stored at
-``T``, mean), ``memory_context_tokens_mean``/``max``, ``full_history_tokens_mean``,
-``memory_prompt_tokens_mean``, ``full_history_prompt_tokens_mean``, ``ratio`` (full
-history prompt / memory prompt, mean), ``build_s_mean`` (replay time).
+``T``, when the policy decides, mean), ``memory_context_tokens_mean``/``max``,
+``full_history_tokens_mean``, ``memory_prompt_tokens_mean``,
+``full_history_prompt_tokens_mean``, ``ratio`` (full history prompt / memory prompt,
+mean), ``build_s_mean`` (seconds: the agent's run over the window, memory writes and
+contexts included).
 """
 
 from __future__ import annotations
@@ -45,13 +56,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import pandas as pd
 
-from backend.agents.deep_trader_manager import DEFAULT_CONSTRAINTS_NOTE, situation_query
-from backend.agents.policies import DecisionView, decision_prompt
-from backend.backtest.models import BarContext, PositionState
-from backend.compose import build_memory_system
-from backend.config import Settings, StoreSettings, load_settings
+from backend.agents import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager, MemorySystem
+from backend.agents.policies import DecisionView, Policy, decision_prompt
+from backend.backtest.engine import run_backtest
+from backend.backtest.models import Decision
+from backend.compose import build_memory_system, make_policy
+from backend.config import Settings, load_settings
 from backend.data import OHLCVFrame, load_fear_greed, load_headlines, load_ohlcv
 from backend.embeddings import Embedder, build_embedder
 from backend.memory import (
@@ -89,6 +100,24 @@ def _utc(text: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+class _KeepView:
+    """``inner`` (the policy that decides), keeping the view it is given at ``at`` and
+    the number of episodes stored then."""
+
+    def __init__(self, inner: Policy, at: datetime, system: MemorySystem) -> None:
+        self.inner = inner
+        self.at = at
+        self.system = system
+        self.view: DecisionView | None = None
+        self.memories = 0
+
+    def decide(self, view: DecisionView) -> Decision:
+        if view.bar.as_of == self.at:
+            self.view = view
+            self.memories = len(self.system.episodic.scan(TRADER, as_of=self.at))
+        return self.inner.decide(view)
+
+
 def one(
     settings: Settings,
     embedder: Embedder,
@@ -101,24 +130,16 @@ def one(
     length: timedelta,
     history_text: Callable[..., str],
 ) -> dict[str, float]:
-    """Build the memory of ``[t - length, t)`` and count both prompts at ``t`` (module doc)."""
+    """Run the agent over ``[t - length, t)`` and count both prompts at ``t`` (module doc)."""
     start = t - length
     tmp = Path(tempfile.mkdtemp(prefix="bench-tokens-"))
     began = time.perf_counter()
-    cfg = settings.model_copy(
-        update={
-            "store": StoreSettings(path=tmp / "khala", audit_path=tmp / "audit.sqlite3"),
-            "memory": settings.memory.model_copy(
-                update={"working_state_path": tmp / "working.sqlite3"}
-            ),
-        }
+    base = settings.offline(store_dir=tmp)
+    cfg = base.model_copy(
+        update={"agent": base.agent.model_copy(update={"trader_id": TRADER, "memory": True})}
     )
     system = build_memory_system(cfg, embedder=embedder)
     try:
-        first = features.locate(start) + 1  # first bar closing after start
-        last = features.locate(t)  # the bar closing at t
-        noted = features.row(first).as_of
-        system.toolkit.record_note(TRADER, DEFAULT_CONSTRAINTS_NOTE, as_of=noted)
         det = cfg.memory.detectors
         events = [
             e
@@ -129,51 +150,38 @@ def one(
         episodes = events_to_episodes(
             events, trader_id=TRADER, features=features, headlines=heads, fear_greed=fg
         )
-        for i in range(first, last + 1):
-            as_of = features.row(i).as_of
-            due = [e for e in episodes if features.row(i - 1).as_of < e.occurred_at <= as_of]
-            if due:
-                system.episodic.add(due, as_of=as_of)
-            snapshot = system.working.observe_bar(
-                TRADER, features, i, headlines=heads, fear_greed=fg
-            )
-        build_s = time.perf_counter() - began
-        memories = len(system.episodic.scan(TRADER, as_of=t))
-        _, rendered = system.memory.build_context(
-            TRADER, features.symbol, as_of=t, query=situation_query(snapshot)
+        keep = _KeepView(make_policy(cfg, "rule"), t, system)
+        manager = DeepTraderManager(  # as backend.compose.make_manager wires it
+            features=features,
+            policy=keep,
+            agent=cfg.agent,
+            system=system,
+            episodes=episodes,
+            headlines=heads,
+            fear_greed=fg,
+            seed_note=DEFAULT_CONSTRAINTS_NOTE,
+            min_trade_fraction=cfg.backtest.min_trade_fraction,
         )
+        result = run_backtest(
+            ohlcv, manager, settings=cfg.backtest, trader_id=TRADER, start=start, end=t
+        )
+        build_s = time.perf_counter() - began
     finally:
         system.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    row = features.row(last)
-    opened = int(ohlcv.frame.index.searchsorted(pd.Timestamp(t) - pd.Timedelta(hours=1)))
-    columns = ["open", "high", "low", "close", "volume"]  # the candle closing at t
-    o, h, lo, c, v = ohlcv.frame[columns].to_numpy(dtype=np.float64)[opened].tolist()
-    bar = BarContext(
-        trader_id=TRADER,
-        symbol=features.symbol,
-        timeframe=features.timeframe,
-        index=last,
-        as_of=t,
-        open=o,
-        high=h,
-        low=lo,
-        close=c,
-        volume=v,
-        position=PositionState(quantity=0.0, entry_price=None, equity=10_000.0, exposure=0.0),
-    )
+    view = keep.view
+    if view is None or view.prompt is None:
+        raise SystemExit(f"bench_tokens: no decision with memory at {t.isoformat()}")
     history = history_text(ohlcv, start=start, end=t)
     full_section = "## Price history (one line per bar: close time, OHLCV)\n" + history
-    with_memory = DecisionView(
-        bar=bar, features=row, prompt=rendered.text, prompt_ids=tuple(rendered.memory_ids)
-    )
-    with_history = DecisionView(bar=bar, features=row, prompt=full_section)
-    prompts = [decision_prompt(v, max_exposure=1.0) for v in (with_memory, with_history)]
+    with_history = DecisionView(bar=view.bar, features=view.features, prompt=full_section)
+    limit = cfg.agent.max_exposure
+    prompts = [decision_prompt(v, max_exposure=limit) for v in (view, with_history)]
     memory_prompt, history_prompt = (count_tokens(s) + count_tokens(u) for s, u in prompts)
     return {
-        "bars": last - first + 1,
-        "memories": memories,
-        "memory_context_tokens": rendered.tokens,
+        "bars": len(result.decisions),
+        "memories": keep.memories,
+        "memory_context_tokens": count_tokens(view.prompt),
         "full_history_tokens": count_tokens(history),
         "memory_prompt_tokens": memory_prompt,
         "full_history_prompt_tokens": history_prompt,
@@ -198,7 +206,8 @@ def main() -> None:
     if unknown or args.times < 1:
         parser.error(f"--histories: unknown {unknown}" if unknown else "--times must be >= 1")
     ohlcv = load_ohlcv(data_dir / "market" / "binance", args.pair, "1h")
-    features = compute_features(ohlcv.frame, symbol=args.pair, timeframe="1h")
+    det = settings.memory.detectors  # as backend.compose.build_trader_manager computes them
+    features = compute_features(ohlcv, breakout_lookback_bars=det.breakout_lookback_bars)
     heads = HeadlineIndex.build(load_headlines(data_dir / "news" / "crypto_headlines.csv"))
     fg = FearGreedIndex.build(load_fear_greed(data_dir / "trades" / "fear_greed_index.csv"))
     lo, hi = features.locate(_utc(args.first)), features.locate(_utc(args.last))

@@ -76,3 +76,16 @@ def test_an_interrupted_build_is_resumed(shared_data: Path, tmp_path: Path) -> N
     assert out["ingest_resumed_from"] == 15 and not out["ingest_reused"]
     assert out["store_records"] > 40  # all 40 episodes plus the persona's records
     assert json.loads((root / "manifest.json").read_text())["resumed_from"] == 15
+
+
+def test_the_store_keeps_the_configured_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only where the store lives is the benchmark's: an override of the configured store
+    settings (here the hybrid fan-out) reaches the measured store."""
+    monkeypatch.setenv("SENTINEL_STORE__HYBRID_FANOUT", "9")
+    bench = load_script("bench_retrieval")
+    store = bench._store_settings(tmp_path)
+    assert store.hybrid_fanout == 9
+    assert (store.backend, store.mode) == ("chroma", "embedded")
+    assert (store.path, store.audit_path) == (tmp_path / "khala", tmp_path / "audit.sqlite3")

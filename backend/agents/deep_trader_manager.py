@@ -36,10 +36,12 @@ profile built in process from the seed note (nothing stored), and ``prompt_token
 from __future__ import annotations
 
 from backend.agents._manager import DeepTraderManager, situation_query
+from backend.agents._memory_reader import bar_state
 
 __all__ = [
     "DEFAULT_CONSTRAINTS_NOTE",
     "DeepTraderManager",
+    "bar_state",
     "situation_query",
 ]
 

@@ -40,7 +40,46 @@ def test_bench_prints_the_json_summary(
     for mode in ("on", "off"):
         # the test maker holds without a prompt for its first 48 bars, then 100..106 tokens
         assert last[mode]["bars"] == 96 and last[mode]["decisions_per_s"] > 0
+        # decisions_per_s excludes building the maker; the _with_build rate includes it
+        assert 0 < last[mode]["decisions_per_s_with_build"] <= last[mode]["decisions_per_s"]
+        # the test maker embeds nothing: no cache counts to report
+        assert last[mode]["embedding_cache_hits"] is None
+        assert last[mode]["embedding_cache_misses"] is None
+        assert last[mode]["embedding_cache_new"] is None
         assert last[mode]["retrieval_p95_ms"] == 1.5
         assert 0 < last[mode]["prompt_tokens_mean"] < 100 <= last[mode]["prompt_tokens_max"] <= 106
     assert last["full_history_tokens"] > 96 * 20
     assert last["full_history_over_memory_prompt"] > 1
+
+
+def test_cache_counts_are_the_makers_embedder(tmp_path: Path) -> None:
+    """The hits and misses are the counters of the embedder behind the maker's memory;
+    new entries are counted in the configured cache directory."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_backtest", REPO / "scripts" / "bench_backtest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from types import SimpleNamespace
+
+    import diskcache
+
+    from backend.config import load_settings
+
+    embedder = SimpleNamespace(hits=7, misses=2)
+    maker = SimpleNamespace(system=SimpleNamespace(store=SimpleNamespace(embedder=embedder)))
+    assert bench.embedder_counts(maker) == (7, 2)
+    assert bench.embedder_counts(SimpleNamespace()) is None
+    base = load_settings()
+    cfg = base.model_copy(
+        update={"embedding": base.embedding.model_copy(update={"cache_dir": tmp_path / "c"})}
+    )
+    assert bench.cache_entries(cfg) == 0
+    with diskcache.Cache(str(tmp_path / "c")) as cache:
+        cache.set("k", b"v")
+    assert bench.cache_entries(cfg) == 1
+    off = base.model_copy(
+        update={"embedding": base.embedding.model_copy(update={"cache_dir": None})}
+    )
+    assert bench.cache_entries(off) is None
