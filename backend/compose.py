@@ -46,6 +46,7 @@ __all__ = [
     "build_exchange",
     "build_memory_system",
     "build_trader_manager",
+    "detected_episodes",
     "make_manager",
     "make_policy",
 ]
@@ -126,12 +127,15 @@ def build_memory_system(
     return MemorySystem(store, persona, working, episodic, memory, toolkit, llm)
 
 
-def _detected(
+def detected_episodes(
     settings: Settings,
     features: FeatureFrame,
     headlines: HeadlineIndex | None,
     fear_greed: FearGreedIndex | None,
 ) -> list[Episode]:
+    """The episodes of the market events and news shocks detected on ``features`` (with
+    ``headlines`` when given) under ``settings.memory.detectors``, for the trader
+    ``settings.agent.trader_id``: what :func:`make_manager` gives the decision loop."""
     det = settings.memory.detectors
     events = detect_market_events(features, settings=det)
     if headlines is not None and len(headlines):
@@ -180,7 +184,7 @@ def make_manager(
         policy=policy,
         agent=settings.agent,
         system=system,
-        episodes=_detected(settings, features, news.headlines, news.fear_greed),
+        episodes=detected_episodes(settings, features, news.headlines, news.fear_greed),
         headlines=news.headlines,
         fear_greed=news.fear_greed,
         seed_note=seed_note,

@@ -151,7 +151,8 @@ def bench_mode(
         "build_s": round(built - began, 3),
         "run_s": round(ran - built, 3),
         "bars": len(result.equity),
-        "trades": len(result.trades),
+        "trades": result.metrics.n_trades,  # positions (freqtrade's count), as metrics.json
+        "trade_rows": len(result.trades),  # rows of trades.csv: each reduction of a position
         "decisions_per_s": round(len(result.decisions) / max(ran - built, 1e-9), 2),
         "decisions_per_s_with_build": round(len(result.decisions) / max(ran - began, 1e-9), 2),
         "retrieval_p50_ms": _pct(retrieval, 50),

@@ -17,7 +17,11 @@ set to that trader):
 - working memory observed by the manager's reader (``manager.reader.observe``, equity
   10,000 flat: no drawdown) at every bar from 48 bars before 2025-01-01 to the last
   decision time: the memory steps of ``DeepTraderManager.on_bar``, its retrieval only
-  at ``--queries`` decision times evenly spaced over 2025-01-01..2025-09-19.
+  at ``--queries`` decision times evenly spaced over 2025-01-01..2025-09-19. No policy
+  runs, so no decision episodes are written: the state index holds the 584 detected
+  episodes, where a real loop over the same bars would also hold its own decisions
+  (816 rows in a reviewer's run); ``scripts/bench_backtest.py`` times the whole loop,
+  decisions included.
 
 At each decision time these are timed (ms, wall clock, in this order):
 

@@ -13,7 +13,8 @@ backtest engine (``run_backtest``) drives a :class:`DeepTraderManager` with the 
 - records the agent's seed note (``DEFAULT_CONSTRAINTS_NOTE``) as the persona at its
   first bar;
 - writes the market events and news shocks detected in the window
-  (``detect_market_events``, ``detect_news_shocks``; none from before it: the history
+  (``backend.compose.detected_episodes``, what ``make_manager`` gives the loop, with the
+  configured detector settings; none from before it: the history
   is the window, where a backtest's warm start would add every earlier one) with their
   outcomes, and its own decision episodes, in its batched flushes;
 - observes every bar in working memory (its overflow consolidated into ``context``
@@ -61,7 +62,7 @@ from backend.agents import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager, MemorySy
 from backend.agents.policies import DecisionView, Policy, decision_prompt
 from backend.backtest.engine import run_backtest
 from backend.backtest.models import Decision
-from backend.compose import build_memory_system, make_policy
+from backend.compose import build_memory_system, detected_episodes, make_policy
 from backend.config import Settings, load_settings
 from backend.data import OHLCVFrame, load_fear_greed, load_headlines, load_ohlcv
 from backend.embeddings import Embedder, build_embedder
@@ -70,9 +71,6 @@ from backend.memory import (
     FeatureFrame,
     HeadlineIndex,
     compute_features,
-    detect_market_events,
-    detect_news_shocks,
-    events_to_episodes,
 )
 from backend.text.tokens import count_tokens
 
@@ -140,16 +138,9 @@ def one(
     )
     system = build_memory_system(cfg, embedder=embedder)
     try:
-        det = cfg.memory.detectors
-        events = [
-            e
-            for e in detect_market_events(features, settings=det)
-            + detect_news_shocks(features, heads, settings=det)
-            if start < e.at <= t
+        episodes = [  # what make_manager gives the loop, only those of the window
+            e for e in detected_episodes(cfg, features, heads, fg) if start < e.occurred_at <= t
         ]
-        episodes = events_to_episodes(
-            events, trader_id=TRADER, features=features, headlines=heads, fear_greed=fg
-        )
         keep = _KeepView(make_policy(cfg, "rule"), t, system)
         manager = DeepTraderManager(  # as backend.compose.make_manager wires it
             features=features,

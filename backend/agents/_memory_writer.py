@@ -377,7 +377,13 @@ class MemoryWriter:
             if item.exposure is not None:
                 closed = self._absorbed.pop(item.episode_id, None)
                 pnl = sum(t.pnl for t in closed) if closed else item.exposure * item.equity * ret
-            self._outcome(item.episode_id, self.horizon, ret, pnl, as_of)
+            # an event's outcome is known at its due time (the close it reads is at or
+            # before it), and stamped so: a step run again after a crash (paper trading's
+            # first step, whose warm start writes, then decides a newer bar) logs the same
+            # outcome, which the store skips; a decision's PnL can fold in trades closed
+            # by ``as_of``, so it is known from ``as_of``
+            resolved = item.due if item.exposure is None else as_of
+            self._outcome(item.episode_id, self.horizon, ret, pnl, resolved)
         for rows in own:
             if (decision := rows[0].entry_decision) is not None:
                 self._outcome(decision, "trade", *_position_result(rows), as_of)

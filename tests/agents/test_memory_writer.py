@@ -160,3 +160,25 @@ def test_the_first_bar_reads_the_episodes_detected_before_it(shared_data: Path) 
     stored = system.episodic.get(TRADER, ["ep-old"], as_of=T0)  # type: ignore[attr-defined]
     assert [e.id for e in stored] == ["ep-old"]
     assert stored[0].outcome is not None and stored[0].outcome.horizon == "1d"
+
+
+def test_a_first_step_run_again_logs_the_warm_start_outcomes_once(shared_data: Path) -> None:
+    """A reviewer's finding: paper trading's first step writes the warm start; run again
+    after a crash it decides a newer bar, and every warm-start outcome was logged a second
+    time (stamped at the new bar), its reflection raising the importance twice. An
+    event's outcome is stamped at its due time, so the second write is the same outcome."""
+    old = Episode(
+        id="ep-old", trader_id=TRADER, symbol=SYMBOL, event_type="flash_crash",
+        occurred_at=T0 - 100 * H, description="a sharp drop", importance=0.5,
+    )  # fmt: skip
+    first, system = _writer_on_memory(shared_data, episodes=[old], horizon_bars=24)
+    first.start(T0)
+    once = system.episodic.get(TRADER, ["ep-old"], as_of=T0 + 2 * H)[0]  # type: ignore[attr-defined]
+    assert once.outcome is not None and once.outcome.resolved_at == T0 - 76 * H
+    again = MemoryWriter(
+        system,  # type: ignore[arg-type]
+        trader_id=TRADER, features=first.features, episodes=[old], horizon_bars=24,
+    )  # fmt: skip
+    again.start(T0 + H)
+    twice = system.episodic.get(TRADER, ["ep-old"], as_of=T0 + 2 * H)[0]  # type: ignore[attr-defined]
+    assert twice == once

@@ -173,10 +173,36 @@ def test_a_spot_buy_pays_its_fee_in_the_coin_bought() -> None:
     assert attrs["holding_period"].value == pytest.approx(5.0)
     # fees in USDC: 0.1 coin at 10 plus the sell's 0.01 USDC
     assert attrs["pnl_profile"].detail["fees"] == pytest.approx(1.01)
-    # the same buy with its fee read as USDC leaves the 0.1 gap: the close is untimed
+    # the same buy with its fee read as USDC leaves a 0.1 gap: taken from the oldest lot
+    # (a gap no longer resets the inventory), the close is still timed
     as_quote = [fills[0].model_copy(update={"fee_currency": "USDC"}), fills[1]]
     attrs = compute_persona_attributes(fills_to_frame(as_quote), as_of=END)
-    assert attrs["holding_period"].detail["untimed_closes"] == 1
+    assert attrs["holding_period"].detail["timed_closes"] == 1
+
+
+def test_a_gap_in_the_export_reconciles_only_the_difference() -> None:
+    """A reviewer's finding: at a gap (the export is a subset) the whole position became
+    one lot of unknown age, so every later close of it was untimed (748 of 0x513b's 5,515
+    closes, the ones closing the oldest lots: the median biased down)."""
+    grew = [  # an unseen buy of 1 between the two fills: a lot of unknown age after
+        fill(1, hours=0, side="buy", amount=1, direction="open_long", start=0),
+        fill(2, hours=10, side="sell", amount=1, direction="close_long", start=2, pnl=1),
+        fill(3, hours=12, side="sell", amount=1, direction="close_long", start=1, pnl=1),
+    ]
+    detail = compute_persona_attributes(fills_to_frame(grew), as_of=END)["holding_period"].detail
+    assert (detail["timed_closes"], detail["untimed_closes"], detail["median_h"]) == (1, 1, 10.0)
+    shrank = [  # an unseen sell of 1: taken from the oldest lot, the rest keeps its age
+        fill(1, hours=0, side="buy", amount=2, direction="open_long", start=0),
+        fill(2, hours=4, side="sell", amount=1, direction="close_long", start=1, pnl=1),
+    ]
+    detail = compute_persona_attributes(fills_to_frame(shrank), as_of=END)["holding_period"].detail
+    assert (detail["timed_closes"], detail["untimed_closes"], detail["median_h"]) == (1, 0, 4.0)
+    flipped = [  # the position changed side unseen: one lot of unknown age
+        fill(1, hours=0, side="buy", amount=1, direction="open_long", start=0),
+        fill(2, hours=4, side="buy", amount=1, direction="close_short", start=-1, pnl=1),
+    ]
+    detail = compute_persona_attributes(fills_to_frame(flipped), as_of=END)["holding_period"].detail
+    assert (detail["timed_closes"], detail["untimed_closes"]) == (0, 1)
 
 
 def test_a_dust_conversion_moves_the_position_but_is_no_trading() -> None:
