@@ -31,6 +31,7 @@ import pandas as pd
 
 from backend.agents.memory._persona_positions import (
     asset_shares,
+    base_assets,
     chain_ties,
     holding_samples,
     opening_notional,
@@ -39,7 +40,7 @@ from backend.agents.memory._persona_positions import (
 from backend.agents.memory._persona_risk import RISK_THRESHOLDS, risk_tolerance
 from backend.errors import DataError
 from backend.memory.models import PersonaAttribute
-from backend.types import base_asset, to_utc
+from backend.types import to_utc
 
 __all__ = [
     "ATTRIBUTE_NAMES",
@@ -127,9 +128,10 @@ def _base_fee(frame: pd.DataFrame, out: pd.DataFrame) -> pd.Series:
         return pd.to_numeric(frame["base_fee"], errors="coerce").fillna(0.0).astype("float64")
     if "fee_currency" not in frame.columns:
         return pd.Series(0.0, index=out.index)
+    bases = base_assets(out["symbol"])
     in_base = [
-        currency is not None and currency == base_asset(symbol)
-        for currency, symbol in zip(frame["fee_currency"], out["symbol"], strict=True)
+        currency is not None and currency == base
+        for currency, base in zip(frame["fee_currency"], bases, strict=True)
     ]
     fee = out["fee_cost"].fillna(0.0).to_numpy(dtype=np.float64)
     return pd.Series(np.where(in_base, fee, 0.0), index=out.index)
@@ -242,7 +244,7 @@ def _preferred_assets(fills: pd.DataFrame, as_of: datetime) -> PersonaAttribute:
     shares = asset_shares(fills)
     if not shares:
         return _attr("preferred_assets", None, fills.iloc[:0], as_of=as_of, detail={})
-    notional = fills["cost"].abs().groupby(fills["symbol"].map(base_asset)).sum()
+    notional = fills["cost"].abs().groupby(base_assets(fills["symbol"])).sum()
     ranked = [(asset, float(notional[asset])) for asset in shares]
     detail = {
         "shares": {asset: round(share, 6) for asset, share in shares.items()},

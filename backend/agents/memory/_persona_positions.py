@@ -19,6 +19,7 @@ __all__ = [
     "LONG_OPENING",
     "SHORT_OPENING",
     "asset_shares",
+    "base_assets",
     "chain_ties",
     "holding_samples",
     "opening_notional",
@@ -39,12 +40,18 @@ def traded_fills(fills: pd.DataFrame) -> pd.DataFrame:
 def asset_shares(fills: pd.DataFrame) -> dict[str, float]:
     """Each base asset's share (0..1, summing to 1) of the absolute notional (quote
     currency) of ``fills``, largest first (ties by name); empty when the notional is 0."""
-    notional = fills["cost"].abs().groupby(fills["symbol"].map(base_asset)).sum()
+    notional = fills["cost"].abs().groupby(base_assets(fills["symbol"])).sum()
     total = float(notional.sum())
     if total <= 0:
         return {}
     ranked = sorted(notional.items(), key=lambda kv: (-float(kv[1]), str(kv[0])))
     return {str(asset): float(v) / total for asset, v in ranked}
+
+
+def base_assets(symbols: pd.Series) -> pd.Series:
+    """:func:`~backend.types.base_asset` of each symbol, parsed once per distinct symbol
+    (per fill it was ~19% of a persona's computation at 12k fills)."""
+    return symbols.map({s: base_asset(s) for s in symbols.unique()})
 
 
 def opening_notional(fills: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
