@@ -18,7 +18,9 @@ close function's final writes included), ``bars``, ``decisions_per_s`` (decision
 ``run_s``: it EXCLUDES ``build_s``), ``decisions_per_s_with_build`` (decisions /
 (``build_s`` + ``run_s``)), ``retrieval_p50_ms``/``p95`` (``DecisionRecord.retrieval_ms`` of
 every step), ``prompt_tokens_mean``/``max`` (``DecisionRecord.prompt_tokens``),
-``total_return``, and the embedding cache of the mode's run (build and run; ``null`` when
+``total_return`` (a fraction), ``trades`` (positions closed, ``metrics.n_trades``:
+freqtrade's count, as ``metrics.json``; it was the rows of ``trades.csv`` until
+2026-12-07), ``trade_rows`` (those rows: each reduction of a position), and the embedding cache of the mode's run (build and run; ``null`` when
 the maker embeds through no cache: memory off, ``embedding.cache_dir`` unset, or a test
 maker): ``embedding_cache_hits``/``misses`` (texts the product's ``CachedEmbedder``
 served from the cache / had the model embed, its own counters read from the maker's

@@ -78,10 +78,12 @@ def holding_samples(fills: pd.DataFrame) -> tuple[list[float], list[str], int]:
     by transfers), only the difference is reconciled (:func:`_reconcile`): more of the
     same side is a lot of unknown age after the others, less is taken from the oldest
     lots (FIFO, as a close would), and a position that changed side starts over as one
-    lot of unknown age. A close that consumes any unknown-age quantity is counted as
-    untimed, never guessed. (Resetting the whole inventory at every gap had left 748 of
-    0x513b's 5,515 closes untimed, the ones closing the oldest lots, and biased the
-    median down: 2.167 h.)
+    lot of unknown age. This assumes a gap hides a change in one direction (the real
+    export's gaps look like fills missing inside one sweep of closes); a gap that hid
+    trades on both sides (a sell, then a larger buy) gets its ages from the wrong lots.
+    A close that consumes any unknown-age quantity is counted as untimed. (Resetting the
+    whole inventory at every gap had left 748 of 0x513b's 5,515 closes untimed, the ones
+    closing the oldest lots, and biased the median down: 2.167 h for 2.65 h.)
     """
     hours: list[float] = []
     ids: list[str] = []
