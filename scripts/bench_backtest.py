@@ -20,7 +20,8 @@ close function's final writes included), ``bars``, ``decisions_per_s`` (decision
 every step), ``prompt_tokens_mean``/``max`` (``DecisionRecord.prompt_tokens``),
 ``total_return`` (a fraction), ``trades`` (positions closed, ``metrics.n_trades``:
 freqtrade's count, as ``metrics.json``; it was the rows of ``trades.csv`` until
-2026-12-07), ``trade_rows`` (those rows: each reduction of a position), and the embedding cache of the mode's run (build and run; ``null`` when
+2026-12-07), ``trade_rows`` (those rows: each reduction of a position), and the
+embedding cache of the mode's run (build and run; ``null`` when
 the maker embeds through no cache: memory off, ``embedding.cache_dir`` unset, or a test
 maker): ``embedding_cache_hits``/``misses`` (texts the product's ``CachedEmbedder``
 served from the cache / had the model embed, its own counters read from the maker's
