@@ -173,18 +173,22 @@ def make_manager(
     policy: Policy,
     seed_note: str | None = DEFAULT_CONSTRAINTS_NOTE,
     fills: Sequence[Fill] = (),
+    episodes: Sequence[Episode] | None = None,
 ) -> DeepTraderManager:
     """The :class:`DeepTraderManager` of ``settings.agent`` over ``features`` (the one
-    place it is wired, for a backtest and for each paper step): the market events and
-    news shocks of ``features`` are detected, ``news`` is what the context shows, and
-    ``system`` (None: memory off) is the memory it reads and writes. ``seed_note`` and
-    ``fills`` as in :func:`build_trader_manager`."""
+    place it is wired, for a backtest, each paper step and the benchmarks): the market
+    events and news shocks of ``features`` are detected (:func:`detected_episodes`;
+    ``episodes`` given: those instead, e.g. a benchmark's window of them), ``news`` is
+    what the context shows, and ``system`` (None: memory off) is the memory it reads and
+    writes. ``seed_note`` and ``fills`` as in :func:`build_trader_manager`."""
+    if episodes is None:
+        episodes = detected_episodes(settings, features, news.headlines, news.fear_greed)
     return DeepTraderManager(
         features=features,
         policy=policy,
         agent=settings.agent,
         system=system,
-        episodes=detected_episodes(settings, features, news.headlines, news.fear_greed),
+        episodes=episodes,
         headlines=news.headlines,
         fear_greed=news.fear_greed,
         seed_note=seed_note,

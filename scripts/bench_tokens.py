@@ -58,20 +58,15 @@ from typing import Any, cast
 
 import numpy as np
 
-from backend.agents import DEFAULT_CONSTRAINTS_NOTE, DeepTraderManager, MemorySystem
+from backend.agents import MemorySystem
 from backend.agents.policies import DecisionView, Policy, decision_prompt
 from backend.backtest.engine import run_backtest
 from backend.backtest.models import Decision
-from backend.compose import build_memory_system, detected_episodes, make_policy
+from backend.compose import build_memory_system, detected_episodes, make_manager, make_policy
 from backend.config import Settings, load_settings
-from backend.data import OHLCVFrame, load_fear_greed, load_headlines, load_ohlcv
+from backend.data import OHLCVFrame, load_ohlcv
 from backend.embeddings import Embedder, build_embedder
-from backend.memory import (
-    FearGreedIndex,
-    FeatureFrame,
-    HeadlineIndex,
-    compute_features,
-)
+from backend.memory import FeatureFrame, News, compute_features, load_news
 from backend.text.tokens import count_tokens
 
 HISTORIES: dict[str, timedelta] = {
@@ -122,8 +117,7 @@ def one(
     *,
     ohlcv: OHLCVFrame,
     features: FeatureFrame,
-    heads: HeadlineIndex,
-    fg: FearGreedIndex,
+    news: News,
     t: datetime,
     length: timedelta,
     history_text: Callable[..., str],
@@ -139,20 +133,15 @@ def one(
     system = build_memory_system(cfg, embedder=embedder)
     try:
         episodes = [  # what make_manager gives the loop, only those of the window
-            e for e in detected_episodes(cfg, features, heads, fg) if start < e.occurred_at <= t
+            e
+            for e in detected_episodes(cfg, features, news.headlines, news.fear_greed)
+            if start < e.occurred_at <= t
         ]
         keep = _KeepView(make_policy(cfg, "rule"), t, system)
-        manager = DeepTraderManager(  # as backend.compose.make_manager wires it
-            features=features,
-            policy=keep,
-            agent=cfg.agent,
-            system=system,
+        manager = make_manager(
+            cfg, features=features, news=news, system=system, policy=keep,
             episodes=episodes,
-            headlines=heads,
-            fear_greed=fg,
-            seed_note=DEFAULT_CONSTRAINTS_NOTE,
-            min_trade_fraction=cfg.backtest.min_trade_fraction,
-        )
+        )  # fmt: skip
         result = run_backtest(
             ohlcv, manager, settings=cfg.backtest, trader_id=TRADER, start=start, end=t
         )
@@ -199,8 +188,7 @@ def main() -> None:
     ohlcv = load_ohlcv(data_dir / "market" / "binance", args.pair, "1h")
     det = settings.memory.detectors  # as backend.compose.build_trader_manager computes them
     features = compute_features(ohlcv, breakout_lookback_bars=det.breakout_lookback_bars)
-    heads = HeadlineIndex.build(load_headlines(data_dir / "news" / "crypto_headlines.csv"))
-    fg = FearGreedIndex.build(load_fear_greed(data_dir / "trades" / "fear_greed_index.csv"))
+    news = load_news(settings.data, data_dir)  # the configured files, as a backtest
     lo, hi = features.locate(_utc(args.first)), features.locate(_utc(args.last))
     times = [features.row(int(i)).as_of for i in np.linspace(lo, hi, args.times).round()]
     embedder = build_embedder(settings.embedding)
@@ -217,8 +205,7 @@ def main() -> None:
                 embedder,
                 ohlcv=ohlcv,
                 features=features,
-                heads=heads,
-                fg=fg,
+                news=news,
                 t=t,
                 length=HISTORIES[name],
                 history_text=history_text,

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from backend.config import load_settings
-from backend.data import load_fear_greed, load_headlines, load_ohlcv
+from backend.data import load_ohlcv
 from backend.embeddings import MiniLMEmbedder
-from backend.memory import FearGreedIndex, HeadlineIndex, compute_features
+from backend.memory import compute_features, load_news
 from backend.text.tokens import count_tokens
 from tests.test_bench_retrieval import load_script
 
@@ -35,13 +35,12 @@ def test_one_week_of_history(
     settings = load_settings()
     ohlcv = load_ohlcv(shared_data / "market" / "binance", "BTC/USDT", "1h")
     features = compute_features(ohlcv.frame, symbol="BTC/USDT", timeframe="1h")
-    heads = HeadlineIndex.build(load_headlines(shared_data / "news" / "crypto_headlines.csv"))
-    fg = FearGreedIndex.build(load_fear_greed(shared_data / "trades" / "fear_greed_index.csv"))
+    news = load_news(settings.data, shared_data)
     t = datetime(2022, 5, 10, tzinfo=UTC)
     week = timedelta(days=7)
     history_text = bench.load_history_text()
     row = bench.one(
-        settings, minilm, ohlcv=ohlcv, features=features, heads=heads, fg=fg, t=t,
+        settings, minilm, ohlcv=ohlcv, features=features, news=news, t=t,
         length=week, history_text=history_text,
     )  # fmt: skip
     opens = ohlcv.frame.index
