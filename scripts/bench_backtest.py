@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -57,6 +58,7 @@ from backend.backtest.engine import BacktestResult, bar_close_times, run_backtes
 from backend.cli.backtest import MakerFactory, data_root_for, default_maker_factory
 from backend.config import Settings, load_settings
 from backend.data import OHLCVFrame, load_ohlcv
+from backend.errors import SentinelError
 from backend.text.tokens import count_tokens
 from backend.types import parse_utc
 
@@ -230,4 +232,8 @@ def main(
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SentinelError as err:  # bad input (no file for the pair, an empty window): one line
+        print(f"bench_backtest: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

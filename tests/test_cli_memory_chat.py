@@ -337,6 +337,26 @@ def test_an_empty_chat_file_says_there_was_nothing_to_record(tmp_path: Path) -> 
     assert code == 0 and f"nothing to record: {chat} holds no message" in out, out
 
 
+def test_the_in_process_backend_without_a_store_path_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reviewer's finding: with ``store.backend: memory`` and no ``--store-path`` an
+    import said "recorded 20 messages" and exited 0, and kept nothing."""
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("\n".join(CHAT) + "\n")
+    monkeypatch.setenv("SENTINEL_STORE__BACKEND", "memory")
+    monkeypatch.chdir(tmp_path)
+    code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat))
+    assert code == 2 and "store.backend is memory" in out and "Traceback" not in out, out
+    assert len(out.strip().splitlines()) == 1, out
+    code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
+                        "--store-path", str(tmp_path / "run"))  # fmt: skip
+    assert code == 0, out  # a store path is a durable store whatever the backend
+    code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
+                        "--store-path", str(chat))  # fmt: skip
+    assert code == 2 and f"--store-path {chat}: not a directory" in out, out
+
+
 def test_an_import_in_several_writes_stores_what_one_write_would(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

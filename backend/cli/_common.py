@@ -124,11 +124,18 @@ def settings_for_store(store_path: Path | None, *, create: bool = True) -> Setti
     configured); :func:`store_settings` of the invocation's settings. A reader
     (``create=False``) of the configured embedded store gets a :class:`ConfigError` when
     there is none (no ``chroma.sqlite3`` under ``store.path``) instead of an empty store
-    made in the working directory and searched."""
+    made in the working directory and searched. Without ``store_path``, the ``memory``
+    backend (in process, nothing kept) is a :class:`ConfigError`: an import into it had
+    said "recorded 20 messages" and kept none, and a read of it finds nothing."""
     cfg = settings()
     if store_path is not None:
         return store_settings(cfg, store_path, create=create)
     store = cfg.store
+    if store.backend == "memory":
+        raise ConfigError(
+            "store.backend is memory (in process: nothing is kept after the command); "
+            "give --store-path DIR or set store.backend to chroma"
+        )
     embedded = store.backend == "chroma" and store.mode == "embedded"
     if not create and embedded and not (store.path / "chroma.sqlite3").is_file():
         raise ConfigError(f"no memory store at {store.path} (store.path); give --store-path")
@@ -145,6 +152,8 @@ def store_settings(cfg: Settings, store_path: Path, *, create: bool = True) -> S
     used as ``store.path``. A directory with neither is a new run
     directory when ``create``, else a :class:`ConfigError` (a reader never makes an empty
     store it would then answer from)."""
+    if store_path.exists() and not store_path.is_dir():
+        raise ConfigError(f"--store-path {store_path}: not a directory")
     khala = store_path / "khala"
     if run_directory(store_path) != store_path:
         return store_settings(cfg, run_directory(store_path), create=create)
