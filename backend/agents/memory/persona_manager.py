@@ -224,7 +224,7 @@ class PersonaManager:
                 generation = max(state.generation, 1)
                 ledger = pd.concat([state.ledger, added], ignore_index=True)
             ledger = normalize_fills_frame(ledger)
-            attrs = compute_persona_attributes(ledger, as_of=fence)
+            attrs = compute_persona_attributes(ledger, as_of=fence, normalized=True)
             result = route_fill_attributes(state.profile, attrs, as_of=fence, replace=replace)
             seq = state.next_seq
             records = (

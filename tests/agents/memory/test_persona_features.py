@@ -266,3 +266,20 @@ def test_fills_of_one_millisecond_in_any_order_give_the_same_persona(
         again = compute_persona_attributes(fills_to_frame(other), as_of=at)
         assert {k: a.value for k, a in again.items()} == {k: a.value for k, a in given.items()}
     assert given["holding_period"].detail["timed_closes"] > 0
+
+
+@pytest.mark.parametrize("trader", TRADERS)
+def test_a_normalized_ledger_gives_the_same_persona(
+    by_trader: dict[str, list[Fill]], trader: str
+) -> None:
+    """The persona manager hands its ledger already normalized (``normalized=True``
+    skips doing it twice): the attributes are those of the raw fills."""
+    from backend.agents.memory._persona_features import normalize_fills_frame
+
+    frame = fills_to_frame(by_trader[trader])
+    at = by_trader[trader][len(by_trader[trader]) // 2].datetime
+    raw = compute_persona_attributes(frame, as_of=at)
+    ready = compute_persona_attributes(normalize_fills_frame(frame), as_of=at, normalized=True)
+    assert {k: a.model_dump() for k, a in ready.items()} == {
+        k: a.model_dump() for k, a in raw.items()
+    }
