@@ -33,15 +33,13 @@ time replay them correctly). Only things known by the flush are written:
   its opening decision's horizon is folded into that horizon outcome (one outcome, no
   double reflection); one that closes later adds one outcome of its own, horizon
   ``"trade"`` (market return = the rows' quantity-weighted exit / entry price - 1, PnL
-  their sum), at the next bar. Before, each reduction was an outcome with its own
-  reflection: 45 outcomes for 4 positions on a month of BTC/USDT 1h, one decision
-  with 23, every opening decision's importance driven to 1. At the end of a run
+  their sum), at the next bar (docs/benchmarks.md, seventeenth session: each reduction
+  had been an outcome of its own). At the end of a run
   (:meth:`MemoryWriter.resolve`) positions whose decision's horizon has not passed, and
   the reductions of a position still open, are written as one ``"trade"`` outcome each;
 - **a new decision loop's first bar** (:meth:`MemoryWriter.start`) buffers the episodes
   detected before it, queues their outcomes and flushes, so its first decision reads
-  them (the warm start): the first flush had waited ``flush_every`` bars, and the first
-  day of every run (4 days at 4h) decided without the episodes of the years before.
+  them (the warm start).
 
 Write failures (:class:`~backend.errors.SentinelError`) are logged and counted in
 :attr:`MemoryWriter.stats`, never raised: the agent keeps trading. What failed is tried
@@ -64,6 +62,9 @@ from backend.agents._writer_state import (
     WRITE_ATTEMPTS,
     DueOutcome,
     WriterState,
+    closed_positions,
+    position_result,
+    positions,
     retry_or_drop,
 )
 from backend.agents.system import MemorySystem
@@ -294,17 +295,9 @@ class MemoryWriter:
         its horizon outcome into that outcome (their PnL replaces the estimate); returns
         the others' rows, one list per position, to be written as ``"trade"`` outcomes."""
         waiting = {d.episode_id for d in self._due if d.exposure is not None}
-        closed = {_position(t) for t in self._trades if t.closes_position and t.exit_time <= as_of}
-        ready: dict[tuple[object, ...], list[TradeRecord]] = {}
-        kept = []
-        for trade in self._trades:
-            if _position(trade) in closed:
-                ready.setdefault(_position(trade), []).append(trade)
-            else:
-                kept.append(trade)
-        self._trades = kept
+        ready, self._trades = closed_positions(self._trades, as_of)
         own = []
-        for rows in ready.values():
+        for rows in ready:
             decision = rows[0].entry_decision
             if decision in waiting and decision is not None:
                 self._absorbed.setdefault(decision, []).extend(rows)
@@ -343,15 +336,12 @@ class MemoryWriter:
         self._queue_outcomes(as_of, self._absorb(as_of))
         for decision_id, trades in sorted(self._absorbed.items()):  # horizon not reached
             moment = max(as_of, max(t.exit_time for t in trades))
-            self._outcome(decision_id, "trade", *_position_result(trades), moment)
+            self._outcome(decision_id, "trade", *position_result(trades), moment)
         self._absorbed.clear()
-        open_rows: dict[tuple[object, ...], list[TradeRecord]] = {}
-        for trade in self._trades:  # closed after the last bar, or still open
-            open_rows.setdefault(_position(trade), []).append(trade)
-        for rows in open_rows.values():
+        for rows in positions(self._trades):  # closed after the last bar, or still open
             if (decision := rows[0].entry_decision) is not None:
                 moment = max(as_of, max(t.exit_time for t in rows))
-                self._outcome(decision, "trade", *_position_result(rows), moment)
+                self._outcome(decision, "trade", *position_result(rows), moment)
         self._trades = []
         latest = max([as_of, *(o.resolved_at for _, o in self._queued)])
         self.flush(latest)
@@ -386,7 +376,7 @@ class MemoryWriter:
             self._outcome(item.episode_id, self.horizon, ret, pnl, resolved)
         for rows in own:
             if (decision := rows[0].entry_decision) is not None:
-                self._outcome(decision, "trade", *_position_result(rows), as_of)
+                self._outcome(decision, "trade", *position_result(rows), as_of)
 
     def _outcome(
         self, episode_id: str, horizon: str, ret: float, pnl: float | None, as_of: datetime
@@ -435,17 +425,3 @@ class MemoryWriter:
 def _outcome_key(item: tuple[str, Outcome]) -> str:
     """The key of a queued outcome among the writer's retried writes."""
     return f"outcome {item[1].horizon} of {item[0]} at {item[1].resolved_at.isoformat()}"
-
-
-def _position(trade: TradeRecord) -> tuple[object, ...]:
-    """The position a trade row belongs to: its opening decision, side and entry time."""
-    return (trade.entry_decision, trade.side, trade.entry_time)
-
-
-def _position_result(rows: Sequence[TradeRecord]) -> tuple[float, float]:
-    """``(market return, PnL)`` of a position's rows: the quantity-weighted exit price
-    over the quantity-weighted entry price - 1 (a fraction), and the rows' PnL summed
-    (quote currency)."""
-    entry = sum(t.quantity * t.entry_price for t in rows)
-    exit_ = sum(t.quantity * t.exit_price for t in rows)
-    return exit_ / entry - 1.0, sum(t.pnl for t in rows)

@@ -6,7 +6,8 @@ step restores a new writer)."""
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
+from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
@@ -14,7 +15,15 @@ from backend.backtest.models import TradeRecord
 from backend.errors import SentinelError, UnknownRecordError
 from backend.memory.models import Episode, Outcome
 
-__all__ = ["WRITE_ATTEMPTS", "DueOutcome", "WriterState", "retry_or_drop"]
+__all__ = [
+    "WRITE_ATTEMPTS",
+    "DueOutcome",
+    "WriterState",
+    "closed_positions",
+    "position_result",
+    "positions",
+    "retry_or_drop",
+]
 
 WRITE_ATTEMPTS = 3
 """Flushes at which a failed episode or outcome write is tried before it is dropped
@@ -74,3 +83,32 @@ class WriterState(BaseModel):
     """Failed flushes so far of each write still to be tried again (episode id, or an
     outcome's key): kept, so a paper loop, which restores a new writer at every step,
     drops a write that keeps failing after :data:`WRITE_ATTEMPTS` flushes too."""
+
+
+def positions(trades: Sequence[TradeRecord]) -> list[list[TradeRecord]]:
+    """``trades`` grouped by position, in order of first appearance: the rows sharing the
+    opening decision, side and entry time (each reduction of one position is a row)."""
+    groups: dict[tuple[object, ...], list[TradeRecord]] = {}
+    for trade in trades:
+        groups.setdefault((trade.entry_decision, trade.side, trade.entry_time), []).append(trade)
+    return list(groups.values())
+
+
+def closed_positions(
+    trades: Sequence[TradeRecord], as_of: datetime
+) -> tuple[list[list[TradeRecord]], list[TradeRecord]]:
+    """``(the positions whose closing row, closes_position, exited by as_of, the other
+    rows)``: a position's reductions wait for the row that closes it."""
+    groups = positions(trades)
+    ready = [g for g in groups if any(t.closes_position and t.exit_time <= as_of for t in g)]
+    done = {id(t) for rows in ready for t in rows}
+    return ready, [t for t in trades if id(t) not in done]  # in their order
+
+
+def position_result(rows: Sequence[TradeRecord]) -> tuple[float, float]:
+    """``(market return, PnL)`` of a position's rows: the quantity-weighted exit price
+    over the quantity-weighted entry price - 1 (a fraction), and the rows' PnL summed
+    (quote currency)."""
+    entry = sum(t.quantity * t.entry_price for t in rows)
+    exit_ = sum(t.quantity * t.exit_price for t in rows)
+    return exit_ / entry - 1.0, sum(t.pnl for t in rows)
