@@ -200,6 +200,7 @@ def load_hyperliquid_fills(
         account.tolist(),
         optional["Closed PnL"].tolist(),
         raw_direction.tolist(),
+        direction.tolist(),
         start.tolist(),
         tx_hash.tolist(),
         strict=True,
@@ -208,7 +209,7 @@ def load_hyperliquid_fills(
     for fid, oid, ms, moment, (
         symbol,
         kind,
-    ), sd, price, size, cost, fee, cross, acct, pnl, raw, sp, tx in columns:
+    ), sd, price, size, cost, fee, cross, acct, pnl, raw, way, sp, tx in columns:
         record: dict[str, Any] = {
             "id": fid,
             "order": oid or None,
@@ -226,7 +227,7 @@ def load_hyperliquid_fills(
             "taker_or_maker": {"TRUE": "taker", "FALSE": "maker"}.get(cross),
             "trader_id": acct,
             "realized_pnl": None if math.isnan(pnl) else pnl,
-            "direction": direction_from_text(raw),
+            "direction": way,
             "raw_direction": raw,
             "start_position": None if math.isnan(sp) else sp,
             "market_type": kind,
