@@ -206,8 +206,8 @@ def compute_persona_attributes(
     """All persona attributes (:data:`ATTRIBUTE_NAMES`) of one trader's fills known at
     ``as_of`` (aware; fills after it are never read). ``frame``: one trader's fills (see the
     module doc); ``normalized``: it is :func:`normalize_fills_frame`'s output already (the
-    persona manager's ledger; normalizing it again made an update at 0x513b's 12k fills
-    123 ms instead of 106, paid at every bar with new fills). Raises :class:`DataError`
+    persona manager's ledger; normalizing it again made this call 123 ms instead of 106
+    at 0x513b's 12k fills, paid at every bar with new fills). Raises :class:`DataError`
     for missing columns, ``ValueError`` for a naive ``as_of``."""
     fence = to_utc(as_of)
     fills = frame if normalized else normalize_fills_frame(frame)
