@@ -148,13 +148,17 @@ def test_a_position_reduced_in_steps_is_one_trade_outcome(shared_data: Path) -> 
     assert before.outcome is not None and before.outcome.horizon == "1h"
 
 
+OLD_EPISODE = Episode(
+    id="ep-old", trader_id=TRADER, symbol=SYMBOL, event_type="flash_crash",
+    occurred_at=T0 - 100 * H, description="a sharp drop", importance=0.5,
+)  # fmt: skip
+"""A market event 100 hours before the first bar (the warm start's)."""
+
+
 def test_the_first_bar_reads_the_episodes_detected_before_it(shared_data: Path) -> None:
     """A reviewer's finding: the first flush waited ``flush_every`` bars, so the first day
     of every run decided without the warm-start episodes of the years before."""
-    old = Episode(
-        id="ep-old", trader_id=TRADER, symbol=SYMBOL, event_type="flash_crash",
-        occurred_at=T0 - 100 * H, description="a sharp drop", importance=0.5,
-    )  # fmt: skip
+    old = OLD_EPISODE
     writer, system = _writer_on_memory(shared_data, episodes=[old], horizon_bars=24)
     writer.start(T0)
     stored = system.episodic.get(TRADER, ["ep-old"], as_of=T0)  # type: ignore[attr-defined]
@@ -167,10 +171,7 @@ def test_a_first_step_run_again_logs_the_warm_start_outcomes_once(shared_data: P
     after a crash it decides a newer bar, and every warm-start outcome was logged a second
     time (stamped at the new bar), its reflection raising the importance twice. An
     event's outcome is stamped at its due time, so the second write is the same outcome."""
-    old = Episode(
-        id="ep-old", trader_id=TRADER, symbol=SYMBOL, event_type="flash_crash",
-        occurred_at=T0 - 100 * H, description="a sharp drop", importance=0.5,
-    )  # fmt: skip
+    old = OLD_EPISODE
     first, system = _writer_on_memory(shared_data, episodes=[old], horizon_bars=24)
     first.start(T0)
     once = system.episodic.get(TRADER, ["ep-old"], as_of=T0 + 2 * H)[0]  # type: ignore[attr-defined]
