@@ -45,7 +45,7 @@ from backend.agents.policies import LLMPolicy, daily_vol
 from backend.backtest.models import DecisionMaker
 from backend.cli.backtest import run_backtest_command
 from backend.compose import build_trader_manager
-from backend.config import LLMSettings, Settings, StoreSettings, load_settings
+from backend.config import LLMSettings, Settings, load_settings
 from backend.data import OHLCVFrame
 from backend.embeddings import HashingEmbedder
 from backend.llm import LLMClient, build_llm
@@ -147,21 +147,12 @@ def run_decisions(
     }
 
 
-def run_persona(llm_settings: LLMSettings, store_settings: StoreSettings) -> dict[str, Any]:
+def run_persona(llm_settings: LLMSettings, settings: Settings) -> dict[str, Any]:
     llm = build_llm(llm_settings)
     assert llm is not None
     with tempfile.TemporaryDirectory(prefix="bench-llm-persona-") as tmp:
-        store = open_store(
-            store_settings.model_copy(  # the configured store, in a directory of its own
-                update={
-                    "backend": "chroma",
-                    "mode": "embedded",
-                    "path": Path(tmp) / "khala",
-                    "audit_path": Path(tmp) / "audit.db",
-                }
-            ),
-            HashingEmbedder(),
-        )
+        # the configured store, in a run directory of its own (what --store-path makes)
+        store = open_store(settings.with_store_dir(Path(tmp)).store, HashingEmbedder())
         try:
             persona = PersonaManager(store, llm=llm)
             started = time.perf_counter()
@@ -213,7 +204,7 @@ def main() -> None:
                 )
                 cfg = settings.model_copy(update={"llm": llm_settings})
                 row = run_decisions(cfg, data_dir=data_dir, start=start, end=end, log=log)
-                row["persona"] = run_persona(llm_settings, settings.store)
+                row["persona"] = run_persona(llm_settings, settings)
                 report["modes"][mode] = row
                 if not args.json:
                     print(mode, json.dumps(row))
