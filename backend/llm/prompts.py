@@ -2,7 +2,8 @@
 
 Three tasks (O-Mem's memory construction, adapted to trading):
 - **persona update decisions**: read the trader's own words against the current profile
-  and decide ADD / UPDATE / IGNORE per attribute (O-Mem's persona router);
+  and decide ADD / UPDATE / DELETE (a lifted ban) / IGNORE per attribute (O-Mem's persona
+  router);
 - **topic extraction** from a market snapshot and its headlines (working-memory index);
 - **key event identification**: is this market state a salient episode worth keeping?
 
@@ -78,7 +79,9 @@ def persona_update_prompt(profile_summary: str, text: str) -> tuple[str, str]:
         "each statement about their goals, hard constraints (risk per trade, leverage, "
         "position size, forbidden or allowed assets, long-only), preferred assets, risk "
         "tolerance, holding period or style: ADD (new attribute), UPDATE (changes an "
-        "existing value) or IGNORE (already known, vague, or not about the trader). "
+        "existing value), DELETE (the trader lifts a ban they had set: the constraint "
+        "with the tickers, or the flag, they lift) or IGNORE (already known, vague, or "
+        "not about the trader). "
         "Fractions are decimals (2% = 0.02); leverage is a multiple (3x = 3.0); asset "
         "tickers are upper case. " + _DATA_RULE
     )

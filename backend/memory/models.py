@@ -43,8 +43,10 @@ __all__ = [
 
 # ------------------------------------------------------------------------ persona
 
-ChangeAction = Literal["ADD", "UPDATE", "IGNORE"]
-"""O-Mem's persona router decision for one candidate attribute change."""
+ChangeAction = Literal["ADD", "UPDATE", "DELETE", "IGNORE"]
+"""O-Mem's persona router decision for one candidate attribute change (ADD / UPDATE /
+IGNORE), plus mem0's DELETE for a hard constraint the trader lifts (a forbidden asset
+or a flag rule: :mod:`backend.agents.memory._persona_lifts`)."""
 
 
 class HardConstraint(FrozenModel):

@@ -267,7 +267,7 @@ class MemoryToolkit:
     def record_note(
         self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
     ) -> list[PersonaChange]:
-        """The trader's own words: routed into the persona (ADD / UPDATE / IGNORE)."""
+        """The trader's own words: routed into the persona (ADD / UPDATE / DELETE / IGNORE)."""
         return list(self._persona.update_from_text(trader_id, text, as_of=as_of, note_id=note_id))
 
     def record_messages(

@@ -1,7 +1,8 @@
 """When words that look like a ban of an asset state none (:mod:`._persona_text`).
 
-A forbidden asset is never lifted by a later note (forbidden lists are only united), so
-a misread ban is permanent. Readers found these misreadings (2026-12-06/07), each of
+A forbidden asset is lifted only by a note that says so in those words
+(:mod:`._persona_lifts`; forbidden lists are otherwise only united), so a misread ban
+stays until the trader lifts it. Readers found these misreadings (2026-12-06/07), each of
 which had become one:
 
 - a bare "no <ticker>" about what the trader holds: "I have no SOL right now", "No ETH

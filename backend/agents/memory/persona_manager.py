@@ -242,7 +242,8 @@ class PersonaManager:
     ) -> list[PersonaChange]:
         """Route what the trader says in ``text`` (``note_id``: its id, the evidence kept on
         the attributes; default a hash of trader, time and text). Returns the changes
-        (ADD/UPDATE/IGNORE), ``[]`` when nothing about the trader was found.
+        (ADD/UPDATE/DELETE/IGNORE; DELETE: a ban the trader lifts), ``[]`` when nothing
+        about the trader was found.
 
         With an LLM, the model is asked first, outside the locks (a slow model must not
         stall the readers of this process nor other writers), against the profile as of

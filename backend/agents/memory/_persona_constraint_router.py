@@ -1,0 +1,182 @@
+"""The persona router's part for hard constraints (:mod:`._persona_router`'s module doc):
+a constraint's canonical form (:func:`check_constraint`), a new or changed limit
+(:func:`route_constraint`: one per kind, forbidden lists united, a looser value only
+when the trader says it changes) and a lifted ban (:func:`route_lift`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from backend.agents.memory._persona_change import sentence_of, states_a_change
+from backend.agents.memory._persona_lifts import LIFTABLE_KINDS, reads_a_lift
+from backend.llm.prompts import PersonaDecision
+from backend.memory.models import ChangeAction, HardConstraint, PersonaAttribute
+
+__all__ = ["Pending", "check_constraint", "route_constraint", "route_lift", "same_value"]
+
+_FLAG_KINDS = ("no_memecoins", "long_only", "no_leverage")
+
+
+@dataclass
+class Pending:
+    """One routed candidate before the change record is written (:mod:`._persona_router`)."""
+
+    attribute: str
+    action: ChangeAction
+    old: Any
+    new: Any
+    reason: str
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Deep equality of JSON values (``1`` == ``1.0``, mapping order ignored)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+_TICKER = re.compile(r"[A-Z0-9@][A-Z0-9@._\-]{0,19}")
+"""An upper-cased ticker (``BTC``, ``1000PEPE``, ``KPEPE``, Hyperliquid spot ids ``@107``):
+no brackets or other markup can reach the prompt's hard-constraints line."""
+
+
+def check_constraint(constraint: HardConstraint) -> HardConstraint | str:
+    """The constraint in canonical form, or why it is invalid: fractions in (0, 1];
+    ``max_leverage`` in (0, 200]; ``max_position_notional`` and ``max_loss_per_trade`` > 0;
+    asset kinds a non-empty list of tickers (upper-cased, 1-20 chars of A-Z 0-9 @ . _ -);
+    flag kinds ``True``."""
+    kind, value = constraint.kind, constraint.value
+    if kind in _FLAG_KINDS:
+        return constraint if value is True else f"{kind} must be true, got {value!r}"
+    if kind in ("forbidden_assets", "allowed_assets"):
+        if not isinstance(value, list) or not value:
+            return f"{kind} needs a non-empty list of tickers, got {value!r}"
+        tickers = list(dict.fromkeys(str(v).strip().upper() for v in value))
+        if not all(_TICKER.fullmatch(t) for t in tickers):
+            return f"{kind}: invalid ticker in {value!r}"
+        return constraint.model_copy(update={"value": tickers})
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{kind} needs a number, got {value!r}"
+    number = float(value)
+    limits = {
+        "max_leverage": (0.0, 200.0),
+        "max_position_notional": (0.0, 1e15),
+        "max_loss_per_trade": (0.0, 1e15),
+    }
+    low, high = limits.get(kind, (0.0, 1.0))
+    if not low < number <= high:
+        return f"{kind} = {number} is outside ({low}, {high}]"
+    return constraint.model_copy(update={"value": number})
+
+
+def route_constraint(
+    d: PersonaDecision,
+    attrs: dict[str, PersonaAttribute],
+    pending: list[Pending],
+    put: Callable[[str, Any], None],
+    text: str | None,
+) -> None:
+    if d.constraint is None:
+        pending.append(Pending("constraints", "IGNORE", None, None, "invalid: no constraint"))
+        return
+    checked = check_constraint(d.constraint)
+    if isinstance(checked, str):
+        new_raw = d.constraint.model_dump(mode="json")
+        pending.append(Pending("constraints", "IGNORE", None, new_raw, f"invalid: {checked}"))
+        return
+    current: list[dict[str, Any]] = (
+        list(attrs["constraints"].value) if "constraints" in attrs else []
+    )
+    index = next((i for i, c in enumerate(current) if c.get("kind") == checked.kind), None)
+    old = current[index] if index is not None else None
+    if old is not None and checked.kind == "forbidden_assets":
+        united = list(dict.fromkeys([*old["value"], *checked.value]))  # type: ignore[misc]
+        checked = checked.model_copy(update={"value": united})
+    new = checked.model_dump(mode="json")
+    if old is not None and same_value(old["value"], new["value"]):
+        pending.append(Pending("constraints", "IGNORE", old, new, f"unchanged: {checked.kind}"))
+        return
+    looser = old is not None and _looser(checked.kind, old["value"], new["value"])
+    said = checked.quote if text is None else sentence_of(checked.quote, text)
+    numeric = not isinstance(new["value"], list)
+    if looser and old is not None and not (said and states_a_change(said, numeric=numeric)):
+        reason = (
+            f"looser than the stored {checked.kind} {old['value']}: a hard constraint is "
+            "relaxed only when the trader says it changes (e.g. 'raise my max leverage to 10x')"
+        )
+        pending.append(Pending("constraints", "IGNORE", old, new, reason))
+        return
+    if index is None:
+        current.append(new)
+    else:
+        current[index] = new
+    put("constraints", current)
+    action: ChangeAction = "ADD" if old is None else "UPDATE"
+    pending.append(Pending("constraints", action, old, new, d.reason))
+
+
+def route_lift(
+    d: PersonaDecision,
+    attrs: dict[str, PersonaAttribute],
+    pending: list[Pending],
+    put: Callable[[str, Any], None],
+    text: str | None,
+) -> None:
+    """A ``DELETE`` of a constraint: the lift the module doc allows, else ``IGNORE``."""
+    if d.constraint is None:
+        pending.append(Pending("constraints", "IGNORE", None, None, "invalid: nothing to lift"))
+        return
+    raw = d.constraint.model_dump(mode="json")
+    checked = check_constraint(d.constraint)
+    if isinstance(checked, str) or checked.kind not in LIFTABLE_KINDS:
+        why = (
+            checked
+            if isinstance(checked, str)
+            else (
+                f"{checked.kind} is not lifted: a cap is raised by saying so "
+                "('raise my max leverage to 10x')"
+            )
+        )
+        pending.append(Pending("constraints", "IGNORE", None, raw, f"invalid: {why}"))
+        return
+    said = checked.quote if text is None else sentence_of(checked.quote, text)
+    if not (said and reads_a_lift(checked, said)):
+        reason = (
+            f"not lifted: {checked.kind} is lifted only when the trader says so in those "
+            "words (e.g. 'SOL is allowed again', 'you can short again')"
+        )
+        pending.append(Pending("constraints", "IGNORE", None, raw, reason))
+        return
+    current: list[dict[str, Any]] = (
+        list(attrs["constraints"].value) if "constraints" in attrs else []
+    )
+    index = next((i for i, c in enumerate(current) if c.get("kind") == checked.kind), None)
+    old = current[index] if index is not None else None
+    lifted = checked.value if isinstance(checked.value, list) else []
+    left = [t for t in old["value"] if t not in lifted] if old and lifted else []
+    if old is None or index is None or (lifted and len(left) == len(old["value"])):
+        reason = f"unchanged: no {checked.kind} {lifted or ''} to lift".replace("  ", " ")
+        pending.append(Pending("constraints", "IGNORE", old, raw, reason))
+        return
+    new = {**old, "value": left} if left else None
+    if new is None:
+        del current[index]
+    else:
+        current[index] = new
+    put("constraints", current)
+    pending.append(Pending("constraints", "DELETE", old, new, d.reason))
+
+
+def _looser(kind: str, old: Any, new: Any) -> bool:
+    """Whether ``new`` allows more than ``old``: a larger cap, or an allowed-asset list
+    with an asset the old one did not allow (booleans and forbidden lists never loosen:
+    those are only ever set or united)."""
+    if kind == "allowed_assets" and isinstance(old, list) and isinstance(new, list):
+        return not {str(a).upper() for a in new} <= {str(a).upper() for a in old}
+    numbers = (int, float)
+    if isinstance(old, bool | list) or isinstance(new, bool | list):
+        return False
+    return isinstance(old, numbers) and isinstance(new, numbers) and new > old

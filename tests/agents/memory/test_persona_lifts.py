@@ -1,0 +1,183 @@
+"""A ban the trader lifts in so many words: read by the rules, routed as DELETE, versioned
+in the store, and enforced no longer at the next bar."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from backend.agents.constraints import check_decision
+from backend.agents.memory import PersonaManager
+from backend.agents.memory._persona_lifts import lift_constraints
+from backend.agents.memory._persona_router import empty_profile, route_decisions
+from backend.agents.memory._persona_text import text_decisions
+from backend.backtest.models import Decision, PositionState
+from backend.llm.prompts import PersonaDecision
+from backend.memory.models import HardConstraint, PersonaProfile
+from tests.conftest import StoreFactory
+
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+BANS = "Never trade SOL or DOGE. No memecoins. I'm long only and never use leverage."
+
+LIFTS: list[tuple[str, dict[str, Any]]] = [
+    ("unban SOL", {"forbidden_assets": ["SOL"]}),
+    ("Lift the ban on SOL and DOGE.", {"forbidden_assets": ["SOL", "DOGE"]}),
+    ("lift the SOL ban", {"forbidden_assets": ["SOL"]}),
+    ("Please remove SOL from the banned list", {"forbidden_assets": ["SOL"]}),
+    ("SOL is allowed again", {"forbidden_assets": ["SOL"]}),
+    ("solana is fine again", {"forbidden_assets": ["SOL"]}),
+    ("Solana is no longer off limits", {"forbidden_assets": ["SOL"]}),
+    ("You can trade SOL again", {"forbidden_assets": ["SOL"]}),
+    ("allow DOGE again", {"forbidden_assets": ["DOGE"]}),
+    ("memecoins are fine again", {"no_memecoins": True}),
+    ("lift the memecoin ban", {"no_memecoins": True}),
+    ("you can use leverage again", {"no_leverage": True}),
+    ("Leverage is allowed again", {"no_leverage": True}),
+    ("lift the no-leverage rule", {"no_leverage": True}),
+    ("you can short again", {"long_only": True}),
+    ("Shorting is allowed again", {"long_only": True}),
+    ("I'm no longer long only", {"long_only": True}),
+    ("lift the long-only rule", {"long_only": True}),
+    (
+        "You can use leverage again, and DOGE is fine again",
+        {"no_leverage": True, "forbidden_assets": ["DOGE"]},
+    ),
+]
+NOT_LIFTS = [
+    "Can I trade SOL again?",
+    "Should I lift the SOL ban",
+    "I won't unban SOL",
+    "Don't lift the ban on SOL",
+    "if it holds 150, SOL is allowed again",
+    "SOL is allowed again once it holds 150",
+    "my friend says SOL is fine again",
+    "SOL is fine again, my coach says",
+    "maybe memecoins are fine again",
+    "I traded SOL again yesterday",
+    "you can trade it again",
+    "never trade SOL",
+    "I have no SOL",
+]
+
+
+@pytest.mark.parametrize(("sentence", "expected"), LIFTS)
+def test_the_rules_read_a_lift(sentence: str, expected: dict[str, Any]) -> None:
+    assert {c.kind: c.value for c in lift_constraints(sentence)} == expected
+
+
+@pytest.mark.parametrize("sentence", NOT_LIFTS)
+def test_a_question_a_condition_or_someone_elses_words_lift_nothing(sentence: str) -> None:
+    assert lift_constraints(sentence) == []
+    assert all(d.action != "DELETE" for d in text_decisions(sentence))
+
+
+def _say(profile: PersonaProfile, text: str) -> PersonaProfile:
+    decisions = text_decisions(text, profile=profile)
+    result = route_decisions(
+        profile, decisions, as_of=T0, source="rules", evidence_id="n", text=text
+    )
+    return result.profile
+
+
+def _rules(profile: PersonaProfile) -> dict[str, Any]:
+    return {c.kind: c.value for c in profile.constraints()}
+
+
+def test_a_lift_removes_only_what_it_names_and_states_no_ban() -> None:
+    profile = _say(empty_profile("t", T0), BANS)
+    assert _rules(profile) == {
+        "forbidden_assets": ["SOL", "DOGE"],
+        "no_memecoins": True,
+        "no_leverage": True,
+        "long_only": True,
+    }
+    profile = _say(profile, "Lift the ban on SOL, but never trade PEPE")
+    assert _rules(profile)["forbidden_assets"] == ["DOGE", "PEPE"]
+    profile = _say(profile, "lift the long-only rule")  # no long-only rule read from it
+    assert "long_only" not in _rules(profile)
+    profile = _say(profile, "DOGE is fine again. Memecoins are fine again.")
+    assert _rules(profile) == {"forbidden_assets": ["PEPE"], "no_leverage": True}
+
+
+def test_a_models_delete_needs_the_traders_words() -> None:
+    profile = _say(empty_profile("t", T0), BANS)
+
+    def model(text: str, *decisions: PersonaDecision) -> list[tuple[str, str]]:
+        result = route_decisions(
+            profile, list(decisions), as_of=T0, source="llm", evidence_id="n", text=text
+        )
+        return [(c.action, c.reason) for c in result.changes]
+
+    def delete(kind: str, value: Any, quote: str) -> PersonaDecision:
+        constraint = HardConstraint(kind=kind, value=value, quote=quote)  # type: ignore[arg-type]
+        return PersonaDecision(
+            attribute="constraints", action="DELETE", constraint=constraint, reason="lift"
+        )
+
+    said = "I've thought about it. SOL is allowed again."
+    assert model(said, delete("forbidden_assets", ["SOL"], "SOL is allowed again")) == [
+        ("DELETE", "lift")
+    ]
+    # a ticker the sentence does not lift, a sentence that lifts nothing, a quote not in it
+    ((action, reason),) = model(
+        said, delete("forbidden_assets", ["SOL", "DOGE"], "SOL is allowed again")
+    )
+    assert action == "IGNORE" and reason.startswith("not lifted")
+    ((action, reason),) = model(
+        "Is SOL allowed again?", delete("forbidden_assets", ["SOL"], "SOL is allowed again")
+    )
+    assert action == "IGNORE" and reason.startswith("not lifted")
+    ((action, reason),) = model("hello", delete("long_only", True, "you can short again"))
+    assert action == "IGNORE" and reason.startswith("not lifted")
+    # a numeric cap is raised, never deleted; nothing but a constraint is deleted
+    ((action, reason),) = model("no leverage cap", delete("max_leverage", 3.0, "no leverage cap"))
+    assert action == "IGNORE" and reason.startswith("invalid")
+    goal = PersonaDecision(attribute="goals", action="DELETE", goal="double", reason="r")
+    ((action, reason),) = model("forget my goal", goal)
+    assert action == "IGNORE" and reason.startswith("invalid")
+    # a rule the profile does not hold: nothing to lift
+    ((action, reason),) = model("unban BTC", delete("forbidden_assets", ["BTC"], "unban BTC"))
+    assert action == "IGNORE" and reason.startswith("unchanged")  # fmt: skip
+
+
+def test_a_lift_is_versioned_in_the_store_and_enforced_no_longer(make_store: StoreFactory) -> None:
+    store = make_store()
+    manager = PersonaManager(store)
+    t1, t2 = T0 + timedelta(days=1), T0 + timedelta(days=2)
+    manager.update_from_text("t", BANS, as_of=T0, note_id="bans")
+    changes = manager.update_from_text(
+        "t", "SOL is allowed again. You can short again.", as_of=t1, note_id="lift"
+    )
+    banned = {"kind": "forbidden_assets", "quote": "Never trade SOL or DOGE"}
+    assert [(c.action, c.old_value, c.new_value) for c in changes] == [
+        ("DELETE", {**banned, "value": ["SOL", "DOGE"]}, {**banned, "value": ["DOGE"]}),
+        (
+            "DELETE",
+            {"kind": "long_only", "value": True, "quote": "I'm long only and never use leverage"},
+            None,
+        ),
+    ]  # fmt: skip
+    assert {c.version for c in changes} == {2}
+    fresh = PersonaManager(store)
+    before, after = fresh.get_profile("t", T0), fresh.get_profile("t", t2)
+    assert before is not None and after is not None
+    assert _rules(before)["forbidden_assets"] == ["SOL", "DOGE"] and "long_only" in _rules(before)
+    assert _rules(after) == {
+        "forbidden_assets": ["DOGE"],
+        "no_memecoins": True,
+        "no_leverage": True,
+    }
+    assert [c.action for c in fresh.timeline("t", as_of=t2)].count("DELETE") == 2
+
+    flat = PositionState(quantity=0.0, entry_price=None, equity=10_000.0, exposure=0.0)
+    buy = Decision(action="buy", size=0.5, rationale="r")
+    short = Decision(action="sell", size=0.5, rationale="r")
+    for profile, blocked in ((before, True), (after, False)):
+        out, violations = check_decision(buy, profile=profile, symbol="SOL/USDT", position=flat)
+        assert (out.action == "hold") is blocked and bool(violations) is blocked
+        out, violations = check_decision(short, profile=profile, symbol="BTC/USDT", position=flat)
+        assert (out.action == "hold") is blocked and bool(violations) is blocked
+    out, _ = check_decision(buy, profile=after, symbol="DOGE/USDT", position=flat)
+    assert out.action == "hold"  # DOGE stays forbidden
