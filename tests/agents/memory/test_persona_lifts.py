@@ -111,7 +111,7 @@ def test_a_models_delete_needs_the_traders_words() -> None:
         return [(c.action, c.reason) for c in result.changes]
 
     def delete(kind: str, value: Any, quote: str) -> PersonaDecision:
-        constraint = HardConstraint(kind=kind, value=value, quote=quote)  # type: ignore[arg-type]
+        constraint = HardConstraint(kind=kind, value=value, quote=quote)
         return PersonaDecision(
             attribute="constraints", action="DELETE", constraint=constraint, reason="lift"
         )
