@@ -33,6 +33,7 @@ from backend.agents.memory._persona_positions import (
     asset_shares,
     base_assets,
     chain_ties,
+    holding_rows,
     holding_samples,
     opening_notional,
     traded_fills,
@@ -214,11 +215,12 @@ def compute_persona_attributes(
     fills = fills.loc[fills["datetime"] <= pd.Timestamp(fence)].reset_index(drop=True)
     closing = fills.loc[fills["direction"].isin(CLOSING_DIRECTIONS)]
     traded = traded_fills(fills)  # what the trader did (not a dust conversion)
-    hold_hours, hold_ids, untimed = holding_samples(fills)
+    hold_hours, hold_at, untimed = holding_rows(fills)
+    held = fills.iloc[np.sort(np.asarray(hold_at, dtype=np.int64))]  # the timed closes
     out: dict[str, PersonaAttribute] = {}
     out["preferred_assets"] = _preferred_assets(traded, fence)
     out["long_share"] = _long_share(fills, fence)
-    out["holding_period"] = _holding_period(fills, hold_hours, hold_ids, untimed, fence)
+    out["holding_period"] = _holding_period(held, hold_hours, untimed, fence)
     out["trade_frequency"] = _trade_frequency(traded, fence)
     out["position_notional"] = _position_notional(traded, fence)
     out["leverage"] = _attr(
@@ -232,7 +234,7 @@ def compute_persona_attributes(
     out["pnl_profile"] = _pnl_profile(fills, closing, fence)
     out["max_drawdown"] = _max_drawdown(fills, closing, fence)
     out["active_hours"] = _active_hours(traded, fence)
-    out["style"] = _style(out["holding_period"], fills, hold_ids, fence)
+    out["style"] = _style(out["holding_period"], held, fence)
     risk, risk_detail = risk_tolerance(fills, closing, out)
     rows = closing if risk is not None else closing.iloc[:0]
     out["risk_tolerance"] = _attr("risk_tolerance", risk, rows, as_of=fence, detail=risk_detail)
@@ -274,9 +276,8 @@ def _long_share(fills: pd.DataFrame, as_of: datetime) -> PersonaAttribute:
 
 
 def _holding_period(
-    fills: pd.DataFrame, hours: list[float], ids: list[str], untimed: int, as_of: datetime
+    rows: pd.DataFrame, hours: list[float], untimed: int, as_of: datetime
 ) -> PersonaAttribute:
-    rows = fills.loc[fills["id"].isin(set(ids))]
     series = pd.Series(hours, dtype="float64")
     value = _r(float(series.median()), 3) if len(series) else None
     detail = {
@@ -415,9 +416,7 @@ def _active_hours(fills: pd.DataFrame, as_of: datetime) -> PersonaAttribute:
     return _attr("active_hours", top, fills, as_of=as_of, detail=detail)
 
 
-def _style(
-    holding: PersonaAttribute, fills: pd.DataFrame, ids: list[str], as_of: datetime
-) -> PersonaAttribute:
+def _style(holding: PersonaAttribute, rows: pd.DataFrame, as_of: datetime) -> PersonaAttribute:
     median = holding.value
     value: str | None = None
     if isinstance(median, float):
@@ -427,5 +426,4 @@ def _style(
         "thresholds_h": {s: bound for bound, s in STYLE_THRESHOLDS_H},
         "rule": "scalper < 1 h <= day < 24 h <= swing < 14 d <= position (median holding)",
     }
-    rows = fills.loc[fills["id"].isin(set(ids))]
     return _attr("style", value, rows, as_of=as_of, detail=detail)

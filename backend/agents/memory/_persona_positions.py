@@ -21,6 +21,7 @@ __all__ = [
     "asset_shares",
     "base_assets",
     "chain_ties",
+    "holding_rows",
     "holding_samples",
     "opening_notional",
     "traded_fills",
@@ -85,16 +86,27 @@ def holding_samples(fills: pd.DataFrame) -> tuple[list[float], list[str], int]:
     whole inventory at every gap had left 748 of 0x513b's 5,515 closes untimed, the ones
     closing the oldest lots, and biased the median down: 2.167 h for 2.65 h.)
     """
+    hours, rows, untimed = holding_rows(fills)
+    ids = fills["id"].tolist()
+    return hours, [str(ids[i]) for i in rows], untimed
+
+
+def holding_rows(fills: pd.DataFrame) -> tuple[list[float], list[int], int]:
+    """:func:`holding_samples` with the closing fills as row positions in ``fills``
+    (``iloc``) instead of ids. The loop reads plain lists: iterating the pandas 3 string
+    columns and matching ids back with ``isin`` had been ~45% of a persona's computation
+    at 0x513b's 12k fills (91 ms a call; measured 2026-12-07)."""
     hours: list[float] = []
-    ids: list[str] = []
+    rows: list[int] = []
     untimed = 0
-    for _, group in fills.groupby("symbol", sort=False):
+    columns = ("timestamp", "side", "amount", "start_position", "base_fee")
+    stamp, sides, amounts, starts, fees = (fills[c].tolist() for c in columns)
+    for positions in fills.groupby("symbol", sort=False).indices.values():
         lots: deque[list[float]] = deque()  # [signed qty, open ms or NaN]
         pos = 0.0
-        for fid, ts, side, amount, start, base_fee in zip(
-            group["id"], group["timestamp"], group["side"], group["amount"],
-            group["start_position"], group["base_fee"], strict=True,
-        ):  # fmt: skip
+        for row in np.asarray(positions, dtype=np.int64).tolist():
+            ts, side, amount, start = stamp[row], sides[row], amounts[row], starts[row]
+            base_fee = fees[row]
             # a buy whose fee is taken from the coin bought adds amount - fee
             signed = float(amount) - float(base_fee) if side == "buy" else -float(amount)
             tol = 1e-6 * max(abs(pos), abs(float(amount)), 1e-6)
@@ -120,7 +132,7 @@ def holding_samples(fills: pd.DataFrame) -> tuple[list[float], list[str], int]:
                     untimed += 1
                 else:
                     hours.append(age_qty / timed_qty / 3_600_000.0)
-                    ids.append(str(fid))
+                    rows.append(row)
                 pos += math.copysign(closing, signed)
                 rest = abs(signed) - closing
                 if abs(pos) <= tol:
@@ -131,7 +143,7 @@ def holding_samples(fills: pd.DataFrame) -> tuple[list[float], list[str], int]:
             else:
                 lots.append([signed, float(ts)])
                 pos += signed
-    return hours, ids, untimed
+    return hours, rows, untimed
 
 
 def _reconcile(
