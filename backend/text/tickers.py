@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["COIN_NAMES", "KNOWN_TICKERS", "LIST", "SEP", "mentioned_tickers", "parse_tickers"]
+__all__ = [
+    "COIN_NAMES",
+    "KNOWN_TICKERS",
+    "LIST",
+    "SEP",
+    "TICKER",
+    "mentioned_tickers",
+    "parse_tickers",
+]
 
 COIN_NAMES: dict[str, str] = {
     "bitcoin": "BTC", "btc": "BTC", "ethereum": "ETH", "ether": "ETH", "eth": "ETH",
@@ -33,11 +41,11 @@ _NOT_TICKERS = frozenset({
 })  # fmt: skip
 """Upper-case words of traders' talk that are not tickers ("no FOMO")."""
 _NAMES = "|".join(sorted(COIN_NAMES, key=len, reverse=True))
-_TICKER = rf"(?>[A-Z][A-Z0-9]{{1,9}}|(?i:{_NAMES}))\b"
+TICKER = rf"(?>[A-Z][A-Z0-9]{{1,9}}|(?i:{_NAMES}))\b"
 """Atomic: an upper-case coin name ("BTC") matches one way only, else a list of n of them
 followed by what a rule needs backtracked 2^n times (22 coins: 19 s)."""
 SEP = r"\s*(?:,(?:\s*(?i:and|or)\b)?|/|&|(?i:\band\b|\bor\b|\bnor\b))\s*"
-LIST = rf"({_TICKER}(?:{SEP}{_TICKER})*)"
+LIST = rf"({TICKER}(?:{SEP}{TICKER})*)"
 """A list of tickers (one group): ``BTC, eth and Solana``."""
 
 
@@ -60,7 +68,7 @@ def mentioned_tickers(text: str) -> list[str]:
     ("solana", "Bitcoin"), but the word-like names of ``_WORDS`` only in upper case
     ("chasing the hype on BTC" names BTC only)."""
     out: list[str] = []
-    for match in re.finditer(rf"\b{_TICKER}", text):
+    for match in re.finditer(rf"\b{TICKER}", text):
         word = match.group(0)
         if word.isupper() and word in KNOWN_TICKERS:
             ticker = word

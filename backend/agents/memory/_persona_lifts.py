@@ -2,27 +2,34 @@
 
 A forbidden asset and the three flag rules (``no_memecoins``, ``long_only``,
 ``no_leverage``) are never loosened by a sentence that merely states another rule: a ban
-is only ever united with a new one, so a misread or offhand sentence cannot undo it.
-Before these rules a ban could not be undone at all, even when the trader said so (or
-when the rules had misread it). A **lift** says it in so many words, about that asset or
-rule:
+is only ever united with a new one. Before these rules a ban could not be undone at all,
+even when the trader said so (or when the rules had misread it). Removing a hard risk
+limit is the worst misreading, so a **lift** is a whole sentence that is nothing but the
+lift (an optional "ok", "alright", "please" or "also" before it; "please", "now" or "from
+now on" after it), in one of these forms:
 
-- ``unban SOL``, ``lift the ban on SOL``, ``lift the SOL ban``, ``remove SOL from the
-  banned list``, ``SOL is allowed again`` (ok / fine / back on the table ... again),
-  ``SOL is no longer off limits`` (banned / forbidden / blocked), ``you can trade SOL
-  again`` (I / we can trade / buy / touch / hold ... again), ``allow SOL again``;
-- the same forms for meme coins (``memecoins are fine again``, ``lift the memecoin
-  ban``), leverage (``you can use leverage again``, ``leverage is allowed again``,
-  ``lift the no-leverage rule``) and shorting (``you can short again``, ``shorting is
-  allowed again``, ``I'm no longer long only``, ``lift the long-only rule``).
+- assets: ``unban SOL``, ``lift the ban on SOL and DOGE`` (remove / drop / end / cancel;
+  ``bans``), ``lift the SOL ban``, ``remove SOL from the banned list`` (``from my
+  blacklist``; ``take SOL off ...``), ``SOL is allowed again``, ``SOL is no longer
+  banned`` (off limits / forbidden / blocked), ``SOL isn't banned anymore``, ``you can
+  trade SOL again`` (I can; trade / buy / touch), ``allow SOL again``;
+- meme coins: ``memecoins are allowed again``, ``you can trade memecoins again``, ``lift
+  the memecoin ban``, ``unban memecoins``;
+- leverage: ``you can use leverage again``, ``leverage is allowed again``, ``lift the
+  no-leverage rule``, ``lift the leverage ban``;
+- shorting: ``you can short again``, ``shorting is allowed again``, ``I'm no longer long
+  only``, ``I'm not long only anymore``, ``lift the long-only rule``.
 
-A lift is read only from the trader's own statement: not in a question ("Can I trade SOL
-again?"), not after a negation, a condition, a maybe or someone else's words before it
-("I won't unban SOL", "if it holds 150, SOL is allowed again", "my friend says SOL is
-fine again"), nor with a condition after it ("SOL is allowed again once it holds 150").
-When in doubt the rule stays: a hard constraint is as strict as the trader last stated.
+So a question ("Can I trade SOL again", "SOL is allowed again, right"), a negation or a
+refusal ("No lifting the ban on SOL", "I refuse to unban SOL"), a condition or a time
+("Until I lift the ban on SOL ...", "You can trade SOL again next year"), a story ("I
+regret lifting the ban on DOGE"), someone else's rule or market talk ("Coinbase is lifting
+the ban on DOGE", "Solana is fine again, the outage is over"), a sentence that goes on
+("Unban SOL, DOGE stays banned") or a limit order ("Cancel my short limit order") lifts
+nothing (sentences a reviewer wrote against the first, looser version, 2026-12-07). When
+in doubt the rule stays: a hard constraint is as strict as the trader last stated it.
 Numeric caps are not lifted here: they are raised by a sentence that says so
-(:func:`._persona_change.states_a_change`).
+(:func:`._persona_change.states_a_change`); ``allowed_assets`` is widened the same way.
 """
 
 from __future__ import annotations
@@ -30,119 +37,87 @@ from __future__ import annotations
 import re
 
 from backend.memory.models import HardConstraint
-from backend.text.tickers import LIST, parse_tickers
+from backend.text.tickers import TICKER, parse_tickers
 
 __all__ = ["LIFTABLE_KINDS", "lift_constraints", "reads_a_lift"]
 
 LIFTABLE_KINDS: tuple[str, ...] = ("forbidden_assets", "no_memecoins", "long_only", "no_leverage")
 """Constraint kinds a lift removes (the forbidden list: the lifted tickers only)."""
 
-_REMOVE = r"(?:lift|lifting|remove|removing|drop|dropping|end|ending|cancel|cancelling)"
-_THE = r"(?:the\s+|my\s+|your\s+|that\s+)?"
-_FINE = r"(?:allowed|ok|okay|fine|back\s+on\s+the\s+table|tradable|tradeable)"
-_BANNED = r"(?:off[\s-]limits?|banned|forbidden|blocked)"
-_RULE = r"(?:ban|block|restriction|rule|limit)"
-_CAN = r"\b(?:you|i|we)\s+(?:can|may)\s+(?:now\s+)?"
+_ONE = rf"\$?{TICKER}"
+_TICKERS = rf"({_ONE}(?:\s*(?:,\s*(?:and\s+)?|\band\b|&|/)\s*{_ONE})*)"
+"""A list of tickers (one group; "and", commas, "&" or "/" between; not "or" / "nor")."""
+_LEAD = r"^\W*(?:(?:ok|okay|alright|please|also)\W+)*"
+_TAIL = r"(?:\s+(?:please|now|from\s+now\s+on))?\W*$"
+_REMOVE = r"(?:lift|remove|drop|end|cancel)"
+_THE = r"(?:the|my|your|that)\s+"
+_BANNED = r"(?:banned|forbidden|blocked|off[\s-]limits?)"
+_BAN_LIST = rf"(?:{_THE})?(?:(?:banned|forbidden|blocked|no[\s-]go|ban)\s+list|black[\s-]?list)"
 _MEME = r"(?:meme[\s-]?(?:coins?|tokens?)|memes|memecoins?|shitcoins?)"
 _SHORTS = r"(?:short(?:s|ing)?)"
 
 
-def _subject(subject: str, verbs: str) -> list[str]:
-    """The lift forms of the module doc for one subject (a regex, case-insensitive)."""
+def _forms(subject: str, verbs: str) -> list[str]:
+    """The sentence forms of the module doc that name ``subject`` (a regex)."""
     return [
-        rf"\bun-?ban\s+{subject}",
-        rf"\b{_REMOVE}\s+{_THE}(?:ban|block|restriction)\s+on\s+{subject}",
-        rf"\b{_REMOVE}\s+{_THE}{subject}\s+{_RULE}\b",
-        rf"\bremove\s+{subject}\s+from\s+{_THE}(?:banned|forbidden|blocked|no[\s-]go)\s+list",
-        rf"{subject}\s+(?:is|are)\s+{_FINE}\s+again\b",
+        rf"un-?ban\s+{subject}",
+        rf"{_REMOVE}\s+(?:{_THE})?bans?\s+on\s+{subject}",
+        rf"{_REMOVE}\s+(?:{_THE})?{subject}\s+bans?",
+        rf"(?:remove\s+{subject}\s+from|take\s+{subject}\s+off)\s+{_BAN_LIST}",
+        rf"{subject}\s+(?:is|are)\s+allowed\s+again",
         rf"{subject}\s+(?:is|are)\s+no\s+longer\s+{_BANNED}",
-        rf"{_CAN}{verbs}\s+{subject}\s+again\b",
-        rf"\b(?:allow|unblock)\s+{subject}\s+again\b",
+        rf"{subject}\s+(?:isn'?t|is\s+not|aren'?t|are\s+not)\s+{_BANNED}\s+any\s*more",
+        rf"(?:you|i)\s+can\s+{verbs}\s+{subject}\s+again",
+        rf"allow\s+{subject}\s+again",
     ]
 
 
-def _compiled(forms: list[str]) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{f})" for f in forms), flags=re.IGNORECASE)
+def _sentence(forms: list[str]) -> re.Pattern[str]:
+    """A whole sentence in one of ``forms`` (module doc), case-insensitive."""
+    body = "|".join(f"(?:{f})" for f in forms)
+    return re.compile(f"{_LEAD}(?:{body}){_TAIL}", flags=re.IGNORECASE)
 
 
-_ASSET_FORMS = [
-    rf"\bun-?ban\s+{LIST}",
-    rf"\b{_REMOVE}\s+{_THE}(?:ban|block|restriction)\s+on\s+{LIST}",
-    rf"\b{_REMOVE}\s+{_THE}{LIST}\s+(?:ban|block|restriction)\b",
-    rf"\bremove\s+{LIST}\s+from\s+{_THE}(?:banned|forbidden|blocked|no[\s-]go)\s+list",
-    rf"{LIST}\s+(?:is|are)\s+{_FINE}\s+again\b",
-    rf"{LIST}\s+(?:is|are)\s+no\s+longer\s+{_BANNED}",
-    rf"{_CAN}(?:trade|buy|touch|hold)\s+{LIST}\s+again\b",
-    rf"\b(?:allow|unblock)\s+{LIST}\s+again\b",
-]
-"""One pattern per form, each with ``LIST``'s one group (the tickers). Case-insensitive:
-a lower-case word the list takes in ("you can trade it again") is no ticker
-(:func:`~backend.text.tickers.parse_tickers` drops it)."""
-_ASSETS = [re.compile(f, flags=re.IGNORECASE) for f in _ASSET_FORMS]
+_ASSETS = [_sentence([f]) for f in _forms(_TICKERS, r"(?:trade|buy|touch)")]
+"""One pattern per form, the tickers in its one matched group. Case-insensitive: a word the
+list takes in ("you can trade it again") is no ticker (:func:`parse_tickers` drops it)."""
 _FLAGS: dict[str, re.Pattern[str]] = {
-    "no_memecoins": _compiled(
-        [*_subject(_MEME, r"(?:trade|buy|touch|hold)"), rf"\b{_REMOVE}\s+{_THE}no[\s-]{_MEME}"]
-    ),
-    "no_leverage": _compiled(
+    "no_memecoins": _sentence(
         [
-            *_subject(r"leverage", r"use"),
-            rf"\b{_REMOVE}\s+{_THE}no[\s-]leverage\b",
+            *_forms(_MEME, r"(?:trade|buy|touch)"),
+            rf"{_REMOVE}\s+{_THE}(?:no[\s-]{_MEME}|{_MEME}\s+ban)\s+(?:rule|restriction)",
         ]
     ),
-    "long_only": _compiled(
+    "no_leverage": _sentence(
+        [*_forms("leverage", "use"), rf"{_REMOVE}\s+{_THE}no[\s-]leverage\s+(?:rule|restriction)"]
+    ),
+    "long_only": _sentence(
         [
-            *_subject(_SHORTS, r"(?:go|open)"),
-            rf"{_CAN}(?:go\s+)?short\s+again\b",
-            rf"\b{_REMOVE}\s+{_THE}(?:long[\s-]only|no[\s-]{_SHORTS})\b",
-            r"\b(?:i'?m|i\s+am|we'?re|we\s+are)\s+no\s+longer\s+long[\s-]only\b",
-            r"\bno\s+more\s+long[\s-]only\b",
+            *_forms(_SHORTS, "(?:go|open)"),
+            r"(?:you|i)\s+can\s+(?:go\s+)?short\s+again",
+            rf"{_REMOVE}\s+{_THE}(?:long[\s-]only|no[\s-]{_SHORTS})\s+(?:rule|restriction)",
+            r"(?:i'?m|i\s+am|we'?re|we\s+are)\s+no\s+longer\s+long[\s-]only",
+            r"(?:i'?m|i\s+am|we'?re|we\s+are)\s+not\s+long[\s-]only\s+any\s*more",
         ]
     ),
 }
 
-_ASKED = re.compile(
-    r"(?i)^\W*(?:should|shall|can|could|would|will|do|does|did|is|are|am|may|might|what|"
-    r"how|why|when|where|which|who|whether)\b"
-)
-_NOT_SAID = re.compile(
-    r"(?i)\b(?:if|unless|when|whenever|once|maybe|perhaps|might|could|would|should|not|"
-    r"never|don'?t|doesn'?t|won'?t|can'?t|cannot|isn'?t|aren'?t|wouldn'?t|shouldn'?t|"
-    r"told|tells?|said|says?|thinks?|thought|believes?|claims?|heard|friend|he|she|they|"
-    r"whether|who|wish|hope|wonder\w*|considering|thinking)\b|'d\b"
-)
-"""Before a lift: a condition, a maybe, a negation, someone else's words."""
-_LATER = re.compile(
-    r"(?i)\b(?:if|unless|once|when|whenever|after|until|till|provided|said|says|thinks|"
-    r"according)\b"
-)
-"""After a lift: a condition it waits for, or whose words they are."""
-
-
-def _said(sentence: str, match: re.Match[str]) -> bool:
-    """Whether the lift ``match`` is the trader's own, unconditional statement."""
-    if sentence.rstrip().endswith("?") or _ASKED.match(sentence):
-        return False
-    before, after = sentence[: match.start()], sentence[match.end() :]
-    return not (_NOT_SAID.search(before) or _LATER.search(after))
-
 
 def lift_constraints(sentence: str) -> list[HardConstraint]:
-    """The rules ``sentence`` lifts (module doc), one per kind: ``forbidden_assets`` with
-    the tickers lifted, a flag kind with ``True``; ``quote`` = the sentence. ``[]`` when it
-    lifts none. Never raises for any text."""
+    """The rules ``sentence`` lifts (module doc): ``forbidden_assets`` with the tickers
+    lifted, or one flag kind with ``True``; ``quote`` = the sentence. ``[]`` when it lifts
+    none. Never raises for any text."""
     quote = sentence[:1000]
-    out: list[HardConstraint] = []
-    tickers: list[str] = []
     for pattern in _ASSETS:
-        for match in pattern.finditer(sentence):
-            if _said(sentence, match):
-                tickers += [t for t in parse_tickers(match.group(1)) if t not in tickers]
-    if tickers:
-        out.append(HardConstraint(kind="forbidden_assets", value=tickers, quote=quote))
+        match = pattern.match(sentence)
+        listed = next((g for g in match.groups() if g), "") if match else ""
+        tickers = parse_tickers(listed.replace("$", ""))
+        if tickers:
+            return [HardConstraint(kind="forbidden_assets", value=tickers, quote=quote)]
     for kind, pattern in _FLAGS.items():
-        if any(_said(sentence, m) for m in pattern.finditer(sentence)):
-            out.append(HardConstraint(kind=kind, value=True, quote=quote))
-    return out
+        if pattern.match(sentence):
+            return [HardConstraint(kind=kind, value=True, quote=quote)]
+    return []
 
 
 def reads_a_lift(constraint: HardConstraint, sentence: str) -> bool:

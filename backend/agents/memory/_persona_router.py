@@ -22,7 +22,7 @@ Two kinds of candidates reach it:
   ``allow``, ``from now on``, ...: :func:`states_a_change`); otherwise it is ``IGNORE``,
   so a misread or offhand sentence never loosens a hard constraint. A ``DELETE`` lifts a
   forbidden asset or a flag rule (:data:`._persona_lifts.LIFTABLE_KINDS`) only when the
-  sentence holding its quote says the lift in so many words (the rules of
+  sentence holding its quote is nothing but that lift (the rules of
   :mod:`._persona_lifts` read it there: "SOL is allowed again", "you can short again");
   the change's ``new_value`` is what is left of the rule (``None``: gone). A numeric cap
   is never deleted (it is raised by saying so), nor any other attribute.
@@ -33,7 +33,7 @@ Two kinds of candidates reach it:
   one that fails validation (missing payload, a constraint value out of range) is
   ``IGNORE`` with the reason.
 
-The version increases by exactly 1 when a call has at least one ``ADD``/``UPDATE``;
+The version increases by exactly 1 when a call has at least one ``ADD``/``UPDATE``/``DELETE``;
 otherwise the profile is returned unchanged. Every change of a call carries the
 profile version in effect after the call. A failed or empty answer
 (:func:`route_failure`) yields one ``IGNORE`` change and never touches the profile.

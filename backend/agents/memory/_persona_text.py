@@ -46,9 +46,10 @@ and, for the numeric limits, over comma-separated clauses:
   ``preferred_assets`` decisions (the router stores them as ``stated_*``, next to what the
   fills show).
 
-- a lift of a ban the trader set ("unban SOL", "SOL is allowed again", "you can short
-  again", "lift the no-leverage rule") -> a ``DELETE`` of that constraint (the tickers
-  lifted, or the flag): :mod:`._persona_lifts`; the sentence then states no ban of it.
+- a sentence that is nothing but the lift of a ban ("unban SOL", "SOL is allowed again",
+  "you can short again", "lift the no-leverage rule": :mod:`._persona_lifts`) -> a
+  ``DELETE`` of that constraint (the tickers lifted, or the flag), unless a later
+  sentence of the note bans it again (the last word stands).
 
 Actions are ``ADD`` when the profile has no such constraint/attribute yet, else ``UPDATE``
 (``DELETE`` for a lift); the router decides the final action (an unchanged value becomes
@@ -91,7 +92,7 @@ _FORBIDDEN = re.compile(
     rf"(?:touch|trade|buy|hold|invest\s+in)|(?:stop|quit|done)\s+(?:trading|buying|touching)|"
     rf"no(?:\s+more)?|avoid|stay\s+away\s+from|ban|"
     rf"keep\s+me\s+(?:out\s+of|away\s+from)))\s+(?>{LIST})"
-    rf"(?!\s+(?i:shorts?|shorting|longs?|perps?|leverage|futures|options)\b)"
+    rf"(?!\s+(?i:shorts?|shorting|longs?|perps?|leverage|futures|options|bans?)\b)"
 )
 _OFF_LIMITS = re.compile(rf"{LIST}\s+(?i:is|are)\s+(?i:off[\s-]limits?|banned|forbidden)\b")
 _MEME_WORD = r"(?:meme[\s-]?(?:coins?|tokens?|stocks?)?|memecoins?|shitcoins?)\b"
@@ -195,11 +196,16 @@ def text_decisions(text: str, *, profile: PersonaProfile | None = None) -> list[
     attrs = profile.attributes if profile is not None else {}
     known_kinds = {c.kind for c in profile.constraints()} if profile is not None else set()
     found: list[tuple[HardConstraint, str]] = []
-    lifts: list[HardConstraint] = []
-    for sentence in sentences:
+    lifts: list[tuple[int, HardConstraint]] = []
+    bans_at: list[tuple[int, HardConstraint]] = []
+    for at, sentence in enumerate(sentences):
         lifted = lift_constraints(sentence)
-        found += _unless_lifted(_constraints(sentence), lifted)
-        lifts += lifted
+        if lifted:  # the whole sentence is the lift: its words state no ban of it
+            lifts += [(at, c) for c in lifted]
+            continue
+        stated = list(_constraints(sentence))
+        found += stated
+        bans_at += [(at, c) for c, _ in stated]
     decisions: list[PersonaDecision] = []
     for constraint in _merge_constraints(found):
         decisions.append(
@@ -210,7 +216,7 @@ def text_decisions(text: str, *, profile: PersonaProfile | None = None) -> list[
                 reason=f"rule {constraint.kind}: {constraint.quote}"[:300],
             )
         )
-    for constraint in lifts:  # after the bans: "Never DOGE. SOL is fine again."
+    for constraint in _not_banned_later(lifts, bans_at):  # after the bans they lift
         decisions.append(
             PersonaDecision(
                 attribute="constraints",
@@ -224,17 +230,18 @@ def text_decisions(text: str, *, profile: PersonaProfile | None = None) -> list[
     return decisions
 
 
-def _unless_lifted(
-    found: Iterator[tuple[HardConstraint, str]], lifted: list[HardConstraint]
-) -> Iterator[tuple[HardConstraint, str]]:
-    """The rules a sentence states, but none it lifts: "lift the long-only rule" states
-    no long-only rule, "lift the ban on SOL, never DOGE" bans DOGE only."""
-    kinds = {c.kind: c for c in lifted}
-    for constraint, rule in found:
-        lift = kinds.get(constraint.kind)
-        if lift is None:
-            yield constraint, rule
-        elif isinstance(lift.value, list) and isinstance(constraint.value, list):
-            left = [t for t in constraint.value if t not in lift.value]
+def _not_banned_later(
+    lifts: list[tuple[int, HardConstraint]], bans: list[tuple[int, HardConstraint]]
+) -> Iterator[HardConstraint]:
+    """The lifts (with their sentence index) that no later sentence of the note bans
+    again: the last word stands ("Unban SOL. Wait, no: never touch SOL." keeps SOL
+    banned; "Never trade SOL. Actually, SOL is allowed again." lifts it)."""
+    for at, lift in lifts:
+        later = [c for j, c in bans if j > at and c.kind == lift.kind]
+        if not later:
+            yield lift
+        elif isinstance(lift.value, list):
+            banned = {t for c in later if isinstance(c.value, list) for t in c.value}
+            left = [t for t in lift.value if t not in banned]
             if left:
-                yield constraint.model_copy(update={"value": left}), rule
+                yield lift.model_copy(update={"value": left})

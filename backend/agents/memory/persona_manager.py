@@ -168,7 +168,7 @@ class PersonaManager:
         return max((r.created_at for r in records), default=None)
 
     def timeline(self, trader_id: str, *, as_of: datetime) -> list[PersonaChange]:
-        """Every routed change (ADD, UPDATE, recorded IGNORE) known at ``as_of``, oldest
+        """Every routed change (ADD, UPDATE, DELETE, recorded IGNORE) known at ``as_of``, oldest
         first (by ``as_of``, then version, then order within the call)."""
         records = self._store.scan(trader_id, as_of=_fence(as_of), filters={"kind": CHANGE_KIND})
         ordered = sorted(records, key=lambda r: (r.created_at, _version(r), r.id))
@@ -259,8 +259,9 @@ class PersonaManager:
         leverage") or read it looser. A numeric limit whose change the note states in the
         model's quote, at the model's value, is the model's (:func:`reads_a_change`): the
         rules' smallest number of "I'm raising my max leverage to 5x; previously 2x" does
-        not undo it, and a second read of the note adds nothing. Every change carries the
-        version written."""
+        not undo it, and a second read of the note adds nothing. A lifted ban (``DELETE``)
+        needs both readers when the model answered (:func:`route_text`). Every change
+        carries the version written."""
         fence = _fence(as_of)
         note = note_id or "note-" + stable_id(trader_id, fence.isoformat(), text)[:16]
         failure: str | None = None

@@ -11,6 +11,7 @@ import pytest
 from backend.agents.constraints import check_decision
 from backend.agents.memory import PersonaManager
 from backend.agents.memory._persona_lifts import lift_constraints
+from backend.agents.memory._persona_reading import route_text
 from backend.agents.memory._persona_router import empty_profile, route_decisions
 from backend.agents.memory._persona_text import text_decisions
 from backend.backtest.models import Decision, PositionState
@@ -23,38 +24,60 @@ BANS = "Never trade SOL or DOGE. No memecoins. I'm long only and never use lever
 
 LIFTS: list[tuple[str, dict[str, Any]]] = [
     ("unban SOL", {"forbidden_assets": ["SOL"]}),
+    ("Okay, unban $SOL please", {"forbidden_assets": ["SOL"]}),
     ("Lift the ban on SOL and DOGE.", {"forbidden_assets": ["SOL", "DOGE"]}),
+    ("Lift the bans on SOL and DOGE", {"forbidden_assets": ["SOL", "DOGE"]}),
     ("lift the SOL ban", {"forbidden_assets": ["SOL"]}),
     ("Please remove SOL from the banned list", {"forbidden_assets": ["SOL"]}),
+    ("Take SOL off my blacklist", {"forbidden_assets": ["SOL"]}),
     ("SOL is allowed again", {"forbidden_assets": ["SOL"]}),
-    ("solana is fine again", {"forbidden_assets": ["SOL"]}),
     ("Solana is no longer off limits", {"forbidden_assets": ["SOL"]}),
+    ("SOL isn't banned anymore!", {"forbidden_assets": ["SOL"]}),
     ("You can trade SOL again", {"forbidden_assets": ["SOL"]}),
     ("allow DOGE again", {"forbidden_assets": ["DOGE"]}),
-    ("memecoins are fine again", {"no_memecoins": True}),
+    ("memecoins are allowed again", {"no_memecoins": True}),
     ("lift the memecoin ban", {"no_memecoins": True}),
     ("you can use leverage again", {"no_leverage": True}),
-    ("Leverage is allowed again", {"no_leverage": True}),
+    ("Leverage is allowed again from now on", {"no_leverage": True}),
     ("lift the no-leverage rule", {"no_leverage": True}),
     ("you can short again", {"long_only": True}),
     ("Shorting is allowed again", {"long_only": True}),
     ("I'm no longer long only", {"long_only": True}),
+    ("I'm not long only anymore", {"long_only": True}),
     ("lift the long-only rule", {"long_only": True}),
-    (
-        "You can use leverage again, and DOGE is fine again",
-        {"no_leverage": True, "forbidden_assets": ["DOGE"]},
-    ),
 ]
-NOT_LIFTS = [
+NOT_LIFTS = [  # a reviewer's sentences against a looser first version (2026-12-07)
     "Can I trade SOL again?",
+    "Any chance I can trade SOL again",
+    "So I can trade SOL again",
+    "SOL is allowed again, right",
     "Should I lift the SOL ban",
     "I won't unban SOL",
     "Don't lift the ban on SOL",
+    "No lifting the ban on SOL, ever",
+    "I refuse to lift the ban on SOL",
+    "Stop asking me to unban SOL",
+    "Unban SOL, no way",
+    "Neither DOGE nor SOL is allowed again",
+    "Until I lift the ban on SOL, do not touch it",
     "if it holds 150, SOL is allowed again",
     "SOL is allowed again once it holds 150",
+    "You can trade SOL again next year",
+    "I'll lift the ban on SOL next month",
+    "I regret lifting the ban on DOGE",
+    "Dropping the memecoin ban was a mistake",
+    "Coinbase is lifting the ban on DOGE",
+    "According to Binance, SOL is tradable again",
     "my friend says SOL is fine again",
-    "SOL is fine again, my coach says",
-    "maybe memecoins are fine again",
+    "Solana is fine again, the outage is over",
+    "Shitcoins are fine again, everything is pumping",
+    "Lift the ban on SOL and DOGE stays banned",
+    "Unban SOL, DOGE remains forbidden",
+    "Cancel my short limit order",
+    "Cancel my memecoin limit orders",
+    "No more long-only funds for me, I prefer hedge funds",
+    "you can short again, but never short DOGE",
+    "maybe memecoins are allowed again",
     "I traded SOL again yesterday",
     "you can trade it again",
     "never trade SOL",
@@ -93,12 +116,23 @@ def test_a_lift_removes_only_what_it_names_and_states_no_ban() -> None:
         "no_leverage": True,
         "long_only": True,
     }
-    profile = _say(profile, "Lift the ban on SOL, but never trade PEPE")
+    profile = _say(profile, "Lift the ban on SOL. Never trade PEPE.")
     assert _rules(profile)["forbidden_assets"] == ["DOGE", "PEPE"]
-    profile = _say(profile, "lift the long-only rule")  # no long-only rule read from it
+    profile = _say(profile, "lift the no-shorts rule")  # its "no shorts" states no rule
     assert "long_only" not in _rules(profile)
-    profile = _say(profile, "DOGE is fine again. Memecoins are fine again.")
+    profile = _say(profile, "DOGE is allowed again. Memecoins are allowed again.")
     assert _rules(profile) == {"forbidden_assets": ["PEPE"], "no_leverage": True}
+
+
+def test_the_last_word_of_a_note_stands() -> None:
+    banned = _say(empty_profile("t", T0), BANS)
+    for note, kept in [
+        ("Unban SOL. Wait, no: never touch SOL.", {"SOL", "DOGE"}),
+        ("Unban SOL and DOGE. Never trade DOGE.", {"DOGE"}),
+        ("Never trade SOL. Actually, SOL is allowed again.", {"DOGE"}),
+    ]:
+        assert set(_rules(_say(banned, note))["forbidden_assets"]) == kept, note
+    assert "long_only" in _rules(_say(banned, "You can short again. On second thought, long only."))
 
 
 def test_a_models_delete_needs_the_traders_words() -> None:
@@ -181,3 +215,24 @@ def test_a_lift_is_versioned_in_the_store_and_enforced_no_longer(make_store: Sto
         assert (out.action == "hold") is blocked and bool(violations) is blocked
     out, _ = check_decision(buy, profile=after, symbol="DOGE/USDT", position=flat)
     assert out.action == "hold"  # DOGE stays forbidden
+
+
+def test_with_a_model_that_answered_a_lift_needs_both_readers() -> None:
+    banned = _say(empty_profile("t", T0), BANS)
+    note = "SOL is allowed again."
+    lift = PersonaDecision(
+        attribute="constraints",
+        action="DELETE",
+        constraint=HardConstraint(kind="forbidden_assets", value=["SOL"], quote=note),
+        reason="lift",
+    )
+    goal = PersonaDecision(attribute="goals", action="ADD", goal="steady gains", reason="r")
+
+    def forbidden(asked: list[PersonaDecision], failure: str | None = None) -> list[str]:
+        result = route_text(banned, note, asked, failure=failure, as_of=T0, evidence_id="n")
+        assert result is not None
+        return list(_rules(result.profile)["forbidden_assets"])
+
+    assert forbidden([goal]) == ["SOL", "DOGE"]  # the model read no lift: the ban stays
+    assert forbidden([lift]) == ["DOGE"]  # both read it
+    assert forbidden([], failure="timeout") == ["DOGE"]  # no model answer: the rules alone
