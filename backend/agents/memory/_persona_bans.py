@@ -10,7 +10,8 @@ which had become one:
 - "stop / quit / done / no longer (trading) <ticker>" asked, conditional, reported,
   someone else's or limited in time: "Should I stop trading SOL", "If SOL dumps I'll stop
   trading SOL", "My friend is done with memecoins", "I'm done trading ETH for the day",
-  "I quit trading DOGE last year but now I'm back" ("stop trading SOL" still bans).
+  "I quit trading DOGE last year but now I'm back" ("stop trading SOL" still bans);
+- "no (more) <ticker> ban(s)": about a ban, not one ("No more SOL ban"; 2026-12-07).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def not_a_ban(sentence: str, match: re.Match[str]) -> bool:
             or _NOT_THE_TRADER.search(before)
             or _PASSING.search(tail)
         )
+    if re.match(r"(?i)no\b", words) and re.match(r"(?i)\s*bans?\b", tail):
+        return True  # "no more SOL ban(s)": about a ban, not one
     if re.match(r"(?i)no\s+(?!more\b)", words):  # a bare "no <ticker>"
         return bool(_NONE_HELD.search(head) or _NONE_HELD.search(tail))
     return False

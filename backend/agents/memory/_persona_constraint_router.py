@@ -142,11 +142,10 @@ def route_lift(
         )
         pending.append(Pending("constraints", "IGNORE", None, raw, f"invalid: {why}"))
         return
-    said = checked.quote if text is None else sentence_of(checked.quote, text)
-    if not (said and reads_a_lift(checked, said)):
+    if not reads_a_lift(checked, checked.quote if text is None else text):
         reason = (
-            f"not lifted: {checked.kind} is lifted only when the trader says so in those "
-            "words (e.g. 'SOL is allowed again', 'you can short again')"
+            f"not lifted: {checked.kind} is lifted only by a note that is nothing but the "
+            "lift (e.g. 'SOL is allowed again.', 'You can short again.')"
         )
         pending.append(Pending("constraints", "IGNORE", None, raw, reason))
         return

@@ -1,18 +1,23 @@
-"""When a trader's sentence lifts a rule they had set (:mod:`._persona_text`'s rules).
+"""When a trader's note lifts a rule they had set (:mod:`._persona_text`'s rules).
 
 A forbidden asset and the three flag rules (``no_memecoins``, ``long_only``,
-``no_leverage``) are never loosened by a sentence that merely states another rule: a ban
-is only ever united with a new one. Before these rules a ban could not be undone at all,
-even when the trader said so (or when the rules had misread it). Removing a hard risk
-limit is the worst misreading, so a **lift** is a whole sentence that is nothing but the
-lift (an optional "ok", "alright", "please" or "also" before it; "please", "now" or "from
-now on" after it), in one of these forms:
+``no_leverage``) are never loosened by a note that states another rule: a ban is only
+ever united with a new one. Before these rules a ban could not be undone at all, even
+when the trader said so (or when the rules had misread it). Removing a hard risk limit is
+the worst misreading, so a **lift is a note of its own**: every sentence of it (split at
+``.``, ``!``, ``;`` and line breaks; a ``?`` anywhere and it lifts nothing) is one of
+these forms, with nothing else in it but an optional bullet (``-``, ``*``), "ok",
+"okay", "alright", "please" or "also" before it and "please", "now" or "from now on"
+after it:
 
 - assets: ``unban SOL``, ``lift the ban on SOL and DOGE`` (remove / drop / end / cancel;
   ``bans``), ``lift the SOL ban``, ``remove SOL from the banned list`` (``from my
   blacklist``; ``take SOL off ...``), ``SOL is allowed again``, ``SOL is no longer
   banned`` (off limits / forbidden / blocked), ``SOL isn't banned anymore``, ``you can
-  trade SOL again`` (I can; trade / buy / touch), ``allow SOL again``;
+  trade SOL again`` (I can; trade / buy / touch), ``allow SOL again``. The tickers are
+  written as tickers (``SOL``, ``$SOL``) or coin names (``solana``), joined by commas,
+  "and", "&" or "/", every word of the list a ticker (a sentence in capitals only, or a
+  list with "NOW", "PLEASE", "NEVER", ... in it, lifts nothing);
 - meme coins: ``memecoins are allowed again``, ``you can trade memecoins again``, ``lift
   the memecoin ban``, ``unban memecoins``;
 - leverage: ``you can use leverage again``, ``leverage is allowed again``, ``lift the
@@ -20,16 +25,18 @@ now on" after it), in one of these forms:
 - shorting: ``you can short again``, ``shorting is allowed again``, ``I'm no longer long
   only``, ``I'm not long only anymore``, ``lift the long-only rule``.
 
-So a question ("Can I trade SOL again", "SOL is allowed again, right"), a negation or a
-refusal ("No lifting the ban on SOL", "I refuse to unban SOL"), a condition or a time
-("Until I lift the ban on SOL ...", "You can trade SOL again next year"), a story ("I
-regret lifting the ban on DOGE"), someone else's rule or market talk ("Coinbase is lifting
-the ban on DOGE", "Solana is fine again, the outage is over"), a sentence that goes on
-("Unban SOL, DOGE stays banned") or a limit order ("Cancel my short limit order") lifts
-nothing (sentences a reviewer wrote against the first, looser version, 2026-12-07). When
-in doubt the rule stays: a hard constraint is as strict as the trader last stated it.
-Numeric caps are not lifted here: they are raised by a sentence that says so
-(:func:`._persona_change.states_a_change`); ``allowed_assets`` is widened the same way.
+So a question ("Can I trade SOL again", "Unban SOL?"), a negation or refusal, on the
+sentence or on another line ("Don't\\nunban SOL", "I refuse to lift the ban on SOL"), a
+condition or a time ("If BTC breaks 100k; unban SOL", "You can trade SOL again next
+year"), a story ("I regret lifting the ban on DOGE"), someone else's rule or market talk
+("Binance announcement:\\nSOL is allowed again", "Solana is fine again"), a retraction
+("Unban SOL. Just kidding.", "Unban SOL. SOL stays banned."), a list that goes on ("Unban
+SOL, no"), markup or emoji around it ("~~unban SOL~~", "❌ unban SOL") or a limit order
+("Cancel my short limit order") lifts nothing: two reviewers' sentences against looser
+versions (2026-12-07). When in doubt the rule stays: a hard constraint is as strict as
+the trader last stated it. Numeric caps are not lifted here: they are raised by a
+sentence that says so (:func:`._persona_change.states_a_change`); ``allowed_assets`` is
+widened the same way.
 """
 
 from __future__ import annotations
@@ -39,92 +46,127 @@ import re
 from backend.memory.models import HardConstraint
 from backend.text.tickers import TICKER, parse_tickers
 
-__all__ = ["LIFTABLE_KINDS", "lift_constraints", "reads_a_lift"]
+__all__ = ["LIFTABLE_KINDS", "lift_constraints", "note_lifts", "reads_a_lift"]
 
 LIFTABLE_KINDS: tuple[str, ...] = ("forbidden_assets", "no_memecoins", "long_only", "no_leverage")
 """Constraint kinds a lift removes (the forbidden list: the lifted tickers only)."""
 
-_ONE = rf"\$?{TICKER}"
-_TICKERS = rf"({_ONE}(?:\s*(?:,\s*(?:and\s+)?|\band\b|&|/)\s*{_ONE})*)"
-"""A list of tickers (one group; "and", commas, "&" or "/" between; not "or" / "nor")."""
-_LEAD = r"^\W*(?:(?:ok|okay|alright|please|also)\W+)*"
-_TAIL = r"(?:\s+(?:please|now|from\s+now\s+on))?\W*$"
+_JOIN = r"\s*(?:,\s*(?:(?i:and)\s+)?|\s(?i:and)\s|&|/)\s*"
+_TICKERS = rf"(\$?{TICKER}(?:{_JOIN}\$?{TICKER})*)"
+"""A list of tickers, case as :data:`TICKER` (upper case or a coin name), one group."""
+_SHOUTED = frozenset({"NOW", "PLEASE", "AGAIN", "NEVER", "NOT", "MAYBE", "ALSO", "OK"})
+"""Words in capitals a list of tickers may take in ("Unban SOL and DOGE, NOW"): a lift
+that names one lifts nothing."""
+_LEAD = r"^\s*(?:[-*]\s+)?(?:(?i:ok|okay|alright|please|also),?\s+)*"
+_TAIL = r"(?:\s+(?i:please|now|from\s+now\s+on))?\s*$"
 _REMOVE = r"(?:lift|remove|drop|end|cancel)"
-_THE = r"(?:the|my|your|that)\s+"
+_THE = r"(?:(?:the|my|your|that)\s+)?"
 _BANNED = r"(?:banned|forbidden|blocked|off[\s-]limits?)"
-_BAN_LIST = rf"(?:{_THE})?(?:(?:banned|forbidden|blocked|no[\s-]go|ban)\s+list|black[\s-]?list)"
+_BAN_LIST = rf"{_THE}(?:(?:banned|forbidden|blocked|no[\s-]go|ban)\s+list|black[\s-]?list)"
 _MEME = r"(?:meme[\s-]?(?:coins?|tokens?)|memes|memecoins?|shitcoins?)"
 _SHORTS = r"(?:short(?:s|ing)?)"
 
 
 def _forms(subject: str, verbs: str) -> list[str]:
-    """The sentence forms of the module doc that name ``subject`` (a regex)."""
+    """The sentence forms of the module doc that name ``subject``: the words around it
+    case-insensitive, ``subject`` as given."""
+    i = "(?i:{})".format
     return [
-        rf"un-?ban\s+{subject}",
-        rf"{_REMOVE}\s+(?:{_THE})?bans?\s+on\s+{subject}",
-        rf"{_REMOVE}\s+(?:{_THE})?{subject}\s+bans?",
-        rf"(?:remove\s+{subject}\s+from|take\s+{subject}\s+off)\s+{_BAN_LIST}",
-        rf"{subject}\s+(?:is|are)\s+allowed\s+again",
-        rf"{subject}\s+(?:is|are)\s+no\s+longer\s+{_BANNED}",
-        rf"{subject}\s+(?:isn'?t|is\s+not|aren'?t|are\s+not)\s+{_BANNED}\s+any\s*more",
-        rf"(?:you|i)\s+can\s+{verbs}\s+{subject}\s+again",
-        rf"allow\s+{subject}\s+again",
+        i(r"un-?ban\s+") + subject,
+        i(rf"{_REMOVE}\s+{_THE}bans?\s+on\s+") + subject,
+        i(rf"{_REMOVE}\s+{_THE}") + subject + i(r"\s+bans?"),
+        i(r"remove\s+") + subject + i(rf"\s+from\s+{_BAN_LIST}"),
+        i(r"take\s+") + subject + i(rf"\s+off\s+{_BAN_LIST}"),
+        subject + i(r"\s+(?:is|are)\s+allowed\s+again"),
+        subject + i(rf"\s+(?:is|are)\s+no\s+longer\s+{_BANNED}"),
+        subject + i(rf"\s+(?:isn'?t|is\s+not|aren'?t|are\s+not)\s+{_BANNED}\s+any\s*more"),
+        i(rf"(?:you|i)\s+can\s+{verbs}\s+") + subject + i(r"\s+again"),
+        i(r"allow\s+") + subject + i(r"\s+again"),
     ]
 
 
 def _sentence(forms: list[str]) -> re.Pattern[str]:
-    """A whole sentence in one of ``forms`` (module doc), case-insensitive."""
-    body = "|".join(f"(?:{f})" for f in forms)
-    return re.compile(f"{_LEAD}(?:{body}){_TAIL}", flags=re.IGNORECASE)
+    """A whole sentence in one of ``forms`` (module doc)."""
+    return re.compile(_LEAD + "(?:" + "|".join(f"(?:{f})" for f in forms) + ")" + _TAIL)
 
 
 _ASSETS = [_sentence([f]) for f in _forms(_TICKERS, r"(?:trade|buy|touch)")]
-"""One pattern per form, the tickers in its one matched group. Case-insensitive: a word the
-list takes in ("you can trade it again") is no ticker (:func:`parse_tickers` drops it)."""
+"""One pattern per form, the tickers in its one group."""
 _FLAGS: dict[str, re.Pattern[str]] = {
     "no_memecoins": _sentence(
         [
-            *_forms(_MEME, r"(?:trade|buy|touch)"),
-            rf"{_REMOVE}\s+{_THE}(?:no[\s-]{_MEME}|{_MEME}\s+ban)\s+(?:rule|restriction)",
+            *_forms(f"(?i:{_MEME})", r"(?:trade|buy|touch)"),
+            rf"(?i:{_REMOVE}\s+{_THE}(?:no[\s-]{_MEME}|{_MEME}\s+ban)\s+(?:rule|restriction))",
         ]
     ),
     "no_leverage": _sentence(
-        [*_forms("leverage", "use"), rf"{_REMOVE}\s+{_THE}no[\s-]leverage\s+(?:rule|restriction)"]
+        [
+            *_forms("(?i:leverage)", "use"),
+            rf"(?i:{_REMOVE}\s+{_THE}no[\s-]leverage\s+(?:rule|restriction))",
+        ]
     ),
     "long_only": _sentence(
         [
-            *_forms(_SHORTS, "(?:go|open)"),
-            r"(?:you|i)\s+can\s+(?:go\s+)?short\s+again",
-            rf"{_REMOVE}\s+{_THE}(?:long[\s-]only|no[\s-]{_SHORTS})\s+(?:rule|restriction)",
-            r"(?:i'?m|i\s+am|we'?re|we\s+are)\s+no\s+longer\s+long[\s-]only",
-            r"(?:i'?m|i\s+am|we'?re|we\s+are)\s+not\s+long[\s-]only\s+any\s*more",
+            *_forms(f"(?i:{_SHORTS})", "(?:go|open)"),
+            r"(?i:(?:you|i)\s+can\s+(?:go\s+)?short\s+again)",
+            rf"(?i:{_REMOVE}\s+{_THE}(?:long[\s-]only|no[\s-]{_SHORTS})\s+(?:rule|restriction))",
+            r"(?i:(?:i'?m|i\s+am|we'?re|we\s+are)\s+no\s+longer\s+long[\s-]only)",
+            r"(?i:(?:i'?m|i\s+am|we'?re|we\s+are)\s+not\s+long[\s-]only\s+any\s*more)",
         ]
     ),
 }
 
 
 def lift_constraints(sentence: str) -> list[HardConstraint]:
-    """The rules ``sentence`` lifts (module doc): ``forbidden_assets`` with the tickers
-    lifted, or one flag kind with ``True``; ``quote`` = the sentence. ``[]`` when it lifts
-    none. Never raises for any text."""
+    """The rule one ``sentence`` (no ``.!?;`` or line break in it) lifts by the forms of
+    the module doc: ``forbidden_assets`` with the tickers, or one flag kind with ``True``;
+    ``quote`` = the sentence. ``[]`` when it is not such a sentence. Never raises."""
     quote = sentence[:1000]
+    if not re.search(r"[a-z]", sentence):
+        return []  # all capitals: a ticker cannot be told from a word ("UNBAN SOL, NEVER")
     for pattern in _ASSETS:
         match = pattern.match(sentence)
-        listed = next((g for g in match.groups() if g), "") if match else ""
-        tickers = parse_tickers(listed.replace("$", ""))
-        if tickers:
+        if match is None:
+            continue
+        listed = next((g for g in match.groups() if g), "").replace("$", "")
+        tickers = parse_tickers(listed)
+        every = len(tickers) == len(re.split(_JOIN, listed))  # every word a ticker
+        if tickers and every and not _SHOUTED & set(tickers):
             return [HardConstraint(kind="forbidden_assets", value=tickers, quote=quote)]
+        return []
     for kind, pattern in _FLAGS.items():
         if pattern.match(sentence):
             return [HardConstraint(kind=kind, value=True, quote=quote)]
     return []
 
 
-def reads_a_lift(constraint: HardConstraint, sentence: str) -> bool:
-    """Whether ``sentence`` lifts ``constraint`` by these rules: its kind, and for
-    ``forbidden_assets`` every ticker of its value (a model's ``DELETE`` is applied only
-    when the trader's own words say it)."""
-    for lift in lift_constraints(sentence):
+def note_lifts(text: str) -> list[HardConstraint]:
+    """The rules a whole note lifts: ``[]`` unless it holds no ``?`` and every sentence of
+    it is a lift (module doc); else one constraint per kind (the tickers of all its
+    sentences; ``quote`` its first sentence of that kind). Never raises."""
+    if "?" in text:
+        return []
+    sentences = [s for s in re.split(r"[.!;\n]", text) if s.strip()]
+    found: dict[str, HardConstraint] = {}
+    for sentence in sentences:
+        lifted = lift_constraints(sentence.strip())
+        if not lifted:
+            return []
+        for lift in lifted:
+            old = found.get(lift.kind)
+            if old is None:
+                found[lift.kind] = lift
+            elif isinstance(old.value, list) and isinstance(lift.value, list):
+                united = list(dict.fromkeys([*old.value, *lift.value]))
+                found[lift.kind] = old.model_copy(update={"value": united})
+    return list(found.values())
+
+
+def reads_a_lift(constraint: HardConstraint, text: str) -> bool:
+    """Whether the note ``text`` lifts ``constraint`` by these rules (:func:`note_lifts`):
+    its kind, and for ``forbidden_assets`` every ticker of its value (a model's ``DELETE``
+    is applied only when the trader's own note says it)."""
+    for lift in note_lifts(text):
         if lift.kind != constraint.kind:
             continue
         if not isinstance(constraint.value, list):

@@ -37,10 +37,10 @@ def route_text(
     at most, every change stamped with it. None when nothing about the trader was found
     and no model was asked.
 
-    A lift (``DELETE``) removes a hard risk limit, so when the model gave a usable
-    answer, the rules' lift of a kind stands only when the model lifted that kind too
-    (its own ``DELETE`` is applied only when the rules read the lift in its quote's
-    sentence): both must read it. When the model failed, the rules read alone."""
+    A lift (``DELETE``) removes a hard risk limit, so both readers must read it: when the
+    model gave a usable answer, only its ``DELETE`` is routed, and the router applies it
+    only when the rules read the same lift in the note (its tickers among theirs); the
+    rules' own lifts are dropped. When the model failed, the rules read alone."""
     fence, note = as_of, evidence_id
     result = RouteResult(profile=profile)
     proposed: list[tuple[PersonaDecision, PersonaChange]] = []
@@ -56,12 +56,8 @@ def route_text(
         if invalid and len(invalid) == len(proposed):
             failure = f"no usable decision ({invalid[0]})"
     rules = text_decisions(text, profile=result.profile)
-    if asked and failure is None:  # a lift stands only if both read it (module doc)
-        lifted = {d.constraint.kind for d in asked if d.action == "DELETE" and d.constraint}
-        rules = [
-            d for d in rules
-            if d.action != "DELETE" or (d.constraint is not None and d.constraint.kind in lifted)
-        ]  # fmt: skip
+    if asked and failure is None:  # a lift: the model's, applied if the rules read it too
+        rules = [d for d in rules if d.action != "DELETE"]
     read = [d.constraint for d, c in proposed if not refused_as_invalid(c)]
     if read:  # the model read the note: the rules, its limits but a change it read
         changed = {c.kind for c in read if c is not None and reads_a_change(c, text)}

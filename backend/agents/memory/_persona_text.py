@@ -46,10 +46,9 @@ and, for the numeric limits, over comma-separated clauses:
   ``preferred_assets`` decisions (the router stores them as ``stated_*``, next to what the
   fills show).
 
-- a sentence that is nothing but the lift of a ban ("unban SOL", "SOL is allowed again",
-  "you can short again", "lift the no-leverage rule": :mod:`._persona_lifts`) -> a
-  ``DELETE`` of that constraint (the tickers lifted, or the flag), unless a later
-  sentence of the note bans it again (the last word stands).
+- a note that is nothing but the lift of bans ("unban SOL", "SOL is allowed again", "you
+  can short again", "lift the no-leverage rule": :mod:`._persona_lifts`) -> a ``DELETE``
+  of each constraint (the tickers lifted, or the flag); such a note states no ban.
 
 Actions are ``ADD`` when the profile has no such constraint/attribute yet, else ``UPDATE``
 (``DELETE`` for a lift); the router decides the final action (an unchanged value becomes
@@ -63,7 +62,7 @@ from collections.abc import Iterator
 
 from backend.agents.memory._persona_bans import REPORTED as _REPORTED
 from backend.agents.memory._persona_bans import not_a_ban
-from backend.agents.memory._persona_lifts import lift_constraints
+from backend.agents.memory._persona_lifts import note_lifts
 from backend.agents.memory._persona_limits import UNDONE, clause_at, limit_constraints, undone
 from backend.agents.memory._persona_stated import normalize_stated, stated_decisions
 from backend.llm.prompts import PersonaDecision
@@ -92,7 +91,7 @@ _FORBIDDEN = re.compile(
     rf"(?:touch|trade|buy|hold|invest\s+in)|(?:stop|quit|done)\s+(?:trading|buying|touching)|"
     rf"no(?:\s+more)?|avoid|stay\s+away\s+from|ban|"
     rf"keep\s+me\s+(?:out\s+of|away\s+from)))\s+(?>{LIST})"
-    rf"(?!\s+(?i:shorts?|shorting|longs?|perps?|leverage|futures|options|bans?)\b)"
+    rf"(?!\s+(?i:shorts?|shorting|longs?|perps?|leverage|futures|options)\b)"
 )
 _OFF_LIMITS = re.compile(rf"{LIST}\s+(?i:is|are)\s+(?i:off[\s-]limits?|banned|forbidden)\b")
 _MEME_WORD = r"(?:meme[\s-]?(?:coins?|tokens?|stocks?)?|memecoins?|shitcoins?)\b"
@@ -195,17 +194,8 @@ def text_decisions(text: str, *, profile: PersonaProfile | None = None) -> list[
     sentences = split_sentences(text)
     attrs = profile.attributes if profile is not None else {}
     known_kinds = {c.kind for c in profile.constraints()} if profile is not None else set()
-    found: list[tuple[HardConstraint, str]] = []
-    lifts: list[tuple[int, HardConstraint]] = []
-    bans_at: list[tuple[int, HardConstraint]] = []
-    for at, sentence in enumerate(sentences):
-        lifted = lift_constraints(sentence)
-        if lifted:  # the whole sentence is the lift: its words state no ban of it
-            lifts += [(at, c) for c in lifted]
-            continue
-        stated = list(_constraints(sentence))
-        found += stated
-        bans_at += [(at, c) for c, _ in stated]
+    lifts = note_lifts(text)  # a lift is a note of its own: no ban read beside it
+    found = [] if lifts else [pair for s in sentences for pair in _constraints(s)]
     decisions: list[PersonaDecision] = []
     for constraint in _merge_constraints(found):
         decisions.append(
@@ -216,7 +206,7 @@ def text_decisions(text: str, *, profile: PersonaProfile | None = None) -> list[
                 reason=f"rule {constraint.kind}: {constraint.quote}"[:300],
             )
         )
-    for constraint in _not_banned_later(lifts, bans_at):  # after the bans they lift
+    for constraint in lifts:
         decisions.append(
             PersonaDecision(
                 attribute="constraints",
@@ -228,20 +218,3 @@ def text_decisions(text: str, *, profile: PersonaProfile | None = None) -> list[
     for sentence in sentences:
         decisions.extend(stated_decisions(sentence, attrs))
     return decisions
-
-
-def _not_banned_later(
-    lifts: list[tuple[int, HardConstraint]], bans: list[tuple[int, HardConstraint]]
-) -> Iterator[HardConstraint]:
-    """The lifts (with their sentence index) that no later sentence of the note bans
-    again: the last word stands ("Unban SOL. Wait, no: never touch SOL." keeps SOL
-    banned; "Never trade SOL. Actually, SOL is allowed again." lifts it)."""
-    for at, lift in lifts:
-        later = [c for j, c in bans if j > at and c.kind == lift.kind]
-        if not later:
-            yield lift
-        elif isinstance(lift.value, list):
-            banned = {t for c in later if isinstance(c.value, list) for t in c.value}
-            left = [t for t in lift.value if t not in banned]
-            if left:
-                yield lift.model_copy(update={"value": left})

@@ -10,7 +10,7 @@ import pytest
 
 from backend.agents.constraints import check_decision
 from backend.agents.memory import PersonaManager
-from backend.agents.memory._persona_lifts import lift_constraints
+from backend.agents.memory._persona_lifts import note_lifts
 from backend.agents.memory._persona_reading import route_text
 from backend.agents.memory._persona_router import empty_profile, route_decisions
 from backend.agents.memory._persona_text import text_decisions
@@ -82,18 +82,38 @@ NOT_LIFTS = [  # a reviewer's sentences against a looser first version (2026-12-
     "you can trade it again",
     "never trade SOL",
     "I have no SOL",
+    # and a second reviewer's: a '?', a list that takes in words, another line or sentence
+    "Unban SOL?",
+    "Unban SOL, no",
+    "Unban SOL, NOT",
+    "Maybe, SOL is allowed again",
+    "UNBAN SOL, NEVER",
+    "Unban SOL and DOGE, NOW",
+    "Whatever you do, don't; unban SOL? no.",
+    "Don't\nunban SOL",
+    "If BTC breaks 100k; unban SOL",
+    "Do not do the following:\n- unban SOL\n- allow DOGE again",
+    "Binance announcement:\nSOL is allowed again",
+    "Unban SOL. Just kidding.",
+    "Unban SOL. SOL stays banned.",
+    "Never trade SOL. Actually, SOL is allowed again.",
+    "~~unban SOL~~",
+    "\u274c unban SOL",
+    "> unban SOL\n> no",
+    "'Unban SOL.' - my friend",
 ]
 
 
-@pytest.mark.parametrize(("sentence", "expected"), LIFTS)
-def test_the_rules_read_a_lift(sentence: str, expected: dict[str, Any]) -> None:
-    assert {c.kind: c.value for c in lift_constraints(sentence)} == expected
+@pytest.mark.parametrize(("note", "expected"), LIFTS)
+def test_the_rules_read_a_lift(note: str, expected: dict[str, Any]) -> None:
+    assert {c.kind: c.value for c in note_lifts(note)} == expected
+    assert {c.kind: c.value for c in note_lifts(f"- {note}.\n- {note}!")} == expected
 
 
-@pytest.mark.parametrize("sentence", NOT_LIFTS)
-def test_a_question_a_condition_or_someone_elses_words_lift_nothing(sentence: str) -> None:
-    assert lift_constraints(sentence) == []
-    assert all(d.action != "DELETE" for d in text_decisions(sentence))
+@pytest.mark.parametrize("note", NOT_LIFTS)
+def test_a_question_a_condition_or_someone_elses_words_lift_nothing(note: str) -> None:
+    assert note_lifts(note) == []
+    assert all(d.action != "DELETE" for d in text_decisions(note))
 
 
 def _say(profile: PersonaProfile, text: str) -> PersonaProfile:
@@ -116,23 +136,14 @@ def test_a_lift_removes_only_what_it_names_and_states_no_ban() -> None:
         "no_leverage": True,
         "long_only": True,
     }
-    profile = _say(profile, "Lift the ban on SOL. Never trade PEPE.")
+    profile = _say(profile, "Lift the ban on SOL. Never trade PEPE.")  # not a lift: a ban
+    assert _rules(profile)["forbidden_assets"] == ["SOL", "DOGE", "PEPE"]
+    profile = _say(profile, "Lift the ban on SOL.")
     assert _rules(profile)["forbidden_assets"] == ["DOGE", "PEPE"]
     profile = _say(profile, "lift the no-shorts rule")  # its "no shorts" states no rule
     assert "long_only" not in _rules(profile)
-    profile = _say(profile, "DOGE is allowed again. Memecoins are allowed again.")
+    profile = _say(profile, "DOGE is allowed again.\nMemecoins are allowed again.")
     assert _rules(profile) == {"forbidden_assets": ["PEPE"], "no_leverage": True}
-
-
-def test_the_last_word_of_a_note_stands() -> None:
-    banned = _say(empty_profile("t", T0), BANS)
-    for note, kept in [
-        ("Unban SOL. Wait, no: never touch SOL.", {"SOL", "DOGE"}),
-        ("Unban SOL and DOGE. Never trade DOGE.", {"DOGE"}),
-        ("Never trade SOL. Actually, SOL is allowed again.", {"DOGE"}),
-    ]:
-        assert set(_rules(_say(banned, note))["forbidden_assets"]) == kept, note
-    assert "long_only" in _rules(_say(banned, "You can short again. On second thought, long only."))
 
 
 def test_a_models_delete_needs_the_traders_words() -> None:
@@ -150,10 +161,15 @@ def test_a_models_delete_needs_the_traders_words() -> None:
             attribute="constraints", action="DELETE", constraint=constraint, reason="lift"
         )
 
-    said = "I've thought about it. SOL is allowed again."
+    said = "SOL is allowed again."
     assert model(said, delete("forbidden_assets", ["SOL"], "SOL is allowed again")) == [
         ("DELETE", "lift")
     ]
+    ((action, reason),) = model(  # a note that is not only the lift
+        "I've thought about it. SOL is allowed again.",
+        delete("forbidden_assets", ["SOL"], "SOL is allowed again"),
+    )
+    assert action == "IGNORE" and reason.startswith("not lifted")
     # a ticker the sentence does not lift, a sentence that lifts nothing, a quote not in it
     ((action, reason),) = model(
         said, delete("forbidden_assets", ["SOL", "DOGE"], "SOL is allowed again")
@@ -235,4 +251,8 @@ def test_with_a_model_that_answered_a_lift_needs_both_readers() -> None:
 
     assert forbidden([goal]) == ["SOL", "DOGE"]  # the model read no lift: the ban stays
     assert forbidden([lift]) == ["DOGE"]  # both read it
+    both = "SOL is allowed again. DOGE is allowed again."
+    result = route_text(banned, both, [lift], failure=None, as_of=T0, evidence_id="n")
+    assert result is not None  # the rules read DOGE too, the model only SOL: SOL only
+    assert _rules(result.profile)["forbidden_assets"] == ["DOGE"]
     assert forbidden([], failure="timeout") == ["DOGE"]  # no model answer: the rules alone
