@@ -9,7 +9,7 @@ an answering model's context.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +33,7 @@ __all__ = [
     "message_record",
     "render_messages",
     "session_record",
+    "trader_runs",
     "window_record",
 ]
 
@@ -85,6 +86,26 @@ def message_of(record: MemoryRecord) -> ChatMessage:
         },
         context=STORED,  # stored by an older release, perhaps with blank text
     )
+
+
+def trader_runs(
+    messages: Sequence[ChatMessage], is_trader: Callable[[str], bool]
+) -> dict[str, str]:
+    """For each message of a trader speaker in ``messages`` (one session, in order), the
+    words of its run: the consecutive messages of trader speakers around it (no other
+    speaker's between), joined by line breaks, for runs of two or more messages. The
+    persona reads a lift of a ban in the run, not in the one message: people send a
+    command in bursts ("don't" / "unban SOL" lifts nothing; a reviewer's finding)."""
+    out: dict[str, str] = {}
+    run: list[ChatMessage] = []
+    for m in [*messages, None]:
+        if m is not None and is_trader(m.speaker):
+            run.append(m)
+            continue
+        if len(run) > 1:
+            out.update(dict.fromkeys((r.id for r in run), "\n".join(r.text for r in run)))
+        run = []
+    return out
 
 
 def _mean(vectors: list[list[float]]) -> list[float]:

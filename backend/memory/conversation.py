@@ -19,7 +19,9 @@ per trader, on the same Khala store as the other tiers:
   window or session longer than one record's text keeps its beginning
   (:mod:`backend.memory._conversation_records` builds the three records);
 - **persona facts**: every message of the trader (not of ``agent_speakers``) goes through
-  the persona's ``update_from_text`` with ``note_id`` = the message id (the evidence);
+  the persona's ``update_from_text`` with ``note_id`` = the message id (the evidence),
+  and a lift of a ban read in the trader's run of consecutive messages around it
+  (``lift_note``: :func:`~backend.memory._conversation_records.trader_runs`);
 - **conversation events**: a message that tells of a liquidation, a life change or a plan
   (:func:`backend.memory._dialog.message_event`) becomes an episode (``event_type
   ="conversation"``, ``sources`` = its message id) of the asset it names, if any.
@@ -59,6 +61,7 @@ from backend.memory._conversation_records import (
     message_record,
     render_messages,
     session_record,
+    trader_runs,
     window_record,
 )
 from backend.memory._dialog import message_event
@@ -91,7 +94,13 @@ class PersonaWriter(Protocol):
     made, each with the version it made (one protocol: the MCP toolkit uses it too)."""
 
     def update_from_text(
-        self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
+        self,
+        trader_id: str,
+        text: str,
+        *,
+        as_of: datetime,
+        note_id: str | None = None,
+        lift_note: str | None = None,
     ) -> Sequence[PersonaChange]: ...
 
     def get_profile(self, trader_id: str, as_of: datetime) -> PersonaProfile | None: ...
@@ -177,12 +186,14 @@ class ConversationMemory:
         read_through: datetime | None = None
         errors: dict[str, None] = {}
         if self.persona is not None:
+            runs = self._runs(trader_id, ordered, fence)
             for m in ordered:
                 if self.is_trader(m.speaker) and m.text.strip() and m.id not in known:
                     try:
                         found = self.persona.update_from_text(
-                            trader_id, m.text, as_of=m.time, note_id=m.id
-                        )
+                            trader_id, m.text, as_of=m.time, note_id=m.id,
+                            lift_note=runs.get(m.id),
+                        )  # fmt: skip
                     except LookAheadError:  # the persona has a later version already
                         if read_through is None:
                             read_through = self._read_through(trader_id, ordered)
@@ -220,6 +231,21 @@ class ConversationMemory:
             persona_read=read,
             persona_llm_failed=failed,
         )
+
+    def _runs(
+        self, trader_id: str, ordered: Sequence[ChatMessage], fence: datetime
+    ) -> dict[str, str]:
+        """:func:`trader_runs` of each session of ``ordered``, after its stored messages."""
+        out: dict[str, str] = {}
+        for session in dict.fromkeys(m.session for m in ordered if self.is_trader(m.speaker)):
+            new = [m for m in ordered if m.session == session]
+            held = self.store.scan(
+                trader_id, as_of=fence, filters={"kind": MESSAGE_KIND, "session": session}
+            )
+            ids = {m.id for m in new}
+            stored = [message_of(r) for r in sorted(held, key=lambda r: int(r.metadata["seq"]))]
+            out.update(trader_runs([m for m in stored if m.id not in ids] + new, self.is_trader))
+        return out
 
     def _refuse_conflicts(
         self, trader_id: str, ordered: Sequence[ChatMessage], *, read: int = 0

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.agents.memory._persona_change import sentence_of, states_a_change
-from backend.agents.memory._persona_lifts import LIFTABLE_KINDS, reads_a_lift
+from backend.agents.memory._persona_lifts import LIFTABLE_KINDS, note_lifts, reads_a_lift
 from backend.llm.prompts import PersonaDecision
 from backend.memory.models import ChangeAction, HardConstraint, PersonaAttribute
+from backend.text.tickers import KNOWN_TICKERS
 
 __all__ = ["Pending", "check_constraint", "route_constraint", "route_lift", "same_value"]
 
@@ -125,7 +126,9 @@ def route_lift(
     put: Callable[[str, Any], None],
     text: str | None,
 ) -> None:
-    """A ``DELETE`` of a constraint: the lift the module doc allows, else ``IGNORE``."""
+    """A ``DELETE`` of a constraint: the lift the module doc allows, else ``IGNORE``.
+    ``text``: the words the lift must be read in (the note, or a chat's run of the
+    trader's messages around it); None: the constraint's quote."""
     if d.constraint is None:
         pending.append(Pending("constraints", "IGNORE", None, None, "invalid: nothing to lift"))
         return
@@ -142,7 +145,8 @@ def route_lift(
         )
         pending.append(Pending("constraints", "IGNORE", None, raw, f"invalid: {why}"))
         return
-    if not reads_a_lift(checked, checked.quote if text is None else text):
+    note = checked.quote if text is None else text
+    if not reads_a_lift(checked, note):
         reason = (
             f"not lifted: {checked.kind} is lifted only by a note that is nothing but the "
             "lift (e.g. 'SOL is allowed again.', 'You can short again.')"
@@ -155,6 +159,16 @@ def route_lift(
     index = next((i for i, c in enumerate(current) if c.get("kind") == checked.kind), None)
     old = current[index] if index is not None else None
     lifted = checked.value if isinstance(checked.value, list) else []
+    read = [
+        t for c in note_lifts(note)
+        if c.kind == checked.kind and isinstance(c.value, list) for t in c.value
+    ]  # fmt: skip
+    forbidden = old["value"] if old is not None and isinstance(old["value"], list) else []
+    strange = [t for t in read if t not in KNOWN_TICKERS and t not in forbidden]
+    if strange:  # "Unban SOL, JK": a word in capitals read as a ticker
+        reason = f"not lifted: {', '.join(strange)} is no known coin and not forbidden"
+        pending.append(Pending("constraints", "IGNORE", old, raw, reason))
+        return
     left = [t for t in old["value"] if t not in lifted] if old and lifted else []
     if old is None or index is None or (lifted and len(left) == len(old["value"])):
         reason = f"unchanged: no {checked.kind} {lifted or ''} to lift".replace("  ", " ")

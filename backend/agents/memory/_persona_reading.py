@@ -30,6 +30,7 @@ def route_text(
     failure: str | None,
     as_of: datetime,
     evidence_id: str,
+    lift_note: str | None = None,
 ) -> RouteResult | None:
     """Route ``text`` against ``profile``: the model's decisions ``asked`` (empty: no
     model, or it failed with ``failure``), then the offline rules' (the policy of
@@ -40,14 +41,17 @@ def route_text(
     A lift (``DELETE``) removes a hard risk limit, so both readers must read it: when the
     model gave a usable answer, only its ``DELETE`` is routed, and the router applies it
     only when the rules read the same lift in the note (its tickers among theirs); the
-    rules' own lifts are dropped. When the model failed, the rules read alone."""
+    rules' own lifts are dropped. When the model failed, the rules read alone. A lift is
+    read in ``lift_note`` when given (a chat's run of the trader's messages around this
+    one: "don't" / "unban SOL" lifts nothing), else in ``text``."""
     fence, note = as_of, evidence_id
     result = RouteResult(profile=profile)
     proposed: list[tuple[PersonaDecision, PersonaChange]] = []
     if asked:
         result = route_decisions(
-            profile, asked, as_of=fence, source="llm", evidence_id=note, text=text
-        )
+            profile, asked, as_of=fence, source="llm", evidence_id=note, text=text,
+            lift_note=lift_note,
+        )  # fmt: skip
         proposed = [  # the router writes one change per decision, in order
             (d, c) for d, c in zip(asked, result.changes, strict=True)
             if d.action != "IGNORE"
@@ -67,8 +71,9 @@ def route_text(
     if rules:  # on the model's attributes, as the same new version
         base = result.profile.model_copy(update={"version": profile.version})
         ruled = route_decisions(
-            base, rules, as_of=fence, source="rules", evidence_id=note, text=text
-        )
+            base, rules, as_of=fence, source="rules", evidence_id=note, text=text,
+            lift_note=lift_note,
+        )  # fmt: skip
         final = ruled.profile if ruled.changed else result.profile
         late = [c.model_copy(update={"version": final.version}) for c in ruled.changes]
         result = RouteResult(profile=final, changes=result.changes + late)

@@ -211,12 +211,15 @@ def route_decisions(
     source: TextSource,
     evidence_id: str,
     text: str | None = None,
+    lift_note: str | None = None,
 ) -> RouteResult:
     """Route decisions about the trader's words (``evidence_id``: the note they came
     from; ``text``: its words, when known) against ``profile`` (see the module doc). A
     looser limit is read in the note's whole sentence that holds its quote (a model
     quotes a fragment: "raise my leverage to 10x" of "Should I raise my leverage to
-    10x?"), and refused when the note does not hold the quote."""
+    10x?"), and refused when the note does not hold the quote. A lift is read in
+    ``lift_note`` (a chat's run of the trader's messages around this one), default
+    ``text``."""
     fence = to_utc(as_of)
     attrs = dict(profile.attributes)
     pending: list[Pending] = []
@@ -230,7 +233,7 @@ def route_decisions(
         if d.action == "IGNORE":
             pending.append(Pending(d.attribute, "IGNORE", None, None, d.reason or "ignored"))
         elif d.action == "DELETE" and d.attribute == "constraints":
-            route_lift(d, attrs, pending, put, text)
+            route_lift(d, attrs, pending, put, text if lift_note is None else lift_note)
         elif d.action == "DELETE":
             reason = "invalid: only a hard constraint the trader lifts is deleted"
             pending.append(Pending(d.attribute, "IGNORE", None, d.value or d.goal, reason))

@@ -238,7 +238,13 @@ class PersonaManager:
     # ------------------------------------------------------------------ text
 
     def update_from_text(
-        self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None
+        self,
+        trader_id: str,
+        text: str,
+        *,
+        as_of: datetime,
+        note_id: str | None = None,
+        lift_note: str | None = None,
     ) -> list[PersonaChange]:
         """Route what the trader says in ``text`` (``note_id``: its id, the evidence kept on
         the attributes; default a hash of trader, time and text). Returns the changes
@@ -260,8 +266,9 @@ class PersonaManager:
         model's quote, at the model's value, is the model's (:func:`reads_a_change`): the
         rules' smallest number of "I'm raising my max leverage to 5x; previously 2x" does
         not undo it, and a second read of the note adds nothing. A lifted ban (``DELETE``)
-        needs both readers when the model answered (:func:`route_text`). Every change
-        carries the version written."""
+        needs both readers when the model answered (:func:`route_text`), and is read in
+        ``lift_note`` when given (a chat passes the trader's run of consecutive messages
+        around this one), else in ``text``. Every change carries the version written."""
         fence = _fence(as_of)
         note = note_id or "note-" + stable_id(trader_id, fence.isoformat(), text)[:16]
         failure: str | None = None
@@ -283,8 +290,9 @@ class PersonaManager:
             state = self._state(trader_id, fence)
             profile = state.profile
             result = route_text(
-                profile, text, asked, failure=failure, as_of=fence, evidence_id=note
-            )
+                profile, text, asked, failure=failure, as_of=fence, evidence_id=note,
+                lift_note=lift_note,
+            )  # fmt: skip
             if result is None:
                 return []
             call = "t" + stable_id(note, fence.isoformat(), len(result.changes))[:10]

@@ -15,8 +15,10 @@ from backend.agents.memory._persona_reading import route_text
 from backend.agents.memory._persona_router import empty_profile, route_decisions
 from backend.agents.memory._persona_text import text_decisions
 from backend.backtest.models import Decision, PositionState
+from backend.config import ConversationSettings
 from backend.llm.prompts import PersonaDecision
-from backend.memory.models import HardConstraint, PersonaProfile
+from backend.memory.conversation import ConversationMemory
+from backend.memory.models import ChatMessage, HardConstraint, PersonaProfile
 from tests.conftest import StoreFactory
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -101,6 +103,10 @@ NOT_LIFTS = [  # a reviewer's sentences against a looser first version (2026-12-
     "\u274c unban SOL",
     "> unban SOL\n> no",
     "'Unban SOL.' - my friend",
+    # and a third's: not about trading, or a list that never ends
+    "Shorts are allowed again",
+    "Memes are allowed again",
+    ", ".join(["BTC", "ETH", "SOL", "DOGE", "XRP", "ADA", "AVAX", "LINK"] * 5) + " on my watch",
 ]
 
 
@@ -144,6 +150,13 @@ def test_a_lift_removes_only_what_it_names_and_states_no_ban() -> None:
     assert "long_only" not in _rules(profile)
     profile = _say(profile, "DOGE is allowed again.\nMemecoins are allowed again.")
     assert _rules(profile) == {"forbidden_assets": ["PEPE"], "no_leverage": True}
+
+
+def test_a_word_in_capitals_read_as_a_ticker_lifts_nothing() -> None:
+    banned = _say(empty_profile("t", T0), BANS)
+    assert note_lifts("Unban SOL, JK")[0].value == ["SOL", "JK"]  # every word a ticker
+    assert _rules(_say(banned, "Unban SOL, JK")) == _rules(banned)  # JK: no coin, no ban
+    assert _rules(_say(banned, "Unban SOL, XRP"))["forbidden_assets"] == ["DOGE"]
 
 
 def test_a_models_delete_needs_the_traders_words() -> None:
@@ -256,3 +269,34 @@ def test_with_a_model_that_answered_a_lift_needs_both_readers() -> None:
     assert result is not None  # the rules read DOGE too, the model only SOL: SOL only
     assert _rules(result.profile)["forbidden_assets"] == ["DOGE"]
     assert forbidden([], failure="timeout") == ["DOGE"]  # no model answer: the rules alone
+
+
+def test_a_chat_reads_a_lift_in_the_traders_run_of_messages(make_store: StoreFactory) -> None:
+    store = make_store()
+    persona = PersonaManager(store)
+    chat = ConversationMemory(store, settings=ConversationSettings(), persona=persona)
+    end = T0 + timedelta(hours=1)
+
+    def after(trader: str, *said: tuple[str, str], split: bool = False) -> dict[str, Any]:
+        persona.update_from_text(trader, BANS, as_of=T0, note_id="bans")
+        messages = [
+            ChatMessage(id=f"m{i}", speaker=who, text=text, time=T0 + timedelta(minutes=i + 1),
+                        session="s1")
+            for i, (who, text) in enumerate(said)
+        ]  # fmt: skip
+        cut = len(messages) - 1 if split else len(messages)  # split: the last one live
+        for part in (messages[:cut], messages[cut:]):
+            chat.record(trader, part, as_of=end)
+        profile = persona.get_profile(trader, end)
+        assert profile is not None
+        return _rules(profile)
+
+    banned = ["SOL", "DOGE"]
+    assert after("t1", ("trader", "don't"), ("trader", "unban SOL"))["forbidden_assets"] == banned
+    said = (("trader", "don't"), ("trader", "unban SOL"))
+    assert after("t2", *said, split=True)["forbidden_assets"] == banned  # "don't" was stored
+    assert after("t3", ("trader", "unban SOL"), ("trader", "jk"))["forbidden_assets"] == banned
+    asked = (("trader", "should I?"), ("assistant", "up to you"), ("trader", "unban SOL"))
+    assert after("t4", *asked)["forbidden_assets"] == ["DOGE"]
+    both = after("t5", ("trader", "unban SOL"), ("trader", "You can short again."))
+    assert both["forbidden_assets"] == ["DOGE"] and "long_only" not in both
