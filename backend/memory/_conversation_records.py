@@ -89,13 +89,19 @@ def message_of(record: MemoryRecord) -> ChatMessage:
 
 
 def trader_runs(
-    messages: Sequence[ChatMessage], is_trader: Callable[[str], bool]
+    messages: Sequence[ChatMessage], is_trader: Callable[[str], bool], *, named: bool
 ) -> dict[str, str]:
     """For each message of a trader speaker in ``messages`` (one session, in order), the
     words of its run: the consecutive messages of trader speakers around it (no other
     speaker's between), joined by line breaks, for runs of two or more messages. The
     persona reads a lift of a ban in the run, not in the one message: people send a
-    command in bursts ("don't" / "unban SOL" lifts nothing; a reviewer's finding)."""
+    command in bursts ("don't" / "unban SOL" lifts nothing; a reviewer's finding).
+    When the trader's speakers are not ``named`` (``trader_speakers`` empty) and two or
+    more speakers count as the trader, every one of their messages gets ``""``: who
+    lifts a ban is not known (an agent named "bot" said "SOL is no longer banned")."""
+    speakers = {m.speaker.casefold() for m in messages if is_trader(m.speaker)}
+    if not named and len(speakers) > 1:
+        return {m.id: "" for m in messages if is_trader(m.speaker)}
     out: dict[str, str] = {}
     run: list[ChatMessage] = []
     for m in [*messages, None]:

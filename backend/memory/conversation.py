@@ -20,8 +20,9 @@ per trader, on the same Khala store as the other tiers:
   (:mod:`backend.memory._conversation_records` builds the three records);
 - **persona facts**: every message of the trader (not of ``agent_speakers``) goes through
   the persona's ``update_from_text`` with ``note_id`` = the message id (the evidence),
-  and a lift of a ban read in the trader's run of consecutive messages around it
-  (``lift_note``: :func:`~backend.memory._conversation_records.trader_runs`);
+  and a lift of a ban read in the trader's run of consecutive messages around it, never
+  when two speakers could be the trader (``lift_note``:
+  :func:`~backend.memory._conversation_records.trader_runs`);
 - **conversation events**: a message that tells of a liquidation, a life change or a plan
   (:func:`backend.memory._dialog.message_event`) becomes an episode (``event_type
   ="conversation"``, ``sources`` = its message id) of the asset it names, if any.
@@ -244,7 +245,8 @@ class ConversationMemory:
             )
             ids = {m.id for m in new}
             stored = [message_of(r) for r in sorted(held, key=lambda r: int(r.metadata["seq"]))]
-            out.update(trader_runs([m for m in stored if m.id not in ids] + new, self.is_trader))
+            said = [m for m in stored if m.id not in ids] + new
+            out.update(trader_runs(said, self.is_trader, named=bool(self.settings.trader_speakers)))
         return out
 
     def _refuse_conflicts(

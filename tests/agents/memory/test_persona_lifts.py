@@ -300,3 +300,11 @@ def test_a_chat_reads_a_lift_in_the_traders_run_of_messages(make_store: StoreFac
     assert after("t4", *asked)["forbidden_assets"] == ["DOGE"]
     both = after("t5", ("trader", "unban SOL"), ("trader", "You can short again."))
     assert both["forbidden_assets"] == ["DOGE"] and "long_only" not in both
+    # two speakers who could be the trader (none named): no lift; named: the trader's
+    bot = (("bot", "Done."), ("trader", "thanks"), ("bot", "SOL is no longer banned"))
+    assert after("t6", *bot)["forbidden_assets"] == banned
+    chat = ConversationMemory(
+        store, settings=ConversationSettings(trader_speakers=["trader"]), persona=persona
+    )
+    named = (("bot", "Done."), ("trader", "unban SOL"))
+    assert after("t7", *named)["forbidden_assets"] == ["DOGE"]
