@@ -91,26 +91,29 @@ def message_of(record: MemoryRecord) -> ChatMessage:
 def trader_runs(
     messages: Sequence[ChatMessage], is_trader: Callable[[str], bool], *, named: bool
 ) -> dict[str, str]:
-    """For each message of a trader speaker in ``messages`` (one session, in order), the
-    words of its run: the consecutive messages of trader speakers around it (no other
-    speaker's between), joined by line breaks, for runs of two or more messages. The
-    persona reads a lift of a ban in the run, not in the one message: people send a
-    command in bursts ("don't" / "unban SOL" lifts nothing; a reviewer's finding).
-    When the trader's speakers are not ``named`` (``trader_speakers`` empty) and two or
-    more speakers count as the trader, every one of their messages gets ``""``: who
-    lifts a ban is not known (an agent named "bot" said "SOL is no longer banned")."""
-    speakers = {m.speaker.casefold() for m in messages if is_trader(m.speaker)}
-    if not named and len(speakers) > 1:
-        return {m.id: "" for m in messages if is_trader(m.speaker)}
+    """For each message of a trader speaker in ``messages`` (one session, in time order)
+    that follows another of theirs, the words of its run up to it: the consecutive
+    messages of trader speakers before it (no other speaker's between) and itself, joined
+    by line breaks. The persona reads a lift of a ban in them, not in the one message:
+    people send a command in bursts ("don't" / "unban SOL" lifts nothing; a reviewer's
+    finding). Only earlier words: a take-back sent after a lift ("jk") does not undo it,
+    as in a live chat (the trader states the ban again). When the trader's speakers are
+    not ``named`` (``trader_speakers`` empty) and two or more speakers have counted as
+    the trader up to a message, it gets ``""``: who lifts a ban is not known (an agent
+    named "bot" said "SOL is no longer banned")."""
     out: dict[str, str] = {}
-    run: list[ChatMessage] = []
-    for m in [*messages, None]:
-        if m is not None and is_trader(m.speaker):
-            run.append(m)
+    run: list[str] = []
+    speakers: set[str] = set()
+    for m in messages:
+        if not is_trader(m.speaker):
+            run = []
             continue
-        if len(run) > 1:
-            out.update(dict.fromkeys((r.id for r in run), "\n".join(r.text for r in run)))
-        run = []
+        run.append(m.text)
+        speakers.add(m.speaker.casefold())
+        if not named and len(speakers) > 1:
+            out[m.id] = ""
+        elif len(run) > 1:
+            out[m.id] = "\n".join(run)
     return out
 
 

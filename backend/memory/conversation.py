@@ -20,7 +20,7 @@ per trader, on the same Khala store as the other tiers:
   (:mod:`backend.memory._conversation_records` builds the three records);
 - **persona facts**: every message of the trader (not of ``agent_speakers``) goes through
   the persona's ``update_from_text`` with ``note_id`` = the message id (the evidence),
-  and a lift of a ban read in the trader's run of consecutive messages around it, never
+  and a lift of a ban read in the trader's run of consecutive messages up to it, never
   when two speakers could be the trader (``lift_note``:
   :func:`~backend.memory._conversation_records.trader_runs`);
 - **conversation events**: a message that tells of a liquidation, a life change or a plan

@@ -128,7 +128,7 @@ def route_lift(
 ) -> None:
     """A ``DELETE`` of a constraint: the lift the module doc allows, else ``IGNORE``.
     ``text``: the words the lift must be read in (the note, or a chat's run of the
-    trader's messages around it); None: the constraint's quote."""
+    trader's messages up to it); None: the constraint's quote."""
     if d.constraint is None:
         pending.append(Pending("constraints", "IGNORE", None, None, "invalid: nothing to lift"))
         return

@@ -28,7 +28,7 @@ after it:
 
 A ticker of a lift must be a known coin (:data:`~backend.text.tickers.KNOWN_TICKERS`) or
 one the profile forbids (the router checks: "Unban SOL, JK" lifts nothing). A chat reads
-a lift in the trader's run of consecutive messages around it, not in the one message
+a lift in the trader's run of consecutive messages up to it, not in the one message
 ("don't" / "unban SOL" lifts nothing): the ``lift_note`` of
 :meth:`~backend.agents.memory.PersonaManager.update_from_text`. A take-back sent after a
 lift ("jk") does not restore the ban: the trader states the ban again.

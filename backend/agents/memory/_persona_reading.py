@@ -42,7 +42,7 @@ def route_text(
     model gave a usable answer, only its ``DELETE`` is routed, and the router applies it
     only when the rules read the same lift in the note (its tickers among theirs); the
     rules' own lifts are dropped. When the model failed, the rules read alone. A lift is
-    read in ``lift_note`` when given (a chat's run of the trader's messages around this
+    read in ``lift_note`` when given (a chat's run of the trader's messages up to this
     one: "don't" / "unban SOL" lifts nothing), else in ``text``."""
     fence, note = as_of, evidence_id
     result = RouteResult(profile=profile)

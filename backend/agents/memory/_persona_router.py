@@ -218,7 +218,7 @@ def route_decisions(
     looser limit is read in the note's whole sentence that holds its quote (a model
     quotes a fragment: "raise my leverage to 10x" of "Should I raise my leverage to
     10x?"), and refused when the note does not hold the quote. A lift is read in
-    ``lift_note`` (a chat's run of the trader's messages around this one), default
+    ``lift_note`` (a chat's run of the trader's messages up to this one), default
     ``text``."""
     fence = to_utc(as_of)
     attrs = dict(profile.attributes)

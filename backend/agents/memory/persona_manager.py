@@ -268,7 +268,7 @@ class PersonaManager:
         not undo it, and a second read of the note adds nothing. A lifted ban (``DELETE``)
         needs both readers when the model answered (:func:`route_text`), and is read in
         ``lift_note`` when given (a chat passes the trader's run of consecutive messages
-        around this one), else in ``text``. Every change carries the version written."""
+        up to this one), else in ``text``. Every change carries the version written."""
         fence = _fence(as_of)
         note = note_id or "note-" + stable_id(trader_id, fence.isoformat(), text)[:16]
         failure: str | None = None

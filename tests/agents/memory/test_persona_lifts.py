@@ -295,7 +295,11 @@ def test_a_chat_reads_a_lift_in_the_traders_run_of_messages(make_store: StoreFac
     assert after("t1", ("trader", "don't"), ("trader", "unban SOL"))["forbidden_assets"] == banned
     said = (("trader", "don't"), ("trader", "unban SOL"))
     assert after("t2", *said, split=True)["forbidden_assets"] == banned  # "don't" was stored
-    assert after("t3", ("trader", "unban SOL"), ("trader", "jk"))["forbidden_assets"] == banned
+    # only earlier words (no look-ahead): a take-back after the lift does not undo it,
+    # a ban stated again does
+    assert after("t3", ("trader", "unban SOL"), ("trader", "jk"))["forbidden_assets"] == ["DOGE"]
+    again = (("trader", "unban SOL"), ("trader", "jk, never trade SOL"))
+    assert after("t3b", *again)["forbidden_assets"] == ["DOGE", "SOL"]
     asked = (("trader", "should I?"), ("assistant", "up to you"), ("trader", "unban SOL"))
     assert after("t4", *asked)["forbidden_assets"] == ["DOGE"]
     both = after("t5", ("trader", "unban SOL"), ("trader", "You can short again."))
