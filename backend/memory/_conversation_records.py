@@ -9,7 +9,7 @@ an answering model's context.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +33,6 @@ __all__ = [
     "message_record",
     "render_messages",
     "session_record",
-    "trader_runs",
     "window_record",
 ]
 
@@ -86,35 +85,6 @@ def message_of(record: MemoryRecord) -> ChatMessage:
         },
         context=STORED,  # stored by an older release, perhaps with blank text
     )
-
-
-def trader_runs(
-    messages: Sequence[ChatMessage], is_trader: Callable[[str], bool], *, named: bool
-) -> dict[str, str]:
-    """For each message of a trader speaker in ``messages`` (one session, in time order)
-    that follows another of theirs, the words of its run up to it: the consecutive
-    messages of trader speakers before it (no other speaker's between) and itself, joined
-    by line breaks. The persona reads a lift of a ban in them, not in the one message:
-    people send a command in bursts ("don't" / "unban SOL" lifts nothing; a reviewer's
-    finding). Only earlier words: a take-back sent after a lift ("jk") does not undo it,
-    as in a live chat (the trader states the ban again). When the trader's speakers are
-    not ``named`` (``trader_speakers`` empty) and two or more speakers have counted as
-    the trader up to a message, it gets ``""``: who lifts a ban is not known (an agent
-    named "bot" said "SOL is no longer banned")."""
-    out: dict[str, str] = {}
-    run: list[str] = []
-    speakers: set[str] = set()
-    for m in messages:
-        if not is_trader(m.speaker):
-            run = []
-            continue
-        run.append(m.text)
-        speakers.add(m.speaker.casefold())
-        if not named and len(speakers) > 1:
-            out[m.id] = ""
-        elif len(run) > 1:
-            out[m.id] = "\n".join(run)
-    return out
 
 
 def _mean(vectors: list[list[float]]) -> list[float]:

@@ -22,7 +22,7 @@ per trader, on the same Khala store as the other tiers:
   the persona's ``update_from_text`` with ``note_id`` = the message id (the evidence),
   and a lift of a ban read in the trader's run of consecutive messages up to it, never
   when two speakers could be the trader (``lift_note``:
-  :func:`~backend.memory._conversation_records.trader_runs`);
+  :func:`~backend.memory._conversation_runs.trader_runs`);
 - **conversation events**: a message that tells of a liquidation, a life change or a plan
   (:func:`backend.memory._dialog.message_event`) becomes an episode (``event_type
   ="conversation"``, ``sources`` = its message id) of the asset it names, if any.
@@ -62,9 +62,9 @@ from backend.memory._conversation_records import (
     message_record,
     render_messages,
     session_record,
-    trader_runs,
     window_record,
 )
+from backend.memory._conversation_runs import session_runs
 from backend.memory._dialog import message_event
 from backend.memory.models import (
     ChatMessage,
@@ -186,8 +186,15 @@ class ConversationMemory:
         changes = skipped = read = failed = 0
         read_through: datetime | None = None
         errors: dict[str, None] = {}
+        by_session: dict[str, list[ChatMessage]] = {}
+        for m in ordered:
+            by_session.setdefault(m.session, []).append(m)
         if self.persona is not None:
-            runs = self._runs(trader_id, ordered, fence)
+            named = bool(self.settings.trader_speakers)
+            runs = session_runs(
+                self.store, trader_id, by_session, known=known, fence=fence,
+                is_trader=self.is_trader, named=named,
+            )  # fmt: skip
             for m in ordered:
                 if self.is_trader(m.speaker) and m.text.strip() and m.id not in known:
                     try:
@@ -205,9 +212,6 @@ class ConversationMemory:
                     errors.update(dict.fromkeys(failures))
                     read += 1
                     failed += bool(failures)
-        by_session: dict[str, list[ChatMessage]] = {}
-        for m in ordered:
-            by_session.setdefault(m.session, []).append(m)
         windows = 0
         # check and write as one step across processes: two writers of one session read
         # the same next position, or of one id each wrote its own text, both "recorded"
@@ -232,22 +236,6 @@ class ConversationMemory:
             persona_read=read,
             persona_llm_failed=failed,
         )
-
-    def _runs(
-        self, trader_id: str, ordered: Sequence[ChatMessage], fence: datetime
-    ) -> dict[str, str]:
-        """:func:`trader_runs` of each session of ``ordered``, after its stored messages."""
-        out: dict[str, str] = {}
-        for session in dict.fromkeys(m.session for m in ordered if self.is_trader(m.speaker)):
-            new = [m for m in ordered if m.session == session]
-            held = self.store.scan(
-                trader_id, as_of=fence, filters={"kind": MESSAGE_KIND, "session": session}
-            )
-            ids = {m.id for m in new}
-            stored = [message_of(r) for r in sorted(held, key=lambda r: int(r.metadata["seq"]))]
-            said = [m for m in stored if m.id not in ids] + new
-            out.update(trader_runs(said, self.is_trader, named=bool(self.settings.trader_speakers)))
-        return out
 
     def _refuse_conflicts(
         self, trader_id: str, ordered: Sequence[ChatMessage], *, read: int = 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.agents.memory._persona_change import sentence_of, states_a_change
-from backend.agents.memory._persona_lifts import LIFTABLE_KINDS, note_lifts, reads_a_lift
+from backend.agents.memory._persona_lifts import LIFTABLE_KINDS, note_lifts
 from backend.llm.prompts import PersonaDecision
 from backend.memory.models import ChangeAction, HardConstraint, PersonaAttribute
 from backend.text.tickers import KNOWN_TICKERS
@@ -88,10 +88,7 @@ def route_constraint(
         new_raw = d.constraint.model_dump(mode="json")
         pending.append(Pending("constraints", "IGNORE", None, new_raw, f"invalid: {checked}"))
         return
-    current: list[dict[str, Any]] = (
-        list(attrs["constraints"].value) if "constraints" in attrs else []
-    )
-    index = next((i for i, c in enumerate(current) if c.get("kind") == checked.kind), None)
+    current, index = _stored(attrs, checked.kind)
     old = current[index] if index is not None else None
     if old is not None and checked.kind == "forbidden_assets":
         united = list(dict.fromkeys([*old["value"], *checked.value]))  # type: ignore[misc]
@@ -135,42 +132,34 @@ def route_lift(
     raw = d.constraint.model_dump(mode="json")
     checked = check_constraint(d.constraint)
     if isinstance(checked, str) or checked.kind not in LIFTABLE_KINDS:
-        why = (
-            checked
-            if isinstance(checked, str)
-            else (
-                f"{checked.kind} is not lifted: a cap is raised by saying so "
-                "('raise my max leverage to 10x')"
-            )
-        )
+        why = checked if isinstance(checked, str) else (
+            f"{checked.kind} is not lifted: a cap is raised by saying so "
+            "('raise my max leverage to 10x')"
+        )  # fmt: skip
         pending.append(Pending("constraints", "IGNORE", None, raw, f"invalid: {why}"))
         return
-    note = checked.quote if text is None else text
-    if not reads_a_lift(checked, note):
+    # the rules' reading of the whole note: the same kind, every ticker among theirs
+    read = next((c for c in note_lifts(checked.quote if text is None else text)
+                 if c.kind == checked.kind), None)  # fmt: skip
+    said = set(read.value) if read is not None and isinstance(read.value, list) else set()
+    lifted = checked.value if isinstance(checked.value, list) else []
+    if read is None or not set(lifted) <= said:
         reason = (
             f"not lifted: {checked.kind} is lifted only by a note that is nothing but the "
             "lift (e.g. 'SOL is allowed again.', 'You can short again.')"
         )
         pending.append(Pending("constraints", "IGNORE", None, raw, reason))
         return
-    current: list[dict[str, Any]] = (
-        list(attrs["constraints"].value) if "constraints" in attrs else []
-    )
-    index = next((i for i, c in enumerate(current) if c.get("kind") == checked.kind), None)
+    current, index = _stored(attrs, checked.kind)
     old = current[index] if index is not None else None
-    lifted = checked.value if isinstance(checked.value, list) else []
-    read = [
-        t for c in note_lifts(note)
-        if c.kind == checked.kind and isinstance(c.value, list) for t in c.value
-    ]  # fmt: skip
     forbidden = old["value"] if old is not None and isinstance(old["value"], list) else []
-    strange = [t for t in read if t not in KNOWN_TICKERS and t not in forbidden]
+    strange = sorted(t for t in said if t not in KNOWN_TICKERS and t not in forbidden)
     if strange:  # "Unban SOL, JK": a word in capitals read as a ticker
         reason = f"not lifted: {', '.join(strange)} is no known coin and not forbidden"
         pending.append(Pending("constraints", "IGNORE", old, raw, reason))
         return
-    left = [t for t in old["value"] if t not in lifted] if old and lifted else []
-    if old is None or index is None or (lifted and len(left) == len(old["value"])):
+    left = [t for t in forbidden if t not in lifted]
+    if old is None or index is None or (lifted and len(left) == len(forbidden)):
         reason = f"unchanged: no {checked.kind} {lifted or ''} to lift".replace("  ", " ")
         pending.append(Pending("constraints", "IGNORE", old, raw, reason))
         return
@@ -181,6 +170,14 @@ def route_lift(
         current[index] = new
     put("constraints", current)
     pending.append(Pending("constraints", "DELETE", old, new, d.reason))
+
+
+def _stored(
+    attrs: dict[str, PersonaAttribute], kind: str
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The stored constraints (a copy) and the index of the one of ``kind`` (None)."""
+    current = list(attrs["constraints"].value) if "constraints" in attrs else []
+    return current, next((i for i, c in enumerate(current) if c.get("kind") == kind), None)
 
 
 def _looser(kind: str, old: Any, new: Any) -> bool:

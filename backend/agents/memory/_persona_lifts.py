@@ -54,10 +54,8 @@ import re
 from backend.memory.models import HardConstraint
 from backend.text.tickers import TICKER, parse_tickers
 
-__all__ = ["LIFTABLE_KINDS", "lift_constraints", "note_lifts", "reads_a_lift"]
+__all__ = ["LIFTABLE_KINDS", "note_lifts"]
 
-LIFTABLE_KINDS: tuple[str, ...] = ("forbidden_assets", "no_memecoins", "long_only", "no_leverage")
-"""Constraint kinds a lift removes (the forbidden list: the lifted tickers only)."""
 
 _JOIN = r"(?>\s*(?:,\s*(?:(?i:and)\s+)?|\s(?i:and)\s|&|/)\s*)"
 """Atomic: a space after a comma is matched one way only (else each separator of a long
@@ -128,7 +126,11 @@ _FLAGS: dict[str, re.Pattern[str]] = {
 }
 
 
-def lift_constraints(sentence: str) -> list[HardConstraint]:
+LIFTABLE_KINDS: tuple[str, ...] = ("forbidden_assets", *_FLAGS)
+"""Constraint kinds a lift removes (the forbidden list: the lifted tickers only)."""
+
+
+def _lift(sentence: str) -> list[HardConstraint]:
     """The rule one ``sentence`` (no ``.!?;`` or line break in it) lifts by the forms of
     the module doc: ``forbidden_assets`` with the tickers, or one flag kind with ``True``;
     ``quote`` = the sentence. ``[]`` when it is not such a sentence. Never raises."""
@@ -160,7 +162,7 @@ def note_lifts(text: str) -> list[HardConstraint]:
     sentences = [s for s in re.split(r"[.!;\n]", text) if s.strip()]
     found: dict[str, HardConstraint] = {}
     for sentence in sentences:
-        lifted = lift_constraints(sentence.strip())
+        lifted = _lift(sentence.strip())
         if not lifted:
             return []
         for lift in lifted:
@@ -171,17 +173,3 @@ def note_lifts(text: str) -> list[HardConstraint]:
                 united = list(dict.fromkeys([*old.value, *lift.value]))
                 found[lift.kind] = old.model_copy(update={"value": united})
     return list(found.values())
-
-
-def reads_a_lift(constraint: HardConstraint, text: str) -> bool:
-    """Whether the note ``text`` lifts ``constraint`` by these rules (:func:`note_lifts`):
-    its kind, and for ``forbidden_assets`` every ticker of its value (a model's ``DELETE``
-    is applied only when the trader's own note says it)."""
-    for lift in note_lifts(text):
-        if lift.kind != constraint.kind:
-            continue
-        if not isinstance(constraint.value, list):
-            return True
-        lifted = lift.value if isinstance(lift.value, list) else []
-        return {str(t).upper() for t in constraint.value} <= set(lifted)
-    return False

@@ -94,8 +94,9 @@ def holding_samples(fills: pd.DataFrame) -> tuple[list[float], list[str], int]:
 def holding_rows(fills: pd.DataFrame) -> tuple[list[float], list[int], int]:
     """:func:`holding_samples` with the closing fills as row positions in ``fills``
     (``iloc``) instead of ids. The loop reads plain lists: iterating the pandas 3 string
-    columns and matching ids back with ``isin`` had been ~45% of a persona's computation
-    at 0x513b's 12k fills (91 ms a call; measured 2026-12-07)."""
+    columns element by element and matching ids back with ``isin`` (twice) had made a
+    persona's computation at 0x513b's 12k fills 91 ms; it is 29 ms so (measured
+    2026-12-07, ``docs/benchmarks.md``)."""
     hours: list[float] = []
     rows: list[int] = []
     untimed = 0

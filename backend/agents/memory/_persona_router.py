@@ -22,8 +22,8 @@ Two kinds of candidates reach it:
   ``allow``, ``from now on``, ...: :func:`states_a_change`); otherwise it is ``IGNORE``,
   so a misread or offhand sentence never loosens a hard constraint. A ``DELETE`` lifts a
   forbidden asset or a flag rule (:data:`._persona_lifts.LIFTABLE_KINDS`) only when the
-  sentence holding its quote is nothing but that lift (the rules of
-  :mod:`._persona_lifts` read it there: "SOL is allowed again", "you can short again");
+  note (or a chat's run of the trader's messages up to it) is nothing but lifts that the
+  rules of :mod:`._persona_lifts` read ("SOL is allowed again.", "You can short again.");
   the change's ``new_value`` is what is left of the rule (``None``: gone). A numeric cap
   is never deleted (it is raised by saying so), nor any other attribute.
   ``goals`` is a list (newest last, at most :data:`MAX_GOALS`): a new goal is ``ADD``.

@@ -44,8 +44,7 @@ and, for the numeric limits, over comma-separated clauses:
   ``I scalp``), holding period (``I usually hold for a few days``) and preferred assets
   (``I mostly trade SOL``) -> the ``risk_tolerance``/``style``/``holding_period``/
   ``preferred_assets`` decisions (the router stores them as ``stated_*``, next to what the
-  fills show).
-
+  fills show);
 - a note that is nothing but the lift of bans ("unban SOL", "SOL is allowed again", "you
   can short again", "lift the no-leverage rule": :mod:`._persona_lifts`) -> a ``DELETE``
   of each constraint (the tickers lifted, or the flag); such a note states no ban.

@@ -1,8 +1,9 @@
 """Persona memory of a trader: built from fills and the trader's words, versioned in Khala.
 
 O-Mem (arXiv 2511.13593) keeps a persona memory of who the user is and routes each new
-piece of evidence through ADD / UPDATE / IGNORE; here the evidence is the trader's fills
-(habits, results, risk) and notes (hard constraints, goals, stated preferences).
+piece of evidence through ADD / UPDATE / IGNORE (and DELETE of a ban the trader lifts);
+here the evidence is the trader's fills (habits, results, risk) and notes (hard
+constraints, goals, stated preferences).
 
 - :meth:`PersonaManager.build_from_fills` recomputes every fill attribute from exactly
   the given fills (a new ledger generation) and routes them in ``replace`` mode;
@@ -14,7 +15,7 @@ piece of evidence through ADD / UPDATE / IGNORE; here the evidence is the trader
   invalid LLM answer is recorded as an ``IGNORE`` change and the rules read the note.
 
 Version semantics: version 0 is "nothing known" (never stored); each call with at least
-one ADD/UPDATE stores version ``n + 1`` as of the call's ``as_of``. Fills after ``as_of``
+one ADD/UPDATE/DELETE stores version ``n + 1`` as of the call's ``as_of``. Fills after ``as_of``
 and fills of other traders are not used (nor stored): give them again later. Writes are
 one atomic upsert per call, and must move forward in time: a write whose ``as_of`` is
 before a stored persona version or ledger chunk raises :class:`LookAheadError`. A write

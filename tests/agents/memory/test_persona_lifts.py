@@ -312,3 +312,16 @@ def test_a_chat_reads_a_lift_in_the_traders_run_of_messages(make_store: StoreFac
     )
     named = (("bot", "Done."), ("trader", "unban SOL"))
     assert after("t7", *named)["forbidden_assets"] == ["DOGE"]
+    # a stored message sent again keeps its place: the run does not jump the reply
+    persona.update_from_text("t8", BANS, as_of=T0, note_id="bans")
+    first = ChatMessage(id="a", speaker="trader", text="what do you think", time=T0, session="s")
+    reply = ChatMessage(
+        id="b", speaker="bot", text="ok", time=T0 + timedelta(minutes=1), session="s"
+    )
+    lift = ChatMessage(
+        id="c", speaker="trader", text="Unban SOL", time=T0 + timedelta(minutes=2), session="s"
+    )
+    chat.record("t8", [first, reply], as_of=end)
+    chat.record("t8", [first, lift], as_of=end)
+    profile = persona.get_profile("t8", end)
+    assert profile is not None and _rules(profile)["forbidden_assets"] == ["DOGE"]
