@@ -144,3 +144,32 @@ def test_persona_update_from_the_traders_words(local_llm: LocalServer, tmp_path:
                 assert held == change.new_value
     finally:
         store.close()
+
+
+def test_a_ban_the_trader_lifts_is_lifted_with_the_real_model(
+    local_llm: LocalServer, tmp_path: Path
+) -> None:
+    """A note that is nothing but a lift lifts the ban with the real model configured,
+    unless the model read a ban of that kind in it (then the stricter reading stands)."""
+    store = open_store(
+        StoreSettings(path=tmp_path / "khala", audit_path=tmp_path / "audit.db"),
+        HashingEmbedder(),
+    )
+    t0 = datetime(2024, 10, 1, tzinfo=UTC)
+    try:
+        PersonaManager(store).update_from_text("trader-1", "Never trade SOL. Long only.", as_of=t0)
+        manager = PersonaManager(store, llm=client(local_llm))
+        later = t0 + timedelta(hours=1)
+        lift = manager.update_from_text("trader-1", "SOL is allowed again.", as_of=later)
+        profile = PersonaManager(store).get_profile("trader-1", later)
+        assert profile is not None
+        kinds = {c.kind for c in profile.constraints()}
+        read_a_ban = any(
+            c.source == "llm" and c.action in ("ADD", "UPDATE") and isinstance(c.new_value, dict)
+            and c.new_value.get("kind") == "forbidden_assets"
+            for c in lift
+        )  # fmt: skip
+        assert ("forbidden_assets" in kinds) is read_a_ban, lift
+        assert "long_only" in kinds  # not lifted: the note lifts SOL only
+    finally:
+        store.close()

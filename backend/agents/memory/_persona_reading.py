@@ -38,12 +38,15 @@ def route_text(
     at most, every change stamped with it. None when nothing about the trader was found
     and no model was asked.
 
-    A lift (``DELETE``) removes a hard risk limit, so both readers must read it: when the
-    model gave a usable answer, only its ``DELETE`` is routed, and the router applies it
-    only when the rules read the same lift in the note (its tickers among theirs); the
-    rules' own lifts are dropped. When the model failed, the rules read alone. A lift is
-    read in ``lift_note`` when given (a chat's run of the trader's messages up to this
-    one: "don't" / "unban SOL" lifts nothing), else in ``text``."""
+    A lift (``DELETE``) removes a hard risk limit. The model's is applied only when the
+    rules read the same lift in the note (its tickers among theirs: the router); the
+    rules' own lift of a kind is dropped when the model read a ban of that kind in the
+    same note (a valid ``ADD``/``UPDATE`` of it), so the stricter reading stands.
+    Otherwise the rules' lift stands, as their reading of a raised cap does: a model that
+    answers something else (measured: Gemma 3 270M, asked "You can short again.",
+    answered a made-up ``stated_style``) does not keep a ban the trader lifted. A lift
+    is read in ``lift_note`` when given (a chat's run of the trader's messages up to
+    this one: "don't" / "unban SOL" lifts nothing), else in ``text``."""
     fence, note = as_of, evidence_id
     result = RouteResult(profile=profile)
     proposed: list[tuple[PersonaDecision, PersonaChange]] = []
@@ -60,8 +63,14 @@ def route_text(
         if invalid and len(invalid) == len(proposed):
             failure = f"no usable decision ({invalid[0]})"
     rules = text_decisions(text, profile=result.profile)
-    if asked and failure is None:  # a lift: the model's, applied if the rules read it too
-        rules = [d for d in rules if d.action != "DELETE"]
+    banned = {  # the kinds of rule the model read a ban of in this note (valid, applied or not)
+        d.constraint.kind for d, c in proposed
+        if d.constraint is not None and d.action in ("ADD", "UPDATE") and not refused_as_invalid(c)
+    }  # fmt: skip
+    rules = [
+        d for d in rules
+        if d.action != "DELETE" or d.constraint is None or d.constraint.kind not in banned
+    ]  # fmt: skip
     read = [d.constraint for d, c in proposed if not refused_as_invalid(c)]
     if read:  # the model read the note: the rules, its limits but a change it read
         changed = {c.kind for c in read if c is not None and reads_a_change(c, text)}

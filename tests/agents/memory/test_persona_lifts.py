@@ -246,29 +246,31 @@ def test_a_lift_is_versioned_in_the_store_and_enforced_no_longer(make_store: Sto
     assert out.action == "hold"  # DOGE stays forbidden
 
 
-def test_with_a_model_that_answered_a_lift_needs_both_readers() -> None:
+def test_with_a_model_a_lift_stands_unless_the_model_read_a_ban() -> None:
     banned = _say(empty_profile("t", T0), BANS)
     note = "SOL is allowed again."
-    lift = PersonaDecision(
-        attribute="constraints",
-        action="DELETE",
-        constraint=HardConstraint(kind="forbidden_assets", value=["SOL"], quote=note),
-        reason="lift",
-    )
+
+    def decision(action: str, tickers: list[str]) -> PersonaDecision:
+        constraint = HardConstraint(kind="forbidden_assets", value=tickers, quote=note)
+        return PersonaDecision(
+            attribute="constraints", action=action, constraint=constraint, reason="model"
+        )
+
     goal = PersonaDecision(attribute="goals", action="ADD", goal="steady gains", reason="r")
 
-    def forbidden(asked: list[PersonaDecision], failure: str | None = None) -> list[str]:
-        result = route_text(banned, note, asked, failure=failure, as_of=T0, evidence_id="n")
+    def forbidden(
+        asked: list[PersonaDecision], failure: str | None = None, text: str = note
+    ) -> list[str]:
+        result = route_text(banned, text, asked, failure=failure, as_of=T0, evidence_id="n")
         assert result is not None
-        return list(_rules(result.profile)["forbidden_assets"])
+        return list(_rules(result.profile).get("forbidden_assets", []))
 
-    assert forbidden([goal]) == ["SOL", "DOGE"]  # the model read no lift: the ban stays
-    assert forbidden([lift]) == ["DOGE"]  # both read it
+    assert forbidden([decision("DELETE", ["SOL"])]) == ["DOGE"]  # both read it
+    assert forbidden([goal]) == ["DOGE"]  # the model read something else: the rules' lift
+    assert forbidden([], failure="timeout") == ["DOGE"]  # no answer: the rules alone
+    assert forbidden([decision("ADD", ["SOL"])]) == ["SOL", "DOGE"]  # it read a ban: kept
     both = "SOL is allowed again. DOGE is allowed again."
-    result = route_text(banned, both, [lift], failure=None, as_of=T0, evidence_id="n")
-    assert result is not None  # the rules read DOGE too, the model only SOL: SOL only
-    assert _rules(result.profile)["forbidden_assets"] == ["DOGE"]
-    assert forbidden([], failure="timeout") == ["DOGE"]  # no model answer: the rules alone
+    assert forbidden([decision("DELETE", ["SOL"])], text=both) == []  # the rules read DOGE too
 
 
 def test_a_chat_reads_a_lift_in_the_traders_run_of_messages(make_store: StoreFactory) -> None:
