@@ -48,6 +48,7 @@ _STYLE = re.compile(
     r"scalper|day\s+trader|swing\s+trader|position\s+trader|long[\s-]term\s+investor|hodler)\b"
     r"|\bi\s+(?:mostly\s+|mainly\s+|usually\s+)?(scalp|day\s?trade|swing(?:\s+trade)?)\b"
 )
+_DURATION = re.compile(r"\b(?:minutes?|hours?|days?|weeks?|months?|years?)\b")
 _HOLD = re.compile(
     r"(?i)\bi\s+(?:usually\s+|typically\s+|normally\s+|mostly\s+)?hold(?:\s+my)?"
     r"(?:\s+(?:positions?|trades?))?(?:\s+for)?\s+((?:a\s+few\s+|several\s+|\d+(?:\s*-\s*\d+)?\s+"
@@ -58,17 +59,25 @@ _HOLD = re.compile(
 def normalize_stated(attribute: str, value: str) -> str | list[str]:
     """A stated value in canonical form: ``preferred_assets`` -> ticker list,
     ``risk_tolerance`` -> conservative/moderate/aggressive, ``style`` -> scalper/day/swing/
-    position when recognised; otherwise the lower-cased words."""
+    position, ``holding_period`` -> the lower-cased words when they name a duration;
+    empty (the router's "invalid: no value") when the value is none of these. A model
+    had stored ``stated_style`` "never lose more than $200 on a trade" (Gemma 3 270M,
+    2026-12-07); the rules only ever state the vocabulary's words."""
     words = " ".join(value.lower().replace("_", " ").split())
     if attribute == "preferred_assets":
         return parse_tickers(value) or parse_tickers(value.upper())
     if attribute == "risk_tolerance":
-        return _RISK_WORDS.get(words, words)
-    if attribute == "style":
-        for word, style in _STYLE_WORDS.items():
-            if word in words or style == words:
-                return style
-    return words
+        vocabulary: dict[str, str] = _RISK_WORDS
+    elif attribute == "style":
+        vocabulary = _STYLE_WORDS
+    elif attribute == "holding_period":
+        return words if _DURATION.search(words) else ""
+    else:
+        return words
+    for word, canonical in vocabulary.items():
+        if re.search(rf"\b{re.escape(word)}\b", words) or canonical == words:
+            return canonical
+    return ""
 
 
 def stated_decisions(sentence: str, attrs: dict[str, Any]) -> list[PersonaDecision]:

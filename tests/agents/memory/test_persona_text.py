@@ -433,3 +433,34 @@ def test_a_quote_across_sentences_states_no_change() -> None:
     note = "Raise my max leverage to 10x? No way, keep it at 3x."
     assert sentence_of("Raise my max leverage to 10x? No way", note) is None
     assert sentence_of("keep it at 3x", note) == "No way, keep it at 3x"
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "expected"),
+    [
+        ("style", "Swing trader", "swing"),
+        ("style", "daytrade", "day"),
+        ("style", "never lose more than $200 on a trade", ""),  # a small model's answer
+        ("style", "true", ""),
+        ("risk_tolerance", "very conservative", "conservative"),
+        ("risk_tolerance", "2%", ""),
+        ("holding_period", "a few weeks", "a few weeks"),
+        ("holding_period", "true", ""),
+        ("preferred_assets", "BTC and eth", ["BTC", "ETH"]),
+    ],
+)
+def test_a_stated_value_outside_the_vocabulary_is_no_value(
+    attribute: str, value: str, expected: object
+) -> None:
+    assert normalize_stated(attribute, value) == expected
+
+
+def test_a_models_stated_style_that_is_no_style_is_refused() -> None:
+    decision = PersonaDecision(
+        attribute="style", action="ADD", value="never lose more than $200 on a trade", reason="m"
+    )
+    result = route_decisions(
+        empty_profile("t", NOW), [decision], as_of=NOW, source="llm", evidence_id="n"
+    )
+    assert [(c.action, c.reason) for c in result.changes] == [("IGNORE", "invalid: no value")]
+    assert result.profile.version == 0
