@@ -48,11 +48,12 @@ _STYLE = re.compile(
     r"scalper|day\s+trader|swing\s+trader|position\s+trader|long[\s-]term\s+investor|hodler)\b"
     r"|\bi\s+(?:mostly\s+|mainly\s+|usually\s+)?(scalp|day\s?trade|swing(?:\s+trade)?)\b"
 )
-_DURATION = re.compile(r"\b(?:minutes?|hours?|days?|weeks?|months?|years?)\b")
+_UNITS = r"(?:minutes?|hours?|days?|weeks?|months?|years?)"
+_DURATION = re.compile(rf"\b{_UNITS}\b")
 _HOLD = re.compile(
     r"(?i)\bi\s+(?:usually\s+|typically\s+|normally\s+|mostly\s+)?hold(?:\s+my)?"
     r"(?:\s+(?:positions?|trades?))?(?:\s+for)?\s+((?:a\s+few\s+|several\s+|\d+(?:\s*-\s*\d+)?\s+"
-    r"|one\s+|two\s+|a\s+|an\s+)?(?:minutes?|hours?|days?|weeks?|months?|years?))\b"
+    rf"|one\s+|two\s+|a\s+|an\s+)?{_UNITS})\b"
 )
 
 
