@@ -53,6 +53,7 @@ __all__ = [
     "cagr",
     "closed_positions",
     "compute_metrics",
+    "dependency_failure",
     "llm_usage",
     "max_drawdown",
     "memory_warning",
@@ -276,6 +277,26 @@ def run_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
             f"the account was ruined: equity {metrics.final_equity:,.2f} (quote) <= 0, the "
             "position was closed and the run stopped"
         )
+    said = [w for w in found if w]
+    return "; ".join(said) if said else None
+
+
+def dependency_failure(metrics: BacktestMetrics, *, min_share: float) -> str | None:
+    """Why the run did not measure what it was asked to, or None: its chat model answered
+    less than ``min_share`` (0..1, ``llm.min_answered_share``) of the decisions asked of
+    it, or its memory failed at more than ``1 - min_share`` of the decisions (a store
+    that fails at every call). The same words as :func:`run_warning`'s, which also says
+    what is no dependency's failure (data gaps, refused proposals, a ruined account).
+    The CLI exits 3 on it, after writing every output."""
+    found = []
+    share = metrics.llm_answered_share
+    if share is not None:
+        answered = round(share * metrics.llm_decisions)
+        usage = LLMUsage(metrics.llm_decisions, answered, metrics.llm_first_error)
+        found.append(usage.warning(min_share=min_share))
+    failed = metrics.memory_error_decisions
+    if failed and failed > (1 - min_share) * metrics.n_decisions:
+        found.append(memory_warning(metrics))
     said = [w for w in found if w]
     return "; ".join(said) if said else None
 

@@ -3,7 +3,8 @@
 Only this module (with its sub-apps) and the scheduler's jobs read the clock; everything
 below it takes ``as_of`` as an argument. Errors of the package (:class:`SentinelError`)
 print one line on stderr and exit with status 2 (``--debug``: the traceback first); Ctrl-C
-prints ``sentinel: aborted`` and exits with status 130.
+prints ``sentinel: aborted`` and exits with status 130. A run that finished but whose LLM
+or store failed too often exits 3 (:data:`~backend.cli._common.DEPENDENCY_FAILED`).
 """
 
 from __future__ import annotations

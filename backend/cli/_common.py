@@ -21,6 +21,7 @@ from backend.files import write_text_atomic
 from backend.types import normalize_pair
 
 __all__ = [
+    "DEPENDENCY_FAILED",
     "check_data_root",
     "console",
     "data_root_for",
@@ -37,6 +38,12 @@ __all__ = [
 ]
 
 console = Console()
+
+DEPENDENCY_FAILED = 3
+"""Exit status of a command that finished and wrote every output, but whose LLM or store
+failed at too many of its calls (:func:`backend.backtest.metrics.dependency_failure`):
+a script that runs it must not read its figures as a measurement. 2 is bad input or a
+failed command, 1 a bug, 130 an interrupt."""
 _log = logging.getLogger("backend.cli")
 
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backend.cli._common import (
+    DEPENDENCY_FAILED,
     check_data_root,
     data_root_for,
     news_inputs,
@@ -64,7 +65,7 @@ def ablation(
     tiers. With --trader and --fills the persona is that trader's as known at
     each bar, and persona alignment is scored against the trader's profile as
     of each window's end."""
-    from backend.backtest.metrics import run_warning
+    from backend.backtest.metrics import dependency_failure, run_warning
     from backend.data import find_ohlcv_file, read_ohlcv_file
     from backend.embeddings import build_embedder
     from backend.eval.ablation import (
@@ -176,3 +177,6 @@ def ablation(
         print(f"WARNING: {said}")
     if len(warnings) > 5:
         print(f"WARNING: and {len(warnings) - 5} more (the JSON's warnings)")
+    share = cfg.llm.min_answered_share
+    if any(dependency_failure(o.run.metrics, min_share=share) for o in outcome.outputs):
+        raise typer.Exit(DEPENDENCY_FAILED)  # written, but not an ablation of memory

@@ -14,7 +14,9 @@ It reads ``DATA_DIR/BTC_USDT-1h.*`` (any supported format), runs
 ``decisions.jsonl``, ``equity.csv``, ``memory_changes.csv`` and ``report.html`` into
 ``OUT``. A rich progress bar goes to stderr (not
 with ``--json``); stdout gets the headline metrics and the report's path, or with
-``--json`` the metrics JSON as its last line.
+``--json`` the metrics JSON as its last line. A run whose LLM answered less than
+``llm.min_answered_share`` of its decisions, or whose memory failed at more than the rest,
+exits 3 (:data:`~backend.cli._common.DEPENDENCY_FAILED`) after writing every output.
 
 The maker is given the data ROOT (``news/``, ``trades/``), not the candle directory:
 ``--data-root``, else :func:`data_root_for` (``DATA_DIR/../..`` for the
@@ -40,10 +42,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from backend.backtest.engine import BacktestResult, ProgressCallback, run_backtest, select_window
-from backend.backtest.metrics import run_warning
+from backend.backtest.metrics import dependency_failure, run_warning
 from backend.backtest.models import DecisionMaker
 from backend.backtest.report import check_run_dir, write_run
 from backend.cli._common import (
+    DEPENDENCY_FAILED,
     check_data_root,
     data_root_for,
     news_inputs,
@@ -265,12 +268,15 @@ def backtest(
     finally:
         if bar.live.is_started:  # stopping one never started prints an empty line
             bar.stop()
-    warning = run_warning(result.metrics, min_share=cfg.llm.min_answered_share)
+    share = cfg.llm.min_answered_share
+    warning = run_warning(result.metrics, min_share=share)
     if as_json:
         if warning is not None:  # stdout's last line stays the JSON
             print(f"WARNING: {warning}", file=sys.stderr)
         print(json.dumps(result.metrics.model_dump(mode="json")))
-        return
-    Console().print(_headline(result, out))
-    if warning is not None:
-        print(f"WARNING: {warning}")
+    else:
+        Console().print(_headline(result, out))
+        if warning is not None:
+            print(f"WARNING: {warning}")
+    if dependency_failure(result.metrics, min_share=share) is not None:
+        raise typer.Exit(DEPENDENCY_FAILED)  # the outputs are written; the figures are no run

@@ -43,6 +43,8 @@ missing one), ``policy`` the agent's policy, and ``warnings`` one line per windo
 trader's fills do not cover (:func:`backend.eval.ablation.fills_span_warnings`) and per
 run whose chat model answered too few decisions or whose memory failed
 (``run_warning``), also printed after the table. A table of the headline numbers goes to stdout.
+An ablation with a run whose LLM or memory failed (``dependency_failure``) exits 3 after
+writing every file.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from backend.cli._common import settings, split_values, write_json
+from backend.cli._common import DEPENDENCY_FAILED, settings, split_values, write_json
 from backend.cli._eval_ablation import ablation
 from backend.config import Settings
 from backend.errors import ConfigError
@@ -181,10 +183,12 @@ def locomo(
     """LoCoMo retrieval: recall@k of the evidence turns per method and category.
 
     Recall@1/5/10/25, latency p50/p95 and context tokens per query, and answer
-    F1 when an LLM is configured."""
+    F1 when an LLM is configured (exit 3 when it left more than 1 -
+    llm.min_answered_share of the questions unanswered)."""
 
+    cfg = settings()
     report = run_locomo_command(
-        settings(),
+        cfg,
         data=data,
         out=out,
         limit=limit,
@@ -210,17 +214,23 @@ def locomo(
         cells = [m.per_category.get(str(c)) for c in sorted(CATEGORY_NAMES)]
         cats.add_row(name, *(f"{c.recall_10:.3f} (n={c.n})" if c else "-" for c in cells))
     console.print(cats)
+    most = 1 - cfg.llm.min_answered_share  # of the questions the LLM may leave unanswered
+    failed = False
     for name, m in report.methods.items():
         if m.answer_f1 is not None:  # an LLM answered: F1, and how often it did not
             a = m.answer_f1
             why = f" (first: {a.first_error})" if a.first_error else ""
+            missed = bool(a.n) and a.failed > most * a.n
+            failed |= missed
             console.print(
                 f"{name}: answer F1 {a.f1:.3f} over {a.n} questions, "
                 f"{a.failed} unanswered by the LLM{why}",
-                style="bold red" if a.n and a.failed / a.n > 0.05 else None,
+                style="bold red" if missed else None,
                 markup=False,  # the error is a server's text: never read as markup
             )
     console.print(f"{report.n_questions} questions; report written to {out}")
+    if failed:  # the report is written; its F1 is not the model's
+        raise typer.Exit(DEPENDENCY_FAILED)
 
 
 def _fmt(value: Any, spec: str) -> str:

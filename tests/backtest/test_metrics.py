@@ -14,6 +14,7 @@ from backend.backtest.metrics import (
     bars_per_year,
     cagr,
     compute_metrics,
+    dependency_failure,
     max_drawdown,
     run_warning,
     sharpe_ratio,
@@ -150,3 +151,37 @@ def test_a_run_whose_every_trade_the_constraints_refused_is_said() -> None:
     )  # fmt: skip
     assert (held.refused_proposals, held.first_refusal) == (0, None)
     assert run_warning(held, min_share=1) is None
+
+
+def test_a_dependency_that_failed_is_a_failure_and_a_data_gap_is_not() -> None:
+    """``dependency_failure`` (the CLI's exit 3): the LLM below ``min_share`` of its
+    decisions, or the memory failed at more than ``1 - min_share`` of them; a refused
+    proposal, a data gap or a ruined account is said (``run_warning``) but no failure."""
+    index = pd.DatetimeIndex([D0 + (i + 1) * DAY for i in range(4)])
+    m = compute_metrics(
+        pd.Series(EQUITY, index=index), buy_and_hold=pd.Series(EQUITY, index=index),
+        exposure=pd.Series(0.0, index=index), trades=[], decisions=[decision([])] * 40,
+        timeframe="1d", initial_equity=100.0, fees_paid=0.0, start=D0, end=D0 + 4 * DAY,
+    )  # fmt: skip
+    assert dependency_failure(m, min_share=0.95) is None
+    gap = m.model_copy(update={"missing_candles": 3, "final_equity": -1.0})
+    assert run_warning(gap, min_share=0.95) is not None
+    assert dependency_failure(gap, min_share=0.95) is None
+    first = "HTTP 500 from m"
+    llm = {"llm_decisions": 40, "llm_first_error": first}
+    assert dependency_failure(m.model_copy(update={**llm, "llm_answered_share": 0.95}),
+                              min_share=0.95) is None  # fmt: skip
+    dead = m.model_copy(update={**llm, "llm_answered_share": 37 / 40})
+    said = dependency_failure(dead, min_share=0.95)
+    assert said == f"the LLM answered 37 of 40 decisions (92%, below 95%); first error: {first}"
+    assert said in str(run_warning(dead, min_share=0.95))
+    store = {"memory_first_error": "StoreError: gone"}
+    two = m.model_copy(update={**store, "memory_error_decisions": 2})  # 5% of 40: tolerated
+    assert run_warning(two, min_share=0.95) is not None
+    assert dependency_failure(two, min_share=0.95) is None
+    three = m.model_copy(update={**store, "memory_error_decisions": 3})
+    assert dependency_failure(three, min_share=0.95) == (
+        "the memory failed at 3 of 40 decisions; first error: StoreError: gone"
+    )
+    both = dead.model_copy(update={**store, "memory_error_decisions": 40})
+    assert str(dependency_failure(both, min_share=0.95)).count("; first error") == 2

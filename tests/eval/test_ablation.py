@@ -376,8 +376,9 @@ def test_a_chat_model_that_never_answers_is_loud_in_the_summary_and_the_page(
     finally:
         dead.shutdown()
         dead.server_close()
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # every file written, and said: no ablation
     data = json.loads(out.read_text())
+    assert data["complete"] is True
     off = data["summary"]["BTC/USDT"]["4h"]["off"]
     assert off["llm_decisions"] == 12 and off["llm_answered_share"] == 0.0
     assert off["total_return"] == 0.0  # flat, and the summary says why

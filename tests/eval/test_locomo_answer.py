@@ -135,3 +135,36 @@ def test_sentinel_eval_locomo_answers_with_the_local_model(
     assert scored["n"] == len(asked) > 0 and scored["failed"] == 0
     assert 0.0 <= scored["f1"] <= 1.0
     assert f"answer F1 {scored['f1']:.3f} over {len(asked)} questions" in proc.stdout
+
+
+@pytest.mark.slow
+def test_sentinel_eval_locomo_exits_3_when_the_llm_answers_too_few(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """A chat model that fails at every question (HTTP 500 at the loopback fake: a fault
+    the real server cannot produce on demand): the report is written with every question
+    unanswered, the line is said in red, and the command exits 3, not 0."""
+    from typer.testing import CliRunner
+
+    from backend.cli import app
+
+    dead = start_chat_server()
+    dead.reject_formats = {"json_schema", "json_object", None}  # HTTP 500 to everything
+    out = tmp_path / "locomo.json"
+    env = {
+        "SENTINEL_LLM__BASE_URL": dead.base_url,
+        "SENTINEL_LLM__MODEL": "m",
+        "SENTINEL_LLM__MAX_RETRIES": "0",
+    }
+    args = ["eval", "locomo", "--data", str(shared_data / "locomo" / "locomo_dev.json"),
+            "--out", str(out), "--limit", "1", "--questions", "2", "--methods", "bm25",
+            "--quiet"]  # fmt: skip
+    try:
+        result = CliRunner().invoke(app, args, env=env)
+    finally:
+        dead.shutdown()
+        dead.server_close()
+    assert result.exit_code == 3, result.output
+    scored = json.loads(out.read_text())["methods"]["bm25"]["answer_f1"]
+    assert scored["n"] == scored["failed"] > 0 and "500" in scored["first_error"]
+    assert f"{scored['failed']} unanswered by the LLM" in result.output
