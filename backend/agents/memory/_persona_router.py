@@ -29,7 +29,9 @@ Two kinds of candidates reach it:
   ``goals`` is a list (newest last, at most :data:`MAX_GOALS`): a new goal is ``ADD``.
   Stated ``preferred_assets``/``risk_tolerance``/``holding_period``/``style`` are kept as
   ``stated_<name>`` beside the fill-derived attribute of that name (what the trader says
-  vs what the fills show). A decision the decider marked ``IGNORE`` is recorded as such;
+  vs what the fills show). A model's goal or stated value must be read in the note's own
+  words (:func:`~._persona_stated.stated_in`), else ``IGNORE`` ("invalid: not in the
+  trader's words"). A decision the decider marked ``IGNORE`` is recorded as such;
   one that fails validation (missing payload, a constraint value out of range) is
   ``IGNORE`` with the reason.
 
@@ -53,7 +55,7 @@ from backend.agents.memory._persona_constraint_router import (
     route_lift,
     same_value,
 )
-from backend.agents.memory._persona_text import normalize_stated
+from backend.agents.memory._persona_text import normalize_stated, stated_in
 from backend.llm.prompts import PersonaDecision
 from backend.memory.models import (
     ChangeAction,
@@ -80,6 +82,7 @@ MAX_GOALS = 20
 TEXT_CONFIDENCE: dict[str, float] = {"rules": 0.9, "llm": 0.8}
 """Confidence of an attribute read from the trader's own words, by extractor."""
 _EVIDENCE_MAX = 50
+_UNSAID = "invalid: not in the trader's words"
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,9 @@ def route_decisions(
             name, value, attrs.get(name), source=source, as_of=fence, evidence_id=evidence_id
         )
 
+    def unsaid(attribute: str, value: str | list[str]) -> bool:  # a model's, not in the note
+        return source == "llm" and text is not None and not stated_in(attribute, value, text)
+
     for d in decisions:
         if d.action == "IGNORE":
             pending.append(Pending(d.attribute, "IGNORE", None, None, d.reason or "ignored"))
@@ -244,6 +250,8 @@ def route_decisions(
             old_goals = list(attrs["goals"].value) if "goals" in attrs else []
             if not goal:
                 pending.append(Pending("goals", "IGNORE", None, None, "invalid: empty goal"))
+            elif unsaid("goals", goal):
+                pending.append(Pending("goals", "IGNORE", None, goal, _UNSAID))
             elif goal.casefold() in {g.casefold() for g in old_goals}:
                 pending.append(Pending("goals", "IGNORE", goal, goal, "unchanged: known goal"))
             else:
@@ -255,6 +263,8 @@ def route_decisions(
             old = attrs.get(name)
             if not value:
                 pending.append(Pending(name, "IGNORE", None, d.value, "invalid: no value"))
+            elif unsaid(d.attribute, value):
+                pending.append(Pending(name, "IGNORE", None, value, _UNSAID))
             elif old is not None and same_value(old.value, value):
                 pending.append(Pending(name, "IGNORE", old.value, value, "unchanged"))
             else:

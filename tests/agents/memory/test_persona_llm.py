@@ -20,7 +20,7 @@ from tests.agents.conftest import ALTS_SPOT
 from tests.conftest import StoreFactory
 from tests.llm.chat_server import ChatServer, Reply, start_chat_server
 
-NOTE = "Never more than 2% per trade, and no memecoins."
+NOTE = "Never more than 2% per trade, and no memecoins. The account should double."
 GOOD = {
     "decisions": [
         {
@@ -142,6 +142,46 @@ def test_a_model_that_reads_something_else_loses_no_stated_limit(
     assert after is not None and after.version == before.version + 1
     assert {c.kind for c in after.constraints()} == {"max_risk_per_trade", "no_memecoins"}
     assert after.attributes["goals"].value == ["double the account"]
+
+
+def _stated(attribute: str, value: str) -> dict[str, Any]:
+    return {
+        "attribute": attribute, "action": "ADD", "constraint": None, "reason": "stated",
+        "goal": value if attribute == "goals" else None,
+        "value": None if attribute == "goals" else value,
+    }  # fmt: skip
+
+
+def test_a_goal_or_stated_value_the_trader_never_said_is_not_stored(
+    setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
+) -> None:
+    """A model's goal and stated values must be read in the note's words: Gemma 3 270M,
+    asked "You can short again.", answered a ``stated_style`` of its own. What the note
+    says is stored; what it does not say is IGNORE, "invalid: not in the trader's words"."""
+    manager, before = setup
+    note = "I'm a low risk swing trader, I hold two weeks and mostly trade sol."
+    said = [_stated("risk_tolerance", "conservative"), _stated("style", "swing"),
+            _stated("holding_period", "2 weeks"), _stated("preferred_assets", "SOL")]  # fmt: skip
+    unsaid = [
+        _stated("goals", "never lose more than $200 on a trade"),
+        _stated("risk_tolerance", "aggressive"), _stated("holding_period", "3 weeks"), _stated("preferred_assets", "BTC, SOL"),
+    ]  # fmt: skip
+    server.script = [Reply.json({"decisions": said + unsaid})]  # 8: the schema's most
+    changes = manager.update_from_text(ALTS_SPOT, note, as_of=later(before), note_id="n-9")
+    by_model = [c for c in changes if c.source == "llm"]
+    assert [(c.attribute, c.action) for c in by_model] == [
+        ("stated_risk_tolerance", "ADD"), ("stated_style", "ADD"),
+        ("stated_holding_period", "ADD"), ("stated_preferred_assets", "ADD"),
+        ("goals", "IGNORE"), ("stated_risk_tolerance", "IGNORE"),
+        ("stated_holding_period", "IGNORE"), ("stated_preferred_assets", "IGNORE"),
+    ]  # fmt: skip
+    assert {c.reason for c in by_model[4:]} == {"invalid: not in the trader's words"}
+    after = manager.get_profile(ALTS_SPOT, later(before))
+    assert after is not None and "goals" not in after.attributes
+    assert after.attributes["stated_risk_tolerance"].value == "conservative"
+    assert after.attributes["stated_style"].value == "swing"
+    assert after.attributes["stated_holding_period"].value == "2 weeks"
+    assert after.attributes["stated_preferred_assets"].value == ["SOL"]
 
 
 def _leverage(value: float, quote: str, action: str) -> dict[str, Any]:

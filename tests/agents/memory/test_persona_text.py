@@ -12,6 +12,7 @@ from backend.agents.memory._persona_text import (
     normalize_stated,
     parse_tickers,
     split_sentences,
+    stated_in,
     text_decisions,
 )
 from backend.llm.prompts import PersonaDecision
@@ -464,3 +465,31 @@ def test_a_models_stated_style_that_is_no_style_is_refused() -> None:
     )
     assert [(c.action, c.reason) for c in result.changes] == [("IGNORE", "invalid: no value")]
     assert result.profile.version == 0
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "note", "said"),
+    [
+        ("risk_tolerance", "conservative", "I'm a low-risk trader", True),
+        ("risk_tolerance", "aggressive", "I'm a low-risk trader", False),
+        ("style", "swing", "I swing trade majors", True),
+        ("style", "day", "I trade every day", False),  # no "day trade(r)" in it
+        ("preferred_assets", ["SOL", "ETH"], "I mostly trade sol and Ethereum", True),
+        ("preferred_assets", ["BTC"], "I mostly trade SOL", False),
+        ("preferred_assets", ["SOL"], "this is a solution", False),
+        ("preferred_assets", [], "I mostly trade SOL", False),
+        ("holding_period", "a few days", "I hold for a few days", True),
+        ("holding_period", "2 weeks", "I usually hold two weeks", True),
+        ("holding_period", "3 weeks", "I usually hold two weeks", False),
+        ("holding_period", "a few days", "You can short again.", False),
+        ("goals", "double the account", "The account should double.", True),
+        ("goals", "grow my account to 50k", "I want to grow my account to $50k", True),
+        ("goals", "never lose more than $200 on a trade", "You can short again.", False),
+        ("goals", "retire early", "I want to retire", False),  # one of two content words
+        ("goals", "to the", "to the moon", False),  # no content word at all
+    ],
+)
+def test_stated_in_reads_a_value_in_the_trader_words(
+    attribute: str, value: str | list[str], note: str, said: bool
+) -> None:
+    assert stated_in(attribute, value, note) is said
