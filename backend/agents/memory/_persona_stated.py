@@ -50,10 +50,13 @@ _STYLE = re.compile(
 )
 _UNITS = r"(?:minutes?|hours?|days?|weeks?|months?|years?)"
 _DURATION = re.compile(rf"\b{_UNITS}\b")
+_NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+            "eleven", "twelve")  # fmt: skip
+_COUNT = rf"(?:\d+|{'|'.join(_NUMBERS)})"
 _HOLD = re.compile(
     r"(?i)\bi\s+(?:usually\s+|typically\s+|normally\s+|mostly\s+)?hold(?:\s+my)?"
-    r"(?:\s+(?:positions?|trades?))?(?:\s+for)?\s+((?:a\s+few\s+|several\s+|\d+(?:\s*-\s*\d+)?\s+"
-    rf"|one\s+|two\s+|a\s+|an\s+)?{_UNITS})\b"
+    r"(?:\s+(?:positions?|trades?))?(?:\s+for)?\s+((?:a\s+few\s+|several\s+"
+    rf"|{_COUNT}(?:\s*(?:-|to|or)\s*{_COUNT})?\s+|a\s+|an\s+)?{_UNITS})\b"
 )
 
 
@@ -82,8 +85,6 @@ def normalize_stated(attribute: str, value: str) -> str | list[str]:
 
 
 _WORD = re.compile(r"[a-z0-9]+")
-_NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-            "eleven", "twelve")  # fmt: skip
 _NUMBER_WORDS = {word: str(n) for n, word in enumerate(_NUMBERS, start=1)}
 _FILLER = frozenset((
     "the", "and", "for", "with", "that", "this", "then", "than", "from", "into", "over",

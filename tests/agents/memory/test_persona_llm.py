@@ -164,7 +164,8 @@ def test_a_goal_or_stated_value_the_trader_never_said_is_not_stored(
             _stated("holding_period", "2 weeks"), _stated("preferred_assets", "SOL")]  # fmt: skip
     unsaid = [
         _stated("goals", "never lose more than $200 on a trade"),
-        _stated("risk_tolerance", "aggressive"), _stated("holding_period", "3 weeks"), _stated("preferred_assets", "BTC, SOL"),
+        _stated("risk_tolerance", "aggressive"), _stated("holding_period", "3 weeks"),
+        _stated("preferred_assets", "BTC, SOL"),
     ]  # fmt: skip
     server.script = [Reply.json({"decisions": said + unsaid})]  # 8: the schema's most
     changes = manager.update_from_text(ALTS_SPOT, note, as_of=later(before), note_id="n-9")

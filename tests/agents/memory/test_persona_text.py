@@ -184,14 +184,22 @@ STATED = [
     ("I'm a swing trader.", "style", "swing"),
     ("I scalp mostly", "style", "scalper"),
     ("I usually hold for a few days", "holding_period", "a few days"),
+    ("Swing is my thing, I hold one to two weeks.", "holding_period", "one to two weeks"),
+    ("I hold trades for 2-3 days", "holding_period", "2-3 days"),
     ("I mostly trade SOL and AVAX", "preferred_assets", "SOL, AVAX"),
+    ("I prefer Ethereum and sol", "preferred_assets", "ETH, SOL"),
+    ("My goal is to grow the account 20% this year", "goals", None),
 ]
 
 
 @pytest.mark.parametrize(("text", "attribute", "value"), STATED)
-def test_stated_preferences(text: str, attribute: str, value: str) -> None:
+def test_stated_preferences(text: str, attribute: str, value: str | None) -> None:
+    """What the rules read, and (what holds for every reading of theirs) that it is read
+    in the note's words: the router's check of a model's values never refuses theirs."""
     decisions = [d for d in text_decisions(text) if d.attribute == attribute]
     assert len(decisions) == 1 and decisions[0].value == value
+    read = decisions[0].goal if attribute == "goals" else decisions[0].value
+    assert read and stated_in(attribute, normalize_stated(attribute, read), text)
 
 
 def test_stated_values_are_normalised_by_the_router() -> None:
