@@ -284,8 +284,8 @@ def run_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
 def dependency_failure(metrics: BacktestMetrics, *, min_share: float) -> str | None:
     """Why the run did not measure what it was asked to, or None: its chat model answered
     less than ``min_share`` (0..1, ``llm.min_answered_share``) of the decisions asked of
-    it, or its memory failed at more than ``1 - min_share`` of the decisions (a store
-    that fails at every call). The same words as :func:`run_warning`'s, which also says
+    it, or its memory worked at less than ``min_share`` of the decisions (a store that
+    fails at every call). The same words as :func:`run_warning`'s, which also says
     what is no dependency's failure (data gaps, refused proposals, a ruined account).
     The CLI exits 3 on it, after writing every output."""
     found = []
@@ -294,8 +294,8 @@ def dependency_failure(metrics: BacktestMetrics, *, min_share: float) -> str | N
         answered = round(share * metrics.llm_decisions)
         usage = LLMUsage(metrics.llm_decisions, answered, metrics.llm_first_error)
         found.append(usage.warning(min_share=min_share))
-    failed = metrics.memory_error_decisions
-    if failed and failed > (1 - min_share) * metrics.n_decisions:
+    failed, n = metrics.memory_error_decisions, metrics.n_decisions
+    if failed and (n - failed) / n < min_share:  # not failed > (1 - share) * n: 1 - 0.9 < 0.1
         found.append(memory_warning(metrics))
     said = [w for w in found if w]
     return "; ".join(said) if said else None

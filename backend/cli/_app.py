@@ -94,7 +94,7 @@ def main() -> None:
     option, a bad option value included) into one line and exit 2 (``--debug``: the
     traceback, then exit 2), an interrupt (Ctrl-C) into ``sentinel:
     aborted`` and exit 130, and a bug into one line and exit 1 (``--debug``: the
-    traceback)."""
+    traceback). A command's own exit code (3: a dependency failed) is passed on."""
     debug = "--debug" in sys.argv[1:]
     try:
         # not standalone: typer *returns* the code of an exit (Ctrl-C is Exit(130))

@@ -178,5 +178,11 @@ def ablation(
     if len(warnings) > 5:
         print(f"WARNING: and {len(warnings) - 5} more (the JSON's warnings)")
     share = cfg.llm.min_answered_share
-    if any(dependency_failure(o.run.metrics, min_share=share) for o in outcome.outputs):
-        raise typer.Exit(DEPENDENCY_FAILED)  # written, but not an ablation of memory
+    failed = [
+        f"{r.pair} {r.timeframe} {r.window_start:%Y-%m-%d} {r.mode}: {why}"
+        for r in (o.run for o in outcome.outputs)
+        if (why := dependency_failure(r.metrics, min_share=share))
+    ]
+    if failed:  # written, but no ablation of memory: said last, whatever came before
+        print(f"FAILED: {len(failed)} of {len(outcome.outputs)} runs (first: {failed[0]})")
+        raise typer.Exit(DEPENDENCY_FAILED)

@@ -32,7 +32,14 @@ import typer
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.triggers.interval import IntervalTrigger
 
-from backend.cli._common import console, parse_pair, parse_utc, settings, state
+from backend.cli._common import (
+    DEPENDENCY_FAILED,
+    console,
+    parse_pair,
+    parse_utc,
+    settings,
+    state,
+)
 from backend.errors import ConfigError
 
 __all__ = ["paper", "scheduler_app"]
@@ -166,9 +173,15 @@ def paper(
 ) -> None:
     """Paper-trade PAIR with the DeepTraderManager on closed candles from ccxt.
 
-    The backtest's decisions and fills (next open, fees, slippage), on a schedule."""
+    The backtest's decisions and fills (next open, fees, slippage), on a schedule.
+    Exits 3 when it stops if its LLM or memory failed too often (the warning says so)."""
     from backend.data import check_market
-    from backend.service.paper import paper_run_id, paper_step_seconds, paper_warning
+    from backend.service.paper import (
+        paper_failure,
+        paper_run_id,
+        paper_step_seconds,
+        paper_warning,
+    )
     from backend.service.runtime import close_runtimes, runtime_for
     from backend.service.scheduler import add_paper_jobs, build_scheduler, paper_trigger
 
@@ -245,3 +258,6 @@ def paper(
     )
     if warning is not None:
         print(f"WARNING: {warning}", file=sys.stderr if as_json else sys.stdout)
+    share = cfg.llm.min_answered_share
+    if state is not None and paper_failure(state, min_answered_share=share) is not None:
+        raise typer.Exit(DEPENDENCY_FAILED)  # the state is written; its run is no measurement

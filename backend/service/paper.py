@@ -62,6 +62,7 @@ from backend.types import to_utc
 __all__ = [
     "IDLE_STEPS_WARNING",
     "PaperTrader",
+    "paper_failure",
     "paper_run_id",
     "paper_step_seconds",
     "paper_warning",
@@ -87,16 +88,34 @@ def paper_warning(state: PaperState, *, min_answered_share: float) -> str | None
     usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
     found = [usage.warning(min_share=min_answered_share)]
     if state.memory_error_decisions:
-        found.append(
-            f"the memory failed at {state.memory_error_decisions} of {state.bars} "
-            f"decisions; first error: {state.memory_first_error}"
-        )
+        found.append(_memory_failed(state))
     if state.idle_steps >= IDLE_STEPS_WARNING:
         newest = state.last_close.isoformat() if state.last_close else "none yet"
         found.append(
             f"the last {state.idle_steps} steps got no new closed candle of {state.pair} "
             f"{state.timeframe} from {state.exchange} (last bar decided: {newest})"
         )
+    said = [w for w in found if w]
+    return "; ".join(said) if said else None
+
+
+def _memory_failed(state: PaperState) -> str:
+    return (
+        f"the memory failed at {state.memory_error_decisions} of {state.bars} decisions; "
+        f"first error: {state.memory_first_error}"
+    )
+
+
+def paper_failure(state: PaperState, *, min_answered_share: float) -> str | None:
+    """What of :func:`paper_warning` is a dependency's failure, or None: the LLM answered
+    less than ``min_answered_share`` of its decisions, or the memory worked at less than
+    that share of them (as :func:`backend.backtest.metrics.dependency_failure` for a
+    backtest). ``sentinel paper`` exits 3 on it when it stops."""
+    usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
+    found = [usage.warning(min_share=min_answered_share)]
+    failed, n = state.memory_error_decisions, state.bars
+    if failed and n and (n - failed) / n < min_answered_share:
+        found.append(_memory_failed(state))
     said = [w for w in found if w]
     return "; ".join(said) if said else None
 

@@ -377,6 +377,9 @@ def test_a_chat_model_that_never_answers_is_loud_in_the_summary_and_the_page(
         dead.shutdown()
         dead.server_close()
     assert result.exit_code == 3, result.output  # every file written, and said: no ablation
+    assert result.output.splitlines()[-1].startswith(
+        "FAILED: 1 of 1 runs (first: BTC/USDT 4h 2022-05-01 off: the LLM answered 0 of 12"
+    )
     data = json.loads(out.read_text())
     assert data["complete"] is True
     off = data["summary"]["BTC/USDT"]["4h"]["off"]

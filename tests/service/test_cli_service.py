@@ -341,3 +341,30 @@ def test_scheduler_run_in_the_foreground_until_sigterm(make_config: ConfigFactor
     jobs = {j["id"]: j for j in json.loads(listed.stdout)}
     assert sorted(jobs) == ["consolidation", "outcomes"]
     assert jobs["consolidation"]["trigger"] == "interval[0:00:00.300000]"
+
+
+@pytest.mark.slow
+def test_a_paper_run_whose_llm_never_answers_exits_3(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    """A scripted replay is a measurement as a backtest is: a chat model that fails at
+    every call (HTTP 500 from the loopback fake) is said, and the command exits 3."""
+    from tests.llm.chat_server import start_chat_server
+
+    dead = start_chat_server()
+    dead.reject_formats = {"json_schema", "json_object", None}  # HTTP 500 to everything
+    try:
+        config = make_config(
+            "dead-llm", agent={"policy": "llm"},
+            llm={"base_url": dead.base_url, "model": "m", "max_retries": 0},
+        )  # fmt: skip
+        args = paper_args(config, binance_loopback)
+        args[args.index("--until") + 1] = "2022-05-10T03:00:00Z"
+        result = sentinel(*args)
+    finally:
+        dead.shutdown()
+        dead.server_close()
+    assert result.returncode == 3, result.stderr
+    state = json.loads(result.stdout)
+    assert state["bars"] == 4 and state["llm_answered"] == 0
+    assert "WARNING: the LLM answered 0 of 4 decisions" in result.stderr

@@ -29,9 +29,10 @@ Two kinds of candidates reach it:
   ``goals`` is a list (newest last, at most :data:`MAX_GOALS`): a new goal is ``ADD``.
   Stated ``preferred_assets``/``risk_tolerance``/``holding_period``/``style`` are kept as
   ``stated_<name>`` beside the fill-derived attribute of that name (what the trader says
-  vs what the fills show). A model's goal or stated value must be read in the note's own
-  words (:func:`~._persona_stated.stated_in`), else ``IGNORE`` ("invalid: not in the
-  trader's words"). A decision the decider marked ``IGNORE`` is recorded as such;
+  vs what the fills show). A model's goal or stated value must be read, not negated,
+  in the note's own words (:func:`~._persona_said.stated_in`), else ``IGNORE``
+  ("invalid: not in the trader's words"); one the profile already holds is "unchanged".
+  A decision the decider marked ``IGNORE`` is recorded as such;
   one that fails validation (missing payload, a constraint value out of range) is
   ``IGNORE`` with the reason.
 
@@ -250,10 +251,10 @@ def route_decisions(
             old_goals = list(attrs["goals"].value) if "goals" in attrs else []
             if not goal:
                 pending.append(Pending("goals", "IGNORE", None, None, "invalid: empty goal"))
-            elif unsaid("goals", goal):
-                pending.append(Pending("goals", "IGNORE", None, goal, _UNSAID))
             elif goal.casefold() in {g.casefold() for g in old_goals}:
                 pending.append(Pending("goals", "IGNORE", goal, goal, "unchanged: known goal"))
+            elif unsaid("goals", goal):  # after "known": a model echoes the profile it is shown
+                pending.append(Pending("goals", "IGNORE", None, goal, _UNSAID))
             else:
                 put("goals", [*old_goals, goal][-MAX_GOALS:])
                 pending.append(Pending("goals", "ADD", None, goal, d.reason))
@@ -263,10 +264,10 @@ def route_decisions(
             old = attrs.get(name)
             if not value:
                 pending.append(Pending(name, "IGNORE", None, d.value, "invalid: no value"))
-            elif unsaid(d.attribute, value):
-                pending.append(Pending(name, "IGNORE", None, value, _UNSAID))
             elif old is not None and same_value(old.value, value):
                 pending.append(Pending(name, "IGNORE", old.value, value, "unchanged"))
+            elif unsaid(d.attribute, value):
+                pending.append(Pending(name, "IGNORE", None, value, _UNSAID))
             else:
                 put(name, value)
                 action: ChangeAction = "ADD" if old is None else "UPDATE"

@@ -9,9 +9,9 @@ import re
 from typing import Any
 
 from backend.llm.prompts import PersonaDecision
-from backend.text.tickers import LIST, mentioned_tickers, parse_tickers
+from backend.text.tickers import LIST, parse_tickers
 
-__all__ = ["normalize_stated", "stated_decisions", "stated_in"]
+__all__ = ["normalize_stated", "stated_decisions"]
 
 _PREFERRED = re.compile(
     rf"(?i:\bi\s+(?:mostly|mainly|usually|primarily|prefer\s+to)\s+trade|\bi\s+prefer|"
@@ -27,6 +27,7 @@ _RISK_WORDS: dict[str, str] = {
     "conservative": "conservative", "cautious": "conservative", "careful": "conservative",
     "risk averse": "conservative", "risk-averse": "conservative", "low risk": "conservative",
     "low-risk": "conservative", "moderate": "moderate", "balanced": "moderate",
+    "medium risk": "moderate", "medium-risk": "moderate",
     "aggressive": "aggressive", "degen": "aggressive", "risk seeking": "aggressive",
     "risk-seeking": "aggressive", "risk taker": "aggressive", "risk-taker": "aggressive",
     "high risk": "aggressive", "high-risk": "aggressive",
@@ -42,6 +43,9 @@ _STYLE_WORDS: dict[str, str] = {
     "daytrade": "day", "swing trader": "swing", "swing trade": "swing", "swing": "swing",
     "position trader": "position", "long-term investor": "position",
     "long term investor": "position", "hodler": "position",
+    # names of the styles the rules' sentences do not read, for a model's reading of them
+    "day trading": "day", "daytrading": "day", "daytrader": "day", "intraday": "day",
+    "scalping": "scalper", "hodl": "position", "hodling": "position",
 }  # fmt: skip
 _STYLE = re.compile(
     r"(?i)\b(?:i\s+am|i'?m|im)\s+(?:(?:a|an|mostly|mainly|basically)\s+)*("
@@ -82,60 +86,6 @@ def normalize_stated(attribute: str, value: str) -> str | list[str]:
         if re.search(rf"\b{re.escape(word)}\b", words) or canonical == words:
             return canonical
     return ""
-
-
-_WORD = re.compile(r"[a-z0-9]+")
-_NUMBER_WORDS = {word: str(n) for n, word in enumerate(_NUMBERS, start=1)}
-_FILLER = frozenset((
-    "the", "and", "for", "with", "that", "this", "then", "than", "from", "into", "over",
-    "about", "more", "less", "very", "much", "our", "your", "its", "their", "all", "any",
-    "some", "also", "just", "get", "got", "make", "want", "would", "like",
-))  # fmt: skip
-
-
-def _words(text: str) -> set[str]:
-    """Lower-case words of ``text``, number words as digits, a plural's ``s`` dropped."""
-    out = set()
-    for word in _WORD.findall(text.lower()):
-        word = _NUMBER_WORDS.get(word, word)
-        out.add(word[:-1] if len(word) > 3 and word.endswith("s") else word)
-    return out
-
-
-def stated_in(attribute: str, value: str | list[str], note: str) -> bool:
-    """Whether ``value`` (:func:`normalize_stated`'s, or a goal) is read in ``note``, the
-    trader's words it was read from: a model must not store what the trader never said
-    (Gemma 3 270M, asked "You can short again.", answered a ``stated_style`` of its own).
-
-    - ``risk_tolerance``, ``style``: a word of the vocabulary that means ``value`` is in
-      the note ("low risk" for conservative);
-    - ``preferred_assets``: every ticker is named in the note (any case, or a coin name);
-    - ``holding_period``: the note holds the duration's unit and its numbers (a number
-      word counts as its digits: "two weeks" holds "2 weeks");
-    - ``goals`` (and any other): at least two thirds of the value's content words (three
-      letters or more, not filler) are in the note, and at least one.
-    Rules' values are read from the note and always pass."""
-    text = " ".join(note.lower().replace("_", " ").split())
-    if attribute in ("risk_tolerance", "style"):
-        vocabulary = _RISK_WORDS if attribute == "risk_tolerance" else _STYLE_WORDS
-        return any(
-            canonical == value and re.search(rf"\b{re.escape(word)}\b", text)
-            for word, canonical in vocabulary.items()
-        )
-    if attribute == "preferred_assets":
-        named = set(mentioned_tickers(note))
-        tickers = value if isinstance(value, list) else parse_tickers(value)
-        return bool(tickers) and all(
-            t in named or re.search(rf"(?i)(?<![\w@]){re.escape(t)}(?!\w)", note) for t in tickers
-        )
-    said = _words(text)
-    wanted = _words(" ".join(value) if isinstance(value, list) else value)
-    if attribute == "holding_period":
-        units = {w for w in wanted if _DURATION.fullmatch(w) or _DURATION.fullmatch(w + "s")}
-        numbers = {w for w in wanted if w.isdigit()}
-        return bool(units) and units | numbers <= said
-    content = {w for w in wanted if len(w) >= 3 and w not in _FILLER}
-    return bool(content) and 3 * len(content & said) >= 2 * len(content)
 
 
 def stated_decisions(sentence: str, attrs: dict[str, Any]) -> list[PersonaDecision]:

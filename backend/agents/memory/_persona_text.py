@@ -63,7 +63,8 @@ from backend.agents.memory._persona_bans import REPORTED as _REPORTED
 from backend.agents.memory._persona_bans import not_a_ban
 from backend.agents.memory._persona_lifts import note_lifts
 from backend.agents.memory._persona_limits import UNDONE, clause_at, limit_constraints, undone
-from backend.agents.memory._persona_stated import normalize_stated, stated_decisions, stated_in
+from backend.agents.memory._persona_said import stated_in
+from backend.agents.memory._persona_stated import normalize_stated, stated_decisions
 from backend.llm.prompts import PersonaDecision
 from backend.memory.models import HardConstraint, PersonaProfile
 from backend.text.tickers import COIN_NAMES, LIST, parse_tickers

@@ -495,6 +495,39 @@ def test_a_models_stated_style_that_is_no_style_is_refused() -> None:
         ("goals", "never lose more than $200 on a trade", "You can short again.", False),
         ("goals", "retire early", "I want to retire", False),  # one of two content words
         ("goals", "to the", "to the moon", False),  # no content word at all
+        # a reviewer's (2026-12-07): negated, or named in another sense
+        ("risk_tolerance", "aggressive", "I'm not aggressive at all.", False),
+        ("risk_tolerance", "aggressive", "I'm not a degen, I'm careful", False),
+        ("risk_tolerance", "conservative", "I'm not a degen, I'm careful", True),
+        (
+            "preferred_assets",
+            ["DOGE", "PEPE"],
+            "No memecoins like DOGE or PEPE, I mostly trade BTC",
+            False,
+        ),
+        ("preferred_assets", ["BTC"], "No memecoins like DOGE or PEPE, I mostly trade BTC", True),
+        ("preferred_assets", ["SOL"], "I never trade SOL", False),
+        ("preferred_assets", ["SOL"], "I don\u2019t trade SOL", False),
+        ("style", "scalper", "I don't scalp", False),
+        ("style", "day", "I used to be a day trader, now I hold for months", False),
+        ("goals", "make 50% a year", "I want to make 10% a year", False),
+        ("goals", "grow the account by 90%", "I want to grow the account by 10%", False),
+        ("goals", "double the account", "Don't double the account size on one trade", False),
+        ("goals", "buy more SOL", "I sold all my SOL, won't buy more", False),
+        ("preferred_assets", ["HYPE"], "I keep chasing the hype, I mostly trade BTC", False),
+        ("preferred_assets", ["ADA"], "Ada said I trade too much", False),
+        ("preferred_assets", ["NEAR"], "I buy near the lows", False),
+        ("preferred_assets", ["LINK"], "here is the link to my journal", False),
+        ("holding_period", "3 years", "I've traded for 3 years and I hold for a few days", False),
+        ("holding_period", "a few days", "I've traded for 3 years and I hold for a few days", True),
+        ("holding_period", "a month", "I made 20% last month", False),
+        # ... and the right readings it had refused
+        ("goals", "double this", "I want to double it", True),  # "this" is filler
+        ("preferred_assets", ["XRP", "ADA"], "I mostly trade Ripple and Cardano", True),
+        ("preferred_assets", ["AVAX"], "I mostly trade Avalanche", True),
+        ("holding_period", "1 week", "I usually hold a week", True),
+        ("holding_period", "2 days", "I hold for a couple of days", True),
+        ("goals", "make 10% per month", "I want to make ten percent per month", True),
     ],
 )
 def test_stated_in_reads_a_value_in_the_trader_words(
