@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from backend.errors import StoreError
 from backend.files import file_identity
+from backend.storage._audit_schema import MIGRATIONS, SCHEMA
 from backend.storage._process import WriterLock, owner_gone, owner_stamp
 from backend.storage.models import AuditEvent
 
@@ -39,29 +40,6 @@ AuditRow = tuple[
     str, str, Literal["ADD", "UPDATE", "DELETE"], dict[str, Any] | None, dict[str, Any] | None
 ]
 """(trader_id, record_id, event, old content, new content)."""
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS memory_audit (
-    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
-    trader_id TEXT NOT NULL,
-    record_id TEXT NOT NULL,
-    event     TEXT NOT NULL CHECK (event IN ('ADD', 'UPDATE', 'DELETE')),
-    old       TEXT,
-    new       TEXT,
-    as_of     TEXT NOT NULL,
-    state     TEXT NOT NULL DEFAULT 'done' CHECK (state IN ('pending', 'done')),
-    owner     TEXT
-);
-CREATE INDEX IF NOT EXISTS memory_audit_trader ON memory_audit (trader_id, record_id, seq);
-CREATE TABLE IF NOT EXISTS memory_changes (
-    trader_id TEXT PRIMARY KEY,
-    n         INTEGER NOT NULL
-);
-"""
-_MIGRATIONS = {
-    "state": "ALTER TABLE memory_audit ADD COLUMN state TEXT NOT NULL DEFAULT 'done'",
-    "owner": "ALTER TABLE memory_audit ADD COLUMN owner TEXT",
-}
 
 
 @dataclass(frozen=True)
@@ -97,9 +75,9 @@ class AuditLog:
             self._conn.execute("PRAGMA busy_timeout=10000")  # first: another process may hold it
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(SCHEMA)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(memory_audit)")}
-            for column, sql in _MIGRATIONS.items():
+            for column, sql in MIGRATIONS.items():
                 if column not in columns:
                     self._conn.execute(sql)
             # the rows in flight (few): after the migrations, an old trail has no `state`
