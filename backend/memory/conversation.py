@@ -45,7 +45,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from backend.config import ConversationSettings
 from backend.errors import LookAheadError, StoreError
@@ -65,12 +64,12 @@ from backend.memory._conversation_records import (
     window_record,
 )
 from backend.memory._conversation_runs import session_runs
+from backend.memory._conversation_writers import EpisodeWriter
+from backend.memory._conversation_writers import PersonaWriter as PersonaWriter  # re-exported
 from backend.memory._dialog import message_event
 from backend.memory.models import (
     ChatMessage,
     Episode,
-    PersonaChange,
-    PersonaProfile,
     RecalledMessage,
 )
 from backend.storage import KhalaStore, MemoryRecord
@@ -88,27 +87,6 @@ __all__ = [
     "message_of",
     "render_messages",
 ]
-
-
-class PersonaWriter(Protocol):
-    """What reads a trader's words into the persona (``PersonaManager``): the changes
-    made, each with the version it made (one protocol: the MCP toolkit uses it too)."""
-
-    def update_from_text(
-        self,
-        trader_id: str,
-        text: str,
-        *,
-        as_of: datetime,
-        note_id: str | None = None,
-        lift_note: str | None = None,
-    ) -> Sequence[PersonaChange]: ...
-
-    def get_profile(self, trader_id: str, as_of: datetime) -> PersonaProfile | None: ...
-
-
-class EpisodeWriter(Protocol):
-    def add(self, episodes: Sequence[Episode], *, as_of: datetime) -> Any: ...
 
 
 class ConversationMemory:
