@@ -159,8 +159,9 @@ def _iso(value: datetime | None) -> str:
 
 
 class StepOutcome(NamedTuple):
-    """What one bar produced: equity and signed exposure marked at its close, and the
-    maker's decision (None once the account is ruined)."""
+    """What one bar produced: equity and signed exposure marked at its close (at a close
+    where equity is <= 0 with a position held: its notional over ``|equity|``, beyond
+    any cap), and the maker's decision (None once the account is ruined)."""
 
     equity: float
     exposure: float
@@ -215,7 +216,10 @@ class BarStepper:
                 for trade in fill.trades:
                     maker.on_trade_closed(trade)
         marked = broker.equity(close)
-        exposure = broker.exposure(close) if marked > 0 else 0.0
+        if marked > 0 or broker.quantity == 0:
+            exposure = broker.exposure(close) if marked > 0 else 0.0
+        else:  # ruined holding a position: its notional over |equity|, not a quiet 0
+            exposure = broker.quantity * close / max(-marked, 1e-9)
         record = None
         if not self.ruined and marked <= 0:
             log.warning("equity %.6g <= 0 at %s: position closed, run stopped", marked, close)
@@ -285,6 +289,7 @@ def run_backtest(
     equity = np.empty(total, dtype=np.float64)
     exposure = np.zeros(total, dtype=np.float64)
     decisions: list[DecisionRecord] = []
+    ruined_at: datetime | None = None
 
     for i in range(total):
         bar_open, high, low, close, volume = rows[i]
@@ -297,6 +302,8 @@ def run_backtest(
         )
         if record is not None:
             decisions.append(record)
+        if stepper.ruined and ruined_at is None:
+            ruined_at = close_times[i].astimezone(UTC)
         if progress is not None:
             progress(i + 1, total)
 
@@ -327,7 +334,7 @@ def run_backtest(
         missing_candles=_missing_in(
             ohlcv, start=start or open_times[0], end=end or close_times[-1]
         ),
-    )
+    ).model_copy(update={"ruined_at": ruined_at})
     return BacktestResult(
         symbol=ohlcv.pair,
         timeframe=ohlcv.timeframe,

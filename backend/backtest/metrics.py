@@ -57,6 +57,7 @@ __all__ = [
     "llm_usage",
     "max_drawdown",
     "memory_warning",
+    "ruin_warning",
     "run_warning",
     "sharpe_ratio",
     "sortino_ratio",
@@ -262,7 +263,7 @@ def compute_metrics(
 def run_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
     """The run's warnings on one line, or None: the LLM's (:meth:`LLMUsage.warning`), the
     memory's (failed reads or writes at any decision: :func:`memory_warning`) and a
-    ruined account (final equity <= 0)."""
+    ruined account (:func:`ruin_warning`: marked equity reached <= 0 at a close)."""
     found = []
     share = metrics.llm_answered_share
     if share is not None:
@@ -272,11 +273,8 @@ def run_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
     found.append(memory_warning(metrics))
     found.append(data_warning(metrics))
     found.append(constraint_warning(metrics))
-    if metrics.final_equity <= 0:
-        found.append(
-            f"the account was ruined: equity {metrics.final_equity:,.2f} (quote) <= 0, the "
-            "position was closed and the run stopped"
-        )
+    if metrics.ruined_at is not None or metrics.final_equity <= 0:
+        found.append(ruin_warning(metrics))
     said = [w for w in found if w]
     return "; ".join(said) if said else None
 
@@ -299,6 +297,23 @@ def dependency_failure(metrics: BacktestMetrics, *, min_share: float) -> str | N
         found.append(memory_warning(metrics))
     said = [w for w in found if w]
     return "; ".join(said) if said else None
+
+
+def ruin_warning(metrics: BacktestMetrics) -> str:
+    """``"the account was ruined at 2022-05-09T03:00:00+00:00: marked equity <= 0; the
+    position was closed at the next open and the agent decided no more (final equity
+    8,812.90)"``: said whether or not the equity came back above 0 at that open."""
+    when = metrics.ruined_at.isoformat() if metrics.ruined_at is not None else "a close"
+    last = metrics.ruined_at is not None and metrics.ruined_at >= metrics.end
+    how = (
+        "the position was only marked (it was the last bar)"
+        if last
+        else "the position was closed at the next open and the agent decided no more"
+    )
+    return (
+        f"the account was ruined at {when}: marked equity <= 0; {how} (final equity "
+        f"{metrics.final_equity:,.2f} quote)"
+    )
 
 
 def data_warning(metrics: BacktestMetrics) -> str | None:

@@ -249,6 +249,10 @@ class BacktestMetrics(FrozenModel):
     """Candles absent from the data between the window's first and last candle (gaps in
     the file, ``sentinel data check`` lists them): the agent decided only at the candles
     there are. Any is said in the run's summary line and report."""
+    ruined_at: AwareDatetime | None = None
+    """The close at which marked equity first reached <= 0 (None: never): the engine
+    closed the position at the next open (none after the last bar) and the agent decided
+    no more. Said in the run's summary line and report, whatever the final equity."""
     warmup_decisions: int = Field(default=0, ge=0)
     """Decisions held because the features were not warm yet (their rationale begins
     with :data:`WARMING_UP`): the window began without enough history before it. Any is

@@ -319,7 +319,9 @@ def _render_html(
         risk_figure(result),
         _timeline_section(persona_timeline, window=(x[0], x[-1])),
         memory_section,
-        f"<h2>Trades (first {min(max_trades, len(trades))} of {len(trades)})</h2>",
+        f"<h2>Trade rows (first {min(max_trades, len(trades))} of {len(trades)}: "
+        f"{result.metrics.n_trades} positions closed, a position reduced in steps is one "
+        "row per step)</h2>",
         _table(trades.head(max_trades)) if len(trades) else '<p class="muted">No trades.</p>',
         "</body></html>",
     ]

@@ -81,14 +81,20 @@ happen when the exchange publishes a bar after ``paper.delay_s``)."""
 def paper_warning(state: PaperState, *, min_answered_share: float) -> str | None:
     """The run's warnings so far on one line, or None: a chat model that answered less
     than ``min_answered_share`` of the decisions asked of it (:meth:`LLMUsage.warning`),
-    a memory that failed at any decision, and a feed that gave no new closed candle for
-    :data:`IDLE_STEPS_WARNING` steps or more. Said at every step while it holds (in the
-    step's result, so in the scheduler's ``job_run`` log, and a WARNING log line) and in
-    ``sentinel paper``'s summary: a dead dependency is never a quiet run."""
+    a memory that failed at any decision, a ruined account, and a feed that gave no new
+    closed candle for :data:`IDLE_STEPS_WARNING` steps or more. Said at every step while
+    it holds (in the step's result, so in the scheduler's ``job_run`` log, and a WARNING
+    log line) and in ``sentinel paper``'s summary: a dead dependency is never a quiet
+    run."""
     usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
     found = [usage.warning(min_share=min_answered_share)]
     if state.memory_error_decisions:
         found.append(_memory_failed(state))
+    if state.ruined:
+        found.append(
+            "the account was ruined: marked equity <= 0 at a close; the position was closed "
+            "at the next open and the agent decides no more"
+        )
     if state.idle_steps >= IDLE_STEPS_WARNING:
         newest = state.last_close.isoformat() if state.last_close else "none yet"
         found.append(

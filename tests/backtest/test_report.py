@@ -90,6 +90,8 @@ def test_files_are_written_and_parse(
     assert "big move" in page and "before the window" not in page
     assert "risk_appetite" in page and "Persona timeline" in page
     assert "learned in training" not in page  # said of chat-model runs only
+    # the heading tells rows from positions (a reviewer's: "Trades (14 of 14)", n_trades 2)
+    assert f"of {len(trades)}: {result.metrics.n_trades} positions closed" in page
 
 
 def test_without_trades_events_or_persona(tmp_path: Path) -> None:

@@ -283,3 +283,22 @@ def test_a_persona_written_after_now_still_refuses_the_seed(
     with pytest.raises(LookAheadError, match=r"has persona records from .* start the run"):
         trader.step(START + timedelta(minutes=40))
     assert trader.state() is None
+
+
+def test_a_ruined_paper_account_is_said_and_is_no_dependency_failure() -> None:
+    """A paper run whose account was ruined decides no more: its warning says so (it had
+    said nothing), and it is no failure of the LLM or store (no exit 3)."""
+    from backend.backtest.models import BrokerState
+    from backend.service.paper import paper_failure, paper_warning
+
+    state = PaperState(
+        run_id="r", exchange="binance", pair="BTC/USDT", timeframe="1h", trader_id="t",
+        clock="replay", broker=BrokerState(cash=-1000.0), ruined=True, bars=3,
+    )  # fmt: skip
+    assert paper_warning(state, min_answered_share=0.95) == (
+        "the account was ruined: marked equity <= 0 at a close; the position was closed at "
+        "the next open and the agent decides no more"
+    )
+    assert paper_failure(state, min_answered_share=0.95) is None
+    fine = state.model_copy(update={"ruined": False})
+    assert paper_warning(fine, min_answered_share=0.95) is None
