@@ -121,19 +121,22 @@ def is_memecoin(asset: str) -> bool:
     return False
 
 
-def _num(value: float | bool | list[str]) -> float | None:
-    """A numeric constraint value, or None when it is not a positive finite number."""
+def _num(value: float | bool | list[str]) -> float:
+    """A numeric constraint's cap: its value, or 0 (no position) when the value is no
+    finite number >= 0 (a flag, a list, NaN, a negative). The persona router refuses such
+    values (:func:`~backend.agents.memory._persona_constraint_router.check_constraint`);
+    one that reaches this check anyway must not fail open (a reviewer's: a 0 or ``True``
+    cap had let ``buy 3.0`` through)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
+        return 0.0
     number = float(value)
-    return number if math.isfinite(number) and number > 0 else None
+    return number if math.isfinite(number) and number >= 0 else 0.0
 
 
 def _strictest(constraints: Sequence[HardConstraint], kind: str) -> float | None:
     """The smallest numeric value of the constraints of ``kind`` (a profile's and the
     extra ones may both cap the same thing: the stricter holds), None without one."""
-    values = [v for c in constraints if c.kind == kind and (v := _num(c.value)) is not None]
-    return min(values, default=None)
+    return min((_num(c.value) for c in constraints if c.kind == kind), default=None)
 
 
 def _assets(value: float | bool | list[str]) -> set[str]:

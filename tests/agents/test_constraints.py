@@ -80,6 +80,28 @@ def test_max_leverage_caps_size_with_a_readable_violation() -> None:
     assert out.memory_ids == ["m1"] and out.rationale == "r"  # provenance kept
 
 
+@pytest.mark.parametrize(
+    "constraint",
+    [
+        hc("max_leverage", 0.0),
+        hc("max_leverage", True),
+        hc("max_position_fraction", 0),
+        hc("max_position_notional", -5.0),
+        hc("max_leverage", float("nan")),
+        hc("max_risk_per_trade", ["BTC"]),
+    ],
+)
+def test_a_cap_the_check_cannot_read_allows_no_position(constraint: HardConstraint) -> None:
+    """A reviewer's: a cap of 0, or a flag given as a cap, was dropped and let ``buy 3.0``
+    through. The router never stores such a value (``profile_of`` would refuse it); one
+    that reaches the check anyway, as an extra constraint here, fails closed."""
+    out, violations = check_decision(
+        buy(3.0), profile=None, extra=[constraint], symbol="BTC/USDT", position=pos(),
+        daily_vol=0.02,
+    )  # fmt: skip
+    assert out.size == 0.0 and out.target_exposure(0.0) == 0.0 and violations
+
+
 def test_the_stricter_of_two_limits_of_one_kind_holds() -> None:
     """A profile's limit and an extra one of the same kind: whichever order they come in,
     the stricter caps (the later one had replaced the earlier, a looser extra included)."""
