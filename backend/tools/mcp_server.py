@@ -11,8 +11,9 @@ Design:
   :meth:`MemoryToolkit.call`, which validates it against the same model.
 - **Scope and time never come from the client.** The server is built for one trader;
   every call's ``as_of`` is ``clock()`` (the server's UTC clock, or a fixed time to replay
-  the past) read when the call starts; ``record_message`` calls take turns, each read
-  when its turn comes, so a conversation's messages land in the order of their times.
+  the past) read when the call starts; the write tools (``WRITE_TOOLS``) take turns,
+  each read when its turn comes, so a conversation's messages and the persona's notes
+  land in the order of their times (persona writes only move forward in time).
   The argument models forbid extra keys, so a call naming ``trader_id`` or ``as_of`` is
   refused before anything runs.
 - **Errors are MCP errors.** An unknown tool or resource is a JSON-RPC error
@@ -40,7 +41,7 @@ from mcp.shared.exceptions import MCPError
 
 from backend.errors import SentinelError, ToolError
 from backend.memory.models import Episode
-from backend.tools.memory_toolkit import MemoryToolkit
+from backend.tools.memory_toolkit import WRITE_TOOLS, MemoryToolkit
 
 __all__ = ["PROFILE_URI", "RECENT_EPISODES", "RECENT_URI", "build_mcp_server"]
 
@@ -93,7 +94,7 @@ def build_mcp_server(
         for spec in specs.values()
     ]
 
-    message_turn = anyio.Lock()
+    write_turn = anyio.Lock()
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -110,12 +111,14 @@ def build_mcp_server(
             toolkit.call, params.name, params.arguments or {}, trader_id=trader_id, replay=replay
         )
         try:
-            if params.name == "record_message":
-                # messages are taken in turn, each stamped when its turn comes: stamped on
+            if params.name in WRITE_TOOLS:
+                # writes are taken in turn, each stamped when its turn comes: stamped on
                 # arrival, a message written after a later one was refused as out of
-                # order, and a retry racing its first call as another message with that
-                # id. Waiting holds no worker thread; other tools never wait for it.
-                async with message_turn:
+                # order, a retry racing its first call was another message with that id,
+                # and of 8 notes sent at once 5 were refused (persona writes move forward
+                # in time), their hard constraints lost. Waiting holds no worker thread;
+                # reads never wait for it.
+                async with write_turn:
                     data = await anyio.to_thread.run_sync(partial(call, as_of=clock()))
             else:
                 data = await anyio.to_thread.run_sync(partial(call, as_of=clock()))

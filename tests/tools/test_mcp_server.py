@@ -275,9 +275,15 @@ def test_http_off_loopback_needs_a_token(tmp_path: Path) -> None:
     ]
 
 
-async def _concurrent_messages(store: Path) -> tuple[list[Any], list[Any]]:
+NOTES = ["No memecoins.", "Never trade SOL.", "Long only.", "Max leverage 3x.",
+         "Never trade DOGE.", "Never more than 2% per trade.", "Never trade XRP.",
+         "Never trade ADA."]  # fmt: skip
+
+
+async def _concurrent_messages(store: Path) -> tuple[list[Any], list[Any], list[Any], Any]:
     """Eight retries of one message at once, then eight messages of one session at once,
-    from one client over stdio (the server's live clock)."""
+    then eight notes with a hard constraint each at once, from one client over stdio
+    (the server's live clock); and the profile after them."""
     said = {"speaker": "trader", "text": "keep me out of leverage", "session": "s1"}
     async with Client(_stdio(store)) as client:
         retries = await asyncio.gather(*(
@@ -287,14 +293,28 @@ async def _concurrent_messages(store: Path) -> tuple[list[Any], list[Any]]:
             client.call_tool("record_message", {**said, "text": f"note {i}", "message_id": f"n{i}"})
             for i in range(8)
         ))  # fmt: skip
-    return [(r.is_error, _json(r)) for r in retries], [(r.is_error, _json(r)) for r in many]
+        notes = await asyncio.gather(*(
+            client.call_tool("record_note", {"text": note}) for note in NOTES
+        ))  # fmt: skip
+        profile = _json(await client.call_tool("get_trader_profile", {}))
+    return (
+        [(r.is_error, _json(r)) for r in retries], [(r.is_error, _json(r)) for r in many],
+        [(r.is_error, _json(r)) for r in notes], profile,
+    )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_concurrent_writes_land_in_time_order(tmp_path: Path) -> None:
     """A write takes its time when it runs, under one lock: a retry racing its first call
-    is answered as recorded, and messages sent together are never refused as out of
-    order (both were refused before, their times taken on arrival)."""
-    retries, many = asyncio.run(_concurrent_messages(tmp_path / "khala"))
-    assert not any(error for error, _ in retries + many), retries + many
+    is answered as recorded, messages sent together are never refused as out of order
+    (both were refused before, their times taken on arrival), and notes sent together
+    all reach the persona (a reviewer's: 5 of 8 were refused as look-ahead, their hard
+    constraints lost)."""
+    retries, many, notes, profile = asyncio.run(_concurrent_messages(tmp_path / "khala"))
+    assert not any(error for error, _ in retries + many + notes), retries + many + notes
     assert sorted(answer["already_recorded"] for _, answer in retries) == [False] + [True] * 7
     assert {answer["message_id"] for _, answer in many} == {f"n{i}" for i in range(8)}
+    rules = {c["kind"]: c["value"] for c in profile["attributes"]["constraints"]["value"]}
+    assert rules["no_memecoins"] is rules["long_only"] is True and rules["max_leverage"] == 3
+    assert rules["max_risk_per_trade"] == 0.02
+    assert set(rules["forbidden_assets"]) == {"SOL", "DOGE", "XRP", "ADA"}
