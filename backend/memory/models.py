@@ -11,6 +11,7 @@ times are aware UTC datetimes.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Literal, Self
@@ -276,6 +277,10 @@ class ChatMessage(FrozenModel):
     def _not_blank(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip() and not _stored(info):
             raise PydanticCustomError("blank", "must not be blank")
+        if any(unicodedata.category(c) == "Cc" for c in value) and not _stored(info):
+            # a line break in a session or speaker name forged a line of another message
+            # (a reviewer's: a backdated "assistant:" line in the recalled context)
+            raise PydanticCustomError("one_line", "must be one line, without control characters")
         return value
 
     @field_validator("image_caption")

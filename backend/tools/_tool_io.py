@@ -104,9 +104,10 @@ def profile_json(profile: PersonaProfile | None) -> dict[str, Any] | None:
 
 
 HIT_TEXT_CHARS = 2_000
-"""A message hit's text in a recall reply is cut to this many characters (a message may
-hold 20,000 and its caption 10,000: 50 of them made a 1.5 MB reply). The whole message
-stays in the store; the ``context`` is bounded by the token budget."""
+"""A message or episode hit's text in a recall reply is cut to this many characters (a
+message may hold 20,000 and its caption 10,000: 50 of them made a 1.5 MB reply, and the
+conversation events quoting them another 1.1 MB). The whole memory stays in the store;
+the ``context`` is bounded by the token budget."""
 
 
 def _bounded(text: str) -> dict[str, Any]:
@@ -165,7 +166,7 @@ def recall_payload(
             "id": s.episode.id,
             "tier": "episodic",
             "score": round(s.score, 4),
-            "text": episode_line(s),
+            **_bounded(episode_line(s)),  # a conversation event quotes its messages whole
         }
         for s in ctx.episodes
     ]
