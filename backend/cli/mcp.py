@@ -5,10 +5,12 @@
 
 - ``stdio`` (default): the client starts this command and speaks MCP over its stdin and
   stdout (Claude Desktop, Cursor); logs go to stderr.
-- ``http``: streamable HTTP at ``http://HOST:PORT/mcp``, on loopback by default (with the
-  SDK's DNS-rebinding protection). Bound to any other address it needs a bearer token in
-  the environment variable ``SENTINEL_MCP_TOKEN`` (refused otherwise); when the variable
-  is set, every request must carry ``Authorization: Bearer <token>``, loopback included.
+- ``http``: streamable HTTP at ``http://HOST:PORT/mcp`` (an IPv6 host in brackets), on
+  loopback by default, with the SDK's DNS-rebinding protection on any loopback address;
+  a port that cannot be bound is an error (exit 2) before the store opens. Bound to any
+  other address it needs a bearer token in the environment variable
+  ``SENTINEL_MCP_TOKEN`` (refused otherwise); when the variable is set, every request
+  must carry ``Authorization: Bearer <token>``, loopback included.
 
 Every call's ``as_of`` is this process's UTC clock, or the fixed ``--as-of`` to replay the
 past (a replay writes nothing into a past the store has moved beyond); the trader is
@@ -20,10 +22,12 @@ with nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,7 +111,13 @@ def mcp_command(
         raise ConfigError(f"{exc} (--create starts an empty one)") from None
     from backend import __version__
 
-    with build_memory_system(cfg) as system:
+    # bound before the store opens: a busy port is one line and exit 2 (uvicorn had
+    # printed nothing useful after "serving" and exited 3, this CLI's "a dependency failed")
+    listening = _listen(host, port) if transport == "http" else None
+    with contextlib.ExitStack() as stack:
+        if listening is not None:
+            stack.callback(listening.close)
+        system = stack.enter_context(build_memory_system(cfg))
         server = build_mcp_server(
             system.toolkit,
             trader_id=trader,
@@ -116,10 +126,34 @@ def mcp_command(
             replay=fixed is not None,
             version=__version__,
         )
-        if transport == "stdio":
+        if listening is None:
             asyncio.run(_serve_stdio(server))
         else:
-            _serve_http(server, host=host, port=port, token=token)
+            _serve_http(server, listening, host=host, port=port, token=token)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv4 or IPv6, as the host is written), for
+    uvicorn to serve on. Raises :class:`ConfigError` when it cannot be bound (the port in
+    use, an address not on this machine)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"--host {host}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        why = exc.strerror or exc
+        raise ConfigError(f"--port {port}: cannot listen on {host}: {why}") from None
+    return sock
+
+
+def _netloc(host: str, port: int) -> str:
+    """``host:port`` of a URL: an IPv6 address in brackets (``[::1]:8765``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def _serve_stdio(server: Any) -> None:
@@ -129,11 +163,18 @@ async def _serve_stdio(server: Any) -> None:
         await server.run(read, write, server.create_initialization_options())
 
 
-def _serve_http(server: Any, *, host: str, port: int, token: str | None) -> None:
+def _serve_http(
+    server: Any, listening: socket.socket, *, host: str, port: int, token: str | None
+) -> None:
+    """Serve streamable HTTP on ``listening`` until stopped. On loopback, with the SDK's
+    DNS-rebinding protection for whatever loopback address was bound (the SDK turns it on
+    by itself only for 127.0.0.1, localhost and ::1: a page of another site reached a
+    server on 127.0.0.2 through a rebound name)."""
     import uvicorn
     from mcp.server.auth.settings import AuthSettings
+    from mcp.server.transport_security import TransportSecuritySettings
 
-    url = f"http://{host}:{port}"
+    url = f"http://{_netloc(host, port)}"
     # the one shared secret is this server's alone (no audience to check: the SDK warned)
     auth = (
         AuthSettings(
@@ -142,8 +183,20 @@ def _serve_http(server: Any, *, host: str, port: int, token: str | None) -> None
         if token
         else None
     )
-    app = server.streamable_http_app(
-        host=host, auth=auth, token_verifier=_StaticToken(token) if token else None
+    local = ("127.0.0.1", "localhost", "[::1]", _netloc(host, port).rsplit(":", 1)[0])
+    security = (
+        TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=[f"{name}:*" for name in local],
+            allowed_origins=[f"http://{name}:*" for name in local],
+        )
+        if _loopback(host)
+        else None
     )
+    app = server.streamable_http_app(
+        host=host, auth=auth, token_verifier=_StaticToken(token) if token else None,
+        transport_security=security,
+    )  # fmt: skip
     print(f"serving MCP at {url}/mcp", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    config = uvicorn.Config(app, log_level="warning")
+    uvicorn.Server(config).run(sockets=[listening])

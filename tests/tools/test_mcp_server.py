@@ -173,7 +173,9 @@ async def _writes_at(store: Path, as_of: str) -> dict[str, tuple[bool, Any]]:
 
 
 @contextmanager
-def _http_server(store: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+def _http_server(
+    store: Path, env: dict[str, str] | None = None, host: str = "127.0.0.1"
+) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -184,6 +186,8 @@ def _http_server(store: Path, env: dict[str, str] | None = None) -> Iterator[str
             "--store-path",
             str(store),
             "--create",
+            "--host",
+            host,
             *HTTP,
             str(port),
         ],
@@ -196,7 +200,8 @@ def _http_server(store: Path, env: dict[str, str] | None = None) -> Iterator[str
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("serving MCP at"), (line, proc.stderr.read() if proc.stderr else "")
-        url = f"http://127.0.0.1:{port}/mcp"
+        url = f"http://{f'[{host}]' if ':' in host else host}:{port}/mcp"
+        assert line.strip() == f"serving MCP at {url}"
         deadline = time.monotonic() + 30
         while True:  # uvicorn binds just after the line is printed
             try:
@@ -248,6 +253,44 @@ def test_http_bearer_token_is_required_when_set(tmp_path: Path) -> None:
         assert refused.status_code == 401
         texts = asyncio.run(_http_session(url, token="s3cret"))
     assert any("merge" in text for text in texts)
+
+
+def test_every_loopback_host_refuses_a_rebound_name(tmp_path: Path) -> None:
+    """A reviewer's: the SDK's DNS-rebinding check is on by itself for 127.0.0.1,
+    localhost and ::1 only; a server on 127.0.0.2 (loopback: no token needed) answered a
+    request whose Host and Origin were another site's."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}}  # fmt: skip
+    accept = {"Accept": "application/json, text/event-stream"}
+    with _http_server(tmp_path / "store", host="127.0.0.2") as url:
+        rebound = {**accept, "Host": "evil.example", "Origin": "http://evil.example"}
+        assert httpx.post(url, json=body, headers=rebound).status_code == 421
+        assert httpx.post(url, json=body, headers=accept).status_code == 200
+
+
+def test_http_on_ipv6_loopback_with_a_token(tmp_path: Path) -> None:
+    """A reviewer's: with a token, ``--host ::1`` crashed building the issuer URL
+    (``http://::1:port``, no brackets): an IPv6 bind could never use a token."""
+    with _http_server(tmp_path / "store", env={"SENTINEL_MCP_TOKEN": "s3cret"}, host="::1") as url:
+        texts = asyncio.run(_http_session(url, token="s3cret"))
+    assert any("merge" in text for text in texts)
+
+
+def test_a_busy_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A port in use had printed "serving MCP at ..." and exited 3 (uvicorn's code; 3 is
+    this CLI's "a dependency failed"): now one line, exit 2, before the store opens."""
+    with _http_server(tmp_path / "store") as url:
+        port = url.rsplit(":", 1)[1].removesuffix("/mcp")
+        result = subprocess.run(
+            [SENTINEL, "mcp", "--trader", TRADER, "--store-path", str(tmp_path / "other"),
+             "--create", *HTTP, port],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == "", result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"sentinel: error: --port {port}: cannot listen on 127.0.0.1")
+    assert not (tmp_path / "other").exists()  # the store was never opened
 
 
 def test_http_off_loopback_needs_a_token(tmp_path: Path) -> None:
