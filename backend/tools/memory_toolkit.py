@@ -65,7 +65,7 @@ from backend.tools.schemas import (
     RecordNoteArgs,
     RecordOutcomeArgs,
 )
-from backend.types import END_OF_TIME, Action, first_problem
+from backend.types import END_OF_TIME, Action, first_problem, to_utc
 
 __all__ = [
     "DECISION_IMPORTANCE",
@@ -413,6 +413,10 @@ class MemoryToolkit:
         """
         if name not in self._tools:
             raise ToolError(f"unknown tool {name!r}")
+        try:  # one instant, one form: "+02:00" and "Z" had made two ids of one decision
+            as_of = to_utc(as_of)
+        except ValueError:
+            raise ToolError(f"{name}: as_of must be timezone-aware (UTC)") from None
         model, run = self._tools[name]
         args = parse_args(name, model, arguments)
         if replay:

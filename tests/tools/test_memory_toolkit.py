@@ -45,3 +45,29 @@ def test_a_recall_whose_every_tier_failed_is_an_error_not_no_memories(tmp_path: 
             kit.recall(TRADER, "SOL", symbol=None, as_of=AT, tiers=("episodic",))
     finally:
         system.close()
+
+
+def test_a_call_takes_as_of_in_utc_and_refuses_a_naive_one(tmp_path: Path) -> None:
+    """A reviewer's: the same instant written "+02:00" and "Z" made two decisions, and a
+    naive ``as_of`` was a bare ValueError through ``dispatch`` (not ``{"error": ...}``)."""
+    from datetime import timedelta, timezone
+
+    from backend.errors import ToolError
+
+    system = build_memory_system(
+        load_settings().with_store_dir(tmp_path / "run"), embedder=HashingEmbedder()
+    )
+    try:
+        kit = system.toolkit
+        decision = {"symbol": "BTC/USDT", "action": "buy", "size": 0.5, "rationale": "trend"}
+        first = kit.call("record_decision", decision, trader_id=TRADER, as_of=AT)
+        plus_two = AT.astimezone(timezone(timedelta(hours=2)))
+        again = kit.call("record_decision", decision, trader_id=TRADER, as_of=plus_two)
+        assert again == first  # the same instant, the same decision: a retry
+        naive = AT.replace(tzinfo=None)
+        with pytest.raises(ToolError, match="record_decision: as_of must be timezone-aware"):
+            kit.call("record_decision", decision, trader_id=TRADER, as_of=naive)
+        said = kit.dispatch("recall", {"query": "trend"}, trader_id=TRADER, as_of=naive)
+        assert said == '{"error": "recall: as_of must be timezone-aware (UTC)"}'
+    finally:
+        system.close()
