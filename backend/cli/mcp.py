@@ -28,6 +28,7 @@ import ipaddress
 import os
 import re
 import socket
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,6 +119,15 @@ def mcp_command(
         if listening is not None:
             stack.callback(listening.close)
         system = stack.enter_context(build_memory_system(cfg))
+        known = system.store.traders()
+        if trader not in known:  # said, so a mistyped (or case-changed) id is no quiet miss
+            others = f"; it holds {', '.join(known[:3])}{' ...' if len(known) > 3 else ''}"
+            print(
+                f"sentinel: warning: no memory of trader {trader} in "
+                f"{store_path if store_path is not None else cfg.store.path} yet "
+                f"(ids are case-sensitive{others if known else ''})",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
         server = build_mcp_server(
             system.toolkit,
             trader_id=trader,

@@ -361,3 +361,26 @@ def test_concurrent_writes_land_in_time_order(tmp_path: Path) -> None:
     assert rules["no_memecoins"] is rules["long_only"] is True and rules["max_leverage"] == 3
     assert rules["max_risk_per_trade"] == 0.02
     assert set(rules["forbidden_assets"]) == {"SOL", "DOGE", "XRP", "ADA"}
+
+
+@pytest.mark.slow
+def test_a_trader_the_store_does_not_hold_is_said(tmp_path: Path) -> None:
+    """A reviewer's: ``--trader`` with an address's case changed served an empty memory
+    without a word (``sentinel memory recall`` says it). The stdio server starts, says it
+    on stderr, and ends at the end of its input."""
+    store = tmp_path / "khala"
+    asyncio.run(_session_over_stdio(store))  # the store now holds TRADER's memory
+    other = TRADER.upper().replace("0X", "0x")
+
+    def serve(trader: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SENTINEL, "mcp", "--trader", trader, "--store-path", str(store)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    said = serve(other)
+    assert said.returncode == 0 and said.stderr.strip().splitlines() == [
+        f"sentinel: warning: no memory of trader {other} in {store} yet (ids are "
+        f"case-sensitive; it holds {TRADER})"
+    ]
+    assert serve(TRADER).stderr == ""
