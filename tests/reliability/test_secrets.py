@@ -96,7 +96,8 @@ def test_backtest_on_the_llm_path_writes_the_key_nowhere(
     result = sentinel(
         "--debug", *backtest_args(shared_data, out, "--json"), base_url=server.base_url
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    # every call refused (401, 500): written, and exit 3 (the LLM failed)
+    assert result.returncode == 3, result.stderr[-3000:]
     assert server.requests and all(r["auth"] == f"Bearer {KEY}" for r in server.requests)
     assert len(result.stderr.splitlines()) > 50  # --debug: the loggers did write
     assert_no_key(result.stdout, result.stderr, where="stdout/stderr")
@@ -118,7 +119,7 @@ def test_error_lines_never_carry_the_key(shared_data: Path, tmp_path: Path) -> N
     unreachable = sentinel(
         "--debug", *backtest_args(shared_data, tmp_path / "b"), base_url="http://127.0.0.1:9/v1"
     )
-    assert unreachable.returncode == 0, unreachable.stderr[-3000:]
+    assert unreachable.returncode == 3, unreachable.stderr[-3000:]  # the LLM failed
     decisions = (tmp_path / "b" / "decisions.jsonl").read_text()
     assert "cannot connect" in decisions
     bad_config = tmp_path / "bad.yaml"
