@@ -159,9 +159,9 @@ def _iso(value: datetime | None) -> str:
 
 
 class StepOutcome(NamedTuple):
-    """What one bar produced: equity and signed exposure marked at its close (at a close
-    where equity is <= 0 with a position held: its notional over ``|equity|``, beyond
-    any cap), and the maker's decision (None once the account is ruined)."""
+    """What one bar produced: equity and signed exposure marked at its close (0 where
+    equity is <= 0: undefined, and the run's ``ruined_at``), and the maker's decision
+    (None once the account is ruined)."""
 
     equity: float
     exposure: float
@@ -216,10 +216,10 @@ class BarStepper:
                 for trade in fill.trades:
                     maker.on_trade_closed(trade)
         marked = broker.equity(close)
-        if marked > 0 or broker.quantity == 0:
-            exposure = broker.exposure(close) if marked > 0 else 0.0
-        else:  # ruined holding a position: its notional over |equity|, not a quiet 0
-            exposure = broker.quantity * close / max(-marked, 1e-9)
+        # undefined at equity <= 0 (notional over a debt): 0, and ``ruined_at`` says it (a
+        # notional over |equity| flipped the sign of the position the alignment rebuilds
+        # as exposure x equity / price, and was 9e13 at an equity of exactly 0)
+        exposure = broker.exposure(close) if marked > 0 else 0.0
         record = None
         if not self.ruined and marked <= 0:
             log.warning("equity %.6g <= 0 at %s: position closed, run stopped", marked, close)

@@ -50,6 +50,7 @@ __all__ = [
     "LLMUsage",
     "bar_returns",
     "bars_per_year",
+    "below_share",
     "cagr",
     "closed_positions",
     "compute_metrics",
@@ -153,12 +154,27 @@ class LLMUsage(NamedTuple):
         was asked for (e.g. ``"the LLM answered 0 of 24 decisions (0%); first error:
         HTTP 500 from gemma"``), else None."""
         share = self.share
-        if share is None or share >= min_share:
+        if share is None or not below_share(self.answered, self.asked, min_share=min_share):
             return None
         return (
             f"the LLM answered {self.answered} of {self.asked} decisions ({share:.0%}, "
             f"below {min_share:.0%}); first error: {self.first_error}"
         )
+
+
+def below_share(worked: int, asked: int, *, min_share: float) -> bool:
+    """Whether a dependency worked at less than ``min_share`` (0..1) of the ``asked``
+    calls (never when none was): the one test of the run's warnings and exit 3, compared
+    as a share (``failed > (1 - 0.9) * n`` is true at exactly 10%, a float's error)."""
+    return asked > 0 and worked / asked < min_share
+
+
+def _llm_usage_of(metrics: BacktestMetrics) -> LLMUsage:
+    """The :class:`LLMUsage` a run's metrics hold (``asked`` 0 without a chat model)."""
+    share = metrics.llm_answered_share
+    answered = round(share * metrics.llm_decisions) if share is not None else 0
+    asked = metrics.llm_decisions if share is not None else 0
+    return LLMUsage(asked, answered, metrics.llm_first_error)
 
 
 def llm_usage(decisions: Iterable[DecisionRecord]) -> LLMUsage:
@@ -264,12 +280,7 @@ def run_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
     """The run's warnings on one line, or None: the LLM's (:meth:`LLMUsage.warning`), the
     memory's (failed reads or writes at any decision: :func:`memory_warning`) and a
     ruined account (:func:`ruin_warning`: marked equity reached <= 0 at a close)."""
-    found = []
-    share = metrics.llm_answered_share
-    if share is not None:
-        answered = round(share * metrics.llm_decisions)
-        usage = LLMUsage(metrics.llm_decisions, answered, metrics.llm_first_error)
-        found.append(usage.warning(min_share=min_share))
+    found = [_llm_usage_of(metrics).warning(min_share=min_share)]
     found.append(memory_warning(metrics))
     found.append(data_warning(metrics))
     found.append(constraint_warning(metrics))
@@ -286,14 +297,9 @@ def dependency_failure(metrics: BacktestMetrics, *, min_share: float) -> str | N
     fails at every call). The same words as :func:`run_warning`'s, which also says
     what is no dependency's failure (data gaps, refused proposals, a ruined account).
     The CLI exits 3 on it, after writing every output."""
-    found = []
-    share = metrics.llm_answered_share
-    if share is not None:
-        answered = round(share * metrics.llm_decisions)
-        usage = LLMUsage(metrics.llm_decisions, answered, metrics.llm_first_error)
-        found.append(usage.warning(min_share=min_share))
-    failed, n = metrics.memory_error_decisions, metrics.n_decisions
-    if failed and (n - failed) / n < min_share:  # not failed > (1 - share) * n: 1 - 0.9 < 0.1
+    found = [_llm_usage_of(metrics).warning(min_share=min_share)]
+    n = metrics.n_decisions
+    if below_share(n - metrics.memory_error_decisions, n, min_share=min_share):
         found.append(memory_warning(metrics))
     said = [w for w in found if w]
     return "; ".join(said) if said else None

@@ -15,8 +15,8 @@ It reads ``DATA_DIR/BTC_USDT-1h.*`` (any supported format), runs
 ``OUT``. A rich progress bar goes to stderr (not
 with ``--json``); stdout gets the headline metrics and the report's path, or with
 ``--json`` the metrics JSON as its last line. A run whose LLM answered less than
-``llm.min_answered_share`` of its decisions, or whose memory failed at more than the rest,
-exits 3 (:data:`~backend.cli._common.DEPENDENCY_FAILED`) after writing every output.
+``llm.min_answered_share`` of its decisions, or whose memory worked at less than that
+share of them, exits 3 (:data:`~backend.cli._common.DEPENDENCY_FAILED`) after writing every output.
 
 The maker is given the data ROOT (``news/``, ``trades/``), not the candle directory:
 ``--data-root``, else :func:`data_root_for` (``DATA_DIR/../..`` for the

@@ -58,6 +58,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from backend.backtest.metrics import below_share
 from backend.cli._common import DEPENDENCY_FAILED, settings, split_values, write_json
 from backend.cli._eval_ablation import ablation
 from backend.config import Settings
@@ -214,12 +215,12 @@ def locomo(
         cells = [m.per_category.get(str(c)) for c in sorted(CATEGORY_NAMES)]
         cats.add_row(name, *(f"{c.recall_10:.3f} (n={c.n})" if c else "-" for c in cells))
     console.print(cats)
-    failed = False
+    failed, share = False, cfg.llm.min_answered_share
     for name, m in report.methods.items():
         if m.answer_f1 is not None:  # an LLM answered: F1, and how often it did not
             a = m.answer_f1
             why = f" (first: {a.first_error})" if a.first_error else ""
-            missed = bool(a.n) and (a.n - a.failed) / a.n < cfg.llm.min_answered_share
+            missed = below_share(a.n - a.failed, a.n, min_share=share)
             failed |= missed
             console.print(
                 f"{name}: answer F1 {a.f1:.3f} over {a.n} questions, "

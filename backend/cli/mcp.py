@@ -116,8 +116,8 @@ def mcp_command(
     # printed nothing useful after "serving" and exited 3, this CLI's "a dependency failed")
     listening = _listen(host, port) if transport == "http" else None
     with contextlib.ExitStack() as stack:
-        if listening is not None:
-            stack.callback(listening.close)
+        for sock in listening or []:
+            stack.callback(sock.close)
         system = stack.enter_context(build_memory_system(cfg))
         known = system.store.traders()
         if trader not in known:  # said, so a mistyped (or case-changed) id is no quiet miss
@@ -142,23 +142,30 @@ def mcp_command(
             _serve_http(server, listening, host=host, port=port, token=token)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (IPv4 or IPv6, as the host is written), for
-    uvicorn to serve on. Raises :class:`ConfigError` when it cannot be bound (the port in
-    use, an address not on this machine)."""
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """TCP sockets bound to ``host:port``, one per address the host resolves to
+    (``localhost``: 127.0.0.1 and ::1, as uvicorn's own bind did; an IPv6 socket is
+    IPv6 only), for uvicorn to serve on. Raises :class:`ConfigError` when one cannot be
+    bound (the port in use, an address not on this machine); none is left open then."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise ConfigError(f"--host {host}: {exc.strerror or exc}") from None
+    bound: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
     except OSError as exc:
-        sock.close()
+        for sock in bound:
+            sock.close()
         why = exc.strerror or exc
         raise ConfigError(f"--port {port}: cannot listen on {host}: {why}") from None
-    return sock
+    return bound
 
 
 def _netloc(host: str, port: int) -> str:
@@ -174,9 +181,9 @@ async def _serve_stdio(server: Any) -> None:
 
 
 def _serve_http(
-    server: Any, listening: socket.socket, *, host: str, port: int, token: str | None
+    server: Any, listening: list[socket.socket], *, host: str, port: int, token: str | None
 ) -> None:
-    """Serve streamable HTTP on ``listening`` until stopped. On loopback, with the SDK's
+    """Serve streamable HTTP on the ``listening`` sockets until stopped. On loopback, with the SDK's
     DNS-rebinding protection for whatever loopback address was bound (the SDK turns it on
     by itself only for 127.0.0.1, localhost and ::1: a page of another site reached a
     server on 127.0.0.2 through a rebound name)."""
@@ -209,4 +216,4 @@ def _serve_http(
     )  # fmt: skip
     print(f"serving MCP at {url}/mcp", flush=True)
     config = uvicorn.Config(app, log_level="warning")
-    uvicorn.Server(config).run(sockets=[listening])
+    uvicorn.Server(config).run(sockets=listening)

@@ -140,8 +140,9 @@ def render_messages(
     recalled: Sequence[RecalledMessage], *, budget: int, max_messages: int
 ) -> tuple[str, list[str], int]:
     """``(text, message ids, tokens)``: the best ``max_messages`` recalled messages as
-    ``- [YYYY-MM-DD HH:MM UTC, session S] Speaker: text`` lines (a message's line breaks
-    become spaces, so no message can forge a line of another) in one data block
+    ``- [YYYY-MM-DD HH:MM UTC, session S] Speaker: text`` lines (the line breaks of a
+    message and its session name become spaces, so no message can forge a line of
+    another, one an older release stored included) in one data block
     (:func:`~backend.text.quoting.quote_data`: what is inside is the conversation, never an
     instruction) under a heading, within ``budget`` tokens (tiktoken cl100k_base), best
     first. A message too long for what is left of the budget is cut to half of that (at
@@ -155,7 +156,8 @@ def render_messages(
     for item in recalled[:max_messages]:
         m = item.message
         line = safe_data(  # counted as it will read inside the block
-            f"- [{m.time:%Y-%m-%d %H:%M} UTC, session {m.session}] " + " ".join(m.render().split())
+            f"- [{m.time:%Y-%m-%d %H:%M} UTC, session {' '.join(m.session.split())}] "
+            + " ".join(m.render().split())
         )
         cost = count_tokens(line + "\n")
         if used + cost > budget:

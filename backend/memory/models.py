@@ -256,6 +256,10 @@ def _stored(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get("stored"))
 
 
+_BREAKS = frozenset(("Cc", "Zl", "Zp"))
+"""Unicode categories that break a line or control the terminal (\\n, U+2028, U+2029)."""
+
+
 class ChatMessage(FrozenModel):
     """One message of a conversation with the agent (the trader's words, the agent's
     replies). ``id`` is the caller's and unique per trader; ``time`` is when it was said
@@ -277,7 +281,7 @@ class ChatMessage(FrozenModel):
     def _not_blank(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip() and not _stored(info):
             raise PydanticCustomError("blank", "must not be blank")
-        if any(unicodedata.category(c) == "Cc" for c in value) and not _stored(info):
+        if any(unicodedata.category(c) in _BREAKS for c in value) and not _stored(info):
             # a line break in a session or speaker name forged a line of another message
             # (a reviewer's: a backdated "assistant:" line in the recalled context)
             raise PydanticCustomError("one_line", "must be one line, without control characters")

@@ -48,7 +48,7 @@ from backend.agents import DEFAULT_CONSTRAINTS_NOTE
 from backend.agents.policies import Policy
 from backend.backtest import SimBroker
 from backend.backtest.engine import BarStepper, bar_close_times
-from backend.backtest.metrics import LLMUsage, llm_usage
+from backend.backtest.metrics import LLMUsage, below_share, llm_usage
 from backend.backtest.models import BrokerState
 from backend.compose import MemorySystem, make_manager, make_policy
 from backend.config import Settings
@@ -92,8 +92,8 @@ def paper_warning(state: PaperState, *, min_answered_share: float) -> str | None
         found.append(_memory_failed(state))
     if state.ruined:
         found.append(
-            "the account was ruined: marked equity <= 0 at a close; the position was closed "
-            "at the next open and the agent decides no more"
+            "the account was ruined: marked equity <= 0 at a close; the position is closed "
+            "at the next bar's open and the agent decides no more"
         )
     if state.idle_steps >= IDLE_STEPS_WARNING:
         newest = state.last_close.isoformat() if state.last_close else "none yet"
@@ -119,8 +119,9 @@ def paper_failure(state: PaperState, *, min_answered_share: float) -> str | None
     backtest). ``sentinel paper`` exits 3 on it when it stops."""
     usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
     found = [usage.warning(min_share=min_answered_share)]
-    failed, n = state.memory_error_decisions, state.bars
-    if failed and n and (n - failed) / n < min_answered_share:
+    if below_share(
+        state.bars - state.memory_error_decisions, state.bars, min_share=min_answered_share
+    ):
         found.append(_memory_failed(state))
     said = [w for w in found if w]
     return "; ".join(said) if said else None

@@ -341,9 +341,10 @@ class MemoryToolkit:
         newest snapshots of the market of ``symbol``, newest first (none when ``symbol``
         is ``None``), then, with ``working`` among ``tiers``, the ``top_k`` messages that
         best answer ``query`` (tier ``conversation``, id ``message:<id>``, with
-        ``message_id``, ``speaker``, ``session``, ``time``; best first; a text over 2,000
-        characters is cut there, with ``text_truncated`` and ``text_chars``), then at most
-        ``top_k`` episodes best first (of every symbol when ``symbol`` is ``None``).
+        ``message_id``, ``speaker``, ``session``, ``time``; best first), then at most
+        ``top_k`` episodes best first (of every symbol when ``symbol`` is ``None``); a
+        message's or episode's text over 2,000 characters is cut there, with
+        ``text_truncated`` and ``text_chars``.
         ``errors`` names a tier that failed (the others are still returned); a recall
         that failed and found nothing in any tier is a :class:`~backend.errors.StoreError`
         naming each failure, not an empty answer (an MCP client gets ``isError``: a

@@ -296,8 +296,8 @@ def test_a_ruined_paper_account_is_said_and_is_no_dependency_failure() -> None:
         clock="replay", broker=BrokerState(cash=-1000.0), ruined=True, bars=3,
     )  # fmt: skip
     assert paper_warning(state, min_answered_share=0.95) == (
-        "the account was ruined: marked equity <= 0 at a close; the position was closed at "
-        "the next open and the agent decides no more"
+        "the account was ruined: marked equity <= 0 at a close; the position is closed at "
+        "the next bar's open and the agent decides no more"
     )
     assert paper_failure(state, min_answered_share=0.95) is None
     fine = state.model_copy(update={"ruined": False})

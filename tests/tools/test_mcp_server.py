@@ -203,7 +203,7 @@ def _http_server(
         url = f"http://{f'[{host}]' if ':' in host else host}:{port}/mcp"
         assert line.strip() == f"serving MCP at {url}"
         deadline = time.monotonic() + 30
-        while True:  # uvicorn binds just after the line is printed
+        while True:  # bound before the line is printed, served by uvicorn just after it
             try:
                 httpx.get(url, timeout=1)
                 break

@@ -27,7 +27,7 @@ Clauses = list[list[tuple[str, str, bool]]]
 """A note's clauses, each a list of ``(raw, normalised, negated)`` tokens."""
 
 _CLAUSE = re.compile(r"[.,;:!?\n]|\bbut\b", re.IGNORECASE)
-_TOKEN = re.compile(r"[A-Za-z0-9@]+(?:'[a-z]+)?")
+_TOKEN = re.compile(r"[A-Za-z0-9@]+(?:'[A-Za-z]+)?")
 _NEGATORS = frozenset((
     "not", "no", "never", "nor", "cannot", "dont", "don't", "won't", "wont", "can't", "cant",
     "didn't", "didnt", "doesn't", "doesnt", "isn't", "isnt", "aren't", "arent", "wasn't",
@@ -110,11 +110,12 @@ def _holding_said(value: str, clauses: Clauses) -> bool:
     unit = words[units[-1]]
     counts = {w for w in words[: units[-1]] if w not in _QUALIFIERS}
     for tokens in clauses:
+        held = False  # a word of holding before this token in its clause
         for i, (_, norm, negated) in enumerate(tokens):
-            before = {t[1] for t in tokens[max(0, i - _SCOPE) : i]}
-            held = any(t[1] in _HOLDING for t in tokens[:i])
-            if norm == unit and not negated and held and counts <= before:
+            window = tokens[max(0, i - _SCOPE) : i]
+            if norm == unit and not negated and held and counts <= {t[1] for t in window}:
                 return True
+            held = held or norm in _HOLDING
     return False
 
 

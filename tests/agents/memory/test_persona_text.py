@@ -509,6 +509,8 @@ def test_a_models_stated_style_that_is_no_style_is_refused() -> None:
         ("preferred_assets", ["SOL"], "I never trade SOL", False),
         ("preferred_assets", ["SOL"], "I don\u2019t trade SOL", False),
         ("style", "scalper", "I don't scalp", False),
+        ("preferred_assets", ["SOL"], "I WON'T trade SOL", False),  # upper-case negation
+        ("risk_tolerance", "aggressive", "I DON'T trade aggressive", False),
         ("style", "day", "I used to be a day trader, now I hold for months", False),
         ("goals", "make 50% a year", "I want to make 10% a year", False),
         ("goals", "grow the account by 90%", "I want to grow the account by 10%", False),
