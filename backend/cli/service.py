@@ -65,14 +65,20 @@ def _quiet_scheduler() -> None:
 
 def _wait_for_stop(stop: threading.Event, *, deadline: datetime | None = None) -> None:
     """Block until ``stop`` is set, SIGINT/SIGTERM arrives or the wall clock reaches
-    ``deadline``."""
+    ``deadline``.
+
+    The signal handler only sets a flag, read between waits of 0.2 s: a handler that set
+    ``stop`` itself took the event's lock, which the main thread it interrupts may hold
+    inside ``stop.wait`` (a deadlock: a CI run's ``sentinel scheduler run`` ignored
+    SIGTERM for 60 s; an ``Event.set`` handler against ``wait(0)`` hangs at once)."""
+    signalled: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        signalled.append(signum)  # no lock taken in a handler
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not stop.wait(0.2):
+        while not signalled and not stop.wait(0.2):
             if deadline is not None and datetime.now(UTC) >= deadline:
                 break
     finally:

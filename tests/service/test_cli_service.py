@@ -368,3 +368,27 @@ def test_a_paper_run_whose_llm_never_answers_exits_3(
     state = json.loads(result.stdout)
     assert state["bars"] == 4 and state["llm_answered"] == 0
     assert "WARNING: the LLM answered 0 of 4 decisions" in result.stderr
+
+
+def test_a_stop_signal_takes_no_lock_in_its_handler() -> None:
+    """A CI run's ``sentinel scheduler run`` ignored SIGTERM for 60 s: the handler set the
+    stop event, whose lock the interrupted main thread can hold inside ``stop.wait`` (an
+    ``Event.set`` handler against a loop of ``wait(0)`` hangs at once). The handler now
+    only flags the signal; an event that refuses ``set`` proves it is never called."""
+    import os
+    import threading
+
+    from backend.cli.service import _wait_for_stop
+
+    class NoSetFromHandler(threading.Event):
+        def set(self) -> None:
+            raise AssertionError("the signal handler called stop.set()")
+
+    timer = threading.Timer(0.3, os.kill, args=(os.getpid(), signal.SIGTERM))
+    timer.start()
+    started = time.monotonic()
+    try:
+        _wait_for_stop(NoSetFromHandler())  # returns on the signal, within a wait of 0.2 s
+    finally:
+        timer.cancel()
+    assert 0.3 <= time.monotonic() - started < 5
