@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
+from backend.text.quoting import breaks_lines
 from backend.types import FrozenModel, to_utc
 
 __all__ = [
@@ -49,11 +51,20 @@ class LocomoTurn(FrozenModel):
     session: int = Field(ge=1)
     position: int = Field(ge=0)
     speaker: str = Field(min_length=1)
+    """One line, as a :class:`~backend.memory.models.ChatMessage`'s speaker (a line break
+    had ended the ingest as an internal error instead of naming the turn)."""
     text: str
     image_caption: str | None = None
     at: AwareDatetime
 
     _tz = field_validator("at")(to_utc)
+
+    @field_validator("speaker")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if breaks_lines(value):
+            raise PydanticCustomError("one_line", "must be one line, without control characters")
+        return value
 
     def render(self) -> str:
         """``Speaker: text [shares <caption>]``: the text stored and searched."""

@@ -11,7 +11,6 @@ times are aware UTC datetimes.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Literal, Self
@@ -27,6 +26,7 @@ from backend.memory._persona_models import (
     PersonaChange,
     PersonaProfile,
 )
+from backend.text.quoting import breaks_lines
 from backend.types import MAX_SIZE, Action, FrozenModel, to_utc
 
 __all__ = [
@@ -256,10 +256,6 @@ def _stored(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get("stored"))
 
 
-_BREAKS = frozenset(("Cc", "Zl", "Zp"))
-"""Unicode categories that break a line or control the terminal (\\n, U+2028, U+2029)."""
-
-
 class ChatMessage(FrozenModel):
     """One message of a conversation with the agent (the trader's words, the agent's
     replies). ``id`` is the caller's and unique per trader; ``time`` is when it was said
@@ -281,7 +277,7 @@ class ChatMessage(FrozenModel):
     def _not_blank(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip() and not _stored(info):
             raise PydanticCustomError("blank", "must not be blank")
-        if any(unicodedata.category(c) in _BREAKS for c in value) and not _stored(info):
+        if breaks_lines(value) and not _stored(info):
             # a line break in a session or speaker name forged a line of another message
             # (a reviewer's: a backdated "assistant:" line in the recalled context)
             raise PydanticCustomError("one_line", "must be one line, without control characters")

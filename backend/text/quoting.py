@@ -18,10 +18,21 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["DELIMITER", "quote_data", "safe_data"]
+__all__ = ["DELIMITER", "breaks_lines", "quote_data", "safe_data"]
 
 DELIMITER = re.compile(r"<\s*/?\s*data\b[^<>]*>", re.IGNORECASE)
 """What a reader could take for a ``<data>`` or ``</data>`` delimiter (after NFKC)."""
+
+
+_BREAKS = frozenset(("Cc", "Zl", "Zp"))
+
+
+def breaks_lines(text: str) -> bool:
+    """Whether ``text`` holds a character that breaks a line or controls a terminal
+    (Unicode ``Cc``, ``Zl``, ``Zp``: ``\\n``, a tab, U+2028, U+2029): a name (a chat
+    message's speaker or session) rendered in a line of a prompt must not (a session
+    name with a line break forged a backdated "assistant:" line, 2026-12-07)."""
+    return any(unicodedata.category(c) in _BREAKS for c in text)
 
 
 def safe_data(text: str) -> str:
