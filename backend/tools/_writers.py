@@ -19,7 +19,7 @@ from backend.memory.models import ActionLink, ChatMessage, Episode, MarketSnapsh
 from backend.storage import KhalaStore
 from backend.storage.models import stable_id
 from backend.tools.schemas import RecordMessageArgs
-from backend.types import Action
+from backend.types import END_OF_TIME, Action
 
 __all__ = [
     "DECISION_IMPORTANCE",
@@ -32,6 +32,7 @@ __all__ = [
     "record_message_once",
     "refuse_replay_write",
     "unknown_memory_ids",
+    "write_episode_once",
 ]
 
 
@@ -93,12 +94,18 @@ def decision_episode(
     importance: float = DECISION_IMPORTANCE,
     state: dict[str, float] | None = None,
     outcome_horizon_s: int | None = None,
+    key: str | None = None,
 ) -> Episode:
     """The ``decision`` episode of a decision taken at ``as_of`` (its id is stable per
-    trader, symbol and time; ``size`` is a fraction of equity; ``state``: the bar's
-    feature values, so the episode can be recalled by market state;
-    ``outcome_horizon_s``: :attr:`Episode.outcome_horizon_s`)."""
-    decision_id = stable_id("decision", trader_id, symbol, as_of.isoformat())
+    trader, symbol and time, or per trader, symbol and the caller's ``key`` when given;
+    ``size`` is a fraction of equity; ``state``: the bar's feature values, so the
+    episode can be recalled by market state; ``outcome_horizon_s``:
+    :attr:`Episode.outcome_horizon_s`)."""
+    decision_id = (
+        stable_id("decision", trader_id, symbol, as_of.isoformat())
+        if key is None
+        else stable_id("decision-key", trader_id, symbol, key)
+    )
     description = f"Decision {action} {size:.0%} of equity on {symbol}: {rationale}"
     if market_state:
         description = f"{market_state} | {description}"
@@ -176,6 +183,35 @@ def check_memory_ids(
             f"(ids come from recall or build_decision_context): "
             f"{', '.join(map(repr, unknown[:5]))}"
         )
+
+
+def write_episode_once(
+    episodic: EpisodicWriter, episode: Episode, *, as_of: datetime, key: str | None, what: str
+) -> str:
+    """Write ``episode`` (an ``event`` or ``decision``, ``what``) unless it is stored
+    already (its id, whatever its time); returns its id. A stored one that says the same
+    (symbol, type, description, importance, actions' action and size, memory ids) is a
+    retry: nothing is written. One that says something else is a :class:`ToolError`
+    (what was recorded is never rewritten), naming the caller's ``key`` when the id came
+    from it. A client's retry comes with the server's later clock, so only an id derived
+    from a key the client gives (``event_id``, ``decision_id``), not from the time,
+    makes a retry one."""
+
+    def said(e: Episode) -> tuple[object, ...]:
+        acts = [(a.action, a.size) for a in e.actions]
+        return e.symbol, e.event_type, e.description, e.importance, acts, e.memory_ids
+
+    for held in episodic.get(episode.trader_id, [episode.id], as_of=END_OF_TIME):
+        if said(held) == said(episode):
+            return held.id
+        raise ToolError(
+            f"record_{what}: {what}_id {key!r} is already recorded as another {what}"
+            if key is not None
+            else f"record_{what}: a {what} on {episode.symbol} at {as_of.isoformat()} is "
+            f"already recorded ({episode.id}): one {what} per symbol and time"
+        )
+    episodic.add([episode], as_of=as_of)
+    return episode.id
 
 
 def record_message_once(

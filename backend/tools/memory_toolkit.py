@@ -54,6 +54,7 @@ from backend.tools._writers import (
     decision_episode,
     record_message_once,
     refuse_replay_write,
+    write_episode_once,
 )
 from backend.tools.schemas import (
     BuildContextArgs,
@@ -135,6 +136,7 @@ class MemoryToolkit:
                         description=a.description,
                         importance=a.importance,
                         as_of=at,
+                        event_id=a.event_id,
                     )
                 },
             ),
@@ -149,6 +151,7 @@ class MemoryToolkit:
                         rationale=a.rationale,
                         memory_ids=a.memory_ids,
                         as_of=at,
+                        decision_id=a.decision_id,
                     )
                 },
             ),
@@ -187,10 +190,15 @@ class MemoryToolkit:
         importance: float,
         as_of: datetime,
         state: dict[str, float] | None = None,
+        event_id: str | None = None,
     ) -> str:
-        """Store an episode that happened at ``as_of``; returns its id."""
+        """Store an episode that happened at ``as_of``; returns its id, derived from the
+        caller's ``event_id`` when given (a retry at a later clock is then the same
+        event: :func:`~backend.tools._writers.write_episode_once`)."""
         episode = Episode(
-            id=stable_id("event", trader_id, symbol, event_type, as_of.isoformat(), description),
+            id=stable_id("event", trader_id, symbol, event_type, as_of.isoformat(), description)
+            if event_id is None
+            else stable_id("event-key", trader_id, event_id),
             trader_id=trader_id,
             symbol=symbol,
             event_type=event_type,
@@ -199,8 +207,7 @@ class MemoryToolkit:
             importance=importance,
             state=state or {},
         )
-        self._episodic.add([episode], as_of=as_of)
-        return episode.id
+        return write_episode_once(self._episodic, episode, as_of=as_of, key=event_id, what="event")
 
     def record_decision(
         self,
@@ -214,11 +221,13 @@ class MemoryToolkit:
         as_of: datetime,
         market_state: str = "",
         importance: float = DECISION_IMPORTANCE,
+        decision_id: str | None = None,
     ) -> str:
         """Store a decision as a ``decision`` episode linked to the memories it used.
-        One decision per trader, symbol and time (the episode id): the same decision
-        again (a retry) is a no-op, another one at that time is a :class:`ToolError`
-        (a client with a fixed clock would otherwise overwrite the first). Every one of
+        One decision per trader, symbol and time (the episode id), or per trader, symbol
+        and the caller's ``decision_id``: the same decision again (a retry; with an id,
+        at a later clock too) is a no-op, another one is a :class:`ToolError` (a client
+        with a fixed clock would otherwise overwrite the first). Every one of
         ``memory_ids`` must be a memory known at ``as_of`` (an id ``recall`` returned):
         else a :class:`ToolError` names those that are not, and nothing is written."""
         check_memory_ids(
@@ -238,16 +247,11 @@ class MemoryToolkit:
             as_of=as_of,
             market_state=market_state,
             importance=importance,
+            key=decision_id,
         )
-        for held in self._episodic.get(trader_id, [episode.id], as_of=END_OF_TIME):
-            said = (held.description, [(a.action, a.size) for a in held.actions], held.memory_ids)
-            if said != (episode.description, [(action, size)], list(memory_ids)):
-                raise ToolError(
-                    f"record_decision: a decision on {symbol} at {as_of.isoformat()} is "
-                    f"already recorded ({episode.id}): one decision per symbol and time"
-                )
-        self._episodic.add([episode], as_of=as_of)
-        return episode.id
+        return write_episode_once(
+            self._episodic, episode, as_of=as_of, key=decision_id, what="decision"
+        )
 
     def record_outcome(
         self,

@@ -126,6 +126,13 @@ class RecordEventArgs(ToolArgs):
     event_type: EventType
     description: str = Field(min_length=1, max_length=2000)
     importance: float = Field(ge=0.0, le=1.0)
+    event_id: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description=(
+            "the event's own id (default: derived from time and text); give it to make a"
+            " retry safe: the same id and event again is answered as already recorded"
+        ),
+    )  # fmt: skip
 
 
 class RecordDecisionArgs(ToolArgs):
@@ -140,6 +147,14 @@ class RecordDecisionArgs(ToolArgs):
         max_length=50,
         description="ids of the memories it used, as recall returned them (hits[].id)",
     )
+    decision_id: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description=(
+            "the decision's own id (default: one decision per symbol and time); give it"
+            " to make a retry safe: the same id and decision again is answered as already"
+            " recorded"
+        ),
+    )  # fmt: skip
 
 
 class RecordOutcomeArgs(ToolArgs):

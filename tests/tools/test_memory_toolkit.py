@@ -71,3 +71,40 @@ def test_a_call_takes_as_of_in_utc_and_refuses_a_naive_one(tmp_path: Path) -> No
         assert said == '{"error": "recall: as_of must be timezone-aware (UTC)"}'
     finally:
         system.close()
+
+
+def test_an_event_or_decision_with_its_own_id_is_recorded_once(tmp_path: Path) -> None:
+    """A reviewer's: over MCP a retry comes with the server's later clock, so a retried
+    ``record_event`` or ``record_decision`` became a second episode (its id came from
+    the time). With the caller's ``event_id`` / ``decision_id`` it is the same one, and
+    another event or decision under that id is refused, never rewritten."""
+    from datetime import timedelta
+
+    from backend.errors import ToolError
+
+    system = build_memory_system(
+        load_settings().with_store_dir(tmp_path / "run"), embedder=HashingEmbedder()
+    )
+    try:
+        kit = system.toolkit
+        event = {"symbol": "SOL/USDT", "event_type": "flash_crash", "importance": 0.9,
+                 "description": "SOL fell 14% in an hour", "event_id": "ev-1"}  # fmt: skip
+        decision = {"symbol": "BTC/USDT", "action": "buy", "size": 0.5, "rationale": "trend",
+                    "decision_id": "d-1"}  # fmt: skip
+        calls = (("record_event", event), ("record_decision", decision))
+        first = [kit.call(name, args, trader_id=TRADER, as_of=AT) for name, args in calls]
+        later = AT + timedelta(minutes=2)
+        again = [kit.call(name, args, trader_id=TRADER, as_of=later) for name, args in calls]
+        assert again == first
+        episodes = system.episodic.scan(TRADER, as_of=later)
+        assert sorted(e.event_type for e in episodes) == ["decision", "flash_crash"]
+        assert {e.occurred_at for e in episodes} == {AT}  # the first time, kept
+        with pytest.raises(ToolError, match="event_id 'ev-1' is already recorded as another"):
+            kit.call("record_event", {**event, "importance": 0.2}, trader_id=TRADER, as_of=later)
+        with pytest.raises(ToolError, match="decision_id 'd-1' is already recorded as another"):
+            kit.call("record_decision", {**decision, "size": 1.0}, trader_id=TRADER, as_of=later)
+        without = {k: v for k, v in decision.items() if k != "decision_id"}
+        kit.call("record_decision", without, trader_id=TRADER, as_of=later)  # no id: by time
+        assert len(system.episodic.scan(TRADER, as_of=later)) == 3
+    finally:
+        system.close()
