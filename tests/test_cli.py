@@ -277,6 +277,49 @@ def test_data_download_through_loopback_binance(
               "--format", "xls")  # fmt: skip
     assert bad.returncode == 2 and "unknown OHLCV format 'xls'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
+    # a second download keeps what the file holds (it had replaced two weeks by one day)
+    more = ["data", "download", "--exchange", "binance", "--pair", "BTC/USDT", "--timeframe",
+            "1h", "--since", "2024-01-15", "--until", "2024-01-16", "--data-dir", str(tmp_path),
+            "--api-url", binance_loopback]  # fmt: skip
+    added = run(*more, "--json")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout.strip().splitlines()[-1])["file_rows"] == 15 * 24
+    now_held = load_ohlcv(tmp_path, "BTC/USDT", "1h").frame
+    pd.testing.assert_frame_equal(now_held, real.loc["2024-01-01":"2024-01-15"], check_freq=False)
+    # ... and never writes a second file of the pair (every reader refused the directory)
+    other_format = run(*more, "--format", "json")
+    assert other_format.returncode == 2, other_format.stderr
+    assert "already holds BTC/USDT 1h as BTC_USDT-1h.csv.gz" in other_format.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["BTC_USDT-1h.csv.gz"]
+
+
+def test_data_download_never_writes_a_candle_still_forming(tmp_path: Path) -> None:
+    """A reviewer's: ``--until`` after now wrote the current hour's candle, still forming
+    (as Binance serves it), as a closed one."""
+    import gzip
+
+    from tests.data.binance_server import start_binance_server
+
+    now = pd.Timestamp.now(tz="UTC")
+    hours = pd.date_range(now.floor("h") - pd.Timedelta(hours=5), now.floor("h"), freq="h")
+    lines = ["date,open,high,low,close,volume"] + [
+        f"{t:%Y-%m-%dT%H:%M:%SZ},100,101,99,100.5,10" for t in hours
+    ]
+    source = tmp_path / "srv" / "BTC_USDT-1h.csv.gz"
+    source.parent.mkdir()
+    source.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    server, base = start_binance_server(source)
+    try:
+        result = run("data", "download", "--exchange", "binance", "--pair", "BTC/USDT",
+                     "--timeframe", "1h", "--since", f"{hours[0]:%Y-%m-%dT%H:%M:%SZ}",
+                     "--until", "2099-01-01", "--data-dir", str(tmp_path / "out"),
+                     "--api-url", base, "--json")  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    written = load_ohlcv(tmp_path / "out", "BTC/USDT", "1h").frame
+    assert written.index[-1] == hours[-2]  # the last closed hour; the forming one is not
 
 
 @pytest.mark.slow

@@ -32,28 +32,34 @@ def data_download(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Download closed candles through ccxt ``fetch_ohlcv`` (paged) into a data file."""
+    """Download closed candles through ccxt ``fetch_ohlcv`` (paged) into a data file.
+
+    The file keeps the candles it already holds (the new ones win at the same open
+    time); a file of the pair in another format is an error. ``--until`` after now is
+    now: a candle still forming is never written."""
     from backend.compose import build_exchange
-    from backend.data import download_ohlcv, ohlcv_filename, write_ohlcv
+    from backend.data import download_ohlcv, ohlcv_filename, update_ohlcv
 
     cfg = settings()
     pair = parse_pair(pair)
     ohlcv_filename(pair, timeframe, fmt)  # a bad --format or --timeframe before any request
     start = parse_utc(since, name="since")
-    end = parse_utc(until, name="until") if until else datetime.now(UTC)
+    now = datetime.now(UTC)  # a later --until had written the forming candle as closed
+    end = min(parse_utc(until, name="until"), now) if until else now
     ex = build_exchange(cfg, exchange, api_url=api_url, credentials=False)  # public candles
     frame = download_ohlcv(ex, pair, timeframe, since=start, until=end)
-    path = write_ohlcv(frame, data_dir, pair, timeframe, fmt=fmt)
+    path, held = update_ohlcv(frame, data_dir, pair, timeframe, fmt=fmt)
     summary = {
         "path": str(path),
         "rows": len(frame),
+        "file_rows": held,
         "first": frame.index[0].isoformat() if len(frame) else None,
         "last": frame.index[-1].isoformat() if len(frame) else None,
     }
     if as_json:
         print(json.dumps(summary))
     else:
-        console.print(f"wrote {summary['rows']} candles to {path}")
+        console.print(f"wrote {len(frame)} candles to {path} ({held} in the file)")
 
 
 @data_app.command("check")

@@ -32,6 +32,7 @@ from backend.data.ohlcv import (
     ohlcv_filename,
     read_ohlcv_file,
     timeframe_seconds,
+    update_ohlcv,
     write_ohlcv,
 )
 
@@ -61,5 +62,6 @@ __all__ = [
     "point_exchange_at",
     "read_ohlcv_file",
     "timeframe_seconds",
+    "update_ohlcv",
     "write_ohlcv",
 ]

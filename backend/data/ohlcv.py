@@ -152,3 +152,31 @@ def write_ohlcv(
     candles = validate_candles(dates, values, rows=rows, timeframe=timeframe, source=source)
     HANDLERS[fmt].write(candles.frame, path)
     return path
+
+
+def update_ohlcv(
+    frame: pd.DataFrame, data_dir: str | Path, pair: str, timeframe: str, *, fmt: str
+) -> tuple[Path, int]:
+    """:func:`write_ohlcv` of ``frame`` merged with the candles the pair's file in
+    ``data_dir`` already holds (a candle of ``frame`` wins at the same open time): a
+    download of one day into a file of years had replaced the years. Returns the path
+    and the number of candles written. Raises DataError when ``data_dir`` holds the
+    pair's candles in another format (a second file made every reader refuse the
+    directory) or the file there is invalid; nothing is written then."""
+    directory = Path(data_dir)
+    target = directory / ohlcv_filename(pair, timeframe, fmt)
+    held = [directory / ohlcv_filename(pair, timeframe, f) for f in HANDLERS]
+    other = [p for p in held if p.is_file() and p != target]
+    if other:
+        raise DataError(
+            f"already holds {pair} {timeframe} as {other[0].name}: download with its "
+            f"format, or move it (two files of one pair make the directory unreadable)",
+            path=directory,
+        )
+    if target.is_file() and not frame.empty:
+        old = read_ohlcv_file(target, pair=pair, timeframe=timeframe).frame
+        merged = pd.concat([old, frame])
+        frame = merged[~merged.index.duplicated(keep="last")].sort_index()
+    elif target.is_file():
+        frame = read_ohlcv_file(target, pair=pair, timeframe=timeframe).frame
+    return write_ohlcv(frame, directory, pair, timeframe, fmt=fmt), len(frame)
