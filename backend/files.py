@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from backend.errors import DataError
 
-__all__ = ["check_writable", "file_identity", "write_atomic", "write_text_atomic"]
+__all__ = [
+    "check_writable",
+    "file_identity",
+    "write_atomic",
+    "write_files_atomic",
+    "write_text_atomic",
+]
 
 
 def write_atomic(path: Path, fill: Callable[[Path], None], *, what: str = "file") -> None:
@@ -44,6 +51,32 @@ def write_atomic(path: Path, fill: Callable[[Path], None], *, what: str = "file"
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def write_files_atomic(
+    target: Path, names: Sequence[str], fill: Callable[[Path], None], *, what: str
+) -> None:
+    """Write the files ``names`` of a run into folder ``target``: ``fill(stage)`` writes
+    them all into a temporary sibling folder, then each is moved in (``os.replace``), so
+    a failure while writing leaves ``target`` as it was, never old and new files mixed
+    (a replay had). Raises :class:`DataError` naming ``target`` and ``what`` when the
+    file system refuses, or when ``fill`` did not write one of ``names``."""
+    stage: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        fill(stage)
+        missing = [name for name in names if not (stage / name).is_file()]
+        if missing:
+            raise DataError(f"cannot write the {what}: {missing[0]} was not written", path=target)
+        target.mkdir(exist_ok=True)
+        for name in names:  # every file is complete before any is moved in
+            os.replace(stage / name, target / name)
+    except OSError as exc:
+        raise DataError(f"cannot write the {what}: {exc.strerror or exc}", path=target) from None
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_text_atomic(path: Path, text: str, *, what: str = "file") -> None:

@@ -41,3 +41,36 @@ def test_check_writable(tmp_path: Path) -> None:
         check_writable(tmp_path)
     with pytest.raises(DataError, match=r"a_file/out.json: cannot write the report: File exists"):
         write_text_atomic(tmp_path / "a_file" / "out.json", "{}", what="report")
+
+
+def test_a_run_s_files_are_written_all_or_none(tmp_path: Path) -> None:
+    """A reviewer's: ``replay-trades`` wrote its four files one by one, so a failure left
+    the new timeline beside the old plot and episodes. Every file is staged first."""
+    from backend.files import write_files_atomic
+
+    out = tmp_path / "run"
+    names = ("a.csv", "b.png", "c.jsonl")
+
+    def fill(stage: Path, *, fail_at: str | None = None) -> None:
+        for name in names:
+            if name == fail_at:
+                raise OSError(28, "No space left on device")
+            (stage / name).write_text(f"new {name}")
+
+    def old(stage: Path) -> None:
+        for name in names:
+            (stage / name).write_text(f"old {name}")
+
+    def one(stage: Path) -> None:
+        (stage / "a.csv").write_text("x")
+
+    write_files_atomic(out, names, old, what="run")
+    with pytest.raises(DataError, match=r"cannot write the run: No space left on device"):
+        write_files_atomic(out, names, lambda s: fill(s, fail_at="c.jsonl"), what="run")
+    assert [(out / n).read_text() for n in names] == [f"old {n}" for n in names]
+    with pytest.raises(DataError, match=r"b\.png was not written"):
+        write_files_atomic(out, names, one, what="run")
+    assert [(out / n).read_text() for n in names] == [f"old {n}" for n in names]
+    write_files_atomic(out, names, fill, what="run")
+    assert [(out / n).read_text() for n in names] == [f"new {n}" for n in names]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no stage left behind

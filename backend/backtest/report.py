@@ -33,9 +33,6 @@
 from __future__ import annotations
 
 import html
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +53,7 @@ from backend.backtest.engine import BacktestResult, utc_timestamp
 from backend.backtest.metrics import run_warning
 from backend.backtest.models import BacktestMetrics, TradeRecord
 from backend.errors import ConfigError
+from backend.files import write_files_atomic
 
 __all__ = [
     "FILL_COLUMNS",
@@ -115,20 +113,14 @@ def write_run(
     what the run went without (a missing news file), shown at the top of the report."""
     target = Path(out_dir)
     check_run_dir(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        _write_files(
+    write_files_atomic(
+        target, RUN_FILES, lambda out: _write_files(
             result, out, title=title, events=events, persona_timeline=persona_timeline,
             max_trades=max_trades, min_llm_share=min_llm_share, memory=memory,
             outcome_horizon_bars=outcome_horizon_bars, max_memory_changes=max_memory_changes,
             notes=notes,
-        )  # fmt: skip
-        target.mkdir(exist_ok=True)
-        for name in RUN_FILES:  # every file is complete before any is moved in
-            os.replace(out / name, target / name)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+        ), what="run's files",
+    )  # fmt: skip
 
 
 RUN_FILES = (

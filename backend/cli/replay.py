@@ -20,7 +20,7 @@ from rich.table import Table
 from backend.cli._common import console, parse_utc, settings, store_settings
 from backend.config import Settings
 from backend.errors import ConfigError
-from backend.files import check_writable
+from backend.files import check_writable, write_files_atomic
 from backend.replay import SERIES, ReplayResult, replay_trades, trader_fills
 
 __all__ = ["plot_timeline", "replay_trades_cli", "replay_trades_command", "write_replay"]
@@ -57,14 +57,18 @@ REPLAY_FILES = (
 
 def write_replay(result: ReplayResult, out: Path) -> dict[str, object]:
     """Write ``persona_timeline.csv`` (changes), ``persona_versions.csv``,
-    ``persona_timeline.png`` and ``episodes.jsonl`` into ``out``; returns a summary."""
-    out.mkdir(parents=True, exist_ok=True)
-    result.changes.to_csv(out / "persona_timeline.csv", index=False)
-    result.versions.to_csv(out / "persona_versions.csv", index=False)
-    plot_timeline(result, out / "persona_timeline.png")
-    with (out / "episodes.jsonl").open("w", encoding="utf-8") as fh:
-        for ep in result.episodes:
-            fh.write(ep.model_dump_json() + "\n")
+    ``persona_timeline.png`` and ``episodes.jsonl`` into ``out``, all or none
+    (:func:`~backend.files.write_files_atomic`); returns a summary."""
+
+    def fill(stage: Path) -> None:
+        result.changes.to_csv(stage / "persona_timeline.csv", index=False)
+        result.versions.to_csv(stage / "persona_versions.csv", index=False)
+        plot_timeline(result, stage / "persona_timeline.png")
+        with (stage / "episodes.jsonl").open("w", encoding="utf-8") as fh:
+            for ep in result.episodes:
+                fh.write(ep.model_dump_json() + "\n")
+
+    write_files_atomic(out, REPLAY_FILES, fill, what="replay's files")
     last = result.versions.iloc[-1].to_dict() if not result.versions.empty else {}
     return {
         "trader_id": result.trader_id,
