@@ -7,10 +7,12 @@ the file and the 1-based line (header = line 1), never a raw gzip/pandas/Unicode
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import io
 import re
+import warnings
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +37,17 @@ class CsvTable:
     def line(self, position: int) -> int:
         """Line number of the row at ``position`` (0-based position in ``frame``)."""
         return int(self.lines[position])
+
+
+def _longer_than_header(text: str) -> tuple[int, int | None, int]:
+    """``(header fields, 1-based line, its fields)`` of the first line with more fields
+    than the header (``None``, 0 when there is none: the caller's message still holds)."""
+    reader = csv.reader(io.StringIO(text))
+    width = len(next(reader, []))
+    for fields in reader:
+        if len(fields) > width:
+            return width, reader.line_num, len(fields)
+    return width, None, 0
 
 
 def read_text(path: Path) -> str:
@@ -79,12 +92,22 @@ def read_csv_table(
     if not text.strip():
         raise DataError("file is empty", path=path, row=1)
     try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            dtype=str,
-            keep_default_na=False,
-            skip_blank_lines=False,
-        )
+        with warnings.catch_warnings():
+            # every data line one field longer than the header: pandas made the first
+            # field an index (a column silently dropped, or all of them shifted by one)
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text),
+                dtype=str,
+                keep_default_na=False,
+                skip_blank_lines=False,
+                index_col=False,
+            )
+    except pd.errors.ParserWarning:
+        width, row, fields = _longer_than_header(text)
+        raise DataError(
+            f"malformed CSV line: expected {width} fields, saw {fields}", path=path, row=row
+        ) from None
     except pd.errors.ParserError as err:
         match = _PARSER_LINE.search(str(err))
         row = int(match.group(1)) if match else None

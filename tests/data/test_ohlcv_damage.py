@@ -64,8 +64,19 @@ DAMAGE = [
     ("misaligned", replace(4, "2024-01-01T02:30:00Z,102,104,100,103,0"), 4, "date", "aligned"),
     ("short line", replace(4, "2024-01-01T02:00:00Z,102,104,100,103"), 4, "volume", "missing"),
     ("long line", replace(5, "2024-01-01T03:00:00Z,103,108,102,107,7.25,9"), 5, None, "malformed"),
+    # every line one field long (a reviewer's): pandas had read the first as an index,
+    # dropping a column or shifting them all by one, with no error or the wrong field
+    ("every line long", [HEADER, *(g + "," for g in GOOD)], 2, None, "expected 6 fields, saw 7"),
+    ("every line led", [HEADER, *("x," + g for g in GOOD)], 2, None, "expected 6 fields, saw 7"),
     ("header only", [HEADER], 2, None, "no data rows"),
-    ("missing column", [HEADER.removesuffix(",volume"), *GOOD], 1, "volume", "volume"),
+    (
+        "missing column",
+        [HEADER.removesuffix(",volume"), *(g.rsplit(",", 1)[0] for g in GOOD)],
+        1,
+        "volume",
+        "volume",
+    ),
+    ("missing name", [HEADER.removesuffix(",volume"), *GOOD], 2, None, "expected 5 fields"),
     ("wrong column", ["timestamp,open,high,low,close,volume", *GOOD], 1, "date", "timestamp"),
     ("extra column", [HEADER + ",trades", *(g + ",5" for g in GOOD)], 1, "trades", "unexpected"),
     (
