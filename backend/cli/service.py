@@ -12,8 +12,9 @@ Like the rest of the CLI, these commands (and the scheduler's jobs) are the only
 that reads the clock. ``paper`` runs its step as an apscheduler job in the foreground:
 at every bar close + ``paper.delay_s`` (live), or with ``--replay-from`` on a replay
 clock that starts there and moves one bar every ``--step-s`` seconds (an accelerated
-clock over past candles). It stops at ``--until`` (clock time) or on SIGINT/SIGTERM,
-after the step under way; its state persists in ``scheduler.state_path``, so the same
+clock over past candles). It stops at ``--until`` (clock time), when a replay reaches
+the present (its clock never passes the wall clock), or on SIGINT/SIGTERM, after the
+step under way; its state persists in ``scheduler.state_path``, so the same
 command resumes the run.
 """
 
@@ -208,7 +209,7 @@ def paper(
     # store and state file (the pair: one request for the exchange's markets, which ccxt
     # keeps for the run's steps)
     paper_step_seconds(timeframe)
-    check_market(runtime_for(config).exchange(ex, api_url=api_url), pair)
+    check_market(runtime_for(config).exchange(ex, api_url=api_url), pair, timeframe=timeframe)
     if not logging.getLogger().isEnabledFor(logging.DEBUG):  # a failed step is raised below
         logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
         logging.getLogger("backend.service").setLevel(logging.CRITICAL)
@@ -221,9 +222,14 @@ def paper(
     stop = threading.Event()
     failure: list[BaseException] = []
 
+    caught_up: list[str] = []
+
     def on_event(event: JobExecutionEvent) -> None:
         if event.exception is not None:
             failure.append(event.exception)
+            stop.set()
+        elif event.retval is not None and event.retval.get("caught_up"):
+            caught_up.append(event.retval["as_of"])  # a replay reached the present: done
             stop.set()
         elif (
             stop_at is not None
@@ -249,6 +255,9 @@ def paper(
         close_runtimes()
     if failure:
         raise failure[0]
+    if caught_up:  # said on stderr: stdout stays the summary (or the JSON)
+        print(f"sentinel: the replay reached the present ({caught_up[0]}): stopped there",
+              file=sys.stderr)  # fmt: skip
     if as_json:
         print(state.model_dump_json() if state is not None else "null")
     elif state is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import ccxt
@@ -49,6 +50,16 @@ def timeframe_seconds(timeframe: str) -> int:
             field="timeframe",
         )
     return seconds
+
+
+def grid_origin(timeframe: str) -> datetime:
+    """The UTC open time the candles of a fixed-length ``timeframe`` count from (the
+    grid of :func:`period_steps`): the epoch, or Monday 1970-01-05 for weeks (Binance's
+    weekly candles open on Mondays; a paper job counted weeks from the epoch, a
+    Thursday, and decided each weekly bar three days late)."""
+    timeframe_seconds(timeframe)  # a bad one is a DataError here too
+    offset = _MONDAY_OFFSET_S if timeframe.endswith("w") else 0
+    return datetime.fromtimestamp(offset, tz=UTC)
 
 
 def empty_ohlcv() -> pd.DataFrame:

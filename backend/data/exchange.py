@@ -94,10 +94,18 @@ def point_exchange_at(exchange: ccxt.Exchange, base_url: str) -> None:
     exchange.urls = {**exchange.urls, "api": rewrite(exchange.urls["api"])}
 
 
-def check_market(exchange: ccxt.Exchange, symbol: str) -> None:
+def check_market(exchange: ccxt.Exchange, symbol: str, *, timeframe: str | None = None) -> None:
     """Refuse a ``symbol`` the exchange does not list (its markets, loaded once per
-    exchange object by ccxt). Raises :class:`ExchangeError` naming the exchange and the
-    symbol, or the failure of loading its markets."""
+    exchange object by ccxt), or a ``timeframe`` its candles do not come in (ccxt's
+    ``exchange.timeframes``, when the exchange declares them: a paper run of 7m candles
+    on Binance had written its store and state before "Invalid interval"). Raises
+    :class:`ExchangeError` naming the exchange and the symbol or timeframe, or the
+    failure of loading its markets."""
+    offered = getattr(exchange, "timeframes", None)
+    if timeframe is not None and offered and timeframe not in offered:
+        raise ExchangeError(
+            f"{exchange.id} has no {timeframe!r} candles (it has {', '.join(offered)})"
+        )
     try:
         markets = exchange.load_markets()
     except ccxt.BaseError as err:

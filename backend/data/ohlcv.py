@@ -24,6 +24,7 @@ from backend.data._candles import (
     coerce_dates,
     coerce_numbers,
     find_gaps,
+    grid_origin,
     timeframe_seconds,
     validate_candles,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "OHLCV_FORMATS",
     "find_gaps",
     "find_ohlcv_file",
+    "grid_origin",
     "load_ohlcv",
     "ohlcv_filename",
     "read_ohlcv_file",

@@ -175,7 +175,10 @@ def paper_step(
     With ``until`` (ISO-8601) a run whose clock is past it steps nothing and returns
     ``{"job_id", "as_of", "result": None}``: the scheduler may fire once more between
     the last step and its shutdown (a 0.05 s replay interval on a loaded machine did,
-    and decided a 61st bar of a 60-bar run)."""
+    and decided a 61st bar of a 60-bar run). A replay clock never passes the wall clock:
+    a run whose next step would steps nothing and returns ``"caught_up": True`` (past
+    now, the exchange's candle still forming had been decided as closed, and memory
+    written as of the future)."""
     rt = runtime_for(config)
     trader = rt.paper(
         exchange_id or None,
@@ -193,6 +196,9 @@ def paper_step(
             moment = parse_as_of(None)
         if until is not None and moment > parse_as_of(until):
             return {"job_id": job_id, "as_of": moment.isoformat(), "result": None}
+        if replay_from is not None and moment > parse_as_of(None):
+            return {"job_id": job_id, "as_of": moment.isoformat(), "result": None,
+                    "caught_up": True}  # fmt: skip
 
         def work() -> BaseModel:
             return trader.step(moment)

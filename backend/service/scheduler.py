@@ -55,7 +55,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from backend.config import JobTrigger, Settings
-from backend.data import timeframe_seconds
+from backend.data import grid_origin, timeframe_seconds
 from backend.errors import ConfigError
 from backend.service.jobs import paper_step
 from backend.service.models import JobInfo
@@ -105,10 +105,11 @@ def make_trigger(spec: JobTrigger) -> BaseTrigger:
 
 
 def paper_trigger(timeframe: str, delay_s: float) -> IntervalTrigger:
-    """Every bar close of ``timeframe`` (aligned on the epoch, UTC) + ``delay_s``."""
+    """Every bar close of ``timeframe`` (on the candles' grid, UTC:
+    :func:`backend.data.grid_origin`, weeks from a Monday) + ``delay_s``."""
     return IntervalTrigger(
         seconds=timeframe_seconds(timeframe),
-        start_date=EPOCH + timedelta(seconds=delay_s),
+        start_date=grid_origin(timeframe) + timedelta(seconds=delay_s),
         timezone=UTC,
     )
 
@@ -252,7 +253,9 @@ def _same(job: Job, spec: JobSpec, misfire_grace_s: float | None) -> bool:
         and str(job.trigger) == str(spec.trigger)
         and (
             anchored is None
-            or anchored > EPOCH + timedelta(days=1)  # not anchored: "from now"
+            # not anchored ("from now"): a grid origin is the epoch or, for weeks, the
+            # Monday after it, plus paper.delay_s
+            or anchored > EPOCH + timedelta(days=8)
             or getattr(job.trigger, "start_date", None) == anchored
         )
         and (misfire_grace_s is None or job.misfire_grace_time == misfire_grace_s)

@@ -10,7 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -283,6 +283,15 @@ def test_a_pair_the_exchange_does_not_list_writes_nothing(
         "sentinel: error: binance lists no market 'FOO/USDT'"
     ]
     assert sorted(p.name for p in config.parent.iterdir()) == ["config.yaml"]
+    # ... nor a timeframe it has no candles of (7m parses; Binance answered "Invalid
+    # interval" at the first step, after the store and state were made)
+    result = sentinel("--config", str(config), "paper", "--pair", "BTC/USDT", "--timeframe",
+                      "7m", "--api-url", binance_loopback, "--replay-from", "2022-05-10",
+                      "--until", "2022-05-10T02:00")  # fmt: skip
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("sentinel: error: binance has no '7m' candles (it has ")
+    assert sorted(p.name for p in config.parent.iterdir()) == ["config.yaml"]
 
 
 @pytest.mark.slow
@@ -392,3 +401,45 @@ def test_a_stop_signal_takes_no_lock_in_its_handler() -> None:
     finally:
         timer.cancel()
     assert 0.3 <= time.monotonic() - started < 5
+
+
+@pytest.mark.slow
+def test_a_replay_stops_at_the_present(
+    make_config: ConfigFactory, shared_data: Path, tmp_path: Path
+) -> None:
+    """A reviewer's: a replay's clock went on past the wall clock, decided the exchange's
+    candle still forming as closed and wrote memory as of the future. The feed here is
+    real BTC candles moved to end at the current hour (its candle still forming, as
+    Binance serves it); a replay from three hours ago decides the closed bars only and
+    stops by itself."""
+    import pandas as pd
+
+    from tests.data.binance_server import start_binance_server
+
+    real = pd.read_csv(shared_data / "market" / "binance" / "BTC_USDT-1h.csv.gz").iloc[-1500:]
+    hour = pd.Timestamp.now(tz="UTC").floor("h")
+    real["date"] = [f"{hour - pd.Timedelta(hours=len(real) - 1 - i):%Y-%m-%dT%H:%M:%SZ}"
+                    for i in range(len(real))]  # fmt: skip
+    feed = tmp_path / "feed" / "BTC_USDT-1h.csv.gz"
+    feed.parent.mkdir()
+    real.to_csv(feed, index=False, compression="gzip")
+    server, base = start_binance_server(feed)
+    config = make_config("present")
+    start = f"{hour - pd.Timedelta(hours=3):%Y-%m-%dT%H:%M:%SZ}"
+    try:
+        result = sentinel("--config", str(config), "paper", "--pair", "BTC/USDT",
+                          "--timeframe", "1h", "--exchange", "binance", "--api-url", base,
+                          "--replay-from", start, "--step-s", "0.05", "--json")  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    assert "the replay reached the present" in result.stderr
+    state = json.loads(result.stdout)
+    assert state["last_close"] == f"{hour:%Y-%m-%dT%H:%M:%SZ}"  # the last closed bar
+    db = ServiceDB(config.parent / "service.sqlite3")
+    try:
+        closes = [r.as_of for r in db.decisions(RUN_ID)]
+    finally:
+        db.close()
+    assert closes and max(closes) <= datetime.now(UTC)  # nothing decided as of the future

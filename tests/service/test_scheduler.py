@@ -139,6 +139,33 @@ def test_a_new_paper_delay_replaces_the_stored_paper_job() -> None:
         scheduler.shutdown()
 
 
+def test_a_weekly_paper_step_fires_at_the_monday_close() -> None:
+    """A reviewer's: the interval counted weeks from the epoch, a Thursday, so a weekly
+    bar (Binance's open on Mondays) was decided three days late; a job stored with that
+    anchor is replaced."""
+    from backend.service.scheduler import JobSpec, _same, paper_trigger
+
+    monday = datetime(2025, 9, 15, tzinfo=UTC)
+    fire = paper_trigger("1w", 5.0).get_next_fire_time(None, monday + timedelta(hours=1))
+    assert fire == monday + timedelta(days=7, seconds=5)  # the next Monday's close + 5 s
+    assert paper_trigger("1h", 5.0).get_next_fire_time(None, monday) == monday + timedelta(
+        seconds=5
+    )
+    scheduler = build_scheduler(load_settings(), persistent=False)
+    scheduler.start(paused=True)
+    try:
+        thursday = IntervalTrigger(weeks=1, start_date=datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC),
+                                   timezone=UTC)  # fmt: skip
+        spec = JobSpec(id="paper:w", name="paper", func="backend.service.jobs:paper_step",
+                       args=("c", "binance", "BTC/USDT", "1w"), trigger=thursday)  # fmt: skip
+        assert sync_jobs(scheduler, [spec]) == {"paper:w": "added"}
+        monday_spec = JobSpec(**{**spec.__dict__, "trigger": paper_trigger("1w", 5.0)})
+        assert not _same(scheduler.get_job("paper:w"), monday_spec, None)
+        assert sync_jobs(scheduler, [monday_spec]) == {"paper:w": "replaced"}
+    finally:
+        scheduler.shutdown()
+
+
 def test_runs_missed_while_down_coalesce_into_one_run_at_restart(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
