@@ -223,8 +223,16 @@ def paper(
     failure: list[BaseException] = []
 
     caught_up: list[str] = []
+    said: list[str] = []
 
     def on_event(event: JobExecutionEvent) -> None:
+        step = (event.retval or {}).get("result") or {}
+        warning = step.get("warning") if isinstance(step, dict) else None
+        if warning and (not said or said[-1] != warning):
+            # said while it runs, once per change (the service logger is quiet here, and
+            # a live run had said nothing of a dead feed until it was stopped)
+            said.append(warning)
+            print(f"WARNING: {warning}", file=sys.stderr, flush=True)
         if event.exception is not None:
             failure.append(event.exception)
             stop.set()

@@ -305,6 +305,8 @@ def test_a_feed_without_candles_is_said(make_config: ConfigFactory, binance_loop
     result = sentinel(*args)
     assert result.returncode == 0, result.stderr
     assert "0 bars decided" in result.stdout
+    # ... and while it ran, on stderr (a live run had said nothing until stopped)
+    assert "WARNING: the last 2 steps got no new closed candle" in result.stderr
     assert "WARNING: the last 3 steps got no new closed candle of BTC/USDT 1h from binance" in (
         result.stdout
     )
