@@ -196,7 +196,9 @@ def log_outcome(
 ) -> None:
     """Insert ``outcome`` into ``log`` as known from its ``resolved_at`` (in time order,
     after entries of the same time), with its importance change as of then; nothing if
-    the same outcome is logged at that time already (a re-run step). Raises
+    an outcome of its horizon is logged already, at any time: one outcome per episode
+    and horizon (a re-run step, a tool's retry at a later clock, or the outcomes job run
+    as of an earlier time after a later run had counted it twice). Raises
     :class:`StoreError` if it resolves before the episode, or before its horizon has
     passed (:func:`horizon_end`)."""
     if outcome.resolved_at < base.occurred_at:
@@ -210,11 +212,8 @@ def log_outcome(
         )
     known = to_utc(outcome.resolved_at)
     recorded = outcome.model_dump(mode="json")
-    if any(  # the same outcome written again (a re-run step): already logged
-        e["op"] == "outcome" and e["ts"] == known.timestamp() and e["outcome"] == recorded
-        for e in log
-    ):
-        return
+    if any(e["op"] == "outcome" and e["outcome"]["horizon"] == outcome.horizon for e in log):
+        return  # this horizon's outcome is known already: the first one stands
     current = replay(base, log, known.timestamp())
     entry = {
         "at": known.isoformat(),

@@ -153,6 +153,19 @@ def test_batched_outcomes_apply_in_order_and_write_all_or_nothing(
     assert mem.get("alice", ["ep-alice-x", "ep-alice-y"], as_of=t1) == [got[2], got[1]]
     # one write per episode: x is updated once although it got two outcomes
     assert [e.event for e in store.history("alice", "ep-alice-x")] == ["ADD", "UPDATE"]
+    # one outcome per horizon: the same one again later (a tool's retry at the server's
+    # clock), or the job run as of an earlier time after a later run (a reviewer's:
+    # importance 0.30 -> 0.479 instead of 0.39), changes nothing
+    t2 = t1 + timedelta(hours=5)
+    again = mem.record_outcomes("alice", [("ep-alice-x", first.model_copy(
+        update={"resolved_at": t2}))], as_of=t2)  # fmt: skip
+    assert again[0].importance == pytest.approx(got[2].importance)
+    mem.add([ep("z", "Breakout again")], as_of=T0)
+    (late,) = mem.record_outcomes("alice", [("ep-alice-z", first.model_copy(
+        update={"resolved_at": t2}))], as_of=t2)  # fmt: skip
+    (early,) = mem.record_outcomes("alice", [("ep-alice-z", first)], as_of=t1)
+    assert mem.get("alice", ["ep-alice-z"], as_of=t2)[0].importance == late.importance
+    assert early.importance == pytest.approx(0.5)  # as of t1 the outcome was not known yet
 
 
 def test_reflection_rule() -> None:
