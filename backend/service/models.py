@@ -49,6 +49,9 @@ class PersonaRefreshResult(FrozenModel):
     version_after: int = Field(ge=0)
     cursor_ms: int | None = None
     """Timestamp (ms) of the newest fill ingested so far."""
+    warning: str | None = None
+    """Set when the source holds fills of other traders and none of this one (a mistyped
+    or case-changed id had refreshed nothing at every run, as a success)."""
 
 
 class ConsolidationResult(FrozenModel):

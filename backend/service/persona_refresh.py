@@ -19,6 +19,7 @@ repeated after a crash or a restart adds nothing and stores no new version
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,8 @@ from backend.service.models import PersonaRefreshResult
 from backend.types import to_utc
 
 __all__ = ["fetch_ccxt_fills", "refresh_persona", "refresh_persona_job"]
+
+log = logging.getLogger("backend.service")
 
 _MAX_PAGES = 10_000
 
@@ -108,6 +111,15 @@ def refresh_persona(
     after = persona.update_from_fills(trader_id, mine, as_of=fence) if mine else before
     stamps = [f.timestamp for f in mine]
     known = [] if cursor_ms is None else [cursor_ms]
+    others = sorted({f.trader_id for f in fills} - {trader_id})
+    warning = None
+    if others and not any(f.trader_id == trader_id for f in fills):
+        more = " ..." if len(others) > 3 else ""
+        warning = (
+            f"no fill of trader {trader_id} in {source} (ids are case-sensitive; it holds "
+            f"{', '.join(others[:3])}{more})"
+        )
+        log.warning("persona refresh: %s", warning)
     return PersonaRefreshResult(
         trader_id=trader_id,
         as_of=fence,
@@ -117,6 +129,7 @@ def refresh_persona(
         version_before=before.version if before is not None else 0,
         version_after=after.version if after is not None else 0,
         cursor_ms=max(stamps + known) if stamps or known else None,
+        warning=warning,
     )
 
 

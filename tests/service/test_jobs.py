@@ -330,3 +330,20 @@ def test_an_export_with_no_fills_yet_is_a_refresh_with_nothing_new(
     assert result["fills_new"] == 0 and result["version_after"] == result["version_before"] == 0
     with pytest.raises(DataError, match="header but no data rows"):
         load_hyperliquid_fills(fills_file)
+    assert result["warning"] is None  # no fill at all: nothing to say of the id
+
+
+def test_a_trader_the_export_does_not_hold_is_said(
+    make_config: ConfigFactory, shared_data: Path
+) -> None:
+    """A reviewer's: a trader id not in the fills file (a typo, or an address's case
+    changed) refreshed nothing at every run, as a success with ``fills_read: 0``."""
+    export = shared_data / "trades" / "hyperliquid_fills.csv"
+    shouted = TRADER.upper().replace("0X", "0x")
+    job = {"trader_id": shouted, "fills_path": str(export), "trigger": {"interval_s": 60}}
+    config = str(make_config("persona", scheduler={"persona_refresh": [job]}))
+    result = persona_refresh(config, shouted, NOW)["result"]
+    assert result["fills_read"] == 0
+    assert result["warning"].startswith(
+        f"no fill of trader {shouted} in file:{export} (ids are case-sensitive; it holds "
+    )
