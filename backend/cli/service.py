@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -228,10 +229,11 @@ def paper(
     def on_event(event: JobExecutionEvent) -> None:
         step = (event.retval or {}).get("result") or {}
         warning = step.get("warning") if isinstance(step, dict) else None
-        if warning and (not said or said[-1] != warning):
+        kind = re.sub(r"\d+", "#", warning) if warning else None  # "the last 3 steps ..."
+        if warning and (not said or said[-1] != kind):
             # said while it runs, once per change (the service logger is quiet here, and
             # a live run had said nothing of a dead feed until it was stopped)
-            said.append(warning)
+            said.append(kind or "")
             print(f"WARNING: {warning}", file=sys.stderr, flush=True)
         if event.exception is not None:
             failure.append(event.exception)
@@ -264,7 +266,7 @@ def paper(
     if failure:
         raise failure[0]
     if caught_up:  # said on stderr: stdout stays the summary (or the JSON)
-        print(f"sentinel: the replay reached the present ({caught_up[0]}): stopped there",
+        print(f"sentinel: the replay reached the present: stopped before {caught_up[0]}",
               file=sys.stderr)  # fmt: skip
     if as_json:
         print(state.model_dump_json() if state is not None else "null")

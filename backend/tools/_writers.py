@@ -190,16 +190,16 @@ def write_episode_once(
 ) -> str:
     """Write ``episode`` (an ``event`` or ``decision``, ``what``) unless it is stored
     already (its id, whatever its time); returns its id. A stored one that says the same
-    (symbol, type, description, importance, actions' action and size, memory ids) is a
-    retry: nothing is written. One that says something else is a :class:`ToolError`
-    (what was recorded is never rewritten), naming the caller's ``key`` when the id came
-    from it. A client's retry comes with the server's later clock, so only an id derived
-    from a key the client gives (``event_id``, ``decision_id``), not from the time,
-    makes a retry one."""
+    (symbol, type, description, actions' action and size, memory ids; not importance,
+    which the episode's outcomes move) is a retry: nothing is written. One that says
+    something else is a :class:`ToolError` (what was recorded is never rewritten),
+    naming the caller's ``key`` when the id came from it. A client's retry comes with
+    the server's later clock, so only an id derived from a key the client gives
+    (``event_id``, ``decision_id``), not from the time, makes a retry one."""
 
     def said(e: Episode) -> tuple[object, ...]:
         acts = [(a.action, a.size) for a in e.actions]
-        return e.symbol, e.event_type, e.description, e.importance, acts, e.memory_ids
+        return e.symbol, e.event_type, e.description, acts, e.memory_ids
 
     for held in episodic.get(episode.trader_id, [episode.id], as_of=END_OF_TIME):
         if said(held) == said(episode):

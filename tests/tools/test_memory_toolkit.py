@@ -93,14 +93,16 @@ def test_an_event_or_decision_with_its_own_id_is_recorded_once(tmp_path: Path) -
                     "decision_id": "d-1"}  # fmt: skip
         calls = (("record_event", event), ("record_decision", decision))
         first = [kit.call(name, args, trader_id=TRADER, as_of=AT) for name, args in calls]
-        later = AT + timedelta(minutes=2)
+        outcome = {"episode_id": first[1]["episode_id"], "horizon": "1m", "market_return": 0.05}
+        kit.call("record_outcome", outcome, trader_id=TRADER, as_of=AT + timedelta(minutes=1))
+        later = AT + timedelta(minutes=2)  # a retry after an outcome moved the importance
         again = [kit.call(name, args, trader_id=TRADER, as_of=later) for name, args in calls]
         assert again == first
         episodes = system.episodic.scan(TRADER, as_of=later)
         assert sorted(e.event_type for e in episodes) == ["decision", "flash_crash"]
         assert {e.occurred_at for e in episodes} == {AT}  # the first time, kept
         with pytest.raises(ToolError, match="event_id 'ev-1' is already recorded as another"):
-            kit.call("record_event", {**event, "importance": 0.2}, trader_id=TRADER, as_of=later)
+            kit.call("record_event", {**event, "description": "x"}, trader_id=TRADER, as_of=later)
         with pytest.raises(ToolError, match="decision_id 'd-1' is already recorded as another"):
             kit.call("record_decision", {**decision, "size": 1.0}, trader_id=TRADER, as_of=later)
         without = {k: v for k, v in decision.items() if k != "decision_id"}
