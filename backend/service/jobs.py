@@ -189,19 +189,19 @@ def paper_step(
     )
     job_id = f"paper:{trader.exchange_id}:{pair}:{timeframe}"
     with rt.db().job_lock(job_id), rt.lock:  # the replay clock: read from the state it steps
-        if replay_from is not None:
-            start = parse_as_of(replay_from)
+        start = parse_as_of(replay_from) if replay_from is not None else None
+        if start is not None:
             moment = replay_now(trader.state(), start=start, timeframe=timeframe)
         else:
             moment = parse_as_of(None)
         if until is not None and moment > parse_as_of(until):
             return {"job_id": job_id, "as_of": moment.isoformat(), "result": None}
-        if replay_from is not None and moment > parse_as_of(None):
+        if start is not None and moment > parse_as_of(None):
             return {"job_id": job_id, "as_of": moment.isoformat(), "result": None,
                     "caught_up": True}  # fmt: skip
 
         def work() -> BaseModel:
-            return trader.step(moment)
+            return trader.step(moment, replay_from=start)
 
         return _run(job_id, rt, moment, work)
 

@@ -94,6 +94,9 @@ class PaperState(FrozenModel):
     timeframe: str
     trader_id: str
     clock: Literal["live", "replay"]
+    replay_from: AwareDatetime | None = None
+    """Where a replay run's clock started (None: a live run, or a state saved before
+    this was kept); a resume asking for another start is refused."""
     broker: BrokerState
     pending: tuple[float, str | None] | None = None
     """Target exposure (and decision episode id) decided at the last close, filled at the

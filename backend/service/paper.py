@@ -144,7 +144,16 @@ def paper_run_id(exchange_id: str, pair: str, timeframe: str, trader_id: str) ->
 def replay_now(state: PaperState | None, *, start: datetime, timeframe: str) -> datetime:
     """The simulated clock of a replay run: ``start`` at the first step, then one
     timeframe after the previous step's time (so every step sees exactly one new bar,
-    and a restarted run continues from its saved clock)."""
+    and a restarted run continues from its saved clock).
+
+    Raises :class:`ConfigError` when the saved run started its replay elsewhere: a
+    resume asking for another start went on from the saved clock without a word."""
+    start = to_utc(start)
+    if state is not None and state.replay_from is not None and state.replay_from != start:
+        raise ConfigError(
+            f"paper run {state.run_id} replays from {state.replay_from.isoformat()}, not "
+            f"{start.isoformat()}: resume it with that --replay-from, or use another store"
+        )
     if state is None or state.last_now is None:
         return to_utc(start)
     return state.last_now + timedelta(seconds=timeframe_seconds(timeframe))
@@ -188,7 +197,7 @@ class PaperTrader:
         """The saved state (None before the first step)."""
         return self.db.paper_state(self.run_id)
 
-    def _initial(self) -> PaperState:
+    def _initial(self, replay_from: datetime | None) -> PaperState:
         return PaperState(
             run_id=self.run_id,
             exchange=self.exchange_id,
@@ -196,6 +205,7 @@ class PaperTrader:
             timeframe=self.timeframe,
             trader_id=self.agent.trader_id,
             clock=self.clock,
+            replay_from=replay_from,
             broker=BrokerState(cash=self.settings.backtest.initial_equity),
         )
 
@@ -238,13 +248,15 @@ class PaperTrader:
             return None
         return DEFAULT_CONSTRAINTS_NOTE
 
-    def step(self, now: datetime) -> PaperStepResult:
-        """Run one step at clock time ``now`` (module doc). Raises
-        :class:`~backend.errors.ExchangeError` when the exchange fails (nothing is
-        written then but the candles already fetched), :class:`ConfigError` when the
-        saved run used another clock."""
+    def step(self, now: datetime, *, replay_from: datetime | None = None) -> PaperStepResult:
+        """Run one step at clock time ``now`` (module doc); ``replay_from``: where a
+        replay run's clock started, kept with a new run (:func:`replay_now` refuses
+        another). Raises :class:`~backend.errors.ExchangeError` when the exchange fails
+        (nothing is written then but the candles already fetched), :class:`ConfigError`
+        when the saved run used another clock."""
         now = to_utc(now)
-        state = self.state() or self._initial()
+        replay_from = to_utc(replay_from) if replay_from is not None else None
+        state = self.state() or self._initial(replay_from)
         if state.clock != self.clock:
             raise ConfigError(
                 f"paper run {self.run_id} was started with the {state.clock} clock, "

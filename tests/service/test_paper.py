@@ -32,7 +32,7 @@ HOUR = timedelta(hours=1)
 
 def replay(trader: PaperTrader, steps: int) -> None:
     for _ in range(steps):
-        trader.step(replay_now(trader.state(), start=START, timeframe="1h"))
+        trader.step(replay_now(trader.state(), start=START, timeframe="1h"), replay_from=START)
 
 
 def paper(rt: Runtime, url: str) -> PaperTrader:
@@ -158,6 +158,27 @@ def test_a_run_keeps_its_clock_and_rejects_calendar_timeframes(
         live.step(START + HOUR)
     with pytest.raises(ConfigError, match="fixed-length"):
         rt.paper("binance", PAIR, "1M", clock="live", api_url=binance_loopback)
+
+
+def test_a_replay_resumes_only_from_its_own_start(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    """A resume asking for another replay start went on from the saved clock without a word."""
+    rt = runtime_for(str(make_config("restart")))
+    trader = paper(rt, binance_loopback)
+    replay(trader, 2)
+    state = trader.state()
+    assert state is not None and state.replay_from == START
+    with pytest.raises(ConfigError) as refused:
+        replay_now(state, start=START + timedelta(days=3), timeframe="1h")
+    assert str(refused.value) == (
+        f"paper run {trader.run_id} replays from 2022-05-10T00:00:00+00:00, not "
+        "2022-05-13T00:00:00+00:00: resume it with that --replay-from, or use another store"
+    )
+    assert replay_now(state, start=START, timeframe="1h") == START + 2 * HOUR
+    # a state saved before the start was kept resumes as it did
+    assert replay_now(state.model_copy(update={"replay_from": None}), start=START + HOUR,
+                      timeframe="1h") == START + 2 * HOUR  # fmt: skip
 
 
 def test_an_exchange_failure_writes_no_step(make_config: ConfigFactory, shared_data: Path) -> None:
