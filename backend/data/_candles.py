@@ -198,6 +198,13 @@ def coerce_numbers(raw: pd.DataFrame, *, rows: np.ndarray, source: str | Path) -
     out = {}
     for column in VALUE_COLUMNS:
         col = raw[column]
+        if pd.api.types.is_bool_dtype(col) and len(col):  # numeric to pandas: read as 1.0/0.0
+            raise DataError(
+                f"not a number: a boolean column ({col.iloc[0]!r})",
+                path=source,
+                row=int(rows[0]),
+                field=column,
+            )
         text = None if pd.api.types.is_numeric_dtype(col) else col.astype(str).str.strip()
         values = pd.to_numeric(text if text is not None else col, errors="coerce")
         values = pd.Series(values, dtype="float64").reset_index(drop=True)

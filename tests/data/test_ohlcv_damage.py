@@ -303,3 +303,16 @@ def test_arrow_formats_damage(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=">= 0") as caught:
         load(tmp_path / "neg.feather")
     assert (caught.value.row, caught.value.field) == (3, "volume")
+
+
+def test_a_boolean_column_is_not_a_number(tmp_path: Path) -> None:
+    """pandas counts booleans as numbers: a flag column in the volume slot read as 1.0 / 0.0."""
+    frame = pd.DataFrame({"date": pd.date_range("2024", periods=2, freq="h", tz="UTC")})
+    frame["open"] = frame["high"] = frame["low"] = frame["close"] = 1.0
+    frame["volume"] = [True, False]
+    for name in ("BTC_USDT-1h.feather", "BTC_USDT-1h.parquet"):
+        path = tmp_path / name
+        getattr(frame, "to_" + name.rsplit(".", 1)[1])(path)
+        with pytest.raises(DataError, match="not a number: a boolean column") as caught:
+            load(path)
+        assert (caught.value.row, caught.value.field) == (2, "volume")
