@@ -50,6 +50,16 @@ def _longer_than_header(text: str) -> tuple[int, int | None, int]:
     return width, None, 0
 
 
+def _unterminated_quote_line(text: str) -> int:
+    """1-based line where the last record starts: a quote never closed swallows the rest
+    of the file into that record (pandas names it by its 0-based record number)."""
+    reader = csv.reader(io.StringIO(text))
+    start, end = 1, 0
+    for _ in reader:
+        start, end = end + 1, reader.line_num
+    return start
+
+
 def read_text(path: Path) -> str:
     """Read ``path`` as UTF-8 text (optional BOM), gunzipping ``*.gz`` files in memory.
 
@@ -109,6 +119,12 @@ def read_csv_table(
             f"malformed CSV line: expected {width} fields, saw {fields}", path=path, row=row
         ) from None
     except pd.errors.ParserError as err:
+        if "EOF inside string" in str(err):
+            raise DataError(
+                'malformed CSV line: a quote (") opened here is never closed',
+                path=path,
+                row=_unterminated_quote_line(text),
+            ) from None
         match = _PARSER_LINE.search(str(err))
         row = int(match.group(1)) if match else None
         raise DataError(f"malformed CSV line: {err}".strip(), path=path, row=row) from None

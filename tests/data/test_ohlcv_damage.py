@@ -68,6 +68,23 @@ DAMAGE = [
     # dropping a column or shifting them all by one, with no error or the wrong field
     ("every line long", [HEADER, *(g + "," for g in GOOD)], 2, None, "expected 6 fields, saw 7"),
     ("every line led", [HEADER, *("x," + g for g in GOOD)], 2, None, "expected 6 fields, saw 7"),
+    # a quote never closed (pandas names the 0-based record: "row 3" was line 4)
+    ("open quote", replace(4, '2024-01-01T02:00:00Z,"102,104,100,103,0'), 4, None, "never closed"),
+    (
+        "open quote, earlier field on two lines",
+        [
+            HEADER,
+            GOOD[0],
+            '"2024-01-01T01:00:00Z",105,106,101,102,"3',
+            '"',
+            GOOD[2],
+            '2024-01-01T03:00:00Z,"103,108,102,107,7.25',
+            GOOD[4],
+        ],
+        6,
+        None,
+        "never closed",
+    ),
     ("header only", [HEADER], 2, None, "no data rows"),
     (
         "missing column",
