@@ -52,7 +52,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from backend.config import JobTrigger, Settings
 from backend.data import grid_origin, timeframe_seconds
@@ -199,14 +199,25 @@ def job_specs(settings: Settings, config: str) -> list[JobSpec]:
 
 
 def _jobstore(url: str) -> SQLAlchemyJobStore:
-    """The SQLAlchemy job store; a SQLite file's directory is created."""
+    """The SQLAlchemy job store; a SQLite file's directory is created. Raises
+    :class:`ConfigError` for a URL that is not one, a driver not installed or a directory
+    that cannot be made (they had ended as an internal error, exit 1)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"scheduler.jobstore_url: not a SQLAlchemy URL: {url!r}") from None
-    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-        Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
-    return SQLAlchemyJobStore(url=url)
+    try:
+        if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+            Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
+        return SQLAlchemyJobStore(url=url)
+    except (ImportError, NoSuchModuleError) as err:  # e.g. postgresql:// without psycopg
+        raise ConfigError(
+            f"scheduler.jobstore_url: the {parsed.drivername} driver is not installed ({err})"
+        ) from None
+    except OSError as err:
+        raise ConfigError(
+            f"scheduler.jobstore_url: cannot create {parsed.database}: {err}"
+        ) from None
 
 
 def _on_event(event: JobEvent) -> None:

@@ -283,6 +283,22 @@ def test_a_jobstore_url_that_is_not_one_is_a_config_error() -> None:
         _stored_jobs("not a url")
 
 
+def test_a_jobstore_without_its_driver_or_directory_is_a_config_error(tmp_path: Path) -> None:
+    """A database whose driver is not installed, or a SQLite file whose directory cannot be
+    made, had ended as an internal error (exit 1)."""
+    from backend.service.scheduler import build_scheduler
+
+    settings = load_settings(None)
+    for url, words in [
+        ("postgresql+nodriver://u:p@127.0.0.1:1/jobs", "the postgresql.nodriver driver is not"),
+        (f"sqlite:///{tmp_path}/file/jobs.sqlite", "cannot create"),
+    ]:
+        (tmp_path / "file").write_text("a file, not a directory")
+        scheduler = settings.scheduler.model_copy(update={"jobstore_url": url})
+        with pytest.raises(ConfigError, match=f"scheduler.jobstore_url: {words}"):
+            build_scheduler(settings.model_copy(update={"scheduler": scheduler}))
+
+
 def test_a_live_paper_run_steps_now_and_then_at_every_bar_close() -> None:
     """``sentinel paper`` live: a first step now, then bar close + delay, whatever the
     start time (an interval trigger fired first at now had moved every later step to
