@@ -131,23 +131,28 @@ class KhalaStore:
 
         Raises :class:`TenantScopeError` (a record of another trader, duplicate ids),
         :class:`LookAheadError` (``created_at`` after ``as_of``), :class:`StoreError`.
-        Either the whole batch is written and audited, or nothing is.
+        Either the whole batch is written and audited, or nothing is. Holds the writer
+        lock (:meth:`writer_lock`) from its read of the stored rows to its write.
         """
         check_batch(trader_id, records, as_of)
-        name = self._collections.reading(trader_id, create=True)
-        assert name is not None
-        if not records:
-            return UpsertResult()
-        existing = self._backend.lookup(name, [r.id for r in records])
-        changed, relabelled, rows = plan_upsert(trader_id, records, existing)
-        unchanged = len(records) - len(rows)
-        if not rows:
-            return UpsertResult(unchanged=unchanged)
-        vectors = embed_records(self._embedder, changed)
-        with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
-            audit.record(rows)
-            write_rows(self._backend, name, trader_id, changed, relabelled, vectors)
-        self._backend.written(name, audit.changes[trader_id])
+        # Read, plan and write under the writer lock: two writers (threads or processes)
+        # that planned against the same stored row had both logged "old: <that row>", and
+        # one had skipped its write as unchanged after the other's had landed.
+        with self._audit.writer_lock():
+            name = self._collections.reading(trader_id, create=True)
+            assert name is not None
+            if not records:
+                return UpsertResult()
+            existing = self._backend.lookup(name, [r.id for r in records])
+            changed, relabelled, rows = plan_upsert(trader_id, records, existing)
+            unchanged = len(records) - len(rows)
+            if not rows:
+                return UpsertResult(unchanged=unchanged)
+            vectors = embed_records(self._embedder, changed)
+            with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
+                audit.record(rows)
+                write_rows(self._backend, name, trader_id, changed, relabelled, vectors)
+            self._backend.written(name, audit.changes[trader_id])
         added = sum(1 for row in rows if row[2] == "ADD")
         return UpsertResult(added=added, updated=len(rows) - added, unchanged=unchanged)
 
@@ -166,25 +171,27 @@ class KhalaStore:
         Raises :class:`StoreError` if the record does not exist (or is after ``as_of``),
         or for invalid values (naming the field).
         """
-        found = self.get(trader_id, [record_id], as_of=as_of)
-        if not found:
-            raise StoreError(
-                f"trader {trader_id}: no record {record_id!r} as of {as_of.isoformat()}"
-            )
-        new = merged_record(found[0], text=text, importance=importance, metadata=metadata)
-        self.upsert(trader_id, [new], as_of=as_of)
+        with self._audit.writer_lock():  # a read-modify-write (:meth:`upsert`)
+            found = self.get(trader_id, [record_id], as_of=as_of)
+            if not found:
+                raise StoreError(
+                    f"trader {trader_id}: no record {record_id!r} as of {as_of.isoformat()}"
+                )
+            new = merged_record(found[0], text=text, importance=importance, metadata=metadata)
+            self.upsert(trader_id, [new], as_of=as_of)
         return new
 
     def delete(self, trader_id: str, ids: Sequence[str], *, as_of: datetime) -> int:
         """Delete records by id (those visible at ``as_of``); returns how many were deleted."""
-        visible = self.get(trader_id, ids, as_of=as_of)
-        if not visible:
-            return 0
-        name = self.collection_name(trader_id)
-        with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
-            audit.record([(trader_id, r.id, "DELETE", r.content(), None) for r in visible])
-            delete_rows(self._backend, name, trader_id, [r.id for r in visible])
-        self._backend.written(name, audit.changes[trader_id])
+        with self._audit.writer_lock():  # a read-then-write (:meth:`upsert`)
+            visible = self.get(trader_id, ids, as_of=as_of)
+            if not visible:
+                return 0
+            name = self.collection_name(trader_id)
+            with self._audit.transaction(as_of=as_of, landed=self._landed) as audit:
+                audit.record([(trader_id, r.id, "DELETE", r.content(), None) for r in visible])
+                delete_rows(self._backend, name, trader_id, [r.id for r in visible])
+            self._backend.written(name, audit.changes[trader_id])
         return len(visible)
 
     def _landed(self, rows: Sequence[PendingRow]) -> list[bool]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -112,6 +113,39 @@ def test_update_delete_and_audit_trail(make_store: StoreFactory) -> None:
     assert upd.as_of == t_upd
     assert events[3].new is None and events[3].old is not None
     assert store.history("alice", "r0")[-1].event == "DELETE"
+
+
+def test_two_writers_of_one_record_take_turns(make_store: StoreFactory) -> None:
+    """A writer plans against the stored row under the writer lock: two that planned
+    against the same row both logged "old: initial", and one skipped its write."""
+    second_done = threading.Event()
+    results: list[object] = []
+
+    class SlowFirst(HashingEmbedder):
+        def _embed(self, texts: list[str]):  # type: ignore[no-untyped-def]
+            if texts == ["first"]:  # the second writer comes while the first one embeds
+                writer = threading.Thread(target=write, args=("second", second_done))
+                writer.start()
+                second_done.wait(timeout=1.0)  # the second waits for the lock: 1 s
+                writers.append(writer)
+            return super()._embed(texts)
+
+    writers: list[threading.Thread] = []
+    store = make_store(SlowFirst())
+    as_of = LATER
+
+    def write(text: str, done: threading.Event | None = None) -> None:
+        results.append(store.upsert("alice", [rec(0, text=text)], as_of=as_of))
+        if done is not None:
+            done.set()
+
+    store.upsert("alice", [rec(0, text="initial")], as_of=as_of)
+    write("first")
+    writers[0].join(timeout=30)
+    events = store.history("alice", "r0")
+    chain = [(e.old and e.old["text"], e.new and e.new["text"]) for e in events]
+    assert chain == [(None, "initial"), ("initial", "first"), ("first", "second")]
+    assert store.get("alice", ["r0"], as_of=as_of)[0].text == "second"
 
 
 def test_changed_text_is_re_embedded_unchanged_text_is_not(make_store: StoreFactory) -> None:
