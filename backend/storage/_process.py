@@ -23,26 +23,55 @@ versions, episode logs, pruning): milliseconds to a few seconds for a refresh fr
 large fills file; a chat model is asked outside it."""
 
 
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (``/proc/<pid>/stat`` field 22, clock ticks since
+    boot; ``proc(5)``), or None where there is no procfs or no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
 def owner_stamp() -> str:
-    """``host:pid`` of this process: the owner of the rows it writes ahead."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid:start`` of this process (``host:pid`` without procfs): the owner of the
+    rows it writes ahead. The start time tells a process from a later one given the same
+    pid (pid 1 of a container after every restart): with ``host:pid`` only, a crashed
+    write's rows stayed pending for good, taken as this process's own."""
+    pid = os.getpid()
+    start = _started(pid)
+    return f"{socket.gethostname()}:{pid}" + (f":{start}" if start is not None else "")
 
 
 def owner_gone(owner: str | None) -> bool:
     """Whether the process that owns pending rows is gone (same host only: a process of
-    another host, or this one, is taken as alive)."""
+    another host is taken as alive): no process has its pid, or the one that has it
+    started at another time than the stamp says (:func:`owner_stamp`; a stamp without
+    a start time, written before it was kept, is alive while its pid is)."""
     if owner is None:
         return True
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    parts = owner.split(":")
+    start: str | None = None
+    if len(parts) >= 3 and parts[-1].isdigit() and parts[-2].isdigit():  # host:pid:start
+        host, pid, start = ":".join(parts[:-2]), parts[-2], parts[-1]
+    else:  # host:pid
+        host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
         return False
+    if start is not None:
+        return _started(int(pid)) not in (start, None) or not _exists(int(pid))
+    return int(pid) != os.getpid() and not _exists(int(pid))
+
+
+def _exists(pid: int) -> bool:
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return False
+    except PermissionError:
+        return True
+    return True
 
 
 class WriterLock:

@@ -10,6 +10,7 @@ import pytest
 
 from backend.storage import AuditLog
 from backend.storage._audit import PendingRow
+from backend.storage._process import owner_gone, owner_stamp
 
 AS_OF = datetime(2022, 6, 13, 4, 0, tzinfo=UTC)
 
@@ -76,6 +77,26 @@ def test_rows_of_a_dead_writer_are_settled_at_recovery(tmp_path: Path) -> None:
     ]
     assert reopened.history("bob") == [] and reopened.pending() == 0
     assert reopened.recover(landed) == (0, 0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs procfs")
+def test_rows_of_an_earlier_process_with_this_pid_are_recovered(tmp_path: Path) -> None:
+    """pid 1 of a container after a restart, or a pid used again: with ``host:pid`` as
+    the owner, a crashed write's rows were taken as this process's own and stayed
+    pending for good (the trail never recorded what chroma held)."""
+    path = tmp_path / "a.sqlite3"
+    log = AuditLog(path)
+    log._insert([("alice", "r1", "ADD", None, {"text": "a"})], AS_OF.isoformat())
+    log.close()
+    own = owner_stamp()
+    host, pid, start = own.rsplit(":", 2)
+    with sqlite3.connect(path) as conn:  # this pid, started at another time
+        conn.execute("UPDATE memory_audit SET owner = ?", (f"{host}:{pid}:{int(start) + 1}",))
+    reopened = AuditLog(path)
+    assert reopened.recover(lambda rows: [True] * len(rows)) == (1, 0)
+    assert [e.record_id for e in reopened.history("alice")] == ["r1"]
+    assert not owner_gone(own) and owner_gone(f"{host}:{pid}:{int(start) + 1}")
+    assert not owner_gone(f"{host}:{pid}")  # a stamp written before the start was kept
 
 
 def test_rows_of_a_live_writer_are_left_alone(tmp_path: Path) -> None:
