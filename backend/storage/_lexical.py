@@ -4,6 +4,7 @@ reciprocal-rank fusion: the search primitives both vector backends share."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,13 +39,17 @@ class Filter:
     (scope is the trader's collection; time is ``as_of``).
     """
 
-    clauses: tuple[tuple[str, frozenset[MetadataValue]], ...] = ()
+    clauses: tuple[tuple[str, frozenset[tuple[bool, MetadataValue]]], ...] = ()
+    """``(key, {(is a bool, value)})``: ``True == 1`` to Python, not to chroma."""
     min_importance: float | None = None
 
     @classmethod
     def build(cls, spec: FilterSpec | None, *, min_importance: float | None = None) -> Filter:
-        """Validate ``spec``; raises :class:`TenantScopeError` for reserved keys."""
-        clauses: list[tuple[str, frozenset[MetadataValue]]] = []
+        """Validate ``spec``; raises :class:`TenantScopeError` for reserved keys and
+        values that are not scalars, :class:`StoreError` for a NaN or infinite value or a
+        ``min_importance`` outside 0..1 (a NaN floor had turned the filter off in BM25
+        and failed in chroma)."""
+        clauses: list[tuple[str, frozenset[tuple[bool, MetadataValue]]]] = []
         for key, value in (spec or {}).items():
             if key in RESERVED:
                 raise TenantScopeError(
@@ -53,16 +58,21 @@ class Filter:
             values = [value] if isinstance(value, str | int | float | bool) else list(value)
             if not values or not all(isinstance(v, str | int | float | bool) for v in values):
                 raise TenantScopeError(f"filter key {key!r}: needs scalar values")
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise StoreError(f"filter key {key!r}: NaN or infinite value")
             ckey = key if key in ("kind", "importance") else USER_PREFIX + key
-            clauses.append((ckey, frozenset(values)))
+            clauses.append((ckey, frozenset((isinstance(v, bool), v) for v in values)))
+        if min_importance is not None and not 0.0 <= min_importance <= 1.0:
+            raise StoreError(f"min_importance must be in 0..1, not {min_importance!r}")
         return cls(tuple(clauses), min_importance)
 
     def to_chroma(self, *, as_of_ts: float) -> dict[str, Any]:
         """The chroma ``where`` clause, always including the ``as_of`` fence."""
         conds: list[dict[str, Any]] = [{"created_at_ts": {"$lte": as_of_ts}}]
-        for key, values in self.clauses:
+        for key, typed in self.clauses:
+            values = [v for _, v in typed]
             if len(values) == 1:
-                conds.append({key: {"$eq": next(iter(values))}})
+                conds.append({key: {"$eq": values[0]}})
             else:
                 conds.append({key: {"$in": sorted(values, key=repr)}})
         if self.min_importance is not None:
@@ -73,7 +83,11 @@ class Filter:
         """Evaluate the same conditions in memory (for the BM25 side)."""
         if self.min_importance is not None and float(meta["importance"]) < self.min_importance:
             return False
-        return all(meta.get(key) in values for key, values in self.clauses)
+        for key, typed in self.clauses:
+            value = meta.get(key)
+            if (isinstance(value, bool), value) not in typed:
+                return False
+        return True
 
 
 Stemmer = Callable[[list[str]], list[str]]

@@ -135,9 +135,12 @@ def fetch_candidates(
             if isinstance(query, str)
             else np.asarray(query, dtype=np.float32)
         )
-        if vec.shape != (embedder.dim,) or not np.all(np.isfinite(vec)):
-            raise StoreError(f"query vector must be {embedder.dim} finite floats")
-        dense = backend.dense(name, vec, n=n, where=where, as_of_ts=as_of_ts)
+        norm = float(np.linalg.norm(vec)) if np.all(np.isfinite(vec)) else 0.0
+        if vec.shape != (embedder.dim,) or not norm > 1e-6:
+            raise StoreError(f"query vector must be {embedder.dim} finite floats, not all 0")
+        # unit length, as chroma's cosine space takes it: the memory backend's dot
+        # product had grown with the vector's length (similarity 1.0 for x10)
+        dense = backend.dense(name, vec / norm, n=n, where=where, as_of_ts=as_of_ts)
     if method in ("bm25", "hybrid"):
         lexical = backend.lexical(name, str(query), n=n, where=where, as_of_ts=as_of_ts)
     owned = [r for r in dense if r[2].get("trader_id") == trader_id]

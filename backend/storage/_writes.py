@@ -7,7 +7,7 @@ backend)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "merged_record",
     "plan_upsert",
     "same",
+    "stored_vectors",
     "write_rows",
 ]
 
@@ -44,7 +45,10 @@ trader."""
 def same(a: Any, b: Any) -> bool:
     """Content equality with floats equal to 1e-12 relative: chromadb returns about one
     metadata float in nine one ulp off what was written (its float parsing is not
-    correctly rounded), which must not turn an identical re-upsert into an UPDATE."""
+    correctly rounded), which must not turn an identical re-upsert into an UPDATE; a bool
+    equals only a bool (``True`` for ``1`` had been dropped as unchanged)."""
+    if isinstance(a, bool) or isinstance(b, bool):  # True == 1 to Python, not to chroma
+        return type(a) is type(b) and a == b
     if isinstance(a, float) and isinstance(b, float):
         return a == b or math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
     if isinstance(a, dict) and isinstance(b, dict):
@@ -74,19 +78,37 @@ def plan_upsert(
     trader_id: str,
     records: Sequence[MemoryRecord],
     existing: Mapping[str, tuple[str, dict[str, Any]]],
+    stored_vectors: Callable[[list[str]], Mapping[str, np.ndarray]],
 ) -> tuple[list[MemoryRecord], list[MemoryRecord], list[AuditRow]]:
     """``(changed, relabelled, audit rows)`` of a batch given the ``existing`` stored rows
-    (id -> (text, metadata)): records identical to the stored ones are left out; one
-    whose text did not change and that brings no embedding is relabelled (its metadata
-    rewritten); the others are (re-)embedded and written."""
+    (id -> (text, metadata)): records identical to the stored ones are left out (one
+    that brings an embedding only when the stored vector is that one as well:
+    ``stored_vectors(ids)``, read for those only; a new vector with the same text had
+    been dropped as unchanged); one whose text did not change and that brings no
+    embedding is relabelled (its metadata rewritten); the others are (re-)embedded and
+    written."""
+    same_content = {
+        r.id
+        for r in records
+        if (found := existing.get(r.id)) is not None
+        and same(trusted_record(r.id, found[0], found[1]).content(), r.content())
+    }
+    brought = [r for r in records if r.id in same_content and r.embedding is not None]
+    vectors = stored_vectors([r.id for r in brought]) if brought else {}
+    for r in brought:
+        held = vectors.get(r.id)
+        new = np.asarray(r.embedding, dtype=np.float32)
+        new = new / max(float(np.linalg.norm(new)), 1e-12)
+        if held is None or held.shape != new.shape or not np.allclose(held, new, atol=1e-6):
+            same_content.discard(r.id)
     changed: list[MemoryRecord] = []
     relabelled: list[MemoryRecord] = []
     rows: list[AuditRow] = []
     for r in records:
+        if r.id in same_content:
+            continue
         found = existing.get(r.id)
         old = trusted_record(r.id, found[0], found[1]) if found is not None else None
-        if old is not None and same(old.content(), r.content()):
-            continue
         if old is not None and old.text == r.text and r.embedding is None:
             relabelled.append(r)
         else:
@@ -98,6 +120,18 @@ def plan_upsert(
     return changed, relabelled, rows
 
 
+def stored_vectors(
+    backend: VectorBackend, name: str
+) -> Callable[[list[str]], dict[str, np.ndarray]]:
+    """What :func:`plan_upsert` reads the stored vectors of ids with (from the backend)."""
+
+    def read(ids: list[str]) -> dict[str, np.ndarray]:
+        rows = backend.rows(name, ids, embeddings=True)
+        return {rid: vec for rid, (_, _, vec) in rows.items() if vec is not None}
+
+    return read
+
+
 def embed_records(embedder: Embedder, records: list[MemoryRecord]) -> Vectors:
     """Given embeddings (normalised) or one batched embedding call for the rest."""
     out = np.empty((len(records), embedder.dim), dtype=np.float32)
@@ -105,9 +139,12 @@ def embed_records(embedder: Embedder, records: list[MemoryRecord]) -> Vectors:
     for i, r in enumerate(records):
         if r.embedding is not None:
             vec = np.asarray(r.embedding, dtype=np.float32)
-            if vec.shape != (embedder.dim,) or not np.all(np.isfinite(vec)):
-                raise StoreError(f"record {r.id!r}: embedding must be {embedder.dim} finite floats")
-            out[i] = vec / max(float(np.linalg.norm(vec)), 1e-12)
+            norm = float(np.linalg.norm(vec)) if np.all(np.isfinite(vec)) else 0.0
+            if vec.shape != (embedder.dim,) or not norm > 1e-6:  # a zero vector: no direction
+                raise StoreError(
+                    f"record {r.id!r}: embedding must be {embedder.dim} finite floats, not all 0"
+                )
+            out[i] = vec / norm
         else:
             todo.append(i)
     if todo:

@@ -57,6 +57,7 @@ from backend.storage._writes import (
     landed_rows,
     merged_record,
     plan_upsert,
+    stored_vectors,
     write_rows,
 )
 from backend.storage.models import AuditEvent, MemoryRecord, SearchHit, SearchMethod, UpsertResult
@@ -144,7 +145,9 @@ class KhalaStore:
             if not records:
                 return UpsertResult()
             existing = self._backend.lookup(name, [r.id for r in records])
-            changed, relabelled, rows = plan_upsert(trader_id, records, existing)
+            changed, relabelled, rows = plan_upsert(
+                trader_id, records, existing, stored_vectors(self._backend, name)
+            )
             unchanged = len(records) - len(rows)
             if not rows:
                 return UpsertResult(unchanged=unchanged)

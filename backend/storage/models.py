@@ -79,6 +79,8 @@ class MemoryRecord(FrozenModel):
                 raise ValueError(f"metadata key {key[:70]!r}: 1-64 characters")
             if isinstance(item, float) and not math.isfinite(item):
                 raise ValueError(f"metadata key {key!r}: float must be finite")
+            if isinstance(item, int) and not -(2**63) <= item < 2**63:  # chroma: a float
+                raise ValueError(f"metadata key {key!r}: integer outside the int64 range")
         return value
 
     def content(self) -> dict[str, Any]:

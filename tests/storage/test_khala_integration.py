@@ -679,3 +679,57 @@ def test_a_store_deleted_while_open_is_a_store_error_not_a_stale_answer(tmp_path
         assert not run.exists()
     finally:
         store.close()
+
+
+def test_a_bool_is_not_an_int_in_writes_and_filters(make_store: StoreFactory) -> None:
+    """``True == 1`` to Python: a change from True to 1 was dropped as unchanged, and a
+    filter ``n: 1`` matched ``n: True`` in BM25 and the memory backend, not in chroma."""
+    store = make_store()
+    store.upsert("alice", [rec(0, metadata={"flag": True})], as_of=LATER)
+    assert store.upsert("alice", [rec(0, metadata={"flag": 1})], as_of=LATER).updated == 1
+    flag = store.get("alice", ["r0"], as_of=LATER)[0].metadata["flag"]
+    assert flag == 1 and not isinstance(flag, bool)
+    store.upsert("alice", [rec(1, metadata={"n": 1}), rec(2, metadata={"n": True})], as_of=LATER)
+    for method in ("bm25", "dense", "hybrid"):
+        hits = store.search("alice", TEXTS[1], as_of=LATER, method=method, filters={"n": 1})  # type: ignore[arg-type]
+        assert [h.record.id for h in hits] == ["r1"], method
+    assert [r.id for r in store.scan("alice", as_of=LATER, filters={"n": True})] == ["r2"]
+
+
+def test_non_finite_filters_and_zero_vectors_are_refused(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert("alice", [rec(0), rec(1)], as_of=LATER)
+    for bad in ({"filters": {"i": float("nan")}}, {"min_importance": float("nan")},
+                {"min_importance": 1.5}):  # fmt: skip
+        with pytest.raises(StoreError):  # a NaN floor had turned the BM25 filter off
+            store.search("alice", "bitcoin", as_of=LATER, method="bm25", **bad)  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="not all 0"):
+        store.search("alice", np.zeros(store.embedder.dim), as_of=LATER, method="dense")
+    with pytest.raises(StoreError, match="not all 0"):
+        store.upsert("alice", [rec(5, embedding=[0.0] * store.embedder.dim)], as_of=LATER)
+    with pytest.raises(ValueError, match="int64"):
+        rec(6, metadata={"big": 2**70})
+
+
+def test_a_query_vector_is_taken_at_unit_length(make_store: StoreFactory) -> None:
+    """The memory backend's dot product had grown with the query vector's length."""
+    store = make_store()
+    store.upsert("alice", [rec(0), rec(1)], as_of=LATER)
+    vec = store.embedder.embed_one(TEXTS[1])
+    one = store.search("alice", vec, as_of=LATER, method="dense", top_k=2)
+    ten = store.search("alice", vec * 10, as_of=LATER, method="dense", top_k=2)
+    assert [(h.record.id, round(h.similarity, 4)) for h in ten] == [
+        (h.record.id, round(h.similarity, 4)) for h in one
+    ]
+    assert one[0].record.id == "r1" and one[0].similarity < 1.0 + 1e-6
+
+
+def test_a_new_vector_for_the_same_text_is_written(make_store: StoreFactory) -> None:
+    store = make_store()
+    dim = store.embedder.dim
+    first, second = [1.0] + [0.0] * (dim - 1), [0.0, 1.0] + [0.0] * (dim - 2)
+    store.upsert("alice", [rec(0, embedding=first)], as_of=LATER)
+    assert store.upsert("alice", [rec(0, embedding=first)], as_of=LATER).unchanged == 1
+    assert store.upsert("alice", [rec(0, embedding=second)], as_of=LATER).updated == 1
+    hits = store.search("alice", np.asarray(second), as_of=LATER, method="dense", top_k=1)
+    assert hits[0].record.id == "r0" and hits[0].similarity > 0.99
