@@ -42,7 +42,9 @@ time replay them correctly). Only things known by the flush are written:
   them (the warm start).
 
 Write failures (:class:`~backend.errors.SentinelError`) are logged and counted in
-:attr:`MemoryWriter.stats`, never raised: the agent keeps trading. What failed is tried
+:attr:`MemoryWriter.stats` (``writes``: episodes and outcomes a flush tried to write,
+a retry counted again; ``writes_failed``: those that failed, alone as well as in their
+batch), never raised: the agent keeps trading. What failed is tried
 again, one write at a time, at the next flushes, then dropped and counted
 (``episodes_lost``, ``outcomes_lost``; :func:`~backend.agents._writer_state.retry_or_drop`):
 a chroma server restarting during a flush had lost that day's episodes for good, while
@@ -251,6 +253,7 @@ class MemoryWriter:
         written = 0
         if self._buffer:
             batch, self._buffer = self._buffer, []
+            self.stats["writes"] += len(batch)
             try:
                 self.system.episodic.add(batch, as_of=as_of)
                 written = len(batch)
@@ -263,6 +266,7 @@ class MemoryWriter:
                     try:
                         self.system.episodic.add([episode], as_of=as_of)
                     except SentinelError as one:
+                        self.stats["writes_failed"] += 1
                         if self._retry(episode.id, "episodes_lost", one):
                             self._buffer.append(episode)
                         continue
@@ -402,6 +406,7 @@ class MemoryWriter:
         if not batch:
             return
         episodic = self.system.episodic
+        self.stats["writes"] += len(batch)
         try:
             episodic.record_outcomes(self.trader_id, batch, as_of=as_of)
         except SentinelError as err:
@@ -411,6 +416,7 @@ class MemoryWriter:
                 try:
                     episodic.record_outcomes(self.trader_id, [item], as_of=as_of)
                 except SentinelError as one:
+                    self.stats["writes_failed"] += 1
                     if self._retry(key, "outcomes_lost", one):
                         self._queued.append(item)
                     continue

@@ -312,6 +312,9 @@ def run_backtest(
     if late and decisions:
         last = decisions[-1]
         decisions[-1] = last.model_copy(update={"memory_errors": [*last.memory_errors, *late]})
+    stats = getattr(maker, "stats", None)
+    counted = stats() if callable(stats) else {}
+    writes = (int(counted.get("writes", 0)), int(counted.get("writes_failed", 0)))
     close_prices = np.asarray([row[3] for row in rows], dtype=np.float64)
     index = pd.DatetimeIndex(closes_idx, name="time")
     equity_s = pd.Series(equity, index=index, name="equity")
@@ -334,6 +337,7 @@ def run_backtest(
         missing_candles=_missing_in(
             ohlcv, start=start or open_times[0], end=end or close_times[-1]
         ),
+        memory_writes=writes,
     ).model_copy(update={"ruined_at": ruined_at})
     return BacktestResult(
         symbol=ohlcv.pair,

@@ -222,12 +222,14 @@ def compute_metrics(
     start: datetime,
     end: datetime,
     missing_candles: int = 0,
+    memory_writes: tuple[int, int] = (0, 0),
 ) -> BacktestMetrics:
     """All :class:`BacktestMetrics` of one run (definitions in the module doc).
 
     ``equity``/``buy_and_hold``: quote currency at each bar close; ``exposure``: signed
     notional / equity at each bar close; ``start``/``end``: first bar open, last bar close;
-    ``missing_candles``: candles absent inside the window.
+    ``missing_candles``: candles absent inside the window; ``memory_writes``: the
+    memory's writes ``(asked, failed)`` (``MemoryWriter.stats``).
     """
     per_year = bars_per_year(timeframe)
     returns = bar_returns(equity)
@@ -268,6 +270,8 @@ def compute_metrics(
         memory_error_decisions=sum(1 for record in decisions if record.memory_errors),
         memory_first_error=next((r.memory_errors[0] for r in decisions if r.memory_errors), None),
         missing_candles=missing_candles,
+        memory_writes=memory_writes[0],
+        memory_writes_failed=memory_writes[1],
         warmup_decisions=sum(
             1
             for r in decisions
@@ -293,13 +297,17 @@ def run_warning(metrics: BacktestMetrics, *, min_share: float) -> str | None:
 def dependency_failure(metrics: BacktestMetrics, *, min_share: float) -> str | None:
     """Why the run did not measure what it was asked to, or None: its chat model answered
     less than ``min_share`` (0..1, ``llm.min_answered_share``) of the decisions asked of
-    it, or its memory worked at less than ``min_share`` of the decisions (a store that
-    fails at every call). The same words as :func:`run_warning`'s, which also says
-    what is no dependency's failure (data gaps, refused proposals, a ruined account).
+    it, or its memory worked at less than ``min_share`` of the decisions or of its
+    writes (a store that fails at every call). The same words as :func:`run_warning`'s,
+    which also says what is no dependency's failure (data gaps, refused proposals, a
+    ruined account).
     The CLI exits 3 on it, after writing every output."""
     found = [_llm_usage_of(metrics).warning(min_share=min_share)]
     n = metrics.n_decisions
-    if below_share(n - metrics.memory_error_decisions, n, min_share=min_share):
+    writes, failed = metrics.memory_writes, metrics.memory_writes_failed
+    if below_share(n - metrics.memory_error_decisions, n, min_share=min_share) or below_share(
+        writes - failed, writes, min_share=min_share
+    ):
         found.append(memory_warning(metrics))
     said = [w for w in found if w]
     return "; ".join(said) if said else None
@@ -375,11 +383,17 @@ def constraint_warning(metrics: BacktestMetrics) -> str | None:
 
 
 def memory_warning(metrics: BacktestMetrics) -> str | None:
-    """``"the memory failed at 12 of 24 decisions; first error: ..."``, or None when it
-    never failed: a store that fails on every call must not pass as a quiet run."""
+    """``"the memory failed at 12 of 24 decisions (253 of 253 writes); first error:
+    ..."``, or None when it never failed: a store that fails on every call must not pass
+    as a quiet run."""
     if not metrics.memory_error_decisions:
         return None
+    writes = (
+        f" ({metrics.memory_writes_failed} of {metrics.memory_writes} writes)"
+        if metrics.memory_writes_failed
+        else ""
+    )
     return (
         f"the memory failed at {metrics.memory_error_decisions} of {metrics.n_decisions} "
-        f"decisions; first error: {metrics.memory_first_error}"
+        f"decisions{writes}; first error: {metrics.memory_first_error}"
     )

@@ -245,6 +245,13 @@ class BacktestMetrics(FrozenModel):
     .memory_errors``); any is said in the run's summary line and report."""
     memory_first_error: str | None = None
     """The first of those failures (None without any)."""
+    memory_writes: int = Field(default=0, ge=0)
+    """Episodes and outcomes the memory was asked to write (batched every
+    ``flush_every`` bars, a retry counted again; 0 with memory off)."""
+    memory_writes_failed: int = Field(default=0, ge=0)
+    """Of those, the writes that failed: a write fails at one flush for every decision
+    of its batch, so a store refusing every write is judged by this share too (by
+    decisions it had passed as 12 of 264)."""
     missing_candles: int = Field(default=0, ge=0)
     """Candles absent from the data between the window's first and last candle (gaps in
     the file, ``sentinel data check`` lists them): the agent decided only at the candles

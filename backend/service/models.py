@@ -124,6 +124,10 @@ class PaperState(FrozenModel):
     .memory_errors``; a write that failed is tried again at the next flushes)."""
     memory_first_error: str | None = None
     """The first of those failures."""
+    memory_writes: int = Field(default=0, ge=0)
+    """The memory's writes so far, and ... (``BacktestMetrics.memory_writes``)"""
+    memory_writes_failed: int = Field(default=0, ge=0)
+    """... those that failed (``BacktestMetrics.memory_writes_failed``)."""
 
 
 class PaperStepResult(FrozenModel):

@@ -106,21 +106,29 @@ def paper_warning(state: PaperState, *, min_answered_share: float) -> str | None
 
 
 def _memory_failed(state: PaperState) -> str:
+    writes = (
+        f" ({state.memory_writes_failed} of {state.memory_writes} writes)"
+        if state.memory_writes_failed
+        else ""
+    )
     return (
-        f"the memory failed at {state.memory_error_decisions} of {state.bars} decisions; "
-        f"first error: {state.memory_first_error}"
+        f"the memory failed at {state.memory_error_decisions} of {state.bars} decisions"
+        f"{writes}; first error: {state.memory_first_error}"
     )
 
 
 def paper_failure(state: PaperState, *, min_answered_share: float) -> str | None:
     """What of :func:`paper_warning` is a dependency's failure, or None: the LLM answered
     less than ``min_answered_share`` of its decisions, or the memory worked at less than
-    that share of them (as :func:`backend.backtest.metrics.dependency_failure` for a
-    backtest). ``sentinel paper`` exits 3 on it when it stops."""
+    that share of them or of its writes (as
+    :func:`backend.backtest.metrics.dependency_failure` for a backtest). ``sentinel
+    paper`` exits 3 on it when it stops."""
     usage = LLMUsage(state.llm_decisions, state.llm_answered, state.llm_first_error)
     found = [usage.warning(min_share=min_answered_share)]
-    if below_share(
-        state.bars - state.memory_error_decisions, state.bars, min_share=min_answered_share
+    share = min_answered_share
+    writes, failed = state.memory_writes, state.memory_writes_failed
+    if below_share(state.bars - state.memory_error_decisions, state.bars, min_share=share) or (
+        below_share(writes - failed, writes, min_share=share)
     ):
         found.append(_memory_failed(state))
     said = [w for w in found if w]
@@ -325,6 +333,7 @@ class PaperTrader:
             asked
         )
         failed = [r.memory_errors[0] for r in records if r.memory_errors]
+        counted = manager.stats()
         state = state.model_copy(
             update={
                 "llm_decisions": usage.asked,
@@ -332,6 +341,8 @@ class PaperTrader:
                 "llm_first_error": usage.first_error,
                 "memory_error_decisions": state.memory_error_decisions + len(failed),
                 "memory_first_error": state.memory_first_error or next(iter(failed), None),
+                "memory_writes": int(counted.get("writes", 0)),  # the writer's, kept with it
+                "memory_writes_failed": int(counted.get("writes_failed", 0)),
                 "broker": broker.state(),
                 "pending": stepper.pending,
                 "ruined": stepper.ruined,

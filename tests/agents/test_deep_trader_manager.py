@@ -750,6 +750,8 @@ def test_a_memory_that_fails_is_on_the_decisions_metrics_and_warning(
         late = manager.finish()
         assert late and late[0].startswith("write episodes: "), late
         assert manager.finish() == []
+        counted = manager.stats()  # what the metrics' write share is read from
+        assert 0 < counted["writes_failed"] < counted["writes"]
     finally:
         close()
     failed = [r for r in later.records if r.memory_errors]

@@ -308,6 +308,9 @@ def test_a_failure_of_the_makers_last_writes_is_on_the_last_decision() -> None:
             self.finished += 1
             return ["write outcomes: StoreError: the store is gone"]
 
+        def stats(self) -> dict[str, float]:  # the DeepTraderManager's writer's counts
+            return {"bars": 4, "writes": 5, "writes_failed": 5}
+
     maker = Finishing({})
     ohlcv = synthetic_ohlcv([(100, 100)] * 4)
     result = run_backtest(ohlcv, maker, settings=FREE, trader_id="t", start=None, end=None)
@@ -316,7 +319,10 @@ def test_a_failure_of_the_makers_last_writes_is_on_the_last_decision() -> None:
         "write outcomes: StoreError: the store is gone"
     ]]  # fmt: skip
     assert result.metrics.memory_error_decisions == 1
-    assert "the memory failed at 1 of 4 decisions" in str(run_warning(result.metrics, min_share=1))
+    assert "the memory failed at 1 of 4 decisions (5 of 5 writes)" in str(
+        run_warning(result.metrics, min_share=1)
+    )
+    assert (result.metrics.memory_writes, result.metrics.memory_writes_failed) == (5, 5)
 
 
 def test_progress_is_reported_for_every_bar() -> None:

@@ -185,3 +185,12 @@ def test_a_dependency_that_failed_is_a_failure_and_a_data_gap_is_not() -> None:
     )
     both = dead.model_copy(update={**store, "memory_error_decisions": 40})
     assert str(dependency_failure(both, min_share=0.95)).count("; first error") == 2
+    # a write fails at one flush (every 24 bars) for all the decisions of its batch: a
+    # store refusing every write had failed at 12 of 264 decisions and exited 0
+    flushed = {**store, "memory_error_decisions": 1, "memory_writes": 20}
+    assert dependency_failure(m.model_copy(update={**flushed, "memory_writes_failed": 1}),
+                              min_share=0.95) is None  # fmt: skip
+    refused = m.model_copy(update={**flushed, "memory_writes_failed": 20})
+    assert dependency_failure(refused, min_share=0.95) == (
+        "the memory failed at 1 of 40 decisions (20 of 20 writes); first error: StoreError: gone"
+    )

@@ -264,7 +264,7 @@ def test_a_feed_without_new_candles_and_a_failing_memory_are_said_in_every_step(
     assert after is not None and after.bars == 3 and after.memory_error_decisions == 1
     assert after.memory_first_error is not None and "no episode" in after.memory_first_error
     assert failing.warning is not None
-    assert failing.warning.startswith("the memory failed at 1 of 3 decisions; first error: ")
+    assert failing.warning.startswith("the memory failed at 1 of 3 decisions (1 of 6 writes); ")
 
 
 def test_a_persona_written_after_the_first_close_and_before_now_is_not_written_over(
