@@ -251,9 +251,10 @@ def _trade_frequency(fills: pd.DataFrame, as_of: datetime) -> PersonaAttribute:
         "span_days": round(span, 3),
         "fills_per_active_day": round(len(fills) / active, 3),
         "orders_per_active_day": round(n_orders / active, 3),
-        "rule": "value = fills per active UTC day; orders = distinct order ids",
+        "rule": "value = orders (distinct order ids; a fill without one is its own) per "
+        "active UTC day: one Hyperliquid order fills up to hundreds of times",
     }
-    value = round(len(fills) / active, 2)
+    value = round(n_orders / active, 2)
     return _attr("trade_frequency", value, fills, as_of=as_of, detail=detail, n=active)
 
 
@@ -278,15 +279,19 @@ def _position_notional(fills: pd.DataFrame, as_of: datetime) -> PersonaAttribute
 
 
 def _win_rate(closing: pd.DataFrame, as_of: datetime) -> PersonaAttribute:
-    pnl = closing["realized_pnl"].fillna(0.0)
+    orders = closing["order"].where(closing["order"].notna(), "fill:" + closing["id"])
+    pnl = closing["realized_pnl"].fillna(0.0).groupby(orders, sort=False).sum()
     wins, losses = int((pnl > 0).sum()), int((pnl < 0).sum())
     value = _r(wins / len(pnl), 4) if len(pnl) else None
     detail = {
-        "closing_fills": len(pnl),
+        "closing_orders": len(pnl),
+        "closing_fills": len(closing),
         "wins": wins,
         "losses": losses,
         "flat": len(pnl) - wins - losses,
-        "rule": "share of closing fills (" + ", ".join(CLOSING_DIRECTIONS) + ") with PnL > 0",
+        "rule": "share of closing orders (their fills' PnL summed; "
+        + ", ".join(CLOSING_DIRECTIONS)
+        + ") with PnL > 0: an order's many fills had counted as many trades",
     }
     return _attr("win_rate", value, closing, as_of=as_of, detail=detail)
 

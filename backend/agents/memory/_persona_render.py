@@ -83,8 +83,8 @@ def render_profile(profile: PersonaProfile) -> str:
         lines.append("Habits: " + "; ".join(trades) + ".")
     activity = []
     if a.get("trade_frequency") is not None:
-        orders = d["trade_frequency"].get("orders_per_active_day")
-        activity.append(f"{a['trade_frequency']:.0f} fills ({orders:.1f} orders) per active day")
+        fills = d["trade_frequency"].get("fills_per_active_day")
+        activity.append(f"{a['trade_frequency']:.1f} orders ({fills:.0f} fills) per active day")
     if isinstance(a.get("position_notional"), dict):
         pn = a["position_notional"]
         activity.append(f"fill size median {_usd(pn['median'])}, p90 {_usd(pn['p90'])}")

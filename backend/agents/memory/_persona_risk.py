@@ -18,11 +18,13 @@ RISK_THRESHOLDS: dict[str, tuple[float, float]] = {
     "loss_depth": (0.01, 0.03),
     "drawdown_scale": (0.05, 0.20),
     "concentration": (0.50, 0.80),
-    "frequency": (50.0, 200.0),
+    "frequency": (1.0, 10.0),
     "leverage": (2.0, 5.0),
 }
 """Per risk component ``(a, b)``: score 0 below ``a``, 1 below ``b``, else 2 (see
-:func:`_risk_tolerance`)."""
+:func:`_risk_tolerance`). ``frequency`` is in orders per active day: under one a day
+is swing or position trading, ten or more is intraday scalping (it was 50 / 200 fills a
+day until the value became orders: the three real traders' buckets are the same)."""
 RISK_BUCKETS: tuple[tuple[float, str], ...] = ((0.75, "conservative"), (1.25, "moderate"))
 """Mean component score below the bound -> bucket; otherwise ``aggressive``."""
 
@@ -45,7 +47,7 @@ def risk_tolerance(
     - ``drawdown_scale``: max drawdown (USDC) / median daily traded notional (the trader's
       own scale: equity is not in the export);
     - ``concentration``: top asset's share of notional;
-    - ``frequency``: fills per active day;
+    - ``frequency``: orders per active day (``trade_frequency``);
     - ``leverage``: only when known (never from the Hyperliquid export).
 
     Bucket: mean < 0.75 conservative, < 1.25 moderate, else aggressive.
