@@ -53,15 +53,20 @@ def parse_utc(text: str) -> datetime:
         parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"not an ISO-8601 date/time: {text!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else to_utc(parsed)
 
 
 def to_utc(value: datetime) -> datetime:
-    """Return ``value`` in UTC. Raises ``ValueError`` for a naive datetime (ambiguous).
-    Use as a pydantic validator (``field_validator("as_of")(to_utc)``) or directly."""
+    """Return ``value`` in UTC. Raises ``ValueError`` for a naive datetime (ambiguous)
+    and for one whose UTC time falls outside the years 1..9999 (``0001-01-01T00:00+05:00``:
+    Python's ``OverflowError`` had ended the CLI as an internal error). Use as a
+    pydantic validator (``field_validator("as_of")(to_utc)``) or directly."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("datetime must be timezone-aware (UTC)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is outside the years 1..9999 in UTC") from None
 
 
 _STABLE_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD")

@@ -258,12 +258,25 @@ def test_a_file_at_odds_with_the_store_is_refused_and_a_bad_recall_is_one_line(
                         "--store-path", str(run_dir), "--json")  # fmt: skip
     assert code == 0 and '{"id": "q", "message_ids": [], "tokens": 0}' in out, out
     assert "sentinel: warning: no message of trader" in out
-    # two queries with one id: their answers could not be told apart
+    # two queries with one id: the contract asks one answer per line, in the file's order
+    # (they had been refused), and a warning says it
     twice = json.dumps({"id": "q", "query": "moving house?", "as_of": "2025-03-05T00:00:00Z"})
     queries.write_text(queries.read_text() + "\n" + twice + "\n")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "sentinel"), "memory", "recall", "--trader", TRADER,
+         "--queries", str(queries), "--store-path", str(run_dir), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == ["q", "q"]
+    assert f"{queries}: line 2: id 'q' is also on line 1" in done.stderr
+    # a time that is past the year 9999 once in UTC: the line named, not an internal error
+    late = json.dumps({"id": "z", "query": "x", "as_of": "9999-12-31T23:59:59-05:00"})
+    queries.write_text(late + "\n")
     code, out = _invoke("memory", "recall", "--trader", TRADER, "--queries", str(queries),
                         "--store-path", str(run_dir), "--json")  # fmt: skip
-    assert code == 2 and out.strip() == f"sentinel: error: {queries}: line 2: id: 'q' appears twice"
+    assert code == 2 and out.startswith(f"sentinel: error: {queries}: line 1: as_of: "), out
+    assert "outside the years 1..9999 in UTC" in out
 
 
 def test_only_the_named_speaker_is_read_as_the_trader(tmp_path: Path) -> None:

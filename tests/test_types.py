@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from backend.types import base_asset, normalize_pair
+from backend.types import base_asset, normalize_pair, parse_utc, to_utc
 
 
 @pytest.mark.parametrize(
@@ -36,3 +38,14 @@ def test_base_asset_of_every_spelling() -> None:
     spellings = ("DOGE/USDT", "DOGE_USDT", "DOGE-USDT", "DOGEUSDT", "DOGE/USDC:USDC", "DOGE")
     assert {base_asset(s) for s in spellings} == {"DOGE"}
     assert base_asset("@107") == "@107" and base_asset("kPEPE/USDC:USDC") == "kPEPE"
+
+
+def test_a_time_outside_the_calendar_once_in_utc_is_a_value_error() -> None:
+    """``0001-01-01T00:00+05:00`` is a valid ISO-8601 time whose UTC time is before year 1:
+    Python's ``OverflowError`` had ended the CLI as an internal error (exit 1)."""
+    for text in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"):
+        with pytest.raises(ValueError, match=r"outside the years 1\.\.9999 in UTC"):
+            parse_utc(text)
+        with pytest.raises(ValueError, match=r"outside the years 1\.\.9999 in UTC"):
+            to_utc(datetime.fromisoformat(text))
+    assert parse_utc("9999-12-31T23:59:59Z") == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)

@@ -88,7 +88,10 @@ def ablation(
     first, last = parse_utc(start, name="start"), parse_utc(end, name="end")
     if first >= last:
         raise ConfigError(f"--start {start} must be before --end {end}")
-    windows = walk_forward_windows(first, last, months=window_months)
+    try:
+        windows = walk_forward_windows(first, last, months=window_months)
+    except (ValueError, OverflowError) as exc:  # pandas' times end in 2262; Python's in 9999
+        raise ConfigError(f"--start {start} --end {end}: no windows there ({exc})") from None
     trader_id, trader_fills = (
         load_trader_fills(fills, trader) if trader is not None and fills is not None else (None, [])
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 import typer
-from pydantic import AwareDatetime, Field, ValidationError
+from pydantic import AwareDatetime, Field, ValidationError, field_validator
 from rich.markup import escape
 from rich.table import Table
 
@@ -21,7 +21,7 @@ from backend.cli._common import console, parse_utc, settings_for_store
 from backend.errors import ConfigError, DataError, StoreError
 from backend.memory.models import ChatMessage
 from backend.storage.models import TRADER_ID_PATTERN
-from backend.types import END_OF_TIME, FrozenModel, first_problem
+from backend.types import END_OF_TIME, FrozenModel, first_problem, to_utc
 
 _Line = TypeVar("_Line", bound=FrozenModel)
 
@@ -95,6 +95,8 @@ class _Query(FrozenModel):
     id: str = Field(min_length=1, max_length=200)
     query: str = Field(min_length=1, max_length=2000)
     as_of: AwareDatetime
+
+    _tz = field_validator("as_of")(to_utc)  # at read: a time past 9999 in UTC names its line
 
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -319,9 +321,10 @@ def memory_recall(
     _trader(trader)
     asked = _read_jsonl(queries, _Query, times=("as_of",))
     first_line: dict[str, int] = {}
-    for number, q in asked:  # an answer is told from another only by its id
-        if first_line.setdefault(q.id, number) != number:
-            raise DataError(f"{queries}: line {number}: id: {q.id!r} appears twice")
+    for number, q in asked:  # answered all the same, one line each, in the file's order
+        if (first := first_line.setdefault(q.id, number)) != number:
+            print(f"sentinel: warning: {queries}: line {number}: id {q.id!r} is also on "
+                  f"line {first}", file=sys.stderr)  # fmt: skip
     cfg = settings_for_store(store_path, create=False)
     with build_memory_system(cfg) as system:
         talk = system.memory.conversation
