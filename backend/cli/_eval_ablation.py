@@ -66,7 +66,7 @@ def ablation(
     each bar, and persona alignment is scored against the trader's profile as
     of each window's end."""
     from backend.backtest.metrics import dependency_failure, run_warning
-    from backend.data import find_ohlcv_file, read_ohlcv_file
+    from backend.data import OHLCV_FORMATS, find_ohlcv_file, ohlcv_filename, read_ohlcv_file
     from backend.embeddings import build_embedder
     from backend.eval.ablation import (
         MODES,
@@ -107,6 +107,15 @@ def ablation(
     check_writable(curves, what="curves CSV")
     candles = data_dir if data_dir is not None else cfg.data.market_dir
     symbols = dict.fromkeys(parse_pair(p, name="pairs") for p in split_values(pairs, name="pairs"))
+    inputs = {  # an output there had replaced the run's candles (or made a second file)
+        (Path(candles) / ohlcv_filename(pair, tf, fmt)).resolve()
+        for pair in symbols
+        for tf in split_values(timeframes, name="timeframes")
+        for fmt in OHLCV_FORMATS
+    } | ({fills.resolve()} if fills is not None else set())
+    for label, path in (("--out", out), ("--html", page), ("the curves CSV of --out", curves)):
+        if path.resolve() in inputs:
+            raise ConfigError(f"{label} {path}: this run reads its candles or fills there")
     frames = {
         (pair, tf): read_ohlcv_file(find_ohlcv_file(candles, pair, tf), pair=pair, timeframe=tf)
         for pair in symbols

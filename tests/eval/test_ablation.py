@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -342,18 +343,28 @@ def test_cli_reads_any_spelling_of_a_pair_and_checks_its_outputs_first(
     data = json.loads(out.read_text())
     assert list(data["summary"]) == ["BTC/USDT"] and len(data["runs"]) == 1  # one pair, once
     (tmp_path / "a_file").write_text("x")
+    copy = tmp_path / "candles"
+    copy.mkdir()
+    shutil.copyfile(f"{market}/BTC_USDT-1d.csv.gz", copy / "BTC_USDT-1d.csv.gz")
     for where, problem in [
         (["--out", str(tmp_path / "a_file" / "x.json")], "a_file is not a directory"),
         (["--out", str(tmp_path)], "would replace a directory"),
         (["--html", str(tmp_path / "a_file" / "x.html")], "a_file is not a directory"),
         (["--out", str(tmp_path / "page.html")], "the HTML page would overwrite it"),
         (["--pairs", "BTC"], "--pairs: 'BTC' is not a pair"),
-    ]:
+        # the run's own candles: an output had replaced them (or made a second file); a
+        # copy of them, so a regression cannot write over the shared data
+        (["--data-dir", str(copy), "--out", str(copy / "BTC_USDT-1d.csv.gz")],
+         "this run reads its candles or fills there"),
+        (["--data-dir", str(copy), "--html", str(copy / "BTC_USDT-1d.json")],
+         "this run reads its candles or fills there"),
+    ]:  # fmt: skip
         bad = [*args, *where]  # the later of a repeated option wins
         result = CliRunner().invoke(app, bad)
         assert isinstance(result.exception, (ConfigError, DataError)), result.output
         assert problem in str(result.exception)
         assert not (tmp_path / "page.html").exists()
+    assert sorted(p.name for p in copy.iterdir()) == ["BTC_USDT-1d.csv.gz"]
 
 
 def test_a_chat_model_that_never_answers_is_loud_in_the_summary_and_the_page(
