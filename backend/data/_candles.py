@@ -128,12 +128,19 @@ def find_gaps(frame: pd.DataFrame, timeframe: str) -> list[Gap]:
     return gaps
 
 
+_ZONE = r"(?:Z|[T ][\d:.]+[+-]\d{2}(?::?\d{2})?)$"
+"""The time zone an ISO-8601 time ends with (``Z``, ``+02:00``, ``-0500``, ``+02``; after
+a time: ``2024-10-29`` ends in no zone)."""
+
+
 def coerce_dates(raw: pd.Series, *, rows: np.ndarray, source: str | Path) -> pd.Series:
     """Parse candle open times to ``datetime64[ns, UTC]``.
 
     Accepts datetimes (naive = UTC), ISO-8601 strings (``2020-09-20T00:00:00Z``; no offset =
     UTC; offsets converted) or epoch numbers: values >= 1e11 are milliseconds, smaller ones
-    seconds (decided per value by magnitude). Raises DataError at the first bad row.
+    seconds (decided per value by magnitude). Raises DataError at the first bad row, and
+    at the first string date that has a time zone where the first has none, or the other
+    way round (a row without one among ``Z`` rows had been read as UTC without a word).
     """
     if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw):
         dates = pd.Series(pd.DatetimeIndex(raw))
@@ -163,6 +170,16 @@ def coerce_dates(raw: pd.Series, *, rows: np.ndarray, source: str | Path) -> pd.
     if text is None:  # a numeric column with NaN holes
         pos = int(np.argmax(numbers.isna().to_numpy()))
         raise DataError("missing value", path=source, row=int(rows[pos]), field="date")
+    zoned = text.str.contains(_ZONE, regex=True).to_numpy()
+    if zoned.any() and not zoned.all():  # "no offset = UTC" is a file's choice, not a row's
+        pos = int(np.argmax(zoned != zoned[0]))
+        raise DataError(
+            f"date {text.iloc[pos]!r} {'has' if zoned[pos] else 'has no'} time zone, "
+            f"unlike the file's first date {text.iloc[0]!r}",
+            path=source,
+            row=int(rows[pos]),
+            field="date",
+        )
     dates = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
     bad = dates.isna().to_numpy()
     if bad.any():

@@ -54,6 +54,21 @@ DAMAGE = [
     ("text in number", replace(3, "2024-01-01T01:00:00Z,105,106,101,abc,3"), 3, "close", "number"),
     ("empty number", replace(5, "2024-01-01T03:00:00Z,103,,102,107,7.25"), 5, "high", "missing"),
     ("NaN", replace(2, "2024-01-01T00:00:00Z,NaN,110,95,105,12.5"), 2, "open", "NaN"),
+    # one row without the file's time zone had been read as UTC without a word
+    (
+        "naive among Z",
+        replace(4, "2024-01-01T02:00:00,102,104,100,103,0"),
+        4,
+        "date",
+        "has no time zone",
+    ),
+    (
+        "zoned among naive",
+        [HEADER, *(g.replace("Z,", ",", 1) for g in GOOD[:2]), GOOD[2]],
+        4,
+        "date",
+        "has time zone",
+    ),
     ("inf", replace(6, "2024-01-01T04:00:00Z,107,inf,99,100,1"), 6, "high", "infinite"),
     ("zero price", replace(4, "2024-01-01T02:00:00Z,102,104,0,103,0"), 4, "low", "> 0"),
     ("negative price", replace(2, "2024-01-01T00:00:00Z,-1,110,95,105,1"), 2, "open", "> 0"),
@@ -262,9 +277,10 @@ def test_gaps_are_found_not_filled(tmp_path: Path) -> None:
     [
         ["1704067200", "1704070800", "1704074400"],  # epoch seconds
         ["1704067200000", "1704070800000", "1704074400000"],  # epoch milliseconds
-        ["2024-01-01 00:00:00", "2024-01-01T01:00:00", "2024-01-01T03:00:00+01:00"],  # naive=UTC
+        ["2024-01-01 00:00:00", "2024-01-01T01:00", "2024-01-01T02:00:00.000"],  # naive=UTC
+        ["2024-01-01 00:00:00Z", "2024-01-01T01:00:00Z", "2024-01-01T03:00:00+01:00"],
     ],
-    ids=["epoch-s", "epoch-ms", "iso-variants"],
+    ids=["epoch-s", "epoch-ms", "iso-naive", "iso-zoned"],
 )
 def test_date_formats(tmp_path: Path, dates: list[str]) -> None:
     values = ["100,110,95,105,1", "105,106,101,102,3", "102,104,100,103,0"]
