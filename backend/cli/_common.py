@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,16 @@ def parse_utc(value: str, *, name: str) -> datetime:
         return types.parse_utc(value)
     except ValueError as exc:
         raise ConfigError(f"--{name}: {exc}") from None
+
+
+def parse_trader(value: str) -> str:
+    """A ``--trader`` id as the store takes it (``TRADER_ID_PATTERN``: ``0x513b...``,
+    ``market-btc``); raises :class:`ConfigError` for any other text."""
+    from backend.storage.models import TRADER_ID_PATTERN
+
+    if not re.fullmatch(TRADER_ID_PATTERN, value):
+        raise ConfigError(f"--trader: not a valid trader id: {value[:40]!r}")
+    return value
 
 
 def parse_pair(value: str, *, name: str = "pair") -> str:

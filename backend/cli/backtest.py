@@ -52,6 +52,7 @@ from backend.cli._common import (
     news_inputs,
     news_warnings,
     parse_pair,
+    parse_trader,
     parse_utc,
     settings,
 )
@@ -225,10 +226,17 @@ def backtest(
         Path | None, typer.Option(help="Memory store directory (default: the manager's).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics JSON.")] = False,
+    trader: Annotated[
+        str | None,
+        typer.Option(help="Trader whose memory the run uses (default: agent.trader_id)."),
+    ] = None,
 ) -> None:
     """Backtest the DeepTraderManager on one pair: fills at the next open, fees, slippage."""
 
     cfg = settings()
+    if trader is not None:  # e.g. a persona `replay-trades` built into the same --store-path
+        agent = cfg.agent.model_copy(update={"trader_id": parse_trader(trader)})
+        cfg = cfg.model_copy(update={"agent": agent})
     first = parse_utc(start, name="start") if start else None
     last = parse_utc(end, name="end") if end else None
     use_memory = _on_off(memory, default=cfg.agent.memory)

@@ -17,10 +17,9 @@ from pydantic import AwareDatetime, Field, ValidationError, field_validator
 from rich.markup import escape
 from rich.table import Table
 
-from backend.cli._common import console, parse_utc, settings_for_store
+from backend.cli._common import console, parse_trader, parse_utc, settings_for_store
 from backend.errors import ConfigError, DataError, StoreError
 from backend.memory.models import ChatMessage
-from backend.storage.models import TRADER_ID_PATTERN
 from backend.types import END_OF_TIME, FrozenModel, first_problem, to_utc
 
 _Line = TypeVar("_Line", bound=FrozenModel)
@@ -166,12 +165,6 @@ def _read_jsonl(
     return out
 
 
-def _trader(trader: str) -> str:
-    if not re.fullmatch(TRADER_ID_PATTERN, trader):
-        raise ConfigError(f"--trader: not a valid trader id: {trader[:40]!r}")
-    return trader
-
-
 _IMPORT_CHUNK = 200
 """Messages of a chat file written (then read into the persona) at a time."""
 
@@ -209,7 +202,7 @@ def memory_import_chat(
     characters, a caption up to 10,000, ids, speakers and sessions up to 200."""
     from backend.compose import build_memory_system
 
-    _trader(trader)
+    parse_trader(trader)
     lines = _read_jsonl(file, ChatMessage, times=("time",))
     seen: set[str] = set()
     before: ChatMessage | None = None
@@ -318,7 +311,7 @@ def memory_recall(
     from backend.compose import build_memory_system
     from backend.memory.conversation import MAX_TOP_K
 
-    _trader(trader)
+    parse_trader(trader)
     asked = _read_jsonl(queries, _Query, times=("as_of",))
     first_line: dict[str, int] = {}
     for number, q in asked:  # answered all the same, one line each, in the file's order

@@ -195,6 +195,16 @@ def test_typer_command_json_and_text(
     bad = CliRunner().invoke(app, ["backtest", *args[1:], "--memory", "maybe"])
     assert isinstance(bad.exception, ConfigError) and "--memory" in str(bad.exception)
 
+    # --trader: the memory of a trader whose persona another command built in the store
+    # (issue 14's recall works "on a store that already holds market episodes and a
+    # persona of the same trader"; it had taken SENTINEL_AGENT__TRADER_ID)
+    trader = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+    result = CliRunner().invoke(app, [*args, "--trader", trader])
+    assert result.exit_code == 0, result.output
+    assert factory.calls[-1]["settings"].agent.trader_id == trader
+    bad = CliRunner().invoke(app, [*args, "--trader", "Bob Smith"])
+    assert isinstance(bad.exception, ConfigError) and "--trader" in str(bad.exception)
+
 
 def test_main_prints_one_line_and_exits_2_for_a_damaged_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
