@@ -107,24 +107,24 @@ def ablation(
     check_writable(curves, what="curves CSV")
     candles = data_dir if data_dir is not None else cfg.data.market_dir
     symbols = dict.fromkeys(parse_pair(p, name="pairs") for p in split_values(pairs, name="pairs"))
+    root = data_root if data_root is not None else data_root_for(candles, cfg)
+    news = news_inputs(root, cfg)
     inputs = {  # an output there had replaced the run's candles (or made a second file)
         (Path(candles) / ohlcv_filename(pair, tf, fmt)).resolve()
         for pair in symbols
         for tf in split_values(timeframes, name="timeframes")
         for fmt in OHLCV_FORMATS
-    } | ({fills.resolve()} if fills is not None else set())
+    } | {Path(p).resolve() for p in [fills, *news.values()] if p is not None}
     for label, path in (("--out", out), ("--html", page), ("the curves CSV of --out", curves)):
         if path.resolve() in inputs:
-            raise ConfigError(f"{label} {path}: this run reads its candles or fills there")
+            raise ConfigError(f"{label} {path}: this run reads its candles, fills or news there")
     frames = {
         (pair, tf): read_ohlcv_file(find_ohlcv_file(candles, pair, tf), pair=pair, timeframe=tf)
         for pair in symbols
         for tf in split_values(timeframes, name="timeframes")
     }
-    root = data_root if data_root is not None else data_root_for(candles, cfg)
     embedder = build_embedder(cfg.embedding)  # its disk cache serves the repeated texts
     err = Console(stderr=True)
-    news = news_inputs(root, cfg)
     header = {"command": " ".join(["sentinel", *sys.argv[1:]]), "complete": False, "news": news}
 
     def checkpoint(run: WindowRun, runs: list[WindowRun]) -> None:

@@ -346,6 +346,9 @@ def test_cli_reads_any_spelling_of_a_pair_and_checks_its_outputs_first(
     copy = tmp_path / "candles"
     copy.mkdir()
     shutil.copyfile(f"{market}/BTC_USDT-1d.csv.gz", copy / "BTC_USDT-1d.csv.gz")
+    (tmp_path / "trades").mkdir()  # a copy of the news inputs too
+    shutil.copyfile(shared_data / "trades" / "fear_greed_index.csv",
+                    tmp_path / "trades" / "fear_greed_index.csv")  # fmt: skip
     for where, problem in [
         (["--out", str(tmp_path / "a_file" / "x.json")], "a_file is not a directory"),
         (["--out", str(tmp_path)], "would replace a directory"),
@@ -355,9 +358,12 @@ def test_cli_reads_any_spelling_of_a_pair_and_checks_its_outputs_first(
         # the run's own candles: an output had replaced them (or made a second file); a
         # copy of them, so a regression cannot write over the shared data
         (["--data-dir", str(copy), "--out", str(copy / "BTC_USDT-1d.csv.gz")],
-         "this run reads its candles or fills there"),
+         "this run reads its candles, fills or news there"),
         (["--data-dir", str(copy), "--html", str(copy / "BTC_USDT-1d.json")],
-         "this run reads its candles or fills there"),
+         "this run reads its candles, fills or news there"),
+        (["--data-dir", str(copy), "--data-root", str(tmp_path), "--out",
+          str(tmp_path / "trades" / "fear_greed_index.csv")],
+         "this run reads its candles, fills or news there"),
     ]:  # fmt: skip
         bad = [*args, *where]  # the later of a repeated option wins
         result = CliRunner().invoke(app, bad)
@@ -365,6 +371,9 @@ def test_cli_reads_any_spelling_of_a_pair_and_checks_its_outputs_first(
         assert problem in str(result.exception)
         assert not (tmp_path / "page.html").exists()
     assert sorted(p.name for p in copy.iterdir()) == ["BTC_USDT-1d.csv.gz"]
+    assert (tmp_path / "trades" / "fear_greed_index.csv").read_bytes() == (
+        shared_data / "trades" / "fear_greed_index.csv"
+    ).read_bytes()
 
 
 def test_a_chat_model_that_never_answers_is_loud_in_the_summary_and_the_page(
