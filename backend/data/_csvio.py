@@ -42,21 +42,27 @@ class CsvTable:
 def _longer_than_header(text: str) -> tuple[int, int | None, int]:
     """``(header fields, 1-based line, its fields)`` of the first line with more fields
     than the header (``None``, 0 when there is none: the caller's message still holds)."""
-    reader = csv.reader(io.StringIO(text))
-    width = len(next(reader, []))
-    for fields in reader:
-        if len(fields) > width:
-            return width, reader.line_num, len(fields)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        width = len(next(reader, []))
+        for fields in reader:
+            if len(fields) > width:
+                return width, reader.line_num, len(fields)
+    except csv.Error:
+        return 0, None, 0
     return width, None, 0
 
 
 def _unterminated_quote_line(text: str) -> int:
     """1-based line where the last record starts: a quote never closed swallows the rest
     of the file into that record (pandas names it by its 0-based record number)."""
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text, newline=""))  # "\r" line ends too, as pandas
     start, end = 1, 0
-    for _ in reader:
-        start, end = end + 1, reader.line_num
+    try:
+        for _ in reader:
+            start, end = end + 1, reader.line_num
+    except csv.Error:  # where csv and pandas part ways: the line the reader got to
+        return end + 1
     return start
 
 

@@ -349,3 +349,15 @@ def test_a_boolean_column_is_not_a_number(tmp_path: Path) -> None:
         with pytest.raises(DataError, match="not a number: a boolean column") as caught:
             load(path)
         assert (caught.value.row, caught.value.field) == (2, "volume")
+
+
+@pytest.mark.parametrize("end", ["\r", "\r\n"])
+def test_an_open_quote_is_found_whatever_the_line_ends(tmp_path: Path, end: str) -> None:
+    """Old Mac line ends ("\\r" only): the reader that finds the line of an open quote had
+    ended in an internal csv error where pandas reads the file."""
+    lines = [HEADER, GOOD[0], '"' + GOOD[1], GOOD[2]]
+    path = tmp_path / "BTC_USDT-1h.csv"
+    path.write_bytes((end.join(lines) + end).encode())
+    with pytest.raises(DataError, match="never closed") as caught:
+        load(path)
+    assert caught.value.row == 3
