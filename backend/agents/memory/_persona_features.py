@@ -13,7 +13,8 @@ Every attribute is a :class:`~backend.memory.models.PersonaAttribute` with ``sou
 ``evidence_count`` = how many, ``first_seen``/``last_updated`` = time of the oldest/newest
 of those fills, and ``detail`` = the numbers behind the value.
 
-Confidence is ``n / (n + k)``: ``n`` the evidence count, ``k`` the per-attribute constant of
+Confidence is ``n / (n + k)``: ``n`` the orders among the evidence (active days for
+``trade_frequency``), ``k`` the per-attribute constant of
 :data:`CONFIDENCE_K` (the evidence at which confidence reaches 0.5), rounded to 4 places.
 An attribute without evidence gets ``value=None`` and confidence 0; the persona router
 never adds such an attribute (``leverage`` is always so: the Hyperliquid export has no
@@ -82,8 +83,9 @@ CONFIDENCE_K: dict[str, int] = {
     "active_hours": 50,
     "style": 20,
 }
-"""``k`` of ``confidence = n / (n + k)``: fills, opening fills, closing fills or (for
-``trade_frequency``) active days at which the confidence reaches 0.5."""
+"""``k`` of ``confidence = n / (n + k)``: orders (of the fills, opening fills or closing
+fills an attribute reads) or, for ``trade_frequency``, active days at which the
+confidence reaches 0.5."""
 
 CLOSING_DIRECTIONS = (
     "close_long",
@@ -116,6 +118,15 @@ def _r(value: float | None, places: int) -> float | None:
     return round(float(value), places)
 
 
+def _orders(rows: pd.DataFrame) -> int:
+    """Distinct orders of ``rows`` (a fill without an order id is its own): what a
+    confidence counts, as one Hyperliquid order fills up to hundreds of times (498
+    closing fills of 15 orders had given a win rate the confidence of 498 trades)."""
+    if rows.empty:
+        return 0
+    return int(rows["order"].where(rows["order"].notna(), "fill:" + rows["id"]).nunique())
+
+
 def _attr(
     name: str,
     value: Any,
@@ -125,8 +136,9 @@ def _attr(
     detail: dict[str, Any],
     n: int | None = None,
 ) -> PersonaAttribute:
-    """One attribute with evidence from ``rows`` (confidence from ``n``, default len(rows))."""
-    count = len(rows) if n is None else n
+    """One attribute with evidence from ``rows`` (confidence from ``n``, default the
+    orders among ``rows``: :func:`_orders`)."""
+    count = _orders(rows) if n is None else n
     has = value is not None and len(rows) > 0
     ids = rows["id"].tolist()[-_EVIDENCE_MAX:] if has else []
     first = rows["datetime"].iloc[0].to_pydatetime() if has else as_of
@@ -322,7 +334,7 @@ def _pnl_profile(fills: pd.DataFrame, closing: pd.DataFrame, as_of: datetime) ->
         "rule": "realised (closed) PnL before fees; profit factor = gross profit / gross "
         "loss (None without losses)",
     }
-    return _attr("pnl_profile", value, realised, as_of=as_of, detail=detail, n=len(closing))
+    return _attr("pnl_profile", value, realised, as_of=as_of, detail=detail, n=_orders(closing))
 
 
 def _max_drawdown(fills: pd.DataFrame, closing: pd.DataFrame, as_of: datetime) -> PersonaAttribute:
@@ -347,7 +359,7 @@ def _max_drawdown(fills: pd.DataFrame, closing: pd.DataFrame, as_of: datetime) -
         "rule": "worst peak-to-trough of cumulative realised PnL, starting from 0",
     }
     value = round(worst, 2)
-    return _attr("max_drawdown", value, realised, as_of=as_of, detail=detail, n=len(closing))
+    return _attr("max_drawdown", value, realised, as_of=as_of, detail=detail, n=_orders(closing))
 
 
 def _active_hours(fills: pd.DataFrame, as_of: datetime) -> PersonaAttribute:

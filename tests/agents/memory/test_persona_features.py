@@ -85,7 +85,15 @@ def test_evidence_is_newest_last_and_confidence_follows_the_formula(
     assert attr.evidence_count == len(fills)
     assert attr.last_updated == fills[-1].datetime and attr.first_seen == fills[0].datetime
     k = CONFIDENCE_K["preferred_assets"]
-    assert attr.confidence == round(len(fills) / (len(fills) + k), 4)
+    orders = len({f.order or f.id for f in fills})  # one order fills many times
+    assert orders < len(fills)
+    assert attr.confidence == round(orders / (orders + k), 4)
+    # the win rate's confidence counts its closing orders, as its value does (it had
+    # counted 498 closing fills of 15 orders: 0.94 for 0.33)
+    win = personas[ETH_SOL_SHORT]["win_rate"]
+    closing = win.detail["closing_orders"]
+    assert closing < win.detail["closing_fills"]
+    assert win.confidence == round(closing / (closing + CONFIDENCE_K["win_rate"]), 4)
     shares = attr.detail["shares"]
     assert sum(shares.values()) == pytest.approx(1.0, abs=1e-4)
     assert list(shares) == attr.value
