@@ -52,7 +52,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from backend.config import JobTrigger, Settings
 from backend.data import grid_origin, timeframe_seconds
@@ -220,6 +220,22 @@ def _jobstore(url: str) -> SQLAlchemyJobStore:
         ) from None
 
 
+@contextmanager
+def _opening(url: str) -> Iterator[None]:
+    """The job store's first use (its table made or read): a database that cannot be
+    opened (a directory, a file that is no SQLite database, a server that refuses) is a
+    :class:`ConfigError` naming ``scheduler.jobstore_url`` (it had ended as an internal
+    error, exit 1)."""
+    try:
+        yield
+    except SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or err).splitlines()[0]
+        shown = make_url(url).render_as_string(hide_password=True)  # never a password
+        raise ConfigError(
+            f"scheduler.jobstore_url {shown}: cannot open the job store ({reason})"
+        ) from None
+
+
 def _on_event(event: JobEvent) -> None:
     if event.code == EVENT_JOB_ERROR:
         log.error("job %s failed: %r", event.job_id, getattr(event, "exception", None))
@@ -341,7 +357,8 @@ def start_service(
     resume it (unless ``paused``). Stop it with ``scheduler.shutdown(wait=True)`` and
     then :func:`backend.service.runtime.close_runtimes`."""
     scheduler = build_scheduler(settings)
-    scheduler.start(paused=True)
+    with _opening(settings.scheduler.jobstore_url):
+        scheduler.start(paused=True)
     try:
         sync_jobs(
             scheduler,
@@ -368,7 +385,8 @@ def _stored_jobs(url: str) -> dict[str, Job]:
     if is_file_db and not Path(str(database)).is_file():
         return {}
     store = _jobstore(url)
-    store.start(BackgroundScheduler(timezone=UTC), "default")
+    with _opening(url):
+        store.start(BackgroundScheduler(timezone=UTC), "default")
     try:
         return {job.id: job for job in store.get_all_jobs()}
     finally:

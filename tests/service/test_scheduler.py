@@ -299,6 +299,24 @@ def test_a_jobstore_without_its_driver_or_directory_is_a_config_error(tmp_path: 
             build_scheduler(settings.model_copy(update={"scheduler": scheduler}))
 
 
+def test_a_jobstore_that_cannot_be_opened_is_a_config_error(tmp_path: Path) -> None:
+    """A SQLite URL on a directory, or on a file that is no database: an internal error
+    (exit 1) at the store's first use, in ``scheduler jobs`` and ``scheduler run``."""
+    from backend.service.scheduler import _stored_jobs, start_service
+
+    garbage = tmp_path / "jobs.sqlite"
+    garbage.write_bytes(b"\x00not a database" * 40)
+    with pytest.raises(ConfigError, match="cannot open the job store \\(file is not a database"):
+        _stored_jobs(f"sqlite:///{garbage}")
+    (tmp_path / "dir.sqlite").mkdir()
+    settings = load_settings(None)
+    scheduler = settings.scheduler.model_copy(
+        update={"jobstore_url": f"sqlite:///{tmp_path}/dir.sqlite", "persona_refresh": []}
+    )
+    with pytest.raises(ConfigError, match="cannot open the job store \\(unable to open"):
+        start_service(settings.model_copy(update={"scheduler": scheduler}), "unused.yaml")
+
+
 def test_a_live_paper_run_steps_now_and_then_at_every_bar_close() -> None:
     """``sentinel paper`` live: a first step now, then bar close + delay, whatever the
     start time (an interval trigger fired first at now had moved every later step to
