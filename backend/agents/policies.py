@@ -18,7 +18,7 @@ Whatever a policy proposes, the manager enforces the hard constraints in code af
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Literal, Protocol
 
 from pydantic import Field, ValidationError, field_validator
@@ -32,13 +32,15 @@ from backend.agents._rules import (
     working_rules,
 )
 from backend.agents.constraints import check_decision
+from backend.agents.memory import render_profile
 from backend.backtest.models import WARMING_UP, BarContext, Decision, MemoryEffect
 from backend.config import AgentSettings
 from backend.llm import LLMClient
 from backend.llm.answer import LLMAnswer
-from backend.memory import FeatureRow
+from backend.memory import FeatureRow, render_fallback
 from backend.memory.memory_ids import account_id, constraints_id, persona_id, snapshot_id
 from backend.memory.models import MemoryContext, PersonaProfile
+from backend.text.tokens import count_tokens
 from backend.types import MAX_SIZE, Action
 
 __all__ = [
@@ -318,12 +320,29 @@ def decision_prompt(view: DecisionView, *, max_exposure: float) -> tuple[str, st
     return _SYSTEM, f"{memory}\n\nMemory ids you may cite: {ids}\n\n{bar_text}"
 
 
+WINDOW_MARGIN = 64
+"""Model tokens left free when the memory section is cut to fit a context window (the
+schema the client adds and the chat template are counted in the endpoint's figure, not
+in ours)."""
+MIN_MEMORY_TOKENS = 64
+"""Below this the memory section is not cut further: the prompt does not fit anyway."""
+
+
 class LLMPolicy:
     """Decisions by a chat model with structured output (:class:`LLMDecision`).
 
     Fail-safe: no answer (timeout, HTTP error, malformed JSON, schema violation, refusal:
     ``LLMResult.value`` is None) -> ``Decision.hold`` with ``error`` set. Cited memory ids
     not in the view are dropped and named in the rationale. ``calls``/``failures`` count.
+
+    **A prompt longer than the model's context window** (the endpoint's HTTP 400 says
+    its window and the request's tokens: :attr:`LLMResult.context_overflow`) is asked
+    once more with the memory section rendered within a budget that fits
+    (:meth:`_fitted`), and that budget is kept for the decisions after, so each is asked
+    once: llama-cpp-python's server has a 2,048-token window unless told otherwise,
+    and Gemma 3 270M counts ~2,600 tokens in a decision prompt whose memory section is
+    ~1,330 tiktoken tokens, so every decision had failed (loudly). The rationale says
+    the memory was cut.
     """
 
     def __init__(self, llm: LLMClient, *, max_exposure: float = 1.0, max_tokens: int = 512):
@@ -332,13 +351,52 @@ class LLMPolicy:
         self.max_tokens = max_tokens
         self.calls = 0
         self.failures = 0
+        self.memory_budget: int | None = None
+        """The memory section's budget (tiktoken tokens) that fits the endpoint's
+        window, once it refused a longer prompt (None: the manager's budget)."""
+
+    def _fitted(
+        self, view: DecisionView, overflow: tuple[int, int, int] | None = None
+    ) -> DecisionView | None:
+        """``view`` with its memory section within :attr:`memory_budget` (first lowered
+        to fit ``overflow``: ``(window, message tokens, completion tokens)`` of a refused
+        request, scaled from the model's tokens to ours by the prompt's ratio); None
+        when it has no memory to cut or cannot be cut enough."""
+        if view.context is None or view.prompt is None:
+            return None
+        have = count_tokens(view.prompt)
+        if overflow is not None:
+            window, asked, completion = overflow
+            system, user = decision_prompt(view, max_exposure=self.max_exposure)
+            ratio = asked / max(1, count_tokens(system + "\n" + user))  # model per ours
+            excess = asked + completion + WINDOW_MARGIN - window
+            fits = have - math.ceil(excess / ratio)
+            if self.memory_budget is None or fits < self.memory_budget:
+                self.memory_budget = fits
+        budget = self.memory_budget
+        if budget is None or have <= budget or budget < MIN_MEMORY_TOKENS:
+            return None
+        persona = view.context.persona
+        summary = render_profile(persona) if persona is not None else None
+        _, rendered = render_fallback(view.context, budget=budget, persona_summary=summary)
+        return replace(view, prompt=rendered.text, prompt_ids=tuple(rendered.memory_ids))
 
     def decide(self, view: DecisionView) -> Decision:
         self.calls += 1
+        cut = self._fitted(view)
+        view = cut or view
         system, user = decision_prompt(view, max_exposure=self.max_exposure)
         result = self.llm.parse(
             system=system, user=user, schema=LLMDecision, max_tokens=self.max_tokens
         )
+        if result.value is None and result.context_overflow is not None:
+            shorter = self._fitted(view, result.context_overflow)
+            if shorter is not None:  # once more, with the memory cut to fit
+                cut = view = shorter
+                system, user = decision_prompt(view, max_exposure=self.max_exposure)
+                result = self.llm.parse(
+                    system=system, user=user, schema=LLMDecision, max_tokens=self.max_tokens
+                )
         answer = result.value
         model = self.llm.model
         if answer is None:
@@ -350,6 +408,10 @@ class LLMPolicy:
         cited = list(dict.fromkeys(answer.memory_ids))
         unknown = [i for i in cited if i not in known]
         rationale = answer.rationale
+        if cut is not None and self.memory_budget is not None:
+            rationale += (
+                f" [memory cut to {self.memory_budget} tokens to fit the model's context window]"
+            )
         if unknown:
             shown = ", ".join(i[:80] for i in unknown[:5])
             rationale += f" [dropped {len(unknown)} unknown memory id(s): {shown}]"

@@ -19,6 +19,7 @@ __all__ = [
     "ProbeFailure",
     "StructuredMode",
     "api_error",
+    "context_overflow",
     "detect_mode",
     "endpoint_fault",
     "first_problem",
@@ -153,12 +154,12 @@ def _check_model(client: openai.OpenAI, model: str) -> None:
         served = [m.id for m in client.models.list()]
     except (openai.APIError, ValueError, TypeError):
         return
-    if served and model not in served:
-        log.warning(
-            "llm.model %r is not among the endpoint's models (%s): it answers anyway, and "
-            "its answers are recorded under %r",
-            model, ", ".join(served[:5]), model,
-        )  # fmt: skip
+    if served and model not in served:  # once: every probe again had said it again
+        warn_once(
+            f"llm.model {model!r} is not among the endpoint's models "
+            f"({', '.join(served[:5])}): it answers anyway, and its answers are recorded "
+            f"under {model!r}"
+        )
 
 
 _KEYLIKE = re.compile(
@@ -186,6 +187,36 @@ def _redacted(text: str, cause: openai.APIStatusError) -> str:
     return _KEYLIKE.sub("[key]", text)
 
 
+_WINDOW = re.compile(r"maximum context length is (\d+) tokens")
+_ASKED = re.compile(
+    r"(\d+) in the messages, (\d+) in the completion|messages resulted in (\d+) tokens"
+)
+
+
+def _server_message(cause: openai.APIStatusError) -> str | None:
+    """The message of an HTTP error's body (``{"error": {"message": ...}}``), if any."""
+    body = cause.body
+    error = body.get("error", body) if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else error
+    return message if isinstance(message, str) and message.strip() else None
+
+
+def context_overflow(cause: BaseException | None) -> tuple[int, int, int] | None:
+    """``(window, message tokens, completion tokens)`` when the endpoint refused a request
+    as longer than its context window (HTTP 400, llama.cpp's and OpenAI's words: "maximum
+    context length is 2048 tokens. However, you requested 3101 tokens (2589 in the
+    messages, 512 in the completion)"), else None. Tokens are the model's own."""
+    if not isinstance(cause, openai.APIStatusError) or cause.status_code != 400:
+        return None
+    message = _server_message(cause) or ""
+    window, asked = _WINDOW.search(message), _ASKED.search(message)
+    if window is None or asked is None:
+        return None
+    if asked.group(3) is not None:
+        return int(window.group(1)), int(asked.group(3)), 0
+    return int(window.group(1)), int(asked.group(1)), int(asked.group(2))
+
+
 def api_error(cause: BaseException | None, model: str) -> str:
     """One line for an endpoint fault (never the request, never the key): for an HTTP
     error, the server's own message too, keys taken out (:func:`_redacted`) and cut to
@@ -193,10 +224,8 @@ def api_error(cause: BaseException | None, model: str) -> str:
     2515" had been dropped), and for a 404 a word on the base URL's path and the model."""
     if isinstance(cause, openai.APIStatusError):
         said = f"HTTP {cause.status_code} from {model}"
-        body = cause.body
-        error = body.get("error", body) if isinstance(body, dict) else None
-        message = error.get("message") if isinstance(error, dict) else error
-        if isinstance(message, str) and message.strip():
+        message = _server_message(cause)
+        if message is not None:
             said += ": " + _redacted(" ".join(message.split()), cause)[:200]
         if cause.status_code == 404:
             said += " (are llm.base_url's path, /v1 for most servers, and llm.model right?)"
@@ -280,6 +309,8 @@ def forget_mode(client: openai.OpenAI, model: str, cause: BaseException | None) 
     :data:`SERVER_FAULTS_TO_FORGET` HTTP 5xx in a row (:func:`mode_worked` resets the
     count). True if a mode was forgotten."""
     if not isinstance(cause, openai.APIStatusError) or cause.status_code in (408, 409, 429):
+        return False
+    if context_overflow(cause) is not None:  # the request was too long, not its mode
         return False
     key = (str(client.base_url), model)
     with _detect_lock:

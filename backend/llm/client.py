@@ -39,7 +39,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, NoReturn, TypeVar, cast
 
 import openai
@@ -53,6 +53,7 @@ from backend.llm._wire import (
     STRUCTURED_MODES,
     StructuredMode,
     api_error,
+    context_overflow,
     detect_mode,
     endpoint_fault,
     first_problem,
@@ -98,6 +99,10 @@ class LLMResult(Generic[T]):
     attempts: int = 1
     mode: StructuredMode | None = None
     cached_tokens: int | None = None
+    context_overflow: tuple[int, int, int] | None = None
+    """``(window, message tokens, completion tokens)``, the model's tokens, when the
+    endpoint refused the request as longer than its context window (a caller may ask
+    again shorter: :class:`~backend.agents.policies.LLMPolicy` does)."""
 
 
 @dataclass
@@ -240,6 +245,7 @@ class LLMClient:
         except InstructorRetryException as exc:
             log_answer(exc.last_completion)
             failed = self._fail(started, self._describe(exc, schema), responses, mode)
+            failed = replace(failed, context_overflow=context_overflow(exc.__cause__))
             if self.structured_output == "auto":  # the server may have changed: probe again
                 forget_mode(self._client, self.model, exc.__cause__)
             if endpoint_fault(exc.__cause__):

@@ -15,7 +15,7 @@ from backend.memory._consolidate import consolidate
 from backend.memory._features import FeatureFrame, FeatureRow, compute_features
 from backend.memory._news import FearGreedIndex, HeadlineIndex, News, headline_topics, load_news
 from backend.memory._states import SCALE_SAMPLE, STATE_FEATURES, StateIndex, StateNeighbour
-from backend.memory.context import render_context
+from backend.memory.context import render_context, render_fallback
 from backend.memory.detectors import (
     DetectedEvent,
     detect_market_events,
@@ -48,5 +48,6 @@ __all__ = [
     "headline_topics",
     "load_news",
     "render_context",
+    "render_fallback",
     "snapshot_at",
 ]

@@ -49,6 +49,7 @@ __all__ = [
     "episode_line",
     "omitted_line",
     "render_context",
+    "render_fallback",
 ]
 
 
@@ -369,3 +370,22 @@ def _page_align(
     dropped[:0] = [memory_id for memory_id, _, _ in blocks[cut:]]
     del blocks[cut:]  # cut >= 1: the newest line (and the section title) stay
     return freed
+
+
+def render_fallback(
+    ctx: MemoryContext, *, budget: int, persona_summary: str | None
+) -> tuple[MemoryContext, RenderedContext]:
+    """:func:`render_context`, and when the trader's hard constraints alone do not fit
+    ``budget`` (:class:`~backend.errors.BudgetError`) the context without the persona,
+    with ``errors["context"]`` saying why (a decision goes on: the constraints are still
+    enforced in code). Raises :class:`BudgetError` only when not even the header fits."""
+    try:
+        return ctx, render_context(ctx, budget=budget, persona_summary=persona_summary)
+    except BudgetError as err:  # the constraints alone overflow: loud, not fatal
+        ctx = ctx.model_copy(update={"errors": {**ctx.errors, "context": str(err)}})
+        rules = len(ctx.persona.constraints()) if ctx.persona is not None else 0
+        bare = ctx.model_copy(update={"persona": None})
+        try:
+            return ctx, render_context(bare, budget=budget, cut_rules=rules)
+        except BudgetError:  # the note did not fit a tiny budget: the header alone
+            return ctx, render_context(bare, budget=budget)

@@ -38,8 +38,8 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from backend.config import MemorySettings
-from backend.errors import BudgetError, SentinelError
-from backend.memory.context import render_context
+from backend.errors import SentinelError
+from backend.memory.context import render_fallback
 from backend.memory.models import (
     AccountState,
     EpisodeType,
@@ -321,17 +321,7 @@ class HierarchicalMemory:
         # 2026-12-06), not worth a cache (one per (trader, version) was removed)
         summary = self.persona.render_profile(ctx.persona) if ctx.persona is not None else None
         limit = budget or self.settings.token_budget
-        try:
-            rendered = render_context(ctx, budget=limit, persona_summary=summary)
-        except BudgetError as err:  # the constraints alone overflow: loud, not fatal
-            ctx = ctx.model_copy(update={"errors": {**ctx.errors, "context": str(err)}})
-            rules = len(ctx.persona.constraints()) if ctx.persona is not None else 0
-            bare = ctx.model_copy(update={"persona": None})
-            try:
-                rendered = render_context(bare, budget=limit, cut_rules=rules)
-            except BudgetError:  # the note did not fit a tiny budget: the header alone
-                rendered = render_context(bare, budget=limit)
-        return ctx, rendered
+        return render_fallback(ctx, budget=limit, persona_summary=summary)
 
     @staticmethod
     def _timed(

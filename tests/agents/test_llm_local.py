@@ -22,7 +22,7 @@ import pytest
 from backend.agents.constraints import stop_distance
 from backend.agents.deep_trader_manager import DeepTraderManager
 from backend.agents.memory import PersonaManager
-from backend.agents.policies import DecisionView, LLMPolicy, daily_vol
+from backend.agents.policies import DecisionView, LLMPolicy, RulePolicy, daily_vol
 from backend.backtest.models import Decision
 from backend.compose import build_memory_system
 from backend.config import LLMSettings, MemorySettings, StoreSettings, load_settings
@@ -103,6 +103,55 @@ def test_llm_policy_on_real_bars_with_memory(
             vol = daily_vol(features.at(record.as_of))
             assert decision.size * stop_distance(vol) <= 0.02 + 1e-9  # 2% risk per trade
             assert decision.size <= settings.agent.max_exposure + 1e-9
+
+
+def test_a_prompt_longer_than_the_models_window_is_asked_again_shorter(
+    local_llm: LocalServer, shared_data: Path, tmp_path: Path
+) -> None:
+    """llama-cpp-python's server has a 2,048-token window unless told otherwise (the
+    command the README gives a user for their own server): a decision prompt is ~2,600
+    Gemma tokens, so every decision had failed with HTTP 400. The policy asks once more
+    with the memory cut to fit, and keeps that budget for the next decisions."""
+    local = local_llm.settings.model_copy(update={"n_ctx": 2048})
+    full = load_ohlcv(shared_data / "market" / "binance", "BTC/USDT", "1h")
+    btc = dataclasses.replace(full, frame=full.frame.loc["2022-04-01":"2022-05-12"])
+    features = compute_features(btc)
+    settings = load_settings()
+    cfg = settings.model_copy(
+        update={
+            "store": StoreSettings(path=tmp_path / "khala"),
+            "memory": MemorySettings(working_state_path=tmp_path / "w.sqlite3"),  # 1,500
+        }
+    )
+    start = datetime(2022, 5, 9, 12, tzinfo=UTC)
+    with LocalServer(local, log_path=tmp_path / "server.log", port=0) as small:
+        llm = client(small)
+        policy = Recording(LLMPolicy(llm))
+        with build_memory_system(cfg, embedder=HashingEmbedder()) as system:
+            # two days of the rule policy first: a memory section of a run under way
+            # (~1,300 tokens), not the ~200 of a first bar
+            warm = DeepTraderManager(
+                features=features, policy=RulePolicy(settings.agent), agent=settings.agent,
+                system=system, seed_note=NOTE,
+            )  # fmt: skip
+            drive(warm, btc, trader_id="agent", start=start - timedelta(days=2),
+                  end=start - timedelta(hours=1))  # fmt: skip
+            warm.finish()
+            manager = DeepTraderManager(
+                features=features, policy=policy, agent=settings.agent, system=system,
+                seed_note=NOTE,
+            )  # fmt: skip
+            result = drive(manager, btc, trader_id="agent", start=start,
+                           end=start + timedelta(hours=1))  # fmt: skip
+            manager.finish()
+    first, second = result.records
+    for record in (first, second):
+        assert record.proposed.error is None, record.proposed.error  # answered
+        assert "[memory cut to " in record.proposed.rationale
+    budget = policy.inner.memory_budget
+    assert budget is not None and 64 <= budget < first.prompt_tokens
+    # the first refused, then answered; the second asked once, within the kept budget
+    assert llm.stats.calls == 3 and llm.stats.parsed == 2
 
 
 def test_persona_update_from_the_traders_words(local_llm: LocalServer, tmp_path: Path) -> None:
