@@ -122,9 +122,7 @@ def _orders(rows: pd.DataFrame) -> int:
     """Distinct orders of ``rows`` (a fill without an order id is its own): what a
     confidence counts, as one Hyperliquid order fills up to hundreds of times (498
     closing fills of 15 orders had given a win rate the confidence of 498 trades)."""
-    if rows.empty:
-        return 0
-    return int(rows["order"].where(rows["order"].notna(), "fill:" + rows["id"]).nunique())
+    return int(rows["order_key"].nunique()) if len(rows) else 0
 
 
 def _attr(
@@ -253,8 +251,7 @@ def _trade_frequency(fills: pd.DataFrame, as_of: datetime) -> PersonaAttribute:
         return _attr("trade_frequency", None, fills, as_of=as_of, detail={})
     days = fills["datetime"].dt.floor("D")
     active = int(days.nunique())
-    orders = fills["order"].where(fills["order"].notna(), "fill:" + fills["id"])
-    n_orders = int(orders.nunique())
+    n_orders = _orders(fills)
     span = (fills["datetime"].iloc[-1] - fills["datetime"].iloc[0]).total_seconds() / 86400
     detail = {
         "fills": len(fills),
@@ -274,7 +271,7 @@ def _position_notional(fills: pd.DataFrame, as_of: datetime) -> PersonaAttribute
     if fills.empty:
         return _attr("position_notional", None, fills, as_of=as_of, detail={})
     cost = fills["cost"].abs()
-    per_order = cost.groupby(fills["order"].fillna("fill:" + fills["id"])).sum()
+    per_order = cost.groupby(fills["order_key"]).sum()
     value = {
         "median": round(float(cost.median()), 2),
         "p90": round(float(cost.quantile(0.9)), 2),
@@ -291,8 +288,7 @@ def _position_notional(fills: pd.DataFrame, as_of: datetime) -> PersonaAttribute
 
 
 def _win_rate(closing: pd.DataFrame, as_of: datetime) -> PersonaAttribute:
-    orders = closing["order"].where(closing["order"].notna(), "fill:" + closing["id"])
-    pnl = closing["realized_pnl"].fillna(0.0).groupby(orders, sort=False).sum()
+    pnl = closing["realized_pnl"].fillna(0.0).groupby(closing["order_key"], sort=False).sum()
     wins, losses = int((pnl > 0).sum()), int((pnl < 0).sum())
     value = _r(wins / len(pnl), 4) if len(pnl) else None
     detail = {

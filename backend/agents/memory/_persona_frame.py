@@ -50,7 +50,9 @@ def normalize_fills_frame(frame: pd.DataFrame, *, source: str = "fills frame") -
     """The :data:`REQUIRED_COLUMNS` of ``frame`` with fixed dtypes plus a UTC ``datetime``
     from ``timestamp`` (ms), ``base_fee`` (the fee taken from the coin bought, base
     units: :func:`_base_fee`) and ``fee_quote`` (the fee in the quote currency: ``base_fee
-    x price`` for those, else ``fee_cost``), stably sorted by time, fresh index. Raises
+    x price`` for those, else ``fee_cost``), ``order_key`` (an int per order id, a fill
+    without one its own: what the persona counts as a trade), stably
+    sorted by time, fresh index. Raises
     :class:`DataError` (naming ``source``) if a column is missing."""
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
@@ -67,4 +69,8 @@ def normalize_fills_frame(frame: pd.DataFrame, *, source: str = "fills frame") -
     fee = out["fee_cost"].fillna(0.0)
     out["fee_quote"] = fee.where(out["base_fee"] == 0, out["base_fee"] * out["price"])
     out["datetime"] = pd.to_datetime(out["timestamp"], unit="ms", utc=True)
+    # what counts as one trade: one Hyperliquid order fills up to hundreds of times (int
+    # codes: 12 counts of a profile over 12k string keys had cost 13 ms, ~30% of it)
+    keys = out["order"].where(out["order"].notna(), "fill:" + out["id"])
+    out["order_key"] = pd.factorize(keys)[0].astype("int64")
     return chain_ties(out.sort_values("timestamp", kind="stable").reset_index(drop=True))
