@@ -251,11 +251,12 @@ def backtest(
         transient=True,  # gone when stopped: an error mid-run stays the one line on stderr
     )
     task = bar.add_task("bars", total=None)
+    every = 1 if chosen_policy == "llm" else 200  # a model's decision takes seconds
 
     def progress(done: int, total: int) -> None:
         if not bar.live.is_started:  # started by the first bar: errors before stay one line
             bar.start()
-        if done == total or done % 200 == 0:
+        if done == total or done % every == 0:
             bar.update(task, completed=done, total=total)
 
     try:

@@ -172,3 +172,6 @@ class LocomoReport(FrozenModel):
     context_turns: int = Field(ge=1)
     token_budget: int = Field(ge=1)
     methods: dict[str, MethodReport]
+    answer_model: str | None = None
+    """The chat model whose answers ``answer_f1`` scores (``llm.model``; None without an
+    LLM): two reports of different models had been told apart by nothing."""

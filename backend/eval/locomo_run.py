@@ -161,6 +161,7 @@ def run_locomo(
         context_turns=context_turns,
         token_budget=budget,
         methods={m: _report(rows[m]) for m in methods},
+        answer_model=llm.model if llm is not None else None,
     )
 
 

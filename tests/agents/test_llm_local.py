@@ -32,6 +32,7 @@ from backend.llm import LLMClient, build_llm
 from backend.llm.local import LocalServer
 from backend.memory import compute_features
 from backend.storage import open_store
+from backend.text.tokens import count_tokens
 from tests.agents.loop import drive
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
@@ -141,17 +142,19 @@ def test_a_prompt_longer_than_the_models_window_is_asked_again_shorter(
                 features=features, policy=policy, agent=settings.agent, system=system,
                 seed_note=NOTE,
             )  # fmt: skip
-            result = drive(manager, btc, trader_id="agent", start=start,
-                           end=start + timedelta(hours=1))  # fmt: skip
+            result = drive(manager, btc, trader_id="agent", start=start, end=start)
             manager.finish()
-    first, second = result.records
-    for record in (first, second):
-        assert record.proposed.error is None, record.proposed.error  # answered
-        assert "[memory cut to " in record.proposed.rationale
+    (record,) = result.records
+    assert record.proposed.error is None, record.proposed.error  # answered
+    assert "[memory cut to " in record.proposed.rationale
+    assert llm.stats.calls == 2 and llm.stats.parsed == 1  # refused, then answered
     budget = policy.inner.memory_budget
-    assert budget is not None and 64 <= budget < first.prompt_tokens
-    # the first refused, then answered; the second asked once, within the kept budget
-    assert llm.stats.calls == 3 and llm.stats.parsed == 2
+    assert budget is not None and 64 <= budget < record.prompt_tokens
+    # the budget is kept: the next decision is cut before it is asked (one call each)
+    (view,) = policy.views
+    kept = policy.inner._fitted(view)
+    assert kept is not None and kept.prompt is not None
+    assert count_tokens(kept.prompt) <= budget < count_tokens(view.prompt or "")
 
 
 def test_persona_update_from_the_traders_words(local_llm: LocalServer, tmp_path: Path) -> None:

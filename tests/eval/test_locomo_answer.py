@@ -89,6 +89,7 @@ def test_run_scores_answers_of_categories_1_to_4(
         dataset, locomo_system.toolkit, locomo_system.store, methods=["bm25"], llm=_llm(server)
     )
     assert len(server.requests) == 5  # category 5 is not asked
+    assert report.answer_model == _llm(server).model  # which model the F1 is of
     bm25 = report.methods["bm25"]
     assert bm25.answer_f1 is not None and bm25.answer_f1_per_category is not None
     assert bm25.answer_f1.n == 5 and bm25.answer_f1.failed == 1
