@@ -364,6 +364,8 @@ class LLMPolicy:
         when it has no memory to cut or cannot be cut enough."""
         if view.context is None or view.prompt is None:
             return None
+        if overflow is None and self.memory_budget is None:  # nothing refused yet
+            return None
         have = count_tokens(view.prompt)
         if overflow is not None:
             window, asked, completion = overflow

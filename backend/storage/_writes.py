@@ -87,11 +87,11 @@ def plan_upsert(
     been dropped as unchanged); one whose text did not change and that brings no
     embedding is relabelled (its metadata rewritten); the others are (re-)embedded and
     written."""
+    olds = {r.id: trusted_record(r.id, *existing[r.id]) for r in records if r.id in existing}
     same_content = {
         r.id
         for r in records
-        if (found := existing.get(r.id)) is not None
-        and same(trusted_record(r.id, found[0], found[1]).content(), r.content())
+        if (old := olds.get(r.id)) is not None and same(old.content(), r.content())
     }
     brought = [r for r in records if r.id in same_content and r.embedding is not None]
     vectors = stored_vectors([r.id for r in brought]) if brought else {}
@@ -107,8 +107,7 @@ def plan_upsert(
     for r in records:
         if r.id in same_content:
             continue
-        found = existing.get(r.id)
-        old = trusted_record(r.id, found[0], found[1]) if found is not None else None
+        old = olds.get(r.id)
         if old is not None and old.text == r.text and r.embedding is None:
             relabelled.append(r)
         else:
