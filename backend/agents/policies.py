@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -35,7 +35,7 @@ from backend.agents.constraints import check_decision
 from backend.agents.memory import render_profile
 from backend.backtest.models import WARMING_UP, BarContext, Decision, MemoryEffect
 from backend.config import AgentSettings
-from backend.llm import LLMClient
+from backend.llm import LLMClient, LLMResult
 from backend.llm.answer import LLMAnswer
 from backend.memory import FeatureRow, render_fallback
 from backend.memory.memory_ids import account_id, constraints_id, persona_id, snapshot_id
@@ -320,6 +320,17 @@ def decision_prompt(view: DecisionView, *, max_exposure: float) -> tuple[str, st
     return _SYSTEM, f"{memory}\n\nMemory ids you may cite: {ids}\n\n{bar_text}"
 
 
+def _cost(results: list[LLMResult[LLMDecision]]) -> dict[str, Any]:
+    """``Decision.llm_ms`` and ``llm_tokens`` of a decision's calls, summed."""
+    counted = [r for r in results if r.prompt_tokens is not None]
+    tokens = (
+        (sum(r.prompt_tokens or 0 for r in counted), sum(r.completion_tokens or 0 for r in counted))
+        if counted
+        else None
+    )
+    return {"llm_ms": round(sum(r.latency_ms for r in results), 1), "llm_tokens": tokens}
+
+
 WINDOW_MARGIN = 64
 """Model tokens left free when the memory section is cut to fit a context window (the
 schema the client adds and the chat template are counted in the endpoint's figure, not
@@ -391,6 +402,7 @@ class LLMPolicy:
         result = self.llm.parse(
             system=system, user=user, schema=LLMDecision, max_tokens=self.max_tokens
         )
+        results = [result]
         if result.value is None and result.context_overflow is not None:
             shorter = self._fitted(view, result.context_overflow)
             if shorter is not None:  # once more, with the memory cut to fit
@@ -399,13 +411,15 @@ class LLMPolicy:
                 result = self.llm.parse(
                     system=system, user=user, schema=LLMDecision, max_tokens=self.max_tokens
                 )
+                results.append(result)
+        cost = _cost(results)
         answer = result.value
         model = self.llm.model
         if answer is None:
             self.failures += 1
             return Decision.hold(
                 "LLM gave no usable answer", error=result.error or "no answer", model=model
-            )
+            ).model_copy(update=cost)
         known = view.known_ids()
         cited = list(dict.fromkeys(answer.memory_ids))
         unknown = [i for i in cited if i not in known]
@@ -425,9 +439,10 @@ class LLMPolicy:
                 rationale=rationale[:4000],
                 memory_ids=[i for i in cited if i in known],
                 model=model,
+                **cost,
             )
         except ValidationError as exc:
             self.failures += 1
             return Decision.hold(
                 "LLM answer invalid", error=f"invalid decision: {exc.title}", model=model
-            )
+            ).model_copy(update=cost)

@@ -72,6 +72,12 @@ class Decision(FrozenModel):
     set, the model gave no usable answer and the decision is the safe default."""
     memory_effect: MemoryEffect | None = None
     """Set when memory changed the decision (None: memory off, or it changed nothing)."""
+    llm_ms: float | None = Field(default=None, ge=0)
+    """Wall-clock ms the chat model took for this decision, its calls summed (a re-ask
+    after a refused length included; None: no model asked)."""
+    llm_tokens: tuple[int, int] | None = None
+    """``(prompt, completion)`` tokens the endpoint counted for this decision, its calls
+    summed (None: no model asked, or the endpoint gave no counts)."""
     limits: list[str] = Field(default_factory=list)
     """The limits the policy cut its own plan to (memory on: it knows the persona's hard
     constraints; the agent's ``max_exposure`` too), as the check words them

@@ -148,6 +148,8 @@ def test_a_prompt_longer_than_the_models_window_is_asked_again_shorter(
     assert record.proposed.error is None, record.proposed.error  # answered
     assert "[memory cut to " in record.proposed.rationale
     assert llm.stats.calls == 2 and llm.stats.parsed == 1  # refused, then answered
+    cost = record.proposed.llm_tokens  # the answered call's, as the server counted it
+    assert cost is not None and cost[0] > 0 and (record.proposed.llm_ms or 0) > 0
     budget = policy.inner.memory_budget
     assert budget is not None and 64 <= budget < record.prompt_tokens
     # the budget is kept: the next decision is cut before it is asked (one call each)

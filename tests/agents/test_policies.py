@@ -352,7 +352,10 @@ def llm_view() -> DecisionView:
 def test_llm_good_answer(server: ChatServer) -> None:
     server.script = [Reply.json(GOOD)]
     decision = llm_policy(server).decide(llm_view())
-    assert decision == Decision(
+    # what the call cost, as the endpoint counted it (decisions.jsonl had kept no cost)
+    assert decision.llm_tokens == (11, 7) and decision.llm_ms is not None
+    assert decision.llm_ms > 0
+    assert decision.model_copy(update={"llm_ms": None, "llm_tokens": None}) == Decision(
         action="buy",
         size=0.4,
         confidence=0.7,
