@@ -43,31 +43,14 @@ from typing import Any
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
-from chromadb.errors import ChromaError, NotFoundError
 
 from backend.errors import StoreError
 from backend.storage._backend import StoredRow, VectorBackend
+from backend.storage._chroma_calls import FAULTS as _FAULTS
+from backend.storage._chroma_calls import fault as _fault
+from backend.storage._chroma_calls import got, opened, read_all, similarities
 from backend.storage._codec import meta_ts
 from backend.storage._lexical import Filter, LexicalIndex, Row, Stemmer
-
-_FAULTS: tuple[type[Exception], ...] = (Exception,)
-"""What a chroma call raises when chroma fails: its own errors, an ``HttpClient``'s httpx
-errors when its server is gone (``ConnectError``, ``ReadTimeout``: a raw
-``httpx.ConnectError`` had ended a paper run as an internal error), the bare
-``Exception`` chromadb raises for an HTTP error whose body names no chroma error (a
-proxy's 503 while the server restarts), the OS's. Anything raised inside a chromadb
-call is chroma's failure; each becomes a :class:`StoreError` naming the call
-(:func:`_fault`)."""
-
-
-def _fault(what: str, exc: Exception) -> StoreError:
-    """The :class:`StoreError` of a failed chroma call ``what`` (a :class:`StoreError`
-    raised inside it, e.g. by :meth:`ChromaBackend.collection`, is kept as it is)."""
-    if isinstance(exc, StoreError):
-        return exc
-    said = str(exc) if isinstance(exc, ChromaError) else f"{type(exc).__name__}: {exc}"
-    return StoreError(f"chroma {what} failed: {said}")
-
 
 __all__ = ["ChromaBackend"]
 
@@ -131,16 +114,15 @@ class ChromaBackend(VectorBackend):
                 return col
             if name not in self._known:
                 raise StoreError(f"chroma collection {name} is not open")
-            client = self._live()
             try:
-                col = client.get_collection(name, embedding_function=None)
-            except NotFoundError:
-                self._known.discard(name)
-                self._mirrors.pop(name, None)
-                raise StoreError(f"chroma collection {name} was dropped") from None
+                found = opened(self._live(), name, create=None, hnsw=self._hnsw)
             except _FAULTS as exc:
                 raise _fault(f"opening collection {name}", exc) from None
-            self._cols[name] = col
+            if found is None:
+                self._known.discard(name)
+                self._mirrors.pop(name, None)
+                raise StoreError(f"chroma collection {name} was dropped")
+            self._cols[name] = col = found
             return col
 
     def _live(self) -> ClientAPI:
@@ -173,21 +155,12 @@ class ChromaBackend(VectorBackend):
         with self._lock:
             col = self._cols.get(name) if not self._closed else None
             if col is None:
-                client = self._live()
                 try:
-                    try:
-                        col = client.get_collection(name, embedding_function=None)
-                    except NotFoundError:
-                        if create is None:
-                            return None
-                        col = client.get_or_create_collection(
-                            name,
-                            embedding_function=None,
-                            configuration={"hnsw": self._hnsw},  # type: ignore[arg-type]
-                            metadata=dict(create),
-                        )
+                    col = opened(self._live(), name, create=create, hnsw=self._hnsw)
                 except _FAULTS as exc:
                     raise _fault(f"opening collection {name}", exc) from None
+                if col is None:
+                    return None
                 self._cols[name] = col
                 self._known.add(name)
             return dict(col.metadata or {})
@@ -314,24 +287,8 @@ class ChromaBackend(VectorBackend):
                 return held[1]
             stamp = self._stamps.get(name)
             col = self.collection(name)
-            mirror = LexicalIndex(stemmer=self._stemmer)
             try:
-                total = col.count()
-                for offset in range(0, total, self.max_batch):
-                    page = col.get(
-                        include=["documents", "metadatas"],
-                        limit=self.max_batch,
-                        offset=offset,
-                    )
-                    mirror.put(
-                        (rid, doc, meta_ts(meta), dict(meta))
-                        for rid, doc, meta in zip(
-                            page["ids"],
-                            page["documents"] or [],
-                            page["metadatas"] or [],
-                            strict=True,
-                        )
-                    )
+                mirror = read_all(col, max_batch=self.max_batch, stemmer=self._stemmer)
             except _FAULTS as exc:
                 raise _fault(f"get from {name}", exc) from None
             self._mirrors[name] = (stamp, mirror)
@@ -353,11 +310,9 @@ class ChromaBackend(VectorBackend):
             except _FAULTS as exc:
                 raise _fault(f"get from {name}", exc) from None
             embs = page["embeddings"] if embeddings else None
-            for i, (rid, doc, meta) in enumerate(
-                zip(page["ids"], page["documents"] or [], page["metadatas"] or [], strict=True)
-            ):
+            for i, (rid, doc, meta) in enumerate(got(page)):
                 vec = None if embs is None else np.asarray(embs[i], dtype=np.float32)
-                out[rid] = (doc, dict(meta), vec)
+                out[rid] = (doc, meta, vec)
         return out
 
     def lookup(self, name: str, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -376,12 +331,7 @@ class ChromaBackend(VectorBackend):
                 )
         except _FAULTS as exc:
             raise _fault(f"get from {name}", exc) from None
-        return [
-            (rid, doc, dict(meta))
-            for rid, doc, meta in zip(
-                page["ids"], page["documents"] or [], page["metadatas"] or [], strict=True
-            )
-        ]
+        return got(page)
 
     def count(self, name: str, *, as_of_ts: float | None) -> int:
         try:
@@ -407,11 +357,7 @@ class ChromaBackend(VectorBackend):
                 )
         except _FAULTS as exc:
             raise _fault(f"query of {name}", exc) from None
-        dists = (res["distances"] or [[]])[0]
-        return [
-            (rid, min(1.0, max(0.0, 1.0 - float(d) / 2.0)))
-            for rid, d in zip(res["ids"][0], dists, strict=True)
-        ]
+        return similarities(res)
 
     def dense(
         self, name: str, vec: np.ndarray, *, n: int, where: Filter, as_of_ts: float
