@@ -5,7 +5,7 @@ Built by :mod:`backend.compose` (the composition root), which this package never
 """
 
 from backend.agents._manager import ManagerState
-from backend.agents._memory_writer import horizon_label
+from backend.agents._outcomes import horizon_label
 from backend.agents.deep_trader_manager import (
     DEFAULT_CONSTRAINTS_NOTE,
     DeepTraderManager,

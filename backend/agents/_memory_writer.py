@@ -19,24 +19,9 @@ time replay them correctly). Only things known by the flush are written:
 - **decision episodes** are buffered the same way. The episode is the one
   :meth:`MemoryToolkit.record_decision` writes (same id, text and importance 0.3), built
   here so that many can be written in one call;
-- **outcomes** (reflection, :meth:`EpisodicMemory.record_outcomes`) are scheduled at
-  ``horizon`` bars of wall-clock time after a recorded decision or a detected event and
-  queued at the first bar closing at or after that time: ``market_return`` = close at
-  the horizon / close at the episode - 1 (features); for a buy/sell decision ``pnl`` is
-  the realised PnL of the trades it opened that closed within the horizon (summed), else
-  an estimated mark-to-market PnL = signed exposure x equity at the decision x market
-  return (quote currency, before fees); ``close`` decisions and events get no PnL;
-- **closed trades** (:meth:`MemoryWriter.trade_closed`, from the engine's
-  ``on_trade_closed``): a trade is a position, as ``BacktestMetrics.n_trades`` counts
-  it: its rows (one per reduction, sharing the opening decision, side and entry time)
-  wait for the row that closes it (``closes_position``). A position that closes within
-  its opening decision's horizon is folded into that horizon outcome (one outcome, no
-  double reflection); one that closes later adds one outcome of its own, horizon
-  ``"trade"`` (market return = the rows' quantity-weighted exit / entry price - 1, PnL
-  their sum), at the next bar (docs/benchmarks.md, seventeenth session: each reduction
-  had been an outcome of its own). At the end of a run
-  (:meth:`MemoryWriter.resolve`) positions whose decision's horizon has not passed, and
-  the reductions of a position still open, are written as one ``"trade"`` outcome each;
+- **outcomes** (reflection) of recorded decisions and detected events, and of closed
+  trades: scheduled, resolved and queued by the writer's
+  :class:`~backend.agents._outcomes.OutcomeBook` (its module doc);
 - **a new decision loop's first bar** (:meth:`MemoryWriter.start`) buffers the episodes
   detected before it, queues their outcomes and flushes, so its first decision reads
   them (the warm start).
@@ -57,18 +42,12 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from backend.agents._writer_state import (
-    WRITE_ATTEMPTS,
-    DueOutcome,
-    WriterState,
-    closed_positions,
-    position_result,
-    positions,
-    retry_or_drop,
-)
+from backend.agents._outcomes import OutcomeBook
+from backend.agents._writer_state import WRITE_ATTEMPTS, DueOutcome, WriterState, retry_or_drop
 from backend.agents.system import MemorySystem
 from backend.backtest.models import Decision, TradeRecord
 from backend.errors import SentinelError
@@ -81,23 +60,13 @@ __all__ = [
     "DueOutcome",
     "MemoryWriter",
     "WriterState",
-    "horizon_label",
 ]
 
 log = logging.getLogger("backend.agents")
+_T = TypeVar("_T")
 _RATIONALE_CHARS = 160
 PRIME_EPISODES = 32
 """Detected episodes whose descriptions are embedded in one batch when the next is due."""
-
-
-def horizon_label(seconds: float) -> str:
-    """``86400`` -> ``"1d"``, ``86400 + 3600`` -> ``"25h"``, ``900`` -> ``"15m"``."""
-    s = round(seconds)
-    if s % 86_400 == 0:
-        return f"{s // 86_400}d"
-    if s % 3_600 == 0:
-        return f"{s // 3_600}h"
-    return f"{max(1, s // 60)}m"
 
 
 class MemoryWriter:
@@ -119,26 +88,19 @@ class MemoryWriter:
         self._pending = sorted(episodes, key=lambda e: (e.occurred_at, e.id))
         self._next = 0
         self._primed = 0
-        self._horizon = timedelta(seconds=horizon_bars * 86_400 / features.bars_per_day)
-        self.horizon = horizon_label(self._horizon.total_seconds())
+        self.outcomes = OutcomeBook(
+            features, horizon=timedelta(seconds=horizon_bars * 86_400 / features.bars_per_day)
+        )
+        self.horizon = self.outcomes.horizon
         self.flush_every = max(1, flush_every)
         self._buffer: list[Episode] = []
         self._bars_since_flush = 0
-        self._due: list[DueOutcome] = []
-        self._trades: list[TradeRecord] = []
-        self._absorbed: dict[str, list[TradeRecord]] = {}
-        self._queued: list[tuple[str, Outcome]] = []
-        self._close = features.column("close")
         self.stats: Counter[str] = Counter()
         self._errors: list[str] = []
         self._attempts: dict[str, int] = {}
         """Failed flushes per write still to be retried (``WriterState.attempts``)."""
 
     # ----------------------------------------------------------------- helpers
-
-    def _close_at(self, moment: datetime) -> float | None:
-        i = self.features.locate(moment)
-        return float(self._close[i]) if i >= 0 else None
 
     def _guard(self, what: str, err: SentinelError) -> None:
         log.warning("memory write failed (%s): %s", what, err)
@@ -151,30 +113,18 @@ class MemoryWriter:
         errors, self._errors = self._errors, []
         return errors
 
-    def _schedule(self, episode: Episode, exposure: float | None, equity: float) -> None:
-        start = self._close_at(episode.occurred_at)
-        if start is None or start <= 0:
-            return
-        item = DueOutcome(
-            due=episode.occurred_at + self._horizon,
-            episode_id=episode.id,
-            start_close=start,
-            exposure=exposure,
-            equity=equity,
-        )
-        bisect.insort(self._due, item, key=lambda d: (d.due, d.episode_id))
-
     # ----------------------------------------------------------------- state
 
     def export_state(self) -> WriterState:
         """The in-process state between two bars (for a loop that restarts: paper trading)."""
+        book = self.outcomes
         return WriterState(
             buffer=list(self._buffer),
             bars_since_flush=self._bars_since_flush,
-            due=list(self._due),
-            queued=list(self._queued),
-            trades=list(self._trades),
-            absorbed={k: list(v) for k, v in self._absorbed.items()},
+            due=list(book.due),
+            queued=list(book.queued),
+            trades=list(book.trades),
+            absorbed={k: list(v) for k, v in book.absorbed.items()},
             stats=dict(self.stats),
             attempts=dict(self._attempts),
         )
@@ -189,10 +139,7 @@ class MemoryWriter:
         self._primed = self._next
         self._buffer = list(state.buffer)
         self._bars_since_flush = state.bars_since_flush
-        self._due = list(state.due)
-        self._queued = list(state.queued)
-        self._trades = list(state.trades)
-        self._absorbed = {k: list(v) for k, v in state.absorbed.items()}
+        self.outcomes.restore(state)
         self.stats = Counter(state.stats)
         self._attempts = dict(state.attempts)
 
@@ -216,7 +163,7 @@ class MemoryWriter:
         self._buffer.extend(due)
         self.stats["episodes_added"] += len(due)
         for episode in due:
-            self._schedule(episode, None, 0.0)
+            self.outcomes.schedule(episode, None, 0.0)
         return due
 
     def record_decision(
@@ -236,12 +183,12 @@ class MemoryWriter:
             rationale=decision.rationale[:_RATIONALE_CHARS] or "no rationale",
             memory_ids=decision.memory_ids, as_of=as_of, market_state=market_state,
             importance=DECISION_IMPORTANCE, state=state,
-            outcome_horizon_s=round(self._horizon.total_seconds()),
+            outcome_horizon_s=round(self.outcomes.span.total_seconds()),
         )  # fmt: skip
         self._buffer.append(episode)
         entering = decision.action in ("buy", "sell")
         exposure = decision.target_exposure(0.0) if entering else None
-        self._schedule(episode, exposure, equity)
+        self.outcomes.schedule(episode, exposure, equity)
         self.stats["decisions_recorded"] += 1
         return episode.id
 
@@ -253,27 +200,52 @@ class MemoryWriter:
         written = 0
         if self._buffer:
             batch, self._buffer = self._buffer, []
-            self.stats["writes"] += len(batch)
-            try:
-                self.system.episodic.add(batch, as_of=as_of)
-                written = len(batch)
-                self.stats["flushes"] += 1
-                for episode in batch:
-                    self._attempts.pop(episode.id, None)
-            except SentinelError as err:
-                self._guard("episodes", err)
-                for episode in batch:
-                    try:
-                        self.system.episodic.add([episode], as_of=as_of)
-                    except SentinelError as one:
-                        self.stats["writes_failed"] += 1
-                        if self._retry(episode.id, "episodes_lost", one):
-                            self._buffer.append(episode)
-                        continue
-                    self._attempts.pop(episode.id, None)
-                    written += 1
+            written, kept = self._write_all(
+                batch,
+                lambda episodes: self.system.episodic.add(episodes, as_of=as_of),
+                what="episodes",
+                key=lambda episode: episode.id,
+                lost="episodes_lost",
+            )
+            self._buffer.extend(kept)
+            self.stats["flushes"] += 1
         self._write_queued(as_of)
         return written
+
+    def _write_all(
+        self,
+        batch: list[_T],
+        write: Callable[[list[_T]], object],
+        *,
+        what: str,
+        key: Callable[[_T], str],
+        lost: str,
+    ) -> tuple[int, list[_T]]:
+        """Write ``batch`` in one call; if it fails, one item at a time, so one bad item
+        loses only itself. Returns how many were written and those to try again at the
+        next flush (:meth:`_retry`; ``lost``: the stat of those dropped). Counts
+        ``writes`` and ``writes_failed`` (module doc)."""
+        self.stats["writes"] += len(batch)
+        try:
+            write(batch)
+        except SentinelError as err:
+            self._guard(what, err)
+        else:
+            for item in batch:
+                self._attempts.pop(key(item), None)
+            return len(batch), []
+        written, kept = 0, []
+        for item in batch:
+            try:
+                write([item])
+            except SentinelError as one:
+                self.stats["writes_failed"] += 1
+                if self._retry(key(item), lost, one):
+                    kept.append(item)
+                continue
+            self._attempts.pop(key(item), None)
+            written += 1
+        return written, kept
 
     def _retry(self, key: str, lost: str, err: SentinelError) -> bool:
         """Whether the write ``key`` that failed with ``err`` is tried again at the next
@@ -292,28 +264,13 @@ class MemoryWriter:
         if trade.entry_decision is None:
             self.stats["trades_without_decision"] += 1
             return
-        self._trades.append(trade)
-
-    def _absorb(self, as_of: datetime) -> list[list[TradeRecord]]:
-        """Move the positions closed by ``as_of`` whose opening decision still waits for
-        its horizon outcome into that outcome (their PnL replaces the estimate); returns
-        the others' rows, one list per position, to be written as ``"trade"`` outcomes."""
-        waiting = {d.episode_id for d in self._due if d.exposure is not None}
-        ready, self._trades = closed_positions(self._trades, as_of)
-        own = []
-        for rows in ready:
-            decision = rows[0].entry_decision
-            if decision in waiting and decision is not None:
-                self._absorbed.setdefault(decision, []).extend(rows)
-            else:
-                own.append(rows)
-        return own
+        self.outcomes.trades.append(trade)
 
     def start(self, as_of: datetime) -> None:
         """A new decision loop's first bar, before anything is read: buffer the episodes
         detected up to ``as_of``, queue the outcomes due and flush (module doc)."""
         self.add_due(as_of)
-        self._queue_outcomes(as_of, [])
+        self.outcomes.queue_due(as_of, trades=False)
         self.flush(as_of)
 
     def tick(self, as_of: datetime) -> None:
@@ -321,7 +278,7 @@ class MemoryWriter:
         the PnL of trades closed after their decision's horizon (written by the next
         :meth:`flush_if_due`)."""
         self._bars_since_flush += 1
-        self._queue_outcomes(as_of, self._absorb(as_of))
+        self.outcomes.queue_due(as_of, trades=True)
 
     def flush_if_due(self, as_of: datetime) -> None:
         """Per bar, before anything is read: flush when ``flush_every`` bars have passed
@@ -337,62 +294,18 @@ class MemoryWriter:
     def resolve(self, as_of: datetime) -> None:
         """The end of a run: queue every outcome due at ``as_of`` and the realised PnL of
         every queued trade (as of its exit if that is later), and flush."""
-        self._queue_outcomes(as_of, self._absorb(as_of))
-        for decision_id, trades in sorted(self._absorbed.items()):  # horizon not reached
-            moment = max(as_of, max(t.exit_time for t in trades))
-            self._outcome(decision_id, "trade", *position_result(trades), moment)
-        self._absorbed.clear()
-        for rows in positions(self._trades):  # closed after the last bar, or still open
-            if (decision := rows[0].entry_decision) is not None:
-                moment = max(as_of, max(t.exit_time for t in rows))
-                self._outcome(decision, "trade", *position_result(rows), moment)
-        self._trades = []
-        latest = max([as_of, *(o.resolved_at for _, o in self._queued)])
+        latest = self.outcomes.queue_all(as_of)
         self.flush(latest)
-        if self._buffer or self._queued:  # no later flush will retry them: lost, and said
+        queued = self.outcomes.queued
+        if self._buffer or queued:  # no later flush will retry them: lost, and said
             self.stats["episodes_lost"] += len(self._buffer)
-            self.stats["outcomes_lost"] += len(self._queued)
+            self.stats["outcomes_lost"] += len(queued)
             self._errors.append(
                 f"write at the end of the run: {len(self._buffer)} episodes and "
-                f"{len(self._queued)} outcomes were never written (the store failed)"
+                f"{len(queued)} outcomes were never written (the store failed)"
             )
-            self._buffer, self._queued = [], []
+            self._buffer, self.outcomes.queued = [], []
             self._attempts.clear()
-
-    def _queue_outcomes(self, as_of: datetime, own: list[list[TradeRecord]]) -> None:
-        """Queue the outcomes due at ``as_of`` and those of the ``own`` positions."""
-        while self._due and self._due[0].due <= as_of:
-            item = self._due.pop(0)
-            end = self._close_at(item.due)
-            if end is None:
-                continue
-            ret = end / item.start_close - 1.0
-            pnl = None
-            if item.exposure is not None:
-                closed = self._absorbed.pop(item.episode_id, None)
-                pnl = sum(t.pnl for t in closed) if closed else item.exposure * item.equity * ret
-            # an event's outcome is known at its due time (the close it reads is at or
-            # before it), and stamped so: a step run again after a crash (paper trading's
-            # first step, whose warm start writes, then decides a newer bar) logs the same
-            # outcome, which the store skips; a decision's PnL can fold in trades closed
-            # by ``as_of``, so it is known from ``as_of``
-            resolved = item.due if item.exposure is None else as_of
-            self._outcome(item.episode_id, self.horizon, ret, pnl, resolved)
-        for rows in own:
-            if (decision := rows[0].entry_decision) is not None:
-                self._outcome(decision, "trade", *position_result(rows), as_of)
-
-    def _outcome(
-        self, episode_id: str, horizon: str, ret: float, pnl: float | None, as_of: datetime
-    ) -> None:
-        """Queue one outcome resolved at ``as_of`` (written at the next flush)."""
-        outcome = Outcome(
-            horizon=horizon,
-            market_return=ret,
-            pnl=None if pnl is None else round(pnl, 6),
-            resolved_at=as_of,
-        )
-        self._queued.append((episode_id, outcome))
 
     def _write_queued(self, as_of: datetime) -> None:
         """Write the queued outcomes in one batch. A failed batch is retried one outcome
@@ -400,32 +313,20 @@ class MemoryWriter:
         the next flush (module doc). The outcomes of an episode still waiting in the
         buffer (its write failed) wait with it, without using an attempt."""
         waiting = {e.id for e in self._buffer}
-        held = [item for item in self._queued if item[0] in waiting]
-        batch = [item for item in self._queued if item[0] not in waiting]
-        self._queued = held
+        queued = self.outcomes.queued
+        batch = [item for item in queued if item[0] not in waiting]
+        self.outcomes.queued = [item for item in queued if item[0] in waiting]
         if not batch:
             return
-        episodic = self.system.episodic
-        self.stats["writes"] += len(batch)
-        try:
-            episodic.record_outcomes(self.trader_id, batch, as_of=as_of)
-        except SentinelError as err:
-            self._guard("outcomes", err)
-            for item in batch:
-                key = _outcome_key(item)
-                try:
-                    episodic.record_outcomes(self.trader_id, [item], as_of=as_of)
-                except SentinelError as one:
-                    self.stats["writes_failed"] += 1
-                    if self._retry(key, "outcomes_lost", one):
-                        self._queued.append(item)
-                    continue
-                self._attempts.pop(key, None)
-                self.stats["outcomes_recorded"] += 1
-            return
-        self.stats["outcomes_recorded"] += len(batch)
-        for item in batch:
-            self._attempts.pop(_outcome_key(item), None)
+        written, kept = self._write_all(
+            batch,
+            lambda items: self.system.episodic.record_outcomes(self.trader_id, items, as_of=as_of),
+            what="outcomes",
+            key=_outcome_key,
+            lost="outcomes_lost",
+        )
+        self.outcomes.queued.extend(kept)
+        self.stats["outcomes_recorded"] += written
 
 
 def _outcome_key(item: tuple[str, Outcome]) -> str:

@@ -68,12 +68,12 @@ def test_a_flush_while_the_server_is_down_is_written_when_it_is_back(
         assert writer.flush(T0 + 2 * H) == 0
         errors = writer.take_errors()
         assert errors and errors[0].startswith("write episodes: StoreError"), errors
-        assert [e.id for e in writer._buffer] == [second] and len(writer._queued) == 1
+        assert [e.id for e in writer._buffer] == [second] and len(writer.outcomes.queued) == 1
 
         proc, _ = start_chroma_server(tmp_path, port=port)  # back, on the same data
         third = decide(T0 + 2 * H)
         writer.tick(T0 + 3 * H)
-        assert writer.flush(T0 + 3 * H) == 2 and not writer._buffer and not writer._queued
+        assert writer.flush(T0 + 3 * H) == 2 and not writer._buffer and not writer.outcomes.queued
         assert writer.take_errors() == [] and writer.export_state().attempts == {}
         stored = system.episodic.get(TRADER, [first, second, third], as_of=T0 + 3 * H)
         assert [e.id for e in stored] == [first, second, third]
