@@ -30,7 +30,6 @@ from backend.config import MemorySettings
 from backend.errors import LookAheadError, StoreError, UnknownRecordError
 from backend.memory._episode_cache import EpisodeCache
 from backend.memory._episode_codec import (
-    DAY_S,
     EPISODIC_KIND,
     added_record,
     age_decay_entry,
@@ -43,6 +42,7 @@ from backend.memory._episode_codec import (
     replay,
 )
 from backend.memory._episode_codec import MOVE_SCALE as MOVE_SCALE  # re-exported
+from backend.memory._episode_rank import finmem_ranked, recency
 from backend.memory.models import ActionLink, Episode, EpisodeType, Outcome, ScoredEpisode
 from backend.storage import KhalaStore, MemoryRecord, SearchMethod, UpsertResult
 from backend.types import to_utc
@@ -70,11 +70,6 @@ class EpisodicMemory:
     @property
     def store(self) -> KhalaStore:
         return self._store
-
-    # ------------------------------------------------------------------ codec
-
-    _decode = staticmethod(decode)
-    """:func:`~backend.memory._episode_codec.decode`: a record's base episode and log."""
 
     # ----------------------------------------------------------------- writes
 
@@ -338,30 +333,12 @@ class EpisodicMemory:
             method=method,
             filters=record_filters(symbol, event_types),
         )
-        ranked: list[tuple[float, float, str, Episode, float, float]] = []
-        for record, similarity in hits:
-            if record.created_at > moment:  # the store fences too; never trust one layer
-                continue
-            episode = self._cache.as_of(record, ts)
-            occurred = episode.occurred_at.timestamp()
-            recency = _recency(episode, ts, s.recency_half_life_days)
-            score = (
-                s.weight_similarity * similarity
-                + s.weight_recency * recency
-                + s.weight_importance * episode.importance
-            )
-            ranked.append((-score, -occurred, episode.id, episode, similarity, recency))
-        ranked.sort(key=lambda x: x[:3])
-        return [
-            ScoredEpisode(
-                episode=episode,
-                score=-neg_score,
-                similarity=similarity,
-                recency=recency,
-                importance=episode.importance,
-            )
-            for neg_score, _, _, episode, similarity, recency in ranked[:k]
-        ]
+        episodes = (
+            (self._cache.as_of(record, ts), similarity)
+            for record, similarity in hits
+            if record.created_at <= moment  # the store fences too; never trust one layer
+        )
+        return finmem_ranked(episodes, as_of_ts=ts, settings=s, top_k=k)
 
     def recall_by_state(
         self,
@@ -412,15 +389,8 @@ class EpisodicMemory:
                     episode=episode,
                     score=n.similarity,
                     similarity=n.similarity,
-                    recency=_recency(episode, ts, s.recency_half_life_days),
+                    recency=recency(episode, ts, s.recency_half_life_days),
                     importance=episode.importance,
                 )
             )
         return out
-
-
-def _recency(episode: Episode, ts: float, half_life_days: float) -> float:
-    """``0.5 ** (age_days / half_life_days)`` (0..1], the age from the episode's
-    ``occurred_at`` to ``ts`` (UTC seconds), never negative (FinMem's recency)."""
-    age_days = max(0.0, (ts - episode.occurred_at.timestamp()) / DAY_S)
-    return float(0.5 ** (age_days / half_life_days))

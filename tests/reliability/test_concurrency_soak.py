@@ -49,7 +49,7 @@ from backend.config import MemorySettings, StoreSettings, load_settings
 from backend.data import Fill, OHLCVFrame, load_hyperliquid_fills, load_ohlcv
 from backend.embeddings import HashingEmbedder
 from backend.memory import FeatureFrame, compute_features
-from backend.memory.episodic import EpisodicMemory
+from backend.memory._episode_codec import decode as decode_episode
 from tests.agents.conftest import ETH_SOL_SHORT
 from tests.agents.loop import drive
 
@@ -255,9 +255,7 @@ def test_decision_loop_with_persona_refresh_and_consolidation(
 
 def check_no_lost_updates(system: MemorySystem, stats: dict[str, float], c: Consolidation) -> None:
     episodes = [
-        EpisodicMemory._decode(r)
-        for r in system.store.scan(TRADER, as_of=FAR)
-        if r.kind == "episodic"
+        decode_episode(r) for r in system.store.scan(TRADER, as_of=FAR) if r.kind == "episodic"
     ]
     ops = Counter(entry["op"] for _, log in episodes for entry in log)
     assert ops["outcome"] == stats["outcomes_recorded"], "an outcome was lost"

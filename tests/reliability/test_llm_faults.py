@@ -46,7 +46,7 @@ from backend.data import OHLCVFrame, load_ohlcv
 from backend.embeddings import HashingEmbedder
 from backend.llm import build_llm
 from backend.memory import FeatureFrame, compute_features
-from backend.memory.episodic import EpisodicMemory
+from backend.memory._episode_codec import decode as decode_episode
 from tests.agents.loop import drive
 from tests.llm.chat_server import ChatServer, Reply, start_chat_server
 
@@ -161,7 +161,7 @@ def assert_nothing_malformed(system: MemorySystem) -> None:
         elif record.kind == "persona_change":
             change_from_record(record)
         elif record.kind == "episodic":
-            EpisodicMemory._decode(record)
+            decode_episode(record)
         assert MARK not in json.dumps(record.content())
     assert all(MARK not in json.dumps(e.new) for e in system.store.history(TRADER))
     assert system.store._audit.pending() == 0
