@@ -31,7 +31,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import ccxt
@@ -45,18 +44,16 @@ from apscheduler.events import (
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.memory import MemoryJobStore
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from backend.config import JobTrigger, Settings
 from backend.data import grid_origin, timeframe_seconds
 from backend.errors import ConfigError
+from backend.service._jobstore import jobstore, opening, stored_jobs
 from backend.service.jobs import paper_step
 from backend.service.models import JobInfo
 from backend.types import EPOCH
@@ -198,44 +195,6 @@ def job_specs(settings: Settings, config: str) -> list[JobSpec]:
     return specs
 
 
-def _jobstore(url: str) -> SQLAlchemyJobStore:
-    """The SQLAlchemy job store; a SQLite file's directory is created. Raises
-    :class:`ConfigError` for a URL that is not one, a driver not installed or a directory
-    that cannot be made (they had ended as an internal error, exit 1)."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"scheduler.jobstore_url: not a SQLAlchemy URL: {url!r}") from None
-    try:
-        if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-            Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
-        return SQLAlchemyJobStore(url=url)
-    except (ImportError, NoSuchModuleError) as err:  # e.g. postgresql:// without psycopg
-        raise ConfigError(
-            f"scheduler.jobstore_url: the {parsed.drivername} driver is not installed ({err})"
-        ) from None
-    except OSError as err:
-        raise ConfigError(
-            f"scheduler.jobstore_url: cannot create {parsed.database}: {err}"
-        ) from None
-
-
-@contextmanager
-def _opening(url: str) -> Iterator[None]:
-    """The job store's first use (its table made or read): a database that cannot be
-    opened (a directory, a file that is no SQLite database, a server that refuses) is a
-    :class:`ConfigError` naming ``scheduler.jobstore_url`` (it had ended as an internal
-    error, exit 1)."""
-    try:
-        yield
-    except SQLAlchemyError as err:
-        reason = str(getattr(err, "orig", None) or err).splitlines()[0]
-        shown = make_url(url).render_as_string(hide_password=True)  # never a password
-        raise ConfigError(
-            f"scheduler.jobstore_url {shown}: cannot open the job store ({reason})"
-        ) from None
-
-
 def _on_event(event: JobEvent) -> None:
     if event.code == EVENT_JOB_ERROR:
         log.error("job %s failed: %r", event.job_id, getattr(event, "exception", None))
@@ -252,7 +211,7 @@ def build_scheduler(
     one with ``persistent=False``: ``sentinel paper``), with the job defaults of the
     module doc; job errors, missed runs and skipped overlapping runs are logged on
     ``backend.service``."""
-    store = _jobstore(settings.scheduler.jobstore_url) if persistent else MemoryJobStore()
+    store = jobstore(settings.scheduler.jobstore_url) if persistent else MemoryJobStore()
     scheduler = BackgroundScheduler(
         jobstores={"default": store},
         executors={"default": ThreadPoolExecutor(max_workers=threads)},
@@ -357,7 +316,7 @@ def start_service(
     resume it (unless ``paused``). Stop it with ``scheduler.shutdown(wait=True)`` and
     then :func:`backend.service.runtime.close_runtimes`."""
     scheduler = build_scheduler(settings)
-    with _opening(settings.scheduler.jobstore_url):
+    with opening(settings.scheduler.jobstore_url):
         scheduler.start(paused=True)
     try:
         sync_jobs(
@@ -373,32 +332,12 @@ def start_service(
     return scheduler
 
 
-def _stored_jobs(url: str) -> dict[str, Job]:
-    """The jobs in the store (read without a running scheduler); ``{}`` when the store is
-    a SQLite file that does not exist yet (nothing is created then)."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"scheduler.jobstore_url: not a SQLAlchemy URL: {url!r}") from None
-    database = parsed.database
-    is_file_db = parsed.drivername.startswith("sqlite") and database not in (None, "", ":memory:")
-    if is_file_db and not Path(str(database)).is_file():
-        return {}
-    store = _jobstore(url)
-    with _opening(url):
-        store.start(BackgroundScheduler(timezone=UTC), "default")
-    try:
-        return {job.id: job for job in store.get_all_jobs()}
-    finally:
-        store.shutdown()
-
-
 def list_jobs(settings: Settings, config: str, *, now: datetime) -> list[JobInfo]:
     """The configured jobs with their trigger and next run time: the stored one when the
     store holds the same job (what a running scheduler will use), else the trigger's
     first fire time after ``now`` (what a scheduler started now would use)."""
     specs = job_specs(settings, config)
-    stored = _stored_jobs(settings.scheduler.jobstore_url)
+    stored = stored_jobs(settings.scheduler.jobstore_url)
     out = []
     for spec in specs:
         job = stored.get(spec.id)

@@ -277,10 +277,10 @@ def test_overlapping_runs_are_skipped_on_an_accelerated_clock(
 def test_a_jobstore_url_that_is_not_one_is_a_config_error() -> None:
     """``sentinel scheduler jobs`` reads the stored jobs without a scheduler: a bad URL
     is the usual one-line error (exit 2), not an internal one."""
-    from backend.service.scheduler import _stored_jobs
+    from backend.service._jobstore import stored_jobs
 
     with pytest.raises(ConfigError, match=r"scheduler\.jobstore_url: not a SQLAlchemy URL"):
-        _stored_jobs("not a url")
+        stored_jobs("not a url")
 
 
 def test_a_jobstore_without_its_driver_or_directory_is_a_config_error(tmp_path: Path) -> None:
@@ -302,12 +302,13 @@ def test_a_jobstore_without_its_driver_or_directory_is_a_config_error(tmp_path: 
 def test_a_jobstore_that_cannot_be_opened_is_a_config_error(tmp_path: Path) -> None:
     """A SQLite URL on a directory, or on a file that is no database: an internal error
     (exit 1) at the store's first use, in ``scheduler jobs`` and ``scheduler run``."""
-    from backend.service.scheduler import _stored_jobs, start_service
+    from backend.service._jobstore import stored_jobs
+    from backend.service.scheduler import start_service
 
     garbage = tmp_path / "jobs.sqlite"
     garbage.write_bytes(b"\x00not a database" * 40)
     with pytest.raises(ConfigError, match="cannot open the job store \\(file is not a database"):
-        _stored_jobs(f"sqlite:///{garbage}")
+        stored_jobs(f"sqlite:///{garbage}")
     (tmp_path / "dir.sqlite").mkdir()
     settings = load_settings(None)
     scheduler = settings.scheduler.model_copy(
