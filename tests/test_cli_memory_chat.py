@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from backend.data import load_hyperliquid_fills
 from backend.memory.conversation import message_of, render_messages
 from backend.memory.models import Episode, RecalledMessage
 from backend.text.tokens import count_tokens
+from tests.sentinel_cli import sentinel
 
 pytestmark = pytest.mark.slow
 TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
@@ -82,10 +82,10 @@ def store_dir(tmp_path: Path, shared_data: Path) -> Path:
 
 
 def _invoke(*args: str) -> tuple[int, str]:
-    """The installed ``sentinel`` console script (its ``main`` turns errors into one
-    line and exit 2)."""
+    """The ``sentinel`` console script (its ``main`` turns errors into one line and exit
+    2), warm (:mod:`tests.sentinel_cli`: a new process per command, imports inherited)."""
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "sentinel"), *args],
+        [sentinel(), *args],
         capture_output=True, text=True, timeout=300, env=os.environ.copy(),
     )  # fmt: skip
     return done.returncode, done.stdout + done.stderr
@@ -263,7 +263,7 @@ def test_a_file_at_odds_with_the_store_is_refused_and_a_bad_recall_is_one_line(
     twice = json.dumps({"id": "q", "query": "moving house?", "as_of": "2025-03-05T00:00:00Z"})
     queries.write_text(queries.read_text() + "\n" + twice + "\n")
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "sentinel"), "memory", "recall", "--trader", TRADER,
+        [sentinel(), "memory", "recall", "--trader", TRADER,
          "--queries", str(queries), "--store-path", str(run_dir), "--json"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -327,7 +327,7 @@ def test_an_llm_that_fails_every_reading_is_said_in_the_imports_output(tmp_path:
     }
     try:
         done = subprocess.run(
-            [str(Path(sys.executable).parent / "sentinel"), "memory", "import-chat", "--trader",
+            [sentinel(), "memory", "import-chat", "--trader",
              TRADER, "--file", str(chat), "--store-path", str(tmp_path / "run")],
             capture_output=True, text=True, timeout=300, env=env,
         )  # fmt: skip
