@@ -87,7 +87,7 @@ def test_ctrl_c_is_said_and_exits_130(tmp_path: Path, shared_data: Path) -> None
     """An interrupted command must not read as a success to the script that ran it:
     typer (not standalone) returns Ctrl-C as the code 130 instead of raising, and that
     code had been dropped (exit 0, nothing said). The LoCoMo eval is interrupted once it
-    has said its first conversation is done: inside the command, its modules loaded (an
+    has said its first conversation is ingested: inside the command, its modules loaded (an
     interrupt inside a native module's import can surface as another error: see
     ``test_an_interrupt_inside_an_import_is_still_aborted``), with 20 s and more of work
     left (the embedding cache off; the demo, used before, has 2 s left after its first
@@ -105,10 +105,10 @@ def test_ctrl_c_is_said_and_exits_130(tmp_path: Path, shared_data: Path) -> None
     try:
         assert proc.stderr is not None
         for line in proc.stderr:
-            if "questions done" in line:
+            if ": ingested " in line:
                 break
         else:
-            pytest.fail("the eval ended before it answered a conversation's questions")
+            pytest.fail("the eval ended before it ingested a conversation")
         assert proc.poll() is None, "the eval ended before the interrupt"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
