@@ -171,10 +171,9 @@ def test_persona_update_from_the_traders_words(local_llm: LocalServer, tmp_path:
     try:
         manager = PersonaManager(store, llm=llm)
         as_of = datetime(2024, 10, 1, tzinfo=UTC)
-        words = (
-            "I got liquidated on SOL last week, keep me out of leverage. "
-            "Never more than 2% a trade. I mostly hold BTC and ETH for a few weeks."
-        )
+        # two statements: the three-sentence note this test first read made the model
+        # write 681 tokens (nine IGNOREs, ~65 s here); this one ~85 tokens, ~15 s
+        words = "Keep me out of leverage, and never more than 2% a trade."
         changes = manager.update_from_text("trader-1", words, as_of=as_of)
         assert llm.stats.calls == 1 and llm.stats.parsed == 1, changes
         assert llm.stats.by_attempts.keys() <= {1, 2}
