@@ -170,6 +170,10 @@ class DecisionRecord(FrozenModel):
     """Hard constraints the proposal broke (and that the check enforced)."""
     memory_ids: list[str] = Field(default_factory=list)
     prompt_tokens: int = Field(default=0, ge=0)
+    """Tokens (tiktoken cl100k_base) of the memory section rendered for this bar, within
+    ``memory.token_budget`` (0 with memory off). An LLM policy that cut it to fit its
+    model's window says so in the rationale (``[memory cut to N tokens ...]``), and
+    ``Decision.llm_tokens`` holds what the model's endpoint counted."""
     episode_id: str | None = None
     """The ``decision`` episode recorded for it (None with memory off)."""
     retrieval_ms: float = 0.0

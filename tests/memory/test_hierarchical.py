@@ -14,7 +14,7 @@ import pytest
 
 from backend.compose import MemorySystem, build_memory_system
 from backend.config import MemorySettings, load_settings
-from backend.data import load_hyperliquid_fills, load_ohlcv
+from backend.data import Fill, load_ohlcv
 from backend.errors import ToolError
 from backend.memory import compute_features, detect_market_events, events_to_episodes
 from backend.memory.hierarchical import HierarchicalMemory
@@ -29,14 +29,12 @@ AS_OF = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture()
-def system(make_store: StoreFactory, shared_data: Path, tmp_path: Path) -> Iterator[MemorySystem]:
+def system(
+    make_store: StoreFactory, real_fills: list[Fill], shared_data: Path, tmp_path: Path
+) -> Iterator[MemorySystem]:
     settings = load_settings(memory=MemorySettings(working_state_path=tmp_path / "w.sqlite3"))
     built = build_memory_system(settings, store=make_store())
-    fills = [
-        f
-        for f in load_hyperliquid_fills(shared_data / "trades" / "hyperliquid_fills.csv")
-        if f.trader_id == TRADER
-    ]
+    fills = [f for f in real_fills if f.trader_id == TRADER]
     first = datetime(2025, 2, 1, tzinfo=UTC)
     built.persona.build_from_fills(TRADER, [f for f in fills if f.datetime <= first], as_of=first)
     built.toolkit.record_note(
