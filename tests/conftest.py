@@ -287,11 +287,6 @@ def local_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]
     local = load_settings().llm.local
     if not local.model_path.is_absolute():
         local = local.model_copy(update={"model_path": REPO / local.model_path})
-    # one thread: the other xdist worker keeps the other core busy, and llama.cpp's two
-    # threads then wait on each other at every step (a persona reading with one core
-    # busy: 26.3 s with 2 threads, 24.0 s with 1; 15.2 s with 2 on an idle machine),
-    # while taking CPU from that worker
-    local = local.model_copy(update={"n_threads": 1})
     log = tmp_path_factory.mktemp("llm-server") / "server.log"
     server = LocalServer(local, log_path=log, port=0)
     try:
