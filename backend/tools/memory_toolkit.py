@@ -19,8 +19,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from backend.errors import ToolError
-from backend.memory.conversation import ConversationMemory
-from backend.memory.hierarchical import HierarchicalMemory
 from backend.tools._operations import MemoryOperations
 from backend.tools._tool_io import (
     ToolSpec,
@@ -35,7 +33,6 @@ from backend.tools._writers import (
     DECISION_IMPORTANCE,
     WRITE_TOOLS,
     EpisodicWriter,
-    PersonaWriter,
     WorkingWriter,
     decision_episode,
     record_message_once,
@@ -74,19 +71,11 @@ class MemoryToolkit(MemoryOperations):
     """The memory's operations (:class:`~backend.tools._operations.MemoryOperations`) and
     the same operations as tools; every call names the trader and ``as_of``."""
 
-    def __init__(
-        self,
-        memory: HierarchicalMemory,
-        *,
-        working: WorkingWriter,
-        episodic: EpisodicWriter,
-        persona: PersonaWriter,
-        conversation: ConversationMemory | None = None,
-    ) -> None:
-        super().__init__(
-            memory, working=working, episodic=episodic, persona=persona, conversation=conversation
-        )
-        self._tools: ToolTable = {
+    @property
+    def _tools(self) -> ToolTable:
+        """Tool name -> (argument model, run): built at each use (eight lambdas, a few
+        microseconds against a tool call's store work)."""
+        return {
             "recall": (
                 RecallArgs,
                 lambda t, at, a: self.recall(
@@ -199,13 +188,14 @@ class MemoryToolkit(MemoryOperations):
         the first bad field, never its value) or that refusal, and the memory's own
         :class:`~backend.errors.SentinelError` subclasses (e.g. an unknown episode id).
         """
-        if name not in self._tools:
+        table = self._tools
+        if name not in table:
             raise ToolError(f"unknown tool {name!r}")
         try:  # one instant, one form: "+02:00" and "Z" had made two ids of one decision
             as_of = to_utc(as_of)
         except ValueError:
             raise ToolError(f"{name}: as_of must be timezone-aware (UTC)") from None
-        model, run = self._tools[name]
+        model, run = table[name]
         args = parse_args(name, model, arguments)
         if replay:
             refuse_replay_write(name, self._episodic.store, trader_id, as_of=as_of)
