@@ -33,7 +33,7 @@ os.environ.setdefault(
 )
 
 
-# Under xdist (``make test``: two workers on two cores) the local model's server gets its
+# Under xdist (``make test``: three workers on two cores) the local model's server gets its
 # share of the cores, not all of them: llama.cpp's threads wait for each other at every
 # layer, so two threads on a machine whose other core runs the other worker stall. The
 # LLM policy test with the other core busy: 310 s with 2 threads, 127 s with 1
@@ -75,7 +75,7 @@ _SLOW_MARKS = {path: text.count("mark.slow") for path, text in _FILES.items()}
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``make test``'s scheduling (``-n 2 --dist loadfile``): one test file per worker at
+    """``make test``'s scheduling (``-n 3 --dist loadfile``): one test file per worker at
     a time (module fixtures stay per file), except that the files using the local
     model run as one unit on one worker. Each server spins the cores it is given
     (``n_threads``); with one on each worker, the two LLM decision tests of a profile
