@@ -206,9 +206,9 @@ class MemoryWriter:
                 what="episodes",
                 key=lambda episode: episode.id,
                 lost="episodes_lost",
+                batched="flushes",
             )
             self._buffer.extend(kept)
-            self.stats["flushes"] += 1
         self._write_queued(as_of)
         return written
 
@@ -220,11 +220,13 @@ class MemoryWriter:
         what: str,
         key: Callable[[_T], str],
         lost: str,
+        batched: str | None = None,
     ) -> tuple[int, list[_T]]:
         """Write ``batch`` in one call; if it fails, one item at a time, so one bad item
         loses only itself. Returns how many were written and those to try again at the
         next flush (:meth:`_retry`; ``lost``: the stat of those dropped). Counts
-        ``writes`` and ``writes_failed`` (module doc)."""
+        ``writes`` and ``writes_failed`` (module doc), and ``batched`` (a stat) when the
+        one call wrote the whole batch."""
         self.stats["writes"] += len(batch)
         try:
             write(batch)
@@ -233,6 +235,8 @@ class MemoryWriter:
         else:
             for item in batch:
                 self._attempts.pop(key(item), None)
+            if batched is not None:
+                self.stats[batched] += 1
             return len(batch), []
         written, kept = 0, []
         for item in batch:

@@ -1,6 +1,7 @@
 """chromadb calls of :class:`~backend.storage._chroma_backend.ChromaBackend`: what a
-failed call raises and becomes (:data:`FAULTS`, :func:`fault`) and the decoding of
-answers (:func:`got`, :func:`read_all`, :func:`similarities`)."""
+failed call raises and becomes (:data:`FAULTS`, :func:`fault`), a collection opened or
+created (:func:`opened`) and the decoding of answers (:func:`got`, :func:`read_all`,
+:func:`similarities`)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ call is chroma's failure; each becomes a :class:`StoreError` naming the call
 
 def fault(what: str, exc: Exception) -> StoreError:
     """The :class:`StoreError` of a failed chroma call ``what`` (a :class:`StoreError`
-    raised inside it, e.g. by :meth:`ChromaBackend.collection`, is kept as it is)."""
+    raised inside it, e.g. by
+    :meth:`~backend.storage._chroma_backend.ChromaBackend.collection`, is kept as it is)."""
     if isinstance(exc, StoreError):
         return exc
     said = str(exc) if isinstance(exc, ChromaError) else f"{type(exc).__name__}: {exc}"

@@ -61,6 +61,7 @@ def test_a_flush_while_the_server_is_down_is_written_when_it_is_back(
         first = decide(T0)
         writer.tick(T0 + H)  # its outcome (1 bar) is due
         assert writer.flush(T0 + H) == 1 and writer.stats["outcomes_recorded"] == 1
+        assert writer.stats["flushes"] == 1  # a flush whose one batch call wrote it all
 
         _stop(proc)  # the server goes away
         second = decide(T0 + H)
@@ -69,11 +70,13 @@ def test_a_flush_while_the_server_is_down_is_written_when_it_is_back(
         errors = writer.take_errors()
         assert errors and errors[0].startswith("write episodes: StoreError"), errors
         assert [e.id for e in writer._buffer] == [second] and len(writer.outcomes.queued) == 1
+        assert writer.stats["flushes"] == 1  # the failed one is not counted
 
         proc, _ = start_chroma_server(tmp_path, port=port)  # back, on the same data
         third = decide(T0 + 2 * H)
         writer.tick(T0 + 3 * H)
         assert writer.flush(T0 + 3 * H) == 2 and not writer._buffer and not writer.outcomes.queued
+        assert writer.stats["flushes"] == 2
         assert writer.take_errors() == [] and writer.export_state().attempts == {}
         stored = system.episodic.get(TRADER, [first, second, third], as_of=T0 + 3 * H)
         assert [e.id for e in stored] == [first, second, third]
