@@ -91,7 +91,6 @@ class MemoryWriter:
         self.outcomes = OutcomeBook(
             features, horizon=timedelta(seconds=horizon_bars * 86_400 / features.bars_per_day)
         )
-        self.horizon = self.outcomes.horizon
         self.flush_every = max(1, flush_every)
         self._buffer: list[Episode] = []
         self._bars_since_flush = 0
@@ -99,6 +98,11 @@ class MemoryWriter:
         self._errors: list[str] = []
         self._attempts: dict[str, int] = {}
         """Failed flushes per write still to be retried (``WriterState.attempts``)."""
+
+    @property
+    def horizon(self) -> str:
+        """The outcome horizon's label (``"1d"``: :attr:`OutcomeBook.horizon`)."""
+        return self.outcomes.horizon
 
     # ----------------------------------------------------------------- helpers
 
@@ -117,16 +121,13 @@ class MemoryWriter:
 
     def export_state(self) -> WriterState:
         """The in-process state between two bars (for a loop that restarts: paper trading)."""
-        book = self.outcomes
-        return WriterState(
-            buffer=list(self._buffer),
-            bars_since_flush=self._bars_since_flush,
-            due=list(book.due),
-            queued=list(book.queued),
-            trades=list(book.trades),
-            absorbed={k: list(v) for k, v in book.absorbed.items()},
-            stats=dict(self.stats),
-            attempts=dict(self._attempts),
+        return self.outcomes.saved(
+            WriterState(
+                buffer=list(self._buffer),
+                bars_since_flush=self._bars_since_flush,
+                stats=dict(self.stats),
+                attempts=dict(self._attempts),
+            )
         )
 
     def restore_state(self, state: WriterState, *, added_until: datetime | None) -> None:

@@ -68,6 +68,17 @@ class OutcomeBook:
         self.queued: list[tuple[str, Outcome]] = []
         self._close = features.column("close")
 
+    def saved(self, state: WriterState) -> WriterState:
+        """``state`` (a writer's, without its outcomes) with this book's outcomes."""
+        return state.model_copy(
+            update={
+                "due": list(self.due),
+                "queued": list(self.queued),
+                "trades": list(self.trades),
+                "absorbed": {k: list(v) for k, v in self.absorbed.items()},
+            }
+        )
+
     def restore(self, state: WriterState) -> None:
         """Continue from the outcomes of a writer's saved ``state``."""
         self.due = list(state.due)
