@@ -21,6 +21,7 @@ from backend.embeddings import Embedder, HashingEmbedder, MiniLMEmbedder
 from backend.llm.local import LocalServer
 from backend.storage import KhalaStore, open_store
 from tests.data.binance_server import start_binance_server
+from tests.reliability.forker import Forker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -274,6 +275,17 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSetting
         host, port = request.getfixturevalue("chroma_server")
         kwargs.update(host=host, port=port, audit_path=tmp_path / "audit.sqlite3")
     return StoreSettings(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def forker() -> Iterator[Forker]:
+    """The warm launcher of the tests' child processes (:mod:`tests.reliability.cli_forker`;
+    one per session: its imports, ~3 s of CPU, are paid once, and every child is a fork
+    of the same freshly-imported process that never opened a store): the SIGKILL
+    tests' children and the cross-process tests' second writers."""
+    launcher = Forker()
+    yield launcher
+    launcher.close()
 
 
 @pytest.fixture(scope="session")

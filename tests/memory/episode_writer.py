@@ -5,7 +5,8 @@ another process writes too (``sentinel paper``'s outcomes, the scheduler's decay
 ``outcome`` records an outcome of episode ``ep-1`` of trader ``t1``; with ``HOLD_DIR`` it
 stops between its read of the episode's log and its write (it touches ``HOLD_DIR/read``
 and waits for ``HOLD_DIR/go``); ``decay`` ages every episode by 150 days (with
-``HOLD_DIR`` it touches ``HOLD_DIR/decaying`` just before).
+``HOLD_DIR`` it touches ``HOLD_DIR/decaying`` just before). Forked by the session's
+``forker`` (``CALL tests.memory.episode_writer:main``) with the same arguments.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from backend.storage import open_store
 TRADER, EPISODE = "t1", "ep-1"
 
 
-def main() -> None:
-    settings, command = sys.argv[1:3]
-    hold = Path(sys.argv[3]) if len(sys.argv) > 3 else None
+def main(*argv: str) -> None:
+    settings, command, *rest = argv or sys.argv[1:]
+    hold = Path(rest[0]) if rest else None
     store = open_store(StoreSettings.model_validate_json(settings), HashingEmbedder())
     episodes = EpisodicMemory(store, settings=MemorySettings())
     if hold is not None:

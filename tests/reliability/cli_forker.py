@@ -12,12 +12,15 @@ lines on stdin:
 - ``CALL <log path> <module:function> <json list of arguments>``: the same, but the
   child runs ``function(*arguments)`` of a test helper module instead of the CLI.
 - ``WAIT <pid>``: reap the child; prints ``EXIT <pid> <code>`` (``-9`` when SIGKILLed).
-- ``POLL <pid>``: the same if the child has ended, else prints ``RUNNING <pid>``.
+- ``POLL <pid>``: the same if the child has ended, else prints ``RUNNING <pid>``. A child
+  once reaped keeps its code: a ``WAIT`` or ``POLL`` after that answers it again.
 
 The children of the crash tests (:mod:`tests.reliability.crash_writer`,
 :mod:`tests.reliability.crash_scheduler`) are imported here too, so a child only opens
-its store: exactly what a restarted process does after its imports. The client is
-:class:`tests.reliability.forker.Forker` (one per test session).
+its store: exactly what a restarted process does after its imports. The cross-process
+tests' second writers (``persona_writer``, ``episode_writer``, ``store_writer``) are
+started by ``CALL`` the same way. The client is
+:class:`tests.reliability.forker.Forker` (the session's ``forker`` fixture).
 
 The tests kill the printed pid themselves (``os.kill(pid, SIGKILL)``), so the killed
 process is a real ``sentinel`` process in the middle of its work.
@@ -69,6 +72,8 @@ def _child(log: str, args: list[str], target: str | None = None) -> None:
 
 
 def serve() -> None:
+    ended: dict[int, int] = {}
+    """Exit codes of the children reaped so far (a WAIT after a POLL that saw the end)."""
     print("READY", flush=True)
     for line in sys.stdin:
         verb, _, rest = line.strip().partition(" ")
@@ -87,15 +92,19 @@ def serve() -> None:
             print(f"PID {pid}", flush=True)
         elif verb == "WAIT":
             pid = int(rest)
-            _, status = os.waitpid(pid, 0)
-            print(f"EXIT {pid} {os.waitstatus_to_exitcode(status)}", flush=True)
+            if pid not in ended:
+                ended[pid] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            print(f"EXIT {pid} {ended[pid]}", flush=True)
         elif verb == "POLL":
             pid = int(rest)
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done == 0:
-                print(f"RUNNING {pid}", flush=True)
+            if pid not in ended:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done != 0:
+                    ended[pid] = os.waitstatus_to_exitcode(status)
+            if pid in ended:
+                print(f"EXIT {pid} {ended[pid]}", flush=True)
             else:
-                print(f"EXIT {pid} {os.waitstatus_to_exitcode(status)}", flush=True)
+                print(f"RUNNING {pid}", flush=True)
 
 
 if __name__ == "__main__":

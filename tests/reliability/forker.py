@@ -1,6 +1,7 @@
 """Client of :mod:`tests.reliability.cli_forker` (its doc has the protocol): one warm
-process per test session that forks the crash tests' children, so a round costs a fork
-instead of a fresh interpreter importing chromadb, pandas, ccxt and apscheduler."""
+process per test session that forks the crash tests' children and the cross-process
+tests' second writers, so each costs a fork instead of a fresh interpreter importing
+chromadb, pandas, ccxt and apscheduler."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,6 +58,25 @@ class Forker:
         """Reap ``pid`` if it has ended (its exit code), else None; never blocks."""
         answer = self._send(f"POLL {pid}").split()
         return int(answer[2]) if answer[0] == "EXIT" else None
+
+    def outcome(self, pid: int, log: Path) -> tuple[int, str, str]:
+        """Reap ``pid`` (forked with ``log``): ``(exit code, stdout, stderr)``."""
+        code = self.wait(pid)
+        return code, log.read_text(), Path(f"{log}.err").read_text()
+
+    def call_and_wait(self, log: Path, target: str, args: list[str]) -> tuple[int, str, str]:
+        """:meth:`call`, then :meth:`outcome`."""
+        return self.outcome(self.call(log, target, args), log)
+
+    def wait_for_line(self, pid: int, log: Path, line: str, timeout_s: float = 120.0) -> None:
+        """Wait until the child ``pid`` has written ``line`` to its stdout ``log``
+        (AssertionError if it ended first, with its stderr, or after ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while line not in (log.read_text() if log.exists() else "").splitlines():
+            code = self.poll(pid)
+            assert code is None, f"the child ended ({code}): {Path(f'{log}.err').read_text()}"
+            assert time.monotonic() < deadline, f"{log}: no {line!r} in {timeout_s} s"
+            time.sleep(0.02)
 
     def close(self) -> None:
         assert self.proc.stdin is not None

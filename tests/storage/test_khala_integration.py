@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ from backend.storage import KhalaStore, MemoryRecord, open_store
 from backend.storage._lexical import rrf_fuse
 from backend.storage.models import SearchMethod
 from tests.conftest import StoreFactory
+from tests.reliability.forker import Forker
 
 T0 = datetime(2022, 5, 1, tzinfo=UTC)
 LATER = T0 + timedelta(days=365)
@@ -489,27 +489,18 @@ def test_reads_see_what_another_process_wrote(make_durable_store: StoreFactory) 
     assert {h.record.id for h in sol} == {"r4", "r5"}
 
 
-_WRITER = """
-import sys
-from datetime import datetime
-from backend.config import StoreSettings
-from backend.config import StoreSettings
-from backend.embeddings import HashingEmbedder
-from backend.storage import MemoryRecord, open_store
-store = open_store(StoreSettings.model_validate_json(sys.argv[1]), HashingEmbedder())
-at = datetime.fromisoformat(sys.argv[3])
-store.upsert("alice", [MemoryRecord(id=sys.argv[2], trader_id="alice", text=sys.argv[4],
-             created_at=at, kind="news")], as_of=at)
-store.close()
-"""
+WRITER = "tests.storage.store_writer:main"
 
 
-def test_dense_search_finds_what_another_process_wrote(shared_store: StoreSettings) -> None:
-    """A real second process (``test_reads_see_what_another_process_wrote`` runs both
-    stores in one process, where they share chroma's client state). An embedded chroma
-    loads a collection's HNSW index once per process and adds only that process's
-    writes: without a reopen, a long-running reader (``sentinel mcp`` beside ``sentinel
-    paper``) never found the other's new rows by dense search, read-only or not."""
+def test_dense_search_finds_what_another_process_wrote(
+    shared_store: StoreSettings, forker: Forker, tmp_path: Path
+) -> None:
+    """A real second process, forked by the session's ``forker``
+    (``test_reads_see_what_another_process_wrote`` runs both stores in one process,
+    where they share chroma's client state). An embedded chroma loads a collection's
+    HNSW index once per process and adds only that process's writes: without a reopen,
+    a long-running reader (``sentinel mcp`` beside ``sentinel paper``) never found the
+    other's new rows by dense search, read-only or not."""
     from backend.storage import open_store
 
     reader = open_store(shared_store, HashingEmbedder())
@@ -518,11 +509,10 @@ def test_dense_search_finds_what_another_process_wrote(shared_store: StoreSettin
         assert reader.search("alice", "luna", as_of=LATER, method="dense")  # index loaded
 
         def write(rid: str, text: str) -> None:
-            subprocess.run(
-                [sys.executable, "-c", _WRITER, shared_store.model_dump_json(), rid,
-                 (T0 + timedelta(days=30)).isoformat(), text],
-                check=True, capture_output=True, text=True, timeout=300,
-            )  # fmt: skip
+            at = (T0 + timedelta(days=30)).isoformat()
+            args = [shared_store.model_dump_json(), rid, at, text]
+            code, _, err = forker.call_and_wait(tmp_path / f"{rid}.log", WRITER, args)
+            assert code == 0, err
 
         write("r3", "a brand new memory about the merge")
         hits = reader.search("alice", "brand new memory merge", as_of=LATER, method="dense")

@@ -1,5 +1,7 @@
 """Child process of ``test_persona_cross_process``: one note of the trader, written into
-the persona by another process (as ``sentinel scheduler run``'s refresh job would)."""
+the persona by another process (as ``sentinel scheduler run``'s refresh job would).
+Forked by the session's ``forker`` (``CALL ...persona_writer:main``) or run as ``python -m
+tests.agents.memory.persona_writer SETTINGS TRADER TEXT AS_OF [--announce]``."""
 
 from __future__ import annotations
 
@@ -12,10 +14,10 @@ from backend.embeddings import HashingEmbedder
 from backend.storage import open_store
 
 
-def main() -> None:
-    settings, trader, text, as_of = sys.argv[1:5]
+def main(*argv: str) -> None:
+    settings, trader, text, as_of, *flags = argv or sys.argv[1:]
     store = open_store(StoreSettings.model_validate_json(settings), HashingEmbedder())
-    if "--announce" in sys.argv[5:]:  # the store is open: the write comes next
+    if "--announce" in flags:  # the store is open: the write comes next
         print("ready", flush=True)
     try:
         changes = PersonaManager(store).update_from_text(
