@@ -278,14 +278,21 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSetting
 
 
 @pytest.fixture(scope="session")
-def forker() -> Iterator[Forker]:
-    """The warm launcher of the tests' child processes (:mod:`tests.reliability.cli_forker`;
-    one per session: its imports, ~3 s of CPU, are paid once, and every child is a fork
-    of the same freshly-imported process that never opened a store): the SIGKILL
-    tests' children and the cross-process tests' second writers."""
+def _launcher() -> Iterator[Forker]:
     launcher = Forker()
     yield launcher
     launcher.close()
+
+
+@pytest.fixture
+def forker(_launcher: Forker) -> Iterator[Forker]:
+    """The warm launcher of the tests' child processes (:mod:`tests.reliability.cli_forker`:
+    one per test session, so per xdist worker that uses it, whose imports, ~3 s of CPU,
+    are paid once; every child is a fork of that freshly-imported process, which never
+    opened a store): the SIGKILL tests' children and the cross-process tests' second
+    writers. A child a test left running (it failed midway) is SIGKILLed after it."""
+    yield _launcher
+    _launcher.kill_all()
 
 
 @pytest.fixture(scope="session")

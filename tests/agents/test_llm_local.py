@@ -94,9 +94,9 @@ def test_llm_policy_on_real_bars_with_memory(
     assert len(records) == len(policy.views) == 2
     assert all(r.proposed.model == "gemma-3-270m" for r in records)
     answered = [r for r in records if r.proposed.error is None]
-    # the goal is >= 95% (scripts/bench_llm.py measures it: 12 of 12); here one
-    # may miss (the window and contract tests each need their one decision answered)
-    assert len(answered) >= 1, [r.proposed.error for r in records]
+    # the goal is >= 95% (scripts/bench_llm.py measures it: 12 of 12); here a
+    # majority, as with three bars: both (greedy decoding, so the same answers each run)
+    assert len(answered) == 2, [r.proposed.error for r in records]
     assert llm.stats.calls == 2 and llm.stats.parsed == len(answered)
     for record, view in zip(records, policy.views, strict=True):
         assert view.prompt is not None and "HARD CONSTRAINTS" in view.prompt

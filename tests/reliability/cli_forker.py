@@ -82,6 +82,7 @@ def serve() -> None:
             pid = os.fork()
             if pid == 0:
                 _child(log, [str(a) for a in json.loads(args)])
+            ended.pop(pid, None)  # a reused pid: not the reaped child's code
             print(f"PID {pid}", flush=True)
         elif verb == "CALL":
             log, _, rest = rest.partition(" ")
@@ -89,6 +90,7 @@ def serve() -> None:
             pid = os.fork()
             if pid == 0:
                 _child(log, [str(a) for a in json.loads(args)], target)
+            ended.pop(pid, None)
             print(f"PID {pid}", flush=True)
         elif verb == "WAIT":
             pid = int(rest)
