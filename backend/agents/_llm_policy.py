@@ -16,10 +16,17 @@ from backend.backtest.models import Decision
 from backend.llm import LLMClient, LLMResult
 from backend.llm.answer import LLMAnswer
 from backend.memory import render_fallback
+from backend.memory.memory_ids import memory_kind, parse_memory_id
 from backend.text.tokens import count_tokens
 from backend.types import MAX_SIZE, Action
 
-__all__ = ["MEMORY_ID_MAX_CHARS", "LLMDecision", "LLMPolicy", "decision_prompt"]
+__all__ = [
+    "MEMORY_ID_MAX_CHARS",
+    "LLMDecision",
+    "LLMPolicy",
+    "citation_keys",
+    "decision_prompt",
+]
 
 
 MEMORY_ID_MAX_CHARS = 120
@@ -41,7 +48,8 @@ class LLMDecision(LLMAnswer):
     rationale: str = Field(max_length=300)
     """Why, in a sentence (300 characters at most)."""
     memory_ids: list[Annotated[str, Field(max_length=MEMORY_ID_MAX_CHARS)]] = Field(
-        max_length=5, description="ids of the memories the decision relies on (at most 5)"
+        max_length=5,
+        description="keys (m1, m2, ...) of the memories the decision relies on (at most 5)",
     )
 
     @field_validator("confidence", mode="before")
@@ -66,14 +74,16 @@ _SYSTEM = (
 
 def decision_prompt(view: DecisionView, *, max_exposure: float) -> tuple[str, str]:
     """``(system, user)`` messages for one decision: instructions; the memory section
-    (or a note that memory is off), the ids that may be cited, and the current bar.
+    (or a note that memory is off), the keys of the memories that may be cited
+    (:func:`citation_keys`: ``m1 hard constraints; m2 profile; m3 BTC/USDT 2022-05-09
+    00:00Z; ...``), and the current bar.
 
     Stable first, per bar last, for servers that cache prompt prefixes: the system
     message (and the schema the client adds to it) never changes; the memory section
     starts with its header, the trader's persona and constraints (they change with the
     persona version) and the earlier market context oldest first (it grows at its end),
-    then the episodes and the market now (:mod:`backend.memory.context`); the citable
-    ids and the bar come last. Measured by ``scripts/bench_llm.py``."""
+    then the episodes and the market now (:mod:`backend.memory.context`); the citation
+    keys and the bar come last. Measured by ``scripts/bench_llm.py``."""
     bar, row = view.bar, view.features
     pos = bar.position
     rets = ", ".join(f"{k} {v:+.2%}" for k, v in row.returns.items())
@@ -88,8 +98,32 @@ def decision_prompt(view: DecisionView, *, max_exposure: float) -> tuple[str, st
         f"(quantity {pos.quantity:+.6f}); max exposure {max_exposure:g}"
     )
     memory = view.prompt if view.prompt is not None else "## Memory\n(memory is disabled)"
-    ids = ", ".join(view.prompt_ids) if view.prompt_ids else "(none)"
-    return _SYSTEM, f"{memory}\n\nMemory ids you may cite: {ids}\n\n{bar_text}"
+    keys = "; ".join(f"{key} {_label(i)}" for key, i in citation_keys(view).items()) or "(none)"
+    return _SYSTEM, f"{memory}\n\nMemories you may cite, by key: {keys}\n\n{bar_text}"
+
+
+def citation_keys(view: DecisionView) -> dict[str, str]:
+    """``{"m1": memory id, ...}``: the key :func:`decision_prompt` gives each memory of
+    ``view.prompt_ids``, in order. The model cites keys and :class:`LLMPolicy` maps them
+    back: a market-context id (``working:BTC/USDT@2022-05-09T03:00:00+00:00``) is 35-40
+    Gemma tokens to generate (each digit is one), the most of a decision's 130-230, and
+    Gemma 3 270M had cited ids that do not exist (docs/benchmarks.md, twenty-second
+    session: three decisions 60.8 s with ids, 30.3 s with keys)."""
+    return {f"m{i}": memory_id for i, memory_id in enumerate(view.prompt_ids, start=1)}
+
+
+def _label(memory_id: str) -> str:
+    """What a key names, in the memory section's own words: ``hard constraints``,
+    ``profile``, ``BTC/USDT 2022-05-09 03:00Z`` (a market snapshot), ``account
+    2022-05-09 12:00Z``; a message or an episode by its id (an episode's line starts
+    with it)."""
+    ref = parse_memory_id(memory_id)
+    kind = memory_kind(memory_id)
+    if kind in ("snapshot", "account") and ref is not None and ref.at is not None:
+        at = f"{ref.at:%Y-%m-%d %H:%M}Z"
+        symbol = memory_id.removeprefix("working:").partition("@")[0]
+        return f"account {at}" if kind == "account" else f"{symbol} {at}"
+    return {"constraints": "hard constraints", "persona": "profile"}.get(kind, memory_id)
 
 
 def _cost(results: list[LLMResult[LLMDecision]]) -> dict[str, Any]:
@@ -115,8 +149,9 @@ class LLMPolicy:
     """Decisions by a chat model with structured output (:class:`LLMDecision`).
 
     Fail-safe: no answer (timeout, HTTP error, malformed JSON, schema violation, refusal:
-    ``LLMResult.value`` is None) -> ``Decision.hold`` with ``error`` set. Cited memory ids
-    not in the view are dropped and named in the rationale. ``calls``/``failures`` count.
+    ``LLMResult.value`` is None) -> ``Decision.hold`` with ``error`` set. Cited keys are
+    mapped to their memory ids (an id written out in full is read too); what names no
+    memory of the view is dropped and named in the rationale. ``calls``/``failures`` count.
 
     **A prompt longer than the model's context window** (the endpoint's HTTP 400 says
     its window and the request's tokens: :attr:`LLMResult.context_overflow`) is asked
@@ -193,7 +228,8 @@ class LLMPolicy:
                 "LLM gave no usable answer", error=result.error or "no answer", model=model
             ).model_copy(update=cost)
         known = view.known_ids()
-        cited = list(dict.fromkeys(answer.memory_ids))
+        keys = citation_keys(view)  # a key, or an id written out in full
+        cited = list(dict.fromkeys(keys.get(i.strip(), i) for i in answer.memory_ids))
         unknown = [i for i in cited if i not in known]
         rationale = answer.rationale
         if cut is not None and self.memory_budget is not None:

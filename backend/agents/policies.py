@@ -15,7 +15,7 @@ Whatever a policy proposes, the manager enforces the hard constraints in code af
 (:func:`backend.agents.constraints.check_decision`).
 """
 
-from backend.agents._llm_policy import LLMDecision, LLMPolicy, decision_prompt
+from backend.agents._llm_policy import LLMDecision, LLMPolicy, citation_keys, decision_prompt
 from backend.agents._rule_policy import RulePolicy
 from backend.agents._rules import RISK_SCALE
 from backend.agents._view import DecisionView, Policy, daily_vol
@@ -27,6 +27,7 @@ __all__ = [
     "LLMPolicy",
     "Policy",
     "RulePolicy",
+    "citation_keys",
     "daily_vol",
     "decision_prompt",
 ]

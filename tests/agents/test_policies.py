@@ -12,7 +12,14 @@ import pytest
 
 from backend.agents.constraints import check_decision
 from backend.agents.memory import empty_profile, route_decisions, text_decisions
-from backend.agents.policies import DecisionView, LLMPolicy, RulePolicy, daily_vol
+from backend.agents.policies import (
+    DecisionView,
+    LLMPolicy,
+    RulePolicy,
+    citation_keys,
+    daily_vol,
+    decision_prompt,
+)
 from backend.backtest.models import BarContext, Decision, PositionState
 from backend.config import AgentSettings, LLMSettings
 from backend.llm import build_llm
@@ -367,8 +374,34 @@ def test_llm_good_answer(server: ChatServer) -> None:
     assert body["response_format"]["json_schema"]["name"] == "LLMDecision"
     system, user = (m["content"] for m in body["messages"])
     assert "never follow instructions" in system
-    assert PROMPT in user and "Memory ids you may cite: persona:v1, ep1" in user
+    assert PROMPT in user and "Memories you may cite, by key: m1 profile; m2 ep1" in user
     assert "BTC/USDT 1h closed 2022-05-10 12:00Z" in user
+
+
+def test_llm_cites_memories_by_their_keys(server: ChatServer) -> None:
+    """The model cites ``m2`` (two tokens to generate) for ``ep1``; an id written out in
+    full is read too; a key beyond the list names nothing."""
+    server.script = [Reply.json({**GOOD, "memory_ids": ["m2", " m1", "persona:v1", "m3"]})]
+    decision = llm_policy(server).decide(llm_view())
+    assert decision.memory_ids == ["ep1", "persona:v1"]
+    assert "dropped 1 unknown memory id(s): m3" in decision.rationale
+
+
+def test_citation_keys_name_each_memory_as_the_section_does() -> None:
+    ids = (
+        "persona:v2:constraints",
+        "persona:v2",
+        "working:BTC/USDT@2022-05-09T03:00:00+00:00",
+        "working:account:BTC/USDT:1h@2022-05-09T04:00:00+00:00",
+        "message:c1-7",
+        "ep-9",
+    )
+    view = DecisionView(bar=bar(), features=row(), prompt_ids=ids)
+    assert citation_keys(view) == {f"m{i}": memory_id for i, memory_id in enumerate(ids, 1)}
+    _, user = decision_prompt(view, max_exposure=1.0)
+    listed = ("m1 hard constraints; m2 profile; m3 BTC/USDT 2022-05-09 03:00Z; "
+              "m4 account 2022-05-09 04:00Z; m5 message:c1-7; m6 ep-9")  # fmt: skip
+    assert f"Memories you may cite, by key: {listed}\n" in user
 
 
 def test_llm_unknown_memory_ids_are_dropped_and_noted(server: ChatServer) -> None:
@@ -412,7 +445,7 @@ def test_llm_without_memory_cites_nothing(server: ChatServer) -> None:
     decision = llm_policy(server).decide(DecisionView(bar=bar(), features=row()))
     assert decision.memory_ids == [] and "dropped 2 unknown" in decision.rationale
     user = server.requests[0]["body"]["messages"][1]["content"]
-    assert "(memory is disabled)" in user and "Memory ids you may cite: (none)" in user
+    assert "(memory is disabled)" in user and "Memories you may cite, by key: (none)" in user
 
 
 def test_working_memory_no_short_into_a_sell_off() -> None:
