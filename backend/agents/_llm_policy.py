@@ -106,9 +106,10 @@ def citation_keys(view: DecisionView) -> dict[str, str]:
     """``{"m1": memory id, ...}``: the key :func:`decision_prompt` gives each memory of
     ``view.prompt_ids``, in order. The model cites keys and :class:`LLMPolicy` maps them
     back: a market-context id (``working:BTC/USDT@2022-05-09T03:00:00+00:00``) is 35-40
-    Gemma tokens to generate (each digit is one), the most of a decision's 130-230, and
-    Gemma 3 270M had cited ids that do not exist (docs/benchmarks.md, twenty-second
-    session: three decisions 60.8 s with ids, 30.3 s with keys)."""
+    Gemma tokens to generate (each digit is one), most of a decision's 130-230, and
+    Gemma 3 270M had cited ids that do not exist. With keys: 94 generated tokens and
+    21.2 s a decision against 193 and 30.3 s (``scripts/bench_llm.py``, six decisions;
+    docs/benchmarks.md, twenty-second session)."""
     return {f"m{i}": memory_id for i, memory_id in enumerate(view.prompt_ids, start=1)}
 
 
