@@ -16,7 +16,7 @@ from backend.backtest.models import Decision
 from backend.llm import LLMClient, LLMResult
 from backend.llm.answer import LLMAnswer
 from backend.memory import render_fallback
-from backend.memory.memory_ids import memory_kind, parse_memory_id
+from backend.memory.memory_ids import memory_label
 from backend.text.tokens import count_tokens
 from backend.types import MAX_SIZE, Action
 
@@ -98,7 +98,8 @@ def decision_prompt(view: DecisionView, *, max_exposure: float) -> tuple[str, st
         f"(quantity {pos.quantity:+.6f}); max exposure {max_exposure:g}"
     )
     memory = view.prompt if view.prompt is not None else "## Memory\n(memory is disabled)"
-    keys = "; ".join(f"{key} {_label(i)}" for key, i in citation_keys(view).items()) or "(none)"
+    keys = "; ".join(f"{key} {memory_label(i)}" for key, i in citation_keys(view).items())
+    keys = keys or "(none)"
     return _SYSTEM, f"{memory}\n\nMemories you may cite, by key: {keys}\n\n{bar_text}"
 
 
@@ -111,20 +112,6 @@ def citation_keys(view: DecisionView) -> dict[str, str]:
     21.2 s a decision against 193 and 30.3 s (``scripts/bench_llm.py``, six decisions;
     docs/benchmarks.md, twenty-second session)."""
     return {f"m{i}": memory_id for i, memory_id in enumerate(view.prompt_ids, start=1)}
-
-
-def _label(memory_id: str) -> str:
-    """What a key names, in the memory section's own words: ``hard constraints``,
-    ``profile``, ``BTC/USDT 2022-05-09 03:00Z`` (a market snapshot), ``account
-    2022-05-09 12:00Z``; a message or an episode by its id (an episode's line starts
-    with it)."""
-    ref = parse_memory_id(memory_id)
-    kind = memory_kind(memory_id)
-    if kind in ("snapshot", "account") and ref is not None and ref.at is not None:
-        at = f"{ref.at:%Y-%m-%d %H:%M}Z"
-        symbol = memory_id.removeprefix("working:").partition("@")[0]
-        return f"account {at}" if kind == "account" else f"{symbol} {at}"
-    return {"constraints": "hard constraints", "persona": "profile"}.get(kind, memory_id)
 
 
 def _cost(results: list[LLMResult[LLMDecision]]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ __all__ = [
     "account_id",
     "constraints_id",
     "memory_kind",
+    "memory_label",
     "message_memory_id",
     "parse_memory_id",
     "persona_id",
@@ -94,3 +95,22 @@ def memory_kind(
     if memory_id.startswith(_WORKING):
         return "snapshot"
     return "message" if memory_id.startswith(_MESSAGE) else "episode"
+
+
+def memory_label(memory_id: str) -> str:
+    """A short name of what ``memory_id`` holds, in the words a decision context uses:
+    ``hard constraints``, ``profile``, ``BTC/USDT 2022-05-09 03:00Z`` (a market
+    snapshot), ``account 2022-05-09 12:00Z``; a message or an episode (or a malformed
+    working id) by the id itself. For the LLM policy's citation keys."""
+    kind = memory_kind(memory_id)
+    if kind == "constraints":
+        return "hard constraints"
+    if kind == "persona":
+        return "profile"
+    ref = parse_memory_id(memory_id) if kind in ("snapshot", "account") else None
+    if ref is None or ref.at is None:
+        return memory_id
+    at = f"{ref.at:%Y-%m-%d %H:%M}Z"
+    if kind == "account":
+        return f"account {at}"
+    return f"{memory_id.removeprefix(_WORKING).rpartition('@')[0]} {at}"
