@@ -2,8 +2,8 @@
 
 Three tasks (O-Mem's memory construction, adapted to trading):
 - **persona update decisions**: read the trader's own words against the current profile
-  and decide ADD / UPDATE / DELETE (a lifted ban) / IGNORE per attribute (O-Mem's persona
-  router);
+  and list the statements that change it, ADD / UPDATE / DELETE (a lifted ban), for O-Mem's
+  persona router (which decides IGNORE for what is already known or weaker);
 - **topic extraction** from a market snapshot and its headlines (working-memory index);
 - **key event identification**: is this market state a salient episode worth keeping?
 
@@ -68,8 +68,11 @@ class PersonaDecision(_Schema):
 
 class PersonaDecisions(_Schema):
     decisions: list[PersonaDecision] = Field(max_length=8)
-    """One per statement of the message (a note rarely makes more than a few; the bound
-    also caps what a small model that repeats itself can generate)."""
+    """One per statement of the message that changes the profile, none when nothing does
+    (the router decides IGNORE for what is already known: listing every ignored statement
+    was 2,125 generated tokens for nine notes with Gemma 3 270M, 758 when asked to leave
+    them out, the same changes stored; docs/benchmarks.md). The bound caps what a small
+    model that repeats itself can generate."""
 
 
 def persona_update_prompt(profile_summary: str, text: str) -> tuple[str, str]:
@@ -81,7 +84,8 @@ def persona_update_prompt(profile_summary: str, text: str) -> tuple[str, str]:
         "tolerance, holding period or style: ADD (new attribute), UPDATE (changes an "
         "existing value), DELETE (the trader lifts a ban they had set: the constraint "
         "with the tickers, or the flag, they lift) or IGNORE (already known, vague, or "
-        "not about the trader). "
+        "not about the trader). List only the statements that change the profile: "
+        "leave out what you IGNORE, and answer an empty list when nothing changes. "
         "Fractions are decimals (2% = 0.02); leverage is a multiple (3x = 3.0); asset "
         "tickers are upper case. " + _DATA_RULE
     )

@@ -33,10 +33,11 @@ def route_text(
     lift_note: str | None = None,
 ) -> RouteResult | None:
     """Route ``text`` against ``profile``: the model's decisions ``asked`` (empty: no
-    model, or it failed with ``failure``), then the offline rules' (the policy of
+    model, it failed with ``failure``, or it read nothing that changes the profile),
+    then the offline rules' (the policy of
     :meth:`~backend.agents.memory.PersonaManager.update_from_text`); one new version
     at most, every change stamped with it. None when nothing about the trader was found
-    and no model was asked.
+    and the model, if asked, neither failed nor decided anything.
 
     A lift (``DELETE``) removes a hard risk limit. The model's is applied only when the
     rules read the same lift in the note (its tickers among theirs: the router); the

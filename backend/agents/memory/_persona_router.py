@@ -38,7 +38,7 @@ Two kinds of candidates reach it:
 
 The version increases by exactly 1 when a call has at least one ``ADD``/``UPDATE``/``DELETE``;
 otherwise the profile is returned unchanged. Every change of a call carries the
-profile version in effect after the call. A failed or empty answer
+profile version in effect after the call. A failed answer
 (:func:`route_failure`) yields one ``IGNORE`` change and never touches the profile.
 """
 
@@ -278,8 +278,8 @@ def route_decisions(
 def route_failure(
     profile: PersonaProfile, *, as_of: datetime, source: TextSource, error: str
 ) -> RouteResult:
-    """A failed or empty answer: one ``IGNORE`` change (attribute ``profile``) with the
-    error as reason; the profile is returned unchanged."""
+    """A failed answer (or one of only invalid decisions): one ``IGNORE`` change
+    (attribute ``profile``) with the error as reason; the profile is returned unchanged."""
     pending = [Pending("profile", "IGNORE", None, None, f"{source} answer rejected: {error}")]
     return _finish(profile, dict(profile.attributes), pending, as_of=to_utc(as_of), source=source)
 

@@ -1,6 +1,8 @@
 """update_from_text with an LLM: a real openai client against a loopback chat-completions
-server. A good answer is routed; a malformed, empty or invalid answer or an HTTP error is
-recorded as an IGNORE change and the offline rules read the note instead."""
+server. A good answer is routed; a malformed or invalid answer or an HTTP error is
+recorded as an IGNORE change and the offline rules read the note instead; an empty list
+is the model's answer that nothing changes (no failure), and the rules read the note
+as well."""
 
 from __future__ import annotations
 
@@ -102,7 +104,6 @@ def test_good_answer_adds_the_constraint(
         (Reply(content='{"decisions": [{"attribute": "constraints", "act'), "answer rejected"),
         (Reply(content='{"decisions": [{"attribute": "mood", "action": "ADD"}]}'), "does not fit"),
         (Reply(status=500), "HTTP 500"),
-        (Reply(content='{"decisions": []}'), "empty answer"),
     ],
 )
 def test_bad_answer_is_recorded_and_the_rules_read_the_note(
@@ -125,6 +126,27 @@ def test_bad_answer_is_recorded_and_the_rules_read_the_note(
     assert {c.kind for c in after.constraints()} == {"max_risk_per_trade", "no_memecoins"}
     timeline = manager.timeline(ALTS_SPOT, as_of=later(before))
     assert timeline[-len(changes) :] == changes
+
+
+def test_an_empty_list_is_no_failure_and_the_rules_still_read_the_note(
+    setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
+) -> None:
+    """The prompt asks the model to leave out what it ignores: ``[]`` is its answer that
+    nothing changes, not a failure (a chat's every "hi" had counted as one), and a limit
+    it missed is still the rules'."""
+    manager, before = setup
+    server.script = [Reply(content='{"decisions": []}')]
+    changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before))
+    assert changes and {(c.action, c.source) for c in changes} == {("ADD", "rules")}
+    after = manager.get_profile(ALTS_SPOT, later(before))
+    assert after is not None and after.version == before.version + 1
+    assert {c.kind for c in after.constraints()} == {"max_risk_per_trade", "no_memecoins"}
+    # a note with nothing about the trader: no change at all, and no failure
+    server.script = [Reply(content='{"decisions": []}')]
+    assert manager.update_from_text(ALTS_SPOT, "Nice weather today.", as_of=later(after)) == []
+    assert len(server.requests) == 2
+    system = server.requests[0]["body"]["messages"][0]["content"]
+    assert "leave out what you IGNORE" in system
 
 
 def test_a_model_that_reads_something_else_loses_no_stated_limit(
