@@ -58,8 +58,7 @@ _NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nin
             "eleven", "twelve")  # fmt: skip
 _COUNT = rf"(?:\d+|{'|'.join(_NUMBERS)})"
 _HOLD = re.compile(
-    r"(?i)\bi(?:'d|\s+would)?\s+(?:usually\s+|typically\s+|normally\s+|mostly\s+|rather\s+|"
-    r"prefer\s+to\s+|like\s+to\s+|tend\s+to\s+)?hold(?:\s+my)?"
+    r"(?i)\bi\s+(?:usually\s+|typically\s+|normally\s+|mostly\s+)?hold(?:\s+my)?"
     r"(?:\s+(?:positions?|trades?))?(?:\s+for)?\s+((?:a\s+few\s+|several\s+"
     rf"|{_COUNT}(?:\s*(?:-|to|or)\s*{_COUNT})?\s+|a\s+|an\s+)?{_UNITS})\b"
 )

@@ -199,13 +199,6 @@ STATED = [
     ("I usually hold for a few days", "holding_period", "a few days"),
     ("Swing is my thing, I hold one to two weeks.", "holding_period", "one to two weeks"),
     ("I hold trades for 2-3 days", "holding_period", "2-3 days"),
-    (
-        "Moving house this month, less screen time: I'd rather hold positions for weeks.",
-        "holding_period",
-        "weeks",
-    ),
-    ("I like to hold for a few days", "holding_period", "a few days"),
-    ("I tend to hold trades for 2-3 weeks", "holding_period", "2-3 weeks"),
     ("I mostly trade SOL and AVAX", "preferred_assets", "SOL, AVAX"),
     ("I prefer Ethereum and sol", "preferred_assets", "ETH, SOL"),
     ("My goal is to grow the account 20% this year", "goals", None),
