@@ -5,8 +5,7 @@ objects the LLM path returns, so both go through one router. The rules are regul
 expressions over sentences (split at ``. ! ? ; newline``, never inside a decimal number)
 and, for the numeric limits, over comma-separated clauses:
 
-- percentages (``2%``, ``2 percent``, ``two percent``; a share of the account in words,
-  ``half my equity``, ``a quarter of the account``) become fractions (``0.02``); a
+- percentages (``2%``, ``2 percent``, ``two percent``) become fractions (``0.02``); a
   clause with a percentage is classified by its words: ``day``/``daily``/``for the day``
   with a loss word -> ``max_daily_loss``; a loss over another period (week, month,
   overall, drawdown) -> nothing (no kind holds it); a stop-loss distance -> nothing;
