@@ -84,20 +84,8 @@ _WORD_NUMBER = re.compile(
 )
 
 
-_SHARES = {"half": "50", "third": "33.3333333333", "quarter": "25"}
-_SHARE_OF = re.compile(
-    r"(?i)\b(?:a\s+|one\s+)?(half|third|quarter)(?:\s+of)?(?=\s+(?:my|the)\s+(?:equity|"
-    r"account|portfolio|capital|balance|bankroll)\b)"
-)
-"""A share of the account in words: ``half my equity``, ``a quarter of the account``."""
-
-
 def _with_digits(clause: str) -> str:
-    """``two percent`` -> ``2 percent``, ``three times`` -> ``3 times``, ``half my equity``
-    -> ``50% of my equity`` (a share in words is read as its percentage, by the same
-    rules: "never put more than half my equity in one position" is a position cap of
-    0.5, "I lost half my account" no limit)."""
-    clause = _SHARE_OF.sub(lambda m: _SHARES[m.group(1).lower()] + "% of", clause)
+    """``two percent`` -> ``2 percent``, ``three times`` -> ``3 times``."""
     return _WORD_NUMBER.sub(lambda m: _NUMBER_WORDS[m.group(1).lower()], clause)
 
 

@@ -130,19 +130,6 @@ CONSTRAINTS: list[tuple[str, dict[str, Any]]] = [
     ("usually risk 1% and never more than 2% per trade", {"max_risk_per_trade": 0.02}),
     ("two percent max per trade", {"max_risk_per_trade": 0.02}),
     ("never more than three times leverage", {"max_leverage": 3.0}),
-    # a share of the account in words, read as its percentage
-    (
-        "Max 3x leverage, and never put more than half my equity in one position.",
-        {"max_leverage": 3.0, "max_position_fraction": 0.5},
-    ),
-    ("Never risk more than a quarter of my account on a trade", {"max_risk_per_trade": 0.25}),
-    (
-        "No more than a third of the portfolio in one position",
-        {"max_position_fraction": 0.3333333333},
-    ),
-    ("I lost half my account last year.", {}),
-    ("Half my portfolio is in BTC", {}),
-    ("half of my trades are losers, max 2% a trade", {"max_risk_per_trade": 0.02}),
     ("Max 2%/trade", {"max_risk_per_trade": 0.02}),
     ("Only BTC and ETH for me.", {"allowed_assets": ["BTC", "ETH"]}),
     ("BTC and ETH only", {"allowed_assets": ["BTC", "ETH"]}),
