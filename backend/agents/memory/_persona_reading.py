@@ -31,13 +31,19 @@ def route_text(
     as_of: datetime,
     evidence_id: str,
     lift_note: str | None = None,
+    answered_empty: bool = False,
 ) -> RouteResult | None:
     """Route ``text`` against ``profile``: the model's decisions ``asked`` (empty: no
-    model, it failed with ``failure``, or it read nothing that changes the profile),
+    model, it failed with ``failure``, or it answered an empty list: ``answered_empty``),
     then the offline rules' (the policy of
     :meth:`~backend.agents.memory.PersonaManager.update_from_text`); one new version
     at most, every change stamped with it. None when nothing about the trader was found
     and the model, if asked, neither failed nor decided anything.
+
+    An empty answer is the model's reading that nothing changes: no failure when the
+    rules change nothing either (a chat's "hi"), the model's failure (``"empty answer"``,
+    recorded as a failed answer is) when the rules' reading changes the profile, so a
+    model that answers ``[]`` to every note is as loud as one that does not answer.
 
     A lift (``DELETE``) removes a hard risk limit. The model's is applied only when the
     rules read the same lift in the note (its tickers among theirs: the router); the
@@ -87,6 +93,8 @@ def route_text(
         final = ruled.profile if ruled.changed else result.profile
         late = [c.model_copy(update={"version": final.version}) for c in ruled.changes]
         result = RouteResult(profile=final, changes=result.changes + late)
+        if answered_empty and ruled.changed and failure is None:
+            failure = "empty answer, but the note changes the profile (the rules read it)"
     if failure is not None:
         failed = route_failure(profile, as_of=fence, source="llm", error=failure)
         result = RouteResult(profile=result.profile, changes=failed.changes + result.changes)

@@ -257,25 +257,27 @@ class PersonaManager:
         ``as_of``; its decisions are then routed against the profile as stored at that
         moment. When the model fails or answers only invalid decisions, the offline rules
         read the text instead, and the model's failure is kept as an ``IGNORE`` change
-        (source ``llm``, attribute ``profile``) before the rules' changes; an empty list is
+        (source ``llm``, attribute ``profile``) before the rules' changes. An empty list is
         the model's answer that nothing changes (the prompt asks it to leave out what it
-        ignores), no failure, and the rules read the text as well. When the model read the
-        note (a decision the router did not refuse as invalid, applied or not), the rules
-        still read the hard constraints the text states, after its decisions, and the router
-        keeps the stricter (a forbidden list is united): a stated limit is never lost to a
-        dead endpoint, nor to a model that read something else (one answering only a goal
-        had dropped "never more than 2x leverage") or read it looser. A numeric limit whose
-        change the note states in the model's quote, at the model's value, is the model's
-        (:func:`reads_a_change`): the rules' smallest number of "I'm raising my max leverage
-        to 5x; previously 2x" does not undo it, and a second read of the note adds nothing.
-        A lifted ban (``DELETE``) needs both readers when the model answered
-        (:func:`route_text`), and is read in ``lift_note`` when given (a chat passes the
-        trader's run of consecutive messages up to this one), else in ``text``. Every change
-        carries the version written."""
+        ignores): no failure when the rules change nothing either, the model's failure
+        (``"empty answer, ..."``) when their reading of the text changes the profile. When
+        the model read the note (a decision the router did not refuse as invalid, applied or
+        not), the rules still read the hard constraints the text states, after its
+        decisions, and the router keeps the stricter (a forbidden list is united): a stated
+        limit is never lost to a dead endpoint, nor to a model that read something else (one
+        answering only a goal had dropped "never more than 2x leverage") or read it looser.
+        A numeric limit whose change the note states in the model's quote, at the model's
+        value, is the model's (:func:`reads_a_change`): the rules' smallest number of "I'm
+        raising my max leverage to 5x; previously 2x" does not undo it, and a second read of
+        the note adds nothing. A lifted ban (``DELETE``) needs both readers when the model
+        answered (:func:`route_text`), and is read in ``lift_note`` when given (a chat
+        passes the trader's run of consecutive messages up to this one), else in ``text``.
+        Every change carries the version written."""
         fence = _fence(as_of)
         note = note_id or "note-" + stable_id(trader_id, fence.isoformat(), text)[:16]
         failure: str | None = None
         asked: list[PersonaDecision] = []
+        answered_empty = False
         if self._llm is not None:
             seen = self.get_profile(trader_id, fence)
             summary = render_profile(seen) if seen is not None and seen.version else ""
@@ -285,6 +287,7 @@ class PersonaManager:
                 failure = answer.error or "no answer"
             else:  # an empty list: the model read nothing that changes the profile
                 asked = list(answer.value.decisions)
+                answered_empty = not asked
         # read-decide-write: no other writer; the process lock inside, so reads of this
         # process never wait for another process
         with self._store.writer_lock(), self._lock:
@@ -292,7 +295,7 @@ class PersonaManager:
             profile = state.profile
             result = route_text(
                 profile, text, asked, failure=failure, as_of=fence, evidence_id=note,
-                lift_note=lift_note,
+                lift_note=lift_note, answered_empty=answered_empty,
             )  # fmt: skip
             if result is None:
                 return []

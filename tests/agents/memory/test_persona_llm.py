@@ -1,8 +1,8 @@
 """update_from_text with an LLM: a real openai client against a loopback chat-completions
 server. A good answer is routed; a malformed or invalid answer or an HTTP error is
 recorded as an IGNORE change and the offline rules read the note instead; an empty list
-is the model's answer that nothing changes (no failure), and the rules read the note
-as well."""
+is the model's answer that nothing changes: a failure only when the rules' reading of
+the note changes the profile."""
 
 from __future__ import annotations
 
@@ -104,6 +104,8 @@ def test_good_answer_adds_the_constraint(
         (Reply(content='{"decisions": [{"attribute": "constraints", "act'), "answer rejected"),
         (Reply(content='{"decisions": [{"attribute": "mood", "action": "ADD"}]}'), "does not fit"),
         (Reply(status=500), "HTTP 500"),
+        # the note states two limits: an empty answer missed them
+        (Reply(content='{"decisions": []}'), "empty answer, but the note changes the profile"),
     ],
 )
 def test_bad_answer_is_recorded_and_the_rules_read_the_note(
@@ -128,25 +130,28 @@ def test_bad_answer_is_recorded_and_the_rules_read_the_note(
     assert timeline[-len(changes) :] == changes
 
 
-def test_an_empty_list_is_no_failure_and_the_rules_still_read_the_note(
+def test_an_empty_list_is_no_failure_when_nothing_changes(
     setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
 ) -> None:
-    """The prompt asks the model to leave out what it ignores: ``[]`` is its answer that
-    nothing changes, not a failure (a chat's every "hi" had counted as one), and a limit
-    it missed is still the rules'."""
+    """The prompt asks the model to leave out what it ignores: ``[]`` about a note that
+    changes nothing is its right answer, not a failure (a chat's every "hi" had counted
+    as one); about a note whose limits the rules read, it is (the parametrized case
+    above), and about one that repeats a known limit, it is not."""
     manager, before = setup
     server.script = [Reply(content='{"decisions": []}')]
-    changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before))
-    assert changes and {(c.action, c.source) for c in changes} == {("ADD", "rules")}
-    after = manager.get_profile(ALTS_SPOT, later(before))
-    assert after is not None and after.version == before.version + 1
-    assert {c.kind for c in after.constraints()} == {"max_risk_per_trade", "no_memecoins"}
-    # a note with nothing about the trader: no change at all, and no failure
-    server.script = [Reply(content='{"decisions": []}')]
-    assert manager.update_from_text(ALTS_SPOT, "Nice weather today.", as_of=later(after)) == []
-    assert len(server.requests) == 2
+    assert manager.update_from_text(ALTS_SPOT, "Nice weather today.", as_of=later(before)) == []
+    assert manager.get_profile(ALTS_SPOT, later(before)) == before
     system = server.requests[0]["body"]["messages"][0]["content"]
     assert "leave out what you IGNORE" in system
+    # a limit the trader states again: the rules read it, the router ignores it as known
+    server.script = [Reply(status=500)]
+    manager.update_from_text(ALTS_SPOT, "Never more than 2% per trade.", as_of=later(before))
+    known = manager.get_profile(ALTS_SPOT, later(before))
+    assert known is not None and known.version == before.version + 1
+    server.script = [Reply(content='{"decisions": []}')]
+    again = manager.update_from_text(ALTS_SPOT, "Never more than 2% per trade.", as_of=later(known))
+    assert [(c.action, c.source) for c in again] == [("IGNORE", "rules")]
+    assert manager.get_profile(ALTS_SPOT, later(known)) == known
 
 
 def test_a_model_that_reads_something_else_loses_no_stated_limit(
