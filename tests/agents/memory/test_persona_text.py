@@ -186,10 +186,38 @@ STATED = [
     ("I usually hold for a few days", "holding_period", "a few days"),
     ("Swing is my thing, I hold one to two weeks.", "holding_period", "one to two weeks"),
     ("I hold trades for 2-3 days", "holding_period", "2-3 days"),
+    (
+        "Moving house this month, less screen time: I'd rather hold positions for weeks.",
+        "holding_period",
+        "weeks",
+    ),
+    ("I like to hold for a few days", "holding_period", "a few days"),
+    ("I tend to hold trades for 2-3 weeks", "holding_period", "2-3 weeks"),
+    ("I would rather hold for months", "holding_period", "months"),
     ("I mostly trade SOL and AVAX", "preferred_assets", "SOL, AVAX"),
     ("I prefer Ethereum and sol", "preferred_assets", "ETH, SOL"),
     ("My goal is to grow the account 20% this year", "goals", None),
 ]
+
+
+NOT_STATED_HOLDING = [
+    "If I had more time I'd hold for weeks.",
+    "If I had more time I'd rather hold for weeks.",
+    "I'd like to hold for weeks but I can't, I scalp minutes.",
+    "Would I like to hold for weeks?",
+    "Should I tend to hold for days?",
+    "My coach thinks I'd rather hold for weeks, he's wrong.",
+    "I wish I could say I tend to hold for weeks.",
+    "I'd rather not hold for weeks.",
+    "I would hold for months if fees weren't so high, but I scalp.",
+]
+
+
+@pytest.mark.parametrize("text", NOT_STATED_HOLDING)
+def test_a_holding_period_not_stated_by_the_trader(text: str) -> None:
+    """A preference to hold, in a question, a condition or someone else's words, or one
+    only wished for, states no holding period (a reviewer's phrasings)."""
+    assert [d for d in text_decisions(text) if d.attribute == "holding_period"] == []
 
 
 @pytest.mark.parametrize(("text", "attribute", "value"), STATED)
