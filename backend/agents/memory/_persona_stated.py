@@ -58,21 +58,39 @@ _NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nin
             "eleven", "twelve")  # fmt: skip
 _COUNT = rf"(?:\d+|{'|'.join(_NUMBERS)})"
 _HOLD = re.compile(
-    r"(?i)\bi(?:(?P<modal>(?:'d|\s+would)\s+rather|\s+(?:prefer|like|tend)\s+to)|"
+    r"(?i)\bi(?:(?P<modal>(?:['\u2019]d|\s+would)\s+rather|\s+(?:prefer|like|tend)\s+to)|"
     r"\s+(?:usually|typically|normally|mostly))?\s+hold(?:\s+my)?"
     r"(?:\s+(?:positions?|trades?))?(?:\s+for)?\s+(?P<period>(?:a\s+few\s+|several\s+"
     rf"|{_COUNT}(?:\s*(?:-|to|or)\s*{_COUNT})?\s+|a\s+|an\s+)?{_UNITS})\b"
 )
 """A holding period the trader states: "I usually hold for a few days", "I hold trades
 for 2-3 days", "I'd rather hold positions for weeks", "I like / tend / prefer to hold
-...". A preference (``modal``) is not read in a question, a condition or someone else's
-words (:data:`_NOT_SAID_BY_THE_TRADER` before it): "If I had more time I'd rather hold
-for weeks", "My coach thinks I'd rather hold for weeks", "Would I like to hold for
-weeks?"."""
+...". What the trader says they do comes before what they would rather do ("I'd rather
+hold for weeks, but I hold for days": days); a preference (``modal``) is not read in a
+question, a condition or someone else's words (:data:`_NOT_SAID_BY_THE_TRADER` before
+it: "If I had more time I'd rather hold for weeks", "My coach thinks I'd rather hold
+for weeks", "Would I like to hold for weeks?") nor with a condition or a "but" after
+it (:data:`_NOT_SO_AFTER`: "I'd rather hold for weeks if fees drop", "... but I
+can't")."""
 _NOT_SAID_BY_THE_TRADER = re.compile(
-    r"(?i)\b(?:if|when|unless|once|should|would|why|who|whether|wish|think|thinks|thought|"
-    r"say|says|said|believe|believes|claims?|heard|friend|coach|he|she|they)\b"
+    r"(?i)\b(?:if|when|unless|once|should|would|why|who|whether|wish|thinks|thought|says|"
+    r"said|believes|claims?|heard|friend|coach|he|she|they)\b"
 )
+_NOT_SO_AFTER = re.compile(r"(?i)\b(?:if|unless|once|when|but|though|although|except)\b")
+
+
+def _holding_period(sentence: str) -> str | None:
+    """The holding period ``sentence`` states (:data:`_HOLD`), lower case; None if none."""
+    found = list(_HOLD.finditer(sentence))
+    plain = [m for m in found if not m.group("modal")]
+    preferred = [
+        m for m in found
+        if m.group("modal") and not sentence.rstrip().endswith("?")
+        and not _NOT_SAID_BY_THE_TRADER.search(sentence[: m.start()])
+        and not _NOT_SO_AFTER.search(sentence[m.end() :])
+    ]  # fmt: skip
+    chosen = plain or preferred
+    return " ".join(chosen[0].group("period").lower().split()) if chosen else None
 
 
 def normalize_stated(attribute: str, value: str) -> str | list[str]:
@@ -118,13 +136,8 @@ def stated_decisions(sentence: str, attrs: dict[str, Any]) -> list[PersonaDecisi
     if m := _STYLE.search(sentence):
         word = " ".join((m.group(1) or m.group(2)).lower().split())
         stated.append(("style", _STYLE_WORDS.get(word, word)))
-    if (m := _HOLD.search(sentence)) and not (
-        m.group("modal")
-        and (
-            sentence.rstrip().endswith("?") or _NOT_SAID_BY_THE_TRADER.search(sentence[: m.start()])
-        )
-    ):
-        stated.append(("holding_period", " ".join(m.group("period").lower().split())))
+    if period := _holding_period(sentence):
+        stated.append(("holding_period", period))
     if (m := _PREFERRED.search(sentence)) and (tickers := parse_tickers(m.group(1))):
         stated.append(("preferred_assets", ", ".join(tickers)))
     for attribute, value in stated:

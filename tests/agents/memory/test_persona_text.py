@@ -194,6 +194,12 @@ STATED = [
     ("I like to hold for a few days", "holding_period", "a few days"),
     ("I tend to hold trades for 2-3 weeks", "holding_period", "2-3 weeks"),
     ("I would rather hold for months", "holding_period", "months"),
+    ("I think I’d rather hold for weeks now.", "holding_period", "weeks"),
+    # what the trader does comes before what they would rather do (a reviewer's)
+    ("If I had time I'd rather hold for weeks, but I hold for days.", "holding_period", "days"),
+    ("I like to hold for weeks but in practice I hold for hours.", "holding_period", "hours"),
+    ("I tend to hold for weeks, though I usually hold for days.", "holding_period", "days"),
+    ("I'd rather hold for weeks, but I hold for days.", "holding_period", "days"),
     ("I mostly trade SOL and AVAX", "preferred_assets", "SOL, AVAX"),
     ("I prefer Ethereum and sol", "preferred_assets", "ETH, SOL"),
     ("My goal is to grow the account 20% this year", "goals", None),
@@ -210,6 +216,9 @@ NOT_STATED_HOLDING = [
     "I wish I could say I tend to hold for weeks.",
     "I'd rather not hold for weeks.",
     "I would hold for months if fees weren't so high, but I scalp.",
+    "I'd rather hold for weeks if fees drop.",
+    "I'd rather hold for weeks but I can't, I scalp minutes.",
+    "I like to hold for weeks but my broker won't let me.",
 ]
 
 
