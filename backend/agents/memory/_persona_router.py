@@ -278,7 +278,8 @@ def route_decisions(
 def route_failure(
     profile: PersonaProfile, *, as_of: datetime, source: TextSource, error: str
 ) -> RouteResult:
-    """A failed answer (or one of only invalid decisions): one ``IGNORE`` change
+    """A failed answer (one of only invalid decisions, or an empty one that missed what
+    the rules read: :func:`~._persona_reading.route_text`): one ``IGNORE`` change
     (attribute ``profile``) with the error as reason; the profile is returned unchanged."""
     pending = [Pending("profile", "IGNORE", None, None, f"{source} answer rejected: {error}")]
     return _finish(profile, dict(profile.attributes), pending, as_of=to_utc(as_of), source=source)
