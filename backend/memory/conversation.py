@@ -284,38 +284,43 @@ class ConversationMemory:
     def _record_session(
         self, trader_id: str, session: str, new: list[ChatMessage], fence: datetime
     ) -> int:
-        """Messages of one session, then the windows they change and the session record;
-        returns how many windows were written."""
+        """The messages of one session not stored yet, the windows they change and the
+        session record, in one upsert (all or none of them is written, so a message is
+        never stored without its windows); returns how many windows were written.
+
+        A message stored already is left alone with its windows and session record: they
+        were written with it, or rebuilt by a later message of the session, which
+        :meth:`conflicts` lets only come after it. Rebuilding them as of this call's
+        ``fence`` would cut off what was said later: a re-import of a file that ends
+        inside a session a later file continued had cut the session record to this
+        file's messages (a reviewer's run, 2026-12-07)."""
         stored = self.store.scan(
             trader_id, as_of=fence, filters={"kind": MESSAGE_KIND, "session": session}
         )
         seq_of = {str(r.metadata["message_id"]): int(r.metadata["seq"]) for r in stored}
-        next_seq = max(seq_of.values(), default=-1) + 1
-        records = []
-        for m in new:
-            seq = seq_of.get(m.id)
-            if seq is None:
-                seq, next_seq = next_seq, next_seq + 1
-                seq_of[m.id] = seq
-            records.append(message_record(trader_id, m, seq))
-        self.store.upsert(trader_id, records, as_of=fence)
-        ids = sorted(seq_of, key=lambda i: seq_of[i])
-        full = self.store.get(
+        fresh = [m for m in new if m.id not in seq_of]
+        if not fresh:
+            return 0
+        first = max(seq_of.values(), default=-1) + 1
+        vectors = self.store.embedder.embed([m.render() for m in fresh])
+        records = [
+            message_record(trader_id, m, first + i).model_copy(update={"embedding": v.tolist()})
+            for i, (m, v) in enumerate(zip(fresh, vectors, strict=True))
+        ]
+        held = self.store.get(
             trader_id,
-            [PREFIX[MESSAGE_KIND] + i for i in ids],
+            [PREFIX[MESSAGE_KIND] + i for i in sorted(seq_of, key=seq_of.__getitem__)],
             as_of=fence,
             include_embeddings=True,
         )
-        if len(full) != len(ids):
+        if len(held) != len(seq_of):
             raise StoreError(f"trader {trader_id}: session {session!r} lost messages while written")
+        full = held + records
         r = self.settings.window_radius
-        changed = {seq_of[m.id] for m in new}
-        touched = sorted(
-            {j for s in changed for j in range(s - r, s + r + 1) if 0 <= j < len(full)}
-        )
+        touched = range(max(0, first - r), len(full))  # within r of a new message
         out = [window_record(trader_id, full, j, r) for j in touched]
         out.append(session_record(trader_id, session, full))
-        self.store.upsert(trader_id, out, as_of=fence)
+        self.store.upsert(trader_id, [*records, *out], as_of=fence)
         return len(touched)
 
     def _mark(self, trader_id: str, first: datetime, fence: datetime) -> None:

@@ -261,6 +261,32 @@ def test_a_later_call_extends_the_session_in_order(conversation: ConversationMem
     assert "Never more than 2%" in w1.text  # the earlier window now includes the new message
 
 
+def test_a_re_import_of_an_earlier_part_leaves_a_continued_session_whole(
+    conversation: ConversationMemory,
+) -> None:
+    """A file that ends inside session s1, a second file that continues s1, then the
+    first file again ("nothing new"): the store is unchanged. Before, the re-import
+    rebuilt s1's windows and session record as of its own last message, cutting off
+    what the second file said (a reviewer's run on LoCoMo conv-26)."""
+    first, second = CHAT[:2], CHAT[2:]
+    conversation.record(TRADER, first, as_of=T + timedelta(days=1))
+    conversation.record(TRADER, second, as_of=T + timedelta(days=13))
+    end = T + timedelta(days=30)
+
+    def state() -> list[tuple[str, str, datetime, object]]:
+        rows = conversation.store.scan(TRADER, as_of=end)
+        return [(r.id, r.text, r.created_at, r.metadata.get("messages")) for r in rows]
+
+    before = state()
+    again = conversation.record(TRADER, first, as_of=T + timedelta(days=1))
+    assert (again.already, again.windows) == (2, 0)
+    assert state() == before
+    (session,) = conversation.store.get(TRADER, ["msess:s1"], as_of=end)
+    assert session.metadata["messages"] == 3 and "Never more than 2%" in session.text
+    (w2,) = conversation.store.get(TRADER, ["mwin:m2"], as_of=end)
+    assert "Never more than 2%" in w2.text
+
+
 def test_conflicts_with_the_store_are_named_before_anything_is_written(
     conversation: ConversationMemory,
 ) -> None:
