@@ -246,12 +246,15 @@ def persona_alignment(
     - ``long_share``: ``1 - |agent long share - profile long_share|``, shares of opening
       notional (0..1; the profile's from the trader's fills, opening perp longs and spot
       buys vs opening shorts). Defined when the profile has it and the agent opened a
-      position.
+      position; 0 when the agent opened none in an asset the trader trades (see
+      ``assets``: staying out of the trader's asset is out of character, so doing
+      nothing never scores best).
     - ``holding_period``: ``max(0, 1 - |ln(a / p)| / ln(24))`` with ``a`` the agent's
       median hours a closing fill held its lots (FIFO, :func:`agent_holding_hours`) and
       ``p`` the profile's ``holding_period`` (the same, of the trader's fills). A log scale because
       holding times span orders of magnitude; a factor of :data:`HOLDING_ZERO_FACTOR`
-      apart scores 0. Defined when both are positive.
+      apart scores 0. Defined when both are positive; 0, as for ``long_share``, when
+      the agent opened no position in an asset the trader trades.
     - ``assets``: 1 if ``asset`` carries at least :data:`MIN_ASSET_SHARE` of the trader's
       notional (``preferred_assets`` detail ``shares``; every listed asset when there are
       no shares), else ``1 - positioned_share``: trading an asset the trader does not
@@ -269,15 +272,23 @@ def persona_alignment(
     }
     if profile is not None:
         attrs = profile.attributes
+        assets = _trader_assets(profile)
+        # the trader trades this asset and the agent never opened a position in it: it
+        # shows none of the trader's direction or holding (a reviewer's run: an agent
+        # that never traded scored 1.0, above one that traded like the trader)
+        idle = behaviour.long_share is None and assets is not None and asset.upper() in assets
         want_long = _number(attrs["long_share"].value) if "long_share" in attrs else None
         if want_long is not None and behaviour.long_share is not None:
             parts["long_share"] = 1.0 - abs(behaviour.long_share - want_long)
+        elif want_long is not None and idle:
+            parts["long_share"] = 0.0
         want_hold = _number(attrs["holding_period"].value) if "holding_period" in attrs else None
         have_hold = behaviour.holding_hours_median
         if want_hold is not None and want_hold > 0 and have_hold is not None and have_hold > 0:
             gap = abs(math.log(have_hold / want_hold)) / math.log(HOLDING_ZERO_FACTOR)
             parts["holding_period"] = max(0.0, 1.0 - gap)
-        assets = _trader_assets(profile)
+        elif want_hold is not None and want_hold > 0 and idle:
+            parts["holding_period"] = 0.0
         if assets is not None:
             theirs = asset.upper() in assets
             parts["assets"] = 1.0 if theirs else 1.0 - behaviour.positioned_share

@@ -116,6 +116,28 @@ def test_assets_the_trader_does_not_trade_score_by_time_out_of_them(
     assert parts["assets"] == 1.0 and parts["risk"] == 1.0 and "long_share" not in parts
 
 
+def test_an_agent_that_never_trades_the_traders_asset_is_not_aligned_best(
+    profile: PersonaProfile,
+) -> None:
+    """A reviewer's case: on the trader's own asset an agent that never opened a position
+    scored 1.0, above one that traded like the trader. Its direction and holding now
+    score 0; on an asset the trader does not trade, staying out stays in character."""
+    never = behaviour(
+        violating_decisions=0, positioned_share=0.0, mean_abs_exposure=None,
+        long_share=None, holding_hours_median=None,
+    )  # fmt: skip
+    score, parts = persona_alignment(never, profile, asset="BTC")
+    assert parts["long_share"] == 0.0 and parts["holding_period"] == 0.0
+    assert score == pytest.approx(3 / 5)  # constraints, assets and risk 1
+    alike = behaviour(
+        violating_decisions=0, long_share=profile.attributes["long_share"].value,
+        holding_hours_median=48.0, mean_abs_exposure=0.5,
+    )  # fmt: skip
+    assert persona_alignment(alike, profile, asset="BTC")[0] > score
+    _, elsewhere = persona_alignment(never, profile, asset="SOL")
+    assert "long_share" not in elsewhere and "holding_period" not in elsewhere
+
+
 def test_holding_period_is_log_scaled_and_floored_at_zero(profile: PersonaProfile) -> None:
     def hold(hours: float) -> float:
         b = behaviour(holding_hours_median=hours)
