@@ -105,6 +105,10 @@ def ablation(
     if curves.resolve() in (out.resolve(), page.resolve()):
         raise ConfigError(f"--out {out}: its curves CSV {curves} would overwrite an output")
     check_writable(curves, what="curves CSV")
+    progress = out.with_name(out.stem + ".partial.json")  # out is replaced only when done
+    if progress.resolve() in (out.resolve(), page.resolve(), curves.resolve()):
+        raise ConfigError(f"--out {out}: its progress file {progress} would overwrite an output")
+    check_writable(progress, what="progress JSON file")
     candles = data_dir if data_dir is not None else cfg.data.market_dir
     symbols = dict.fromkeys(parse_pair(p, name="pairs") for p in split_values(pairs, name="pairs"))
     root = data_root if data_root is not None else data_root_for(candles, cfg)
@@ -115,7 +119,10 @@ def ablation(
         for tf in split_values(timeframes, name="timeframes")
         for fmt in OHLCV_FORMATS
     } | {Path(p).resolve() for p in [fills, *news.values()] if p is not None}
-    for label, path in (("--out", out), ("--html", page), ("the curves CSV of --out", curves)):
+    for label, path in (
+        ("--out", out), ("--html", page), ("the curves CSV of --out", curves),
+        ("the progress file of --out", progress),
+    ):  # fmt: skip
         if path.resolve() in inputs:
             raise ConfigError(f"{label} {path}: this run reads its candles, fills or news there")
     frames = {
@@ -135,7 +142,7 @@ def ablation(
             f"{m.n_trades} trades, {run.violations} violations, "
             f"alignment {run.persona_alignment:.2f}, {run.run_s:.0f} s"
         )
-        write_json(out, {**header, "runs": [r.model_dump(mode="json") for r in runs]})
+        write_json(progress, {**header, "runs": [r.model_dump(mode="json") for r in runs]})
 
     outcome = run_ablation(
         cfg,
@@ -163,6 +170,7 @@ def ablation(
         ]
     )
     write_json(out, {**header, "complete": True, **result})
+    progress.unlink(missing_ok=True)
     write_ablation_html(outcome, page, warnings=warnings)
     write_ablation_curves(outcome, curves)
     table = Table(

@@ -29,8 +29,10 @@ read by the offline rules even then (one LLM call per turn would cost more than 
 whole benchmark).
 
 Ablation and persona output files are written atomically (a temporary file in the same
-directory, then ``os.replace``); the ablation rewrites its file after every run with
-``"complete": false`` until the last one, then writes its HTML page (``--html``, default
+directory, then ``os.replace``); the ablation writes its progress after every run to
+``<out stem>.partial.json`` (``"complete": false``, the runs so far; an interrupted run
+leaves a previous ``--out`` file as it was), then ``--out`` itself when the last run is
+done (the progress file is then removed), then its HTML page (``--html``, default
 the ``--out`` path with suffix ``.html``: the modes' chained equity curves and summary
 tables, :mod:`backend.eval.ablation_report`) and the curves themselves as CSV (the
 ``--out`` path with suffix ``.curves.csv``), from which the summary's chained numbers can

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -198,6 +199,36 @@ def test_violations_are_counted_where_the_policy_does_not_see_the_persona(
         assert out.run.metrics.buy_and_hold_return == off.metrics.buy_and_hold_return
 
 
+def test_an_interrupted_ablation_leaves_the_previous_out_file_as_it_was(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Progress goes to ``<out stem>.partial.json``; ``--out`` is replaced only when the
+    last run is done (a reviewer's Ctrl-C had replaced a finished result with one run)."""
+    import backend.eval.ablation as ablation  # the command imports it when it runs
+
+    real = ablation.run_ablation
+
+    def interrupted(*args: Any, on_run: Any, **kwargs: Any) -> Any:
+        def then_ctrl_c(run: WindowRun, runs: list[WindowRun]) -> None:
+            on_run(run, runs)
+            raise KeyboardInterrupt
+
+        return real(*args, on_run=then_ctrl_c, **kwargs)
+
+    monkeypatch.setattr(ablation, "run_ablation", interrupted)
+    out = tmp_path / "ablation.json"
+    out.write_text('{"complete": true, "earlier": 1}')
+    args = ["eval", "ablation", "--data-dir", str(shared_data / "market" / "binance"),
+            "--pairs", "BTC/USDT", "--timeframes", "4h", "--start", "2022-05-01",
+            "--end", "2022-06-01", "--window-months", "1", "--modes", "off",
+            "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert json.loads(out.read_text()) == {"complete": True, "earlier": 1}
+    progress = json.loads((tmp_path / "ablation.partial.json").read_text())
+    assert progress["complete"] is False and len(progress["runs"]) == 1
+
+
 def test_cli_writes_the_summary_with_buy_and_hold(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "ablation.json"
     args = ["eval", "ablation", "--data-dir", str(shared_data / "market" / "binance"),
@@ -208,6 +239,7 @@ def test_cli_writes_the_summary_with_buy_and_hold(shared_data: Path, tmp_path: P
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["complete"] is True and data["modes"] == ["off"]  # a repeated mode runs once
+    assert not (tmp_path / "ablation.partial.json").exists()  # progress, removed when done
     assert data["policy"] == "rule" and data["warnings"] == []  # nothing failed
     assert data["news"] == {
         "headlines": str(shared_data / "news" / "crypto_headlines.csv"),
