@@ -36,23 +36,28 @@ class ConversationSettings(_Section):
     each message's window (it and ``window_radius`` messages either side), each read for
     its top ``candidates``; the sum is smoothed along the session (``neighbour``), a
     session-level match lifts its messages (``session``), and a period the query names
-    (a month, a year, or a relative date such as "last week", resolved against
-    ``as_of``) lifts the messages said in it (``time``, half for ``time_tail_days``
-    after it); a speaker the query names lifts that speaker's messages (``speaker``), and
+    (a day, a month, a year, or a relative date such as "last week", resolved against
+    ``as_of``: :mod:`backend.memory._periods`) lifts the messages said in it (``time``,
+    half for ``time_tail_days`` after it, or for the period's own length when shorter);
+    a speaker the query names lifts that speaker's messages (``speaker``), and
     a question asking *when* lifts the messages that state a time (``when``: "yesterday",
     "last week", a weekday, a month, a year); the top messages are picked greedily, each
     pick lowering the rest of its session by ``diversity`` (evidence spread over sessions
     is not crowded out by one session). All
-    weights are in units of one z-scored signal. ``neighbour``, ``session``, ``time`` and
+    weights are in units of one z-scored signal. ``neighbour``, ``session`` and
     ``candidates`` are those of the former LoCoMo evaluation ranker (chosen on all six
-    LoCoMo dev conversations); ``speaker``, ``diversity`` and ``when`` were chosen on the
-    tuning conversations (conv-26, 30, 41) alone (docs/benchmarks.md)."""
+    LoCoMo dev conversations); ``speaker``, ``diversity``, ``when`` and ``time`` were
+    chosen on the tuning conversations (conv-26, 30, 41) alone (docs/benchmarks.md)."""
 
     window_radius: int = Field(default=2, ge=0, le=20)
     candidates: int = Field(default=100, ge=5, le=1000)
     neighbour: float = Field(default=0.15, ge=0, le=5)
     session: float = Field(default=0.8, ge=0, le=10)
-    time: float = Field(default=2.0, ge=0, le=20)
+    time: float = Field(default=8.0, ge=0, le=20)
+    """Lift of the messages said in the period the query names (chosen on the tuning
+    conversations with the day-level periods of 2026-12-07: R@10 0.842 / 0.844 / 0.853 /
+    0.855 / 0.853 at 2 / 4 / 8 / 12 / 16, the smallest on the plateau;
+    docs/benchmarks.md)."""
     time_tail_days: float = Field(default=14.0, ge=0, le=365)
     speaker: float = Field(default=3.0, ge=0, le=10)
     """Lift of the messages of a speaker the query names (0 = off)."""

@@ -25,7 +25,8 @@ from backend.memory._conversation_records import (
     WINDOW_KIND,
     message_of,
 )
-from backend.memory._dialog import query_period, strip_names, zscore
+from backend.memory._dialog import strip_names, zscore
+from backend.memory._periods import query_period
 from backend.memory.models import RecalledMessage
 from backend.storage import KhalaStore, SearchMethod
 from backend.types import to_utc
@@ -128,7 +129,9 @@ def rank_messages(
     timed = np.zeros(len(ids), dtype=bool)
     if period is not None:
         start, end = (p.timestamp() for p in period)
-        tail = end + s.time_tail_days * 86_400
+        # said after the period, about it: for time_tail_days, or the period's own
+        # length when shorter (the day after a day, not the two weeks after it)
+        tail = end + min(s.time_tail_days * 86_400, end - start)
         inside = (stamps >= start) & (stamps < end)
         after = (stamps >= end) & (stamps < tail)
         smoothed += s.time * (inside + 0.5 * after)

@@ -20,7 +20,8 @@ from backend.memory._conversation_rank import (
     named_speakers,
     states_time,
 )
-from backend.memory._dialog import message_event, query_period
+from backend.memory._dialog import message_event
+from backend.memory._periods import query_period
 from backend.memory.conversation import (
     MESSAGE_KIND,
     SESSION_KIND,
