@@ -162,6 +162,9 @@ def run_once(
     finally:
         close_runtimes()
     print(json.dumps(result))
+    step = result.get("result")
+    if isinstance(step, dict) and step.get("failure"):  # a paper step whose model or memory
+        raise typer.Exit(DEPENDENCY_FAILED)  # failed: the step is saved, its run no measurement
 
 
 def paper(

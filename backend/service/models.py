@@ -154,3 +154,7 @@ class PaperStepResult(FrozenModel):
     ``llm.min_answered_share`` of the decisions asked of it so far (``LLMUsage.warning``):
     a dead endpoint shows in every job run's summary and a WARNING log line, not only in
     the saved state."""
+    failure: str | None = None
+    """What of ``warning`` is a dependency's failure (``paper_failure``: the chat model or
+    the memory below ``llm.min_answered_share``); ``sentinel scheduler run-once`` exits 3
+    on it, as ``sentinel paper`` does."""

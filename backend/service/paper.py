@@ -284,7 +284,10 @@ class PaperTrader:
             warning = paper_warning(state, min_answered_share=self.settings.llm.min_answered_share)
             if warning is not None:
                 log.warning("paper %s: %s", self.run_id, warning)
-            return PaperStepResult(run_id=self.run_id, now=now, fetched=fetched, warning=warning)
+            failure = paper_failure(state, min_answered_share=self.settings.llm.min_answered_share)
+            return PaperStepResult(
+                run_id=self.run_id, now=now, fetched=fetched, warning=warning, failure=failure
+            )
         features = compute_features(
             frame,
             symbol=self.pair,
@@ -374,4 +377,5 @@ class PaperTrader:
             llm_asked=asked.asked,
             llm_answered=asked.answered,
             warning=warning,
+            failure=paper_failure(state, min_answered_share=self.settings.llm.min_answered_share),
         )

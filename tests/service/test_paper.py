@@ -224,6 +224,8 @@ def test_an_llm_that_never_answers_is_counted_in_the_paper_state(
             "from m: response_format None not supported"
             for n in (1, 2, 3)
         ]
+        # ... and which of it is a dependency's failure: `scheduler run-once` exits 3 on it
+        assert [s.failure for s in steps] == [s.warning for s in steps]
         state = trader.state()
         assert state is not None and state.bars == 3
         assert (state.llm_decisions, state.llm_answered) == (3, 0)
@@ -250,7 +252,7 @@ def test_a_feed_without_new_candles_and_a_failing_memory_are_said_in_every_step(
     state = trader.state()
     assert state is not None and state.last_now is not None
     first, second = trader.step(state.last_now), trader.step(state.last_now)  # nothing new
-    assert first.warning is None
+    assert first.warning is None and second.failure is None  # no candle: said, no failure
     assert second.warning == (
         "the last 2 steps got no new closed candle of BTC/USDT 1h from binance (last bar "
         f"decided: {START.isoformat()})"
