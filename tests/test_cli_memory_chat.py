@@ -311,7 +311,8 @@ def test_only_the_named_speaker_is_read_as_the_trader(tmp_path: Path) -> None:
 def test_an_llm_that_fails_every_reading_is_said_in_the_imports_output(tmp_path: Path) -> None:
     """An LLM configured to read the trader's words that answers HTTP 500 every time: the
     messages are stored and the offline rules read them, and the output says the model
-    failed, how often and why (it had said only "recorded ..." and logged one line)."""
+    failed, how often and why (it had said only "recorded ..." and logged one line); the
+    command exits 3, as a backtest whose model failed does (it had exited 0)."""
     from tests.llm.chat_server import Reply, start_chat_server
 
     server = start_chat_server()
@@ -334,7 +335,7 @@ def test_an_llm_that_fails_every_reading_is_said_in_the_imports_output(tmp_path:
     finally:
         server.shutdown()
         server.server_close()
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 3, done.stderr  # a dependency failed: recorded, and exit 3
     assert f"recorded 4 messages of {TRADER}" in done.stdout
     assert (
         "warning: the LLM failed to read 3 of the 3 trader messages read into the persona "

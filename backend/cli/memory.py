@@ -17,7 +17,13 @@ from pydantic import AwareDatetime, Field, ValidationError, field_validator
 from rich.markup import escape
 from rich.table import Table
 
-from backend.cli._common import console, parse_trader, parse_utc, settings_for_store
+from backend.cli._common import (
+    DEPENDENCY_FAILED,
+    console,
+    parse_trader,
+    parse_utc,
+    settings_for_store,
+)
 from backend.errors import ConfigError, DataError, StoreError
 from backend.memory.models import ChatMessage
 from backend.types import END_OF_TIME, FrozenModel, first_problem, to_utc
@@ -198,6 +204,9 @@ def memory_import_chat(
     unique ids, then against the store: an id stored in another session, a
     message earlier than the newest stored one of its session): a bad line ends
     in one error naming the file and line, and nothing of the file is written.
+    Exits 3 after recording when the configured chat model failed to read more than
+    ``1 - llm.min_answered_share`` of the trader's messages (the offline rules read
+    them instead; said on stderr).
     Keys other than the message's are ignored. Limits: text up to 100,000
     characters, a caption up to 10,000, ids, speakers and sessions up to 200."""
     from backend.compose import build_memory_system
@@ -242,6 +251,8 @@ def memory_import_chat(
                 " are all read as the trader; name the trader's with --speaker",
                 err=True,
             )
+    from backend.backtest.metrics import below_share
+
     with build_memory_system(cfg) as system:
         # against everything the store holds, whatever its time
         for i, reason in system.toolkit.message_conflicts(trader, messages):
@@ -285,6 +296,8 @@ def memory_import_chat(
             "limits they state are not enforced; import chats before refreshing the persona",
             err=True,
         )
+    if below_share(read - failed, read, min_share=cfg.llm.min_answered_share):
+        raise typer.Exit(DEPENDENCY_FAILED)  # stored, and said above: the model is failing
 
 
 @memory_app.command("recall")
