@@ -18,7 +18,10 @@ close function's final writes included), ``bars``, ``decisions_per_s`` (decision
 ``run_s``: it EXCLUDES ``build_s``), ``decisions_per_s_with_build`` (decisions /
 (``build_s`` + ``run_s``)), ``retrieval_p50_ms``/``p95`` (``DecisionRecord.retrieval_ms`` of
 every step), ``prompt_tokens_mean``/``max`` (``DecisionRecord.prompt_tokens``),
-``total_return`` (a fraction), ``trades`` (positions closed, ``metrics.n_trades``:
+``total_return`` (a fraction), ``llm_answered_share`` (``null`` without a chat model)
+and ``failure`` (``null``, or why the run measured nothing: a chat model or memory that
+failed below ``llm.min_answered_share``; the script then exits 3 after printing),
+``trades`` (positions closed, ``metrics.n_trades``:
 freqtrade's count, as ``metrics.json``; it was the rows of ``trades.csv`` until
 2026-12-07), ``trade_rows`` (those rows: each reduction of a position), and the
 embedding cache of the mode's run (build and run; ``null`` when
@@ -55,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from backend.backtest.engine import BacktestResult, bar_close_times, run_backtest, select_window
+from backend.backtest.metrics import dependency_failure
 from backend.cli.backtest import MakerFactory, data_root_for, default_maker_factory
 from backend.config import Settings, load_settings
 from backend.data import OHLCVFrame, load_ohlcv
@@ -69,7 +73,11 @@ def load_builder() -> MakerFactory:
 
 
 def _utc(text: str) -> datetime:
-    return parse_utc(text)
+    """``--start``/``--end``: a bad date is argparse's usage error (exit 2), no traceback."""
+    try:
+        return parse_utc(text)
+    except (ValueError, SentinelError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _pct(values: Sequence[float], q: float) -> float:
@@ -165,6 +173,8 @@ def bench_mode(
         "prompt_tokens_mean": round(float(np.mean(tokens)), 1),
         "prompt_tokens_max": int(max(tokens)),
         "total_return": round(result.metrics.total_return, 6),
+        "llm_answered_share": result.metrics.llm_answered_share,
+        "failure": dependency_failure(result.metrics, min_share=cfg.llm.min_answered_share),
         "embedding_cache_hits": counts[0] if counts is not None else None,
         "embedding_cache_misses": counts[1] if counts is not None else None,
         "embedding_cache_new": new,
@@ -179,8 +189,8 @@ def main(
     parser.add_argument("--data-dir", type=Path, default=None, help="default: data.market_dir")
     parser.add_argument("--pair", default="BTC/USDT")
     parser.add_argument("--timeframe", default="1h")
-    parser.add_argument("--start", default="2022-05-01")
-    parser.add_argument("--end", default="2022-05-15")
+    parser.add_argument("--start", type=_utc, default="2022-05-01")
+    parser.add_argument("--end", type=_utc, default="2022-05-15")
     parser.add_argument("--policy", default="rule", choices=("rule", "llm"))
     parser.add_argument(
         "--backend",
@@ -196,7 +206,7 @@ def main(
     build = builder if builder is not None else load_builder()
     settings = load_settings()
     data_dir: Path = args.data_dir if args.data_dir is not None else settings.data.market_dir
-    start, end = _utc(args.start), _utc(args.end)
+    start, end = args.start, args.end
     ohlcv = load_ohlcv(data_dir, args.pair, args.timeframe)
     history = history_text(ohlcv, start=start, end=end)
     summary: dict[str, Any] = {
@@ -233,7 +243,11 @@ def main(
 
 if __name__ == "__main__":
     try:
-        main()
+        result = main()
     except SentinelError as err:  # bad input (no file for the pair, an empty window): one line
         print(f"bench_backtest: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    failed = [f"memory {m}: {result[m]['failure']}" for m in ("on", "off") if result[m]["failure"]]
+    if failed:  # a dead model or store: the figures are no measurement (as `sentinel backtest`)
+        print(f"bench_backtest: {'; '.join(failed)}", file=sys.stderr)
+        raise SystemExit(3)

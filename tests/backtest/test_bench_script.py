@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +51,7 @@ def test_bench_prints_the_json_summary(
         assert last[mode]["embedding_cache_misses"] is None
         assert last[mode]["embedding_cache_new"] is None
         assert last[mode]["retrieval_p95_ms"] == 1.5
+        assert last[mode]["failure"] is None and last[mode]["llm_answered_share"] is None
         assert 0 < last[mode]["prompt_tokens_mean"] < 100 <= last[mode]["prompt_tokens_max"] <= 106
     assert last["full_history_tokens"] > 96 * 20
     assert last["full_history_over_memory_prompt"] > 1
@@ -83,3 +88,26 @@ def test_cache_counts_are_the_makers_embedder(tmp_path: Path) -> None:
         update={"embedding": base.embedding.model_copy(update={"cache_dir": None})}
     )
     assert bench.cache_entries(off) is None
+
+
+@pytest.mark.slow
+def test_a_dead_chat_model_is_said_and_exits_3(shared_data: Path) -> None:
+    """A reviewer's run: with ``--policy llm`` and an endpoint that refuses every call the
+    JSON had ``total_return`` 0.0 and nothing else, and the script exited 0."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "SENTINEL_LLM__BASE_URL": f"http://127.0.0.1:{port}/v1",
+           "SENTINEL_LLM__MODEL": "m", "SENTINEL_LLM__MAX_RETRIES": "0"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_backtest.py"), "--data-dir",
+         str(shared_data / "market" / "binance"), "--policy", "llm", "--start", "2022-05-01",
+         "--end", "2022-05-02", "--json"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    last = json.loads(done.stdout.strip().splitlines()[-1])
+    for mode in ("on", "off"):
+        assert last[mode]["llm_answered_share"] == 0.0
+        assert last[mode]["failure"].startswith("the LLM answered 0 of ")
+    assert "bench_backtest: memory on: the LLM answered 0 of " in done.stderr
