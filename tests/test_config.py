@@ -29,6 +29,11 @@ def test_bad_values_name_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     with pytest.raises(ConfigError, match=r"store\.port"):
         load_settings()
     monkeypatch.delenv("SENTINEL_STORE__PORT")
+    for value in ("inf", "1e400", "nan"):  # inf passed "> 0" and ended a run as an internal error
+        monkeypatch.setenv("SENTINEL_BACKTEST__INITIAL_EQUITY", value)
+        with pytest.raises(ConfigError, match=r"backtest\.initial_equity: .*finite"):
+            load_settings()
+    monkeypatch.delenv("SENTINEL_BACKTEST__INITIAL_EQUITY")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("store:\n  mode: cloud\n")
     with pytest.raises(ConfigError, match=r"store\.mode"):
