@@ -52,8 +52,8 @@ from backend.backtest._memory_changes import memory_changes_frame, memory_change
 from backend.backtest.engine import BacktestResult, utc_timestamp
 from backend.backtest.metrics import run_warning
 from backend.backtest.models import BacktestMetrics, TradeRecord
-from backend.errors import ConfigError
-from backend.files import write_files_atomic
+from backend.errors import ConfigError, DataError
+from backend.files import check_writable, write_files_atomic
 
 __all__ = [
     "FILL_COLUMNS",
@@ -136,6 +136,11 @@ def check_run_dir(out: Path) -> None:
     so a long run does not end in an error at the write."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: a file is there, not a directory")
+    if not out.exists():  # a parent that is a file, or not writable: said now, not at the end
+        try:
+            check_writable(out / RUN_FILES[0], what="run's files")
+        except DataError as err:
+            raise ConfigError(f"--out {err}") from None
     for name in RUN_FILES:
         if (out / name).is_dir():
             raise ConfigError(f"--out {out}: {name} is a directory")
