@@ -30,6 +30,7 @@ import httpx
 
 from backend.config import LocalLLMSettings
 from backend.errors import ConfigError, SentinelError
+from backend.files import check_writable
 
 __all__ = ["LocalServer", "ensure_model", "free_port"]
 
@@ -62,10 +63,14 @@ def ensure_model(path: Path) -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on now (the OS's pick)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on now (the OS's pick). Raises :class:`ConfigError`
+    for a host this machine cannot bind (``999.1.1.1``, a name it cannot resolve)."""
+    try:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            return int(sock.getsockname()[1])
+    except OSError as exc:
+        raise ConfigError(f"host {host!r}: {exc}") from None
 
 
 class LocalServer:
@@ -130,6 +135,7 @@ class LocalServer:
             ) from None
         self._check_port()
         model_path = ensure_model(self.settings.model_path)
+        check_writable(self.log_path, what="server log")  # under a file, a directory: one line
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(

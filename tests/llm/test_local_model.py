@@ -173,3 +173,22 @@ def test_the_port_check_tries_every_address_of_the_host(tmp_path: Path) -> None:
         )
         with pytest.raises(ConfigError, match=f"port {port} on localhost is in use"):
             server._check_port()
+
+
+def test_a_bad_host_or_log_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A reviewer's runs: a host that does not resolve and a ``--log`` under a file or on a
+    directory ended as ``internal error`` (exit 1); refused before a server starts."""
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["--host", "999.1.1.1", "--log", str(tmp_path / "x.log")], "host '999.1.1.1'"),
+        (["--log", str(tmp_path / "afile" / "x.log")], "is not a directory"),
+        (["--log", str(tmp_path)], "the server log would replace a directory"),
+    ]
+    for extra, said in cases:
+        proc = subprocess.run(
+            [SENTINEL, "llm", "serve", "--port", "0", *extra],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        (line,) = proc.stderr.splitlines()
+        assert line.startswith("sentinel: error: ") and said in line, line
