@@ -96,7 +96,7 @@ def _latest(month: int, day: int | None, today: date, *, before: bool = False) -
     limit = today.replace(day=1) - timedelta(days=1) if before else today
     for year in range(limit.year, limit.year - 9, -1):  # Feb 29: the latest leap year
         try:
-            found = date(year, month, day or 1)
+            found = date(year, month, 1 if day is None else day)
         except ValueError:
             continue
         if found <= limit:

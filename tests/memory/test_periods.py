@@ -90,6 +90,8 @@ def test_a_span_before_a_named_day_ends_with_that_day() -> None:
         ("I sold 3 may be more", None),
         # ambiguous slashed dates are not read
         ("What did I buy on 03/05/2024?", None),
+        ("on May 0", None),  # no such day
+        ("What did I buy on 2024-02-30?", None),
         ("what is my risk limit?", None),
     ],
 )
