@@ -209,6 +209,7 @@ def memory_import_chat(
     them instead; said on stderr).
     Keys other than the message's are ignored. Limits: text up to 100,000
     characters, a caption up to 10,000, ids, speakers and sessions up to 200."""
+    from backend.backtest.metrics import below_share
     from backend.compose import build_memory_system
 
     parse_trader(trader)
@@ -251,8 +252,6 @@ def memory_import_chat(
                 " are all read as the trader; name the trader's with --speaker",
                 err=True,
             )
-    from backend.backtest.metrics import below_share
-
     with build_memory_system(cfg) as system:
         # against everything the store holds, whatever its time
         for i, reason in system.toolkit.message_conflicts(trader, messages):
