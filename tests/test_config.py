@@ -56,6 +56,24 @@ def test_bad_values_name_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert load_settings().llm.base_url is None
 
 
+def test_a_top_level_typo_in_the_environment_is_refused_not_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SENTINEL_STORE_BACKEND", "memory")  # one underscore: no setting
+    with pytest.raises(
+        ConfigError, match=r"SENTINEL_STORE_BACKEND \(did you mean SENTINEL_STORE__BACKEND\?\)"
+    ):
+        load_settings()
+    monkeypatch.delenv("SENTINEL_STORE_BACKEND")
+    monkeypatch.setenv("SENTINEL_STOR__BACKEND", "memory")
+    with pytest.raises(ConfigError, match="SENTINEL_STOR__BACKEND names no setting"):
+        load_settings()
+    monkeypatch.delenv("SENTINEL_STOR__BACKEND")
+    monkeypatch.setenv("SENTINEL_MCP_TOKEN", "t")  # not a setting, read by `sentinel mcp`
+    monkeypatch.setenv("SENTINEL_STORE__BACKEND", "memory")
+    assert load_settings().store.backend == "memory"
+
+
 def test_a_list_from_the_environment_that_is_not_json_names_the_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -171,6 +171,9 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     value, which could be a secret), or the file and line of invalid YAML.
     """
     config_path = path if path is not None else DEFAULT_CONFIG_PATH
+    stray = _stray_env()
+    if stray:
+        raise ConfigError(stray)
     token = _YAML_DATA.set(_read_yaml(config_path))
     try:
         return Settings(**overrides)
@@ -186,6 +189,42 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(_env_problem(str(exc))) from None
     finally:
         _YAML_DATA.reset(token)
+
+
+_NOT_SETTINGS = frozenset({"SENTINEL_MCP_TOKEN", "SENTINEL_DATA_DIR"})
+"""``SENTINEL_*`` variables that are not settings: the MCP server's bearer token
+(``sentinel mcp``) and the test suite's data directory."""
+
+
+def _stray_env() -> str | None:
+    """The one-line error for ``SENTINEL_*`` variables that name no setting (e.g.
+    ``SENTINEL_STORE_BACKEND`` for ``SENTINEL_STORE__BACKEND``), or ``None``.
+    pydantic-settings ignores a variable whose first part is no section, so such a typo
+    would leave the setting at its YAML value without a word, while one a level down is
+    refused by ``extra="forbid"``."""
+    sections = {name.upper() for name in Settings.model_fields}
+    stray = []
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if not upper.startswith("SENTINEL_") or upper in _NOT_SETTINGS:
+            continue
+        head = upper.removeprefix("SENTINEL_").split("__", 1)[0]
+        if head not in sections:
+            stray.append(name)
+    if not stray:
+        return None
+    hints = []
+    for name in stray:
+        head = name.upper().removeprefix("SENTINEL_")
+        section = next((s for s in sorted(sections) if head.startswith(s + "_")), None)
+        if section is not None:
+            hints.append(f"{name} (did you mean SENTINEL_{section}__{head[len(section) + 1 :]}?)")
+        else:
+            hints.append(name)
+    return (
+        f"invalid configuration: {', '.join(hints)} names no setting: a setting is "
+        f"SENTINEL_<SECTION>__<KEY>, with SECTION one of {', '.join(sorted(sections)).lower()}"
+    )
 
 
 def _env_problem(message: str) -> str:
