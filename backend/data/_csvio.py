@@ -53,6 +53,35 @@ def _longer_than_header(text: str) -> tuple[int, int | None, int]:
     return width, None, 0
 
 
+def _shorter_than_header(text: str) -> tuple[int, int | None, int]:
+    """``(header fields, 1-based line, its fields)`` of the first non-blank record with
+    fewer fields than the header (``None``, 0 when there is none). pandas pads such a row
+    with empty cells, so a row cut short (a file truncated mid-line, a field lost) would
+    otherwise load as a row of empty fields."""
+    if '"' not in text:  # no quoting: a record is a line (~30 ms for 44k rows, half of csv.reader)
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+        commas = [line.count(",") for line in lines]
+        width = commas[0] + 1
+        for number, count in enumerate(commas[1:], start=2):
+            if count + 1 < width and lines[number - 1].replace(",", "").strip():
+                return width, number, count + 1
+        return width, None, 0
+    reader = csv.reader(io.StringIO(text, newline=""))
+    width = 0
+    try:
+        width = len(next(reader, []))
+        end = 1
+        for fields in reader:
+            start, end = end + 1, reader.line_num
+            if len(fields) < width and any(field.strip() for field in fields):
+                return width, start, len(fields)
+    except csv.Error:  # pandas parsed it: leave the verdict to the loaders' own checks
+        return width, None, 0
+    return width, None, 0
+
+
 def _unterminated_quote_line(text: str) -> int:
     """1-based line where the last record starts: a quote never closed swallows the rest
     of the file into that record (pandas names it by its 0-based record number)."""
@@ -102,7 +131,8 @@ def read_csv_table(
     ``required`` columns must all be present (``exact``: and no others). Blank lines are
     skipped. Raises DataError for an empty file, a header without rows (unless
     ``allow_empty``: an export with no rows yet is then an empty table), missing or
-    unexpected columns (named) or a line with too many fields (with its line number).
+    unexpected columns (named) or a line with too many or too few fields (with its line
+    number: a row cut short is refused, not padded with empty cells).
     """
     text = read_text(path)
     if not text.strip():
@@ -151,6 +181,14 @@ def read_csv_table(
             path=path,
             row=1,
             field=(missing or unexpected)[0],
+        )
+    width, short, fields = _shorter_than_header(text)
+    if short is not None:
+        raise DataError(
+            f"missing value: the line has {fields} of the header's {width} fields (cut short?)",
+            path=path,
+            row=short,
+            field=columns[fields] if fields < len(columns) else None,
         )
     # A quoted field may span lines: each row starts after the newlines of the rows before.
     newlines = np.zeros(len(frame), dtype=np.int64)

@@ -84,6 +84,9 @@ def test_headline_fixture_quirks(tmp_path: Path) -> None:
         ("2022-02-01 10:00,A,bitcoin,T,u", 3, "date", "unparseable date"),
         ("13-13-2022 10:00,A,bitcoin,T,u", 3, "date", "unparseable date"),
         (",A,bitcoin,T,u", 3, "date", "missing value"),
+        # a row cut short (a file truncated mid-line): refused, not read as untitled
+        ("1-2-2022 11:00,A,bitcoin", 3, "title", "3 of the header's 5 fields"),
+        ('1-2-2022 11:00,A,"bitcoin, ether"', 3, "title", "3 of the header's 5 fields"),
     ],
 )
 def test_headline_damage(tmp_path: Path, line: str, row: int, field: str, words: str) -> None:
