@@ -349,6 +349,7 @@ def test_an_empty_chat_file_says_there_was_nothing_to_record(tmp_path: Path) -> 
     code, out = _invoke("memory", "import-chat", "--trader", TRADER, "--file", str(chat),
                         "--store-path", str(tmp_path / "run"))  # fmt: skip
     assert code == 0 and f"nothing to record: {chat} holds no message" in out, out
+    assert not (tmp_path / "run").exists()  # no store made for nothing
 
 
 def test_the_in_process_backend_without_a_store_path_is_refused(

@@ -227,6 +227,9 @@ def memory_import_chat(
         seen.add(m.id)
         before = m
     messages = [m for _, m in lines]
+    if not messages:  # before the store is opened: no store directory made for nothing
+        print(f"nothing to record: {file} holds no message")
+        return
     cfg = settings_for_store(store_path)
     if speaker:
         talk = cfg.memory.conversation.model_copy(update={"trader_speakers": list(speaker)})
@@ -274,9 +277,7 @@ def memory_import_chat(
             read += done.persona_read
             failed += done.persona_llm_failed
             errors.update(dict.fromkeys(done.persona_errors))
-    if not written:
-        print(f"nothing to record: {file} holds no message")
-    elif already == written:
+    if already == written:
         print(f"nothing new: the {written} messages of {trader} were already stored")
     else:
         stored = f", {already} of them already stored" if already else ""
