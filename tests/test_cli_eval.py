@@ -95,6 +95,22 @@ def test_an_eval_out_is_checked_before_the_evaluation(tmp_path: Path, shared_dat
         assert "questions done" not in res.stderr  # refused before the evaluation ran
 
 
+def test_persona_eval_of_fills_too_short_to_score_is_one_line_exit_2(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    lines = (shared_data / "trades" / "hyperliquid_fills.csv").read_text().splitlines()
+    fills = tmp_path / "fills.csv"
+    fills.write_text("\n".join(lines[:50]) + "\n")  # two days of one trader: no point
+    out = tmp_path / "persona.json"
+    res = subprocess.run(
+        [str(SENTINEL), "eval", "persona", "--fills", str(fills), "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and "no evaluation point" in res.stderr, res.stderr
+    assert str(fills) in res.stderr and not out.exists()
+
+
 def _ablation(*extra: str, out: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(SENTINEL), "eval", "ablation", "--pairs", "BTC/USDT", "--timeframes", "4h",

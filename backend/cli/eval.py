@@ -259,15 +259,24 @@ def persona(
     (persona), the other traders' average (prior) and the last --recent-days
     (recent7d)."""
     from backend.data.fills import load_hyperliquid_fills
+    from backend.errors import DataError
     from backend.eval.persona_validity import METHODS, evaluate_persona_validity
 
     check_writable(out, what="report JSON")  # before the evaluation, not after it
+    loaded = load_hyperliquid_fills(fills)
     result = evaluate_persona_validity(
-        load_hyperliquid_fills(fills),
-        horizon_days=horizon_days,
-        recent_days=recent_days,
-        every_days=every_days,
+        loaded, horizon_days=horizon_days, recent_days=recent_days, every_days=every_days
     )
+    if not result["evaluation_points"]:  # a report of nothing is no measurement
+        first = min(f.datetime for f in loaded).date().isoformat()
+        last = max(f.datetime for f in loaded).date().isoformat()
+        every = f"every {every_days} days" if every_days else "each month start"
+        raise DataError(
+            f"no evaluation point: no trader has fills both before a time ({every} inside "
+            f"their fills, {first} to {last}) and in the --horizon-days {horizon_days} "
+            "after it; nothing was written",
+            path=fills,
+        )
     result["config"]["fills_path"] = str(fills)
     write_json(out, result)
     table = Table(
