@@ -286,8 +286,16 @@ def test_data_download_through_loopback_binance(
               "--timeframe", "1h", "--since", "2024-01-01", "--until", "2024-01-02",
               "--data-dir", str(tmp_path / "never"), "--api-url", binance_loopback,
               "--format", "xls")  # fmt: skip
-    assert bad.returncode == 2 and "unknown OHLCV format 'xls'" in bad.stderr
+    assert bad.returncode == 2 and "--format: unknown OHLCV format 'xls'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
+    backwards = run("data", "download", "--exchange", "binance", "--pair", "BTC/USDT",
+                    "--timeframe", "1h", "--since", "2024-01-02", "--until", "2024-01-01",
+                    "--data-dir", str(tmp_path / "never"),
+                    "--api-url", binance_loopback)  # fmt: skip
+    assert backwards.returncode == 2 and "--since 2024-01-02T00:00:00+00:00 is not before" in (
+        backwards.stderr
+    )
+    assert len(backwards.stderr.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
     # a second download keeps what the file holds (it had replaced two weeks by one day)
     more = ["data", "download", "--exchange", "binance", "--pair", "BTC/USDT", "--timeframe",
             "1h", "--since", "2024-01-15", "--until", "2024-01-16", "--data-dir", str(tmp_path),

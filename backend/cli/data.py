@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from backend.cli._common import console, parse_pair, parse_utc, settings
+from backend.errors import ConfigError
 
 __all__ = ["data_app"]
 
@@ -38,14 +39,22 @@ def data_download(
     time); a file of the pair in another format is an error. ``--until`` after now is
     now: a candle still forming is never written."""
     from backend.compose import build_exchange
-    from backend.data import download_ohlcv, ohlcv_filename, update_ohlcv
+    from backend.data import OHLCV_FORMATS, download_ohlcv, ohlcv_filename, update_ohlcv
 
     cfg = settings()
     pair = parse_pair(pair)
-    ohlcv_filename(pair, timeframe, fmt)  # a bad --format or --timeframe before any request
+    if fmt not in OHLCV_FORMATS:
+        known = ", ".join(OHLCV_FORMATS)
+        raise ConfigError(f"--format: unknown OHLCV format {fmt!r} (one of {known})")
+    ohlcv_filename(pair, timeframe, fmt)  # a bad --timeframe before any request
     start = parse_utc(since, name="since")
     now = datetime.now(UTC)  # a later --until had written the forming candle as closed
     end = min(parse_utc(until, name="until"), now) if until else now
+    if start >= end:
+        raise ConfigError(
+            f"--since {start.isoformat()} is not before the end {end.isoformat()} "
+            "(--until, or now): no candle to download"
+        )
     ex = build_exchange(cfg, exchange, api_url=api_url, credentials=False)  # public candles
     frame = download_ohlcv(ex, pair, timeframe, since=start, until=end)
     path, held = update_ohlcv(frame, data_dir, pair, timeframe, fmt=fmt)
