@@ -26,7 +26,6 @@ import contextlib
 import hmac
 import ipaddress
 import os
-import re
 import socket
 import sys
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from typing import Annotated, Any
 
 import typer
 
-from backend.cli._common import parse_utc, settings_for_store
+from backend.cli._common import parse_trader, parse_utc, settings_for_store
 from backend.errors import ConfigError
 
 __all__ = ["TOKEN_ENV", "mcp_command"]
@@ -91,13 +90,11 @@ def mcp_command(
 ) -> None:
     """Serve one trader's memory over the Model Context Protocol until stopped."""
     from backend.compose import build_memory_system
-    from backend.storage.models import TRADER_ID_PATTERN
     from backend.tools.mcp_server import build_mcp_server
 
     if transport not in ("stdio", "http"):
         raise ConfigError(f"--transport: expected stdio or http, got {transport!r}")
-    if not re.fullmatch(TRADER_ID_PATTERN, trader):
-        raise ConfigError(f"--trader: not a valid trader id: {trader[:40]!r}")
+    parse_trader(trader)
     token = os.environ.get(TOKEN_ENV) or None
     if transport == "http" and not _loopback(host) and token is None:
         raise ConfigError(f"--host {host} is not loopback: set {TOKEN_ENV} to a bearer token")

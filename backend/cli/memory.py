@@ -54,6 +54,7 @@ def memory_search(
     from backend.memory.episodic import EPISODIC_KIND, record_as_of
     from backend.storage import open_store
 
+    parse_trader(trader)
     if method not in ("dense", "bm25", "hybrid"):
         raise ConfigError(f"--method: expected dense, bm25 or hybrid, got {method!r}")
     cfg = settings_for_store(store_path, create=False)

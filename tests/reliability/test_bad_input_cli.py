@@ -218,3 +218,5 @@ def test_bad_arguments_are_one_line_and_exit_2(
     code, err = run_cli(monkeypatch, capsys, *argv)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("sentinel: error:"), err
+    if "../../etc/passwd" in args:  # named as the option, not as a field inside
+        assert "--trader: not a valid trader id" in lines[0], err
