@@ -8,7 +8,7 @@ from __future__ import annotations
 import bisect
 import json
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backend.data import timeframe_seconds
@@ -188,7 +188,10 @@ def horizon_end(occurred_at: datetime, horizon: str) -> datetime | None:
         seconds = timeframe_seconds(horizon)
     except DataError:
         return None
-    return occurred_at + timedelta(seconds=seconds)
+    try:
+        return occurred_at + timedelta(seconds=seconds)
+    except OverflowError:  # "999999y": it ends after the calendar does, never known
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def log_outcome(

@@ -270,14 +270,23 @@ class EpisodicMemory:
 
     # ------------------------------------------------------------------ reads
 
-    def get(self, trader_id: str, ids: Sequence[str], *, as_of: datetime) -> list[Episode]:
-        """Episodes by id as of ``as_of`` (unknown or later ids skipped), in the given order."""
+    def get(
+        self,
+        trader_id: str,
+        ids: Sequence[str],
+        *,
+        as_of: datetime,
+        horizon: str | None = None,
+    ) -> list[Episode]:
+        """Episodes by id as of ``as_of`` (unknown or later ids skipped), in the given
+        order; with ``horizon``, each one's ``outcome`` is its outcome over that horizon
+        (None if none is known at ``as_of``), not its latest of any horizon."""
         ts = to_utc(as_of).timestamp()
         out = []
         for record in self._store.get(trader_id, ids, as_of=as_of):
             if record.kind == EPISODIC_KIND:
                 base, log = decode(record)
-                out.append(replay(base, log, ts))
+                out.append(replay(base, log, ts, horizon=horizon))
         return out
 
     def scan(

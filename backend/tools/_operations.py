@@ -33,7 +33,7 @@ from backend.tools._writers import (
     decision_episode,
     write_episode_once,
 )
-from backend.types import END_OF_TIME, Action
+from backend.types import END_OF_TIME, Action, to_utc
 
 __all__ = ["MemoryOperations"]
 
@@ -74,7 +74,9 @@ class MemoryOperations:
     ) -> str:
         """Store an episode that happened at ``as_of``; returns its id, derived from the
         caller's ``event_id`` when given (a retry at a later clock is then the same
-        event: :func:`~backend.tools._writers.write_episode_once`)."""
+        event: :func:`~backend.tools._writers.write_episode_once`), else from the UTC
+        instant (``+01:00`` and ``Z`` of one instant are one event)."""
+        as_of = to_utc(as_of)
         episode = Episode(
             id=stable_id("event", trader_id, symbol, event_type, as_of.isoformat(), description)
             if event_id is None
@@ -110,6 +112,7 @@ class MemoryOperations:
         with a fixed clock would otherwise overwrite the first). Every one of
         ``memory_ids`` must be a memory known at ``as_of`` (an id ``recall`` returned):
         else a :class:`ToolError` names those that are not, and nothing is written."""
+        as_of = to_utc(as_of)  # one instant, one id, whatever its offset
         check_memory_ids(
             trader_id, memory_ids, as_of=as_of, episodic=self._episodic,
             conversation=self._conversation,
@@ -143,10 +146,29 @@ class MemoryOperations:
         pnl: float | None,
         as_of: datetime,
     ) -> Outcome:
-        """Attach an outcome (resolved at ``as_of``) to an episode; importance follows."""
+        """Attach an outcome (resolved at ``as_of``) to an episode; importance follows.
+        Returns the outcome the episode holds over ``horizon``: one outcome per episode
+        and horizon, so the same one again (a retry) returns the first, with its
+        ``resolved_at``. Raises :class:`ToolError` when the episode has a different one
+        over that horizon (nothing is written: the first one stands), and the memory's
+        errors (an unknown episode, a horizon not yet passed)."""
+        as_of = to_utc(as_of)
         outcome = Outcome(horizon=horizon, market_return=market_return, pnl=pnl, resolved_at=as_of)
         self._episodic.record_outcome(trader_id, episode_id, outcome, as_of=as_of)
-        return outcome
+        held = self._episodic.get(trader_id, [episode_id], as_of=as_of, horizon=horizon)
+        stored = held[0].outcome if held else None
+        if stored is None:  # logged as known from a later time (a past as_of on a store)
+            raise ToolError(
+                f"record_outcome: episode {episode_id!r} has a {horizon} outcome recorded "
+                "as of a later time: the first one stands"
+            )
+        if (stored.market_return, stored.pnl) != (market_return, pnl):
+            raise ToolError(
+                f"record_outcome: episode {episode_id!r} already has a {horizon} outcome "
+                f"(market_return {stored.market_return}, pnl {stored.pnl}, resolved "
+                f"{stored.resolved_at.isoformat()}): the first one stands"
+            )
+        return stored
 
     def record_note(
         self, trader_id: str, text: str, *, as_of: datetime, note_id: str | None = None

@@ -19,7 +19,7 @@ from backend.memory.models import ActionLink, ChatMessage, Episode, MarketSnapsh
 from backend.storage import KhalaStore
 from backend.storage.models import stable_id
 from backend.tools.schemas import RecordMessageArgs
-from backend.types import END_OF_TIME, Action
+from backend.types import END_OF_TIME, Action, to_utc
 
 __all__ = [
     "DECISION_IMPORTANCE",
@@ -69,7 +69,9 @@ class EpisodicWriter(Protocol):
 
     def add(self, episodes: Sequence[Episode], *, as_of: datetime) -> Any: ...
 
-    def get(self, trader_id: str, ids: Sequence[str], *, as_of: datetime) -> list[Episode]: ...
+    def get(
+        self, trader_id: str, ids: Sequence[str], *, as_of: datetime, horizon: str | None = None
+    ) -> list[Episode]: ...
 
     def record_outcome(
         self, trader_id: str, episode_id: str, outcome: Outcome, *, as_of: datetime
@@ -102,7 +104,7 @@ def decision_episode(
     episode can be recalled by market state; ``outcome_horizon_s``:
     :attr:`Episode.outcome_horizon_s`)."""
     decision_id = (
-        stable_id("decision", trader_id, symbol, as_of.isoformat())
+        stable_id("decision", trader_id, symbol, to_utc(as_of).isoformat())
         if key is None
         else stable_id("decision-key", trader_id, symbol, key)
     )

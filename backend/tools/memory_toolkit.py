@@ -206,8 +206,19 @@ class MemoryToolkit(MemoryOperations):
             raise ToolError(f"{name}: {where}: {problem}") from None
 
     def dispatch(
-        self, name: str, arguments: str | dict[str, Any], *, trader_id: str, as_of: datetime
+        self,
+        name: str,
+        arguments: str | dict[str, Any],
+        *,
+        trader_id: str,
+        as_of: datetime,
+        replay: bool = False,
     ) -> str:
         """:meth:`call` for an OpenAI tool call: returns JSON, and an error as
-        ``{"error": "..."}`` (the agent can read and correct it)."""
-        return dispatch_json(lambda: self.call(name, arguments, trader_id=trader_id, as_of=as_of))
+        ``{"error": "..."}`` (the agent can read and correct it). An agent replaying a
+        past time on a store that may hold later memory passes ``replay=True``, as
+        ``sentinel mcp --as-of`` does: its write tools are then refused rather than
+        answered with what a conflict would tell of later memory (:meth:`call`)."""
+        return dispatch_json(
+            lambda: self.call(name, arguments, trader_id=trader_id, as_of=as_of, replay=replay)
+        )

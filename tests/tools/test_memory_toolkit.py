@@ -110,3 +110,100 @@ def test_an_event_or_decision_with_its_own_id_is_recorded_once(tmp_path: Path) -
         assert len(system.episodic.scan(TRADER, as_of=later)) == 3
     finally:
         system.close()
+
+
+def test_the_python_methods_key_one_instant_as_one_whatever_its_offset(tmp_path: Path) -> None:
+    """A reviewer's: ``record_decision`` / ``record_event`` called from Python (not
+    through ``call``) hashed ``as_of.isoformat()`` as given, so ``Z`` and ``+01:00`` of
+    one instant stored a buy and a sell of BTC/USDT at the same time."""
+    from datetime import timedelta, timezone
+
+    from backend.errors import ToolError
+
+    system = build_memory_system(
+        load_settings().with_store_dir(tmp_path / "run"), embedder=HashingEmbedder()
+    )
+    try:
+        kit = system.toolkit
+        plus_one = AT.astimezone(timezone(timedelta(hours=1)))
+        kit.record_decision(TRADER, symbol="BTC/USDT", action="buy", size=0.5, rationale="r",
+                            memory_ids=[], as_of=AT)  # fmt: skip
+        with pytest.raises(ToolError, match="one decision per symbol and time"):
+            kit.record_decision(TRADER, symbol="BTC/USDT", action="sell", size=0.5,
+                                rationale="r", memory_ids=[], as_of=plus_one)  # fmt: skip
+        first, again = (
+            kit.record_event(
+                TRADER,
+                symbol="BTC/USDT",
+                event_type="news_shock",
+                description="hack",
+                importance=0.8,
+                as_of=when,
+            )
+            for when in (AT, plus_one)
+        )
+        assert again == first
+        assert len(system.episodic.scan(TRADER, as_of=AT)) == 2
+    finally:
+        system.close()
+
+
+def test_a_second_outcome_over_one_horizon_is_refused_not_answered_as_stored(
+    tmp_path: Path,
+) -> None:
+    """A reviewer's: a second ``record_outcome`` of an episode over one horizon with other
+    values answered with the caller's values while the first one stayed stored; and a
+    horizon past the calendar ("999999y") ended the MCP call as an internal error."""
+    from datetime import timedelta
+
+    from backend.errors import ToolError
+
+    system = build_memory_system(
+        load_settings().with_store_dir(tmp_path / "run"), embedder=HashingEmbedder()
+    )
+    try:
+        kit = system.toolkit
+        event = {"symbol": "BTC/USDT", "event_type": "news_shock", "description": "exchange hack",
+                 "importance": 0.8}  # fmt: skip
+        episode = kit.call("record_event", event, trader_id=TRADER, as_of=AT)["episode_id"]
+        outcome = {"episode_id": episode, "horizon": "1h", "market_return": -0.3, "pnl": -900.0}
+        hour = AT + timedelta(hours=1)
+        first = kit.call("record_outcome", outcome, trader_id=TRADER, as_of=hour)
+        retry = kit.call("record_outcome", outcome, trader_id=TRADER, as_of=hour + timedelta(1))
+        assert retry == first  # the same outcome again: answered as stored, first time kept
+        other = {**outcome, "market_return": 0.5, "pnl": 4000.0}
+        with pytest.raises(ToolError, match=r"already has a 1h outcome \(market_return -0.3"):
+            kit.call("record_outcome", other, trader_id=TRADER, as_of=hour + timedelta(2))
+        stored = system.episodic.get(TRADER, [episode], as_of=hour + timedelta(3))[0].outcome
+        assert stored is not None and stored.market_return == -0.3
+        never = {**outcome, "horizon": "999999y"}
+        said = kit.dispatch("record_outcome", never, trader_id=TRADER, as_of=hour)
+        assert "999999y outcome" in said and "is known only from 9999-12-31" in said, said
+    finally:
+        system.close()
+
+
+def test_a_replaying_agent_writes_nothing_into_a_past_the_store_has_moved_beyond(
+    tmp_path: Path,
+) -> None:
+    """A reviewer's: through ``dispatch`` (the OpenAI tool surface) a write at a past
+    time answered with what a conflict tells of later memory (a later message's session,
+    a later persona version's time); ``replay=True`` refuses it, as ``sentinel mcp
+    --as-of`` does."""
+    system = build_memory_system(
+        load_settings().with_store_dir(tmp_path / "run"), embedder=HashingEmbedder()
+    )
+    try:
+        kit = system.toolkit
+        later = datetime(2025, 6, 1, tzinfo=UTC)
+        said_later = ChatMessage(id="m9", speaker="trader", session="secret-s",
+                                 text="I sell everything in June", time=later)  # fmt: skip
+        kit.record_message(TRADER, said_later)
+        for name, args in (("record_message", {"text": "x", "message_id": "m9"}),
+                           ("record_note", {"text": "No leverage."})):  # fmt: skip
+            said = kit.dispatch(name, args, trader_id=TRADER, as_of=AT, replay=True)
+            assert "a replay does not write into a past" in said, said
+            assert "secret-s" not in said and "2025-06" not in said
+        assert kit.recall(TRADER, "sell everything", symbol=None, as_of=AT)["hits"] == []
+    finally:
+        system.close()
