@@ -129,4 +129,5 @@ def first_problem(exc: ValidationError, *, whole: str = "value") -> tuple[str, s
     secret): ``where`` is the dotted field path (``whole`` when the error is the whole
     value's), for the one-line errors that name a file, line or tool and the field."""
     first = exc.errors(include_input=False, include_url=False)[0]
-    return ".".join(str(p) for p in first["loc"]) or whole, first["msg"]
+    message = first["msg"].removeprefix("Value error, ")  # pydantic's, for a validator's own
+    return ".".join(str(p) for p in first["loc"]) or whole, message

@@ -277,6 +277,13 @@ def test_a_file_at_odds_with_the_store_is_refused_and_a_bad_recall_is_one_line(
                         "--store-path", str(run_dir), "--json")  # fmt: skip
     assert code == 2 and out.startswith(f"sentinel: error: {queries}: line 1: as_of: "), out
     assert "outside the years 1..9999 in UTC" in out
+    # a blank query was ranked on nothing (six ids, exit 0); a blank id names no answer
+    for field in ("query", "id"):
+        blank = {"id": "b", "query": "x", "as_of": "2025-03-05T00:00:00Z"} | {field: "  "}
+        queries.write_text(json.dumps(blank) + "\n")
+        code, out = _invoke("memory", "recall", "--trader", TRADER, "--queries", str(queries),
+                            "--store-path", str(run_dir), "--json")  # fmt: skip
+        assert code == 2 and f"line 1: {field}: must not be blank" in out, out
 
 
 def test_only_the_named_speaker_is_read_as_the_trader(tmp_path: Path) -> None:

@@ -104,6 +104,14 @@ class _Query(FrozenModel):
 
     _tz = field_validator("as_of")(to_utc)  # at read: a time past 9999 in UTC names its line
 
+    @field_validator("id", "query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        """A blank query was ranked on nothing; a blank id names no answer."""
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 """The date an ISO-8601 time begins with (pydantic would read ``"1740819600"`` as epoch

@@ -75,6 +75,7 @@ class RecallArgs(ToolArgs):
     )
     tiers: list[Tier] = Field(
         default_factory=lambda: list(ALL_TIERS),
+        min_length=1,
         description="persona, working (the market now and the conversation), episodic",
     )
     top_k: int = Field(

@@ -22,6 +22,8 @@ def test_a_symbol_in_any_spelling_of_a_pair_is_the_ccxt_symbol() -> None:
     assert decided.symbol == "BTC/USDT"
     assert RecallArgs(query="q", symbol="BTC").symbol == "BTC"  # a coin stays a coin
     assert RecallArgs(query="q").symbol is None
+    with pytest.raises(ValidationError):  # a recall of no tier asks for nothing
+        RecallArgs(query="q", tiers=[])
     assert RecallArgs(query="q", symbol="@107").symbol == "@107"  # a Hyperliquid spot id
     with pytest.raises(ValidationError):
         RecallArgs(query="q", symbol="")
