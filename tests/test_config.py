@@ -69,6 +69,10 @@ def test_a_top_level_typo_in_the_environment_is_refused_not_ignored(
     with pytest.raises(ConfigError, match="SENTINEL_STOR__BACKEND names no setting"):
         load_settings()
     monkeypatch.delenv("SENTINEL_STOR__BACKEND")
+    monkeypatch.setenv("SENTINEL_STORE__PATH", "")  # was the working directory as the store
+    with pytest.raises(ConfigError, match="store.path: an empty path would be the working"):
+        load_settings()
+    monkeypatch.delenv("SENTINEL_STORE__PATH")
     monkeypatch.setenv("SENTINEL_MCP_TOKEN", "t")  # not a setting, read by `sentinel mcp`
     monkeypatch.setenv("SENTINEL_STORE__BACKEND", "memory")
     assert load_settings().store.backend == "memory"

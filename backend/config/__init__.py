@@ -181,7 +181,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         problems = []
         for err in exc.errors(include_input=False, include_url=False):
             key = ".".join(str(part) for part in err["loc"]) or "<root>"
-            problems.append(f"{key}: {err['msg']}")
+            problems.append(f"{key}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError(
             f"invalid configuration ({config_path} + SENTINEL_* env): " + "; ".join(problems)
         ) from None
