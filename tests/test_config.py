@@ -70,7 +70,7 @@ def test_a_top_level_typo_in_the_environment_is_refused_not_ignored(
         load_settings()
     monkeypatch.delenv("SENTINEL_STOR__BACKEND")
     monkeypatch.setenv("SENTINEL_STORE__PATH", "")  # was the working directory as the store
-    with pytest.raises(ConfigError, match="store.path: an empty path would be the working"):
+    with pytest.raises(ConfigError, match=r"store\.path: an empty path would be the working"):
         load_settings()
     monkeypatch.delenv("SENTINEL_STORE__PATH")
     monkeypatch.setenv("SENTINEL_MCP_TOKEN", "t")  # not a setting, read by `sentinel mcp`
