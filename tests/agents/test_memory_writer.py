@@ -45,7 +45,8 @@ def test_a_flush_while_the_server_is_down_is_written_when_it_is_back(
     proc, port = start_chroma_server(tmp_path)
     store = StoreSettings(backend="chroma", mode="server", host="127.0.0.1", port=port,
                           audit_path=tmp_path / "audit.sqlite3")  # fmt: skip
-    settings = load_settings(store=store, memory=MemorySettings(working_state_path=None))
+    working = MemorySettings(working_state_path=tmp_path / "working.sqlite3")  # not in ~
+    settings = load_settings(store=store, memory=working)
     system = build_memory_system(settings, embedder=HashingEmbedder())
     try:
         writer = MemoryWriter(
