@@ -5,9 +5,15 @@ traceback."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
 from backend.interrupts import aborted, caused_by_interrupt
 
-__all__ = ["main"]
+__all__ = ["main", "run_script"]
+
+_T = TypeVar("_T")
 
 
 def main() -> None:
@@ -21,6 +27,22 @@ def main() -> None:
             aborted()
         raise
     cli_main()
+
+
+def run_script(name: str, main: Callable[[], _T]) -> _T:
+    """Run a ``scripts/*.py`` benchmark's ``main`` as the CLI runs a command: a
+    :class:`~backend.errors.SentinelError` (bad settings, a missing data file) is one line
+    ``<name>: error: ...`` on stderr and exit 2, Ctrl-C is ``aborted`` and exit 130; no
+    traceback for either. Returns what ``main`` returned."""
+    from backend.errors import SentinelError
+
+    try:
+        return main()
+    except SentinelError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        aborted()
 
 
 if __name__ == "__main__":  # ``python -m backend.entry ...`` (a reviewer's did nothing)

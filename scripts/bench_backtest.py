@@ -242,11 +242,9 @@ def main(
 
 
 if __name__ == "__main__":
-    try:
-        result = main()
-    except SentinelError as err:  # bad input (no file for the pair, an empty window): one line
-        print(f"bench_backtest: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    from backend.entry import run_script
+
+    result = run_script("bench_backtest", main)  # bad input: one line, exit 2
     failed = [f"memory {m}: {result[m]['failure']}" for m in ("on", "off") if result[m]["failure"]]
     if failed:  # a dead model or store: the figures are no measurement (as `sentinel backtest`)
         print(f"bench_backtest: {'; '.join(failed)}", file=sys.stderr)

@@ -109,4 +109,6 @@ def main() -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    main()
+    from backend.entry import run_script
+
+    run_script("bench_conversation", main)

@@ -212,4 +212,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from backend.entry import run_script
+
+    run_script("bench_llm", main)

@@ -44,7 +44,6 @@ from backend.config import load_settings
 from backend.data import load_ohlcv
 from backend.memory import SCALE_SAMPLE, STATE_FEATURES, StateIndex, compute_features
 
-REPO = Path(__file__).resolve().parents[1]
 PAIRS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 DAY = 86_400.0
 
@@ -134,11 +133,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared/data/market/binance")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="OHLCV directory (default: data.market_dir)"
+    )
     parser.add_argument("--json", action="store_true", help="only the JSON line")
     args = parser.parse_args()
-    k = load_settings().agent.episode_neighbours
-    data = pool(args.data_dir)
+    settings = load_settings()
+    k = settings.agent.episode_neighbours
+    data = pool(args.data_dir or settings.data.market_dir)
     sizes = [int(s) for s in args.sizes.split(",")]
     if max(sizes) > len(data):
         parser.error(f"--sizes: the pool has {len(data)} bars")
@@ -151,4 +153,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from backend.entry import run_script
+
+    run_script("bench_state_index", main)

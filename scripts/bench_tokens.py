@@ -240,4 +240,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from backend.entry import run_script
+
+    run_script("bench_tokens", main)

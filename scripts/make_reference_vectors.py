@@ -67,4 +67,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from backend.entry import run_script
+
+    run_script("make_reference_vectors", main)
