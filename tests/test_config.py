@@ -122,16 +122,41 @@ def test_secrets_only_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_data_files_come_from_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every data file is named by ``data`` (relative to ``data.data_dir`` or absolute)."""
     default = load_settings().data
-    assert default.market_dir == Path("../shared/data/market/binance")
-    assert default.fills_path == Path("../shared/data/trades/hyperliquid_fills.csv")
+    shared = DEFAULT_CONFIG_PATH.parents[2] / "shared" / "data"  # beside the repository
+    assert default.market_dir == shared / "market" / "binance"
+    assert default.fills_path == shared / "trades" / "hyperliquid_fills.csv"
     monkeypatch.setenv("SENTINEL_DATA__MARKET", "market/kraken")
     monkeypatch.setenv("SENTINEL_DATA__HEADLINES", str(tmp_path / "news.csv"))
     data = load_settings().data
-    assert data.market_dir == Path("../shared/data/market/kraken")
+    assert data.market_dir == shared / "market" / "kraken"
     assert data.headlines_path == tmp_path / "news.csv"  # absolute: as given
     assert data.model_copy(update={"data_dir": tmp_path}).fear_greed_path == (
         tmp_path / "trades" / "fear_greed_index.csv"
     )
+
+
+def test_a_config_files_relative_paths_are_its_own_not_the_working_directorys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reviewer's: run from another directory, a command made a second, empty store
+    there (``.sentinel/khala`` of the working directory) and never saw the first, and
+    ``../shared/data`` named no data. A config file's relative paths are relative to its
+    directory, or that directory's parent when it is named ``config``; an environment
+    variable's are the shell's."""
+    monkeypatch.chdir(tmp_path)
+    repo = DEFAULT_CONFIG_PATH.parents[1]
+    default = load_settings()
+    assert default.store.path == repo / ".sentinel" / "khala"
+    assert default.llm.local.model_path.parent == repo / ".sentinel" / "models"
+    assert default.scheduler.jobstore_url == f"sqlite:///{repo}/.sentinel/scheduler.sqlite3"
+    own = tmp_path / "deploy" / "sentinel.yaml"
+    own.parent.mkdir()
+    own.write_text("store:\n  path: khala\ndata:\n  data_dir: ../data\n  market: ohlcv\n")
+    mine = load_settings(own)
+    assert mine.store.path == own.parent / "khala"
+    assert mine.data.market_dir == tmp_path / "data" / "ohlcv"  # under data_dir, as before
+    monkeypatch.setenv("SENTINEL_STORE__PATH", "here/khala")
+    assert load_settings(own).store.path == Path("here/khala")  # the shell's
 
 
 def test_a_chroma_servers_audit_trail_is_one_per_machine_whatever_the_directory(

@@ -36,7 +36,7 @@ from backend.config._memory import ConversationSettings, DetectorSettings, Memor
 from backend.config._service import DEMO_TRADER as DEMO_TRADER
 from backend.config._service import JobTrigger, PaperJob, PersonaRefreshJob, SchedulerSettings
 from backend.config._store import EmbeddingSettings, StoreSettings
-from backend.config._yaml import _YAML_DATA, _read_yaml, _YamlSource
+from backend.config._yaml import _YAML_DATA, _read_yaml, _YamlSource, anchor_paths, config_base
 from backend.errors import ConfigError
 
 __all__ = [
@@ -174,7 +174,8 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     stray = _stray_env()
     if stray:
         raise ConfigError(stray)
-    token = _YAML_DATA.set(_read_yaml(config_path))
+    anchored = anchor_paths(_read_yaml(config_path), Settings, config_base(config_path))
+    token = _YAML_DATA.set(anchored)
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -12,7 +12,7 @@ from pydantic import ConfigDict, ValidationInfo, field_validator
 from backend.types import FrozenModel
 
 
-def _is_path(annotation: Any) -> bool:
+def is_path(annotation: Any) -> bool:
     """``Path``, ``Path | None`` and the like."""
     return annotation is Path or Path in typing.get_args(annotation)
 
@@ -34,7 +34,7 @@ class _Section(FrozenModel):
             isinstance(value, str)
             and not value.strip()
             and name is not None
-            and _is_path(cls.model_fields[name].annotation)
+            and is_path(cls.model_fields[name].annotation)
         ):
             raise ValueError("an empty path would be the working directory (null for none)")
         return value

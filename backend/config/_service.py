@@ -76,8 +76,8 @@ class SchedulerSettings(_Section):
     """apscheduler 3 jobs of the service (``sentinel scheduler run``) and their store."""
 
     jobstore_url: str = "sqlite:///.sentinel/scheduler.sqlite3"
-    """SQLAlchemy URL of the persistent job store (a relative SQLite path is relative to
-    the working directory, like ``store.path``)."""
+    """SQLAlchemy URL of the persistent job store (a relative SQLite path in a config file
+    is relative to the file's base, like ``store.path``: :mod:`backend.config._yaml`)."""
     state_path: Path = Path(".sentinel/service.sqlite3")
     """SQLite file of the jobs' own state: fill cursors, paper-trading runs."""
     misfire_grace_s: int = Field(default=3600, ge=1)

@@ -71,10 +71,14 @@ class StoreSettings(_Section):
         default). An older release's file under ``path`` is not read (falling back to
         it where it exists would split the processes of one machine again, by working
         directory); its history stays there, and a working window lost this way refills
-        from the next bars. ``host`` is taken as written: ``localhost`` and ``127.0.0.1``
-        are two."""
+        from the next bars. A loopback ``host`` (``localhost``, ``127.x``, ``::1``) is
+        ``127.0.0.1``: two processes of one machine naming the server differently kept
+        two trails, and each overwrote the other's persona versions (a reviewer's)."""
         if self.backend == "chroma" and self.mode == "server":
-            served = f"{self.host}-{self.port}-{self.collection_prefix}.sqlite3"
+            host = self.host.lower().strip("[]")
+            if host in ("localhost", "::1") or host.startswith("127."):
+                host = "127.0.0.1"
+            served = f"{host}-{self.port}-{self.collection_prefix}.sqlite3"
             return Path.home() / ".sentinel" / folder / served
         return self.path / name
 

@@ -165,6 +165,14 @@ class ChromaBackend(VectorBackend):
                 self._known.add(name)
             return dict(col.metadata or {})
 
+    def set_metadata(self, name: str, metadata: Mapping[str, Any]) -> None:
+        """Replace the metadata of the open collection ``name``. Raises :class:`StoreError`."""
+        with self._lock:
+            try:
+                self.collection(name).modify(metadata=dict(metadata))
+            except _FAULTS as exc:
+                raise _fault(f"modifying collection {name}", exc) from None
+
     def collections(self, prefix: str) -> dict[str, dict[str, Any]]:
         try:
             with self._lock:

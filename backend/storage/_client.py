@@ -4,6 +4,8 @@ picks the vector backend by ``store.backend`` (mem0's ``VectorStoreFactory`` sha
 from __future__ import annotations
 
 import os
+import socket
+from pathlib import Path
 
 import filelock
 from chromadb.api import ClientAPI
@@ -14,6 +16,7 @@ from backend.errors import ConfigError, DataError, StoreError
 from backend.files import write_text_atomic
 from backend.storage._audit import AuditLog
 from backend.storage._backend import VectorBackend
+from backend.storage._chroma_backend import ChromaBackend
 from backend.storage._lexical import make_stemmer
 from backend.storage.khala_integration import KhalaStore
 
@@ -63,8 +66,6 @@ def make_backend(settings: StoreSettings) -> VectorBackend:
         from backend.storage._memory_backend import MemoryBackend
 
         return MemoryBackend(stemmer=stemmer)
-    from backend.storage._chroma_backend import ChromaBackend
-
     return ChromaBackend(
         make_chroma_client(settings),
         hnsw={
@@ -117,18 +118,51 @@ def check_audit_trail(settings: StoreSettings) -> None:
         )
 
 
+def check_server_trail(backend: ChromaBackend, settings: StoreSettings) -> None:
+    """A chroma server's memory (one ``collection_prefix``) has ONE audit trail, as an
+    embedded store's has (:func:`check_audit_trail`): the per-trader change counts every
+    process's caches are validated against, the writer lock that orders persona versions.
+    Two trails on one server (two machines, or two ``store.audit_path`` on one) lost
+    half the bans two writers wrote (same-numbered persona versions overwrote each other)
+    and served a persona version behind, with no word (a reviewer's script: 12 of 24
+    bans kept). The server's ``<prefix>.trail`` collection names the machine and trail
+    of its writers; a process that would keep another gets a :class:`ConfigError`,
+    unless the named trail is on this machine and gone (then this one takes its place).
+    Raises :class:`StoreError` when the server cannot be asked."""
+    here = socket.gethostname()
+    trail = str(settings.resolved_audit_path.resolve())
+    ours = {"host": here, "trail": trail}
+    name = f"{settings.collection_prefix}.trail"
+    held = backend.open(name, create=ours) or {}
+    if held.get("host") == here and held.get("trail") == trail:
+        return
+    if held.get("host") == here and not Path(str(held.get("trail"))).exists():
+        backend.set_metadata(name, ours)
+        return
+    raise ConfigError(
+        f"the chroma server {settings.host}:{settings.port} (prefix "
+        f"{settings.collection_prefix}) is written with the audit trail "
+        f"{held.get('trail')} on {held.get('host')}, and this process would keep another "
+        f"({trail} on {here}): the caches of each would miss the other's writes. Run the "
+        "writers of a server's memory on one machine with one store.audit_path"
+    )
+
+
 def open_store(settings: StoreSettings, embedder: Embedder) -> KhalaStore:
     """Composition-root helper: backend + audit trail + store, as configured. The
     ``memory`` backend keeps its audit trail in process memory too (nothing on disk).
-    Raises :class:`ConfigError` when an embedded store keeps another audit trail
-    (:func:`check_audit_trail`)."""
+    Raises :class:`ConfigError` when the store keeps another audit trail
+    (:func:`check_audit_trail`, :func:`check_server_trail`)."""
     backend = make_backend(settings)
     if backend.kind == "chroma" and settings.mode == "embedded":
         with filelock.FileLock(settings.path / ".open.lock", timeout=120):
             check_audit_trail(settings)
             audit = AuditLog(settings.resolved_audit_path)
+    elif isinstance(backend, ChromaBackend):  # a server
+        audit = AuditLog(settings.resolved_audit_path)
+        check_server_trail(backend, settings)
     else:
-        audit = AuditLog(settings.resolved_audit_path if backend.kind == "chroma" else None)
+        audit = AuditLog(None)
     return KhalaStore(
         backend,
         embedder,

@@ -94,3 +94,35 @@ def test_an_empty_marker_or_a_trail_that_is_gone_is_pinned_again(tmp_path: Path)
     )
     open_store(moved, embedder).close()
     assert (disk / TRAIL_MARKER).read_text(encoding="utf-8").strip().endswith("moved/audit.db")
+
+
+@pytest.mark.server
+def test_a_second_audit_trail_for_one_chroma_server_is_refused(
+    tmp_path: Path, chroma_server: tuple[str, int]
+) -> None:
+    """A reviewer's: two processes on one chroma server with two trails (two
+    ``store.audit_path``, or ``localhost`` and ``127.0.0.1`` in the default trail's
+    name) kept 12 of the 24 bans they wrote, with no word. The server names its writers'
+    trail; another is refused, a loopback host is one name, and a trail of this machine
+    that is gone is replaced."""
+    _, port = chroma_server
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def server(**more: object) -> StoreSettings:
+        settings: dict[str, object] = {"mode": "server", "host": "127.0.0.1", "port": port,
+                                       "collection_prefix": "trailtest"}  # fmt: skip
+        return StoreSettings(**(settings | more))  # type: ignore[arg-type]
+
+    first = open_store(server(audit_path=tmp_path / "a.db"), HashingEmbedder())
+    first.upsert("alice", [MemoryRecord(id="r1", trader_id="alice", kind="note", text="x",
+                                        created_at=at)], as_of=at)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"is written with the audit trail .*a\.db"):
+        open_store(server(audit_path=tmp_path / "b.db"), HashingEmbedder())
+    again = open_store(server(audit_path=tmp_path / "a.db"), HashingEmbedder())
+    assert again.get("alice", ["r1"], as_of=at)[0].text == "x"
+    again.close()
+    first.close()
+    names = {server(host=h).local_file("audit", "x") for h in ("localhost", "127.0.0.1", "::1")}
+    assert len(names) == 1
+    (tmp_path / "a.db").unlink()  # the trail is gone: a new one of this machine takes over
+    open_store(server(audit_path=tmp_path / "b.db"), HashingEmbedder()).close()
