@@ -230,7 +230,8 @@ class DeepTraderManager:
                 self.writer.start(as_of)
             else:
                 self.writer.flush_if_due(as_of)  # before any read of this bar
-            situation = self.reader.observe(i, equity=bar.position.equity, first=first)
+            situation, failed = self.reader.observe(i, equity=bar.position.equity, first=first)
+            memory_errors += failed
             t["observe"] += (now := time.perf_counter()) - started
             self.writer.add_due(as_of)
             t["episodes"] += (mark := time.perf_counter()) - now
@@ -240,7 +241,7 @@ class DeepTraderManager:
                 )
                 retrieval_ms = (time.perf_counter() - mark) * 1000
                 t["retrieve"] += retrieval_ms / 1000
-                memory_errors = [f"{tier}: {error}" for tier, error in self._ctx[0].errors.items()]
+                memory_errors += [f"{tier}: {error}" for tier, error in self._ctx[0].errors.items()]
             ctx, rendered = self._ctx
         mark = time.perf_counter()
         view = DecisionView(

@@ -5,12 +5,20 @@ one batch), and the context of a decision built from the memory tiers."""
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import datetime
 
 from backend.agents.system import MemorySystem
 from backend.config import AgentSettings
-from backend.errors import ConfigError
+from backend.errors import (
+    ConfigError,
+    EmbeddingError,
+    EmbeddingMismatchError,
+    LookAheadError,
+    StoreError,
+    TenantScopeError,
+)
 from backend.memory import (
     FearGreedIndex,
     FeatureFrame,
@@ -20,6 +28,11 @@ from backend.memory import (
 )
 from backend.memory.detectors import SHOCK_TOPICS, STATE_COLUMNS
 from backend.memory.models import MarketSnapshot, MemoryContext, RenderedContext
+
+log = logging.getLogger("backend.agents")
+
+_NOT_TRANSIENT = (LookAheadError, TenantScopeError, EmbeddingMismatchError)
+"""Store errors of a wrong call or setup, not of a failing dependency: they end the run."""
 
 __all__ = ["MemoryReader", "bar_state", "situation_query"]
 
@@ -107,17 +120,32 @@ class MemoryReader:
             system.store.embedder.prime(texts)
         self._primed_until = end
 
-    def observe(self, i: int, *, equity: float, first: bool) -> str:
+    def observe(self, i: int, *, equity: float, first: bool) -> tuple[str, list[str]]:
         """Working memory observes the bar of row ``i`` (its snapshot built ahead by
         :meth:`prime`, or built now) and the account's ``equity`` at its close (quote
         currency; ``first``: the loop's first bar, a new account); returns the bar's
-        recall query."""
-        working = self.system.working
+        recall query and the memory failures of the bar (``"working: <error>"``): a
+        dead embedding endpoint or store while working memory consolidated is a memory
+        failure of this bar, counted and said, not the end of the run with nothing
+        written and the store half-filled (a reviewer's run). Raises
+        :class:`ConfigError` (a run into the past of the store's working memory) and the
+        store errors of a wrong call or setup (:data:`_NOT_TRANSIENT`)."""
         if first:
             features = self.features
             _check_not_into_the_past(
-                working, self.trader_id, features.symbol, features.timeframe, features.row(i).as_of
-            )
+                self.system.working, self.trader_id, features.symbol, features.timeframe,
+                features.row(i).as_of,
+            )  # fmt: skip
+        try:
+            return self._observe(i, equity=equity, first=first), []
+        except (EmbeddingError, StoreError) as err:
+            if isinstance(err, _NOT_TRANSIENT):
+                raise
+            log.warning("working memory failed at row %d: %s", i, err)
+            return "", [f"working: {type(err).__name__}: {err}"]
+
+    def _observe(self, i: int, *, equity: float, first: bool) -> str:
+        working = self.system.working
         ahead = self._ahead.pop(i, None)
         if ahead is not None:  # built by prime: the same pure function of row i
             snapshot, situation = ahead

@@ -157,9 +157,14 @@ class MemoryWriter:
             return []
         if end > self._primed:  # embed the next ones in a batch
             self._primed = max(end, self._next + PRIME_EPISODES)
-            self.system.store.embedder.prime(
-                e.description for e in self._pending[self._next : self._primed]
-            )
+            try:
+                self.system.store.embedder.prime(
+                    e.description for e in self._pending[self._next : self._primed]
+                )
+            except SentinelError as err:  # a dead embedding endpoint: the writes that
+                # need the vectors fail and are counted (module doc); it had ended the run
+                # with nothing written and the store half-filled
+                self._guard("embedding", err)
         self._next = end
         self._buffer.extend(due)
         self.stats["episodes_added"] += len(due)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +17,7 @@ import pytest
 from backend.config import EmbeddingSettings
 from backend.embeddings import OpenAIEmbedder, build_embedder
 from backend.errors import ConfigError, EmbeddingError
+from tests.sentinel_cli import sentinel
 
 KEY = "sk-test-DO-NOT-LEAK-1234567890"
 
@@ -27,9 +31,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append({"auth": self.headers.get("Authorization"), **body})
-        if self.server.fail_status:
+        after = self.server.fail_after
+        if self.server.fail_status or (after is not None and len(self.server.requests) > after):
             payload = json.dumps({"error": {"message": "boom", "type": "server_error"}}).encode()
-            self.send_response(self.server.fail_status)
+            self.send_response(self.server.fail_status or 500)
+            self.send_header("retry-after-ms", "1")  # the client's retries, without waits
         else:
             dim = self.server.dim
             data = []
@@ -61,6 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     requests: list[dict[str, Any]]
     fail_status = 0
+    fail_after: int | None = None  # HTTP 500 from this many requests on
     dim = 16
 
 
@@ -118,3 +125,32 @@ def test_errors_are_clear_and_never_contain_the_key(server: _Server) -> None:
 def test_openai_needs_a_key() -> None:
     with pytest.raises(ConfigError, match="SENTINEL_EMBEDDING__API_KEY"):
         build_embedder(EmbeddingSettings(provider="openai"))
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_an_endpoint_that_dies_mid_backtest_is_a_memory_failure_not_the_end_of_the_run(
+    server: _Server, shared_data: Path, tmp_path: Path
+) -> None:
+    """A reviewer's run: the embedding endpoint failing from its 8th request ended a
+    backtest with exit 2 at a working-memory consolidation, with no output written and
+    the store filled up to that bar (so the same command was then refused). It is a
+    memory failure of the bars it hits: the run ends, writes everything and exits 3."""
+    server.fail_after = 7
+    host, port = server.server_address[:2]
+    env = {**os.environ, "SENTINEL_EMBEDDING__PROVIDER": "openai",
+           "SENTINEL_EMBEDDING__OPENAI_BASE_URL": f"http://{host!s}:{port}/v1",
+           "SENTINEL_EMBEDDING__OPENAI_DIMENSIONS": "16", "SENTINEL_EMBEDDING__API_KEY": KEY,
+           "SENTINEL_EMBEDDING__CACHE_DIR": "null"}  # fmt: skip
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sentinel(), "backtest", "--pair", "BTC/USDT", "--timeframe", "1h",
+         "--start", "2022-05-01", "--end", "2022-05-08",
+         "--data-dir", str(shared_data / "market" / "binance"), "--out", str(out),
+         "--store-path", str(tmp_path / "store")],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["memory_error_decisions"] > 0 and (out / "report.html").is_file()
+    assert "HTTP 500 from the embeddings endpoint" in done.stderr and KEY not in done.stderr
