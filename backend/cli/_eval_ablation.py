@@ -5,6 +5,7 @@ describes the command's files and checks): the memory ablation over walk-forward
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, cast
 
@@ -93,7 +94,9 @@ def ablation(
     except (ValueError, OverflowError) as exc:  # pandas' times end in 2262; Python's in 9999
         raise ConfigError(f"--start {start} --end {end}: no windows there ({exc})") from None
     trader_id, trader_fills = (
-        load_trader_fills(fills, trader) if trader is not None and fills is not None else (None, [])
+        load_trader_fills(fills, trader, not_after=datetime.now(UTC))  # the CLI's clock
+        if trader is not None and fills is not None
+        else (None, [])
     )
     page = html if html is not None else out.with_suffix(".html")
     if page.resolve() == out.resolve():

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -263,7 +264,7 @@ def persona(
     from backend.eval.persona_validity import METHODS, evaluate_persona_validity
 
     check_writable(out, what="report JSON")  # before the evaluation, not after it
-    loaded = load_hyperliquid_fills(fills)
+    loaded = load_hyperliquid_fills(fills, not_after=datetime.now(UTC))  # the CLI's clock
     result = evaluate_persona_validity(
         loaded, horizon_days=horizon_days, recent_days=recent_days, every_days=every_days
     )

@@ -15,7 +15,7 @@ from every fill of the trader at or before ``--as-of``. Attributes without evide
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,9 +62,11 @@ def build_show_profile(trader_id: str, fills_path: Path, as_of: datetime | None)
         empty_profile,
         route_fill_attributes,
     )
-    from backend.data.fills import fills_to_frame, load_hyperliquid_fills
+    from backend.data.fills import account_id, fills_to_frame, load_hyperliquid_fills
 
-    mine = [f for f in load_hyperliquid_fills(fills_path) if f.trader_id == trader_id]
+    trader_id = account_id(trader_id)
+    loaded = load_hyperliquid_fills(fills_path, not_after=datetime.now(UTC))  # the CLI's clock
+    mine = [f for f in loaded if f.trader_id == trader_id]
     if as_of is not None:
         mine = [f for f in mine if f.datetime <= as_of]
     if not mine:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -97,8 +97,10 @@ def replay_trades_command(
     The progress bar (off when ``quiet``) goes to stderr, so stdout stays the summary."""
     from backend.compose import build_memory_system
     from backend.data import load_hyperliquid_fills
+    from backend.data.fills import account_id
 
-    fills = load_hyperliquid_fills(fills_path)
+    fills = load_hyperliquid_fills(fills_path, not_after=datetime.now(UTC))  # the CLI's clock
+    trader = account_id(trader)
     trader_fills(fills, trader_id=trader, until=until)  # before a store is opened
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: a file is there, not a directory")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +90,18 @@ FILL_COLUMNS: tuple[str, ...] = tuple(Fill.model_fields)
 """Columns of :func:`fills_to_frame`, in order (the :class:`Fill` field names)."""
 
 
+def account_id(trader: str) -> str:
+    """A trader id as the fills loader reads ``Account``: a hex address lower-cased
+    (addresses are case-insensitive), anything else as it is."""
+    return trader.lower() if re.fullmatch(r"0[xX][0-9a-fA-F]{40}", trader) else trader
+
+
 def load_hyperliquid_fills(
-    path: str | Path, *, source: str = "hyperliquid", allow_empty: bool = False
+    path: str | Path,
+    *,
+    source: str = "hyperliquid",
+    allow_empty: bool = False,
+    not_after: datetime | None = None,
 ) -> list[Fill]:
     """Import a Hyperliquid fills CSV export, one :class:`Fill` per row, sorted by time
     (stable: fills of the same minute keep their file order).
@@ -116,7 +128,11 @@ def load_hyperliquid_fills(
     ``Crossed`` value, a negative ``Size USD``, a ``Direction`` that is not the row's
     ``Side`` (``Open Long`` on a SELL), or an ``Order ID`` mangled into scientific notation.
     An unknown ``Direction`` (other than ``Spot Dust Conversion``) is read as ``other``
-    with a warning naming its lines.
+    with a warning naming its lines. ``not_after`` (the caller's clock: a command's
+    now): a fill after it is a DataError too (a mistyped year had written persona
+    versions as of 2099, and every later write was then refused as into the past). An
+    ``Account`` that is a hex address is lower-cased (addresses are case-insensitive:
+    one upper-cased row had split a trader in two).
     """
     file = Path(path)
     table = read_csv_table(file, required=HYPERLIQUID_COLUMNS, allow_empty=allow_empty)
@@ -126,6 +142,10 @@ def load_hyperliquid_fills(
     require_non_empty(table, ["Account", "Coin", "Side", "Timestamp IST", "Direction"])
 
     utc = _parse_ist(table)
+    if not_after is not None:
+        limit = pd.Timestamp(not_after)
+        _fail_at(table, utc > limit, f"after now ({limit.isoformat()}): a fill from the future",
+                 "Timestamp IST")  # fmt: skip
     numbers = {
         column: parse_numbers(table, column)
         for column in ("Execution Price", "Size Tokens", "Size USD", "Fee")
@@ -170,6 +190,8 @@ def load_hyperliquid_fills(
     )
 
     account = cells["Account"].str.strip()
+    hexed = account.str.fullmatch(r"0[xX][0-9a-fA-F]{40}")
+    account = account.where(~hexed, account.str.lower())
     tx_hash = cells["Transaction Hash"].str.strip()
     start = optional["Start Position"]
     keys = pd.DataFrame(

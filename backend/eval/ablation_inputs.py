@@ -47,12 +47,15 @@ def walk_forward_windows(
     return out
 
 
-def load_trader_fills(path: Path, trader: str) -> tuple[str, list[Fill]]:
+def load_trader_fills(
+    path: Path, trader: str, *, not_after: datetime | None = None
+) -> tuple[str, list[Fill]]:
     """``(trader id, its fills in time order)`` from a Hyperliquid fills export. ``trader``
     is the account's id, or a prefix of exactly one id (case-insensitive, e.g.
     ``0x083384f8``). Raises :class:`DataError` naming ``path`` when no (or more than one)
-    trader matches, and the importer's errors for a bad file."""
-    fills = load_hyperliquid_fills(path)
+    trader matches, and the importer's errors for a bad file (``not_after``: a fill after
+    it is one, :func:`~backend.data.fills.load_hyperliquid_fills`)."""
+    fills = load_hyperliquid_fills(path, not_after=not_after)
     ids = sorted({f.trader_id for f in fills})
     chosen = [t for t in ids if t == trader] or [
         t for t in ids if t.lower().startswith(trader.lower())

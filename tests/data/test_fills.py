@@ -244,3 +244,28 @@ def test_an_unknown_direction_is_other_and_said(
     dust = _bad(_bad(ROWS[2], "Direction", "Spot Dust Conversion"), "Side", "SELL")
     load_hyperliquid_fills(write(tmp_path, [HEADER, ROWS[0], dust], "d.csv"))
     assert "unknown Direction" not in caplog.text
+
+
+def test_a_fill_after_the_callers_now_is_refused_and_an_address_is_one_trader(
+    tmp_path: Path,
+) -> None:
+    """A reviewer's: a fill dated 2099 (a mistyped year) wrote persona versions as of
+    2099, after which every persona write was refused as into the past; and one row of
+    the trader's address in capitals made a second trader of it."""
+    from datetime import UTC, datetime
+
+    from backend.data.fills import account_id
+
+    address = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
+    rows = [row.replace("0xaaa", address) for row in ROWS]
+    rows[1] = rows[1].replace(address, address.upper().replace("0X", "0x"))
+    future = _bad(rows[2], "Timestamp IST", "05-01-2099 10:00")
+    path = write(tmp_path, [HEADER, rows[0], rows[1], future])
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(DataError, match="a fill from the future") as caught:
+        load_hyperliquid_fills(path, not_after=now)
+    assert (caught.value.row, caught.value.field) == (4, "Timestamp IST")
+    fills = load_hyperliquid_fills(path)  # no clock given: read as it is
+    assert {f.trader_id for f in fills} == {address}
+    assert account_id(address.upper().replace("0X", "0x")) == address
+    assert account_id("market-btc") == "market-btc"
