@@ -42,9 +42,13 @@ from backend.cli._common import (
     settings,
     state,
 )
-from backend.errors import ConfigError
+from backend.errors import ConfigError, ExchangeError
 
 __all__ = ["paper", "scheduler_app"]
+
+_EXCHANGE_TRIES = 3
+"""A paper run stops at the third exchange error in a row (one or two are tried again at
+the next steps: the bar's candles are asked for again, nothing was decided)."""
 
 scheduler_app = typer.Typer(
     help="The service scheduler: persona refresh, memory consolidation, outcomes.",
@@ -185,7 +189,9 @@ def paper(
     """Paper-trade PAIR with the DeepTraderManager on closed candles from ccxt.
 
     The backtest's decisions and fills (next open, fees, slippage), on a schedule.
-    Exits 3 when it stops if its LLM or memory failed too often (the warning says so)."""
+    An exchange error is tried again at the next step, with a warning; the third in a
+    row ends the run. Exits 3 when it stops if its LLM or memory failed too often (the
+    warning says so)."""
     from backend.data import check_market
     from backend.service.paper import (
         paper_failure,
@@ -228,6 +234,7 @@ def paper(
 
     caught_up: list[str] = []
     said: list[str] = []
+    failed_in_a_row: list[BaseException] = []
 
     def on_event(event: JobExecutionEvent) -> None:
         step = (event.retval or {}).get("result") or {}
@@ -239,9 +246,21 @@ def paper(
             said.append(kind or "")
             print(f"WARNING: {warning}", file=sys.stderr, flush=True)
         if event.exception is not None:
+            failed_in_a_row.append(event.exception)
+            if (
+                isinstance(event.exception, ExchangeError)
+                and len(failed_in_a_row) < _EXCHANGE_TRIES
+            ):
+                # a transient exchange error: the next step asks for the same candles
+                # again (one HTTP 500 had ended a replay whose retry then went through)
+                print(f"WARNING: step failed, tried again at the next step: {event.exception}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                return
             failure.append(event.exception)
             stop.set()
-        elif event.retval is not None and event.retval.get("caught_up"):
+            return
+        failed_in_a_row.clear()
+        if event.retval is not None and event.retval.get("caught_up"):
             caught_up.append(event.retval["as_of"])  # a replay reached the present: done
             stop.set()
         elif (

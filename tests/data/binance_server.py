@@ -19,7 +19,8 @@ Serves, for the one pair of a freqtrade-style ``BASE_QUOTE-TIMEFRAME.csv.gz`` fi
 
 The file is parsed with the standard library (not with ``backend.data``), so tests compare
 the package's loaders against an independent reading. Set ``server.fault_status`` (e.g. 500
-or 429) to make every request fail; ``server.requests`` records the paths requested.
+or 429) to make every request fail, ``server.failing_klines`` to fail some candle
+requests; ``server.requests`` records the paths requested.
 
 Usage::
 
@@ -99,6 +100,7 @@ class BinanceLoopbackServer(ThreadingHTTPServer):
                 ]
             )
         self.fault_status: int | None = None
+        self.failing_klines: set[int] = set()  # these klines requests (1 = the first) get 500
         self.requests: list[str] = []
         self.my_trades: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -221,6 +223,10 @@ class _BinanceHandler(BaseHTTPRequestHandler):
             self._send(404, {"code": -1000, "msg": f"unknown path {url.path}"})
 
     def _klines(self, query: dict[str, str]) -> None:
+        asked = sum("/klines" in path for path in self.server.requests)
+        if asked in self.server.failing_klines:
+            self._send(500, "<html><body>Internal Server Error</body></html>")
+            return
         if query.get("symbol") != self.server.symbol:
             self._send(400, {"code": -1121, "msg": "Invalid symbol."})
             return

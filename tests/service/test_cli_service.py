@@ -166,6 +166,36 @@ def outcome(state_path: Path) -> tuple[list[object], ...]:
 
 
 @pytest.mark.slow
+def test_one_exchange_error_is_tried_again_and_three_in_a_row_end_the_run(
+    make_config: ConfigFactory, shared_data: Path
+) -> None:
+    """A reviewer's: one HTTP 500 of the candle feed ended a paper replay after 4 of 13
+    bars, though the step's retry went through. It is tried again at the next step (a
+    warning says so); the third error in a row ends the run."""
+    from tests.data.binance_server import start_binance_server
+
+    server, url = start_binance_server(shared_data / "market" / "binance" / "BTC_USDT-1h.csv.gz")
+    short = ["--until", "2022-05-10T12:00:00Z"]  # 13 hourly steps
+    try:
+        server.failing_klines = {4}  # type: ignore[attr-defined]
+        once = sentinel(*paper_args(make_config("once"), url)[:-5], *short, "--step-s", "0.05",
+                        "--json")  # fmt: skip
+        assert once.returncode == 0, once.stderr
+        assert json.loads(once.stdout)["bars"] == 13
+        assert "WARNING: step failed, tried again at the next step" in once.stderr
+        server.failing_klines = {4, 5, 6, 7, 8, 9}  # type: ignore[attr-defined]
+        server.requests.clear()  # type: ignore[attr-defined]
+        dead = sentinel(*paper_args(make_config("dead"), url)[:-5], *short, "--step-s", "0.05",
+                        "--json")  # fmt: skip
+        last = dead.stderr.splitlines()[-1]
+        assert dead.returncode == 2 and "500 Internal Server Error" in last, dead.stderr
+        assert dead.stderr.count("tried again at the next step") == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.slow
 def test_paper_loop_killed_midway_and_restarted_ends_like_an_uninterrupted_run(
     make_config: ConfigFactory, binance_loopback: str
 ) -> None:
