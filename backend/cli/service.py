@@ -138,7 +138,7 @@ def run_once(
     ``--as-of`` may be any past time, not a future one: the memory's writes move forward
     in time, so a run as of 2062 had refused every later persona write (a new hard
     constraint) until then."""
-    from backend.service.jobs import JOB_FUNCTIONS
+    from backend.service.jobs import FAILED_JOB_LOG, JOB_FUNCTIONS
     from backend.service.runtime import close_runtimes
     from backend.service.scheduler import job_specs
 
@@ -156,6 +156,8 @@ def run_once(
         raise ConfigError(f"no job {job_id!r} (known: {', '.join(sorted(specs))})")
     func = JOB_FUNCTIONS[spec.func.rsplit(":", 1)[1]]
     args: list[str | None] = list(spec.args)
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # a failure is main()'s one line
+        logging.getLogger("backend.service").addFilter(lambda r: r.msg != FAILED_JOB_LOG)
     try:
         if spec.func.endswith(":paper_step"):
             if as_of is not None:

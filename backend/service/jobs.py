@@ -39,6 +39,7 @@ from backend.service.runtime import Runtime, runtime_for
 from backend.types import parse_utc
 
 __all__ = [
+    "FAILED_JOB_LOG",
     "JOB_FUNCTIONS",
     "consolidation",
     "outcomes",
@@ -60,6 +61,10 @@ def parse_as_of(value: str | None) -> datetime:
         raise ConfigError(f"as_of: {exc}") from None
 
 
+FAILED_JOB_LOG = "job %s as of %s failed: %s"
+"""The log line of a failed job run (``sentinel scheduler run-once`` raises it instead)."""
+
+
 def _run(job_id: str, rt: Runtime, as_of: datetime, work: Callable[[], Any]) -> dict[str, Any]:
     try:
         # one run of a job at a time across processes; the process lock after, so this
@@ -68,7 +73,7 @@ def _run(job_id: str, rt: Runtime, as_of: datetime, work: Callable[[], Any]) -> 
             result = work()
     except Exception as err:  # any failure is a failed run in the log, not only ours
         summary = json.dumps({"error": f"{type(err).__name__}: {err}"})
-        log.error("job %s as of %s failed: %s", job_id, as_of.isoformat(), err)
+        log.error(FAILED_JOB_LOG, job_id, as_of.isoformat(), err)
         try:
             rt.db().log_run(job_id, as_of, ok=False, summary=summary)
         except Exception:  # a state file that cannot be written either: said, not masked
