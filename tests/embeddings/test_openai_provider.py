@@ -136,7 +136,7 @@ def test_an_endpoint_that_dies_mid_backtest_is_a_memory_failure_not_the_end_of_t
     backtest with exit 2 at a working-memory consolidation, with no output written and
     the store filled up to that bar (so the same command was then refused). It is a
     memory failure of the bars it hits: the run ends, writes everything and exits 3."""
-    server.fail_after = 7
+    server.fail_after = 3
     host, port = server.server_address[:2]
     env = {**os.environ, "SENTINEL_EMBEDDING__PROVIDER": "openai",
            "SENTINEL_EMBEDDING__OPENAI_BASE_URL": f"http://{host!s}:{port}/v1",
@@ -145,7 +145,7 @@ def test_an_endpoint_that_dies_mid_backtest_is_a_memory_failure_not_the_end_of_t
     out = tmp_path / "run"
     done = subprocess.run(
         [sentinel(), "backtest", "--pair", "BTC/USDT", "--timeframe", "1h",
-         "--start", "2022-05-01", "--end", "2022-05-08",
+         "--start", "2022-05-01", "--end", "2022-05-04",
          "--data-dir", str(shared_data / "market" / "binance"), "--out", str(out),
          "--store-path", str(tmp_path / "store")],
         capture_output=True, text=True, timeout=600, env=env,
