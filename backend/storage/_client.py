@@ -12,7 +12,7 @@ from chromadb.api import ClientAPI
 
 from backend.config import StoreSettings
 from backend.embeddings import Embedder
-from backend.errors import ConfigError, DataError, StoreError
+from backend.errors import ConfigError, DataError, SentinelError, StoreError
 from backend.files import write_text_atomic
 from backend.storage._audit import AuditLog
 from backend.storage._backend import VectorBackend
@@ -159,8 +159,12 @@ def open_store(settings: StoreSettings, embedder: Embedder) -> KhalaStore:
             check_audit_trail(settings)
             audit = AuditLog(settings.resolved_audit_path)
     elif isinstance(backend, ChromaBackend):  # a server
-        audit = AuditLog(settings.resolved_audit_path)
-        check_server_trail(backend, settings)
+        audit = AuditLog(settings.resolved_audit_path)  # first: a trail that exists is ours
+        try:
+            check_server_trail(backend, settings)
+        except SentinelError:
+            audit.close()
+            raise
     else:
         audit = AuditLog(None)
     return KhalaStore(
