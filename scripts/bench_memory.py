@@ -77,6 +77,7 @@ from backend.compose import build_memory_system, make_manager, make_policy
 from backend.config import MemorySettings, load_settings
 from backend.data import load_hyperliquid_fills, load_ohlcv
 from backend.embeddings import build_embedder
+from backend.errors import StoreError
 from backend.memory import compute_features, load_news
 
 TRADER = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
@@ -233,7 +234,9 @@ def run(
             ingest_s = time.perf_counter() - started
         else:
             writer.flush_if_due(as_of)
-        situation = reader.observe(i, equity=EQUITY, first=i == begin)
+        situation, failed = reader.observe(i, equity=EQUITY, first=i == begin)
+        if failed:  # a timing of a failing memory is no measurement
+            raise StoreError(f"working memory failed at row {i}: {failed[0]}")
         writer.add_due(as_of)
         if i in wanted:
             measure(i, situation)
