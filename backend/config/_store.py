@@ -105,6 +105,14 @@ class EmbeddingSettings(_Section):
     openai_base_url: str | None = None
     openai_dimensions: int = Field(default=1536, ge=8, le=8192)
     timeout_s: float = Field(default=30.0, gt=0, le=600)
+    breaker_failures: int = Field(default=3, ge=0, le=100)
+    """``openai`` only: after this many requests in a row failed at the endpoint
+    (unreachable, timed out, HTTP 408/429/5xx), embedding fails at once, without a
+    request, for ``breaker_cooldown_s``; then one request tries again (pybreaker,
+    :mod:`backend.endpoint`). 0 = never. A dead endpoint had cost each bar of a backtest
+    the openai client's retries (~1.5 s)."""
+    breaker_cooldown_s: float = Field(default=300.0, gt=0, le=86_400)
+    """How long the breaker stays open before one request tries the endpoint again."""
     api_key: SecretStr | None = None
     """Environment only: ``SENTINEL_EMBEDDING__API_KEY``."""
     cache_dir: Path | None = Path(".sentinel/embedding-cache")

@@ -90,6 +90,8 @@ def _build_model(settings: EmbeddingSettings) -> Embedder:
             model=settings.openai_model,
             dimensions=settings.openai_dimensions,
             batch_size=settings.batch_size,
+            breaker_failures=settings.breaker_failures,
+            breaker_cooldown_s=settings.breaker_cooldown_s,
         )
     from backend.embeddings._minilm import MiniLMEmbedder, ModelFiles
 

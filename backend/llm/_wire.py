@@ -14,6 +14,8 @@ import openai
 from instructor.core.exceptions import IncompleteOutputException, InstructorRetryException
 from pydantic import BaseModel, ValidationError
 
+from backend.endpoint import endpoint_fault
+
 __all__ = [
     "STRUCTURED_MODES",
     "ProbeFailure",
@@ -21,7 +23,6 @@ __all__ = [
     "api_error",
     "context_overflow",
     "detect_mode",
-    "endpoint_fault",
     "first_problem",
     "forget_mode",
     "log_answer",
@@ -332,13 +333,3 @@ def mode_worked(client: openai.OpenAI, model: str) -> None:
     if key in _server_faults:
         with _detect_lock:
             _server_faults.pop(key, None)
-
-
-def endpoint_fault(cause: BaseException | None) -> bool:
-    """Whether ``cause`` is the endpoint's fault: unreachable or timed out (connection
-    errors), or HTTP 408, 429 or 5xx."""
-    if isinstance(cause, openai.APIConnectionError):  # timeouts included
-        return True
-    return isinstance(cause, openai.APIStatusError) and (
-        cause.status_code in (408, 429) or cause.status_code >= 500
-    )

@@ -43,19 +43,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, NoReturn, TypeVar, cast
 
 import openai
-import pybreaker
 from instructor.core.exceptions import IncompleteOutputException, InstructorRetryException
 from instructor.core.hooks import Hooks
 from pydantic import BaseModel, ValidationError
 
 from backend.config import LLMSettings
+from backend.endpoint import BreakerOpen, breaker, endpoint_fault
 from backend.llm._wire import (
     STRUCTURED_MODES,
     StructuredMode,
     api_error,
     context_overflow,
     detect_mode,
-    endpoint_fault,
     first_problem,
     forget_mode,
     log_answer,
@@ -153,15 +152,8 @@ class LLMClient:
         self.parse_retries = parse_retries
         self.stats = LLMStats()
         self._stats_lock = threading.Lock()
-        self._breaker = (
-            pybreaker.CircuitBreaker(
-                fail_max=breaker_failures,
-                reset_timeout=breaker_cooldown_s,
-                throw_new_error_on_trip=False,  # the tripping call keeps its own error
-                name=model,
-            )
-            if breaker_failures > 0
-            else None
+        self._breaker = breaker(
+            model, failures=breaker_failures, cooldown_s=breaker_cooldown_s, counts=_EndpointFault
         )
         self._last_fault = ""
 
@@ -186,21 +178,21 @@ class LLMClient:
 
     def _parse(self, *, system: str, user: str, schema: type[T], max_tokens: int) -> LLMResult[T]:
         started = time.perf_counter()
-        breaker = self._breaker
+        guard = self._breaker
         try:
-            if breaker is None:
+            if guard is None:
                 return self._attempt(started, system, user, schema, max_tokens)
-            return breaker.call(self._attempt, started, system, user, schema, max_tokens)
+            return guard.call(self._attempt, started, system, user, schema, max_tokens)
         except _EndpointFault as fault:
             return cast(LLMResult[T], fault.result)
-        except pybreaker.CircuitBreakerError:
-            assert breaker is not None
-            n = breaker.fail_max
+        except BreakerOpen:
+            assert guard is not None
+            n = guard.fail_max
             return self._fail(
                 started,
                 f"skipped: {n} call{'s' if n != 1 else ''} in a row failed at {self.model}'s "
                 f"endpoint (last: {self._last_fault}); it is tried again "
-                f"{breaker.reset_timeout:g} s after the last (llm.breaker_cooldown_s)",
+                f"{guard.reset_timeout:g} s after the last (llm.breaker_cooldown_s)",
                 0,
                 None,
             )

@@ -92,7 +92,7 @@ def _settings(srv: _Server, **kw: Any) -> EmbeddingSettings:
         batch_size=3,
         api_key=KEY,
         cache_dir=None,  # the provider itself (the cache is tested in test_cache.py)
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -120,6 +120,39 @@ def test_errors_are_clear_and_never_contain_the_key(server: _Server) -> None:
     server.dim = 8
     with pytest.raises(EmbeddingError, match="dimension 8"):
         build_embedder(_settings(server)).embed(["x"])
+
+
+def test_a_dead_endpoint_opens_the_breaker_and_a_bad_request_does_not(server: _Server) -> None:
+    """Three requests in a row failed at the endpoint (HTTP 500): the next embedding
+    fails at once, without a request, saying why and until when; an HTTP 400 (the
+    caller's fault) does not count and starts the count over."""
+    emb = build_embedder(_settings(server, breaker_failures=3, breaker_cooldown_s=60))
+    emb._client = emb._client.with_options(max_retries=0)  # type: ignore[attr-defined]
+    server.fail_status = 500
+    for _ in range(2):
+        with pytest.raises(EmbeddingError, match="HTTP 500"):
+            emb.embed(["x"])
+    server.fail_status = 400
+    with pytest.raises(EmbeddingError, match="HTTP 400"):
+        emb.embed(["x"])
+    server.fail_status = 500
+    for _ in range(3):
+        with pytest.raises(EmbeddingError, match="HTTP 500"):
+            emb.embed(["x"])
+    asked = len(server.requests)
+    assert asked == 6
+    server.fail_status = 0  # back, but the breaker is open for 60 s
+    with pytest.raises(EmbeddingError, match="skipped: 3 requests in a row") as err:
+        emb.embed(["y"])
+    assert "last: HTTP 500" in str(err.value) and "embedding.breaker_cooldown_s" in str(err.value)
+    assert len(server.requests) == asked and KEY not in str(err.value)
+    never = build_embedder(_settings(server, breaker_failures=0))
+    never._client = never._client.with_options(max_retries=0)  # type: ignore[attr-defined]
+    server.fail_status = 500
+    for _ in range(5):
+        with pytest.raises(EmbeddingError, match="HTTP 500"):
+            never.embed(["x"])
+    assert len(server.requests) == asked + 5
 
 
 def test_openai_needs_a_key() -> None:
