@@ -16,9 +16,17 @@ from backend.agents.memory._persona_change import sentence_of, states_a_change
 from backend.agents.memory._persona_lifts import LIFTABLE_KINDS, note_lifts
 from backend.llm.prompts import PersonaDecision
 from backend.memory.models import ChangeAction, HardConstraint, PersonaAttribute
-from backend.text.tickers import KNOWN_TICKERS
+from backend.text.tickers import KNOWN_TICKERS, mentioned_tickers
 
-__all__ = ["Pending", "check_constraint", "route_constraint", "route_lift", "same_value"]
+__all__ = [
+    "UNSAID",
+    "Pending",
+    "check_constraint",
+    "constraint_said",
+    "route_constraint",
+    "route_lift",
+    "same_value",
+]
 
 _FLAG_KINDS = ("no_memecoins", "long_only", "no_leverage")
 
@@ -73,13 +81,71 @@ def check_constraint(constraint: HardConstraint) -> HardConstraint | str:
     return constraint.model_copy(update={"value": number})
 
 
+UNSAID = "invalid: not in the trader's words"
+"""The reason of a model's reading the trader's words do not hold (the router's too)."""
+_FLAG_WORDS = {
+    "long_only": ("long", "short"),
+    "no_leverage": ("leverage", "levered", "margin"),
+    "no_memecoins": ("meme",),
+}
+"""Per flag kind, the words (any form: "shorts", "memecoins") one of which its quote's
+sentence must hold."""
+_FRACTION_KINDS = frozenset(("max_risk_per_trade", "max_position_fraction", "max_daily_loss"))
+_AMOUNT = re.compile(r"(\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*([km])\b)?", re.IGNORECASE)
+_SCALE = {"": 1.0, "k": 1e3, "m": 1e6}
+
+
+def _amounts(sentence: str) -> list[float]:
+    """The numbers written in ``sentence``: "2%" and "2" are 2, "1,500" is 1500, "$2k"
+    is 2000."""
+    return [
+        float(number.replace(",", "")) * _SCALE[(suffix or "").lower()]
+        for number, suffix in _AMOUNT.findall(sentence)
+    ]
+
+
+def constraint_said(constraint: HardConstraint, note: str) -> bool:
+    """Whether a model's ``constraint`` (in :func:`check_constraint`'s canonical form) is
+    in the trader's words ``note``: one sentence of the note holds its ``quote``
+    (:func:`sentence_of`), and that sentence states its value: for a flag, a word of it
+    (:data:`_FLAG_WORDS`: "never short" for ``long_only``); for an asset list, every
+    ticker, in upper case or by its coin name ("no solana" names SOL); for a number, the
+    number itself, or for a fraction of equity its percent ("2%" for 0.02). Negation is
+    no test here: a constraint is most often said as one ("never more than 3x").
+
+    A reviewer's model stored ``forbidden_assets`` ETH and SOL quoting "no memecoins",
+    and ``long_only`` quoting "risk", from "Never risk more than 2% per trade, and no
+    memecoins.": hard constraints, enforced in code, that the trader never set. A
+    refused reading leaves the note to the offline rules."""
+    sentence = sentence_of(constraint.quote, note)
+    if sentence is None:
+        return False
+    kind, value = constraint.kind, constraint.value
+    if kind in _FLAG_WORDS:
+        lowered = sentence.casefold()
+        return any(word in lowered for word in _FLAG_WORDS[kind])
+    if isinstance(value, list):
+        named = set(mentioned_tickers(sentence))
+        named.update(word for word in re.findall(r"[A-Za-z0-9@]+", sentence) if word.isupper())
+        return all(ticker in named for ticker in value)
+    if isinstance(value, bool):
+        return False
+    wanted = [float(value)] + ([float(value) * 100] if kind in _FRACTION_KINDS else [])
+    return any(abs(n - w) <= 1e-9 * max(1.0, abs(w)) for n in _amounts(sentence) for w in wanted)
+
+
 def route_constraint(
     d: PersonaDecision,
     attrs: dict[str, PersonaAttribute],
     pending: list[Pending],
     put: Callable[[str, Any], None],
     text: str | None,
+    *,
+    said_in: str | None = None,
 ) -> None:
+    """A new or changed hard constraint (module doc). ``said_in``: the trader's words a
+    model read it in, which must state it (:func:`constraint_said`); None for the rules'
+    own readings."""
     if d.constraint is None:
         pending.append(Pending("constraints", "IGNORE", None, None, "invalid: no constraint"))
         return
@@ -87,6 +153,10 @@ def route_constraint(
     if isinstance(checked, str):
         new_raw = d.constraint.model_dump(mode="json")
         pending.append(Pending("constraints", "IGNORE", None, new_raw, f"invalid: {checked}"))
+        return
+    if said_in is not None and not constraint_said(checked, said_in):
+        new_raw = checked.model_dump(mode="json")
+        pending.append(Pending("constraints", "IGNORE", None, new_raw, UNSAID))
         return
     current, index = _stored(attrs, checked.kind)
     old = current[index] if index is not None else None

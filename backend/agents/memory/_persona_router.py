@@ -50,6 +50,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from backend.agents.memory._persona_constraint_router import (
+    UNSAID,
     Pending,
     check_constraint,
     route_constraint,
@@ -83,7 +84,6 @@ MAX_GOALS = 20
 TEXT_CONFIDENCE: dict[str, float] = {"rules": 0.9, "llm": 0.8}
 """Confidence of an attribute read from the trader's own words, by extractor."""
 _EVIDENCE_MAX = 50
-_UNSAID = "invalid: not in the trader's words"
 
 
 @dataclass(frozen=True)
@@ -245,7 +245,8 @@ def route_decisions(
             reason = "invalid: only a hard constraint the trader lifts is deleted"
             pending.append(Pending(d.attribute, "IGNORE", None, d.value or d.goal, reason))
         elif d.attribute == "constraints":
-            route_constraint(d, attrs, pending, put, text)
+            said_in = text if source == "llm" else None
+            route_constraint(d, attrs, pending, put, text, said_in=said_in)
         elif d.attribute == "goals":
             goal = " ".join((d.goal or d.value or "").split())
             old_goals = list(attrs["goals"].value) if "goals" in attrs else []
@@ -254,7 +255,7 @@ def route_decisions(
             elif goal.casefold() in {g.casefold() for g in old_goals}:
                 pending.append(Pending("goals", "IGNORE", goal, goal, "unchanged: known goal"))
             elif unsaid("goals", goal):  # after "known": a model echoes the profile it is shown
-                pending.append(Pending("goals", "IGNORE", None, goal, _UNSAID))
+                pending.append(Pending("goals", "IGNORE", None, goal, UNSAID))
             else:
                 put("goals", [*old_goals, goal][-MAX_GOALS:])
                 pending.append(Pending("goals", "ADD", None, goal, d.reason))
@@ -267,7 +268,7 @@ def route_decisions(
             elif old is not None and same_value(old.value, value):
                 pending.append(Pending(name, "IGNORE", old.value, value, "unchanged"))
             elif unsaid(d.attribute, value):
-                pending.append(Pending(name, "IGNORE", None, value, _UNSAID))
+                pending.append(Pending(name, "IGNORE", None, value, UNSAID))
             else:
                 put(name, value)
                 action: ChangeAction = "ADD" if old is None else "UPDATE"

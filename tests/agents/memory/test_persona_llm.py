@@ -98,6 +98,40 @@ def test_good_answer_adds_the_constraint(
     assert "profile v1" in user and f"<data>\n{NOTE}\n</data>" in user
 
 
+def _constraint(kind: str, value: Any, quote: str) -> dict[str, Any]:
+    return {
+        "attribute": "constraints", "action": "ADD", "goal": None, "value": None,
+        "constraint": {"kind": kind, "value": value, "quote": quote}, "reason": "said",
+    }  # fmt: skip
+
+
+def test_a_constraint_the_trader_never_stated_is_refused(
+    setup: tuple[PersonaManager, PersonaProfile], server: ChatServer
+) -> None:
+    """A reviewer's model answered, for NOTE, bans of ETH and SOL quoting "no
+    memecoins", a 1.5x leverage cap and long-only quoting "risk": all three were stored
+    and enforced. Each is refused as not in the trader's words; the model's true
+    reading stands and the rules still read the ban on memecoins."""
+    manager, before = setup
+    invented = [
+        _constraint("forbidden_assets", ["ETH", "SOL"], "no memecoins"),
+        _constraint("max_leverage", 1.5, "Never more than 2% per trade"),
+        _constraint("long_only", True, "risk"),
+        _constraint("max_risk_per_trade", 0.05, "Never more than 2% per trade"),
+        _constraint("max_risk_per_trade", 0.02, "Never more than 2% per trade"),
+    ]
+    server.script = [Reply.json({"decisions": invented})]
+    changes = manager.update_from_text(ALTS_SPOT, NOTE, as_of=later(before), note_id="n-1")
+    refused = [c for c in changes if c.source == "llm" and c.action == "IGNORE"]
+    assert len(refused) == 4
+    assert all(c.reason == "invalid: not in the trader's words" for c in refused)
+    after = manager.get_profile(ALTS_SPOT, later(before))
+    assert after is not None
+    assert [(c.kind, c.value) for c in after.constraints()] == [
+        ("max_risk_per_trade", 0.02), ("no_memecoins", True)
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("reply", "reason"),
     [
