@@ -58,7 +58,14 @@ from backend.cli._common import (
 )
 from backend.config import Settings
 from backend.data import OHLCVFrame, find_ohlcv_file, read_ohlcv_file
-from backend.errors import ConfigError
+from backend.errors import (
+    ConfigError,
+    EmbeddingError,
+    EmbeddingMismatchError,
+    LookAheadError,
+    StoreError,
+    TenantScopeError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +104,23 @@ def default_maker_factory() -> MakerFactory:
 def _optional_call(maker: object, name: str) -> Any:
     method = getattr(maker, name, None)
     return method() if callable(method) else None
+
+
+def _persona_timeline(maker: object, notes: list[str]) -> Any:
+    """The maker's persona timeline for the report, read from the store after the run;
+    ``None``, with a note (``notes``) and a warning, when the store or the embedder
+    fails: a reviewer's store failing at that read had ended a finished run with exit 2
+    and none of its files written. A wrong call or setup (look-ahead, tenant scope,
+    another embedder) still raises."""
+    try:
+        return _optional_call(maker, "persona_timeline")
+    except (LookAheadError, TenantScopeError, EmbeddingMismatchError):
+        raise
+    except (StoreError, EmbeddingError) as exc:
+        note = f"persona timeline not written: the memory store failed ({exc})"
+        log.warning("%s", note)
+        notes.append(note)
+        return None
 
 
 def run_backtest_command(
@@ -157,7 +181,7 @@ def run_backtest_command(
             progress=progress,
         )
         events = _optional_call(maker, "salient_events")
-        timeline = _optional_call(maker, "persona_timeline")
+        timeline = _persona_timeline(maker, missing)
     finally:
         close()
     write_run(

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -21,7 +22,7 @@ from backend.backtest.models import DecisionMaker
 from backend.cli.backtest import backtest, run_backtest_command
 from backend.config import Settings, load_settings
 from backend.data import OHLCVFrame
-from backend.errors import ConfigError, DataError
+from backend.errors import ConfigError, DataError, StoreError
 from tests.backtest._makers import SmaCrossMaker
 from tests.sentinel_cli import sentinel
 
@@ -90,6 +91,36 @@ def test_run_backtest_command_writes_the_run(tmp_path: Path, market: Path) -> No
     assert call["settings"].agent.memory is False and factory.closed == 1
     page = (tmp_path / "run" / "report.html").read_text()
     assert "big move" in page and "risk_appetite" in page  # events and persona from the maker
+
+
+class _StoreGoneMaker(SmaCrossMaker):
+    """A maker whose store fails when the report reads the persona timeline."""
+
+    def persona_timeline(self) -> pd.DataFrame:
+        raise StoreError("chroma server at 127.0.0.1:1: connection refused")
+
+
+def test_a_store_failing_at_the_persona_timeline_still_writes_the_run(
+    tmp_path: Path, market: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reviewer's store failed when the finished run read the persona timeline for the
+    report: exit 2 and none of the run's files. The run is written, the report says what
+    it went without."""
+
+    def factory(settings: Settings, **_: Any) -> tuple[DecisionMaker, Callable[[], None]]:
+        return _StoreGoneMaker(), lambda: None
+
+    run_backtest_command(
+        load_settings(), pair="BTC/USDT", timeframe="1h",
+        start=datetime(2022, 1, 1, tzinfo=UTC), end=datetime(2022, 1, 8, tzinfo=UTC),
+        data_dir=market, out=tmp_path / "run", memory=False, policy="rule",
+        maker_factory=factory,
+    )  # fmt: skip
+    for name in RUN_FILES:
+        assert (tmp_path / "run" / name).is_file()
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "persona timeline not written: the memory store failed" in page
+    assert "connection refused" in caplog.text
 
 
 def test_bad_options_are_config_errors(tmp_path: Path, market: Path) -> None:
