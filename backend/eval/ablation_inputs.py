@@ -39,11 +39,13 @@ def walk_forward_windows(
     if lo >= hi:
         raise ValueError(f"start {lo.isoformat()} must be before end {hi.isoformat()}")
     out: list[tuple[datetime, datetime]] = []
-    a = lo
+    a, k = lo, 1
     while a < hi:
-        b = min(a + pd.DateOffset(months=months), hi)
+        # k windows from start, not one more from the last end: Jan 31 + 1 month is
+        # Feb 28, and Feb 28 + 1 month had been Mar 28 (a reviewer's month-end windows)
+        b = min(lo + pd.DateOffset(months=k * months), hi)
         out.append((a.to_pydatetime(), b.to_pydatetime()))
-        a = b
+        a, k = b, k + 1
     return out
 
 

@@ -53,6 +53,10 @@ def test_walk_forward_windows_are_contiguous_and_cut_at_the_end() -> None:
         (utc(2021, 7, 1), utc(2022, 1, 1)),
         (utc(2022, 1, 1), utc(2022, 2, 15)),
     ]
+    # from a month's end, each window ends at a month's end (a reviewer's windows had
+    # drifted to the 28th after February)
+    month_ends = walk_forward_windows(utc(2022, 1, 31), utc(2022, 7, 1), months=1)
+    assert [b.day for _, b in month_ends] == [28, 31, 30, 31, 30, 1]
     with pytest.raises(ValueError):
         walk_forward_windows(utc(2021, 1, 1), utc(2021, 1, 1), months=6)
     with pytest.raises(ValueError):
