@@ -60,6 +60,7 @@ __all__ = [
     "memory_warning",
     "ruin_warning",
     "run_warning",
+    "share_text",
     "sharpe_ratio",
     "sortino_ratio",
 ]
@@ -157,9 +158,21 @@ class LLMUsage(NamedTuple):
         if share is None or not below_share(self.answered, self.asked, min_share=min_share):
             return None
         return (
-            f"the LLM answered {self.answered} of {self.asked} decisions ({share:.0%}, "
-            f"below {min_share:.0%}); first error: {self.first_error}"
+            f"the LLM answered {self.answered} of {self.asked} decisions "
+            f"({share_text(share, against=min_share)}, below {min_share:.0%}); "
+            f"first error: {self.first_error}"
         )
+
+
+def share_text(share: float, *, against: float) -> str:
+    """``share`` (0..1) as a percent with the fewest decimals (0 to 4) that do not write a
+    share below ``against`` as ``against`` itself: 949 of 1000 against 0.95 is "94.9%",
+    not "95%" (a reviewer's "95%, below 95%")."""
+    for digits in range(4):
+        text = f"{share:.{digits}%}"
+        if share >= against or text != f"{against:.{digits}%}":
+            return text
+    return f"{share:.4%}"
 
 
 def below_share(worked: int, asked: int, *, min_share: float) -> bool:

@@ -58,7 +58,7 @@ _COLUMNS = (
     ("turnover", "turnover", "{:.2f}"),
     ("violations", "violations", "{:d}"),
     ("persona alignment", "persona_alignment", "{:.3f}"),
-    ("LLM answered", "llm_answered_share", "{:.0%}"),
+    ("LLM answered", "llm_answered_share", "{:.1%}"),
     ("memory errors", "memory_error_decisions", "{:d}"),
 )
 

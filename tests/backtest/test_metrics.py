@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from backend.backtest.metrics import (
+    LLMUsage,
     bar_returns,
     bars_per_year,
     cagr,
@@ -17,6 +18,7 @@ from backend.backtest.metrics import (
     dependency_failure,
     max_drawdown,
     run_warning,
+    share_text,
     sharpe_ratio,
     sortino_ratio,
 )
@@ -194,3 +196,11 @@ def test_a_dependency_that_failed_is_a_failure_and_a_data_gap_is_not() -> None:
     assert dependency_failure(refused, min_share=0.95) == (
         "the memory failed at 1 of 40 decisions (20 of 20 writes); first error: StoreError: gone"
     )
+
+
+def test_a_share_below_the_floor_never_reads_as_the_floor() -> None:
+    """A reviewer's 949 of 1000 against 95% read "(95%, below 95%)"."""
+    warning = LLMUsage(1000, 949, "HTTP 500").warning(min_share=0.95)
+    assert warning is not None and "(94.9%, below 95%)" in warning
+    assert share_text(0.5, against=0.95) == "50%" and share_text(1.0, against=0.95) == "100%"
+    assert share_text(0.94999, against=0.95) == "94.999%"
