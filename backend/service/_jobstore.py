@@ -17,7 +17,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from backend.errors import ConfigError
 
-__all__ = ["jobstore", "opening", "stored_jobs"]
+__all__ = ["jobstore", "jobstore_file", "opening", "stored_jobs"]
 
 
 def _parsed(url: str) -> tuple[URL, Path | None]:
@@ -29,6 +29,12 @@ def _parsed(url: str) -> tuple[URL, Path | None]:
     database = parsed.database
     is_file = parsed.drivername.startswith("sqlite") and database not in (None, "", ":memory:")
     return parsed, Path(str(database)) if is_file else None
+
+
+def jobstore_file(url: str) -> Path | None:
+    """The job store's SQLite file, or None for an in-memory or server database.
+    Raises :class:`ConfigError` for a URL that is not one."""
+    return _parsed(url)[1]
 
 
 def jobstore(url: str) -> SQLAlchemyJobStore:

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import ccxt
@@ -53,7 +54,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from backend.config import JobTrigger, Settings
 from backend.data import grid_origin, timeframe_seconds
 from backend.errors import ConfigError
-from backend.service._jobstore import jobstore, opening, stored_jobs
+from backend.service._jobstore import jobstore, jobstore_file, opening, stored_jobs
 from backend.service.jobs import paper_step
 from backend.service.models import JobInfo
 from backend.types import EPOCH
@@ -293,20 +294,28 @@ def sync_jobs(
 @contextmanager
 def only_scheduler(settings: Settings) -> Iterator[None]:
     """Held for the life of a ``sentinel scheduler run``: a second one on the same service
-    state (``scheduler.state_path``) refuses to start, since each would run every job.
-    Raises :class:`ConfigError` at once when another process holds it."""
-    lock = filelock.FileLock(f"{settings.scheduler.state_path}.scheduler.lock", timeout=0)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise ConfigError(
-            f"another scheduler runs on {settings.scheduler.state_path} "
-            f"({lock.lock_file} is held): one scheduler per service state"
-        ) from None
-    try:
+    state (``scheduler.state_path``) or the same SQLite job store
+    (``scheduler.jobstore_url``) refuses to start, since each would run every job
+    (apscheduler 3 does not share a job store between processes: a reviewer's two
+    schedulers on one job store and two states ran every job twice, with the config of
+    the one that synced the jobs last). A job store on a database server is not locked.
+    Raises :class:`ConfigError` at once when another process holds either."""
+    held = [(Path(f"{settings.scheduler.state_path}.scheduler.lock"), "service state")]
+    if (file := jobstore_file(settings.scheduler.jobstore_url)) is not None:
+        held.append((Path(f"{file}.scheduler.lock"), "job store"))
+    with ExitStack() as stack:
+        for path, what in held:
+            lock = filelock.FileLock(path, timeout=0)
+            try:
+                lock.acquire()
+            except filelock.Timeout:
+                where = settings.scheduler.state_path if what == "service state" else file
+                raise ConfigError(
+                    f"another scheduler runs on {where} ({lock.lock_file} is held): "
+                    f"one scheduler per {what}"
+                ) from None
+            stack.callback(lock.release)
         yield
-    finally:
-        lock.release()
 
 
 def start_service(

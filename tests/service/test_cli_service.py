@@ -342,6 +342,7 @@ def test_a_feed_without_candles_is_said(make_config: ConfigFactory, binance_loop
     )
 
 
+@pytest.mark.slow
 def test_scheduler_run_in_the_foreground_until_sigterm(make_config: ConfigFactory) -> None:
     config = make_config(
         "service",
@@ -374,6 +375,18 @@ def test_scheduler_run_in_the_foreground_until_sigterm(make_config: ConfigFactor
     second = sentinel("--config", str(config), "scheduler", "run")  # would run every job twice
     assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
     assert "another scheduler runs on" in second.stderr
+    # another service state on the same job store: a reviewer's two ran every job twice
+    other = make_config(
+        "other",
+        scheduler={
+            "persona_refresh": [],
+            "jobstore_url": f"sqlite:///{config.parent / 'jobs.sqlite3'}",
+        },
+    )
+    third = sentinel("--config", str(other), "scheduler", "run")
+    assert third.returncode == 2 and third.stderr.count("\n") == 1, third.stderr
+    assert "one scheduler per job store" in third.stderr
+    assert not (other.parent / "service.sqlite3").exists()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
