@@ -63,10 +63,12 @@ def _config() -> tuple[Any, str]:
 
 
 def _quiet_scheduler() -> None:
-    """apscheduler logs every skipped overlapping run as a warning; the scheduler's
-    listener reports them on ``backend.service`` instead (errors still show)."""
+    """apscheduler logs every skipped overlapping run as a warning, and every failed run
+    with its traceback; the scheduler's listener reports both on ``backend.service`` in
+    one line instead (``--debug``: apscheduler's own logs too)."""
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
 
 
 def _wait_for_stop(stop: threading.Event, *, deadline: datetime | None = None) -> None:

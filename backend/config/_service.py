@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC
 from pathlib import Path
 from typing import Literal
 
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import Field, field_validator, model_validator
 
 from backend.config._section import _Section
@@ -25,6 +27,11 @@ class JobTrigger(_Section):
             raise ValueError("give exactly one of interval_s and cron")
         if self.cron is not None and len(self.cron.split()) != 5:
             raise ValueError("cron needs 5 fields: minute hour day month day_of_week")
+        if self.cron is not None:  # apscheduler's reading, here so the error names the key
+            try:
+                CronTrigger.from_crontab(self.cron, timezone=UTC)
+            except ValueError as err:
+                raise ValueError(f"cron {self.cron!r}: {err}") from None
         return self
 
 

@@ -142,6 +142,13 @@ def job_specs(settings: Settings, config: str) -> list[JobSpec]:
     """The jobs of ``settings`` (module doc); ``config`` is the config file the jobs will
     load (:func:`backend.service.runtime.config_key`)."""
     sched = settings.scheduler
+    for i, job in enumerate(sched.persona_refresh):
+        fills = job.fills_path or settings.data.fills_path
+        if job.source == "file" and not fills.is_file():  # said at start, not at every run
+            raise ConfigError(
+                f"scheduler.persona_refresh.{i}.fills_path: {fills}: file not found "
+                f"(persona refresh of {job.trader_id})"
+            )
     specs = [
         JobSpec(
             id=f"persona-refresh:{job.trader_id}",
