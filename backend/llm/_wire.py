@@ -15,12 +15,14 @@ from instructor.core.exceptions import IncompleteOutputException, InstructorRetr
 from pydantic import BaseModel, ValidationError
 
 from backend.endpoint import endpoint_fault
+from backend.errors import ConfigError
 
 __all__ = [
     "STRUCTURED_MODES",
     "ProbeFailure",
     "StructuredMode",
     "api_error",
+    "check_served",
     "context_overflow",
     "detect_mode",
     "first_problem",
@@ -141,25 +143,29 @@ def detect_mode(client: openai.OpenAI, model: str) -> tuple[StructuredMode | Non
                     continue
             _detected[key] = mode
             log.info("structured output: %s chosen for %s (%s)", mode, model, key[0])
-            _check_model(probe_client, model)
             return mode, None
         raise AssertionError("unreachable: the prompt mode always ends the loop")
 
 
-def _check_model(client: openai.OpenAI, model: str) -> None:
-    """Warn when ``model`` is not among the endpoint's models (``GET /models``): a
-    single-model server (llama.cpp) answers any name, so a mistyped model would run, and
-    be recorded as the author of every answer, without a word. Silent when the endpoint
-    does not list its models."""
+def check_served(client: openai.OpenAI, model: str) -> None:
+    """Raise :class:`ConfigError` when the endpoint lists its models (``GET /models``) and
+    ``model`` is not among them (an Ollama tag aside: ``gemma3`` is ``gemma3:latest``): a
+    single-model server (llama.cpp) answers any name, so a mistyped ``llm.model`` ran a
+    whole run, recorded as the author of every answer, with one line on stderr (a
+    reviewer's ``gpt-4o`` run exited 0, ``llm_answered_share`` 1.0). Silent when the
+    endpoint does not list its models or cannot be reached (10 s, no retries): the
+    run's calls then say what fails."""
     try:
-        served = [m.id for m in client.models.list()]
+        listed = client.with_options(timeout=10.0, max_retries=0).models.list()
+        served = [m.id for m in listed]
     except (openai.APIError, ValueError, TypeError):
         return
-    if served and model not in served:  # once: every probe again had said it again
-        warn_once(
-            f"llm.model {model!r} is not among the endpoint's models "
-            f"({', '.join(served[:5])}): it answers anyway, and its answers are recorded "
-            f"under {model!r}"
+    names = {model, f"{model}:latest"}
+    if served and not any(s in names or s.rsplit("/", 1)[-1] == model for s in served):
+        more = f", ... ({len(served)} in all)" if len(served) > 5 else ""
+        raise ConfigError(
+            f"llm.model {model!r} is not among the models of {client.base_url} "
+            f"({', '.join(served[:5])}{more}): it would answer under a name it does not have"
         )
 
 

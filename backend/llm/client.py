@@ -53,6 +53,7 @@ from backend.llm._wire import (
     STRUCTURED_MODES,
     StructuredMode,
     api_error,
+    check_served,
     context_overflow,
     detect_mode,
     first_problem,
@@ -318,7 +319,8 @@ class _EndpointFault(Exception):
 
 def build_llm(settings: LLMSettings) -> LLMClient | None:
     """The configured LLM, or ``None`` when ``llm.base_url``/``llm.model`` are unset
-    (the offline default: deterministic rules)."""
+    (the offline default: deterministic rules). Raises :class:`ConfigError` when the
+    endpoint lists its models and ``llm.model`` is not one (:func:`check_served`)."""
     if not settings.base_url or not settings.model:
         return None
     key = settings.api_key.get_secret_value() if settings.api_key else "not-needed"
@@ -328,6 +330,7 @@ def build_llm(settings: LLMSettings) -> LLMClient | None:
         timeout=settings.timeout_s,
         max_retries=settings.max_retries,
     )
+    check_served(client, settings.model)
     return LLMClient(
         client,
         model=settings.model,

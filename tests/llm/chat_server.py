@@ -53,6 +53,8 @@ class ChatServer(ThreadingHTTPServer):
         """Structured-output probes (not in ``requests``)."""
         self.reject_formats: set[str] = set()
         self.probe: Reply = Reply(content='{"ok": true}')
+        self.models: list[str] | None = None
+        """``GET /v1/models`` lists these; None: 404, as a server that lists none."""
 
     @property
     def base_url(self) -> str:
@@ -68,6 +70,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+    def do_GET(self) -> None:
+        models = self.server.models
+        if self.path.rstrip("/").endswith("/models") and models is not None:
+            listed = [{"id": m, "object": "model", "created": 0, "owned_by": "me"} for m in models]
+            payload, status = json.dumps({"object": "list", "data": listed}).encode(), 200
+        else:
+            payload, status = b'{"error": {"message": "not found"}}', 404
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")

@@ -12,6 +12,7 @@ from pydantic import SecretStr, ValidationError
 
 from backend.agents.policies import LLMDecision
 from backend.config import LLMSettings
+from backend.errors import ConfigError
 from backend.eval.locomo_answer import LocomoAnswer
 from backend.llm import LLMClient, build_llm
 from backend.llm._wire import SERVER_FAULTS_TO_FORGET
@@ -138,6 +139,19 @@ def test_refused_connection() -> None:
     )
     result = ask(llm)
     assert result.value is None and "cannot connect" in (result.error or "")
+
+
+def test_a_model_the_endpoint_does_not_list_is_refused_at_build(server: ChatServer) -> None:
+    """A reviewer's ``gpt-4o`` against a server of ``fake`` ran and exited 0. An Ollama
+    name without its tag, a listed name and a server that lists nothing are taken."""
+    server.models = ["fake", "gemma3:latest"]
+    with pytest.raises(ConfigError, match=r"llm.model 'gpt-4o' is not among .*\(fake, gemma3"):
+        build_llm(LLMSettings(base_url=server.base_url, model="gpt-4o"))
+    for name in ("fake", "gemma3", "gemma3:latest"):
+        assert build_llm(LLMSettings(base_url=server.base_url, model=name)) is not None
+    server.models = None
+    assert build_llm(LLMSettings(base_url=server.base_url, model="gpt-4o")) is not None
+    assert build_llm(LLMSettings(base_url="http://127.0.0.1:9/v1", model="m")) is not None
 
 
 def test_no_llm_configured_means_offline_rules() -> None:

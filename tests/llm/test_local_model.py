@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from backend.config import LLMSettings
+from backend.errors import ConfigError
 from backend.eval.locomo_answer import LocomoAnswer
 from backend.llm import build_llm
 from backend.llm.client import LLMClient, detect_mode
@@ -50,23 +51,15 @@ def test_auto_chooses_json_object_on_llama_cpp(local_llm: LocalServer) -> None:
     assert result.prompt_tokens and result.completion_tokens  # the server's own counts
 
 
-def test_a_model_the_server_does_not_serve_is_warned_about(
-    local_llm: LocalServer, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_model_the_server_does_not_serve_is_refused(local_llm: LocalServer) -> None:
     """llama.cpp answers under any model name and echoes it back: a mistyped
-    ``llm.model`` would author every decision without a word. The probe says so."""
-    wrong = build_llm(LLMSettings(base_url=local_llm.base_url, model="gpt-4o-typo"))
-    assert wrong is not None
-    with caplog.at_level("WARNING", logger="backend.llm"):
-        assert detect_mode(wrong._client, wrong.model)[0] == "json_object"
-    said = [r.getMessage() for r in caplog.records]
-    assert any("'gpt-4o-typo' is not among the endpoint's models" in m for m in said), said
-    assert local_llm.model in " ".join(said)
-    caplog.clear()
-    right = client(local_llm)
-    with caplog.at_level("WARNING", logger="backend.llm"):
-        detect_mode(right._client, right.model)
-    assert not [r for r in caplog.records if "not among" in r.getMessage()]
+    ``llm.model`` authored every decision of a reviewer's run, which exited 0 with one
+    warning on stderr. It is a configuration error when the client is built."""
+    with pytest.raises(ConfigError, match=r"llm.model 'gpt-4o-typo' is not among the models"):
+        build_llm(LLMSettings(base_url=local_llm.base_url, model="gpt-4o-typo"))
+    with pytest.raises(ConfigError, match=local_llm.model):  # the names it does serve
+        build_llm(LLMSettings(base_url=local_llm.base_url, model="gpt-4o-typo"))
+    assert build_llm(LLMSettings(base_url=local_llm.base_url, model=local_llm.model))
 
 
 def test_json_schema_is_refused_by_this_server_and_said_so(local_llm: LocalServer) -> None:
