@@ -172,10 +172,12 @@ def ablation(
             if (said := run_warning(r.metrics, min_share=cfg.llm.min_answered_share))
         ]
     )
-    write_json(out, {**header, "complete": True, **result})
-    progress.unlink(missing_ok=True)
+    # the page and the curves first: a failed write of either (a reviewer's HTML path
+    # the checks had passed as root) had left a JSON that said "complete" without them
     write_ablation_html(outcome, page, warnings=warnings)
     write_ablation_curves(outcome, curves)
+    write_json(out, {**header, "complete": True, **result})
+    progress.unlink(missing_ok=True)
     table = Table(
         "pair", "tf", "mode", "return", "Sharpe", "Sortino", "max DD", "trades", "violations",
         "alignment", title=f"written to {out}, {page} and {curves}",

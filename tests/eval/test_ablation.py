@@ -366,6 +366,20 @@ def test_cli_bad_mode_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert len(lines) == 1 and "bogus" in lines[0]
 
 
+def test_cli_writes_no_complete_json_without_its_page(shared_data: Path, tmp_path: Path) -> None:
+    """A reviewer's ``--html /proc/nope/a.html`` passed the checks as root (``os.access``
+    says yes), failed after the run, and left a JSON that said ``complete``."""
+    market = str(shared_data / "market" / "binance")
+    out = tmp_path / "a.json"
+    args = ["eval", "ablation", "--data-dir", market, "--pairs", "ETH/USDT",
+            "--timeframes", "1d", "--start", "2022-01-01", "--end", "2022-02-01",
+            "--window-months", "1", "--modes", "off", "--out", str(out),
+            "--html", "/proc/nope/a.html"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert not out.exists() or not json.loads(out.read_text()).get("complete")
+
+
 def test_cli_reads_any_spelling_of_a_pair_and_checks_its_outputs_first(
     shared_data: Path, tmp_path: Path
 ) -> None:
