@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from backend.backtest.engine import BacktestResult, bar_close_times, run_backtest, select_window
-from backend.backtest.metrics import dependency_failure
+from backend.backtest.metrics import dependency_failure, run_warning
 from backend.cli.backtest import MakerFactory, data_root_for, default_maker_factory
 from backend.config import Settings, load_settings
 from backend.data import OHLCVFrame, load_ohlcv
@@ -175,6 +175,10 @@ def bench_mode(
         "total_return": round(result.metrics.total_return, 6),
         "llm_answered_share": result.metrics.llm_answered_share,
         "failure": dependency_failure(result.metrics, min_share=cfg.llm.min_answered_share),
+        # what the run went without (warm-up holds only, data gaps, refused proposals):
+        # a reviewer's window before the data was a quiet "total_return": 0.0
+        "warning": run_warning(result.metrics, min_share=cfg.llm.min_answered_share),
+        "first_bar": result.equity.index[0].isoformat() if len(result.equity) else None,
         "embedding_cache_hits": counts[0] if counts is not None else None,
         "embedding_cache_misses": counts[1] if counts is not None else None,
         "embedding_cache_new": new,

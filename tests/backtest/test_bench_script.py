@@ -52,6 +52,7 @@ def test_bench_prints_the_json_summary(
         assert last[mode]["embedding_cache_new"] is None
         assert last[mode]["retrieval_p95_ms"] == 1.5
         assert last[mode]["failure"] is None and last[mode]["llm_answered_share"] is None
+        assert last[mode]["first_bar"] is not None and "warning" in last[mode]
         assert 0 < last[mode]["prompt_tokens_mean"] < 100 <= last[mode]["prompt_tokens_max"] <= 106
     assert last["full_history_tokens"] > 96 * 20
     assert last["full_history_over_memory_prompt"] > 1
