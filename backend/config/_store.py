@@ -110,7 +110,7 @@ class EmbeddingSettings(_Section):
     (unreachable, timed out, HTTP 408/429/5xx), embedding fails at once, without a
     request, for ``breaker_cooldown_s``; then one request tries again (pybreaker,
     :mod:`backend.endpoint`). 0 = never. A dead endpoint had cost each bar of a backtest
-    the openai client's retries (~1.5 s)."""
+    the openai client's retries: a month of 1h bars still ran after 32 min (26 s now)."""
     breaker_cooldown_s: float = Field(default=300.0, gt=0, le=86_400)
     """How long the breaker stays open before one request tries the endpoint again."""
     api_key: SecretStr | None = None

@@ -25,8 +25,10 @@ class OpenAIEmbedder(Embedder):
     A circuit breaker (:mod:`backend.endpoint`) guards the endpoint: after
     ``breaker_failures`` requests in a row failed at it, every request fails at once for
     ``breaker_cooldown_s`` (0 failures: no breaker). A backtest whose endpoint died had
-    waited for the client's retries at every bar: 72 bars took 13.7 s, a month of 1h bars
-    minutes; each of those bars is still a memory failure of the run, said as such.
+    waited for the client's retries at every bar: a month of 1h bars (744) with HTTP 500
+    from the 4th request still ran after 32 min, and takes 26 s with the breaker
+    (docs/benchmarks.md, twenty-sixth session); each bar it skips is still a memory
+    failure of the run, said as such.
     Requests go one at a time through the breaker (its lock).
 
     Raises :class:`EmbeddingError` on any API error, an open breaker, or a response of
