@@ -42,6 +42,7 @@ __all__ = [
     "TenantScopeError",
     "ToolError",
     "UnknownRecordError",
+    "dependency_failed",
 ]
 
 
@@ -130,3 +131,13 @@ class ToolError(SentinelError):
 class BudgetError(SentinelError, ValueError):
     """A token budget cannot hold what a context must carry in full: its header and the
     trader's hard constraints (raise ``memory.token_budget``)."""
+
+
+def dependency_failed(err: BaseException) -> bool:
+    """Whether ``err`` is a failing dependency (the store or the embedder: down,
+    refusing, timing out), which a run counts as a memory failure and goes on, rather
+    than a wrong call or setup (look-ahead, tenant scope, another embedding model), which
+    ends it."""
+    return isinstance(err, EmbeddingError | StoreError) and not isinstance(
+        err, LookAheadError | TenantScopeError | EmbeddingMismatchError
+    )

@@ -11,14 +11,7 @@ from datetime import datetime
 
 from backend.agents.system import MemorySystem
 from backend.config import AgentSettings
-from backend.errors import (
-    ConfigError,
-    EmbeddingError,
-    EmbeddingMismatchError,
-    LookAheadError,
-    StoreError,
-    TenantScopeError,
-)
+from backend.errors import ConfigError, EmbeddingError, StoreError, dependency_failed
 from backend.memory import (
     FearGreedIndex,
     FeatureFrame,
@@ -30,9 +23,6 @@ from backend.memory.detectors import SHOCK_TOPICS, STATE_COLUMNS
 from backend.memory.models import MarketSnapshot, MemoryContext, RenderedContext
 
 log = logging.getLogger("backend.agents")
-
-_NOT_TRANSIENT = (LookAheadError, TenantScopeError, EmbeddingMismatchError)
-"""Store errors of a wrong call or setup, not of a failing dependency: they end the run."""
 
 __all__ = ["MemoryReader", "bar_state", "situation_query"]
 
@@ -129,7 +119,7 @@ class MemoryReader:
         failure of this bar, counted and said, not the end of the run with nothing
         written and the store half-filled (a reviewer's run). Raises
         :class:`ConfigError` (a run into the past of the store's working memory) and the
-        store errors of a wrong call or setup (:data:`_NOT_TRANSIENT`)."""
+        store errors of a wrong call or setup (:func:`~backend.errors.dependency_failed`)."""
         if first:
             features = self.features
             _check_not_into_the_past(
@@ -139,7 +129,7 @@ class MemoryReader:
         try:
             return self._observe(i, equity=equity, first=first), []
         except (EmbeddingError, StoreError) as err:
-            if isinstance(err, _NOT_TRANSIENT):
+            if not dependency_failed(err):
                 raise
             log.warning("working memory failed at row %d: %s", i, err)
             return "", [f"working: {type(err).__name__}: {err}"]

@@ -58,14 +58,7 @@ from backend.cli._common import (
 )
 from backend.config import Settings
 from backend.data import OHLCVFrame, find_ohlcv_file, read_ohlcv_file
-from backend.errors import (
-    ConfigError,
-    EmbeddingError,
-    EmbeddingMismatchError,
-    LookAheadError,
-    StoreError,
-    TenantScopeError,
-)
+from backend.errors import ConfigError, EmbeddingError, StoreError, dependency_failed
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +107,9 @@ def _persona_timeline(maker: object, notes: list[str]) -> Any:
     another embedder) still raises."""
     try:
         return _optional_call(maker, "persona_timeline")
-    except (LookAheadError, TenantScopeError, EmbeddingMismatchError):
-        raise
     except (StoreError, EmbeddingError) as exc:
+        if not dependency_failed(exc):
+            raise
         note = f"persona timeline not written: the memory store failed ({exc})"
         log.warning("%s", note)
         notes.append(note)
