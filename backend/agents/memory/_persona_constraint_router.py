@@ -88,8 +88,8 @@ _FLAG_WORDS = {
     "no_leverage": ("leverage", "levered", "margin"),
     "no_memecoins": ("meme",),
 }
-"""Per flag kind, the words (any form: "shorts", "memecoins") one of which its quote's
-sentence must hold."""
+"""Per flag kind, the words one of which starts a word of its quote's sentence
+("shorts", "memecoins"; not "along" for long)."""
 _FRACTION_KINDS = frozenset(("max_risk_per_trade", "max_position_fraction", "max_daily_loss"))
 _AMOUNT = re.compile(r"(\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*([km])\b)?", re.IGNORECASE)
 _SCALE = {"": 1.0, "k": 1e3, "m": 1e6}
@@ -121,9 +121,8 @@ def constraint_said(constraint: HardConstraint, note: str) -> bool:
     if sentence is None:
         return False
     kind, value = constraint.kind, constraint.value
-    if kind in _FLAG_WORDS:
-        lowered = sentence.casefold()
-        return any(word in lowered for word in _FLAG_WORDS[kind])
+    if kind in _FLAG_WORDS:  # at a word's start: "shorts" holds "short", "shortly" too
+        return re.search(rf"\b(?:{'|'.join(_FLAG_WORDS[kind])})", sentence, re.I) is not None
     if isinstance(value, list):
         named = set(mentioned_tickers(sentence))
         named.update(word for word in re.findall(r"[A-Za-z0-9@]+", sentence) if word.isupper())
