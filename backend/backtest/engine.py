@@ -64,6 +64,7 @@ __all__ = [
     "run_backtest",
     "select_window",
     "utc_timestamp",
+    "window_cut",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,29 @@ def select_window(
         when = f" in [{_iso(start)}, {_iso(end)})"
         raise DataError(f"no {ohlcv.pair} {ohlcv.timeframe} candles{when}", path=ohlcv.source)
     return first, stop
+
+
+def window_cut(ohlcv: OHLCVFrame, *, start: datetime | None, end: datetime | None) -> str | None:
+    """One line when the requested window reaches outside the data, else None:
+    ``"--start 2015-01-01T00:00:00+00:00 is before the data (BTC/USDT 1d begins at
+    2020-09-20T00:00:00+00:00): the run begins there"`` (and the same for ``--end``
+    after the last candle's close). The run itself is cut to the data (a reviewer's run
+    from 2015 began in 2020 without a word); a window that holds no candle at all is
+    :func:`select_window`'s DataError."""
+    index = ohlcv.frame.index
+    said = []
+    if start is not None and utc_timestamp(start) < index[0]:
+        said.append(
+            f"--start {_iso(start)} is before the data ({ohlcv.pair} {ohlcv.timeframe} begins "
+            f"at {index[0].isoformat()}): the run begins there"
+        )
+    last_close = bar_close_times(index[-1:], ohlcv.timeframe)[0]
+    if end is not None and utc_timestamp(end) > last_close:
+        said.append(
+            f"--end {_iso(end)} is after the data ({ohlcv.pair} {ohlcv.timeframe} ends at "
+            f"{last_close.isoformat()}): the run ends there"
+        )
+    return "; ".join(said) if said else None
 
 
 def _missing_in(ohlcv: OHLCVFrame, *, start: datetime, end: datetime) -> int:

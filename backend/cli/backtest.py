@@ -41,7 +41,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from backend.backtest.engine import BacktestResult, ProgressCallback, run_backtest, select_window
+from backend.backtest.engine import (
+    BacktestResult,
+    ProgressCallback,
+    run_backtest,
+    select_window,
+    window_cut,
+)
 from backend.backtest.metrics import dependency_failure, run_warning
 from backend.backtest.models import DecisionMaker
 from backend.backtest.report import check_run_dir, write_run
@@ -155,6 +161,9 @@ def run_backtest_command(
     factory = maker_factory if maker_factory is not None else default_maker_factory()
     root = data_root if data_root is not None else data_root_for(data_dir, settings)
     missing = news_warnings(news_inputs(root, settings), root)
+    if (cut := window_cut(ohlcv, start=start, end=end)) is not None:
+        log.warning("%s", cut)  # on stderr when it runs, and in the report's notes
+        missing.append(cut)
     maker, close = factory(
         settings,
         ohlcv=ohlcv,

@@ -261,6 +261,22 @@ def test_the_real_builder_is_the_composition_root_s() -> None:
     assert cli_backtest.default_maker_factory() is build_trader_manager
 
 
+def test_a_window_reaching_past_the_data_is_said_in_the_report(
+    tmp_path: Path, market: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--end`` after the last candle: the run ends at the data, and says so."""
+    result = run_backtest_command(
+        load_settings(), pair="BTC/USDT", timeframe="1d",
+        start=datetime(2025, 9, 1, tzinfo=UTC), end=datetime(2026, 1, 1, tzinfo=UTC),
+        data_dir=market, out=tmp_path / "run", memory=False, policy="rule",
+        maker_factory=Factory(),
+    )  # fmt: skip
+    last_close = result.metrics.end.isoformat()
+    said = f"--end 2026-01-01T00:00:00+00:00 is after the data (BTC/USDT 1d ends at {last_close})"
+    assert said in caplog.text
+    assert said in (tmp_path / "run" / "report.html").read_text()
+
+
 def test_missing_news_files_are_said_and_recorded(
     tmp_path: Path, shared_data: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from backend.backtest.engine import run_backtest
+from backend.backtest.engine import run_backtest, window_cut
 from backend.backtest.metrics import bar_returns, run_warning
 from backend.backtest.models import Decision
 from backend.config import BacktestSettings
@@ -348,3 +348,16 @@ def test_a_naive_start_or_end_is_refused_not_read_as_utc() -> None:
             run_backtest(ohlcv, ScriptedMaker({}), settings=FREE, trader_id="t", **window)
     # the same instant with its zone runs
     run_backtest(ohlcv, ScriptedMaker({}), settings=FREE, trader_id="t", start=T0, end=None)
+
+
+def test_a_window_outside_the_data_is_said_and_one_inside_is_not() -> None:
+    """A reviewer's ``--start 2015-01-01`` on data from 2020 ran from 2020 without a word."""
+    ohlcv = synthetic_ohlcv([(100.0, 100.0)] * 4)  # opens T0 .. T0+3h, last close T0+4h
+    assert window_cut(ohlcv, start=T0, end=T0 + timedelta(hours=4)) is None
+    assert window_cut(ohlcv, start=None, end=None) is None
+    early = window_cut(ohlcv, start=T0 - timedelta(days=1), end=None)
+    assert early is not None and early.startswith("--start 2023-12-31T00:00:00+00:00 is before")
+    assert "begins at 2024-01-01T00:00:00+00:00" in early and "--end" not in early
+    late = window_cut(ohlcv, start=T0, end=T0 + timedelta(hours=5))
+    assert late is not None and late.startswith("--end")
+    assert "ends at 2024-01-01T04:00:00+00:00" in late
