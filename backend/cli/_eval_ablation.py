@@ -174,7 +174,7 @@ def ablation(
     )
     # the page and the curves first: a failed write of either (a reviewer's HTML path
     # the checks had passed as root) had left a JSON that said "complete" without them
-    write_ablation_html(outcome, page, warnings=warnings)
+    write_ablation_html(outcome, page, warnings=warnings, min_llm_share=cfg.llm.min_answered_share)
     write_ablation_curves(outcome, curves)
     write_json(out, {**header, "complete": True, **result})
     progress.unlink(missing_ok=True)

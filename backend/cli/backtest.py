@@ -48,7 +48,7 @@ from backend.backtest.engine import (
     select_window,
     window_cut,
 )
-from backend.backtest.metrics import dependency_failure, run_warning
+from backend.backtest.metrics import dependency_failure, run_warning, share_text
 from backend.backtest.models import DecisionMaker
 from backend.backtest.report import check_run_dir, write_run
 from backend.cli._common import (
@@ -209,7 +209,7 @@ def _on_off(value: str | None, *, default: bool) -> bool:
     return lowered == "on"
 
 
-def _headline(result: BacktestResult, out: Path) -> Table:
+def _headline(result: BacktestResult, out: Path, *, min_share: float) -> Table:
     m = result.metrics
     table = Table("metric", "strategy", "buy and hold", title=f"{result.symbol} {result.timeframe}")
     table.add_row("total return", f"{m.total_return:+.2%}", f"{m.buy_and_hold_return:+.2%}")
@@ -221,7 +221,8 @@ def _headline(result: BacktestResult, out: Path) -> Table:
     table.add_row("time in market", f"{m.exposure:.1%}", "")
     table.add_row("fees / final equity", f"{m.fees_paid:,.2f} / {m.final_equity:,.2f}", "")
     if m.llm_answered_share is not None:
-        table.add_row("LLM answered", f"{m.llm_answered_share:.1%} of {m.llm_decisions}", "")
+        said = share_text(m.llm_answered_share, against=min_share)
+        table.add_row("LLM answered", f"{said} of {m.llm_decisions}", "")
     if m.memory_error_decisions:
         table.add_row("memory failed at", f"{m.memory_error_decisions} decisions", "")
     table.caption = f"report: {out / 'report.html'}"
@@ -310,7 +311,7 @@ def backtest(
             print(f"WARNING: {warning}", file=sys.stderr)
         print(json.dumps(result.metrics.model_dump(mode="json")))
     else:
-        Console().print(_headline(result, out))
+        Console().print(_headline(result, out, min_share=share))
         if warning is not None:
             print(f"WARNING: {warning}")
     if dependency_failure(result.metrics, min_share=share) is not None:

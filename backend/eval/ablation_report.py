@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from backend.backtest.metrics import share_text
 from backend.backtest.report import figure_img, naive_utc
 from backend.eval.ablation import AblationOutcome
 from backend.eval.ablation_summary import (
@@ -58,7 +59,7 @@ _COLUMNS = (
     ("turnover", "turnover", "{:.2f}"),
     ("violations", "violations", "{:d}"),
     ("persona alignment", "persona_alignment", "{:.3f}"),
-    ("LLM answered", "llm_answered_share", "{:.1%}"),
+    ("LLM answered", "llm_answered_share", "share"),
     ("memory errors", "memory_error_decisions", "{:d}"),
 )
 
@@ -92,21 +93,24 @@ def _figure(
     return figure_img(fig, alt="chained equity")
 
 
-def _cell(value: Any, spec: str) -> str:
+def _cell(value: Any, spec: str, *, min_share: float = 0.0) -> str:
     if value is None:
         return "-"
+    if spec == "share":  # a share below the floor never reads as the floor (94.9%, not 95%)
+        return share_text(float(value), against=min_share)
     try:
         return spec.format(value)
     except (TypeError, ValueError):
         return str(value)
 
 
-def _summary_table(by_mode: dict[str, dict[str, Any]]) -> str:
+def _summary_table(by_mode: dict[str, dict[str, Any]], *, min_share: float) -> str:
     head = '<th class="l">mode</th>' + "".join(f"<th>{html.escape(c)}</th>" for c, _, _ in _COLUMNS)
     rows = []
     for mode, entry in by_mode.items():
         cells = "".join(
-            f"<td>{html.escape(_cell(entry.get(key), spec))}</td>" for _, key, spec in _COLUMNS
+            f"<td>{html.escape(_cell(entry.get(key), spec, min_share=min_share))}</td>"
+            for _, key, spec in _COLUMNS
         )
         named = entry.get("persona_alignment_parts", {})
         parts = ", ".join(f"{k} {v:.2f}" for k, v in named.items())
@@ -142,7 +146,9 @@ def _comparison_table(by_name: dict[str, dict[str, Any]]) -> str:
     )
 
 
-def _render(outputs: Sequence[RunOutput], *, title: str, warnings: Sequence[str] = ()) -> str:
+def _render(
+    outputs: Sequence[RunOutput], *, title: str, warnings: Sequence[str], min_share: float
+) -> str:
     summary = summarize(outputs)
     comparison = compare_modes(outputs, summary)
     groups = group_runs(outputs)
@@ -177,7 +183,7 @@ def _render(outputs: Sequence[RunOutput], *, title: str, warnings: Sequence[str]
                 f"<h2>{html.escape(pair)} {html.escape(tf)}</h2>",
                 _figure(f"{pair} {tf}: chained equity by mode", curves, seams, initial),
                 _hidden_curves(curves),
-                _summary_table(by_mode),
+                _summary_table(by_mode, min_share=min_share),
                 _comparison_table(comparison.get(pair, {}).get(tf, {})),
             ]
     if not summary:
@@ -245,11 +251,14 @@ def write_ablation_html(
     *,
     title: str = "Memory ablation: chained equity by mode",
     warnings: Sequence[str] = (),
+    min_llm_share: float = 0.0,
 ) -> None:
     """Write the page of ``result`` (an ablation's outcome or its runs) to ``path``, with
     ``warnings`` (what failed: a chat model that did not answer, a memory that failed; the
-    run's ``warnings``) at the top and each mode's LLM answered share and memory errors in
-    its table, atomically (:func:`backend.files.write_atomic`; parents created). Raises
-    :class:`DataError` naming the file when it cannot be written."""
+    run's ``warnings``) at the top and each mode's LLM answered share (written so that a
+    share below ``min_llm_share``, ``llm.min_answered_share``, never reads as it) and
+    memory errors in its table, atomically (:func:`backend.files.write_atomic`; parents
+    created). Raises :class:`DataError` naming the file when it cannot be written."""
     outputs = result.outputs if isinstance(result, AblationOutcome) else list(result)
-    write_text_atomic(path, _render(outputs, title=title, warnings=warnings), what="HTML page")
+    page = _render(outputs, title=title, warnings=warnings, min_share=min_llm_share)
+    write_text_atomic(path, page, what="HTML page")

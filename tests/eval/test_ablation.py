@@ -462,6 +462,15 @@ def test_a_chat_model_that_never_answers_is_loud_in_the_summary_and_the_page(
     assert data["summary"]["BTC/USDT"]["4h"]["buy_and_hold"]["llm_answered_share"] is None
 
 
+def test_the_page_never_writes_a_share_below_the_floor_as_the_floor() -> None:
+    """1,899 of 2,000 answered against a 95% floor had read "95.0%" in the page's table."""
+    from backend.eval.ablation_report import _summary_table
+
+    row = _summary_table({"all": {"llm_answered_share": 0.9495}}, min_share=0.95)
+    assert "<td>94.95%</td>" in row and "95.0%" not in row
+    assert "<td>100%</td>" in _summary_table({"all": {"llm_answered_share": 1.0}}, min_share=0.95)
+
+
 TRADER_ETH_SOL = "0x083384f897ee0f19899168e3b1bec365f52a9012"
 
 
