@@ -139,7 +139,7 @@ def window_cut(ohlcv: OHLCVFrame, *, start: datetime | None, end: datetime | Non
             f"--start {_iso(start)} is before the data ({ohlcv.pair} {ohlcv.timeframe} begins "
             f"at {index[0].isoformat()}): the run begins there"
         )
-    last_close = bar_close_times(index[-1:], ohlcv.timeframe)[0]
+    last_close = bar_close_times(pd.DatetimeIndex(index[-1:]), ohlcv.timeframe)[0]
     if end is not None and utc_timestamp(end) > last_close:
         said.append(
             f"--end {_iso(end)} is after the data ({ohlcv.pair} {ohlcv.timeframe} ends at "
