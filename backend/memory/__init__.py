@@ -13,7 +13,14 @@ Models are in :mod:`backend.memory.models`.
 
 from backend.memory._consolidate import consolidate
 from backend.memory._features import FeatureFrame, FeatureRow, compute_features
-from backend.memory._news import FearGreedIndex, HeadlineIndex, News, headline_topics, load_news
+from backend.memory._news import (
+    FearGreedIndex,
+    HeadlineIndex,
+    News,
+    NewsFiles,
+    headline_topics,
+    load_news,
+)
 from backend.memory._states import SCALE_SAMPLE, STATE_FEATURES, StateIndex, StateNeighbour
 from backend.memory.context import render_context, render_fallback
 from backend.memory.detectors import (
@@ -36,6 +43,7 @@ __all__ = [
     "FeatureRow",
     "HeadlineIndex",
     "News",
+    "NewsFiles",
     "StateIndex",
     "StateNeighbour",
     "WorkingMemory",

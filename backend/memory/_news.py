@@ -17,7 +17,9 @@ Time rules (no look-ahead):
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,13 +31,17 @@ import pandas as pd
 from backend.config import DataSettings
 from backend.data import load_fear_greed, load_headlines
 from backend.data.models import Headline
+from backend.errors import DataError
 from backend.types import to_utc
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "NEWS_TOPICS",
     "FearGreedIndex",
     "HeadlineIndex",
     "News",
+    "NewsFiles",
     "headline_topics",
     "load_news",
     "state_topics",
@@ -227,3 +233,58 @@ def load_news(data: DataSettings, data_dir: Path | None) -> News:
         HeadlineIndex.build(load_headlines(news)) if news.is_file() else None,
         FearGreedIndex.build(load_fear_greed(fg)) if fg.is_file() else None,
     )
+
+
+_Stamp = tuple[tuple[int, int] | None, ...]
+
+
+class NewsFiles:
+    """The :class:`News` of a data root for a process that lives for many bars (a paper
+    run of ``sentinel paper`` or ``sentinel scheduler run``), read again when a file
+    changes: another process appends headlines and publishes each day's Fear & Greed
+    value, and a run that loaded them once had decided for weeks on the news of its
+    start (a reviewer's appended headline was never seen).
+
+    The cache earns its place: loading the shared data's 7,492 headlines and 2,644 Fear &
+    Greed values takes ~330 ms (measured here), a ``stat`` of the two files microseconds,
+    so :meth:`current` stats them and loads again only when a file's size or mtime
+    changed, or it appeared or went. A file that fails to load at a change (e.g. caught
+    mid-write) keeps the previous news for that step, with a warning, and is read again
+    at the next; at construction it raises :class:`~backend.errors.DataError` (as
+    :func:`load_news`). Thread-safe."""
+
+    def __init__(self, data: DataSettings, data_dir: Path | None) -> None:
+        self._data, self._dir = data, data_dir
+        self._paths: tuple[Path, ...] = ()
+        if data_dir is not None:
+            paths = data.model_copy(update={"data_dir": data_dir})
+            self._paths = (paths.headlines_path, paths.fear_greed_path)
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self._news = load_news(data, data_dir)
+
+    def _stat(self) -> _Stamp:
+        stamps: list[tuple[int, int] | None] = []
+        for path in self._paths:
+            try:
+                st = path.stat()
+            except OSError:
+                stamps.append(None)
+            else:
+                stamps.append((st.st_size, st.st_mtime_ns))
+        return tuple(stamps)
+
+    def current(self) -> News:
+        """The news as the files hold them now (module-level :func:`load_news`)."""
+        with self._lock:
+            stamp = self._stat()
+            if stamp != self._stamp:
+                try:
+                    self._news = load_news(self._data, self._dir)
+                except DataError as err:
+                    log.warning(
+                        "news files changed but could not be read (kept as before): %s", err
+                    )
+                else:
+                    self._stamp = stamp
+            return self._news

@@ -54,7 +54,7 @@ from backend.compose import MemorySystem, make_manager, make_policy
 from backend.config import Settings
 from backend.data import download_ohlcv, timeframe_seconds
 from backend.errors import ConfigError
-from backend.memory import compute_features, load_news
+from backend.memory import NewsFiles, compute_features
 from backend.service._db import ServiceDB
 from backend.service.models import PaperState, PaperStepResult
 from backend.types import to_utc
@@ -197,7 +197,7 @@ class PaperTrader:
         self.system = system if settings.agent.memory else None
         self.clock = clock
         self.policy = policy or make_policy(settings, settings.agent.policy)
-        self.news = load_news(settings.data, data_root)
+        self.news = NewsFiles(settings.data, data_root)  # read again when a file changes
         self.run_id = paper_run_id(exchange_id, pair, timeframe, self.agent.trader_id)
         self.exchange_id = exchange_id
 
@@ -297,7 +297,7 @@ class PaperTrader:
         manager = make_manager(
             self.settings,
             features=features,
-            news=self.news,
+            news=self.news.current(),
             system=self.system,
             policy=self.policy,
             seed_note=self._seed_note(state, closes[todo[0]].to_pydatetime(), now),
