@@ -73,7 +73,11 @@ def test_paper_decides_like_the_backtest_over_the_same_candles(
     )
     with build_memory_system(settings) as system:
         manager = make_manager(
-            settings, features=features, news=trader.news, system=system, policy=trader.policy
+            settings,
+            features=features,
+            news=trader.news.current(),
+            system=system,
+            policy=trader.policy,
         )
         result = run_backtest(
             ohlcv, manager, settings=settings.backtest, trader_id="agent", start=START - HOUR
