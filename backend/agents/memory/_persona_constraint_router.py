@@ -14,6 +14,7 @@ from typing import Any
 
 from backend.agents.memory._persona_change import sentence_of, states_a_change
 from backend.agents.memory._persona_lifts import LIFTABLE_KINDS, note_lifts
+from backend.agents.memory._persona_stated import NUMBER_WORD, NUMBER_WORDS
 from backend.llm.prompts import PersonaDecision
 from backend.memory.models import ChangeAction, HardConstraint, PersonaAttribute
 from backend.text.tickers import KNOWN_TICKERS, mentioned_tickers
@@ -93,15 +94,16 @@ _FLAG_WORDS = {
 _FRACTION_KINDS = frozenset(("max_risk_per_trade", "max_position_fraction", "max_daily_loss"))
 _AMOUNT = re.compile(r"(\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*([km])\b)?", re.IGNORECASE)
 _SCALE = {"": 1.0, "k": 1e3, "m": 1e6}
+_NUMBER_WORD = re.compile(rf"\b({NUMBER_WORD})\b", re.IGNORECASE)
 
 
 def _amounts(sentence: str) -> list[float]:
     """The numbers written in ``sentence``: "2%" and "2" are 2, "1,500" is 1500, "$2k"
-    is 2000."""
+    is 2000, "twelve" is 12 (:data:`NUMBER_WORDS`, the table the offline rules read)."""
     return [
         float(number.replace(",", "")) * _SCALE[(suffix or "").lower()]
         for number, suffix in _AMOUNT.findall(sentence)
-    ]
+    ] + [float(NUMBER_WORDS[w.lower()]) for w in _NUMBER_WORD.findall(sentence)]
 
 
 def constraint_said(constraint: HardConstraint, note: str) -> bool:

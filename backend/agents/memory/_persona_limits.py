@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from backend.agents.memory._persona_stated import NUMBER_WORD, NUMBER_WORDS
 from backend.memory.models import HardConstraint
 
 __all__ = ["UNDONE", "clause_at", "limit_constraints", "undone"]
@@ -75,18 +76,14 @@ _PERIOD = re.compile(
 hard constraint holds it ("stop trading if I'm down 10% this month")."""
 _STOP_LOSS = re.compile(r"(?i)\bstop[\s-]?loss(?:es)?\b|\bstops?\s+(?:at|is|are)\b")
 """A stop-loss distance ("my stop loss is 5% below entry"): not a risk per trade."""
-_NUMBER_WORDS = {
-    "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "twenty": "20",
-}  # fmt: skip
 _WORD_NUMBER = re.compile(
-    rf"(?i)\b({'|'.join(_NUMBER_WORDS)})(?=\s*(?:%|percent\b|pct\b|[x×](?![a-z])|times\b))"
+    rf"(?i)\b({NUMBER_WORD})(?=\s*(?:%|percent\b|pct\b|[x×](?![a-z])|times\b))"
 )
 
 
 def _with_digits(clause: str) -> str:
     """``two percent`` -> ``2 percent``, ``three times`` -> ``3 times``."""
-    return _WORD_NUMBER.sub(lambda m: _NUMBER_WORDS[m.group(1).lower()], clause)
+    return _WORD_NUMBER.sub(lambda m: str(NUMBER_WORDS[m.group(1).lower()]), clause)
 
 
 _SET_TO = re.compile(

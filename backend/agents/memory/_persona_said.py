@@ -14,10 +14,10 @@ import re
 
 from backend.agents.memory._persona_stated import (
     _DURATION,
-    _NUMBERS,
     _PREFERRED,
     _RISK_WORDS,
     _STYLE_WORDS,
+    NUMBER_WORDS,
 )
 from backend.text.tickers import mentioned_tickers, parse_tickers
 
@@ -35,7 +35,7 @@ _NEGATORS = frozenset((
 ))  # fmt: skip
 _SCOPE = 4
 """Words before a word that a negator reaches."""
-_NUMBER_WORDS = {word: str(n) for n, word in enumerate(_NUMBERS, start=1)}
+_NUMBER_WORDS = {word: str(n) for word, n in NUMBER_WORDS.items()}
 _NUMBER_WORDS |= {"a": "1", "an": "1", "couple": "2"}
 _FILLER = frozenset((
     "the", "and", "for", "with", "that", "this", "then", "than", "from", "into", "over",

@@ -54,9 +54,17 @@ _STYLE = re.compile(
 )
 _UNITS = r"(?:minutes?|hours?|days?|weeks?|months?|years?)"
 _DURATION = re.compile(rf"\b{_UNITS}\b")
-_NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-            "eleven", "twelve")  # fmt: skip
-_COUNT = rf"(?:\d+|{'|'.join(_NUMBERS)})"
+_ONE_TO_TWELVE = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                  "ten", "eleven", "twelve")  # fmt: skip
+NUMBER_WORDS: dict[str, int] = {word: n for n, word in enumerate(_ONE_TO_TWELVE, start=1)} | {
+    "fifteen": 15, "twenty": 20, "thirty": 30, "fifty": 50,
+}  # fmt: skip
+"""The number words every persona rule reads as numbers ("twelve times leverage", "hold
+for three days"), in one table: three copies with different words had read "twelve
+times leverage" as 12 in a model's check and as nothing in the rules."""
+NUMBER_WORD = "|".join(sorted(NUMBER_WORDS, key=len, reverse=True))
+"""A regular-expression alternation of :data:`NUMBER_WORDS`, longest first."""
+_COUNT = rf"(?:\d+|{NUMBER_WORD})"
 _HOLD = re.compile(
     r"(?i)\bi(?:(?P<modal>(?:['\u2019]d|\s+would)\s+rather|\s+(?:prefer|like|tend)\s+to)|"
     r"\s+(?:usually|typically|normally|mostly))?\s+hold(?:\s+my)?"

@@ -321,6 +321,10 @@ def test_words_that_undo_or_merely_mention_a_rule_state_no_constraint(text: str)
         ("no BTC shorts", "long_only", True),  # no per-coin short limit: the safe reading
         ("max 3x leverage", "max_leverage", 3.0),
         ("I never buy shitcoins", "no_memecoins", True),
+        # number words: one table for every rule (eleven and twelve had read as nothing)
+        ("Never use more than twelve times leverage.", "max_leverage", 12.0),
+        ("Never risk more than eleven percent per trade.", "max_risk_per_trade", 0.11),
+        ("Never use more than twenty times leverage.", "max_leverage", 20.0),
     ],
 )
 def test_more_ways_to_state_a_limit(text: str, kind: str | None, value: object) -> None:
@@ -573,3 +577,13 @@ def test_stated_in_reads_a_value_in_the_trader_words(
     attribute: str, value: str | list[str], note: str, said: bool
 ) -> None:
     assert stated_in(attribute, value, note) is said
+
+
+def test_a_models_limit_in_number_words_is_in_the_traders_words() -> None:
+    """The model's check reads the same number words as the rules."""
+    from backend.agents.memory._persona_constraint_router import constraint_said
+
+    note = "Never use more than twelve times leverage."
+    said = HardConstraint(kind="max_leverage", value=12.0, quote="twelve times leverage")
+    assert constraint_said(said, note)
+    assert not constraint_said(said.model_copy(update={"value": 11.0}), note)
