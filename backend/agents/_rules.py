@@ -23,7 +23,7 @@ Working memory (the recent window of market snapshots, newest last):
 - **news shock** (event risk: prices gap after hacks and insolvencies): a topic of
   :data:`ADVERSE_TOPICS` among the last ``shock_lookback_bars`` snapshots ->
   ``shock_scale``; a snapshot holds the headlines of its last
-  ``memory.news_window_bars`` bars, so one headline cuts the size for
+  ``memory.detectors.news_window_bars`` bars, so one headline cuts the size for
   ``news_window_bars + shock_lookback_bars - 1`` bars (11 by default). The other news
   topics (rallies, regulation, macro) are in the headlines of almost every bar of 2022:
   measured, they would cut the size for good;
