@@ -66,8 +66,8 @@ class AgentSettings(_Section):
     the default: 2 and 3 cost Sharpe on 2021-2023)."""
     shock_lookback_bars: int = Field(default=6, ge=1, le=1000)
     """Working memory: snapshots back a news shock is looked for; each snapshot holds
-    the headlines of its last ``memory.detectors.news_window_bars``, so one headline cuts the size
-    for ``news_window_bars + shock_lookback_bars - 1`` bars (11 by default)."""
+    the headlines of its last ``memory.detectors.news_window_bars``, so one headline cuts
+    the size for ``news_window_bars + shock_lookback_bars - 1`` bars (11 by default)."""
     shock_scale: float = Field(default=0.5, ge=0, le=1)
     """Working memory: size multiplier after a news shock."""
     short_guard_drawdown: float = Field(default=0.05, ge=0, le=1)
