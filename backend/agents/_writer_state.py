@@ -86,11 +86,11 @@ class WriterState(BaseModel):
 
 
 def positions(trades: Sequence[TradeRecord]) -> list[list[TradeRecord]]:
-    """``trades`` grouped by position, in order of first appearance: the rows sharing the
-    opening decision, side and entry time (each reduction of one position is a row)."""
+    """``trades`` grouped by position, in order of first appearance: the rows sharing
+    :attr:`TradeRecord.position_key` (each reduction of one position is a row)."""
     groups: dict[tuple[object, ...], list[TradeRecord]] = {}
     for trade in trades:
-        groups.setdefault((trade.entry_decision, trade.side, trade.entry_time), []).append(trade)
+        groups.setdefault(trade.position_key, []).append(trade)
     return list(groups.values())
 
 

@@ -207,13 +207,13 @@ def llm_usage(decisions: Iterable[DecisionRecord]) -> LLMUsage:
 
 def closed_positions(trades: Iterable[TradeRecord]) -> list[float]:
     """The PnL (quote currency) of each position the ``trades`` rows close, in order of
-    closing: the sum of the rows of one position (same ``symbol``, ``side`` and
-    ``entry_time``) up to its row with ``closes_position``. Rows of a position still open
-    at the end are left out (module doc)."""
+    closing: the sum of the rows of one position (:attr:`TradeRecord.position_key`) up to
+    its row with ``closes_position``. Rows of a position still open at the end are left
+    out (module doc)."""
     open_pnl: dict[tuple[str, str, datetime], float] = {}
     closed: list[float] = []
     for trade in trades:
-        key = (trade.symbol, trade.side, trade.entry_time)
+        key = trade.position_key
         pnl = open_pnl.pop(key, 0.0) + trade.pnl
         if trade.closes_position:
             closed.append(pnl)

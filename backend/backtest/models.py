@@ -8,6 +8,7 @@ bar t+1 (no look-ahead).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal, Protocol
 
 from pydantic import AwareDatetime, Field, field_validator
@@ -209,6 +210,13 @@ class TradeRecord(FrozenModel):
     .n_trades`` (freqtrade's convention), its rows share ``side`` and ``entry_time``."""
 
     _tz = field_validator("entry_time", "exit_time")(to_utc)
+
+    @property
+    def position_key(self) -> tuple[str, str, datetime]:
+        """``(symbol, side, entry_time)``: what the rows of one position share, the one
+        grouping of the metrics' trade count and the writer's trade outcomes (they had
+        grouped by two different keys)."""
+        return (self.symbol, self.side, self.entry_time)
 
 
 class BacktestMetrics(FrozenModel):
