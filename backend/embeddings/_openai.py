@@ -46,6 +46,10 @@ class OpenAIEmbedder(Embedder):
         breaker_cooldown_s: float = 300.0,
     ) -> None:
         self._client = client
+        # The id names the model, not its server, on purpose: the same model behind a
+        # moved server or a proxy gives the same vectors, and a trader's store (checked
+        # against this id) and the disk cache (keyed by it) stay valid when the endpoint
+        # moves. Two servers serving different models under one name are not told apart.
         self.model_id = f"openai:{model}"
         self.model = model
         self.dim = dimensions
