@@ -261,8 +261,9 @@ def persona(
     (recent7d)."""
     from backend.data.fills import load_hyperliquid_fills
     from backend.errors import DataError
-    from backend.eval.persona_validity import METHODS, evaluate_persona_validity
+    from backend.eval.persona_validity import evaluate_persona_validity
 
+    settings()  # a bad --config or environment value stops here, as in every command
     check_writable(out, what="report JSON")  # before the evaluation, not after it
     loaded = load_hyperliquid_fills(fills, not_after=datetime.now(UTC))  # the CLI's clock
     result = evaluate_persona_validity(
@@ -275,18 +276,44 @@ def persona(
         raise DataError(
             f"no evaluation point: no trader has fills both before a time ({every} inside "
             f"their fills, {first} to {last}) and in the --horizon-days {horizon_days} "
-            "after it; nothing was written",
+            f"after it inside the file ({len(result['cut_points'])} time(s) end after its "
+            "last fill); nothing was written",
             path=fills,
         )
     result["config"]["fills_path"] = str(fills)
     write_json(out, result)
+    n, traders = result["evaluation_points"], len(result["config"]["traders"])
+    said = Console()
+    title = f"{n} points, {traders} trader(s); written to {out}"
+    said.print(_persona_table(result["methods"], title))
+    if result["common_points"] < n:  # methods averaged over different points: compare here
+        said.print(_persona_table(
+            result["common"], f"the {result['common_points']} points where all three predicted"
+        ))  # fmt: skip
+    if pooled := result["prior_pooled_points"]:
+        said.print(
+            f"prior: at {pooled} of {n} points no other trader had fills yet, so the prior "
+            "is the pooled fills of the file, there the trader's own (prior = persona)",
+            markup=False,
+        )
+    if cut := result["cut_points"]:
+        said.print(
+            f"not scored: {len(cut)} time(s) whose {horizon_days} days end after the file's "
+            "last fill (their future is not in the file)",
+            markup=False,
+        )
+
+
+def _persona_table(methods: dict[str, Any], title: str) -> Table:
+    """One row per predictor of ``sentinel eval persona`` (its scores, ``n_points``)."""
+    from backend.eval.persona_validity import METHODS
+
     table = Table(
         "method", "top-3 hit", "top-3 overlap", "long-share MAE", "|ln notional|", "holding acc.",
-        "points", title=f"{result['evaluation_points']} points, {len(result['config']['traders'])}"
-        f" trader(s); written to {out}",
+        "points", title=title,
     )  # fmt: skip
     for method in METHODS:
-        s = result["methods"][method]
+        s = methods[method]
         table.add_row(
             method,
             _fmt(s["top3_asset_hit_rate"], ".3f"),
@@ -296,4 +323,4 @@ def persona(
             _fmt(s["holding_bucket_accuracy"], ".3f"),
             str(s["n_points"]),
         )
-    Console().print(table)
+    return table

@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from backend.cli._common import parse_utc
-from backend.errors import DataError
+from backend.cli._common import parse_utc, settings
+from backend.errors import ConfigError, DataError
 from backend.memory.models import PersonaProfile
 
 __all__ = ["persona_app", "persona_show", "show_payload"]
@@ -100,7 +100,10 @@ def persona_show(
 ) -> None:
     """Show a trader's persona computed from the fills known at --as-of (no store used)."""
 
+    settings()  # a bad --config or environment value stops here, as in every command
     fence = parse_utc(as_of, name="as-of") if as_of else None
+    if fence is not None and fence > datetime.now(UTC):  # the CLI's clock
+        raise ConfigError(f"--as-of {fence.isoformat()} is in the future")
     profile = build_show_profile(trader, fills, fence)
     if as_json:
         print(json.dumps(show_payload(profile)))

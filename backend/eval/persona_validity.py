@@ -23,7 +23,9 @@ ties by name), ``long_share`` (long share of opening notional), the median fill 
 median FIFO holding time: scalper < 1 h <= day < 24 h <= swing < 14 d <= position).
 
 They are scored against the trader's real fills in ``(t, t + 30 days]`` (points with no
-fill there are skipped). Per point:
+fill there are skipped, and a time whose 30 days end after the file's last fill, of any
+trader, is not scored but listed in ``cut_points``: its future is not in the file). Per
+point:
 
 - ``top3_asset_hit_rate`` = share of the future traded notional (sum of ``|cost|``)
   whose base asset is among the predicted top 3 (0..1; notional-weighted, so a trader's
@@ -287,13 +289,21 @@ def _points(
     horizon: timedelta,
     recent_days: int,
     every_days: int | None,
+    cut: list[dict[str, str]],
 ) -> Iterator[dict[str, Any]]:
+    """The scored points; a time whose horizon ends after the data's last fill (any
+    trader's) goes to ``cut`` instead: its "next 30 days" would be the hours left in the
+    file (a reviewer's point 97 minutes before the file's end was scored as 30 days)."""
     pooled = _pool(frames)
+    data_end = max(f["datetime"].iloc[-1] for f in frames.values()).to_pydatetime()
     for trader_id, own in sorted(frames.items()):
         times = own["datetime"]
         for t in evaluation_times(
             times.iloc[0].to_pydatetime(), times.iloc[-1].to_pydatetime(), every_days=every_days
         ):
+            if t + horizon > data_end:
+                cut.append({"trader_id": trader_id, "t": t.isoformat()})
+                continue
             actual = outcome_after(own, t=t, horizon=horizon)
             if actual is None:
                 continue
@@ -319,7 +329,8 @@ def evaluate_persona_validity(
     """Score the three predictors on ``fills`` (any traders; module doc). Returns
     ``{"methods": {method: MethodScore dict}, "common": ... (points where all three
     predicted), "per_trader": {trader: {method: ...}}, "points": [...],
-    "prior_pooled_points", "evaluation_points", "config"}``. Raises ValueError for
+    "prior_pooled_points", "evaluation_points", "cut_points": [{trader_id, t}] (times
+    whose horizon ends after the data's last fill: not scored), "config"}``. Raises ValueError for
     non-positive ``horizon_days``/``recent_days`` or no fills."""
     if horizon_days < 1 or recent_days < 1:
         raise ValueError("horizon_days and recent_days must be >= 1")
@@ -330,12 +341,14 @@ def evaluate_persona_validity(
         str(tid): normalize_fills_frame(group, source=f"fills of {tid}")
         for tid, group in table.groupby("trader_id", sort=True)
     }
+    cut: list[dict[str, str]] = []
     points = list(
         _points(
             frames,
             horizon=timedelta(days=horizon_days),
             recent_days=recent_days,
             every_days=every_days,
+            cut=cut,
         )
     )
     common = [p for p in points if all(p[m] is not None for m in METHODS)]
@@ -358,6 +371,7 @@ def evaluate_persona_validity(
         "common_points": len(common),
         "prior_pooled_points": sum(1 for p in points if p["prior_pooled"]),
         "points": points,
+        "cut_points": cut,
         "config": {
             "traders": sorted(frames),
             "fills": len(table),

@@ -126,3 +126,23 @@ def test_table_prints_markup_in_the_fills_as_it_is(
     assert result.exit_code == 0, result.output
     for coin in ("[bold]X", "[i]Y"):
         assert coin in result.stdout, result.stdout
+
+
+@pytest.mark.slow
+def test_a_future_as_of_and_a_missing_config_are_one_line_and_exit_2(
+    fills_path: Path, tmp_path: Path
+) -> None:
+    """A reviewer's ``--as-of 2030-01-01`` printed "persona v1 as of 2030-01-01", and a
+    ``--config`` that does not exist was ignored (exit 0)."""
+    future = sentinel("--trader", ALTS_SPOT, "--fills", str(fills_path), "--as-of", "2030-01-01")
+    assert future.returncode == 2 and future.stdout == ""
+    assert future.stderr.strip() == (
+        "sentinel: error: --as-of 2030-01-01T00:00:00+00:00 is in the future"
+    )
+    missing = tmp_path / "nowhere.yaml"
+    bad = subprocess.run(
+        [str(SENTINEL), "--config", str(missing), "persona", "show", "--trader", ALTS_SPOT,
+         "--fills", str(fills_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "nowhere.yaml: config file not found" in bad.stderr

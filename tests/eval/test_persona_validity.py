@@ -177,7 +177,8 @@ def test_a_close_by_dust_conversion_counts_in_the_outcomes_holding_time() -> Non
 
 
 def test_whole_evaluation_by_hand() -> None:
-    result = evaluate_persona_validity(A_FILLS + B_FILLS)
+    # the file ends Feb 5 (A's DOGE fill): 4 days after T is the longest horizon in it
+    result = evaluate_persona_validity(A_FILLS + B_FILLS, horizon_days=4)
     assert result["evaluation_points"] == 1 and result["prior_pooled_points"] == 0
     assert result["points"][0]["t"] == T.isoformat()  # B has no month start in its span
     persona = result["methods"]["persona"]
@@ -189,9 +190,16 @@ def test_whole_evaluation_by_hand() -> None:
 
 
 def test_single_trader_prior_is_the_pooled_own_history() -> None:
-    result = evaluate_persona_validity(A_FILLS)
+    result = evaluate_persona_validity(A_FILLS, horizon_days=4)
     assert result["prior_pooled_points"] == result["evaluation_points"] == 1
     assert result["methods"]["prior"] == result["methods"]["persona"]
+
+
+def test_a_horizon_past_the_files_last_fill_is_not_scored() -> None:
+    """A reviewer's point 97 minutes before the file's end was scored as 30 days."""
+    result = evaluate_persona_validity(A_FILLS + B_FILLS, horizon_days=5)
+    assert result["evaluation_points"] == 0
+    assert result["cut_points"] == [{"trader_id": A, "t": T.isoformat()}]
 
 
 def test_population_view_averages() -> None:
@@ -285,6 +293,10 @@ def test_cli_contract_and_single_trader_file(shared_data: Path, tmp_path: Path) 
     assert set(data["methods"]) == {"persona", "prior", "recent7d"}
     for scores in data["methods"].values():
         assert {"top3_asset_hit_rate", "long_share_mae"} <= set(scores)
+    # the methods are averaged over different points: the common ones are printed too
+    assert data["common_points"] < data["evaluation_points"]
+    assert f"the {data['common_points']} points where all three predicted" in result.output
+    assert all(p["t"] for p in data["cut_points"])  # the file's last month start is cut
     lines = source.read_text(encoding="utf-8").splitlines()
     one = [lines[0]] + [line for line in lines[1:] if line.startswith("0xae5eacaf")]
     single = tmp_path / "one_trader.csv"
