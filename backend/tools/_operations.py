@@ -16,6 +16,7 @@ from backend.memory.models import (
     Episode,
     EpisodeType,
     MarketSnapshot,
+    MemoryContext,
     Outcome,
     PersonaChange,
     PersonaProfile,
@@ -256,9 +257,7 @@ class MemoryOperations:
             trader_id, symbol, as_of=as_of, query=query, top_k=top_k, tiers=tiers,
             message_top_k=wanted,
         )  # fmt: skip
-        if ctx.errors and not (ctx.persona or ctx.working or ctx.episodes or ctx.messages):
-            failed = "; ".join(f"{source}: {error}" for source, error in ctx.errors.items())
-            raise StoreError(f"recall found nothing and failed ({failed})")
+        _raise_if_all_failed(ctx, what="recall")
         persona = ctx.persona if "persona" in tiers else None
         text = self.memory.persona.render_profile(persona) if persona is not None else None
         return recall_payload(ctx, persona, text, self.memory.settings, top_k=top_k)
@@ -272,7 +271,20 @@ class MemoryOperations:
         query: str | None = None,
         budget: int | None = None,
     ) -> RenderedContext:
-        """The memory section of the decision prompt (parallel retrieval, token budget)."""
-        return self.memory.build_context(
+        """The memory section of the decision prompt (parallel retrieval, token budget),
+        with the sources that failed in ``errors``; a :class:`StoreError` when nothing
+        was read and something failed (a store gone is not an empty memory: a reviewer's
+        MCP client got a bare header and ``isError`` false with the chroma server down)."""
+        ctx, rendered = self.memory.build_context(
             trader_id, symbol, as_of=as_of, query=query, budget=budget
-        )[1]
+        )
+        _raise_if_all_failed(ctx, what="build_decision_context")
+        return rendered.model_copy(update={"errors": dict(ctx.errors)}) if ctx.errors else rendered
+
+
+def _raise_if_all_failed(ctx: MemoryContext, *, what: str) -> None:
+    """A :class:`StoreError` when a retrieval read nothing and a source failed: the
+    caller (an MCP client, an agent) must see a failure, not "no memories"."""
+    if ctx.errors and not (ctx.persona or ctx.working or ctx.episodes or ctx.messages):
+        failed = "; ".join(f"{source}: {error}" for source, error in ctx.errors.items())
+        raise StoreError(f"{what} found nothing and failed ({failed})")

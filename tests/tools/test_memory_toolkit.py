@@ -43,6 +43,9 @@ def test_a_recall_whose_every_tier_failed_is_an_error_not_no_memories(tmp_path: 
             assert f"{source}: StoreError" in str(failed.value), source
         with pytest.raises(StoreError, match=r"recall found nothing and failed \(episodic: "):
             kit.recall(TRADER, "SOL", symbol=None, as_of=AT, tiers=("episodic",))
+        # the decision context too: a reviewer's MCP client got a bare header, no error
+        with pytest.raises(StoreError, match="build_decision_context found nothing and failed"):
+            kit.build_decision_context(TRADER, "SOL/USDT", as_of=AT)
     finally:
         system.close()
 
