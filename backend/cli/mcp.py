@@ -28,6 +28,7 @@ import ipaddress
 import os
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,10 +171,52 @@ def _netloc(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class _StdinLines:
+    """stdin's lines for the SDK's stdio transport (``async for line in ...``), read by a
+    daemon thread. The SDK's own reader is an anyio worker thread blocked in
+    ``readline``, which neither a cancelled task group nor the interpreter's exit abandons:
+    Ctrl-C left ``sentinel mcp`` running until its client closed stdin (a reviewer's
+    21 s and two SIGINTs). A daemon thread blocked in ``os.read`` holds no lock the exit
+    needs (one in ``sys.stdin.buffer.readline`` aborted the interpreter at shutdown)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def put(line: str | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody reads
+                loop.call_soon_threadsafe(self._lines.put_nowait, line)
+
+        def pump() -> None:  # os.read, no buffered file: its lock would stall the exit
+            held = b""
+            try:
+                while chunk := os.read(0, 65536):
+                    *lines, held = (held + chunk).split(b"\n")
+                    for line in lines:
+                        put(line.decode("utf-8", errors="replace"))
+                if held:
+                    put(held.decode("utf-8", errors="replace"))
+            except OSError:
+                pass  # stdin gone: the same as its end
+            finally:
+                put(None)  # end of input: the transport ends
+
+        threading.Thread(target=pump, name="mcp-stdin", daemon=True).start()
+
+    def __aiter__(self) -> _StdinLines:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self._lines.get()
+        if line is None:
+            raise StopAsyncIteration
+        return line
+
+
 async def _serve_stdio(server: Any) -> None:
     from mcp.server.stdio import stdio_server
 
-    async with stdio_server() as (read, write):
+    lines = _StdinLines(asyncio.get_running_loop())
+    async with stdio_server(stdin=lines) as (read, write):  # type: ignore[arg-type]
         await server.run(read, write, server.create_initialization_options())
 
 

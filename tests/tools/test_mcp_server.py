@@ -384,3 +384,32 @@ def test_a_trader_the_store_does_not_hold_is_said(tmp_path: Path) -> None:
         f"case-sensitive; it holds {TRADER})"
     ]
     assert serve(TRADER).stderr == ""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_stdio_server_while_its_client_keeps_stdin_open(tmp_path: Path) -> None:
+    """A reviewer's Ctrl-C left ``sentinel mcp`` running until the client closed stdin
+    (the SDK's reader thread, blocked in ``readline``, was waited for): it now says
+    ``sentinel: aborted`` and exits 130 at once."""
+    import signal
+
+    proc = subprocess.Popen(
+        [SENTINEL, "mcp", "--trader", TRADER, "--store-path", str(tmp_path / "s"), "--create"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as at a terminal
+    )  # fmt: skip
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "0"}}}  # fmt: skip
+        proc.stdin.write(json.dumps(hello) + "\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1  # serving
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=20)  # with stdin still open (communicate would close it)
+        err = proc.stderr.read() if proc.stderr is not None else ""
+    finally:
+        proc.kill()
+    assert code == 130, err
+    assert err.splitlines()[-1] == "sentinel: aborted" and "Fatal Python error" not in err
