@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 
@@ -20,10 +21,13 @@ from backend.compose import MemorySystem
 from backend.config import DetectorSettings
 from backend.data.models import Fill
 from backend.errors import DataError
-from backend.memory import detect_trade_events, events_to_episodes
+from backend.memory import count_closing_trades, detect_trade_events, events_to_episodes
 from backend.memory.models import Episode, PersonaProfile
 
 __all__ = ["ReplayResult", "persona_series", "replay_trades", "trader_fills"]
+
+MIN_TRADE_HISTORY = 20
+"""Closing trades before the detector judges one big (``detect_trade_events``)."""
 
 SERIES = ("long_share", "win_rate", "trade_frequency", "holding_period")
 """Numeric persona attributes tracked per version (see backend.agents.memory)."""
@@ -33,7 +37,10 @@ SERIES = ("long_share", "win_rate", "trade_frequency", "holding_period")
 class ReplayResult:
     """``changes``: PersonaManager.timeline_frame rows; ``versions``: one row per profile
     version (``as_of``, ``version``, :data:`SERIES`, ``risk_tolerance``, ``top_asset``);
-    ``episodes``: big wins/losses stored; ``profile``: the final profile."""
+    ``episodes``: big wins/losses stored; ``profile``: the final profile;
+    ``resumed_days``: days the store's persona had already passed (a run resumed, their
+    versions read back from the store); ``closing_trades``: the trader's closing trades
+    the big win/loss detector saw, which judges none before ``min_history`` of them."""
 
     trader_id: str
     days: int
@@ -42,6 +49,9 @@ class ReplayResult:
     versions: pd.DataFrame
     episodes: list[Episode]
     profile: PersonaProfile | None
+    resumed_days: int = 0
+    closing_trades: int = 0
+    min_history: int = MIN_TRADE_HISTORY
 
 
 def persona_series(profile: PersonaProfile) -> dict[str, object]:
@@ -58,17 +68,23 @@ def persona_series(profile: PersonaProfile) -> dict[str, object]:
 
 
 def trader_fills(
-    fills: Sequence[Fill], *, trader_id: str, until: datetime | None = None
+    fills: Sequence[Fill],
+    *,
+    trader_id: str,
+    until: datetime | None = None,
+    source: Path | None = None,
 ) -> list[Fill]:
     """``trader_id``'s fills up to ``until`` (inclusive; None: all) in time order (a stable
     sort: file order within a minute). Raises :class:`DataError` when there are none: the
     message lists the traders of ``fills``, or names ``until`` when the trader's fills all
-    come after it."""
+    come after it, and ``source`` (the fills file) when given."""
     mine = [f for f in fills if f.trader_id == trader_id]
     if not mine:
         known = sorted({f.trader_id for f in fills})
         raise DataError(
-            f"no fills for trader {trader_id!r} (traders: {', '.join(known)})", field="trader"
+            f"no fills for trader {trader_id!r} (traders: {', '.join(known)})",
+            path=source,
+            field="trader",
         )
     own = sorted(
         (f for f in mine if until is None or f.datetime <= until), key=lambda f: f.timestamp
@@ -78,6 +94,7 @@ def trader_fills(
         raise DataError(
             f"no fill of trader {trader_id!r} up to {until:%Y-%m-%d %H:%M} UTC: the first is "
             f"on {first:%Y-%m-%d %H:%M} UTC",
+            path=source,
             field="until",
         )
     return own
@@ -94,13 +111,23 @@ def replay_trades(
 ) -> ReplayResult:
     """Replay ``trader_id``'s fills (up to ``until``) day by day into ``system``.
 
+    A store whose persona of the trader was already written up to some time (an earlier
+    or interrupted replay, a shorter ``--until``) is resumed, not refused: the days up to
+    that time are not written again (their versions are read back from the store), and
+    their fills go in with the first day after it, where the fill ledger skips the ones
+    it holds (all of them, after a replay). Episodes are written idempotently. A
+    reviewer's interrupted replay had left a store that every later run refused.
+
     Raises :class:`DataError` if the trader has no fills (up to ``until``):
     :func:`trader_fills`.
     """
     own = trader_fills(fills, trader_id=trader_id, until=until)
     pending = sorted(
         events_to_episodes(
-            detect_trade_events(own, settings=detectors, trader_id=trader_id), trader_id=trader_id
+            detect_trade_events(
+                own, settings=detectors, trader_id=trader_id, min_history=MIN_TRADE_HISTORY
+            ),
+            trader_id=trader_id,
         ),
         key=lambda e: e.occurred_at,
     )
@@ -109,11 +136,20 @@ def replay_trades(
         days.setdefault(pd.Timestamp(fill.datetime).floor("D"), []).append(fill)
     versions: list[dict[str, object]] = []
     stored: list[Episode] = []
+    written = system.persona.written_until(trader_id)
+    carried: list[Fill] = []  # fills of days the store had passed, for the next write
+    resumed = 0
     for n, (_, day_fills) in enumerate(sorted(days.items())):
         as_of = day_fills[-1].datetime
-        profile = system.persona.update_from_fills(trader_id, day_fills, as_of=as_of)
-        if not versions or versions[-1]["version"] != profile.version:
-            versions.append(persona_series(profile))
+        if written is not None and as_of <= written:
+            carried.extend(day_fills)
+            resumed += 1
+            known = system.persona.get_profile(trader_id, as_of)
+        else:
+            known = system.persona.update_from_fills(trader_id, carried + day_fills, as_of=as_of)
+            carried = []
+        if known is not None and (not versions or versions[-1]["version"] != known.version):
+            versions.append(persona_series(known))
         due = [e for e in pending if e.occurred_at <= as_of]
         if due:
             system.episodic.add(due, as_of=as_of)
@@ -121,7 +157,9 @@ def replay_trades(
             pending = pending[len(due) :]
         if progress is not None:
             progress(n + 1, len(days))
-    end = own[-1].datetime
+    if carried and written is not None:  # every day passed: what the ledger lacks, now
+        system.persona.update_from_fills(trader_id, carried, as_of=written)
+    end = max(own[-1].datetime, written) if written is not None else own[-1].datetime
     return ReplayResult(
         trader_id=trader_id,
         days=len(days),
@@ -130,4 +168,6 @@ def replay_trades(
         versions=pd.DataFrame(versions),
         episodes=stored,
         profile=system.persona.get_profile(trader_id, end),
+        resumed_days=resumed,
+        closing_trades=count_closing_trades(own, trader_id=trader_id),
     )

@@ -36,11 +36,34 @@ def test_replay_evolves_persona_and_matches_full_build(
         assert set(result.changes["action"]) <= {"ADD", "UPDATE", "IGNORE"}
         assert all(e.occurred_at <= until for e in result.episodes)
         own = [f for f in fills if f.trader_id == TRADER and f.datetime <= until]
-    with build_memory_system(settings, store=make_store()) as other:
+        # the same replay again on the same store, then a longer one: resumed, not
+        # refused (a reviewer's re-run, and an interrupted replay, had been refused)
+        again = replay_trades(
+            system, fills, trader_id=TRADER, detectors=settings.memory.detectors, until=until
+        )
+        assert again.resumed_days == again.days == result.days
+        assert again.versions.equals(result.versions) and again.profile == result.profile
+        later = pd.Timestamp("2025-02-15", tz="UTC").to_pydatetime()  # two more days
+        longer = replay_trades(
+            system, fills, trader_id=TRADER, detectors=settings.memory.detectors, until=later
+        )
+        assert longer.resumed_days == result.days < longer.days
+        first = longer.versions.iloc[: len(result.versions)].astype(object)  # None ~ NaN
+        assert first.where(first.notna(), None).equals(
+            result.versions.astype(object).where(result.versions.notna(), None)
+        )
+        own_later = [f for f in fills if f.trader_id == TRADER and f.datetime <= later]
+    # rebuilt on throwaway stores (a durable store of this test holds the replay's data)
+    with build_memory_system(settings.throwaway()) as other:
         rebuilt = other.persona.build_from_fills(TRADER, own, as_of=until)
-    assert result.profile is not None
+    with build_memory_system(settings.throwaway()) as other:
+        rebuilt_later = other.persona.build_from_fills(TRADER, own_later, as_of=later)
+    assert result.profile is not None and longer.profile is not None
     assert {k: a.value for k, a in result.profile.attributes.items()} == {
         k: a.value for k, a in rebuilt.attributes.items()
+    }
+    assert {k: a.value for k, a in longer.profile.attributes.items()} == {
+        k: a.value for k, a in rebuilt_later.attributes.items()
     }
 
 
@@ -67,6 +90,9 @@ def test_replay_trades_cli_writes_the_timeline(tmp_path: Path, shared_data: Path
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["fills"] == 1400 and summary["versions"] >= 2
+    # 18 closing trades: the big win/loss detector judges none, and says so
+    assert summary["closing_trades"] < 20 and summary["big_wins"] == 0
+    assert summary["warning"].startswith("big wins and losses not detected")
     for name in (
         "persona_timeline.csv",
         "persona_versions.csv",

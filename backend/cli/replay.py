@@ -58,7 +58,10 @@ REPLAY_FILES = (
 def write_replay(result: ReplayResult, out: Path) -> dict[str, object]:
     """Write ``persona_timeline.csv`` (changes), ``persona_versions.csv``,
     ``persona_timeline.png`` and ``episodes.jsonl`` into ``out``, all or none
-    (:func:`~backend.files.write_files_atomic`); returns a summary."""
+    (:func:`~backend.files.write_files_atomic`); returns a summary (``warning``: said
+    when the trader has too few closing trades for big wins and losses to be judged, so
+    "0 big wins" is not read as none happening; ``resumed_days``: days already in a
+    reused store)."""
 
     def fill(stage: Path) -> None:
         result.changes.to_csv(stage / "persona_timeline.csv", index=False)
@@ -78,6 +81,14 @@ def write_replay(result: ReplayResult, out: Path) -> dict[str, object]:
         "changes": len(result.changes),
         "big_wins": sum(e.event_type == "big_win" for e in result.episodes),
         "big_losses": sum(e.event_type == "big_loss" for e in result.episodes),
+        "resumed_days": result.resumed_days,
+        "closing_trades": result.closing_trades,
+        "warning": (
+            f"big wins and losses not detected: {result.closing_trades} closing trades, "
+            f"the detector judges none before {result.min_history}"
+            if result.closing_trades < result.min_history
+            else None
+        ),
         "final": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in last.items()},
         "out": str(out),
     }
@@ -101,7 +112,7 @@ def replay_trades_command(
 
     fills = load_hyperliquid_fills(fills_path, not_after=datetime.now(UTC))  # the CLI's clock
     trader = account_id(trader)
-    trader_fills(fills, trader_id=trader, until=until)  # before a store is opened
+    trader_fills(fills, trader_id=trader, until=until, source=fills_path)  # before any store
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: a file is there, not a directory")
     for name in REPLAY_FILES:
@@ -151,7 +162,7 @@ def replay_trades_cli(
         print(json.dumps(summary, default=str))
         return
     table = Table("", "value", title=f"persona replay of {trader}")
-    for key in ("fills", "days", "versions", "changes", "big_wins", "big_losses"):
+    for key in ("fills", "days", "resumed_days", "versions", "changes", "big_wins", "big_losses"):
         table.add_row(key, str(summary[key]))
     final = summary["final"]
     if isinstance(final, dict):
@@ -159,3 +170,5 @@ def replay_trades_cli(
             table.add_row(f"final {key}", str(value))
     console.print(table)
     console.print(f"timeline: {out / 'persona_timeline.csv'}, plot: {out / 'persona_timeline.png'}")
+    if summary["warning"]:
+        console.print(f"WARNING: {summary['warning']}", markup=False)

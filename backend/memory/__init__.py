@@ -25,6 +25,7 @@ from backend.memory._states import SCALE_SAMPLE, STATE_FEATURES, StateIndex, Sta
 from backend.memory.context import render_context, render_fallback
 from backend.memory.detectors import (
     DetectedEvent,
+    count_closing_trades,
     detect_market_events,
     detect_news_shocks,
     detect_trade_events,
@@ -49,6 +50,7 @@ __all__ = [
     "WorkingMemory",
     "compute_features",
     "consolidate",
+    "count_closing_trades",
     "detect_market_events",
     "detect_news_shocks",
     "detect_trade_events",

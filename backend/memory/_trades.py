@@ -11,7 +11,7 @@ from backend.config import DetectorSettings
 from backend.data.models import Fill
 from backend.memory._events import DetectedEvent, severity
 
-__all__ = ["detect_trade_events"]
+__all__ = ["count_closing_trades", "detect_trade_events"]
 
 _MINUTE_MS = 60_000
 """Fills of one order share a minute: the Hyperliquid export stamps fills to the minute,
@@ -52,19 +52,7 @@ def detect_trade_events(
     trader's fills (else every trader, each with its own quantile). Severity
     ``s(|pnl| / quantile)``, +0.1 for a loss, at most 1. PnL in the fill's quote currency.
     """
-    trades: dict[tuple[str, str, int, str], _Trade] = {}
-    for f in fills:
-        if f.realized_pnl in (None, 0.0) or (trader_id is not None and f.trader_id != trader_id):
-            continue
-        key = (f.trader_id, f.symbol, f.timestamp // _MINUTE_MS, f.side)
-        trades.setdefault(key, _Trade([])).fills.append(f)
-    per_trader: dict[str, list[_Trade]] = {}
-    for (trader, _, _, _), trade in trades.items():
-        trade.pnl = math.fsum(f.realized_pnl or 0.0 for f in trade.fills)
-        trade.amount = math.fsum(f.amount for f in trade.fills)
-        trade.notional = math.fsum(f.price * f.amount for f in trade.fills)
-        if trade.pnl != 0.0:
-            per_trader.setdefault(trader, []).append(trade)
+    per_trader = _closing_trades(fills, trader_id)
     out: list[DetectedEvent] = []
     for items in per_trader.values():
         items.sort(key=_minute)  # stable: file order within a minute
@@ -86,6 +74,31 @@ def detect_trade_events(
             i = j
     out.sort(key=lambda e: e.at)
     return out
+
+
+def _closing_trades(fills: Sequence[Fill], trader_id: str | None) -> dict[str, list[_Trade]]:
+    """Per trader, the closing trades of :func:`detect_trade_events` (its doc)."""
+    trades: dict[tuple[str, str, int, str], _Trade] = {}
+    for f in fills:
+        if f.realized_pnl in (None, 0.0) or (trader_id is not None and f.trader_id != trader_id):
+            continue
+        key = (f.trader_id, f.symbol, f.timestamp // _MINUTE_MS, f.side)
+        trades.setdefault(key, _Trade([])).fills.append(f)
+    per_trader: dict[str, list[_Trade]] = {}
+    for (trader, _, _, _), trade in trades.items():
+        trade.pnl = math.fsum(f.realized_pnl or 0.0 for f in trade.fills)
+        trade.amount = math.fsum(f.amount for f in trade.fills)
+        trade.notional = math.fsum(f.price * f.amount for f in trade.fills)
+        if trade.pnl != 0.0:
+            per_trader.setdefault(trader, []).append(trade)
+    return per_trader
+
+
+def count_closing_trades(fills: Sequence[Fill], *, trader_id: str) -> int:
+    """How many closing trades :func:`detect_trade_events` sees of ``trader_id`` (fills
+    of one symbol, minute and side with realised PnL): below its ``min_history`` it
+    judges none, and a replay says so rather than "0 big wins"."""
+    return len(_closing_trades(fills, trader_id).get(trader_id, []))
 
 
 def _minute(trade: _Trade) -> int:

@@ -54,7 +54,7 @@ from backend.memory._news import (
     as_headline_index,
 )
 from backend.memory._snapshot import build_snapshot, candle_source
-from backend.memory._trades import detect_trade_events
+from backend.memory._trades import count_closing_trades, detect_trade_events
 from backend.memory.models import Episode, EpisodeType
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "STATE_COLUMNS",
     "DetectedEvent",
     "count_by_type",
+    "count_closing_trades",
     "detect_market_events",
     "detect_news_shocks",
     "detect_trade_events",
