@@ -290,7 +290,9 @@ def memory_import_chat(
         print(f"nothing new: the {written} messages of {trader} were already stored")
     else:
         stored = f", {already} of them already stored" if already else ""
-        print(f"recorded {written} messages of {trader}{stored} ({events} conversation events)")
+        said = f"{written} message{'s' if written != 1 else ''}"
+        told = f"{events} new conversation event{'s' if events != 1 else ''}"
+        print(f"recorded {said} of {trader}{stored} ({told})")
     if failed:  # a dead or wrong model: said in the run's output, not only in a log line
         typer.echo(
             f"warning: the LLM failed to read {failed} of the {read} trader messages read "

@@ -187,7 +187,9 @@ class RecordedMessages:
     windows: int
     sessions: int
     events: list[str] = field(default_factory=list)
-    """Ids of the conversation episodes written."""
+    """Ids of the conversation episodes of the messages new to the store (those of a
+    re-imported message are written again unchanged, and not listed: a re-import after
+    an interrupt had counted the whole file's events as recorded)."""
     persona_changes: int = 0
     persona_skipped: int = 0
     """The trader's messages said before the persona's latest version: stored and

@@ -206,7 +206,11 @@ class ConversationMemory:
             messages=len(ordered),
             windows=windows,
             sessions=len(by_session),
-            events=[e.id for e in events] if self.episodic is not None else [],
+            events=(
+                [e.id for e in events if not set(e.sources) <= set(known)]
+                if self.episodic is not None
+                else []
+            ),
             persona_changes=changes,
             persona_skipped=skipped,
             already=sum(1 for m in ordered if m.id in known),

@@ -270,7 +270,8 @@ def test_a_re_import_of_an_earlier_part_leaves_a_continued_session_whole(
     rebuilt s1's windows and session record as of its own last message, cutting off
     what the second file said (a reviewer's run on LoCoMo conv-26)."""
     first, second = CHAT[:2], CHAT[2:]
-    conversation.record(TRADER, first, as_of=T + timedelta(days=1))
+    done = conversation.record(TRADER, first, as_of=T + timedelta(days=1))
+    assert done.events  # the liquidation the trader told of
     conversation.record(TRADER, second, as_of=T + timedelta(days=13))
     end = T + timedelta(days=30)
 
@@ -280,7 +281,7 @@ def test_a_re_import_of_an_earlier_part_leaves_a_continued_session_whole(
 
     before = state()
     again = conversation.record(TRADER, first, as_of=T + timedelta(days=1))
-    assert (again.already, again.windows) == (2, 0)
+    assert (again.already, again.windows, again.events) == (2, 0, [])  # no event is new
     assert state() == before
     (session,) = conversation.store.get(TRADER, ["msess:s1"], as_of=end)
     assert session.metadata["messages"] == 3 and "Never more than 2%" in session.text
