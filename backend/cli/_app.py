@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from backend.cli import eval as eval_cli
-from backend.cli._common import console, settings, state
+from backend.cli._common import console, settings, state, store_settings
 from backend.cli.backtest import backtest
 from backend.cli.data import data_app
 from backend.cli.llm import llm_app
@@ -77,15 +77,15 @@ def demo(
         Path | None, typer.Option(help="Shared data directory (default: data.data_dir).")
     ] = None,
     store_path: Annotated[
-        Path | None, typer.Option(help="Embedded store directory (default: store.path).")
+        Path | None, typer.Option(help="Memory store directory (default: store.path).")
     ] = None,
 ) -> None:
     """Smoke job of the memory layer on the real data: ingest, search, print what it found."""
     from backend.demo import run_demo
 
     cfg = settings()
-    if store_path is not None:
-        cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"path": store_path})})
+    if store_path is not None:  # the one --store-path layout of every command
+        cfg = store_settings(cfg, store_path)
     run_demo(cfg, data_dir=data_dir or cfg.data.data_dir, console=console)
 
 
