@@ -21,13 +21,15 @@ from backend.compose import MemorySystem
 from backend.config import DetectorSettings
 from backend.data.models import Fill
 from backend.errors import DataError
-from backend.memory import count_closing_trades, detect_trade_events, events_to_episodes
+from backend.memory import (
+    MIN_TRADE_HISTORY,
+    count_closing_trades,
+    detect_trade_events,
+    events_to_episodes,
+)
 from backend.memory.models import Episode, PersonaProfile
 
 __all__ = ["ReplayResult", "persona_series", "replay_trades", "trader_fills"]
-
-MIN_TRADE_HISTORY = 20
-"""Closing trades before the detector judges one big (``detect_trade_events``)."""
 
 SERIES = ("long_share", "win_rate", "trade_frequency", "holding_period")
 """Numeric persona attributes tracked per version (see backend.agents.memory)."""
@@ -124,9 +126,7 @@ def replay_trades(
     own = trader_fills(fills, trader_id=trader_id, until=until)
     pending = sorted(
         events_to_episodes(
-            detect_trade_events(
-                own, settings=detectors, trader_id=trader_id, min_history=MIN_TRADE_HISTORY
-            ),
+            detect_trade_events(own, settings=detectors, trader_id=trader_id),
             trader_id=trader_id,
         ),
         key=lambda e: e.occurred_at,

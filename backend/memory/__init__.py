@@ -24,6 +24,7 @@ from backend.memory._news import (
 from backend.memory._states import SCALE_SAMPLE, STATE_FEATURES, StateIndex, StateNeighbour
 from backend.memory.context import render_context, render_fallback
 from backend.memory.detectors import (
+    MIN_TRADE_HISTORY,
     DetectedEvent,
     count_closing_trades,
     detect_market_events,
@@ -35,6 +36,7 @@ from backend.memory.episodic import EpisodicMemory
 from backend.memory.working import WorkingMemory, snapshot_at
 
 __all__ = [
+    "MIN_TRADE_HISTORY",
     "SCALE_SAMPLE",
     "STATE_FEATURES",
     "DetectedEvent",

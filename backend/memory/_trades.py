@@ -11,7 +11,10 @@ from backend.config import DetectorSettings
 from backend.data.models import Fill
 from backend.memory._events import DetectedEvent, severity
 
-__all__ = ["count_closing_trades", "detect_trade_events"]
+__all__ = ["MIN_TRADE_HISTORY", "count_closing_trades", "detect_trade_events"]
+
+MIN_TRADE_HISTORY = 20
+"""Closing trades of a trader before :func:`detect_trade_events` judges one big."""
 
 _MINUTE_MS = 60_000
 """Fills of one order share a minute: the Hyperliquid export stamps fills to the minute,
@@ -39,7 +42,7 @@ def detect_trade_events(
     *,
     settings: DetectorSettings,
     trader_id: str | None = None,
-    min_history: int = 20,
+    min_history: int = MIN_TRADE_HISTORY,
 ) -> list[DetectedEvent]:
     """The trader's big wins and losses among closing fills, oldest first.
 

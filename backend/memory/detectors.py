@@ -54,10 +54,11 @@ from backend.memory._news import (
     as_headline_index,
 )
 from backend.memory._snapshot import build_snapshot, candle_source
-from backend.memory._trades import count_closing_trades, detect_trade_events
+from backend.memory._trades import MIN_TRADE_HISTORY, count_closing_trades, detect_trade_events
 from backend.memory.models import Episode, EpisodeType
 
 __all__ = [
+    "MIN_TRADE_HISTORY",
     "SHOCK_TOPICS",
     "STATE_COLUMNS",
     "DetectedEvent",
