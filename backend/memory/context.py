@@ -312,8 +312,9 @@ def render_context(
         )
     ]
     return RenderedContext(
-        text=rendered, tokens=tokens, budget=budget, memory_ids=memory_ids, dropped_ids=dropped
-    )
+        text=rendered, tokens=tokens, budget=budget, memory_ids=memory_ids, dropped_ids=dropped,
+        errors=dict(ctx.errors),
+    )  # fmt: skip
 
 
 OMITTED_RESERVE = 36

@@ -350,5 +350,6 @@ class RenderedContext(FrozenModel):
     dropped_ids: list[str] = Field(default_factory=list)
     errors: dict[str, str] = Field(default_factory=dict)
     """What could not be read or fitted, per source (``persona``, ``episodic``, ...,
-    ``context``): :attr:`MemoryContext.errors` of the retrieval behind ``text``; empty
-    when every tier answered. A tier that failed is not a tier with no memories."""
+    ``context``): :attr:`MemoryContext.errors` of the retrieval behind ``text``, set by
+    the renderer; empty when every tier answered. A tier that failed is not a tier with
+    no memories."""

@@ -279,7 +279,7 @@ class MemoryOperations:
             trader_id, symbol, as_of=as_of, query=query, budget=budget
         )
         _raise_if_all_failed(ctx, what="build_decision_context")
-        return rendered.model_copy(update={"errors": dict(ctx.errors)}) if ctx.errors else rendered
+        return rendered
 
 
 def _raise_if_all_failed(ctx: MemoryContext, *, what: str) -> None:

@@ -327,6 +327,7 @@ def test_constraints_too_long_for_the_budget_are_a_memory_error_not_a_crash(
         system.toolkit.record_note(TRADER, f"Never touch {tickers}.", as_of=later)
     ctx, rendered = system.memory.build_context(TRADER, SYMBOL, as_of=later, query="selloff")
     assert "context" in ctx.errors and "hard constraints" in ctx.errors["context"]
+    assert rendered.errors == ctx.errors  # the rendering says what it went without
     assert "Q000X" not in rendered.text and rendered.tokens <= 1500  # no cut list
     # ... and the text says so: a reviewer found a context that read as "no constraints"
     assert ctx.persona is not None
