@@ -232,9 +232,10 @@ def run(
             started = time.perf_counter()
             writer.start(as_of)
             ingest_s = time.perf_counter() - started
-        else:
-            writer.flush_if_due(as_of)
-        situation, failed = reader.observe(i, equity=EQUITY, first=i == begin)
+        situation, failed = reader.observe(
+            i, equity=EQUITY, first=i == begin, write=writer.write_landing
+        )
+        writer.flush_if_due(as_of)
         if failed:  # a timing of a failing memory is no measurement
             raise StoreError(f"working memory failed at row {i}: {failed[0]}")
         writer.add_due(as_of)

@@ -228,9 +228,10 @@ class DeepTraderManager:
                 started = now
             if first:  # the warm start: what was detected before it, readable now
                 self.writer.start(as_of)
-            else:
-                self.writer.flush_if_due(as_of)  # before any read of this bar
-            situation, failed = self.reader.observe(i, equity=bar.position.equity, first=first)
+            situation, failed = self.reader.observe(
+                i, equity=bar.position.equity, first=first, write=self.writer.write_landing
+            )  # a consolidation's episode goes in this bar's due flush (one store call)
+            self.writer.flush_if_due(as_of)  # before any read of this bar
             memory_errors += failed
             t["observe"] += (now := time.perf_counter()) - started
             self.writer.add_due(as_of)

@@ -13,6 +13,7 @@ from backend.agents.system import MemorySystem
 from backend.config import AgentSettings
 from backend.errors import ConfigError, EmbeddingError, StoreError, dependency_failed
 from backend.memory import (
+    EpisodeWrite,
     FearGreedIndex,
     FeatureFrame,
     FeatureRow,
@@ -110,10 +111,13 @@ class MemoryReader:
             system.store.embedder.prime(texts)
         self._primed_until = end
 
-    def observe(self, i: int, *, equity: float, first: bool) -> tuple[str, list[str]]:
+    def observe(
+        self, i: int, *, equity: float, first: bool, write: EpisodeWrite | None = None
+    ) -> tuple[str, list[str]]:
         """Working memory observes the bar of row ``i`` (its snapshot built ahead by
         :meth:`prime`, or built now) and the account's ``equity`` at its close (quote
-        currency; ``first``: the loop's first bar, a new account); returns the bar's
+        currency; ``first``: the loop's first bar, a new account; ``write``: how a
+        consolidation's episode is written, :meth:`WorkingMemory.observe`); returns the bar's
         recall query and the memory failures of the bar (``"working: <error>"``): a
         dead embedding endpoint or store while working memory consolidated is a memory
         failure of this bar, counted and said, not the end of the run with nothing
@@ -127,19 +131,19 @@ class MemoryReader:
                 features.row(i).as_of,
             )  # fmt: skip
         try:
-            return self._observe(i, equity=equity, first=first), []
+            return self._observe(i, equity=equity, first=first, write=write), []
         except (EmbeddingError, StoreError) as err:
             if not dependency_failed(err):
                 raise
             log.warning("working memory failed at row %d: %s", i, err)
             return "", [f"working: {type(err).__name__}: {err}"]
 
-    def _observe(self, i: int, *, equity: float, first: bool) -> str:
+    def _observe(self, i: int, *, equity: float, first: bool, write: EpisodeWrite | None) -> str:
         working = self.system.working
         ahead = self._ahead.pop(i, None)
         if ahead is not None:  # built by prime: the same pure function of row i
             snapshot, situation = ahead
-            working.observe(snapshot)
+            working.observe(snapshot, write=write)
         else:
             snapshot = working.observe_bar(
                 self.trader_id,
@@ -147,6 +151,7 @@ class MemoryReader:
                 i,
                 headlines=self.headlines,
                 fear_greed=self.fear_greed,
+                write=write,
             )
             situation = situation_query(snapshot)
         working.observe_equity(

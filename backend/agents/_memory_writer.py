@@ -3,8 +3,10 @@
 Every write happens at a **flush**: at the start of the bar after every ``flush_every``
 bars, before that bar reads anything (:meth:`MemoryWriter.flush_if_due`), and at the end
 of the run (:meth:`MemoryWriter.resolve`), as of the close of the bar being processed, in
-at most two store calls — one ``episodic.add`` of every episode buffered since the last flush,
-then one ``episodic.record_outcomes`` of every outcome queued since. A chroma write call
+at most two store calls — one ``episodic.add`` of every episode buffered since the last flush
+(with the ``context`` episode of working memory's consolidation at that bar, if any:
+:meth:`MemoryWriter.write_landing`), then one ``episodic.record_outcomes`` of every
+outcome queued since. A chroma write call
 costs ~10-50 ms whatever its size (measured on this machine, persistent or in process),
 and writing at every bar was most of a backtest's time; the price is visibility: a
 memory becomes recallable up to ``flush_every`` bars after the bar that produced it
@@ -198,12 +200,31 @@ class MemoryWriter:
         self.stats["decisions_recorded"] += 1
         return episode.id
 
-    def flush(self, as_of: datetime) -> int:
+    def flush(self, as_of: datetime, *, landing: Sequence[Episode] = ()) -> int:
         """Write the buffered episodes (one batch), then the queued outcomes (one batch);
         returns how many episodes were written. A failed batch is written one episode (or
-        outcome) at a time; what still fails is kept for the next flush (module doc)."""
+        outcome) at a time; what still fails is kept for the next flush (module doc).
+
+        ``landing``: episodes of another writer that must land now or raise (working
+        memory's consolidation, :meth:`write_landing`), written in the same store call as
+        the buffer; if that call fails, the buffer is written as above and ``landing``
+        alone, after the outcomes, raising its error (:class:`SentinelError`)."""
         self._bars_since_flush = 0
         written = 0
+        if landing:
+            batch = self._buffer
+            try:
+                self.system.episodic.add([*batch, *landing], as_of=as_of)
+            except SentinelError:
+                pass  # written apart below: the buffer kept and retried, landing raised
+            else:
+                landing, self._buffer = (), []
+                self.stats["writes"] += len(batch)
+                if batch:
+                    self.stats["flushes"] += 1
+                for episode in batch:
+                    self._attempts.pop(episode.id, None)
+                written = len(batch)
         if self._buffer:
             batch, self._buffer = self._buffer, []
             written, kept = self._write_all(
@@ -216,7 +237,21 @@ class MemoryWriter:
             )
             self._buffer.extend(kept)
         self._write_queued(as_of)
+        if landing:
+            self.system.episodic.add(landing, as_of=as_of)
         return written
+
+    def write_landing(self, episodes: Sequence[Episode], *, as_of: datetime) -> None:
+        """Write ``episodes`` that must land now or raise (:class:`SentinelError`):
+        working memory's consolidation, which keeps its window and says so when they do
+        not. On a bar whose flush is due (:meth:`flush_if_due`) they go in the flush's
+        store call, else alone. A chroma write costs ~10-30 ms whatever its size: on a
+        durable store, the consolidation's call was 29 of the 91 store writes of the
+        May 2022 BTC/USDT 1h bench window, one per 24 bars, each on a flush bar."""
+        if self._bars_since_flush >= self.flush_every:
+            self.flush(as_of, landing=episodes)
+        else:
+            self.system.episodic.add(episodes, as_of=as_of)
 
     def _write_all(
         self,

@@ -33,13 +33,14 @@ from backend.memory.detectors import (
     events_to_episodes,
 )
 from backend.memory.episodic import EpisodicMemory
-from backend.memory.working import WorkingMemory, snapshot_at
+from backend.memory.working import EpisodeWrite, WorkingMemory, snapshot_at
 
 __all__ = [
     "MIN_TRADE_HISTORY",
     "SCALE_SAMPLE",
     "STATE_FEATURES",
     "DetectedEvent",
+    "EpisodeWrite",
     "EpisodicMemory",
     "FearGreedIndex",
     "FeatureFrame",

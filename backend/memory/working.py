@@ -28,7 +28,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import pandas as pd
 
@@ -52,9 +52,18 @@ from backend.memory.models import AccountState, Episode, MarketSnapshot
 from backend.storage import KhalaStore
 from backend.types import to_utc
 
-__all__ = ["WorkingMemory", "snapshot_at"]
+__all__ = ["EpisodeWrite", "WorkingMemory", "snapshot_at"]
 
 Key = tuple[str, str]
+
+
+class EpisodeWrite(Protocol):
+    """How a consolidation's ``context`` episode is written: lands or raises
+    (:meth:`EpisodicMemory.add`, by default; the decision loop's
+    :meth:`~backend.agents._memory_writer.MemoryWriter.write_landing` puts it in the
+    bar's due flush)."""
+
+    def __call__(self, episodes: Sequence[Episode], *, as_of: datetime) -> object: ...
 
 
 def snapshot_at(
@@ -183,9 +192,13 @@ class WorkingMemory:
                 del counts[topic]
         return snap
 
-    def observe(self, snapshot: MarketSnapshot) -> Episode | None:
+    def observe(
+        self, snapshot: MarketSnapshot, *, write: EpisodeWrite | None = None
+    ) -> Episode | None:
         """Add the newest snapshot of its (trader, symbol); returns the ``context`` episode
-        if this overflowed the window and its oldest snapshots were consolidated.
+        if this overflowed the window and its oldest snapshots were consolidated (written
+        by ``write``, default :meth:`EpisodicMemory.add`: if it raises, the snapshot is
+        kept, the window overflows and the error is raised; :meth:`consolidate_overflow`).
 
         A snapshot with the ``as_of`` of the newest one replaces it; one with the ``as_of``
         of an older snapshot in the window, or at or before the consolidated point, is
@@ -194,9 +207,9 @@ class WorkingMemory:
         """
         with self._lock:
             self._sync()
-            return self._observe(snapshot)
+            return self._observe(snapshot, write=write or self._episodic.add)
 
-    def _observe(self, snapshot: MarketSnapshot) -> Episode | None:
+    def _observe(self, snapshot: MarketSnapshot, *, write: EpisodeWrite) -> Episode | None:
         """Unlocked :meth:`observe`."""
         key = (snapshot.trader_id, snapshot.symbol)
         moment = as_of_us(snapshot)
@@ -223,7 +236,7 @@ class WorkingMemory:
         self._push(key, snapshot)
         if len(self._windows[key]) <= self._settings.working_window:
             return None
-        return self._consolidate(key, as_of=snapshot.as_of)
+        return self._consolidate(key, as_of=snapshot.as_of, write=write)
 
     def _replace_newest(self, key: Key, snapshot: MarketSnapshot) -> None:
         old = self._windows[key].pop()
@@ -234,11 +247,11 @@ class WorkingMemory:
             del counts[topic]
         self._windows[key].append(snapshot)
 
-    def _consolidate(self, key: Key, *, as_of: datetime) -> Episode:
+    def _consolidate(self, key: Key, *, as_of: datetime, write: EpisodeWrite) -> Episode:
         window = self._windows[key]
         batch = [window[i] for i in range(self._settings.consolidate_batch)]
         episode = consolidate(batch)
-        self._episodic.add([episode], as_of=as_of)  # idempotent: safe to redo after a crash
+        write([episode], as_of=as_of)  # idempotent: safe to redo after a crash
         until = as_of_us(batch[-1])
         self._db.consolidated(key[0], key[1], until)
         self._consolidated_us[key] = until
@@ -262,7 +275,7 @@ class WorkingMemory:
                 while len(window) > self._settings.working_window and window[
                     batch - 1
                 ].as_of <= to_utc(as_of):
-                    out.append(self._consolidate(key, as_of=as_of))
+                    out.append(self._consolidate(key, as_of=as_of, write=self._episodic.add))
         return out
 
     def observe_bar(
@@ -273,13 +286,15 @@ class WorkingMemory:
         *,
         headlines: HeadlineIndex | None = None,
         fear_greed: FearGreedIndex | None = None,
+        write: EpisodeWrite | None = None,
     ) -> MarketSnapshot:
         """Build the snapshot of bar ``at`` (a row number, or a time: the last bar closed by
-        then) of ``features`` and :meth:`observe` it; returns the snapshot."""
+        then) of ``features`` and :meth:`observe` it (``write``: as there); returns the
+        snapshot."""
         snapshot = self.snapshot_of(
             trader_id, features, at, headlines=headlines, fear_greed=fear_greed
         )
-        self.observe(snapshot)
+        self.observe(snapshot, write=write)
         return snapshot
 
     def snapshot_of(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from backend.compose import build_memory_system
 from backend.config import MemorySettings, StoreSettings, load_settings
 from backend.data import load_ohlcv
 from backend.embeddings import HashingEmbedder
+from backend.errors import StoreError
 from backend.memory import compute_features
 from backend.memory.models import Episode
 from tests.conftest import start_chroma_server
@@ -187,3 +189,65 @@ def test_a_first_step_run_again_logs_the_warm_start_outcomes_once(shared_data: P
     again.start(T0 + H)
     twice = system.episodic.get(TRADER, ["ep-old"], as_of=T0 + 2 * H)[0]  # type: ignore[attr-defined]
     assert twice == once
+
+
+def _context(at: datetime, text: str = "calm range, low volatility") -> Episode:
+    return Episode(
+        id=f"ctx-{at:%H}", trader_id=TRADER, symbol=SYMBOL, event_type="context",
+        occurred_at=at, description=text, importance=0.2,
+    )  # fmt: skip
+
+
+def _count_upserts(system: object) -> list[list[str]]:
+    """The ids of each ``KhalaStore.upsert`` call of ``system`` from now on."""
+    store = system.store  # type: ignore[attr-defined]
+    calls: list[list[str]] = []
+    upsert = store.upsert
+
+    def counted(trader_id: str, records: list[Any], **kwargs: Any) -> object:
+        calls.append([r.id for r in records])
+        return upsert(trader_id, records, **kwargs)
+
+    store.upsert = counted
+    return calls
+
+
+def test_a_consolidation_on_a_flush_bar_goes_in_the_flushs_one_store_call(
+    shared_data: Path,
+) -> None:
+    """Working memory's consolidation and the writer's flush fell on the same bar and
+    were two chroma writes (~10-30 ms each whatever their size). On a flush bar the
+    consolidation's episode is written in the flush's call; on another bar, alone."""
+    writer, system = _writer_on_memory(shared_data, horizon_bars=24, flush_every=2)
+    buy = Decision(action="buy", size=0.5, rationale="trend up")
+    decided = writer.record_decision(buy, symbol=SYMBOL, as_of=T0, market_state="calm", equity=1e4)
+    calls = _count_upserts(system)
+    writer.tick(T0 + H)
+    writer.write_landing([_context(T0 + H)], as_of=T0 + H)  # 1 bar: no flush due
+    assert calls == [["ctx-01"]] and [e.id for e in writer._buffer] == [decided]
+    writer.tick(T0 + 2 * H)
+    writer.write_landing([_context(T0 + 2 * H)], as_of=T0 + 2 * H)  # due: one call
+    assert calls[1:] == [[decided, "ctx-02"]] and not writer._buffer
+    writer.flush_if_due(T0 + 2 * H)  # done already: nothing more
+    assert len(calls) == 2 and writer.stats["flushes"] == 1 and writer.stats["writes"] == 1
+    held = system.episodic.get(TRADER, [decided, "ctx-02"], as_of=T0 + 2 * H)  # type: ignore[attr-defined]
+    assert sorted(e.id for e in held) == sorted([decided, "ctx-02"])
+
+
+def test_a_consolidation_that_fails_in_the_flush_raises_and_the_flush_still_lands(
+    shared_data: Path,
+) -> None:
+    """The consolidation must land or raise (working memory keeps its window then); its
+    failure in the shared call must not cost the flush its episodes."""
+    writer, system = _writer_on_memory(shared_data, horizon_bars=24, flush_every=1)
+    system.episodic.add([_context(T0)], as_of=T0)  # type: ignore[attr-defined]
+    buy = Decision(action="buy", size=0.5, rationale="trend up")
+    decided = writer.record_decision(buy, symbol=SYMBOL, as_of=T0, market_state="calm", equity=1e4)
+    writer.tick(T0 + H)
+    other = _context(T0, "another description of the same id")  # refused: written once
+    with pytest.raises(StoreError, match="written once"):
+        writer.write_landing([other], as_of=T0 + H)
+    assert not writer._buffer and writer.stats["episodes_lost"] == 0
+    assert [e.id for e in system.episodic.get(TRADER, [decided], as_of=T0 + H)] == [decided]  # type: ignore[attr-defined]
+    kept = system.episodic.get(TRADER, ["ctx-00"], as_of=T0 + H)[0]  # type: ignore[attr-defined]
+    assert kept.description == "calm range, low volatility"
