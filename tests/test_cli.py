@@ -43,6 +43,29 @@ def test_help_lists_the_commands() -> None:
     assert (warm.returncode, warm.stdout, warm.stderr) == (0, real.stdout, real.stderr)
 
 
+def test_no_command_help_shows_docstring_markup() -> None:
+    """A reviewer's finding: ``import-chat --help`` printed reST backticks (the help is
+    the command's docstring). Every command's help is read as a user reads it."""
+    import typer
+
+    from backend.cli import app
+
+    def commands(group: Any, path: str) -> list[tuple[str, Any]]:
+        found: list[tuple[str, Any]] = []
+        for name, command in group.commands.items():  # typer's own (vendored) click
+            found.append((f"{path} {name}", command))
+            if hasattr(command, "commands"):
+                found += commands(command, f"{path} {name}")
+        return found
+
+    every = commands(typer.main.get_command(app), "sentinel")
+    assert len(every) > 20
+    for name, command in every:
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        marked = [t for t in texts if "``" in t or ":meth:" in t or ":class:" in t]
+        assert not marked, (name, marked)
+
+
 @pytest.mark.parametrize("module", ["backend", "backend.entry"])
 @pytest.mark.filterwarnings("ignore:'backend.entry' found in sys.modules:RuntimeWarning")
 def test_python_m_runs_the_same_command(
@@ -189,6 +212,20 @@ def test_mistyped_command_or_option_is_one_line_and_exit_2() -> None:
         assert f"(see: sentinel {args[0]}" in line and "internal error" not in line
     group = run("memory")  # a group given no command: its help, and no error line
     assert "Usage: sentinel memory" in group.stdout and group.stderr == ""
+
+
+def test_memory_search_refuses_a_blank_query_and_a_kind_no_record_can_have() -> None:
+    """A reviewer's finding: ``--query ' '`` was ranked on nothing and ``--kind 'Bad
+    Kind'`` (no record can have it) answered an empty table, both as if searched."""
+    for option, value, problem in (
+        ("--query", " ", "--query: empty"),
+        ("--kind", "Bad Kind", "--kind: 'Bad Kind' is no record kind"),
+    ):
+        args = {"--query": "celsius", "--kind": "news", option: value}
+        result = run("memory", "search", "--trader", "t", *[x for kv in args.items() for x in kv])
+        assert result.returncode == 2 and result.stdout == ""
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("sentinel: error: ") and problem in line, line
 
 
 def test_bad_config_value_fails_at_start_naming_the_key(tmp_path: Path) -> None:

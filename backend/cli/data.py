@@ -33,10 +33,10 @@ def data_download(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Download closed candles through ccxt ``fetch_ohlcv`` (paged) into a data file.
+    """Download closed candles through ccxt fetch_ohlcv (paged) into a data file.
 
     The file keeps the candles it already holds (the new ones win at the same open
-    time); a file of the pair in another format is an error. ``--until`` after now is
+    time); a file of the pair in another format is an error. --until after now is
     now: a candle still forming is never written."""
     from backend.compose import build_exchange
     from backend.data import OHLCV_FORMATS, download_ohlcv, ohlcv_filename, update_ohlcv

@@ -26,6 +26,7 @@ from backend.cli._common import (
 )
 from backend.errors import ConfigError, DataError, StoreError
 from backend.memory.models import ChatMessage
+from backend.storage import KIND_PATTERN
 from backend.types import END_OF_TIME, FrozenModel, first_problem, to_utc
 
 _Line = TypeVar("_Line", bound=FrozenModel)
@@ -57,6 +58,10 @@ def memory_search(
     parse_trader(trader)
     if method not in ("dense", "bm25", "hybrid"):
         raise ConfigError(f"--method: expected dense, bm25 or hybrid, got {method!r}")
+    if not query.strip():  # ranked on nothing: every hit would be noise
+        raise ConfigError("--query: empty; give the words to search for")
+    if kind is not None and not re.fullmatch(KIND_PATTERN, kind):  # a record's kind (MemoryRecord)
+        raise ConfigError(f"--kind: {kind!r} is no record kind (e.g. episodic, message, news)")
     cfg = settings_for_store(store_path, create=False)
     fence = parse_utc(as_of, name="as-of") if as_of else datetime.now(UTC)
     store = open_store(cfg.store, build_embedder(cfg.embedding))
@@ -214,7 +219,7 @@ def memory_import_chat(
     message earlier than the newest stored one of its session): a bad line ends
     in one error naming the file and line, and nothing of the file is written.
     Exits 3 after recording when the configured chat model failed to read more than
-    ``1 - llm.min_answered_share`` of the trader's messages (the offline rules read
+    1 - llm.min_answered_share of the trader's messages (the offline rules read
     them instead; said on stderr).
     Keys other than the message's are ignored. Limits: text up to 100,000
     characters, a caption up to 10,000, ids, speakers and sessions up to 200."""

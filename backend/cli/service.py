@@ -137,7 +137,7 @@ def run_once(
     ] = None,
 ) -> None:
     """Run one configured job now, in the foreground; prints its result as JSON.
-    ``--as-of`` may be any past time, not a future one: the memory's writes move forward
+    --as-of may be any past time, not a future one: the memory's writes move forward
     in time, so a run as of 2062 had refused every later persona write (a new hard
     constraint) until then."""
     from backend.service.jobs import FAILED_JOB_LOG, JOB_FUNCTIONS

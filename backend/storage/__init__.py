@@ -14,6 +14,7 @@ from backend.storage._audit import AuditLog
 from backend.storage._client import make_chroma_client, open_store
 from backend.storage.khala_integration import KhalaStore
 from backend.storage.models import (
+    KIND_PATTERN,
     AuditEvent,
     MemoryRecord,
     MetadataValue,
@@ -25,6 +26,7 @@ from backend.storage.models import (
 )
 
 __all__ = [
+    "KIND_PATTERN",
     "AuditEvent",
     "AuditLog",
     "KhalaStore",

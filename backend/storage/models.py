@@ -37,6 +37,10 @@ def stable_id(*parts: object) -> str:
     return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:32]
 
 
+KIND_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+"""What a record's ``kind`` may be: lowercase letters, digits and ``_``, a letter first."""
+
+
 class MemoryRecord(FrozenModel):
     """One memory in the Khala layer, owned by exactly one trader.
 
@@ -54,7 +58,7 @@ class MemoryRecord(FrozenModel):
     trader_id: str = Field(pattern=TRADER_ID_PATTERN)
     text: str = Field(min_length=1, max_length=TEXT_MAX_CHARS)
     created_at: AwareDatetime
-    kind: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    kind: str = Field(pattern=KIND_PATTERN)
     importance: float = Field(default=0.5, ge=0.0, le=1.0)
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
     embedding: list[float] | None = Field(default=None, repr=False)
