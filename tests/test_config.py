@@ -192,3 +192,14 @@ def test_a_chroma_servers_audit_trail_is_one_per_machine_whatever_the_directory(
     assert StoreSettings(mode="server", audit_path=tmp_path / "t.db").resolved_audit_path == (
         tmp_path / "t.db"
     )
+
+
+def test_a_store_is_named_where_it_is() -> None:
+    """A reviewer's: ``sentinel mcp`` on a chroma server named the embedded path it does
+    not use when the trader was unknown. Messages name the store by ``location``."""
+    from backend.config import StoreSettings
+
+    assert StoreSettings(path=Path("/s/khala")).location == "chroma path /s/khala"
+    served = StoreSettings(mode="server", host="10.0.0.5", port=8001)
+    assert served.location == "chroma server 10.0.0.5:8001"
+    assert StoreSettings(backend="memory").location == "the in-process memory backend"

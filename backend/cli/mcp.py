@@ -122,7 +122,7 @@ def mcp_command(
             others = f"; it holds {', '.join(known[:3])}{' ...' if len(known) > 3 else ''}"
             print(
                 f"sentinel: warning: no memory of trader {trader} in "
-                f"{store_path if store_path is not None else cfg.store.path} yet "
+                f"{store_path if store_path is not None else cfg.store.location} yet "
                 f"(ids are case-sensitive{others if known else ''})",
                 file=sys.stderr, flush=True,
             )  # fmt: skip

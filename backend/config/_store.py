@@ -58,6 +58,16 @@ class StoreSettings(_Section):
     30, 41): conversation recall@10 0.810 unstemmed, 0.822 stemmed (docs/benchmarks.md)."""
 
     @property
+    def location(self) -> str:
+        """Where the store is, as messages name it: ``chroma server HOST:PORT``,
+        ``chroma path PATH`` or ``the in-process memory backend``."""
+        if self.backend == "memory":
+            return "the in-process memory backend"
+        if self.mode == "server":
+            return f"chroma server {self.host}:{self.port}"
+        return f"chroma path {self.path}"
+
+    @property
     def resolved_audit_path(self) -> Path:
         if self.audit_path is not None:
             return self.audit_path

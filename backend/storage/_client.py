@@ -50,12 +50,7 @@ def make_chroma_client(settings: StoreSettings) -> ClientAPI:
         with filelock.FileLock(settings.path / ".open.lock", timeout=120):
             return chromadb.PersistentClient(path=str(settings.path), settings=chroma_settings)
     except Exception as exc:  # chromadb raises many unrelated types (httpx, OSError, Rust)
-        where = (
-            f"chroma server {settings.host}:{settings.port}"
-            if settings.mode == "server"
-            else f"chroma path {settings.path}"
-        )
-        raise StoreError(f"{where}: {type(exc).__name__}: {exc}") from None
+        raise StoreError(f"{settings.location}: {type(exc).__name__}: {exc}") from None
 
 
 def make_backend(settings: StoreSettings) -> VectorBackend:
