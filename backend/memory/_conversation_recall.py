@@ -37,6 +37,14 @@ MAX_TOP_K = 1000
 """The most messages one recall returns (and reads per signal)."""
 
 
+CONVERSATION_CORPUS = (MESSAGE_KIND, WINDOW_KIND, SESSION_KIND)
+"""The rows whose statistics (IDF, mean length) score the BM25 signals: the trader's
+conversation as one corpus, whatever else the store holds (market episodes, a persona:
+a store that held them ranked 194 of 199 LoCoMo questions differently, a reviewer's).
+One corpus, not one per kind: on the tuning split (conv-26, 30, 41) R@10 0.852 against
+0.836 with each kind's own statistics (docs/benchmarks.md, twenty-eighth session)."""
+
+
 def rank_messages(
     store: KhalaStore,
     settings: ConversationSettings,
@@ -89,8 +97,9 @@ def rank_messages(
 
     def signal(name: str, q: str | np.ndarray, method: SearchMethod, kind: str) -> np.ndarray:
         hits = store.search_ids(
-            trader_id, q, as_of=as_of, top_k=n, method=method, filters={"kind": kind}
-        )
+            trader_id, q, as_of=as_of, top_k=n, method=method, filters={"kind": kind},
+            bm25_corpus=CONVERSATION_CORPUS,
+        )  # fmt: skip
         cut = len(PREFIX[kind])  # record ids are <prefix><message id>
         pairs = [(position[rid[cut:]], sim) for rid, sim in hits if rid[cut:] in position]
         floor = min((v for _, v in pairs), default=0.0) if len(pairs) >= n else 0.0
@@ -184,7 +193,7 @@ def _session_scores(
     for q, method in searches:
         hits = store.search_scored(
             trader_id, q, as_of=as_of, top_k=MAX_TOP_K, method=method,
-            filters={"kind": SESSION_KIND},
+            filters={"kind": SESSION_KIND}, bm25_corpus=CONVERSATION_CORPUS,
         )  # fmt: skip
         raw = {str(r.metadata["session"]): sim for r, sim in hits}
         z = zscore(np.array([raw.get(name, 0.0) for name in names]))

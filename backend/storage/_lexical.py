@@ -42,13 +42,22 @@ class Filter:
     clauses: tuple[tuple[str, frozenset[tuple[bool, MetadataValue]]], ...] = ()
     """``(key, {(is a bool, value)})``: ``True == 1`` to Python, not to chroma."""
     min_importance: float | None = None
+    corpus: frozenset[str] | None = None
+    """The kinds whose rows make BM25's statistics (``None``: the kinds the clauses allow,
+    else every kind): :meth:`kinds`."""
 
     @classmethod
-    def build(cls, spec: FilterSpec | None, *, min_importance: float | None = None) -> Filter:
+    def build(
+        cls,
+        spec: FilterSpec | None,
+        *,
+        min_importance: float | None = None,
+        corpus: Sequence[str] | None = None,
+    ) -> Filter:
         """Validate ``spec``; raises :class:`TenantScopeError` for reserved keys and
         values that are not scalars, :class:`StoreError` for a NaN or infinite value or a
         ``min_importance`` outside 0..1 (a NaN floor had turned the filter off in BM25
-        and failed in chroma)."""
+        and failed in chroma) or an empty ``corpus``."""
         clauses: list[tuple[str, frozenset[tuple[bool, MetadataValue]]]] = []
         for key, value in (spec or {}).items():
             if key in RESERVED:
@@ -64,7 +73,10 @@ class Filter:
             clauses.append((ckey, frozenset((isinstance(v, bool), v) for v in values)))
         if min_importance is not None and not 0.0 <= min_importance <= 1.0:
             raise StoreError(f"min_importance must be in 0..1, not {min_importance!r}")
-        return cls(tuple(clauses), min_importance)
+        if corpus is not None and (isinstance(corpus, str) or not corpus):
+            raise StoreError(f"bm25_corpus must be a non-empty list of kinds, not {corpus!r}")
+        kinds = frozenset(corpus) if corpus is not None else None
+        return cls(tuple(clauses), min_importance, kinds)
 
     def to_chroma(self, *, as_of_ts: float) -> dict[str, Any]:
         """The chroma ``where`` clause, always including the ``as_of`` fence."""
@@ -78,6 +90,16 @@ class Filter:
         if self.min_importance is not None:
             conds.append({"importance": {"$gte": self.min_importance}})
         return conds[0] if len(conds) == 1 else {"$and": conds}
+
+    def kinds(self) -> Filter | None:
+        """The rows of BM25's corpus, as a filter of kinds: those of :attr:`corpus`, else
+        the filter's ``kind`` clause alone (``None``: every kind)."""
+        if self.corpus is not None:
+            return Filter((("kind", frozenset((False, kind) for kind in self.corpus)),))
+        for key, typed in self.clauses:
+            if key == "kind":
+                return Filter(((key, typed),))
+        return None
 
     def matches(self, meta: Mapping[str, Any]) -> bool:
         """Evaluate the same conditions in memory (for the BM25 side)."""
@@ -242,34 +264,28 @@ class LexicalIndex:
             texts = [self._docs[i][0] for i in ids]
             ts = np.array([self._docs[i][1] for i in ids], dtype=np.float64)
             metas = [self._docs[i][2] for i in ids]
-            retriever = None
-            if ids:
-                retriever = bm25s.BM25()
-                retriever.index(_tokenize(texts, self._stemmer), show_progress=False)
-            self._built = _Built(ids, texts, ts, metas, retriever)
-            log.debug("bm25 index rebuilt over %d records", len(ids))
+            self._built = _Built(ids, texts, ts, metas)
+            log.debug("bm25 rows gathered: %d records", len(ids))
         return self._built
 
     def search(self, query: str, *, top_k: int, as_of_ts: float, where: Filter) -> list[Row]:
         """Top ``top_k`` ``(id, text, metadata, bm25 score)`` with score > 0,
-        created <= ``as_of_ts`` and matching ``where``, best first (ties by id)."""
+        created <= ``as_of_ts`` and matching ``where``, best first (ties by id).
+
+        The corpus whose statistics (IDF, mean length) score a query is the rows of the
+        kinds ``where`` allows (every kind when it names none) created by ``as_of_ts``:
+        a trader's messages rank the same whatever else the store holds (market
+        episodes, news, a persona) and whatever is written later."""
         with self._lock:
             built = self._index()
-        if built.retriever is None:
+        retriever, rows = built.corpus(where.kinds(), as_of_ts, self._stemmer)
+        if retriever is None:
             return []
-        retriever, rows = built.retriever, None
-        if built.ts.size and float(built.ts.max()) > as_of_ts:
-            retriever, rows = built.fenced(as_of_ts, self._stemmer)
-            if retriever is None:
-                return []
         q = [t for t in _tokenize([query], self._stemmer)[0] if t in retriever.vocab_dict]
         if not q:
             return []
         scores = np.zeros(len(built.ids), dtype=np.float64)
-        if rows is None:
-            scores[:] = retriever.get_scores(q)
-        else:
-            scores[rows] = retriever.get_scores(q)
+        scores[rows] = retriever.get_scores(q)
         scores[built.ts > as_of_ts] = 0.0  # the fence itself, whatever index scored them
         if where.clauses or where.min_importance is not None:
             scores[~built.mask(where)] = 0.0
@@ -281,31 +297,39 @@ class LexicalIndex:
         return [(built.ids[i], built.texts[i], built.metas[i], float(scores[i])) for i in order]
 
 
+_Corpus = tuple[int, "bm25s.BM25 | None", np.ndarray]
+"""``(rows known, the BM25 index of those rows, their positions)``."""
+
+
 @dataclass(frozen=True)
 class _Built:
     ids: list[str]
     texts: list[str]
     ts: np.ndarray
     metas: list[dict[str, Any]]
-    retriever: bm25s.BM25 | None
     masks: dict[Filter, np.ndarray] = field(default_factory=dict)
     """Rows each filter allows, for this index (the same filter masks as :meth:`dense`:
     a recall filters every search by kind; evaluated once per index build)."""
 
-    fence: list[tuple[int, bm25s.BM25 | None, np.ndarray]] = field(default_factory=list)
-    """The last :meth:`fenced` index: ``(rows known, its retriever, their positions)``."""
+    corpora: dict[Filter | None, _Corpus] = field(default_factory=dict)
+    """Per set of kinds, the last BM25 index built (:meth:`corpus`)."""
 
-    def fenced(
-        self, as_of_ts: float, stemmer: Stemmer | None
+    def corpus(
+        self, kinds: Filter | None, as_of_ts: float, stemmer: Stemmer | None
     ) -> tuple[bm25s.BM25 | None, np.ndarray]:
-        """A BM25 index of only the rows created at or before ``as_of_ts`` and their
-        positions: the corpus statistics (IDF, mean length) a search as of that time may
-        use, so a ranking never depends on rows written later (a replay ranks as the live
-        agent did). Kept for the last fence (a replay asks many queries between two
-        writes); building one costs ~80 ms at 3,400 LoCoMo messages (tokenising and
-        indexing; measured 2026-12-06). None when no row is that old."""
-        rows = np.flatnonzero(self.ts <= as_of_ts)
-        last = self.fence[0] if self.fence else None  # one read: another search may replace it
+        """A BM25 index of only the rows ``kinds`` allows (:meth:`Filter.kinds`; ``None``:
+        all) created at or before ``as_of_ts``, and their positions: the corpus statistics
+        a search of those kinds as of that time may use (a replay ranks as the live agent
+        did; a trader's messages rank alike beside market episodes or none, a reviewer's
+        finding: 194 of 199 LoCoMo rankings had changed). Kept per set of kinds for the
+        last rows known (a replay asks many queries between two writes); building one
+        costs ~80 ms at 3,400 LoCoMo messages (tokenising and indexing; measured
+        2026-12-06). None when no such row is that old."""
+        known = self.ts <= as_of_ts
+        if kinds is not None:
+            known &= self.mask(kinds)
+        rows = np.flatnonzero(known)
+        last = self.corpora.get(kinds)  # one read: another search may replace it
         if last is not None and last[0] == rows.size:
             return last[1], last[2]
         retriever = None
@@ -313,7 +337,7 @@ class _Built:
             retriever = bm25s.BM25()
             texts = [self.texts[i] for i in rows.tolist()]
             retriever.index(_tokenize(texts, stemmer), show_progress=False)
-        self.fence[:] = [(int(rows.size), retriever, rows)]
+        self.corpora[kinds] = (int(rows.size), retriever, rows)
         return retriever, rows
 
     def mask(self, where: Filter) -> np.ndarray:

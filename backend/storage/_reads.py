@@ -98,6 +98,7 @@ def search_filter(
     method: SearchMethod,
     filters: FilterSpec | None,
     min_importance: float | None,
+    bm25_corpus: Sequence[str] | None = None,
 ) -> tuple[Filter, float]:
     """The backend filter and the ``as_of`` fence (epoch seconds) of a search, its
     arguments checked (see :meth:`KhalaStore.search`). Raises :class:`StoreError`
@@ -107,7 +108,7 @@ def search_filter(
         raise StoreError(f"top_k must be in 1..1000, got {top_k}")
     if method not in ("dense", "bm25", "hybrid"):
         raise StoreError(f"unknown search method {method!r}")
-    where = Filter.build(filters, min_importance=min_importance)
+    where = Filter.build(filters, min_importance=min_importance, corpus=bm25_corpus)
     as_of_ts = checked_ts(as_of)
     if not isinstance(query, str) and method != "dense":
         raise StoreError(f"{method} search needs a text query")

@@ -329,12 +329,15 @@ class KhalaStore:
         method: SearchMethod = "hybrid",
         filters: FilterSpec | None = None,
         min_importance: float | None = None,
+        bm25_corpus: Sequence[str] | None = None,
     ) -> list[SearchHit]:
         """Top ``top_k`` memories of ``trader_id`` for ``query``, created at or before ``as_of``.
 
         ``query`` is text, or a vector for ``dense`` only. ``filters`` narrow by ``kind``
         and free metadata keys (equality, or any-of for a list); ``min_importance`` keeps
-        records with importance >= it. Results are ordered best first; see
+        records with importance >= it. BM25 scores with the statistics (IDF, mean
+        length) of the rows created by ``as_of`` of the kinds ``bm25_corpus`` names
+        (default: those ``filters`` allows, else every kind). Results are ordered best first; see
         :class:`SearchHit` for the meaning of ``similarity``. ``as_of`` fences a record by
         its creation time: a record updated since is returned, and filtered on its
         importance, as last written (an episode's later outcomes; read episodes through
@@ -343,7 +346,9 @@ class KhalaStore:
         Raises :class:`TenantScopeError` (reserved filter keys), :class:`LookAheadError`
         (naive ``as_of``), :class:`StoreError` (bad arguments, backend failure).
         """
-        found = self._candidates(trader_id, query, as_of, top_k, method, filters, min_importance)
+        found = self._candidates(
+            trader_id, query, as_of, top_k, method, filters, min_importance, bm25_corpus
+        )
         if found is None:
             return []
         name, dense, lexical = found
@@ -361,12 +366,15 @@ class KhalaStore:
         method: SearchMethod = "hybrid",
         filters: FilterSpec | None = None,
         min_importance: float | None = None,
+        bm25_corpus: Sequence[str] | None = None,
     ) -> list[tuple[MemoryRecord, float]]:
         """:meth:`search` as ``(record, similarity)`` pairs, without the provenance: the
         same records, order and similarities, for callers that re-rank a candidate pool
         every bar (building ~50 validated :class:`SearchHit` per recall was ~15% of it,
         measured). Same arguments and errors as :meth:`search`."""
-        found = self._candidates(trader_id, query, as_of, top_k, method, filters, min_importance)
+        found = self._candidates(
+            trader_id, query, as_of, top_k, method, filters, min_importance, bm25_corpus
+        )
         if found is None:
             return []
         _, dense, lexical = found
@@ -382,11 +390,14 @@ class KhalaStore:
         method: SearchMethod = "hybrid",
         filters: FilterSpec | None = None,
         min_importance: float | None = None,
+        bm25_corpus: Sequence[str] | None = None,
     ) -> list[tuple[str, float]]:
         """:meth:`search` as ``(record id, similarity)`` pairs, no record built: for a
         ranker that only needs ids (building the records of 7 searches of 100 hits was
         ~30% of a conversation recall, measured). Same arguments and errors."""
-        found = self._candidates(trader_id, query, as_of, top_k, method, filters, min_importance)
+        found = self._candidates(
+            trader_id, query, as_of, top_k, method, filters, min_importance, bm25_corpus
+        )
         if found is None:
             return []
         _, dense, lexical = found
@@ -401,10 +412,13 @@ class KhalaStore:
         method: SearchMethod,
         filters: FilterSpec | None,
         min_importance: float | None,
+        bm25_corpus: Sequence[str] | None,
     ) -> tuple[str, list[Row], list[Row]] | None:
         """``(collection name, dense list, bm25 list)`` of a search; ``None`` when the
         trader has no collection (see :meth:`search`)."""
-        where, as_of_ts = search_filter(query, as_of, top_k, method, filters, min_importance)
+        where, as_of_ts = search_filter(
+            query, as_of, top_k, method, filters, min_importance, bm25_corpus
+        )
         name = self._collections.reading(trader_id)
         if name is None:
             return None

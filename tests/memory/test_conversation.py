@@ -118,6 +118,46 @@ def test_recall_ranks_with_provenance_and_never_sees_the_future(
     assert conversation.has_messages(TRADER, as_of=T + timedelta(minutes=1))
 
 
+def test_a_recall_ranks_alike_on_a_store_that_also_holds_market_episodes(
+    make_store: StoreFactory, minilm: MiniLMEmbedder
+) -> None:
+    """A reviewer's finding: the same conversation ranked differently (194 of 199 LoCoMo
+    questions) on a store that also held the trader's market episodes and persona, BM25
+    counting their words. The conversation is its own corpus."""
+    from backend.memory.models import Episode
+
+    def memory() -> ConversationMemory:
+        store = make_store(minilm)
+        return ConversationMemory(
+            store, settings=ConversationSettings(), persona=PersonaManager(store),
+            episodic=EpisodicMemory(store, settings=MemorySettings()),
+        )  # fmt: skip
+
+    alone, beside = memory(), memory()
+    market = [
+        Episode(
+            id=f"ev{i}",
+            trader_id=TRADER,
+            symbol="SOL/USDT",
+            event_type="flash_crash",
+            occurred_at=T - timedelta(days=i + 1),
+            importance=0.5,
+            description=f"SOL/USDT flash crash {i}: leverage liquidated, screen red " * (i + 1),
+        )
+        for i in range(8)
+    ]
+    beside.episodic.add(market, as_of=T)  # type: ignore[union-attr]
+    end = T + timedelta(days=20)
+    for conversation in (alone, beside):
+        conversation.record(TRADER, CHAT, as_of=end)
+    for query in ("Did the trader get liquidated on SOL?", "leverage", "screen time", "pizza"):
+        one, two = (
+            [(r.message.id, round(r.score, 9)) for r in c.recall(TRADER, query, as_of=end)]
+            for c in (alone, beside)
+        )
+        assert one and one == two, query
+
+
 def test_a_recall_inside_a_session_does_not_depend_on_what_was_said_after(
     make_store: StoreFactory, minilm: MiniLMEmbedder
 ) -> None:

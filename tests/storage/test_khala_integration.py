@@ -227,6 +227,32 @@ def test_bm25_as_of_a_time_ranks_as_if_nothing_later_were_stored(
     assert {h.record.id for h in late} > {"r1"}
 
 
+def test_bm25_of_one_kind_ranks_as_if_no_other_kind_were_stored(
+    make_store: StoreFactory,
+) -> None:
+    """A reviewer's finding: a trader's messages ranked differently on a store that also
+    held market episodes and a persona (194 of 199 LoCoMo rankings changed), BM25's IDF
+    and mean length counting every kind. A search of some kinds scores with theirs."""
+    store = make_store()
+    news = [rec(i) for i in range(0, 12, 2)]  # the even rows are news
+    others = [
+        rec(i, kind="episodic", text="bitcoin liquidations bitcoin funding " * (i % 4 + 1))
+        for i in range(1, 12, 2)
+    ]
+    store.upsert("alice", news + others, as_of=LATER)
+    store.upsert("bob", [r.model_copy(update={"trader_id": "bob"}) for r in news], as_of=LATER)
+    for query in ("bitcoin liquidations cascade", "celsius withdrawals", "terra luna peg"):
+        beside, alone = (
+            [(h.record.id, h.provenance.bm25_score) for h in store.search(
+                trader, query, as_of=LATER, method="bm25", top_k=10, filters={"kind": "news"})]
+            for trader in ("alice", "bob")
+        )  # fmt: skip
+        assert beside and [i for i, _ in beside] == [i for i, _ in alone], query
+        assert [b for _, b in beside] == pytest.approx([b for _, b in alone]), query
+    mixed = store.search("alice", "bitcoin liquidations", as_of=LATER, method="bm25", top_k=20)
+    assert {h.record.kind for h in mixed} == {"news", "episodic"}  # no filter: every kind
+
+
 def test_tenant_isolation(make_store: StoreFactory) -> None:
     store = make_store()
     store.upsert("alice", [rec(i) for i in range(8)], as_of=LATER)

@@ -16,9 +16,9 @@ ROWS: list[tuple[str, str, float, dict[str, Any]]] = [  # (id, text, created_at_
 ]
 
 
-class _HandOver(list[Any]):
-    """The fenced index a search keeps (``_Built.fence``), which hands the thread that
-    armed it over to ``race`` at its next read, before the item read is returned: another
+class _HandOver(dict[Any, Any]):
+    """The fenced indexes a search keeps (``_Built.corpora``), which hand the thread that
+    armed them over to ``race`` at its next read, before the item read is returned: another
     search replaces the kept index just then (the interleaving of two threads, forced)."""
 
     def __init__(self) -> None:
@@ -26,8 +26,8 @@ class _HandOver(list[Any]):
         self.race: Callable[[], None] | None = None
         self.owner: int | None = None
 
-    def __getitem__(self, i: Any) -> Any:
-        item = super().__getitem__(i)
+    def get(self, key: Any, default: Any = None) -> Any:
+        item = super().get(key, default)
         if self.race is not None and threading.get_ident() == self.owner:
             race, self.race = self.race, None
             race()
@@ -38,7 +38,7 @@ class _HandOver(list[Any]):
 
 
 class _RacedIndex(LexicalIndex):
-    """A :class:`LexicalIndex` whose built index keeps its fence in a :class:`_HandOver`."""
+    """A :class:`LexicalIndex` whose built index keeps its fences in a :class:`_HandOver`."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,8 +46,8 @@ class _RacedIndex(LexicalIndex):
 
     def _index(self) -> _Built:
         built = super()._index()
-        if built.fence is not self.fence:
-            built = self._built = dataclasses.replace(built, fence=self.fence)
+        if built.corpora is not self.fence:
+            built = self._built = dataclasses.replace(built, corpora=self.fence)
         return built
 
 
@@ -79,6 +79,6 @@ def test_a_fenced_bm25_search_keeps_its_fence_while_another_search_replaces_it()
     raced = _search(index, 1.5)
     assert index.fence.race is None, "search A never read its kept index"
     assert [row[0] for row in other[0]] == ["r1", "r2"]  # B ran and kept its own fence
-    assert index.fence[0][0] == 2
+    assert index.fence[None][0] == 2
     assert [row[0] for row in raced] == ["r1"], "a row created after as_of was returned"
     assert raced == expected, "A scored with another fence's corpus statistics"
