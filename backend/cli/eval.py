@@ -20,9 +20,13 @@ on stderr, exit 2::
 ranks ``hierarchical`` through ``MemoryToolkit.recall`` and the flat baselines through
 ``KhalaStore.search`` over the same messages (``--conversations`` picks sample ids), and
 writes the :class:`~backend.eval.locomo_models.LocomoReport` JSON to ``--out``
-(``{"n_questions", "methods": {"dense"|"bm25"|"hybrid"|"hierarchical": {"recall@1",
-"recall@5", "recall@10", "recall@25", "latency_ms_p50", "latency_ms_p95",
-"tokens_per_query", "per_category": {...}}}, ...}``, recall as fractions). Progress goes to
+(``{"conversations", "n_questions", "methods": {"dense"|"bm25"|"hybrid"|"hierarchical":
+{"recall@1", "recall@5", "recall@10", "recall@25", "latency_ms_p50", "latency_ms_p95",
+"tokens_per_query", "per_category": {...}}}, "splits": {"tuning"|"validation":
+{"conversations", "methods", "per_category"}}, "questions": [{"conversation_id",
+"question_index", "category", "evidence", "ranked": {method: ids}}], ...}``, recall as
+fractions; each split of ``SPLITS`` the run touched is scored apart, and printed when
+the run is not the tuning split alone). Progress goes to
 stderr, a summary table to stdout. With ``llm.base_url`` and ``llm.model`` configured,
 questions of categories 1-4 are also answered and scored by token F1. Persona facts are
 read by the offline rules even then (one LLM call per turn would cost more than the
@@ -218,6 +222,14 @@ def locomo(
         cells = [m.per_category.get(str(c)) for c in sorted(CATEGORY_NAMES)]
         cats.add_row(name, *(f"{c.recall_10:.3f} (n={c.n})" if c else "-" for c in cells))
     console.print(cats)
+    if len(report.splits) > 1 or report.splits.keys() != {"tuning"}:  # validation apart
+        for split, part in report.splits.items():
+            line = ", ".join(f"{m} {r.recall_10:.3f}" for m, r in part.methods.items())
+            console.print(
+                f"R@10 on the {split} split ({', '.join(part.conversations)}; "
+                f"{next(iter(part.methods.values())).n} questions): {line}",
+                soft_wrap=True,
+            )
     failed, share = False, cfg.llm.min_answered_share
     for name, m in report.methods.items():
         if m.answer_f1 is not None:  # an LLM answered: F1, and how often it did not

@@ -160,10 +160,42 @@ class MethodReport(RecallAtK):
     answer_f1_per_category: dict[str, AnswerScore] | None = None
 
 
+SPLITS: dict[str, tuple[str, ...]] = {
+    "tuning": ("conv-26", "conv-30", "conv-41"),
+    "validation": ("conv-42", "conv-43", "conv-44"),
+}
+"""The team's split of the six LoCoMo dev conversations (issue 14): every setting of
+``memory.conversation`` is chosen on ``tuning``; ``validation`` is reported apart."""
+
+
+class SplitReport(FrozenModel):
+    """Recall of each method over the questions of one split's conversations in the run
+    (``conversations``: those of the split the run evaluated)."""
+
+    conversations: list[str]
+    methods: dict[str, RecallAtK]
+    per_category: dict[str, dict[str, RecallAtK]]
+    """method -> category (``"1"``..``"5"``) -> recall."""
+
+
+class QuestionResult(FrozenModel):
+    """One scored question: where it is, its category and evidence, and each method's
+    ranked dialog ids (best first, up to 25): every recall of the report can be
+    recomputed from these."""
+
+    conversation_id: str
+    question_index: int = Field(ge=0)
+    category: int
+    evidence: list[str]
+    ranked: dict[str, list[str]]
+
+
 class LocomoReport(FrozenModel):
     """The JSON ``sentinel eval locomo`` writes (``model_dump(by_alias=True)``)."""
 
     data: str
+    conversations: list[str]
+    """The sample ids evaluated, in order."""
     n_conversations: int = Field(ge=0)
     n_questions: int = Field(ge=0)
     """Questions with at least one valid evidence id (the ones scored)."""
@@ -172,6 +204,10 @@ class LocomoReport(FrozenModel):
     context_turns: int = Field(ge=1)
     token_budget: int = Field(ge=1)
     methods: dict[str, MethodReport]
+    splits: dict[str, SplitReport]
+    """Per split of :data:`SPLITS` the run touched, its recall apart (a run over all six
+    had pooled the tuning conversations with the validation ones)."""
     answer_model: str | None = None
     """The chat model whose answers ``answer_f1`` scores (``llm.model``; None without an
     LLM): two reports of different models had been told apart by nothing."""
+    questions: list[QuestionResult]

@@ -41,6 +41,7 @@ from backend.eval.locomo_context import render_locomo_context
 from backend.eval.locomo_memory import ingest_conversation
 from backend.eval.locomo_metrics import KS, percentile, recall_summary
 from backend.eval.locomo_models import (
+    SPLITS,
     AnswerScore,
     LocomoConversation,
     LocomoDataset,
@@ -48,6 +49,8 @@ from backend.eval.locomo_models import (
     LocomoReport,
     MethodName,
     MethodReport,
+    QuestionResult,
+    SplitReport,
 )
 from backend.llm.client import LLMClient
 from backend.memory.conversation import MESSAGE_KIND
@@ -65,6 +68,7 @@ class _Rows:
     """What one method collected, question by question."""
 
     ranked: list[tuple[int, list[str], list[str]]] = field(default_factory=list)
+    """``(category, ranked dialog ids, evidence)`` per question, in the run's order."""
     latency_ms: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     f1: list[tuple[int, float, str | None]] = field(default_factory=list)
@@ -132,6 +136,8 @@ def run_locomo(
         raise ValueError(f"unknown methods {unknown}; expected some of {list(ALL_METHODS)}")
     say = progress or (lambda _: None)
     rows: dict[MethodName, _Rows] = {m: _Rows() for m in methods}
+    asked: list[tuple[str, int, LocomoQuestion]] = []
+    """``(conversation, question index, question)`` of each scored question, in order."""
     scored = skipped = 0
     for conversation in dataset.conversations:
         started = time.perf_counter()
@@ -141,28 +147,64 @@ def run_locomo(
             f"sessions, {stats.events} events, persona changes {stats.persona_changes} "
             f"in {time.perf_counter() - started:.1f} s"
         )
-        for question in conversation.questions[:max_questions]:
+        for index, question in enumerate(conversation.questions[:max_questions]):
             if not question.evidence:
                 skipped += 1
                 continue
             scored += 1
+            asked.append((conversation.sample_id, index, question))
             store.embedder.prime([question.question])  # untimed, for every method alike
             for method in methods:
                 _ask(method, conversation, question, toolkit, store, rows[method],
                      llm=llm, budget=budget, context_turns=context_turns)  # fmt: skip
-        asked = len(conversation.questions[:max_questions])
-        say(f"{conversation.sample_id}: {asked} questions done")
+        done = len(conversation.questions[:max_questions])
+        say(f"{conversation.sample_id}: {done} questions done")
+    ids = [c.sample_id for c in dataset.conversations]
     return LocomoReport(
         data=dataset.path,
+        conversations=ids,
         n_conversations=len(dataset.conversations),
         n_questions=scored,
         n_questions_without_evidence=skipped,
-        evidence_repairs=dataset.repairs,
+        evidence_repairs=[r for r in dataset.repairs if r.conversation_id in ids],
         context_turns=context_turns,
         token_budget=budget,
         methods={m: _report(rows[m]) for m in methods},
+        splits=_splits(asked, rows),
         answer_model=llm.model if llm is not None else None,
+        questions=[
+            QuestionResult(
+                conversation_id=cid,
+                question_index=index,
+                category=q.category,
+                evidence=list(q.evidence),
+                ranked={m: rows[m].ranked[n][1] for m in methods},
+            )
+            for n, (cid, index, q) in enumerate(asked)
+        ],
     )
+
+
+def _splits(
+    asked: Sequence[tuple[str, int, LocomoQuestion]], rows: dict[MethodName, _Rows]
+) -> dict[str, SplitReport]:
+    """Recall per split of :data:`SPLITS` over the questions of its conversations."""
+    out: dict[str, SplitReport] = {}
+    for name, members in SPLITS.items():
+        picked = [n for n, (cid, _, _) in enumerate(asked) if cid in members]
+        if not picked:
+            continue
+        methods, per_category = {}, {}
+        for method, got in rows.items():
+            items = [got.ranked[n] for n in picked]
+            methods[method] = recall_summary([(r, e) for _, r, e in items])
+            cats = sorted({c for c, _, _ in items})
+            per_category[method] = {
+                str(c): recall_summary([(r, e) for k, r, e in items if k == c]) for c in cats
+            }
+        seen = list(dict.fromkeys(asked[n][0] for n in picked))
+        out[name] = SplitReport(conversations=seen, methods=methods, per_category=per_category)
+    return out
 
 
 def _ask(
