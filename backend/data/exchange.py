@@ -124,6 +124,7 @@ def download_ohlcv(
     since: datetime,
     until: datetime,
     limit: int = 1000,
+    complete: bool = False,
 ) -> pd.DataFrame:
     """Download the CLOSED candles of ``pair`` opening in ``[since, until)`` and closing by
     ``until`` (``open_time + timeframe <= until``).
@@ -131,7 +132,11 @@ def download_ohlcv(
     Pages through ``exchange.fetch_ohlcv(pair, timeframe, since=ms, limit=limit)`` (ccxt
     unified ``[open_ms, open, high, low, close, volume]`` rows), each page starting at the
     open time after the previous page's last candle, until a page reaches ``until`` or
-    comes back empty. Overlapping candles are deduplicated (the latest page wins), then
+    comes back empty. ``complete``: an empty page where two candles closing by ``until``
+    were due is an :class:`ExchangeError` (nothing returned), not the end of the data (ccxt
+    reads an HTML error page as no candles: a reviewer's download ended a month short,
+    exit 0); without it (paper trading, which says when steps get no new candle) it
+    ends the download. Overlapping candles are deduplicated (the latest page wins), then
     the candles go through the same validation as the file loaders (gaps logged, never
     filled). Returns the canonical frame (UTC ``DatetimeIndex`` ``date`` of open times;
     float64 ``open..close`` in quote currency, ``volume`` in base currency); empty if there
@@ -154,6 +159,15 @@ def download_ohlcv(
                 break
             page = exchange.fetch_ohlcv(pair, timeframe, since=cursor, limit=limit)
             if not page:
+                # two candles due, not one: an exchange may publish a candle a moment
+                # after its close, and --until defaults to now
+                due = _next_open_ms(_next_open_ms(cursor, timeframe), timeframe)
+                if complete and due <= end_ms:
+                    raise ExchangeError(
+                        f"{where}: no candles from {_iso(cursor)} although they close by "
+                        f"{_iso(end_ms)} (an error page, or no trading for {limit} "
+                        "candles: --since after the halt); nothing written"
+                    )
                 break
             last_open = _open_ms(page[-1], where)
             candles.extend(page)
@@ -345,6 +359,10 @@ def _epoch_ms(moment: datetime, name: str) -> int:
 def _next_open_ms(open_ms: int, timeframe: str) -> int:
     opened = pd.DatetimeIndex([pd.Timestamp(open_ms, unit="ms", tz="UTC")])
     return int(close_times(opened, timeframe)[0].value // 1_000_000)
+
+
+def _iso(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
 
 
 def _open_ms(candle: Any, where: str) -> int:

@@ -101,6 +101,7 @@ class BinanceLoopbackServer(ThreadingHTTPServer):
             )
         self.fault_status: int | None = None
         self.failing_klines: set[int] = set()  # these klines requests (1 = the first) get 500
+        self.html_klines: set[int] = set()  # these get 200 and an HTML page (ccxt: no rows)
         self.requests: list[str] = []
         self.my_trades: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -226,6 +227,9 @@ class _BinanceHandler(BaseHTTPRequestHandler):
         asked = sum("/klines" in path for path in self.server.requests)
         if asked in self.server.failing_klines:
             self._send(500, "<html><body>Internal Server Error</body></html>")
+            return
+        if asked in self.server.html_klines:  # a proxy's maintenance page, status 200
+            self._send(200, "<html><body>Back soon</body></html>")
             return
         if query.get("symbol") != self.server.symbol:
             self._send(400, {"code": -1121, "msg": "Invalid symbol."})

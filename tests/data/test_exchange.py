@@ -117,6 +117,31 @@ def test_download_makes_several_requests(tiny_server: BinanceLoopbackServer) -> 
     assert "startTime=1704067200000" in klines[0] and "startTime=1704070800000" in klines[1]
 
 
+def test_an_error_page_mid_download_is_an_error_when_the_range_must_be_complete(
+    tiny_server: BinanceLoopbackServer,
+) -> None:
+    """A reviewer's finding: an HTML page (status 200) for the second page read as the end
+    of the data: ``data download`` wrote a month less and exited 0. With ``complete``
+    (what the CLI asks) an empty page where closed candles were due is an error; without
+    it (paper trading, which says when steps get no new candle) the download ends."""
+    exchange = make_exchange("binance", api_base_url=tiny_server.base_url)
+    window = {"since": utc(2024, 1, 1), "until": utc(2024, 1, 1, 3), "limit": 1}
+    tiny_server.html_klines = {2}
+    with pytest.raises(ExchangeError, match="no candles from 2024-01-01T01:00:00"):
+        download_ohlcv(exchange, "BTC/USDT", "1h", complete=True, **window)  # type: ignore[arg-type]
+    tiny_server.requests.clear()
+    assert len(download_ohlcv(exchange, "BTC/USDT", "1h", **window)) == 1  # type: ignore[arg-type]
+    tiny_server.requests.clear()
+    tiny_server.html_klines = set()
+    whole = download_ohlcv(exchange, "BTC/USDT", "1h", complete=True, **window)  # type: ignore[arg-type]
+    assert len(whole) == 3
+    # the last candle may come a moment after its close: one candle due is not refused
+    tiny_server.requests.clear()
+    tiny_server.html_klines = {3}
+    late = {**window, "until": utc(2024, 1, 1, 3)}
+    assert len(download_ohlcv(exchange, "BTC/USDT", "1h", complete=True, **late)) == 2  # type: ignore[arg-type]
+
+
 def test_until_mid_candle_excludes_the_unclosed_candle(
     binance: ccxt.Exchange, btc_1h: pd.DataFrame
 ) -> None:
