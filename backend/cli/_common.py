@@ -38,7 +38,10 @@ __all__ = [
     "write_json",
 ]
 
-console = Console()
+console = Console(soft_wrap=True)
+"""stdout of the commands: a line is never wrapped (off a terminal rich wraps at 80
+columns, and a reviewer's grep of a path cut in two found nothing); tables still fit
+the width."""
 
 DEPENDENCY_FAILED = 3
 """Exit status of a command that finished and wrote every output, but whose LLM or store

@@ -54,6 +54,7 @@ from backend.backtest.report import check_run_dir, write_run
 from backend.cli._common import (
     DEPENDENCY_FAILED,
     check_data_root,
+    console,
     data_root_for,
     news_inputs,
     news_warnings,
@@ -311,7 +312,7 @@ def backtest(
             print(f"WARNING: {warning}", file=sys.stderr)
         print(json.dumps(result.metrics.model_dump(mode="json")))
     else:
-        Console().print(_headline(result, out, min_share=share))
+        console.print(_headline(result, out, min_share=share))
         if warning is not None:
             print(f"WARNING: {warning}")
     if dependency_failure(result.metrics, min_share=share) is not None:

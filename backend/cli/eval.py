@@ -62,11 +62,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from backend.backtest.metrics import below_share
-from backend.cli._common import DEPENDENCY_FAILED, settings, split_values, write_json
+from backend.cli._common import DEPENDENCY_FAILED, console, settings, split_values, write_json
 from backend.cli._eval_ablation import ablation
 from backend.config import Settings
 from backend.errors import ConfigError
@@ -206,7 +205,6 @@ def locomo(
         max_questions=questions,
         conversations=split_values(conversations, name="conversations") if conversations else None,
     )
-    console = Console()
     table = Table("method", "R@1", "R@5", "R@10", "R@25", "p50 ms", "p95 ms", "tokens")
     for name, m in report.methods.items():
         table.add_row(
@@ -295,21 +293,20 @@ def persona(
     result["config"]["fills_path"] = str(fills)
     write_json(out, result)
     n, traders = result["evaluation_points"], len(result["config"]["traders"])
-    said = Console()
     title = f"{n} points, {traders} trader(s); written to {out}"
-    said.print(_persona_table(result["methods"], title))
+    console.print(_persona_table(result["methods"], title))
     if result["common_points"] < n:  # methods averaged over different points: compare here
-        said.print(_persona_table(
+        console.print(_persona_table(
             result["common"], f"the {result['common_points']} points where all three predicted"
         ))  # fmt: skip
     if pooled := result["prior_pooled_points"]:
-        said.print(
+        console.print(
             f"prior: at {pooled} of {n} points no other trader had fills yet, so the prior "
             "is the pooled fills of the file, there the trader's own (prior = persona)",
             markup=False,
         )
     if cut := result["cut_points"]:
-        said.print(
+        console.print(
             f"not scored: {len(cut)} time(s) whose {horizon_days} days end after the file's "
             "last fill (their future is not in the file)",
             markup=False,

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from backend.cli._common import parse_utc, settings
+from backend.cli._common import console, parse_utc, settings
 from backend.errors import ConfigError, DataError
 from backend.memory.models import PersonaProfile
 
@@ -120,4 +119,4 @@ def persona_show(
         table.add_row(  # a trader's words are data, never rich markup
             name, escape(_cell(attr.value)), f"{attr.confidence:.2f}", str(attr.evidence_count)
         )
-    Console().print(table)
+    console.print(table)
