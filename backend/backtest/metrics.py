@@ -63,6 +63,7 @@ __all__ = [
     "share_text",
     "sharpe_ratio",
     "sortino_ratio",
+    "warmup_decisions",
 ]
 
 SECONDS_PER_YEAR = 365.25 * 86_400
@@ -285,11 +286,17 @@ def compute_metrics(
         missing_candles=missing_candles,
         memory_writes=memory_writes[0],
         memory_writes_failed=memory_writes[1],
-        warmup_decisions=sum(
-            1
-            for r in decisions
-            if r.decision.action == "hold" and r.decision.rationale.startswith(WARMING_UP)
-        ),
+        warmup_decisions=warmup_decisions(decisions),
+    )
+
+
+def warmup_decisions(records: Sequence[DecisionRecord]) -> int:
+    """How many of ``records`` are holds because the features had too little history
+    (:data:`~backend.backtest.models.WARMING_UP`)."""
+    return sum(
+        1
+        for r in records
+        if r.decision.action == "hold" and r.decision.rationale.startswith(WARMING_UP)
     )
 
 

@@ -71,9 +71,9 @@ def _quiet_scheduler() -> None:
         logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
 
 
-def _wait_for_stop(stop: threading.Event, *, deadline: datetime | None = None) -> None:
+def _wait_for_stop(stop: threading.Event, *, deadline: datetime | None = None) -> int | None:
     """Block until ``stop`` is set, SIGINT/SIGTERM arrives or the wall clock reaches
-    ``deadline``.
+    ``deadline``; returns the signal that stopped it, if one did.
 
     The signal handler only sets a flag, read between waits of 0.2 s: a handler that set
     ``stop`` itself took the event's lock, which the main thread it interrupts may hold
@@ -92,6 +92,7 @@ def _wait_for_stop(stop: threading.Event, *, deadline: datetime | None = None) -
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+    return signalled[0] if signalled else None
 
 
 @scheduler_app.command("jobs")
@@ -195,7 +196,8 @@ def paper(
     The backtest's decisions and fills (next open, fees, slippage), on a schedule.
     An exchange error is tried again at the next step, with a warning; the third in a
     row ends the run. Exits 3 when it stops if its LLM or memory failed too often (the
-    warning says so)."""
+    warning says so). Ctrl-C (SIGINT) stops it after the step under way, prints the
+    summary and exits 130; SIGTERM (a service manager's stop) exits 0."""
     from backend.data import check_market
     from backend.service.paper import (
         paper_failure,
@@ -283,11 +285,13 @@ def paper(
     )  # fmt: skip
     scheduler.start()
     try:  # live: the wall clock reaching --until stops it between two bar closes too
-        _wait_for_stop(stop, deadline=stop_at if start is None else None)
+        stopped_by = _wait_for_stop(stop, deadline=stop_at if start is None else None)
     finally:
         scheduler.shutdown(wait=True)
         run_id = paper_run_id(ex, pair, timeframe, cfg.agent.trader_id)
-        state = runtime_for(config).db().paper_state(run_id)
+        db = runtime_for(config).db()
+        state = db.paper_state(run_id)
+        marks = db.equity(run_id)["equity"] if state is not None else None
         close_runtimes()
     if failure:
         raise failure[0]
@@ -297,10 +301,17 @@ def paper(
     if as_json:
         print(state.model_dump_json() if state is not None else "null")
     elif state is not None:
+        start_equity = cfg.backtest.initial_equity
+        marked = (  # cash alone had read +25% of a short whose marked return was +3.6%
+            f"equity {marks.iloc[-1]:,.2f} ({marks.iloc[-1] / start_equity - 1:+.2%}), "
+            if marks is not None and len(marks)
+            else ""
+        )
         console.print(
             f"paper {state.run_id}: {state.bars} bars decided, last close "
-            f"{state.last_close.isoformat() if state.last_close else '-'}, cash "
-            f"{state.broker.cash:,.2f}, position {state.broker.quantity:.6f}"
+            f"{state.last_close.isoformat() if state.last_close else '-'}, {marked}cash "
+            f"{state.broker.cash:,.2f}, position {state.broker.quantity:.6f}",
+            markup=False,
         )
     warning = (
         None
@@ -312,3 +323,7 @@ def paper(
     share = cfg.llm.min_answered_share
     if state is not None and paper_failure(state, min_answered_share=share) is not None:
         raise typer.Exit(DEPENDENCY_FAILED)  # the state is written; its run is no measurement
+    if stopped_by == signal.SIGINT:  # a run cut short is not one that reached --until
+        print("sentinel: note: stopped after the step under way; its state is saved (the "
+              "same command resumes)", file=sys.stderr)  # fmt: skip
+        raise typer.Exit(130)  # main says "sentinel: aborted", as for every Ctrl-C

@@ -128,6 +128,9 @@ class PaperState(FrozenModel):
     """The memory's writes so far, and ... (``BacktestMetrics.memory_writes``)"""
     memory_writes_failed: int = Field(default=0, ge=0)
     """... those that failed (``BacktestMetrics.memory_writes_failed``)."""
+    warmup_decisions: int = Field(default=0, ge=0)
+    """Bars decided so far that were holds while the features warmed up
+    (``BacktestMetrics.warmup_decisions``)."""
 
 
 class PaperStepResult(FrozenModel):

@@ -48,7 +48,7 @@ from backend.agents import DEFAULT_CONSTRAINTS_NOTE
 from backend.agents.policies import Policy
 from backend.backtest import SimBroker
 from backend.backtest.engine import BarStepper, bar_close_times
-from backend.backtest.metrics import LLMUsage, below_share, llm_usage
+from backend.backtest.metrics import LLMUsage, below_share, llm_usage, warmup_decisions
 from backend.backtest.models import BrokerState
 from backend.compose import MemorySystem, make_manager, make_policy
 from backend.config import Settings
@@ -81,8 +81,10 @@ happen when the exchange publishes a bar after ``paper.delay_s``)."""
 def paper_warning(state: PaperState, *, min_answered_share: float) -> str | None:
     """The run's warnings so far on one line, or None: a chat model that answered less
     than ``min_answered_share`` of the decisions asked of it (:meth:`LLMUsage.warning`),
-    a memory that failed at any decision, a ruined account, and a feed that gave no new
-    closed candle for :data:`IDLE_STEPS_WARNING` steps or more. Said at every step while
+    a memory that failed at any decision, a ruined account, decisions that were holds
+    while the features warmed up (a run below 1h with the default ``paper.warmup_bars``
+    held for days, silently, a reviewer's), and a feed that gave no new closed candle for
+    :data:`IDLE_STEPS_WARNING` steps or more. Said at every step while
     it holds (in the step's result, so in the scheduler's ``job_run`` log, and a WARNING
     log line) and in ``sentinel paper``'s summary: a dead dependency is never a quiet
     run."""
@@ -94,6 +96,12 @@ def paper_warning(state: PaperState, *, min_answered_share: float) -> str | None
         found.append(
             "the account was ruined: marked equity <= 0 at a close; the position is closed "
             "at the next bar's open and the agent decides no more"
+        )
+    if state.warmup_decisions:
+        found.append(
+            f"{state.warmup_decisions} of {state.bars} decisions were holds while the "
+            "features warmed up (they need 30 days of candles): raise paper.warmup_bars "
+            f"to cover 30 days of {state.timeframe} for a new run"
         )
     if state.idle_steps >= IDLE_STEPS_WARNING:
         newest = state.last_close.isoformat() if state.last_close else "none yet"
@@ -222,8 +230,9 @@ class PaperTrader:
         step = timedelta(seconds=self.step_s)
         if len(stored):
             since = stored.index[-1].to_pydatetime() + step
-        else:
-            since = now - step * self.settings.paper.warmup_bars
+        else:  # from a bar boundary: warmup_bars whole candles, not one less mid-bar
+            opened = now - timedelta(seconds=now.timestamp() % self.step_s)
+            since = opened - step * self.settings.paper.warmup_bars
         candles = download_ohlcv(self.exchange, self.pair, self.timeframe, since=since, until=now)
         return self.db.add_candles(self.run_id, candles)
 
@@ -352,6 +361,7 @@ class PaperTrader:
                 "manager": manager.export_state(),
                 "last_close": closes[todo[-1]].to_pydatetime(),
                 "bars": state.bars + len(records),
+                "warmup_decisions": state.warmup_decisions + warmup_decisions(records),
                 "idle_steps": 0,
             }
         )

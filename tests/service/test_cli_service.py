@@ -6,6 +6,7 @@ restarted as a new process, ending with the decisions of an uninterrupted run.""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -193,6 +194,30 @@ def test_one_exchange_error_is_tried_again_and_three_in_a_row_end_the_run(
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_paper_run_with_its_summary_and_exit_130(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    """A reviewer's finding: Ctrl-C ended ``sentinel paper`` with exit 0, as a run that
+    reached ``--until`` (a script could not tell them apart), and its summary gave cash
+    and position but no marked equity. It now prints the summary with the equity and
+    its return, then says the run was cut short, and exits 130."""
+    config = make_config("interrupted")
+    args = [a for a in paper_args(config, binance_loopback) if a != "--json"]
+    proc = subprocess.Popen([str(SENTINEL), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while decided(config.parent / "service.sqlite3") < 3 and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert re.search(r"bars decided, last close \S+, equity [\d,]+\.\d\d \([+-]\d", out), out
+    *_, note, last = err.strip().splitlines()
+    assert last == "sentinel: aborted" and note.startswith("sentinel: note: stopped after the step")
 
 
 @pytest.mark.slow

@@ -273,6 +273,24 @@ def test_a_feed_without_new_candles_and_a_failing_memory_are_said_in_every_step(
     assert failing.warning.startswith("the memory failed at 1 of 3 decisions (1 of 6 writes); ")
 
 
+def test_holds_while_the_features_warm_up_are_said(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    """A reviewer's finding: a run whose ``paper.warmup_bars`` is less than the features'
+    30 days (the default 800 bars of 1m is 13 h) held at every bar, for days, and its
+    summary said nothing. 100 bars of 1h: every decision is such a hold, and said."""
+    rt = runtime_for(str(make_config("warm", paper={"warmup_bars": 100})))
+    trader = paper(rt, binance_loopback)
+    replay(trader, 2)
+    state = trader.state()
+    assert state is not None and (state.bars, state.warmup_decisions) == (2, 2)
+    said = trader.step(replay_now(state, start=START, timeframe="1h")).warning
+    assert said is not None and said.startswith(
+        "3 of 3 decisions were holds while the features warmed up"
+    ), said
+    assert len(rt.db().candles(trader.run_id)) == 100 + 2  # whole candles, none short
+
+
 def test_a_persona_written_after_the_first_close_and_before_now_is_not_written_over(
     make_config: ConfigFactory, binance_loopback: str
 ) -> None:
