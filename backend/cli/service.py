@@ -116,18 +116,17 @@ def jobs(
 def run() -> None:
     """Run the scheduler in the foreground until SIGINT/SIGTERM (finishing running jobs)."""
     from backend.service.runtime import close_runtimes
-    from backend.service.scheduler import only_scheduler, start_service
+    from backend.service.scheduler import start_service
 
     cfg, config = _config()
     _quiet_scheduler()
-    with only_scheduler(cfg):
-        scheduler = start_service(cfg, config)
-        console.print(f"scheduler running {len(scheduler.get_jobs())} jobs; Ctrl-C stops it")
-        try:
-            _wait_for_stop(threading.Event())
-        finally:
-            scheduler.shutdown(wait=True)
-            close_runtimes()
+    scheduler = start_service(cfg, config)  # the only one on its state and job store
+    console.print(f"scheduler running {len(scheduler.get_jobs())} jobs; Ctrl-C stops it")
+    try:
+        _wait_for_stop(threading.Event())
+    finally:
+        scheduler.shutdown(wait=True)
+        close_runtimes()
 
 
 @scheduler_app.command("run-once")

@@ -65,7 +65,8 @@ def protected_ids(states: Iterable[PaperState], trader_id: str) -> set[str]:
     """Episode ids the paper runs of ``trader_id`` still need: the decision that opened
     the open position, the pending order's decision, and every episode whose outcome
     (or closed trade) the run's memory writer has not written yet: due, worked out but
-    queued for its next write, or waiting in its buffer."""
+    queued for its next write, or waiting in its buffer (with the memories the buffered
+    decisions were taken with)."""
     out: set[str] = set()
     for state in states:
         if state.trader_id != trader_id:
@@ -79,6 +80,10 @@ def protected_ids(states: Iterable[PaperState], trader_id: str) -> set[str]:
             out.update(d.episode_id for d in writer.due)
             out.update(episode_id for episode_id, _ in writer.queued)  # worked out, unsaved
             out.update(e.id for e in writer.buffer)
+            # and what those buffered decisions were taken with: pruning reads the memory
+            # ids of stored episodes only (a reviewer's: a faded episode behind the open
+            # position's entry, unwritten for up to flush_every bars, was pruned)
+            out.update(m for e in writer.buffer for m in e.memory_ids)
             out.update(writer.absorbed)
             out.update(t.entry_decision for t in writer.trades if t.entry_decision)
     return out

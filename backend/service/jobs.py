@@ -17,6 +17,7 @@ recorded and raised (apscheduler logs it too and the next run happens as schedul
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -65,6 +66,16 @@ FAILED_JOB_LOG = "job %s as of %s failed: %s"
 """The log line of a failed job run (``sentinel scheduler run-once`` raises it instead)."""
 
 
+def _failed(job_id: str, rt: Runtime, as_of: datetime, err: Exception) -> None:
+    """Log a failed run of ``job_id`` (its error) in ``job_run`` and the log."""
+    summary = json.dumps({"error": f"{type(err).__name__}: {err}"})
+    log.error(FAILED_JOB_LOG, job_id, as_of.isoformat(), err)
+    try:
+        rt.db().log_run(job_id, as_of, ok=False, summary=summary)
+    except Exception:  # a state file that cannot be written either: said, not masked
+        log.exception("job %s: the failure could not be logged", job_id)
+
+
 def _run(job_id: str, rt: Runtime, as_of: datetime, work: Callable[[], Any]) -> dict[str, Any]:
     try:
         # one run of a job at a time across processes; the process lock after, so this
@@ -72,12 +83,7 @@ def _run(job_id: str, rt: Runtime, as_of: datetime, work: Callable[[], Any]) -> 
         with rt.db().job_lock(job_id), rt.lock:
             result = work()
     except Exception as err:  # any failure is a failed run in the log, not only ours
-        summary = json.dumps({"error": f"{type(err).__name__}: {err}"})
-        log.error(FAILED_JOB_LOG, job_id, as_of.isoformat(), err)
-        try:
-            rt.db().log_run(job_id, as_of, ok=False, summary=summary)
-        except Exception:  # a state file that cannot be written either: said, not masked
-            log.exception("job %s: the failure could not be logged", job_id)
+        _failed(job_id, rt, as_of, err)
         raise
     if isinstance(result, BaseModel):
         payload: Any = result.model_dump(mode="json")
@@ -185,16 +191,24 @@ def paper_step(
     now, the exchange's candle still forming had been decided as closed, and memory
     written as of the future)."""
     rt = runtime_for(config)
-    trader = rt.paper(
-        exchange_id or None,
-        pair,
-        timeframe,
-        clock="replay" if replay_from is not None else "live",
-        api_url=api_url,
-    )
-    job_id = f"paper:{trader.exchange_id}:{pair}:{timeframe}"
-    with rt.db().job_lock(job_id), rt.lock:  # the replay clock: read from the state it steps
-        start = parse_as_of(replay_from) if replay_from is not None else None
+    job_id = f"paper:{exchange_id or rt.settings.exchange.id}:{pair}:{timeframe}"
+    start = parse_as_of(replay_from) if replay_from is not None else None
+    held = contextlib.ExitStack()
+    try:  # a store or exchange failing as the trader is built (or a lock not had) is a
+        # failed run in job_run, as for every job (it had reached only the log)
+        trader = rt.paper(
+            exchange_id or None,
+            pair,
+            timeframe,
+            clock="replay" if replay_from is not None else "live",
+            api_url=api_url,
+        )
+        held.enter_context(rt.db().job_lock(job_id))
+    except Exception as err:
+        _failed(job_id, rt, start or parse_as_of(None), err)
+        raise
+    with held:  # the replay clock: read from the state it steps, under the job lock
+        held.enter_context(rt.lock)
         if start is not None:
             moment = replay_now(trader.state(), start=start, timeframe=timeframe)
         else:

@@ -40,6 +40,7 @@ from apscheduler.events import (
     EVENT_JOB_ERROR,
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
+    EVENT_SCHEDULER_SHUTDOWN,
     JobEvent,
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -330,10 +331,20 @@ def start_service(
 ) -> BackgroundScheduler:
     """Build the scheduler, start it paused, sync the configured jobs (+ ``extra``) and
     resume it (unless ``paused``). Stop it with ``scheduler.shutdown(wait=True)`` and
-    then :func:`backend.service.runtime.close_runtimes`."""
+    then :func:`backend.service.runtime.close_runtimes`. Holds :func:`only_scheduler`
+    until it is shut down (an embedded one and ``sentinel scheduler run`` on one state
+    had both run every job, a reviewer's): raises :class:`ConfigError` when another
+    scheduler holds it."""
+    held = ExitStack()
+    held.enter_context(only_scheduler(settings))
     scheduler = build_scheduler(settings)
-    with opening(settings.scheduler.jobstore_url):
-        scheduler.start(paused=True)
+    scheduler.add_listener(lambda _: held.close(), EVENT_SCHEDULER_SHUTDOWN)
+    try:
+        with opening(settings.scheduler.jobstore_url):
+            scheduler.start(paused=True)
+    except BaseException:
+        held.close()
+        raise
     try:
         sync_jobs(
             scheduler,

@@ -312,6 +312,18 @@ def test_an_outcome_a_paper_run_has_worked_out_but_not_written_is_protected() ->
     )  # fmt: skip
     assert protected_ids([state], TRADER) == {"ep-queued"}
     assert protected_ids([state], "someone else") == set()
+    # a decision still in the writer's buffer, and the memories it was taken with (a
+    # reviewer's: pruning read the memory ids of stored episodes only)
+    from backend.memory.models import Episode
+
+    entry = Episode(
+        id="dec-entry", trader_id=TRADER, symbol="BTC/USDT", event_type="decision",
+        occurred_at=at, description="buy 0.5", importance=0.3, memory_ids=["ep-recalled"],
+    )  # fmt: skip
+    buffered = state.model_copy(
+        update={"manager": ManagerState(writer=WriterState(buffer=[entry]))}
+    )
+    assert protected_ids([buffered], TRADER) == {"dec-entry", "ep-recalled"}
 
 
 def test_an_export_with_no_fills_yet_is_a_refresh_with_nothing_new(
@@ -347,3 +359,20 @@ def test_a_trader_the_export_does_not_hold_is_said(
     assert result["warning"].startswith(
         f"no fill of trader {shouted} in file:{export} (ids are case-sensitive; it holds "
     )
+
+
+def test_a_paper_job_whose_trader_cannot_be_built_is_a_failed_run_in_job_run(
+    make_config: ConfigFactory, binance_loopback: str
+) -> None:
+    """A reviewer's finding: with the chroma server down, the paper job's failure (its
+    trader's memory could not be built) reached only the log; the other jobs' failures
+    are rows of ``job_run`` with ``ok`` false, as the README says of every job."""
+    from backend.errors import StoreError
+
+    down = {"backend": "chroma", "mode": "server", "host": "127.0.0.1", "port": 9}
+    config = str(make_config("paper-down", store=down))
+    with pytest.raises(StoreError, match=r"chroma server 127\.0\.0\.1:9"):
+        paper_step(config, "binance", "BTC/USDT", "1h", replay_from="2022-05-10T00:00:00Z",
+                   api_url=binance_loopback)  # fmt: skip
+    ((_, _, ok, summary),) = runtime_for(config).db().runs("paper:binance:BTC/USDT:1h")
+    assert ok is False and "StoreError" in json.loads(summary)["error"]

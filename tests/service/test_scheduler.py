@@ -95,6 +95,10 @@ def test_a_restart_keeps_the_stored_jobs_and_syncs_config_changes(
     settings, config = load_settings(path), str(path)
     first = start_service(settings, config, paused=True)
     stored = {j.id: j.next_run_time for j in first.get_jobs()}
+    # a reviewer's: an embedded scheduler and `sentinel scheduler run` on one state both
+    # ran every job; start_service holds the one-scheduler lock until it is shut down
+    with pytest.raises(ConfigError, match="one scheduler per service state"):
+        start_service(settings, config, paused=True)
     first.shutdown()
     assert len(stored) == 3
 
