@@ -77,7 +77,7 @@ def data_download(
     if as_json:
         print(json.dumps(summary))
     else:
-        console.print(f"wrote {len(frame)} candles to {path} ({held} in the file)", soft_wrap=True)
+        console.print(f"wrote {len(frame)} candles to {path} ({held} in the file)")
     if gaps:
         first = gaps[0]
         print(

@@ -272,10 +272,11 @@ class LexicalIndex:
         """Top ``top_k`` ``(id, text, metadata, bm25 score)`` with score > 0,
         created <= ``as_of_ts`` and matching ``where``, best first (ties by id).
 
-        The corpus whose statistics (IDF, mean length) score a query is the rows of the
-        kinds ``where`` allows (every kind when it names none) created by ``as_of_ts``:
-        a trader's messages rank the same whatever else the store holds (market
-        episodes, news, a persona) and whatever is written later."""
+        The corpus whose statistics (IDF, mean length) score a query is the rows created
+        by ``as_of_ts`` of the kinds :meth:`Filter.kinds` names (``where.corpus``, else
+        the kinds its clauses allow, else every kind): a trader's messages rank the same
+        whatever else the store holds (market episodes, news, a persona) and whatever is
+        written later."""
         with self._lock:
             built = self._index()
         retriever, rows = built.corpus(where.kinds(), as_of_ts, self._stemmer)
