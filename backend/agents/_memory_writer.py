@@ -248,8 +248,9 @@ class MemoryWriter:
         store call, else alone. A chroma write costs ~10-30 ms whatever its size: on a
         durable store, the consolidation's call was 29 of the 91 store writes of the
         May 2022 BTC/USDT 1h bench window, one per 24 bars, each on a flush bar; in the
-        flush's call, 62 writes, and 112.8-138.8 decisions/s instead of 87.6-100.9
-        (``scripts/bench_backtest.py --backend chroma``, same total return)."""
+        flush's call, 64 writes (33 upserts, 31 updates) and 112.8-138.8 decisions/s
+        instead of 87.6-100.9 (``scripts/bench_backtest.py --backend chroma``, same
+        total return)."""
         if self._bars_since_flush >= self.flush_every:
             self.flush(as_of, landing=episodes)
         else:
