@@ -209,7 +209,7 @@ def test_reader_skips_a_bom_blank_lines_and_unknown_keys(tmp_path: Path) -> None
         assert {"epoch": "time: expected an ISO-8601", "epoch text": "time: expected an ISO",
                 "twice": "'id' appears twice", "broken": "not a JSON object",
                 "blank id": "id: must not be blank",
-                "nothing said": "image_caption: none, and the text is empty"}[name] in str(
+                "nothing said": "text: empty, and no image_caption"}[name] in str(
             err.value
         )  # fmt: skip
     # ISO-8601's basic format is a time too; a line that is not UTF-8 is named by number

@@ -264,11 +264,13 @@ class ChatMessage(FrozenModel):
 
     id: str = Field(min_length=1, max_length=200)
     speaker: str = Field(min_length=1, max_length=200)
+    image_caption: str | None = Field(default=None, max_length=10_000, validate_default=True)
+    """A caption with no text (``""``, blanks) is no caption: None, as it is stored.
+    Declared before ``text`` so that an empty text is the error (``text``, not the
+    caption, is what a user forgot)."""
     text: str = Field(max_length=100_000)
     time: AwareDatetime
     session: str = Field(min_length=1, max_length=200)
-    image_caption: str | None = Field(default=None, max_length=10_000, validate_default=True)
-    """A caption with no text (``""``, blanks) is no caption: None, as it is stored."""
 
     _tz = field_validator("time")(to_utc)
 
@@ -285,11 +287,16 @@ class ChatMessage(FrozenModel):
 
     @field_validator("image_caption")
     @classmethod
-    def _no_empty_caption(cls, value: str | None, info: ValidationInfo) -> str | None:
-        value = value if value is not None and value.strip() else None
-        said = str(info.data.get("text", "")).strip()  # validated before it
-        if value is None and not said and "text" in info.data and not _stored(info):
-            raise PydanticCustomError("empty", "none, and the text is empty: nothing is said")
+    def _no_empty_caption(cls, value: str | None) -> str | None:
+        return value if value is not None and value.strip() else None
+
+    @field_validator("text")
+    @classmethod
+    def _says_something(cls, value: str, info: ValidationInfo) -> str:
+        # a caption that failed its own check is absent: that error is the one to report
+        no_caption = info.data.get("image_caption", "") is None
+        if not value.strip() and no_caption and not _stored(info):
+            raise PydanticCustomError("empty", "empty, and no image_caption: nothing is said")
         return value
 
     def render(self) -> str:
