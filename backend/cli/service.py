@@ -292,8 +292,6 @@ def paper(
         state = db.paper_state(run_id)
         marks = db.equity(run_id)["equity"] if state is not None else None
         close_runtimes()
-    if failure:
-        raise failure[0]
     if caught_up:  # said on stderr: stdout stays the summary (or the JSON)
         print(f"sentinel: the replay reached the present: stopped before {caught_up[0]}",
               file=sys.stderr)  # fmt: skip
@@ -312,6 +310,8 @@ def paper(
             f"{state.broker.cash:,.2f}, position {state.broker.quantity:.6f}",
             markup=False,
         )
+    if failure:  # after the state so far is printed: --json had printed nothing
+        raise failure[0]
     warning = (
         None
         if state is None

@@ -191,6 +191,8 @@ def test_one_exchange_error_is_tried_again_and_three_in_a_row_end_the_run(
         last = dead.stderr.splitlines()[-1]
         assert dead.returncode == 2 and "500 Internal Server Error" in last, dead.stderr
         assert dead.stderr.count("tried again at the next step") == 2
+        # the state so far is still printed: --json had printed nothing on this exit
+        assert 0 < json.loads(dead.stdout)["bars"] < 13, dead.stdout
     finally:
         server.shutdown()
         server.server_close()
