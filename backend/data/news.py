@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,22 @@ logger = logging.getLogger("backend.data")
 HEADLINE_COLUMNS = ("date", "source", "subject", "title", "url")
 FEAR_GREED_COLUMNS = ("value", "date")
 
+_ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4})")
+"""A Python escape written out as text by the scraper (``\\xa0``, ``\\x93``,
+``\\u200b``: 140 titles of the shared file)."""
+
+
+def _readable(title: str) -> str:
+    """``title`` as a reader sees it: literal ``\\xNN``/``\\uNNNN`` escapes decoded,
+    format characters (zero-width spaces) dropped, other non-printing ones (no-break
+    spaces, the C1 control ``\\x93`` the scraper left for a dash) made spaces, and runs of
+    whitespace made one space. ``"Crypto\\xa0 "`` -> ``"Crypto"``."""
+    decoded = _ESCAPE.sub(lambda m: chr(int(m.group(0)[2:], 16)), title)
+    kept = (
+        "" if unicodedata.category(c) == "Cf" else c if c.isprintable() else " " for c in decoded
+    )
+    return " ".join("".join(kept).split())
+
 
 def load_headlines(path: str | Path, *, dedupe: bool = True) -> list[Headline]:
     """Headlines of a ``date,source,subject,title,url`` CSV, sorted by time (stable).
@@ -36,7 +54,8 @@ def load_headlines(path: str | Path, *, dedupe: bool = True) -> list[Headline]:
     reads one that may have come out at 04:24:30 (the file has headlines stamped on
     whole hours, i.e. on 1h bar closes). ``id`` is a stable hash of (date, source,
     subject, title, url, occurrence counter): the same file always yields the same ids.
-    Empty ``url`` -> None.
+    Empty ``url`` -> None. ``title`` is :func:`_readable` (the shared file has literal
+    ``\\xa0`` escapes that were embedded and shown as text); the ids hash the raw cells.
 
     ``dedupe=True`` drops rows whose title, case-folded with whitespace collapsed, repeats
     an earlier headline's (keeping the earliest published; ties keep file order) and rows
@@ -52,6 +71,7 @@ def load_headlines(path: str | Path, *, dedupe: bool = True) -> list[Headline]:
     published = parse_dates(table, "date", fmt="%d-%m-%Y %H:%M", expected="d-m-Y H:M")
     cells["published_at"] = end_of_minute(published).dt.tz_localize("UTC").dt.as_unit("ns")
     cells["id"] = stable_ids(cells[list(HEADLINE_COLUMNS)], prefix="news-")
+    cells["title"] = cells["title"].map(_readable)  # after the ids: a store keeps its ids
     cells = cells.sort_values("published_at", kind="stable")
     if dedupe:
         before = len(cells)

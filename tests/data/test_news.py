@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -76,6 +77,23 @@ def test_headline_fixture_quirks(tmp_path: Path) -> None:
     titles = [(h.source, h.published_at.day, h.url) for h in load_headlines(path)]
     assert titles == [("B", 31, None), ("C", 1, "https://c/1")]
     assert len(load_headlines(path, dedupe=False)) == 3
+
+
+def test_titles_read_as_text(raw: list[Headline], tmp_path: Path) -> None:
+    """140 titles of the shared file hold Python escapes written out as text (``\\xa0``,
+    ``\\x93``, ``\\u200b``), which were embedded and shown as such; the ids stay those
+    of the raw cells (a store keeps them)."""
+    escape = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4})")
+    assert not [h.title for h in raw if escape.search(h.title)]
+    assert all(h.title.isprintable() and h.title == " ".join(h.title.split()) for h in raw)
+    lines = [HEADER, r"1-7-2022 15:03,CN,bitcoin,Zhu Su Seeks to Sell Mansion \x93 Reports,u",
+             r"27-6-2022 16:30,CT,nft,NFT\u200b.NYC Is Back\xa0  \xa0,u"]  # fmt: skip
+    read = load_headlines(write(tmp_path, lines), dedupe=False)
+    assert [h.title for h in read] == ["NFT.NYC Is Back", "Zhu Su Seeks to Sell Mansion Reports"]
+    plain = load_headlines(write(tmp_path, [HEADER, *lines[1:2],
+                                            "27-6-2022 16:30,CT,nft,NFT.NYC Is Back,u"]),
+                           dedupe=False)  # fmt: skip
+    assert plain[0].title == read[0].title and plain[0].id != read[0].id  # ids: raw cells
 
 
 @pytest.mark.parametrize(
