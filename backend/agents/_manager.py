@@ -71,6 +71,9 @@ class DeepTraderManager:
         self.agent = agent
         self.trader_id = agent.trader_id
         self.system = system if agent.memory else None
+        self.seeded = False
+        """True once the store held no persona of the trader at the first bar and the seed
+        note was recorded: the run's persona is that note (and ``fills``) alone."""
         self.episodes = sorted(episodes, key=lambda e: (e.occurred_at, e.id))
         self.headlines = headlines
         self.fear_greed = fear_greed
@@ -149,6 +152,7 @@ class DeepTraderManager:
                 "after that time, or use a store without them (--store-path)"
             )
         self.system.toolkit.record_note(self.trader_id, note, as_of=as_of)
+        self.seeded = True
 
     def profile_at(self, as_of: datetime) -> PersonaProfile | None:
         """The persona the constraints are checked against at ``as_of``."""

@@ -6,7 +6,7 @@
 
     sentinel backtest --pair BTC/USDT --timeframe 1h --start 2022-01-01 --end 2022-03-01 \\
         --data-dir ../shared/data/market/binance --out runs/btc-2022q1 [--memory on|off] \\
-        [--policy rule|llm] [--json]
+        [--policy rule|llm] [--trader ID [--fills FILLS.csv]] [--json]
 
 It reads ``DATA_DIR/BTC_USDT-1h.*`` (any supported format), runs
 :func:`~backend.backtest.engine.run_backtest` over the bars with open time in
@@ -30,8 +30,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -64,7 +64,7 @@ from backend.cli._common import (
     settings,
 )
 from backend.config import Settings
-from backend.data import OHLCVFrame, find_ohlcv_file, read_ohlcv_file
+from backend.data import Fill, OHLCVFrame, find_ohlcv_file, read_ohlcv_file
 from backend.errors import ConfigError, EmbeddingError, StoreError, dependency_failed
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class MakerFactory(Protocol):
         memory: bool,
         policy: str,
         store_path: Path | None,
+        fills: Sequence[Fill] = (),
     ) -> tuple[DecisionMaker, Callable[[], None]]: ...
 
 
@@ -138,6 +139,8 @@ def run_backtest_command(
     store_path: Path | None = None,
     data_root: Path | None = None,
     progress: ProgressCallback | None = None,
+    fills: Sequence[Fill] = (),
+    trader_named: bool = False,
 ) -> BacktestResult:
     """Load the candles, build the maker, run the backtest, write the run into ``out``.
 
@@ -145,8 +148,13 @@ def run_backtest_command(
     :func:`data_root_for`) as its ``data_dir``. ``settings.agent`` is overridden with
     ``memory``/``policy`` before the maker is built.
     The maker's optional ``salient_events()`` and ``persona_timeline()`` feed the report;
-    its close function always runs. Raises DataError (naming the file) for a missing or
-    damaged candle file or an empty window, ConfigError for bad options.
+    its close function always runs. ``fills``: the trader's (``agent.trader_id``), given
+    to the persona as known at each bar; a window they do not cover is a note.
+    ``trader_named`` (``--trader``): a store with no memory of that trader, so that the
+    run's persona is the seed note alone, is a note too (a reviewer's run under another
+    trader's id was the default run to the byte, with nothing said). Raises DataError
+    (naming the file) for a missing or damaged candle file or an empty window,
+    ConfigError for bad options.
     """
     if policy not in ("rule", "llm"):
         raise ConfigError(f"--policy: expected rule or llm, got {policy!r}")
@@ -156,7 +164,7 @@ def run_backtest_command(
     check_data_root(data_root)
     path = find_ohlcv_file(data_dir, pair, timeframe)
     ohlcv = read_ohlcv_file(path, pair=pair, timeframe=timeframe)
-    select_window(ohlcv, start=start, end=end)
+    first_row, stop_row = select_window(ohlcv, start=start, end=end)
     agent = settings.agent.model_copy(update={"memory": memory, "policy": policy})
     settings = settings.model_copy(update={"agent": agent})
     factory = maker_factory if maker_factory is not None else default_maker_factory()
@@ -165,6 +173,14 @@ def run_backtest_command(
     if (cut := window_cut(ohlcv, start=start, end=end)) is not None:
         log.warning("%s", cut)  # on stderr when it runs, and in the report's notes
         missing.append(cut)
+    if fills and memory:
+        from backend.eval.ablation_inputs import fills_span_warnings
+
+        bars = ohlcv.frame.index
+        window = (bars[first_row].to_pydatetime(), bars[stop_row - 1].to_pydatetime())
+        for said in fills_span_warnings(settings.agent.trader_id, fills, [window]):
+            log.warning("%s", said)
+            missing.append(said)
     maker, close = factory(
         settings,
         ohlcv=ohlcv,
@@ -172,6 +188,7 @@ def run_backtest_command(
         memory=memory,
         policy=policy,
         store_path=store_path,
+        fills=fills,
     )
     try:
         result = run_backtest(
@@ -183,6 +200,15 @@ def run_backtest_command(
             end=end,
             progress=progress,
         )
+        if memory and trader_named and not fills and getattr(maker, "seeded", False):
+            said = (
+                f"no memory of trader {settings.agent.trader_id} in the store before the "
+                "first bar: the run's persona is the default constraints note alone (give "
+                "--fills with the trader's fills, or a --store-path where `sentinel "
+                "replay-trades` wrote its persona)"
+            )
+            log.warning("%s", said)
+            missing.append(said)
         events = _optional_call(maker, "salient_events")
         timeline = _persona_timeline(maker, missing)
     finally:
@@ -258,10 +284,24 @@ def backtest(
         str | None,
         typer.Option(help="Trader whose memory the run uses (default: agent.trader_id)."),
     ] = None,
+    fills: Annotated[
+        Path | None,
+        typer.Option(
+            help="Hyperliquid fills CSV of --trader (id or unique prefix): the persona "
+            "learns them as known at each bar."
+        ),
+    ] = None,
 ) -> None:
     """Backtest the DeepTraderManager on one pair: fills at the next open, fees, slippage."""
 
     cfg = settings()
+    if fills is not None and trader is None:
+        raise ConfigError("--fills needs --trader: whose fills of the file to use")
+    trader_fills: list[Fill] = []
+    if trader is not None and fills is not None:
+        from backend.eval.ablation_inputs import load_trader_fills
+
+        trader, trader_fills = load_trader_fills(fills, trader, not_after=datetime.now(UTC))
     if trader is not None:  # e.g. a persona `replay-trades` built into the same --store-path
         agent = cfg.agent.model_copy(update={"trader_id": parse_trader(trader)})
         cfg = cfg.model_copy(update={"agent": agent})
@@ -301,6 +341,8 @@ def backtest(
             store_path=store_path,
             data_root=data_root,
             progress=progress,
+            fills=trader_fills,
+            trader_named=trader is not None,
         )
     finally:
         if bar.live.is_started:  # stopping one never started prints an empty line

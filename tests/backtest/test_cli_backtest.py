@@ -6,7 +6,7 @@ import gzip
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import backend.cli.backtest as cli_backtest
 from backend.backtest.models import DecisionMaker
 from backend.cli.backtest import backtest, run_backtest_command
 from backend.config import Settings, load_settings
-from backend.data import OHLCVFrame
+from backend.data import Fill, OHLCVFrame
 from backend.errors import ConfigError, DataError, StoreError
 from tests.backtest._makers import SmaCrossMaker
 from tests.sentinel_cli import sentinel
@@ -47,10 +47,11 @@ class Factory:
         memory: bool,
         policy: str,
         store_path: Path | None,
+        fills: Sequence[Fill] = (),
     ) -> tuple[DecisionMaker, Callable[[], None]]:
         self.calls.append(
             {"settings": settings, "rows": len(ohlcv.frame), "data_dir": data_dir,
-             "memory": memory, "policy": policy, "store_path": store_path}
+             "memory": memory, "policy": policy, "store_path": store_path, "fills": fills}
         )  # fmt: skip
 
         def close() -> None:
@@ -237,6 +238,33 @@ def test_typer_command_json_and_text(
     assert factory.calls[-1]["settings"].agent.trader_id == trader
     bad = CliRunner().invoke(app, [*args, "--trader", "Bob Smith"])
     assert isinstance(bad.exception, ConfigError) and "--trader" in str(bad.exception)
+
+    # --fills: the trader's fills, learned by the persona as known at each bar (a
+    # reviewer's --trader alone was the default run to the byte, with nothing said)
+    fills = market.parent.parent / "trades" / "hyperliquid_fills.csv"
+    bad = CliRunner().invoke(app, [*args, "--fills", str(fills)])
+    assert isinstance(bad.exception, ConfigError) and "--fills needs --trader" in str(bad.exception)
+    result = CliRunner().invoke(app, [*args, "--trader", "0x513B86", "--fills", str(fills)])
+    assert result.exit_code == 0, result.output
+    call = factory.calls[-1]
+    assert call["settings"].agent.trader_id == trader  # the prefix, resolved
+    assert len(call["fills"]) > 100 and {f.trader_id for f in call["fills"]} == {trader}
+    # 2022 is before this trader's first fill: said, in the report too
+    assert "no fill of 0x513b" in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_a_trader_the_store_does_not_know_is_said(tmp_path: Path, market: Path) -> None:
+    """``--trader`` on a store with no memory of that trader: the run's persona is the
+    seed note alone, which the report and the log now say (the real builder)."""
+    run_backtest_command(
+        load_settings(), pair="BTC/USDT", timeframe="1h",
+        start=datetime(2022, 1, 1, tzinfo=UTC), end=datetime(2022, 1, 3, tzinfo=UTC),
+        data_dir=market, out=tmp_path / "run", memory=True, policy="rule",
+        trader_named=True,
+    )  # fmt: skip
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "no memory of trader agent in the store before the first bar" in page
 
 
 def test_main_prints_one_line_and_exits_2_for_a_damaged_file(
