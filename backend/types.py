@@ -20,6 +20,7 @@ __all__ = [
     "first_problem",
     "normalize_pair",
     "parse_utc",
+    "quote_asset",
     "to_utc",
 ]
 
@@ -104,6 +105,14 @@ def base_asset(symbol: str) -> str:
         return symbol
     parts = _split_pair(symbol, _STABLE_QUOTES)
     return parts[0] if parts is not None else "".join(symbol.split()).partition(":")[0]
+
+
+def quote_asset(symbol: str) -> str:
+    """Quote currency of a ccxt unified symbol, the unit of its prices, P&L and fees:
+    ``BTC/USDT`` -> ``USDT``, ``ETH/USDC:USDC`` -> ``USDC``; ``""`` for text with no
+    ``/`` (normalise it first: :func:`normalize_pair`)."""
+    _, slash, rest = symbol.partition("/")
+    return rest.partition(":")[0].strip() if slash else ""
 
 
 def normalize_pair(symbol: str) -> str:

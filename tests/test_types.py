@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from backend.types import base_asset, normalize_pair, parse_utc, to_utc
+from backend.types import base_asset, normalize_pair, parse_utc, quote_asset, to_utc
 
 
 @pytest.mark.parametrize(
@@ -38,6 +38,11 @@ def test_base_asset_of_every_spelling() -> None:
     spellings = ("DOGE/USDT", "DOGE_USDT", "DOGE-USDT", "DOGEUSDT", "DOGE/USDC:USDC", "DOGE")
     assert {base_asset(s) for s in spellings} == {"DOGE"}
     assert base_asset("@107") == "@107" and base_asset("kPEPE/USDC:USDC") == "kPEPE"
+
+
+def test_quote_asset_of_a_ccxt_symbol() -> None:
+    assert quote_asset("BTC/USDT") == "USDT" and quote_asset("ETH/USDC:USDC") == "USDC"
+    assert quote_asset("BTCUSDT") == ""  # not a unified symbol: normalise it first
 
 
 def test_a_time_outside_the_calendar_once_in_utc_is_a_value_error() -> None:

@@ -50,10 +50,11 @@ from backend.backtest._figures import (
 )
 from backend.backtest._memory_changes import memory_changes_frame, memory_changes_section
 from backend.backtest.engine import BacktestResult, utc_timestamp
-from backend.backtest.metrics import run_warning
+from backend.backtest.metrics import bars_per_year, run_warning
 from backend.backtest.models import BacktestMetrics, TradeRecord
 from backend.errors import ConfigError, DataError
 from backend.files import check_writable, write_files_atomic
+from backend.types import base_asset, quote_asset
 
 __all__ = [
     "FILL_COLUMNS",
@@ -222,13 +223,51 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def _metrics_table(metrics: BacktestMetrics) -> str:
+_MONEY_FIELDS = frozenset({"fees_paid", "final_equity"})
+
+
+def _unit(name: str, quote: str, timeframe: str) -> str:
+    """What a metric of ``metrics.json`` is measured in, as the report says it."""
+    if name in _PERCENT_FIELDS:
+        return "percent (a fraction in metrics.json)"
+    if name in _MONEY_FIELDS:
+        return quote or "quote currency"
+    if name in ("sharpe", "sortino"):
+        return f"annualised: sqrt({bars_per_year(timeframe):,.0f} {timeframe} bars a year), rf 0"
+    return ""
+
+
+def _metrics_table(metrics: BacktestMetrics, *, quote: str, timeframe: str) -> str:
     rows = []
     for name, value in metrics.model_dump().items():
         percent = name in _PERCENT_FIELDS and isinstance(value, float)
         shown = f"{value * 100:,.2f}%" if percent else _fmt(value)
-        rows.append(f'<tr><th class="l">{html.escape(name)}</th><td>{html.escape(shown)}</td></tr>')
-    return "<table>" + "".join(rows) + "</table>"
+        unit = _unit(name, quote, timeframe) if value is not None else ""
+        rows.append(
+            f'<tr><th class="l">{html.escape(name)}</th><td>{html.escape(shown)}</td>'
+            f'<td class="l">{html.escape(unit)}</td></tr>'
+        )
+    return '<table><tr><th class="l">metric</th><th>value</th><th class="l">unit</th></tr>' + (
+        "".join(rows) + "</table>"
+    )
+
+
+def _trades_shown(trades: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    """The trade rows as the report shows them: units in the headers (prices, P&L and
+    fees in the quote currency, the quantity in the base asset) and ``return_pct``, a
+    fraction in ``trades.csv`` (freqtrade's ``profit_ratio``), in percent."""
+    quote, base = quote_asset(symbol) or "quote", base_asset(symbol)
+    shown = trades.assign(return_pct=trades["return_pct"] * 100)
+    return shown.rename(
+        columns={
+            "entry_price": f"entry_price ({quote})",
+            "exit_price": f"exit_price ({quote})",
+            "quantity": f"quantity ({base})",
+            "pnl": f"pnl ({quote})",
+            "return_pct": "return (%)",
+            "fees": f"fees ({quote})",
+        }
+    )
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -285,13 +324,15 @@ def _render_html(
     inside = [(t, label) for t, label in events if start <= utc_timestamp(t) <= end]
     trades = trades_frame(result.trades)
     costs = result.settings
+    quote = quote_asset(result.symbol) or "(quote currency)"
     summary = (
         f"{html.escape(result.symbol)} {html.escape(result.timeframe)}, trader "
         f"{html.escape(result.trader_id)}; {len(result.equity)} bars with close times "
         f"{html.escape(start.isoformat())} .. {html.escape(end.isoformat())}; initial equity "
-        f"{costs.initial_equity:,.2f}, fee rate {costs.fee_rate:g}, slippage "
-        f"{costs.slippage:g}, min trade fraction {costs.min_trade_fraction:g}. Decisions at "
-        "bar closes are filled at the next bar's open."
+        f"{costs.initial_equity:,.2f} {html.escape(quote)}, fee rate {costs.fee_rate:g} and "
+        f"slippage {costs.slippage:g} (fractions of notional), min trade fraction "
+        f"{costs.min_trade_fraction:g} (of equity). Decisions at bar closes are filled at "
+        "the next bar's open."
     )
     if result.metrics.llm_decisions:  # said where the run's numbers are read
         summary += (
@@ -308,7 +349,7 @@ def _render_html(
         *(f'<p class="warning">NOTE: {html.escape(note)}</p>' for note in notes),
         f"<p>{summary}</p>",
         "<h2>Metrics</h2>",
-        _metrics_table(result.metrics),
+        _metrics_table(result.metrics, quote=quote, timeframe=result.timeframe),
         "<h2>Equity</h2>",
         equity_figure(result, inside),
         _events_table(inside),
@@ -319,7 +360,9 @@ def _render_html(
         f"<h2>Trade rows (first {min(max_trades, len(trades))} of {len(trades)}: "
         f"{result.metrics.n_trades} positions closed, a position reduced in steps is one "
         "row per step)</h2>",
-        _table(trades.head(max_trades)) if len(trades) else '<p class="muted">No trades.</p>',
+        _table(_trades_shown(trades.head(max_trades), result.symbol))
+        if len(trades)
+        else '<p class="muted">No trades.</p>',
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

@@ -66,6 +66,7 @@ from backend.cli._common import (
 from backend.config import Settings
 from backend.data import Fill, OHLCVFrame, find_ohlcv_file, read_ohlcv_file
 from backend.errors import ConfigError, EmbeddingError, StoreError, dependency_failed
+from backend.types import quote_asset
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,10 @@ def _headline(result: BacktestResult, out: Path, *, min_share: float) -> Table:
     table.add_row("trades / win rate", f"{m.n_trades} / {m.win_rate:.1%}", "")
     table.add_row("decisions / violations", f"{m.n_decisions} / {m.constraint_violations}", "")
     table.add_row("time in market", f"{m.exposure:.1%}", "")
-    table.add_row("fees / final equity", f"{m.fees_paid:,.2f} / {m.final_equity:,.2f}", "")
+    quote = quote_asset(result.symbol)
+    table.add_row(
+        f"fees / final equity ({quote})", f"{m.fees_paid:,.2f} / {m.final_equity:,.2f}", ""
+    )
     if m.llm_answered_share is not None:
         said = share_text(m.llm_answered_share, against=min_share)
         table.add_row("LLM answered", f"{said} of {m.llm_decisions}", "")

@@ -92,6 +92,15 @@ def test_files_are_written_and_parse(
     assert "learned in training" not in page  # said of chat-model runs only
     # the heading tells rows from positions (a reviewer's: "Trades (14 of 14)", n_trades 2)
     assert f"of {len(trades)}: {result.metrics.n_trades} positions closed" in page
+    # units said (a reviewer's: fees and equity had none, and return_pct -0.0142 read as
+    # -0.0142% where trades.csv's fraction is -1.42%)
+    quote = result.symbol.split("/")[1]
+    assert f"initial equity 10,000.00 {quote}" in page
+    assert f'<th class="l">fees_paid</th><td>{result.metrics.fees_paid:,.4f}</td>' in page
+    assert f'<td class="l">{quote}</td>' in page and "sqrt(8,766 1h bars a year), rf 0" in page
+    assert f"pnl ({quote})" in page and "return (%)" in page
+    first = result.trades[0].return_pct * 100
+    assert f"<td>{first:,.4f}</td>" in page
 
 
 def test_without_trades_events_or_persona(tmp_path: Path) -> None:
