@@ -78,6 +78,7 @@ def ablation(
     )
     from backend.eval.ablation_report import write_ablation_curves, write_ablation_html
     from backend.eval.models import AblationMode, WindowRun
+    from backend.memory import coverage_notes, load_news
 
     cfg = settings()
     chosen = list(dict.fromkeys(split_values(modes, name="modes")))  # each mode once
@@ -165,6 +166,7 @@ def ablation(
     result["warnings"] = warnings = (
         (fills_span_warnings(trader_id, trader_fills, windows) if trader_id is not None else [])
         + news_warnings(news, root)
+        + coverage_notes(load_news(cfg.data, root), windows[0][0], windows[-1][1])
         + outcome.window_warnings()
         + [
             f"{r.pair} {r.timeframe} {r.window_start:%Y-%m-%d} {r.mode}: {said}"

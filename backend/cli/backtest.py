@@ -174,11 +174,16 @@ def run_backtest_command(
     if (cut := window_cut(ohlcv, start=start, end=end)) is not None:
         log.warning("%s", cut)  # on stderr when it runs, and in the report's notes
         missing.append(cut)
-    if fills and memory:
-        from backend.eval.ablation_inputs import fills_span_warnings
+    bars = ohlcv.frame.index
+    window = (bars[first_row].to_pydatetime(), bars[stop_row - 1].to_pydatetime())
+    from backend.memory import coverage_notes, load_news
 
-        bars = ohlcv.frame.index
-        window = (bars[first_row].to_pydatetime(), bars[stop_row - 1].to_pydatetime())
+    for said in coverage_notes(load_news(settings.data, root), *window):
+        log.warning("%s", said)
+        missing.append(said)
+    if fills and memory:
+        from backend.eval.ablation import fills_span_warnings
+
         for said in fills_span_warnings(settings.agent.trader_id, fills, [window]):
             log.warning("%s", said)
             missing.append(said)
@@ -303,7 +308,7 @@ def backtest(
         raise ConfigError("--fills needs --trader: whose fills of the file to use")
     trader_fills: list[Fill] = []
     if trader is not None and fills is not None:
-        from backend.eval.ablation_inputs import load_trader_fills
+        from backend.eval.ablation import load_trader_fills
 
         trader, trader_fills = load_trader_fills(fills, trader, not_after=datetime.now(UTC))
     if trader is not None:  # e.g. a persona `replay-trades` built into the same --store-path

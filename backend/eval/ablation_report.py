@@ -161,9 +161,11 @@ def _render(
         "from the capital the previous one ended with; dotted lines mark window starts; a "
         "position open at a window's end is marked at its close, not sold, so its exit's fee "
         "and slippage are left out), buy-and-hold dashed (bought at each window's first "
-        "close, no fee or slippage). Returns and drawdowns are fractions shown in percent; fees in "
-        "the quote currency; Sharpe and Sortino annualised, rf 0; persona alignment 0..1 "
-        "(higher is closer to the trader), decision-weighted over windows.</p>",
+        "close, no fee or slippage; the move from a window's last close to the next one's "
+        "first close counts for no mode, buy-and-hold included). Returns and drawdowns "
+        "are fractions shown in percent; fees in the quote currency; Sharpe and Sortino "
+        "annualised, rf 0; persona alignment 0..1 (higher is closer to the trader), "
+        "decision-weighted over windows.</p>",
         *(f'<p class="warn">WARNING: {html.escape(w)}</p>' for w in warnings),
     ]
     for pair, by_tf in summary.items():

@@ -18,6 +18,7 @@ from backend.memory._news import (
     HeadlineIndex,
     News,
     NewsFiles,
+    coverage_notes,
     headline_topics,
     load_news,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "compute_features",
     "consolidate",
     "count_closing_trades",
+    "coverage_notes",
     "detect_market_events",
     "detect_news_shocks",
     "detect_trade_events",

@@ -42,6 +42,7 @@ __all__ = [
     "HeadlineIndex",
     "News",
     "NewsFiles",
+    "coverage_notes",
     "headline_topics",
     "load_news",
     "state_topics",
@@ -219,6 +220,36 @@ class News:
 
     headlines: HeadlineIndex | None
     fear_greed: FearGreedIndex | None
+
+
+def coverage_notes(news: News, start: datetime, end: datetime) -> list[str]:
+    """One line per news input that does not cover a run's ``[start, end)`` (UTC):
+    none of it there, or only part. The shared headlines cover 2021-10..2022-07, so a
+    2024 run had no news shock at all, and its report and ablation JSON said nothing (a
+    reviewer's). Pure; ``[]`` when both cover the run or are missing (that is said
+    elsewhere: ``news_warnings``)."""
+    spans = []
+    if news.headlines is not None and len(news.headlines):
+        ns = news.headlines.published_ns
+        spans.append(("headlines (news shocks)", int(ns[0]), int(ns[-1])))
+    if news.fear_greed is not None and len(news.fear_greed.known_ns):
+        known = news.fear_greed.known_ns
+        last = int(known[-1]) + news.fear_greed.max_age_ns  # stale after that
+        spans.append(("Fear & Greed index", int(known[0]), last))
+    lo, hi = _ns(start), _ns(end)
+    notes = []
+    for what, first, last in spans:
+        have = f"{_day(first)}..{_day(last)}"
+        run = f"{start:%Y-%m-%d}..{end:%Y-%m-%d}"
+        if last < lo or first >= hi:
+            notes.append(f"{what}: none in the run's {run} (the file covers {have})")
+        elif first > lo or last < hi:
+            notes.append(f"{what}: the file covers {have}, only part of the run's {run}")
+    return notes
+
+
+def _day(ns: int) -> str:
+    return f"{pd.Timestamp(ns, tz='UTC'):%Y-%m-%d}"
 
 
 def load_news(data: DataSettings, data_dir: Path | None) -> News:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import html
 import json
 import subprocess
 import sys
@@ -303,6 +304,22 @@ def test_a_window_reaching_past_the_data_is_said_in_the_report(
     said = f"--end 2026-01-01T00:00:00+00:00 is after the data (BTC/USDT 1d ends at {last_close})"
     assert said in caplog.text
     assert said in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_a_window_the_news_does_not_cover_is_said_in_the_report(
+    tmp_path: Path, market: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reviewer's 2024 runs had no headline at all (the file ends in 2022-07), and
+    neither the report nor the log said so."""
+    run_backtest_command(
+        load_settings(), pair="BTC/USDT", timeframe="1h",
+        start=datetime(2024, 11, 1, tzinfo=UTC), end=datetime(2024, 11, 8, tzinfo=UTC),
+        data_dir=market, out=tmp_path / "run", memory=False, policy="rule",
+        maker_factory=Factory(),
+    )  # fmt: skip
+    said = "headlines (news shocks): none in the run's 2024-11-01..2024-11-07"
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert said in caplog.text and html.escape(said) in page
 
 
 def test_missing_news_files_are_said_and_recorded(

@@ -515,8 +515,10 @@ def test_cli_with_a_real_trader_scores_persona_alignment(shared_data: Path, tmp_
     assert data["complete"] is True and data["trader"] == TRADER_ETH_SOL
     assert data["modes"] == ["off", "all"] and len(data["runs"]) == 4
     assert {r["mode"] for r in data["runs"]} == {"off", "all"}
+    assert "buy_and_hold is not the candles' first-to-last-close return" in data["chaining"]
     # October ends before the first fill, November holds it: both said, and printed
-    before, inside = data["warnings"]
+    before, inside, news = data["warnings"]
+    assert news.startswith("headlines (news shocks): none in the run's 2024-10-01..2024-12-01")
     assert before.startswith("window 2024-10-01: no fill of 0x083384") and before in result.output
     assert inside.startswith("window 2024-11-01: the first fill of 0x083384")
     assert "on 2024-11-11, 10 days into it" in inside and inside in result.output

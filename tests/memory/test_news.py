@@ -56,3 +56,35 @@ def test_a_news_file_that_goes_away_is_no_longer_read(shared_data: Path, tmp_pat
     news = files.current()
     assert news.fear_greed is None and news.headlines is not None
     assert NewsFiles(load_settings().data, None).current().headlines is None
+
+
+def test_coverage_notes_say_a_run_the_news_files_do_not_cover(shared_data: Path) -> None:
+    """A reviewer's: the headlines cover 2021-10-12..2022-07-05, so a 2024 run had no
+    news shock at all, and its report and ablation JSON said nothing."""
+    from datetime import UTC, datetime
+
+    from backend.memory import coverage_notes, load_news
+
+    news = load_news(load_settings().data, shared_data)
+    inside = coverage_notes(
+        news, datetime(2022, 1, 1, tzinfo=UTC), datetime(2022, 3, 1, tzinfo=UTC)
+    )
+    assert inside == []
+    late = coverage_notes(
+        news, datetime(2024, 11, 1, tzinfo=UTC), datetime(2024, 12, 1, tzinfo=UTC)
+    )
+    assert late == [
+        "headlines (news shocks): none in the run's 2024-11-01..2024-12-01 "
+        "(the file covers 2021-10-12..2022-07-05)"
+    ]  # the Fear & Greed index covers 2024
+    part = coverage_notes(news, datetime(2022, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
+    assert part == [
+        "headlines (news shocks): the file covers 2021-10-12..2022-07-05, only part of the "
+        "run's 2022-01-01..2024-01-01"
+    ]
+    assert (
+        coverage_notes(
+            load_news(load_settings().data, None), *(datetime(2024, 1, 1, tzinfo=UTC),) * 2
+        )
+        == []
+    )
