@@ -34,7 +34,7 @@ import json
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -46,7 +46,7 @@ from backend.backtest.models import DecisionMaker
 from backend.cli.backtest import run_backtest_command
 from backend.compose import build_trader_manager
 from backend.config import LLMSettings, Settings, load_settings
-from backend.data import OHLCVFrame
+from backend.data import Fill, OHLCVFrame
 from backend.embeddings import HashingEmbedder
 from backend.llm import LLMClient, build_llm
 from backend.llm.client import StructuredMode
@@ -97,10 +97,11 @@ def run_decisions(
         memory: bool,
         policy: str,
         store_path: Path | None,
+        fills: Sequence[Fill] = (),
     ) -> tuple[DecisionMaker, Callable[[], None]]:
         manager, close = build_trader_manager(
             settings, ohlcv=ohlcv, data_dir=data_dir, memory=memory, policy=policy,
-            store_path=store_path,
+            store_path=store_path, fills=fills,
         )  # fmt: skip
         captured.append(manager)
         return manager, close
