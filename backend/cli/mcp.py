@@ -132,6 +132,7 @@ def mcp_command(
             clock=clock,
             episodes=lambda t, at: system.episodic.scan(t, as_of=at),
             replay=fixed is not None,
+            write_lock=system.store.writer_lock,
             version=__version__,
         )
         if listening is None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -68,6 +69,7 @@ def build_mcp_server(
     clock: Callable[[], datetime],
     episodes: Scanner,
     replay: bool = False,
+    write_lock: Callable[[], AbstractContextManager[None]] = nullcontext,
     name: str = "cryptosentinel-memory",
     version: str = "",
 ) -> Server[Any]:
@@ -76,7 +78,10 @@ def build_mcp_server(
     ``clock`` returns the UTC ``as_of`` of each request; ``replay``: it is a fixed past
     time (writes into a past the store has moved beyond are refused:
     :meth:`MemoryToolkit.call`); ``episodes`` lists the trader's episodes for the
-    recent-episodes resource. Tools: every :meth:`MemoryToolkit.tools`
+    recent-episodes resource; ``write_lock`` (the store's
+    :meth:`~backend.storage.KhalaStore.writer_lock`) is held by each write from its
+    stamp to its end, so that servers of one store in several processes stamp their
+    writes in the order they land. Tools: every :meth:`MemoryToolkit.tools`
     entry (``recall``, ``get_trader_profile``, ``record_note``, ``record_message``,
     ``record_event``, ``record_decision``, ``record_outcome``, ``build_decision_context``);
     each result is
@@ -95,6 +100,10 @@ def build_mcp_server(
     ]
 
     write_turn = anyio.Lock()
+
+    def _stamped(call: Callable[..., Any]) -> Any:
+        with write_lock():
+            return call(as_of=clock())
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -118,8 +127,11 @@ def build_mcp_server(
                 # and of 8 notes sent at once 5 were refused (persona writes move forward
                 # in time), their hard constraints lost. Waiting holds no worker thread;
                 # reads never wait for it.
+                # and stamped under the store's writer lock: two processes serving one
+                # store (two agents' clients) had stamped on arrival, and the later stamp
+                # that landed first refused the other (2 of 8 notes at once, a reviewer's)
                 async with write_turn:
-                    data = await anyio.to_thread.run_sync(partial(call, as_of=clock()))
+                    data = await anyio.to_thread.run_sync(partial(_stamped, call))
             else:
                 data = await anyio.to_thread.run_sync(partial(call, as_of=clock()))
         except ToolError as exc:

@@ -346,6 +346,33 @@ async def _concurrent_messages(store: Path) -> tuple[list[Any], list[Any], list[
     )  # fmt: skip
 
 
+async def _two_servers(store: Path) -> tuple[list[Any], Any]:
+    """The eight notes at once, half through each of two servers (two processes) of one
+    store, as two agents' clients started them; and the profile after them."""
+    async with Client(_stdio(store)) as first:
+        await first.call_tool("record_note", {"text": "I trade BTC."})  # the store exists
+        async with Client(_stdio(store)) as second:
+            results = await asyncio.gather(*(
+                client.call_tool("record_note", {"text": note})
+                for client, note in zip([first, second] * 4, NOTES, strict=True)
+            ))  # fmt: skip
+        profile = _json(await first.call_tool("get_trader_profile", {}))
+    return [(r.is_error, _json(r)) for r in results], profile
+
+
+@pytest.mark.slow
+def test_two_servers_of_one_store_land_every_note(tmp_path: Path) -> None:
+    """A reviewer's: two server processes of one store stamped their writes on arrival,
+    and a later stamp landing first refused the other's as look-ahead (2 of 8 notes
+    lost, their hard constraints with them). A write is now stamped under the store's
+    writer lock, which spans processes."""
+    notes, profile = asyncio.run(_two_servers(tmp_path / "khala"))
+    assert not any(error for error, _ in notes), notes
+    rules = {c["kind"]: c["value"] for c in profile["attributes"]["constraints"]["value"]}
+    assert rules["no_memecoins"] is rules["long_only"] is True and rules["max_leverage"] == 3
+    assert set(rules["forbidden_assets"]) == {"SOL", "DOGE", "XRP", "ADA"}
+
+
 @pytest.mark.slow
 def test_concurrent_writes_land_in_time_order(tmp_path: Path) -> None:
     """A write takes its time when it runs, under one lock: a retry racing its first call
