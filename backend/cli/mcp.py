@@ -107,6 +107,8 @@ def mcp_command(
     try:
         cfg = settings_for_store(store_path, create=create)
     except ConfigError as exc:
+        if create or "no memory store" not in str(exc):  # the hint helps only there
+            raise
         raise ConfigError(f"{exc} (--create starts an empty one)") from None
     from backend import __version__
 

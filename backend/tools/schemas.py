@@ -32,10 +32,13 @@ def _symbol(value: str) -> str:
     ``ValueError``: a filter no memory can match would answer nothing, quietly."""
     try:
         return normalize_pair(value)
-    except ValueError as exc:
+    except ValueError:
         coin = value.strip()
-        if _COIN.fullmatch(coin) is None:
-            raise ValueError(f"{exc}; nor a coin (letters, digits and @._- only)") from None
+        if _COIN.fullmatch(coin) is None:  # said without the value (it may be a secret)
+            raise ValueError(
+                "not a pair (expected BASE/QUOTE, e.g. BTC/USDT) nor a coin (letters, "
+                "digits and @._- only)"
+            ) from None
         return coin
 
 
@@ -57,9 +60,14 @@ __all__ = [
 
 class ToolArgs(BaseModel):
     """Base of every tool's arguments: unknown keys are an error, strings are stripped
-    (a blank text is as missing), numbers are finite (no NaN or infinity)."""
+    (a blank text is as missing), numbers are finite (no NaN or infinity), and types are
+    strict, as the published schemas say (``true`` or ``"2"`` for an integer had run as
+    1 and 2, and ``importance: true`` was stored as 1.0; an integer for a number is
+    fine)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, allow_inf_nan=False, strict=True
+    )
 
 
 class RecallArgs(ToolArgs):
