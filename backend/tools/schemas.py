@@ -21,8 +21,9 @@ from backend.memory.hierarchical import ALL_TIERS
 from backend.memory.models import EventType, Tier
 from backend.types import MAX_SIZE, Action, normalize_pair
 
-_COIN = re.compile(r"[A-Za-z0-9@._-]+")
-"""A bare coin or an exchange's market id (Hyperliquid's spot ``@107``)."""
+_COIN = re.compile(r"(?=.*[A-Za-z0-9])[A-Za-z0-9@._-]+")
+"""A bare coin or an exchange's market id (Hyperliquid's spot ``@107``): at least one
+letter or digit (``.`` alone had been stored as a coin)."""
 
 
 def _symbol(value: str) -> str:

@@ -28,7 +28,7 @@ def test_a_symbol_in_any_spelling_of_a_pair_is_the_ccxt_symbol() -> None:
     with pytest.raises(ValidationError):
         RecallArgs(query="q", symbol="")
     # a filter no memory can match was taken and answered nothing, quietly
-    for bad in ("/", "a/b/c", "NOT A PAIR !!", "btc\nusdt x"):
+    for bad in ("/", "a/b/c", "NOT A PAIR !!", "btc\nusdt x", ".", "-", "_@"):
         with pytest.raises(ValidationError, match="nor a coin") as caught:
             RecallArgs(query="q", symbol=bad)
         # the error names the field, never the value (it may be a secret)
