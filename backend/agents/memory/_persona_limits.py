@@ -16,7 +16,11 @@ from backend.memory.models import HardConstraint
 
 __all__ = ["UNDONE", "clause_at", "limit_constraints", "undone"]
 
-_PCT = r"(\d+(?:\.\d+)?)\s*(?:%|percent\b|pct\b)"
+_DECIMAL = r"(?<![\w.,])(\d+(?:[.,]\d+)?|[.,]\d+)"
+"""A number as a trader writes it: ``2``, ``0.5``, ``.5`` and the decimal comma ``0,5``
+(:func:`decimal`). Not a digit run inside another number: ``.5%`` had been read as 5%,
+a cap ten times looser than said (a reviewer's)."""
+_PCT = _DECIMAL + r"\s*(?:%|percent\b|per\s+cent\b|pct\b)"
 _PCT_RE = re.compile(_PCT, flags=re.IGNORECASE)
 _LIMIT = re.compile(
     r"(?i)\b(?:never|no more than|not more than|max(?:imum)?|at most|up to|limit(?:ed)?|"
@@ -24,8 +28,8 @@ _LIMIT = re.compile(
     r"no|don'?t|do not|keep)\b"
 )
 
-_LEVERAGE_X = re.compile(r"(?i)\b(\d+(?:\.\d+)?)\s*[x×](?![a-z])")
-_LEVERAGE_TIMES = re.compile(r"(?i)\b(\d+(?:\.\d+)?)\s*(?:[x×](?![a-z])|times\b)")
+_LEVERAGE_X = re.compile(r"(?i)" + _DECIMAL + r"\s*[x×](?![a-z])")
+_LEVERAGE_TIMES = re.compile(r"(?i)" + _DECIMAL + r"\s*(?:[x×](?![a-z])|times\b)")
 """``3 times`` is leverage only in a clause that says leverage."""
 _NO_LEVERAGE = re.compile(
     r"(?i)\b(?:no|never(?:\s+use|\s+trade\s+with)?|without|zero|don'?t\s+use|do\s+not\s+use|"
@@ -232,7 +236,17 @@ _NOT_SIZE = re.compile(r"(?i)\b(?:profit|gain|volume|chart|candles?|followers|ca
 
 
 def _clauses(sentence: str) -> list[str]:
-    return [c.strip() for c in re.split(r",(?!\d{3})|\bbut\b", sentence) if c.strip()]
+    """The clauses of ``sentence``: split at ``but`` and at a comma, except one inside a
+    number (``$1,000``, the decimal comma of ``0,5%``)."""
+    return [c.strip() for c in re.split(r"(?<!\d),|,(?!\d)|\bbut\b", sentence) if c.strip()]
+
+
+def decimal(raw: str) -> float:
+    """A number of :data:`_DECIMAL`: a comma before one or two digits is a decimal comma
+    (``0,5`` -> 0.5), before three a thousands separator (``1,000`` -> 1000)."""
+    if re.fullmatch(r"\d*,\d{1,2}", raw):
+        return float(raw.replace(",", "."))
+    return float(raw.replace(",", ""))
 
 
 def _number(raw: str, suffix: str | None = None) -> float:
@@ -276,7 +290,7 @@ def limit_constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
         pct = re.search(_PCT, clause)
         kind = _fraction_kind(clause) if pct else None
         if kind and (capped := _limited_number(_PCT_RE, clause)):
-            value = round(float(capped.group(1)) / 100.0, 10)
+            value = round(decimal(capped.group(1)) / 100.0, 10)
             yield HardConstraint(kind=kind, value=value, quote=sentence[:1000]), kind
         times = _LEVERAGE_X if not re.search(r"(?i)\bleverage", clause) else _LEVERAGE_TIMES
         lev = _limited_number(times, clause) if not _permits(clause) else None
@@ -284,7 +298,7 @@ def limit_constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
         no_lev = _NO_LEVERAGE.search(clause)
         if lev and _governs(clause, lev):  # not "I use 20x", "I went 10x long and max size"
             q = sentence[:1000]  # the whole sentence: the router reads it for a change
-            yield HardConstraint(kind="max_leverage", value=float(lev.group(1)), quote=q), "lev"
+            yield HardConstraint(kind="max_leverage", value=decimal(lev.group(1)), quote=q), "lev"
         elif no_lev and not any_lev and not undone(clause, no_lev.start()):
             yield HardConstraint(kind="no_leverage", value=True, quote=clause[:1000]), "no_lev"
         if not pct:

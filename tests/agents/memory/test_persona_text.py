@@ -325,6 +325,14 @@ def test_words_that_undo_or_merely_mention_a_rule_state_no_constraint(text: str)
         ("Never use more than twelve times leverage.", "max_leverage", 12.0),
         ("Never risk more than eleven percent per trade.", "max_risk_per_trade", 0.11),
         ("Never use more than twenty times leverage.", "max_leverage", 20.0),
+        # a number as a trader writes it: ".5%" had read as 5%, ten times looser (a
+        # reviewer's), and the decimal comma split the clause and read nothing
+        ("never risk more than .5% per trade", "max_risk_per_trade", 0.005),
+        ("never risk more than 0,5% per trade", "max_risk_per_trade", 0.005),
+        ("max risk 1,5% per trade", "max_risk_per_trade", 0.015),
+        ("never more than .5x leverage", "max_leverage", 0.5),
+        ("never risk more than 2 per cent per trade", "max_risk_per_trade", 0.02),
+        ("no more than $1,000 per position", "max_position_notional", 1000.0),
     ],
 )
 def test_more_ways_to_state_a_limit(text: str, kind: str | None, value: object) -> None:
