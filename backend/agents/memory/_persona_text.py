@@ -34,8 +34,11 @@ and, for the numeric limits, over comma-separated clauses:
   only" -> ``allowed_assets``; ``never touch SOL``, ``no DOGE``,
   ``avoid XRP``, ``keep me out of SOL``, ``SOL is off limits`` -> ``forbidden_assets``
   (not "no BTC shorts": see ``long_only``; not in a question or someone else's view:
-  "who says SOL is off limits"). Tickers are upper case as written (``DOGE``) or known coin
-  names in any case (``bitcoin``, ``eth``, ``solana``; see :data:`COIN_NAMES`);
+  "who says SOL is off limits"). Tickers are upper case as written (``DOGE``) or known
+  coin names in any case (``bitcoin``, ``eth``, ``solana``; see :data:`COIN_NAMES`);
+- no rule at all in a question ("Should I avoid SOL?"; a tag question such as "Max 2% a
+  trade, ok?" is a statement) nor in someone else's view with no word of the trader's
+  own ("My coach says never risk more than 1%", "Most pros risk no more than 1%");
 - a negation just before a rule's words in the same clause undoes it ("I don't avoid
   SOL", "I no longer only trade BTC", "I can't trade without leverage"; :data:`UNDONE`);
 - goals: ``my goal is ...``, ``I want to ...``, ``I'd like to ...``, ``aiming for ...``,
@@ -105,11 +108,13 @@ _NO_MEME = re.compile(
     r"without|ban|hate|keep\s+me\s+(?:out\s+of|away\s+from)|done\s+with|"
     r"(?:stop|quit|done)(?=\s+(?:trading|buying|touching)))"
     rf"(?:\s+{_MEME_VERBS})*\s+{_MEME_WORD}"
-    rf"|{_MEME_WORD}\W+(?i:never|no|banned|off[\s-]limits?)\b"
+    rf"|{_MEME_WORD}\W+(?i:never|banned|off[\s-]limits?)\b"
+    rf"|{_MEME_WORD}\W+(?i:no)(?:\s+(?i:way|more)\b|\s*(?:[.!;,]|$))"
 )
 """A negation before the meme-coin word with only trading words between ("no memecoins",
 "I never ever buy shitcoins", "don't let me buy memecoins") or right after it ("meme
-coins: never"); not anywhere in the sentence ("I love memecoins, not afraid of them"),
+coins: never", "memecoins: no way"; not "I love shitcoins, no regrets", a reviewer's
+ban of what was loved); not anywhere in the sentence ("I love memecoins, not afraid of them"),
 nor with another verb ("I don't mind memecoins", "I never sell memecoins")."""
 _LONG_ONLY = re.compile(
     r"(?i)\blong[\s-]only\b|\bonly\s+(?:go\s+)?long\b|\bnever\s+(?:go\s+|open\s+a\s+)?short"
@@ -129,8 +134,37 @@ def split_sentences(text: str) -> list[str]:
     return [p.strip() for p in parts if p and p.strip()]
 
 
+_TAG_QUESTION = re.compile(
+    r"(?i),?\s*\b(?:ok(?:ay)?|right|alright|all\s+right|got\s+it|understood|yes|yeah|"
+    r"clear|deal)\s*\?+\s*$"
+)
+"""A statement made a question by its tag ("Max 2% a trade, ok?"): still the statement."""
+_OTHERS_VIEW = re.compile(
+    r"(?i)\b(?:says|said|thinks|thought|believes|recommends|suggests|advises|claims|"
+    r"told\s+me)\b|\b(?:most|many|some|other|a\s+lot\s+of)\s+(?:pros|traders|people|"
+    r"experts|investors)\b"
+)
+_FIRST_PERSON = re.compile(r"(?i)\b(?:i|i'm|im|i'd|i'll|i've|me)\b")
+
+
+def _not_a_rule(sentence: str) -> bool:
+    """Whether ``sentence`` states no rule of the trader's: a question ("Do you think I
+    should avoid SOL?", "Is no leverage better?"), or someone else's view with no word of
+    the trader's own ("My coach says never risk more than 1% per trade", "Most pros risk
+    no more than 1%"). A reviewer's questions had become hard rules: a SOL run that never
+    traded while buy-and-hold made +48%. "Like most pros, I never risk more than 1%" and
+    "Max 2% a trade, ok?" are still rules."""
+    said = _TAG_QUESTION.sub("", sentence.rstrip())
+    if said.endswith("?"):
+        return True
+    return _OTHERS_VIEW.search(said) is not None and _FIRST_PERSON.search(said) is None
+
+
 def _constraints(sentence: str) -> Iterator[tuple[HardConstraint, str]]:
-    """``(constraint, rule name)`` found in one sentence."""
+    """``(constraint, rule name)`` found in one sentence (none in a question or another
+    person's view: :func:`_not_a_rule`)."""
+    if _not_a_rule(sentence):
+        return
     yield from limit_constraints(sentence)
 
     meme = _NO_MEME.search(sentence)

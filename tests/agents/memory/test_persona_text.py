@@ -595,3 +595,36 @@ def test_a_models_limit_in_number_words_is_in_the_traders_words() -> None:
     said = HardConstraint(kind="max_leverage", value=12.0, quote="twelve times leverage")
     assert constraint_said(said, note)
     assert not constraint_said(said.model_copy(update={"value": 11.0}), note)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a reviewer's: questions and other people's views had become hard rules (a SOL
+        # run never traded while buy-and-hold made +48%)
+        "Do you think I should avoid SOL?",
+        "Should I only trade BTC and ETH?",
+        "Is no leverage better?",
+        "My coach says never risk more than 1% per trade",
+        "Most pros risk no more than 1% per trade",
+        "I love shitcoins, no regrets",  # a ban of what was loved
+    ],
+)
+def test_a_question_or_another_persons_view_states_no_rule(text: str) -> None:
+    assert [d.constraint for d in text_decisions(text) if d.constraint is not None] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("Like most pros, I never risk more than 1% per trade", "max_risk_per_trade", 0.01),
+        ("Max 2% a trade, ok?", "max_risk_per_trade", 0.02),  # a tag question
+        ("Should I avoid SOL? No. I will never trade SOL.", "forbidden_assets", ["SOL"]),
+        ("memecoins: no", "no_memecoins", True),
+    ],
+)
+def test_the_traders_own_rule_beside_a_question_or_a_view(
+    text: str, kind: str, value: object
+) -> None:
+    found = [d.constraint for d in text_decisions(text) if d.constraint is not None]
+    assert [(c.kind, c.value) for c in found] == [(kind, value)]
