@@ -122,9 +122,14 @@ _LONG_ONLY = re.compile(
 )
 """Shorting refused, also of one coin ("never short SOL", "no BTC shorts"): there is no
 per-asset short limit, so the conservative reading is no shorts at all."""
-_NOT_NOW = re.compile(r"(?i)\b(?:until|till|used\s+to|no\s+longer)\b")
+_NOT_NOW = re.compile(
+    r"(?i)\b(?:until|till|used\s+to|no\s+longer|often|much|usually|a\s+lot|rarely|"
+    r"once\s+a)\b"
+)
 """Words that put a rule in the past, in the rule's own clause ("I was long only until
-2023"; but "I used to short, now I'm long only" states it)."""
+2023"; but "I used to short, now I'm long only" states it), or make it a habit's
+frequency ("I don't short often, maybe once a month", "I don't short much": a
+reviewer's, read as no shorts at all)."""
 
 
 def split_sentences(text: str) -> list[str]:

@@ -608,6 +608,8 @@ def test_a_models_limit_in_number_words_is_in_the_traders_words() -> None:
         "My coach says never risk more than 1% per trade",
         "Most pros risk no more than 1% per trade",
         "I love shitcoins, no regrets",  # a ban of what was loved
+        "I don't short often, maybe once a month",  # a habit's frequency, no ban
+        "I don't short much",
     ],
 )
 def test_a_question_or_another_persons_view_states_no_rule(text: str) -> None:
