@@ -25,6 +25,7 @@ from backend.data import Fill
 from backend.errors import DataError, LookAheadError, SentinelError
 from backend.memory import FearGreedIndex, FeatureFrame, HeadlineIndex
 from backend.memory.models import Episode, MemoryContext, PersonaProfile, RenderedContext
+from backend.storage import stable_id
 
 __all__ = ["DeepTraderManager", "ManagerState", "situation_query"]
 
@@ -151,7 +152,10 @@ class DeepTraderManager:
                 "constraints note cannot be recorded before them; start the run at or "
                 "after that time, or use a store without them (--store-path)"
             )
-        self.system.toolkit.record_note(self.trader_id, note, as_of=as_of)
+        # its own id, so the evidence tells the default from the trader's words (it had
+        # been "note-<hash>", like any note the trader wrote)
+        seed_id = "default-constraints-" + stable_id(self.trader_id, as_of.isoformat(), note)[:12]
+        self.system.toolkit.record_note(self.trader_id, note, as_of=as_of, note_id=seed_id)
         self.seeded = True
 
     def profile_at(self, as_of: datetime) -> PersonaProfile | None:

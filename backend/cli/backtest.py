@@ -207,10 +207,16 @@ def run_backtest_command(
             progress=progress,
         )
         if memory and trader_named and not fills and getattr(maker, "seeded", False):
+            kept = (
+                f", now recorded in {store_path} as that trader's persona (evidence "
+                "default-constraints-...)"
+                if store_path is not None
+                else ""
+            )
             said = (
                 f"no memory of trader {settings.agent.trader_id} in the store before the "
-                "first bar: the run's persona is the default constraints note alone (give "
-                "--fills with the trader's fills, or a --store-path where `sentinel "
+                f"first bar: the run's persona is the default constraints note alone{kept} "
+                "(give --fills with the trader's fills, or a --store-path where `sentinel "
                 "replay-trades` wrote its persona)"
             )
             log.warning("%s", said)
