@@ -48,6 +48,11 @@ _SPEAKER = re.compile(
 """What may stand before the verb in its clause: nothing (an instruction), or the
 trader (I, I'm, I've, we, let's) and words of intent. Anyone else ("Binance allows up
 to 125x", "my friend raised his") is not the trader changing a limit."""
+_NOW_TAIL = re.compile(
+    r"(?i)\b(?:now|these\s+days|from\s+here(?:\s+on)?|starting\s+(?:today|now))\W*$"
+)
+"""An asset list said to hold from now ("I only trade ETH now"): a reviewer's switch of
+the allowed assets from BTC to ETH was refused as looser, and BTC kept trading."""
 _CLAUSE = re.compile(r",|;|:|\bbut\b|\band\b|\bstill\b")
 _NUMBER = re.compile(r"(?i)\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|twenty)\b")
 
@@ -60,6 +65,8 @@ def states_a_change(quote: str, *, numeric: bool = True) -> bool:
     text = " ".join(quote.split())
     if text.endswith("?") or _ASKED.match(text):
         return False
+    if not numeric and _NOW_TAIL.search(text) and not _HEDGED.search(text):
+        return True  # "I only trade ETH now": a list, said to hold from now
     for verb in _RELAX.finditer(text):
         if _HEDGED.search(text[: verb.start()]) or _HEDGED.search(text[verb.end() :]):
             return False  # "raise my leverage to 10x if BTC breaks 100k"

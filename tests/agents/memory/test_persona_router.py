@@ -222,3 +222,24 @@ def test_a_failed_answer_never_overwrites_a_good_profile() -> None:
     (change,) = failed.changes
     assert (change.attribute, change.action, change.version) == ("profile", "IGNORE", 2)
     assert "HTTP 500" in change.reason
+
+
+def test_an_allowed_list_said_to_hold_now_replaces_the_stored_one() -> None:
+    """A reviewer's "I only trade BTC." then "I only trade ETH now": the switch was
+    refused as looser, so BTC kept trading and every ETH proposal was refused."""
+    p0 = empty_profile("t", T1)
+    btc = route_decisions(
+        p0, [constraint("allowed_assets", ["BTC"], quote="I only trade BTC.")], as_of=T1,
+        source="rules", evidence_id="n1",
+    )  # fmt: skip
+    now = route_decisions(
+        btc.profile, [constraint("allowed_assets", ["ETH"], quote="I only trade ETH now")],
+        as_of=T2, source="rules", evidence_id="n2",
+    )  # fmt: skip
+    assert now.changes[0].action == "UPDATE"
+    assert {c.kind: c.value for c in now.profile.constraints()} == {"allowed_assets": ["ETH"]}
+    maybe = route_decisions(
+        btc.profile, [constraint("allowed_assets", ["ETH"], quote="Maybe I only trade ETH now")],
+        as_of=T2, source="rules", evidence_id="n2",
+    )  # fmt: skip
+    assert maybe.changes[0].action == "IGNORE"  # when in doubt, the stored list stays
