@@ -181,6 +181,14 @@ def run_backtest_command(
     for said in coverage_notes(load_news(settings.data, root), *window):
         log.warning("%s", said)
         missing.append(said)
+    if not memory and (trader_named or store_path is not None):
+        said = (  # a reviewer's --memory off run traded SOL the trader had excluded
+            "memory off: the stored persona of trader "
+            f"{settings.agent.trader_id} is not read, nor --fills; the run's constraints "
+            "are the default constraints note's"
+        )
+        log.warning("%s", said)
+        missing.append(said)
     if fills and memory:
         from backend.eval.ablation import fills_span_warnings
 

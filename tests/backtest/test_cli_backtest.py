@@ -252,6 +252,10 @@ def test_typer_command_json_and_text(
     assert len(call["fills"]) > 100 and {f.trader_id for f in call["fills"]} == {trader}
     # 2022 is before this trader's first fill: said, in the report too
     assert "no fill of 0x513b" in (out / "report.html").read_text()
+    # memory off reads no stored persona: said (a reviewer's run traded an excluded coin)
+    off = CliRunner().invoke(app, [*args, "--trader", trader, "--memory", "off"])
+    assert off.exit_code == 0, off.output
+    assert "memory off: the stored persona of trader" in (out / "report.html").read_text()
 
 
 @pytest.mark.slow
