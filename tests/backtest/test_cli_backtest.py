@@ -240,6 +240,17 @@ def test_typer_command_json_and_text(
     bad = CliRunner().invoke(app, [*args, "--trader", "Bob Smith"])
     assert isinstance(bad.exception, ConfigError) and "--trader" in str(bad.exception)
 
+
+@pytest.mark.slow
+def test_typer_command_with_a_traders_fills(
+    tmp_path: Path, market: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    factory = Factory()
+    monkeypatch.setattr(cli_backtest, "default_maker_factory", lambda: factory)
+    app = scratch_app()
+    out = tmp_path / "t"
+    args = ["backtest", *ARGS, "--data-dir", str(market), "--out", str(out), "--memory", "on"]
+    trader = "0x513b8629fe877bb581bf244e326a047b249c4ff1"
     # --fills: the trader's fills, learned by the persona as known at each bar (a
     # reviewer's --trader alone was the default run to the byte, with nothing said)
     fills = market.parent.parent / "trades" / "hyperliquid_fills.csv"
