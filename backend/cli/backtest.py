@@ -66,6 +66,7 @@ from backend.cli._common import (
 from backend.config import Settings
 from backend.data import Fill, OHLCVFrame, find_ohlcv_file, read_ohlcv_file
 from backend.errors import ConfigError, EmbeddingError, StoreError, dependency_failed
+from backend.memory import FearGreedIndex, HeadlineIndex, News, coverage_notes, load_news
 from backend.types import quote_asset
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,17 @@ def _persona_timeline(maker: object, notes: list[str]) -> Any:
         return None
 
 
+def _news_of(maker: object, settings: Settings, root: Path) -> News:
+    """The news the maker reads: the manager's own (it loaded them), else loaded from
+    ``root`` (a test's maker; loading them again cost every run ~0.4 s)."""
+    headlines, fear_greed = getattr(maker, "headlines", False), getattr(maker, "fear_greed", False)
+    if isinstance(headlines, HeadlineIndex | None) and isinstance(
+        fear_greed, FearGreedIndex | None
+    ):
+        return News(headlines, fear_greed)
+    return load_news(settings.data, root)
+
+
 def run_backtest_command(
     settings: Settings,
     *,
@@ -176,11 +188,6 @@ def run_backtest_command(
         missing.append(cut)
     bars = ohlcv.frame.index
     window = (bars[first_row].to_pydatetime(), bars[stop_row - 1].to_pydatetime())
-    from backend.memory import coverage_notes, load_news
-
-    for said in coverage_notes(load_news(settings.data, root), *window):
-        log.warning("%s", said)
-        missing.append(said)
     if not memory and (trader_named or store_path is not None):
         said = (  # a reviewer's --memory off run traded SOL the trader had excluded
             "memory off: the stored persona of trader "
@@ -204,6 +211,9 @@ def run_backtest_command(
         store_path=store_path,
         fills=fills,
     )
+    for said in coverage_notes(_news_of(maker, settings, root), *window):
+        log.warning("%s", said)
+        missing.append(said)
     try:
         result = run_backtest(
             ohlcv,
